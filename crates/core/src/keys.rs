@@ -1,0 +1,225 @@
+//! Keys and signatures. Ed25519 for signing (verified with `verify_strict`), X25519 for
+//! encryption. Every signature is over a namespace (one per message kind) followed by the
+//! message, so a signature made for one purpose can never be replayed as another.
+
+use std::fmt;
+
+use ed25519_dalek::Signer;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// Namespaces for signatures, one per message kind.
+pub mod namespace {
+    /// Transactions.
+    pub const TRANSACTION: &[u8] = b"medledger/v1/transaction";
+    /// Signed tree heads.
+    pub const CHECKPOINT: &[u8] = b"medledger/v1/checkpoint";
+    /// Signed read requests to the API.
+    pub const REQUEST: &[u8] = b"medledger/v1/request";
+}
+
+/// A signature failed to verify.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("signature does not verify under key {0}")]
+pub struct BadSignature(pub PublicKey);
+
+fn namespaced(namespace: &[u8], message: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(1 + namespace.len() + message.len());
+    // The namespace is length-prefixed so that no namespace is a prefix of another's message.
+    m.push(u8::try_from(namespace.len()).expect("namespaces are short constants"));
+    m.extend_from_slice(namespace);
+    m.extend_from_slice(message);
+    m
+}
+
+/// An Ed25519 public (verifying) key, as its 32-byte compressed encoding.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PublicKey(pub [u8; 32]);
+
+impl PublicKey {
+    /// Verifies `signature` over `message` in `namespace`, strictly (no malleable or
+    /// small-order encodings accepted).
+    pub fn verify(
+        &self,
+        namespace: &[u8],
+        message: &[u8],
+        signature: &Signature,
+    ) -> Result<(), BadSignature> {
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&self.0).map_err(|_| BadSignature(*self))?;
+        let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
+        key.verify_strict(&namespaced(namespace, message), &sig).map_err(|_| BadSignature(*self))
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", hex::encode(self.0))
+    }
+}
+
+/// An Ed25519 signature.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Signature(pub [u8; 64]);
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({})", hex::encode(self.0))
+    }
+}
+
+/// An Ed25519 signing key. Zeroised on drop; its Debug output is redacted; the secret bytes are
+/// reachable only through [`SigningKey::expose_secret`].
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct SigningKey([u8; 32]);
+
+impl SigningKey {
+    /// A fresh key from the operating system's random source.
+    pub fn generate() -> Self {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).expect("the operating system's random source is available");
+        Self(seed)
+    }
+
+    /// A key from its 32-byte secret seed.
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        Self(seed)
+    }
+
+    /// The secret seed, for the keystore to encrypt. Handle with care.
+    pub fn expose_secret(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The matching public key.
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey(ed25519_dalek::SigningKey::from_bytes(&self.0).verifying_key().to_bytes())
+    }
+
+    /// Signs `message` in `namespace`.
+    pub fn sign(&self, namespace: &[u8], message: &[u8]) -> Signature {
+        let key = ed25519_dalek::SigningKey::from_bytes(&self.0);
+        Signature(key.sign(&namespaced(namespace, message)).to_bytes())
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKey([REDACTED], public {})", self.public_key())
+    }
+}
+
+/// An X25519 public key, to which data keys and sealed details are encrypted.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EncryptionKey(pub [u8; 32]);
+
+impl fmt::Debug for EncryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EncryptionKey({})", hex::encode(self.0))
+    }
+}
+impl fmt::Display for EncryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// An X25519 secret key. Zeroised on drop, Debug redacted.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct DecryptionKey([u8; 32]);
+
+impl DecryptionKey {
+    /// A fresh key from the operating system's random source.
+    pub fn generate() -> Self {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).expect("the operating system's random source is available");
+        Self(seed)
+    }
+    /// A key from its secret bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+    /// The secret bytes, for the keystore to encrypt.
+    pub fn expose_secret(&self) -> &[u8; 32] {
+        &self.0
+    }
+    /// The matching public key.
+    pub fn public_key(&self) -> EncryptionKey {
+        let secret = x25519_dalek::StaticSecret::from(self.0);
+        EncryptionKey(x25519_dalek::PublicKey::from(&secret).to_bytes())
+    }
+}
+
+impl fmt::Debug for DecryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DecryptionKey([REDACTED], public {:?})", self.public_key())
+    }
+}
+
+// Serde: hex for humans (JSON), fixed-size bytes in the canonical encoding.
+macro_rules! serde_bytes_hex {
+    ($t:ty, $n:expr) => {
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.serialize_str(&hex::encode(self.0))
+                } else {
+                    serde::Serialize::serialize(&BigArray(&self.0), s)
+                }
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let mut out = [0u8; $n];
+                if d.is_human_readable() {
+                    let s = String::deserialize(d)?;
+                    hex::decode_to_slice(s, &mut out).map_err(serde::de::Error::custom)?;
+                } else {
+                    let v: OwnedArray<$n> = Deserialize::deserialize(d)?;
+                    out = v.0;
+                }
+                Ok(Self(out))
+            }
+        }
+    };
+}
+serde_bytes_hex!(PublicKey, 32);
+serde_bytes_hex!(EncryptionKey, 32);
+serde_bytes_hex!(Signature, 64);
+
+/// Serialises a fixed-size byte array as a tuple (no length prefix), for any size.
+struct BigArray<'a, const N: usize>(&'a [u8; N]);
+impl<const N: usize> Serialize for BigArray<'_, N> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(N)?;
+        for b in self.0 {
+            t.serialize_element(b)?;
+        }
+        t.end()
+    }
+}
+struct OwnedArray<const N: usize>([u8; N]);
+impl<'de, const N: usize> Deserialize<'de> for OwnedArray<N> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<const N: usize>;
+        impl<'de, const N: usize> serde::de::Visitor<'de> for V<N> {
+            type Value = OwnedArray<N>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{N} bytes")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = [0u8; N];
+                for (i, b) in out.iter_mut().enumerate() {
+                    *b = seq.next_element()?.ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
+                }
+                Ok(OwnedArray(out))
+            }
+        }
+        d.deserialize_tuple(N, V::<N>)
+    }
+}

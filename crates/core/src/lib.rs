@@ -1,0 +1,15 @@
+//! medledger core: the types every other crate shares (identities, keys, transactions, blocks,
+//! receipts), their one canonical encoding, signatures with a namespace per message kind, and
+//! the RFC 9162 Merkle log math. No I/O, no async, no clock: everything here is a pure function
+//! of its inputs, so that every node computes the same bytes and hashes.
+#![warn(missing_docs)]
+
+pub mod block;
+pub mod encoding;
+pub mod hash;
+pub mod ids;
+pub mod keys;
+pub mod merkle;
+pub mod tx;
+
+pub use hash::Hash;

@@ -1,0 +1,100 @@
+//! The transaction envelope (chain id, signer, nonce, body, signature) and the transaction
+//! bodies. One enum variant per kind; the registry kinds live in [`registry`].
+
+pub mod registry;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Hash,
+    encoding::{self, DecodeError},
+    ids::AccountId,
+    keys::{BadSignature, PublicKey, Signature, SigningKey, namespace},
+};
+
+pub use registry::*;
+
+/// Largest accepted encoded signed transaction, in bytes.
+pub const MAX_TX_BYTES: usize = 16 * 1024;
+/// Longest accepted chain id.
+pub const MAX_CHAIN_ID_LEN: usize = 64;
+
+/// What a transaction does. New capabilities (consent, records, cases, devices) add variants.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxBody {
+    /// Identities: hospitals, doctors, patients, keys.
+    Registry(RegistryTx),
+}
+
+impl TxBody {
+    /// A short name for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TxBody::Registry(r) => r.kind(),
+        }
+    }
+}
+
+/// The signed part of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transaction {
+    /// The network this transaction is for; a transaction for another chain is refused.
+    pub chain_id: String,
+    /// The account that signs and pays for it in nonce.
+    pub signer: AccountId,
+    /// Strictly greater than the signer's last committed nonce: makes every transaction unique
+    /// and refuses replays.
+    pub nonce: u64,
+    /// What it does.
+    pub body: TxBody,
+}
+
+impl Transaction {
+    /// Signs the transaction with `key`, whose public half must be the signer's active key.
+    pub fn sign(self, key: &SigningKey) -> SignedTransaction {
+        let signature = key.sign(namespace::TRANSACTION, &encoding::encode(&self));
+        SignedTransaction { tx: self, public_key: key.public_key(), signature }
+    }
+}
+
+/// A transaction with its signature and the key that made it. The ledger checks that the key is
+/// the signer's active key; the signature itself can be checked without any state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedTransaction {
+    /// The signed content.
+    pub tx: Transaction,
+    /// The key that signed it.
+    pub public_key: PublicKey,
+    /// Ed25519 over the namespaced canonical encoding of `tx`.
+    pub signature: Signature,
+}
+
+impl SignedTransaction {
+    /// Checks the signature (strict Ed25519). Says nothing about whether the key belongs to the
+    /// signer: that needs ledger state.
+    pub fn verify_signature(&self) -> Result<(), BadSignature> {
+        self.public_key.verify(namespace::TRANSACTION, &encoding::encode(&self.tx), &self.signature)
+    }
+
+    /// The canonical encoding: what is stored, hashed into the Merkle log and sent.
+    pub fn encode(&self) -> Vec<u8> {
+        encoding::encode(self)
+    }
+
+    /// Decodes a signed transaction, refusing oversize or non-canonical input.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let tx: Self = encoding::decode("transaction", bytes, MAX_TX_BYTES)?;
+        if tx.tx.chain_id.len() > MAX_CHAIN_ID_LEN {
+            return Err(DecodeError::Malformed {
+                what: "transaction",
+                reason: format!("chain id longer than {MAX_CHAIN_ID_LEN} bytes"),
+            });
+        }
+        Ok(tx)
+    }
+
+    /// The transaction's id: SHA-256 of its canonical encoding.
+    pub fn hash(&self) -> Hash {
+        Hash::of(&self.encode())
+    }
+}

@@ -1,0 +1,238 @@
+//! medledger ledger: the deterministic state machine and its durable storage.
+//!
+//! [`Ledger::apply_block`] is the one way state changes: given a block and the result of each
+//! transaction's signature check, it applies the transactions in order and returns their
+//! receipts, all in one redb write transaction that is fsynced before it returns. It reads no
+//! clock, draws no randomness and does no network I/O: every node that applies the same
+//! blocks holds the same state. The ledger knows nothing of HTTP or Raft.
+#![warn(missing_docs)]
+
+mod apply;
+mod query;
+pub mod registry;
+pub mod state;
+pub mod verify;
+
+use std::{
+    path::Path,
+    sync::{Mutex, RwLock},
+};
+
+use medledger_core::{
+    Hash,
+    block::{BlockError, Genesis, Tip},
+    encoding::{self, DecodeError},
+    merkle::MerkleLog,
+    tx::Role,
+};
+use redb::{Database, ReadableDatabase};
+
+pub use apply::verify_signatures;
+pub use query::TxRecord;
+pub use state::{Account, DoctorEntry, HospitalEntry, PatientEntry};
+use state::*;
+
+/// Why the ledger could not do what was asked. A refused transaction is not an error: it is a
+/// receipt. These are failures of the node or its storage.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The storage engine failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The stored ledger does not check out: it was changed outside the node, or the disk
+    /// corrupted it. The node refuses to serve it.
+    #[error("the stored ledger is corrupt: {0}")]
+    Corrupt(String),
+    /// A block does not follow the tip.
+    #[error("invalid block: {0}")]
+    InvalidBlock(#[from] BlockError),
+    /// `create` on a directory that already holds a ledger, or `open` on one that holds none.
+    #[error("{0}")]
+    Setup(String),
+    /// A query asked for something out of range.
+    #[error("{0}")]
+    BadQuery(String),
+}
+
+macro_rules! storage_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for LedgerError {
+            fn from(e: $t) -> Self { LedgerError::Storage(e.to_string()) }
+        }
+    )*};
+}
+storage_error!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+impl From<DecodeError> for LedgerError {
+    fn from(e: DecodeError) -> Self {
+        LedgerError::Corrupt(e.to_string())
+    }
+}
+
+/// The writer's view: the chain tip and the state digest after the last applied block.
+#[derive(Debug)]
+struct WriterState {
+    tip: Tip,
+    digest: [u8; 32],
+}
+
+/// A ledger over a redb database.
+pub struct Ledger {
+    db: Database,
+    genesis: Genesis,
+    writer: Mutex<WriterState>,
+    /// The full Merkle log in memory, for proofs; rebuilt at open.
+    log: RwLock<MerkleLog>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").field("chain_id", &self.genesis.chain_id).finish_non_exhaustive()
+    }
+}
+
+impl Ledger {
+    /// Creates a new ledger file at `path` from `genesis`. Refuses if the file exists.
+    pub fn create(path: &Path, genesis: Genesis) -> Result<Self, LedgerError> {
+        if path.exists() {
+            return Err(LedgerError::Setup(format!(
+                "{} already exists: refusing to overwrite a ledger",
+                path.display()
+            )));
+        }
+        let db = Database::create(path)?;
+        Self::init(db, genesis)
+    }
+
+    /// A ledger held in memory only: for offline replay, tests and benchmarks.
+    pub fn in_memory(genesis: Genesis) -> Result<Self, LedgerError> {
+        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
+        Self::init(db, genesis)
+    }
+
+    fn init(db: Database, genesis: Genesis) -> Result<Self, LedgerError> {
+        if genesis.chain_id.is_empty() || genesis.chain_id.len() > medledger_core::tx::MAX_CHAIN_ID_LEN {
+            return Err(LedgerError::Setup("the chain id must be 1 to 64 bytes".into()));
+        }
+        let tip = Tip::genesis(&genesis);
+        let txn = db.begin_write()?;
+        let mut digest = [0u8; 32];
+        {
+            let mut state = StateTxn { txn: &txn, digest, height: 0, time_ms: genesis.time_ms, tx_hash: genesis.hash() };
+            state.put_account(
+                &genesis.regulator(),
+                &Account {
+                    role: Role::Regulator,
+                    key: Some(genesis.regulator_key),
+                    encryption_key: genesis.regulator_encryption_key,
+                    nonce: 0,
+                    authority: None,
+                    hospital: None,
+                    suspended: false,
+                    created_at: 0,
+                },
+            )?;
+            digest = state.digest;
+            let mut meta = txn.open_table(META)?;
+            meta.insert(META_GENESIS, encoding::encode(&genesis).as_slice())?;
+            meta.insert(META_TIP, encoding::encode(&(tip.height, tip.hash, tip.time_ms)).as_slice())?;
+            meta.insert(META_STATE_DIGEST, digest.as_slice())?;
+            // Create every table so that readers never meet a missing one.
+            txn.open_table(BLOCKS)?;
+            txn.open_table(TXS)?;
+            txn.open_table(TX_INDEX)?;
+            txn.open_table(RECEIPTS)?;
+            txn.open_table(HOSPITALS)?;
+            txn.open_table(DOCTORS)?;
+            txn.open_table(PATIENTS)?;
+            txn.open_table(PATIENT_BY_ACCOUNT)?;
+        }
+        txn.commit()?;
+        Ok(Ledger {
+            db,
+            genesis,
+            writer: Mutex::new(WriterState { tip, digest }),
+            log: RwLock::new(MerkleLog::new()),
+        })
+    }
+
+    /// Opens an existing ledger and checks it before anything is served: the block hash chain,
+    /// every block's transaction root and log root against the stored transactions, and the
+    /// state digest against the stored state tables. A ledger that fails any check is refused
+    /// with [`LedgerError::Corrupt`]. (Signatures and a full replay are checked by
+    /// [`verify::verify_ledger`], which is slower.)
+    pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        if !path.exists() {
+            return Err(LedgerError::Setup(format!("no ledger at {}", path.display())));
+        }
+        let db = Database::builder().open(path)?;
+        let read = db.begin_read()?;
+        let genesis: Genesis = {
+            let meta = read.open_table(META)?;
+            let g = meta
+                .get(META_GENESIS)?
+                .ok_or_else(|| LedgerError::Corrupt("no genesis in the ledger".into()))?;
+            decode_entry("genesis", g.value())?
+        };
+        let (tip, leaves) = verify::check_chain(&read, &genesis, &mut |_, _| {})?;
+        let stored_tip: (u64, Hash, u64) = {
+            let meta = read.open_table(META)?;
+            let t = meta.get(META_TIP)?.ok_or_else(|| LedgerError::Corrupt("no tip".into()))?;
+            decode_entry("tip", t.value())?
+        };
+        if stored_tip != (tip.height, tip.hash, tip.time_ms) {
+            return Err(LedgerError::Corrupt(format!(
+                "the stored tip (height {}) does not match the block chain (height {})",
+                stored_tip.0, tip.height
+            )));
+        }
+        let digest = verify::state_digest(&read)?;
+        let stored_digest = {
+            let meta = read.open_table(META)?;
+            let d = meta.get(META_STATE_DIGEST)?.ok_or_else(|| LedgerError::Corrupt("no state digest".into()))?;
+            d.value().to_vec()
+        };
+        if stored_digest != digest {
+            return Err(LedgerError::Corrupt(
+                "the state tables do not match the state digest written with the last block".into(),
+            ));
+        }
+        drop(read);
+        Ok(Ledger {
+            db,
+            genesis,
+            writer: Mutex::new(WriterState { tip, digest }),
+            log: RwLock::new(MerkleLog::from_leaf_hashes(leaves)),
+        })
+    }
+
+    /// The genesis this ledger started from.
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+
+    /// The chain id.
+    pub fn chain_id(&self) -> &str {
+        &self.genesis.chain_id
+    }
+
+    /// The chain tip after the last applied block.
+    pub fn tip(&self) -> Tip {
+        self.writer.lock().expect("writer lock poisoned").tip.clone()
+    }
+
+    /// The marker stored with the last applied block (the caller's own bookkeeping, e.g. the
+    /// Raft log id of the entry that carried it).
+    pub fn applied_marker(&self) -> Result<Option<Vec<u8>>, LedgerError> {
+        let read = self.db.begin_read()?;
+        let meta = read.open_table(META)?;
+        Ok(meta.get(META_APPLIED_MARKER)?.map(|v| v.value().to_vec()))
+    }
+}

@@ -1,0 +1,230 @@
+//! Read-only queries over committed state: directory, accounts, patients, transactions with
+//! their receipts, blocks, and Merkle proofs. Readers never block the writer (redb MVCC).
+
+use medledger_core::{
+    Hash,
+    block::{BlockHeader, Checkpoint, Outcome, Receipt},
+    encoding,
+    ids::{AccountId, PatientId},
+    merkle::{ConsistencyProof, InclusionProof},
+    tx::SignedTransaction,
+};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+use crate::{Ledger, LedgerError, state::*};
+
+/// A committed transaction, where it is, and what it did.
+#[derive(Clone, Debug)]
+pub struct TxRecord {
+    /// The transaction.
+    pub tx: SignedTransaction,
+    /// Its receipt.
+    pub receipt: Receipt,
+    /// The header of the block that holds it.
+    pub header: BlockHeader,
+}
+
+impl Ledger {
+    /// An account.
+    pub fn account(&self, id: &AccountId) -> Result<Option<Account>, LedgerError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(ACCOUNTS)?;
+        let v = table.get(&id.0)?;
+        v.map(|v| decode_entry("account", v.value())).transpose()
+    }
+
+    /// A hospital's directory entry.
+    pub fn hospital(&self, id: &AccountId) -> Result<Option<HospitalEntry>, LedgerError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(HOSPITALS)?;
+        let v = table.get(&id.0)?;
+        v.map(|v| decode_entry("hospital", v.value())).transpose()
+    }
+
+    /// All hospitals, with whether each is suspended.
+    pub fn hospitals(&self) -> Result<Vec<(AccountId, HospitalEntry, bool)>, LedgerError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(HOSPITALS)?;
+        let accounts = read.open_table(ACCOUNTS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let id = AccountId(*k.value());
+            let suspended = match accounts.get(k.value())? {
+                Some(a) => decode_entry::<Account>("account", a.value())?.suspended,
+                None => false,
+            };
+            out.push((id, decode_entry("hospital", v.value())?, suspended));
+        }
+        Ok(out)
+    }
+
+    /// Doctors, optionally only those of one hospital.
+    pub fn doctors(&self, hospital: Option<&AccountId>) -> Result<Vec<(AccountId, DoctorEntry)>, LedgerError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(DOCTORS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let entry: DoctorEntry = decode_entry("doctor", v.value())?;
+            if hospital.is_none_or(|h| *h == entry.hospital) {
+                out.push((AccountId(*k.value()), entry));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A patient's registration by Patient-ID.
+    pub fn patient(&self, id: PatientId) -> Result<Option<PatientEntry>, LedgerError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(PATIENTS)?;
+        let v = table.get(id.0)?;
+        v.map(|v| decode_entry("patient", v.value())).transpose()
+    }
+
+    /// The Patient-ID of a patient account.
+    pub fn patient_id_of(&self, account: &AccountId) -> Result<Option<PatientId>, LedgerError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(PATIENT_BY_ACCOUNT)?;
+        Ok(table.get(&account.0)?.map(|v| PatientId(v.value())))
+    }
+
+    /// A committed transaction by hash.
+    pub fn transaction(&self, hash: &Hash) -> Result<Option<TxRecord>, LedgerError> {
+        let read = self.db.begin_read()?;
+        let index = read.open_table(TX_INDEX)?;
+        let Some(loc) = index.get(&hash.0)? else { return Ok(None) };
+        let (height, _, log_index) = loc.value();
+        self.transaction_at_in(&read, log_index, Some(height)).map(Some)
+    }
+
+    /// The committed transaction at a log index.
+    pub fn transaction_at(&self, log_index: u64) -> Result<Option<TxRecord>, LedgerError> {
+        if log_index >= self.log_size() {
+            return Ok(None);
+        }
+        let read = self.db.begin_read()?;
+        self.transaction_at_in(&read, log_index, None).map(Some)
+    }
+
+    fn transaction_at_in(
+        &self,
+        read: &redb::ReadTransaction,
+        log_index: u64,
+        height: Option<u64>,
+    ) -> Result<TxRecord, LedgerError> {
+        let txs = read.open_table(TXS)?;
+        let bytes = txs
+            .get(log_index)?
+            .ok_or_else(|| LedgerError::Corrupt(format!("transaction {log_index} missing")))?;
+        let tx = SignedTransaction::decode(bytes.value())?;
+        let receipts = read.open_table(RECEIPTS)?;
+        let outcome: Outcome = decode_entry(
+            "receipt",
+            receipts
+                .get(log_index)?
+                .ok_or_else(|| LedgerError::Corrupt(format!("receipt {log_index} missing")))?
+                .value(),
+        )?;
+        let blocks = read.open_table(BLOCKS)?;
+        let header = match height {
+            Some(h) => header_at(&blocks, h)?,
+            None => find_block_of(&blocks, log_index)?,
+        };
+        Ok(TxRecord {
+            receipt: Receipt { tx_hash: Hash::of(bytes.value()), height: header.height, log_index, outcome },
+            tx,
+            header,
+        })
+    }
+
+    /// A block header.
+    pub fn header(&self, height: u64) -> Result<Option<BlockHeader>, LedgerError> {
+        let read = self.db.begin_read()?;
+        let blocks = read.open_table(BLOCKS)?;
+        let v = blocks.get(height)?;
+        v.map(|v| decode_entry("block header", v.value())).transpose()
+    }
+
+    /// The transactions of a block, in order.
+    pub fn block_transactions(&self, header: &BlockHeader) -> Result<Vec<Vec<u8>>, LedgerError> {
+        let read = self.db.begin_read()?;
+        let txs = read.open_table(TXS)?;
+        let first = header.log_size - u64::from(header.tx_count);
+        txs.range(first..header.log_size)?
+            .map(|row| Ok(row?.1.value().to_vec()))
+            .collect()
+    }
+
+    /// Number of entries in the Merkle log.
+    pub fn log_size(&self) -> u64 {
+        self.log.read().expect("log lock poisoned").len()
+    }
+
+    /// The checkpoint (unsigned) for the current tip.
+    pub fn checkpoint(&self) -> Checkpoint {
+        let tip = self.tip();
+        Checkpoint {
+            chain_id: self.chain_id().to_owned(),
+            height: tip.height,
+            time_ms: tip.time_ms,
+            log_size: tip.log.len(),
+            log_root: tip.log.root(),
+        }
+    }
+
+    /// Inclusion proof for the entry at `log_index` in the log of size `tree_size`.
+    pub fn inclusion_proof(&self, log_index: u64, tree_size: u64) -> Result<InclusionProof, LedgerError> {
+        self.log
+            .read()
+            .expect("log lock poisoned")
+            .inclusion_proof(log_index, tree_size)
+            .map_err(|e| LedgerError::BadQuery(e.to_string()))
+    }
+
+    /// Consistency proof between two log sizes.
+    pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<ConsistencyProof, LedgerError> {
+        self.log
+            .read()
+            .expect("log lock poisoned")
+            .consistency_proof(old_size, new_size)
+            .map_err(|e| LedgerError::BadQuery(e.to_string()))
+    }
+
+    /// The log root at a past size.
+    pub fn root_at(&self, size: u64) -> Result<Hash, LedgerError> {
+        self.log
+            .read()
+            .expect("log lock poisoned")
+            .root_at(size)
+            .map_err(|e| LedgerError::BadQuery(e.to_string()))
+    }
+}
+
+fn header_at(
+    blocks: &redb::ReadOnlyTable<u64, &[u8]>,
+    height: u64,
+) -> Result<BlockHeader, LedgerError> {
+    let v = blocks
+        .get(height)?
+        .ok_or_else(|| LedgerError::Corrupt(format!("block {height} missing")))?;
+    Ok(encoding::decode("block header", v.value(), 1024)?)
+}
+
+/// Binary search for the block whose log range holds `log_index`.
+fn find_block_of(
+    blocks: &redb::ReadOnlyTable<u64, &[u8]>,
+    log_index: u64,
+) -> Result<BlockHeader, LedgerError> {
+    let mut lo = 1u64;
+    let mut hi = blocks.len()?;
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if header_at(blocks, mid)?.log_size <= log_index {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    header_at(blocks, lo)
+}

@@ -1,0 +1,35 @@
+//! Revocation of an account's signing key, by the account itself or by its authority (the
+//! onboarding hospital for doctors and patients, the regulator for hospitals; the regulator
+//! may revoke any key). A replacement key may be installed at the same time, e.g. when a
+//! patient lost their phone and the desk re-issues a wallet.
+
+use medledger_core::{block::Refusal, ids::AccountId, keys::PublicKey, tx::Role};
+
+use super::HandlerResult;
+use crate::state::{Account, StateTxn};
+
+pub(crate) fn apply(
+    state: &mut StateTxn<'_>,
+    signer: &AccountId,
+    signer_account: &Account,
+    target: &AccountId,
+    replacement: Option<&PublicKey>,
+) -> HandlerResult {
+    let Some(mut account) = state.account(target)? else {
+        return Ok(Err(Refusal::NotFound { what: format!("account {target}") }));
+    };
+    let allowed = signer == target
+        || account.authority.as_ref() == Some(signer)
+        || signer_account.role == Role::Regulator;
+    if !allowed {
+        return Ok(Err(Refusal::Unauthorised {
+            reason: format!("only {target} itself, its authority or the regulator may revoke its key"),
+        }));
+    }
+    if account.key.is_none() && replacement.is_none() {
+        return Ok(Err(Refusal::Invalid { reason: format!("{target} has no active key to revoke") }));
+    }
+    account.key = replacement.copied();
+    state.put_account(target, &account)?;
+    Ok(Ok(None))
+}

@@ -1,0 +1,243 @@
+//! Offline verification of a stored ledger: the checks a node runs at start ([`check_chain`],
+//! [`state_digest`]) and the full audit ([`verify_ledger`]) that also checks every signature and
+//! replays every block into a fresh state, comparing receipts and state with what is stored.
+
+use std::path::Path;
+
+use medledger_core::{
+    Hash,
+    block::{Block, BlockHeader, Genesis, Outcome, Tip},
+    encoding,
+    merkle,
+    tx::SignedTransaction,
+};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle};
+
+use crate::{Ledger, LedgerError, state::*};
+
+/// Walks every stored block: checks the hash chain, each header against its transactions, and
+/// that no transaction lies outside a block. Returns the tip and every log leaf, in order.
+/// `progress(done, total)` is called as blocks are checked.
+pub fn check_chain(
+    read: &redb::ReadTransaction,
+    genesis: &Genesis,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(Tip, Vec<Hash>), LedgerError> {
+    let blocks = read.open_table(BLOCKS)?;
+    let txs = read.open_table(TXS)?;
+    let total = blocks.len()?;
+    let mut tip = Tip::genesis(genesis);
+    let mut leaves = Vec::with_capacity(usize::try_from(txs.len()?).unwrap_or(0));
+    let mut tx_rows = txs.iter()?;
+    for row in blocks.iter()? {
+        let (height, bytes) = row?;
+        let header: BlockHeader = encoding::decode("block header", bytes.value(), 1024)
+            .map_err(|e| LedgerError::Corrupt(format!("block {}: {e}", height.value())))?;
+        if header.height != height.value() {
+            return Err(LedgerError::Corrupt(format!(
+                "block stored at height {} says it is block {}",
+                height.value(),
+                header.height
+            )));
+        }
+        let first = leaves.len();
+        for _ in 0..header.tx_count {
+            let (index, tx) = tx_rows
+                .next()
+                .transpose()?
+                .ok_or_else(|| LedgerError::Corrupt(format!("block {}: transactions missing", header.height)))?;
+            if index.value() != leaves.len() as u64 {
+                return Err(LedgerError::Corrupt(format!(
+                    "block {}: expected transaction {} but found {}",
+                    header.height,
+                    leaves.len(),
+                    index.value()
+                )));
+            }
+            leaves.push(merkle::leaf_hash(tx.value()));
+        }
+        tip.check_and_advance(&header, &leaves[first..])
+            .map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        progress(header.height, total);
+    }
+    if let Some(extra) = tx_rows.next().transpose()? {
+        return Err(LedgerError::Corrupt(format!(
+            "transaction {} is stored outside any block",
+            extra.0.value()
+        )));
+    }
+    Ok((tip, leaves))
+}
+
+/// The state digest recomputed from the stored state tables.
+pub fn state_digest(read: &redb::ReadTransaction) -> Result<[u8; 32], LedgerError> {
+    let mut digest = [0u8; 32];
+    for def in [ACCOUNTS, HOSPITALS, DOCTORS] {
+        let table = read.open_table(def)?;
+        for row in table.iter()? {
+            let (k, v) = row?;
+            xor_into(&mut digest, &entry_digest(def.name(), k.value(), v.value()));
+        }
+    }
+    for def in [PATIENTS, RECEIPTS] {
+        let table = read.open_table(def)?;
+        for row in table.iter()? {
+            let (k, v) = row?;
+            xor_into(&mut digest, &entry_digest(def.name(), &k.value().to_be_bytes(), v.value()));
+        }
+    }
+    Ok(digest)
+}
+
+/// What a full verification found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// The network.
+    pub chain_id: String,
+    /// Blocks checked.
+    pub blocks: u64,
+    /// Transactions checked (all signatures verified).
+    pub transactions: u64,
+    /// Of which applied.
+    pub applied: u64,
+    /// Of which refused.
+    pub refused: u64,
+    /// The log root at the tip.
+    pub log_root: Hash,
+}
+
+/// Which stage of [`verify_ledger`] is running, for progress display.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Hash chain and Merkle roots.
+    Chain,
+    /// Signatures and replay.
+    Replay,
+}
+
+/// Fully verifies the ledger file at `path`, which no running node may hold open: the chain
+/// and roots, every signature (on all cores), canonical encoding of every transaction, and a
+/// replay of every block into a fresh in-memory state whose receipts and state must equal the
+/// stored ones. Returns a precise error for the first discrepancy.
+pub fn verify_ledger(
+    path: &Path,
+    progress: &mut dyn FnMut(Stage, u64, u64),
+) -> Result<VerifyReport, LedgerError> {
+    if !path.exists() {
+        return Err(LedgerError::Setup(format!("no ledger at {}", path.display())));
+    }
+    let db = redb::ReadOnlyDatabase::open(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => LedgerError::Setup(format!(
+            "{} is in use by a running node: stop it first",
+            path.display()
+        )),
+        other => LedgerError::Storage(other.to_string()),
+    })?;
+    let read = db.begin_read()?;
+    let genesis: Genesis = {
+        let meta = read.open_table(META)?;
+        let g = meta.get(META_GENESIS)?.ok_or_else(|| LedgerError::Corrupt("no genesis".into()))?;
+        decode_entry("genesis", g.value())?
+    };
+    let (tip, _) = check_chain(&read, &genesis, &mut |d, t| progress(Stage::Chain, d, t))?;
+    let stored_tip: (u64, Hash, u64) = {
+        let meta = read.open_table(META)?;
+        let t = meta.get(META_TIP)?.ok_or_else(|| LedgerError::Corrupt("no tip".into()))?;
+        decode_entry("tip", t.value())?
+    };
+    if stored_tip != (tip.height, tip.hash, tip.time_ms) {
+        return Err(LedgerError::Corrupt("the stored tip does not match the block chain".into()));
+    }
+
+    let replica = Ledger::in_memory(genesis.clone())?;
+    let blocks = read.open_table(BLOCKS)?;
+    let txs = read.open_table(TXS)?;
+    let receipts = read.open_table(RECEIPTS)?;
+    let mut report = VerifyReport {
+        chain_id: genesis.chain_id.clone(),
+        blocks: 0,
+        transactions: 0,
+        applied: 0,
+        refused: 0,
+        log_root: tip.log.root(),
+    };
+    for row in blocks.iter()? {
+        let (_, bytes) = row?;
+        let header: BlockHeader = encoding::decode("block header", bytes.value(), 1024)?;
+        let first = header.log_size - u64::from(header.tx_count);
+        let mut block = Block { header, txs: Vec::with_capacity(header.tx_count as usize) };
+        for tx in txs.range(first..header.log_size)? {
+            let (index, tx) = tx?;
+            let decoded = SignedTransaction::decode(tx.value()).map_err(|e| {
+                LedgerError::Corrupt(format!("transaction {} in block {}: {e}", index.value(), header.height))
+            })?;
+            if decoded.encode() != tx.value() {
+                return Err(LedgerError::Corrupt(format!(
+                    "transaction {} in block {} is not canonically encoded",
+                    index.value(),
+                    header.height
+                )));
+            }
+            block.txs.push(decoded);
+        }
+        let signature_ok = crate::verify_signatures(&block.txs, |_| false);
+        let replayed = replica.apply_block(&block, &signature_ok, &[])?;
+        for r in replayed {
+            let stored: Outcome = decode_entry(
+                "receipt",
+                receipts
+                    .get(r.log_index)?
+                    .ok_or_else(|| LedgerError::Corrupt(format!("receipt {} missing", r.log_index)))?
+                    .value(),
+            )?;
+            if stored != r.outcome {
+                return Err(LedgerError::Corrupt(format!(
+                    "receipt of transaction {} (block {}) says {:?}, but replay gives {:?}",
+                    r.log_index, header.height, stored, r.outcome
+                )));
+            }
+            match r.outcome {
+                Outcome::Applied { .. } => report.applied += 1,
+                Outcome::Refused { .. } => report.refused += 1,
+            }
+            report.transactions += 1;
+        }
+        report.blocks += 1;
+        progress(Stage::Replay, header.height, tip.height);
+    }
+    compare_state(&read, &replica)?;
+    Ok(report)
+}
+
+/// Compares every state table of the stored ledger with the replayed one, naming the first
+/// table that differs.
+fn compare_state(stored: &redb::ReadTransaction, replica: &Ledger) -> Result<(), LedgerError> {
+    let theirs = replica.db.begin_read()?;
+    macro_rules! compare {
+        ($($def:expr),*) => {$(
+            let a = stored.open_table($def)?;
+            let b = theirs.open_table($def)?;
+            let mut ai = a.iter()?;
+            let mut bi = b.iter()?;
+            loop {
+                match (ai.next().transpose()?, bi.next().transpose()?) {
+                    (None, None) => break,
+                    (Some((ka, va)), Some((kb, vb))) if ka.value() == kb.value() && va.value() == vb.value() => {}
+                    _ => return Err(LedgerError::Corrupt(format!(
+                        "stored table {:?} differs from the state that replaying the blocks gives",
+                        $def.name()
+                    ))),
+                }
+            }
+        )*};
+    }
+    compare!(ACCOUNTS, HOSPITALS, DOCTORS, PATIENTS, PATIENT_BY_ACCOUNT, TX_INDEX);
+    let stored_digest = {
+        let meta = stored.open_table(META)?;
+        meta.get(META_STATE_DIGEST)?.map(|d| d.value().to_vec())
+    };
+    if stored_digest.as_deref() != Some(state_digest(stored)?.as_slice()) {
+        return Err(LedgerError::Corrupt("the stored state digest does not match the state".into()));
+    }
+    Ok(())
+}
