@@ -1,1 +1,192 @@
-//! placeholder
+//! The HTTP API's request and response bodies, shared by the node (which serves them) and the
+//! client (which reads them). JSON on the wire, except transaction submission, whose body is
+//! the transaction's canonical binary encoding (what is signed is what is sent).
+#![warn(missing_docs)]
+
+use medledger_core::{
+    Hash,
+    block::{BlockHeader, Outcome, Receipt, SignedCheckpoint},
+    ids::{AccountId, PatientId},
+    keys::{EncryptionKey, PublicKey},
+    merkle::{ConsistencyProof, InclusionProof},
+    tx::{Role, SealedRef},
+};
+use serde::{Deserialize, Serialize};
+
+/// Paths of the API, so node and client cannot disagree.
+pub mod paths {
+    /// POST a transaction (canonical bytes); waits for its receipt.
+    pub const TRANSACTIONS: &str = "/v1/transactions";
+    /// POST many transactions (canonical encoding of a `Vec<SignedTransaction>`).
+    pub const TRANSACTIONS_BATCH: &str = "/v1/transactions/batch";
+    /// GET the latest signed checkpoint.
+    pub const CHECKPOINT: &str = "/v1/checkpoint";
+    /// GET a consistency proof: `?old=N&new=M`.
+    pub const CONSISTENCY: &str = "/v1/consistency";
+    /// GET genesis.
+    pub const GENESIS: &str = "/v1/genesis";
+    /// GET the hospital directory.
+    pub const HOSPITALS: &str = "/v1/hospitals";
+    /// GET the doctor directory (`?hospital=ID` to filter).
+    pub const DOCTORS: &str = "/v1/doctors";
+    /// GET an account: `/v1/accounts/{id}`.
+    pub const ACCOUNTS: &str = "/v1/accounts";
+    /// GET a patient's registration: `/v1/patients/{patient_id}`.
+    pub const PATIENTS: &str = "/v1/patients";
+    /// PUT a sealed blob, GET one by hash: `/v1/blobs/{hash}`.
+    pub const BLOBS: &str = "/v1/blobs";
+    /// Liveness and tip.
+    pub const HEALTH: &str = "/health";
+    /// Prometheus metrics.
+    pub const METRICS: &str = "/metrics";
+}
+
+/// An error body: every non-2xx response carries one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A stable machine-readable code (`malformed`, `bad_signature`, `refused`, `not_found`,
+    /// `busy`, `internal`...).
+    pub code: String,
+    /// What went wrong, for a person.
+    pub message: String,
+    /// For a refused transaction, its receipt (when it was ordered) or the refusal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+}
+
+/// The result of one transaction in a batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchItem {
+    /// Ordered and applied or refused by the ledger.
+    Receipt(Receipt),
+    /// Rejected before ordering.
+    Error(ErrorBody),
+}
+
+/// A committed transaction with everything needed to check it offline.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TxProofResponse {
+    /// The transaction's canonical encoding, hex.
+    pub tx_hex: String,
+    /// Its receipt.
+    pub receipt: Receipt,
+    /// The header of the block holding it.
+    pub header: BlockHeader,
+    /// The checkpoint the proof is against.
+    pub checkpoint: SignedCheckpoint,
+    /// Inclusion proof of the transaction in the log at `checkpoint.checkpoint.log_size`.
+    pub inclusion: InclusionProof,
+}
+
+/// A directory entry for a hospital.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HospitalView {
+    /// The hospital's account.
+    pub account: AccountId,
+    /// Government registration id.
+    pub registration_id: String,
+    /// Name.
+    pub name: String,
+    /// City.
+    pub city: String,
+    /// Specialisation.
+    pub specialisation: String,
+    /// Suspended by the regulator.
+    pub suspended: bool,
+    /// Height of admission.
+    pub admitted_at: u64,
+}
+
+/// A directory entry for a doctor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoctorView {
+    /// The doctor's account.
+    pub account: AccountId,
+    /// The onboarding hospital.
+    pub hospital: AccountId,
+    /// Registration number.
+    pub registration_number: String,
+    /// Name.
+    pub name: String,
+    /// Specialisation.
+    pub specialisation: String,
+    /// Height of onboarding.
+    pub onboarded_at: u64,
+}
+
+/// An account as the ledger holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountView {
+    /// The account.
+    pub account: AccountId,
+    /// Its role.
+    pub role: Role,
+    /// The active signing key, if any.
+    pub key: Option<PublicKey>,
+    /// The encryption key.
+    pub encryption_key: EncryptionKey,
+    /// The last committed nonce.
+    pub nonce: u64,
+    /// Suspended (hospitals).
+    pub suspended: bool,
+    /// Patient-ID, for patients.
+    pub patient_id: Option<PatientId>,
+}
+
+/// A patient's registration: pseudonymous data only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatientView {
+    /// The Patient-ID.
+    pub patient_id: PatientId,
+    /// The patient's account.
+    pub account: AccountId,
+    /// The registering hospital.
+    pub hospital: AccountId,
+    /// Sealed details.
+    pub details: SealedRef,
+    /// Sealed attendant details.
+    pub attendant: SealedRef,
+    /// Height of registration.
+    pub registered_at: u64,
+}
+
+/// Liveness and tip.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Always "ok" when served.
+    pub status: String,
+    /// The network.
+    pub chain_id: String,
+    /// Tip height.
+    pub height: u64,
+    /// Log size.
+    pub log_size: u64,
+}
+
+/// Response to storing a blob.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobStored {
+    /// SHA-256 of the bytes stored.
+    pub hash: Hash,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Query for a consistency proof.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsistencyQuery {
+    /// The older log size.
+    pub old: u64,
+    /// The newer log size.
+    pub new: u64,
+}
+
+/// A consistency proof with the signed checkpoint for its newer size.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConsistencyResponse {
+    /// The proof.
+    pub proof: ConsistencyProof,
+    /// The root at the older size.
+    pub old_root: Hash,
+}

@@ -236,3 +236,14 @@ impl Ledger {
         Ok(meta.get(META_APPLIED_MARKER)?.map(|v| v.value().to_vec()))
     }
 }
+
+impl Ledger {
+    /// Stores the caller's applied marker without a block (for Raft entries that carry none).
+    pub fn set_applied_marker(&self, marker: &[u8]) -> Result<(), LedgerError> {
+        let _writer = self.writer.lock().expect("writer lock poisoned");
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?.insert(META_APPLIED_MARKER, marker)?;
+        txn.commit()?;
+        Ok(())
+    }
+}

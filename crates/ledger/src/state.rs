@@ -138,6 +138,7 @@ pub(crate) fn xor_into(acc: &mut [u8; 32], d: &[u8; 32]) {
 
 /// The state as seen by one transaction being applied: reads and writes go to the block's
 /// redb write transaction; writes keep the state digest current.
+#[allow(missing_debug_implementations)] // reason: wraps a redb transaction, which has no Debug
 pub struct StateTxn<'a> {
     pub(crate) txn: &'a redb::WriteTransaction,
     pub(crate) digest: [u8; 32],

@@ -1,1 +1,72 @@
-//! placeholder
+//! medledger node: the server. It owns a data directory (ledger, Raft log, node key, vault),
+//! runs Raft as a one-member cluster by default, produces blocks from admitted transactions,
+//! and serves the HTTP API ([`http`]).
+#![warn(missing_docs)]
+
+pub mod datadir;
+pub mod http;
+pub mod metrics;
+pub mod producer;
+pub mod raft;
+
+use std::{future::Future, sync::Arc};
+
+use medledger_ledger::Ledger;
+use tokio::{net::TcpListener, sync::mpsc};
+
+pub use datadir::DataDir;
+
+/// Why the node could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The data directory is unusable.
+    #[error("data directory: {0}")]
+    DataDir(String),
+    /// The ledger could not be opened (for example, it is corrupt).
+    #[error(transparent)]
+    Ledger(#[from] medledger_ledger::LedgerError),
+    /// Raft failed to start.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// Serving failed.
+    #[error("server: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Runs a node on `dir`, serving on `listener` until `shutdown` completes. The ledger is
+/// checked before anything is served; a corrupt ledger is refused.
+pub async fn serve(
+    dir: &DataDir,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let started = std::time::Instant::now();
+    let ledger = Arc::new(tokio::task::block_in_place(|| Ledger::open(&dir.ledger()))?);
+    let node_key = dir.node_key()?;
+    let vault = medledger_vault::FsVault::open(&dir.vault()).map_err(|e| NodeError::DataDir(e.to_string()))?;
+    let preverified = raft::PreVerified::default();
+    let addr = listener.local_addr()?.to_string();
+    let raft = raft::start(ledger.clone(), &dir.raft_log(), 1, &addr, preverified.clone())
+        .await
+        .map_err(NodeError::Raft)?;
+    let (queue_tx, queue_rx) = mpsc::channel(producer::QUEUE);
+    let producer = tokio::spawn(producer::run(raft.clone(), ledger.clone(), preverified, queue_rx));
+    let state = http::AppState {
+        ledger: ledger.clone(),
+        queue: queue_tx,
+        node_key: Arc::new(node_key),
+        vault: Arc::new(vault),
+        metrics: Arc::new(metrics::Metrics::new()),
+    };
+    tracing::info!(
+        %addr,
+        height = ledger.tip().height,
+        log_size = ledger.log_size(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "serving"
+    );
+    axum::serve(listener, http::router(state)).with_graceful_shutdown(shutdown).await?;
+    let _ = raft.shutdown().await;
+    producer.abort();
+    Ok(())
+}

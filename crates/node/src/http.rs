@@ -1,0 +1,368 @@
+//! The HTTP API (axum). Transaction submission admits a transaction (decode with limits,
+//! strict signature check, envelope precheck against committed state), queues it for the
+//! next block and answers with its receipt once the block is durable. Everything else reads
+//! committed state.
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, Path, Query, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post, put},
+};
+use medledger_api::{
+    AccountView, BatchItem, BlobStored, ConsistencyQuery, ConsistencyResponse, DoctorView,
+    ErrorBody, Health, HospitalView, PatientView, TxProofResponse, paths,
+};
+use medledger_core::{
+    Hash,
+    block::{MAX_BLOCK_BYTES, MAX_BLOCK_TXS, Outcome, Receipt, SignedCheckpoint},
+    encoding,
+    ids::{AccountId, PatientId},
+    keys::SigningKey,
+    tx::{MAX_TX_BYTES, SignedTransaction},
+};
+use medledger_ledger::{Ledger, LedgerError};
+use medledger_vault::{BlobStore, FsVault, VaultError};
+use rayon::prelude::*;
+use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{metrics::Metrics, producer::Submission};
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// Committed state.
+    pub ledger: Arc<Ledger>,
+    /// The block producer's queue.
+    pub queue: mpsc::Sender<Submission>,
+    /// Signs checkpoints.
+    pub node_key: Arc<SigningKey>,
+    /// Sealed blobs.
+    pub vault: Arc<FsVault>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// An error response: a status and a JSON body.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, ErrorBody);
+
+impl ApiError {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self(status, ErrorBody { code: code.into(), message: message.into(), outcome: None })
+    }
+    fn refused(outcome: Outcome) -> Self {
+        let message = match &outcome {
+            Outcome::Refused { reason } => format!("refused: {reason}"),
+            Outcome::Applied { .. } => "applied".into(),
+        };
+        Self(StatusCode::UNPROCESSABLE_ENTITY, ErrorBody { code: "refused".into(), message, outcome: Some(outcome) })
+    }
+    fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "malformed", message)
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::BadQuery(m) => ApiError::bad_request(m),
+            other => {
+                tracing::error!(error = %other, "ledger failure");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", other.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// The API's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(paths::TRANSACTIONS, post(submit))
+        .route(paths::TRANSACTIONS_BATCH, post(submit_batch))
+        .route(&format!("{}/{{hash}}", paths::TRANSACTIONS), get(transaction))
+        .route(paths::CHECKPOINT, get(checkpoint))
+        .route(paths::CONSISTENCY, get(consistency))
+        .route(paths::GENESIS, get(genesis))
+        .route(paths::HOSPITALS, get(hospitals))
+        .route(paths::DOCTORS, get(doctors))
+        .route(&format!("{}/{{id}}", paths::ACCOUNTS), get(account))
+        .route(&format!("{}/{{id}}", paths::PATIENTS), get(patient))
+        .route(paths::BLOBS, put(put_blob))
+        .route(&format!("{}/{{hash}}", paths::BLOBS), get(get_blob))
+        .route(paths::HEALTH, get(health))
+        .route(paths::METRICS, get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BLOCK_BYTES))
+        .with_state(state)
+}
+
+/// Admission checks that need no ordering: strict signature, then the envelope against
+/// committed state.
+fn admit(state: &AppState, tx: &SignedTransaction, signature_ok: bool) -> Result<(), ApiError> {
+    if !signature_ok {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_signature",
+            format!("the signature does not verify under key {}", tx.public_key),
+        ));
+    }
+    state.ledger.precheck(tx).map_err(|reason| ApiError::refused(Outcome::Refused { reason }))
+}
+
+async fn enqueue(state: &AppState, tx: SignedTransaction) -> Result<oneshot::Receiver<Result<Receipt, crate::producer::ProduceError>>, ApiError> {
+    let (reply, rx) = oneshot::channel();
+    state.queue.try_send(Submission { tx, reply }).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "the node's queue is full; retry shortly")
+        }
+        mpsc::error::TrySendError::Closed(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the node is shutting down")
+        }
+    })?;
+    state.metrics.admitted.inc();
+    Ok(rx)
+}
+
+fn receipt_result(
+    state: &AppState,
+    started: Instant,
+    r: Result<Result<Receipt, crate::producer::ProduceError>, oneshot::error::RecvError>,
+) -> Result<Receipt, ApiError> {
+    let receipt = r
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the node stopped"))?
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ordered", e.to_string()))?;
+    state.metrics.commit_latency.observe(started.elapsed().as_secs_f64());
+    state.metrics.height.set(receipt.height as i64);
+    match receipt.outcome {
+        Outcome::Applied { .. } => {
+            state.metrics.applied.inc();
+            Ok(receipt)
+        }
+        Outcome::Refused { .. } => {
+            state.metrics.refused.inc();
+            Err(ApiError::refused(receipt.outcome))
+        }
+    }
+}
+
+async fn submit(State(state): State<AppState>, body: Bytes) -> Result<Json<Receipt>, ApiError> {
+    let started = Instant::now();
+    let checked = (|| -> Result<SignedTransaction, ApiError> {
+        let tx = SignedTransaction::decode(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let ok = tx.verify_signature().is_ok();
+        admit(&state, &tx, ok)?;
+        Ok(tx)
+    })();
+    let tx = checked.inspect_err(|_| {
+        state.metrics.rejected.inc();
+    })?;
+    let rx = enqueue(&state, tx).await?;
+    receipt_result(&state, started, rx.await).map(Json)
+}
+
+async fn submit_batch(State(state): State<AppState>, body: Bytes) -> ApiResult<Vec<BatchItem>> {
+    let started = Instant::now();
+    let txs: Vec<SignedTransaction> = encoding::decode("transaction batch", &body, MAX_BLOCK_BYTES)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if txs.len() > MAX_BLOCK_TXS {
+        return Err(ApiError::bad_request(format!("at most {MAX_BLOCK_TXS} transactions per batch")));
+    }
+    if let Some(big) = txs.iter().find(|t| t.encode().len() > MAX_TX_BYTES) {
+        return Err(ApiError::bad_request(format!("transaction {} exceeds {MAX_TX_BYTES} bytes", big.hash())));
+    }
+    // Strict verification of the whole batch, on all cores, off the async workers.
+    let (txs, ok) = tokio::task::spawn_blocking(move || {
+        let ok: Vec<bool> = txs.par_iter().map(|t| t.verify_signature().is_ok()).collect();
+        (txs, ok)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let mut pending = Vec::with_capacity(txs.len());
+    for (tx, ok) in txs.into_iter().zip(ok) {
+        match admit(&state, &tx, ok) {
+            Ok(()) => pending.push(Ok(enqueue(&state, tx).await)),
+            Err(e) => {
+                state.metrics.rejected.inc();
+                pending.push(Err(e));
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(pending.len());
+    for p in pending {
+        let item = match p {
+            Ok(Ok(rx)) => match receipt_result(&state, started, rx.await) {
+                Ok(r) => BatchItem::Receipt(r),
+                Err(ApiError(_, body)) => match body.outcome {
+                    Some(_) if body.code == "refused" => BatchItem::Error(body),
+                    _ => BatchItem::Error(body),
+                },
+            },
+            Ok(Err(ApiError(_, body))) | Err(ApiError(_, body)) => BatchItem::Error(body),
+        };
+        out.push(item);
+    }
+    Ok(Json(out))
+}
+
+fn parse_hash(s: &str) -> Result<Hash, ApiError> {
+    Hash::from_hex(s).map_err(|_| ApiError::bad_request(format!("{s:?} is not a 64-character hex hash")))
+}
+
+fn signed_checkpoint(state: &AppState) -> SignedCheckpoint {
+    state.ledger.checkpoint().sign(&state.node_key)
+}
+
+async fn transaction(State(state): State<AppState>, Path(hash): Path<String>) -> ApiResult<TxProofResponse> {
+    let hash = parse_hash(&hash)?;
+    let record = state.ledger.transaction(&hash)?.ok_or_else(|| ApiError::not_found(format!("no transaction {hash}")))?;
+    let checkpoint = signed_checkpoint(&state);
+    let inclusion = state.ledger.inclusion_proof(record.receipt.log_index, checkpoint.checkpoint.log_size)?;
+    Ok(Json(TxProofResponse {
+        tx_hex: hex::encode(record.tx.encode()),
+        receipt: record.receipt,
+        header: record.header,
+        checkpoint,
+        inclusion,
+    }))
+}
+
+async fn checkpoint(State(state): State<AppState>) -> Json<SignedCheckpoint> {
+    Json(signed_checkpoint(&state))
+}
+
+async fn consistency(State(state): State<AppState>, Query(q): Query<ConsistencyQuery>) -> ApiResult<ConsistencyResponse> {
+    let proof = state.ledger.consistency_proof(q.old, q.new)?;
+    let old_root = state.ledger.root_at(q.old)?;
+    Ok(Json(ConsistencyResponse { proof, old_root }))
+}
+
+async fn genesis(State(state): State<AppState>) -> Json<medledger_core::block::Genesis> {
+    Json(state.ledger.genesis().clone())
+}
+
+async fn hospitals(State(state): State<AppState>) -> ApiResult<Vec<HospitalView>> {
+    let list = state.ledger.hospitals()?;
+    Ok(Json(
+        list.into_iter()
+            .map(|(account, e, suspended)| HospitalView {
+                account,
+                registration_id: e.registration_id,
+                name: e.name,
+                city: e.city,
+                specialisation: e.specialisation,
+                suspended,
+                admitted_at: e.admitted_at,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct DoctorQuery {
+    hospital: Option<String>,
+}
+
+fn parse_account(s: &str) -> Result<AccountId, ApiError> {
+    s.parse().map_err(|e: medledger_core::ids::BadAccountId| ApiError::bad_request(e.to_string()))
+}
+
+async fn doctors(State(state): State<AppState>, Query(q): Query<DoctorQuery>) -> ApiResult<Vec<DoctorView>> {
+    let hospital = q.hospital.as_deref().map(parse_account).transpose()?;
+    let list = state.ledger.doctors(hospital.as_ref())?;
+    Ok(Json(
+        list.into_iter()
+            .map(|(account, e)| DoctorView {
+                account,
+                hospital: e.hospital,
+                registration_number: e.registration_number,
+                name: e.name,
+                specialisation: e.specialisation,
+                onboarded_at: e.onboarded_at,
+            })
+            .collect(),
+    ))
+}
+
+async fn account(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<AccountView> {
+    let id = parse_account(&id)?;
+    let a = state.ledger.account(&id)?.ok_or_else(|| ApiError::not_found(format!("no account {id}")))?;
+    Ok(Json(AccountView {
+        account: id,
+        role: a.role,
+        key: a.key,
+        encryption_key: a.encryption_key,
+        nonce: a.nonce,
+        suspended: a.suspended,
+        patient_id: state.ledger.patient_id_of(&id)?,
+    }))
+}
+
+async fn patient(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<PatientView> {
+    let pid = PatientId(id.parse().map_err(|_| ApiError::bad_request(format!("{id:?} is not a Patient-ID")))?);
+    let p = state.ledger.patient(pid)?.ok_or_else(|| ApiError::not_found(format!("no patient {pid}")))?;
+    Ok(Json(PatientView {
+        patient_id: pid,
+        account: p.account,
+        hospital: p.hospital,
+        details: p.details,
+        attendant: p.attendant,
+        registered_at: p.registered_at,
+    }))
+}
+
+fn vault_error(e: VaultError) -> ApiError {
+    match e {
+        VaultError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string()),
+        VaultError::Corrupt { .. } => {
+            tracing::error!(error = %e, "vault corruption");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt", e.to_string())
+        }
+        VaultError::Io { .. } => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+async fn put_blob(State(state): State<AppState>, body: Bytes) -> ApiResult<BlobStored> {
+    let size = body.len() as u64;
+    let vault = state.vault.clone();
+    let hash = tokio::task::spawn_blocking(move || vault.put(&body))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(vault_error)?;
+    Ok(Json(BlobStored { hash, size }))
+}
+
+async fn get_blob(State(state): State<AppState>, Path(hash): Path<String>) -> Result<Response, ApiError> {
+    let hash = parse_hash(&hash)?;
+    let bytes = state.vault.get(&hash).map_err(vault_error)?.ok_or_else(|| ApiError::not_found(format!("no blob {hash}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+async fn health(State(state): State<AppState>) -> Json<Health> {
+    let tip = state.ledger.tip();
+    Json(Health {
+        status: "ok".into(),
+        chain_id: state.ledger.chain_id().to_owned(),
+        height: tip.height,
+        log_size: tip.log.len(),
+    })
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}

@@ -1,0 +1,63 @@
+//! Prometheus metrics of the node.
+
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+/// The node's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Transactions admitted and queued for a block.
+    pub admitted: Counter,
+    /// Transactions turned away before ordering (malformed, bad signature, precheck).
+    pub rejected: Counter,
+    /// Transactions applied.
+    pub applied: Counter,
+    /// Transactions refused by the ledger.
+    pub refused: Counter,
+    /// Seconds from admission to receipt.
+    pub commit_latency: Histogram,
+    /// Height of the tip.
+    pub height: Gauge,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("medledger");
+        let admitted = Counter::default();
+        let rejected = Counter::default();
+        let applied = Counter::default();
+        let refused = Counter::default();
+        let commit_latency = Histogram::new([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]);
+        let height = Gauge::default();
+        registry.register("tx_admitted", "Transactions admitted and queued for a block", admitted.clone());
+        registry.register("tx_rejected", "Transactions turned away before ordering", rejected.clone());
+        registry.register("tx_applied", "Transactions applied by the ledger", applied.clone());
+        registry.register("tx_refused", "Transactions refused by the ledger", refused.clone());
+        registry.register(
+            "commit_latency_seconds",
+            "Time from admission to durable receipt",
+            commit_latency.clone(),
+        );
+        registry.register("height", "Height of the chain tip", height.clone());
+        Self { registry, admitted, rejected, applied, refused, commit_latency, height }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

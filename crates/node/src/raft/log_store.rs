@@ -1,0 +1,231 @@
+//! The Raft log in its own redb file. One writer thread owns all writes, in arrival order;
+//! appends that queue up while it is syncing are committed together (group commit) and each
+//! is acknowledged to Raft only after its fsync.
+
+use std::{
+    fmt::Debug,
+    ops::RangeBounds,
+    path::Path,
+    sync::{Arc, mpsc},
+    thread,
+};
+
+use openraft::{
+    Entry, LogId, LogState, RaftLogReader, StorageError, StorageIOError, Vote,
+    storage::{LogFlushed, RaftLogStorage},
+};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::oneshot;
+
+use super::TypeConfig;
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+const VOTE: &str = "vote";
+const PURGED: &str = "last_purged";
+const COMMITTED: &str = "committed";
+
+/// Largest encoded Raft entry we will decode (a full block and change).
+const MAX_ENTRY_BYTES: usize = medledger_core::block::MAX_BLOCK_BYTES + 64 * 1024;
+
+type Reply = oneshot::Sender<Result<(), String>>;
+
+enum Command {
+    Append(Vec<(u64, Vec<u8>)>, LogFlushed<TypeConfig>),
+    /// Delete entries with index >= the given one.
+    Truncate(u64, Reply),
+    /// Delete entries up to and including the log id, remembering it.
+    Purge(LogId<u64>, Reply),
+    PutMeta(&'static str, Vec<u8>, Reply),
+}
+
+/// The Raft log store. Cheap to clone: clones share the database and the writer.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<Database>,
+    writer: mpsc::Sender<Command>,
+}
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogStore")
+    }
+}
+
+fn io_err(e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::<u64>::write_logs(openraft::AnyError::error(e.to_string())).into()
+}
+fn read_err(e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::<u64>::read_logs(openraft::AnyError::error(e.to_string())).into()
+}
+
+impl LogStore {
+    /// Opens or creates the log at `path` and starts its writer thread.
+    pub fn open(path: &Path) -> Result<Self, redb::Error> {
+        let db = Arc::new(if path.exists() { Database::open(path)? } else { Database::create(path)? });
+        {
+            let txn = db.begin_write()?;
+            txn.open_table(LOG)?;
+            txn.open_table(META)?;
+            txn.commit()?;
+        }
+        let (writer, rx) = mpsc::channel();
+        let wdb = db.clone();
+        thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || writer_loop(&wdb, &rx))
+            .map_err(|e| redb::Error::Io(e))?;
+        Ok(Self { db, writer })
+    }
+
+    fn meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError<u64>> {
+        let read = self.db.begin_read().map_err(read_err)?;
+        let table = read.open_table(META).map_err(read_err)?;
+        let v = table.get(key).map_err(read_err)?;
+        v.map(|v| medledger_core::encoding::decode("raft metadata", v.value(), 4096).map_err(read_err))
+            .transpose()
+    }
+
+    async fn send(&self, make: impl FnOnce(Reply) -> Command) -> Result<(), StorageError<u64>> {
+        let (tx, rx) = oneshot::channel();
+        self.writer.send(make(tx)).map_err(io_err)?;
+        rx.await.map_err(io_err)?.map_err(io_err)
+    }
+}
+
+fn writer_loop(db: &Database, rx: &mpsc::Receiver<Command>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let result = (|| -> Result<(), redb::Error> {
+            let txn = db.begin_write()?;
+            {
+                let mut log = txn.open_table(LOG)?;
+                let mut meta = txn.open_table(META)?;
+                for cmd in &batch {
+                    match cmd {
+                        Command::Append(entries, _) => {
+                            for (index, bytes) in entries {
+                                log.insert(*index, bytes.as_slice())?;
+                            }
+                        }
+                        Command::Truncate(from, _) => {
+                            let doomed: Vec<u64> = log
+                                .range(*from..)?
+                                .map(|r| r.map(|(k, _)| k.value()))
+                                .collect::<Result<_, _>>()?;
+                            for k in doomed {
+                                log.remove(k)?;
+                            }
+                        }
+                        Command::Purge(log_id, _) => {
+                            let doomed: Vec<u64> = log
+                                .range(..=log_id.index)?
+                                .map(|r| r.map(|(k, _)| k.value()))
+                                .collect::<Result<_, _>>()?;
+                            for k in doomed {
+                                log.remove(k)?;
+                            }
+                            meta.insert(PURGED, medledger_core::encoding::encode(log_id).as_slice())?;
+                        }
+                        Command::PutMeta(key, value, _) => {
+                            meta.insert(*key, value.as_slice())?;
+                        }
+                    }
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        for cmd in batch {
+            let r = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
+            match cmd {
+                Command::Append(_, callback) => {
+                    callback.log_io_completed(r.map_err(std::io::Error::other));
+                }
+                Command::Truncate(_, reply) | Command::Purge(_, reply) | Command::PutMeta(_, _, reply) => {
+                    let _ = reply.send(r);
+                }
+            }
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<u64>> {
+        let read = self.db.begin_read().map_err(read_err)?;
+        let log = read.open_table(LOG).map_err(read_err)?;
+        let mut out = Vec::new();
+        for row in log.range(range).map_err(read_err)? {
+            let (_, v) = row.map_err(read_err)?;
+            out.push(medledger_core::encoding::decode("raft entry", v.value(), MAX_ENTRY_BYTES).map_err(read_err)?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
+        let last_purged: Option<LogId<u64>> = self.meta(PURGED)?;
+        let last = {
+            let read = self.db.begin_read().map_err(read_err)?;
+            let log = read.open_table(LOG).map_err(read_err)?;
+            match log.last().map_err(read_err)? {
+                Some((_, v)) => {
+                    let e: Entry<TypeConfig> =
+                        medledger_core::encoding::decode("raft entry", v.value(), MAX_ENTRY_BYTES).map_err(read_err)?;
+                    Some(e.log_id)
+                }
+                None => None,
+            }
+        };
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last.or(last_purged) })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
+        let bytes = medledger_core::encoding::encode(vote);
+        self.send(|r| Command::PutMeta(VOTE, bytes, r)).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
+        self.meta(VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
+        let bytes = medledger_core::encoding::encode(&committed);
+        self.send(|r| Command::PutMeta(COMMITTED, bytes, r)).await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
+        Ok(self.meta::<Option<LogId<u64>>>(COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let encoded: Vec<(u64, Vec<u8>)> =
+            entries.into_iter().map(|e| (e.log_id.index, medledger_core::encoding::encode(&e))).collect();
+        self.writer.send(Command::Append(encoded, callback)).map_err(io_err)
+    }
+
+    async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        self.send(|r| Command::Truncate(log_id.index, r)).await
+    }
+
+    async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        self.send(|r| Command::Purge(log_id, r)).await
+    }
+}

@@ -1,0 +1,73 @@
+//! openraft behind one module. Raft entries carry blocks; the state machine is a thin adapter
+//! around `Ledger::apply_block`; the log lives in its own redb file written by one thread that
+//! group-commits appends. A single-node network is a one-member cluster: there is no other
+//! write path.
+
+mod log_store;
+mod network;
+mod state_machine;
+
+use std::{collections::BTreeMap, io::Cursor, path::Path, sync::Arc};
+
+use medledger_core::{Hash, block::{Block, Receipt}};
+use medledger_ledger::Ledger;
+use openraft::{BasicNode, Config, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+
+pub use log_store::LogStore;
+pub use state_machine::{PreVerified, StateMachine};
+
+/// What applying one Raft entry produced.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum BlockResult {
+    /// The block was applied; one receipt per transaction.
+    Applied(Vec<Receipt>),
+    /// The block did not follow the tip (e.g. proposed by a deposed leader) and was skipped on
+    /// every node alike.
+    Rejected(String),
+}
+
+openraft::declare_raft_types!(
+    /// The medledger Raft types: entries carry blocks.
+    pub TypeConfig:
+        D = Block,
+        R = BlockResult,
+        NodeId = u64,
+        Node = BasicNode,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// The Raft handle.
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// Starts Raft over `ledger`, with its log in `log_path`, as a one-member cluster of `node_id`
+/// at `addr` (initialised on first start).
+pub async fn start(
+    ledger: Arc<Ledger>,
+    log_path: &Path,
+    node_id: u64,
+    addr: &str,
+    preverified: PreVerified,
+) -> Result<Raft, String> {
+    let config = Config {
+        cluster_name: ledger.chain_id().to_owned(),
+        heartbeat_interval: 250,
+        election_timeout_min: 600,
+        election_timeout_max: 1200,
+        snapshot_policy: SnapshotPolicy::Never,
+        max_payload_entries: 64,
+        ..Default::default()
+    };
+    let config = Arc::new(config.validate().map_err(|e| e.to_string())?);
+    let log = LogStore::open(log_path).map_err(|e| format!("raft log at {}: {e}", log_path.display()))?;
+    let sm = StateMachine::new(ledger, preverified);
+    let raft = Raft::new(node_id, config, network::Network, log, sm).await.map_err(|e| e.to_string())?;
+    if !raft.is_initialized().await.map_err(|e| e.to_string())? {
+        let members = BTreeMap::from([(node_id, BasicNode { addr: addr.to_owned() })]);
+        raft.initialize(members).await.map_err(|e| e.to_string())?;
+    }
+    Ok(raft)
+}
+
+/// The set of block hashes whose signatures this node checked at admission.
+pub(crate) type BlockHashes = std::collections::HashSet<Hash>;
