@@ -250,7 +250,7 @@ pub struct Receipt {
 
 /// The result of one transaction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The transaction changed the state.
     Applied {
@@ -284,7 +284,7 @@ pub enum Created {
 
 /// Why a transaction was refused. Every refusal changes nothing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Refusal {
     /// The signature does not verify.
     #[error("bad signature")]

@@ -1,0 +1,146 @@
+//! Conformance: the canonical encoding and hashes of known transactions, blocks and
+//! checkpoints are pinned here. If one of these fails, the wire or storage format changed:
+//! that must be a deliberate, versioned act (existing ledgers would no longer verify).
+
+use medledger_core::{
+    Hash,
+    block::{Checkpoint, Created, Genesis, Outcome, Refusal, Tip},
+    encoding::{self, DecodeError},
+    ids::{AccountId, PatientId},
+    keys::{DecryptionKey, SigningKey, namespace},
+    tx::{AdmitHospital, MAX_TX_BYTES, RegisterPatient, RegistryTx, SealedRef, SignedTransaction, Transaction, TxBody},
+};
+
+fn key(n: u8) -> SigningKey {
+    SigningKey::from_seed([n; 32])
+}
+
+fn sample_admit() -> SignedTransaction {
+    let regulator = key(1);
+    Transaction {
+        chain_id: "medledger-test".into(),
+        signer: AccountId::from_initial_key(&regulator.public_key()),
+        nonce: 1,
+        body: TxBody::Registry(RegistryTx::AdmitHospital(AdmitHospital {
+            key: key(2).public_key(),
+            encryption_key: DecryptionKey::from_bytes([3; 32]).public_key(),
+            registration_id: "GOV-123".into(),
+            name: "St. Mary's".into(),
+            city: "Leeds".into(),
+            specialisation: "cardiology".into(),
+            contact: SealedRef { blob: Hash::of(b"blob"), commitment: Hash::of(b"commitment") },
+        })),
+    }
+    .sign(&regulator)
+}
+
+fn sample_register() -> SignedTransaction {
+    let hospital = key(2);
+    Transaction {
+        chain_id: "medledger-test".into(),
+        signer: AccountId::from_initial_key(&hospital.public_key()),
+        nonce: 7,
+        body: TxBody::Registry(RegistryTx::RegisterPatient(RegisterPatient {
+            key: key(4).public_key(),
+            encryption_key: DecryptionKey::from_bytes([5; 32]).public_key(),
+            details: SealedRef { blob: Hash::of(b"d"), commitment: Hash::of(b"dc") },
+            attendant: SealedRef { blob: Hash::of(b"a"), commitment: Hash::of(b"ac") },
+        })),
+    }
+    .sign(&hospital)
+}
+
+#[test]
+fn pinned_transaction_hashes() {
+    // Ed25519 signatures are deterministic, so the whole signed encoding is pinned.
+    assert_eq!(sample_admit().hash().to_hex(), PINNED_ADMIT);
+    assert_eq!(sample_register().hash().to_hex(), PINNED_REGISTER);
+    assert_eq!(AccountId::from_initial_key(&key(1).public_key()).to_string(), PINNED_ACCOUNT);
+}
+
+#[test]
+fn pinned_block_and_checkpoint() {
+    let genesis = Genesis {
+        chain_id: "medledger-test".into(),
+        time_ms: 1_700_000_000_000,
+        regulator_key: key(1).public_key(),
+        regulator_encryption_key: DecryptionKey::from_bytes([9; 32]).public_key(),
+        node_key: key(8).public_key(),
+    };
+    assert_eq!(genesis.hash().to_hex(), PINNED_GENESIS);
+    let mut tip = Tip::genesis(&genesis);
+    let block = tip.propose(1_700_000_001_000, vec![sample_admit(), sample_register()]);
+    assert_eq!(block.header.hash().to_hex(), PINNED_BLOCK);
+    let cp = Checkpoint {
+        chain_id: genesis.chain_id.clone(),
+        height: 1,
+        time_ms: block.header.time_ms,
+        log_size: 2,
+        log_root: block.header.log_root,
+    }
+    .sign(&key(8));
+    assert_eq!(Hash::of(&encoding::encode(&cp)).to_hex(), PINNED_CHECKPOINT);
+    cp.verify(&key(8).public_key()).unwrap();
+    assert!(cp.verify(&key(9).public_key()).is_err(), "another node key is refused");
+}
+
+#[test]
+fn transactions_round_trip_and_verify() {
+    for tx in [sample_admit(), sample_register()] {
+        let bytes = tx.encode();
+        assert_eq!(SignedTransaction::decode(&bytes).unwrap(), tx);
+        tx.verify_signature().unwrap();
+    }
+}
+
+#[test]
+fn receipts_round_trip_in_the_canonical_encoding() {
+    for outcome in [
+        Outcome::Applied { created: Some(Created::Patient { account: AccountId([1; 20]), patient_id: PatientId(85437) }) },
+        Outcome::Refused { reason: Refusal::StaleNonce { last: 4, got: 3 } },
+        Outcome::Refused { reason: Refusal::Unauthorised { reason: "x".into() } },
+    ] {
+        let bytes = encoding::encode(&outcome);
+        assert_eq!(encoding::decode::<Outcome>("receipt", &bytes, 1024).unwrap(), outcome);
+    }
+}
+
+#[test]
+fn malformed_oversized_and_trailing_input_is_refused() {
+    let bytes = sample_admit().encode();
+    assert!(matches!(SignedTransaction::decode(&bytes[..bytes.len() - 1]), Err(DecodeError::Malformed { .. })));
+    let mut extra = bytes.clone();
+    extra.push(0);
+    assert!(matches!(SignedTransaction::decode(&extra), Err(DecodeError::TrailingBytes { .. })));
+    assert!(matches!(SignedTransaction::decode(&vec![0u8; MAX_TX_BYTES + 1]), Err(DecodeError::TooLarge { .. })));
+    assert!(SignedTransaction::decode(b"\xff\xff\xff\xff\xff\xff").is_err());
+    assert!(SignedTransaction::decode(&[]).is_err());
+}
+
+#[test]
+fn any_flipped_bit_breaks_the_signature_or_the_decoding() {
+    let bytes = sample_register().encode();
+    for i in 0..bytes.len() {
+        let mut b = bytes.clone();
+        b[i] ^= 0x01;
+        if let Ok(tx) = SignedTransaction::decode(&b) {
+            assert!(tx.verify_signature().is_err(), "flip at byte {i} still verifies");
+        }
+    }
+}
+
+#[test]
+fn signatures_are_bound_to_their_namespace() {
+    let k = key(1);
+    let sig = k.sign(namespace::TRANSACTION, b"message");
+    assert!(k.public_key().verify(namespace::TRANSACTION, b"message", &sig).is_ok());
+    assert!(k.public_key().verify(namespace::CHECKPOINT, b"message", &sig).is_err());
+    assert!(k.public_key().verify(namespace::TRANSACTION, b"messagf", &sig).is_err());
+}
+
+const PINNED_ADMIT: &str = "d563c18b93d0da39b3eba00f307ff96c0f1242600b0dc43a81f0c2e67b0b1fec";
+const PINNED_REGISTER: &str = "06eb7af63534d67afbccc535fc66aafe593124cd3308689f674ae076e4fd7bfd";
+const PINNED_ACCOUNT: &str = "08ce6ce7449a93d70dacc28d59e49b431cd43237";
+const PINNED_GENESIS: &str = "e21febe73606240e90b5bcb6237147ccac6ac92b106547f911ba72efe751291c";
+const PINNED_BLOCK: &str = "12b336c6cc2f7cf52288ca0899bdf84ea54d8a71003bcc3099243e2093c21aa9";
+const PINNED_CHECKPOINT: &str = "560a5f97ae6e68978e2465f375cc54ca3cbe297431aff152ccbec071f68ae1f7";

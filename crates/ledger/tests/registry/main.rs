@@ -1,0 +1,421 @@
+//! Registry behaviour through `Ledger::apply_block`: the happy paths, and every refusal, each
+//! checked to change nothing.
+
+use medledger_core::{
+    Hash,
+    block::{Created, Genesis, Outcome, Receipt, Refusal, Tip},
+    ids::{AccountId, PatientId},
+    keys::{DecryptionKey, SigningKey},
+    tx::{AdmitHospital, OnboardDoctor, RegisterPatient, RegistryTx, SealedRef, SignedTransaction, Transaction, TxBody},
+};
+use medledger_ledger::{Ledger, verify_signatures};
+
+const CHAIN: &str = "test-chain";
+
+/// A person or organisation with keys, and the nonce of their next transaction.
+struct Actor {
+    key: SigningKey,
+    enc: DecryptionKey,
+    account: AccountId,
+    nonce: u64,
+}
+
+impl Actor {
+    fn new() -> Self {
+        let key = SigningKey::generate();
+        let account = AccountId::from_initial_key(&key.public_key());
+        Actor { key, enc: DecryptionKey::generate(), account, nonce: 0 }
+    }
+    fn sign(&mut self, body: RegistryTx) -> SignedTransaction {
+        self.nonce += 1;
+        Transaction { chain_id: CHAIN.into(), signer: self.account, nonce: self.nonce, body: TxBody::Registry(body) }
+            .sign(&self.key)
+    }
+}
+
+struct Net {
+    ledger: Ledger,
+    tip: Tip,
+    regulator: Actor,
+    time: u64,
+}
+
+fn sealed(tag: &str) -> SealedRef {
+    SealedRef { blob: Hash::of(tag.as_bytes()), commitment: Hash::of_parts(&[b"salt", tag.as_bytes()]) }
+}
+
+impl Net {
+    fn new() -> Self {
+        let regulator = Actor::new();
+        let genesis = Genesis {
+            chain_id: CHAIN.into(),
+            time_ms: 1_000,
+            regulator_key: regulator.key.public_key(),
+            regulator_encryption_key: regulator.enc.public_key(),
+            node_key: SigningKey::generate().public_key(),
+        };
+        let ledger = Ledger::in_memory(genesis.clone()).unwrap();
+        Net { tip: Tip::genesis(&genesis), ledger, regulator, time: 1_000 }
+    }
+
+    /// Orders `txs` into the next block and applies it, verifying signatures as a node does.
+    fn block(&mut self, txs: Vec<SignedTransaction>) -> Vec<Receipt> {
+        self.time += 1_000;
+        let block = self.tip.propose(self.time, txs);
+        let ok = verify_signatures(&block.txs, |_| false);
+        self.ledger.apply_block(&block, &ok, &[]).unwrap()
+    }
+
+    fn one(&mut self, tx: SignedTransaction) -> Receipt {
+        self.block(vec![tx]).pop().unwrap()
+    }
+
+    fn admit(&mut self, hospital: &Actor) -> Receipt {
+        let tx = self.regulator.sign(RegistryTx::AdmitHospital(AdmitHospital {
+            key: hospital.key.public_key(),
+            encryption_key: hospital.enc.public_key(),
+            registration_id: "GOV-1".into(),
+            name: "St. Mary's".into(),
+            city: "Leeds".into(),
+            specialisation: "cardiology".into(),
+            contact: sealed("contact"),
+        }));
+        self.one(tx)
+    }
+
+    /// The full registry state, to prove that a refusal changed nothing.
+    fn snapshot(&self) -> String {
+        let accounts: Vec<_> = [&self.regulator.account]
+            .iter()
+            .map(|a| format!("{:?}", self.ledger.account(a).unwrap()))
+            .collect();
+        format!(
+            "{:?}|{:?}|{:?}",
+            self.ledger.hospitals().unwrap(),
+            self.ledger.doctors(None).unwrap(),
+            accounts
+        )
+    }
+}
+
+fn onboard(hospital: &mut Actor, doctor: &Actor) -> SignedTransaction {
+    hospital.sign(RegistryTx::OnboardDoctor(OnboardDoctor {
+        key: doctor.key.public_key(),
+        encryption_key: doctor.enc.public_key(),
+        registration_number: "GMC-7".into(),
+        name: "Dr. Okafor".into(),
+        specialisation: "cardiology".into(),
+    }))
+}
+
+fn register(hospital: &mut Actor, patient: &Actor) -> SignedTransaction {
+    hospital.sign(RegistryTx::RegisterPatient(RegisterPatient {
+        key: patient.key.public_key(),
+        encryption_key: patient.enc.public_key(),
+        details: sealed("details"),
+        attendant: sealed("attendant"),
+    }))
+}
+
+fn refusal(r: &Receipt) -> &Refusal {
+    match &r.outcome {
+        Outcome::Refused { reason } => reason,
+        Outcome::Applied { .. } => panic!("expected a refusal, got {r:?}"),
+    }
+}
+
+fn applied(r: &Receipt) -> Option<&Created> {
+    match &r.outcome {
+        Outcome::Applied { created } => created.as_ref(),
+        Outcome::Refused { reason } => panic!("expected success, got refusal {reason}"),
+    }
+}
+
+/// Admits a hospital, onboards a doctor, registers a patient.
+fn populated() -> (Net, Actor, Actor, Actor) {
+    let mut net = Net::new();
+    let mut hospital = Actor::new();
+    let doctor = Actor::new();
+    let patient = Actor::new();
+    applied(&net.admit(&hospital));
+    let t = onboard(&mut hospital, &doctor);
+    applied(&net.one(t));
+    let t = register(&mut hospital, &patient);
+    applied(&net.one(t));
+    (net, hospital, doctor, patient)
+}
+
+#[test]
+fn happy_path_builds_the_directory_and_assigns_patient_ids() {
+    let mut net = Net::new();
+    let mut hospital = Actor::new();
+    let created = net.admit(&hospital);
+    assert_eq!(applied(&created), Some(&Created::Account { account: hospital.account }));
+    let doctor = Actor::new();
+    let t = onboard(&mut hospital, &doctor);
+    applied(&net.one(t));
+    let doctors = net.ledger.doctors(Some(&hospital.account)).unwrap();
+    assert_eq!(doctors.len(), 1);
+    assert_eq!(doctors[0].1.name, "Dr. Okafor");
+
+    let patients: Vec<Actor> = (0..20).map(|_| Actor::new()).collect();
+    let txs = patients.iter().map(|p| register(&mut hospital, p)).collect();
+    let receipts = net.block(txs);
+    let mut ids = Vec::new();
+    for (r, p) in receipts.iter().zip(&patients) {
+        let Some(Created::Patient { account, patient_id }) = applied(r) else { panic!("no patient id") };
+        assert_eq!(*account, p.account);
+        assert!((10_000..100_000).contains(&patient_id.0), "five digits: {patient_id}");
+        assert_eq!(net.ledger.patient(*patient_id).unwrap().unwrap().account, p.account);
+        assert_eq!(net.ledger.patient_id_of(&p.account).unwrap(), Some(*patient_id));
+        ids.push(*patient_id);
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 20, "Patient-IDs are distinct");
+    assert_eq!(net.ledger.account(&hospital.account).unwrap().unwrap().nonce, hospital.nonce);
+}
+
+#[test]
+fn wrongly_signed_transaction_is_refused_and_changes_nothing() {
+    let mut net = Net::new();
+    let hospital = Actor::new();
+    let before = net.snapshot();
+    let mut tx = net.regulator.sign(RegistryTx::AdmitHospital(AdmitHospital {
+        key: hospital.key.public_key(),
+        encryption_key: hospital.enc.public_key(),
+        registration_id: "GOV-1".into(),
+        name: "Forged".into(),
+        city: "Leeds".into(),
+        specialisation: "x".into(),
+        contact: sealed("c"),
+    }));
+    tx.signature.0[10] ^= 1;
+    assert_eq!(refusal(&net.one(tx)), &Refusal::BadSignature);
+    assert_eq!(net.snapshot(), before);
+}
+
+#[test]
+fn a_signature_by_another_key_is_refused() {
+    let mut net = Net::new();
+    let hospital = Actor::new();
+    let mut impostor = Actor::new();
+    impostor.account = net.regulator.account; // claims to be the regulator
+    let before = net.snapshot();
+    let tx = impostor.sign(RegistryTx::AdmitHospital(AdmitHospital {
+        key: hospital.key.public_key(),
+        encryption_key: hospital.enc.public_key(),
+        registration_id: "GOV-1".into(),
+        name: "Forged".into(),
+        city: "Leeds".into(),
+        specialisation: "x".into(),
+        contact: sealed("c"),
+    }));
+    assert!(matches!(refusal(&net.one(tx)), Refusal::KeyNotActive { .. }));
+    assert_eq!(net.snapshot(), before);
+}
+
+#[test]
+fn replayed_nonce_and_duplicate_transaction_are_refused() {
+    let (mut net, mut hospital, _, _) = populated();
+    let doctor = Actor::new();
+    let tx = onboard(&mut hospital, &doctor);
+    applied(&net.one(tx.clone()));
+    let before = net.snapshot();
+    // The identical transaction again.
+    assert!(matches!(refusal(&net.one(tx)), Refusal::Duplicate { .. }));
+    // A different transaction reusing the nonce.
+    hospital.nonce -= 1;
+    let other = onboard(&mut hospital, &Actor::new());
+    assert!(matches!(refusal(&net.one(other)), Refusal::StaleNonce { .. }));
+    assert_eq!(net.snapshot(), before);
+}
+
+#[test]
+fn wrong_chain_id_is_refused() {
+    let mut net = Net::new();
+    let hospital = Actor::new();
+    net.regulator.nonce += 1;
+    let tx = Transaction {
+        chain_id: "another-chain".into(),
+        signer: net.regulator.account,
+        nonce: net.regulator.nonce,
+        body: TxBody::Registry(RegistryTx::AdmitHospital(AdmitHospital {
+            key: hospital.key.public_key(),
+            encryption_key: hospital.enc.public_key(),
+            registration_id: "GOV-1".into(),
+            name: "H".into(),
+            city: "C".into(),
+            specialisation: "S".into(),
+            contact: sealed("c"),
+        })),
+    }
+    .sign(&net.regulator.key);
+    let before = net.snapshot();
+    assert!(matches!(refusal(&net.one(tx)), Refusal::WrongChain { .. }));
+    assert_eq!(net.snapshot(), before);
+}
+
+#[test]
+fn a_doctor_cannot_admit_a_hospital_and_a_patient_cannot_onboard_a_doctor() {
+    let (mut net, _, mut doctor, mut patient) = populated();
+    let before = net.snapshot();
+    let h = Actor::new();
+    let tx = doctor.sign(RegistryTx::AdmitHospital(AdmitHospital {
+        key: h.key.public_key(),
+        encryption_key: h.enc.public_key(),
+        registration_id: "GOV-2".into(),
+        name: "Shadow Clinic".into(),
+        city: "Nowhere".into(),
+        specialisation: "none".into(),
+        contact: sealed("c"),
+    }));
+    assert!(matches!(refusal(&net.one(tx)), Refusal::Unauthorised { .. }));
+    let tx = onboard(&mut patient, &Actor::new());
+    assert!(matches!(refusal(&net.one(tx)), Refusal::Unauthorised { .. }));
+    let tx = register(&mut doctor, &Actor::new());
+    assert!(matches!(refusal(&net.one(tx)), Refusal::Unauthorised { .. }));
+    assert_eq!(net.snapshot(), before);
+    // A refused transaction does not consume the signer's nonce.
+    assert_eq!(net.ledger.account(&doctor.account).unwrap().unwrap().nonce, 0);
+}
+
+#[test]
+fn an_unknown_signer_is_refused() {
+    let mut net = Net::new();
+    let mut stranger = Actor::new();
+    let tx = onboard(&mut stranger, &Actor::new());
+    let before = net.snapshot();
+    assert!(matches!(refusal(&net.one(tx)), Refusal::UnknownSigner { .. }));
+    assert_eq!(net.snapshot(), before);
+}
+
+#[test]
+fn a_revoked_key_is_refused_from_the_next_block_on() {
+    let (mut net, mut hospital, mut doctor, _) = populated();
+    // The hospital revokes its doctor's key, installing none.
+    let tx = hospital.sign(RegistryTx::RevokeKey { account: doctor.account, replacement: None });
+    applied(&net.one(tx));
+    assert_eq!(net.ledger.account(&doctor.account).unwrap().unwrap().key, None);
+    let before = net.snapshot();
+    let tx = doctor.sign(RegistryTx::RotateKey { new_key: SigningKey::generate().public_key() });
+    assert!(matches!(refusal(&net.one(tx)), Refusal::KeyNotActive { .. }));
+    assert_eq!(net.snapshot(), before);
+}
+
+#[test]
+fn revocation_with_replacement_installs_the_new_key() {
+    let (mut net, mut hospital, _, mut patient) = populated();
+    let lost_phone = std::mem::replace(&mut patient.key, SigningKey::generate());
+    let tx = hospital.sign(RegistryTx::RevokeKey { account: patient.account, replacement: Some(patient.key.public_key()) });
+    applied(&net.one(tx));
+    // The old key is refused, the new one accepted.
+    let mut thief = Actor { key: lost_phone, enc: DecryptionKey::generate(), account: patient.account, nonce: 0 };
+    let tx = thief.sign(RegistryTx::RotateKey { new_key: SigningKey::generate().public_key() });
+    assert!(matches!(refusal(&net.one(tx)), Refusal::KeyNotActive { .. }));
+    let next = SigningKey::generate();
+    let tx = patient.sign(RegistryTx::RotateKey { new_key: next.public_key() });
+    applied(&net.one(tx));
+}
+
+#[test]
+fn only_an_authority_may_revoke_a_key() {
+    let (mut net, _, doctor, mut patient) = populated();
+    let before = net.snapshot();
+    let tx = patient.sign(RegistryTx::RevokeKey { account: doctor.account, replacement: None });
+    assert!(matches!(refusal(&net.one(tx)), Refusal::Unauthorised { .. }));
+    assert_eq!(net.snapshot(), before);
+    assert!(net.ledger.account(&doctor.account).unwrap().unwrap().key.is_some());
+}
+
+#[test]
+fn key_rotation_switches_the_accepted_key() {
+    let (mut net, mut hospital, _, _) = populated();
+    let new_key = SigningKey::generate();
+    let tx = hospital.sign(RegistryTx::RotateKey { new_key: new_key.public_key() });
+    applied(&net.one(tx));
+    // The old key no longer signs for the hospital.
+    let tx = onboard(&mut hospital, &Actor::new());
+    assert!(matches!(refusal(&net.one(tx)), Refusal::KeyNotActive { .. }));
+    hospital.nonce -= 1;
+    hospital.key = new_key;
+    let tx = onboard(&mut hospital, &Actor::new());
+    applied(&net.one(tx));
+}
+
+#[test]
+fn a_suspended_hospital_and_its_doctors_are_refused_until_reinstated() {
+    let (mut net, mut hospital, mut doctor, _) = populated();
+    let tx = net.regulator.sign(RegistryTx::SuspendHospital { hospital: hospital.account, reason: "audit".into() });
+    applied(&net.one(tx));
+    assert!(net.ledger.hospitals().unwrap()[0].2, "listed as suspended");
+    let before = net.snapshot();
+    let tx = onboard(&mut hospital, &Actor::new());
+    assert!(matches!(refusal(&net.one(tx)), Refusal::Suspended { .. }));
+    let tx = doctor.sign(RegistryTx::RotateKey { new_key: SigningKey::generate().public_key() });
+    assert!(matches!(refusal(&net.one(tx)), Refusal::Suspended { .. }));
+    assert_eq!(net.snapshot(), before);
+    // Only the regulator may reinstate.
+    hospital.nonce -= 1;
+    let tx = hospital.sign(RegistryTx::ReinstateHospital { hospital: hospital.account });
+    assert!(matches!(refusal(&net.one(tx)), Refusal::Suspended { .. } | Refusal::Unauthorised { .. }));
+    let tx = net.regulator.sign(RegistryTx::ReinstateHospital { hospital: hospital.account });
+    applied(&net.one(tx));
+    hospital.nonce -= 1;
+    let tx = onboard(&mut hospital, &Actor::new());
+    applied(&net.one(tx));
+}
+
+#[test]
+fn invalid_directory_text_is_refused() {
+    let mut net = Net::new();
+    let hospital = Actor::new();
+    let before = net.snapshot();
+    for (name, city) in [("", "Leeds"), ("ok", &"x".repeat(201)[..]), ("bad\u{7}", "Leeds")] {
+        let tx = net.regulator.sign(RegistryTx::AdmitHospital(AdmitHospital {
+            key: hospital.key.public_key(),
+            encryption_key: hospital.enc.public_key(),
+            registration_id: "GOV-1".into(),
+            name: name.into(),
+            city: city.into(),
+            specialisation: "s".into(),
+            contact: sealed("c"),
+        }));
+        assert!(matches!(refusal(&net.one(tx)), Refusal::Invalid { .. }));
+        net.regulator.nonce -= 1;
+    }
+    assert_eq!(net.snapshot(), before);
+}
+
+#[test]
+fn a_block_that_does_not_follow_the_tip_is_rejected_whole() {
+    let mut net = Net::new();
+    let mut stale = net.tip.clone();
+    let h = Actor::new();
+    applied(&net.admit(&h));
+    let block = stale.propose(5_000, vec![]);
+    let err = net.ledger.apply_block(&block, &[], &[]).unwrap_err();
+    assert!(err.to_string().contains("invalid block"), "{err}");
+    // A header that lies about its contents is rejected too.
+    let mut tip = net.tip.clone();
+    let mut block = tip.propose(9_000, vec![]);
+    block.header.log_size += 1;
+    assert!(net.ledger.apply_block(&block, &[], &[]).is_err());
+    assert_eq!(net.ledger.tip().height, 1);
+}
+
+#[test]
+fn proofs_from_the_ledger_verify() {
+    let (net, _, _, _) = populated();
+    let cp = net.ledger.checkpoint();
+    assert_eq!(cp.log_size, 3);
+    for i in 0..3 {
+        let rec = net.ledger.transaction_at(i).unwrap().unwrap();
+        let proof = net.ledger.inclusion_proof(i, cp.log_size).unwrap();
+        proof.verify(&medledger_core::merkle::leaf_hash(&rec.tx.encode()), &cp.log_root).unwrap();
+        assert_eq!(net.ledger.transaction(&rec.receipt.tx_hash).unwrap().unwrap().receipt.log_index, i);
+    }
+    let c = net.ledger.consistency_proof(1, 3).unwrap();
+    c.verify(&net.ledger.root_at(1).unwrap(), &cp.log_root).unwrap();
+    let _ = PatientId(0);
+}
