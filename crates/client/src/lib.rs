@@ -1,1 +1,16 @@
-//! placeholder
+//! medledger client SDK and wallet: an encrypted keystore, sealing of personal details,
+//! transaction building, an HTTP client for the node API, and offline verification of the
+//! node's proofs. Secrets stay in this process: they are encrypted at rest, zeroised in memory
+//! and never printed.
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod http;
+pub mod keystore;
+pub mod proof;
+pub mod seal;
+pub mod tx;
+
+pub use error::ClientError;
+pub use http::NodeClient;
+pub use keystore::{Identity, KdfParams, Wallet, parse_public_identity};

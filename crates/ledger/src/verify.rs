@@ -241,3 +241,146 @@ fn compare_state(stored: &redb::ReadTransaction, replica: &Ledger) -> Result<(),
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! Tampering with any stored table is caught at open and by the full verification.
+
+    use medledger_core::{
+        Hash,
+        block::{Genesis, Tip},
+        ids::AccountId,
+        keys::{DecryptionKey, SigningKey},
+        tx::{AdmitHospital, RegistryTx, SealedRef, Transaction, TxBody},
+    };
+    use redb::{ReadableTable, TableDefinition};
+
+    use super::*;
+
+    fn build(path: &Path) {
+        let regulator = SigningKey::generate();
+        let genesis = Genesis {
+            chain_id: "tamper".into(),
+            time_ms: 1,
+            regulator_key: regulator.public_key(),
+            regulator_encryption_key: DecryptionKey::generate().public_key(),
+            node_key: SigningKey::generate().public_key(),
+        };
+        let ledger = Ledger::create(path, genesis.clone()).unwrap();
+        let mut tip = Tip::genesis(&genesis);
+        let signer = AccountId::from_initial_key(&regulator.public_key());
+        for n in 1..=3u64 {
+            let h = SigningKey::generate();
+            let tx = Transaction {
+                chain_id: "tamper".into(),
+                signer,
+                nonce: n,
+                body: TxBody::Registry(RegistryTx::AdmitHospital(AdmitHospital {
+                    key: h.public_key(),
+                    encryption_key: DecryptionKey::generate().public_key(),
+                    registration_id: format!("GOV-{n}"),
+                    name: format!("Hospital {n}"),
+                    city: "Leeds".into(),
+                    specialisation: "general".into(),
+                    contact: SealedRef { blob: Hash::of(b"b"), commitment: Hash::of(b"c") },
+                })),
+            }
+            .sign(&regulator);
+            let block = tip.propose(n * 10, vec![tx]);
+            let receipts = ledger.apply_block(&block, &[true], &[]).unwrap();
+            assert!(matches!(receipts[0].outcome, Outcome::Applied { .. }));
+        }
+    }
+
+    /// Flips one bit in the middle of the first value of a table keyed by height or index, as
+    /// a disk fault or an editor would.
+    fn flip_first(path: &Path, table: TableDefinition<u64, &[u8]>) {
+        let db = redb::Database::open(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(table).unwrap();
+            let (key, mut value) = {
+                let (k, v) = t.first().unwrap().unwrap();
+                (k.value(), v.value().to_vec())
+            };
+            let mid = value.len() / 2;
+            value[mid] ^= 0x04;
+            t.insert(key, value.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    /// The same for a table keyed by account.
+    fn flip_first_account(path: &Path, table: TableDefinition<&[u8; 20], &[u8]>) {
+        let db = redb::Database::open(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(table).unwrap();
+            let (key, mut value) = {
+                let (k, v) = t.first().unwrap().unwrap();
+                (*k.value(), v.value().to_vec())
+            };
+            let mid = value.len() / 2;
+            value[mid] ^= 0x04;
+            t.insert(&key, value.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    fn assert_detected(path: &Path) {
+        let open = Ledger::open(path).unwrap_err();
+        assert!(matches!(open, LedgerError::Corrupt(_)), "open: {open}");
+        let full = verify_ledger(path, &mut |_, _, _| {}).unwrap_err();
+        assert!(matches!(full, LedgerError::Corrupt(_)), "verify: {full}");
+    }
+
+    #[test]
+    fn an_untouched_ledger_verifies_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.redb");
+        build(&path);
+        let report = verify_ledger(&path, &mut |_, _, _| {}).unwrap();
+        assert_eq!((report.blocks, report.transactions, report.applied), (3, 3, 3));
+        let ledger = Ledger::open(&path).unwrap();
+        assert_eq!(ledger.tip().height, 3);
+        assert_eq!(ledger.hospitals().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_flipped_transaction_byte_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.redb");
+        build(&path);
+        flip_first(&path, TXS);
+        assert_detected(&path);
+    }
+
+    #[test]
+    fn a_flipped_block_header_byte_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.redb");
+        build(&path);
+        flip_first(&path, BLOCKS);
+        assert_detected(&path);
+    }
+
+    #[test]
+    fn a_flipped_state_byte_is_detected() {
+        for table in [HOSPITALS, ACCOUNTS] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("l.redb");
+            build(&path);
+            flip_first_account(&path, table);
+            assert_detected(&path);
+        }
+    }
+
+    #[test]
+    fn a_flipped_receipt_byte_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.redb");
+        build(&path);
+        flip_first(&path, RECEIPTS);
+        assert_detected(&path);
+    }
+}

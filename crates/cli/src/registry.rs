@@ -1,0 +1,388 @@
+//! Registry commands: admit, suspend and reinstate hospitals; onboard doctors; register
+//! patients (their details sealed to the patient and the hospital, only commitments on the
+//! ledger); rotate and revoke keys; directory listings.
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use medledger_client::{http::NodeClient, keystore::parse_public_identity, seal};
+use medledger_core::{
+    block::{Created, Outcome, Receipt},
+    ids::{AccountId, PatientId},
+    keys::SigningKey,
+    tx::{AdmitHospital, OnboardDoctor, RegisterPatient, RegistryTx, SealedRef, TxBody},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Session, WalletArgs, node_url, passphrase, print_json};
+
+#[derive(Debug, Subcommand)]
+pub enum HospitalCommand {
+    /// Admit a hospital (regulator).
+    Admit {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The hospital's identity card (`medledger wallet show --identity-only`).
+        #[arg(long)]
+        identity: String,
+        /// Government registration id.
+        #[arg(long)]
+        registration_id: String,
+        /// Name, for the public directory.
+        #[arg(long)]
+        name: String,
+        /// City, for the public directory.
+        #[arg(long)]
+        city: String,
+        /// Specialisation, for the public directory.
+        #[arg(long)]
+        specialisation: String,
+        /// Contact details (kept off the ledger, sealed to the hospital and the regulator).
+        #[arg(long)]
+        contact: String,
+    },
+    /// Suspend a hospital (regulator).
+    Suspend {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The hospital's account id.
+        hospital: AccountId,
+        /// Why, for the public record.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a suspension (regulator).
+    Reinstate {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The hospital's account id.
+        hospital: AccountId,
+    },
+    /// List the hospital directory.
+    List {
+        /// The node to ask.
+        #[arg(long, env = "MEDLEDGER_NODE", default_value = "http://127.0.0.1:7300")]
+        node: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DoctorCommand {
+    /// Onboard a doctor (hospital).
+    Onboard {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The doctor's identity card.
+        #[arg(long)]
+        identity: String,
+        /// Medical council registration number.
+        #[arg(long)]
+        registration_number: String,
+        /// Name, for the public directory.
+        #[arg(long)]
+        name: String,
+        /// Specialisation, for the public directory.
+        #[arg(long)]
+        specialisation: String,
+    },
+    /// List the doctor directory.
+    List {
+        /// Only this hospital's doctors.
+        #[arg(long)]
+        hospital: Option<AccountId>,
+        /// The node to ask.
+        #[arg(long, env = "MEDLEDGER_NODE", default_value = "http://127.0.0.1:7300")]
+        node: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PatientCommand {
+    /// Register a patient at this hospital's desk. The ledger assigns the Patient-ID.
+    Register {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The patient's identity card (from the patient's own wallet).
+        #[arg(long)]
+        identity: String,
+        /// Full name.
+        #[arg(long)]
+        name: String,
+        /// Date of birth (YYYY-MM-DD).
+        #[arg(long)]
+        date_of_birth: String,
+        /// Phone number.
+        #[arg(long, default_value = "")]
+        phone: String,
+        /// The attendant's name.
+        #[arg(long)]
+        attendant_name: String,
+        /// The attendant's phone.
+        #[arg(long)]
+        attendant_phone: String,
+        /// The attendant's relationship to the patient.
+        #[arg(long)]
+        attendant_relationship: String,
+    },
+    /// Show a patient's registration; with the patient's or hospital's wallet, also open the
+    /// sealed details and check them against the ledger's commitments.
+    Show {
+        /// The Patient-ID.
+        patient_id: u64,
+        /// A wallet that can open the sealed details.
+        #[arg(long, env = "MEDLEDGER_WALLET")]
+        wallet: Option<std::path::PathBuf>,
+        /// The node to ask.
+        #[arg(long, env = "MEDLEDGER_NODE")]
+        node: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Replace your wallet's signing key (on the ledger, then in the wallet file).
+    Rotate {
+        #[command(flatten)]
+        wallet: WalletArgs,
+    },
+    /// Revoke an account's key (yourself, an account you onboarded, or any as regulator).
+    Revoke {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The account whose key to revoke.
+        account: AccountId,
+        /// A replacement identity card to install at once.
+        #[arg(long)]
+        replacement: Option<String>,
+    },
+}
+
+/// Sealed personal details: the salt travels inside the sealed blob, so whoever can open it can
+/// also check it against the commitment on the ledger.
+#[derive(Debug, Serialize, Deserialize)]
+struct SealedDetails {
+    salt: String,
+    details: serde_json::Value,
+}
+
+/// Seals `details` to `recipients`, stores the blob on the node, returns the ledger reference.
+async fn seal_details(
+    client: &NodeClient,
+    details: serde_json::Value,
+    recipients: &[medledger_core::keys::EncryptionKey],
+) -> Result<SealedRef> {
+    let plain = serde_json::to_vec(&details)?;
+    let (salt, commitment) = seal::commit(&plain)?;
+    let inner = serde_json::to_vec(&SealedDetails { salt: hex::encode(salt), details })?;
+    let sealed = seal::seal(&inner, recipients)?;
+    let stored = client.put_blob(sealed).await?;
+    Ok(SealedRef { blob: stored.hash, commitment })
+}
+
+fn created(receipt: &Receipt) -> Option<&Created> {
+    match &receipt.outcome {
+        Outcome::Applied { created } => created.as_ref(),
+        Outcome::Refused { .. } => None,
+    }
+}
+
+fn print_receipt(what: &str, receipt: &Receipt) {
+    println!("{what}: committed in block {} (tx {}, log index {})", receipt.height, receipt.tx_hash, receipt.log_index);
+}
+
+pub async fn hospital(command: HospitalCommand) -> Result<()> {
+    match command {
+        HospitalCommand::Admit { wallet, identity, registration_id, name, city, specialisation, contact } => {
+            let s = Session::open(&wallet).await?;
+            let (key, encryption_key) = parse_public_identity(&identity)?;
+            let contact = seal_details(
+                &s.client,
+                serde_json::json!({ "contact": contact }),
+                &[encryption_key, s.wallet.encryption_key()],
+            )
+            .await?;
+            let body = TxBody::Registry(RegistryTx::AdmitHospital(AdmitHospital {
+                key,
+                encryption_key,
+                registration_id,
+                name: name.clone(),
+                city,
+                specialisation,
+                contact,
+            }));
+            let receipt = s.submit(body).await?;
+            print_receipt("hospital admitted", &receipt);
+            if let Some(Created::Account { account }) = created(&receipt) {
+                println!("{name}: account {account}");
+            }
+            Ok(())
+        }
+        HospitalCommand::Suspend { wallet, hospital, reason } => {
+            let s = Session::open(&wallet).await?;
+            let receipt = s.submit(TxBody::Registry(RegistryTx::SuspendHospital { hospital, reason })).await?;
+            print_receipt("hospital suspended", &receipt);
+            Ok(())
+        }
+        HospitalCommand::Reinstate { wallet, hospital } => {
+            let s = Session::open(&wallet).await?;
+            let receipt = s.submit(TxBody::Registry(RegistryTx::ReinstateHospital { hospital })).await?;
+            print_receipt("hospital reinstated", &receipt);
+            Ok(())
+        }
+        HospitalCommand::List { node, json } => {
+            let list = NodeClient::new(&node)?.hospitals().await?;
+            if json {
+                return print_json(&list);
+            }
+            println!("{:<40}  {:<28}  {:<14}  {:<16}  STATUS", "ACCOUNT", "NAME", "CITY", "SPECIALISATION");
+            for h in list {
+                let status = if h.suspended { "suspended" } else { "active" };
+                println!("{:<40}  {:<28}  {:<14}  {:<16}  {status}", h.account, h.name, h.city, h.specialisation);
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn doctor(command: DoctorCommand) -> Result<()> {
+    match command {
+        DoctorCommand::Onboard { wallet, identity, registration_number, name, specialisation } => {
+            let s = Session::open(&wallet).await?;
+            let (key, encryption_key) = parse_public_identity(&identity)?;
+            let body = TxBody::Registry(RegistryTx::OnboardDoctor(OnboardDoctor {
+                key,
+                encryption_key,
+                registration_number,
+                name: name.clone(),
+                specialisation,
+            }));
+            let receipt = s.submit(body).await?;
+            print_receipt("doctor onboarded", &receipt);
+            if let Some(Created::Account { account }) = created(&receipt) {
+                println!("{name}: account {account}");
+            }
+            Ok(())
+        }
+        DoctorCommand::List { hospital, node, json } => {
+            let list = NodeClient::new(&node)?.doctors(hospital).await?;
+            if json {
+                return print_json(&list);
+            }
+            println!("{:<40}  {:<24}  {:<12}  {:<16}  HOSPITAL", "ACCOUNT", "NAME", "REG. NO.", "SPECIALISATION");
+            for d in list {
+                println!(
+                    "{:<40}  {:<24}  {:<12}  {:<16}  {}",
+                    d.account, d.name, d.registration_number, d.specialisation, d.hospital
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn patient(command: PatientCommand) -> Result<()> {
+    match command {
+        PatientCommand::Register {
+            wallet,
+            identity,
+            name,
+            date_of_birth,
+            phone,
+            attendant_name,
+            attendant_phone,
+            attendant_relationship,
+        } => {
+            let s = Session::open(&wallet).await?;
+            let (key, encryption_key) = parse_public_identity(&identity)?;
+            let recipients = [encryption_key, s.wallet.encryption_key()];
+            let details = seal_details(
+                &s.client,
+                serde_json::json!({ "name": name, "date_of_birth": date_of_birth, "phone": phone }),
+                &recipients,
+            )
+            .await?;
+            let attendant = seal_details(
+                &s.client,
+                serde_json::json!({
+                    "name": attendant_name,
+                    "phone": attendant_phone,
+                    "relationship": attendant_relationship,
+                }),
+                &recipients,
+            )
+            .await?;
+            let body = TxBody::Registry(RegistryTx::RegisterPatient(RegisterPatient {
+                key,
+                encryption_key,
+                details,
+                attendant,
+            }));
+            let receipt = s.submit(body).await?;
+            print_receipt("patient registered", &receipt);
+            if let Some(Created::Patient { account, patient_id }) = created(&receipt) {
+                println!("Patient-ID {patient_id} (account {account})");
+            }
+            Ok(())
+        }
+        PatientCommand::Show { patient_id, wallet, node } => {
+            let wallet_file = wallet.as_deref().map(crate::common::load_wallet).transpose()?;
+            let client = NodeClient::new(&node_url(node.as_deref(), wallet_file.as_ref()))?;
+            let p = client
+                .patient(PatientId(patient_id))
+                .await?
+                .with_context(|| format!("no patient with Patient-ID {patient_id}"))?;
+            println!("Patient-ID   {}", p.patient_id);
+            println!("account      {}", p.account);
+            println!("hospital     {}", p.hospital);
+            println!("registered   block {}", p.registered_at);
+            let Some(w) = wallet_file else {
+                println!("details      sealed (pass --wallet of the patient or hospital to open)");
+                return Ok(());
+            };
+            let identity = w.unlock(&passphrase("Wallet passphrase: ", false)?)?;
+            for (label, r) in [("details", p.details), ("attendant", p.attendant)] {
+                let blob = client.get_blob(&r.blob).await?;
+                let inner = seal::open(&blob, &identity.decryption)
+                    .with_context(|| format!("this wallet cannot open the {label}"))?;
+                let sealed: SealedDetails = serde_json::from_slice(&inner)?;
+                let mut salt = [0u8; 32];
+                hex::decode_to_slice(&sealed.salt, &mut salt)?;
+                let plain = serde_json::to_vec(&sealed.details)?;
+                if !seal::verify_commitment(&plain, &salt, &r.commitment) {
+                    bail!("the sealed {label} do not match the commitment on the ledger");
+                }
+                println!("{label:<12} {} (matches the ledger's commitment)", sealed.details);
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn key(command: KeyCommand) -> Result<()> {
+    match command {
+        KeyCommand::Rotate { wallet } => {
+            let mut s = Session::open(&wallet).await?;
+            let new_key = SigningKey::generate();
+            let receipt =
+                s.submit(TxBody::Registry(RegistryTx::RotateKey { new_key: new_key.public_key() })).await?;
+            let pass = passphrase("Passphrase again, to re-encrypt the wallet: ", false)?;
+            s.wallet.replace_signing_key(&pass, new_key)?;
+            s.wallet.save(&s.path)?;
+            print_receipt("key rotated", &receipt);
+            println!("new signing key {}", s.wallet.signing_key());
+            Ok(())
+        }
+        KeyCommand::Revoke { wallet, account, replacement } => {
+            let s = Session::open(&wallet).await?;
+            let replacement = replacement.as_deref().map(parse_public_identity).transpose()?.map(|(k, _)| k);
+            let receipt = s.submit(TxBody::Registry(RegistryTx::RevokeKey { account, replacement })).await?;
+            print_receipt("key revoked", &receipt);
+            Ok(())
+        }
+    }
+}

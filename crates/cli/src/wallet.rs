@@ -1,0 +1,90 @@
+//! `medledger wallet`: create and show identities.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Subcommand;
+use medledger_client::{http::NodeClient, keystore::Wallet};
+
+use crate::common::{load_wallet, node_url, passphrase, print_json};
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new identity: a signing key and an encryption key, encrypted under a
+    /// passphrase (Argon2id). Prints the public identity card to hand to whoever registers you.
+    Create {
+        /// Where to write the wallet.
+        #[arg(long)]
+        out: PathBuf,
+        /// A name for the identity (yours, your hospital's).
+        #[arg(long)]
+        name: String,
+        /// The node this wallet talks to.
+        #[arg(long, env = "MEDLEDGER_NODE")]
+        node: Option<String>,
+    },
+    /// Show a wallet's public identity and, if the node knows it, its ledger account.
+    Show {
+        /// The wallet file.
+        #[arg(long, env = "MEDLEDGER_WALLET")]
+        wallet: PathBuf,
+        /// Print only the identity card (for scripts).
+        #[arg(long)]
+        identity_only: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The node to ask.
+        #[arg(long, env = "MEDLEDGER_NODE")]
+        node: Option<String>,
+    },
+}
+
+pub async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Create { out, name, node } => {
+            let pass = passphrase("Choose a passphrase for the new wallet: ", true)?;
+            let (mut wallet, _identity) = Wallet::create(&out, &name, &pass)?;
+            if node.is_some() {
+                wallet.node_url = node;
+                wallet.save(&out)?;
+            }
+            println!("created wallet {} for {name:?}", out.display());
+            println!("account:  {}", wallet.account());
+            println!("identity: {}", wallet.public_identity());
+            println!("Give the identity line to the regulator (hospitals) or your hospital (doctors, patients).");
+            Ok(())
+        }
+        Command::Show { wallet: path, identity_only, json, node } => {
+            let wallet = load_wallet(&path)?;
+            if identity_only {
+                println!("{}", wallet.public_identity());
+                return Ok(());
+            }
+            let client = NodeClient::new(&node_url(node.as_deref(), Some(&wallet)))?;
+            let on_ledger = client.account(&wallet.account()).await.ok().flatten();
+            if json {
+                return print_json(&serde_json::json!({
+                    "name": wallet.name(),
+                    "account": wallet.account(),
+                    "identity": wallet.public_identity(),
+                    "ledger": on_ledger,
+                }));
+            }
+            println!("name:     {}", wallet.name());
+            println!("account:  {}", wallet.account());
+            println!("identity: {}", wallet.public_identity());
+            match on_ledger {
+                Some(a) => {
+                    println!("role:     {:?}{}", a.role, if a.suspended { " (suspended)" } else { "" });
+                    println!("key:      {}", a.key.map_or("REVOKED".to_owned(), |k| k.to_string()));
+                    if let Some(pid) = a.patient_id {
+                        println!("patient:  {pid}");
+                    }
+                }
+                None => println!("ledger:   not registered (or the node is not reachable)"),
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The client's one error type: every failure of the keystore, sealing, the HTTP client and
+//! proof verification, each with enough context to act on.
+
+use std::{io, path::PathBuf};
+
+use medledger_core::{
+    Hash,
+    block::Outcome,
+    keys::{EncryptionKey, PublicKey},
+};
+
+/// Everything that can go wrong in the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A file operation failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("read", "write", "rename"...).
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// `Wallet::create` found a file where the new wallet was to go.
+    #[error(
+        "a wallet already exists at {}; refusing to overwrite it (move it away or choose another path)",
+        path.display()
+    )]
+    WalletExists {
+        /// Where.
+        path: PathBuf,
+    },
+
+    /// A wallet file could not be parsed, or is of an unknown format or version.
+    #[error("{} is not a usable medledger wallet: {reason}", path.display())]
+    WalletFormat {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The passphrase does not unlock the wallet.
+    #[error("wrong passphrase for wallet {wallet:?}")]
+    WrongPassphrase {
+        /// The wallet's name.
+        wallet: String,
+    },
+
+    /// The passphrase was right but the wallet's contents do not authenticate or do not agree
+    /// with each other: the file was altered or corrupted.
+    #[error("wallet {wallet:?} has been tampered with or is corrupted: {reason}")]
+    WalletTampered {
+        /// The wallet's name.
+        wallet: String,
+        /// What failed.
+        reason: String,
+    },
+
+    /// An argument was refused before anything was done.
+    #[error("invalid {what}: {reason}")]
+    InvalidInput {
+        /// Which argument.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+
+    /// Argon2 key derivation failed (bad parameters).
+    #[error("passphrase key derivation failed: {reason}")]
+    Kdf {
+        /// Argon2's complaint.
+        reason: String,
+    },
+
+    /// The operating system's random source failed.
+    #[error("the operating system's random source failed: {reason}")]
+    Random {
+        /// The error.
+        reason: String,
+    },
+
+    /// A string is not a public identity card.
+    #[error(
+        "not a medledger public identity ({reason}): expected \
+         mlid1:<64 hex signing key>:<64 hex encryption key>, got {input:?}"
+    )]
+    BadPublicIdentity {
+        /// The input (shortened if long).
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Details could not be sealed.
+    #[error("cannot seal details: {reason}")]
+    Seal {
+        /// Why.
+        reason: String,
+    },
+
+    /// Bytes are not a well-formed sealed blob.
+    #[error("malformed sealed blob: {reason}")]
+    MalformedSealed {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// No recipient entry of a sealed blob opens with the given key.
+    #[error(
+        "cannot open sealed blob with the key for {recipient}: it is not sealed to this key, \
+         or it was altered"
+    )]
+    NotARecipient {
+        /// The public half of the key that was tried.
+        recipient: EncryptionKey,
+    },
+
+    /// A node URL is not usable.
+    #[error("bad node URL {url:?}: {reason}")]
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// Why it is refused.
+        reason: String,
+    },
+
+    /// No response from the node.
+    #[error(
+        "cannot reach the medledger node at {url}: {reason}. Is a node running there? \
+         Start the node, or check the node URL"
+    )]
+    Unreachable {
+        /// The URL requested.
+        url: String,
+        /// The connection error.
+        reason: String,
+    },
+
+    /// The node answered with an error status. With `code == "refused"` and an `outcome` of
+    /// status refused, the ledger itself refused the transaction.
+    #[error("{}", refused_message(*status, code, message, outcome.as_ref()))]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The server's machine-readable code (`http_error` if the body was not an error body).
+        code: String,
+        /// The server's message.
+        message: String,
+        /// For a transaction, its outcome when the ledger ordered or refused it.
+        outcome: Option<Outcome>,
+    },
+
+    /// The node answered 2xx with a body that is not what the API promises.
+    #[error("unexpected response from {url}: {reason}")]
+    BadResponse {
+        /// The URL requested.
+        url: String,
+        /// What is wrong with the response.
+        reason: String,
+    },
+
+    /// A checkpoint is not signed by the trusted node key.
+    #[error(
+        "checkpoint is signed by {signer}, and does not verify under the trusted node key {trusted}"
+    )]
+    UntrustedCheckpoint {
+        /// The key the checkpoint names.
+        signer: PublicKey,
+        /// The key the wallet trusts.
+        trusted: PublicKey,
+    },
+
+    /// A transaction proof does not verify.
+    #[error("proof of transaction {tx_hash} does not verify: {reason}")]
+    InvalidProof {
+        /// The transaction the proof is for (per its receipt).
+        tx_hash: Hash,
+        /// What failed.
+        reason: String,
+    },
+
+    /// A newer checkpoint does not extend an older one.
+    #[error(
+        "INCONSISTENT LEDGER HISTORY: the node's history (log size {new_size}) does not extend \
+         the history this wallet saw before (log size {old_size}): {reason}. This is a possible \
+         fork or rewrite of the ledger; do not trust this node until it is explained"
+    )]
+    InconsistentCheckpoint {
+        /// Log size of the checkpoint the wallet saw before.
+        old_size: u64,
+        /// Log size of the new checkpoint.
+        new_size: u64,
+        /// What failed.
+        reason: String,
+    },
+}
+
+fn refused_message(status: u16, code: &str, message: &str, outcome: Option<&Outcome>) -> String {
+    match outcome {
+        Some(Outcome::Refused { reason }) => {
+            format!("the ledger refused the transaction: {reason} ({message})")
+        }
+        _ => format!("the node answered {status} ({code}): {message}"),
+    }
+}
+
+impl ClientError {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Self::Io { action, path: path.into(), source }
+    }
+}
+
+/// Fills `buf` from the operating system's random source.
+pub(crate) fn random_fill(buf: &mut [u8]) -> Result<(), ClientError> {
+    getrandom::fill(buf).map_err(|e| ClientError::Random { reason: e.to_string() })
+}

@@ -1,0 +1,530 @@
+//! An async HTTP client for a node's API (the paths and bodies of `medledger-api`).
+//!
+//! Every non-2xx answer becomes a [`ClientError::Refused`] carrying the server's code and
+//! message (and, for a transaction, its outcome); no answer at all becomes
+//! [`ClientError::Unreachable`]. Response bodies are size-limited, and content the client can
+//! check (a receipt's transaction hash, a stored blob's hash) is checked.
+
+use std::time::Duration;
+
+use medledger_api::{
+    AccountView, BatchItem, BlobStored, ConsistencyResponse, DoctorView, ErrorBody, Health,
+    HospitalView, PatientView, TxProofResponse, paths,
+};
+use medledger_core::{
+    Hash,
+    block::{Genesis, Receipt, SignedCheckpoint},
+    encoding,
+    ids::{AccountId, PatientId},
+    tx::SignedTransaction,
+};
+use reqwest::{RequestBuilder, Response, StatusCode, header::CONTENT_TYPE};
+use serde::de::DeserializeOwned;
+
+use crate::error::ClientError;
+
+/// Largest response body accepted.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// How long to wait for a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for a whole request (a submission waits for its block to commit).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A client for one node.
+#[derive(Clone, Debug)]
+pub struct NodeClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = inner.source();
+    }
+    s
+}
+
+impl NodeClient {
+    /// A client for the node at `base_url` (like `http://127.0.0.1:7878`).
+    pub fn new(base_url: &str) -> Result<Self, ClientError> {
+        let base = base_url.trim().trim_end_matches('/').to_owned();
+        let bad = |reason: String| ClientError::BadUrl { url: base_url.to_owned(), reason };
+        let url = reqwest::Url::parse(&base).map_err(|e| bad(e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad(format!("scheme {:?} is not http or https", url.scheme())));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(bad("a node URL has no query or fragment".into()));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| bad(error_chain(&e)))?;
+        Ok(Self { base, http })
+    }
+
+    /// The node's base URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Liveness and tip.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.get(paths::HEALTH).await
+    }
+
+    /// The network's genesis.
+    pub async fn genesis(&self) -> Result<Genesis, ClientError> {
+        self.get(paths::GENESIS).await
+    }
+
+    /// The latest signed checkpoint. Check it with [`crate::proof::check_consistency`] against
+    /// the last one the wallet saw.
+    pub async fn checkpoint(&self) -> Result<SignedCheckpoint, ClientError> {
+        self.get(paths::CHECKPOINT).await
+    }
+
+    /// A consistency proof between log sizes `old` and `new`.
+    pub async fn consistency(
+        &self,
+        old: u64,
+        new: u64,
+    ) -> Result<ConsistencyResponse, ClientError> {
+        self.get(&format!("{}?old={old}&new={new}", paths::CONSISTENCY)).await
+    }
+
+    /// A committed transaction with its inclusion proof (`GET /v1/transactions/{hash}`). Check
+    /// it with [`crate::proof::verify_tx_proof`].
+    pub async fn transaction(&self, hash: &Hash) -> Result<TxProofResponse, ClientError> {
+        self.get(&format!("{}/{hash}", paths::TRANSACTIONS)).await
+    }
+
+    /// An account, or `None` if the ledger has no such account.
+    pub async fn account(&self, id: &AccountId) -> Result<Option<AccountView>, ClientError> {
+        self.get_optional(&format!("{}/{id}", paths::ACCOUNTS)).await
+    }
+
+    /// The hospital directory.
+    pub async fn hospitals(&self) -> Result<Vec<HospitalView>, ClientError> {
+        self.get(paths::HOSPITALS).await
+    }
+
+    /// The doctor directory, optionally only one hospital's doctors.
+    pub async fn doctors(
+        &self,
+        hospital: Option<AccountId>,
+    ) -> Result<Vec<DoctorView>, ClientError> {
+        match hospital {
+            Some(h) => self.get(&format!("{}?hospital={h}", paths::DOCTORS)).await,
+            None => self.get(paths::DOCTORS).await,
+        }
+    }
+
+    /// A patient's registration, or `None` if there is no such patient.
+    pub async fn patient(&self, id: PatientId) -> Result<Option<PatientView>, ClientError> {
+        self.get_optional(&format!("{}/{id}", paths::PATIENTS)).await
+    }
+
+    /// Stores a (sealed) blob in the node's vault. Checks that the node reports the hash and
+    /// size of the bytes sent.
+    pub async fn put_blob(&self, bytes: Vec<u8>) -> Result<BlobStored, ClientError> {
+        let url = self.url(paths::BLOBS);
+        let (hash, size) = (Hash::of(&bytes), bytes.len() as u64);
+        let req = self.http.put(&url).header(CONTENT_TYPE, "application/octet-stream").body(bytes);
+        let stored: BlobStored = read_json(self.send(req, &url).await?, &url).await?;
+        if stored.hash != hash || stored.size != size {
+            return Err(ClientError::BadResponse {
+                url,
+                reason: format!(
+                    "the node stored {} ({} bytes), but the blob sent is {hash} ({size} bytes)",
+                    stored.hash, stored.size
+                ),
+            });
+        }
+        Ok(stored)
+    }
+
+    /// Fetches a blob by its content hash (`GET /v1/blobs/{hash}`) and checks that the bytes
+    /// hash to it.
+    pub async fn get_blob(&self, hash: &Hash) -> Result<Vec<u8>, ClientError> {
+        let url = self.url(&format!("{}/{hash}", paths::BLOBS));
+        let resp = self.send(self.http.get(&url), &url).await?;
+        let status = resp.status();
+        let body = read_body(resp, &url).await?;
+        if !status.is_success() {
+            return Err(refusal(status, &body));
+        }
+        let got = Hash::of(&body);
+        if got != *hash {
+            return Err(ClientError::BadResponse {
+                url,
+                reason: format!("the blob served hashes to {got}, not to the {hash} requested"),
+            });
+        }
+        Ok(body)
+    }
+
+    /// Submits a transaction and waits for its receipt. A receipt may still record a refusal
+    /// (`outcome` of status refused); a transaction refused before or by the ledger comes back
+    /// as [`ClientError::Refused`] with the server's code, message and outcome.
+    pub async fn submit(&self, tx: &SignedTransaction) -> Result<Receipt, ClientError> {
+        let url = self.url(paths::TRANSACTIONS);
+        let req =
+            self.http.post(&url).header(CONTENT_TYPE, "application/octet-stream").body(tx.encode());
+        let receipt: Receipt = read_json(self.send(req, &url).await?, &url).await?;
+        let hash = tx.hash();
+        if receipt.tx_hash != hash {
+            return Err(ClientError::BadResponse {
+                url,
+                reason: format!("the receipt is for transaction {}, not {hash}", receipt.tx_hash),
+            });
+        }
+        Ok(receipt)
+    }
+
+    /// Submits many transactions at once; one result per transaction, in order.
+    pub async fn submit_batch(
+        &self,
+        txs: &[SignedTransaction],
+    ) -> Result<Vec<BatchItem>, ClientError> {
+        let url = self.url(paths::TRANSACTIONS_BATCH);
+        // The canonical encoding of a slice is that of the `Vec` the node decodes.
+        let req = self
+            .http
+            .post(&url)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(encoding::encode(txs));
+        let items: Vec<BatchItem> = read_json(self.send(req, &url).await?, &url).await?;
+        if items.len() != txs.len() {
+            return Err(ClientError::BadResponse {
+                url,
+                reason: format!("{} results for {} transactions", items.len(), txs.len()),
+            });
+        }
+        for (item, tx) in items.iter().zip(txs) {
+            if let BatchItem::Receipt(r) = item {
+                if r.tx_hash != tx.hash() {
+                    return Err(ClientError::BadResponse {
+                        url,
+                        reason: format!("result for {} is a receipt for {}", tx.hash(), r.tx_hash),
+                    });
+                }
+            }
+        }
+        Ok(items)
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let url = self.url(path);
+        read_json(self.send(self.http.get(&url), &url).await?, &url).await
+    }
+
+    async fn get_optional<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<T>, ClientError> {
+        let url = self.url(path);
+        let resp = self.send(self.http.get(&url), &url).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        read_json(resp, &url).await.map(Some)
+    }
+
+    async fn send(&self, req: RequestBuilder, url: &str) -> Result<Response, ClientError> {
+        req.send()
+            .await
+            .map_err(|e| ClientError::Unreachable { url: url.to_owned(), reason: error_chain(&e) })
+    }
+}
+
+/// Reads at most [`MAX_RESPONSE_BYTES`] of a response body.
+async fn read_body(mut resp: Response, url: &str) -> Result<Vec<u8>, ClientError> {
+    let too_large = || ClientError::BadResponse {
+        url: url.to_owned(),
+        reason: format!("response body larger than {MAX_RESPONSE_BYTES} bytes"),
+    };
+    if resp.content_length().is_some_and(|n| n > MAX_RESPONSE_BYTES as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| ClientError::Unreachable {
+        url: url.to_owned(),
+        reason: format!("connection lost while reading the response: {}", error_chain(&e)),
+    })? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Parses a 2xx JSON body, or turns an error status into [`ClientError::Refused`].
+async fn read_json<T: DeserializeOwned>(resp: Response, url: &str) -> Result<T, ClientError> {
+    let status = resp.status();
+    let body = read_body(resp, url).await?;
+    if !status.is_success() {
+        return Err(refusal(status, &body));
+    }
+    serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
+        url: url.to_owned(),
+        reason: format!("body is not the expected JSON: {e}"),
+    })
+}
+
+fn refusal(status: StatusCode, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => ClientError::Refused {
+            status: status.as_u16(),
+            code: e.code,
+            message: e.message,
+            outcome: e.outcome,
+        },
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let mut message: String = text.trim().chars().take(500).collect();
+            if message.is_empty() {
+                message = status.canonical_reason().unwrap_or("no message").to_owned();
+            }
+            ClientError::Refused {
+                status: status.as_u16(),
+                code: "http_error".into(),
+                message,
+                outcome: None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{BufRead, BufReader, Read, Write},
+        net::TcpListener,
+        thread,
+    };
+
+    use medledger_core::{
+        block::{Outcome, Refusal},
+        keys::SigningKey,
+        tx::{RegistryTx, Transaction, TxBody},
+    };
+
+    use super::*;
+
+    /// A request as the mock server saw it.
+    #[derive(Debug)]
+    struct Seen {
+        method: String,
+        path: String,
+        content_type: Option<String>,
+        body: Vec<u8>,
+    }
+
+    /// Serves one canned response per connection, in order, and returns what it was sent.
+    fn mock(responses: Vec<(u16, String)>) -> (String, thread::JoinHandle<Vec<Seen>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let handle = thread::spawn(move || {
+            let mut seen = Vec::new();
+            for (status, body) in responses {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let mut parts = line.split_whitespace();
+                let (method, path) =
+                    (parts.next().unwrap().to_owned(), parts.next().unwrap().to_owned());
+                let (mut len, mut content_type) = (0usize, None);
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).unwrap();
+                    let h = h.trim_end();
+                    if h.is_empty() {
+                        break;
+                    }
+                    let (name, value) = h.split_once(':').unwrap();
+                    match name.to_ascii_lowercase().as_str() {
+                        "content-length" => len = value.trim().parse().unwrap(),
+                        "content-type" => content_type = Some(value.trim().to_owned()),
+                        _ => {}
+                    }
+                }
+                let mut body_in = vec![0u8; len];
+                reader.read_exact(&mut body_in).unwrap();
+                seen.push(Seen { method, path, content_type, body: body_in });
+                let mut stream = stream;
+                write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+            }
+            seen
+        });
+        (url, handle)
+    }
+
+    fn tx(nonce: u64) -> SignedTransaction {
+        let key = SigningKey::from_seed([3; 32]);
+        Transaction {
+            chain_id: "medledger-test".into(),
+            signer: medledger_core::ids::AccountId::from_initial_key(&key.public_key()),
+            nonce,
+            body: TxBody::Registry(RegistryTx::RotateKey { new_key: key.public_key() }),
+        }
+        .sign(&key)
+    }
+
+    fn receipt(tx: &SignedTransaction, outcome: Outcome) -> Receipt {
+        Receipt { tx_hash: tx.hash(), height: 4, log_index: 9, outcome }
+    }
+
+    #[tokio::test]
+    async fn submit_posts_canonical_bytes_and_parses_the_receipt() {
+        let t = tx(1);
+        let r = receipt(&t, Outcome::Applied { created: None });
+        let (url, server) = mock(vec![(200, serde_json::to_string(&r).unwrap())]);
+        let client = NodeClient::new(&format!("{url}/")).unwrap();
+        assert_eq!(client.submit(&t).await.unwrap(), r);
+        let seen = server.join().unwrap();
+        assert_eq!(seen[0].method, "POST");
+        assert_eq!(seen[0].path, paths::TRANSACTIONS);
+        assert_eq!(seen[0].content_type.as_deref(), Some("application/octet-stream"));
+        assert_eq!(seen[0].body, t.encode());
+    }
+
+    #[tokio::test]
+    async fn refusals_carry_code_message_and_outcome() {
+        let t = tx(1);
+        let outcome = Outcome::Refused { reason: Refusal::StaleNonce { last: 1, got: 1 } };
+        let body = ErrorBody {
+            code: "refused".into(),
+            message: "replayed nonce".into(),
+            outcome: Some(outcome.clone()),
+        };
+        let (url, server) = mock(vec![
+            (422, serde_json::to_string(&body).unwrap()),
+            (502, "<html>bad gateway</html>".into()),
+        ]);
+        let client = NodeClient::new(&url).unwrap();
+        let err = client.submit(&t).await.unwrap_err();
+        match &err {
+            ClientError::Refused { status: 422, code, message, outcome: Some(o), .. } => {
+                assert_eq!(code, "refused");
+                assert_eq!(message, "replayed nonce");
+                assert_eq!(o, &outcome);
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(
+            err.to_string().starts_with("the ledger refused the transaction: replayed nonce"),
+            "{err}"
+        );
+
+        let err = client.hospitals().await.unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Refused { status: 502, code, message, .. }
+                if code == "http_error" && message.contains("bad gateway")),
+            "{err:?}"
+        );
+        server.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn not_found_is_none_and_paths_are_right() {
+        let not_found = serde_json::to_string(&ErrorBody {
+            code: "not_found".into(),
+            message: "no such account".into(),
+            outcome: None,
+        })
+        .unwrap();
+        let (url, server) =
+            mock(vec![(404, not_found.clone()), (404, not_found), (200, "[]".into())]);
+        let client = NodeClient::new(&url).unwrap();
+        let id = medledger_core::ids::AccountId([0xab; 20]);
+        assert_eq!(client.account(&id).await.unwrap(), None);
+        assert_eq!(client.patient(PatientId(85437)).await.unwrap(), None);
+        assert_eq!(client.doctors(Some(id)).await.unwrap(), vec![]);
+        let seen = server.join().unwrap();
+        assert_eq!(seen[0].path, format!("/v1/accounts/{}", "ab".repeat(20)));
+        assert_eq!(seen[1].path, "/v1/patients/85437");
+        assert_eq!(seen[2].path, format!("/v1/doctors?hospital={}", "ab".repeat(20)));
+    }
+
+    #[tokio::test]
+    async fn batch_and_blob() {
+        let txs = vec![tx(1), tx(2)];
+        let items = vec![
+            BatchItem::Receipt(receipt(&txs[0], Outcome::Applied { created: None })),
+            BatchItem::Error(ErrorBody {
+                code: "bad_signature".into(),
+                message: "no".into(),
+                outcome: None,
+            }),
+        ];
+        let blob = b"sealed bytes".to_vec();
+        let stored = BlobStored { hash: Hash::of(&blob), size: blob.len() as u64 };
+        let wrong = BlobStored { hash: Hash::of(b"other"), size: 5 };
+        let (url, server) = mock(vec![
+            (200, serde_json::to_string(&items).unwrap()),
+            (201, serde_json::to_string(&stored).unwrap()),
+            (201, serde_json::to_string(&wrong).unwrap()),
+            (200, "sealed bytes".into()),
+            (200, "sealed bytez".into()),
+        ]);
+        let client = NodeClient::new(&url).unwrap();
+        assert_eq!(client.submit_batch(&txs).await.unwrap(), items);
+        assert_eq!(client.put_blob(blob.clone()).await.unwrap(), stored);
+        assert!(matches!(
+            client.put_blob(blob.clone()).await,
+            Err(ClientError::BadResponse { .. })
+        ));
+        assert_eq!(client.get_blob(&stored.hash).await.unwrap(), blob);
+        assert!(matches!(
+            client.get_blob(&stored.hash).await,
+            Err(ClientError::BadResponse { .. })
+        ));
+        let seen = server.join().unwrap();
+        assert_eq!(seen[0].path, paths::TRANSACTIONS_BATCH);
+        assert_eq!(seen[0].body, encoding::encode(&txs));
+        let decoded: Vec<SignedTransaction> =
+            encoding::decode("batch", &seen[0].body, usize::MAX).unwrap();
+        assert_eq!(decoded, txs);
+        assert_eq!((seen[1].method.as_str(), seen[1].path.as_str()), ("PUT", paths::BLOBS));
+        assert_eq!(seen[1].body, blob);
+        assert_eq!(seen[3].path, format!("/v1/blobs/{}", stored.hash));
+    }
+
+    #[tokio::test]
+    async fn unreachable_node_gives_a_hint() {
+        // A port that was just free: nothing listens there.
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let client = NodeClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
+        let err = client.health().await.unwrap_err();
+        assert!(matches!(err, ClientError::Unreachable { .. }), "{err:?}");
+        assert!(err.to_string().contains("Is a node running there?"), "{err}");
+    }
+
+    #[test]
+    fn bad_urls_are_refused() {
+        for url in ["", "not a url", "ftp://x", "http://x/?a=b"] {
+            assert!(matches!(NodeClient::new(url), Err(ClientError::BadUrl { .. })), "{url}");
+        }
+    }
+}

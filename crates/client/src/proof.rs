@@ -1,0 +1,421 @@
+//! Offline verification of what a node says (DESIGN invariant 3): that a transaction is in the
+//! log a trusted node signed, and that a newer signed checkpoint extends an older one.
+
+use medledger_api::TxProofResponse;
+use medledger_core::{
+    block::SignedCheckpoint,
+    keys::PublicKey,
+    merkle::{self, ConsistencyProof},
+    tx::{MAX_TX_BYTES, SignedTransaction},
+};
+
+use crate::error::ClientError;
+
+fn check_signature(cp: &SignedCheckpoint, trusted: &PublicKey) -> Result<(), ClientError> {
+    cp.verify(trusted)
+        .map_err(|_| ClientError::UntrustedCheckpoint { signer: cp.signer, trusted: *trusted })
+}
+
+/// Verifies a transaction proof against a trusted node key and returns the transaction.
+///
+/// Checks that the transaction hashes to the receipt's hash, that the checkpoint is signed by
+/// `trusted_node_key`, that the inclusion proof is for the receipt's log index in the
+/// checkpoint's log, and that it leads from the transaction to the checkpoint's root. Also
+/// checks that the receipt, block header and checkpoint agree with each other.
+pub fn verify_tx_proof(
+    resp: &TxProofResponse,
+    trusted_node_key: &PublicKey,
+) -> Result<SignedTransaction, ClientError> {
+    let receipt = &resp.receipt;
+    let invalid = |reason: String| ClientError::InvalidProof { tx_hash: receipt.tx_hash, reason };
+
+    if resp.tx_hex.len() > 2 * MAX_TX_BYTES {
+        return Err(invalid(format!("transaction is longer than {MAX_TX_BYTES} bytes")));
+    }
+    let bytes =
+        hex::decode(&resp.tx_hex).map_err(|e| invalid(format!("tx_hex is not hex: {e}")))?;
+    let tx = SignedTransaction::decode(&bytes).map_err(|e| invalid(e.to_string()))?;
+    let hash = tx.hash();
+    if hash != receipt.tx_hash {
+        return Err(invalid(format!(
+            "the transaction's bytes hash to {hash}, not to the receipt's hash"
+        )));
+    }
+
+    check_signature(&resp.checkpoint, trusted_node_key)?;
+    let cp = &resp.checkpoint.checkpoint;
+
+    // The receipt, header and checkpoint must describe the same place in the log.
+    let header = &resp.header;
+    if header.height != receipt.height {
+        return Err(invalid(format!(
+            "the receipt says block {}, the header is of block {}",
+            receipt.height, header.height
+        )));
+    }
+    let block_start = header.log_size.checked_sub(u64::from(header.tx_count));
+    if !block_start
+        .is_some_and(|start| start <= receipt.log_index && receipt.log_index < header.log_size)
+    {
+        return Err(invalid(format!(
+            "log index {} is not inside block {} (log size {} after its {} transactions)",
+            receipt.log_index, header.height, header.log_size, header.tx_count
+        )));
+    }
+    if header.height > cp.height || header.log_size > cp.log_size {
+        return Err(invalid(format!(
+            "block {} (log size {}) is newer than the checkpoint (height {}, log size {})",
+            header.height, header.log_size, cp.height, cp.log_size
+        )));
+    }
+
+    let inclusion = &resp.inclusion;
+    if inclusion.tree_size != cp.log_size {
+        return Err(invalid(format!(
+            "the inclusion proof is for a log of {} entries, the checkpoint is of {}",
+            inclusion.tree_size, cp.log_size
+        )));
+    }
+    if inclusion.leaf_index != receipt.log_index {
+        return Err(invalid(format!(
+            "the inclusion proof is for log index {}, the receipt says {}",
+            inclusion.leaf_index, receipt.log_index
+        )));
+    }
+    inclusion
+        .verify(&merkle::leaf_hash(&bytes), &cp.log_root)
+        .map_err(|e| invalid(format!("inclusion proof against the checkpoint root: {e}")))?;
+    Ok(tx)
+}
+
+/// Checks that `new` extends `old`: both signed by `trusted`, the same chain, neither log size
+/// nor height nor time going backwards, and `proof` leading from `old`'s root to `new`'s root.
+///
+/// Fails with [`ClientError::UntrustedCheckpoint`] for a bad signature, and with
+/// [`ClientError::InconsistentCheckpoint`] for anything else: the node's history does not
+/// extend what the caller saw before.
+pub fn check_consistency(
+    old: &SignedCheckpoint,
+    new: &SignedCheckpoint,
+    proof: &ConsistencyProof,
+    trusted: &PublicKey,
+) -> Result<(), ClientError> {
+    check_signature(old, trusted)?;
+    check_signature(new, trusted)?;
+    let (o, n) = (&old.checkpoint, &new.checkpoint);
+    let inconsistent = |reason: String| ClientError::InconsistentCheckpoint {
+        old_size: o.log_size,
+        new_size: n.log_size,
+        reason,
+    };
+
+    if o.chain_id != n.chain_id {
+        return Err(inconsistent(format!(
+            "the new checkpoint is for chain {:?}, the old one for {:?}",
+            n.chain_id, o.chain_id
+        )));
+    }
+    if n.log_size < o.log_size {
+        return Err(inconsistent("the log shrank".into()));
+    }
+    if n.height < o.height {
+        return Err(inconsistent(format!(
+            "the height went back from {} to {}",
+            o.height, n.height
+        )));
+    }
+    if n.time_ms < o.time_ms {
+        return Err(inconsistent(format!(
+            "block time went back from {} to {} ms",
+            o.time_ms, n.time_ms
+        )));
+    }
+    if n.height == o.height && n != o {
+        return Err(inconsistent(format!(
+            "the node signed two different checkpoints for height {}",
+            n.height
+        )));
+    }
+    if n.log_size == o.log_size && n.log_root != o.log_root {
+        return Err(inconsistent(format!(
+            "two different roots for the same log size: {} before, {} now",
+            o.log_root, n.log_root
+        )));
+    }
+    if o.log_size == 0 {
+        // The empty log is a prefix of every log; RFC 9162 has no proof for it.
+        return if o.log_root == merkle::empty_root() {
+            Ok(())
+        } else {
+            Err(inconsistent("the old checkpoint claims a non-empty root for an empty log".into()))
+        };
+    }
+    if proof.old_size != o.log_size || proof.new_size != n.log_size {
+        return Err(inconsistent(format!(
+            "the consistency proof is from size {} to {}, the checkpoints are of sizes {} and {}",
+            proof.old_size, proof.new_size, o.log_size, n.log_size
+        )));
+    }
+    proof
+        .verify(&o.log_root, &n.log_root)
+        .map_err(|e| inconsistent(format!("the consistency proof does not verify: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use medledger_core::{
+        Hash,
+        block::{BlockHeader, Checkpoint, Outcome, Receipt},
+        ids::AccountId,
+        keys::SigningKey,
+        merkle::MerkleLog,
+        tx::{RegistryTx, Transaction, TxBody},
+    };
+
+    use super::*;
+
+    const CHAIN: &str = "medledger-test";
+
+    fn txs(n: u64, salt: u64) -> Vec<SignedTransaction> {
+        let key = SigningKey::from_seed([7; 32]);
+        (0..n)
+            .map(|i| {
+                Transaction {
+                    chain_id: CHAIN.into(),
+                    signer: AccountId::from_initial_key(&key.public_key()),
+                    nonce: i + 1 + salt,
+                    body: TxBody::Registry(RegistryTx::RotateKey { new_key: key.public_key() }),
+                }
+                .sign(&key)
+            })
+            .collect()
+    }
+
+    fn log_of(txs: &[SignedTransaction]) -> MerkleLog {
+        let mut log = MerkleLog::new();
+        for tx in txs {
+            log.push(merkle::leaf_hash(&tx.encode()));
+        }
+        log
+    }
+
+    fn checkpoint(log: &MerkleLog, size: u64, height: u64, node: &SigningKey) -> SignedCheckpoint {
+        Checkpoint {
+            chain_id: CHAIN.into(),
+            height,
+            time_ms: 1_700_000_000_000 + height,
+            log_size: size,
+            log_root: log.root_at(size).unwrap(),
+        }
+        .sign(node)
+    }
+
+    /// A proof for transaction `index` of 7, all in block 1, against a checkpoint of the log.
+    fn proof_response(node: &SigningKey, index: u64) -> (TxProofResponse, Vec<SignedTransaction>) {
+        let txs = txs(7, 0);
+        let log = log_of(&txs);
+        let tx = &txs[usize::try_from(index).unwrap()];
+        let resp = TxProofResponse {
+            tx_hex: hex::encode(tx.encode()),
+            receipt: Receipt {
+                tx_hash: tx.hash(),
+                height: 1,
+                log_index: index,
+                outcome: Outcome::Applied { created: None },
+            },
+            header: BlockHeader {
+                height: 1,
+                prev_hash: Hash::default(),
+                time_ms: 1_700_000_000_001,
+                tx_count: 7,
+                tx_root: log.root(),
+                log_size: 7,
+                log_root: log.root(),
+            },
+            checkpoint: checkpoint(&log, 7, 1, node),
+            inclusion: log.inclusion_proof(index, 7).unwrap(),
+        };
+        (resp, txs)
+    }
+
+    fn assert_invalid(r: Result<SignedTransaction, ClientError>, what: &str) {
+        match r {
+            Err(ClientError::InvalidProof { .. } | ClientError::UntrustedCheckpoint { .. }) => {}
+            other => panic!("{what}: expected rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn good_proofs_pass() {
+        let node = SigningKey::generate();
+        for index in 0..7 {
+            let (resp, txs) = proof_response(&node, index);
+            let tx = verify_tx_proof(&resp, &node.public_key()).unwrap();
+            assert_eq!(tx, txs[usize::try_from(index).unwrap()]);
+        }
+    }
+
+    #[test]
+    fn wrong_node_key_is_rejected() {
+        let node = SigningKey::generate();
+        let (resp, _) = proof_response(&node, 3);
+        let other = SigningKey::generate().public_key();
+        let err = verify_tx_proof(&resp, &other).unwrap_err();
+        assert!(matches!(err, ClientError::UntrustedCheckpoint { .. }), "{err}");
+
+        // A checkpoint re-signed by another key that claims to be the node is refused too.
+        let mut forged = resp.clone();
+        forged.checkpoint = resp.checkpoint.checkpoint.clone().sign(&SigningKey::generate());
+        forged.checkpoint.signer = node.public_key();
+        assert_invalid(verify_tx_proof(&forged, &node.public_key()), "forged signature");
+    }
+
+    #[test]
+    fn tampered_tx_byte_is_rejected() {
+        let node = SigningKey::generate();
+        let (resp, _) = proof_response(&node, 2);
+        let bytes = hex::decode(&resp.tx_hex).unwrap();
+        for i in [0, bytes.len() / 2, bytes.len() - 1] {
+            let mut bad = resp.clone();
+            let mut b = bytes.clone();
+            b[i] ^= 0x01;
+            bad.tx_hex = hex::encode(&b);
+            assert_invalid(verify_tx_proof(&bad, &node.public_key()), &format!("byte {i}"));
+            // Even with the receipt's hash updated to match, the Merkle proof fails.
+            if let Ok(tx) = SignedTransaction::decode(&b) {
+                bad.receipt.tx_hash = tx.hash();
+                assert_invalid(
+                    verify_tx_proof(&bad, &node.public_key()),
+                    &format!("rehashed byte {i}"),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_index_is_rejected() {
+        let node = SigningKey::generate();
+        let (resp, _) = proof_response(&node, 2);
+        let mut bad = resp.clone();
+        bad.receipt.log_index = 3;
+        assert_invalid(verify_tx_proof(&bad, &node.public_key()), "receipt index");
+        let mut bad = resp.clone();
+        bad.inclusion.leaf_index = 3;
+        assert_invalid(verify_tx_proof(&bad, &node.public_key()), "proof index");
+        // Both moved together: the path is for index 2, so the root does not match.
+        bad.receipt.log_index = 3;
+        assert_invalid(verify_tx_proof(&bad, &node.public_key()), "both indices");
+        let mut bad = resp;
+        bad.inclusion.tree_size = 6;
+        assert_invalid(verify_tx_proof(&bad, &node.public_key()), "tree size");
+    }
+
+    #[test]
+    fn tampered_root_is_rejected() {
+        let node = SigningKey::generate();
+        let (resp, _) = proof_response(&node, 5);
+        // Changing the root breaks the signature...
+        let mut bad = resp.clone();
+        bad.checkpoint.checkpoint.log_root.0[0] ^= 1;
+        assert_invalid(verify_tx_proof(&bad, &node.public_key()), "root, old signature");
+        // ...and a correctly signed checkpoint of another root fails the inclusion proof.
+        let mut cp = resp.checkpoint.checkpoint.clone();
+        cp.log_root.0[0] ^= 1;
+        bad.checkpoint = cp.sign(&node);
+        assert_invalid(verify_tx_proof(&bad, &node.public_key()), "root, signed");
+        // So does a tampered path.
+        let mut bad = resp;
+        bad.inclusion.path[0].0[31] ^= 1;
+        assert_invalid(verify_tx_proof(&bad, &node.public_key()), "path");
+    }
+
+    #[test]
+    fn consistent_checkpoints_pass() {
+        let node = SigningKey::generate();
+        let log = log_of(&txs(13, 0));
+        let trusted = node.public_key();
+        for old in 1..=13u64 {
+            for new in old..=13u64 {
+                let (a, b) = (checkpoint(&log, old, old, &node), checkpoint(&log, new, new, &node));
+                let proof = log.consistency_proof(old, new).unwrap();
+                check_consistency(&a, &b, &proof, &trusted).unwrap();
+            }
+        }
+        // From the empty log.
+        let empty = checkpoint(&MerkleLog::new(), 0, 0, &node);
+        let proof = ConsistencyProof { old_size: 0, new_size: 13, path: vec![] };
+        check_consistency(&empty, &checkpoint(&log, 13, 13, &node), &proof, &trusted).unwrap();
+    }
+
+    #[test]
+    fn inconsistent_checkpoints_are_rejected() {
+        let node = SigningKey::generate();
+        let trusted = node.public_key();
+        let honest = txs(10, 0);
+        let log = log_of(&honest);
+        let old = checkpoint(&log, 6, 6, &node);
+
+        // A log whose prefix differs: entry 3 replaced.
+        let mut rewritten = honest.clone();
+        rewritten[3] = txs(1, 100).remove(0);
+        let forked = log_of(&rewritten);
+        let new = checkpoint(&forked, 10, 10, &node);
+        let proof = forked.consistency_proof(6, 10).unwrap();
+        let err = check_consistency(&old, &new, &proof, &trusted).unwrap_err();
+        assert!(
+            matches!(err, ClientError::InconsistentCheckpoint { old_size: 6, new_size: 10, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("possible fork or rewrite"), "{err}");
+
+        // Same size, different root.
+        let same_size = checkpoint(&forked, 6, 7, &node);
+        let proof = ConsistencyProof { old_size: 6, new_size: 6, path: vec![] };
+        assert!(matches!(
+            check_consistency(&old, &same_size, &proof, &trusted),
+            Err(ClientError::InconsistentCheckpoint { .. })
+        ));
+
+        // Shrinking log, going-back height, other chain, wrong proof sizes.
+        let good = checkpoint(&log, 10, 10, &node);
+        let good_proof = log.consistency_proof(6, 10).unwrap();
+        let smaller = checkpoint(&log, 5, 11, &node);
+        assert!(matches!(
+            check_consistency(&old, &smaller, &good_proof, &trusted),
+            Err(ClientError::InconsistentCheckpoint { .. })
+        ));
+        let mut lower = good.checkpoint.clone();
+        lower.height = 5;
+        assert!(matches!(
+            check_consistency(&old, &lower.sign(&node), &good_proof, &trusted),
+            Err(ClientError::InconsistentCheckpoint { .. })
+        ));
+        let mut other_chain = good.checkpoint.clone();
+        other_chain.chain_id = "elsewhere".into();
+        assert!(matches!(
+            check_consistency(&old, &other_chain.sign(&node), &good_proof, &trusted),
+            Err(ClientError::InconsistentCheckpoint { .. })
+        ));
+        let wrong_sizes = log.consistency_proof(5, 10).unwrap();
+        assert!(matches!(
+            check_consistency(&old, &good, &wrong_sizes, &trusted),
+            Err(ClientError::InconsistentCheckpoint { .. })
+        ));
+        // Equivocation: another checkpoint for the same height.
+        let mut twin = old.checkpoint.clone();
+        twin.time_ms += 1;
+        let proof = ConsistencyProof { old_size: 6, new_size: 6, path: vec![] };
+        assert!(matches!(
+            check_consistency(&old, &twin.sign(&node), &proof, &trusted),
+            Err(ClientError::InconsistentCheckpoint { .. })
+        ));
+
+        // And the honest extension still passes; a foreign signer does not.
+        check_consistency(&old, &good, &good_proof, &trusted).unwrap();
+        let foreign = good.checkpoint.clone().sign(&SigningKey::generate());
+        assert!(matches!(
+            check_consistency(&old, &foreign, &good_proof, &trusted),
+            Err(ClientError::UntrustedCheckpoint { .. })
+        ));
+    }
+}
