@@ -21,7 +21,10 @@ use medledger_core::{
     block::Outcome,
     ids::AccountId,
     keys::{DecryptionKey, SigningKey},
-    tx::{AdmitHospital, OnboardDoctor, RegisterPatient, RegistryTx, SealedRef, SignedTransaction, Transaction, TxBody},
+    tx::{
+        AdmitHospital, OnboardDoctor, RegisterPatient, RegistryTx, SealedRef, SignedTransaction,
+        Transaction, TxBody,
+    },
 };
 use rayon::prelude::*;
 use serde::Serialize;
@@ -84,7 +87,12 @@ pub async fn run(args: Args) -> Result<()> {
 
     // Setup: admit the hospitals (not measured).
     let regulator = session.wallet.account();
-    let start_nonce = session.client.account(&regulator).await?.context("the regulator is not on the ledger")?.nonce;
+    let start_nonce = session
+        .client
+        .account(&regulator)
+        .await?
+        .context("the regulator is not on the ledger")?
+        .nonce;
     let hospitals: Vec<BenchHospital> = (0..args.hospitals)
         .map(|_| {
             let key = SigningKey::generate();
@@ -104,13 +112,19 @@ pub async fn run(args: Args) -> Result<()> {
                 specialisation: "benchmarking".into(),
                 contact: random_ref(),
             }));
-            Transaction { chain_id: chain.clone(), signer: regulator, nonce: start_nonce + 1 + i as u64, body }
-                .sign(&session.identity.signing)
+            Transaction {
+                chain_id: chain.clone(),
+                signer: regulator,
+                nonce: start_nonce + 1 + i as u64,
+                body,
+            }
+            .sign(&session.identity.signing)
         })
         .collect();
     for chunk in admits.chunks(1024) {
         for item in session.client.submit_batch(chunk).await? {
-            if !matches!(item, BatchItem::Receipt(ref r) if matches!(r.outcome, Outcome::Applied { .. })) {
+            if !matches!(item, BatchItem::Receipt(ref r) if matches!(r.outcome, Outcome::Applied { .. }))
+            {
                 bail!("setup failed: a hospital admission was not applied: {item:?}");
             }
         }
@@ -130,7 +144,10 @@ pub async fn run(args: Args) -> Result<()> {
                 let (body, next_key) = match roll % 20 {
                     0 => {
                         let next = SigningKey::generate();
-                        (TxBody::Registry(RegistryTx::RotateKey { new_key: next.public_key() }), Some(next))
+                        (
+                            TxBody::Registry(RegistryTx::RotateKey { new_key: next.public_key() }),
+                            Some(next),
+                        )
                     }
                     1..=6 => (
                         TxBody::Registry(RegistryTx::OnboardDoctor(OnboardDoctor {
@@ -152,7 +169,10 @@ pub async fn run(args: Args) -> Result<()> {
                         None,
                     ),
                 };
-                out.push(Transaction { chain_id: chain.clone(), signer: h.account, nonce, body }.sign(&key));
+                out.push(
+                    Transaction { chain_id: chain.clone(), signer: h.account, nonce, body }
+                        .sign(&key),
+                );
                 if let Some(next) = next_key {
                     key = next;
                 }
@@ -176,8 +196,9 @@ pub async fn run(args: Args) -> Result<()> {
     }
     let total: usize = lanes.iter().map(Vec::len).sum();
     let bar = Arc::new(progress(quiet, total as u64, "committing"));
-    let interval = (args.rate > 0)
-        .then(|| Duration::from_secs_f64(args.batch as f64 * args.concurrency as f64 / args.rate as f64));
+    let interval = (args.rate > 0).then(|| {
+        Duration::from_secs_f64(args.batch as f64 * args.concurrency as f64 / args.rate as f64)
+    });
     let started = Instant::now();
     let mut tasks = Vec::new();
     for lane in lanes {
@@ -186,7 +207,8 @@ pub async fn run(args: Args) -> Result<()> {
         let batch = args.batch;
         tasks.push(tokio::spawn(async move { drive(client, lane, batch, interval, bar).await }));
     }
-    let (mut latencies, mut committed, mut refused, mut errors) = (Vec::with_capacity(total), 0u64, 0u64, 0u64);
+    let (mut latencies, mut committed, mut refused, mut errors) =
+        (Vec::with_capacity(total), 0u64, 0u64, 0u64);
     for t in tasks {
         let r = t.await?;
         latencies.extend(r.latencies_ms);
@@ -197,7 +219,9 @@ pub async fn run(args: Args) -> Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
+    let pct = |p: f64| {
+        latencies.get(((latencies.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0)
+    };
     let report = Report {
         tx_per_s: committed as f64 / elapsed,
         p50_ms: pct(0.50),
@@ -229,7 +253,9 @@ pub async fn run(args: Args) -> Result<()> {
         );
     }
     if errors > 0 || refused > 0 {
-        bail!("{refused} transactions were refused and {errors} failed: the workload should apply cleanly");
+        bail!(
+            "{refused} transactions were refused and {errors} failed: the workload should apply cleanly"
+        );
     }
     Ok(())
 }
@@ -248,7 +274,12 @@ async fn drive(
     interval: Option<Duration>,
     bar: Arc<ProgressBar>,
 ) -> LaneResult {
-    let mut r = LaneResult { latencies_ms: Vec::with_capacity(lane.len()), committed: 0, refused: 0, errors: 0 };
+    let mut r = LaneResult {
+        latencies_ms: Vec::with_capacity(lane.len()),
+        committed: 0,
+        refused: 0,
+        errors: 0,
+    };
     let mut next = Instant::now();
     for chunk in lane.chunks(batch) {
         if let Some(i) = interval {
@@ -259,7 +290,9 @@ async fn drive(
         if batch == 1 {
             match client.submit(&chunk[0]).await {
                 Ok(_) => r.committed += 1,
-                Err(medledger_client::ClientError::Refused { outcome: Some(_), .. }) => r.refused += 1,
+                Err(medledger_client::ClientError::Refused { outcome: Some(_), .. }) => {
+                    r.refused += 1
+                }
                 Err(_) => r.errors += 1,
             }
         } else {
@@ -267,7 +300,11 @@ async fn drive(
                 Ok(items) => {
                     for item in items {
                         match item {
-                            BatchItem::Receipt(rc) if matches!(rc.outcome, Outcome::Applied { .. }) => r.committed += 1,
+                            BatchItem::Receipt(rc)
+                                if matches!(rc.outcome, Outcome::Applied { .. }) =>
+                            {
+                                r.committed += 1
+                            }
                             BatchItem::Receipt(_) => r.refused += 1,
                             BatchItem::Error(e) if e.outcome.is_some() => r.refused += 1,
                             BatchItem::Error(_) => r.errors += 1,

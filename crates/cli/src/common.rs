@@ -77,7 +77,10 @@ impl Session {
                 genesis.chain_id
             ),
             (_, Some(key)) if *key != genesis.node_key => {
-                bail!("the node at {url} has genesis node key {}, but this wallet trusts {key}", genesis.node_key)
+                bail!(
+                    "the node at {url} has genesis node key {}, but this wallet trusts {key}",
+                    genesis.node_key
+                )
             }
             (None, _) | (_, None) => {
                 wallet.chain_id = Some(genesis.chain_id.clone());
@@ -87,7 +90,13 @@ impl Session {
             }
             _ => {}
         }
-        Ok(Session { path: args.wallet.clone(), chain_id: genesis.chain_id, wallet, identity, client })
+        Ok(Session {
+            path: args.wallet.clone(),
+            chain_id: genesis.chain_id,
+            wallet,
+            identity,
+            client,
+        })
     }
 
     /// Signs `body` with the next nonce and submits it; returns the receipt of an applied
@@ -99,10 +108,20 @@ impl Session {
             .account(&account)
             .await?
             .with_context(|| format!("account {account} is not on the ledger yet"))?;
-        let tx = medledger_client::tx::build(&self.identity, account, &self.chain_id, current.nonce + 1, body);
+        let tx = medledger_client::tx::build(
+            &self.identity,
+            account,
+            &self.chain_id,
+            current.nonce + 1,
+            body,
+        );
         match self.client.submit(&tx).await {
             Ok(receipt) => Ok(receipt),
-            Err(ClientError::Refused { message, outcome: Some(Outcome::Refused { reason }), .. }) => {
+            Err(ClientError::Refused {
+                message,
+                outcome: Some(Outcome::Refused { reason }),
+                ..
+            }) => {
                 bail!("the ledger refused the transaction: {reason} ({message})")
             }
             Err(e) => Err(e.into()),

@@ -22,14 +22,18 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let hash = Hash::from_hex(&args.tx).with_context(|| format!("{:?} is not a transaction hash", args.tx))?;
+    let hash = Hash::from_hex(&args.tx)
+        .with_context(|| format!("{:?} is not a transaction hash", args.tx))?;
     let mut wallet = load_wallet(&args.wallet.wallet)?;
     let client = NodeClient::new(&node_url(args.wallet.node.as_deref(), Some(&wallet)))?;
     let trusted = match wallet.trusted_node_key {
         Some(k) => k,
         None => {
             let genesis = client.genesis().await?;
-            eprintln!("trusting node key {} from genesis of {:?} (first contact)", genesis.node_key, genesis.chain_id);
+            eprintln!(
+                "trusting node key {} from genesis of {:?} (first contact)",
+                genesis.node_key, genesis.chain_id
+            );
             wallet.trusted_node_key = Some(genesis.node_key);
             wallet.chain_id = Some(genesis.chain_id);
             genesis.node_key
@@ -40,7 +44,10 @@ pub async fn run(args: Args) -> Result<()> {
     let new = resp.checkpoint.clone();
     println!(
         "transaction {hash}: included at log index {} of {} (block {}), proof verified against checkpoint root {}",
-        resp.receipt.log_index, new.checkpoint.log_size, resp.header.height, new.checkpoint.log_root
+        resp.receipt.log_index,
+        new.checkpoint.log_size,
+        resp.header.height,
+        new.checkpoint.log_root
     );
     if let Some(old) = wallet.last_checkpoint.clone() {
         if new.checkpoint.log_size < old.checkpoint.log_size {
@@ -52,7 +59,9 @@ pub async fn run(args: Args) -> Result<()> {
         }
         let proof = client.consistency(old.checkpoint.log_size, new.checkpoint.log_size).await?;
         if let Err(e) = check_consistency(&old, &new, &proof.proof, &trusted) {
-            bail!("INCONSISTENT NODE: {e}. Do not trust it; keep this wallet's checkpoint as evidence.");
+            bail!(
+                "INCONSISTENT NODE: {e}. Do not trust it; keep this wallet's checkpoint as evidence."
+            );
         }
         println!(
             "consistent with the checkpoint this wallet saw last (log size {} -> {})",

@@ -192,12 +192,23 @@ fn created(receipt: &Receipt) -> Option<&Created> {
 }
 
 fn print_receipt(what: &str, receipt: &Receipt) {
-    println!("{what}: committed in block {} (tx {}, log index {})", receipt.height, receipt.tx_hash, receipt.log_index);
+    println!(
+        "{what}: committed in block {} (tx {}, log index {})",
+        receipt.height, receipt.tx_hash, receipt.log_index
+    );
 }
 
 pub async fn hospital(command: HospitalCommand) -> Result<()> {
     match command {
-        HospitalCommand::Admit { wallet, identity, registration_id, name, city, specialisation, contact } => {
+        HospitalCommand::Admit {
+            wallet,
+            identity,
+            registration_id,
+            name,
+            city,
+            specialisation,
+            contact,
+        } => {
             let s = Session::open(&wallet).await?;
             let (key, encryption_key) = parse_public_identity(&identity)?;
             let contact = seal_details(
@@ -224,13 +235,16 @@ pub async fn hospital(command: HospitalCommand) -> Result<()> {
         }
         HospitalCommand::Suspend { wallet, hospital, reason } => {
             let s = Session::open(&wallet).await?;
-            let receipt = s.submit(TxBody::Registry(RegistryTx::SuspendHospital { hospital, reason })).await?;
+            let receipt = s
+                .submit(TxBody::Registry(RegistryTx::SuspendHospital { hospital, reason }))
+                .await?;
             print_receipt("hospital suspended", &receipt);
             Ok(())
         }
         HospitalCommand::Reinstate { wallet, hospital } => {
             let s = Session::open(&wallet).await?;
-            let receipt = s.submit(TxBody::Registry(RegistryTx::ReinstateHospital { hospital })).await?;
+            let receipt =
+                s.submit(TxBody::Registry(RegistryTx::ReinstateHospital { hospital })).await?;
             print_receipt("hospital reinstated", &receipt);
             Ok(())
         }
@@ -239,10 +253,16 @@ pub async fn hospital(command: HospitalCommand) -> Result<()> {
             if json {
                 return print_json(&list);
             }
-            println!("{:<40}  {:<28}  {:<14}  {:<16}  STATUS", "ACCOUNT", "NAME", "CITY", "SPECIALISATION");
+            println!(
+                "{:<40}  {:<28}  {:<14}  {:<16}  STATUS",
+                "ACCOUNT", "NAME", "CITY", "SPECIALISATION"
+            );
             for h in list {
                 let status = if h.suspended { "suspended" } else { "active" };
-                println!("{:<40}  {:<28}  {:<14}  {:<16}  {status}", h.account, h.name, h.city, h.specialisation);
+                println!(
+                    "{:<40}  {:<28}  {:<14}  {:<16}  {status}",
+                    h.account, h.name, h.city, h.specialisation
+                );
             }
             Ok(())
         }
@@ -273,7 +293,10 @@ pub async fn doctor(command: DoctorCommand) -> Result<()> {
             if json {
                 return print_json(&list);
             }
-            println!("{:<40}  {:<24}  {:<12}  {:<16}  HOSPITAL", "ACCOUNT", "NAME", "REG. NO.", "SPECIALISATION");
+            println!(
+                "{:<40}  {:<24}  {:<12}  {:<16}  HOSPITAL",
+                "ACCOUNT", "NAME", "REG. NO.", "SPECIALISATION"
+            );
             for d in list {
                 println!(
                     "{:<40}  {:<24}  {:<12}  {:<16}  {}",
@@ -368,8 +391,9 @@ pub async fn key(command: KeyCommand) -> Result<()> {
         KeyCommand::Rotate { wallet } => {
             let mut s = Session::open(&wallet).await?;
             let new_key = SigningKey::generate();
-            let receipt =
-                s.submit(TxBody::Registry(RegistryTx::RotateKey { new_key: new_key.public_key() })).await?;
+            let receipt = s
+                .submit(TxBody::Registry(RegistryTx::RotateKey { new_key: new_key.public_key() }))
+                .await?;
             let pass = passphrase("Passphrase again, to re-encrypt the wallet: ", false)?;
             s.wallet.replace_signing_key(&pass, new_key)?;
             s.wallet.save(&s.path)?;
@@ -379,8 +403,10 @@ pub async fn key(command: KeyCommand) -> Result<()> {
         }
         KeyCommand::Revoke { wallet, account, replacement } => {
             let s = Session::open(&wallet).await?;
-            let replacement = replacement.as_deref().map(parse_public_identity).transpose()?.map(|(k, _)| k);
-            let receipt = s.submit(TxBody::Registry(RegistryTx::RevokeKey { account, replacement })).await?;
+            let replacement =
+                replacement.as_deref().map(parse_public_identity).transpose()?.map(|(k, _)| k);
+            let receipt =
+                s.submit(TxBody::Registry(RegistryTx::RevokeKey { account, replacement })).await?;
             print_receipt("key revoked", &receipt);
             Ok(())
         }

@@ -1,7 +1,11 @@
 //! `medledger up`: start a node on the embedded default (a one-member cluster with local
 //! storage). On first run, create the regulator's identity, the node key and genesis.
 
-use std::{net::SocketAddr, path::PathBuf, time::{SystemTime, UNIX_EPOCH}};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
@@ -34,7 +38,10 @@ pub async fn run(args: Args) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    eprintln!("medledger node serving {url} (data in {})", args.data_dir.display());
+    eprintln!(
+        "starting the medledger node on {url}: checking the ledger in {}",
+        args.data_dir.display()
+    );
     medledger_node::serve(&dir, listener, async {
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("shutting down");

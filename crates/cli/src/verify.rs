@@ -32,7 +32,12 @@ pub fn run(data_dir: &Path) -> Result<()> {
         Ok(report) => {
             println!(
                 "ledger OK: chain {:?}, {} blocks, {} transactions ({} applied, {} refused), every signature valid, replay matches stored state, log root {}",
-                report.chain_id, report.blocks, report.transactions, report.applied, report.refused, report.log_root
+                report.chain_id,
+                report.blocks,
+                report.transactions,
+                report.applied,
+                report.refused,
+                report.log_root
             );
             Ok(())
         }

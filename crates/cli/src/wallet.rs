@@ -52,7 +52,9 @@ pub async fn run(command: Command) -> Result<()> {
             println!("created wallet {} for {name:?}", out.display());
             println!("account:  {}", wallet.account());
             println!("identity: {}", wallet.public_identity());
-            println!("Give the identity line to the regulator (hospitals) or your hospital (doctors, patients).");
+            println!(
+                "Give the identity line to the regulator (hospitals) or your hospital (doctors, patients)."
+            );
             Ok(())
         }
         Command::Show { wallet: path, identity_only, json, node } => {
@@ -76,7 +78,11 @@ pub async fn run(command: Command) -> Result<()> {
             println!("identity: {}", wallet.public_identity());
             match on_ledger {
                 Some(a) => {
-                    println!("role:     {:?}{}", a.role, if a.suspended { " (suspended)" } else { "" });
+                    println!(
+                        "role:     {:?}{}",
+                        a.role,
+                        if a.suspended { " (suspended)" } else { "" }
+                    );
                     println!("key:      {}", a.key.map_or("REVOKED".to_owned(), |k| k.to_string()));
                     if let Some(pid) = a.patient_id {
                         println!("patient:  {pid}");

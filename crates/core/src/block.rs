@@ -96,7 +96,9 @@ pub enum BlockError {
         got: u64,
     },
     /// Wrong previous hash.
-    #[error("block {height} does not chain to the previous block: prev_hash {got}, expected {expected}")]
+    #[error(
+        "block {height} does not chain to the previous block: prev_hash {got}, expected {expected}"
+    )]
     PrevHash {
         /// Height of the offending block.
         height: u64,
@@ -191,7 +193,11 @@ impl Tip {
 
     /// Checks that a block with header `h`, whose transactions hash to `leaves`, validly
     /// follows this tip, and if so advances past it. Changes nothing on error.
-    pub fn check_and_advance(&mut self, h: &BlockHeader, leaves: &[Hash]) -> Result<(), BlockError> {
+    pub fn check_and_advance(
+        &mut self,
+        h: &BlockHeader,
+        leaves: &[Hash],
+    ) -> Result<(), BlockError> {
         if leaves.len() > MAX_BLOCK_TXS {
             return Err(BlockError::TooManyTxs { height: h.height, count: leaves.len() });
         }
@@ -199,7 +205,11 @@ impl Tip {
             return Err(BlockError::Height { tip: self.height, got: h.height });
         }
         if h.prev_hash != self.hash {
-            return Err(BlockError::PrevHash { height: h.height, expected: self.hash, got: h.prev_hash });
+            return Err(BlockError::PrevHash {
+                height: h.height,
+                expected: self.hash,
+                got: h.prev_hash,
+            });
         }
         if h.time_ms < self.time_ms {
             return Err(BlockError::Time { height: h.height, prev: self.time_ms, got: h.time_ms });
@@ -397,6 +407,10 @@ impl SignedCheckpoint {
         if &self.signer != trusted {
             return Err(BadSignature(self.signer));
         }
-        self.signer.verify(namespace::CHECKPOINT, &encoding::encode(&self.checkpoint), &self.signature)
+        self.signer.verify(
+            namespace::CHECKPOINT,
+            &encoding::encode(&self.checkpoint),
+            &self.signature,
+        )
     }
 }

@@ -45,7 +45,8 @@ impl PublicKey {
         message: &[u8],
         signature: &Signature,
     ) -> Result<(), BadSignature> {
-        let key = ed25519_dalek::VerifyingKey::from_bytes(&self.0).map_err(|_| BadSignature(*self))?;
+        let key =
+            ed25519_dalek::VerifyingKey::from_bytes(&self.0).map_err(|_| BadSignature(*self))?;
         let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
         key.verify_strict(&namespaced(namespace, message), &sig).map_err(|_| BadSignature(*self))
     }
@@ -212,10 +213,15 @@ impl<'de, const N: usize> Deserialize<'de> for OwnedArray<N> {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 write!(f, "{N} bytes")
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
                 let mut out = [0u8; N];
                 for (i, b) in out.iter_mut().enumerate() {
-                    *b = seq.next_element()?.ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
+                    *b = seq
+                        .next_element()?
+                        .ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
                 }
                 Ok(OwnedArray(out))
             }

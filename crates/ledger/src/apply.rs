@@ -17,7 +17,10 @@ use crate::{Ledger, LedgerError, registry, state::*};
 /// Checks every transaction's signature, spread over all cores. `skip(i)` says that
 /// transaction `i` was already verified by this node (at admission), so that a node verifies
 /// each signature once.
-pub fn verify_signatures(txs: &[SignedTransaction], skip: impl Fn(usize) -> bool + Sync) -> Vec<bool> {
+pub fn verify_signatures(
+    txs: &[SignedTransaction],
+    skip: impl Fn(usize) -> bool + Sync,
+) -> Vec<bool> {
     txs.par_iter()
         .enumerate()
         .with_min_len(64)
@@ -37,10 +40,13 @@ impl Ledger {
         marker: &[u8],
     ) -> Result<Vec<Receipt>, LedgerError> {
         if signature_ok.len() != block.txs.len() {
-            return Err(LedgerError::BadQuery("one signature result per transaction is needed".into()));
+            return Err(LedgerError::BadQuery(
+                "one signature result per transaction is needed".into(),
+            ));
         }
         let encoded: Vec<Vec<u8>> = block.txs.iter().map(SignedTransaction::encode).collect();
-        let leaves: Vec<Hash> = encoded.iter().map(|e| medledger_core::merkle::leaf_hash(e)).collect();
+        let leaves: Vec<Hash> =
+            encoded.iter().map(|e| medledger_core::merkle::leaf_hash(e)).collect();
         let mut writer = self.writer.lock().expect("writer lock poisoned");
         let mut tip: Tip = writer.tip.clone();
         tip.check_and_advance(&block.header, &leaves)?;
@@ -76,12 +82,19 @@ impl Ledger {
                 txs_table.insert(log_index, encoded[i].as_slice())?;
                 let outcome_bytes = encoding::encode(&outcome);
                 receipts_table.insert(log_index, outcome_bytes.as_slice())?;
-                xor_into(&mut digest, &entry_digest(RECEIPTS.name(), &log_index.to_be_bytes(), &outcome_bytes));
+                xor_into(
+                    &mut digest,
+                    &entry_digest(RECEIPTS.name(), &log_index.to_be_bytes(), &outcome_bytes),
+                );
                 receipts.push(Receipt { tx_hash, height: block.header.height, log_index, outcome });
             }
-            txn.open_table(BLOCKS)?.insert(block.header.height, encoding::encode(&block.header).as_slice())?;
+            txn.open_table(BLOCKS)?
+                .insert(block.header.height, encoding::encode(&block.header).as_slice())?;
             let mut meta = txn.open_table(META)?;
-            meta.insert(META_TIP, encoding::encode(&(tip.height, tip.hash, tip.time_ms)).as_slice())?;
+            meta.insert(
+                META_TIP,
+                encoding::encode(&(tip.height, tip.hash, tip.time_ms)).as_slice(),
+            )?;
             meta.insert(META_STATE_DIGEST, digest.as_slice())?;
             meta.insert(META_APPLIED_MARKER, marker)?;
         }
@@ -96,9 +109,13 @@ impl Ledger {
         Ok(receipts)
     }
 
-    /// The envelope checks that need no block context, against committed state: what a node
-    /// runs at admission to refuse a hopeless transaction at once, before it is ordered. The
-    /// same checks run again in `apply`, which is the authority.
+    /// The envelope checks whose failure no pending transaction can cure, against committed
+    /// state: what a node runs at admission to refuse a hopeless transaction at once, before
+    /// it is ordered. A stale nonce stays stale (nonces only grow); the wrong chain stays
+    /// wrong; an unknown signer is refused too (an account is created by a transaction its
+    /// holder must see committed before using it). Whether the key is active is left to
+    /// `apply`: a key rotation queued just before may make it so. `apply` re-checks everything
+    /// and is the authority.
     pub fn precheck(&self, tx: &SignedTransaction) -> Result<(), Refusal> {
         let read = || -> Result<Result<(), Refusal>, LedgerError> {
             if tx.tx.chain_id != self.chain_id() {
@@ -113,7 +130,10 @@ impl Ledger {
                 return Ok(Err(Refusal::UnknownSigner { signer: tx.tx.signer }));
             };
             let account: Account = decode_entry("account", account.value())?;
-            Ok(check_key_and_nonce(&account, tx))
+            if tx.tx.nonce <= account.nonce {
+                return Ok(Err(Refusal::StaleNonce { last: account.nonce, got: tx.tx.nonce }));
+            }
+            Ok(Ok(()))
         };
         // A storage failure here is not the client's fault; let apply decide.
         read().unwrap_or(Ok(()))
@@ -141,7 +161,10 @@ fn apply_tx(
         return Ok(Err(Refusal::BadSignature));
     }
     if tx.tx.chain_id != chain_id {
-        return Ok(Err(Refusal::WrongChain { expected: chain_id.to_owned(), got: tx.tx.chain_id.clone() }));
+        return Ok(Err(Refusal::WrongChain {
+            expected: chain_id.to_owned(),
+            got: tx.tx.chain_id.clone(),
+        }));
     }
     if let Some(first) = state.txn.open_table(TX_INDEX)?.get(&state.tx_hash.0)? {
         return Ok(Err(Refusal::Duplicate { log_index: first.value().2 }));

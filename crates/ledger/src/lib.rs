@@ -29,8 +29,8 @@ use redb::{Database, ReadableDatabase};
 
 pub use apply::verify_signatures;
 pub use query::TxRecord;
-pub use state::{Account, DoctorEntry, HospitalEntry, PatientEntry};
 use state::*;
+pub use state::{Account, DoctorEntry, HospitalEntry, PatientEntry};
 
 /// Why the ledger could not do what was asked. A refused transaction is not an error: it is a
 /// receipt. These are failures of the node or its storage.
@@ -118,14 +118,22 @@ impl Ledger {
     }
 
     fn init(db: Database, genesis: Genesis) -> Result<Self, LedgerError> {
-        if genesis.chain_id.is_empty() || genesis.chain_id.len() > medledger_core::tx::MAX_CHAIN_ID_LEN {
+        if genesis.chain_id.is_empty()
+            || genesis.chain_id.len() > medledger_core::tx::MAX_CHAIN_ID_LEN
+        {
             return Err(LedgerError::Setup("the chain id must be 1 to 64 bytes".into()));
         }
         let tip = Tip::genesis(&genesis);
         let txn = db.begin_write()?;
         let mut digest = [0u8; 32];
         {
-            let mut state = StateTxn { txn: &txn, digest, height: 0, time_ms: genesis.time_ms, tx_hash: genesis.hash() };
+            let mut state = StateTxn {
+                txn: &txn,
+                digest,
+                height: 0,
+                time_ms: genesis.time_ms,
+                tx_hash: genesis.hash(),
+            };
             state.put_account(
                 &genesis.regulator(),
                 &Account {
@@ -142,7 +150,10 @@ impl Ledger {
             digest = state.digest;
             let mut meta = txn.open_table(META)?;
             meta.insert(META_GENESIS, encoding::encode(&genesis).as_slice())?;
-            meta.insert(META_TIP, encoding::encode(&(tip.height, tip.hash, tip.time_ms)).as_slice())?;
+            meta.insert(
+                META_TIP,
+                encoding::encode(&(tip.height, tip.hash, tip.time_ms)).as_slice(),
+            )?;
             meta.insert(META_STATE_DIGEST, digest.as_slice())?;
             // Create every table so that readers never meet a missing one.
             txn.open_table(BLOCKS)?;
@@ -196,7 +207,9 @@ impl Ledger {
         let digest = verify::state_digest(&read)?;
         let stored_digest = {
             let meta = read.open_table(META)?;
-            let d = meta.get(META_STATE_DIGEST)?.ok_or_else(|| LedgerError::Corrupt("no state digest".into()))?;
+            let d = meta
+                .get(META_STATE_DIGEST)?
+                .ok_or_else(|| LedgerError::Corrupt("no state digest".into()))?;
             d.value().to_vec()
         };
         if stored_digest != digest {

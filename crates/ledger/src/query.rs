@@ -60,7 +60,10 @@ impl Ledger {
     }
 
     /// Doctors, optionally only those of one hospital.
-    pub fn doctors(&self, hospital: Option<&AccountId>) -> Result<Vec<(AccountId, DoctorEntry)>, LedgerError> {
+    pub fn doctors(
+        &self,
+        hospital: Option<&AccountId>,
+    ) -> Result<Vec<(AccountId, DoctorEntry)>, LedgerError> {
         let read = self.db.begin_read()?;
         let table = read.open_table(DOCTORS)?;
         let mut out = Vec::new();
@@ -132,7 +135,12 @@ impl Ledger {
             None => find_block_of(&blocks, log_index)?,
         };
         Ok(TxRecord {
-            receipt: Receipt { tx_hash: Hash::of(bytes.value()), height: header.height, log_index, outcome },
+            receipt: Receipt {
+                tx_hash: Hash::of(bytes.value()),
+                height: header.height,
+                log_index,
+                outcome,
+            },
             tx,
             header,
         })
@@ -151,9 +159,7 @@ impl Ledger {
         let read = self.db.begin_read()?;
         let txs = read.open_table(TXS)?;
         let first = header.log_size - u64::from(header.tx_count);
-        txs.range(first..header.log_size)?
-            .map(|row| Ok(row?.1.value().to_vec()))
-            .collect()
+        txs.range(first..header.log_size)?.map(|row| Ok(row?.1.value().to_vec())).collect()
     }
 
     /// Number of entries in the Merkle log.
@@ -174,7 +180,11 @@ impl Ledger {
     }
 
     /// Inclusion proof for the entry at `log_index` in the log of size `tree_size`.
-    pub fn inclusion_proof(&self, log_index: u64, tree_size: u64) -> Result<InclusionProof, LedgerError> {
+    pub fn inclusion_proof(
+        &self,
+        log_index: u64,
+        tree_size: u64,
+    ) -> Result<InclusionProof, LedgerError> {
         self.log
             .read()
             .expect("log lock poisoned")
@@ -183,7 +193,11 @@ impl Ledger {
     }
 
     /// Consistency proof between two log sizes.
-    pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<ConsistencyProof, LedgerError> {
+    pub fn consistency_proof(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<ConsistencyProof, LedgerError> {
         self.log
             .read()
             .expect("log lock poisoned")

@@ -212,7 +212,11 @@ impl StateTxn<'_> {
     /// Writes a patient entry and its account index.
     pub fn put_patient(&mut self, id: PatientId, e: &PatientEntry) -> Result<(), LedgerError> {
         let value = encoding::encode(e);
-        let old = self.txn.open_table(PATIENTS)?.insert(id.0, value.as_slice())?.map(|g| g.value().to_vec());
+        let old = self
+            .txn
+            .open_table(PATIENTS)?
+            .insert(id.0, value.as_slice())?
+            .map(|g| g.value().to_vec());
         self.note_write(PATIENTS.name(), &id.0.to_be_bytes(), old.as_deref(), &value);
         let mut table = self.txn.open_table(PATIENT_BY_ACCOUNT)?;
         table.insert(&e.account.0, id.0)?;

@@ -7,8 +7,7 @@ use std::path::Path;
 use medledger_core::{
     Hash,
     block::{Block, BlockHeader, Genesis, Outcome, Tip},
-    encoding,
-    merkle,
+    encoding, merkle,
     tx::SignedTransaction,
 };
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle};
@@ -42,10 +41,9 @@ pub fn check_chain(
         }
         let first = leaves.len();
         for _ in 0..header.tx_count {
-            let (index, tx) = tx_rows
-                .next()
-                .transpose()?
-                .ok_or_else(|| LedgerError::Corrupt(format!("block {}: transactions missing", header.height)))?;
+            let (index, tx) = tx_rows.next().transpose()?.ok_or_else(|| {
+                LedgerError::Corrupt(format!("block {}: transactions missing", header.height))
+            })?;
             if index.value() != leaves.len() as u64 {
                 return Err(LedgerError::Corrupt(format!(
                     "block {}: expected transaction {} but found {}",
@@ -169,7 +167,11 @@ pub fn verify_ledger(
         for tx in txs.range(first..header.log_size)? {
             let (index, tx) = tx?;
             let decoded = SignedTransaction::decode(tx.value()).map_err(|e| {
-                LedgerError::Corrupt(format!("transaction {} in block {}: {e}", index.value(), header.height))
+                LedgerError::Corrupt(format!(
+                    "transaction {} in block {}: {e}",
+                    index.value(),
+                    header.height
+                ))
             })?;
             if decoded.encode() != tx.value() {
                 return Err(LedgerError::Corrupt(format!(
@@ -187,7 +189,9 @@ pub fn verify_ledger(
                 "receipt",
                 receipts
                     .get(r.log_index)?
-                    .ok_or_else(|| LedgerError::Corrupt(format!("receipt {} missing", r.log_index)))?
+                    .ok_or_else(|| {
+                        LedgerError::Corrupt(format!("receipt {} missing", r.log_index))
+                    })?
                     .value(),
             )?;
             if stored != r.outcome {
@@ -237,7 +241,9 @@ fn compare_state(stored: &redb::ReadTransaction, replica: &Ledger) -> Result<(),
         meta.get(META_STATE_DIGEST)?.map(|d| d.value().to_vec())
     };
     if stored_digest.as_deref() != Some(state_digest(stored)?.as_slice()) {
-        return Err(LedgerError::Corrupt("the stored state digest does not match the state".into()));
+        return Err(LedgerError::Corrupt(
+            "the stored state digest does not match the state".into(),
+        ));
     }
     Ok(())
 }

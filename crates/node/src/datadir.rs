@@ -54,7 +54,8 @@ impl DataDir {
 
     /// Creates the node key (if absent) and reads its public half, for building genesis.
     pub fn ensure_node_key(&self) -> Result<SigningKey, NodeError> {
-        fs::create_dir_all(&self.root).map_err(|e| NodeError::DataDir(format!("{}: {e}", self.root.display())))?;
+        fs::create_dir_all(&self.root)
+            .map_err(|e| NodeError::DataDir(format!("{}: {e}", self.root.display())))?;
         if !self.node_key_path().exists() {
             let key = SigningKey::generate();
             write_private(&self.node_key_path(), hex::encode(key.expose_secret()).as_bytes())?;
@@ -65,7 +66,8 @@ impl DataDir {
     /// Loads the node key.
     pub fn node_key(&self) -> Result<SigningKey, NodeError> {
         let path = self.node_key_path();
-        let text = fs::read_to_string(&path).map_err(|e| NodeError::DataDir(format!("{}: {e}", path.display())))?;
+        let text = fs::read_to_string(&path)
+            .map_err(|e| NodeError::DataDir(format!("{}: {e}", path.display())))?;
         let mut seed = [0u8; 32];
         hex::decode_to_slice(text.trim(), &mut seed)
             .map_err(|_| NodeError::DataDir(format!("{} is not a node key", path.display())))?;
@@ -76,10 +78,14 @@ impl DataDir {
     /// directory.
     pub fn initialise(&self, genesis: &Genesis) -> Result<(), NodeError> {
         if self.is_initialised() {
-            return Err(NodeError::DataDir(format!("{} already holds a ledger", self.root.display())));
+            return Err(NodeError::DataDir(format!(
+                "{} already holds a ledger",
+                self.root.display()
+            )));
         }
         fs::create_dir_all(&self.root).map_err(|e| NodeError::DataDir(e.to_string()))?;
-        let json = serde_json::to_vec_pretty(genesis).map_err(|e| NodeError::DataDir(e.to_string()))?;
+        let json =
+            serde_json::to_vec_pretty(genesis).map_err(|e| NodeError::DataDir(e.to_string()))?;
         fs::write(self.genesis_path(), json).map_err(|e| NodeError::DataDir(e.to_string()))?;
         Ledger::create(&self.ledger(), genesis.clone())?;
         Ok(())
@@ -96,6 +102,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), NodeError> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut f = options.open(path).map_err(|e| NodeError::DataDir(format!("{}: {e}", path.display())))?;
+    let mut f =
+        options.open(path).map_err(|e| NodeError::DataDir(format!("{}: {e}", path.display())))?;
     f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| NodeError::DataDir(e.to_string()))
 }

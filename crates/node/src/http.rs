@@ -61,7 +61,10 @@ impl ApiError {
             Outcome::Refused { reason } => format!("refused: {reason}"),
             Outcome::Applied { .. } => "applied".into(),
         };
-        Self(StatusCode::UNPROCESSABLE_ENTITY, ErrorBody { code: "refused".into(), message, outcome: Some(outcome) })
+        Self(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorBody { code: "refused".into(), message, outcome: Some(outcome) },
+        )
     }
     fn not_found(what: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", what)
@@ -125,15 +128,22 @@ fn admit(state: &AppState, tx: &SignedTransaction, signature_ok: bool) -> Result
     state.ledger.precheck(tx).map_err(|reason| ApiError::refused(Outcome::Refused { reason }))
 }
 
-async fn enqueue(state: &AppState, tx: SignedTransaction) -> Result<oneshot::Receiver<Result<Receipt, crate::producer::ProduceError>>, ApiError> {
+async fn enqueue(
+    state: &AppState,
+    tx: SignedTransaction,
+) -> Result<oneshot::Receiver<Result<Receipt, crate::producer::ProduceError>>, ApiError> {
     let (reply, rx) = oneshot::channel();
     state.queue.try_send(Submission { tx, reply }).map_err(|e| match e {
-        mpsc::error::TrySendError::Full(_) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "the node's queue is full; retry shortly")
-        }
-        mpsc::error::TrySendError::Closed(_) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the node is shutting down")
-        }
+        mpsc::error::TrySendError::Full(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the node's queue is full; retry shortly",
+        ),
+        mpsc::error::TrySendError::Closed(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the node is shutting down",
+        ),
     })?;
     state.metrics.admitted.inc();
     Ok(rx)
@@ -145,8 +155,12 @@ fn receipt_result(
     r: Result<Result<Receipt, crate::producer::ProduceError>, oneshot::error::RecvError>,
 ) -> Result<Receipt, ApiError> {
     let receipt = r
-        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the node stopped"))?
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ordered", e.to_string()))?;
+        .map_err(|_| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the node stopped")
+        })?
+        .map_err(|e| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ordered", e.to_string())
+        })?;
     state.metrics.commit_latency.observe(started.elapsed().as_secs_f64());
     state.metrics.height.set(receipt.height as i64);
     match receipt.outcome {
@@ -164,7 +178,8 @@ fn receipt_result(
 async fn submit(State(state): State<AppState>, body: Bytes) -> Result<Json<Receipt>, ApiError> {
     let started = Instant::now();
     let checked = (|| -> Result<SignedTransaction, ApiError> {
-        let tx = SignedTransaction::decode(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let tx =
+            SignedTransaction::decode(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
         let ok = tx.verify_signature().is_ok();
         admit(&state, &tx, ok)?;
         Ok(tx)
@@ -181,10 +196,15 @@ async fn submit_batch(State(state): State<AppState>, body: Bytes) -> ApiResult<V
     let txs: Vec<SignedTransaction> = encoding::decode("transaction batch", &body, MAX_BLOCK_BYTES)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     if txs.len() > MAX_BLOCK_TXS {
-        return Err(ApiError::bad_request(format!("at most {MAX_BLOCK_TXS} transactions per batch")));
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_BLOCK_TXS} transactions per batch"
+        )));
     }
     if let Some(big) = txs.iter().find(|t| t.encode().len() > MAX_TX_BYTES) {
-        return Err(ApiError::bad_request(format!("transaction {} exceeds {MAX_TX_BYTES} bytes", big.hash())));
+        return Err(ApiError::bad_request(format!(
+            "transaction {} exceeds {MAX_TX_BYTES} bytes",
+            big.hash()
+        )));
     }
     // Strict verification of the whole batch, on all cores, off the async workers.
     let (txs, ok) = tokio::task::spawn_blocking(move || {
@@ -221,18 +241,26 @@ async fn submit_batch(State(state): State<AppState>, body: Bytes) -> ApiResult<V
 }
 
 fn parse_hash(s: &str) -> Result<Hash, ApiError> {
-    Hash::from_hex(s).map_err(|_| ApiError::bad_request(format!("{s:?} is not a 64-character hex hash")))
+    Hash::from_hex(s)
+        .map_err(|_| ApiError::bad_request(format!("{s:?} is not a 64-character hex hash")))
 }
 
 fn signed_checkpoint(state: &AppState) -> SignedCheckpoint {
     state.ledger.checkpoint().sign(&state.node_key)
 }
 
-async fn transaction(State(state): State<AppState>, Path(hash): Path<String>) -> ApiResult<TxProofResponse> {
+async fn transaction(
+    State(state): State<AppState>,
+    Path(hash): Path<String>,
+) -> ApiResult<TxProofResponse> {
     let hash = parse_hash(&hash)?;
-    let record = state.ledger.transaction(&hash)?.ok_or_else(|| ApiError::not_found(format!("no transaction {hash}")))?;
+    let record = state
+        .ledger
+        .transaction(&hash)?
+        .ok_or_else(|| ApiError::not_found(format!("no transaction {hash}")))?;
     let checkpoint = signed_checkpoint(&state);
-    let inclusion = state.ledger.inclusion_proof(record.receipt.log_index, checkpoint.checkpoint.log_size)?;
+    let inclusion =
+        state.ledger.inclusion_proof(record.receipt.log_index, checkpoint.checkpoint.log_size)?;
     Ok(Json(TxProofResponse {
         tx_hex: hex::encode(record.tx.encode()),
         receipt: record.receipt,
@@ -246,7 +274,10 @@ async fn checkpoint(State(state): State<AppState>) -> Json<SignedCheckpoint> {
     Json(signed_checkpoint(&state))
 }
 
-async fn consistency(State(state): State<AppState>, Query(q): Query<ConsistencyQuery>) -> ApiResult<ConsistencyResponse> {
+async fn consistency(
+    State(state): State<AppState>,
+    Query(q): Query<ConsistencyQuery>,
+) -> ApiResult<ConsistencyResponse> {
     let proof = state.ledger.consistency_proof(q.old, q.new)?;
     let old_root = state.ledger.root_at(q.old)?;
     Ok(Json(ConsistencyResponse { proof, old_root }))
@@ -282,7 +313,10 @@ fn parse_account(s: &str) -> Result<AccountId, ApiError> {
     s.parse().map_err(|e: medledger_core::ids::BadAccountId| ApiError::bad_request(e.to_string()))
 }
 
-async fn doctors(State(state): State<AppState>, Query(q): Query<DoctorQuery>) -> ApiResult<Vec<DoctorView>> {
+async fn doctors(
+    State(state): State<AppState>,
+    Query(q): Query<DoctorQuery>,
+) -> ApiResult<Vec<DoctorView>> {
     let hospital = q.hospital.as_deref().map(parse_account).transpose()?;
     let list = state.ledger.doctors(hospital.as_ref())?;
     Ok(Json(
@@ -301,7 +335,10 @@ async fn doctors(State(state): State<AppState>, Query(q): Query<DoctorQuery>) ->
 
 async fn account(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<AccountView> {
     let id = parse_account(&id)?;
-    let a = state.ledger.account(&id)?.ok_or_else(|| ApiError::not_found(format!("no account {id}")))?;
+    let a = state
+        .ledger
+        .account(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("no account {id}")))?;
     Ok(Json(AccountView {
         account: id,
         role: a.role,
@@ -314,8 +351,13 @@ async fn account(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
 }
 
 async fn patient(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<PatientView> {
-    let pid = PatientId(id.parse().map_err(|_| ApiError::bad_request(format!("{id:?} is not a Patient-ID")))?);
-    let p = state.ledger.patient(pid)?.ok_or_else(|| ApiError::not_found(format!("no patient {pid}")))?;
+    let pid = PatientId(
+        id.parse().map_err(|_| ApiError::bad_request(format!("{id:?} is not a Patient-ID")))?,
+    );
+    let p = state
+        .ledger
+        .patient(pid)?
+        .ok_or_else(|| ApiError::not_found(format!("no patient {pid}")))?;
     Ok(Json(PatientView {
         patient_id: pid,
         account: p.account,
@@ -328,12 +370,16 @@ async fn patient(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
 
 fn vault_error(e: VaultError) -> ApiError {
     match e {
-        VaultError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string()),
+        VaultError::TooLarge { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+        }
         VaultError::Corrupt { .. } => {
             tracing::error!(error = %e, "vault corruption");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt", e.to_string())
         }
-        VaultError::Io { .. } => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        VaultError::Io { .. } => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        }
     }
 }
 
@@ -347,9 +393,16 @@ async fn put_blob(State(state): State<AppState>, body: Bytes) -> ApiResult<BlobS
     Ok(Json(BlobStored { hash, size }))
 }
 
-async fn get_blob(State(state): State<AppState>, Path(hash): Path<String>) -> Result<Response, ApiError> {
+async fn get_blob(
+    State(state): State<AppState>,
+    Path(hash): Path<String>,
+) -> Result<Response, ApiError> {
     let hash = parse_hash(&hash)?;
-    let bytes = state.vault.get(&hash).map_err(vault_error)?.ok_or_else(|| ApiError::not_found(format!("no blob {hash}")))?;
+    let bytes = state
+        .vault
+        .get(&hash)
+        .map_err(vault_error)?
+        .ok_or_else(|| ApiError::not_found(format!("no blob {hash}")))?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 

@@ -43,12 +43,14 @@ pub async fn serve(
     let started = std::time::Instant::now();
     let ledger = Arc::new(tokio::task::block_in_place(|| Ledger::open(&dir.ledger()))?);
     let node_key = dir.node_key()?;
-    let vault = medledger_vault::FsVault::open(&dir.vault()).map_err(|e| NodeError::DataDir(e.to_string()))?;
+    let vault = medledger_vault::FsVault::open(&dir.vault())
+        .map_err(|e| NodeError::DataDir(e.to_string()))?;
     let preverified = raft::PreVerified::default();
     let addr = listener.local_addr()?.to_string();
     let raft = raft::start(ledger.clone(), &dir.raft_log(), 1, &addr, preverified.clone())
         .await
         .map_err(NodeError::Raft)?;
+    raft::wait_until_caught_up(&raft, 1).await.map_err(NodeError::Raft)?;
     let (queue_tx, queue_rx) = mpsc::channel(producer::QUEUE);
     let producer = tokio::spawn(producer::run(raft.clone(), ledger.clone(), preverified, queue_rx));
     let state = http::AppState {

@@ -32,10 +32,19 @@ impl Metrics {
         let rejected = Counter::default();
         let applied = Counter::default();
         let refused = Counter::default();
-        let commit_latency = Histogram::new([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]);
+        let commit_latency =
+            Histogram::new([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]);
         let height = Gauge::default();
-        registry.register("tx_admitted", "Transactions admitted and queued for a block", admitted.clone());
-        registry.register("tx_rejected", "Transactions turned away before ordering", rejected.clone());
+        registry.register(
+            "tx_admitted",
+            "Transactions admitted and queued for a block",
+            admitted.clone(),
+        );
+        registry.register(
+            "tx_rejected",
+            "Transactions turned away before ordering",
+            rejected.clone(),
+        );
         registry.register("tx_applied", "Transactions applied by the ledger", applied.clone());
         registry.register("tx_refused", "Transactions refused by the ledger", refused.clone());
         registry.register(

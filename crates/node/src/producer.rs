@@ -52,7 +52,12 @@ fn now_ms() -> u64 {
 }
 
 /// Runs the producer until the queue's senders are all dropped.
-pub async fn run(raft: Raft, ledger: Arc<Ledger>, preverified: PreVerified, mut queue: mpsc::Receiver<Submission>) {
+pub async fn run(
+    raft: Raft,
+    ledger: Arc<Ledger>,
+    preverified: PreVerified,
+    mut queue: mpsc::Receiver<Submission>,
+) {
     let slots = Arc::new(Semaphore::new(PIPELINE as usize));
     let resync = Arc::new(AtomicBool::new(false));
     let mut tip = ledger.tip();

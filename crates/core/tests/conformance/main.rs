@@ -8,7 +8,10 @@ use medledger_core::{
     encoding::{self, DecodeError},
     ids::{AccountId, PatientId},
     keys::{DecryptionKey, SigningKey, namespace},
-    tx::{AdmitHospital, MAX_TX_BYTES, RegisterPatient, RegistryTx, SealedRef, SignedTransaction, Transaction, TxBody},
+    tx::{
+        AdmitHospital, MAX_TX_BYTES, RegisterPatient, RegistryTx, SealedRef, SignedTransaction,
+        Transaction, TxBody,
+    },
 };
 
 fn key(n: u8) -> SigningKey {
@@ -96,7 +99,12 @@ fn transactions_round_trip_and_verify() {
 #[test]
 fn receipts_round_trip_in_the_canonical_encoding() {
     for outcome in [
-        Outcome::Applied { created: Some(Created::Patient { account: AccountId([1; 20]), patient_id: PatientId(85437) }) },
+        Outcome::Applied {
+            created: Some(Created::Patient {
+                account: AccountId([1; 20]),
+                patient_id: PatientId(85437),
+            }),
+        },
         Outcome::Refused { reason: Refusal::StaleNonce { last: 4, got: 3 } },
         Outcome::Refused { reason: Refusal::Unauthorised { reason: "x".into() } },
     ] {
@@ -108,11 +116,17 @@ fn receipts_round_trip_in_the_canonical_encoding() {
 #[test]
 fn malformed_oversized_and_trailing_input_is_refused() {
     let bytes = sample_admit().encode();
-    assert!(matches!(SignedTransaction::decode(&bytes[..bytes.len() - 1]), Err(DecodeError::Malformed { .. })));
+    assert!(matches!(
+        SignedTransaction::decode(&bytes[..bytes.len() - 1]),
+        Err(DecodeError::Malformed { .. })
+    ));
     let mut extra = bytes.clone();
     extra.push(0);
     assert!(matches!(SignedTransaction::decode(&extra), Err(DecodeError::TrailingBytes { .. })));
-    assert!(matches!(SignedTransaction::decode(&vec![0u8; MAX_TX_BYTES + 1]), Err(DecodeError::TooLarge { .. })));
+    assert!(matches!(
+        SignedTransaction::decode(&vec![0u8; MAX_TX_BYTES + 1]),
+        Err(DecodeError::TooLarge { .. })
+    ));
     assert!(SignedTransaction::decode(b"\xff\xff\xff\xff\xff\xff").is_err());
     assert!(SignedTransaction::decode(&[]).is_err());
 }

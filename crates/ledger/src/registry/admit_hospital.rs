@@ -1,7 +1,11 @@
 //! The regulator admits a hospital: a new account with a public directory entry and sealed
 //! contact details.
 
-use medledger_core::{block::Created, ids::AccountId, tx::{AdmitHospital, Role}};
+use medledger_core::{
+    block::Created,
+    ids::AccountId,
+    tx::{AdmitHospital, Role},
+};
 
 use super::{HandlerResult, check_text, refuse_on, require_new_account, require_role};
 use crate::state::{Account, HospitalEntry, StateTxn};

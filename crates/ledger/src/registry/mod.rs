@@ -14,7 +14,10 @@ use medledger_core::{
     tx::{MAX_TEXT_LEN, RegistryTx, Role},
 };
 
-use crate::{LedgerError, state::{Account, StateTxn}};
+use crate::{
+    LedgerError,
+    state::{Account, StateTxn},
+};
 
 /// Outcome of a handler: `Ok(Ok(created))` applied, `Ok(Err(refusal))` refused with nothing
 /// written, `Err(_)` the storage failed.
@@ -36,9 +39,7 @@ pub(crate) fn apply(
             suspend_hospital::reinstate(state, signer_account, hospital)
         }
         RegistryTx::OnboardDoctor(t) => onboard_doctor::apply(state, signer, signer_account, t),
-        RegistryTx::RegisterPatient(t) => {
-            register_patient::apply(state, signer, signer_account, t)
-        }
+        RegistryTx::RegisterPatient(t) => register_patient::apply(state, signer, signer_account, t),
         RegistryTx::RotateKey { new_key } => {
             rotate_key::apply(state, signer, signer_account, new_key)
         }

@@ -1,6 +1,10 @@
 //! A hospital onboards a doctor: a new account with a public directory entry.
 
-use medledger_core::{block::Created, ids::AccountId, tx::{OnboardDoctor, Role}};
+use medledger_core::{
+    block::Created,
+    ids::AccountId,
+    tx::{OnboardDoctor, Role},
+};
 
 use super::{HandlerResult, check_text, refuse_on, require_new_account, require_role};
 use crate::state::{Account, DoctorEntry, StateTxn};

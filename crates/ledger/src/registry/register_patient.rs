@@ -3,10 +3,17 @@
 //! sequential (so it does not reveal how many patients a hospital has), five digits while
 //! the five-digit space is less than half full, then six, and so on.
 
-use medledger_core::{block::Created, ids::{AccountId, PatientId}, tx::{RegisterPatient, Role}};
+use medledger_core::{
+    block::Created,
+    ids::{AccountId, PatientId},
+    tx::{RegisterPatient, Role},
+};
 
 use super::{HandlerResult, refuse_on, require_new_account, require_role};
-use crate::{LedgerError, state::{Account, PatientEntry, StateTxn}};
+use crate::{
+    LedgerError,
+    state::{Account, PatientEntry, StateTxn},
+};
 
 pub(crate) fn apply(
     state: &mut StateTxn<'_>,

@@ -23,11 +23,15 @@ pub(crate) fn apply(
         || signer_account.role == Role::Regulator;
     if !allowed {
         return Ok(Err(Refusal::Unauthorised {
-            reason: format!("only {target} itself, its authority or the regulator may revoke its key"),
+            reason: format!(
+                "only {target} itself, its authority or the regulator may revoke its key"
+            ),
         }));
     }
     if account.key.is_none() && replacement.is_none() {
-        return Ok(Err(Refusal::Invalid { reason: format!("{target} has no active key to revoke") }));
+        return Ok(Err(Refusal::Invalid {
+            reason: format!("{target} has no active key to revoke"),
+        }));
     }
     account.key = replacement.copied();
     state.put_account(target, &account)?;

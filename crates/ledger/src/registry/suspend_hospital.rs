@@ -22,7 +22,9 @@ fn set_suspended(
     }
     if account.suspended == suspended {
         let state_word = if suspended { "suspended" } else { "not suspended" };
-        return Ok(Err(Refusal::Invalid { reason: format!("hospital {hospital} is already {state_word}") }));
+        return Ok(Err(Refusal::Invalid {
+            reason: format!("hospital {hospital} is already {state_word}"),
+        }));
     }
     account.suspended = suspended;
     state.put_account(hospital, &account)?;
@@ -39,6 +41,10 @@ pub(crate) fn suspend(
     set_suspended(state, signer, hospital, true)
 }
 
-pub(crate) fn reinstate(state: &mut StateTxn<'_>, signer: &Account, hospital: &AccountId) -> HandlerResult {
+pub(crate) fn reinstate(
+    state: &mut StateTxn<'_>,
+    signer: &Account,
+    hospital: &AccountId,
+) -> HandlerResult {
     set_suspended(state, signer, hospital, false)
 }

@@ -6,7 +6,10 @@ use medledger_core::{
     block::{Created, Genesis, Outcome, Receipt, Refusal, Tip},
     ids::{AccountId, PatientId},
     keys::{DecryptionKey, SigningKey},
-    tx::{AdmitHospital, OnboardDoctor, RegisterPatient, RegistryTx, SealedRef, SignedTransaction, Transaction, TxBody},
+    tx::{
+        AdmitHospital, OnboardDoctor, RegisterPatient, RegistryTx, SealedRef, SignedTransaction,
+        Transaction, TxBody,
+    },
 };
 use medledger_ledger::{Ledger, verify_signatures};
 
@@ -28,8 +31,13 @@ impl Actor {
     }
     fn sign(&mut self, body: RegistryTx) -> SignedTransaction {
         self.nonce += 1;
-        Transaction { chain_id: CHAIN.into(), signer: self.account, nonce: self.nonce, body: TxBody::Registry(body) }
-            .sign(&self.key)
+        Transaction {
+            chain_id: CHAIN.into(),
+            signer: self.account,
+            nonce: self.nonce,
+            body: TxBody::Registry(body),
+        }
+        .sign(&self.key)
     }
 }
 
@@ -41,7 +49,10 @@ struct Net {
 }
 
 fn sealed(tag: &str) -> SealedRef {
-    SealedRef { blob: Hash::of(tag.as_bytes()), commitment: Hash::of_parts(&[b"salt", tag.as_bytes()]) }
+    SealedRef {
+        blob: Hash::of(tag.as_bytes()),
+        commitment: Hash::of_parts(&[b"salt", tag.as_bytes()]),
+    }
 }
 
 impl Net {
@@ -163,7 +174,9 @@ fn happy_path_builds_the_directory_and_assigns_patient_ids() {
     let receipts = net.block(txs);
     let mut ids = Vec::new();
     for (r, p) in receipts.iter().zip(&patients) {
-        let Some(Created::Patient { account, patient_id }) = applied(r) else { panic!("no patient id") };
+        let Some(Created::Patient { account, patient_id }) = applied(r) else {
+            panic!("no patient id")
+        };
         assert_eq!(*account, p.account);
         assert!((10_000..100_000).contains(&patient_id.0), "five digits: {patient_id}");
         assert_eq!(net.ledger.patient(*patient_id).unwrap().unwrap().account, p.account);
@@ -307,10 +320,18 @@ fn a_revoked_key_is_refused_from_the_next_block_on() {
 fn revocation_with_replacement_installs_the_new_key() {
     let (mut net, mut hospital, _, mut patient) = populated();
     let lost_phone = std::mem::replace(&mut patient.key, SigningKey::generate());
-    let tx = hospital.sign(RegistryTx::RevokeKey { account: patient.account, replacement: Some(patient.key.public_key()) });
+    let tx = hospital.sign(RegistryTx::RevokeKey {
+        account: patient.account,
+        replacement: Some(patient.key.public_key()),
+    });
     applied(&net.one(tx));
     // The old key is refused, the new one accepted.
-    let mut thief = Actor { key: lost_phone, enc: DecryptionKey::generate(), account: patient.account, nonce: 0 };
+    let mut thief = Actor {
+        key: lost_phone,
+        enc: DecryptionKey::generate(),
+        account: patient.account,
+        nonce: 0,
+    };
     let tx = thief.sign(RegistryTx::RotateKey { new_key: SigningKey::generate().public_key() });
     assert!(matches!(refusal(&net.one(tx)), Refusal::KeyNotActive { .. }));
     let next = SigningKey::generate();
@@ -346,7 +367,9 @@ fn key_rotation_switches_the_accepted_key() {
 #[test]
 fn a_suspended_hospital_and_its_doctors_are_refused_until_reinstated() {
     let (mut net, mut hospital, mut doctor, _) = populated();
-    let tx = net.regulator.sign(RegistryTx::SuspendHospital { hospital: hospital.account, reason: "audit".into() });
+    let tx = net
+        .regulator
+        .sign(RegistryTx::SuspendHospital { hospital: hospital.account, reason: "audit".into() });
     applied(&net.one(tx));
     assert!(net.ledger.hospitals().unwrap()[0].2, "listed as suspended");
     let before = net.snapshot();
@@ -358,7 +381,10 @@ fn a_suspended_hospital_and_its_doctors_are_refused_until_reinstated() {
     // Only the regulator may reinstate.
     hospital.nonce -= 1;
     let tx = hospital.sign(RegistryTx::ReinstateHospital { hospital: hospital.account });
-    assert!(matches!(refusal(&net.one(tx)), Refusal::Suspended { .. } | Refusal::Unauthorised { .. }));
+    assert!(matches!(
+        refusal(&net.one(tx)),
+        Refusal::Suspended { .. } | Refusal::Unauthorised { .. }
+    ));
     let tx = net.regulator.sign(RegistryTx::ReinstateHospital { hospital: hospital.account });
     applied(&net.one(tx));
     hospital.nonce -= 1;
@@ -413,7 +439,10 @@ fn proofs_from_the_ledger_verify() {
         let rec = net.ledger.transaction_at(i).unwrap().unwrap();
         let proof = net.ledger.inclusion_proof(i, cp.log_size).unwrap();
         proof.verify(&medledger_core::merkle::leaf_hash(&rec.tx.encode()), &cp.log_root).unwrap();
-        assert_eq!(net.ledger.transaction(&rec.receipt.tx_hash).unwrap().unwrap().receipt.log_index, i);
+        assert_eq!(
+            net.ledger.transaction(&rec.receipt.tx_hash).unwrap().unwrap().receipt.log_index,
+            i
+        );
     }
     let c = net.ledger.consistency_proof(1, 3).unwrap();
     c.verify(&net.ledger.root_at(1).unwrap(), &cp.log_root).unwrap();

@@ -62,7 +62,8 @@ fn read_err(e: impl std::fmt::Display) -> StorageError<u64> {
 impl LogStore {
     /// Opens or creates the log at `path` and starts its writer thread.
     pub fn open(path: &Path) -> Result<Self, redb::Error> {
-        let db = Arc::new(if path.exists() { Database::open(path)? } else { Database::create(path)? });
+        let db =
+            Arc::new(if path.exists() { Database::open(path)? } else { Database::create(path)? });
         {
             let txn = db.begin_write()?;
             txn.open_table(LOG)?;
@@ -78,12 +79,17 @@ impl LogStore {
         Ok(Self { db, writer })
     }
 
-    fn meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError<u64>> {
+    fn meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StorageError<u64>> {
         let read = self.db.begin_read().map_err(read_err)?;
         let table = read.open_table(META).map_err(read_err)?;
         let v = table.get(key).map_err(read_err)?;
-        v.map(|v| medledger_core::encoding::decode("raft metadata", v.value(), 4096).map_err(read_err))
-            .transpose()
+        v.map(|v| {
+            medledger_core::encoding::decode("raft metadata", v.value(), 4096).map_err(read_err)
+        })
+        .transpose()
     }
 
     async fn send(&self, make: impl FnOnce(Reply) -> Command) -> Result<(), StorageError<u64>> {
@@ -128,7 +134,10 @@ fn writer_loop(db: &Database, rx: &mpsc::Receiver<Command>) {
                             for k in doomed {
                                 log.remove(k)?;
                             }
-                            meta.insert(PURGED, medledger_core::encoding::encode(log_id).as_slice())?;
+                            meta.insert(
+                                PURGED,
+                                medledger_core::encoding::encode(log_id).as_slice(),
+                            )?;
                         }
                         Command::PutMeta(key, value, _) => {
                             meta.insert(*key, value.as_slice())?;
@@ -145,7 +154,9 @@ fn writer_loop(db: &Database, rx: &mpsc::Receiver<Command>) {
                 Command::Append(_, callback) => {
                     callback.log_io_completed(r.map_err(std::io::Error::other));
                 }
-                Command::Truncate(_, reply) | Command::Purge(_, reply) | Command::PutMeta(_, _, reply) => {
+                Command::Truncate(_, reply)
+                | Command::Purge(_, reply)
+                | Command::PutMeta(_, _, reply) => {
                     let _ = reply.send(r);
                 }
             }
@@ -163,7 +174,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let mut out = Vec::new();
         for row in log.range(range).map_err(read_err)? {
             let (_, v) = row.map_err(read_err)?;
-            out.push(medledger_core::encoding::decode("raft entry", v.value(), MAX_ENTRY_BYTES).map_err(read_err)?);
+            out.push(
+                medledger_core::encoding::decode("raft entry", v.value(), MAX_ENTRY_BYTES)
+                    .map_err(read_err)?,
+            );
         }
         Ok(out)
     }
@@ -180,7 +194,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             match log.last().map_err(read_err)? {
                 Some((_, v)) => {
                     let e: Entry<TypeConfig> =
-                        medledger_core::encoding::decode("raft entry", v.value(), MAX_ENTRY_BYTES).map_err(read_err)?;
+                        medledger_core::encoding::decode("raft entry", v.value(), MAX_ENTRY_BYTES)
+                            .map_err(read_err)?;
                     Some(e.log_id)
                 }
                 None => None,
@@ -202,7 +217,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.meta(VOTE)
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<u64>>,
+    ) -> Result<(), StorageError<u64>> {
         let bytes = medledger_core::encoding::encode(&committed);
         self.send(|r| Command::PutMeta(COMMITTED, bytes, r)).await
     }
@@ -211,13 +229,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.meta::<Option<LogId<u64>>>(COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<u64>>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<u64>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let encoded: Vec<(u64, Vec<u8>)> =
-            entries.into_iter().map(|e| (e.log_id.index, medledger_core::encoding::encode(&e))).collect();
+        let encoded: Vec<(u64, Vec<u8>)> = entries
+            .into_iter()
+            .map(|e| (e.log_id.index, medledger_core::encoding::encode(&e)))
+            .collect();
         self.writer.send(Command::Append(encoded, callback)).map_err(io_err)
     }
 

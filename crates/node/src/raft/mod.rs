@@ -9,7 +9,10 @@ mod state_machine;
 
 use std::{collections::BTreeMap, io::Cursor, path::Path, sync::Arc};
 
-use medledger_core::{Hash, block::{Block, Receipt}};
+use medledger_core::{
+    Hash,
+    block::{Block, Receipt},
+};
 use medledger_ledger::Ledger;
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
@@ -59,14 +62,32 @@ pub async fn start(
         ..Default::default()
     };
     let config = Arc::new(config.validate().map_err(|e| e.to_string())?);
-    let log = LogStore::open(log_path).map_err(|e| format!("raft log at {}: {e}", log_path.display()))?;
+    let log =
+        LogStore::open(log_path).map_err(|e| format!("raft log at {}: {e}", log_path.display()))?;
     let sm = StateMachine::new(ledger, preverified);
-    let raft = Raft::new(node_id, config, network::Network, log, sm).await.map_err(|e| e.to_string())?;
+    let raft =
+        Raft::new(node_id, config, network::Network, log, sm).await.map_err(|e| e.to_string())?;
     if !raft.is_initialized().await.map_err(|e| e.to_string())? {
         let members = BTreeMap::from([(node_id, BasicNode { addr: addr.to_owned() })]);
         raft.initialize(members).await.map_err(|e| e.to_string())?;
     }
     Ok(raft)
+}
+
+/// Waits (at most 60 s) until this node leads and has applied every entry in its log, so that
+/// block production starts from the true tip after a restart.
+pub async fn wait_until_caught_up(raft: &Raft, node_id: u64) -> Result<(), String> {
+    raft.wait(Some(std::time::Duration::from_secs(60)))
+        .metrics(
+            |m| {
+                m.current_leader == Some(node_id)
+                    && m.last_applied.map(|l| l.index) == m.last_log_index
+            },
+            "leader with its whole log applied",
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("raft did not catch up with its log: {e}"))
 }
 
 /// The set of block hashes whose signatures this node checked at admission.

@@ -3,13 +3,13 @@
 //! unreachable, which is the truth: no peers are configured.
 
 use openraft::{
+    BasicNode,
     error::{InstallSnapshotError, RPCError, RaftError, Unreachable},
     network::{RPCOption, RaftNetwork, RaftNetworkFactory},
     raft::{
-        AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-        VoteRequest, VoteResponse,
+        AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
+        InstallSnapshotResponse, VoteRequest, VoteResponse,
     },
-    BasicNode,
 };
 
 use super::TypeConfig;
@@ -48,7 +48,10 @@ impl RaftNetwork<TypeConfig> for Peer {
         &mut self,
         _rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
         Err(RPCError::Unreachable(Unreachable::new(&NoTransport(self.target))))
     }
 

@@ -13,8 +13,8 @@ use std::{
 use medledger_core::encoding;
 use medledger_ledger::{Ledger, LedgerError, verify_signatures};
 use openraft::{
-    BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
-    StorageIOError, StoredMembership, storage::RaftStateMachine,
+    BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership, storage::RaftStateMachine,
 };
 
 use super::{BlockHashes, BlockResult, TypeConfig};
@@ -43,7 +43,9 @@ impl StateMachine {
 
     fn marker(&self) -> Result<Marker, StorageError<u64>> {
         match self.ledger.applied_marker().map_err(sm_err)? {
-            Some(bytes) if !bytes.is_empty() => encoding::decode("applied marker", &bytes, 64 * 1024).map_err(sm_err),
+            Some(bytes) if !bytes.is_empty() => {
+                encoding::decode("applied marker", &bytes, 64 * 1024).map_err(sm_err)
+            }
             _ => Ok((None, StoredMembership::default())),
         }
     }
@@ -90,11 +92,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             verify_signatures(&block.txs, |_| false)
                         };
                         let m: Marker = (Some(log_id), membership.clone());
-                        match self.ledger.apply_block(&block, &signature_ok, &encoding::encode(&m)) {
+                        match self.ledger.apply_block(&block, &signature_ok, &encoding::encode(&m))
+                        {
                             Ok(receipts) => results.push(BlockResult::Applied(receipts)),
                             Err(LedgerError::InvalidBlock(e)) => {
                                 tracing::warn!(height = block.header.height, error = %e, "skipping a block that does not follow the tip");
-                                self.ledger.set_applied_marker(&encoding::encode(&m)).map_err(sm_err)?;
+                                self.ledger
+                                    .set_applied_marker(&encoding::encode(&m))
+                                    .map_err(sm_err)?;
                                 results.push(BlockResult::Rejected(e.to_string()));
                             }
                             Err(e) => return Err(sm_err(e)),
@@ -111,7 +116,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         NoSnapshots
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -123,7 +130,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Err(sm_err("installing snapshots is not supported: a one-member cluster never needs one"))
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
         Ok(None)
     }
 }

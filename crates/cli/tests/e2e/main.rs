@@ -1,0 +1,9 @@
+//! End-to-end tests of the `medledger` binary: real node processes on temporary data
+//! directories and loopback ports, driven through the CLI, raw HTTP and the client SDK.
+
+mod bench;
+mod crash;
+mod harness;
+mod http_refusals;
+mod registry;
+mod tamper;

@@ -1,0 +1,317 @@
+//! Registry flows driven through the `medledger` CLI only.
+
+use std::path::Path;
+
+use crate::harness::*;
+
+/// Wallets and accounts of a small network: a hospital, one of its doctors, one patient.
+struct Cast {
+    hospital: String,
+    doctor: String,
+    patient: String,
+    hospital_account: String,
+    doctor_account: String,
+    patient_id: String,
+}
+
+fn wallet(dir: &Path, name: &str, node: &str) -> String {
+    let path = dir.join(format!("{name}.wallet.json")).display().to_string();
+    let out = ok(&["wallet", "create", "--out", &path, "--name", name, "--node", node], &[]);
+    assert!(out.contains("identity: "), "{out}");
+    path
+}
+
+fn identity(wallet: &str) -> String {
+    ok(&["wallet", "show", "--wallet", wallet, "--identity-only"], &[]).trim().to_owned()
+}
+
+fn hospitals(node: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(&["hospital", "list", "--node", node, "--json"], &[]))
+        .expect("hospital list --json")
+}
+
+fn doctors(node: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(&["doctor", "list", "--node", node, "--json"], &[]))
+        .expect("doctor list --json")
+}
+
+/// Creates wallets, admits the hospital, onboards the doctor, registers the patient.
+fn cast(dir: &Path, node: &Node) -> Cast {
+    let url = node.url.as_str();
+    let reg = node.regulator();
+    let hospital = wallet(dir, "hospital", url);
+    let doctor = wallet(dir, "doctor", url);
+    let patient = wallet(dir, "patient", url);
+
+    let out = ok(
+        &[
+            "hospital",
+            "admit",
+            "--wallet",
+            &reg,
+            "--node",
+            url,
+            "--identity",
+            &identity(&hospital),
+            "--registration-id",
+            "GOV-4711",
+            "--name",
+            "St. Elsewhere",
+            "--city",
+            "Leeds",
+            "--specialisation",
+            "cardiology",
+            "--contact",
+            "+44 113 000 0000",
+        ],
+        &[],
+    );
+    let hospital_account = account(&out);
+    tx_hash(&out);
+
+    let out = ok(
+        &[
+            "doctor",
+            "onboard",
+            "--wallet",
+            &hospital,
+            "--identity",
+            &identity(&doctor),
+            "--registration-number",
+            "GMC-1234567",
+            "--name",
+            "Dr. Ada Quill",
+            "--specialisation",
+            "cardiology",
+        ],
+        &[("MEDLEDGER_NODE", url)],
+    );
+    let doctor_account = account(&out);
+
+    let out = ok(
+        &[
+            "patient",
+            "register",
+            "--wallet",
+            &hospital,
+            "--identity",
+            &identity(&patient),
+            "--name",
+            "Jane Roe",
+            "--date-of-birth",
+            "1980-01-02",
+            "--phone",
+            "+44 7700 900123",
+            "--attendant-name",
+            "John Roe",
+            "--attendant-phone",
+            "+44 7700 900456",
+            "--attendant-relationship",
+            "spouse",
+        ],
+        &[],
+    );
+    let start = out.find("Patient-ID ").unwrap_or_else(|| panic!("no Patient-ID in:\n{out}")) + 11;
+    let patient_id: String = out[start..].chars().take_while(char::is_ascii_digit).collect();
+    assert_eq!(patient_id.len(), 5, "a Patient-ID has 5 digits:\n{out}");
+    Cast { hospital, doctor, patient, hospital_account, doctor_account, patient_id }
+}
+
+#[test]
+fn registry_happy_path_through_the_cli() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let url = node.url.as_str();
+    let c = cast(tmp.path(), &node);
+
+    let h = hospitals(url);
+    let h = h.as_array().expect("a JSON array");
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(h[0]["account"], c.hospital_account.as_str());
+    assert_eq!(h[0]["name"], "St. Elsewhere");
+    assert_eq!(h[0]["city"], "Leeds");
+    assert_eq!(h[0]["registration_id"], "GOV-4711");
+    assert_eq!(h[0]["suspended"], false);
+    let d = doctors(url);
+    let d = d.as_array().expect("a JSON array");
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0]["account"], c.doctor_account.as_str());
+    assert_eq!(d[0]["hospital"], c.hospital_account.as_str());
+    assert_eq!(d[0]["name"], "Dr. Ada Quill");
+    assert_eq!(d[0]["registration_number"], "GMC-1234567");
+    let only =
+        ok(&["doctor", "list", "--node", url, "--json", "--hospital", &c.hospital_account], &[]);
+    assert!(only.contains(&c.doctor_account), "{only}");
+
+    // Without a wallet the details stay sealed; the patient's wallet opens them and checks them
+    // against the ledger's commitments.
+    let sealed = ok(&["patient", "show", &c.patient_id, "--node", url], &[]);
+    assert!(sealed.contains("sealed"), "{sealed}");
+    assert!(
+        !sealed.contains("Jane Roe"),
+        "details must not be readable without a wallet:\n{sealed}"
+    );
+    let opened = ok(&["patient", "show", &c.patient_id, "--wallet", &c.patient], &[]);
+    assert!(opened.contains("Jane Roe") && opened.contains("1980-01-02"), "{opened}");
+    assert!(opened.contains("John Roe") && opened.contains("spouse"), "{opened}");
+    assert_eq!(opened.matches("matches").count(), 2, "details and attendant both match:\n{opened}");
+    assert!(opened.contains(&c.hospital_account), "{opened}");
+
+    // The doctor rotates its key and can still act with the new one.
+    let before = std::fs::read_to_string(&c.doctor).unwrap();
+    let rotated = ok(&["key", "rotate", "--wallet", &c.doctor], &[]);
+    assert!(rotated.contains("key rotated"), "{rotated}");
+    assert_ne!(
+        before,
+        std::fs::read_to_string(&c.doctor).unwrap(),
+        "the wallet file holds the new key"
+    );
+    let again = ok(&["key", "rotate", "--wallet", &c.doctor], &[]);
+    let rotate_tx = tx_hash(&again);
+    let shown = ok(&["wallet", "show", "--wallet", &c.doctor, "--json"], &[]);
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["account"], c.doctor_account.as_str(), "the account id survives rotation");
+    assert_eq!(shown["ledger"]["nonce"], 2, "{shown}");
+
+    // Inclusion proof, then consistency with the checkpoint the wallet recorded.
+    let first = ok(&["proof", &rotate_tx, "--wallet", &c.hospital], &[]);
+    assert!(first.contains("proof verified"), "{first}");
+    assert!(first.contains("first checkpoint"), "{first}");
+    let more = ok(&["key", "rotate", "--wallet", &c.hospital], &[]);
+    let second = ok(&["proof", &tx_hash(&more), "--wallet", &c.hospital], &[]);
+    assert!(second.contains("proof verified"), "{second}");
+    assert!(second.contains("consistent with the checkpoint this wallet saw last"), "{second}");
+    // A hash the ledger does not hold is an error, not a proof.
+    let missing = fails(&["proof", &"ab".repeat(32), "--wallet", &c.hospital], &[]);
+    assert!(missing.contains("no transaction"), "{missing}");
+}
+
+#[test]
+fn refusals_through_the_cli_change_nothing() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let url = node.url.as_str();
+    let reg = node.regulator();
+    let c = cast(tmp.path(), &node);
+    let listings = || (hospitals(url), doctors(url));
+    let baseline = listings();
+
+    // A doctor cannot admit hospitals.
+    let stranger = wallet(tmp.path(), "stranger", url);
+    let admit = |by: &str| {
+        fails(
+            &[
+                "hospital",
+                "admit",
+                "--wallet",
+                by,
+                "--identity",
+                &identity(&stranger),
+                "--registration-id",
+                "GOV-666",
+                "--name",
+                "Shady Clinic",
+                "--city",
+                "Nowhere",
+                "--specialisation",
+                "none",
+                "--contact",
+                "nobody",
+            ],
+            &[],
+        )
+    };
+    let err = admit(&c.doctor);
+    assert!(err.contains("unauthorised"), "{err}");
+    assert_eq!(listings(), baseline, "a refused admission changed the directory");
+
+    // A patient cannot onboard doctors.
+    let onboard = |by: &str, reg_no: &str| {
+        fails(
+            &[
+                "doctor",
+                "onboard",
+                "--wallet",
+                by,
+                "--identity",
+                &identity(&stranger),
+                "--registration-number",
+                reg_no,
+                "--name",
+                "Dr. Nobody",
+                "--specialisation",
+                "quackery",
+            ],
+            &[],
+        )
+    };
+    let err = onboard(&c.patient, "GMC-0000001");
+    assert!(err.contains("unauthorised"), "{err}");
+    assert_eq!(listings(), baseline, "a refused onboarding changed the directory");
+
+    // The hospital revokes its doctor's key: the doctor can no longer sign.
+    let revoked = ok(&["key", "revoke", &c.doctor_account, "--wallet", &c.hospital], &[]);
+    assert!(revoked.contains("key revoked"), "{revoked}");
+    let doctor_wallet_before = std::fs::read(&c.doctor).unwrap();
+    let err = fails(&["key", "rotate", "--wallet", &c.doctor], &[]);
+    assert!(err.contains("not the active key"), "{err}");
+    assert_eq!(
+        std::fs::read(&c.doctor).unwrap(),
+        doctor_wallet_before,
+        "a refused rotation changed the wallet"
+    );
+    let doc = ok(&["wallet", "show", "--wallet", &c.doctor, "--json"], &[]);
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    assert!(doc["ledger"]["key"].is_null(), "the doctor's key is revoked: {doc}");
+    assert_eq!(listings(), baseline);
+
+    // The regulator suspends the hospital: it can no longer onboard.
+    let out = ok(
+        &[
+            "hospital",
+            "suspend",
+            &c.hospital_account,
+            "--reason",
+            "audit pending",
+            "--wallet",
+            &reg,
+            "--node",
+            url,
+        ],
+        &[],
+    );
+    assert!(out.contains("hospital suspended"), "{out}");
+    let (suspended_h, suspended_d) = listings();
+    assert_eq!(suspended_h[0]["suspended"], true, "{suspended_h}");
+    assert_eq!(suspended_d, baseline.1);
+    let err = onboard(&c.hospital, "GMC-0000002");
+    assert!(err.contains("suspended"), "{err}");
+    assert_eq!(
+        listings(),
+        (suspended_h.clone(), baseline.1.clone()),
+        "a refused onboarding changed the directory"
+    );
+
+    // Reinstated, it can again.
+    ok(&["hospital", "reinstate", &c.hospital_account, "--wallet", &reg, "--node", url], &[]);
+    assert_eq!(listings(), baseline);
+    let out = ok(
+        &[
+            "doctor",
+            "onboard",
+            "--wallet",
+            &c.hospital,
+            "--identity",
+            &identity(&stranger),
+            "--registration-number",
+            "GMC-0000003",
+            "--name",
+            "Dr. Newcomer",
+            "--specialisation",
+            "oncology",
+        ],
+        &[],
+    );
+    assert!(out.contains("doctor onboarded"), "{out}");
+    assert_eq!(doctors(url).as_array().unwrap().len(), 2);
+}

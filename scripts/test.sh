@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The one test command (README and CI both call it): formatting, lints, licence and advisory
+# checks, then every test in the workspace. Installs the tools it needs on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "tools"
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install cargo-nextest --locked
+fi
+if ! cargo deny --version >/dev/null 2>&1; then
+  cargo install cargo-deny --locked
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo deny (licences, bans, sources, advisories)"
+# The advisory database: the offline snapshot beside the project when there is one (this
+# workplace has no route to its home), otherwise cargo-deny fetches it.
+snapshot="../shared/advisory-db"
+deny_config=deny.toml
+if [ -d "$snapshot" ]; then
+  db_root=$(mktemp -d)
+  trap 'rm -rf "$db_root"' EXIT
+  db="$db_root/advisory-db-3157b0e258782691"
+  mkdir -p "$db"
+  cp -r "$snapshot/." "$db"
+  (cd "$db" && git init -q && git add -A &&
+    git -c user.email=ci@localhost -c user.name=ci commit -qm snapshot)
+  deny_config="$db_root/deny.toml"
+  sed "s|^# db-path = .*|db-path = \"$db_root\"|" deny.toml > "$deny_config"
+  cargo deny --offline --config "$deny_config" check
+else
+  cargo deny --config "$deny_config" check
+fi
+
+step "tests"
+cargo nextest run --workspace --locked --no-fail-fast
+# Doc tests are not run by nextest.
+cargo test --workspace --locked --doc
