@@ -75,7 +75,7 @@ impl LogStore {
         thread::Builder::new()
             .name("raft-log-writer".into())
             .spawn(move || writer_loop(&wdb, &rx))
-            .map_err(|e| redb::Error::Io(e))?;
+            .map_err(redb::Error::Io)?;
         Ok(Self { db, writer })
     }
 

@@ -3,6 +3,11 @@
 //! group-commits appends. A single-node network is a one-member cluster: there is no other
 //! write path.
 
+#![allow(
+    clippy::result_large_err,
+    reason = "openraft's StorageError is large and its traits return it by value"
+)]
+
 mod log_store;
 mod network;
 mod state_machine;
