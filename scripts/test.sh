@@ -41,6 +41,5 @@ else
 fi
 
 step "tests"
+# (The workspace has no doc tests; nextest runs everything else.)
 cargo nextest run --workspace --locked --no-fail-fast
-# Doc tests are not run by nextest.
-cargo test --workspace --locked --doc

@@ -201,11 +201,17 @@ pub async fn run(args: Args) -> Result<()> {
     });
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for lane in lanes {
+    let lanes_count = lanes.len() as u32;
+    for (i, lane) in lanes.into_iter().enumerate() {
         let client = NodeClient::new(session.client.base_url())?;
         let bar = bar.clone();
         let batch = args.batch;
-        tasks.push(tokio::spawn(async move { drive(client, lane, batch, interval, bar).await }));
+        // Stagger the paced clients over one interval so that the offered load is smooth, not
+        // a burst from every client at once.
+        let start = started + interval.map_or(Duration::ZERO, |d| d * i as u32 / lanes_count);
+        tasks.push(tokio::spawn(
+            async move { drive(client, lane, batch, interval, start, bar).await },
+        ));
     }
     let (mut latencies, mut committed, mut refused, mut errors) =
         (Vec::with_capacity(total), 0u64, 0u64, 0u64);
@@ -272,6 +278,7 @@ async fn drive(
     lane: Vec<SignedTransaction>,
     batch: usize,
     interval: Option<Duration>,
+    start: Instant,
     bar: Arc<ProgressBar>,
 ) -> LaneResult {
     let mut r = LaneResult {
@@ -280,7 +287,7 @@ async fn drive(
         refused: 0,
         errors: 0,
     };
-    let mut next = Instant::now();
+    let mut next = start;
     for chunk in lane.chunks(batch) {
         if let Some(i) = interval {
             tokio::time::sleep_until(next.into()).await;

@@ -31,8 +31,8 @@ pub fn verify_signatures(
 impl Ledger {
     /// Applies `block` and returns one receipt per transaction. `signature_ok[i]` is the result
     /// of checking transaction `i`'s signature (see [`verify_signatures`]). `marker` is stored
-    /// atomically with the block. Everything is committed and fsynced before this returns; on
-    /// error nothing is.
+    /// atomically with the block. Everything is committed before this returns (and fsynced,
+    /// unless [`Ledger::set_durable_every`] relaxed that); on error nothing is.
     pub fn apply_block(
         &self,
         block: &Block,
@@ -51,18 +51,23 @@ impl Ledger {
         let mut tip: Tip = writer.tip.clone();
         tip.check_and_advance(&block.header, &leaves)?;
 
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
+        let durable = writer.since_durable + 1 >= writer.durable_every;
+        if !durable {
+            txn.set_durability(redb::Durability::None)?;
+        }
         let first_index = block.header.log_size - block.txs.len() as u64;
         let mut receipts = Vec::with_capacity(block.txs.len());
         let mut digest = writer.digest;
         {
             let mut txs_table = txn.open_table(TXS)?;
             let mut receipts_table = txn.open_table(RECEIPTS)?;
+            let mut tables = Tables::open(&txn)?;
             for (i, tx) in block.txs.iter().enumerate() {
                 let log_index = first_index + i as u64;
                 let tx_hash = Hash::of(&encoded[i]);
                 let mut state = StateTxn {
-                    txn: &txn,
+                    tables: &mut tables,
                     digest,
                     height: block.header.height,
                     time_ms: block.header.time_ms,
@@ -75,9 +80,10 @@ impl Ledger {
                     }
                     Err(reason) => Outcome::Refused { reason },
                 };
-                let mut index = txn.open_table(TX_INDEX)?;
-                if index.get(&tx_hash.0)?.is_none() {
-                    index.insert(&tx_hash.0, (block.header.height, i as u32, log_index))?;
+                if tables.tx_index.get(&tx_hash.0)?.is_none() {
+                    tables
+                        .tx_index
+                        .insert(&tx_hash.0, (block.header.height, i as u32, log_index))?;
                 }
                 txs_table.insert(log_index, encoded[i].as_slice())?;
                 let outcome_bytes = encoding::encode(&outcome);
@@ -102,6 +108,7 @@ impl Ledger {
 
         writer.tip = tip;
         writer.digest = digest;
+        writer.since_durable = if durable { 0 } else { writer.since_durable + 1 };
         let mut log = self.log.write().expect("log lock poisoned");
         for leaf in leaves {
             log.push(leaf);
@@ -152,7 +159,7 @@ fn check_key_and_nonce(account: &Account, tx: &SignedTransaction) -> Result<(), 
 
 /// Applies one transaction. `Ok(Err(refusal))` means refused with nothing written.
 fn apply_tx(
-    state: &mut StateTxn<'_>,
+    state: &mut StateTxn<'_, '_>,
     chain_id: &str,
     tx: &SignedTransaction,
     signature_ok: bool,
@@ -166,8 +173,8 @@ fn apply_tx(
             got: tx.tx.chain_id.clone(),
         }));
     }
-    if let Some(first) = state.txn.open_table(TX_INDEX)?.get(&state.tx_hash.0)? {
-        return Ok(Err(Refusal::Duplicate { log_index: first.value().2 }));
+    if let Some(log_index) = state.logged_at(&state.tx_hash)? {
+        return Ok(Err(Refusal::Duplicate { log_index }));
     }
     let signer = tx.tx.signer;
     let Some(account) = state.account(&signer)? else {

@@ -2,7 +2,8 @@
 //!
 //! [`Ledger::apply_block`] is the one way state changes: given a block and the result of each
 //! transaction's signature check, it applies the transactions in order and returns their
-//! receipts, all in one redb write transaction that is fsynced before it returns. It reads no
+//! receipts, all in one redb write transaction (fsynced before it returns, unless a caller with
+//! its own durable log of blocks chose to fsync less often). It reads no
 //! clock, draws no randomness and does no network I/O: every node that applies the same
 //! blocks holds the same state. The ledger knows nothing of HTTP or Raft.
 #![warn(missing_docs)]
@@ -62,6 +63,7 @@ macro_rules! storage_error {
     )*};
 }
 storage_error!(
+    redb::SetDurabilityError,
     redb::Error,
     redb::DatabaseError,
     redb::TransactionError,
@@ -81,6 +83,10 @@ impl From<DecodeError> for LedgerError {
 struct WriterState {
     tip: Tip,
     digest: [u8; 32],
+    /// Blocks committed without fsync since the last fsynced commit.
+    since_durable: u32,
+    /// Fsync every this many blocks (1: every block).
+    durable_every: u32,
 }
 
 /// A ledger over a redb database.
@@ -127,8 +133,10 @@ impl Ledger {
         let txn = db.begin_write()?;
         let mut digest = [0u8; 32];
         {
+            // Opening the state tables creates them, so that readers never meet a missing one.
+            let mut tables = Tables::open(&txn)?;
             let mut state = StateTxn {
-                txn: &txn,
+                tables: &mut tables,
                 digest,
                 height: 0,
                 time_ms: genesis.time_ms,
@@ -144,6 +152,7 @@ impl Ledger {
                     authority: None,
                     hospital: None,
                     suspended: false,
+                    patient_id: None,
                     created_at: 0,
                 },
             )?;
@@ -155,21 +164,15 @@ impl Ledger {
                 encoding::encode(&(tip.height, tip.hash, tip.time_ms)).as_slice(),
             )?;
             meta.insert(META_STATE_DIGEST, digest.as_slice())?;
-            // Create every table so that readers never meet a missing one.
             txn.open_table(BLOCKS)?;
             txn.open_table(TXS)?;
-            txn.open_table(TX_INDEX)?;
             txn.open_table(RECEIPTS)?;
-            txn.open_table(HOSPITALS)?;
-            txn.open_table(DOCTORS)?;
-            txn.open_table(PATIENTS)?;
-            txn.open_table(PATIENT_BY_ACCOUNT)?;
         }
         txn.commit()?;
         Ok(Ledger {
             db,
             genesis,
-            writer: Mutex::new(WriterState { tip, digest }),
+            writer: Mutex::new(WriterState { tip, digest, since_durable: 0, durable_every: 1 }),
             log: RwLock::new(MerkleLog::new()),
         })
     }
@@ -221,7 +224,7 @@ impl Ledger {
         Ok(Ledger {
             db,
             genesis,
-            writer: Mutex::new(WriterState { tip, digest }),
+            writer: Mutex::new(WriterState { tip, digest, since_durable: 0, durable_every: 1 }),
             log: RwLock::new(MerkleLog::from_leaf_hashes(leaves)),
         })
     }
@@ -251,6 +254,24 @@ impl Ledger {
 }
 
 impl Ledger {
+    /// Lets `apply_block` fsync only every `n` blocks (at least 1). Only for a caller that
+    /// keeps its own durable log of the blocks and re-applies them after a crash, as the node
+    /// does with its Raft log: a crash then loses at most the last `n - 1` applied blocks from
+    /// this file, always back to a consistent state, and the caller re-applies them.
+    pub fn set_durable_every(&self, n: u32) {
+        self.writer.lock().expect("writer lock poisoned").durable_every = n.max(1);
+    }
+
+    /// Makes every applied block durable now (an fsynced commit).
+    pub fn flush(&self) -> Result<(), LedgerError> {
+        let mut writer = self.writer.lock().expect("writer lock poisoned");
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?;
+        txn.commit()?;
+        writer.since_durable = 0;
+        Ok(())
+    }
+
     /// Stores the caller's applied marker without a block (for Raft entries that carry none).
     pub fn set_applied_marker(&self, marker: &[u8]) -> Result<(), LedgerError> {
         let _writer = self.writer.lock().expect("writer lock poisoned");

@@ -87,9 +87,7 @@ impl Ledger {
 
     /// The Patient-ID of a patient account.
     pub fn patient_id_of(&self, account: &AccountId) -> Result<Option<PatientId>, LedgerError> {
-        let read = self.db.begin_read()?;
-        let table = read.open_table(PATIENT_BY_ACCOUNT)?;
-        Ok(table.get(&account.0)?.map(|v| PatientId(v.value())))
+        Ok(self.account(account)?.and_then(|a| a.patient_id))
     }
 
     /// A committed transaction by hash.

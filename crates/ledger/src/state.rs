@@ -35,9 +35,6 @@ pub(crate) const HOSPITALS: TableDefinition<&[u8; 20], &[u8]> = TableDefinition:
 pub(crate) const DOCTORS: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::new("doctors");
 /// Patients by Patient-ID.
 pub(crate) const PATIENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("patients");
-/// Patient account -> Patient-ID.
-pub(crate) const PATIENT_BY_ACCOUNT: TableDefinition<&[u8; 20], u64> =
-    TableDefinition::new("patient_by_account");
 
 pub(crate) const META_GENESIS: &str = "genesis";
 pub(crate) const META_TIP: &str = "tip";
@@ -65,6 +62,8 @@ pub struct Account {
     pub hospital: Option<AccountId>,
     /// Suspended by the regulator (hospitals only).
     pub suspended: bool,
+    /// The Patient-ID, for patients.
+    pub patient_id: Option<PatientId>,
     /// Height at which the account was created (0 for genesis).
     pub created_at: u64,
 }
@@ -136,11 +135,35 @@ pub(crate) fn xor_into(acc: &mut [u8; 32], d: &[u8; 32]) {
     }
 }
 
+/// The open state tables of one block's write transaction. Opened once per block: opening a
+/// redb table per access would rewrite the table directory each time.
+#[allow(missing_debug_implementations)] // reason: redb tables have no Debug
+pub struct Tables<'txn> {
+    pub(crate) accounts: redb::Table<'txn, &'static [u8; 20], &'static [u8]>,
+    pub(crate) hospitals: redb::Table<'txn, &'static [u8; 20], &'static [u8]>,
+    pub(crate) doctors: redb::Table<'txn, &'static [u8; 20], &'static [u8]>,
+    pub(crate) patients: redb::Table<'txn, u64, &'static [u8]>,
+    pub(crate) tx_index: redb::Table<'txn, &'static [u8; 32], (u64, u32, u64)>,
+}
+
+impl<'txn> Tables<'txn> {
+    /// Opens every state table in `txn`.
+    pub(crate) fn open(txn: &'txn redb::WriteTransaction) -> Result<Self, LedgerError> {
+        Ok(Tables {
+            accounts: txn.open_table(ACCOUNTS)?,
+            hospitals: txn.open_table(HOSPITALS)?,
+            doctors: txn.open_table(DOCTORS)?,
+            patients: txn.open_table(PATIENTS)?,
+            tx_index: txn.open_table(TX_INDEX)?,
+        })
+    }
+}
+
 /// The state as seen by one transaction being applied: reads and writes go to the block's
-/// redb write transaction; writes keep the state digest current.
-#[allow(missing_debug_implementations)] // reason: wraps a redb transaction, which has no Debug
-pub struct StateTxn<'a> {
-    pub(crate) txn: &'a redb::WriteTransaction,
+/// open tables; writes keep the state digest current.
+#[allow(missing_debug_implementations)] // reason: wraps redb tables, which have no Debug
+pub struct StateTxn<'a, 'txn> {
+    pub(crate) tables: &'a mut Tables<'txn>,
     pub(crate) digest: [u8; 32],
     /// Height of the block being applied.
     pub height: u64,
@@ -150,77 +173,76 @@ pub struct StateTxn<'a> {
     pub tx_hash: Hash,
 }
 
-impl StateTxn<'_> {
-    fn put_by_account(
-        &mut self,
-        def: TableDefinition<&[u8; 20], &[u8]>,
-        id: &AccountId,
-        value: &[u8],
-    ) -> Result<(), LedgerError> {
-        let mut table = self.txn.open_table(def)?;
-        let old = table.insert(&id.0, value)?.map(|g| g.value().to_vec());
-        self.note_write(def.name(), &id.0, old.as_deref(), value);
-        Ok(())
-    }
+fn by_account(
+    table: &mut redb::Table<'_, &'static [u8; 20], &'static [u8]>,
+    name: &str,
+    digest: &mut [u8; 32],
+    id: &AccountId,
+    value: &[u8],
+) -> Result<(), LedgerError> {
+    let old = table.insert(&id.0, value)?.map(|g| g.value().to_vec());
+    note_write(digest, name, &id.0, old.as_deref(), value);
+    Ok(())
+}
 
-    fn note_write(&mut self, table: &str, key: &[u8], old: Option<&[u8]>, new: &[u8]) {
-        if let Some(old) = old {
-            xor_into(&mut self.digest, &entry_digest(table, key, old));
-        }
-        xor_into(&mut self.digest, &entry_digest(table, key, new));
+fn note_write(digest: &mut [u8; 32], table: &str, key: &[u8], old: Option<&[u8]>, new: &[u8]) {
+    if let Some(old) = old {
+        xor_into(digest, &entry_digest(table, key, old));
     }
+    xor_into(digest, &entry_digest(table, key, new));
+}
 
+impl StateTxn<'_, '_> {
     /// Reads an account.
     pub fn account(&self, id: &AccountId) -> Result<Option<Account>, LedgerError> {
-        let table = self.txn.open_table(ACCOUNTS)?;
-        let v = table.get(&id.0)?;
+        let v = self.tables.accounts.get(&id.0)?;
         v.map(|v| decode_entry("account", v.value())).transpose()
     }
 
     /// Writes an account.
     pub fn put_account(&mut self, id: &AccountId, account: &Account) -> Result<(), LedgerError> {
-        self.put_by_account(ACCOUNTS, id, &encoding::encode(account))
+        let value = encoding::encode(account);
+        by_account(&mut self.tables.accounts, ACCOUNTS.name(), &mut self.digest, id, &value)
     }
 
     /// Reads a hospital entry.
     pub fn hospital(&self, id: &AccountId) -> Result<Option<HospitalEntry>, LedgerError> {
-        let table = self.txn.open_table(HOSPITALS)?;
-        let v = table.get(&id.0)?;
+        let v = self.tables.hospitals.get(&id.0)?;
         v.map(|v| decode_entry("hospital", v.value())).transpose()
     }
 
     /// Writes a hospital entry.
     pub fn put_hospital(&mut self, id: &AccountId, e: &HospitalEntry) -> Result<(), LedgerError> {
-        self.put_by_account(HOSPITALS, id, &encoding::encode(e))
+        let value = encoding::encode(e);
+        by_account(&mut self.tables.hospitals, HOSPITALS.name(), &mut self.digest, id, &value)
     }
 
     /// Writes a doctor entry.
     pub fn put_doctor(&mut self, id: &AccountId, e: &DoctorEntry) -> Result<(), LedgerError> {
-        self.put_by_account(DOCTORS, id, &encoding::encode(e))
+        let value = encoding::encode(e);
+        by_account(&mut self.tables.doctors, DOCTORS.name(), &mut self.digest, id, &value)
     }
 
     /// Is this Patient-ID taken?
     pub fn patient_id_taken(&self, id: PatientId) -> Result<bool, LedgerError> {
-        Ok(self.txn.open_table(PATIENTS)?.get(id.0)?.is_some())
+        Ok(self.tables.patients.get(id.0)?.is_some())
     }
 
     /// Number of registered patients.
     pub fn patient_count(&self) -> Result<u64, LedgerError> {
-        Ok(self.txn.open_table(PATIENTS)?.len()?)
+        Ok(self.tables.patients.len()?)
     }
 
-    /// Writes a patient entry and its account index.
+    /// Writes a patient entry.
     pub fn put_patient(&mut self, id: PatientId, e: &PatientEntry) -> Result<(), LedgerError> {
         let value = encoding::encode(e);
-        let old = self
-            .txn
-            .open_table(PATIENTS)?
-            .insert(id.0, value.as_slice())?
-            .map(|g| g.value().to_vec());
-        self.note_write(PATIENTS.name(), &id.0.to_be_bytes(), old.as_deref(), &value);
-        let mut table = self.txn.open_table(PATIENT_BY_ACCOUNT)?;
-        table.insert(&e.account.0, id.0)?;
-        // The index is derived from PATIENTS, so it is covered by the digest of that table.
+        let old = self.tables.patients.insert(id.0, value.as_slice())?.map(|g| g.value().to_vec());
+        note_write(&mut self.digest, PATIENTS.name(), &id.0.to_be_bytes(), old.as_deref(), &value);
         Ok(())
+    }
+
+    /// Where a transaction with this hash was first logged, if it was.
+    pub fn logged_at(&self, tx_hash: &Hash) -> Result<Option<u64>, LedgerError> {
+        Ok(self.tables.tx_index.get(&tx_hash.0)?.map(|v| v.value().2))
     }
 }

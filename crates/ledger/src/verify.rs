@@ -235,7 +235,7 @@ fn compare_state(stored: &redb::ReadTransaction, replica: &Ledger) -> Result<(),
             }
         )*};
     }
-    compare!(ACCOUNTS, HOSPITALS, DOCTORS, PATIENTS, PATIENT_BY_ACCOUNT, TX_INDEX);
+    compare!(ACCOUNTS, HOSPITALS, DOCTORS, PATIENTS, TX_INDEX);
     let stored_digest = {
         let meta = stored.open_table(META)?;
         meta.get(META_STATE_DIGEST)?.map(|d| d.value().to_vec())

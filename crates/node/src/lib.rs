@@ -16,6 +16,9 @@ use tokio::{net::TcpListener, sync::mpsc};
 
 pub use datadir::DataDir;
 
+/// The ledger file is fsynced every this many blocks; the Raft log, every block.
+pub const LEDGER_FSYNC_EVERY: u32 = 32;
+
 /// Why the node could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -42,6 +45,9 @@ pub async fn serve(
 ) -> Result<(), NodeError> {
     let started = std::time::Instant::now();
     let ledger = Arc::new(tokio::task::block_in_place(|| Ledger::open(&dir.ledger()))?);
+    // Raft's log is fsynced before any block is applied and is re-applied after a crash, so
+    // the ledger file need not be fsynced for every block.
+    ledger.set_durable_every(LEDGER_FSYNC_EVERY);
     let node_key = dir.node_key()?;
     let vault = medledger_vault::FsVault::open(&dir.vault())
         .map_err(|e| NodeError::DataDir(e.to_string()))?;
@@ -70,5 +76,6 @@ pub async fn serve(
     axum::serve(listener, http::router(state)).with_graceful_shutdown(shutdown).await?;
     let _ = raft.shutdown().await;
     producer.abort();
+    ledger.flush()?;
     Ok(())
 }

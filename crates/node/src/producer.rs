@@ -23,7 +23,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use crate::raft::{BlockResult, PreVerified, Raft};
 
 /// Blocks proposed but not yet applied, at most.
-pub const PIPELINE: u32 = 3;
+pub const PIPELINE: u32 = 2;
 /// Admitted transactions waiting for a block, at most; beyond that the node answers "busy".
 pub const QUEUE: usize = 200_000;
 

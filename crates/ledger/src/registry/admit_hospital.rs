@@ -11,7 +11,7 @@ use super::{HandlerResult, check_text, refuse_on, require_new_account, require_r
 use crate::state::{Account, HospitalEntry, StateTxn};
 
 pub(crate) fn apply(
-    state: &mut StateTxn<'_>,
+    state: &mut StateTxn<'_, '_>,
     regulator: &AccountId,
     signer: &Account,
     t: &AdmitHospital,
@@ -33,6 +33,7 @@ pub(crate) fn apply(
             authority: Some(*regulator),
             hospital: None,
             suspended: false,
+            patient_id: None,
             created_at: state.height,
         },
     )?;

@@ -25,7 +25,7 @@ pub(crate) type HandlerResult = Result<Result<Option<Created>, Refusal>, LedgerE
 
 /// Applies one registry transaction for an authenticated `signer`.
 pub(crate) fn apply(
-    state: &mut StateTxn<'_>,
+    state: &mut StateTxn<'_, '_>,
     signer: &AccountId,
     signer_account: &Account,
     tx: &RegistryTx,
@@ -78,7 +78,7 @@ pub(crate) fn check_text(field: &str, value: &str) -> Result<(), Refusal> {
 
 /// Refuses if an account with this id exists.
 pub(crate) fn require_new_account(
-    state: &StateTxn<'_>,
+    state: &StateTxn<'_, '_>,
     id: &AccountId,
 ) -> Result<Result<(), Refusal>, LedgerError> {
     Ok(match state.account(id)? {

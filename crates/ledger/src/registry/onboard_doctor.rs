@@ -10,7 +10,7 @@ use super::{HandlerResult, check_text, refuse_on, require_new_account, require_r
 use crate::state::{Account, DoctorEntry, StateTxn};
 
 pub(crate) fn apply(
-    state: &mut StateTxn<'_>,
+    state: &mut StateTxn<'_, '_>,
     hospital: &AccountId,
     signer: &Account,
     t: &OnboardDoctor,
@@ -31,6 +31,7 @@ pub(crate) fn apply(
             authority: Some(*hospital),
             hospital: Some(*hospital),
             suspended: false,
+            patient_id: None,
             created_at: state.height,
         },
     )?;

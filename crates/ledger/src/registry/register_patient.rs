@@ -16,7 +16,7 @@ use crate::{
 };
 
 pub(crate) fn apply(
-    state: &mut StateTxn<'_>,
+    state: &mut StateTxn<'_, '_>,
     hospital: &AccountId,
     signer: &Account,
     t: &RegisterPatient,
@@ -35,6 +35,7 @@ pub(crate) fn apply(
             authority: Some(*hospital),
             hospital: Some(*hospital),
             suspended: false,
+            patient_id: Some(patient_id),
             created_at: state.height,
         },
     )?;
@@ -53,7 +54,7 @@ pub(crate) fn apply(
 
 /// Picks a free Patient-ID from the transaction hash, probing linearly within the current
 /// digit range.
-fn assign_patient_id(state: &StateTxn<'_>) -> Result<PatientId, LedgerError> {
+fn assign_patient_id(state: &StateTxn<'_, '_>) -> Result<PatientId, LedgerError> {
     let count = state.patient_count()?;
     let mut low: u64 = 10_000;
     // Widen while the range would be more than half full.

@@ -9,7 +9,7 @@ use super::HandlerResult;
 use crate::state::{Account, StateTxn};
 
 pub(crate) fn apply(
-    state: &mut StateTxn<'_>,
+    state: &mut StateTxn<'_, '_>,
     signer: &AccountId,
     signer_account: &Account,
     target: &AccountId,

@@ -7,7 +7,7 @@ use super::HandlerResult;
 use crate::state::{Account, StateTxn};
 
 pub(crate) fn apply(
-    state: &mut StateTxn<'_>,
+    state: &mut StateTxn<'_, '_>,
     signer: &AccountId,
     account: &Account,
     new_key: &PublicKey,

@@ -7,7 +7,7 @@ use super::{HandlerResult, check_text, refuse_on, require_role};
 use crate::state::{Account, StateTxn};
 
 fn set_suspended(
-    state: &mut StateTxn<'_>,
+    state: &mut StateTxn<'_, '_>,
     signer: &Account,
     hospital: &AccountId,
     suspended: bool,
@@ -32,7 +32,7 @@ fn set_suspended(
 }
 
 pub(crate) fn suspend(
-    state: &mut StateTxn<'_>,
+    state: &mut StateTxn<'_, '_>,
     signer: &Account,
     hospital: &AccountId,
     reason: &str,
@@ -42,7 +42,7 @@ pub(crate) fn suspend(
 }
 
 pub(crate) fn reinstate(
-    state: &mut StateTxn<'_>,
+    state: &mut StateTxn<'_, '_>,
     signer: &Account,
     hospital: &AccountId,
 ) -> HandlerResult {
