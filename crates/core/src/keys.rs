@@ -74,37 +74,40 @@ impl fmt::Debug for Signature {
 }
 
 /// An Ed25519 signing key. Zeroised on drop; its Debug output is redacted; the secret bytes are
-/// reachable only through [`SigningKey::expose_secret`].
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct SigningKey([u8; 32]);
+/// reachable only through [`SigningKey::expose_secret`]. Holds the expanded key, so that signing
+/// does not re-derive the public key each time.
+#[derive(Clone)]
+pub struct SigningKey(ed25519_dalek::SigningKey);
 
 impl SigningKey {
     /// A fresh key from the operating system's random source.
     pub fn generate() -> Self {
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).expect("the operating system's random source is available");
-        Self(seed)
+        let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::fill(seed.as_mut()).expect("the operating system's random source is available");
+        Self::from_seed(*seed)
     }
 
     /// A key from its 32-byte secret seed.
     pub fn from_seed(seed: [u8; 32]) -> Self {
-        Self(seed)
+        let mut seed = zeroize::Zeroizing::new(seed);
+        let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+        seed.zeroize();
+        Self(key)
     }
 
     /// The secret seed, for the keystore to encrypt. Handle with care.
     pub fn expose_secret(&self) -> &[u8; 32] {
-        &self.0
+        self.0.as_bytes()
     }
 
     /// The matching public key.
     pub fn public_key(&self) -> PublicKey {
-        PublicKey(ed25519_dalek::SigningKey::from_bytes(&self.0).verifying_key().to_bytes())
+        PublicKey(self.0.verifying_key().to_bytes())
     }
 
     /// Signs `message` in `namespace`.
     pub fn sign(&self, namespace: &[u8], message: &[u8]) -> Signature {
-        let key = ed25519_dalek::SigningKey::from_bytes(&self.0);
-        Signature(key.sign(&namespaced(namespace, message)).to_bytes())
+        Signature(self.0.sign(&namespaced(namespace, message)).to_bytes())
     }
 }
 
