@@ -390,13 +390,34 @@ pub async fn key(command: KeyCommand) -> Result<()> {
     match command {
         KeyCommand::Rotate { wallet } => {
             let mut s = Session::open(&wallet).await?;
-            let new_key = SigningKey::generate();
-            let receipt = s
-                .submit(TxBody::Registry(RegistryTx::RotateKey { new_key: new_key.public_key() }))
-                .await?;
             let pass = passphrase("Passphrase again, to re-encrypt the wallet: ", false)?;
-            s.wallet.replace_signing_key(&pass, new_key)?;
-            s.wallet.save(&s.path)?;
+            let new_key = SigningKey::generate();
+            // Write the wallet with the new key beside the old one before the ledger switches
+            // keys: a crash after the switch must not lose the only copy of the new key.
+            let mut rotated = s.wallet.clone();
+            rotated.replace_signing_key(&pass, new_key.clone())?;
+            let pending = s.path.with_extension("rotating.json");
+            let _ = std::fs::remove_file(&pending);
+            rotated.save(&pending)?;
+            let receipt = match s
+                .submit(TxBody::Registry(RegistryTx::RotateKey { new_key: new_key.public_key() }))
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&pending);
+                    return Err(e);
+                }
+            };
+            s.wallet = rotated;
+            s.wallet.save(&s.path).with_context(|| {
+                format!(
+                    "the ledger switched to the new key, but {} could not be updated: the new key is in {}",
+                    s.path.display(),
+                    pending.display()
+                )
+            })?;
+            let _ = std::fs::remove_file(&pending);
             print_receipt("key rotated", &receipt);
             println!("new signing key {}", s.wallet.signing_key());
             Ok(())

@@ -3,6 +3,7 @@
 
 mod bench;
 mod crash;
+mod fork;
 mod harness;
 mod http_refusals;
 mod registry;
