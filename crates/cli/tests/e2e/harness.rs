@@ -364,3 +364,16 @@ impl Drop for Node {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("medledger-e2e-").tempdir().expect("create a temp dir")
 }
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
