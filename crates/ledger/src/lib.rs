@@ -186,7 +186,13 @@ impl Ledger {
         if !path.exists() {
             return Err(LedgerError::Setup(format!("no ledger at {}", path.display())));
         }
-        let db = Database::builder().open(path)?;
+        let db = Database::builder().open(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => LedgerError::Setup(format!(
+                "{} is in use by another process (is a node already running on this data directory?)",
+                path.display()
+            )),
+            other => LedgerError::from(other),
+        })?;
         let read = db.begin_read()?;
         let genesis: Genesis = {
             let meta = read.open_table(META)?;

@@ -7,4 +7,5 @@ mod fork;
 mod harness;
 mod http_refusals;
 mod registry;
+mod startup;
 mod tamper;

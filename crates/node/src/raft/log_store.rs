@@ -28,6 +28,9 @@ const COMMITTED: &str = "committed";
 /// Largest encoded Raft entry we will decode (a full block and change).
 const MAX_ENTRY_BYTES: usize = medledger_core::block::MAX_BLOCK_BYTES + 64 * 1024;
 
+/// redb cache for the Raft log.
+const LOG_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 type Reply = oneshot::Sender<Result<(), String>>;
 
 enum Command {
@@ -62,8 +65,11 @@ fn read_err(e: impl std::fmt::Display) -> StorageError<u64> {
 impl LogStore {
     /// Opens or creates the log at `path` and starts its writer thread.
     pub fn open(path: &Path) -> Result<Self, redb::Error> {
+        // The log is written far more than it is read: a small cache is enough.
+        let mut builder = Database::builder();
+        builder.set_cache_size(LOG_CACHE_BYTES);
         let db =
-            Arc::new(if path.exists() { Database::open(path)? } else { Database::create(path)? });
+            Arc::new(if path.exists() { builder.open(path)? } else { builder.create(path)? });
         {
             let txn = db.begin_write()?;
             txn.open_table(LOG)?;
