@@ -19,19 +19,22 @@ use medledger_api::{
 };
 use medledger_core::{
     Hash,
-    block::{MAX_BLOCK_BYTES, MAX_BLOCK_TXS, Outcome, Receipt, SignedCheckpoint},
+    block::{MAX_BLOCK_TXS, Outcome, Receipt, SignedCheckpoint},
     encoding,
     ids::{AccountId, PatientId},
     keys::SigningKey,
     tx::{MAX_TX_BYTES, SignedTransaction},
 };
 use medledger_ledger::{Ledger, LedgerError};
-use medledger_vault::{BlobStore, FsVault, VaultError};
+use medledger_vault::{BlobStore, FsVault, MAX_BLOB_BYTES, VaultError};
 use rayon::prelude::*;
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{metrics::Metrics, producer::Submission};
+
+/// Largest accepted batch submission, in bytes.
+pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
 /// What every handler can reach.
 #[derive(Clone, Debug)]
@@ -97,8 +100,13 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 /// The API's routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route(paths::TRANSACTIONS, post(submit))
-        .route(paths::TRANSACTIONS_BATCH, post(submit_batch))
+        // Bodies a little over the limit still reach the decoder, which explains the limit in
+        // JSON; far larger ones are cut off by the server before they are read.
+        .route(paths::TRANSACTIONS, post(submit).layer(DefaultBodyLimit::max(4 * MAX_TX_BYTES)))
+        .route(
+            paths::TRANSACTIONS_BATCH,
+            post(submit_batch).layer(DefaultBodyLimit::max(MAX_BATCH_BYTES)),
+        )
         .route(&format!("{}/{{hash}}", paths::TRANSACTIONS), get(transaction))
         .route(paths::CHECKPOINT, get(checkpoint))
         .route(paths::CONSISTENCY, get(consistency))
@@ -107,11 +115,11 @@ pub fn router(state: AppState) -> Router {
         .route(paths::DOCTORS, get(doctors))
         .route(&format!("{}/{{id}}", paths::ACCOUNTS), get(account))
         .route(&format!("{}/{{id}}", paths::PATIENTS), get(patient))
-        .route(paths::BLOBS, put(put_blob))
+        .route(paths::BLOBS, put(put_blob).layer(DefaultBodyLimit::max(2 * MAX_BLOB_BYTES)))
         .route(&format!("{}/{{hash}}", paths::BLOBS), get(get_blob))
         .route(paths::HEALTH, get(health))
         .route(paths::METRICS, get(metrics))
-        .layer(DefaultBodyLimit::max(MAX_BLOCK_BYTES))
+        .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
 }
 
@@ -193,7 +201,7 @@ async fn submit(State(state): State<AppState>, body: Bytes) -> Result<Json<Recei
 
 async fn submit_batch(State(state): State<AppState>, body: Bytes) -> ApiResult<Vec<BatchItem>> {
     let started = Instant::now();
-    let txs: Vec<SignedTransaction> = encoding::decode("transaction batch", &body, MAX_BLOCK_BYTES)
+    let txs: Vec<SignedTransaction> = encoding::decode("transaction batch", &body, MAX_BATCH_BYTES)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     if txs.len() > MAX_BLOCK_TXS {
         return Err(ApiError::bad_request(format!(

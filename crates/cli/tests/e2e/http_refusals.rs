@@ -142,4 +142,11 @@ fn malformed_and_bad_signature_submissions_are_refused_over_http() {
     let (status, receipt) = submit(&node, &next.encode());
     assert_eq!(status, 200, "{receipt}");
     assert_eq!(node.log_size(), log_size + 2);
+
+    // A body far over any transaction's size is cut off before it is read.
+    let before = node.health();
+    let huge = vec![0u8; 1024 * 1024];
+    let r = http(node.port, "POST", "/v1/transactions", &huge).expect("POST a huge body");
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(node.health(), before);
 }
