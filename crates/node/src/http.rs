@@ -157,7 +157,8 @@ async fn enqueue(
     Ok(rx)
 }
 
-fn receipt_result(
+/// Waits for a queued transaction's receipt (applied or refused) and records it in the metrics.
+fn receipt_of(
     state: &AppState,
     started: Instant,
     r: Result<Result<Receipt, crate::producer::ProduceError>, oneshot::error::RecvError>,
@@ -172,15 +173,10 @@ fn receipt_result(
     state.metrics.commit_latency.observe(started.elapsed().as_secs_f64());
     state.metrics.height.set(receipt.height as i64);
     match receipt.outcome {
-        Outcome::Applied { .. } => {
-            state.metrics.applied.inc();
-            Ok(receipt)
-        }
-        Outcome::Refused { .. } => {
-            state.metrics.refused.inc();
-            Err(ApiError::refused(receipt.outcome))
-        }
-    }
+        Outcome::Applied { .. } => state.metrics.applied.inc(),
+        Outcome::Refused { .. } => state.metrics.refused.inc(),
+    };
+    Ok(receipt)
 }
 
 async fn submit(State(state): State<AppState>, body: Bytes) -> Result<Json<Receipt>, ApiError> {
@@ -196,7 +192,11 @@ async fn submit(State(state): State<AppState>, body: Bytes) -> Result<Json<Recei
         state.metrics.rejected.inc();
     })?;
     let rx = enqueue(&state, tx).await?;
-    receipt_result(&state, started, rx.await).map(Json)
+    let receipt = receipt_of(&state, started, rx.await)?;
+    match receipt.outcome {
+        Outcome::Applied { .. } => Ok(Json(receipt)),
+        Outcome::Refused { .. } => Err(ApiError::refused(receipt.outcome)),
+    }
 }
 
 async fn submit_batch(State(state): State<AppState>, body: Bytes) -> ApiResult<Vec<BatchItem>> {
@@ -234,12 +234,10 @@ async fn submit_batch(State(state): State<AppState>, body: Bytes) -> ApiResult<V
     let mut out = Vec::with_capacity(pending.len());
     for p in pending {
         let item = match p {
-            Ok(Ok(rx)) => match receipt_result(&state, started, rx.await) {
+            // Ordered transactions get their receipt, applied or refused.
+            Ok(Ok(rx)) => match receipt_of(&state, started, rx.await) {
                 Ok(r) => BatchItem::Receipt(r),
-                Err(ApiError(_, body)) => match body.outcome {
-                    Some(_) if body.code == "refused" => BatchItem::Error(body),
-                    _ => BatchItem::Error(body),
-                },
+                Err(ApiError(_, body)) => BatchItem::Error(body),
             },
             Ok(Err(ApiError(_, body))) | Err(ApiError(_, body)) => BatchItem::Error(body),
         };

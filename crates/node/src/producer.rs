@@ -62,17 +62,15 @@ pub async fn run(
     let resync = Arc::new(AtomicBool::new(false));
     let mut tip = ledger.tip();
     while let Some(first) = queue.recv().await {
-        let Ok(permit) = slots.clone().acquire_owned().await else { break };
         if resync.swap(false, Ordering::SeqCst) {
-            // Wait for every in-flight block, then rebuild the view from applied state.
-            drop(permit);
+            // A block was rejected or not ordered: wait for every block in flight, then
+            // rebuild the view of the tip from applied state. (Should a block fail while we
+            // wait for a slot below, its successor is rejected too and the next turn resyncs.)
             let Ok(all) = slots.acquire_many(PIPELINE).await else { break };
             tip = ledger.tip();
             drop(all);
-            let Ok(p) = slots.clone().acquire_owned().await else { break };
-            propose_next(p, &mut tip, first, &mut queue, &raft, &preverified, &resync).await;
-            continue;
         }
+        let Ok(permit) = slots.clone().acquire_owned().await else { break };
         propose_next(permit, &mut tip, first, &mut queue, &raft, &preverified, &resync).await;
     }
 }

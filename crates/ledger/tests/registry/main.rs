@@ -4,7 +4,7 @@
 use medledger_core::{
     Hash,
     block::{Created, Genesis, Outcome, Receipt, Refusal, Tip},
-    ids::{AccountId, PatientId},
+    ids::AccountId,
     keys::{DecryptionKey, SigningKey},
     tx::{
         AdmitHospital, OnboardDoctor, RegisterPatient, RegistryTx, SealedRef, SignedTransaction,
@@ -446,5 +446,4 @@ fn proofs_from_the_ledger_verify() {
     }
     let c = net.ledger.consistency_proof(1, 3).unwrap();
     c.verify(&net.ledger.root_at(1).unwrap(), &cp.log_root).unwrap();
-    let _ = PatientId(0);
 }
