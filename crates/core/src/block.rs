@@ -290,6 +290,11 @@ pub enum Created {
         /// The assigned Patient-ID.
         patient_id: PatientId,
     },
+    /// A grant, access request or deny rule, named by the id of the transaction that made it.
+    Consent {
+        /// Its id.
+        id: Hash,
+    },
 }
 
 /// Why a transaction was refused. Every refusal changes nothing.

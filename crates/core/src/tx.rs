@@ -1,6 +1,7 @@
 //! The transaction envelope (chain id, signer, nonce, body, signature) and the transaction
 //! bodies. One enum variant per kind; the registry kinds live in [`registry`].
 
+pub mod consent;
 pub mod registry;
 
 use serde::{Deserialize, Serialize};
@@ -12,6 +13,7 @@ use crate::{
     keys::{BadSignature, PublicKey, Signature, SigningKey, namespace},
 };
 
+pub use consent::ConsentTx;
 pub use registry::*;
 
 /// Largest accepted encoded signed transaction, in bytes.
@@ -24,6 +26,8 @@ pub const MAX_CHAIN_ID_LEN: usize = 64;
 pub enum TxBody {
     /// Identities: hospitals, doctors, patients, keys.
     Registry(RegistryTx),
+    /// Consent: grants, requests, deny rules, delegates.
+    Consent(ConsentTx),
 }
 
 impl TxBody {
@@ -31,6 +35,7 @@ impl TxBody {
     pub fn kind(&self) -> &'static str {
         match self {
             TxBody::Registry(r) => r.kind(),
+            TxBody::Consent(c) => c.kind(),
         }
     }
 }

@@ -240,3 +240,120 @@ fn find_block_of(
     }
     header_at(blocks, lo)
 }
+
+/// Who can see a patient's records at a given block: delegates, and grants in force.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WhoCanSee {
+    /// Delegates the patient named.
+    pub delegates: Vec<AccountId>,
+    /// Grants in force, with their ids.
+    pub grants: Vec<(Hash, crate::state::GrantEntry)>,
+    /// The patient's deny rules, with their ids.
+    pub deny_rules: Vec<(Hash, crate::state::DenyEntry)>,
+}
+
+impl Ledger {
+    /// Height and time of a committed block (`None`: the tip).
+    fn block_time(&self, height: Option<u64>) -> Result<(u64, u64), LedgerError> {
+        match height {
+            None => {
+                let tip = self.tip();
+                Ok((tip.height, tip.time_ms))
+            }
+            Some(0) => Ok((0, self.genesis().time_ms)),
+            Some(h) => {
+                let header = self
+                    .header(h)?
+                    .ok_or_else(|| LedgerError::BadQuery(format!("no block {h}")))?;
+                Ok((h, header.time_ms))
+            }
+        }
+    }
+
+    /// [`crate::consent::authorize`] against committed state at `height` (`None`: the tip).
+    pub fn authorize(
+        &self,
+        requester: &AccountId,
+        action: crate::consent::Action,
+        resource: &crate::consent::Resource,
+        purpose: medledger_core::tx::consent::Purpose,
+        height: Option<u64>,
+    ) -> Result<crate::consent::Decision, LedgerError> {
+        let (h, t) = self.block_time(height)?;
+        let view = crate::consent::CommittedView(self.db.begin_read()?);
+        crate::consent::authorize(&view, requester, action, resource, purpose, h, t)
+    }
+
+    /// The grants from `patient` to `grantee` in force at `height` (`None`: the tip): what the
+    /// grantee may see.
+    pub fn grants_in_force(
+        &self,
+        grantee: &AccountId,
+        patient: &AccountId,
+        height: Option<u64>,
+    ) -> Result<Vec<(Hash, crate::state::GrantEntry)>, LedgerError> {
+        use crate::consent::ConsentView;
+        let (h, t) = self.block_time(height)?;
+        let view = crate::consent::CommittedView(self.db.begin_read()?);
+        Ok(view
+            .grants_between(grantee, patient)?
+            .into_iter()
+            .filter(|(_, g)| g.in_force(h, t))
+            .collect())
+    }
+
+    /// "Who can see my records": delegates, grants in force and deny rules of `patient`.
+    pub fn who_can_see(
+        &self,
+        patient: &AccountId,
+        height: Option<u64>,
+    ) -> Result<WhoCanSee, LedgerError> {
+        use crate::consent::ConsentView;
+        let (h, t) = self.block_time(height)?;
+        let read = self.db.begin_read()?;
+        let mut grants = Vec::new();
+        {
+            let index = read.open_table(GRANTS_BY_PATIENT)?;
+            let table = read.open_table(GRANTS)?;
+            let lo = keys::patient_id(patient, &Hash([0; 32]));
+            let hi = keys::patient_id(patient, &Hash([0xff; 32]));
+            for row in index.range::<&[u8; 52]>(&lo..=&hi)? {
+                let (k, _) = row?;
+                let mut id = [0u8; 32];
+                id.copy_from_slice(&k.value()[20..]);
+                if let Some(v) = table.get(&id)? {
+                    let g: crate::state::GrantEntry = decode_entry("grant", v.value())?;
+                    if g.patient == *patient && g.in_force(h, t) {
+                        grants.push((Hash(id), g));
+                    }
+                }
+            }
+        }
+        let mut delegates = Vec::new();
+        {
+            let table = read.open_table(DELEGATES)?;
+            let lo = keys::patient_delegate(patient, &AccountId([0; 20]));
+            let hi = keys::patient_delegate(patient, &AccountId([0xff; 20]));
+            for row in table.range::<&[u8; 40]>(&lo..=&hi)? {
+                let (k, _) = row?;
+                let mut d = [0u8; 20];
+                d.copy_from_slice(&k.value()[20..]);
+                delegates.push(AccountId(d));
+            }
+        }
+        let view = crate::consent::CommittedView(read);
+        let deny_rules = view.deny_rules_of(patient)?;
+        Ok(WhoCanSee { delegates, grants, deny_rules })
+    }
+
+    /// An access request.
+    pub fn access_request(
+        &self,
+        id: &Hash,
+    ) -> Result<Option<crate::state::RequestEntry>, LedgerError> {
+        let read = self.db.begin_read()?;
+        let t = read.open_table(REQUESTS)?;
+        let v = t.get(&id.0)?;
+        v.map(|v| decode_entry("request", v.value())).transpose()
+    }
+}

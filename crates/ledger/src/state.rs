@@ -8,7 +8,10 @@ use medledger_core::{
     encoding::{self, DecodeError},
     ids::{AccountId, PatientId},
     keys::{EncryptionKey, PublicKey},
-    tx::{Role, SealedRef},
+    tx::{
+        Role, SealedRef,
+        consent::{ConsentId, DenyRule, Purpose, Scope, Validity},
+    },
 };
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -35,6 +38,24 @@ pub(crate) const HOSPITALS: TableDefinition<&[u8; 20], &[u8]> = TableDefinition:
 pub(crate) const DOCTORS: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::new("doctors");
 /// Patients by Patient-ID.
 pub(crate) const PATIENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("patients");
+
+/// Grants by id.
+pub(crate) const GRANTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("grants");
+/// Index: grantee || patient || grant id.
+pub(crate) const GRANTS_BY_GRANTEE: TableDefinition<&[u8; 72], ()> =
+    TableDefinition::new("grants_by_grantee");
+/// Index: patient || grant id.
+pub(crate) const GRANTS_BY_PATIENT: TableDefinition<&[u8; 52], ()> =
+    TableDefinition::new("grants_by_patient");
+/// Access requests by id.
+pub(crate) const REQUESTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("requests");
+/// Deny rules by id.
+pub(crate) const DENY_RULES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("deny_rules");
+/// Index: patient || deny rule id.
+pub(crate) const DENY_BY_PATIENT: TableDefinition<&[u8; 52], ()> =
+    TableDefinition::new("deny_by_patient");
+/// Delegates: patient || delegate.
+pub(crate) const DELEGATES: TableDefinition<&[u8; 40], ()> = TableDefinition::new("delegates");
 
 pub(crate) const META_GENESIS: &str = "genesis";
 pub(crate) const META_TIP: &str = "tip";
@@ -115,6 +136,86 @@ pub struct PatientEntry {
     pub registered_at: u64,
 }
 
+/// A grant of access to a patient's records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantEntry {
+    /// Whose records.
+    pub patient: AccountId,
+    /// Who may access them.
+    pub grantee: AccountId,
+    /// Which records.
+    pub scope: Scope,
+    /// For what.
+    pub purpose: Purpose,
+    /// When.
+    pub validity: Validity,
+    /// Who signed it (the patient or a delegate).
+    pub granted_by: AccountId,
+    /// Height of the grant.
+    pub granted_at: u64,
+    /// The request it answers, if any.
+    pub request: Option<ConsentId>,
+    /// Height of revocation; it stops working from the next block on.
+    pub revoked_at: Option<u64>,
+}
+
+impl GrantEntry {
+    /// Whether the grant is in force at a block of `height` and `time_ms`.
+    pub fn in_force(&self, height: u64, time_ms: u64) -> bool {
+        self.revoked_at.is_none_or(|r| height <= r) && self.validity.contains(time_ms)
+    }
+
+    /// Whether the grant's scope covers `resource`.
+    pub fn covers(&self, resource: &crate::consent::Resource) -> bool {
+        match &self.scope {
+            Scope::All => true,
+            Scope::Categories(cs) => resource.category.is_some_and(|c| cs.contains(&c)),
+            Scope::Records(ids) => resource.record.as_ref().is_some_and(|r| ids.contains(r)),
+            Scope::Case(case) => resource.case.as_ref() == Some(case),
+        }
+    }
+}
+
+/// The state of an access request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatus {
+    /// Waiting for the patient.
+    Pending,
+    /// Approved; the grant it created.
+    Approved(ConsentId),
+    /// Declined.
+    Declined,
+}
+
+/// An access request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestEntry {
+    /// Whose records.
+    pub patient: AccountId,
+    /// Who asks.
+    pub requester: AccountId,
+    /// Which records.
+    pub scope: Scope,
+    /// For what.
+    pub purpose: Purpose,
+    /// Height of the request.
+    pub requested_at: u64,
+    /// Its state.
+    pub status: RequestStatus,
+}
+
+/// A deny rule and whose records it protects.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DenyEntry {
+    /// Whose records.
+    pub patient: AccountId,
+    /// The rule.
+    pub rule: DenyRule,
+    /// Height at which it was added.
+    pub added_at: u64,
+}
+
 pub(crate) fn decode_entry<T: DeserializeOwned>(
     what: &'static str,
     bytes: &[u8],
@@ -144,6 +245,13 @@ pub struct Tables<'txn> {
     pub(crate) doctors: redb::Table<'txn, &'static [u8; 20], &'static [u8]>,
     pub(crate) patients: redb::Table<'txn, u64, &'static [u8]>,
     pub(crate) tx_index: redb::Table<'txn, &'static [u8; 32], (u64, u32, u64)>,
+    pub(crate) grants: redb::Table<'txn, &'static [u8; 32], &'static [u8]>,
+    pub(crate) grants_by_grantee: redb::Table<'txn, &'static [u8; 72], ()>,
+    pub(crate) grants_by_patient: redb::Table<'txn, &'static [u8; 52], ()>,
+    pub(crate) requests: redb::Table<'txn, &'static [u8; 32], &'static [u8]>,
+    pub(crate) deny_rules: redb::Table<'txn, &'static [u8; 32], &'static [u8]>,
+    pub(crate) deny_by_patient: redb::Table<'txn, &'static [u8; 52], ()>,
+    pub(crate) delegates: redb::Table<'txn, &'static [u8; 40], ()>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -155,6 +263,13 @@ impl<'txn> Tables<'txn> {
             doctors: txn.open_table(DOCTORS)?,
             patients: txn.open_table(PATIENTS)?,
             tx_index: txn.open_table(TX_INDEX)?,
+            grants: txn.open_table(GRANTS)?,
+            grants_by_grantee: txn.open_table(GRANTS_BY_GRANTEE)?,
+            grants_by_patient: txn.open_table(GRANTS_BY_PATIENT)?,
+            requests: txn.open_table(REQUESTS)?,
+            deny_rules: txn.open_table(DENY_RULES)?,
+            deny_by_patient: txn.open_table(DENY_BY_PATIENT)?,
+            delegates: txn.open_table(DELEGATES)?,
         })
     }
 }
@@ -244,5 +359,149 @@ impl StateTxn<'_, '_> {
     /// Where a transaction with this hash was first logged, if it was.
     pub fn logged_at(&self, tx_hash: &Hash) -> Result<Option<u64>, LedgerError> {
         Ok(self.tables.tx_index.get(&tx_hash.0)?.map(|v| v.value().2))
+    }
+}
+
+/// Composite index keys.
+pub(crate) mod keys {
+    use medledger_core::{Hash, ids::AccountId};
+
+    /// grantee || patient || grant.
+    pub(crate) fn grantee_patient_grant(
+        grantee: &AccountId,
+        patient: &AccountId,
+        grant: &Hash,
+    ) -> [u8; 72] {
+        let mut k = [0u8; 72];
+        k[..20].copy_from_slice(&grantee.0);
+        k[20..40].copy_from_slice(&patient.0);
+        k[40..].copy_from_slice(&grant.0);
+        k
+    }
+
+    /// patient || id.
+    pub(crate) fn patient_id(patient: &AccountId, id: &Hash) -> [u8; 52] {
+        let mut k = [0u8; 52];
+        k[..20].copy_from_slice(&patient.0);
+        k[20..].copy_from_slice(&id.0);
+        k
+    }
+
+    /// patient || delegate.
+    pub(crate) fn patient_delegate(patient: &AccountId, delegate: &AccountId) -> [u8; 40] {
+        let mut k = [0u8; 40];
+        k[..20].copy_from_slice(&patient.0);
+        k[20..].copy_from_slice(&delegate.0);
+        k
+    }
+}
+
+impl StateTxn<'_, '_> {
+    fn put_by_id(
+        table: &mut redb::Table<'_, &'static [u8; 32], &'static [u8]>,
+        name: &str,
+        digest: &mut [u8; 32],
+        id: &Hash,
+        value: &[u8],
+    ) -> Result<(), LedgerError> {
+        let old = table.insert(&id.0, value)?.map(|g| g.value().to_vec());
+        note_write(digest, name, &id.0, old.as_deref(), value);
+        Ok(())
+    }
+
+    /// Reads a grant.
+    pub fn grant(&self, id: &Hash) -> Result<Option<GrantEntry>, LedgerError> {
+        let v = self.tables.grants.get(&id.0)?;
+        v.map(|v| decode_entry("grant", v.value())).transpose()
+    }
+
+    /// Writes a grant and its indexes.
+    pub fn put_grant(&mut self, id: &Hash, g: &GrantEntry) -> Result<(), LedgerError> {
+        Self::put_by_id(
+            &mut self.tables.grants,
+            GRANTS.name(),
+            &mut self.digest,
+            id,
+            &encoding::encode(g),
+        )?;
+        self.tables
+            .grants_by_grantee
+            .insert(&keys::grantee_patient_grant(&g.grantee, &g.patient, id), ())?;
+        self.tables.grants_by_patient.insert(&keys::patient_id(&g.patient, id), ())?;
+        Ok(())
+    }
+
+    /// Reads an access request.
+    pub fn request(&self, id: &Hash) -> Result<Option<RequestEntry>, LedgerError> {
+        let v = self.tables.requests.get(&id.0)?;
+        v.map(|v| decode_entry("request", v.value())).transpose()
+    }
+
+    /// Writes an access request.
+    pub fn put_request(&mut self, id: &Hash, r: &RequestEntry) -> Result<(), LedgerError> {
+        Self::put_by_id(
+            &mut self.tables.requests,
+            REQUESTS.name(),
+            &mut self.digest,
+            id,
+            &encoding::encode(r),
+        )
+    }
+
+    /// Reads a deny rule.
+    pub fn deny_rule(&self, id: &Hash) -> Result<Option<DenyEntry>, LedgerError> {
+        let v = self.tables.deny_rules.get(&id.0)?;
+        v.map(|v| decode_entry("deny rule", v.value())).transpose()
+    }
+
+    /// Adds a deny rule.
+    pub fn put_deny_rule(&mut self, id: &Hash, d: &DenyEntry) -> Result<(), LedgerError> {
+        Self::put_by_id(
+            &mut self.tables.deny_rules,
+            DENY_RULES.name(),
+            &mut self.digest,
+            id,
+            &encoding::encode(d),
+        )?;
+        self.tables.deny_by_patient.insert(&keys::patient_id(&d.patient, id), ())?;
+        Ok(())
+    }
+
+    /// Removes a deny rule.
+    pub fn remove_deny_rule(&mut self, id: &Hash, d: &DenyEntry) -> Result<(), LedgerError> {
+        if let Some(old) = self.tables.deny_rules.remove(&id.0)? {
+            xor_into(&mut self.digest, &entry_digest(DENY_RULES.name(), &id.0, old.value()));
+        }
+        self.tables.deny_by_patient.remove(&keys::patient_id(&d.patient, id))?;
+        Ok(())
+    }
+
+    /// Whether `delegate` may act on consent for `patient`.
+    pub fn is_delegate(
+        &self,
+        patient: &AccountId,
+        delegate: &AccountId,
+    ) -> Result<bool, LedgerError> {
+        Ok(self.tables.delegates.get(&keys::patient_delegate(patient, delegate))?.is_some())
+    }
+
+    /// Names or removes a delegate.
+    pub fn set_delegate(
+        &mut self,
+        patient: &AccountId,
+        delegate: &AccountId,
+        on: bool,
+    ) -> Result<(), LedgerError> {
+        let key = keys::patient_delegate(patient, delegate);
+        let changed = if on {
+            self.tables.delegates.insert(&key, ())?.is_none()
+        } else {
+            self.tables.delegates.remove(&key)?.is_some()
+        };
+        if changed {
+            // Membership toggles: XOR the same entry digest in (add) or out (remove).
+            xor_into(&mut self.digest, &entry_digest(DELEGATES.name(), &key, &[]));
+        }
+        Ok(())
     }
 }

@@ -77,6 +77,18 @@ pub fn state_digest(read: &redb::ReadTransaction) -> Result<[u8; 32], LedgerErro
             xor_into(&mut digest, &entry_digest(def.name(), k.value(), v.value()));
         }
     }
+    for def in [GRANTS, REQUESTS, DENY_RULES] {
+        let table = read.open_table(def)?;
+        for row in table.iter()? {
+            let (k, v) = row?;
+            xor_into(&mut digest, &entry_digest(def.name(), k.value(), v.value()));
+        }
+    }
+    let delegates = read.open_table(DELEGATES)?;
+    for row in delegates.iter()? {
+        let (k, _) = row?;
+        xor_into(&mut digest, &entry_digest(DELEGATES.name(), k.value(), &[]));
+    }
     for def in [PATIENTS, RECEIPTS] {
         let table = read.open_table(def)?;
         for row in table.iter()? {
@@ -235,7 +247,8 @@ fn compare_state(stored: &redb::ReadTransaction, replica: &Ledger) -> Result<(),
             }
         )*};
     }
-    compare!(ACCOUNTS, HOSPITALS, DOCTORS, PATIENTS, TX_INDEX);
+    compare!(ACCOUNTS, HOSPITALS, DOCTORS, PATIENTS, TX_INDEX, GRANTS, REQUESTS, DENY_RULES);
+    compare!(GRANTS_BY_GRANTEE, GRANTS_BY_PATIENT, DENY_BY_PATIENT, DELEGATES);
     let stored_digest = {
         let meta = stored.open_table(META)?;
         meta.get(META_STATE_DIGEST)?.map(|d| d.value().to_vec())

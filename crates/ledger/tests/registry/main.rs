@@ -13,6 +13,8 @@ use medledger_core::{
 };
 use medledger_ledger::{Ledger, verify_signatures};
 
+mod consent;
+
 const CHAIN: &str = "test-chain";
 
 /// A person or organisation with keys, and the nonce of their next transaction.
@@ -30,14 +32,12 @@ impl Actor {
         Actor { key, enc: DecryptionKey::generate(), account, nonce: 0 }
     }
     fn sign(&mut self, body: RegistryTx) -> SignedTransaction {
+        self.sign_body(TxBody::Registry(body))
+    }
+    fn sign_body(&mut self, body: TxBody) -> SignedTransaction {
         self.nonce += 1;
-        Transaction {
-            chain_id: CHAIN.into(),
-            signer: self.account,
-            nonce: self.nonce,
-            body: TxBody::Registry(body),
-        }
-        .sign(&self.key)
+        Transaction { chain_id: CHAIN.into(), signer: self.account, nonce: self.nonce, body }
+            .sign(&self.key)
     }
 }
 
@@ -57,6 +57,11 @@ fn sealed(tag: &str) -> SealedRef {
 
 impl Net {
     fn new() -> Self {
+        Self::with(|g| Ledger::in_memory(g).unwrap())
+    }
+
+    /// A network whose ledger `make` creates from genesis.
+    fn with(make: impl FnOnce(Genesis) -> Ledger) -> Self {
         let regulator = Actor::new();
         let genesis = Genesis {
             chain_id: CHAIN.into(),
@@ -65,13 +70,19 @@ impl Net {
             regulator_encryption_key: regulator.enc.public_key(),
             node_key: SigningKey::generate().public_key(),
         };
-        let ledger = Ledger::in_memory(genesis.clone()).unwrap();
+        let ledger = make(genesis.clone());
         Net { tip: Tip::genesis(&genesis), ledger, regulator, time: 1_000 }
     }
 
     /// Orders `txs` into the next block and applies it, verifying signatures as a node does.
     fn block(&mut self, txs: Vec<SignedTransaction>) -> Vec<Receipt> {
         self.time += 1_000;
+        self.block_at(self.time, txs)
+    }
+
+    /// The same, at a given block time.
+    fn block_at(&mut self, time: u64, txs: Vec<SignedTransaction>) -> Vec<Receipt> {
+        self.time = time;
         let block = self.tip.propose(self.time, txs);
         let ok = verify_signatures(&block.txs, |_| false);
         self.ledger.apply_block(&block, &ok, &[]).unwrap()

@@ -1,0 +1,188 @@
+//! Consent transactions: a patient (or the delegate they named) grants a grantee access to
+//! their records with a scope, a purpose and a validity period; revokes it; answers access
+//! requests; and sets deny rules that override any grant. Expiry is decided by block time.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Hash, ids::AccountId};
+
+/// Longest accepted list in a scope (categories or record ids).
+pub const MAX_SCOPE_ITEMS: usize = 64;
+/// Longest accepted record or case id.
+pub const MAX_ID_LEN: usize = 64;
+
+/// A kind of medical record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordCategory {
+    /// History of the present illness.
+    PresentIllness,
+    /// Past illnesses.
+    PastIllness,
+    /// Provisional diagnosis.
+    ProvisionalDiagnosis,
+    /// Treatment summary.
+    TreatmentSummary,
+    /// Laboratory report.
+    LabReport,
+    /// Imaging (DICOM).
+    Imaging,
+    /// Readings from a device.
+    DeviceData,
+    /// Insurance documents.
+    Insurance,
+    /// Psychiatric records.
+    Psychiatry,
+    /// Anything else.
+    Other,
+}
+
+/// Why access is granted or asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    /// Care of the patient.
+    Treatment,
+    /// Research (de-identified).
+    Research,
+    /// An insurance claim.
+    Insurance,
+    /// An emergency.
+    Emergency,
+    /// Something else.
+    Other,
+}
+
+/// Which of a patient's records a grant covers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Every record.
+    All,
+    /// Records of these categories.
+    Categories(Vec<RecordCategory>),
+    /// These records (PMR-IDs).
+    Records(Vec<String>),
+    /// The records and entries of one case.
+    Case(String),
+}
+
+/// When a grant is in force, in block time (milliseconds since the Unix epoch): from
+/// `not_before_ms` inclusive to `expires_at_ms` exclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Validity {
+    /// First instant of validity.
+    pub not_before_ms: u64,
+    /// First instant of invalidity.
+    pub expires_at_ms: u64,
+}
+
+impl Validity {
+    /// Whether `time_ms` lies in the period.
+    pub fn contains(&self, time_ms: u64) -> bool {
+        self.not_before_ms <= time_ms && time_ms < self.expires_at_ms
+    }
+}
+
+/// A deny rule: refuses every access that matches all of its set fields, whatever grants
+/// say. Unset fields match anything; a rule with no field set is refused as meaningless.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DenyRule {
+    /// This grantee only.
+    pub grantee: Option<AccountId>,
+    /// Grantees of this kind only (e.g. every insurer).
+    pub grantee_role: Option<crate::tx::Role>,
+    /// Records of this category only.
+    pub category: Option<RecordCategory>,
+    /// Accesses for this purpose only.
+    pub purpose: Option<Purpose>,
+}
+
+/// Identifies a grant, a request or a deny rule: the hash of the transaction that made it.
+pub type ConsentId = Hash;
+
+/// A consent transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConsentTx {
+    /// Grant access (signed by the patient or their delegate).
+    Grant {
+        /// Whose records.
+        patient: AccountId,
+        /// Who may access them.
+        grantee: AccountId,
+        /// Which records.
+        scope: Scope,
+        /// For what.
+        purpose: Purpose,
+        /// When.
+        validity: Validity,
+    },
+    /// Revoke a grant (patient or delegate); effective from the next block.
+    Revoke {
+        /// The grant.
+        grant: ConsentId,
+    },
+    /// A grantee asks a patient for access.
+    Request {
+        /// Whose records.
+        patient: AccountId,
+        /// Which records.
+        scope: Scope,
+        /// For what.
+        purpose: Purpose,
+    },
+    /// The patient (or delegate) approves a request, choosing scope and period; this creates
+    /// a grant to the requester.
+    Approve {
+        /// The request.
+        request: ConsentId,
+        /// Which records (may be narrower than asked).
+        scope: Scope,
+        /// When.
+        validity: Validity,
+    },
+    /// The patient (or delegate) declines a request.
+    Decline {
+        /// The request.
+        request: ConsentId,
+    },
+    /// The patient (or delegate) adds a deny rule.
+    Deny {
+        /// Whose records.
+        patient: AccountId,
+        /// The rule.
+        rule: DenyRule,
+    },
+    /// The patient (or delegate) removes a deny rule.
+    RemoveDeny {
+        /// The rule (the id of the transaction that added it).
+        rule: ConsentId,
+    },
+    /// The patient names a delegate (a parent, a guardian) who may act on consent for them.
+    NameDelegate {
+        /// The delegate.
+        delegate: AccountId,
+    },
+    /// The patient removes a delegate.
+    RemoveDelegate {
+        /// The delegate.
+        delegate: AccountId,
+    },
+}
+
+impl ConsentTx {
+    /// A short name for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConsentTx::Grant { .. } => "grant",
+            ConsentTx::Revoke { .. } => "revoke_grant",
+            ConsentTx::Request { .. } => "request_access",
+            ConsentTx::Approve { .. } => "approve_request",
+            ConsentTx::Decline { .. } => "decline_request",
+            ConsentTx::Deny { .. } => "add_deny_rule",
+            ConsentTx::RemoveDeny { .. } => "remove_deny_rule",
+            ConsentTx::NameDelegate { .. } => "name_delegate",
+            ConsentTx::RemoveDelegate { .. } => "remove_delegate",
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! A patient names or removes a delegate (a parent, a guardian) who may act on consent for
+//! them. Only the patient themself may change their delegates.
+
+use medledger_core::{block::Refusal, ids::AccountId, tx::Role};
+
+use super::require_active;
+use crate::{
+    registry::{HandlerResult, refuse_on},
+    state::{Account, StateTxn},
+};
+
+pub(crate) fn set(
+    state: &mut StateTxn<'_, '_>,
+    patient: &AccountId,
+    patient_account: &Account,
+    delegate: &AccountId,
+    on: bool,
+) -> HandlerResult {
+    if patient_account.role != Role::Patient {
+        return Ok(Err(Refusal::Unauthorised {
+            reason: "only a patient names their delegates".into(),
+        }));
+    }
+    if delegate == patient {
+        return Ok(Err(Refusal::Invalid {
+            reason: "a patient cannot be their own delegate".into(),
+        }));
+    }
+    let present = state.is_delegate(patient, delegate)?;
+    if on {
+        refuse_on!(require_active(state, delegate, "delegate")?);
+        if present {
+            return Ok(Err(Refusal::AlreadyExists { what: format!("delegate {delegate}") }));
+        }
+    } else if !present {
+        return Ok(Err(Refusal::NotFound { what: format!("delegate {delegate}") }));
+    }
+    state.set_delegate(patient, delegate, on)?;
+    Ok(Ok(None))
+}

@@ -1,0 +1,51 @@
+//! A patient (or delegate) grants access; approving a request creates a grant the same way.
+
+use medledger_core::{
+    block::{Created, Refusal},
+    ids::AccountId,
+    tx::consent::{ConsentId, Purpose, Scope, Validity},
+};
+
+use super::{check_scope, check_validity, require_active, require_patient_or_delegate};
+use crate::{
+    registry::{HandlerResult, refuse_on},
+    state::{GrantEntry, StateTxn},
+};
+
+#[allow(clippy::too_many_arguments)] // reason: the fields of a grant, each needed
+pub(crate) fn grant(
+    state: &mut StateTxn<'_, '_>,
+    signer: &AccountId,
+    patient: &AccountId,
+    grantee: &AccountId,
+    scope: &Scope,
+    purpose: Purpose,
+    validity: &Validity,
+    request: Option<ConsentId>,
+) -> HandlerResult {
+    refuse_on!(require_patient_or_delegate(state, signer, patient)?);
+    if grantee == patient {
+        return Ok(Err(Refusal::Invalid {
+            reason: "a patient needs no grant to their own records".into(),
+        }));
+    }
+    refuse_on!(require_active(state, grantee, "grantee")?);
+    refuse_on!(check_scope(scope));
+    refuse_on!(check_validity(validity, state.time_ms));
+    let id = state.tx_hash;
+    state.put_grant(
+        &id,
+        &GrantEntry {
+            patient: *patient,
+            grantee: *grantee,
+            scope: scope.clone(),
+            purpose,
+            validity: *validity,
+            granted_by: *signer,
+            granted_at: state.height,
+            request,
+            revoked_at: None,
+        },
+    )?;
+    Ok(Ok(Some(Created::Consent { id })))
+}

@@ -1,0 +1,372 @@
+//! Consent: grants, revocations, access requests, deny rules and delegates (one file per
+//! transaction kind), and [`authorize`], the one function that decides every access to a
+//! patient's records from committed state.
+//!
+//! How grants combine: the patient and their delegates may always access; otherwise an access
+//! is allowed if at least one grant to the requester is in force at the block's time (not
+//! revoked before this block, within its validity period), has the access's purpose and
+//! covers the resource; and it is denied, whatever the grants, if any of the patient's deny
+//! rules matches it. A deny rule with a category also matches an access whose category is not
+//! known (fail closed).
+
+mod delegate;
+mod deny;
+mod grant;
+mod request;
+mod revoke;
+
+use medledger_core::{
+    Hash,
+    block::Refusal,
+    ids::AccountId,
+    tx::{
+        ConsentTx, Role,
+        consent::{MAX_ID_LEN, MAX_SCOPE_ITEMS, Purpose, RecordCategory, Scope, Validity},
+    },
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    LedgerError,
+    registry::HandlerResult,
+    state::{Account, DenyEntry, GrantEntry, StateTxn},
+};
+
+/// What is being accessed: some of a patient's records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resource {
+    /// Whose records.
+    pub patient: AccountId,
+    /// The record's category, when known.
+    pub category: Option<RecordCategory>,
+    /// The record (PMR-ID), when one is named.
+    pub record: Option<String>,
+    /// The case, when the access is to a case.
+    pub case: Option<String>,
+}
+
+/// What the requester wants to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Read record content.
+    Read,
+}
+
+/// Why an access is allowed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    /// The requester is the patient.
+    Ownership,
+    /// The requester is a delegate the patient named.
+    Delegation,
+    /// A grant in force.
+    Grant {
+        /// Its id.
+        grant: Hash,
+    },
+}
+
+/// Why an access is denied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Denial {
+    /// The requester has no account.
+    UnknownRequester,
+    /// The requester's key is revoked, or its hospital is suspended.
+    RequesterInactive,
+    /// No grant in force covers the resource for this purpose.
+    NoGrant,
+    /// A deny rule of the patient matches.
+    DenyRule {
+        /// Its id.
+        rule: Hash,
+    },
+}
+
+/// The decision on one access.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Allowed, and why.
+    Allow(Basis),
+    /// Denied, and why.
+    Deny(Denial),
+}
+
+impl Decision {
+    /// Whether the access is allowed.
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Decision::Allow(_))
+    }
+}
+
+/// Read access to the consent state, from a block being applied or from committed state, so
+/// that [`authorize`] is one function for both.
+pub trait ConsentView {
+    /// An account.
+    fn account(&self, id: &AccountId) -> Result<Option<Account>, LedgerError>;
+    /// Whether `delegate` acts for `patient`.
+    fn is_delegate(&self, patient: &AccountId, delegate: &AccountId) -> Result<bool, LedgerError>;
+    /// Every grant (in force or not) from `patient` to `grantee`.
+    fn grants_between(
+        &self,
+        grantee: &AccountId,
+        patient: &AccountId,
+    ) -> Result<Vec<(Hash, GrantEntry)>, LedgerError>;
+    /// Every deny rule of `patient`.
+    fn deny_rules_of(&self, patient: &AccountId) -> Result<Vec<(Hash, DenyEntry)>, LedgerError>;
+}
+
+/// Decides whether `requester` may perform `action` on `resource` for `purpose` at a block of
+/// `height` and `time_ms`. Used by every read path.
+pub fn authorize(
+    view: &impl ConsentView,
+    requester: &AccountId,
+    _action: Action,
+    resource: &Resource,
+    purpose: Purpose,
+    height: u64,
+    time_ms: u64,
+) -> Result<Decision, LedgerError> {
+    let Some(account) = view.account(requester)? else {
+        return Ok(Decision::Deny(Denial::UnknownRequester));
+    };
+    if account.key.is_none() || account.suspended {
+        return Ok(Decision::Deny(Denial::RequesterInactive));
+    }
+    if let Some(h) = account.hospital {
+        if account.role == Role::Doctor && view.account(&h)?.is_some_and(|h| h.suspended) {
+            return Ok(Decision::Deny(Denial::RequesterInactive));
+        }
+    }
+    if *requester == resource.patient {
+        return Ok(Decision::Allow(Basis::Ownership));
+    }
+    if view.is_delegate(&resource.patient, requester)? {
+        return Ok(Decision::Allow(Basis::Delegation));
+    }
+    for (id, d) in view.deny_rules_of(&resource.patient)? {
+        let r = &d.rule;
+        let matches = r.grantee.is_none_or(|g| g == *requester)
+            && r.grantee_role.is_none_or(|role| role == account.role)
+            && r.category.is_none_or(|c| resource.category.is_none_or(|rc| rc == c))
+            && r.purpose.is_none_or(|p| p == purpose);
+        if matches {
+            return Ok(Decision::Deny(Denial::DenyRule { rule: id }));
+        }
+    }
+    let mut grants = view.grants_between(requester, &resource.patient)?;
+    grants.sort_by_key(|(id, _)| *id);
+    for (id, g) in grants {
+        if g.purpose == purpose && g.in_force(height, time_ms) && g.covers(resource) {
+            return Ok(Decision::Allow(Basis::Grant { grant: id }));
+        }
+    }
+    Ok(Decision::Deny(Denial::NoGrant))
+}
+
+/// Applies one consent transaction for an authenticated signer.
+pub(crate) fn apply(
+    state: &mut StateTxn<'_, '_>,
+    signer: &AccountId,
+    signer_account: &Account,
+    tx: &ConsentTx,
+) -> HandlerResult {
+    match tx {
+        ConsentTx::Grant { patient, grantee, scope, purpose, validity } => {
+            grant::grant(state, signer, patient, grantee, scope, *purpose, validity, None)
+        }
+        ConsentTx::Revoke { grant } => revoke::apply(state, signer, grant),
+        ConsentTx::Request { patient, scope, purpose } => {
+            request::request(state, signer, signer_account, patient, scope, *purpose)
+        }
+        ConsentTx::Approve { request, scope, validity } => {
+            request::approve(state, signer, request, scope, validity)
+        }
+        ConsentTx::Decline { request } => request::decline(state, signer, request),
+        ConsentTx::Deny { patient, rule } => deny::add(state, signer, patient, rule),
+        ConsentTx::RemoveDeny { rule } => deny::remove(state, signer, rule),
+        ConsentTx::NameDelegate { delegate } => {
+            delegate::set(state, signer, signer_account, delegate, true)
+        }
+        ConsentTx::RemoveDelegate { delegate } => {
+            delegate::set(state, signer, signer_account, delegate, false)
+        }
+    }
+}
+
+/// Refuses unless `signer` is `patient` (a patient account) or a delegate of theirs.
+pub(crate) fn require_patient_or_delegate(
+    state: &StateTxn<'_, '_>,
+    signer: &AccountId,
+    patient: &AccountId,
+) -> Result<Result<(), Refusal>, LedgerError> {
+    let Some(p) = state.account(patient)? else {
+        return Ok(Err(Refusal::NotFound { what: format!("patient {patient}") }));
+    };
+    if p.role != Role::Patient {
+        return Ok(Err(Refusal::Invalid { reason: format!("{patient} is not a patient") }));
+    }
+    if signer == patient || state.is_delegate(patient, signer)? {
+        return Ok(Ok(()));
+    }
+    Ok(Err(Refusal::Unauthorised {
+        reason: format!("only patient {patient} or a delegate they named may do this"),
+    }))
+}
+
+/// Refuses a malformed scope.
+pub(crate) fn check_scope(scope: &Scope) -> Result<(), Refusal> {
+    let bad = |reason: String| Err(Refusal::Invalid { reason });
+    match scope {
+        Scope::All => Ok(()),
+        Scope::Categories(cs) if cs.is_empty() || cs.len() > MAX_SCOPE_ITEMS => {
+            bad(format!("a scope lists 1 to {MAX_SCOPE_ITEMS} categories"))
+        }
+        Scope::Records(ids) if ids.is_empty() || ids.len() > MAX_SCOPE_ITEMS => {
+            bad(format!("a scope lists 1 to {MAX_SCOPE_ITEMS} records"))
+        }
+        Scope::Records(ids) if ids.iter().any(|i| i.is_empty() || i.len() > MAX_ID_LEN) => {
+            bad(format!("a record id is 1 to {MAX_ID_LEN} bytes"))
+        }
+        Scope::Case(c) if c.is_empty() || c.len() > MAX_ID_LEN => {
+            bad(format!("a case id is 1 to {MAX_ID_LEN} bytes"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Refuses an empty or already-ended validity period.
+pub(crate) fn check_validity(v: &Validity, now_ms: u64) -> Result<(), Refusal> {
+    if v.not_before_ms >= v.expires_at_ms {
+        return Err(Refusal::Invalid { reason: "the validity period is empty".into() });
+    }
+    if v.expires_at_ms <= now_ms {
+        return Err(Refusal::Invalid { reason: "the validity period has already ended".into() });
+    }
+    Ok(())
+}
+
+/// Refuses an account that cannot take part: unknown, revoked or suspended.
+pub(crate) fn require_active(
+    state: &StateTxn<'_, '_>,
+    id: &AccountId,
+    what: &str,
+) -> Result<Result<Account, Refusal>, LedgerError> {
+    let Some(a) = state.account(id)? else {
+        return Ok(Err(Refusal::NotFound { what: format!("{what} {id}") }));
+    };
+    if a.key.is_none() {
+        return Ok(Err(Refusal::Invalid { reason: format!("{what} {id} has a revoked key") }));
+    }
+    if a.suspended {
+        return Ok(Err(Refusal::Suspended { account: *id }));
+    }
+    Ok(Ok(a))
+}
+
+/// Grants from `patient` to `grantee` found through the index, in any readable table pair.
+fn grants_via_index<I, G>(
+    index: &I,
+    grants: &G,
+    grantee: &AccountId,
+    patient: &AccountId,
+) -> Result<Vec<(Hash, GrantEntry)>, LedgerError>
+where
+    I: redb::ReadableTable<&'static [u8; 72], ()>,
+    G: redb::ReadableTable<&'static [u8; 32], &'static [u8]>,
+{
+    let lo = crate::state::keys::grantee_patient_grant(grantee, patient, &Hash([0; 32]));
+    let hi = crate::state::keys::grantee_patient_grant(grantee, patient, &Hash([0xff; 32]));
+    let mut out = Vec::new();
+    for row in index.range::<&[u8; 72]>(&lo..=&hi)? {
+        let (k, _) = row?;
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&k.value()[40..]);
+        if let Some(v) = grants.get(&id)? {
+            let g: GrantEntry = crate::state::decode_entry("grant", v.value())?;
+            // An index entry must agree with the grant it points at.
+            if g.grantee == *grantee && g.patient == *patient {
+                out.push((Hash(id), g));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A patient's deny rules found through the index.
+fn deny_via_index<I, D>(
+    index: &I,
+    rules: &D,
+    patient: &AccountId,
+) -> Result<Vec<(Hash, DenyEntry)>, LedgerError>
+where
+    I: redb::ReadableTable<&'static [u8; 52], ()>,
+    D: redb::ReadableTable<&'static [u8; 32], &'static [u8]>,
+{
+    let lo = crate::state::keys::patient_id(patient, &Hash([0; 32]));
+    let hi = crate::state::keys::patient_id(patient, &Hash([0xff; 32]));
+    let mut out = Vec::new();
+    for row in index.range::<&[u8; 52]>(&lo..=&hi)? {
+        let (k, _) = row?;
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&k.value()[20..]);
+        if let Some(v) = rules.get(&id)? {
+            let d: DenyEntry = crate::state::decode_entry("deny rule", v.value())?;
+            if d.patient == *patient {
+                out.push((Hash(id), d));
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl ConsentView for StateTxn<'_, '_> {
+    fn account(&self, id: &AccountId) -> Result<Option<Account>, LedgerError> {
+        StateTxn::account(self, id)
+    }
+    fn is_delegate(&self, patient: &AccountId, delegate: &AccountId) -> Result<bool, LedgerError> {
+        StateTxn::is_delegate(self, patient, delegate)
+    }
+    fn grants_between(
+        &self,
+        grantee: &AccountId,
+        patient: &AccountId,
+    ) -> Result<Vec<(Hash, GrantEntry)>, LedgerError> {
+        grants_via_index(&self.tables.grants_by_grantee, &self.tables.grants, grantee, patient)
+    }
+    fn deny_rules_of(&self, patient: &AccountId) -> Result<Vec<(Hash, DenyEntry)>, LedgerError> {
+        deny_via_index(&self.tables.deny_by_patient, &self.tables.deny_rules, patient)
+    }
+}
+
+/// Committed state, as read by queries and by the read paths of the API.
+pub(crate) struct CommittedView(pub(crate) redb::ReadTransaction);
+
+impl ConsentView for CommittedView {
+    fn account(&self, id: &AccountId) -> Result<Option<Account>, LedgerError> {
+        let t = self.0.open_table(crate::state::ACCOUNTS)?;
+        let v = t.get(&id.0)?;
+        v.map(|v| crate::state::decode_entry("account", v.value())).transpose()
+    }
+    fn is_delegate(&self, patient: &AccountId, delegate: &AccountId) -> Result<bool, LedgerError> {
+        let t = self.0.open_table(crate::state::DELEGATES)?;
+        Ok(t.get(&crate::state::keys::patient_delegate(patient, delegate))?.is_some())
+    }
+    fn grants_between(
+        &self,
+        grantee: &AccountId,
+        patient: &AccountId,
+    ) -> Result<Vec<(Hash, GrantEntry)>, LedgerError> {
+        let index = self.0.open_table(crate::state::GRANTS_BY_GRANTEE)?;
+        let grants = self.0.open_table(crate::state::GRANTS)?;
+        grants_via_index(&index, &grants, grantee, patient)
+    }
+    fn deny_rules_of(&self, patient: &AccountId) -> Result<Vec<(Hash, DenyEntry)>, LedgerError> {
+        let index = self.0.open_table(crate::state::DENY_BY_PATIENT)?;
+        let rules = self.0.open_table(crate::state::DENY_RULES)?;
+        deny_via_index(&index, &rules, patient)
+    }
+}

@@ -1,0 +1,441 @@
+//! Consent through `apply_block` and `authorize`: grants, expiry by block time, revocation,
+//! deny rules beating permits, delegates, requests; every refusal changes nothing.
+
+use medledger_core::{
+    Hash,
+    block::{Created, Refusal},
+    tx::{
+        ConsentTx, RegistryTx, TxBody,
+        consent::{DenyRule, Purpose, RecordCategory, Scope, Validity},
+    },
+};
+use medledger_ledger::consent::{Action, Basis, Decision, Denial, Resource};
+
+use super::*;
+
+const HOUR: u64 = 3_600_000;
+
+/// Signs a consent transaction (the body first, so that it may name the signer's account).
+fn consent(tx: ConsentTx, actor: &mut Actor) -> SignedTransaction {
+    actor.sign_body(TxBody::Consent(tx))
+}
+
+fn created_id(r: &Receipt) -> Hash {
+    match applied(r) {
+        Some(Created::Consent { id }) => *id,
+        other => panic!("expected a consent id, got {other:?}"),
+    }
+}
+
+fn lab(patient: &Actor) -> Resource {
+    Resource {
+        patient: patient.account,
+        category: Some(RecordCategory::LabReport),
+        record: None,
+        case: None,
+    }
+}
+
+fn of(patient: &Actor, category: RecordCategory) -> Resource {
+    Resource { patient: patient.account, category: Some(category), record: None, case: None }
+}
+
+fn decide(net: &Net, who: &Actor, resource: &Resource, purpose: Purpose) -> Decision {
+    net.ledger.authorize(&who.account, Action::Read, resource, purpose, None).unwrap()
+}
+
+/// A grant for treatment from `patient` to `grantee` over `scope`, valid for a day from now.
+fn grant(net: &Net, patient: &mut Actor, grantee: &Actor, scope: Scope) -> SignedTransaction {
+    let now = net.time;
+    consent(
+        ConsentTx::Grant {
+            patient: patient.account,
+            grantee: grantee.account,
+            scope,
+            purpose: Purpose::Treatment,
+            validity: Validity { not_before_ms: now, expires_at_ms: now + 24 * HOUR },
+        },
+        patient,
+    )
+}
+
+/// The consent state a refusal must leave untouched.
+fn consent_state(net: &Net, patient: &Actor) -> String {
+    format!("{:?}", net.ledger.who_can_see(&patient.account, None).unwrap())
+}
+
+#[test]
+fn a_grant_allows_exactly_its_scope_and_purpose() {
+    let (mut net, _, doctor, mut patient) = populated();
+    // Before any grant: denied; the patient themself: allowed.
+    assert_eq!(
+        decide(&net, &doctor, &lab(&patient), Purpose::Treatment),
+        Decision::Deny(Denial::NoGrant)
+    );
+    assert_eq!(
+        decide(&net, &patient, &lab(&patient), Purpose::Treatment),
+        Decision::Allow(Basis::Ownership)
+    );
+    let t = grant(&net, &mut patient, &doctor, Scope::Categories(vec![RecordCategory::LabReport]));
+    let id = created_id(&net.one(t));
+    assert_eq!(
+        decide(&net, &doctor, &lab(&patient), Purpose::Treatment),
+        Decision::Allow(Basis::Grant { grant: id })
+    );
+    // Another category, another purpose, another requester: denied.
+    assert!(
+        !decide(&net, &doctor, &of(&patient, RecordCategory::Imaging), Purpose::Treatment)
+            .is_allowed()
+    );
+    assert!(!decide(&net, &doctor, &lab(&patient), Purpose::Research).is_allowed());
+    assert!(!decide(&net, &Actor::new(), &lab(&patient), Purpose::Treatment).is_allowed());
+    let who = net.ledger.who_can_see(&patient.account, None).unwrap();
+    assert_eq!(who.grants.len(), 1);
+    assert_eq!(who.grants[0].1.grantee, doctor.account);
+    assert_eq!(
+        net.ledger.grants_in_force(&doctor.account, &patient.account, None).unwrap().len(),
+        1
+    );
+}
+
+#[test]
+fn only_the_patient_or_a_delegate_may_grant() {
+    let (mut net, mut hospital, mut doctor, patient) = populated();
+    let before = consent_state(&net, &patient);
+    let other = Actor::new();
+    for signer in [&mut doctor, &mut hospital] {
+        let now = net.time;
+        let t = consent(
+            ConsentTx::Grant {
+                patient: patient.account,
+                grantee: other.account,
+                scope: Scope::All,
+                purpose: Purpose::Treatment,
+                validity: Validity { not_before_ms: now, expires_at_ms: now + HOUR },
+            },
+            signer,
+        );
+        assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
+    }
+    assert_eq!(consent_state(&net, &patient), before);
+}
+
+#[test]
+fn a_grant_to_an_unknown_or_revoked_identity_is_refused() {
+    let (mut net, mut hospital, doctor, mut patient) = populated();
+    let before = consent_state(&net, &patient);
+    let stranger = Actor::new();
+    let t = grant(&net, &mut patient, &stranger, Scope::All);
+    assert!(matches!(refusal(&net.one(t)), Refusal::NotFound { .. }));
+    let t = hospital.sign(RegistryTx::RevokeKey { account: doctor.account, replacement: None });
+    applied(&net.one(t));
+    let t = grant(&net, &mut patient, &doctor, Scope::All);
+    assert!(matches!(refusal(&net.one(t)), Refusal::Invalid { .. }));
+    assert_eq!(consent_state(&net, &patient), before);
+}
+
+#[test]
+fn a_grant_stops_working_at_expiry_by_block_time() {
+    let (mut net, _, doctor, mut patient) = populated();
+    let start = net.time;
+    let t = consent(
+        ConsentTx::Grant {
+            patient: patient.account,
+            grantee: doctor.account,
+            scope: Scope::All,
+            purpose: Purpose::Treatment,
+            validity: Validity { not_before_ms: start, expires_at_ms: start + HOUR },
+        },
+        &mut patient,
+    );
+    net.one(t);
+    let inside = net.tip.height;
+    // A block one second before expiry: allowed. A block one second after: denied, with no
+    // transaction about the grant in between.
+    net.block_at(start + HOUR - 1_000, vec![]);
+    assert!(decide(&net, &doctor, &lab(&patient), Purpose::Treatment).is_allowed());
+    net.block_at(start + HOUR + 1_000, vec![]);
+    assert_eq!(
+        decide(&net, &doctor, &lab(&patient), Purpose::Treatment),
+        Decision::Deny(Denial::NoGrant)
+    );
+    // Asking about an earlier height still answers as of that height.
+    let then = net.ledger.authorize(
+        &doctor.account,
+        Action::Read,
+        &lab(&patient),
+        Purpose::Treatment,
+        Some(inside),
+    );
+    assert!(then.unwrap().is_allowed());
+    assert!(net.ledger.who_can_see(&patient.account, None).unwrap().grants.is_empty());
+}
+
+#[test]
+fn an_ended_or_empty_validity_is_refused() {
+    let (mut net, _, doctor, mut patient) = populated();
+    let now = net.time;
+    for validity in [
+        Validity { not_before_ms: 0, expires_at_ms: now },
+        Validity { not_before_ms: now + HOUR, expires_at_ms: now + HOUR },
+    ] {
+        let t = consent(
+            ConsentTx::Grant {
+                patient: patient.account,
+                grantee: doctor.account,
+                scope: Scope::All,
+                purpose: Purpose::Treatment,
+                validity,
+            },
+            &mut patient,
+        );
+        assert!(matches!(refusal(&net.one(t)), Refusal::Invalid { .. }));
+        patient.nonce -= 1;
+    }
+}
+
+#[test]
+fn a_revoked_grant_stops_working_from_the_next_block() {
+    let (mut net, _, mut doctor, mut patient) = populated();
+    let t = grant(&net, &mut patient, &doctor, Scope::All);
+    let id = created_id(&net.one(t));
+    // Only the patient (or a delegate) may revoke.
+    let t = consent(ConsentTx::Revoke { grant: id }, &mut doctor);
+    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
+    assert!(decide(&net, &doctor, &lab(&patient), Purpose::Treatment).is_allowed());
+    let t = consent(ConsentTx::Revoke { grant: id }, &mut patient);
+    applied(&net.one(t));
+    net.block(vec![]);
+    assert_eq!(
+        decide(&net, &doctor, &lab(&patient), Purpose::Treatment),
+        Decision::Deny(Denial::NoGrant)
+    );
+    // Revoking twice is refused.
+    let t = consent(ConsentTx::Revoke { grant: id }, &mut patient);
+    assert!(matches!(refusal(&net.one(t)), Refusal::Invalid { .. }));
+}
+
+#[test]
+fn a_deny_rule_beats_any_permit() {
+    let (mut net, _, doctor, mut patient) = populated();
+    let t = grant(&net, &mut patient, &doctor, Scope::All);
+    net.one(t);
+    let t = consent(
+        ConsentTx::Deny {
+            patient: patient.account,
+            rule: DenyRule {
+                grantee: None,
+                grantee_role: None,
+                category: Some(RecordCategory::Psychiatry),
+                purpose: None,
+            },
+        },
+        &mut patient,
+    );
+    let rule = created_id(&net.one(t));
+    assert_eq!(
+        decide(&net, &doctor, &of(&patient, RecordCategory::Psychiatry), Purpose::Treatment),
+        Decision::Deny(Denial::DenyRule { rule })
+    );
+    assert!(decide(&net, &doctor, &lab(&patient), Purpose::Treatment).is_allowed());
+    // A rule against a kind of grantee ("never doctors" here, as "never the insurer" would be).
+    let t = consent(
+        ConsentTx::Deny {
+            patient: patient.account,
+            rule: DenyRule {
+                grantee: None,
+                grantee_role: Some(medledger_core::tx::Role::Doctor),
+                category: None,
+                purpose: None,
+            },
+        },
+        &mut patient,
+    );
+    let by_role = created_id(&net.one(t));
+    assert_eq!(
+        decide(&net, &doctor, &lab(&patient), Purpose::Treatment),
+        Decision::Deny(Denial::DenyRule { rule: by_role })
+    );
+    // Removing it restores the permit; an empty rule is refused.
+    let t = consent(ConsentTx::RemoveDeny { rule: by_role }, &mut patient);
+    applied(&net.one(t));
+    assert!(decide(&net, &doctor, &lab(&patient), Purpose::Treatment).is_allowed());
+    let t = consent(
+        ConsentTx::Deny {
+            patient: patient.account,
+            rule: DenyRule { grantee: None, grantee_role: None, category: None, purpose: None },
+        },
+        &mut patient,
+    );
+    assert!(matches!(refusal(&net.one(t)), Refusal::Invalid { .. }));
+}
+
+#[test]
+fn a_delegate_acts_for_the_patient_until_removed() {
+    let (mut net, mut hospital, doctor, mut patient) = populated();
+    // A guardian: registered at the desk like any patient.
+    let mut guardian = Actor::new();
+    let t = register(&mut hospital, &guardian);
+    applied(&net.one(t));
+    // Without delegation the guardian may not grant.
+    let now = net.time;
+    let t = consent(
+        ConsentTx::Grant {
+            patient: patient.account,
+            grantee: doctor.account,
+            scope: Scope::All,
+            purpose: Purpose::Treatment,
+            validity: Validity { not_before_ms: now, expires_at_ms: now + HOUR },
+        },
+        &mut guardian,
+    );
+    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
+    let t = consent(ConsentTx::NameDelegate { delegate: guardian.account }, &mut patient);
+    applied(&net.one(t));
+    assert_eq!(
+        decide(&net, &guardian, &lab(&patient), Purpose::Treatment),
+        Decision::Allow(Basis::Delegation)
+    );
+    // Now the same grant by the guardian is applied.
+    let now = net.time;
+    let t = consent(
+        ConsentTx::Grant {
+            patient: patient.account,
+            grantee: doctor.account,
+            scope: Scope::All,
+            purpose: Purpose::Treatment,
+            validity: Validity { not_before_ms: now, expires_at_ms: now + HOUR },
+        },
+        &mut guardian,
+    );
+    applied(&net.one(t));
+    assert!(decide(&net, &doctor, &lab(&patient), Purpose::Treatment).is_allowed());
+    assert_eq!(
+        net.ledger.who_can_see(&patient.account, None).unwrap().delegates,
+        vec![guardian.account]
+    );
+    // Only the patient changes delegates; after removal the guardian is an outsider again.
+    let t = consent(ConsentTx::RemoveDelegate { delegate: guardian.account }, &mut guardian);
+    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. } | Refusal::Invalid { .. }));
+    assert_eq!(
+        decide(&net, &guardian, &lab(&patient), Purpose::Treatment),
+        Decision::Allow(Basis::Delegation)
+    );
+    let t = consent(ConsentTx::RemoveDelegate { delegate: guardian.account }, &mut patient);
+    applied(&net.one(t));
+    assert_eq!(
+        decide(&net, &guardian, &lab(&patient), Purpose::Treatment),
+        Decision::Deny(Denial::NoGrant)
+    );
+}
+
+#[test]
+fn requests_are_approved_or_declined_by_the_patient_only() {
+    let (mut net, _, mut doctor, mut patient) = populated();
+    let t = consent(
+        ConsentTx::Request {
+            patient: patient.account,
+            scope: Scope::All,
+            purpose: Purpose::Treatment,
+        },
+        &mut doctor,
+    );
+    let request = created_id(&net.one(t));
+    let now = net.time;
+    let validity = Validity { not_before_ms: now, expires_at_ms: now + HOUR };
+    // The requester cannot approve their own request.
+    let t = consent(ConsentTx::Approve { request, scope: Scope::All, validity }, &mut doctor);
+    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
+    assert!(!decide(&net, &doctor, &lab(&patient), Purpose::Treatment).is_allowed());
+    // The patient approves a narrower scope.
+    let scope = Scope::Categories(vec![RecordCategory::LabReport]);
+    let t = consent(ConsentTx::Approve { request, scope, validity }, &mut patient);
+    let grant = created_id(&net.one(t));
+    assert_eq!(
+        decide(&net, &doctor, &lab(&patient), Purpose::Treatment),
+        Decision::Allow(Basis::Grant { grant })
+    );
+    assert!(
+        !decide(&net, &doctor, &of(&patient, RecordCategory::Imaging), Purpose::Treatment)
+            .is_allowed()
+    );
+    let r = net.ledger.access_request(&request).unwrap().unwrap();
+    assert_eq!(r.status, medledger_ledger::state::RequestStatus::Approved(grant));
+    // An answered request cannot be answered again.
+    let t = consent(ConsentTx::Decline { request }, &mut patient);
+    assert!(matches!(refusal(&net.one(t)), Refusal::Invalid { .. }));
+    // A patient cannot request access; a declined request grants nothing.
+    let t = consent(
+        ConsentTx::Request {
+            patient: patient.account,
+            scope: Scope::All,
+            purpose: Purpose::Research,
+        },
+        &mut patient,
+    );
+    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
+    let t = consent(
+        ConsentTx::Request {
+            patient: patient.account,
+            scope: Scope::All,
+            purpose: Purpose::Research,
+        },
+        &mut doctor,
+    );
+    let second = created_id(&net.one(t));
+    let t = consent(ConsentTx::Decline { request: second }, &mut patient);
+    applied(&net.one(t));
+    assert!(!decide(&net, &doctor, &lab(&patient), Purpose::Research).is_allowed());
+}
+
+#[test]
+fn a_ledger_with_consent_verifies_and_a_tampered_grant_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("consent.redb");
+    let mut net = Net::with(|g| Ledger::create(&path, g).unwrap());
+    let mut hospital = Actor::new();
+    let doctor = Actor::new();
+    let mut patient = Actor::new();
+    net.admit(&hospital);
+    let t = onboard(&mut hospital, &doctor);
+    net.one(t);
+    let t = register(&mut hospital, &patient);
+    net.one(t);
+    let t = grant(&net, &mut patient, &doctor, Scope::All);
+    net.one(t);
+    let t = consent(
+        ConsentTx::Deny {
+            patient: patient.account,
+            rule: DenyRule {
+                grantee: None,
+                grantee_role: None,
+                category: Some(RecordCategory::Psychiatry),
+                purpose: None,
+            },
+        },
+        &mut patient,
+    );
+    net.one(t);
+    drop(net);
+    let report = medledger_ledger::verify::verify_ledger(&path, &mut |_, _, _| {}).unwrap();
+    assert_eq!(report.refused, 0);
+    Ledger::open(&path).unwrap();
+    // Edit the grant's bytes in place: the node refuses to start, verify names the problem.
+    let db = redb::Database::open(&path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let def: redb::TableDefinition<&[u8; 32], &[u8]> = redb::TableDefinition::new("grants");
+        let mut t = txn.open_table(def).unwrap();
+        let (k, mut v) = {
+            let (k, v) = redb::ReadableTable::first(&t).unwrap().unwrap();
+            (*k.value(), v.value().to_vec())
+        };
+        let last = v.len() - 1;
+        v[last] ^= 1;
+        t.insert(&k, v.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+    drop(db);
+    assert!(Ledger::open(&path).is_err());
+    assert!(medledger_ledger::verify::verify_ledger(&path, &mut |_, _, _| {}).is_err());
+}
