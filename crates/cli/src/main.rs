@@ -3,6 +3,7 @@
 
 mod bench;
 mod common;
+mod consent;
 mod proof;
 mod registry;
 mod up;
@@ -47,6 +48,9 @@ enum Command {
     /// Patients: register (hospital desk); show a registration.
     #[command(subcommand)]
     Patient(registry::PatientCommand),
+    /// Consent: grant, revoke, request, approve, decline, deny rules, delegates.
+    #[command(subcommand)]
+    Consent(consent::ConsentCommand),
     /// Keys: rotate your own; revoke one you have authority over.
     #[command(subcommand)]
     Key(registry::KeyCommand),
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
             Command::Doctor(c) => registry::doctor(c).await,
             Command::Patient(c) => registry::patient(c).await,
             Command::Key(c) => registry::key(c).await,
+            Command::Consent(c) => consent::run(c).await,
             Command::Bench(args) => bench::run(args).await,
         }
     });

@@ -74,3 +74,10 @@ impl<'de> Deserialize<'de> for Hash {
         }
     }
 }
+
+impl std::str::FromStr for Hash {
+    type Err = hex::FromHexError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::from_hex(s)
+    }
+}

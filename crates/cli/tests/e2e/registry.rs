@@ -5,13 +5,13 @@ use std::path::Path;
 use crate::harness::*;
 
 /// Wallets and accounts of a small network: a hospital, one of its doctors, one patient.
-struct Cast {
-    hospital: String,
-    doctor: String,
-    patient: String,
-    hospital_account: String,
-    doctor_account: String,
-    patient_id: String,
+pub(crate) struct Cast {
+    pub(crate) hospital: String,
+    pub(crate) doctor: String,
+    pub(crate) patient: String,
+    pub(crate) hospital_account: String,
+    pub(crate) doctor_account: String,
+    pub(crate) patient_id: String,
 }
 
 fn wallet(dir: &Path, name: &str, node: &str) -> String {
@@ -36,7 +36,7 @@ fn doctors(node: &str) -> serde_json::Value {
 }
 
 /// Creates wallets, admits the hospital, onboards the doctor, registers the patient.
-fn cast(dir: &Path, node: &Node) -> Cast {
+pub(crate) fn cast(dir: &Path, node: &Node) -> Cast {
     let url = node.url.as_str();
     let reg = node.regulator();
     let hospital = wallet(dir, "hospital", url);

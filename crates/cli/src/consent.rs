@@ -1,0 +1,289 @@
+//! `medledger consent`: grant, revoke, request, approve, decline, deny rules and delegates.
+//! Every command is a signed transaction; its receipt says what it created.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use clap::{Subcommand, ValueEnum};
+use medledger_core::{
+    Hash,
+    block::{Created, Outcome, Receipt},
+    ids::AccountId,
+    tx::{
+        ConsentTx, Role, TxBody,
+        consent::{DenyRule, Purpose, RecordCategory, Scope, Validity},
+    },
+};
+
+use crate::common::{Session, WalletArgs};
+
+#[derive(Debug, Subcommand)]
+pub enum ConsentCommand {
+    /// Grant access to your records (as the patient or their delegate).
+    Grant {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// Who may access them (an account id).
+        #[arg(long)]
+        grantee: AccountId,
+        /// Whose records, when acting as a delegate (default: yours).
+        #[arg(long)]
+        patient: Option<AccountId>,
+        /// Which records: `all`, `categories:lab_report,imaging`, `records:PMR-ID,...` or
+        /// `case:ID`.
+        #[arg(long, default_value = "all", value_parser = parse_scope)]
+        scope: Scope,
+        /// For what.
+        #[arg(long, value_enum, default_value = "treatment")]
+        purpose: PurposeArg,
+        /// How many days the grant lasts from now.
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+    },
+    /// Revoke a grant (effective from the next block).
+    Revoke {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The grant's id.
+        grant: Hash,
+    },
+    /// Ask a patient for access (as a doctor, hospital or organisation).
+    Request {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The patient's account id.
+        #[arg(long)]
+        patient: AccountId,
+        /// Which records.
+        #[arg(long, default_value = "all", value_parser = parse_scope)]
+        scope: Scope,
+        /// For what.
+        #[arg(long, value_enum, default_value = "treatment")]
+        purpose: PurposeArg,
+    },
+    /// Approve an access request, choosing scope and period.
+    Approve {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The request's id.
+        request: Hash,
+        /// Which records (may be narrower than asked).
+        #[arg(long, default_value = "all", value_parser = parse_scope)]
+        scope: Scope,
+        /// How many days the grant lasts from now.
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+    },
+    /// Decline an access request.
+    Decline {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The request's id.
+        request: Hash,
+    },
+    /// Add a deny rule that overrides any grant (give at least one of the options).
+    Deny {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// Whose records, when acting as a delegate (default: yours).
+        #[arg(long)]
+        patient: Option<AccountId>,
+        /// Never this account.
+        #[arg(long)]
+        grantee: Option<AccountId>,
+        /// Never this kind of account.
+        #[arg(long, value_enum)]
+        role: Option<RoleArg>,
+        /// Never this category.
+        #[arg(long, value_parser = parse_category)]
+        category: Option<RecordCategory>,
+        /// Never for this purpose.
+        #[arg(long, value_enum)]
+        purpose: Option<PurposeArg>,
+    },
+    /// Remove a deny rule.
+    Undeny {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The rule's id.
+        rule: Hash,
+    },
+    /// Name a delegate (a parent, a guardian) who may manage your consent.
+    Delegate {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The delegate's account id.
+        delegate: AccountId,
+        /// Remove the delegate instead.
+        #[arg(long)]
+        remove: bool,
+    },
+}
+
+/// Purposes, for the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PurposeArg {
+    Treatment,
+    Research,
+    Insurance,
+    Emergency,
+    Other,
+}
+
+impl From<PurposeArg> for Purpose {
+    fn from(p: PurposeArg) -> Self {
+        match p {
+            PurposeArg::Treatment => Purpose::Treatment,
+            PurposeArg::Research => Purpose::Research,
+            PurposeArg::Insurance => Purpose::Insurance,
+            PurposeArg::Emergency => Purpose::Emergency,
+            PurposeArg::Other => Purpose::Other,
+        }
+    }
+}
+
+/// Kinds of grantee, for deny rules.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    Hospital,
+    Doctor,
+    Researcher,
+    Insurer,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Self {
+        use medledger_core::tx::OrganisationKind;
+        match r {
+            RoleArg::Hospital => Role::Hospital,
+            RoleArg::Doctor => Role::Doctor,
+            RoleArg::Researcher => Role::Organisation(OrganisationKind::Researcher),
+            RoleArg::Insurer => Role::Organisation(OrganisationKind::Insurer),
+        }
+    }
+}
+
+fn parse_category(s: &str) -> Result<RecordCategory, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
+        format!(
+            "unknown category {s:?}: one of present_illness, past_illness, provisional_diagnosis, \
+             treatment_summary, lab_report, imaging, device_data, insurance, psychiatry, other"
+        )
+    })
+}
+
+fn parse_scope(s: &str) -> Result<Scope, String> {
+    fn list(rest: &str) -> impl Iterator<Item = String> + '_ {
+        rest.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned)
+    }
+    match s.split_once(':') {
+        None if s == "all" => Ok(Scope::All),
+        Some(("categories", rest)) => {
+            list(rest).map(|c| parse_category(&c)).collect::<Result<_, _>>().map(Scope::Categories)
+        }
+        Some(("records", rest)) => Ok(Scope::Records(list(rest).collect())),
+        Some(("case", rest)) if !rest.is_empty() => Ok(Scope::Case(rest.to_owned())),
+        _ => Err(format!(
+            "{s:?} is not a scope: use all, categories:lab_report,imaging, records:ID,ID or case:ID"
+        )),
+    }
+}
+
+fn validity(days: u64) -> Result<Validity> {
+    if days == 0 {
+        bail!("--days must be at least 1");
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+    Ok(Validity { not_before_ms: now, expires_at_ms: now + days * 24 * 3_600_000 })
+}
+
+fn report(what: &str, receipt: &Receipt) {
+    println!(
+        "{what}: committed in block {} (tx {}, log index {})",
+        receipt.height, receipt.tx_hash, receipt.log_index
+    );
+    if let Outcome::Applied { created: Some(Created::Consent { id }) } = &receipt.outcome {
+        println!("id {id}");
+    }
+}
+
+pub async fn run(command: ConsentCommand) -> Result<()> {
+    let (wallet, body, what) = match command {
+        ConsentCommand::Grant { wallet, grantee, patient, scope, purpose, days } => {
+            let me = crate::common::load_wallet(&wallet.wallet)?.account();
+            let body = ConsentTx::Grant {
+                patient: patient.unwrap_or(me),
+                grantee,
+                scope,
+                purpose: purpose.into(),
+                validity: validity(days)?,
+            };
+            (wallet, body, "access granted")
+        }
+        ConsentCommand::Revoke { wallet, grant } => {
+            (wallet, ConsentTx::Revoke { grant }, "grant revoked")
+        }
+        ConsentCommand::Request { wallet, patient, scope, purpose } => (
+            wallet,
+            ConsentTx::Request { patient, scope, purpose: purpose.into() },
+            "access requested",
+        ),
+        ConsentCommand::Approve { wallet, request, scope, days } => (
+            wallet,
+            ConsentTx::Approve { request, scope, validity: validity(days)? },
+            "request approved",
+        ),
+        ConsentCommand::Decline { wallet, request } => {
+            (wallet, ConsentTx::Decline { request }, "request declined")
+        }
+        ConsentCommand::Deny { wallet, patient, grantee, role, category, purpose } => {
+            if grantee.is_none() && role.is_none() && category.is_none() && purpose.is_none() {
+                bail!("a deny rule needs --grantee, --role, --category or --purpose");
+            }
+            let me = crate::common::load_wallet(&wallet.wallet)?.account();
+            let rule = DenyRule {
+                grantee,
+                grantee_role: role.map(Into::into),
+                category,
+                purpose: purpose.map(Into::into),
+            };
+            (wallet, ConsentTx::Deny { patient: patient.unwrap_or(me), rule }, "deny rule added")
+        }
+        ConsentCommand::Undeny { wallet, rule } => {
+            (wallet, ConsentTx::RemoveDeny { rule }, "deny rule removed")
+        }
+        ConsentCommand::Delegate { wallet, delegate, remove } => {
+            if remove {
+                (wallet, ConsentTx::RemoveDelegate { delegate }, "delegate removed")
+            } else {
+                (wallet, ConsentTx::NameDelegate { delegate }, "delegate named")
+            }
+        }
+    };
+    let session = Session::open(&wallet).await?;
+    let receipt = session.submit(TxBody::Consent(body)).await.context("consent")?;
+    report(what, &receipt);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_parse_and_bad_ones_are_explained() {
+        assert_eq!(parse_scope("all").unwrap(), Scope::All);
+        assert_eq!(
+            parse_scope("categories:lab_report, imaging").unwrap(),
+            Scope::Categories(vec![RecordCategory::LabReport, RecordCategory::Imaging])
+        );
+        assert_eq!(
+            parse_scope("records:8543726012021").unwrap(),
+            Scope::Records(vec!["8543726012021".into()])
+        );
+        assert_eq!(parse_scope("case:c1").unwrap(), Scope::Case("c1".into()));
+        assert!(parse_scope("categories:xray").unwrap_err().contains("unknown category"));
+        assert!(parse_scope("everything").unwrap_err().contains("not a scope"));
+        assert!(parse_scope("case:").is_err());
+    }
+}
