@@ -9,7 +9,10 @@ use medledger_core::{
     ids::{AccountId, PatientId},
     keys::{EncryptionKey, PublicKey},
     merkle::{ConsistencyProof, InclusionProof},
-    tx::{Role, SealedRef},
+    tx::{
+        Role, SealedRef,
+        consent::{DenyRule, Purpose, Scope, Validity},
+    },
 };
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +38,15 @@ pub mod paths {
     pub const PATIENTS: &str = "/v1/patients";
     /// PUT a sealed blob, GET one by hash: `/v1/blobs/{hash}`.
     pub const BLOBS: &str = "/v1/blobs";
+    /// GET (signed by the patient or a delegate) who can see a patient's records:
+    /// `/v1/consent/who-can-see/{patient}`.
+    pub const WHO_CAN_SEE: &str = "/v1/consent/who-can-see";
+    /// GET (signed by the grantee) the grants in force from a patient to the signer:
+    /// `/v1/consent/grants?patient=ID`.
+    pub const GRANTS: &str = "/v1/consent/grants";
+    /// GET (signed by the patient, a delegate or the requester) an access request:
+    /// `/v1/consent/requests/{id}`.
+    pub const REQUESTS: &str = "/v1/consent/requests";
     /// Liveness and tip.
     pub const HEALTH: &str = "/health";
     /// Prometheus metrics.
@@ -189,4 +201,72 @@ pub struct ConsistencyResponse {
     pub proof: ConsistencyProof,
     /// The root at the older size.
     pub old_root: Hash,
+}
+
+/// A grant, as shown to the patient or the grantee.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantView {
+    /// Its id.
+    pub id: Hash,
+    /// Whose records.
+    pub patient: AccountId,
+    /// Who may access them.
+    pub grantee: AccountId,
+    /// Which records.
+    pub scope: Scope,
+    /// For what.
+    pub purpose: Purpose,
+    /// When.
+    pub validity: Validity,
+    /// Who signed it.
+    pub granted_by: AccountId,
+    /// Height of the grant.
+    pub granted_at: u64,
+    /// Height of its revocation, if revoked.
+    pub revoked_at: Option<u64>,
+}
+
+/// A deny rule, as shown to the patient.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DenyView {
+    /// Its id.
+    pub id: Hash,
+    /// The rule.
+    pub rule: DenyRule,
+    /// Height at which it was added.
+    pub added_at: u64,
+}
+
+/// "Who can see my records".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoCanSeeView {
+    /// The patient.
+    pub patient: AccountId,
+    /// Height the answer is for.
+    pub height: u64,
+    /// Delegates the patient named.
+    pub delegates: Vec<AccountId>,
+    /// Grants in force.
+    pub grants: Vec<GrantView>,
+    /// Deny rules, which override grants.
+    pub deny_rules: Vec<DenyView>,
+}
+
+/// An access request and its state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestView {
+    /// Its id.
+    pub id: Hash,
+    /// Whose records.
+    pub patient: AccountId,
+    /// Who asks.
+    pub requester: AccountId,
+    /// Which records.
+    pub scope: Scope,
+    /// For what.
+    pub purpose: Purpose,
+    /// Height of the request.
+    pub requested_at: u64,
+    /// `pending`, `declined`, or the id of the grant that approved it.
+    pub status: String,
 }

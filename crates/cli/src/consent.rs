@@ -108,6 +108,36 @@ pub enum ConsentCommand {
         /// The rule's id.
         rule: Hash,
     },
+    /// Who can see your records (or, as a delegate, the patient's): delegates, grants in force,
+    /// deny rules. A signed request.
+    WhoCanSee {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// Whose records, when acting as a delegate (default: yours).
+        #[arg(long)]
+        patient: Option<AccountId>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The grants in force that a patient gave you. A signed request.
+    Grants {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The patient's account id.
+        #[arg(long)]
+        patient: AccountId,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show an access request and its state. A signed request.
+    ShowRequest {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The request's id.
+        request: Hash,
+    },
     /// Name a delegate (a parent, a guardian) who may manage your consent.
     Delegate {
         #[command(flatten)]
@@ -207,7 +237,72 @@ fn report(what: &str, receipt: &Receipt) {
     }
 }
 
+fn describe(g: &medledger_api::GrantView) -> String {
+    format!(
+        "{}  grantee {}  scope {}  purpose {:?}  until {} ms{}",
+        g.id,
+        g.grantee,
+        serde_json::to_string(&g.scope).unwrap_or_default(),
+        g.purpose,
+        g.validity.expires_at_ms,
+        if g.granted_by == g.patient {
+            String::new()
+        } else {
+            format!("  (by delegate {})", g.granted_by)
+        }
+    )
+}
+
+/// The read commands: signed requests, no transaction.
+async fn read(command: ConsentCommand) -> Result<Option<ConsentCommand>> {
+    match command {
+        ConsentCommand::WhoCanSee { wallet, patient, json } => {
+            let s = Session::open(&wallet).await?;
+            let me = s.wallet.account();
+            let view = s.client.who_can_see(&s.identity, me, &patient.unwrap_or(me)).await?;
+            if json {
+                return crate::common::print_json(&view).map(|()| None);
+            }
+            println!("who can see the records of {} (block {}):", view.patient, view.height);
+            for d in &view.delegates {
+                println!("  delegate {d}");
+            }
+            for g in &view.grants {
+                println!("  grant {}", describe(g));
+            }
+            for r in &view.deny_rules {
+                println!("  deny rule {}  {}", r.id, serde_json::to_string(&r.rule)?);
+            }
+            if view.delegates.is_empty() && view.grants.is_empty() {
+                println!("  nobody but you");
+            }
+            Ok(None)
+        }
+        ConsentCommand::Grants { wallet, patient, json } => {
+            let s = Session::open(&wallet).await?;
+            let list = s.client.grants_from(&s.identity, s.wallet.account(), &patient).await?;
+            if json {
+                return crate::common::print_json(&list).map(|()| None);
+            }
+            if list.is_empty() {
+                println!("no grant from {patient} is in force for you");
+            }
+            for g in &list {
+                println!("grant {}", describe(g));
+            }
+            Ok(None)
+        }
+        ConsentCommand::ShowRequest { wallet, request } => {
+            let s = Session::open(&wallet).await?;
+            let r = s.client.access_request(&s.identity, s.wallet.account(), &request).await?;
+            crate::common::print_json(&r).map(|()| None)
+        }
+        other => Ok(Some(other)),
+    }
+}
+
 pub async fn run(command: ConsentCommand) -> Result<()> {
+    let Some(command) = read(command).await? else { return Ok(()) };
     let (wallet, body, what) = match command {
         ConsentCommand::Grant { wallet, grantee, patient, scope, purpose, days } => {
             let me = crate::common::load_wallet(&wallet.wallet)?.account();
@@ -259,6 +354,9 @@ pub async fn run(command: ConsentCommand) -> Result<()> {
                 (wallet, ConsentTx::NameDelegate { delegate }, "delegate named")
             }
         }
+        ConsentCommand::WhoCanSee { .. }
+        | ConsentCommand::Grants { .. }
+        | ConsentCommand::ShowRequest { .. } => unreachable!("handled by read()"),
     };
     let session = Session::open(&wallet).await?;
     let receipt = session.submit(TxBody::Consent(body)).await.context("consent")?;

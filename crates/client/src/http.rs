@@ -226,6 +226,72 @@ impl NodeClient {
         Ok(items)
     }
 
+    /// A GET signed by `identity` acting as `account` (timestamp now, a fresh random nonce).
+    pub async fn signed_get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        identity: &crate::Identity,
+        account: AccountId,
+    ) -> Result<T, ClientError> {
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).map_err(|e| ClientError::Random { reason: e.to_string() })?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let auth = medledger_core::request::RequestAuth::sign(
+            &identity.signing,
+            account,
+            "GET",
+            path,
+            b"",
+            now,
+            nonce,
+        );
+        self.get_with_auth(path, &auth).await
+    }
+
+    /// A GET with a ready-made signature header (for tests of replays and stale requests).
+    pub async fn get_with_auth<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        auth: &medledger_core::request::RequestAuth,
+    ) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let req = self.http.get(&url).header(medledger_core::request::HEADER, auth.to_header());
+        read_json(self.send(req, &url).await?, &url).await
+    }
+
+    /// Who can see `patient`'s records (signed by the patient or a delegate).
+    pub async fn who_can_see(
+        &self,
+        identity: &crate::Identity,
+        account: AccountId,
+        patient: &AccountId,
+    ) -> Result<medledger_api::WhoCanSeeView, ClientError> {
+        self.signed_get(&format!("{}/{patient}", paths::WHO_CAN_SEE), identity, account).await
+    }
+
+    /// The grants in force from `patient` to the signer.
+    pub async fn grants_from(
+        &self,
+        identity: &crate::Identity,
+        account: AccountId,
+        patient: &AccountId,
+    ) -> Result<Vec<medledger_api::GrantView>, ClientError> {
+        self.signed_get(&format!("{}?patient={patient}", paths::GRANTS), identity, account).await
+    }
+
+    /// An access request (signed by the patient, a delegate or the requester).
+    pub async fn access_request(
+        &self,
+        identity: &crate::Identity,
+        account: AccountId,
+        id: &Hash,
+    ) -> Result<medledger_api::RequestView, ClientError> {
+        self.signed_get(&format!("{}/{id}", paths::REQUESTS), identity, account).await
+    }
+
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = self.url(path);
         read_json(self.send(self.http.get(&url), &url).await?, &url).await

@@ -10,6 +10,7 @@ pub mod hash;
 pub mod ids;
 pub mod keys;
 pub mod merkle;
+pub mod request;
 pub mod tx;
 
 pub use hash::Hash;

@@ -49,6 +49,8 @@ pub struct AppState {
     pub vault: Arc<FsVault>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Nonces of signed requests seen recently.
+    pub replay_guard: Arc<crate::auth::ReplayGuard>,
 }
 
 /// An error response: a status and a JSON body.
@@ -56,7 +58,10 @@ pub struct AppState {
 pub struct ApiError(StatusCode, ErrorBody);
 
 impl ApiError {
-    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+    pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         Self(status, ErrorBody { code: code.into(), message: message.into(), outcome: None })
     }
     fn refused(outcome: Outcome) -> Self {
@@ -117,6 +122,9 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{}/{{id}}", paths::PATIENTS), get(patient))
         .route(paths::BLOBS, put(put_blob).layer(DefaultBodyLimit::max(2 * MAX_BLOB_BYTES)))
         .route(&format!("{}/{{hash}}", paths::BLOBS), get(get_blob))
+        .route(&format!("{}/{{patient}}", paths::WHO_CAN_SEE), get(who_can_see))
+        .route(paths::GRANTS, get(grants))
+        .route(&format!("{}/{{id}}", paths::REQUESTS), get(access_request))
         .route(paths::HEALTH, get(health))
         .route(paths::METRICS, get(metrics))
         .layer(DefaultBodyLimit::max(64 * 1024))
@@ -424,4 +432,109 @@ async fn health(State(state): State<AppState>) -> Json<Health> {
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+fn forbidden(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+fn grant_view(id: Hash, g: medledger_ledger::state::GrantEntry) -> medledger_api::GrantView {
+    medledger_api::GrantView {
+        id,
+        patient: g.patient,
+        grantee: g.grantee,
+        scope: g.scope,
+        purpose: g.purpose,
+        validity: g.validity,
+        granted_by: g.granted_by,
+        granted_at: g.granted_at,
+        revoked_at: g.revoked_at,
+    }
+}
+
+/// Whether `who` is the patient or one of their delegates.
+fn acts_for(state: &AppState, who: &AccountId, patient: &AccountId) -> Result<bool, ApiError> {
+    Ok(who == patient || state.ledger.who_can_see(patient, None)?.delegates.contains(who))
+}
+
+async fn who_can_see(
+    State(state): State<AppState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    Path(patient): Path<String>,
+) -> ApiResult<medledger_api::WhoCanSeeView> {
+    let requester =
+        crate::auth::authenticate(&state.ledger, &state.replay_guard, &headers, &method, &uri)?;
+    let patient = parse_account(&patient)?;
+    if !acts_for(&state, &requester, &patient)? {
+        return Err(forbidden(
+            "only the patient or a delegate they named may see who can see their records",
+        ));
+    }
+    let height = state.ledger.tip().height;
+    let w = state.ledger.who_can_see(&patient, Some(height))?;
+    Ok(Json(medledger_api::WhoCanSeeView {
+        patient,
+        height,
+        delegates: w.delegates,
+        grants: w.grants.into_iter().map(|(id, g)| grant_view(id, g)).collect(),
+        deny_rules: w
+            .deny_rules
+            .into_iter()
+            .map(|(id, d)| medledger_api::DenyView { id, rule: d.rule, added_at: d.added_at })
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct GrantsQuery {
+    patient: String,
+}
+
+async fn grants(
+    State(state): State<AppState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<GrantsQuery>,
+) -> ApiResult<Vec<medledger_api::GrantView>> {
+    let requester =
+        crate::auth::authenticate(&state.ledger, &state.replay_guard, &headers, &method, &uri)?;
+    let patient = parse_account(&q.patient)?;
+    let list = state.ledger.grants_in_force(&requester, &patient, None)?;
+    Ok(Json(list.into_iter().map(|(id, g)| grant_view(id, g)).collect()))
+}
+
+async fn access_request(
+    State(state): State<AppState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<medledger_api::RequestView> {
+    let requester =
+        crate::auth::authenticate(&state.ledger, &state.replay_guard, &headers, &method, &uri)?;
+    let id = parse_hash(&id)?;
+    let r = state
+        .ledger
+        .access_request(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("no request {id}")))?;
+    if requester != r.requester && !acts_for(&state, &requester, &r.patient)? {
+        return Err(forbidden("only the patient, a delegate or the requester may see a request"));
+    }
+    let status = match r.status {
+        medledger_ledger::state::RequestStatus::Pending => "pending".to_owned(),
+        medledger_ledger::state::RequestStatus::Declined => "declined".to_owned(),
+        medledger_ledger::state::RequestStatus::Approved(g) => format!("approved:{g}"),
+    };
+    Ok(Json(medledger_api::RequestView {
+        id,
+        patient: r.patient,
+        requester: r.requester,
+        scope: r.scope,
+        purpose: r.purpose,
+        requested_at: r.requested_at,
+        status,
+    }))
 }

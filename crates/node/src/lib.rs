@@ -3,6 +3,7 @@
 //! and serves the HTTP API ([`http`]).
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod datadir;
 pub mod http;
 pub mod metrics;
@@ -65,6 +66,7 @@ pub async fn serve(
         node_key: Arc::new(node_key),
         vault: Arc::new(vault),
         metrics: Arc::new(metrics::Metrics::new()),
+        replay_guard: Arc::default(),
     };
     tracing::info!(
         %addr,

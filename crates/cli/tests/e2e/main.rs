@@ -8,5 +8,6 @@ mod fork;
 mod harness;
 mod http_refusals;
 mod registry;
+mod signed_reads;
 mod startup;
 mod tamper;
