@@ -47,6 +47,11 @@ pub mod paths {
     /// GET (signed by the patient, a delegate or the requester) an access request:
     /// `/v1/consent/requests/{id}`.
     pub const REQUESTS: &str = "/v1/consent/requests";
+    /// GET (signed by the patient or a delegate) a patient's audit trail:
+    /// `/v1/audit/{patient}?after=N&limit=M`.
+    pub const AUDIT: &str = "/v1/audit";
+    /// GET (signed by the regulator) counts of audit events by kind.
+    pub const AUDIT_COUNTS: &str = "/v1/audit-counts";
     /// Liveness and tip.
     pub const HEALTH: &str = "/health";
     /// Prometheus metrics.

@@ -1,6 +1,7 @@
 //! `medledger`: run a node, act as a wallet, verify a ledger offline, check proofs, and
 //! benchmark a running node.
 
+mod audit;
 mod bench;
 mod common;
 mod consent;
@@ -51,6 +52,9 @@ enum Command {
     /// Consent: grant, revoke, request, approve, decline, deny rules, delegates.
     #[command(subcommand)]
     Consent(consent::ConsentCommand),
+    /// The audit trail of a patient's records; counts for the regulator.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Keys: rotate your own; revoke one you have authority over.
     #[command(subcommand)]
     Key(registry::KeyCommand),
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
             Command::Patient(c) => registry::patient(c).await,
             Command::Key(c) => registry::key(c).await,
             Command::Consent(c) => consent::run(c).await,
+            Command::Audit(c) => audit::run(c).await,
             Command::Bench(args) => bench::run(args).await,
         }
     });

@@ -292,6 +292,30 @@ impl NodeClient {
         self.signed_get(&format!("{}/{id}", paths::REQUESTS), identity, account).await
     }
 
+    /// A patient's audit trail after event `after` (signed by the patient or a delegate).
+    pub async fn audit_trail(
+        &self,
+        identity: &crate::Identity,
+        account: AccountId,
+        patient: &AccountId,
+        after: Option<u64>,
+    ) -> Result<Vec<medledger_core::audit::AuditEvent>, ClientError> {
+        let path = match after {
+            Some(a) => format!("{}/{patient}?after={a}", paths::AUDIT),
+            None => format!("{}/{patient}", paths::AUDIT),
+        };
+        self.signed_get(&path, identity, account).await
+    }
+
+    /// Counts of audit events by kind (signed by the regulator).
+    pub async fn audit_counts(
+        &self,
+        identity: &crate::Identity,
+        account: AccountId,
+    ) -> Result<std::collections::BTreeMap<String, u64>, ClientError> {
+        self.signed_get(paths::AUDIT_COUNTS, identity, account).await
+    }
+
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = self.url(path);
         read_json(self.send(self.http.get(&url), &url).await?, &url).await

@@ -295,6 +295,13 @@ pub enum Created {
         /// Its id.
         id: Hash,
     },
+    /// An access was decided and recorded in the patient's audit trail.
+    Access {
+        /// The decision.
+        decision: crate::tx::consent::Decision,
+        /// The audit event's sequence number.
+        event: u64,
+    },
 }
 
 /// Why a transaction was refused. Every refusal changes nothing.

@@ -4,6 +4,7 @@
 //! of its inputs, so that every node computes the same bytes and hashes.
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod block;
 pub mod encoding;
 pub mod hash;

@@ -28,6 +28,8 @@ pub enum TxBody {
     Registry(RegistryTx),
     /// Consent: grants, requests, deny rules, delegates.
     Consent(ConsentTx),
+    /// An access to a patient's records, decided and audited when applied.
+    Access(consent::AccessTx),
 }
 
 impl TxBody {
@@ -36,6 +38,7 @@ impl TxBody {
         match self {
             TxBody::Registry(r) => r.kind(),
             TxBody::Consent(c) => c.kind(),
+            TxBody::Access(_) => "access",
         }
     }
 }

@@ -196,6 +196,7 @@ fn apply_tx(
     let result = match &tx.tx.body {
         TxBody::Registry(r) => registry::apply(state, &signer, &account, r)?,
         TxBody::Consent(c) => crate::consent::apply(state, &signer, &account, c)?,
+        TxBody::Access(a) => crate::consent::access(state, &signer, a)?,
     };
     if result.is_ok() {
         // Re-read: the handler may have changed the signer's own account (a key rotation).

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 mod apply;
+pub mod audit;
 pub mod consent;
 mod query;
 pub mod registry;

@@ -57,6 +57,12 @@ pub(crate) const DENY_BY_PATIENT: TableDefinition<&[u8; 52], ()> =
 /// Delegates: patient || delegate.
 pub(crate) const DELEGATES: TableDefinition<&[u8; 40], ()> = TableDefinition::new("delegates");
 
+/// Audit events by sequence number.
+pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// Index: account || sequence number, for every account an event concerns.
+pub(crate) const AUDIT_BY_ACCOUNT: TableDefinition<&[u8; 28], ()> =
+    TableDefinition::new("audit_by_account");
+
 pub(crate) const META_GENESIS: &str = "genesis";
 pub(crate) const META_TIP: &str = "tip";
 pub(crate) const META_STATE_DIGEST: &str = "state_digest";
@@ -252,6 +258,8 @@ pub struct Tables<'txn> {
     pub(crate) deny_rules: redb::Table<'txn, &'static [u8; 32], &'static [u8]>,
     pub(crate) deny_by_patient: redb::Table<'txn, &'static [u8; 52], ()>,
     pub(crate) delegates: redb::Table<'txn, &'static [u8; 40], ()>,
+    pub(crate) audit: redb::Table<'txn, u64, &'static [u8]>,
+    pub(crate) audit_by_account: redb::Table<'txn, &'static [u8; 28], ()>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -270,6 +278,8 @@ impl<'txn> Tables<'txn> {
             deny_rules: txn.open_table(DENY_RULES)?,
             deny_by_patient: txn.open_table(DENY_BY_PATIENT)?,
             delegates: txn.open_table(DELEGATES)?,
+            audit: txn.open_table(AUDIT)?,
+            audit_by_account: txn.open_table(AUDIT_BY_ACCOUNT)?,
         })
     }
 }
@@ -384,6 +394,14 @@ pub(crate) mod keys {
         let mut k = [0u8; 52];
         k[..20].copy_from_slice(&patient.0);
         k[20..].copy_from_slice(&id.0);
+        k
+    }
+
+    /// account || sequence number (big-endian, so that an account's events sort in order).
+    pub(crate) fn account_seq(account: &AccountId, seq: u64) -> [u8; 28] {
+        let mut k = [0u8; 28];
+        k[..20].copy_from_slice(&account.0);
+        k[20..].copy_from_slice(&seq.to_be_bytes());
         k
     }
 
@@ -503,5 +521,26 @@ impl StateTxn<'_, '_> {
             xor_into(&mut self.digest, &entry_digest(DELEGATES.name(), &key, &[]));
         }
         Ok(())
+    }
+}
+
+impl StateTxn<'_, '_> {
+    /// Appends an audit event concerning `accounts` (the patient first); returns its number.
+    pub fn record_audit(
+        &mut self,
+        accounts: &[AccountId],
+        make: impl FnOnce(u64) -> crate::audit::AuditEvent,
+    ) -> Result<u64, LedgerError> {
+        let seq = match self.tables.audit.last()? {
+            Some((k, _)) => k.value() + 1,
+            None => 0,
+        };
+        let value = encoding::encode(&make(seq));
+        self.tables.audit.insert(seq, value.as_slice())?;
+        note_write(&mut self.digest, AUDIT.name(), &seq.to_be_bytes(), None, &value);
+        for a in accounts {
+            self.tables.audit_by_account.insert(&keys::account_seq(a, seq), ())?;
+        }
+        Ok(seq)
     }
 }

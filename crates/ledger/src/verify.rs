@@ -89,7 +89,7 @@ pub fn state_digest(read: &redb::ReadTransaction) -> Result<[u8; 32], LedgerErro
         let (k, _) = row?;
         xor_into(&mut digest, &entry_digest(DELEGATES.name(), k.value(), &[]));
     }
-    for def in [PATIENTS, RECEIPTS] {
+    for def in [PATIENTS, RECEIPTS, AUDIT] {
         let table = read.open_table(def)?;
         for row in table.iter()? {
             let (k, v) = row?;
@@ -248,7 +248,14 @@ fn compare_state(stored: &redb::ReadTransaction, replica: &Ledger) -> Result<(),
         )*};
     }
     compare!(ACCOUNTS, HOSPITALS, DOCTORS, PATIENTS, TX_INDEX, GRANTS, REQUESTS, DENY_RULES);
-    compare!(GRANTS_BY_GRANTEE, GRANTS_BY_PATIENT, DENY_BY_PATIENT, DELEGATES);
+    compare!(
+        GRANTS_BY_GRANTEE,
+        GRANTS_BY_PATIENT,
+        DENY_BY_PATIENT,
+        DELEGATES,
+        AUDIT,
+        AUDIT_BY_ACCOUNT
+    );
     let stored_digest = {
         let meta = stored.open_table(META)?;
         meta.get(META_STATE_DIGEST)?.map(|d| d.value().to_vec())

@@ -125,6 +125,8 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{}/{{patient}}", paths::WHO_CAN_SEE), get(who_can_see))
         .route(paths::GRANTS, get(grants))
         .route(&format!("{}/{{id}}", paths::REQUESTS), get(access_request))
+        .route(&format!("{}/{{patient}}", paths::AUDIT), get(audit_trail))
+        .route(paths::AUDIT_COUNTS, get(audit_counts))
         .route(paths::HEALTH, get(health))
         .route(paths::METRICS, get(metrics))
         .layer(DefaultBodyLimit::max(64 * 1024))
@@ -537,4 +539,50 @@ async fn access_request(
         requested_at: r.requested_at,
         status,
     }))
+}
+
+/// Most audit events returned by one request.
+const MAX_AUDIT_PAGE: usize = 10_000;
+
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn audit_trail(
+    State(state): State<AppState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    Path(patient): Path<String>,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Vec<medledger_core::audit::AuditEvent>> {
+    let requester =
+        crate::auth::authenticate(&state.ledger, &state.replay_guard, &headers, &method, &uri)?;
+    let patient = parse_account(&patient)?;
+    if !acts_for(&state, &requester, &patient)? {
+        return Err(forbidden(
+            "only the patient or a delegate they named may read their audit trail",
+        ));
+    }
+    let limit = q.limit.unwrap_or(MAX_AUDIT_PAGE).min(MAX_AUDIT_PAGE);
+    let events = state.ledger.audit_trail(&patient, q.after, limit)?;
+    // The index also lists events where the patient is the other party (their own requests
+    // as a grantee, say); a patient's trail is the events about their records.
+    Ok(Json(events.into_iter().filter(|e| e.patient == patient).collect()))
+}
+
+async fn audit_counts(
+    State(state): State<AppState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<std::collections::BTreeMap<String, u64>> {
+    let requester =
+        crate::auth::authenticate(&state.ledger, &state.replay_guard, &headers, &method, &uri)?;
+    if requester != state.ledger.genesis().regulator() {
+        return Err(forbidden("only the regulator may read audit counts"));
+    }
+    Ok(Json(state.ledger.audit_counts()?))
 }

@@ -113,3 +113,79 @@ fn consent_state_is_read_by_signed_requests_only() {
         assert!(msg.contains("not the active key"), "{msg}");
     });
 }
+
+#[test]
+fn the_audit_trail_is_the_patients_and_the_regulator_sees_counts() {
+    use medledger_core::tx::{
+        TxBody,
+        consent::{AccessTx, Action, Purpose, RecordCategory, Resource},
+    };
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let patient_account = Wallet::load(&c.patient).unwrap().account();
+    ok(
+        &[
+            "consent",
+            "grant",
+            "--wallet",
+            &c.patient,
+            "--grantee",
+            &c.doctor_account,
+            "--scope",
+            "categories:lab_report",
+        ],
+        &env,
+    );
+
+    // The doctor declares two reads: one the grant covers, one it does not.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = NodeClient::new(&node.url).unwrap();
+        let wallet = Wallet::load(&c.doctor).unwrap();
+        let identity = wallet.unlock(PASS).unwrap();
+        let chain = client.genesis().await.unwrap().chain_id;
+        for (n, category) in [(1, RecordCategory::LabReport), (2, RecordCategory::Psychiatry)] {
+            let body = TxBody::Access(AccessTx {
+                resource: Resource {
+                    patient: patient_account,
+                    category: Some(category),
+                    record: None,
+                    case: None,
+                },
+                action: Action::Read,
+                purpose: Purpose::Treatment,
+            });
+            let tx = medledger_client::tx::build(&identity, wallet.account(), &chain, n, body);
+            client.submit(&tx).await.unwrap();
+        }
+    });
+
+    let out = ok(&["audit", "trail", "--wallet", &c.patient, "--json"], &env);
+    let events: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let kinds: Vec<String> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_object().unwrap().keys().next().unwrap().clone())
+        .collect();
+    assert_eq!(kinds, ["granted", "access", "access"], "{events}");
+    assert!(events[1]["kind"]["access"]["decision"]["allow"].is_object(), "{events}");
+    assert_eq!(events[2]["kind"]["access"]["decision"]["deny"], "no_grant", "{events}");
+    let table = ok(&["audit", "trail", "--wallet", &c.patient], &env);
+    assert!(table.contains("ALLOWED by grant") && table.contains("DENIED"), "{table}");
+
+    // Nobody else reads it; the regulator sees counts only.
+    let err = fails(
+        &["audit", "trail", "--wallet", &c.doctor, "--patient", &patient_account.to_string()],
+        &env,
+    );
+    assert!(err.contains("only the patient"), "{err}");
+    let counts = ok(&["audit", "counts", "--wallet", &node.regulator(), "--json"], &env);
+    let counts: serde_json::Value = serde_json::from_str(&counts).unwrap();
+    assert_eq!(counts["access"], 1, "{counts}");
+    assert_eq!(counts["denial"], 1, "{counts}");
+    let err = fails(&["audit", "counts", "--wallet", &c.hospital], &env);
+    assert!(err.contains("only the regulator"), "{err}");
+}

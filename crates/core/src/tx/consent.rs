@@ -186,3 +186,87 @@ impl ConsentTx {
         }
     }
 }
+
+/// What is being accessed: some of a patient's records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resource {
+    /// Whose records.
+    pub patient: AccountId,
+    /// The record's category, when known.
+    pub category: Option<RecordCategory>,
+    /// The record (PMR-ID), when one is named.
+    pub record: Option<String>,
+    /// The case, when the access is to a case.
+    pub case: Option<String>,
+}
+
+/// What the requester wants to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Read record content.
+    Read,
+}
+
+/// Why an access is allowed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    /// The requester is the patient.
+    Ownership,
+    /// The requester is a delegate the patient named.
+    Delegation,
+    /// A grant in force.
+    Grant {
+        /// Its id.
+        grant: Hash,
+    },
+}
+
+/// Why an access is denied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Denial {
+    /// The requester has no account.
+    UnknownRequester,
+    /// The requester's key is revoked, or it or its hospital is suspended.
+    RequesterInactive,
+    /// No grant in force covers the resource for this purpose.
+    NoGrant,
+    /// A deny rule of the patient matches.
+    DenyRule {
+        /// Its id.
+        rule: Hash,
+    },
+}
+
+/// The decision on one access.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Allowed, and why.
+    Allow(Basis),
+    /// Denied, and why.
+    Deny(Denial),
+}
+
+impl Decision {
+    /// Whether the access is allowed.
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Decision::Allow(_))
+    }
+}
+
+/// An access to a patient's records, declared by the reader and decided by `authorize` when
+/// the block that holds it is applied; the decision (allowed or denied) is recorded in the
+/// patient's audit trail either way. The read paths release record bytes only after the
+/// receipt of an allowed access.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessTx {
+    /// What is accessed.
+    pub resource: Resource,
+    /// What for.
+    pub action: Action,
+    /// Why.
+    pub purpose: Purpose,
+}

@@ -36,5 +36,11 @@ pub(crate) fn set(
         return Ok(Err(Refusal::NotFound { what: format!("delegate {delegate}") }));
     }
     state.set_delegate(patient, delegate, on)?;
+    let kind = if on {
+        crate::audit::AuditKind::DelegateNamed { delegate: *delegate }
+    } else {
+        crate::audit::AuditKind::DelegateRemoved { delegate: *delegate }
+    };
+    super::audit(state, patient, patient, &[*delegate], kind)?;
     Ok(Ok(None))
 }

@@ -31,6 +31,7 @@ pub(crate) fn add(
         }));
     }
     let id = state.tx_hash;
+    super::audit(state, signer, patient, &[], crate::audit::AuditKind::DenyAdded { rule: id })?;
     state.put_deny_rule(
         &id,
         &DenyEntry { patient: *patient, rule: rule.clone(), added_at: state.height },
@@ -48,5 +49,12 @@ pub(crate) fn remove(
     };
     refuse_on!(require_patient_or_delegate(state, signer, &d.patient)?);
     state.remove_deny_rule(id, &d)?;
+    super::audit(
+        state,
+        signer,
+        &d.patient,
+        &[],
+        crate::audit::AuditKind::DenyRemoved { rule: *id },
+    )?;
     Ok(Ok(None))
 }

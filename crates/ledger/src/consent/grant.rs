@@ -33,6 +33,19 @@ pub(crate) fn grant(
     refuse_on!(check_scope(scope));
     refuse_on!(check_validity(validity, state.time_ms));
     let id = state.tx_hash;
+    super::audit(
+        state,
+        signer,
+        patient,
+        &[*grantee],
+        crate::audit::AuditKind::Granted {
+            grant: id,
+            grantee: *grantee,
+            scope: scope.clone(),
+            purpose,
+            validity: *validity,
+        },
+    )?;
     state.put_grant(
         &id,
         &GrantEntry {

@@ -15,92 +15,22 @@ mod grant;
 mod request;
 mod revoke;
 
+pub use medledger_core::tx::consent::{Action, Basis, Decision, Denial, Resource};
 use medledger_core::{
     Hash,
     block::Refusal,
     ids::AccountId,
     tx::{
         ConsentTx, Role,
-        consent::{MAX_ID_LEN, MAX_SCOPE_ITEMS, Purpose, RecordCategory, Scope, Validity},
+        consent::{MAX_ID_LEN, MAX_SCOPE_ITEMS, Purpose, Scope, Validity},
     },
 };
-use serde::{Deserialize, Serialize};
 
 use crate::{
     LedgerError,
     registry::HandlerResult,
     state::{Account, DenyEntry, GrantEntry, StateTxn},
 };
-
-/// What is being accessed: some of a patient's records.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Resource {
-    /// Whose records.
-    pub patient: AccountId,
-    /// The record's category, when known.
-    pub category: Option<RecordCategory>,
-    /// The record (PMR-ID), when one is named.
-    pub record: Option<String>,
-    /// The case, when the access is to a case.
-    pub case: Option<String>,
-}
-
-/// What the requester wants to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// Read record content.
-    Read,
-}
-
-/// Why an access is allowed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Basis {
-    /// The requester is the patient.
-    Ownership,
-    /// The requester is a delegate the patient named.
-    Delegation,
-    /// A grant in force.
-    Grant {
-        /// Its id.
-        grant: Hash,
-    },
-}
-
-/// Why an access is denied.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Denial {
-    /// The requester has no account.
-    UnknownRequester,
-    /// The requester's key is revoked, or its hospital is suspended.
-    RequesterInactive,
-    /// No grant in force covers the resource for this purpose.
-    NoGrant,
-    /// A deny rule of the patient matches.
-    DenyRule {
-        /// Its id.
-        rule: Hash,
-    },
-}
-
-/// The decision on one access.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Decision {
-    /// Allowed, and why.
-    Allow(Basis),
-    /// Denied, and why.
-    Deny(Denial),
-}
-
-impl Decision {
-    /// Whether the access is allowed.
-    pub fn is_allowed(&self) -> bool {
-        matches!(self, Decision::Allow(_))
-    }
-}
 
 /// Read access to the consent state, from a block being applied or from committed state, so
 /// that [`authorize`] is one function for both.
@@ -165,6 +95,58 @@ pub fn authorize(
         }
     }
     Ok(Decision::Deny(Denial::NoGrant))
+}
+
+/// Records an audit event caused by the transaction being applied.
+pub(crate) fn audit(
+    state: &mut StateTxn<'_, '_>,
+    actor: &AccountId,
+    patient: &AccountId,
+    others: &[AccountId],
+    kind: crate::audit::AuditKind,
+) -> Result<u64, LedgerError> {
+    let mut accounts = vec![*patient];
+    accounts.extend(others.iter().filter(|a| *a != patient));
+    accounts.dedup();
+    let (height, time_ms, tx_hash) = (state.height, state.time_ms, state.tx_hash);
+    state.record_audit(&accounts, |seq| crate::audit::AuditEvent {
+        seq,
+        height,
+        time_ms,
+        tx_hash,
+        actor: *actor,
+        patient: *patient,
+        kind,
+    })
+}
+
+/// Decides an access with [`authorize`] at the block being applied, and records the decision
+/// in the patient's audit trail whether it allows or denies.
+pub(crate) fn access(
+    state: &mut StateTxn<'_, '_>,
+    signer: &AccountId,
+    tx: &medledger_core::tx::consent::AccessTx,
+) -> HandlerResult {
+    let patient = state.account(&tx.resource.patient)?;
+    if !patient.is_some_and(|p| p.role == Role::Patient) {
+        return Ok(Err(Refusal::NotFound { what: format!("patient {}", tx.resource.patient) }));
+    }
+    let decision = authorize(
+        &*state,
+        signer,
+        tx.action,
+        &tx.resource,
+        tx.purpose,
+        state.height,
+        state.time_ms,
+    )?;
+    let kind = crate::audit::AuditKind::Access {
+        resource: tx.resource.clone(),
+        purpose: tx.purpose,
+        decision: decision.clone(),
+    };
+    let event = audit(state, signer, &tx.resource.patient, &[*signer], kind)?;
+    Ok(Ok(Some(medledger_core::block::Created::Access { decision, event })))
 }
 
 /// Applies one consent transaction for an authenticated signer.

@@ -35,6 +35,13 @@ pub(crate) fn request(
     }
     refuse_on!(check_scope(scope));
     let id = state.tx_hash;
+    super::audit(
+        state,
+        signer,
+        patient,
+        &[*signer],
+        crate::audit::AuditKind::Requested { request: id, purpose },
+    )?;
     state.put_request(
         &id,
         &RequestEntry {
@@ -96,6 +103,13 @@ pub(crate) fn decline(
     let mut r = refuse_on!(pending(state, id)?);
     refuse_on!(require_patient_or_delegate(state, signer, &r.patient)?);
     r.status = RequestStatus::Declined;
+    super::audit(
+        state,
+        signer,
+        &r.patient,
+        &[r.requester],
+        crate::audit::AuditKind::Declined { request: *id },
+    )?;
     state.put_request(id, &r)?;
     Ok(Ok(None))
 }

@@ -22,6 +22,13 @@ pub(crate) fn apply(
         return Ok(Err(Refusal::Invalid { reason: format!("grant {id} is already revoked") }));
     }
     g.revoked_at = Some(state.height);
+    super::audit(
+        state,
+        signer,
+        &g.patient,
+        &[g.grantee],
+        crate::audit::AuditKind::Revoked { grant: *id },
+    )?;
     state.put_grant(id, &g)?;
     Ok(Ok(None))
 }

@@ -439,3 +439,62 @@ fn a_ledger_with_consent_verifies_and_a_tampered_grant_is_caught() {
     assert!(Ledger::open(&path).is_err());
     assert!(medledger_ledger::verify::verify_ledger(&path, &mut |_, _, _| {}).is_err());
 }
+
+fn access(net: &mut Net, reader: &mut Actor, resource: Resource, purpose: Purpose) -> Decision {
+    let t = reader.sign_body(TxBody::Access(medledger_core::tx::consent::AccessTx {
+        resource,
+        action: Action::Read,
+        purpose,
+    }));
+    match applied(&net.one(t)) {
+        Some(Created::Access { decision, .. }) => decision.clone(),
+        other => panic!("expected an access decision, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_access_is_decided_at_its_block_and_audited_allowed_or_denied() {
+    use medledger_ledger::audit::AuditKind;
+    let (mut net, _, mut doctor, mut patient) = populated();
+    // Denied before any grant, and the denial is in the patient's trail.
+    let d = access(&mut net, &mut doctor, lab(&patient), Purpose::Treatment);
+    assert_eq!(d, Decision::Deny(Denial::NoGrant));
+    let t = grant(&net, &mut patient, &doctor, Scope::All);
+    let id = created_id(&net.one(t));
+    let d = access(&mut net, &mut doctor, lab(&patient), Purpose::Treatment);
+    assert_eq!(d, Decision::Allow(Basis::Grant { grant: id }));
+    let t = consent(ConsentTx::Revoke { grant: id }, &mut patient);
+    net.one(t);
+    let d = access(&mut net, &mut doctor, lab(&patient), Purpose::Treatment);
+    assert_eq!(d, Decision::Deny(Denial::NoGrant));
+
+    let trail = net.ledger.audit_trail(&patient.account, None, 100).unwrap();
+    let kinds: Vec<&str> = trail.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(kinds, ["denial", "grant", "access", "revocation", "denial"]);
+    assert!(trail.windows(2).all(|w| w[0].seq < w[1].seq), "in ledger order");
+    match &trail[2].kind {
+        AuditKind::Access { decision, purpose, .. } => {
+            assert_eq!(*purpose, Purpose::Treatment);
+            assert_eq!(*decision, Decision::Allow(Basis::Grant { grant: id }));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(trail[2].actor, doctor.account);
+    // The doctor's own trail holds the events that concern them too; paging resumes after a
+    // cursor without repeating.
+    assert_eq!(net.ledger.audit_trail(&doctor.account, None, 100).unwrap().len(), 5);
+    let page = net.ledger.audit_trail(&patient.account, Some(trail[1].seq), 2).unwrap();
+    assert_eq!(page, trail[2..4].to_vec());
+    let counts = net.ledger.audit_counts().unwrap();
+    assert_eq!(counts.get("denial"), Some(&2));
+    assert_eq!(counts.get("access"), Some(&1));
+    // Access to a non-patient is refused and records nothing.
+    let before = net.ledger.audit_counts().unwrap();
+    let t = doctor.sign_body(TxBody::Access(medledger_core::tx::consent::AccessTx {
+        resource: Resource { patient: doctor.account, category: None, record: None, case: None },
+        action: Action::Read,
+        purpose: Purpose::Treatment,
+    }));
+    assert!(matches!(refusal(&net.one(t)), Refusal::NotFound { .. }));
+    assert_eq!(net.ledger.audit_counts().unwrap(), before);
+}

@@ -1,0 +1,103 @@
+//! `medledger audit`: a patient's audit trail (a readable table, or JSON), and the counts the
+//! regulator may see. Both are signed requests.
+
+use anyhow::Result;
+use clap::Subcommand;
+use medledger_core::{
+    audit::{AuditEvent, AuditKind},
+    ids::AccountId,
+    tx::consent::{Basis, Decision},
+};
+
+use crate::common::{Session, WalletArgs, print_json};
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Every access decision and consent change concerning your records (or, as a delegate,
+    /// the patient's), oldest first.
+    Trail {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// Whose records, when acting as a delegate (default: yours).
+        #[arg(long)]
+        patient: Option<AccountId>,
+        /// Only events after this number.
+        #[arg(long)]
+        after: Option<u64>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counts of audit events by kind (regulator).
+    Counts {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn what(e: &AuditEvent) -> String {
+    match &e.kind {
+        AuditKind::Access { resource, purpose, decision } => {
+            let target = resource
+                .record
+                .clone()
+                .or_else(|| resource.category.map(|c| format!("{c:?}")))
+                .or_else(|| resource.case.clone().map(|c| format!("case {c}")))
+                .unwrap_or_else(|| "all records".into());
+            let outcome = match decision {
+                Decision::Allow(Basis::Grant { grant }) => format!("ALLOWED by grant {grant}"),
+                Decision::Allow(b) => format!("ALLOWED ({b:?})"),
+                Decision::Deny(d) => format!("DENIED ({d:?})"),
+            };
+            format!("read {target} for {purpose:?}: {outcome}")
+        }
+        AuditKind::Granted { grant, grantee, purpose, .. } => {
+            format!("granted {grantee} access for {purpose:?} (grant {grant})")
+        }
+        AuditKind::Revoked { grant } => format!("revoked grant {grant}"),
+        AuditKind::Requested { request, purpose } => {
+            format!("requested access for {purpose:?} (request {request})")
+        }
+        AuditKind::Declined { request } => format!("declined request {request}"),
+        AuditKind::DenyAdded { rule } => format!("added deny rule {rule}"),
+        AuditKind::DenyRemoved { rule } => format!("removed deny rule {rule}"),
+        AuditKind::DelegateNamed { delegate } => format!("named delegate {delegate}"),
+        AuditKind::DelegateRemoved { delegate } => format!("removed delegate {delegate}"),
+    }
+}
+
+pub async fn run(command: AuditCommand) -> Result<()> {
+    match command {
+        AuditCommand::Trail { wallet, patient, after, json } => {
+            let s = Session::open(&wallet).await?;
+            let me = s.wallet.account();
+            let events =
+                s.client.audit_trail(&s.identity, me, &patient.unwrap_or(me), after).await?;
+            if json {
+                return print_json(&events);
+            }
+            println!("{:>6}  {:>7}  {:<40}  WHAT", "EVENT", "BLOCK", "BY");
+            for e in &events {
+                println!("{:>6}  {:>7}  {:<40}  {}", e.seq, e.height, e.actor.to_string(), what(e));
+            }
+            if events.is_empty() {
+                println!("(no events)");
+            }
+            Ok(())
+        }
+        AuditCommand::Counts { wallet, json } => {
+            let s = Session::open(&wallet).await?;
+            let counts = s.client.audit_counts(&s.identity, s.wallet.account()).await?;
+            if json {
+                return print_json(&counts);
+            }
+            for (kind, n) in counts {
+                println!("{kind:<20} {n}");
+            }
+            Ok(())
+        }
+    }
+}

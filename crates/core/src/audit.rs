@@ -1,0 +1,113 @@
+//! Audit events: what the ledger records about every access decision and every consent
+//! change concerning a patient, in ledger order.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Hash,
+    ids::AccountId,
+    tx::consent::{Decision, Purpose, Resource, Scope, Validity},
+};
+
+/// One audit event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Its number: events are numbered in ledger order from 0.
+    pub seq: u64,
+    /// Block height.
+    pub height: u64,
+    /// Block time, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// The transaction that caused it.
+    pub tx_hash: Hash,
+    /// Who acted.
+    pub actor: AccountId,
+    /// Whose records it concerns.
+    pub patient: AccountId,
+    /// What happened.
+    pub kind: AuditKind,
+}
+
+/// What an audit event records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    /// An access, allowed or denied.
+    Access {
+        /// What was accessed.
+        resource: Resource,
+        /// Why.
+        purpose: Purpose,
+        /// The decision, with the grant, ownership or delegation that allowed it or the
+        /// reason for the denial.
+        decision: Decision,
+    },
+    /// Access granted.
+    Granted {
+        /// The grant.
+        grant: Hash,
+        /// To whom.
+        grantee: AccountId,
+        /// Which records.
+        scope: Scope,
+        /// For what.
+        purpose: Purpose,
+        /// When.
+        validity: Validity,
+    },
+    /// A grant revoked.
+    Revoked {
+        /// The grant.
+        grant: Hash,
+    },
+    /// Access requested.
+    Requested {
+        /// The request.
+        request: Hash,
+        /// For what.
+        purpose: Purpose,
+    },
+    /// A request declined.
+    Declined {
+        /// The request.
+        request: Hash,
+    },
+    /// A deny rule added.
+    DenyAdded {
+        /// The rule.
+        rule: Hash,
+    },
+    /// A deny rule removed.
+    DenyRemoved {
+        /// The rule.
+        rule: Hash,
+    },
+    /// A delegate named.
+    DelegateNamed {
+        /// Who.
+        delegate: AccountId,
+    },
+    /// A delegate removed.
+    DelegateRemoved {
+        /// Who.
+        delegate: AccountId,
+    },
+}
+
+impl AuditKind {
+    /// A short name, for counts.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AuditKind::Access { decision, .. } if decision.is_allowed() => "access",
+            AuditKind::Access { .. } => "denial",
+            AuditKind::Granted { .. } => "grant",
+            AuditKind::Revoked { .. } => "revocation",
+            AuditKind::Requested { .. } => "request",
+            AuditKind::Declined { .. } => "decline",
+            AuditKind::DenyAdded { .. } => "deny_rule_added",
+            AuditKind::DenyRemoved { .. } => "deny_rule_removed",
+            AuditKind::DelegateNamed { .. } => "delegate_named",
+            AuditKind::DelegateRemoved { .. } => "delegate_removed",
+        }
+    }
+}
