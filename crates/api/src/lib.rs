@@ -52,6 +52,9 @@ pub mod paths {
     pub const AUDIT: &str = "/v1/audit";
     /// GET (signed by the regulator) counts of audit events by kind.
     pub const AUDIT_COUNTS: &str = "/v1/audit-counts";
+    /// GET (signed by that account) a server-sent event stream of the audit events concerning
+    /// an account: `/v1/events/{account}?after=N` (or `Last-Event-ID`).
+    pub const EVENTS: &str = "/v1/events";
     /// Liveness and tip.
     pub const HEALTH: &str = "/health";
     /// Prometheus metrics.

@@ -10,6 +10,7 @@ mod registry;
 mod up;
 mod verify;
 mod wallet;
+mod watch;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -55,6 +56,8 @@ enum Command {
     /// The audit trail of a patient's records; counts for the regulator.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Print the events concerning your account as they arrive; resumes where it left off.
+    Watch(watch::Args),
     /// Keys: rotate your own; revoke one you have authority over.
     #[command(subcommand)]
     Key(registry::KeyCommand),
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
             Command::Key(c) => registry::key(c).await,
             Command::Consent(c) => consent::run(c).await,
             Command::Audit(c) => audit::run(c).await,
+            Command::Watch(args) => watch::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     });

@@ -316,6 +316,90 @@ impl NodeClient {
         self.signed_get(paths::AUDIT_COUNTS, identity, account).await
     }
 
+    /// Follows the event stream of `account` (signed by it) from after event `after`, calling
+    /// `on_event` for each audit event as it arrives, until `on_event` returns false or the
+    /// stream ends. Returns the number of the last event seen, to resume from.
+    pub async fn watch(
+        &self,
+        identity: &crate::Identity,
+        account: AccountId,
+        after: Option<u64>,
+        mut on_event: impl FnMut(medledger_core::audit::AuditEvent) -> bool,
+    ) -> Result<Option<u64>, ClientError> {
+        use futures_util::StreamExt;
+        let path = match after {
+            Some(a) => format!("{}/{account}?after={a}", paths::EVENTS),
+            None => format!("{}/{account}", paths::EVENTS),
+        };
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).map_err(|e| ClientError::Random { reason: e.to_string() })?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let auth = medledger_core::request::RequestAuth::sign(
+            &identity.signing,
+            account,
+            "GET",
+            &path,
+            b"",
+            now,
+            nonce,
+        );
+        let url = self.url(&path);
+        // A stream has no overall deadline: it lasts as long as the watcher wants.
+        let streaming = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(|e| ClientError::BadUrl { url: url.clone(), reason: error_chain(&e) })?;
+        let req = streaming
+            .get(&url)
+            .header(medledger_core::request::HEADER, auth.to_header())
+            .header("accept", "text/event-stream");
+        let resp = self.send(req, &url).await?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = read_body(resp, &url).await?;
+            return Err(refusal(status, &body));
+        }
+        let mut last = after;
+        let mut buffer = String::new();
+        let mut data = String::new();
+        let mut bytes = resp.bytes_stream();
+        while let Some(chunk) = bytes.next().await {
+            let chunk = chunk.map_err(|e| ClientError::Unreachable {
+                url: url.clone(),
+                reason: error_chain(&e),
+            })?;
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find('\n') {
+                let line: String = buffer.drain(..=end).collect();
+                let line = line.trim_end_matches(['\r', '\n']);
+                if let Some(d) = line.strip_prefix("data:") {
+                    data.push_str(d.trim_start());
+                } else if line.is_empty() && !data.is_empty() {
+                    let event: medledger_core::audit::AuditEvent = serde_json::from_str(&data)
+                        .map_err(|e| ClientError::BadResponse {
+                            url: url.clone(),
+                            reason: format!("an event is not the expected JSON: {e}"),
+                        })?;
+                    data.clear();
+                    last = Some(event.seq);
+                    if !on_event(event) {
+                        return Ok(last);
+                    }
+                }
+            }
+            if buffer.len() > MAX_RESPONSE_BYTES {
+                return Err(ClientError::BadResponse {
+                    url,
+                    reason: "an event is too large".into(),
+                });
+            }
+        }
+        Ok(last)
+    }
+
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = self.url(path);
         read_json(self.send(self.http.get(&url), &url).await?, &url).await

@@ -51,6 +51,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Nonces of signed requests seen recently.
     pub replay_guard: Arc<crate::auth::ReplayGuard>,
+    /// The height of the last applied block, updated as blocks are applied.
+    pub applied: tokio::sync::watch::Receiver<u64>,
 }
 
 /// An error response: a status and a JSON body.
@@ -127,6 +129,7 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{}/{{id}}", paths::REQUESTS), get(access_request))
         .route(&format!("{}/{{patient}}", paths::AUDIT), get(audit_trail))
         .route(paths::AUDIT_COUNTS, get(audit_counts))
+        .route(&format!("{}/{{account}}", paths::EVENTS), get(events))
         .route(paths::HEALTH, get(health))
         .route(paths::METRICS, get(metrics))
         .layer(DefaultBodyLimit::max(64 * 1024))
@@ -585,4 +588,70 @@ async fn audit_counts(
         return Err(forbidden("only the regulator may read audit counts"));
     }
     Ok(Json(state.ledger.audit_counts()?))
+}
+
+/// A server-sent event stream of the audit events concerning one account (its own records, or
+/// requests and grants where it is the other party), from a cursor: `?after=N` or the
+/// `Last-Event-ID` header of a reconnecting client, so that a watcher resumes without missing
+/// or repeating events. The subscription is a signed request by that account.
+async fn events(
+    State(state): State<AppState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    Path(account): Path<String>,
+    Query(q): Query<AuditQuery>,
+) -> Result<
+    axum::response::sse::Sse<
+        impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+    ApiError,
+> {
+    let requester =
+        crate::auth::authenticate(&state.ledger, &state.replay_guard, &headers, &method, &uri)?;
+    let account = parse_account(&account)?;
+    if requester != account {
+        return Err(forbidden("an event subscription is signed by the account it is for"));
+    }
+    let last_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let cursor = last_id.or(q.after);
+    let stream = futures_util::stream::unfold(
+        (state, account, cursor, std::collections::VecDeque::new()),
+        |(mut state, account, mut cursor, mut pending)| async move {
+            loop {
+                if let Some(e) = pending.pop_front() {
+                    let e: medledger_core::audit::AuditEvent = e;
+                    cursor = Some(e.seq);
+                    let event = axum::response::sse::Event::default()
+                        .id(e.seq.to_string())
+                        .event(e.kind.name())
+                        .json_data(&e)
+                        .unwrap_or_else(|_| {
+                            axum::response::sse::Event::default().comment("unencodable event")
+                        });
+                    return Some((Ok(event), (state, account, cursor, pending)));
+                }
+                // Mark the current height seen before looking, so that a block applied while
+                // we look wakes the wait below.
+                state.applied.borrow_and_update();
+                match state.ledger.audit_trail(&account, cursor, 1000) {
+                    Ok(found) if !found.is_empty() => pending.extend(found),
+                    Ok(_) => {
+                        // Nothing new: wait for the next applied block (or a while, then look
+                        // again anyway).
+                        let wait = state.applied.changed();
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), wait).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "event stream stopped");
+                        return None;
+                    }
+                }
+            }
+        },
+    );
+    Ok(axum::response::sse::Sse::new(stream).keep_alive(axum::response::sse::KeepAlive::default()))
 }

@@ -54,9 +54,11 @@ pub async fn serve(
         .map_err(|e| NodeError::DataDir(e.to_string()))?;
     let preverified = raft::PreVerified::default();
     let addr = listener.local_addr()?.to_string();
-    let raft = raft::start(ledger.clone(), &dir.raft_log(), 1, &addr, preverified.clone())
-        .await
-        .map_err(NodeError::Raft)?;
+    let (applied_tx, applied_rx) = tokio::sync::watch::channel(ledger.tip().height);
+    let raft =
+        raft::start(ledger.clone(), &dir.raft_log(), 1, &addr, preverified.clone(), applied_tx)
+            .await
+            .map_err(NodeError::Raft)?;
     raft::wait_until_caught_up(&raft, 1).await.map_err(NodeError::Raft)?;
     let (queue_tx, queue_rx) = mpsc::channel(producer::QUEUE);
     let producer = tokio::spawn(producer::run(raft.clone(), ledger.clone(), preverified, queue_rx));
@@ -67,6 +69,7 @@ pub async fn serve(
         vault: Arc::new(vault),
         metrics: Arc::new(metrics::Metrics::new()),
         replay_guard: Arc::default(),
+        applied: applied_rx,
     };
     tracing::info!(
         %addr,

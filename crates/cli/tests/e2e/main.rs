@@ -4,6 +4,7 @@
 mod bench;
 mod consent;
 mod crash;
+mod events;
 mod fork;
 mod harness;
 mod http_refusals;

@@ -56,6 +56,7 @@ pub async fn start(
     node_id: u64,
     addr: &str,
     preverified: PreVerified,
+    applied: tokio::sync::watch::Sender<u64>,
 ) -> Result<Raft, String> {
     let config = Config {
         cluster_name: ledger.chain_id().to_owned(),
@@ -69,7 +70,7 @@ pub async fn start(
     let config = Arc::new(config.validate().map_err(|e| e.to_string())?);
     let log =
         LogStore::open(log_path).map_err(|e| format!("raft log at {}: {e}", log_path.display()))?;
-    let sm = StateMachine::new(ledger, preverified);
+    let sm = StateMachine::new(ledger, preverified, applied);
     let raft =
         Raft::new(node_id, config, network::Network, log, sm).await.map_err(|e| e.to_string())?;
     if !raft.is_initialized().await.map_err(|e| e.to_string())? {

@@ -27,6 +27,8 @@ pub type PreVerified = Arc<Mutex<BlockHashes>>;
 pub struct StateMachine {
     ledger: Arc<Ledger>,
     preverified: PreVerified,
+    /// Told the height after every applied block (wakes event streams).
+    applied: tokio::sync::watch::Sender<u64>,
 }
 
 type Marker = (Option<LogId<u64>>, StoredMembership<u64, BasicNode>);
@@ -37,8 +39,12 @@ fn sm_err(e: impl std::fmt::Display) -> StorageError<u64> {
 
 impl StateMachine {
     /// Wraps `ledger`.
-    pub fn new(ledger: Arc<Ledger>, preverified: PreVerified) -> Self {
-        Self { ledger, preverified }
+    pub fn new(
+        ledger: Arc<Ledger>,
+        preverified: PreVerified,
+        applied: tokio::sync::watch::Sender<u64>,
+    ) -> Self {
+        Self { ledger, preverified, applied }
     }
 
     fn marker(&self) -> Result<Marker, StorageError<u64>> {
@@ -104,6 +110,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                     "applied"
                                 );
                                 results.push(BlockResult::Applied(receipts));
+                                self.applied.send_replace(block.header.height);
                             }
                             Err(LedgerError::InvalidBlock(e)) => {
                                 tracing::warn!(height = block.header.height, error = %e, "skipping a block that does not follow the tip");
