@@ -233,21 +233,7 @@ impl NodeClient {
         identity: &crate::Identity,
         account: AccountId,
     ) -> Result<T, ClientError> {
-        let mut nonce = [0u8; 16];
-        getrandom::fill(&mut nonce).map_err(|e| ClientError::Random { reason: e.to_string() })?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let auth = medledger_core::request::RequestAuth::sign(
-            &identity.signing,
-            account,
-            "GET",
-            path,
-            b"",
-            now,
-            nonce,
-        );
+        let auth = sign_get(identity, account, path)?;
         self.get_with_auth(path, &auth).await
     }
 
@@ -331,21 +317,7 @@ impl NodeClient {
             Some(a) => format!("{}/{account}?after={a}", paths::EVENTS),
             None => format!("{}/{account}", paths::EVENTS),
         };
-        let mut nonce = [0u8; 16];
-        getrandom::fill(&mut nonce).map_err(|e| ClientError::Random { reason: e.to_string() })?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let auth = medledger_core::request::RequestAuth::sign(
-            &identity.signing,
-            account,
-            "GET",
-            &path,
-            b"",
-            now,
-            nonce,
-        );
+        let auth = sign_get(identity, account, &path)?;
         let url = self.url(&path);
         // A stream has no overall deadline: it lasts as long as the watcher wants.
         let streaming = reqwest::Client::builder()
@@ -422,6 +394,29 @@ impl NodeClient {
             .await
             .map_err(|e| ClientError::Unreachable { url: url.to_owned(), reason: error_chain(&e) })
     }
+}
+
+/// Signs a GET of `path` as `account`: now, with a fresh random nonce.
+fn sign_get(
+    identity: &crate::Identity,
+    account: AccountId,
+    path: &str,
+) -> Result<medledger_core::request::RequestAuth, ClientError> {
+    let mut nonce = [0u8; 16];
+    getrandom::fill(&mut nonce).map_err(|e| ClientError::Random { reason: e.to_string() })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Ok(medledger_core::request::RequestAuth::sign(
+        &identity.signing,
+        account,
+        "GET",
+        path,
+        b"",
+        now,
+        nonce,
+    ))
 }
 
 /// Reads at most [`MAX_RESPONSE_BYTES`] of a response body.
