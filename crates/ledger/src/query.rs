@@ -346,6 +346,16 @@ impl Ledger {
         Ok(WhoCanSee { delegates, grants, deny_rules })
     }
 
+    /// Whether `delegate` acts on consent for `patient`.
+    pub fn is_delegate(
+        &self,
+        patient: &AccountId,
+        delegate: &AccountId,
+    ) -> Result<bool, LedgerError> {
+        use crate::consent::ConsentView;
+        crate::consent::CommittedView(self.db.begin_read()?).is_delegate(patient, delegate)
+    }
+
     /// An access request.
     pub fn access_request(
         &self,

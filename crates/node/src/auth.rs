@@ -92,3 +92,20 @@ pub fn authenticate(
     }
     Ok(auth.account)
 }
+
+/// The requester of a signed request, as an extractor: a handler that takes `Signed` serves
+/// only requests that pass [`authenticate`].
+#[derive(Debug, Clone, Copy)]
+pub struct Signed(pub AccountId);
+
+impl axum::extract::FromRequestParts<crate::http::AppState> for Signed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &crate::http::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        authenticate(&state.ledger, &state.replay_guard, &parts.headers, &parts.method, &parts.uri)
+            .map(Signed)
+    }
+}

@@ -31,7 +31,7 @@ use rayon::prelude::*;
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{metrics::Metrics, producer::Submission};
+use crate::{auth::Signed, metrics::Metrics, producer::Submission};
 
 /// Largest accepted batch submission, in bytes.
 pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
@@ -459,18 +459,14 @@ fn grant_view(id: Hash, g: medledger_ledger::state::GrantEntry) -> medledger_api
 
 /// Whether `who` is the patient or one of their delegates.
 fn acts_for(state: &AppState, who: &AccountId, patient: &AccountId) -> Result<bool, ApiError> {
-    Ok(who == patient || state.ledger.who_can_see(patient, None)?.delegates.contains(who))
+    Ok(who == patient || state.ledger.is_delegate(patient, who)?)
 }
 
 async fn who_can_see(
     State(state): State<AppState>,
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-    headers: axum::http::HeaderMap,
+    Signed(requester): Signed,
     Path(patient): Path<String>,
 ) -> ApiResult<medledger_api::WhoCanSeeView> {
-    let requester =
-        crate::auth::authenticate(&state.ledger, &state.replay_guard, &headers, &method, &uri)?;
     let patient = parse_account(&patient)?;
     if !acts_for(&state, &requester, &patient)? {
         return Err(forbidden(
@@ -499,13 +495,9 @@ struct GrantsQuery {
 
 async fn grants(
     State(state): State<AppState>,
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-    headers: axum::http::HeaderMap,
+    Signed(requester): Signed,
     Query(q): Query<GrantsQuery>,
 ) -> ApiResult<Vec<medledger_api::GrantView>> {
-    let requester =
-        crate::auth::authenticate(&state.ledger, &state.replay_guard, &headers, &method, &uri)?;
     let patient = parse_account(&q.patient)?;
     let list = state.ledger.grants_in_force(&requester, &patient, None)?;
     Ok(Json(list.into_iter().map(|(id, g)| grant_view(id, g)).collect()))
@@ -513,13 +505,9 @@ async fn grants(
 
 async fn access_request(
     State(state): State<AppState>,
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-    headers: axum::http::HeaderMap,
+    Signed(requester): Signed,
     Path(id): Path<String>,
 ) -> ApiResult<medledger_api::RequestView> {
-    let requester =
-        crate::auth::authenticate(&state.ledger, &state.replay_guard, &headers, &method, &uri)?;
     let id = parse_hash(&id)?;
     let r = state
         .ledger
@@ -555,14 +543,10 @@ struct AuditQuery {
 
 async fn audit_trail(
     State(state): State<AppState>,
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-    headers: axum::http::HeaderMap,
+    Signed(requester): Signed,
     Path(patient): Path<String>,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Vec<medledger_core::audit::AuditEvent>> {
-    let requester =
-        crate::auth::authenticate(&state.ledger, &state.replay_guard, &headers, &method, &uri)?;
     let patient = parse_account(&patient)?;
     if !acts_for(&state, &requester, &patient)? {
         return Err(forbidden(
@@ -578,12 +562,8 @@ async fn audit_trail(
 
 async fn audit_counts(
     State(state): State<AppState>,
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-    headers: axum::http::HeaderMap,
+    Signed(requester): Signed,
 ) -> ApiResult<std::collections::BTreeMap<String, u64>> {
-    let requester =
-        crate::auth::authenticate(&state.ledger, &state.replay_guard, &headers, &method, &uri)?;
     if requester != state.ledger.genesis().regulator() {
         return Err(forbidden("only the regulator may read audit counts"));
     }
@@ -596,8 +576,7 @@ async fn audit_counts(
 /// or repeating events. The subscription is a signed request by that account.
 async fn events(
     State(state): State<AppState>,
-    method: axum::http::Method,
-    uri: axum::http::Uri,
+    Signed(requester): Signed,
     headers: axum::http::HeaderMap,
     Path(account): Path<String>,
     Query(q): Query<AuditQuery>,
@@ -607,8 +586,6 @@ async fn events(
     >,
     ApiError,
 > {
-    let requester =
-        crate::auth::authenticate(&state.ledger, &state.replay_guard, &headers, &method, &uri)?;
     let account = parse_account(&account)?;
     if requester != account {
         return Err(forbidden("an event subscription is signed by the account it is for"));
