@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use medledger_client::{
-    ClientError,
+    ClientError, Signer,
     http::NodeClient,
     keystore::{Identity, Wallet},
 };
@@ -69,7 +69,8 @@ impl Session {
             .unlock(&passphrase(&format!("Passphrase for {}: ", args.wallet.display()), false)?)
             .context("cannot unlock the wallet")?;
         let url = node_url(args.node.as_deref(), Some(&wallet));
-        let client = NodeClient::new(&url)?;
+        let client = NodeClient::new(&url)?
+            .signed_by(Signer::new(identity.signing.clone(), wallet.account()));
         let genesis = client.genesis().await?;
         match (&wallet.chain_id, &wallet.trusted_node_key) {
             (Some(chain), _) if *chain != genesis.chain_id => bail!(

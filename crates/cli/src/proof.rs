@@ -4,13 +4,10 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
-use medledger_client::{
-    http::NodeClient,
-    proof::{check_consistency, verify_tx_proof},
-};
+use medledger_client::proof::{check_consistency, verify_tx_proof};
 use medledger_core::Hash;
 
-use crate::common::{WalletArgs, load_wallet, node_url};
+use crate::common::{Session, WalletArgs};
 
 /// Options of `medledger proof`.
 #[derive(Debug, ClapArgs)]
@@ -24,21 +21,9 @@ pub struct Args {
 pub async fn run(args: Args) -> Result<()> {
     let hash = Hash::from_hex(&args.tx)
         .with_context(|| format!("{:?} is not a transaction hash", args.tx))?;
-    let mut wallet = load_wallet(&args.wallet.wallet)?;
-    let client = NodeClient::new(&node_url(args.wallet.node.as_deref(), Some(&wallet)))?;
-    let trusted = match wallet.trusted_node_key {
-        Some(k) => k,
-        None => {
-            let genesis = client.genesis().await?;
-            eprintln!(
-                "trusting node key {} from genesis of {:?} (first contact)",
-                genesis.node_key, genesis.chain_id
-            );
-            wallet.trusted_node_key = Some(genesis.node_key);
-            wallet.chain_id = Some(genesis.chain_id);
-            genesis.node_key
-        }
-    };
+    // Opening the session pins the genesis node key on first contact.
+    let Session { mut wallet, client, .. } = Session::open(&args.wallet).await?;
+    let trusted = wallet.trusted_node_key.context("the wallet trusts no node key")?;
     let resp = client.transaction(&hash).await?;
     verify_tx_proof(&resp, &trusted).context("the inclusion proof does NOT verify")?;
     let new = resp.checkpoint.clone();

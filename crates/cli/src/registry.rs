@@ -13,7 +13,7 @@ use medledger_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Session, WalletArgs, node_url, passphrase, print_json};
+use crate::common::{Session, WalletArgs, passphrase, print_json};
 
 #[derive(Debug, Subcommand)]
 pub enum HospitalCommand {
@@ -57,11 +57,10 @@ pub enum HospitalCommand {
         /// The hospital's account id.
         hospital: AccountId,
     },
-    /// List the hospital directory.
+    /// List the hospital directory (any registered identity; the request is signed).
     List {
-        /// The node to ask.
-        #[arg(long, env = "MEDLEDGER_NODE", default_value = "http://127.0.0.1:7300")]
-        node: String,
+        #[command(flatten)]
+        wallet: WalletArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -92,9 +91,8 @@ pub enum DoctorCommand {
         /// Only this hospital's doctors.
         #[arg(long)]
         hospital: Option<AccountId>,
-        /// The node to ask.
-        #[arg(long, env = "MEDLEDGER_NODE", default_value = "http://127.0.0.1:7300")]
-        node: String,
+        #[command(flatten)]
+        wallet: WalletArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -134,12 +132,10 @@ pub enum PatientCommand {
     Show {
         /// The Patient-ID.
         patient_id: u64,
-        /// A wallet that can open the sealed details.
-        #[arg(long, env = "MEDLEDGER_WALLET")]
-        wallet: Option<std::path::PathBuf>,
-        /// The node to ask.
-        #[arg(long, env = "MEDLEDGER_NODE")]
-        node: Option<String>,
+        /// Who asks (the request is signed). The patient's or the registering hospital's
+        /// wallet also opens the sealed details; any other shows them sealed.
+        #[command(flatten)]
+        wallet: WalletArgs,
     },
 }
 
@@ -248,8 +244,8 @@ pub async fn hospital(command: HospitalCommand) -> Result<()> {
             print_receipt("hospital reinstated", &receipt);
             Ok(())
         }
-        HospitalCommand::List { node, json } => {
-            let list = NodeClient::new(&node)?.hospitals().await?;
+        HospitalCommand::List { wallet, json } => {
+            let list = Session::open(&wallet).await?.client.hospitals().await?;
             if json {
                 return print_json(&list);
             }
@@ -288,8 +284,8 @@ pub async fn doctor(command: DoctorCommand) -> Result<()> {
             }
             Ok(())
         }
-        DoctorCommand::List { hospital, node, json } => {
-            let list = NodeClient::new(&node)?.doctors(hospital).await?;
+        DoctorCommand::List { hospital, wallet, json } => {
+            let list = Session::open(&wallet).await?.client.doctors(hospital).await?;
             if json {
                 return print_json(&list);
             }
@@ -352,10 +348,10 @@ pub async fn patient(command: PatientCommand) -> Result<()> {
             }
             Ok(())
         }
-        PatientCommand::Show { patient_id, wallet, node } => {
-            let wallet_file = wallet.as_deref().map(crate::common::load_wallet).transpose()?;
-            let client = NodeClient::new(&node_url(node.as_deref(), wallet_file.as_ref()))?;
-            let p = client
+        PatientCommand::Show { patient_id, wallet } => {
+            let s = Session::open(&wallet).await?;
+            let p = s
+                .client
                 .patient(PatientId(patient_id))
                 .await?
                 .with_context(|| format!("no patient with Patient-ID {patient_id}"))?;
@@ -363,15 +359,15 @@ pub async fn patient(command: PatientCommand) -> Result<()> {
             println!("account      {}", p.account);
             println!("hospital     {}", p.hospital);
             println!("registered   block {}", p.registered_at);
-            let Some(w) = wallet_file else {
-                println!("details      sealed (pass --wallet of the patient or hospital to open)");
-                return Ok(());
-            };
-            let identity = w.unlock(&passphrase("Wallet passphrase: ", false)?)?;
             for (label, r) in [("details", p.details), ("attendant", p.attendant)] {
-                let blob = client.get_blob(&r.blob).await?;
-                let inner = seal::open(&blob, &identity.decryption)
-                    .with_context(|| format!("this wallet cannot open the {label}"))?;
+                // The client checks that the blob hashes to the reference on the ledger.
+                let blob = s.client.get_blob(&r.blob).await?;
+                let Ok(inner) = seal::open(&blob, &s.identity.decryption) else {
+                    println!(
+                        "{label:<12} sealed (only the patient and their hospital can open them)"
+                    );
+                    continue;
+                };
                 let sealed: SealedDetails = serde_json::from_slice(&inner)?;
                 let mut salt = [0u8; 32];
                 hex::decode_to_slice(&sealed.salt, &mut salt)?;

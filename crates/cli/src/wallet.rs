@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Subcommand;
-use medledger_client::{http::NodeClient, keystore::Wallet};
+use medledger_client::{ClientError, keystore::Wallet};
 
-use crate::common::{load_wallet, node_url, passphrase, print_json};
+use crate::common::{Session, WalletArgs, load_wallet, passphrase, print_json};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -34,7 +34,11 @@ pub enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
-        /// The node to ask.
+        /// Also ask the node for the account's state on the ledger (unlocks the wallet to sign
+        /// the request).
+        #[arg(long)]
+        ledger: bool,
+        /// The node to ask (with --ledger).
         #[arg(long, env = "MEDLEDGER_NODE")]
         node: Option<String>,
     },
@@ -57,14 +61,28 @@ pub async fn run(command: Command) -> Result<()> {
             );
             Ok(())
         }
-        Command::Show { wallet: path, identity_only, json, node } => {
+        Command::Show { wallet: path, identity_only, json, ledger, node } => {
             let wallet = load_wallet(&path)?;
             if identity_only {
                 println!("{}", wallet.public_identity());
                 return Ok(());
             }
-            let client = NodeClient::new(&node_url(node.as_deref(), Some(&wallet)))?;
-            let on_ledger = client.account(&wallet.account()).await.ok().flatten();
+            let on_ledger = if ledger {
+                let args = WalletArgs { wallet: path.clone(), node };
+                let s = Session::open(&args).await?;
+                match s.client.account(&wallet.account()).await {
+                    Ok(a) => a,
+                    // A wallet not (yet) on the ledger cannot sign a request the node accepts.
+                    Err(ClientError::Refused { status: 401, message, .. })
+                        if message.contains("unknown account") =>
+                    {
+                        None
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                None
+            };
             if json {
                 return print_json(&serde_json::json!({
                     "name": wallet.name(),
@@ -88,7 +106,8 @@ pub async fn run(command: Command) -> Result<()> {
                         println!("patient:  {pid}");
                     }
                 }
-                None => println!("ledger:   not registered (or the node is not reachable)"),
+                None if ledger => println!("ledger:   not registered"),
+                None => println!("ledger:   (pass --ledger to ask the node)"),
             }
             Ok(())
         }

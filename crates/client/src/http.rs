@@ -30,11 +30,56 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for a whole request (a submission waits for its block to commit).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A client for one node.
+/// A client for one node. With a signer ([`NodeClient::signed_by`]) every read is signed, as
+/// the node requires of all reads but health, metrics and genesis.
 #[derive(Clone, Debug)]
 pub struct NodeClient {
     base: String,
     http: reqwest::Client,
+    signer: Option<Signer>,
+}
+
+/// Who signs a client's requests: an account and its active key.
+#[derive(Clone, Debug)]
+pub struct Signer {
+    key: std::sync::Arc<medledger_core::keys::SigningKey>,
+    account: AccountId,
+}
+
+impl Signer {
+    /// Signs as `account` with `key` (the account's active key).
+    pub fn new(key: medledger_core::keys::SigningKey, account: AccountId) -> Self {
+        Self { key: std::sync::Arc::new(key), account }
+    }
+
+    /// The signing account.
+    pub fn account(&self) -> AccountId {
+        self.account
+    }
+
+    /// The signature header for `method path` with `body`: now, with a fresh random nonce.
+    pub fn sign(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<medledger_core::request::RequestAuth, ClientError> {
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).map_err(|e| ClientError::Random { reason: e.to_string() })?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Ok(medledger_core::request::RequestAuth::sign(
+            &self.key,
+            self.account,
+            method,
+            path,
+            body,
+            now,
+            nonce,
+        ))
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -68,7 +113,30 @@ impl NodeClient {
             .timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(|e| bad(error_chain(&e)))?;
-        Ok(Self { base, http })
+        Ok(Self { base, http, signer: None })
+    }
+
+    /// The same client, signing every request as `signer`.
+    pub fn signed_by(mut self, signer: Signer) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
+    /// Adds the signature header when this client has a signer.
+    fn authorised(
+        &self,
+        req: RequestBuilder,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<RequestBuilder, ClientError> {
+        Ok(match &self.signer {
+            Some(signer) => req.header(
+                medledger_core::request::HEADER,
+                signer.sign(method, path, body)?.to_header(),
+            ),
+            None => req,
+        })
     }
 
     /// The node's base URL, without a trailing slash.
@@ -82,12 +150,12 @@ impl NodeClient {
 
     /// Liveness and tip.
     pub async fn health(&self) -> Result<Health, ClientError> {
-        self.get(paths::HEALTH).await
+        self.get_public(paths::HEALTH).await
     }
 
     /// The network's genesis.
     pub async fn genesis(&self) -> Result<Genesis, ClientError> {
-        self.get(paths::GENESIS).await
+        self.get_public(paths::GENESIS).await
     }
 
     /// The latest signed checkpoint. Check it with [`crate::proof::check_consistency`] against
@@ -142,7 +210,8 @@ impl NodeClient {
     pub async fn put_blob(&self, bytes: Vec<u8>) -> Result<BlobStored, ClientError> {
         let url = self.url(paths::BLOBS);
         let (hash, size) = (Hash::of(&bytes), bytes.len() as u64);
-        let req = self.http.put(&url).header(CONTENT_TYPE, "application/octet-stream").body(bytes);
+        let req = self.http.put(&url).header(CONTENT_TYPE, "application/octet-stream");
+        let req = self.authorised(req, "PUT", paths::BLOBS, &bytes)?.body(bytes);
         let stored: BlobStored = read_json(self.send(req, &url).await?, &url).await?;
         if stored.hash != hash || stored.size != size {
             return Err(ClientError::BadResponse {
@@ -159,8 +228,10 @@ impl NodeClient {
     /// Fetches a blob by its content hash (`GET /v1/blobs/{hash}`) and checks that the bytes
     /// hash to it.
     pub async fn get_blob(&self, hash: &Hash) -> Result<Vec<u8>, ClientError> {
-        let url = self.url(&format!("{}/{hash}", paths::BLOBS));
-        let resp = self.send(self.http.get(&url), &url).await?;
+        let path = format!("{}/{hash}", paths::BLOBS);
+        let url = self.url(&path);
+        let resp =
+            self.send(self.authorised(self.http.get(&url), "GET", &path, b"")?, &url).await?;
         let status = resp.status();
         let body = read_body(resp, &url).await?;
         if !status.is_success() {
@@ -372,7 +443,16 @@ impl NodeClient {
         Ok(last)
     }
 
+    /// A GET, signed when this client has a signer.
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let req = self.authorised(self.http.get(&url), "GET", path, b"")?;
+        read_json(self.send(req, &url).await?, &url).await
+    }
+
+    /// A GET of one of the few public paths (health, genesis): never signed, so that a wallet
+    /// not yet on the ledger can learn which network it talks to.
+    async fn get_public<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = self.url(path);
         read_json(self.send(self.http.get(&url), &url).await?, &url).await
     }
@@ -382,7 +462,7 @@ impl NodeClient {
         path: &str,
     ) -> Result<Option<T>, ClientError> {
         let url = self.url(path);
-        let resp = self.send(self.http.get(&url), &url).await?;
+        let resp = self.send(self.authorised(self.http.get(&url), "GET", path, b"")?, &url).await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -402,21 +482,7 @@ fn sign_get(
     account: AccountId,
     path: &str,
 ) -> Result<medledger_core::request::RequestAuth, ClientError> {
-    let mut nonce = [0u8; 16];
-    getrandom::fill(&mut nonce).map_err(|e| ClientError::Random { reason: e.to_string() })?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    Ok(medledger_core::request::RequestAuth::sign(
-        &identity.signing,
-        account,
-        "GET",
-        path,
-        b"",
-        now,
-        nonce,
-    ))
+    Signer::new(identity.signing.clone(), account).sign("GET", path, b"")
 }
 
 /// Reads at most [`MAX_RESPONSE_BYTES`] of a response body.

@@ -12,5 +12,5 @@ pub mod seal;
 pub mod tx;
 
 pub use error::ClientError;
-pub use http::NodeClient;
+pub use http::{NodeClient, Signer};
 pub use keystore::{Identity, KdfParams, Wallet, parse_public_identity};

@@ -342,6 +342,12 @@ impl StateTxn<'_, '_> {
         by_account(&mut self.tables.hospitals, HOSPITALS.name(), &mut self.digest, id, &value)
     }
 
+    /// Reads a doctor entry.
+    pub fn doctor(&self, id: &AccountId) -> Result<Option<DoctorEntry>, LedgerError> {
+        let v = self.tables.doctors.get(&id.0)?;
+        v.map(|v| decode_entry("doctor", v.value())).transpose()
+    }
+
     /// Writes a doctor entry.
     pub fn put_doctor(&mut self, id: &AccountId, e: &DoctorEntry) -> Result<(), LedgerError> {
         let value = encoding::encode(e);

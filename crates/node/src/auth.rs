@@ -53,13 +53,14 @@ impl ReplayGuard {
     }
 }
 
-/// Authenticates a signed request with an empty body; returns the requester.
+/// Authenticates a signed request whose body is `body`; returns the requester.
 pub fn authenticate(
     ledger: &Ledger,
     guard: &ReplayGuard,
     headers: &HeaderMap,
     method: &Method,
     uri: &Uri,
+    body: &[u8],
 ) -> Result<AccountId, ApiError> {
     let value = headers
         .get(HEADER)
@@ -75,7 +76,7 @@ pub fn authenticate(
         )));
     }
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    auth.verify(method.as_str(), path, b"")
+    auth.verify(method.as_str(), path, body)
         .map_err(|_| unauthenticated("the request signature does not verify"))?;
     let account = ledger
         .account(&auth.account)
@@ -105,7 +106,94 @@ impl axum::extract::FromRequestParts<crate::http::AppState> for Signed {
         parts: &mut axum::http::request::Parts,
         state: &crate::http::AppState,
     ) -> Result<Self, Self::Rejection> {
-        authenticate(&state.ledger, &state.replay_guard, &parts.headers, &parts.method, &parts.uri)
-            .map(Signed)
+        authenticate(
+            &state.ledger,
+            &state.replay_guard,
+            &parts.headers,
+            &parts.method,
+            &parts.uri,
+            b"",
+        )
+        .map(Signed)
+    }
+}
+
+/// Most refusals written to the log per second; the rest are counted and summarised, so a
+/// flood of bad requests cannot flood the log.
+const DENIALS_LOGGED_PER_SECOND: u32 = 20;
+
+/// Rate-limited logging of refused requests.
+#[derive(Debug, Default)]
+pub struct DenialLog {
+    /// The current second, how many were logged in it, how many were not.
+    window: Mutex<(u64, u32, u64)>,
+}
+
+impl DenialLog {
+    /// Whether to log this refusal, and how many earlier ones went unlogged (to report).
+    fn admit(&self, now_ms: u64) -> Option<u64> {
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let second = now_ms / 1000;
+        if w.0 != second {
+            let suppressed = w.2;
+            *w = (second, 1, 0);
+            return Some(suppressed);
+        }
+        if w.1 < DENIALS_LOGGED_PER_SECOND {
+            w.1 += 1;
+            Some(0)
+        } else {
+            w.2 += 1;
+            None
+        }
+    }
+}
+
+/// Middleware: every request refused as unauthenticated or forbidden is counted in the
+/// metrics and logged (rate-limited) with who claimed to ask, for what.
+pub async fn log_denials(
+    axum::extract::State(state): axum::extract::State<crate::http::AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let claimed = request
+        .headers()
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| RequestAuth::from_header(v).ok())
+        .map(|a| a.account);
+    let response = next.run(request).await;
+    let status = response.status();
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        state.metrics.denied_requests.inc();
+        if let Some(suppressed) = state.denials.admit(now_ms()) {
+            let claimed = claimed.map_or_else(|| "nobody (unsigned)".to_owned(), |a| a.to_string());
+            tracing::warn!(
+                %method,
+                %path,
+                status = status.as_u16(),
+                claimed_requester = %claimed,
+                suppressed_since_last_second = suppressed,
+                "request denied"
+            );
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denial_log_is_rate_limited_per_second() {
+        let log = DenialLog::default();
+        let logged = (0..100).filter(|_| log.admit(5_000).is_some()).count();
+        assert_eq!(logged, DENIALS_LOGGED_PER_SECOND as usize);
+        // The next second logs again and reports how many went unlogged.
+        assert_eq!(log.admit(6_000), Some(100 - u64::from(DENIALS_LOGGED_PER_SECOND)));
+        assert_eq!(log.admit(6_001), Some(0));
     }
 }

@@ -51,6 +51,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Nonces of signed requests seen recently.
     pub replay_guard: Arc<crate::auth::ReplayGuard>,
+    /// Rate-limited log of refused requests.
+    pub denials: Arc<crate::auth::DenialLog>,
     /// The height of the last applied block, updated as blocks are applied.
     pub applied: tokio::sync::watch::Receiver<u64>,
 }
@@ -133,6 +135,7 @@ pub fn router(state: AppState) -> Router {
         .route(paths::HEALTH, get(health))
         .route(paths::METRICS, get(metrics))
         .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::log_denials))
         .with_state(state)
 }
 
@@ -270,6 +273,7 @@ fn signed_checkpoint(state: &AppState) -> SignedCheckpoint {
 
 async fn transaction(
     State(state): State<AppState>,
+    _: Signed,
     Path(hash): Path<String>,
 ) -> ApiResult<TxProofResponse> {
     let hash = parse_hash(&hash)?;
@@ -289,12 +293,13 @@ async fn transaction(
     }))
 }
 
-async fn checkpoint(State(state): State<AppState>) -> Json<SignedCheckpoint> {
+async fn checkpoint(State(state): State<AppState>, _: Signed) -> Json<SignedCheckpoint> {
     Json(signed_checkpoint(&state))
 }
 
 async fn consistency(
     State(state): State<AppState>,
+    _: Signed,
     Query(q): Query<ConsistencyQuery>,
 ) -> ApiResult<ConsistencyResponse> {
     let proof = state.ledger.consistency_proof(q.old, q.new)?;
@@ -306,7 +311,7 @@ async fn genesis(State(state): State<AppState>) -> Json<medledger_core::block::G
     Json(state.ledger.genesis().clone())
 }
 
-async fn hospitals(State(state): State<AppState>) -> ApiResult<Vec<HospitalView>> {
+async fn hospitals(State(state): State<AppState>, _: Signed) -> ApiResult<Vec<HospitalView>> {
     let list = state.ledger.hospitals()?;
     Ok(Json(
         list.into_iter()
@@ -334,6 +339,7 @@ fn parse_account(s: &str) -> Result<AccountId, ApiError> {
 
 async fn doctors(
     State(state): State<AppState>,
+    _: Signed,
     Query(q): Query<DoctorQuery>,
 ) -> ApiResult<Vec<DoctorView>> {
     let hospital = q.hospital.as_deref().map(parse_account).transpose()?;
@@ -352,7 +358,11 @@ async fn doctors(
     ))
 }
 
-async fn account(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<AccountView> {
+async fn account(
+    State(state): State<AppState>,
+    _: Signed,
+    Path(id): Path<String>,
+) -> ApiResult<AccountView> {
     let id = parse_account(&id)?;
     let a = state
         .ledger
@@ -369,7 +379,11 @@ async fn account(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
     }))
 }
 
-async fn patient(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<PatientView> {
+async fn patient(
+    State(state): State<AppState>,
+    _: Signed,
+    Path(id): Path<String>,
+) -> ApiResult<PatientView> {
     let pid = PatientId(
         id.parse().map_err(|_| ApiError::bad_request(format!("{id:?} is not a Patient-ID")))?,
     );
@@ -402,7 +416,14 @@ fn vault_error(e: VaultError) -> ApiError {
     }
 }
 
-async fn put_blob(State(state): State<AppState>, body: Bytes) -> ApiResult<BlobStored> {
+async fn put_blob(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    body: Bytes,
+) -> ApiResult<BlobStored> {
+    crate::auth::authenticate(&state.ledger, &state.replay_guard, &headers, &method, &uri, &body)?;
     let size = body.len() as u64;
     let vault = state.vault.clone();
     let hash = tokio::task::spawn_blocking(move || vault.put(&body))
@@ -414,6 +435,7 @@ async fn put_blob(State(state): State<AppState>, body: Bytes) -> ApiResult<BlobS
 
 async fn get_blob(
     State(state): State<AppState>,
+    _: Signed,
     Path(hash): Path<String>,
 ) -> Result<Response, ApiError> {
     let hash = parse_hash(&hash)?;

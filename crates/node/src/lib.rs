@@ -69,6 +69,7 @@ pub async fn serve(
         vault: Arc::new(vault),
         metrics: Arc::new(metrics::Metrics::new()),
         replay_guard: Arc::default(),
+        denials: Arc::default(),
         applied: applied_rx,
     };
     tracing::info!(

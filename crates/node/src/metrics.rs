@@ -22,6 +22,8 @@ pub struct Metrics {
     pub commit_latency: Histogram,
     /// Height of the tip.
     pub height: Gauge,
+    /// Requests refused as unauthenticated (401) or forbidden (403).
+    pub denied_requests: Counter,
 }
 
 impl Metrics {
@@ -35,6 +37,7 @@ impl Metrics {
         let commit_latency =
             Histogram::new([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]);
         let height = Gauge::default();
+        let denied_requests = Counter::default();
         registry.register(
             "tx_admitted",
             "Transactions admitted and queued for a block",
@@ -53,7 +56,21 @@ impl Metrics {
             commit_latency.clone(),
         );
         registry.register("height", "Height of the chain tip", height.clone());
-        Self { registry, admitted, rejected, applied, refused, commit_latency, height }
+        registry.register(
+            "denied_requests",
+            "Requests refused as unauthenticated or forbidden",
+            denied_requests.clone(),
+        );
+        Self {
+            registry,
+            admitted,
+            rejected,
+            applied,
+            refused,
+            commit_latency,
+            height,
+            denied_requests,
+        }
     }
 
     /// The text exposition format.

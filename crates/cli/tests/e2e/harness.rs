@@ -165,14 +165,26 @@ impl Response {
     }
 }
 
-/// One request over a fresh connection (`Connection: close`), bounded by [`LIMIT`].
+/// One unsigned request over a fresh connection (`Connection: close`), bounded by [`LIMIT`].
 pub fn http(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<Response> {
+    request(port, method, path, body, &[])
+}
+
+/// One request with extra headers over a fresh connection, bounded by [`LIMIT`].
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(LIMIT))?;
     s.set_write_timeout(Some(LIMIT))?;
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
-         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+         Content-Type: application/octet-stream\r\n{extra}Content-Length: {}\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes())?;
@@ -194,6 +206,25 @@ pub fn http(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result
         body = dechunk(&body);
     }
     Ok(Response { status, body })
+}
+
+/// One request signed as `account` with `key`, now, with a fresh nonce.
+pub fn signed_http(
+    port: u16,
+    key: &medledger_core::keys::SigningKey,
+    account: medledger_core::ids::AccountId,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut nonce = [0u8; 16];
+    getrandom::fill(&mut nonce).map_err(std::io::Error::other)?;
+    let auth =
+        medledger_core::request::RequestAuth::sign(key, account, method, path, body, now, nonce);
+    request(port, method, path, body, &[(medledger_core::request::HEADER, &auth.to_header())])
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
@@ -305,6 +336,14 @@ impl Node {
     /// The regulator's wallet path as a string.
     pub fn regulator(&self) -> String {
         self.regulator_wallet().display().to_string()
+    }
+
+    /// A GET signed by the regulator (every read but health, metrics and genesis is signed).
+    pub fn regulator_get(&self, path: &str) -> Response {
+        let wallet = medledger_client::Wallet::load(&self.regulator_wallet()).expect("wallet");
+        let identity = wallet.unlock(PASS).expect("unlock the regulator");
+        signed_http(self.port, &identity.signing, wallet.account(), "GET", path, b"")
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
     /// GET /health as JSON.

@@ -54,7 +54,7 @@ fn malformed_and_bad_signature_submissions_are_refused_over_http() {
     let chain = node.health()["chain_id"].as_str().unwrap().to_owned();
     assert_eq!(chain, "medledger-local");
     let signer = wallet.account();
-    let hospitals_before = http(node.port, "GET", "/v1/hospitals", b"").unwrap().json();
+    let hospitals_before = node.regulator_get("/v1/hospitals").json();
 
     // Garbage.
     assert_refused(
@@ -107,7 +107,7 @@ fn malformed_and_bad_signature_submissions_are_refused_over_http() {
     let (status, body) = submit(&node, &stolen.encode());
     assert_eq!((status, body["code"].as_str()), (422, Some("refused")), "{body}");
     assert!(body["outcome"]["refused"]["reason"].get("key_not_active").is_some(), "{body}");
-    let account = http(node.port, "GET", &format!("/v1/accounts/{signer}"), b"").unwrap().json();
+    let account = node.regulator_get(&format!("/v1/accounts/{signer}")).json();
     assert_eq!(account["nonce"], 0, "a refused transaction consumed no nonce: {account}");
 
     // Signed correctly, for another network.
@@ -117,7 +117,7 @@ fn malformed_and_bad_signature_submissions_are_refused_over_http() {
     assert!(body["message"].as_str().unwrap().contains("chain"), "{body}");
 
     // Nothing above reached the directory.
-    assert_eq!(http(node.port, "GET", "/v1/hospitals", b"").unwrap().json(), hospitals_before);
+    assert_eq!(node.regulator_get("/v1/hospitals").json(), hospitals_before);
 
     // A good one is applied...
     let log_size = node.log_size();
@@ -126,7 +126,7 @@ fn malformed_and_bad_signature_submissions_are_refused_over_http() {
     assert_eq!(receipt["tx_hash"], good.hash().to_hex());
     assert!(receipt["outcome"].get("applied").is_some(), "{receipt}");
     assert_eq!(node.log_size(), log_size + 1);
-    let hospitals = http(node.port, "GET", "/v1/hospitals", b"").unwrap().json();
+    let hospitals = node.regulator_get("/v1/hospitals").json();
     assert_eq!(hospitals.as_array().unwrap().len(), 1, "{hospitals}");
 
     // ...and its replay is refused, with nothing ordered.
@@ -135,7 +135,7 @@ fn malformed_and_bad_signature_submissions_are_refused_over_http() {
     // A different transaction reusing the spent nonce likewise.
     let reuse = build(&regulator, signer, &chain, 1, admit_body("Nonce Reuse Hospital"));
     assert_refused(&node, "reused nonce", &reuse.encode(), &[422], "refused");
-    assert_eq!(http(node.port, "GET", "/v1/hospitals", b"").unwrap().json(), hospitals);
+    assert_eq!(node.regulator_get("/v1/hospitals").json(), hospitals);
 
     // The node still serves well-formed work after all that.
     let next = build(&regulator, signer, &chain, 2, admit_body("Second Hospital"));

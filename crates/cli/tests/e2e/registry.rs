@@ -25,14 +25,20 @@ fn identity(wallet: &str) -> String {
     ok(&["wallet", "show", "--wallet", wallet, "--identity-only"], &[]).trim().to_owned()
 }
 
-fn hospitals(node: &str) -> serde_json::Value {
-    serde_json::from_str(&ok(&["hospital", "list", "--node", node, "--json"], &[]))
-        .expect("hospital list --json")
+fn hospitals(node: &str, wallet: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(
+        &["hospital", "list", "--node", node, "--wallet", wallet, "--json"],
+        &[],
+    ))
+    .expect("hospital list --json")
 }
 
-fn doctors(node: &str) -> serde_json::Value {
-    serde_json::from_str(&ok(&["doctor", "list", "--node", node, "--json"], &[]))
-        .expect("doctor list --json")
+fn doctors(node: &str, wallet: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(
+        &["doctor", "list", "--node", node, "--wallet", wallet, "--json"],
+        &[],
+    ))
+    .expect("doctor list --json")
 }
 
 /// Creates wallets, admits the hospital, onboards the doctor, registers the patient.
@@ -124,7 +130,7 @@ fn registry_happy_path_through_the_cli() {
     let url = node.url.as_str();
     let c = cast(tmp.path(), &node);
 
-    let h = hospitals(url);
+    let h = hospitals(url, &c.patient);
     let h = h.as_array().expect("a JSON array");
     assert_eq!(h.len(), 1, "{h:?}");
     assert_eq!(h[0]["account"], c.hospital_account.as_str());
@@ -132,25 +138,35 @@ fn registry_happy_path_through_the_cli() {
     assert_eq!(h[0]["city"], "Leeds");
     assert_eq!(h[0]["registration_id"], "GOV-4711");
     assert_eq!(h[0]["suspended"], false);
-    let d = doctors(url);
+    let d = doctors(url, &c.patient);
     let d = d.as_array().expect("a JSON array");
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(d[0]["account"], c.doctor_account.as_str());
     assert_eq!(d[0]["hospital"], c.hospital_account.as_str());
     assert_eq!(d[0]["name"], "Dr. Ada Quill");
     assert_eq!(d[0]["registration_number"], "GMC-1234567");
-    let only =
-        ok(&["doctor", "list", "--node", url, "--json", "--hospital", &c.hospital_account], &[]);
+    let only = ok(
+        &["doctor", "list", "--node", url, "--wallet", &c.doctor, "--json"]
+            .into_iter()
+            .chain(["--hospital", c.hospital_account.as_str()])
+            .collect::<Vec<_>>(),
+        &[],
+    );
     assert!(only.contains(&c.doctor_account), "{only}");
 
-    // Without a wallet the details stay sealed; the patient's wallet opens them and checks them
-    // against the ledger's commitments.
-    let sealed = ok(&["patient", "show", &c.patient_id, "--node", url], &[]);
+    // A doctor's wallet sees the registration but not the sealed details; the patient's
+    // wallet opens them and checks them against the ledger's commitments. An unsigned read of
+    // the registration is refused.
+    let sealed = ok(&["patient", "show", &c.patient_id, "--node", url, "--wallet", &c.doctor], &[]);
     assert!(sealed.contains("sealed"), "{sealed}");
     assert!(
         !sealed.contains("Jane Roe"),
-        "details must not be readable without a wallet:\n{sealed}"
+        "details must not be readable by anyone but the patient and hospital:\n{sealed}"
     );
+    let unsigned = http(node.port, "GET", &format!("/v1/patients/{}", c.patient_id), b"").unwrap();
+    assert_eq!(unsigned.status, 401, "{}", unsigned.text());
+    let unsigned = http(node.port, "GET", "/v1/hospitals", b"").unwrap();
+    assert_eq!(unsigned.status, 401, "{}", unsigned.text());
     let opened = ok(&["patient", "show", &c.patient_id, "--wallet", &c.patient], &[]);
     assert!(opened.contains("Jane Roe") && opened.contains("1980-01-02"), "{opened}");
     assert!(opened.contains("John Roe") && opened.contains("spouse"), "{opened}");
@@ -168,7 +184,7 @@ fn registry_happy_path_through_the_cli() {
     );
     let again = ok(&["key", "rotate", "--wallet", &c.doctor], &[]);
     let rotate_tx = tx_hash(&again);
-    let shown = ok(&["wallet", "show", "--wallet", &c.doctor, "--json"], &[]);
+    let shown = ok(&["wallet", "show", "--wallet", &c.doctor, "--json", "--ledger"], &[]);
     let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(shown["account"], c.doctor_account.as_str(), "the account id survives rotation");
     assert_eq!(shown["ledger"]["nonce"], 2, "{shown}");
@@ -193,7 +209,7 @@ fn refusals_through_the_cli_change_nothing() {
     let url = node.url.as_str();
     let reg = node.regulator();
     let c = cast(tmp.path(), &node);
-    let listings = || (hospitals(url), doctors(url));
+    let listings = || (hospitals(url, &reg), doctors(url, &reg));
     let baseline = listings();
 
     // A doctor cannot admit hospitals.
@@ -313,5 +329,5 @@ fn refusals_through_the_cli_change_nothing() {
         &[],
     );
     assert!(out.contains("doctor onboarded"), "{out}");
-    assert_eq!(doctors(url).as_array().unwrap().len(), 2);
+    assert_eq!(doctors(url, &reg).as_array().unwrap().len(), 2);
 }

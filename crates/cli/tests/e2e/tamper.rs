@@ -85,6 +85,6 @@ fn a_flipped_byte_on_disk_is_detected_by_verify_and_by_the_node() {
     let out = cli(&["verify", "--data-dir", &data.display().to_string()], &[]);
     assert!(out.status.success() && stdout(&out).contains("ledger OK"), "{}", show(&out));
     node.restart();
-    let list = http(node.port, "GET", "/v1/hospitals", b"").unwrap().text();
+    let list = node.regulator_get("/v1/hospitals").text();
     assert!(list.contains("Zyxwvut General"), "{list}");
 }

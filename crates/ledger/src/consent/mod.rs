@@ -97,7 +97,9 @@ pub fn authorize(
     Ok(Decision::Deny(Denial::NoGrant))
 }
 
-/// Records an audit event caused by the transaction being applied.
+/// Records an audit event caused by the transaction being applied. It concerns the patient,
+/// the `others` named, and the hospital of each doctor among them (a hospital answers for its
+/// doctors' accesses, so it is told of them too).
 pub(crate) fn audit(
     state: &mut StateTxn<'_, '_>,
     actor: &AccountId,
@@ -106,8 +108,16 @@ pub(crate) fn audit(
     kind: crate::audit::AuditKind,
 ) -> Result<u64, LedgerError> {
     let mut accounts = vec![*patient];
-    accounts.extend(others.iter().filter(|a| *a != patient));
-    accounts.dedup();
+    for other in others {
+        if other == patient || accounts.contains(other) {
+            continue;
+        }
+        accounts.push(*other);
+        let hospital = state.doctor(other)?.map(|d| d.hospital);
+        if let Some(hospital) = hospital.filter(|h| !accounts.contains(h)) {
+            accounts.push(hospital);
+        }
+    }
     let (height, time_ms, tx_hash) = (state.height, state.time_ms, state.tx_hash);
     state.record_audit(&accounts, |seq| crate::audit::AuditEvent {
         seq,

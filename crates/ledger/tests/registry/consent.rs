@@ -455,7 +455,7 @@ fn access(net: &mut Net, reader: &mut Actor, resource: Resource, purpose: Purpos
 #[test]
 fn every_access_is_decided_at_its_block_and_audited_allowed_or_denied() {
     use medledger_ledger::audit::AuditKind;
-    let (mut net, _, mut doctor, mut patient) = populated();
+    let (mut net, hospital, mut doctor, mut patient) = populated();
     // Denied before any grant, and the denial is in the patient's trail.
     let d = access(&mut net, &mut doctor, lab(&patient), Purpose::Treatment);
     assert_eq!(d, Decision::Deny(Denial::NoGrant));
@@ -483,6 +483,9 @@ fn every_access_is_decided_at_its_block_and_audited_allowed_or_denied() {
     // The doctor's own trail holds the events that concern them too; paging resumes after a
     // cursor without repeating.
     assert_eq!(net.ledger.audit_trail(&doctor.account, None, 100).unwrap().len(), 5);
+    // The doctor's hospital answers for its doctors, so it is told of the same events.
+    let hospital_trail = net.ledger.audit_trail(&hospital.account, None, 100).unwrap();
+    assert_eq!(hospital_trail, trail, "the hospital sees its doctor's accesses and grants");
     let page = net.ledger.audit_trail(&patient.account, Some(trail[1].seq), 2).unwrap();
     assert_eq!(page, trail[2..4].to_vec());
     let counts = net.ledger.audit_counts().unwrap();
