@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     Hash,
     ids::AccountId,
-    tx::consent::{Decision, Purpose, Resource, Scope, Validity},
+    tx::consent::{Decision, Purpose, RecordCategory, Resource, Scope, Validity},
 };
 
 /// One audit event.
@@ -92,6 +92,45 @@ pub enum AuditKind {
         /// Who.
         delegate: AccountId,
     },
+    /// A record was created (or amended: a new version).
+    RecordMinted {
+        /// Its PMR-ID.
+        record: String,
+        /// Its category.
+        category: RecordCategory,
+        /// The hospital whose vault holds it.
+        hospital: AccountId,
+        /// The record it supersedes.
+        supersedes: Option<String>,
+    },
+    /// A record token changed owner (ERC-721 Transfer).
+    RecordTransferred {
+        /// The record.
+        record: String,
+        /// The previous owner.
+        from: AccountId,
+        /// The new owner.
+        to: AccountId,
+    },
+    /// Someone was approved to transfer a record, or the approval cleared (ERC-721 Approval).
+    RecordApproval {
+        /// The record.
+        record: String,
+        /// Who, or nobody.
+        approved: Option<AccountId>,
+    },
+    /// A record's data key was wrapped to another account.
+    RecordKeyShared {
+        /// The record.
+        record: String,
+        /// To whom.
+        grantee: AccountId,
+    },
+    /// A record was erased: its content and keys are destroyed, its token remains.
+    RecordErased {
+        /// The record.
+        record: String,
+    },
 }
 
 impl AuditKind {
@@ -108,6 +147,11 @@ impl AuditKind {
             AuditKind::DenyRemoved { .. } => "deny_rule_removed",
             AuditKind::DelegateNamed { .. } => "delegate_named",
             AuditKind::DelegateRemoved { .. } => "delegate_removed",
+            AuditKind::RecordMinted { .. } => "record_minted",
+            AuditKind::RecordTransferred { .. } => "record_transferred",
+            AuditKind::RecordApproval { .. } => "record_approval",
+            AuditKind::RecordKeyShared { .. } => "record_key_shared",
+            AuditKind::RecordErased { .. } => "record_erased",
         }
     }
 }

@@ -302,6 +302,11 @@ pub enum Created {
         /// The audit event's sequence number.
         event: u64,
     },
+    /// A record token was minted.
+    Record {
+        /// Its PMR-ID.
+        pmr: String,
+    },
 }
 
 /// Why a transaction was refused. Every refusal changes nothing.

@@ -2,6 +2,7 @@
 //! bodies. One enum variant per kind; the registry kinds live in [`registry`].
 
 pub mod consent;
+pub mod records;
 pub mod registry;
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,7 @@ use crate::{
 };
 
 pub use consent::ConsentTx;
+pub use records::RecordTx;
 pub use registry::*;
 
 /// Largest accepted encoded signed transaction, in bytes.
@@ -30,6 +32,8 @@ pub enum TxBody {
     Consent(ConsentTx),
     /// An access to a patient's records, decided and audited when applied.
     Access(consent::AccessTx),
+    /// Record tokens: mint, approve, transfer, share a key, erase.
+    Records(RecordTx),
 }
 
 impl TxBody {
@@ -39,6 +43,7 @@ impl TxBody {
             TxBody::Registry(r) => r.kind(),
             TxBody::Consent(c) => c.kind(),
             TxBody::Access(_) => "access",
+            TxBody::Records(r) => r.kind(),
         }
     }
 }

@@ -12,6 +12,7 @@ mod apply;
 pub mod audit;
 pub mod consent;
 mod query;
+pub mod records;
 pub mod registry;
 pub mod state;
 pub mod verify;
@@ -195,6 +196,12 @@ impl Ledger {
             )),
             other => LedgerError::from(other),
         })?;
+        // A ledger written by an older version lacks the newer (empty) state tables.
+        if db.begin_read()?.open_table(BLOB_REFS).is_err() {
+            let txn = db.begin_write()?;
+            drop(Tables::open(&txn)?);
+            txn.commit()?;
+        }
         let read = db.begin_read()?;
         let genesis: Genesis = {
             let meta = read.open_table(META)?;

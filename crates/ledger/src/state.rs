@@ -10,7 +10,8 @@ use medledger_core::{
     keys::{EncryptionKey, PublicKey},
     tx::{
         Role, SealedRef,
-        consent::{ConsentId, DenyRule, Purpose, Scope, Validity},
+        consent::{ConsentId, DenyRule, Purpose, RecordCategory, Scope, Validity},
+        records::VisitDate,
     },
 };
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
@@ -62,6 +63,23 @@ pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audi
 /// Index: account || sequence number, for every account an event concerns.
 pub(crate) const AUDIT_BY_ACCOUNT: TableDefinition<&[u8; 28], ()> =
     TableDefinition::new("audit_by_account");
+
+/// Record tokens by PMR-ID.
+pub(crate) const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
+/// Index: owner || PMR-ID.
+pub(crate) const RECORDS_BY_OWNER: TableDefinition<&[u8], ()> =
+    TableDefinition::new("records_by_owner");
+/// Index: patient || PMR-ID.
+pub(crate) const RECORDS_BY_PATIENT: TableDefinition<&[u8], ()> =
+    TableDefinition::new("records_by_patient");
+/// Wrapped data keys: PMR-ID || 0 || recipient -> the wrapped-key blob's hash.
+pub(crate) const RECORD_KEYS: TableDefinition<&[u8], &[u8; 32]> =
+    TableDefinition::new("record_keys");
+/// Operators (ERC-721 approval for all): owner || operator.
+pub(crate) const OPERATORS: TableDefinition<&[u8; 40], ()> = TableDefinition::new("operators");
+/// Vault blobs the ledger references (content, metadata, wrapped keys) -> their PMR-ID. A blob
+/// not in here may be collected by the vault.
+pub(crate) const BLOB_REFS: TableDefinition<&[u8; 32], &str> = TableDefinition::new("blob_refs");
 
 pub(crate) const META_GENESIS: &str = "genesis";
 pub(crate) const META_TIP: &str = "tip";
@@ -222,6 +240,45 @@ pub struct DenyEntry {
     pub added_at: u64,
 }
 
+/// A record token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordEntry {
+    /// Whose record.
+    pub patient: AccountId,
+    /// Who holds the token (the patient, or a guardian it was transferred to).
+    pub owner: AccountId,
+    /// The doctor who wrote it.
+    pub author: AccountId,
+    /// The author's hospital, whose vault holds the content.
+    pub hospital: AccountId,
+    /// What kind of record.
+    pub category: RecordCategory,
+    /// The visit.
+    pub visit_date: VisitDate,
+    /// SHA-256 of the ciphertext (the hash in its CIDv1).
+    pub content: Hash,
+    /// Ciphertext length.
+    pub size: u64,
+    /// SHA-256 of the sealed metadata blob.
+    pub metadata: Hash,
+    /// 1 for an original, one more for each amendment.
+    pub version: u32,
+    /// The record this one amends.
+    pub supersedes: Option<String>,
+    /// The amendment that replaced this one.
+    pub superseded_by: Option<String>,
+    /// Who may transfer it besides the owner and operators (ERC-721 approval).
+    pub approved: Option<AccountId>,
+    /// Height of the mint.
+    pub minted_at: u64,
+    /// Block time of the mint.
+    pub minted_time_ms: u64,
+    /// The mint transaction.
+    pub mint_tx: Hash,
+    /// Height of erasure: content and keys destroyed, token kept.
+    pub erased_at: Option<u64>,
+}
+
 pub(crate) fn decode_entry<T: DeserializeOwned>(
     what: &'static str,
     bytes: &[u8],
@@ -260,6 +317,12 @@ pub struct Tables<'txn> {
     pub(crate) delegates: redb::Table<'txn, &'static [u8; 40], ()>,
     pub(crate) audit: redb::Table<'txn, u64, &'static [u8]>,
     pub(crate) audit_by_account: redb::Table<'txn, &'static [u8; 28], ()>,
+    pub(crate) records: redb::Table<'txn, &'static str, &'static [u8]>,
+    pub(crate) records_by_owner: redb::Table<'txn, &'static [u8], ()>,
+    pub(crate) records_by_patient: redb::Table<'txn, &'static [u8], ()>,
+    pub(crate) record_keys: redb::Table<'txn, &'static [u8], &'static [u8; 32]>,
+    pub(crate) operators: redb::Table<'txn, &'static [u8; 40], ()>,
+    pub(crate) blob_refs: redb::Table<'txn, &'static [u8; 32], &'static str>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -280,6 +343,12 @@ impl<'txn> Tables<'txn> {
             delegates: txn.open_table(DELEGATES)?,
             audit: txn.open_table(AUDIT)?,
             audit_by_account: txn.open_table(AUDIT_BY_ACCOUNT)?,
+            records: txn.open_table(RECORDS)?,
+            records_by_owner: txn.open_table(RECORDS_BY_OWNER)?,
+            records_by_patient: txn.open_table(RECORDS_BY_PATIENT)?,
+            record_keys: txn.open_table(RECORD_KEYS)?,
+            operators: txn.open_table(OPERATORS)?,
+            blob_refs: txn.open_table(BLOB_REFS)?,
         })
     }
 }
@@ -378,6 +447,139 @@ impl StateTxn<'_, '_> {
     }
 }
 
+impl StateTxn<'_, '_> {
+    /// Reads a record token.
+    pub fn record(&self, pmr: &str) -> Result<Option<RecordEntry>, LedgerError> {
+        let v = self.tables.records.get(pmr)?;
+        v.map(|v| decode_entry("record", v.value())).transpose()
+    }
+
+    /// Writes a record token, moving it in the owner index when its owner changed.
+    pub fn put_record(&mut self, pmr: &str, r: &RecordEntry) -> Result<(), LedgerError> {
+        let value = encoding::encode(r);
+        let old = self.tables.records.insert(pmr, value.as_slice())?.map(|g| g.value().to_vec());
+        note_write(&mut self.digest, RECORDS.name(), pmr.as_bytes(), old.as_deref(), &value);
+        match old {
+            Some(old) => {
+                let old: RecordEntry = decode_entry("record", &old)?;
+                if old.owner != r.owner {
+                    self.tables
+                        .records_by_owner
+                        .remove(keys::account_str(&old.owner, pmr).as_slice())?;
+                    self.tables
+                        .records_by_owner
+                        .insert(keys::account_str(&r.owner, pmr).as_slice(), ())?;
+                }
+            }
+            None => {
+                self.tables
+                    .records_by_owner
+                    .insert(keys::account_str(&r.owner, pmr).as_slice(), ())?;
+                self.tables
+                    .records_by_patient
+                    .insert(keys::account_str(&r.patient, pmr).as_slice(), ())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records that `recipient` can unwrap `pmr`'s data key from blob `blob`, and that the
+    /// blob is referenced.
+    pub fn put_record_key(
+        &mut self,
+        pmr: &str,
+        recipient: &AccountId,
+        blob: &Hash,
+    ) -> Result<(), LedgerError> {
+        let key = keys::str_account(pmr, recipient);
+        let old = self.tables.record_keys.insert(key.as_slice(), &blob.0)?.map(|g| *g.value());
+        note_write(
+            &mut self.digest,
+            RECORD_KEYS.name(),
+            &key,
+            old.as_ref().map(|o| &o[..]),
+            &blob.0,
+        );
+        if let Some(old) = old.map(Hash) {
+            self.remove_blob_ref(&old)?;
+        }
+        self.add_blob_ref(blob, pmr)
+    }
+
+    /// Removes every wrapped key of `pmr` (erasure); returns their blobs.
+    pub fn remove_record_keys(&mut self, pmr: &str) -> Result<Vec<Hash>, LedgerError> {
+        let (lo, hi) = keys::str_range(pmr);
+        let found = self
+            .tables
+            .record_keys
+            .range(lo.as_slice()..hi.as_slice())?
+            .map(|row| row.map(|(k, v)| (k.value().to_vec(), *v.value())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut gone = Vec::with_capacity(found.len());
+        for (k, blob) in found {
+            self.tables.record_keys.remove(k.as_slice())?;
+            xor_into(&mut self.digest, &entry_digest(RECORD_KEYS.name(), &k, &blob));
+            gone.push(Hash(blob));
+        }
+        for blob in &gone {
+            self.remove_blob_ref(blob)?;
+        }
+        Ok(gone)
+    }
+
+    /// Marks `blob` as referenced by `pmr`.
+    pub fn add_blob_ref(&mut self, blob: &Hash, pmr: &str) -> Result<(), LedgerError> {
+        let old = self.tables.blob_refs.insert(&blob.0, pmr)?.map(|g| g.value().to_owned());
+        note_write(
+            &mut self.digest,
+            BLOB_REFS.name(),
+            &blob.0,
+            old.as_deref().map(str::as_bytes),
+            pmr.as_bytes(),
+        );
+        Ok(())
+    }
+
+    /// Drops the reference to `blob`.
+    pub fn remove_blob_ref(&mut self, blob: &Hash) -> Result<(), LedgerError> {
+        if let Some(old) = self.tables.blob_refs.remove(&blob.0)? {
+            xor_into(
+                &mut self.digest,
+                &entry_digest(BLOB_REFS.name(), &blob.0, old.value().as_bytes()),
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether `operator` may transfer all of `owner`'s tokens.
+    pub fn is_operator(
+        &self,
+        owner: &AccountId,
+        operator: &AccountId,
+    ) -> Result<bool, LedgerError> {
+        Ok(self.tables.operators.get(&keys::patient_delegate(owner, operator))?.is_some())
+    }
+
+    /// Sets or clears an operator.
+    pub fn set_operator(
+        &mut self,
+        owner: &AccountId,
+        operator: &AccountId,
+        on: bool,
+    ) -> Result<(), LedgerError> {
+        let key = keys::patient_delegate(owner, operator);
+        let changed = if on {
+            self.tables.operators.insert(&key, ())?.is_none()
+        } else {
+            self.tables.operators.remove(&key)?.is_some()
+        };
+        if changed {
+            xor_into(&mut self.digest, &entry_digest(OPERATORS.name(), &key, &[]));
+        }
+        Ok(())
+    }
+}
+
 /// Composite index keys.
 pub(crate) mod keys {
     use medledger_core::{Hash, ids::AccountId};
@@ -411,7 +613,22 @@ pub(crate) mod keys {
         k
     }
 
-    /// patient || delegate.
+    /// account || text (a PMR-ID).
+    pub(crate) fn account_str(account: &AccountId, s: &str) -> Vec<u8> {
+        [&account.0[..], s.as_bytes()].concat()
+    }
+
+    /// text || 0 || account: the 0 ends the text, so one text's keys form a range.
+    pub(crate) fn str_account(s: &str, account: &AccountId) -> Vec<u8> {
+        [s.as_bytes(), &[0], &account.0[..]].concat()
+    }
+
+    /// The range of [`str_account`] keys of one text.
+    pub(crate) fn str_range(s: &str) -> (Vec<u8>, Vec<u8>) {
+        ([s.as_bytes(), &[0]].concat(), [s.as_bytes(), &[1]].concat())
+    }
+
+    /// patient || delegate (also owner || operator).
     pub(crate) fn patient_delegate(patient: &AccountId, delegate: &AccountId) -> [u8; 40] {
         let mut k = [0u8; 40];
         k[..20].copy_from_slice(&patient.0);

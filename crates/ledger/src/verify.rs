@@ -89,6 +89,26 @@ pub fn state_digest(read: &redb::ReadTransaction) -> Result<[u8; 32], LedgerErro
         let (k, _) = row?;
         xor_into(&mut digest, &entry_digest(DELEGATES.name(), k.value(), &[]));
     }
+    let operators = read.open_table(OPERATORS)?;
+    for row in operators.iter()? {
+        let (k, _) = row?;
+        xor_into(&mut digest, &entry_digest(OPERATORS.name(), k.value(), &[]));
+    }
+    let records = read.open_table(RECORDS)?;
+    for row in records.iter()? {
+        let (k, v) = row?;
+        xor_into(&mut digest, &entry_digest(RECORDS.name(), k.value().as_bytes(), v.value()));
+    }
+    let record_keys = read.open_table(RECORD_KEYS)?;
+    for row in record_keys.iter()? {
+        let (k, v) = row?;
+        xor_into(&mut digest, &entry_digest(RECORD_KEYS.name(), k.value(), v.value()));
+    }
+    let blob_refs = read.open_table(BLOB_REFS)?;
+    for row in blob_refs.iter()? {
+        let (k, v) = row?;
+        xor_into(&mut digest, &entry_digest(BLOB_REFS.name(), k.value(), v.value().as_bytes()));
+    }
     for def in [PATIENTS, RECEIPTS, AUDIT] {
         let table = read.open_table(def)?;
         for row in table.iter()? {
@@ -256,6 +276,7 @@ fn compare_state(stored: &redb::ReadTransaction, replica: &Ledger) -> Result<(),
         AUDIT,
         AUDIT_BY_ACCOUNT
     );
+    compare!(RECORDS, RECORDS_BY_OWNER, RECORDS_BY_PATIENT, RECORD_KEYS, OPERATORS, BLOB_REFS);
     let stored_digest = {
         let meta = stored.open_table(META)?;
         meta.get(META_STATE_DIGEST)?.map(|d| d.value().to_vec())

@@ -141,6 +141,25 @@ pub(crate) fn access(
     if !patient.is_some_and(|p| p.role == Role::Patient) {
         return Ok(Err(Refusal::NotFound { what: format!("patient {}", tx.resource.patient) }));
     }
+    // A named record must be the patient's, of the category declared (grants by category
+    // would otherwise be fooled), and not erased.
+    if let Some(pmr) = &tx.resource.record {
+        let r = crate::registry::refuse_on!(crate::records::existing(state, pmr)?);
+        if r.patient != tx.resource.patient {
+            return Ok(Err(Refusal::Invalid {
+                reason: format!("record {pmr} is not a record of patient {}", tx.resource.patient),
+            }));
+        }
+        if tx.resource.category != Some(r.category) {
+            return Ok(Err(Refusal::Invalid {
+                reason: format!(
+                    "record {pmr} is of category {:?}; the access must say so",
+                    r.category
+                ),
+            }));
+        }
+        crate::registry::refuse_on!(crate::records::require_not_erased(pmr, &r));
+    }
     let decision = authorize(
         &*state,
         signer,

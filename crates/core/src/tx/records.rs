@@ -1,0 +1,202 @@
+//! Record transactions: medical records as non-fungible tokens with ERC-721 semantics.
+//!
+//! A doctor mints a token for a patient's record; its id is the PMR-ID (the Patient-ID followed
+//! by the visit date as DDMMYYYY, with `-2`, `-3`… for further records of that day); its first
+//! owner is the patient. The ledger holds only the content address of the ciphertext, the
+//! category, its size and references to the sealed metadata and the wrapped data keys, which
+//! live in the custodian hospital's vault so that erasure can destroy them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Hash, ids::AccountId, tx::consent::RecordCategory};
+
+/// Longest accepted PMR-ID (a Patient-ID of up to 20 digits, 8 date digits and a suffix).
+pub const MAX_PMR_ID_LEN: usize = 40;
+/// Most wrapped-key references a mint may carry.
+pub const MAX_MINT_KEYS: usize = 8;
+
+/// The date of the visit a record belongs to (the calendar date, no time zone).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct VisitDate {
+    /// Year, 1900–9999.
+    pub year: u16,
+    /// Month, 1–12.
+    pub month: u8,
+    /// Day of the month.
+    pub day: u8,
+}
+
+impl VisitDate {
+    /// Whether the date exists in the Gregorian calendar (and the year is plausible).
+    pub fn is_valid(&self) -> bool {
+        if !(1900..=9999).contains(&self.year) || !(1..=12).contains(&self.month) {
+            return false;
+        }
+        let leap = (self.year % 4 == 0 && self.year % 100 != 0) || self.year % 400 == 0;
+        let days = match self.month {
+            2 if leap => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        (1..=days).contains(&self.day)
+    }
+
+    /// The date as DDMMYYYY, the form a PMR-ID uses.
+    pub fn ddmmyyyy(&self) -> String {
+        format!("{:02}{:02}{:04}", self.day, self.month, self.year)
+    }
+}
+
+impl std::fmt::Display for VisitDate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+impl std::str::FromStr for VisitDate {
+    type Err = String;
+
+    /// Parses an ISO 8601 calendar date, `YYYY-MM-DD`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not a date of the form YYYY-MM-DD");
+        let mut parts = s.split('-');
+        let (Some(y), Some(m), Some(d), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        if y.len() != 4 || m.len() != 2 || d.len() != 2 {
+            return Err(bad());
+        }
+        let date = VisitDate {
+            year: y.parse().map_err(|_| bad())?,
+            month: m.parse().map_err(|_| bad())?,
+            day: d.parse().map_err(|_| bad())?,
+        };
+        if !date.is_valid() {
+            return Err(format!("{s} is not a valid calendar date"));
+        }
+        Ok(date)
+    }
+}
+
+/// The PMR-ID a record gets: the Patient-ID, the visit date as DDMMYYYY, and for the `n`th
+/// record of that day (from 1) the suffix `-n` when `n > 1`. Patient 85437 on 26 Jan 2021 gives
+/// `8543726012021`, then `8543726012021-2`.
+pub fn pmr_id(patient_id: u64, date: &VisitDate, n: u32) -> String {
+    let base = format!("{patient_id}{}", date.ddmmyyyy());
+    if n > 1 { format!("{base}-{n}") } else { base }
+}
+
+/// A data key wrapped (HPKE) to one account, stored as a blob in the custodian's vault.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRef {
+    /// Who can unwrap it.
+    pub recipient: AccountId,
+    /// The SHA-256 (the vault name) of the wrapped-key blob.
+    pub blob: Hash,
+}
+
+/// A new record token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MintRecord {
+    /// Whose record (the first owner).
+    pub patient: AccountId,
+    /// The visit the record belongs to.
+    pub visit_date: VisitDate,
+    /// What kind of record.
+    pub category: RecordCategory,
+    /// SHA-256 of the ciphertext: the hash inside its CIDv1 (raw, sha2-256).
+    pub content: Hash,
+    /// Ciphertext length in bytes.
+    pub size: u64,
+    /// SHA-256 of the sealed metadata blob (title, content type, date, notes).
+    pub metadata: Hash,
+    /// Wrapped data keys: at least the patient's and the author's.
+    pub keys: Vec<KeyRef>,
+    /// The record this one amends (same patient); it stays, marked superseded.
+    pub supersedes: Option<String>,
+}
+
+/// A record transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecordTx {
+    /// A doctor mints a record token for a patient they treat.
+    Mint(MintRecord),
+    /// The owner (or an operator of the owner) approves one account to transfer this token,
+    /// or clears the approval (ERC-721 `approve`).
+    Approve {
+        /// The record.
+        record: String,
+        /// Who may transfer it; `None` clears.
+        approved: Option<AccountId>,
+    },
+    /// The signer lets `operator` transfer all of its tokens, or stops it
+    /// (ERC-721 `setApprovalForAll`).
+    SetApprovalForAll {
+        /// The operator.
+        operator: AccountId,
+        /// On or off.
+        approved: bool,
+    },
+    /// Moves a token to a new owner: the patient or a delegate the patient named (a guardian),
+    /// and back (ERC-721 `transferFrom`). Signed by the owner, the approved account or an
+    /// operator of the owner.
+    Transfer {
+        /// The record.
+        record: String,
+        /// The new owner.
+        to: AccountId,
+    },
+    /// The owner, patient or a delegate gives a grantee the record's data key, wrapped to them.
+    /// Access itself still needs a grant in force.
+    ShareKey {
+        /// The record.
+        record: String,
+        /// The wrapped key.
+        key: KeyRef,
+    },
+    /// The patient (or delegate, or owner) erases a record: custodians delete its ciphertext,
+    /// metadata and every wrapped key; the token stays, marked erased, with its hashes.
+    Erase {
+        /// The record.
+        record: String,
+    },
+}
+
+impl RecordTx {
+    /// A short name for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RecordTx::Mint(_) => "mint_record",
+            RecordTx::Approve { .. } => "approve_record",
+            RecordTx::SetApprovalForAll { .. } => "set_approval_for_all",
+            RecordTx::Transfer { .. } => "transfer_record",
+            RecordTx::ShareKey { .. } => "share_record_key",
+            RecordTx::Erase { .. } => "erase_record",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pmr_ids_follow_the_seed_format() {
+        let d = VisitDate { year: 2021, month: 1, day: 26 };
+        assert_eq!(pmr_id(85437, &d, 1), "8543726012021");
+        assert_eq!(pmr_id(85437, &d, 2), "8543726012021-2");
+        assert_eq!(pmr_id(85437, &d, 3), "8543726012021-3");
+    }
+
+    #[test]
+    fn dates_are_checked() {
+        assert_eq!("2021-01-26".parse::<VisitDate>().unwrap().ddmmyyyy(), "26012021");
+        assert!("2024-02-29".parse::<VisitDate>().is_ok());
+        for bad in ["2023-02-29", "2021-13-01", "2021-00-10", "2021-04-31", "21-01-01", "x", ""] {
+            assert!(bad.parse::<VisitDate>().is_err(), "{bad}");
+        }
+    }
+}

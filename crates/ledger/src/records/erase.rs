@@ -1,0 +1,30 @@
+//! Erasure (GDPR Art. 17) by crypto-shredding: the ledger drops its references to the
+//! record's ciphertext, metadata and wrapped keys, so custodians delete them from their
+//! vaults; the token stays, marked erased, with its hashes, so every proof still verifies.
+
+use medledger_core::ids::AccountId;
+
+use crate::{
+    registry::{HandlerResult, refuse_on},
+    state::StateTxn,
+};
+
+pub(crate) fn apply(state: &mut StateTxn<'_, '_>, signer: &AccountId, pmr: &str) -> HandlerResult {
+    let mut r = refuse_on!(super::existing(state, pmr)?);
+    refuse_on!(super::require_owner_patient_or_delegate(state, signer, pmr, &r)?);
+    refuse_on!(super::require_not_erased(pmr, &r));
+    state.remove_record_keys(pmr)?;
+    state.remove_blob_ref(&r.content)?;
+    state.remove_blob_ref(&r.metadata)?;
+    r.erased_at = Some(state.height);
+    r.approved = None;
+    state.put_record(pmr, &r)?;
+    crate::consent::audit(
+        state,
+        signer,
+        &r.patient,
+        &[r.author],
+        crate::audit::AuditKind::RecordErased { record: pmr.to_owned() },
+    )?;
+    Ok(Ok(None))
+}

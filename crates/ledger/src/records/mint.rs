@@ -1,0 +1,195 @@
+//! A doctor mints a record token for a patient they treat; an amendment mints a new version
+//! that supersedes the old one.
+
+use medledger_core::{
+    block::{Created, Refusal},
+    ids::AccountId,
+    tx::{
+        Role,
+        consent::{Action, Basis, Decision, Purpose, Resource},
+        records::{MAX_MINT_KEYS, MintRecord, pmr_id},
+    },
+};
+
+use crate::{
+    LedgerError,
+    registry::{HandlerResult, refuse_on},
+    state::{Account, RecordEntry, StateTxn},
+};
+
+/// Most records one patient may get for one visit date (the PMR-ID suffix runs to this).
+const MAX_RECORDS_PER_DAY: u32 = 999;
+
+pub(crate) fn apply(
+    state: &mut StateTxn<'_, '_>,
+    signer: &AccountId,
+    signer_account: &Account,
+    m: &MintRecord,
+) -> HandlerResult {
+    if signer_account.role != Role::Doctor {
+        return Ok(Err(Refusal::Unauthorised {
+            reason: "only a doctor may create a record".into(),
+        }));
+    }
+    let Some(doctor) = state.doctor(signer)? else {
+        return Ok(Err(Refusal::NotFound { what: format!("doctor entry of {signer}") }));
+    };
+    let patient = match state.account(&m.patient)? {
+        Some(p) if p.role == Role::Patient => p,
+        _ => return Ok(Err(Refusal::NotFound { what: format!("patient {}", m.patient) })),
+    };
+    let Some(patient_id) = patient.patient_id else {
+        return Err(LedgerError::Corrupt(format!("patient {} has no Patient-ID", m.patient)));
+    };
+    refuse_on!(check_fields(signer, m));
+    refuse_on!(treats(state, signer, doctor.hospital, &patient, m)?);
+    let version = match &m.supersedes {
+        None => 1,
+        Some(old_id) => {
+            let old = refuse_on!(super::existing(state, old_id)?);
+            if old.patient != m.patient {
+                return Ok(Err(Refusal::Invalid {
+                    reason: format!("record {old_id} belongs to another patient"),
+                }));
+            }
+            refuse_on!(super::require_not_erased(old_id, &old));
+            if let Some(newer) = &old.superseded_by {
+                return Ok(Err(Refusal::Invalid {
+                    reason: format!("record {old_id} was already amended by {newer}"),
+                }));
+            }
+            old.version + 1
+        }
+    };
+    let mut pmr = None;
+    for n in 1..=MAX_RECORDS_PER_DAY {
+        let id = pmr_id(patient_id.0, &m.visit_date, n);
+        if state.record(&id)?.is_none() {
+            pmr = Some(id);
+            break;
+        }
+    }
+    let Some(pmr) = pmr else {
+        return Ok(Err(Refusal::Invalid {
+            reason: format!(
+                "patient {patient_id} already has {MAX_RECORDS_PER_DAY} records that day"
+            ),
+        }));
+    };
+    if let Some(old_id) = &m.supersedes {
+        let mut old = refuse_on!(super::existing(state, old_id)?);
+        old.superseded_by = Some(pmr.clone());
+        state.put_record(old_id, &old)?;
+    }
+    let entry = RecordEntry {
+        patient: m.patient,
+        owner: m.patient,
+        author: *signer,
+        hospital: doctor.hospital,
+        category: m.category,
+        visit_date: m.visit_date,
+        content: m.content,
+        size: m.size,
+        metadata: m.metadata,
+        version,
+        supersedes: m.supersedes.clone(),
+        superseded_by: None,
+        approved: None,
+        minted_at: state.height,
+        minted_time_ms: state.time_ms,
+        mint_tx: state.tx_hash,
+        erased_at: None,
+    };
+    state.put_record(&pmr, &entry)?;
+    state.add_blob_ref(&m.content, &pmr)?;
+    state.add_blob_ref(&m.metadata, &pmr)?;
+    for k in &m.keys {
+        state.put_record_key(&pmr, &k.recipient, &k.blob)?;
+    }
+    crate::consent::audit(
+        state,
+        signer,
+        &m.patient,
+        &[*signer],
+        crate::audit::AuditKind::RecordMinted {
+            record: pmr.clone(),
+            category: m.category,
+            hospital: doctor.hospital,
+            supersedes: m.supersedes.clone(),
+        },
+    )?;
+    Ok(Ok(Some(Created::Record { pmr })))
+}
+
+/// Checks what needs no state: a real date, distinct blobs, the patient's and the author's
+/// keys present once each.
+fn check_fields(signer: &AccountId, m: &MintRecord) -> Result<(), Refusal> {
+    let bad = |reason: String| Err(Refusal::Invalid { reason });
+    if !m.visit_date.is_valid() {
+        return bad(format!("{} is not a valid visit date", m.visit_date));
+    }
+    if m.size == 0 {
+        return bad("a record has content (size 0 given)".into());
+    }
+    if m.content == m.metadata {
+        return bad("the content and metadata blobs must differ".into());
+    }
+    if m.keys.is_empty() || m.keys.len() > MAX_MINT_KEYS {
+        return bad(format!("a record carries 1 to {MAX_MINT_KEYS} wrapped keys"));
+    }
+    let mut recipients: Vec<_> = m.keys.iter().map(|k| k.recipient).collect();
+    recipients.sort();
+    recipients.dedup();
+    if recipients.len() != m.keys.len() {
+        return bad("a recipient appears twice among the wrapped keys".into());
+    }
+    if m.keys.iter().any(|k| k.blob == m.content || k.blob == m.metadata) {
+        return bad("a wrapped key must be its own blob".into());
+    }
+    for (who, what) in [(&m.patient, "the patient"), (signer, "the author")] {
+        if !recipients.contains(who) {
+            return bad(format!("the data key must be wrapped to {what}"));
+        }
+    }
+    if m.supersedes
+        .as_ref()
+        .is_some_and(|s| s.is_empty() || s.len() > medledger_core::tx::records::MAX_PMR_ID_LEN)
+    {
+        return bad("the superseded PMR-ID is malformed".into());
+    }
+    Ok(())
+}
+
+/// Whether the doctor treats the patient: registered at the doctor's hospital, or a treatment
+/// grant in force covering the category.
+fn treats(
+    state: &StateTxn<'_, '_>,
+    doctor: &AccountId,
+    doctor_hospital: AccountId,
+    patient: &Account,
+    m: &MintRecord,
+) -> Result<Result<(), Refusal>, LedgerError> {
+    if patient.hospital == Some(doctor_hospital) {
+        return Ok(Ok(()));
+    }
+    let resource =
+        Resource { patient: m.patient, category: Some(m.category), record: None, case: None };
+    let decision = crate::consent::authorize(
+        state,
+        doctor,
+        Action::Read,
+        &resource,
+        Purpose::Treatment,
+        state.height,
+        state.time_ms,
+    )?;
+    if matches!(decision, Decision::Allow(Basis::Grant { .. })) {
+        return Ok(Ok(()));
+    }
+    Ok(Err(Refusal::Unauthorised {
+        reason: format!(
+            "doctor {doctor} does not treat patient {}: not registered at the doctor's hospital and no treatment grant covers {:?}",
+            m.patient, m.category
+        ),
+    }))
+}

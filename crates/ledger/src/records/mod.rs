@@ -1,0 +1,85 @@
+//! Records: medical records as tokens with ERC-721 semantics (one file per transaction kind).
+//!
+//! Who may mint: an active doctor of an admitted, unsuspended hospital, for a patient they
+//! treat. "Treat" means one of: the patient was registered at the doctor's hospital, or the
+//! patient (or a delegate) granted the doctor access for treatment covering the record's
+//! category, in force at the block. Anyone else's mint is refused.
+//!
+//! Ownership: the patient owns each new token. The owner, the account the owner approved for
+//! that token, or an operator the owner named may transfer it, but only to the patient or to
+//! a delegate the patient named (a guardian), so a medical record cannot be handed to a third
+//! party. Transfers and approvals are logged in the patient's audit trail (the ERC-721
+//! Transfer and Approval events).
+//!
+//! Amendment mints a new version that supersedes the old; nothing is deleted. Erasure
+//! destroys the content and every wrapped key in the custodian's vault, and keeps the token,
+//! marked erased, with its hashes: every proof still verifies.
+
+mod erase;
+mod mint;
+mod ownership;
+mod read;
+mod share;
+
+use medledger_core::{block::Refusal, ids::AccountId, tx::RecordTx};
+
+use crate::{
+    LedgerError,
+    registry::HandlerResult,
+    state::{Account, RecordEntry, StateTxn},
+};
+
+/// Applies one record transaction for an authenticated signer.
+pub(crate) fn apply(
+    state: &mut StateTxn<'_, '_>,
+    signer: &AccountId,
+    signer_account: &Account,
+    tx: &RecordTx,
+) -> HandlerResult {
+    match tx {
+        RecordTx::Mint(m) => mint::apply(state, signer, signer_account, m),
+        RecordTx::Approve { record, approved } => {
+            ownership::approve(state, signer, record, approved.as_ref())
+        }
+        RecordTx::SetApprovalForAll { operator, approved } => {
+            ownership::set_approval_for_all(state, signer, operator, *approved)
+        }
+        RecordTx::Transfer { record, to } => ownership::transfer(state, signer, record, to),
+        RecordTx::ShareKey { record, key } => share::apply(state, signer, record, key),
+        RecordTx::Erase { record } => erase::apply(state, signer, record),
+    }
+}
+
+/// The record named `pmr`, or a refusal saying it does not exist.
+pub(crate) fn existing(
+    state: &StateTxn<'_, '_>,
+    pmr: &str,
+) -> Result<Result<RecordEntry, Refusal>, LedgerError> {
+    Ok(state.record(pmr)?.ok_or_else(|| Refusal::NotFound { what: format!("record {pmr}") }))
+}
+
+/// Refuses unless `signer` is the record's owner, its patient, or a delegate of the patient:
+/// those who decide about a record's keys and its existence.
+pub(crate) fn require_owner_patient_or_delegate(
+    state: &StateTxn<'_, '_>,
+    signer: &AccountId,
+    pmr: &str,
+    r: &RecordEntry,
+) -> Result<Result<(), Refusal>, LedgerError> {
+    if *signer == r.owner || *signer == r.patient || state.is_delegate(&r.patient, signer)? {
+        return Ok(Ok(()));
+    }
+    Ok(Err(Refusal::Unauthorised {
+        reason: format!("only the owner or patient of record {pmr}, or a delegate, may do this"),
+    }))
+}
+
+/// Refuses an erased record.
+pub(crate) fn require_not_erased(pmr: &str, r: &RecordEntry) -> Result<(), Refusal> {
+    match r.erased_at {
+        Some(h) => {
+            Err(Refusal::Invalid { reason: format!("record {pmr} was erased at block {h}") })
+        }
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,34 @@
+//! The owner, patient or a delegate gives another account a record's data key, wrapped to
+//! that account (done in the patient's wallet when granting access to the record). Access
+//! itself still needs a grant in force: a key without a grant opens nothing the node serves.
+
+use medledger_core::{block::Refusal, ids::AccountId, tx::records::KeyRef};
+
+use crate::{
+    registry::{HandlerResult, refuse_on},
+    state::StateTxn,
+};
+
+pub(crate) fn apply(
+    state: &mut StateTxn<'_, '_>,
+    signer: &AccountId,
+    pmr: &str,
+    key: &KeyRef,
+) -> HandlerResult {
+    let r = refuse_on!(super::existing(state, pmr)?);
+    refuse_on!(super::require_owner_patient_or_delegate(state, signer, pmr, &r)?);
+    refuse_on!(super::require_not_erased(pmr, &r));
+    refuse_on!(crate::consent::require_active(state, &key.recipient, "recipient")?);
+    if key.blob == r.content || key.blob == r.metadata {
+        return Ok(Err(Refusal::Invalid { reason: "a wrapped key must be its own blob".into() }));
+    }
+    state.put_record_key(pmr, &key.recipient, &key.blob)?;
+    crate::consent::audit(
+        state,
+        signer,
+        &r.patient,
+        &[key.recipient],
+        crate::audit::AuditKind::RecordKeyShared { record: pmr.to_owned(), grantee: key.recipient },
+    )?;
+    Ok(Ok(None))
+}

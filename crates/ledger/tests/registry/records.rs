@@ -1,0 +1,332 @@
+//! Record tokens through `apply_block`: who may mint, PMR-IDs, ERC-721 ownership, amendment,
+//! key sharing and erasure; every refusal changes nothing.
+
+use medledger_core::{
+    Hash,
+    block::{Created, Refusal},
+    tx::{
+        ConsentTx, RecordTx, TxBody,
+        consent::{AccessTx, Action, Purpose, RecordCategory, Resource, Scope, Validity},
+        records::{KeyRef, MintRecord, VisitDate},
+    },
+};
+
+use super::*;
+
+const DAY: VisitDate = VisitDate { year: 2021, month: 1, day: 26 };
+
+/// Signs a record transaction (the body first, so that it may name the signer).
+fn rec(tx: RecordTx, actor: &mut Actor) -> SignedTransaction {
+    actor.sign_body(TxBody::Records(tx))
+}
+
+fn mint_body(patient: &Actor, author: &Actor, category: RecordCategory, tag: &str) -> MintRecord {
+    MintRecord {
+        patient: patient.account,
+        visit_date: DAY,
+        category,
+        content: Hash::of(format!("content/{tag}").as_bytes()),
+        size: 1024,
+        metadata: Hash::of(format!("meta/{tag}").as_bytes()),
+        keys: vec![
+            KeyRef { recipient: patient.account, blob: Hash::of(format!("kp/{tag}").as_bytes()) },
+            KeyRef { recipient: author.account, blob: Hash::of(format!("ka/{tag}").as_bytes()) },
+        ],
+        supersedes: None,
+    }
+}
+
+fn minted(r: &Receipt) -> String {
+    match applied(r) {
+        Some(Created::Record { pmr }) => pmr.clone(),
+        other => panic!("expected a record, got {other:?}"),
+    }
+}
+
+fn mint(net: &mut Net, doctor: &mut Actor, patient: &Actor, tag: &str) -> String {
+    let body = RecordTx::Mint(mint_body(patient, doctor, RecordCategory::LabReport, tag));
+    let t = rec(body, doctor);
+    minted(&net.one(t))
+}
+
+/// Everything a refused record transaction must leave as it was.
+fn record_state(net: &Net, patient: &Actor) -> String {
+    format!(
+        "{:?}|{:?}",
+        net.ledger.records_of_patient(&patient.account).unwrap(),
+        net.ledger.audit_trail(&patient.account, None, 1000).unwrap()
+    )
+}
+
+fn patient_id(net: &Net, patient: &Actor) -> u64 {
+    net.ledger.account(&patient.account).unwrap().unwrap().patient_id.unwrap().0
+}
+
+#[test]
+fn a_doctor_of_the_patients_hospital_mints_tokens_with_pmr_ids() {
+    let (mut net, hospital, mut doctor, patient) = populated();
+    let pid = patient_id(&net, &patient);
+    let first = mint(&mut net, &mut doctor, &patient, "a");
+    assert_eq!(first, format!("{pid}26012021"));
+    let second = mint(&mut net, &mut doctor, &patient, "b");
+    assert_eq!(second, format!("{pid}26012021-2"));
+    let r = net.ledger.record(&first).unwrap().unwrap();
+    assert_eq!((r.owner, r.patient, r.author), (patient.account, patient.account, doctor.account));
+    assert_eq!(r.hospital, hospital.account);
+    assert_eq!(r.version, 1);
+    assert_eq!(net.ledger.records_owned_by(&patient.account).unwrap().len(), 2, "balance_of");
+    assert_eq!(net.ledger.blob_owner(&r.content).unwrap().as_deref(), Some(first.as_str()));
+    let holders = net.ledger.record_key_holders(&first).unwrap();
+    assert_eq!(holders.len(), 2);
+    // The mint is in the patient's trail and in the hospital's (its doctor wrote it).
+    let trail = net.ledger.audit_trail(&patient.account, None, 100).unwrap();
+    assert_eq!(trail.iter().filter(|e| e.kind.name() == "record_minted").count(), 2);
+    let h = net.ledger.audit_trail(&hospital.account, None, 100).unwrap();
+    assert_eq!(h.len(), 2, "{h:?}");
+}
+
+#[test]
+fn only_a_treating_doctor_may_mint() {
+    let (mut net, _, _, mut patient) = populated();
+    // A doctor of another hospital, with no grant.
+    let mut other_hospital = Actor::new();
+    let mut outsider = Actor::new();
+    applied(&net.admit(&other_hospital));
+    let t = onboard(&mut other_hospital, &outsider);
+    applied(&net.one(t));
+    let before = record_state(&net, &patient);
+    let t = rec(
+        RecordTx::Mint(mint_body(&patient, &outsider, RecordCategory::LabReport, "x")),
+        &mut outsider,
+    );
+    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
+    assert_eq!(record_state(&net, &patient), before);
+    // A treatment grant for imaging does not cover a lab report...
+    let now = net.time;
+    let t = patient.sign_body(TxBody::Consent(ConsentTx::Grant {
+        patient: patient.account,
+        grantee: outsider.account,
+        scope: Scope::Categories(vec![RecordCategory::Imaging]),
+        purpose: Purpose::Treatment,
+        validity: Validity { not_before_ms: now, expires_at_ms: now + 86_400_000 },
+    }));
+    applied(&net.one(t));
+    let before = record_state(&net, &patient);
+    let t = rec(
+        RecordTx::Mint(mint_body(&patient, &outsider, RecordCategory::LabReport, "y")),
+        &mut outsider,
+    );
+    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
+    assert_eq!(record_state(&net, &patient), before);
+    // ...but does cover imaging.
+    let t = rec(
+        RecordTx::Mint(mint_body(&patient, &outsider, RecordCategory::Imaging, "z")),
+        &mut outsider,
+    );
+    minted(&net.one(t));
+    // Patients and hospitals do not mint.
+    let mut hospital_actor = other_hospital;
+    let t = rec(
+        RecordTx::Mint(mint_body(&patient, &hospital_actor, RecordCategory::Other, "h")),
+        &mut hospital_actor,
+    );
+    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
+    let t = rec(
+        RecordTx::Mint(mint_body(&patient, &patient, RecordCategory::Other, "p")),
+        &mut patient,
+    );
+    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
+}
+
+#[test]
+fn malformed_mints_are_refused() {
+    let (mut net, _, mut doctor, patient) = populated();
+    let before = record_state(&net, &patient);
+    type Edit = Box<dyn Fn(&mut MintRecord)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        (
+            "no patient key",
+            Box::new(|m| {
+                m.keys.remove(0);
+            }),
+        ),
+        (
+            "no author key",
+            Box::new(|m| {
+                m.keys.pop();
+            }),
+        ),
+        ("duplicate recipient", Box::new(|m| m.keys[1].recipient = m.keys[0].recipient)),
+        ("bad date", Box::new(|m| m.visit_date = VisitDate { year: 2023, month: 2, day: 29 })),
+        ("empty", Box::new(|m| m.size = 0)),
+        ("key is content", Box::new(|m| m.keys[0].blob = m.content)),
+        ("unknown superseded", Box::new(|m| m.supersedes = Some("123".into()))),
+    ];
+    for (what, edit) in cases {
+        let mut m = mint_body(&patient, &doctor, RecordCategory::LabReport, what);
+        edit(&mut m);
+        let t = rec(RecordTx::Mint(m), &mut doctor);
+        let r = net.one(t);
+        assert!(
+            matches!(refusal(&r), Refusal::Invalid { .. } | Refusal::NotFound { .. }),
+            "{what}: {r:?}"
+        );
+        assert_eq!(record_state(&net, &patient), before, "{what}");
+    }
+}
+
+#[test]
+fn tokens_move_only_between_the_patient_and_their_guardian() {
+    let (mut net, mut hospital, mut doctor, mut patient) = populated();
+    let pmr = mint(&mut net, &mut doctor, &patient, "t");
+    let mut guardian = Actor::new();
+    let t = register(&mut hospital, &guardian);
+    applied(&net.one(t));
+    // Not a delegate yet: refused. A stranger cannot transfer at all.
+    let before = record_state(&net, &patient);
+    let t = rec(RecordTx::Transfer { record: pmr.clone(), to: guardian.account }, &mut patient);
+    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
+    let t = rec(RecordTx::Transfer { record: pmr.clone(), to: patient.account }, &mut doctor);
+    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. } | Refusal::Invalid { .. }));
+    let t = rec(RecordTx::Transfer { record: pmr.clone(), to: guardian.account }, &mut guardian);
+    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
+    assert_eq!(record_state(&net, &patient), before);
+
+    // Named as delegate, the guardian may receive the token; approval is cleared on transfer.
+    let t =
+        patient.sign_body(TxBody::Consent(ConsentTx::NameDelegate { delegate: guardian.account }));
+    applied(&net.one(t));
+    let t = rec(
+        RecordTx::Approve { record: pmr.clone(), approved: Some(doctor.account) },
+        &mut patient,
+    );
+    applied(&net.one(t));
+    assert_eq!(net.ledger.record(&pmr).unwrap().unwrap().approved, Some(doctor.account));
+    let t = rec(RecordTx::Transfer { record: pmr.clone(), to: guardian.account }, &mut patient);
+    applied(&net.one(t));
+    let r = net.ledger.record(&pmr).unwrap().unwrap();
+    assert_eq!((r.owner, r.approved), (guardian.account, None));
+    assert_eq!(net.ledger.records_owned_by(&guardian.account).unwrap().len(), 1);
+    assert!(net.ledger.records_owned_by(&patient.account).unwrap().is_empty());
+    // The doctor's approval died with the transfer; an operator of the guardian may move it.
+    let t = rec(RecordTx::Transfer { record: pmr.clone(), to: patient.account }, &mut doctor);
+    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
+    let t = rec(
+        RecordTx::SetApprovalForAll { operator: patient.account, approved: true },
+        &mut guardian,
+    );
+    applied(&net.one(t));
+    assert!(net.ledger.is_operator(&guardian.account, &patient.account).unwrap());
+    // Back at majority: the patient, as operator, moves it back.
+    let t = rec(RecordTx::Transfer { record: pmr.clone(), to: patient.account }, &mut patient);
+    applied(&net.one(t));
+    assert_eq!(net.ledger.record(&pmr).unwrap().unwrap().owner, patient.account);
+    let kinds: Vec<_> = net
+        .ledger
+        .audit_trail(&patient.account, None, 100)
+        .unwrap()
+        .iter()
+        .map(|e| e.kind.name())
+        .filter(|k| k.starts_with("record_"))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["record_minted", "record_approval", "record_transferred", "record_transferred"]
+    );
+}
+
+#[test]
+fn an_amendment_supersedes_and_keeps_history() {
+    let (mut net, _, mut doctor, patient) = populated();
+    let v1 = mint(&mut net, &mut doctor, &patient, "v1");
+    let mut m = mint_body(&patient, &doctor, RecordCategory::LabReport, "v2");
+    m.supersedes = Some(v1.clone());
+    let t = rec(RecordTx::Mint(m), &mut doctor);
+    let v2 = minted(&net.one(t));
+    let history = net.ledger.record_history(&v1).unwrap();
+    let ids: Vec<_> = history.iter().map(|(id, r)| (id.clone(), r.version)).collect();
+    assert_eq!(ids, [(v1.clone(), 1), (v2.clone(), 2)]);
+    assert_eq!(net.ledger.record_history(&v2).unwrap().len(), 2);
+    // v1 cannot be amended twice.
+    let before = record_state(&net, &patient);
+    let mut m = mint_body(&patient, &doctor, RecordCategory::LabReport, "v2b");
+    m.supersedes = Some(v1.clone());
+    let t = rec(RecordTx::Mint(m), &mut doctor);
+    assert!(matches!(refusal(&net.one(t)), Refusal::Invalid { .. }));
+    assert_eq!(record_state(&net, &patient), before);
+}
+
+#[test]
+fn erasure_destroys_keys_keeps_the_token_and_stops_access() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("records.redb");
+    let mut net = Net::with(|g| Ledger::create(&path, g).unwrap());
+    let mut hospital = Actor::new();
+    let mut doctor = Actor::new();
+    let mut patient = Actor::new();
+    net.admit(&hospital);
+    let t = onboard(&mut hospital, &doctor);
+    net.one(t);
+    let t = register(&mut hospital, &patient);
+    net.one(t);
+    let pmr = mint(&mut net, &mut doctor, &patient, "e");
+    let r = net.ledger.record(&pmr).unwrap().unwrap();
+
+    // Share the key with a stranger: only the owner, patient or delegate may.
+    let stranger = Actor::new();
+    let before = record_state(&net, &patient);
+    let key = KeyRef { recipient: doctor.account, blob: Hash::of(b"another wrap") };
+    let t = rec(RecordTx::ShareKey { record: pmr.clone(), key: key.clone() }, &mut doctor);
+    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
+    let t = rec(
+        RecordTx::ShareKey {
+            record: pmr.clone(),
+            key: KeyRef { recipient: stranger.account, blob: Hash::of(b"x") },
+        },
+        &mut patient,
+    );
+    assert!(matches!(refusal(&net.one(t)), Refusal::NotFound { .. }));
+    assert_eq!(record_state(&net, &patient), before);
+
+    // An access naming the wrong category is refused, not decided.
+    let patient_account = patient.account;
+    let access = |category| {
+        TxBody::Access(AccessTx {
+            resource: Resource {
+                patient: patient_account,
+                category: Some(category),
+                record: Some(pmr.clone()),
+                case: None,
+            },
+            action: Action::Read,
+            purpose: Purpose::Treatment,
+        })
+    };
+    let t = doctor.sign_body(access(RecordCategory::Imaging));
+    assert!(matches!(refusal(&net.one(t)), Refusal::Invalid { .. }));
+    assert_eq!(record_state(&net, &patient), before);
+
+    // The doctor cannot erase; the patient can, once.
+    let t = rec(RecordTx::Erase { record: pmr.clone() }, &mut doctor);
+    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
+    let t = rec(RecordTx::Erase { record: pmr.clone() }, &mut patient);
+    applied(&net.one(t));
+    let erased = net.ledger.record(&pmr).unwrap().unwrap();
+    assert!(erased.erased_at.is_some());
+    assert_eq!((erased.content, erased.metadata), (r.content, r.metadata), "hashes are kept");
+    assert!(net.ledger.record_key_holders(&pmr).unwrap().is_empty());
+    for blob in [r.content, r.metadata] {
+        assert_eq!(net.ledger.blob_owner(&blob).unwrap(), None, "the vault may delete {blob}");
+    }
+    let t = rec(RecordTx::Erase { record: pmr.clone() }, &mut patient);
+    assert!(matches!(refusal(&net.one(t)), Refusal::Invalid { .. }));
+    // Reading an erased record is refused.
+    let t = patient.sign_body(access(RecordCategory::LabReport));
+    assert!(matches!(refusal(&net.one(t)), Refusal::Invalid { .. }));
+
+    // Everything still verifies.
+    drop(net);
+    let report = medledger_ledger::verify::verify_ledger(&path, &mut |_, _, _| {}).unwrap();
+    assert!(report.applied > 0);
+    Ledger::open(&path).unwrap();
+}
