@@ -307,6 +307,13 @@ pub enum Created {
         /// Its PMR-ID.
         pmr: String,
     },
+    /// A record was erased: the custodian deletes these blobs from its vault.
+    Erased {
+        /// Its PMR-ID.
+        pmr: String,
+        /// The ciphertext, metadata and wrapped-key blobs to destroy.
+        blobs: Vec<Hash>,
+    },
 }
 
 /// Why a transaction was refused. Every refusal changes nothing.

@@ -160,6 +160,18 @@ impl Ledger {
         txs.range(first..header.log_size)?.map(|row| Ok(row?.1.value().to_vec())).collect()
     }
 
+    /// The outcomes of the transactions of the block at `height`, in order.
+    pub fn outcomes_at(&self, height: u64) -> Result<Vec<Outcome>, LedgerError> {
+        let Some(header) = self.header(height)? else { return Ok(Vec::new()) };
+        let read = self.db.begin_read()?;
+        let receipts = read.open_table(RECEIPTS)?;
+        let first = header.log_size - u64::from(header.tx_count);
+        receipts
+            .range(first..header.log_size)?
+            .map(|row| decode_entry("receipt", row?.1.value()))
+            .collect()
+    }
+
     /// Number of entries in the Merkle log.
     pub fn log_size(&self) -> u64 {
         self.log.read().expect("log lock poisoned").len()

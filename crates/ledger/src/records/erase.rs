@@ -13,7 +13,8 @@ pub(crate) fn apply(state: &mut StateTxn<'_, '_>, signer: &AccountId, pmr: &str)
     let mut r = refuse_on!(super::existing(state, pmr)?);
     refuse_on!(super::require_owner_patient_or_delegate(state, signer, pmr, &r)?);
     refuse_on!(super::require_not_erased(pmr, &r));
-    state.remove_record_keys(pmr)?;
+    let mut blobs = state.remove_record_keys(pmr)?;
+    blobs.extend([r.content, r.metadata]);
     state.remove_blob_ref(&r.content)?;
     state.remove_blob_ref(&r.metadata)?;
     r.erased_at = Some(state.height);
@@ -26,5 +27,5 @@ pub(crate) fn apply(state: &mut StateTxn<'_, '_>, signer: &AccountId, pmr: &str)
         &[r.author],
         crate::audit::AuditKind::RecordErased { record: pmr.to_owned() },
     )?;
-    Ok(Ok(None))
+    Ok(Ok(Some(medledger_core::block::Created::Erased { pmr: pmr.to_owned(), blobs })))
 }

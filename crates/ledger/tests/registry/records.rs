@@ -310,7 +310,17 @@ fn erasure_destroys_keys_keeps_the_token_and_stops_access() {
     let t = rec(RecordTx::Erase { record: pmr.clone() }, &mut doctor);
     assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
     let t = rec(RecordTx::Erase { record: pmr.clone() }, &mut patient);
-    applied(&net.one(t));
+    match applied(&net.one(t)) {
+        Some(Created::Erased { pmr: erased, blobs }) => {
+            assert_eq!(erased, &pmr);
+            // Both wrapped keys, the content and the metadata: what the vault must delete.
+            assert_eq!(blobs.len(), 4, "{blobs:?}");
+            assert!(blobs.contains(&r.content) && blobs.contains(&r.metadata));
+        }
+        other => panic!("{other:?}"),
+    }
+    let outcomes = net.ledger.outcomes_at(net.ledger.tip().height).unwrap();
+    assert!(matches!(&outcomes[..], [Outcome::Applied { created: Some(Created::Erased { .. }) }]));
     let erased = net.ledger.record(&pmr).unwrap().unwrap();
     assert!(erased.erased_at.is_some());
     assert_eq!((erased.content, erased.metadata), (r.content, r.metadata), "hashes are kept");
