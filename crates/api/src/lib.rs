@@ -11,7 +11,8 @@ use medledger_core::{
     merkle::{ConsistencyProof, InclusionProof},
     tx::{
         Role, SealedRef,
-        consent::{DenyRule, Purpose, Scope, Validity},
+        consent::{DenyRule, Purpose, RecordCategory, Scope, Validity},
+        records::VisitDate,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,11 @@ pub mod paths {
     /// GET (signed by that account) a server-sent event stream of the audit events concerning
     /// an account: `/v1/events/{account}?after=N` (or `Last-Event-ID`).
     pub const EVENTS: &str = "/v1/events";
+    /// Streamed upload of an encrypted record blob (`POST`, `?cid=` optional).
+    pub const VAULT: &str = "/v1/vault";
+    /// Record tokens: `GET /v1/records?owner=` or `?patient=`, `GET /v1/records/{pmr}`,
+    /// `GET /v1/records/{pmr}/history`, and the audited read `POST /v1/records/{pmr}/read`.
+    pub const RECORDS: &str = "/v1/records";
     /// Liveness and tip.
     pub const HEALTH: &str = "/health";
     /// Prometheus metrics.
@@ -278,3 +284,70 @@ pub struct RequestView {
     /// `pending`, `declined`, or the id of the grant that approved it.
     pub status: String,
 }
+
+/// A record token, as shown to whom it concerns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordView {
+    /// PMR-ID.
+    pub pmr: String,
+    /// Whose record.
+    pub patient: AccountId,
+    /// Who holds the token.
+    pub owner: AccountId,
+    /// The doctor who wrote it.
+    pub author: AccountId,
+    /// The author's hospital, whose vault holds it.
+    pub hospital: AccountId,
+    /// Category.
+    pub category: RecordCategory,
+    /// Visit date.
+    pub visit_date: VisitDate,
+    /// CIDv1 (raw, sha2-256) of the ciphertext.
+    pub cid: String,
+    /// SHA-256 of the ciphertext.
+    pub content: Hash,
+    /// Ciphertext length.
+    pub size: u64,
+    /// SHA-256 of the sealed metadata.
+    pub metadata: Hash,
+    /// Version (1 for an original).
+    pub version: u32,
+    /// The record it amends.
+    pub supersedes: Option<String>,
+    /// The amendment that replaced it.
+    pub superseded_by: Option<String>,
+    /// Approved to transfer it.
+    pub approved: Option<AccountId>,
+    /// Height of the mint.
+    pub minted_at: u64,
+    /// Block time of the mint, ms since the Unix epoch.
+    pub minted_time_ms: u64,
+    /// The mint transaction.
+    pub mint_tx: Hash,
+    /// Height of erasure, if erased.
+    pub erased_at: Option<u64>,
+}
+
+/// What precedes the ciphertext in the body of an audited read: a big-endian `u32` length,
+/// then this structure in the canonical (postcard) encoding, then exactly `size` bytes of
+/// ciphertext.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadPreamble {
+    /// The record.
+    pub pmr: String,
+    /// The audit event that records this read.
+    pub event: u64,
+    /// The block that committed it.
+    pub height: u64,
+    /// The reader's wrapped data key (the blob's bytes).
+    pub wrapped_key: Vec<u8>,
+    /// The sealed metadata (the blob's bytes).
+    pub metadata: Vec<u8>,
+    /// SHA-256 of the ciphertext that follows.
+    pub content: Hash,
+    /// Its length.
+    pub size: u64,
+}
+
+/// Largest encoded [`ReadPreamble`] a client accepts.
+pub const MAX_PREAMBLE_BYTES: usize = 256 * 1024;
