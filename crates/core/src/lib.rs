@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod block;
+pub mod cid;
 pub mod encoding;
 pub mod hash;
 pub mod ids;
@@ -14,4 +15,5 @@ pub mod merkle;
 pub mod request;
 pub mod tx;
 
+pub use cid::Cid;
 pub use hash::Hash;

@@ -1,133 +1,283 @@
-//! medledger vault: a content-addressed store for encrypted blobs. Blobs are named by the
-//! SHA-256 of their bytes (the hash inside a CIDv1 raw/sha2-256 address); a write goes to a
-//! temporary file that is fsynced and renamed, so a crash never leaves a partial blob visible;
-//! every read re-hashes the bytes and reports corruption instead of serving it.
+//! medledger vault: the content-addressed store for encrypted record blobs. A blob is named by
+//! its [`Cid`] (CIDv1, raw, sha2-256), i.e. by the SHA-256 of its bytes, so anyone holding the
+//! name can check the bytes, and IPFS tools can too.
 //!
-//! For now the vault holds small sealed blobs (registration details). Streaming, quotas and
-//! garbage collection come with encrypted records.
+//! The [`BlobStore`] trait is the backend abstraction; [`FsVault`] is the filesystem backend.
+//! Every backend must pass the conformance suite in `tests/vault/suite.rs`. What a backend
+//! promises:
+//!
+//! - **Streaming in, flat memory.** [`BlobStore::begin_upload`] returns a [`BlobUpload`], a
+//!   writer that hashes as it goes; [`BlobUpload::finish`] checks the hash against the CID the
+//!   uploader announced, makes the blob durable and records it. Until `finish` succeeds nothing
+//!   is visible under the blob's name; a dropped (truncated) upload leaves nothing behind.
+//! - **Limits while writing.** A blob larger than [`VaultConfig::max_blob_bytes`], or one that
+//!   would take its uploader past [`VaultConfig::quota_bytes`], is refused as soon as the
+//!   limit is crossed, and nothing is stored.
+//! - **Who pays.** The first account to store a blob is charged its size; storing the same
+//!   bytes again (by anyone) is not charged, and refreshes the blob's "stored at" time so that
+//!   garbage collection gives it a fresh grace period. Deleting a blob refunds whoever was
+//!   charged. [`SYSTEM_UPLOADER`] (the node itself, and blobs found on disk without an index
+//!   entry) is never limited by the quota.
+//! - **Verified reads.** [`BlobStore::open_verified`] hashes the stored bytes before handing out
+//!   a single byte, and reports [`BlobError::Corrupt`] instead of serving damaged data.
+//! - **Erasure and garbage collection.** [`BlobStore::delete`] removes a blob for good (the
+//!   crypto-shredding of personal data deletes its ciphertext here);
+//!   [`BlobStore::collect_garbage`] removes blobs that no record references once they are older
+//!   than a grace period.
+//!
+//! [`BlobStore::put`] and [`BlobStore::get`] are the small-blob conveniences (at most
+//! [`MAX_BLOB_BYTES`], charged to nobody) that the node's sealed-details endpoints use; they
+//! report the older [`VaultError`].
 #![warn(missing_docs)]
 
+mod error;
+mod fs;
+
 use std::{
-    fs,
-    io::Write,
-    path::{Path, PathBuf},
+    fmt,
+    io::{self, Read, Write},
+    sync::Arc,
+    time::{Duration, SystemTime},
 };
 
-use medledger_core::Hash;
+pub use error::{BlobError, VaultError};
+pub use fs::{FsVault, IN_MEMORY_READ_BYTES, Reconciliation};
+use medledger_core::{Cid, Hash, ids::AccountId};
 
-/// Largest blob accepted by [`BlobStore::put`].
+/// Largest blob accepted by [`BlobStore::put`] and returned by [`BlobStore::get`], which hold
+/// the whole blob in memory. Larger blobs go through [`BlobStore::begin_upload`] and
+/// [`BlobStore::open_verified`].
 pub const MAX_BLOB_BYTES: usize = 1024 * 1024;
 
-/// Why a vault operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum VaultError {
-    /// The blob exceeds the size limit.
-    #[error("blob of {len} bytes exceeds the limit of {MAX_BLOB_BYTES}")]
-    TooLarge {
-        /// Its length.
-        len: usize,
-    },
-    /// The stored bytes no longer hash to their name: corruption on disk.
-    #[error("blob {hash} is corrupt: its bytes hash to {actual}")]
-    Corrupt {
-        /// Its name.
-        hash: Hash,
-        /// What its bytes hash to now.
-        actual: Hash,
-    },
-    /// The filesystem failed.
-    #[error("vault I/O at {path}: {source}")]
-    Io {
-        /// Where.
-        path: PathBuf,
-        /// What.
-        source: std::io::Error,
-    },
-}
+/// The account charged for blobs the node stores itself ([`BlobStore::put`]) and for blob
+/// files found on disk without an index entry. It is never limited by the quota.
+pub const SYSTEM_UPLOADER: AccountId = AccountId([0; 20]);
 
-/// A content-addressed blob store. Any backend must pass the conformance tests in
-/// `tests/vault/main.rs`.
-pub trait BlobStore: Send + Sync {
-    /// Stores `bytes` and returns their hash. Storing the same bytes twice is harmless.
-    fn put(&self, bytes: &[u8]) -> Result<Hash, VaultError>;
-    /// The bytes named `hash`, if present and intact.
-    fn get(&self, hash: &Hash) -> Result<Option<Vec<u8>>, VaultError>;
-}
-
-/// The filesystem backend: one file per blob, named by its hex hash, under a directory.
+/// Limits and clock of a vault.
 #[derive(Debug, Clone)]
-pub struct FsVault {
-    dir: PathBuf,
+pub struct VaultConfig {
+    /// Largest blob accepted, in bytes (default 16 GiB): a DICOM study fits, a runaway upload
+    /// does not fill the disk.
+    pub max_blob_bytes: u64,
+    /// Bytes each account may have stored at once (default 50 GiB), so that one doctor's
+    /// uploads cannot exhaust a hospital's vault. Blobs stored by [`SYSTEM_UPLOADER`] are
+    /// exempt.
+    pub quota_bytes: u64,
+    /// Where "stored at" times come from; tests substitute a fake clock to age blobs.
+    pub clock: Clock,
 }
 
-impl FsVault {
-    /// Opens (creating if needed) a vault in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, VaultError> {
-        fs::create_dir_all(dir).map_err(|source| VaultError::Io { path: dir.into(), source })?;
-        Ok(Self { dir: dir.to_owned() })
-    }
-
-    fn path_of(&self, hash: &Hash) -> PathBuf {
-        self.dir.join(hash.to_hex())
+impl Default for VaultConfig {
+    fn default() -> Self {
+        Self { max_blob_bytes: 16 << 30, quota_bytes: 50 << 30, clock: Clock::system() }
     }
 }
 
-impl BlobStore for FsVault {
+/// A source of wall-clock time.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> SystemTime + Send + Sync>);
+
+impl Clock {
+    /// The operating system's clock.
+    pub fn system() -> Self {
+        Self(Arc::new(SystemTime::now))
+    }
+
+    /// A clock that asks `now` for the time.
+    pub fn new(now: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
+        Self(Arc::new(now))
+    }
+
+    /// The current time.
+    pub fn now(&self) -> SystemTime {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Clock(now = {:?})", self.now())
+    }
+}
+
+/// A content-addressed blob store: the backend abstraction behind the vault. Object-safe, so
+/// the node can hold an `Arc<dyn BlobStore>`. Every backend must pass the conformance suite in
+/// `tests/vault/suite.rs`.
+pub trait BlobStore: Send + Sync {
+    /// Starts storing a blob for `uploader`. Write its bytes to the returned [`BlobUpload`]
+    /// and call [`BlobUpload::finish`]. If `expected` is given, `finish` refuses bytes that do
+    /// not hash to it.
+    ///
+    /// Announce `expected` whenever the client knows it: it also lets the vault recognise bytes
+    /// it already has, which are then not counted against the quota while they are written.
+    /// Without it, the bytes count as new until `finish` finds them already stored (and charges
+    /// nothing), so a re-upload by an account close to its quota can be refused.
+    fn begin_upload(
+        &self,
+        uploader: AccountId,
+        expected: Option<Cid>,
+    ) -> Result<Box<dyn BlobUpload>, BlobError>;
+
+    /// The blob named `hash`, checked: its bytes are hashed before any is returned, and a
+    /// mismatch is reported as [`BlobError::Corrupt`]. `None` if it is not stored.
+    fn open_verified(&self, hash: &Hash) -> Result<Option<VerifiedBlob>, BlobError>;
+
+    /// What the index knows about the blob named `hash`.
+    fn info(&self, hash: &Hash) -> Result<Option<BlobInfo>, BlobError>;
+
+    /// Whether the blob named `hash` is stored.
+    fn contains(&self, hash: &Hash) -> Result<bool, BlobError> {
+        Ok(self.info(hash)?.is_some())
+    }
+
+    /// The length in bytes of the blob named `hash`, if stored.
+    fn len(&self, hash: &Hash) -> Result<Option<u64>, BlobError> {
+        Ok(self.info(hash)?.map(|info| info.len))
+    }
+
+    /// Bytes currently charged to `uploader`.
+    fn usage(&self, uploader: AccountId) -> Result<u64, BlobError>;
+
+    /// Removes the blob named `hash` for good and refunds whoever was charged for it. Returns
+    /// whether there was anything to remove; deleting a missing blob is not an error.
+    fn delete(&self, hash: &Hash) -> Result<bool, BlobError>;
+
+    /// Removes every blob that `is_referenced` says no record needs and that was last stored
+    /// at least `grace` before `now`. The grace period covers the time between an upload and
+    /// the transaction that references it; `is_referenced` should answer `true` when unsure.
+    fn collect_garbage(
+        &self,
+        is_referenced: &dyn Fn(&Hash) -> bool,
+        grace: Duration,
+        now: SystemTime,
+    ) -> Result<GcReport, BlobError>;
+
+    /// Stores a small blob (at most [`MAX_BLOB_BYTES`]) in one call, charged to
+    /// [`SYSTEM_UPLOADER`], and returns its hash. Storing the same bytes twice is harmless.
     fn put(&self, bytes: &[u8]) -> Result<Hash, VaultError> {
         if bytes.len() > MAX_BLOB_BYTES {
             return Err(VaultError::TooLarge { len: bytes.len() });
         }
-        let hash = Hash::of(bytes);
-        let path = self.path_of(&hash);
-        if path.exists() {
-            return Ok(hash);
-        }
-        let io = |source| VaultError::Io { path: path.clone(), source };
-        let mut tmp = tempfile_in(&self.dir).map_err(io)?;
-        tmp.1.write_all(bytes).map_err(io)?;
-        tmp.1.sync_all().map_err(io)?;
-        fs::rename(&tmp.0, &path).map_err(io)?;
-        // Make the rename itself durable.
-        fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)?;
-        Ok(hash)
+        let mut upload = self.begin_upload(SYSTEM_UPLOADER, None)?;
+        upload.write_chunk(bytes)?;
+        Ok(upload.finish()?.cid.hash())
     }
 
+    /// The bytes of a small blob (at most [`MAX_BLOB_BYTES`]), if present, checked like
+    /// [`BlobStore::open_verified`]. A larger blob is refused with [`VaultError::TooLarge`]
+    /// rather than read into memory.
     fn get(&self, hash: &Hash) -> Result<Option<Vec<u8>>, VaultError> {
-        let path = self.path_of(hash);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(VaultError::Io { path, source }),
-        };
-        let actual = Hash::of(&bytes);
-        if actual != *hash {
-            return Err(VaultError::Corrupt { hash: *hash, actual });
+        let Some(mut blob) = self.open_verified(hash)? else { return Ok(None) };
+        let len = usize::try_from(blob.len()).unwrap_or(usize::MAX);
+        if len > MAX_BLOB_BYTES {
+            return Err(VaultError::TooLarge { len });
         }
+        let mut bytes = Vec::with_capacity(len);
+        blob.read_to_end(&mut bytes).map_err(|e| VaultError::from_read(e, hash))?;
         Ok(Some(bytes))
     }
 }
 
-/// A new temporary file in `dir` with a unique name (its path and handle).
-fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, fs::File)> {
-    let mut suffix = [0u8; 8];
-    unique_suffix(&mut suffix);
-    let path = dir.join(format!(".tmp-{}", hex::encode(suffix)));
-    let file = fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
-    Ok((path, file))
+/// A blob being uploaded. Bytes go to temporary storage as they arrive; only
+/// [`BlobUpload::finish`] makes them visible under the blob's name. Dropping an unfinished
+/// upload discards what was written.
+///
+/// The [`Write`] implementation reports vault errors as [`io::Error`]s whose inner error is
+/// the [`BlobError`] (see [`BlobError::from_io`]); [`BlobUpload::write_chunk`] returns them
+/// directly.
+pub trait BlobUpload: Write + Send {
+    /// Appends `bytes`. Fails with [`BlobError::TooLarge`] or [`BlobError::QuotaExceeded`] as
+    /// soon as the upload crosses a limit; the upload is then discarded and every later call
+    /// fails with [`BlobError::UploadDiscarded`].
+    fn write_chunk(&mut self, bytes: &[u8]) -> Result<(), BlobError>;
+
+    /// Bytes written so far.
+    fn written(&self) -> u64;
+
+    /// Checks the bytes against the expected CID, makes them durable, publishes them under
+    /// their name and charges the uploader (unless the blob was already stored).
+    fn finish(self: Box<Self>) -> Result<StoredBlob, BlobError>;
 }
 
-fn unique_suffix(buf: &mut [u8]) {
-    // Uniqueness, not secrecy: process id, time and a counter.
-    let seed = Hash::of_parts(&[
-        &std::process::id().to_le_bytes(),
-        &std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-            .to_le_bytes(),
-        &COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_le_bytes(),
-    ]);
-    buf.copy_from_slice(&seed.0[..buf.len()]);
+/// The outcome of a finished upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredBlob {
+    /// The blob's content address.
+    pub cid: Cid,
+    /// Its length in bytes.
+    pub len: u64,
+    /// Whether the same bytes were already stored, in which case nobody was charged again.
+    pub already_present: bool,
 }
 
-static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// What the vault's index records about a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// Length in bytes.
+    pub len: u64,
+    /// The account charged for it: the first to store it.
+    pub uploader: AccountId,
+    /// When it was last stored (first upload, or a later upload of the same bytes); garbage
+    /// collection counts the grace period from here.
+    pub stored_at: SystemTime,
+}
+
+/// What a garbage collection removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Blobs removed.
+    pub deleted: u64,
+    /// Their total size in bytes.
+    pub bytes_freed: u64,
+}
+
+/// A stored blob whose bytes were checked against its name, ready to be streamed. Read it with
+/// [`Read`]. A backend that has to re-read the bytes after checking them reports an error at the
+/// end of the stream, rather than a clean end, if they changed in between.
+pub struct VerifiedBlob {
+    /// Its content address.
+    cid: Cid,
+    /// Its length, for a `Content-Length` header.
+    len: u64,
+    /// Where the checked bytes come from.
+    reader: Box<dyn Read + Send>,
+}
+
+impl VerifiedBlob {
+    /// A blob named `cid` of `len` bytes, read from `reader`. For backends.
+    pub fn new(cid: Cid, len: u64, reader: Box<dyn Read + Send>) -> Self {
+        Self { cid, len, reader }
+    }
+
+    /// Its content address.
+    pub fn cid(&self) -> Cid {
+        self.cid
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it is the empty blob.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The reader, e.g. to hand to a body stream.
+    pub fn into_reader(self) -> Box<dyn Read + Send> {
+        self.reader
+    }
+}
+
+impl Read for VerifiedBlob {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
+
+impl fmt::Debug for VerifiedBlob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedBlob").field("cid", &self.cid).field("len", &self.len).finish()
+    }
+}
