@@ -42,6 +42,11 @@ impl DataDir {
     pub fn genesis_path(&self) -> PathBuf {
         self.root.join("genesis.json")
     }
+    /// The vault janitor's cursor: the last block whose erasures it carried out.
+    pub fn janitor_cursor(&self) -> PathBuf {
+        self.root.join("vault-janitor.height")
+    }
+
     /// The blob vault.
     pub fn vault(&self) -> PathBuf {
         self.root.join("vault")

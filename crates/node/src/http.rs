@@ -53,6 +53,8 @@ pub struct AppState {
     pub replay_guard: Arc<crate::auth::ReplayGuard>,
     /// Rate-limited log of refused requests.
     pub denials: Arc<crate::auth::DenialLog>,
+    /// Denied record reads per reader, to bound how many get committed.
+    pub read_denials: Arc<crate::records::DenialLimiter>,
     /// The height of the last applied block, updated as blocks are applied.
     pub applied: tokio::sync::watch::Receiver<u64>,
 }
@@ -104,7 +106,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<Json<T>, ApiError>;
+pub(crate) type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// The API's routes.
 pub fn router(state: AppState) -> Router {
@@ -132,6 +134,14 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{}/{{patient}}", paths::AUDIT), get(audit_trail))
         .route(paths::AUDIT_COUNTS, get(audit_counts))
         .route(&format!("{}/{{account}}", paths::EVENTS), get(events))
+        .route(paths::VAULT, post(crate::records::upload).layer(DefaultBodyLimit::disable()))
+        .route(
+            &format!("{}/{{pmr}}/read", paths::RECORDS),
+            post(crate::records::read).layer(DefaultBodyLimit::max(4 * MAX_TX_BYTES)),
+        )
+        .route(paths::RECORDS, get(crate::records::list))
+        .route(&format!("{}/{{pmr}}", paths::RECORDS), get(crate::records::get))
+        .route(&format!("{}/{{pmr}}/history", paths::RECORDS), get(crate::records::history))
         .route(paths::HEALTH, get(health))
         .route(paths::METRICS, get(metrics))
         .layer(DefaultBodyLimit::max(64 * 1024))
@@ -149,7 +159,8 @@ fn admit(state: &AppState, tx: &SignedTransaction, signature_ok: bool) -> Result
             format!("the signature does not verify under key {}", tx.public_key),
         ));
     }
-    state.ledger.precheck(tx).map_err(|reason| ApiError::refused(Outcome::Refused { reason }))
+    state.ledger.precheck(tx).map_err(|reason| ApiError::refused(Outcome::Refused { reason }))?;
+    crate::records::blobs_present(state, tx)
 }
 
 async fn enqueue(
@@ -196,21 +207,28 @@ fn receipt_of(
 }
 
 async fn submit(State(state): State<AppState>, body: Bytes) -> Result<Json<Receipt>, ApiError> {
+    let tx = SignedTransaction::decode(&body).map_err(|e| {
+        state.metrics.rejected.inc();
+        ApiError::bad_request(e.to_string())
+    })?;
+    submit_and_wait(&state, tx).await.map(Json)
+}
+
+/// Checks, admits and orders one transaction, and waits for its durable receipt; a refused
+/// transaction is an error carrying its outcome.
+pub(crate) async fn submit_and_wait(
+    state: &AppState,
+    tx: SignedTransaction,
+) -> Result<Receipt, ApiError> {
     let started = Instant::now();
-    let checked = (|| -> Result<SignedTransaction, ApiError> {
-        let tx =
-            SignedTransaction::decode(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let ok = tx.verify_signature().is_ok();
-        admit(&state, &tx, ok)?;
-        Ok(tx)
-    })();
-    let tx = checked.inspect_err(|_| {
+    let ok = tx.verify_signature().is_ok();
+    admit(state, &tx, ok).inspect_err(|_| {
         state.metrics.rejected.inc();
     })?;
-    let rx = enqueue(&state, tx).await?;
-    let receipt = receipt_of(&state, started, rx.await)?;
+    let rx = enqueue(state, tx).await?;
+    let receipt = receipt_of(state, started, rx.await)?;
     match receipt.outcome {
-        Outcome::Applied { .. } => Ok(Json(receipt)),
+        Outcome::Applied { .. } => Ok(receipt),
         Outcome::Refused { .. } => Err(ApiError::refused(receipt.outcome)),
     }
 }
@@ -333,7 +351,7 @@ struct DoctorQuery {
     hospital: Option<String>,
 }
 
-fn parse_account(s: &str) -> Result<AccountId, ApiError> {
+pub(crate) fn parse_account(s: &str) -> Result<AccountId, ApiError> {
     s.parse().map_err(|e: medledger_core::ids::BadAccountId| ApiError::bad_request(e.to_string()))
 }
 
@@ -401,7 +419,7 @@ async fn patient(
     }))
 }
 
-fn vault_error(e: VaultError) -> ApiError {
+pub(crate) fn vault_error(e: VaultError) -> ApiError {
     match e {
         VaultError::TooLarge { .. } => {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
@@ -461,7 +479,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 
-fn forbidden(message: impl Into<String>) -> ApiError {
+pub(crate) fn forbidden(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
 }
 

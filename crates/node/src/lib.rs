@@ -6,9 +6,11 @@
 pub mod auth;
 pub mod datadir;
 pub mod http;
+pub mod janitor;
 pub mod metrics;
 pub mod producer;
 pub mod raft;
+mod records;
 
 use std::{future::Future, sync::Arc};
 
@@ -62,6 +64,12 @@ pub async fn serve(
     raft::wait_until_caught_up(&raft, 1).await.map_err(NodeError::Raft)?;
     let (queue_tx, queue_rx) = mpsc::channel(producer::QUEUE);
     let producer = tokio::spawn(producer::run(raft.clone(), ledger.clone(), preverified, queue_rx));
+    let janitor = tokio::spawn(janitor::run(
+        ledger.clone(),
+        vault.clone(),
+        applied_rx.clone(),
+        dir.janitor_cursor(),
+    ));
     let state = http::AppState {
         ledger: ledger.clone(),
         queue: queue_tx,
@@ -70,6 +78,7 @@ pub async fn serve(
         metrics: Arc::new(metrics::Metrics::new()),
         replay_guard: Arc::default(),
         denials: Arc::default(),
+        read_denials: Arc::default(),
         applied: applied_rx,
     };
     tracing::info!(
@@ -82,6 +91,7 @@ pub async fn serve(
     axum::serve(listener, http::router(state)).with_graceful_shutdown(shutdown).await?;
     let _ = raft.shutdown().await;
     producer.abort();
+    janitor.abort();
     ledger.flush()?;
     Ok(())
 }

@@ -1,0 +1,496 @@
+//! Record routes: token queries, the streamed upload into the vault, and the audited read.
+//!
+//! The audited read (DESIGN invariant 5): the reader signs an access transaction naming the
+//! record; the node orders it like any other, so `authorize` decides it at its block from
+//! committed state and the access event is committed, allowed or denied, before anything
+//! else happens; only after an allowed, durable receipt does the node stream the reader's
+//! wrapped key, the sealed metadata and the ciphertext, each checked against its hash first.
+
+use std::{collections::HashMap, io::Read};
+
+use axum::{
+    Json,
+    body::{Body, Bytes},
+    extract::{Path, Query, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use futures_util::StreamExt;
+use medledger_api::{BlobStored, ReadPreamble, RecordView};
+use medledger_core::{
+    Hash,
+    block::{Created, Outcome},
+    cid::Cid,
+    encoding,
+    ids::AccountId,
+    tx::{
+        SignedTransaction, TxBody,
+        consent::{Action, Decision, Denial, Purpose, Resource},
+    },
+};
+use medledger_ledger::state::RecordEntry;
+use medledger_vault::{BlobError, BlobStore};
+use serde::Deserialize;
+
+use crate::{
+    auth::Signed,
+    http::{ApiError, ApiResult, AppState, forbidden, parse_account},
+};
+
+/// The API view of a token.
+pub(crate) fn view(pmr: String, r: RecordEntry) -> RecordView {
+    RecordView {
+        cid: Cid::from_hash(r.content).to_string(),
+        pmr,
+        patient: r.patient,
+        owner: r.owner,
+        author: r.author,
+        hospital: r.hospital,
+        category: r.category,
+        visit_date: r.visit_date,
+        content: r.content,
+        size: r.size,
+        metadata: r.metadata,
+        version: r.version,
+        supersedes: r.supersedes,
+        superseded_by: r.superseded_by,
+        approved: r.approved,
+        minted_at: r.minted_at,
+        minted_time_ms: r.minted_time_ms,
+        mint_tx: r.mint_tx,
+        erased_at: r.erased_at,
+    }
+}
+
+const PURPOSES: [Purpose; 5] =
+    [Purpose::Treatment, Purpose::Emergency, Purpose::Research, Purpose::Insurance, Purpose::Other];
+
+/// Whether `who` may see that a token exists (not its content): its patient, owner, a
+/// delegate, its author or the author's hospital, or anyone `authorize` would let read it now
+/// for some purpose.
+fn may_see_token(
+    state: &AppState,
+    who: &AccountId,
+    pmr: &str,
+    r: &RecordEntry,
+) -> Result<bool, ApiError> {
+    if [r.patient, r.owner, r.author, r.hospital].contains(who)
+        || state.ledger.is_delegate(&r.patient, who)?
+    {
+        return Ok(true);
+    }
+    let resource = Resource {
+        patient: r.patient,
+        category: Some(r.category),
+        record: Some(pmr.to_owned()),
+        case: None,
+    };
+    for purpose in PURPOSES {
+        if state.ledger.authorize(who, Action::Read, &resource, purpose, None)?.is_allowed() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn not_found(pmr: &str) -> ApiError {
+    ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", format!("no record {pmr}"))
+}
+
+/// `GET /v1/records/{pmr}`.
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+    Path(pmr): Path<String>,
+) -> ApiResult<RecordView> {
+    let r = state.ledger.record(&pmr)?.ok_or_else(|| not_found(&pmr))?;
+    if !may_see_token(&state, &requester, &pmr, &r)? {
+        // The same answer as for a record that does not exist: no probing for PMR-IDs.
+        return Err(not_found(&pmr));
+    }
+    Ok(Json(view(pmr, r)))
+}
+
+/// `GET /v1/records/{pmr}/history`.
+pub(crate) async fn history(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+    Path(pmr): Path<String>,
+) -> ApiResult<Vec<RecordView>> {
+    let r = state.ledger.record(&pmr)?.ok_or_else(|| not_found(&pmr))?;
+    if !may_see_token(&state, &requester, &pmr, &r)? {
+        return Err(not_found(&pmr));
+    }
+    let versions = state.ledger.record_history(&pmr)?;
+    Ok(Json(versions.into_iter().map(|(id, r)| view(id, r)).collect()))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListQuery {
+    owner: Option<String>,
+    patient: Option<String>,
+}
+
+/// `GET /v1/records?owner=` (the owner or a delegate of theirs) or `?patient=` (the patient
+/// and delegates see all; anyone else only the tokens they may see).
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Vec<RecordView>> {
+    match (q.owner, q.patient) {
+        (Some(owner), None) => {
+            let owner = parse_account(&owner)?;
+            if owner != requester && !state.ledger.is_delegate(&owner, &requester)? {
+                return Err(forbidden("only the owner or a delegate of theirs lists their tokens"));
+            }
+            let list = state.ledger.records_owned_by(&owner)?;
+            Ok(Json(list.into_iter().map(|(id, r)| view(id, r)).collect()))
+        }
+        (None, Some(patient)) => {
+            let patient = parse_account(&patient)?;
+            let mut out = Vec::new();
+            for (id, r) in state.ledger.records_of_patient(&patient)? {
+                if may_see_token(&state, &requester, &id, &r)? {
+                    out.push(view(id, r));
+                }
+            }
+            Ok(Json(out))
+        }
+        _ => Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "malformed",
+            "give exactly one of ?owner= and ?patient=",
+        )),
+    }
+}
+
+/// An error from the vault, as an API error: refusals are the client's (4xx), the rest are
+/// the operator's, and corruption is logged loudly.
+pub(crate) fn blob_error(e: BlobError) -> ApiError {
+    let status = match &e {
+        BlobError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        BlobError::QuotaExceeded { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        BlobError::CidMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        _ if e.is_refusal() => StatusCode::BAD_REQUEST,
+        BlobError::Corrupt { .. } => {
+            tracing::error!(error = %e, "vault corruption: a damaged blob was not served");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        _ => {
+            tracing::error!(error = %e, "vault failure");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    let code = match &e {
+        BlobError::TooLarge { .. } => "too_large",
+        BlobError::QuotaExceeded { .. } => "quota_exceeded",
+        BlobError::CidMismatch { .. } => "cid_mismatch",
+        BlobError::Corrupt { .. } => "corrupt",
+        _ if e.is_refusal() => "refused",
+        _ => "internal",
+    };
+    ApiError::new(status, code, e.to_string())
+}
+
+fn joined(e: tokio::task::JoinError) -> ApiError {
+    ApiError::internal(format!("a vault task failed: {e}"))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct UploadQuery {
+    /// The SHA-256 (hex) the client expects the bytes to have.
+    sha256: Option<String>,
+}
+
+/// `POST /v1/vault`: streams the body into the vault for the signer's quota. The signature
+/// covers the method, path and query but no body (a streaming client cannot know it up front):
+/// the content address binds the bytes instead, and a truncated or altered upload never
+/// becomes visible.
+pub(crate) async fn upload(
+    State(state): State<AppState>,
+    Signed(uploader): Signed,
+    Query(q): Query<UploadQuery>,
+    body: Body,
+) -> ApiResult<BlobStored> {
+    let expected = q
+        .sha256
+        .as_deref()
+        .map(|h| {
+            Hash::from_hex(h).map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed",
+                    format!("{h:?} is not a SHA-256"),
+                )
+            })
+        })
+        .transpose()?;
+    let vault = state.vault.clone();
+    let mut upload = tokio::task::spawn_blocking(move || {
+        vault.begin_upload(uploader, expected.map(Cid::from_hash))
+    })
+    .await
+    .map_err(joined)?
+    .map_err(blob_error)?;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "upload_interrupted",
+                format!("the upload was interrupted ({e}); nothing was stored"),
+            )
+        })?;
+        // A write lands in the page cache; hashing 64 KiB takes tens of microseconds.
+        tokio::task::block_in_place(|| upload.write_chunk(&chunk)).map_err(blob_error)?;
+    }
+    let stored = tokio::task::spawn_blocking(move || upload.finish())
+        .await
+        .map_err(joined)?
+        .map_err(blob_error)?;
+    Ok(Json(BlobStored { hash: stored.cid.hash(), size: stored.len }))
+}
+
+/// Denied record reads one reader may have committed per minute; beyond this the node refuses
+/// without ordering anything, so a reader cannot flood the patient's trail (or the log).
+const DENIALS_PER_MINUTE: u32 = 10;
+
+/// Recent denied record reads per reader.
+#[derive(Debug, Default)]
+pub struct DenialLimiter {
+    recent: std::sync::Mutex<HashMap<AccountId, (u64, u32)>>,
+}
+
+impl DenialLimiter {
+    fn minute() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() / 60)
+    }
+
+    /// Whether `reader` may still have a denial committed this minute.
+    fn allows(&self, reader: &AccountId) -> bool {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.get(reader).is_none_or(|(m, n)| *m != Self::minute() || *n < DENIALS_PER_MINUTE)
+    }
+
+    fn note(&self, reader: AccountId) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let minute = Self::minute();
+        if recent.len() > 100_000 {
+            recent.retain(|_, (m, _)| *m == minute);
+        }
+        let e = recent.entry(reader).or_insert((minute, 0));
+        if e.0 != minute {
+            *e = (minute, 0);
+        }
+        e.1 += 1;
+    }
+}
+
+fn denied(decision: &Decision) -> ApiError {
+    let reason = match decision {
+        Decision::Deny(Denial::NoGrant) => {
+            "no grant in force covers this record for this purpose".into()
+        }
+        Decision::Deny(Denial::DenyRule { rule }) => {
+            format!("the patient's deny rule {rule} forbids it")
+        }
+        Decision::Deny(Denial::RequesterInactive) => {
+            "the reader's key is revoked or its hospital suspended".into()
+        }
+        Decision::Deny(Denial::UnknownRequester) => "the reader has no account".into(),
+        Decision::Allow(_) => "allowed".into(),
+    };
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "denied",
+        format!("access denied: {reason}; the denial is recorded in the patient's audit trail"),
+    )
+}
+
+/// `POST /v1/records/{pmr}/read`: the audited read. The body is the reader's access
+/// transaction for the record.
+pub(crate) async fn read(
+    State(state): State<AppState>,
+    Path(pmr): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let tx = SignedTransaction::decode(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.to_string()))?;
+    let TxBody::Access(access) = &tx.tx.body else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "the body must be an access transaction for the record",
+        ));
+    };
+    if access.resource.record.as_deref() != Some(pmr.as_str()) || access.action != Action::Read {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!("the access transaction must name record {pmr} and the read action"),
+        ));
+    }
+    let reader = tx.tx.signer;
+    let record = state.ledger.record(&pmr)?.ok_or_else(|| not_found(&pmr))?;
+    if let Some(height) = record.erased_at {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "erased",
+            format!(
+                "record {pmr} was erased at block {height}: its content and keys are destroyed"
+            ),
+        ));
+    }
+    // A cheap look at committed state first: a reader the ledger would deny gets the denial
+    // committed (so the patient sees it) without the node touching the vault.
+    let likely =
+        state.ledger.authorize(&reader, Action::Read, &access.resource, access.purpose, None)?;
+    let mut prepared = None;
+    if likely.is_allowed() {
+        let key_blob = state.ledger.record_key(&pmr, &reader)?.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "no_key",
+                format!(
+                    "record {pmr} has no data key wrapped to {reader}: ask the patient to share it (medledger record share); nothing was logged"
+                ),
+            )
+        })?;
+        // Check every byte to be served before the access is committed: a damaged blob is
+        // reported, and no access event says bytes were released when none were.
+        let vault = state.vault.clone();
+        let (content, metadata) = (record.content, record.metadata);
+        prepared = Some(
+            tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+                let key = vault.get(&key_blob).map_err(crate::http::vault_error)?;
+                let meta = vault.get(&metadata).map_err(crate::http::vault_error)?;
+                let blob = vault.open_verified(&content).map_err(blob_error)?;
+                match (key, meta, blob) {
+                    (Some(k), Some(m), Some(b)) => Ok((k, m, b)),
+                    _ => Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "not_in_vault",
+                        format!("this node's vault does not hold all of record {}", content),
+                    )),
+                }
+            })
+            .await
+            .map_err(joined)??,
+        );
+    } else if !state.read_denials.allows(&reader) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_denials",
+            format!("{DENIALS_PER_MINUTE} denied reads in a minute; try again later"),
+        ));
+    }
+    let receipt = crate::http::submit_and_wait(&state, tx).await?;
+    let Outcome::Applied { created: Some(Created::Access { decision, event }) } = &receipt.outcome
+    else {
+        return Err(ApiError::internal(format!("unexpected receipt {:?}", receipt.outcome)));
+    };
+    let (Decision::Allow(_), Some((wrapped_key, metadata, blob))) = (decision, prepared) else {
+        state.read_denials.note(reader);
+        if decision.is_allowed() {
+            // Granted between the look and the block: ask again, now that the grant is in.
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "retry",
+                "the access was allowed at its block but not before it; read again",
+            ));
+        }
+        return Err(denied(decision));
+    };
+    let preamble = ReadPreamble {
+        pmr,
+        event: *event,
+        height: receipt.height,
+        wrapped_key,
+        metadata,
+        content: record.content,
+        size: blob.len(),
+    };
+    let head = encoding::encode(&preamble);
+    let mut first = Vec::with_capacity(4 + head.len());
+    first.extend_from_slice(&(head.len() as u32).to_be_bytes());
+    first.extend_from_slice(&head);
+    let (tx_chunks, rx_chunks) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let _ = tx_chunks.send(Ok(Bytes::from(first))).await;
+    tokio::task::spawn_blocking(move || {
+        let mut reader = blob.into_reader();
+        loop {
+            let mut buf = vec![0u8; READ_CHUNK];
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx_chunks.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                        break; // the reader hung up
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "stopped serving a record: the vault read failed");
+                    let _ = tx_chunks.blocking_send(Err(e));
+                    break;
+                }
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx_chunks, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Body::from_stream(stream))
+        .into_response())
+}
+
+/// How much of a record is read from the vault at a time while serving it.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Admission check for record transactions: the blobs a mint or key share names must be in
+/// this node's vault (uploaded first), and the content must have the size the mint declares.
+/// A token pointing at bytes nobody holds would be unreadable.
+pub(crate) fn blobs_present(state: &AppState, tx: &SignedTransaction) -> Result<(), ApiError> {
+    use medledger_core::tx::RecordTx;
+    let missing = |what: &str, h: &Hash| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "blob_missing",
+            format!("the {what} blob {h} is not in this node's vault: upload it first"),
+        )
+    };
+    let has = |h: &Hash| state.vault.len(h).map_err(blob_error);
+    match &tx.tx.body {
+        TxBody::Records(RecordTx::Mint(m)) => {
+            match has(&m.content)? {
+                None => return Err(missing("content", &m.content)),
+                Some(len) if len != m.size => {
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "size_mismatch",
+                        format!(
+                            "the content blob holds {len} bytes, the record declares {}",
+                            m.size
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+            if has(&m.metadata)?.is_none() {
+                return Err(missing("metadata", &m.metadata));
+            }
+            for k in &m.keys {
+                if has(&k.blob)?.is_none() {
+                    return Err(missing("wrapped key", &k.blob));
+                }
+            }
+        }
+        TxBody::Records(RecordTx::ShareKey { key, .. }) if has(&key.blob)?.is_none() => {
+            return Err(missing("wrapped key", &key.blob));
+        }
+        _ => {}
+    }
+    Ok(())
+}
