@@ -9,6 +9,8 @@ use medledger_core::{
     keys::{EncryptionKey, PublicKey},
 };
 
+use crate::envelope::RecordFault;
+
 /// Everything that can go wrong in the client.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -195,6 +197,63 @@ pub enum ClientError {
         /// Log size of the new checkpoint.
         new_size: u64,
         /// What failed.
+        reason: String,
+    },
+
+    /// A record could not be encrypted.
+    #[error("cannot encrypt the record: {reason}")]
+    RecordEncrypt {
+        /// Why.
+        reason: String,
+    },
+
+    /// A record's ciphertext does not decrypt: it is not a record, the key is not its data key,
+    /// or it was altered, cut short or extended. Plaintext already written out must be
+    /// discarded.
+    #[error("cannot decrypt the record: {fault}")]
+    RecordDecrypt {
+        /// What is wrong with the ciphertext.
+        fault: RecordFault,
+    },
+
+    /// Reading the input or writing the output of record encryption or decryption failed.
+    #[error("cannot {action}: {source}")]
+    RecordIo {
+        /// What was being done ("read the plaintext", "write the ciphertext"...).
+        action: &'static str,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A record key or a custodian share could not be wrapped to a recipient.
+    #[error("cannot wrap the key: {reason}")]
+    KeyWrap {
+        /// Why.
+        reason: String,
+    },
+
+    /// A wrapped record key or custodian share does not open.
+    #[error(
+        "the wrapped key does not open with the key for {recipient}: it was wrapped to another \
+         key or for another record, or it was altered"
+    )]
+    KeyUnwrap {
+        /// The public half of the key that was tried.
+        recipient: EncryptionKey,
+    },
+
+    /// A record's metadata could not be sealed, or does not open.
+    #[error("record metadata: {reason}")]
+    RecordMetadata {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// Key shares do not recombine into the record key.
+    #[error("cannot recombine the record key: {reason}")]
+    KeyShares {
+        /// What is wrong with the shares.
         reason: String,
     },
 }

@@ -1,14 +1,16 @@
 //! medledger client SDK and wallet: an encrypted keystore, sealing of personal details,
-//! transaction building, an HTTP client for the node API, and offline verification of the
-//! node's proofs. Secrets stay in this process: they are encrypted at rest, zeroised in memory
-//! and never printed.
+//! record encryption and key splitting, transaction building, an HTTP client for the node API,
+//! and offline verification of the node's proofs. Secrets stay in this process: they are
+//! encrypted at rest, zeroised in memory and never printed.
 #![warn(missing_docs)]
 
+pub mod envelope;
 pub mod error;
 pub mod http;
 pub mod keystore;
 pub mod proof;
 pub mod seal;
+pub mod sharing;
 pub mod tx;
 
 pub use error::ClientError;

@@ -171,20 +171,8 @@ pub fn seal(details: &[u8], recipients: &[EncryptionKey]) -> Result<Vec<u8>, Cli
     };
     let wrap_aad = blob.wrap_aad();
     for recipient in recipients {
-        let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(&recipient.0).map_err(|e| {
-            refuse(format!("recipient {recipient} is not a usable X25519 key: {e}"))
-        })?;
-        let (encapped, wrapped) = hpke::single_shot_seal::<WrapAead, Kdf, Kem>(
-            &OpModeS::Base,
-            &pk,
-            HPKE_INFO,
-            data_key.as_slice(),
-            &wrap_aad,
-        )
-        .map_err(|e| refuse(format!("cannot wrap the data key to {recipient}: {e}")))?;
-        let mut encapped_bytes = [0u8; 32];
-        encapped_bytes.copy_from_slice(encapped.to_bytes().as_slice());
-        blob.recipients.push(WrappedKey { encapped: encapped_bytes, wrapped });
+        blob.recipients
+            .push(hpke_wrap(recipient, HPKE_INFO, &wrap_aad, data_key.as_slice()).map_err(refuse)?);
     }
     let cipher = XChaCha20Poly1305::new_from_slice(data_key.as_slice())
         .map_err(|_| refuse("data key has the wrong length".into()))?;
@@ -203,23 +191,11 @@ pub fn seal(details: &[u8], recipients: &[EncryptionKey]) -> Result<Vec<u8>, Cli
 pub fn open(sealed: &[u8], key: &DecryptionKey) -> Result<Vec<u8>, ClientError> {
     let blob = SealedBlob::decode(sealed)?;
     let wrap_aad = blob.wrap_aad();
-    let sk = <Kem as hpke::Kem>::PrivateKey::from_bytes(key.expose_secret())
-        .map_err(|e| ClientError::InvalidInput { what: "decryption key", reason: e.to_string() })?;
+    let sk = HpkeRecipientKey::new(key)?;
     for entry in &blob.recipients {
-        let Ok(encapped) = <Kem as hpke::Kem>::EncappedKey::from_bytes(&entry.encapped) else {
+        let Some(data_key) = hpke_unwrap(&sk, entry, HPKE_INFO, &wrap_aad) else {
             continue;
         };
-        let Ok(data_key) = hpke::single_shot_open::<WrapAead, Kdf, Kem>(
-            &OpModeR::Base,
-            &sk,
-            &encapped,
-            HPKE_INFO,
-            &entry.wrapped,
-            &wrap_aad,
-        ) else {
-            continue;
-        };
-        let data_key = Zeroizing::new(data_key);
         let malformed = |reason: &str| ClientError::MalformedSealed { reason: reason.to_owned() };
         let cipher = XChaCha20Poly1305::new_from_slice(&data_key)
             .map_err(|_| malformed("the wrapped data key has the wrong length"))?;
@@ -236,6 +212,59 @@ pub fn open(sealed: &[u8], key: &DecryptionKey) -> Result<Vec<u8>, ClientError> 
             });
     }
     Err(ClientError::NotARecipient { recipient: key.public_key() })
+}
+
+/// Encrypts `secret` to `recipient` with HPKE (mode Base, the suite in the module doc), bound to
+/// `info` (which says what kind of secret this is) and `aad` (what it belongs to). Shared by the
+/// sealed blobs here, record keys ([`crate::envelope::wrap_key`]) and custodian shares
+/// ([`crate::sharing::wrap_share`]). The error is a sentence naming the recipient.
+pub(crate) fn hpke_wrap(
+    recipient: &EncryptionKey,
+    info: &[u8],
+    aad: &[u8],
+    secret: &[u8],
+) -> Result<WrappedKey, String> {
+    let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(&recipient.0)
+        .map_err(|e| format!("recipient {recipient} is not a usable X25519 key: {e}"))?;
+    let (encapped, wrapped) =
+        hpke::single_shot_seal::<WrapAead, Kdf, Kem>(&OpModeS::Base, &pk, info, secret, aad)
+            .map_err(|e| format!("cannot wrap the data key to {recipient}: {e}"))?;
+    let mut encapped_bytes = [0u8; 32];
+    encapped_bytes.copy_from_slice(encapped.to_bytes().as_slice());
+    Ok(WrappedKey { encapped: encapped_bytes, wrapped })
+}
+
+/// A decryption key in the form HPKE takes, converted once for trying several entries.
+pub(crate) struct HpkeRecipientKey(<Kem as hpke::Kem>::PrivateKey);
+
+impl HpkeRecipientKey {
+    /// Converts `key`.
+    pub(crate) fn new(key: &DecryptionKey) -> Result<Self, ClientError> {
+        <Kem as hpke::Kem>::PrivateKey::from_bytes(key.expose_secret()).map(Self).map_err(|e| {
+            ClientError::InvalidInput { what: "decryption key", reason: e.to_string() }
+        })
+    }
+}
+
+/// Opens what [`hpke_wrap`] made with the same `info` and `aad`; `None` if it does not open
+/// (another recipient, another `info` or `aad`, or altered).
+pub(crate) fn hpke_unwrap(
+    key: &HpkeRecipientKey,
+    entry: &WrappedKey,
+    info: &[u8],
+    aad: &[u8],
+) -> Option<Zeroizing<Vec<u8>>> {
+    let encapped = <Kem as hpke::Kem>::EncappedKey::from_bytes(&entry.encapped).ok()?;
+    hpke::single_shot_open::<WrapAead, Kdf, Kem>(
+        &OpModeR::Base,
+        &key.0,
+        &encapped,
+        info,
+        &entry.wrapped,
+        aad,
+    )
+    .ok()
+    .map(Zeroizing::new)
 }
 
 #[cfg(test)]
