@@ -354,7 +354,7 @@ impl MerkleLog {
         if n == 0 {
             return Ok(empty_root());
         }
-        if n.is_power_of_two() && start % n == 0 {
+        if n.is_power_of_two() && start.is_multiple_of(n) {
             return self.stored(n.trailing_zeros(), start, end);
         }
         let mid = start + split_point(n);

@@ -186,12 +186,11 @@ fn apply_tx(
     if account.suspended {
         return Ok(Err(Refusal::Suspended { account: signer }));
     }
-    if account.role == Role::Doctor {
-        if let Some(hospital) = account.hospital {
-            if state.account(&hospital)?.is_some_and(|h| h.suspended) {
-                return Ok(Err(Refusal::Suspended { account: hospital }));
-            }
-        }
+    if account.role == Role::Doctor
+        && let Some(hospital) = account.hospital
+        && state.account(&hospital)?.is_some_and(|h| h.suspended)
+    {
+        return Ok(Err(Refusal::Suspended { account: hospital }));
     }
     let result = match &tx.tx.body {
         TxBody::Registry(r) => registry::apply(state, &signer, &account, r)?,

@@ -301,10 +301,10 @@ impl Node {
     fn wait_healthy(&mut self) {
         let deadline = Instant::now() + LIMIT;
         loop {
-            if let Ok(r) = http(self.port, "GET", "/health", b"") {
-                if r.status == 200 {
-                    return;
-                }
+            if let Ok(r) = http(self.port, "GET", "/health", b"")
+                && r.status == 200
+            {
+                return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 self.child = None;

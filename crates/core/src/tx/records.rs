@@ -32,7 +32,8 @@ impl VisitDate {
         if !(1900..=9999).contains(&self.year) || !(1..=12).contains(&self.month) {
             return false;
         }
-        let leap = (self.year % 4 == 0 && self.year % 100 != 0) || self.year % 400 == 0;
+        let y = self.year;
+        let leap = (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
         let days = match self.month {
             2 if leap => 29,
             2 => 28,

@@ -66,10 +66,11 @@ pub fn authorize(
     if account.key.is_none() || account.suspended {
         return Ok(Decision::Deny(Denial::RequesterInactive));
     }
-    if let Some(h) = account.hospital {
-        if account.role == Role::Doctor && view.account(&h)?.is_some_and(|h| h.suspended) {
-            return Ok(Decision::Deny(Denial::RequesterInactive));
-        }
+    if let Some(h) = account.hospital
+        && account.role == Role::Doctor
+        && view.account(&h)?.is_some_and(|h| h.suspended)
+    {
+        return Ok(Decision::Deny(Denial::RequesterInactive));
     }
     if *requester == resource.patient {
         return Ok(Decision::Allow(Basis::Ownership));

@@ -23,10 +23,10 @@ pub(crate) fn approve(
     if approved == Some(&r.owner) {
         return Ok(Err(Refusal::Invalid { reason: "the owner needs no approval".into() }));
     }
-    if let Some(a) = approved {
-        if state.account(a)?.is_none() {
-            return Ok(Err(Refusal::NotFound { what: format!("account {a}") }));
-        }
+    if let Some(a) = approved
+        && state.account(a)?.is_none()
+    {
+        return Ok(Err(Refusal::NotFound { what: format!("account {a}") }));
     }
     r.approved = approved.copied();
     state.put_record(pmr, &r)?;

@@ -191,10 +191,10 @@ impl BlobUpload for FsUpload {
     fn finish(mut self: Box<Self>) -> Result<StoredBlob, BlobError> {
         let Some(mut temp) = self.temp.take() else { return Err(BlobError::UploadDiscarded) };
         let actual = Cid::from_hash(Hash(std::mem::take(&mut self.hasher).finalize().into()));
-        if let Some(expected) = self.expected {
-            if expected != actual {
-                return Err(self.fail(BlobError::CidMismatch { expected, actual }));
-            }
+        if let Some(expected) = self.expected
+            && expected != actual
+        {
+            return Err(self.fail(BlobError::CidMismatch { expected, actual }));
         }
         if let Err(source) = temp.sync() {
             let path = temp.path.clone();
