@@ -23,6 +23,9 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ClientError;
 
+mod records;
+pub use records::RecordStream;
+
 /// Largest response body accepted.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// How long to wait for a connection.
@@ -285,13 +288,13 @@ impl NodeClient {
             });
         }
         for (item, tx) in items.iter().zip(txs) {
-            if let BatchItem::Receipt(r) = item {
-                if r.tx_hash != tx.hash() {
-                    return Err(ClientError::BadResponse {
-                        url,
-                        reason: format!("result for {} is a receipt for {}", tx.hash(), r.tx_hash),
-                    });
-                }
+            if let BatchItem::Receipt(r) = item
+                && r.tx_hash != tx.hash()
+            {
+                return Err(ClientError::BadResponse {
+                    url,
+                    reason: format!("result for {} is a receipt for {}", tx.hash(), r.tx_hash),
+                });
             }
         }
         Ok(items)

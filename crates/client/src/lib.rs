@@ -9,6 +9,7 @@ pub mod error;
 pub mod http;
 pub mod keystore;
 pub mod proof;
+pub mod records;
 pub mod seal;
 pub mod sharing;
 pub mod tx;

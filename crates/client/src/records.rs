@@ -1,0 +1,162 @@
+//! Moving records: encrypt a file while it streams into a node's vault, and decrypt an audited
+//! read while it streams out, each with memory bounded by a few chunks whatever the size. The
+//! cipher work runs on its own thread, so network and cryptography overlap.
+
+use std::io::{Read, Write};
+
+use bytes::Bytes;
+use medledger_core::{Hash, encoding};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    ClientError, NodeClient,
+    envelope::{DataKey, Decryptor, EncryptSummary, Encryptor},
+    http::RecordStream,
+};
+
+/// Plaintext read per step while encrypting.
+const READ_CHUNK: usize = 1024 * 1024;
+/// Chunks in flight between the cipher thread and the network.
+const IN_FLIGHT: usize = 4;
+
+/// What wrapped keys and sealed metadata of a record are bound to (the HPKE and AEAD
+/// associated data): the hash of its ciphertext. The PMR-ID does not exist yet when they are
+/// made, and a fresh data key makes every ciphertext, and so this context, unique.
+pub fn context(content: &Hash) -> Vec<u8> {
+    encoding::encode(&("medledger record", content))
+}
+
+fn io_error(action: &'static str, source: std::io::Error) -> ClientError {
+    ClientError::RecordIo { action, source }
+}
+
+fn stopped(action: &'static str, why: &str) -> ClientError {
+    io_error(action, std::io::Error::other(why.to_owned()))
+}
+
+/// Encrypts everything `input` yields under `key` and streams the ciphertext into the node's
+/// vault. `progress` is told the plaintext bytes done so far. Checks that the node stored
+/// exactly what was encrypted.
+pub async fn upload_encrypted(
+    client: &NodeClient,
+    key: &DataKey,
+    mut input: impl Read + Send + 'static,
+    progress: impl Fn(u64) + Send + 'static,
+) -> Result<EncryptSummary, ClientError> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(IN_FLIGHT);
+    let key = DataKey::from_bytes(*key.expose_secret());
+    let cipher = std::thread::spawn(move || -> Result<EncryptSummary, ClientError> {
+        let mut enc = Encryptor::new(&key)?;
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut done = 0u64;
+        loop {
+            let n = input.read(&mut buf).map_err(|e| io_error("read the file", e))?;
+            if n == 0 {
+                break;
+            }
+            let mut out = Vec::with_capacity(n + 4096);
+            enc.update(&buf[..n], &mut out)?;
+            done += n as u64;
+            progress(done);
+            if tx.blocking_send(Ok(out.into())).is_err() {
+                return Err(stopped("upload", "the upload stopped"));
+            }
+        }
+        let mut out = Vec::new();
+        let summary = enc.finish(&mut out)?;
+        // If the upload already failed, its error is the one to report.
+        let _ = tx.blocking_send(Ok(out.into()));
+        Ok(summary)
+    });
+    let body =
+        futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
+        );
+    let uploaded = client.upload(reqwest::Body::wrap_stream(body), None).await;
+    let summary =
+        cipher.join().map_err(|_| stopped("encrypt", "the encryption thread panicked"))?;
+    let stored = uploaded?;
+    let summary = summary?;
+    if stored.hash != summary.ciphertext_sha256 || stored.size != summary.ciphertext_len {
+        return Err(ClientError::BadResponse {
+            url: client.base_url().to_owned(),
+            reason: format!(
+                "the node stored {} ({} bytes) but this machine encrypted {} ({} bytes)",
+                stored.hash, stored.size, summary.ciphertext_sha256, summary.ciphertext_len
+            ),
+        });
+    }
+    Ok(summary)
+}
+
+/// Uploads a small blob (a wrapped key, sealed metadata), announcing its hash.
+pub async fn upload_small(client: &NodeClient, bytes: Vec<u8>) -> Result<Hash, ClientError> {
+    let hash = Hash::of(&bytes);
+    client.upload(reqwest::Body::from(bytes), Some(&hash)).await?;
+    Ok(hash)
+}
+
+/// Decrypts the ciphertext of an audited read into `output` as it arrives, checking it
+/// against `content` (the hash on the ledger). `progress` is told the ciphertext bytes
+/// received. Returns the plaintext length. Until this returns `Ok`, what was written is
+/// unauthenticated: write to a temporary file and move it into place afterwards.
+pub async fn download_decrypted(
+    mut stream: RecordStream,
+    key: &DataKey,
+    content: &Hash,
+    mut output: impl Write + Send + 'static,
+    progress: impl Fn(u64) + Send + 'static,
+) -> Result<u64, ClientError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(IN_FLIGHT);
+    let key = DataKey::from_bytes(*key.expose_secret());
+    let expected = *content;
+    let cipher = std::thread::spawn(move || -> Result<u64, ClientError> {
+        let mut hasher = Sha256::new();
+        let mut dec = Decryptor::new(&key);
+        let mut plain = Vec::new();
+        let mut received = 0u64;
+        while let Some(chunk) = rx.blocking_recv() {
+            hasher.update(&chunk);
+            dec.update(&chunk, &mut plain)?;
+            output.write_all(&plain).map_err(|e| io_error("write the file", e))?;
+            plain.clear();
+            received += chunk.len() as u64;
+            progress(received);
+        }
+        let got = Hash(hasher.finalize().into());
+        if got != expected {
+            return Err(stopped(
+                "check the record",
+                &format!(
+                    "the ciphertext received hashes to {got}, not to {expected}: nothing was kept"
+                ),
+            ));
+        }
+        let n = dec.finish(&mut plain)?;
+        output.write_all(&plain).map_err(|e| io_error("write the file", e))?;
+        output.flush().map_err(|e| io_error("write the file", e))?;
+        Ok(n)
+    });
+    let mut failed = None;
+    loop {
+        match stream.chunk().await {
+            Ok(Some(chunk)) => {
+                if tx.send(chunk).await.is_err() {
+                    break; // the cipher thread stopped; its error says why
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let result = cipher.join().map_err(|_| stopped("decrypt", "the decryption thread panicked"))?;
+    match failed {
+        Some(e) => Err(e),
+        None => result,
+    }
+}
