@@ -66,6 +66,25 @@ fn what(e: &AuditEvent) -> String {
         AuditKind::DenyRemoved { rule } => format!("removed deny rule {rule}"),
         AuditKind::DelegateNamed { delegate } => format!("named delegate {delegate}"),
         AuditKind::DelegateRemoved { delegate } => format!("removed delegate {delegate}"),
+        AuditKind::RecordMinted { record, category, hospital, supersedes } => match supersedes {
+            Some(old) => {
+                format!("record {record} ({category:?}) amends {old}, at hospital {hospital}")
+            }
+            None => format!("record {record} ({category:?}) created at hospital {hospital}"),
+        },
+        AuditKind::RecordTransferred { record, from, to } => {
+            format!("record {record} transferred from {from} to {to}")
+        }
+        AuditKind::RecordApproval { record, approved: Some(a) } => {
+            format!("{a} approved to transfer record {record}")
+        }
+        AuditKind::RecordApproval { record, approved: None } => {
+            format!("approval of record {record} cleared")
+        }
+        AuditKind::RecordKeyShared { record, grantee } => {
+            format!("key of record {record} shared with {grantee}")
+        }
+        AuditKind::RecordErased { record } => format!("record {record} erased"),
     }
 }
 

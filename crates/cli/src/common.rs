@@ -11,7 +11,7 @@ use medledger_client::{
     keystore::{Identity, Wallet},
 };
 use medledger_core::block::{Outcome, Receipt};
-use medledger_core::tx::TxBody;
+use medledger_core::tx::{SignedTransaction, TxBody};
 
 /// Environment variable holding the wallet passphrase, for scripts.
 pub const PASSPHRASE_ENV: &str = "MEDLEDGER_PASSPHRASE";
@@ -100,22 +100,27 @@ impl Session {
         })
     }
 
-    /// Signs `body` with the next nonce and submits it; returns the receipt of an applied
-    /// transaction, or a clear error for a refused one.
-    pub async fn submit(&self, body: TxBody) -> Result<Receipt> {
+    /// Signs `body` with this wallet's next nonce, without submitting it.
+    pub async fn build(&self, body: TxBody) -> Result<SignedTransaction> {
         let account = self.wallet.account();
         let current = self
             .client
             .account(&account)
             .await?
             .with_context(|| format!("account {account} is not on the ledger yet"))?;
-        let tx = medledger_client::tx::build(
+        Ok(medledger_client::tx::build(
             &self.identity,
             account,
             &self.chain_id,
             current.nonce + 1,
             body,
-        );
+        ))
+    }
+
+    /// Signs `body` with the next nonce and submits it; returns the receipt of an applied
+    /// transaction, or a clear error for a refused one.
+    pub async fn submit(&self, body: TxBody) -> Result<Receipt> {
+        let tx = self.build(body).await?;
         match self.client.submit(&tx).await {
             Ok(receipt) => Ok(receipt),
             Err(ClientError::Refused {

@@ -3,9 +3,11 @@
 
 mod audit;
 mod bench;
+mod bench_records;
 mod common;
 mod consent;
 mod proof;
+mod record;
 mod registry;
 mod up;
 mod verify;
@@ -56,6 +58,9 @@ enum Command {
     /// The audit trail of a patient's records; counts for the regulator.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Encrypted records: add, get (audited), list, history, transfer, approve, share, erase.
+    #[command(subcommand)]
+    Record(record::RecordCommand),
     /// Print the events concerning your account as they arrive; resumes where it left off.
     Watch(watch::Args),
     /// Keys: rotate your own; revoke one you have authority over.
@@ -64,6 +69,9 @@ enum Command {
     /// Drive a running node with a pre-signed mixed registry workload and report tx/s and
     /// commit latency.
     Bench(bench::Args),
+    /// Measure a running node's record paths: encrypt + upload and audited read of a large
+    /// file, audited reads of a small record by concurrent readers, peak memory.
+    BenchRecords(bench_records::Args),
 }
 
 fn main() -> ExitCode {
@@ -94,8 +102,10 @@ fn main() -> ExitCode {
             Command::Key(c) => registry::key(c).await,
             Command::Consent(c) => consent::run(c).await,
             Command::Audit(c) => audit::run(c).await,
+            Command::Record(c) => record::run(c).await,
             Command::Watch(args) => watch::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::BenchRecords(args) => bench_records::run(args).await,
         }
     });
     match result {

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub height: Gauge,
     /// Requests refused as unauthenticated (401) or forbidden (403).
     pub denied_requests: Counter,
+    /// Peak resident memory of the process (Linux; 0 elsewhere), updated when rendered.
+    peak_resident: Gauge,
 }
 
 impl Metrics {
@@ -38,6 +40,7 @@ impl Metrics {
             Histogram::new([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]);
         let height = Gauge::default();
         let denied_requests = Counter::default();
+        let peak_resident = Gauge::default();
         registry.register(
             "tx_admitted",
             "Transactions admitted and queued for a block",
@@ -61,6 +64,11 @@ impl Metrics {
             "Requests refused as unauthenticated or forbidden",
             denied_requests.clone(),
         );
+        registry.register(
+            "process_peak_resident_bytes",
+            "Peak resident memory of the node process",
+            peak_resident.clone(),
+        );
         Self {
             registry,
             admitted,
@@ -70,11 +78,13 @@ impl Metrics {
             commit_latency,
             height,
             denied_requests,
+            peak_resident,
         }
     }
 
     /// The text exposition format.
     pub fn render(&self) -> String {
+        self.peak_resident.set(peak_resident_bytes() as i64);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
@@ -86,4 +96,16 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The process's peak resident set (`VmHWM` in `/proc/self/status`), or 0 where unknown.
+fn peak_resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
 }

@@ -8,6 +8,7 @@ mod events;
 mod fork;
 mod harness;
 mod http_refusals;
+mod records;
 mod registry;
 mod signed_reads;
 mod startup;

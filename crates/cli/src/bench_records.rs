@@ -1,0 +1,434 @@
+//! `medledger bench-records`: measures the record paths of a running node. With the
+//! regulator's wallet it sets up a hospital, a doctor, a patient and a number of reader
+//! doctors (in memory, never written to disk), then measures:
+//!
+//! - encrypt + upload of one large file, and the audited read + decrypt of it back, in bytes
+//!   per second (the file is generated in a temporary directory, the download discarded);
+//! - audited reads of a small record by concurrent readers, each holding a grant and the
+//!   record's key: reads per second and latency percentiles (sign, order the access event,
+//!   stream and decrypt);
+//! - peak resident memory of this process and of the node (from its metrics).
+
+use std::{
+    io::Write,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::Args as ClapArgs;
+use medledger_api::BatchItem;
+use medledger_client::{
+    NodeClient, Signer,
+    envelope::{self, DataKey, RecordMetadata},
+    records,
+};
+use medledger_core::{
+    Hash,
+    block::{Created, Outcome},
+    encoding,
+    ids::AccountId,
+    keys::{DecryptionKey, EncryptionKey, SigningKey},
+    tx::{
+        AdmitHospital, ConsentTx, OnboardDoctor, RecordTx, RegisterPatient, RegistryTx, SealedRef,
+        SignedTransaction, Transaction, TxBody,
+        consent::{AccessTx, Action, Purpose, RecordCategory, Resource, Scope, Validity},
+        records::{KeyRef, MintRecord, VisitDate},
+    },
+};
+use serde::Serialize;
+
+use crate::common::{Session, WalletArgs};
+
+/// Options of `medledger bench-records`.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// The regulator's wallet (to admit the benchmark's hospital) and the node.
+    #[command(flatten)]
+    wallet: WalletArgs,
+    /// Size of the large file, in MiB (0 skips the large transfer).
+    #[arg(long, default_value_t = 1024)]
+    large_mib: u64,
+    /// Size of the record read repeatedly, in KiB.
+    #[arg(long, default_value_t = 1024)]
+    small_kib: u64,
+    /// Audited reads of the small record (0 skips them).
+    #[arg(long, default_value_t = 2000)]
+    reads: usize,
+    /// Concurrent readers (each a doctor with a grant).
+    #[arg(long, default_value_t = 16)]
+    readers: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Report {
+    large_bytes: u64,
+    upload_mb_per_s: f64,
+    download_mb_per_s: f64,
+    small_bytes: u64,
+    reads: usize,
+    readers: usize,
+    reads_per_s: f64,
+    read_p50_ms: f64,
+    read_p99_ms: f64,
+    client_peak_rss_mib: f64,
+    node_peak_rss_mib: Option<f64>,
+}
+
+/// An identity that exists only for the benchmark.
+struct Actor {
+    key: SigningKey,
+    enc: DecryptionKey,
+    account: AccountId,
+    nonce: u64,
+    client: NodeClient,
+}
+
+impl Actor {
+    fn new(base: &str) -> Result<Self> {
+        let key = SigningKey::generate();
+        let account = AccountId::from_initial_key(&key.public_key());
+        let client = NodeClient::new(base)?.signed_by(Signer::new(key.clone(), account));
+        Ok(Actor { key, enc: DecryptionKey::generate(), account, nonce: 0, client })
+    }
+
+    fn tx(&mut self, chain: &str, body: TxBody) -> SignedTransaction {
+        self.nonce += 1;
+        Transaction { chain_id: chain.to_owned(), signer: self.account, nonce: self.nonce, body }
+            .sign(&self.key)
+    }
+}
+
+fn sealed_ref() -> SealedRef {
+    let salt = SigningKey::generate().public_key().0;
+    SealedRef { blob: Hash::of(&salt), commitment: Hash::of_parts(&[&salt, b"c"]) }
+}
+
+/// Submits `txs` in batches and fails unless every one is applied; returns the receipts.
+async fn all_applied(
+    client: &NodeClient,
+    txs: &[SignedTransaction],
+) -> Result<Vec<medledger_core::block::Receipt>> {
+    let mut out = Vec::with_capacity(txs.len());
+    for chunk in txs.chunks(256) {
+        for item in client.submit_batch(chunk).await? {
+            match item {
+                BatchItem::Receipt(r) if matches!(r.outcome, Outcome::Applied { .. }) => {
+                    out.push(r)
+                }
+                other => bail!("setup failed: {other:?}"),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Peak resident set of this process, from `/proc/self/status` (Linux), in MiB.
+fn own_peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// The node's peak resident set, from its metrics.
+async fn node_peak_rss_mib(base: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{base}/metrics")).await.ok()?.text().await.ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("medledger_process_peak_resident_bytes "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|b| b / (1024.0 * 1024.0))
+}
+
+/// A file of `len` pseudo-random bytes (xorshift: incompressible, cheap to make).
+fn make_file(path: &std::path::Path, len: u64) -> Result<()> {
+    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut block = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        for b in block.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(block.len() as u64) as usize;
+        f.write_all(&block[..n])?;
+        left -= n as u64;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+/// Encrypts and uploads `path` as `doctor`, minting a record for `patient`; returns the PMR-ID,
+/// the content hash and the seconds the encrypt + upload took.
+async fn add(
+    chain: &str,
+    doctor: &mut Actor,
+    patient: (AccountId, EncryptionKey),
+    path: &std::path::Path,
+) -> Result<(String, Hash, f64, DataKey)> {
+    let key = DataKey::generate()?;
+    let started = Instant::now();
+    let summary =
+        records::upload_encrypted(&doctor.client, &key, std::fs::File::open(path)?, |_| {}).await?;
+    let upload_s = started.elapsed().as_secs_f64();
+    let ctx = records::context(&summary.ciphertext_sha256);
+    let meta = RecordMetadata {
+        title: "benchmark".into(),
+        content_type: "application/octet-stream".into(),
+        date: "2026-01-01".into(),
+        notes: String::new(),
+        file_name: None,
+    };
+    let metadata =
+        records::upload_small(&doctor.client, envelope::seal_metadata(&key, &meta, &ctx)?).await?;
+    let mut keys = Vec::new();
+    for (recipient, enc) in [patient, (doctor.account, doctor.enc.public_key())] {
+        let wrapped = envelope::wrap_key(&key, &enc, &ctx)?;
+        let blob = records::upload_small(&doctor.client, encoding::encode(&wrapped)).await?;
+        keys.push(KeyRef { recipient, blob });
+    }
+    let mint = doctor.tx(
+        chain,
+        TxBody::Records(RecordTx::Mint(MintRecord {
+            patient: patient.0,
+            visit_date: VisitDate { year: 2026, month: 1, day: 1 },
+            category: RecordCategory::Imaging,
+            content: summary.ciphertext_sha256,
+            size: summary.ciphertext_len,
+            metadata,
+            keys,
+            supersedes: None,
+        })),
+    );
+    let receipt = doctor.client.submit(&mint).await?;
+    let Outcome::Applied { created: Some(Created::Record { pmr }) } = receipt.outcome else {
+        bail!("the mint created no record");
+    };
+    Ok((pmr, summary.ciphertext_sha256, upload_s, key))
+}
+
+/// One audited read by `reader`, decrypted and discarded; returns the plaintext length.
+async fn read(
+    chain: &str,
+    reader: &mut Actor,
+    patient: AccountId,
+    pmr: &str,
+    content: &Hash,
+) -> Result<u64> {
+    let access = reader.tx(
+        chain,
+        TxBody::Access(AccessTx {
+            resource: Resource {
+                patient,
+                category: Some(RecordCategory::Imaging),
+                record: Some(pmr.to_owned()),
+                case: None,
+            },
+            action: Action::Read,
+            purpose: Purpose::Treatment,
+        }),
+    );
+    let stream = reader.client.read_record(pmr, &access).await?;
+    let wrapped: medledger_client::seal::WrappedKey =
+        encoding::decode("wrapped key", &stream.preamble.wrapped_key, 4096)?;
+    let key = envelope::unwrap_key(&wrapped, &reader.enc, &records::context(content))?;
+    Ok(records::download_decrypted(stream, &key, content, std::io::sink(), |_| {}).await?)
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    if args.reads > 0 && args.readers == 0 {
+        bail!("--readers must be at least 1");
+    }
+    let session = Session::open(&args.wallet).await?;
+    let chain = session.chain_id.clone();
+    let base = session.client.base_url().to_owned();
+    let say = |s: &str| {
+        if !args.json {
+            eprintln!("{s}");
+        }
+    };
+
+    // Setup: a hospital, its doctor, a patient, reader doctors (not measured).
+    say("setting up a hospital, doctors and a patient...");
+    let mut hospital = Actor::new(&base)?;
+    session
+        .submit(TxBody::Registry(RegistryTx::AdmitHospital(AdmitHospital {
+            key: hospital.key.public_key(),
+            encryption_key: hospital.enc.public_key(),
+            registration_id: format!("BENCH-REC-{}", hospital.account),
+            name: "Bench Records Hospital".into(),
+            city: "Loopback".into(),
+            specialisation: "benchmarking".into(),
+            contact: sealed_ref(),
+        })))
+        .await?;
+    let mut doctor = Actor::new(&base)?;
+    let mut patient = Actor::new(&base)?;
+    let mut readers: Vec<Actor> =
+        (0..args.readers).map(|_| Actor::new(&base)).collect::<Result<_>>()?;
+    let mut setup = Vec::new();
+    for (i, d) in std::iter::once(&doctor).chain(readers.iter()).enumerate() {
+        setup.push(hospital.tx(
+            &chain,
+            TxBody::Registry(RegistryTx::OnboardDoctor(OnboardDoctor {
+                key: d.key.public_key(),
+                encryption_key: d.enc.public_key(),
+                registration_number: format!("BENCH-{i}"),
+                name: format!("Dr. Reader {i}"),
+                specialisation: "benchmarking".into(),
+            })),
+        ));
+    }
+    setup.push(hospital.tx(
+        &chain,
+        TxBody::Registry(RegistryTx::RegisterPatient(RegisterPatient {
+            key: patient.key.public_key(),
+            encryption_key: patient.enc.public_key(),
+            details: sealed_ref(),
+            attendant: sealed_ref(),
+        })),
+    ));
+    all_applied(&hospital.client, &setup).await?;
+    let patient_keys = (patient.account, patient.enc.public_key());
+    let dir = tempfile_dir()?;
+    let mut report = Report::default();
+
+    if args.large_mib > 0 {
+        let path = dir.join("large.bin");
+        let len = args.large_mib * 1024 * 1024;
+        say(&format!("writing a {} MiB test file...", args.large_mib));
+        make_file(&path, len)?;
+        say("encrypting and uploading it...");
+        let (pmr, content, upload_s, _) = add(&chain, &mut doctor, patient_keys, &path).await?;
+        std::fs::remove_file(&path)?;
+        say("reading it back (audited) and decrypting...");
+        let started = Instant::now();
+        let me = patient.account;
+        let n = read(&chain, &mut patient, me, &pmr, &content).await?;
+        let download_s = started.elapsed().as_secs_f64();
+        if n != len {
+            bail!("read back {n} bytes of {len}");
+        }
+        report.large_bytes = len;
+        report.upload_mb_per_s = len as f64 / upload_s / 1e6;
+        report.download_mb_per_s = len as f64 / download_s / 1e6;
+    }
+
+    if args.reads > 0 {
+        let path = dir.join("small.bin");
+        let len = args.small_kib * 1024;
+        make_file(&path, len)?;
+        let (pmr, content, _, key) = add(&chain, &mut doctor, patient_keys, &path).await?;
+        // Grant every reader access and wrap the key to each (not measured).
+        say("granting the readers access...");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let ctx = records::context(&content);
+        let mut txs = Vec::new();
+        for r in &readers {
+            let wrapped = envelope::wrap_key(&key, &r.enc.public_key(), &ctx)?;
+            let blob = records::upload_small(&patient.client, encoding::encode(&wrapped)).await?;
+            txs.push(patient.tx(
+                &chain,
+                TxBody::Consent(ConsentTx::Grant {
+                    patient: patient.account,
+                    grantee: r.account,
+                    scope: Scope::All,
+                    purpose: Purpose::Treatment,
+                    validity: Validity { not_before_ms: 0, expires_at_ms: now + 86_400_000 },
+                }),
+            ));
+            txs.push(patient.tx(
+                &chain,
+                TxBody::Records(RecordTx::ShareKey {
+                    record: pmr.clone(),
+                    key: KeyRef { recipient: r.account, blob },
+                }),
+            ));
+        }
+        all_applied(&patient.client, &txs).await?;
+        say(&format!("{} audited reads by {} readers...", args.reads, args.readers));
+        let per = args.reads.div_ceil(args.readers);
+        let started = Instant::now();
+        let pmr = Arc::new(pmr);
+        let mut tasks = Vec::new();
+        for mut r in readers.drain(..) {
+            let (chain, pmr, p) = (chain.clone(), pmr.clone(), patient.account);
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(per);
+                for _ in 0..per {
+                    let t = Instant::now();
+                    read(&chain, &mut r, p, &pmr, &content).await?;
+                    lat.push(t.elapsed());
+                }
+                anyhow::Ok(lat)
+            }));
+        }
+        let mut lat: Vec<Duration> = Vec::new();
+        for t in tasks {
+            lat.extend(t.await.context("a reader task failed")??);
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        lat.sort();
+        let pct = |p: f64| {
+            lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        report.small_bytes = len;
+        report.reads = lat.len();
+        report.readers = args.readers;
+        report.reads_per_s = lat.len() as f64 / elapsed;
+        report.read_p50_ms = pct(0.50);
+        report.read_p99_ms = pct(0.99);
+    }
+    report.client_peak_rss_mib = own_peak_rss_mib();
+    report.node_peak_rss_mib = node_peak_rss_mib(&base).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    if report.large_bytes > 0 {
+        println!(
+            "large record, {} MiB: encrypt + upload {:.0} MB/s; audited read + decrypt {:.0} MB/s",
+            report.large_bytes >> 20,
+            report.upload_mb_per_s,
+            report.download_mb_per_s
+        );
+    }
+    if report.reads > 0 {
+        println!(
+            "audited reads of a {} KiB record: {} reads by {} readers, {:.0} reads/s; latency p50 {:.1} ms, p99 {:.1} ms",
+            report.small_bytes >> 10,
+            report.reads,
+            report.readers,
+            report.reads_per_s,
+            report.read_p50_ms,
+            report.read_p99_ms
+        );
+    }
+    println!(
+        "peak resident memory: this client {:.0} MiB, node {}",
+        report.client_peak_rss_mib,
+        report.node_peak_rss_mib.map_or("unknown".into(), |m| format!("{m:.0} MiB"))
+    );
+    Ok(())
+}
+
+/// A fresh directory under the system's temporary directory for the test files.
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("medledger-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}

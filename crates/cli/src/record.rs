@@ -1,0 +1,572 @@
+//! `medledger record`: encrypted medical records.
+//!
+//! `add` encrypts a file on this machine (a fresh data key, chunked AES-256-GCM), streams the
+//! ciphertext into the node's vault, wraps the data key to the patient and the author, seals
+//! the metadata, and mints the record token. `get` makes the audited read, checks the
+//! ciphertext against the CID on the ledger, decrypts locally into a temporary file and moves
+//! it into place only once the whole record is authenticated; it also checks the record's
+//! provenance (the mint's inclusion proof, its author and hospital). The token commands
+//! (`list`, `history`, `transfer`, `approve`, `share`, `erase`) are ledger transactions.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
+use medledger_api::RecordView;
+use medledger_client::{
+    envelope::{self, DataKey, RecordMetadata},
+    records,
+    seal::WrappedKey,
+};
+use medledger_core::{
+    Hash, encoding,
+    ids::{AccountId, PatientId},
+    tx::{
+        RecordTx, TxBody,
+        consent::{AccessTx, Action, Purpose, RecordCategory, Resource},
+        records::{KeyRef, MintRecord, VisitDate},
+    },
+};
+
+use crate::common::{Session, WalletArgs, print_json};
+
+#[derive(Debug, Subcommand)]
+pub enum RecordCommand {
+    /// Encrypt a file and create a record for a patient (doctor).
+    Add {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The patient: a Patient-ID (digits) or an account id.
+        #[arg(long)]
+        patient: String,
+        /// The file to encrypt and store.
+        #[arg(long)]
+        file: PathBuf,
+        /// What kind of record.
+        #[arg(long, value_parser = parse_category)]
+        category: RecordCategory,
+        /// The visit date, YYYY-MM-DD (default: today).
+        #[arg(long)]
+        date: Option<VisitDate>,
+        /// A title (default: the file name).
+        #[arg(long)]
+        title: Option<String>,
+        /// Free-text notes.
+        #[arg(long, default_value = "")]
+        notes: String,
+        /// The media type (default: guessed from the file name).
+        #[arg(long)]
+        content_type: Option<String>,
+        /// This record amends an earlier one (its PMR-ID).
+        #[arg(long)]
+        supersedes: Option<String>,
+    },
+    /// Read a record: audited on the ledger first, then downloaded, checked and decrypted here.
+    Get {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The PMR-ID.
+        pmr: String,
+        /// Where to write the decrypted file.
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Why you read it (recorded in the patient's audit trail).
+        #[arg(long, default_value = "treatment", value_parser = parse_purpose)]
+        purpose: Purpose,
+    },
+    /// List records: yours (as owner) or a patient's that you may see.
+    List {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// A patient's account id (default: the records you hold).
+        #[arg(long)]
+        patient: Option<AccountId>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every version of a record, oldest first.
+    History {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The PMR-ID.
+        pmr: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give a record token to the patient or to a delegate they named (a guardian).
+    Transfer {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The PMR-ID.
+        pmr: String,
+        /// The new owner's account id.
+        #[arg(long)]
+        to: AccountId,
+    },
+    /// Approve an account to transfer one of your tokens (or clear the approval).
+    Approve {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The PMR-ID.
+        pmr: String,
+        /// Who (omit with --clear).
+        #[arg(long, required_unless_present = "clear")]
+        to: Option<AccountId>,
+        /// Clear the approval.
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Wrap a record's data key to another account (patient, owner or delegate), so that a
+    /// grant to them can be used. Access itself still needs a grant.
+    Share {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The PMR-ID.
+        pmr: String,
+        /// The account to share the key with.
+        #[arg(long)]
+        with: AccountId,
+    },
+    /// Erase a record (patient, owner or delegate): custodians destroy its content and keys;
+    /// the token remains, marked erased.
+    Erase {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The PMR-ID.
+        pmr: String,
+    },
+}
+
+fn parse_category(s: &str) -> Result<RecordCategory, String> {
+    serde_json::from_value(serde_json::Value::String(s.replace('-', "_"))).map_err(|_| {
+        "one of: present-illness, past-illness, provisional-diagnosis, treatment-summary, \
+         lab-report, imaging, device-data, insurance, psychiatry, other"
+            .to_owned()
+    })
+}
+
+fn parse_purpose(s: &str) -> Result<Purpose, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| "one of: treatment, research, insurance, emergency, other".to_owned())
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg:>10} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+fn guess_content_type(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("dcm") => "application/dicom",
+        Some("pdf") => "application/pdf",
+        Some("json") => "application/fhir+json",
+        Some("txt") => "text/plain",
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        _ => "application/octet-stream",
+    }
+}
+
+fn today() -> VisitDate {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400) as i64;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let year = (yoe + era * 400 + i64::from(month <= 2)) as u16;
+    VisitDate { year, month, day }
+}
+
+/// The patient's account, from a Patient-ID or an account id.
+async fn resolve_patient(s: &Session, patient: &str) -> Result<AccountId> {
+    if patient.len() < 40 && patient.chars().all(|c| c.is_ascii_digit()) {
+        let id: u64 = patient.parse().context("a Patient-ID is a number")?;
+        let p = s
+            .client
+            .patient(PatientId(id))
+            .await?
+            .with_context(|| format!("no patient with Patient-ID {id}"))?;
+        return Ok(p.account);
+    }
+    patient
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{patient:?} is neither a Patient-ID nor an account id: {e}"))
+}
+
+async fn add(
+    s: &Session,
+    patient: &str,
+    file: &Path,
+    category: RecordCategory,
+    meta: RecordMetadata,
+    visit_date: VisitDate,
+    supersedes: Option<String>,
+) -> Result<()> {
+    let patient = resolve_patient(s, patient).await?;
+    let patient_key = s
+        .client
+        .account(&patient)
+        .await?
+        .with_context(|| format!("account {patient} is not on the ledger"))?
+        .encryption_key;
+    let me = s.wallet.account();
+    let len =
+        std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?.len();
+    let key = DataKey::generate()?;
+    let input =
+        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let progress = bar(len, "encrypting");
+    let summary = {
+        let progress = progress.clone();
+        records::upload_encrypted(&s.client, &key, input, move |n| progress.set_position(n))
+            .await
+            .context("encrypting and uploading the file")?
+    };
+    progress.finish_and_clear();
+    let content = summary.ciphertext_sha256;
+    let ctx = records::context(&content);
+    let metadata =
+        records::upload_small(&s.client, envelope::seal_metadata(&key, &meta, &ctx)?).await?;
+    let mut keys = Vec::new();
+    let mut recipients = vec![(patient, patient_key)];
+    if me != patient {
+        recipients.push((me, s.identity.decryption.public_key()));
+    }
+    for (recipient, enc_key) in recipients {
+        let wrapped = envelope::wrap_key(&key, &enc_key, &ctx)?;
+        let blob = records::upload_small(&s.client, encoding::encode(&wrapped)).await?;
+        keys.push(KeyRef { recipient, blob });
+    }
+    let body = TxBody::Records(RecordTx::Mint(MintRecord {
+        patient,
+        visit_date,
+        category,
+        content,
+        size: summary.ciphertext_len,
+        metadata,
+        keys,
+        supersedes,
+    }));
+    let receipt = s.submit(body).await?;
+    let Some(medledger_core::block::Created::Record { pmr }) = created(&receipt) else {
+        bail!("the ledger created no record: {:?}", receipt.outcome);
+    };
+    println!("record {pmr} created (block {}, tx {})", receipt.height, receipt.tx_hash);
+    println!(
+        "  {} bytes encrypted to {} bytes, CID {}",
+        summary.plaintext_len,
+        summary.ciphertext_len,
+        medledger_core::Cid::from_hash(content)
+    );
+    Ok(())
+}
+
+fn created(r: &medledger_core::block::Receipt) -> Option<&medledger_core::block::Created> {
+    match &r.outcome {
+        medledger_core::block::Outcome::Applied { created } => created.as_ref(),
+        medledger_core::block::Outcome::Refused { .. } => None,
+    }
+}
+
+/// Removes a partial output file unless disarmed.
+struct PartialFile(Option<PathBuf>);
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+async fn get(s: &Session, pmr: &str, out: &Path, purpose: Purpose) -> Result<()> {
+    let record = s
+        .client
+        .record(pmr)
+        .await?
+        .with_context(|| format!("no record {pmr} (or you may not see it)"))?;
+    let access = s
+        .build(TxBody::Access(AccessTx {
+            resource: Resource {
+                patient: record.patient,
+                category: Some(record.category),
+                record: Some(pmr.to_owned()),
+                case: None,
+            },
+            action: Action::Read,
+            purpose,
+        }))
+        .await?;
+    let stream = s.client.read_record(pmr, &access).await?;
+    let pre = stream.preamble.clone();
+    if pre.content != record.content || pre.size != record.size {
+        bail!(
+            "the node served {} ({} bytes), not the record's content {}",
+            pre.content,
+            pre.size,
+            record.content
+        );
+    }
+    if Hash::of(&pre.metadata) != record.metadata {
+        bail!("the node served metadata that does not match the ledger's");
+    }
+    let ctx = records::context(&record.content);
+    let wrapped: WrappedKey = encoding::decode("wrapped key", &pre.wrapped_key, 4096)
+        .context("the node served a malformed wrapped key")?;
+    let key = envelope::unwrap_key(&wrapped, &s.identity.decryption, &ctx)
+        .context("this wallet cannot open the record's key")?;
+    let meta = envelope::open_metadata(&key, &pre.metadata, &ctx)?;
+
+    let partial = out.with_extension("partial");
+    let mut guard = PartialFile(Some(partial.clone()));
+    let file = std::fs::File::create(&partial)
+        .with_context(|| format!("cannot write {}", partial.display()))?;
+    let progress = bar(record.size, "reading");
+    let n = {
+        let progress = progress.clone();
+        let writer = std::io::BufWriter::with_capacity(1024 * 1024, file.try_clone()?);
+        records::download_decrypted(stream, &key, &record.content, writer, move |n| {
+            progress.set_position(n)
+        })
+        .await?
+    };
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&partial, out)
+        .with_context(|| format!("cannot move the file to {}", out.display()))?;
+    guard.0 = None;
+    progress.finish_and_clear();
+    println!(
+        "record {pmr}: {} ({}), {n} bytes written to {}",
+        meta.title,
+        meta.content_type,
+        out.display()
+    );
+    println!(
+        "  CID {} verified; this read is event {} in the patient's audit trail (block {})",
+        medledger_core::Cid::from_hash(record.content),
+        pre.event,
+        pre.height
+    );
+    if !meta.notes.is_empty() {
+        println!("  notes: {}", meta.notes);
+    }
+    provenance(s, &record).await;
+    Ok(())
+}
+
+/// Checks and prints where a record comes from: the mint transaction's inclusion proof under
+/// the node key this wallet trusts, signed by the recorded author, a doctor of the recorded
+/// hospital. A record that fails any check is flagged.
+async fn provenance(s: &Session, r: &RecordView) {
+    let check = async {
+        let trusted = s.wallet.trusted_node_key.context("the wallet trusts no node key")?;
+        let proof = s.client.transaction(&r.mint_tx).await?;
+        medledger_client::proof::verify_tx_proof(&proof, &trusted)?;
+        let tx = medledger_core::tx::SignedTransaction::decode(&hex::decode(&proof.tx_hex)?)?;
+        let TxBody::Records(RecordTx::Mint(m)) = &tx.tx.body else {
+            bail!("the mint transaction is not a mint");
+        };
+        if tx.tx.signer != r.author || m.content != r.content || m.patient != r.patient {
+            bail!("the mint transaction does not match the record");
+        }
+        let doctors = s.client.doctors(Some(r.hospital)).await?;
+        let doctor = doctors
+            .iter()
+            .find(|d| d.account == r.author)
+            .context("the author is not a doctor of the recorded hospital")?;
+        if doctor.onboarded_at > r.minted_at {
+            bail!("the author was onboarded after the record was written");
+        }
+        let hospital = s
+            .client
+            .hospitals()
+            .await?
+            .into_iter()
+            .find(|h| h.account == r.hospital)
+            .context("the hospital is not in the directory")?;
+        anyhow::Ok((doctor.name.clone(), hospital.name))
+    };
+    match check.await {
+        Ok((doctor, hospital)) => println!(
+            "  provenance: written by {doctor} of {hospital} at block {} (inclusion proof verified)",
+            r.minted_at
+        ),
+        Err(e) => println!("  PROVENANCE NOT VERIFIED (untrusted source): {e:#}"),
+    }
+}
+
+fn print_records(list: &[RecordView]) {
+    println!(
+        "{:<18} {:<22} {:<11} {:>3} {:>12}  {:<40}  STATUS",
+        "PMR-ID", "CATEGORY", "VISIT", "V", "BYTES", "OWNER"
+    );
+    for r in list {
+        let status = if r.erased_at.is_some() {
+            "erased".to_owned()
+        } else if let Some(next) = &r.superseded_by {
+            format!("superseded by {next}")
+        } else {
+            "current".to_owned()
+        };
+        println!(
+            "{:<18} {:<22} {:<11} {:>3} {:>12}  {:<40}  {status}",
+            r.pmr,
+            format!("{:?}", r.category),
+            r.visit_date.to_string(),
+            r.version,
+            r.size,
+            r.owner.to_string()
+        );
+    }
+    if list.is_empty() {
+        println!("(no records)");
+    }
+}
+
+pub async fn run(command: RecordCommand) -> Result<()> {
+    match command {
+        RecordCommand::Add {
+            wallet,
+            patient,
+            file,
+            category,
+            date,
+            title,
+            notes,
+            content_type,
+            supersedes,
+        } => {
+            let s = Session::open(&wallet).await?;
+            let visit_date = date.unwrap_or_else(today);
+            let file_name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+            let meta = RecordMetadata {
+                title: title.or_else(|| file_name.clone()).unwrap_or_else(|| "record".into()),
+                content_type: content_type.unwrap_or_else(|| guess_content_type(&file).to_owned()),
+                date: visit_date.to_string(),
+                notes,
+                file_name,
+            };
+            add(&s, &patient, &file, category, meta, visit_date, supersedes).await
+        }
+        RecordCommand::Get { wallet, pmr, out, purpose } => {
+            let s = Session::open(&wallet).await?;
+            get(&s, &pmr, &out, purpose).await
+        }
+        RecordCommand::List { wallet, patient, json } => {
+            let s = Session::open(&wallet).await?;
+            let list = match patient {
+                Some(p) => s.client.records_of_patient(&p).await?,
+                None => s.client.records_owned_by(&s.wallet.account()).await?,
+            };
+            if json {
+                return print_json(&list);
+            }
+            print_records(&list);
+            Ok(())
+        }
+        RecordCommand::History { wallet, pmr, json } => {
+            let s = Session::open(&wallet).await?;
+            let list = s.client.record_history(&pmr).await?;
+            if list.is_empty() {
+                bail!("no record {pmr} (or you may not see it)");
+            }
+            if json {
+                return print_json(&list);
+            }
+            print_records(&list);
+            Ok(())
+        }
+        RecordCommand::Transfer { wallet, pmr, to } => {
+            let s = Session::open(&wallet).await?;
+            let r =
+                s.submit(TxBody::Records(RecordTx::Transfer { record: pmr.clone(), to })).await?;
+            println!("record {pmr} transferred to {to} (block {})", r.height);
+            Ok(())
+        }
+        RecordCommand::Approve { wallet, pmr, to, clear } => {
+            let s = Session::open(&wallet).await?;
+            let approved = if clear { None } else { to };
+            let r = s
+                .submit(TxBody::Records(RecordTx::Approve { record: pmr.clone(), approved }))
+                .await?;
+            match approved {
+                Some(a) => println!("{a} may now transfer record {pmr} (block {})", r.height),
+                None => println!("approval of record {pmr} cleared (block {})", r.height),
+            }
+            Ok(())
+        }
+        RecordCommand::Share { wallet, pmr, with } => {
+            let s = Session::open(&wallet).await?;
+            let record =
+                s.client.record(&pmr).await?.with_context(|| format!("no record {pmr}"))?;
+            // Fetching one's own wrapped key is itself an audited read of the record.
+            let access = s
+                .build(TxBody::Access(AccessTx {
+                    resource: Resource {
+                        patient: record.patient,
+                        category: Some(record.category),
+                        record: Some(pmr.clone()),
+                        case: None,
+                    },
+                    action: Action::Read,
+                    purpose: Purpose::Other,
+                }))
+                .await?;
+            let stream = s.client.read_record(&pmr, &access).await?;
+            let ctx = records::context(&record.content);
+            let wrapped: WrappedKey =
+                encoding::decode("wrapped key", &stream.preamble.wrapped_key, 4096)
+                    .context("the node served a malformed wrapped key")?;
+            drop(stream);
+            let key = envelope::unwrap_key(&wrapped, &s.identity.decryption, &ctx)
+                .context("this wallet cannot open the record's key")?;
+            let their_key = s
+                .client
+                .account(&with)
+                .await?
+                .with_context(|| format!("account {with} is not on the ledger"))?
+                .encryption_key;
+            let rewrapped = envelope::wrap_key(&key, &their_key, &ctx)?;
+            let blob = records::upload_small(&s.client, encoding::encode(&rewrapped)).await?;
+            let r = s
+                .submit(TxBody::Records(RecordTx::ShareKey {
+                    record: pmr.clone(),
+                    key: KeyRef { recipient: with, blob },
+                }))
+                .await?;
+            println!(
+                "record {pmr}: data key wrapped to {with} (block {}); they still need a grant to read it",
+                r.height
+            );
+            Ok(())
+        }
+        RecordCommand::Erase { wallet, pmr } => {
+            let s = Session::open(&wallet).await?;
+            let r = s.submit(TxBody::Records(RecordTx::Erase { record: pmr.clone() })).await?;
+            println!(
+                "record {pmr} erased (block {}): its content and keys are being destroyed; the token remains, marked erased",
+                r.height
+            );
+            Ok(())
+        }
+    }
+}
