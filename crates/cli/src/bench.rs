@@ -22,8 +22,9 @@ use medledger_core::{
     ids::AccountId,
     keys::{DecryptionKey, SigningKey},
     tx::{
-        AdmitHospital, OnboardDoctor, RegisterPatient, RegistryTx, SealedRef, SignedTransaction,
-        Transaction, TxBody,
+        AdmitHospital, ConsentTx, OnboardDoctor, RegisterPatient, RegistryTx, SealedRef,
+        SignedTransaction, Transaction, TxBody,
+        consent::{AccessTx, Action, Purpose, RecordCategory, Resource, Scope, Validity},
     },
 };
 use rayon::prelude::*;
@@ -52,10 +53,18 @@ pub struct Args {
     /// Offered load in tx/s (0: as fast as the node goes).
     #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// Add consent to the workload: each hospital also registers patients and onboards a
+    /// doctor during set-up; a third of the measured transactions are then grants and
+    /// revocations by those patients, and a third access events by the doctors.
+    #[arg(long)]
+    consent: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
 }
+
+/// Patients per hospital registered in set-up for the consent workload.
+const CONSENT_PATIENTS: usize = 4;
 
 #[derive(Debug, Serialize)]
 struct Report {
@@ -70,11 +79,22 @@ struct Report {
     batch: usize,
     concurrency: usize,
     offered_rate: u64,
+    consent: bool,
 }
 
 struct BenchHospital {
     account: AccountId,
     key: SigningKey,
+    /// Transactions it signed in set-up (its measured stream starts after them).
+    setup_nonce: u64,
+    /// Its patients and doctor, for the consent workload.
+    patients: Vec<(AccountId, SigningKey)>,
+    doctor: Option<(AccountId, SigningKey)>,
+}
+
+fn identity() -> (AccountId, SigningKey) {
+    let key = SigningKey::generate();
+    (AccountId::from_initial_key(&key.public_key()), key)
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -93,10 +113,16 @@ pub async fn run(args: Args) -> Result<()> {
         .await?
         .context("the regulator is not on the ledger")?
         .nonce;
-    let hospitals: Vec<BenchHospital> = (0..args.hospitals)
+    let mut hospitals: Vec<BenchHospital> = (0..args.hospitals)
         .map(|_| {
             let key = SigningKey::generate();
-            BenchHospital { account: AccountId::from_initial_key(&key.public_key()), key }
+            BenchHospital {
+                account: AccountId::from_initial_key(&key.public_key()),
+                key,
+                setup_nonce: 0,
+                patients: Vec::new(),
+                doctor: None,
+            }
         })
         .collect();
     let admits: Vec<SignedTransaction> = hospitals
@@ -130,63 +156,84 @@ pub async fn run(args: Args) -> Result<()> {
         }
     }
 
-    // Pre-sign the measured workload, on all cores.
-    let per_hospital = args.txs.div_ceil(args.hospitals);
-    let bar = progress(quiet, (args.hospitals * per_hospital) as u64, "pre-signing");
-    let streams: Vec<Vec<SignedTransaction>> = hospitals
-        .par_iter()
-        .map(|h| {
-            let mut key = h.key.clone();
-            let mut out = Vec::with_capacity(per_hospital);
-            for n in 0..per_hospital {
-                let nonce = n as u64 + 1;
-                let roll = Hash::of_parts(&[&h.account.0, &nonce.to_le_bytes()]).0[0];
-                let (body, next_key) = match roll % 20 {
-                    0 => {
-                        let next = SigningKey::generate();
-                        (
-                            TxBody::Registry(RegistryTx::RotateKey { new_key: next.public_key() }),
-                            Some(next),
-                        )
-                    }
-                    1..=6 => (
-                        TxBody::Registry(RegistryTx::OnboardDoctor(OnboardDoctor {
-                            key: SigningKey::generate().public_key(),
-                            encryption_key: DecryptionKey::generate().public_key(),
-                            registration_number: format!("REG-{nonce}"),
-                            name: format!("Dr. Bench {nonce}"),
-                            specialisation: "general".into(),
-                        })),
-                        None,
-                    ),
-                    _ => (
-                        TxBody::Registry(RegistryTx::RegisterPatient(RegisterPatient {
-                            key: SigningKey::generate().public_key(),
+    if args.consent {
+        // Set-up for consent: patients and a doctor per hospital (not measured).
+        let mut setup = Vec::new();
+        for h in &mut hospitals {
+            let doctor = identity();
+            h.setup_nonce += 1;
+            setup.push(
+                Transaction {
+                    chain_id: chain.clone(),
+                    signer: h.account,
+                    nonce: h.setup_nonce,
+                    body: TxBody::Registry(RegistryTx::OnboardDoctor(OnboardDoctor {
+                        key: doctor.1.public_key(),
+                        encryption_key: DecryptionKey::generate().public_key(),
+                        registration_number: "BENCH".into(),
+                        name: "Dr. Bench".into(),
+                        specialisation: "general".into(),
+                    })),
+                }
+                .sign(&h.key),
+            );
+            h.doctor = Some(doctor);
+            for _ in 0..CONSENT_PATIENTS {
+                let patient = identity();
+                h.setup_nonce += 1;
+                setup.push(
+                    Transaction {
+                        chain_id: chain.clone(),
+                        signer: h.account,
+                        nonce: h.setup_nonce,
+                        body: TxBody::Registry(RegistryTx::RegisterPatient(RegisterPatient {
+                            key: patient.1.public_key(),
                             encryption_key: DecryptionKey::generate().public_key(),
                             details: random_ref(),
                             attendant: random_ref(),
                         })),
-                        None,
-                    ),
-                };
-                out.push(
-                    Transaction { chain_id: chain.clone(), signer: h.account, nonce, body }
-                        .sign(&key),
+                    }
+                    .sign(&h.key),
                 );
-                if let Some(next) = next_key {
-                    key = next;
-                }
-                bar.inc(1);
+                h.patients.push(patient);
             }
-            out
+        }
+        for chunk in setup.chunks(1024) {
+            for item in session.client.submit_batch(chunk).await? {
+                if !matches!(item, BatchItem::Receipt(ref r) if matches!(r.outcome, Outcome::Applied { .. }))
+                {
+                    bail!("setup failed: a registration was not applied: {item:?}");
+                }
+            }
+        }
+    }
+
+    // Pre-sign the measured workload, on all cores. With consent, each hospital's share is
+    // split three ways: its registry stream, its patients' grants and revocations, and its
+    // doctor's access events.
+    let per_hospital = args.txs.div_ceil(args.hospitals);
+    let (registry_share, consent_share) =
+        if args.consent { (per_hospital.div_ceil(3), per_hospital / 3) } else { (per_hospital, 0) };
+    let bar = progress(quiet, args.txs as u64, "pre-signing");
+    let streams: Vec<Vec<SignedTransaction>> = hospitals
+        .par_iter()
+        .flat_map(|h| {
+            let mut streams = vec![registry_stream(h, &chain, registry_share, &bar)];
+            if args.consent {
+                streams.extend(consent_streams(h, &chain, consent_share, &bar));
+            }
+            streams
         })
         .collect();
     bar.finish_and_clear();
+    let streams: Vec<Vec<SignedTransaction>> =
+        streams.into_iter().filter(|s| !s.is_empty()).collect();
+    let longest = streams.iter().map(Vec::len).max().unwrap_or(0);
 
-    // Assign each hospital's stream to one client, interleaved so batches mix identities.
+    // Assign each signer's stream to one client, interleaved so batches mix identities.
     let mut lanes: Vec<Vec<SignedTransaction>> = vec![Vec::new(); args.concurrency];
-    for (lane, group) in streams.chunks(args.hospitals.div_ceil(args.concurrency)).enumerate() {
-        for i in 0..per_hospital {
+    for (lane, group) in streams.chunks(streams.len().div_ceil(args.concurrency)).enumerate() {
+        for i in 0..longest {
             for s in group {
                 if let Some(tx) = s.get(i) {
                     lanes[lane % args.concurrency].push(tx.clone());
@@ -240,6 +287,7 @@ pub async fn run(args: Args) -> Result<()> {
         batch: args.batch,
         concurrency: args.concurrency,
         offered_rate: args.rate,
+        consent: args.consent,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -326,6 +374,126 @@ async fn drive(
         bar.inc(chunk.len() as u64);
     }
     r
+}
+
+/// A hospital's registry stream: patient registrations, doctor onboardings and key rotations,
+/// in nonce order after its set-up transactions.
+fn registry_stream(
+    h: &BenchHospital,
+    chain: &str,
+    count: usize,
+    bar: &ProgressBar,
+) -> Vec<SignedTransaction> {
+    let chain = chain.to_owned();
+    let mut key = h.key.clone();
+    let mut out = Vec::with_capacity(count);
+    for n in 0..count {
+        let nonce = h.setup_nonce + n as u64 + 1;
+        let roll = Hash::of_parts(&[&h.account.0, &nonce.to_le_bytes()]).0[0];
+        let (body, next_key) = match roll % 20 {
+            0 => {
+                let next = SigningKey::generate();
+                (TxBody::Registry(RegistryTx::RotateKey { new_key: next.public_key() }), Some(next))
+            }
+            1..=6 => (
+                TxBody::Registry(RegistryTx::OnboardDoctor(OnboardDoctor {
+                    key: SigningKey::generate().public_key(),
+                    encryption_key: DecryptionKey::generate().public_key(),
+                    registration_number: format!("REG-{nonce}"),
+                    name: format!("Dr. Bench {nonce}"),
+                    specialisation: "general".into(),
+                })),
+                None,
+            ),
+            _ => (
+                TxBody::Registry(RegistryTx::RegisterPatient(RegisterPatient {
+                    key: SigningKey::generate().public_key(),
+                    encryption_key: DecryptionKey::generate().public_key(),
+                    details: random_ref(),
+                    attendant: random_ref(),
+                })),
+                None,
+            ),
+        };
+        out.push(
+            Transaction { chain_id: chain.clone(), signer: h.account, nonce, body }.sign(&key),
+        );
+        if let Some(next) = next_key {
+            key = next;
+        }
+        bar.inc(1);
+    }
+    out
+}
+
+/// A hospital's consent streams: each patient alternately grants its doctor access and
+/// revokes that grant; the doctor declares reads of the patients' records (allowed while a
+/// grant is in force, denied otherwise: both are applied and audited).
+fn consent_streams(
+    h: &BenchHospital,
+    chain: &str,
+    count: usize,
+    bar: &ProgressBar,
+) -> Vec<Vec<SignedTransaction>> {
+    let Some((doctor, doctor_key)) = &h.doctor else { return Vec::new() };
+    let grants_total = count.div_ceil(2);
+    let per_patient = grants_total.div_ceil(h.patients.len().max(1));
+    let mut streams = Vec::new();
+    for (patient, key) in &h.patients {
+        let mut out = Vec::with_capacity(per_patient);
+        let mut last_grant = None;
+        for n in 0..per_patient {
+            let body = match last_grant.take() {
+                Some(grant) => TxBody::Consent(ConsentTx::Revoke { grant }),
+                None => TxBody::Consent(ConsentTx::Grant {
+                    patient: *patient,
+                    grantee: *doctor,
+                    scope: Scope::All,
+                    purpose: Purpose::Treatment,
+                    validity: Validity { not_before_ms: 0, expires_at_ms: u64::MAX },
+                }),
+            };
+            let is_grant = matches!(body, TxBody::Consent(ConsentTx::Grant { .. }));
+            let tx = Transaction {
+                chain_id: chain.to_owned(),
+                signer: *patient,
+                nonce: n as u64 + 1,
+                body,
+            }
+            .sign(key);
+            if is_grant {
+                last_grant = Some(tx.hash());
+            }
+            out.push(tx);
+            bar.inc(1);
+        }
+        streams.push(out);
+    }
+    let mut reads = Vec::with_capacity(count / 2);
+    for n in 0..count / 2 {
+        let (patient, _) = &h.patients[n % h.patients.len()];
+        reads.push(
+            Transaction {
+                chain_id: chain.to_owned(),
+                signer: *doctor,
+                nonce: n as u64 + 1,
+                body: TxBody::Access(AccessTx {
+                    resource: Resource {
+                        patient: *patient,
+                        category: Some(RecordCategory::LabReport),
+                        record: None,
+                        case: None,
+                    },
+                    action: Action::Read,
+                    purpose: Purpose::Treatment,
+                }),
+            }
+            .sign(doctor_key),
+        );
+        bar.inc(1);
+    }
+    streams.push(reads);
+    streams
 }
 
 fn random_ref() -> SealedRef {

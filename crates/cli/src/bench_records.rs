@@ -7,6 +7,7 @@
 //! - audited reads of a small record by concurrent readers, each holding a grant and the
 //!   record's key: reads per second and latency percentiles (sign, order the access event,
 //!   stream and decrypt);
+//! - reading the patient's audit trail of `--trail-events` events over HTTP (a signed GET);
 //! - peak resident memory of this process and of the node (from its metrics).
 
 use std::{
@@ -58,6 +59,10 @@ pub struct Args {
     /// Concurrent readers (each a doctor with a grant).
     #[arg(long, default_value_t = 16)]
     readers: usize,
+    /// Access events to put in the patient's audit trail before reading it back over HTTP
+    /// (0 skips this).
+    #[arg(long, default_value_t = 10_000)]
+    trail_events: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -74,6 +79,9 @@ struct Report {
     reads_per_s: f64,
     read_p50_ms: f64,
     read_p99_ms: f64,
+    trail_events: usize,
+    trail_p50_ms: f64,
+    trail_max_ms: f64,
     client_peak_rss_mib: f64,
     node_peak_rss_mib: Option<f64>,
 }
@@ -303,6 +311,49 @@ pub async fn run(args: Args) -> Result<()> {
     let dir = tempfile_dir()?;
     let mut report = Report::default();
 
+    if args.trail_events > 0 {
+        say(&format!(
+            "filling the patient's audit trail with {} access events...",
+            args.trail_events
+        ));
+        let accesses: Vec<SignedTransaction> = (0..args.trail_events)
+            .map(|_| {
+                doctor.tx(
+                    &chain,
+                    TxBody::Access(AccessTx {
+                        resource: Resource {
+                            patient: patient.account,
+                            category: Some(RecordCategory::LabReport),
+                            record: None,
+                            case: None,
+                        },
+                        action: Action::Read,
+                        purpose: Purpose::Treatment,
+                    }),
+                )
+            })
+            .collect();
+        all_applied(&doctor.client, &accesses).await?;
+        let identity = medledger_client::Identity {
+            name: "bench patient".into(),
+            signing: patient.key.clone(),
+            decryption: DecryptionKey::from_bytes(*patient.enc.expose_secret()),
+        };
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            let trail = patient
+                .client
+                .audit_trail(&identity, patient.account, &patient.account, None)
+                .await?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            report.trail_events = trail.len();
+        }
+        times.sort_by(f64::total_cmp);
+        report.trail_p50_ms = times[times.len() / 2];
+        report.trail_max_ms = times[times.len() - 1];
+    }
+
     if args.large_mib > 0 {
         let path = dir.join("large.bin");
         let len = args.large_mib * 1024 * 1024;
@@ -416,6 +467,12 @@ pub async fn run(args: Args) -> Result<()> {
             report.reads_per_s,
             report.read_p50_ms,
             report.read_p99_ms
+        );
+    }
+    if report.trail_events > 0 {
+        println!(
+            "audit trail of {} events over HTTP (signed GET, binary encoding): p50 {:.1} ms, max {:.1} ms (20 reads)",
+            report.trail_events, report.trail_p50_ms, report.trail_max_ms
         );
     }
     println!(

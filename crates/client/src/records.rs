@@ -10,14 +10,41 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     ClientError, NodeClient,
-    envelope::{DataKey, Decryptor, EncryptSummary, Encryptor},
+    envelope::{DataKey, Decryptor, EncryptSummary},
     http::RecordStream,
 };
 
-/// Plaintext read per step while encrypting.
-const READ_CHUNK: usize = 1024 * 1024;
 /// Chunks in flight between the cipher thread and the network.
 const IN_FLIGHT: usize = 4;
+/// Ciphertext handed to the network at a time.
+const SEND_CHUNK: usize = 1024 * 1024;
+
+/// A writer that hands what is written to the upload a chunk at a time, blocking while the
+/// network is behind, so memory stays bounded.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= SEND_CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(SEND_CHUNK));
+        self.tx
+            .blocking_send(Ok(chunk.into()))
+            .map_err(|_| std::io::Error::other("the upload stopped"))
+    }
+}
 
 /// What wrapped keys and sealed metadata of a record are bound to (the HPKE and AEAD
 /// associated data): the hash of its ciphertext. The PMR-ID does not exist yet when they are
@@ -46,26 +73,10 @@ pub async fn upload_encrypted(
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(IN_FLIGHT);
     let key = DataKey::from_bytes(*key.expose_secret());
     let cipher = std::thread::spawn(move || -> Result<EncryptSummary, ClientError> {
-        let mut enc = Encryptor::new(&key)?;
-        let mut buf = vec![0u8; READ_CHUNK];
-        let mut done = 0u64;
-        loop {
-            let n = input.read(&mut buf).map_err(|e| io_error("read the file", e))?;
-            if n == 0 {
-                break;
-            }
-            let mut out = Vec::with_capacity(n + 4096);
-            enc.update(&buf[..n], &mut out)?;
-            done += n as u64;
-            progress(done);
-            if tx.blocking_send(Ok(out.into())).is_err() {
-                return Err(stopped("upload", "the upload stopped"));
-            }
-        }
-        let mut out = Vec::new();
-        let summary = enc.finish(&mut out)?;
-        // If the upload already failed, its error is the one to report.
-        let _ = tx.blocking_send(Ok(out.into()));
+        // Encrypts on this thread while `encrypt` hashes the ciphertext on a second one.
+        let mut sink = ChannelWriter { tx, buf: Vec::with_capacity(SEND_CHUNK) };
+        let summary = crate::envelope::encrypt(&key, &mut input, &mut sink, &mut |n| progress(n))?;
+        sink.flush().map_err(|e| io_error("upload", e))?;
         Ok(summary)
     });
     let body =

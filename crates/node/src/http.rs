@@ -586,7 +586,8 @@ async fn audit_trail(
     Signed(requester): Signed,
     Path(patient): Path<String>,
     Query(q): Query<AuditQuery>,
-) -> ApiResult<Vec<medledger_core::audit::AuditEvent>> {
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
     let patient = parse_account(&patient)?;
     if !acts_for(&state, &requester, &patient)? {
         return Err(forbidden(
@@ -597,7 +598,18 @@ async fn audit_trail(
     let events = state.ledger.audit_trail(&patient, q.after, limit)?;
     // The index also lists events where the patient is the other party (their own requests
     // as a grantee, say); a patient's trail is the events about their records.
-    Ok(Json(events.into_iter().filter(|e| e.patient == patient).collect()))
+    let events: Vec<_> = events.into_iter().filter(|e| e.patient == patient).collect();
+    let binary = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(medledger_api::BINARY_MEDIA_TYPE));
+    if binary {
+        let body = encoding::encode(&events);
+        return Ok(
+            ([(header::CONTENT_TYPE, medledger_api::BINARY_MEDIA_TYPE)], body).into_response()
+        );
+    }
+    Ok(Json(events).into_response())
 }
 
 async fn audit_counts(

@@ -422,11 +422,11 @@ pub(crate) async fn read(
     tokio::task::spawn_blocking(move || {
         let mut reader = blob.into_reader();
         loop {
-            let mut buf = vec![0u8; READ_CHUNK];
-            match reader.read(&mut buf) {
+            // `take` + `read_to_end` fills uninitialised capacity: no zeroing of each buffer.
+            let mut buf = Vec::with_capacity(READ_CHUNK);
+            match (&mut reader).take(READ_CHUNK as u64).read_to_end(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => {
-                    buf.truncate(n);
+                Ok(_) => {
                     if tx_chunks.blocking_send(Ok(Bytes::from(buf))).is_err() {
                         break; // the reader hung up
                     }
@@ -447,7 +447,7 @@ pub(crate) async fn read(
 }
 
 /// How much of a record is read from the vault at a time while serving it.
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = 1024 * 1024;
 
 /// Admission check for record transactions: the blobs a mint or key share names must be in
 /// this node's vault (uploaded first), and the content must have the size the mint declares.
