@@ -39,12 +39,27 @@ pub trait ConsentView {
     fn account(&self, id: &AccountId) -> Result<Option<Account>, LedgerError>;
     /// Whether `delegate` acts for `patient`.
     fn is_delegate(&self, patient: &AccountId, delegate: &AccountId) -> Result<bool, LedgerError>;
-    /// Every grant (in force or not) from `patient` to `grantee`.
+    /// Visits the grants (in force or not) from `patient` to `grantee` in the order of their
+    /// ids until `visit` returns true.
+    fn visit_grants(
+        &self,
+        grantee: &AccountId,
+        patient: &AccountId,
+        visit: &mut dyn FnMut(Hash, GrantEntry) -> bool,
+    ) -> Result<(), LedgerError>;
+    /// Every grant (in force or not) from `patient` to `grantee`, in the order of their ids.
     fn grants_between(
         &self,
         grantee: &AccountId,
         patient: &AccountId,
-    ) -> Result<Vec<(Hash, GrantEntry)>, LedgerError>;
+    ) -> Result<Vec<(Hash, GrantEntry)>, LedgerError> {
+        let mut out = Vec::new();
+        self.visit_grants(grantee, patient, &mut |id, g| {
+            out.push((id, g));
+            false
+        })?;
+        Ok(out)
+    }
     /// Every deny rule of `patient`.
     fn deny_rules_of(&self, patient: &AccountId) -> Result<Vec<(Hash, DenyEntry)>, LedgerError>;
 }
@@ -88,14 +103,19 @@ pub fn authorize(
             return Ok(Decision::Deny(Denial::DenyRule { rule: id }));
         }
     }
-    let mut grants = view.grants_between(requester, &resource.patient)?;
-    grants.sort_by_key(|(id, _)| *id);
-    for (id, g) in grants {
-        if g.purpose == purpose && g.in_force(height, time_ms) && g.covers(resource) {
-            return Ok(Decision::Allow(Basis::Grant { grant: id }));
+    // The first matching grant in id order, without loading the rest.
+    let mut found = None;
+    view.visit_grants(requester, &resource.patient, &mut |id, g| {
+        let matches = g.purpose == purpose && g.in_force(height, time_ms) && g.covers(resource);
+        if matches {
+            found = Some(id);
         }
-    }
-    Ok(Decision::Deny(Denial::NoGrant))
+        matches
+    })?;
+    Ok(match found {
+        Some(grant) => Decision::Allow(Basis::Grant { grant }),
+        None => Decision::Deny(Denial::NoGrant),
+    })
 }
 
 /// Records an audit event caused by the transaction being applied. It concerns the patient,
@@ -285,14 +305,15 @@ fn grants_via_index<I, G>(
     grants: &G,
     grantee: &AccountId,
     patient: &AccountId,
-) -> Result<Vec<(Hash, GrantEntry)>, LedgerError>
+    visit: &mut dyn FnMut(Hash, GrantEntry) -> bool,
+) -> Result<(), LedgerError>
 where
     I: redb::ReadableTable<&'static [u8; 72], ()>,
     G: redb::ReadableTable<&'static [u8; 32], &'static [u8]>,
 {
     let lo = crate::state::keys::grantee_patient_grant(grantee, patient, &Hash([0; 32]));
     let hi = crate::state::keys::grantee_patient_grant(grantee, patient, &Hash([0xff; 32]));
-    let mut out = Vec::new();
+    // The index key ends with the grant id, so the range comes in id order.
     for row in index.range::<&[u8; 72]>(&lo..=&hi)? {
         let (k, _) = row?;
         let mut id = [0u8; 32];
@@ -300,12 +321,12 @@ where
         if let Some(v) = grants.get(&id)? {
             let g: GrantEntry = crate::state::decode_entry("grant", v.value())?;
             // An index entry must agree with the grant it points at.
-            if g.grantee == *grantee && g.patient == *patient {
-                out.push((Hash(id), g));
+            if g.grantee == *grantee && g.patient == *patient && visit(Hash(id), g) {
+                break;
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A patient's deny rules found through the index.
@@ -342,12 +363,19 @@ impl ConsentView for StateTxn<'_, '_> {
     fn is_delegate(&self, patient: &AccountId, delegate: &AccountId) -> Result<bool, LedgerError> {
         StateTxn::is_delegate(self, patient, delegate)
     }
-    fn grants_between(
+    fn visit_grants(
         &self,
         grantee: &AccountId,
         patient: &AccountId,
-    ) -> Result<Vec<(Hash, GrantEntry)>, LedgerError> {
-        grants_via_index(&self.tables.grants_by_grantee, &self.tables.grants, grantee, patient)
+        visit: &mut dyn FnMut(Hash, GrantEntry) -> bool,
+    ) -> Result<(), LedgerError> {
+        grants_via_index(
+            &self.tables.grants_by_grantee,
+            &self.tables.grants,
+            grantee,
+            patient,
+            visit,
+        )
     }
     fn deny_rules_of(&self, patient: &AccountId) -> Result<Vec<(Hash, DenyEntry)>, LedgerError> {
         deny_via_index(&self.tables.deny_by_patient, &self.tables.deny_rules, patient)
@@ -367,14 +395,15 @@ impl ConsentView for CommittedView {
         let t = self.0.open_table(crate::state::DELEGATES)?;
         Ok(t.get(&crate::state::keys::patient_delegate(patient, delegate))?.is_some())
     }
-    fn grants_between(
+    fn visit_grants(
         &self,
         grantee: &AccountId,
         patient: &AccountId,
-    ) -> Result<Vec<(Hash, GrantEntry)>, LedgerError> {
+        visit: &mut dyn FnMut(Hash, GrantEntry) -> bool,
+    ) -> Result<(), LedgerError> {
         let index = self.0.open_table(crate::state::GRANTS_BY_GRANTEE)?;
         let grants = self.0.open_table(crate::state::GRANTS)?;
-        grants_via_index(&index, &grants, grantee, patient)
+        grants_via_index(&index, &grants, grantee, patient, visit)
     }
     fn deny_rules_of(&self, patient: &AccountId) -> Result<Vec<(Hash, DenyEntry)>, LedgerError> {
         let index = self.0.open_table(crate::state::DENY_BY_PATIENT)?;
