@@ -331,6 +331,26 @@ pub struct RecordView {
     pub mint_tx: Hash,
     /// Height of erasure, if erased.
     pub erased_at: Option<u64>,
+    /// How the key is split among custodians, if it is.
+    pub sharing: Option<SharingView>,
+}
+
+/// A record key's split: shares needed, and the custodian of share `i + 1`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharingView {
+    /// Shares needed (with the essential share).
+    pub threshold: u8,
+    /// Custodian hospitals in share order.
+    pub custodians: Vec<AccountId>,
+}
+
+/// A key share held by the requester (`GET /v1/records/{pmr}/shares`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareBlob {
+    /// The share's index (1-based).
+    pub index: u8,
+    /// The wrapped share, hex.
+    pub wrapped_hex: String,
 }
 
 /// What precedes the ciphertext in the body of an audited read: a big-endian `u32` length,
@@ -352,6 +372,8 @@ pub struct ReadPreamble {
     pub content: Hash,
     /// Its length.
     pub size: u64,
+    /// For a split key: the custodian shares released to the reader (index, wrapped share).
+    pub shares: Vec<(u8, Vec<u8>)>,
 }
 
 /// Largest encoded [`ReadPreamble`] a client accepts.

@@ -85,6 +85,12 @@ fn what(e: &AuditEvent) -> String {
             format!("key of record {record} shared with {grantee}")
         }
         AuditKind::RecordErased { record } => format!("record {record} erased"),
+        AuditKind::ShareReleased { record, custodian, reader, purpose, decision } => {
+            let outcome = if decision.is_allowed() { "released" } else { "REFUSED" };
+            format!(
+                "custodian {custodian}: key share of record {record} {outcome} to {reader} for {purpose:?}"
+            )
+        }
     }
 }
 

@@ -216,6 +216,7 @@ async fn add(
             metadata,
             keys,
             supersedes: None,
+            sharing: None,
         })),
     );
     let receipt = doctor.client.submit(&mint).await?;

@@ -18,6 +18,7 @@ use medledger_client::{
     envelope::{self, DataKey, RecordMetadata},
     records,
     seal::WrappedKey,
+    sharing,
 };
 use medledger_core::{
     Hash, encoding,
@@ -25,7 +26,7 @@ use medledger_core::{
     tx::{
         RecordTx, TxBody,
         consent::{AccessTx, Action, Purpose, RecordCategory, Resource},
-        records::{KeyRef, MintRecord, VisitDate},
+        records::{KeyRef, KeySharing, MintRecord, VisitDate},
     },
 };
 
@@ -61,6 +62,29 @@ pub enum RecordCommand {
         /// This record amends an earlier one (its PMR-ID).
         #[arg(long)]
         supersedes: Option<String>,
+        /// Split the key among these custodian hospitals (account ids, comma-separated): the
+        /// patient keeps the essential share; a reader also needs --threshold custodians to
+        /// release theirs.
+        #[arg(long, value_delimiter = ',')]
+        custodians: Vec<AccountId>,
+        /// Custodian shares needed (default: all of them).
+        #[arg(long, requires = "custodians")]
+        threshold: Option<u8>,
+    },
+    /// As a custodian hospital: release your share of a record's key to a reader. The ledger
+    /// decides, at its block, whether the reader may read the record; a refusal is recorded
+    /// and nothing is released.
+    Release {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The PMR-ID.
+        pmr: String,
+        /// The reader's account id.
+        #[arg(long)]
+        to: AccountId,
+        /// The reader's purpose (what the ledger authorises).
+        #[arg(long, default_value = "treatment", value_parser = parse_purpose)]
+        purpose: Purpose,
     },
     /// Read a record: audited on the ledger first, then downloaded, checked and decrypted here.
     Get {
@@ -211,6 +235,13 @@ async fn resolve_patient(s: &Session, patient: &str) -> Result<AccountId> {
         .map_err(|e| anyhow::anyhow!("{patient:?} is neither a Patient-ID nor an account id: {e}"))
 }
 
+/// A key split: custodians and the threshold.
+struct Split {
+    custodians: Vec<AccountId>,
+    threshold: u8,
+}
+
+#[allow(clippy::too_many_arguments)] // reason: the parts of a new record, each needed
 async fn add(
     s: &Session,
     patient: &str,
@@ -219,6 +250,7 @@ async fn add(
     meta: RecordMetadata,
     visit_date: VisitDate,
     supersedes: Option<String>,
+    split: Option<Split>,
 ) -> Result<()> {
     let patient = resolve_patient(s, patient).await?;
     let patient_key = s
@@ -250,8 +282,32 @@ async fn add(
     if me != patient {
         recipients.push((me, s.identity.decryption.public_key()));
     }
+    // With a split, the patient and author hold the essential share, custodians the rest.
+    let (essential, sharing) = match &split {
+        None => (None, None),
+        Some(split) => {
+            let (essential, shares) =
+                sharing::split(&key, usize::from(split.threshold), split.custodians.len())?;
+            let mut refs = Vec::new();
+            for (custodian, share) in split.custodians.iter().zip(&shares) {
+                let enc = s
+                    .client
+                    .account(custodian)
+                    .await?
+                    .with_context(|| format!("custodian {custodian} is not on the ledger"))?
+                    .encryption_key;
+                let wrapped = sharing::wrap_share(share, &enc, &ctx)?;
+                let blob = records::upload_small(&s.client, encoding::encode(&wrapped)).await?;
+                refs.push(KeyRef { recipient: *custodian, blob });
+            }
+            (Some(essential), Some(KeySharing { threshold: split.threshold, shares: refs }))
+        }
+    };
     for (recipient, enc_key) in recipients {
-        let wrapped = envelope::wrap_key(&key, &enc_key, &ctx)?;
+        let wrapped = match &essential {
+            Some(e) => sharing::wrap_essential(e, &enc_key, &ctx)?,
+            None => envelope::wrap_key(&key, &enc_key, &ctx)?,
+        };
         let blob = records::upload_small(&s.client, encoding::encode(&wrapped)).await?;
         keys.push(KeyRef { recipient, blob });
     }
@@ -264,6 +320,7 @@ async fn add(
         metadata,
         keys,
         supersedes,
+        sharing,
     }));
     let receipt = s.submit(body).await?;
     let Some(medledger_core::block::Created::Record { pmr }) = created(&receipt) else {
@@ -331,8 +388,33 @@ async fn get(s: &Session, pmr: &str, out: &Path, purpose: Purpose) -> Result<()>
     let ctx = records::context(&record.content);
     let wrapped: WrappedKey = encoding::decode("wrapped key", &pre.wrapped_key, 4096)
         .context("the node served a malformed wrapped key")?;
-    let key = envelope::unwrap_key(&wrapped, &s.identity.decryption, &ctx)
-        .context("this wallet cannot open the record's key")?;
+    let key = match &record.sharing {
+        None => envelope::unwrap_key(&wrapped, &s.identity.decryption, &ctx)
+            .context("this wallet cannot open the record's key")?,
+        Some(split) => {
+            let essential = sharing::unwrap_essential(&wrapped, &s.identity.decryption, &ctx)
+                .context("this wallet cannot open the record's essential share")?;
+            if pre.shares.len() < usize::from(split.threshold) {
+                bail!(
+                    "record {pmr}'s key is split: {} of the {} custodian shares it needs were released to you; ask its custodians ({}) to run `medledger record release {pmr} --to {}`",
+                    pre.shares.len(),
+                    split.threshold,
+                    split.custodians.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                    s.wallet.account()
+                );
+            }
+            let shares = pre
+                .shares
+                .iter()
+                .map(|(_, bytes)| {
+                    let w: WrappedKey = encoding::decode("wrapped share", bytes, 4096)?;
+                    Ok(sharing::unwrap_share(&w, &s.identity.decryption, &ctx)?)
+                })
+                .collect::<Result<Vec<_>>>()
+                .context("a released share does not open with this wallet")?;
+            sharing::combine(&essential, &shares)?
+        }
+    };
     let meta = envelope::open_metadata(&key, &pre.metadata, &ctx)?;
 
     let partial = out.with_extension("partial");
@@ -414,6 +496,56 @@ async fn provenance(s: &Session, r: &RecordView) {
     }
 }
 
+/// A custodian re-wraps its share to the reader and asks the ledger to release it.
+async fn release(s: &Session, pmr: &str, to: AccountId, purpose: Purpose) -> Result<()> {
+    let record = s.client.record(pmr).await?.with_context(|| format!("no record {pmr}"))?;
+    let me = s.wallet.account();
+    let split =
+        record.sharing.as_ref().with_context(|| format!("record {pmr}'s key is not split"))?;
+    if !split.custodians.contains(&me) {
+        bail!("this wallet ({me}) is not a custodian of record {pmr}");
+    }
+    let ctx = records::context(&record.content);
+    let mine = s.client.record_shares(pmr).await?;
+    let (_, bytes) =
+        mine.first().with_context(|| format!("no share of record {pmr} is held by {me}"))?;
+    let wrapped: WrappedKey = encoding::decode("wrapped share", bytes, 4096)?;
+    let share = sharing::unwrap_share(&wrapped, &s.identity.decryption, &ctx)
+        .context("this wallet cannot open its share")?;
+    let reader_key = s
+        .client
+        .account(&to)
+        .await?
+        .with_context(|| format!("account {to} is not on the ledger"))?
+        .encryption_key;
+    let rewrapped = sharing::wrap_share(&share, &reader_key, &ctx)?;
+    let blob = records::upload_small(&s.client, encoding::encode(&rewrapped)).await?;
+    let receipt = s
+        .submit(TxBody::Records(RecordTx::ReleaseShare {
+            record: pmr.to_owned(),
+            reader: to,
+            purpose,
+            share: blob,
+        }))
+        .await?;
+    match created(&receipt) {
+        Some(medledger_core::block::Created::ShareRelease { decision, event })
+            if decision.is_allowed() =>
+        {
+            println!(
+                "share {} of record {pmr} released to {to} (block {}, audit event {event})",
+                share.index(),
+                receipt.height
+            );
+            Ok(())
+        }
+        Some(medledger_core::block::Created::ShareRelease { decision, event }) => bail!(
+            "the ledger did not authorise {to} to read record {pmr} ({decision:?}); nothing was released (audit event {event})"
+        ),
+        other => bail!("unexpected outcome {other:?}"),
+    }
+}
+
 fn print_records(list: &[RecordView]) {
     println!(
         "{:<18} {:<22} {:<11} {:>3} {:>12}  {:<40}  STATUS",
@@ -454,6 +586,8 @@ pub async fn run(command: RecordCommand) -> Result<()> {
             notes,
             content_type,
             supersedes,
+            custodians,
+            threshold,
         } => {
             let s = Session::open(&wallet).await?;
             let visit_date = date.unwrap_or_else(today);
@@ -465,7 +599,11 @@ pub async fn run(command: RecordCommand) -> Result<()> {
                 notes,
                 file_name,
             };
-            add(&s, &patient, &file, category, meta, visit_date, supersedes).await
+            let split = (!custodians.is_empty()).then(|| Split {
+                threshold: threshold.unwrap_or(custodians.len().min(255) as u8),
+                custodians,
+            });
+            add(&s, &patient, &file, category, meta, visit_date, supersedes, split).await
         }
         RecordCommand::Get { wallet, pmr, out, purpose } => {
             let s = Session::open(&wallet).await?;
@@ -537,15 +675,22 @@ pub async fn run(command: RecordCommand) -> Result<()> {
                 encoding::decode("wrapped key", &stream.preamble.wrapped_key, 4096)
                     .context("the node served a malformed wrapped key")?;
             drop(stream);
-            let key = envelope::unwrap_key(&wrapped, &s.identity.decryption, &ctx)
-                .context("this wallet cannot open the record's key")?;
             let their_key = s
                 .client
                 .account(&with)
                 .await?
                 .with_context(|| format!("account {with} is not on the ledger"))?
                 .encryption_key;
-            let rewrapped = envelope::wrap_key(&key, &their_key, &ctx)?;
+            // For a split key this wallet holds (and passes on) only the essential share.
+            let rewrapped = if record.sharing.is_some() {
+                let e = sharing::unwrap_essential(&wrapped, &s.identity.decryption, &ctx)
+                    .context("this wallet cannot open the record's essential share")?;
+                sharing::wrap_essential(&e, &their_key, &ctx)?
+            } else {
+                let key = envelope::unwrap_key(&wrapped, &s.identity.decryption, &ctx)
+                    .context("this wallet cannot open the record's key")?;
+                envelope::wrap_key(&key, &their_key, &ctx)?
+            };
             let blob = records::upload_small(&s.client, encoding::encode(&rewrapped)).await?;
             let r = s
                 .submit(TxBody::Records(RecordTx::ShareKey {
@@ -558,6 +703,10 @@ pub async fn run(command: RecordCommand) -> Result<()> {
                 r.height
             );
             Ok(())
+        }
+        RecordCommand::Release { wallet, pmr, to, purpose } => {
+            let s = Session::open(&wallet).await?;
+            release(&s, &pmr, to, purpose).await
         }
         RecordCommand::Erase { wallet, pmr } => {
             let s = Session::open(&wallet).await?;

@@ -38,6 +38,10 @@ pub const MAX_CUSTODIANS: usize = 255;
 
 const LABEL_KEY_CHECK: &[u8] = b"medledger/v1/record-key/key-check";
 const HPKE_INFO_SHARE: &[u8] = b"medledger/v1/custodian-share/wrap";
+/// HPKE info of a wrapped essential share (distinct from shares and data keys).
+const HPKE_INFO_ESSENTIAL: &[u8] = b"medledger/v1/essential-share/wrap";
+/// Bound on an encoded essential share.
+const MAX_ESSENTIAL_BYTES: usize = 96;
 /// Bound on an encoded custodian share (index, threshold, 32-byte value, 32-byte check, and
 /// postcard's length prefixes).
 const MAX_SHARE_BYTES: usize = 128;
@@ -323,6 +327,31 @@ pub fn unwrap_share(
     Ok(share)
 }
 
+/// Wraps the essential share to a holder (the patient, the author, a reader the patient shares
+/// the record with) with HPKE, bound to `context` like [`wrap_share`].
+pub fn wrap_essential(
+    share: &EssentialShare,
+    holder: &EncryptionKey,
+    context: &[u8],
+) -> Result<WrappedKey, ClientError> {
+    let bytes = Zeroizing::new(encoding::encode(share));
+    hpke_wrap(holder, HPKE_INFO_ESSENTIAL, context, &bytes)
+        .map_err(|reason| ClientError::KeyWrap { reason })
+}
+
+/// Opens an essential share made by [`wrap_essential`] with the same `context`.
+pub fn unwrap_essential(
+    wrapped: &WrappedKey,
+    key: &DecryptionKey,
+    context: &[u8],
+) -> Result<EssentialShare, ClientError> {
+    let sk = HpkeRecipientKey::new(key)?;
+    let bytes = hpke_unwrap(&sk, wrapped, HPKE_INFO_ESSENTIAL, context)
+        .ok_or(ClientError::KeyUnwrap { recipient: key.public_key() })?;
+    encoding::decode("essential share", &bytes, MAX_ESSENTIAL_BYTES)
+        .map_err(|e| ClientError::KeyShares { reason: e.to_string() })
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -523,5 +552,19 @@ mod tests {
                 prop_assert!(combine(&e, &chosen[..t - 1]).is_err());
             }
         }
+    }
+
+    #[test]
+    fn a_wrapped_essential_share_opens_for_its_holder_and_context_only() {
+        let key = DataKey::generate().unwrap();
+        let (essential, shares) = split(&key, 2, 2).unwrap();
+        let holder = DecryptionKey::generate();
+        let wrapped = wrap_essential(&essential, &holder.public_key(), b"record 1").unwrap();
+        let opened = unwrap_essential(&wrapped, &holder, b"record 1").unwrap();
+        assert_eq!(combine(&opened, &shares).unwrap().expose_secret(), key.expose_secret());
+        assert!(unwrap_essential(&wrapped, &holder, b"record 2").is_err());
+        assert!(unwrap_essential(&wrapped, &DecryptionKey::generate(), b"record 1").is_err());
+        // A wrapped essential share is not a wrapped custodian share.
+        assert!(unwrap_share(&wrapped, &holder, b"record 1").is_err());
     }
 }

@@ -131,6 +131,19 @@ pub enum AuditKind {
         /// The record.
         record: String,
     },
+    /// A custodian released (or was refused to release) its key share of a record to a reader.
+    ShareReleased {
+        /// The record.
+        record: String,
+        /// The custodian.
+        custodian: AccountId,
+        /// The reader.
+        reader: AccountId,
+        /// Why they read.
+        purpose: Purpose,
+        /// The decision on the reader; a denied release stores nothing.
+        decision: Decision,
+    },
 }
 
 impl AuditKind {
@@ -152,6 +165,8 @@ impl AuditKind {
             AuditKind::RecordApproval { .. } => "record_approval",
             AuditKind::RecordKeyShared { .. } => "record_key_shared",
             AuditKind::RecordErased { .. } => "record_erased",
+            AuditKind::ShareReleased { decision, .. } if decision.is_allowed() => "share_released",
+            AuditKind::ShareReleased { .. } => "share_refused",
         }
     }
 }

@@ -314,6 +314,13 @@ pub enum Created {
         /// The ciphertext, metadata and wrapped-key blobs to destroy.
         blobs: Vec<Hash>,
     },
+    /// A custodian's share release was decided (and recorded in the patient's trail).
+    ShareRelease {
+        /// The decision on the reader.
+        decision: crate::tx::consent::Decision,
+        /// The audit event's sequence number.
+        event: u64,
+    },
 }
 
 /// Why a transaction was refused. Every refusal changes nothing.

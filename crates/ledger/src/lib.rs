@@ -197,7 +197,7 @@ impl Ledger {
             other => LedgerError::from(other),
         })?;
         // A ledger written by an older version lacks the newer (empty) state tables.
-        if db.begin_read()?.open_table(BLOB_REFS).is_err() {
+        if db.begin_read()?.open_table(RECORD_SHARES).is_err() {
             let txn = db.begin_write()?;
             drop(Tables::open(&txn)?);
             txn.commit()?;

@@ -75,6 +75,10 @@ pub(crate) const RECORDS_BY_PATIENT: TableDefinition<&[u8], ()> =
 /// Wrapped data keys: PMR-ID || 0 || recipient -> the wrapped-key blob's hash.
 pub(crate) const RECORD_KEYS: TableDefinition<&[u8], &[u8; 32]> =
     TableDefinition::new("record_keys");
+/// Released key shares: PMR-ID || 0 || holder || share index -> the wrapped share's blob. At
+/// mint the holders are the custodians; a release adds the reader's copy.
+pub(crate) const RECORD_SHARES: TableDefinition<&[u8], &[u8; 32]> =
+    TableDefinition::new("record_shares");
 /// Operators (ERC-721 approval for all): owner || operator.
 pub(crate) const OPERATORS: TableDefinition<&[u8; 40], ()> = TableDefinition::new("operators");
 /// Vault blobs the ledger references (content, metadata, wrapped keys) -> their PMR-ID. A blob
@@ -277,6 +281,17 @@ pub struct RecordEntry {
     pub mint_tx: Hash,
     /// Height of erasure: content and keys destroyed, token kept.
     pub erased_at: Option<u64>,
+    /// When the key is split: shares needed, and the custodians in share order.
+    pub sharing: Option<SharingEntry>,
+}
+
+/// How a record's key is split among custodians.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharingEntry {
+    /// Shares needed.
+    pub threshold: u8,
+    /// The custodian holding share `i + 1`.
+    pub custodians: Vec<AccountId>,
 }
 
 pub(crate) fn decode_entry<T: DeserializeOwned>(
@@ -321,6 +336,7 @@ pub struct Tables<'txn> {
     pub(crate) records_by_owner: redb::Table<'txn, &'static [u8], ()>,
     pub(crate) records_by_patient: redb::Table<'txn, &'static [u8], ()>,
     pub(crate) record_keys: redb::Table<'txn, &'static [u8], &'static [u8; 32]>,
+    pub(crate) record_shares: redb::Table<'txn, &'static [u8], &'static [u8; 32]>,
     pub(crate) operators: redb::Table<'txn, &'static [u8; 40], ()>,
     pub(crate) blob_refs: redb::Table<'txn, &'static [u8; 32], &'static str>,
 }
@@ -347,6 +363,7 @@ impl<'txn> Tables<'txn> {
             records_by_owner: txn.open_table(RECORDS_BY_OWNER)?,
             records_by_patient: txn.open_table(RECORDS_BY_PATIENT)?,
             record_keys: txn.open_table(RECORD_KEYS)?,
+            record_shares: txn.open_table(RECORD_SHARES)?,
             operators: txn.open_table(OPERATORS)?,
             blob_refs: txn.open_table(BLOB_REFS)?,
         })
@@ -506,20 +523,46 @@ impl StateTxn<'_, '_> {
         self.add_blob_ref(blob, pmr)
     }
 
-    /// Removes every wrapped key of `pmr` (erasure); returns their blobs.
+    /// Stores share `index` of `pmr`'s key, wrapped to `holder`, and marks its blob referenced.
+    pub fn put_record_share(
+        &mut self,
+        pmr: &str,
+        holder: &AccountId,
+        index: u8,
+        blob: &Hash,
+    ) -> Result<(), LedgerError> {
+        let key = [keys::str_account(pmr, holder).as_slice(), &[index]].concat();
+        let old = self.tables.record_shares.insert(key.as_slice(), &blob.0)?.map(|g| *g.value());
+        note_write(
+            &mut self.digest,
+            RECORD_SHARES.name(),
+            &key,
+            old.as_ref().map(|o| &o[..]),
+            &blob.0,
+        );
+        if let Some(old) = old.map(Hash) {
+            self.remove_blob_ref(&old)?;
+        }
+        self.add_blob_ref(blob, pmr)
+    }
+
+    /// Removes every wrapped key and key share of `pmr` (erasure); returns their blobs.
     pub fn remove_record_keys(&mut self, pmr: &str) -> Result<Vec<Hash>, LedgerError> {
         let (lo, hi) = keys::str_range(pmr);
-        let found = self
-            .tables
-            .record_keys
-            .range(lo.as_slice()..hi.as_slice())?
-            .map(|row| row.map(|(k, v)| (k.value().to_vec(), *v.value())))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut gone = Vec::with_capacity(found.len());
-        for (k, blob) in found {
-            self.tables.record_keys.remove(k.as_slice())?;
-            xor_into(&mut self.digest, &entry_digest(RECORD_KEYS.name(), &k, &blob));
-            gone.push(Hash(blob));
+        let mut gone = Vec::new();
+        for (table, name) in [
+            (&mut self.tables.record_keys, RECORD_KEYS.name()),
+            (&mut self.tables.record_shares, RECORD_SHARES.name()),
+        ] {
+            let found = table
+                .range(lo.as_slice()..hi.as_slice())?
+                .map(|row| row.map(|(k, v)| (k.value().to_vec(), *v.value())))
+                .collect::<Result<Vec<_>, _>>()?;
+            for (k, blob) in found {
+                table.remove(k.as_slice())?;
+                xor_into(&mut self.digest, &entry_digest(name, &k, &blob));
+                gone.push(Hash(blob));
+            }
         }
         for blob in &gone {
             self.remove_blob_ref(blob)?;

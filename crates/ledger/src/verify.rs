@@ -99,10 +99,12 @@ pub fn state_digest(read: &redb::ReadTransaction) -> Result<[u8; 32], LedgerErro
         let (k, v) = row?;
         xor_into(&mut digest, &entry_digest(RECORDS.name(), k.value().as_bytes(), v.value()));
     }
-    let record_keys = read.open_table(RECORD_KEYS)?;
-    for row in record_keys.iter()? {
-        let (k, v) = row?;
-        xor_into(&mut digest, &entry_digest(RECORD_KEYS.name(), k.value(), v.value()));
+    for def in [RECORD_KEYS, RECORD_SHARES] {
+        let table = read.open_table(def)?;
+        for row in table.iter()? {
+            let (k, v) = row?;
+            xor_into(&mut digest, &entry_digest(def.name(), k.value(), v.value()));
+        }
     }
     let blob_refs = read.open_table(BLOB_REFS)?;
     for row in blob_refs.iter()? {
@@ -276,7 +278,15 @@ fn compare_state(stored: &redb::ReadTransaction, replica: &Ledger) -> Result<(),
         AUDIT,
         AUDIT_BY_ACCOUNT
     );
-    compare!(RECORDS, RECORDS_BY_OWNER, RECORDS_BY_PATIENT, RECORD_KEYS, OPERATORS, BLOB_REFS);
+    compare!(
+        RECORDS,
+        RECORDS_BY_OWNER,
+        RECORDS_BY_PATIENT,
+        RECORD_KEYS,
+        RECORD_SHARES,
+        OPERATORS,
+        BLOB_REFS
+    );
     let stored_digest = {
         let meta = stored.open_table(META)?;
         meta.get(META_STATE_DIGEST)?.map(|d| d.value().to_vec())

@@ -142,6 +142,7 @@ pub fn router(state: AppState) -> Router {
         .route(paths::RECORDS, get(crate::records::list))
         .route(&format!("{}/{{pmr}}", paths::RECORDS), get(crate::records::get))
         .route(&format!("{}/{{pmr}}/history", paths::RECORDS), get(crate::records::history))
+        .route(&format!("{}/{{pmr}}/shares", paths::RECORDS), get(crate::records::shares))
         .route(paths::HEALTH, get(health))
         .route(paths::METRICS, get(metrics))
         .layer(DefaultBodyLimit::max(64 * 1024))
@@ -457,11 +458,15 @@ async fn get_blob(
     Path(hash): Path<String>,
 ) -> Result<Response, ApiError> {
     let hash = parse_hash(&hash)?;
-    let bytes = state
-        .vault
-        .get(&hash)
-        .map_err(vault_error)?
-        .ok_or_else(|| ApiError::not_found(format!("no blob {hash}")))?;
+    let missing = || ApiError::not_found(format!("no blob {hash}"));
+    // Only the sealed registration details stored through this route are served here. Record
+    // blobs (ciphertext, metadata, wrapped keys and shares) leave the vault only through the
+    // audited read, whoever knows their hash.
+    let info = state.vault.info(&hash).map_err(crate::records::blob_error)?;
+    if info.is_none_or(|i| i.uploader != medledger_vault::SYSTEM_UPLOADER) {
+        return Err(missing());
+    }
+    let bytes = state.vault.get(&hash).map_err(vault_error)?.ok_or_else(missing)?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 

@@ -59,6 +59,10 @@ pub(crate) fn view(pmr: String, r: RecordEntry) -> RecordView {
         minted_time_ms: r.minted_time_ms,
         mint_tx: r.mint_tx,
         erased_at: r.erased_at,
+        sharing: r.sharing.map(|sh| medledger_api::SharingView {
+            threshold: sh.threshold,
+            custodians: sh.custodians,
+        }),
     }
 }
 
@@ -66,7 +70,7 @@ const PURPOSES: [Purpose; 5] =
     [Purpose::Treatment, Purpose::Emergency, Purpose::Research, Purpose::Insurance, Purpose::Other];
 
 /// Whether `who` may see that a token exists (not its content): its patient, owner, a
-/// delegate, its author or the author's hospital, or anyone `authorize` would let read it now
+/// delegate, its author or the author's hospital, a custodian of its key, or anyone `authorize` would let read it now
 /// for some purpose.
 fn may_see_token(
     state: &AppState,
@@ -75,6 +79,7 @@ fn may_see_token(
     r: &RecordEntry,
 ) -> Result<bool, ApiError> {
     if [r.patient, r.owner, r.author, r.hospital].contains(who)
+        || r.sharing.as_ref().is_some_and(|sh| sh.custodians.contains(who))
         || state.ledger.is_delegate(&r.patient, who)?
     {
         return Ok(true);
@@ -363,13 +368,26 @@ pub(crate) async fn read(
         // reported, and no access event says bytes were released when none were.
         let vault = state.vault.clone();
         let (content, metadata) = (record.content, record.metadata);
+        let share_blobs = state.ledger.record_shares(&pmr, &reader)?;
         prepared = Some(
             tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
                 let key = vault.get(&key_blob).map_err(crate::http::vault_error)?;
                 let meta = vault.get(&metadata).map_err(crate::http::vault_error)?;
+                let mut shares = Vec::with_capacity(share_blobs.len());
+                for (index, h) in share_blobs {
+                    let bytes =
+                        vault.get(&h).map_err(crate::http::vault_error)?.ok_or_else(|| {
+                            ApiError::new(
+                                StatusCode::NOT_FOUND,
+                                "not_in_vault",
+                                format!("key share {index} is not in this node's vault"),
+                            )
+                        })?;
+                    shares.push((index, bytes));
+                }
                 let blob = vault.open_verified(&content).map_err(blob_error)?;
                 match (key, meta, blob) {
-                    (Some(k), Some(m), Some(b)) => Ok((k, m, b)),
+                    (Some(k), Some(m), Some(b)) => Ok((k, m, shares, b)),
                     _ => Err(ApiError::new(
                         StatusCode::NOT_FOUND,
                         "not_in_vault",
@@ -392,7 +410,8 @@ pub(crate) async fn read(
     else {
         return Err(ApiError::internal(format!("unexpected receipt {:?}", receipt.outcome)));
     };
-    let (Decision::Allow(_), Some((wrapped_key, metadata, blob))) = (decision, prepared) else {
+    let (Decision::Allow(_), Some((wrapped_key, metadata, shares, blob))) = (decision, prepared)
+    else {
         state.read_denials.note(reader);
         if decision.is_allowed() {
             // Granted between the look and the block: ask again, now that the grant is in.
@@ -412,6 +431,7 @@ pub(crate) async fn read(
         metadata,
         content: record.content,
         size: blob.len(),
+        shares,
     };
     let head = encoding::encode(&preamble);
     let mut first = Vec::with_capacity(4 + head.len());
@@ -493,4 +513,28 @@ pub(crate) fn blobs_present(state: &AppState, tx: &SignedTransaction) -> Result<
         _ => {}
     }
     Ok(())
+}
+
+/// `GET /v1/records/{pmr}/shares`: the key shares the requester holds (a custodian its own;
+/// a reader those released to it). Each is wrapped to the requester, so serving them reveals
+/// nothing to anyone else.
+pub(crate) async fn shares(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+    Path(pmr): Path<String>,
+) -> ApiResult<Vec<medledger_api::ShareBlob>> {
+    let held = state.ledger.record_shares(&pmr, &requester)?;
+    let vault = state.vault.clone();
+    let out = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let mut out = Vec::with_capacity(held.len());
+        for (index, h) in held {
+            if let Some(bytes) = vault.get(&h).map_err(crate::http::vault_error)? {
+                out.push(medledger_api::ShareBlob { index, wrapped_hex: hex::encode(bytes) });
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(joined)??;
+    Ok(Json(out))
 }

@@ -14,14 +14,14 @@ pub(crate) struct Cast {
     pub(crate) patient_id: String,
 }
 
-fn wallet(dir: &Path, name: &str, node: &str) -> String {
+pub(crate) fn wallet(dir: &Path, name: &str, node: &str) -> String {
     let path = dir.join(format!("{name}.wallet.json")).display().to_string();
     let out = ok(&["wallet", "create", "--out", &path, "--name", name, "--node", node], &[]);
     assert!(out.contains("identity: "), "{out}");
     path
 }
 
-fn identity(wallet: &str) -> String {
+pub(crate) fn identity(wallet: &str) -> String {
     ok(&["wallet", "show", "--wallet", wallet, "--identity-only"], &[]).trim().to_owned()
 }
 

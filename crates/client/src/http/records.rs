@@ -69,6 +69,20 @@ impl NodeClient {
         self.get(&format!("{}?patient={patient}", paths::RECORDS)).await
     }
 
+    /// The key shares of a record this client's signer holds (a custodian's own, or those
+    /// released to a reader), as (index, wrapped share).
+    pub async fn record_shares(&self, pmr: &str) -> Result<Vec<(u8, Vec<u8>)>, ClientError> {
+        let path = format!("{}/{pmr}/shares", paths::RECORDS);
+        let list: Vec<medledger_api::ShareBlob> = self.get(&path).await?;
+        list.into_iter()
+            .map(|s| {
+                hex::decode(&s.wrapped_hex).map(|b| (s.index, b)).map_err(|e| {
+                    ClientError::BadResponse { url: self.url(&path), reason: e.to_string() }
+                })
+            })
+            .collect()
+    }
+
     /// The versions of a record, oldest first.
     pub async fn record_history(&self, pmr: &str) -> Result<Vec<RecordView>, ClientError> {
         self.get(&format!("{}/{pmr}/history", paths::RECORDS)).await

@@ -14,6 +14,8 @@ use crate::{Hash, ids::AccountId, tx::consent::RecordCategory};
 pub const MAX_PMR_ID_LEN: usize = 40;
 /// Most wrapped-key references a mint may carry.
 pub const MAX_MINT_KEYS: usize = 8;
+/// Most custodians a record's key may be split among.
+pub const MAX_CUSTODIANS: usize = 16;
 
 /// The date of the visit a record belongs to (the calendar date, no time zone).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -99,6 +101,19 @@ pub struct KeyRef {
     pub blob: Hash,
 }
 
+/// The (1,t,n) split of a record's data key K = E xor S: the wrapped keys of the mint then hold
+/// the essential share E (for the patient and the author), and S is split t-of-n with Shamir
+/// among custodian hospitals, each share wrapped to its custodian. A reader needs E (shared by
+/// the patient) and `threshold` shares, each released by its custodian after the ledger
+/// authorised the reader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySharing {
+    /// Shares needed.
+    pub threshold: u8,
+    /// One per custodian, in share order (index i + 1): `recipient` is the custodian hospital.
+    pub shares: Vec<KeyRef>,
+}
+
 /// A new record token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MintRecord {
@@ -118,6 +133,9 @@ pub struct MintRecord {
     pub keys: Vec<KeyRef>,
     /// The record this one amends (same patient); it stays, marked superseded.
     pub supersedes: Option<String>,
+    /// When set, `keys` hold the essential share and the rest of the key is split among
+    /// custodians.
+    pub sharing: Option<KeySharing>,
 }
 
 /// A record transaction.
@@ -164,6 +182,19 @@ pub enum RecordTx {
         /// The record.
         record: String,
     },
+    /// A custodian releases its share of a record's key to a reader, re-wrapped to them. The
+    /// ledger runs `authorize` for the reader at this block and records the decision; only an
+    /// allowed release is kept.
+    ReleaseShare {
+        /// The record.
+        record: String,
+        /// Who may read it.
+        reader: AccountId,
+        /// Why they read (the purpose `authorize` checks).
+        purpose: crate::tx::consent::Purpose,
+        /// The share, wrapped to the reader.
+        share: Hash,
+    },
 }
 
 impl RecordTx {
@@ -176,6 +207,7 @@ impl RecordTx {
             RecordTx::Transfer { .. } => "transfer_record",
             RecordTx::ShareKey { .. } => "share_record_key",
             RecordTx::Erase { .. } => "erase_record",
+            RecordTx::ReleaseShare { .. } => "release_share",
         }
     }
 }

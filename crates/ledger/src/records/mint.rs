@@ -43,6 +43,10 @@ pub(crate) fn apply(
     };
     refuse_on!(check_fields(signer, m));
     refuse_on!(treats(state, signer, doctor.hospital, &patient, m)?);
+    let sharing = match &m.sharing {
+        None => None,
+        Some(sh) => Some(refuse_on!(check_sharing(state, m, sh)?)),
+    };
     let version = match &m.supersedes {
         None => 1,
         Some(old_id) => {
@@ -99,12 +103,16 @@ pub(crate) fn apply(
         minted_time_ms: state.time_ms,
         mint_tx: state.tx_hash,
         erased_at: None,
+        sharing,
     };
     state.put_record(&pmr, &entry)?;
     state.add_blob_ref(&m.content, &pmr)?;
     state.add_blob_ref(&m.metadata, &pmr)?;
     for k in &m.keys {
         state.put_record_key(&pmr, &k.recipient, &k.blob)?;
+    }
+    for (i, share) in m.sharing.iter().flat_map(|sh| sh.shares.iter()).enumerate() {
+        state.put_record_share(&pmr, &share.recipient, (i + 1) as u8, &share.blob)?;
     }
     crate::consent::audit(
         state,
@@ -158,6 +166,47 @@ fn check_fields(signer: &AccountId, m: &MintRecord) -> Result<(), Refusal> {
         return bad("the superseded PMR-ID is malformed".into());
     }
     Ok(())
+}
+
+/// Checks a key split: a sensible threshold, distinct active hospitals as custodians, and a
+/// blob of its own for every share.
+fn check_sharing(
+    state: &StateTxn<'_, '_>,
+    m: &MintRecord,
+    sh: &medledger_core::tx::records::KeySharing,
+) -> Result<Result<crate::state::SharingEntry, Refusal>, LedgerError> {
+    use medledger_core::tx::records::MAX_CUSTODIANS;
+    let bad = |reason: String| Ok(Err(Refusal::Invalid { reason }));
+    let n = sh.shares.len();
+    if n == 0 || n > MAX_CUSTODIANS {
+        return bad(format!("a key is split among 1 to {MAX_CUSTODIANS} custodians"));
+    }
+    if sh.threshold == 0 || usize::from(sh.threshold) > n {
+        return bad(format!("the threshold must be 1 to {n} (the number of custodians)"));
+    }
+    let mut custodians: Vec<AccountId> = sh.shares.iter().map(|s| s.recipient).collect();
+    let mut blobs: Vec<_> = sh.shares.iter().map(|s| s.blob).collect();
+    blobs.extend([m.content, m.metadata]);
+    blobs.extend(m.keys.iter().map(|k| k.blob));
+    let total = blobs.len();
+    blobs.sort();
+    blobs.dedup();
+    if blobs.len() != total {
+        return bad("every share must be a blob of its own".into());
+    }
+    for c in &custodians {
+        match state.account(c)? {
+            Some(a) if a.role == Role::Hospital && !a.suspended && a.key.is_some() => {}
+            _ => return bad(format!("custodian {c} is not an active hospital")),
+        }
+    }
+    let order = custodians.clone();
+    custodians.sort();
+    custodians.dedup();
+    if custodians.len() != n {
+        return bad("a custodian appears twice".into());
+    }
+    Ok(Ok(crate::state::SharingEntry { threshold: sh.threshold, custodians: order }))
 }
 
 /// Whether the doctor treats the patient: registered at the doctor's hospital, or a treatment

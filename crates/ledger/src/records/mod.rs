@@ -11,6 +11,11 @@
 //! party. Transfers and approvals are logged in the patient's audit trail (the ERC-721
 //! Transfer and Approval events).
 //!
+//! Key splitting (optional per record): the key is the essential share (wrapped to the patient
+//! and author like any key) combined with `threshold` of the custodians' shares. A custodian
+//! releases its share to a reader with a transaction that runs `authorize` for the reader at
+//! its block; the decision is audited and only an allowed release is kept.
+//!
 //! Amendment mints a new version that supersedes the old; nothing is deleted. Erasure
 //! destroys the content and every wrapped key in the custodian's vault, and keeps the token,
 //! marked erased, with its hashes: every proof still verifies.
@@ -19,6 +24,7 @@ mod erase;
 mod mint;
 mod ownership;
 mod read;
+mod release;
 mod share;
 
 use medledger_core::{block::Refusal, ids::AccountId, tx::RecordTx};
@@ -47,6 +53,9 @@ pub(crate) fn apply(
         RecordTx::Transfer { record, to } => ownership::transfer(state, signer, record, to),
         RecordTx::ShareKey { record, key } => share::apply(state, signer, record, key),
         RecordTx::Erase { record } => erase::apply(state, signer, record),
+        RecordTx::ReleaseShare { record, reader, purpose, share } => {
+            release::apply(state, signer, record, reader, *purpose, share)
+        }
     }
 }
 

@@ -113,6 +113,28 @@ impl Ledger {
         Ok(out)
     }
 
+    /// The key shares of `pmr` held by `holder` (a custodian's own, or those released to a
+    /// reader), by share index.
+    pub fn record_shares(
+        &self,
+        pmr: &str,
+        holder: &AccountId,
+    ) -> Result<Vec<(u8, Hash)>, LedgerError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(RECORD_SHARES)?;
+        let lo = keys::str_account(pmr, holder);
+        let hi = [lo.as_slice(), &[0xff, 0xff]].concat();
+        let mut out = Vec::new();
+        for row in table.range(lo.as_slice()..hi.as_slice())? {
+            let (k, v) = row?;
+            let k = k.value();
+            if k.len() == lo.len() + 1 {
+                out.push((k[k.len() - 1], Hash(*v.value())));
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether `operator` may transfer all of `owner`'s tokens (ERC-721 `isApprovedForAll`).
     pub fn is_operator(
         &self,

@@ -7,7 +7,7 @@ use medledger_core::{
     tx::{
         ConsentTx, RecordTx, TxBody,
         consent::{AccessTx, Action, Purpose, RecordCategory, Resource, Scope, Validity},
-        records::{KeyRef, MintRecord, VisitDate},
+        records::{KeyRef, KeySharing, MintRecord, VisitDate},
     },
 };
 
@@ -33,6 +33,7 @@ fn mint_body(patient: &Actor, author: &Actor, category: RecordCategory, tag: &st
             KeyRef { recipient: author.account, blob: Hash::of(format!("ka/{tag}").as_bytes()) },
         ],
         supersedes: None,
+        sharing: None,
     }
 }
 
@@ -339,4 +340,90 @@ fn erasure_destroys_keys_keeps_the_token_and_stops_access() {
     let report = medledger_ledger::verify::verify_ledger(&path, &mut |_, _, _| {}).unwrap();
     assert!(report.applied > 0);
     Ledger::open(&path).unwrap();
+}
+
+#[test]
+fn custodians_release_shares_only_to_authorised_readers() {
+    let (mut net, hospital, mut doctor, mut patient) = populated();
+    let mut second = Actor::new();
+    applied(&net.admit(&second));
+    let mut hospital = hospital;
+    let share = |tag: &str, who: &Actor| KeyRef {
+        recipient: who.account,
+        blob: Hash::of(format!("share/{tag}/{}", who.account).as_bytes()),
+    };
+
+    // Malformed splits are refused.
+    let before = record_state(&net, &patient);
+    let bad: Vec<(&str, KeySharing)> = vec![
+        ("threshold 0", KeySharing { threshold: 0, shares: vec![share("a", &hospital)] }),
+        ("threshold above n", KeySharing { threshold: 2, shares: vec![share("b", &hospital)] }),
+        ("a doctor as custodian", KeySharing { threshold: 1, shares: vec![share("c", &doctor)] }),
+        (
+            "the same custodian twice",
+            KeySharing { threshold: 1, shares: vec![share("d", &hospital), share("e", &hospital)] },
+        ),
+    ];
+    for (what, sharing) in bad {
+        let mut m = mint_body(&patient, &doctor, RecordCategory::LabReport, what);
+        m.sharing = Some(sharing);
+        let t = rec(RecordTx::Mint(m), &mut doctor);
+        assert!(matches!(refusal(&net.one(t)), Refusal::Invalid { .. }), "{what}");
+        assert_eq!(record_state(&net, &patient), before, "{what}");
+    }
+
+    // A 2-of-2 split between the two hospitals.
+    let mut m = mint_body(&patient, &doctor, RecordCategory::LabReport, "split");
+    m.sharing = Some(KeySharing {
+        threshold: 2,
+        shares: vec![share("s1", &hospital), share("s2", &second)],
+    });
+    let t = rec(RecordTx::Mint(m), &mut doctor);
+    let pmr = minted(&net.one(t));
+    assert_eq!(net.ledger.record_shares(&pmr, &hospital.account).unwrap().len(), 1);
+    assert_eq!(net.ledger.record_shares(&pmr, &second.account).unwrap()[0].0, 2);
+
+    // Only a custodian releases.
+    let release = |reader: &Actor, tag: &str| RecordTx::ReleaseShare {
+        record: pmr.clone(),
+        reader: reader.account,
+        purpose: Purpose::Treatment,
+        share: Hash::of(tag.as_bytes()),
+    };
+    let before = record_state(&net, &patient);
+    let t = rec(release(&doctor, "r0"), &mut doctor);
+    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
+    assert_eq!(record_state(&net, &patient), before);
+
+    // A reader without a grant: the refusal is decided and audited, and nothing is stored.
+    let t = rec(release(&doctor, "r1"), &mut second);
+    match applied(&net.one(t)) {
+        Some(Created::ShareRelease { decision, .. }) => assert!(!decision.is_allowed()),
+        other => panic!("{other:?}"),
+    }
+    assert!(net.ledger.record_shares(&pmr, &doctor.account).unwrap().is_empty());
+    assert_eq!(net.ledger.blob_owner(&Hash::of(b"r1")).unwrap(), None);
+
+    // The patient is authorised: both custodians release, each under its own index.
+    let t = rec(release(&patient, "p1"), &mut hospital);
+    assert!(matches!(applied(&net.one(t)), Some(Created::ShareRelease { .. })));
+    let t = rec(release(&patient, "p2"), &mut second);
+    applied(&net.one(t));
+    let got = net.ledger.record_shares(&pmr, &patient.account).unwrap();
+    assert_eq!(got, vec![(1, Hash::of(b"p1")), (2, Hash::of(b"p2"))]);
+    let kinds: Vec<_> = net
+        .ledger
+        .audit_trail(&patient.account, None, 100)
+        .unwrap()
+        .iter()
+        .map(|e| e.kind.name())
+        .filter(|k| k.starts_with("share_"))
+        .collect();
+    assert_eq!(kinds, ["share_refused", "share_released", "share_released"]);
+
+    // Erasure destroys the shares too.
+    let t = rec(RecordTx::Erase { record: pmr.clone() }, &mut patient);
+    applied(&net.one(t));
+    assert!(net.ledger.record_shares(&pmr, &patient.account).unwrap().is_empty());
+    assert!(net.ledger.record_shares(&pmr, &second.account).unwrap().is_empty());
 }
