@@ -344,6 +344,14 @@ pub struct SharingView {
     pub custodians: Vec<AccountId>,
 }
 
+/// The requester's own wrapped data key (or essential share) of a record
+/// (`GET /v1/records/{pmr}/key`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnKey {
+    /// The wrapped key, hex.
+    pub wrapped_hex: String,
+}
+
 /// A key share held by the requester (`GET /v1/records/{pmr}/shares`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShareBlob {

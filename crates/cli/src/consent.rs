@@ -359,8 +359,15 @@ pub async fn run(command: ConsentCommand) -> Result<()> {
         | ConsentCommand::ShowRequest { .. } => unreachable!("handled by read()"),
     };
     let session = Session::open(&wallet).await?;
-    let receipt = session.submit(TxBody::Consent(body)).await.context("consent")?;
+    let receipt = session.submit(TxBody::Consent(body.clone())).await.context("consent")?;
     report(what, &receipt);
+    // Granting access to records re-wraps their keys to the grantee, here in the wallet.
+    if let ConsentTx::Grant { patient, grantee, scope, .. } = &body {
+        let n = crate::record::share_for_grant(&session, *patient, *grantee, scope).await?;
+        if n > 0 {
+            println!("data keys of {n} record(s) wrapped to {grantee}");
+        }
+    }
     Ok(())
 }
 

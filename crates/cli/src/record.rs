@@ -25,7 +25,7 @@ use medledger_core::{
     ids::{AccountId, PatientId},
     tx::{
         RecordTx, TxBody,
-        consent::{AccessTx, Action, Purpose, RecordCategory, Resource},
+        consent::{AccessTx, Action, Purpose, RecordCategory, Resource, Scope},
         records::{KeyRef, KeySharing, MintRecord, VisitDate},
     },
 };
@@ -496,6 +496,76 @@ async fn provenance(s: &Session, r: &RecordView) {
     }
 }
 
+/// Re-wraps this wallet's key of `record` (the data key, or the essential share of a split
+/// key) to `with` and records it on the ledger; returns the block height.
+pub(crate) async fn share_with(s: &Session, record: &RecordView, with: AccountId) -> Result<u64> {
+    let pmr = &record.pmr;
+    let bytes = s
+        .client
+        .own_wrapped_key(pmr)
+        .await?
+        .with_context(|| format!("this wallet holds no key of record {pmr}"))?;
+    let wrapped: WrappedKey = encoding::decode("wrapped key", &bytes, 4096)
+        .context("the node served a malformed wrapped key")?;
+    let ctx = records::context(&record.content);
+    let their_key = s
+        .client
+        .account(&with)
+        .await?
+        .with_context(|| format!("account {with} is not on the ledger"))?
+        .encryption_key;
+    let rewrapped = if record.sharing.is_some() {
+        let e = sharing::unwrap_essential(&wrapped, &s.identity.decryption, &ctx)
+            .context("this wallet cannot open the record's essential share")?;
+        sharing::wrap_essential(&e, &their_key, &ctx)?
+    } else {
+        let key = envelope::unwrap_key(&wrapped, &s.identity.decryption, &ctx)
+            .context("this wallet cannot open the record's key")?;
+        envelope::wrap_key(&key, &their_key, &ctx)?
+    };
+    let blob = records::upload_small(&s.client, encoding::encode(&rewrapped)).await?;
+    let r = s
+        .submit(TxBody::Records(RecordTx::ShareKey {
+            record: pmr.clone(),
+            key: KeyRef { recipient: with, blob },
+        }))
+        .await?;
+    Ok(r.height)
+}
+
+/// After a grant: wraps the key of every current record the grant covers to the grantee, so
+/// the grant can be used (the wallet that grants holds the keys). Returns how many.
+pub(crate) async fn share_for_grant(
+    s: &Session,
+    patient: AccountId,
+    grantee: AccountId,
+    scope: &Scope,
+) -> Result<usize> {
+    let covered = |r: &RecordView| match scope {
+        Scope::All => true,
+        Scope::Categories(cs) => cs.contains(&r.category),
+        Scope::Records(ids) => ids.contains(&r.pmr),
+        Scope::Case(_) => false,
+    };
+    let mut n = 0;
+    for r in s.client.records_of_patient(&patient).await? {
+        if r.erased_at.is_some() || r.superseded_by.is_some() || !covered(&r) {
+            continue;
+        }
+        // A delegate's wallet, say, may hold no key of the record: the patient can share it.
+        if s.client.own_wrapped_key(&r.pmr).await?.is_none() {
+            eprintln!(
+                "note: this wallet holds no key of record {}; its patient can run `medledger record share {} --with {grantee}`",
+                r.pmr, r.pmr
+            );
+            continue;
+        }
+        share_with(s, &r, grantee).await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// A custodian re-wraps its share to the reader and asks the ledger to release it.
 async fn release(s: &Session, pmr: &str, to: AccountId, purpose: Purpose) -> Result<()> {
     let record = s.client.record(pmr).await?.with_context(|| format!("no record {pmr}"))?;
@@ -656,51 +726,9 @@ pub async fn run(command: RecordCommand) -> Result<()> {
             let s = Session::open(&wallet).await?;
             let record =
                 s.client.record(&pmr).await?.with_context(|| format!("no record {pmr}"))?;
-            // Fetching one's own wrapped key is itself an audited read of the record.
-            let access = s
-                .build(TxBody::Access(AccessTx {
-                    resource: Resource {
-                        patient: record.patient,
-                        category: Some(record.category),
-                        record: Some(pmr.clone()),
-                        case: None,
-                    },
-                    action: Action::Read,
-                    purpose: Purpose::Other,
-                }))
-                .await?;
-            let stream = s.client.read_record(&pmr, &access).await?;
-            let ctx = records::context(&record.content);
-            let wrapped: WrappedKey =
-                encoding::decode("wrapped key", &stream.preamble.wrapped_key, 4096)
-                    .context("the node served a malformed wrapped key")?;
-            drop(stream);
-            let their_key = s
-                .client
-                .account(&with)
-                .await?
-                .with_context(|| format!("account {with} is not on the ledger"))?
-                .encryption_key;
-            // For a split key this wallet holds (and passes on) only the essential share.
-            let rewrapped = if record.sharing.is_some() {
-                let e = sharing::unwrap_essential(&wrapped, &s.identity.decryption, &ctx)
-                    .context("this wallet cannot open the record's essential share")?;
-                sharing::wrap_essential(&e, &their_key, &ctx)?
-            } else {
-                let key = envelope::unwrap_key(&wrapped, &s.identity.decryption, &ctx)
-                    .context("this wallet cannot open the record's key")?;
-                envelope::wrap_key(&key, &their_key, &ctx)?
-            };
-            let blob = records::upload_small(&s.client, encoding::encode(&rewrapped)).await?;
-            let r = s
-                .submit(TxBody::Records(RecordTx::ShareKey {
-                    record: pmr.clone(),
-                    key: KeyRef { recipient: with, blob },
-                }))
-                .await?;
+            let height = share_with(&s, &record, with).await?;
             println!(
-                "record {pmr}: data key wrapped to {with} (block {}); they still need a grant to read it",
-                r.height
+                "record {pmr}: data key wrapped to {with} (block {height}); they still need a grant to read it"
             );
             Ok(())
         }

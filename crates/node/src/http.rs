@@ -143,6 +143,7 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{}/{{pmr}}", paths::RECORDS), get(crate::records::get))
         .route(&format!("{}/{{pmr}}/history", paths::RECORDS), get(crate::records::history))
         .route(&format!("{}/{{pmr}}/shares", paths::RECORDS), get(crate::records::shares))
+        .route(&format!("{}/{{pmr}}/key", paths::RECORDS), get(crate::records::own_key))
         .route(paths::HEALTH, get(health))
         .route(paths::METRICS, get(metrics))
         .layer(DefaultBodyLimit::max(64 * 1024))

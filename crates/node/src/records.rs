@@ -515,6 +515,26 @@ pub(crate) fn blobs_present(state: &AppState, tx: &SignedTransaction) -> Result<
     Ok(())
 }
 
+/// `GET /v1/records/{pmr}/key`: the data key (or essential share) wrapped to the requester.
+/// Useless without the ciphertext, which only the audited read releases; the patient's
+/// wallet uses it to re-wrap the key for someone they grant access to.
+pub(crate) async fn own_key(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+    Path(pmr): Path<String>,
+) -> ApiResult<medledger_api::OwnKey> {
+    let no_key = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no key of record {pmr} is wrapped to {requester}"),
+        )
+    };
+    let blob = state.ledger.record_key(&pmr, &requester)?.ok_or_else(no_key)?;
+    let bytes = state.vault.get(&blob).map_err(crate::http::vault_error)?.ok_or_else(no_key)?;
+    Ok(Json(medledger_api::OwnKey { wrapped_hex: hex::encode(bytes) }))
+}
+
 /// `GET /v1/records/{pmr}/shares`: the key shares the requester holds (a custodian its own;
 /// a reader those released to it). Each is wrapped to the requester, so serving them reveals
 /// nothing to anyone else.

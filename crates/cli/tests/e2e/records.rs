@@ -142,6 +142,34 @@ fn records_are_encrypted_audited_and_erasable() {
         kinds.iter().map(String::as_str).filter(|k| k.starts_with("access:")).collect();
     assert_eq!(reads, ["access:allow", "access:deny", "access:allow", "access:deny"], "{kinds:?}");
 
+    // A grant to a doctor who holds no key of the record wraps the key to them in the
+    // patient's wallet, so the grant can be used.
+    let colleague = crate::registry::wallet(tmp.path(), "colleague", &node.url);
+    let out = ok(
+        &["doctor", "onboard", "--wallet", &c.hospital]
+            .into_iter()
+            .chain(["--identity", &crate::registry::identity(&colleague)])
+            .chain(["--registration-number", "GMC-7654321", "--name", "Dr. Lin"])
+            .chain(["--specialisation", "radiology"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let colleague_account = crate::harness::account(&out);
+    let col_out = tmp.path().join("colleague.dcm");
+    let col_out_s = col_out.display().to_string();
+    let err = fails(&["record", "get", &pmr, "--wallet", &colleague, "-o", &col_out_s], &env);
+    assert!(err.contains("no record"), "a stranger does not even see the token: {err}");
+    let granted = ok(
+        &["consent", "grant", "--wallet", &c.patient, "--grantee", &colleague_account]
+            .into_iter()
+            .chain(["--scope", &format!("records:{pmr}")])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    assert!(granted.contains("data keys of 1 record(s) wrapped"), "{granted}");
+    ok(&["record", "get", &pmr, "--wallet", &colleague, "-o", &col_out_s], &env);
+    assert_eq!(std::fs::read(&col_out).unwrap(), plain);
+
     // One flipped byte in the stored ciphertext: the read is refused, the damage reported,
     // nothing served and no access logged.
     let patient_wallet = Wallet::load(&c.patient).unwrap();

@@ -83,6 +83,17 @@ impl NodeClient {
             .collect()
     }
 
+    /// The record's data key (or essential share) wrapped to this client's signer, if any.
+    pub async fn own_wrapped_key(&self, pmr: &str) -> Result<Option<Vec<u8>>, ClientError> {
+        let path = format!("{}/{pmr}/key", paths::RECORDS);
+        let Some(k) = self.get_optional::<medledger_api::OwnKey>(&path).await? else {
+            return Ok(None);
+        };
+        hex::decode(&k.wrapped_hex)
+            .map(Some)
+            .map_err(|e| ClientError::BadResponse { url: self.url(&path), reason: e.to_string() })
+    }
+
     /// The versions of a record, oldest first.
     pub async fn record_history(&self, pmr: &str) -> Result<Vec<RecordView>, ClientError> {
         self.get(&format!("{}/{pmr}/history", paths::RECORDS)).await
