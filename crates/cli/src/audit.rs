@@ -85,6 +85,22 @@ fn what(e: &AuditEvent) -> String {
             format!("key of record {record} shared with {grantee}")
         }
         AuditKind::RecordErased { record } => format!("record {record} erased"),
+        AuditKind::EmergencyProfileSet { open_records: true } => {
+            "emergency profile set (break-glass may open records)".into()
+        }
+        AuditKind::EmergencyProfileSet { open_records: false } => "emergency profile set".into(),
+        AuditKind::EmergencyProfileRead => "EMERGENCY PROFILE READ".into(),
+        AuditKind::BreakGlassStarted { id, doctor, hospital, reason, until_ms } => format!(
+            "BREAK-GLASS by {doctor} of {hospital}: {reason:?} (id {id}, until {})",
+            crate::common::utc(*until_ms)
+        ),
+        AuditKind::BreakGlassEnded { id } => format!("break-glass {id} ended"),
+        AuditKind::EscrowReleased { id, custodian } => {
+            format!("custodian {custodian} released the emergency key escrow for break-glass {id}")
+        }
+        AuditKind::BreakGlassReviewed { id, finding } => {
+            format!("break-glass {id} reviewed: {finding:?}")
+        }
         AuditKind::ShareReleased { record, custodian, reader, purpose, decision } => {
             let outcome = if decision.is_allowed() { "released" } else { "REFUSED" };
             format!(

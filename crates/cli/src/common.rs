@@ -145,3 +145,38 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
+
+/// The civil (proleptic Gregorian) date of a day counted from 1970-01-01, as (year, month,
+/// day): Howard Hinnant's algorithm.
+pub fn civil_date(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// A block time (milliseconds since the Unix epoch) as `YYYY-MM-DD HH:MM UTC`.
+pub fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (year, month, day) = civil_date((secs / 86_400) as i64);
+    let (h, m) = ((secs % 86_400) / 3600, (secs % 3600) / 60);
+    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02} UTC")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_formats_block_times() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(
+            super::utc(1_611_619_200_000 + 3_600_000 * 13 + 60_000 * 5),
+            "2021-01-26 13:05 UTC"
+        );
+        assert_eq!(super::utc(951_782_400_000), "2000-02-29 00:00 UTC");
+    }
+}

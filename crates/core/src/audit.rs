@@ -144,6 +144,45 @@ pub enum AuditKind {
         /// The decision on the reader; a denied release stores nothing.
         decision: Decision,
     },
+    /// The emergency profile was set or replaced.
+    EmergencyProfileSet {
+        /// Whether break-glass opens records.
+        open_records: bool,
+    },
+    /// A doctor fetched the sealed emergency profile.
+    EmergencyProfileRead,
+    /// Break-glass declared.
+    BreakGlassStarted {
+        /// Its id.
+        id: Hash,
+        /// The doctor.
+        doctor: AccountId,
+        /// The doctor's hospital.
+        hospital: AccountId,
+        /// Why.
+        reason: String,
+        /// When the window closes.
+        until_ms: u64,
+    },
+    /// Break-glass ended early.
+    BreakGlassEnded {
+        /// Its id.
+        id: Hash,
+    },
+    /// A custodian released its escrow piece to the break-glass doctor.
+    EscrowReleased {
+        /// The break-glass.
+        id: Hash,
+        /// The custodian.
+        custodian: AccountId,
+    },
+    /// The doctor's hospital filed its review.
+    BreakGlassReviewed {
+        /// The break-glass.
+        id: Hash,
+        /// What it found.
+        finding: String,
+    },
 }
 
 impl AuditKind {
@@ -167,6 +206,12 @@ impl AuditKind {
             AuditKind::RecordErased { .. } => "record_erased",
             AuditKind::ShareReleased { decision, .. } if decision.is_allowed() => "share_released",
             AuditKind::ShareReleased { .. } => "share_refused",
+            AuditKind::EmergencyProfileSet { .. } => "emergency_profile_set",
+            AuditKind::EmergencyProfileRead => "emergency_profile_read",
+            AuditKind::BreakGlassStarted { .. } => "break_glass",
+            AuditKind::BreakGlassEnded { .. } => "break_glass_ended",
+            AuditKind::EscrowReleased { .. } => "escrow_released",
+            AuditKind::BreakGlassReviewed { .. } => "break_glass_reviewed",
         }
     }
 }

@@ -314,6 +314,13 @@ pub enum Created {
         /// The ciphertext, metadata and wrapped-key blobs to destroy.
         blobs: Vec<Hash>,
     },
+    /// A break-glass was declared.
+    BreakGlass {
+        /// Its id (the transaction's hash).
+        id: Hash,
+        /// When its window closes, block time.
+        until_ms: u64,
+    },
     /// A custodian's share release was decided (and recorded in the patient's trail).
     ShareRelease {
         /// The decision on the reader.

@@ -13,6 +13,15 @@ use crate::{Hash, keys::PublicKey};
 pub struct AccountId(pub [u8; 20]);
 
 impl AccountId {
+    /// The pseudo-account under which record keys wrapped to a patient's emergency key are
+    /// filed (no one signs as it).
+    pub fn emergency_of(patient: &AccountId) -> Self {
+        let h = Hash::of_parts(&[b"medledger/v1/emergency", &patient.0]);
+        let mut id = [0u8; 20];
+        id.copy_from_slice(&h.0[..20]);
+        Self(id)
+    }
+
     /// The account id of an account whose first key is `key`.
     pub fn from_initial_key(key: &PublicKey) -> Self {
         let h = Hash::of_parts(&[b"medledger/v1/account", &key.0]);

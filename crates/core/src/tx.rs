@@ -2,6 +2,7 @@
 //! bodies. One enum variant per kind; the registry kinds live in [`registry`].
 
 pub mod consent;
+pub mod emergency;
 pub mod records;
 pub mod registry;
 
@@ -15,6 +16,7 @@ use crate::{
 };
 
 pub use consent::ConsentTx;
+pub use emergency::EmergencyTx;
 pub use records::RecordTx;
 pub use registry::*;
 
@@ -34,6 +36,8 @@ pub enum TxBody {
     Access(consent::AccessTx),
     /// Record tokens: mint, approve, transfer, share a key, erase.
     Records(RecordTx),
+    /// Emergency access: profiles, break-glass, escrow releases, reviews.
+    Emergency(EmergencyTx),
 }
 
 impl TxBody {
@@ -44,6 +48,7 @@ impl TxBody {
             TxBody::Consent(c) => c.kind(),
             TxBody::Access(_) => "access",
             TxBody::Records(r) => r.kind(),
+            TxBody::Emergency(e) => e.kind(),
         }
     }
 }

@@ -197,6 +197,7 @@ fn apply_tx(
         TxBody::Consent(c) => crate::consent::apply(state, &signer, &account, c)?,
         TxBody::Access(a) => crate::consent::access(state, &signer, a)?,
         TxBody::Records(r) => crate::records::apply(state, &signer, &account, r)?,
+        TxBody::Emergency(e) => crate::emergency::apply(state, &signer, &account, e)?,
     };
     if result.is_ok() {
         // Re-read: the handler may have changed the signer's own account (a key rotation).

@@ -11,6 +11,7 @@
 mod apply;
 pub mod audit;
 pub mod consent;
+pub mod emergency;
 mod query;
 pub mod records;
 pub mod registry;
@@ -197,7 +198,7 @@ impl Ledger {
             other => LedgerError::from(other),
         })?;
         // A ledger written by an older version lacks the newer (empty) state tables.
-        if db.begin_read()?.open_table(RECORD_SHARES).is_err() {
+        if db.begin_read()?.open_table(NETWORK).is_err() {
             let txn = db.begin_write()?;
             drop(Tables::open(&txn)?);
             txn.commit()?;

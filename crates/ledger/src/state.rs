@@ -85,6 +85,26 @@ pub(crate) const OPERATORS: TableDefinition<&[u8; 40], ()> = TableDefinition::ne
 /// not in here may be collected by the vault.
 pub(crate) const BLOB_REFS: TableDefinition<&[u8; 32], &str> = TableDefinition::new("blob_refs");
 
+/// Emergency profiles by patient.
+pub(crate) const EMERGENCY_PROFILES: TableDefinition<&[u8; 20], &[u8]> =
+    TableDefinition::new("emergency_profiles");
+/// Break-glass declarations by id.
+pub(crate) const BREAK_GLASS: TableDefinition<&[u8; 32], &[u8]> =
+    TableDefinition::new("break_glass");
+/// Index: doctor || patient || break-glass id.
+pub(crate) const BREAK_GLASS_BY_PAIR: TableDefinition<&[u8; 72], ()> =
+    TableDefinition::new("break_glass_by_pair");
+/// Index: hospital || break-glass id, for every break-glass not yet reviewed.
+pub(crate) const OPEN_REVIEWS: TableDefinition<&[u8; 52], ()> =
+    TableDefinition::new("open_reviews");
+/// Escrow pieces released: break-glass id || custodian -> the piece's blob.
+pub(crate) const ESCROW_RELEASES: TableDefinition<&[u8], &[u8; 32]> =
+    TableDefinition::new("escrow_releases");
+/// Network parameters set by the regulator (name -> value).
+pub(crate) const NETWORK: TableDefinition<&str, &[u8]> = TableDefinition::new("network");
+/// The break-glass window parameter, milliseconds (u64, big-endian).
+pub(crate) const NET_EMERGENCY_WINDOW_MS: &str = "emergency_window_ms";
+
 pub(crate) const META_GENESIS: &str = "genesis";
 pub(crate) const META_TIP: &str = "tip";
 pub(crate) const META_STATE_DIGEST: &str = "state_digest";
@@ -294,6 +314,36 @@ pub struct SharingEntry {
     pub custodians: Vec<AccountId>,
 }
 
+/// A break-glass declaration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlassEntry {
+    /// Whose records.
+    pub patient: AccountId,
+    /// The doctor who declared it.
+    pub doctor: AccountId,
+    /// The doctor's hospital (which must review it).
+    pub hospital: AccountId,
+    /// Why.
+    pub reason: String,
+    /// Height of the declaration.
+    pub started_at: u64,
+    /// Block time of the declaration.
+    pub started_ms: u64,
+    /// When the window closes, block time.
+    pub until_ms: u64,
+    /// Height at which it was ended early; it stops working from the next block.
+    pub ended_at: Option<u64>,
+    /// The hospital's review, once filed: the finding and its height.
+    pub review: Option<(String, u64)>,
+}
+
+impl BreakGlassEntry {
+    /// Whether it is open at a block of `height` and `time_ms`.
+    pub fn open_at(&self, height: u64, time_ms: u64) -> bool {
+        self.ended_at.is_none_or(|e| height <= e) && time_ms < self.until_ms
+    }
+}
+
 pub(crate) fn decode_entry<T: DeserializeOwned>(
     what: &'static str,
     bytes: &[u8],
@@ -339,6 +389,12 @@ pub struct Tables<'txn> {
     pub(crate) record_shares: redb::Table<'txn, &'static [u8], &'static [u8; 32]>,
     pub(crate) operators: redb::Table<'txn, &'static [u8; 40], ()>,
     pub(crate) blob_refs: redb::Table<'txn, &'static [u8; 32], &'static str>,
+    pub(crate) emergency_profiles: redb::Table<'txn, &'static [u8; 20], &'static [u8]>,
+    pub(crate) break_glass: redb::Table<'txn, &'static [u8; 32], &'static [u8]>,
+    pub(crate) break_glass_by_pair: redb::Table<'txn, &'static [u8; 72], ()>,
+    pub(crate) open_reviews: redb::Table<'txn, &'static [u8; 52], ()>,
+    pub(crate) escrow_releases: redb::Table<'txn, &'static [u8], &'static [u8; 32]>,
+    pub(crate) network: redb::Table<'txn, &'static str, &'static [u8]>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -366,6 +422,12 @@ impl<'txn> Tables<'txn> {
             record_shares: txn.open_table(RECORD_SHARES)?,
             operators: txn.open_table(OPERATORS)?,
             blob_refs: txn.open_table(BLOB_REFS)?,
+            emergency_profiles: txn.open_table(EMERGENCY_PROFILES)?,
+            break_glass: txn.open_table(BREAK_GLASS)?,
+            break_glass_by_pair: txn.open_table(BREAK_GLASS_BY_PAIR)?,
+            open_reviews: txn.open_table(OPEN_REVIEWS)?,
+            escrow_releases: txn.open_table(ESCROW_RELEASES)?,
+            network: txn.open_table(NETWORK)?,
         })
     }
 }
@@ -619,6 +681,126 @@ impl StateTxn<'_, '_> {
         if changed {
             xor_into(&mut self.digest, &entry_digest(OPERATORS.name(), &key, &[]));
         }
+        Ok(())
+    }
+}
+
+impl StateTxn<'_, '_> {
+    /// A patient's emergency profile.
+    pub fn emergency_profile(
+        &self,
+        patient: &AccountId,
+    ) -> Result<Option<medledger_core::tx::emergency::EmergencyProfile>, LedgerError> {
+        let v = self.tables.emergency_profiles.get(&patient.0)?;
+        v.map(|v| decode_entry("emergency profile", v.value())).transpose()
+    }
+
+    /// Sets a patient's emergency profile.
+    pub fn put_emergency_profile(
+        &mut self,
+        patient: &AccountId,
+        p: &medledger_core::tx::emergency::EmergencyProfile,
+    ) -> Result<(), LedgerError> {
+        let value = encoding::encode(p);
+        let old = self
+            .tables
+            .emergency_profiles
+            .insert(&patient.0, value.as_slice())?
+            .map(|g| g.value().to_vec());
+        note_write(&mut self.digest, EMERGENCY_PROFILES.name(), &patient.0, old.as_deref(), &value);
+        Ok(())
+    }
+
+    /// A break-glass declaration.
+    pub fn break_glass(&self, id: &Hash) -> Result<Option<BreakGlassEntry>, LedgerError> {
+        let v = self.tables.break_glass.get(&id.0)?;
+        v.map(|v| decode_entry("break-glass", v.value())).transpose()
+    }
+
+    /// Writes a break-glass declaration and keeps its indexes (open reviews) current.
+    pub fn put_break_glass(&mut self, id: &Hash, b: &BreakGlassEntry) -> Result<(), LedgerError> {
+        Self::put_by_id(
+            &mut self.tables.break_glass,
+            BREAK_GLASS.name(),
+            &mut self.digest,
+            id,
+            &encoding::encode(b),
+        )?;
+        self.tables
+            .break_glass_by_pair
+            .insert(&keys::grantee_patient_grant(&b.doctor, &b.patient, id), ())?;
+        let review_key = keys::patient_id(&b.hospital, id);
+        if b.review.is_none() {
+            self.tables.open_reviews.insert(&review_key, ())?;
+        } else {
+            self.tables.open_reviews.remove(&review_key)?;
+        }
+        Ok(())
+    }
+
+    /// Records an escrow piece released to a break-glass doctor.
+    pub fn put_escrow_release(
+        &mut self,
+        id: &Hash,
+        custodian: &AccountId,
+        piece: &Hash,
+        owner: &str,
+    ) -> Result<(), LedgerError> {
+        let key = [&id.0[..], &custodian.0[..]].concat();
+        let old = self.tables.escrow_releases.insert(key.as_slice(), &piece.0)?.map(|g| *g.value());
+        note_write(
+            &mut self.digest,
+            ESCROW_RELEASES.name(),
+            &key,
+            old.as_ref().map(|o| &o[..]),
+            &piece.0,
+        );
+        self.add_blob_ref(piece, owner)
+    }
+
+    /// The delegates a patient named.
+    pub fn delegates_of(&self, patient: &AccountId) -> Result<Vec<AccountId>, LedgerError> {
+        let lo = keys::patient_delegate(patient, &AccountId([0; 20]));
+        let hi = keys::patient_delegate(patient, &AccountId([0xff; 20]));
+        let mut out = Vec::new();
+        for row in self.tables.delegates.range::<&[u8; 40]>(&lo..=&hi)? {
+            let (k, _) = row?;
+            let mut d = [0u8; 20];
+            d.copy_from_slice(&k.value()[20..]);
+            out.push(AccountId(d));
+        }
+        Ok(out)
+    }
+
+    /// The network's break-glass window, milliseconds.
+    pub fn emergency_window_ms(&self) -> Result<u64, LedgerError> {
+        Ok(match self.tables.network.get(NET_EMERGENCY_WINDOW_MS)? {
+            Some(v) => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(v.value().get(..8).ok_or_else(|| {
+                    LedgerError::Corrupt("the emergency window parameter is malformed".into())
+                })?);
+                u64::from_be_bytes(b)
+            }
+            None => medledger_core::tx::emergency::DEFAULT_WINDOW_MS,
+        })
+    }
+
+    /// Sets the network's break-glass window.
+    pub fn set_emergency_window_ms(&mut self, ms: u64) -> Result<(), LedgerError> {
+        let value = ms.to_be_bytes();
+        let old = self
+            .tables
+            .network
+            .insert(NET_EMERGENCY_WINDOW_MS, value.as_slice())?
+            .map(|g| g.value().to_vec());
+        note_write(
+            &mut self.digest,
+            NETWORK.name(),
+            NET_EMERGENCY_WINDOW_MS.as_bytes(),
+            old.as_deref(),
+            &value,
+        );
         Ok(())
     }
 }

@@ -77,7 +77,7 @@ pub fn state_digest(read: &redb::ReadTransaction) -> Result<[u8; 32], LedgerErro
             xor_into(&mut digest, &entry_digest(def.name(), k.value(), v.value()));
         }
     }
-    for def in [GRANTS, REQUESTS, DENY_RULES] {
+    for def in [GRANTS, REQUESTS, DENY_RULES, BREAK_GLASS] {
         let table = read.open_table(def)?;
         for row in table.iter()? {
             let (k, v) = row?;
@@ -99,7 +99,17 @@ pub fn state_digest(read: &redb::ReadTransaction) -> Result<[u8; 32], LedgerErro
         let (k, v) = row?;
         xor_into(&mut digest, &entry_digest(RECORDS.name(), k.value().as_bytes(), v.value()));
     }
-    for def in [RECORD_KEYS, RECORD_SHARES] {
+    let profiles = read.open_table(EMERGENCY_PROFILES)?;
+    for row in profiles.iter()? {
+        let (k, v) = row?;
+        xor_into(&mut digest, &entry_digest(EMERGENCY_PROFILES.name(), k.value(), v.value()));
+    }
+    let network = read.open_table(NETWORK)?;
+    for row in network.iter()? {
+        let (k, v) = row?;
+        xor_into(&mut digest, &entry_digest(NETWORK.name(), k.value().as_bytes(), v.value()));
+    }
+    for def in [RECORD_KEYS, RECORD_SHARES, ESCROW_RELEASES] {
         let table = read.open_table(def)?;
         for row in table.iter()? {
             let (k, v) = row?;
@@ -286,6 +296,14 @@ fn compare_state(stored: &redb::ReadTransaction, replica: &Ledger) -> Result<(),
         RECORD_SHARES,
         OPERATORS,
         BLOB_REFS
+    );
+    compare!(
+        EMERGENCY_PROFILES,
+        BREAK_GLASS,
+        BREAK_GLASS_BY_PAIR,
+        OPEN_REVIEWS,
+        ESCROW_RELEASES,
+        NETWORK
     );
     let stored_digest = {
         let meta = stored.open_table(META)?;

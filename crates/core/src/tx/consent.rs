@@ -221,6 +221,13 @@ pub enum Basis {
         /// Its id.
         grant: Hash,
     },
+    /// An open break-glass by the requester, and the patient allowed records to open for it.
+    BreakGlass {
+        /// The break-glass (the id of its transaction).
+        id: Hash,
+    },
+    /// The emergency profile read by an active doctor (it opens only with the card's code).
+    EmergencyProfile,
 }
 
 /// Why an access is denied.

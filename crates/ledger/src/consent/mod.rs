@@ -29,7 +29,7 @@ use medledger_core::{
 use crate::{
     LedgerError,
     registry::HandlerResult,
-    state::{Account, DenyEntry, GrantEntry, StateTxn},
+    state::{Account, BreakGlassEntry, DenyEntry, GrantEntry, StateTxn},
 };
 
 /// Read access to the consent state, from a block being applied or from committed state, so
@@ -62,6 +62,15 @@ pub trait ConsentView {
     }
     /// Every deny rule of `patient`.
     fn deny_rules_of(&self, patient: &AccountId) -> Result<Vec<(Hash, DenyEntry)>, LedgerError>;
+    /// Whether `patient` allowed break-glass to open their records.
+    fn break_glass_opens_records(&self, patient: &AccountId) -> Result<bool, LedgerError>;
+    /// Visits the break-glass declarations by `doctor` for `patient` until `visit` returns true.
+    fn visit_break_glass(
+        &self,
+        doctor: &AccountId,
+        patient: &AccountId,
+        visit: &mut dyn FnMut(Hash, BreakGlassEntry) -> bool,
+    ) -> Result<(), LedgerError>;
 }
 
 /// Decides whether `requester` may perform `action` on `resource` for `purpose` at a block of
@@ -112,10 +121,24 @@ pub fn authorize(
         }
         matches
     })?;
-    Ok(match found {
-        Some(grant) => Decision::Allow(Basis::Grant { grant }),
-        None => Decision::Deny(Denial::NoGrant),
-    })
+    if let Some(grant) = found {
+        return Ok(Decision::Allow(Basis::Grant { grant }));
+    }
+    // Emergency: an open break-glass by the requester, if the patient allowed it in advance.
+    if view.break_glass_opens_records(&resource.patient)? {
+        let mut open = None;
+        view.visit_break_glass(requester, &resource.patient, &mut |id, b| {
+            let now = b.open_at(height, time_ms);
+            if now {
+                open = Some(id);
+            }
+            now
+        })?;
+        if let Some(id) = open {
+            return Ok(Decision::Allow(Basis::BreakGlass { id }));
+        }
+    }
+    Ok(Decision::Deny(Denial::NoGrant))
 }
 
 /// Records an audit event caused by the transaction being applied. It concerns the patient,
@@ -329,6 +352,34 @@ where
     Ok(())
 }
 
+/// A doctor's break-glass declarations for a patient, found through the index.
+fn break_glass_via_index<I, B>(
+    index: &I,
+    table: &B,
+    doctor: &AccountId,
+    patient: &AccountId,
+    visit: &mut dyn FnMut(Hash, BreakGlassEntry) -> bool,
+) -> Result<(), LedgerError>
+where
+    I: redb::ReadableTable<&'static [u8; 72], ()>,
+    B: redb::ReadableTable<&'static [u8; 32], &'static [u8]>,
+{
+    let lo = crate::state::keys::grantee_patient_grant(doctor, patient, &Hash([0; 32]));
+    let hi = crate::state::keys::grantee_patient_grant(doctor, patient, &Hash([0xff; 32]));
+    for row in index.range::<&[u8; 72]>(&lo..=&hi)? {
+        let (k, _) = row?;
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&k.value()[40..]);
+        if let Some(v) = table.get(&id)? {
+            let b: BreakGlassEntry = crate::state::decode_entry("break-glass", v.value())?;
+            if b.doctor == *doctor && b.patient == *patient && visit(Hash(id), b) {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A patient's deny rules found through the index.
 fn deny_via_index<I, D>(
     index: &I,
@@ -380,6 +431,23 @@ impl ConsentView for StateTxn<'_, '_> {
     fn deny_rules_of(&self, patient: &AccountId) -> Result<Vec<(Hash, DenyEntry)>, LedgerError> {
         deny_via_index(&self.tables.deny_by_patient, &self.tables.deny_rules, patient)
     }
+    fn break_glass_opens_records(&self, patient: &AccountId) -> Result<bool, LedgerError> {
+        Ok(self.emergency_profile(patient)?.is_some_and(|p| p.open_records))
+    }
+    fn visit_break_glass(
+        &self,
+        doctor: &AccountId,
+        patient: &AccountId,
+        visit: &mut dyn FnMut(Hash, BreakGlassEntry) -> bool,
+    ) -> Result<(), LedgerError> {
+        break_glass_via_index(
+            &self.tables.break_glass_by_pair,
+            &self.tables.break_glass,
+            doctor,
+            patient,
+            visit,
+        )
+    }
 }
 
 /// Committed state, as read by queries and by the read paths of the API.
@@ -409,5 +477,22 @@ impl ConsentView for CommittedView {
         let index = self.0.open_table(crate::state::DENY_BY_PATIENT)?;
         let rules = self.0.open_table(crate::state::DENY_RULES)?;
         deny_via_index(&index, &rules, patient)
+    }
+    fn break_glass_opens_records(&self, patient: &AccountId) -> Result<bool, LedgerError> {
+        let t = self.0.open_table(crate::state::EMERGENCY_PROFILES)?;
+        let Some(v) = t.get(&patient.0)? else { return Ok(false) };
+        let p: medledger_core::tx::emergency::EmergencyProfile =
+            crate::state::decode_entry("emergency profile", v.value())?;
+        Ok(p.open_records)
+    }
+    fn visit_break_glass(
+        &self,
+        doctor: &AccountId,
+        patient: &AccountId,
+        visit: &mut dyn FnMut(Hash, BreakGlassEntry) -> bool,
+    ) -> Result<(), LedgerError> {
+        let index = self.0.open_table(crate::state::BREAK_GLASS_BY_PAIR)?;
+        let table = self.0.open_table(crate::state::BREAK_GLASS)?;
+        break_glass_via_index(&index, &table, doctor, patient, visit)
     }
 }

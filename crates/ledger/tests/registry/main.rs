@@ -14,6 +14,7 @@ use medledger_core::{
 use medledger_ledger::{Ledger, verify_signatures};
 
 mod consent;
+mod emergency;
 mod records;
 
 const CHAIN: &str = "test-chain";

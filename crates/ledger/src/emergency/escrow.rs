@@ -1,0 +1,40 @@
+//! A custodian hospital releases its escrow piece of a patient's emergency key to the doctor
+//! of an open break-glass, re-wrapped to that doctor. Refused when the break-glass is over or
+//! the signer holds no piece.
+
+use medledger_core::{Hash, block::Refusal, ids::AccountId};
+
+use crate::{registry::HandlerResult, state::StateTxn};
+
+pub(crate) fn release(
+    state: &mut StateTxn<'_, '_>,
+    signer: &AccountId,
+    id: &Hash,
+    piece: &Hash,
+) -> HandlerResult {
+    let Some(b) = state.break_glass(id)? else {
+        return Ok(Err(Refusal::NotFound { what: format!("break-glass {id}") }));
+    };
+    if !b.open_at(state.height, state.time_ms) {
+        return Ok(Err(Refusal::Invalid {
+            reason: format!("break-glass {id} is over: its window closed or it was ended"),
+        }));
+    }
+    let Some(profile) = state.emergency_profile(&b.patient)? else {
+        return Ok(Err(Refusal::NotFound { what: format!("emergency profile of {}", b.patient) }));
+    };
+    if !profile.escrow.iter().any(|p| p.recipient == *signer) {
+        return Ok(Err(Refusal::Unauthorised {
+            reason: format!("{signer} holds no escrow piece of this patient's emergency key"),
+        }));
+    }
+    state.put_escrow_release(id, signer, piece, &format!("break-glass {id}"))?;
+    crate::consent::audit(
+        state,
+        signer,
+        &b.patient,
+        &[b.doctor],
+        crate::audit::AuditKind::EscrowReleased { id: *id, custodian: *signer },
+    )?;
+    Ok(Ok(None))
+}
