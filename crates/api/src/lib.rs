@@ -66,6 +66,11 @@ pub mod paths {
     /// Record tokens: `GET /v1/records?owner=` or `?patient=`, `GET /v1/records/{pmr}`,
     /// `GET /v1/records/{pmr}/history`, and the audited read `POST /v1/records/{pmr}/read`.
     pub const RECORDS: &str = "/v1/records";
+    /// Emergency access: `GET /v1/emergency/{patient}` (the public part of the profile),
+    /// `POST /v1/emergency/{patient}/read` (the logged read of the sealed profile; the body is
+    /// the doctor's signed read transaction), `GET /v1/emergency/{patient}/escrow` (a
+    /// custodian's own piece), `GET /v1/emergency/break-glass/{id}`, `GET /v1/emergency/reviews`.
+    pub const EMERGENCY: &str = "/v1/emergency";
     /// Liveness and tip.
     pub const HEALTH: &str = "/health";
     /// Prometheus metrics.
@@ -386,3 +391,50 @@ pub struct ReadPreamble {
 
 /// Largest encoded [`ReadPreamble`] a client accepts.
 pub const MAX_PREAMBLE_BYTES: usize = 256 * 1024;
+
+/// The public part of a patient's emergency profile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmergencyView {
+    /// Whose.
+    pub patient: AccountId,
+    /// Check value of the emergency key.
+    pub key_check: Hash,
+    /// The emergency key's public half (record keys may be wrapped to it).
+    pub emergency_key: medledger_core::keys::EncryptionKey,
+    /// Whether break-glass opens the patient's records.
+    pub open_records: bool,
+    /// Custodians holding escrow pieces.
+    pub custodians: Vec<AccountId>,
+    /// Pieces needed.
+    pub threshold: u8,
+    /// The network's break-glass window, milliseconds.
+    pub window_ms: u64,
+}
+
+/// A break-glass declaration, with the escrow pieces released to the doctor (shown to the
+/// doctor only).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlassView {
+    /// Its id.
+    pub id: Hash,
+    /// Whose records.
+    pub patient: AccountId,
+    /// The doctor.
+    pub doctor: AccountId,
+    /// The doctor's hospital.
+    pub hospital: AccountId,
+    /// Why.
+    pub reason: String,
+    /// Height of the declaration.
+    pub started_at: u64,
+    /// Block time of the declaration.
+    pub started_ms: u64,
+    /// When the window closes.
+    pub until_ms: u64,
+    /// Height at which it was ended early.
+    pub ended_at: Option<u64>,
+    /// The review's finding, once filed.
+    pub review: Option<String>,
+    /// Escrow pieces released to the doctor: (custodian, piece bytes as hex).
+    pub released: Vec<(AccountId, String)>,
+}

@@ -6,6 +6,7 @@ mod bench;
 mod bench_records;
 mod common;
 mod consent;
+mod emergency;
 mod proof;
 mod record;
 mod registry;
@@ -61,6 +62,9 @@ enum Command {
     /// Encrypted records: add, get (audited), list, history, transfer, approve, share, erase.
     #[command(subcommand)]
     Record(record::RecordCommand),
+    /// Emergency access: the profile and card code, break-glass, escrow releases, reviews.
+    #[command(subcommand)]
+    Emergency(emergency::EmergencyCommand),
     /// Print the events concerning your account as they arrive; resumes where it left off.
     Watch(watch::Args),
     /// Keys: rotate your own; revoke one you have authority over.
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
             Command::Consent(c) => consent::run(c).await,
             Command::Audit(c) => audit::run(c).await,
             Command::Record(c) => record::run(c).await,
+            Command::Emergency(c) => emergency::run(c).await,
             Command::Watch(args) => watch::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::BenchRecords(args) => bench_records::run(args).await,

@@ -98,6 +98,10 @@ pub enum RecordCommand {
         /// Why you read it (recorded in the patient's audit trail).
         #[arg(long, default_value = "treatment", value_parser = parse_purpose)]
         purpose: Purpose,
+        /// Read under this break-glass (its id): the key comes from the patient's emergency
+        /// key, which the custodians released to you.
+        #[arg(long)]
+        break_glass: Option<Hash>,
     },
     /// List records: yours (as owner) or a patient's that you may see.
     List {
@@ -273,6 +277,13 @@ async fn add(
     if me != patient {
         recipients.push((me, s.identity.decryption.public_key()));
     }
+    // If the patient lets break-glass open records, the key is also wrapped to their
+    // emergency key (under a pseudo-account nobody signs as).
+    if let Some(e) = s.client.emergency_profile(&patient).await.ok().flatten()
+        && e.open_records
+    {
+        recipients.push((AccountId::emergency_of(&patient), e.emergency_key));
+    }
     // With a split, the patient and author hold the essential share, custodians the rest.
     let (essential, sharing) = match &split {
         None => (None, None),
@@ -345,7 +356,19 @@ impl Drop for PartialFile {
     }
 }
 
-async fn get(s: &Session, pmr: &str, out: &Path, purpose: Purpose) -> Result<()> {
+async fn get(
+    s: &Session,
+    pmr: &str,
+    out: &Path,
+    purpose: Purpose,
+    break_glass: Option<Hash>,
+) -> Result<()> {
+    // Under break-glass the record's key is wrapped to the patient's emergency key.
+    let emergency = match break_glass {
+        Some(id) => Some(crate::emergency::recover_key(s, &id).await?.1.decryption_key()),
+        None => None,
+    };
+    let unwrap_with = emergency.as_ref().unwrap_or(&s.identity.decryption);
     let record = s
         .client
         .record(pmr)
@@ -380,10 +403,10 @@ async fn get(s: &Session, pmr: &str, out: &Path, purpose: Purpose) -> Result<()>
     let wrapped: WrappedKey = encoding::decode("wrapped key", &pre.wrapped_key, 4096)
         .context("the node served a malformed wrapped key")?;
     let key = match &record.sharing {
-        None => envelope::unwrap_key(&wrapped, &s.identity.decryption, &ctx)
+        None => envelope::unwrap_key(&wrapped, unwrap_with, &ctx)
             .context("this wallet cannot open the record's key")?,
         Some(split) => {
-            let essential = sharing::unwrap_essential(&wrapped, &s.identity.decryption, &ctx)
+            let essential = sharing::unwrap_essential(&wrapped, unwrap_with, &ctx)
                 .context("this wallet cannot open the record's essential share")?;
             if pre.shares.len() < usize::from(split.threshold) {
                 bail!(
@@ -666,9 +689,9 @@ pub async fn run(command: RecordCommand) -> Result<()> {
             });
             add(&s, &patient, &file, category, meta, visit_date, supersedes, split).await
         }
-        RecordCommand::Get { wallet, pmr, out, purpose } => {
+        RecordCommand::Get { wallet, pmr, out, purpose, break_glass } => {
             let s = Session::open(&wallet).await?;
-            get(&s, &pmr, &out, purpose).await
+            get(&s, &pmr, &out, purpose, break_glass).await
         }
         RecordCommand::List { wallet, patient, json } => {
             let s = Session::open(&wallet).await?;

@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ClientError;
 
+mod emergency;
 mod records;
 pub use records::RecordStream;
 

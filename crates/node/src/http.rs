@@ -140,6 +140,17 @@ pub fn router(state: AppState) -> Router {
             post(crate::records::read).layer(DefaultBodyLimit::max(4 * MAX_TX_BYTES)),
         )
         .route(paths::RECORDS, get(crate::records::list))
+        .route(&format!("{}/reviews", paths::EMERGENCY), get(crate::emergency::reviews))
+        .route(
+            &format!("{}/break-glass/{{id}}", paths::EMERGENCY),
+            get(crate::emergency::break_glass),
+        )
+        .route(&format!("{}/{{patient}}", paths::EMERGENCY), get(crate::emergency::profile))
+        .route(
+            &format!("{}/{{patient}}/read", paths::EMERGENCY),
+            post(crate::emergency::read).layer(DefaultBodyLimit::max(4 * MAX_TX_BYTES)),
+        )
+        .route(&format!("{}/{{patient}}/escrow", paths::EMERGENCY), get(crate::emergency::escrow))
         .route(&format!("{}/{{pmr}}", paths::RECORDS), get(crate::records::get))
         .route(&format!("{}/{{pmr}}/history", paths::RECORDS), get(crate::records::history))
         .route(&format!("{}/{{pmr}}/shares", paths::RECORDS), get(crate::records::shares))

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod datadir;
+mod emergency;
 pub mod http;
 pub mod janitor;
 pub mod metrics;

@@ -355,7 +355,16 @@ pub(crate) async fn read(
         state.ledger.authorize(&reader, Action::Read, &access.resource, access.purpose, None)?;
     let mut prepared = None;
     if likely.is_allowed() {
-        let key_blob = state.ledger.record_key(&pmr, &reader)?.ok_or_else(|| {
+        // Under break-glass the reader gets the key wrapped to the patient's emergency key,
+        // which opens with the escrow the custodians released to them.
+        let own = state.ledger.record_key(&pmr, &reader)?;
+        let own = match (&likely, own) {
+            (Decision::Allow(medledger_core::tx::consent::Basis::BreakGlass { .. }), None) => {
+                state.ledger.record_key(&pmr, &AccountId::emergency_of(&record.patient))?
+            }
+            (_, own) => own,
+        };
+        let key_blob = own.ok_or_else(|| {
             ApiError::new(
                 StatusCode::CONFLICT,
                 "no_key",

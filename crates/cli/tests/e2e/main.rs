@@ -4,6 +4,7 @@
 mod bench;
 mod consent;
 mod crash;
+mod emergency;
 mod events;
 mod fork;
 mod harness;

@@ -1,0 +1,410 @@
+//! `medledger emergency`: the patient's emergency profile and card code, reading it with the
+//! code, break-glass without it, custodians' escrow releases, and hospital reviews.
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use medledger_client::{
+    emergency::{
+        self, EmergencyCode, EmergencyKey, EscrowPiece, ProfileContent, open_piece, wrap_piece,
+    },
+    records,
+};
+use medledger_core::{
+    Hash, encoding,
+    ids::{AccountId, PatientId},
+    tx::{EmergencyTx, TxBody, emergency::EmergencyProfile, records::KeyRef},
+};
+
+use crate::common::{Session, WalletArgs, print_json, utc};
+
+#[derive(Debug, Subcommand)]
+pub enum EmergencyCommand {
+    /// Create or replace your emergency profile (patient). Prints the code for your card, as
+    /// text and as a QR code; keep it with you. Replacing the profile makes a new code.
+    Profile {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// Blood type (e.g. "O-").
+        #[arg(long)]
+        blood_type: String,
+        /// Allergies (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        allergies: Vec<String>,
+        /// Current medications (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        medications: Vec<String>,
+        /// Conditions (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        conditions: Vec<String>,
+        /// Emergency contacts (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        contacts: Vec<String>,
+        /// Let a doctor who declares break-glass read your records for the window.
+        #[arg(long)]
+        open_records: bool,
+        /// Escrow the emergency key with these custodian hospitals (account ids), so that
+        /// break-glass can recover it without your card.
+        #[arg(long, value_delimiter = ',')]
+        custodians: Vec<AccountId>,
+        /// Custodians needed to recover the key (default: all).
+        #[arg(long, requires = "custodians")]
+        threshold: Option<u8>,
+    },
+    /// Read a patient's emergency profile with the code from their card (doctor). Logged; the
+    /// patient is notified.
+    Read {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The patient's Patient-ID.
+        #[arg(long)]
+        patient: u64,
+        /// The code from the card.
+        #[arg(long)]
+        code: String,
+    },
+    /// Declare emergency access to a patient who cannot give the code (doctor). A reason is
+    /// mandatory; the patient, delegates and your hospital are told at once.
+    BreakGlass {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The patient's Patient-ID.
+        #[arg(long)]
+        patient: u64,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// As a custodian hospital: release your escrow piece to the doctor of an open
+    /// break-glass (the ledger refuses once it is over).
+    Release {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The break-glass id.
+        #[arg(long)]
+        break_glass: Hash,
+    },
+    /// As the break-glass doctor: recover the emergency key from the released pieces and read
+    /// the profile (logged). Then `medledger record get --break-glass ID` reads records if
+    /// the patient allowed it.
+    Open {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The break-glass id.
+        #[arg(long)]
+        break_glass: Hash,
+    },
+    /// End a break-glass before its window closes (the doctor, their hospital or the patient).
+    End {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The break-glass id.
+        #[arg(long)]
+        break_glass: Hash,
+    },
+    /// File your review of a break-glass by one of your doctors (hospital).
+    Review {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The break-glass id.
+        #[arg(long)]
+        break_glass: Hash,
+        /// What the review found.
+        #[arg(long)]
+        finding: String,
+    },
+    /// List the break-glass declarations of your doctors awaiting your review (hospital).
+    Reviews {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the network's break-glass window (regulator).
+    Window {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// Minutes.
+        #[arg(long)]
+        minutes: u32,
+    },
+}
+
+/// The patient account behind a Patient-ID.
+async fn patient_account(s: &Session, id: u64) -> Result<AccountId> {
+    Ok(s.client
+        .patient(PatientId(id))
+        .await?
+        .with_context(|| format!("no patient with Patient-ID {id}"))?
+        .account)
+}
+
+fn print_profile(p: &ProfileContent) {
+    let list = |v: &[String]| if v.is_empty() { "none recorded".to_owned() } else { v.join(", ") };
+    println!("  blood type:   {}", p.blood_type);
+    println!("  allergies:    {}", list(&p.allergies));
+    println!("  medications:  {}", list(&p.medications));
+    println!("  conditions:   {}", list(&p.conditions));
+    println!("  contacts:     {}", list(&p.contacts));
+}
+
+/// Recovers the patient's emergency key from the escrow pieces released to this wallet for a
+/// break-glass; returns the patient and the key.
+pub(crate) async fn recover_key(s: &Session, id: &Hash) -> Result<(AccountId, EmergencyKey)> {
+    let bg = s.client.break_glass(id).await?;
+    if bg.doctor != s.wallet.account() {
+        bail!("break-glass {id} was declared by {}, not by this wallet", bg.doctor);
+    }
+    let view = s
+        .client
+        .emergency_profile(&bg.patient)
+        .await?
+        .context("the patient has no emergency profile")?;
+    if bg.released.len() < usize::from(view.threshold.max(1)) {
+        bail!(
+            "{} of the {} escrow pieces needed were released; ask the custodians ({}) to run `medledger emergency release --break-glass {id}`",
+            bg.released.len(),
+            view.threshold,
+            view.custodians.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let opened = bg
+        .released
+        .iter()
+        .map(|(_, hex_piece)| {
+            let piece: EscrowPiece =
+                encoding::decode("escrow piece", &hex::decode(hex_piece)?, 4096)?;
+            Ok(open_piece(&piece, &s.identity.decryption, &bg.patient)?)
+        })
+        .collect::<Result<Vec<_>>>()
+        .context("a released piece does not open with this wallet")?;
+    let key = emergency::recover(&opened)?;
+    if key.check() != view.key_check {
+        bail!("the released pieces do not give the patient's emergency key");
+    }
+    Ok((bg.patient, key))
+}
+
+/// The logged read of the sealed profile, opened with `key`.
+async fn read_profile(s: &Session, patient: AccountId, key: &EmergencyKey) -> Result<()> {
+    let tx = s.build(TxBody::Emergency(EmergencyTx::ReadProfile { patient })).await?;
+    let sealed = s.client.read_emergency_profile(&patient, &tx).await?;
+    let profile = emergency::open_profile(&sealed, key)?;
+    println!("EMERGENCY PROFILE of patient {patient} (this read is logged; the patient is told):");
+    print_profile(&profile);
+    Ok(())
+}
+
+pub async fn run(command: EmergencyCommand) -> Result<()> {
+    match command {
+        EmergencyCommand::Profile {
+            wallet,
+            blood_type,
+            allergies,
+            medications,
+            conditions,
+            contacts,
+            open_records,
+            custodians,
+            threshold,
+        } => {
+            let s = Session::open(&wallet).await?;
+            let me = s.wallet.account();
+            let pid = s
+                .client
+                .account(&me)
+                .await?
+                .and_then(|a| a.patient_id)
+                .context("only a registered patient has an emergency profile")?;
+            let code = EmergencyCode::generate()?;
+            let key = EmergencyKey::derive(&code, pid);
+            let content =
+                ProfileContent { blood_type, allergies, medications, conditions, contacts };
+            let sealed = emergency::seal_profile(&content, &key.encryption_key())?;
+            let profile = records::upload_small(&s.client, sealed).await?;
+            let mut escrow = Vec::new();
+            if !custodians.is_empty() {
+                let mut keys = Vec::new();
+                for c in &custodians {
+                    keys.push(
+                        s.client
+                            .account(c)
+                            .await?
+                            .with_context(|| format!("custodian {c} is not on the ledger"))?
+                            .encryption_key,
+                    );
+                }
+                let t = threshold.unwrap_or(custodians.len().min(255) as u8);
+                let pieces = emergency::escrow(&key, &me, usize::from(t), &keys)?;
+                for (c, piece) in custodians.iter().zip(pieces) {
+                    let blob = records::upload_small(&s.client, encoding::encode(&piece)).await?;
+                    escrow.push(KeyRef { recipient: *c, blob });
+                }
+            }
+            let threshold = if escrow.is_empty() {
+                0
+            } else {
+                threshold.unwrap_or(escrow.len().min(255) as u8)
+            };
+            let receipt = s
+                .submit(TxBody::Emergency(EmergencyTx::SetProfile {
+                    patient: me,
+                    profile: EmergencyProfile {
+                        profile,
+                        key_check: key.check(),
+                        emergency_key: key.encryption_key(),
+                        open_records,
+                        escrow,
+                        threshold,
+                    },
+                }))
+                .await?;
+            let text = code.display();
+            println!("emergency profile saved (block {}).", receipt.height);
+            println!();
+            println!("Your emergency code (Patient-ID {pid}); put it on your card:");
+            println!();
+            println!("  {text}");
+            println!();
+            let qr = qrcode::QrCode::new(format!("medledger-emergency:{pid}:{text}"))
+                .context("cannot draw the QR code")?;
+            println!(
+                "{}",
+                qr.render::<qrcode::render::unicode::Dense1x2>()
+                    .dark_color(qrcode::render::unicode::Dense1x2::Light)
+                    .light_color(qrcode::render::unicode::Dense1x2::Dark)
+                    .build()
+            );
+            println!(
+                "Anyone with this code and your Patient-ID can read the profile (every read is"
+            );
+            println!("logged and you are told). It is not stored anywhere else.");
+            Ok(())
+        }
+        EmergencyCommand::Read { wallet, patient, code } => {
+            let s = Session::open(&wallet).await?;
+            let account = patient_account(&s, patient).await?;
+            let key = EmergencyKey::derive(&EmergencyCode::parse(&code)?, PatientId(patient));
+            let view = s
+                .client
+                .emergency_profile(&account)
+                .await?
+                .with_context(|| format!("patient {patient} has no emergency profile"))?;
+            if key.check() != view.key_check {
+                bail!("this is not patient {patient}'s emergency code (nothing was read)");
+            }
+            read_profile(&s, account, &key).await
+        }
+        EmergencyCommand::BreakGlass { wallet, patient, reason } => {
+            let s = Session::open(&wallet).await?;
+            let account = patient_account(&s, patient).await?;
+            let receipt = s
+                .submit(TxBody::Emergency(EmergencyTx::BreakGlass { patient: account, reason }))
+                .await?;
+            let Some(medledger_core::block::Created::BreakGlass { id, until_ms }) =
+                (match &receipt.outcome {
+                    medledger_core::block::Outcome::Applied { created } => created.clone(),
+                    medledger_core::block::Outcome::Refused { .. } => None,
+                })
+            else {
+                bail!("the ledger declared no break-glass: {:?}", receipt.outcome);
+            };
+            println!("BREAK-GLASS declared for patient {patient}: id {id}");
+            println!(
+                "  open until {} (block time); the patient, delegates and your hospital are told",
+                utc(until_ms)
+            );
+            if let Some(view) = s.client.emergency_profile(&account).await? {
+                if !view.custodians.is_empty() {
+                    println!(
+                        "  ask {} of the custodians ({}) to run: medledger emergency release --break-glass {id}",
+                        view.threshold,
+                        view.custodians
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                if !view.open_records {
+                    println!("  the patient has not allowed break-glass to open their records");
+                }
+            }
+            Ok(())
+        }
+        EmergencyCommand::Release { wallet, break_glass } => {
+            let s = Session::open(&wallet).await?;
+            let bg = s.client.break_glass(&break_glass).await?;
+            let bytes = s.client.escrow_piece(&bg.patient).await?;
+            let piece: EscrowPiece = encoding::decode("escrow piece", &bytes, 4096)
+                .context("the node served a malformed escrow piece")?;
+            let (essential, share) = open_piece(&piece, &s.identity.decryption, &bg.patient)
+                .context("this wallet cannot open its escrow piece")?;
+            let doctor_key = s
+                .client
+                .account(&bg.doctor)
+                .await?
+                .with_context(|| format!("doctor {} is not on the ledger", bg.doctor))?
+                .encryption_key;
+            let released = wrap_piece(&essential, &share, &doctor_key, &bg.patient)?;
+            let blob = records::upload_small(&s.client, encoding::encode(&released)).await?;
+            let receipt = s
+                .submit(TxBody::Emergency(EmergencyTx::ReleaseEscrow { break_glass, piece: blob }))
+                .await?;
+            println!(
+                "escrow piece released to doctor {} for break-glass {break_glass} (block {})",
+                bg.doctor, receipt.height
+            );
+            Ok(())
+        }
+        EmergencyCommand::Open { wallet, break_glass } => {
+            let s = Session::open(&wallet).await?;
+            let (patient, key) = recover_key(&s, &break_glass).await?;
+            read_profile(&s, patient, &key).await?;
+            let bg = s.client.break_glass(&break_glass).await?;
+            println!("break-glass open until {}", utc(bg.until_ms));
+            Ok(())
+        }
+        EmergencyCommand::End { wallet, break_glass } => {
+            let s = Session::open(&wallet).await?;
+            let r = s.submit(TxBody::Emergency(EmergencyTx::End { break_glass })).await?;
+            println!("break-glass {break_glass} ended (block {})", r.height);
+            Ok(())
+        }
+        EmergencyCommand::Review { wallet, break_glass, finding } => {
+            let s = Session::open(&wallet).await?;
+            let r = s
+                .submit(TxBody::Emergency(EmergencyTx::FileReview { break_glass, finding }))
+                .await?;
+            println!("review of break-glass {break_glass} filed (block {})", r.height);
+            Ok(())
+        }
+        EmergencyCommand::Reviews { wallet, json } => {
+            let s = Session::open(&wallet).await?;
+            let open = s.client.open_reviews().await?;
+            if json {
+                return print_json(&open);
+            }
+            if open.is_empty() {
+                println!("no break-glass awaits your review");
+            }
+            for b in open {
+                println!(
+                    "{}  doctor {}  patient {}  {}  {:?}",
+                    b.id,
+                    b.doctor,
+                    b.patient,
+                    utc(b.started_ms),
+                    b.reason
+                );
+            }
+            Ok(())
+        }
+        EmergencyCommand::Window { wallet, minutes } => {
+            let s = Session::open(&wallet).await?;
+            let r = s.submit(TxBody::Emergency(EmergencyTx::SetWindow { minutes })).await?;
+            println!("break-glass window set to {minutes} minutes (block {})", r.height);
+            Ok(())
+        }
+    }
+}

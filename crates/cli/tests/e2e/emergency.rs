@@ -1,0 +1,137 @@
+//! Emergency access end to end: the patient's profile and card code, a read with the code, and
+//! break-glass by a doctor with no grant: escrow release by the custodian, the profile and a
+//! record opened under it, and the hospital's review.
+
+use crate::{harness::*, registry::cast};
+
+fn code_of(out: &str) -> String {
+    out.lines()
+        .map(str::trim)
+        .find(|l| {
+            let groups: Vec<&str> = l.split('-').collect();
+            groups.len() == 13
+                && groups
+                    .iter()
+                    .all(|g| !g.is_empty() && g.chars().all(|c| c.is_ascii_alphanumeric()))
+        })
+        .unwrap_or_else(|| panic!("no code in:\n{out}"))
+        .to_owned()
+}
+
+fn id_of(out: &str) -> String {
+    out.split_whitespace()
+        .find(|w| w.len() == 64 && w.chars().all(|c| c.is_ascii_hexdigit()))
+        .unwrap_or_else(|| panic!("no id in:\n{out}"))
+        .to_owned()
+}
+
+#[test]
+fn the_card_code_and_break_glass_open_the_profile_and_records_with_every_step_logged() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let url = node.url.as_str();
+    let env = [("MEDLEDGER_NODE", url)];
+    let pid = c.patient_id.as_str();
+
+    let out = ok(
+        &["emergency", "profile", "--wallet", &c.patient, "--blood-type", "O-"]
+            .into_iter()
+            .chain(["--allergies", "penicillin,latex", "--conditions", "asthma"])
+            .chain(["--contacts", "John Roe +44 0700", "--open-records"])
+            .chain(["--custodians", &c.hospital_account, "--threshold", "1"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let code = code_of(&out);
+    assert!(out.contains('█') || out.contains('▀') || out.contains('▄'), "a QR code:\n{out}");
+
+    // A record written after the profile is also wrapped to the emergency key.
+    let file = tmp.path().join("ecg.pdf");
+    std::fs::write(&file, b"ECG 2026-11-21: sinus rhythm").unwrap();
+    let out = ok(
+        &["record", "add", "--wallet", &c.doctor, "--patient", pid]
+            .into_iter()
+            .chain(["--file", &file.display().to_string(), "--category", "lab-report"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let pmr = out.split_whitespace().nth(1).unwrap().to_owned();
+
+    // The code opens the profile; a wrong code reads nothing.
+    let out =
+        ok(&["emergency", "read", "--wallet", &c.doctor, "--patient", pid, "--code", &code], &env);
+    assert!(out.contains("penicillin") && out.contains("O-"), "{out}");
+    let wrong = code.replacen(&code[..4], "AAAA", 1);
+    let err = fails(
+        &["emergency", "read", "--wallet", &c.doctor, "--patient", pid, "--code", &wrong],
+        &env,
+    );
+    assert!(err.contains("not patient"), "{err}");
+    let trail = ok(&["audit", "trail", "--wallet", &c.patient], &env);
+    assert_eq!(trail.matches("EMERGENCY PROFILE READ").count(), 1, "{trail}");
+
+    // Break-glass needs a reason.
+    let colleague = crate::registry::wallet(tmp.path(), "colleague", url);
+    ok(
+        &["doctor", "onboard", "--wallet", &c.hospital]
+            .into_iter()
+            .chain(["--identity", &crate::registry::identity(&colleague)])
+            .chain(["--registration-number", "GMC-1111111", "--name", "Dr. Night"])
+            .chain(["--specialisation", "emergency medicine"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let err = fails(
+        &["emergency", "break-glass", "--wallet", &colleague, "--patient", pid, "--reason", " "],
+        &env,
+    );
+    assert!(err.contains("reason is mandatory"), "{err}");
+    let out = ok(
+        &["emergency", "break-glass", "--wallet", &colleague, "--patient", pid]
+            .into_iter()
+            .chain(["--reason", "unconscious after a road accident"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let bg = id_of(&out);
+    // The hospital sees it awaiting review; the patient's trail has it.
+    let reviews = ok(&["emergency", "reviews", "--wallet", &c.hospital], &env);
+    assert!(reviews.contains(&bg), "{reviews}");
+    let trail = ok(&["audit", "trail", "--wallet", &c.patient], &env);
+    assert!(trail.contains("BREAK-GLASS") && trail.contains("road accident"), "{trail}");
+
+    // Without the custodian's release the key cannot be recovered.
+    let back = tmp.path().join("ecg-back.pdf");
+    let back_s = back.display().to_string();
+    let err = fails(&["emergency", "open", "--wallet", &colleague, "--break-glass", &bg], &env);
+    assert!(err.contains("0 of the 1"), "{err}");
+    // Only the custodian releases.
+    let err = fails(&["emergency", "release", "--wallet", &c.doctor, "--break-glass", &bg], &env);
+    assert!(err.contains("only those a break-glass concerns"), "{err}");
+    let err = fails(&["emergency", "release", "--wallet", &c.patient, "--break-glass", &bg], &env);
+    assert!(err.contains("holds no escrow piece"), "{err}");
+    ok(&["emergency", "release", "--wallet", &c.hospital, "--break-glass", &bg], &env);
+    let out = ok(&["emergency", "open", "--wallet", &colleague, "--break-glass", &bg], &env);
+    assert!(out.contains("asthma") && out.contains("latex"), "{out}");
+    ok(&["record", "get", &pmr, "--wallet", &colleague, "--break-glass", &bg, "-o", &back_s], &env);
+    assert_eq!(std::fs::read(&back).unwrap(), b"ECG 2026-11-21: sinus rhythm");
+
+    // Ended, the break-glass opens nothing more; the hospital files its review.
+    ok(&["emergency", "end", "--wallet", &colleague, "--break-glass", &bg], &env);
+    std::fs::remove_file(&back).unwrap();
+    let err = fails(
+        &["record", "get", &pmr, "--wallet", &colleague, "--break-glass", &bg, "-o", &back_s],
+        &env,
+    );
+    assert!(err.contains("denied"), "{err}");
+    ok(
+        &["emergency", "review", "--wallet", &c.hospital, "--break-glass", &bg]
+            .into_iter()
+            .chain(["--finding", "justified: patient unconscious"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let reviews = ok(&["emergency", "reviews", "--wallet", &c.hospital], &env);
+    assert!(reviews.contains("no break-glass awaits"), "{reviews}");
+}

@@ -1,0 +1,66 @@
+//! Emergency calls: the public part of a profile, the logged read of the sealed profile, a
+//! custodian's own escrow piece, a break-glass with the pieces released to its doctor, and a
+//! hospital's open reviews.
+
+use medledger_api::{BreakGlassView, EmergencyView, paths};
+use medledger_core::{Hash, ids::AccountId, tx::SignedTransaction};
+use reqwest::header::CONTENT_TYPE;
+
+use super::{NodeClient, read_body, refusal};
+use crate::error::ClientError;
+
+impl NodeClient {
+    /// The public part of a patient's emergency profile, if they have one.
+    pub async fn emergency_profile(
+        &self,
+        patient: &AccountId,
+    ) -> Result<Option<EmergencyView>, ClientError> {
+        self.get_optional(&format!("{}/{patient}", paths::EMERGENCY)).await
+    }
+
+    /// The logged read of a patient's sealed profile: `read` is the doctor's signed
+    /// `EmergencyTx::ReadProfile`, committed before the node answers.
+    pub async fn read_emergency_profile(
+        &self,
+        patient: &AccountId,
+        read: &SignedTransaction,
+    ) -> Result<Vec<u8>, ClientError> {
+        let url = self.url(&format!("{}/{patient}/read", paths::EMERGENCY));
+        let req = self
+            .http
+            .post(&url)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(read.encode());
+        let resp = self.send(req, &url).await?;
+        let status = resp.status();
+        let body = read_body(resp, &url).await?;
+        if !status.is_success() {
+            return Err(refusal(status, &body));
+        }
+        Ok(body)
+    }
+
+    /// This signer's own escrow piece of a patient's emergency key (as a custodian).
+    pub async fn escrow_piece(&self, patient: &AccountId) -> Result<Vec<u8>, ClientError> {
+        let path = format!("{}/{patient}/escrow", paths::EMERGENCY);
+        let url = self.url(&path);
+        let req = self.authorised(self.http.get(&url), "GET", &path, b"")?;
+        let resp = self.send(req, &url).await?;
+        let status = resp.status();
+        let body = read_body(resp, &url).await?;
+        if !status.is_success() {
+            return Err(refusal(status, &body));
+        }
+        Ok(body)
+    }
+
+    /// A break-glass declaration (with the pieces released, when asked by its doctor).
+    pub async fn break_glass(&self, id: &Hash) -> Result<BreakGlassView, ClientError> {
+        self.get(&format!("{}/break-glass/{id}", paths::EMERGENCY)).await
+    }
+
+    /// The signer's (a hospital's) break-glass declarations awaiting review.
+    pub async fn open_reviews(&self) -> Result<Vec<BreakGlassView>, ClientError> {
+        self.get(&format!("{}/reviews", paths::EMERGENCY)).await
+    }
+}
