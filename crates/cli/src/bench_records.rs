@@ -134,16 +134,9 @@ async fn all_applied(
     Ok(out)
 }
 
-/// Peak resident set of this process, from `/proc/self/status` (Linux), in MiB.
+/// Peak resident set of this process (Linux), in MiB.
 fn own_peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
+    medledger_node::metrics::peak_resident_bytes() as f64 / (1024.0 * 1024.0)
 }
 
 /// The node's peak resident set, from its metrics.

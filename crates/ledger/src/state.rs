@@ -314,6 +314,15 @@ pub struct SharingEntry {
     pub custodians: Vec<AccountId>,
 }
 
+/// The break-glass window from its stored parameter (the default when unset).
+pub(crate) fn window_ms(stored: Option<&[u8]>) -> Result<u64, LedgerError> {
+    let Some(v) = stored else { return Ok(medledger_core::tx::emergency::DEFAULT_WINDOW_MS) };
+    let b: [u8; 8] = v
+        .try_into()
+        .map_err(|_| LedgerError::Corrupt("the emergency window parameter is malformed".into()))?;
+    Ok(u64::from_be_bytes(b))
+}
+
 /// A break-glass declaration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BreakGlassEntry {
@@ -774,16 +783,7 @@ impl StateTxn<'_, '_> {
 
     /// The network's break-glass window, milliseconds.
     pub fn emergency_window_ms(&self) -> Result<u64, LedgerError> {
-        Ok(match self.tables.network.get(NET_EMERGENCY_WINDOW_MS)? {
-            Some(v) => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(v.value().get(..8).ok_or_else(|| {
-                    LedgerError::Corrupt("the emergency window parameter is malformed".into())
-                })?);
-                u64::from_be_bytes(b)
-            }
-            None => medledger_core::tx::emergency::DEFAULT_WINDOW_MS,
-        })
+        window_ms(self.tables.network.get(NET_EMERGENCY_WINDOW_MS)?.as_ref().map(|v| v.value()))
     }
 
     /// Sets the network's break-glass window.

@@ -99,7 +99,7 @@ impl Default for Metrics {
 }
 
 /// The process's peak resident set (`VmHWM` in `/proc/self/status`), or 0 where unknown.
-fn peak_resident_bytes() -> u64 {
+pub fn peak_resident_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

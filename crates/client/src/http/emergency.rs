@@ -31,13 +31,7 @@ impl NodeClient {
             .post(&url)
             .header(CONTENT_TYPE, "application/octet-stream")
             .body(read.encode());
-        let resp = self.send(req, &url).await?;
-        let status = resp.status();
-        let body = read_body(resp, &url).await?;
-        if !status.is_success() {
-            return Err(refusal(status, &body));
-        }
-        Ok(body)
+        self.bytes(req, &url).await
     }
 
     /// This signer's own escrow piece of a patient's emergency key (as a custodian).
@@ -45,9 +39,14 @@ impl NodeClient {
         let path = format!("{}/{patient}/escrow", paths::EMERGENCY);
         let url = self.url(&path);
         let req = self.authorised(self.http.get(&url), "GET", &path, b"")?;
-        let resp = self.send(req, &url).await?;
+        self.bytes(req, &url).await
+    }
+
+    /// Sends `req` and returns the body of a 2xx answer, or the refusal.
+    async fn bytes(&self, req: reqwest::RequestBuilder, url: &str) -> Result<Vec<u8>, ClientError> {
+        let resp = self.send(req, url).await?;
         let status = resp.status();
-        let body = read_body(resp, &url).await?;
+        let body = read_body(resp, url).await?;
         if !status.is_success() {
             return Err(refusal(status, &body));
         }

@@ -77,15 +77,6 @@ impl Ledger {
     pub fn emergency_window_ms(&self) -> Result<u64, LedgerError> {
         let read = self.db.begin_read()?;
         let t = read.open_table(NETWORK)?;
-        Ok(match t.get(NET_EMERGENCY_WINDOW_MS)? {
-            Some(v) => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(v.value().get(..8).ok_or_else(|| {
-                    LedgerError::Corrupt("the emergency window parameter is malformed".into())
-                })?);
-                u64::from_be_bytes(b)
-            }
-            None => medledger_core::tx::emergency::DEFAULT_WINDOW_MS,
-        })
+        window_ms(t.get(NET_EMERGENCY_WINDOW_MS)?.as_ref().map(|v| v.value()))
     }
 }
