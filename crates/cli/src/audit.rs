@@ -107,6 +107,19 @@ fn what(e: &AuditEvent) -> String {
                 "custodian {custodian}: key share of record {record} {outcome} to {reader} for {purpose:?}"
             )
         }
+        AuditKind::CaseOpened { case, hospital, follow_up_of } => match follow_up_of {
+            Some(old) => format!("case {case} opened at hospital {hospital}, following up {old}"),
+            None => format!("case {case} opened at hospital {hospital}"),
+        },
+        AuditKind::CaseEntryAppended { case, seq, head } => {
+            format!("entry {seq} written in case {case} (head {head})")
+        }
+        AuditKind::CaseSealed { case, entries, head } => {
+            format!("case {case} sealed with {entries} entries (head {head})")
+        }
+        AuditKind::CaseKeyShared { case, grantee } => {
+            format!("key of case {case} shared with {grantee}")
+        }
     }
 }
 

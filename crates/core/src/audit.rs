@@ -183,6 +183,40 @@ pub enum AuditKind {
         /// What it found.
         finding: String,
     },
+    /// A case was opened.
+    CaseOpened {
+        /// The case.
+        case: String,
+        /// The opener's hospital, whose vault holds the case.
+        hospital: AccountId,
+        /// The sealed case it follows up.
+        follow_up_of: Option<String>,
+    },
+    /// An entry was appended to a case.
+    CaseEntryAppended {
+        /// The case.
+        case: String,
+        /// The entry's number, from 1.
+        seq: u64,
+        /// The case's head after it.
+        head: Hash,
+    },
+    /// A case was sealed.
+    CaseSealed {
+        /// The case.
+        case: String,
+        /// Entries it holds.
+        entries: u64,
+        /// The sealed head.
+        head: Hash,
+    },
+    /// A case's data key was wrapped to another account.
+    CaseKeyShared {
+        /// The case.
+        case: String,
+        /// To whom.
+        grantee: AccountId,
+    },
 }
 
 impl AuditKind {
@@ -212,6 +246,10 @@ impl AuditKind {
             AuditKind::BreakGlassEnded { .. } => "break_glass_ended",
             AuditKind::EscrowReleased { .. } => "escrow_released",
             AuditKind::BreakGlassReviewed { .. } => "break_glass_reviewed",
+            AuditKind::CaseOpened { .. } => "case_opened",
+            AuditKind::CaseEntryAppended { .. } => "case_entry",
+            AuditKind::CaseSealed { .. } => "case_sealed",
+            AuditKind::CaseKeyShared { .. } => "case_key_shared",
         }
     }
 }

@@ -328,6 +328,31 @@ pub enum Created {
         /// The audit event's sequence number.
         event: u64,
     },
+    /// A case was opened.
+    Case {
+        /// Its id.
+        case: String,
+        /// Its first head.
+        head: Hash,
+    },
+    /// An entry was appended to a case.
+    CaseEntry {
+        /// The case.
+        case: String,
+        /// The entry's number in the case, from 1.
+        seq: u64,
+        /// The case's head after it.
+        head: Hash,
+    },
+    /// A case was sealed.
+    CaseSealed {
+        /// The case.
+        case: String,
+        /// How many entries it holds.
+        entries: u64,
+        /// The sealed head.
+        head: Hash,
+    },
 }
 
 /// Why a transaction was refused. Every refusal changes nothing.
@@ -402,6 +427,31 @@ pub enum Refusal {
     Invalid {
         /// What is wrong.
         reason: String,
+    },
+    /// The case is sealed: nothing can be appended to it, nor can it be sealed again.
+    #[error(
+        "case {case} was sealed at block {height}: nothing can be added to it; a correction goes in a follow-up case"
+    )]
+    CaseSealed {
+        /// The case.
+        case: String,
+        /// Height of the seal.
+        height: u64,
+    },
+    /// The transaction names a head that is no longer the case's head: another entry was
+    /// appended since its author looked.
+    #[error(
+        "stale head: case {case} is at head {head} (entry {entries}), but the transaction follows {got}; read the case again"
+    )]
+    StaleHead {
+        /// The case.
+        case: String,
+        /// Its current head.
+        head: Hash,
+        /// How many entries it holds.
+        entries: u64,
+        /// The head the transaction named.
+        got: Hash,
     },
 }
 

@@ -16,6 +16,8 @@ pub mod namespace {
     pub const CHECKPOINT: &[u8] = b"medledger/v1/checkpoint";
     /// Signed read requests to the API.
     pub const REQUEST: &[u8] = b"medledger/v1/request";
+    /// A node's statement of a case's transactions, receipts and proofs (a case export).
+    pub const CASE_EXPORT: &[u8] = b"medledger/v1/case-export";
 }
 
 /// A signature failed to verify.

@@ -1,6 +1,8 @@
 //! The transaction envelope (chain id, signer, nonce, body, signature) and the transaction
-//! bodies. One enum variant per kind; the registry kinds live in [`registry`].
+//! bodies. One enum variant per kind; the registry kinds live in [`registry`], the others in
+//! [`consent`], [`records`] and [`cases`].
 
+pub mod cases;
 pub mod consent;
 pub mod emergency;
 pub mod records;
@@ -15,6 +17,7 @@ use crate::{
     keys::{BadSignature, PublicKey, Signature, SigningKey, namespace},
 };
 
+pub use cases::CaseTx;
 pub use consent::ConsentTx;
 pub use emergency::EmergencyTx;
 pub use records::RecordTx;
@@ -38,6 +41,8 @@ pub enum TxBody {
     Records(RecordTx),
     /// Emergency access: profiles, break-glass, escrow releases, reviews.
     Emergency(EmergencyTx),
+    /// Case-wise treatment logs: open, append, seal, share the case key.
+    Cases(CaseTx),
 }
 
 impl TxBody {
@@ -49,6 +54,7 @@ impl TxBody {
             TxBody::Access(_) => "access",
             TxBody::Records(r) => r.kind(),
             TxBody::Emergency(e) => e.kind(),
+            TxBody::Cases(c) => c.kind(),
         }
     }
 }

@@ -198,6 +198,7 @@ fn apply_tx(
         TxBody::Access(a) => crate::consent::access(state, &signer, a)?,
         TxBody::Records(r) => crate::records::apply(state, &signer, &account, r)?,
         TxBody::Emergency(e) => crate::emergency::apply(state, &signer, &account, e)?,
+        TxBody::Cases(c) => crate::cases::apply(state, &signer, &account, c)?,
     };
     if result.is_ok() {
         // Re-read: the handler may have changed the signer's own account (a key rotation).

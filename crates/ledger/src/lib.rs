@@ -10,6 +10,7 @@
 
 mod apply;
 pub mod audit;
+pub mod cases;
 pub mod consent;
 pub mod emergency;
 mod query;
@@ -35,7 +36,9 @@ use redb::{Database, ReadableDatabase};
 pub use apply::verify_signatures;
 pub use query::TxRecord;
 use state::*;
-pub use state::{Account, DoctorEntry, HospitalEntry, PatientEntry};
+pub use state::{
+    Account, CaseLog, CaseLogEntry, CaseSeal, DoctorEntry, HospitalEntry, PatientEntry,
+};
 
 /// Why the ledger could not do what was asked. A refused transaction is not an error: it is a
 /// receipt. These are failures of the node or its storage.
@@ -198,7 +201,11 @@ impl Ledger {
             other => LedgerError::from(other),
         })?;
         // A ledger written by an older version lacks the newer (empty) state tables.
-        if db.begin_read()?.open_table(NETWORK).is_err() {
+        let missing = {
+            let read = db.begin_read()?;
+            read.open_table(NETWORK).is_err() || read.open_table(CASE_KEYS).is_err()
+        };
+        if missing {
             let txn = db.begin_write()?;
             drop(Tables::open(&txn)?);
             txn.commit()?;

@@ -108,7 +108,7 @@ impl Ledger {
         self.transaction_at_in(&read, log_index, None).map(Some)
     }
 
-    fn transaction_at_in(
+    pub(crate) fn transaction_at_in(
         &self,
         read: &redb::ReadTransaction,
         log_index: u64,

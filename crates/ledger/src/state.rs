@@ -81,8 +81,9 @@ pub(crate) const RECORD_SHARES: TableDefinition<&[u8], &[u8; 32]> =
     TableDefinition::new("record_shares");
 /// Operators (ERC-721 approval for all): owner || operator.
 pub(crate) const OPERATORS: TableDefinition<&[u8; 40], ()> = TableDefinition::new("operators");
-/// Vault blobs the ledger references (content, metadata, wrapped keys) -> their PMR-ID. A blob
-/// not in here may be collected by the vault.
+/// Vault blobs the ledger references (record content, metadata, wrapped keys; case
+/// descriptions, entries, wrapped case keys) -> the PMR-ID or case id they belong to. A blob not
+/// in here may be collected by the vault.
 pub(crate) const BLOB_REFS: TableDefinition<&[u8; 32], &str> = TableDefinition::new("blob_refs");
 
 /// Emergency profiles by patient.
@@ -104,6 +105,15 @@ pub(crate) const ESCROW_RELEASES: TableDefinition<&[u8], &[u8; 32]> =
 pub(crate) const NETWORK: TableDefinition<&str, &[u8]> = TableDefinition::new("network");
 /// The break-glass window parameter, milliseconds (u64, big-endian).
 pub(crate) const NET_EMERGENCY_WINDOW_MS: &str = "emergency_window_ms";
+/// Case logs by case id.
+pub(crate) const CASES: TableDefinition<&str, &[u8]> = TableDefinition::new("cases");
+/// Case entries: case id || 0 || entry number (u64 big-endian) -> the entry.
+pub(crate) const CASE_ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("case_entries");
+/// Index: patient || case id.
+pub(crate) const CASES_BY_PATIENT: TableDefinition<&[u8], ()> =
+    TableDefinition::new("cases_by_patient");
+/// Wrapped case keys: case id || 0 || recipient -> the wrapped-key blob's hash.
+pub(crate) const CASE_KEYS: TableDefinition<&[u8], &[u8; 32]> = TableDefinition::new("case_keys");
 
 pub(crate) const META_GENESIS: &str = "genesis";
 pub(crate) const META_TIP: &str = "tip";
@@ -353,6 +363,69 @@ impl BreakGlassEntry {
     }
 }
 
+/// A case-wise treatment log: who opened it for whom, and where its hash chain stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseLog {
+    /// Whose case.
+    pub patient: AccountId,
+    /// The doctor who opened it.
+    pub opener: AccountId,
+    /// The opener's hospital, whose vault holds the case's blobs.
+    pub hospital: AccountId,
+    /// SHA-256 of the sealed description.
+    pub description: Hash,
+    /// The sealed case this one follows up.
+    pub follow_up_of: Option<String>,
+    /// Height of the open.
+    pub opened_at: u64,
+    /// Block time of the open.
+    pub opened_time_ms: u64,
+    /// The open transaction.
+    pub open_tx: Hash,
+    /// The head before any entry (see `medledger_core::tx::cases::opened_head`).
+    pub first_head: Hash,
+    /// The current head: the first head, or the head after the last entry.
+    pub head: Hash,
+    /// Number of entries.
+    pub entries: u64,
+    /// Distinct doctors who wrote entries, in order of their first entry.
+    pub authors: Vec<AccountId>,
+    /// The seal, once sealed.
+    pub sealed: Option<CaseSeal>,
+}
+
+/// How a case was sealed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseSeal {
+    /// Height of the seal.
+    pub height: u64,
+    /// Block time of the seal.
+    pub time_ms: u64,
+    /// Who sealed it (the opener, the patient or a delegate).
+    pub by: AccountId,
+    /// The seal transaction.
+    pub tx: Hash,
+}
+
+/// One entry of a case log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseLogEntry {
+    /// The doctor who wrote and signed it.
+    pub author: AccountId,
+    /// Height of the block that applied it.
+    pub height: u64,
+    /// Block time: the entry's timestamp.
+    pub time_ms: u64,
+    /// SHA-256 of the sealed entry in the vault.
+    pub entry: Hash,
+    /// The head before it.
+    pub prev: Hash,
+    /// The head after it.
+    pub head: Hash,
+    /// The append transaction.
+    pub tx: Hash,
+}
+
 pub(crate) fn decode_entry<T: DeserializeOwned>(
     what: &'static str,
     bytes: &[u8],
@@ -404,6 +477,10 @@ pub struct Tables<'txn> {
     pub(crate) open_reviews: redb::Table<'txn, &'static [u8; 52], ()>,
     pub(crate) escrow_releases: redb::Table<'txn, &'static [u8], &'static [u8; 32]>,
     pub(crate) network: redb::Table<'txn, &'static str, &'static [u8]>,
+    pub(crate) cases: redb::Table<'txn, &'static str, &'static [u8]>,
+    pub(crate) case_entries: redb::Table<'txn, &'static [u8], &'static [u8]>,
+    pub(crate) cases_by_patient: redb::Table<'txn, &'static [u8], ()>,
+    pub(crate) case_keys: redb::Table<'txn, &'static [u8], &'static [u8; 32]>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -437,6 +514,10 @@ impl<'txn> Tables<'txn> {
             open_reviews: txn.open_table(OPEN_REVIEWS)?,
             escrow_releases: txn.open_table(ESCROW_RELEASES)?,
             network: txn.open_table(NETWORK)?,
+            cases: txn.open_table(CASES)?,
+            case_entries: txn.open_table(CASE_ENTRIES)?,
+            cases_by_patient: txn.open_table(CASES_BY_PATIENT)?,
+            case_keys: txn.open_table(CASE_KEYS)?,
         })
     }
 }
@@ -654,6 +735,11 @@ impl StateTxn<'_, '_> {
         Ok(())
     }
 
+    /// What references `blob` (a PMR-ID or a case id), if anything does.
+    pub fn blob_ref(&self, blob: &Hash) -> Result<Option<String>, LedgerError> {
+        Ok(self.tables.blob_refs.get(&blob.0)?.map(|v| v.value().to_owned()))
+    }
+
     /// Drops the reference to `blob`.
     pub fn remove_blob_ref(&mut self, blob: &Hash) -> Result<(), LedgerError> {
         if let Some(old) = self.tables.blob_refs.remove(&blob.0)? {
@@ -848,7 +934,12 @@ pub(crate) mod keys {
         [s.as_bytes(), &[0], &account.0[..]].concat()
     }
 
-    /// The range of [`str_account`] keys of one text.
+    /// text || 0 || sequence number (big-endian, so that a case's entries sort in order).
+    pub(crate) fn str_seq(s: &str, seq: u64) -> Vec<u8> {
+        [s.as_bytes(), &[0], &seq.to_be_bytes()].concat()
+    }
+
+    /// The range of [`str_account`] (or [`str_seq`]) keys of one text.
     pub(crate) fn str_range(s: &str) -> (Vec<u8>, Vec<u8>) {
         ([s.as_bytes(), &[0]].concat(), [s.as_bytes(), &[1]].concat())
     }
@@ -990,5 +1081,73 @@ impl StateTxn<'_, '_> {
             self.tables.audit_by_account.insert(&keys::account_seq(a, seq), ())?;
         }
         Ok(seq)
+    }
+}
+
+impl StateTxn<'_, '_> {
+    /// Reads a case log.
+    pub fn case(&self, id: &str) -> Result<Option<CaseLog>, LedgerError> {
+        let v = self.tables.cases.get(id)?;
+        v.map(|v| decode_entry("case", v.value())).transpose()
+    }
+
+    /// Writes a case log, indexing a new one by its patient.
+    pub fn put_case(&mut self, id: &str, c: &CaseLog) -> Result<(), LedgerError> {
+        let value = encoding::encode(c);
+        let old = self.tables.cases.insert(id, value.as_slice())?.map(|g| g.value().to_vec());
+        note_write(&mut self.digest, CASES.name(), id.as_bytes(), old.as_deref(), &value);
+        if old.is_none() {
+            self.tables
+                .cases_by_patient
+                .insert(keys::account_str(&c.patient, id).as_slice(), ())?;
+        }
+        Ok(())
+    }
+
+    /// How many cases `patient` has.
+    pub fn case_count(&self, patient: &AccountId) -> Result<u64, LedgerError> {
+        let lo = patient.0.to_vec();
+        let hi = [&patient.0[..], &[0xff]].concat();
+        let mut n = 0;
+        for row in self.tables.cases_by_patient.range(lo.as_slice()..hi.as_slice())? {
+            row?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Writes entry `seq` of a case (entries are never rewritten).
+    pub fn put_case_entry(
+        &mut self,
+        id: &str,
+        seq: u64,
+        e: &CaseLogEntry,
+    ) -> Result<(), LedgerError> {
+        let key = keys::str_seq(id, seq);
+        let value = encoding::encode(e);
+        let old = self
+            .tables
+            .case_entries
+            .insert(key.as_slice(), value.as_slice())?
+            .map(|g| g.value().to_vec());
+        note_write(&mut self.digest, CASE_ENTRIES.name(), &key, old.as_deref(), &value);
+        Ok(())
+    }
+
+    /// Records that `recipient` can unwrap case `id`'s key from blob `blob`, and that the blob
+    /// is referenced (a replaced key's blob is no longer).
+    pub fn put_case_key(
+        &mut self,
+        id: &str,
+        recipient: &AccountId,
+        blob: &Hash,
+    ) -> Result<(), LedgerError> {
+        let key = keys::str_account(id, recipient);
+        let old = self.tables.case_keys.insert(key.as_slice(), &blob.0)?.map(|g| *g.value());
+        note_write(&mut self.digest, CASE_KEYS.name(), &key, old.as_ref().map(|o| &o[..]), &blob.0);
+        if let Some(old) = old.map(Hash) {
+            self.remove_blob_ref(&old)?;
+        }
+        self.add_blob_ref(blob, id)
     }
 }

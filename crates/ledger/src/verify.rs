@@ -116,6 +116,21 @@ pub fn state_digest(read: &redb::ReadTransaction) -> Result<[u8; 32], LedgerErro
             xor_into(&mut digest, &entry_digest(def.name(), k.value(), v.value()));
         }
     }
+    let cases = read.open_table(CASES)?;
+    for row in cases.iter()? {
+        let (k, v) = row?;
+        xor_into(&mut digest, &entry_digest(CASES.name(), k.value().as_bytes(), v.value()));
+    }
+    let case_entries = read.open_table(CASE_ENTRIES)?;
+    for row in case_entries.iter()? {
+        let (k, v) = row?;
+        xor_into(&mut digest, &entry_digest(CASE_ENTRIES.name(), k.value(), v.value()));
+    }
+    let case_keys = read.open_table(CASE_KEYS)?;
+    for row in case_keys.iter()? {
+        let (k, v) = row?;
+        xor_into(&mut digest, &entry_digest(CASE_KEYS.name(), k.value(), v.value()));
+    }
     let blob_refs = read.open_table(BLOB_REFS)?;
     for row in blob_refs.iter()? {
         let (k, v) = row?;
@@ -305,6 +320,7 @@ fn compare_state(stored: &redb::ReadTransaction, replica: &Ledger) -> Result<(),
         ESCROW_RELEASES,
         NETWORK
     );
+    compare!(CASES, CASE_ENTRIES, CASES_BY_PATIENT, CASE_KEYS);
     let stored_digest = {
         let meta = stored.open_table(META)?;
         meta.get(META_STATE_DIGEST)?.map(|d| d.value().to_vec())

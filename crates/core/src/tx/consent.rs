@@ -206,6 +206,8 @@ pub struct Resource {
 pub enum Action {
     /// Read record content.
     Read,
+    /// Add to the patient's records: an entry in a case log.
+    Write,
 }
 
 /// Why an access is allowed.
