@@ -6,13 +6,14 @@
 use medledger_core::{
     Hash,
     block::{BlockHeader, Outcome, Receipt, SignedCheckpoint},
+    encoding,
     ids::{AccountId, PatientId},
-    keys::{EncryptionKey, PublicKey},
+    keys::{EncryptionKey, PublicKey, Signature},
     merkle::{ConsistencyProof, InclusionProof},
     tx::{
         Role, SealedRef,
         consent::{DenyRule, Purpose, RecordCategory, Scope, Validity},
-        records::VisitDate,
+        records::{KeyRef, VisitDate},
     },
 };
 use serde::{Deserialize, Serialize};
@@ -71,6 +72,11 @@ pub mod paths {
     /// the doctor's signed read transaction), `GET /v1/emergency/{patient}/escrow` (a
     /// custodian's own piece), `GET /v1/emergency/break-glass/{id}`, `GET /v1/emergency/reviews`.
     pub const EMERGENCY: &str = "/v1/emergency";
+    /// Case logs (signed by someone who may see the case): `GET /v1/cases?patient=ID`,
+    /// `GET /v1/cases/{id}`, `GET /v1/cases/{id}/entries?after=N&limit=M`,
+    /// `GET /v1/cases/{id}/blobs/{hash}` (a sealed description, entry or wrapped key of the
+    /// case) and `GET /v1/cases/{id}/export` (a [`super::CaseExport`], binary).
+    pub const CASES: &str = "/v1/cases";
     /// Liveness and tip.
     pub const HEALTH: &str = "/health";
     /// Prometheus metrics.
@@ -437,4 +443,158 @@ pub struct BreakGlassView {
     pub review: Option<String>,
     /// Escrow pieces released to the doctor: (custodian, piece bytes as hex).
     pub released: Vec<(AccountId, String)>,
+}
+
+/// A case log, as shown to whom it concerns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseView {
+    /// The case id.
+    pub case: String,
+    /// Whose case.
+    pub patient: AccountId,
+    /// The doctor who opened it.
+    pub opener: AccountId,
+    /// The opener's hospital, whose vault holds the case.
+    pub hospital: AccountId,
+    /// SHA-256 of the sealed description.
+    pub description: Hash,
+    /// The sealed case it follows up.
+    pub follow_up_of: Option<String>,
+    /// The cases that follow it up.
+    pub follow_ups: Vec<String>,
+    /// Height of the open.
+    pub opened_at: u64,
+    /// Block time of the open, ms since the Unix epoch.
+    pub opened_time_ms: u64,
+    /// The open transaction.
+    pub open_tx: Hash,
+    /// The head before any entry.
+    pub first_head: Hash,
+    /// The current head.
+    pub head: Hash,
+    /// Number of entries.
+    pub entries: u64,
+    /// Doctors who wrote entries.
+    pub authors: Vec<AccountId>,
+    /// The seal, once sealed.
+    pub sealed: Option<CaseSealView>,
+    /// Who holds the case key wrapped, and in which blob.
+    pub keys: Vec<KeyRef>,
+}
+
+/// How a case was sealed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseSealView {
+    /// Height of the seal.
+    pub height: u64,
+    /// Block time of the seal.
+    pub time_ms: u64,
+    /// Who sealed it.
+    pub by: AccountId,
+    /// The seal transaction.
+    pub tx: Hash,
+}
+
+/// One entry of a case log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseEntryView {
+    /// Its number in the case, from 1.
+    pub seq: u64,
+    /// The doctor who wrote and signed it.
+    pub author: AccountId,
+    /// Height of the block that applied it.
+    pub height: u64,
+    /// Block time: its timestamp, ms since the Unix epoch.
+    pub time_ms: u64,
+    /// SHA-256 of the sealed entry.
+    pub entry: Hash,
+    /// The head before it.
+    pub prev: Hash,
+    /// The head after it.
+    pub head: Hash,
+    /// The append transaction.
+    pub tx: Hash,
+}
+
+/// A committed transaction with what proves it against one checkpoint: its canonical bytes,
+/// receipt, block header and inclusion proof.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvenTx {
+    /// The transaction's canonical encoding.
+    pub tx: Vec<u8>,
+    /// Its receipt.
+    pub receipt: Receipt,
+    /// The header of its block.
+    pub header: BlockHeader,
+    /// Its inclusion proof in the log at the export's checkpoint.
+    pub inclusion: InclusionProof,
+}
+
+/// One exported entry: its append transaction, proven, and the sealed entry's bytes (absent
+/// if the node's vault no longer holds them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportedEntry {
+    /// The append.
+    pub tx: ProvenTx,
+    /// The sealed entry.
+    pub blob: Option<Vec<u8>>,
+}
+
+/// The exporter's own wrapped case key, so that the export can be read offline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportedKey {
+    /// Who can unwrap it.
+    pub recipient: AccountId,
+    /// The wrapped key's bytes.
+    pub wrapped: Vec<u8>,
+}
+
+/// The version of [`CaseExport`] this software writes and reads.
+pub const CASE_EXPORT_FORMAT: u32 = 1;
+
+/// Everything needed to check a case offline: every transaction that built it (open, each
+/// append in order, the seal) with its receipt, block header and inclusion proof against one
+/// signed checkpoint; the node's signature (in the `CASE_EXPORT` namespace) over all of that,
+/// which makes the receipts and headers (which the Merkle log does not cover) the trusted
+/// node's statement; and the sealed blobs, which their signed hashes authenticate. Served in
+/// the canonical (binary) encoding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseExport {
+    /// [`CASE_EXPORT_FORMAT`].
+    pub format: u32,
+    /// The network.
+    pub chain_id: String,
+    /// The case id.
+    pub case: String,
+    /// The checkpoint every inclusion proof leads to.
+    pub checkpoint: SignedCheckpoint,
+    /// The open.
+    pub open: ProvenTx,
+    /// The appends, entry 1 first.
+    pub entries: Vec<ExportedEntry>,
+    /// The seal, if the case is sealed.
+    pub seal: Option<ProvenTx>,
+    /// The node's signature over [`CaseExport::attested`], by the checkpoint's signer.
+    pub attestation: Signature,
+    /// The sealed description's bytes.
+    pub description: Option<Vec<u8>>,
+    /// The exporter's wrapped case key.
+    pub key: Option<ExportedKey>,
+}
+
+impl CaseExport {
+    /// What the node signs: every field but the blobs and the signature itself, in the
+    /// canonical encoding.
+    pub fn attested(&self) -> Vec<u8> {
+        let txs: Vec<&ProvenTx> = self.entries.iter().map(|e| &e.tx).collect();
+        encoding::encode(&(
+            self.format,
+            &self.chain_id,
+            &self.case,
+            &self.checkpoint,
+            &self.open,
+            txs,
+            &self.seal,
+        ))
+    }
 }

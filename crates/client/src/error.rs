@@ -250,6 +250,17 @@ pub enum ClientError {
         reason: String,
     },
 
+    /// A case's description or entry could not be sealed, or does not open.
+    #[error("{reason}")]
+    CaseBlob {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A case export does not verify; the fault names the first problem.
+    #[error("case export: {0}")]
+    CaseExport(#[from] crate::cases::CaseFault),
+
     /// Key shares do not recombine into the record key.
     #[error("cannot recombine the record key: {reason}")]
     KeyShares {

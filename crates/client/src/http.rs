@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ClientError;
 
+mod cases;
 mod emergency;
 mod records;
 pub use records::RecordStream;
@@ -506,12 +507,21 @@ fn sign_get(
 }
 
 /// Reads at most [`MAX_RESPONSE_BYTES`] of a response body.
-async fn read_body(mut resp: Response, url: &str) -> Result<Vec<u8>, ClientError> {
+async fn read_body(resp: Response, url: &str) -> Result<Vec<u8>, ClientError> {
+    read_body_limited(resp, url, MAX_RESPONSE_BYTES).await
+}
+
+/// Reads at most `limit` bytes of a response body.
+async fn read_body_limited(
+    mut resp: Response,
+    url: &str,
+    limit: usize,
+) -> Result<Vec<u8>, ClientError> {
     let too_large = || ClientError::BadResponse {
         url: url.to_owned(),
-        reason: format!("response body larger than {MAX_RESPONSE_BYTES} bytes"),
+        reason: format!("response body larger than {limit} bytes"),
     };
-    if resp.content_length().is_some_and(|n| n > MAX_RESPONSE_BYTES as u64) {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
     let mut body = Vec::new();
@@ -519,7 +529,7 @@ async fn read_body(mut resp: Response, url: &str) -> Result<Vec<u8>, ClientError
         url: url.to_owned(),
         reason: format!("connection lost while reading the response: {}", error_chain(&e)),
     })? {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+        if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
         body.extend_from_slice(&chunk);

@@ -4,6 +4,7 @@
 //! encrypted at rest, zeroised in memory and never printed.
 #![warn(missing_docs)]
 
+pub mod cases;
 pub mod emergency;
 pub mod envelope;
 pub mod error;

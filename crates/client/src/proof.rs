@@ -3,9 +3,9 @@
 
 use medledger_api::TxProofResponse;
 use medledger_core::{
-    block::SignedCheckpoint,
+    block::{BlockHeader, Checkpoint, Receipt, SignedCheckpoint},
     keys::PublicKey,
-    merkle::{self, ConsistencyProof},
+    merkle::{self, ConsistencyProof, InclusionProof},
     tx::{MAX_TX_BYTES, SignedTransaction},
 };
 
@@ -34,19 +34,52 @@ pub fn verify_tx_proof(
     }
     let bytes =
         hex::decode(&resp.tx_hex).map_err(|e| invalid(format!("tx_hex is not hex: {e}")))?;
-    let tx = SignedTransaction::decode(&bytes).map_err(|e| invalid(e.to_string()))?;
+    let tx = decode_receipted(&bytes, receipt)?;
+    check_signature(&resp.checkpoint, trusted_node_key)?;
+    check_inclusion(&bytes, receipt, &resp.header, &resp.inclusion, &resp.checkpoint.checkpoint)?;
+    Ok(tx)
+}
+
+/// Verifies that the transaction `bytes`, with its receipt, block header and inclusion proof,
+/// is in the log of checkpoint `cp`, whose signature the caller has checked (once, for many
+/// transactions proven against the same checkpoint). Returns the transaction. Does not check
+/// the transaction's own signature.
+pub fn verify_inclusion(
+    bytes: &[u8],
+    receipt: &Receipt,
+    header: &BlockHeader,
+    inclusion: &InclusionProof,
+    cp: &Checkpoint,
+) -> Result<SignedTransaction, ClientError> {
+    let tx = decode_receipted(bytes, receipt)?;
+    check_inclusion(bytes, receipt, header, inclusion, cp)?;
+    Ok(tx)
+}
+
+/// Decodes a transaction and checks that it is the one the receipt is for.
+fn decode_receipted(bytes: &[u8], receipt: &Receipt) -> Result<SignedTransaction, ClientError> {
+    let invalid = |reason: String| ClientError::InvalidProof { tx_hash: receipt.tx_hash, reason };
+    let tx = SignedTransaction::decode(bytes).map_err(|e| invalid(e.to_string()))?;
     let hash = tx.hash();
     if hash != receipt.tx_hash {
         return Err(invalid(format!(
             "the transaction's bytes hash to {hash}, not to the receipt's hash"
         )));
     }
+    Ok(tx)
+}
 
-    check_signature(&resp.checkpoint, trusted_node_key)?;
-    let cp = &resp.checkpoint.checkpoint;
-
+/// Checks that the receipt, header and checkpoint agree on the transaction's place in the log,
+/// and that the inclusion proof leads from it to the checkpoint's root.
+fn check_inclusion(
+    bytes: &[u8],
+    receipt: &Receipt,
+    header: &BlockHeader,
+    inclusion: &InclusionProof,
+    cp: &Checkpoint,
+) -> Result<(), ClientError> {
+    let invalid = |reason: String| ClientError::InvalidProof { tx_hash: receipt.tx_hash, reason };
     // The receipt, header and checkpoint must describe the same place in the log.
-    let header = &resp.header;
     if header.height != receipt.height {
         return Err(invalid(format!(
             "the receipt says block {}, the header is of block {}",
@@ -68,8 +101,6 @@ pub fn verify_tx_proof(
             header.height, header.log_size, cp.height, cp.log_size
         )));
     }
-
-    let inclusion = &resp.inclusion;
     if inclusion.tree_size != cp.log_size {
         return Err(invalid(format!(
             "the inclusion proof is for a log of {} entries, the checkpoint is of {}",
@@ -83,9 +114,8 @@ pub fn verify_tx_proof(
         )));
     }
     inclusion
-        .verify(&merkle::leaf_hash(&bytes), &cp.log_root)
-        .map_err(|e| invalid(format!("inclusion proof against the checkpoint root: {e}")))?;
-    Ok(tx)
+        .verify(&merkle::leaf_hash(bytes), &cp.log_root)
+        .map_err(|e| invalid(format!("inclusion proof against the checkpoint root: {e}")))
 }
 
 /// Checks that `new` extends `old`: both signed by `trusted`, the same chain, neither log size

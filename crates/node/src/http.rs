@@ -155,6 +155,11 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{}/{{pmr}}/history", paths::RECORDS), get(crate::records::history))
         .route(&format!("{}/{{pmr}}/shares", paths::RECORDS), get(crate::records::shares))
         .route(&format!("{}/{{pmr}}/key", paths::RECORDS), get(crate::records::own_key))
+        .route(paths::CASES, get(crate::cases::list))
+        .route(&format!("{}/{{id}}", paths::CASES), get(crate::cases::get))
+        .route(&format!("{}/{{id}}/entries", paths::CASES), get(crate::cases::entries))
+        .route(&format!("{}/{{id}}/blobs/{{hash}}", paths::CASES), get(crate::cases::blob))
+        .route(&format!("{}/{{id}}/export", paths::CASES), get(crate::cases::export))
         .route(paths::HEALTH, get(health))
         .route(paths::METRICS, get(metrics))
         .layer(DefaultBodyLimit::max(64 * 1024))
@@ -173,7 +178,8 @@ fn admit(state: &AppState, tx: &SignedTransaction, signature_ok: bool) -> Result
         ));
     }
     state.ledger.precheck(tx).map_err(|reason| ApiError::refused(Outcome::Refused { reason }))?;
-    crate::records::blobs_present(state, tx)
+    crate::records::blobs_present(state, tx)?;
+    crate::cases::blobs_present(state, tx)
 }
 
 async fn enqueue(

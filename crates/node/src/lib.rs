@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+mod cases;
 pub mod datadir;
 mod emergency;
 pub mod http;

@@ -1,0 +1,295 @@
+//! Case routes: a patient's cases, a case, its entries, its sealed blobs, and the export that
+//! proves the whole case offline; and the admission check that the blobs a case transaction
+//! names are in this node's vault.
+//!
+//! Who may see a case (all its routes): its patient and their delegates, the opener and the
+//! opener's hospital, every doctor who wrote in it and their hospitals, every holder of a
+//! wrapped case key, and anyone `authorize` lets read the case now for some purpose. Anyone
+//! else gets the same 404 as for a case that does not exist. The case's description and
+//! entries are ciphertext under the case key; the routes serve them only to those who may see
+//! the case.
+
+use axum::{
+    Json,
+    body::Body,
+    extract::{Path, Query, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use medledger_api::{
+    CASE_EXPORT_FORMAT, CaseEntryView, CaseExport, CaseSealView, CaseView, ExportedEntry,
+    ExportedKey, ProvenTx,
+};
+use medledger_core::{
+    Hash, encoding,
+    ids::AccountId,
+    keys::namespace,
+    tx::{
+        CaseTx, SignedTransaction, TxBody,
+        consent::{Action, Purpose, Resource},
+        records::KeyRef,
+    },
+};
+use medledger_ledger::{CaseLog, CaseLogEntry, TxRecord};
+use medledger_vault::BlobStore;
+use serde::Deserialize;
+
+use crate::{
+    auth::Signed,
+    http::{ApiError, ApiResult, AppState, parse_account, vault_error},
+};
+
+const PURPOSES: [Purpose; 5] =
+    [Purpose::Treatment, Purpose::Emergency, Purpose::Research, Purpose::Insurance, Purpose::Other];
+
+/// Most entries returned by one request for entries.
+const MAX_ENTRIES_PAGE: usize = 10_000;
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no case {id}"))
+}
+
+/// Whether `who` may see case `id` (see the module documentation).
+fn may_see(state: &AppState, who: &AccountId, id: &str, c: &CaseLog) -> Result<bool, ApiError> {
+    let ledger = &state.ledger;
+    if [c.patient, c.opener, c.hospital].contains(who)
+        || c.authors.contains(who)
+        || ledger.is_delegate(&c.patient, who)?
+        || ledger.case_key(id, who)?.is_some()
+    {
+        return Ok(true);
+    }
+    for author in &c.authors {
+        if ledger.account(author)?.and_then(|a| a.hospital).as_ref() == Some(who) {
+            return Ok(true);
+        }
+    }
+    let resource =
+        Resource { patient: c.patient, category: None, record: None, case: Some(id.to_owned()) };
+    for purpose in PURPOSES {
+        if ledger.authorize(who, Action::Read, &resource, purpose, None)?.is_allowed() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The case named `id`, if `who` may see it; 404 otherwise, whether or not it exists.
+fn visible_case(state: &AppState, who: &AccountId, id: &str) -> Result<CaseLog, ApiError> {
+    let c = state.ledger.case(id)?.ok_or_else(|| not_found(id))?;
+    if !may_see(state, who, id, &c)? {
+        return Err(not_found(id));
+    }
+    Ok(c)
+}
+
+fn view(state: &AppState, id: String, c: CaseLog) -> Result<CaseView, ApiError> {
+    let keys = state
+        .ledger
+        .case_keys(&id)?
+        .into_iter()
+        .map(|(recipient, blob)| KeyRef { recipient, blob })
+        .collect();
+    Ok(CaseView {
+        follow_ups: state.ledger.follow_ups(&id)?,
+        case: id,
+        patient: c.patient,
+        opener: c.opener,
+        hospital: c.hospital,
+        description: c.description,
+        follow_up_of: c.follow_up_of,
+        opened_at: c.opened_at,
+        opened_time_ms: c.opened_time_ms,
+        open_tx: c.open_tx,
+        first_head: c.first_head,
+        head: c.head,
+        entries: c.entries,
+        authors: c.authors,
+        sealed: c.sealed.map(|s| CaseSealView {
+            height: s.height,
+            time_ms: s.time_ms,
+            by: s.by,
+            tx: s.tx,
+        }),
+        keys,
+    })
+}
+
+fn entry_view(seq: u64, e: CaseLogEntry) -> CaseEntryView {
+    CaseEntryView {
+        seq,
+        author: e.author,
+        height: e.height,
+        time_ms: e.time_ms,
+        entry: e.entry,
+        prev: e.prev,
+        head: e.head,
+        tx: e.tx,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListQuery {
+    patient: String,
+}
+
+/// `GET /v1/cases?patient=ID`: the patient's cases that the signer may see.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Vec<CaseView>> {
+    let patient = parse_account(&q.patient)?;
+    let mut out = Vec::new();
+    for (id, c) in state.ledger.cases_of_patient(&patient)? {
+        if may_see(&state, &requester, &id, &c)? {
+            out.push(view(&state, id, c)?);
+        }
+    }
+    Ok(Json(out))
+}
+
+/// `GET /v1/cases/{id}`.
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+    Path(id): Path<String>,
+) -> ApiResult<CaseView> {
+    let c = visible_case(&state, &requester, &id)?;
+    Ok(Json(view(&state, id, c)?))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct EntriesQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/cases/{id}/entries?after=N&limit=M`: entries numbered after `N`, in order.
+pub(crate) async fn entries(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+    Path(id): Path<String>,
+    Query(q): Query<EntriesQuery>,
+) -> ApiResult<Vec<CaseEntryView>> {
+    visible_case(&state, &requester, &id)?;
+    let limit = q.limit.unwrap_or(MAX_ENTRIES_PAGE).min(MAX_ENTRIES_PAGE);
+    let list = state.ledger.case_entries(&id, q.after.unwrap_or(0), limit)?;
+    Ok(Json(list.into_iter().map(|(seq, e)| entry_view(seq, e)).collect()))
+}
+
+/// `GET /v1/cases/{id}/blobs/{hash}`: a blob the case references (its sealed description, a
+/// sealed entry, a wrapped key), checked against its hash by the vault.
+pub(crate) async fn blob(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+    Path((id, hash)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    visible_case(&state, &requester, &id)?;
+    let hash = Hash::from_hex(&hash).map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, "malformed", format!("{hash:?} is not a SHA-256"))
+    })?;
+    let no_blob = || {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("case {id} has no blob {hash}"))
+    };
+    if state.ledger.blob_owner(&hash)?.as_deref() != Some(id.as_str()) {
+        return Err(no_blob());
+    }
+    let vault = state.vault.clone();
+    let bytes = tokio::task::spawn_blocking(move || vault.get(&hash))
+        .await
+        .map_err(|e| ApiError::internal(format!("a vault task failed: {e}")))?
+        .map_err(vault_error)?
+        .ok_or_else(no_blob)?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// `GET /v1/cases/{id}/export`: the [`CaseExport`] of the case, in the canonical (binary)
+/// encoding, signed by this node's key.
+pub(crate) async fn export(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    visible_case(&state, &requester, &id)?;
+    let body = tokio::task::spawn_blocking(move || build_export(&state, &requester, &id))
+        .await
+        .map_err(|e| ApiError::internal(format!("the export task failed: {e}")))??;
+    Ok(([(header::CONTENT_TYPE, medledger_api::BINARY_MEDIA_TYPE)], Body::from(body))
+        .into_response())
+}
+
+fn build_export(state: &AppState, requester: &AccountId, id: &str) -> Result<Vec<u8>, ApiError> {
+    let txs = state.ledger.case_transactions(id)?.ok_or_else(|| not_found(id))?;
+    // The checkpoint is taken after the case was read, so it covers every transaction read.
+    let checkpoint = state.ledger.checkpoint().sign(&state.node_key);
+    let size = checkpoint.checkpoint.log_size;
+    let prove = |r: TxRecord| -> Result<ProvenTx, ApiError> {
+        let inclusion = state.ledger.inclusion_proof(r.receipt.log_index, size)?;
+        Ok(ProvenTx { tx: r.tx.encode(), receipt: r.receipt, header: r.header, inclusion })
+    };
+    let vault = &state.vault;
+    let mut entries = Vec::with_capacity(txs.entries.len());
+    for (e, record) in txs.entries {
+        entries.push(ExportedEntry {
+            tx: prove(record)?,
+            blob: vault.get(&e.entry).map_err(vault_error)?,
+        });
+    }
+    let key = match state.ledger.case_key(id, requester)? {
+        Some(blob) => vault
+            .get(&blob)
+            .map_err(vault_error)?
+            .map(|wrapped| ExportedKey { recipient: *requester, wrapped }),
+        None => None,
+    };
+    let mut export = CaseExport {
+        format: CASE_EXPORT_FORMAT,
+        chain_id: state.ledger.chain_id().to_owned(),
+        case: id.to_owned(),
+        checkpoint,
+        open: prove(txs.open)?,
+        entries,
+        seal: txs.seal.map(prove).transpose()?,
+        attestation: medledger_core::keys::Signature([0; 64]),
+        description: vault.get(&txs.case.description).map_err(vault_error)?,
+        key,
+    };
+    export.attestation = state.node_key.sign(namespace::CASE_EXPORT, &export.attested());
+    Ok(encoding::encode(&export))
+}
+
+/// Admission check for case transactions: the blobs an open, append or key share names must
+/// be in this node's vault (uploaded first). A case pointing at bytes nobody holds could not
+/// be read.
+pub(crate) fn blobs_present(state: &AppState, tx: &SignedTransaction) -> Result<(), ApiError> {
+    let TxBody::Cases(c) = &tx.tx.body else { return Ok(()) };
+    let missing = |what: &str, h: &Hash| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "blob_missing",
+            format!("the {what} blob {h} is not in this node's vault: upload it first"),
+        )
+    };
+    let has = |h: &Hash| state.vault.len(h).map_err(crate::records::blob_error);
+    match c {
+        CaseTx::Open(o) => {
+            if has(&o.description)?.is_none() {
+                return Err(missing("description", &o.description));
+            }
+            for k in &o.keys {
+                if has(&k.blob)?.is_none() {
+                    return Err(missing("wrapped key", &k.blob));
+                }
+            }
+        }
+        CaseTx::Append { entry, .. } if has(entry)?.is_none() => {
+            return Err(missing("entry", entry));
+        }
+        CaseTx::ShareKey { key, .. } if has(&key.blob)?.is_none() => {
+            return Err(missing("wrapped key", &key.blob));
+        }
+        _ => {}
+    }
+    Ok(())
+}
