@@ -4,6 +4,7 @@
 mod audit;
 mod bench;
 mod bench_records;
+mod case;
 mod common;
 mod consent;
 mod emergency;
@@ -65,6 +66,9 @@ enum Command {
     /// Emergency access: the profile and card code, break-glass, escrow releases, reviews.
     #[command(subcommand)]
     Emergency(emergency::EmergencyCommand),
+    /// Case-wise treatment logs: open, append, seal, share, list, show, export, verify.
+    #[command(subcommand)]
+    Case(case::CaseCommand),
     /// Print the events concerning your account as they arrive; resumes where it left off.
     Watch(watch::Args),
     /// Keys: rotate your own; revoke one you have authority over.
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
             Command::Audit(c) => audit::run(c).await,
             Command::Record(c) => record::run(c).await,
             Command::Emergency(c) => emergency::run(c).await,
+            Command::Case(c) => case::run(c).await,
             Command::Watch(args) => watch::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::BenchRecords(args) => bench_records::run(args).await,

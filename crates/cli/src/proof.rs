@@ -34,6 +34,18 @@ pub async fn run(args: Args) -> Result<()> {
         resp.header.height,
         new.checkpoint.log_root
     );
+    extend_history(&mut wallet, &args.wallet.wallet, &client, new, &trusted).await
+}
+
+/// Checks that checkpoint `new` (already verified under `trusted`) extends the one this wallet
+/// saw last, refusing loudly if not, and records it in the wallet.
+pub(crate) async fn extend_history(
+    wallet: &mut medledger_client::Wallet,
+    path: &std::path::Path,
+    client: &medledger_client::NodeClient,
+    new: medledger_core::block::SignedCheckpoint,
+    trusted: &medledger_core::keys::PublicKey,
+) -> Result<()> {
     if let Some(old) = wallet.last_checkpoint.clone() {
         if new.checkpoint.log_size < old.checkpoint.log_size {
             bail!(
@@ -43,7 +55,7 @@ pub async fn run(args: Args) -> Result<()> {
             );
         }
         let proof = client.consistency(old.checkpoint.log_size, new.checkpoint.log_size).await?;
-        if let Err(e) = check_consistency(&old, &new, &proof.proof, &trusted) {
+        if let Err(e) = check_consistency(&old, &new, &proof.proof, trusted) {
             bail!(
                 "INCONSISTENT NODE: {e}. Do not trust it; keep this wallet's checkpoint as evidence."
             );
@@ -56,6 +68,6 @@ pub async fn run(args: Args) -> Result<()> {
         println!("first checkpoint seen by this wallet: recorded for future consistency checks");
     }
     wallet.last_checkpoint = Some(new);
-    wallet.save(&args.wallet.wallet)?;
+    wallet.save(path)?;
     Ok(())
 }

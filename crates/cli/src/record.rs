@@ -215,7 +215,7 @@ fn today() -> VisitDate {
 }
 
 /// The patient's account, from a Patient-ID or an account id.
-async fn resolve_patient(s: &Session, patient: &str) -> Result<AccountId> {
+pub(crate) async fn resolve_patient(s: &Session, patient: &str) -> Result<AccountId> {
     if patient.len() < 40 && patient.chars().all(|c| c.is_ascii_digit()) {
         let id: u64 = patient.parse().context("a Patient-ID is a number")?;
         let p = s

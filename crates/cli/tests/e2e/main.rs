@@ -2,6 +2,7 @@
 //! directories and loopback ports, driven through the CLI, raw HTTP and the client SDK.
 
 mod bench;
+mod cases;
 mod consent;
 mod crash;
 mod emergency;

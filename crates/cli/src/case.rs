@@ -1,0 +1,511 @@
+//! `medledger case`: case-wise treatment logs.
+//!
+//! `open` (a treating doctor) makes a fresh case key, seals the description under it, wraps it
+//! to the patient and the opener, and opens the case. `append` (the opener, or a doctor the
+//! patient authorised for the case) seals an entry under the case key and appends it after the
+//! head it read; if another entry landed first the ledger refuses it as stale, and the author
+//! reads the case again. `seal` (the opener or the patient) commits the head. `share` (the
+//! patient or the opener) wraps the case key to another doctor. `show` fetches the case's
+//! export, verifies it and decrypts it here; `export` writes the verified export to a file;
+//! `verify` checks such a file offline, with the node key the wallet trusts, and names the
+//! first problem (a missing, reordered or altered entry, a broken seal).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use medledger_api::{CaseExport, CaseView};
+use medledger_client::{
+    cases::{
+        self, CaseDescription, CaseNote, CaseReport, case_context, read_export, verify_export,
+        write_export,
+    },
+    envelope::{self, DataKey},
+    records,
+    seal::WrappedKey,
+};
+use medledger_core::{
+    block::{Created, Outcome, Receipt},
+    encoding,
+    ids::AccountId,
+    keys::PublicKey,
+    tx::{CaseTx, TxBody, cases::OpenCase, records::KeyRef},
+};
+use serde::Serialize;
+
+use crate::common::{Session, WalletArgs, load_wallet, print_json, utc};
+
+#[derive(Debug, Subcommand)]
+pub enum CaseCommand {
+    /// Open a case for a patient you treat (doctor); prints its id.
+    Open {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The patient: a Patient-ID (digits) or an account id.
+        #[arg(long)]
+        patient: String,
+        /// A title ("Coronary bypass").
+        #[arg(long)]
+        title: String,
+        /// Free-text notes about the case.
+        #[arg(long, default_value = "")]
+        notes: String,
+        /// The sealed case this one follows up (a correction or continuation).
+        #[arg(long)]
+        follow_up_of: Option<String>,
+    },
+    /// Write an entry in a case (its opener, or a doctor the patient authorised for it).
+    Append {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The case id.
+        case: String,
+        /// The entry's text.
+        #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+        text: Option<String>,
+        /// Read the entry's text from a file.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Seal a case at its current head (its opener or the patient): nothing can be added
+    /// afterwards; corrections go in a follow-up case.
+    Seal {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The case id.
+        case: String,
+    },
+    /// Wrap the case key to another account (the patient or the opener), e.g. a doctor the
+    /// patient authorised for the case with `consent grant --scope case:ID`.
+    Share {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The case id.
+        case: String,
+        /// The account to share the key with.
+        #[arg(long)]
+        with: AccountId,
+    },
+    /// List a patient's cases that you may see (default: your own, as a patient).
+    List {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// A patient's account id.
+        #[arg(long)]
+        patient: Option<AccountId>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch a case, verify it and decrypt it here.
+    Show {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The case id.
+        case: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write everything needed to verify a case offline to a file (verified first).
+    Export {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The case id.
+        case: String,
+        /// The file to write.
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+    /// Verify an exported case offline against the node key your wallet trusts: every entry
+    /// present, in order, signed by its author and applied by the ledger, the chain unbroken,
+    /// the sealed head the last head and in the ledger. Names the first problem.
+    Verify {
+        /// The export file.
+        file: PathBuf,
+        /// The wallet whose trusted node key to use (no passphrase needed).
+        #[arg(long, env = "MEDLEDGER_WALLET", required_unless_present = "node_key")]
+        wallet: Option<PathBuf>,
+        /// The trusted node key (64 hex characters) instead of a wallet's.
+        #[arg(long)]
+        node_key: Option<String>,
+    },
+}
+
+fn created(r: &Receipt) -> Option<&Created> {
+    match &r.outcome {
+        Outcome::Applied { created } => created.as_ref(),
+        Outcome::Refused { .. } => None,
+    }
+}
+
+async fn fetch_case(s: &Session, id: &str) -> Result<CaseView> {
+    s.client.case(id).await?.with_context(|| format!("no case {id} (or you may not see it)"))
+}
+
+fn unwrap(s: &Session, wrapped: &[u8], description: &medledger_core::Hash) -> Result<DataKey> {
+    let wrapped: WrappedKey = encoding::decode("wrapped key", wrapped, 4096)
+        .context("the wrapped case key is malformed")?;
+    envelope::unwrap_key(&wrapped, &s.identity.decryption, &case_context(description))
+        .context("this wallet cannot open the case key")
+}
+
+/// This wallet's case key, unwrapped from the blob the ledger lists for it.
+async fn case_key(s: &Session, case: &CaseView) -> Result<DataKey> {
+    let me = s.wallet.account();
+    let k = case.keys.iter().find(|k| k.recipient == me).with_context(|| {
+        format!(
+            "case {} has no key wrapped to you ({me}): ask the patient or the doctor who opened it to share it (medledger case share)",
+            case.case
+        )
+    })?;
+    let bytes = s.client.case_blob(&case.case, &k.blob).await?;
+    unwrap(s, &bytes, &case.description)
+}
+
+/// Wraps `key` to `recipient` and uploads it.
+async fn wrap_to(
+    s: &Session,
+    key: &DataKey,
+    recipient: AccountId,
+    description: &medledger_core::Hash,
+) -> Result<KeyRef> {
+    let enc = s
+        .client
+        .account(&recipient)
+        .await?
+        .with_context(|| format!("account {recipient} is not on the ledger"))?
+        .encryption_key;
+    let wrapped = envelope::wrap_key(key, &enc, &case_context(description))?;
+    let blob = records::upload_small(&s.client, encoding::encode(&wrapped)).await?;
+    Ok(KeyRef { recipient, blob })
+}
+
+async fn open(
+    s: &Session,
+    patient: &str,
+    description: CaseDescription,
+    follow_up_of: Option<String>,
+) -> Result<()> {
+    let patient = crate::record::resolve_patient(s, patient).await?;
+    let key = DataKey::generate()?;
+    let sealed = cases::seal_description(&key, &description, &patient)?;
+    let description_hash = records::upload_small(&s.client, sealed).await?;
+    let mut keys = vec![wrap_to(s, &key, patient, &description_hash).await?];
+    let me = s.wallet.account();
+    if me != patient {
+        keys.push(wrap_to(s, &key, me, &description_hash).await?);
+    }
+    let body = TxBody::Cases(CaseTx::Open(OpenCase {
+        patient,
+        description: description_hash,
+        keys,
+        follow_up_of,
+    }));
+    let receipt = s.submit(body).await?;
+    let Some(Created::Case { case, head }) = created(&receipt) else {
+        bail!("the ledger opened no case: {:?}", receipt.outcome);
+    };
+    println!("case {case} opened (block {}, tx {})", receipt.height, receipt.tx_hash);
+    println!("  first head {head}");
+    Ok(())
+}
+
+async fn append(s: &Session, id: &str, text: String) -> Result<()> {
+    let case = fetch_case(s, id).await?;
+    if let Some(seal) = &case.sealed {
+        bail!(
+            "case {id} was sealed at block {}: nothing can be added; open a follow-up case (medledger case open --follow-up-of {id})",
+            seal.height
+        );
+    }
+    let key = case_key(s, &case).await?;
+    let sealed = cases::seal_note(&key, &CaseNote { text }, &case_context(&case.description))?;
+    let entry = records::upload_small(&s.client, sealed).await?;
+    let body = TxBody::Cases(CaseTx::Append { case: id.to_owned(), prev: case.head, entry });
+    let receipt = s.submit(body).await.map_err(|e| {
+        if e.to_string().contains("stale head") {
+            e.context(format!(
+                "another entry was written in case {id} since you read it: nothing was appended; read the case (medledger case show {id}) and append again"
+            ))
+        } else {
+            e
+        }
+    })?;
+    let Some(Created::CaseEntry { seq, head, .. }) = created(&receipt) else {
+        bail!("the ledger appended no entry: {:?}", receipt.outcome);
+    };
+    println!(
+        "entry {seq} appended to case {id} (block {}, tx {})",
+        receipt.height, receipt.tx_hash
+    );
+    println!("  head {head}");
+    Ok(())
+}
+
+async fn seal(s: &Session, id: &str) -> Result<()> {
+    let case = fetch_case(s, id).await?;
+    let receipt =
+        s.submit(TxBody::Cases(CaseTx::Seal { case: id.to_owned(), head: case.head })).await?;
+    let Some(Created::CaseSealed { entries, head, .. }) = created(&receipt) else {
+        bail!("the ledger sealed nothing: {:?}", receipt.outcome);
+    };
+    println!(
+        "case {id} sealed with {entries} entries (block {}, tx {})",
+        receipt.height, receipt.tx_hash
+    );
+    println!("  sealed head {head}");
+    Ok(())
+}
+
+async fn share(s: &Session, id: &str, with: AccountId) -> Result<()> {
+    let case = fetch_case(s, id).await?;
+    let key = case_key(s, &case).await?;
+    let k = wrap_to(s, &key, with, &case.description).await?;
+    let receipt = s.submit(TxBody::Cases(CaseTx::ShareKey { case: id.to_owned(), key: k })).await?;
+    println!(
+        "case {id}: key wrapped to {with} (block {}); to write entries they also need a treatment grant for the case (consent grant --scope case:{id})",
+        receipt.height
+    );
+    Ok(())
+}
+
+/// What `show --json` prints.
+#[derive(Debug, Serialize)]
+struct ShownCase {
+    case: String,
+    patient: AccountId,
+    opener: AccountId,
+    title: Option<String>,
+    notes: Option<String>,
+    follow_up_of: Option<String>,
+    entries: Vec<ShownEntry>,
+    sealed_at: Option<u64>,
+    head: medledger_core::Hash,
+}
+
+#[derive(Debug, Serialize)]
+struct ShownEntry {
+    seq: u64,
+    author: AccountId,
+    height: u64,
+    time_ms: u64,
+    text: Option<String>,
+}
+
+/// Decrypts what this wallet can of a verified export.
+fn decrypt(s: &Session, export: &CaseExport, report: &CaseReport) -> ShownCase {
+    let key = export
+        .key
+        .as_ref()
+        .filter(|k| k.recipient == s.wallet.account())
+        .and_then(|k| unwrap(s, &k.wrapped, &report.description).ok());
+    let description = key
+        .as_ref()
+        .zip(export.description.as_ref())
+        .and_then(|(key, d)| cases::open_description(key, d, &report.patient).ok());
+    let ctx = case_context(&report.description);
+    let entries = report
+        .entries
+        .iter()
+        .zip(&export.entries)
+        .map(|(v, e)| ShownEntry {
+            seq: v.seq,
+            author: v.author,
+            height: v.height,
+            time_ms: v.time_ms,
+            text: key
+                .as_ref()
+                .zip(e.blob.as_ref())
+                .and_then(|(key, b)| cases::open_note(key, b, &ctx).ok())
+                .map(|n| n.text),
+        })
+        .collect();
+    ShownCase {
+        case: report.case.clone(),
+        patient: report.patient,
+        opener: report.opener,
+        title: description.as_ref().map(|d| d.title.clone()),
+        notes: description.map(|d| d.notes),
+        follow_up_of: report.follow_up_of.clone(),
+        entries,
+        sealed_at: report.sealed.as_ref().map(|s| s.height),
+        head: report.head(),
+    }
+}
+
+fn print_verified(report: &CaseReport) {
+    let status = match &report.sealed {
+        Some(seal) => format!(
+            "sealed at block {} ({}) by {} with head {}",
+            seal.height,
+            utc(seal.time_ms),
+            seal.by,
+            seal.head
+        ),
+        None => "OPEN (not sealed: more entries may follow)".to_owned(),
+    };
+    println!("case {}: {} entries, {status}", report.case, report.entries.len());
+    println!(
+        "  verified: every entry present and in order, the chain unbroken from the open to the last head, each entry signed by its author and applied by the ledger at its block; the open{} in the ledger (inclusion proofs against checkpoint height {}, log size {}, signed by the trusted node key)",
+        if report.sealed.is_some() { " and the seal" } else { "" },
+        report.checkpoint.height,
+        report.checkpoint.log_size
+    );
+}
+
+async fn show(s: &Session, id: &str, json: bool) -> Result<()> {
+    let trusted = s.wallet.trusted_node_key.context("the wallet trusts no node key")?;
+    let export = s.client.case_export(id).await?;
+    let report = verify_export(&export, &trusted)
+        .map_err(|f| anyhow::anyhow!("case {id} does NOT verify: {f}"))?;
+    let shown = decrypt(s, &export, &report);
+    if json {
+        return print_json(&shown);
+    }
+    let names: std::collections::HashMap<AccountId, String> =
+        s.client.doctors(None).await?.into_iter().map(|d| (d.account, d.name)).collect();
+    let name = |a: &AccountId| names.get(a).cloned().unwrap_or_else(|| a.to_string());
+    println!(
+        "case {}: {}",
+        shown.case,
+        shown.title.as_deref().unwrap_or("(description sealed: this wallet holds no key)")
+    );
+    println!(
+        "  patient {}, opened by {} at block {} ({})",
+        shown.patient,
+        name(&shown.opener),
+        report.opened_at,
+        utc(report.opened_time_ms)
+    );
+    if let Some(old) = &shown.follow_up_of {
+        println!("  follows up case {old}");
+    }
+    if let Some(notes) = shown.notes.as_deref().filter(|n| !n.is_empty()) {
+        println!("  notes: {notes}");
+    }
+    for e in &shown.entries {
+        println!(
+            "  #{:<4} {}  block {:<6} {}: {}",
+            e.seq,
+            utc(e.time_ms),
+            e.height,
+            name(&e.author),
+            e.text.as_deref().unwrap_or("(sealed)")
+        );
+    }
+    print_verified(&report);
+    Ok(())
+}
+
+async fn export(mut s: Session, id: &str, out: &Path) -> Result<()> {
+    let trusted = s.wallet.trusted_node_key.context("the wallet trusts no node key")?;
+    let export = s.client.case_export(id).await?;
+    let report = verify_export(&export, &trusted).map_err(|f| {
+        anyhow::anyhow!(
+            "the node served an export of case {id} that does NOT verify: {f}; nothing was written"
+        )
+    })?;
+    crate::proof::extend_history(
+        &mut s.wallet,
+        &s.path,
+        &s.client,
+        export.checkpoint.clone(),
+        &trusted,
+    )
+    .await?;
+    write_export(out, &export)?;
+    println!(
+        "case {id}: {} entries{} written to {}",
+        report.entries.len(),
+        if report.sealed.is_some() { ", sealed," } else { " (open)" },
+        out.display()
+    );
+    println!(
+        "  check it offline with: medledger case verify {} --wallet {}",
+        out.display(),
+        s.path.display()
+    );
+    Ok(())
+}
+
+fn verify(file: &Path, wallet: Option<&Path>, node_key: Option<&str>) -> Result<()> {
+    let trusted: PublicKey = match (node_key, wallet) {
+        (Some(key), _) => {
+            let mut bytes = [0u8; 32];
+            hex::decode_to_slice(key.trim(), &mut bytes)
+                .map_err(|e| anyhow::anyhow!("--node-key is not 64 hex characters: {e}"))?;
+            PublicKey(bytes)
+        }
+        (None, Some(w)) => load_wallet(w)?.trusted_node_key.context(
+            "the wallet trusts no node key yet (use it with a node once, or pass --node-key)",
+        )?,
+        (None, None) => bail!("give --wallet or --node-key"),
+    };
+    let export = read_export(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let report = verify_export(&export, &trusted)
+        .map_err(|f| anyhow::anyhow!("case verify FAILED for {}: {f}", file.display()))?;
+    print_verified(&report);
+    Ok(())
+}
+
+pub async fn run(command: CaseCommand) -> Result<()> {
+    match command {
+        CaseCommand::Open { wallet, patient, title, notes, follow_up_of } => {
+            let s = Session::open(&wallet).await?;
+            open(&s, &patient, CaseDescription { title, notes }, follow_up_of).await
+        }
+        CaseCommand::Append { wallet, case, text, file } => {
+            let text = match (text, file) {
+                (Some(t), _) => t,
+                (None, Some(f)) => std::fs::read_to_string(&f)
+                    .with_context(|| format!("cannot read {}", f.display()))?,
+                (None, None) => bail!("give --text or --file"),
+            };
+            let s = Session::open(&wallet).await?;
+            append(&s, &case, text).await
+        }
+        CaseCommand::Seal { wallet, case } => seal(&Session::open(&wallet).await?, &case).await,
+        CaseCommand::Share { wallet, case, with } => {
+            share(&Session::open(&wallet).await?, &case, with).await
+        }
+        CaseCommand::List { wallet, patient, json } => {
+            let s = Session::open(&wallet).await?;
+            let list = s.client.cases_of_patient(&patient.unwrap_or(s.wallet.account())).await?;
+            if json {
+                return print_json(&list);
+            }
+            println!(
+                "{:<16} {:>8} {:>8}  {:<22} FOLLOWS UP",
+                "CASE", "OPENED", "ENTRIES", "STATUS"
+            );
+            for c in &list {
+                let status = match &c.sealed {
+                    Some(seal) => format!("sealed at block {}", seal.height),
+                    None => "open".to_owned(),
+                };
+                println!(
+                    "{:<16} {:>8} {:>8}  {:<22} {}",
+                    c.case,
+                    c.opened_at,
+                    c.entries,
+                    status,
+                    c.follow_up_of.as_deref().unwrap_or("-")
+                );
+            }
+            if list.is_empty() {
+                println!("(no cases)");
+            }
+            Ok(())
+        }
+        CaseCommand::Show { wallet, case, json } => {
+            show(&Session::open(&wallet).await?, &case, json).await
+        }
+        CaseCommand::Export { wallet, case, out } => {
+            export(Session::open(&wallet).await?, &case, &out).await
+        }
+        CaseCommand::Verify { file, wallet, node_key } => {
+            verify(&file, wallet.as_deref(), node_key.as_deref())
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Case logs end to end: a doctor opens a case, two doctors write in it, it is sealed,
+//! exported and verified offline; doctors the patient did not authorise are refused, nothing
+//! is added after the seal, and `case verify` names a reordered, an altered and a missing
+//! entry in a tampered export.
+
+use std::path::Path;
+
+use medledger_client::{
+    Wallet,
+    cases::{read_export, write_export},
+};
+
+use crate::{harness::*, registry::cast};
+
+fn account_of(wallet: &str) -> String {
+    Wallet::load(wallet).unwrap().account().to_string()
+}
+
+/// The word after `prefix` in `out`.
+fn word_after(out: &str, prefix: &str) -> String {
+    let start =
+        out.find(prefix).unwrap_or_else(|| panic!("no {prefix:?} in:\n{out}")) + prefix.len();
+    out[start..].split_whitespace().next().unwrap().to_owned()
+}
+
+fn trail_kinds(wallet: &str, env: &[(&str, &str)]) -> Vec<String> {
+    let out = ok(&["audit", "trail", "--wallet", wallet, "--json"], env);
+    let events: serde_json::Value = serde_json::from_str(&out).unwrap();
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_object().unwrap().keys().next().unwrap().clone())
+        .collect()
+}
+
+/// A sealed case written by two doctors, exported to `file`: returns the case id.
+struct Written {
+    case: String,
+    doctor: String,
+    second: String,
+    patient: String,
+}
+
+fn write_case(dir: &Path, node: &Node, entries: &[(&str, &str)], file: &Path) -> Written {
+    let c = cast(dir, node);
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    // A second doctor, at the same hospital.
+    let second = crate::registry::wallet(dir, "second", &node.url);
+    ok(
+        &[
+            "doctor",
+            "onboard",
+            "--wallet",
+            &c.hospital,
+            "--identity",
+            &crate::registry::identity(&second),
+            "--registration-number",
+            "GMC-7654321",
+            "--name",
+            "Dr. Sam Okafor",
+            "--specialisation",
+            "anaesthesia",
+        ],
+        &env,
+    );
+    let out = ok(
+        &["case", "open", "--wallet", &c.doctor, "--patient", &c.patient_id]
+            .into_iter()
+            .chain(["--title", "Coronary bypass", "--notes", "triple bypass, elective"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let case = word_after(&out, "case ");
+    assert_eq!(case, format!("C{}-1", c.patient_id), "{out}");
+
+    // The second doctor is not authorised yet: refused, and cannot even see the case.
+    let err = fails(&["case", "append", &case, "--wallet", &second, "--text", "early"], &env);
+    assert!(err.contains(&format!("no case {case}")), "{err}");
+
+    // The patient authorises them for this case and shares the case key with them.
+    let second_account = account_of(&second);
+    let scope = format!("case:{case}");
+    ok(
+        &["consent", "grant", "--wallet", &c.patient, "--grantee", &second_account]
+            .into_iter()
+            .chain(["--scope", &scope, "--purpose", "treatment", "--days", "30"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    ok(&["case", "share", &case, "--wallet", &c.patient, "--with", &second_account], &env);
+
+    for (i, (who, text)) in entries.iter().enumerate() {
+        let wallet = if *who == "second" { &second } else { &c.doctor };
+        let out = ok(&["case", "append", &case, "--wallet", wallet, "--text", text], &env);
+        assert!(out.contains(&format!("entry {} appended to case {case}", i + 1)), "{out}");
+    }
+    let out = ok(&["case", "seal", &case, "--wallet", &c.doctor], &env);
+    assert!(out.contains(&format!("sealed with {} entries", entries.len())), "{out}");
+    let file_s = file.display().to_string();
+    let out = ok(&["case", "export", &case, "--wallet", &c.patient, "-o", &file_s], &env);
+    assert!(out.contains("written to"), "{out}");
+    Written { case, doctor: c.doctor, second, patient: c.patient }
+}
+
+#[test]
+fn a_case_is_written_by_two_doctors_sealed_exported_and_verified() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let file = tmp.path().join("case.export");
+    let w = write_case(
+        tmp.path(),
+        &node,
+        &[
+            ("doctor", "Day 0: admitted, consent for CABG"),
+            ("second", "Anaesthesia: uneventful induction"),
+            ("doctor", "Day 1: extubated, stable"),
+        ],
+        &file,
+    );
+    let case = &w.case;
+
+    // The patient was notified of each step.
+    let kinds = trail_kinds(&w.patient, &env);
+    let case_kinds: Vec<&str> =
+        kinds.iter().map(String::as_str).filter(|k| k.starts_with("case")).collect();
+    assert_eq!(
+        case_kinds,
+        ["case_opened", "case_key_shared", "case_entry_appended", "case_entry_appended"]
+            .into_iter()
+            .chain(["case_entry_appended", "case_sealed"])
+            .collect::<Vec<_>>(),
+        "{kinds:?}"
+    );
+
+    // Nothing is added after the seal; a correction is a follow-up case.
+    let err = fails(&["case", "append", case, "--wallet", &w.doctor, "--text", "late"], &env);
+    assert!(err.contains("sealed"), "{err}");
+    let out = ok(
+        &["case", "open", "--wallet", &w.doctor, "--patient", &account_of(&w.patient)]
+            .into_iter()
+            .chain(["--title", "Correction", "--follow-up-of", case])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let follow_up = word_after(&out, "case ");
+    let listed = ok(&["case", "list", "--wallet", &w.patient, "--json"], &env);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed[0]["follow_ups"][0], follow_up.as_str(), "{listed}");
+    assert_eq!(listed[1]["follow_up_of"], case.as_str(), "{listed}");
+
+    // The patient reads the whole case, decrypted and verified here.
+    let out = ok(&["case", "show", case, "--wallet", &w.patient], &env);
+    for text in ["Coronary bypass", "triple bypass", "uneventful induction", "extubated"] {
+        assert!(out.contains(text), "{text} missing:\n{out}");
+    }
+    assert!(out.contains("Dr. Sam Okafor") && out.contains("Dr. Ada Quill"), "{out}");
+    assert!(out.contains("3 entries, sealed at block"), "{out}");
+    // The second doctor, holding the key, reads it too.
+    let out = ok(&["case", "show", case, "--wallet", &w.second, "--json"], &env);
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["entries"][1]["text"], "Anaesthesia: uneventful induction", "{shown}");
+
+    // Offline: the node is stopped; the wallet's trusted node key is all that is needed.
+    drop(node);
+    let file_s = file.display().to_string();
+    let out = ok(&["case", "verify", &file_s, "--wallet", &w.patient], &[]);
+    assert!(out.contains(&format!("case {case}: 3 entries, sealed at block")), "{out}");
+    assert!(out.contains("every entry present and in order"), "{out}");
+    // Another node key does not vouch for it.
+    let other = "11".repeat(32);
+    let err = fails(&["case", "verify", &file_s, "--node-key", &other], &[]);
+    assert!(err.contains("not from the trusted node"), "{err}");
+}
+
+#[test]
+fn verify_names_a_reordered_an_altered_and_a_missing_entry() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let file = tmp.path().join("case.export");
+    let w = write_case(
+        tmp.path(),
+        &node,
+        &[("doctor", "one"), ("second", "two"), ("doctor", "three"), ("second", "four")],
+        &file,
+    );
+    drop(node);
+    let good = read_export(&file).unwrap();
+    let tampered = tmp.path().join("tampered.export");
+    let tampered_s = tampered.display().to_string();
+    let verify = |export: &medledger_api::CaseExport| -> String {
+        write_export(&tampered, export).unwrap();
+        fails(&["case", "verify", &tampered_s, "--wallet", &w.patient], &[])
+    };
+
+    // Reordered: entries 2 and 3 swapped.
+    let mut e = good.clone();
+    e.entries.swap(1, 2);
+    let err = verify(&e);
+    assert!(
+        err.contains("entries are reordered: position 2 holds entry 3, where entry 2 belongs"),
+        "{err}"
+    );
+
+    // Altered content: one byte of the third entry's ciphertext.
+    let mut e = good.clone();
+    let blob = e.entries[2].blob.as_mut().unwrap();
+    blob[40] ^= 1;
+    let err = verify(&e);
+    assert!(err.contains("entry 3 was altered: its content hashes to"), "{err}");
+
+    // Altered transaction: one byte of the second entry's signed append.
+    let mut e = good.clone();
+    let tx = &mut e.entries[1].tx.tx;
+    let last = tx.len() - 1;
+    tx[last] ^= 1;
+    let err = verify(&e);
+    assert!(err.contains("entry 2 was altered"), "{err}");
+
+    // Missing: the second entry dropped; then the last.
+    let mut e = good.clone();
+    e.entries.remove(1);
+    let err = verify(&e);
+    assert!(err.contains("entry 2 is missing"), "{err}");
+    let mut e = good.clone();
+    e.entries.pop();
+    let err = verify(&e);
+    assert!(
+        err.contains("entry 4 is missing: the seal covers 4 entries, the export holds 3"),
+        "{err}"
+    );
+
+    // A change the chain does not show (the seal's block time) breaks the node's signature.
+    let mut e = good.clone();
+    e.seal.as_mut().unwrap().header.time_ms += 1;
+    let err = verify(&e);
+    assert!(err.contains("changed after the node signed it"), "{err}");
+
+    // The untouched export still verifies.
+    write_export(&tampered, &good).unwrap();
+    let out = ok(&["case", "verify", &tampered_s, "--wallet", &w.patient], &[]);
+    assert!(out.contains("4 entries, sealed"), "{out}");
+}
