@@ -87,36 +87,36 @@ struct Report {
 }
 
 /// An identity that exists only for the benchmark.
-struct Actor {
-    key: SigningKey,
-    enc: DecryptionKey,
-    account: AccountId,
+pub(crate) struct Actor {
+    pub(crate) key: SigningKey,
+    pub(crate) enc: DecryptionKey,
+    pub(crate) account: AccountId,
     nonce: u64,
-    client: NodeClient,
+    pub(crate) client: NodeClient,
 }
 
 impl Actor {
-    fn new(base: &str) -> Result<Self> {
+    pub(crate) fn new(base: &str) -> Result<Self> {
         let key = SigningKey::generate();
         let account = AccountId::from_initial_key(&key.public_key());
         let client = NodeClient::new(base)?.signed_by(Signer::new(key.clone(), account));
         Ok(Actor { key, enc: DecryptionKey::generate(), account, nonce: 0, client })
     }
 
-    fn tx(&mut self, chain: &str, body: TxBody) -> SignedTransaction {
+    pub(crate) fn tx(&mut self, chain: &str, body: TxBody) -> SignedTransaction {
         self.nonce += 1;
         Transaction { chain_id: chain.to_owned(), signer: self.account, nonce: self.nonce, body }
             .sign(&self.key)
     }
 }
 
-fn sealed_ref() -> SealedRef {
+pub(crate) fn sealed_ref() -> SealedRef {
     let salt = SigningKey::generate().public_key().0;
     SealedRef { blob: Hash::of(&salt), commitment: Hash::of_parts(&[&salt, b"c"]) }
 }
 
 /// Submits `txs` in batches and fails unless every one is applied; returns the receipts.
-async fn all_applied(
+pub(crate) async fn all_applied(
     client: &NodeClient,
     txs: &[SignedTransaction],
 ) -> Result<Vec<medledger_core::block::Receipt>> {
@@ -478,7 +478,7 @@ pub async fn run(args: Args) -> Result<()> {
 }
 
 /// A fresh directory under the system's temporary directory for the test files.
-fn tempfile_dir() -> Result<std::path::PathBuf> {
+pub(crate) fn tempfile_dir() -> Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("medledger-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     Ok(dir)

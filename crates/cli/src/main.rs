@@ -3,6 +3,7 @@
 
 mod audit;
 mod bench;
+mod bench_cases;
 mod bench_records;
 mod case;
 mod common;
@@ -80,6 +81,9 @@ enum Command {
     /// Measure a running node's record paths: encrypt + upload and audited read of a large
     /// file, audited reads of a small record by concurrent readers, peak memory.
     BenchRecords(bench_records::Args),
+    /// Build a case of many entries on a running node, then measure its export and the
+    /// offline `case verify` of it.
+    BenchCases(bench_cases::Args),
 }
 
 fn main() -> ExitCode {
@@ -116,6 +120,7 @@ fn main() -> ExitCode {
             Command::Watch(args) => watch::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::BenchRecords(args) => bench_records::run(args).await,
+            Command::BenchCases(args) => bench_cases::run(args).await,
         }
     });
     match result {
