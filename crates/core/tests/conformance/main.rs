@@ -9,8 +9,9 @@ use medledger_core::{
     ids::{AccountId, PatientId},
     keys::{DecryptionKey, SigningKey, namespace},
     tx::{
-        AdmitHospital, MAX_TX_BYTES, RegisterPatient, RegistryTx, SealedRef, SignedTransaction,
-        Transaction, TxBody,
+        AdmitHospital, CaseTx, MAX_TX_BYTES, RegisterPatient, RegistryTx, SealedRef,
+        SignedTransaction, Transaction, TxBody,
+        cases::{appended_head, case_id, opened_head},
     },
 };
 
@@ -87,9 +88,35 @@ fn pinned_block_and_checkpoint() {
     assert!(cp.verify(&key(9).public_key()).is_err(), "another node key is refused");
 }
 
+fn sample_append() -> SignedTransaction {
+    let doctor = key(6);
+    Transaction {
+        chain_id: "medledger-test".into(),
+        signer: AccountId::from_initial_key(&doctor.public_key()),
+        nonce: 3,
+        body: TxBody::Cases(CaseTx::Append {
+            case: case_id(85437, 1),
+            prev: Hash::of(b"prev"),
+            entry: Hash::of(b"entry"),
+        }),
+    }
+    .sign(&doctor)
+}
+
+#[test]
+fn pinned_case_transaction_and_chain() {
+    // The chain's hashes are a format too: exported cases are checked against them offline.
+    assert_eq!(sample_append().hash().to_hex(), PINNED_APPEND);
+    let (patient, doctor) = (AccountId([1; 20]), AccountId([2; 20]));
+    let first = opened_head("C85437-1", &patient, &doctor, &Hash::of(b"description"), 4, 1_000);
+    assert_eq!(first.to_hex(), PINNED_OPENED_HEAD);
+    let next = appended_head(&first, &Hash::of(b"entry"), &doctor, 5, 2_000);
+    assert_eq!(next.to_hex(), PINNED_APPENDED_HEAD);
+}
+
 #[test]
 fn transactions_round_trip_and_verify() {
-    for tx in [sample_admit(), sample_register()] {
+    for tx in [sample_admit(), sample_register(), sample_append()] {
         let bytes = tx.encode();
         assert_eq!(SignedTransaction::decode(&bytes).unwrap(), tx);
         tx.verify_signature().unwrap();
@@ -158,3 +185,7 @@ const PINNED_ACCOUNT: &str = "08ce6ce7449a93d70dacc28d59e49b431cd43237";
 const PINNED_GENESIS: &str = "e21febe73606240e90b5bcb6237147ccac6ac92b106547f911ba72efe751291c";
 const PINNED_BLOCK: &str = "12b336c6cc2f7cf52288ca0899bdf84ea54d8a71003bcc3099243e2093c21aa9";
 const PINNED_CHECKPOINT: &str = "560a5f97ae6e68978e2465f375cc54ca3cbe297431aff152ccbec071f68ae1f7";
+const PINNED_APPEND: &str = "3c40c6e2dd6123fe446e16c97c2b5e3f9ce7287eb0bf07399930193076ebe197";
+const PINNED_OPENED_HEAD: &str = "468a4dca2b04b16ac5069fcf67698183dd8e70a371123328c54cda911cc2a908";
+const PINNED_APPENDED_HEAD: &str =
+    "940f860935ec513beaf792891e5585324d96a91dd8160b359b95909dba860885";
