@@ -335,19 +335,15 @@ pub enum Created {
         /// Its first head.
         head: Hash,
     },
-    /// An entry was appended to a case.
+    /// An entry was appended to the case its transaction names.
     CaseEntry {
-        /// The case.
-        case: String,
         /// The entry's number in the case, from 1.
         seq: u64,
         /// The case's head after it.
         head: Hash,
     },
-    /// A case was sealed.
+    /// The case its transaction names was sealed.
     CaseSealed {
-        /// The case.
-        case: String,
         /// How many entries it holds.
         entries: u64,
         /// The sealed head.
@@ -441,17 +437,13 @@ pub enum Refusal {
     /// The transaction names a head that is no longer the case's head: another entry was
     /// appended since its author looked.
     #[error(
-        "stale head: case {case} is at head {head} (entry {entries}), but the transaction follows {got}; read the case again"
+        "stale head: case {case} is at head {head}, not at the head the transaction names; read the case again"
     )]
     StaleHead {
         /// The case.
         case: String,
         /// Its current head.
         head: Hash,
-        /// How many entries it holds.
-        entries: u64,
-        /// The head the transaction named.
-        got: Hash,
     },
 }
 

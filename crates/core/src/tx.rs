@@ -14,7 +14,7 @@ use crate::{
     Hash,
     encoding::{self, DecodeError},
     ids::AccountId,
-    keys::{BadSignature, PublicKey, Signature, SigningKey, namespace},
+    keys::{BadSignature, PublicKey, Signature, SigningKey, Verifier, namespace},
 };
 
 pub use cases::CaseTx;
@@ -98,6 +98,15 @@ impl SignedTransaction {
     /// signer: that needs ledger state.
     pub fn verify_signature(&self) -> Result<(), BadSignature> {
         self.public_key.verify(namespace::TRANSACTION, &encoding::encode(&self.tx), &self.signature)
+    }
+
+    /// [`SignedTransaction::verify_signature`] with the signing key already decompressed (for
+    /// many transactions by one key). Fails if `verifier` is for another key.
+    pub fn verify_signature_with(&self, verifier: &Verifier) -> Result<(), BadSignature> {
+        if verifier.public_key() != self.public_key {
+            return Err(BadSignature(self.public_key));
+        }
+        verifier.verify(namespace::TRANSACTION, &encoding::encode(&self.tx), &self.signature)
     }
 
     /// The canonical encoding: what is stored, hashed into the Merkle log and sent.

@@ -62,5 +62,5 @@ pub(crate) fn apply(
         &[*signer, log.opener],
         crate::audit::AuditKind::CaseEntryAppended { case: case.to_owned(), seq, head },
     )?;
-    Ok(Ok(Some(Created::CaseEntry { case: case.to_owned(), seq, head })))
+    Ok(Ok(Some(Created::CaseEntry { seq, head })))
 }

@@ -98,7 +98,7 @@ pub(crate) fn require_head(id: &str, c: &CaseLog, got: &Hash) -> Result<(), Refu
     if *got == c.head {
         return Ok(());
     }
-    Err(Refusal::StaleHead { case: id.to_owned(), head: c.head, entries: c.entries, got: *got })
+    Err(Refusal::StaleHead { case: id.to_owned(), head: c.head })
 }
 
 /// Refuses a blob that a record or case references already: each blob belongs to one owner,

@@ -38,9 +38,5 @@ pub(crate) fn apply(
             head: log.head,
         },
     )?;
-    Ok(Ok(Some(Created::CaseSealed {
-        case: case.to_owned(),
-        entries: log.entries,
-        head: log.head,
-    })))
+    Ok(Ok(Some(Created::CaseSealed { entries: log.entries, head: log.head })))
 }
