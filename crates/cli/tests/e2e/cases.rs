@@ -106,8 +106,9 @@ fn write_case(dir: &Path, node: &Node, entries: &[(&str, &str)], file: &Path) ->
 #[test]
 fn a_case_is_written_by_two_doctors_sealed_exported_and_verified() {
     let tmp = tempdir();
-    let node = Node::start(&tmp.path().join("data"));
-    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let mut node = Node::start(&tmp.path().join("data"));
+    let url = node.url.clone();
+    let env = [("MEDLEDGER_NODE", url.as_str())];
     let file = tmp.path().join("case.export");
     let w = write_case(
         tmp.path(),
@@ -149,6 +150,10 @@ fn a_case_is_written_by_two_doctors_sealed_exported_and_verified() {
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed[0]["follow_ups"][0], follow_up.as_str(), "{listed}");
     assert_eq!(listed[1]["follow_up_of"], case.as_str(), "{listed}");
+
+    // A crash (kill -9) and restart loses nothing: the node re-applies what its ledger file
+    // had not made durable, and the case reads back whole.
+    node.restart();
 
     // The patient reads the whole case, decrypted and verified here.
     let out = ok(&["case", "show", case, "--wallet", &w.patient], &env);
