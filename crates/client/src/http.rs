@@ -490,6 +490,23 @@ impl NodeClient {
         read_json(resp, &url).await.map(Some)
     }
 
+    /// Sends `req` and returns the body of a 2xx answer (at most `limit` bytes), or the
+    /// refusal.
+    async fn bytes(
+        &self,
+        req: RequestBuilder,
+        url: &str,
+        limit: usize,
+    ) -> Result<Vec<u8>, ClientError> {
+        let resp = self.send(req, url).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = read_body(resp, url).await?;
+            return Err(refusal(status, &body));
+        }
+        read_body_limited(resp, url, limit).await
+    }
+
     async fn send(&self, req: RequestBuilder, url: &str) -> Result<Response, ClientError> {
         req.send()
             .await

@@ -5,7 +5,7 @@
 use medledger_api::{CaseEntryView, CaseExport, CaseView, paths};
 use medledger_core::{Hash, encoding, ids::AccountId};
 
-use super::{NodeClient, read_body, read_body_limited, refusal};
+use super::NodeClient;
 use crate::{cases::MAX_EXPORT_BYTES, error::ClientError};
 
 impl NodeClient {
@@ -34,13 +34,7 @@ impl NodeClient {
     async fn get_bytes(&self, path: &str, limit: usize) -> Result<Vec<u8>, ClientError> {
         let url = self.url(path);
         let req = self.authorised(self.http.get(&url), "GET", path, b"")?;
-        let resp = self.send(req, &url).await?;
-        let status = resp.status();
-        if !status.is_success() {
-            let body = read_body(resp, &url).await?;
-            return Err(refusal(status, &body));
-        }
-        read_body_limited(resp, &url, limit).await
+        self.bytes(req, &url, limit).await
     }
 
     /// A blob of a case (its sealed description, a sealed entry, a wrapped key), checked

@@ -6,7 +6,7 @@ use medledger_api::{BreakGlassView, EmergencyView, paths};
 use medledger_core::{Hash, ids::AccountId, tx::SignedTransaction};
 use reqwest::header::CONTENT_TYPE;
 
-use super::{NodeClient, read_body, refusal};
+use super::NodeClient;
 use crate::error::ClientError;
 
 impl NodeClient {
@@ -31,7 +31,7 @@ impl NodeClient {
             .post(&url)
             .header(CONTENT_TYPE, "application/octet-stream")
             .body(read.encode());
-        self.bytes(req, &url).await
+        self.bytes(req, &url, super::MAX_RESPONSE_BYTES).await
     }
 
     /// This signer's own escrow piece of a patient's emergency key (as a custodian).
@@ -39,18 +39,7 @@ impl NodeClient {
         let path = format!("{}/{patient}/escrow", paths::EMERGENCY);
         let url = self.url(&path);
         let req = self.authorised(self.http.get(&url), "GET", &path, b"")?;
-        self.bytes(req, &url).await
-    }
-
-    /// Sends `req` and returns the body of a 2xx answer, or the refusal.
-    async fn bytes(&self, req: reqwest::RequestBuilder, url: &str) -> Result<Vec<u8>, ClientError> {
-        let resp = self.send(req, url).await?;
-        let status = resp.status();
-        let body = read_body(resp, url).await?;
-        if !status.is_success() {
-            return Err(refusal(status, &body));
-        }
-        Ok(body)
+        self.bytes(req, &url, super::MAX_RESPONSE_BYTES).await
     }
 
     /// A break-glass declaration (with the pieces released, when asked by its doctor).
