@@ -11,7 +11,8 @@
 //! Who may append: the opener, or a doctor that [`crate::consent::authorize`] allows to write
 //! `Resource { patient, case: Some(id) }` for treatment at the append's block through a grant
 //! (a `Scope::Case(id)` grant, or one for all the patient's records). Patients and delegates do
-//! not write entries; a deny rule of the patient stops every doctor but the opener.
+//! not write entries; a deny rule of the patient stops every doctor but the opener; an open
+//! break-glass lets a doctor read a case (as it does records), not write in it.
 //!
 //! The chain: an append names the head its author saw, and is refused unless that is still
 //! the case's head, so at most one entry per case lands in a block and concurrent authors
