@@ -1,12 +1,15 @@
-//! Audit events: what the ledger records about every access decision and every consent
-//! change concerning a patient, in ledger order.
+//! Audit events: what the ledger records about every access decision, consent change, record,
+//! emergency, case and device event concerning a patient, in ledger order.
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
     Hash,
     ids::AccountId,
-    tx::consent::{Decision, Purpose, RecordCategory, Resource, Scope, Validity},
+    tx::{
+        consent::{Decision, Purpose, RecordCategory, Resource, Scope, Validity},
+        devices::{DeviceKind, Metric, Severity},
+    },
 };
 
 /// One audit event.
@@ -217,6 +220,56 @@ pub enum AuditKind {
         /// To whom.
         grantee: AccountId,
     },
+    /// A device was registered for the patient.
+    DeviceRegistered {
+        /// The device's account.
+        device: AccountId,
+        /// What kind of device.
+        kind: DeviceKind,
+    },
+    /// A device was retired.
+    DeviceRetired {
+        /// The device's account.
+        device: AccountId,
+    },
+    /// A measurement session started.
+    DeviceSessionStarted {
+        /// The device.
+        device: AccountId,
+        /// The session.
+        session: Hash,
+        /// The responsible doctor, if one was named.
+        doctor: Option<AccountId>,
+    },
+    /// A measurement session ended.
+    DeviceSessionEnded {
+        /// The device.
+        device: AccountId,
+        /// The session.
+        session: Hash,
+    },
+    /// A doctor set a device's thresholds.
+    DeviceThresholdsSet {
+        /// The device.
+        device: AccountId,
+        /// The thresholds (the id of their transaction).
+        thresholds: Hash,
+        /// The metrics they cover.
+        metrics: Vec<Metric>,
+    },
+    /// A device reported an abnormal reading: the metric and severity, never the value.
+    DeviceAlert {
+        /// The device.
+        device: AccountId,
+        /// The session.
+        session: Hash,
+        /// The reading's sequence number.
+        seq: u64,
+        /// Which vital sign.
+        metric: Metric,
+        /// How abnormal.
+        severity: Severity,
+    },
 }
 
 impl AuditKind {
@@ -250,6 +303,12 @@ impl AuditKind {
             AuditKind::CaseEntryAppended { .. } => "case_entry",
             AuditKind::CaseSealed { .. } => "case_sealed",
             AuditKind::CaseKeyShared { .. } => "case_key_shared",
+            AuditKind::DeviceRegistered { .. } => "device_registered",
+            AuditKind::DeviceRetired { .. } => "device_retired",
+            AuditKind::DeviceSessionStarted { .. } => "device_session_started",
+            AuditKind::DeviceSessionEnded { .. } => "device_session_ended",
+            AuditKind::DeviceThresholdsSet { .. } => "device_thresholds_set",
+            AuditKind::DeviceAlert { .. } => "device_alert",
         }
     }
 }

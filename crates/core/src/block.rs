@@ -349,6 +349,23 @@ pub enum Created {
         /// The sealed head.
         head: Hash,
     },
+    /// A device measurement session started, named by the id of the transaction that started
+    /// it.
+    DeviceSession {
+        /// Its id.
+        id: Hash,
+    },
+    /// A device's thresholds were set, named by the id of the transaction that set them.
+    Thresholds {
+        /// Their id.
+        id: Hash,
+    },
+    /// A device alert was committed and its audit event (which notifies the patient, the
+    /// responsible doctors and their hospitals) recorded.
+    DeviceAlert {
+        /// The audit event's sequence number.
+        event: u64,
+    },
 }
 
 /// Why a transaction was refused. Every refusal changes nothing.
@@ -444,6 +461,27 @@ pub enum Refusal {
         case: String,
         /// Its current head.
         head: Hash,
+    },
+    /// Device readings whose sequence numbers were committed already (a replay, or a reading
+    /// older than the last committed batch).
+    #[error(
+        "replayed reading: sequence {got} of session {session} is already committed (the last committed batch ends at {last})"
+    )]
+    ReplayedReading {
+        /// The session.
+        session: Hash,
+        /// The end of the session's last committed batch.
+        last: u64,
+        /// The offending sequence number (the first of a batch).
+        got: u64,
+    },
+    /// A device session that no longer takes readings (ended or expired), or a retired device.
+    #[error("session {session} is not open: {reason}")]
+    SessionNotOpen {
+        /// The session.
+        session: Hash,
+        /// Ended, expired, or the device retired, and when.
+        reason: String,
     },
 }
 

@@ -1,9 +1,10 @@
 //! The transaction envelope (chain id, signer, nonce, body, signature) and the transaction
 //! bodies. One enum variant per kind; the registry kinds live in [`registry`], the others in
-//! [`consent`], [`records`] and [`cases`].
+//! [`consent`], [`records`], [`emergency`], [`cases`] and [`devices`].
 
 pub mod cases;
 pub mod consent;
+pub mod devices;
 pub mod emergency;
 pub mod records;
 pub mod registry;
@@ -19,6 +20,7 @@ use crate::{
 
 pub use cases::CaseTx;
 pub use consent::ConsentTx;
+pub use devices::DeviceTx;
 pub use emergency::EmergencyTx;
 pub use records::RecordTx;
 pub use registry::*;
@@ -43,6 +45,8 @@ pub enum TxBody {
     Emergency(EmergencyTx),
     /// Case-wise treatment logs: open, append, seal, share the case key.
     Cases(CaseTx),
+    /// Devices: registration, measurement sessions, thresholds, readings and alerts.
+    Devices(DeviceTx),
 }
 
 impl TxBody {
@@ -55,6 +59,7 @@ impl TxBody {
             TxBody::Records(r) => r.kind(),
             TxBody::Emergency(e) => e.kind(),
             TxBody::Cases(c) => c.kind(),
+            TxBody::Devices(d) => d.kind(),
         }
     }
 }

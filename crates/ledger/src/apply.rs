@@ -192,6 +192,21 @@ fn apply_tx(
     {
         return Ok(Err(Refusal::Suspended { account: hospital }));
     }
+    // A device signs its own readings, alerts and session ends, and may rotate its key;
+    // nothing else (no consent, no accesses that would fill a patient's trail).
+    if account.role == Role::Device
+        && !matches!(
+            &tx.tx.body,
+            TxBody::Devices(_) | TxBody::Registry(medledger_core::tx::RegistryTx::RotateKey { .. })
+        )
+    {
+        return Ok(Err(Refusal::Unauthorised {
+            reason: format!(
+                "a device signs only device transactions and its own key rotation, not {}",
+                tx.tx.body.kind()
+            ),
+        }));
+    }
     let result = match &tx.tx.body {
         TxBody::Registry(r) => registry::apply(state, &signer, &account, r)?,
         TxBody::Consent(c) => crate::consent::apply(state, &signer, &account, c)?,
@@ -199,6 +214,7 @@ fn apply_tx(
         TxBody::Records(r) => crate::records::apply(state, &signer, &account, r)?,
         TxBody::Emergency(e) => crate::emergency::apply(state, &signer, &account, e)?,
         TxBody::Cases(c) => crate::cases::apply(state, &signer, &account, c)?,
+        TxBody::Devices(d) => crate::devices::apply(state, &signer, &account, d)?,
     };
     if result.is_ok() {
         // Re-read: the handler may have changed the signer's own account (a key rotation).

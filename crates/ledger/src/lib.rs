@@ -12,6 +12,7 @@ mod apply;
 pub mod audit;
 pub mod cases;
 pub mod consent;
+pub mod devices;
 pub mod emergency;
 mod query;
 pub mod records;
@@ -203,7 +204,9 @@ impl Ledger {
         // A ledger written by an older version lacks the newer (empty) state tables.
         let missing = {
             let read = db.begin_read()?;
-            read.open_table(NETWORK).is_err() || read.open_table(CASE_KEYS).is_err()
+            read.open_table(NETWORK).is_err()
+                || read.open_table(CASE_KEYS).is_err()
+                || read.open_table(DEVICE_BLOBS).is_err()
         };
         if missing {
             let txn = db.begin_write()?;

@@ -11,6 +11,7 @@ use medledger_core::{
     tx::{
         Role, SealedRef,
         consent::{ConsentId, DenyRule, Purpose, RecordCategory, Scope, Validity},
+        devices::{DeviceKind, Metric, Severity},
         records::VisitDate,
     },
 };
@@ -114,6 +115,34 @@ pub(crate) const CASES_BY_PATIENT: TableDefinition<&[u8], ()> =
     TableDefinition::new("cases_by_patient");
 /// Wrapped case keys: case id || 0 || recipient -> the wrapped-key blob's hash.
 pub(crate) const CASE_KEYS: TableDefinition<&[u8], &[u8; 32]> = TableDefinition::new("case_keys");
+
+/// Devices by account.
+pub(crate) const DEVICES: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::new("devices");
+/// Index: patient || device.
+pub(crate) const DEVICES_BY_PATIENT: TableDefinition<&[u8; 40], ()> =
+    TableDefinition::new("devices_by_patient");
+/// Measurement sessions by id (the hash of the transaction that started them).
+pub(crate) const DEVICE_SESSIONS: TableDefinition<&[u8; 32], &[u8]> =
+    TableDefinition::new("device_sessions");
+/// Index: device || start height || session, so that a device's sessions list in order.
+pub(crate) const SESSIONS_BY_DEVICE: TableDefinition<&[u8; 60], ()> =
+    TableDefinition::new("sessions_by_device");
+/// A session's secret key wrapped to a recipient: session || recipient -> the blob's hash.
+pub(crate) const SESSION_KEYS: TableDefinition<&[u8; 52], &[u8; 32]> =
+    TableDefinition::new("session_keys");
+/// Committed batches of normal readings: session || first sequence number -> batch.
+pub(crate) const DEVICE_BATCHES: TableDefinition<&[u8; 40], &[u8]> =
+    TableDefinition::new("device_batches");
+/// Committed alerts: session || sequence number -> alert.
+pub(crate) const DEVICE_ALERTS: TableDefinition<&[u8; 40], &[u8]> =
+    TableDefinition::new("device_alerts");
+/// Thresholds by id (the hash of the transaction that set them).
+pub(crate) const DEVICE_THRESHOLDS: TableDefinition<&[u8; 32], &[u8]> =
+    TableDefinition::new("device_thresholds");
+/// Vault blobs of device sessions (batches, sealed alert readings, wrapped session keys) ->
+/// their session: what the vault must keep.
+pub(crate) const DEVICE_BLOBS: TableDefinition<&[u8; 32], &[u8; 32]> =
+    TableDefinition::new("device_blobs");
 
 pub(crate) const META_GENESIS: &str = "genesis";
 pub(crate) const META_TIP: &str = "tip";
@@ -426,6 +455,141 @@ pub struct CaseLogEntry {
     pub tx: Hash,
 }
 
+/// A registered device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceEntry {
+    /// The patient it serves.
+    pub patient: AccountId,
+    /// What kind of device.
+    pub kind: DeviceKind,
+    /// Sealed serial number, model and manufacturer.
+    pub details: SealedRef,
+    /// Who registered it: the patient, a delegate, or a hospital.
+    pub registered_by: AccountId,
+    /// Height of registration.
+    pub registered_at: u64,
+    /// Height of retirement; from then on nothing it signs is applied.
+    pub retired_at: Option<u64>,
+    /// The thresholds in force (the id of the transaction that set them).
+    pub thresholds: Option<Hash>,
+    /// The session started last and not ended (it may have expired).
+    pub session: Option<Hash>,
+}
+
+/// A measurement session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEntry {
+    /// The device.
+    pub device: AccountId,
+    /// The patient.
+    pub patient: AccountId,
+    /// The session's temporary public key: readings are sealed to it.
+    pub public_key: EncryptionKey,
+    /// Who started it (the patient or a delegate).
+    pub started_by: AccountId,
+    /// Height of the start.
+    pub started_at: u64,
+    /// Block time of the start.
+    pub started_time_ms: u64,
+    /// Block time from which it takes no readings.
+    pub expires_at_ms: Option<u64>,
+    /// The responsible doctor, if one was named.
+    pub doctor: Option<AccountId>,
+    /// Height of its end.
+    pub ended_at: Option<u64>,
+    /// The last sequence number of the last committed batch (0 before the first).
+    pub batch_high: u64,
+    /// The highest alerted sequence number (0 before the first alert).
+    pub alert_high: u64,
+    /// Readings committed in batches.
+    pub readings: u64,
+    /// Batches committed.
+    pub batches: u64,
+    /// Alerts committed.
+    pub alerts: u64,
+}
+
+impl SessionEntry {
+    /// Why the session takes no readings at a block of `time_ms`, or `None` if it does.
+    pub fn closed_reason(&self, time_ms: u64) -> Option<String> {
+        if let Some(h) = self.ended_at {
+            return Some(format!("it ended at block {h}"));
+        }
+        match self.expires_at_ms {
+            Some(e) if time_ms >= e => {
+                Some(format!("it expired at {e} ms (block time {time_ms} ms)"))
+            }
+            _ => None,
+        }
+    }
+
+    /// The highest sequence number committed (batch or alert).
+    pub fn last_seq(&self) -> u64 {
+        self.batch_high.max(self.alert_high)
+    }
+}
+
+/// A doctor's thresholds for a device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThresholdsEntry {
+    /// The device.
+    pub device: AccountId,
+    /// The doctor who set them.
+    pub doctor: AccountId,
+    /// The metrics they cover.
+    pub metrics: Vec<Metric>,
+    /// The sealed values (sealed to the device, the patient and the doctor).
+    pub sealed: SealedRef,
+    /// Height at which they were set.
+    pub set_at: u64,
+    /// Block time at which they were set.
+    pub set_time_ms: u64,
+}
+
+/// A committed batch of normal readings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchEntry {
+    /// First sequence number covered.
+    pub first_seq: u64,
+    /// Last sequence number covered.
+    pub last_seq: u64,
+    /// Readings it holds.
+    pub count: u32,
+    /// SHA-256 of the ciphertext in the vault.
+    pub blob: Hash,
+    /// Its length.
+    pub size: u64,
+    /// The digest transaction.
+    pub tx: Hash,
+    /// Height.
+    pub height: u64,
+    /// Block time.
+    pub time_ms: u64,
+}
+
+/// A committed alert.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertEntry {
+    /// The reading's sequence number.
+    pub seq: u64,
+    /// Which vital sign.
+    pub metric: Metric,
+    /// How abnormal.
+    pub severity: Severity,
+    /// SHA-256 of the sealed reading in the vault.
+    pub reading: Hash,
+    /// The thresholds it was classified by (`None`: the device's built-in defaults).
+    pub thresholds: Option<Hash>,
+    /// The alert transaction.
+    pub tx: Hash,
+    /// Height.
+    pub height: u64,
+    /// Block time.
+    pub time_ms: u64,
+    /// Its audit event.
+    pub event: u64,
+}
+
 pub(crate) fn decode_entry<T: DeserializeOwned>(
     what: &'static str,
     bytes: &[u8],
@@ -481,6 +645,15 @@ pub struct Tables<'txn> {
     pub(crate) case_entries: redb::Table<'txn, &'static [u8], &'static [u8]>,
     pub(crate) cases_by_patient: redb::Table<'txn, &'static [u8], ()>,
     pub(crate) case_keys: redb::Table<'txn, &'static [u8], &'static [u8; 32]>,
+    pub(crate) devices: redb::Table<'txn, &'static [u8; 20], &'static [u8]>,
+    pub(crate) devices_by_patient: redb::Table<'txn, &'static [u8; 40], ()>,
+    pub(crate) device_sessions: redb::Table<'txn, &'static [u8; 32], &'static [u8]>,
+    pub(crate) sessions_by_device: redb::Table<'txn, &'static [u8; 60], ()>,
+    pub(crate) session_keys: redb::Table<'txn, &'static [u8; 52], &'static [u8; 32]>,
+    pub(crate) device_batches: redb::Table<'txn, &'static [u8; 40], &'static [u8]>,
+    pub(crate) device_alerts: redb::Table<'txn, &'static [u8; 40], &'static [u8]>,
+    pub(crate) device_thresholds: redb::Table<'txn, &'static [u8; 32], &'static [u8]>,
+    pub(crate) device_blobs: redb::Table<'txn, &'static [u8; 32], &'static [u8; 32]>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -518,6 +691,15 @@ impl<'txn> Tables<'txn> {
             case_entries: txn.open_table(CASE_ENTRIES)?,
             cases_by_patient: txn.open_table(CASES_BY_PATIENT)?,
             case_keys: txn.open_table(CASE_KEYS)?,
+            devices: txn.open_table(DEVICES)?,
+            devices_by_patient: txn.open_table(DEVICES_BY_PATIENT)?,
+            device_sessions: txn.open_table(DEVICE_SESSIONS)?,
+            sessions_by_device: txn.open_table(SESSIONS_BY_DEVICE)?,
+            session_keys: txn.open_table(SESSION_KEYS)?,
+            device_batches: txn.open_table(DEVICE_BATCHES)?,
+            device_alerts: txn.open_table(DEVICE_ALERTS)?,
+            device_thresholds: txn.open_table(DEVICE_THRESHOLDS)?,
+            device_blobs: txn.open_table(DEVICE_BLOBS)?,
         })
     }
 }
@@ -944,6 +1126,39 @@ pub(crate) mod keys {
         ([s.as_bytes(), &[0]].concat(), [s.as_bytes(), &[1]].concat())
     }
 
+    /// account || account (patient || device).
+    pub(crate) fn two_accounts(a: &AccountId, b: &AccountId) -> [u8; 40] {
+        let mut k = [0u8; 40];
+        k[..20].copy_from_slice(&a.0);
+        k[20..].copy_from_slice(&b.0);
+        k
+    }
+
+    /// device || height || session.
+    pub(crate) fn device_session(device: &AccountId, height: u64, session: &Hash) -> [u8; 60] {
+        let mut k = [0u8; 60];
+        k[..20].copy_from_slice(&device.0);
+        k[20..28].copy_from_slice(&height.to_be_bytes());
+        k[28..].copy_from_slice(&session.0);
+        k
+    }
+
+    /// session || account.
+    pub(crate) fn session_account(session: &Hash, account: &AccountId) -> [u8; 52] {
+        let mut k = [0u8; 52];
+        k[..32].copy_from_slice(&session.0);
+        k[32..].copy_from_slice(&account.0);
+        k
+    }
+
+    /// session || sequence number (big-endian, so that a session's entries sort in order).
+    pub(crate) fn session_seq(session: &Hash, seq: u64) -> [u8; 40] {
+        let mut k = [0u8; 40];
+        k[..32].copy_from_slice(&session.0);
+        k[32..].copy_from_slice(&seq.to_be_bytes());
+        k
+    }
+
     /// patient || delegate (also owner || operator).
     pub(crate) fn patient_delegate(patient: &AccountId, delegate: &AccountId) -> [u8; 40] {
         let mut k = [0u8; 40];
@@ -1149,5 +1364,167 @@ impl StateTxn<'_, '_> {
             self.remove_blob_ref(&old)?;
         }
         self.add_blob_ref(blob, id)
+    }
+}
+
+/// Writes `value` under a fixed-size key, keeping the state digest current.
+fn put_fixed<const N: usize>(
+    table: &mut redb::Table<'_, &'static [u8; N], &'static [u8]>,
+    name: &str,
+    digest: &mut [u8; 32],
+    key: &[u8; N],
+    value: &[u8],
+) -> Result<(), LedgerError> {
+    let old = table.insert(key, value)?.map(|g| g.value().to_vec());
+    note_write(digest, name, key, old.as_deref(), value);
+    Ok(())
+}
+
+/// Writes a hash under a fixed-size key, keeping the state digest current.
+fn put_hash<const N: usize>(
+    table: &mut redb::Table<'_, &'static [u8; N], &'static [u8; 32]>,
+    name: &str,
+    digest: &mut [u8; 32],
+    key: &[u8; N],
+    value: &Hash,
+) -> Result<(), LedgerError> {
+    let old = table.insert(key, &value.0)?.map(|g| *g.value());
+    note_write(digest, name, key, old.as_ref().map(|o| &o[..]), &value.0);
+    Ok(())
+}
+
+impl StateTxn<'_, '_> {
+    /// Reads a device.
+    pub fn device(&self, id: &AccountId) -> Result<Option<DeviceEntry>, LedgerError> {
+        let v = self.tables.devices.get(&id.0)?;
+        v.map(|v| decode_entry("device", v.value())).transpose()
+    }
+
+    /// Writes a device (and, when new, its patient index entry).
+    pub fn put_device(&mut self, id: &AccountId, d: &DeviceEntry) -> Result<(), LedgerError> {
+        let value = encoding::encode(d);
+        let old = self.tables.devices.insert(&id.0, value.as_slice())?.map(|g| g.value().to_vec());
+        note_write(&mut self.digest, DEVICES.name(), &id.0, old.as_deref(), &value);
+        if old.is_none() {
+            self.tables.devices_by_patient.insert(&keys::two_accounts(&d.patient, id), ())?;
+        }
+        Ok(())
+    }
+
+    /// Reads a session.
+    pub fn device_session(&self, id: &Hash) -> Result<Option<SessionEntry>, LedgerError> {
+        let v = self.tables.device_sessions.get(&id.0)?;
+        v.map(|v| decode_entry("device session", v.value())).transpose()
+    }
+
+    /// Writes a session (and, when new, its device index entry).
+    pub fn put_device_session(&mut self, id: &Hash, s: &SessionEntry) -> Result<(), LedgerError> {
+        let value = encoding::encode(s);
+        let old = self.tables.device_sessions.get(&id.0)?.is_some();
+        put_fixed(
+            &mut self.tables.device_sessions,
+            DEVICE_SESSIONS.name(),
+            &mut self.digest,
+            &id.0,
+            &value,
+        )?;
+        if !old {
+            self.tables
+                .sessions_by_device
+                .insert(&keys::device_session(&s.device, s.started_at, id), ())?;
+        }
+        Ok(())
+    }
+
+    /// Records that `recipient` can unwrap `session`'s secret key from `blob`.
+    pub fn put_session_key(
+        &mut self,
+        session: &Hash,
+        recipient: &AccountId,
+        blob: &Hash,
+    ) -> Result<(), LedgerError> {
+        put_hash(
+            &mut self.tables.session_keys,
+            SESSION_KEYS.name(),
+            &mut self.digest,
+            &keys::session_account(session, recipient),
+            blob,
+        )?;
+        self.add_device_blob(blob, session)
+    }
+
+    /// Reads thresholds.
+    pub fn thresholds(&self, id: &Hash) -> Result<Option<ThresholdsEntry>, LedgerError> {
+        let v = self.tables.device_thresholds.get(&id.0)?;
+        v.map(|v| decode_entry("thresholds", v.value())).transpose()
+    }
+
+    /// Writes thresholds.
+    pub fn put_thresholds(&mut self, id: &Hash, t: &ThresholdsEntry) -> Result<(), LedgerError> {
+        put_fixed(
+            &mut self.tables.device_thresholds,
+            DEVICE_THRESHOLDS.name(),
+            &mut self.digest,
+            &id.0,
+            &encoding::encode(t),
+        )
+    }
+
+    /// Writes a batch of a session.
+    pub fn put_batch(&mut self, session: &Hash, b: &BatchEntry) -> Result<(), LedgerError> {
+        put_fixed(
+            &mut self.tables.device_batches,
+            DEVICE_BATCHES.name(),
+            &mut self.digest,
+            &keys::session_seq(session, b.first_seq),
+            &encoding::encode(b),
+        )?;
+        self.add_device_blob(&b.blob, session)
+    }
+
+    /// Reads the alert of `session` at `seq`, if there is one.
+    pub fn alert(&self, session: &Hash, seq: u64) -> Result<Option<AlertEntry>, LedgerError> {
+        let v = self.tables.device_alerts.get(&keys::session_seq(session, seq))?;
+        v.map(|v| decode_entry("alert", v.value())).transpose()
+    }
+
+    /// How many alerts `session` has with sequence numbers in `first..=last`.
+    pub fn alerts_in(&self, session: &Hash, first: u64, last: u64) -> Result<u64, LedgerError> {
+        let lo = keys::session_seq(session, first);
+        let hi = keys::session_seq(session, last);
+        let mut n = 0;
+        for row in self.tables.device_alerts.range::<&[u8; 40]>(&lo..=&hi)? {
+            row?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Writes an alert of a session.
+    pub fn put_alert(&mut self, session: &Hash, a: &AlertEntry) -> Result<(), LedgerError> {
+        put_fixed(
+            &mut self.tables.device_alerts,
+            DEVICE_ALERTS.name(),
+            &mut self.digest,
+            &keys::session_seq(session, a.seq),
+            &encoding::encode(a),
+        )?;
+        self.add_device_blob(&a.reading, session)
+    }
+
+    /// Whether `blob` is already referenced by a device session.
+    pub fn device_blob_taken(&self, blob: &Hash) -> Result<bool, LedgerError> {
+        Ok(self.tables.device_blobs.get(&blob.0)?.is_some())
+    }
+
+    /// Marks `blob` as referenced by `session`.
+    fn add_device_blob(&mut self, blob: &Hash, session: &Hash) -> Result<(), LedgerError> {
+        put_hash(
+            &mut self.tables.device_blobs,
+            DEVICE_BLOBS.name(),
+            &mut self.digest,
+            &blob.0,
+            session,
+        )
     }
 }

@@ -70,14 +70,14 @@ pub fn check_chain(
 /// The state digest recomputed from the stored state tables.
 pub fn state_digest(read: &redb::ReadTransaction) -> Result<[u8; 32], LedgerError> {
     let mut digest = [0u8; 32];
-    for def in [ACCOUNTS, HOSPITALS, DOCTORS] {
+    for def in [ACCOUNTS, HOSPITALS, DOCTORS, DEVICES] {
         let table = read.open_table(def)?;
         for row in table.iter()? {
             let (k, v) = row?;
             xor_into(&mut digest, &entry_digest(def.name(), k.value(), v.value()));
         }
     }
-    for def in [GRANTS, REQUESTS, DENY_RULES, BREAK_GLASS] {
+    for def in [GRANTS, REQUESTS, DENY_RULES, BREAK_GLASS, DEVICE_SESSIONS, DEVICE_THRESHOLDS] {
         let table = read.open_table(def)?;
         for row in table.iter()? {
             let (k, v) = row?;
@@ -130,6 +130,23 @@ pub fn state_digest(read: &redb::ReadTransaction) -> Result<[u8; 32], LedgerErro
     for row in case_keys.iter()? {
         let (k, v) = row?;
         xor_into(&mut digest, &entry_digest(CASE_KEYS.name(), k.value(), v.value()));
+    }
+    for def in [DEVICE_BATCHES, DEVICE_ALERTS] {
+        let table = read.open_table(def)?;
+        for row in table.iter()? {
+            let (k, v) = row?;
+            xor_into(&mut digest, &entry_digest(def.name(), k.value(), v.value()));
+        }
+    }
+    let session_keys = read.open_table(SESSION_KEYS)?;
+    for row in session_keys.iter()? {
+        let (k, v) = row?;
+        xor_into(&mut digest, &entry_digest(SESSION_KEYS.name(), k.value(), v.value()));
+    }
+    let device_blobs = read.open_table(DEVICE_BLOBS)?;
+    for row in device_blobs.iter()? {
+        let (k, v) = row?;
+        xor_into(&mut digest, &entry_digest(DEVICE_BLOBS.name(), k.value(), v.value()));
     }
     let blob_refs = read.open_table(BLOB_REFS)?;
     for row in blob_refs.iter()? {
@@ -321,6 +338,17 @@ fn compare_state(stored: &redb::ReadTransaction, replica: &Ledger) -> Result<(),
         NETWORK
     );
     compare!(CASES, CASE_ENTRIES, CASES_BY_PATIENT, CASE_KEYS);
+    compare!(
+        DEVICES,
+        DEVICES_BY_PATIENT,
+        DEVICE_SESSIONS,
+        SESSIONS_BY_DEVICE,
+        SESSION_KEYS,
+        DEVICE_BATCHES,
+        DEVICE_ALERTS,
+        DEVICE_THRESHOLDS,
+        DEVICE_BLOBS
+    );
     let stored_digest = {
         let meta = stored.open_table(META)?;
         meta.get(META_STATE_DIGEST)?.map(|d| d.value().to_vec())

@@ -157,7 +157,7 @@ impl Ledger {
 
 impl Ledger {
     /// Every vault blob the registry references (sealed patient, attendant and hospital
-    /// contact details): a garbage collector must keep these as well as record blobs. A scan,
+    /// contact details, sealed device details and thresholds): a garbage collector must keep these as well as record blobs. A scan,
     /// meant for an occasional collection run.
     pub fn registration_blobs(&self) -> Result<std::collections::HashSet<Hash>, LedgerError> {
         let read = self.db.begin_read()?;
@@ -171,6 +171,16 @@ impl Ledger {
             let (_, v) = row?;
             let h: HospitalEntry = decode_entry("hospital", v.value())?;
             out.insert(h.contact.blob);
+        }
+        for row in read.open_table(DEVICES)?.iter()? {
+            let (_, v) = row?;
+            let d: DeviceEntry = decode_entry("device", v.value())?;
+            out.insert(d.details.blob);
+        }
+        for row in read.open_table(DEVICE_THRESHOLDS)?.iter()? {
+            let (_, v) = row?;
+            let t: ThresholdsEntry = decode_entry("thresholds", v.value())?;
+            out.insert(t.sealed.blob);
         }
         Ok(out)
     }

@@ -15,6 +15,7 @@ use medledger_ledger::{Ledger, verify_signatures};
 
 mod cases;
 mod consent;
+mod devices;
 mod emergency;
 mod records;
 
