@@ -13,6 +13,7 @@ use medledger_core::{
     tx::{
         Role, SealedRef,
         consent::{DenyRule, Purpose, RecordCategory, Scope, Validity},
+        devices::{DeviceKind, Metric, Severity},
         records::{KeyRef, VisitDate},
     },
 };
@@ -77,6 +78,13 @@ pub mod paths {
     /// `GET /v1/cases/{id}/blobs/{hash}` (a sealed description, entry or wrapped key of the
     /// case) and `GET /v1/cases/{id}/export` (a [`super::CaseExport`], binary).
     pub const CASES: &str = "/v1/cases";
+    /// Devices: `GET /v1/devices?patient=ID`, `GET /v1/devices/{id}`,
+    /// `GET /v1/devices/{id}/sessions`.
+    pub const DEVICES: &str = "/v1/devices";
+    /// Measurement sessions: `GET /v1/device-sessions/{id}`,
+    /// `GET /v1/device-sessions/{id}/readings?after=N&limit=M` (digests and alerts), and the
+    /// audited read of their content `POST /v1/device-sessions/{id}/read?after=N&limit=M`.
+    pub const DEVICE_SESSIONS: &str = "/v1/device-sessions";
     /// Liveness and tip.
     pub const HEALTH: &str = "/health";
     /// Prometheus metrics.
@@ -597,4 +605,162 @@ impl CaseExport {
             &self.seal,
         ))
     }
+}
+
+/// A device, as shown to whom it concerns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceView {
+    /// The device's account.
+    pub account: AccountId,
+    /// The patient it serves.
+    pub patient: AccountId,
+    /// What kind of device.
+    pub kind: DeviceKind,
+    /// Sealed serial number, model and manufacturer.
+    pub details: SealedRef,
+    /// Who registered it.
+    pub registered_by: AccountId,
+    /// Height of registration.
+    pub registered_at: u64,
+    /// Height of retirement, if retired.
+    pub retired_at: Option<u64>,
+    /// The thresholds in force, if a doctor set any.
+    pub thresholds: Option<ThresholdsView>,
+    /// The session started last and not ended (it may have expired).
+    pub session: Option<Hash>,
+    /// The device account's last committed nonce.
+    pub nonce: u64,
+}
+
+/// A doctor's thresholds for a device: the metrics covered and the sealed values.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThresholdsView {
+    /// Their id (the transaction that set them).
+    pub id: Hash,
+    /// The device.
+    pub device: AccountId,
+    /// The doctor who set them.
+    pub doctor: AccountId,
+    /// The metrics covered.
+    pub metrics: Vec<Metric>,
+    /// The sealed values (fetch the blob with `GET /v1/blobs/{hash}`).
+    pub sealed: SealedRef,
+    /// Height at which they were set.
+    pub set_at: u64,
+}
+
+/// A measurement session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionView {
+    /// Its id.
+    pub id: Hash,
+    /// The device.
+    pub device: AccountId,
+    /// The patient.
+    pub patient: AccountId,
+    /// The session's temporary public key, to which readings are sealed.
+    pub public_key: EncryptionKey,
+    /// Who started it.
+    pub started_by: AccountId,
+    /// Height of the start.
+    pub started_at: u64,
+    /// Block time of the start.
+    pub started_time_ms: u64,
+    /// Block time from which it takes no readings, if set.
+    pub expires_at_ms: Option<u64>,
+    /// The responsible doctor, if named.
+    pub doctor: Option<AccountId>,
+    /// Height of its end, if ended.
+    pub ended_at: Option<u64>,
+    /// Whether it takes readings at the tip.
+    pub open: bool,
+    /// The last sequence number of the last committed batch.
+    pub batch_high: u64,
+    /// The highest sequence number committed (batch or alert).
+    pub last_seq: u64,
+    /// Readings committed in batches.
+    pub readings: u64,
+    /// Batches committed.
+    pub batches: u64,
+    /// Alerts committed.
+    pub alerts: u64,
+}
+
+/// A committed batch digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchView {
+    /// First sequence number covered.
+    pub first_seq: u64,
+    /// Last sequence number covered.
+    pub last_seq: u64,
+    /// Readings it holds.
+    pub count: u32,
+    /// SHA-256 of the ciphertext in the vault.
+    pub blob: Hash,
+    /// Its length.
+    pub size: u64,
+    /// The digest transaction.
+    pub tx: Hash,
+    /// Height.
+    pub height: u64,
+    /// Block time.
+    pub time_ms: u64,
+}
+
+/// A committed alert (metric and severity; the value is sealed in the vault).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertView {
+    /// The reading's sequence number.
+    pub seq: u64,
+    /// Which vital sign.
+    pub metric: Metric,
+    /// How abnormal.
+    pub severity: Severity,
+    /// SHA-256 of the sealed reading in the vault.
+    pub reading: Hash,
+    /// The thresholds it was classified by (`None`: the device's built-in defaults).
+    pub thresholds: Option<Hash>,
+    /// The alert transaction.
+    pub tx: Hash,
+    /// Height.
+    pub height: u64,
+    /// Block time.
+    pub time_ms: u64,
+    /// Its audit event.
+    pub event: u64,
+}
+
+/// A page of a session's digests and alerts (`GET /v1/device-sessions/{id}/readings`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionReadingsView {
+    /// The session.
+    pub session: Hash,
+    /// Batches after the cursor.
+    pub batches: Vec<BatchView>,
+    /// Alerts after the cursor, up to the end of the last batch (or the session).
+    pub alerts: Vec<AlertView>,
+    /// The cursor of the next page (`?after=`), if there may be one.
+    pub next_after: Option<u64>,
+}
+
+/// The body of an audited read of a session's readings
+/// (`POST /v1/device-sessions/{id}/read`), in the canonical binary encoding: the reader's
+/// wrapped copy of the session's secret key, then each batch and alert of the page with the
+/// bytes of its sealed blob.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionDataRead {
+    /// The session.
+    pub session: Hash,
+    /// The audit event that records this read.
+    pub event: u64,
+    /// The block that committed it.
+    pub height: u64,
+    /// The session's secret key wrapped to the reader (the blob's bytes).
+    pub wrapped_key: Vec<u8>,
+    /// Each batch digest and its sealed readings.
+    pub batches: Vec<(BatchView, Vec<u8>)>,
+    /// Each alert and its sealed reading.
+    pub alerts: Vec<(AlertView, Vec<u8>)>,
+    /// The cursor of the next page, if there may be one.
+    pub next_after: Option<u64>,
 }

@@ -160,6 +160,18 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{}/{{id}}/entries", paths::CASES), get(crate::cases::entries))
         .route(&format!("{}/{{id}}/blobs/{{hash}}", paths::CASES), get(crate::cases::blob))
         .route(&format!("{}/{{id}}/export", paths::CASES), get(crate::cases::export))
+        .route(paths::DEVICES, get(crate::devices::list))
+        .route(&format!("{}/{{id}}", paths::DEVICES), get(crate::devices::get))
+        .route(&format!("{}/{{id}}/sessions", paths::DEVICES), get(crate::devices::sessions))
+        .route(&format!("{}/{{id}}", paths::DEVICE_SESSIONS), get(crate::devices::session))
+        .route(
+            &format!("{}/{{id}}/readings", paths::DEVICE_SESSIONS),
+            get(crate::devices::readings),
+        )
+        .route(
+            &format!("{}/{{id}}/read", paths::DEVICE_SESSIONS),
+            post(crate::devices::read).layer(DefaultBodyLimit::max(4 * MAX_TX_BYTES)),
+        )
         .route(paths::HEALTH, get(health))
         .route(paths::METRICS, get(metrics))
         .layer(DefaultBodyLimit::max(64 * 1024))
@@ -179,7 +191,8 @@ fn admit(state: &AppState, tx: &SignedTransaction, signature_ok: bool) -> Result
     }
     state.ledger.precheck(tx).map_err(|reason| ApiError::refused(Outcome::Refused { reason }))?;
     crate::records::blobs_present(state, tx)?;
-    crate::cases::blobs_present(state, tx)
+    crate::cases::blobs_present(state, tx)?;
+    crate::devices::blobs_present(state, tx)
 }
 
 async fn enqueue(

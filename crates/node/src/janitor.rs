@@ -5,7 +5,8 @@
 //! cursor (the last height it handled) in the data directory, written after the deletions,
 //! so a crash in between only repeats deletions, which are idempotent.
 //!
-//! Garbage: every [`GC_EVERY`], blobs that no record or registration references and that were
+//! Garbage: every [`GC_EVERY`], blobs that no record, registration or device session (batches,
+//! sealed readings, wrapped session keys, sealed device details and thresholds) references and that were
 //! stored more than [`GC_GRACE`] ago (uploads never minted, or abandoned) are deleted.
 
 use std::{
@@ -103,7 +104,9 @@ pub fn erase_through(
 pub fn collect(ledger: &Ledger, vault: &FsVault) -> Result<medledger_vault::GcReport, String> {
     let registrations = ledger.registration_blobs().map_err(|e| e.to_string())?;
     let referenced = |h: &medledger_core::Hash| {
-        registrations.contains(h) || ledger.blob_owner(h).map_or(true, |owner| owner.is_some())
+        registrations.contains(h)
+            || ledger.blob_owner(h).map_or(true, |owner| owner.is_some())
+            || ledger.device_blob(h).map_or(true, |session| session.is_some())
     };
     vault.collect_garbage(&referenced, GC_GRACE, SystemTime::now()).map_err(|e| e.to_string())
 }

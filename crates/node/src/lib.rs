@@ -6,6 +6,7 @@
 pub mod auth;
 mod cases;
 pub mod datadir;
+mod devices;
 mod emergency;
 pub mod http;
 pub mod janitor;

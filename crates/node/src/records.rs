@@ -275,12 +275,12 @@ impl DenialLimiter {
     }
 
     /// Whether `reader` may still have a denial committed this minute.
-    fn allows(&self, reader: &AccountId) -> bool {
+    pub(crate) fn allows(&self, reader: &AccountId) -> bool {
         let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         recent.get(reader).is_none_or(|(m, n)| *m != Self::minute() || *n < DENIALS_PER_MINUTE)
     }
 
-    fn note(&self, reader: AccountId) {
+    pub(crate) fn note(&self, reader: AccountId) {
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         let minute = Self::minute();
         if recent.len() > 100_000 {
@@ -294,7 +294,7 @@ impl DenialLimiter {
     }
 }
 
-fn denied(decision: &Decision) -> ApiError {
+pub(crate) fn denied(decision: &Decision) -> ApiError {
     let reason = match decision {
         Decision::Deny(Denial::NoGrant) => {
             "no grant in force covers this record for this purpose".into()

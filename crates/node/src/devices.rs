@@ -1,0 +1,446 @@
+//! Device routes: device and session queries, a session's digests and alerts, the audited read
+//! of a session's sealed readings, and the admission check that the blobs a device transaction
+//! names are in this node's vault.
+//!
+//! Who sees a device, its sessions and their digests: the patient and their delegates, the
+//! device itself, the party that registered it, the session's doctor and the thresholds'
+//! author, and anyone `authorize` would let read the patient's device data now. Everyone else
+//! gets "not found", as for a device that does not exist. Reading the content (the sealed
+//! readings) goes through an audited access like a record read: the reader's access
+//! transaction for the patient's device data is committed, allowed or denied, before any blob
+//! leaves the vault.
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Path, Query, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use medledger_api::{
+    AlertView, BatchView, DeviceView, SessionDataRead, SessionReadingsView, SessionView,
+    ThresholdsView,
+};
+use medledger_core::{
+    Hash,
+    block::{Created, Outcome},
+    encoding,
+    ids::AccountId,
+    tx::{
+        DeviceTx, SignedTransaction, TxBody,
+        consent::{Action, Decision, Purpose, RecordCategory, Resource},
+    },
+};
+use medledger_ledger::state::{AlertEntry, BatchEntry, DeviceEntry, SessionEntry};
+use medledger_vault::BlobStore;
+use serde::Deserialize;
+
+use crate::{
+    auth::Signed,
+    http::{ApiError, ApiResult, AppState, parse_account},
+};
+
+/// Most batches one audited read returns (each up to a few MiB of readings).
+const MAX_READ_BATCHES: usize = 64;
+/// Most batches one digest listing returns.
+const MAX_LIST_BATCHES: usize = 1000;
+
+const PURPOSES: [Purpose; 5] =
+    [Purpose::Treatment, Purpose::Emergency, Purpose::Research, Purpose::Insurance, Purpose::Other];
+
+fn not_found(what: String) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
+}
+
+fn parse_hash(s: &str) -> Result<Hash, ApiError> {
+    Hash::from_hex(s).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!("{s:?} is not a 64-character hex id"),
+        )
+    })
+}
+
+fn device_data(patient: AccountId) -> Resource {
+    Resource { patient, category: Some(RecordCategory::DeviceData), record: None, case: None }
+}
+
+/// Whether `who` may see that the device (and its sessions) exist: see the module doc.
+fn may_see(
+    state: &AppState,
+    who: &AccountId,
+    device: &AccountId,
+    d: &DeviceEntry,
+    session: Option<&SessionEntry>,
+) -> Result<bool, ApiError> {
+    if [d.patient, *device, d.registered_by].contains(who)
+        || session.is_some_and(|s| s.doctor.as_ref() == Some(who))
+        || state.ledger.is_delegate(&d.patient, who)?
+    {
+        return Ok(true);
+    }
+    if let Some(t) = d.thresholds
+        && state.ledger.thresholds(&t)?.is_some_and(|t| t.doctor == *who)
+    {
+        return Ok(true);
+    }
+    let resource = device_data(d.patient);
+    for purpose in PURPOSES {
+        if state.ledger.authorize(who, Action::Read, &resource, purpose, None)?.is_allowed() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn device_view(
+    state: &AppState,
+    account: AccountId,
+    d: DeviceEntry,
+) -> Result<DeviceView, ApiError> {
+    let thresholds = match d.thresholds {
+        Some(id) => state.ledger.thresholds(&id)?.map(|t| ThresholdsView {
+            id,
+            device: t.device,
+            doctor: t.doctor,
+            metrics: t.metrics,
+            sealed: t.sealed,
+            set_at: t.set_at,
+        }),
+        None => None,
+    };
+    let nonce = state.ledger.account(&account)?.map_or(0, |a| a.nonce);
+    Ok(DeviceView {
+        account,
+        patient: d.patient,
+        kind: d.kind,
+        details: d.details,
+        registered_by: d.registered_by,
+        registered_at: d.registered_at,
+        retired_at: d.retired_at,
+        thresholds,
+        session: d.session,
+        nonce,
+    })
+}
+
+fn session_view(state: &AppState, id: Hash, s: SessionEntry) -> SessionView {
+    let time_ms = state.ledger.tip().time_ms;
+    SessionView {
+        id,
+        open: s.closed_reason(time_ms).is_none(),
+        last_seq: s.last_seq(),
+        device: s.device,
+        patient: s.patient,
+        public_key: s.public_key,
+        started_by: s.started_by,
+        started_at: s.started_at,
+        started_time_ms: s.started_time_ms,
+        expires_at_ms: s.expires_at_ms,
+        doctor: s.doctor,
+        ended_at: s.ended_at,
+        batch_high: s.batch_high,
+        readings: s.readings,
+        batches: s.batches,
+        alerts: s.alerts,
+    }
+}
+
+fn batch_view(b: BatchEntry) -> BatchView {
+    BatchView {
+        first_seq: b.first_seq,
+        last_seq: b.last_seq,
+        count: b.count,
+        blob: b.blob,
+        size: b.size,
+        tx: b.tx,
+        height: b.height,
+        time_ms: b.time_ms,
+    }
+}
+
+fn alert_view(a: AlertEntry) -> AlertView {
+    AlertView {
+        seq: a.seq,
+        metric: a.metric,
+        severity: a.severity,
+        reading: a.reading,
+        thresholds: a.thresholds,
+        tx: a.tx,
+        height: a.height,
+        time_ms: a.time_ms,
+        event: a.event,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListQuery {
+    patient: String,
+}
+
+/// `GET /v1/devices?patient=ID`: the devices of a patient the signer may see.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Vec<DeviceView>> {
+    let patient = parse_account(&q.patient)?;
+    let mut out = Vec::new();
+    for (id, d) in state.ledger.devices_of_patient(&patient)? {
+        let session = d.session.map(|s| state.ledger.device_session(&s)).transpose()?.flatten();
+        if may_see(&state, &requester, &id, &d, session.as_ref())? {
+            out.push(device_view(&state, id, d)?);
+        }
+    }
+    Ok(Json(out))
+}
+
+/// The device `id` if the requester may see it.
+fn visible_device(
+    state: &AppState,
+    requester: &AccountId,
+    id: &str,
+) -> Result<(AccountId, DeviceEntry), ApiError> {
+    let account = parse_account(id)?;
+    let missing = || not_found(format!("no device {account}"));
+    let d = state.ledger.device(&account)?.ok_or_else(missing)?;
+    let session = d.session.map(|s| state.ledger.device_session(&s)).transpose()?.flatten();
+    if !may_see(state, requester, &account, &d, session.as_ref())? {
+        return Err(missing());
+    }
+    Ok((account, d))
+}
+
+/// `GET /v1/devices/{id}`.
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+    Path(id): Path<String>,
+) -> ApiResult<DeviceView> {
+    let (account, d) = visible_device(&state, &requester, &id)?;
+    Ok(Json(device_view(&state, account, d)?))
+}
+
+/// `GET /v1/devices/{id}/sessions`: the device's sessions, oldest first.
+pub(crate) async fn sessions(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+    Path(id): Path<String>,
+) -> ApiResult<Vec<SessionView>> {
+    let (account, _) = visible_device(&state, &requester, &id)?;
+    let list = state.ledger.sessions_of_device(&account)?;
+    Ok(Json(list.into_iter().map(|(id, s)| session_view(&state, id, s)).collect()))
+}
+
+/// The session `id` if the requester may see it.
+fn visible_session(
+    state: &AppState,
+    requester: &AccountId,
+    id: &str,
+) -> Result<(Hash, SessionEntry), ApiError> {
+    let id = parse_hash(id)?;
+    let missing = || not_found(format!("no device session {id}"));
+    let s = state.ledger.device_session(&id)?.ok_or_else(missing)?;
+    let d = state
+        .ledger
+        .device(&s.device)?
+        .ok_or_else(|| ApiError::internal(format!("session {id} names no device")))?;
+    if !may_see(state, requester, &s.device, &d, Some(&s))? {
+        return Err(missing());
+    }
+    Ok((id, s))
+}
+
+/// `GET /v1/device-sessions/{id}`.
+pub(crate) async fn session(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+    Path(id): Path<String>,
+) -> ApiResult<SessionView> {
+    let (id, s) = visible_session(&state, &requester, &id)?;
+    Ok(Json(session_view(&state, id, s)))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct PageQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/device-sessions/{id}/readings?after=N&limit=M`: digests and alerts (no content).
+pub(crate) async fn readings(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<SessionReadingsView> {
+    let (id, _) = visible_session(&state, &requester, &id)?;
+    let limit = q.limit.unwrap_or(MAX_LIST_BATCHES).clamp(1, MAX_LIST_BATCHES);
+    let page = state.ledger.session_readings(&id, q.after.unwrap_or(0), limit)?;
+    Ok(Json(SessionReadingsView {
+        session: id,
+        batches: page.batches.into_iter().map(batch_view).collect(),
+        alerts: page.alerts.into_iter().map(alert_view).collect(),
+        next_after: page.next_after,
+    }))
+}
+
+fn malformed(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "malformed", message)
+}
+
+/// `POST /v1/device-sessions/{id}/read?after=N&limit=M`: the audited read. The body is the
+/// reader's access transaction for the patient's device data; once it is committed and
+/// allowed, the answer carries the reader's wrapped session key and the sealed readings of one
+/// page, each checked against its hash first.
+pub(crate) async fn read(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = parse_hash(&id)?;
+    let tx = SignedTransaction::decode(&body).map_err(|e| malformed(e.to_string()))?;
+    let TxBody::Access(access) = &tx.tx.body else {
+        return Err(malformed("the body must be an access transaction for the device data"));
+    };
+    let session = state
+        .ledger
+        .device_session(&id)?
+        .ok_or_else(|| not_found(format!("no device session {id}")))?;
+    if access.resource != device_data(session.patient) || access.action != Action::Read {
+        return Err(malformed(format!(
+            "the access transaction must name the device data of patient {} and the read action",
+            session.patient
+        )));
+    }
+    let reader = tx.tx.signer;
+    let likely =
+        state.ledger.authorize(&reader, Action::Read, &access.resource, access.purpose, None)?;
+    let mut prepared = None;
+    if likely.is_allowed() {
+        let key_blob = state.ledger.session_key(&id, &reader)?.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "no_key",
+                format!(
+                    "session {id}'s key is not wrapped to {reader}: only the patient and the session's doctor hold it; nothing was logged"
+                ),
+            )
+        })?;
+        let limit = q.limit.unwrap_or(MAX_READ_BATCHES).clamp(1, MAX_READ_BATCHES);
+        let page = state.ledger.session_readings(&id, q.after.unwrap_or(0), limit)?;
+        let vault = state.vault.clone();
+        // Every blob is read (and hash-checked by the vault) before the access is committed.
+        prepared = Some(
+            tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+                let get = |h: &Hash| -> Result<Vec<u8>, ApiError> {
+                    vault.get(h).map_err(crate::http::vault_error)?.ok_or_else(|| {
+                        ApiError::new(
+                            StatusCode::NOT_FOUND,
+                            "not_in_vault",
+                            format!("blob {h} is not in this node's vault"),
+                        )
+                    })
+                };
+                let key = get(&key_blob)?;
+                let batches = page
+                    .batches
+                    .into_iter()
+                    .map(|b| Ok((get(&b.blob)?, batch_view(b))))
+                    .collect::<Result<Vec<_>, ApiError>>()?;
+                let alerts = page
+                    .alerts
+                    .into_iter()
+                    .map(|a| Ok((get(&a.reading)?, alert_view(a))))
+                    .collect::<Result<Vec<_>, ApiError>>()?;
+                Ok((key, batches, alerts, page.next_after))
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("a vault task failed: {e}")))??,
+        );
+    } else if !state.read_denials.allows(&reader) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_denials",
+            "too many denied reads in a minute; try again later",
+        ));
+    }
+    let receipt = crate::http::submit_and_wait(&state, tx).await?;
+    let Outcome::Applied { created: Some(Created::Access { decision, event }) } = &receipt.outcome
+    else {
+        return Err(ApiError::internal(format!("unexpected receipt {:?}", receipt.outcome)));
+    };
+    let (Decision::Allow(_), Some((wrapped_key, batches, alerts, next_after))) =
+        (decision, prepared)
+    else {
+        state.read_denials.note(reader);
+        if decision.is_allowed() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "retry",
+                "the access was allowed at its block but not before it; read again",
+            ));
+        }
+        return Err(crate::records::denied(decision));
+    };
+    let body = SessionDataRead {
+        session: id,
+        event: *event,
+        height: receipt.height,
+        wrapped_key,
+        batches: batches.into_iter().map(|(bytes, v)| (v, bytes)).collect(),
+        alerts: alerts.into_iter().map(|(bytes, v)| (v, bytes)).collect(),
+        next_after,
+    };
+    Ok(([(header::CONTENT_TYPE, medledger_api::BINARY_MEDIA_TYPE)], encoding::encode(&body))
+        .into_response())
+}
+
+/// Admission check for device transactions: every blob named must be in this node's vault
+/// (sealed details and thresholds stored with `PUT /v1/blobs`, batches, sealed readings and
+/// wrapped session keys streamed with `POST /v1/vault`), and a batch must have the size its
+/// digest declares. A digest of bytes nobody holds would be unreadable.
+pub(crate) fn blobs_present(state: &AppState, tx: &SignedTransaction) -> Result<(), ApiError> {
+    let TxBody::Devices(d) = &tx.tx.body else { return Ok(()) };
+    let missing = |what: &str, h: &Hash| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "blob_missing",
+            format!("the {what} blob {h} is not in this node's vault: upload it first"),
+        )
+    };
+    let has = |h: &Hash| state.vault.len(h).map_err(crate::records::blob_error);
+    match d {
+        DeviceTx::Register(r) if has(&r.details.blob)?.is_none() => {
+            return Err(missing("sealed device details", &r.details.blob));
+        }
+        DeviceTx::StartSession(s) => {
+            for k in &s.keys {
+                if has(&k.blob)?.is_none() {
+                    return Err(missing("wrapped session key", &k.blob));
+                }
+            }
+        }
+        DeviceTx::SetThresholds(t) if has(&t.sealed.blob)?.is_none() => {
+            return Err(missing("sealed thresholds", &t.sealed.blob));
+        }
+        DeviceTx::Readings(b) => match has(&b.blob)? {
+            None => return Err(missing("batch", &b.blob)),
+            Some(len) if len != b.size => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "size_mismatch",
+                    format!("the batch blob holds {len} bytes, the digest declares {}", b.size),
+                ));
+            }
+            Some(_) => {}
+        },
+        DeviceTx::Alert(a) if has(&a.reading)?.is_none() => {
+            return Err(missing("sealed reading", &a.reading));
+        }
+        _ => {}
+    }
+    Ok(())
+}
