@@ -267,6 +267,29 @@ pub enum ClientError {
         /// What is wrong with the shares.
         reason: String,
     },
+
+    /// Device readings could not be sealed, or a sealed batch does not open or does not match
+    /// its header.
+    #[error("device readings: {reason}")]
+    DeviceReadings {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// Thresholds are invalid, or sealed thresholds do not open or do not match the ledger.
+    #[error("thresholds: {reason}")]
+    Thresholds {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A device gateway cannot go on: its device or session is not usable, or the ledger
+    /// refused what it sent.
+    #[error("device gateway: {reason}")]
+    Gateway {
+        /// What happened.
+        reason: String,
+    },
 }
 
 fn refused_message(status: u16, code: &str, message: &str, outcome: Option<&Outcome>) -> String {

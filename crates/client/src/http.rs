@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use crate::error::ClientError;
 
 mod cases;
+mod devices;
 mod emergency;
 mod records;
 pub use records::RecordStream;

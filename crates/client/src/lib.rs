@@ -5,9 +5,11 @@
 #![warn(missing_docs)]
 
 pub mod cases;
+pub mod devices;
 pub mod emergency;
 pub mod envelope;
 pub mod error;
+pub mod gateway;
 pub mod http;
 pub mod keystore;
 pub mod proof;
