@@ -120,6 +120,24 @@ fn what(e: &AuditEvent) -> String {
         AuditKind::CaseKeyShared { case, grantee } => {
             format!("key of case {case} shared with {grantee}")
         }
+        AuditKind::DeviceRegistered { device, kind } => {
+            format!("device {device} ({kind:?}) registered")
+        }
+        AuditKind::DeviceRetired { device } => format!("device {device} retired"),
+        AuditKind::DeviceSessionStarted { device, session, doctor } => match doctor {
+            Some(d) => format!("session {session} started on device {device}, doctor {d}"),
+            None => format!("session {session} started on device {device}"),
+        },
+        AuditKind::DeviceSessionEnded { device, session } => {
+            format!("session {session} on device {device} ended")
+        }
+        AuditKind::DeviceThresholdsSet { device, thresholds, metrics } => format!(
+            "thresholds {thresholds} set for device {device}: {}",
+            metrics.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
+        ),
+        AuditKind::DeviceAlert { device, seq, metric, severity, .. } => {
+            format!("ALERT from device {device}: reading {seq}, {} {severity:?}", metric.name())
+        }
     }
 }
 

@@ -8,6 +8,8 @@ mod bench_records;
 mod case;
 mod common;
 mod consent;
+mod device;
+mod device_sim;
 mod emergency;
 mod proof;
 mod record;
@@ -70,6 +72,10 @@ enum Command {
     /// Case-wise treatment logs: open, append, seal, share, list, show, export, verify.
     #[command(subcommand)]
     Case(case::CaseCommand),
+    /// Medical devices: register, list, retire, measurement sessions, thresholds, readings,
+    /// and a simulator that streams readings (and benchmarks ingestion).
+    #[command(subcommand)]
+    Device(device::DeviceCommand),
     /// Print the events concerning your account as they arrive; resumes where it left off.
     Watch(watch::Args),
     /// Keys: rotate your own; revoke one you have authority over.
@@ -117,6 +123,7 @@ fn main() -> ExitCode {
             Command::Record(c) => record::run(c).await,
             Command::Emergency(c) => emergency::run(c).await,
             Command::Case(c) => case::run(c).await,
+            Command::Device(c) => device::run(c).await,
             Command::Watch(args) => watch::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::BenchRecords(args) => bench_records::run(args).await,

@@ -176,7 +176,7 @@ fn parse_category(s: &str) -> Result<RecordCategory, String> {
     })
 }
 
-fn parse_purpose(s: &str) -> Result<Purpose, String> {
+pub(crate) fn parse_purpose(s: &str) -> Result<Purpose, String> {
     serde_json::from_value(serde_json::Value::String(s.to_owned()))
         .map_err(|_| "one of: treatment, research, insurance, emergency, other".to_owned())
 }

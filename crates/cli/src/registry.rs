@@ -161,13 +161,13 @@ pub enum KeyCommand {
 /// Sealed personal details: the salt travels inside the sealed blob, so whoever can open it can
 /// also check it against the commitment on the ledger.
 #[derive(Debug, Serialize, Deserialize)]
-struct SealedDetails {
-    salt: String,
-    details: serde_json::Value,
+pub(crate) struct SealedDetails {
+    pub(crate) salt: String,
+    pub(crate) details: serde_json::Value,
 }
 
 /// Seals `details` to `recipients`, stores the blob on the node, returns the ledger reference.
-async fn seal_details(
+pub(crate) async fn seal_details(
     client: &NodeClient,
     details: serde_json::Value,
     recipients: &[medledger_core::keys::EncryptionKey],
@@ -187,7 +187,7 @@ fn created(receipt: &Receipt) -> Option<&Created> {
     }
 }
 
-fn print_receipt(what: &str, receipt: &Receipt) {
+pub(crate) fn print_receipt(what: &str, receipt: &Receipt) {
     println!(
         "{what}: committed in block {} (tx {}, log index {})",
         receipt.height, receipt.tx_hash, receipt.log_index

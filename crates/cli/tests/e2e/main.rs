@@ -5,6 +5,7 @@ mod bench;
 mod cases;
 mod consent;
 mod crash;
+mod devices;
 mod emergency;
 mod events;
 mod fork;
