@@ -14,9 +14,14 @@
 //! **Benchmark** (`--bench-devices N`, the wallet is the regulator's): sets up a hospital, a
 //! doctor, N patients each with a vital-signs monitor, a grant, thresholds and an open session
 //! (in memory; outboxes in a temporary directory), then runs N gateways at `--rate` readings
-//! per second each for `--duration` seconds and reports the readings committed per second,
-//! and for alerts the commit latency and how many blocks after the newest block seen at
-//! submission each landed in.
+//! per second each for `--duration` seconds, with the doctor and the hospital following their
+//! event streams. It reports the readings committed per second after a warm-up; for batches
+//! their latency; for alerts the time from the reading to the committed receipt and from the
+//! submission to it, the block each landed in against the tip known at its submission (the
+//! node's `/health`, sampled every 20 ms, and every receipt), the time from the reading to the
+//! event on the doctor's and the hospital's streams; and the blocks and transactions per block
+//! (from the node's metrics: far below a block's limit means no transaction waited for more
+//! than the next block proposed).
 //!
 //! Fault injection for crash tests: with `MEDLEDGER_DEVICE_FAULT=stall-before-submit` (or
 //! `stall-after-commit`) the first alert stops the gateway once it is durable in the outbox
@@ -27,10 +32,7 @@
 use std::{
     collections::VecDeque,
     path::PathBuf,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -45,6 +47,7 @@ use medledger_client::{
 };
 use medledger_core::{
     Hash,
+    audit::AuditKind,
     block::{Created, Outcome, Receipt},
     encoding,
     ids::{AccountId, PatientId},
@@ -462,16 +465,30 @@ fn sealed_ref(client_blob: Hash, commitment: Hash) -> SealedRef {
     SealedRef { blob: client_blob, commitment }
 }
 
+/// One delivery seen by a simulated device.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    /// When its receipt arrived.
+    arrived: Instant,
+    /// When its transaction was submitted.
+    submitted: Instant,
+    /// Its block.
+    height: u64,
+    /// Readings it committed.
+    readings: u64,
+    /// Whether it was an alert.
+    alert: bool,
+    /// For an alert: when its reading was due.
+    alert_of: Option<Instant>,
+}
+
 /// What one simulated device measured.
 #[derive(Debug, Default)]
 struct DeviceStats {
     generated: u64,
-    /// (when, readings) of each delivery, from the start of the run.
-    committed: Vec<(Duration, u64)>,
-    batches: u64,
-    alerts: u64,
-    alert_ms: Vec<f64>,
-    alert_blocks: Vec<u64>,
+    /// (device, sequence number, when the reading was due) of every abnormal reading.
+    abnormal: Vec<(AccountId, u64, Instant)>,
+    seen: Vec<Seen>,
     batch_ms: Vec<f64>,
     stalls: u64,
 }
@@ -482,20 +499,29 @@ struct BenchReport {
     rate_per_device: f64,
     target_readings_per_s: f64,
     duration_s: f64,
+    warmup_s: f64,
     generated: u64,
-    committed_in_window: u64,
+    committed_in_run: u64,
     committed_readings_per_s: f64,
     batches: u64,
     alerts: u64,
     alert_latency_p50_ms: f64,
     alert_latency_p99_ms: f64,
     alert_latency_max_ms: f64,
-    alert_blocks_after_seen_max: u64,
-    alert_blocks_after_seen_hist: Vec<(u64, u64)>,
+    alert_commit_p50_ms: f64,
+    alert_commit_p99_ms: f64,
+    alert_commit_max_ms: f64,
+    alert_blocks_after_tip_hist: Vec<(u64, u64)>,
+    alert_blocks_after_tip_max: u64,
+    /// (events received, p50, p99, max ms from the reading being due) on the doctor's stream.
+    doctor_stream: (u64, f64, f64, f64),
+    /// The same on the hospital's stream.
+    hospital_stream: (u64, f64, f64, f64),
     batch_latency_p50_ms: f64,
     batch_latency_p99_ms: f64,
     blocks: u64,
     block_interval_ms: f64,
+    txs_per_block: f64,
     stalls: u64,
 }
 
@@ -667,13 +693,52 @@ async fn bench(args: Args, n: usize) -> Result<()> {
         args.rate * n as f64,
         args.anomaly_rate
     ));
-    let tip_seen = Arc::new(AtomicU64::new(session.client.health().await?.height));
-    let height_at_start = tip_seen.load(Ordering::Relaxed);
+    let applied_at_start = node_counter(&base, "medledger_tx_applied_total").await;
+    let height_at_start = session.client.health().await?.height;
     let started = Instant::now() + Duration::from_millis(200);
     let end = started + Duration::from_secs_f64(duration);
+    // The tip as the node reports it, sampled every 20 ms, to place each alert's submission.
+    let tips = Arc::new(std::sync::Mutex::new(Vec::<(Instant, u64)>::new()));
+    let poller = {
+        let (client, tips) = (NodeClient::new(&base)?, tips.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Ok(h) = client.health().await
+                    && let Ok(mut t) = tips.lock()
+                {
+                    t.push((Instant::now(), h.height));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    // The doctor and the hospital follow their event streams: when does each alert reach them?
+    let mut watchers = Vec::new();
+    for who in [&doctor, &hospital] {
+        let identity = Identity {
+            name: "bench watcher".into(),
+            signing: who.key.clone(),
+            decryption: DecryptionKey::from_bytes(*who.enc.expose_secret()),
+        };
+        let (client, account) = (NodeClient::new(&base)?, who.account);
+        let heard = Arc::new(std::sync::Mutex::new(Vec::<(AccountId, u64, Instant)>::new()));
+        let sink = heard.clone();
+        let task = tokio::spawn(async move {
+            let _ = client
+                .watch(&identity, account, None, |e| {
+                    if let AuditKind::DeviceAlert { device, seq, .. } = e.kind
+                        && let Ok(mut h) = sink.lock()
+                    {
+                        h.push((device, seq, Instant::now()));
+                    }
+                    true
+                })
+                .await;
+        });
+        watchers.push((task, heard));
+    }
     let mut tasks = Vec::new();
     for (i, mut g) in gateways.into_iter().enumerate() {
-        let tip_seen = tip_seen.clone();
         let (rate, anomaly_rate, batch_ms) = (args.rate, args.anomaly_rate, args.batch_ms);
         let seed = args.seed.map(|s| s.wrapping_add(i as u64));
         tasks.push(tokio::spawn(async move {
@@ -682,35 +747,31 @@ async fn bench(args: Args, n: usize) -> Result<()> {
             let metrics = g.kind().metrics();
             // Stagger the devices' batches over the batch interval.
             let mut last_flush = started + Duration::from_millis(batch_ms * i as u64 / n as u64);
-            let mut alert_sent: VecDeque<(u64, u64, Instant)> = VecDeque::new();
-            let note = |p: Progress,
-                        stats: &mut DeviceStats,
-                        sent: &mut VecDeque<(u64, u64, Instant)>| {
-                for d in p.delivered {
-                    let at = Instant::now();
-                    tip_seen.fetch_max(d.receipt.height, Ordering::Relaxed);
-                    match d.kind {
-                        EntryKind::Batch { count, .. } => {
-                            stats.batches += 1;
-                            stats
-                                .committed
-                                .push((at.saturating_duration_since(started), u64::from(count)));
-                        }
-                        EntryKind::Alert { seq, .. } => {
-                            stats.alerts += 1;
-                            stats.committed.push((at.saturating_duration_since(started), 1));
-                            if let Some(pos) = sent.iter().position(|(s, _, _)| *s == seq) {
-                                let (_, seen, t0) = sent.remove(pos).unwrap_or((seq, 0, at));
-                                stats.alert_ms.push(at.duration_since(t0).as_secs_f64() * 1000.0);
-                                stats.alert_blocks.push(d.receipt.height.saturating_sub(seen));
+            let mut due_at: VecDeque<(u64, Instant)> = VecDeque::new();
+            let note =
+                |p: Progress, stats: &mut DeviceStats, due_at: &mut VecDeque<(u64, Instant)>| {
+                    for d in p.delivered {
+                        let arrived = Instant::now();
+                        let (readings, alert, alert_of) = match d.kind {
+                            EntryKind::Batch { count, .. } => (u64::from(count), false, None),
+                            EntryKind::Alert { seq, .. } => {
+                                let pos = due_at.iter().position(|(s, _)| *s == seq);
+                                (1, true, pos.and_then(|p| due_at.remove(p)).map(|(_, t)| t))
                             }
-                        }
+                        };
+                        stats.seen.push(Seen {
+                            arrived,
+                            submitted: d.submitted_at,
+                            height: d.receipt.height,
+                            readings,
+                            alert,
+                            alert_of,
+                        });
                     }
-                }
-                if p.stalled.is_some() {
-                    stats.stalls += 1;
-                }
-            };
+                    if p.stalled.is_some() {
+                        stats.stalls += 1;
+                    }
+                };
             tokio::time::sleep_until(started.into()).await;
             let per = Duration::from_secs_f64(1.0 / rate);
             let mut k: u64 = 0;
@@ -726,10 +787,11 @@ async fn bench(args: Args, n: usize) -> Result<()> {
                     let r = g.reading(metric, value, now_ms());
                     stats.generated += 1;
                     if g.classify(metric, value).is_some() {
-                        alert_sent.push_back((r.seq, tip_seen.load(Ordering::Relaxed), scheduled));
+                        due_at.push_back((r.seq, scheduled));
+                        stats.abnormal.push((g.device(), r.seq, scheduled));
                     }
                     let (_, p) = g.record(r).await?;
-                    note(p, &mut stats, &mut alert_sent);
+                    note(p, &mut stats, &mut due_at);
                 }
                 if last_flush.elapsed() >= Duration::from_millis(batch_ms) {
                     last_flush = Instant::now();
@@ -738,12 +800,12 @@ async fn bench(args: Args, n: usize) -> Result<()> {
                     if !p.delivered.is_empty() {
                         stats.batch_ms.push(t.elapsed().as_secs_f64() * 1000.0);
                     }
-                    note(p, &mut stats, &mut alert_sent);
+                    note(p, &mut stats, &mut due_at);
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             let p = g.flush().await?;
-            note(p, &mut stats, &mut alert_sent);
+            note(p, &mut stats, &mut due_at);
             anyhow::Ok(stats)
         }));
     }
@@ -751,43 +813,102 @@ async fn bench(args: Args, n: usize) -> Result<()> {
     for t in tasks {
         let s = t.await.context("a device task failed")??;
         all.generated += s.generated;
-        all.committed.extend(s.committed);
-        all.batches += s.batches;
-        all.alerts += s.alerts;
-        all.alert_ms.extend(s.alert_ms);
-        all.alert_blocks.extend(s.alert_blocks);
+        all.abnormal.extend(s.abnormal);
+        all.seen.extend(s.seen);
         all.batch_ms.extend(s.batch_ms);
         all.stalls += s.stalls;
     }
+    poller.abort();
+    // Give the streams a moment for the last alerts, then compare.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let due: std::collections::HashMap<(AccountId, u64), Instant> =
+        all.abnormal.iter().map(|(d, s, t)| ((*d, *s), *t)).collect();
+    let mut stream_lags = Vec::new();
+    for (task, heard) in watchers {
+        task.abort();
+        let heard = heard.lock().map(|h| h.clone()).unwrap_or_default();
+        let mut lags: Vec<f64> = heard
+            .iter()
+            .filter_map(|(d, s, at)| {
+                due.get(&(*d, *s)).map(|t| at.duration_since(*t).as_secs_f64() * 1000.0)
+            })
+            .collect();
+        let received = lags.len() as u64;
+        stream_lags.push((
+            received,
+            pct(&mut lags, 0.5),
+            pct(&mut lags, 0.99),
+            pct(&mut lags, 1.0),
+        ));
+    }
     let height_at_end = session.client.health().await?.height;
+    let applied_at_end = node_counter(&base, "medledger_tx_applied_total").await;
     let _ = std::fs::remove_dir_all(&state);
-    let window = Duration::from_secs_f64(duration);
-    let committed_in_window: u64 =
-        all.committed.iter().filter(|(at, _)| *at <= window).map(|(_, c)| c).sum();
+
+    // Readings committed per second after a warm-up, up to the end of the run.
+    let warmup = (duration / 4.0).min(2.0);
+    let (from, to) = (started + Duration::from_secs_f64(warmup), end);
+    let steady: u64 =
+        all.seen.iter().filter(|s| s.arrived > from && s.arrived <= to).map(|s| s.readings).sum();
+    // The tip known at each alert's submission: the newest height reported by any receipt
+    // or health sample before it.
+    let mut timeline: Vec<(Instant, u64)> =
+        all.seen.iter().map(|s| (s.arrived, s.height)).collect();
+    timeline.extend(tips.lock().map(|t| t.clone()).unwrap_or_default());
+    timeline.sort_by_key(|(t, _)| *t);
+    let mut best = 0;
+    let timeline: Vec<(Instant, u64)> = timeline
+        .into_iter()
+        .map(|(t, h)| {
+            best = best.max(h);
+            (t, best)
+        })
+        .collect();
+    let tip_before = |at: Instant| -> u64 {
+        let i = timeline.partition_point(|(t, _)| *t < at);
+        if i == 0 { height_at_start } else { timeline[i - 1].1 }
+    };
+    let alerts: Vec<&Seen> = all.seen.iter().filter(|s| s.alert).collect();
+    let mut e2e: Vec<f64> = alerts
+        .iter()
+        .filter_map(|s| s.alert_of.map(|due| s.arrived.duration_since(due).as_secs_f64() * 1000.0))
+        .collect();
+    let mut commit: Vec<f64> = alerts
+        .iter()
+        .map(|s| s.arrived.duration_since(s.submitted).as_secs_f64() * 1000.0)
+        .collect();
     let mut hist = std::collections::BTreeMap::new();
-    for b in &all.alert_blocks {
-        *hist.entry(*b).or_insert(0u64) += 1;
+    for s in &alerts {
+        *hist.entry(s.height.saturating_sub(tip_before(s.submitted))).or_insert(0u64) += 1;
     }
     let blocks = height_at_end.saturating_sub(height_at_start);
+    let txs = applied_at_end.zip(applied_at_start).map_or(0.0, |(e, s)| e - s);
     let report = BenchReport {
         devices: n,
         rate_per_device: args.rate,
         target_readings_per_s: args.rate * n as f64,
         duration_s: duration,
+        warmup_s: warmup,
         generated: all.generated,
-        committed_in_window,
-        committed_readings_per_s: committed_in_window as f64 / duration,
-        batches: all.batches,
-        alerts: all.alerts,
-        alert_latency_p50_ms: pct(&mut all.alert_ms, 0.50),
-        alert_latency_p99_ms: pct(&mut all.alert_ms, 0.99),
-        alert_latency_max_ms: pct(&mut all.alert_ms, 1.0),
-        alert_blocks_after_seen_max: all.alert_blocks.iter().copied().max().unwrap_or(0),
-        alert_blocks_after_seen_hist: hist.into_iter().collect(),
+        committed_in_run: all.seen.iter().map(|s| s.readings).sum(),
+        committed_readings_per_s: steady as f64 / (duration - warmup),
+        batches: all.seen.iter().filter(|s| !s.alert).count() as u64,
+        alerts: alerts.len() as u64,
+        alert_latency_p50_ms: pct(&mut e2e, 0.50),
+        alert_latency_p99_ms: pct(&mut e2e, 0.99),
+        alert_latency_max_ms: pct(&mut e2e, 1.0),
+        alert_commit_p50_ms: pct(&mut commit, 0.50),
+        alert_commit_p99_ms: pct(&mut commit, 0.99),
+        alert_commit_max_ms: pct(&mut commit, 1.0),
+        alert_blocks_after_tip_max: hist.keys().copied().max().unwrap_or(0),
+        alert_blocks_after_tip_hist: hist.into_iter().collect(),
+        doctor_stream: stream_lags.first().copied().unwrap_or_default(),
+        hospital_stream: stream_lags.get(1).copied().unwrap_or_default(),
         batch_latency_p50_ms: pct(&mut all.batch_ms, 0.50),
         batch_latency_p99_ms: pct(&mut all.batch_ms, 0.99),
         blocks,
         block_interval_ms: if blocks > 0 { duration * 1000.0 / blocks as f64 } else { 0.0 },
+        txs_per_block: if blocks > 0 { txs / blocks as f64 } else { 0.0 },
         stalls: all.stalls,
     };
     if args.json {
@@ -795,31 +916,47 @@ async fn bench(args: Args, n: usize) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{} devices, {} s: {} readings generated, {} committed in the window: {:.0} readings/s (target {:.0})",
+        "{} devices at {} readings/s each for {} s: {} readings generated, {} committed; {:.0} readings/s committed after a {} s warm-up (target {:.0})",
         report.devices,
+        report.rate_per_device,
         report.duration_s,
         report.generated,
-        report.committed_in_window,
+        report.committed_in_run,
         report.committed_readings_per_s,
+        report.warmup_s,
         report.target_readings_per_s
     );
     println!(
-        "batches {} (commit p50 {:.1} ms, p99 {:.1} ms); {} blocks, one every {:.1} ms",
+        "batches {} (seal, outbox, upload, commit: p50 {:.1} ms, p99 {:.1} ms); {} blocks, one every {:.1} ms, {:.2} transactions per block",
         report.batches,
         report.batch_latency_p50_ms,
         report.batch_latency_p99_ms,
         report.blocks,
-        report.block_interval_ms
+        report.block_interval_ms,
+        report.txs_per_block
     );
     println!(
-        "alerts {}: from the reading to its committed receipt p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; blocks after the newest block seen at submission: {:?} (max {})",
+        "alerts {}: reading to committed receipt p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; submission to committed receipt p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         report.alerts,
         report.alert_latency_p50_ms,
         report.alert_latency_p99_ms,
         report.alert_latency_max_ms,
-        report.alert_blocks_after_seen_hist,
-        report.alert_blocks_after_seen_max
+        report.alert_commit_p50_ms,
+        report.alert_commit_p99_ms,
+        report.alert_commit_max_ms
     );
+    println!(
+        "alert block minus the tip known at its submission (blocks: alerts): {:?}",
+        report.alert_blocks_after_tip_hist
+    );
+    for (who, (n, p50, p99, max)) in
+        [("doctor", report.doctor_stream), ("hospital", report.hospital_stream)]
+    {
+        println!(
+            "{who}'s event stream: {n} of {} alerts, reading to event p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms",
+            report.alerts
+        );
+    }
     if report.stalls > 0 {
         println!(
             "{} deliveries stalled (node busy or unreachable) and were retried",
@@ -827,6 +964,14 @@ async fn bench(args: Args, n: usize) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A counter from the node's metrics, if it can be read.
+async fn node_counter(base: &str, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{base}/metrics")).await.ok()?.text().await.ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// A fresh directory under the system's temporary directory for the outboxes.

@@ -74,6 +74,8 @@ pub struct Delivery {
     pub receipt: Receipt,
     /// Whether it had been committed already (sent before a crash) and was found by its hash.
     pub already: bool,
+    /// When its transaction was submitted (after its blob was in the vault).
+    pub submitted_at: std::time::Instant,
 }
 
 /// What a call that sends did: the transactions delivered, and whether delivery stopped on a
@@ -198,6 +200,11 @@ impl Gateway {
     /// Installs a crash-test hook (see [`FaultHook`]).
     pub fn set_fault_hook(&mut self, hook: FaultHook) {
         self.fault = Some(hook);
+    }
+
+    /// The device.
+    pub fn device(&self) -> AccountId {
+        self.device
     }
 
     /// The session.
@@ -404,8 +411,11 @@ impl Gateway {
             .map_err(|e| gateway_error(format!("an outbox transaction does not decode: {e}")))?;
         let hash = Hash::of(&entry.blob);
         self.client.upload(reqwest::Body::from(entry.blob.clone()), Some(&hash)).await?;
+        let submitted_at = std::time::Instant::now();
         match self.client.submit(&tx).await {
-            Ok(receipt) => Ok(Delivery { kind: entry.kind.clone(), receipt, already: false }),
+            Ok(receipt) => {
+                Ok(Delivery { kind: entry.kind.clone(), receipt, already: false, submitted_at })
+            }
             Err(ClientError::Refused {
                 outcome:
                     Some(Outcome::Refused {
@@ -425,6 +435,7 @@ impl Gateway {
                         kind: entry.kind.clone(),
                         receipt: found.receipt,
                         already: true,
+                        submitted_at,
                     }),
                     Outcome::Refused { reason } => Err(gateway_error(format!("refused: {reason}"))),
                 }
