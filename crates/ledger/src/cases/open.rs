@@ -7,7 +7,7 @@ use medledger_core::{
     tx::{
         Role,
         cases::{MAX_CASE_KEYS, OpenCase, case_id, opened_head},
-        consent::{Action, Basis, Decision, MAX_ID_LEN, Purpose, Resource},
+        consent::{Action, MAX_ID_LEN, Resource},
     },
 };
 
@@ -56,7 +56,17 @@ pub(crate) fn apply(
             }));
         }
     }
-    refuse_on!(treats(state, signer, doctor.hospital, &patient, o)?);
+    let resource =
+        Resource { patient: o.patient, category: None, record: None, case: o.follow_up_of.clone() };
+    refuse_on!(crate::consent::require_treating(
+        state,
+        signer,
+        doctor.hospital,
+        &patient,
+        &resource,
+        Action::Write,
+        "a new case for them",
+    )?);
     let id = case_id(patient_id.0, state.case_count(&o.patient)? + 1);
     if state.case(&id)?.is_some() {
         return Err(LedgerError::Corrupt(format!(
@@ -126,38 +136,4 @@ fn check_fields(signer: &AccountId, o: &OpenCase) -> Result<(), Refusal> {
         return bad(format!("a case id is 1 to {MAX_ID_LEN} bytes"));
     }
     Ok(())
-}
-
-/// Whether the doctor treats the patient: registered at the doctor's hospital, or a treatment
-/// grant in force covering all the patient's records or the case this one follows up.
-fn treats(
-    state: &StateTxn<'_, '_>,
-    doctor: &AccountId,
-    doctor_hospital: AccountId,
-    patient: &Account,
-    o: &OpenCase,
-) -> Result<Result<(), Refusal>, LedgerError> {
-    if patient.hospital == Some(doctor_hospital) {
-        return Ok(Ok(()));
-    }
-    let resource =
-        Resource { patient: o.patient, category: None, record: None, case: o.follow_up_of.clone() };
-    let decision = crate::consent::authorize(
-        state,
-        doctor,
-        Action::Write,
-        &resource,
-        Purpose::Treatment,
-        state.height,
-        state.time_ms,
-    )?;
-    if matches!(decision, Decision::Allow(Basis::Grant { .. })) {
-        return Ok(Ok(()));
-    }
-    Ok(Err(Refusal::Unauthorised {
-        reason: format!(
-            "doctor {doctor} does not treat patient {}: not registered at the doctor's hospital, and no treatment grant covers a new case for them",
-            o.patient
-        ),
-    }))
 }

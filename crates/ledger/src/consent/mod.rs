@@ -252,6 +252,41 @@ pub(crate) fn apply(
     }
 }
 
+/// Refuses unless `doctor` treats the patient of `resource`: the patient was registered at the
+/// doctor's hospital, or a treatment grant to the doctor covering `resource` is in force. The
+/// rule for minting records and opening cases; `what` names what the grant would have to cover.
+pub(crate) fn require_treating(
+    state: &StateTxn<'_, '_>,
+    doctor: &AccountId,
+    doctor_hospital: AccountId,
+    patient: &Account,
+    resource: &Resource,
+    action: Action,
+    what: &str,
+) -> Result<Result<(), Refusal>, LedgerError> {
+    if patient.hospital == Some(doctor_hospital) {
+        return Ok(Ok(()));
+    }
+    let decision = authorize(
+        state,
+        doctor,
+        action,
+        resource,
+        Purpose::Treatment,
+        state.height,
+        state.time_ms,
+    )?;
+    if matches!(decision, Decision::Allow(Basis::Grant { .. })) {
+        return Ok(Ok(()));
+    }
+    Ok(Err(Refusal::Unauthorised {
+        reason: format!(
+            "doctor {doctor} does not treat patient {}: not registered at the doctor's hospital, and no treatment grant covers {what}",
+            resource.patient
+        ),
+    }))
+}
+
 /// Refuses unless `signer` is `patient` (a patient account) or a delegate of theirs.
 pub(crate) fn require_patient_or_delegate(
     state: &StateTxn<'_, '_>,

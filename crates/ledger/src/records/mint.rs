@@ -6,7 +6,7 @@ use medledger_core::{
     ids::AccountId,
     tx::{
         Role,
-        consent::{Action, Basis, Decision, Purpose, Resource},
+        consent::{Action, Resource},
         records::{MAX_MINT_KEYS, MintRecord, pmr_id},
     },
 };
@@ -42,7 +42,17 @@ pub(crate) fn apply(
         return Err(LedgerError::Corrupt(format!("patient {} has no Patient-ID", m.patient)));
     };
     refuse_on!(check_fields(signer, m));
-    refuse_on!(treats(state, signer, doctor.hospital, &patient, m)?);
+    let resource =
+        Resource { patient: m.patient, category: Some(m.category), record: None, case: None };
+    refuse_on!(crate::consent::require_treating(
+        state,
+        signer,
+        doctor.hospital,
+        &patient,
+        &resource,
+        Action::Read,
+        &format!("{:?}", m.category),
+    )?);
     let sharing = match &m.sharing {
         None => None,
         Some(sh) => Some(refuse_on!(check_sharing(state, m, sh)?)),
@@ -207,38 +217,4 @@ fn check_sharing(
         return bad("a custodian appears twice".into());
     }
     Ok(Ok(crate::state::SharingEntry { threshold: sh.threshold, custodians: order }))
-}
-
-/// Whether the doctor treats the patient: registered at the doctor's hospital, or a treatment
-/// grant in force covering the category.
-fn treats(
-    state: &StateTxn<'_, '_>,
-    doctor: &AccountId,
-    doctor_hospital: AccountId,
-    patient: &Account,
-    m: &MintRecord,
-) -> Result<Result<(), Refusal>, LedgerError> {
-    if patient.hospital == Some(doctor_hospital) {
-        return Ok(Ok(()));
-    }
-    let resource =
-        Resource { patient: m.patient, category: Some(m.category), record: None, case: None };
-    let decision = crate::consent::authorize(
-        state,
-        doctor,
-        Action::Read,
-        &resource,
-        Purpose::Treatment,
-        state.height,
-        state.time_ms,
-    )?;
-    if matches!(decision, Decision::Allow(Basis::Grant { .. })) {
-        return Ok(Ok(()));
-    }
-    Ok(Err(Refusal::Unauthorised {
-        reason: format!(
-            "doctor {doctor} does not treat patient {}: not registered at the doctor's hospital and no treatment grant covers {:?}",
-            m.patient, m.category
-        ),
-    }))
 }
