@@ -20,6 +20,11 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "cargo fetch (every platform's crates, for cargo deny's offline metadata)"
+# `cargo deny --offline` reads the metadata of the whole lockfile, other platforms' crates
+# included; a build fetches only this platform's, so a fresh machine must fetch the rest first.
+cargo fetch --locked
+
 step "cargo deny (licences, bans, sources, advisories)"
 # The advisory database: the offline snapshot beside the project when there is one (this
 # workplace has no route to its home), otherwise cargo-deny fetches it.
