@@ -66,6 +66,20 @@ impl Ledger {
             for (i, tx) in block.txs.iter().enumerate() {
                 let log_index = first_index + i as u64;
                 let tx_hash = Hash::of(&encoded[i]);
+                // A transaction is a duplicate only of one that was applied: a refused one may
+                // be sent again once its cause is fixed (its nonce was not consumed).
+                let applied_before = match tables.tx_index.get(&tx_hash.0)? {
+                    Some(at) => {
+                        let at = at.value().2;
+                        receipts_table
+                            .get(at)?
+                            .map(|o| decode_entry::<Outcome>("receipt", o.value()))
+                            .transpose()?
+                            .filter(|o| matches!(o, Outcome::Applied { .. }))
+                            .map(|_| at)
+                    }
+                    None => None,
+                };
                 let mut state = StateTxn {
                     tables: &mut tables,
                     digest,
@@ -73,14 +87,23 @@ impl Ledger {
                     time_ms: block.header.time_ms,
                     tx_hash,
                 };
-                let outcome = match apply_tx(&mut state, self.chain_id(), tx, signature_ok[i])? {
+                let outcome = match apply_tx(
+                    &mut state,
+                    self.chain_id(),
+                    tx,
+                    signature_ok[i],
+                    applied_before,
+                )? {
                     Ok(created) => {
                         digest = state.digest;
                         Outcome::Applied { created }
                     }
                     Err(reason) => Outcome::Refused { reason },
                 };
-                if tables.tx_index.get(&tx_hash.0)?.is_none() {
+                // The index names a transaction's applied occurrence, or else its first.
+                if matches!(outcome, Outcome::Applied { .. })
+                    || tables.tx_index.get(&tx_hash.0)?.is_none()
+                {
                     tables
                         .tx_index
                         .insert(&tx_hash.0, (block.header.height, i as u32, log_index))?;
@@ -116,13 +139,12 @@ impl Ledger {
         Ok(receipts)
     }
 
-    /// The envelope checks whose failure no pending transaction can cure, against committed
-    /// state: what a node runs at admission to refuse a hopeless transaction at once, before
-    /// it is ordered. A stale nonce stays stale (nonces only grow); the wrong chain stays
-    /// wrong; an unknown signer is refused too (an account is created by a transaction its
-    /// holder must see committed before using it). Whether the key is active is left to
-    /// `apply`: a key rotation queued just before may make it so. `apply` re-checks everything
-    /// and is the authority.
+    /// The envelope checks against committed state, run at admission so that nothing that
+    /// fails them is ever ordered: a transaction reaches the log only if it is signed by the
+    /// active key of a registered account, on this chain, with a fresh nonce, by an account
+    /// that may act (not suspended; a device only for device transactions). A key rotation
+    /// still in the queue does not help an old or new key at admission: the client retries
+    /// once it is committed. `apply` re-checks everything and is the authority.
     pub fn precheck(&self, tx: &SignedTransaction) -> Result<(), Refusal> {
         let read = || -> Result<Result<(), Refusal>, LedgerError> {
             if tx.tx.chain_id != self.chain_id() {
@@ -133,51 +155,31 @@ impl Ledger {
             }
             let read = self.db.begin_read()?;
             let accounts = read.open_table(ACCOUNTS)?;
-            let Some(account) = accounts.get(&tx.tx.signer.0)? else {
-                return Ok(Err(Refusal::UnknownSigner { signer: tx.tx.signer }));
+            let account_of = |id: &medledger_core::ids::AccountId| {
+                accounts
+                    .get(&id.0)?
+                    .map(|a| decode_entry::<Account>("account", a.value()))
+                    .transpose()
             };
-            let account: Account = decode_entry("account", account.value())?;
-            if tx.tx.nonce <= account.nonce {
-                return Ok(Err(Refusal::StaleNonce { last: account.nonce, got: tx.tx.nonce }));
-            }
-            Ok(Ok(()))
+            check_envelope(tx, account_of)
         };
-        // A storage failure here is not the client's fault; let apply decide.
-        read().unwrap_or(Ok(()))
+        // A storage failure here is the node's fault, not the client's: refuse without
+        // ordering (the client may retry), never let an unchecked transaction through.
+        read().unwrap_or_else(|e| {
+            Err(Refusal::Invalid { reason: format!("the node could not check the sender: {e}") })
+        })
     }
 }
 
-fn check_key_and_nonce(account: &Account, tx: &SignedTransaction) -> Result<(), Refusal> {
-    if account.key != Some(tx.public_key) {
-        return Err(Refusal::KeyNotActive { signer: tx.tx.signer, key: tx.public_key });
-    }
-    if tx.tx.nonce <= account.nonce {
-        return Err(Refusal::StaleNonce { last: account.nonce, got: tx.tx.nonce });
-    }
-    Ok(())
-}
-
-/// Applies one transaction. `Ok(Err(refusal))` means refused with nothing written.
-fn apply_tx(
-    state: &mut StateTxn<'_, '_>,
-    chain_id: &str,
+/// The envelope checks common to every kind, after the signature, chain and duplicate
+/// checks: a registered signer, its active key, a fresh nonce, not suspended (nor a doctor's
+/// hospital), and a device signing only what a device may.
+fn check_envelope(
     tx: &SignedTransaction,
-    signature_ok: bool,
-) -> Result<Result<Option<medledger_core::block::Created>, Refusal>, LedgerError> {
-    if !signature_ok {
-        return Ok(Err(Refusal::BadSignature));
-    }
-    if tx.tx.chain_id != chain_id {
-        return Ok(Err(Refusal::WrongChain {
-            expected: chain_id.to_owned(),
-            got: tx.tx.chain_id.clone(),
-        }));
-    }
-    if let Some(log_index) = state.logged_at(&state.tx_hash)? {
-        return Ok(Err(Refusal::Duplicate { log_index }));
-    }
+    account_of: impl Fn(&medledger_core::ids::AccountId) -> Result<Option<Account>, LedgerError>,
+) -> Result<Result<(), Refusal>, LedgerError> {
     let signer = tx.tx.signer;
-    let Some(account) = state.account(&signer)? else {
+    let Some(account) = account_of(&signer)? else {
         return Ok(Err(Refusal::UnknownSigner { signer }));
     };
     if let Err(refusal) = check_key_and_nonce(&account, tx) {
@@ -188,7 +190,7 @@ fn apply_tx(
     }
     if account.role == Role::Doctor
         && let Some(hospital) = account.hospital
-        && state.account(&hospital)?.is_some_and(|h| h.suspended)
+        && account_of(&hospital)?.is_some_and(|h| h.suspended)
     {
         return Ok(Err(Refusal::Suspended { account: hospital }));
     }
@@ -207,6 +209,47 @@ fn apply_tx(
             ),
         }));
     }
+    Ok(Ok(()))
+}
+
+fn check_key_and_nonce(account: &Account, tx: &SignedTransaction) -> Result<(), Refusal> {
+    if account.key != Some(tx.public_key) {
+        return Err(Refusal::KeyNotActive { signer: tx.tx.signer, key: tx.public_key });
+    }
+    if tx.tx.nonce <= account.nonce {
+        return Err(Refusal::StaleNonce { last: account.nonce, got: tx.tx.nonce });
+    }
+    Ok(())
+}
+
+/// Applies one transaction. `Ok(Err(refusal))` means refused with nothing written.
+/// `applied_before` is the log index of an earlier applied occurrence of the same bytes.
+fn apply_tx(
+    state: &mut StateTxn<'_, '_>,
+    chain_id: &str,
+    tx: &SignedTransaction,
+    signature_ok: bool,
+    applied_before: Option<u64>,
+) -> Result<Result<Option<medledger_core::block::Created>, Refusal>, LedgerError> {
+    if !signature_ok {
+        return Ok(Err(Refusal::BadSignature));
+    }
+    if tx.tx.chain_id != chain_id {
+        return Ok(Err(Refusal::WrongChain {
+            expected: chain_id.to_owned(),
+            got: tx.tx.chain_id.clone(),
+        }));
+    }
+    if let Some(log_index) = applied_before {
+        return Ok(Err(Refusal::Duplicate { log_index }));
+    }
+    let signer = tx.tx.signer;
+    if let Err(refusal) = check_envelope(tx, |id| state.account(id))? {
+        return Ok(Err(refusal));
+    }
+    let account = state.account(&signer)?.ok_or_else(|| {
+        LedgerError::Corrupt(format!("account {signer} vanished within a transaction"))
+    })?;
     let result = match &tx.tx.body {
         TxBody::Registry(r) => registry::apply(state, &signer, &account, r)?,
         TxBody::Consent(c) => crate::consent::apply(state, &signer, &account, c)?,

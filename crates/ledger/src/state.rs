@@ -254,12 +254,7 @@ impl GrantEntry {
 
     /// Whether the grant's scope covers `resource`.
     pub fn covers(&self, resource: &crate::consent::Resource) -> bool {
-        match &self.scope {
-            Scope::All => true,
-            Scope::Categories(cs) => resource.category.is_some_and(|c| cs.contains(&c)),
-            Scope::Records(ids) => resource.record.as_ref().is_some_and(|r| ids.contains(r)),
-            Scope::Case(case) => resource.case.as_ref() == Some(case),
-        }
+        self.scope.covers(resource)
     }
 }
 
@@ -790,11 +785,6 @@ impl StateTxn<'_, '_> {
         let old = self.tables.patients.insert(id.0, value.as_slice())?.map(|g| g.value().to_vec());
         note_write(&mut self.digest, PATIENTS.name(), &id.0.to_be_bytes(), old.as_deref(), &value);
         Ok(())
-    }
-
-    /// Where a transaction with this hash was first logged, if it was.
-    pub fn logged_at(&self, tx_hash: &Hash) -> Result<Option<u64>, LedgerError> {
-        Ok(self.tables.tx_index.get(&tx_hash.0)?.map(|v| v.value().2))
     }
 }
 

@@ -63,8 +63,33 @@ pub enum Scope {
     Categories(Vec<RecordCategory>),
     /// These records (PMR-IDs).
     Records(Vec<String>),
-    /// The records and entries of one case.
+    /// One case: its description and entries (not the patient's records, which belong to no
+    /// case).
     Case(String),
+}
+
+impl Scope {
+    /// Whether this scope covers everything `resource` names, and nothing less: a grant allows
+    /// exactly what its scope names. The parts an access can name are one record (with its
+    /// category), a category alone, and a case; a scope must cover each part named.
+    /// Categories and records never reach a case; a case scope never reaches a record or a
+    /// category. An access naming nothing but the patient is covered by [`Scope::All`] alone.
+    pub fn covers(&self, resource: &Resource) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Categories(cs) => {
+                resource.case.is_none() && resource.category.is_some_and(|c| cs.contains(&c))
+            }
+            Scope::Records(ids) => {
+                resource.case.is_none() && resource.record.as_ref().is_some_and(|r| ids.contains(r))
+            }
+            Scope::Case(case) => {
+                resource.record.is_none()
+                    && resource.category.is_none()
+                    && resource.case.as_ref() == Some(case)
+            }
+        }
+    }
 }
 
 /// When a grant is in force, in block time (milliseconds since the Unix epoch): from
@@ -247,6 +272,41 @@ pub enum Denial {
         /// Its id.
         rule: Hash,
     },
+}
+
+impl std::fmt::Display for Denial {
+    /// Says in plain words why, naming the deny rule that refused.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Denial::UnknownRequester => f.write_str("the requester has no account"),
+            Denial::RequesterInactive => {
+                f.write_str("the requester's key is revoked, or it or its hospital is suspended")
+            }
+            Denial::NoGrant => f.write_str("no grant in force covers it for this purpose"),
+            Denial::DenyRule { rule } => write!(f, "the patient's deny rule {rule} forbids it"),
+        }
+    }
+}
+
+impl std::fmt::Display for Basis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Basis::Ownership => f.write_str("the patient's own"),
+            Basis::Delegation => f.write_str("a delegate of the patient"),
+            Basis::Grant { grant } => write!(f, "grant {grant}"),
+            Basis::BreakGlass { id } => write!(f, "break-glass {id}"),
+            Basis::EmergencyProfile => f.write_str("the emergency profile"),
+        }
+    }
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Decision::Allow(basis) => write!(f, "allowed ({basis})"),
+            Decision::Deny(denial) => write!(f, "denied: {denial}"),
+        }
+    }
 }
 
 /// The decision on one access.

@@ -11,7 +11,8 @@
 //! Who may append: the opener, or a doctor that [`crate::consent::authorize`] allows to write
 //! `Resource { patient, case: Some(id) }` for treatment at the append's block through a grant
 //! (a `Scope::Case(id)` grant, or one for all the patient's records). Patients and delegates do
-//! not write entries; a deny rule of the patient stops every doctor but the opener; an open
+//! not write entries; a deny rule of the patient that names the doctor, their role or the
+//! purpose stops every doctor but the opener (cases have no category); an open
 //! break-glass lets a doctor read a case (as it does records), not write in it.
 //!
 //! The chain: an append names the head its author saw, and is refused unless that is still
@@ -148,9 +149,13 @@ pub(crate) fn may_write(
     if matches!(decision, Decision::Allow(Basis::Grant { .. })) {
         return Ok(Ok(()));
     }
+    let why = match decision {
+        Decision::Deny(denial) => denial.to_string(),
+        Decision::Allow(basis) => format!("{basis} lets a doctor read the case, not write in it"),
+    };
     Ok(Err(Refusal::Unauthorised {
         reason: format!(
-            "doctor {signer} is not authorised for case {id}: no treatment grant of patient {} for this case is in force ({decision:?})",
+            "doctor {signer} may not write in case {id} of patient {}: {why}; a treatment grant for this case (or all records) is needed",
             c.patient
         ),
     }))

@@ -5,9 +5,11 @@
 //! How grants combine: the patient and their delegates may always access; otherwise an access
 //! is allowed if at least one grant to the requester is in force at the block's time (not
 //! revoked before this block, within its validity period), has the access's purpose and
-//! covers the resource; and it is denied, whatever the grants, if any of the patient's deny
-//! rules matches it. A deny rule with a category also matches an access whose category is not
-//! known (fail closed).
+//! covers the resource (a grant allows exactly what its scope names: see
+//! [`medledger_core::tx::consent::Scope::covers`]); and it is denied, whatever the grants, if
+//! any of the patient's deny rules matches it. A deny rule with a category matches accesses
+//! that name that category (records of it, device data); cases have no category, so a
+//! category rule does not reach them: a rule naming the grantee does.
 
 mod delegate;
 mod deny;
@@ -106,7 +108,7 @@ pub fn authorize(
         let r = &d.rule;
         let matches = r.grantee.is_none_or(|g| g == *requester)
             && r.grantee_role.is_none_or(|role| role == account.role)
-            && r.category.is_none_or(|c| resource.category.is_none_or(|rc| rc == c))
+            && r.category.is_none_or(|c| resource.category == Some(c))
             && r.purpose.is_none_or(|p| p == purpose);
         if matches {
             return Ok(Decision::Deny(Denial::DenyRule { rule: id }));
@@ -184,6 +186,15 @@ pub(crate) fn access(
     let patient = state.account(&tx.resource.patient)?;
     if !patient.is_some_and(|p| p.role == Role::Patient) {
         return Ok(Err(Refusal::NotFound { what: format!("patient {}", tx.resource.patient) }));
+    }
+    // One access names one thing: a record (with its category), a category, or a case. A
+    // record belongs to no case, so naming both could only serve to borrow the case's grant.
+    if tx.resource.case.is_some()
+        && (tx.resource.record.is_some() || tx.resource.category.is_some())
+    {
+        return Ok(Err(Refusal::Invalid {
+            reason: "an access names a record or a category, or a case, not both".into(),
+        }));
     }
     // A named record must be the patient's, of the category declared (grants by category
     // would otherwise be fooled), and not erased.
@@ -279,9 +290,13 @@ pub(crate) fn require_treating(
     if matches!(decision, Decision::Allow(Basis::Grant { .. })) {
         return Ok(Ok(()));
     }
+    let why = match decision {
+        Decision::Deny(denial @ Denial::DenyRule { .. }) => denial.to_string(),
+        _ => format!("no treatment grant covers {what}"),
+    };
     Ok(Err(Refusal::Unauthorised {
         reason: format!(
-            "doctor {doctor} does not treat patient {}: not registered at the doctor's hospital, and no treatment grant covers {what}",
+            "doctor {doctor} does not treat patient {}: not registered at the doctor's hospital, and {why}",
             resource.patient
         ),
     }))

@@ -501,3 +501,79 @@ fn every_access_is_decided_at_its_block_and_audited_allowed_or_denied() {
     assert!(matches!(refusal(&net.one(t)), Refusal::NotFound { .. }));
     assert_eq!(net.ledger.audit_counts().unwrap(), before);
 }
+
+/// The report's H1 at the ledger: an access that names a case beside a record or a category
+/// is refused as malformed and records nothing, whatever grants the reader holds; the same
+/// reader's case grant still reads the case alone, and not the record alone.
+#[test]
+fn an_access_naming_a_case_and_a_record_is_refused() {
+    let (mut net, _, mut doctor, mut patient) = populated();
+    let case = "C10000-1".to_string();
+    applied(&net.one(grant(&net, &mut patient, &doctor, Scope::Case(case.clone()))));
+    let before = net.ledger.audit_counts().unwrap();
+    for (category, record) in [
+        (Some(RecordCategory::Imaging), Some("1000001012020".to_string())),
+        (Some(RecordCategory::Imaging), None),
+    ] {
+        let t = doctor.sign_body(TxBody::Access(medledger_core::tx::consent::AccessTx {
+            resource: Resource {
+                patient: patient.account,
+                category,
+                record,
+                case: Some(case.clone()),
+            },
+            action: Action::Read,
+            purpose: Purpose::Treatment,
+        }));
+        assert!(matches!(refusal(&net.one(t)), Refusal::Invalid { .. }));
+    }
+    assert_eq!(net.ledger.audit_counts().unwrap(), before, "a refusal records nothing");
+    let case_only =
+        Resource { patient: patient.account, category: None, record: None, case: Some(case) };
+    assert!(decide(&net, &doctor, &case_only, Purpose::Treatment).is_allowed());
+    let imaging = of(&patient, RecordCategory::Imaging);
+    assert_eq!(
+        decide(&net, &doctor, &imaging, Purpose::Treatment),
+        Decision::Deny(Denial::NoGrant)
+    );
+}
+
+/// Issue 10, item 4: a category deny rule reaches what names that category, not cases (which
+/// have none); a rule naming the grantee reaches everything of theirs.
+#[test]
+fn a_category_deny_rule_does_not_reach_a_case() {
+    let (mut net, _, doctor, mut patient) = populated();
+    let case = Resource {
+        patient: patient.account,
+        category: None,
+        record: None,
+        case: Some("C10000-1".into()),
+    };
+    applied(&net.one(grant(&net, &mut patient, &doctor, Scope::All)));
+    let rule = DenyRule {
+        grantee: None,
+        grantee_role: None,
+        category: Some(RecordCategory::Psychiatry),
+        purpose: None,
+    };
+    let t = consent(ConsentTx::Deny { patient: patient.account, rule }, &mut patient);
+    let psych_rule = created_id(&net.one(t));
+    assert!(decide(&net, &doctor, &case, Purpose::Treatment).is_allowed());
+    let psych = of(&patient, RecordCategory::Psychiatry);
+    assert_eq!(
+        decide(&net, &doctor, &psych, Purpose::Treatment),
+        Decision::Deny(Denial::DenyRule { rule: psych_rule })
+    );
+    let rule = DenyRule {
+        grantee: Some(doctor.account),
+        grantee_role: None,
+        category: None,
+        purpose: None,
+    };
+    let t = consent(ConsentTx::Deny { patient: patient.account, rule }, &mut patient);
+    let doctor_rule = created_id(&net.one(t));
+    assert_eq!(
+        decide(&net, &doctor, &case, Purpose::Treatment),
+        Decision::Deny(Denial::DenyRule { rule: doctor_rule })
+    );
+}

@@ -13,6 +13,7 @@ use medledger_core::{
 };
 use medledger_ledger::{Ledger, verify_signatures};
 
+mod authorize_model;
 mod cases;
 mod consent;
 mod devices;
@@ -461,4 +462,69 @@ fn proofs_from_the_ledger_verify() {
     }
     let c = net.ledger.consistency_proof(1, 3).unwrap();
     c.verify(&net.ledger.root_at(1).unwrap(), &cp.log_root).unwrap();
+}
+
+/// The report's H3: what is not signed by a registered account's active key never passes
+/// admission, so it is never ordered: a forged signer, an old key after a rotation, an
+/// unknown account, a stale nonce, a suspended hospital, a device signing consent.
+#[test]
+fn admission_refuses_every_transaction_that_is_not_the_accounts_own() {
+    let (mut net, mut hospital, _, _) = populated();
+    let mut impostor = Actor::new();
+    impostor.account = net.regulator.account;
+    impostor.nonce = 1_000_000_000;
+    let forged = impostor.sign(RegistryTx::RotateKey { new_key: impostor.key.public_key() });
+    assert!(matches!(net.ledger.precheck(&forged), Err(Refusal::KeyNotActive { .. })));
+
+    let stranger_tx =
+        Actor::new().sign(RegistryTx::RotateKey { new_key: SigningKey::generate().public_key() });
+    assert!(matches!(net.ledger.precheck(&stranger_tx), Err(Refusal::UnknownSigner { .. })));
+
+    // The hospital's own key passes; after a rotation, the old key no longer does.
+    let ok = onboard(&mut hospital, &Actor::new());
+    assert_eq!(net.ledger.precheck(&ok), Ok(()));
+    hospital.nonce -= 1;
+    let new_key = SigningKey::generate();
+    applied(&net.one(hospital.sign(RegistryTx::RotateKey { new_key: new_key.public_key() })));
+    let old = onboard(&mut hospital, &Actor::new());
+    assert!(matches!(net.ledger.precheck(&old), Err(Refusal::KeyNotActive { .. })));
+    hospital.nonce -= 1;
+    hospital.key = new_key;
+    let fresh = onboard(&mut hospital, &Actor::new());
+    assert_eq!(net.ledger.precheck(&fresh), Ok(()));
+    applied(&net.one(fresh.clone()));
+    assert!(matches!(net.ledger.precheck(&fresh), Err(Refusal::StaleNonce { .. })));
+
+    let suspend = net
+        .regulator
+        .sign(RegistryTx::SuspendHospital { hospital: hospital.account, reason: "licence".into() });
+    applied(&net.one(suspend));
+    let while_suspended = onboard(&mut hospital, &Actor::new());
+    assert!(matches!(net.ledger.precheck(&while_suspended), Err(Refusal::Suspended { .. })));
+}
+
+/// The issue-10 retry: a transaction refused for a cause that is later fixed goes through
+/// when sent again, byte for byte (its nonce was not consumed); one that was applied stays a
+/// duplicate, and the duplicate names where it was applied.
+#[test]
+fn a_refused_transaction_applies_when_sent_again_after_its_cause_is_fixed() {
+    let (mut net, mut hospital, _, _) = populated();
+    let mut p = Actor::new();
+    let guardian = Actor::new();
+    // The patient names a guardian who is not registered yet: refused.
+    applied(&net.one(register(&mut hospital, &p)));
+    let name = p.sign_body(TxBody::Consent(medledger_core::tx::ConsentTx::NameDelegate {
+        delegate: guardian.account,
+    }));
+    let first = net.one(name.clone());
+    assert!(matches!(refusal(&first), Refusal::NotFound { .. }), "{first:?}");
+    // The guardian registers; the same bytes now apply.
+    applied(&net.one(register(&mut hospital, &guardian)));
+    let second = net.one(name.clone());
+    assert!(matches!(second.outcome, Outcome::Applied { .. }), "{second:?}");
+    // Sent a third time: a duplicate of the applied one, which the index now names.
+    let third = net.one(name.clone());
+    assert_eq!(refusal(&third), &Refusal::Duplicate { log_index: second.log_index });
+    let found = net.ledger.transaction(&name.hash()).unwrap().unwrap();
+    assert_eq!(found.receipt.log_index, second.log_index);
 }
