@@ -171,6 +171,24 @@ impl Ledger {
     }
 }
 
+/// The suspended party that stops `id` from acting: itself, or a doctor's hospital.
+pub(crate) fn suspended_party(
+    id: &medledger_core::ids::AccountId,
+    account: &Account,
+    account_of: impl Fn(&medledger_core::ids::AccountId) -> Result<Option<Account>, LedgerError>,
+) -> Result<Option<medledger_core::ids::AccountId>, LedgerError> {
+    if account.suspended {
+        return Ok(Some(*id));
+    }
+    if account.role == Role::Doctor
+        && let Some(hospital) = account.hospital
+        && account_of(&hospital)?.is_some_and(|h| h.suspended)
+    {
+        return Ok(Some(hospital));
+    }
+    Ok(None)
+}
+
 /// The envelope checks common to every kind, after the signature, chain and duplicate
 /// checks: a registered signer, its active key, a fresh nonce, not suspended (nor a doctor's
 /// hospital), and a device signing only what a device may.
@@ -185,14 +203,8 @@ fn check_envelope(
     if let Err(refusal) = check_key_and_nonce(&account, tx) {
         return Ok(Err(refusal));
     }
-    if account.suspended {
-        return Ok(Err(Refusal::Suspended { account: signer }));
-    }
-    if account.role == Role::Doctor
-        && let Some(hospital) = account.hospital
-        && account_of(&hospital)?.is_some_and(|h| h.suspended)
-    {
-        return Ok(Err(Refusal::Suspended { account: hospital }));
+    if let Some(account) = suspended_party(&signer, &account, &account_of)? {
+        return Ok(Err(Refusal::Suspended { account }));
     }
     // A device signs its own readings, alerts and session ends, and may rotate its key;
     // nothing else (no consent, no accesses that would fill a patient's trail).

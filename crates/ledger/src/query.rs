@@ -282,6 +282,57 @@ impl Ledger {
         }
     }
 
+    /// The height and time at which a read of committed state is decided "now": the next
+    /// block, at `now_ms` (never before the tip's time). A revocation committed at the tip and
+    /// an expiry that has passed on the node's clock bite at once, without waiting for a
+    /// block (DESIGN invariant 6 orders writes by block time; a read cannot wait for one).
+    fn next_block_time(&self, now_ms: u64) -> (u64, u64) {
+        let tip = self.tip();
+        (tip.height + 1, now_ms.max(tip.time_ms))
+    }
+
+    /// [`crate::consent::authorize`] for a read served now (see [`Ledger::grants_in_force_now`]).
+    pub fn authorize_now(
+        &self,
+        requester: &AccountId,
+        action: crate::consent::Action,
+        resource: &crate::consent::Resource,
+        purpose: medledger_core::tx::consent::Purpose,
+        now_ms: u64,
+    ) -> Result<crate::consent::Decision, LedgerError> {
+        let (h, t) = self.next_block_time(now_ms);
+        let view = crate::consent::CommittedView(self.db.begin_read()?);
+        crate::consent::authorize(&view, requester, action, resource, purpose, h, t)
+    }
+
+    /// The grants from `patient` to `grantee` in force now: at the next block, at the node's
+    /// clock `now_ms`.
+    pub fn grants_in_force_now(
+        &self,
+        grantee: &AccountId,
+        patient: &AccountId,
+        now_ms: u64,
+    ) -> Result<Vec<(Hash, crate::state::GrantEntry)>, LedgerError> {
+        use crate::consent::ConsentView;
+        let (h, t) = self.next_block_time(now_ms);
+        let view = crate::consent::CommittedView(self.db.begin_read()?);
+        Ok(view
+            .grants_between(grantee, patient)?
+            .into_iter()
+            .filter(|(_, g)| g.in_force(h, t))
+            .collect())
+    }
+
+    /// The suspended party that stops `account` from acting, if any: the account itself, or
+    /// a doctor's hospital. The same rule as for transactions, for signed reads.
+    pub fn suspension_of(
+        &self,
+        id: &AccountId,
+        account: &Account,
+    ) -> Result<Option<AccountId>, LedgerError> {
+        crate::apply::suspended_party(id, account, |h| self.account(h))
+    }
+
     /// [`crate::consent::authorize`] against committed state at `height` (`None`: the tip).
     pub fn authorize(
         &self,

@@ -176,7 +176,7 @@ pub enum RecordTx {
         /// The wrapped key.
         key: KeyRef,
     },
-    /// The patient (or delegate, or owner) erases a record: custodians delete its ciphertext,
+    /// The patient (or a delegate in office) erases a record: custodians delete its ciphertext,
     /// metadata and every wrapped key; the token stays, marked erased, with its hashes.
     Erase {
         /// The record.

@@ -11,7 +11,7 @@ use crate::{
 
 pub(crate) fn apply(state: &mut StateTxn<'_, '_>, signer: &AccountId, pmr: &str) -> HandlerResult {
     let mut r = refuse_on!(super::existing(state, pmr)?);
-    refuse_on!(super::require_owner_patient_or_delegate(state, signer, pmr, &r)?);
+    refuse_on!(super::require_patient_or_delegate_in_office(state, signer, pmr, &r)?);
     refuse_on!(super::require_not_erased(pmr, &r));
     let mut blobs = state.remove_record_keys(pmr)?;
     blobs.extend([r.content, r.metadata]);

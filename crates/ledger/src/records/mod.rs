@@ -8,7 +8,9 @@
 //! Ownership: the patient owns each new token. The owner, the account the owner approved for
 //! that token, or an operator the owner named may transfer it, but only to the patient or to
 //! a delegate the patient named (a guardian), so a medical record cannot be handed to a third
-//! party. Transfers and approvals are logged in the patient's audit trail (the ERC-721
+//! party; the patient may always take a record back from whoever holds it. Sharing a record's
+//! key and erasing it are the patient's or a delegate's in office, never the holder's by
+//! holding. Transfers and approvals are logged in the patient's audit trail (the ERC-721
 //! Transfer and Approval events).
 //!
 //! Key splitting (optional per record): the key is the essential share (wrapped to the patient
@@ -67,19 +69,22 @@ pub(crate) fn existing(
     Ok(state.record(pmr)?.ok_or_else(|| Refusal::NotFound { what: format!("record {pmr}") }))
 }
 
-/// Refuses unless `signer` is the record's owner, its patient, or a delegate of the patient:
-/// those who decide about a record's keys and its existence.
-pub(crate) fn require_owner_patient_or_delegate(
+/// Refuses unless `signer` is the record's patient or a delegate the patient names now: those
+/// who decide about a record's keys and its existence. A delegate the patient removed may
+/// still hold the token, and decides nothing by it.
+pub(crate) fn require_patient_or_delegate_in_office(
     state: &StateTxn<'_, '_>,
     signer: &AccountId,
     pmr: &str,
     r: &RecordEntry,
 ) -> Result<Result<(), Refusal>, LedgerError> {
-    if *signer == r.owner || *signer == r.patient || state.is_delegate(&r.patient, signer)? {
+    if *signer == r.patient || state.is_delegate(&r.patient, signer)? {
         return Ok(Ok(()));
     }
     Ok(Err(Refusal::Unauthorised {
-        reason: format!("only the owner or patient of record {pmr}, or a delegate, may do this"),
+        reason: format!(
+            "only the patient of record {pmr}, or a delegate they name now, may do this (holding the token is not enough)"
+        ),
     }))
 }
 

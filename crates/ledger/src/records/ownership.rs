@@ -65,10 +65,16 @@ pub(crate) fn transfer(
 ) -> HandlerResult {
     let mut r = refuse_on!(super::existing(state, pmr)?);
     let from = r.owner;
-    if *signer != from && r.approved != Some(*signer) && !state.is_operator(&from, signer)? {
+    // The patient may always take a record back, whoever holds it (a delegate they have
+    // since removed, say).
+    if *signer != r.patient
+        && *signer != from
+        && r.approved != Some(*signer)
+        && !state.is_operator(&from, signer)?
+    {
         return Ok(Err(Refusal::Unauthorised {
             reason: format!(
-                "only the owner of record {pmr}, the account it approved, or an operator may transfer it"
+                "only the patient or owner of record {pmr}, the account it approved, or an operator may transfer it"
             ),
         }));
     }

@@ -16,7 +16,7 @@ pub(crate) fn apply(
     key: &KeyRef,
 ) -> HandlerResult {
     let r = refuse_on!(super::existing(state, pmr)?);
-    refuse_on!(super::require_owner_patient_or_delegate(state, signer, pmr, &r)?);
+    refuse_on!(super::require_patient_or_delegate_in_office(state, signer, pmr, &r)?);
     refuse_on!(super::require_not_erased(pmr, &r));
     refuse_on!(crate::consent::require_active(state, &key.recipient, "recipient")?);
     if key.blob == r.content || key.blob == r.metadata {

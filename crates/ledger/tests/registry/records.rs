@@ -427,3 +427,38 @@ fn custodians_release_shares_only_to_authorised_readers() {
     assert!(net.ledger.record_shares(&pmr, &patient.account).unwrap().is_empty());
     assert!(net.ledger.record_shares(&pmr, &second.account).unwrap().is_empty());
 }
+
+/// The report's H6: a delegate the patient removed keeps the token, but decides nothing by
+/// holding it: it can neither erase the record nor share its key, and the patient takes it
+/// back without the holder's consent.
+#[test]
+fn a_removed_delegate_cannot_erase_and_the_patient_takes_the_record_back() {
+    let (mut net, mut hospital, mut doctor, mut patient) = populated();
+    let pmr = mint(&mut net, &mut doctor, &patient, "psych");
+    let mut guardian = Actor::new();
+    applied(&net.one(register(&mut hospital, &guardian)));
+    let name = ConsentTx::NameDelegate { delegate: guardian.account };
+    applied(&net.one(patient.sign_body(TxBody::Consent(name))));
+    let t = rec(RecordTx::Transfer { record: pmr.clone(), to: guardian.account }, &mut patient);
+    applied(&net.one(t));
+    let remove = ConsentTx::RemoveDelegate { delegate: guardian.account };
+    applied(&net.one(patient.sign_body(TxBody::Consent(remove))));
+
+    let before = record_state(&net, &patient);
+    let t = rec(RecordTx::Erase { record: pmr.clone() }, &mut guardian);
+    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
+    guardian.nonce -= 1;
+    let key = Hash::of(b"a key wrapped to someone else");
+    let share = RecordTx::ShareKey {
+        record: pmr.clone(),
+        key: KeyRef { recipient: doctor.account, blob: key },
+    };
+    let t = rec(share, &mut guardian);
+    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
+    assert_eq!(record_state(&net, &patient), before, "refusals changed nothing");
+    assert!(net.ledger.record(&pmr).unwrap().unwrap().erased_at.is_none());
+
+    let t = rec(RecordTx::Transfer { record: pmr.clone(), to: patient.account }, &mut patient);
+    applied(&net.one(t));
+    assert_eq!(net.ledger.record(&pmr).unwrap().unwrap().owner, patient.account);
+}
