@@ -288,6 +288,20 @@ pub struct WhoCanSeeView {
     pub grants: Vec<GrantView>,
     /// Deny rules, which override grants.
     pub deny_rules: Vec<DenyView>,
+    /// Holders of a case's key other than the patient: they can decrypt what they fetched
+    /// while they were allowed; the node serves a case's content only to whom consent lets
+    /// read it at the time of the read.
+    #[serde(default)]
+    pub case_key_holders: Vec<CaseKeyHolderView>,
+}
+
+/// One holder of one case's key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseKeyHolderView {
+    /// The case.
+    pub case: String,
+    /// Who holds its key.
+    pub holder: AccountId,
 }
 
 /// An access request and its state.

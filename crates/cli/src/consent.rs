@@ -273,6 +273,9 @@ async fn read(command: ConsentCommand) -> Result<Option<ConsentCommand>> {
             for r in &view.deny_rules {
                 println!("  deny rule {}  {}", r.id, serde_json::to_string(&r.rule)?);
             }
+            for h in &view.case_key_holders {
+                println!("  holds the key of case {}: {}", h.case, h.holder);
+            }
             if view.delegates.is_empty() && view.grants.is_empty() {
                 println!("  nobody but you");
             }

@@ -146,6 +146,17 @@ impl Ledger {
     /// still in the queue does not help an old or new key at admission: the client retries
     /// once it is committed. `apply` re-checks everything and is the authority.
     pub fn precheck(&self, tx: &SignedTransaction) -> Result<(), Refusal> {
+        self.precheck_with(tx, |_, _| false)
+    }
+
+    /// [`Ledger::precheck`], where `pending_key(account, key)` says that a key change of the
+    /// account, signed by its active key and admitted but not yet committed, installs `key`:
+    /// a signer may go on under its new key while the rotation is in the queue.
+    pub fn precheck_with(
+        &self,
+        tx: &SignedTransaction,
+        pending_key: impl Fn(&medledger_core::ids::AccountId, &medledger_core::keys::PublicKey) -> bool,
+    ) -> Result<(), Refusal> {
         let read = || -> Result<Result<(), Refusal>, LedgerError> {
             if tx.tx.chain_id != self.chain_id() {
                 return Ok(Err(Refusal::WrongChain {
@@ -161,7 +172,7 @@ impl Ledger {
                     .map(|a| decode_entry::<Account>("account", a.value()))
                     .transpose()
             };
-            check_envelope(tx, account_of)
+            check_envelope(tx, account_of, |key| pending_key(&tx.tx.signer, key))
         };
         // A storage failure here is the node's fault, not the client's: refuse without
         // ordering (the client may retry), never let an unchecked transaction through.
@@ -195,13 +206,20 @@ pub(crate) fn suspended_party(
 fn check_envelope(
     tx: &SignedTransaction,
     account_of: impl Fn(&medledger_core::ids::AccountId) -> Result<Option<Account>, LedgerError>,
+    pending_key: impl Fn(&medledger_core::keys::PublicKey) -> bool,
 ) -> Result<Result<(), Refusal>, LedgerError> {
     let signer = tx.tx.signer;
     let Some(account) = account_of(&signer)? else {
         return Ok(Err(Refusal::UnknownSigner { signer }));
     };
-    if let Err(refusal) = check_key_and_nonce(&account, tx) {
-        return Ok(Err(refusal));
+    match check_key_and_nonce(&account, tx) {
+        Err(Refusal::KeyNotActive { .. }) if pending_key(&tx.public_key) => {
+            if tx.tx.nonce <= account.nonce {
+                return Ok(Err(Refusal::StaleNonce { last: account.nonce, got: tx.tx.nonce }));
+            }
+        }
+        Err(refusal) => return Ok(Err(refusal)),
+        Ok(()) => {}
     }
     if let Some(account) = suspended_party(&signer, &account, &account_of)? {
         return Ok(Err(Refusal::Suspended { account }));
@@ -256,7 +274,7 @@ fn apply_tx(
         return Ok(Err(Refusal::Duplicate { log_index }));
     }
     let signer = tx.tx.signer;
-    if let Err(refusal) = check_envelope(tx, |id| state.account(id))? {
+    if let Err(refusal) = check_envelope(tx, |id| state.account(id), |_| false)? {
         return Ok(Err(refusal));
     }
     let account = state.account(&signer)?.ok_or_else(|| {

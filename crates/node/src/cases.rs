@@ -2,12 +2,14 @@
 //! proves the whole case offline; and the admission check that the blobs a case transaction
 //! names are in this node's vault.
 //!
-//! Who may see a case (all its routes): its patient and their delegates, the opener and the
-//! opener's hospital, every doctor who wrote in it and their hospitals, every holder of a
-//! wrapped case key, and anyone `authorize` lets read the case now for some purpose. Anyone
-//! else gets the same 404 as for a case that does not exist. The case's description and
-//! entries are ciphertext under the case key; the routes serve them only to those who may see
-//! the case.
+//! Who may see a case's content (entries, sealed blobs, export): its patient and their
+//! delegates, anyone `authorize` lets read the case now for some purpose (a case grant in
+//! force), and the doctors who wrote in it unless the patient's deny rule names them or their
+//! key or hospital is inactive. Holding a wrapped case key is not enough: revoking a grant or
+//! adding a deny rule stops the next read. The opener's and authors' hospitals, and authors
+//! a deny rule stopped, see that the case exists (its metadata and hashes), not its content.
+//! Anyone else gets the same 404 as for a case that does not exist. Case reads are signed but
+//! not yet committed as access events (the structure issue's one audited read does that).
 
 use axum::{
     Json,
@@ -26,7 +28,7 @@ use medledger_core::{
     keys::namespace,
     tx::{
         CaseTx, SignedTransaction, TxBody,
-        consent::{Action, Purpose, Resource},
+        consent::{Action, Decision, Denial, Purpose, Resource},
         records::KeyRef,
     },
 };
@@ -49,35 +51,60 @@ fn not_found(id: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no case {id}"))
 }
 
-/// Whether `who` may see case `id` (see the module documentation).
-fn may_see(state: &AppState, who: &AccountId, id: &str, c: &CaseLog) -> Result<bool, ApiError> {
-    let ledger = &state.ledger;
-    if [c.patient, c.opener, c.hospital].contains(who)
-        || c.authors.contains(who)
-        || ledger.is_delegate(&c.patient, who)?
-        || ledger.case_key(id, who)?.is_some()
-    {
-        return Ok(true);
-    }
-    for author in &c.authors {
-        if ledger.account(author)?.and_then(|a| a.hospital).as_ref() == Some(who) {
-            return Ok(true);
-        }
-    }
-    let resource =
-        Resource { patient: c.patient, category: None, record: None, case: Some(id.to_owned()) };
-    for purpose in PURPOSES {
-        if ledger.authorize(who, Action::Read, &resource, purpose, None)?.is_allowed() {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+/// How far `who` may see a case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sight {
+    /// Not at all: the same 404 as for a case that does not exist.
+    None,
+    /// That it exists, who wrote in it and its hashes (the opener's and authors' hospitals).
+    Existence,
+    /// Its content too: entries, sealed blobs and the export.
+    Content,
 }
 
-/// The case named `id`, if `who` may see it; 404 otherwise, whether or not it exists.
-fn visible_case(state: &AppState, who: &AccountId, id: &str) -> Result<CaseLog, ApiError> {
+/// How far `who` may see case `id` now (see the module documentation). Content follows
+/// consent at the time of the read, never the key alone: the patient and delegates; anyone
+/// `authorize` lets read the case now; and the doctors who wrote in it, unless a deny rule of
+/// the patient or an inactive key or hospital (which `authorize` reports) stops them.
+fn sight(state: &AppState, who: &AccountId, id: &str, c: &CaseLog) -> Result<Sight, ApiError> {
+    let ledger = &state.ledger;
+    let resource =
+        Resource { patient: c.patient, category: None, record: None, case: Some(id.to_owned()) };
+    let now = crate::admission::now_ms();
+    let mut stopped = false;
+    for purpose in PURPOSES {
+        match ledger.authorize_now(who, Action::Read, &resource, purpose, now)? {
+            Decision::Allow(_) => return Ok(Sight::Content),
+            Decision::Deny(Denial::DenyRule { .. } | Denial::RequesterInactive) => stopped = true,
+            Decision::Deny(_) => {}
+        }
+    }
+    let author = *who == c.opener || c.authors.contains(who);
+    if author && !stopped {
+        return Ok(Sight::Content);
+    }
+    if author || c.hospital == *who {
+        return Ok(Sight::Existence);
+    }
+    for a in &c.authors {
+        if ledger.account(a)?.and_then(|a| a.hospital).as_ref() == Some(who) {
+            return Ok(Sight::Existence);
+        }
+    }
+    Ok(Sight::None)
+}
+
+/// The case named `id`, if `who` may see it at least as far as `needed`; 404 otherwise,
+/// whether or not it exists.
+fn visible_case(
+    state: &AppState,
+    who: &AccountId,
+    id: &str,
+    needed: Sight,
+) -> Result<CaseLog, ApiError> {
     let c = state.ledger.case(id)?.ok_or_else(|| not_found(id))?;
-    if !may_see(state, who, id, &c)? {
+    let sight = sight(state, who, id, &c)?;
+    if sight == Sight::None || (needed == Sight::Content && sight != Sight::Content) {
         return Err(not_found(id));
     }
     Ok(c)
@@ -142,7 +169,7 @@ pub(crate) async fn list(
     let patient = parse_account(&q.patient)?;
     let mut out = Vec::new();
     for (id, c) in state.ledger.cases_of_patient(&patient)? {
-        if may_see(&state, &requester, &id, &c)? {
+        if sight(&state, &requester, &id, &c)? != Sight::None {
             out.push(view(&state, id, c)?);
         }
     }
@@ -155,7 +182,7 @@ pub(crate) async fn get(
     Signed(requester): Signed,
     Path(id): Path<String>,
 ) -> ApiResult<CaseView> {
-    let c = visible_case(&state, &requester, &id)?;
+    let c = visible_case(&state, &requester, &id, Sight::Existence)?;
     Ok(Json(view(&state, id, c)?))
 }
 
@@ -172,7 +199,7 @@ pub(crate) async fn entries(
     Path(id): Path<String>,
     Query(q): Query<EntriesQuery>,
 ) -> ApiResult<Vec<CaseEntryView>> {
-    visible_case(&state, &requester, &id)?;
+    visible_case(&state, &requester, &id, Sight::Content)?;
     let limit = q.limit.unwrap_or(MAX_ENTRIES_PAGE).min(MAX_ENTRIES_PAGE);
     let list = state.ledger.case_entries(&id, q.after.unwrap_or(0), limit)?;
     Ok(Json(list.into_iter().map(|(seq, e)| entry_view(seq, e)).collect()))
@@ -185,7 +212,7 @@ pub(crate) async fn blob(
     Signed(requester): Signed,
     Path((id, hash)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    visible_case(&state, &requester, &id)?;
+    visible_case(&state, &requester, &id, Sight::Content)?;
     let hash = Hash::from_hex(&hash).map_err(|_| {
         ApiError::new(StatusCode::BAD_REQUEST, "malformed", format!("{hash:?} is not a SHA-256"))
     })?;
@@ -211,7 +238,7 @@ pub(crate) async fn export(
     Signed(requester): Signed,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    visible_case(&state, &requester, &id)?;
+    visible_case(&state, &requester, &id, Sight::Content)?;
     let body = tokio::task::spawn_blocking(move || build_export(&state, &requester, &id))
         .await
         .map_err(|e| ApiError::internal(format!("the export task failed: {e}")))??;

@@ -87,7 +87,11 @@ fn may_see(
     }
     let resource = device_data(d.patient);
     for purpose in PURPOSES {
-        if state.ledger.authorize(who, Action::Read, &resource, purpose, None)?.is_allowed() {
+        if state
+            .ledger
+            .authorize_now(who, Action::Read, &resource, purpose, crate::admission::now_ms())?
+            .is_allowed()
+        {
             return Ok(true);
         }
     }
@@ -305,10 +309,13 @@ pub(crate) async fn read(
     let TxBody::Access(access) = &tx.tx.body else {
         return Err(malformed("the body must be an access transaction for the device data"));
     };
-    let session = state
-        .ledger
-        .device_session(&id)?
-        .ok_or_else(|| not_found(format!("no device session {id}")))?;
+    // The sender first, before anything about the session (see `records::read`).
+    let signature_ok = tx.verify_signature().is_ok();
+    crate::admission::authenticate(&state, &tx, signature_ok)?;
+    let session = state.ledger.device_session(&id)?.ok_or_else(|| {
+        crate::admission::probe_refused(&state, &tx.tx.signer)
+            .unwrap_or_else(|| not_found(format!("no device session {id}")))
+    })?;
     if access.resource != device_data(session.patient) || access.action != Action::Read {
         return Err(malformed(format!(
             "the access transaction must name the device data of patient {} and the read action",
@@ -316,8 +323,13 @@ pub(crate) async fn read(
         )));
     }
     let reader = tx.tx.signer;
-    let likely =
-        state.ledger.authorize(&reader, Action::Read, &access.resource, access.purpose, None)?;
+    let likely = state.ledger.authorize_now(
+        &reader,
+        Action::Read,
+        &access.resource,
+        access.purpose,
+        crate::admission::now_ms(),
+    )?;
     let mut prepared = None;
     if likely.is_allowed() {
         let key_blob = state.ledger.session_key(&id, &reader)?.ok_or_else(|| {
@@ -360,14 +372,8 @@ pub(crate) async fn read(
             .await
             .map_err(|e| ApiError::internal(format!("a vault task failed: {e}")))??,
         );
-    } else if !state.read_denials.allows(&reader) {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_denials",
-            "too many denied reads in a minute; try again later",
-        ));
     }
-    let receipt = crate::http::submit_and_wait(&state, tx).await?;
+    let receipt = crate::http::submit_checked(&state, tx, signature_ok).await?;
     let Outcome::Applied { created: Some(Created::Access { decision, event }) } = &receipt.outcome
     else {
         return Err(ApiError::internal(format!("unexpected receipt {:?}", receipt.outcome)));
@@ -375,7 +381,6 @@ pub(crate) async fn read(
     let (Decision::Allow(_), Some((wrapped_key, batches, alerts, next_after))) =
         (decision, prepared)
     else {
-        state.read_denials.note(reader);
         if decision.is_allowed() {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,

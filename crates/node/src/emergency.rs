@@ -81,16 +81,19 @@ pub(crate) async fn read(
             format!("the body must be a signed emergency profile read of {patient}"),
         ));
     }
-    let p = state
-        .ledger
-        .emergency_profile(&patient)?
-        .ok_or_else(|| not_found(format!("patient {patient} has no emergency profile")))?;
+    // The sender first, before anything about the profile (see `records::read`).
+    let signature_ok = tx.verify_signature().is_ok();
+    crate::admission::authenticate(&state, &tx, signature_ok)?;
+    let p = state.ledger.emergency_profile(&patient)?.ok_or_else(|| {
+        crate::admission::probe_refused(&state, &tx.tx.signer)
+            .unwrap_or_else(|| not_found(format!("patient {patient} has no emergency profile")))
+    })?;
     let sealed = state
         .vault
         .get(&p.profile)
         .map_err(crate::http::vault_error)?
         .ok_or_else(|| not_found("the sealed profile is not in this node's vault".into()))?;
-    let receipt = crate::http::submit_and_wait(&state, tx).await?;
+    let receipt = crate::http::submit_checked(&state, tx, signature_ok).await?;
     if !matches!(receipt.outcome, Outcome::Applied { created: Some(Created::Access { .. }) }) {
         return Err(ApiError::internal(format!("unexpected receipt {:?}", receipt.outcome)));
     }

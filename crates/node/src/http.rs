@@ -53,8 +53,10 @@ pub struct AppState {
     pub replay_guard: Arc<crate::auth::ReplayGuard>,
     /// Rate-limited log of refused requests.
     pub denials: Arc<crate::auth::DenialLog>,
-    /// Denied record reads per reader, to bound how many get committed.
-    pub read_denials: Arc<crate::records::DenialLimiter>,
+    /// Per-signer limits of admission.
+    pub limits: Arc<crate::admission::Limits>,
+    /// Key changes admitted and not yet committed.
+    pub pending_keys: Arc<crate::admission::PendingKeys>,
     /// The height of the last applied block, updated as blocks are applied.
     pub applied: tokio::sync::watch::Receiver<u64>,
 }
@@ -70,7 +72,10 @@ impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         Self(status, ErrorBody { code: code.into(), message: message.into(), outcome: None })
     }
-    fn refused(outcome: Outcome) -> Self {
+    pub(crate) fn set_message(&mut self, message: String) {
+        self.1.message = message;
+    }
+    pub(crate) fn refused(outcome: Outcome) -> Self {
         let message = match &outcome {
             Outcome::Refused { reason } => format!("refused: {reason}"),
             Outcome::Applied { .. } => "applied".into(),
@@ -179,26 +184,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Admission checks that need no ordering: strict signature, then the envelope against
-/// committed state.
-fn admit(state: &AppState, tx: &SignedTransaction, signature_ok: bool) -> Result<(), ApiError> {
-    if !signature_ok {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_signature",
-            format!("the signature does not verify under key {}", tx.public_key),
-        ));
-    }
-    state.ledger.precheck(tx).map_err(|reason| ApiError::refused(Outcome::Refused { reason }))?;
-    crate::records::blobs_present(state, tx)?;
-    crate::cases::blobs_present(state, tx)?;
-    crate::devices::blobs_present(state, tx)
-}
+/// What the producer answers for a queued transaction.
+type ProduceResult = Result<Receipt, crate::producer::ProduceError>;
 
 async fn enqueue(
     state: &AppState,
     tx: SignedTransaction,
-) -> Result<oneshot::Receiver<Result<Receipt, crate::producer::ProduceError>>, ApiError> {
+) -> Result<oneshot::Receiver<ProduceResult>, ApiError> {
     let (reply, rx) = oneshot::channel();
     state.queue.try_send(Submission { tx, reply }).map_err(|e| match e {
         mpsc::error::TrySendError::Full(_) => ApiError::new(
@@ -219,8 +211,9 @@ async fn enqueue(
 /// Waits for a queued transaction's receipt (applied or refused) and records it in the metrics.
 fn receipt_of(
     state: &AppState,
+    signer: &AccountId,
     started: Instant,
-    r: Result<Result<Receipt, crate::producer::ProduceError>, oneshot::error::RecvError>,
+    r: Result<ProduceResult, oneshot::error::RecvError>,
 ) -> Result<Receipt, ApiError> {
     let receipt = r
         .map_err(|_| {
@@ -231,6 +224,7 @@ fn receipt_of(
         })?;
     state.metrics.commit_latency.observe(started.elapsed().as_secs_f64());
     state.metrics.height.set(receipt.height as i64);
+    crate::admission::note_outcome(state, signer, &receipt);
     match receipt.outcome {
         Outcome::Applied { .. } => state.metrics.applied.inc(),
         Outcome::Refused { .. } => state.metrics.refused.inc(),
@@ -252,13 +246,23 @@ pub(crate) async fn submit_and_wait(
     state: &AppState,
     tx: SignedTransaction,
 ) -> Result<Receipt, ApiError> {
-    let started = Instant::now();
     let ok = tx.verify_signature().is_ok();
-    admit(state, &tx, ok).inspect_err(|_| {
+    submit_checked(state, tx, ok).await
+}
+
+/// [`submit_and_wait`] for a transaction whose signature was checked already (`ok`).
+pub(crate) async fn submit_checked(
+    state: &AppState,
+    tx: SignedTransaction,
+    ok: bool,
+) -> Result<Receipt, ApiError> {
+    let started = Instant::now();
+    let signer = tx.tx.signer;
+    crate::admission::admit(state, &tx, ok).inspect_err(|_| {
         state.metrics.rejected.inc();
     })?;
     let rx = enqueue(state, tx).await?;
-    let receipt = receipt_of(state, started, rx.await)?;
+    let receipt = receipt_of(state, &signer, started, rx.await)?;
     match receipt.outcome {
         Outcome::Applied { .. } => Ok(receipt),
         Outcome::Refused { .. } => Err(ApiError::refused(receipt.outcome)),
@@ -287,25 +291,33 @@ async fn submit_batch(State(state): State<AppState>, body: Bytes) -> ApiResult<V
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    enum Pending {
+        Ordered(AccountId, oneshot::Receiver<ProduceResult>),
+        Done(BatchItem),
+    }
     let mut pending = Vec::with_capacity(txs.len());
     for (tx, ok) in txs.into_iter().zip(ok) {
-        match admit(&state, &tx, ok) {
-            Ok(()) => pending.push(Ok(enqueue(&state, tx).await)),
-            Err(e) => {
+        let signer = tx.tx.signer;
+        pending.push(match crate::admission::admit(&state, &tx, ok) {
+            Ok(()) => match enqueue(&state, tx).await {
+                Ok(rx) => Pending::Ordered(signer, rx),
+                Err(ApiError(_, body)) => Pending::Done(BatchItem::Error(body)),
+            },
+            Err(ApiError(_, body)) => {
                 state.metrics.rejected.inc();
-                pending.push(Err(e));
+                Pending::Done(BatchItem::Error(body))
             }
-        }
+        });
     }
     let mut out = Vec::with_capacity(pending.len());
     for p in pending {
         let item = match p {
             // Ordered transactions get their receipt, applied or refused.
-            Ok(Ok(rx)) => match receipt_of(&state, started, rx.await) {
+            Pending::Ordered(signer, rx) => match receipt_of(&state, &signer, started, rx.await) {
                 Ok(r) => BatchItem::Receipt(r),
                 Err(ApiError(_, body)) => BatchItem::Error(body),
             },
-            Ok(Err(ApiError(_, body))) | Err(ApiError(_, body)) => BatchItem::Error(body),
+            Pending::Done(item) => item,
         };
         out.push(item);
     }
@@ -473,10 +485,18 @@ async fn put_blob(
     uri: axum::http::Uri,
     body: Bytes,
 ) -> ApiResult<BlobStored> {
-    crate::auth::authenticate(&state.ledger, &state.replay_guard, &headers, &method, &uri, &body)?;
+    let uploader = crate::auth::authenticate(
+        &state.ledger,
+        &state.replay_guard,
+        &headers,
+        &method,
+        &uri,
+        &body,
+    )?;
     let size = body.len() as u64;
     let vault = state.vault.clone();
-    let hash = tokio::task::spawn_blocking(move || vault.put(&body))
+    // Charged to the signer, within its quota: no registered identity fills the disk for free.
+    let hash = tokio::task::spawn_blocking(move || vault.put_as(uploader, &body))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(vault_error)?;
@@ -490,11 +510,15 @@ async fn get_blob(
 ) -> Result<Response, ApiError> {
     let hash = parse_hash(&hash)?;
     let missing = || ApiError::not_found(format!("no blob {hash}"));
-    // Only the sealed registration details stored through this route are served here. Record
-    // blobs (ciphertext, metadata, wrapped keys and shares) leave the vault only through the
-    // audited read, whoever knows their hash.
-    let info = state.vault.info(&hash).map_err(crate::records::blob_error)?;
-    if info.is_none_or(|i| i.uploader != medledger_vault::SYSTEM_UPLOADER) {
+    // Only sealed registration details that the ledger names are served here, decided from
+    // committed state and never from the vault's index (a lost or rebuilt index must not make
+    // anything public). Record, case and device blobs leave the vault only through the
+    // audited reads, whoever knows their hash.
+    let ledger = state.ledger.clone();
+    let registered = tokio::task::spawn_blocking(move || ledger.registration_blobs())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    if !registered.contains(&hash) {
         return Err(missing());
     }
     let bytes = state.vault.get(&hash).map_err(vault_error)?.ok_or_else(missing)?;
@@ -551,7 +575,17 @@ async fn who_can_see(
     }
     let height = state.ledger.tip().height;
     let w = state.ledger.who_can_see(&patient, Some(height))?;
+    let mut case_key_holders = Vec::new();
+    for (case, _) in state.ledger.cases_of_patient(&patient)? {
+        for (holder, _) in state.ledger.case_keys(&case)? {
+            if holder != patient {
+                case_key_holders
+                    .push(medledger_api::CaseKeyHolderView { case: case.clone(), holder });
+            }
+        }
+    }
     Ok(Json(medledger_api::WhoCanSeeView {
+        case_key_holders,
         patient,
         height,
         delegates: w.delegates,
@@ -575,7 +609,8 @@ async fn grants(
     Query(q): Query<GrantsQuery>,
 ) -> ApiResult<Vec<medledger_api::GrantView>> {
     let patient = parse_account(&q.patient)?;
-    let list = state.ledger.grants_in_force(&requester, &patient, None)?;
+    let list =
+        state.ledger.grants_in_force_now(&requester, &patient, crate::admission::now_ms())?;
     Ok(Json(list.into_iter().map(|(id, g)| grant_view(id, g)).collect()))
 }
 

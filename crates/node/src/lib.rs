@@ -3,6 +3,7 @@
 //! and serves the HTTP API ([`http`]).
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod auth;
 mod cases;
 pub mod datadir;
@@ -81,7 +82,8 @@ pub async fn serve(
         metrics: Arc::new(metrics::Metrics::new()),
         replay_guard: Arc::default(),
         denials: Arc::default(),
-        read_denials: Arc::default(),
+        limits: Arc::default(),
+        pending_keys: Arc::default(),
         applied: applied_rx,
     };
     tracing::info!(

@@ -6,7 +6,7 @@
 //! else happens; only after an allowed, durable receipt does the node stream the reader's
 //! wrapped key, the sealed metadata and the ciphertext, each checked against its hash first.
 
-use std::{collections::HashMap, io::Read};
+use std::io::Read;
 
 use axum::{
     Json,
@@ -25,7 +25,7 @@ use medledger_core::{
     ids::AccountId,
     tx::{
         SignedTransaction, TxBody,
-        consent::{Action, Decision, Denial, Purpose, Resource},
+        consent::{Action, Decision, Purpose, Resource},
     },
 };
 use medledger_ledger::state::RecordEntry;
@@ -91,7 +91,11 @@ fn may_see_token(
         case: None,
     };
     for purpose in PURPOSES {
-        if state.ledger.authorize(who, Action::Read, &resource, purpose, None)?.is_allowed() {
+        if state
+            .ledger
+            .authorize_now(who, Action::Read, &resource, purpose, crate::admission::now_ms())?
+            .is_allowed()
+        {
             return Ok(true);
         }
     }
@@ -257,55 +261,9 @@ pub(crate) async fn upload(
     Ok(Json(BlobStored { hash: stored.cid.hash(), size: stored.len }))
 }
 
-/// Denied record reads one reader may have committed per minute; beyond this the node refuses
-/// without ordering anything, so a reader cannot flood the patient's trail (or the log).
-const DENIALS_PER_MINUTE: u32 = 10;
-
-/// Recent denied record reads per reader.
-#[derive(Debug, Default)]
-pub struct DenialLimiter {
-    recent: std::sync::Mutex<HashMap<AccountId, (u64, u32)>>,
-}
-
-impl DenialLimiter {
-    fn minute() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() / 60)
-    }
-
-    /// Whether `reader` may still have a denial committed this minute.
-    pub(crate) fn allows(&self, reader: &AccountId) -> bool {
-        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        recent.get(reader).is_none_or(|(m, n)| *m != Self::minute() || *n < DENIALS_PER_MINUTE)
-    }
-
-    pub(crate) fn note(&self, reader: AccountId) {
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        let minute = Self::minute();
-        if recent.len() > 100_000 {
-            recent.retain(|_, (m, _)| *m == minute);
-        }
-        let e = recent.entry(reader).or_insert((minute, 0));
-        if e.0 != minute {
-            *e = (minute, 0);
-        }
-        e.1 += 1;
-    }
-}
-
 pub(crate) fn denied(decision: &Decision) -> ApiError {
     let reason = match decision {
-        Decision::Deny(Denial::NoGrant) => {
-            "no grant in force covers this record for this purpose".into()
-        }
-        Decision::Deny(Denial::DenyRule { rule }) => {
-            format!("the patient's deny rule {rule} forbids it")
-        }
-        Decision::Deny(Denial::RequesterInactive) => {
-            "the reader's key is revoked or its hospital suspended".into()
-        }
-        Decision::Deny(Denial::UnknownRequester) => "the reader has no account".into(),
+        Decision::Deny(denial) => denial.to_string(),
         Decision::Allow(_) => "allowed".into(),
     };
     ApiError::new(
@@ -338,8 +296,15 @@ pub(crate) async fn read(
             format!("the access transaction must name record {pmr} and the read action"),
         ));
     }
+    // The sender first, before anything about the record: an unauthenticated probe learns
+    // nothing and costs no vault work; a registered one that names no record of theirs pays
+    // from the same allowance as a denied read.
+    let signature_ok = tx.verify_signature().is_ok();
+    crate::admission::authenticate(&state, &tx, signature_ok)?;
     let reader = tx.tx.signer;
-    let record = state.ledger.record(&pmr)?.ok_or_else(|| not_found(&pmr))?;
+    let record = state.ledger.record(&pmr)?.ok_or_else(|| {
+        crate::admission::probe_refused(&state, &reader).unwrap_or_else(|| not_found(&pmr))
+    })?;
     if let Some(height) = record.erased_at {
         return Err(ApiError::new(
             StatusCode::GONE,
@@ -351,8 +316,13 @@ pub(crate) async fn read(
     }
     // A cheap look at committed state first: a reader the ledger would deny gets the denial
     // committed (so the patient sees it) without the node touching the vault.
-    let likely =
-        state.ledger.authorize(&reader, Action::Read, &access.resource, access.purpose, None)?;
+    let likely = state.ledger.authorize_now(
+        &reader,
+        Action::Read,
+        &access.resource,
+        access.purpose,
+        crate::admission::now_ms(),
+    )?;
     let mut prepared = None;
     if likely.is_allowed() {
         // Under break-glass the reader gets the key wrapped to the patient's emergency key,
@@ -407,21 +377,15 @@ pub(crate) async fn read(
             .await
             .map_err(joined)??,
         );
-    } else if !state.read_denials.allows(&reader) {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_denials",
-            format!("{DENIALS_PER_MINUTE} denied reads in a minute; try again later"),
-        ));
     }
-    let receipt = crate::http::submit_and_wait(&state, tx).await?;
+    // Admission charges a likely denial to the reader's allowance (at most ten a minute).
+    let receipt = crate::http::submit_checked(&state, tx, signature_ok).await?;
     let Outcome::Applied { created: Some(Created::Access { decision, event }) } = &receipt.outcome
     else {
         return Err(ApiError::internal(format!("unexpected receipt {:?}", receipt.outcome)));
     };
     let (Decision::Allow(_), Some((wrapped_key, metadata, shares, blob))) = (decision, prepared)
     else {
-        state.read_denials.note(reader);
         if decision.is_allowed() {
             // Granted between the look and the block: ask again, now that the grant is in.
             return Err(ApiError::new(

@@ -155,10 +155,15 @@ pub trait BlobStore: Send + Sync {
     /// Stores a small blob (at most [`MAX_BLOB_BYTES`]) in one call, charged to
     /// [`SYSTEM_UPLOADER`], and returns its hash. Storing the same bytes twice is harmless.
     fn put(&self, bytes: &[u8]) -> Result<Hash, VaultError> {
+        self.put_as(SYSTEM_UPLOADER, bytes)
+    }
+
+    /// [`BlobStore::put`], charged to `uploader` (and so limited by its quota).
+    fn put_as(&self, uploader: AccountId, bytes: &[u8]) -> Result<Hash, VaultError> {
         if bytes.len() > MAX_BLOB_BYTES {
             return Err(VaultError::TooLarge { len: bytes.len() });
         }
-        let mut upload = self.begin_upload(SYSTEM_UPLOADER, None)?;
+        let mut upload = self.begin_upload(uploader, None)?;
         upload.write_chunk(bytes)?;
         Ok(upload.finish()?.cid.hash())
     }

@@ -124,7 +124,9 @@ fn the_card_code_and_break_glass_open_the_profile_and_records_with_every_step_lo
         &["record", "get", &pmr, "--wallet", &colleague, "--break-glass", &bg, "-o", &back_s],
         &env,
     );
-    assert!(err.contains("denied"), "{err}");
+    // (Reads are decided now, at the next block: the ended break-glass no longer even shows
+    // the record.)
+    assert!(err.contains("denied") || err.contains("may not see it"), "{err}");
     ok(
         &["emergency", "review", "--wallet", &c.hospital, "--break-glass", &bg]
             .into_iter()

@@ -98,14 +98,12 @@ fn malformed_and_bad_signature_submissions_are_refused_over_http() {
     );
     assert_refused(&node, "flipped signature", &forged.encode(), &[400], "bad_signature");
 
-    // Signed correctly, but by a key that is not the signer's. Whether a key is active is
-    // decided when the transaction is applied (a rotation queued just before could make it
-    // so), so this one is ordered and its receipt says why it was refused; the regulator's
+    // Signed correctly, but by a key that is not the signer's: refused at admission, never
+    // ordered (anyone could otherwise fill the log in the regulator's name); the regulator's
     // account is untouched.
     let impostor = medledger_client::Identity::generate("impostor");
     let stolen = build(&impostor, signer, &chain, 1, admit_body("Impostor Hospital"));
-    let (status, body) = submit(&node, &stolen.encode());
-    assert_eq!((status, body["code"].as_str()), (422, Some("refused")), "{body}");
+    let body = assert_refused(&node, "another key", &stolen.encode(), &[422], "refused");
     assert!(body["outcome"]["refused"]["reason"].get("key_not_active").is_some(), "{body}");
     let account = node.regulator_get(&format!("/v1/accounts/{signer}")).json();
     assert_eq!(account["nonce"], 0, "a refused transaction consumed no nonce: {account}");
@@ -129,9 +127,11 @@ fn malformed_and_bad_signature_submissions_are_refused_over_http() {
     let hospitals = node.regulator_get("/v1/hospitals").json();
     assert_eq!(hospitals.as_array().unwrap().len(), 1, "{hospitals}");
 
-    // ...and its replay is refused, with nothing ordered.
+    // ...and sent again, it is not ordered again: the answer names where it was applied.
     let body = assert_refused(&node, "replay", &good.encode(), &[422], "refused");
-    assert!(body["message"].as_str().unwrap().contains("nonce"), "{body}");
+    let duplicate = &body["outcome"]["refused"]["reason"]["duplicate"];
+    assert_eq!(duplicate["log_index"], receipt["log_index"], "{body}");
+    assert!(body["message"].as_str().unwrap().contains("already applied"), "{body}");
     // A different transaction reusing the spent nonce likewise.
     let reuse = build(&regulator, signer, &chain, 1, admit_body("Nonce Reuse Hospital"));
     assert_refused(&node, "reused nonce", &reuse.encode(), &[422], "refused");

@@ -1,8 +1,17 @@
-//! The patient, a delegate or the opener wraps a case's data key to another account (a doctor
-//! the patient authorised for the case). The key alone authorises nothing: appending still
-//! needs a grant in force.
+//! The patient, a delegate or the opener wraps a case's data key to another account. The
+//! opener may wrap it only to an account the patient already lets read the case (a grant in
+//! force covering it): a key share is the patient's consent, never the opener's alone. The
+//! key alone authorises nothing: reading needs consent at the time of the read, appending a
+//! grant in force.
 
-use medledger_core::{ids::AccountId, tx::records::KeyRef};
+use medledger_core::{
+    block::Refusal,
+    ids::AccountId,
+    tx::{
+        consent::{Action, Purpose, Resource},
+        records::KeyRef,
+    },
+};
 
 use crate::{
     registry::{HandlerResult, refuse_on},
@@ -18,6 +27,31 @@ pub(crate) fn apply(
     let log = refuse_on!(super::existing(state, case)?);
     refuse_on!(super::require_opener_or_patient(state, signer, case, &log, "share its key")?);
     refuse_on!(crate::consent::require_active(state, &key.recipient, "recipient")?);
+    if *signer != log.patient && !state.is_delegate(&log.patient, signer)? {
+        let resource = Resource {
+            patient: log.patient,
+            category: None,
+            record: None,
+            case: Some(case.to_owned()),
+        };
+        let decision = crate::consent::authorize(
+            &*state,
+            &key.recipient,
+            Action::Read,
+            &resource,
+            Purpose::Treatment,
+            state.height,
+            state.time_ms,
+        )?;
+        if !decision.is_allowed() {
+            return Ok(Err(Refusal::Unauthorised {
+                reason: format!(
+                    "the patient has not let {} read case {case} ({decision}): the patient or a delegate shares the key, or grants the case first",
+                    key.recipient
+                ),
+            }));
+        }
+    }
     refuse_on!(super::require_unreferenced(state, &key.blob, "wrapped key")?);
     state.put_case_key(case, &key.recipient, &key.blob)?;
     crate::consent::audit(

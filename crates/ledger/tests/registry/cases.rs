@@ -354,7 +354,7 @@ fn malformed_opens_and_borrowed_blobs_are_refused() {
 }
 
 #[test]
-fn only_the_patient_or_the_opener_shares_a_case_key() {
+fn only_the_patient_shares_a_case_key_or_the_opener_with_the_patients_consent() {
     let (mut net, _, mut doctor, mut patient) = populated();
     let (case, _) = open(&mut net, &mut doctor, &patient, "a");
     let mut stranger = outsider(&mut net);
@@ -364,11 +364,25 @@ fn only_the_patient_or_the_opener_shares_a_case_key() {
     let t = case_tx(CaseTx::ShareKey { case: case.clone(), key }, &mut stranger);
     assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
     assert_eq!(case_state(&net, &patient), before);
-    for who in [&mut patient, &mut doctor] {
-        let key = KeyRef { recipient: colleague.account, blob: Hash::of(&who.account.0) };
-        let t = case_tx(CaseTx::ShareKey { case: case.clone(), key }, who);
-        applied(&net.one(t));
-    }
+    // The opener alone cannot hand the key to someone the patient has not let in (H2)...
+    let key = KeyRef { recipient: colleague.account, blob: Hash::of(b"k/early") };
+    let t = case_tx(CaseTx::ShareKey { case: case.clone(), key }, &mut doctor);
+    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }), "share without consent");
+    doctor.nonce -= 1;
+    assert_eq!(case_state(&net, &patient), before);
+    // ...nor with a grant for another case or for records only.
+    grant(&mut net, &mut patient, &colleague, Scope::Case("C0-1".into()));
+    grant(&mut net, &mut patient, &colleague, Scope::Categories(vec![RecordCategory::LabReport]));
+    let key = KeyRef { recipient: colleague.account, blob: Hash::of(b"k/early2") };
+    let t = case_tx(CaseTx::ShareKey { case: case.clone(), key }, &mut doctor);
+    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }), "share on another grant");
+    doctor.nonce -= 1;
+    // The patient shares; once the patient grants the case, the opener may too.
+    let key = KeyRef { recipient: colleague.account, blob: Hash::of(&patient.account.0) };
+    applied(&net.one(case_tx(CaseTx::ShareKey { case: case.clone(), key }, &mut patient)));
+    grant(&mut net, &mut patient, &colleague, Scope::Case(case.clone()));
+    let key = KeyRef { recipient: colleague.account, blob: Hash::of(&doctor.account.0) };
+    applied(&net.one(case_tx(CaseTx::ShareKey { case: case.clone(), key }, &mut doctor)));
     // The second share replaced the first: one key per recipient, the old blob released.
     let keys = net.ledger.case_keys(&case).unwrap();
     assert_eq!(keys.len(), 3);

@@ -485,6 +485,20 @@ fn admission_refuses_every_transaction_that_is_not_the_accounts_own() {
     assert_eq!(net.ledger.precheck(&ok), Ok(()));
     hospital.nonce -= 1;
     let new_key = SigningKey::generate();
+    // Under the new key before its rotation is committed: refused, unless the node knows the
+    // rotation is in its queue (signed by the active key).
+    let mut ahead = Actor { key: new_key.clone(), ..Actor::new() };
+    ahead.account = hospital.account;
+    ahead.nonce = hospital.nonce + 1;
+    let early = onboard(&mut ahead, &Actor::new());
+    assert!(matches!(net.ledger.precheck(&early), Err(Refusal::KeyNotActive { .. })));
+    let (account, key) = (hospital.account, new_key.public_key());
+    assert_eq!(net.ledger.precheck_with(&early, |a, k| *a == account && *k == key), Ok(()));
+    let other = SigningKey::generate().public_key();
+    assert!(matches!(
+        net.ledger.precheck_with(&early, |a, k| *a == account && *k == other),
+        Err(Refusal::KeyNotActive { .. })
+    ));
     applied(&net.one(hospital.sign(RegistryTx::RotateKey { new_key: new_key.public_key() })));
     let old = onboard(&mut hospital, &Actor::new());
     assert!(matches!(net.ledger.precheck(&old), Err(Refusal::KeyNotActive { .. })));

@@ -1,0 +1,285 @@
+//! The security report's attacks (2026-11-30) against a real node, each checking that what
+//! broke then is refused now: unauthenticated log spam (H3), floods of denials and refusals
+//! (M5, H3), reads by a suspended hospital's doctors (M1), revocations that lag on reads
+//! (M2), and oracles before authentication (M3).
+
+use medledger_client::{Wallet, tx::build};
+use medledger_core::{
+    encoding,
+    ids::AccountId,
+    tx::{
+        ConsentTx, SignedTransaction, TxBody,
+        consent::{AccessTx, Action, Purpose, RecordCategory, Resource, Scope, Validity},
+    },
+};
+
+use crate::{
+    harness::*,
+    http_refusals::admit_body,
+    registry::{Cast, cast},
+};
+
+fn chain(node: &Node) -> String {
+    node.health()["chain_id"].as_str().unwrap().to_owned()
+}
+
+fn batch(node: &Node, txs: &[SignedTransaction]) -> Vec<serde_json::Value> {
+    let body = encoding::encode(&txs.to_vec());
+    let r = http(node.port, "POST", "/v1/transactions/batch", &body).expect("POST batch");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json().as_array().unwrap().clone()
+}
+
+fn is_receipt(item: &serde_json::Value) -> bool {
+    item.get("receipt").is_some()
+}
+
+fn code(item: &serde_json::Value) -> String {
+    item["error"]["code"].as_str().unwrap_or_default().to_owned()
+}
+
+fn unlock(wallet: &str) -> (medledger_client::Identity, AccountId) {
+    let w = Wallet::load(wallet).unwrap();
+    (w.unlock(PASS).unwrap(), w.account())
+}
+
+fn lab_access(patient: AccountId) -> TxBody {
+    TxBody::Access(AccessTx {
+        resource: Resource {
+            patient,
+            category: Some(RecordCategory::LabReport),
+            record: None,
+            case: None,
+        },
+        action: Action::Read,
+        purpose: Purpose::Treatment,
+    })
+}
+
+/// H3: transactions signed by a key that is not the account's active key never reach the
+/// log, through either submission route; a registered identity whose transactions keep
+/// being refused is stopped at admission.
+#[test]
+fn forged_and_refused_floods_do_not_fill_the_log() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c: Cast = cast(tmp.path(), &node);
+    let chain = chain(&node);
+    let regulator = Wallet::load(node.regulator_wallet()).unwrap().account();
+
+    // Anyone can sign "as the regulator" with a fresh key: nothing is ordered.
+    let impostor = medledger_client::Identity::generate("impostor");
+    let forged: Vec<_> = (0..200u64)
+        .map(|i| build(&impostor, regulator, &chain, 1_000_000_000 + i, admit_body("Spam")))
+        .collect();
+    let size = node.log_size();
+    let items = batch(&node, &forged);
+    assert_eq!(items.len(), 200);
+    for item in &items {
+        assert!(!is_receipt(item), "a forged transaction was ordered: {item}");
+        assert_eq!(code(item), "refused", "{item}");
+        assert!(item["error"]["outcome"]["refused"]["reason"].get("key_not_active").is_some());
+    }
+    let r = http(node.port, "POST", "/v1/transactions", &forged[0].encode()).unwrap();
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(node.log_size(), size, "no forged transaction reached the log");
+
+    // A registered hospital sends grants it has no right to make (only the patient may):
+    // each is ordered and refused, until its allowance of refusals is spent; then even a
+    // good transaction waits.
+    let (hospital, hospital_account) = unlock(&c.hospital);
+    let (_, patient) = unlock(&c.patient);
+    let refused: Vec<_> = (0..40u64)
+        .map(|i| {
+            let grant = ConsentTx::Grant {
+                patient,
+                grantee: AccountId([i as u8 + 1; 20]),
+                scope: Scope::All,
+                purpose: Purpose::Treatment,
+                validity: Validity { not_before_ms: 0, expires_at_ms: u64::MAX },
+            };
+            build(&hospital, hospital_account, &chain, 3, TxBody::Consent(grant))
+        })
+        .collect();
+    let items = batch(&node, &refused);
+    assert!(items.iter().all(is_receipt), "admitted before the allowance was known spent");
+    let later = build(&hospital, hospital_account, &chain, 3, admit_body("Later"));
+    let r = http(node.port, "POST", "/v1/transactions", &later.encode()).unwrap();
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["code"], "too_many_refusals", "{}", r.text());
+}
+
+/// M5: a batch of denied accesses commits at most the reader's allowance of denials into the
+/// patient's trail; the rest are refused before they are ordered.
+#[test]
+fn a_batch_of_denied_accesses_is_limited_like_denied_reads() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let chain = chain(&node);
+    let (doctor, doctor_account) = unlock(&c.doctor);
+    let (_, patient) = unlock(&c.patient);
+    let size = node.log_size();
+    let txs: Vec<_> = (1..=25u64)
+        .map(|n| build(&doctor, doctor_account, &chain, n, lab_access(patient)))
+        .collect();
+    let items = batch(&node, &txs);
+    let ordered = items.iter().filter(|i| is_receipt(i)).count();
+    assert_eq!(ordered, 10, "only ten denials a minute reach the trail: {items:?}");
+    assert!(items.iter().filter(|i| !is_receipt(i)).all(|i| code(i) == "too_many_denials"));
+    assert_eq!(node.log_size(), size + 10);
+}
+
+/// M1 and M2: a suspended hospital's doctor reads nothing; a revoked grant stops showing at
+/// once, without waiting for another block.
+#[test]
+fn suspension_and_revocation_bite_on_signed_reads_at_once() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let (doctor, doctor_account) = unlock(&c.doctor);
+    let (_, patient) = unlock(&c.patient);
+    let grants = format!("/v1/consent/grants?patient={patient}");
+    let get =
+        |path: &str| signed_http(node.port, &doctor.signing, doctor_account, "GET", path, b"");
+
+    let out = ok(
+        &[
+            "consent",
+            "grant",
+            "--wallet",
+            &c.patient,
+            "--grantee",
+            &c.doctor_account,
+            "--scope",
+            "categories:lab_report",
+        ],
+        &env,
+    );
+    let line = out.lines().find(|l| l.starts_with("id ")).unwrap_or_else(|| panic!("{out}"));
+    let grant = line[3..].trim().to_owned();
+    assert_eq!(grant.len(), 64, "{out}");
+    assert_eq!(get(&grants).unwrap().json().as_array().unwrap().len(), 1);
+    ok(&["consent", "revoke", &grant, "--wallet", &c.patient], &env);
+    // The revocation is the tip's last transaction; no block has followed it.
+    let r = get(&grants).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json().as_array().unwrap().len(), 0, "a revoked grant still shows: {}", r.text());
+
+    let records = format!("/v1/records?patient={patient}");
+    assert_eq!(get(&records).unwrap().status, 200);
+    ok(
+        &[
+            "hospital",
+            "suspend",
+            &c.hospital_account,
+            "--reason",
+            "licence withdrawn",
+            "--wallet",
+            &node.regulator(),
+            "--node",
+            &node.url,
+        ],
+        &[],
+    );
+    for path in [&records, &grants, &format!("/v1/emergency/{patient}")] {
+        let r = get(path).unwrap();
+        assert_eq!(r.status, 403, "{path}: {}", r.text());
+        assert_eq!(r.json()["code"], "suspended", "{path}: {}", r.text());
+    }
+}
+
+/// M3: an audited read with a broken signature is refused for its signature before anything
+/// about what it names is looked up (the answer was 404 for a missing PMR-ID and 410 for an
+/// erased one), and nothing is ordered.
+#[test]
+fn unauthenticated_read_probes_learn_nothing() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let chain = chain(&node);
+    let (doctor, doctor_account) = unlock(&c.doctor);
+    let (_, patient) = unlock(&c.patient);
+    let size = node.log_size();
+    let mut answers = Vec::new();
+    for pmr in [format!("{}01012020", c.patient_id), "9999901012020".to_string()] {
+        let body = TxBody::Access(AccessTx {
+            resource: Resource {
+                patient,
+                category: Some(RecordCategory::LabReport),
+                record: Some(pmr.clone()),
+                case: None,
+            },
+            action: Action::Read,
+            purpose: Purpose::Treatment,
+        });
+        let mut tx = build(&doctor, doctor_account, &chain, 1, body);
+        tx.signature.0[3] ^= 1;
+        let r = http(node.port, "POST", &format!("/v1/records/{pmr}/read"), &tx.encode()).unwrap();
+        answers.push((r.status, r.json()["code"].clone()));
+    }
+    let mut tx = build(
+        &doctor,
+        doctor_account,
+        &chain,
+        1,
+        TxBody::Emergency(medledger_core::tx::EmergencyTx::ReadProfile { patient }),
+    );
+    tx.signature.0[3] ^= 1;
+    let r =
+        http(node.port, "POST", &format!("/v1/emergency/{patient}/read"), &tx.encode()).unwrap();
+    answers.push((r.status, r.json()["code"].clone()));
+    for a in &answers {
+        assert_eq!(a, &(400, serde_json::json!("bad_signature")), "{answers:?}");
+    }
+    assert_eq!(node.log_size(), size);
+}
+
+/// M9: a lost vault index makes nothing public: `GET /v1/blobs/{hash}` serves only the sealed
+/// registration details the ledger names, decided from the ledger, before and after the
+/// index is rebuilt.
+#[test]
+fn a_lost_vault_index_does_not_make_record_blobs_public() {
+    let tmp = tempdir();
+    let mut node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let file = tmp.path().join("lab.pdf");
+    std::fs::write(&file, b"haemoglobin 13.5 g/dL; the patient's secret").unwrap();
+    let out = ok(
+        &["record", "add", "--wallet", &c.doctor, "--patient", &c.patient_id]
+            .into_iter()
+            .chain(["--file", &file.display().to_string(), "--category", "lab_report"])
+            .chain(["--date", "2021-01-26", "--title", "Bloods"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let pmr = out["record ".len() + out.find("record ").unwrap()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let (doctor, doctor_account) = unlock(&c.doctor);
+    let (outsider, outsider_account) = unlock(&c.hospital);
+    let token = signed_http(
+        node.port,
+        &doctor.signing,
+        doctor_account,
+        "GET",
+        &format!("/v1/records/{pmr}"),
+        b"",
+    )
+    .unwrap()
+    .json();
+    let content = token["content"].as_str().unwrap().to_owned();
+    let blob = format!("/v1/blobs/{content}");
+    let fetch = |port| signed_http(port, &outsider.signing, outsider_account, "GET", &blob, b"");
+    assert_eq!(fetch(node.port).unwrap().status, 404);
+
+    node.stop();
+    std::fs::remove_file(node.dir.join("vault").join("index.redb")).unwrap();
+    node.restart();
+    let r = fetch(node.port).unwrap();
+    assert_eq!(r.status, 404, "record ciphertext served after the index was rebuilt: {}", r.text());
+}

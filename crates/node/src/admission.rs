@@ -1,0 +1,293 @@
+//! Admission: what a node checks before it lets a transaction be ordered. Whatever is
+//! ordered stays in the append-only log forever, refused or not, so nothing that fails here
+//! ever reaches it:
+//!
+//! - a strict signature by the active key of a registered account that may act, on this
+//!   chain, with a fresh nonce (`Ledger::precheck`, the same envelope checks `apply` runs):
+//!   nothing unauthenticated is ordered;
+//! - a transaction already applied is not ordered again: the answer names where it was
+//!   applied (a refused one may be sent again once its cause is fixed);
+//! - rate limits per registered signer on what would otherwise let one identity flood the log
+//!   or a patient's trail: transactions that end refused (a debt that must be paid back in
+//!   time before the signer is admitted again), accesses that `authorize` denies, access
+//!   requests and break-glass declarations. Every path that orders a transaction (single,
+//!   batch, the audited reads) goes through [`admit`], so no route escapes them.
+//! - the blobs a transaction names are in the vault.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use axum::http::StatusCode;
+use medledger_core::{
+    Hash,
+    block::{Outcome, Receipt},
+    ids::AccountId,
+    keys::PublicKey,
+    tx::{ConsentTx, EmergencyTx, RegistryTx, SignedTransaction, TxBody},
+};
+
+use crate::http::{ApiError, AppState};
+
+/// The node's clock, in milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// A token bucket per account: `capacity` tokens, refilled at `per_second`. A charge made
+/// after the fact (a refusal learnt from a receipt) may take the level below zero, down to
+/// `-max_debt`: the signer then waits until the debt is paid back, so a burst that slipped in
+/// is paid for in time.
+#[derive(Debug)]
+pub struct Bucket {
+    capacity: f64,
+    per_second: f64,
+    max_debt: f64,
+    levels: Mutex<HashMap<AccountId, (f64, Instant)>>,
+}
+
+/// Most accounts a bucket remembers; full buckets are forgotten first.
+const MAX_TRACKED: usize = 100_000;
+
+impl Bucket {
+    /// A bucket of `capacity` tokens refilled in full every `period_secs`.
+    pub fn new(capacity: u32, period_secs: u32, max_debt: u32) -> Self {
+        Bucket {
+            capacity: f64::from(capacity),
+            per_second: f64::from(capacity) / f64::from(period_secs),
+            max_debt: f64::from(max_debt),
+            levels: Mutex::default(),
+        }
+    }
+
+    fn with_level<T>(&self, who: &AccountId, f: impl FnOnce(&mut f64) -> T) -> T {
+        let mut levels = self.levels.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if levels.len() >= MAX_TRACKED {
+            let (capacity, rate) = (self.capacity, self.per_second);
+            levels.retain(|_, (level, at)| {
+                *level + now.duration_since(*at).as_secs_f64() * rate < capacity
+            });
+        }
+        let entry = levels.entry(*who).or_insert((self.capacity, now));
+        let refilled = entry.0 + now.duration_since(entry.1).as_secs_f64() * self.per_second;
+        entry.0 = refilled.min(self.capacity);
+        entry.1 = now;
+        f(&mut entry.0)
+    }
+
+    /// Whether `who` has a token left (none is taken).
+    pub fn has(&self, who: &AccountId) -> bool {
+        self.with_level(who, |level| *level >= 1.0)
+    }
+
+    /// Takes a token of `who`'s if one is left.
+    pub fn try_take(&self, who: &AccountId) -> bool {
+        self.with_level(who, |level| {
+            let ok = *level >= 1.0;
+            if ok {
+                *level -= 1.0;
+            }
+            ok
+        })
+    }
+
+    /// Takes a token after the fact, into debt if need be.
+    pub fn charge(&self, who: &AccountId) {
+        let floor = -self.max_debt;
+        self.with_level(who, |level| *level = (*level - 1.0).max(floor));
+    }
+}
+
+/// The per-signer limits of admission.
+#[derive(Debug)]
+pub struct Limits {
+    /// Transactions that ended refused: 30 a minute, a debt of up to a day's worth.
+    pub refusals: Bucket,
+    /// Accesses that `authorize` denies (they are committed into the patient's trail): 10 a
+    /// minute, charged at admission, before the access is ordered.
+    pub denials: Bucket,
+    /// Access requests (each lands in a patient's trail and notifications): 20 an hour.
+    pub requests: Bucket,
+    /// Break-glass declarations by one doctor: 5 an hour.
+    pub break_glass: Bucket,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            refusals: Bucket::new(30, 60, 30 * 60 * 24),
+            denials: Bucket::new(10, 60, 0),
+            requests: Bucket::new(20, 3600, 0),
+            break_glass: Bucket::new(5, 3600, 0),
+        }
+    }
+}
+
+fn too_many(code: &str, message: String) -> ApiError {
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+}
+
+/// The signature and envelope of `tx`, before anything that depends on what it names: an
+/// unauthenticated sender learns nothing and costs nothing beyond a signature check.
+pub(crate) fn authenticate(
+    state: &AppState,
+    tx: &SignedTransaction,
+    signature_ok: bool,
+) -> Result<(), ApiError> {
+    if !signature_ok {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_signature",
+            format!("the signature does not verify under key {}", tx.public_key),
+        ));
+    }
+    let pending = state.pending_keys.lock().unwrap_or_else(|p| p.into_inner());
+    let pending_key =
+        |account: &AccountId, key: &PublicKey| pending.values().any(|k| k == &(*account, *key));
+    state
+        .ledger
+        .precheck_with(tx, pending_key)
+        .map_err(|reason| ApiError::refused(Outcome::Refused { reason }))
+}
+
+/// Key changes admitted and not yet committed, by the hash of their transaction: the account
+/// and the key it installs. A key change is signed by an active key (the account's own, or
+/// its authority's), so what its new key signs is authenticated too.
+pub type PendingKeys = Mutex<HashMap<Hash, (AccountId, PublicKey)>>;
+
+/// Notes a key change that is about to be ordered.
+fn note_pending_key(state: &AppState, tx: &SignedTransaction) {
+    let installs = match &tx.tx.body {
+        TxBody::Registry(RegistryTx::RotateKey { new_key }) => Some((tx.tx.signer, *new_key)),
+        TxBody::Registry(RegistryTx::RevokeKey { account, replacement: Some(key) }) => {
+            Some((*account, *key))
+        }
+        _ => None,
+    };
+    if let Some(change) = installs {
+        let mut pending = state.pending_keys.lock().unwrap_or_else(|p| p.into_inner());
+        pending.insert(tx.hash(), change);
+    }
+}
+
+/// Every check of a transaction before it is ordered (see the module doc).
+pub(crate) fn admit(
+    state: &AppState,
+    tx: &SignedTransaction,
+    signature_ok: bool,
+) -> Result<(), ApiError> {
+    if !signature_ok {
+        return Err(authenticate(state, tx, false).unwrap_err());
+    }
+    if let Some(before) = state.ledger.transaction(&tx.hash())?
+        && matches!(before.receipt.outcome, Outcome::Applied { .. })
+    {
+        return Err(duplicate(&before.receipt));
+    }
+    authenticate(state, tx, true)?;
+    let signer = tx.tx.signer;
+    let limits = &state.limits;
+    if !limits.refusals.has(&signer) {
+        return Err(too_many(
+            "too_many_refusals",
+            format!(
+                "too many of {signer}'s transactions were refused recently; fix their cause and try again later"
+            ),
+        ));
+    }
+    match &tx.tx.body {
+        TxBody::Access(a) => {
+            let likely =
+                state.ledger.authorize_now(&signer, a.action, &a.resource, a.purpose, now_ms())?;
+            if !likely.is_allowed() && !limits.denials.try_take(&signer) {
+                return Err(too_many(
+                    "too_many_denials",
+                    "too many denied accesses in a minute; try again later".into(),
+                ));
+            }
+        }
+        TxBody::Consent(ConsentTx::Request { .. }) if !limits.requests.try_take(&signer) => {
+            return Err(too_many(
+                "too_many_requests",
+                "too many access requests in an hour; try again later".into(),
+            ));
+        }
+        TxBody::Emergency(EmergencyTx::BreakGlass { .. })
+            if !limits.break_glass.try_take(&signer) =>
+        {
+            return Err(too_many(
+                "too_many_break_glass",
+                "too many break-glass declarations in an hour; your hospital is notified of each"
+                    .into(),
+            ));
+        }
+        _ => {}
+    }
+    crate::records::blobs_present(state, tx)?;
+    crate::cases::blobs_present(state, tx)?;
+    crate::devices::blobs_present(state, tx)?;
+    note_pending_key(state, tx);
+    Ok(())
+}
+
+/// The answer to a transaction sent again after it was applied: not ordered again; the
+/// refusal names the original, whose receipt `GET /v1/transactions/{hash}` serves.
+fn duplicate(original: &Receipt) -> ApiError {
+    let mut e = ApiError::refused(Outcome::Refused {
+        reason: medledger_core::block::Refusal::Duplicate { log_index: original.log_index },
+    });
+    e.set_message(format!(
+        "already applied at block {} (log index {}): nothing was done again; its receipt is at /v1/transactions/{}",
+        original.height, original.log_index, original.tx_hash
+    ));
+    e
+}
+
+/// For an audited read naming something that does not exist (or not as named): `None` while
+/// the reader's allowance of denials lasts (answer as for a missing thing), else the error
+/// that says the allowance is spent. Probing for PMR-IDs costs as much as being denied.
+pub(crate) fn probe_refused(state: &AppState, reader: &AccountId) -> Option<ApiError> {
+    (!state.limits.denials.try_take(reader)).then(|| {
+        too_many(
+            "too_many_denials",
+            "too many denied or refused reads in a minute; try again later".into(),
+        )
+    })
+}
+
+/// Notes the receipt of an ordered transaction: a refusal against its signer's limits; a key
+/// change is no longer pending (it is committed, or refused).
+pub(crate) fn note_outcome(state: &AppState, signer: &AccountId, receipt: &Receipt) {
+    if matches!(receipt.outcome, Outcome::Refused { .. }) {
+        state.limits.refusals.charge(signer);
+    }
+    let mut pending = state.pending_keys.lock().unwrap_or_else(|p| p.into_inner());
+    if !pending.is_empty() {
+        pending.remove(&receipt.tx_hash);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_refuses_when_empty_and_debt_delays_refill() {
+        let who = AccountId([1; 20]);
+        let b = Bucket::new(2, 3600, 5);
+        assert!(b.try_take(&who));
+        assert!(b.try_take(&who));
+        assert!(!b.try_take(&who), "empty");
+        assert!(!b.has(&who));
+        let other = AccountId([2; 20]);
+        assert!(b.has(&other), "buckets are per account");
+        for _ in 0..10 {
+            b.charge(&who);
+        }
+        let level = b.with_level(&who, |l| *l);
+        assert!((-5.0..-4.9).contains(&level), "debt is bounded: {level}");
+    }
+}
