@@ -205,6 +205,30 @@ fn idle_connections_and_half_sent_bodies_neither_lock_out_health_nor_hold_memory
     assert!(metrics.contains("medledger_connections_refused_total"), "{metrics}");
 }
 
+#[test]
+fn connections_beyond_the_overall_cap_are_closed_at_once() {
+    const CAP: usize = 50;
+    let tmp = tempdir();
+    let node = Node::start_with(
+        &tmp.path().join("data"),
+        free_port(),
+        &["--max-connections", &CAP.to_string(), "--max-connections-per-ip", "40"],
+    );
+    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
+    // Two clients, each within its own cap of 40, together over the node's cap of 50.
+    let held: Vec<TcpStream> = (0..80)
+        .map(|i| connect_from(&rt, Ipv4Addr::new(127, 0, 2, 1 + (i % 2) as u8), node.port))
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    let open = held.iter().filter(|s| !closed_by_server(s)).count();
+    assert!(open <= CAP, "{open} connections open, cap {CAP}");
+    assert!(open >= CAP - 5, "only {open} connections were accepted (cap {CAP})");
+    // Once they go, others are served again.
+    drop(held);
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(node.health()["status"], "ok");
+}
+
 /// Opens `GET path` signed as `account` and reads the response head; returns the status, the
 /// open connection and what was read of the body.
 fn open_signed(
