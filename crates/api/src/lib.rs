@@ -176,8 +176,10 @@ pub struct AccountView {
     pub key: Option<PublicKey>,
     /// The encryption key.
     pub encryption_key: EncryptionKey,
-    /// The last committed nonce.
-    pub nonce: u64,
+    /// The last committed nonce: only in the account's own signed request (it tells how
+    /// active an account is, which is nobody else's business).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<u64>,
     /// Suspended (hospitals).
     pub suspended: bool,
     /// Patient-ID, for patients.

@@ -112,7 +112,8 @@ pub async fn run(args: Args) -> Result<()> {
         .account(&regulator)
         .await?
         .context("the regulator is not on the ledger")?
-        .nonce;
+        .nonce
+        .context("the node did not tell the regulator its nonce")?;
     let mut hospitals: Vec<BenchHospital> = (0..args.hospitals)
         .map(|_| {
             let key = SigningKey::generate();

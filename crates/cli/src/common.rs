@@ -112,7 +112,7 @@ impl Session {
             &self.identity,
             account,
             &self.chain_id,
-            current.nonce + 1,
+            current.nonce.context("the node did not tell this account its nonce")? + 1,
             body,
         ))
     }

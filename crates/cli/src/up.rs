@@ -4,14 +4,14 @@
 use std::{
     net::SocketAddr,
     path::PathBuf,
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
 use medledger_client::keystore::Wallet;
 use medledger_core::block::Genesis;
-use medledger_node::DataDir;
+use medledger_node::{DataDir, Limits};
 
 use crate::common::passphrase;
 
@@ -27,10 +27,70 @@ pub struct Args {
     /// The network's name (first run only).
     #[arg(long, default_value = "medledger-local")]
     chain_id: String,
+    /// Most open connections, all clients together; more are closed at once.
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+    /// Most open connections from one IP address; more are closed at once.
+    #[arg(long, default_value_t = Limits::default().max_connections_per_ip)]
+    max_connections_per_ip: usize,
+    /// Seconds a client has to send a request's headers; also how long an idle keep-alive
+    /// connection stays open.
+    #[arg(long, default_value_t = Limits::default().header_read_timeout.as_secs())]
+    header_timeout_secs: u64,
+    /// Seconds a buffered request body (transaction, batch, blob) has to arrive, and the
+    /// longest pause in a streamed upload.
+    #[arg(long, default_value_t = Limits::default().body_read_timeout.as_secs())]
+    body_timeout_secs: u64,
+    /// Batch and blob bodies received at once; more wait for a turn.
+    #[arg(long, default_value_t = Limits::default().max_large_bodies)]
+    max_large_bodies: usize,
+    /// Open event streams (`medledger watch`) per account; more are refused with 429.
+    #[arg(long, default_value_t = Limits::default().max_event_streams_per_account)]
+    max_event_streams_per_account: usize,
+    /// Seconds requests in flight get to finish when the node is stopped (SIGINT, SIGTERM).
+    #[arg(long, default_value_t = Limits::default().shutdown_grace.as_secs())]
+    shutdown_grace_secs: u64,
+}
+
+impl Args {
+    fn limits(&self) -> Result<Limits> {
+        if self.max_connections == 0
+            || self.max_connections_per_ip == 0
+            || self.header_timeout_secs == 0
+            || self.body_timeout_secs == 0
+            || self.max_large_bodies == 0
+            || self.max_event_streams_per_account == 0
+        {
+            bail!(
+                "--max-connections, --max-connections-per-ip, --header-timeout-secs, \
+                 --body-timeout-secs, --max-large-bodies and --max-event-streams-per-account \
+                 must be at least 1"
+            );
+        }
+        Ok(Limits {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            header_read_timeout: Duration::from_secs(self.header_timeout_secs),
+            body_read_timeout: Duration::from_secs(self.body_timeout_secs),
+            max_large_bodies: self.max_large_bodies,
+            max_event_streams_per_account: self.max_event_streams_per_account,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            ..Limits::default()
+        })
+    }
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    let limits = args.limits()?;
+    // Everything the node creates is its owner's alone (L6); `serve` tightens what exists.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let dir = DataDir::new(&args.data_dir);
+    if dir.in_use() {
+        bail!(
+            "{} is in use by another process (is a node already running on this data directory?)",
+            args.data_dir.display()
+        );
+    }
     let url = format!("http://{}", args.listen);
     if !dir.is_initialised() {
         first_run(&dir, &args, &url)?;
@@ -42,13 +102,25 @@ pub async fn run(args: Args) -> Result<()> {
         "starting the medledger node on {url}: checking the ledger in {}",
         args.data_dir.display()
     );
-    medledger_node::serve(&dir, listener, async {
-        let _ = tokio::signal::ctrl_c().await;
-        eprintln!("shutting down");
-    })
-    .await
-    .context("the node stopped")?;
+    medledger_node::serve_with(&dir, listener, limits, stop_signal()?)
+        .await
+        .context("the node stopped")?;
+    eprintln!("the node stopped cleanly");
     Ok(())
+}
+
+/// Completes on the first SIGINT (Ctrl-C) or SIGTERM.
+fn stop_signal() -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        };
+        eprintln!("{name}: shutting down");
+    })
 }
 
 fn first_run(dir: &DataDir, args: &Args, url: &str) -> Result<()> {

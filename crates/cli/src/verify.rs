@@ -4,11 +4,20 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use medledger_ledger::verify::{Stage, verify_ledger};
+use medledger_ledger::{
+    LedgerError,
+    verify::{Stage, verify_ledger},
+};
 use medledger_node::DataDir;
 
 pub fn run(data_dir: &Path) -> Result<()> {
     let dir = DataDir::new(data_dir);
+    if dir.in_use() {
+        bail!(
+            "the node is running (its data directory {} is in use); stop it first",
+            data_dir.display()
+        );
+    }
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{msg:>22} [{bar:40}] {pos}/{len} blocks ({eta})")
@@ -41,6 +50,8 @@ pub fn run(data_dir: &Path) -> Result<()> {
             );
             Ok(())
         }
+        // Not a verdict on the ledger: a running node, an unclean stop, no ledger at all.
+        Err(LedgerError::Setup(message)) => bail!("{message}"),
         Err(e) => bail!("ledger verification FAILED for {}: {e}", dir.ledger().display()),
     }
 }

@@ -72,9 +72,11 @@ pub async fn run(command: Command) -> Result<()> {
                 let s = Session::open(&args).await?;
                 match s.client.account(&wallet.account()).await {
                     Ok(a) => a,
-                    // A wallet not (yet) on the ledger cannot sign a request the node accepts.
+                    // A wallet not (yet) on the ledger, or whose key is no longer the account's
+                    // active key, cannot sign a request the node accepts (the node does not say
+                    // which, so as not to tell strangers which accounts exist).
                     Err(ClientError::Refused { status: 401, message, .. })
-                        if message.contains("unknown account") =>
+                        if message.contains("not the active key") =>
                     {
                         None
                     }
@@ -106,7 +108,9 @@ pub async fn run(command: Command) -> Result<()> {
                         println!("patient:  {pid}");
                     }
                 }
-                None if ledger => println!("ledger:   not registered"),
+                None if ledger => println!(
+                    "ledger:   not registered (or this wallet's key is no longer the active key)"
+                ),
                 None => println!("ledger:   (pass --ledger to ask the node)"),
             }
             Ok(())

@@ -200,9 +200,14 @@ pub fn verify_ledger(
     if !path.exists() {
         return Err(LedgerError::Setup(format!("no ledger at {}", path.display())));
     }
+    // Neither a running node nor an unclean stop makes a ledger wrong: say what to do instead.
     let db = redb::ReadOnlyDatabase::open(path).map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => LedgerError::Setup(format!(
-            "{} is in use by a running node: stop it first",
+            "the node is running (its data directory is in use: {}); stop it first",
+            path.display()
+        )),
+        redb::DatabaseError::RepairAborted => LedgerError::Setup(format!(
+            "{} was not closed cleanly: the database needs the node's crash recovery: start and stop the node once (medledger up --data-dir ...)",
             path.display()
         )),
         other => LedgerError::Storage(other.to_string()),

@@ -78,14 +78,13 @@ pub fn authenticate(
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     auth.verify(method.as_str(), path, body)
         .map_err(|_| unauthenticated("the request signature does not verify"))?;
-    let account = ledger
-        .account(&auth.account)
-        .map_err(ApiError::from)?
-        .ok_or_else(|| unauthenticated(format!("unknown account {}", auth.account)))?;
-    if account.key != Some(auth.key) {
+    // One answer whether the account does not exist or the key is not its active key, so that
+    // a stranger cannot tell which accounts exist.
+    let active = ledger.account(&auth.account).map_err(ApiError::from)?.and_then(|a| a.key);
+    if active != Some(auth.key) {
         return Err(unauthenticated(format!(
-            "key {} is not the active key of {}",
-            auth.key, auth.account
+            "the signing key is not the active key of account {}",
+            auth.account
         )));
     }
     if !guard.first_use(auth.account, auth.nonce, now)? {

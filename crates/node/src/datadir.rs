@@ -52,6 +52,55 @@ impl DataDir {
         self.root.join("vault")
     }
 
+    /// The lock file a running node holds for as long as it runs.
+    pub fn lock_path(&self) -> PathBuf {
+        self.root.join("node.lock")
+    }
+
+    /// Takes the directory's lock for as long as the returned guard lives; refused while
+    /// another node holds it. The operating system drops the lock when the process ends, even
+    /// after `kill -9`.
+    pub fn lock(&self) -> Result<DirLock, NodeError> {
+        let path = self.lock_path();
+        let mut options = fs::OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options
+            .open(&path)
+            .map_err(|e| NodeError::DataDir(format!("{}: {e}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => Ok(DirLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => Err(NodeError::DataDir(format!(
+                "{} is in use by another process (is a node already running on this data directory?)",
+                self.root.display()
+            ))),
+            Err(fs::TryLockError::Error(e)) => {
+                Err(NodeError::DataDir(format!("{}: {e}", path.display())))
+            }
+        }
+    }
+
+    /// Whether a running node holds this directory's lock.
+    pub fn in_use(&self) -> bool {
+        fs::File::open(self.lock_path())
+            .is_ok_and(|f| matches!(f.try_lock_shared(), Err(fs::TryLockError::WouldBlock)))
+    }
+
+    /// Makes the directory and every directory in it 0700 and every file 0600 (L6: the
+    /// ledger, the Raft log and the vault are nobody else's to read), returning what was
+    /// wider. Symbolic links are left alone.
+    pub fn secure(&self) -> Result<Vec<PathBuf>, NodeError> {
+        let mut widened = Vec::new();
+        #[cfg(unix)]
+        tighten(&self.root, &mut widened)
+            .map_err(|e| NodeError::DataDir(format!("{}: {e}", self.root.display())))?;
+        Ok(widened)
+    }
+
     /// Whether the directory holds an initialised ledger.
     pub fn is_initialised(&self) -> bool {
         self.ledger().exists()
@@ -95,6 +144,35 @@ impl DataDir {
         Ledger::create(&self.ledger(), genesis.clone())?;
         Ok(())
     }
+}
+
+/// The lock on a data directory held by a running node (see [`DataDir::lock`]).
+#[derive(Debug)]
+pub struct DirLock {
+    _file: fs::File,
+}
+
+/// Sets `path` (and, for a directory, everything under it) to owner-only modes, noting each
+/// path whose mode was wider.
+#[cfg(unix)]
+fn tighten(path: &Path, widened: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let want = if meta.is_dir() { 0o700 } else { 0o600 };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & !want != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode & want))?;
+        widened.push(path.to_owned());
+    }
+    if meta.is_dir() {
+        for entry in fs::read_dir(path)? {
+            tighten(&entry?.path(), widened)?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes a file readable only by its owner.

@@ -59,6 +59,14 @@ pub struct AppState {
     pub pending_keys: Arc<crate::admission::PendingKeys>,
     /// The height of the last applied block, updated as blocks are applied.
     pub applied: tokio::sync::watch::Receiver<u64>,
+    /// Turns true when the node begins to stop; event streams end on it.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Open event streams per account.
+    pub event_streams: Arc<crate::limits::EventStreams>,
+    /// Turns for batch and blob bodies.
+    pub large_bodies: Arc<crate::limits::BodyGate>,
+    /// Turns for the other buffered bodies.
+    pub small_bodies: Arc<crate::limits::BodyGate>,
 }
 
 /// An error response: a status and a JSON body.
@@ -66,6 +74,10 @@ pub struct AppState {
 pub struct ApiError(StatusCode, ErrorBody);
 
 impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        self.0
+    }
     pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
@@ -115,13 +127,20 @@ pub(crate) type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// The API's routes.
 pub fn router(state: AppState) -> Router {
+    use axum::middleware::from_fn_with_state;
+    // Buffered bodies wait for a turn and must arrive within a deadline (crate::limits).
+    let large = || from_fn_with_state(state.large_bodies.clone(), crate::limits::gate_body);
+    let small = || from_fn_with_state(state.small_bodies.clone(), crate::limits::gate_body);
     Router::new()
         // Bodies a little over the limit still reach the decoder, which explains the limit in
         // JSON; far larger ones are cut off by the server before they are read.
-        .route(paths::TRANSACTIONS, post(submit).layer(DefaultBodyLimit::max(4 * MAX_TX_BYTES)))
+        .route(
+            paths::TRANSACTIONS,
+            post(submit).layer(DefaultBodyLimit::max(4 * MAX_TX_BYTES)).layer(small()),
+        )
         .route(
             paths::TRANSACTIONS_BATCH,
-            post(submit_batch).layer(DefaultBodyLimit::max(MAX_BATCH_BYTES)),
+            post(submit_batch).layer(DefaultBodyLimit::max(MAX_BATCH_BYTES)).layer(large()),
         )
         .route(&format!("{}/{{hash}}", paths::TRANSACTIONS), get(transaction))
         .route(paths::CHECKPOINT, get(checkpoint))
@@ -131,7 +150,10 @@ pub fn router(state: AppState) -> Router {
         .route(paths::DOCTORS, get(doctors))
         .route(&format!("{}/{{id}}", paths::ACCOUNTS), get(account))
         .route(&format!("{}/{{id}}", paths::PATIENTS), get(patient))
-        .route(paths::BLOBS, put(put_blob).layer(DefaultBodyLimit::max(2 * MAX_BLOB_BYTES)))
+        .route(
+            paths::BLOBS,
+            put(put_blob).layer(DefaultBodyLimit::max(2 * MAX_BLOB_BYTES)).layer(large()),
+        )
         .route(&format!("{}/{{hash}}", paths::BLOBS), get(get_blob))
         .route(&format!("{}/{{patient}}", paths::WHO_CAN_SEE), get(who_can_see))
         .route(paths::GRANTS, get(grants))
@@ -142,7 +164,9 @@ pub fn router(state: AppState) -> Router {
         .route(paths::VAULT, post(crate::records::upload).layer(DefaultBodyLimit::disable()))
         .route(
             &format!("{}/{{pmr}}/read", paths::RECORDS),
-            post(crate::records::read).layer(DefaultBodyLimit::max(4 * MAX_TX_BYTES)),
+            post(crate::records::read)
+                .layer(DefaultBodyLimit::max(4 * MAX_TX_BYTES))
+                .layer(small()),
         )
         .route(paths::RECORDS, get(crate::records::list))
         .route(&format!("{}/reviews", paths::EMERGENCY), get(crate::emergency::reviews))
@@ -153,7 +177,9 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{}/{{patient}}", paths::EMERGENCY), get(crate::emergency::profile))
         .route(
             &format!("{}/{{patient}}/read", paths::EMERGENCY),
-            post(crate::emergency::read).layer(DefaultBodyLimit::max(4 * MAX_TX_BYTES)),
+            post(crate::emergency::read)
+                .layer(DefaultBodyLimit::max(4 * MAX_TX_BYTES))
+                .layer(small()),
         )
         .route(&format!("{}/{{patient}}/escrow", paths::EMERGENCY), get(crate::emergency::escrow))
         .route(&format!("{}/{{pmr}}", paths::RECORDS), get(crate::records::get))
@@ -175,7 +201,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             &format!("{}/{{id}}/read", paths::DEVICE_SESSIONS),
-            post(crate::devices::read).layer(DefaultBodyLimit::max(4 * MAX_TX_BYTES)),
+            post(crate::devices::read)
+                .layer(DefaultBodyLimit::max(4 * MAX_TX_BYTES))
+                .layer(small()),
         )
         .route(paths::HEALTH, get(health))
         .route(paths::METRICS, get(metrics))
@@ -420,9 +448,11 @@ async fn doctors(
     ))
 }
 
+/// An account's public entry. Its nonce (how many transactions it has committed, an activity
+/// count) goes only to the account itself, which needs it to sign its next transaction.
 async fn account(
     State(state): State<AppState>,
-    _: Signed,
+    Signed(requester): Signed,
     Path(id): Path<String>,
 ) -> ApiResult<AccountView> {
     let id = parse_account(&id)?;
@@ -435,7 +465,7 @@ async fn account(
         role: a.role,
         key: a.key,
         encryption_key: a.encryption_key,
-        nonce: a.nonce,
+        nonce: (requester == id).then_some(a.nonce),
         suspended: a.suspended,
         patient_id: state.ledger.patient_id_of(&id)?,
     }))
@@ -713,15 +743,21 @@ async fn events(
     if requester != account {
         return Err(forbidden("an event subscription is signed by the account it is for"));
     }
+    // Held by the stream: the slot is given back when the client goes away.
+    let slot = state.event_streams.open(account)?;
     let last_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let cursor = last_id.or(q.after);
     let stream = futures_util::stream::unfold(
-        (state, account, cursor, std::collections::VecDeque::new()),
-        |(mut state, account, mut cursor, mut pending)| async move {
+        (state, account, cursor, std::collections::VecDeque::new(), slot),
+        |(mut state, account, mut cursor, mut pending, slot)| async move {
             loop {
+                // A stopping node ends every stream at once, so that shutdown need not wait.
+                if *state.stopping.borrow() {
+                    return None;
+                }
                 if let Some(e) = pending.pop_front() {
                     let e: medledger_core::audit::AuditEvent = e;
                     cursor = Some(e.seq);
@@ -732,7 +768,7 @@ async fn events(
                         .unwrap_or_else(|_| {
                             axum::response::sse::Event::default().comment("unencodable event")
                         });
-                    return Some((Ok(event), (state, account, cursor, pending)));
+                    return Some((Ok(event), (state, account, cursor, pending, slot)));
                 }
                 // Mark the current height seen before looking, so that a block applied while
                 // we look wakes the wait below.
@@ -741,9 +777,13 @@ async fn events(
                     Ok(found) if !found.is_empty() => pending.extend(found),
                     Ok(_) => {
                         // Nothing new: wait for the next applied block (or a while, then look
-                        // again anyway).
+                        // again anyway), or for the node to stop.
+                        let mut stopping = state.stopping.clone();
                         let wait = state.applied.changed();
-                        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), wait).await;
+                        tokio::select! {
+                            _ = tokio::time::timeout(std::time::Duration::from_secs(5), wait) => {}
+                            () = crate::server::stopped(&mut stopping) => return None,
+                        }
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "event stream stopped");

@@ -11,10 +11,12 @@ mod devices;
 mod emergency;
 pub mod http;
 pub mod janitor;
+pub mod limits;
 pub mod metrics;
 pub mod producer;
 pub mod raft;
 mod records;
+pub mod server;
 
 use std::{future::Future, sync::Arc};
 
@@ -22,6 +24,7 @@ use medledger_ledger::Ledger;
 use tokio::{net::TcpListener, sync::mpsc};
 
 pub use datadir::DataDir;
+pub use server::Limits;
 
 /// The ledger file is fsynced every this many blocks; the Raft log, every block.
 pub const LEDGER_FSYNC_EVERY: u32 = 32;
@@ -43,14 +46,28 @@ pub enum NodeError {
     Serve(#[from] std::io::Error),
 }
 
-/// Runs a node on `dir`, serving on `listener` until `shutdown` completes. The ledger is
-/// checked before anything is served; a corrupt ledger is refused.
+/// Runs a node on `dir` with the default [`Limits`], serving on `listener` until `shutdown`
+/// completes. The ledger is checked before anything is served; a corrupt ledger is refused.
 pub async fn serve(
     dir: &DataDir,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
+    serve_with(dir, listener, Limits::default(), shutdown).await
+}
+
+/// Runs a node on `dir` under `limits`, serving on `listener` until `shutdown` completes; then
+/// stops in bounded time: event streams end at once, requests in flight get
+/// `limits.shutdown_grace` to finish, Raft stops, and the ledger is synced and closed.
+pub async fn serve_with(
+    dir: &DataDir,
+    listener: TcpListener,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
     let started = std::time::Instant::now();
+    let _lock = dir.lock()?;
+    warn_widened(dir.secure()?);
     let ledger = Arc::new(tokio::task::block_in_place(|| Ledger::open(&dir.ledger()))?);
     // Raft's log is fsynced before any block is applied and is re-applied after a crash, so
     // the ledger file need not be fsynced for every block.
@@ -66,6 +83,8 @@ pub async fn serve(
             .await
             .map_err(NodeError::Raft)?;
     raft::wait_until_caught_up(&raft, 1).await.map_err(NodeError::Raft)?;
+    // The Raft log and the vault index may have just been created.
+    warn_widened(dir.secure()?);
     let (queue_tx, queue_rx) = mpsc::channel(producer::QUEUE);
     let producer = tokio::spawn(producer::run(raft.clone(), ledger.clone(), preverified, queue_rx));
     let janitor = tokio::spawn(janitor::run(
@@ -74,17 +93,31 @@ pub async fn serve(
         applied_rx.clone(),
         dir.janitor_cursor(),
     ));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics = Arc::new(metrics::Metrics::new());
     let state = http::AppState {
         ledger: ledger.clone(),
         queue: queue_tx,
         node_key: Arc::new(node_key),
         vault: Arc::new(vault),
-        metrics: Arc::new(metrics::Metrics::new()),
+        metrics: metrics.clone(),
         replay_guard: Arc::default(),
         denials: Arc::default(),
         limits: Arc::default(),
         pending_keys: Arc::default(),
         applied: applied_rx,
+        stopping: stop_rx.clone(),
+        event_streams: limits::EventStreams::new(limits.max_event_streams_per_account),
+        large_bodies: limits::BodyGate::new(
+            limits.max_large_bodies,
+            http::MAX_BATCH_BYTES,
+            limits.body_read_timeout,
+        ),
+        small_bodies: limits::BodyGate::new(
+            limits.max_small_bodies,
+            4 * medledger_core::tx::MAX_TX_BYTES,
+            limits.body_read_timeout,
+        ),
     };
     tracing::info!(
         %addr,
@@ -93,10 +126,49 @@ pub async fn serve(
         startup_ms = started.elapsed().as_millis() as u64,
         "serving"
     );
-    axum::serve(listener, http::router(state)).with_graceful_shutdown(shutdown).await?;
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("stopping: closing event streams and draining requests in flight");
+        let _ = stop_tx.send(true);
+    };
+    tokio::join!(server::run(listener, http::router(state), &limits, metrics, stop_rx), signal);
+    let stopping = std::time::Instant::now();
     let _ = raft.shutdown().await;
+    drop(raft);
     producer.abort();
     janitor.abort();
+    let _ = producer.await;
+    let _ = janitor.await;
     ledger.flush()?;
+    close(ledger).await;
+    tracing::info!(
+        stop_ms = stopping.elapsed().as_millis() as u64,
+        "stopped cleanly: the Raft log and the ledger are synced"
+    );
     Ok(())
+}
+
+/// Drops the last handle on the ledger so that its database is closed cleanly (waiting a
+/// little for Raft's tasks to let go of theirs).
+async fn close(mut ledger: Arc<Ledger>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match Arc::try_unwrap(ledger) {
+            Ok(last) => return drop(last),
+            Err(shared) if std::time::Instant::now() < deadline => {
+                ledger = shared;
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Err(_) => {
+                tracing::warn!("the ledger is still in use at exit; it was synced");
+                return;
+            }
+        }
+    }
+}
+
+fn warn_widened(paths: Vec<std::path::PathBuf>) {
+    for path in paths {
+        tracing::warn!(path = %path.display(), "was readable by others; now owner-only");
+    }
 }

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub height: Gauge,
     /// Requests refused as unauthenticated (401) or forbidden (403).
     pub denied_requests: Counter,
+    /// Connections closed at once because the node or the client's IP had too many open.
+    pub connections_refused: Counter,
     /// Peak resident memory of the process (Linux; 0 elsewhere), updated when rendered.
     peak_resident: Gauge,
 }
@@ -40,6 +42,7 @@ impl Metrics {
             Histogram::new([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]);
         let height = Gauge::default();
         let denied_requests = Counter::default();
+        let connections_refused = Counter::default();
         let peak_resident = Gauge::default();
         registry.register(
             "tx_admitted",
@@ -65,6 +68,11 @@ impl Metrics {
             denied_requests.clone(),
         );
         registry.register(
+            "connections_refused",
+            "Connections closed at once because the node or the client's IP had too many open",
+            connections_refused.clone(),
+        );
+        registry.register(
             "process_peak_resident_bytes",
             "Peak resident memory of the node process",
             peak_resident.clone(),
@@ -78,6 +86,7 @@ impl Metrics {
             commit_latency,
             height,
             denied_requests,
+            connections_refused,
             peak_resident,
         }
     }

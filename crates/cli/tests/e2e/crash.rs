@@ -177,8 +177,18 @@ fn kill_minus_9_under_load_loses_no_acknowledged_transaction() {
         for (h, seed) in seeds.iter().enumerate().take(3) {
             let key = SigningKey::from_seed(*seed);
             let signer = AccountId::from_initial_key(&key.public_key());
-            let nonce =
-                client.account(&signer).await.unwrap().expect("the hospital survived").nonce + 1;
+            // Only the hospital itself is told its nonce.
+            let own = NodeClient::new(&node.url)
+                .unwrap()
+                .signed_by(medledger_client::Signer::new(key.clone(), signer));
+            let nonce = own
+                .account(&signer)
+                .await
+                .unwrap()
+                .expect("the hospital survived")
+                .nonce
+                .expect("the hospital's own nonce")
+                + 1;
             let body = TxBody::Registry(RegistryTx::RegisterPatient(RegisterPatient {
                 key: SigningKey::generate().public_key(),
                 encryption_key: DecryptionKey::generate().public_key(),

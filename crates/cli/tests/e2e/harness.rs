@@ -250,6 +250,8 @@ pub struct Node {
     pub url: String,
     log: PathBuf,
     child: Option<Child>,
+    /// Extra arguments of `medledger up` (limits, say).
+    extra: Vec<String>,
 }
 
 impl Node {
@@ -260,6 +262,12 @@ impl Node {
 
     /// Starts a node on `dir` and `port`; waits for /health.
     pub fn start_on(dir: &Path, port: u16) -> Node {
+        Self::start_with(dir, port, &[])
+    }
+
+    /// Starts a node on `dir` and `port` with extra arguments of `medledger up`; waits for
+    /// /health.
+    pub fn start_with(dir: &Path, port: u16, extra: &[&str]) -> Node {
         let log = dir.with_extension("node.log");
         let mut node = Node {
             dir: dir.to_owned(),
@@ -267,6 +275,7 @@ impl Node {
             url: format!("http://127.0.0.1:{port}"),
             log,
             child: None,
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
         };
         node.spawn();
         node
@@ -285,6 +294,7 @@ impl Node {
             .arg(&self.dir)
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
+            .args(&self.extra)
             .env_remove("MEDLEDGER_WALLET")
             .env_remove("MEDLEDGER_NODE")
             .env("MEDLEDGER_PASSPHRASE", PASS)
@@ -366,12 +376,23 @@ impl Node {
         }
     }
 
+    /// The node process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGINT (a clean shutdown) and wait for exit, bounded; SIGKILL if it does not exit.
     /// Returns the exit status of the clean shutdown, if there was one.
     pub fn stop(&mut self) -> Option<ExitStatus> {
+        self.stop_with("INT")
+    }
+
+    /// Sends `signal` (`INT`, `TERM`) and waits for exit, bounded; SIGKILL if it does not exit.
+    pub fn stop_with(&mut self, signal: &str) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
-        let sent = Command::new("kill").arg("-INT").arg(child.id().to_string()).status();
-        assert!(sent.is_ok_and(|s| s.success()), "could not send SIGINT to the node");
+        let sent =
+            Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
+        assert!(sent.is_ok_and(|s| s.success()), "could not send SIG{signal} to the node");
         let deadline = Instant::now() + LIMIT;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -380,7 +401,10 @@ impl Node {
             if Instant::now() >= deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("the node did not stop within {LIMIT:?} of SIGINT\n{}", self.log_text());
+                panic!(
+                    "the node did not stop within {LIMIT:?} of SIG{signal}\n{}",
+                    self.log_text()
+                );
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -389,6 +413,11 @@ impl Node {
     /// Starts the node again on the same directory and port.
     pub fn restart(&mut self) {
         self.kill9();
+        self.spawn();
+    }
+
+    /// Starts the node again after it stopped (without killing anything).
+    pub fn start_again(&mut self) {
         self.spawn();
     }
 }

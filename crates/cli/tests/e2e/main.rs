@@ -10,6 +10,7 @@ mod devices;
 mod emergency;
 mod events;
 mod fork;
+mod hardening;
 mod harness;
 mod http_refusals;
 mod records;

@@ -212,7 +212,7 @@ fn records_are_encrypted_audited_and_erasable() {
     // fooled).
     let access = rt.block_on(async {
         let me: AccountId = patient_wallet.account();
-        let nonce = client.account(&me).await.unwrap().unwrap().nonce + 1;
+        let nonce = client.account(&me).await.unwrap().unwrap().nonce.expect("own nonce") + 1;
         let chain = client.genesis().await.unwrap().chain_id;
         medledger_client::tx::build(
             &patient_identity,
@@ -335,7 +335,7 @@ fn kill_minus_9_during_an_upload_and_during_a_read() {
     let before = trail(&client).len();
     let record = rt.block_on(client.record(&pmr)).unwrap().unwrap();
     let access = rt.block_on(async {
-        let nonce = client.account(&me).await.unwrap().unwrap().nonce + 1;
+        let nonce = client.account(&me).await.unwrap().unwrap().nonce.expect("own nonce") + 1;
         let chain = client.genesis().await.unwrap().chain_id;
         medledger_client::tx::build(
             &identity,
