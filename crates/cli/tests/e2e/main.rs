@@ -16,3 +16,4 @@ mod registry;
 mod signed_reads;
 mod startup;
 mod tamper;
+mod wallet_trust;
