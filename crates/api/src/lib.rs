@@ -40,8 +40,11 @@ pub mod paths {
     pub const HOSPITALS: &str = "/v1/hospitals";
     /// GET the doctor directory (`?hospital=ID` to filter).
     pub const DOCTORS: &str = "/v1/doctors";
-    /// GET an account: `/v1/accounts/{id}`.
+    /// GET an account: `/v1/accounts/{id}`; its encryption key with the proof of the
+    /// registration that set it: `/v1/accounts/{id}/encryption-key` ([`ENCRYPTION_KEY`]).
     pub const ACCOUNTS: &str = "/v1/accounts";
+    /// The last segment of `/v1/accounts/{id}/encryption-key`.
+    pub const ENCRYPTION_KEY: &str = "encryption-key";
     /// GET a patient's registration: `/v1/patients/{patient_id}`.
     pub const PATIENTS: &str = "/v1/patients";
     /// PUT a sealed blob, GET one by hash: `/v1/blobs/{hash}`.
@@ -127,6 +130,22 @@ pub struct TxProofResponse {
     pub checkpoint: SignedCheckpoint,
     /// Inclusion proof of the transaction in the log at `checkpoint.checkpoint.log_size`.
     pub inclusion: InclusionProof,
+}
+
+/// An account's encryption key and where it comes from, so that a wallet can check it against
+/// the ledger before wrapping or sealing anything to it (`GET /v1/accounts/{id}/encryption-key`).
+/// An encryption key is set once, by the transaction that registers the account, and never
+/// changes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AccountKeyProof {
+    /// The account.
+    pub account: AccountId,
+    /// Its encryption key.
+    pub encryption_key: EncryptionKey,
+    /// The applied transaction that registered the account (and so set `encryption_key`), with
+    /// its inclusion proof against a checkpoint signed by the node key. `None` for the
+    /// regulator, whose keys are in genesis.
+    pub registration: Option<TxProofResponse>,
 }
 
 /// A directory entry for a hospital.

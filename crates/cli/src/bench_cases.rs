@@ -12,7 +12,7 @@
 
 use std::{path::PathBuf, time::Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args as ClapArgs;
 use medledger_client::{
     cases::{
@@ -85,7 +85,7 @@ pub async fn run(args: Args) -> Result<()> {
     let session = Session::open(&args.wallet).await?;
     let chain = session.chain_id.clone();
     let base = session.client.base_url().to_owned();
-    let trusted = session.wallet.trusted_node_key.context("the wallet trusts no node key")?;
+    let trusted = session.anchor.node_key;
     let say = |s: &str| {
         if !args.json {
             eprintln!("{s}");

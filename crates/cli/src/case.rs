@@ -33,7 +33,7 @@ use medledger_core::{
 };
 use serde::Serialize;
 
-use crate::common::{Session, WalletArgs, load_wallet, print_json, utc};
+use crate::common::{Session, WalletArgs, pinned, print_json, unlock_wallet, utc};
 
 #[derive(Debug, Subcommand)]
 pub enum CaseCommand {
@@ -170,12 +170,7 @@ async fn wrap_to(
     recipient: AccountId,
     description: &medledger_core::Hash,
 ) -> Result<KeyRef> {
-    let enc = s
-        .client
-        .account(&recipient)
-        .await?
-        .with_context(|| format!("account {recipient} is not on the ledger"))?
-        .encryption_key;
+    let enc = s.encryption_key_of(&recipient).await?;
     let wrapped = envelope::wrap_key(key, &enc, &case_context(description))?;
     let blob = records::upload_small(&s.client, encoding::encode(&wrapped)).await?;
     Ok(KeyRef { recipient, blob })
@@ -355,7 +350,7 @@ fn print_verified(report: &CaseReport) {
 }
 
 async fn show(s: &Session, id: &str, json: bool) -> Result<()> {
-    let trusted = s.wallet.trusted_node_key.context("the wallet trusts no node key")?;
+    let trusted = s.anchor.node_key;
     let export = s.client.case_export(id).await?;
     let report = verify_export(&export, &trusted)
         .map_err(|f| anyhow::anyhow!("case {id} does NOT verify: {f}"))?;
@@ -399,7 +394,7 @@ async fn show(s: &Session, id: &str, json: bool) -> Result<()> {
 }
 
 async fn export(mut s: Session, id: &str, out: &Path) -> Result<()> {
-    let trusted = s.wallet.trusted_node_key.context("the wallet trusts no node key")?;
+    let trusted = s.anchor.node_key;
     let export = s.client.case_export(id).await?;
     let report = verify_export(&export, &trusted).map_err(|f| {
         anyhow::anyhow!(
@@ -437,9 +432,11 @@ fn verify(file: &Path, wallet: Option<&Path>, node_key: Option<&str>) -> Result<
                 .map_err(|e| anyhow::anyhow!("--node-key is not 64 hex characters: {e}"))?;
             PublicKey(bytes)
         }
-        (None, Some(w)) => load_wallet(w)?.trusted_node_key.context(
-            "the wallet trusts no node key yet (use it with a node once, or pass --node-key)",
-        )?,
+        (None, Some(w)) => {
+            // The pin is authenticated under the passphrase: unlock to trust it.
+            let (wallet, _) = unlock_wallet(w)?;
+            pinned(&wallet, w)?.node_key
+        }
         (None, None) => bail!("give --wallet or --node-key"),
     };
     let export = read_export(file).with_context(|| format!("cannot read {}", file.display()))?;

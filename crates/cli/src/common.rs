@@ -9,9 +9,11 @@ use medledger_client::{
     ClientError, Signer,
     http::NodeClient,
     keystore::{Identity, Wallet},
+    proof::TrustAnchor,
 };
 use medledger_core::block::{Outcome, Receipt};
 use medledger_core::tx::{SignedTransaction, TxBody};
+use medledger_core::{ids::AccountId, keys::EncryptionKey};
 
 /// Environment variable holding the wallet passphrase, for scripts.
 pub const PASSPHRASE_ENV: &str = "MEDLEDGER_PASSPHRASE";
@@ -28,10 +30,10 @@ pub struct WalletArgs {
     pub node: Option<String>,
 }
 
-/// The node URL to use: the flag, the wallet's, or the default.
+/// The node URL to use: the flag, the unlocked wallet's, or the default.
 pub fn node_url(flag: Option<&str>, wallet: Option<&Wallet>) -> String {
     flag.map(str::to_owned)
-        .or_else(|| wallet.and_then(|w| w.node_url.clone()))
+        .or_else(|| wallet.and_then(|w| w.state().ok()?.node_url.clone()))
         .unwrap_or_else(|| "http://127.0.0.1:7300".to_owned())
 }
 
@@ -58,38 +60,74 @@ pub struct Session {
     pub identity: Identity,
     pub client: NodeClient,
     pub chain_id: String,
+    /// The pinned network and node key (authenticated under the passphrase).
+    pub anchor: TrustAnchor,
+}
+
+/// Loads and unlocks a wallet (asking for its passphrase): refuses a tampered file before
+/// anything in it is used.
+pub fn unlock_wallet(path: &Path) -> Result<(Wallet, Identity)> {
+    let mut wallet = load_wallet(path)?;
+    let identity = wallet
+        .unlock(&passphrase(&format!("Passphrase for {}: ", path.display()), false)?)
+        .with_context(|| format!("cannot unlock the wallet {}", path.display()))?;
+    Ok((wallet, identity))
+}
+
+/// The unlocked wallet's pin, or an error that says how to pin.
+pub fn pinned(wallet: &Wallet, path: &Path) -> Result<TrustAnchor> {
+    if let Some(anchor) = wallet.state()?.trust_anchor() {
+        return Ok(anchor);
+    }
+    let how = format!(
+        "check the network's node key out of band (`node_key` in the node's genesis.json, \
+         printed by `medledger up`) and run: medledger wallet pin --wallet {} --node <URL> \
+         --node-key <KEY>",
+        path.display()
+    );
+    if wallet.dropped_legacy_state() {
+        bail!(
+            "the wallet {} was written by an older medledger that did not authenticate its node \
+             pin (node URL, chain id, node key, last checkpoint), so the pin was not carried \
+             over: {how}",
+            path.display()
+        )
+    }
+    bail!("the wallet {} trusts no node yet: {how}", path.display())
 }
 
 impl Session {
-    /// Loads and unlocks the wallet, connects to the node, and pins the node's genesis key on
-    /// first contact (trust on first use, recorded in the wallet).
+    /// Loads and unlocks the wallet (a tampered file is refused before any network use), and
+    /// connects to the node, which must serve the genesis this wallet is pinned to. A wallet
+    /// with no pin is refused: pinning is an explicit act (`medledger wallet pin`, or
+    /// `wallet create --node`), never a side effect.
     pub async fn open(args: &WalletArgs) -> Result<Self> {
-        let mut wallet = load_wallet(&args.wallet)?;
-        let identity = wallet
-            .unlock(&passphrase(&format!("Passphrase for {}: ", args.wallet.display()), false)?)
-            .context("cannot unlock the wallet")?;
+        let (wallet, identity) = unlock_wallet(&args.wallet)?;
+        let anchor = pinned(&wallet, &args.wallet)?;
         let url = node_url(args.node.as_deref(), Some(&wallet));
         let client = NodeClient::new(&url)?
             .signed_by(Signer::new(identity.signing.clone(), wallet.account()));
         let genesis = client.genesis().await?;
-        match (&wallet.chain_id, &wallet.trusted_node_key) {
-            (Some(chain), _) if *chain != genesis.chain_id => bail!(
-                "the node at {url} serves chain {:?}, but this wallet belongs to {chain:?}",
-                genesis.chain_id
-            ),
-            (_, Some(key)) if *key != genesis.node_key => {
-                bail!(
-                    "the node at {url} has genesis node key {}, but this wallet trusts {key}",
-                    genesis.node_key
-                )
-            }
-            (None, _) | (_, None) => {
-                wallet.chain_id = Some(genesis.chain_id.clone());
-                wallet.trusted_node_key = Some(genesis.node_key);
-                wallet.node_url.get_or_insert(url);
-                wallet.save(&args.wallet)?;
-            }
-            _ => {}
+        if genesis.chain_id != anchor.chain_id {
+            bail!(
+                "the node at {url} serves chain {:?}, but this wallet belongs to {:?}",
+                genesis.chain_id,
+                anchor.chain_id
+            );
+        }
+        if genesis.node_key != anchor.node_key {
+            bail!(
+                "the node at {url} has genesis node key {}, but this wallet trusts {}",
+                genesis.node_key,
+                anchor.node_key
+            );
+        }
+        if genesis.hash() != anchor.genesis {
+            bail!(
+                "the node at {url} serves genesis {}, but this wallet is pinned to genesis {}",
+                genesis.hash(),
+                anchor.genesis
+            );
         }
         Ok(Session {
             path: args.wallet.clone(),
@@ -97,7 +135,20 @@ impl Session {
             wallet,
             identity,
             client,
+            anchor,
         })
+    }
+
+    /// The encryption key of `account`, proven against the ledger under this wallet's pin:
+    /// the only key anything may be wrapped or sealed to.
+    pub async fn encryption_key_of(&self, account: &AccountId) -> Result<EncryptionKey> {
+        if *account == self.wallet.account() {
+            return Ok(self.identity.decryption.public_key());
+        }
+        self.client
+            .proven_encryption_key(account, &self.anchor)
+            .await?
+            .with_context(|| format!("account {account} is not on the ledger"))
     }
 
     /// Signs `body` with this wallet's next nonce, without submitting it.

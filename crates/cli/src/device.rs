@@ -260,11 +260,9 @@ pub async fn run(command: DeviceCommand) -> Result<()> {
                 None => s.wallet.account(),
             };
             let patient_key = s
-                .client
-                .account(&patient)
-                .await?
-                .with_context(|| format!("patient {patient} is not on the ledger"))?
-                .encryption_key;
+                .encryption_key_of(&patient)
+                .await
+                .with_context(|| format!("patient {patient}"))?;
             let mut recipients = vec![patient_key];
             if s.wallet.encryption_key() != patient_key {
                 recipients.push(s.wallet.encryption_key());
@@ -405,14 +403,15 @@ async fn session(command: SessionCommand) -> Result<()> {
             let secret = devices::new_session_key(patient_id)?;
             let public_key = secret.public_key();
             let mut keys = Vec::new();
-            let mut recipients = vec![(d.patient, patient.encryption_key)];
+            let patient_key = s
+                .encryption_key_of(&d.patient)
+                .await
+                .with_context(|| format!("patient {}", d.patient))?;
+            let mut recipients = vec![(d.patient, patient_key)];
             if let Some(doc) = doctor {
-                let a = s
-                    .client
-                    .account(&doc)
-                    .await?
-                    .with_context(|| format!("doctor {doc} is not on the ledger"))?;
-                recipients.push((doc, a.encryption_key));
+                let key =
+                    s.encryption_key_of(&doc).await.with_context(|| format!("doctor {doc}"))?;
+                recipients.push((doc, key));
             }
             for (recipient, enc) in recipients {
                 let wrapped = devices::wrap_session_key(&secret, &enc, &device)?;
@@ -476,12 +475,7 @@ async fn thresholds(command: ThresholdsCommand) -> Result<()> {
             }
             let mut recipients = Vec::new();
             for a in [device, d.patient] {
-                let view = s
-                    .client
-                    .account(&a)
-                    .await?
-                    .with_context(|| format!("{a} is not on the ledger"))?;
-                recipients.push(view.encryption_key);
+                recipients.push(s.encryption_key_of(&a).await?);
             }
             recipients.push(s.wallet.encryption_key());
             let (sealed, commitment) = devices::seal_thresholds(&set, &recipients)?;

@@ -227,11 +227,7 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
                 let mut keys = Vec::new();
                 for c in &custodians {
                     keys.push(
-                        s.client
-                            .account(c)
-                            .await?
-                            .with_context(|| format!("custodian {c} is not on the ledger"))?
-                            .encryption_key,
+                        s.encryption_key_of(c).await.with_context(|| format!("custodian {c}"))?,
                     );
                 }
                 let t = threshold.unwrap_or(custodians.len().min(255) as u8);
@@ -341,11 +337,9 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
             let (essential, share) = open_piece(&piece, &s.identity.decryption, &bg.patient)
                 .context("this wallet cannot open its escrow piece")?;
             let doctor_key = s
-                .client
-                .account(&bg.doctor)
-                .await?
-                .with_context(|| format!("doctor {} is not on the ledger", bg.doctor))?
-                .encryption_key;
+                .encryption_key_of(&bg.doctor)
+                .await
+                .with_context(|| format!("doctor {}", bg.doctor))?;
             let released = wrap_piece(&essential, &share, &doctor_key, &bg.patient)?;
             let blob = records::upload_small(&s.client, encoding::encode(&released)).await?;
             let receipt = s

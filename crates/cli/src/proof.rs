@@ -21,9 +21,9 @@ pub struct Args {
 pub async fn run(args: Args) -> Result<()> {
     let hash = Hash::from_hex(&args.tx)
         .with_context(|| format!("{:?} is not a transaction hash", args.tx))?;
-    // Opening the session pins the genesis node key on first contact.
-    let Session { mut wallet, client, .. } = Session::open(&args.wallet).await?;
-    let trusted = wallet.trusted_node_key.context("the wallet trusts no node key")?;
+    // The session checks that the node serves the genesis this wallet is pinned to.
+    let Session { mut wallet, client, anchor, .. } = Session::open(&args.wallet).await?;
+    let trusted = anchor.node_key;
     let resp = client.transaction(&hash).await?;
     verify_tx_proof(&resp, &trusted).context("the inclusion proof does NOT verify")?;
     let new = resp.checkpoint.clone();
@@ -46,7 +46,7 @@ pub(crate) async fn extend_history(
     new: medledger_core::block::SignedCheckpoint,
     trusted: &medledger_core::keys::PublicKey,
 ) -> Result<()> {
-    if let Some(old) = wallet.last_checkpoint.clone() {
+    if let Some(old) = wallet.state()?.last_checkpoint.clone() {
         if new.checkpoint.log_size < old.checkpoint.log_size {
             bail!(
                 "INCONSISTENT NODE: its log has {} entries but this wallet already saw {}: the node's history was rolled back or forked. Do not trust it.",
@@ -67,7 +67,8 @@ pub(crate) async fn extend_history(
     } else {
         println!("first checkpoint seen by this wallet: recorded for future consistency checks");
     }
-    wallet.last_checkpoint = Some(new);
+    // Saved with the state MAC recomputed (atomically, 0600).
+    wallet.state_mut()?.last_checkpoint = Some(new);
     wallet.save(path)?;
     Ok(())
 }

@@ -248,12 +248,7 @@ async fn add(
     split: Option<Split>,
 ) -> Result<()> {
     let patient = resolve_patient(s, patient).await?;
-    let patient_key = s
-        .client
-        .account(&patient)
-        .await?
-        .with_context(|| format!("account {patient} is not on the ledger"))?
-        .encryption_key;
+    let patient_key = s.encryption_key_of(&patient).await?;
     let me = s.wallet.account();
     let len =
         std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?.len();
@@ -293,11 +288,9 @@ async fn add(
             let mut refs = Vec::new();
             for (custodian, share) in split.custodians.iter().zip(&shares) {
                 let enc = s
-                    .client
-                    .account(custodian)
-                    .await?
-                    .with_context(|| format!("custodian {custodian} is not on the ledger"))?
-                    .encryption_key;
+                    .encryption_key_of(custodian)
+                    .await
+                    .with_context(|| format!("custodian {custodian}"))?;
                 let wrapped = sharing::wrap_share(share, &enc, &ctx)?;
                 let blob = records::upload_small(&s.client, encoding::encode(&wrapped)).await?;
                 refs.push(KeyRef { recipient: *custodian, blob });
@@ -474,7 +467,7 @@ async fn get(
 /// hospital. A record that fails any check is flagged.
 async fn provenance(s: &Session, r: &RecordView) {
     let check = async {
-        let trusted = s.wallet.trusted_node_key.context("the wallet trusts no node key")?;
+        let trusted = s.anchor.node_key;
         let proof = s.client.transaction(&r.mint_tx).await?;
         medledger_client::proof::verify_tx_proof(&proof, &trusted)?;
         let tx = medledger_core::tx::SignedTransaction::decode(&hex::decode(&proof.tx_hex)?)?;
@@ -522,12 +515,7 @@ pub(crate) async fn share_with(s: &Session, record: &RecordView, with: AccountId
     let wrapped: WrappedKey = encoding::decode("wrapped key", &bytes, 4096)
         .context("the node served a malformed wrapped key")?;
     let ctx = records::context(&record.content);
-    let their_key = s
-        .client
-        .account(&with)
-        .await?
-        .with_context(|| format!("account {with} is not on the ledger"))?
-        .encryption_key;
+    let their_key = s.encryption_key_of(&with).await?;
     let rewrapped = if record.sharing.is_some() {
         let e = sharing::unwrap_essential(&wrapped, &s.identity.decryption, &ctx)
             .context("this wallet cannot open the record's essential share")?;
@@ -596,12 +584,7 @@ async fn release(s: &Session, pmr: &str, to: AccountId, purpose: Purpose) -> Res
     let wrapped: WrappedKey = encoding::decode("wrapped share", bytes, 4096)?;
     let share = sharing::unwrap_share(&wrapped, &s.identity.decryption, &ctx)
         .context("this wallet cannot open its share")?;
-    let reader_key = s
-        .client
-        .account(&to)
-        .await?
-        .with_context(|| format!("account {to} is not on the ledger"))?
-        .encryption_key;
+    let reader_key = s.encryption_key_of(&to).await?;
     let rewrapped = sharing::wrap_share(&share, &reader_key, &ctx)?;
     let blob = records::upload_small(&s.client, encoding::encode(&rewrapped)).await?;
     let receipt = s

@@ -139,9 +139,12 @@ fn first_run(dir: &DataDir, args: &Args, url: &str) -> Result<()> {
         node_key: node_key.public_key(),
     };
     dir.initialise(&genesis)?;
-    wallet.node_url = Some(url.to_owned());
-    wallet.chain_id = Some(genesis.chain_id.clone());
-    wallet.trusted_node_key = Some(genesis.node_key);
+    // Pinned from the genesis written here, not from anything read over the network.
+    let state = wallet.state_mut()?;
+    state.node_url = Some(url.to_owned());
+    state.chain_id = Some(genesis.chain_id.clone());
+    state.trusted_node_key = Some(genesis.node_key);
+    state.genesis_hash = Some(genesis.hash());
     wallet.save(&wallet_path)?;
     eprintln!(
         "\nCreated:\n  genesis            {}\n  regulator wallet   {} (account {})\n  node key           {}\n\nNext steps (in another terminal):\n  export MEDLEDGER_WALLET={}\n  medledger wallet create --out hospital.wallet.json --name \"St. Mary's\"\n  medledger hospital admit --identity \"$(medledger wallet show --wallet hospital.wallet.json --identity-only)\" \\\n      --registration-id GOV-123 --name \"St. Mary's\" --city Leeds --specialisation cardiology --contact \"+44 113 000 0000\"\n",

@@ -1,12 +1,15 @@
-//! `medledger wallet`: create and show identities.
+//! `medledger wallet`: create, pin and show identities.
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use medledger_client::{ClientError, keystore::Wallet};
+use medledger_client::{ClientError, http::NodeClient, keystore::Wallet};
+use medledger_core::keys::PublicKey;
 
-use crate::common::{Session, WalletArgs, load_wallet, passphrase, print_json};
+use crate::common::{
+    Session, WalletArgs, load_wallet, node_url, passphrase, print_json, unlock_wallet,
+};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -19,9 +22,33 @@ pub enum Command {
         /// A name for the identity (yours, your hospital's).
         #[arg(long)]
         name: String,
-        /// The node this wallet talks to.
+        /// The node this wallet talks to: its genesis (network and node key) is pinned in the
+        /// wallet now, authenticated under the passphrase.
         #[arg(long, env = "MEDLEDGER_NODE")]
         node: Option<String>,
+        /// The node key you expect (64 hex characters, from the network's operator); with
+        /// --node, the pin is refused if the node's genesis names another.
+        #[arg(long)]
+        node_key: Option<String>,
+    },
+    /// Pin the node this wallet trusts: its URL, chain id, genesis and node key, authenticated
+    /// under the passphrase. Needed once for a wallet created without --node, or written by an
+    /// older medledger.
+    Pin {
+        /// The wallet file.
+        #[arg(long, env = "MEDLEDGER_WALLET")]
+        wallet: PathBuf,
+        /// The node (defaults to the one already pinned, then http://127.0.0.1:7300).
+        #[arg(long, env = "MEDLEDGER_NODE")]
+        node: Option<String>,
+        /// The node key you expect (64 hex characters, from the network's operator): the pin
+        /// is refused if the node's genesis names another. Without it, whatever the node says
+        /// is pinned (trust on first use, by your explicit choice).
+        #[arg(long)]
+        node_key: Option<String>,
+        /// Replace a pin to another network or node key (forgets the last checkpoint).
+        #[arg(long)]
+        replace: bool,
     },
     /// Show a wallet's public identity and, if the node knows it, its ledger account.
     Show {
@@ -46,20 +73,32 @@ pub enum Command {
 
 pub async fn run(command: Command) -> Result<()> {
     match command {
-        Command::Create { out, name, node } => {
+        Command::Create { out, name, node, node_key } => {
+            let expected = node_key.as_deref().map(parse_node_key).transpose()?;
             let pass = passphrase("Choose a passphrase for the new wallet: ", true)?;
             let (mut wallet, _identity) = Wallet::create(&out, &name, &pass)?;
-            if node.is_some() {
-                wallet.node_url = node;
-                wallet.save(&out)?;
-            }
             println!("created wallet {} for {name:?}", out.display());
+            if let Some(url) = node {
+                pin(&mut wallet, &out, &url, expected, false).await.with_context(|| {
+                    format!(
+                        "the wallet was created but is not pinned: run `medledger wallet pin \
+                         --wallet {} --node {url}` once the node is reachable",
+                        out.display()
+                    )
+                })?;
+            }
             println!("account:  {}", wallet.account());
             println!("identity: {}", wallet.public_identity());
             println!(
                 "Give the identity line to the regulator (hospitals) or your hospital (doctors, patients)."
             );
             Ok(())
+        }
+        Command::Pin { wallet: path, node, node_key, replace } => {
+            let expected = node_key.as_deref().map(parse_node_key).transpose()?;
+            let (mut wallet, _identity) = unlock_wallet(&path)?;
+            let url = node_url(node.as_deref(), Some(&wallet));
+            pin(&mut wallet, &path, &url, expected, replace).await
         }
         Command::Show { wallet: path, identity_only, json, ledger, node } => {
             let wallet = load_wallet(&path)?;
@@ -116,4 +155,70 @@ pub async fn run(command: Command) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn parse_node_key(hex_key: &str) -> Result<PublicKey> {
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(hex_key.trim(), &mut bytes)
+        .map_err(|e| anyhow::anyhow!("--node-key is not 64 hex characters: {e}"))?;
+    Ok(PublicKey(bytes))
+}
+
+/// Pins the genesis served at `url` in the unlocked `wallet` and saves it: refuses a node key
+/// other than `expected`, and a pin to another network or node key unless `replace`.
+async fn pin(
+    wallet: &mut Wallet,
+    path: &std::path::Path,
+    url: &str,
+    expected: Option<PublicKey>,
+    replace: bool,
+) -> Result<()> {
+    let genesis = NodeClient::new(url)?.genesis().await?;
+    if let Some(key) = expected
+        && key != genesis.node_key
+    {
+        bail!(
+            "the node at {url} has genesis node key {}, not the {key} you expect: not pinned",
+            genesis.node_key
+        );
+    }
+    let state = wallet.state_mut()?;
+    let same = state.genesis_hash == Some(genesis.hash())
+        && state.trusted_node_key == Some(genesis.node_key)
+        && state.chain_id.as_deref() == Some(genesis.chain_id.as_str());
+    if state.trust_anchor().is_some() && !same {
+        if !replace {
+            bail!(
+                "this wallet is pinned to chain {:?} with node key {}, but the node at {url} \
+                 serves chain {:?} with node key {}: not pinned (pass --replace to trust it \
+                 instead)",
+                state.chain_id.as_deref().unwrap_or_default(),
+                state.trusted_node_key.map(|k| k.to_string()).unwrap_or_default(),
+                genesis.chain_id,
+                genesis.node_key
+            );
+        }
+        state.last_checkpoint = None;
+    }
+    if !same {
+        // A checkpoint from an unauthenticated (older) state is never kept.
+        state.last_checkpoint = None;
+    }
+    state.node_url = Some(url.to_owned());
+    state.chain_id = Some(genesis.chain_id.clone());
+    state.trusted_node_key = Some(genesis.node_key);
+    state.genesis_hash = Some(genesis.hash());
+    wallet.save(path)?;
+    println!(
+        "pinned {url}: chain {:?}, genesis {}, node key {}",
+        genesis.chain_id,
+        genesis.hash(),
+        genesis.node_key
+    );
+    if expected.is_none() {
+        println!(
+            "(check the node key with the network's operator, or pin with --node-key next time)"
+        );
+    }
+    Ok(())
 }

@@ -54,10 +54,35 @@ pub enum ClientError {
 
     /// The passphrase was right but the wallet's contents do not authenticate or do not agree
     /// with each other: the file was altered or corrupted.
-    #[error("wallet {wallet:?} has been tampered with or is corrupted: {reason}")]
+    #[error(
+        "the wallet file has been tampered with (or is corrupted): wallet {wallet:?}: {reason}; \
+         nothing in it was used"
+    )]
     WalletTampered {
         /// The wallet's name.
         wallet: String,
+        /// What failed.
+        reason: String,
+    },
+
+    /// The wallet's state (node pin, last checkpoint) is authenticated under the passphrase,
+    /// so it can be read or saved only once the wallet is unlocked.
+    #[error("wallet {wallet:?} is locked: unlock it with its passphrase first")]
+    WalletLocked {
+        /// The wallet's name.
+        wallet: String,
+    },
+
+    /// The node gave an encryption key for an account that the ledger does not prove: nothing
+    /// may be wrapped or sealed to it.
+    #[error(
+        "refusing to use the encryption key the node gave for account {account}: {reason}. \
+         Nothing was wrapped or sealed to it (the node, or something between it and this \
+         wallet, may be substituting keys)"
+    )]
+    UnprovenKey {
+        /// Whose key.
+        account: medledger_core::ids::AccountId,
         /// What failed.
         reason: String,
     },

@@ -8,14 +8,15 @@
 use std::time::Duration;
 
 use medledger_api::{
-    AccountView, BatchItem, BlobStored, ConsistencyResponse, DoctorView, ErrorBody, Health,
-    HospitalView, PatientView, TxProofResponse, paths,
+    AccountKeyProof, AccountView, BatchItem, BlobStored, ConsistencyResponse, DoctorView,
+    ErrorBody, Health, HospitalView, PatientView, TxProofResponse, paths,
 };
 use medledger_core::{
     Hash,
     block::{Genesis, Receipt, SignedCheckpoint},
     encoding,
     ids::{AccountId, PatientId},
+    keys::EncryptionKey,
     tx::SignedTransaction,
 };
 use reqwest::{RequestBuilder, Response, StatusCode, header::CONTENT_TYPE};
@@ -188,6 +189,32 @@ impl NodeClient {
     /// An account, or `None` if the ledger has no such account.
     pub async fn account(&self, id: &AccountId) -> Result<Option<AccountView>, ClientError> {
         self.get_optional(&format!("{}/{id}", paths::ACCOUNTS)).await
+    }
+
+    /// An account's encryption key with the registration that set it, unchecked; see
+    /// [`NodeClient::proven_encryption_key`].
+    pub async fn account_key_proof(
+        &self,
+        id: &AccountId,
+    ) -> Result<Option<AccountKeyProof>, ClientError> {
+        self.get_optional(&format!("{}/{id}/{}", paths::ACCOUNTS, paths::ENCRYPTION_KEY)).await
+    }
+
+    /// The encryption key of `account`, proven against the ledger under `anchor` (see
+    /// [`crate::proof::verify_account_key`]), or `None` if the node says there is no such
+    /// account. The only way the wallet learns a key to wrap or seal anything to:
+    /// [`NodeClient::account`]'s `encryption_key` is what the node says, unchecked.
+    pub async fn proven_encryption_key(
+        &self,
+        account: &AccountId,
+        anchor: &crate::proof::TrustAnchor,
+    ) -> Result<Option<EncryptionKey>, ClientError> {
+        let Some(proof) = self.account_key_proof(account).await? else { return Ok(None) };
+        let genesis = match proof.registration {
+            Some(_) => None,
+            None => Some(self.genesis().await?),
+        };
+        crate::proof::verify_account_key(&proof, account, anchor, genesis.as_ref()).map(Some)
     }
 
     /// The hospital directory.

@@ -3,11 +3,21 @@
 //! XChaCha20-Poly1305), plus non-secret wallet state (node URL, trusted node key, the last
 //! checkpoint seen).
 //!
-//! The encryption binds the header (format version, name, account, both public keys, KDF
-//! parameters and salt) as associated data, so a wallet whose header was edited does not unlock.
-//! A check value derived from the passphrase tells a wrong passphrase apart from a tampered
-//! file. Files are written to a temporary file in the same directory, fsynced and renamed into
-//! place (mode 0600 on unix), so a crash never leaves a half-written wallet.
+//! The encryption binds the header (name, account, both public keys, KDF parameters and salt)
+//! as associated data, so a wallet whose header was edited does not unlock. Everything else the
+//! wallet trusts ([`WalletState`]: node URL, chain id, pinned node key and genesis, last
+//! checkpoint, Patient-ID) is covered by an HMAC-SHA256 under a key derived from the passphrase
+//! (format version 2): [`Wallet::unlock`] refuses a file whose state was edited, before any of
+//! it is used, and the state can be read or saved only by an unlocked wallet. A check value
+//! derived from the passphrase tells a wrong passphrase apart from a tampered file. KDF
+//! parameters outside [`KdfParams`]' bounds are refused before anything is derived. Files are
+//! written to a temporary file in the same directory, fsynced and renamed into place (mode 0600
+//! on unix), so a crash never leaves a half-written wallet.
+//!
+//! Version 1 files (state not authenticated) still unlock, but their state is dropped, not
+//! carried over: nothing in it can be checked, and authenticating it at first unlock would
+//! launder whatever an attacker wrote there. The wallet must be pinned again
+//! (`medledger wallet pin`); the next save writes version 2.
 //!
 //! Key rotation: generate a new key, submit a `RotateKey` transaction signed with the current
 //! key, then call [`Wallet::replace_signing_key`] and [`Wallet::save`]. The account id stays
@@ -25,6 +35,7 @@ use chacha20poly1305::{
     KeyInit, XChaCha20Poly1305, XNonce,
     aead::{Aead, Payload},
 };
+use hmac::{Hmac, Mac};
 use medledger_core::{
     Hash,
     block::SignedCheckpoint,
@@ -37,8 +48,15 @@ use zeroize::Zeroizing;
 
 use crate::error::{ClientError, random_fill};
 
-/// The wallet file format version this code writes and reads.
-pub const WALLET_VERSION: u32 = 1;
+/// The wallet file format version this code writes (it also reads version 1).
+pub const WALLET_VERSION: u32 = 2;
+/// The first format, whose state was not authenticated.
+const LEGACY_VERSION: u32 = 1;
+/// The version bound into the secrets' associated data: unchanged since version 1, so version 1
+/// files unlock without re-encryption.
+const AAD_VERSION: u32 = 1;
+/// Fewest characters of a new wallet passphrase.
+pub const MIN_PASSPHRASE_CHARS: usize = 12;
 /// The `format` field of every wallet file.
 const WALLET_FORMAT: &str = "medledger-wallet";
 /// Largest wallet file accepted by [`Wallet::load`].
@@ -56,6 +74,8 @@ const AEAD_TAG_LEN: usize = 16;
 const DOMAIN_AAD: &[u8] = b"medledger/v1/wallet/header";
 const DOMAIN_KEY: &[u8] = b"medledger/v1/wallet/aead-key";
 const DOMAIN_CHECK: &[u8] = b"medledger/v1/wallet/passphrase-check";
+const DOMAIN_STATE_KEY: &[u8] = b"medledger/v2/wallet/state-mac-key";
+const DOMAIN_STATE: &[u8] = b"medledger/v2/wallet/state";
 
 /// One identity's secret keys, unlocked from a wallet. Both keys zeroise themselves on drop;
 /// Debug output shows only the public halves.
@@ -111,34 +131,45 @@ pub struct KdfParams {
 }
 
 impl Default for KdfParams {
-    /// 19 MiB, 2 passes, 1 lane (the OWASP recommendation for Argon2id).
+    /// 64 MiB, 3 passes, 1 lane: above the OWASP minimum for Argon2id (19 MiB, 2 passes), and
+    /// still well under a second to unlock.
     fn default() -> Self {
-        Self { m_cost_kib: 19 * 1024, t_cost: 2, p_cost: 1 }
+        Self { m_cost_kib: 64 * 1024, t_cost: 3, p_cost: 1 }
     }
 }
 
 impl KdfParams {
-    /// Most memory a wallet file may ask for (4 GiB), so that a crafted file cannot exhaust
+    /// Most memory a wallet file may ask for (256 MiB), so that a crafted file cannot exhaust
     /// memory.
-    pub const MAX_M_COST_KIB: u32 = 4 * 1024 * 1024;
-    /// Most passes a wallet file may ask for.
-    pub const MAX_T_COST: u32 = 64;
-    /// Most lanes a wallet file may ask for.
-    pub const MAX_P_COST: u32 = 64;
+    pub const MAX_M_COST_KIB: u32 = 256 * 1024;
+    /// Most passes a wallet file may ask for, so that a crafted file cannot burn minutes of CPU.
+    pub const MAX_T_COST: u32 = 10;
+    /// The one lane count accepted.
+    pub const P_COST: u32 = 1;
 
-    fn argon2(&self) -> Result<Argon2<'static>, ClientError> {
-        if self.m_cost_kib > Self::MAX_M_COST_KIB
+    /// Why these parameters are outside the accepted range, if they are.
+    fn out_of_bounds(&self) -> Option<String> {
+        (self.m_cost_kib > Self::MAX_M_COST_KIB
             || self.t_cost > Self::MAX_T_COST
-            || self.p_cost > Self::MAX_P_COST
-        {
-            return Err(ClientError::Kdf {
-                reason: format!(
-                    "parameters {self:?} exceed the limits (m_cost {} KiB, t_cost {}, p_cost {})",
+            || self.t_cost == 0
+            || self.p_cost != Self::P_COST)
+            .then(|| {
+                format!(
+                    "KDF parameters m_cost {} KiB, t_cost {}, p_cost {} are outside the accepted \
+                     range (m_cost at most {} KiB, t_cost 1 to {}, p_cost {})",
+                    self.m_cost_kib,
+                    self.t_cost,
+                    self.p_cost,
                     Self::MAX_M_COST_KIB,
                     Self::MAX_T_COST,
-                    Self::MAX_P_COST
-                ),
-            });
+                    Self::P_COST
+                )
+            })
+    }
+
+    fn argon2(&self) -> Result<Argon2<'static>, ClientError> {
+        if let Some(reason) = self.out_of_bounds() {
+            return Err(ClientError::Kdf { reason });
         }
         let params = argon2::Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32))
             .map_err(|e| ClientError::Kdf { reason: format!("parameters {self:?}: {e}") })?;
@@ -146,11 +177,52 @@ impl KdfParams {
     }
 }
 
-/// A wallet: the public parts of one identity, its encrypted secrets, and non-secret state.
-///
-/// The state fields are public and can be changed and [saved](Wallet::save) without the
-/// passphrase. They are not authenticated by the encryption: whoever can write the wallet file
-/// can change them.
+/// What a wallet trusts besides its own keys. Authenticated under the passphrase: readable and
+/// savable only through an unlocked [`Wallet`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct WalletState {
+    /// The node this wallet talks to.
+    pub node_url: Option<String>,
+    /// The network this wallet belongs to.
+    pub chain_id: Option<String>,
+    /// The node key whose checkpoints this wallet trusts.
+    pub trusted_node_key: Option<PublicKey>,
+    /// The hash of the network's genesis (it names the regulator's keys).
+    pub genesis_hash: Option<Hash>,
+    /// The newest checkpoint this wallet has verified; later checkpoints must extend it.
+    pub last_checkpoint: Option<SignedCheckpoint>,
+    /// The Patient-ID, if this identity is a registered patient.
+    pub patient_id: Option<PatientId>,
+}
+
+impl WalletState {
+    /// The pinned network and node key, if the wallet has been pinned.
+    pub fn trust_anchor(&self) -> Option<crate::proof::TrustAnchor> {
+        Some(crate::proof::TrustAnchor {
+            node_key: self.trusted_node_key?,
+            chain_id: self.chain_id.clone()?,
+            genesis: self.genesis_hash?,
+        })
+    }
+
+    /// Whether anything is pinned or recorded.
+    fn is_empty(&self) -> bool {
+        *self == WalletState::default()
+    }
+}
+
+/// The key of the state MAC, derived from the passphrase; known only to an unlocked wallet.
+#[derive(Clone)]
+struct StateKey(Zeroizing<[u8; 32]>);
+
+impl fmt::Debug for StateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StateKey([REDACTED])")
+    }
+}
+
+/// A wallet: the public parts of one identity, its encrypted secrets, and its
+/// [state](WalletState), authenticated under the passphrase.
 #[derive(Clone, Debug)]
 pub struct Wallet {
     name: String,
@@ -162,16 +234,17 @@ pub struct Wallet {
     nonce: [u8; NONCE_LEN],
     check: [u8; 32],
     ciphertext: Vec<u8>,
-    /// The node this wallet talks to.
-    pub node_url: Option<String>,
-    /// The network this wallet belongs to.
-    pub chain_id: Option<String>,
-    /// The node key whose checkpoints this wallet trusts.
-    pub trusted_node_key: Option<PublicKey>,
-    /// The newest checkpoint this wallet has verified; later checkpoints must extend it.
-    pub last_checkpoint: Option<SignedCheckpoint>,
-    /// The Patient-ID, if this identity is a registered patient.
-    pub patient_id: Option<PatientId>,
+    /// The state as read from the file; trusted only once `state_key` is set (after the MAC
+    /// checked out, or when the wallet was just created).
+    state: WalletState,
+    /// The state MAC read from the file (`None` in a version 1 file).
+    state_mac: Option<[u8; 32]>,
+    /// The format version of the file this wallet was read from.
+    file_version: u32,
+    /// Set by unlocking (or creating): the key to check and write the state MAC.
+    state_key: Option<StateKey>,
+    /// Unlocking a version 1 file dropped its unauthenticated state.
+    dropped_legacy_state: bool,
 }
 
 /// The file's JSON shape.
@@ -192,9 +265,15 @@ struct WalletFile {
     #[serde(default)]
     trusted_node_key: Option<PublicKey>,
     #[serde(default)]
+    genesis_hash: Option<Hash>,
+    #[serde(default)]
     last_checkpoint: Option<SignedCheckpoint>,
     #[serde(default)]
     patient_id: Option<PatientId>,
+    /// HMAC-SHA256 over the header, the encrypted secrets and the state, under a key derived
+    /// from the passphrase (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state_mac: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -221,6 +300,7 @@ const CIPHER_ALGORITHM: &str = "xchacha20poly1305";
 /// The keys derived from a passphrase.
 struct Derived {
     aead_key: Zeroizing<[u8; 32]>,
+    state_key: StateKey,
     check: [u8; 32],
 }
 
@@ -234,8 +314,9 @@ fn derive(
         .hash_password_into(passphrase.as_bytes(), salt, out.as_mut_slice())
         .map_err(|e| ClientError::Kdf { reason: e.to_string() })?;
     let aead_key = Zeroizing::new(Hash::of_parts(&[DOMAIN_KEY, out.as_slice()]).0);
+    let state_key = StateKey(Zeroizing::new(Hash::of_parts(&[DOMAIN_STATE_KEY, out.as_slice()]).0));
     let check = Hash::of_parts(&[DOMAIN_CHECK, out.as_slice()]).0;
-    Ok(Derived { aead_key, check })
+    Ok(Derived { aead_key, state_key, check })
 }
 
 fn check_passphrase_given(passphrase: &str) -> Result<(), ClientError> {
@@ -246,6 +327,26 @@ fn check_passphrase_given(passphrase: &str) -> Result<(), ClientError> {
         });
     }
     Ok(())
+}
+
+/// The policy for new passphrases (existing wallets unlock whatever theirs is): at least
+/// [`MIN_PASSPHRASE_CHARS`] characters, not all the same one.
+pub fn check_new_passphrase(passphrase: &str) -> Result<(), ClientError> {
+    let chars = passphrase.chars().count();
+    let mut distinct = passphrase.chars().filter(|c| !c.is_whitespace()).collect::<Vec<_>>();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let reason = if chars < MIN_PASSPHRASE_CHARS {
+        format!(
+            "it has {chars} characters; a new wallet passphrase needs at least \
+             {MIN_PASSPHRASE_CHARS} (several random words are easy to remember)"
+        )
+    } else if distinct.len() < 2 {
+        "it repeats one character; choose several random words".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(ClientError::InvalidInput { what: "passphrase", reason })
 }
 
 fn check_name(name: &str) -> Result<(), ClientError> {
@@ -296,7 +397,7 @@ impl Wallet {
     ) -> Result<Wallet, ClientError> {
         let path = path.as_ref();
         check_name(&identity.name)?;
-        check_passphrase_given(passphrase)?;
+        check_new_passphrase(passphrase)?;
         if fs::symlink_metadata(path).is_ok() {
             return Err(ClientError::WalletExists { path: path.to_owned() });
         }
@@ -310,11 +411,11 @@ impl Wallet {
             nonce: [0; NONCE_LEN],
             check: [0; 32],
             ciphertext: Vec::new(),
-            node_url: None,
-            chain_id: None,
-            trusted_node_key: None,
-            last_checkpoint: None,
-            patient_id: None,
+            state: WalletState::default(),
+            state_mac: None,
+            file_version: WALLET_VERSION,
+            state_key: None,
+            dropped_legacy_state: false,
         };
         wallet.encrypt(identity, passphrase)?;
         write_atomic(path, &wallet.to_json()?, false)?;
@@ -337,18 +438,51 @@ impl Wallet {
         }
         let file: WalletFile = serde_json::from_slice(&bytes)
             .map_err(|e| format_error(path, format!("invalid JSON: {e}")))?;
+        let kdf = KdfParams {
+            m_cost_kib: file.kdf.m_cost_kib,
+            t_cost: file.kdf.t_cost,
+            p_cost: file.kdf.p_cost,
+        };
+        // Refused before anything is derived: a crafted file must not cost gigabytes or minutes.
+        if let Some(reason) = kdf.out_of_bounds() {
+            return Err(ClientError::WalletTampered { wallet: file.name, reason });
+        }
         Self::from_file(file).map_err(|reason| format_error(path, reason))
     }
 
     /// Writes the wallet to `path` atomically (temporary file, fsync, rename), replacing any
-    /// file there.
+    /// file there, with the state MAC. Needs an unlocked (or just created) wallet.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), ClientError> {
         write_atomic(path.as_ref(), &self.to_json()?, true)
     }
 
-    /// Decrypts the identity. A wrong passphrase gives [`ClientError::WrongPassphrase`]; a file
-    /// whose contents were altered gives [`ClientError::WalletTampered`].
-    pub fn unlock(&self, passphrase: &str) -> Result<Identity, ClientError> {
+    /// The wallet's state, authenticated under the passphrase; readable once unlocked.
+    pub fn state(&self) -> Result<&WalletState, ClientError> {
+        match self.state_key {
+            Some(_) => Ok(&self.state),
+            None => Err(ClientError::WalletLocked { wallet: self.name.clone() }),
+        }
+    }
+
+    /// The wallet's state, to change and then [save](Wallet::save); once unlocked.
+    pub fn state_mut(&mut self) -> Result<&mut WalletState, ClientError> {
+        match self.state_key {
+            Some(_) => Ok(&mut self.state),
+            None => Err(ClientError::WalletLocked { wallet: self.name.clone() }),
+        }
+    }
+
+    /// Whether unlocking dropped the unauthenticated state of a version 1 file (which must then
+    /// be pinned again).
+    pub fn dropped_legacy_state(&self) -> bool {
+        self.dropped_legacy_state
+    }
+
+    /// Decrypts the identity and authenticates the wallet's state. A wrong passphrase gives
+    /// [`ClientError::WrongPassphrase`]; a file whose contents were altered (keys, header, or
+    /// state: node URL, chain id, node key, genesis, checkpoint) gives
+    /// [`ClientError::WalletTampered`], and nothing of the state is trusted.
+    pub fn unlock(&mut self, passphrase: &str) -> Result<Identity, ClientError> {
         let derived = derive(passphrase, &self.kdf, &self.salt)?;
         if derived.check != self.check {
             return Err(ClientError::WrongPassphrase { wallet: self.name.clone() });
@@ -357,6 +491,26 @@ impl Wallet {
             wallet: self.name.clone(),
             reason: reason.to_owned(),
         };
+        if self.state_key.is_some() {
+            // Already unlocked (or created) in this process: the state in memory is the one
+            // authenticated then, or written since.
+        } else if self.file_version == LEGACY_VERSION {
+            // Nothing in a version 1 state can be checked: drop it rather than vouch for it.
+            self.dropped_legacy_state = !self.state.is_empty();
+            self.state = WalletState::default();
+        } else {
+            let mac = self
+                .state_mac
+                .ok_or_else(|| tampered("the state MAC is missing from a version 2 file"))?;
+            let mut check = self.state_hmac(&derived.state_key);
+            check.update(&self.state_message());
+            check.verify_slice(&mac).map_err(|_| {
+                tampered(
+                    "its node URL, chain id, pinned node key, genesis, last checkpoint or \
+                     Patient-ID do not authenticate under the passphrase",
+                )
+            })?;
+        }
         let cipher = XChaCha20Poly1305::new_from_slice(derived.aead_key.as_slice())
             .map_err(|_| tampered("derived key has the wrong length"))?;
         let aad = self.header_aad();
@@ -384,6 +538,7 @@ impl Wallet {
         if decryption.public_key() != self.encryption_key {
             return Err(tampered("the stored encryption public key does not match the secret key"));
         }
+        self.state_key = Some(derived.state_key);
         Ok(Identity { name: self.name.clone(), signing, decryption })
     }
 
@@ -412,7 +567,7 @@ impl Wallet {
     /// Re-encrypts the secrets under a new passphrase (fresh salt and nonce). Call
     /// [`Wallet::save`] afterwards.
     pub fn change_passphrase(&mut self, old: &str, new: &str) -> Result<(), ClientError> {
-        check_passphrase_given(new)?;
+        check_new_passphrase(new)?;
         let identity = self.unlock(old)?;
         let mut next = self.clone();
         next.encrypt(&identity, new)?;
@@ -467,14 +622,34 @@ impl Wallet {
             .encrypt(&XNonce::from(self.nonce), Payload { msg: secrets.as_slice(), aad: &aad })
             .map_err(|_| ClientError::Kdf { reason: "encryption of the secrets failed".into() })?;
         self.check = derived.check;
+        self.state_key = Some(derived.state_key);
         Ok(())
+    }
+
+    /// An HMAC-SHA256 instance under the state key.
+    fn state_hmac(&self, key: &StateKey) -> Hmac<sha2::Sha256> {
+        <Hmac<sha2::Sha256> as hmac::KeyInit>::new_from_slice(key.0.as_slice())
+            .expect("HMAC takes keys of any length")
+    }
+
+    /// What the state MAC covers: the header, the encrypted secrets and the state.
+    fn state_message(&self) -> Vec<u8> {
+        encoding::encode(&(
+            DOMAIN_STATE,
+            WALLET_VERSION,
+            self.header_aad(),
+            &self.nonce,
+            &self.check,
+            &self.ciphertext,
+            &self.state,
+        ))
     }
 
     /// The canonical encoding of the header fields the ciphertext is bound to.
     fn header_aad(&self) -> Vec<u8> {
         encoding::encode(&(
             DOMAIN_AAD,
-            WALLET_VERSION,
+            AAD_VERSION,
             &self.name,
             &self.account,
             &self.signing_key,
@@ -485,6 +660,13 @@ impl Wallet {
     }
 
     fn to_json(&self) -> Result<Vec<u8>, ClientError> {
+        let key = self
+            .state_key
+            .as_ref()
+            .ok_or_else(|| ClientError::WalletLocked { wallet: self.name.clone() })?;
+        let mut mac = self.state_hmac(key);
+        mac.update(&self.state_message());
+        let state_mac: [u8; 32] = mac.finalize().into_bytes().into();
         let file = WalletFile {
             format: WALLET_FORMAT.into(),
             version: WALLET_VERSION,
@@ -505,11 +687,13 @@ impl Wallet {
                 check: hex::encode(self.check),
                 ciphertext: hex::encode(&self.ciphertext),
             },
-            node_url: self.node_url.clone(),
-            chain_id: self.chain_id.clone(),
-            trusted_node_key: self.trusted_node_key,
-            last_checkpoint: self.last_checkpoint.clone(),
-            patient_id: self.patient_id,
+            node_url: self.state.node_url.clone(),
+            chain_id: self.state.chain_id.clone(),
+            trusted_node_key: self.state.trusted_node_key,
+            genesis_hash: self.state.genesis_hash,
+            last_checkpoint: self.state.last_checkpoint.clone(),
+            patient_id: self.state.patient_id,
+            state_mac: Some(hex::encode(state_mac)),
         };
         let mut json = serde_json::to_vec_pretty(&file).map_err(|e| ClientError::InvalidInput {
             what: "wallet",
@@ -523,9 +707,9 @@ impl Wallet {
         if f.format != WALLET_FORMAT {
             return Err(format!("format is {:?}, expected {WALLET_FORMAT:?}", f.format));
         }
-        if f.version != WALLET_VERSION {
+        if f.version != WALLET_VERSION && f.version != LEGACY_VERSION {
             return Err(format!(
-                "wallet format version {} is not supported (this software reads version {WALLET_VERSION})",
+                "wallet format version {} is not supported (this software reads versions {LEGACY_VERSION} and {WALLET_VERSION})",
                 f.version
             ));
         }
@@ -565,11 +749,18 @@ impl Wallet {
             nonce: hex_array("cipher.nonce", &f.cipher.nonce)?,
             check: hex_array("cipher.check", &f.cipher.check)?,
             ciphertext,
-            node_url: f.node_url,
-            chain_id: f.chain_id,
-            trusted_node_key: f.trusted_node_key,
-            last_checkpoint: f.last_checkpoint,
-            patient_id: f.patient_id,
+            state: WalletState {
+                node_url: f.node_url,
+                chain_id: f.chain_id,
+                trusted_node_key: f.trusted_node_key,
+                genesis_hash: f.genesis_hash,
+                last_checkpoint: f.last_checkpoint,
+                patient_id: f.patient_id,
+            },
+            state_mac: f.state_mac.as_deref().map(|m| hex_array("state_mac", m)).transpose()?,
+            file_version: f.version,
+            state_key: None,
+            dropped_legacy_state: false,
         })
     }
 }
@@ -706,12 +897,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.json");
         let (wallet, id) = Wallet::create(&path, "alice", "correct horse").unwrap();
-        assert_eq!(wallet.kdf_params(), KdfParams { m_cost_kib: 19456, t_cost: 2, p_cost: 1 });
-        let loaded = Wallet::load(&path).unwrap();
+        assert_eq!(wallet.kdf_params(), KdfParams { m_cost_kib: 65536, t_cost: 3, p_cost: 1 });
+        let mut loaded = Wallet::load(&path).unwrap();
+        let started = std::time::Instant::now();
         assert_eq!(loaded.account(), AccountId::from_initial_key(&id.signing.public_key()));
         assert_eq!(loaded.signing_key(), id.signing.public_key());
         assert_eq!(loaded.encryption_key(), id.decryption.public_key());
         let unlocked = loaded.unlock("correct horse").unwrap();
+        eprintln!("unlocking with the default parameters took {:?}", started.elapsed());
         assert_eq!(unlocked.signing.expose_secret(), id.signing.expose_secret());
         assert_eq!(unlocked.decryption.expose_secret(), id.decryption.expose_secret());
         assert_eq!(unlocked.name, "alice");
@@ -736,7 +929,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (path, _, _) = new_wallet(dir.path());
         let before = fs::read(&path).unwrap();
-        let err = Wallet::create_with_params(&path, "bob", "x", fast()).unwrap_err();
+        let err = Wallet::create_with_params(&path, "bob", "correct horse", fast()).unwrap_err();
         assert!(matches!(err, ClientError::WalletExists { .. }), "{err}");
         assert_eq!(fs::read(&path).unwrap(), before);
     }
@@ -744,7 +937,7 @@ mod tests {
     #[test]
     fn wrong_passphrase_is_reported_as_such() {
         let dir = tempfile::tempdir().unwrap();
-        let (_, w, _) = new_wallet(dir.path());
+        let (_, mut w, _) = new_wallet(dir.path());
         let err = w.unlock("wrong horse").unwrap_err();
         assert!(matches!(err, ClientError::WrongPassphrase { .. }), "{err}");
         assert_eq!(err.to_string(), "wrong passphrase for wallet \"alice\"");
@@ -792,7 +985,7 @@ mod tests {
 
         // Structural damage is a format error naming the file.
         for edit in [
-            |j: &mut serde_json::Value| j["version"] = 2.into(),
+            |j: &mut serde_json::Value| j["version"] = 3.into(),
             |j: &mut serde_json::Value| j["cipher"]["ciphertext"] = "abcd".into(),
             |j: &mut serde_json::Value| j["kdf"]["salt"] = "zz".into(),
         ] {
@@ -806,33 +999,198 @@ mod tests {
         assert!(matches!(Wallet::load(&path), Err(ClientError::WalletFormat { .. })));
     }
 
-    #[test]
-    fn state_survives_save_and_load() {
-        let dir = tempfile::tempdir().unwrap();
-        let (path, mut w, _) = new_wallet(dir.path());
+    fn checkpoint(node: &SigningKey, height: u64) -> SignedCheckpoint {
+        medledger_core::block::Checkpoint {
+            chain_id: "medledger-test".into(),
+            height,
+            time_ms: 1_700_000_000_000 + height,
+            log_size: 7 + height,
+            log_root: Hash::of(b"root"),
+        }
+        .sign(node)
+    }
+
+    /// A wallet with every state field set, saved at `path`.
+    fn pinned_wallet(dir: &Path) -> (PathBuf, Wallet, SigningKey) {
+        let (path, mut w, _) = new_wallet(dir);
         let node = SigningKey::generate();
-        w.node_url = Some("http://127.0.0.1:7878".into());
-        w.chain_id = Some("medledger-test".into());
-        w.trusted_node_key = Some(node.public_key());
-        w.patient_id = Some(PatientId(85437));
-        w.last_checkpoint = Some(
-            medledger_core::block::Checkpoint {
-                chain_id: "medledger-test".into(),
-                height: 3,
-                time_ms: 1_700_000_000_000,
-                log_size: 7,
-                log_root: Hash::of(b"root"),
-            }
-            .sign(&node),
-        );
+        *w.state_mut().unwrap() = WalletState {
+            node_url: Some("http://127.0.0.1:7878".into()),
+            chain_id: Some("medledger-test".into()),
+            trusted_node_key: Some(node.public_key()),
+            genesis_hash: Some(Hash::of(b"genesis")),
+            last_checkpoint: Some(checkpoint(&node, 3)),
+            patient_id: Some(PatientId(85437)),
+        };
         w.save(&path).unwrap();
-        let loaded = Wallet::load(&path).unwrap();
-        assert_eq!(loaded.node_url, w.node_url);
-        assert_eq!(loaded.chain_id, w.chain_id);
-        assert_eq!(loaded.trusted_node_key, w.trusted_node_key);
-        assert_eq!(loaded.patient_id, w.patient_id);
-        assert_eq!(loaded.last_checkpoint, w.last_checkpoint);
+        (path, w, node)
+    }
+
+    #[test]
+    fn state_survives_save_and_load_and_is_readable_only_unlocked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, w, node) = pinned_wallet(dir.path());
+        let mut loaded = Wallet::load(&path).unwrap();
+        assert!(matches!(loaded.state(), Err(ClientError::WalletLocked { .. })));
+        assert!(matches!(loaded.save(&path), Err(ClientError::WalletLocked { .. })));
         loaded.unlock("correct horse").unwrap();
+        assert_eq!(loaded.state().unwrap(), w.state().unwrap());
+        let anchor = loaded.state().unwrap().trust_anchor().unwrap();
+        assert_eq!(anchor.node_key, node.public_key());
+
+        // Recording a newer checkpoint keeps the file authentic.
+        loaded.state_mut().unwrap().last_checkpoint = Some(checkpoint(&node, 9));
+        loaded.save(&path).unwrap();
+        let mut again = Wallet::load(&path).unwrap();
+        again.unlock("correct horse").unwrap();
+        assert_eq!(again.state().unwrap().last_checkpoint, Some(checkpoint(&node, 9)));
+    }
+
+    #[test]
+    fn edited_state_is_refused_as_tampering_before_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _, node) = pinned_wallet(dir.path());
+        let json: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        let mallory = SigningKey::generate();
+        let forged_checkpoint = serde_json::to_value(checkpoint(&mallory, 4)).unwrap();
+        let newer_checkpoint = serde_json::to_value(checkpoint(&node, 5)).unwrap();
+
+        type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: Vec<(&str, Edit)> = vec![
+            ("node_url", Box::new(|j| j["node_url"] = "http://127.0.0.1:9".into())),
+            ("node_url removed", Box::new(|j| j["node_url"] = serde_json::Value::Null)),
+            ("chain_id", Box::new(|j| j["chain_id"] = "elsewhere".into())),
+            (
+                "trusted_node_key",
+                Box::new(move |j| {
+                    j["trusted_node_key"] = mallory.public_key().to_string().into();
+                }),
+            ),
+            (
+                "trusted_node_key removed",
+                Box::new(|j| j["trusted_node_key"] = serde_json::Value::Null),
+            ),
+            (
+                "genesis_hash",
+                Box::new(|j| j["genesis_hash"] = Hash::of(b"other").to_string().into()),
+            ),
+            (
+                "forged checkpoint",
+                Box::new(move |j| j["last_checkpoint"] = forged_checkpoint.clone()),
+            ),
+            // Even a genuine, newer checkpoint of the right node must not be slipped in.
+            (
+                "replaced checkpoint",
+                Box::new(move |j| j["last_checkpoint"] = newer_checkpoint.clone()),
+            ),
+            ("checkpoint removed", Box::new(|j| j["last_checkpoint"] = serde_json::Value::Null)),
+            ("patient_id", Box::new(|j| j["patient_id"] = 12345.into())),
+            (
+                "state_mac removed",
+                Box::new(|j| {
+                    j.as_object_mut().unwrap().remove("state_mac");
+                }),
+            ),
+            (
+                "state_mac flipped",
+                Box::new(|j| {
+                    let mut m = hex::decode(j["state_mac"].as_str().unwrap()).unwrap();
+                    m[0] ^= 1;
+                    j["state_mac"] = hex::encode(m).into();
+                }),
+            ),
+        ];
+        for (what, edit) in cases {
+            let mut j = json.clone();
+            edit(&mut j);
+            fs::write(&path, serde_json::to_vec(&j).unwrap()).unwrap();
+            let mut w = Wallet::load(&path).unwrap();
+            let err = w.unlock("correct horse").unwrap_err();
+            assert!(matches!(err, ClientError::WalletTampered { .. }), "{what}: {err}");
+            assert!(err.to_string().contains("the wallet file has been tampered with"), "{err}");
+            assert!(matches!(w.state(), Err(ClientError::WalletLocked { .. })), "{what}");
+        }
+    }
+
+    #[test]
+    fn a_version_1_file_unlocks_but_its_unauthenticated_state_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _, _) = pinned_wallet(dir.path());
+        // What an older medledger wrote: version 1, no state MAC, the same encrypted keys.
+        let mut j: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        j["version"] = 1.into();
+        j.as_object_mut().unwrap().remove("state_mac");
+        j["node_url"] = "http://127.0.0.1:9".into();
+        fs::write(&path, serde_json::to_vec(&j).unwrap()).unwrap();
+
+        let mut w = Wallet::load(&path).unwrap();
+        let id = w.unlock("correct horse").unwrap();
+        assert_eq!(id.signing.public_key(), w.signing_key());
+        assert!(w.dropped_legacy_state());
+        assert_eq!(w.state().unwrap(), &WalletState::default());
+        assert_eq!(w.state().unwrap().trust_anchor(), None);
+        // Saved as version 2, it reloads with an authenticated (empty) state.
+        w.save(&path).unwrap();
+        let mut again = Wallet::load(&path).unwrap();
+        again.unlock("correct horse").unwrap();
+        assert!(!again.dropped_legacy_state());
+        assert_eq!(again.state().unwrap(), &WalletState::default());
+    }
+
+    #[test]
+    fn kdf_parameter_bombs_are_refused_before_deriving() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _, _) = new_wallet(dir.path());
+        let json: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        for (m, t, p) in
+            [(4_194_304u32, 64u32, 1u32), (262_145, 1, 1), (64, 11, 1), (64, 0, 1), (64, 1, 2)]
+        {
+            let mut j = json.clone();
+            j["kdf"]["m_cost_kib"] = m.into();
+            j["kdf"]["t_cost"] = t.into();
+            j["kdf"]["p_cost"] = p.into();
+            fs::write(&path, serde_json::to_vec(&j).unwrap()).unwrap();
+            let started = std::time::Instant::now();
+            let err = Wallet::load(&path).unwrap_err();
+            assert!(matches!(err, ClientError::WalletTampered { .. }), "{m} {t} {p}: {err}");
+            assert!(err.to_string().contains("the wallet file has been tampered with"), "{err}");
+            assert!(err.to_string().contains("outside the accepted range"), "{err}");
+            // Nothing was derived: refusing takes no Argon2 time at all.
+            assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        }
+        // The bounds themselves are accepted.
+        let mut j = json.clone();
+        j["kdf"]["t_cost"] = 10.into();
+        fs::write(&path, serde_json::to_vec(&j).unwrap()).unwrap();
+        let mut w = Wallet::load(&path).unwrap();
+        assert!(matches!(w.unlock("correct horse"), Err(ClientError::WrongPassphrase { .. })));
+    }
+
+    #[test]
+    fn new_passphrases_follow_the_policy_and_old_ones_still_unlock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w");
+        for weak in ["a", " ", "short pass", "aaaaaaaaaaaaaaaa", "            "] {
+            let err = Wallet::create_with_params(&path, "alice", weak, fast()).unwrap_err();
+            assert!(
+                matches!(err, ClientError::InvalidInput { what: "passphrase", .. }),
+                "{weak:?}"
+            );
+            assert!(!path.exists());
+        }
+        let err = Wallet::create_with_params(&path, "alice", "a", fast()).unwrap_err();
+        assert!(err.to_string().contains("at least 12"), "{err}");
+
+        // A wallet written under the old rules with a one-letter passphrase still unlocks, and
+        // its passphrase can be changed only to one that follows the policy.
+        let (path, mut w, id) = new_wallet(dir.path());
+        w.encrypt(&id, "a").unwrap();
+        w.save(&path).unwrap();
+        let mut old = Wallet::load(&path).unwrap();
+        old.unlock("a").unwrap();
+        assert!(matches!(old.change_passphrase("a", "b"), Err(ClientError::InvalidInput { .. })));
+        old.change_passphrase("a", "correct horse battery").unwrap();
+        old.unlock("correct horse battery").unwrap();
     }
 
     #[test]
@@ -850,7 +1208,7 @@ mod tests {
         let rotated = w.replace_signing_key("correct horse", new_key).unwrap();
         assert_eq!(rotated.signing.public_key(), new_pk);
         w.save(&path).unwrap();
-        let loaded = Wallet::load(&path).unwrap();
+        let mut loaded = Wallet::load(&path).unwrap();
         assert_eq!(loaded.account(), account);
         assert_eq!(loaded.signing_key(), new_pk);
         let unlocked = loaded.unlock("correct horse").unwrap();
@@ -916,7 +1274,7 @@ mod tests {
         }
         let huge = KdfParams { m_cost_kib: u32::MAX, ..fast() };
         assert!(matches!(
-            Wallet::create_with_params(&path, "a", "x", huge),
+            Wallet::create_with_params(&path, "a", "correct horse", huge),
             Err(ClientError::Kdf { .. })
         ));
         assert!(!path.exists());

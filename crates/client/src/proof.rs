@@ -1,12 +1,15 @@
 //! Offline verification of what a node says (DESIGN invariant 3): that a transaction is in the
-//! log a trusted node signed, and that a newer signed checkpoint extends an older one.
+//! log a trusted node signed, that a newer signed checkpoint extends an older one, and that an
+//! account's encryption key is the one its registration put on the ledger.
 
-use medledger_api::TxProofResponse;
+use medledger_api::{AccountKeyProof, TxProofResponse};
 use medledger_core::{
-    block::{BlockHeader, Checkpoint, Receipt, SignedCheckpoint},
-    keys::PublicKey,
+    Hash,
+    block::{BlockHeader, Checkpoint, Created, Genesis, Outcome, Receipt, SignedCheckpoint},
+    ids::AccountId,
+    keys::{EncryptionKey, PublicKey},
     merkle::{self, ConsistencyProof, InclusionProof},
-    tx::{MAX_TX_BYTES, SignedTransaction},
+    tx::{MAX_TX_BYTES, RegistryTx, SignedTransaction, TxBody, devices::DeviceTx},
 };
 
 use crate::error::ClientError;
@@ -118,6 +121,111 @@ fn check_inclusion(
         .map_err(|e| invalid(format!("inclusion proof against the checkpoint root: {e}")))
 }
 
+/// What a wallet trusts, authenticated under its passphrase: the network (chain id and genesis
+/// hash) and the node key that signs its checkpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrustAnchor {
+    /// The node key whose checkpoints are trusted.
+    pub node_key: PublicKey,
+    /// The network's chain id.
+    pub chain_id: String,
+    /// The hash of the network's genesis (which names the regulator's keys).
+    pub genesis: Hash,
+}
+
+/// Checks that `proof` shows `account`'s encryption key as the ledger holds it, and returns
+/// the key; only then may anything be wrapped or sealed to it.
+///
+/// An encryption key is set once, by the transaction that registers the account. So the proof
+/// must carry that transaction, included in the log under a checkpoint signed by the trusted
+/// node key, correctly signed, for this chain, registering exactly `account` (its first signing
+/// key derives the account id) with exactly this encryption key. For the regulator, whose keys
+/// are in genesis, `genesis` (served by the node) must hash to the pinned genesis hash.
+///
+/// What this does not prove: the receipt's outcome is not covered by the Merkle log, so a
+/// node could present a *refused* registration naming the same account as applied. See
+/// SECURITY.md (H5) for what bounds that.
+pub fn verify_account_key(
+    proof: &AccountKeyProof,
+    account: &AccountId,
+    anchor: &TrustAnchor,
+    genesis: Option<&Genesis>,
+) -> Result<EncryptionKey, ClientError> {
+    let refuse = |reason: String| ClientError::UnprovenKey { account: *account, reason };
+    if proof.account != *account {
+        return Err(refuse(format!("the node answered for account {}", proof.account)));
+    }
+    let Some(registration) = &proof.registration else {
+        // Only genesis accounts (the regulator) have no registration transaction.
+        let genesis = genesis
+            .ok_or_else(|| refuse("the node gave no registration transaction for it".into()))?;
+        if genesis.hash() != anchor.genesis {
+            return Err(refuse(format!(
+                "the node gave no registration transaction, and its genesis {} is not the \
+                 pinned genesis {}",
+                genesis.hash(),
+                anchor.genesis
+            )));
+        }
+        if genesis.regulator() != *account
+            || genesis.regulator_encryption_key != proof.encryption_key
+        {
+            return Err(refuse(
+                "the node gave no registration transaction, and genesis names another \
+                 regulator or another regulator key"
+                    .into(),
+            ));
+        }
+        return Ok(proof.encryption_key);
+    };
+    let tx = verify_tx_proof(registration, &anchor.node_key)
+        .map_err(|e| refuse(format!("its registration is not proven: {e}")))?;
+    tx.verify_signature()
+        .map_err(|e| refuse(format!("its registration transaction is not validly signed: {e}")))?;
+    if tx.tx.chain_id != anchor.chain_id {
+        return Err(refuse(format!(
+            "its registration is for chain {:?}, not {:?}",
+            tx.tx.chain_id, anchor.chain_id
+        )));
+    }
+    let (first_key, encryption_key) = match &tx.tx.body {
+        TxBody::Registry(RegistryTx::AdmitHospital(t)) => (t.key, t.encryption_key),
+        TxBody::Registry(RegistryTx::OnboardDoctor(t)) => (t.key, t.encryption_key),
+        TxBody::Registry(RegistryTx::RegisterPatient(t)) => (t.key, t.encryption_key),
+        TxBody::Devices(DeviceTx::Register(t)) => (t.key, t.encryption_key),
+        other => {
+            return Err(refuse(format!(
+                "the transaction offered as its registration is a {}",
+                other.kind()
+            )));
+        }
+    };
+    if AccountId::from_initial_key(&first_key) != *account {
+        return Err(refuse(format!(
+            "the transaction offered as its registration registers account {}",
+            AccountId::from_initial_key(&first_key)
+        )));
+    }
+    match &registration.receipt.outcome {
+        Outcome::Applied {
+            created:
+                Some(Created::Account { account: made } | Created::Patient { account: made, .. }),
+        } if made == account => {}
+        other => {
+            return Err(refuse(format!(
+                "the receipt of its registration does not say it created the account: {other:?}"
+            )));
+        }
+    }
+    if encryption_key != proof.encryption_key {
+        return Err(refuse(format!(
+            "the node says its key is {}, but its registration on the ledger set {}",
+            proof.encryption_key, encryption_key
+        )));
+    }
+    Ok(encryption_key)
+}
+
 /// Checks that `new` extends `old`: both signed by `trusted`, the same chain, neither log size
 /// nor height nor time going backwards, and `proof` leading from `old`'s root to `new`'s root.
 ///
@@ -193,14 +301,7 @@ pub fn check_consistency(
 
 #[cfg(test)]
 mod tests {
-    use medledger_core::{
-        Hash,
-        block::{BlockHeader, Checkpoint, Outcome, Receipt},
-        ids::AccountId,
-        keys::SigningKey,
-        merkle::MerkleLog,
-        tx::{RegistryTx, Transaction, TxBody},
-    };
+    use medledger_core::{keys::SigningKey, merkle::MerkleLog, tx::Transaction};
 
     use super::*;
 
@@ -447,5 +548,177 @@ mod tests {
             check_consistency(&old, &foreign, &good_proof, &trusted),
             Err(ClientError::UntrustedCheckpoint { .. })
         ));
+    }
+
+    /// A registration of a new patient account by a hospital, proven in a log of 5 under a
+    /// checkpoint signed by `node`: (proof, the patient's account, the anchor).
+    fn key_proof(node: &SigningKey) -> (AccountKeyProof, AccountId, TrustAnchor) {
+        use medledger_core::{
+            keys::DecryptionKey,
+            tx::{RegisterPatient, SealedRef},
+        };
+        let hospital = SigningKey::from_seed([9; 32]);
+        let patient = SigningKey::generate();
+        let account = AccountId::from_initial_key(&patient.public_key());
+        let encryption_key = DecryptionKey::generate().public_key();
+        let sealed = SealedRef { blob: Hash::of(b"d"), commitment: Hash::of(b"c") };
+        let registration = Transaction {
+            chain_id: CHAIN.into(),
+            signer: AccountId::from_initial_key(&hospital.public_key()),
+            nonce: 1,
+            body: TxBody::Registry(RegistryTx::RegisterPatient(RegisterPatient {
+                key: patient.public_key(),
+                encryption_key,
+                details: sealed,
+                attendant: sealed,
+            })),
+        }
+        .sign(&hospital);
+        let mut all = txs(4, 0);
+        all.insert(2, registration.clone());
+        let log = log_of(&all);
+        let resp = TxProofResponse {
+            tx_hex: hex::encode(registration.encode()),
+            receipt: Receipt {
+                tx_hash: registration.hash(),
+                height: 1,
+                log_index: 2,
+                outcome: Outcome::Applied {
+                    created: Some(Created::Patient {
+                        account,
+                        patient_id: medledger_core::ids::PatientId(12345),
+                    }),
+                },
+            },
+            header: BlockHeader {
+                height: 1,
+                prev_hash: Hash::default(),
+                time_ms: 1_700_000_000_001,
+                tx_count: 5,
+                tx_root: log.root(),
+                log_size: 5,
+                log_root: log.root(),
+            },
+            checkpoint: checkpoint(&log, 5, 1, node),
+            inclusion: log.inclusion_proof(2, 5).unwrap(),
+        };
+        let anchor = TrustAnchor {
+            node_key: node.public_key(),
+            chain_id: CHAIN.into(),
+            genesis: Hash::of(b"genesis"),
+        };
+        (AccountKeyProof { account, encryption_key, registration: Some(resp) }, account, anchor)
+    }
+
+    fn assert_unproven(r: Result<EncryptionKey, ClientError>, what: &str) {
+        match r {
+            Err(ClientError::UnprovenKey { .. }) => {}
+            other => panic!("{what}: expected the key to be refused, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_registered_key_is_proven() {
+        let node = SigningKey::generate();
+        let (proof, account, anchor) = key_proof(&node);
+        assert_eq!(
+            verify_account_key(&proof, &account, &anchor, None).unwrap(),
+            proof.encryption_key
+        );
+    }
+
+    #[test]
+    fn a_swapped_or_unproven_key_is_refused() {
+        use medledger_core::keys::DecryptionKey;
+        let node = SigningKey::generate();
+        let (good, account, anchor) = key_proof(&node);
+        let attacker = DecryptionKey::generate().public_key();
+
+        // The key swapped in the answer, the registration left alone.
+        let mut p = good.clone();
+        p.encryption_key = attacker;
+        let err = verify_account_key(&p, &account, &anchor, None).unwrap_err();
+        assert!(err.to_string().contains("refusing to use the encryption key"), "{err}");
+        assert_unproven(Err(err), "swapped key");
+
+        // The key swapped everywhere it appears, the transaction too: its hash no longer matches.
+        let mut p = good.clone();
+        let reg = p.registration.as_mut().unwrap();
+        reg.tx_hex = reg.tx_hex.replace(&good.encryption_key.to_string(), &attacker.to_string());
+        assert_ne!(reg.tx_hex, good.registration.as_ref().unwrap().tx_hex);
+        p.encryption_key = attacker;
+        assert_unproven(verify_account_key(&p, &account, &anchor, None), "swapped everywhere");
+
+        // Asked for another account, or for the right account by another answer.
+        let other = AccountId([7; 20]);
+        assert_unproven(verify_account_key(&good, &other, &anchor, None), "other account");
+        let mut p = good.clone();
+        p.account = other;
+        assert_unproven(verify_account_key(&p, &other, &anchor, None), "registration of another");
+
+        // Another node key, another chain.
+        let foreign =
+            TrustAnchor { node_key: SigningKey::generate().public_key(), ..anchor.clone() };
+        assert_unproven(verify_account_key(&good, &account, &foreign, None), "foreign node");
+        let elsewhere = TrustAnchor { chain_id: "elsewhere".into(), ..anchor.clone() };
+        assert_unproven(verify_account_key(&good, &account, &elsewhere, None), "other chain");
+
+        // A receipt that does not say the account was created.
+        let mut p = good.clone();
+        p.registration.as_mut().unwrap().receipt.outcome = Outcome::Applied { created: None };
+        assert_unproven(verify_account_key(&p, &account, &anchor, None), "no creation");
+
+        // Some other proven transaction offered as the registration.
+        let (mut p, _, _) = key_proof(&node);
+        p.account = account;
+        p.encryption_key = good.encryption_key;
+        assert_unproven(verify_account_key(&p, &account, &anchor, None), "another registration");
+
+        // No registration at all: only the pinned genesis' regulator may have none.
+        let mut p = good.clone();
+        p.registration = None;
+        assert_unproven(verify_account_key(&p, &account, &anchor, None), "no registration");
+    }
+
+    #[test]
+    fn the_regulator_key_is_proven_by_the_pinned_genesis_only() {
+        use medledger_core::keys::DecryptionKey;
+        let node = SigningKey::generate();
+        let regulator = SigningKey::generate();
+        let genesis = Genesis {
+            chain_id: CHAIN.into(),
+            time_ms: 1,
+            regulator_key: regulator.public_key(),
+            regulator_encryption_key: DecryptionKey::generate().public_key(),
+            node_key: node.public_key(),
+        };
+        let anchor = TrustAnchor {
+            node_key: node.public_key(),
+            chain_id: CHAIN.into(),
+            genesis: genesis.hash(),
+        };
+        let account = genesis.regulator();
+        let proof = AccountKeyProof {
+            account,
+            encryption_key: genesis.regulator_encryption_key,
+            registration: None,
+        };
+        assert_eq!(
+            verify_account_key(&proof, &account, &anchor, Some(&genesis)).unwrap(),
+            genesis.regulator_encryption_key
+        );
+        // A served genesis with another regulator encryption key is not the pinned one.
+        let mut forged = genesis.clone();
+        forged.regulator_encryption_key = DecryptionKey::generate().public_key();
+        let swapped =
+            AccountKeyProof { encryption_key: forged.regulator_encryption_key, ..proof.clone() };
+        assert_unproven(
+            verify_account_key(&swapped, &account, &anchor, Some(&forged)),
+            "forged genesis",
+        );
+        assert_unproven(
+            verify_account_key(&swapped, &account, &anchor, Some(&genesis)),
+            "swapped key",
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use medledger_core::{
     Hash,
-    block::{BlockHeader, Checkpoint, Outcome, Receipt},
+    block::{BlockHeader, Checkpoint, Created, Outcome, Receipt},
     encoding,
     ids::{AccountId, PatientId},
     merkle::{ConsistencyProof, InclusionProof},
@@ -142,6 +142,35 @@ impl Ledger {
             tx,
             header,
         })
+    }
+
+    /// The applied transaction that created `account` and set its encryption key (encryption
+    /// keys are never changed afterwards), or `None` for an account created by genesis (the
+    /// regulator) or no such account. Found in the block at the account's `created_at` by its
+    /// receipt, which names the account created.
+    pub fn registration_of(&self, account: &AccountId) -> Result<Option<TxRecord>, LedgerError> {
+        let Some(a) = self.account(account)? else { return Ok(None) };
+        if a.created_at == 0 {
+            return Ok(None);
+        }
+        let header = self.header(a.created_at)?.ok_or_else(|| {
+            LedgerError::Corrupt(format!("block {} of account {account} missing", a.created_at))
+        })?;
+        let first = header.log_size - u64::from(header.tx_count);
+        for (i, outcome) in self.outcomes_at(a.created_at)?.into_iter().enumerate() {
+            if let Outcome::Applied {
+                created:
+                    Some(Created::Account { account: made } | Created::Patient { account: made, .. }),
+            } = outcome
+                && made == *account
+            {
+                return self.transaction_at(first + i as u64);
+            }
+        }
+        Err(LedgerError::Corrupt(format!(
+            "no transaction in block {} created account {account}",
+            a.created_at
+        )))
     }
 
     /// A block header.

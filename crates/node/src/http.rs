@@ -14,8 +14,8 @@ use axum::{
     routing::{get, post, put},
 };
 use medledger_api::{
-    AccountView, BatchItem, BlobStored, ConsistencyQuery, ConsistencyResponse, DoctorView,
-    ErrorBody, Health, HospitalView, PatientView, TxProofResponse, paths,
+    AccountKeyProof, AccountView, BatchItem, BlobStored, ConsistencyQuery, ConsistencyResponse,
+    DoctorView, ErrorBody, Health, HospitalView, PatientView, TxProofResponse, paths,
 };
 use medledger_core::{
     Hash,
@@ -149,6 +149,7 @@ pub fn router(state: AppState) -> Router {
         .route(paths::HOSPITALS, get(hospitals))
         .route(paths::DOCTORS, get(doctors))
         .route(&format!("{}/{{id}}", paths::ACCOUNTS), get(account))
+        .route(&format!("{}/{{id}}/{}", paths::ACCOUNTS, paths::ENCRYPTION_KEY), get(account_key))
         .route(&format!("{}/{{id}}", paths::PATIENTS), get(patient))
         .route(
             paths::BLOBS,
@@ -469,6 +470,37 @@ async fn account(
         suspended: a.suspended,
         patient_id: state.ledger.patient_id_of(&id)?,
     }))
+}
+
+/// An account's encryption key with the registration that set it, proven against a checkpoint
+/// signed now: what a wallet checks before wrapping a key or sealing details to the account.
+async fn account_key(
+    State(state): State<AppState>,
+    _: Signed,
+    Path(id): Path<String>,
+) -> ApiResult<AccountKeyProof> {
+    let id = parse_account(&id)?;
+    let a = state
+        .ledger
+        .account(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("no account {id}")))?;
+    let registration = match state.ledger.registration_of(&id)? {
+        None => None,
+        Some(record) => {
+            let checkpoint = signed_checkpoint(&state);
+            let inclusion = state
+                .ledger
+                .inclusion_proof(record.receipt.log_index, checkpoint.checkpoint.log_size)?;
+            Some(TxProofResponse {
+                tx_hex: hex::encode(record.tx.encode()),
+                receipt: record.receipt,
+                header: record.header,
+                checkpoint,
+                inclusion,
+            })
+        }
+    };
+    Ok(Json(AccountKeyProof { account: id, encryption_key: a.encryption_key, registration }))
 }
 
 async fn patient(

@@ -35,7 +35,7 @@ fn kill_minus_9_under_load_loses_no_acknowledged_transaction() {
     let mut node = Node::start(&tmp.path().join("data"));
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let wallet = Wallet::load(node.regulator_wallet()).unwrap();
+    let mut wallet = Wallet::load(node.regulator_wallet()).unwrap();
     let regulator = wallet.unlock(PASS).unwrap();
     // Reads are signed; the regulator reads here.
     let client = NodeClient::new(&node.url)

@@ -192,7 +192,7 @@ fn session_view(s: &Setup) -> serde_json::Value {
 
 /// The device alerts in an account's event stream, from the start.
 fn alert_events(wallet_path: &str, url: &str) -> Vec<(u64, u64)> {
-    let w = Wallet::load(wallet_path).unwrap();
+    let mut w = Wallet::load(wallet_path).unwrap();
     let identity = w.unlock(PASS).unwrap();
     let me = w.account();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -220,7 +220,7 @@ fn an_abnormal_reading_reaches_the_doctors_hospital_within_a_second_and_reads_ba
     let mut node = Node::start(&tmp.path().join("data"));
     let s = setup(tmp.path(), &node);
     let env = [("MEDLEDGER_NODE", s.url.as_str())];
-    let hospital_wallet = Wallet::load(&s.c.hospital).unwrap();
+    let mut hospital_wallet = Wallet::load(&s.c.hospital).unwrap();
     let hospital = hospital_wallet.account();
 
     // The hospital watches its event stream while the device streams 40 readings, the 12th an

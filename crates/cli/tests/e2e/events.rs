@@ -25,7 +25,7 @@ fn events_arrive_at_once_and_resume_without_gaps_or_repeats() {
     let c = cast(tmp.path(), &node);
     let url = node.url.clone();
     let env = [("MEDLEDGER_NODE", url.as_str())];
-    let patient_wallet = Wallet::load(&c.patient).unwrap();
+    let mut patient_wallet = Wallet::load(&c.patient).unwrap();
     let patient = patient_wallet.account();
 
     // A live subscriber sees a grant within a second of its receipt.
@@ -69,7 +69,7 @@ fn events_arrive_at_once_and_resume_without_gaps_or_repeats() {
         assert!(lag < Duration::from_secs(1), "the event arrived {lag:?} after the receipt");
 
         // Someone else's stream is refused.
-        let doctor_wallet = Wallet::load(&c.doctor).unwrap();
+        let mut doctor_wallet = Wallet::load(&c.doctor).unwrap();
         let doctor = doctor_wallet.unlock(PASS).unwrap();
         // Signed as the doctor, for the patient's stream: forbidden.
         let path = format!("/v1/events/{patient}");

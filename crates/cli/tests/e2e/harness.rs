@@ -350,7 +350,7 @@ impl Node {
 
     /// A GET signed by the regulator (every read but health, metrics and genesis is signed).
     pub fn regulator_get(&self, path: &str) -> Response {
-        let wallet = medledger_client::Wallet::load(self.regulator_wallet()).expect("wallet");
+        let mut wallet = medledger_client::Wallet::load(self.regulator_wallet()).expect("wallet");
         let identity = wallet.unlock(PASS).expect("unlock the regulator");
         signed_http(self.port, &identity.signing, wallet.account(), "GET", path, b"")
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))

@@ -49,7 +49,7 @@ fn assert_refused(
 fn malformed_and_bad_signature_submissions_are_refused_over_http() {
     let tmp = tempdir();
     let node = Node::start(&tmp.path().join("data"));
-    let wallet = Wallet::load(node.regulator_wallet()).unwrap();
+    let mut wallet = Wallet::load(node.regulator_wallet()).unwrap();
     let regulator = wallet.unlock(PASS).unwrap();
     let chain = node.health()["chain_id"].as_str().unwrap().to_owned();
     assert_eq!(chain, "medledger-local");

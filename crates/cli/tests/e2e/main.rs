@@ -18,3 +18,4 @@ mod registry;
 mod signed_reads;
 mod startup;
 mod tamper;
+mod wallet_trust;

@@ -172,7 +172,7 @@ fn records_are_encrypted_audited_and_erasable() {
 
     // One flipped byte in the stored ciphertext: the read is refused, the damage reported,
     // nothing served and no access logged.
-    let patient_wallet = Wallet::load(&c.patient).unwrap();
+    let mut patient_wallet = Wallet::load(&c.patient).unwrap();
     let patient_identity = patient_wallet.unlock(PASS).unwrap();
     let signer = Signer::new(patient_identity.signing.clone(), patient_wallet.account());
     let client = NodeClient::new(&node.url).unwrap().signed_by(signer);
@@ -297,7 +297,7 @@ fn kill_minus_9_during_an_upload_and_during_a_read() {
     let vault = node.dir.join("vault");
     let blobs_before = blob_files(&vault);
 
-    let patient_wallet = Wallet::load(&c.patient).unwrap();
+    let mut patient_wallet = Wallet::load(&c.patient).unwrap();
     let identity = patient_wallet.unlock(PASS).unwrap();
     let me = patient_wallet.account();
     let client =

@@ -28,7 +28,7 @@ fn consent_state_is_read_by_signed_requests_only() {
     let node = Node::start(&tmp.path().join("data"));
     let c = cast(tmp.path(), &node);
     let env = [("MEDLEDGER_NODE", node.url.as_str())];
-    let patient_wallet = Wallet::load(&c.patient).unwrap();
+    let mut patient_wallet = Wallet::load(&c.patient).unwrap();
     let patient_account = patient_wallet.account().to_string();
     ok(
         &[
@@ -143,7 +143,7 @@ fn the_audit_trail_is_the_patients_and_the_regulator_sees_counts() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let client = NodeClient::new(&node.url).unwrap();
-        let wallet = Wallet::load(&c.doctor).unwrap();
+        let mut wallet = Wallet::load(&c.doctor).unwrap();
         let identity = wallet.unlock(PASS).unwrap();
         let chain = client.genesis().await.unwrap().chain_id;
         for (n, category) in [(1, RecordCategory::LabReport), (2, RecordCategory::Psychiatry)] {

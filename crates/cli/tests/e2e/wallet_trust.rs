@@ -1,0 +1,240 @@
+//! The wallet trusts only what it can authenticate (H5): a key-swapping proxy between wallet and
+//! node gets nothing wrapped to its key, and an edited wallet file is refused before any
+//! network use.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use medledger_core::keys::DecryptionKey;
+
+use crate::{harness::*, registry::cast};
+
+/// A real HTTP relay on 127.0.0.1 in front of the node: forwards every request (one per
+/// connection), and in every response replaces the hex of `victim` with the hex of
+/// `attacker`, as a man in the middle would. Stops itself when dropped or after a time limit.
+struct KeySwappingProxy {
+    url: String,
+    /// "METHOD path" of every request relayed, in order.
+    seen: Arc<Mutex<Vec<String>>>,
+    /// How many responses had the victim's key swapped.
+    swaps: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl KeySwappingProxy {
+    fn start(node_port: u16, victim: String, attacker: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let swaps = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, w, st) = (seen.clone(), swaps.clone(), stop.clone());
+        let handle = thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while !st.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let (s, w, victim, attacker) =
+                            (s.clone(), w.clone(), victim.clone(), attacker.clone());
+                        thread::spawn(move || {
+                            let _ = relay(conn, node_port, &victim, &attacker, &s, &w);
+                        });
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Self { url, seen, swaps, stop, handle: Some(handle) }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for KeySwappingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Relays one request from `conn` to the node and the rewritten answer back.
+fn relay(
+    conn: TcpStream,
+    node_port: u16,
+    victim: &str,
+    attacker: &str,
+    seen: &Mutex<Vec<String>>,
+    swaps: &AtomicUsize,
+) -> std::io::Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(LIMIT))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let (method, path) =
+        (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
+    let (mut len, mut headers) = (0usize, Vec::new());
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let Some((name, value)) = h.split_once(':') else { continue };
+        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_owned());
+        match name.as_str() {
+            "content-length" => len = value.parse().unwrap_or(0),
+            "x-medledger-auth" | "accept" => headers.push((name, value)),
+            _ => {}
+        }
+    }
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body)?;
+    seen.lock().unwrap().push(format!("{method} {path}"));
+    let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let answer = request(node_port, &method, &path, &body, &pairs)?;
+    let mut out = answer.body;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    if text.contains(victim) {
+        out = text.replace(victim, attacker).into_bytes();
+        swaps.fetch_add(1, Ordering::Relaxed);
+    }
+    let mut conn = conn;
+    write!(
+        conn,
+        "HTTP/1.1 {} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n",
+        answer.status,
+        out.len()
+    )?;
+    conn.write_all(&out)?;
+    conn.flush()
+}
+
+fn pmr_of(out: &str) -> String {
+    let start = out.find("record ").expect("a record line") + "record ".len();
+    out[start..].split_whitespace().next().unwrap().to_owned()
+}
+
+#[test]
+fn a_key_swapping_proxy_gets_nothing_and_an_edited_wallet_is_refused_offline() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let file = tmp.path().join("scan.txt");
+    std::fs::write(&file, b"knee MRI, no effusion").unwrap();
+    let out = ok(
+        &["record", "add", "--wallet", &c.doctor, "--patient", &c.patient_id]
+            .into_iter()
+            .chain(["--file", &file.display().to_string(), "--category", "imaging"])
+            .chain(["--date", "2021-01-26", "--title", "MRI knee"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let pmr = pmr_of(&out);
+
+    // The patient shares the record's key with the doctor through a proxy that swaps the
+    // doctor's encryption key for the attacker's wherever it appears.
+    let card = ok(&["wallet", "show", "--wallet", &c.doctor, "--identity-only"], &[]);
+    let doctor_key = card.trim().rsplit(':').next().unwrap().to_owned();
+    let attacker = DecryptionKey::generate().public_key().to_string();
+    let proxy = KeySwappingProxy::start(node.port, doctor_key.clone(), attacker.clone());
+    let share = ["record", "share", &pmr, "--wallet", &c.patient, "--with", &c.doctor_account];
+    let err = fails(&share, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
+    assert!(err.contains("refusing to use the encryption key"), "{err}");
+    assert!(err.contains(&c.doctor_account), "{err}");
+    let seen = proxy.seen();
+    assert!(proxy.swaps.load(Ordering::Relaxed) > 0, "the proxy swapped nothing: {seen:?}");
+    assert!(seen.iter().any(|r| r.ends_with("/encryption-key")), "{seen:?}");
+    // Nothing was wrapped: no blob stored, no transaction submitted through the proxy.
+    assert!(
+        !seen.iter().any(|r| r.starts_with("PUT ") || r.starts_with("POST ")),
+        "something was sent after the swap: {seen:?}"
+    );
+
+    // The same share straight to the node succeeds: the refusal was the swap, nothing else.
+    let out = ok(&share, &env);
+    assert!(out.contains("wrapped to"), "{out}");
+
+    // An edited wallet file (node URL pointed at the proxy, another pinned node key) is refused
+    // before any network use.
+    let before = proxy.seen().len();
+    let original: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&c.patient).unwrap()).unwrap();
+    let tampered = tmp.path().join("tampered.wallet.json");
+    let tampered_s = tampered.display().to_string();
+    let mallory_node = medledger_core::keys::SigningKey::generate().public_key().to_string();
+    for edit in [
+        ("node_url", serde_json::Value::from(proxy.url.as_str())),
+        ("trusted_node_key", serde_json::Value::from(mallory_node.as_str())),
+        ("trusted_node_key", serde_json::Value::Null),
+        ("chain_id", serde_json::Value::from("elsewhere")),
+    ] {
+        let mut j = original.clone();
+        j[edit.0] = edit.1.clone();
+        std::fs::write(&tampered, serde_json::to_vec_pretty(&j).unwrap()).unwrap();
+        let err = fails(
+            &["record", "share", &pmr, "--wallet", &tampered_s, "--with", &c.doctor_account],
+            &[],
+        );
+        assert!(err.contains("the wallet file has been tampered with"), "{edit:?}: {err}");
+    }
+    assert_eq!(proxy.seen().len(), before, "a tampered wallet talked to the network");
+
+    // The same edits in the older, unauthenticated format: the identity unlocks, but the pin is
+    // not carried over, and the wallet says how to pin again; nothing goes over the network.
+    let mut j = original.clone();
+    j["version"] = 1.into();
+    j.as_object_mut().unwrap().remove("state_mac");
+    j["node_url"] = proxy.url.as_str().into();
+    std::fs::write(&tampered, serde_json::to_vec_pretty(&j).unwrap()).unwrap();
+    let err = fails(
+        &["record", "share", &pmr, "--wallet", &tampered_s, "--with", &c.doctor_account],
+        &[],
+    );
+    assert!(err.contains("older medledger") && err.contains("wallet pin"), "{err}");
+    assert_eq!(proxy.seen().len(), before, "an unpinned wallet talked to the network");
+
+    // Pinning is explicit, and checks the node key the user expects.
+    let genesis: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(node.dir.join("genesis.json")).unwrap()).unwrap();
+    let node_key = genesis["node_key"].as_str().expect("genesis names the node key").to_owned();
+    let err = fails(
+        &[
+            "wallet",
+            "pin",
+            "--wallet",
+            &tampered_s,
+            "--node",
+            &node.url,
+            "--node-key",
+            &mallory_node,
+        ],
+        &[],
+    );
+    assert!(err.contains("not the"), "{err}");
+    let out = ok(
+        &["wallet", "pin", "--wallet", &tampered_s, "--node", &node.url, "--node-key", &node_key],
+        &[],
+    );
+    assert!(out.contains(&format!("node key {node_key}")), "{out}");
+    let out = ok(&["wallet", "show", "--wallet", &tampered_s, "--ledger"], &[]);
+    assert!(out.contains("role:"), "{out}");
+}
