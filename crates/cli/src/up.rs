@@ -27,6 +27,12 @@ pub struct Args {
     /// The network's name (first run only).
     #[arg(long, default_value = "medledger-local")]
     chain_id: String,
+    /// Free space (MiB) to keep on the data directory's file system: below it the node refuses
+    /// new transactions (audited reads included, as they commit an access event) and vault
+    /// uploads with HTTP 507 `disk_full`, keeps serving other reads, and resumes by itself
+    /// once space returns.
+    #[arg(long, default_value_t = medledger_node::storage::DEFAULT_DISK_RESERVE_BYTES / medledger_node::storage::MIB)]
+    disk_reserve_mb: u64,
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -42,10 +48,18 @@ pub async fn run(args: Args) -> Result<()> {
         "starting the medledger node on {url}: checking the ledger in {}",
         args.data_dir.display()
     );
-    medledger_node::serve(&dir, listener, async {
-        let _ = tokio::signal::ctrl_c().await;
-        eprintln!("shutting down");
-    })
+    let options = medledger_node::NodeOptions {
+        disk_reserve_bytes: args.disk_reserve_mb.saturating_mul(medledger_node::storage::MIB),
+    };
+    medledger_node::serve_with(
+        &dir,
+        listener,
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("shutting down");
+        },
+        options,
+    )
     .await
     .context("the node stopped")?;
     Ok(())

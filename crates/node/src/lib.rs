@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod producer;
 pub mod raft;
 mod records;
+pub mod storage;
 
 use std::{future::Future, sync::Arc};
 
@@ -40,16 +41,56 @@ pub enum NodeError {
     /// Serving failed.
     #[error("server: {0}")]
     Serve(#[from] std::io::Error),
+    /// The Raft log or the ledger could not be written or fsynced: the node stopped rather than
+    /// go on without durable storage. Restart it once the storage is repaired; it recovers
+    /// every acknowledged transaction from its Raft log.
+    #[error(
+        "storage fault, the node stopped: {0}; repair the storage (free space, check the disk) and restart the node, which recovers from its Raft log"
+    )]
+    StorageFault(String),
 }
 
-/// Runs a node on `dir`, serving on `listener` until `shutdown` completes. The ledger is
-/// checked before anything is served; a corrupt ledger is refused.
+/// How a node runs, beyond its data directory and address.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Free space kept on the data directory's file system: below it the node refuses new
+    /// transactions and uploads (HTTP 507 `disk_full`) until space returns.
+    pub disk_reserve_bytes: u64,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self { disk_reserve_bytes: storage::DEFAULT_DISK_RESERVE_BYTES }
+    }
+}
+
+/// After a storage fault, `/health` reports it for this long before the node stops serving
+/// (so that a monitor sees why), and the server gets this long again to finish its requests.
+pub const FAIL_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs a node on `dir` with the default [`NodeOptions`], serving on `listener` until
+/// `shutdown` completes. The ledger is checked before anything is served; a corrupt ledger is
+/// refused.
 pub async fn serve(
     dir: &DataDir,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
+    serve_with(dir, listener, shutdown, NodeOptions::default()).await
+}
+
+/// Runs a node on `dir`, serving on `listener` until `shutdown` completes or a storage fault
+/// stops it ([`NodeError::StorageFault`], after [`FAIL_STOP_GRACE`]).
+pub async fn serve_with(
+    dir: &DataDir,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    options: NodeOptions,
+) -> Result<(), NodeError> {
     let started = std::time::Instant::now();
+    let disk = storage::DiskGuard::new(dir.root(), options.disk_reserve_bytes)
+        .map_err(|e| NodeError::DataDir(format!("{}: {e}", dir.root().display())))?;
+    let fault = Arc::new(storage::StorageFault::default());
     let ledger = Arc::new(tokio::task::block_in_place(|| Ledger::open(&dir.ledger()))?);
     // Raft's log is fsynced before any block is applied and is re-applied after a crash, so
     // the ledger file need not be fsynced for every block.
@@ -60,11 +101,19 @@ pub async fn serve(
     let preverified = raft::PreVerified::default();
     let addr = listener.local_addr()?.to_string();
     let (applied_tx, applied_rx) = tokio::sync::watch::channel(ledger.tip().height);
-    let raft =
-        raft::start(ledger.clone(), &dir.raft_log(), 1, &addr, preverified.clone(), applied_tx)
-            .await
-            .map_err(NodeError::Raft)?;
+    let raft = raft::start(
+        ledger.clone(),
+        &dir.raft_log(),
+        1,
+        &addr,
+        preverified.clone(),
+        applied_tx,
+        fault.clone(),
+    )
+    .await
+    .map_err(NodeError::Raft)?;
     raft::wait_until_caught_up(&raft, 1).await.map_err(NodeError::Raft)?;
+    let raft_watch = tokio::spawn(raft::report_fatal(raft.clone(), fault.clone()));
     let (queue_tx, queue_rx) = mpsc::channel(producer::QUEUE);
     let producer = tokio::spawn(producer::run(raft.clone(), ledger.clone(), preverified, queue_rx));
     let janitor = tokio::spawn(janitor::run(
@@ -83,6 +132,8 @@ pub async fn serve(
         denials: Arc::default(),
         read_denials: Arc::default(),
         applied: applied_rx,
+        disk: Arc::new(disk),
+        fault: fault.clone(),
     };
     tracing::info!(
         %addr,
@@ -91,10 +142,45 @@ pub async fn serve(
         startup_ms = started.elapsed().as_millis() as u64,
         "serving"
     );
-    axum::serve(listener, http::router(state)).with_graceful_shutdown(shutdown).await?;
+    // Stop on the caller's signal, or a while after a storage fault (so that /health says
+    // why first); and do not wait for ever for open connections (event streams) after a fault.
+    let stop = {
+        let fault = fault.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = fault.reported() => tokio::time::sleep(FAIL_STOP_GRACE).await,
+            }
+        }
+    };
+    let server = axum::serve(listener, http::router(state)).with_graceful_shutdown(stop);
+    let fault_deadline = {
+        let fault = fault.clone();
+        async move {
+            fault.reported().await;
+            tokio::time::sleep(2 * FAIL_STOP_GRACE).await;
+        }
+    };
+    tokio::select! {
+        served = server => served?,
+        () = fault_deadline => {}
+    }
     let _ = raft.shutdown().await;
     producer.abort();
     janitor.abort();
+    raft_watch.abort();
+    // Return once the tasks that shared the ledger have let go of it (the aborted ones drop
+    // their state when the runtime next polls them), so that its file lock is released and the
+    // node can be started again in this process.
+    let released = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while Arc::strong_count(&ledger) > 1 && std::time::Instant::now() < released {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    if let Some(reason) = fault.reason() {
+        // Nothing more is written after a storage fault, not even the ledger's final fsync:
+        // the restart recovers from the Raft log.
+        return Err(NodeError::StorageFault(reason));
+    }
     ledger.flush()?;
     Ok(())
 }
