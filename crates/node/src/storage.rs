@@ -126,6 +126,10 @@ impl DiskGuard {
     /// Admits a write of about `incoming` bytes, or refuses it if free space (less what was
     /// admitted since the last reading, less `incoming`) would be below the reserve.
     pub fn admit(&self, incoming: u64) -> Result<(), DiskFull> {
+        if self.reserve == 0 {
+            // No reserve (`--disk-reserve-mb 0`): nothing to keep, no reading to take.
+            return Ok(());
+        }
         let mut r = self.reading.lock().unwrap_or_else(|p| p.into_inner());
         if r.at.elapsed() >= RECHECK_EVERY || r.admitted_since >= self.reserve / 4 {
             self.reread(&mut r);
