@@ -225,7 +225,8 @@ pub struct PatientView {
 /// Liveness and tip.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
-    /// Always "ok" when served.
+    /// "ok"; "disk_full" (HTTP 200: reads are served, writes refused until space returns); or
+    /// "storage_fault" (HTTP 503: the node is stopping after a failed write or fsync).
     pub status: String,
     /// The network.
     pub chain_id: String,
@@ -233,6 +234,9 @@ pub struct Health {
     pub height: u64,
     /// Log size.
     pub log_size: u64,
+    /// Why the status is not "ok".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Response to storing a blob.

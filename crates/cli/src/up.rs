@@ -50,6 +50,12 @@ pub struct Args {
     /// Seconds requests in flight get to finish when the node is stopped (SIGINT, SIGTERM).
     #[arg(long, default_value_t = Limits::default().shutdown_grace.as_secs())]
     shutdown_grace_secs: u64,
+    /// Free space (MiB) to keep on the data directory's file system: below it the node refuses
+    /// new transactions (audited reads included, as they commit an access event) and vault
+    /// uploads with HTTP 507 `disk_full`, keeps serving other reads, and resumes by itself
+    /// once space returns.
+    #[arg(long, default_value_t = medledger_node::storage::DEFAULT_DISK_RESERVE_BYTES / medledger_node::storage::MIB)]
+    disk_reserve_mb: u64,
 }
 
 impl Args {
@@ -102,7 +108,11 @@ pub async fn run(args: Args) -> Result<()> {
         "starting the medledger node on {url}: checking the ledger in {}",
         args.data_dir.display()
     );
-    medledger_node::serve_with(&dir, listener, limits, stop_signal()?)
+    let options = medledger_node::NodeOptions {
+        limits,
+        disk_reserve_bytes: args.disk_reserve_mb.saturating_mul(medledger_node::storage::MIB),
+    };
+    medledger_node::serve_with(&dir, listener, options, stop_signal()?)
         .await
         .context("the node stopped")?;
     eprintln!("the node stopped cleanly");

@@ -127,6 +127,11 @@ impl Ledger {
             meta.insert(META_STATE_DIGEST, digest.as_slice())?;
             meta.insert(META_APPLIED_MARKER, marker)?;
         }
+        // The node's fault tests inject a failed commit (an I/O error or a failed fsync) here.
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("ledger-commit", |_| Err(LedgerError::Storage(
+            "injected I/O error committing the block (failpoint ledger-commit)".into()
+        )));
         txn.commit()?;
 
         writer.tip = tip;

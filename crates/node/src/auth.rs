@@ -80,12 +80,15 @@ pub fn authenticate(
         .map_err(|_| unauthenticated("the request signature does not verify"))?;
     // One answer whether the account does not exist or the key is not its active key, so that
     // a stranger cannot tell which accounts exist.
-    let active = ledger.account(&auth.account).map_err(ApiError::from)?.and_then(|a| a.key);
-    if active != Some(auth.key) {
-        return Err(unauthenticated(format!(
+    let not_active = || {
+        unauthenticated(format!(
             "the signing key is not the active key of account {}",
             auth.account
-        )));
+        ))
+    };
+    let account = ledger.account(&auth.account).map_err(ApiError::from)?.ok_or_else(not_active)?;
+    if account.key != Some(auth.key) {
+        return Err(not_active());
     }
     if !guard.first_use(auth.account, auth.nonce, now)? {
         return Err(unauthenticated("replayed request: this nonce was already used"));

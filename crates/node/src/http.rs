@@ -67,6 +67,10 @@ pub struct AppState {
     pub large_bodies: Arc<crate::limits::BodyGate>,
     /// Turns for the other buffered bodies.
     pub small_bodies: Arc<crate::limits::BodyGate>,
+    /// Free space of the data directory's file system: writes are refused below the reserve.
+    pub disk: Arc<crate::storage::DiskGuard>,
+    /// A storage fault that stops the node, once there is one.
+    pub fault: Arc<crate::storage::StorageFault>,
 }
 
 /// An error response: a status and a JSON body.
@@ -103,6 +107,30 @@ impl ApiError {
     fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "malformed", message)
     }
+}
+
+impl From<crate::storage::DiskFull> for ApiError {
+    fn from(e: crate::storage::DiskFull) -> Self {
+        ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "disk_full", e.to_string())
+    }
+}
+
+/// The refusal of every write after a storage fault, while the node stops.
+pub(crate) fn storage_fault(reason: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_fault",
+        format!("the node hit a storage fault and is stopping: {reason}"),
+    )
+}
+
+/// Whether the node may take a write of about `incoming` bytes (a transaction or part of an
+/// upload): not after a storage fault, and not below the free-space reserve. Reads do not ask.
+pub(crate) fn writable(state: &AppState, incoming: u64) -> Result<(), ApiError> {
+    if let Some(reason) = state.fault.reason() {
+        return Err(storage_fault(&reason));
+    }
+    state.disk.admit(incoming).map_err(ApiError::from)
 }
 
 impl From<LedgerError> for ApiError {
@@ -248,8 +276,9 @@ fn receipt_of(
         .map_err(|_| {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the node stopped")
         })?
-        .map_err(|e| {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ordered", e.to_string())
+        .map_err(|e| match state.fault.reason() {
+            Some(reason) => storage_fault(&reason),
+            None => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ordered", e.to_string()),
         })?;
     state.metrics.commit_latency.observe(started.elapsed().as_secs_f64());
     state.metrics.height.set(receipt.height as i64);
@@ -287,6 +316,9 @@ pub(crate) async fn submit_checked(
 ) -> Result<Receipt, ApiError> {
     let started = Instant::now();
     let signer = tx.tx.signer;
+    // Every transaction is a write, the access transaction of an audited read included: a
+    // read whose access cannot be committed is not served.
+    writable(state, tx.encode().len() as u64)?;
     crate::admission::admit(state, &tx, ok).inspect_err(|_| {
         state.metrics.rejected.inc();
     })?;
@@ -302,6 +334,8 @@ async fn submit_batch(State(state): State<AppState>, body: Bytes) -> ApiResult<V
     let started = Instant::now();
     let txs: Vec<SignedTransaction> = encoding::decode("transaction batch", &body, MAX_BATCH_BYTES)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // The whole batch is refused when the disk is full: none of it is ordered.
+    writable(&state, body.len() as u64)?;
     if txs.len() > MAX_BLOCK_TXS {
         return Err(ApiError::bad_request(format!(
             "at most {MAX_BLOCK_TXS} transactions per batch"
@@ -534,10 +568,24 @@ pub(crate) fn vault_error(e: VaultError) -> ApiError {
             tracing::error!(error = %e, "vault corruption");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt", e.to_string())
         }
+        VaultError::Io { ref source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+            disk_full_now(e)
+        }
         VaultError::Io { .. } => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
         }
     }
+}
+
+/// The refusal of a write that ran out of space (`ENOSPC` slipped past the reserve), in the
+/// words of the reserve's refusal when the figures are at hand.
+pub(crate) fn disk_full_now(e: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %e, "a vault write ran out of space; nothing was stored");
+    ApiError::new(
+        StatusCode::INSUFFICIENT_STORAGE,
+        "disk_full",
+        format!("the node's disk is full ({e}); nothing was stored"),
+    )
 }
 
 async fn put_blob(
@@ -556,6 +604,7 @@ async fn put_blob(
         &body,
     )?;
     let size = body.len() as u64;
+    writable(&state, size)?;
     let vault = state.vault.clone();
     // Charged to the signer, within its quota: no registered identity fills the disk for free.
     let hash = tokio::task::spawn_blocking(move || vault.put_as(uploader, &body))
@@ -587,17 +636,32 @@ async fn get_blob(
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
-async fn health(State(state): State<AppState>) -> Json<Health> {
+/// `GET /health`: 200 `ok`; 200 `disk_full` with the reason while writes are refused for lack
+/// of space (the node serves reads and resumes by itself: restarting it would not help); 503
+/// `storage_fault` with the reason once the node is stopping after a storage fault.
+async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let tip = state.ledger.tip();
-    Json(Health {
-        status: "ok".into(),
+    let (code, status, reason) = match (state.fault.reason(), state.disk.full_now()) {
+        (Some(reason), _) => (StatusCode::SERVICE_UNAVAILABLE, "storage_fault", Some(reason)),
+        (None, Some(full)) => (StatusCode::OK, "disk_full", Some(full.to_string())),
+        (None, None) => (StatusCode::OK, "ok", None),
+    };
+    let health = Health {
+        status: status.into(),
         chain_id: state.ledger.chain_id().to_owned(),
         height: tip.height,
         log_size: tip.log.len(),
-    })
+        reason,
+    };
+    (code, Json(health))
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.metrics.set_storage(
+        state.disk.free_now(),
+        state.disk.reserve(),
+        state.fault.reason().is_some(),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 

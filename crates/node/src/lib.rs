@@ -17,6 +17,7 @@ pub mod producer;
 pub mod raft;
 mod records;
 pub mod server;
+pub mod storage;
 
 use std::{future::Future, sync::Arc};
 
@@ -44,30 +45,65 @@ pub enum NodeError {
     /// Serving failed.
     #[error("server: {0}")]
     Serve(#[from] std::io::Error),
+    /// The Raft log or the ledger could not be written or fsynced: the node stopped rather than
+    /// go on without durable storage. Restart it once the storage is repaired; it recovers
+    /// every acknowledged transaction from its Raft log.
+    #[error(
+        "storage fault, the node stopped: {0}; repair the storage (free space, check the disk) and restart the node, which recovers from its Raft log"
+    )]
+    StorageFault(String),
 }
 
-/// Runs a node on `dir` with the default [`Limits`], serving on `listener` until `shutdown`
-/// completes. The ledger is checked before anything is served; a corrupt ledger is refused.
+/// How a node runs, beyond its data directory and address.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Connection, body, stream and shutdown limits of the HTTP server.
+    pub limits: Limits,
+    /// Free space kept on the data directory's file system: below it the node refuses new
+    /// transactions and uploads (HTTP 507 `disk_full`) until space returns (0: no reserve).
+    pub disk_reserve_bytes: u64,
+}
+
+impl Default for NodeOptions {
+    /// [`Limits::default`] and [`storage::DEFAULT_DISK_RESERVE_BYTES`].
+    fn default() -> Self {
+        Self { limits: Limits::default(), disk_reserve_bytes: storage::DEFAULT_DISK_RESERVE_BYTES }
+    }
+}
+
+/// After a storage fault, `/health` reports it for this long before the node stops serving
+/// (so that a monitor sees why); then it stops like on a signal.
+pub const FAIL_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs a node on `dir` with the default [`NodeOptions`], serving on `listener` until
+/// `shutdown` completes. The ledger is checked before anything is served; a corrupt ledger is
+/// refused.
 pub async fn serve(
     dir: &DataDir,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
-    serve_with(dir, listener, Limits::default(), shutdown).await
+    serve_with(dir, listener, NodeOptions::default(), shutdown).await
 }
 
-/// Runs a node on `dir` under `limits`, serving on `listener` until `shutdown` completes; then
+/// Runs a node on `dir` under `options`, serving on `listener` until `shutdown` completes or
+/// a storage fault stops it ([`NodeError::StorageFault`], after [`FAIL_STOP_GRACE`]); then
 /// stops in bounded time: event streams end at once, requests in flight get
-/// `limits.shutdown_grace` to finish, Raft stops, and the ledger is synced and closed.
+/// `limits.shutdown_grace` to finish, Raft stops, and the ledger is synced and closed (not
+/// after a storage fault: the restart recovers from the Raft log).
 pub async fn serve_with(
     dir: &DataDir,
     listener: TcpListener,
-    limits: Limits,
+    options: NodeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     let started = std::time::Instant::now();
+    let limits = options.limits;
     let _lock = dir.lock()?;
     warn_widened(dir.secure()?);
+    let disk = storage::DiskGuard::new(dir.root(), options.disk_reserve_bytes)
+        .map_err(|e| NodeError::DataDir(format!("{}: {e}", dir.root().display())))?;
+    let fault = Arc::new(storage::StorageFault::default());
     let ledger = Arc::new(tokio::task::block_in_place(|| Ledger::open(&dir.ledger()))?);
     // Raft's log is fsynced before any block is applied and is re-applied after a crash, so
     // the ledger file need not be fsynced for every block.
@@ -78,13 +114,21 @@ pub async fn serve_with(
     let preverified = raft::PreVerified::default();
     let addr = listener.local_addr()?.to_string();
     let (applied_tx, applied_rx) = tokio::sync::watch::channel(ledger.tip().height);
-    let raft =
-        raft::start(ledger.clone(), &dir.raft_log(), 1, &addr, preverified.clone(), applied_tx)
-            .await
-            .map_err(NodeError::Raft)?;
+    let raft = raft::start(
+        ledger.clone(),
+        &dir.raft_log(),
+        1,
+        &addr,
+        preverified.clone(),
+        applied_tx,
+        fault.clone(),
+    )
+    .await
+    .map_err(NodeError::Raft)?;
     raft::wait_until_caught_up(&raft, 1).await.map_err(NodeError::Raft)?;
     // The Raft log and the vault index may have just been created.
     warn_widened(dir.secure()?);
+    let raft_watch = tokio::spawn(raft::report_fatal(raft.clone(), fault.clone()));
     let (queue_tx, queue_rx) = mpsc::channel(producer::QUEUE);
     let producer = tokio::spawn(producer::run(raft.clone(), ledger.clone(), preverified, queue_rx));
     let janitor = tokio::spawn(janitor::run(
@@ -118,6 +162,8 @@ pub async fn serve_with(
             4 * medledger_core::tx::MAX_TX_BYTES,
             limits.body_read_timeout,
         ),
+        disk: Arc::new(disk),
+        fault: fault.clone(),
     };
     tracing::info!(
         %addr,
@@ -126,10 +172,18 @@ pub async fn serve_with(
         startup_ms = started.elapsed().as_millis() as u64,
         "serving"
     );
-    let signal = async move {
-        shutdown.await;
-        tracing::info!("stopping: closing event streams and draining requests in flight");
-        let _ = stop_tx.send(true);
+    // Stop on the caller's signal, or a while after a storage fault (so that /health says
+    // why first).
+    let signal = {
+        let fault = fault.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = fault.reported() => tokio::time::sleep(FAIL_STOP_GRACE).await,
+            }
+            tracing::info!("stopping: closing event streams and draining requests in flight");
+            let _ = stop_tx.send(true);
+        }
     };
     tokio::join!(server::run(listener, http::router(state), &limits, metrics, stop_rx), signal);
     let stopping = std::time::Instant::now();
@@ -137,8 +191,16 @@ pub async fn serve_with(
     drop(raft);
     producer.abort();
     janitor.abort();
+    raft_watch.abort();
     let _ = producer.await;
     let _ = janitor.await;
+    let _ = raft_watch.await;
+    if let Some(reason) = fault.reason() {
+        // Nothing more is written after a storage fault, not even the ledger's final fsync:
+        // the restart recovers from the Raft log.
+        close(ledger).await;
+        return Err(NodeError::StorageFault(reason));
+    }
     ledger.flush()?;
     close(ledger).await;
     tracing::info!(
@@ -151,7 +213,7 @@ pub async fn serve_with(
 /// Drops the last handle on the ledger so that its database is closed cleanly (waiting a
 /// little for Raft's tasks to let go of theirs).
 async fn close(mut ledger: Arc<Ledger>) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         match Arc::try_unwrap(ledger) {
             Ok(last) => return drop(last),

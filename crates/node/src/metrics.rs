@@ -28,6 +28,12 @@ pub struct Metrics {
     pub connections_refused: Counter,
     /// Peak resident memory of the process (Linux; 0 elsewhere), updated when rendered.
     peak_resident: Gauge,
+    /// Free bytes of the data directory's file system, updated when rendered.
+    disk_free: Gauge,
+    /// The free-space reserve below which writes are refused.
+    disk_reserve: Gauge,
+    /// 1 once a storage fault stops the node.
+    storage_fault: Gauge,
 }
 
 impl Metrics {
@@ -44,6 +50,24 @@ impl Metrics {
         let denied_requests = Counter::default();
         let connections_refused = Counter::default();
         let peak_resident = Gauge::default();
+        let disk_free = Gauge::default();
+        let disk_reserve = Gauge::default();
+        let storage_fault = Gauge::default();
+        registry.register(
+            "disk_free_bytes",
+            "Free bytes of the data directory's file system",
+            disk_free.clone(),
+        );
+        registry.register(
+            "disk_reserve_bytes",
+            "Free space below which the node refuses transactions and uploads",
+            disk_reserve.clone(),
+        );
+        registry.register(
+            "storage_fault",
+            "1 once a failed write or fsync of the Raft log or ledger stops the node",
+            storage_fault.clone(),
+        );
         registry.register(
             "tx_admitted",
             "Transactions admitted and queued for a block",
@@ -88,7 +112,17 @@ impl Metrics {
             denied_requests,
             connections_refused,
             peak_resident,
+            disk_free,
+            disk_reserve,
+            storage_fault,
         }
+    }
+
+    /// Records free space, the reserve and whether a storage fault happened, for rendering.
+    pub fn set_storage(&self, free: u64, reserve: u64, fault: bool) {
+        self.disk_free.set(i64::try_from(free).unwrap_or(i64::MAX));
+        self.disk_reserve.set(i64::try_from(reserve).unwrap_or(i64::MAX));
+        self.storage_fault.set(i64::from(fault));
     }
 
     /// The text exposition format.

@@ -177,6 +177,9 @@ pub(crate) async fn list(
 /// An error from the vault, as an API error: refusals are the client's (4xx), the rest are
 /// the operator's, and corruption is logged loudly.
 pub(crate) fn blob_error(e: BlobError) -> ApiError {
+    if e.is_out_of_space() {
+        return crate::http::disk_full_now(e);
+    }
     let status = match &e {
         BlobError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         BlobError::QuotaExceeded { .. } => StatusCode::INSUFFICIENT_STORAGE,
@@ -235,6 +238,7 @@ pub(crate) async fn upload(
             })
         })
         .transpose()?;
+    crate::http::writable(&state, 0)?;
     let vault = state.vault.clone();
     let mut upload = tokio::task::spawn_blocking(move || {
         vault.begin_upload(uploader, expected.map(Cid::from_hash))
@@ -251,6 +255,9 @@ pub(crate) async fn upload(
                 format!("the upload was interrupted ({e}); nothing was stored"),
             )
         })?;
+        // Each chunk counts against the free-space reserve: an upload that would eat into it
+        // is refused, and dropping `upload` deletes its temporary file.
+        crate::http::writable(&state, chunk.len() as u64)?;
         // A write lands in the page cache; hashing 64 KiB takes tens of microseconds.
         tokio::task::block_in_place(|| upload.write_chunk(&chunk)).map_err(blob_error)?;
     }

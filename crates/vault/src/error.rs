@@ -97,6 +97,19 @@ impl BlobError {
         )
     }
 
+    /// Whether the file system ran out of space (`ENOSPC`, or a quota: `EDQUOT`) for a blob
+    /// file or the index. The upload is discarded whole, as for any other failure.
+    pub fn is_out_of_space(&self) -> bool {
+        let full = |e: &io::Error| {
+            matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+        };
+        match self {
+            Self::Io { source, .. } => full(source),
+            Self::Index { source: redb::Error::Io(e), .. } => full(e),
+            _ => false,
+        }
+    }
+
     /// The vault error inside an [`io::Error`] returned by a [`crate::BlobUpload`]'s `write` or
     /// a [`crate::VerifiedBlob`]'s `read`, if it carries one.
     pub fn from_io(error: &io::Error) -> Option<&BlobError> {

@@ -39,7 +39,7 @@ fn code(item: &serde_json::Value) -> String {
 }
 
 fn unlock(wallet: &str) -> (medledger_client::Identity, AccountId) {
-    let w = Wallet::load(wallet).unwrap();
+    let mut w = Wallet::load(wallet).unwrap();
     (w.unlock(PASS).unwrap(), w.account())
 }
 

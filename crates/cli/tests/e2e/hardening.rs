@@ -278,7 +278,7 @@ fn open_signed(
 
 /// The regulator's signing key and account.
 fn regulator(node: &Node) -> (SigningKey, AccountId) {
-    let wallet = Wallet::load(node.regulator_wallet()).unwrap();
+    let mut wallet = Wallet::load(node.regulator_wallet()).unwrap();
     let identity = wallet.unlock(PASS).unwrap();
     (identity.signing.clone(), wallet.account())
 }
@@ -424,7 +424,7 @@ fn strangers_learn_neither_an_accounts_nonce_nor_whether_it_exists() {
         unreachable!()
     };
     admit.key = hospital_key.public_key();
-    let wallet = Wallet::load(node.regulator_wallet()).unwrap();
+    let mut wallet = Wallet::load(node.regulator_wallet()).unwrap();
     let identity = wallet.unlock(PASS).unwrap();
     let tx = medledger_client::tx::build(
         &identity,

@@ -410,6 +410,24 @@ impl Node {
         }
     }
 
+    /// Waits (at most [`LIMIT`]) for the node to exit by itself; its exit status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().expect("the node is not running");
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node did not exit by itself within {LIMIT:?}\n{}",
+                self.log_text()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Starts the node again on the same directory and port.
     pub fn restart(&mut self) {
         self.kill9();
@@ -425,6 +443,46 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// A tmpfs of a given size mounted in a fresh directory, unmounted when dropped (also when a
+/// test panics): a real small file system to fill.
+#[derive(Debug)]
+pub struct SmallFs {
+    /// The mount point; removed after the unmount.
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    /// Mounts a tmpfs of `mib` MiB. Panics with the reason if mounting is not permitted: the
+    /// test must not pass without the file system it is about (CI runs as root).
+    pub fn mount(mib: u64) -> Self {
+        let dir = tempdir();
+        std::fs::create_dir(dir.path().join("fs")).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path().join("fs"))
+            .output()
+            .expect("run mount(8)");
+        assert!(
+            out.status.success(),
+            "this test mounts a {mib} MiB tmpfs and must run as root (CI does): mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { dir }
+    }
+
+    /// The mount point (a node started on it keeps its log beside it, on the real disk).
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("fs")
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        // Lazy, so that a file still open does not keep the mount point busy.
+        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
     }
 }
 

@@ -7,6 +7,7 @@ mod cases;
 mod consent;
 mod crash;
 mod devices;
+mod diskfull;
 mod emergency;
 mod events;
 mod fork;

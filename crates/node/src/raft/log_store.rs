@@ -1,6 +1,11 @@
 //! The Raft log in its own redb file. One writer thread owns all writes, in arrival order;
 //! appends that queue up while it is syncing are committed together (group commit) and each
 //! is acknowledged to Raft only after its fsync.
+//!
+//! A failed write or fsync is a storage fault (see [`crate::storage`]): it is reported, and
+//! the writer fails every later command without touching the file again. A failed fsync is
+//! never retried (the kernel may have dropped the dirty pages it could not write); the node
+//! stops, and after a restart Raft recovers from what the file really holds.
 
 use std::{
     fmt::Debug,
@@ -18,6 +23,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
 use super::TypeConfig;
+use crate::storage::StorageFault;
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
@@ -63,8 +69,9 @@ fn read_err(e: impl std::fmt::Display) -> StorageError<u64> {
 }
 
 impl LogStore {
-    /// Opens or creates the log at `path` and starts its writer thread.
-    pub fn open(path: &Path) -> Result<Self, redb::Error> {
+    /// Opens or creates the log at `path` and starts its writer thread, which reports a failed
+    /// write or fsync to `fault`.
+    pub fn open(path: &Path, fault: Arc<StorageFault>) -> Result<Self, redb::Error> {
         // The log is written far more than it is read: a small cache is enough.
         let mut builder = Database::builder();
         builder.set_cache_size(LOG_CACHE_BYTES);
@@ -80,7 +87,7 @@ impl LogStore {
         let wdb = db.clone();
         thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || writer_loop(&wdb, &rx))
+            .spawn(move || writer_loop(&wdb, &rx, &fault))
             .map_err(redb::Error::Io)?;
         Ok(Self { db, writer })
     }
@@ -105,57 +112,27 @@ impl LogStore {
     }
 }
 
-fn writer_loop(db: &Database, rx: &mpsc::Receiver<Command>) {
+fn writer_loop(db: &Database, rx: &mpsc::Receiver<Command>, fault: &StorageFault) {
+    // Set by the first failed write: from then on nothing is written (or fsynced) again.
+    let mut failed: Option<String> = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        let result = (|| -> Result<(), redb::Error> {
-            let txn = db.begin_write()?;
-            {
-                let mut log = txn.open_table(LOG)?;
-                let mut meta = txn.open_table(META)?;
-                for cmd in &batch {
-                    match cmd {
-                        Command::Append(entries, _) => {
-                            for (index, bytes) in entries {
-                                log.insert(*index, bytes.as_slice())?;
-                            }
-                        }
-                        Command::Truncate(from, _) => {
-                            let doomed: Vec<u64> = log
-                                .range(*from..)?
-                                .map(|r| r.map(|(k, _)| k.value()))
-                                .collect::<Result<_, _>>()?;
-                            for k in doomed {
-                                log.remove(k)?;
-                            }
-                        }
-                        Command::Purge(log_id, _) => {
-                            let doomed: Vec<u64> = log
-                                .range(..=log_id.index)?
-                                .map(|r| r.map(|(k, _)| k.value()))
-                                .collect::<Result<_, _>>()?;
-                            for k in doomed {
-                                log.remove(k)?;
-                            }
-                            meta.insert(
-                                PURGED,
-                                medledger_core::encoding::encode(log_id).as_slice(),
-                            )?;
-                        }
-                        Command::PutMeta(key, value, _) => {
-                            meta.insert(*key, value.as_slice())?;
-                        }
-                    }
-                }
-            }
-            txn.commit()?;
-            Ok(())
-        })();
+        let result = match &failed {
+            Some(reason) => Err(format!(
+                "the Raft log stopped after a storage fault ({reason}); restart the node"
+            )),
+            None => write_batch(db, &batch).map_err(|e| {
+                let reason = format!("writing or fsyncing the Raft log failed: {e}");
+                fault.report(reason.clone());
+                failed = Some(reason.clone());
+                reason
+            }),
+        };
         for cmd in batch {
-            let r = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
+            let r = result.clone();
             match cmd {
                 Command::Append(_, callback) => {
                     callback.log_io_completed(r.map_err(std::io::Error::other));
@@ -168,6 +145,62 @@ fn writer_loop(db: &Database, rx: &mpsc::Receiver<Command>) {
             }
         }
     }
+}
+
+/// Writes one group of commands in one redb transaction and commits it (with its fsync).
+fn write_batch(db: &Database, batch: &[Command]) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut log = txn.open_table(LOG)?;
+        let mut meta = txn.open_table(META)?;
+        for cmd in batch {
+            match cmd {
+                Command::Append(entries, _) => {
+                    for (index, bytes) in entries {
+                        log.insert(*index, bytes.as_slice())?;
+                    }
+                }
+                Command::Truncate(from, _) => {
+                    let doomed: Vec<u64> = log
+                        .range(*from..)?
+                        .map(|r| r.map(|(k, _)| k.value()))
+                        .collect::<Result<_, _>>()?;
+                    for k in doomed {
+                        log.remove(k)?;
+                    }
+                }
+                Command::Purge(log_id, _) => {
+                    let doomed: Vec<u64> = log
+                        .range(..=log_id.index)?
+                        .map(|r| r.map(|(k, _)| k.value()))
+                        .collect::<Result<_, _>>()?;
+                    for k in doomed {
+                        log.remove(k)?;
+                    }
+                    meta.insert(PURGED, medledger_core::encoding::encode(log_id).as_slice())?;
+                }
+                Command::PutMeta(key, value, _) => {
+                    meta.insert(*key, value.as_slice())?;
+                }
+            }
+        }
+    }
+    // The fault tests inject a failed write (nothing reaches the file) here...
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("raft-log-write", |_| Err(injected("write")));
+    txn.commit()?;
+    // ...and a failed fsync here: the bytes may or may not be durable, and Raft is told the
+    // append failed, as when the kernel reports an fsync error after writing some pages.
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("raft-log-fsync", |_| Err(injected("fsync")));
+    Ok(())
+}
+
+#[cfg(feature = "failpoints")]
+fn injected(what: &str) -> redb::Error {
+    redb::Error::Io(std::io::Error::other(format!(
+        "injected I/O error at the Raft log's {what} (failpoint raft-log-{what})"
+    )))
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {

@@ -49,7 +49,8 @@ openraft::declare_raft_types!(
 pub type Raft = openraft::Raft<TypeConfig>;
 
 /// Starts Raft over `ledger`, with its log in `log_path`, as a one-member cluster of `node_id`
-/// at `addr` (initialised on first start).
+/// at `addr` (initialised on first start). A failed write or fsync of the log or the ledger is
+/// reported to `fault`.
 pub async fn start(
     ledger: Arc<Ledger>,
     log_path: &Path,
@@ -57,6 +58,7 @@ pub async fn start(
     addr: &str,
     preverified: PreVerified,
     applied: tokio::sync::watch::Sender<u64>,
+    fault: Arc<crate::storage::StorageFault>,
 ) -> Result<Raft, String> {
     let config = Config {
         cluster_name: ledger.chain_id().to_owned(),
@@ -68,9 +70,9 @@ pub async fn start(
         ..Default::default()
     };
     let config = Arc::new(config.validate().map_err(|e| e.to_string())?);
-    let log =
-        LogStore::open(log_path).map_err(|e| format!("raft log at {}: {e}", log_path.display()))?;
-    let sm = StateMachine::new(ledger, preverified, applied);
+    let log = LogStore::open(log_path, fault.clone())
+        .map_err(|e| format!("raft log at {}: {e}", log_path.display()))?;
+    let sm = StateMachine::new(ledger, preverified, applied, fault);
     let raft =
         Raft::new(node_id, config, network::Network, log, sm).await.map_err(|e| e.to_string())?;
     if !raft.is_initialized().await.map_err(|e| e.to_string())? {
@@ -94,6 +96,23 @@ pub async fn wait_until_caught_up(raft: &Raft, node_id: u64) -> Result<(), Strin
         .await
         .map(|_| ())
         .map_err(|e| format!("raft did not catch up with its log: {e}"))
+}
+
+/// Reports a fatal stop of the Raft core (a storage error it met outside the log store and the
+/// state machine, which report their own) as a storage fault. Runs until Raft shuts down.
+pub async fn report_fatal(raft: Raft, fault: Arc<crate::storage::StorageFault>) {
+    let mut metrics = raft.metrics();
+    loop {
+        if let Err(fatal) = &metrics.borrow_and_update().running_state {
+            if !matches!(fatal, openraft::error::Fatal::Stopped) {
+                fault.report(format!("the Raft core stopped: {fatal}"));
+            }
+            return;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// The set of block hashes whose signatures this node checked at admission.

@@ -29,6 +29,9 @@ pub struct StateMachine {
     preverified: PreVerified,
     /// Told the height after every applied block (wakes event streams).
     applied: tokio::sync::watch::Sender<u64>,
+    /// Where a failed commit of the ledger is reported: the node cannot recover from it in
+    /// place (its in-memory view may be ahead of the file), so it stops.
+    fault: Arc<crate::storage::StorageFault>,
 }
 
 type Marker = (Option<LogId<u64>>, StoredMembership<u64, BasicNode>);
@@ -38,13 +41,21 @@ fn sm_err(e: impl std::fmt::Display) -> StorageError<u64> {
 }
 
 impl StateMachine {
-    /// Wraps `ledger`.
+    /// Wraps `ledger`; a failed commit is reported to `fault`.
     pub fn new(
         ledger: Arc<Ledger>,
         preverified: PreVerified,
         applied: tokio::sync::watch::Sender<u64>,
+        fault: Arc<crate::storage::StorageFault>,
     ) -> Self {
-        Self { ledger, preverified, applied }
+        Self { ledger, preverified, applied, fault }
+    }
+
+    /// A failed write to the ledger: reported as a storage fault, and fatal to Raft.
+    fn commit_failed(&self, what: &str, e: impl std::fmt::Display) -> StorageError<u64> {
+        let reason = format!("committing {what} to the ledger failed: {e}");
+        self.fault.report(reason.clone());
+        sm_err(reason)
     }
 
     fn marker(&self) -> Result<Marker, StorageError<u64>> {
@@ -77,13 +88,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 match entry.payload {
                     EntryPayload::Blank => {
                         let m: Marker = (Some(log_id), membership.clone());
-                        self.ledger.set_applied_marker(&encoding::encode(&m)).map_err(sm_err)?;
+                        self.ledger
+                            .set_applied_marker(&encoding::encode(&m))
+                            .map_err(|e| self.commit_failed("the applied marker", e))?;
                         results.push(BlockResult::Applied(Vec::new()));
                     }
                     EntryPayload::Membership(m) => {
                         membership = StoredMembership::new(Some(log_id), m);
                         let m: Marker = (Some(log_id), membership.clone());
-                        self.ledger.set_applied_marker(&encoding::encode(&m)).map_err(sm_err)?;
+                        self.ledger
+                            .set_applied_marker(&encoding::encode(&m))
+                            .map_err(|e| self.commit_failed("the applied marker", e))?;
                         results.push(BlockResult::Applied(Vec::new()));
                     }
                     EntryPayload::Normal(block) => {
@@ -116,10 +131,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                 tracing::warn!(height = block.header.height, error = %e, "skipping a block that does not follow the tip");
                                 self.ledger
                                     .set_applied_marker(&encoding::encode(&m))
-                                    .map_err(sm_err)?;
+                                    .map_err(|e| self.commit_failed("the applied marker", e))?;
                                 results.push(BlockResult::Rejected(e.to_string()));
                             }
-                            Err(e) => return Err(sm_err(e)),
+                            Err(e) => {
+                                let what = format!("block {}", block.header.height);
+                                return Err(self.commit_failed(&what, e));
+                            }
                         }
                     }
                 }

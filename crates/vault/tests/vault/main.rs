@@ -1,8 +1,9 @@
 //! Vault integration tests: the conformance suite (`suite.rs`) that any `BlobStore` backend
 //! must pass, run against `FsVault`, and the checks only the filesystem backend has: crash
 //! leftovers cleaned on open, the index reconciled with files changed behind its back, and the
-//! lock against a second opener.
+//! lock against a second opener; and an upload that runs out of space (`enospc.rs`).
 
+mod enospc;
 mod suite;
 
 use std::{fs, path::Path, time::Duration};
