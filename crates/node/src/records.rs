@@ -370,7 +370,7 @@ pub(crate) async fn read(
         };
         let key_blob = own.ok_or_else(|| {
             let hint = if holder == emergency {
-                "the patient's wallet wraps every record to the emergency key when the emergency profile is saved with --open-records: ask the patient to save it again (medledger emergency profile)"
+                "it was not wrapped to the patient's emergency key: ask the patient to run `medledger emergency wrap-records` (saving the profile with --open-records does it too)"
             } else {
                 "ask the patient to share it (medledger record share)"
             };
