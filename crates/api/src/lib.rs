@@ -430,6 +430,10 @@ pub struct ReadPreamble {
     pub event: u64,
     /// The block that committed it.
     pub height: u64,
+    /// To whom `wrapped_key` is wrapped: the reader, or (under break-glass, when the reader
+    /// holds no key of the record) the patient's emergency pseudo-account
+    /// ([`AccountId::emergency_of`]), whose key the escrow released to the reader opens.
+    pub key_holder: AccountId,
     /// The reader's wrapped data key (the blob's bytes).
     pub wrapped_key: Vec<u8>,
     /// The sealed metadata (the blob's bytes).

@@ -171,7 +171,11 @@ pub async fn run(args: Args) -> Result<()> {
                     body: TxBody::Registry(RegistryTx::OnboardDoctor(OnboardDoctor {
                         key: doctor.1.public_key(),
                         encryption_key: DecryptionKey::generate().public_key(),
-                        registration_number: "BENCH".into(),
+                        // One number per doctor: the registry refuses a number twice.
+                        registration_number: format!(
+                            "BENCH-{}",
+                            AccountId::from_initial_key(&doctor.1.public_key())
+                        ),
                         name: "Dr. Bench".into(),
                         specialisation: "general".into(),
                     })),
@@ -400,7 +404,7 @@ fn registry_stream(
                 TxBody::Registry(RegistryTx::OnboardDoctor(OnboardDoctor {
                     key: SigningKey::generate().public_key(),
                     encryption_key: DecryptionKey::generate().public_key(),
-                    registration_number: format!("REG-{nonce}"),
+                    registration_number: format!("REG-{}-{nonce}", h.account),
                     name: format!("Dr. Bench {nonce}"),
                     specialisation: "general".into(),
                 })),

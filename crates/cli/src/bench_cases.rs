@@ -113,7 +113,7 @@ pub async fn run(args: Args) -> Result<()> {
             TxBody::Registry(RegistryTx::OnboardDoctor(OnboardDoctor {
                 key: doctor.key.public_key(),
                 encryption_key: doctor.enc.public_key(),
-                registration_number: "BENCH-CASE-DR".into(),
+                registration_number: format!("BENCH-CASE-DR-{}", doctor.account),
                 name: "Dr. Bench".into(),
                 specialisation: "benchmarking".into(),
             })),

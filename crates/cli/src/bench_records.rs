@@ -285,7 +285,7 @@ pub async fn run(args: Args) -> Result<()> {
             TxBody::Registry(RegistryTx::OnboardDoctor(OnboardDoctor {
                 key: d.key.public_key(),
                 encryption_key: d.enc.public_key(),
-                registration_number: format!("BENCH-{i}"),
+                registration_number: format!("BENCH-{i}-{}", d.account),
                 name: format!("Dr. Reader {i}"),
                 specialisation: "benchmarking".into(),
             })),

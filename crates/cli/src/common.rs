@@ -12,6 +12,7 @@ use medledger_client::{
     proof::TrustAnchor,
 };
 use medledger_core::block::{Outcome, Receipt};
+use medledger_core::tx::records::VisitDate;
 use medledger_core::tx::{SignedTransaction, TxBody};
 use medledger_core::{ids::AccountId, keys::EncryptionKey};
 
@@ -189,6 +190,21 @@ impl Session {
 /// Loads a wallet with a helpful error.
 pub fn load_wallet(path: &Path) -> Result<Wallet> {
     Wallet::load(path).with_context(|| format!("cannot read the wallet {}", path.display()))
+}
+
+/// Parses a date given on the command line: an ISO 8601 calendar date `YYYY-MM-DD` that exists
+/// and is not in the future by this machine's clock (a date that is already today somewhere,
+/// up to UTC+14, counts as today). Dates of birth are sealed, so only the wallet can check
+/// them; the ledger checks visit dates again against block time.
+pub fn parse_past_date(s: &str) -> Result<VisitDate, String> {
+    let date: VisitDate = s.parse()?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    if date.is_after(now_ms) {
+        return Err(format!("{s} is in the future"));
+    }
+    Ok(date)
 }
 
 /// Prints `value` as pretty JSON.

@@ -39,6 +39,9 @@ pub enum ConsentCommand {
         /// How many days the grant lasts from now.
         #[arg(long, default_value_t = 30)]
         days: u64,
+        /// Print JSON: the grant's id, the transaction and how many record keys were wrapped.
+        #[arg(long)]
+        json: bool,
     },
     /// Revoke a grant (effective from the next block).
     Revoke {
@@ -60,6 +63,9 @@ pub enum ConsentCommand {
         /// For what.
         #[arg(long, value_enum, default_value = "treatment")]
         purpose: PurposeArg,
+        /// Print JSON: the request's id and the transaction.
+        #[arg(long)]
+        json: bool,
     },
     /// Approve an access request, choosing scope and period.
     Approve {
@@ -306,8 +312,12 @@ async fn read(command: ConsentCommand) -> Result<Option<ConsentCommand>> {
 
 pub async fn run(command: ConsentCommand) -> Result<()> {
     let Some(command) = read(command).await? else { return Ok(()) };
+    let json = matches!(
+        command,
+        ConsentCommand::Grant { json: true, .. } | ConsentCommand::Request { json: true, .. }
+    );
     let (wallet, body, what) = match command {
-        ConsentCommand::Grant { wallet, grantee, patient, scope, purpose, days } => {
+        ConsentCommand::Grant { wallet, grantee, patient, scope, purpose, days, .. } => {
             let me = crate::common::load_wallet(&wallet.wallet)?.account();
             let body = ConsentTx::Grant {
                 patient: patient.unwrap_or(me),
@@ -321,7 +331,7 @@ pub async fn run(command: ConsentCommand) -> Result<()> {
         ConsentCommand::Revoke { wallet, grant } => {
             (wallet, ConsentTx::Revoke { grant }, "grant revoked")
         }
-        ConsentCommand::Request { wallet, patient, scope, purpose } => (
+        ConsentCommand::Request { wallet, patient, scope, purpose, .. } => (
             wallet,
             ConsentTx::Request { patient, scope, purpose: purpose.into() },
             "access requested",
@@ -363,13 +373,28 @@ pub async fn run(command: ConsentCommand) -> Result<()> {
     };
     let session = Session::open(&wallet).await?;
     let receipt = session.submit(TxBody::Consent(body.clone())).await.context("consent")?;
-    report(what, &receipt);
+    if !json {
+        report(what, &receipt);
+    }
     // Granting access to records re-wraps their keys to the grantee, here in the wallet.
+    let mut wrapped = 0;
     if let ConsentTx::Grant { patient, grantee, scope, .. } = &body {
-        let n = crate::record::share_for_grant(&session, *patient, *grantee, scope).await?;
-        if n > 0 {
-            println!("data keys of {n} record(s) wrapped to {grantee}");
+        wrapped = crate::record::share_for_grant(&session, *patient, *grantee, scope).await?;
+        if wrapped > 0 && !json {
+            println!("data keys of {wrapped} record(s) wrapped to {grantee}");
         }
+    }
+    if json {
+        let id = match &receipt.outcome {
+            Outcome::Applied { created: Some(Created::Consent { id }) } => Some(*id),
+            _ => None,
+        };
+        return crate::common::print_json(&serde_json::json!({
+            "id": id,
+            "tx_hash": receipt.tx_hash,
+            "height": receipt.height,
+            "keys_wrapped": wrapped,
+        }));
     }
     Ok(())
 }

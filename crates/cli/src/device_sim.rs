@@ -568,7 +568,7 @@ async fn bench(args: Args, n: usize) -> Result<()> {
         TxBody::Registry(RegistryTx::OnboardDoctor(OnboardDoctor {
             key: doctor.key.public_key(),
             encryption_key: doctor.enc.public_key(),
-            registration_number: "BENCH-DOC".into(),
+            registration_number: format!("BENCH-DOC-{}", doctor.account),
             name: "Dr. Telemetry".into(),
             specialisation: "cardiology".into(),
         })),

@@ -49,6 +49,16 @@ pub enum EmergencyCommand {
         /// Custodians needed to recover the key (default: all).
         #[arg(long, requires = "custodians")]
         threshold: Option<u8>,
+        /// Print JSON (the code, the Patient-ID, the records wrapped) instead of the card.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wrap the key of every record of yours to your emergency key (patient), so that an open
+    /// break-glass opens them all. `emergency profile --open-records` does this already; run
+    /// it again if that was interrupted.
+    WrapRecords {
+        #[command(flatten)]
+        wallet: WalletArgs,
     },
     /// Read a patient's emergency profile with the code from their card (doctor). Logged; the
     /// patient is notified.
@@ -73,6 +83,9 @@ pub enum EmergencyCommand {
         /// Why.
         #[arg(long)]
         reason: String,
+        /// Print JSON: the break-glass id, its end (block time, ms) and the transaction.
+        #[arg(long)]
+        json: bool,
     },
     /// As a custodian hospital: release your escrow piece to the doctor of an open
     /// break-glass (the ledger refuses once it is over).
@@ -185,6 +198,50 @@ pub(crate) async fn recover_key(s: &Session, id: &Hash) -> Result<(AccountId, Em
     Ok((bg.patient, key))
 }
 
+/// Wraps the key of every record of `patient` that this wallet holds (each version, erased
+/// ones excepted) to the emergency key of the patient's current profile, filed under the
+/// emergency pseudo-account: records minted before the profile, or before it was replaced
+/// with a new key, then open under break-glass like records minted after it. Returns how many
+/// records were wrapped and the PMR-IDs this wallet holds no key of.
+pub(crate) async fn wrap_records(s: &Session, patient: AccountId) -> Result<(usize, Vec<String>)> {
+    let view = s
+        .client
+        .emergency_profile(&patient)
+        .await?
+        .context("the patient has no emergency profile")?;
+    let emergency = AccountId::emergency_of(&patient);
+    let (mut wrapped, mut missing) = (0, Vec::new());
+    for r in s.client.records_of_patient(&patient).await? {
+        if r.erased_at.is_some() {
+            continue;
+        }
+        if s.client.own_wrapped_key(&r.pmr).await?.is_none() {
+            missing.push(r.pmr.clone());
+            continue;
+        }
+        crate::record::share_with_key(s, &r, emergency, &view.emergency_key)
+            .await
+            .with_context(|| {
+                format!(
+                    "wrapping record {} to the emergency key ({wrapped} done); run `medledger emergency wrap-records` to finish",
+                    r.pmr
+                )
+            })?;
+        wrapped += 1;
+    }
+    Ok((wrapped, missing))
+}
+
+fn report_wrapped(wrapped: usize, missing: &[String]) {
+    println!("{wrapped} existing record(s) wrapped to the emergency key: break-glass opens them.");
+    if !missing.is_empty() {
+        println!(
+            "note: this wallet holds no key of {}; they stay closed under break-glass",
+            missing.join(", ")
+        );
+    }
+}
+
 /// The logged read of the sealed profile, opened with `key`.
 async fn read_profile(s: &Session, patient: AccountId, key: &EmergencyKey) -> Result<()> {
     let tx = s.build(TxBody::Emergency(EmergencyTx::ReadProfile { patient })).await?;
@@ -207,6 +264,7 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
             open_records,
             custodians,
             threshold,
+            json,
         } => {
             let s = Session::open(&wallet).await?;
             let me = s.wallet.account();
@@ -256,6 +314,18 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
                 }))
                 .await?;
             let text = code.display();
+            if json {
+                let (wrapped, missing) =
+                    if open_records { wrap_records(&s, me).await? } else { (0, Vec::new()) };
+                return print_json(&serde_json::json!({
+                    "code": text,
+                    "patient_id": pid,
+                    "tx_hash": receipt.tx_hash,
+                    "height": receipt.height,
+                    "records_wrapped": wrapped,
+                    "records_without_key": missing,
+                }));
+            }
             println!("emergency profile saved (block {}).", receipt.height);
             println!();
             println!("Your emergency code (Patient-ID {pid}); put it on your card:");
@@ -275,6 +345,27 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
                 "Anyone with this code and your Patient-ID can read the profile (every read is"
             );
             println!("logged and you are told). It is not stored anywhere else.");
+            if open_records {
+                let (wrapped, missing) = wrap_records(&s, me).await?;
+                report_wrapped(wrapped, &missing);
+            }
+            Ok(())
+        }
+        EmergencyCommand::WrapRecords { wallet } => {
+            let s = Session::open(&wallet).await?;
+            let me = s.wallet.account();
+            let view = s
+                .client
+                .emergency_profile(&me)
+                .await?
+                .context("you have no emergency profile: run `medledger emergency profile`")?;
+            if !view.open_records {
+                bail!(
+                    "your emergency profile does not let break-glass open records: save it again with --open-records"
+                );
+            }
+            let (wrapped, missing) = wrap_records(&s, me).await?;
+            report_wrapped(wrapped, &missing);
             Ok(())
         }
         EmergencyCommand::Read { wallet, patient, code } => {
@@ -291,7 +382,7 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
             }
             read_profile(&s, account, &key).await
         }
-        EmergencyCommand::BreakGlass { wallet, patient, reason } => {
+        EmergencyCommand::BreakGlass { wallet, patient, reason, json } => {
             let s = Session::open(&wallet).await?;
             let account = patient_account(&s, patient).await?;
             let receipt = s
@@ -305,6 +396,14 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
             else {
                 bail!("the ledger declared no break-glass: {:?}", receipt.outcome);
             };
+            if json {
+                return print_json(&serde_json::json!({
+                    "id": id,
+                    "until_ms": until_ms,
+                    "tx_hash": receipt.tx_hash,
+                    "height": receipt.height,
+                }));
+            }
             println!("BREAK-GLASS declared for patient {patient}: id {id}");
             println!(
                 "  open until {} (block time); the patient, delegates and your hospital are told",

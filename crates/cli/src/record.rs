@@ -47,8 +47,8 @@ pub enum RecordCommand {
         /// What kind of record.
         #[arg(long, value_parser = parse_category)]
         category: RecordCategory,
-        /// The visit date, YYYY-MM-DD (default: today).
-        #[arg(long)]
+        /// The visit date, YYYY-MM-DD (default: today; not in the future).
+        #[arg(long, value_parser = crate::common::parse_past_date)]
         date: Option<VisitDate>,
         /// A title (default: the file name).
         #[arg(long)]
@@ -70,6 +70,9 @@ pub enum RecordCommand {
         /// Custodian shares needed (default: all of them).
         #[arg(long, requires = "custodians")]
         threshold: Option<u8>,
+        /// Print JSON: the PMR-ID, CID and transaction.
+        #[arg(long)]
+        json: bool,
     },
     /// As a custodian hospital: release your share of a record's key to a reader. The ledger
     /// decides, at its block, whether the reader may read the record; a refusal is recorded
@@ -246,6 +249,7 @@ async fn add(
     visit_date: VisitDate,
     supersedes: Option<String>,
     split: Option<Split>,
+    json: bool,
 ) -> Result<()> {
     let patient = resolve_patient(s, patient).await?;
     let patient_key = s.encryption_key_of(&patient).await?;
@@ -321,6 +325,14 @@ async fn add(
     let Some(medledger_core::block::Created::Record { pmr }) = created(&receipt) else {
         bail!("the ledger created no record: {:?}", receipt.outcome);
     };
+    if json {
+        return print_json(&serde_json::json!({
+            "pmr": pmr,
+            "cid": medledger_core::Cid::from_hash(content).to_string(),
+            "tx_hash": receipt.tx_hash,
+            "height": receipt.height,
+        }));
+    }
     println!("record {pmr} created (block {}, tx {})", receipt.height, receipt.tx_hash);
     println!(
         "  {} bytes encrypted to {} bytes, CID {}",
@@ -356,17 +368,20 @@ async fn get(
     purpose: Purpose,
     break_glass: Option<Hash>,
 ) -> Result<()> {
-    // Under break-glass the record's key is wrapped to the patient's emergency key.
-    let emergency = match break_glass {
-        Some(id) => Some(crate::emergency::recover_key(s, &id).await?.1.decryption_key()),
-        None => None,
-    };
-    let unwrap_with = emergency.as_ref().unwrap_or(&s.identity.decryption);
     let record = s
         .client
         .record(pmr)
         .await?
         .with_context(|| format!("no record {pmr} (or you may not see it)"))?;
+    // Under break-glass a reader who holds no key of the record (did not write it, was not
+    // shared it) gets the key wrapped to the patient's emergency key: recover that key from
+    // the escrow before the read is logged, so that a missing release fails early.
+    let emergency = match break_glass {
+        Some(id) if s.client.own_wrapped_key(pmr).await?.is_none() => {
+            Some(crate::emergency::recover_key(s, &id).await?.1.decryption_key())
+        }
+        _ => None,
+    };
     let access = s
         .build(TxBody::Access(AccessTx {
             resource: Resource {
@@ -392,6 +407,19 @@ async fn get(
     if Hash::of(&pre.metadata) != record.metadata {
         bail!("the node served metadata that does not match the ledger's");
     }
+    // The node says to whom the key it served is wrapped: this wallet, or the patient's
+    // emergency key.
+    let unwrap_with = if pre.key_holder == s.wallet.account() {
+        &s.identity.decryption
+    } else if pre.key_holder == AccountId::emergency_of(&record.patient) {
+        emergency.as_ref().with_context(|| {
+            format!(
+                "the node served record {pmr}'s key wrapped to the patient's emergency key: read it with --break-glass <id> once the custodians released the escrow"
+            )
+        })?
+    } else {
+        bail!("the node served a key wrapped to {}, not to this wallet", pre.key_holder);
+    };
     let ctx = records::context(&record.content);
     let wrapped: WrappedKey = encoding::decode("wrapped key", &pre.wrapped_key, 4096)
         .context("the node served a malformed wrapped key")?;
@@ -506,6 +534,19 @@ async fn provenance(s: &Session, r: &RecordView) {
 /// Re-wraps this wallet's key of `record` (the data key, or the essential share of a split
 /// key) to `with` and records it on the ledger; returns the block height.
 pub(crate) async fn share_with(s: &Session, record: &RecordView, with: AccountId) -> Result<u64> {
+    // Only a key proven against the pinned node key (H5).
+    let their_key = s.encryption_key_of(&with).await?;
+    share_with_key(s, record, with, &their_key).await
+}
+
+/// Re-wraps this wallet's key of `record` to `their_key`, filed on the ledger under `with`
+/// (an account, or the patient's emergency pseudo-account); returns the block height.
+pub(crate) async fn share_with_key(
+    s: &Session,
+    record: &RecordView,
+    with: AccountId,
+    their_key: &medledger_core::keys::EncryptionKey,
+) -> Result<u64> {
     let pmr = &record.pmr;
     let bytes = s
         .client
@@ -515,15 +556,14 @@ pub(crate) async fn share_with(s: &Session, record: &RecordView, with: AccountId
     let wrapped: WrappedKey = encoding::decode("wrapped key", &bytes, 4096)
         .context("the node served a malformed wrapped key")?;
     let ctx = records::context(&record.content);
-    let their_key = s.encryption_key_of(&with).await?;
     let rewrapped = if record.sharing.is_some() {
         let e = sharing::unwrap_essential(&wrapped, &s.identity.decryption, &ctx)
             .context("this wallet cannot open the record's essential share")?;
-        sharing::wrap_essential(&e, &their_key, &ctx)?
+        sharing::wrap_essential(&e, their_key, &ctx)?
     } else {
         let key = envelope::unwrap_key(&wrapped, &s.identity.decryption, &ctx)
             .context("this wallet cannot open the record's key")?;
-        envelope::wrap_key(&key, &their_key, &ctx)?
+        envelope::wrap_key(&key, their_key, &ctx)?
     };
     let blob = records::upload_small(&s.client, encoding::encode(&rewrapped)).await?;
     let r = s
@@ -655,6 +695,7 @@ pub async fn run(command: RecordCommand) -> Result<()> {
             supersedes,
             custodians,
             threshold,
+            json,
         } => {
             let s = Session::open(&wallet).await?;
             let visit_date = date.unwrap_or_else(today);
@@ -670,7 +711,7 @@ pub async fn run(command: RecordCommand) -> Result<()> {
                 threshold: threshold.unwrap_or(custodians.len().min(255) as u8),
                 custodians,
             });
-            add(&s, &patient, &file, category, meta, visit_date, supersedes, split).await
+            add(&s, &patient, &file, category, meta, visit_date, supersedes, split, json).await
         }
         RecordCommand::Get { wallet, pmr, out, purpose, break_glass } => {
             let s = Session::open(&wallet).await?;

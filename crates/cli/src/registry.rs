@@ -111,9 +111,9 @@ pub enum PatientCommand {
         /// Full name.
         #[arg(long)]
         name: String,
-        /// Date of birth (YYYY-MM-DD).
-        #[arg(long)]
-        date_of_birth: String,
+        /// Date of birth (YYYY-MM-DD; a real date, not in the future).
+        #[arg(long, value_parser = crate::common::parse_past_date)]
+        date_of_birth: medledger_core::tx::records::VisitDate,
         /// Phone number.
         #[arg(long, default_value = "")]
         phone: String,
@@ -321,7 +321,11 @@ pub async fn patient(command: PatientCommand) -> Result<()> {
             let recipients = [encryption_key, s.wallet.encryption_key()];
             let details = seal_details(
                 &s.client,
-                serde_json::json!({ "name": name, "date_of_birth": date_of_birth, "phone": phone }),
+                serde_json::json!({
+                    "name": name,
+                    "date_of_birth": date_of_birth.to_string(),
+                    "phone": phone
+                }),
                 &recipients,
             )
             .await?;

@@ -32,7 +32,7 @@ use medledger_core::{
     merkle::MerkleLog,
     tx::Role,
 };
-use redb::{Database, ReadableDatabase};
+use redb::{Database, ReadableDatabase, ReadableTable};
 
 pub use apply::verify_signatures;
 pub use query::TxRecord;
@@ -202,15 +202,37 @@ impl Ledger {
             other => LedgerError::from(other),
         })?;
         // A ledger written by an older version lacks the newer (empty) state tables.
-        let missing = {
+        let (missing, no_registrations) = {
             let read = db.begin_read()?;
-            read.open_table(NETWORK).is_err()
-                || read.open_table(CASE_KEYS).is_err()
-                || read.open_table(DEVICE_BLOBS).is_err()
+            let no_registrations = read.open_table(DOCTORS_BY_REGISTRATION).is_err();
+            (
+                no_registrations
+                    || read.open_table(NETWORK).is_err()
+                    || read.open_table(CASE_KEYS).is_err()
+                    || read.open_table(DEVICE_BLOBS).is_err(),
+                no_registrations,
+            )
         };
         if missing {
             let txn = db.begin_write()?;
-            drop(Tables::open(&txn)?);
+            {
+                let mut tables = Tables::open(&txn)?;
+                if no_registrations {
+                    // The registration-number index, as the onboardings in order would give it
+                    // (later onboardings of a number win).
+                    let mut doctors = Vec::new();
+                    for row in tables.doctors.iter()? {
+                        let (k, v) = row?;
+                        let d: DoctorEntry = state::decode_entry("doctor", v.value())?;
+                        doctors.push((d.onboarded_at, d.registration_number, *k.value()));
+                    }
+                    doctors.sort();
+                    for (_, number, id) in doctors {
+                        let key = state::registration_key(&number);
+                        tables.doctors_by_registration.insert(key.as_str(), &id)?;
+                    }
+                }
+            }
             txn.commit()?;
         }
         let read = db.begin_read()?;

@@ -38,6 +38,10 @@ pub(crate) const ACCOUNTS: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::
 pub(crate) const HOSPITALS: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::new("hospitals");
 /// Doctor directory entries by account.
 pub(crate) const DOCTORS: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::new("doctors");
+/// Index: a doctor's registration number (normalised, [`registration_key`]) -> the account
+/// it was last onboarded as, so that one registration number is one doctor.
+pub(crate) const DOCTORS_BY_REGISTRATION: TableDefinition<&str, &[u8; 20]> =
+    TableDefinition::new("doctors_by_registration");
 /// Patients by Patient-ID.
 pub(crate) const PATIENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("patients");
 
@@ -593,6 +597,12 @@ pub(crate) fn decode_entry<T: DeserializeOwned>(
         .map_err(|e: DecodeError| LedgerError::Corrupt(format!("stored {what}: {e}")))
 }
 
+/// A registration number as the uniqueness check compares it: letters and digits only,
+/// upper case, so that "GMC-7", "gmc 7" and "GMC7" are one number.
+pub fn registration_key(number: &str) -> String {
+    number.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_uppercase).collect()
+}
+
 /// Hash of one state-table entry, XORed into the state digest.
 pub(crate) fn entry_digest(table: &str, key: &[u8], value: &[u8]) -> [u8; 32] {
     let klen = (key.len() as u64).to_le_bytes();
@@ -612,6 +622,7 @@ pub struct Tables<'txn> {
     pub(crate) accounts: redb::Table<'txn, &'static [u8; 20], &'static [u8]>,
     pub(crate) hospitals: redb::Table<'txn, &'static [u8; 20], &'static [u8]>,
     pub(crate) doctors: redb::Table<'txn, &'static [u8; 20], &'static [u8]>,
+    pub(crate) doctors_by_registration: redb::Table<'txn, &'static str, &'static [u8; 20]>,
     pub(crate) patients: redb::Table<'txn, u64, &'static [u8]>,
     pub(crate) tx_index: redb::Table<'txn, &'static [u8; 32], (u64, u32, u64)>,
     pub(crate) grants: redb::Table<'txn, &'static [u8; 32], &'static [u8]>,
@@ -658,6 +669,7 @@ impl<'txn> Tables<'txn> {
             accounts: txn.open_table(ACCOUNTS)?,
             hospitals: txn.open_table(HOSPITALS)?,
             doctors: txn.open_table(DOCTORS)?,
+            doctors_by_registration: txn.open_table(DOCTORS_BY_REGISTRATION)?,
             patients: txn.open_table(PATIENTS)?,
             tx_index: txn.open_table(TX_INDEX)?,
             grants: txn.open_table(GRANTS)?,
@@ -767,6 +779,23 @@ impl StateTxn<'_, '_> {
     pub fn put_doctor(&mut self, id: &AccountId, e: &DoctorEntry) -> Result<(), LedgerError> {
         let value = encoding::encode(e);
         by_account(&mut self.tables.doctors, DOCTORS.name(), &mut self.digest, id, &value)
+    }
+
+    /// The account a registration number was last onboarded as.
+    pub fn doctor_by_registration(&self, number: &str) -> Result<Option<AccountId>, LedgerError> {
+        let key = registration_key(number);
+        Ok(self.tables.doctors_by_registration.get(key.as_str())?.map(|v| AccountId(*v.value())))
+    }
+
+    /// Files a registration number under the doctor's account (an index, not digested).
+    pub fn put_doctor_registration(
+        &mut self,
+        number: &str,
+        id: &AccountId,
+    ) -> Result<(), LedgerError> {
+        let key = registration_key(number);
+        self.tables.doctors_by_registration.insert(key.as_str(), &id.0)?;
+        Ok(())
     }
 
     /// Is this Patient-ID taken?

@@ -317,6 +317,7 @@ fn compare_state(stored: &redb::ReadTransaction, replica: &Ledger) -> Result<(),
         )*};
     }
     compare!(ACCOUNTS, HOSPITALS, DOCTORS, PATIENTS, TX_INDEX, GRANTS, REQUESTS, DENY_RULES);
+    compare!(DOCTORS_BY_REGISTRATION);
     compare!(
         GRANTS_BY_GRANTEE,
         GRANTS_BY_PATIENT,

@@ -25,7 +25,7 @@ use medledger_core::{
     ids::AccountId,
     tx::{
         SignedTransaction, TxBody,
-        consent::{Action, Decision, Purpose, Resource},
+        consent::{Action, Basis, Decision, Purpose, Resource},
     },
 };
 use medledger_ledger::state::RecordEntry;
@@ -331,25 +331,33 @@ pub(crate) async fn read(
         crate::admission::now_ms(),
     )?;
     let mut prepared = None;
+    let mut key_holder = reader;
     if likely.is_allowed() {
-        // Under break-glass the reader gets the key wrapped to the patient's emergency key,
-        // which opens with the escrow the custodians released to them.
-        let own = state.ledger.record_key(&pmr, &reader)?;
-        let own = match (&likely, own) {
-            (Decision::Allow(medledger_core::tx::consent::Basis::BreakGlass { .. }), None) => {
-                state.ledger.record_key(&pmr, &AccountId::emergency_of(&record.patient))?
+        // The reader's own wrapped key when there is one (an author, a grantee the patient
+        // shared the key with). Under break-glass without one, the key wrapped to the patient's
+        // emergency key, which opens with the escrow the custodians released to the reader.
+        // The preamble says which, so the client unwraps with the matching key.
+        let emergency = AccountId::emergency_of(&record.patient);
+        let (holder, own) = match state.ledger.record_key(&pmr, &reader)? {
+            Some(own) => (reader, Some(own)),
+            None if matches!(likely, Decision::Allow(Basis::BreakGlass { .. })) => {
+                (emergency, state.ledger.record_key(&pmr, &emergency)?)
             }
-            (_, own) => own,
+            None => (reader, None),
         };
         let key_blob = own.ok_or_else(|| {
+            let hint = if holder == emergency {
+                "it was not wrapped to the patient's emergency key: ask the patient to run `medledger emergency wrap-records` (saving the profile with --open-records does it too)"
+            } else {
+                "ask the patient to share it (medledger record share)"
+            };
             ApiError::new(
                 StatusCode::CONFLICT,
                 "no_key",
-                format!(
-                    "record {pmr} has no data key wrapped to {reader}: ask the patient to share it (medledger record share); nothing was logged"
-                ),
+                format!("record {pmr} has no data key wrapped to {holder}: {hint}; nothing was logged"),
             )
         })?;
+        key_holder = holder;
         // Check every byte to be served before the access is committed: a damaged blob is
         // reported, and no access event says bytes were released when none were.
         let vault = state.vault.clone();
@@ -407,6 +415,7 @@ pub(crate) async fn read(
         pmr,
         event: *event,
         height: receipt.height,
+        key_holder,
         wrapped_key,
         metadata,
         content: record.content,

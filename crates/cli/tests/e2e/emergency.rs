@@ -137,3 +137,83 @@ fn the_card_code_and_break_glass_open_the_profile_and_records_with_every_step_lo
     let reviews = ok(&["emergency", "reviews", "--wallet", &c.hospital], &env);
     assert!(reviews.contains("no break-glass awaits"), "{reviews}");
 }
+
+/// Issue 10 item 2: with `--open-records`, break-glass opens every record of the patient,
+/// whenever it was minted and whoever reads. Record A is written before the profile (the
+/// patient's wallet wraps it to the emergency key when the profile is saved), record B after
+/// (the mint wraps it); the doctor who wrote both reads them under break-glass with their own
+/// key, a second doctor with the escrowed emergency key.
+#[test]
+fn break_glass_opens_records_minted_before_and_after_the_profile_for_any_doctor() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let url = node.url.as_str();
+    let env = [("MEDLEDGER_NODE", url)];
+    let pid = c.patient_id.as_str();
+    let add = |name: &str, content: &[u8]| {
+        let file = tmp.path().join(name);
+        std::fs::write(&file, content).unwrap();
+        let out = ok(
+            &["record", "add", "--wallet", &c.doctor, "--patient", pid]
+                .into_iter()
+                .chain(["--file", &file.display().to_string(), "--category", "lab-report"])
+                .chain(["--date", "2021-01-26"])
+                .collect::<Vec<_>>(),
+            &env,
+        );
+        out.split_whitespace().nth(1).unwrap().to_owned()
+    };
+    let a = add("a.txt", b"A: written before the emergency profile");
+    let out = ok(
+        &["emergency", "profile", "--wallet", &c.patient, "--blood-type", "A+"]
+            .into_iter()
+            .chain(["--open-records", "--custodians", &c.hospital_account])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    assert!(out.contains("1 existing record(s) wrapped to the emergency key"), "{out}");
+    let b = add("b.txt", b"B: written after the emergency profile");
+
+    let colleague = crate::registry::wallet(tmp.path(), "colleague", url);
+    ok(
+        &["doctor", "onboard", "--wallet", &c.hospital]
+            .into_iter()
+            .chain(["--identity", &crate::registry::identity(&colleague)])
+            .chain(["--registration-number", "GMC-2222222", "--name", "Dr. Night"])
+            .chain(["--specialisation", "emergency medicine"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    for reader in [&c.doctor, &colleague] {
+        // Without break-glass neither may read (no grant); the colleague may not even see
+        // that the record exists.
+        let probe = tmp.path().join("probe.txt").display().to_string();
+        let err = fails(&["record", "get", &a, "--wallet", reader, "-o", &probe], &env);
+        assert!(err.contains("denied") || err.contains("may not see it"), "{err}");
+        let out = ok(
+            &["emergency", "break-glass", "--wallet", reader, "--patient", pid]
+                .into_iter()
+                .chain(["--reason", "unconscious in the emergency department"])
+                .collect::<Vec<_>>(),
+            &env,
+        );
+        let bg = id_of(&out);
+        ok(&["emergency", "release", "--wallet", &c.hospital, "--break-glass", &bg], &env);
+        for (pmr, content) in [
+            (&a, &b"A: written before the emergency profile"[..]),
+            (&b, &b"B: written after the emergency profile"[..]),
+        ] {
+            let back = tmp.path().join(format!("{pmr}.back"));
+            let back_s = back.display().to_string();
+            let out = ok(
+                &["record", "get", pmr, "--wallet", reader, "--break-glass", &bg, "-o", &back_s],
+                &env,
+            );
+            assert!(out.contains("verified"), "{out}");
+            assert_eq!(std::fs::read(&back).unwrap(), content, "{pmr} read by {reader}");
+            std::fs::remove_file(&back).unwrap();
+        }
+        ok(&["emergency", "end", "--wallet", reader, "--break-glass", &bg], &env);
+    }
+}

@@ -331,3 +331,67 @@ fn refusals_through_the_cli_change_nothing() {
     assert!(out.contains("doctor onboarded"), "{out}");
     assert_eq!(doctors(url, &reg).as_array().unwrap().len(), 2);
 }
+
+/// Issue 10 item 6: dates of birth `02/01/1980` and `2090-13-45` were registered (the details
+/// are sealed, so the wallet checks them before sealing); a record dated 2031 was minted; the
+/// same registration number was onboarded twice. Each is refused with a clear error, and the
+/// identity stays unregistered until a valid date is given.
+#[test]
+fn bad_dates_and_a_duplicate_registration_number_are_refused() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let url = node.url.as_str();
+    let env = [("MEDLEDGER_NODE", url)];
+    let c = cast(tmp.path(), &node);
+    let newcomer = wallet(tmp.path(), "newcomer", url);
+    let register = |dob: &str| {
+        cli(
+            &["patient", "register", "--wallet", &c.hospital, "--identity", &identity(&newcomer)]
+                .into_iter()
+                .chain(["--name", "N. Ewcomer", "--date-of-birth", dob])
+                .chain(["--attendant-name", "A", "--attendant-phone", "1"])
+                .chain(["--attendant-relationship", "sibling"])
+                .collect::<Vec<_>>(),
+            &env,
+        )
+    };
+    for (dob, why) in [
+        ("02/01/1980", "not a date of the form YYYY-MM-DD"),
+        ("2090-13-45", "not a valid calendar date"),
+        ("2023-02-29", "not a valid calendar date"),
+        ("2090-01-01", "in the future"),
+    ] {
+        let o = register(dob);
+        assert!(!o.status.success(), "{dob} was accepted\n{}", show(&o));
+        assert!(stderr(&o).contains(why), "{dob}: {}", show(&o));
+    }
+    let o = register("1980-01-02");
+    assert!(o.status.success(), "{}", show(&o));
+
+    // A record dated in the future.
+    let file = tmp.path().join("note.txt");
+    std::fs::write(&file, b"note").unwrap();
+    let err = fails(
+        &["record", "add", "--wallet", &c.doctor, "--patient", &c.patient_id]
+            .into_iter()
+            .chain(["--file", &file.display().to_string(), "--category", "other"])
+            .chain(["--date", "2031-01-01"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    assert!(err.contains("in the future"), "{err}");
+
+    // The cast's doctor has GMC-1234567; another doctor with that number, however spelt.
+    let twin = wallet(tmp.path(), "twin", url);
+    let err = fails(
+        &["doctor", "onboard", "--wallet", &c.hospital, "--identity", &identity(&twin)]
+            .into_iter()
+            .chain(["--registration-number", "gmc 1234567", "--name", "Dr. Twin"])
+            .chain(["--specialisation", "cardiology"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    assert!(err.contains("registration number"), "{err}");
+    let d = doctors(url, &c.patient);
+    assert_eq!(d.as_array().map(Vec::len), Some(1), "{d:?}");
+}

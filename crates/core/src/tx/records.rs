@@ -17,6 +17,10 @@ pub const MAX_MINT_KEYS: usize = 8;
 /// Most custodians a record's key may be split among.
 pub const MAX_CUSTODIANS: usize = 16;
 
+/// How far ahead of UTC a local calendar date can be (UTC+14): a date is in the future only
+/// once it is after the UTC date of now plus this.
+pub const MAX_UTC_AHEAD_MS: u64 = 14 * 3_600_000;
+
 /// The date of the visit a record belongs to (the calendar date, no time zone).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct VisitDate {
@@ -43,6 +47,28 @@ impl VisitDate {
             _ => 31,
         };
         (1..=days).contains(&self.day)
+    }
+
+    /// The UTC calendar date of a time in milliseconds since the Unix epoch (Howard
+    /// Hinnant's `civil_from_days`; years past 9999 read as 9999).
+    pub fn of_unix_ms(ms: u64) -> Self {
+        let z = (ms / 86_400_000) as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        VisitDate { year: year.min(9999) as u16, month, day }
+    }
+
+    /// Whether this date is still in the future at time `ms` everywhere on Earth: after the
+    /// UTC date of `ms` plus [`MAX_UTC_AHEAD_MS`] (a clinic at UTC+14 may already be a day
+    /// ahead of UTC). The ledger checks this against block time; a wallet against its clock.
+    pub fn is_after(&self, ms: u64) -> bool {
+        *self > Self::of_unix_ms(ms.saturating_add(MAX_UTC_AHEAD_MS))
     }
 
     /// The date as DDMMYYYY, the form a PMR-ID uses.
@@ -231,5 +257,25 @@ mod tests {
         for bad in ["2023-02-29", "2021-13-01", "2021-00-10", "2021-04-31", "21-01-01", "x", ""] {
             assert!(bad.parse::<VisitDate>().is_err(), "{bad}");
         }
+        // Issue 10 item 6: what was registered as dates of birth.
+        for bad in ["02/01/1980", "2090-13-45", "1980-1-2", " 1980-01-02"] {
+            assert!(bad.parse::<VisitDate>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn calendar_dates_of_times_and_the_future() {
+        let date = |s: &str| s.parse::<VisitDate>().unwrap();
+        assert_eq!(VisitDate::of_unix_ms(0), date("1970-01-01"));
+        assert_eq!(VisitDate::of_unix_ms(951_782_400_000), date("2000-02-29"));
+        assert_eq!(VisitDate::of_unix_ms(1_611_619_200_000 + 86_399_999), date("2021-01-26"));
+        // 2026-11-30 10:00 UTC: in Kiribati (UTC+14) it is already 1 December.
+        let now = 1_796_032_800_000;
+        assert_eq!(VisitDate::of_unix_ms(now), date("2026-11-30"));
+        assert!(!date("2026-11-30").is_after(now));
+        assert!(!date("2026-12-01").is_after(now));
+        assert!(date("2026-12-02").is_after(now));
+        assert!(date("2031-01-01").is_after(now));
+        assert!(!date("1980-01-02").is_after(now));
     }
 }

@@ -42,6 +42,16 @@ pub(crate) fn apply(
         return Err(LedgerError::Corrupt(format!("patient {} has no Patient-ID", m.patient)));
     };
     refuse_on!(check_fields(signer, m));
+    // The ledger has no clock: a visit date after the block's date is in the future.
+    if m.visit_date.is_after(state.time_ms) {
+        return Ok(Err(Refusal::Invalid {
+            reason: format!(
+                "the visit date {} is in the future (the block's date is {})",
+                m.visit_date,
+                medledger_core::tx::records::VisitDate::of_unix_ms(state.time_ms)
+            ),
+        }));
+    }
     let resource =
         Resource { patient: m.patient, category: Some(m.category), record: None, case: None };
     refuse_on!(crate::consent::require_treating(

@@ -1,7 +1,12 @@
 //! A hospital onboards a doctor: a new account with a public directory entry.
+//!
+//! A registration number (public, in the directory) names one doctor: it is refused while the
+//! doctor onboarded with it keeps an active key, whichever hospital onboarded them. A doctor
+//! whose key was revoked (who left, say) can be onboarded again, by another hospital too. The
+//! number is compared letters and digits only, case-folded (`state::registration_key`).
 
 use medledger_core::{
-    block::Created,
+    block::{Created, Refusal},
     ids::AccountId,
     tx::{OnboardDoctor, Role},
 };
@@ -21,6 +26,22 @@ pub(crate) fn apply(
     refuse_on!(check_text("specialisation", &t.specialisation));
     let id = AccountId::from_initial_key(&t.key);
     refuse_on!(require_new_account(state, &id)?);
+    if crate::state::registration_key(&t.registration_number).is_empty() {
+        return Ok(Err(Refusal::Invalid {
+            reason: "a registration number has letters or digits".into(),
+        }));
+    }
+    if let Some(holder) = state.doctor_by_registration(&t.registration_number)?
+        && state.account(&holder)?.is_some_and(|a| a.key.is_some())
+    {
+        return Ok(Err(Refusal::AlreadyExists {
+            what: format!(
+                "doctor registration number {:?} (doctor {holder}; their key must be revoked before the number is onboarded again)",
+                t.registration_number
+            ),
+        }));
+    }
+    state.put_doctor_registration(&t.registration_number, &id)?;
     state.put_account(
         &id,
         &Account {

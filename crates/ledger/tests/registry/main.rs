@@ -21,6 +21,8 @@ mod emergency;
 mod records;
 
 const CHAIN: &str = "test-chain";
+/// Genesis time of the test networks: 2026-11-30 00:00 UTC (records are dated before it).
+const GENESIS_MS: u64 = 1_796_000_000_000 / 86_400_000 * 86_400_000;
 
 /// A person or organisation with keys, and the nonce of their next transaction.
 struct Actor {
@@ -70,13 +72,13 @@ impl Net {
         let regulator = Actor::new();
         let genesis = Genesis {
             chain_id: CHAIN.into(),
-            time_ms: 1_000,
+            time_ms: GENESIS_MS,
             regulator_key: regulator.key.public_key(),
             regulator_encryption_key: regulator.enc.public_key(),
             node_key: SigningKey::generate().public_key(),
         };
         let ledger = make(genesis.clone());
-        Net { tip: Tip::genesis(&genesis), ledger, regulator, time: 1_000 }
+        Net { tip: Tip::genesis(&genesis), ledger, regulator, time: GENESIS_MS }
     }
 
     /// Orders `txs` into the next block and applies it, verifying signatures as a node does.
@@ -129,7 +131,8 @@ fn onboard(hospital: &mut Actor, doctor: &Actor) -> SignedTransaction {
     hospital.sign(RegistryTx::OnboardDoctor(OnboardDoctor {
         key: doctor.key.public_key(),
         encryption_key: doctor.enc.public_key(),
-        registration_number: "GMC-7".into(),
+        // One number per doctor: the registry refuses a number twice.
+        registration_number: format!("GMC-{}", doctor.account),
         name: "Dr. Okafor".into(),
         specialisation: "cardiology".into(),
     }))
@@ -541,4 +544,57 @@ fn a_refused_transaction_applies_when_sent_again_after_its_cause_is_fixed() {
     assert_eq!(refusal(&third), &Refusal::Duplicate { log_index: second.log_index });
     let found = net.ledger.transaction(&name.hash()).unwrap().unwrap();
     assert_eq!(found.receipt.log_index, second.log_index);
+}
+
+/// Issue 10 item 6: the same doctor registration number was onboarded twice. A number names
+/// one doctor with an active key, whichever hospital onboards it and however it is spelt; once
+/// that doctor's key is revoked (they left), another hospital may onboard the number again.
+#[test]
+fn a_doctor_registration_number_is_onboarded_once_while_its_doctor_is_active() {
+    let mut net = Net::new();
+    let mut first_hospital = Actor::new();
+    let mut second_hospital = Actor::new();
+    applied(&net.admit(&first_hospital));
+    applied(&net.admit(&second_hospital));
+    let with_number = |hospital: &mut Actor, doctor: &Actor, number: &str| {
+        hospital.sign(RegistryTx::OnboardDoctor(OnboardDoctor {
+            key: doctor.key.public_key(),
+            encryption_key: doctor.enc.public_key(),
+            registration_number: number.into(),
+            name: "Dr. Okafor".into(),
+            specialisation: "cardiology".into(),
+        }))
+    };
+    let doctor = Actor::new();
+    let t = with_number(&mut first_hospital, &doctor, "GMC-7654321");
+    applied(&net.one(t));
+
+    let before = net.snapshot();
+    for (first, number) in [
+        (true, "GMC-7654321"),
+        (false, "GMC-7654321"),
+        (false, "gmc 7654321"),
+        (false, " GMC7654321"),
+    ] {
+        let hospital = if first { &mut first_hospital } else { &mut second_hospital };
+        let t = with_number(hospital, &Actor::new(), number);
+        match refusal(&net.one(t)) {
+            Refusal::AlreadyExists { what } => assert!(what.contains("registration"), "{what}"),
+            other => panic!("{number:?}: {other:?}"),
+        }
+        assert_eq!(net.snapshot(), before, "{number:?}");
+    }
+    let t = with_number(&mut second_hospital, &Actor::new(), " - ");
+    assert!(matches!(refusal(&net.one(t)), Refusal::Invalid { .. }));
+    assert_eq!(net.snapshot(), before);
+
+    // The first hospital revokes its doctor's key: the number is free for the second.
+    let t =
+        first_hospital.sign(RegistryTx::RevokeKey { account: doctor.account, replacement: None });
+    applied(&net.one(t));
+    let moved = Actor::new();
+    let t = with_number(&mut second_hospital, &moved, "GMC 7654321");
+    applied(&net.one(t));
+    let t = with_number(&mut first_hospital, &Actor::new(), "GMC-7654321");
+    assert!(matches!(refusal(&net.one(t)), Refusal::AlreadyExists { .. }));
 }

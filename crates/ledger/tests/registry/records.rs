@@ -159,6 +159,8 @@ fn malformed_mints_are_refused() {
         ),
         ("duplicate recipient", Box::new(|m| m.keys[1].recipient = m.keys[0].recipient)),
         ("bad date", Box::new(|m| m.visit_date = VisitDate { year: 2023, month: 2, day: 29 })),
+        // Issue 10 item 6: a record dated 2031 was minted.
+        ("future date", Box::new(|m| m.visit_date = VisitDate { year: 2031, month: 1, day: 1 })),
         ("empty", Box::new(|m| m.size = 0)),
         ("key is content", Box::new(|m| m.keys[0].blob = m.content)),
         ("unknown superseded", Box::new(|m| m.supersedes = Some("123".into()))),
@@ -461,4 +463,88 @@ fn a_removed_delegate_cannot_erase_and_the_patient_takes_the_record_back() {
     let t = rec(RecordTx::Transfer { record: pmr.clone(), to: patient.account }, &mut patient);
     applied(&net.one(t));
     assert_eq!(net.ledger.record(&pmr).unwrap().unwrap().owner, patient.account);
+}
+
+/// A record minted before the patient's emergency profile can be wrapped to the emergency key
+/// afterwards (the patient's wallet does it when saving the profile), but only once there is
+/// a profile, only for the record's own patient, and only by the patient, owner or delegate.
+#[test]
+fn a_record_key_is_wrapped_to_the_emergency_key_only_once_there_is_a_profile() {
+    use medledger_core::{
+        ids::AccountId,
+        keys::DecryptionKey,
+        tx::{EmergencyTx, emergency::EmergencyProfile},
+    };
+    let (mut net, hospital, mut doctor, mut patient) = populated();
+    let pmr = mint(&mut net, &mut doctor, &patient, "before-profile");
+    let emergency = AccountId::emergency_of(&patient.account);
+    let wrap = KeyRef { recipient: emergency, blob: Hash::of(b"wrapped to the emergency key") };
+
+    // No profile yet: no emergency key to wrap to.
+    let before = record_state(&net, &patient);
+    let t = rec(RecordTx::ShareKey { record: pmr.clone(), key: wrap.clone() }, &mut patient);
+    assert!(matches!(refusal(&net.one(t)), Refusal::Invalid { .. }));
+    assert_eq!(record_state(&net, &patient), before);
+    assert_eq!(net.ledger.record_key(&pmr, &emergency).unwrap(), None);
+
+    let t = patient.sign_body(TxBody::Emergency(EmergencyTx::SetProfile {
+        patient: patient.account,
+        profile: EmergencyProfile {
+            profile: Hash::of(b"sealed profile"),
+            key_check: Hash::of(b"check"),
+            emergency_key: DecryptionKey::generate().public_key(),
+            open_records: true,
+            escrow: vec![KeyRef { recipient: hospital.account, blob: Hash::of(b"piece") }],
+            threshold: 1,
+        },
+    }));
+    applied(&net.one(t));
+
+    // The author is not the owner: refused. Another patient's emergency pseudo-account is
+    // no account at all: refused.
+    let before = record_state(&net, &patient);
+    let t = rec(RecordTx::ShareKey { record: pmr.clone(), key: wrap.clone() }, &mut doctor);
+    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
+    let other = AccountId::emergency_of(&doctor.account);
+    let t = rec(
+        RecordTx::ShareKey {
+            record: pmr.clone(),
+            key: KeyRef { recipient: other, blob: Hash::of(b"to another") },
+        },
+        &mut patient,
+    );
+    assert!(matches!(refusal(&net.one(t)), Refusal::NotFound { .. }));
+    assert_eq!(record_state(&net, &patient), before);
+
+    // The patient wraps it: the node can now serve it under break-glass.
+    let t = rec(RecordTx::ShareKey { record: pmr.clone(), key: wrap.clone() }, &mut patient);
+    applied(&net.one(t));
+    assert_eq!(net.ledger.record_key(&pmr, &emergency).unwrap(), Some(wrap.blob));
+}
+
+/// The ledger has no clock: a visit date is in the future when it is after the block's date
+/// (allowing a clinic at UTC+14 its local date).
+#[test]
+fn a_visit_date_after_the_blocks_date_is_refused() {
+    let (mut net, _, mut doctor, patient) = populated();
+    // Noon UTC: at UTC+14 it is already tomorrow.
+    net.block_at(GENESIS_MS + 12 * 3_600_000, vec![]);
+    let today = VisitDate::of_unix_ms(net.time + 1_000);
+    let tomorrow = VisitDate::of_unix_ms(net.time + 1_000 + 86_400_000);
+    let after = VisitDate::of_unix_ms(net.time + 1_000 + 2 * 86_400_000);
+    let before = record_state(&net, &patient);
+    let mut m = mint_body(&patient, &doctor, RecordCategory::LabReport, "after");
+    m.visit_date = after;
+    let t = rec(RecordTx::Mint(m), &mut doctor);
+    match refusal(&net.one(t)) {
+        Refusal::Invalid { reason } => assert!(reason.contains("in the future"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(record_state(&net, &patient), before);
+    for (tag, date) in [("today", today), ("tomorrow", tomorrow)] {
+        let mut m = mint_body(&patient, &doctor, RecordCategory::LabReport, tag);
+        m.visit_date = date;
+        let t = rec(RecordTx::Mint(m), &mut doctor);
+        minted(&net.one(t));
+    }
 }
