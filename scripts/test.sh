@@ -48,3 +48,6 @@ fi
 step "tests"
 # (The workspace has no doc tests; nextest runs everything else.)
 cargo nextest run --workspace --locked --no-fail-fast
+
+step "the README walk-through, as written"
+./scripts/walkthrough.sh
