@@ -330,8 +330,7 @@ impl Ledger {
         now_ms: u64,
     ) -> Result<crate::consent::Decision, LedgerError> {
         let (h, t) = self.next_block_time(now_ms);
-        let view = crate::consent::CommittedView(self.db.begin_read()?);
-        crate::consent::authorize(&view, requester, action, resource, purpose, h, t)
+        self.authorize_at(requester, action, resource, purpose, h, t)
     }
 
     /// The grants from `patient` to `grantee` in force now: at the next block, at the node's
@@ -342,13 +341,36 @@ impl Ledger {
         patient: &AccountId,
         now_ms: u64,
     ) -> Result<Vec<(Hash, crate::state::GrantEntry)>, LedgerError> {
-        use crate::consent::ConsentView;
         let (h, t) = self.next_block_time(now_ms);
+        self.grants_in_force_at(grantee, patient, h, t)
+    }
+
+    fn authorize_at(
+        &self,
+        requester: &AccountId,
+        action: crate::consent::Action,
+        resource: &crate::consent::Resource,
+        purpose: medledger_core::tx::consent::Purpose,
+        height: u64,
+        time_ms: u64,
+    ) -> Result<crate::consent::Decision, LedgerError> {
+        let view = crate::consent::CommittedView(self.db.begin_read()?);
+        crate::consent::authorize(&view, requester, action, resource, purpose, height, time_ms)
+    }
+
+    fn grants_in_force_at(
+        &self,
+        grantee: &AccountId,
+        patient: &AccountId,
+        height: u64,
+        time_ms: u64,
+    ) -> Result<Vec<(Hash, crate::state::GrantEntry)>, LedgerError> {
+        use crate::consent::ConsentView;
         let view = crate::consent::CommittedView(self.db.begin_read()?);
         Ok(view
             .grants_between(grantee, patient)?
             .into_iter()
-            .filter(|(_, g)| g.in_force(h, t))
+            .filter(|(_, g)| g.in_force(height, time_ms))
             .collect())
     }
 
@@ -372,8 +394,7 @@ impl Ledger {
         height: Option<u64>,
     ) -> Result<crate::consent::Decision, LedgerError> {
         let (h, t) = self.block_time(height)?;
-        let view = crate::consent::CommittedView(self.db.begin_read()?);
-        crate::consent::authorize(&view, requester, action, resource, purpose, h, t)
+        self.authorize_at(requester, action, resource, purpose, h, t)
     }
 
     /// The grants from `patient` to `grantee` in force at `height` (`None`: the tip): what the
@@ -384,14 +405,8 @@ impl Ledger {
         patient: &AccountId,
         height: Option<u64>,
     ) -> Result<Vec<(Hash, crate::state::GrantEntry)>, LedgerError> {
-        use crate::consent::ConsentView;
         let (h, t) = self.block_time(height)?;
-        let view = crate::consent::CommittedView(self.db.begin_read()?);
-        Ok(view
-            .grants_between(grantee, patient)?
-            .into_iter()
-            .filter(|(_, g)| g.in_force(h, t))
-            .collect())
+        self.grants_in_force_at(grantee, patient, h, t)
     }
 
     /// "Who can see my records": delegates, grants in force and deny rules of `patient`.
