@@ -213,19 +213,7 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     Ok(())
 }
 
-/// The civil (proleptic Gregorian) date of a day counted from 1970-01-01, as (year, month,
-/// day): Howard Hinnant's algorithm.
-pub fn civil_date(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
-}
+pub use medledger_core::tx::records::civil_date;
 
 /// A block time (milliseconds since the Unix epoch) as `YYYY-MM-DD HH:MM UTC`.
 pub fn utc(ms: u64) -> String {

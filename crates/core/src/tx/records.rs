@@ -52,16 +52,8 @@ impl VisitDate {
     /// The UTC calendar date of a time in milliseconds since the Unix epoch (Howard
     /// Hinnant's `civil_from_days`; years past 9999 read as 9999).
     pub fn of_unix_ms(ms: u64) -> Self {
-        let z = (ms / 86_400_000) as i64 + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        VisitDate { year: year.min(9999) as u16, month, day }
+        let (year, month, day) = civil_date((ms / 86_400_000) as i64);
+        VisitDate { year: year.min(9999) as u16, month: month as u8, day: day as u8 }
     }
 
     /// Whether this date is still in the future at time `ms` everywhere on Earth: after the
@@ -236,6 +228,20 @@ impl RecordTx {
             RecordTx::ReleaseShare { .. } => "release_share",
         }
     }
+}
+
+/// The civil (proleptic Gregorian) date of a day counted from 1970-01-01, as (year, month,
+/// day): Howard Hinnant's `civil_from_days`.
+pub fn civil_date(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 #[cfg(test)]
