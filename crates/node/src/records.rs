@@ -220,6 +220,26 @@ pub(crate) struct UploadQuery {
 /// the content address binds the bytes instead, and a truncated or altered upload never
 /// becomes visible.
 pub(crate) async fn upload(
+    state: State<AppState>,
+    uploader: Signed,
+    q: Query<UploadQuery>,
+    body: Body,
+) -> Response {
+    match receive(state, uploader, q, body).await {
+        Ok(stored) => stored.into_response(),
+        // A refusal may come before the body is read to its end: the connection cannot carry
+        // another request, so the client must not reuse it (it would find it closed).
+        Err(e) => {
+            let mut response = e.into_response();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+            response
+        }
+    }
+}
+
+async fn receive(
     State(state): State<AppState>,
     Signed(uploader): Signed,
     Query(q): Query<UploadQuery>,
