@@ -130,6 +130,14 @@ fn too_many(code: &str, message: String) -> ApiError {
     ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
 }
 
+fn bad_signature(tx: &SignedTransaction) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "bad_signature",
+        format!("the signature does not verify under key {}", tx.public_key),
+    )
+}
+
 /// The signature and envelope of `tx`, before anything that depends on what it names: an
 /// unauthenticated sender learns nothing and costs nothing beyond a signature check.
 pub(crate) fn authenticate(
@@ -138,11 +146,7 @@ pub(crate) fn authenticate(
     signature_ok: bool,
 ) -> Result<(), ApiError> {
     if !signature_ok {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_signature",
-            format!("the signature does not verify under key {}", tx.public_key),
-        ));
+        return Err(bad_signature(tx));
     }
     let pending = state.pending_keys.lock().unwrap_or_else(|p| p.into_inner());
     let pending_key =
@@ -180,7 +184,7 @@ pub(crate) fn admit(
     signature_ok: bool,
 ) -> Result<(), ApiError> {
     if !signature_ok {
-        return Err(authenticate(state, tx, false).unwrap_err());
+        return Err(bad_signature(tx));
     }
     if let Some(before) = state.ledger.transaction(&tx.hash())?
         && matches!(before.receipt.outcome, Outcome::Applied { .. })

@@ -166,6 +166,14 @@ fn a_case_is_written_by_two_doctors_sealed_exported_and_verified() {
     let out = ok(&["case", "show", case, "--wallet", &w.second, "--json"], &env);
     let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(shown["entries"][1]["text"], "Anaesthesia: uneventful induction", "{shown}");
+    // H2: the key is not enough. A deny rule naming the second doctor stops their next read of
+    // the case's content at once, though they hold the key and wrote in it.
+    let second_account = account_of(&w.second);
+    ok(&["consent", "deny", "--wallet", &w.patient, "--grantee", &second_account], &env);
+    let err = fails(&["case", "show", case, "--wallet", &w.second], &env);
+    assert!(err.contains(&format!("no case {case}")), "{err}");
+    let out = ok(&["case", "show", case, "--wallet", &w.patient], &env);
+    assert!(out.contains("uneventful induction"), "the patient still reads it:\n{out}");
 
     // Offline: the node is stopped; the wallet's trusted node key is all that is needed.
     drop(node);
