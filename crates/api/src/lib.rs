@@ -30,6 +30,10 @@ pub mod paths {
     pub const TRANSACTIONS: &str = "/v1/transactions";
     /// POST many transactions (canonical encoding of a `Vec<SignedTransaction>`).
     pub const TRANSACTIONS_BATCH: &str = "/v1/transactions/batch";
+    /// POST a transaction (canonical bytes) to learn what the next block would do with it,
+    /// without ordering or writing anything: a [`crate::Simulation`] when it would apply, the
+    /// error body a submission would get when it would be refused.
+    pub const TRANSACTIONS_SIMULATE: &str = "/v1/transactions/simulate";
     /// GET the latest signed checkpoint.
     pub const CHECKPOINT: &str = "/v1/checkpoint";
     /// GET a consistency proof: `?old=N&new=M`.
@@ -105,6 +109,21 @@ pub struct ErrorBody {
     /// For a refused transaction, its receipt (when it was ordered) or the refusal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+}
+
+/// What a simulated transaction would do in the next block (`POST
+/// /v1/transactions/simulate`): it would apply. A transaction that would be refused gets the
+/// error body, code and message a submission would get.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Simulation {
+    /// The transaction's hash.
+    pub tx_hash: Hash,
+    /// The height of the block it was run in: the next after committed state.
+    pub height: u64,
+    /// That block's time (the node's clock), in milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// The outcome: applied, with what it would create.
+    pub outcome: Outcome,
 }
 
 /// The result of one transaction in a batch.

@@ -169,10 +169,27 @@ impl Session {
         ))
     }
 
-    /// Signs `body` with the next nonce and submits it; returns the receipt of an applied
-    /// transaction, or a clear error for a refused one.
+    /// Signs `body` with the next nonce, simulates it against committed state and submits it
+    /// if it would apply; returns the receipt of an applied transaction, or a clear error for
+    /// a refused one. A transaction the ledger would refuse is reported with the ledger's exact
+    /// refusal and never sent, so no refusal of a wallet's lands in the append-only log unless
+    /// the state changed between the simulation and the next block. (The load generators and
+    /// the device gateway submit without simulating: the round trip would halve their rate.)
     pub async fn submit(&self, body: TxBody) -> Result<Receipt> {
         let tx = self.build(body).await?;
+        match self.client.simulate(&tx).await {
+            Ok(_) => {}
+            Err(ClientError::Refused {
+                message,
+                outcome: Some(Outcome::Refused { reason }),
+                ..
+            }) => {
+                bail!(
+                    "the ledger would refuse the transaction: {reason} ({message}); nothing was submitted"
+                )
+            }
+            Err(e) => return Err(e.into()),
+        }
         match self.client.submit(&tx).await {
             Ok(receipt) => Ok(receipt),
             Err(ClientError::Refused {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use medledger_api::{
     AccountKeyProof, AccountView, BatchItem, BlobStored, ConsistencyResponse, DoctorView,
-    ErrorBody, Health, HospitalView, PatientView, TxProofResponse, paths,
+    ErrorBody, Health, HospitalView, PatientView, Simulation, TxProofResponse, paths,
 };
 use medledger_core::{
     Hash,
@@ -296,6 +296,28 @@ impl NodeClient {
             });
         }
         Ok(receipt)
+    }
+
+    /// Asks the node what the next block would do with `tx` (`POST
+    /// /v1/transactions/simulate`), without ordering or writing anything: the
+    /// [`Simulation`] of a transaction that would apply, or [`ClientError::Refused`] with the
+    /// code, message and outcome a submission would get.
+    pub async fn simulate(&self, tx: &SignedTransaction) -> Result<Simulation, ClientError> {
+        let url = self.url(paths::TRANSACTIONS_SIMULATE);
+        let req =
+            self.http.post(&url).header(CONTENT_TYPE, "application/octet-stream").body(tx.encode());
+        let simulation: Simulation = read_json(self.send(req, &url).await?, &url).await?;
+        let hash = tx.hash();
+        if simulation.tx_hash != hash {
+            return Err(ClientError::BadResponse {
+                url,
+                reason: format!(
+                    "the simulation is of transaction {}, not {hash}",
+                    simulation.tx_hash
+                ),
+            });
+        }
+        Ok(simulation)
     }
 
     /// Submits many transactions at once; one result per transaction, in order.

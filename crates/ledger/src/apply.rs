@@ -68,18 +68,7 @@ impl Ledger {
                 let tx_hash = Hash::of(&encoded[i]);
                 // A transaction is a duplicate only of one that was applied: a refused one may
                 // be sent again once its cause is fixed (its nonce was not consumed).
-                let applied_before = match tables.tx_index.get(&tx_hash.0)? {
-                    Some(at) => {
-                        let at = at.value().2;
-                        receipts_table
-                            .get(at)?
-                            .map(|o| decode_entry::<Outcome>("receipt", o.value()))
-                            .transpose()?
-                            .filter(|o| matches!(o, Outcome::Applied { .. }))
-                            .map(|_| at)
-                    }
-                    None => None,
-                };
+                let applied_before = applied_before(&tables, &receipts_table, &tx_hash)?;
                 let mut state = StateTxn {
                     tables: &mut tables,
                     digest,
@@ -144,6 +133,32 @@ impl Ledger {
         Ok(receipts)
     }
 
+    /// Runs `tx` against committed state exactly as the next block would (at the next height,
+    /// at `time_ms` raised to the tip's time, with the real `apply` code) in a write
+    /// transaction that is then aborted: the exact outcome, applied (with what it would create)
+    /// or the exact refusal, and nothing written. It waits for a block being applied, so it
+    /// sees the state that block leaves. The caller has checked the signature.
+    pub fn simulate(&self, tx: &SignedTransaction, time_ms: u64) -> Result<Simulated, LedgerError> {
+        let writer = self.writer.lock().expect("writer lock poisoned");
+        let height = writer.tip.height + 1;
+        let time_ms = time_ms.max(writer.tip.time_ms);
+        let tx_hash = tx.hash();
+        let txn = self.db.begin_write()?;
+        let outcome = {
+            let receipts_table = txn.open_table(RECEIPTS)?;
+            let mut tables = Tables::open(&txn)?;
+            let applied_before = applied_before(&tables, &receipts_table, &tx_hash)?;
+            let mut state =
+                StateTxn { tables: &mut tables, digest: writer.digest, height, time_ms, tx_hash };
+            match apply_tx(&mut state, self.chain_id(), tx, true, applied_before)? {
+                Ok(created) => Outcome::Applied { created },
+                Err(reason) => Outcome::Refused { reason },
+            }
+        };
+        txn.abort()?;
+        Ok(Simulated { tx_hash, height, time_ms, outcome })
+    }
+
     /// The envelope checks against committed state, run at admission so that nothing that
     /// fails them is ever ordered: a transaction reaches the log only if it is signed by the
     /// active key of a registered account, on this chain, with a fresh nonce, by an account
@@ -185,6 +200,42 @@ impl Ledger {
             Err(Refusal::Invalid { reason: format!("the node could not check the sender: {e}") })
         })
     }
+}
+
+/// What [`Ledger::simulate`] found: the outcome `tx` would have in a block at `height` and
+/// `time_ms` following committed state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Simulated {
+    /// The transaction's hash.
+    pub tx_hash: Hash,
+    /// The height of the block it was run in (the next one).
+    pub height: u64,
+    /// That block's time.
+    pub time_ms: u64,
+    /// Applied (with what it would create) or the exact refusal.
+    pub outcome: Outcome,
+}
+
+/// The log index of an earlier applied occurrence of the transaction `tx_hash`, if any: a
+/// transaction is a duplicate only of one that was applied (a refused one may be sent again
+/// once its cause is fixed; its nonce was not consumed).
+fn applied_before(
+    tables: &Tables<'_>,
+    receipts: &impl ReadableTable<u64, &'static [u8]>,
+    tx_hash: &Hash,
+) -> Result<Option<u64>, LedgerError> {
+    Ok(match tables.tx_index.get(&tx_hash.0)? {
+        Some(at) => {
+            let at = at.value().2;
+            receipts
+                .get(at)?
+                .map(|o| decode_entry::<Outcome>("receipt", o.value()))
+                .transpose()?
+                .filter(|o| matches!(o, Outcome::Applied { .. }))
+                .map(|_| at)
+        }
+        None => None,
+    })
 }
 
 /// The suspended party that stops `id` from acting: itself, or a doctor's hospital.

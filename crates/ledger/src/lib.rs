@@ -34,7 +34,7 @@ use medledger_core::{
 };
 use redb::{Database, ReadableDatabase, ReadableTable};
 
-pub use apply::verify_signatures;
+pub use apply::{Simulated, verify_signatures};
 pub use query::TxRecord;
 use state::*;
 pub use state::{

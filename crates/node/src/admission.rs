@@ -13,6 +13,9 @@
 //!   requests and break-glass declarations. Every path that orders a transaction (single,
 //!   batch, the audited reads) goes through [`admit`], so no route escapes them.
 //! - the blobs a transaction names are in the vault.
+//!
+//! [`simulate`] runs the same checks without charging, then the ledger's own apply code
+//! against committed state, and writes nothing.
 
 use std::{
     collections::HashMap,
@@ -113,6 +116,8 @@ pub struct Limits {
     pub requests: Bucket,
     /// Break-glass declarations by one doctor: 5 an hour.
     pub break_glass: Bucket,
+    /// Simulated transactions (each runs the apply code in a write transaction): 120 a minute.
+    pub simulations: Bucket,
 }
 
 impl Default for Limits {
@@ -122,6 +127,7 @@ impl Default for Limits {
             denials: Bucket::new(10, 60, 0),
             requests: Bucket::new(20, 3600, 0),
             break_glass: Bucket::new(5, 3600, 0),
+            simulations: Bucket::new(120, 60, 0),
         }
     }
 }
@@ -183,14 +189,59 @@ pub(crate) fn admit(
     tx: &SignedTransaction,
     signature_ok: bool,
 ) -> Result<(), ApiError> {
+    checks(state, tx, signature_ok, Charge::Yes)?;
+    note_pending_key(state, tx);
+    Ok(())
+}
+
+/// Whether admission's checks take from the signer's buckets (a real submission) or only
+/// look at them (a simulation, which is charged to its own bucket instead).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Charge {
+    Yes,
+    No,
+}
+
+/// A simulation (`POST /v1/transactions/simulate`, as `eth_call`): every check [`admit`] runs,
+/// without charging its buckets, then the transaction run against committed state by the
+/// ledger's own apply code in a write transaction that is aborted. The answer is the outcome
+/// the next block would give it, or the refusal a submission would get, with the same code
+/// and message. Nothing is written, ordered or logged; each signer has its own allowance of
+/// simulations (a bucket like the others) once its envelope checks out.
+pub(crate) fn simulate(
+    state: &AppState,
+    tx: &SignedTransaction,
+    signature_ok: bool,
+) -> Result<medledger_ledger::Simulated, ApiError> {
     if !signature_ok {
         return Err(bad_signature(tx));
     }
-    if let Some(before) = state.ledger.transaction(&tx.hash())?
-        && matches!(before.receipt.outcome, Outcome::Applied { .. })
-    {
-        return Err(duplicate(&before.receipt));
+    not_applied_before(state, tx)?;
+    authenticate(state, tx, true)?;
+    if !state.limits.simulations.try_take(&tx.tx.signer) {
+        return Err(too_many(
+            "too_many_simulations",
+            "too many simulated transactions in a minute; try again later".into(),
+        ));
     }
+    checks(state, tx, true, Charge::No)?;
+    Ok(state.ledger.simulate(tx, now_ms())?)
+}
+
+fn checks(
+    state: &AppState,
+    tx: &SignedTransaction,
+    signature_ok: bool,
+    charge: Charge,
+) -> Result<(), ApiError> {
+    let take = |bucket: &Bucket, who: &AccountId| match charge {
+        Charge::Yes => bucket.try_take(who),
+        Charge::No => bucket.has(who),
+    };
+    if !signature_ok {
+        return Err(bad_signature(tx));
+    }
+    not_applied_before(state, tx)?;
     authenticate(state, tx, true)?;
     let signer = tx.tx.signer;
     let limits = &state.limits;
@@ -206,21 +257,21 @@ pub(crate) fn admit(
         TxBody::Access(a) => {
             let likely =
                 state.ledger.authorize_now(&signer, a.action, &a.resource, a.purpose, now_ms())?;
-            if !likely.is_allowed() && !limits.denials.try_take(&signer) {
+            if !likely.is_allowed() && !take(&limits.denials, &signer) {
                 return Err(too_many(
                     "too_many_denials",
                     "too many denied accesses in a minute; try again later".into(),
                 ));
             }
         }
-        TxBody::Consent(ConsentTx::Request { .. }) if !limits.requests.try_take(&signer) => {
+        TxBody::Consent(ConsentTx::Request { .. }) if !take(&limits.requests, &signer) => {
             return Err(too_many(
                 "too_many_requests",
                 "too many access requests in an hour; try again later".into(),
             ));
         }
         TxBody::Emergency(EmergencyTx::BreakGlass { .. })
-            if !limits.break_glass.try_take(&signer) =>
+            if !take(&limits.break_glass, &signer) =>
         {
             return Err(too_many(
                 "too_many_break_glass",
@@ -233,7 +284,16 @@ pub(crate) fn admit(
     crate::records::blobs_present(state, tx)?;
     crate::cases::blobs_present(state, tx)?;
     crate::devices::blobs_present(state, tx)?;
-    note_pending_key(state, tx);
+    Ok(())
+}
+
+/// Refuses a transaction already applied, with [`duplicate`].
+fn not_applied_before(state: &AppState, tx: &SignedTransaction) -> Result<(), ApiError> {
+    if let Some(before) = state.ledger.transaction(&tx.hash())?
+        && matches!(before.receipt.outcome, Outcome::Applied { .. })
+    {
+        return Err(duplicate(&before.receipt));
+    }
     Ok(())
 }
 

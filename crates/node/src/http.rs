@@ -15,7 +15,7 @@ use axum::{
 };
 use medledger_api::{
     AccountKeyProof, AccountView, BatchItem, BlobStored, ConsistencyQuery, ConsistencyResponse,
-    DoctorView, ErrorBody, Health, HospitalView, PatientView, TxProofResponse, paths,
+    DoctorView, ErrorBody, Health, HospitalView, PatientView, Simulation, TxProofResponse, paths,
 };
 use medledger_core::{
     Hash,
@@ -170,6 +170,10 @@ pub fn router(state: AppState) -> Router {
             paths::TRANSACTIONS_BATCH,
             post(submit_batch).layer(DefaultBodyLimit::max(MAX_BATCH_BYTES)).layer(large()),
         )
+        .route(
+            paths::TRANSACTIONS_SIMULATE,
+            post(simulate).layer(DefaultBodyLimit::max(4 * MAX_TX_BYTES)).layer(small()),
+        )
         .route(&format!("{}/{{hash}}", paths::TRANSACTIONS), get(transaction))
         .route(paths::CHECKPOINT, get(checkpoint))
         .route(paths::CONSISTENCY, get(consistency))
@@ -296,6 +300,27 @@ async fn submit(State(state): State<AppState>, body: Bytes) -> Result<Json<Recei
         ApiError::bad_request(e.to_string())
     })?;
     submit_and_wait(&state, tx).await.map(Json)
+}
+
+/// Runs a transaction as the next block would, writing nothing (see
+/// [`crate::admission::simulate`]): would apply, or the refusal a submission would get.
+async fn simulate(State(state): State<AppState>, body: Bytes) -> ApiResult<Simulation> {
+    let tx = SignedTransaction::decode(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let ok = tx.verify_signature().is_ok();
+    // The write transaction waits for a block being applied: off the async workers.
+    let simulated =
+        tokio::task::spawn_blocking(move || crate::admission::simulate(&state, &tx, ok))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))??;
+    match simulated.outcome {
+        Outcome::Applied { .. } => Ok(Json(Simulation {
+            tx_hash: simulated.tx_hash,
+            height: simulated.height,
+            time_ms: simulated.time_ms,
+            outcome: simulated.outcome,
+        })),
+        Outcome::Refused { .. } => Err(ApiError::refused(simulated.outcome)),
+    }
 }
 
 /// Checks, admits and orders one transaction, and waits for its durable receipt; a refused

@@ -17,6 +17,7 @@ mod http_refusals;
 mod records;
 mod registry;
 mod signed_reads;
+mod simulate;
 mod startup;
 mod tamper;
 mod wallet_trust;
