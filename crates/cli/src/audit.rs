@@ -138,6 +138,10 @@ fn what(e: &AuditEvent) -> String {
         AuditKind::DeviceAlert { device, seq, metric, severity, .. } => {
             format!("ALERT from device {device}: reading {seq}, {} {severity:?}", metric.name())
         }
+        AuditKind::PatientAmended { details, attendant } => format!(
+            "registration details amended by the registering hospital (details {}, attendant {})",
+            details.blob, attendant.blob
+        ),
     }
 }
 

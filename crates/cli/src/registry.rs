@@ -9,7 +9,9 @@ use medledger_core::{
     block::{Created, Outcome, Receipt},
     ids::{AccountId, PatientId},
     keys::SigningKey,
-    tx::{AdmitHospital, OnboardDoctor, RegisterPatient, RegistryTx, SealedRef, TxBody},
+    tx::{
+        AdmitHospital, AmendPatient, OnboardDoctor, RegisterPatient, RegistryTx, SealedRef, TxBody,
+    },
 };
 use serde::{Deserialize, Serialize};
 
@@ -126,6 +128,32 @@ pub enum PatientCommand {
         /// The attendant's relationship to the patient.
         #[arg(long)]
         attendant_relationship: String,
+    },
+    /// Correct a patient's sealed details (the registering hospital only): the fields given
+    /// replace the registered ones, the rest are kept. Recorded in the patient's trail.
+    Amend {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The Patient-ID.
+        patient_id: u64,
+        /// Full name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Date of birth (YYYY-MM-DD; a real date, not in the future).
+        #[arg(long, value_parser = crate::common::parse_past_date)]
+        date_of_birth: Option<medledger_core::tx::records::VisitDate>,
+        /// Phone number.
+        #[arg(long)]
+        phone: Option<String>,
+        /// The attendant's name.
+        #[arg(long)]
+        attendant_name: Option<String>,
+        /// The attendant's phone.
+        #[arg(long)]
+        attendant_phone: Option<String>,
+        /// The attendant's relationship to the patient.
+        #[arg(long)]
+        attendant_relationship: Option<String>,
     },
     /// Show a patient's registration; with the patient's or hospital's wallet, also open the
     /// sealed details and check them against the ledger's commitments.
@@ -364,26 +392,111 @@ pub async fn patient(command: PatientCommand) -> Result<()> {
             println!("hospital     {}", p.hospital);
             println!("registered   block {}", p.registered_at);
             for (label, r) in [("details", p.details), ("attendant", p.attendant)] {
-                // The client checks that the blob hashes to the reference on the ledger.
-                let blob = s.client.get_blob(&r.blob).await?;
-                let Ok(inner) = seal::open(&blob, &s.identity.decryption) else {
-                    println!(
+                match open_details(&s, label, &r).await? {
+                    Some(details) => {
+                        println!("{label:<12} {details} (matches the ledger's commitment)")
+                    }
+                    None => println!(
                         "{label:<12} sealed (only the patient and their hospital can open them)"
-                    );
-                    continue;
-                };
-                let sealed: SealedDetails = serde_json::from_slice(&inner)?;
-                let mut salt = [0u8; 32];
-                hex::decode_to_slice(&sealed.salt, &mut salt)?;
-                let plain = serde_json::to_vec(&sealed.details)?;
-                if !seal::verify_commitment(&plain, &salt, &r.commitment) {
-                    bail!("the sealed {label} do not match the commitment on the ledger");
+                    ),
                 }
-                println!("{label:<12} {} (matches the ledger's commitment)", sealed.details);
             }
             Ok(())
         }
+        PatientCommand::Amend {
+            wallet,
+            patient_id,
+            name,
+            date_of_birth,
+            phone,
+            attendant_name,
+            attendant_phone,
+            attendant_relationship,
+        } => {
+            let details_given = [
+                ("name", name),
+                ("date_of_birth", date_of_birth.map(|d| d.to_string())),
+                ("phone", phone),
+            ];
+            let attendant_given = [
+                ("name", attendant_name),
+                ("phone", attendant_phone),
+                ("relationship", attendant_relationship),
+            ];
+            if details_given.iter().chain(&attendant_given).all(|(_, v)| v.is_none()) {
+                bail!(
+                    "nothing to amend: give --name, --date-of-birth, --phone, --attendant-name, \
+                     --attendant-phone or --attendant-relationship"
+                );
+            }
+            let s = Session::open(&wallet).await?;
+            let p = s
+                .client
+                .patient(PatientId(patient_id))
+                .await?
+                .with_context(|| format!("no patient with Patient-ID {patient_id}"))?;
+            if p.hospital != s.wallet.account() {
+                bail!(
+                    "only the hospital that registered Patient-ID {patient_id} ({}) may amend their details",
+                    p.hospital
+                );
+            }
+            let recipients = [s.encryption_key_of(&p.account).await?, s.wallet.encryption_key()];
+            let mut refs = [p.details, p.attendant];
+            for (i, (label, given)) in
+                [("details", details_given), ("attendant", attendant_given)].into_iter().enumerate()
+            {
+                if given.iter().all(|(_, v)| v.is_none()) {
+                    continue;
+                }
+                let mut details = open_details(&s, label, &refs[i]).await?.with_context(|| {
+                    format!(
+                        "this wallet cannot open the registered {label} of Patient-ID {patient_id}"
+                    )
+                })?;
+                let fields = details
+                    .as_object_mut()
+                    .with_context(|| format!("the registered {label} are not a JSON object"))?;
+                for (field, value) in given {
+                    if let Some(value) = value {
+                        fields.insert(field.into(), value.into());
+                    }
+                }
+                refs[i] = seal_details(&s.client, details, &recipients).await?;
+            }
+            let [details, attendant] = refs;
+            let body = TxBody::Registry(RegistryTx::AmendPatient(AmendPatient {
+                patient: PatientId(patient_id),
+                details,
+                attendant,
+            }));
+            let receipt = s.submit(body).await?;
+            print_receipt("patient details amended", &receipt);
+            Ok(())
+        }
     }
+}
+
+/// Opens sealed details with this wallet and checks them against the ledger's commitment `r`;
+/// `None` when this wallet is not one they were sealed to.
+async fn open_details(
+    s: &Session,
+    label: &str,
+    r: &SealedRef,
+) -> Result<Option<serde_json::Value>> {
+    // The client checks that the blob hashes to the reference on the ledger.
+    let blob = s.client.get_blob(&r.blob).await?;
+    let Ok(inner) = seal::open(&blob, &s.identity.decryption) else {
+        return Ok(None);
+    };
+    let sealed: SealedDetails = serde_json::from_slice(&inner)?;
+    let mut salt = [0u8; 32];
+    hex::decode_to_slice(&sealed.salt, &mut salt)?;
+    let plain = serde_json::to_vec(&sealed.details)?;
+    if !seal::verify_commitment(&plain, &salt, &r.commitment) {
+        bail!("the sealed {label} do not match the commitment on the ledger");
+    }
+    Ok(Some(sealed.details))
 }
 
 pub async fn key(command: KeyCommand) -> Result<()> {

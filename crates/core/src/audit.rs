@@ -270,6 +270,14 @@ pub enum AuditKind {
         /// How abnormal.
         severity: Severity,
     },
+    /// The registering hospital corrected the patient's sealed details: the references now
+    /// in force (the hospital is the event's actor).
+    PatientAmended {
+        /// The patient's details.
+        details: crate::tx::SealedRef,
+        /// The attendant's details.
+        attendant: crate::tx::SealedRef,
+    },
 }
 
 impl AuditKind {
@@ -309,6 +317,7 @@ impl AuditKind {
             AuditKind::DeviceSessionEnded { .. } => "device_session_ended",
             AuditKind::DeviceThresholdsSet { .. } => "device_thresholds_set",
             AuditKind::DeviceAlert { .. } => "device_alert",
+            AuditKind::PatientAmended { .. } => "patient_amended",
         }
     }
 }

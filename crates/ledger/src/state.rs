@@ -798,6 +798,12 @@ impl StateTxn<'_, '_> {
         Ok(())
     }
 
+    /// Reads a patient's registration.
+    pub fn patient(&self, id: PatientId) -> Result<Option<PatientEntry>, LedgerError> {
+        let v = self.tables.patients.get(id.0)?;
+        v.map(|v| decode_entry("patient", v.value())).transpose()
+    }
+
     /// Is this Patient-ID taken?
     pub fn patient_id_taken(&self, id: PatientId) -> Result<bool, LedgerError> {
         Ok(self.tables.patients.get(id.0)?.is_some())

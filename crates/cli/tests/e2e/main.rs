@@ -1,6 +1,7 @@
 //! End-to-end tests of the `medledger` binary: real node processes on temporary data
 //! directories and loopback ports, driven through the CLI, raw HTTP and the client SDK.
 
+mod amend;
 mod attacks;
 mod bench;
 mod cases;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Hash,
-    ids::AccountId,
+    ids::{AccountId, PatientId},
     keys::{EncryptionKey, PublicKey},
 };
 
@@ -88,6 +88,10 @@ pub enum RegistryTx {
         /// A new key for the account, e.g. after the holder lost the old one.
         replacement: Option<PublicKey>,
     },
+    /// The registering hospital corrects a patient's sealed details (a misspelt name, a wrong
+    /// date of birth, a new phone): new sealed references replace the registered ones. The
+    /// patient's trail records it.
+    AmendPatient(AmendPatient),
 }
 
 impl RegistryTx {
@@ -101,6 +105,7 @@ impl RegistryTx {
             RegistryTx::RegisterPatient(_) => "register_patient",
             RegistryTx::RotateKey { .. } => "rotate_key",
             RegistryTx::RevokeKey { .. } => "revoke_key",
+            RegistryTx::AmendPatient(_) => "amend_patient",
         }
     }
 }
@@ -150,5 +155,18 @@ pub struct RegisterPatient {
     /// registering hospital.
     pub details: SealedRef,
     /// The attendant's details (name, phone, relationship), sealed likewise.
+    pub attendant: SealedRef,
+}
+
+/// A correction of a patient's registration by the hospital that registered them. Like the
+/// registration, nothing personal is plain: both references are replaced (an unchanged one is
+/// sent again as it was).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AmendPatient {
+    /// Whose registration.
+    pub patient: PatientId,
+    /// The patient's corrected details, sealed to the patient and the hospital.
+    pub details: SealedRef,
+    /// The attendant's details, sealed likewise.
     pub attendant: SealedRef,
 }

@@ -2,6 +2,7 @@
 //! writes; a handler that returns a [`Refusal`] has written nothing (checks come first).
 
 mod admit_hospital;
+mod amend_patient;
 mod onboard_doctor;
 mod register_patient;
 mod revoke_key;
@@ -46,6 +47,7 @@ pub(crate) fn apply(
         RegistryTx::RevokeKey { account, replacement } => {
             revoke_key::apply(state, signer, signer_account, account, replacement.as_ref())
         }
+        RegistryTx::AmendPatient(t) => amend_patient::apply(state, signer, signer_account, t),
     }
 }
 

@@ -13,6 +13,7 @@ use medledger_core::{
 };
 use medledger_ledger::{Ledger, verify_signatures};
 
+mod amend;
 mod authorize_model;
 mod cases;
 mod consent;
