@@ -35,12 +35,17 @@ struct Cli {
 enum Command {
     /// Start a node (first run: create genesis and a regulator identity).
     Up(up::Args),
-    /// Re-check a whole data directory offline: hash chain, Merkle roots, every signature, a
-    /// full state replay. Exits non-zero on any discrepancy.
+    /// Re-check a whole data directory offline: the ledger (hash chain, Merkle roots, every
+    /// signature, a full state replay), the Raft log (every entry decodes; every applied block
+    /// is in it) and the vault (its index; every referenced blob present and hash-checked).
+    /// One line per part; exits non-zero on any discrepancy.
     Verify {
         /// The node's data directory (the node must be stopped).
         #[arg(long, default_value = "medledger-data")]
         data_dir: PathBuf,
+        /// Print JSON: `ok` and each part's verdict and problems.
+        #[arg(long)]
+        json: bool,
     },
     /// Fetch and verify a transaction's inclusion proof, and the node's consistency with the
     /// checkpoint this wallet saw last.
@@ -111,7 +116,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Up(args) => up::run(args).await,
-            Command::Verify { data_dir } => verify::run(&data_dir),
+            Command::Verify { data_dir, json } => verify::run(&data_dir, json),
             Command::Proof(args) => proof::run(args).await,
             Command::Wallet(c) => wallet::run(c).await,
             Command::Hospital(c) => registry::hospital(c).await,

@@ -197,21 +197,7 @@ pub fn verify_ledger(
     path: &Path,
     progress: &mut dyn FnMut(Stage, u64, u64),
 ) -> Result<VerifyReport, LedgerError> {
-    if !path.exists() {
-        return Err(LedgerError::Setup(format!("no ledger at {}", path.display())));
-    }
-    // Neither a running node nor an unclean stop makes a ledger wrong: say what to do instead.
-    let db = redb::ReadOnlyDatabase::open(path).map_err(|e| match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => LedgerError::Setup(format!(
-            "the node is running (its data directory is in use: {}); stop it first",
-            path.display()
-        )),
-        redb::DatabaseError::RepairAborted => LedgerError::Setup(format!(
-            "{} was not closed cleanly: the database needs the node's crash recovery: start and stop the node once (medledger up --data-dir ...)",
-            path.display()
-        )),
-        other => LedgerError::Storage(other.to_string()),
-    })?;
+    let db = open_read_only(path)?;
     let read = db.begin_read()?;
     let genesis: Genesis = {
         let meta = read.open_table(META)?;
@@ -292,6 +278,92 @@ pub fn verify_ledger(
     }
     compare_state(&read, &replica)?;
     Ok(report)
+}
+
+/// Opens the ledger file at `path` for reading only. Neither a running node nor an unclean
+/// stop makes a ledger wrong: they are [`LedgerError::Setup`] errors that say what to do.
+fn open_read_only(path: &Path) -> Result<redb::ReadOnlyDatabase, LedgerError> {
+    if !path.exists() {
+        return Err(LedgerError::Setup(format!("no ledger at {}", path.display())));
+    }
+    redb::ReadOnlyDatabase::open(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => LedgerError::Setup(format!(
+            "the node is running (its data directory is in use: {}); stop it first",
+            path.display()
+        )),
+        redb::DatabaseError::RepairAborted => LedgerError::Setup(format!(
+            "{} was not closed cleanly: the database needs the node's crash recovery: start and stop the node once (medledger up --data-dir ...)",
+            path.display()
+        )),
+        other => LedgerError::Storage(other.to_string()),
+    })
+}
+
+/// What the other stores of a data directory (the Raft log, the vault) are checked against.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredFacts {
+    /// The header hash of every stored block, in order (the first is block 1's).
+    pub block_hashes: Vec<Hash>,
+    /// The marker stored with the last applied block (the node's Raft log id).
+    pub applied_marker: Option<Vec<u8>>,
+    /// Every blob the ledger references and a vault must keep, with what references it: the
+    /// blobs of records and cases (their content, metadata and wrapped keys), registrations
+    /// (patients', hospitals' and devices' sealed details, thresholds) and device sessions.
+    pub blobs: std::collections::BTreeMap<Hash, String>,
+    /// Of those, the sealed details of patients' and hospitals' registrations, which a node
+    /// admits without holding them (the wallet uploads them before it signs).
+    pub unchecked_at_admission: std::collections::BTreeSet<Hash>,
+}
+
+/// Reads the [`StoredFacts`] of the ledger file at `path` (which no running node may hold
+/// open), without checking the ledger itself ([`verify_ledger`] does).
+pub fn stored_facts(path: &Path) -> Result<StoredFacts, LedgerError> {
+    let db = open_read_only(path)?;
+    let read = db.begin_read()?;
+    let mut facts = StoredFacts::default();
+    for row in read.open_table(BLOCKS)?.iter()? {
+        let (_, bytes) = row?;
+        let header: BlockHeader = encoding::decode("block header", bytes.value(), 1024)?;
+        facts.block_hashes.push(header.hash());
+    }
+    facts.applied_marker =
+        read.open_table(META)?.get(META_APPLIED_MARKER)?.map(|v| v.value().to_vec());
+    let blobs = &mut facts.blobs;
+    for row in read.open_table(BLOB_REFS)?.iter()? {
+        let (blob, by) = row?;
+        blobs.insert(Hash(*blob.value()), by.value().to_owned());
+    }
+    for row in read.open_table(DEVICE_BLOBS)?.iter()? {
+        let (blob, session) = row?;
+        blobs.insert(Hash(*blob.value()), format!("device session {}", Hash(*session.value())));
+    }
+    for row in read.open_table(PATIENTS)?.iter()? {
+        let (id, v) = row?;
+        let p: PatientEntry = decode_entry("patient", v.value())?;
+        let id = medledger_core::ids::PatientId(id.value());
+        blobs.insert(p.details.blob, format!("registration of patient {id}"));
+        blobs.insert(p.attendant.blob, format!("attendant of patient {id}"));
+        facts.unchecked_at_admission.extend([p.details.blob, p.attendant.blob]);
+    }
+    for row in read.open_table(HOSPITALS)?.iter()? {
+        let (id, v) = row?;
+        let h: HospitalEntry = decode_entry("hospital", v.value())?;
+        let id = medledger_core::ids::AccountId(*id.value());
+        blobs.insert(h.contact.blob, format!("contact of hospital {id}"));
+        facts.unchecked_at_admission.insert(h.contact.blob);
+    }
+    for row in read.open_table(DEVICES)?.iter()? {
+        let (id, v) = row?;
+        let d: DeviceEntry = decode_entry("device", v.value())?;
+        let id = medledger_core::ids::AccountId(*id.value());
+        blobs.insert(d.details.blob, format!("details of device {id}"));
+    }
+    for row in read.open_table(DEVICE_THRESHOLDS)?.iter()? {
+        let (id, v) = row?;
+        let t: ThresholdsEntry = decode_entry("thresholds", v.value())?;
+        blobs.insert(t.sealed.blob, format!("thresholds {}", Hash(*id.value())));
+    }
+    Ok(facts)
 }
 
 /// Compares every state table of the stored ledger with the replayed one, naming the first

@@ -41,7 +41,7 @@ use std::{
 };
 
 pub use error::{BlobError, VaultError};
-pub use fs::{FsVault, IN_MEMORY_READ_BYTES, Reconciliation};
+pub use fs::{FsVault, IN_MEMORY_READ_BYTES, Reconciliation, VaultCheck, check_offline};
 use medledger_core::{Cid, Hash, ids::AccountId};
 
 /// Largest blob accepted by [`BlobStore::put`] and returned by [`BlobStore::get`], which hold

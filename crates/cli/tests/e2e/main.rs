@@ -21,4 +21,5 @@ mod signed_reads;
 mod simulate;
 mod startup;
 mod tamper;
+mod verify;
 mod wallet_trust;

@@ -25,14 +25,14 @@ use tokio::sync::oneshot;
 use super::TypeConfig;
 use crate::storage::StorageFault;
 
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+pub(super) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 const VOTE: &str = "vote";
-const PURGED: &str = "last_purged";
+pub(super) const PURGED: &str = "last_purged";
 const COMMITTED: &str = "committed";
 
 /// Largest encoded Raft entry we will decode (a full block and change).
-const MAX_ENTRY_BYTES: usize = medledger_core::block::MAX_BLOCK_BYTES + 64 * 1024;
+pub(super) const MAX_ENTRY_BYTES: usize = medledger_core::block::MAX_BLOCK_BYTES + 64 * 1024;
 
 /// redb cache for the Raft log.
 const LOG_CACHE_BYTES: usize = 64 * 1024 * 1024;

@@ -11,6 +11,7 @@
 mod log_store;
 mod network;
 mod state_machine;
+mod verify;
 
 use std::{collections::BTreeMap, io::Cursor, path::Path, sync::Arc};
 
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use log_store::LogStore;
 pub use state_machine::{PreVerified, StateMachine};
+pub use verify::{RaftLogCheck, check_log_offline};
 
 /// What applying one Raft entry produced.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -34,7 +34,8 @@ pub struct StateMachine {
     fault: Arc<crate::storage::StorageFault>,
 }
 
-type Marker = (Option<LogId<u64>>, StoredMembership<u64, BasicNode>);
+/// What the ledger stores with each applied entry: its Raft log id and the membership.
+pub(super) type Marker = (Option<LogId<u64>>, StoredMembership<u64, BasicNode>);
 
 fn sm_err(e: impl std::fmt::Display) -> StorageError<u64> {
     StorageIOError::<u64>::write_state_machine(openraft::AnyError::error(e.to_string())).into()

@@ -78,6 +78,30 @@ pub(crate) struct IndexTxn<'i> {
 type BlobsTable<'t> = redb::Table<'t, [u8; 32], (u64, [u8; 20], u64)>;
 type UsageTable<'t> = redb::Table<'t, [u8; 20], u64>;
 
+/// The blobs listed in the index at `path`, read without creating, locking for writing or
+/// repairing anything; why not, in words, when it cannot be read.
+pub(crate) fn read_offline(path: &Path) -> Result<std::collections::HashSet<Hash>, String> {
+    if !path.exists() {
+        return Err(format!("the index {} is missing", path.display()));
+    }
+    let db = redb::ReadOnlyDatabase::open(path).map_err(|e| match e {
+        redb::DatabaseError::RepairAborted => format!(
+            "the index {} cannot be opened without repair: it was truncated or damaged (or the node did not stop cleanly: then start and stop it once)",
+            path.display()
+        ),
+        e => format!("the index {} cannot be opened: {e}", path.display()),
+    })?;
+    let read = |e: redb::Error| format!("the index {} cannot be read: {e}", path.display());
+    let txn = db.begin_read().map_err(|e| read(e.into()))?;
+    let blobs = txn.open_table(BLOBS).map_err(|e| read(e.into()))?;
+    let mut out = std::collections::HashSet::new();
+    for row in blobs.iter().map_err(|e| read(e.into()))? {
+        let (hash, _) = row.map_err(|e| read(e.into()))?;
+        out.insert(Hash(hash.value()));
+    }
+    Ok(out)
+}
+
 impl Index {
     /// Opens (creating if needed) the index at `path`.
     pub fn open(path: &Path, vault_dir: &Path) -> Result<Self, BlobError> {

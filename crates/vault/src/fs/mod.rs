@@ -18,6 +18,7 @@
 //! Opening lists the whole directory, which is fine for the hundreds of thousands of blobs a
 //! hospital vault holds; a sharded layout would be the next step beyond that.
 
+mod check;
 mod index;
 mod read;
 mod upload;
@@ -32,7 +33,10 @@ use std::{
 
 use medledger_core::{Cid, Hash, ids::AccountId};
 
-pub use self::read::IN_MEMORY_READ_BYTES;
+pub use self::{
+    check::{VaultCheck, check_offline},
+    read::IN_MEMORY_READ_BYTES,
+};
 use self::{
     index::{Entry, Index, unix_ms},
     upload::{FsUpload, TempFile},
