@@ -145,6 +145,7 @@ pub(crate) fn authenticate(
     tx: &SignedTransaction,
     signature_ok: bool,
 ) -> Result<(), ApiError> {
+    crate::auth::note_requester(tx.tx.signer);
     if !signature_ok {
         return Err(bad_signature(tx));
     }
@@ -183,6 +184,7 @@ pub(crate) fn admit(
     tx: &SignedTransaction,
     signature_ok: bool,
 ) -> Result<(), ApiError> {
+    crate::auth::note_requester(tx.tx.signer);
     if !signature_ok {
         return Err(bad_signature(tx));
     }
