@@ -9,7 +9,7 @@ use medledger_core::{
     tx::consent::{Basis, Decision},
 };
 
-use crate::common::{Session, WalletArgs, print_json};
+use crate::common::{Names, Session, WalletArgs, local_time, print_json, words};
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -38,51 +38,64 @@ pub enum AuditCommand {
     },
 }
 
-fn what(e: &AuditEvent) -> String {
+/// What an event says, in words for the patient: names beside the accounts the directory
+/// knows, dates in local time, enum values as words (never Debug text).
+pub(crate) fn what(e: &AuditEvent, names: &Names) -> String {
+    let who = |a: &AccountId| names.of(a);
     match &e.kind {
         AuditKind::Access { resource, purpose, decision } => {
             let target = resource
                 .record
-                .clone()
-                .or_else(|| resource.category.map(|c| format!("{c:?}")))
+                .as_ref()
+                .map(|r| format!("record {r}"))
+                .or_else(|| resource.category.map(|c| format!("{} records", words(&c))))
                 .or_else(|| resource.case.clone().map(|c| format!("case {c}")))
                 .unwrap_or_else(|| "all records".into());
             let outcome = match decision {
                 Decision::Allow(Basis::Grant { grant }) => format!("ALLOWED by grant {grant}"),
-                Decision::Allow(b) => format!("ALLOWED ({b:?})"),
-                Decision::Deny(d) => format!("DENIED ({d:?})"),
+                Decision::Allow(basis) => format!("ALLOWED ({basis})"),
+                Decision::Deny(denial) => format!("DENIED ({denial})"),
             };
-            format!("read {target} for {purpose:?}: {outcome}")
+            format!("read {target} for {}: {outcome}", words(purpose))
         }
-        AuditKind::Granted { grant, grantee, purpose, .. } => {
-            format!("granted {grantee} access for {purpose:?} (grant {grant})")
-        }
+        AuditKind::Granted { grant, grantee, purpose, validity, .. } => format!(
+            "granted {} access for {} until {} (grant {grant})",
+            who(grantee),
+            words(purpose),
+            local_time(validity.expires_at_ms)
+        ),
         AuditKind::Revoked { grant } => format!("revoked grant {grant}"),
         AuditKind::Requested { request, purpose } => {
-            format!("requested access for {purpose:?} (request {request})")
+            format!("requested access for {} (request {request})", words(purpose))
         }
         AuditKind::Declined { request } => format!("declined request {request}"),
         AuditKind::DenyAdded { rule } => format!("added deny rule {rule}"),
         AuditKind::DenyRemoved { rule } => format!("removed deny rule {rule}"),
-        AuditKind::DelegateNamed { delegate } => format!("named delegate {delegate}"),
-        AuditKind::DelegateRemoved { delegate } => format!("removed delegate {delegate}"),
+        AuditKind::DelegateNamed { delegate } => format!("named delegate {}", who(delegate)),
+        AuditKind::DelegateRemoved { delegate } => format!("removed delegate {}", who(delegate)),
         AuditKind::RecordMinted { record, category, hospital, supersedes } => match supersedes {
-            Some(old) => {
-                format!("record {record} ({category:?}) amends {old}, at hospital {hospital}")
-            }
-            None => format!("record {record} ({category:?}) created at hospital {hospital}"),
+            Some(old) => format!(
+                "record {record} ({}) amends {old}, at hospital {}",
+                words(category),
+                who(hospital)
+            ),
+            None => format!(
+                "record {record} ({}) created at hospital {}",
+                words(category),
+                who(hospital)
+            ),
         },
         AuditKind::RecordTransferred { record, from, to } => {
-            format!("record {record} transferred from {from} to {to}")
+            format!("record {record} transferred from {} to {}", who(from), who(to))
         }
         AuditKind::RecordApproval { record, approved: Some(a) } => {
-            format!("{a} approved to transfer record {record}")
+            format!("{} approved to transfer record {record}", who(a))
         }
         AuditKind::RecordApproval { record, approved: None } => {
             format!("approval of record {record} cleared")
         }
         AuditKind::RecordKeyShared { record, grantee } => {
-            format!("key of record {record} shared with {grantee}")
+            format!("key of record {record} shared with {}", who(grantee))
         }
         AuditKind::RecordErased { record } => format!("record {record} erased"),
         AuditKind::EmergencyProfileSet { open_records: true } => {
@@ -91,25 +104,33 @@ fn what(e: &AuditEvent) -> String {
         AuditKind::EmergencyProfileSet { open_records: false } => "emergency profile set".into(),
         AuditKind::EmergencyProfileRead => "EMERGENCY PROFILE READ".into(),
         AuditKind::BreakGlassStarted { id, doctor, hospital, reason, until_ms } => format!(
-            "BREAK-GLASS by {doctor} of {hospital}: {reason:?} (id {id}, until {})",
-            crate::common::utc(*until_ms)
+            "BREAK-GLASS by {} of {}: \"{reason}\" (id {id}, until {})",
+            who(doctor),
+            who(hospital),
+            local_time(*until_ms)
         ),
         AuditKind::BreakGlassEnded { id } => format!("break-glass {id} ended"),
-        AuditKind::EscrowReleased { id, custodian } => {
-            format!("custodian {custodian} released the emergency key escrow for break-glass {id}")
-        }
+        AuditKind::EscrowReleased { id, custodian } => format!(
+            "custodian {} released the emergency key escrow for break-glass {id}",
+            who(custodian)
+        ),
         AuditKind::BreakGlassReviewed { id, finding } => {
-            format!("break-glass {id} reviewed: {finding:?}")
+            format!("break-glass {id} reviewed: \"{finding}\"")
         }
         AuditKind::ShareReleased { record, custodian, reader, purpose, decision } => {
             let outcome = if decision.is_allowed() { "released" } else { "REFUSED" };
             format!(
-                "custodian {custodian}: key share of record {record} {outcome} to {reader} for {purpose:?}"
+                "custodian {}: key share of record {record} {outcome} to {} for {}",
+                who(custodian),
+                who(reader),
+                words(purpose)
             )
         }
         AuditKind::CaseOpened { case, hospital, follow_up_of } => match follow_up_of {
-            Some(old) => format!("case {case} opened at hospital {hospital}, following up {old}"),
-            None => format!("case {case} opened at hospital {hospital}"),
+            Some(old) => {
+                format!("case {case} opened at hospital {}, following up {old}", who(hospital))
+            }
+            None => format!("case {case} opened at hospital {}", who(hospital)),
         },
         AuditKind::CaseEntryAppended { case, seq, head } => {
             format!("entry {seq} written in case {case} (head {head})")
@@ -118,14 +139,14 @@ fn what(e: &AuditEvent) -> String {
             format!("case {case} sealed with {entries} entries (head {head})")
         }
         AuditKind::CaseKeyShared { case, grantee } => {
-            format!("key of case {case} shared with {grantee}")
+            format!("key of case {case} shared with {}", who(grantee))
         }
         AuditKind::DeviceRegistered { device, kind } => {
-            format!("device {device} ({kind:?}) registered")
+            format!("device {device} ({}) registered", words(kind))
         }
         AuditKind::DeviceRetired { device } => format!("device {device} retired"),
         AuditKind::DeviceSessionStarted { device, session, doctor } => match doctor {
-            Some(d) => format!("session {session} started on device {device}, doctor {d}"),
+            Some(d) => format!("session {session} started on device {device}, doctor {}", who(d)),
             None => format!("session {session} started on device {device}"),
         },
         AuditKind::DeviceSessionEnded { device, session } => {
@@ -133,16 +154,29 @@ fn what(e: &AuditEvent) -> String {
         }
         AuditKind::DeviceThresholdsSet { device, thresholds, metrics } => format!(
             "thresholds {thresholds} set for device {device}: {}",
-            metrics.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
+            metrics.iter().map(|m| m.name().replace('_', " ")).collect::<Vec<_>>().join(", ")
         ),
-        AuditKind::DeviceAlert { device, seq, metric, severity, .. } => {
-            format!("ALERT from device {device}: reading {seq}, {} {severity:?}", metric.name())
+        AuditKind::DeviceAlert { device, seq, metric, severity, .. } => format!(
+            "ALERT from device {device}: {} {} (reading {seq})",
+            words(severity).to_uppercase(),
+            metric.name().replace('_', " ")
+        ),
+        AuditKind::PatientAmended { .. } => {
+            "registration details amended by the registering hospital".into()
         }
-        AuditKind::PatientAmended { details, attendant } => format!(
-            "registration details amended by the registering hospital (details {}, attendant {})",
-            details.blob, attendant.blob
-        ),
     }
+}
+
+/// One event as a line for people: number, local time, who acted (with their name where
+/// known) and what happened.
+pub(crate) fn line(e: &AuditEvent, names: &Names) -> String {
+    format!(
+        "#{:<6} {}  by {}: {}",
+        e.seq,
+        local_time(e.time_ms),
+        names.of(&e.actor),
+        what(e, names)
+    )
 }
 
 pub async fn run(command: AuditCommand) -> Result<()> {
@@ -155,9 +189,9 @@ pub async fn run(command: AuditCommand) -> Result<()> {
             if json {
                 return print_json(&events);
             }
-            println!("{:>6}  {:>7}  {:<40}  WHAT", "EVENT", "BLOCK", "BY");
+            let names = Names::load(&s).await;
             for e in &events {
-                println!("{:>6}  {:>7}  {:<40}  {}", e.seq, e.height, e.actor.to_string(), what(e));
+                println!("{}", line(e, &names));
             }
             if events.is_empty() {
                 println!("(no events)");
@@ -171,9 +205,85 @@ pub async fn run(command: AuditCommand) -> Result<()> {
                 return print_json(&counts);
             }
             for (kind, n) in counts {
-                println!("{kind:<20} {n}");
+                println!("{:<20} {n}", kind.replace('_', " "));
             }
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use medledger_core::{
+        Hash,
+        audit::{AuditEvent, AuditKind},
+        ids::AccountId,
+        keys::SigningKey,
+        tx::{
+            consent::{Basis, Decision, Purpose, RecordCategory, Resource},
+            devices::{Metric, Severity},
+        },
+    };
+
+    use crate::common::Names;
+
+    fn account() -> AccountId {
+        AccountId::from_initial_key(&SigningKey::generate().public_key())
+    }
+
+    fn event(actor: AccountId, kind: AuditKind) -> AuditEvent {
+        AuditEvent {
+            seq: 7,
+            height: 3,
+            time_ms: 1_611_619_200_000,
+            tx_hash: Hash([1; 32]),
+            actor,
+            patient: actor,
+            kind,
+        }
+    }
+
+    #[test]
+    fn an_alert_line_says_its_metric_and_severity() {
+        let device = account();
+        let e = event(
+            device,
+            AuditKind::DeviceAlert {
+                device,
+                session: Hash([2; 32]),
+                seq: 12,
+                metric: Metric::Spo2,
+                severity: Severity::Critical,
+            },
+        );
+        let line = super::line(&e, &Names::default());
+        assert!(line.contains("CRITICAL spo2"), "{line}");
+        assert!(line.contains("#7"), "{line}");
+    }
+
+    #[test]
+    fn lines_name_known_accounts_and_show_no_debug_text() {
+        let doctor = account();
+        let mut names = Names::default();
+        names.insert(doctor, "Dr. Ada Quill");
+        let e = event(
+            doctor,
+            AuditKind::Access {
+                resource: Resource {
+                    patient: account(),
+                    category: Some(RecordCategory::LabReport),
+                    record: None,
+                    case: None,
+                },
+                purpose: Purpose::Treatment,
+                decision: Decision::Allow(Basis::Ownership),
+            },
+        );
+        let line = super::line(&e, &names);
+        assert!(line.contains(&format!("{doctor} (Dr. Ada Quill)")), "{line}");
+        assert!(line.contains("lab report records for treatment"), "{line}");
+        for debug in ["LabReport", "Treatment", "Allow(", "Ownership", "Some("] {
+            assert!(!line.contains(debug), "Debug text {debug:?} in {line}");
         }
     }
 }

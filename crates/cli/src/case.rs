@@ -33,7 +33,7 @@ use medledger_core::{
 };
 use serde::Serialize;
 
-use crate::common::{Session, WalletArgs, pinned, print_json, unlock_wallet, utc};
+use crate::common::{Session, WalletArgs, local_time, pinned, print_json, unlock_wallet};
 
 #[derive(Debug, Subcommand)]
 pub enum CaseCommand {
@@ -53,6 +53,9 @@ pub enum CaseCommand {
         /// The sealed case this one follows up (a correction or continuation).
         #[arg(long)]
         follow_up_of: Option<String>,
+        /// Print JSON: `case`, `head`, `tx_hash`, `height`, `log_index`.
+        #[arg(long)]
+        json: bool,
     },
     /// Write an entry in a case (its opener, or a doctor the patient authorised for it).
     Append {
@@ -181,6 +184,7 @@ async fn open(
     patient: &str,
     description: CaseDescription,
     follow_up_of: Option<String>,
+    json: bool,
 ) -> Result<()> {
     let patient = crate::record::resolve_patient(s, patient).await?;
     let key = DataKey::generate()?;
@@ -201,6 +205,12 @@ async fn open(
     let Some(Created::Case { case, head }) = created(&receipt) else {
         bail!("the ledger opened no case: {:?}", receipt.outcome);
     };
+    if json {
+        return crate::common::print_created(
+            &receipt,
+            serde_json::json!({ "case": case, "head": head }),
+        );
+    }
     println!("case {case} opened (block {}, tx {})", receipt.height, receipt.tx_hash);
     println!("  first head {head}");
     Ok(())
@@ -334,7 +344,7 @@ fn print_verified(report: &CaseReport) {
         Some(seal) => format!(
             "sealed at block {} ({}) by {} with head {}",
             seal.height,
-            utc(seal.time_ms),
+            local_time(seal.time_ms),
             seal.by,
             seal.head
         ),
@@ -371,7 +381,7 @@ async fn show(s: &Session, id: &str, json: bool) -> Result<()> {
         shown.patient,
         name(&shown.opener),
         report.opened_at,
-        utc(report.opened_time_ms)
+        local_time(report.opened_time_ms)
     );
     if let Some(old) = &shown.follow_up_of {
         println!("  follows up case {old}");
@@ -383,7 +393,7 @@ async fn show(s: &Session, id: &str, json: bool) -> Result<()> {
         println!(
             "  #{:<4} {}  block {:<6} {}: {}",
             e.seq,
-            utc(e.time_ms),
+            local_time(e.time_ms),
             e.height,
             name(&e.author),
             e.text.as_deref().unwrap_or("(sealed)")
@@ -448,9 +458,9 @@ fn verify(file: &Path, wallet: Option<&Path>, node_key: Option<&str>) -> Result<
 
 pub async fn run(command: CaseCommand) -> Result<()> {
     match command {
-        CaseCommand::Open { wallet, patient, title, notes, follow_up_of } => {
+        CaseCommand::Open { wallet, patient, title, notes, follow_up_of, json } => {
             let s = Session::open(&wallet).await?;
-            open(&s, &patient, CaseDescription { title, notes }, follow_up_of).await
+            open(&s, &patient, CaseDescription { title, notes }, follow_up_of, json).await
         }
         CaseCommand::Append { wallet, case, text, file } => {
             let text = match (text, file) {

@@ -224,31 +224,110 @@ pub fn parse_past_date(s: &str) -> Result<VisitDate, String> {
     Ok(date)
 }
 
+/// Prints what a command created as JSON: `tx_hash`, `height` and `log_index` of its receipt,
+/// and the created ids (`ids`, a JSON object) as top-level fields, for the next step of a
+/// script to read.
+pub fn print_created(receipt: &Receipt, ids: serde_json::Value) -> Result<()> {
+    let mut out = serde_json::json!({
+        "tx_hash": receipt.tx_hash,
+        "height": receipt.height,
+        "log_index": receipt.log_index,
+    });
+    if let (Some(out), serde_json::Value::Object(ids)) = (out.as_object_mut(), ids) {
+        out.extend(ids);
+    }
+    print_json(&out)
+}
+
 /// Prints `value` as pretty JSON.
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
-pub use medledger_core::tx::records::civil_date;
+/// A block time (milliseconds since the Unix epoch) in this machine's time zone (`TZ`, else
+/// the system's), with its offset: `2021-01-26 18:35 +05:30`.
+pub fn local_time(ms: u64) -> String {
+    time_in(ms, &chrono::Local)
+}
 
-/// A block time (milliseconds since the Unix epoch) as `YYYY-MM-DD HH:MM UTC`.
-pub fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (year, month, day) = civil_date((secs / 86_400) as i64);
-    let (h, m) = ((secs % 86_400) / 3600, (secs % 3600) / 60);
-    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02} UTC")
+fn time_in<Tz: chrono::TimeZone>(ms: u64, tz: &Tz) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    match i64::try_from(ms).ok().and_then(|ms| tz.timestamp_millis_opt(ms).single()) {
+        Some(t) => t.format("%Y-%m-%d %H:%M %:z").to_string(),
+        None => format!("{ms} ms after 1970"),
+    }
+}
+
+/// An enum value as the words its JSON name spells (`lab_report` -> `lab report`), for text
+/// meant for people: never Rust's Debug form.
+pub fn words<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s.replace('_', " "),
+        Ok(other) => other.to_string(),
+        Err(_) => "?".into(),
+    }
+}
+
+/// The names the wallet can put beside account ids: the public directory of hospitals and
+/// doctors, and the wallet's own name (patients' names are sealed, so only their own wallet
+/// knows them).
+#[derive(Debug, Default)]
+pub struct Names(std::collections::HashMap<AccountId, String>);
+
+impl Names {
+    /// Reads the directory from the node (an unreadable directory leaves ids bare).
+    pub async fn load(s: &Session) -> Self {
+        let mut names = std::collections::HashMap::new();
+        if let Ok(hospitals) = s.client.hospitals().await {
+            names.extend(hospitals.into_iter().map(|h| (h.account, h.name)));
+        }
+        if let Ok(doctors) = s.client.doctors(None).await {
+            names.extend(doctors.into_iter().map(|d| (d.account, d.name)));
+        }
+        names.insert(s.wallet.account(), format!("{}, you", s.wallet.name()));
+        Self(names)
+    }
+
+    /// A name for `account`, if known.
+    pub fn name(&self, account: &AccountId) -> Option<&str> {
+        self.0.get(account).map(String::as_str)
+    }
+
+    /// `account (Name)` where the name is known, else the id alone.
+    pub fn of(&self, account: &AccountId) -> String {
+        match self.name(account) {
+            Some(name) => format!("{account} ({name})"),
+            None => account.to_string(),
+        }
+    }
+
+    /// Records a name learned elsewhere.
+    #[cfg(test)]
+    pub fn insert(&mut self, account: AccountId, name: &str) {
+        self.0.insert(account, name.to_owned());
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn utc_formats_block_times() {
-        assert_eq!(super::utc(0), "1970-01-01 00:00 UTC");
+    fn block_times_are_shown_in_the_local_zone_with_its_offset() {
+        let kolkata = chrono::FixedOffset::east_opt(5 * 3600 + 1800).unwrap();
+        assert_eq!(super::time_in(0, &kolkata), "1970-01-01 05:30 +05:30");
         assert_eq!(
-            super::utc(1_611_619_200_000 + 3_600_000 * 13 + 60_000 * 5),
-            "2021-01-26 13:05 UTC"
+            super::time_in(1_611_619_200_000 + 3_600_000 * 13 + 60_000 * 5, &chrono::Utc),
+            "2021-01-26 13:05 +00:00"
         );
-        assert_eq!(super::utc(951_782_400_000), "2000-02-29 00:00 UTC");
+        let new_york = chrono::FixedOffset::west_opt(5 * 3600).unwrap();
+        assert_eq!(super::time_in(951_782_400_000, &new_york), "2000-02-28 19:00 -05:00");
+    }
+
+    #[test]
+    fn words_are_the_json_names_not_debug() {
+        use medledger_core::tx::consent::RecordCategory;
+        assert_eq!(super::words(&RecordCategory::LabReport), "lab report");
     }
 }

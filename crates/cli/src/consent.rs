@@ -15,7 +15,7 @@ use medledger_core::{
     },
 };
 
-use crate::common::{Session, WalletArgs};
+use crate::common::{Names, Session, WalletArgs, local_time, words};
 
 #[derive(Debug, Subcommand)]
 pub enum ConsentCommand {
@@ -243,18 +243,18 @@ fn report(what: &str, receipt: &Receipt) {
     }
 }
 
-fn describe(g: &medledger_api::GrantView) -> String {
+fn describe(g: &medledger_api::GrantView, names: &Names) -> String {
     format!(
-        "{}  grantee {}  scope {}  purpose {:?}  until {} ms{}",
+        "{}  grantee {}  scope {}  purpose {}  until {}{}",
         g.id,
-        g.grantee,
+        names.of(&g.grantee),
         serde_json::to_string(&g.scope).unwrap_or_default(),
-        g.purpose,
-        g.validity.expires_at_ms,
+        words(&g.purpose),
+        local_time(g.validity.expires_at_ms),
         if g.granted_by == g.patient {
             String::new()
         } else {
-            format!("  (by delegate {})", g.granted_by)
+            format!("  (by delegate {})", names.of(&g.granted_by))
         }
     )
 }
@@ -269,18 +269,23 @@ async fn read(command: ConsentCommand) -> Result<Option<ConsentCommand>> {
             if json {
                 return crate::common::print_json(&view).map(|()| None);
             }
-            println!("who can see the records of {} (block {}):", view.patient, view.height);
+            let names = Names::load(&s).await;
+            println!(
+                "who can see the records of {} (block {}):",
+                names.of(&view.patient),
+                view.height
+            );
             for d in &view.delegates {
-                println!("  delegate {d}");
+                println!("  delegate {}", names.of(d));
             }
             for g in &view.grants {
-                println!("  grant {}", describe(g));
+                println!("  grant {}", describe(g, &names));
             }
             for r in &view.deny_rules {
                 println!("  deny rule {}  {}", r.id, serde_json::to_string(&r.rule)?);
             }
             for h in &view.case_key_holders {
-                println!("  holds the key of case {}: {}", h.case, h.holder);
+                println!("  holds the key of case {}: {}", h.case, names.of(&h.holder));
             }
             if view.delegates.is_empty() && view.grants.is_empty() {
                 println!("  nobody but you");
@@ -296,8 +301,9 @@ async fn read(command: ConsentCommand) -> Result<Option<ConsentCommand>> {
             if list.is_empty() {
                 println!("no grant from {patient} is in force for you");
             }
+            let names = Names::load(&s).await;
             for g in &list {
-                println!("grant {}", describe(g));
+                println!("grant {}", describe(g, &names));
             }
             Ok(None)
         }

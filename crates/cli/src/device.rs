@@ -61,6 +61,9 @@ pub enum DeviceCommand {
         /// account, for a patient registering their device).
         #[arg(long)]
         patient: Option<String>,
+        /// Print JSON: `device` (its account), `patient`, `tx_hash`, `height`, `log_index`.
+        #[arg(long)]
+        json: bool,
     },
     /// List a patient's devices (those you may see), with their thresholds and sessions.
     List {
@@ -121,6 +124,9 @@ pub enum SessionCommand {
         /// End the session by itself after this many hours.
         #[arg(long)]
         hours: Option<u64>,
+        /// Print JSON: `session`, `public_key`, `tx_hash`, `height`, `log_index`.
+        #[arg(long)]
+        json: bool,
     },
     /// End a session (the patient, a delegate, or the device).
     End {
@@ -252,7 +258,7 @@ fn now_ms() -> u64 {
 
 pub async fn run(command: DeviceCommand) -> Result<()> {
     match command {
-        DeviceCommand::Register { wallet, identity, kind, serial, model, patient } => {
+        DeviceCommand::Register { wallet, identity, kind, serial, model, patient, json } => {
             let s = Session::open(&wallet).await?;
             let (key, encryption_key) = parse_public_identity(&identity)?;
             let patient = match patient {
@@ -285,6 +291,12 @@ pub async fn run(command: DeviceCommand) -> Result<()> {
             let Some(Created::Account { account }) = created(&receipt) else {
                 bail!("the ledger created no device: {:?}", receipt.outcome);
             };
+            if json {
+                return crate::common::print_created(
+                    &receipt,
+                    serde_json::json!({ "device": account, "patient": patient }),
+                );
+            }
             print_receipt("device registered", &receipt);
             println!("device: account {account}");
             println!("patient: {patient}");
@@ -385,7 +397,7 @@ fn print_session(v: &SessionView) {
 
 async fn session(command: SessionCommand) -> Result<()> {
     match command {
-        SessionCommand::Start { wallet, device, doctor, hours } => {
+        SessionCommand::Start { wallet, device, doctor, hours, json } => {
             let s = Session::open(&wallet).await?;
             let d = s
                 .client
@@ -432,6 +444,12 @@ async fn session(command: SessionCommand) -> Result<()> {
             let Some(Created::DeviceSession { id }) = created(&receipt) else {
                 bail!("the ledger started no session: {:?}", receipt.outcome);
             };
+            if json {
+                return crate::common::print_created(
+                    &receipt,
+                    serde_json::json!({ "session": id, "public_key": public_key }),
+                );
+            }
             print_receipt("session started", &receipt);
             println!("session: {id}");
             println!("session public key: {public_key}");
@@ -640,7 +658,7 @@ async fn readings(wallet: &WalletArgs, session: Hash, purpose: Purpose, json: bo
             l.value,
             l.unit,
             l.height,
-            l.alert.map_or(String::new(), |s| format!("  ALERT ({s:?})"))
+            l.alert.map_or(String::new(), |s| format!("  ALERT ({})", crate::common::words(&s)))
         );
     }
     Ok(())

@@ -15,7 +15,7 @@ use medledger_core::{
     tx::{EmergencyTx, TxBody, emergency::EmergencyProfile, records::KeyRef},
 };
 
-use crate::common::{Session, WalletArgs, print_json, utc};
+use crate::common::{Session, WalletArgs, local_time, print_json};
 
 #[derive(Debug, Subcommand)]
 pub enum EmergencyCommand {
@@ -407,7 +407,7 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
             println!("BREAK-GLASS declared for patient {patient}: id {id}");
             println!(
                 "  open until {} (block time); the patient, delegates and your hospital are told",
-                utc(until_ms)
+                local_time(until_ms)
             );
             if let Some(view) = s.client.emergency_profile(&account).await? {
                 if !view.custodians.is_empty() {
@@ -455,7 +455,7 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
             let (patient, key) = recover_key(&s, &break_glass).await?;
             read_profile(&s, patient, &key).await?;
             let bg = s.client.break_glass(&break_glass).await?;
-            println!("break-glass open until {}", utc(bg.until_ms));
+            println!("break-glass open until {}", local_time(bg.until_ms));
             Ok(())
         }
         EmergencyCommand::End { wallet, break_glass } => {
@@ -481,13 +481,14 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
             if open.is_empty() {
                 println!("no break-glass awaits your review");
             }
+            let names = crate::common::Names::load(&s).await;
             for b in open {
                 println!(
-                    "{}  doctor {}  patient {}  {}  {:?}",
+                    "{}  doctor {}  patient {}  {}  \"{}\"",
                     b.id,
-                    b.doctor,
+                    names.of(&b.doctor),
                     b.patient,
-                    utc(b.started_ms),
+                    local_time(b.started_ms),
                     b.reason
                 );
             }

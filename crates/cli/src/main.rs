@@ -104,6 +104,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into a log file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -140,6 +142,71 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Commands whose output a script's next step needs: each takes `--json`.
+    const CREATING: &[&str] = &[
+        "wallet create",
+        "wallet show",
+        "hospital admit",
+        "doctor onboard",
+        "patient register",
+        "consent grant",
+        "consent request",
+        "record add",
+        "case open",
+        "device register",
+        "device session start",
+        "emergency break-glass",
+    ];
+
+    /// Listings whose name is not `list` and whose help does not start with "List".
+    const OTHER_LISTINGS: &[&str] =
+        &["consent who-can-see", "consent grants", "audit trail", "audit counts", "record history"];
+
+    /// Every leaf command as its path ("device session list") and its definition.
+    fn leaves(cmd: &clap::Command, prefix: &str, out: &mut Vec<(String, clap::Command)>) {
+        for sub in cmd.get_subcommands() {
+            let path = format!("{prefix}{}", sub.get_name()).trim().to_owned();
+            if sub.has_subcommands() {
+                leaves(sub, &format!("{path} "), out);
+            } else {
+                out.push((path, sub.clone()));
+            }
+        }
+    }
+
+    fn is_listing(path: &str, cmd: &clap::Command) -> bool {
+        cmd.get_name() == "list"
+            || cmd.get_about().is_some_and(|a| a.to_string().starts_with("List"))
+            || OTHER_LISTINGS.contains(&path)
+    }
+
+    fn takes_json(cmd: &clap::Command) -> bool {
+        cmd.get_arguments().any(|a| a.get_long() == Some("json") && !a.get_action().takes_values())
+    }
+
+    #[test]
+    fn every_listing_and_every_creating_command_takes_json() {
+        let mut all = Vec::new();
+        leaves(&super::Cli::command(), "", &mut all);
+        let listings: Vec<_> = all.iter().filter(|(p, c)| is_listing(p, c)).collect();
+        assert!(listings.len() >= 12, "listings found: {:?}", listings.iter().map(|l| &l.0));
+        for (path, cmd) in listings {
+            assert!(takes_json(cmd), "the listing `medledger {path}` takes no --json");
+        }
+        for path in CREATING {
+            let (_, cmd) = all
+                .iter()
+                .find(|(p, _)| p == path)
+                .unwrap_or_else(|| panic!("no command `medledger {path}`"));
+            assert!(takes_json(cmd), "`medledger {path}` takes no --json");
         }
     }
 }

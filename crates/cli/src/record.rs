@@ -110,7 +110,8 @@ pub enum RecordCommand {
     List {
         #[command(flatten)]
         wallet: WalletArgs,
-        /// A patient's account id (default: the records you hold).
+        /// A patient's account id (default: the records you hold and, as a patient, your own
+        /// records wherever they were transferred).
         #[arg(long)]
         patient: Option<AccountId>,
         /// Print JSON.
@@ -166,6 +167,10 @@ pub enum RecordCommand {
     Erase {
         #[command(flatten)]
         wallet: WalletArgs,
+        /// Erase without asking (for scripts): without it, the command asks on a terminal and
+        /// refuses when stdin is not one.
+        #[arg(long)]
+        yes: bool,
         /// The PMR-ID.
         pmr: String,
     },
@@ -213,7 +218,7 @@ fn today() -> VisitDate {
     let days = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() / 86_400) as i64;
-    let (year, month, day) = crate::common::civil_date(days);
+    let (year, month, day) = medledger_core::tx::records::civil_date(days);
     VisitDate { year: year as u16, month: month as u8, day: day as u8 }
 }
 
@@ -647,29 +652,58 @@ async fn release(s: &Session, pmr: &str, to: AccountId, purpose: Purpose) -> Res
             Ok(())
         }
         Some(medledger_core::block::Created::ShareRelease { decision, event }) => bail!(
-            "the ledger did not authorise {to} to read record {pmr} ({decision:?}); nothing was released (audit event {event})"
+            "the ledger did not authorise {to} to read record {pmr} ({decision}); nothing was released (audit event {event})"
         ),
         other => bail!("unexpected outcome {other:?}"),
     }
 }
 
-fn print_records(list: &[RecordView]) {
+/// Erasure cannot be undone: it needs `--yes`, or the answer "yes" typed at a terminal.
+fn confirm_erase(pmr: &str, yes: bool) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return Ok(());
+    }
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!(
+            "erasing record {pmr} cannot be undone: pass --yes to confirm (stdin is not a \
+             terminal to ask on); nothing was erased"
+        );
+    }
+    print!(
+        "Erase record {pmr}? Its content and keys are destroyed for good; the token stays, \
+         marked erased. Type yes to erase: "
+    );
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer)?;
+    if answer.trim() != "yes" {
+        bail!("not confirmed: record {pmr} was not erased");
+    }
+    Ok(())
+}
+
+fn print_records(list: &[RecordView], names: &crate::common::Names) {
     println!(
         "{:<18} {:<22} {:<11} {:>3} {:>12}  {:<40}  STATUS",
         "PMR-ID", "CATEGORY", "VISIT", "V", "BYTES", "OWNER"
     );
     for r in list {
-        let status = if r.erased_at.is_some() {
+        let mut status = if r.erased_at.is_some() {
             "erased".to_owned()
         } else if let Some(next) = &r.superseded_by {
             format!("superseded by {next}")
         } else {
             "current".to_owned()
         };
+        if r.owner != r.patient {
+            status.push_str(&format!(", transferred to {}", names.of(&r.owner)));
+        }
         println!(
             "{:<18} {:<22} {:<11} {:>3} {:>12}  {:<40}  {status}",
             r.pmr,
-            format!("{:?}", r.category),
+            crate::common::words(&r.category),
             r.visit_date.to_string(),
             r.version,
             r.size,
@@ -719,14 +753,29 @@ pub async fn run(command: RecordCommand) -> Result<()> {
         }
         RecordCommand::List { wallet, patient, json } => {
             let s = Session::open(&wallet).await?;
+            let me = s.wallet.account();
             let list = match patient {
                 Some(p) => s.client.records_of_patient(&p).await?,
-                None => s.client.records_owned_by(&s.wallet.account()).await?,
+                None => {
+                    let mut list = s.client.records_owned_by(&me).await?;
+                    // A patient's records transferred to a delegate are still theirs to see.
+                    let is_patient =
+                        s.client.account(&me).await?.is_some_and(|a| a.patient_id.is_some());
+                    if is_patient {
+                        for r in s.client.records_of_patient(&me).await? {
+                            if !list.iter().any(|held| held.pmr == r.pmr) {
+                                list.push(r);
+                            }
+                        }
+                        list.sort_by(|a, b| a.pmr.cmp(&b.pmr));
+                    }
+                    list
+                }
             };
             if json {
                 return print_json(&list);
             }
-            print_records(&list);
+            print_records(&list, &crate::common::Names::load(&s).await);
             Ok(())
         }
         RecordCommand::History { wallet, pmr, json } => {
@@ -738,7 +787,7 @@ pub async fn run(command: RecordCommand) -> Result<()> {
             if json {
                 return print_json(&list);
             }
-            print_records(&list);
+            print_records(&list, &crate::common::Names::load(&s).await);
             Ok(())
         }
         RecordCommand::Transfer { wallet, pmr, to } => {
@@ -774,7 +823,8 @@ pub async fn run(command: RecordCommand) -> Result<()> {
             let s = Session::open(&wallet).await?;
             release(&s, &pmr, to, purpose).await
         }
-        RecordCommand::Erase { wallet, pmr } => {
+        RecordCommand::Erase { wallet, pmr, yes } => {
+            confirm_erase(&pmr, yes)?;
             let s = Session::open(&wallet).await?;
             let r = s.submit(TxBody::Records(RecordTx::Erase { record: pmr.clone() })).await?;
             println!(

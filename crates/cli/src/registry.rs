@@ -15,7 +15,7 @@ use medledger_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Session, WalletArgs, passphrase, print_json};
+use crate::common::{Session, WalletArgs, passphrase, print_created, print_json};
 
 #[derive(Debug, Subcommand)]
 pub enum HospitalCommand {
@@ -41,6 +41,9 @@ pub enum HospitalCommand {
         /// Contact details (kept off the ledger, sealed to the hospital and the regulator).
         #[arg(long)]
         contact: String,
+        /// Print JSON: `account` (the hospital's), `tx_hash`, `height`, `log_index`.
+        #[arg(long)]
+        json: bool,
     },
     /// Suspend a hospital (regulator).
     Suspend {
@@ -87,8 +90,12 @@ pub enum DoctorCommand {
         /// Specialisation, for the public directory.
         #[arg(long)]
         specialisation: String,
+        /// Print JSON: `account` (the doctor's), `tx_hash`, `height`, `log_index`.
+        #[arg(long)]
+        json: bool,
     },
-    /// List the doctor directory.
+    /// List the doctor directory, with each doctor's key status (active, revoked, or
+    /// suspended with their hospital) and hospital name.
     List {
         /// Only this hospital's doctors.
         #[arg(long)]
@@ -128,6 +135,9 @@ pub enum PatientCommand {
         /// The attendant's relationship to the patient.
         #[arg(long)]
         attendant_relationship: String,
+        /// Print JSON: `account`, `patient_id`, `tx_hash`, `height`, `log_index`.
+        #[arg(long)]
+        json: bool,
     },
     /// Correct a patient's sealed details (the registering hospital only): the fields given
     /// replace the registered ones, the rest are kept. Recorded in the patient's trail.
@@ -232,6 +242,7 @@ pub async fn hospital(command: HospitalCommand) -> Result<()> {
             city,
             specialisation,
             contact,
+            json,
         } => {
             let s = Session::open(&wallet).await?;
             let (key, encryption_key) = parse_public_identity(&identity)?;
@@ -251,10 +262,14 @@ pub async fn hospital(command: HospitalCommand) -> Result<()> {
                 contact,
             }));
             let receipt = s.submit(body).await?;
-            print_receipt("hospital admitted", &receipt);
-            if let Some(Created::Account { account }) = created(&receipt) {
-                println!("{name}: account {account}");
+            let Some(Created::Account { account }) = created(&receipt) else {
+                bail!("the ledger created no hospital: {:?}", receipt.outcome);
+            };
+            if json {
+                return print_created(&receipt, serde_json::json!({ "account": account }));
             }
+            print_receipt("hospital admitted", &receipt);
+            println!("{name}: account {account}");
             Ok(())
         }
         HospitalCommand::Suspend { wallet, hospital, reason } => {
@@ -295,7 +310,14 @@ pub async fn hospital(command: HospitalCommand) -> Result<()> {
 
 pub async fn doctor(command: DoctorCommand) -> Result<()> {
     match command {
-        DoctorCommand::Onboard { wallet, identity, registration_number, name, specialisation } => {
+        DoctorCommand::Onboard {
+            wallet,
+            identity,
+            registration_number,
+            name,
+            specialisation,
+            json,
+        } => {
             let s = Session::open(&wallet).await?;
             let (key, encryption_key) = parse_public_identity(&identity)?;
             let body = TxBody::Registry(RegistryTx::OnboardDoctor(OnboardDoctor {
@@ -306,25 +328,59 @@ pub async fn doctor(command: DoctorCommand) -> Result<()> {
                 specialisation,
             }));
             let receipt = s.submit(body).await?;
-            print_receipt("doctor onboarded", &receipt);
-            if let Some(Created::Account { account }) = created(&receipt) {
-                println!("{name}: account {account}");
+            let Some(Created::Account { account }) = created(&receipt) else {
+                bail!("the ledger created no doctor: {:?}", receipt.outcome);
+            };
+            if json {
+                return print_created(&receipt, serde_json::json!({ "account": account }));
             }
+            print_receipt("doctor onboarded", &receipt);
+            println!("{name}: account {account}");
             Ok(())
         }
         DoctorCommand::List { hospital, wallet, json } => {
-            let list = Session::open(&wallet).await?.client.doctors(hospital).await?;
+            let s = Session::open(&wallet).await?;
+            let list = s.client.doctors(hospital).await?;
+            let hospitals = s.client.hospitals().await?;
+            let mut rows = Vec::with_capacity(list.len());
+            for d in list {
+                let key = s.client.account(&d.account).await?.and_then(|a| a.key);
+                let suspended = hospitals.iter().any(|h| h.account == d.hospital && h.suspended);
+                let status = match (key, suspended) {
+                    (None, _) => "revoked",
+                    (Some(_), true) => "suspended",
+                    (Some(_), false) => "active",
+                };
+                let hospital_name =
+                    hospitals.iter().find(|h| h.account == d.hospital).map(|h| h.name.clone());
+                rows.push((d, status, hospital_name));
+            }
             if json {
-                return print_json(&list);
+                let out: Vec<serde_json::Value> = rows
+                    .iter()
+                    .map(|(d, status, hospital_name)| {
+                        let mut v = serde_json::to_value(d)?;
+                        if let Some(o) = v.as_object_mut() {
+                            o.insert("key_status".into(), (*status).into());
+                            o.insert("hospital_name".into(), hospital_name.clone().into());
+                        }
+                        Ok(v)
+                    })
+                    .collect::<Result<_>>()?;
+                return print_json(&out);
             }
             println!(
-                "{:<40}  {:<24}  {:<12}  {:<16}  HOSPITAL",
-                "ACCOUNT", "NAME", "REG. NO.", "SPECIALISATION"
+                "{:<40}  {:<24}  {:<12}  {:<16}  {:<9}  HOSPITAL",
+                "ACCOUNT", "NAME", "REG. NO.", "SPECIALISATION", "KEY"
             );
-            for d in list {
+            for (d, status, hospital_name) in rows {
+                let hospital = match hospital_name {
+                    Some(name) => format!("{} ({name})", d.hospital),
+                    None => d.hospital.to_string(),
+                };
                 println!(
-                    "{:<40}  {:<24}  {:<12}  {:<16}  {}",
-                    d.account, d.name, d.registration_number, d.specialisation, d.hospital
+                    "{:<40}  {:<24}  {:<12}  {:<16}  {status:<9}  {hospital}",
+                    d.account, d.name, d.registration_number, d.specialisation
                 );
             }
             Ok(())
@@ -343,6 +399,7 @@ pub async fn patient(command: PatientCommand) -> Result<()> {
             attendant_name,
             attendant_phone,
             attendant_relationship,
+            json,
         } => {
             let s = Session::open(&wallet).await?;
             let (key, encryption_key) = parse_public_identity(&identity)?;
@@ -374,10 +431,17 @@ pub async fn patient(command: PatientCommand) -> Result<()> {
                 attendant,
             }));
             let receipt = s.submit(body).await?;
-            print_receipt("patient registered", &receipt);
-            if let Some(Created::Patient { account, patient_id }) = created(&receipt) {
-                println!("Patient-ID {patient_id} (account {account})");
+            let Some(Created::Patient { account, patient_id }) = created(&receipt) else {
+                bail!("the ledger registered no patient: {:?}", receipt.outcome);
+            };
+            if json {
+                return print_created(
+                    &receipt,
+                    serde_json::json!({ "account": account, "patient_id": patient_id }),
+                );
             }
+            print_receipt("patient registered", &receipt);
+            println!("Patient-ID {patient_id} (account {account})");
             Ok(())
         }
         PatientCommand::Show { patient_id, wallet } => {

@@ -98,12 +98,22 @@ pub async fn run(args: Args) -> Result<()> {
         );
     }
     let url = format!("http://{}", args.listen);
+    // The port first: a first run must not create a network and print "Next steps" for a
+    // node that cannot serve.
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
+            "cannot listen on {}: the address is already in use (is another node or program \
+             serving there?); stop it or choose another address with --listen",
+            args.listen
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot listen on {}", args.listen));
+        }
+    };
     if !dir.is_initialised() {
         first_run(&dir, &args, &url)?;
     }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
     eprintln!(
         "starting the medledger node on {url}: checking the ledger in {}",
         args.data_dir.display()

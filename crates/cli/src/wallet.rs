@@ -30,6 +30,9 @@ pub enum Command {
         /// --node, the pin is refused if the node's genesis names another.
         #[arg(long)]
         node_key: Option<String>,
+        /// Print JSON: `account`, `identity`, `name`, `wallet` (the file) and `pinned`.
+        #[arg(long)]
+        json: bool,
     },
     /// Pin the node this wallet trusts: its URL, chain id, genesis and node key, authenticated
     /// under the passphrase. Needed once for a wallet created without --node, or written by an
@@ -73,19 +76,31 @@ pub enum Command {
 
 pub async fn run(command: Command) -> Result<()> {
     match command {
-        Command::Create { out, name, node, node_key } => {
+        Command::Create { out, name, node, node_key, json } => {
             let expected = node_key.as_deref().map(parse_node_key).transpose()?;
             let pass = passphrase("Choose a passphrase for the new wallet: ", true)?;
             let (mut wallet, _identity) = Wallet::create(&out, &name, &pass)?;
-            println!("created wallet {} for {name:?}", out.display());
+            if !json {
+                println!("created wallet {} for {name:?}", out.display());
+            }
+            let pinned = node.is_some();
             if let Some(url) = node {
-                pin(&mut wallet, &out, &url, expected, false).await.with_context(|| {
+                pin(&mut wallet, &out, &url, expected, false, json).await.with_context(|| {
                     format!(
                         "the wallet was created but is not pinned: run `medledger wallet pin \
                          --wallet {} --node {url}` once the node is reachable",
                         out.display()
                     )
                 })?;
+            }
+            if json {
+                return print_json(&serde_json::json!({
+                    "account": wallet.account(),
+                    "identity": wallet.public_identity(),
+                    "name": name,
+                    "wallet": out,
+                    "pinned": pinned,
+                }));
             }
             println!("account:  {}", wallet.account());
             println!("identity: {}", wallet.public_identity());
@@ -98,7 +113,7 @@ pub async fn run(command: Command) -> Result<()> {
             let expected = node_key.as_deref().map(parse_node_key).transpose()?;
             let (mut wallet, _identity) = unlock_wallet(&path)?;
             let url = node_url(node.as_deref(), Some(&wallet));
-            pin(&mut wallet, &path, &url, expected, replace).await
+            pin(&mut wallet, &path, &url, expected, replace, false).await
         }
         Command::Show { wallet: path, identity_only, json, ledger, node } => {
             let wallet = load_wallet(&path)?;
@@ -138,8 +153,8 @@ pub async fn run(command: Command) -> Result<()> {
             match on_ledger {
                 Some(a) => {
                     println!(
-                        "role:     {:?}{}",
-                        a.role,
+                        "role:     {}{}",
+                        crate::common::words(&a.role),
                         if a.suspended { " (suspended)" } else { "" }
                     );
                     println!("key:      {}", a.key.map_or("REVOKED".to_owned(), |k| k.to_string()));
@@ -172,6 +187,7 @@ async fn pin(
     url: &str,
     expected: Option<PublicKey>,
     replace: bool,
+    quiet: bool,
 ) -> Result<()> {
     let genesis = NodeClient::new(url)?.genesis().await?;
     if let Some(key) = expected
@@ -209,6 +225,9 @@ async fn pin(
     state.trusted_node_key = Some(genesis.node_key);
     state.genesis_hash = Some(genesis.hash());
     wallet.save(path)?;
+    if quiet {
+        return Ok(());
+    }
     println!(
         "pinned {url}: chain {:?}, genesis {}, node key {}",
         genesis.chain_id,

@@ -45,6 +45,11 @@ pub async fn run(args: Args) -> Result<()> {
         })
     };
     let mut printed = 0u64;
+    let names = if args.json {
+        crate::common::Names::default()
+    } else {
+        crate::common::Names::load(&s).await
+    };
     if !args.json {
         eprintln!("watching events for {me} (Ctrl-C to stop)");
     }
@@ -55,13 +60,7 @@ pub async fn run(args: Args) -> Result<()> {
                 if args.json {
                     println!("{}", serde_json::to_string(&e).unwrap_or_default());
                 } else {
-                    println!(
-                        "#{:<6} block {:<7} {:<18} by {}",
-                        e.seq,
-                        e.height,
-                        e.kind.name(),
-                        e.actor
-                    );
+                    println!("{}", crate::audit::line(&e, &names));
                 }
                 let _ = std::fs::write(&cursor_path, e.seq.to_string());
                 printed += 1;

@@ -151,6 +151,7 @@ pub(crate) fn authenticate(
     tx: &SignedTransaction,
     signature_ok: bool,
 ) -> Result<(), ApiError> {
+    crate::auth::note_requester(tx.tx.signer);
     if !signature_ok {
         return Err(bad_signature(tx));
     }
@@ -213,6 +214,7 @@ pub(crate) fn simulate(
     tx: &SignedTransaction,
     signature_ok: bool,
 ) -> Result<medledger_ledger::Simulated, ApiError> {
+    crate::auth::note_requester(tx.tx.signer);
     if !signature_ok {
         return Err(bad_signature(tx));
     }
@@ -238,6 +240,7 @@ fn checks(
         Charge::Yes => bucket.try_take(who),
         Charge::No => bucket.has(who),
     };
+    crate::auth::note_requester(tx.tx.signer);
     if !signature_ok {
         return Err(bad_signature(tx));
     }

@@ -128,6 +128,18 @@ impl axum::extract::FromRequestParts<crate::http::AppState> for Signed {
     }
 }
 
+tokio::task_local! {
+    /// The requester of the request being handled, as far as it is known (see
+    /// [`note_requester`]), for the log of refused requests.
+    static REQUESTER: std::cell::Cell<Option<AccountId>>;
+}
+
+/// Notes who (claims to) make the request being handled, for the log of refusals: an audited
+/// read carries its requester in the signed transaction of its body, not in a header.
+pub(crate) fn note_requester(account: AccountId) {
+    let _ = REQUESTER.try_with(|r| r.set(Some(account)));
+}
+
 /// Most refusals written to the log per second; the rest are counted and summarised, so a
 /// flood of bad requests cannot flood the log.
 const DENIALS_LOGGED_PER_SECOND: u32 = 20;
@@ -140,6 +152,11 @@ pub struct DenialLog {
 }
 
 impl DenialLog {
+    /// [`DenialLog::admit`] at the current time.
+    pub(crate) fn admit_now(&self) -> Option<u64> {
+        self.admit(now_ms())
+    }
+
     /// Whether to log this refusal, and how many earlier ones went unlogged (to report).
     fn admit(&self, now_ms: u64) -> Option<u64> {
         let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
@@ -174,17 +191,31 @@ pub async fn log_denials(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| RequestAuth::from_header(v).ok())
         .map(|a| a.account);
-    let response = next.run(request).await;
+    // A read signed inside its body (an audited read's access transaction) names its requester
+    // only once the handler has decoded it: the handler notes it here.
+    let (response, noted) = REQUESTER
+        .scope(std::cell::Cell::new(None), async {
+            let response = next.run(request).await;
+            (response, REQUESTER.with(std::cell::Cell::get))
+        })
+        .await;
+    let claimed = claimed.or(noted);
     let status = response.status();
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         state.metrics.denied_requests.inc();
         if let Some(suppressed) = state.denials.admit(now_ms()) {
             let claimed = claimed.map_or_else(|| "nobody (unsigned)".to_owned(), |a| a.to_string());
-            tracing::warn!(
+            let code = response
+                .extensions()
+                .get::<crate::http::ErrorCode>()
+                .map_or("", |c| c.0.as_str())
+                .to_owned();
+            tracing::info!(
                 %method,
                 %path,
                 status = status.as_u16(),
                 claimed_requester = %claimed,
+                %code,
                 suppressed_since_last_second = suppressed,
                 "request denied"
             );

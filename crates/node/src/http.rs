@@ -145,9 +145,16 @@ impl From<LedgerError> for ApiError {
     }
 }
 
+/// The `code` of an error response, kept in its extensions for the log of refusals.
+#[derive(Clone, Debug)]
+pub(crate) struct ErrorCode(pub(crate) String);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(self.1)).into_response()
+        let code = ErrorCode(self.1.code.clone());
+        let mut response = (self.0, Json(self.1)).into_response();
+        response.extensions_mut().insert(code);
+        response
     }
 }
 
@@ -242,6 +249,10 @@ pub fn router(state: AppState) -> Router {
         .route(paths::METRICS, get(metrics))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::log_denials))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            crate::metrics::count_requests,
+        ))
         .with_state(state)
 }
 
@@ -269,13 +280,100 @@ async fn enqueue(
     Ok(rx)
 }
 
-/// Waits for a queued transaction's receipt (applied or refused) and records it in the metrics.
+/// What the operator's log says of a transaction once it has its receipt: its kind and signer
+/// (for a refusal), and for a break-glass or a device alert, what happened.
+#[derive(Debug)]
+pub(crate) struct LogNote {
+    kind: &'static str,
+    signer: AccountId,
+    event: Option<Notable>,
+}
+
+/// Transactions an operator wants to see applied in the log.
+#[derive(Debug)]
+enum Notable {
+    BreakGlass { patient: AccountId, reason: String },
+    Alert { metric: &'static str, severity: medledger_core::tx::devices::Severity, seq: u64 },
+}
+
+impl LogNote {
+    pub(crate) fn of(tx: &SignedTransaction) -> Self {
+        use medledger_core::tx::{DeviceTx, EmergencyTx, TxBody};
+        let event = match &tx.tx.body {
+            TxBody::Emergency(EmergencyTx::BreakGlass { patient, reason }) => {
+                Some(Notable::BreakGlass { patient: *patient, reason: reason.clone() })
+            }
+            TxBody::Devices(DeviceTx::Alert(a)) => {
+                Some(Notable::Alert { metric: a.metric.name(), severity: a.severity, seq: a.seq })
+            }
+            _ => None,
+        };
+        Self { kind: tx.tx.body.kind(), signer: tx.tx.signer, event }
+    }
+
+    /// Logs a committed receipt at info: a refusal with its reason, an applied break-glass or
+    /// device alert with what it says.
+    fn log(&self, receipt: &Receipt) {
+        match (&receipt.outcome, &self.event) {
+            (Outcome::Refused { reason }, _) => tracing::info!(
+                kind = self.kind,
+                signer = %self.signer,
+                tx = %receipt.tx_hash,
+                height = receipt.height,
+                %reason,
+                "transaction refused by the ledger"
+            ),
+            (Outcome::Applied { .. }, Some(Notable::BreakGlass { patient, reason })) => {
+                tracing::info!(
+                    doctor = %self.signer,
+                    %patient,
+                    %reason,
+                    tx = %receipt.tx_hash,
+                    height = receipt.height,
+                    "BREAK-GLASS declared"
+                )
+            }
+            (Outcome::Applied { .. }, Some(Notable::Alert { metric, severity, seq })) => {
+                tracing::info!(
+                    device = %self.signer,
+                    metric,
+                    severity = ?severity,
+                    seq,
+                    tx = %receipt.tx_hash,
+                    height = receipt.height,
+                    "device alert"
+                )
+            }
+            (Outcome::Applied { .. }, None) => {}
+        }
+    }
+}
+
+/// Logs, at info, a transaction turned away at admission (rate-limited with the request
+/// denials, so that a flood of bad transactions cannot flood the log).
+fn log_rejected(state: &AppState, note: &LogNote, error: &ApiError) {
+    if let Some(suppressed) = state.denials.admit_now() {
+        tracing::info!(
+            kind = note.kind,
+            claimed_signer = %note.signer,
+            status = error.0.as_u16(),
+            code = %error.1.code,
+            message = %error.1.message,
+            suppressed_since_last_second = suppressed,
+            "transaction rejected at admission"
+        );
+    }
+}
+
+/// Waits for a queued transaction's receipt (applied or refused) and records it in the metrics
+/// and the log.
 fn receipt_of(
     state: &AppState,
-    signer: &AccountId,
+    note: &LogNote,
     started: Instant,
     r: Result<ProduceResult, oneshot::error::RecvError>,
 ) -> Result<Receipt, ApiError> {
+    let signer = &note.signer;
     let receipt = r
         .map_err(|_| {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the node stopped")
@@ -287,6 +385,7 @@ fn receipt_of(
     state.metrics.commit_latency.observe(started.elapsed().as_secs_f64());
     state.metrics.height.set(receipt.height as i64);
     crate::admission::note_outcome(state, signer, &receipt);
+    note.log(&receipt);
     match receipt.outcome {
         Outcome::Applied { .. } => state.metrics.applied.inc(),
         Outcome::Refused { .. } => state.metrics.refused.inc(),
@@ -340,15 +439,16 @@ pub(crate) async fn submit_checked(
     ok: bool,
 ) -> Result<Receipt, ApiError> {
     let started = Instant::now();
-    let signer = tx.tx.signer;
+    let note = LogNote::of(&tx);
     // Every transaction is a write, the access transaction of an audited read included: a
     // read whose access cannot be committed is not served.
     writable(state, tx.encode().len() as u64)?;
-    crate::admission::admit(state, &tx, ok).inspect_err(|_| {
+    crate::admission::admit(state, &tx, ok).inspect_err(|e| {
         state.metrics.rejected.inc();
+        log_rejected(state, &note, e);
     })?;
     let rx = enqueue(state, tx).await?;
-    let receipt = receipt_of(state, &signer, started, rx.await)?;
+    let receipt = receipt_of(state, &note, started, rx.await)?;
     match receipt.outcome {
         Outcome::Applied { .. } => Ok(receipt),
         Outcome::Refused { .. } => Err(ApiError::refused(receipt.outcome)),
@@ -380,20 +480,21 @@ async fn submit_batch(State(state): State<AppState>, body: Bytes) -> ApiResult<V
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     enum Pending {
-        Ordered(AccountId, oneshot::Receiver<ProduceResult>),
+        Ordered(LogNote, oneshot::Receiver<ProduceResult>),
         Done(BatchItem),
     }
     let mut pending = Vec::with_capacity(txs.len());
     for (tx, ok) in txs.into_iter().zip(ok) {
-        let signer = tx.tx.signer;
+        let note = LogNote::of(&tx);
         pending.push(match crate::admission::admit(&state, &tx, ok) {
             Ok(()) => match enqueue(&state, tx).await {
-                Ok(rx) => Pending::Ordered(signer, rx),
+                Ok(rx) => Pending::Ordered(note, rx),
                 Err(ApiError(_, body)) => Pending::Done(BatchItem::Error(body)),
             },
-            Err(ApiError(_, body)) => {
+            Err(e) => {
                 state.metrics.rejected.inc();
-                Pending::Done(BatchItem::Error(body))
+                log_rejected(&state, &note, &e);
+                Pending::Done(BatchItem::Error(e.1))
             }
         });
     }
@@ -401,7 +502,7 @@ async fn submit_batch(State(state): State<AppState>, body: Bytes) -> ApiResult<V
     for p in pending {
         let item = match p {
             // Ordered transactions get their receipt, applied or refused.
-            Pending::Ordered(signer, rx) => match receipt_of(&state, &signer, started, rx.await) {
+            Pending::Ordered(note, rx) => match receipt_of(&state, &note, started, rx.await) {
                 Ok(r) => BatchItem::Receipt(r),
                 Err(ApiError(_, body)) => BatchItem::Error(body),
             },
@@ -682,6 +783,12 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let vault = state.vault.clone();
+    match tokio::task::spawn_blocking(move || vault.total_bytes()).await {
+        Ok(Ok(bytes)) => state.metrics.set_vault_bytes(bytes),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the vault's size for /metrics"),
+        Err(e) => tracing::warn!(error = %e, "cannot read the vault's size for /metrics"),
+    }
     state.metrics.set_storage(
         state.disk.free_now(),
         state.disk.reserve(),

@@ -151,7 +151,10 @@ pub async fn serve_with(
         pending_keys: Arc::default(),
         applied: applied_rx,
         stopping: stop_rx.clone(),
-        event_streams: limits::EventStreams::new(limits.max_event_streams_per_account),
+        event_streams: limits::EventStreams::new(
+            limits.max_event_streams_per_account,
+            metrics.event_streams.clone(),
+        ),
         large_bodies: limits::BodyGate::new(
             limits.max_large_bodies,
             http::MAX_BATCH_BYTES,

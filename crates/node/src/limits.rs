@@ -139,6 +139,8 @@ pub struct EventStreams {
     open: Mutex<HashMap<AccountId, usize>>,
     /// Most streams one account may hold.
     cap: usize,
+    /// Streams open now, all accounts together (exported in `/metrics`).
+    gauge: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// One open stream of an account, given back when the stream is dropped.
@@ -149,9 +151,9 @@ pub struct StreamSlot {
 }
 
 impl EventStreams {
-    /// At most `cap` streams per account.
-    pub fn new(cap: usize) -> Arc<Self> {
-        Arc::new(Self { open: Mutex::default(), cap })
+    /// At most `cap` streams per account; `gauge` counts the streams open now.
+    pub fn new(cap: usize, gauge: prometheus_client::metrics::gauge::Gauge) -> Arc<Self> {
+        Arc::new(Self { open: Mutex::default(), cap, gauge })
     }
 
     /// A slot for one more stream of `account`, or 429 if it holds `cap` already.
@@ -169,6 +171,7 @@ impl EventStreams {
             ));
         }
         *n += 1;
+        self.gauge.inc();
         Ok(StreamSlot { streams: self.clone(), account })
     }
 }
@@ -176,6 +179,7 @@ impl EventStreams {
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         let mut open = self.streams.open.lock().unwrap_or_else(|p| p.into_inner());
+        self.streams.gauge.dec();
         if let Some(n) = open.get_mut(&self.account) {
             *n -= 1;
             if *n == 0 {
@@ -191,14 +195,17 @@ mod tests {
 
     #[test]
     fn streams_beyond_the_cap_are_refused_until_one_closes() {
-        let streams = EventStreams::new(2);
+        let gauge = prometheus_client::metrics::gauge::Gauge::default();
+        let streams = EventStreams::new(2, gauge.clone());
         let a =
             AccountId::from_initial_key(&medledger_core::keys::SigningKey::generate().public_key());
         let first = streams.open(a).unwrap();
         let _second = streams.open(a).unwrap();
         let refused = streams.open(a).unwrap_err();
         assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(gauge.get(), 2, "a refused stream is not counted as open");
         drop(first);
+        assert_eq!(gauge.get(), 1);
         assert!(streams.open(a).is_ok(), "a closed stream gives its slot back");
     }
 }

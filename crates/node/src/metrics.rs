@@ -1,10 +1,41 @@
-//! Prometheus metrics of the node.
+//! Prometheus metrics of the node: transactions, commit latency, storage, and per route (by
+//! its template, so that ids in paths cannot grow the label set) request counts by status and
+//! latency histograms; vault bytes and open event streams.
 
 use prometheus_client::{
-    encoding::text::encode,
-    metrics::{counter::Counter, gauge::Gauge, histogram::Histogram},
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
+
+/// Labels of a request count: the route template (`/v1/records/{pmr}`, not the raw path), the
+/// method and the status code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route template, or `unmatched` for a path no route serves.
+    pub route: String,
+    /// The HTTP method.
+    pub method: String,
+    /// The status code answered.
+    pub status: u16,
+}
+
+/// Labels of a latency histogram: the route template and the method.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The route template.
+    pub route: String,
+    /// The HTTP method.
+    pub method: String,
+}
+
+/// Bucket bounds (seconds) of the request latency histograms.
+const LATENCY_BUCKETS: [f64; 12] =
+    [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
 
 /// The node's metrics.
 #[derive(Debug)]
@@ -26,6 +57,14 @@ pub struct Metrics {
     pub denied_requests: Counter,
     /// Connections closed at once because the node or the client's IP had too many open.
     pub connections_refused: Counter,
+    /// Requests answered, by route template, method and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Seconds from a request's arrival to its response head, by route template and method.
+    pub request_latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Event streams (`GET /v1/events/{account}`) open now.
+    pub event_streams: Gauge,
+    /// Bytes of blobs in the vault, updated when rendered.
+    vault_bytes: Gauge,
     /// Peak resident memory of the process (Linux; 0 elsewhere), updated when rendered.
     peak_resident: Gauge,
     /// Free bytes of the data directory's file system, updated when rendered.
@@ -49,6 +88,13 @@ impl Metrics {
         let height = Gauge::default();
         let denied_requests = Counter::default();
         let connections_refused = Counter::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_latency =
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        let event_streams = Gauge::default();
+        let vault_bytes = Gauge::default();
         let peak_resident = Gauge::default();
         let disk_free = Gauge::default();
         let disk_reserve = Gauge::default();
@@ -97,6 +143,18 @@ impl Metrics {
             connections_refused.clone(),
         );
         registry.register(
+            "http_requests",
+            "Requests answered, by route template, method and status code",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from a request's arrival to its response head, by route template and method",
+            request_latency.clone(),
+        );
+        registry.register("event_streams_open", "Event streams open now", event_streams.clone());
+        registry.register("vault_bytes", "Bytes of blobs in the vault", vault_bytes.clone());
+        registry.register(
             "process_peak_resident_bytes",
             "Peak resident memory of the node process",
             peak_resident.clone(),
@@ -111,6 +169,10 @@ impl Metrics {
             height,
             denied_requests,
             connections_refused,
+            requests,
+            request_latency,
+            event_streams,
+            vault_bytes,
             peak_resident,
             disk_free,
             disk_reserve,
@@ -123,6 +185,20 @@ impl Metrics {
         self.disk_free.set(i64::try_from(free).unwrap_or(i64::MAX));
         self.disk_reserve.set(i64::try_from(reserve).unwrap_or(i64::MAX));
         self.storage_fault.set(i64::from(fault));
+    }
+
+    /// Records the bytes held in the vault, for rendering.
+    pub fn set_vault_bytes(&self, bytes: u64) {
+        self.vault_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one answered request and its latency.
+    pub fn observe_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        let (route, method) = (route.to_owned(), method.to_owned());
+        self.request_latency
+            .get_or_create(&RouteLabels { route: route.clone(), method: method.clone() })
+            .observe(seconds);
+        self.requests.get_or_create(&RequestLabels { route, method, status }).inc();
     }
 
     /// The text exposition format.
@@ -151,4 +227,29 @@ pub fn peak_resident_bytes() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kib| kib * 1024)
+}
+
+/// Middleware: counts every request by its route template, method and status, and observes its
+/// latency to the response head. A path no route serves is labelled `unmatched`, so that a
+/// scan of random paths adds one label set, not one per path.
+pub async fn count_requests(
+    axum::extract::State(metrics): axum::extract::State<std::sync::Arc<Metrics>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    metrics.observe_request(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
 }

@@ -304,6 +304,22 @@ fn an_abnormal_reading_reaches_the_doctors_hospital_within_a_second_and_reads_ba
     let err =
         fails(&["device", "readings", "--wallet", &s.c.doctor, "--session", &s.session], &env);
     assert!(err.contains("denied"), "{err}");
+    // The operator's log (info level, no colour codes in a file) names the alert's metric and
+    // severity, and the denied read as denied with the doctor who asked, not as unsigned.
+    let log = node.log_text();
+    assert!(!log.contains('\x1b'), "colour codes in a log that is not a terminal:\n{log}");
+    let alert_line = log.lines().find(|l| l.contains("device alert")).unwrap_or_else(|| {
+        panic!("no device alert in the node's log:\n{log}");
+    });
+    assert!(alert_line.contains(" INFO "), "{alert_line}");
+    assert!(alert_line.contains("metric=") && alert_line.contains("severity="), "{alert_line}");
+    let doctor = Wallet::load(&s.c.doctor).unwrap().account().to_string();
+    let denied = log
+        .lines()
+        .find(|l| l.contains("request denied") && l.contains("code=denied"))
+        .unwrap_or_else(|| panic!("no denied read in the node's log:\n{log}"));
+    assert!(denied.contains(" INFO "), "{denied}");
+    assert!(denied.contains(&doctor) && !denied.contains("unsigned"), "{denied}");
     // The reads, and the denial, are in the patient's audit trail.
     let trail = ok(&["audit", "trail", "--wallet", &s.c.patient, "--json"], &env);
     assert!(trail.matches("device_data").count() >= 3, "{trail}");

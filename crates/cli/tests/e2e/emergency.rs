@@ -95,6 +95,19 @@ fn the_card_code_and_break_glass_open_the_profile_and_records_with_every_step_lo
         &env,
     );
     let bg = id_of(&out);
+    // The operator's log has the break-glass at info, with its reason.
+    let log = node.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("BREAK-GLASS declared"))
+        .unwrap_or_else(|| panic!("no break-glass in the node's log:\n{log}"));
+    assert!(line.contains(" INFO ") && line.contains("road accident"), "{line}");
+    // And the refused one (no reason), at info too.
+    let refused = log
+        .lines()
+        .find(|l| l.contains("is mandatory") && !l.contains("BREAK-GLASS declared"))
+        .unwrap_or_else(|| panic!("no refusal in the node's log:\n{log}"));
+    assert!(refused.contains(" INFO ") && refused.contains("refused"), "{refused}");
     // The hospital sees it awaiting review; the patient's trail has it.
     let reviews = ok(&["emergency", "reviews", "--wallet", &c.hospital], &env);
     assert!(reviews.contains(&bg), "{reviews}");

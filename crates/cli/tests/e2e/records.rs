@@ -237,7 +237,7 @@ fn records_are_encrypted_audited_and_erasable() {
     }
 
     // Erasure: the token stays, marked erased; the vault loses the blobs; reads stop.
-    let out = ok(&["record", "erase", &pmr, "--wallet", &c.patient], &env);
+    let out = ok(&["record", "erase", &pmr, "--wallet", &c.patient, "--yes"], &env);
     assert!(out.contains("erased"), "{out}");
     let meta_blob = vault.join(record.metadata.to_hex());
     let deadline = std::time::Instant::now() + LIMIT;

@@ -137,6 +137,18 @@ impl Index {
         Ok(row.map_or(0, |row| row.value()))
     }
 
+    /// Bytes charged to all uploaders together: the bytes of every blob in the vault.
+    pub fn total_usage(&self) -> Result<u64, BlobError> {
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let usage = read.open_table(USAGE).map_err(|e| self.error(e))?;
+        let mut total = 0u64;
+        for row in usage.iter().map_err(|e| self.error(e))? {
+            let (_, bytes) = row.map_err(|e| self.error(e))?;
+            total = total.saturating_add(bytes.value());
+        }
+        Ok(total)
+    }
+
     /// Every blob whose entry satisfies `keep`, from one consistent snapshot.
     pub fn select(&self, mut keep: impl FnMut(&Entry) -> bool) -> Result<Vec<Hash>, BlobError> {
         let read = self.db.begin_read().map_err(|e| self.error(e))?;

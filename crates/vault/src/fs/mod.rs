@@ -87,6 +87,11 @@ pub struct Reconciliation {
 }
 
 impl FsVault {
+    /// Bytes of all the blobs in the vault (the sum of every uploader's usage), for metrics.
+    pub fn total_bytes(&self) -> Result<u64, BlobError> {
+        self.inner.index.total_usage()
+    }
+
     /// Opens (creating if needed) a vault in `dir` with the default [`VaultConfig`].
     pub fn open(dir: &Path) -> Result<Self, BlobError> {
         Self::open_with(dir, VaultConfig::default())
