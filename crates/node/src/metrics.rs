@@ -229,6 +229,22 @@ pub fn peak_resident_bytes() -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
+/// The method as a label: the standard ones by name, any other as `other`, so that a client
+/// inventing methods cannot grow the label set either.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
 /// Middleware: counts every request by its route template, method and status, and observes its
 /// latency to the response head. A path no route serves is labelled `unmatched`, so that a
 /// scan of random paths adds one label set, not one per path.
@@ -243,7 +259,7 @@ pub async fn count_requests(
         .get::<axum::extract::MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method()).to_owned();
     let response = next.run(request).await;
     metrics.observe_request(
         &route,
@@ -252,4 +268,36 @@ pub async fn count_requests(
         started.elapsed().as_secs_f64(),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        let invented = axum::http::Method::from_bytes(b"FROBNICATE").unwrap();
+        assert_eq!(method_label(&invented), "other");
+        assert_eq!(method_label(&axum::http::Method::GET), "GET");
+    }
+
+    #[test]
+    fn requests_are_counted_by_route_method_and_status() {
+        let m = Metrics::new();
+        m.observe_request("/v1/records/{pmr}", "GET", 403, 0.003);
+        m.observe_request("/v1/records/{pmr}", "GET", 403, 0.004);
+        let text = m.render();
+        assert!(
+            text.contains(
+                "medledger_http_requests_total{route=\"/v1/records/{pmr}\",method=\"GET\",status=\"403\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "medledger_http_request_duration_seconds_count{route=\"/v1/records/{pmr}\",method=\"GET\"} 2"
+            ),
+            "{text}"
+        );
+    }
 }
