@@ -351,7 +351,7 @@ impl LogNote {
 
 /// Logs, at info, a transaction turned away at admission (rate-limited with the request
 /// denials, so that a flood of bad transactions cannot flood the log).
-fn log_rejected(state: &AppState, note: &LogNote, error: &ApiError) {
+fn log_rejected(state: &AppState, note: &LogNote, what: &str, error: &ApiError) {
     if let Some(suppressed) = state.denials.admit_now() {
         tracing::info!(
             kind = note.kind,
@@ -360,7 +360,7 @@ fn log_rejected(state: &AppState, note: &LogNote, error: &ApiError) {
             code = %error.1.code,
             message = %error.1.message,
             suppressed_since_last_second = suppressed,
-            "transaction rejected at admission"
+            "{what}"
         );
     }
 }
@@ -406,20 +406,27 @@ async fn submit(State(state): State<AppState>, body: Bytes) -> Result<Json<Recei
 async fn simulate(State(state): State<AppState>, body: Bytes) -> ApiResult<Simulation> {
     let tx = SignedTransaction::decode(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let ok = tx.verify_signature().is_ok();
+    let note = LogNote::of(&tx);
     // The write transaction waits for a block being applied: off the async workers.
+    let worker = state.clone();
     let simulated =
-        tokio::task::spawn_blocking(move || crate::admission::simulate(&state, &tx, ok))
+        tokio::task::spawn_blocking(move || crate::admission::simulate(&worker, &tx, ok))
             .await
-            .map_err(|e| ApiError::internal(e.to_string()))??;
-    match simulated.outcome {
-        Outcome::Applied { .. } => Ok(Json(Simulation {
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+    // An operator helping a user sees why their command was turned down, though nothing
+    // was ordered.
+    let answer = simulated.and_then(|simulated| match simulated.outcome {
+        Outcome::Applied { .. } => Ok(Simulation {
             tx_hash: simulated.tx_hash,
             height: simulated.height,
             time_ms: simulated.time_ms,
             outcome: simulated.outcome,
-        })),
+        }),
         Outcome::Refused { .. } => Err(ApiError::refused(simulated.outcome)),
-    }
+    });
+    answer
+        .map(Json)
+        .inspect_err(|e| log_rejected(&state, &note, "transaction refused in simulation", e))
 }
 
 /// Checks, admits and orders one transaction, and waits for its durable receipt; a refused
@@ -445,7 +452,7 @@ pub(crate) async fn submit_checked(
     writable(state, tx.encode().len() as u64)?;
     crate::admission::admit(state, &tx, ok).inspect_err(|e| {
         state.metrics.rejected.inc();
-        log_rejected(state, &note, e);
+        log_rejected(state, &note, "transaction rejected at admission", e);
     })?;
     let rx = enqueue(state, tx).await?;
     let receipt = receipt_of(state, &note, started, rx.await)?;
@@ -493,7 +500,7 @@ async fn submit_batch(State(state): State<AppState>, body: Bytes) -> ApiResult<V
             },
             Err(e) => {
                 state.metrics.rejected.inc();
-                log_rejected(&state, &note, &e);
+                log_rejected(&state, &note, "transaction rejected at admission", &e);
                 Pending::Done(BatchItem::Error(e.1))
             }
         });
