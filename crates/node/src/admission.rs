@@ -12,7 +12,7 @@
 //!   time before the signer is admitted again), accesses that `authorize` denies, access
 //!   requests and break-glass declarations. Every path that orders a transaction (single,
 //!   batch, the audited reads) goes through [`admit`], so no route escapes them.
-//! - the blobs a transaction names are in the vault.
+//! - the blobs a transaction names ([`TxBody::blobs`]) are in the vault.
 
 use std::{
     collections::HashMap,
@@ -28,6 +28,8 @@ use medledger_core::{
     keys::PublicKey,
     tx::{ConsentTx, EmergencyTx, RegistryTx, SignedTransaction, TxBody},
 };
+
+use medledger_vault::BlobStore;
 
 use crate::http::{ApiError, AppState};
 
@@ -230,10 +232,44 @@ pub(crate) fn admit(
         }
         _ => {}
     }
-    crate::records::blobs_present(state, tx)?;
-    crate::cases::blobs_present(state, tx)?;
-    crate::devices::blobs_present(state, tx)?;
+    blobs_present(state, tx)?;
     note_pending_key(state, tx);
+    Ok(())
+}
+
+/// Every blob the transaction references ([`TxBody::blobs`]) that admission requires
+/// ([`medledger_core::tx::BlobRole::required_at_admission`]) must be in this node's vault
+/// (uploaded first), with the size the transaction declares where it declares one: a
+/// transaction pointing at bytes nobody holds would make a token, case or session unreadable.
+fn blobs_present(state: &AppState, tx: &SignedTransaction) -> Result<(), ApiError> {
+    for blob in tx.tx.body.blobs().into_iter().filter(|b| b.role.required_at_admission()) {
+        let what = blob.role.name();
+        match state.vault.len(&blob.hash).map_err(crate::records::blob_error)? {
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "blob_missing",
+                    format!(
+                        "the {what} blob {} is not in this node's vault: upload it first",
+                        blob.hash
+                    ),
+                ));
+            }
+            Some(len) => {
+                if let Some(size) = blob.declared_size
+                    && size != len
+                {
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "size_mismatch",
+                        format!(
+                            "the {what} blob holds {len} bytes, the transaction declares {size}"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
     Ok(())
 }
 

@@ -1,6 +1,5 @@
 //! Case routes: a patient's cases, a case, its entries, its sealed blobs, and the export that
-//! proves the whole case offline; and the admission check that the blobs a case transaction
-//! names are in this node's vault.
+//! proves the whole case offline.
 //!
 //! Who may see a case's content (entries, sealed blobs, export): its patient and their
 //! delegates, anyone `authorize` lets read the case now for some purpose (a case grant in
@@ -27,7 +26,6 @@ use medledger_core::{
     ids::AccountId,
     keys::namespace,
     tx::{
-        CaseTx, SignedTransaction, TxBody,
         consent::{Action, Decision, Denial, Purpose, Resource},
         records::KeyRef,
     },
@@ -284,39 +282,4 @@ fn build_export(state: &AppState, requester: &AccountId, id: &str) -> Result<Vec
     };
     export.attestation = state.node_key.sign(namespace::CASE_EXPORT, &export.attested());
     Ok(encoding::encode(&export))
-}
-
-/// Admission check for case transactions: the blobs an open, append or key share names must
-/// be in this node's vault (uploaded first). A case pointing at bytes nobody holds could not
-/// be read.
-pub(crate) fn blobs_present(state: &AppState, tx: &SignedTransaction) -> Result<(), ApiError> {
-    let TxBody::Cases(c) = &tx.tx.body else { return Ok(()) };
-    let missing = |what: &str, h: &Hash| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "blob_missing",
-            format!("the {what} blob {h} is not in this node's vault: upload it first"),
-        )
-    };
-    let has = |h: &Hash| state.vault.len(h).map_err(crate::records::blob_error);
-    match c {
-        CaseTx::Open(o) => {
-            if has(&o.description)?.is_none() {
-                return Err(missing("description", &o.description));
-            }
-            for k in &o.keys {
-                if has(&k.blob)?.is_none() {
-                    return Err(missing("wrapped key", &k.blob));
-                }
-            }
-        }
-        CaseTx::Append { entry, .. } if has(entry)?.is_none() => {
-            return Err(missing("entry", entry));
-        }
-        CaseTx::ShareKey { key, .. } if has(&key.blob)?.is_none() => {
-            return Err(missing("wrapped key", &key.blob));
-        }
-        _ => {}
-    }
-    Ok(())
 }

@@ -1,6 +1,5 @@
-//! Device routes: device and session queries, a session's digests and alerts, the audited read
-//! of a session's sealed readings, and the admission check that the blobs a device transaction
-//! names are in this node's vault.
+//! Device routes: device and session queries, a session's digests and alerts, and the audited
+//! read of a session's sealed readings.
 //!
 //! Who sees a device, its sessions and their digests: the patient and their delegates, the
 //! device itself, the party that registered it, the session's doctor and the thresholds'
@@ -27,7 +26,7 @@ use medledger_core::{
     encoding,
     ids::AccountId,
     tx::{
-        DeviceTx, SignedTransaction, TxBody,
+        SignedTransaction, TxBody,
         consent::{Action, Decision, Purpose, RecordCategory, Resource},
     },
 };
@@ -401,51 +400,4 @@ pub(crate) async fn read(
     };
     Ok(([(header::CONTENT_TYPE, medledger_api::BINARY_MEDIA_TYPE)], encoding::encode(&body))
         .into_response())
-}
-
-/// Admission check for device transactions: every blob named must be in this node's vault
-/// (sealed details and thresholds stored with `PUT /v1/blobs`, batches, sealed readings and
-/// wrapped session keys streamed with `POST /v1/vault`), and a batch must have the size its
-/// digest declares. A digest of bytes nobody holds would be unreadable.
-pub(crate) fn blobs_present(state: &AppState, tx: &SignedTransaction) -> Result<(), ApiError> {
-    let TxBody::Devices(d) = &tx.tx.body else { return Ok(()) };
-    let missing = |what: &str, h: &Hash| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "blob_missing",
-            format!("the {what} blob {h} is not in this node's vault: upload it first"),
-        )
-    };
-    let has = |h: &Hash| state.vault.len(h).map_err(crate::records::blob_error);
-    match d {
-        DeviceTx::Register(r) if has(&r.details.blob)?.is_none() => {
-            return Err(missing("sealed device details", &r.details.blob));
-        }
-        DeviceTx::StartSession(s) => {
-            for k in &s.keys {
-                if has(&k.blob)?.is_none() {
-                    return Err(missing("wrapped session key", &k.blob));
-                }
-            }
-        }
-        DeviceTx::SetThresholds(t) if has(&t.sealed.blob)?.is_none() => {
-            return Err(missing("sealed thresholds", &t.sealed.blob));
-        }
-        DeviceTx::Readings(b) => match has(&b.blob)? {
-            None => return Err(missing("batch", &b.blob)),
-            Some(len) if len != b.size => {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "size_mismatch",
-                    format!("the batch blob holds {len} bytes, the digest declares {}", b.size),
-                ));
-            }
-            Some(_) => {}
-        },
-        DeviceTx::Alert(a) if has(&a.reading)?.is_none() => {
-            return Err(missing("sealed reading", &a.reading));
-        }
-        _ => {}
-    }
-    Ok(())
 }

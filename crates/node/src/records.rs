@@ -478,52 +478,6 @@ pub(crate) async fn read(
 /// How much of a record is read from the vault at a time while serving it.
 const READ_CHUNK: usize = 1024 * 1024;
 
-/// Admission check for record transactions: the blobs a mint or key share names must be in
-/// this node's vault (uploaded first), and the content must have the size the mint declares.
-/// A token pointing at bytes nobody holds would be unreadable.
-pub(crate) fn blobs_present(state: &AppState, tx: &SignedTransaction) -> Result<(), ApiError> {
-    use medledger_core::tx::RecordTx;
-    let missing = |what: &str, h: &Hash| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "blob_missing",
-            format!("the {what} blob {h} is not in this node's vault: upload it first"),
-        )
-    };
-    let has = |h: &Hash| state.vault.len(h).map_err(blob_error);
-    match &tx.tx.body {
-        TxBody::Records(RecordTx::Mint(m)) => {
-            match has(&m.content)? {
-                None => return Err(missing("content", &m.content)),
-                Some(len) if len != m.size => {
-                    return Err(ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "size_mismatch",
-                        format!(
-                            "the content blob holds {len} bytes, the record declares {}",
-                            m.size
-                        ),
-                    ));
-                }
-                Some(_) => {}
-            }
-            if has(&m.metadata)?.is_none() {
-                return Err(missing("metadata", &m.metadata));
-            }
-            for k in &m.keys {
-                if has(&k.blob)?.is_none() {
-                    return Err(missing("wrapped key", &k.blob));
-                }
-            }
-        }
-        TxBody::Records(RecordTx::ShareKey { key, .. }) if has(&key.blob)?.is_none() => {
-            return Err(missing("wrapped key", &key.blob));
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
 /// `GET /v1/records/{pmr}/key`: the data key (or essential share) wrapped to the requester.
 /// Useless without the ciphertext, which only the audited read releases; the patient's
 /// wallet uses it to re-wrap the key for someone they grant access to.
