@@ -78,12 +78,15 @@ pub mod paths {
     /// Emergency access: `GET /v1/emergency/{patient}` (the public part of the profile),
     /// `POST /v1/emergency/{patient}/read` (the logged read of the sealed profile; the body is
     /// the doctor's signed read transaction), `GET /v1/emergency/{patient}/escrow` (a
-    /// custodian's own piece), `GET /v1/emergency/break-glass/{id}`, `GET /v1/emergency/reviews`.
+    /// custodian's own piece), `GET /v1/emergency/break-glass/{id}`, `GET /v1/emergency/reviews`,
+    /// and `POST /v1/emergency/{patient}/overview` (the audited list of everything of the
+    /// patient: the body is the reader's access naming the patient alone; a
+    /// [`super::PatientOverview`]).
     pub const EMERGENCY: &str = "/v1/emergency";
-    /// Case logs (signed by someone who may see the case): `GET /v1/cases?patient=ID`,
-    /// `GET /v1/cases/{id}`, `GET /v1/cases/{id}/entries?after=N&limit=M`,
-    /// `GET /v1/cases/{id}/blobs/{hash}` (a sealed description, entry or wrapped key of the
-    /// case) and `GET /v1/cases/{id}/export` (a [`super::CaseExport`], binary).
+    /// Case logs: `GET /v1/cases?patient=ID` and `GET /v1/cases/{id}` (signed by someone who
+    /// may see the case), `GET /v1/cases/{id}/key` (the signer's own wrapped case key, an
+    /// [`super::OwnKey`]), and the audited read `POST /v1/cases/{id}/read` (the body is the
+    /// reader's access transaction naming the case; the answer a [`super::CaseRead`], binary).
     pub const CASES: &str = "/v1/cases";
     /// Devices: `GET /v1/devices?patient=ID`, `GET /v1/devices/{id}`,
     /// `GET /v1/devices/{id}/sessions`.
@@ -422,7 +425,7 @@ pub struct SharingView {
 }
 
 /// The requester's own wrapped data key (or essential share) of a record
-/// (`GET /v1/records/{pmr}/key`).
+/// (`GET /v1/records/{pmr}/key`), or its own wrapped key of a case (`GET /v1/cases/{id}/key`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnKey {
     /// The wrapped key, hex.
@@ -667,6 +670,39 @@ impl CaseExport {
             &self.seal,
         ))
     }
+}
+
+/// The answer to an allowed, committed overview of a patient
+/// (`POST /v1/emergency/{patient}/overview`): the access event that records it, and the
+/// patient's record tokens, cases, devices and device sessions (their existence and hashes,
+/// not their content). What a doctor under break-glass lists, the patient sees in the trail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatientOverview {
+    /// The audit event that records this read.
+    pub event: u64,
+    /// The block that committed it.
+    pub height: u64,
+    /// The patient's record tokens.
+    pub records: Vec<RecordView>,
+    /// The patient's cases.
+    pub cases: Vec<CaseView>,
+    /// The patient's devices.
+    pub devices: Vec<DeviceView>,
+    /// The sessions of those devices, oldest first per device.
+    pub sessions: Vec<SessionView>,
+}
+
+/// The answer to an allowed, committed case read (`POST /v1/cases/{id}/read`), in the
+/// canonical (binary) encoding: the access event that records the read, and the case's
+/// export.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseRead {
+    /// The audit event that records this read.
+    pub event: u64,
+    /// The block that committed it.
+    pub height: u64,
+    /// The case, provable offline.
+    pub export: CaseExport,
 }
 
 /// A device, as shown to whom it concerns.

@@ -26,7 +26,9 @@ use medledger_core::{
     block::{Created, Outcome},
     encoding,
     tx::{
-        AdmitHospital, CaseTx, OnboardDoctor, RegisterPatient, RegistryTx, TxBody, cases::OpenCase,
+        AdmitHospital, CaseTx, OnboardDoctor, RegisterPatient, RegistryTx, TxBody,
+        cases::OpenCase,
+        consent::{AccessTx, Action, Purpose, Resource},
         records::KeyRef,
     },
 };
@@ -106,7 +108,7 @@ pub async fn run(args: Args) -> Result<()> {
         })))
         .await?;
     let mut doctor = Actor::new(&base)?;
-    let patient = Actor::new(&base)?;
+    let mut patient = Actor::new(&base)?;
     let setup = vec![
         hospital.tx(
             &chain,
@@ -202,7 +204,20 @@ pub async fn run(args: Args) -> Result<()> {
     let tmp = crate::bench_records::tempfile_dir()?;
     let path = args.out.clone().unwrap_or_else(|| tmp.join("case.export"));
     let started = Instant::now();
-    let export = patient.client.case_export(&case).await?;
+    let access = patient.tx(
+        &chain,
+        TxBody::Access(AccessTx {
+            resource: Resource {
+                patient: patient.account,
+                category: None,
+                record: None,
+                case: Some(case.clone()),
+            },
+            action: Action::Read,
+            purpose: Purpose::Treatment,
+        }),
+    );
+    let export = patient.client.read_case(&case, &access).await?.export;
     write_export(&path, &export)?;
     let export_ms = started.elapsed().as_secs_f64() * 1000.0;
     let export_bytes = std::fs::metadata(&path)?.len();

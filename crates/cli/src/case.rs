@@ -5,8 +5,10 @@
 //! patient authorised for the case) seals an entry under the case key and appends it after the
 //! head it read; if another entry landed first the ledger refuses it as stale, and the author
 //! reads the case again. `seal` (the opener or the patient) commits the head. `share` (the
-//! patient or the opener) wraps the case key to another doctor. `show` fetches the case's
-//! export, verifies it and decrypts it here; `export` writes the verified export to a file;
+//! patient or the opener) wraps the case key to another doctor. `show` reads the case's
+//! export with an audited read (an access naming the case, committed to the patient's trail
+//! before the node serves anything), verifies it and decrypts it here; `export` writes the
+//! verified export to a file;
 //! `verify` checks such a file offline, with the node key the wallet trusts, and names the
 //! first problem (a missing, reordered or altered entry, a broken seal).
 
@@ -29,7 +31,12 @@ use medledger_core::{
     encoding,
     ids::AccountId,
     keys::PublicKey,
-    tx::{CaseTx, TxBody, cases::OpenCase, records::KeyRef},
+    tx::{
+        CaseTx, TxBody,
+        cases::OpenCase,
+        consent::{AccessTx, Action, Purpose, Resource},
+        records::KeyRef,
+    },
 };
 use serde::Serialize;
 
@@ -106,6 +113,9 @@ pub enum CaseCommand {
         wallet: WalletArgs,
         /// The case id.
         case: String,
+        /// The reader's purpose (what the ledger authorises; the read is in the patient's trail).
+        #[arg(long, default_value = "treatment", value_parser = crate::record::parse_purpose)]
+        purpose: Purpose,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -116,6 +126,9 @@ pub enum CaseCommand {
         wallet: WalletArgs,
         /// The case id.
         case: String,
+        /// The reader's purpose (what the ledger authorises; the read is in the patient's trail).
+        #[arg(long, default_value = "treatment", value_parser = crate::record::parse_purpose)]
+        purpose: Purpose,
         /// The file to write.
         #[arg(short, long)]
         out: PathBuf,
@@ -153,16 +166,15 @@ fn unwrap(s: &Session, wrapped: &[u8], description: &medledger_core::Hash) -> Re
         .context("this wallet cannot open the case key")
 }
 
-/// This wallet's case key, unwrapped from the blob the ledger lists for it.
+/// This wallet's case key, as the node serves it wrapped to this wallet.
 async fn case_key(s: &Session, case: &CaseView) -> Result<DataKey> {
     let me = s.wallet.account();
-    let k = case.keys.iter().find(|k| k.recipient == me).with_context(|| {
+    let bytes = s.client.own_case_key(&case.case).await?.with_context(|| {
         format!(
             "case {} has no key wrapped to you ({me}): ask the patient or the doctor who opened it to share it (medledger case share)",
             case.case
         )
     })?;
-    let bytes = s.client.case_blob(&case.case, &k.blob).await?;
     unwrap(s, &bytes, &case.description)
 }
 
@@ -359,9 +371,33 @@ fn print_verified(report: &CaseReport) {
     );
 }
 
-async fn show(s: &Session, id: &str, json: bool) -> Result<()> {
+/// The audited read of case `id` for `purpose`: the wallet signs an access naming the case,
+/// which the node commits (in the patient's trail) before it serves the case's export.
+/// The patient is the one the case id names (`C<Patient-ID>-<n>`), so a reader who may no
+/// longer see the case still gets their read decided, and logged, by the ledger.
+async fn read_case(s: &Session, id: &str, purpose: Purpose) -> Result<CaseExport> {
+    let patient_id = id
+        .strip_prefix('C')
+        .and_then(|rest| rest.split_once('-'))
+        .map(|(patient, _)| patient)
+        .filter(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+        .with_context(|| format!("{id:?} is not a case id (C<Patient-ID>-<n>)"))?;
+    let patient = crate::record::resolve_patient(s, patient_id).await?;
+    let access = s
+        .build(TxBody::Access(AccessTx {
+            resource: Resource { patient, category: None, record: None, case: Some(id.to_owned()) },
+            action: Action::Read,
+            purpose,
+        }))
+        .await?;
+    let read = s.client.read_case(id, &access).await?;
+    eprintln!("read of case {id} logged: audit event {} at block {}", read.event, read.height);
+    Ok(read.export)
+}
+
+async fn show(s: &Session, id: &str, purpose: Purpose, json: bool) -> Result<()> {
     let trusted = s.anchor.node_key;
-    let export = s.client.case_export(id).await?;
+    let export = read_case(s, id, purpose).await?;
     let report = verify_export(&export, &trusted)
         .map_err(|f| anyhow::anyhow!("case {id} does NOT verify: {f}"))?;
     let shown = decrypt(s, &export, &report);
@@ -403,9 +439,9 @@ async fn show(s: &Session, id: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-async fn export(mut s: Session, id: &str, out: &Path) -> Result<()> {
+async fn export(mut s: Session, id: &str, purpose: Purpose, out: &Path) -> Result<()> {
     let trusted = s.anchor.node_key;
-    let export = s.client.case_export(id).await?;
+    let export = read_case(&s, id, purpose).await?;
     let report = verify_export(&export, &trusted).map_err(|f| {
         anyhow::anyhow!(
             "the node served an export of case {id} that does NOT verify: {f}; nothing was written"
@@ -505,11 +541,11 @@ pub async fn run(command: CaseCommand) -> Result<()> {
             }
             Ok(())
         }
-        CaseCommand::Show { wallet, case, json } => {
-            show(&Session::open(&wallet).await?, &case, json).await
+        CaseCommand::Show { wallet, case, purpose, json } => {
+            show(&Session::open(&wallet).await?, &case, purpose, json).await
         }
-        CaseCommand::Export { wallet, case, out } => {
-            export(Session::open(&wallet).await?, &case, &out).await
+        CaseCommand::Export { wallet, case, purpose, out } => {
+            export(Session::open(&wallet).await?, &case, purpose, &out).await
         }
         CaseCommand::Verify { file, wallet, node_key } => {
             verify(&file, wallet.as_deref(), node_key.as_deref())

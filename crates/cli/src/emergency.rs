@@ -12,7 +12,12 @@ use medledger_client::{
 use medledger_core::{
     Hash, encoding,
     ids::{AccountId, PatientId},
-    tx::{EmergencyTx, TxBody, emergency::EmergencyProfile, records::KeyRef},
+    tx::{
+        EmergencyTx, TxBody,
+        consent::{AccessTx, Action, Purpose, Resource},
+        emergency::EmergencyProfile,
+        records::KeyRef,
+    },
 };
 
 use crate::common::{Session, WalletArgs, local_time, print_json};
@@ -129,6 +134,23 @@ pub enum EmergencyCommand {
     Reviews {
         #[command(flatten)]
         wallet: WalletArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List everything of a patient (record tokens, cases, devices, sessions) with an audited
+    /// read: your access naming the patient is committed to their trail first. Under
+    /// break-glass this is how you list them: the plain lists leave out what only a
+    /// break-glass opens.
+    Overview {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The patient's Patient-ID.
+        #[arg(long)]
+        patient: u64,
+        /// The reader's purpose (what the ledger authorises).
+        #[arg(long, default_value = "emergency", value_parser = crate::record::parse_purpose)]
+        purpose: Purpose,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -491,6 +513,43 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
                     local_time(b.started_ms),
                     b.reason
                 );
+            }
+            Ok(())
+        }
+        EmergencyCommand::Overview { wallet, patient, purpose, json } => {
+            let s = Session::open(&wallet).await?;
+            let account = patient_account(&s, patient).await?;
+            let access = s
+                .build(TxBody::Access(AccessTx {
+                    resource: Resource {
+                        patient: account,
+                        category: None,
+                        record: None,
+                        case: None,
+                    },
+                    action: Action::Read,
+                    purpose,
+                }))
+                .await?;
+            let o = s.client.patient_overview(&account, &access).await?;
+            if json {
+                return print_json(&o);
+            }
+            println!(
+                "overview of patient {patient} (logged in their trail: event {}, block {})",
+                o.event, o.height
+            );
+            for r in &o.records {
+                println!("  record {}  {:?}  visit {}", r.pmr, r.category, r.visit_date);
+            }
+            for c in &o.cases {
+                println!("  case {}  {} entries", c.case, c.entries);
+            }
+            for d in &o.devices {
+                println!("  device {}  {:?}", d.account, d.kind);
+            }
+            for v in &o.sessions {
+                println!("  session {}  device {}  {} readings", v.id, v.device, v.readings);
             }
             Ok(())
         }

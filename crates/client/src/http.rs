@@ -129,6 +129,15 @@ impl NodeClient {
         self
     }
 
+    /// A POST of a signed transaction (an audited read's access), whose signature is its
+    /// own authentication.
+    fn post_tx(&self, url: &str, tx: &SignedTransaction) -> RequestBuilder {
+        self.http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(tx.encode())
+    }
+
     /// Adds the signature header when this client has a signer.
     fn authorised(
         &self,

@@ -2,6 +2,7 @@
 //! bodies. One enum variant per kind; the registry kinds live in [`registry`], the others in
 //! [`consent`], [`records`], [`emergency`], [`cases`] and [`devices`].
 
+pub mod blobs;
 pub mod cases;
 pub mod consent;
 pub mod devices;
@@ -18,6 +19,7 @@ use crate::{
     keys::{BadSignature, PublicKey, Signature, SigningKey, Verifier, namespace},
 };
 
+pub use blobs::{BlobRef, BlobRole};
 pub use cases::CaseTx;
 pub use consent::ConsentTx;
 pub use devices::DeviceTx;

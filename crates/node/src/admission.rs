@@ -12,7 +12,7 @@
 //!   time before the signer is admitted again), accesses that `authorize` denies, access
 //!   requests and break-glass declarations. Every path that orders a transaction (single,
 //!   batch, the audited reads) goes through [`admit`], so no route escapes them.
-//! - the blobs a transaction names are in the vault.
+//! - the blobs a transaction names ([`TxBody::blobs`]) are in the vault.
 //!
 //! [`simulate`] runs the same checks without charging, then the ledger's own apply code
 //! against committed state, and writes nothing.
@@ -31,6 +31,8 @@ use medledger_core::{
     keys::PublicKey,
     tx::{ConsentTx, EmergencyTx, RegistryTx, SignedTransaction, TxBody},
 };
+
+use medledger_vault::BlobStore;
 
 use crate::http::{ApiError, AppState};
 
@@ -284,9 +286,7 @@ fn checks(
         }
         _ => {}
     }
-    crate::records::blobs_present(state, tx)?;
-    crate::cases::blobs_present(state, tx)?;
-    crate::devices::blobs_present(state, tx)?;
+    blobs_present(state, tx)?;
     Ok(())
 }
 
@@ -296,6 +296,42 @@ fn not_applied_before(state: &AppState, tx: &SignedTransaction) -> Result<(), Ap
         && matches!(before.receipt.outcome, Outcome::Applied { .. })
     {
         return Err(duplicate(&before.receipt));
+    }
+    Ok(())
+}
+
+/// Every blob the transaction references ([`TxBody::blobs`]) that admission requires
+/// ([`medledger_core::tx::BlobRole::required_at_admission`]) must be in this node's vault
+/// (uploaded first), with the size the transaction declares where it declares one: a
+/// transaction pointing at bytes nobody holds would make a token, case or session unreadable.
+fn blobs_present(state: &AppState, tx: &SignedTransaction) -> Result<(), ApiError> {
+    for blob in tx.tx.body.blobs().into_iter().filter(|b| b.role.required_at_admission()) {
+        let what = blob.role.name();
+        match state.vault.len(&blob.hash).map_err(crate::records::blob_error)? {
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "blob_missing",
+                    format!(
+                        "the {what} blob {} is not in this node's vault: upload it first",
+                        blob.hash
+                    ),
+                ));
+            }
+            Some(len) => {
+                if let Some(size) = blob.declared_size
+                    && size != len
+                {
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "size_mismatch",
+                        format!(
+                            "the {what} blob holds {len} bytes, the transaction declares {size}"
+                        ),
+                    ));
+                }
+            }
+        }
     }
     Ok(())
 }

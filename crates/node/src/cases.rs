@@ -1,51 +1,44 @@
-//! Case routes: a patient's cases, a case, its entries, its sealed blobs, and the export that
-//! proves the whole case offline; and the admission check that the blobs a case transaction
-//! names are in this node's vault.
+//! Case routes: a patient's cases, a case, the signer's own wrapped case key, and the audited
+//! read of a case's content (entries, sealed blobs and the export that proves the whole case
+//! offline).
 //!
-//! Who may see a case's content (entries, sealed blobs, export): its patient and their
-//! delegates, anyone `authorize` lets read the case now for some purpose (a case grant in
-//! force), and the doctors who wrote in it unless the patient's deny rule names them or their
-//! key or hospital is inactive. Holding a wrapped case key is not enough: revoking a grant or
-//! adding a deny rule stops the next read. The opener's and authors' hospitals, and authors
-//! a deny rule stopped, see that the case exists (its metadata and hashes), not its content.
-//! Anyone else gets the same 404 as for a case that does not exist. Case reads are signed but
-//! not yet committed as access events (the structure issue's one audited read does that).
+//! Who may see a case's content: whom `authorize` lets read it at the block of the read: its
+//! patient and their delegates, a case grant in force, and the doctors who wrote in it unless
+//! the patient's deny rule names them or their key or hospital is inactive. Holding a wrapped
+//! case key is not enough: revoking a grant or adding a deny rule stops the next read. Every
+//! read of the content is an access event committed before a byte is served
+//! ([`crate::audited`]): the patient's trail and notifications show it, allowed or denied, and
+//! denials count against the reader's allowance like record denials. The opener's and
+//! authors' hospitals, and authors a deny rule stopped, see that the case exists (its metadata
+//! and hashes), not its content. Anyone else gets the same 404 as for a case that does not
+//! exist.
 
 use axum::{
     Json,
-    body::Body,
+    body::Bytes,
     extract::{Path, Query, State},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
 use medledger_api::{
-    CASE_EXPORT_FORMAT, CaseEntryView, CaseExport, CaseSealView, CaseView, ExportedEntry,
-    ExportedKey, ProvenTx,
+    CASE_EXPORT_FORMAT, CaseExport, CaseRead, CaseSealView, CaseView, ExportedEntry, ExportedKey,
+    OwnKey, ProvenTx,
 };
 use medledger_core::{
-    Hash, encoding,
+    encoding,
     ids::AccountId,
     keys::namespace,
-    tx::{
-        CaseTx, SignedTransaction, TxBody,
-        consent::{Action, Decision, Denial, Purpose, Resource},
-        records::KeyRef,
-    },
+    tx::{consent::Resource, records::KeyRef},
 };
-use medledger_ledger::{CaseLog, CaseLogEntry, TxRecord};
+use medledger_ledger::{CaseLog, TxRecord};
 use medledger_vault::BlobStore;
 use serde::Deserialize;
 
 use crate::{
+    audited::{AccessRead, BreakGlass},
     auth::Signed,
     http::{ApiError, ApiResult, AppState, parse_account, vault_error},
 };
-
-const PURPOSES: [Purpose; 5] =
-    [Purpose::Treatment, Purpose::Emergency, Purpose::Research, Purpose::Insurance, Purpose::Other];
-
-/// Most entries returned by one request for entries.
-const MAX_ENTRIES_PAGE: usize = 10_000;
 
 fn not_found(id: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no case {id}"))
@@ -63,27 +56,21 @@ enum Sight {
 }
 
 /// How far `who` may see case `id` now (see the module documentation). Content follows
-/// consent at the time of the read, never the key alone: the patient and delegates; anyone
-/// `authorize` lets read the case now; and the doctors who wrote in it, unless a deny rule of
-/// the patient or an inactive key or hospital (which `authorize` reports) stops them.
-fn sight(state: &AppState, who: &AccountId, id: &str, c: &CaseLog) -> Result<Sight, ApiError> {
+/// consent at the time of the read, never the key alone: `authorize` lets read the patient and
+/// delegates, a case grant in force, and the doctors who wrote in the case unless a deny rule
+/// of the patient or an inactive key or hospital stops them.
+fn sight(
+    state: &AppState,
+    who: &AccountId,
+    id: &str,
+    c: &CaseLog,
+    break_glass: BreakGlass,
+) -> Result<Sight, ApiError> {
     let ledger = &state.ledger;
-    let resource =
-        Resource { patient: c.patient, category: None, record: None, case: Some(id.to_owned()) };
-    let now = crate::admission::now_ms();
-    let mut stopped = false;
-    for purpose in PURPOSES {
-        match ledger.authorize_now(who, Action::Read, &resource, purpose, now)? {
-            Decision::Allow(_) => return Ok(Sight::Content),
-            Decision::Deny(Denial::DenyRule { .. } | Denial::RequesterInactive) => stopped = true,
-            Decision::Deny(_) => {}
-        }
-    }
-    let author = *who == c.opener || c.authors.contains(who);
-    if author && !stopped {
+    if crate::audited::readable_now(state, who, &case_resource(id, c), break_glass)? {
         return Ok(Sight::Content);
     }
-    if author || c.hospital == *who {
+    if *who == c.opener || c.authors.contains(who) || c.hospital == *who {
         return Ok(Sight::Existence);
     }
     for a in &c.authors {
@@ -92,6 +79,11 @@ fn sight(state: &AppState, who: &AccountId, id: &str, c: &CaseLog) -> Result<Sig
         }
     }
     Ok(Sight::None)
+}
+
+/// What an access to case `id` names.
+fn case_resource(id: &str, c: &CaseLog) -> Resource {
+    Resource { patient: c.patient, category: None, record: None, case: Some(id.to_owned()) }
 }
 
 /// The case named `id`, if `who` may see it at least as far as `needed`; 404 otherwise,
@@ -103,14 +95,14 @@ fn visible_case(
     needed: Sight,
 ) -> Result<CaseLog, ApiError> {
     let c = state.ledger.case(id)?.ok_or_else(|| not_found(id))?;
-    let sight = sight(state, who, id, &c)?;
+    let sight = sight(state, who, id, &c, BreakGlass::Counts)?;
     if sight == Sight::None || (needed == Sight::Content && sight != Sight::Content) {
         return Err(not_found(id));
     }
     Ok(c)
 }
 
-fn view(state: &AppState, id: String, c: CaseLog) -> Result<CaseView, ApiError> {
+pub(crate) fn view(state: &AppState, id: String, c: CaseLog) -> Result<CaseView, ApiError> {
     let keys = state
         .ledger
         .case_keys(&id)?
@@ -142,25 +134,13 @@ fn view(state: &AppState, id: String, c: CaseLog) -> Result<CaseView, ApiError> 
     })
 }
 
-fn entry_view(seq: u64, e: CaseLogEntry) -> CaseEntryView {
-    CaseEntryView {
-        seq,
-        author: e.author,
-        height: e.height,
-        time_ms: e.time_ms,
-        entry: e.entry,
-        prev: e.prev,
-        head: e.head,
-        tx: e.tx,
-    }
-}
-
 #[derive(Debug, Deserialize)]
 pub(crate) struct ListQuery {
     patient: String,
 }
 
-/// `GET /v1/cases?patient=ID`: the patient's cases that the signer may see.
+/// `GET /v1/cases?patient=ID`: the patient's cases that the signer may see (not those only an
+/// open break-glass opens: the audited overview lists those).
 pub(crate) async fn list(
     State(state): State<AppState>,
     Signed(requester): Signed,
@@ -169,7 +149,7 @@ pub(crate) async fn list(
     let patient = parse_account(&q.patient)?;
     let mut out = Vec::new();
     for (id, c) in state.ledger.cases_of_patient(&patient)? {
-        if sight(&state, &requester, &id, &c)? != Sight::None {
+        if sight(&state, &requester, &id, &c, BreakGlass::Audited)? != Sight::None {
             out.push(view(&state, id, c)?);
         }
     }
@@ -186,67 +166,61 @@ pub(crate) async fn get(
     Ok(Json(view(&state, id, c)?))
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct EntriesQuery {
-    after: Option<u64>,
-    limit: Option<usize>,
-}
-
-/// `GET /v1/cases/{id}/entries?after=N&limit=M`: entries numbered after `N`, in order.
-pub(crate) async fn entries(
+/// `GET /v1/cases/{id}/key`: the case key wrapped to the signer, for a doctor who writes in
+/// the case or an exporter. Useless without the content, which only the audited read serves.
+pub(crate) async fn own_key(
     State(state): State<AppState>,
     Signed(requester): Signed,
     Path(id): Path<String>,
-    Query(q): Query<EntriesQuery>,
-) -> ApiResult<Vec<CaseEntryView>> {
-    visible_case(&state, &requester, &id, Sight::Content)?;
-    let limit = q.limit.unwrap_or(MAX_ENTRIES_PAGE).min(MAX_ENTRIES_PAGE);
-    let list = state.ledger.case_entries(&id, q.after.unwrap_or(0), limit)?;
-    Ok(Json(list.into_iter().map(|(seq, e)| entry_view(seq, e)).collect()))
-}
-
-/// `GET /v1/cases/{id}/blobs/{hash}`: a blob the case references (its sealed description, a
-/// sealed entry, a wrapped key), checked against its hash by the vault.
-pub(crate) async fn blob(
-    State(state): State<AppState>,
-    Signed(requester): Signed,
-    Path((id, hash)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    visible_case(&state, &requester, &id, Sight::Content)?;
-    let hash = Hash::from_hex(&hash).map_err(|_| {
-        ApiError::new(StatusCode::BAD_REQUEST, "malformed", format!("{hash:?} is not a SHA-256"))
-    })?;
-    let no_blob = || {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("case {id} has no blob {hash}"))
+) -> ApiResult<OwnKey> {
+    visible_case(&state, &requester, &id, Sight::Existence)?;
+    let no_key = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no key of case {id} is wrapped to {requester}"),
+        )
     };
-    if state.ledger.blob_owner(&hash)?.as_deref() != Some(id.as_str()) {
-        return Err(no_blob());
-    }
-    let vault = state.vault.clone();
-    let bytes = tokio::task::spawn_blocking(move || vault.get(&hash))
-        .await
-        .map_err(|e| ApiError::internal(format!("a vault task failed: {e}")))?
-        .map_err(vault_error)?
-        .ok_or_else(no_blob)?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+    let blob = state.ledger.case_key(&id, &requester)?.ok_or_else(no_key)?;
+    let bytes = state.vault.get(&blob).map_err(vault_error)?.ok_or_else(no_key)?;
+    Ok(Json(OwnKey { wrapped_hex: hex::encode(bytes) }))
 }
 
-/// `GET /v1/cases/{id}/export`: the [`CaseExport`] of the case, in the canonical (binary)
-/// encoding, signed by this node's key.
-pub(crate) async fn export(
+/// `POST /v1/cases/{id}/read`: the audited read ([`crate::audited`]) of a case. The body is
+/// the reader's access transaction naming the case; once it is committed and allowed, the
+/// answer is a [`CaseRead`]: the access event and the case's export (every transaction with
+/// its receipt, header and inclusion proof, the sealed description and entries, the reader's
+/// wrapped key), signed by this node's key.
+pub(crate) async fn read(
     State(state): State<AppState>,
-    Signed(requester): Signed,
     Path(id): Path<String>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
-    visible_case(&state, &requester, &id, Sight::Content)?;
-    let body = tokio::task::spawn_blocking(move || build_export(&state, &requester, &id))
-        .await
-        .map_err(|e| ApiError::internal(format!("the export task failed: {e}")))??;
-    Ok(([(header::CONTENT_TYPE, medledger_api::BINARY_MEDIA_TYPE)], Body::from(body))
+    let read = AccessRead::open(&state, &body)?;
+    let reader = read.reader();
+    let c = state.ledger.case(&id)?.ok_or_else(|| read.missing(&state, not_found(&id)))?;
+    let resource = case_resource(&id, &c);
+    read.access_naming(&format!("case {id} of patient {}", c.patient), |r| *r == resource)?;
+    let likely = read.likely(&state)?;
+    let released = read
+        .serve(&state, likely, |_| {
+            let (state, id) = (state.clone(), id.clone());
+            async move {
+                tokio::task::spawn_blocking(move || build_export(&state, &reader, &id))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("the export task failed: {e}")))?
+            }
+        })
+        .await?;
+    let answer =
+        CaseRead { event: released.event, height: released.height, export: released.value };
+    Ok(([(header::CONTENT_TYPE, medledger_api::BINARY_MEDIA_TYPE)], encoding::encode(&answer))
         .into_response())
 }
 
-fn build_export(state: &AppState, requester: &AccountId, id: &str) -> Result<Vec<u8>, ApiError> {
+/// The export of case `id` for `requester`, read (and hash-checked by the vault) from one
+/// snapshot of the case; a blob missing from this node's vault is an error.
+fn build_export(state: &AppState, requester: &AccountId, id: &str) -> Result<CaseExport, ApiError> {
     let txs = state.ledger.case_transactions(id)?.ok_or_else(|| not_found(id))?;
     // The checkpoint is taken after the case was read, so it covers every transaction read.
     let checkpoint = state.ledger.checkpoint().sign(&state.node_key);
@@ -283,40 +257,5 @@ fn build_export(state: &AppState, requester: &AccountId, id: &str) -> Result<Vec
         key,
     };
     export.attestation = state.node_key.sign(namespace::CASE_EXPORT, &export.attested());
-    Ok(encoding::encode(&export))
-}
-
-/// Admission check for case transactions: the blobs an open, append or key share names must
-/// be in this node's vault (uploaded first). A case pointing at bytes nobody holds could not
-/// be read.
-pub(crate) fn blobs_present(state: &AppState, tx: &SignedTransaction) -> Result<(), ApiError> {
-    let TxBody::Cases(c) = &tx.tx.body else { return Ok(()) };
-    let missing = |what: &str, h: &Hash| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "blob_missing",
-            format!("the {what} blob {h} is not in this node's vault: upload it first"),
-        )
-    };
-    let has = |h: &Hash| state.vault.len(h).map_err(crate::records::blob_error);
-    match c {
-        CaseTx::Open(o) => {
-            if has(&o.description)?.is_none() {
-                return Err(missing("description", &o.description));
-            }
-            for k in &o.keys {
-                if has(&k.blob)?.is_none() {
-                    return Err(missing("wrapped key", &k.blob));
-                }
-            }
-        }
-        CaseTx::Append { entry, .. } if has(entry)?.is_none() => {
-            return Err(missing("entry", entry));
-        }
-        CaseTx::ShareKey { key, .. } if has(&key.blob)?.is_none() => {
-            return Err(missing("wrapped key", &key.blob));
-        }
-        _ => {}
-    }
-    Ok(())
+    Ok(export)
 }

@@ -22,20 +22,16 @@ use medledger_api::{
     ThresholdsView,
 };
 use medledger_core::{
-    Hash,
-    block::{Created, Outcome},
-    encoding,
+    Hash, encoding,
     ids::AccountId,
-    tx::{
-        DeviceTx, SignedTransaction, TxBody,
-        consent::{Action, Decision, Purpose, RecordCategory, Resource},
-    },
+    tx::consent::{RecordCategory, Resource},
 };
 use medledger_ledger::state::{AlertEntry, BatchEntry, DeviceEntry, SessionEntry};
 use medledger_vault::BlobStore;
 use serde::Deserialize;
 
 use crate::{
+    audited::{AccessRead, BreakGlass},
     auth::Signed,
     http::{ApiError, ApiResult, AppState, parse_account},
 };
@@ -44,9 +40,6 @@ use crate::{
 const MAX_READ_BATCHES: usize = 64;
 /// Most batches one digest listing returns.
 const MAX_LIST_BATCHES: usize = 1000;
-
-const PURPOSES: [Purpose; 5] =
-    [Purpose::Treatment, Purpose::Emergency, Purpose::Research, Purpose::Insurance, Purpose::Other];
 
 fn not_found(what: String) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
@@ -73,6 +66,7 @@ fn may_see(
     device: &AccountId,
     d: &DeviceEntry,
     session: Option<&SessionEntry>,
+    break_glass: BreakGlass,
 ) -> Result<bool, ApiError> {
     if [d.patient, *device, d.registered_by].contains(who)
         || session.is_some_and(|s| s.doctor.as_ref() == Some(who))
@@ -85,20 +79,10 @@ fn may_see(
     {
         return Ok(true);
     }
-    let resource = device_data(d.patient);
-    for purpose in PURPOSES {
-        if state
-            .ledger
-            .authorize_now(who, Action::Read, &resource, purpose, crate::admission::now_ms())?
-            .is_allowed()
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    crate::audited::readable_now(state, who, &device_data(d.patient), break_glass)
 }
 
-fn device_view(
+pub(crate) fn device_view(
     state: &AppState,
     account: AccountId,
     d: DeviceEntry,
@@ -129,7 +113,7 @@ fn device_view(
     })
 }
 
-fn session_view(state: &AppState, id: Hash, s: SessionEntry) -> SessionView {
+pub(crate) fn session_view(state: &AppState, id: Hash, s: SessionEntry) -> SessionView {
     let time_ms = state.ledger.tip().time_ms;
     SessionView {
         id,
@@ -183,7 +167,8 @@ pub(crate) struct ListQuery {
     patient: String,
 }
 
-/// `GET /v1/devices?patient=ID`: the devices of a patient the signer may see.
+/// `GET /v1/devices?patient=ID`: the devices of a patient the signer may see (not those only
+/// an open break-glass opens: the audited overview lists those).
 pub(crate) async fn list(
     State(state): State<AppState>,
     Signed(requester): Signed,
@@ -193,7 +178,7 @@ pub(crate) async fn list(
     let mut out = Vec::new();
     for (id, d) in state.ledger.devices_of_patient(&patient)? {
         let session = d.session.map(|s| state.ledger.device_session(&s)).transpose()?.flatten();
-        if may_see(&state, &requester, &id, &d, session.as_ref())? {
+        if may_see(&state, &requester, &id, &d, session.as_ref(), BreakGlass::Audited)? {
             out.push(device_view(&state, id, d)?);
         }
     }
@@ -205,12 +190,13 @@ fn visible_device(
     state: &AppState,
     requester: &AccountId,
     id: &str,
+    break_glass: BreakGlass,
 ) -> Result<(AccountId, DeviceEntry), ApiError> {
     let account = parse_account(id)?;
     let missing = || not_found(format!("no device {account}"));
     let d = state.ledger.device(&account)?.ok_or_else(missing)?;
     let session = d.session.map(|s| state.ledger.device_session(&s)).transpose()?.flatten();
-    if !may_see(state, requester, &account, &d, session.as_ref())? {
+    if !may_see(state, requester, &account, &d, session.as_ref(), break_glass)? {
         return Err(missing());
     }
     Ok((account, d))
@@ -222,7 +208,7 @@ pub(crate) async fn get(
     Signed(requester): Signed,
     Path(id): Path<String>,
 ) -> ApiResult<DeviceView> {
-    let (account, d) = visible_device(&state, &requester, &id)?;
+    let (account, d) = visible_device(&state, &requester, &id, BreakGlass::Counts)?;
     Ok(Json(device_view(&state, account, d)?))
 }
 
@@ -232,7 +218,7 @@ pub(crate) async fn sessions(
     Signed(requester): Signed,
     Path(id): Path<String>,
 ) -> ApiResult<Vec<SessionView>> {
-    let (account, _) = visible_device(&state, &requester, &id)?;
+    let (account, _) = visible_device(&state, &requester, &id, BreakGlass::Audited)?;
     let list = state.ledger.sessions_of_device(&account)?;
     Ok(Json(list.into_iter().map(|(id, s)| session_view(&state, id, s)).collect()))
 }
@@ -250,7 +236,7 @@ fn visible_session(
         .ledger
         .device(&s.device)?
         .ok_or_else(|| ApiError::internal(format!("session {id} names no device")))?;
-    if !may_see(state, requester, &s.device, &d, Some(&s))? {
+    if !may_see(state, requester, &s.device, &d, Some(&s), BreakGlass::Counts)? {
         return Err(missing());
     }
     Ok((id, s))
@@ -290,14 +276,10 @@ pub(crate) async fn readings(
     }))
 }
 
-fn malformed(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "malformed", message)
-}
-
-/// `POST /v1/device-sessions/{id}/read?after=N&limit=M`: the audited read. The body is the
-/// reader's access transaction for the patient's device data; once it is committed and
-/// allowed, the answer carries the reader's wrapped session key and the sealed readings of one
-/// page, each checked against its hash first.
+/// `POST /v1/device-sessions/{id}/read?after=N&limit=M`: the audited read
+/// ([`crate::audited`]). The body is the reader's access transaction for the patient's device
+/// data; once it is committed and allowed, the answer carries the reader's wrapped session key
+/// and the sealed readings of one page, each checked against its hash first.
 pub(crate) async fn read(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -305,47 +287,29 @@ pub(crate) async fn read(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let id = parse_hash(&id)?;
-    let tx = SignedTransaction::decode(&body).map_err(|e| malformed(e.to_string()))?;
-    let TxBody::Access(access) = &tx.tx.body else {
-        return Err(malformed("the body must be an access transaction for the device data"));
-    };
-    // The sender first, before anything about the session (see `records::read`).
-    let signature_ok = tx.verify_signature().is_ok();
-    crate::admission::authenticate(&state, &tx, signature_ok)?;
-    let session = state.ledger.device_session(&id)?.ok_or_else(|| {
-        crate::admission::probe_refused(&state, &tx.tx.signer)
-            .unwrap_or_else(|| not_found(format!("no device session {id}")))
-    })?;
-    if access.resource != device_data(session.patient) || access.action != Action::Read {
-        return Err(malformed(format!(
-            "the access transaction must name the device data of patient {} and the read action",
-            session.patient
-        )));
-    }
-    let reader = tx.tx.signer;
-    let likely = state.ledger.authorize_now(
-        &reader,
-        Action::Read,
-        &access.resource,
-        access.purpose,
-        crate::admission::now_ms(),
-    )?;
-    let mut prepared = None;
-    if likely.is_allowed() {
-        let key_blob = state.ledger.session_key(&id, &reader)?.ok_or_else(|| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "no_key",
-                format!(
-                    "session {id}'s key is not wrapped to {reader}: only the patient and the session's doctor hold it; nothing was logged"
-                ),
-            )
-        })?;
-        let limit = q.limit.unwrap_or(MAX_READ_BATCHES).clamp(1, MAX_READ_BATCHES);
-        let page = state.ledger.session_readings(&id, q.after.unwrap_or(0), limit)?;
-        let vault = state.vault.clone();
-        // Every blob is read (and hash-checked by the vault) before the access is committed.
-        prepared = Some(
+    let read = AccessRead::open(&state, &body)?;
+    let reader = read.reader();
+    let session = state
+        .ledger
+        .device_session(&id)?
+        .ok_or_else(|| read.missing(&state, not_found(format!("no device session {id}"))))?;
+    let data = device_data(session.patient);
+    read.access_naming(&format!("the device data of patient {}", session.patient), |r| *r == data)?;
+    let likely = read.likely(&state)?;
+    let released = read
+        .serve(&state, likely, |_| async {
+            let key_blob = state.ledger.session_key(&id, &reader)?.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "no_key",
+                    format!(
+                        "session {id}'s key is not wrapped to {reader}: only the patient and the session's doctor hold it; nothing was logged"
+                    ),
+                )
+            })?;
+            let limit = q.limit.unwrap_or(MAX_READ_BATCHES).clamp(1, MAX_READ_BATCHES);
+            let page = state.ledger.session_readings(&id, q.after.unwrap_or(0), limit)?;
+            let vault = state.vault.clone();
             tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
                 let get = |h: &Hash| -> Result<Vec<u8>, ApiError> {
                     vault.get(h).map_err(crate::http::vault_error)?.ok_or_else(|| {
@@ -360,92 +324,35 @@ pub(crate) async fn read(
                 let batches = page
                     .batches
                     .into_iter()
-                    .map(|b| Ok((get(&b.blob)?, batch_view(b))))
+                    .map(|b| {
+                        let bytes = get(&b.blob)?;
+                        Ok((batch_view(b), bytes))
+                    })
                     .collect::<Result<Vec<_>, ApiError>>()?;
                 let alerts = page
                     .alerts
                     .into_iter()
-                    .map(|a| Ok((get(&a.reading)?, alert_view(a))))
+                    .map(|a| {
+                        let bytes = get(&a.reading)?;
+                        Ok((alert_view(a), bytes))
+                    })
                     .collect::<Result<Vec<_>, ApiError>>()?;
                 Ok((key, batches, alerts, page.next_after))
             })
             .await
-            .map_err(|e| ApiError::internal(format!("a vault task failed: {e}")))??,
-        );
-    }
-    let receipt = crate::http::submit_checked(&state, tx, signature_ok).await?;
-    let Outcome::Applied { created: Some(Created::Access { decision, event }) } = &receipt.outcome
-    else {
-        return Err(ApiError::internal(format!("unexpected receipt {:?}", receipt.outcome)));
-    };
-    let (Decision::Allow(_), Some((wrapped_key, batches, alerts, next_after))) =
-        (decision, prepared)
-    else {
-        if decision.is_allowed() {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "retry",
-                "the access was allowed at its block but not before it; read again",
-            ));
-        }
-        return Err(crate::records::denied(decision));
-    };
+            .map_err(|e| ApiError::internal(format!("a vault task failed: {e}")))?
+        })
+        .await?;
+    let (wrapped_key, batches, alerts, next_after) = released.value;
     let body = SessionDataRead {
         session: id,
-        event: *event,
-        height: receipt.height,
+        event: released.event,
+        height: released.height,
         wrapped_key,
-        batches: batches.into_iter().map(|(bytes, v)| (v, bytes)).collect(),
-        alerts: alerts.into_iter().map(|(bytes, v)| (v, bytes)).collect(),
+        batches,
+        alerts,
         next_after,
     };
     Ok(([(header::CONTENT_TYPE, medledger_api::BINARY_MEDIA_TYPE)], encoding::encode(&body))
         .into_response())
-}
-
-/// Admission check for device transactions: every blob named must be in this node's vault
-/// (sealed details and thresholds stored with `PUT /v1/blobs`, batches, sealed readings and
-/// wrapped session keys streamed with `POST /v1/vault`), and a batch must have the size its
-/// digest declares. A digest of bytes nobody holds would be unreadable.
-pub(crate) fn blobs_present(state: &AppState, tx: &SignedTransaction) -> Result<(), ApiError> {
-    let TxBody::Devices(d) = &tx.tx.body else { return Ok(()) };
-    let missing = |what: &str, h: &Hash| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "blob_missing",
-            format!("the {what} blob {h} is not in this node's vault: upload it first"),
-        )
-    };
-    let has = |h: &Hash| state.vault.len(h).map_err(crate::records::blob_error);
-    match d {
-        DeviceTx::Register(r) if has(&r.details.blob)?.is_none() => {
-            return Err(missing("sealed device details", &r.details.blob));
-        }
-        DeviceTx::StartSession(s) => {
-            for k in &s.keys {
-                if has(&k.blob)?.is_none() {
-                    return Err(missing("wrapped session key", &k.blob));
-                }
-            }
-        }
-        DeviceTx::SetThresholds(t) if has(&t.sealed.blob)?.is_none() => {
-            return Err(missing("sealed thresholds", &t.sealed.blob));
-        }
-        DeviceTx::Readings(b) => match has(&b.blob)? {
-            None => return Err(missing("batch", &b.blob)),
-            Some(len) if len != b.size => {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "size_mismatch",
-                    format!("the batch blob holds {len} bytes, the digest declares {}", b.size),
-                ));
-            }
-            Some(_) => {}
-        },
-        DeviceTx::Alert(a) if has(&a.reading)?.is_none() => {
-            return Err(missing("sealed reading", &a.reading));
-        }
-        _ => {}
-    }
-    Ok(())
 }

@@ -9,16 +9,21 @@ use axum::{
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
-use medledger_api::{BreakGlassView, EmergencyView};
+use medledger_api::{
+    BreakGlassView, CaseView, DeviceView, EmergencyView, PatientOverview, RecordView, SessionView,
+};
 use medledger_core::{
     Hash,
-    block::{Created, Outcome},
     ids::AccountId,
-    tx::{EmergencyTx, Role, SignedTransaction, TxBody},
+    tx::{
+        EmergencyTx, Role, TxBody,
+        consent::{Basis, Decision, Resource},
+    },
 };
 use medledger_vault::BlobStore;
 
 use crate::{
+    audited::AccessRead,
     auth::Signed,
     http::{ApiError, ApiResult, AppState, forbidden, parse_account},
 };
@@ -64,40 +69,88 @@ pub(crate) async fn profile(
     }))
 }
 
-/// `POST /v1/emergency/{patient}/read`: orders the doctor's read transaction, and only once it
-/// is committed serves the sealed profile (which opens only with the code or the escrow).
+/// `POST /v1/emergency/{patient}/read`: the audited read ([`crate::audited`]) of the sealed
+/// profile (which opens only with the code or the escrow); the body is the doctor's signed
+/// profile read, which the ledger allows any active doctor.
 pub(crate) async fn read(
     State(state): State<AppState>,
     Path(patient): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let patient = parse_account(&patient)?;
-    let tx = SignedTransaction::decode(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.to_string()))?;
-    if tx.tx.body != TxBody::Emergency(EmergencyTx::ReadProfile { patient }) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            format!("the body must be a signed emergency profile read of {patient}"),
-        ));
+    let read = AccessRead::open(&state, &body)?;
+    if *read.body() != TxBody::Emergency(EmergencyTx::ReadProfile { patient }) {
+        return Err(crate::audited::malformed(format!(
+            "the body must be a signed emergency profile read of {patient}"
+        )));
     }
-    // The sender first, before anything about the profile (see `records::read`).
-    let signature_ok = tx.verify_signature().is_ok();
-    crate::admission::authenticate(&state, &tx, signature_ok)?;
     let p = state.ledger.emergency_profile(&patient)?.ok_or_else(|| {
-        crate::admission::probe_refused(&state, &tx.tx.signer)
-            .unwrap_or_else(|| not_found(format!("patient {patient} has no emergency profile")))
+        read.missing(&state, not_found(format!("patient {patient} has no emergency profile")))
     })?;
-    let sealed = state
-        .vault
-        .get(&p.profile)
-        .map_err(crate::http::vault_error)?
-        .ok_or_else(|| not_found("the sealed profile is not in this node's vault".into()))?;
-    let receipt = crate::http::submit_checked(&state, tx, signature_ok).await?;
-    if !matches!(receipt.outcome, Outcome::Applied { created: Some(Created::Access { .. }) }) {
-        return Err(ApiError::internal(format!("unexpected receipt {:?}", receipt.outcome)));
+    let likely = Decision::Allow(Basis::EmergencyProfile);
+    let released = read
+        .serve(&state, likely, |_| async {
+            state
+                .vault
+                .get(&p.profile)
+                .map_err(crate::http::vault_error)?
+                .ok_or_else(|| not_found("the sealed profile is not in this node's vault".into()))
+        })
+        .await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], released.value).into_response())
+}
+
+/// `POST /v1/emergency/{patient}/overview`: the audited list of everything of a patient (M6).
+/// The body is the reader's access naming the patient alone (allowed to the patient,
+/// delegates, a grant of everything, or an open break-glass the patient allowed to open
+/// records); once it is committed and allowed, the patient's record tokens, cases, devices
+/// and sessions are listed. The signed GET lists leave out what only a break-glass opens, so
+/// a doctor in an emergency gets the whole list in one call, and the patient sees that call.
+pub(crate) async fn overview(
+    State(state): State<AppState>,
+    Path(patient): Path<String>,
+    body: Bytes,
+) -> ApiResult<PatientOverview> {
+    let patient = parse_account(&patient)?;
+    let read = AccessRead::open(&state, &body)?;
+    let all = Resource { patient, category: None, record: None, case: None };
+    read.access_naming(&format!("patient {patient} alone"), |r| *r == all)?;
+    let likely = read.likely(&state)?;
+    let released = read.serve(&state, likely, |_| async { list_all(&state, &patient) }).await?;
+    let (records, cases, devices, sessions) = released.value;
+    Ok(Json(PatientOverview {
+        event: released.event,
+        height: released.height,
+        records,
+        cases,
+        devices,
+        sessions,
+    }))
+}
+
+type Everything = (Vec<RecordView>, Vec<CaseView>, Vec<DeviceView>, Vec<SessionView>);
+
+fn list_all(state: &AppState, patient: &AccountId) -> Result<Everything, ApiError> {
+    let ledger = &state.ledger;
+    let records = ledger
+        .records_of_patient(patient)?
+        .into_iter()
+        .map(|(id, r)| crate::records::view(id, r))
+        .collect();
+    let cases = ledger
+        .cases_of_patient(patient)?
+        .into_iter()
+        .map(|(id, c)| crate::cases::view(state, id, c))
+        .collect::<Result<_, _>>()?;
+    let mut devices = Vec::new();
+    let mut sessions = Vec::new();
+    for (id, d) in ledger.devices_of_patient(patient)? {
+        for (s, entry) in ledger.sessions_of_device(&id)? {
+            sessions.push(crate::devices::session_view(state, s, entry));
+        }
+        devices.push(crate::devices::device_view(state, id, d)?);
     }
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], sealed).into_response())
+    Ok((records, cases, devices, sessions))
 }
 
 /// `GET /v1/emergency/{patient}/escrow`: the requester's own escrow piece (a custodian's).

@@ -221,6 +221,12 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(4 * MAX_TX_BYTES))
                 .layer(small()),
         )
+        .route(
+            &format!("{}/{{patient}}/overview", paths::EMERGENCY),
+            post(crate::emergency::overview)
+                .layer(DefaultBodyLimit::max(4 * MAX_TX_BYTES))
+                .layer(small()),
+        )
         .route(&format!("{}/{{patient}}/escrow", paths::EMERGENCY), get(crate::emergency::escrow))
         .route(&format!("{}/{{pmr}}", paths::RECORDS), get(crate::records::get))
         .route(&format!("{}/{{pmr}}/history", paths::RECORDS), get(crate::records::history))
@@ -228,9 +234,11 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{}/{{pmr}}/key", paths::RECORDS), get(crate::records::own_key))
         .route(paths::CASES, get(crate::cases::list))
         .route(&format!("{}/{{id}}", paths::CASES), get(crate::cases::get))
-        .route(&format!("{}/{{id}}/entries", paths::CASES), get(crate::cases::entries))
-        .route(&format!("{}/{{id}}/blobs/{{hash}}", paths::CASES), get(crate::cases::blob))
-        .route(&format!("{}/{{id}}/export", paths::CASES), get(crate::cases::export))
+        .route(&format!("{}/{{id}}/key", paths::CASES), get(crate::cases::own_key))
+        .route(
+            &format!("{}/{{id}}/read", paths::CASES),
+            post(crate::cases::read).layer(DefaultBodyLimit::max(4 * MAX_TX_BYTES)).layer(small()),
+        )
         .route(paths::DEVICES, get(crate::devices::list))
         .route(&format!("{}/{{id}}", paths::DEVICES), get(crate::devices::get))
         .route(&format!("{}/{{id}}/sessions", paths::DEVICES), get(crate::devices::sessions))

@@ -5,9 +5,10 @@
 //! cursor (the last height it handled) in the data directory, written after the deletions,
 //! so a crash in between only repeats deletions, which are idempotent.
 //!
-//! Garbage: every [`GC_EVERY`], blobs that no record, registration or device session (batches,
-//! sealed readings, wrapped session keys, sealed device details and thresholds) references and that were
-//! stored more than [`GC_GRACE`] ago (uploads never minted, or abandoned) are deleted.
+//! Garbage: every [`GC_EVERY`], blobs that committed state does not reference
+//! (`Ledger::blobs_in_use`: registrations, records, cases, emergency profiles and escrow,
+//! device sessions) and that were stored more than [`GC_GRACE`] ago (uploads never minted, or
+//! abandoned) are deleted.
 
 use std::{
     path::{Path, PathBuf},
@@ -100,13 +101,11 @@ pub fn erase_through(
     )
 }
 
-/// One garbage collection: keeps whatever the ledger references, and anything when unsure.
+/// One garbage collection: keeps every blob committed state references
+/// (`Ledger::blobs_in_use`, one snapshot); on any error, nothing is deleted.
 pub fn collect(ledger: &Ledger, vault: &FsVault) -> Result<medledger_vault::GcReport, String> {
-    let registrations = ledger.registration_blobs().map_err(|e| e.to_string())?;
-    let referenced = |h: &medledger_core::Hash| {
-        registrations.contains(h)
-            || ledger.blob_owner(h).map_or(true, |owner| owner.is_some())
-            || ledger.device_blob(h).map_or(true, |session| session.is_some())
-    };
-    vault.collect_garbage(&referenced, GC_GRACE, SystemTime::now()).map_err(|e| e.to_string())
+    let in_use = ledger.blobs_in_use().map_err(|e| e.to_string())?;
+    vault
+        .collect_garbage(&|h| in_use.contains(h), GC_GRACE, SystemTime::now())
+        .map_err(|e| e.to_string())
 }

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod admission;
+mod audited;
 pub mod auth;
 mod cases;
 pub mod datadir;

@@ -1,10 +1,8 @@
 //! Record routes: token queries, the streamed upload into the vault, and the audited read.
 //!
-//! The audited read (DESIGN invariant 5): the reader signs an access transaction naming the
-//! record; the node orders it like any other, so `authorize` decides it at its block from
-//! committed state and the access event is committed, allowed or denied, before anything
-//! else happens; only after an allowed, durable receipt does the node stream the reader's
-//! wrapped key, the sealed metadata and the ciphertext, each checked against its hash first.
+//! The audited read ([`crate::audited`]): the reader signs an access transaction naming the
+//! record; only after an allowed, durable receipt does the node stream the reader's wrapped
+//! key, the sealed metadata and the ciphertext, each checked against its hash first.
 
 use std::io::Read;
 
@@ -19,20 +17,17 @@ use futures_util::StreamExt;
 use medledger_api::{BlobStored, ReadPreamble, RecordView};
 use medledger_core::{
     Hash,
-    block::{Created, Outcome},
     cid::Cid,
     encoding,
     ids::AccountId,
-    tx::{
-        SignedTransaction, TxBody,
-        consent::{Action, Basis, Decision, Purpose, Resource},
-    },
+    tx::consent::{Basis, Decision, Resource},
 };
 use medledger_ledger::state::RecordEntry;
 use medledger_vault::{BlobError, BlobStore};
 use serde::Deserialize;
 
 use crate::{
+    audited::{AccessRead, BreakGlass},
     auth::Signed,
     http::{ApiError, ApiResult, AppState, forbidden, parse_account},
 };
@@ -66,17 +61,16 @@ pub(crate) fn view(pmr: String, r: RecordEntry) -> RecordView {
     }
 }
 
-const PURPOSES: [Purpose; 5] =
-    [Purpose::Treatment, Purpose::Emergency, Purpose::Research, Purpose::Insurance, Purpose::Other];
-
 /// Whether `who` may see that a token exists (not its content): its patient, owner, a
-/// delegate, its author or the author's hospital, a custodian of its key, or anyone `authorize` would let read it now
-/// for some purpose.
+/// delegate, its author or the author's hospital, a custodian of its key, or anyone
+/// `authorize` would let read it now for some purpose (an open break-glass only as
+/// `break_glass` says).
 fn may_see_token(
     state: &AppState,
     who: &AccountId,
     pmr: &str,
     r: &RecordEntry,
+    break_glass: BreakGlass,
 ) -> Result<bool, ApiError> {
     if [r.patient, r.owner, r.author, r.hospital].contains(who)
         || r.sharing.as_ref().is_some_and(|sh| sh.custodians.contains(who))
@@ -90,16 +84,7 @@ fn may_see_token(
         record: Some(pmr.to_owned()),
         case: None,
     };
-    for purpose in PURPOSES {
-        if state
-            .ledger
-            .authorize_now(who, Action::Read, &resource, purpose, crate::admission::now_ms())?
-            .is_allowed()
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    crate::audited::readable_now(state, who, &resource, break_glass)
 }
 
 fn not_found(pmr: &str) -> ApiError {
@@ -113,7 +98,7 @@ pub(crate) async fn get(
     Path(pmr): Path<String>,
 ) -> ApiResult<RecordView> {
     let r = state.ledger.record(&pmr)?.ok_or_else(|| not_found(&pmr))?;
-    if !may_see_token(&state, &requester, &pmr, &r)? {
+    if !may_see_token(&state, &requester, &pmr, &r, BreakGlass::Counts)? {
         // The same answer as for a record that does not exist: no probing for PMR-IDs.
         return Err(not_found(&pmr));
     }
@@ -127,7 +112,7 @@ pub(crate) async fn history(
     Path(pmr): Path<String>,
 ) -> ApiResult<Vec<RecordView>> {
     let r = state.ledger.record(&pmr)?.ok_or_else(|| not_found(&pmr))?;
-    if !may_see_token(&state, &requester, &pmr, &r)? {
+    if !may_see_token(&state, &requester, &pmr, &r, BreakGlass::Counts)? {
         return Err(not_found(&pmr));
     }
     let versions = state.ledger.record_history(&pmr)?;
@@ -160,7 +145,7 @@ pub(crate) async fn list(
             let patient = parse_account(&patient)?;
             let mut out = Vec::new();
             for (id, r) in state.ledger.records_of_patient(&patient)? {
-                if may_see_token(&state, &requester, &id, &r)? {
+                if may_see_token(&state, &requester, &id, &r, BreakGlass::Audited)? {
                     out.push(view(id, r));
                 }
             }
@@ -288,50 +273,35 @@ async fn receive(
     Ok(Json(BlobStored { hash: stored.cid.hash(), size: stored.len }))
 }
 
-pub(crate) fn denied(decision: &Decision) -> ApiError {
-    let reason = match decision {
-        Decision::Deny(denial) => denial.to_string(),
-        Decision::Allow(_) => "allowed".into(),
-    };
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "denied",
-        format!("access denied: {reason}; the denial is recorded in the patient's audit trail"),
-    )
-}
-
-/// `POST /v1/records/{pmr}/read`: the audited read. The body is the reader's access
-/// transaction for the record.
+/// `POST /v1/records/{pmr}/read`: the audited read ([`crate::audited`]). The body is the
+/// reader's access transaction for the record.
 pub(crate) async fn read(
     State(state): State<AppState>,
     Path(pmr): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let tx = SignedTransaction::decode(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.to_string()))?;
-    let TxBody::Access(access) = &tx.tx.body else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            "the body must be an access transaction for the record",
-        ));
-    };
-    if access.resource.record.as_deref() != Some(pmr.as_str()) || access.action != Action::Read {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            format!("the access transaction must name record {pmr} and the read action"),
+    let read = AccessRead::open(&state, &body)?;
+    let reader = read.reader();
+    let record = state.ledger.record(&pmr)?.ok_or_else(|| read.missing(&state, not_found(&pmr)))?;
+    let access = read
+        .access_naming(&format!("record {pmr}"), |r| r.record.as_deref() == Some(pmr.as_str()))?;
+    // L5: an access that names the record with another patient or category (to borrow a
+    // grant for another category) is refused before the vault is touched, and counts against
+    // the reader's allowance of denied reads; the answer does not say what the record is.
+    if access.resource.patient != record.patient
+        || access.resource.category != Some(record.category)
+    {
+        return Err(read.missing(
+            &state,
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not_as_named",
+                format!(
+                    "the access does not name record {pmr} as it is (its patient and category): refused, and counted against your allowance of denied reads"
+                ),
+            ),
         ));
     }
-    // The sender first, before anything about the record: an unauthenticated probe learns
-    // nothing and costs no vault work; a registered one that names no record of theirs pays
-    // from the same allowance as a denied read.
-    let signature_ok = tx.verify_signature().is_ok();
-    crate::admission::authenticate(&state, &tx, signature_ok)?;
-    let reader = tx.tx.signer;
-    let record = state.ledger.record(&pmr)?.ok_or_else(|| {
-        crate::admission::probe_refused(&state, &reader).unwrap_or_else(|| not_found(&pmr))
-    })?;
     if let Some(height) = record.erased_at {
         return Err(ApiError::new(
             StatusCode::GONE,
@@ -341,100 +311,14 @@ pub(crate) async fn read(
             ),
         ));
     }
-    // A cheap look at committed state first: a reader the ledger would deny gets the denial
-    // committed (so the patient sees it) without the node touching the vault.
-    let likely = state.ledger.authorize_now(
-        &reader,
-        Action::Read,
-        &access.resource,
-        access.purpose,
-        crate::admission::now_ms(),
-    )?;
-    let mut prepared = None;
-    let mut key_holder = reader;
-    if likely.is_allowed() {
-        // The reader's own wrapped key when there is one (an author, a grantee the patient
-        // shared the key with). Under break-glass without one, the key wrapped to the patient's
-        // emergency key, which opens with the escrow the custodians released to the reader.
-        // The preamble says which, so the client unwraps with the matching key.
-        let emergency = AccountId::emergency_of(&record.patient);
-        let (holder, own) = match state.ledger.record_key(&pmr, &reader)? {
-            Some(own) => (reader, Some(own)),
-            None if matches!(likely, Decision::Allow(Basis::BreakGlass { .. })) => {
-                (emergency, state.ledger.record_key(&pmr, &emergency)?)
-            }
-            None => (reader, None),
-        };
-        let key_blob = own.ok_or_else(|| {
-            let hint = if holder == emergency {
-                "it was not wrapped to the patient's emergency key: ask the patient to run `medledger emergency wrap-records` (saving the profile with --open-records does it too)"
-            } else {
-                "ask the patient to share it (medledger record share)"
-            };
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "no_key",
-                format!("record {pmr} has no data key wrapped to {holder}: {hint}; nothing was logged"),
-            )
-        })?;
-        key_holder = holder;
-        // Check every byte to be served before the access is committed: a damaged blob is
-        // reported, and no access event says bytes were released when none were.
-        let vault = state.vault.clone();
-        let (content, metadata) = (record.content, record.metadata);
-        let share_blobs = state.ledger.record_shares(&pmr, &reader)?;
-        prepared = Some(
-            tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-                let key = vault.get(&key_blob).map_err(crate::http::vault_error)?;
-                let meta = vault.get(&metadata).map_err(crate::http::vault_error)?;
-                let mut shares = Vec::with_capacity(share_blobs.len());
-                for (index, h) in share_blobs {
-                    let bytes =
-                        vault.get(&h).map_err(crate::http::vault_error)?.ok_or_else(|| {
-                            ApiError::new(
-                                StatusCode::NOT_FOUND,
-                                "not_in_vault",
-                                format!("key share {index} is not in this node's vault"),
-                            )
-                        })?;
-                    shares.push((index, bytes));
-                }
-                let blob = vault.open_verified(&content).map_err(blob_error)?;
-                match (key, meta, blob) {
-                    (Some(k), Some(m), Some(b)) => Ok((k, m, shares, b)),
-                    _ => Err(ApiError::new(
-                        StatusCode::NOT_FOUND,
-                        "not_in_vault",
-                        format!("this node's vault does not hold all of record {}", content),
-                    )),
-                }
-            })
-            .await
-            .map_err(joined)??,
-        );
-    }
-    // Admission charges a likely denial to the reader's allowance (at most ten a minute).
-    let receipt = crate::http::submit_checked(&state, tx, signature_ok).await?;
-    let Outcome::Applied { created: Some(Created::Access { decision, event }) } = &receipt.outcome
-    else {
-        return Err(ApiError::internal(format!("unexpected receipt {:?}", receipt.outcome)));
-    };
-    let (Decision::Allow(_), Some((wrapped_key, metadata, shares, blob))) = (decision, prepared)
-    else {
-        if decision.is_allowed() {
-            // Granted between the look and the block: ask again, now that the grant is in.
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "retry",
-                "the access was allowed at its block but not before it; read again",
-            ));
-        }
-        return Err(denied(decision));
-    };
+    let likely = read.likely(&state)?;
+    let released =
+        read.serve(&state, likely, |likely| prepare(&state, &pmr, &record, reader, likely)).await?;
+    let Prepared { key_holder, wrapped_key, metadata, shares, blob } = released.value;
     let preamble = ReadPreamble {
         pmr,
-        event: *event,
-        height: receipt.height,
+        event: released.event,
+        height: released.height,
         key_holder,
         wrapped_key,
         metadata,
@@ -442,12 +326,92 @@ pub(crate) async fn read(
         size: blob.len(),
         shares,
     };
-    let head = encoding::encode(&preamble);
+    Ok(stream(&preamble, blob))
+}
+
+/// What an allowed record read serves, read and hash-checked before the access is committed.
+struct Prepared {
+    key_holder: AccountId,
+    wrapped_key: Vec<u8>,
+    metadata: Vec<u8>,
+    shares: Vec<(u8, Vec<u8>)>,
+    blob: medledger_vault::VerifiedBlob,
+}
+
+async fn prepare(
+    state: &AppState,
+    pmr: &str,
+    record: &RecordEntry,
+    reader: AccountId,
+    likely: Decision,
+) -> Result<Prepared, ApiError> {
+    // The reader's own wrapped key when there is one (an author, a grantee the patient
+    // shared the key with). Under break-glass without one, the key wrapped to the patient's
+    // emergency key, which opens with the escrow the custodians released to the reader.
+    // The preamble says which, so the client unwraps with the matching key.
+    let emergency = AccountId::emergency_of(&record.patient);
+    let (key_holder, own) = match state.ledger.record_key(pmr, &reader)? {
+        Some(own) => (reader, Some(own)),
+        None if matches!(likely, Decision::Allow(Basis::BreakGlass { .. })) => {
+            (emergency, state.ledger.record_key(pmr, &emergency)?)
+        }
+        None => (reader, None),
+    };
+    let key_blob = own.ok_or_else(|| {
+        let hint = if key_holder == emergency {
+            "it was not wrapped to the patient's emergency key: ask the patient to run `medledger emergency wrap-records` (saving the profile with --open-records does it too)"
+        } else {
+            "ask the patient to share it (medledger record share)"
+        };
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "no_key",
+            format!("record {pmr} has no data key wrapped to {key_holder}: {hint}; nothing was logged"),
+        )
+    })?;
+    let vault = state.vault.clone();
+    let (content, metadata) = (record.content, record.metadata);
+    let share_blobs = state.ledger.record_shares(pmr, &reader)?;
+    tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let key = vault.get(&key_blob).map_err(crate::http::vault_error)?;
+        let meta = vault.get(&metadata).map_err(crate::http::vault_error)?;
+        let mut shares = Vec::with_capacity(share_blobs.len());
+        for (index, h) in share_blobs {
+            let bytes = vault.get(&h).map_err(crate::http::vault_error)?.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_in_vault",
+                    format!("key share {index} is not in this node's vault"),
+                )
+            })?;
+            shares.push((index, bytes));
+        }
+        let blob = vault.open_verified(&content).map_err(blob_error)?;
+        match (key, meta, blob) {
+            (Some(wrapped_key), Some(metadata), Some(blob)) => {
+                Ok(Prepared { key_holder, wrapped_key, metadata, shares, blob })
+            }
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_in_vault",
+                format!("this node's vault does not hold all of record {content}"),
+            )),
+        }
+    })
+    .await
+    .map_err(joined)?
+}
+
+/// The body of an allowed record read: the length-prefixed preamble, then the ciphertext,
+/// streamed from the vault.
+fn stream(preamble: &ReadPreamble, blob: medledger_vault::VerifiedBlob) -> Response {
+    let head = encoding::encode(preamble);
     let mut first = Vec::with_capacity(4 + head.len());
     first.extend_from_slice(&(head.len() as u32).to_be_bytes());
     first.extend_from_slice(&head);
     let (tx_chunks, rx_chunks) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    let _ = tx_chunks.send(Ok(Bytes::from(first))).await;
+    // The channel is empty and holds 8: the first chunk always fits.
+    let _ = tx_chunks.try_send(Ok(Bytes::from(first)));
     tokio::task::spawn_blocking(move || {
         let mut reader = blob.into_reader();
         loop {
@@ -471,58 +435,12 @@ pub(crate) async fn read(
     let stream = futures_util::stream::unfold(rx_chunks, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Body::from_stream(stream))
-        .into_response())
+    ([(header::CONTENT_TYPE, "application/octet-stream")], Body::from_stream(stream))
+        .into_response()
 }
 
 /// How much of a record is read from the vault at a time while serving it.
 const READ_CHUNK: usize = 1024 * 1024;
-
-/// Admission check for record transactions: the blobs a mint or key share names must be in
-/// this node's vault (uploaded first), and the content must have the size the mint declares.
-/// A token pointing at bytes nobody holds would be unreadable.
-pub(crate) fn blobs_present(state: &AppState, tx: &SignedTransaction) -> Result<(), ApiError> {
-    use medledger_core::tx::RecordTx;
-    let missing = |what: &str, h: &Hash| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "blob_missing",
-            format!("the {what} blob {h} is not in this node's vault: upload it first"),
-        )
-    };
-    let has = |h: &Hash| state.vault.len(h).map_err(blob_error);
-    match &tx.tx.body {
-        TxBody::Records(RecordTx::Mint(m)) => {
-            match has(&m.content)? {
-                None => return Err(missing("content", &m.content)),
-                Some(len) if len != m.size => {
-                    return Err(ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "size_mismatch",
-                        format!(
-                            "the content blob holds {len} bytes, the record declares {}",
-                            m.size
-                        ),
-                    ));
-                }
-                Some(_) => {}
-            }
-            if has(&m.metadata)?.is_none() {
-                return Err(missing("metadata", &m.metadata));
-            }
-            for k in &m.keys {
-                if has(&k.blob)?.is_none() {
-                    return Err(missing("wrapped key", &k.blob));
-                }
-            }
-        }
-        TxBody::Records(RecordTx::ShareKey { key, .. }) if has(&key.blob)?.is_none() => {
-            return Err(missing("wrapped key", &key.blob));
-        }
-        _ => {}
-    }
-    Ok(())
-}
 
 /// `GET /v1/records/{pmr}/key`: the data key (or essential share) wrapped to the requester.
 /// Useless without the ciphertext, which only the audited read releases; the patient's

@@ -56,6 +56,31 @@ fn lab_access(patient: AccountId) -> TxBody {
     })
 }
 
+/// The cast's doctor adds a record of `category` holding `content`; returns its PMR-ID.
+fn add_record(
+    dir: &std::path::Path,
+    c: &Cast,
+    env: &[(&str, &str)],
+    category: &str,
+    content: &[u8],
+) -> String {
+    let file = dir.join(format!("{category}.bin"));
+    std::fs::write(&file, content).unwrap();
+    let out = ok(
+        &["record", "add", "--wallet", &c.doctor, "--patient", &c.patient_id]
+            .into_iter()
+            .chain(["--file", &file.display().to_string(), "--category", category])
+            .chain(["--date", "2021-01-26", "--title", "A record"])
+            .collect::<Vec<_>>(),
+        env,
+    );
+    out["record ".len() + out.find("record ").unwrap()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
 /// H3: transactions signed by a key that is not the account's active key never reach the
 /// log, through either submission route; a registered identity whose transactions keep
 /// being refused is stopped at admission.
@@ -245,21 +270,13 @@ fn a_lost_vault_index_does_not_make_record_blobs_public() {
     let mut node = Node::start(&tmp.path().join("data"));
     let c = cast(tmp.path(), &node);
     let env = [("MEDLEDGER_NODE", node.url.as_str())];
-    let file = tmp.path().join("lab.pdf");
-    std::fs::write(&file, b"haemoglobin 13.5 g/dL; the patient's secret").unwrap();
-    let out = ok(
-        &["record", "add", "--wallet", &c.doctor, "--patient", &c.patient_id]
-            .into_iter()
-            .chain(["--file", &file.display().to_string(), "--category", "lab_report"])
-            .chain(["--date", "2021-01-26", "--title", "Bloods"])
-            .collect::<Vec<_>>(),
+    let pmr = add_record(
+        tmp.path(),
+        &c,
         &env,
+        "lab_report",
+        b"haemoglobin 13.5 g/dL; the patient's secret",
     );
-    let pmr = out["record ".len() + out.find("record ").unwrap()..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
     let (doctor, doctor_account) = unlock(&c.doctor);
     let (outsider, outsider_account) = unlock(&c.hospital);
     let token = signed_http(
@@ -282,4 +299,49 @@ fn a_lost_vault_index_does_not_make_record_blobs_public() {
     node.restart();
     let r = fetch(node.port).unwrap();
     assert_eq!(r.status, 404, "record ciphertext served after the index was rebuilt: {}", r.text());
+}
+
+/// L5: an access that names a record with another category than its own (to borrow a grant
+/// for that category) is refused before the vault is touched and before anything is ordered,
+/// and counts against the reader's allowance of denied reads: once ten are spent in a minute
+/// the next is refused as too many.
+#[test]
+fn a_false_category_counts_against_the_denial_allowance() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let pmr = add_record(tmp.path(), &c, &env, "imaging", b"MRI brain: no abnormality");
+    // The doctor may read lab reports only.
+    ok(
+        &["consent", "grant", "--wallet", &c.patient, "--grantee", &c.doctor_account]
+            .into_iter()
+            .chain(["--scope", "categories:lab_report"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let chain = chain(&node);
+    let (doctor, doctor_account) = unlock(&c.doctor);
+    let (_, patient) = unlock(&c.patient);
+    let false_category = TxBody::Access(AccessTx {
+        resource: Resource {
+            patient,
+            category: Some(RecordCategory::LabReport),
+            record: Some(pmr.clone()),
+            case: None,
+        },
+        action: Action::Read,
+        purpose: Purpose::Treatment,
+    });
+    let size = node.log_size();
+    let mut answers = Vec::new();
+    for n in 0..11u64 {
+        let tx = build(&doctor, doctor_account, &chain, 1_000 + n, false_category.clone());
+        let r = http(node.port, "POST", &format!("/v1/records/{pmr}/read"), &tx.encode()).unwrap();
+        answers.push((r.status, r.json()["code"].as_str().unwrap_or_default().to_owned()));
+    }
+    let refused = (422, "not_as_named".to_owned());
+    assert!(answers[..10].iter().all(|a| *a == refused), "{answers:?}");
+    assert_eq!(answers[10], (429, "too_many_denials".to_owned()), "{answers:?}");
+    assert_eq!(node.log_size(), size, "nothing was ordered");
 }

@@ -9,6 +9,10 @@ use medledger_client::{
     Wallet,
     cases::{read_export, write_export},
 };
+use medledger_core::tx::{
+    TxBody,
+    consent::{AccessTx, Action, Purpose, RecordCategory, Resource},
+};
 
 use crate::{harness::*, registry::cast};
 
@@ -32,6 +36,20 @@ fn trail_kinds(wallet: &str, env: &[(&str, &str)]) -> Vec<String> {
         .iter()
         .map(|e| e["kind"].as_object().unwrap().keys().next().unwrap().clone())
         .collect()
+}
+
+/// The patient's last audit event that is an access to a case.
+fn last_case_access(patient: &str, env: &[(&str, &str)]) -> serde_json::Value {
+    let out = ok(&["audit", "trail", "--wallet", patient, "--json"], env);
+    let events: serde_json::Value = serde_json::from_str(&out).unwrap();
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|e| e["kind"]["access"]["resource"]["case"].is_string())
+        .unwrap_or_else(|| panic!("no case access in the trail: {out}"))
+        .clone()
 }
 
 /// A sealed case written by two doctors, exported to `file`: returns the case id.
@@ -171,7 +189,10 @@ fn a_case_is_written_by_two_doctors_sealed_exported_and_verified() {
     let second_account = account_of(&w.second);
     ok(&["consent", "deny", "--wallet", &w.patient, "--grantee", &second_account], &env);
     let err = fails(&["case", "show", case, "--wallet", &w.second], &env);
-    assert!(err.contains(&format!("no case {case}")), "{err}");
+    assert!(err.contains("access denied"), "{err}");
+    let denial = last_case_access(&w.patient, &env);
+    assert_eq!(denial["actor"], second_account.as_str(), "{denial}");
+    assert!(denial["kind"]["access"]["decision"].get("deny").is_some(), "{denial}");
     let out = ok(&["case", "show", case, "--wallet", &w.patient], &env);
     assert!(out.contains("uneventful induction"), "the patient still reads it:\n{out}");
 
@@ -254,4 +275,101 @@ fn verify_names_a_reordered_an_altered_and_a_missing_entry() {
     write_export(&tampered, &good).unwrap();
     let out = ok(&["case", "verify", &tampered_s, "--wallet", &w.patient], &[]);
     assert!(out.contains("4 entries, sealed"), "{out}");
+}
+
+/// Issue 11 item 2 (H2): reading a case is a committed access event, like reading a record.
+/// A grantee's read is in the patient's trail with the reader; once the grant is revoked the
+/// next read is denied and the denial is in the trail too; an access naming another case or
+/// a record is refused before anything is ordered.
+#[test]
+fn case_reads_are_access_events_in_the_patients_trail() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let c = cast(tmp.path(), &node);
+    let out = ok(
+        &["case", "open", "--wallet", &c.doctor, "--patient", &c.patient_id]
+            .into_iter()
+            .chain(["--title", "Knee arthroscopy"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let case = word_after(&out, "case ");
+    ok(&["case", "append", &case, "--wallet", &c.doctor, "--text", "Day 0: admitted"], &env);
+
+    // A reader: a doctor with a grant for this case and the case key, who writes nothing.
+    let reader = crate::registry::wallet(tmp.path(), "reader", &node.url);
+    ok(
+        &["doctor", "onboard", "--wallet", &c.hospital]
+            .into_iter()
+            .chain(["--identity", &crate::registry::identity(&reader)])
+            .chain(["--registration-number", "GMC-1112223", "--name", "Dr. Reed"])
+            .chain(["--specialisation", "orthopaedics"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let reader_account = account_of(&reader);
+    let granted = ok(
+        &["consent", "grant", "--wallet", &c.patient, "--grantee", &reader_account]
+            .into_iter()
+            .chain(["--scope", &format!("case:{case}"), "--purpose", "treatment"])
+            .chain(["--days", "30"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let grant = granted
+        .split_whitespace()
+        .find(|w| w.len() == 64 && w.chars().all(|c| c.is_ascii_hexdigit()))
+        .unwrap_or_else(|| panic!("a grant id in {granted}"))
+        .to_owned();
+    ok(&["case", "share", &case, "--wallet", &c.patient, "--with", &reader_account], &env);
+
+    let out = ok(&["case", "show", &case, "--wallet", &reader], &env);
+    assert!(out.contains("Day 0: admitted"), "{out}");
+    let read = last_case_access(&c.patient, &env);
+    assert_eq!(read["actor"], reader_account.as_str(), "{read}");
+    assert_eq!(read["kind"]["access"]["resource"]["case"], case.as_str(), "{read}");
+    assert!(read["kind"]["access"]["decision"].get("allow").is_some(), "{read}");
+    let shown = ok(&["audit", "trail", "--wallet", &c.patient], &env);
+    assert!(
+        shown.contains(&format!("read case {case} for Treatment: ALLOWED by grant {grant}")),
+        "the trail shows the case read:\n{shown}"
+    );
+
+    // Revoked: the key is still in the reader's wallet, but the next read is denied, and the
+    // denial is in the patient's trail.
+    ok(&["consent", "revoke", "--wallet", &c.patient, &grant], &env);
+    let err = fails(&["case", "show", &case, "--wallet", &reader], &env);
+    assert!(err.contains("access denied"), "{err}");
+    let denial = last_case_access(&c.patient, &env);
+    assert_eq!(denial["actor"], reader_account.as_str(), "{denial}");
+    assert!(denial["kind"]["access"]["decision"].get("deny").is_some(), "{denial}");
+    assert!(denial["seq"].as_u64() > read["seq"].as_u64(), "{denial}");
+
+    // An access naming another case, or a record, does not open this case: refused as
+    // malformed, even for the patient, and nothing is ordered.
+    let mut w = Wallet::load(&c.patient).unwrap();
+    let patient = w.account();
+    let identity = w.unlock(PASS).unwrap();
+    let chain = node.health()["chain_id"].as_str().unwrap().to_owned();
+    let other_case = format!("C{}-2", c.patient_id);
+    let record = format!("{}01012020", c.patient_id);
+    let size = node.log_size();
+    for (case_named, record_named) in [(Some(other_case), None), (None, Some(record))] {
+        let access = TxBody::Access(AccessTx {
+            resource: Resource {
+                patient,
+                category: record_named.as_ref().map(|_| RecordCategory::LabReport),
+                record: record_named,
+                case: case_named,
+            },
+            action: Action::Read,
+            purpose: Purpose::Treatment,
+        });
+        let tx = medledger_client::tx::build(&identity, patient, &chain, 1_000_000, access);
+        let r = http(node.port, "POST", &format!("/v1/cases/{case}/read"), &tx.encode()).unwrap();
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(r.json()["code"], "malformed", "{}", r.text());
+    }
+    assert_eq!(node.log_size(), size, "a mismatched access is not ordered");
 }

@@ -2,6 +2,8 @@
 //! break-glass by a doctor with no grant: escrow release by the custodian, the profile and a
 //! record opened under it, and the hospital's review.
 
+use medledger_client::Wallet;
+
 use crate::{harness::*, registry::cast};
 
 fn code_of(out: &str) -> String {
@@ -113,6 +115,19 @@ fn the_card_code_and_break_glass_open_the_profile_and_records_with_every_step_lo
     assert!(reviews.contains(&bg), "{reviews}");
     let trail = ok(&["audit", "trail", "--wallet", &c.patient], &env);
     assert!(trail.contains("BREAK-GLASS") && trail.contains("road accident"), "{trail}");
+
+    // M6: what only the break-glass opens is not listed by the plain (unaudited) lists; the
+    // audited overview lists it, and the patient's trail shows that read.
+    let patient_account = Wallet::load(&c.patient).unwrap().account().to_string();
+    let listed = ok(
+        &["record", "list", "--wallet", &colleague, "--patient", &patient_account, "--json"],
+        &env,
+    );
+    assert!(!listed.contains(&pmr), "an unaudited list under break-glass: {listed}");
+    let out = ok(&["emergency", "overview", "--wallet", &colleague, "--patient", pid], &env);
+    assert!(out.contains(&format!("record {pmr}")), "{out}");
+    let trail = ok(&["audit", "trail", "--wallet", &c.patient], &env);
+    assert!(trail.contains("read all records for Emergency: ALLOWED (BreakGlass"), "{trail}");
 
     // Without the custodian's release the key cannot be recovered.
     let back = tmp.path().join("ecg-back.pdf");

@@ -1,9 +1,9 @@
-//! Case calls: a patient's cases, a case, its entries, one of its sealed blobs (checked
-//! against its hash), and its export (the binary [`CaseExport`], checked by
-//! [`crate::cases::verify_export`], not here).
+//! Case calls: a patient's cases, a case, the signer's own wrapped case key, and the audited
+//! read of a case (the binary [`CaseRead`], whose export [`crate::cases::verify_export`]
+//! checks, not here).
 
-use medledger_api::{CaseEntryView, CaseExport, CaseView, paths};
-use medledger_core::{Hash, encoding, ids::AccountId};
+use medledger_api::{CaseRead, CaseView, OwnKey, paths};
+use medledger_core::{encoding, ids::AccountId, tx::SignedTransaction};
 
 use super::NodeClient;
 use crate::{cases::MAX_EXPORT_BYTES, error::ClientError};
@@ -22,45 +22,37 @@ impl NodeClient {
         self.get_optional(&format!("{}/{id}", paths::CASES)).await
     }
 
-    /// Entries of a case numbered after `after`, in order (a page of at most 10,000).
-    pub async fn case_entries(
+    /// The case key wrapped to this client's signer, if any.
+    pub async fn own_case_key(&self, id: &str) -> Result<Option<Vec<u8>>, ClientError> {
+        let path = format!("{}/{id}/key", paths::CASES);
+        let Some(k) = self.get_optional::<OwnKey>(&path).await? else {
+            return Ok(None);
+        };
+        hex::decode(&k.wrapped_hex)
+            .map(Some)
+            .map_err(|e| ClientError::BadResponse { url: self.url(&path), reason: e.to_string() })
+    }
+
+    /// The audited read of a case: submits `access` (an access transaction naming the case,
+    /// signed by the reader), which the node commits before it releases anything. Returns the
+    /// access event and the case's export, with its sealed blobs and the reader's wrapped key.
+    pub async fn read_case(
         &self,
         id: &str,
-        after: u64,
-    ) -> Result<Vec<CaseEntryView>, ClientError> {
-        self.get(&format!("{}/{id}/entries?after={after}", paths::CASES)).await
-    }
-
-    async fn get_bytes(&self, path: &str, limit: usize) -> Result<Vec<u8>, ClientError> {
-        let url = self.url(path);
-        let req = self.authorised(self.http.get(&url), "GET", path, b"")?;
-        self.bytes(req, &url, limit).await
-    }
-
-    /// A blob of a case (its sealed description, a sealed entry, a wrapped key), checked
-    /// against `hash`.
-    pub async fn case_blob(&self, id: &str, hash: &Hash) -> Result<Vec<u8>, ClientError> {
-        let path = format!("{}/{id}/blobs/{hash}", paths::CASES);
-        let bytes = self.get_bytes(&path, crate::http::MAX_RESPONSE_BYTES).await?;
-        let got = Hash::of(&bytes);
-        if got != *hash {
+        access: &SignedTransaction,
+    ) -> Result<CaseRead, ClientError> {
+        let path = format!("{}/{id}/read", paths::CASES);
+        let url = self.url(&path);
+        let req = self.post_tx(&url, access);
+        let body = self.bytes(req, &url, MAX_EXPORT_BYTES).await?;
+        let read: CaseRead = encoding::decode("case read", &body, MAX_EXPORT_BYTES)
+            .map_err(|e| ClientError::BadResponse { url: url.clone(), reason: e.to_string() })?;
+        if read.export.case != id {
             return Err(ClientError::BadResponse {
-                url: self.url(&path),
-                reason: format!("the node served a blob that hashes to {got}, not {hash}"),
+                url,
+                reason: format!("the answer is for case {}, not {id}", read.export.case),
             });
         }
-        Ok(bytes)
-    }
-
-    /// Everything that proves a case, with its sealed blobs and the signer's wrapped key.
-    pub async fn case_export(&self, id: &str) -> Result<CaseExport, ClientError> {
-        let path = format!("{}/{id}/export", paths::CASES);
-        let bytes = self.get_bytes(&path, MAX_EXPORT_BYTES).await?;
-        encoding::decode("case export", &bytes, MAX_EXPORT_BYTES).map_err(|e| {
-            ClientError::BadResponse {
-                url: self.url(&path),
-                reason: format!("not a case export: {e}"),
-            }
-        })
+        Ok(read)
     }
 }

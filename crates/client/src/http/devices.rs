@@ -3,7 +3,6 @@
 
 use medledger_api::{DeviceView, SessionDataRead, SessionReadingsView, SessionView, paths};
 use medledger_core::{Hash, encoding, ids::AccountId, tx::SignedTransaction};
-use reqwest::header::CONTENT_TYPE;
 
 use super::{MAX_RESPONSE_BYTES, NodeClient, read_body, refusal};
 use crate::error::ClientError;
@@ -53,11 +52,7 @@ impl NodeClient {
     ) -> Result<SessionDataRead, ClientError> {
         let path = format!("{}/{id}/read?after={after}", paths::DEVICE_SESSIONS);
         let url = self.url(&path);
-        let req = self
-            .http
-            .post(&url)
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .body(access.encode());
+        let req = self.post_tx(&url, access);
         let resp = self.send(req, &url).await?;
         let status = resp.status();
         let body = read_body(resp, &url).await?;

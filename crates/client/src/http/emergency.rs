@@ -2,9 +2,8 @@
 //! custodian's own escrow piece, a break-glass with the pieces released to its doctor, and a
 //! hospital's open reviews.
 
-use medledger_api::{BreakGlassView, EmergencyView, paths};
+use medledger_api::{BreakGlassView, EmergencyView, PatientOverview, paths};
 use medledger_core::{Hash, ids::AccountId, tx::SignedTransaction};
-use reqwest::header::CONTENT_TYPE;
 
 use super::NodeClient;
 use crate::error::ClientError;
@@ -26,12 +25,22 @@ impl NodeClient {
         read: &SignedTransaction,
     ) -> Result<Vec<u8>, ClientError> {
         let url = self.url(&format!("{}/{patient}/read", paths::EMERGENCY));
-        let req = self
-            .http
-            .post(&url)
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .body(read.encode());
+        let req = self.post_tx(&url, read);
         self.bytes(req, &url, super::MAX_RESPONSE_BYTES).await
+    }
+
+    /// The audited overview of everything of a patient: `access` is the reader's access
+    /// naming the patient alone, committed (in the patient's trail) before the node lists the
+    /// patient's records, cases, devices and sessions.
+    pub async fn patient_overview(
+        &self,
+        patient: &AccountId,
+        access: &SignedTransaction,
+    ) -> Result<PatientOverview, ClientError> {
+        let url = self.url(&format!("{}/{patient}/overview", paths::EMERGENCY));
+        let req = self.post_tx(&url, access);
+        let resp = self.send(req, &url).await?;
+        super::read_json(resp, &url).await
     }
 
     /// This signer's own escrow piece of a patient's emergency key (as a custodian).

@@ -109,12 +109,7 @@ impl NodeClient {
     ) -> Result<RecordStream, ClientError> {
         let path = format!("{}/{pmr}/read", paths::RECORDS);
         let url = self.url(&path);
-        let req = self
-            .http
-            .post(&url)
-            .timeout(STREAM_TIMEOUT)
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .body(access.encode());
+        let req = self.post_tx(&url, access).timeout(STREAM_TIMEOUT);
         let resp = self.send(req, &url).await?;
         let status = resp.status();
         if !status.is_success() {

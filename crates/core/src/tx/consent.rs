@@ -255,6 +255,9 @@ pub enum Basis {
     },
     /// The emergency profile read by an active doctor (it opens only with the card's code).
     EmergencyProfile,
+    /// A read of a case by a doctor who opened it or wrote in it (unless a deny rule of the
+    /// patient, or an inactive key or hospital, stops them first).
+    CaseAuthor,
 }
 
 /// Why an access is denied.
@@ -296,6 +299,7 @@ impl std::fmt::Display for Basis {
             Basis::Grant { grant } => write!(f, "grant {grant}"),
             Basis::BreakGlass { id } => write!(f, "break-glass {id}"),
             Basis::EmergencyProfile => f.write_str("the emergency profile"),
+            Basis::CaseAuthor => f.write_str("authorship of the case"),
         }
     }
 }

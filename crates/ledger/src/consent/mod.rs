@@ -73,6 +73,8 @@ pub trait ConsentView {
         patient: &AccountId,
         visit: &mut dyn FnMut(Hash, BreakGlassEntry) -> bool,
     ) -> Result<(), LedgerError>;
+    /// The case log `id`, if there is one.
+    fn case(&self, id: &str) -> Result<Option<crate::state::CaseLog>, LedgerError>;
 }
 
 /// Decides whether `requester` may perform `action` on `resource` for `purpose` at a block of
@@ -80,7 +82,7 @@ pub trait ConsentView {
 pub fn authorize(
     view: &impl ConsentView,
     requester: &AccountId,
-    _action: Action,
+    action: Action,
     resource: &Resource,
     purpose: Purpose,
     height: u64,
@@ -125,6 +127,16 @@ pub fn authorize(
     })?;
     if let Some(grant) = found {
         return Ok(Decision::Allow(Basis::Grant { grant }));
+    }
+    // A doctor who opened or wrote in a case reads it (after deny rules and inactivity).
+    if action == Action::Read
+        && let Some(id) = &resource.case
+        && view.case(id)?.is_some_and(|c| {
+            c.patient == resource.patient
+                && (c.opener == *requester || c.authors.contains(requester))
+        })
+    {
+        return Ok(Decision::Allow(Basis::CaseAuthor));
     }
     // Emergency: an open break-glass by the requester, if the patient allowed it in advance.
     if view.break_glass_opens_records(&resource.patient)? {
@@ -214,6 +226,15 @@ pub(crate) fn access(
             }));
         }
         crate::registry::refuse_on!(crate::records::require_not_erased(pmr, &r));
+    }
+    // A named case must be the patient's.
+    if let Some(id) = &tx.resource.case {
+        let c = crate::registry::refuse_on!(crate::cases::existing(state, id)?);
+        if c.patient != tx.resource.patient {
+            return Ok(Err(Refusal::Invalid {
+                reason: format!("case {id} is not a case of patient {}", tx.resource.patient),
+            }));
+        }
     }
     let decision = authorize(
         &*state,
@@ -498,6 +519,9 @@ impl ConsentView for StateTxn<'_, '_> {
             visit,
         )
     }
+    fn case(&self, id: &str) -> Result<Option<crate::state::CaseLog>, LedgerError> {
+        StateTxn::case(self, id)
+    }
 }
 
 /// Committed state, as read by queries and by the read paths of the API.
@@ -544,5 +568,10 @@ impl ConsentView for CommittedView {
         let index = self.0.open_table(crate::state::BREAK_GLASS_BY_PAIR)?;
         let table = self.0.open_table(crate::state::BREAK_GLASS)?;
         break_glass_via_index(&index, &table, doctor, patient, visit)
+    }
+    fn case(&self, id: &str) -> Result<Option<crate::state::CaseLog>, LedgerError> {
+        let t = self.0.open_table(crate::state::CASES)?;
+        let v = t.get(id)?;
+        v.map(|v| crate::state::decode_entry("case", v.value())).transpose()
     }
 }

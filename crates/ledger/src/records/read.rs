@@ -2,6 +2,8 @@
 //! a patient has, a token's version history, who holds a wrapped key, operators, and whether
 //! the ledger still references a vault blob.
 
+use std::collections::HashSet;
+
 use medledger_core::{Hash, ids::AccountId};
 use redb::{ReadableDatabase, ReadableTable};
 
@@ -157,31 +159,57 @@ impl Ledger {
 
 impl Ledger {
     /// Every vault blob the registry references (sealed patient, attendant and hospital
-    /// contact details, sealed device details and thresholds): a garbage collector must keep these as well as record blobs. A scan,
-    /// meant for an occasional collection run.
-    pub fn registration_blobs(&self) -> Result<std::collections::HashSet<Hash>, LedgerError> {
+    /// contact details, sealed device details and thresholds): the blobs `GET /v1/blobs`
+    /// serves. A scan, meant for occasional use.
+    pub fn registration_blobs(&self) -> Result<HashSet<Hash>, LedgerError> {
         let read = self.db.begin_read()?;
-        let mut out = std::collections::HashSet::new();
-        for row in read.open_table(PATIENTS)?.iter()? {
-            let (_, v) = row?;
-            let p: PatientEntry = decode_entry("patient", v.value())?;
-            out.extend([p.details.blob, p.attendant.blob]);
+        let mut out = HashSet::new();
+        registration_blobs_into(&read, &mut out)?;
+        Ok(out)
+    }
+
+    /// Every vault blob committed state references, from one snapshot: the registrations'
+    /// sealed details, every record, case and emergency blob (`blob_refs`) and every device
+    /// session blob (`device_blobs`). The vault's garbage collector keeps these; the ledger's
+    /// tests check that every blob an applied transaction names ([`medledger_core::tx::TxBody::blobs`])
+    /// is among them. A scan, meant for an occasional collection run.
+    pub fn blobs_in_use(&self) -> Result<HashSet<Hash>, LedgerError> {
+        let read = self.db.begin_read()?;
+        let mut out = HashSet::new();
+        registration_blobs_into(&read, &mut out)?;
+        for row in read.open_table(BLOB_REFS)?.iter()? {
+            out.insert(Hash(*row?.0.value()));
         }
-        for row in read.open_table(HOSPITALS)?.iter()? {
-            let (_, v) = row?;
-            let h: HospitalEntry = decode_entry("hospital", v.value())?;
-            out.insert(h.contact.blob);
-        }
-        for row in read.open_table(DEVICES)?.iter()? {
-            let (_, v) = row?;
-            let d: DeviceEntry = decode_entry("device", v.value())?;
-            out.insert(d.details.blob);
-        }
-        for row in read.open_table(DEVICE_THRESHOLDS)?.iter()? {
-            let (_, v) = row?;
-            let t: ThresholdsEntry = decode_entry("thresholds", v.value())?;
-            out.insert(t.sealed.blob);
+        for row in read.open_table(DEVICE_BLOBS)?.iter()? {
+            out.insert(Hash(*row?.0.value()));
         }
         Ok(out)
     }
+}
+
+fn registration_blobs_into(
+    read: &redb::ReadTransaction,
+    out: &mut HashSet<Hash>,
+) -> Result<(), LedgerError> {
+    for row in read.open_table(PATIENTS)?.iter()? {
+        let (_, v) = row?;
+        let p: PatientEntry = decode_entry("patient", v.value())?;
+        out.extend([p.details.blob, p.attendant.blob]);
+    }
+    for row in read.open_table(HOSPITALS)?.iter()? {
+        let (_, v) = row?;
+        let h: HospitalEntry = decode_entry("hospital", v.value())?;
+        out.insert(h.contact.blob);
+    }
+    for row in read.open_table(DEVICES)?.iter()? {
+        let (_, v) = row?;
+        let d: DeviceEntry = decode_entry("device", v.value())?;
+        out.insert(d.details.blob);
+    }
+    for row in read.open_table(DEVICE_THRESHOLDS)?.iter()? {
+        let (_, v) = row?;
+        let t: ThresholdsEntry = decode_entry("thresholds", v.value())?;
+        out.insert(t.sealed.blob);
+    }
+    Ok(())
 }

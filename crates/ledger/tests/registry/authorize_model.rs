@@ -1,5 +1,6 @@
 //! `authorize` against a model: random consent states (grants of every scope, purposes,
-//! validity periods and revocations, deny rules, delegates, break-glass) and random accesses,
+//! validity periods and revocations, deny rules, delegates, break-glass, case authorship) and
+//! random accesses,
 //! decided by `authorize` over an in-memory `ConsentView` and by a model written from the
 //! rules as the patient reads them. In the model an access names *parts* (a record with its
 //! category, a category alone, a case) and a grant allows it only if its scope allows every
@@ -19,7 +20,7 @@ use medledger_core::{
 use medledger_ledger::{
     LedgerError,
     consent::{Action, Basis, ConsentView, Decision, Denial, Resource, authorize},
-    state::{Account, BreakGlassEntry, DenyEntry, GrantEntry},
+    state::{Account, BreakGlassEntry, CaseLog, DenyEntry, GrantEntry},
 };
 use proptest::prelude::*;
 
@@ -46,6 +47,8 @@ struct World {
     deny: Vec<DenyRule>,
     opens_records: bool,
     break_glass: Vec<(u64, Option<u64>)>,
+    /// The requester wrote in the patient's case `CASES[0]`.
+    authored: bool,
 }
 
 impl World {
@@ -159,6 +162,26 @@ impl ConsentView for World {
         }
         Ok(())
     }
+    fn case(&self, id: &str) -> Result<Option<CaseLog>, LedgerError> {
+        if id != CASES[0] {
+            return Ok(None);
+        }
+        Ok(Some(CaseLog {
+            patient: PATIENT,
+            opener: AccountId([7; 20]),
+            hospital: HOSPITAL,
+            description: Hash([0; 32]),
+            follow_up_of: None,
+            opened_at: 1,
+            opened_time_ms: 0,
+            open_tx: Hash([0; 32]),
+            first_head: Hash([0; 32]),
+            head: Hash([0; 32]),
+            entries: 1,
+            authors: if self.authored { vec![REQUESTER] } else { vec![] },
+            sealed: None,
+        }))
+    }
 }
 
 /// One part of what an access names.
@@ -234,6 +257,9 @@ fn model(w: &World, r: &Resource, purpose: Purpose, height: u64, time: u64) -> D
             if *p == purpose && in_force && model_covers(scope, r) {
                 return Decision::Allow(Basis::Grant { grant: World::id(1, i) });
             }
+        }
+        if w.authored && r.case.as_deref() == Some(CASES[0]) {
+            return Decision::Allow(Basis::CaseAuthor);
         }
         if w.opens_records {
             for (i, (until, ended)) in w.break_glass.iter().enumerate() {
@@ -313,8 +339,9 @@ fn world() -> impl Strategy<Value = World> {
         prop::collection::vec(deny, 0..2),
         any::<bool>(),
         prop::collection::vec((0u64..40, prop::option::of(0u64..20)), 0..2),
+        prop::bool::weighted(0.2),
     )
-        .prop_map(|(flags, grants, deny, opens_records, break_glass)| World {
+        .prop_map(|(flags, grants, deny, opens_records, break_glass, authored)| World {
             requester_known: flags.0,
             requester_role: flags.1,
             key_revoked: flags.2,
@@ -326,6 +353,7 @@ fn world() -> impl Strategy<Value = World> {
             deny,
             opens_records,
             break_glass,
+            authored,
         })
 }
 

@@ -63,6 +63,34 @@ fn sealed(tag: &str) -> SealedRef {
     }
 }
 
+/// Every blob an applied transaction names (`TxBody::blobs`) is in the vault's keep-set
+/// (`Ledger::blobs_in_use`), checked after every block of every test (the suite applies every
+/// kind that names a blob, all eighteen blob roles): a blob outside it would be deleted by the
+/// garbage collector a day after its upload.
+fn blobs_kept(ledger: &Ledger, txs: &[SignedTransaction], receipts: &[Receipt]) {
+    let in_use = ledger.blobs_in_use().unwrap();
+    for (tx, receipt) in txs.iter().zip(receipts) {
+        match &receipt.outcome {
+            // A release to a reader the ledger denied stores nothing: its blob is garbage.
+            Outcome::Applied { created: Some(Created::ShareRelease { decision, .. }) }
+                if !decision.is_allowed() =>
+            {
+                continue;
+            }
+            Outcome::Applied { .. } => {}
+            Outcome::Refused { .. } => continue,
+        }
+        for blob in tx.tx.body.blobs() {
+            assert!(
+                in_use.contains(&blob.hash),
+                "the {} blob of an applied {} is not kept",
+                blob.role.name(),
+                tx.tx.body.kind()
+            );
+        }
+    }
+}
+
 impl Net {
     fn new() -> Self {
         Self::with(|g| Ledger::in_memory(g).unwrap())
@@ -93,7 +121,9 @@ impl Net {
         self.time = time;
         let block = self.tip.propose(self.time, txs);
         let ok = verify_signatures(&block.txs, |_| false);
-        self.ledger.apply_block(&block, &ok, &[]).unwrap()
+        let receipts = self.ledger.apply_block(&block, &ok, &[]).unwrap();
+        blobs_kept(&self.ledger, &block.txs, &receipts);
+        receipts
     }
 
     fn one(&mut self, tx: SignedTransaction) -> Receipt {
