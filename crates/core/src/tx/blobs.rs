@@ -135,6 +135,10 @@ impl TxBody {
                     of(p.details.blob, R::PatientDetails),
                     of(p.attendant.blob, R::AttendantDetails),
                 ],
+                RegistryTx::AmendPatient(a) => vec![
+                    of(a.details.blob, R::PatientDetails),
+                    of(a.attendant.blob, R::AttendantDetails),
+                ],
                 RegistryTx::SuspendHospital { .. }
                 | RegistryTx::ReinstateHospital { .. }
                 | RegistryTx::OnboardDoctor(_)
