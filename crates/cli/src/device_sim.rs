@@ -337,7 +337,7 @@ pub async fn run(args: Args) -> Result<()> {
         s.client.clone(),
         s.identity.clone(),
         s.wallet.account(),
-        s.chain_id.clone(),
+        &s.anchor,
         args.session,
         &state_dir,
     )
@@ -680,7 +680,7 @@ async fn bench(args: Args, n: usize) -> Result<()> {
             d.client(&base)?,
             identity,
             d.account,
-            chain.clone(),
+            &session.anchor,
             None,
             &state.join(i.to_string()),
         )

@@ -137,15 +137,17 @@ impl Gateway {
     /// Opens the gateway of `device` (whose keys `identity` holds; `client` signs as the
     /// device) on `session`, or on the device's open session, keeping its outbox in
     /// `state_dir`. Delivers what the outbox holds first, and continues the session's numbering
-    /// after the last number committed or queued.
+    /// after the last number committed or queued. Readings are sealed only to the session key
+    /// the session's start put on the ledger, proven under `anchor`.
     pub async fn open(
         client: NodeClient,
         identity: Identity,
         device: AccountId,
-        chain_id: String,
+        anchor: &crate::proof::TrustAnchor,
         session: Option<Hash>,
         state_dir: &Path,
     ) -> Result<(Self, Progress), ClientError> {
+        let chain_id = anchor.chain_id.clone();
         let view = client.device(&device).await?.ok_or_else(|| {
             gateway_error(format!("{device} is not a registered device (or not visible to it)"))
         })?;
@@ -164,6 +166,7 @@ impl Gateway {
         if s.device != device {
             return Err(gateway_error(format!("session {session} is not device {device}'s")));
         }
+        let session_key = client.proven_session_key(&session, &device, anchor).await?;
         let outbox = Outbox::open(&state_dir.join(session.to_hex()))?;
         let queued = outbox.entries()?;
         let nonce = queued.iter().map(|(n, _)| *n).max().unwrap_or(0).max(view.nonce);
@@ -177,7 +180,7 @@ impl Gateway {
             kind: view.kind,
             nonce,
             session,
-            session_key: s.public_key,
+            session_key,
             thresholds: None,
             doctor_set: ThresholdSet { thresholds: Vec::new() },
             defaults: ThresholdSet::defaults_for(view.kind),

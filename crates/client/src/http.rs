@@ -226,6 +226,20 @@ impl NodeClient {
         crate::proof::verify_account_key(&proof, account, anchor, genesis.as_ref()).map(Some)
     }
 
+    /// The public key of `device`'s `session`, proven against the ledger under `anchor` by the
+    /// transaction that started the session (see [`crate::proof::verify_session_key`]): the
+    /// only key a device seals readings to. The session view's `public_key` is what the node
+    /// says, unchecked.
+    pub async fn proven_session_key(
+        &self,
+        session: &Hash,
+        device: &AccountId,
+        anchor: &crate::proof::TrustAnchor,
+    ) -> Result<EncryptionKey, ClientError> {
+        let proof = self.transaction(session).await?;
+        crate::proof::verify_session_key(&proof, session, device, anchor)
+    }
+
     /// The hospital directory.
     pub async fn hospitals(&self) -> Result<Vec<HospitalView>, ClientError> {
         self.get(paths::HOSPITALS).await

@@ -1,6 +1,7 @@
 //! Offline verification of what a node says (DESIGN invariant 3): that a transaction is in the
 //! log a trusted node signed, that a newer signed checkpoint extends an older one, and that an
-//! account's encryption key is the one its registration put on the ledger.
+//! account's encryption key (or a device session's key) is the one its registration (or the
+//! session's start) put on the ledger.
 
 use medledger_api::{AccountKeyProof, TxProofResponse};
 use medledger_core::{
@@ -224,6 +225,52 @@ pub fn verify_account_key(
         )));
     }
     Ok(encryption_key)
+}
+
+/// Checks that `proof` is the transaction that started `session` on `device`, and returns the
+/// session's public key as that transaction put it on the ledger; only then may readings be
+/// sealed to it.
+///
+/// A session's id is the hash of the `StartSession` transaction that opened it, and its key is
+/// set once, by that transaction. So the proof must be of exactly that transaction, included
+/// in the log under a checkpoint signed by the trusted node key, correctly signed, for this
+/// chain, naming `device`, with a receipt that says it applied (the same bound as
+/// [`verify_account_key`]: the outcome is not covered by the Merkle log).
+pub fn verify_session_key(
+    proof: &TxProofResponse,
+    session: &Hash,
+    device: &AccountId,
+    anchor: &TrustAnchor,
+) -> Result<EncryptionKey, ClientError> {
+    let refuse = |reason: String| ClientError::UnprovenKey {
+        account: *device,
+        reason: format!("the key of session {session} is not proven: {reason}"),
+    };
+    let tx = verify_tx_proof(proof, &anchor.node_key).map_err(|e| refuse(e.to_string()))?;
+    if tx.hash() != *session {
+        return Err(refuse(format!("the node offered transaction {}", tx.hash())));
+    }
+    tx.verify_signature()
+        .map_err(|e| refuse(format!("its transaction is not validly signed: {e}")))?;
+    if tx.tx.chain_id != anchor.chain_id {
+        return Err(refuse(format!(
+            "its transaction is for chain {:?}, not {:?}",
+            tx.tx.chain_id, anchor.chain_id
+        )));
+    }
+    let TxBody::Devices(DeviceTx::StartSession(start)) = &tx.tx.body else {
+        return Err(refuse(format!("its transaction is a {}", tx.tx.body.kind())));
+    };
+    if start.device != *device {
+        return Err(refuse(format!("it was started on device {}", start.device)));
+    }
+    if !matches!(proof.receipt.outcome, Outcome::Applied { .. }) {
+        return Err(refuse(format!(
+            "the receipt of its transaction does not say it applied: {:?}",
+            proof.receipt.outcome
+        )));
+    }
+    Ok(start.public_key)
 }
 
 /// Checks that `new` extends `old`: both signed by `trusted`, the same chain, neither log size
@@ -719,6 +766,118 @@ mod tests {
         assert_unproven(
             verify_account_key(&swapped, &account, &anchor, Some(&genesis)),
             "swapped key",
+        );
+    }
+
+    /// `tx` proven as transaction 2 of 5 in block 1, under a checkpoint signed by `node`.
+    fn proven(tx: &SignedTransaction, node: &SigningKey, outcome: Outcome) -> TxProofResponse {
+        let mut all = txs(4, 0);
+        all.insert(2, tx.clone());
+        let log = log_of(&all);
+        TxProofResponse {
+            tx_hex: hex::encode(tx.encode()),
+            receipt: Receipt { tx_hash: tx.hash(), height: 1, log_index: 2, outcome },
+            header: BlockHeader {
+                height: 1,
+                prev_hash: Hash::default(),
+                time_ms: 1_700_000_000_001,
+                tx_count: 5,
+                tx_root: log.root(),
+                log_size: 5,
+                log_root: log.root(),
+            },
+            checkpoint: checkpoint(&log, 5, 1, node),
+            inclusion: log.inclusion_proof(2, 5).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_session_key_is_proven_by_its_start_and_nothing_else() {
+        use medledger_core::{keys::DecryptionKey, tx::devices::StartSession};
+        let node = SigningKey::generate();
+        let anchor = TrustAnchor {
+            node_key: node.public_key(),
+            chain_id: CHAIN.into(),
+            genesis: Hash::default(),
+        };
+        let patient = SigningKey::generate();
+        let device = AccountId([4; 20]);
+        let key = DecryptionKey::generate().public_key();
+        let start = |device: AccountId, chain: &str| {
+            Transaction {
+                chain_id: chain.into(),
+                signer: AccountId::from_initial_key(&patient.public_key()),
+                nonce: 1,
+                body: TxBody::Devices(DeviceTx::StartSession(StartSession {
+                    device,
+                    public_key: key,
+                    expires_at_ms: None,
+                    doctor: None,
+                    keys: Vec::new(),
+                })),
+            }
+            .sign(&patient)
+        };
+        let applied = Outcome::Applied { created: None };
+        let good = start(device, CHAIN);
+        let proof = proven(&good, &node, applied.clone());
+        assert_eq!(verify_session_key(&proof, &good.hash(), &device, &anchor).unwrap(), key);
+
+        // Another session's start, another device's, another chain's, a refused one, another
+        // transaction altogether, and a proof under a foreign node key are all refused.
+        let other = start(device, CHAIN);
+        let other = Transaction { nonce: 2, ..other.tx }.sign(&patient);
+        let refused = |r: Result<EncryptionKey, ClientError>, what: &str| {
+            assert!(matches!(r, Err(ClientError::UnprovenKey { .. })), "{what}: {r:?}");
+        };
+        refused(
+            verify_session_key(
+                &proven(&other, &node, applied.clone()),
+                &good.hash(),
+                &device,
+                &anchor,
+            ),
+            "another session",
+        );
+        let elsewhere = start(AccountId([5; 20]), CHAIN);
+        refused(
+            verify_session_key(
+                &proven(&elsewhere, &node, applied.clone()),
+                &elsewhere.hash(),
+                &device,
+                &anchor,
+            ),
+            "another device",
+        );
+        let foreign_chain = start(device, "elsewhere");
+        refused(
+            verify_session_key(
+                &proven(&foreign_chain, &node, applied.clone()),
+                &foreign_chain.hash(),
+                &device,
+                &anchor,
+            ),
+            "another chain",
+        );
+        let not_applied = Outcome::Refused { reason: medledger_core::block::Refusal::BadSignature };
+        refused(
+            verify_session_key(&proven(&good, &node, not_applied), &good.hash(), &device, &anchor),
+            "a refused start",
+        );
+        let rotation = &txs(1, 9)[0];
+        refused(
+            verify_session_key(
+                &proven(rotation, &node, applied.clone()),
+                &rotation.hash(),
+                &device,
+                &anchor,
+            ),
+            "not a session start",
+        );
+        let stranger = SigningKey::generate();
+        refused(
+            verify_session_key(&proven(&good, &stranger, applied), &good.hash(), &device, &anchor),
+            "a foreign node key",
         );
     }
 }

@@ -32,16 +32,18 @@ fn field(out: &str, label: &str) -> String {
 
 /// A network with a patient's pulse oximeter, a doctor consented to and its thresholds, and an
 /// open session naming the doctor.
-struct Setup {
+pub(crate) struct Setup {
     c: Cast,
-    device_wallet: String,
+    pub(crate) device_wallet: String,
     device: String,
-    session: String,
+    pub(crate) session: String,
+    /// The session's public key, as `device session start` printed it.
+    pub(crate) public_key: String,
     grant: String,
     url: String,
 }
 
-fn setup(dir: &std::path::Path, node: &Node) -> Setup {
+pub(crate) fn setup(dir: &std::path::Path, node: &Node) -> Setup {
     let c = cast(dir, node);
     let url = node.url.clone();
     let env = [("MEDLEDGER_NODE", url.as_str())];
@@ -97,7 +99,8 @@ fn setup(dir: &std::path::Path, node: &Node) -> Setup {
         &env,
     );
     let session = field(&out, "session: ");
-    Setup { c, device_wallet, device, session, grant, url }
+    let public_key = field(&out, "session public key: ");
+    Setup { c, device_wallet, device, session, public_key, grant, url }
 }
 
 /// A `medledger device simulate --json` child whose stdout lines arrive on a channel.

@@ -1,6 +1,6 @@
 //! The wallet trusts only what it can authenticate (H5): a key-swapping proxy between wallet and
-//! node gets nothing wrapped to its key, and an edited wallet file is refused before any
-//! network use.
+//! node gets nothing wrapped to its key, nor any device reading sealed to its key, and an
+//! edited wallet file is refused before any network use.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -237,4 +237,41 @@ fn a_key_swapping_proxy_gets_nothing_and_an_edited_wallet_is_refused_offline() {
     assert!(out.contains(&format!("node key {node_key}")), "{out}");
     let out = ok(&["wallet", "show", "--wallet", &tampered_s, "--ledger"], &[]);
     assert!(out.contains("role:"), "{out}");
+}
+
+/// H5, device sessions: a proxy that swaps a session's public key gets no reading sealed to
+/// its key. The device takes the key only from the session's start, proven against the pinned
+/// node key, and refuses before it seals or sends anything.
+#[test]
+fn a_swapped_session_key_gets_no_reading_sealed_to_it() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let s = crate::devices::setup(tmp.path(), &node);
+    let attacker = DecryptionKey::generate().public_key().to_string();
+    let proxy = KeySwappingProxy::start(node.port, s.public_key.clone(), attacker);
+    let size = node.log_size();
+    let simulate = [
+        "device",
+        "simulate",
+        "--wallet",
+        &s.device_wallet,
+        "--session",
+        &s.session,
+        "--count",
+        "3",
+    ];
+    let err = fails(&simulate, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
+    assert!(err.contains("refusing to use the encryption key"), "{err}");
+    assert!(err.contains(&s.session), "{err}");
+    let seen = proxy.seen();
+    assert!(proxy.swaps.load(Ordering::Relaxed) > 0, "the proxy swapped nothing: {seen:?}");
+    assert!(
+        !seen.iter().any(|r| r.starts_with("PUT ") || r.starts_with("POST ")),
+        "something was sent after the swap: {seen:?}"
+    );
+    assert_eq!(node.log_size(), size, "a reading reached the log");
+
+    // Straight to the node, the same command delivers its readings.
+    let out = ok(&simulate, &[("MEDLEDGER_NODE", node.url.as_str())]);
+    assert!(node.log_size() > size, "{out}");
 }
