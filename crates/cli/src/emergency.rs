@@ -77,9 +77,10 @@ pub enum EmergencyCommand {
     BreakGlass {
         #[command(flatten)]
         wallet: WalletArgs,
-        /// The patient's Patient-ID.
+        /// The patient's account id, or their Patient-ID if you may look it up (your hospital
+        /// registered them, or you hold a grant).
         #[arg(long)]
-        patient: u64,
+        patient: String,
         /// Why.
         #[arg(long)]
         reason: String,
@@ -143,12 +144,17 @@ pub enum EmergencyCommand {
     },
 }
 
-/// The patient account behind a Patient-ID.
-async fn patient_account(s: &Session, id: u64) -> Result<AccountId> {
+/// The patient account behind a Patient-ID, looked up with the card's code: the key check
+/// proves to the node that this doctor holds the card.
+async fn patient_account(s: &Session, id: u64, key: &EmergencyKey) -> Result<AccountId> {
     Ok(s.client
-        .patient(PatientId(id))
+        .patient_with_card(PatientId(id), &key.check())
         .await?
-        .with_context(|| format!("no patient with Patient-ID {id}"))?
+        .with_context(|| {
+            format!(
+                "no patient with Patient-ID {id} whose emergency code this is (nothing was read)"
+            )
+        })?
         .account)
 }
 
@@ -328,7 +334,10 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
             }
             println!("emergency profile saved (block {}).", receipt.height);
             println!();
-            println!("Your emergency code (Patient-ID {pid}); put it on your card:");
+            println!(
+                "Your emergency code (Patient-ID {pid}, account {me}); put it on your card with"
+            );
+            println!("your account id, which a doctor needs to declare break-glass:");
             println!();
             println!("  {text}");
             println!();
@@ -370,8 +379,8 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
         }
         EmergencyCommand::Read { wallet, patient, code } => {
             let s = Session::open(&wallet).await?;
-            let account = patient_account(&s, patient).await?;
             let key = EmergencyKey::derive(&EmergencyCode::parse(&code)?, PatientId(patient));
+            let account = patient_account(&s, patient, &key).await?;
             let view = s
                 .client
                 .emergency_profile(&account)
@@ -384,7 +393,7 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
         }
         EmergencyCommand::BreakGlass { wallet, patient, reason, json } => {
             let s = Session::open(&wallet).await?;
-            let account = patient_account(&s, patient).await?;
+            let account = crate::record::resolve_patient(&s, &patient).await?;
             let receipt = s
                 .submit(TxBody::Emergency(EmergencyTx::BreakGlass { patient: account, reason }))
                 .await?;
