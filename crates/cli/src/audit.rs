@@ -38,7 +38,8 @@ pub enum AuditCommand {
     },
 }
 
-fn what(e: &AuditEvent) -> String {
+/// What an event says, with sealed break-glass reasons and findings opened by `s`'s key.
+fn what(s: &Session, e: &AuditEvent) -> String {
     match &e.kind {
         AuditKind::Access { resource, purpose, decision } => {
             let target = resource
@@ -90,8 +91,9 @@ fn what(e: &AuditEvent) -> String {
         }
         AuditKind::EmergencyProfileSet { open_records: false } => "emergency profile set".into(),
         AuditKind::EmergencyProfileRead => "EMERGENCY PROFILE READ".into(),
-        AuditKind::BreakGlassStarted { id, doctor, hospital, reason, until_ms } => format!(
-            "BREAK-GLASS by {doctor} of {hospital}: {reason:?} (id {id}, until {})",
+        AuditKind::BreakGlassStarted { id, doctor, hospital, code, reason, until_ms } => format!(
+            "BREAK-GLASS by {doctor} of {hospital}: {code}: {} (id {id}, until {})",
+            crate::emergency::opened(s, reason),
             crate::common::utc(*until_ms)
         ),
         AuditKind::BreakGlassEnded { id } => format!("break-glass {id} ended"),
@@ -99,7 +101,7 @@ fn what(e: &AuditEvent) -> String {
             format!("custodian {custodian} released the emergency key escrow for break-glass {id}")
         }
         AuditKind::BreakGlassReviewed { id, finding } => {
-            format!("break-glass {id} reviewed: {finding:?}")
+            format!("break-glass {id} reviewed: {}", crate::emergency::opened(s, finding))
         }
         AuditKind::ShareReleased { record, custodian, reader, purpose, decision } => {
             let outcome = if decision.is_allowed() { "released" } else { "REFUSED" };
@@ -153,7 +155,13 @@ pub async fn run(command: AuditCommand) -> Result<()> {
             }
             println!("{:>6}  {:>7}  {:<40}  WHAT", "EVENT", "BLOCK", "BY");
             for e in &events {
-                println!("{:>6}  {:>7}  {:<40}  {}", e.seq, e.height, e.actor.to_string(), what(e));
+                println!(
+                    "{:>6}  {:>7}  {:<40}  {}",
+                    e.seq,
+                    e.height,
+                    e.actor.to_string(),
+                    what(&s, e)
+                );
             }
             if events.is_empty() {
                 println!("(no events)");

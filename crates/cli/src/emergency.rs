@@ -12,7 +12,12 @@ use medledger_client::{
 use medledger_core::{
     Hash, encoding,
     ids::{AccountId, PatientId},
-    tx::{EmergencyTx, TxBody, emergency::EmergencyProfile, records::KeyRef},
+    keys::EncryptionKey,
+    tx::{
+        EmergencyTx, TxBody,
+        emergency::{EmergencyProfile, ReasonCode},
+        records::KeyRef,
+    },
 };
 
 use crate::common::{Session, WalletArgs, print_json, utc};
@@ -72,16 +77,21 @@ pub enum EmergencyCommand {
         #[arg(long)]
         code: String,
     },
-    /// Declare emergency access to a patient who cannot give the code (doctor). A reason is
-    /// mandatory; the patient, delegates and your hospital are told at once.
+    /// Declare emergency access to a patient who cannot give the code (doctor). A coded
+    /// reason and a text of at least 20 characters are mandatory; the text is sealed to the
+    /// patient, your hospital and the regulator (the ledger holds ciphertext only); the
+    /// patient, delegates and your hospital are told at once.
     BreakGlass {
         #[command(flatten)]
         wallet: WalletArgs,
+        /// Why, from the list: unconscious, life-threatening-bleed, unable-to-consent, other.
+        #[arg(long)]
+        code: ReasonCode,
         /// The patient's account id, or their Patient-ID if you may look it up (your hospital
         /// registered them, or you hold a grant).
         #[arg(long)]
         patient: String,
-        /// Why.
+        /// Why, in words (at least 20 characters; sealed).
         #[arg(long)]
         reason: String,
         /// Print JSON: the break-glass id, its end (block time, ms) and the transaction.
@@ -122,9 +132,21 @@ pub enum EmergencyCommand {
         /// The break-glass id.
         #[arg(long)]
         break_glass: Hash,
-        /// What the review found.
+        /// What the review found (sealed to the patient, your hospital and the regulator).
         #[arg(long)]
         finding: String,
+    },
+    /// Show a break-glass: who, when, the coded reason, and the reason and review finding
+    /// opened with this wallet's key (the patient, the doctor's hospital, the regulator).
+    Show {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The break-glass id.
+        #[arg(long)]
+        break_glass: Hash,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// List the break-glass declarations of your doctors awaiting your review (hospital).
     Reviews {
@@ -156,6 +178,38 @@ async fn patient_account(s: &Session, id: u64, key: &EmergencyKey) -> Result<Acc
             )
         })?
         .account)
+}
+
+/// The readers of a break-glass reason or finding, by proven key: the patient, the doctor's
+/// hospital and the regulator.
+async fn reason_readers(
+    s: &Session,
+    patient: &AccountId,
+    hospital: &AccountId,
+) -> Result<Vec<EncryptionKey>> {
+    let regulator = s.client.genesis().await?.regulator();
+    let mut keys = Vec::new();
+    for (who, account) in [("patient", patient), ("hospital", hospital), ("regulator", &regulator)]
+    {
+        keys.push(s.encryption_key_of(account).await.with_context(|| format!("the {who}"))?);
+    }
+    Ok(keys)
+}
+
+/// A sealed reason or finding (hex, as views carry it) opened with this wallet's key, or a
+/// note that it is not for this wallet.
+pub(crate) fn opened(s: &Session, sealed: &[u8]) -> String {
+    match emergency::open_text(sealed, &s.identity.decryption) {
+        Ok(text) => format!("{text:?}"),
+        Err(_) => "(sealed; not for this wallet)".into(),
+    }
+}
+
+fn opened_hex(s: &Session, sealed_hex: &str) -> String {
+    match hex::decode(sealed_hex) {
+        Ok(bytes) => opened(s, &bytes),
+        Err(_) => "(malformed)".into(),
+    }
 }
 
 fn print_profile(p: &ProfileContent) {
@@ -391,11 +445,26 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
             }
             read_profile(&s, account, &key).await
         }
-        EmergencyCommand::BreakGlass { wallet, patient, reason, json } => {
+        EmergencyCommand::BreakGlass { wallet, patient, code, reason, json } => {
             let s = Session::open(&wallet).await?;
+            let me = s.wallet.account();
             let account = crate::record::resolve_patient(&s, &patient).await?;
+            let hospital = s
+                .client
+                .doctors(None)
+                .await?
+                .into_iter()
+                .find(|d| d.account == me)
+                .context("only a doctor may declare break-glass")?
+                .hospital;
+            let readers = reason_readers(&s, &account, &hospital).await?;
+            let reason = emergency::seal_reason(&reason, &readers)?;
             let receipt = s
-                .submit(TxBody::Emergency(EmergencyTx::BreakGlass { patient: account, reason }))
+                .submit(TxBody::Emergency(EmergencyTx::BreakGlass {
+                    patient: account,
+                    code,
+                    reason,
+                }))
                 .await?;
             let Some(medledger_core::block::Created::BreakGlass { id, until_ms }) =
                 (match &receipt.outcome {
@@ -475,6 +544,9 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
         }
         EmergencyCommand::Review { wallet, break_glass, finding } => {
             let s = Session::open(&wallet).await?;
+            let bg = s.client.break_glass(&break_glass).await?;
+            let readers = reason_readers(&s, &bg.patient, &bg.hospital).await?;
+            let finding = emergency::seal_finding(&finding, &readers)?;
             let r = s
                 .submit(TxBody::Emergency(EmergencyTx::FileReview { break_glass, finding }))
                 .await?;
@@ -492,13 +564,45 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
             }
             for b in open {
                 println!(
-                    "{}  doctor {}  patient {}  {}  {:?}",
+                    "{}  doctor {}  patient {}  {}  {}: {}",
                     b.id,
                     b.doctor,
                     b.patient,
                     utc(b.started_ms),
-                    b.reason
+                    b.code,
+                    opened_hex(&s, &b.reason)
                 );
+            }
+            Ok(())
+        }
+        EmergencyCommand::Show { wallet, break_glass, json } => {
+            let s = Session::open(&wallet).await?;
+            let b = s.client.break_glass(&break_glass).await?;
+            let reason = opened_hex(&s, &b.reason);
+            let review = b.review.as_deref().map(|f| opened_hex(&s, f));
+            if json {
+                let text = |v: &str| serde_json::from_str::<String>(v).ok();
+                return print_json(&serde_json::json!({
+                    "id": b.id,
+                    "patient": b.patient,
+                    "doctor": b.doctor,
+                    "hospital": b.hospital,
+                    "code": b.code.name(),
+                    "reason": text(&reason),
+                    "review": review.as_deref().and_then(text),
+                    "started_ms": b.started_ms,
+                    "until_ms": b.until_ms,
+                    "ended_at": b.ended_at,
+                }));
+            }
+            println!("break-glass {}", b.id);
+            println!("  patient  {}", b.patient);
+            println!("  doctor   {} of hospital {}", b.doctor, b.hospital);
+            println!("  from     {} until {} (block time)", utc(b.started_ms), utc(b.until_ms));
+            println!("  reason   {}: {reason}", b.code);
+            match review {
+                Some(r) => println!("  review   {r}"),
+                None => println!("  review   not filed yet"),
             }
             Ok(())
         }
