@@ -651,14 +651,29 @@ async fn put_blob(
         &uri,
         &body,
     )?;
+    // Only those who register people, devices or thresholds store sealed details (M8).
+    let role = state.ledger.account(&uploader)?.map(|a| a.role);
+    if !role.as_ref().is_some_and(crate::quotas::may_store_details) {
+        return Err(forbidden(
+            "only the regulator, hospitals, doctors and patients store sealed registration details",
+        ));
+    }
     let size = body.len() as u64;
+    if body.len() > MAX_BLOB_BYTES {
+        return Err(vault_error(VaultError::TooLarge { len: body.len() }));
+    }
     writable(&state, size)?;
     let vault = state.vault.clone();
-    // Charged to the signer, within its quota: no registered identity fills the disk for free.
-    let hash = tokio::task::spawn_blocking(move || vault.put_as(uploader, &body))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(vault_error)?;
+    // Charged to the signer, within its role's quota: no registered identity fills the disk
+    // for free; over it, 507 `quota_exceeded` and nothing is stored.
+    let hash = tokio::task::spawn_blocking(move || {
+        let mut upload = vault.begin_upload(uploader, None)?;
+        upload.write_chunk(&body)?;
+        upload.finish().map(|stored| stored.cid.hash())
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    .map_err(crate::records::blob_error)?;
     Ok(Json(BlobStored { hash, size }))
 }
 

@@ -437,3 +437,84 @@ fn patient_ids_cannot_be_enumerated() {
     let out = ok(&["patient", "show", pid, "--wallet", &doctor2], &env);
     assert!(out.contains(pid), "{out}");
 }
+
+/// The blob files in a node's vault.
+fn vault_blobs(node: &Node) -> usize {
+    std::fs::read_dir(node.dir.join("vault"))
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            let name = name.to_string_lossy();
+            name.len() == 64 && name.chars().all(|c| c.is_ascii_hexdigit())
+        })
+        .count()
+}
+
+/// M8: a device may not store sealed details with `PUT /v1/blobs` (it registers nobody), and
+/// an account over its role's quota gets 507 `quota_exceeded` with nothing stored, through
+/// both upload routes.
+#[test]
+fn blob_uploads_are_limited_by_role_and_quota() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let node = Node::start_with(&dir.join("data"), free_port(), &["--quota-patient-mb", "1"]);
+    let c = cast(dir, &node);
+    let (device_wallet, _) = enrol(
+        dir,
+        &node,
+        "oximeter",
+        &["device", "register", "--wallet", &c.patient, "--kind", "pulse-oximeter"]
+            .into_iter()
+            .chain(["--serial", "PO-1", "--model", "Oxi 3"])
+            .collect::<Vec<_>>(),
+    );
+    let put = |wallet: &str, bytes: &[u8]| {
+        let (identity, account) = unlock(wallet);
+        signed_http(node.port, &identity.signing, account, "PUT", "/v1/blobs", bytes).unwrap()
+    };
+    let before = vault_blobs(&node);
+    let r = put(&device_wallet, b"a device filling the disk");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(vault_blobs(&node), before, "a refused upload stored something");
+
+    // The patient's quota is 1 MiB here: 600 KiB fits once, not twice.
+    let first = vec![1u8; 600 * 1024];
+    let r = put(&c.patient, &first);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let before = vault_blobs(&node);
+    let second = vec![2u8; 600 * 1024];
+    let r = put(&c.patient, &second);
+    assert_eq!(r.status, 507, "{}", r.text());
+    assert_eq!(r.json()["code"], "quota_exceeded", "{}", r.text());
+    assert!(r.text().contains("quota"), "{}", r.text());
+    assert_eq!(vault_blobs(&node), before, "an upload over the quota stored something");
+    // The streamed upload counts against the same quota.
+    // (Its signature covers no body: a streaming client cannot hash it up front.)
+    let (identity, account) = unlock(&c.patient);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let auth = medledger_core::request::RequestAuth::sign(
+        &identity.signing,
+        account,
+        "POST",
+        "/v1/vault",
+        b"",
+        now,
+        [7; 16],
+    );
+    let header = auth.to_header();
+    let r = request(
+        node.port,
+        "POST",
+        "/v1/vault",
+        &second,
+        &[(medledger_core::request::HEADER, &header)],
+    )
+    .unwrap();
+    assert_eq!(r.status, 507, "{}", r.text());
+    assert_eq!(vault_blobs(&node), before);
+    // A hospital's quota is far larger.
+    let r = put(&c.hospital, &second);
+    assert_eq!(r.status, 200, "{}", r.text());
+}
