@@ -329,8 +329,18 @@ fn patient_ids_cannot_be_enumerated() {
     );
     let pid = c.patient_id.as_str();
     let missing = if pid == "99999" { "99998" } else { "99999" };
+    // Wallets are unlocked once each (a passphrase costs seconds): probes follow each other
+    // as fast as an attacker's would, well within the allowance's refill of one every 6 s.
+    let unlocked: std::collections::HashMap<String, _> =
+        [&c.patient, &c.hospital, &c.doctor, &device_wallet, &other_wallet]
+            .into_iter()
+            .map(|w| (w.clone(), unlock(w)))
+            .collect();
     let lookup = |wallet: &str, id: &str| {
-        let (identity, account) = unlock(wallet);
+        let (identity, account) = match unlocked.get(wallet) {
+            Some((identity, account)) => (identity.clone(), *account),
+            None => unlock(wallet),
+        };
         signed_http(
             node.port,
             &identity.signing,
@@ -361,8 +371,9 @@ fn patient_ids_cannot_be_enumerated() {
             "a real Patient-ID must answer like a missing one"
         );
         // Nor does the account's public entry give the Patient-ID away.
-        let (identity, account) = unlock(w);
-        let patient_account = unlock(&c.patient).1;
+        let (identity, account) = &unlocked[w.as_str()];
+        let (identity, account) = (identity.clone(), *account);
+        let patient_account = unlocked[c.patient.as_str()].1;
         let r = signed_http(
             node.port,
             &identity.signing,
