@@ -502,7 +502,9 @@ pub struct BreakGlassView {
     pub doctor: AccountId,
     /// The doctor's hospital.
     pub hospital: AccountId,
-    /// Why.
+    /// Why, from the list.
+    pub code: medledger_core::tx::emergency::ReasonCode,
+    /// Why, in words: hex of the text sealed to the patient, the hospital and the regulator.
     pub reason: String,
     /// Height of the declaration.
     pub started_at: u64,
@@ -512,7 +514,7 @@ pub struct BreakGlassView {
     pub until_ms: u64,
     /// Height at which it was ended early.
     pub ended_at: Option<u64>,
-    /// The review's finding, once filed.
+    /// The review's finding, once filed: hex of the sealed text.
     pub review: Option<String>,
     /// Escrow pieces released to the doctor: (custodian, piece bytes as hex).
     pub released: Vec<(AccountId, String)>,

@@ -103,10 +103,11 @@ pub(crate) fn what(e: &AuditEvent, names: &Names) -> String {
         }
         AuditKind::EmergencyProfileSet { open_records: false } => "emergency profile set".into(),
         AuditKind::EmergencyProfileRead => "EMERGENCY PROFILE READ".into(),
-        AuditKind::BreakGlassStarted { id, doctor, hospital, reason, until_ms } => format!(
-            "BREAK-GLASS by {} of {}: \"{reason}\" (id {id}, until {})",
+        AuditKind::BreakGlassStarted { id, doctor, hospital, code, reason, until_ms } => format!(
+            "BREAK-GLASS by {} of {}: {code}: {} (id {id}, until {})",
             who(doctor),
             who(hospital),
+            names.open(reason),
             local_time(*until_ms)
         ),
         AuditKind::BreakGlassEnded { id } => format!("break-glass {id} ended"),
@@ -115,7 +116,7 @@ pub(crate) fn what(e: &AuditEvent, names: &Names) -> String {
             who(custodian)
         ),
         AuditKind::BreakGlassReviewed { id, finding } => {
-            format!("break-glass {id} reviewed: \"{finding}\"")
+            format!("break-glass {id} reviewed: {}", names.open(finding))
         }
         AuditKind::ShareReleased { record, custodian, reader, purpose, decision } => {
             let outcome = if decision.is_allowed() { "released" } else { "REFUSED" };

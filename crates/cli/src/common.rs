@@ -271,11 +271,15 @@ pub fn words<T: serde::Serialize>(value: &T) -> String {
     }
 }
 
-/// The names the wallet can put beside account ids: the public directory of hospitals and
-/// doctors, and the wallet's own name (patients' names are sealed, so only their own wallet
-/// knows them).
+/// What the wallet can tell about the accounts and sealed texts in events: the names it can
+/// put beside account ids (the public directory of hospitals and doctors, and the wallet's
+/// own name; patients' names are sealed, so only their own wallet knows them), and the key
+/// that opens break-glass reasons and review findings sealed to it.
 #[derive(Debug, Default)]
-pub struct Names(std::collections::HashMap<AccountId, String>);
+pub struct Names {
+    names: std::collections::HashMap<AccountId, String>,
+    key: Option<medledger_core::keys::DecryptionKey>,
+}
 
 impl Names {
     /// Reads the directory from the node (an unreadable directory leaves ids bare).
@@ -288,12 +292,12 @@ impl Names {
             names.extend(doctors.into_iter().map(|d| (d.account, d.name)));
         }
         names.insert(s.wallet.account(), format!("{}, you", s.wallet.name()));
-        Self(names)
+        Self { names, key: Some(s.identity.decryption.clone()) }
     }
 
     /// A name for `account`, if known.
     pub fn name(&self, account: &AccountId) -> Option<&str> {
-        self.0.get(account).map(String::as_str)
+        self.names.get(account).map(String::as_str)
     }
 
     /// `account (Name)` where the name is known, else the id alone.
@@ -304,10 +308,19 @@ impl Names {
         }
     }
 
+    /// A sealed break-glass reason or review finding, opened if it was sealed to this
+    /// wallet, quoted.
+    pub fn open(&self, sealed: &[u8]) -> String {
+        match self.key.as_ref().map(|k| medledger_client::emergency::open_text(sealed, k)) {
+            Some(Ok(text)) => format!("{text:?}"),
+            _ => "(sealed; not for this wallet)".into(),
+        }
+    }
+
     /// Records a name learned elsewhere.
     #[cfg(test)]
     pub fn insert(&mut self, account: AccountId, name: &str) {
-        self.0.insert(account, name.to_owned());
+        self.names.insert(account, name.to_owned());
     }
 }
 

@@ -54,7 +54,9 @@ pub enum ConsentCommand {
     Request {
         #[command(flatten)]
         wallet: WalletArgs,
-        /// The patient's account id.
+        /// The patient's account id, which the patient gives you (`medledger wallet show`, or
+        /// their emergency card): a request needs no Patient-ID lookup, which only the
+        /// patient's own hospital and those they already trust may make.
         #[arg(long)]
         patient: AccountId,
         /// Which records.

@@ -12,10 +12,11 @@ use medledger_client::{
 use medledger_core::{
     Hash, encoding,
     ids::{AccountId, PatientId},
+    keys::EncryptionKey,
     tx::{
         EmergencyTx, TxBody,
         consent::{AccessTx, Action, Purpose, Resource},
-        emergency::EmergencyProfile,
+        emergency::{EmergencyProfile, ReasonCode},
         records::KeyRef,
     },
 };
@@ -77,15 +78,21 @@ pub enum EmergencyCommand {
         #[arg(long)]
         code: String,
     },
-    /// Declare emergency access to a patient who cannot give the code (doctor). A reason is
-    /// mandatory; the patient, delegates and your hospital are told at once.
+    /// Declare emergency access to a patient who cannot give the code (doctor). A coded
+    /// reason and a text of at least 20 characters are mandatory; the text is sealed to the
+    /// patient, your hospital and the regulator (the ledger holds ciphertext only); the
+    /// patient, delegates and your hospital are told at once.
     BreakGlass {
         #[command(flatten)]
         wallet: WalletArgs,
-        /// The patient's Patient-ID.
+        /// Why, from the list: unconscious, life-threatening-bleed, unable-to-consent, other.
         #[arg(long)]
-        patient: u64,
-        /// Why.
+        code: ReasonCode,
+        /// The patient's account id, or their Patient-ID if you may look it up (your hospital
+        /// registered them, or you hold a grant).
+        #[arg(long)]
+        patient: String,
+        /// Why, in words (at least 20 characters; sealed).
         #[arg(long)]
         reason: String,
         /// Print JSON: the break-glass id, its end (block time, ms) and the transaction.
@@ -126,9 +133,21 @@ pub enum EmergencyCommand {
         /// The break-glass id.
         #[arg(long)]
         break_glass: Hash,
-        /// What the review found.
+        /// What the review found (sealed to the patient, your hospital and the regulator).
         #[arg(long)]
         finding: String,
+    },
+    /// Show a break-glass: who, when, the coded reason, and the reason and review finding
+    /// opened with this wallet's key (the patient, the doctor's hospital, the regulator).
+    Show {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The break-glass id.
+        #[arg(long)]
+        break_glass: Hash,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// List the break-glass declarations of your doctors awaiting your review (hospital).
     Reviews {
@@ -145,9 +164,10 @@ pub enum EmergencyCommand {
     Overview {
         #[command(flatten)]
         wallet: WalletArgs,
-        /// The patient's Patient-ID.
+        /// The patient's account id, or their Patient-ID if you may look it up (you hold an
+        /// open break-glass for them, a grant, or your hospital registered them).
         #[arg(long)]
-        patient: u64,
+        patient: String,
         /// The reader's purpose (what the ledger authorises).
         #[arg(long, default_value = "emergency", value_parser = crate::record::parse_purpose)]
         purpose: Purpose,
@@ -165,13 +185,50 @@ pub enum EmergencyCommand {
     },
 }
 
-/// The patient account behind a Patient-ID.
-async fn patient_account(s: &Session, id: u64) -> Result<AccountId> {
+/// The patient account behind a Patient-ID, looked up with the card's code: the key check
+/// proves to the node that this doctor holds the card.
+async fn patient_account(s: &Session, id: u64, key: &EmergencyKey) -> Result<AccountId> {
     Ok(s.client
-        .patient(PatientId(id))
+        .patient_with_card(PatientId(id), &key.check())
         .await?
-        .with_context(|| format!("no patient with Patient-ID {id}"))?
+        .with_context(|| {
+            format!(
+                "no patient with Patient-ID {id} whose emergency code this is (nothing was read)"
+            )
+        })?
         .account)
+}
+
+/// The readers of a break-glass reason or finding, by proven key: the patient, the doctor's
+/// hospital and the regulator.
+async fn reason_readers(
+    s: &Session,
+    patient: &AccountId,
+    hospital: &AccountId,
+) -> Result<Vec<EncryptionKey>> {
+    let regulator = s.client.genesis().await?.regulator();
+    let mut keys = Vec::new();
+    for (who, account) in [("patient", patient), ("hospital", hospital), ("regulator", &regulator)]
+    {
+        keys.push(s.encryption_key_of(account).await.with_context(|| format!("the {who}"))?);
+    }
+    Ok(keys)
+}
+
+/// A sealed reason or finding (hex, as views carry it) opened with this wallet's key, or a
+/// note that it is not for this wallet.
+pub(crate) fn opened(s: &Session, sealed: &[u8]) -> String {
+    match emergency::open_text(sealed, &s.identity.decryption) {
+        Ok(text) => format!("{text:?}"),
+        Err(_) => "(sealed; not for this wallet)".into(),
+    }
+}
+
+fn opened_hex(s: &Session, sealed_hex: &str) -> String {
+    match hex::decode(sealed_hex) {
+        Ok(bytes) => opened(s, &bytes),
+        Err(_) => "(malformed)".into(),
+    }
 }
 
 fn print_profile(p: &ProfileContent) {
@@ -350,7 +407,10 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
             }
             println!("emergency profile saved (block {}).", receipt.height);
             println!();
-            println!("Your emergency code (Patient-ID {pid}); put it on your card:");
+            println!(
+                "Your emergency code (Patient-ID {pid}, account {me}); put it on your card with"
+            );
+            println!("your account id, which a doctor needs to declare break-glass:");
             println!();
             println!("  {text}");
             println!();
@@ -392,8 +452,8 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
         }
         EmergencyCommand::Read { wallet, patient, code } => {
             let s = Session::open(&wallet).await?;
-            let account = patient_account(&s, patient).await?;
             let key = EmergencyKey::derive(&EmergencyCode::parse(&code)?, PatientId(patient));
+            let account = patient_account(&s, patient, &key).await?;
             let view = s
                 .client
                 .emergency_profile(&account)
@@ -404,11 +464,26 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
             }
             read_profile(&s, account, &key).await
         }
-        EmergencyCommand::BreakGlass { wallet, patient, reason, json } => {
+        EmergencyCommand::BreakGlass { wallet, patient, code, reason, json } => {
             let s = Session::open(&wallet).await?;
-            let account = patient_account(&s, patient).await?;
+            let me = s.wallet.account();
+            let account = crate::record::resolve_patient(&s, &patient).await?;
+            let hospital = s
+                .client
+                .doctors(None)
+                .await?
+                .into_iter()
+                .find(|d| d.account == me)
+                .context("only a doctor may declare break-glass")?
+                .hospital;
+            let readers = reason_readers(&s, &account, &hospital).await?;
+            let reason = emergency::seal_reason(&reason, &readers)?;
             let receipt = s
-                .submit(TxBody::Emergency(EmergencyTx::BreakGlass { patient: account, reason }))
+                .submit(TxBody::Emergency(EmergencyTx::BreakGlass {
+                    patient: account,
+                    code,
+                    reason,
+                }))
                 .await?;
             let Some(medledger_core::block::Created::BreakGlass { id, until_ms }) =
                 (match &receipt.outcome {
@@ -488,6 +563,9 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
         }
         EmergencyCommand::Review { wallet, break_glass, finding } => {
             let s = Session::open(&wallet).await?;
+            let bg = s.client.break_glass(&break_glass).await?;
+            let readers = reason_readers(&s, &bg.patient, &bg.hospital).await?;
+            let finding = emergency::seal_finding(&finding, &readers)?;
             let r = s
                 .submit(TxBody::Emergency(EmergencyTx::FileReview { break_glass, finding }))
                 .await?;
@@ -506,19 +584,20 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
             let names = crate::common::Names::load(&s).await;
             for b in open {
                 println!(
-                    "{}  doctor {}  patient {}  {}  \"{}\"",
+                    "{}  doctor {}  patient {}  {}  {}: {}",
                     b.id,
                     names.of(&b.doctor),
                     b.patient,
                     local_time(b.started_ms),
-                    b.reason
+                    b.code,
+                    opened_hex(&s, &b.reason)
                 );
             }
             Ok(())
         }
         EmergencyCommand::Overview { wallet, patient, purpose, json } => {
             let s = Session::open(&wallet).await?;
-            let account = patient_account(&s, patient).await?;
+            let account = crate::record::resolve_patient(&s, &patient).await?;
             let access = s
                 .build(TxBody::Access(AccessTx {
                     resource: Resource {
@@ -540,16 +619,56 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
                 o.event, o.height
             );
             for r in &o.records {
-                println!("  record {}  {:?}  visit {}", r.pmr, r.category, r.visit_date);
+                println!(
+                    "  record {}  {}  visit {}",
+                    r.pmr,
+                    crate::common::words(&r.category),
+                    r.visit_date
+                );
             }
             for c in &o.cases {
                 println!("  case {}  {} entries", c.case, c.entries);
             }
             for d in &o.devices {
-                println!("  device {}  {:?}", d.account, d.kind);
+                println!("  device {}  {}", d.account, crate::common::words(&d.kind));
             }
             for v in &o.sessions {
                 println!("  session {}  device {}  {} readings", v.id, v.device, v.readings);
+            }
+            Ok(())
+        }
+        EmergencyCommand::Show { wallet, break_glass, json } => {
+            let s = Session::open(&wallet).await?;
+            let b = s.client.break_glass(&break_glass).await?;
+            let reason = opened_hex(&s, &b.reason);
+            let review = b.review.as_deref().map(|f| opened_hex(&s, f));
+            if json {
+                let text = |v: &str| serde_json::from_str::<String>(v).ok();
+                return print_json(&serde_json::json!({
+                    "id": b.id,
+                    "patient": b.patient,
+                    "doctor": b.doctor,
+                    "hospital": b.hospital,
+                    "code": b.code.name(),
+                    "reason": text(&reason),
+                    "review": review.as_deref().and_then(text),
+                    "started_ms": b.started_ms,
+                    "until_ms": b.until_ms,
+                    "ended_at": b.ended_at,
+                }));
+            }
+            println!("break-glass {}", b.id);
+            println!("  patient  {}", b.patient);
+            println!("  doctor   {} of hospital {}", b.doctor, b.hospital);
+            println!(
+                "  from     {} until {} (local time)",
+                local_time(b.started_ms),
+                local_time(b.until_ms)
+            );
+            println!("  reason   {}: {reason}", b.code);
+            match review {
+                Some(r) => println!("  review   {r}"),
+                None => println!("  review   not filed yet"),
             }
             Ok(())
         }

@@ -226,11 +226,15 @@ fn today() -> VisitDate {
 pub(crate) async fn resolve_patient(s: &Session, patient: &str) -> Result<AccountId> {
     if patient.len() < 40 && patient.chars().all(|c| c.is_ascii_digit()) {
         let id: u64 = patient.parse().context("a Patient-ID is a number")?;
-        let p = s
-            .client
-            .patient(PatientId(id))
-            .await?
-            .with_context(|| format!("no patient with Patient-ID {id}"))?;
+        let p = s.client.patient(PatientId(id)).await?.with_context(|| {
+            format!(
+                "no patient with Patient-ID {id} that you may look up: a Patient-ID resolves \
+                     only for the patient's own hospital and its doctors, their delegates, and \
+                     whoever holds a grant or an open break-glass; otherwise ask the patient for \
+                     their account id (`medledger wallet show`, also printed on their emergency \
+                     card) and pass that"
+            )
+        })?;
         return Ok(p.account);
     }
     patient

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
 use medledger_client::keystore::Wallet;
 use medledger_core::block::Genesis;
-use medledger_node::{DataDir, Limits};
+use medledger_node::{DataDir, Limits, quotas::VaultQuotas};
 
 use crate::common::passphrase;
 
@@ -56,9 +56,40 @@ pub struct Args {
     /// once space returns.
     #[arg(long, default_value_t = medledger_node::storage::DEFAULT_DISK_RESERVE_BYTES / medledger_node::storage::MIB)]
     disk_reserve_mb: u64,
+    /// Vault quota (MiB) of each device: what one account may keep in the vault at once.
+    #[arg(long, default_value_t = quota_mb(|q| q.device))]
+    quota_device_mb: u64,
+    /// Vault quota (MiB) of each patient.
+    #[arg(long, default_value_t = quota_mb(|q| q.patient))]
+    quota_patient_mb: u64,
+    /// Vault quota (MiB) of each doctor.
+    #[arg(long, default_value_t = quota_mb(|q| q.doctor))]
+    quota_doctor_mb: u64,
+    /// Vault quota (MiB) of each hospital.
+    #[arg(long, default_value_t = quota_mb(|q| q.hospital))]
+    quota_hospital_mb: u64,
+    /// Vault quota (MiB) of the regulator and of each organisation.
+    #[arg(long, default_value_t = quota_mb(|q| q.regulator))]
+    quota_regulator_mb: u64,
+}
+
+fn quota_mb(of: impl Fn(&VaultQuotas) -> u64) -> u64 {
+    of(&VaultQuotas::default()) / medledger_node::storage::MIB
 }
 
 impl Args {
+    fn vault_quotas(&self) -> VaultQuotas {
+        let mib = |m: u64| m.saturating_mul(medledger_node::storage::MIB);
+        VaultQuotas {
+            device: mib(self.quota_device_mb),
+            patient: mib(self.quota_patient_mb),
+            doctor: mib(self.quota_doctor_mb),
+            hospital: mib(self.quota_hospital_mb),
+            regulator: mib(self.quota_regulator_mb),
+            organisation: mib(self.quota_regulator_mb),
+        }
+    }
+
     fn limits(&self) -> Result<Limits> {
         if self.max_connections == 0
             || self.max_connections_per_ip == 0
@@ -121,6 +152,7 @@ pub async fn run(args: Args) -> Result<()> {
     let options = medledger_node::NodeOptions {
         limits,
         disk_reserve_bytes: args.disk_reserve_mb.saturating_mul(medledger_node::storage::MIB),
+        vault_quotas: args.vault_quotas(),
     };
     medledger_node::serve_with(&dir, listener, options, stop_signal()?)
         .await

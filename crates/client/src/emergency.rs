@@ -8,6 +8,9 @@
 //! patient lets break-glass open records. EK is escrowed t-of-n among custodian hospitals with
 //! the same split as record keys: each custodian's piece is the essential share and its Shamir
 //! share, both wrapped to the custodian; t pieces give EK back.
+//!
+//! A break-glass reason and a review finding are sealed ([`seal_reason`], [`seal_finding`]) to
+//! the patient, the doctor's hospital and the regulator: the ledger holds ciphertext only.
 
 use data_encoding::BASE32_NOPAD;
 use hkdf::Hkdf;
@@ -15,6 +18,7 @@ use medledger_core::{
     Hash, encoding,
     ids::{AccountId, PatientId},
     keys::{DecryptionKey, EncryptionKey},
+    tx::emergency::{MAX_REASON_LEN, MIN_REASON_CHARS},
 };
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -215,6 +219,57 @@ pub fn open_profile(sealed: &[u8], key: &EmergencyKey) -> Result<ProfileContent,
         .map_err(|e| ClientError::InvalidInput { what: "emergency profile", reason: e.to_string() })
 }
 
+/// Seals a break-glass reason's text to its readers (the patient, the doctor's hospital and
+/// the regulator). Refuses a text of fewer than [`MIN_REASON_CHARS`] characters (blanks at
+/// either end not counted) or more than [`MAX_REASON_LEN`] bytes.
+pub fn seal_reason(text: &str, readers: &[EncryptionKey]) -> Result<Vec<u8>, ClientError> {
+    let text = text.trim();
+    let chars = text.chars().count();
+    if chars < MIN_REASON_CHARS {
+        return Err(ClientError::InvalidInput {
+            what: "break-glass reason",
+            reason: format!(
+                "{chars} characters; say in at least {MIN_REASON_CHARS} what the emergency is"
+            ),
+        });
+    }
+    seal_text("break-glass reason", text, readers)
+}
+
+/// Seals a review finding to its readers (the patient, the hospital and the regulator).
+pub fn seal_finding(text: &str, readers: &[EncryptionKey]) -> Result<Vec<u8>, ClientError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(ClientError::InvalidInput {
+            what: "review finding",
+            reason: "a finding is mandatory".into(),
+        });
+    }
+    seal_text("review finding", text, readers)
+}
+
+fn seal_text(
+    what: &'static str,
+    text: &str,
+    readers: &[EncryptionKey],
+) -> Result<Vec<u8>, ClientError> {
+    if text.len() > MAX_REASON_LEN {
+        return Err(ClientError::InvalidInput {
+            what,
+            reason: format!("{} bytes, more than {MAX_REASON_LEN}", text.len()),
+        });
+    }
+    crate::seal::seal(text.as_bytes(), readers)
+}
+
+/// Opens a sealed reason or finding with one of its readers' keys.
+pub fn open_text(sealed: &[u8], key: &DecryptionKey) -> Result<String, ClientError> {
+    let bytes = crate::seal::open(sealed, key)?;
+    String::from_utf8(bytes).map_err(|_| ClientError::MalformedSealed {
+        reason: "a sealed reason is not UTF-8 text".into(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,5 +323,30 @@ mod tests {
         // One is not enough; a piece for another patient does not open.
         assert!(recover(&opened[..1]).is_err());
         assert!(open_piece(&released[0], &doctor, &AccountId([8; 20])).is_err());
+    }
+
+    #[test]
+    fn a_reason_is_long_enough_sealed_to_its_three_readers_and_only_they_open_it() {
+        use medledger_core::tx::emergency::{
+            MAX_SEALED_TEXT_BYTES, MIN_SEALED_FINDING_BYTES, MIN_SEALED_REASON_BYTES,
+        };
+        let readers: Vec<DecryptionKey> = (0..3).map(|_| DecryptionKey::generate()).collect();
+        let publics: Vec<_> = readers.iter().map(DecryptionKey::public_key).collect();
+        let err = seal_reason("  unconscious  ", &publics).unwrap_err();
+        assert!(err.to_string().contains("at least 20"), "{err}");
+        let text = "a".repeat(MIN_REASON_CHARS);
+        let sealed = seal_reason(&text, &publics).unwrap();
+        // The ledger's minimum is exactly the shortest reason sealed to the three readers.
+        assert_eq!(sealed.len(), MIN_SEALED_REASON_BYTES);
+        for r in &readers {
+            assert_eq!(open_text(&sealed, r).unwrap(), text);
+        }
+        assert!(open_text(&sealed, &DecryptionKey::generate()).is_err());
+        let longest = seal_reason(&"b".repeat(MAX_REASON_LEN), &publics).unwrap();
+        assert_eq!(longest.len(), MAX_SEALED_TEXT_BYTES);
+        assert!(seal_reason(&"b".repeat(MAX_REASON_LEN + 1), &publics).is_err());
+        let finding = seal_finding("x", &publics[..1]).unwrap();
+        assert_eq!(finding.len(), MIN_SEALED_FINDING_BYTES);
+        assert!(seal_finding(" ", &publics).is_err());
     }
 }

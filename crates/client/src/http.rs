@@ -261,6 +261,17 @@ impl NodeClient {
         self.get_optional(&format!("{}/{id}", paths::PATIENTS)).await
     }
 
+    /// A patient's registration by Patient-ID, looked up with the key check derived from the
+    /// code on their emergency card (`EmergencyKey::check`): how a doctor who holds the card,
+    /// and has no other relationship to the patient the ledger knows of, finds their account.
+    pub async fn patient_with_card(
+        &self,
+        id: PatientId,
+        card: &Hash,
+    ) -> Result<Option<PatientView>, ClientError> {
+        self.get_optional(&format!("{}/{id}?card={card}", paths::PATIENTS)).await
+    }
+
     /// Stores a (sealed) blob in the node's vault. Checks that the node reports the hash and
     /// size of the bytes sent.
     pub async fn put_blob(&self, bytes: Vec<u8>) -> Result<BlobStored, ClientError> {

@@ -162,8 +162,10 @@ pub enum AuditKind {
         doctor: AccountId,
         /// The doctor's hospital.
         hospital: AccountId,
-        /// Why.
-        reason: String,
+        /// Why, from the list.
+        code: crate::tx::emergency::ReasonCode,
+        /// Why, sealed to the patient, the doctor's hospital and the regulator.
+        reason: Vec<u8>,
         /// When the window closes.
         until_ms: u64,
     },
@@ -183,8 +185,8 @@ pub enum AuditKind {
     BreakGlassReviewed {
         /// The break-glass.
         id: Hash,
-        /// What it found.
-        finding: String,
+        /// What it found, sealed to the patient, the hospital and the regulator.
+        finding: Vec<u8>,
     },
     /// A case was opened.
     CaseOpened {

@@ -14,6 +14,7 @@ pub mod cases;
 pub mod consent;
 pub mod devices;
 pub mod emergency;
+pub mod parties;
 mod query;
 pub mod records;
 pub mod registry;

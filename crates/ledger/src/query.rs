@@ -463,6 +463,51 @@ impl Ledger {
         crate::consent::CommittedView(self.db.begin_read()?).is_delegate(patient, delegate)
     }
 
+    /// Whether `who` may map `patient`'s Patient-ID to their account and hospital now (at the
+    /// next block, at the node's clock `now_ms`): the patient, a delegate, the registering
+    /// hospital and its doctors, a doctor or hospital holding a grant in force, and a doctor
+    /// with an open break-glass for the patient or that doctor's hospital. Nobody else: a
+    /// Patient-ID is short enough to enumerate (security review M4).
+    pub fn may_look_up_patient(
+        &self,
+        who: &AccountId,
+        patient: &PatientEntry,
+        now_ms: u64,
+    ) -> Result<bool, LedgerError> {
+        use crate::consent::ConsentView;
+        if *who == patient.account || *who == patient.hospital {
+            return Ok(true);
+        }
+        let (h, t) = self.next_block_time(now_ms);
+        let view = crate::consent::CommittedView(self.db.begin_read()?);
+        if view.is_delegate(&patient.account, who)? {
+            return Ok(true);
+        }
+        let Some(account) = view.account(who)? else { return Ok(false) };
+        let doctor = account.role == medledger_core::tx::Role::Doctor;
+        if doctor && account.hospital == Some(patient.hospital) {
+            return Ok(true);
+        }
+        let mut found = false;
+        view.visit_grants(who, &patient.account, &mut |_, g| {
+            found = g.in_force(h, t);
+            found
+        })?;
+        if !found && doctor {
+            view.visit_break_glass(who, &patient.account, &mut |_, b| {
+                found = b.open_at(h, t);
+                found
+            })?;
+        }
+        if !found && account.role == medledger_core::tx::Role::Hospital {
+            found = self
+                .open_reviews(who)?
+                .iter()
+                .any(|r| r.entry.patient == patient.account && r.entry.open_at(h, t));
+        }
+        Ok(found)
+    }
+
     /// An access request.
     pub fn access_request(
         &self,

@@ -370,8 +370,10 @@ pub struct BreakGlassEntry {
     pub doctor: AccountId,
     /// The doctor's hospital (which must review it).
     pub hospital: AccountId,
-    /// Why.
-    pub reason: String,
+    /// Why, from the list.
+    pub code: medledger_core::tx::emergency::ReasonCode,
+    /// Why, sealed to the patient, the doctor's hospital and the regulator.
+    pub reason: Vec<u8>,
     /// Height of the declaration.
     pub started_at: u64,
     /// Block time of the declaration.
@@ -380,8 +382,8 @@ pub struct BreakGlassEntry {
     pub until_ms: u64,
     /// Height at which it was ended early; it stops working from the next block.
     pub ended_at: Option<u64>,
-    /// The hospital's review, once filed: the finding and its height.
-    pub review: Option<(String, u64)>,
+    /// The hospital's review, once filed: the finding (sealed like the reason) and its height.
+    pub review: Option<(Vec<u8>, u64)>,
 }
 
 impl BreakGlassEntry {

@@ -184,7 +184,9 @@ fn view(state: &AppState, id: Hash, requester: &AccountId) -> Result<BreakGlassV
         .ledger
         .emergency_profile(&b.patient)?
         .is_some_and(|p| p.escrow.iter().any(|k| k.recipient == *requester));
-    if ![b.doctor, b.hospital, b.patient].contains(requester)
+    // The regulator is one of the readers of the sealed reason and finding.
+    let regulator = state.ledger.genesis().regulator();
+    if ![b.doctor, b.hospital, b.patient, regulator].contains(requester)
         && !custodian
         && !state.ledger.is_delegate(&b.patient, requester)?
     {
@@ -203,12 +205,13 @@ fn view(state: &AppState, id: Hash, requester: &AccountId) -> Result<BreakGlassV
         patient: b.patient,
         doctor: b.doctor,
         hospital: b.hospital,
-        reason: b.reason,
+        code: b.code,
+        reason: hex::encode(&b.reason),
         started_at: b.started_at,
         started_ms: b.started_ms,
         until_ms: b.until_ms,
         ended_at: b.ended_at,
-        review: b.review.map(|(finding, _)| finding),
+        review: b.review.map(|(finding, _)| hex::encode(finding)),
         released,
     })
 }

@@ -300,7 +300,7 @@ pub(crate) struct LogNote {
 /// Transactions an operator wants to see applied in the log.
 #[derive(Debug)]
 enum Notable {
-    BreakGlass { patient: AccountId, reason: String },
+    BreakGlass { patient: AccountId, code: medledger_core::tx::emergency::ReasonCode },
     Alert { metric: &'static str, severity: medledger_core::tx::devices::Severity, seq: u64 },
 }
 
@@ -308,8 +308,8 @@ impl LogNote {
     pub(crate) fn of(tx: &SignedTransaction) -> Self {
         use medledger_core::tx::{DeviceTx, EmergencyTx, TxBody};
         let event = match &tx.tx.body {
-            TxBody::Emergency(EmergencyTx::BreakGlass { patient, reason }) => {
-                Some(Notable::BreakGlass { patient: *patient, reason: reason.clone() })
+            TxBody::Emergency(EmergencyTx::BreakGlass { patient, code, .. }) => {
+                Some(Notable::BreakGlass { patient: *patient, code: *code })
             }
             TxBody::Devices(DeviceTx::Alert(a)) => {
                 Some(Notable::Alert { metric: a.metric.name(), severity: a.severity, seq: a.seq })
@@ -331,11 +331,11 @@ impl LogNote {
                 %reason,
                 "transaction refused by the ledger"
             ),
-            (Outcome::Applied { .. }, Some(Notable::BreakGlass { patient, reason })) => {
+            (Outcome::Applied { .. }, Some(Notable::BreakGlass { patient, code })) => {
                 tracing::info!(
                     doctor = %self.signer,
                     %patient,
-                    %reason,
+                    %code,
                     tx = %receipt.tx_hash,
                     height = receipt.height,
                     "BREAK-GLASS declared"
@@ -537,16 +537,21 @@ fn signed_checkpoint(state: &AppState) -> SignedCheckpoint {
     state.ledger.checkpoint().sign(&state.node_key)
 }
 
+/// A committed transaction with its receipt and inclusion proof, only to its parties
+/// (`Ledger::may_see_transaction`: the signer, the accounts it names, the patient it concerns
+/// and their delegates and hospital, the regulator); anyone else gets the answer of a hash
+/// that is not in the ledger (security review M7).
 async fn transaction(
     State(state): State<AppState>,
-    _: Signed,
+    Signed(requester): Signed,
     Path(hash): Path<String>,
 ) -> ApiResult<TxProofResponse> {
     let hash = parse_hash(&hash)?;
-    let record = state
-        .ledger
-        .transaction(&hash)?
-        .ok_or_else(|| ApiError::not_found(format!("no transaction {hash}")))?;
+    let missing = || ApiError::not_found(format!("no transaction {hash}"));
+    let record = state.ledger.transaction(&hash)?.ok_or_else(missing)?;
+    if !state.ledger.may_see_transaction(&requester, &record.tx, &record.receipt)? {
+        return Err(missing());
+    }
     let checkpoint = signed_checkpoint(&state);
     let inclusion =
         state.ledger.inclusion_proof(record.receipt.log_index, checkpoint.checkpoint.log_size)?;
@@ -625,7 +630,8 @@ async fn doctors(
 }
 
 /// An account's public entry. Its nonce (how many transactions it has committed, an activity
-/// count) goes only to the account itself, which needs it to sign its next transaction.
+/// count) goes only to the account itself, which needs it to sign its next transaction; a
+/// patient's Patient-ID only to those who may look the patient up.
 async fn account(
     State(state): State<AppState>,
     Signed(requester): Signed,
@@ -636,6 +642,14 @@ async fn account(
         .ledger
         .account(&id)?
         .ok_or_else(|| ApiError::not_found(format!("no account {id}")))?;
+    // A patient's Patient-ID only to those who may look the patient up (M4).
+    let patient_id = match a.patient_id {
+        Some(pid) => match state.ledger.patient(pid)? {
+            Some(p) if sees_patient(&state, &requester, &p, None)? => Some(pid),
+            _ => None,
+        },
+        None => None,
+    };
     Ok(Json(AccountView {
         account: id,
         role: a.role,
@@ -643,7 +657,7 @@ async fn account(
         encryption_key: a.encryption_key,
         nonce: (requester == id).then_some(a.nonce),
         suspended: a.suspended,
-        patient_id: state.ledger.patient_id_of(&id)?,
+        patient_id,
     }))
 }
 
@@ -678,18 +692,37 @@ async fn account_key(
     Ok(Json(AccountKeyProof { account: id, encryption_key: a.encryption_key, registration }))
 }
 
+#[derive(Debug, Deserialize)]
+struct PatientQuery {
+    /// The key check of the patient's emergency profile, derived from the code on their card:
+    /// whoever holds the card may look the patient up.
+    card: Option<String>,
+}
+
+/// A patient's registration by Patient-ID, only to those the ledger can tell have a reason
+/// (`Ledger::may_look_up_patient`) or who hold the patient's card code. Everyone else gets
+/// the answer of a Patient-ID that does not exist, and each such miss spends their allowance
+/// of denials, so that Patient-IDs cannot be enumerated (security review M4).
 async fn patient(
     State(state): State<AppState>,
-    _: Signed,
+    Signed(requester): Signed,
     Path(id): Path<String>,
+    Query(q): Query<PatientQuery>,
 ) -> ApiResult<PatientView> {
     let pid = PatientId(
         id.parse().map_err(|_| ApiError::bad_request(format!("{id:?} is not a Patient-ID")))?,
     );
-    let p = state
-        .ledger
-        .patient(pid)?
-        .ok_or_else(|| ApiError::not_found(format!("no patient {pid}")))?;
+    let card = q.card.as_deref().map(parse_hash).transpose()?;
+    let visible = match state.ledger.patient(pid)? {
+        Some(p) if sees_patient(&state, &requester, &p, card.as_ref())? => Some(p),
+        _ => None,
+    };
+    let Some(p) = visible else {
+        if let Some(spent) = crate::admission::probe_refused(&state, &requester) {
+            return Err(spent);
+        }
+        return Err(ApiError::not_found(format!("no patient {pid}")));
+    };
     Ok(Json(PatientView {
         patient_id: pid,
         account: p.account,
@@ -698,6 +731,21 @@ async fn patient(
         attendant: p.attendant,
         registered_at: p.registered_at,
     }))
+}
+
+/// Whether `requester` may map this patient's Patient-ID to their account: a relationship the
+/// ledger can check, or the key check of the patient's emergency profile (the card's code).
+fn sees_patient(
+    state: &AppState,
+    requester: &AccountId,
+    p: &medledger_ledger::state::PatientEntry,
+    card: Option<&Hash>,
+) -> Result<bool, ApiError> {
+    if state.ledger.may_look_up_patient(requester, p, crate::admission::now_ms())? {
+        return Ok(true);
+    }
+    let Some(card) = card else { return Ok(false) };
+    Ok(state.ledger.emergency_profile(&p.account)?.is_some_and(|e| e.key_check == *card))
 }
 
 pub(crate) fn vault_error(e: VaultError) -> ApiError {
@@ -744,14 +792,29 @@ async fn put_blob(
         &uri,
         &body,
     )?;
+    // Only those who register people, devices or thresholds store sealed details (M8).
+    let role = state.ledger.account(&uploader)?.map(|a| a.role);
+    if !role.as_ref().is_some_and(crate::quotas::may_store_details) {
+        return Err(forbidden(
+            "only the regulator, hospitals, doctors and patients store sealed registration details",
+        ));
+    }
     let size = body.len() as u64;
+    if body.len() > MAX_BLOB_BYTES {
+        return Err(vault_error(VaultError::TooLarge { len: body.len() }));
+    }
     writable(&state, size)?;
     let vault = state.vault.clone();
-    // Charged to the signer, within its quota: no registered identity fills the disk for free.
-    let hash = tokio::task::spawn_blocking(move || vault.put_as(uploader, &body))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(vault_error)?;
+    // Charged to the signer, within its role's quota: no registered identity fills the disk
+    // for free; over it, 507 `quota_exceeded` and nothing is stored.
+    let hash = tokio::task::spawn_blocking(move || {
+        let mut upload = vault.begin_upload(uploader, None)?;
+        upload.write_chunk(&body)?;
+        upload.finish().map(|stored| stored.cid.hash())
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    .map_err(crate::records::blob_error)?;
     Ok(Json(BlobStored { hash, size }))
 }
 

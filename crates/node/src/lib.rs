@@ -15,6 +15,7 @@ pub mod janitor;
 pub mod limits;
 pub mod metrics;
 pub mod producer;
+pub mod quotas;
 pub mod raft;
 mod records;
 pub mod server;
@@ -63,12 +64,19 @@ pub struct NodeOptions {
     /// Free space kept on the data directory's file system: below it the node refuses new
     /// transactions and uploads (HTTP 507 `disk_full`) until space returns (0: no reserve).
     pub disk_reserve_bytes: u64,
+    /// Vault quotas by role.
+    pub vault_quotas: quotas::VaultQuotas,
 }
 
 impl Default for NodeOptions {
-    /// [`Limits::default`] and [`storage::DEFAULT_DISK_RESERVE_BYTES`].
+    /// [`Limits::default`], [`storage::DEFAULT_DISK_RESERVE_BYTES`] and
+    /// [`quotas::VaultQuotas::default`].
     fn default() -> Self {
-        Self { limits: Limits::default(), disk_reserve_bytes: storage::DEFAULT_DISK_RESERVE_BYTES }
+        Self {
+            limits: Limits::default(),
+            disk_reserve_bytes: storage::DEFAULT_DISK_RESERVE_BYTES,
+            vault_quotas: quotas::VaultQuotas::default(),
+        }
     }
 }
 
@@ -110,7 +118,11 @@ pub async fn serve_with(
     // the ledger file need not be fsynced for every block.
     ledger.set_durable_every(LEDGER_FSYNC_EVERY);
     let node_key = dir.node_key()?;
-    let vault = medledger_vault::FsVault::open(&dir.vault())
+    let vault_config = medledger_vault::VaultConfig {
+        quotas: Some(options.vault_quotas.for_ledger(ledger.clone())),
+        ..medledger_vault::VaultConfig::default()
+    };
+    let vault = medledger_vault::FsVault::open_with(&dir.vault(), vault_config)
         .map_err(|e| NodeError::DataDir(e.to_string()))?;
     let preverified = raft::PreVerified::default();
     let addr = listener.local_addr()?.to_string();

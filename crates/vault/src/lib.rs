@@ -60,16 +60,49 @@ pub struct VaultConfig {
     /// does not fill the disk.
     pub max_blob_bytes: u64,
     /// Bytes each account may have stored at once (default 50 GiB), so that one doctor's
-    /// uploads cannot exhaust a hospital's vault. Blobs stored by [`SYSTEM_UPLOADER`] are
-    /// exempt.
+    /// uploads cannot exhaust a hospital's vault, unless `quotas` sets the account's own.
+    /// Blobs stored by [`SYSTEM_UPLOADER`] are exempt.
     pub quota_bytes: u64,
+    /// Each account's own quota, when the vault's owner sets them per account (the node sets
+    /// them by role); `None`: `quota_bytes` for everyone.
+    pub quotas: Option<Quotas>,
     /// Where "stored at" times come from; tests substitute a fake clock to age blobs.
     pub clock: Clock,
 }
 
 impl Default for VaultConfig {
     fn default() -> Self {
-        Self { max_blob_bytes: 16 << 30, quota_bytes: 50 << 30, clock: Clock::system() }
+        Self {
+            max_blob_bytes: 16 << 30,
+            quota_bytes: 50 << 30,
+            quotas: None,
+            clock: Clock::system(),
+        }
+    }
+}
+
+impl VaultConfig {
+    /// The quota of `uploader`, in bytes.
+    pub fn quota_of(&self, uploader: &AccountId) -> u64 {
+        self.quotas.as_ref().map_or(self.quota_bytes, |q| (q.0)(uploader))
+    }
+}
+
+/// A quota per account, in bytes, decided by the vault's owner (the node asks the ledger for
+/// the account's role).
+#[derive(Clone)]
+pub struct Quotas(Arc<dyn Fn(&AccountId) -> u64 + Send + Sync>);
+
+impl Quotas {
+    /// Quotas given by `quota_of`.
+    pub fn new(quota_of: impl Fn(&AccountId) -> u64 + Send + Sync + 'static) -> Self {
+        Quotas(Arc::new(quota_of))
+    }
+}
+
+impl std::fmt::Debug for Quotas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Quotas(per account)")
     }
 }
 

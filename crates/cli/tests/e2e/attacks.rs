@@ -345,3 +345,249 @@ fn a_false_category_counts_against_the_denial_allowance() {
     assert_eq!(answers[10], (429, "too_many_denials".to_owned()), "{answers:?}");
     assert_eq!(node.log_size(), size, "nothing was ordered");
 }
+
+/// Registers another identity through the CLI and returns its wallet and account: a patient
+/// of `hospital`, a doctor of `hospital`, or a device of `patient`.
+fn enrol(dir: &std::path::Path, node: &Node, name: &str, how: &[&str]) -> (String, String) {
+    let w = crate::registry::wallet(dir, name, &node.url);
+    let identity = crate::registry::identity(&w);
+    let args: Vec<&str> = how.iter().copied().chain(["--identity", &identity]).collect();
+    ok(&args, &[("MEDLEDGER_NODE", &node.url)]);
+    let account = unlock(&w).1.to_string();
+    (w, account)
+}
+
+/// M4: a Patient-ID maps to an account and hospital only for those with a reason the ledger
+/// can check. A device and an unrelated patient get the answer of a missing Patient-ID for a
+/// real one, and their probes spend the denial allowance (429 after it); an unrelated doctor
+/// is refused until the patient grants them something, or while they hold the card's code;
+/// the patient, the hospital and its doctor look the patient up as before.
+#[test]
+fn patient_ids_cannot_be_enumerated() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let node = Node::start(&dir.join("data"));
+    let c = cast(dir, &node);
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let (other_wallet, _) = enrol(
+        dir,
+        &node,
+        "other-patient",
+        &["patient", "register", "--wallet", &c.hospital, "--name", "Ann Other"]
+            .into_iter()
+            .chain(["--date-of-birth", "1970-03-04", "--phone", "0711"])
+            .chain(["--attendant-name", "B. Other", "--attendant-phone", "0712"])
+            .chain(["--attendant-relationship", "sibling"])
+            .collect::<Vec<_>>(),
+    );
+    let (device_wallet, _) = enrol(
+        dir,
+        &node,
+        "oximeter",
+        &["device", "register", "--wallet", &c.patient, "--kind", "pulse-oximeter"]
+            .into_iter()
+            .chain(["--serial", "PO-1", "--model", "Oxi 3"])
+            .collect::<Vec<_>>(),
+    );
+    let pid = c.patient_id.as_str();
+    let missing = if pid == "99999" { "99998" } else { "99999" };
+    // Wallets are unlocked once each (a passphrase costs seconds): probes follow each other
+    // as fast as an attacker's would, well within the allowance's refill of one every 6 s.
+    let unlocked: std::collections::HashMap<String, _> =
+        [&c.patient, &c.hospital, &c.doctor, &device_wallet, &other_wallet]
+            .into_iter()
+            .map(|w| (w.clone(), unlock(w)))
+            .collect();
+    let lookup = |wallet: &str, id: &str| {
+        let (identity, account) = match unlocked.get(wallet) {
+            Some((identity, account)) => (identity.clone(), *account),
+            None => unlock(wallet),
+        };
+        signed_http(
+            node.port,
+            &identity.signing,
+            account,
+            "GET",
+            &format!("/v1/patients/{id}"),
+            b"",
+        )
+        .unwrap()
+    };
+
+    // Those with a reason see the patient.
+    for w in [&c.patient, &c.hospital, &c.doctor] {
+        let r = lookup(w, pid);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["hospital"], c.hospital_account.as_str());
+    }
+
+    // A device and an unrelated patient: a real Patient-ID answers exactly like a missing one.
+    for w in [&device_wallet, &other_wallet] {
+        let real = lookup(w, pid);
+        let none = lookup(w, missing);
+        assert_eq!(real.status, 404, "{}", real.text());
+        assert_eq!(none.status, 404, "{}", none.text());
+        assert_eq!(
+            real.text().replace(pid, "ID"),
+            none.text().replace(missing, "ID"),
+            "a real Patient-ID must answer like a missing one"
+        );
+        // Nor does the account's public entry give the Patient-ID away.
+        let (identity, account) = &unlocked[w.as_str()];
+        let (identity, account) = (identity.clone(), *account);
+        let patient_account = unlocked[c.patient.as_str()].1;
+        let r = signed_http(
+            node.port,
+            &identity.signing,
+            account,
+            "GET",
+            &format!("/v1/accounts/{patient_account}"),
+            b"",
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.json()["patient_id"].is_null(), "{}", r.text());
+        // Probing spends the allowance of denials: 429 within it, for real IDs too.
+        let mut limited = false;
+        for n in 0..12 {
+            let r = lookup(w, &(10_000 + n).to_string());
+            if r.status == 429 {
+                assert_eq!(r.json()["code"], "too_many_denials", "{}", r.text());
+                limited = true;
+                break;
+            }
+            assert_eq!(r.status, 404, "{}", r.text());
+        }
+        assert!(limited, "probing Patient-IDs was never limited");
+        assert_eq!(lookup(w, pid).status, 429);
+    }
+
+    // A doctor of another hospital: not until the patient grants them something.
+    let (hospital2, _) = enrol(
+        dir,
+        &node,
+        "hospital2",
+        &["hospital", "admit", "--wallet", &node.regulator(), "--registration-id", "GOV-9"]
+            .into_iter()
+            .chain(["--name", "Elsewhere General", "--city", "York"])
+            .chain(["--specialisation", "emergency", "--contact", "0800"])
+            .collect::<Vec<_>>(),
+    );
+    let (doctor2, doctor2_account) = enrol(
+        dir,
+        &node,
+        "doctor2",
+        &["doctor", "onboard", "--wallet", &hospital2, "--registration-number", "GMC-99"]
+            .into_iter()
+            .chain(["--name", "Dr. Far", "--specialisation", "emergency medicine"])
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(lookup(&doctor2, pid).status, 404);
+    // The card's code is a reason: the emergency read resolves the Patient-ID with it.
+    let out =
+        ok(&["emergency", "profile", "--wallet", &c.patient, "--blood-type", "O-", "--json"], &env);
+    let code: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let code = code["code"].as_str().unwrap();
+    let out =
+        ok(&["emergency", "read", "--wallet", &doctor2, "--patient", pid, "--code", code], &env);
+    assert!(out.contains("O-"), "{out}");
+    let wrong = format!("AAAA{}", &code[4..]);
+    let err = fails(
+        &["emergency", "read", "--wallet", &doctor2, "--patient", pid, "--code", &wrong],
+        &env,
+    );
+    assert!(err.contains("no patient with Patient-ID"), "{err}");
+    // A grant is a reason.
+    ok(
+        &["consent", "grant", "--wallet", &c.patient, "--grantee", &doctor2_account]
+            .into_iter()
+            .chain(["--scope", "all", "--days", "1"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let r = lookup(&doctor2, pid);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out = ok(&["patient", "show", pid, "--wallet", &doctor2], &env);
+    assert!(out.contains(pid), "{out}");
+}
+
+/// The blob files in a node's vault.
+fn vault_blobs(node: &Node) -> usize {
+    std::fs::read_dir(node.dir.join("vault"))
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            let name = name.to_string_lossy();
+            name.len() == 64 && name.chars().all(|c| c.is_ascii_hexdigit())
+        })
+        .count()
+}
+
+/// M8: a device may not store sealed details with `PUT /v1/blobs` (it registers nobody), and
+/// an account over its role's quota gets 507 `quota_exceeded` with nothing stored, through
+/// both upload routes.
+#[test]
+fn blob_uploads_are_limited_by_role_and_quota() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let node = Node::start_with(&dir.join("data"), free_port(), &["--quota-patient-mb", "1"]);
+    let c = cast(dir, &node);
+    let (device_wallet, _) = enrol(
+        dir,
+        &node,
+        "oximeter",
+        &["device", "register", "--wallet", &c.patient, "--kind", "pulse-oximeter"]
+            .into_iter()
+            .chain(["--serial", "PO-1", "--model", "Oxi 3"])
+            .collect::<Vec<_>>(),
+    );
+    let put = |wallet: &str, bytes: &[u8]| {
+        let (identity, account) = unlock(wallet);
+        signed_http(node.port, &identity.signing, account, "PUT", "/v1/blobs", bytes).unwrap()
+    };
+    let before = vault_blobs(&node);
+    let r = put(&device_wallet, b"a device filling the disk");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(vault_blobs(&node), before, "a refused upload stored something");
+
+    // The patient's quota is 1 MiB here: 600 KiB fits once, not twice.
+    let first = vec![1u8; 600 * 1024];
+    let r = put(&c.patient, &first);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let before = vault_blobs(&node);
+    let second = vec![2u8; 600 * 1024];
+    let r = put(&c.patient, &second);
+    assert_eq!(r.status, 507, "{}", r.text());
+    assert_eq!(r.json()["code"], "quota_exceeded", "{}", r.text());
+    assert!(r.text().contains("quota"), "{}", r.text());
+    assert_eq!(vault_blobs(&node), before, "an upload over the quota stored something");
+    // The streamed upload counts against the same quota.
+    // (Its signature covers no body: a streaming client cannot hash it up front.)
+    let (identity, account) = unlock(&c.patient);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let auth = medledger_core::request::RequestAuth::sign(
+        &identity.signing,
+        account,
+        "POST",
+        "/v1/vault",
+        b"",
+        now,
+        [7; 16],
+    );
+    let header = auth.to_header();
+    let r = request(
+        node.port,
+        "POST",
+        "/v1/vault",
+        &second,
+        &[(medledger_core::request::HEADER, &header)],
+    )
+    .unwrap();
+    assert_eq!(r.status, 507, "{}", r.text());
+    assert_eq!(vault_blobs(&node), before);
+    // A hospital's quota is far larger.
+    let r = put(&c.hospital, &second);
+    assert_eq!(r.status, 200, "{}", r.text());
+}

@@ -20,6 +20,10 @@ fn code_of(out: &str) -> String {
         .to_owned()
 }
 
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 fn id_of(out: &str) -> String {
     out.split_whitespace()
         .find(|w| w.len() == 64 && w.chars().all(|c| c.is_ascii_hexdigit()))
@@ -84,32 +88,83 @@ fn the_card_code_and_break_glass_open_the_profile_and_records_with_every_step_lo
             .collect::<Vec<_>>(),
         &env,
     );
-    let err = fails(
-        &["emergency", "break-glass", "--wallet", &colleague, "--patient", pid, "--reason", " "],
-        &env,
-    );
-    assert!(err.contains("reason is mandatory"), "{err}");
-    let out = ok(
-        &["emergency", "break-glass", "--wallet", &colleague, "--patient", pid]
+    // M6: a coded reason from the list and a text of at least 20 characters; the wallet
+    // refuses anything less and nothing is ordered.
+    let size = node.log_size();
+    let declare = |code: &str, reason: &str| {
+        ["emergency", "break-glass", "--wallet", &colleague, "--patient", pid]
             .into_iter()
-            .chain(["--reason", "unconscious after a road accident"])
+            .chain(["--code", code, "--reason", reason])
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    for short in [" ", "unconscious", "   fell down stairs   "] {
+        let err = fails(&args(&declare("unconscious", short)), &env);
+        assert!(err.contains("at least 20"), "{short:?}: {err}");
+    }
+    let err = fails(&args(&declare("bored", "unconscious after a road accident")), &env);
+    assert!(err.contains("not a break-glass reason code"), "{err}");
+    assert_eq!(node.log_size(), size, "a refused declaration reached the log");
+    let reason = "unconscious after a road accident";
+    let out = ok(&args(&declare("unconscious", reason)), &env);
+    let bg = id_of(&out);
+    // M7: the reason is nowhere in the data directory in plaintext.
+    for path in files_under(&node.dir) {
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            !bytes.windows(b"road accident".len()).any(|w| w == b"road accident"),
+            "the reason is in plaintext in {}",
+            path.display()
+        );
+    }
+    // The patient, the hospital and the regulator open it; the declaring doctor cannot.
+    for w in [&c.patient, &c.hospital, &node.regulator()] {
+        let out = ok(&["emergency", "show", "--wallet", w, "--break-glass", &bg], &env);
+        assert!(out.contains("unconscious: \"unconscious after a road accident\""), "{out}");
+    }
+    let out = ok(&["emergency", "show", "--wallet", &colleague, "--break-glass", &bg], &env);
+    assert!(out.contains("not for this wallet") && !out.contains("road accident"), "{out}");
+    // The transaction is served to its parties only: an unrelated registered patient gets
+    // the answer of a hash that is not there.
+    let stranger = crate::registry::wallet(tmp.path(), "stranger", url);
+    ok(
+        &["patient", "register", "--wallet", &c.hospital, "--name", "S. Tranger"]
+            .into_iter()
+            .chain(["--identity", &crate::registry::identity(&stranger)])
+            .chain(["--date-of-birth", "1990-01-01", "--phone", "0799"])
+            .chain(["--attendant-name", "T. Tranger", "--attendant-phone", "0798"])
+            .chain(["--attendant-relationship", "parent"])
             .collect::<Vec<_>>(),
         &env,
     );
-    let bg = id_of(&out);
-    // The operator's log has the break-glass at info, with its reason.
+    // The operator's log has the break-glass at info, with its code but never its reason.
     let log = node.log_text();
     let line = log
         .lines()
         .find(|l| l.contains("BREAK-GLASS declared"))
         .unwrap_or_else(|| panic!("no break-glass in the node's log:\n{log}"));
-    assert!(line.contains(" INFO ") && line.contains("road accident"), "{line}");
-    // And the refused one (no reason), at info too.
-    let refused = log
-        .lines()
-        .find(|l| l.contains("is mandatory") && !l.contains("BREAK-GLASS declared"))
-        .unwrap_or_else(|| panic!("no refusal in the node's log:\n{log}"));
-    assert!(refused.contains(" INFO ") && refused.contains("refused"), "{refused}");
+    assert!(line.contains(" INFO ") && line.contains("unconscious"), "{line}");
+    assert!(!log.contains("road accident"), "the reason is in the node's log:\n{log}");
+    let get_tx = |wallet: &str, hash: &str| {
+        let mut w = medledger_client::Wallet::load(wallet).unwrap();
+        let identity = w.unlock(PASS).unwrap();
+        signed_http(
+            node.port,
+            &identity.signing,
+            w.account(),
+            "GET",
+            &format!("/v1/transactions/{hash}"),
+            b"",
+        )
+        .unwrap()
+    };
+    let missing = "ab".repeat(32);
+    let (hidden, none) = (get_tx(&stranger, &bg), get_tx(&stranger, &missing));
+    assert_eq!((hidden.status, none.status), (404, 404), "{}", hidden.text());
+    assert_eq!(hidden.text().replace(&bg, "H"), none.text().replace(&missing, "H"));
+    for w in [&c.patient, &c.hospital, &colleague, &node.regulator()] {
+        assert_eq!(get_tx(w, &bg).status, 200, "{w}");
+    }
     // The hospital sees it awaiting review; the patient's trail has it.
     let reviews = ok(&["emergency", "reviews", "--wallet", &c.hospital], &env);
     assert!(reviews.contains(&bg), "{reviews}");
@@ -164,6 +219,31 @@ fn the_card_code_and_break_glass_open_the_profile_and_records_with_every_step_lo
     );
     let reviews = ok(&["emergency", "reviews", "--wallet", &c.hospital], &env);
     assert!(reviews.contains("no break-glass awaits"), "{reviews}");
+    // The finding is sealed too; the patient reads it.
+    let out = ok(&["emergency", "show", "--wallet", &c.patient, "--break-glass", &bg], &env);
+    assert!(out.contains("justified: patient unconscious"), "{out}");
+    for path in files_under(&node.dir) {
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            !bytes.windows(b"justified".len()).any(|w| w == b"justified"),
+            "the finding is in plaintext in {}",
+            path.display()
+        );
+    }
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
 
 /// Issue 10 item 2: with `--open-records`, break-glass opens every record of the patient,
@@ -222,6 +302,7 @@ fn break_glass_opens_records_minted_before_and_after_the_profile_for_any_doctor(
         let out = ok(
             &["emergency", "break-glass", "--wallet", reader, "--patient", pid]
                 .into_iter()
+                .chain(["--code", "unable-to-consent"])
                 .chain(["--reason", "unconscious in the emergency department"])
                 .collect::<Vec<_>>(),
             &env,

@@ -74,6 +74,12 @@ fn a_doomed_transaction_is_refused_by_simulation_and_never_ordered() {
     assert!(err.contains(message), "the ledger's message {message:?} is not in:\n{err}");
     assert!(err.contains("nothing was submitted"), "{err}");
     assert_eq!(node.log_size(), size + 1, "the wallet sent a doomed transaction");
+    // The operator's log has both refusals at info: the ledger's, and the simulation's.
+    let log = node.log_text();
+    for what in ["transaction refused by the ledger", "transaction refused in simulation"] {
+        let line = log.lines().find(|l| l.contains(what));
+        assert!(line.is_some_and(|l| l.contains(" INFO ")), "no {what:?} at info in:\n{log}");
+    }
 
     // Once the cause is fixed (the guardian is registered), the same command succeeds.
     ok(

@@ -7,7 +7,12 @@
 //! the code opens it. EK is also escrowed t-of-n among custodian hospitals, and an X25519 key
 //! pair derived from EK can receive record keys, so that break-glass can open records.
 //!
-//! Break-glass: an active doctor declares emergency access with a mandatory reason. The
+//! Break-glass: an active doctor declares emergency access with a coded reason from a short
+//! list ([`ReasonCode`]) and a text of at least [`MIN_REASON_CHARS`] characters, sealed (HPKE,
+//! the wallet's `seal`) to the patient, the doctor's hospital and the regulator: the ledger
+//! holds the code and the ciphertext, never the text, and checks the code and that the
+//! ciphertext is long enough to hold such a text ([`MIN_SEALED_REASON_BYTES`]). The hospital's
+//! review finding is sealed to the same three. The
 //! custodians may then release their escrow pieces to that doctor (the ledger checks that the
 //! break-glass is open), and, if the patient allowed it in advance, `authorize` lets the doctor
 //! read the patient's records until the window closes (by default four hours; the regulator
@@ -22,8 +27,75 @@ use crate::{Hash, ids::AccountId, keys::EncryptionKey, tx::records::KeyRef};
 pub const DEFAULT_WINDOW_MS: u64 = 4 * 3_600_000;
 /// Longest window the regulator may set (a week).
 pub const MAX_WINDOW_MINUTES: u32 = 7 * 24 * 60;
-/// Longest reason or review finding, in bytes.
+/// Longest reason or review finding text, in bytes.
 pub const MAX_REASON_LEN: usize = 2_000;
+/// Fewest characters of a break-glass reason's text (the wallet refuses shorter ones).
+pub const MIN_REASON_CHARS: usize = 20;
+/// Bytes of a sealed text (the wallet's sealed-blob layout) beyond the text itself: 47 bytes
+/// of framing and tag...
+pub const SEALED_FRAMING_BYTES: usize = 47;
+/// ...and 81 bytes per recipient.
+pub const SEALED_BYTES_PER_RECIPIENT: usize = 81;
+/// Fewest bytes of a sealed break-glass reason: [`MIN_REASON_CHARS`] bytes of text sealed to
+/// its three recipients. The ledger cannot read the text; this is the check it can make.
+pub const MIN_SEALED_REASON_BYTES: usize =
+    SEALED_FRAMING_BYTES + MIN_REASON_CHARS + 3 * SEALED_BYTES_PER_RECIPIENT;
+/// Fewest bytes of a sealed review finding: one byte of text to one recipient.
+pub const MIN_SEALED_FINDING_BYTES: usize = SEALED_FRAMING_BYTES + 1 + SEALED_BYTES_PER_RECIPIENT;
+/// Most bytes of a sealed reason or finding: the longest text to its three recipients (its
+/// length takes one more byte).
+pub const MAX_SEALED_TEXT_BYTES: usize =
+    SEALED_FRAMING_BYTES + 1 + MAX_REASON_LEN + 3 * SEALED_BYTES_PER_RECIPIENT;
+
+/// Why a doctor breaks the glass: one of a short list, public on the ledger (the free text is
+/// sealed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReasonCode {
+    /// The patient is unconscious.
+    Unconscious,
+    /// Life-threatening bleeding.
+    LifeThreateningBleed,
+    /// The patient is conscious but unable to consent (confusion, intoxication, ...).
+    UnableToConsent,
+    /// Anything else; the text must say what.
+    Other,
+}
+
+impl ReasonCode {
+    /// Every code, in the order of the list.
+    pub const ALL: [ReasonCode; 4] = [
+        ReasonCode::Unconscious,
+        ReasonCode::LifeThreateningBleed,
+        ReasonCode::UnableToConsent,
+        ReasonCode::Other,
+    ];
+
+    /// Its name on the command line and in listings.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReasonCode::Unconscious => "unconscious",
+            ReasonCode::LifeThreateningBleed => "life-threatening-bleed",
+            ReasonCode::UnableToConsent => "unable-to-consent",
+            ReasonCode::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ReasonCode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        ReasonCode::ALL.into_iter().find(|c| c.name() == s).ok_or_else(|| {
+            let names: Vec<_> = ReasonCode::ALL.iter().map(|c| c.name()).collect();
+            format!("{s:?} is not a break-glass reason code; one of: {}", names.join(", "))
+        })
+    }
+}
 /// Most custodians an emergency key is escrowed with.
 pub const MAX_ESCROW: usize = 16;
 
@@ -65,8 +137,10 @@ pub enum EmergencyTx {
     BreakGlass {
         /// Whose.
         patient: AccountId,
-        /// Why (mandatory).
-        reason: String,
+        /// Why, from the list.
+        code: ReasonCode,
+        /// Why, in words: sealed to the patient, the doctor's hospital and the regulator.
+        reason: Vec<u8>,
     },
     /// The doctor, their hospital or the patient ends a break-glass before its window closes.
     End {
@@ -84,8 +158,8 @@ pub enum EmergencyTx {
     FileReview {
         /// The break-glass.
         break_glass: Hash,
-        /// What the review found.
-        finding: String,
+        /// What the review found, sealed to the patient, the hospital and the regulator.
+        finding: Vec<u8>,
     },
     /// The regulator sets the network's break-glass window.
     SetWindow {

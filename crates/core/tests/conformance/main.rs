@@ -76,6 +76,41 @@ fn sample_alert() -> SignedTransaction {
     .sign(&device)
 }
 
+fn sample_break_glass(code: medledger_core::tx::emergency::ReasonCode) -> SignedTransaction {
+    use medledger_core::tx::EmergencyTx;
+    let doctor = key(10);
+    Transaction {
+        chain_id: "medledger-test".into(),
+        signer: AccountId::from_initial_key(&doctor.public_key()),
+        nonce: 2,
+        body: TxBody::Emergency(EmergencyTx::BreakGlass {
+            patient: AccountId::from_initial_key(&key(4).public_key()),
+            code,
+            reason: vec![0xA5; 310],
+        }),
+    }
+    .sign(&doctor)
+}
+
+#[test]
+fn pinned_break_glass_with_a_coded_reason_and_a_sealed_text() {
+    // Security review M6/M7: the reason is a code from the list and ciphertext; this pins
+    // the new encoding (a deliberate change: the plaintext reason is gone).
+    use medledger_core::tx::emergency::ReasonCode;
+    let tx = sample_break_glass(ReasonCode::LifeThreateningBleed);
+    assert_eq!(tx.hash().to_hex(), PINNED_BREAK_GLASS);
+    assert_eq!(SignedTransaction::decode(&tx.encode()).unwrap(), tx);
+    // The code is one of the list: its variant index follows the patient's account id in the
+    // body; any other value does not decode, so the node refuses it before anything else.
+    let body = encoding::encode(&tx.tx.body);
+    let mut unknown = body.clone();
+    let at = body.len() - 310 - 2 - 1;
+    assert_eq!(body[at], 1, "the code's index");
+    unknown[at] = 9;
+    assert!(encoding::decode::<TxBody>("body", &unknown, MAX_TX_BYTES).is_err());
+    assert!(encoding::decode::<TxBody>("body", &body, MAX_TX_BYTES).is_ok());
+}
+
 #[test]
 fn pinned_device_alert() {
     // Appending the device variants (after the emergency and case ones) left the earlier
@@ -221,4 +256,5 @@ const PINNED_APPEND: &str = "a5a7bb0e0bdf7e308188ab3ae5c0034d9ce35756c9367c3a88c
 const PINNED_OPENED_HEAD: &str = "468a4dca2b04b16ac5069fcf67698183dd8e70a371123328c54cda911cc2a908";
 const PINNED_APPENDED_HEAD: &str =
     "940f860935ec513beaf792891e5585324d96a91dd8160b359b95909dba860885";
+const PINNED_BREAK_GLASS: &str = "04ec1a6608ab20e89768bc92b04750d9dedefb658c4be4924be14f74db3cfa72";
 const PINNED_ALERT: &str = "468de78f43ea7d5db3b691b7c6f820226d9eecc73f730b39b1d19a9cfc78ceae";

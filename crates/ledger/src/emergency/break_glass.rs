@@ -1,11 +1,15 @@
-//! Break-glass: declared by an active doctor with a mandatory reason, open until the network's
-//! window closes (block time) or someone ends it; the regulator sets the window.
+//! Break-glass: declared by an active doctor with a coded reason and a sealed text (long
+//! enough to hold [`MIN_REASON_CHARS`] characters; the ledger never sees the text), open until
+//! the network's window closes (block time) or someone ends it; the regulator sets the window.
 
 use medledger_core::{
     Hash,
     block::{Created, Refusal},
     ids::AccountId,
-    tx::{Role, emergency::MAX_WINDOW_MINUTES},
+    tx::{
+        Role,
+        emergency::{MAX_WINDOW_MINUTES, MIN_SEALED_REASON_BYTES, ReasonCode},
+    },
 };
 
 use crate::{
@@ -18,14 +22,15 @@ pub(crate) fn start(
     signer: &AccountId,
     signer_account: &Account,
     patient: &AccountId,
-    reason: &str,
+    code: ReasonCode,
+    reason: &[u8],
 ) -> HandlerResult {
     if signer_account.role != Role::Doctor {
         return Ok(Err(Refusal::Unauthorised {
             reason: "only a doctor may declare emergency access".into(),
         }));
     }
-    refuse_on!(super::check_text("reason", reason));
+    refuse_on!(super::check_sealed("reason", reason, MIN_SEALED_REASON_BYTES));
     match state.account(patient)? {
         Some(p) if p.role == Role::Patient => {}
         _ => return Ok(Err(Refusal::NotFound { what: format!("patient {patient}") })),
@@ -39,7 +44,8 @@ pub(crate) fn start(
         patient: *patient,
         doctor: *signer,
         hospital,
-        reason: reason.trim().to_owned(),
+        code,
+        reason: reason.to_vec(),
         started_at: state.height,
         started_ms: state.time_ms,
         until_ms,
@@ -57,6 +63,7 @@ pub(crate) fn start(
             id,
             doctor: *signer,
             hospital,
+            code,
             reason: entry.reason.clone(),
             until_ms,
         },

@@ -37,8 +37,8 @@ pub(crate) fn apply(
         EmergencyTx::ReadProfile { patient } => {
             profile::read(state, signer, signer_account, patient)
         }
-        EmergencyTx::BreakGlass { patient, reason } => {
-            break_glass::start(state, signer, signer_account, patient, reason)
+        EmergencyTx::BreakGlass { patient, code, reason } => {
+            break_glass::start(state, signer, signer_account, patient, *code, reason)
         }
         EmergencyTx::End { break_glass } => break_glass::end(state, signer, break_glass),
         EmergencyTx::SetWindow { minutes } => {
@@ -66,16 +66,28 @@ fn notified(
 }
 
 /// Refuses a reason or finding that is empty (after trimming) or too long.
-fn check_text(what: &str, text: &str) -> Result<(), medledger_core::block::Refusal> {
-    use medledger_core::tx::emergency::MAX_REASON_LEN;
-    if text.trim().is_empty() {
+fn check_sealed(
+    what: &str,
+    sealed: &[u8],
+    min: usize,
+) -> Result<(), medledger_core::block::Refusal> {
+    use medledger_core::tx::emergency::MAX_SEALED_TEXT_BYTES;
+    if sealed.is_empty() {
         return Err(medledger_core::block::Refusal::Invalid {
             reason: format!("a {what} is mandatory"),
         });
     }
-    if text.len() > MAX_REASON_LEN {
+    if sealed.len() < min {
         return Err(medledger_core::block::Refusal::Invalid {
-            reason: format!("a {what} is at most {MAX_REASON_LEN} bytes"),
+            reason: format!(
+                "a sealed {what} of {} bytes is too short to hold a real one (at least {min})",
+                sealed.len()
+            ),
+        });
+    }
+    if sealed.len() > MAX_SEALED_TEXT_BYTES {
+        return Err(medledger_core::block::Refusal::Invalid {
+            reason: format!("a sealed {what} is at most {MAX_SEALED_TEXT_BYTES} bytes"),
         });
     }
     Ok(())

@@ -1,7 +1,10 @@
-//! The doctor's hospital files its review of a break-glass (once); until then the break-glass
+//! The doctor's hospital files its review of a break-glass (once; the finding sealed to the
+//! patient, the hospital and the regulator); until then the break-glass
 //! is listed among the hospital's open reviews.
 
-use medledger_core::{Hash, block::Refusal, ids::AccountId};
+use medledger_core::{
+    Hash, block::Refusal, ids::AccountId, tx::emergency::MIN_SEALED_FINDING_BYTES,
+};
 
 use crate::{
     registry::{HandlerResult, refuse_on},
@@ -12,7 +15,7 @@ pub(crate) fn file(
     state: &mut StateTxn<'_, '_>,
     signer: &AccountId,
     id: &Hash,
-    finding: &str,
+    finding: &[u8],
 ) -> HandlerResult {
     let Some(mut b) = state.break_glass(id)? else {
         return Ok(Err(Refusal::NotFound { what: format!("break-glass {id}") }));
@@ -25,15 +28,15 @@ pub(crate) fn file(
     if b.review.is_some() {
         return Ok(Err(Refusal::AlreadyExists { what: format!("the review of break-glass {id}") }));
     }
-    refuse_on!(super::check_text("finding", finding));
-    b.review = Some((finding.trim().to_owned(), state.height));
+    refuse_on!(super::check_sealed("finding", finding, MIN_SEALED_FINDING_BYTES));
+    b.review = Some((finding.to_vec(), state.height));
     state.put_break_glass(id, &b)?;
     crate::consent::audit(
         state,
         signer,
         &b.patient,
         &[b.doctor],
-        crate::audit::AuditKind::BreakGlassReviewed { id: *id, finding: finding.trim().to_owned() },
+        crate::audit::AuditKind::BreakGlassReviewed { id: *id, finding: finding.to_vec() },
     )?;
     Ok(Ok(None))
 }

@@ -1,5 +1,6 @@
 //! Emergency access through `apply_block` and `authorize`: the profile and its logged reads,
-//! break-glass (mandatory reason, active doctor only, bounded window), escrow releases only
+//! break-glass (a coded reason and a sealed text long enough to hold one, active doctor only,
+//! bounded window), escrow releases only
 //! while open, and hospital reviews; every refusal changes nothing.
 
 use medledger_core::{
@@ -9,7 +10,10 @@ use medledger_core::{
     tx::{
         EmergencyTx, RegistryTx, TxBody,
         consent::{Action, Basis, Decision, Denial, Purpose, RecordCategory, Resource},
-        emergency::EmergencyProfile,
+        emergency::{
+            EmergencyProfile, MAX_SEALED_TEXT_BYTES, MIN_SEALED_FINDING_BYTES,
+            MIN_SEALED_REASON_BYTES, ReasonCode,
+        },
         records::KeyRef,
     },
 };
@@ -17,6 +21,19 @@ use medledger_core::{
 use super::*;
 
 const HOUR: u64 = 3_600_000;
+
+/// Stands in for a text sealed by the wallet: the ledger sees only its length.
+fn sealed(len: usize) -> Vec<u8> {
+    vec![0xA5; len]
+}
+
+fn declare(patient: &Actor, reason: Vec<u8>) -> EmergencyTx {
+    EmergencyTx::BreakGlass { patient: patient.account, code: ReasonCode::Unconscious, reason }
+}
+
+fn finding(len: usize) -> Vec<u8> {
+    sealed(len)
+}
 
 fn em(tx: EmergencyTx, actor: &mut Actor) -> SignedTransaction {
     actor.sign_body(TxBody::Emergency(tx))
@@ -58,10 +75,7 @@ fn emergency_state(net: &Net, patient: &Actor, hospital: &Actor) -> String {
 }
 
 fn break_glass(net: &mut Net, doctor: &mut Actor, patient: &Actor) -> (Hash, u64) {
-    let t = em(
-        EmergencyTx::BreakGlass { patient: patient.account, reason: "unconscious, RTA".into() },
-        doctor,
-    );
+    let t = em(declare(patient, sealed(MIN_SEALED_REASON_BYTES)), doctor);
     match applied(&net.one(t)) {
         Some(Created::BreakGlass { id, until_ms }) => (*id, *until_ms),
         other => panic!("{other:?}"),
@@ -121,24 +135,21 @@ fn break_glass_needs_a_reason_and_an_active_doctor() {
     );
     applied(&net.one(t));
     let before = emergency_state(&net, &patient, &hospital);
-    for reason in ["", "   "] {
-        let t = em(
-            EmergencyTx::BreakGlass { patient: patient.account, reason: reason.into() },
-            &mut doctor,
-        );
-        assert!(matches!(refusal(&net.one(t)), Refusal::Invalid { .. }), "{reason:?}");
+    // M6: no reason, or a ciphertext too short to hold 20 characters sealed to the patient,
+    // the hospital and the regulator, or too long, is refused.
+    for len in [0, 1, MIN_SEALED_REASON_BYTES - 1, MAX_SEALED_TEXT_BYTES + 1] {
+        let t = em(declare(&patient, sealed(len)), &mut doctor);
+        assert!(matches!(refusal(&net.one(t)), Refusal::Invalid { .. }), "{len}");
     }
     // A patient or a hospital cannot declare it.
-    let t =
-        em(EmergencyTx::BreakGlass { patient: patient.account, reason: "x".into() }, &mut hospital);
+    let t = em(declare(&patient, sealed(MIN_SEALED_REASON_BYTES)), &mut hospital);
     assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
     assert_eq!(emergency_state(&net, &patient, &hospital), before);
     // A doctor whose key was revoked cannot either.
     let t = hospital.sign(RegistryTx::RevokeKey { account: doctor.account, replacement: None });
     applied(&net.one(t));
     let before = emergency_state(&net, &patient, &hospital);
-    let t =
-        em(EmergencyTx::BreakGlass { patient: patient.account, reason: "x".into() }, &mut doctor);
+    let t = em(declare(&patient, sealed(MIN_SEALED_REASON_BYTES)), &mut doctor);
     assert!(matches!(refusal(&net.one(t)), Refusal::KeyNotActive { .. }));
     assert_eq!(emergency_state(&net, &patient, &hospital), before);
 }
@@ -182,17 +193,24 @@ fn escrow_releases_reviews_and_the_window_are_checked() {
 
     // Only the doctor's hospital reviews, once, with a finding.
     let before = emergency_state(&net, &patient, &hospital);
-    let t =
-        em(EmergencyTx::FileReview { break_glass: id, finding: "justified".into() }, &mut other);
+    let t = em(
+        EmergencyTx::FileReview { break_glass: id, finding: finding(MIN_SEALED_FINDING_BYTES) },
+        &mut other,
+    );
     assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
-    let t = em(EmergencyTx::FileReview { break_glass: id, finding: " ".into() }, &mut hospital);
-    assert!(matches!(refusal(&net.one(t)), Refusal::Invalid { .. }));
+    for len in [0, MIN_SEALED_FINDING_BYTES - 1] {
+        let t =
+            em(EmergencyTx::FileReview { break_glass: id, finding: finding(len) }, &mut hospital);
+        assert!(matches!(refusal(&net.one(t)), Refusal::Invalid { .. }), "{len}");
+    }
     assert_eq!(emergency_state(&net, &patient, &hospital), before);
-    let t =
-        em(EmergencyTx::FileReview { break_glass: id, finding: "justified".into() }, &mut hospital);
+    let t = em(
+        EmergencyTx::FileReview { break_glass: id, finding: finding(MIN_SEALED_FINDING_BYTES) },
+        &mut hospital,
+    );
     applied(&net.one(t));
     assert!(net.ledger.open_reviews(&hospital.account).unwrap().is_empty());
-    let t = em(EmergencyTx::FileReview { break_glass: id, finding: "again".into() }, &mut hospital);
+    let t = em(EmergencyTx::FileReview { break_glass: id, finding: finding(200) }, &mut hospital);
     assert!(matches!(refusal(&net.one(t)), Refusal::AlreadyExists { .. }));
 
     // Ending: by the doctor, once. The window: by the regulator only.
@@ -233,7 +251,7 @@ fn a_ledger_with_emergency_state_verifies_and_reopens() {
     let t =
         em(EmergencyTx::ReleaseEscrow { break_glass: id, piece: Hash::of(b"p") }, &mut hospital);
     applied(&net.one(t));
-    let t = em(EmergencyTx::FileReview { break_glass: id, finding: "ok".into() }, &mut hospital);
+    let t = em(EmergencyTx::FileReview { break_glass: id, finding: finding(200) }, &mut hospital);
     applied(&net.one(t));
     let mut regulator = std::mem::replace(&mut net.regulator, Actor::new());
     let t = em(EmergencyTx::SetWindow { minutes: 60 }, &mut regulator);

@@ -246,7 +246,7 @@ impl Inner {
             None => {
                 if uploader != SYSTEM_UPLOADER {
                     let used = txn.usage(uploader)?;
-                    let quota = self.config.quota_bytes;
+                    let quota = self.config.quota_of(&uploader);
                     if used.saturating_add(len) > quota {
                         return Err(BlobError::QuotaExceeded {
                             uploader,

@@ -138,7 +138,7 @@ impl FsUpload {
     /// Counts `more` bytes of this upload against the uploader's quota.
     fn reserve(&mut self, more: u64) -> Result<(), BlobError> {
         let Quota::Limited { stored } = self.quota else { return Ok(()) };
-        let quota = self.vault.config.quota_bytes;
+        let quota = self.vault.config.quota_of(&self.uploader);
         let mut in_flight = self.vault.in_flight();
         let uploading = in_flight.entry(self.uploader).or_default();
         let others = uploading.saturating_sub(self.reserved);
