@@ -332,7 +332,7 @@ fn case_reads_are_access_events_in_the_patients_trail() {
     assert!(read["kind"]["access"]["decision"].get("allow").is_some(), "{read}");
     let shown = ok(&["audit", "trail", "--wallet", &c.patient], &env);
     assert!(
-        shown.contains(&format!("read case {case} for Treatment: ALLOWED by grant {grant}")),
+        shown.contains(&format!("read case {case} for treatment: ALLOWED by grant {grant}")),
         "the trail shows the case read:\n{shown}"
     );
 

@@ -182,7 +182,10 @@ fn the_card_code_and_break_glass_open_the_profile_and_records_with_every_step_lo
     let out = ok(&["emergency", "overview", "--wallet", &colleague, "--patient", pid], &env);
     assert!(out.contains(&format!("record {pmr}")), "{out}");
     let trail = ok(&["audit", "trail", "--wallet", &c.patient], &env);
-    assert!(trail.contains("read all records for Emergency: ALLOWED (BreakGlass"), "{trail}");
+    assert!(
+        trail.contains(&format!("read all records for emergency: ALLOWED (break-glass {bg})")),
+        "{trail}"
+    );
 
     // Without the custodian's release the key cannot be recovered.
     let back = tmp.path().join("ecg-back.pdf");

@@ -137,7 +137,7 @@ fn chain(dir: &Path, node: &Node) -> Chain {
     let bg = json(
         &["emergency", "break-glass", "--wallet", &doctor, "--patient", &patient_id]
             .into_iter()
-            .chain(["--reason", "collapsed in the waiting room"])
+            .chain(["--code", "unconscious", "--reason", "collapsed in the waiting room"])
             .collect::<Vec<_>>(),
         &env,
     );
@@ -199,6 +199,7 @@ fn the_whole_chain_runs_on_json_and_every_listing_prints_json() {
         ("device list", vec!["--wallet", &c.patient]),
         ("device session list", vec!["--wallet", &c.patient, "--device", &c.device]),
         ("emergency reviews", vec!["--wallet", &c.hospital]),
+        ("emergency overview", vec!["--wallet", &c.patient, "--patient", &c.patient_account]),
     ];
     let mut all = Vec::new();
     leaves(Vec::new(), &mut all);
