@@ -621,34 +621,9 @@ mod tests {
             })),
         }
         .sign(&hospital);
-        let mut all = txs(4, 0);
-        all.insert(2, registration.clone());
-        let log = log_of(&all);
-        let resp = TxProofResponse {
-            tx_hex: hex::encode(registration.encode()),
-            receipt: Receipt {
-                tx_hash: registration.hash(),
-                height: 1,
-                log_index: 2,
-                outcome: Outcome::Applied {
-                    created: Some(Created::Patient {
-                        account,
-                        patient_id: medledger_core::ids::PatientId(12345),
-                    }),
-                },
-            },
-            header: BlockHeader {
-                height: 1,
-                prev_hash: Hash::default(),
-                time_ms: 1_700_000_000_001,
-                tx_count: 5,
-                tx_root: log.root(),
-                log_size: 5,
-                log_root: log.root(),
-            },
-            checkpoint: checkpoint(&log, 5, 1, node),
-            inclusion: log.inclusion_proof(2, 5).unwrap(),
-        };
+        let created =
+            Created::Patient { account, patient_id: medledger_core::ids::PatientId(12345) };
+        let resp = proven(&registration, node, Outcome::Applied { created: Some(created) });
         let anchor = TrustAnchor {
             node_key: node.public_key(),
             chain_id: CHAIN.into(),
