@@ -103,19 +103,15 @@ impl AccessRead {
         }
     }
 
-    /// What `authorize` decides for the access now (the emergency profile read, not an
-    /// access, passes its own decision to [`AccessRead::serve`]).
+    /// What the ledger would decide for the access now (`Ledger::decide_access_now`: a record
+    /// named with a false patient or category is denied, the rest is `authorize`'s); the
+    /// emergency profile read, not an access, passes its own decision to
+    /// [`AccessRead::serve`].
     pub(crate) fn likely(&self, state: &AppState) -> Result<Decision, ApiError> {
         let TxBody::Access(a) = &self.tx.tx.body else {
             return Err(malformed("the body must be an access transaction"));
         };
-        Ok(state.ledger.authorize_now(
-            &self.tx.tx.signer,
-            a.action,
-            &a.resource,
-            a.purpose,
-            crate::admission::now_ms(),
-        )?)
+        Ok(state.ledger.decide_access_now(&self.tx.tx.signer, a, crate::admission::now_ms())?)
     }
 
     /// Step 3 (see the module doc): `prepare` runs only when `likely` allows, and what it read

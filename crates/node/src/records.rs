@@ -20,7 +20,7 @@ use medledger_core::{
     cid::Cid,
     encoding,
     ids::AccountId,
-    tx::consent::{Basis, Decision, Resource},
+    tx::consent::{Basis, Decision, Denial, Resource},
 };
 use medledger_ledger::state::RecordEntry;
 use medledger_vault::{BlobError, BlobStore};
@@ -283,26 +283,15 @@ pub(crate) async fn read(
     let read = AccessRead::open(&state, &body)?;
     let reader = read.reader();
     let record = state.ledger.record(&pmr)?.ok_or_else(|| read.missing(&state, not_found(&pmr)))?;
-    let access = read
-        .access_naming(&format!("record {pmr}"), |r| r.record.as_deref() == Some(pmr.as_str()))?;
+    read.access_naming(&format!("record {pmr}"), |r| r.record.as_deref() == Some(pmr.as_str()))?;
     // L5: an access that names the record with another patient or category (to borrow a
-    // grant for another category) is refused before the vault is touched, and counts against
-    // the reader's allowance of denied reads; the answer does not say what the record is.
-    if access.resource.patient != record.patient
-        || access.resource.category != Some(record.category)
+    // grant) is likely denied as a false declaration: nothing is read from the vault, and the
+    // denial is committed to the trail of the record's real patient (charged at admission to
+    // the reader's allowance of denied reads), whether or not the record was erased.
+    let likely = read.likely(&state)?;
+    if let Some(height) = record.erased_at
+        && !matches!(likely, Decision::Deny(Denial::NotAsNamed))
     {
-        return Err(read.missing(
-            &state,
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "not_as_named",
-                format!(
-                    "the access does not name record {pmr} as it is (its patient and category): refused, and counted against your allowance of denied reads"
-                ),
-            ),
-        ));
-    }
-    if let Some(height) = record.erased_at {
         return Err(ApiError::new(
             StatusCode::GONE,
             "erased",
@@ -311,7 +300,6 @@ pub(crate) async fn read(
             ),
         ));
     }
-    let likely = read.likely(&state)?;
     let released =
         read.serve(&state, likely, |likely| prepare(&state, &pmr, &record, reader, likely)).await?;
     let Prepared { key_holder, wrapped_key, metadata, shares, blob } = released.value;
