@@ -97,7 +97,12 @@ impl Ledger {
                     Some(signer)
                 }
             },
-            TxBody::Access(a) => Some(a.resource.patient),
+            // An access naming a record concerns the record's patient, whatever patient it
+            // declares: a false declaration is a denial in that patient's trail (L5).
+            TxBody::Access(a) => match &a.resource.record {
+                Some(pmr) => self.record(pmr)?.map(|r| r.patient).or(Some(a.resource.patient)),
+                None => Some(a.resource.patient),
+            },
             TxBody::Records(r) => match r {
                 RecordTx::Mint(m) => {
                     // Whoever holds the record's key checks where it comes from.

@@ -320,6 +320,28 @@ impl Ledger {
         (tip.height + 1, now_ms.max(tip.time_ms))
     }
 
+    /// What the next block would decide for `requester`'s `access`, at the node's clock
+    /// `now_ms`: an access naming a record otherwise than as it is is denied
+    /// ([`crate::consent::Denial::NotAsNamed`], as the access handler decides); any other is
+    /// decided by [`Ledger::authorize_now`]. What admission charges to the reader's allowance
+    /// of denials, and what the audited reads look at before they read a byte.
+    pub fn decide_access_now(
+        &self,
+        requester: &AccountId,
+        access: &medledger_core::tx::consent::AccessTx,
+        now_ms: u64,
+    ) -> Result<crate::consent::Decision, LedgerError> {
+        let resource = &access.resource;
+        if resource.case.is_none()
+            && let Some(pmr) = &resource.record
+            && let Some(r) = self.record(pmr)?
+            && !crate::records::named_as_it_is(&r, resource)
+        {
+            return Ok(crate::consent::Decision::Deny(crate::consent::Denial::NotAsNamed));
+        }
+        self.authorize_now(requester, access.action, resource, access.purpose, now_ms)
+    }
+
     /// [`crate::consent::authorize`] for a read served now (see [`Ledger::grants_in_force_now`]).
     pub fn authorize_now(
         &self,

@@ -9,7 +9,8 @@
 //!   applied (a refused one may be sent again once its cause is fixed);
 //! - rate limits per registered signer on what would otherwise let one identity flood the log
 //!   or a patient's trail: transactions that end refused (a debt that must be paid back in
-//!   time before the signer is admitted again), accesses that `authorize` denies, access
+//!   time before the signer is admitted again), accesses the ledger would deny (`authorize`,
+//!   or a record named with a false patient or category: `Ledger::decide_access_now`), access
 //!   requests and break-glass declarations. Every path that orders a transaction (single,
 //!   batch, the audited reads) goes through [`admit`], so no route escapes them.
 //! - the blobs a transaction names ([`TxBody::blobs`]) are in the vault.
@@ -260,8 +261,7 @@ fn checks(
     }
     match &tx.tx.body {
         TxBody::Access(a) => {
-            let likely =
-                state.ledger.authorize_now(&signer, a.action, &a.resource, a.purpose, now_ms())?;
+            let likely = state.ledger.decide_access_now(&signer, a, now_ms())?;
             if !likely.is_allowed() && !take(&limits.denials, &signer) {
                 return Err(too_many(
                     "too_many_denials",

@@ -15,6 +15,8 @@
 //!    likely denial is charged to the reader's allowance, at most ten a minute) and ordered,
 //!    and the node waits for its durable receipt. Only an allowed receipt with prepared bytes
 //!    releases them; a denial is committed to the patient's trail and answered 403.
+//!
+//! [`readable_now`] says what a signed GET may show without an audited read.
 
 use std::future::Future;
 
@@ -103,19 +105,15 @@ impl AccessRead {
         }
     }
 
-    /// What `authorize` decides for the access now (the emergency profile read, not an
-    /// access, passes its own decision to [`AccessRead::serve`]).
+    /// What the ledger would decide for the access now (`Ledger::decide_access_now`: a record
+    /// named with a false patient or category is denied, the rest is `authorize`'s); the
+    /// emergency profile read, not an access, passes its own decision to
+    /// [`AccessRead::serve`].
     pub(crate) fn likely(&self, state: &AppState) -> Result<Decision, ApiError> {
         let TxBody::Access(a) = &self.tx.tx.body else {
             return Err(malformed("the body must be an access transaction"));
         };
-        Ok(state.ledger.authorize_now(
-            &self.tx.tx.signer,
-            a.action,
-            &a.resource,
-            a.purpose,
-            crate::admission::now_ms(),
-        )?)
+        Ok(state.ledger.decide_access_now(&self.tx.tx.signer, a, crate::admission::now_ms())?)
     }
 
     /// Step 3 (see the module doc): `prepare` runs only when `likely` allows, and what it read
@@ -156,30 +154,22 @@ impl AccessRead {
 const PURPOSES: [Purpose; 5] =
     [Purpose::Treatment, Purpose::Emergency, Purpose::Research, Purpose::Insurance, Purpose::Other];
 
-/// Whether a signed GET may show something on the strength of an open break-glass (M6).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum BreakGlass {
-    /// It may (one item named by its id: the reader knows what it asks for).
-    Counts,
-    /// It may not: a list of a patient's records, cases or devices opened only by a
-    /// break-glass is served by the audited overview, whose access event the patient sees.
-    Audited,
-}
-
-/// Whether `authorize` lets `who` read `resource` now for some purpose (the existence of a
-/// thing, not its content, which only an audited read serves).
+/// Whether `authorize` lets `who` read `resource` now for some purpose, on a basis other than
+/// an open break-glass: what a signed GET may show (the existence of a thing, not its
+/// content, which only an audited read serves). Every signed GET of a record token, case,
+/// device or session, listed or named by its id, asks this one predicate (M6): what only a
+/// break-glass opens is served by the audited reads and the audited overview
+/// (`POST /v1/emergency/{patient}/overview`), whose access events the patient sees.
 pub(crate) fn readable_now(
     state: &AppState,
     who: &AccountId,
     resource: &Resource,
-    break_glass: BreakGlass,
 ) -> Result<bool, ApiError> {
     let now = crate::admission::now_ms();
     for purpose in PURPOSES {
         match state.ledger.authorize_now(who, Action::Read, resource, purpose, now)? {
-            Decision::Allow(Basis::BreakGlass { .. }) if break_glass == BreakGlass::Audited => {}
+            Decision::Allow(Basis::BreakGlass { .. }) | Decision::Deny(_) => {}
             Decision::Allow(_) => return Ok(true),
-            Decision::Deny(_) => {}
         }
     }
     Ok(false)

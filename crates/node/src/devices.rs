@@ -4,7 +4,9 @@
 //!
 //! Who sees a device, its sessions and their digests: the patient and their delegates, the
 //! device itself, the party that registered it, the session's doctor and the thresholds'
-//! author, and anyone `authorize` would let read the patient's device data now. Everyone else
+//! author, and anyone `authorize` would let read the patient's device data now on a basis
+//! other than an open break-glass (M6: under break-glass alone, the audited overview lists
+//! them; [`crate::audited::readable_now`]). Everyone else
 //! gets "not found", as for a device that does not exist. Reading the content (the sealed
 //! readings) goes through an audited access like a record read: the reader's access
 //! transaction for the patient's device data is committed, allowed or denied, before any blob
@@ -31,7 +33,7 @@ use medledger_vault::BlobStore;
 use serde::Deserialize;
 
 use crate::{
-    audited::{AccessRead, BreakGlass},
+    audited::AccessRead,
     auth::Signed,
     http::{ApiError, ApiResult, AppState, parse_account},
 };
@@ -66,7 +68,6 @@ fn may_see(
     device: &AccountId,
     d: &DeviceEntry,
     session: Option<&SessionEntry>,
-    break_glass: BreakGlass,
 ) -> Result<bool, ApiError> {
     if [d.patient, *device, d.registered_by].contains(who)
         || session.is_some_and(|s| s.doctor.as_ref() == Some(who))
@@ -79,7 +80,7 @@ fn may_see(
     {
         return Ok(true);
     }
-    crate::audited::readable_now(state, who, &device_data(d.patient), break_glass)
+    crate::audited::readable_now(state, who, &device_data(d.patient))
 }
 
 pub(crate) fn device_view(
@@ -178,7 +179,7 @@ pub(crate) async fn list(
     let mut out = Vec::new();
     for (id, d) in state.ledger.devices_of_patient(&patient)? {
         let session = d.session.map(|s| state.ledger.device_session(&s)).transpose()?.flatten();
-        if may_see(&state, &requester, &id, &d, session.as_ref(), BreakGlass::Audited)? {
+        if may_see(&state, &requester, &id, &d, session.as_ref())? {
             out.push(device_view(&state, id, d)?);
         }
     }
@@ -190,13 +191,12 @@ fn visible_device(
     state: &AppState,
     requester: &AccountId,
     id: &str,
-    break_glass: BreakGlass,
 ) -> Result<(AccountId, DeviceEntry), ApiError> {
     let account = parse_account(id)?;
     let missing = || not_found(format!("no device {account}"));
     let d = state.ledger.device(&account)?.ok_or_else(missing)?;
     let session = d.session.map(|s| state.ledger.device_session(&s)).transpose()?.flatten();
-    if !may_see(state, requester, &account, &d, session.as_ref(), break_glass)? {
+    if !may_see(state, requester, &account, &d, session.as_ref())? {
         return Err(missing());
     }
     Ok((account, d))
@@ -208,7 +208,7 @@ pub(crate) async fn get(
     Signed(requester): Signed,
     Path(id): Path<String>,
 ) -> ApiResult<DeviceView> {
-    let (account, d) = visible_device(&state, &requester, &id, BreakGlass::Counts)?;
+    let (account, d) = visible_device(&state, &requester, &id)?;
     Ok(Json(device_view(&state, account, d)?))
 }
 
@@ -218,7 +218,7 @@ pub(crate) async fn sessions(
     Signed(requester): Signed,
     Path(id): Path<String>,
 ) -> ApiResult<Vec<SessionView>> {
-    let (account, _) = visible_device(&state, &requester, &id, BreakGlass::Audited)?;
+    let (account, _) = visible_device(&state, &requester, &id)?;
     let list = state.ledger.sessions_of_device(&account)?;
     Ok(Json(list.into_iter().map(|(id, s)| session_view(&state, id, s)).collect()))
 }
@@ -236,7 +236,7 @@ fn visible_session(
         .ledger
         .device(&s.device)?
         .ok_or_else(|| ApiError::internal(format!("session {id} names no device")))?;
-    if !may_see(state, requester, &s.device, &d, Some(&s), BreakGlass::Counts)? {
+    if !may_see(state, requester, &s.device, &d, Some(&s))? {
         return Err(missing());
     }
     Ok((id, s))

@@ -20,14 +20,14 @@ use medledger_core::{
     cid::Cid,
     encoding,
     ids::AccountId,
-    tx::consent::{Basis, Decision, Resource},
+    tx::consent::{Basis, Decision, Denial, Resource},
 };
 use medledger_ledger::state::RecordEntry;
 use medledger_vault::{BlobError, BlobStore};
 use serde::Deserialize;
 
 use crate::{
-    audited::{AccessRead, BreakGlass},
+    audited::AccessRead,
     auth::Signed,
     http::{ApiError, ApiResult, AppState, forbidden, parse_account},
 };
@@ -63,14 +63,14 @@ pub(crate) fn view(pmr: String, r: RecordEntry) -> RecordView {
 
 /// Whether `who` may see that a token exists (not its content): its patient, owner, a
 /// delegate, its author or the author's hospital, a custodian of its key, or anyone
-/// `authorize` would let read it now for some purpose (an open break-glass only as
-/// `break_glass` says).
+/// `authorize` would let read it now for some purpose on a basis other than an open
+/// break-glass ([`crate::audited::readable_now`]): under break-glass alone the token is
+/// answered as missing, listed or named by its id; the audited overview lists it (M6).
 fn may_see_token(
     state: &AppState,
     who: &AccountId,
     pmr: &str,
     r: &RecordEntry,
-    break_glass: BreakGlass,
 ) -> Result<bool, ApiError> {
     if [r.patient, r.owner, r.author, r.hospital].contains(who)
         || r.sharing.as_ref().is_some_and(|sh| sh.custodians.contains(who))
@@ -84,7 +84,7 @@ fn may_see_token(
         record: Some(pmr.to_owned()),
         case: None,
     };
-    crate::audited::readable_now(state, who, &resource, break_glass)
+    crate::audited::readable_now(state, who, &resource)
 }
 
 fn not_found(pmr: &str) -> ApiError {
@@ -98,7 +98,7 @@ pub(crate) async fn get(
     Path(pmr): Path<String>,
 ) -> ApiResult<RecordView> {
     let r = state.ledger.record(&pmr)?.ok_or_else(|| not_found(&pmr))?;
-    if !may_see_token(&state, &requester, &pmr, &r, BreakGlass::Counts)? {
+    if !may_see_token(&state, &requester, &pmr, &r)? {
         // The same answer as for a record that does not exist: no probing for PMR-IDs.
         return Err(not_found(&pmr));
     }
@@ -112,7 +112,7 @@ pub(crate) async fn history(
     Path(pmr): Path<String>,
 ) -> ApiResult<Vec<RecordView>> {
     let r = state.ledger.record(&pmr)?.ok_or_else(|| not_found(&pmr))?;
-    if !may_see_token(&state, &requester, &pmr, &r, BreakGlass::Counts)? {
+    if !may_see_token(&state, &requester, &pmr, &r)? {
         return Err(not_found(&pmr));
     }
     let versions = state.ledger.record_history(&pmr)?;
@@ -145,7 +145,7 @@ pub(crate) async fn list(
             let patient = parse_account(&patient)?;
             let mut out = Vec::new();
             for (id, r) in state.ledger.records_of_patient(&patient)? {
-                if may_see_token(&state, &requester, &id, &r, BreakGlass::Audited)? {
+                if may_see_token(&state, &requester, &id, &r)? {
                     out.push(view(id, r));
                 }
             }
@@ -283,26 +283,15 @@ pub(crate) async fn read(
     let read = AccessRead::open(&state, &body)?;
     let reader = read.reader();
     let record = state.ledger.record(&pmr)?.ok_or_else(|| read.missing(&state, not_found(&pmr)))?;
-    let access = read
-        .access_naming(&format!("record {pmr}"), |r| r.record.as_deref() == Some(pmr.as_str()))?;
+    read.access_naming(&format!("record {pmr}"), |r| r.record.as_deref() == Some(pmr.as_str()))?;
     // L5: an access that names the record with another patient or category (to borrow a
-    // grant for another category) is refused before the vault is touched, and counts against
-    // the reader's allowance of denied reads; the answer does not say what the record is.
-    if access.resource.patient != record.patient
-        || access.resource.category != Some(record.category)
+    // grant) is likely denied as a false declaration: nothing is read from the vault, and the
+    // denial is committed to the trail of the record's real patient (charged at admission to
+    // the reader's allowance of denied reads), whether or not the record was erased.
+    let likely = read.likely(&state)?;
+    if let Some(height) = record.erased_at
+        && !matches!(likely, Decision::Deny(Denial::NotAsNamed))
     {
-        return Err(read.missing(
-            &state,
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "not_as_named",
-                format!(
-                    "the access does not name record {pmr} as it is (its patient and category): refused, and counted against your allowance of denied reads"
-                ),
-            ),
-        ));
-    }
-    if let Some(height) = record.erased_at {
         return Err(ApiError::new(
             StatusCode::GONE,
             "erased",
@@ -311,7 +300,6 @@ pub(crate) async fn read(
             ),
         ));
     }
-    let likely = read.likely(&state)?;
     let released =
         read.serve(&state, likely, |likely| prepare(&state, &pmr, &record, reader, likely)).await?;
     let Prepared { key_holder, wrapped_key, metadata, shares, blob } = released.value;

@@ -302,9 +302,10 @@ fn a_lost_vault_index_does_not_make_record_blobs_public() {
 }
 
 /// L5: an access that names a record with another category than its own (to borrow a grant
-/// for that category) is refused before the vault is touched and before anything is ordered,
+/// for that category) is denied as a false declaration without a byte of the record being
+/// served; each denial is committed to the patient's trail, where the patient sees the probe,
 /// and counts against the reader's allowance of denied reads: once ten are spent in a minute
-/// the next is refused as too many.
+/// the next is refused as too many, and not ordered.
 #[test]
 fn a_false_category_counts_against_the_denial_allowance() {
     let tmp = tempdir();
@@ -338,12 +339,17 @@ fn a_false_category_counts_against_the_denial_allowance() {
     for n in 0..11u64 {
         let tx = build(&doctor, doctor_account, &chain, 1_000 + n, false_category.clone());
         let r = http(node.port, "POST", &format!("/v1/records/{pmr}/read"), &tx.encode()).unwrap();
+        assert!(!r.text().contains("MRI brain"), "record content served: {}", r.text());
         answers.push((r.status, r.json()["code"].as_str().unwrap_or_default().to_owned()));
     }
-    let refused = (422, "not_as_named".to_owned());
-    assert!(answers[..10].iter().all(|a| *a == refused), "{answers:?}");
+    let denied = (403, "denied".to_owned());
+    assert!(answers[..10].iter().all(|a| *a == denied), "{answers:?}");
     assert_eq!(answers[10], (429, "too_many_denials".to_owned()), "{answers:?}");
-    assert_eq!(node.log_size(), size, "nothing was ordered");
+    assert_eq!(node.log_size(), size + 10, "the ten denials were ordered, the 11th was not");
+    // The patient sees each probe in their trail, in words.
+    let trail = ok(&["audit", "trail", "--wallet", &c.patient], &env);
+    let probe = format!("read record {pmr} for treatment: DENIED (a false declaration");
+    assert_eq!(trail.matches(&probe).count(), 10, "{trail}");
 }
 
 /// Registers another identity through the CLI and returns its wallet and account: a patient

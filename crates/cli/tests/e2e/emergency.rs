@@ -171,14 +171,26 @@ fn the_card_code_and_break_glass_open_the_profile_and_records_with_every_step_lo
     let trail = ok(&["audit", "trail", "--wallet", &c.patient], &env);
     assert!(trail.contains("BREAK-GLASS") && trail.contains("road accident"), "{trail}");
 
-    // M6: what only the break-glass opens is not listed by the plain (unaudited) lists; the
-    // audited overview lists it, and the patient's trail shows that read.
+    // M6: what only the break-glass opens is not shown by the plain (unaudited) GETs, listed
+    // or by id; the audited overview lists it, and the patient's trail shows that read;
+    // `record get --break-glass` finds the token through that overview.
     let patient_account = Wallet::load(&c.patient).unwrap().account().to_string();
     let listed = ok(
         &["record", "list", "--wallet", &colleague, "--patient", &patient_account, "--json"],
         &env,
     );
     assert!(!listed.contains(&pmr), "an unaudited list under break-glass: {listed}");
+    // Nor named by its id: the signed GET of the token answers as for a missing record.
+    let get_record = |id: &str| {
+        let mut w = Wallet::load(&colleague).unwrap();
+        let identity = w.unlock(PASS).unwrap();
+        let path = format!("/v1/records/{id}");
+        signed_http(node.port, &identity.signing, w.account(), "GET", &path, b"").unwrap()
+    };
+    let missing_pmr = format!("{pmr}-9");
+    let (hidden, none) = (get_record(&pmr), get_record(&missing_pmr));
+    assert_eq!((hidden.status, none.status), (404, 404), "{}", hidden.text());
+    assert_eq!(hidden.text().replace(&pmr, "P"), none.text().replace(&missing_pmr, "P"));
     let out = ok(&["emergency", "overview", "--wallet", &colleague, "--patient", pid], &env);
     assert!(out.contains(&format!("record {pmr}")), "{out}");
     let trail = ok(&["audit", "trail", "--wallet", &c.patient], &env);

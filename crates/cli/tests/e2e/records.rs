@@ -208,8 +208,8 @@ fn records_are_encrypted_audited_and_erasable() {
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 
-    // An access naming the wrong category is refused outright (a category grant cannot be
-    // fooled).
+    // An access naming the wrong category is denied as a false declaration (a category grant
+    // cannot be fooled), even the patient's own, and nothing is served.
     let access = rt.block_on(async {
         let me: AccountId = patient_wallet.account();
         let nonce = client.account(&me).await.unwrap().unwrap().nonce.expect("own nonce") + 1;
@@ -232,8 +232,9 @@ fn records_are_encrypted_audited_and_erasable() {
         )
     });
     match rt.block_on(client.read_record(&pmr, &access)) {
-        Err(ClientError::Refused { status: 422, .. }) => {}
-        other => panic!("expected a refusal, got {other:?}"),
+        Err(ClientError::Refused { status: 403, code, message, .. })
+            if code == "denied" && message.contains("a false declaration") => {}
+        other => panic!("expected a denial, got {other:?}"),
     }
 
     // Erasure: the token stays, marked erased; the vault loses the blobs; reads stop.

@@ -275,6 +275,10 @@ pub enum Denial {
         /// Its id.
         rule: Hash,
     },
+    /// The access names a record with a patient or category it does not have: a false
+    /// declaration (to borrow a grant for another category or patient). Recorded in the trail
+    /// of the record's real patient.
+    NotAsNamed,
 }
 
 impl std::fmt::Display for Denial {
@@ -287,6 +291,9 @@ impl std::fmt::Display for Denial {
             }
             Denial::NoGrant => f.write_str("no grant in force covers it for this purpose"),
             Denial::DenyRule { rule } => write!(f, "the patient's deny rule {rule} forbids it"),
+            Denial::NotAsNamed => f.write_str(
+                "a false declaration: the access names the record with a patient or category it does not have",
+            ),
         }
     }
 }

@@ -195,10 +195,6 @@ pub(crate) fn access(
     signer: &AccountId,
     tx: &medledger_core::tx::consent::AccessTx,
 ) -> HandlerResult {
-    let patient = state.account(&tx.resource.patient)?;
-    if !patient.is_some_and(|p| p.role == Role::Patient) {
-        return Ok(Err(Refusal::NotFound { what: format!("patient {}", tx.resource.patient) }));
-    }
     // One access names one thing: a record (with its category), a category, or a case. A
     // record belongs to no case, so naming both could only serve to borrow the case's grant.
     if tx.resource.case.is_some()
@@ -208,24 +204,27 @@ pub(crate) fn access(
             reason: "an access names a record or a category, or a case, not both".into(),
         }));
     }
-    // A named record must be the patient's, of the category declared (grants by category
-    // would otherwise be fooled), and not erased.
+    // A named record must be named as it is, with its patient and category (grants by
+    // category or of another patient would otherwise be fooled). One named otherwise is a
+    // probe: it is denied, and the denial goes to the trail of the record's real patient, who
+    // sees it (L5); admission charged it to the reader's allowance of denials.
     if let Some(pmr) = &tx.resource.record {
         let r = crate::registry::refuse_on!(crate::records::existing(state, pmr)?);
-        if r.patient != tx.resource.patient {
-            return Ok(Err(Refusal::Invalid {
-                reason: format!("record {pmr} is not a record of patient {}", tx.resource.patient),
-            }));
-        }
-        if tx.resource.category != Some(r.category) {
-            return Ok(Err(Refusal::Invalid {
-                reason: format!(
-                    "record {pmr} is of category {:?}; the access must say so",
-                    r.category
-                ),
-            }));
+        if !crate::records::named_as_it_is(&r, &tx.resource) {
+            let decision = Decision::Deny(Denial::NotAsNamed);
+            let kind = crate::audit::AuditKind::Access {
+                resource: tx.resource.clone(),
+                purpose: tx.purpose,
+                decision: decision.clone(),
+            };
+            let event = audit(state, signer, &r.patient, &[*signer], kind)?;
+            return Ok(Ok(Some(medledger_core::block::Created::Access { decision, event })));
         }
         crate::registry::refuse_on!(crate::records::require_not_erased(pmr, &r));
+    }
+    let patient = state.account(&tx.resource.patient)?;
+    if !patient.is_some_and(|p| p.role == Role::Patient) {
+        return Ok(Err(Refusal::NotFound { what: format!("patient {}", tx.resource.patient) }));
     }
     // A named case must be the patient's.
     if let Some(id) = &tx.resource.case {

@@ -69,6 +69,14 @@ pub(crate) fn existing(
     Ok(state.record(pmr)?.ok_or_else(|| Refusal::NotFound { what: format!("record {pmr}") }))
 }
 
+/// Whether an access names record `r` as it is: with its patient and its category. An access
+/// naming it otherwise is a false declaration (it could borrow a grant for another category
+/// or patient): the ledger denies it ([`crate::consent::Denial::NotAsNamed`]) and records the
+/// denial in the trail of the record's real patient.
+pub fn named_as_it_is(r: &RecordEntry, resource: &crate::consent::Resource) -> bool {
+    resource.patient == r.patient && resource.category == Some(r.category)
+}
+
 /// Refuses unless `signer` is the record's patient or a delegate the patient names now: those
 /// who decide about a record's keys and its existence. A delegate the patient removed may
 /// still hold the token, and decides nothing by it.

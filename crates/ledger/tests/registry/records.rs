@@ -11,6 +11,8 @@ use medledger_core::{
     },
 };
 
+use medledger_ledger::consent::{Decision, Denial};
+
 use super::*;
 
 const DAY: VisitDate = VisitDate { year: 2021, month: 1, day: 26 };
@@ -291,7 +293,8 @@ fn erasure_destroys_keys_keeps_the_token_and_stops_access() {
     assert!(matches!(refusal(&net.one(t)), Refusal::NotFound { .. }));
     assert_eq!(record_state(&net, &patient), before);
 
-    // An access naming the wrong category is refused, not decided.
+    // An access naming the wrong category is denied (see
+    // `a_record_named_falsely_is_denied_in_its_real_patients_trail`); the records are unchanged.
     let patient_account = patient.account;
     let access = |category| {
         TxBody::Access(AccessTx {
@@ -305,9 +308,14 @@ fn erasure_destroys_keys_keeps_the_token_and_stops_access() {
             purpose: Purpose::Treatment,
         })
     };
+    let records = |net: &Net| format!("{:?}", net.ledger.records_of_patient(&patient_account));
+    let records_before = records(&net);
     let t = doctor.sign_body(access(RecordCategory::Imaging));
-    assert!(matches!(refusal(&net.one(t)), Refusal::Invalid { .. }));
-    assert_eq!(record_state(&net, &patient), before);
+    assert!(matches!(
+        applied(&net.one(t)),
+        Some(Created::Access { decision: Decision::Deny(Denial::NotAsNamed), .. })
+    ));
+    assert_eq!(records(&net), records_before);
 
     // The doctor cannot erase; the patient can, once.
     let t = rec(RecordTx::Erase { record: pmr.clone() }, &mut doctor);
@@ -547,4 +555,82 @@ fn a_visit_date_after_the_blocks_date_is_refused() {
         let t = rec(RecordTx::Mint(m), &mut doctor);
         minted(&net.one(t));
     }
+}
+
+/// L5: an access naming a record with a category or a patient it does not have (to borrow a
+/// grant for that category, or another patient's grant) is denied as a false declaration,
+/// and the denial is in the trail of the record's real patient, who sees the probe. Without
+/// the check, the borrowed grants would allow both.
+#[test]
+fn a_record_named_falsely_is_denied_in_its_real_patients_trail() {
+    let (mut net, mut hospital, mut doctor, mut patient) = populated();
+    let mut other = Actor::new();
+    let t = register(&mut hospital, &other);
+    applied(&net.one(t));
+    let pmr = mint(&mut net, &mut doctor, &patient, "probe");
+    // The patient lets the doctor read imaging only; the other patient lets it read anything.
+    let now = net.time;
+    let validity = Validity { not_before_ms: now, expires_at_ms: now + 86_400_000 };
+    for (granter, scope) in
+        [(&mut patient, Scope::Categories(vec![RecordCategory::Imaging])), (&mut other, Scope::All)]
+    {
+        let t = granter.sign_body(TxBody::Consent(ConsentTx::Grant {
+            patient: granter.account,
+            grantee: doctor.account,
+            scope,
+            purpose: Purpose::Treatment,
+            validity,
+        }));
+        applied(&net.one(t));
+    }
+    let as_declared = |patient, category| AccessTx {
+        resource: Resource {
+            patient,
+            category: Some(category),
+            record: Some(pmr.clone()),
+            case: None,
+        },
+        action: Action::Read,
+        purpose: Purpose::Treatment,
+    };
+    let false_category = as_declared(patient.account, RecordCategory::Imaging);
+    let other_patient = as_declared(other.account, RecordCategory::LabReport);
+    let records_before = format!("{:?}", net.ledger.records_of_patient(&patient.account));
+    let other_trail = net.ledger.audit_trail(&other.account, None, 100).unwrap();
+    for access in [&false_category, &other_patient] {
+        // The grant the declaration borrows would allow it.
+        let borrowed = net
+            .ledger
+            .authorize(&doctor.account, Action::Read, &access.resource, Purpose::Treatment, None)
+            .unwrap();
+        assert!(borrowed.is_allowed(), "{borrowed:?}");
+        // What admission charges: a denial.
+        let likely = net.ledger.decide_access_now(&doctor.account, access, net.time).unwrap();
+        assert_eq!(likely, Decision::Deny(Denial::NotAsNamed));
+        let t = doctor.sign_body(TxBody::Access(access.clone()));
+        match applied(&net.one(t)) {
+            Some(Created::Access { decision, .. }) => {
+                assert_eq!(*decision, Decision::Deny(Denial::NotAsNamed))
+            }
+            other => panic!("expected a denial, got {other:?}"),
+        }
+        let last = net.ledger.audit_trail(&patient.account, None, 100).unwrap().pop().unwrap();
+        assert_eq!(
+            (last.patient, last.actor, last.kind.name()),
+            (patient.account, doctor.account, "denial")
+        );
+        match &last.kind {
+            medledger_ledger::audit::AuditKind::Access { resource, decision, .. } => {
+                assert_eq!(resource, &access.resource, "the trail shows what was declared");
+                assert_eq!(*decision, Decision::Deny(Denial::NotAsNamed));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(format!("{:?}", net.ledger.records_of_patient(&patient.account)), records_before);
+    assert_eq!(net.ledger.audit_trail(&other.account, None, 100).unwrap(), other_trail);
+    // The record named as it is is decided by `authorize` as usual: no grant covers it.
+    let as_it_is = as_declared(patient.account, RecordCategory::LabReport);
+    let likely = net.ledger.decide_access_now(&doctor.account, &as_it_is, net.time).unwrap();
+    assert_eq!(likely, Decision::Deny(Denial::NoGrant));
 }
