@@ -331,6 +331,10 @@ pub struct WhoCanSeeView {
     pub height: u64,
     /// Delegates the patient named.
     pub delegates: Vec<AccountId>,
+    /// Each delegate's powers by name (`consent`, `records`, `emergency`), in the order of
+    /// `delegates`.
+    #[serde(default)]
+    pub delegate_powers: Vec<Vec<String>>,
     /// Grants in force.
     pub grants: Vec<GrantView>,
     /// Deny rules, which override grants.

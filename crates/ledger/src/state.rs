@@ -9,7 +9,7 @@ use medledger_core::{
     ids::{AccountId, PatientId},
     keys::{EncryptionKey, PublicKey},
     tx::{
-        Role, SealedRef,
+        DelegatePowers, Role, SealedRef,
         consent::{ConsentId, DenyRule, Purpose, RecordCategory, Scope, Validity},
         devices::{DeviceKind, Metric, Severity},
         records::VisitDate,
@@ -62,6 +62,11 @@ pub(crate) const DENY_BY_PATIENT: TableDefinition<&[u8; 52], ()> =
     TableDefinition::new("deny_by_patient");
 /// Delegates: patient || delegate.
 pub(crate) const DELEGATES: TableDefinition<&[u8; 40], ()> = TableDefinition::new("delegates");
+/// The powers of a delegate named with only some (`ScopeDelegate`): patient || delegate ->
+/// the [`DelegatePowers`](medledger_core::tx::DelegatePowers) bits. A delegate with no row here
+/// holds every power.
+pub(crate) const DELEGATE_POWERS: TableDefinition<&[u8; 40], u8> =
+    TableDefinition::new("delegate_powers");
 
 /// Audit events by sequence number.
 pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
@@ -634,6 +639,7 @@ pub struct Tables<'txn> {
     pub(crate) deny_rules: redb::Table<'txn, &'static [u8; 32], &'static [u8]>,
     pub(crate) deny_by_patient: redb::Table<'txn, &'static [u8; 52], ()>,
     pub(crate) delegates: redb::Table<'txn, &'static [u8; 40], ()>,
+    pub(crate) delegate_powers: redb::Table<'txn, &'static [u8; 40], u8>,
     pub(crate) audit: redb::Table<'txn, u64, &'static [u8]>,
     pub(crate) audit_by_account: redb::Table<'txn, &'static [u8; 28], ()>,
     pub(crate) records: redb::Table<'txn, &'static str, &'static [u8]>,
@@ -681,6 +687,7 @@ impl<'txn> Tables<'txn> {
             deny_rules: txn.open_table(DENY_RULES)?,
             deny_by_patient: txn.open_table(DENY_BY_PATIENT)?,
             delegates: txn.open_table(DELEGATES)?,
+            delegate_powers: txn.open_table(DELEGATE_POWERS)?,
             audit: txn.open_table(AUDIT)?,
             audit_by_account: txn.open_table(AUDIT_BY_ACCOUNT)?,
             records: txn.open_table(RECORDS)?,
@@ -1300,6 +1307,53 @@ impl StateTxn<'_, '_> {
         if changed {
             // Membership toggles: XOR the same entry digest in (add) or out (remove).
             xor_into(&mut self.digest, &entry_digest(DELEGATES.name(), &key, &[]));
+        }
+        // Named or removed, a delegate starts from every power (a scope is set after).
+        self.set_delegate_powers(patient, delegate, DelegatePowers::ALL)
+    }
+
+    /// What a delegate may do; `None` when `delegate` is not a delegate of `patient`.
+    pub fn delegate_powers(
+        &self,
+        patient: &AccountId,
+        delegate: &AccountId,
+    ) -> Result<Option<DelegatePowers>, LedgerError> {
+        let key = keys::patient_delegate(patient, delegate);
+        if self.tables.delegates.get(&key)?.is_none() {
+            return Ok(None);
+        }
+        let bits = self.tables.delegate_powers.get(&key)?.map(|v| v.value());
+        Ok(Some(bits.map_or(DelegatePowers::ALL, DelegatePowers)))
+    }
+
+    /// Whether `delegate` is a delegate of `patient` holding every power in `power`.
+    pub fn delegate_may(
+        &self,
+        patient: &AccountId,
+        delegate: &AccountId,
+        power: DelegatePowers,
+    ) -> Result<bool, LedgerError> {
+        Ok(self.delegate_powers(patient, delegate)?.is_some_and(|p| p.contains(power)))
+    }
+
+    /// Sets a delegate's powers (every power is stored as no row).
+    pub fn set_delegate_powers(
+        &mut self,
+        patient: &AccountId,
+        delegate: &AccountId,
+        powers: DelegatePowers,
+    ) -> Result<(), LedgerError> {
+        let key = keys::patient_delegate(patient, delegate);
+        let old = if powers == DelegatePowers::ALL {
+            self.tables.delegate_powers.remove(&key)?.map(|v| v.value())
+        } else {
+            self.tables.delegate_powers.insert(&key, powers.0)?.map(|v| v.value())
+        };
+        if let Some(old) = old {
+            xor_into(&mut self.digest, &entry_digest(DELEGATE_POWERS.name(), &key, &[old]));
+        }
+        if powers != DelegatePowers::ALL {
+            xor_into(&mut self.digest, &entry_digest(DELEGATE_POWERS.name(), &key, &[powers.0]));
         }
         Ok(())
     }

@@ -89,6 +89,11 @@ pub fn state_digest(read: &redb::ReadTransaction) -> Result<[u8; 32], LedgerErro
         let (k, _) = row?;
         xor_into(&mut digest, &entry_digest(DELEGATES.name(), k.value(), &[]));
     }
+    let powers = read.open_table(DELEGATE_POWERS)?;
+    for row in powers.iter()? {
+        let (k, v) = row?;
+        xor_into(&mut digest, &entry_digest(DELEGATE_POWERS.name(), k.value(), &[v.value()]));
+    }
     let operators = read.open_table(OPERATORS)?;
     for row in operators.iter()? {
         let (k, _) = row?;
@@ -395,6 +400,7 @@ fn compare_state(stored: &redb::ReadTransaction, replica: &Ledger) -> Result<(),
         GRANTS_BY_PATIENT,
         DENY_BY_PATIENT,
         DELEGATES,
+        DELEGATE_POWERS,
         AUDIT,
         AUDIT_BY_ACCOUNT
     );

@@ -925,6 +925,11 @@ async fn who_can_see(
         patient,
         height,
         delegates: w.delegates,
+        delegate_powers: w
+            .delegate_powers
+            .iter()
+            .map(|p| p.names().into_iter().map(str::to_owned).collect())
+            .collect(),
         grants: w.grants.into_iter().map(|(id, g)| grant_view(id, g)).collect(),
         deny_rules: w
             .deny_rules
