@@ -1,7 +1,8 @@
 //! Offline verification of what a node says (DESIGN invariant 3): that a transaction is in the
 //! log a trusted node signed, that a newer signed checkpoint extends an older one, and that an
-//! account's encryption key (or a device session's key) is the one its registration (or the
-//! session's start) put on the ledger.
+//! account's encryption key (or a device session's key, or a patient's emergency key) is the
+//! one its registration (or the session's start, or the profile's transaction) put on the
+//! ledger.
 
 use medledger_api::{AccountKeyProof, TxProofResponse};
 use medledger_core::{
@@ -10,7 +11,7 @@ use medledger_core::{
     ids::AccountId,
     keys::{EncryptionKey, PublicKey},
     merkle::{self, ConsistencyProof, InclusionProof},
-    tx::{MAX_TX_BYTES, RegistryTx, SignedTransaction, TxBody, devices::DeviceTx},
+    tx::{EmergencyTx, MAX_TX_BYTES, RegistryTx, SignedTransaction, TxBody, devices::DeviceTx},
 };
 
 use crate::error::ClientError;
@@ -271,6 +272,53 @@ pub fn verify_session_key(
         )));
     }
     Ok(start.public_key)
+}
+
+/// Checks that `proof` is the transaction `set_by` that set `patient`'s emergency profile, and
+/// returns the emergency key as that transaction put it on the ledger; only then may record
+/// keys be wrapped to it.
+///
+/// The emergency profile view names the transaction that set the profile in force. So the
+/// proof must be of exactly that transaction, included in the log under a checkpoint signed by
+/// the trusted node key, correctly signed, for this chain, setting the profile of `patient`,
+/// with a receipt that says it applied (the same bound as [`verify_account_key`]: the outcome
+/// is not covered by the Merkle log). What this does not prove: that no later profile replaced
+/// it (a node could serve an older, proven profile of the same patient).
+pub fn verify_emergency_key(
+    proof: &TxProofResponse,
+    set_by: &Hash,
+    patient: &AccountId,
+    anchor: &TrustAnchor,
+) -> Result<EncryptionKey, ClientError> {
+    let refuse = |reason: String| ClientError::UnprovenKey {
+        account: AccountId::emergency_of(patient),
+        reason: format!("the emergency key of patient {patient} is not proven: {reason}"),
+    };
+    let tx = verify_tx_proof(proof, &anchor.node_key).map_err(|e| refuse(e.to_string()))?;
+    if tx.hash() != *set_by {
+        return Err(refuse(format!("the node offered transaction {}", tx.hash())));
+    }
+    tx.verify_signature()
+        .map_err(|e| refuse(format!("its transaction is not validly signed: {e}")))?;
+    if tx.tx.chain_id != anchor.chain_id {
+        return Err(refuse(format!(
+            "its transaction is for chain {:?}, not {:?}",
+            tx.tx.chain_id, anchor.chain_id
+        )));
+    }
+    let TxBody::Emergency(EmergencyTx::SetProfile { patient: of, profile }) = &tx.tx.body else {
+        return Err(refuse(format!("its transaction is a {}", tx.tx.body.kind())));
+    };
+    if of != patient {
+        return Err(refuse(format!("it set the profile of {of}")));
+    }
+    if !matches!(proof.receipt.outcome, Outcome::Applied { .. }) {
+        return Err(refuse(format!(
+            "the receipt of its transaction does not say it applied: {:?}",
+            proof.receipt.outcome
+        )));
+    }
+    Ok(profile.emergency_key)
 }
 
 /// Checks that `new` extends `old`: both signed by `trusted`, the same chain, neither log size

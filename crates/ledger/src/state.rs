@@ -99,6 +99,10 @@ pub(crate) const BLOB_REFS: TableDefinition<&[u8; 32], &str> = TableDefinition::
 /// Emergency profiles by patient.
 pub(crate) const EMERGENCY_PROFILES: TableDefinition<&[u8; 20], &[u8]> =
     TableDefinition::new("emergency_profiles");
+/// The transaction that set each patient's emergency profile (patient -> transaction hash),
+/// so that a wallet can prove the emergency key it wraps records to.
+pub(crate) const EMERGENCY_PROFILE_TXS: TableDefinition<&[u8; 20], &[u8; 32]> =
+    TableDefinition::new("emergency_profile_txs");
 /// Break-glass declarations by id.
 pub(crate) const BREAK_GLASS: TableDefinition<&[u8; 32], &[u8]> =
     TableDefinition::new("break_glass");
@@ -650,6 +654,7 @@ pub struct Tables<'txn> {
     pub(crate) operators: redb::Table<'txn, &'static [u8; 40], ()>,
     pub(crate) blob_refs: redb::Table<'txn, &'static [u8; 32], &'static str>,
     pub(crate) emergency_profiles: redb::Table<'txn, &'static [u8; 20], &'static [u8]>,
+    pub(crate) emergency_profile_txs: redb::Table<'txn, &'static [u8; 20], &'static [u8; 32]>,
     pub(crate) break_glass: redb::Table<'txn, &'static [u8; 32], &'static [u8]>,
     pub(crate) break_glass_by_pair: redb::Table<'txn, &'static [u8; 72], ()>,
     pub(crate) open_reviews: redb::Table<'txn, &'static [u8; 52], ()>,
@@ -698,6 +703,7 @@ impl<'txn> Tables<'txn> {
             operators: txn.open_table(OPERATORS)?,
             blob_refs: txn.open_table(BLOB_REFS)?,
             emergency_profiles: txn.open_table(EMERGENCY_PROFILES)?,
+            emergency_profile_txs: txn.open_table(EMERGENCY_PROFILE_TXS)?,
             break_glass: txn.open_table(BREAK_GLASS)?,
             break_glass_by_pair: txn.open_table(BREAK_GLASS_BY_PAIR)?,
             open_reviews: txn.open_table(OPEN_REVIEWS)?,
@@ -1019,6 +1025,11 @@ impl StateTxn<'_, '_> {
             .insert(&patient.0, value.as_slice())?
             .map(|g| g.value().to_vec());
         note_write(&mut self.digest, EMERGENCY_PROFILES.name(), &patient.0, old.as_deref(), &value);
+        // The transaction being applied is the one that set it.
+        let tx = self.tx_hash.0;
+        let old = self.tables.emergency_profile_txs.insert(&patient.0, &tx)?.map(|g| *g.value());
+        let name = EMERGENCY_PROFILE_TXS.name();
+        note_write(&mut self.digest, name, &patient.0, old.as_ref().map(|o| &o[..]), &tx);
         Ok(())
     }
 

@@ -109,6 +109,11 @@ pub fn state_digest(read: &redb::ReadTransaction) -> Result<[u8; 32], LedgerErro
         let (k, v) = row?;
         xor_into(&mut digest, &entry_digest(EMERGENCY_PROFILES.name(), k.value(), v.value()));
     }
+    let profile_txs = read.open_table(EMERGENCY_PROFILE_TXS)?;
+    for row in profile_txs.iter()? {
+        let (k, v) = row?;
+        xor_into(&mut digest, &entry_digest(EMERGENCY_PROFILE_TXS.name(), k.value(), v.value()));
+    }
     let network = read.open_table(NETWORK)?;
     for row in network.iter()? {
         let (k, v) = row?;
@@ -415,6 +420,7 @@ fn compare_state(stored: &redb::ReadTransaction, replica: &Ledger) -> Result<(),
     );
     compare!(
         EMERGENCY_PROFILES,
+        EMERGENCY_PROFILE_TXS,
         BREAK_GLASS,
         BREAK_GLASS_BY_PAIR,
         OPEN_REVIEWS,
