@@ -775,6 +775,106 @@ mod tests {
         assert_unproven(verify_account_key(&p, &account, &anchor, None), "no registration");
     }
 
+    /// A proven `SetProfile` of a patient, at index 1 of 4 in block 1.
+    fn profile_proof(node: &SigningKey) -> (TxProofResponse, Hash, AccountId, TrustAnchor) {
+        use medledger_core::{
+            keys::DecryptionKey,
+            tx::{EmergencyTx, emergency::EmergencyProfile},
+        };
+        let patient = SigningKey::generate();
+        let account = AccountId::from_initial_key(&patient.public_key());
+        let set = Transaction {
+            chain_id: CHAIN.into(),
+            signer: account,
+            nonce: 1,
+            body: TxBody::Emergency(EmergencyTx::SetProfile {
+                patient: account,
+                profile: EmergencyProfile {
+                    profile: Hash::of(b"sealed profile"),
+                    key_check: Hash::of(b"check"),
+                    emergency_key: DecryptionKey::generate().public_key(),
+                    open_records: true,
+                    escrow: vec![],
+                    threshold: 0,
+                },
+            }),
+        }
+        .sign(&patient);
+        let mut all = txs(3, 0);
+        all.insert(1, set.clone());
+        let log = log_of(&all);
+        let resp = TxProofResponse {
+            tx_hex: hex::encode(set.encode()),
+            receipt: Receipt {
+                tx_hash: set.hash(),
+                height: 1,
+                log_index: 1,
+                outcome: Outcome::Applied { created: None },
+            },
+            header: BlockHeader {
+                height: 1,
+                prev_hash: Hash::default(),
+                time_ms: 1_700_000_000_001,
+                tx_count: 4,
+                tx_root: log.root(),
+                log_size: 4,
+                log_root: log.root(),
+            },
+            checkpoint: checkpoint(&log, 4, 1, node),
+            inclusion: log.inclusion_proof(1, 4).unwrap(),
+        };
+        let anchor = TrustAnchor {
+            node_key: node.public_key(),
+            chain_id: CHAIN.into(),
+            genesis: Hash::of(b"genesis"),
+        };
+        (resp, set.hash(), account, anchor)
+    }
+
+    #[test]
+    fn the_emergency_key_is_proven_only_by_the_transaction_that_set_the_profile() {
+        use medledger_core::{keys::DecryptionKey, tx::EmergencyTx};
+        let node = SigningKey::generate();
+        let (good, set_by, patient, anchor) = profile_proof(&node);
+        let tx = SignedTransaction::decode(&hex::decode(&good.tx_hex).unwrap()).unwrap();
+        let TxBody::Emergency(EmergencyTx::SetProfile { profile, .. }) = &tx.tx.body else {
+            unreachable!()
+        };
+        let key = profile.emergency_key;
+        assert_eq!(verify_emergency_key(&good, &set_by, &patient, &anchor).unwrap(), key);
+
+        // The key swapped in the transaction: its hash no longer matches.
+        let attacker = DecryptionKey::generate().public_key();
+        let mut p = good.clone();
+        p.tx_hex = p.tx_hex.replace(&key.to_string(), &attacker.to_string());
+        assert_ne!(p.tx_hex, good.tx_hex);
+        let err = verify_emergency_key(&p, &set_by, &patient, &anchor).unwrap_err();
+        assert!(err.to_string().contains("refusing to use the encryption key"), "{err}");
+        // Another proven transaction than the one the view names; another patient.
+        let (other, other_hash, _, _) = profile_proof(&node);
+        assert_unproven(verify_emergency_key(&other, &set_by, &patient, &anchor), "other tx");
+        assert_unproven(
+            verify_emergency_key(&other, &other_hash, &patient, &anchor),
+            "another patient's profile",
+        );
+        // A proven transaction of another kind.
+        let (rotate, rotated) = proof_response(&node, 3);
+        assert_unproven(
+            verify_emergency_key(&rotate, &rotated[3].hash(), &patient, &anchor),
+            "another kind",
+        );
+        // Another node key, another chain, a refused receipt.
+        let foreign =
+            TrustAnchor { node_key: SigningKey::generate().public_key(), ..anchor.clone() };
+        assert_unproven(verify_emergency_key(&good, &set_by, &patient, &foreign), "foreign node");
+        let elsewhere = TrustAnchor { chain_id: "elsewhere".into(), ..anchor.clone() };
+        assert_unproven(verify_emergency_key(&good, &set_by, &patient, &elsewhere), "other chain");
+        let mut p = good.clone();
+        p.receipt.outcome =
+            Outcome::Refused { reason: medledger_core::block::Refusal::BadSignature };
+        assert_unproven(verify_emergency_key(&p, &set_by, &patient, &anchor), "refused");
+    }
+
     #[test]
     fn the_regulator_key_is_proven_by_the_pinned_genesis_only() {
         use medledger_core::keys::DecryptionKey;
