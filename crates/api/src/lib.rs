@@ -49,6 +49,9 @@ pub mod paths {
     pub const ACCOUNTS: &str = "/v1/accounts";
     /// The last segment of `/v1/accounts/{id}/encryption-key`.
     pub const ENCRYPTION_KEY: &str = "encryption-key";
+    /// The last segment of `/v1/emergency/{patient}/key-proof`: the transaction that set the
+    /// patient's emergency profile, with its inclusion proof.
+    pub const EMERGENCY_KEY_PROOF: &str = "key-proof";
     /// GET a patient's registration: `/v1/patients/{patient_id}`.
     pub const PATIENTS: &str = "/v1/patients";
     /// PUT a sealed blob, GET one by hash: `/v1/blobs/{hash}`.
@@ -331,6 +334,10 @@ pub struct WhoCanSeeView {
     pub height: u64,
     /// Delegates the patient named.
     pub delegates: Vec<AccountId>,
+    /// Each delegate's powers by name (`consent`, `records`, `emergency`), in the order of
+    /// `delegates`.
+    #[serde(default)]
+    pub delegate_powers: Vec<Vec<String>>,
     /// Grants in force.
     pub grants: Vec<GrantView>,
     /// Deny rules, which override grants.
@@ -488,6 +495,11 @@ pub struct EmergencyView {
     pub threshold: u8,
     /// The network's break-glass window, milliseconds.
     pub window_ms: u64,
+    /// The transaction that set this profile: a wallet proves `emergency_key` from it (served
+    /// with its inclusion proof at `/v1/emergency/{patient}/key-proof`; see
+    /// `medledger_client::proof::verify_emergency_key`) before wrapping anything to it.
+    #[serde(default)]
+    pub set_by: Option<Hash>,
 }
 
 /// A break-glass declaration, with the escrow pieces released to the doctor (shown to the

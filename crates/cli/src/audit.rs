@@ -165,6 +165,9 @@ pub(crate) fn what(e: &AuditEvent, names: &Names) -> String {
         AuditKind::PatientAmended { .. } => {
             "registration details amended by the registering hospital".into()
         }
+        AuditKind::DelegateScoped { delegate, powers } => {
+            format!("delegate {} may now: {}", who(delegate), powers.names().join(", "))
+        }
     }
 }
 

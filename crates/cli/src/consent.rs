@@ -10,7 +10,7 @@ use medledger_core::{
     block::{Created, Outcome, Receipt},
     ids::AccountId,
     tx::{
-        ConsentTx, Role, TxBody,
+        ConsentTx, DelegatePowers, Role, TxBody,
         consent::{DenyRule, Purpose, RecordCategory, Scope, Validity},
     },
 };
@@ -155,7 +155,19 @@ pub enum ConsentCommand {
         /// Remove the delegate instead.
         #[arg(long)]
         remove: bool,
+        /// What the delegate may do: a comma-separated list of `consent` (grant, revoke, deny,
+        /// answer requests), `records` (share, transfer, erase records; share case keys),
+        /// `emergency` (the emergency profile), or `all`. Without it: every power. Given for a
+        /// delegate already named, it changes their powers.
+        #[arg(long, value_parser = parse_powers, conflicts_with = "remove")]
+        powers: Option<DelegatePowers>,
     },
+}
+
+fn parse_powers(s: &str) -> Result<DelegatePowers, String> {
+    DelegatePowers::parse(s).ok_or_else(|| {
+        format!("{s:?} is not a list of powers: consent, records, emergency (or all)")
+    })
 }
 
 /// Purposes, for the command line.
@@ -277,8 +289,12 @@ async fn read(command: ConsentCommand) -> Result<Option<ConsentCommand>> {
                 names.of(&view.patient),
                 view.height
             );
-            for d in &view.delegates {
-                println!("  delegate {}", names.of(d));
+            for (i, d) in view.delegates.iter().enumerate() {
+                let powers = view.delegate_powers.get(i).map_or_else(
+                    || "powers not reported".to_owned(),
+                    |p| format!("may: {}", p.join(", ")),
+                );
+                println!("  delegate {} ({powers})", names.of(d));
             }
             for g in &view.grants {
                 println!("  grant {}", describe(g, &names));
@@ -368,13 +384,13 @@ pub async fn run(command: ConsentCommand) -> Result<()> {
         ConsentCommand::Undeny { wallet, rule } => {
             (wallet, ConsentTx::RemoveDeny { rule }, "deny rule removed")
         }
-        ConsentCommand::Delegate { wallet, delegate, remove } => {
-            if remove {
-                (wallet, ConsentTx::RemoveDelegate { delegate }, "delegate removed")
-            } else {
-                (wallet, ConsentTx::NameDelegate { delegate }, "delegate named")
+        ConsentCommand::Delegate { wallet, delegate, remove, powers } => match (remove, powers) {
+            (true, _) => (wallet, ConsentTx::RemoveDelegate { delegate }, "delegate removed"),
+            (false, None) => (wallet, ConsentTx::NameDelegate { delegate }, "delegate named"),
+            (false, Some(powers)) => {
+                (wallet, ConsentTx::ScopeDelegate { delegate, powers }, "delegate powers set")
             }
-        }
+        },
         ConsentCommand::WhoCanSee { .. }
         | ConsentCommand::Grants { .. }
         | ConsentCommand::ShowRequest { .. } => unreachable!("handled by read()"),

@@ -283,9 +283,10 @@ pub(crate) async fn recover_key(s: &Session, id: &Hash) -> Result<(AccountId, Em
 /// with a new key, then open under break-glass like records minted after it. Returns how many
 /// records were wrapped and the PMR-IDs this wallet holds no key of.
 pub(crate) async fn wrap_records(s: &Session, patient: AccountId) -> Result<(usize, Vec<String>)> {
+    // Only the emergency key proven from the transaction that set the profile.
     let view = s
         .client
-        .emergency_profile(&patient)
+        .proven_emergency_profile(&patient, &s.anchor)
         .await?
         .context("the patient has no emergency profile")?;
     let emergency = AccountId::emergency_of(&patient);

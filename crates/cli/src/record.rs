@@ -287,9 +287,15 @@ async fn add(
     }
     // If the patient lets break-glass open records, the key is also wrapped to their
     // emergency key (under a pseudo-account nobody signs as).
+    // The emergency key is used only as proven from the transaction that set the profile.
     if let Some(e) = s.client.emergency_profile(&patient).await.ok().flatten()
         && e.open_records
     {
+        let e = s
+            .client
+            .proven_emergency_profile(&patient, &s.anchor)
+            .await?
+            .context("the patient's emergency profile went away")?;
         recipients.push((AccountId::emergency_of(&patient), e.emergency_key));
     }
     // With a split, the patient and author hold the essential share, custodians the rest.

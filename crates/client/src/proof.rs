@@ -1,7 +1,8 @@
 //! Offline verification of what a node says (DESIGN invariant 3): that a transaction is in the
 //! log a trusted node signed, that a newer signed checkpoint extends an older one, and that an
-//! account's encryption key (or a device session's key) is the one its registration (or the
-//! session's start) put on the ledger.
+//! account's encryption key (or a device session's key, or a patient's emergency key) is the
+//! one its registration (or the session's start, or the profile's transaction) put on the
+//! ledger.
 
 use medledger_api::{AccountKeyProof, TxProofResponse};
 use medledger_core::{
@@ -10,7 +11,7 @@ use medledger_core::{
     ids::AccountId,
     keys::{EncryptionKey, PublicKey},
     merkle::{self, ConsistencyProof, InclusionProof},
-    tx::{MAX_TX_BYTES, RegistryTx, SignedTransaction, TxBody, devices::DeviceTx},
+    tx::{EmergencyTx, MAX_TX_BYTES, RegistryTx, SignedTransaction, TxBody, devices::DeviceTx},
 };
 
 use crate::error::ClientError;
@@ -271,6 +272,53 @@ pub fn verify_session_key(
         )));
     }
     Ok(start.public_key)
+}
+
+/// Checks that `proof` is the transaction `set_by` that set `patient`'s emergency profile, and
+/// returns the emergency key as that transaction put it on the ledger; only then may record
+/// keys be wrapped to it.
+///
+/// The emergency profile view names the transaction that set the profile in force. So the
+/// proof must be of exactly that transaction, included in the log under a checkpoint signed by
+/// the trusted node key, correctly signed, for this chain, setting the profile of `patient`,
+/// with a receipt that says it applied (the same bound as [`verify_account_key`]: the outcome
+/// is not covered by the Merkle log). What this does not prove: that no later profile replaced
+/// it (a node could serve an older, proven profile of the same patient).
+pub fn verify_emergency_key(
+    proof: &TxProofResponse,
+    set_by: &Hash,
+    patient: &AccountId,
+    anchor: &TrustAnchor,
+) -> Result<EncryptionKey, ClientError> {
+    let refuse = |reason: String| ClientError::UnprovenKey {
+        account: AccountId::emergency_of(patient),
+        reason: format!("the emergency key of patient {patient} is not proven: {reason}"),
+    };
+    let tx = verify_tx_proof(proof, &anchor.node_key).map_err(|e| refuse(e.to_string()))?;
+    if tx.hash() != *set_by {
+        return Err(refuse(format!("the node offered transaction {}", tx.hash())));
+    }
+    tx.verify_signature()
+        .map_err(|e| refuse(format!("its transaction is not validly signed: {e}")))?;
+    if tx.tx.chain_id != anchor.chain_id {
+        return Err(refuse(format!(
+            "its transaction is for chain {:?}, not {:?}",
+            tx.tx.chain_id, anchor.chain_id
+        )));
+    }
+    let TxBody::Emergency(EmergencyTx::SetProfile { patient: of, profile }) = &tx.tx.body else {
+        return Err(refuse(format!("its transaction is a {}", tx.tx.body.kind())));
+    };
+    if of != patient {
+        return Err(refuse(format!("it set the profile of {of}")));
+    }
+    if !matches!(proof.receipt.outcome, Outcome::Applied { .. }) {
+        return Err(refuse(format!(
+            "the receipt of its transaction does not say it applied: {:?}",
+            proof.receipt.outcome
+        )));
+    }
+    Ok(profile.emergency_key)
 }
 
 /// Checks that `new` extends `old`: both signed by `trusted`, the same chain, neither log size
@@ -700,6 +748,106 @@ mod tests {
         let mut p = good.clone();
         p.registration = None;
         assert_unproven(verify_account_key(&p, &account, &anchor, None), "no registration");
+    }
+
+    /// A proven `SetProfile` of a patient, at index 1 of 4 in block 1.
+    fn profile_proof(node: &SigningKey) -> (TxProofResponse, Hash, AccountId, TrustAnchor) {
+        use medledger_core::{
+            keys::DecryptionKey,
+            tx::{EmergencyTx, emergency::EmergencyProfile},
+        };
+        let patient = SigningKey::generate();
+        let account = AccountId::from_initial_key(&patient.public_key());
+        let set = Transaction {
+            chain_id: CHAIN.into(),
+            signer: account,
+            nonce: 1,
+            body: TxBody::Emergency(EmergencyTx::SetProfile {
+                patient: account,
+                profile: EmergencyProfile {
+                    profile: Hash::of(b"sealed profile"),
+                    key_check: Hash::of(b"check"),
+                    emergency_key: DecryptionKey::generate().public_key(),
+                    open_records: true,
+                    escrow: vec![],
+                    threshold: 0,
+                },
+            }),
+        }
+        .sign(&patient);
+        let mut all = txs(3, 0);
+        all.insert(1, set.clone());
+        let log = log_of(&all);
+        let resp = TxProofResponse {
+            tx_hex: hex::encode(set.encode()),
+            receipt: Receipt {
+                tx_hash: set.hash(),
+                height: 1,
+                log_index: 1,
+                outcome: Outcome::Applied { created: None },
+            },
+            header: BlockHeader {
+                height: 1,
+                prev_hash: Hash::default(),
+                time_ms: 1_700_000_000_001,
+                tx_count: 4,
+                tx_root: log.root(),
+                log_size: 4,
+                log_root: log.root(),
+            },
+            checkpoint: checkpoint(&log, 4, 1, node),
+            inclusion: log.inclusion_proof(1, 4).unwrap(),
+        };
+        let anchor = TrustAnchor {
+            node_key: node.public_key(),
+            chain_id: CHAIN.into(),
+            genesis: Hash::of(b"genesis"),
+        };
+        (resp, set.hash(), account, anchor)
+    }
+
+    #[test]
+    fn the_emergency_key_is_proven_only_by_the_transaction_that_set_the_profile() {
+        use medledger_core::{keys::DecryptionKey, tx::EmergencyTx};
+        let node = SigningKey::generate();
+        let (good, set_by, patient, anchor) = profile_proof(&node);
+        let tx = SignedTransaction::decode(&hex::decode(&good.tx_hex).unwrap()).unwrap();
+        let TxBody::Emergency(EmergencyTx::SetProfile { profile, .. }) = &tx.tx.body else {
+            unreachable!()
+        };
+        let key = profile.emergency_key;
+        assert_eq!(verify_emergency_key(&good, &set_by, &patient, &anchor).unwrap(), key);
+
+        // The key swapped in the transaction: its hash no longer matches.
+        let attacker = DecryptionKey::generate().public_key();
+        let mut p = good.clone();
+        p.tx_hex = p.tx_hex.replace(&key.to_string(), &attacker.to_string());
+        assert_ne!(p.tx_hex, good.tx_hex);
+        let err = verify_emergency_key(&p, &set_by, &patient, &anchor).unwrap_err();
+        assert!(err.to_string().contains("refusing to use the encryption key"), "{err}");
+        // Another proven transaction than the one the view names; another patient.
+        let (other, other_hash, _, _) = profile_proof(&node);
+        assert_unproven(verify_emergency_key(&other, &set_by, &patient, &anchor), "other tx");
+        assert_unproven(
+            verify_emergency_key(&other, &other_hash, &patient, &anchor),
+            "another patient's profile",
+        );
+        // A proven transaction of another kind.
+        let (rotate, rotated) = proof_response(&node, 3);
+        assert_unproven(
+            verify_emergency_key(&rotate, &rotated[3].hash(), &patient, &anchor),
+            "another kind",
+        );
+        // Another node key, another chain, a refused receipt.
+        let foreign =
+            TrustAnchor { node_key: SigningKey::generate().public_key(), ..anchor.clone() };
+        assert_unproven(verify_emergency_key(&good, &set_by, &patient, &foreign), "foreign node");
+        let elsewhere = TrustAnchor { chain_id: "elsewhere".into(), ..anchor.clone() };
+        assert_unproven(verify_emergency_key(&good, &set_by, &patient, &elsewhere), "other chain");
+        let mut p = good.clone();
+        p.receipt.outcome =
+            Outcome::Refused { reason: medledger_core::block::Refusal::BadSignature };
+        assert_unproven(verify_emergency_key(&p, &set_by, &patient, &anchor), "refused");
     }
 
     #[test]

@@ -280,6 +280,13 @@ pub enum AuditKind {
         /// The attendant's details.
         attendant: crate::tx::SealedRef,
     },
+    /// The patient named a delegate with only some powers, or changed a delegate's powers.
+    DelegateScoped {
+        /// The delegate.
+        delegate: AccountId,
+        /// What the delegate may do now.
+        powers: crate::tx::DelegatePowers,
+    },
 }
 
 impl AuditKind {
@@ -320,6 +327,7 @@ impl AuditKind {
             AuditKind::DeviceThresholdsSet { .. } => "device_thresholds_set",
             AuditKind::DeviceAlert { .. } => "device_alert",
             AuditKind::PatientAmended { .. } => "patient_amended",
+            AuditKind::DelegateScoped { .. } => "delegate_scoped",
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::{
 
 pub use blobs::{BlobRef, BlobRole};
 pub use cases::CaseTx;
-pub use consent::ConsentTx;
+pub use consent::{ConsentTx, DelegatePowers};
 pub use devices::DeviceTx;
 pub use emergency::EmergencyTx;
 pub use records::RecordTx;

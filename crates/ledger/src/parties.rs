@@ -92,7 +92,9 @@ impl Ledger {
                     let d = self.deny_entry(rule)?;
                     d.map(|d| d.patient)
                 }
-                ConsentTx::NameDelegate { delegate } | ConsentTx::RemoveDelegate { delegate } => {
+                ConsentTx::NameDelegate { delegate }
+                | ConsentTx::RemoveDelegate { delegate }
+                | ConsentTx::ScopeDelegate { delegate, .. } => {
                     accounts.push(*delegate);
                     Some(signer)
                 }

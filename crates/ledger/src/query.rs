@@ -287,6 +287,8 @@ fn find_block_of(
 pub struct WhoCanSee {
     /// Delegates the patient named.
     pub delegates: Vec<AccountId>,
+    /// Each delegate's powers, in the order of `delegates`.
+    pub delegate_powers: Vec<medledger_core::tx::DelegatePowers>,
     /// Grants in force, with their ids.
     pub grants: Vec<(Hash, crate::state::GrantEntry)>,
     /// The patient's deny rules, with their ids.
@@ -459,8 +461,10 @@ impl Ledger {
             }
         }
         let mut delegates = Vec::new();
+        let mut delegate_powers = Vec::new();
         {
             let table = read.open_table(DELEGATES)?;
+            let powers = read.open_table(crate::state::DELEGATE_POWERS)?;
             let lo = keys::patient_delegate(patient, &AccountId([0; 20]));
             let hi = keys::patient_delegate(patient, &AccountId([0xff; 20]));
             for row in table.range::<&[u8; 40]>(&lo..=&hi)? {
@@ -468,11 +472,16 @@ impl Ledger {
                 let mut d = [0u8; 20];
                 d.copy_from_slice(&k.value()[20..]);
                 delegates.push(AccountId(d));
+                let bits = powers.get(k.value())?.map(|v| v.value());
+                delegate_powers.push(bits.map_or(
+                    medledger_core::tx::DelegatePowers::ALL,
+                    medledger_core::tx::DelegatePowers,
+                ));
             }
         }
         let view = crate::consent::CommittedView(read);
         let deny_rules = view.deny_rules_of(patient)?;
-        Ok(WhoCanSee { delegates, grants, deny_rules })
+        Ok(WhoCanSee { delegates, delegate_powers, grants, deny_rules })
     }
 
     /// Whether `delegate` acts on consent for `patient`.

@@ -9,7 +9,7 @@ use medledger_core::{
     ids::{AccountId, PatientId},
     keys::{EncryptionKey, PublicKey},
     tx::{
-        Role, SealedRef,
+        DelegatePowers, Role, SealedRef,
         consent::{ConsentId, DenyRule, Purpose, RecordCategory, Scope, Validity},
         devices::{DeviceKind, Metric, Severity},
         records::VisitDate,
@@ -62,6 +62,11 @@ pub(crate) const DENY_BY_PATIENT: TableDefinition<&[u8; 52], ()> =
     TableDefinition::new("deny_by_patient");
 /// Delegates: patient || delegate.
 pub(crate) const DELEGATES: TableDefinition<&[u8; 40], ()> = TableDefinition::new("delegates");
+/// The powers of a delegate named with only some (`ScopeDelegate`): patient || delegate ->
+/// the [`DelegatePowers`](medledger_core::tx::DelegatePowers) bits. A delegate with no row here
+/// holds every power.
+pub(crate) const DELEGATE_POWERS: TableDefinition<&[u8; 40], u8> =
+    TableDefinition::new("delegate_powers");
 
 /// Audit events by sequence number.
 pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
@@ -94,6 +99,10 @@ pub(crate) const BLOB_REFS: TableDefinition<&[u8; 32], &str> = TableDefinition::
 /// Emergency profiles by patient.
 pub(crate) const EMERGENCY_PROFILES: TableDefinition<&[u8; 20], &[u8]> =
     TableDefinition::new("emergency_profiles");
+/// The transaction that set each patient's emergency profile (patient -> transaction hash),
+/// so that a wallet can prove the emergency key it wraps records to.
+pub(crate) const EMERGENCY_PROFILE_TXS: TableDefinition<&[u8; 20], &[u8; 32]> =
+    TableDefinition::new("emergency_profile_txs");
 /// Break-glass declarations by id.
 pub(crate) const BREAK_GLASS: TableDefinition<&[u8; 32], &[u8]> =
     TableDefinition::new("break_glass");
@@ -634,6 +643,7 @@ pub struct Tables<'txn> {
     pub(crate) deny_rules: redb::Table<'txn, &'static [u8; 32], &'static [u8]>,
     pub(crate) deny_by_patient: redb::Table<'txn, &'static [u8; 52], ()>,
     pub(crate) delegates: redb::Table<'txn, &'static [u8; 40], ()>,
+    pub(crate) delegate_powers: redb::Table<'txn, &'static [u8; 40], u8>,
     pub(crate) audit: redb::Table<'txn, u64, &'static [u8]>,
     pub(crate) audit_by_account: redb::Table<'txn, &'static [u8; 28], ()>,
     pub(crate) records: redb::Table<'txn, &'static str, &'static [u8]>,
@@ -644,6 +654,7 @@ pub struct Tables<'txn> {
     pub(crate) operators: redb::Table<'txn, &'static [u8; 40], ()>,
     pub(crate) blob_refs: redb::Table<'txn, &'static [u8; 32], &'static str>,
     pub(crate) emergency_profiles: redb::Table<'txn, &'static [u8; 20], &'static [u8]>,
+    pub(crate) emergency_profile_txs: redb::Table<'txn, &'static [u8; 20], &'static [u8; 32]>,
     pub(crate) break_glass: redb::Table<'txn, &'static [u8; 32], &'static [u8]>,
     pub(crate) break_glass_by_pair: redb::Table<'txn, &'static [u8; 72], ()>,
     pub(crate) open_reviews: redb::Table<'txn, &'static [u8; 52], ()>,
@@ -681,6 +692,7 @@ impl<'txn> Tables<'txn> {
             deny_rules: txn.open_table(DENY_RULES)?,
             deny_by_patient: txn.open_table(DENY_BY_PATIENT)?,
             delegates: txn.open_table(DELEGATES)?,
+            delegate_powers: txn.open_table(DELEGATE_POWERS)?,
             audit: txn.open_table(AUDIT)?,
             audit_by_account: txn.open_table(AUDIT_BY_ACCOUNT)?,
             records: txn.open_table(RECORDS)?,
@@ -691,6 +703,7 @@ impl<'txn> Tables<'txn> {
             operators: txn.open_table(OPERATORS)?,
             blob_refs: txn.open_table(BLOB_REFS)?,
             emergency_profiles: txn.open_table(EMERGENCY_PROFILES)?,
+            emergency_profile_txs: txn.open_table(EMERGENCY_PROFILE_TXS)?,
             break_glass: txn.open_table(BREAK_GLASS)?,
             break_glass_by_pair: txn.open_table(BREAK_GLASS_BY_PAIR)?,
             open_reviews: txn.open_table(OPEN_REVIEWS)?,
@@ -1012,6 +1025,11 @@ impl StateTxn<'_, '_> {
             .insert(&patient.0, value.as_slice())?
             .map(|g| g.value().to_vec());
         note_write(&mut self.digest, EMERGENCY_PROFILES.name(), &patient.0, old.as_deref(), &value);
+        // The transaction being applied is the one that set it.
+        let tx = self.tx_hash.0;
+        let old = self.tables.emergency_profile_txs.insert(&patient.0, &tx)?.map(|g| *g.value());
+        let name = EMERGENCY_PROFILE_TXS.name();
+        note_write(&mut self.digest, name, &patient.0, old.as_ref().map(|o| &o[..]), &tx);
         Ok(())
     }
 
@@ -1300,6 +1318,53 @@ impl StateTxn<'_, '_> {
         if changed {
             // Membership toggles: XOR the same entry digest in (add) or out (remove).
             xor_into(&mut self.digest, &entry_digest(DELEGATES.name(), &key, &[]));
+        }
+        // Named or removed, a delegate starts from every power (a scope is set after).
+        self.set_delegate_powers(patient, delegate, DelegatePowers::ALL)
+    }
+
+    /// What a delegate may do; `None` when `delegate` is not a delegate of `patient`.
+    pub fn delegate_powers(
+        &self,
+        patient: &AccountId,
+        delegate: &AccountId,
+    ) -> Result<Option<DelegatePowers>, LedgerError> {
+        let key = keys::patient_delegate(patient, delegate);
+        if self.tables.delegates.get(&key)?.is_none() {
+            return Ok(None);
+        }
+        let bits = self.tables.delegate_powers.get(&key)?.map(|v| v.value());
+        Ok(Some(bits.map_or(DelegatePowers::ALL, DelegatePowers)))
+    }
+
+    /// Whether `delegate` is a delegate of `patient` holding every power in `power`.
+    pub fn delegate_may(
+        &self,
+        patient: &AccountId,
+        delegate: &AccountId,
+        power: DelegatePowers,
+    ) -> Result<bool, LedgerError> {
+        Ok(self.delegate_powers(patient, delegate)?.is_some_and(|p| p.contains(power)))
+    }
+
+    /// Sets a delegate's powers (every power is stored as no row).
+    pub fn set_delegate_powers(
+        &mut self,
+        patient: &AccountId,
+        delegate: &AccountId,
+        powers: DelegatePowers,
+    ) -> Result<(), LedgerError> {
+        let key = keys::patient_delegate(patient, delegate);
+        let old = if powers == DelegatePowers::ALL {
+            self.tables.delegate_powers.remove(&key)?.map(|v| v.value())
+        } else {
+            self.tables.delegate_powers.insert(&key, powers.0)?.map(|v| v.value())
+        };
+        if let Some(old) = old {
+            xor_into(&mut self.digest, &entry_digest(DELEGATE_POWERS.name(), &key, &[old]));
+        }
+        if powers != DelegatePowers::ALL {
+            xor_into(&mut self.digest, &entry_digest(DELEGATE_POWERS.name(), &key, &[powers.0]));
         }
         Ok(())
     }

@@ -89,6 +89,11 @@ pub fn state_digest(read: &redb::ReadTransaction) -> Result<[u8; 32], LedgerErro
         let (k, _) = row?;
         xor_into(&mut digest, &entry_digest(DELEGATES.name(), k.value(), &[]));
     }
+    let powers = read.open_table(DELEGATE_POWERS)?;
+    for row in powers.iter()? {
+        let (k, v) = row?;
+        xor_into(&mut digest, &entry_digest(DELEGATE_POWERS.name(), k.value(), &[v.value()]));
+    }
     let operators = read.open_table(OPERATORS)?;
     for row in operators.iter()? {
         let (k, _) = row?;
@@ -103,6 +108,11 @@ pub fn state_digest(read: &redb::ReadTransaction) -> Result<[u8; 32], LedgerErro
     for row in profiles.iter()? {
         let (k, v) = row?;
         xor_into(&mut digest, &entry_digest(EMERGENCY_PROFILES.name(), k.value(), v.value()));
+    }
+    let profile_txs = read.open_table(EMERGENCY_PROFILE_TXS)?;
+    for row in profile_txs.iter()? {
+        let (k, v) = row?;
+        xor_into(&mut digest, &entry_digest(EMERGENCY_PROFILE_TXS.name(), k.value(), v.value()));
     }
     let network = read.open_table(NETWORK)?;
     for row in network.iter()? {
@@ -395,6 +405,7 @@ fn compare_state(stored: &redb::ReadTransaction, replica: &Ledger) -> Result<(),
         GRANTS_BY_PATIENT,
         DENY_BY_PATIENT,
         DELEGATES,
+        DELEGATE_POWERS,
         AUDIT,
         AUDIT_BY_ACCOUNT
     );
@@ -409,6 +420,7 @@ fn compare_state(stored: &redb::ReadTransaction, replica: &Ledger) -> Result<(),
     );
     compare!(
         EMERGENCY_PROFILES,
+        EMERGENCY_PROFILE_TXS,
         BREAK_GLASS,
         BREAK_GLASS_BY_PAIR,
         OPEN_REVIEWS,

@@ -11,6 +11,7 @@ use axum::{
 };
 use medledger_api::{
     BreakGlassView, CaseView, DeviceView, EmergencyView, PatientOverview, RecordView, SessionView,
+    TxProofResponse,
 };
 use medledger_core::{
     Hash,
@@ -39,6 +40,52 @@ fn is_active_doctor(state: &AppState, who: &AccountId) -> Result<bool, ApiError>
         .is_some_and(|a| a.role == Role::Doctor && a.key.is_some() && !a.suspended))
 }
 
+/// A patient's emergency profile, if `requester` may see its public part: the patient,
+/// delegates, custodians and active doctors.
+fn visible_profile(
+    state: &AppState,
+    requester: &AccountId,
+    patient: &AccountId,
+) -> Result<medledger_core::tx::emergency::EmergencyProfile, ApiError> {
+    let p = state
+        .ledger
+        .emergency_profile(patient)?
+        .ok_or_else(|| not_found(format!("patient {patient} has no emergency profile")))?;
+    if requester != patient
+        && !p.escrow.iter().any(|k| k.recipient == *requester)
+        && !state.ledger.is_delegate(patient, requester)?
+        && !is_active_doctor(state, requester)?
+    {
+        return Err(forbidden("only doctors, custodians, the patient and delegates see this"));
+    }
+    Ok(p)
+}
+
+/// `GET /v1/emergency/{patient}/key-proof`: the transaction that set the patient's emergency
+/// profile now in force, with its inclusion proof against a checkpoint signed now; for whoever
+/// may see the profile. What a wallet checks before wrapping a record key to the emergency key.
+pub(crate) async fn key_proof(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+    Path(patient): Path<String>,
+) -> ApiResult<TxProofResponse> {
+    let patient = parse_account(&patient)?;
+    visible_profile(&state, &requester, &patient)?;
+    let missing = || not_found(format!("no transaction set the profile of patient {patient}"));
+    let hash = state.ledger.emergency_profile_tx(&patient)?.ok_or_else(missing)?;
+    let record = state.ledger.transaction(&hash)?.ok_or_else(missing)?;
+    let checkpoint = crate::http::signed_checkpoint(&state);
+    let inclusion =
+        state.ledger.inclusion_proof(record.receipt.log_index, checkpoint.checkpoint.log_size)?;
+    Ok(Json(TxProofResponse {
+        tx_hex: hex::encode(record.tx.encode()),
+        receipt: record.receipt,
+        header: record.header,
+        checkpoint,
+        inclusion,
+    }))
+}
+
 /// `GET /v1/emergency/{patient}`: for the patient, delegates, custodians and active doctors.
 pub(crate) async fn profile(
     State(state): State<AppState>,
@@ -46,18 +93,8 @@ pub(crate) async fn profile(
     Path(patient): Path<String>,
 ) -> ApiResult<EmergencyView> {
     let patient = parse_account(&patient)?;
-    let p = state
-        .ledger
-        .emergency_profile(&patient)?
-        .ok_or_else(|| not_found(format!("patient {patient} has no emergency profile")))?;
+    let p = visible_profile(&state, &requester, &patient)?;
     let custodians: Vec<AccountId> = p.escrow.iter().map(|k| k.recipient).collect();
-    if requester != patient
-        && !custodians.contains(&requester)
-        && !state.ledger.is_delegate(&patient, &requester)?
-        && !is_active_doctor(&state, &requester)?
-    {
-        return Err(forbidden("only doctors, custodians, the patient and delegates see this"));
-    }
     Ok(Json(EmergencyView {
         patient,
         key_check: p.key_check,
@@ -66,6 +103,7 @@ pub(crate) async fn profile(
         custodians,
         threshold: p.threshold,
         window_ms: state.ledger.emergency_window_ms()?,
+        set_by: state.ledger.emergency_profile_tx(&patient)?,
     }))
 }
 

@@ -228,6 +228,10 @@ pub fn router(state: AppState) -> Router {
                 .layer(small()),
         )
         .route(&format!("{}/{{patient}}/escrow", paths::EMERGENCY), get(crate::emergency::escrow))
+        .route(
+            &format!("{}/{{patient}}/{}", paths::EMERGENCY, paths::EMERGENCY_KEY_PROOF),
+            get(crate::emergency::key_proof),
+        )
         .route(&format!("{}/{{pmr}}", paths::RECORDS), get(crate::records::get))
         .route(&format!("{}/{{pmr}}/history", paths::RECORDS), get(crate::records::history))
         .route(&format!("{}/{{pmr}}/shares", paths::RECORDS), get(crate::records::shares))
@@ -533,7 +537,7 @@ fn parse_hash(s: &str) -> Result<Hash, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("{s:?} is not a 64-character hex hash")))
 }
 
-fn signed_checkpoint(state: &AppState) -> SignedCheckpoint {
+pub(crate) fn signed_checkpoint(state: &AppState) -> SignedCheckpoint {
     state.ledger.checkpoint().sign(&state.node_key)
 }
 
@@ -925,6 +929,11 @@ async fn who_can_see(
         patient,
         height,
         delegates: w.delegates,
+        delegate_powers: w
+            .delegate_powers
+            .iter()
+            .map(|p| p.names().into_iter().map(str::to_owned).collect())
+            .collect(),
         grants: w.grants.into_iter().map(|(id, g)| grant_view(id, g)).collect(),
         deny_rules: w
             .deny_rules

@@ -131,6 +131,31 @@ fn consent_through_the_cli() {
     );
     assert!(err.contains("unauthorised"), "{err}");
     ok(&["consent", "delegate", &c.hospital_account, "--wallet", &c.patient], &env);
+    // L7: scoped to records only, the delegate may not grant; who-can-see says so.
+    let grant_by_delegate = [
+        "consent",
+        "grant",
+        "--wallet",
+        &c.hospital,
+        "--patient",
+        &patient_account,
+        "--grantee",
+        &c.doctor_account,
+    ];
+    let scope = |powers: &'static str| {
+        let (delegate, wallet) = (c.hospital_account.as_str(), c.patient.as_str());
+        vec!["consent", "delegate", delegate, "--powers", powers, "--wallet", wallet]
+    };
+    let bad = fails(&scope("records,everything"), &env);
+    assert!(bad.contains("not a list of powers"), "{bad}");
+    ok(&scope("records"), &env);
+    let who = ok(&["consent", "who-can-see", "--wallet", &c.patient], &env);
+    assert!(who.contains("(may: records)"), "{who}");
+    let err = fails(&grant_by_delegate, &env);
+    assert!(err.contains("without the consent power"), "{err}");
+    ok(&scope("all"), &env);
+    let who = ok(&["consent", "who-can-see", "--wallet", &c.patient], &env);
+    assert!(who.contains("(may: consent, records, emergency)"), "{who}");
     ok(
         &[
             "consent",

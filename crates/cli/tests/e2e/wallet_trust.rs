@@ -275,3 +275,59 @@ fn a_swapped_session_key_gets_no_reading_sealed_to_it() {
     let out = ok(&simulate, &[("MEDLEDGER_NODE", node.url.as_str())]);
     assert!(node.log_size() > size, "{out}");
 }
+
+/// H5, the emergency key: a proxy that swaps the patient's emergency key gets no record key
+/// wrapped to it. The wallet takes the key only from the transaction that set the profile,
+/// proven against the pinned node key, and refuses before it wraps or sends anything.
+#[test]
+fn a_swapped_emergency_key_gets_nothing_wrapped_to_it() {
+    use medledger_client::emergency::{EmergencyCode, EmergencyKey};
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let file = tmp.path().join("ecg.txt");
+    std::fs::write(&file, b"ECG: sinus rhythm").unwrap();
+    let add = ["record", "add", "--wallet", &c.doctor, "--patient", &c.patient_id]
+        .into_iter()
+        .chain(["--file", &file.display().to_string(), "--category", "lab-report"])
+        .chain(["--date", "2021-01-26", "--title", "ECG"])
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    let add: Vec<&str> = add.iter().map(String::as_str).collect();
+    ok(&add, &env);
+    let out = ok(
+        &["emergency", "profile", "--wallet", &c.patient, "--blood-type", "O-", "--json"]
+            .into_iter()
+            .chain(["--open-records"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["records_wrapped"], 1, "{out}");
+    let code = EmergencyCode::parse(j["code"].as_str().unwrap()).unwrap();
+    let pid = medledger_core::ids::PatientId(c.patient_id.parse().unwrap());
+    let emergency_key = EmergencyKey::derive(&code, pid).encryption_key().to_string();
+
+    let attacker = DecryptionKey::generate().public_key().to_string();
+    let proxy = KeySwappingProxy::start(node.port, emergency_key, attacker);
+    let via_proxy = [("MEDLEDGER_NODE", proxy.url.as_str())];
+    let size = node.log_size();
+    let wrap = ["emergency", "wrap-records", "--wallet", &c.patient];
+    let err = fails(&wrap, &via_proxy);
+    assert!(err.contains("refusing to use the encryption key"), "{err}");
+    assert!(err.contains("emergency key"), "{err}");
+    let seen = proxy.seen();
+    assert!(proxy.swaps.load(Ordering::Relaxed) > 0, "the proxy swapped nothing: {seen:?}");
+    assert!(
+        !seen.iter().any(|r| r.starts_with("PUT ") || r.starts_with("POST ")),
+        "something was sent after the swap: {seen:?}"
+    );
+    assert_eq!(node.log_size(), size, "a wrap reached the log");
+
+    // Straight to the node, the same command wraps to the real (proven) emergency key, and a
+    // new record is added and wrapped to it (`record add` proves the key the same way).
+    let out = ok(&wrap, &env);
+    assert!(node.log_size() > size, "{out}");
+    ok(&add, &env);
+}

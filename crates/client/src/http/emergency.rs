@@ -2,7 +2,7 @@
 //! custodian's own escrow piece, a break-glass with the pieces released to its doctor, and a
 //! hospital's open reviews.
 
-use medledger_api::{BreakGlassView, EmergencyView, PatientOverview, paths};
+use medledger_api::{BreakGlassView, EmergencyView, PatientOverview, TxProofResponse, paths};
 use medledger_core::{Hash, ids::AccountId, tx::SignedTransaction};
 
 use super::NodeClient;
@@ -15,6 +15,42 @@ impl NodeClient {
         patient: &AccountId,
     ) -> Result<Option<EmergencyView>, ClientError> {
         self.get_optional(&format!("{}/{patient}", paths::EMERGENCY)).await
+    }
+
+    /// A patient's emergency profile with its emergency key proven against the ledger under
+    /// `anchor` by the transaction that set the profile (see
+    /// [`crate::proof::verify_emergency_key`]), or `None` if the node says there is none. The
+    /// only way the wallet learns an emergency key to wrap record keys to: the view's
+    /// `emergency_key` is what the node says, unchecked; the returned view carries the proven
+    /// key in its place.
+    pub async fn proven_emergency_profile(
+        &self,
+        patient: &AccountId,
+        anchor: &crate::proof::TrustAnchor,
+    ) -> Result<Option<EmergencyView>, ClientError> {
+        let Some(mut view) = self.emergency_profile(patient).await? else { return Ok(None) };
+        let Some(set_by) = view.set_by else {
+            return Err(ClientError::UnprovenKey {
+                account: AccountId::emergency_of(patient),
+                reason: "the node did not name the transaction that set the profile".into(),
+            });
+        };
+        let proof: TxProofResponse = self
+            .get(&format!("{}/{patient}/{}", paths::EMERGENCY, paths::EMERGENCY_KEY_PROOF))
+            .await?;
+        let key = crate::proof::verify_emergency_key(&proof, &set_by, patient, anchor)?;
+        if key != view.emergency_key {
+            return Err(ClientError::UnprovenKey {
+                account: AccountId::emergency_of(patient),
+                reason: format!(
+                    "the node says the emergency key of patient {patient} is {}, but the \
+                     transaction that set the profile set {key}",
+                    view.emergency_key
+                ),
+            });
+        }
+        view.emergency_key = key;
+        Ok(Some(view))
     }
 
     /// The logged read of a patient's sealed profile: `read` is the doctor's signed

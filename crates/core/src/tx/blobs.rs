@@ -154,7 +154,8 @@ impl TxBody {
                 | ConsentTx::Deny { .. }
                 | ConsentTx::RemoveDeny { .. }
                 | ConsentTx::NameDelegate { .. }
-                | ConsentTx::RemoveDelegate { .. } => vec![],
+                | ConsentTx::RemoveDelegate { .. }
+                | ConsentTx::ScopeDelegate { .. } => vec![],
             },
             TxBody::Access(_) => vec![],
             TxBody::Records(r) => match r {

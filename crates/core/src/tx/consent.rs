@@ -193,6 +193,66 @@ pub enum ConsentTx {
         /// The delegate.
         delegate: AccountId,
     },
+    /// The patient names a delegate with only some powers, or changes the powers of one they
+    /// named. (`NameDelegate` names one with every power.)
+    ScopeDelegate {
+        /// The delegate.
+        delegate: AccountId,
+        /// What the delegate may do.
+        powers: DelegatePowers,
+    },
+}
+
+/// What a delegate may do for the patient who named them: a small bit set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DelegatePowers(pub u8);
+
+impl DelegatePowers {
+    /// Grant, revoke and deny; approve and decline requests.
+    pub const CONSENT: DelegatePowers = DelegatePowers(1);
+    /// Share, transfer and erase records; share case keys.
+    pub const RECORDS: DelegatePowers = DelegatePowers(2);
+    /// Set or replace the emergency profile.
+    pub const EMERGENCY: DelegatePowers = DelegatePowers(4);
+    /// Every power (what `NameDelegate` gives).
+    pub const ALL: DelegatePowers = DelegatePowers(7);
+    /// The powers by name, in order.
+    pub const NAMES: [(&'static str, DelegatePowers); 3] = [
+        ("consent", DelegatePowers::CONSENT),
+        ("records", DelegatePowers::RECORDS),
+        ("emergency", DelegatePowers::EMERGENCY),
+    ];
+
+    /// Whether every power in `other` is in `self`.
+    pub fn contains(self, other: DelegatePowers) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether this is a valid, non-empty set of known powers.
+    pub fn is_valid(self) -> bool {
+        self.0 != 0 && self.0 & !DelegatePowers::ALL.0 == 0
+    }
+
+    /// The names of the powers held, in order.
+    pub fn names(self) -> Vec<&'static str> {
+        DelegatePowers::NAMES.iter().filter(|(_, p)| self.contains(*p)).map(|(n, _)| *n).collect()
+    }
+
+    /// Parses a comma-separated list of power names (`consent,records`; `all`).
+    pub fn parse(s: &str) -> Option<DelegatePowers> {
+        let mut bits = 0u8;
+        for part in s.split(',').map(str::trim) {
+            if part == "all" {
+                bits |= DelegatePowers::ALL.0;
+                continue;
+            }
+            let (_, p) = DelegatePowers::NAMES.iter().find(|(n, _)| *n == part)?;
+            bits |= p.0;
+        }
+        let powers = DelegatePowers(bits);
+        powers.is_valid().then_some(powers)
+    }
 }
 
 impl ConsentTx {
@@ -208,6 +268,7 @@ impl ConsentTx {
             ConsentTx::RemoveDeny { .. } => "remove_deny_rule",
             ConsentTx::NameDelegate { .. } => "name_delegate",
             ConsentTx::RemoveDelegate { .. } => "remove_delegate",
+            ConsentTx::ScopeDelegate { .. } => "scope_delegate",
         }
     }
 }

@@ -161,7 +161,8 @@ pub(crate) fn may_write(
     }))
 }
 
-/// Refuses unless `signer` is the case's opener, its patient or a delegate of the patient.
+/// Refuses unless `signer` is the case's opener, its patient or a delegate of the patient with
+/// the records power.
 pub(crate) fn require_opener_or_patient(
     state: &StateTxn<'_, '_>,
     signer: &AccountId,
@@ -169,12 +170,15 @@ pub(crate) fn require_opener_or_patient(
     c: &CaseLog,
     action: &str,
 ) -> Result<Result<(), Refusal>, LedgerError> {
-    if *signer == c.opener || *signer == c.patient || state.is_delegate(&c.patient, signer)? {
+    if *signer == c.opener
+        || *signer == c.patient
+        || state.delegate_may(&c.patient, signer, medledger_core::tx::DelegatePowers::RECORDS)?
+    {
         return Ok(Ok(()));
     }
     Ok(Err(Refusal::Unauthorised {
         reason: format!(
-            "only the doctor who opened case {id}, its patient or a delegate may {action}"
+            "only the doctor who opened case {id}, its patient or a delegate with the records power may {action}"
         ),
     }))
 }

@@ -27,7 +27,9 @@ pub(crate) fn apply(
     let log = refuse_on!(super::existing(state, case)?);
     refuse_on!(super::require_opener_or_patient(state, signer, case, &log, "share its key")?);
     refuse_on!(crate::consent::require_active(state, &key.recipient, "recipient")?);
-    if *signer != log.patient && !state.is_delegate(&log.patient, signer)? {
+    if *signer != log.patient
+        && !state.delegate_may(&log.patient, signer, medledger_core::tx::DelegatePowers::RECORDS)?
+    {
         let resource = Resource {
             patient: log.patient,
             category: None,

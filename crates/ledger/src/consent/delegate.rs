@@ -1,7 +1,11 @@
 //! A patient names or removes a delegate (a parent, a guardian) who may act on consent for
 //! them. Only the patient themself may change their delegates.
 
-use medledger_core::{block::Refusal, ids::AccountId, tx::Role};
+use medledger_core::{
+    block::Refusal,
+    ids::AccountId,
+    tx::{DelegatePowers, Role},
+};
 
 use super::require_active;
 use crate::{
@@ -41,6 +45,50 @@ pub(crate) fn set(
     } else {
         crate::audit::AuditKind::DelegateRemoved { delegate: *delegate }
     };
+    super::audit(state, patient, patient, &[*delegate], kind)?;
+    Ok(Ok(None))
+}
+
+/// Names `delegate` with only `powers`, or changes the powers of a delegate already named.
+pub(crate) fn scope(
+    state: &mut StateTxn<'_, '_>,
+    patient: &AccountId,
+    patient_account: &Account,
+    delegate: &AccountId,
+    powers: DelegatePowers,
+) -> HandlerResult {
+    if !powers.is_valid() {
+        return Ok(Err(Refusal::Invalid {
+            reason: format!(
+                "delegate powers {:#04x} are not a non-empty set of consent, records, emergency",
+                powers.0
+            ),
+        }));
+    }
+    if patient_account.role != Role::Patient {
+        return Ok(Err(Refusal::Unauthorised {
+            reason: "only a patient names their delegates".into(),
+        }));
+    }
+    if delegate == patient {
+        return Ok(Err(Refusal::Invalid {
+            reason: "a patient cannot be their own delegate".into(),
+        }));
+    }
+    match state.delegate_powers(patient, delegate)? {
+        Some(now) if now == powers => {
+            return Ok(Err(Refusal::AlreadyExists {
+                what: format!("delegate {delegate} with powers {}", powers.names().join(",")),
+            }));
+        }
+        Some(_) => {}
+        None => {
+            refuse_on!(require_active(state, delegate, "delegate")?);
+            state.set_delegate(patient, delegate, true)?;
+        }
+    }
+    state.set_delegate_powers(patient, delegate, powers)?;
+    let kind = crate::audit::AuditKind::DelegateScoped { delegate: *delegate, powers };
     super::audit(state, patient, patient, &[*delegate], kind)?;
     Ok(Ok(None))
 }

@@ -1,5 +1,6 @@
 //! Deny rules: added and removed by the patient or a delegate; they override any grant.
 
+use medledger_core::tx::DelegatePowers;
 use medledger_core::{
     block::{Created, Refusal},
     ids::AccountId,
@@ -18,7 +19,7 @@ pub(crate) fn add(
     patient: &AccountId,
     rule: &DenyRule,
 ) -> HandlerResult {
-    refuse_on!(require_patient_or_delegate(state, signer, patient)?);
+    refuse_on!(require_patient_or_delegate(state, signer, patient, DelegatePowers::CONSENT)?);
     if rule.grantee.is_none()
         && rule.grantee_role.is_none()
         && rule.category.is_none()
@@ -47,7 +48,7 @@ pub(crate) fn remove(
     let Some(d) = state.deny_rule(id)? else {
         return Ok(Err(Refusal::NotFound { what: format!("deny rule {id}") }));
     };
-    refuse_on!(require_patient_or_delegate(state, signer, &d.patient)?);
+    refuse_on!(require_patient_or_delegate(state, signer, &d.patient, DelegatePowers::CONSENT)?);
     state.remove_deny_rule(id, &d)?;
     super::audit(
         state,

@@ -1,5 +1,6 @@
 //! A patient (or delegate) grants access; approving a request creates a grant the same way.
 
+use medledger_core::tx::DelegatePowers;
 use medledger_core::{
     block::{Created, Refusal},
     ids::AccountId,
@@ -23,7 +24,7 @@ pub(crate) fn grant(
     validity: &Validity,
     request: Option<ConsentId>,
 ) -> HandlerResult {
-    refuse_on!(require_patient_or_delegate(state, signer, patient)?);
+    refuse_on!(require_patient_or_delegate(state, signer, patient, DelegatePowers::CONSENT)?);
     if grantee == patient {
         return Ok(Err(Refusal::Invalid {
             reason: "a patient needs no grant to their own records".into(),

@@ -23,7 +23,7 @@ use medledger_core::{
     block::Refusal,
     ids::AccountId,
     tx::{
-        ConsentTx, Role,
+        ConsentTx, DelegatePowers, Role,
         consent::{MAX_ID_LEN, MAX_SCOPE_ITEMS, Purpose, Scope, Validity},
     },
 };
@@ -280,6 +280,9 @@ pub(crate) fn apply(
         ConsentTx::RemoveDelegate { delegate } => {
             delegate::set(state, signer, signer_account, delegate, false)
         }
+        ConsentTx::ScopeDelegate { delegate, powers } => {
+            delegate::scope(state, signer, signer_account, delegate, *powers)
+        }
     }
 }
 
@@ -322,11 +325,13 @@ pub(crate) fn require_treating(
     }))
 }
 
-/// Refuses unless `signer` is `patient` (a patient account) or a delegate of theirs.
+/// Refuses unless `signer` is `patient` (a patient account) or a delegate of theirs holding
+/// `power`.
 pub(crate) fn require_patient_or_delegate(
     state: &StateTxn<'_, '_>,
     signer: &AccountId,
     patient: &AccountId,
+    power: DelegatePowers,
 ) -> Result<Result<(), Refusal>, LedgerError> {
     let Some(p) = state.account(patient)? else {
         return Ok(Err(Refusal::NotFound { what: format!("patient {patient}") }));
@@ -334,8 +339,16 @@ pub(crate) fn require_patient_or_delegate(
     if p.role != Role::Patient {
         return Ok(Err(Refusal::Invalid { reason: format!("{patient} is not a patient") }));
     }
-    if signer == patient || state.is_delegate(patient, signer)? {
+    if signer == patient || state.delegate_may(patient, signer, power)? {
         return Ok(Ok(()));
+    }
+    if state.is_delegate(patient, signer)? {
+        return Ok(Err(Refusal::Unauthorised {
+            reason: format!(
+                "{signer} is a delegate of patient {patient} without the {} power",
+                power.names().join(", ")
+            ),
+        }));
     }
     Ok(Err(Refusal::Unauthorised {
         reason: format!("only patient {patient} or a delegate they named may do this"),

@@ -1,6 +1,7 @@
 //! Access requests: a doctor, hospital or organisation asks; the patient (or a delegate)
 //! approves, choosing scope and period, which creates a grant, or declines.
 
+use medledger_core::tx::DelegatePowers;
 use medledger_core::{
     block::{Created, Refusal},
     ids::AccountId,
@@ -101,7 +102,7 @@ pub(crate) fn decline(
     id: &ConsentId,
 ) -> HandlerResult {
     let mut r = refuse_on!(pending(state, id)?);
-    refuse_on!(require_patient_or_delegate(state, signer, &r.patient)?);
+    refuse_on!(require_patient_or_delegate(state, signer, &r.patient, DelegatePowers::CONSENT)?);
     r.status = RequestStatus::Declined;
     super::audit(
         state,

@@ -27,7 +27,12 @@ pub(crate) fn set(
     patient: &AccountId,
     p: &EmergencyProfile,
 ) -> HandlerResult {
-    refuse_on!(crate::consent::require_patient_or_delegate(state, signer, patient)?);
+    refuse_on!(crate::consent::require_patient_or_delegate(
+        state,
+        signer,
+        patient,
+        medledger_core::tx::DelegatePowers::EMERGENCY
+    )?);
     refuse_on!(check(state, p)?);
     // Replace: the old profile's blobs are no longer referenced.
     if let Some(old) = state.emergency_profile(patient)? {

@@ -29,6 +29,13 @@ impl Ledger {
         v.map(|v| decode_entry("emergency profile", v.value())).transpose()
     }
 
+    /// The transaction that set a patient's emergency profile now in force.
+    pub fn emergency_profile_tx(&self, patient: &AccountId) -> Result<Option<Hash>, LedgerError> {
+        let read = self.db.begin_read()?;
+        let t = read.open_table(EMERGENCY_PROFILE_TXS)?;
+        Ok(t.get(&patient.0)?.map(|v| Hash(*v.value())))
+    }
+
     /// A break-glass declaration.
     pub fn break_glass(&self, id: &Hash) -> Result<Option<BreakGlassEntry>, LedgerError> {
         let read = self.db.begin_read()?;

@@ -77,8 +77,9 @@ pub fn named_as_it_is(r: &RecordEntry, resource: &crate::consent::Resource) -> b
     resource.patient == r.patient && resource.category == Some(r.category)
 }
 
-/// Refuses unless `signer` is the record's patient or a delegate the patient names now: those
-/// who decide about a record's keys and its existence. A delegate the patient removed may
+/// Refuses unless `signer` is the record's patient or a delegate the patient names now with
+/// the records power: those who decide about a record's keys and its existence. A delegate the
+/// patient removed may
 /// still hold the token, and decides nothing by it.
 pub(crate) fn require_patient_or_delegate_in_office(
     state: &StateTxn<'_, '_>,
@@ -86,8 +87,16 @@ pub(crate) fn require_patient_or_delegate_in_office(
     pmr: &str,
     r: &RecordEntry,
 ) -> Result<Result<(), Refusal>, LedgerError> {
-    if *signer == r.patient || state.is_delegate(&r.patient, signer)? {
+    let records = medledger_core::tx::DelegatePowers::RECORDS;
+    if *signer == r.patient || state.delegate_may(&r.patient, signer, records)? {
         return Ok(Ok(()));
+    }
+    if state.is_delegate(&r.patient, signer)? {
+        return Ok(Err(Refusal::Unauthorised {
+            reason: format!(
+                "{signer} is a delegate of the patient of record {pmr} without the records power"
+            ),
+        }));
     }
     Ok(Err(Refusal::Unauthorised {
         reason: format!(

@@ -78,13 +78,27 @@ pub(crate) fn transfer(
             ),
         }));
     }
+    // A delegate acts on records only with the records power, whatever else makes them a
+    // party (owner, approved, operator); giving a record back to its patient is always allowed.
+    let records = medledger_core::tx::DelegatePowers::RECORDS;
+    if *signer != r.patient
+        && *to != r.patient
+        && state.is_delegate(&r.patient, signer)?
+        && !state.delegate_may(&r.patient, signer, records)?
+    {
+        return Ok(Err(Refusal::Unauthorised {
+            reason: format!(
+                "{signer} is a delegate of the patient of record {pmr} without the records power"
+            ),
+        }));
+    }
     if *to == from {
         return Ok(Err(Refusal::Invalid { reason: format!("{to} already owns record {pmr}") }));
     }
-    if *to != r.patient && !state.is_delegate(&r.patient, to)? {
+    if *to != r.patient && !state.delegate_may(&r.patient, to, records)? {
         return Ok(Err(Refusal::Unauthorised {
             reason: format!(
-                "a record moves only between its patient and a delegate the patient named; {to} is neither"
+                "a record moves only between its patient and a delegate the patient named with the records power; {to} is neither"
             ),
         }));
     }

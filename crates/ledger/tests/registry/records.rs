@@ -634,3 +634,136 @@ fn a_record_named_falsely_is_denied_in_its_real_patients_trail() {
     let likely = net.ledger.decide_access_now(&doctor.account, &as_it_is, net.time).unwrap();
     assert_eq!(likely, Decision::Deny(Denial::NoGrant));
 }
+
+/// The report's L7: a patient scopes a delegation. A delegate without `records` can neither
+/// erase nor transfer nor share a record, nor be handed one; without `emergency` it cannot
+/// replace the emergency profile; without `consent` it can neither grant nor revoke. Each
+/// refusal changes nothing, and the delegate with every power still does all of it.
+#[test]
+fn a_scoped_delegate_acts_only_within_its_powers() {
+    use medledger_core::{
+        keys::DecryptionKey,
+        tx::{DelegatePowers as P, EmergencyTx, emergency::EmergencyProfile},
+    };
+    const HOUR: u64 = 3_600_000;
+    let (mut net, mut hospital, mut doctor, mut patient) = populated();
+    let pmr = mint(&mut net, &mut doctor, &patient, "scoped");
+    let mut guardian = Actor::new();
+    let other = Actor::new();
+    applied(&net.one(register(&mut hospital, &guardian)));
+    applied(&net.one(register(&mut hospital, &other)));
+    let scope = |delegate: &Actor, powers: P| {
+        TxBody::Consent(ConsentTx::ScopeDelegate { delegate: delegate.account, powers })
+    };
+    // A refusal that changes nothing (the refused transaction does not use up a nonce).
+    let refused = |net: &mut Net, t: SignedTransaction, who: &mut Actor, patient: &Actor| {
+        let state = |net: &Net| {
+            format!(
+                "{}|{:?}|{:?}",
+                record_state(net, patient),
+                net.ledger.who_can_see(&patient.account, None).unwrap(),
+                net.ledger.emergency_profile(&patient.account).unwrap()
+            )
+        };
+        let before = state(net);
+        assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
+        who.nonce -= 1;
+        assert_eq!(state(net), before);
+    };
+    let profile = |patient: &Actor, tag: &[u8]| {
+        TxBody::Emergency(EmergencyTx::SetProfile {
+            patient: patient.account,
+            profile: EmergencyProfile {
+                profile: Hash::of(tag),
+                key_check: Hash::of(b"check"),
+                emergency_key: DecryptionKey::generate().public_key(),
+                open_records: true,
+                escrow: vec![KeyRef { recipient: hospital.account, blob: Hash::of(b"piece") }],
+                threshold: 1,
+            },
+        })
+    };
+    let grant = |patient: &Actor, grantee: &Actor, now: u64| {
+        TxBody::Consent(ConsentTx::Grant {
+            patient: patient.account,
+            grantee: grantee.account,
+            scope: Scope::All,
+            purpose: Purpose::Treatment,
+            validity: Validity { not_before_ms: now, expires_at_ms: now + HOUR },
+        })
+    };
+    let consent_id = |r: &Receipt| match applied(r) {
+        Some(Created::Consent { id }) => *id,
+        o => panic!("{o:?}"),
+    };
+
+    // Malformed powers, or a scope not signed by the patient: refused, nothing named.
+    for bad in [P(0), P(8), P(0xff)] {
+        let t = patient.sign_body(scope(&guardian, bad));
+        assert!(matches!(refusal(&net.one(t)), Refusal::Invalid { .. }));
+        patient.nonce -= 1;
+    }
+    let t = doctor.sign_body(scope(&guardian, P::ALL));
+    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
+    doctor.nonce -= 1;
+    assert!(net.ledger.who_can_see(&patient.account, None).unwrap().delegates.is_empty());
+
+    // `other` holds records; the guardian is handed the record while it has every power.
+    applied(&net.one(patient.sign_body(scope(&other, P::RECORDS))));
+    applied(&net.one(patient.sign_body(scope(&guardian, P::ALL))));
+    let t = rec(RecordTx::Transfer { record: pmr.clone(), to: guardian.account }, &mut patient);
+    applied(&net.one(t));
+
+    // Without `records`: the guardian (the owner) cannot erase, share or pass the record on,
+    // and the patient cannot hand a record to it.
+    applied(&net.one(patient.sign_body(scope(&guardian, P(P::CONSENT.0 | P::EMERGENCY.0)))));
+    let who = net.ledger.who_can_see(&patient.account, None).unwrap();
+    let g = who.delegates.iter().position(|d| *d == guardian.account).unwrap();
+    assert_eq!(who.delegate_powers[g], P(P::CONSENT.0 | P::EMERGENCY.0));
+    let t = rec(RecordTx::Erase { record: pmr.clone() }, &mut guardian);
+    refused(&mut net, t, &mut guardian, &patient);
+    let share = RecordTx::ShareKey {
+        record: pmr.clone(),
+        key: KeyRef { recipient: doctor.account, blob: Hash::of(b"wrapped") },
+    };
+    let t = rec(share.clone(), &mut guardian);
+    refused(&mut net, t, &mut guardian, &patient);
+    let t = rec(RecordTx::Transfer { record: pmr.clone(), to: other.account }, &mut guardian);
+    refused(&mut net, t, &mut guardian, &patient);
+    let pmr2 = mint(&mut net, &mut doctor, &patient, "scoped-2");
+    let t = rec(RecordTx::Transfer { record: pmr2.clone(), to: guardian.account }, &mut patient);
+    let before = record_state(&net, &patient);
+    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
+    patient.nonce -= 1;
+    assert_eq!(record_state(&net, &patient), before);
+    assert!(net.ledger.record(&pmr).unwrap().unwrap().erased_at.is_none());
+
+    // Without `emergency`: no profile.
+    applied(&net.one(patient.sign_body(scope(&guardian, P(P::CONSENT.0 | P::RECORDS.0)))));
+    let t = guardian.sign_body(profile(&patient, b"by the guardian"));
+    refused(&mut net, t, &mut guardian, &patient);
+    assert!(net.ledger.emergency_profile(&patient.account).unwrap().is_none());
+
+    // Without `consent`: no grant, and no revoking the patient's own grant.
+    let by_patient = consent_id(&net.one(patient.sign_body(grant(&patient, &doctor, net.time))));
+    applied(&net.one(patient.sign_body(scope(&guardian, P(P::RECORDS.0 | P::EMERGENCY.0)))));
+    let t = guardian.sign_body(grant(&patient, &other, net.time));
+    refused(&mut net, t, &mut guardian, &patient);
+    let t = guardian.sign_body(TxBody::Consent(ConsentTx::Revoke { grant: by_patient }));
+    refused(&mut net, t, &mut guardian, &patient);
+
+    // Every power again (the same as `NameDelegate`): all of it applies.
+    applied(&net.one(patient.sign_body(scope(&guardian, P::ALL))));
+    let who = net.ledger.who_can_see(&patient.account, None).unwrap();
+    let g = who.delegates.iter().position(|d| *d == guardian.account).unwrap();
+    assert_eq!(who.delegate_powers[g], P::ALL);
+    applied(&net.one(guardian.sign_body(grant(&patient, &other, net.time))));
+    applied(&net.one(guardian.sign_body(TxBody::Consent(ConsentTx::Revoke { grant: by_patient }))));
+    applied(&net.one(guardian.sign_body(profile(&patient, b"by the guardian"))));
+    assert!(net.ledger.emergency_profile(&patient.account).unwrap().is_some());
+    applied(&net.one(rec(share, &mut guardian)));
+    let t = rec(RecordTx::Transfer { record: pmr2.clone(), to: guardian.account }, &mut patient);
+    applied(&net.one(t));
+    applied(&net.one(rec(RecordTx::Erase { record: pmr.clone() }, &mut guardian)));
+    assert!(net.ledger.record(&pmr).unwrap().unwrap().erased_at.is_some());
+}
