@@ -180,16 +180,8 @@ pub fn verify_account_key(
         }
         return Ok(proof.encryption_key);
     };
-    let tx = verify_tx_proof(registration, &anchor.node_key)
+    let tx = signed_for_this_chain(registration, anchor)
         .map_err(|e| refuse(format!("its registration is not proven: {e}")))?;
-    tx.verify_signature()
-        .map_err(|e| refuse(format!("its registration transaction is not validly signed: {e}")))?;
-    if tx.tx.chain_id != anchor.chain_id {
-        return Err(refuse(format!(
-            "its registration is for chain {:?}, not {:?}",
-            tx.tx.chain_id, anchor.chain_id
-        )));
-    }
     let (first_key, encryption_key) = match &tx.tx.body {
         TxBody::Registry(RegistryTx::AdmitHospital(t)) => (t.key, t.encryption_key),
         TxBody::Registry(RegistryTx::OnboardDoctor(t)) => (t.key, t.encryption_key),
@@ -228,6 +220,44 @@ pub fn verify_account_key(
     Ok(encryption_key)
 }
 
+/// The transaction of `proof`, included in the log under a checkpoint signed by the trusted
+/// node key, validly signed and for the pinned chain: what every key the wallet encrypts to
+/// must come from.
+fn signed_for_this_chain(
+    proof: &TxProofResponse,
+    anchor: &TrustAnchor,
+) -> Result<SignedTransaction, String> {
+    let tx = verify_tx_proof(proof, &anchor.node_key).map_err(|e| e.to_string())?;
+    tx.verify_signature().map_err(|e| format!("its transaction is not validly signed: {e}"))?;
+    if tx.tx.chain_id != anchor.chain_id {
+        return Err(format!(
+            "its transaction is for chain {:?}, not {:?}",
+            tx.tx.chain_id, anchor.chain_id
+        ));
+    }
+    Ok(tx)
+}
+
+/// [`signed_for_this_chain`], of exactly transaction `expected`, with a receipt that says it
+/// applied (the outcome is not covered by the Merkle log: see [`verify_account_key`]).
+fn applied_transaction(
+    proof: &TxProofResponse,
+    expected: &Hash,
+    anchor: &TrustAnchor,
+) -> Result<SignedTransaction, String> {
+    let tx = signed_for_this_chain(proof, anchor)?;
+    if tx.hash() != *expected {
+        return Err(format!("the node offered transaction {}", tx.hash()));
+    }
+    if !matches!(proof.receipt.outcome, Outcome::Applied { .. }) {
+        return Err(format!(
+            "the receipt of its transaction does not say it applied: {:?}",
+            proof.receipt.outcome
+        ));
+    }
+    Ok(tx)
+}
+
 /// Checks that `proof` is the transaction that started `session` on `device`, and returns the
 /// session's public key as that transaction put it on the ledger; only then may readings be
 /// sealed to it.
@@ -247,29 +277,12 @@ pub fn verify_session_key(
         account: *device,
         reason: format!("the key of session {session} is not proven: {reason}"),
     };
-    let tx = verify_tx_proof(proof, &anchor.node_key).map_err(|e| refuse(e.to_string()))?;
-    if tx.hash() != *session {
-        return Err(refuse(format!("the node offered transaction {}", tx.hash())));
-    }
-    tx.verify_signature()
-        .map_err(|e| refuse(format!("its transaction is not validly signed: {e}")))?;
-    if tx.tx.chain_id != anchor.chain_id {
-        return Err(refuse(format!(
-            "its transaction is for chain {:?}, not {:?}",
-            tx.tx.chain_id, anchor.chain_id
-        )));
-    }
+    let tx = applied_transaction(proof, session, anchor).map_err(refuse)?;
     let TxBody::Devices(DeviceTx::StartSession(start)) = &tx.tx.body else {
         return Err(refuse(format!("its transaction is a {}", tx.tx.body.kind())));
     };
     if start.device != *device {
         return Err(refuse(format!("it was started on device {}", start.device)));
-    }
-    if !matches!(proof.receipt.outcome, Outcome::Applied { .. }) {
-        return Err(refuse(format!(
-            "the receipt of its transaction does not say it applied: {:?}",
-            proof.receipt.outcome
-        )));
     }
     Ok(start.public_key)
 }
@@ -294,29 +307,12 @@ pub fn verify_emergency_key(
         account: AccountId::emergency_of(patient),
         reason: format!("the emergency key of patient {patient} is not proven: {reason}"),
     };
-    let tx = verify_tx_proof(proof, &anchor.node_key).map_err(|e| refuse(e.to_string()))?;
-    if tx.hash() != *set_by {
-        return Err(refuse(format!("the node offered transaction {}", tx.hash())));
-    }
-    tx.verify_signature()
-        .map_err(|e| refuse(format!("its transaction is not validly signed: {e}")))?;
-    if tx.tx.chain_id != anchor.chain_id {
-        return Err(refuse(format!(
-            "its transaction is for chain {:?}, not {:?}",
-            tx.tx.chain_id, anchor.chain_id
-        )));
-    }
+    let tx = applied_transaction(proof, set_by, anchor).map_err(refuse)?;
     let TxBody::Emergency(EmergencyTx::SetProfile { patient: of, profile }) = &tx.tx.body else {
         return Err(refuse(format!("its transaction is a {}", tx.tx.body.kind())));
     };
     if of != patient {
         return Err(refuse(format!("it set the profile of {of}")));
-    }
-    if !matches!(proof.receipt.outcome, Outcome::Applied { .. }) {
-        return Err(refuse(format!(
-            "the receipt of its transaction does not say it applied: {:?}",
-            proof.receipt.outcome
-        )));
     }
     Ok(profile.emergency_key)
 }
