@@ -597,3 +597,46 @@ fn blob_uploads_are_limited_by_role_and_quota() {
     let r = put(&c.hospital, &second);
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// H5's key proof is no new window on a patient: `GET /v1/emergency/{patient}/key-proof` (the
+/// transaction that set the profile, with its proof) answers exactly those who may see the
+/// profile (the patient, delegates, custodians, active doctors), and refuses an unrelated
+/// patient like the profile view does.
+#[test]
+fn the_emergency_key_proof_is_served_only_to_those_who_may_see_the_profile() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let node = Node::start(&dir.join("data"));
+    let c = cast(dir, &node);
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    ok(&["emergency", "profile", "--wallet", &c.patient, "--blood-type", "O-"], &env);
+    let (stranger, _) = enrol(
+        dir,
+        &node,
+        "stranger",
+        &["patient", "register", "--wallet", &c.hospital, "--name", "S. Tranger"]
+            .into_iter()
+            .chain(["--date-of-birth", "1980-02-03", "--phone", "0721"])
+            .chain(["--attendant-name", "T. Tranger", "--attendant-phone", "0722"])
+            .chain(["--attendant-relationship", "parent"])
+            .collect::<Vec<_>>(),
+    );
+    let patient = unlock(&c.patient).1;
+    let get = |wallet: &str, path: &str| {
+        let (identity, account) = unlock(wallet);
+        signed_http(node.port, &identity.signing, account, "GET", path, b"").unwrap()
+    };
+    let proof = format!("/v1/emergency/{patient}/key-proof");
+    let view = format!("/v1/emergency/{patient}");
+    for w in [&c.patient, &c.doctor] {
+        let r = get(w, &proof);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let set_by = get(w, &view).json()["set_by"].as_str().unwrap().to_owned();
+        assert_eq!(r.json()["receipt"]["tx_hash"], set_by.as_str(), "{}", r.text());
+    }
+    for path in [&proof, &view] {
+        let r = get(&stranger, path);
+        assert_eq!(r.status, 403, "{path}: {}", r.text());
+        assert!(r.json()["tx_hex"].is_null(), "{}", r.text());
+    }
+}
