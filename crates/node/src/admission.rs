@@ -193,7 +193,8 @@ pub(crate) fn admit(
     tx: &SignedTransaction,
     signature_ok: bool,
 ) -> Result<(), ApiError> {
-    checks(state, tx, signature_ok, Charge::Yes)?;
+    envelope(state, tx, signature_ok)?;
+    checks(state, tx, Charge::Yes)?;
     note_pending_key(state, tx);
     Ok(())
 }
@@ -217,38 +218,34 @@ pub(crate) fn simulate(
     tx: &SignedTransaction,
     signature_ok: bool,
 ) -> Result<medledger_ledger::Simulated, ApiError> {
-    crate::auth::note_requester(tx.tx.signer);
-    if !signature_ok {
-        return Err(bad_signature(tx));
-    }
-    not_applied_before(state, tx)?;
-    authenticate(state, tx, true)?;
+    envelope(state, tx, signature_ok)?;
     if !state.limits.simulations.try_take(&tx.tx.signer) {
         return Err(too_many(
             "too_many_simulations",
             "too many simulated transactions in a minute; try again later".into(),
         ));
     }
-    checks(state, tx, true, Charge::No)?;
+    checks(state, tx, Charge::No)?;
     Ok(state.ledger.simulate(tx, now_ms())?)
 }
 
-fn checks(
-    state: &AppState,
-    tx: &SignedTransaction,
-    signature_ok: bool,
-    charge: Charge,
-) -> Result<(), ApiError> {
-    let take = |bucket: &Bucket, who: &AccountId| match charge {
-        Charge::Yes => bucket.try_take(who),
-        Charge::No => bucket.has(who),
-    };
+/// Who sent it, checked once per submission or simulation: the signature, not applied
+/// before, and the envelope against committed state ([`authenticate`]).
+fn envelope(state: &AppState, tx: &SignedTransaction, signature_ok: bool) -> Result<(), ApiError> {
     crate::auth::note_requester(tx.tx.signer);
     if !signature_ok {
         return Err(bad_signature(tx));
     }
     not_applied_before(state, tx)?;
-    authenticate(state, tx, true)?;
+    authenticate(state, tx, true)
+}
+
+/// The signer's limits and the blobs the transaction names, after [`envelope`].
+fn checks(state: &AppState, tx: &SignedTransaction, charge: Charge) -> Result<(), ApiError> {
+    let take = |bucket: &Bucket, who: &AccountId| match charge {
+        Charge::Yes => bucket.try_take(who),
+        Charge::No => bucket.has(who),
+    };
     let signer = tx.tx.signer;
     let limits = &state.limits;
     if !limits.refusals.has(&signer) {
