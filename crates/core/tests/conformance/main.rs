@@ -226,6 +226,23 @@ fn malformed_oversized_and_trailing_input_is_refused() {
 }
 
 #[test]
+fn an_overlong_varint_is_not_a_second_encoding_of_the_same_transaction() {
+    // The nonce (7) is the first byte where nonces 7 and 9 encode differently; 0x87 0x00 is 7
+    // again as an overlong varint. postcard alone would accept it, and the transaction would
+    // then have two encodings (two hashes) for one signature.
+    let canonical = sample_register().encode();
+    let mut other = sample_register();
+    other.tx.nonce = 9;
+    let at = canonical.iter().zip(other.encode()).position(|(a, b)| *a != b).unwrap();
+    assert_eq!(canonical[at], 7);
+    let mut overlong = canonical[..at].to_vec();
+    overlong.extend_from_slice(&[0x87, 0x00]);
+    overlong.extend_from_slice(&canonical[at + 1..]);
+    assert!(matches!(SignedTransaction::decode(&overlong), Err(DecodeError::NotCanonical { .. })));
+    assert_eq!(SignedTransaction::decode(&canonical).unwrap().encode(), canonical);
+}
+
+#[test]
 fn any_flipped_bit_breaks_the_signature_or_the_decoding() {
     let bytes = sample_register().encode();
     for i in 0..bytes.len() {
