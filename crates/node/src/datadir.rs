@@ -175,17 +175,8 @@ fn tighten(path: &Path, widened: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Writes a file readable only by its owner.
+/// Writes a file readable only by its owner, fsynced with its directory.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), NodeError> {
-    use std::io::Write;
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f =
-        options.open(path).map_err(|e| NodeError::DataDir(format!("{}: {e}", path.display())))?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| NodeError::DataDir(e.to_string()))
+    crate::durable::create_private_fsynced(path, bytes)
+        .map_err(|e| NodeError::DataDir(format!("{}: {e}", path.display())))
 }

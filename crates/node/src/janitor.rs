@@ -95,10 +95,9 @@ pub fn erase_through(
             }
         }
     }
-    let tmp = cursor_path.with_extension("tmp");
-    std::fs::write(&tmp, tip.to_string()).and_then(|()| std::fs::rename(&tmp, cursor_path)).map_err(
-        |e| format!("cannot record the janitor's cursor at {}: {e}", cursor_path.display()),
-    )
+    crate::durable::replace_fsynced(cursor_path, tip.to_string().as_bytes()).map_err(|e| {
+        format!("cannot record the janitor's cursor at {}: {e}", cursor_path.display())
+    })
 }
 
 /// One garbage collection: keeps every blob committed state references

@@ -9,6 +9,7 @@ pub mod auth;
 mod cases;
 pub mod datadir;
 mod devices;
+pub mod durable;
 mod emergency;
 pub mod http;
 pub mod janitor;
