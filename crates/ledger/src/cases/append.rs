@@ -9,7 +9,7 @@ use medledger_core::{
 };
 
 use crate::{
-    registry::{HandlerResult, refuse_on},
+    handler::{HandlerResult, refuse_on},
     state::{Account, CaseLogEntry, StateTxn},
 };
 
@@ -55,7 +55,7 @@ pub(crate) fn apply(
     log.head = head;
     log.entries = seq;
     state.put_case(case, &log)?;
-    crate::consent::audit(
+    crate::audit::record_event(
         state,
         signer,
         &log.patient,

@@ -30,7 +30,7 @@ use medledger_core::{
 
 use crate::{
     LedgerError,
-    registry::HandlerResult,
+    handler::HandlerResult,
     state::{Account, BreakGlassEntry, DenyEntry, GrantEntry, StateTxn},
 };
 
@@ -153,104 +153,6 @@ pub fn authorize(
         }
     }
     Ok(Decision::Deny(Denial::NoGrant))
-}
-
-/// Records an audit event caused by the transaction being applied. It concerns the patient,
-/// the `others` named, and the hospital of each doctor among them (a hospital answers for its
-/// doctors' accesses, so it is told of them too).
-pub(crate) fn audit(
-    state: &mut StateTxn<'_, '_>,
-    actor: &AccountId,
-    patient: &AccountId,
-    others: &[AccountId],
-    kind: crate::audit::AuditKind,
-) -> Result<u64, LedgerError> {
-    let mut accounts = vec![*patient];
-    for other in others {
-        if other == patient || accounts.contains(other) {
-            continue;
-        }
-        accounts.push(*other);
-        let hospital = state.doctor(other)?.map(|d| d.hospital);
-        if let Some(hospital) = hospital.filter(|h| !accounts.contains(h)) {
-            accounts.push(hospital);
-        }
-    }
-    let (height, time_ms, tx_hash) = (state.height, state.time_ms, state.tx_hash);
-    state.record_audit(&accounts, |seq| crate::audit::AuditEvent {
-        seq,
-        height,
-        time_ms,
-        tx_hash,
-        actor: *actor,
-        patient: *patient,
-        kind,
-    })
-}
-
-/// Decides an access with [`authorize`] at the block being applied, and records the decision
-/// in the patient's audit trail whether it allows or denies.
-pub(crate) fn access(
-    state: &mut StateTxn<'_, '_>,
-    signer: &AccountId,
-    tx: &medledger_core::tx::consent::AccessTx,
-) -> HandlerResult {
-    // One access names one thing: a record (with its category), a category, or a case. A
-    // record belongs to no case, so naming both could only serve to borrow the case's grant.
-    if tx.resource.case.is_some()
-        && (tx.resource.record.is_some() || tx.resource.category.is_some())
-    {
-        return Ok(Err(Refusal::Invalid {
-            reason: "an access names a record or a category, or a case, not both".into(),
-        }));
-    }
-    // A named record must be named as it is, with its patient and category (grants by
-    // category or of another patient would otherwise be fooled). One named otherwise is a
-    // probe: it is denied, and the denial goes to the trail of the record's real patient, who
-    // sees it (L5); admission charged it to the reader's allowance of denials.
-    if let Some(pmr) = &tx.resource.record {
-        let r = crate::registry::refuse_on!(crate::records::existing(state, pmr)?);
-        if !crate::records::named_as_it_is(&r, &tx.resource) {
-            let decision = Decision::Deny(Denial::NotAsNamed);
-            let kind = crate::audit::AuditKind::Access {
-                resource: tx.resource.clone(),
-                purpose: tx.purpose,
-                decision: decision.clone(),
-            };
-            let event = audit(state, signer, &r.patient, &[*signer], kind)?;
-            return Ok(Ok(Some(medledger_core::block::Created::Access { decision, event })));
-        }
-        crate::registry::refuse_on!(crate::records::require_not_erased(pmr, &r));
-    }
-    let patient = state.account(&tx.resource.patient)?;
-    if !patient.is_some_and(|p| p.role == Role::Patient) {
-        return Ok(Err(Refusal::NotFound { what: format!("patient {}", tx.resource.patient) }));
-    }
-    // A named case must be the patient's.
-    if let Some(id) = &tx.resource.case {
-        let c = crate::registry::refuse_on!(crate::cases::existing(state, id)?);
-        if c.patient != tx.resource.patient {
-            return Ok(Err(Refusal::Invalid {
-                reason: format!("case {id} is not a case of patient {}", tx.resource.patient),
-            }));
-        }
-    }
-    let decision = authorize(
-        &*state,
-        signer,
-        tx.action,
-        &tx.resource,
-        tx.purpose,
-        state.height,
-        state.time_ms,
-    )?;
-    let kind = crate::audit::AuditKind::Access {
-        resource: tx.resource.clone(),
-        purpose: tx.purpose,
-        decision: decision.clone(),
-    };
-    let event = audit(state, signer, &tx.resource.patient, &[*signer], kind)?;
-    Ok(Ok(Some(medledger_core::block::Created::Access { decision, event })))
 }
 
 /// Applies one consent transaction for an authenticated signer.
@@ -385,24 +287,6 @@ pub(crate) fn check_validity(v: &Validity, now_ms: u64) -> Result<(), Refusal> {
         return Err(Refusal::Invalid { reason: "the validity period has already ended".into() });
     }
     Ok(())
-}
-
-/// Refuses an account that cannot take part: unknown, revoked or suspended.
-pub(crate) fn require_active(
-    state: &StateTxn<'_, '_>,
-    id: &AccountId,
-    what: &str,
-) -> Result<Result<Account, Refusal>, LedgerError> {
-    let Some(a) = state.account(id)? else {
-        return Ok(Err(Refusal::NotFound { what: format!("{what} {id}") }));
-    };
-    if a.key.is_none() {
-        return Ok(Err(Refusal::Invalid { reason: format!("{what} {id} has a revoked key") }));
-    }
-    if a.suspended {
-        return Ok(Err(Refusal::Suspended { account: *id }));
-    }
-    Ok(Ok(a))
 }
 
 /// Grants from `patient` to `grantee` found through the index, in any readable table pair.

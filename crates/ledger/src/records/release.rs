@@ -11,7 +11,7 @@ use medledger_core::{
 };
 
 use crate::{
-    registry::{HandlerResult, refuse_on},
+    handler::{HandlerResult, refuse_on},
     state::StateTxn,
 };
 
@@ -54,7 +54,7 @@ pub(crate) fn apply(
         state.height,
         state.time_ms,
     )?;
-    let event = crate::consent::audit(
+    let event = crate::audit::record_event(
         state,
         signer,
         &r.patient,
