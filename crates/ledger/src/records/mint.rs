@@ -123,6 +123,8 @@ pub(crate) fn apply(
     for k in &m.keys {
         state.put_record_key(&pmr, &k.recipient, &k.blob)?;
     }
+    // A share's index is `i + 1` in a `u8`: `check_sharing` allows at most MAX_CUSTODIANS.
+    const _: () = assert!(medledger_core::tx::records::MAX_CUSTODIANS < u8::MAX as usize);
     for (i, share) in m.sharing.iter().flat_map(|sh| sh.shares.iter()).enumerate() {
         state.put_record_share(&pmr, &share.recipient, (i + 1) as u8, &share.blob)?;
     }

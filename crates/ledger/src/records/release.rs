@@ -68,6 +68,8 @@ pub(crate) fn apply(
         },
     )?;
     if decision.is_allowed() {
+        // `index` is a position among the record's custodians, at most MAX_CUSTODIANS at mint.
+        const _: () = assert!(medledger_core::tx::records::MAX_CUSTODIANS < u8::MAX as usize);
         state.put_record_share(pmr, reader, (index + 1) as u8, share)?;
     }
     Ok(Ok(Some(Created::ShareRelease { decision, event })))
