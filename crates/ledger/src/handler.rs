@@ -5,7 +5,7 @@
 //! file of its kind (`registry/`, `consent/`, `access.rs`, `records/`, `emergency/`, `cases/`,
 //! `devices/`), called by `apply.rs` after the envelope checks. It gets the block's state
 //! ([`StateTxn`], with the block's height, time and the transaction's hash), the authenticated
-//! signer and its account. It checks authority and input first and writes after, so that a
+//! signer and, where it needs it, the signer's account. It checks authority and input first and writes after, so that a
 //! refusal has written nothing. It returns `Ok(Ok(created))` when applied, `Ok(Err(refusal))`
 //! when refused (a receipt, not an error: [`refuse_on!`] turns a check's `Err(refusal)` into
 //! that outcome), and `Err(_)` only when the storage failed or the stored state is corrupt.
