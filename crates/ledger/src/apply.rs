@@ -5,7 +5,7 @@
 
 use medledger_core::{
     Hash,
-    block::{Block, Outcome, Receipt, Refusal, Tip},
+    block::{Block, MAX_BLOCK_TXS, Outcome, Receipt, Refusal, Tip},
     encoding,
     tx::{Role, SignedTransaction, TxBody},
 };
@@ -57,6 +57,8 @@ impl Ledger {
             txn.set_durability(redb::Durability::None)?;
         }
         let first_index = block.header.log_size - block.txs.len() as u64;
+        // `check_and_advance` refused a block over MAX_BLOCK_TXS: a position in it fits a u32.
+        const _: () = assert!(MAX_BLOCK_TXS <= u32::MAX as usize);
         let mut receipts = Vec::with_capacity(block.txs.len());
         let mut digest = writer.digest;
         {
@@ -127,9 +129,11 @@ impl Ledger {
         writer.digest = digest;
         writer.since_durable = if durable { 0 } else { writer.since_durable + 1 };
         let mut log = self.log.write().expect("log lock poisoned");
+        debug_assert_eq!(log.len(), first_index, "the Merkle log and the block disagree");
         for leaf in leaves {
             log.push(leaf);
         }
+        debug_assert_eq!(log.len(), block.header.log_size, "the log does not end at the header");
         Ok(receipts)
     }
 
@@ -339,7 +343,7 @@ fn apply_tx(
     let result = match &tx.tx.body {
         TxBody::Registry(r) => registry::apply(state, &signer, &account, r)?,
         TxBody::Consent(c) => crate::consent::apply(state, &signer, &account, c)?,
-        TxBody::Access(a) => crate::consent::access(state, &signer, a)?,
+        TxBody::Access(a) => crate::access::apply(state, &signer, a)?,
         TxBody::Records(r) => crate::records::apply(state, &signer, &account, r)?,
         TxBody::Emergency(e) => crate::emergency::apply(state, &signer, &account, e)?,
         TxBody::Cases(c) => crate::cases::apply(state, &signer, &account, c)?,

@@ -1,8 +1,8 @@
 //! The audit trail: every access decision (allowed or denied), grant, revocation, request,
 //! answer, deny rule and delegate change concerning a patient, in ledger order. Each event is
-//! written by the transaction that caused it, so it is as tamper-evident as the Merkle log
-//! that holds that transaction. The patient and their delegates read it in full; the
-//! regulator sees only counts.
+//! written by the transaction that caused it ([`record_event`], which every feature's
+//! handlers call), so it is as tamper-evident as the Merkle log that holds that transaction.
+//! The patient and their delegates read it in full; the regulator sees only counts.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +12,39 @@ use redb::{ReadableDatabase, ReadableTable};
 use crate::{Ledger, LedgerError, state::*};
 
 pub use medledger_core::audit::{AuditEvent, AuditKind};
+
+/// Records an audit event caused by the transaction being applied. It concerns the patient,
+/// the `others` named, and the hospital of each doctor among them (a hospital answers for its
+/// doctors' accesses, so it is told of them too).
+pub(crate) fn record_event(
+    state: &mut StateTxn<'_, '_>,
+    actor: &AccountId,
+    patient: &AccountId,
+    others: &[AccountId],
+    kind: AuditKind,
+) -> Result<u64, LedgerError> {
+    let mut accounts = vec![*patient];
+    for other in others {
+        if other == patient || accounts.contains(other) {
+            continue;
+        }
+        accounts.push(*other);
+        let hospital = state.doctor(other)?.map(|d| d.hospital);
+        if let Some(hospital) = hospital.filter(|h| !accounts.contains(h)) {
+            accounts.push(hospital);
+        }
+    }
+    let (height, time_ms, tx_hash) = (state.height, state.time_ms, state.tx_hash);
+    state.record_audit(&accounts, |seq| AuditEvent {
+        seq,
+        height,
+        time_ms,
+        tx_hash,
+        actor: *actor,
+        patient: *patient,
+        kind,
+    })
+}
 
 impl Ledger {
     /// The events concerning `account` (a patient, or the other party of an event) with

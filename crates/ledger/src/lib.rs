@@ -8,12 +8,14 @@
 //! blocks holds the same state. The ledger knows nothing of HTTP or Raft.
 #![warn(missing_docs)]
 
+mod access;
 mod apply;
 pub mod audit;
 pub mod cases;
 pub mod consent;
 pub mod devices;
 pub mod emergency;
+mod handler;
 pub mod parties;
 mod query;
 pub mod records;

@@ -9,7 +9,7 @@ use medledger_core::{
 };
 
 use crate::{
-    registry::{HandlerResult, refuse_on},
+    handler::{HandlerResult, refuse_on},
     state::{Account, CaseLogEntry, StateTxn},
 };
 
@@ -55,7 +55,13 @@ pub(crate) fn apply(
     log.head = head;
     log.entries = seq;
     state.put_case(case, &log)?;
-    crate::consent::audit(
+    // The stored case ends where the chain says it must: one more entry, the new head.
+    debug_assert!(
+        state.case(case)?.is_some_and(|c| c.entries == seq
+            && c.head == appended_head(prev, entry, signer, state.height, state.time_ms)),
+        "case {case}: the stored head is not the next head of its chain"
+    );
+    crate::audit::record_event(
         state,
         signer,
         &log.patient,

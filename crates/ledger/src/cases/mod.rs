@@ -53,7 +53,7 @@ use medledger_core::{
 
 use crate::{
     LedgerError,
-    registry::HandlerResult,
+    handler::HandlerResult,
     state::{Account, CaseLog, StateTxn},
 };
 

@@ -5,7 +5,6 @@ use medledger_core::{
     block::{Created, Refusal},
     ids::AccountId,
     tx::{
-        Role,
         cases::{MAX_CASE_KEYS, OpenCase, case_id, opened_head},
         consent::{Action, MAX_ID_LEN, Resource},
     },
@@ -13,7 +12,7 @@ use medledger_core::{
 
 use crate::{
     LedgerError,
-    registry::{HandlerResult, refuse_on},
+    handler::{DoctorForPatient, HandlerResult, doctor_for_patient, refuse_on},
     state::{Account, CaseLog, StateTxn},
 };
 
@@ -23,19 +22,8 @@ pub(crate) fn apply(
     signer_account: &Account,
     o: &OpenCase,
 ) -> HandlerResult {
-    if signer_account.role != Role::Doctor {
-        return Ok(Err(Refusal::Unauthorised { reason: "only a doctor may open a case".into() }));
-    }
-    let Some(doctor) = state.doctor(signer)? else {
-        return Ok(Err(Refusal::NotFound { what: format!("doctor entry of {signer}") }));
-    };
-    let patient = match state.account(&o.patient)? {
-        Some(p) if p.role == Role::Patient => p,
-        _ => return Ok(Err(Refusal::NotFound { what: format!("patient {}", o.patient) })),
-    };
-    let Some(patient_id) = patient.patient_id else {
-        return Err(LedgerError::Corrupt(format!("patient {} has no Patient-ID", o.patient)));
-    };
+    let DoctorForPatient { doctor, patient, patient_id } =
+        refuse_on!(doctor_for_patient(state, signer, signer_account, &o.patient, "open a case")?);
     refuse_on!(check_fields(signer, o));
     refuse_on!(super::require_unreferenced(state, &o.description, "description")?);
     for k in &o.keys {
@@ -94,7 +82,7 @@ pub(crate) fn apply(
     for k in &o.keys {
         state.put_case_key(&id, &k.recipient, &k.blob)?;
     }
-    crate::consent::audit(
+    crate::audit::record_event(
         state,
         signer,
         &o.patient,

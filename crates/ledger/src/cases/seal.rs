@@ -4,7 +4,7 @@
 use medledger_core::{Hash, block::Created, ids::AccountId};
 
 use crate::{
-    registry::{HandlerResult, refuse_on},
+    handler::{HandlerResult, refuse_on},
     state::{CaseSeal, StateTxn},
 };
 
@@ -27,7 +27,7 @@ pub(crate) fn apply(
     state.put_case(case, &log)?;
     let mut others = vec![log.opener];
     others.extend(log.authors.iter().copied());
-    crate::consent::audit(
+    crate::audit::record_event(
         state,
         signer,
         &log.patient,

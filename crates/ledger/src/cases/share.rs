@@ -14,7 +14,7 @@ use medledger_core::{
 };
 
 use crate::{
-    registry::{HandlerResult, refuse_on},
+    handler::{HandlerResult, refuse_on},
     state::StateTxn,
 };
 
@@ -26,7 +26,7 @@ pub(crate) fn apply(
 ) -> HandlerResult {
     let log = refuse_on!(super::existing(state, case)?);
     refuse_on!(super::require_opener_or_patient(state, signer, case, &log, "share its key")?);
-    refuse_on!(crate::consent::require_active(state, &key.recipient, "recipient")?);
+    refuse_on!(crate::handler::require_active(state, &key.recipient, "recipient")?);
     if *signer != log.patient
         && !state.delegate_may(&log.patient, signer, medledger_core::tx::DelegatePowers::RECORDS)?
     {
@@ -56,7 +56,7 @@ pub(crate) fn apply(
     }
     refuse_on!(super::require_unreferenced(state, &key.blob, "wrapped key")?);
     state.put_case_key(case, &key.recipient, &key.blob)?;
-    crate::consent::audit(
+    crate::audit::record_event(
         state,
         signer,
         &log.patient,

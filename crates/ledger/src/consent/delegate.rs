@@ -7,9 +7,8 @@ use medledger_core::{
     tx::{DelegatePowers, Role},
 };
 
-use super::require_active;
 use crate::{
-    registry::{HandlerResult, refuse_on},
+    handler::{HandlerResult, refuse_on, require_active},
     state::{Account, StateTxn},
 };
 
@@ -45,7 +44,7 @@ pub(crate) fn set(
     } else {
         crate::audit::AuditKind::DelegateRemoved { delegate: *delegate }
     };
-    super::audit(state, patient, patient, &[*delegate], kind)?;
+    crate::audit::record_event(state, patient, patient, &[*delegate], kind)?;
     Ok(Ok(None))
 }
 
@@ -89,6 +88,6 @@ pub(crate) fn scope(
     }
     state.set_delegate_powers(patient, delegate, powers)?;
     let kind = crate::audit::AuditKind::DelegateScoped { delegate: *delegate, powers };
-    super::audit(state, patient, patient, &[*delegate], kind)?;
+    crate::audit::record_event(state, patient, patient, &[*delegate], kind)?;
     Ok(Ok(None))
 }

@@ -9,7 +9,7 @@ use medledger_core::{
 
 use super::require_patient_or_delegate;
 use crate::{
-    registry::{HandlerResult, refuse_on},
+    handler::{HandlerResult, refuse_on},
     state::{DenyEntry, StateTxn},
 };
 
@@ -32,7 +32,13 @@ pub(crate) fn add(
         }));
     }
     let id = state.tx_hash;
-    super::audit(state, signer, patient, &[], crate::audit::AuditKind::DenyAdded { rule: id })?;
+    crate::audit::record_event(
+        state,
+        signer,
+        patient,
+        &[],
+        crate::audit::AuditKind::DenyAdded { rule: id },
+    )?;
     state.put_deny_rule(
         &id,
         &DenyEntry { patient: *patient, rule: rule.clone(), added_at: state.height },
@@ -50,7 +56,7 @@ pub(crate) fn remove(
     };
     refuse_on!(require_patient_or_delegate(state, signer, &d.patient, DelegatePowers::CONSENT)?);
     state.remove_deny_rule(id, &d)?;
-    super::audit(
+    crate::audit::record_event(
         state,
         signer,
         &d.patient,

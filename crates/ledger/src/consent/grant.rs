@@ -7,9 +7,9 @@ use medledger_core::{
     tx::consent::{ConsentId, Purpose, Scope, Validity},
 };
 
-use super::{check_scope, check_validity, require_active, require_patient_or_delegate};
+use super::{check_scope, check_validity, require_patient_or_delegate};
 use crate::{
-    registry::{HandlerResult, refuse_on},
+    handler::{HandlerResult, refuse_on, require_active},
     state::{GrantEntry, StateTxn},
 };
 
@@ -34,7 +34,7 @@ pub(crate) fn grant(
     refuse_on!(check_scope(scope));
     refuse_on!(check_validity(validity, state.time_ms));
     let id = state.tx_hash;
-    super::audit(
+    crate::audit::record_event(
         state,
         signer,
         patient,

@@ -30,7 +30,7 @@ use medledger_core::{
 
 use crate::{
     LedgerError,
-    registry::HandlerResult,
+    handler::HandlerResult,
     state::{Account, BreakGlassEntry, DenyEntry, GrantEntry, StateTxn},
 };
 
@@ -153,104 +153,6 @@ pub fn authorize(
         }
     }
     Ok(Decision::Deny(Denial::NoGrant))
-}
-
-/// Records an audit event caused by the transaction being applied. It concerns the patient,
-/// the `others` named, and the hospital of each doctor among them (a hospital answers for its
-/// doctors' accesses, so it is told of them too).
-pub(crate) fn audit(
-    state: &mut StateTxn<'_, '_>,
-    actor: &AccountId,
-    patient: &AccountId,
-    others: &[AccountId],
-    kind: crate::audit::AuditKind,
-) -> Result<u64, LedgerError> {
-    let mut accounts = vec![*patient];
-    for other in others {
-        if other == patient || accounts.contains(other) {
-            continue;
-        }
-        accounts.push(*other);
-        let hospital = state.doctor(other)?.map(|d| d.hospital);
-        if let Some(hospital) = hospital.filter(|h| !accounts.contains(h)) {
-            accounts.push(hospital);
-        }
-    }
-    let (height, time_ms, tx_hash) = (state.height, state.time_ms, state.tx_hash);
-    state.record_audit(&accounts, |seq| crate::audit::AuditEvent {
-        seq,
-        height,
-        time_ms,
-        tx_hash,
-        actor: *actor,
-        patient: *patient,
-        kind,
-    })
-}
-
-/// Decides an access with [`authorize`] at the block being applied, and records the decision
-/// in the patient's audit trail whether it allows or denies.
-pub(crate) fn access(
-    state: &mut StateTxn<'_, '_>,
-    signer: &AccountId,
-    tx: &medledger_core::tx::consent::AccessTx,
-) -> HandlerResult {
-    // One access names one thing: a record (with its category), a category, or a case. A
-    // record belongs to no case, so naming both could only serve to borrow the case's grant.
-    if tx.resource.case.is_some()
-        && (tx.resource.record.is_some() || tx.resource.category.is_some())
-    {
-        return Ok(Err(Refusal::Invalid {
-            reason: "an access names a record or a category, or a case, not both".into(),
-        }));
-    }
-    // A named record must be named as it is, with its patient and category (grants by
-    // category or of another patient would otherwise be fooled). One named otherwise is a
-    // probe: it is denied, and the denial goes to the trail of the record's real patient, who
-    // sees it (L5); admission charged it to the reader's allowance of denials.
-    if let Some(pmr) = &tx.resource.record {
-        let r = crate::registry::refuse_on!(crate::records::existing(state, pmr)?);
-        if !crate::records::named_as_it_is(&r, &tx.resource) {
-            let decision = Decision::Deny(Denial::NotAsNamed);
-            let kind = crate::audit::AuditKind::Access {
-                resource: tx.resource.clone(),
-                purpose: tx.purpose,
-                decision: decision.clone(),
-            };
-            let event = audit(state, signer, &r.patient, &[*signer], kind)?;
-            return Ok(Ok(Some(medledger_core::block::Created::Access { decision, event })));
-        }
-        crate::registry::refuse_on!(crate::records::require_not_erased(pmr, &r));
-    }
-    let patient = state.account(&tx.resource.patient)?;
-    if !patient.is_some_and(|p| p.role == Role::Patient) {
-        return Ok(Err(Refusal::NotFound { what: format!("patient {}", tx.resource.patient) }));
-    }
-    // A named case must be the patient's.
-    if let Some(id) = &tx.resource.case {
-        let c = crate::registry::refuse_on!(crate::cases::existing(state, id)?);
-        if c.patient != tx.resource.patient {
-            return Ok(Err(Refusal::Invalid {
-                reason: format!("case {id} is not a case of patient {}", tx.resource.patient),
-            }));
-        }
-    }
-    let decision = authorize(
-        &*state,
-        signer,
-        tx.action,
-        &tx.resource,
-        tx.purpose,
-        state.height,
-        state.time_ms,
-    )?;
-    let kind = crate::audit::AuditKind::Access {
-        resource: tx.resource.clone(),
-        purpose: tx.purpose,
-        decision: decision.clone(),
-    };
-    let event = audit(state, signer, &tx.resource.patient, &[*signer], kind)?;
-    Ok(Ok(Some(medledger_core::block::Created::Access { decision, event })))
 }
 
 /// Applies one consent transaction for an authenticated signer.
@@ -387,106 +289,86 @@ pub(crate) fn check_validity(v: &Validity, now_ms: u64) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Refuses an account that cannot take part: unknown, revoked or suspended.
-pub(crate) fn require_active(
-    state: &StateTxn<'_, '_>,
-    id: &AccountId,
-    what: &str,
-) -> Result<Result<Account, Refusal>, LedgerError> {
-    let Some(a) = state.account(id)? else {
-        return Ok(Err(Refusal::NotFound { what: format!("{what} {id}") }));
-    };
-    if a.key.is_none() {
-        return Ok(Err(Refusal::Invalid { reason: format!("{what} {id} has a revoked key") }));
+/// Visits, in key order, the entries that the index rows in `lo..=hi` point at: each index key
+/// ends with the 32-byte id of an entry in `entries` (decoded as `what`). An index row must
+/// agree with the entry it points at (`agrees`); one that does not, or points at nothing, is
+/// skipped. Stops when `visit` returns true. Grants, deny rules and break-glass declarations
+/// are all found this way, from a block being applied or from committed state.
+fn visit_via_index<const N: usize, T: serde::de::DeserializeOwned>(
+    index: &impl redb::ReadableTable<&'static [u8; N], ()>,
+    entries: &impl redb::ReadableTable<&'static [u8; 32], &'static [u8]>,
+    (lo, hi): ([u8; N], [u8; N]),
+    what: &'static str,
+    agrees: impl Fn(&T) -> bool,
+    visit: &mut dyn FnMut(Hash, T) -> bool,
+) -> Result<(), LedgerError> {
+    for row in index.range::<&[u8; N]>(&lo..=&hi)? {
+        let (k, _) = row?;
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&k.value()[N - 32..]);
+        if let Some(v) = entries.get(&id)? {
+            let entry: T = crate::state::decode_entry(what, v.value())?;
+            if agrees(&entry) && visit(Hash(id), entry) {
+                break;
+            }
+        }
     }
-    if a.suspended {
-        return Ok(Err(Refusal::Suspended { account: *id }));
-    }
-    Ok(Ok(a))
+    Ok(())
+}
+
+/// The index range of the grants (or break-glass declarations) from `patient` to `grantee`:
+/// the key ends with the id, so the range comes in id order.
+fn pair_range(grantee: &AccountId, patient: &AccountId) -> ([u8; 72], [u8; 72]) {
+    (
+        crate::state::keys::grantee_patient_grant(grantee, patient, &Hash([0; 32])),
+        crate::state::keys::grantee_patient_grant(grantee, patient, &Hash([0xff; 32])),
+    )
+}
+
+/// The index range of a patient's deny rules.
+fn patient_range(patient: &AccountId) -> ([u8; 52], [u8; 52]) {
+    (
+        crate::state::keys::patient_id(patient, &Hash([0; 32])),
+        crate::state::keys::patient_id(patient, &Hash([0xff; 32])),
+    )
 }
 
 /// Grants from `patient` to `grantee` found through the index, in any readable table pair.
-fn grants_via_index<I, G>(
-    index: &I,
-    grants: &G,
+fn grants_via_index(
+    index: &impl redb::ReadableTable<&'static [u8; 72], ()>,
+    grants: &impl redb::ReadableTable<&'static [u8; 32], &'static [u8]>,
     grantee: &AccountId,
     patient: &AccountId,
     visit: &mut dyn FnMut(Hash, GrantEntry) -> bool,
-) -> Result<(), LedgerError>
-where
-    I: redb::ReadableTable<&'static [u8; 72], ()>,
-    G: redb::ReadableTable<&'static [u8; 32], &'static [u8]>,
-{
-    let lo = crate::state::keys::grantee_patient_grant(grantee, patient, &Hash([0; 32]));
-    let hi = crate::state::keys::grantee_patient_grant(grantee, patient, &Hash([0xff; 32]));
-    // The index key ends with the grant id, so the range comes in id order.
-    for row in index.range::<&[u8; 72]>(&lo..=&hi)? {
-        let (k, _) = row?;
-        let mut id = [0u8; 32];
-        id.copy_from_slice(&k.value()[40..]);
-        if let Some(v) = grants.get(&id)? {
-            let g: GrantEntry = crate::state::decode_entry("grant", v.value())?;
-            // An index entry must agree with the grant it points at.
-            if g.grantee == *grantee && g.patient == *patient && visit(Hash(id), g) {
-                break;
-            }
-        }
-    }
-    Ok(())
+) -> Result<(), LedgerError> {
+    let agrees = |g: &GrantEntry| g.grantee == *grantee && g.patient == *patient;
+    visit_via_index(index, grants, pair_range(grantee, patient), "grant", agrees, visit)
 }
 
 /// A doctor's break-glass declarations for a patient, found through the index.
-fn break_glass_via_index<I, B>(
-    index: &I,
-    table: &B,
+fn break_glass_via_index(
+    index: &impl redb::ReadableTable<&'static [u8; 72], ()>,
+    table: &impl redb::ReadableTable<&'static [u8; 32], &'static [u8]>,
     doctor: &AccountId,
     patient: &AccountId,
     visit: &mut dyn FnMut(Hash, BreakGlassEntry) -> bool,
-) -> Result<(), LedgerError>
-where
-    I: redb::ReadableTable<&'static [u8; 72], ()>,
-    B: redb::ReadableTable<&'static [u8; 32], &'static [u8]>,
-{
-    let lo = crate::state::keys::grantee_patient_grant(doctor, patient, &Hash([0; 32]));
-    let hi = crate::state::keys::grantee_patient_grant(doctor, patient, &Hash([0xff; 32]));
-    for row in index.range::<&[u8; 72]>(&lo..=&hi)? {
-        let (k, _) = row?;
-        let mut id = [0u8; 32];
-        id.copy_from_slice(&k.value()[40..]);
-        if let Some(v) = table.get(&id)? {
-            let b: BreakGlassEntry = crate::state::decode_entry("break-glass", v.value())?;
-            if b.doctor == *doctor && b.patient == *patient && visit(Hash(id), b) {
-                break;
-            }
-        }
-    }
-    Ok(())
+) -> Result<(), LedgerError> {
+    let agrees = |b: &BreakGlassEntry| b.doctor == *doctor && b.patient == *patient;
+    visit_via_index(index, table, pair_range(doctor, patient), "break-glass", agrees, visit)
 }
 
 /// A patient's deny rules found through the index.
-fn deny_via_index<I, D>(
-    index: &I,
-    rules: &D,
+fn deny_via_index(
+    index: &impl redb::ReadableTable<&'static [u8; 52], ()>,
+    rules: &impl redb::ReadableTable<&'static [u8; 32], &'static [u8]>,
     patient: &AccountId,
-) -> Result<Vec<(Hash, DenyEntry)>, LedgerError>
-where
-    I: redb::ReadableTable<&'static [u8; 52], ()>,
-    D: redb::ReadableTable<&'static [u8; 32], &'static [u8]>,
-{
-    let lo = crate::state::keys::patient_id(patient, &Hash([0; 32]));
-    let hi = crate::state::keys::patient_id(patient, &Hash([0xff; 32]));
+) -> Result<Vec<(Hash, DenyEntry)>, LedgerError> {
     let mut out = Vec::new();
-    for row in index.range::<&[u8; 52]>(&lo..=&hi)? {
-        let (k, _) = row?;
-        let mut id = [0u8; 32];
-        id.copy_from_slice(&k.value()[20..]);
-        if let Some(v) = rules.get(&id)? {
-            let d: DenyEntry = crate::state::decode_entry("deny rule", v.value())?;
-            if d.patient == *patient {
-                out.push((Hash(id), d));
-            }
-        }
-    }
+    let agrees = |d: &DenyEntry| d.patient == *patient;
+    visit_via_index(index, rules, patient_range(patient), "deny rule", agrees, &mut |id, d| {
+        out.push((id, d));
+        false
+    })?;
     Ok(out)
 }
 

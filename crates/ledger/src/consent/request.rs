@@ -11,9 +11,9 @@ use medledger_core::{
     },
 };
 
-use super::{check_scope, require_active, require_patient_or_delegate};
+use super::{check_scope, require_patient_or_delegate};
 use crate::{
-    registry::{HandlerResult, refuse_on},
+    handler::{HandlerResult, refuse_on, require_active},
     state::{Account, RequestEntry, RequestStatus, StateTxn},
 };
 
@@ -36,7 +36,7 @@ pub(crate) fn request(
     }
     refuse_on!(check_scope(scope));
     let id = state.tx_hash;
-    super::audit(
+    crate::audit::record_event(
         state,
         signer,
         patient,
@@ -104,7 +104,7 @@ pub(crate) fn decline(
     let mut r = refuse_on!(pending(state, id)?);
     refuse_on!(require_patient_or_delegate(state, signer, &r.patient, DelegatePowers::CONSENT)?);
     r.status = RequestStatus::Declined;
-    super::audit(
+    crate::audit::record_event(
         state,
         signer,
         &r.patient,

@@ -6,7 +6,7 @@ use medledger_core::{block::Refusal, ids::AccountId, tx::consent::ConsentId};
 
 use super::require_patient_or_delegate;
 use crate::{
-    registry::{HandlerResult, refuse_on},
+    handler::{HandlerResult, refuse_on},
     state::StateTxn,
 };
 
@@ -23,7 +23,7 @@ pub(crate) fn apply(
         return Ok(Err(Refusal::Invalid { reason: format!("grant {id} is already revoked") }));
     }
     g.revoked_at = Some(state.height);
-    super::audit(
+    crate::audit::record_event(
         state,
         signer,
         &g.patient,

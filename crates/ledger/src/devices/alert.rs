@@ -10,7 +10,7 @@ use medledger_core::{
 
 use crate::{
     audit::AuditKind,
-    registry::{HandlerResult, refuse_on},
+    handler::{HandlerResult, refuse_on},
     state::{AlertEntry, StateTxn},
 };
 
@@ -50,7 +50,7 @@ pub(crate) fn apply(state: &mut StateTxn<'_, '_>, signer: &AccountId, a: &Alert)
     if state.device_blob_taken(&a.reading)? {
         return bad(format!("blob {} is already part of a device session", a.reading));
     }
-    let event = crate::consent::audit(
+    let event = crate::audit::record_event(
         state,
         signer,
         &s.patient,

@@ -57,7 +57,7 @@ use medledger_core::{block::Refusal, ids::AccountId, tx::DeviceTx};
 
 use crate::{
     LedgerError,
-    registry::HandlerResult,
+    handler::HandlerResult,
     state::{Account, DeviceEntry, StateTxn},
 };
 

@@ -10,7 +10,7 @@ use medledger_core::{
 
 use crate::{
     LedgerError,
-    registry::{HandlerResult, refuse_on},
+    handler::{HandlerResult, refuse_on},
     state::{BatchEntry, DeviceEntry, SessionEntry, StateTxn},
 };
 

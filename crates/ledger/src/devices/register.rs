@@ -14,7 +14,7 @@ use medledger_core::{
 use crate::{
     LedgerError,
     audit::AuditKind,
-    registry::{HandlerResult, refuse_on, require_new_account},
+    handler::{HandlerResult, refuse_on, require_new_account},
     state::{Account, DeviceEntry, StateTxn},
 };
 
@@ -60,7 +60,7 @@ pub(crate) fn register(
             session: None,
         },
     )?;
-    crate::consent::audit(
+    crate::audit::record_event(
         state,
         signer,
         &r.patient,
@@ -142,7 +142,7 @@ pub(crate) fn retire(
     d.retired_at = Some(state.height);
     state.put_device(device, &d)?;
     let patient = d.patient;
-    crate::consent::audit(
+    crate::audit::record_event(
         state,
         signer,
         &patient,

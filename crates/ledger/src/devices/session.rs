@@ -14,7 +14,7 @@ use medledger_core::{
 use crate::{
     LedgerError,
     audit::AuditKind,
-    registry::{HandlerResult, refuse_on},
+    handler::{HandlerResult, refuse_on},
     state::{SessionEntry, StateTxn},
 };
 
@@ -69,7 +69,7 @@ pub(crate) fn start(
     state.put_device(&s.device, &d)?;
     let mut others = vec![*signer, s.device];
     others.extend(s.doctor);
-    crate::consent::audit(
+    crate::audit::record_event(
         state,
         signer,
         &d.patient,
@@ -158,7 +158,7 @@ pub(crate) fn end(
     }
     let mut others = vec![*signer, s.device];
     others.extend(s.doctor);
-    crate::consent::audit(
+    crate::audit::record_event(
         state,
         signer,
         &s.patient,

@@ -14,7 +14,7 @@ use medledger_core::{
 use crate::{
     LedgerError,
     audit::AuditKind,
-    registry::{HandlerResult, refuse_on},
+    handler::{HandlerResult, refuse_on},
     state::{Account, StateTxn, ThresholdsEntry},
 };
 
@@ -63,7 +63,7 @@ pub(crate) fn set(
     )?;
     d.thresholds = Some(id);
     state.put_device(&t.device, &d)?;
-    crate::consent::audit(
+    crate::audit::record_event(
         state,
         signer,
         &d.patient,

@@ -13,7 +13,7 @@ use medledger_core::{
 };
 
 use crate::{
-    registry::{HandlerResult, refuse_on},
+    handler::{HandlerResult, refuse_on},
     state::{Account, BreakGlassEntry, StateTxn},
 };
 
@@ -54,7 +54,7 @@ pub(crate) fn start(
     };
     state.put_break_glass(&id, &entry)?;
     let others = super::notified(state, patient, signer)?;
-    crate::consent::audit(
+    crate::audit::record_event(
         state,
         signer,
         patient,
@@ -86,7 +86,7 @@ pub(crate) fn end(state: &mut StateTxn<'_, '_>, signer: &AccountId, id: &Hash) -
     b.ended_at = Some(state.height);
     state.put_break_glass(id, &b)?;
     let others = super::notified(state, &b.patient, &b.doctor)?;
-    crate::consent::audit(
+    crate::audit::record_event(
         state,
         signer,
         &b.patient,

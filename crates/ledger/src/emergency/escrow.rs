@@ -4,7 +4,7 @@
 
 use medledger_core::{Hash, block::Refusal, ids::AccountId};
 
-use crate::{registry::HandlerResult, state::StateTxn};
+use crate::{handler::HandlerResult, state::StateTxn};
 
 pub(crate) fn release(
     state: &mut StateTxn<'_, '_>,
@@ -29,7 +29,7 @@ pub(crate) fn release(
         }));
     }
     state.put_escrow_release(id, signer, piece, &format!("break-glass {id}"))?;
-    crate::consent::audit(
+    crate::audit::record_event(
         state,
         signer,
         &b.patient,

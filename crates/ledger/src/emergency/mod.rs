@@ -17,7 +17,7 @@ use medledger_core::{ids::AccountId, tx::EmergencyTx};
 
 use crate::{
     LedgerError,
-    registry::HandlerResult,
+    handler::HandlerResult,
     state::{Account, StateTxn},
 };
 

@@ -13,7 +13,7 @@ use medledger_core::{
 
 use crate::{
     LedgerError,
-    registry::{HandlerResult, refuse_on},
+    handler::{HandlerResult, refuse_on},
     state::{Account, StateTxn},
 };
 
@@ -47,7 +47,7 @@ pub(crate) fn set(
         state.add_blob_ref(&piece.blob, &tag)?;
     }
     state.put_emergency_profile(patient, p)?;
-    crate::consent::audit(
+    crate::audit::record_event(
         state,
         signer,
         patient,
@@ -101,7 +101,7 @@ pub(crate) fn read(
         return Ok(Err(Refusal::NotFound { what: format!("emergency profile of {patient}") }));
     }
     let others = super::notified(state, patient, signer)?;
-    let event = crate::consent::audit(
+    let event = crate::audit::record_event(
         state,
         signer,
         patient,

@@ -7,7 +7,7 @@ use medledger_core::{
 };
 
 use crate::{
-    registry::{HandlerResult, refuse_on},
+    handler::{HandlerResult, refuse_on},
     state::StateTxn,
 };
 
@@ -31,7 +31,7 @@ pub(crate) fn file(
     refuse_on!(super::check_sealed("finding", finding, MIN_SEALED_FINDING_BYTES));
     b.review = Some((finding.to_vec(), state.height));
     state.put_break_glass(id, &b)?;
-    crate::consent::audit(
+    crate::audit::record_event(
         state,
         signer,
         &b.patient,

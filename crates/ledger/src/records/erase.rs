@@ -5,7 +5,7 @@
 use medledger_core::ids::AccountId;
 
 use crate::{
-    registry::{HandlerResult, refuse_on},
+    handler::{HandlerResult, refuse_on},
     state::StateTxn,
 };
 
@@ -20,7 +20,7 @@ pub(crate) fn apply(state: &mut StateTxn<'_, '_>, signer: &AccountId, pmr: &str)
     r.erased_at = Some(state.height);
     r.approved = None;
     state.put_record(pmr, &r)?;
-    crate::consent::audit(
+    crate::audit::record_event(
         state,
         signer,
         &r.patient,

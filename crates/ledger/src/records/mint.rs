@@ -13,7 +13,7 @@ use medledger_core::{
 
 use crate::{
     LedgerError,
-    registry::{HandlerResult, refuse_on},
+    handler::{DoctorForPatient, HandlerResult, doctor_for_patient, refuse_on},
     state::{Account, RecordEntry, StateTxn},
 };
 
@@ -26,21 +26,13 @@ pub(crate) fn apply(
     signer_account: &Account,
     m: &MintRecord,
 ) -> HandlerResult {
-    if signer_account.role != Role::Doctor {
-        return Ok(Err(Refusal::Unauthorised {
-            reason: "only a doctor may create a record".into(),
-        }));
-    }
-    let Some(doctor) = state.doctor(signer)? else {
-        return Ok(Err(Refusal::NotFound { what: format!("doctor entry of {signer}") }));
-    };
-    let patient = match state.account(&m.patient)? {
-        Some(p) if p.role == Role::Patient => p,
-        _ => return Ok(Err(Refusal::NotFound { what: format!("patient {}", m.patient) })),
-    };
-    let Some(patient_id) = patient.patient_id else {
-        return Err(LedgerError::Corrupt(format!("patient {} has no Patient-ID", m.patient)));
-    };
+    let DoctorForPatient { doctor, patient, patient_id } = refuse_on!(doctor_for_patient(
+        state,
+        signer,
+        signer_account,
+        &m.patient,
+        "create a record"
+    )?);
     refuse_on!(check_fields(signer, m));
     // The ledger has no clock: a visit date after the block's date is in the future.
     if m.visit_date.is_after(state.time_ms) {
@@ -131,10 +123,12 @@ pub(crate) fn apply(
     for k in &m.keys {
         state.put_record_key(&pmr, &k.recipient, &k.blob)?;
     }
+    // A share's index is `i + 1` in a `u8`: `check_sharing` allows at most MAX_CUSTODIANS.
+    const _: () = assert!(medledger_core::tx::records::MAX_CUSTODIANS < u8::MAX as usize);
     for (i, share) in m.sharing.iter().flat_map(|sh| sh.shares.iter()).enumerate() {
         state.put_record_share(&pmr, &share.recipient, (i + 1) as u8, &share.blob)?;
     }
-    crate::consent::audit(
+    crate::audit::record_event(
         state,
         signer,
         &m.patient,

@@ -33,7 +33,7 @@ use medledger_core::{block::Refusal, ids::AccountId, tx::RecordTx};
 
 use crate::{
     LedgerError,
-    registry::HandlerResult,
+    handler::HandlerResult,
     state::{Account, RecordEntry, StateTxn},
 };
 

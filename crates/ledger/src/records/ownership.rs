@@ -4,7 +4,7 @@
 use medledger_core::{block::Refusal, ids::AccountId};
 
 use crate::{
-    registry::{HandlerResult, refuse_on},
+    handler::{HandlerResult, refuse_on},
     state::StateTxn,
 };
 
@@ -31,7 +31,7 @@ pub(crate) fn approve(
     r.approved = approved.copied();
     state.put_record(pmr, &r)?;
     let others: Vec<AccountId> = approved.into_iter().copied().collect();
-    crate::consent::audit(
+    crate::audit::record_event(
         state,
         signer,
         &r.patient,
@@ -102,11 +102,11 @@ pub(crate) fn transfer(
             ),
         }));
     }
-    refuse_on!(crate::consent::require_active(state, to, "new owner")?);
+    refuse_on!(crate::handler::require_active(state, to, "new owner")?);
     r.owner = *to;
     r.approved = None;
     state.put_record(pmr, &r)?;
-    crate::consent::audit(
+    crate::audit::record_event(
         state,
         signer,
         &r.patient.clone(),

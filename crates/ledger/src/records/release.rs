@@ -11,7 +11,7 @@ use medledger_core::{
 };
 
 use crate::{
-    registry::{HandlerResult, refuse_on},
+    handler::{HandlerResult, refuse_on},
     state::StateTxn,
 };
 
@@ -54,7 +54,7 @@ pub(crate) fn apply(
         state.height,
         state.time_ms,
     )?;
-    let event = crate::consent::audit(
+    let event = crate::audit::record_event(
         state,
         signer,
         &r.patient,
@@ -68,6 +68,8 @@ pub(crate) fn apply(
         },
     )?;
     if decision.is_allowed() {
+        // `index` is a position among the record's custodians, at most MAX_CUSTODIANS at mint.
+        const _: () = assert!(medledger_core::tx::records::MAX_CUSTODIANS < u8::MAX as usize);
         state.put_record_share(pmr, reader, (index + 1) as u8, share)?;
     }
     Ok(Ok(Some(Created::ShareRelease { decision, event })))

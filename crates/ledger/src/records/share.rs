@@ -11,7 +11,7 @@
 use medledger_core::{block::Refusal, ids::AccountId, tx::records::KeyRef};
 
 use crate::{
-    registry::{HandlerResult, refuse_on},
+    handler::{HandlerResult, refuse_on},
     state::StateTxn,
 };
 
@@ -35,13 +35,13 @@ pub(crate) fn apply(
             }));
         }
     } else {
-        refuse_on!(crate::consent::require_active(state, &key.recipient, "recipient")?);
+        refuse_on!(crate::handler::require_active(state, &key.recipient, "recipient")?);
     }
     if key.blob == r.content || key.blob == r.metadata {
         return Ok(Err(Refusal::Invalid { reason: "a wrapped key must be its own blob".into() }));
     }
     state.put_record_key(pmr, &key.recipient, &key.blob)?;
-    crate::consent::audit(
+    crate::audit::record_event(
         state,
         signer,
         &r.patient,

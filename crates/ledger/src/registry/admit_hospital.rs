@@ -7,7 +7,7 @@ use medledger_core::{
     tx::{AdmitHospital, Role},
 };
 
-use super::{HandlerResult, check_text, refuse_on, require_new_account, require_role};
+use crate::handler::{HandlerResult, check_text, refuse_on, require_new_account, require_role};
 use crate::state::{Account, HospitalEntry, StateTxn};
 
 pub(crate) fn apply(

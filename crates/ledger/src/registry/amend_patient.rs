@@ -10,7 +10,7 @@ use medledger_core::{
     tx::{AmendPatient, Role},
 };
 
-use super::{HandlerResult, refuse_on, require_role};
+use crate::handler::{HandlerResult, refuse_on, require_role};
 use crate::state::{Account, StateTxn};
 
 pub(crate) fn apply(
@@ -42,6 +42,6 @@ pub(crate) fn apply(
     state.put_patient(t.patient, &entry)?;
     let kind =
         crate::audit::AuditKind::PatientAmended { details: t.details, attendant: t.attendant };
-    crate::consent::audit(state, hospital, &entry.account, &[], kind)?;
+    crate::audit::record_event(state, hospital, &entry.account, &[], kind)?;
     Ok(Ok(None))
 }

@@ -11,7 +11,7 @@ use medledger_core::{
     tx::{OnboardDoctor, Role},
 };
 
-use super::{HandlerResult, check_text, refuse_on, require_new_account, require_role};
+use crate::handler::{HandlerResult, check_text, refuse_on, require_new_account, require_role};
 use crate::state::{Account, DoctorEntry, StateTxn};
 
 pub(crate) fn apply(

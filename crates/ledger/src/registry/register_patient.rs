@@ -9,7 +9,7 @@ use medledger_core::{
     tx::{RegisterPatient, Role},
 };
 
-use super::{HandlerResult, refuse_on, require_new_account, require_role};
+use crate::handler::{HandlerResult, refuse_on, require_new_account, require_role};
 use crate::{
     LedgerError,
     state::{Account, PatientEntry, StateTxn},

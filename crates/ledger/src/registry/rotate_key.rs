@@ -3,7 +3,7 @@
 
 use medledger_core::{block::Refusal, ids::AccountId, keys::PublicKey};
 
-use super::HandlerResult;
+use crate::handler::HandlerResult;
 use crate::state::{Account, StateTxn};
 
 pub(crate) fn apply(

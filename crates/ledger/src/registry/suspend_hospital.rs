@@ -3,7 +3,7 @@
 
 use medledger_core::{block::Refusal, ids::AccountId, tx::Role};
 
-use super::{HandlerResult, check_text, refuse_on, require_role};
+use crate::handler::{HandlerResult, check_text, refuse_on, require_role};
 use crate::state::{Account, StateTxn};
 
 fn set_suspended(
