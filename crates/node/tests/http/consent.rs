@@ -1,0 +1,89 @@
+//! Consent and audit: who may see who can see a patient's records (the patient), the grants
+//! from a patient (each grantee its own), an access request (the patient and the requester),
+//! a patient's trail (the patient), the audit counts (the regulator), and an account's event
+//! stream (that account).
+
+use crate::{World, names, run};
+
+#[test]
+fn who_can_see_and_the_trail_are_the_patients_alone() {
+    run(async {
+        let world = World::build().await;
+        let n = &world.node;
+        let p = world.patient.account;
+        for path in [format!("/v1/consent/who-can-see/{p}"), format!("/v1/audit/{p}")] {
+            let (status, body) = n.get(&world.patient, &path).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            for who in [&world.grantee, &world.doctor, &world.stranger_doctor, &world.regulator] {
+                let (status, body) = n.get(who, &path).await;
+                assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
+            }
+        }
+        let (_, body) = n.get(&world.patient, &format!("/v1/consent/who-can-see/{p}")).await;
+        assert!(names(&body, &world.grantee.account.to_string()), "{body}");
+        world.node.stop().await;
+    });
+}
+
+#[test]
+fn grants_are_listed_to_their_grantee_only() {
+    run(async {
+        let world = World::build().await;
+        let path = format!("/v1/consent/grants?patient={}", world.patient.account);
+        let (status, body) = world.node.get(&world.grantee, &path).await;
+        assert!(status == 200 && names(&body, &world.grant.to_string()), "{body}");
+        for who in [&world.stranger_doctor, &world.doctor, &world.patient] {
+            let (status, body) = world.node.get(who, &path).await;
+            assert_eq!((status, body.as_array().map(Vec::len)), (200, Some(0)), "{body}");
+        }
+        world.node.stop().await;
+    });
+}
+
+#[test]
+fn an_access_request_is_visible_to_the_patient_and_the_requester_only() {
+    run(async {
+        let world = World::build().await;
+        let path = format!("/v1/consent/requests/{}", world.request);
+        for who in [&world.patient, &world.grantee] {
+            let (status, body) = world.node.get(who, &path).await;
+            assert_eq!((status, body["status"].as_str()), (200, Some("pending")), "{body}");
+        }
+        for who in [&world.stranger_doctor, &world.doctor, &world.stranger_patient] {
+            let (status, body) = world.node.get(who, &path).await;
+            assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
+        }
+        world.node.stop().await;
+    });
+}
+
+#[test]
+fn audit_counts_are_the_regulators_and_an_event_stream_its_accounts() {
+    run(async {
+        let world = World::build().await;
+        let (status, body) = world.node.get(&world.regulator, "/v1/audit-counts").await;
+        assert_eq!(status, 200, "{body}");
+        for who in [&world.patient, &world.hospital] {
+            let (status, body) = world.node.get(who, "/v1/audit-counts").await;
+            assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
+        }
+        let path = format!("/v1/events/{}", world.patient.account);
+        for who in [&world.grantee, &world.stranger_doctor] {
+            let (status, body) = world.node.get(who, &path).await;
+            assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
+        }
+        // The account itself gets the stream (only its head is read: it does not end).
+        let auth = world.patient.auth("GET", &path, b"", crate::now_ms());
+        let response = reqwest::Client::new()
+            .get(format!("{}{path}", world.node.base))
+            .header(medledger_core::request::HEADER, auth.to_header())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let kind = response.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(kind.starts_with("text/event-stream"), "{kind}");
+        drop(response);
+        world.node.stop().await;
+    });
+}

@@ -1,0 +1,95 @@
+//! Records: who may see that a token exists (its patient, owner, author and the author's
+//! hospital, a delegate, a grantee; a stranger gets the answer of a record that does not
+//! exist), who gets their own wrapped key, and who the audited read serves.
+
+use crate::{World, names, run};
+
+#[test]
+fn a_record_is_visible_to_its_patient_author_and_grantee_and_missing_to_strangers() {
+    run(async {
+        let world = World::build().await;
+        let n = &world.node;
+        let pmr = &world.pmr;
+        for path in [format!("/v1/records/{pmr}"), format!("/v1/records/{pmr}/history")] {
+            for who in [&world.patient, &world.doctor, &world.hospital, &world.grantee] {
+                let (status, body) = n.get(who, &path).await;
+                assert_eq!(status, 200, "{path} for {}: {body}", who.account);
+                assert!(names(&body, pmr), "{body}");
+            }
+            for who in [&world.stranger_doctor, &world.stranger_patient, &world.other_hospital] {
+                let (status, body) = n.get(who, &path).await;
+                assert_eq!(
+                    (status, body["code"].as_str()),
+                    (404, Some("not_found")),
+                    "{path} for a stranger: {body}"
+                );
+            }
+        }
+        // A patient's list: the patient and the grantee see the token, a stranger an empty list.
+        let list = format!("/v1/records?patient={}", world.patient.account);
+        for who in [&world.patient, &world.grantee, &world.doctor] {
+            let (status, body) = n.get(who, &list).await;
+            assert_eq!(status, 200, "{body}");
+            assert!(names(&body, pmr), "{list} for {}: {body}", who.account);
+        }
+        let (status, body) = n.get(&world.stranger_doctor, &list).await;
+        assert_eq!((status, body.as_array().map(Vec::len)), (200, Some(0)), "{body}");
+        // An owner's list: the owner only.
+        let owned = format!("/v1/records?owner={}", world.patient.account);
+        let (status, body) = n.get(&world.patient, &owned).await;
+        assert!(status == 200 && names(&body, pmr), "{body}");
+        for who in [&world.stranger_doctor, &world.grantee] {
+            let (status, body) = n.get(who, &owned).await;
+            assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
+        }
+        world.node.stop().await;
+    });
+}
+
+#[test]
+fn a_records_wrapped_key_goes_only_to_its_recipient() {
+    run(async {
+        let world = World::build().await;
+        let path = format!("/v1/records/{}/key", world.pmr);
+        for who in [&world.patient, &world.doctor, &world.grantee] {
+            let (status, body) = world.node.get(who, &path).await;
+            assert_eq!(status, 200, "{body}");
+            let wrapped = hex::decode(body["wrapped_hex"].as_str().unwrap()).unwrap();
+            assert_eq!(wrapped, format!("key for {}", who.account).into_bytes());
+        }
+        for who in [&world.stranger_doctor, &world.hospital] {
+            let (status, body) = world.node.get(who, &path).await;
+            assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
+        }
+        // Shares: each holder its own; nobody holds any of an unsplit key.
+        let shares = format!("/v1/records/{}/shares", world.pmr);
+        for who in [&world.patient, &world.stranger_doctor] {
+            let (status, body) = world.node.get(who, &shares).await;
+            assert_eq!((status, body.as_array().map(Vec::len)), (200, Some(0)), "{body}");
+        }
+        world.node.stop().await;
+    });
+}
+
+#[test]
+fn the_audited_read_serves_the_patient_and_the_grantee_and_denies_a_stranger() {
+    run(async {
+        let mut world = World::build().await;
+        let path = format!("/v1/records/{}/read", world.pmr);
+        let resource = world.record_resource();
+        for who in [&mut world.patient, &mut world.grantee] {
+            let access = who.access(resource.clone());
+            let (status, _) = world.node.post_tx(&path, &access).await;
+            assert_eq!(status, 200, "the read of {}", who.account);
+        }
+        let access = world.stranger_doctor.access(resource);
+        let (status, body) = world.node.post_tx(&path, &access).await;
+        assert_eq!((status, body["code"].as_str()), (403, Some("denied")), "{body}");
+        // The denial is in the patient's trail, with the stranger's name.
+        let trail = format!("/v1/audit/{}", world.patient.account);
+        let (status, body) = world.node.get(&world.patient, &trail).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(names(&body, &world.stranger_doctor.account.to_string()), "{body}");
+        world.node.stop().await;
+    });
+}
