@@ -417,8 +417,8 @@ where
     I: redb::ReadableTable<&'static [u8; 72], ()>,
     G: redb::ReadableTable<&'static [u8; 32], &'static [u8]>,
 {
-    let lo = crate::state::keys::grantee_patient_grant(grantee, patient, &Hash([0; 32]));
-    let hi = crate::state::keys::grantee_patient_grant(grantee, patient, &Hash([0xff; 32]));
+    let lo = crate::state::keys::account_pair_hash(grantee, patient, &Hash([0; 32]));
+    let hi = crate::state::keys::account_pair_hash(grantee, patient, &Hash([0xff; 32]));
     // The index key ends with the grant id, so the range comes in id order.
     for row in index.range::<&[u8; 72]>(&lo..=&hi)? {
         let (k, _) = row?;
@@ -447,8 +447,8 @@ where
     I: redb::ReadableTable<&'static [u8; 72], ()>,
     B: redb::ReadableTable<&'static [u8; 32], &'static [u8]>,
 {
-    let lo = crate::state::keys::grantee_patient_grant(doctor, patient, &Hash([0; 32]));
-    let hi = crate::state::keys::grantee_patient_grant(doctor, patient, &Hash([0xff; 32]));
+    let lo = crate::state::keys::account_pair_hash(doctor, patient, &Hash([0; 32]));
+    let hi = crate::state::keys::account_pair_hash(doctor, patient, &Hash([0xff; 32]));
     for row in index.range::<&[u8; 72]>(&lo..=&hi)? {
         let (k, _) = row?;
         let mut id = [0u8; 32];
@@ -473,8 +473,8 @@ where
     I: redb::ReadableTable<&'static [u8; 52], ()>,
     D: redb::ReadableTable<&'static [u8; 32], &'static [u8]>,
 {
-    let lo = crate::state::keys::patient_id(patient, &Hash([0; 32]));
-    let hi = crate::state::keys::patient_id(patient, &Hash([0xff; 32]));
+    let lo = crate::state::keys::account_hash(patient, &Hash([0; 32]));
+    let hi = crate::state::keys::account_hash(patient, &Hash([0xff; 32]));
     let mut out = Vec::new();
     for row in index.range::<&[u8; 52]>(&lo..=&hi)? {
         let (k, _) = row?;
@@ -547,7 +547,7 @@ impl ConsentView for CommittedView {
     }
     fn is_delegate(&self, patient: &AccountId, delegate: &AccountId) -> Result<bool, LedgerError> {
         let t = self.0.open_table(crate::state::DELEGATES)?;
-        Ok(t.get(&crate::state::keys::patient_delegate(patient, delegate))?.is_some())
+        Ok(t.get(&crate::state::keys::account_pair(patient, delegate))?.is_some())
     }
     fn visit_grants(
         &self,
