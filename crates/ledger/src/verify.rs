@@ -452,6 +452,42 @@ mod tests {
     }
 
     #[test]
+    fn a_ledger_without_an_index_digest_records_one_at_open_and_checks_it_from_then_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.redb");
+        build(&path);
+        let index_digest = |path: &Path| {
+            let db = redb::Database::open(path).unwrap();
+            let read = db.begin_read().unwrap();
+            let meta = read.open_table(META).unwrap();
+            meta.get(META_INDEX_DIGEST).unwrap().map(|d| d.value().to_vec())
+        };
+        let recorded = index_digest(&path).expect("written with every block");
+        // As a version before the index digest left the file.
+        {
+            let db = redb::Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META).unwrap().remove(META_INDEX_DIGEST).unwrap();
+            txn.commit().unwrap();
+        }
+        verify_ledger(&path, &mut |_, _, _| {}).unwrap();
+        drop(Ledger::open(&path).unwrap());
+        assert_eq!(index_digest(&path), Some(recorded));
+        // From then on an index row deleted is caught at open.
+        {
+            let db = redb::Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(TX_INDEX).unwrap();
+                let key = *t.first().unwrap().unwrap().0.value();
+                t.remove(&key).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        assert_detected(&path);
+    }
+
+    #[test]
     fn a_flipped_receipt_byte_is_detected() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.redb");

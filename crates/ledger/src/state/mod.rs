@@ -1,12 +1,12 @@
 //! The ledger's storage: redb tables, the stored entry types, and the write handle through
 //! which `apply` changes state. Every write to a state table goes through [`StateTxn`], whose
-//! typed write handle ([`Digested`]) keeps two running digests (the state digest of the
+//! typed write handle (`Digested`) keeps two running digests (the state digest of the
 //! entries and the index digest of the indexes derived from them) so that a node can detect a
 //! tampered state file at start without replaying the chain.
 //!
-//! The tables are declared once, in [`tables`]; the entry types and accessors live in one file
-//! per feature (`registry`, `consent`, `records`, `emergency`, `cases`, `devices`, `audit`);
-//! composite keys in [`keys`].
+//! The tables are declared once, in `tables.rs` ([`TABLES`]); the entry types and accessors
+//! live in one file per feature (`registry`, `consent`, `records`, `emergency`, `cases`,
+//! `devices`, `audit`); composite keys in `keys.rs`.
 
 mod audit;
 mod cases;
@@ -71,7 +71,7 @@ pub(crate) fn xor_into(acc: &mut [u8; 32], d: &[u8; 32]) {
     }
 }
 
-/// The running digests of the state: each the XOR of the [`entry_digest`] of every row of the
+/// The running digests of the state: each the XOR of the `entry_digest` of every row of the
 /// tables it [covers](Cover). XOR makes them order-free and updatable in place: a write XORs
 /// the old row out and the new row in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,7 +1,7 @@
-//! THE list of state tables. Each line of [`state_tables!`] gives a table's field in
+//! THE list of state tables. Each line of `state_tables!` gives a table's field in
 //! [`Tables`], its definition, its name on disk, its key and value types and which digest
 //! covers it; from that one line come the `TableDefinition` const, the field and its opening in
-//! [`Tables::open`], the typed write handle ([`Write`]) that keeps the digest on every write,
+//! `Tables::open`, the typed write handle (`Write`) that keeps the digest on every write,
 //! the start-up digest ([`crate::verify::state_digest`]) and `verify`'s table-by-table
 //! comparison, all of which iterate [`TABLES`]. A new table is one line here plus its
 //! accessors in the feature's file.
@@ -23,7 +23,7 @@ pub(crate) const TXS: TableDefinition<u64, &[u8]> = TableDefinition::new("txs");
 pub(crate) const META_GENESIS: &str = "genesis";
 pub(crate) const META_TIP: &str = "tip";
 pub(crate) const META_STATE_DIGEST: &str = "state_digest";
-/// The digest of the index tables ([`Cover::Index`]); absent in ledgers written before it
+/// The digest of the index tables (`Cover::Index`); absent in ledgers written before it
 /// existed, which record it at their first open.
 pub(crate) const META_INDEX_DIGEST: &str = "index_digest";
 pub(crate) const META_APPLIED_MARKER: &str = "applied_marker";
@@ -352,7 +352,7 @@ state_tables! {
     hospitals: HOSPITALS = "hospitals" <&'static [u8; 20], &'static [u8]> State;
     /// Doctor directory entries by account.
     doctors: DOCTORS = "doctors" <&'static [u8; 20], &'static [u8]> State;
-    /// Index: a doctor's registration number (normalised, [`super::registration_key`]) -> the
+    /// Index: a doctor's registration number (normalised, `registration_key`) -> the
     /// account it was last onboarded as, so that one registration number is one doctor.
     doctors_by_registration: DOCTORS_BY_REGISTRATION = "doctors_by_registration"
         <&'static str, &'static [u8; 20]> Index;
