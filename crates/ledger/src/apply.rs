@@ -10,7 +10,7 @@ use medledger_core::{
     tx::{Role, SignedTransaction, TxBody},
 };
 use rayon::prelude::*;
-use redb::{ReadableDatabase, ReadableTable, TableHandle};
+use redb::{ReadableDatabase, ReadableTable};
 
 use crate::{Ledger, LedgerError, registry, state::*};
 
@@ -63,14 +63,13 @@ impl Ledger {
         let mut digest = writer.digest;
         {
             let mut txs_table = txn.open_table(TXS)?;
-            let mut receipts_table = txn.open_table(RECEIPTS)?;
             let mut tables = Tables::open(&txn)?;
             for (i, tx) in block.txs.iter().enumerate() {
                 let log_index = first_index + i as u64;
                 let tx_hash = Hash::of(&encoded[i]);
                 // A transaction is a duplicate only of one that was applied: a refused one may
                 // be sent again once its cause is fixed (its nonce was not consumed).
-                let applied_before = applied_before(&tables, &receipts_table, &tx_hash)?;
+                let applied_before = applied_before(&tables, &tx_hash)?;
                 let mut state = StateTxn {
                     tables: &mut tables,
                     digest,
@@ -95,17 +94,15 @@ impl Ledger {
                 if matches!(outcome, Outcome::Applied { .. })
                     || tables.tx_index.get(&tx_hash.0)?.is_none()
                 {
-                    tables
-                        .tx_index
-                        .insert(&tx_hash.0, (block.header.height, i as u32, log_index))?;
+                    let at = (block.header.height, i as u32, log_index);
+                    Write { tables: &mut tables, digests: &mut digest }
+                        .tx_index()
+                        .put(&tx_hash.0, at)?;
                 }
                 txs_table.insert(log_index, encoded[i].as_slice())?;
-                let outcome_bytes = encoding::encode(&outcome);
-                receipts_table.insert(log_index, outcome_bytes.as_slice())?;
-                xor_into(
-                    &mut digest,
-                    &entry_digest(RECEIPTS.name(), &log_index.to_be_bytes(), &outcome_bytes),
-                );
+                Write { tables: &mut tables, digests: &mut digest }
+                    .receipts()
+                    .put(log_index, encoding::encode(&outcome).as_slice())?;
                 receipts.push(Receipt { tx_hash, height: block.header.height, log_index, outcome });
             }
             txn.open_table(BLOCKS)?
@@ -115,7 +112,8 @@ impl Ledger {
                 META_TIP,
                 encoding::encode(&(tip.height, tip.hash, tip.time_ms)).as_slice(),
             )?;
-            meta.insert(META_STATE_DIGEST, digest.as_slice())?;
+            meta.insert(META_STATE_DIGEST, digest.state.as_slice())?;
+            meta.insert(META_INDEX_DIGEST, digest.index.as_slice())?;
             meta.insert(META_APPLIED_MARKER, marker)?;
         }
         // The node's fault tests inject a failed commit (an I/O error or a failed fsync) here.
@@ -149,9 +147,8 @@ impl Ledger {
         let tx_hash = tx.hash();
         let txn = self.db.begin_write()?;
         let outcome = {
-            let receipts_table = txn.open_table(RECEIPTS)?;
             let mut tables = Tables::open(&txn)?;
-            let applied_before = applied_before(&tables, &receipts_table, &tx_hash)?;
+            let applied_before = applied_before(&tables, &tx_hash)?;
             let mut state =
                 StateTxn { tables: &mut tables, digest: writer.digest, height, time_ms, tx_hash };
             match apply_tx(&mut state, self.chain_id(), tx, true, applied_before)? {
@@ -223,15 +220,12 @@ pub struct Simulated {
 /// The log index of an earlier applied occurrence of the transaction `tx_hash`, if any: a
 /// transaction is a duplicate only of one that was applied (a refused one may be sent again
 /// once its cause is fixed; its nonce was not consumed).
-fn applied_before(
-    tables: &Tables<'_>,
-    receipts: &impl ReadableTable<u64, &'static [u8]>,
-    tx_hash: &Hash,
-) -> Result<Option<u64>, LedgerError> {
+fn applied_before(tables: &Tables<'_>, tx_hash: &Hash) -> Result<Option<u64>, LedgerError> {
     Ok(match tables.tx_index.get(&tx_hash.0)? {
         Some(at) => {
             let at = at.value().2;
-            receipts
+            tables
+                .receipts
                 .get(at)?
                 .map(|o| decode_entry::<Outcome>("receipt", o.value()))
                 .transpose()?

@@ -93,7 +93,7 @@ impl From<DecodeError> for LedgerError {
 #[derive(Debug)]
 struct WriterState {
     tip: Tip,
-    digest: [u8; 32],
+    digest: Digests,
     /// Blocks committed without fsync since the last fsynced commit.
     since_durable: u32,
     /// Fsync every this many blocks (1: every block).
@@ -142,7 +142,7 @@ impl Ledger {
         }
         let tip = Tip::genesis(&genesis);
         let txn = db.begin_write()?;
-        let mut digest = [0u8; 32];
+        let mut digest = Digests::default();
         {
             // Opening the state tables creates them, so that readers never meet a missing one.
             let mut tables = Tables::open(&txn)?;
@@ -174,10 +174,10 @@ impl Ledger {
                 META_TIP,
                 encoding::encode(&(tip.height, tip.hash, tip.time_ms)).as_slice(),
             )?;
-            meta.insert(META_STATE_DIGEST, digest.as_slice())?;
+            meta.insert(META_STATE_DIGEST, digest.state.as_slice())?;
+            meta.insert(META_INDEX_DIGEST, digest.index.as_slice())?;
             txn.open_table(BLOCKS)?;
             txn.open_table(TXS)?;
-            txn.open_table(RECEIPTS)?;
         }
         txn.commit()?;
         Ok(Ledger {
@@ -259,19 +259,49 @@ impl Ledger {
             )));
         }
         let digest = verify::state_digest(&read)?;
-        let stored_digest = {
+        let (stored_state, stored_index) = {
             let meta = read.open_table(META)?;
-            let d = meta
+            let state = meta
                 .get(META_STATE_DIGEST)?
-                .ok_or_else(|| LedgerError::Corrupt("no state digest".into()))?;
-            d.value().to_vec()
+                .ok_or_else(|| LedgerError::Corrupt("no state digest".into()))?
+                .value()
+                .to_vec();
+            (state, meta.get(META_INDEX_DIGEST)?.map(|d| d.value().to_vec()))
         };
-        if stored_digest != digest {
+        if stored_state != digest.state {
             return Err(LedgerError::Corrupt(
                 "the state tables do not match the state digest written with the last block".into(),
             ));
         }
+        match stored_index {
+            Some(stored) if stored != digest.index => {
+                return Err(LedgerError::Corrupt(
+                    "the index tables do not match the index digest written with the last block"
+                        .into(),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                // A ledger written before the index digest existed: record it now, from the
+                // indexes as they are (the state digest above has checked the entries).
+                drop(read);
+                let txn = db.begin_write()?;
+                txn.open_table(META)?.insert(META_INDEX_DIGEST, digest.index.as_slice())?;
+                txn.commit()?;
+                return Self::opened(db, genesis, tip, digest, leaves);
+            }
+        }
         drop(read);
+        Self::opened(db, genesis, tip, digest, leaves)
+    }
+
+    fn opened(
+        db: Database,
+        genesis: Genesis,
+        tip: Tip,
+        digest: Digests,
+        leaves: Vec<Hash>,
+    ) -> Result<Self, LedgerError> {
         Ok(Ledger {
             db,
             genesis,

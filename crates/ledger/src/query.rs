@@ -446,8 +446,8 @@ impl Ledger {
         {
             let index = read.open_table(GRANTS_BY_PATIENT)?;
             let table = read.open_table(GRANTS)?;
-            let lo = keys::patient_id(patient, &Hash([0; 32]));
-            let hi = keys::patient_id(patient, &Hash([0xff; 32]));
+            let lo = keys::account_hash(patient, &Hash([0; 32]));
+            let hi = keys::account_hash(patient, &Hash([0xff; 32]));
             for row in index.range::<&[u8; 52]>(&lo..=&hi)? {
                 let (k, _) = row?;
                 let mut id = [0u8; 32];
@@ -465,8 +465,8 @@ impl Ledger {
         {
             let table = read.open_table(DELEGATES)?;
             let powers = read.open_table(crate::state::DELEGATE_POWERS)?;
-            let lo = keys::patient_delegate(patient, &AccountId([0; 20]));
-            let hi = keys::patient_delegate(patient, &AccountId([0xff; 20]));
+            let lo = keys::account_pair(patient, &AccountId([0; 20]));
+            let hi = keys::account_pair(patient, &AccountId([0xff; 20]));
             for row in table.range::<&[u8; 40]>(&lo..=&hi)? {
                 let (k, _) = row?;
                 let mut d = [0u8; 20];

@@ -67,110 +67,14 @@ pub fn check_chain(
     Ok((tip, leaves))
 }
 
-/// The state digest recomputed from the stored state tables.
-pub fn state_digest(read: &redb::ReadTransaction) -> Result<[u8; 32], LedgerError> {
-    let mut digest = [0u8; 32];
-    for def in [ACCOUNTS, HOSPITALS, DOCTORS, DEVICES] {
-        let table = read.open_table(def)?;
-        for row in table.iter()? {
-            let (k, v) = row?;
-            xor_into(&mut digest, &entry_digest(def.name(), k.value(), v.value()));
-        }
+/// The state and index digests recomputed from the stored state tables: one pass over every
+/// registered table ([`TABLES`]), each into the digest that covers it.
+pub fn state_digest(read: &redb::ReadTransaction) -> Result<Digests, LedgerError> {
+    let mut digests = Digests::default();
+    for table in TABLES {
+        xor_into(digests.slot(table.cover), &table.digest(read)?);
     }
-    for def in [GRANTS, REQUESTS, DENY_RULES, BREAK_GLASS, DEVICE_SESSIONS, DEVICE_THRESHOLDS] {
-        let table = read.open_table(def)?;
-        for row in table.iter()? {
-            let (k, v) = row?;
-            xor_into(&mut digest, &entry_digest(def.name(), k.value(), v.value()));
-        }
-    }
-    let delegates = read.open_table(DELEGATES)?;
-    for row in delegates.iter()? {
-        let (k, _) = row?;
-        xor_into(&mut digest, &entry_digest(DELEGATES.name(), k.value(), &[]));
-    }
-    let powers = read.open_table(DELEGATE_POWERS)?;
-    for row in powers.iter()? {
-        let (k, v) = row?;
-        xor_into(&mut digest, &entry_digest(DELEGATE_POWERS.name(), k.value(), &[v.value()]));
-    }
-    let operators = read.open_table(OPERATORS)?;
-    for row in operators.iter()? {
-        let (k, _) = row?;
-        xor_into(&mut digest, &entry_digest(OPERATORS.name(), k.value(), &[]));
-    }
-    let records = read.open_table(RECORDS)?;
-    for row in records.iter()? {
-        let (k, v) = row?;
-        xor_into(&mut digest, &entry_digest(RECORDS.name(), k.value().as_bytes(), v.value()));
-    }
-    let profiles = read.open_table(EMERGENCY_PROFILES)?;
-    for row in profiles.iter()? {
-        let (k, v) = row?;
-        xor_into(&mut digest, &entry_digest(EMERGENCY_PROFILES.name(), k.value(), v.value()));
-    }
-    let profile_txs = read.open_table(EMERGENCY_PROFILE_TXS)?;
-    for row in profile_txs.iter()? {
-        let (k, v) = row?;
-        xor_into(&mut digest, &entry_digest(EMERGENCY_PROFILE_TXS.name(), k.value(), v.value()));
-    }
-    let network = read.open_table(NETWORK)?;
-    for row in network.iter()? {
-        let (k, v) = row?;
-        xor_into(&mut digest, &entry_digest(NETWORK.name(), k.value().as_bytes(), v.value()));
-    }
-    for def in [RECORD_KEYS, RECORD_SHARES, ESCROW_RELEASES] {
-        let table = read.open_table(def)?;
-        for row in table.iter()? {
-            let (k, v) = row?;
-            xor_into(&mut digest, &entry_digest(def.name(), k.value(), v.value()));
-        }
-    }
-    let cases = read.open_table(CASES)?;
-    for row in cases.iter()? {
-        let (k, v) = row?;
-        xor_into(&mut digest, &entry_digest(CASES.name(), k.value().as_bytes(), v.value()));
-    }
-    let case_entries = read.open_table(CASE_ENTRIES)?;
-    for row in case_entries.iter()? {
-        let (k, v) = row?;
-        xor_into(&mut digest, &entry_digest(CASE_ENTRIES.name(), k.value(), v.value()));
-    }
-    let case_keys = read.open_table(CASE_KEYS)?;
-    for row in case_keys.iter()? {
-        let (k, v) = row?;
-        xor_into(&mut digest, &entry_digest(CASE_KEYS.name(), k.value(), v.value()));
-    }
-    for def in [DEVICE_BATCHES, DEVICE_ALERTS] {
-        let table = read.open_table(def)?;
-        for row in table.iter()? {
-            let (k, v) = row?;
-            xor_into(&mut digest, &entry_digest(def.name(), k.value(), v.value()));
-        }
-    }
-    let session_keys = read.open_table(SESSION_KEYS)?;
-    for row in session_keys.iter()? {
-        let (k, v) = row?;
-        xor_into(&mut digest, &entry_digest(SESSION_KEYS.name(), k.value(), v.value()));
-    }
-    let device_blobs = read.open_table(DEVICE_BLOBS)?;
-    for row in device_blobs.iter()? {
-        let (k, v) = row?;
-        xor_into(&mut digest, &entry_digest(DEVICE_BLOBS.name(), k.value(), v.value()));
-    }
-    let blob_refs = read.open_table(BLOB_REFS)?;
-    for row in blob_refs.iter()? {
-        let (k, v) = row?;
-        xor_into(&mut digest, &entry_digest(BLOB_REFS.name(), k.value(), v.value().as_bytes()));
-    }
-    for def in [PATIENTS, RECEIPTS, AUDIT] {
-        let table = read.open_table(def)?;
-        for row in table.iter()? {
-            let (k, v) = row?;
-            xor_into(&mut digest, &entry_digest(def.name(), &k.value().to_be_bytes(), v.value()));
-        }
-    }
-    Ok(digest)
+    Ok(digests)
 }
 
 /// What a full verification found.
@@ -262,19 +166,25 @@ pub fn verify_ledger(
         let signature_ok = crate::verify_signatures(&block.txs, |_| false);
         let replayed = replica.apply_block(&block, &signature_ok, &[])?;
         for r in replayed {
-            let stored: Outcome = decode_entry(
-                "receipt",
-                receipts
-                    .get(r.log_index)?
-                    .ok_or_else(|| {
-                        LedgerError::Corrupt(format!("receipt {} missing", r.log_index))
-                    })?
-                    .value(),
-            )?;
+            let in_receipts = |e: String| {
+                LedgerError::Corrupt(format!("stored table {:?}: {e}", RECEIPTS.name()))
+            };
+            let stored = receipts
+                .get(r.log_index)?
+                .ok_or_else(|| in_receipts(format!("no receipt {}", r.log_index)))?;
+            let stored: Outcome = decode_entry("receipt", stored.value()).map_err(|e| match e {
+                LedgerError::Corrupt(e) => in_receipts(e),
+                other => other,
+            })?;
             if stored != r.outcome {
                 return Err(LedgerError::Corrupt(format!(
-                    "receipt of transaction {} (block {}) says {:?}, but replay gives {:?}",
-                    r.log_index, header.height, stored, r.outcome
+                    "stored table {:?}: the receipt of transaction {} (block {}) says {:?}, but \
+                     replay gives {:?}",
+                    RECEIPTS.name(),
+                    r.log_index,
+                    header.height,
+                    stored,
+                    r.outcome
                 )));
             }
             match r.outcome {
@@ -380,72 +290,29 @@ pub fn stored_facts(path: &Path) -> Result<StoredFacts, LedgerError> {
 /// table that differs.
 fn compare_state(stored: &redb::ReadTransaction, replica: &Ledger) -> Result<(), LedgerError> {
     let theirs = replica.db.begin_read()?;
-    macro_rules! compare {
-        ($($def:expr),*) => {$(
-            let a = stored.open_table($def)?;
-            let b = theirs.open_table($def)?;
-            let mut ai = a.iter()?;
-            let mut bi = b.iter()?;
-            loop {
-                match (ai.next().transpose()?, bi.next().transpose()?) {
-                    (None, None) => break,
-                    (Some((ka, va)), Some((kb, vb))) if ka.value() == kb.value() && va.value() == vb.value() => {}
-                    _ => return Err(LedgerError::Corrupt(format!(
-                        "stored table {:?} differs from the state that replaying the blocks gives",
-                        $def.name()
-                    ))),
-                }
-            }
-        )*};
+    for table in TABLES {
+        if !table.same(stored, &theirs)? {
+            return Err(LedgerError::Corrupt(format!(
+                "stored table {:?} differs from the state that replaying the blocks gives",
+                table.name
+            )));
+        }
     }
-    compare!(ACCOUNTS, HOSPITALS, DOCTORS, PATIENTS, TX_INDEX, GRANTS, REQUESTS, DENY_RULES);
-    compare!(DOCTORS_BY_REGISTRATION);
-    compare!(
-        GRANTS_BY_GRANTEE,
-        GRANTS_BY_PATIENT,
-        DENY_BY_PATIENT,
-        DELEGATES,
-        DELEGATE_POWERS,
-        AUDIT,
-        AUDIT_BY_ACCOUNT
-    );
-    compare!(
-        RECORDS,
-        RECORDS_BY_OWNER,
-        RECORDS_BY_PATIENT,
-        RECORD_KEYS,
-        RECORD_SHARES,
-        OPERATORS,
-        BLOB_REFS
-    );
-    compare!(
-        EMERGENCY_PROFILES,
-        EMERGENCY_PROFILE_TXS,
-        BREAK_GLASS,
-        BREAK_GLASS_BY_PAIR,
-        OPEN_REVIEWS,
-        ESCROW_RELEASES,
-        NETWORK
-    );
-    compare!(CASES, CASE_ENTRIES, CASES_BY_PATIENT, CASE_KEYS);
-    compare!(
-        DEVICES,
-        DEVICES_BY_PATIENT,
-        DEVICE_SESSIONS,
-        SESSIONS_BY_DEVICE,
-        SESSION_KEYS,
-        DEVICE_BATCHES,
-        DEVICE_ALERTS,
-        DEVICE_THRESHOLDS,
-        DEVICE_BLOBS
-    );
-    let stored_digest = {
-        let meta = stored.open_table(META)?;
-        meta.get(META_STATE_DIGEST)?.map(|d| d.value().to_vec())
-    };
-    if stored_digest.as_deref() != Some(state_digest(stored)?.as_slice()) {
+    let digest = state_digest(stored)?;
+    let meta = stored.open_table(META)?;
+    if meta.get(META_STATE_DIGEST)?.map(|d| d.value().to_vec()).as_deref()
+        != Some(digest.state.as_slice())
+    {
         return Err(LedgerError::Corrupt(
             "the stored state digest does not match the state".into(),
+        ));
+    }
+    // A ledger written before the index digest existed has none (its first open records it).
+    if let Some(stored) = meta.get(META_INDEX_DIGEST)?
+        && stored.value() != digest.index.as_slice()
+    {
+        return Err(LedgerError::Corrupt(
+            "the stored index digest does not match the indexes".into(),
         ));
     }
     Ok(())
@@ -582,6 +449,42 @@ mod tests {
             flip_first_account(&path, table);
             assert_detected(&path);
         }
+    }
+
+    #[test]
+    fn a_ledger_without_an_index_digest_records_one_at_open_and_checks_it_from_then_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.redb");
+        build(&path);
+        let index_digest = |path: &Path| {
+            let db = redb::Database::open(path).unwrap();
+            let read = db.begin_read().unwrap();
+            let meta = read.open_table(META).unwrap();
+            meta.get(META_INDEX_DIGEST).unwrap().map(|d| d.value().to_vec())
+        };
+        let recorded = index_digest(&path).expect("written with every block");
+        // As a version before the index digest left the file.
+        {
+            let db = redb::Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META).unwrap().remove(META_INDEX_DIGEST).unwrap();
+            txn.commit().unwrap();
+        }
+        verify_ledger(&path, &mut |_, _, _| {}).unwrap();
+        drop(Ledger::open(&path).unwrap());
+        assert_eq!(index_digest(&path), Some(recorded));
+        // From then on an index row deleted is caught at open.
+        {
+            let db = redb::Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(TX_INDEX).unwrap();
+                let key = *t.first().unwrap().unwrap().0.value();
+                t.remove(&key).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        assert_detected(&path);
     }
 
     #[test]

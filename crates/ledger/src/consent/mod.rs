@@ -294,7 +294,7 @@ pub(crate) fn check_validity(v: &Validity, now_ms: u64) -> Result<(), Refusal> {
 /// agree with the entry it points at (`agrees`); one that does not, or points at nothing, is
 /// skipped. Stops when `visit` returns true. Grants, deny rules and break-glass declarations
 /// are all found this way, from a block being applied or from committed state.
-fn visit_via_index<const N: usize, T: serde::de::DeserializeOwned>(
+fn visit_via_index<const N: usize, T: serde::Serialize + serde::de::DeserializeOwned>(
     index: &impl redb::ReadableTable<&'static [u8; N], ()>,
     entries: &impl redb::ReadableTable<&'static [u8; 32], &'static [u8]>,
     (lo, hi): ([u8; N], [u8; N]),
@@ -320,16 +320,16 @@ fn visit_via_index<const N: usize, T: serde::de::DeserializeOwned>(
 /// the key ends with the id, so the range comes in id order.
 fn pair_range(grantee: &AccountId, patient: &AccountId) -> ([u8; 72], [u8; 72]) {
     (
-        crate::state::keys::grantee_patient_grant(grantee, patient, &Hash([0; 32])),
-        crate::state::keys::grantee_patient_grant(grantee, patient, &Hash([0xff; 32])),
+        crate::state::keys::account_pair_hash(grantee, patient, &Hash([0; 32])),
+        crate::state::keys::account_pair_hash(grantee, patient, &Hash([0xff; 32])),
     )
 }
 
 /// The index range of a patient's deny rules.
 fn patient_range(patient: &AccountId) -> ([u8; 52], [u8; 52]) {
     (
-        crate::state::keys::patient_id(patient, &Hash([0; 32])),
-        crate::state::keys::patient_id(patient, &Hash([0xff; 32])),
+        crate::state::keys::account_hash(patient, &Hash([0; 32])),
+        crate::state::keys::account_hash(patient, &Hash([0xff; 32])),
     )
 }
 
@@ -429,7 +429,7 @@ impl ConsentView for CommittedView {
     }
     fn is_delegate(&self, patient: &AccountId, delegate: &AccountId) -> Result<bool, LedgerError> {
         let t = self.0.open_table(crate::state::DELEGATES)?;
-        Ok(t.get(&crate::state::keys::patient_delegate(patient, delegate))?.is_some())
+        Ok(t.get(&crate::state::keys::account_pair(patient, delegate))?.is_some())
     }
     fn visit_grants(
         &self,

@@ -42,8 +42,8 @@ impl Ledger {
         let read = self.db.begin_read()?;
         let index = read.open_table(DEVICES_BY_PATIENT)?;
         let devices = read.open_table(DEVICES)?;
-        let lo = keys::two_accounts(patient, &AccountId([0; 20]));
-        let hi = keys::two_accounts(patient, &AccountId([0xff; 20]));
+        let lo = keys::account_pair(patient, &AccountId([0; 20]));
+        let hi = keys::account_pair(patient, &AccountId([0xff; 20]));
         let mut out = Vec::new();
         for row in index.range::<&[u8; 40]>(&lo..=&hi)? {
             let (k, _) = row?;
@@ -73,8 +73,8 @@ impl Ledger {
         let read = self.db.begin_read()?;
         let index = read.open_table(SESSIONS_BY_DEVICE)?;
         let sessions = read.open_table(DEVICE_SESSIONS)?;
-        let lo = keys::device_session(device, 0, &Hash([0; 32]));
-        let hi = keys::device_session(device, u64::MAX, &Hash([0xff; 32]));
+        let lo = keys::account_seq_hash(device, 0, &Hash([0; 32]));
+        let hi = keys::account_seq_hash(device, u64::MAX, &Hash([0xff; 32]));
         let mut out = Vec::new();
         for row in index.range::<&[u8; 60]>(&lo..=&hi)? {
             let (k, _) = row?;
@@ -96,7 +96,7 @@ impl Ledger {
     ) -> Result<Option<Hash>, LedgerError> {
         let read = self.db.begin_read()?;
         let table = read.open_table(SESSION_KEYS)?;
-        Ok(table.get(&keys::session_account(session, recipient))?.map(|v| Hash(*v.value())))
+        Ok(table.get(&keys::hash_account(session, recipient))?.map(|v| Hash(*v.value())))
     }
 
     /// Thresholds by id.
@@ -121,8 +121,8 @@ impl Ledger {
         let alerts_table = read.open_table(DEVICE_ALERTS)?;
         let mut batches: Vec<BatchEntry> = Vec::new();
         if after < u64::MAX {
-            let lo = keys::session_seq(session, after + 1);
-            let hi = keys::session_seq(session, u64::MAX);
+            let lo = keys::hash_seq(session, after + 1);
+            let hi = keys::hash_seq(session, u64::MAX);
             for row in batches_table.range::<&[u8; 40]>(&lo..=&hi)? {
                 if batches.len() >= limit {
                     break;
@@ -135,8 +135,8 @@ impl Ledger {
             if full { batches.last().map_or(u64::MAX, |b| b.last_seq) } else { u64::MAX };
         let mut alerts: Vec<AlertEntry> = Vec::new();
         if after < u64::MAX {
-            let lo = keys::session_seq(session, after + 1);
-            let hi = keys::session_seq(session, boundary);
+            let lo = keys::hash_seq(session, after + 1);
+            let hi = keys::hash_seq(session, boundary);
             for row in alerts_table.range::<&[u8; 40]>(&lo..=&hi)? {
                 if alerts.len() >= MAX_ALERTS_PER_PAGE {
                     break;

@@ -49,8 +49,8 @@ impl Ledger {
         let read = self.db.begin_read()?;
         let index = read.open_table(OPEN_REVIEWS)?;
         let table = read.open_table(BREAK_GLASS)?;
-        let lo = keys::patient_id(hospital, &Hash([0; 32]));
-        let hi = keys::patient_id(hospital, &Hash([0xff; 32]));
+        let lo = keys::account_hash(hospital, &Hash([0; 32]));
+        let hi = keys::account_hash(hospital, &Hash([0xff; 32]));
         let mut out = Vec::new();
         for row in index.range::<&[u8; 52]>(&lo..=&hi)? {
             let (k, _) = row?;

@@ -145,7 +145,7 @@ impl Ledger {
     ) -> Result<bool, LedgerError> {
         let read = self.db.begin_read()?;
         let table = read.open_table(OPERATORS)?;
-        Ok(table.get(&keys::patient_delegate(owner, operator))?.is_some())
+        Ok(table.get(&keys::account_pair(owner, operator))?.is_some())
     }
 
     /// The record a vault blob belongs to, if the ledger still references it. A blob no record
