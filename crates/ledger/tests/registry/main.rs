@@ -20,6 +20,7 @@ mod consent;
 mod devices;
 mod emergency;
 mod records;
+mod visibility;
 
 const CHAIN: &str = "test-chain";
 /// Genesis time of the test networks: 2026-11-30 00:00 UTC (records are dated before it).
