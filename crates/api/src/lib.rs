@@ -19,6 +19,9 @@ use medledger_core::{
 };
 use serde::{Deserialize, Serialize};
 
+mod error;
+pub use error::{ErrorBody, ErrorCode};
+
 /// The media type of the canonical binary encoding (postcard), which large listings (the audit
 /// trail) serve instead of JSON when a client asks for it with `Accept`. Several times faster
 /// to produce and parse than JSON; the SDK uses it, people and scripts get JSON.
@@ -102,19 +105,6 @@ pub mod paths {
     pub const HEALTH: &str = "/health";
     /// Prometheus metrics.
     pub const METRICS: &str = "/metrics";
-}
-
-/// An error body: every non-2xx response carries one.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// A stable machine-readable code (`malformed`, `bad_signature`, `refused`, `not_found`,
-    /// `busy`, `internal`...).
-    pub code: String,
-    /// What went wrong, for a person.
-    pub message: String,
-    /// For a refused transaction, its receipt (when it was ordered) or the refusal.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<Outcome>,
 }
 
 /// What a simulated transaction would do in the next block (`POST

@@ -3,6 +3,7 @@
 
 use std::{io, path::PathBuf};
 
+use medledger_api::ErrorCode;
 use medledger_core::{
     Hash,
     block::Outcome,
@@ -167,14 +168,15 @@ pub enum ClientError {
         reason: String,
     },
 
-    /// The node answered with an error status. With `code == "refused"` and an `outcome` of
-    /// status refused, the ledger itself refused the transaction.
+    /// The node answered with an error status. With `code == ErrorCode::Refused` and an
+    /// `outcome` of status refused, the ledger itself refused the transaction.
     #[error("{}", refused_message(*status, code, message, outcome.as_ref()))]
     Refused {
         /// HTTP status.
         status: u16,
-        /// The server's machine-readable code (`http_error` if the body was not an error body).
-        code: String,
+        /// The server's machine-readable code ([`ErrorCode::HttpError`] if the body was not an
+        /// error body, [`ErrorCode::Unknown`] for a code from a newer node).
+        code: ErrorCode,
         /// The server's message.
         message: String,
         /// For a transaction, its outcome when the ledger ordered or refused it.
@@ -317,7 +319,12 @@ pub enum ClientError {
     },
 }
 
-fn refused_message(status: u16, code: &str, message: &str, outcome: Option<&Outcome>) -> String {
+fn refused_message(
+    status: u16,
+    code: &ErrorCode,
+    message: &str,
+    outcome: Option<&Outcome>,
+) -> String {
     match outcome {
         Some(Outcome::Refused { reason }) => {
             format!("the ledger refused the transaction: {reason} ({message})")

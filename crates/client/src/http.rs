@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use medledger_api::{
     AccountKeyProof, AccountView, BatchItem, BlobStored, ConsistencyResponse, DoctorView,
-    ErrorBody, Health, HospitalView, PatientView, Simulation, TxProofResponse, paths,
+    ErrorBody, ErrorCode, Health, HospitalView, PatientView, Simulation, TxProofResponse, paths,
 };
 use medledger_core::{
     Hash,
@@ -667,7 +667,7 @@ fn refusal(status: StatusCode, body: &[u8]) -> ClientError {
             }
             ClientError::Refused {
                 status: status.as_u16(),
-                code: "http_error".into(),
+                code: ErrorCode::HttpError,
                 message,
                 outcome: None,
             }
@@ -780,7 +780,7 @@ mod tests {
         let t = tx(1);
         let outcome = Outcome::Refused { reason: Refusal::StaleNonce { last: 1, got: 1 } };
         let body = ErrorBody {
-            code: "refused".into(),
+            code: ErrorCode::Refused,
             message: "replayed nonce".into(),
             outcome: Some(outcome.clone()),
         };
@@ -792,7 +792,7 @@ mod tests {
         let err = client.submit(&t).await.unwrap_err();
         match &err {
             ClientError::Refused { status: 422, code, message, outcome: Some(o), .. } => {
-                assert_eq!(code, "refused");
+                assert_eq!(*code, ErrorCode::Refused);
                 assert_eq!(message, "replayed nonce");
                 assert_eq!(o, &outcome);
             }
@@ -806,7 +806,7 @@ mod tests {
         let err = client.hospitals().await.unwrap_err();
         assert!(
             matches!(&err, ClientError::Refused { status: 502, code, message, .. }
-                if code == "http_error" && message.contains("bad gateway")),
+                if *code == ErrorCode::HttpError && message.contains("bad gateway")),
             "{err:?}"
         );
         server.join().unwrap();
@@ -815,7 +815,7 @@ mod tests {
     #[tokio::test]
     async fn not_found_is_none_and_paths_are_right() {
         let not_found = serde_json::to_string(&ErrorBody {
-            code: "not_found".into(),
+            code: ErrorCode::NotFound,
             message: "no such account".into(),
             outcome: None,
         })
@@ -839,7 +839,7 @@ mod tests {
         let items = vec![
             BatchItem::Receipt(receipt(&txs[0], Outcome::Applied { created: None })),
             BatchItem::Error(ErrorBody {
-                code: "bad_signature".into(),
+                code: ErrorCode::BadSignature,
                 message: "no".into(),
                 outcome: None,
             }),

@@ -22,6 +22,7 @@ pub mod records;
 pub mod registry;
 pub mod state;
 pub mod verify;
+pub mod visibility;
 
 use std::{
     path::Path,

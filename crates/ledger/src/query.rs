@@ -317,7 +317,7 @@ impl Ledger {
     /// block, at `now_ms` (never before the tip's time). A revocation committed at the tip and
     /// an expiry that has passed on the node's clock bite at once, without waiting for a
     /// block (DESIGN invariant 6 orders writes by block time; a read cannot wait for one).
-    fn next_block_time(&self, now_ms: u64) -> (u64, u64) {
+    pub(crate) fn next_block_time(&self, now_ms: u64) -> (u64, u64) {
         let tip = self.tip();
         (tip.height + 1, now_ms.max(tip.time_ms))
     }

@@ -35,7 +35,8 @@ use medledger_core::{
 
 use medledger_vault::BlobStore;
 
-use crate::http::{ApiError, AppState};
+use crate::{app::AppState, http::error::ApiError};
+use medledger_api::ErrorCode;
 
 /// The node's clock, in milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
@@ -135,14 +136,14 @@ impl Default for Limits {
     }
 }
 
-fn too_many(code: &str, message: String) -> ApiError {
+fn too_many(code: ErrorCode, message: String) -> ApiError {
     ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
 }
 
 fn bad_signature(tx: &SignedTransaction) -> ApiError {
     ApiError::new(
         StatusCode::BAD_REQUEST,
-        "bad_signature",
+        ErrorCode::BadSignature,
         format!("the signature does not verify under key {}", tx.public_key),
     )
 }
@@ -221,7 +222,7 @@ pub(crate) fn simulate(
     envelope(state, tx, signature_ok)?;
     if !state.limits.simulations.try_take(&tx.tx.signer) {
         return Err(too_many(
-            "too_many_simulations",
+            ErrorCode::TooManySimulations,
             "too many simulated transactions in a minute; try again later".into(),
         ));
     }
@@ -250,7 +251,7 @@ fn checks(state: &AppState, tx: &SignedTransaction, charge: Charge) -> Result<()
     let limits = &state.limits;
     if !limits.refusals.has(&signer) {
         return Err(too_many(
-            "too_many_refusals",
+            ErrorCode::TooManyRefusals,
             format!(
                 "too many of {signer}'s transactions were refused recently; fix their cause and try again later"
             ),
@@ -261,14 +262,14 @@ fn checks(state: &AppState, tx: &SignedTransaction, charge: Charge) -> Result<()
             let likely = state.ledger.decide_access_now(&signer, a, now_ms())?;
             if !likely.is_allowed() && !take(&limits.denials, &signer) {
                 return Err(too_many(
-                    "too_many_denials",
+                    ErrorCode::TooManyDenials,
                     "too many denied accesses in a minute; try again later".into(),
                 ));
             }
         }
         TxBody::Consent(ConsentTx::Request { .. }) if !take(&limits.requests, &signer) => {
             return Err(too_many(
-                "too_many_requests",
+                ErrorCode::TooManyRequests,
                 "too many access requests in an hour; try again later".into(),
             ));
         }
@@ -276,7 +277,7 @@ fn checks(state: &AppState, tx: &SignedTransaction, charge: Charge) -> Result<()
             if !take(&limits.break_glass, &signer) =>
         {
             return Err(too_many(
-                "too_many_break_glass",
+                ErrorCode::TooManyBreakGlass,
                 "too many break-glass declarations in an hour; your hospital is notified of each"
                     .into(),
             ));
@@ -304,11 +305,11 @@ fn not_applied_before(state: &AppState, tx: &SignedTransaction) -> Result<(), Ap
 fn blobs_present(state: &AppState, tx: &SignedTransaction) -> Result<(), ApiError> {
     for blob in tx.tx.body.blobs().into_iter().filter(|b| b.role.required_at_admission()) {
         let what = blob.role.name();
-        match state.vault.len(&blob.hash).map_err(crate::records::blob_error)? {
+        match state.vault.len(&blob.hash).map_err(crate::http::error::blob_error)? {
             None => {
                 return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    "blob_missing",
+                    ErrorCode::BlobMissing,
                     format!(
                         "the {what} blob {} is not in this node's vault: upload it first",
                         blob.hash
@@ -321,7 +322,7 @@ fn blobs_present(state: &AppState, tx: &SignedTransaction) -> Result<(), ApiErro
                 {
                     return Err(ApiError::new(
                         StatusCode::UNPROCESSABLE_ENTITY,
-                        "size_mismatch",
+                        ErrorCode::SizeMismatch,
                         format!(
                             "the {what} blob holds {len} bytes, the transaction declares {size}"
                         ),
@@ -352,7 +353,7 @@ fn duplicate(original: &Receipt) -> ApiError {
 pub(crate) fn probe_refused(state: &AppState, reader: &AccountId) -> Option<ApiError> {
     (!state.limits.denials.try_take(reader)).then(|| {
         too_many(
-            "too_many_denials",
+            ErrorCode::TooManyDenials,
             "too many denied or refused reads in a minute; try again later".into(),
         )
     })

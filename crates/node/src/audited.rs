@@ -16,21 +16,26 @@
 //!    and the node waits for its durable receipt. Only an allowed receipt with prepared bytes
 //!    releases them; a denial is committed to the patient's trail and answered 403.
 //!
-//! [`readable_now`] says what a signed GET may show without an audited read.
+//! What a signed GET may show without an audited read is the ledger's to say
+//! (`medledger_ledger::visibility`).
 
 use std::future::Future;
 
 use axum::http::StatusCode;
+use medledger_api::ErrorCode;
 use medledger_core::{
     block::{Created, Outcome},
     ids::AccountId,
     tx::{
         SignedTransaction, TxBody,
-        consent::{AccessTx, Action, Basis, Decision, Purpose, Resource},
+        consent::{AccessTx, Action, Decision, Resource},
     },
 };
 
-use crate::http::{ApiError, AppState};
+use crate::{
+    app::AppState,
+    http::error::{ApiError, bad_request},
+};
 
 /// An authenticated reader's signed transaction, not yet committed.
 pub(crate) struct AccessRead {
@@ -48,10 +53,6 @@ pub(crate) struct Released<T> {
     pub(crate) height: u64,
 }
 
-pub(crate) fn malformed(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "malformed", message)
-}
-
 /// The answer to a denied read: the denial is committed in the patient's trail.
 pub(crate) fn denied(decision: &Decision) -> ApiError {
     let reason = match decision {
@@ -60,7 +61,7 @@ pub(crate) fn denied(decision: &Decision) -> ApiError {
     };
     ApiError::new(
         StatusCode::FORBIDDEN,
-        "denied",
+        ErrorCode::Denied,
         format!("access denied: {reason}; the denial is recorded in the patient's audit trail"),
     )
 }
@@ -68,7 +69,7 @@ pub(crate) fn denied(decision: &Decision) -> ApiError {
 impl AccessRead {
     /// Decodes the body and authenticates its sender (step 1).
     pub(crate) fn open(state: &AppState, body: &[u8]) -> Result<Self, ApiError> {
-        let tx = SignedTransaction::decode(body).map_err(|e| malformed(e.to_string()))?;
+        let tx = SignedTransaction::decode(body).map_err(|e| bad_request(e.to_string()))?;
         let signature_ok = tx.verify_signature().is_ok();
         crate::admission::authenticate(state, &tx, signature_ok)?;
         Ok(AccessRead { tx, signature_ok })
@@ -99,7 +100,7 @@ impl AccessRead {
     ) -> Result<&AccessTx, ApiError> {
         match &self.tx.tx.body {
             TxBody::Access(a) if a.action == Action::Read && names(&a.resource) => Ok(a),
-            _ => Err(malformed(format!(
+            _ => Err(bad_request(format!(
                 "the body must be the reader's access transaction naming {what} and the read action"
             ))),
         }
@@ -111,7 +112,7 @@ impl AccessRead {
     /// [`AccessRead::serve`].
     pub(crate) fn likely(&self, state: &AppState) -> Result<Decision, ApiError> {
         let TxBody::Access(a) = &self.tx.tx.body else {
-            return Err(malformed("the body must be an access transaction"));
+            return Err(bad_request("the body must be an access transaction"));
         };
         Ok(state.ledger.decide_access_now(&self.tx.tx.signer, a, crate::admission::now_ms())?)
     }
@@ -129,7 +130,8 @@ impl AccessRead {
         Fut: Future<Output = Result<T, ApiError>>,
     {
         let prepared = if likely.is_allowed() { Some(prepare(likely).await?) } else { None };
-        let receipt = crate::http::submit_checked(state, self.tx, self.signature_ok).await?;
+        let receipt =
+            crate::http::submit::submit_checked(state, self.tx, self.signature_ok).await?;
         let Outcome::Applied { created: Some(Created::Access { decision, event }) } =
             &receipt.outcome
         else {
@@ -142,35 +144,10 @@ impl AccessRead {
             // Granted between the look and the block: ask again, now that the grant is in.
             (Decision::Allow(_), None) => Err(ApiError::new(
                 StatusCode::CONFLICT,
-                "retry",
+                ErrorCode::Retry,
                 "the access was allowed at its block but not before it; read again",
             )),
             (decision, _) => Err(denied(decision)),
         }
     }
-}
-
-/// Every purpose, for the visibility checks that ask whether some purpose would allow a read.
-const PURPOSES: [Purpose; 5] =
-    [Purpose::Treatment, Purpose::Emergency, Purpose::Research, Purpose::Insurance, Purpose::Other];
-
-/// Whether `authorize` lets `who` read `resource` now for some purpose, on a basis other than
-/// an open break-glass: what a signed GET may show (the existence of a thing, not its
-/// content, which only an audited read serves). Every signed GET of a record token, case,
-/// device or session, listed or named by its id, asks this one predicate (M6): what only a
-/// break-glass opens is served by the audited reads and the audited overview
-/// (`POST /v1/emergency/{patient}/overview`), whose access events the patient sees.
-pub(crate) fn readable_now(
-    state: &AppState,
-    who: &AccountId,
-    resource: &Resource,
-) -> Result<bool, ApiError> {
-    let now = crate::admission::now_ms();
-    for purpose in PURPOSES {
-        match state.ledger.authorize_now(who, Action::Read, resource, purpose, now)? {
-            Decision::Allow(Basis::BreakGlass { .. }) | Decision::Deny(_) => {}
-            Decision::Allow(_) => return Ok(true),
-        }
-    }
-    Ok(false)
 }

@@ -15,7 +15,8 @@ use medledger_core::{
 };
 use medledger_ledger::Ledger;
 
-use crate::http::ApiError;
+use crate::http::error::ApiError;
+use medledger_api::ErrorCode;
 
 /// Most remembered nonces; beyond this, new requests are refused until old ones age out
 /// (a flood cannot grow memory without bound).
@@ -32,7 +33,7 @@ fn now_ms() -> u64 {
 }
 
 fn unauthenticated(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+    ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, message)
 }
 
 impl ReplayGuard {
@@ -45,7 +46,7 @@ impl ReplayGuard {
         if seen.len() >= MAX_REMEMBERED {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
+                ErrorCode::Busy,
                 "too many signed requests; retry shortly",
             ));
         }
@@ -97,7 +98,7 @@ pub fn authenticate(
     if let Some(suspended) = ledger.suspension_of(&auth.account, &account)? {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "suspended",
+            ErrorCode::Suspended,
             format!("{suspended} is suspended by the regulator: its signed requests are refused"),
         ));
     }
@@ -109,12 +110,12 @@ pub fn authenticate(
 #[derive(Debug, Clone, Copy)]
 pub struct Signed(pub AccountId);
 
-impl axum::extract::FromRequestParts<crate::http::AppState> for Signed {
+impl axum::extract::FromRequestParts<crate::app::AppState> for Signed {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        state: &crate::http::AppState,
+        state: &crate::app::AppState,
     ) -> Result<Self, Self::Rejection> {
         authenticate(
             &state.ledger,
@@ -179,7 +180,7 @@ impl DenialLog {
 /// Middleware: every request refused as unauthenticated or forbidden is counted in the
 /// metrics and logged (rate-limited) with who claimed to ask, for what.
 pub async fn log_denials(
-    axum::extract::State(state): axum::extract::State<crate::http::AppState>,
+    axum::extract::State(state): axum::extract::State<crate::app::AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -205,11 +206,7 @@ pub async fn log_denials(
         state.metrics.denied_requests.inc();
         if let Some(suppressed) = state.denials.admit(now_ms()) {
             let claimed = claimed.map_or_else(|| "nobody (unsigned)".to_owned(), |a| a.to_string());
-            let code = response
-                .extensions()
-                .get::<crate::http::ErrorCode>()
-                .map_or("", |c| c.0.as_str())
-                .to_owned();
+            let code = response.extensions().get::<ErrorCode>().map_or("", |c| c.as_str());
             tracing::info!(
                 %method,
                 %path,

@@ -4,13 +4,11 @@
 #![warn(missing_docs)]
 
 pub mod admission;
+pub mod app;
 mod audited;
 pub mod auth;
-mod cases;
 pub mod datadir;
-mod devices;
 pub mod durable;
-mod emergency;
 pub mod http;
 pub mod janitor;
 pub mod limits;
@@ -18,7 +16,6 @@ pub mod metrics;
 pub mod producer;
 pub mod quotas;
 pub mod raft;
-mod records;
 pub mod server;
 pub mod storage;
 
@@ -153,7 +150,7 @@ pub async fn serve_with(
     ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let metrics = Arc::new(metrics::Metrics::new());
-    let state = http::AppState {
+    let state = app::AppState {
         ledger: ledger.clone(),
         queue: queue_tx,
         node_key: Arc::new(node_key),
@@ -171,7 +168,7 @@ pub async fn serve_with(
         ),
         large_bodies: limits::BodyGate::new(
             limits.max_large_bodies,
-            http::MAX_BATCH_BYTES,
+            limits::MAX_BATCH_BYTES,
             limits.body_read_timeout,
         ),
         small_bodies: limits::BodyGate::new(

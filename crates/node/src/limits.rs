@@ -19,7 +19,43 @@ use http_body_util::BodyExt;
 use medledger_core::ids::AccountId;
 use tokio::sync::Semaphore;
 
-use crate::http::ApiError;
+use crate::{app::AppState, http::error::ApiError};
+use medledger_api::ErrorCode;
+
+/// Largest body of a route that takes one signed transaction (a submission, a simulation, an
+/// audited read's access): a little over [`medledger_core::tx::MAX_TX_BYTES`], so that a
+/// transaction over the limit still reaches the decoder, which explains the limit in JSON.
+pub const MAX_SIGNED_BODY_BYTES: usize = 4 * medledger_core::tx::MAX_TX_BYTES;
+/// Largest accepted batch submission, in bytes.
+pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Largest body of `PUT /v1/blobs` (sealed registration details): twice the vault's limit,
+/// so that a blob over it reaches the handler, which explains the limit.
+pub const MAX_BLOB_BODY_BYTES: usize = 2 * medledger_vault::MAX_BLOB_BYTES;
+/// Largest body of every other route (most take none).
+pub const MAX_DEFAULT_BODY_BYTES: usize = 64 * 1024;
+
+/// `route` taking a signed transaction as its body: at most [`MAX_SIGNED_BODY_BYTES`],
+/// buffered in a turn of the small bodies' gate.
+pub(crate) fn signed_body(
+    state: &AppState,
+    route: axum::routing::MethodRouter<AppState>,
+) -> axum::routing::MethodRouter<AppState> {
+    route
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_SIGNED_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(state.small_bodies.clone(), gate_body))
+}
+
+/// `route` taking a large buffered body (a batch, a blob) of at most `max_bytes`, in a turn of
+/// the large bodies' gate.
+pub(crate) fn large_body(
+    state: &AppState,
+    route: axum::routing::MethodRouter<AppState>,
+    max_bytes: usize,
+) -> axum::routing::MethodRouter<AppState> {
+    route
+        .layer(axum::extract::DefaultBodyLimit::max(max_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.large_bodies.clone(), gate_body))
+}
 
 /// A pool of turns for receiving and handling buffered bodies of one size class.
 #[derive(Debug)]
@@ -63,7 +99,7 @@ pub async fn gate_body(
     if declared.is_some_and(|n| n > gate.max_bytes as u64) {
         return closing(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
+            ErrorCode::TooLarge,
             format!("the body is larger than the {} bytes this route accepts", gate.max_bytes),
         ));
     }
@@ -73,7 +109,7 @@ pub async fn gate_body(
     else {
         return closing(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
+            ErrorCode::Busy,
             format!("too many uploads in progress for {secs} s; retry shortly"),
         ));
     };
@@ -86,21 +122,21 @@ pub async fn gate_body(
         Ok(Err(BodyError::TooLarge)) => {
             return closing(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
+                ErrorCode::TooLarge,
                 format!("the body is larger than the {} bytes this route accepts", gate.max_bytes),
             ));
         }
         Ok(Err(BodyError::Read(e))) => {
             return closing(ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "malformed",
+                ErrorCode::Malformed,
                 format!("the body could not be read: {e}"),
             ));
         }
         Err(_) => {
             return closing(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
-                "too_slow",
+                ErrorCode::TooSlow,
                 format!("the body did not arrive within {secs} s"),
             ));
         }
@@ -163,7 +199,7 @@ impl EventStreams {
         if *n >= self.cap {
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "too_many_streams",
+                ErrorCode::TooManyStreams,
                 format!(
                     "account {account} already has {} open event streams (at most {} per account); close one first",
                     *n, self.cap

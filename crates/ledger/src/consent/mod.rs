@@ -91,13 +91,7 @@ pub fn authorize(
     let Some(account) = view.account(requester)? else {
         return Ok(Decision::Deny(Denial::UnknownRequester));
     };
-    if account.key.is_none() || account.suspended {
-        return Ok(Decision::Deny(Denial::RequesterInactive));
-    }
-    if let Some(h) = account.hospital
-        && account.role == Role::Doctor
-        && view.account(&h)?.is_some_and(|h| h.suspended)
-    {
+    if inactive(view, &account)? {
         return Ok(Decision::Deny(Denial::RequesterInactive));
     }
     if *requester == resource.patient {
@@ -108,11 +102,8 @@ pub fn authorize(
     }
     for (id, d) in view.deny_rules_of(&resource.patient)? {
         let r = &d.rule;
-        let matches = r.grantee.is_none_or(|g| g == *requester)
-            && r.grantee_role.is_none_or(|role| role == account.role)
-            && r.category.is_none_or(|c| resource.category == Some(c))
-            && r.purpose.is_none_or(|p| p == purpose);
-        if matches {
+        if deny_reaches(r, requester, &account, resource) && r.purpose.is_none_or(|p| p == purpose)
+        {
             return Ok(Decision::Deny(Denial::DenyRule { rule: id }));
         }
     }
@@ -153,6 +144,33 @@ pub fn authorize(
         }
     }
     Ok(Decision::Deny(Denial::NoGrant))
+}
+
+/// Whether `account` may not act at all: no active key, suspended, or a doctor of a suspended
+/// hospital. `authorize` and [`crate::visibility`] ask this one rule.
+pub(crate) fn inactive(view: &impl ConsentView, account: &Account) -> Result<bool, LedgerError> {
+    if account.key.is_none() || account.suspended {
+        return Ok(true);
+    }
+    Ok(account.role == Role::Doctor
+        && match account.hospital {
+            Some(h) => view.account(&h)?.is_some_and(|h| h.suspended),
+            None => false,
+        })
+}
+
+/// Whether deny rule `rule` reaches `requester` (of `account`) reading `resource`, for the
+/// purposes the rule names (all when it names none). `authorize` and [`crate::visibility`]
+/// ask this one rule.
+pub(crate) fn deny_reaches(
+    rule: &medledger_core::tx::consent::DenyRule,
+    requester: &AccountId,
+    account: &Account,
+    resource: &Resource,
+) -> bool {
+    rule.grantee.is_none_or(|g| g == *requester)
+        && rule.grantee_role.is_none_or(|role| role == account.role)
+        && rule.category.is_none_or(|c| resource.category == Some(c))
 }
 
 /// Applies one consent transaction for an authenticated signer.

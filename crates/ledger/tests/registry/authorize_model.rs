@@ -21,6 +21,7 @@ use medledger_ledger::{
     LedgerError,
     consent::{Action, Basis, ConsentView, Decision, Denial, Resource, authorize},
     state::{Account, BreakGlassEntry, CaseLog, DenyEntry, GrantEntry},
+    visibility::readable_on_some_basis,
 };
 use proptest::prelude::*;
 
@@ -32,6 +33,8 @@ const CATEGORIES: [RecordCategory; 3] =
 const RECORDS: [&str; 3] = ["1000101012020", "1000102012020", "1000103012020"];
 const CASES: [&str; 2] = ["C10001-1", "C10001-2"];
 const PURPOSES: [Purpose; 2] = [Purpose::Treatment, Purpose::Research];
+const EVERY_PURPOSE: [Purpose; 5] =
+    [Purpose::Treatment, Purpose::Research, Purpose::Insurance, Purpose::Emergency, Purpose::Other];
 
 /// A consent state small enough to shrink well.
 #[derive(Clone, Debug)]
@@ -372,6 +375,25 @@ proptest! {
     ) {
         let got = authorize(&w, &w.requester(), Action::Read, &r, purpose, height, time).unwrap();
         prop_assert_eq!(got, model(&w, &r, purpose, height, time));
+    }
+
+    /// `readable_on_some_basis` (what a signed GET may show) answers in one pass what asking
+    /// `authorize` once per purpose would: allowed for some purpose, on a basis other than an
+    /// open break-glass.
+    #[test]
+    fn readable_on_some_basis_is_authorize_for_some_purpose(
+        w in world(),
+        r in resource(),
+        height in 0u64..25,
+        time in 0u64..45,
+    ) {
+        let who = w.requester();
+        let mut any = false;
+        for purpose in EVERY_PURPOSE {
+            let decided = authorize(&w, &who, Action::Read, &r, purpose, height, time).unwrap();
+            any |= matches!(decided, Decision::Allow(b) if !matches!(b, Basis::BreakGlass { .. }));
+        }
+        prop_assert_eq!(readable_on_some_basis(&w, &who, &r, height, time).unwrap(), any);
     }
 
     /// A grant's scope covers exactly what the model's parts say: in particular no case grant

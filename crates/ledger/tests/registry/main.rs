@@ -21,6 +21,7 @@ mod devices;
 mod emergency;
 mod records;
 mod tamper;
+mod visibility;
 
 const CHAIN: &str = "test-chain";
 /// Genesis time of the test networks: 2026-11-30 00:00 UTC (records are dated before it).

@@ -92,7 +92,7 @@ impl LogStore {
         Ok(Self { db, writer })
     }
 
-    fn meta<T: serde::de::DeserializeOwned>(
+    fn meta<T: serde::Serialize + serde::de::DeserializeOwned>(
         &self,
         key: &str,
     ) -> Result<Option<T>, StorageError<u64>> {

@@ -3,59 +3,69 @@
 //! doctor) and a hospital's open reviews.
 
 use axum::{
-    Json,
+    Json, Router,
     body::Bytes,
     extract::{Path, State},
-    http::{StatusCode, header},
+    http::header,
     response::{IntoResponse, Response},
+    routing::{get, post},
 };
 use medledger_api::{
     BreakGlassView, CaseView, DeviceView, EmergencyView, PatientOverview, RecordView, SessionView,
-    TxProofResponse,
+    TxProofResponse, paths,
 };
 use medledger_core::{
     Hash,
     ids::AccountId,
     tx::{
-        EmergencyTx, Role, TxBody,
+        EmergencyTx, TxBody,
         consent::{Basis, Decision, Resource},
+        emergency::EmergencyProfile,
     },
 };
 use medledger_vault::BlobStore;
 
 use crate::{
+    app::AppState,
     audited::AccessRead,
     auth::Signed,
-    http::{ApiError, ApiResult, AppState, forbidden, parse_account},
+    http::{
+        error::{
+            ApiError, ApiResult, bad_request, forbidden, not_found, parse_account, parse_hash,
+            vault_error,
+        },
+        views,
+    },
+    limits::signed_body,
 };
 
-fn not_found(what: String) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
+/// The emergency routes.
+pub(crate) fn routes(state: &AppState) -> Router<AppState> {
+    let patient = |tail: &str| format!("{}/{{patient}}{tail}", paths::EMERGENCY);
+    Router::new()
+        .route(&format!("{}/reviews", paths::EMERGENCY), get(reviews))
+        .route(&format!("{}/break-glass/{{id}}", paths::EMERGENCY), get(break_glass))
+        .route(&patient(""), get(profile))
+        .route(&patient("/read"), signed_body(state, post(read)))
+        .route(&patient("/overview"), signed_body(state, post(overview)))
+        .route(&patient("/escrow"), get(escrow))
+        .route(&patient(&format!("/{}", paths::EMERGENCY_KEY_PROOF)), get(key_proof))
 }
 
-fn is_active_doctor(state: &AppState, who: &AccountId) -> Result<bool, ApiError> {
-    Ok(state
-        .ledger
-        .account(who)?
-        .is_some_and(|a| a.role == Role::Doctor && a.key.is_some() && !a.suspended))
+fn no_profile(patient: &AccountId) -> ApiError {
+    not_found(format!("patient {patient} has no emergency profile"))
 }
 
-/// A patient's emergency profile, if `requester` may see its public part: the patient,
-/// delegates, custodians and active doctors.
+/// A patient's emergency profile, if `requester` may see its public part
+/// (`Ledger::emergency_profile_visible_to`: the patient, delegates, custodians and active
+/// doctors); 404 without one, 403 to anyone else.
 fn visible_profile(
     state: &AppState,
     requester: &AccountId,
     patient: &AccountId,
-) -> Result<medledger_core::tx::emergency::EmergencyProfile, ApiError> {
-    let p = state
-        .ledger
-        .emergency_profile(patient)?
-        .ok_or_else(|| not_found(format!("patient {patient} has no emergency profile")))?;
-    if requester != patient
-        && !p.escrow.iter().any(|k| k.recipient == *requester)
-        && !state.ledger.is_delegate(patient, requester)?
-        && !is_active_doctor(state, requester)?
-    {
+) -> Result<EmergencyProfile, ApiError> {
+    let p = state.ledger.emergency_profile(patient)?.ok_or_else(|| no_profile(patient))?;
+    if !state.ledger.emergency_profile_visible_to(requester, patient, &p)? {
         return Err(forbidden("only doctors, custodians, the patient and delegates see this"));
     }
     Ok(p)
@@ -64,7 +74,7 @@ fn visible_profile(
 /// `GET /v1/emergency/{patient}/key-proof`: the transaction that set the patient's emergency
 /// profile now in force, with its inclusion proof against a checkpoint signed now; for whoever
 /// may see the profile. What a wallet checks before wrapping a record key to the emergency key.
-pub(crate) async fn key_proof(
+async fn key_proof(
     State(state): State<AppState>,
     Signed(requester): Signed,
     Path(patient): Path<String>,
@@ -74,20 +84,11 @@ pub(crate) async fn key_proof(
     let missing = || not_found(format!("no transaction set the profile of patient {patient}"));
     let hash = state.ledger.emergency_profile_tx(&patient)?.ok_or_else(missing)?;
     let record = state.ledger.transaction(&hash)?.ok_or_else(missing)?;
-    let checkpoint = crate::http::signed_checkpoint(&state);
-    let inclusion =
-        state.ledger.inclusion_proof(record.receipt.log_index, checkpoint.checkpoint.log_size)?;
-    Ok(Json(TxProofResponse {
-        tx_hex: hex::encode(record.tx.encode()),
-        receipt: record.receipt,
-        header: record.header,
-        checkpoint,
-        inclusion,
-    }))
+    Ok(Json(views::tx_proof(&state, record)?))
 }
 
 /// `GET /v1/emergency/{patient}`: for the patient, delegates, custodians and active doctors.
-pub(crate) async fn profile(
+async fn profile(
     State(state): State<AppState>,
     Signed(requester): Signed,
     Path(patient): Path<String>,
@@ -110,7 +111,7 @@ pub(crate) async fn profile(
 /// `POST /v1/emergency/{patient}/read`: the audited read ([`crate::audited`]) of the sealed
 /// profile (which opens only with the code or the escrow); the body is the doctor's signed
 /// profile read, which the ledger allows any active doctor.
-pub(crate) async fn read(
+async fn read(
     State(state): State<AppState>,
     Path(patient): Path<String>,
     body: Bytes,
@@ -118,21 +119,22 @@ pub(crate) async fn read(
     let patient = parse_account(&patient)?;
     let read = AccessRead::open(&state, &body)?;
     if *read.body() != TxBody::Emergency(EmergencyTx::ReadProfile { patient }) {
-        return Err(crate::audited::malformed(format!(
+        return Err(bad_request(format!(
             "the body must be a signed emergency profile read of {patient}"
         )));
     }
-    let p = state.ledger.emergency_profile(&patient)?.ok_or_else(|| {
-        read.missing(&state, not_found(format!("patient {patient} has no emergency profile")))
-    })?;
+    let p = state
+        .ledger
+        .emergency_profile(&patient)?
+        .ok_or_else(|| read.missing(&state, no_profile(&patient)))?;
     let likely = Decision::Allow(Basis::EmergencyProfile);
     let released = read
         .serve(&state, likely, |_| async {
             state
                 .vault
                 .get(&p.profile)
-                .map_err(crate::http::vault_error)?
-                .ok_or_else(|| not_found("the sealed profile is not in this node's vault".into()))
+                .map_err(vault_error)?
+                .ok_or_else(|| not_found("the sealed profile is not in this node's vault"))
         })
         .await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], released.value).into_response())
@@ -144,7 +146,7 @@ pub(crate) async fn read(
 /// records); once it is committed and allowed, the patient's record tokens, cases, devices
 /// and sessions are listed. The signed GET lists leave out what only a break-glass opens, so
 /// a doctor in an emergency gets the whole list in one call, and the patient sees that call.
-pub(crate) async fn overview(
+async fn overview(
     State(state): State<AppState>,
     Path(patient): Path<String>,
     body: Bytes,
@@ -173,35 +175,32 @@ fn list_all(state: &AppState, patient: &AccountId) -> Result<Everything, ApiErro
     let records = ledger
         .records_of_patient(patient)?
         .into_iter()
-        .map(|(id, r)| crate::records::view(id, r))
+        .map(|(id, r)| views::record(id, r))
         .collect();
     let cases = ledger
         .cases_of_patient(patient)?
         .into_iter()
-        .map(|(id, c)| crate::cases::view(state, id, c))
+        .map(|(id, c)| views::case(ledger, id, c))
         .collect::<Result<_, _>>()?;
     let mut devices = Vec::new();
     let mut sessions = Vec::new();
     for (id, d) in ledger.devices_of_patient(patient)? {
         for (s, entry) in ledger.sessions_of_device(&id)? {
-            sessions.push(crate::devices::session_view(state, s, entry));
+            sessions.push(views::session(ledger, s, entry));
         }
-        devices.push(crate::devices::device_view(state, id, d)?);
+        devices.push(views::device(ledger, id, d)?);
     }
     Ok((records, cases, devices, sessions))
 }
 
 /// `GET /v1/emergency/{patient}/escrow`: the requester's own escrow piece (a custodian's).
-pub(crate) async fn escrow(
+async fn escrow(
     State(state): State<AppState>,
     Signed(requester): Signed,
     Path(patient): Path<String>,
 ) -> Result<Response, ApiError> {
     let patient = parse_account(&patient)?;
-    let p = state
-        .ledger
-        .emergency_profile(&patient)?
-        .ok_or_else(|| not_found(format!("patient {patient} has no emergency profile")))?;
+    let p = state.ledger.emergency_profile(&patient)?.ok_or_else(|| no_profile(&patient))?;
     let piece = p
         .escrow
         .iter()
@@ -210,64 +209,42 @@ pub(crate) async fn escrow(
     let bytes = state
         .vault
         .get(&piece.blob)
-        .map_err(crate::http::vault_error)?
-        .ok_or_else(|| not_found("the escrow piece is not in this node's vault".into()))?;
+        .map_err(vault_error)?
+        .ok_or_else(|| not_found("the escrow piece is not in this node's vault"))?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
+/// Break-glass `id`, to those it concerns (`Ledger::break_glass_visible_to`); its doctor also
+/// gets the escrow pieces released to them.
 fn view(state: &AppState, id: Hash, requester: &AccountId) -> Result<BreakGlassView, ApiError> {
     let b =
         state.ledger.break_glass(&id)?.ok_or_else(|| not_found(format!("no break-glass {id}")))?;
-    let custodian = state
-        .ledger
-        .emergency_profile(&b.patient)?
-        .is_some_and(|p| p.escrow.iter().any(|k| k.recipient == *requester));
-    // The regulator is one of the readers of the sealed reason and finding.
-    let regulator = state.ledger.genesis().regulator();
-    if ![b.doctor, b.hospital, b.patient, regulator].contains(requester)
-        && !custodian
-        && !state.ledger.is_delegate(&b.patient, requester)?
-    {
+    if !state.ledger.break_glass_visible_to(requester, &b)? {
         return Err(forbidden("only those a break-glass concerns may see it"));
     }
     let mut released = Vec::new();
     if *requester == b.doctor {
         for (custodian, blob) in state.ledger.escrow_releases(&id)? {
-            if let Some(bytes) = state.vault.get(&blob).map_err(crate::http::vault_error)? {
+            if let Some(bytes) = state.vault.get(&blob).map_err(vault_error)? {
                 released.push((custodian, hex::encode(bytes)));
             }
         }
     }
-    Ok(BreakGlassView {
-        id,
-        patient: b.patient,
-        doctor: b.doctor,
-        hospital: b.hospital,
-        code: b.code,
-        reason: hex::encode(&b.reason),
-        started_at: b.started_at,
-        started_ms: b.started_ms,
-        until_ms: b.until_ms,
-        ended_at: b.ended_at,
-        review: b.review.map(|(finding, _)| hex::encode(finding)),
-        released,
-    })
+    Ok(views::break_glass(id, b, released))
 }
 
 /// `GET /v1/emergency/break-glass/{id}`.
-pub(crate) async fn break_glass(
+async fn break_glass(
     State(state): State<AppState>,
     Signed(requester): Signed,
     Path(id): Path<String>,
 ) -> ApiResult<BreakGlassView> {
-    let id = Hash::from_hex(&id).map_err(|_| {
-        ApiError::new(StatusCode::BAD_REQUEST, "malformed", format!("{id:?} is not an id"))
-    })?;
+    let id = parse_hash(&id)?;
     Ok(Json(view(&state, id, &requester)?))
 }
 
 /// `GET /v1/emergency/reviews`: the signer's (a hospital's) break-glass reviews still open.
-pub(crate) async fn reviews(
+async fn reviews(
     State(state): State<AppState>,
     Signed(requester): Signed,
 ) -> ApiResult<Vec<BreakGlassView>> {

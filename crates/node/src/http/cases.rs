@@ -15,65 +15,44 @@
 //! that does not exist.
 
 use axum::{
-    Json,
+    Json, Router,
     body::Bytes,
     extract::{Path, Query, State},
-    http::{StatusCode, header},
+    http::header,
     response::{IntoResponse, Response},
+    routing::{get, post},
 };
 use medledger_api::{
-    CASE_EXPORT_FORMAT, CaseExport, CaseRead, CaseSealView, CaseView, ExportedEntry, ExportedKey,
-    OwnKey, ProvenTx,
+    CASE_EXPORT_FORMAT, CaseExport, CaseRead, CaseView, ExportedEntry, ExportedKey, OwnKey,
+    ProvenTx, paths,
 };
-use medledger_core::{
-    encoding,
-    ids::AccountId,
-    keys::namespace,
-    tx::{consent::Resource, records::KeyRef},
-};
-use medledger_ledger::{CaseLog, TxRecord};
+use medledger_core::{encoding, ids::AccountId, keys::namespace, tx::consent::Resource};
+use medledger_ledger::{CaseLog, TxRecord, visibility::CaseSight};
 use medledger_vault::BlobStore;
 use serde::Deserialize;
 
 use crate::{
+    app::AppState,
     audited::AccessRead,
     auth::Signed,
-    http::{ApiError, ApiResult, AppState, parse_account, vault_error},
+    http::{
+        error::{ApiError, ApiResult, not_found, parse_account, vault_error},
+        views,
+    },
+    limits::signed_body,
 };
 
-fn not_found(id: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no case {id}"))
+/// The case routes.
+pub(crate) fn routes(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route(paths::CASES, get(list))
+        .route(&format!("{}/{{id}}", paths::CASES), get(case))
+        .route(&format!("{}/{{id}}/key", paths::CASES), get(own_key))
+        .route(&format!("{}/{{id}}/read", paths::CASES), signed_body(state, post(read)))
 }
 
-/// How far `who` may see a case.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Sight {
-    /// Not at all: the same 404 as for a case that does not exist.
-    None,
-    /// That it exists, who wrote in it and its hashes (the opener's and authors' hospitals).
-    Existence,
-    /// Its content too: entries, sealed blobs and the export.
-    Content,
-}
-
-/// How far `who` may see case `id` now (see the module documentation). Content follows
-/// consent at the time of the read, never the key alone: `authorize` lets read the patient and
-/// delegates, a case grant in force, and the doctors who wrote in the case unless a deny rule
-/// of the patient or an inactive key or hospital stops them.
-fn sight(state: &AppState, who: &AccountId, id: &str, c: &CaseLog) -> Result<Sight, ApiError> {
-    let ledger = &state.ledger;
-    if crate::audited::readable_now(state, who, &case_resource(id, c))? {
-        return Ok(Sight::Content);
-    }
-    if *who == c.opener || c.authors.contains(who) || c.hospital == *who {
-        return Ok(Sight::Existence);
-    }
-    for a in &c.authors {
-        if ledger.account(a)?.and_then(|a| a.hospital).as_ref() == Some(who) {
-            return Ok(Sight::Existence);
-        }
-    }
-    Ok(Sight::None)
+fn no_case(id: &str) -> ApiError {
+    not_found(format!("no case {id}"))
 }
 
 /// What an access to case `id` names.
@@ -81,101 +60,56 @@ fn case_resource(id: &str, c: &CaseLog) -> Resource {
     Resource { patient: c.patient, category: None, record: None, case: Some(id.to_owned()) }
 }
 
-/// The case named `id`, if `who` may see it at least as far as `needed`; 404 otherwise,
-/// whether or not it exists.
+/// The case named `id`, if `who` may see it at least as far as `needed`
+/// (`Ledger::case_visible_to`); 404 otherwise, whether or not it exists.
 fn visible_case(
     state: &AppState,
     who: &AccountId,
     id: &str,
-    needed: Sight,
+    needed: CaseSight,
 ) -> Result<CaseLog, ApiError> {
-    let c = state.ledger.case(id)?.ok_or_else(|| not_found(id))?;
-    let sight = sight(state, who, id, &c)?;
-    if sight == Sight::None || (needed == Sight::Content && sight != Sight::Content) {
-        return Err(not_found(id));
-    }
-    Ok(c)
-}
-
-pub(crate) fn view(state: &AppState, id: String, c: CaseLog) -> Result<CaseView, ApiError> {
-    let keys = state
-        .ledger
-        .case_keys(&id)?
-        .into_iter()
-        .map(|(recipient, blob)| KeyRef { recipient, blob })
-        .collect();
-    Ok(CaseView {
-        follow_ups: state.ledger.follow_ups(&id)?,
-        case: id,
-        patient: c.patient,
-        opener: c.opener,
-        hospital: c.hospital,
-        description: c.description,
-        follow_up_of: c.follow_up_of,
-        opened_at: c.opened_at,
-        opened_time_ms: c.opened_time_ms,
-        open_tx: c.open_tx,
-        first_head: c.first_head,
-        head: c.head,
-        entries: c.entries,
-        authors: c.authors,
-        sealed: c.sealed.map(|s| CaseSealView {
-            height: s.height,
-            time_ms: s.time_ms,
-            by: s.by,
-            tx: s.tx,
-        }),
-        keys,
-    })
+    let now = crate::admission::now_ms();
+    state.ledger.case_visible_to(who, id, needed, now)?.ok_or_else(|| no_case(id))
 }
 
 #[derive(Debug, Deserialize)]
-pub(crate) struct ListQuery {
+struct ListQuery {
     patient: String,
 }
 
 /// `GET /v1/cases?patient=ID`: the patient's cases that the signer may see (not those only an
 /// open break-glass opens: the audited overview lists those).
-pub(crate) async fn list(
+async fn list(
     State(state): State<AppState>,
     Signed(requester): Signed,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Vec<CaseView>> {
     let patient = parse_account(&q.patient)?;
-    let mut out = Vec::new();
-    for (id, c) in state.ledger.cases_of_patient(&patient)? {
-        if sight(&state, &requester, &id, &c)? != Sight::None {
-            out.push(view(&state, id, c)?);
-        }
-    }
-    Ok(Json(out))
+    let now = crate::admission::now_ms();
+    let list = state.ledger.cases_of_patient_visible_to(&requester, &patient, now)?;
+    let views = list.into_iter().map(|(id, c)| views::case(&state.ledger, id, c));
+    Ok(Json(views.collect::<Result<_, _>>()?))
 }
 
 /// `GET /v1/cases/{id}`.
-pub(crate) async fn get(
+async fn case(
     State(state): State<AppState>,
     Signed(requester): Signed,
     Path(id): Path<String>,
 ) -> ApiResult<CaseView> {
-    let c = visible_case(&state, &requester, &id, Sight::Existence)?;
-    Ok(Json(view(&state, id, c)?))
+    let c = visible_case(&state, &requester, &id, CaseSight::Existence)?;
+    Ok(Json(views::case(&state.ledger, id, c)?))
 }
 
 /// `GET /v1/cases/{id}/key`: the case key wrapped to the signer, for a doctor who writes in
 /// the case or an exporter. Useless without the content, which only the audited read serves.
-pub(crate) async fn own_key(
+async fn own_key(
     State(state): State<AppState>,
     Signed(requester): Signed,
     Path(id): Path<String>,
 ) -> ApiResult<OwnKey> {
-    visible_case(&state, &requester, &id, Sight::Existence)?;
-    let no_key = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no key of case {id} is wrapped to {requester}"),
-        )
-    };
+    visible_case(&state, &requester, &id, CaseSight::Existence)?;
+    let no_key = || not_found(format!("no key of case {id} is wrapped to {requester}"));
     let blob = state.ledger.case_key(&id, &requester)?.ok_or_else(no_key)?;
     let bytes = state.vault.get(&blob).map_err(vault_error)?.ok_or_else(no_key)?;
     Ok(Json(OwnKey { wrapped_hex: hex::encode(bytes) }))
@@ -186,14 +120,14 @@ pub(crate) async fn own_key(
 /// answer is a [`CaseRead`]: the access event and the case's export (every transaction with
 /// its receipt, header and inclusion proof, the sealed description and entries, the reader's
 /// wrapped key), signed by this node's key.
-pub(crate) async fn read(
+async fn read(
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let read = AccessRead::open(&state, &body)?;
     let reader = read.reader();
-    let c = state.ledger.case(&id)?.ok_or_else(|| read.missing(&state, not_found(&id)))?;
+    let c = state.ledger.case(&id)?.ok_or_else(|| read.missing(&state, no_case(&id)))?;
     let resource = case_resource(&id, &c);
     read.access_naming(&format!("case {id} of patient {}", c.patient), |r| *r == resource)?;
     let likely = read.likely(&state)?;
@@ -216,7 +150,7 @@ pub(crate) async fn read(
 /// The export of case `id` for `requester`, read (and hash-checked by the vault) from one
 /// snapshot of the case; a blob missing from this node's vault is an error.
 fn build_export(state: &AppState, requester: &AccountId, id: &str) -> Result<CaseExport, ApiError> {
-    let txs = state.ledger.case_transactions(id)?.ok_or_else(|| not_found(id))?;
+    let txs = state.ledger.case_transactions(id)?.ok_or_else(|| no_case(id))?;
     // The checkpoint is taken after the case was read, so it covers every transaction read.
     let checkpoint = state.ledger.checkpoint().sign(&state.node_key);
     let size = checkpoint.checkpoint.log_size;

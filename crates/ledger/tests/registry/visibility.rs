@@ -1,0 +1,543 @@
+//! Visibility (`ledger/src/visibility.rs`): who may see that a record, case, device or session
+//! exists, one rule per test, each of which fails if its rule is removed: the parties
+//! (patient, author, hospital, custodian, registrant, session doctor, thresholds author, case
+//! author and their hospital), a delegate, a grantee of each scope kind, and nobody else: not
+//! a stranger, a revoked or expired grantee, one a deny rule names, nor a doctor whose only
+//! basis is an open break-glass.
+
+use medledger_core::{
+    Hash,
+    block::Created,
+    ids::AccountId,
+    keys::DecryptionKey,
+    tx::{
+        CaseTx, ConsentTx, DeviceTx, EmergencyTx, RecordTx, TxBody,
+        cases::OpenCase,
+        consent::{Action, DenyRule, Purpose, RecordCategory, Resource, Scope, Validity},
+        devices::{DeviceKind, Metric, RegisterDevice, SetThresholds, StartSession},
+        emergency::{EmergencyProfile, MIN_SEALED_REASON_BYTES, ReasonCode},
+        records::{KeyRef, KeySharing, MintRecord, VisitDate},
+    },
+};
+use medledger_ledger::{consent::Basis, visibility::CaseSight};
+
+use super::*;
+
+const HOUR: u64 = 3_600_000;
+
+/// The node's clock for "now" in these tests: just after the last block.
+fn now(net: &Net) -> u64 {
+    net.time + 1
+}
+
+fn mint(net: &mut Net, doctor: &mut Actor, patient: &Actor, sharing: Option<KeySharing>) -> String {
+    let tag = format!("{}", doctor.nonce);
+    let t = doctor.sign_body(TxBody::Records(RecordTx::Mint(MintRecord {
+        patient: patient.account,
+        visit_date: VisitDate { year: 2021, month: 1, day: 26 },
+        category: RecordCategory::LabReport,
+        content: Hash::of(format!("content/{tag}").as_bytes()),
+        size: 1024,
+        metadata: Hash::of(format!("meta/{tag}").as_bytes()),
+        keys: vec![
+            KeyRef { recipient: patient.account, blob: Hash::of(format!("kp/{tag}").as_bytes()) },
+            KeyRef { recipient: doctor.account, blob: Hash::of(format!("ka/{tag}").as_bytes()) },
+        ],
+        supersedes: None,
+        sharing,
+    })));
+    match applied(&net.one(t)) {
+        Some(Created::Record { pmr }) => pmr.clone(),
+        other => panic!("expected a record, got {other:?}"),
+    }
+}
+
+fn open_case(net: &mut Net, doctor: &mut Actor, patient: &Actor) -> (String, Hash) {
+    let t = doctor.sign_body(TxBody::Cases(CaseTx::Open(OpenCase {
+        patient: patient.account,
+        description: Hash::of(format!("desc/{}", doctor.nonce).as_bytes()),
+        keys: vec![
+            KeyRef { recipient: patient.account, blob: Hash::of(b"case key/p") },
+            KeyRef { recipient: doctor.account, blob: Hash::of(b"case key/o") },
+        ],
+        follow_up_of: None,
+    })));
+    match applied(&net.one(t)) {
+        Some(Created::Case { case, head }) => (case.clone(), *head),
+        other => panic!("expected a case, got {other:?}"),
+    }
+}
+
+/// A grant from `patient` to `grantee`, valid for a day from the last block.
+fn grant_for(
+    net: &mut Net,
+    patient: &mut Actor,
+    grantee: &Actor,
+    scope: Scope,
+    p: Purpose,
+) -> Hash {
+    let now = net.time;
+    let t = patient.sign_body(TxBody::Consent(ConsentTx::Grant {
+        patient: patient.account,
+        grantee: grantee.account,
+        scope,
+        purpose: p,
+        validity: Validity { not_before_ms: now, expires_at_ms: now + 24 * HOUR },
+    }));
+    match applied(&net.one(t)) {
+        Some(Created::Consent { id }) => *id,
+        other => panic!("expected a grant, got {other:?}"),
+    }
+}
+
+fn grant(net: &mut Net, patient: &mut Actor, grantee: &Actor, scope: Scope) -> Hash {
+    grant_for(net, patient, grantee, scope, Purpose::Treatment)
+}
+
+fn deny(net: &mut Net, patient: &mut Actor, rule: DenyRule) -> Hash {
+    let t = patient.sign_body(TxBody::Consent(ConsentTx::Deny { patient: patient.account, rule }));
+    match applied(&net.one(t)) {
+        Some(Created::Consent { id }) => *id,
+        other => panic!("expected a deny rule, got {other:?}"),
+    }
+}
+
+fn against(who: &Actor, purpose: Option<Purpose>) -> DenyRule {
+    DenyRule { grantee: Some(who.account), grantee_role: None, category: None, purpose }
+}
+
+/// A doctor of a second hospital, with no relation to the patient, and that hospital.
+fn outsider(net: &mut Net) -> (Actor, Actor) {
+    let mut other_hospital = Actor::new();
+    let doctor = Actor::new();
+    applied(&net.admit(&other_hospital));
+    let t = onboard(&mut other_hospital, &doctor);
+    applied(&net.one(t));
+    (doctor, other_hospital)
+}
+
+fn sees_record(net: &Net, who: &Actor, pmr: &str) -> bool {
+    let by_id = net.ledger.record_visible_to(&who.account, pmr, now(net)).unwrap().is_some();
+    let patient = net.ledger.record(pmr).unwrap().unwrap().patient;
+    let listed = net
+        .ledger
+        .records_of_patient_visible_to(&who.account, &patient, now(net))
+        .unwrap()
+        .iter()
+        .any(|(id, _)| id == pmr);
+    assert_eq!(by_id, listed, "named by its id and listed answer alike");
+    by_id
+}
+
+fn case_sight(net: &Net, who: &Actor, case: &str) -> CaseSight {
+    let c = net.ledger.case(case).unwrap().unwrap();
+    let sight = net.ledger.case_sight(&who.account, case, &c, now(net)).unwrap();
+    let listed = net
+        .ledger
+        .cases_of_patient_visible_to(&who.account, &c.patient, now(net))
+        .unwrap()
+        .iter()
+        .any(|(id, _)| id == case);
+    assert_eq!(listed, sight != CaseSight::Hidden, "listed as far as it is seen");
+    for needed in [CaseSight::Existence, CaseSight::Content] {
+        let got = net.ledger.case_visible_to(&who.account, case, needed, now(net)).unwrap();
+        assert_eq!(got.is_some(), sight != CaseSight::Hidden && sight >= needed);
+    }
+    sight
+}
+
+fn sees_device(net: &Net, who: &Actor, device: &AccountId) -> bool {
+    let by_id = net.ledger.device_visible_to(&who.account, device, now(net)).unwrap().is_some();
+    let patient = net.ledger.device(device).unwrap().unwrap().patient;
+    let listed = net
+        .ledger
+        .devices_of_patient_visible_to(&who.account, &patient, now(net))
+        .unwrap()
+        .iter()
+        .any(|(id, _)| id == device);
+    assert_eq!(by_id, listed, "named by its id and listed answer alike");
+    by_id
+}
+
+fn sees_session(net: &Net, who: &Actor, session: &Hash) -> bool {
+    net.ledger.session_visible_to(&who.account, session, now(net)).unwrap().is_some()
+}
+
+#[test]
+fn a_records_parties_see_it_and_a_stranger_does_not() {
+    let (mut net, hospital, mut doctor, patient) = populated();
+    let (stranger, other_hospital) = outsider(&mut net);
+    let pmr = mint(&mut net, &mut doctor, &patient, None);
+    for party in [&patient, &doctor, &hospital] {
+        assert!(sees_record(&net, party, &pmr));
+    }
+    assert!(!sees_record(&net, &stranger, &pmr));
+    assert!(!sees_record(&net, &other_hospital, &pmr));
+    assert!(!sees_record(&net, &Actor::new(), &pmr), "an unknown account");
+    assert_eq!(net.ledger.record_visible_to(&stranger.account, "nope", now(&net)).unwrap(), None);
+}
+
+#[test]
+fn a_custodian_of_a_records_key_sees_it() {
+    let (mut net, _, mut doctor, patient) = populated();
+    let (_, custodian) = outsider(&mut net);
+    let sharing = KeySharing {
+        threshold: 1,
+        shares: vec![KeyRef { recipient: custodian.account, blob: Hash::of(b"share") }],
+    };
+    let shared = mint(&mut net, &mut doctor, &patient, Some(sharing));
+    let unshared = mint(&mut net, &mut doctor, &patient, None);
+    assert!(sees_record(&net, &custodian, &shared));
+    assert!(!sees_record(&net, &custodian, &unshared));
+}
+
+#[test]
+fn a_delegate_sees_records_cases_and_devices() {
+    let (mut net, mut hospital, mut doctor, mut patient) = populated();
+    let guardian = Actor::new();
+    applied(&net.one(register(&mut hospital, &guardian)));
+    let pmr = mint(&mut net, &mut doctor, &patient, None);
+    let (case, _) = open_case(&mut net, &mut doctor, &patient);
+    let device = Actor::new();
+    let t = register_device(&device, patient.account, &mut patient);
+    applied(&net.one(t));
+    assert!(!sees_record(&net, &guardian, &pmr));
+    assert_eq!(case_sight(&net, &guardian, &case), CaseSight::Hidden);
+    assert!(!sees_device(&net, &guardian, &device.account));
+    let t =
+        patient.sign_body(TxBody::Consent(ConsentTx::NameDelegate { delegate: guardian.account }));
+    applied(&net.one(t));
+    assert!(sees_record(&net, &guardian, &pmr));
+    assert_eq!(case_sight(&net, &guardian, &case), CaseSight::Content);
+    assert!(sees_device(&net, &guardian, &device.account));
+    assert!(net.ledger.acts_for(&guardian.account, &patient.account).unwrap());
+    assert!(net.ledger.acts_for(&patient.account, &patient.account).unwrap());
+    assert!(!net.ledger.acts_for(&doctor.account, &patient.account).unwrap());
+}
+
+#[test]
+fn a_grantee_sees_what_each_scope_kind_covers() {
+    let (mut net, _, mut doctor, mut patient) = populated();
+    let pmr = mint(&mut net, &mut doctor, &patient, None);
+    let other = mint(&mut net, &mut doctor, &patient, None);
+    let (case, _) = open_case(&mut net, &mut doctor, &patient);
+    let scopes = [
+        (Scope::All, true, true),
+        (Scope::Categories(vec![RecordCategory::LabReport]), true, false),
+        (Scope::Categories(vec![RecordCategory::Imaging]), false, false),
+        (Scope::Records(vec![pmr.clone()]), true, false),
+        (Scope::Records(vec![other.clone()]), false, false),
+        (Scope::Case(case.clone()), false, true),
+    ];
+    for (scope, record, sees_case) in scopes {
+        let (grantee, _) = outsider(&mut net);
+        assert!(!sees_record(&net, &grantee, &pmr));
+        grant(&mut net, &mut patient, &grantee, scope.clone());
+        assert_eq!(sees_record(&net, &grantee, &pmr), record, "{scope:?}");
+        let sight = if sees_case { CaseSight::Content } else { CaseSight::Hidden };
+        assert_eq!(case_sight(&net, &grantee, &case), sight, "{scope:?}");
+    }
+}
+
+#[test]
+fn a_grant_for_any_purpose_shows_the_record() {
+    let (mut net, _, mut doctor, mut patient) = populated();
+    let pmr = mint(&mut net, &mut doctor, &patient, None);
+    for purpose in [Purpose::Research, Purpose::Insurance, Purpose::Other, Purpose::Emergency] {
+        let (grantee, _) = outsider(&mut net);
+        grant_for(&mut net, &mut patient, &grantee, Scope::All, purpose);
+        assert!(sees_record(&net, &grantee, &pmr), "{purpose:?}");
+    }
+}
+
+#[test]
+fn a_revoked_grantee_no_longer_sees() {
+    let (mut net, _, mut doctor, mut patient) = populated();
+    let (grantee, _) = outsider(&mut net);
+    let pmr = mint(&mut net, &mut doctor, &patient, None);
+    let id = grant(&mut net, &mut patient, &grantee, Scope::All);
+    assert!(sees_record(&net, &grantee, &pmr));
+    let t = patient.sign_body(TxBody::Consent(ConsentTx::Revoke { grant: id }));
+    applied(&net.one(t));
+    // Revoked at the tip: "now" is the next block, where it no longer holds.
+    assert!(!sees_record(&net, &grantee, &pmr));
+}
+
+#[test]
+fn an_expired_grant_shows_nothing_at_once() {
+    let (mut net, _, mut doctor, mut patient) = populated();
+    let (grantee, _) = outsider(&mut net);
+    let pmr = mint(&mut net, &mut doctor, &patient, None);
+    grant(&mut net, &mut patient, &grantee, Scope::All);
+    let expiry = net.time - 1_000 + 24 * HOUR;
+    let at = |t: u64| net.ledger.record_visible_to(&grantee.account, &pmr, t).unwrap().is_some();
+    assert!(at(expiry - 1));
+    // Past the expiry on the node's clock: hidden, without waiting for a block.
+    assert!(!at(expiry + 1));
+}
+
+#[test]
+fn a_deny_rule_hides_what_a_grant_shows_for_the_purposes_it_names() {
+    let (mut net, _, mut doctor, mut patient) = populated();
+    let (grantee, _) = outsider(&mut net);
+    let pmr = mint(&mut net, &mut doctor, &patient, None);
+    grant(&mut net, &mut patient, &grantee, Scope::All);
+    grant_for(&mut net, &mut patient, &grantee, Scope::All, Purpose::Research);
+    // A rule for research leaves the treatment grant.
+    let research = deny(&mut net, &mut patient, against(&grantee, Some(Purpose::Research)));
+    assert!(sees_record(&net, &grantee, &pmr));
+    // One for treatment too: both grants are stopped.
+    deny(&mut net, &mut patient, against(&grantee, Some(Purpose::Treatment)));
+    assert!(!sees_record(&net, &grantee, &pmr));
+    let t = patient.sign_body(TxBody::Consent(ConsentTx::RemoveDeny { rule: research }));
+    applied(&net.one(t));
+    assert!(sees_record(&net, &grantee, &pmr), "the research grant is back");
+    // A rule for every purpose stops both, but not the record's author.
+    deny(&mut net, &mut patient, against(&grantee, None));
+    assert!(!sees_record(&net, &grantee, &pmr));
+    deny(&mut net, &mut patient, against(&doctor, None));
+    assert!(sees_record(&net, &doctor, &pmr), "the author is a party");
+}
+
+#[test]
+fn a_case_author_reads_it_and_their_hospital_sees_it_exists() {
+    let (mut net, hospital, mut doctor, mut patient) = populated();
+    let (mut second, second_hospital) = outsider(&mut net);
+    let (case, head) = open_case(&mut net, &mut doctor, &patient);
+    assert_eq!(case_sight(&net, &doctor, &case), CaseSight::Content, "the opener");
+    assert_eq!(case_sight(&net, &hospital, &case), CaseSight::Existence, "the opener's hospital");
+    assert_eq!(case_sight(&net, &second, &case), CaseSight::Hidden);
+    assert_eq!(case_sight(&net, &second_hospital, &case), CaseSight::Hidden);
+    // The second doctor writes in the case under a case grant, which is then revoked.
+    let id = grant(&mut net, &mut patient, &second, Scope::Case(case.clone()));
+    let t = second.sign_body(TxBody::Cases(CaseTx::Append {
+        case: case.clone(),
+        prev: head,
+        entry: Hash::of(b"entry"),
+    }));
+    applied(&net.one(t));
+    let t = patient.sign_body(TxBody::Consent(ConsentTx::Revoke { grant: id }));
+    applied(&net.one(t));
+    assert_eq!(case_sight(&net, &second, &case), CaseSight::Content, "an author");
+    assert_eq!(case_sight(&net, &second_hospital, &case), CaseSight::Existence);
+    // A deny rule stops the author's reading, not the sight of the case.
+    deny(&mut net, &mut patient, against(&second, None));
+    assert_eq!(case_sight(&net, &second, &case), CaseSight::Existence);
+    // One for a single purpose leaves the others: the author still reads.
+    deny(&mut net, &mut patient, against(&doctor, Some(Purpose::Research)));
+    assert_eq!(case_sight(&net, &doctor, &case), CaseSight::Content);
+}
+
+fn register_device(device: &Actor, patient: AccountId, signer: &mut Actor) -> SignedTransaction {
+    signer.sign_body(TxBody::Devices(DeviceTx::Register(RegisterDevice {
+        key: device.key.public_key(),
+        encryption_key: device.enc.public_key(),
+        patient,
+        kind: DeviceKind::PulseOximeter,
+        details: sealed(&format!("serial/{}", device.account)),
+    })))
+}
+
+fn start_session(
+    net: &mut Net,
+    device: &Actor,
+    patient: &mut Actor,
+    doctor: Option<&Actor>,
+) -> Hash {
+    let tag = patient.nonce;
+    let mut keys = vec![KeyRef {
+        recipient: patient.account,
+        blob: Hash::of(format!("sk/p/{tag}").as_bytes()),
+    }];
+    if let Some(d) = doctor {
+        keys.push(KeyRef {
+            recipient: d.account,
+            blob: Hash::of(format!("sk/d/{tag}").as_bytes()),
+        });
+    }
+    let t = patient.sign_body(TxBody::Devices(DeviceTx::StartSession(StartSession {
+        device: device.account,
+        public_key: DecryptionKey::generate().public_key(),
+        expires_at_ms: None,
+        doctor: doctor.map(|d| d.account),
+        keys,
+    })));
+    match applied(&net.one(t)) {
+        Some(Created::DeviceSession { id }) => *id,
+        other => panic!("expected a session, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_devices_parties_see_it_and_its_sessions() {
+    let (mut net, mut hospital, doctor, mut patient) = populated();
+    let (stranger, _) = outsider(&mut net);
+    // Registered by the patient's hospital, for its patient.
+    let device = Actor::new();
+    let t = register_device(&device, patient.account, &mut hospital);
+    applied(&net.one(t));
+    let session = start_session(&mut net, &device, &mut patient, None);
+    for party in [&patient, &device, &hospital] {
+        assert!(sees_device(&net, party, &device.account));
+        assert!(sees_session(&net, party, &session));
+    }
+    for nobody in [&stranger, &doctor] {
+        assert!(!sees_device(&net, nobody, &device.account));
+        assert!(!sees_session(&net, nobody, &session));
+    }
+    assert_eq!(net.ledger.session_visible_to(&patient.account, &Hash([9; 32]), 0).unwrap(), None);
+    // The doctor a session names sees the device while that session is current, and that
+    // session always.
+    let t = patient.sign_body(TxBody::Devices(DeviceTx::EndSession { session }));
+    applied(&net.one(t));
+    let named = start_session(&mut net, &device, &mut patient, Some(&doctor));
+    assert!(sees_device(&net, &doctor, &device.account));
+    assert!(sees_session(&net, &doctor, &named));
+    assert!(!sees_session(&net, &doctor, &session), "not the earlier session");
+}
+
+#[test]
+fn the_author_of_a_devices_thresholds_sees_it_and_a_grantee_of_device_data_too() {
+    let (mut net, _, mut doctor, mut patient) = populated();
+    let device = Actor::new();
+    let t = register_device(&device, patient.account, &mut patient);
+    applied(&net.one(t));
+    assert!(!sees_device(&net, &doctor, &device.account));
+    let id =
+        grant(&mut net, &mut patient, &doctor, Scope::Categories(vec![RecordCategory::DeviceData]));
+    assert!(sees_device(&net, &doctor, &device.account), "a grantee of device data");
+    let t = doctor.sign_body(TxBody::Devices(DeviceTx::SetThresholds(SetThresholds {
+        device: device.account,
+        metrics: vec![Metric::Spo2],
+        sealed: sealed("thresholds"),
+    })));
+    applied(&net.one(t));
+    let t = patient.sign_body(TxBody::Consent(ConsentTx::Revoke { grant: id }));
+    applied(&net.one(t));
+    assert!(sees_device(&net, &doctor, &device.account), "the thresholds' author");
+    let (other, _) = outsider(&mut net);
+    grant(&mut net, &mut patient, &other, Scope::Categories(vec![RecordCategory::LabReport]));
+    assert!(!sees_device(&net, &other, &device.account), "a grant of another category");
+}
+
+#[test]
+fn an_open_break_glass_alone_shows_nothing_to_a_signed_get() {
+    let (mut net, _, mut doctor, mut patient) = populated();
+    let (mut other, _) = outsider(&mut net);
+    let pmr = mint(&mut net, &mut doctor, &patient, None);
+    let (case, _) = open_case(&mut net, &mut doctor, &patient);
+    let device = Actor::new();
+    let t = register_device(&device, patient.account, &mut patient);
+    applied(&net.one(t));
+    let t = patient.sign_body(TxBody::Emergency(EmergencyTx::SetProfile {
+        patient: patient.account,
+        profile: EmergencyProfile {
+            profile: Hash::of(b"sealed profile"),
+            key_check: Hash::of(b"check"),
+            emergency_key: DecryptionKey::generate().public_key(),
+            open_records: true,
+            escrow: vec![],
+            threshold: 0,
+        },
+    }));
+    applied(&net.one(t));
+    let t = other.sign_body(TxBody::Emergency(EmergencyTx::BreakGlass {
+        patient: patient.account,
+        code: ReasonCode::Unconscious,
+        reason: vec![0xA5; MIN_SEALED_REASON_BYTES],
+    }));
+    applied(&net.one(t));
+    // authorize allows the read, on break-glass alone ...
+    let record = Resource {
+        patient: patient.account,
+        category: Some(RecordCategory::LabReport),
+        record: Some(pmr.clone()),
+        case: None,
+    };
+    let decided = net
+        .ledger
+        .authorize_now(&other.account, Action::Read, &record, Purpose::Emergency, now(&net))
+        .unwrap();
+    assert!(matches!(
+        decided,
+        medledger_ledger::consent::Decision::Allow(Basis::BreakGlass { .. })
+    ));
+    // ... but a signed GET shows none of it (the audited overview does).
+    assert!(!sees_record(&net, &other, &pmr));
+    assert_eq!(case_sight(&net, &other, &case), CaseSight::Hidden);
+    assert!(!sees_device(&net, &other, &device.account));
+    assert!(!net.ledger.readable_now(&other.account, &record, now(&net)).unwrap());
+}
+
+#[test]
+fn an_inactive_requester_sees_nothing_through_a_grant() {
+    let (mut net, _, mut doctor, mut patient) = populated();
+    let (grantee, mut other_hospital) = outsider(&mut net);
+    let pmr = mint(&mut net, &mut doctor, &patient, None);
+    grant(&mut net, &mut patient, &grantee, Scope::All);
+    assert!(sees_record(&net, &grantee, &pmr));
+    let t =
+        other_hospital.sign(RegistryTx::RevokeKey { account: grantee.account, replacement: None });
+    applied(&net.one(t));
+    assert!(!sees_record(&net, &grantee, &pmr));
+}
+
+#[test]
+fn a_patient_profile_and_break_glass_are_seen_by_their_parties_only() {
+    let (mut net, hospital, mut doctor, mut patient) = populated();
+    let (stranger_doctor, custodian) = outsider(&mut net);
+    let (_, other_hospital) = outsider(&mut net);
+    let stranger = Actor::new();
+    applied(&net.one(register(&mut { hospital }, &stranger)));
+    let card = Hash::of(b"check");
+    let profile = EmergencyProfile {
+        profile: Hash::of(b"sealed profile"),
+        key_check: card,
+        emergency_key: DecryptionKey::generate().public_key(),
+        open_records: false,
+        escrow: vec![KeyRef { recipient: custodian.account, blob: Hash::of(b"piece") }],
+        threshold: 1,
+    };
+    let t = patient.sign_body(TxBody::Emergency(EmergencyTx::SetProfile {
+        patient: patient.account,
+        profile: profile.clone(),
+    }));
+    applied(&net.one(t));
+    let sees_profile = |who: &Actor| {
+        net.ledger.emergency_profile_visible_to(&who.account, &patient.account, &profile).unwrap()
+    };
+    assert!(sees_profile(&patient));
+    assert!(sees_profile(&custodian));
+    assert!(sees_profile(&stranger_doctor), "any active doctor");
+    assert!(!sees_profile(&other_hospital));
+    assert!(!sees_profile(&stranger));
+
+    let pid = net.ledger.account(&patient.account).unwrap().unwrap().patient_id.unwrap();
+    let entry = net.ledger.patient(pid).unwrap().unwrap();
+    let sees_patient = |who: &Actor, card: Option<&Hash>| {
+        net.ledger.patient_visible_to(&who.account, &entry, card, now(&net)).unwrap()
+    };
+    assert!(sees_patient(&patient, None));
+    assert!(sees_patient(&doctor, None), "a doctor of the registering hospital");
+    assert!(!sees_patient(&stranger_doctor, None));
+    assert!(sees_patient(&stranger_doctor, Some(&card)), "whoever holds the card");
+    assert!(!sees_patient(&stranger_doctor, Some(&Hash::of(b"guess"))));
+
+    let t = doctor.sign_body(TxBody::Emergency(EmergencyTx::BreakGlass {
+        patient: patient.account,
+        code: ReasonCode::Unconscious,
+        reason: vec![0xA5; MIN_SEALED_REASON_BYTES],
+    }));
+    let id = match applied(&net.one(t)) {
+        Some(Created::BreakGlass { id, .. }) => *id,
+        other => panic!("{other:?}"),
+    };
+    let b = net.ledger.break_glass(&id).unwrap().unwrap();
+    let sees = |who: &AccountId| net.ledger.break_glass_visible_to(who, &b).unwrap();
+    for party in [doctor.account, b.hospital, patient.account, net.regulator.account] {
+        assert!(sees(&party), "{party}");
+    }
+    assert!(sees(&custodian.account), "a custodian of the escrow");
+    assert!(!sees(&stranger_doctor.account));
+    assert!(!sees(&other_hospital.account));
+}

@@ -1,0 +1,94 @@
+//! Consent routes: who can see a patient's records (to the patient and delegates), the grants
+//! in force from a patient to the signer, and an access request (to its patient, delegates and
+//! requester).
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    routing::get,
+};
+use medledger_api::{CaseKeyHolderView, GrantView, RequestView, WhoCanSeeView, paths};
+use serde::Deserialize;
+
+use crate::{
+    app::AppState,
+    auth::Signed,
+    http::{
+        error::{ApiResult, forbidden, not_found, parse_account, parse_hash},
+        views,
+    },
+};
+
+/// The consent routes.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route(&format!("{}/{{patient}}", paths::WHO_CAN_SEE), get(who_can_see))
+        .route(paths::GRANTS, get(grants))
+        .route(&format!("{}/{{id}}", paths::REQUESTS), get(access_request))
+}
+
+async fn who_can_see(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+    Path(patient): Path<String>,
+) -> ApiResult<WhoCanSeeView> {
+    let patient = parse_account(&patient)?;
+    if !state.ledger.acts_for(&requester, &patient)? {
+        return Err(forbidden(
+            "only the patient or a delegate they named may see who can see their records",
+        ));
+    }
+    let height = state.ledger.tip().height;
+    let w = state.ledger.who_can_see(&patient, Some(height))?;
+    let mut case_key_holders = Vec::new();
+    for (case, _) in state.ledger.cases_of_patient(&patient)? {
+        for (holder, _) in state.ledger.case_keys(&case)? {
+            if holder != patient {
+                case_key_holders.push(CaseKeyHolderView { case: case.clone(), holder });
+            }
+        }
+    }
+    Ok(Json(WhoCanSeeView {
+        case_key_holders,
+        patient,
+        height,
+        delegates: w.delegates,
+        delegate_powers: w
+            .delegate_powers
+            .iter()
+            .map(|p| p.names().into_iter().map(str::to_owned).collect())
+            .collect(),
+        grants: w.grants.into_iter().map(|(id, g)| views::grant(id, g)).collect(),
+        deny_rules: w.deny_rules.into_iter().map(|(id, d)| views::deny(id, d)).collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct GrantsQuery {
+    patient: String,
+}
+
+async fn grants(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+    Query(q): Query<GrantsQuery>,
+) -> ApiResult<Vec<GrantView>> {
+    let patient = parse_account(&q.patient)?;
+    let list =
+        state.ledger.grants_in_force_now(&requester, &patient, crate::admission::now_ms())?;
+    Ok(Json(list.into_iter().map(|(id, g)| views::grant(id, g)).collect()))
+}
+
+async fn access_request(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+    Path(id): Path<String>,
+) -> ApiResult<RequestView> {
+    let id = parse_hash(&id)?;
+    let r =
+        state.ledger.access_request(&id)?.ok_or_else(|| not_found(format!("no request {id}")))?;
+    if requester != r.requester && !state.ledger.acts_for(&requester, &r.patient)? {
+        return Err(forbidden("only the patient, a delegate or the requester may see a request"));
+    }
+    Ok(Json(views::request(id, r)))
+}

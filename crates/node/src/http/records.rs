@@ -1,0 +1,304 @@
+//! Record routes: token queries (to those who may see a token: `Ledger::record_visible_to`),
+//! the signer's own wrapped key and key shares, and the audited read.
+//!
+//! The audited read ([`crate::audited`]): the reader signs an access transaction naming the
+//! record; only after an allowed, durable receipt does the node stream the reader's wrapped
+//! key, the sealed metadata and the ciphertext, each checked against its hash first.
+
+use std::io::Read;
+
+use axum::{
+    Json, Router,
+    body::{Body, Bytes},
+    extract::{Path, Query, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use medledger_api::{ErrorCode, OwnKey, ReadPreamble, RecordView, ShareBlob, paths};
+use medledger_core::{
+    encoding,
+    ids::AccountId,
+    tx::consent::{Basis, Decision, Denial},
+};
+use medledger_ledger::state::RecordEntry;
+use medledger_vault::BlobStore;
+use serde::Deserialize;
+
+use crate::{
+    app::AppState,
+    audited::AccessRead,
+    auth::Signed,
+    http::{
+        error::{
+            ApiError, ApiResult, bad_request, blob_error, forbidden, joined, not_found,
+            not_in_vault, parse_account, vault_error,
+        },
+        views,
+    },
+    limits::signed_body,
+};
+
+/// The record routes.
+pub(crate) fn routes(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route(paths::RECORDS, get(list))
+        .route(&format!("{}/{{pmr}}", paths::RECORDS), get(token))
+        .route(&format!("{}/{{pmr}}/history", paths::RECORDS), get(history))
+        .route(&format!("{}/{{pmr}}/shares", paths::RECORDS), get(shares))
+        .route(&format!("{}/{{pmr}}/key", paths::RECORDS), get(own_key))
+        .route(&format!("{}/{{pmr}}/read", paths::RECORDS), signed_body(state, post(read)))
+}
+
+fn no_record(pmr: &str) -> ApiError {
+    not_found(format!("no record {pmr}"))
+}
+
+/// The token `pmr` if `requester` may see it; otherwise the same answer as for a record that
+/// does not exist: no probing for PMR-IDs.
+fn visible(state: &AppState, requester: &AccountId, pmr: &str) -> Result<RecordEntry, ApiError> {
+    let now = crate::admission::now_ms();
+    state.ledger.record_visible_to(requester, pmr, now)?.ok_or_else(|| no_record(pmr))
+}
+
+/// `GET /v1/records/{pmr}`.
+async fn token(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+    Path(pmr): Path<String>,
+) -> ApiResult<RecordView> {
+    let r = visible(&state, &requester, &pmr)?;
+    Ok(Json(views::record(pmr, r)))
+}
+
+/// `GET /v1/records/{pmr}/history`.
+async fn history(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+    Path(pmr): Path<String>,
+) -> ApiResult<Vec<RecordView>> {
+    visible(&state, &requester, &pmr)?;
+    let versions = state.ledger.record_history(&pmr)?;
+    Ok(Json(versions.into_iter().map(|(id, r)| views::record(id, r)).collect()))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    owner: Option<String>,
+    patient: Option<String>,
+}
+
+/// `GET /v1/records?owner=` (the owner or a delegate of theirs) or `?patient=` (the patient
+/// and delegates see all; anyone else only the tokens they may see).
+async fn list(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Vec<RecordView>> {
+    match (q.owner, q.patient) {
+        (Some(owner), None) => {
+            let owner = parse_account(&owner)?;
+            if !state.ledger.acts_for(&requester, &owner)? {
+                return Err(forbidden("only the owner or a delegate of theirs lists their tokens"));
+            }
+            let list = state.ledger.records_owned_by(&owner)?;
+            Ok(Json(list.into_iter().map(|(id, r)| views::record(id, r)).collect()))
+        }
+        (None, Some(patient)) => {
+            let patient = parse_account(&patient)?;
+            let now = crate::admission::now_ms();
+            let list = state.ledger.records_of_patient_visible_to(&requester, &patient, now)?;
+            Ok(Json(list.into_iter().map(|(id, r)| views::record(id, r)).collect()))
+        }
+        _ => Err(bad_request("give exactly one of ?owner= and ?patient=")),
+    }
+}
+
+/// `POST /v1/records/{pmr}/read`: the audited read ([`crate::audited`]). The body is the
+/// reader's access transaction for the record.
+async fn read(
+    State(state): State<AppState>,
+    Path(pmr): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let read = AccessRead::open(&state, &body)?;
+    let reader = read.reader();
+    let record = state.ledger.record(&pmr)?.ok_or_else(|| read.missing(&state, no_record(&pmr)))?;
+    read.access_naming(&format!("record {pmr}"), |r| r.record.as_deref() == Some(pmr.as_str()))?;
+    // L5: an access that names the record with another patient or category (to borrow a
+    // grant) is likely denied as a false declaration: nothing is read from the vault, and the
+    // denial is committed to the trail of the record's real patient (charged at admission to
+    // the reader's allowance of denied reads), whether or not the record was erased.
+    let likely = read.likely(&state)?;
+    if let Some(height) = record.erased_at
+        && !matches!(likely, Decision::Deny(Denial::NotAsNamed))
+    {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            ErrorCode::Erased,
+            format!(
+                "record {pmr} was erased at block {height}: its content and keys are destroyed"
+            ),
+        ));
+    }
+    let released =
+        read.serve(&state, likely, |likely| prepare(&state, &pmr, &record, reader, likely)).await?;
+    let Prepared { key_holder, wrapped_key, metadata, shares, blob } = released.value;
+    let preamble = ReadPreamble {
+        pmr,
+        event: released.event,
+        height: released.height,
+        key_holder,
+        wrapped_key,
+        metadata,
+        content: record.content,
+        size: blob.len(),
+        shares,
+    };
+    Ok(stream(&preamble, blob))
+}
+
+/// What an allowed record read serves, read and hash-checked before the access is committed.
+struct Prepared {
+    key_holder: AccountId,
+    wrapped_key: Vec<u8>,
+    metadata: Vec<u8>,
+    shares: Vec<(u8, Vec<u8>)>,
+    blob: medledger_vault::VerifiedBlob,
+}
+
+async fn prepare(
+    state: &AppState,
+    pmr: &str,
+    record: &RecordEntry,
+    reader: AccountId,
+    likely: Decision,
+) -> Result<Prepared, ApiError> {
+    // The reader's own wrapped key when there is one (an author, a grantee the patient
+    // shared the key with). Under break-glass without one, the key wrapped to the patient's
+    // emergency key, which opens with the escrow the custodians released to the reader.
+    // The preamble says which, so the client unwraps with the matching key.
+    let emergency = AccountId::emergency_of(&record.patient);
+    let (key_holder, own) = match state.ledger.record_key(pmr, &reader)? {
+        Some(own) => (reader, Some(own)),
+        None if matches!(likely, Decision::Allow(Basis::BreakGlass { .. })) => {
+            (emergency, state.ledger.record_key(pmr, &emergency)?)
+        }
+        None => (reader, None),
+    };
+    let key_blob = own.ok_or_else(|| {
+        let hint = if key_holder == emergency {
+            "it was not wrapped to the patient's emergency key: ask the patient to run `medledger emergency wrap-records` (saving the profile with --open-records does it too)"
+        } else {
+            "ask the patient to share it (medledger record share)"
+        };
+        ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::NoKey,
+            format!("record {pmr} has no data key wrapped to {key_holder}: {hint}; nothing was logged"),
+        )
+    })?;
+    let vault = state.vault.clone();
+    let (content, metadata) = (record.content, record.metadata);
+    let share_blobs = state.ledger.record_shares(pmr, &reader)?;
+    tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let key = vault.get(&key_blob).map_err(vault_error)?;
+        let meta = vault.get(&metadata).map_err(vault_error)?;
+        let mut shares = Vec::with_capacity(share_blobs.len());
+        for (index, h) in share_blobs {
+            let bytes = vault.get(&h).map_err(vault_error)?.ok_or_else(|| {
+                not_in_vault(format!("key share {index} is not in this node's vault"))
+            })?;
+            shares.push((index, bytes));
+        }
+        let blob = vault.open_verified(&content).map_err(blob_error)?;
+        match (key, meta, blob) {
+            (Some(wrapped_key), Some(metadata), Some(blob)) => {
+                Ok(Prepared { key_holder, wrapped_key, metadata, shares, blob })
+            }
+            _ => Err(not_in_vault(format!(
+                "this node's vault does not hold all of record {content}"
+            ))),
+        }
+    })
+    .await
+    .map_err(joined)?
+}
+
+/// The body of an allowed record read: the length-prefixed preamble, then the ciphertext,
+/// streamed from the vault.
+fn stream(preamble: &ReadPreamble, blob: medledger_vault::VerifiedBlob) -> Response {
+    let head = encoding::encode(preamble);
+    let mut first = Vec::with_capacity(4 + head.len());
+    first.extend_from_slice(&(head.len() as u32).to_be_bytes());
+    first.extend_from_slice(&head);
+    let (tx_chunks, rx_chunks) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    // The channel is empty and holds 8: the first chunk always fits.
+    let _ = tx_chunks.try_send(Ok(Bytes::from(first)));
+    tokio::task::spawn_blocking(move || {
+        let mut reader = blob.into_reader();
+        loop {
+            // `take` + `read_to_end` fills uninitialised capacity: no zeroing of each buffer.
+            let mut buf = Vec::with_capacity(READ_CHUNK);
+            match (&mut reader).take(READ_CHUNK as u64).read_to_end(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {
+                    if tx_chunks.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                        break; // the reader hung up
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "stopped serving a record: the vault read failed");
+                    let _ = tx_chunks.blocking_send(Err(e));
+                    break;
+                }
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx_chunks, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    ([(header::CONTENT_TYPE, "application/octet-stream")], Body::from_stream(stream))
+        .into_response()
+}
+
+/// How much of a record is read from the vault at a time while serving it.
+const READ_CHUNK: usize = 1024 * 1024;
+
+/// `GET /v1/records/{pmr}/key`: the data key (or essential share) wrapped to the requester.
+/// Useless without the ciphertext, which only the audited read releases; the patient's
+/// wallet uses it to re-wrap the key for someone they grant access to.
+async fn own_key(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+    Path(pmr): Path<String>,
+) -> ApiResult<OwnKey> {
+    let no_key = || not_found(format!("no key of record {pmr} is wrapped to {requester}"));
+    let blob = state.ledger.record_key(&pmr, &requester)?.ok_or_else(no_key)?;
+    let bytes = state.vault.get(&blob).map_err(vault_error)?.ok_or_else(no_key)?;
+    Ok(Json(OwnKey { wrapped_hex: hex::encode(bytes) }))
+}
+
+/// `GET /v1/records/{pmr}/shares`: the key shares the requester holds (a custodian its own;
+/// a reader those released to it). Each is wrapped to the requester, so serving them reveals
+/// nothing to anyone else.
+async fn shares(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+    Path(pmr): Path<String>,
+) -> ApiResult<Vec<ShareBlob>> {
+    let held = state.ledger.record_shares(&pmr, &requester)?;
+    let vault = state.vault.clone();
+    let out = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let mut out = Vec::with_capacity(held.len());
+        for (index, h) in held {
+            if let Some(bytes) = vault.get(&h).map_err(vault_error)? {
+                out.push(ShareBlob { index, wrapped_hex: hex::encode(bytes) });
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(joined)??;
+    Ok(Json(out))
+}

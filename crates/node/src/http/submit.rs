@@ -1,0 +1,312 @@
+//! Submission: the one way a transaction enters the node. [`submit_checked`] checks whether
+//! the node may take a write, admits the transaction ([`crate::admission`]), queues it for the
+//! next block and waits for its durable receipt; the routes `POST /v1/transactions`,
+//! `/v1/transactions/batch` and `/v1/transactions/simulate` and every audited read go through
+//! it. Each receipt is counted in the metrics and, when notable, logged.
+
+use std::time::Instant;
+
+use axum::{Json, Router, body::Bytes, extract::State, http::StatusCode, routing::post};
+use medledger_api::{BatchItem, ErrorCode, Simulation, paths};
+use medledger_core::{
+    block::{MAX_BLOCK_TXS, Outcome, Receipt},
+    encoding,
+    ids::AccountId,
+    tx::{MAX_TX_BYTES, SignedTransaction},
+};
+use rayon::prelude::*;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    app::AppState,
+    http::error::{ApiError, ApiResult, bad_request, storage_fault},
+    limits::{MAX_BATCH_BYTES, large_body, signed_body},
+    producer::Submission,
+};
+
+/// The submission routes.
+pub(crate) fn routes(state: &AppState) -> Router<AppState> {
+    // Bodies a little over the limit still reach the decoder, which explains the limit in
+    // JSON; far larger ones are cut off by the server before they are read.
+    Router::new()
+        .route(paths::TRANSACTIONS, signed_body(state, post(submit)))
+        .route(paths::TRANSACTIONS_BATCH, large_body(state, post(submit_batch), MAX_BATCH_BYTES))
+        .route(paths::TRANSACTIONS_SIMULATE, signed_body(state, post(simulate)))
+}
+
+/// Whether the node may take a write of about `incoming` bytes (a transaction or part of an
+/// upload): not after a storage fault, and not below the free-space reserve. Reads do not ask.
+pub(crate) fn writable(state: &AppState, incoming: u64) -> Result<(), ApiError> {
+    if let Some(reason) = state.fault.reason() {
+        return Err(storage_fault(&reason));
+    }
+    state.disk.admit(incoming).map_err(ApiError::from)
+}
+
+/// What the producer answers for a queued transaction.
+type ProduceResult = Result<Receipt, crate::producer::ProduceError>;
+
+async fn enqueue(
+    state: &AppState,
+    tx: SignedTransaction,
+) -> Result<oneshot::Receiver<ProduceResult>, ApiError> {
+    let (reply, rx) = oneshot::channel();
+    state.queue.try_send(Submission { tx, reply }).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Busy,
+            "the node's queue is full; retry shortly",
+        ),
+        mpsc::error::TrySendError::Closed(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ShuttingDown,
+            "the node is shutting down",
+        ),
+    })?;
+    state.metrics.admitted.inc();
+    Ok(rx)
+}
+
+/// What the operator's log says of a transaction once it has its receipt: its kind and signer
+/// (for a refusal), and for a break-glass or a device alert, what happened.
+#[derive(Debug)]
+pub(crate) struct LogNote {
+    kind: &'static str,
+    signer: AccountId,
+    event: Option<Notable>,
+}
+
+/// Transactions an operator wants to see applied in the log.
+#[derive(Debug)]
+enum Notable {
+    BreakGlass { patient: AccountId, code: medledger_core::tx::emergency::ReasonCode },
+    Alert { metric: &'static str, severity: medledger_core::tx::devices::Severity, seq: u64 },
+}
+
+impl LogNote {
+    pub(crate) fn of(tx: &SignedTransaction) -> Self {
+        use medledger_core::tx::{DeviceTx, EmergencyTx, TxBody};
+        let event = match &tx.tx.body {
+            TxBody::Emergency(EmergencyTx::BreakGlass { patient, code, .. }) => {
+                Some(Notable::BreakGlass { patient: *patient, code: *code })
+            }
+            TxBody::Devices(DeviceTx::Alert(a)) => {
+                Some(Notable::Alert { metric: a.metric.name(), severity: a.severity, seq: a.seq })
+            }
+            _ => None,
+        };
+        Self { kind: tx.tx.body.kind(), signer: tx.tx.signer, event }
+    }
+
+    /// Logs a committed receipt at info: a refusal with its reason, an applied break-glass or
+    /// device alert with what it says.
+    fn log(&self, receipt: &Receipt) {
+        match (&receipt.outcome, &self.event) {
+            (Outcome::Refused { reason }, _) => tracing::info!(
+                kind = self.kind,
+                signer = %self.signer,
+                tx = %receipt.tx_hash,
+                height = receipt.height,
+                %reason,
+                "transaction refused by the ledger"
+            ),
+            (Outcome::Applied { .. }, Some(Notable::BreakGlass { patient, code })) => {
+                tracing::info!(
+                    doctor = %self.signer,
+                    %patient,
+                    %code,
+                    tx = %receipt.tx_hash,
+                    height = receipt.height,
+                    "BREAK-GLASS declared"
+                )
+            }
+            (Outcome::Applied { .. }, Some(Notable::Alert { metric, severity, seq })) => {
+                tracing::info!(
+                    device = %self.signer,
+                    metric,
+                    severity = ?severity,
+                    seq,
+                    tx = %receipt.tx_hash,
+                    height = receipt.height,
+                    "device alert"
+                )
+            }
+            (Outcome::Applied { .. }, None) => {}
+        }
+    }
+}
+
+/// Logs, at info, a transaction turned away at admission (rate-limited with the request
+/// denials, so that a flood of bad transactions cannot flood the log).
+fn log_rejected(state: &AppState, note: &LogNote, what: &str, error: &ApiError) {
+    if let Some(suppressed) = state.denials.admit_now() {
+        tracing::info!(
+            kind = note.kind,
+            claimed_signer = %note.signer,
+            status = error.status().as_u16(),
+            code = %error.body().code,
+            message = %error.body().message,
+            suppressed_since_last_second = suppressed,
+            "{what}"
+        );
+    }
+}
+
+/// Waits for a queued transaction's receipt (applied or refused) and records it in the metrics
+/// and the log.
+fn receipt_of(
+    state: &AppState,
+    note: &LogNote,
+    started: Instant,
+    r: Result<ProduceResult, oneshot::error::RecvError>,
+) -> Result<Receipt, ApiError> {
+    let signer = &note.signer;
+    let receipt = r
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::ShuttingDown,
+                "the node stopped",
+            )
+        })?
+        .map_err(|e| match state.fault.reason() {
+            Some(reason) => storage_fault(&reason),
+            None => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotOrdered, e.to_string())
+            }
+        })?;
+    state.metrics.commit_latency.observe(started.elapsed().as_secs_f64());
+    state.metrics.height.set(receipt.height as i64);
+    crate::admission::note_outcome(state, signer, &receipt);
+    note.log(&receipt);
+    match receipt.outcome {
+        Outcome::Applied { .. } => state.metrics.applied.inc(),
+        Outcome::Refused { .. } => state.metrics.refused.inc(),
+    };
+    Ok(receipt)
+}
+
+async fn submit(State(state): State<AppState>, body: Bytes) -> Result<Json<Receipt>, ApiError> {
+    let tx = SignedTransaction::decode(&body).map_err(|e| {
+        state.metrics.rejected.inc();
+        bad_request(e.to_string())
+    })?;
+    submit_and_wait(&state, tx).await.map(Json)
+}
+
+/// Runs a transaction as the next block would, writing nothing (see
+/// [`crate::admission::simulate`]): would apply, or the refusal a submission would get.
+async fn simulate(State(state): State<AppState>, body: Bytes) -> ApiResult<Simulation> {
+    let tx = SignedTransaction::decode(&body).map_err(|e| bad_request(e.to_string()))?;
+    let ok = tx.verify_signature().is_ok();
+    let note = LogNote::of(&tx);
+    // The write transaction waits for a block being applied: off the async workers.
+    let worker = state.clone();
+    let simulated =
+        tokio::task::spawn_blocking(move || crate::admission::simulate(&worker, &tx, ok))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+    // An operator helping a user sees why their command was turned down, though nothing
+    // was ordered.
+    let answer = simulated.and_then(|simulated| match simulated.outcome {
+        Outcome::Applied { .. } => Ok(Simulation {
+            tx_hash: simulated.tx_hash,
+            height: simulated.height,
+            time_ms: simulated.time_ms,
+            outcome: simulated.outcome,
+        }),
+        Outcome::Refused { .. } => Err(ApiError::refused(simulated.outcome)),
+    });
+    answer
+        .map(Json)
+        .inspect_err(|e| log_rejected(&state, &note, "transaction refused in simulation", e))
+}
+
+/// Checks, admits and orders one transaction, and waits for its durable receipt; a refused
+/// transaction is an error carrying its outcome.
+pub(crate) async fn submit_and_wait(
+    state: &AppState,
+    tx: SignedTransaction,
+) -> Result<Receipt, ApiError> {
+    let ok = tx.verify_signature().is_ok();
+    submit_checked(state, tx, ok).await
+}
+
+/// [`submit_and_wait`] for a transaction whose signature was checked already (`ok`).
+pub(crate) async fn submit_checked(
+    state: &AppState,
+    tx: SignedTransaction,
+    ok: bool,
+) -> Result<Receipt, ApiError> {
+    let started = Instant::now();
+    let note = LogNote::of(&tx);
+    // Every transaction is a write, the access transaction of an audited read included: a
+    // read whose access cannot be committed is not served.
+    writable(state, tx.encode().len() as u64)?;
+    crate::admission::admit(state, &tx, ok).inspect_err(|e| {
+        state.metrics.rejected.inc();
+        log_rejected(state, &note, "transaction rejected at admission", e);
+    })?;
+    let rx = enqueue(state, tx).await?;
+    let receipt = receipt_of(state, &note, started, rx.await)?;
+    match receipt.outcome {
+        Outcome::Applied { .. } => Ok(receipt),
+        Outcome::Refused { .. } => Err(ApiError::refused(receipt.outcome)),
+    }
+}
+
+async fn submit_batch(State(state): State<AppState>, body: Bytes) -> ApiResult<Vec<BatchItem>> {
+    let started = Instant::now();
+    let txs: Vec<SignedTransaction> = encoding::decode("transaction batch", &body, MAX_BATCH_BYTES)
+        .map_err(|e| bad_request(e.to_string()))?;
+    // The whole batch is refused when the disk is full: none of it is ordered.
+    writable(&state, body.len() as u64)?;
+    if txs.len() > MAX_BLOCK_TXS {
+        return Err(bad_request(format!("at most {MAX_BLOCK_TXS} transactions per batch")));
+    }
+    if let Some(big) = txs.iter().find(|t| t.encode().len() > MAX_TX_BYTES) {
+        return Err(bad_request(format!(
+            "transaction {} exceeds {MAX_TX_BYTES} bytes",
+            big.hash()
+        )));
+    }
+    // Strict verification of the whole batch, on all cores, off the async workers.
+    let (txs, ok) = tokio::task::spawn_blocking(move || {
+        let ok: Vec<bool> = txs.par_iter().map(|t| t.verify_signature().is_ok()).collect();
+        (txs, ok)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    enum Pending {
+        Ordered(LogNote, oneshot::Receiver<ProduceResult>),
+        Done(BatchItem),
+    }
+    let mut pending = Vec::with_capacity(txs.len());
+    for (tx, ok) in txs.into_iter().zip(ok) {
+        let note = LogNote::of(&tx);
+        pending.push(match crate::admission::admit(&state, &tx, ok) {
+            Ok(()) => match enqueue(&state, tx).await {
+                Ok(rx) => Pending::Ordered(note, rx),
+                Err(e) => Pending::Done(BatchItem::Error(e.into_body())),
+            },
+            Err(e) => {
+                state.metrics.rejected.inc();
+                log_rejected(&state, &note, "transaction rejected at admission", &e);
+                Pending::Done(BatchItem::Error(e.into_body()))
+            }
+        });
+    }
+    let mut out = Vec::with_capacity(pending.len());
+    for p in pending {
+        let item = match p {
+            // Ordered transactions get their receipt, applied or refused.
+            Pending::Ordered(note, rx) => match receipt_of(&state, &note, started, rx.await) {
+                Ok(r) => BatchItem::Receipt(r),
+                Err(e) => BatchItem::Error(e.into_body()),
+            },
+            Pending::Done(item) => item,
+        };
+        out.push(item);
+    }
+    Ok(Json(out))
+}
