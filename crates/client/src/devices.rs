@@ -42,7 +42,8 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::{
-    error::{ClientError, random_fill},
+    error::ClientError,
+    rand::random_fill,
     seal::{self, HpkeRecipientKey, WrappedKey, hpke_unwrap, hpke_wrap},
 };
 

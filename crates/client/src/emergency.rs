@@ -27,7 +27,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 use crate::{
     ClientError,
     envelope::DataKey,
-    error::random_fill,
+    rand::random_fill,
     seal::WrappedKey,
     sharing::{self, CustodianShare, EssentialShare},
 };

@@ -48,10 +48,6 @@ use std::{
 
 use aead_stream::{NewStream, StreamBE32, StreamPrimitive};
 use aes_gcm::{Aes256Gcm, KeyInit};
-use chacha20poly1305::{
-    XChaCha20Poly1305, XNonce,
-    aead::{Aead, Payload},
-};
 use hkdf::Hkdf;
 use medledger_core::{
     Hash, encoding,
@@ -63,8 +59,10 @@ use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::{
-    error::{ClientError, random_fill},
+    error::ClientError,
+    rand::random_fill,
     seal::{HpkeRecipientKey, WrappedKey, hpke_unwrap, hpke_wrap},
+    sealed_blob,
 };
 
 /// Magic bytes at the start of every encrypted record.
@@ -90,22 +88,17 @@ pub const HEADER_LEN: usize = 4 + 1 + 4 + NONCE_PREFIX_LEN + KEY_COMMITMENT_LEN;
 pub const MAX_PLAINTEXT_LEN: u64 = (1 << 32) * SEGMENT_SIZE as u64;
 
 /// Magic bytes at the start of sealed record metadata.
-pub const METADATA_MAGIC: [u8; 4] = *b"mlmd";
+pub const METADATA_MAGIC: [u8; 4] = sealed_blob::RECORD_METADATA.magic;
 /// The sealed metadata version this code writes and reads.
-pub const METADATA_VERSION: u8 = 1;
+pub const METADATA_VERSION: u8 = sealed_blob::VERSION;
 /// Largest encoded metadata that can be sealed.
-pub const MAX_METADATA_BYTES: usize = 64 * 1024;
+pub const MAX_METADATA_BYTES: usize = sealed_blob::RECORD_METADATA.max_plaintext_bytes;
 
 /// Bytes of the header that the key commitment covers (all but the commitment itself).
 const HEADER_PREFIX_LEN: usize = HEADER_LEN - KEY_COMMITMENT_LEN;
-const METADATA_NONCE_LEN: usize = 24;
-const METADATA_HEADER_LEN: usize = 4 + 1 + METADATA_NONCE_LEN + KEY_COMMITMENT_LEN;
 
 const LABEL_CONTENT_KEY: &[u8] = b"medledger/v1/record/content-key";
-const LABEL_METADATA_KEY: &[u8] = b"medledger/v1/record/metadata-key";
 const LABEL_KEY_COMMITMENT: &[u8] = b"medledger/v1/record/key-commitment";
-const LABEL_METADATA_COMMITMENT: &[u8] = b"medledger/v1/record/metadata-key-commitment";
-const DOMAIN_METADATA_AAD: &[u8] = b"medledger/v1/record/metadata-aad";
 const HPKE_INFO_RECORD_KEY: &[u8] = b"medledger/v1/record-key/wrap";
 const WRAPPED_DATA_KEY_LEN: usize = 32 + 16;
 
@@ -134,12 +127,13 @@ impl DataKey {
     }
 
     /// HKDF-SHA256 (no salt; the data key is already uniform) expanded under `info_parts`.
-    pub(crate) fn derive(&self, info_parts: &[&[u8]]) -> Result<Zeroizing<[u8; 32]>, ClientError> {
+    pub(crate) fn derive(&self, info_parts: &[&[u8]]) -> Zeroizing<[u8; 32]> {
         let mut out = Zeroizing::new([0u8; 32]);
-        Hkdf::<Sha256>::new(None, &self.0)
-            .expand_multi_info(info_parts, out.as_mut_slice())
-            .map_err(|e| ClientError::RecordEncrypt { reason: format!("HKDF failed: {e}") })?;
-        Ok(out)
+        // 32 bytes is far below HKDF-SHA256's limit of 255 * 32: expansion cannot fail.
+        let expanded =
+            Hkdf::<Sha256>::new(None, &self.0).expand_multi_info(info_parts, out.as_mut_slice());
+        debug_assert!(expanded.is_ok());
+        out
     }
 }
 
@@ -251,8 +245,8 @@ fn stream_for(
     key: &DataKey,
     header_prefix: &[u8; HEADER_PREFIX_LEN],
 ) -> Result<(Stream, Zeroizing<[u8; 32]>), ClientError> {
-    let content_key = key.derive(&[LABEL_CONTENT_KEY])?;
-    let commitment = key.derive(&[LABEL_KEY_COMMITMENT, header_prefix])?;
+    let content_key = key.derive(&[LABEL_CONTENT_KEY]);
+    let commitment = key.derive(&[LABEL_KEY_COMMITMENT, header_prefix]);
     let aead = Aes256Gcm::new_from_slice(content_key.as_slice())
         .map_err(|e| ClientError::RecordEncrypt { reason: format!("content key: {e}") })?;
     let mut prefix = [0u8; NONCE_PREFIX_LEN];
@@ -861,16 +855,9 @@ fn is_iso_date(s: &str) -> bool {
     (1..=days).contains(&day)
 }
 
-fn metadata_aad(header: &[u8], context: &[u8]) -> Vec<u8> {
-    encoding::encode(&(DOMAIN_METADATA_AAD, header, context))
-}
-
 /// Seals `metadata` under a key derived from the record's data key (distinct from the content
-/// key), with XChaCha20-Poly1305 and a random nonce, bound to `context` (pass the same as to
-/// [`wrap_key`]).
-///
-/// Layout: magic `mlmd` (4) | version (1) | nonce (24) | key commitment (32) | ciphertext of the
-/// canonical (postcard) encoding of the metadata, with its tag.
+/// key), bound to `context` (pass the same as to [`wrap_key`]): a
+/// [`sealed_blob::RECORD_METADATA`] blob of the canonical (postcard) encoding of the metadata.
 pub fn seal_metadata(
     key: &DataKey,
     metadata: &RecordMetadata,
@@ -878,32 +865,7 @@ pub fn seal_metadata(
 ) -> Result<Vec<u8>, ClientError> {
     metadata.check()?;
     let plaintext = Zeroizing::new(encoding::encode(metadata));
-    if plaintext.len() > MAX_METADATA_BYTES {
-        return Err(ClientError::RecordMetadata {
-            reason: format!(
-                "metadata is {} bytes encoded, more than the limit of {MAX_METADATA_BYTES}",
-                plaintext.len()
-            ),
-        });
-    }
-    let mut out = Vec::with_capacity(METADATA_HEADER_LEN + plaintext.len() + TAG_LEN);
-    out.extend_from_slice(&METADATA_MAGIC);
-    out.push(METADATA_VERSION);
-    let mut nonce = [0u8; METADATA_NONCE_LEN];
-    random_fill(&mut nonce)?;
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(key.derive(&[LABEL_METADATA_COMMITMENT, &out])?.as_slice());
-    let metadata_key = key.derive(&[LABEL_METADATA_KEY])?;
-    let cipher = XChaCha20Poly1305::new_from_slice(metadata_key.as_slice())
-        .map_err(|e| ClientError::RecordMetadata { reason: format!("metadata key: {e}") })?;
-    let ciphertext = cipher
-        .encrypt(
-            &XNonce::from(nonce),
-            Payload { msg: &plaintext, aad: &metadata_aad(&out, context) },
-        )
-        .map_err(|_| ClientError::RecordMetadata { reason: "encryption failed".into() })?;
-    out.extend_from_slice(&ciphertext);
-    Ok(out)
+    sealed_blob::seal(key, &sealed_blob::RECORD_METADATA, &plaintext, context)
 }
 
 /// Opens metadata sealed by [`seal_metadata`] with the record's data key and the same `context`.
@@ -912,45 +874,9 @@ pub fn open_metadata(
     sealed: &[u8],
     context: &[u8],
 ) -> Result<RecordMetadata, ClientError> {
-    let refuse = |reason: &str| ClientError::RecordMetadata { reason: reason.to_owned() };
-    if sealed.len() < METADATA_HEADER_LEN + TAG_LEN {
-        return Err(refuse("sealed metadata is too short"));
-    }
-    if sealed.len() > METADATA_HEADER_LEN + MAX_METADATA_BYTES + TAG_LEN {
-        return Err(refuse("sealed metadata is longer than the limit"));
-    }
-    let (header, ciphertext) = sealed.split_at(METADATA_HEADER_LEN);
-    if header[..4] != METADATA_MAGIC {
-        return Err(refuse("not sealed medledger record metadata (bad magic)"));
-    }
-    if header[4] != METADATA_VERSION {
-        return Err(refuse("unsupported sealed metadata version"));
-    }
-    let (fixed, committed) = header.split_at(METADATA_HEADER_LEN - KEY_COMMITMENT_LEN);
-    let commitment = key.derive(&[LABEL_METADATA_COMMITMENT, fixed])?;
-    if !bool::from(commitment.as_slice().ct_eq(committed)) {
-        return Err(refuse(
-            "the key is not this record's data key (or the metadata's key commitment was altered)",
-        ));
-    }
-    let mut nonce = [0u8; METADATA_NONCE_LEN];
-    nonce.copy_from_slice(&fixed[5..]);
-    let metadata_key = key.derive(&[LABEL_METADATA_KEY])?;
-    let cipher = XChaCha20Poly1305::new_from_slice(metadata_key.as_slice())
-        .map_err(|e| ClientError::RecordMetadata { reason: format!("metadata key: {e}") })?;
-    let plaintext = Zeroizing::new(
-        cipher
-            .decrypt(
-                &XNonce::from(nonce),
-                Payload { msg: ciphertext, aad: &metadata_aad(header, context) },
-            )
-            .map_err(|_| {
-                refuse("the metadata was altered, or sealed for another record (context)")
-            })?,
-    );
-    let metadata: RecordMetadata =
-        encoding::decode("record metadata", &plaintext, MAX_METADATA_BYTES)
-            .map_err(|e| ClientError::RecordMetadata { reason: e.to_string() })?;
+    let kind = &sealed_blob::RECORD_METADATA;
+    let plaintext = sealed_blob::open(key, kind, sealed, context)?;
+    let metadata: RecordMetadata = kind.decode(&plaintext)?;
     metadata.check()?;
     Ok(metadata)
 }
@@ -1385,9 +1311,8 @@ mod tests {
         assert_ne!(seal_metadata(&key, &metadata(), ctx).unwrap(), sealed, "fresh nonce");
         assert_eq!(metadata_commitment(&sealed), Hash::of(&sealed));
 
-        let refused = |r: Result<RecordMetadata, ClientError>| {
-            matches!(r, Err(ClientError::RecordMetadata { .. }))
-        };
+        let refused =
+            |r: Result<RecordMetadata, ClientError>| matches!(r, Err(ClientError::SealedBlob(_)));
         assert!(refused(open_metadata(&DataKey::generate().unwrap(), &sealed, ctx)), "wrong key");
         assert!(refused(open_metadata(&key, &sealed, b"PMR-85437-0002")), "wrong context");
         for i in 0..sealed.len() {
@@ -1404,8 +1329,8 @@ mod tests {
     #[test]
     fn metadata_key_is_not_the_content_key() {
         let key = DataKey::generate().unwrap();
-        let content = key.derive(&[LABEL_CONTENT_KEY]).unwrap();
-        let meta = key.derive(&[LABEL_METADATA_KEY]).unwrap();
+        let content = key.derive(&[LABEL_CONTENT_KEY]);
+        let meta = key.derive(&[sealed_blob::RECORD_METADATA.key_label]);
         assert_ne!(*content, *meta);
         assert_ne!(*content, *key.expose_secret());
         assert_ne!(*meta, *key.expose_secret());
@@ -1438,7 +1363,7 @@ mod tests {
             ));
         }
         let big = RecordMetadata { notes: "x".repeat(MAX_METADATA_BYTES), ..metadata() };
-        assert!(matches!(seal_metadata(&key, &big, b""), Err(ClientError::RecordMetadata { .. })));
+        assert!(matches!(seal_metadata(&key, &big, b""), Err(ClientError::SealedBlob(_))));
     }
 
     #[test]

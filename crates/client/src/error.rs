@@ -275,12 +275,10 @@ pub enum ClientError {
         reason: String,
     },
 
-    /// A case's description or entry could not be sealed, or does not open.
-    #[error("{reason}")]
-    CaseBlob {
-        /// What is wrong.
-        reason: String,
-    },
+    /// Record metadata or a case's description or entry could not be sealed, or does not
+    /// open.
+    #[error(transparent)]
+    SealedBlob(#[from] crate::sealed_blob::SealedBlobError),
 
     /// A case export does not verify; the fault names the first problem.
     #[error("case export: {0}")]
@@ -330,9 +328,4 @@ impl ClientError {
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Self::Io { action, path: path.into(), source }
     }
-}
-
-/// Fills `buf` from the operating system's random source.
-pub(crate) fn random_fill(buf: &mut [u8]) -> Result<(), ClientError> {
-    getrandom::fill(buf).map_err(|e| ClientError::Random { reason: e.to_string() })
 }

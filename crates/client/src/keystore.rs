@@ -46,7 +46,7 @@ use medledger_core::{
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::error::{ClientError, random_fill};
+use crate::{error::ClientError, rand::random_fill};
 
 /// The wallet file format version this code writes (it also reads version 1).
 pub const WALLET_VERSION: u32 = 2;

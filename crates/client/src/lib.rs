@@ -13,8 +13,10 @@ pub mod gateway;
 pub mod http;
 pub mod keystore;
 pub mod proof;
+mod rand;
 pub mod records;
 pub mod seal;
+pub mod sealed_blob;
 pub mod sharing;
 pub mod tx;
 

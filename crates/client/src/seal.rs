@@ -24,7 +24,7 @@ use medledger_core::{
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::error::{ClientError, random_fill};
+use crate::{error::ClientError, rand::random_fill};
 
 type Kem = hpke::kem::X25519HkdfSha256;
 type Kdf = hpke::kdf::HkdfSha256;

@@ -20,6 +20,7 @@ use std::{convert::Infallible, fmt};
 use medledger_core::{
     encoding,
     keys::{DecryptionKey, EncryptionKey},
+    tx::records::MAX_CUSTODIANS,
 };
 use rand_core::{TryCryptoRng, TryRng};
 use serde::{Deserialize, Serialize};
@@ -29,12 +30,17 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::{
     envelope::DataKey,
-    error::{ClientError, random_fill},
+    error::ClientError,
+    rand::random_fill,
     seal::{HpkeRecipientKey, WrappedKey, hpke_unwrap, hpke_wrap},
 };
 
-/// Most custodians of one key: GF(256) has 255 non-zero evaluation points.
-pub const MAX_CUSTODIANS: usize = 255;
+/// Most shares one split can have: GF(256) has 255 non-zero evaluation points. Not the
+/// ledger's limit on custodians, which is lower ([`MAX_CUSTODIANS`]).
+pub const GF256_MAX_SHARES: usize = 255;
+
+// Every split the ledger accepts fits in GF(256), and share indexes and thresholds in a `u8`.
+const _: () = assert!(MAX_CUSTODIANS <= GF256_MAX_SHARES && GF256_MAX_SHARES <= u8::MAX as usize);
 
 const LABEL_KEY_CHECK: &[u8] = b"medledger/v1/record-key/key-check";
 const HPKE_INFO_SHARE: &[u8] = b"medledger/v1/custodian-share/wrap";
@@ -105,7 +111,7 @@ impl fmt::Debug for CustodianShare {
 }
 
 fn key_check(key: &DataKey) -> Result<[u8; 32], ClientError> {
-    Ok(*key.derive(&[LABEL_KEY_CHECK])?)
+    Ok(*key.derive(&[LABEL_KEY_CHECK]))
 }
 
 /// The OS random source as the infallible RNG vsss-rs asks for. A failure of the source is
@@ -144,7 +150,9 @@ impl TryCryptoRng for OsRandom {}
 /// `threshold` (with the essential share) recover it. Custodian shares are numbered 1 to
 /// `custodians`.
 ///
-/// Refuses `threshold` 0, `threshold > custodians`, and more than [`MAX_CUSTODIANS`]. A
+/// Refuses `threshold` 0, `threshold > custodians`, and more custodians than the ledger
+/// accepts for one key ([`MAX_CUSTODIANS`], below [`GF256_MAX_SHARES`]), before anything is
+/// drawn or built. A
 /// threshold of 1 gives every custodian `S` itself (Shamir with a constant polynomial).
 pub fn split(
     key: &DataKey,
@@ -158,7 +166,10 @@ pub fn split(
     if custodians > MAX_CUSTODIANS {
         return Err(invalid(
             "custodian count",
-            format!("{custodians} custodians, more than the {MAX_CUSTODIANS} GF(256) allows"),
+            format!(
+                "{custodians} custodians, more than the {MAX_CUSTODIANS} the ledger accepts for \
+                 one key"
+            ),
         ));
     }
     if threshold > custodians {
@@ -452,8 +463,22 @@ mod tests {
         assert!(invalid(split(&k, 4, 3)));
         assert!(invalid(split(&k, 1, 0)));
         assert!(invalid(split(&k, 2, 256)));
-        let (_, shares) = split(&k, 255, 255).unwrap();
-        assert_eq!(shares.last().map(CustodianShare::index), Some(255));
+        let (_, shares) = split(&k, MAX_CUSTODIANS, MAX_CUSTODIANS).unwrap();
+        assert_eq!(shares.last().map(CustodianShare::index), Some(MAX_CUSTODIANS as u8));
+    }
+
+    #[test]
+    fn a_split_the_ledger_would_refuse_is_refused_before_anything_is_built() {
+        // GF(256) could take 17..=255 shares; the ledger refuses more than MAX_CUSTODIANS.
+        let k = key();
+        for n in [MAX_CUSTODIANS + 1, GF256_MAX_SHARES] {
+            match split(&k, 2, n) {
+                Err(ClientError::InvalidInput { what: "custodian count", reason }) => {
+                    assert!(reason.contains("the ledger accepts"), "{reason}");
+                }
+                other => panic!("{n} custodians: {other:?}"),
+            }
+        }
     }
 
     #[test]
