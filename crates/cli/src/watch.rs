@@ -56,7 +56,7 @@ pub async fn run(args: Args) -> Result<()> {
     loop {
         let result = s
             .client
-            .watch(&s.identity, me, cursor, |e| {
+            .watch(me, cursor, |e| {
                 if args.json {
                     println!("{}", serde_json::to_string(&e).unwrap_or_default());
                 } else {

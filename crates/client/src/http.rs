@@ -1,7 +1,11 @@
-//! An async HTTP client for a node's API (the paths and bodies of `medledger-api`).
+//! An async HTTP client for a node's API (the paths and bodies of `medledger-api`): the
+//! transport kernel (requests, signing, bodies, refusals) and the registry, transaction and blob
+//! calls; each other area's calls are in `http/<area>.rs`.
 //!
-//! Every non-2xx answer becomes a [`ClientError::Refused`] carrying the server's code and
-//! message (and, for a transaction, its outcome); no answer at all becomes
+//! A client signs every request in one way: as the [`Signer`] given to
+//! [`NodeClient::signed_by`] (all reads but health, metrics and genesis must be signed). Every
+//! non-2xx answer becomes a [`ClientError::Refused`] carrying the server's code and message
+//! (and, for a transaction, its outcome); no answer at all becomes
 //! [`ClientError::Unreachable`]. Response bodies are size-limited, and content the client can
 //! check (a receipt's transaction hash, a stored blob's hash) is checked.
 
@@ -24,7 +28,9 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ClientError;
 
+mod audit;
 mod cases;
+mod consent;
 mod devices;
 mod emergency;
 mod records;
@@ -386,17 +392,6 @@ impl NodeClient {
         Ok(items)
     }
 
-    /// A GET signed by `identity` acting as `account` (timestamp now, a fresh random nonce).
-    pub async fn signed_get<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        identity: &crate::Identity,
-        account: AccountId,
-    ) -> Result<T, ClientError> {
-        let auth = sign_get(identity, account, path)?;
-        self.get_with_auth(path, &auth).await
-    }
-
     /// A GET with a ready-made signature header (for tests of replays and stale requests).
     pub async fn get_with_auth<T: DeserializeOwned>(
         &self,
@@ -406,146 +401,6 @@ impl NodeClient {
         let url = self.url(path);
         let req = self.http.get(&url).header(medledger_core::request::HEADER, auth.to_header());
         read_json(self.send(req, &url).await?, &url).await
-    }
-
-    /// Who can see `patient`'s records (signed by the patient or a delegate).
-    pub async fn who_can_see(
-        &self,
-        identity: &crate::Identity,
-        account: AccountId,
-        patient: &AccountId,
-    ) -> Result<medledger_api::WhoCanSeeView, ClientError> {
-        self.signed_get(&format!("{}/{patient}", paths::WHO_CAN_SEE), identity, account).await
-    }
-
-    /// The grants in force from `patient` to the signer.
-    pub async fn grants_from(
-        &self,
-        identity: &crate::Identity,
-        account: AccountId,
-        patient: &AccountId,
-    ) -> Result<Vec<medledger_api::GrantView>, ClientError> {
-        self.signed_get(&format!("{}?patient={patient}", paths::GRANTS), identity, account).await
-    }
-
-    /// An access request (signed by the patient, a delegate or the requester).
-    pub async fn access_request(
-        &self,
-        identity: &crate::Identity,
-        account: AccountId,
-        id: &Hash,
-    ) -> Result<medledger_api::RequestView, ClientError> {
-        self.signed_get(&format!("{}/{id}", paths::REQUESTS), identity, account).await
-    }
-
-    /// A patient's audit trail after event `after` (signed by the patient or a delegate).
-    pub async fn audit_trail(
-        &self,
-        identity: &crate::Identity,
-        account: AccountId,
-        patient: &AccountId,
-        after: Option<u64>,
-    ) -> Result<Vec<medledger_core::audit::AuditEvent>, ClientError> {
-        let path = match after {
-            Some(a) => format!("{}/{patient}?after={a}", paths::AUDIT),
-            None => format!("{}/{patient}", paths::AUDIT),
-        };
-        // Asked for in the binary encoding: a full page is 10,000 events.
-        let auth = sign_get(identity, account, &path)?;
-        let url = self.url(&path);
-        let req = self
-            .http
-            .get(&url)
-            .header(medledger_core::request::HEADER, auth.to_header())
-            .header(reqwest::header::ACCEPT, medledger_api::BINARY_MEDIA_TYPE);
-        let resp = self.send(req, &url).await?;
-        let status = resp.status();
-        let body = read_body(resp, &url).await?;
-        if !status.is_success() {
-            return Err(refusal(status, &body));
-        }
-        encoding::decode("audit trail", &body, MAX_RESPONSE_BYTES).map_err(|e| {
-            ClientError::BadResponse { url, reason: format!("not an audit trail: {e}") }
-        })
-    }
-
-    /// Counts of audit events by kind (signed by the regulator).
-    pub async fn audit_counts(
-        &self,
-        identity: &crate::Identity,
-        account: AccountId,
-    ) -> Result<std::collections::BTreeMap<String, u64>, ClientError> {
-        self.signed_get(paths::AUDIT_COUNTS, identity, account).await
-    }
-
-    /// Follows the event stream of `account` (signed by it) from after event `after`, calling
-    /// `on_event` for each audit event as it arrives, until `on_event` returns false or the
-    /// stream ends. Returns the number of the last event seen, to resume from.
-    pub async fn watch(
-        &self,
-        identity: &crate::Identity,
-        account: AccountId,
-        after: Option<u64>,
-        mut on_event: impl FnMut(medledger_core::audit::AuditEvent) -> bool,
-    ) -> Result<Option<u64>, ClientError> {
-        use futures_util::StreamExt;
-        let path = match after {
-            Some(a) => format!("{}/{account}?after={a}", paths::EVENTS),
-            None => format!("{}/{account}", paths::EVENTS),
-        };
-        let auth = sign_get(identity, account, &path)?;
-        let url = self.url(&path);
-        // A stream has no overall deadline: it lasts as long as the watcher wants.
-        let streaming = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .map_err(|e| ClientError::BadUrl { url: url.clone(), reason: error_chain(&e) })?;
-        let req = streaming
-            .get(&url)
-            .header(medledger_core::request::HEADER, auth.to_header())
-            .header("accept", "text/event-stream");
-        let resp = self.send(req, &url).await?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let body = read_body(resp, &url).await?;
-            return Err(refusal(status, &body));
-        }
-        let mut last = after;
-        let mut buffer = String::new();
-        let mut data = String::new();
-        let mut bytes = resp.bytes_stream();
-        while let Some(chunk) = bytes.next().await {
-            let chunk = chunk.map_err(|e| ClientError::Unreachable {
-                url: url.clone(),
-                reason: error_chain(&e),
-            })?;
-            buffer.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buffer.find('\n') {
-                let line: String = buffer.drain(..=end).collect();
-                let line = line.trim_end_matches(['\r', '\n']);
-                if let Some(d) = line.strip_prefix("data:") {
-                    data.push_str(d.trim_start());
-                } else if line.is_empty() && !data.is_empty() {
-                    let event: medledger_core::audit::AuditEvent = serde_json::from_str(&data)
-                        .map_err(|e| ClientError::BadResponse {
-                            url: url.clone(),
-                            reason: format!("an event is not the expected JSON: {e}"),
-                        })?;
-                    data.clear();
-                    last = Some(event.seq);
-                    if !on_event(event) {
-                        return Ok(last);
-                    }
-                }
-            }
-            if buffer.len() > MAX_RESPONSE_BYTES {
-                return Err(ClientError::BadResponse {
-                    url,
-                    reason: "an event is too large".into(),
-                });
-            }
-        }
-        Ok(last)
     }
 
     /// A GET, signed when this client has a signer.
@@ -596,15 +451,6 @@ impl NodeClient {
             .await
             .map_err(|e| ClientError::Unreachable { url: url.to_owned(), reason: error_chain(&e) })
     }
-}
-
-/// Signs a GET of `path` as `account`: now, with a fresh random nonce.
-fn sign_get(
-    identity: &crate::Identity,
-    account: AccountId,
-    path: &str,
-) -> Result<medledger_core::request::RequestAuth, ClientError> {
-    Signer::new(identity.signing.clone(), account).sign("GET", path, b"")
 }
 
 /// Reads at most [`MAX_RESPONSE_BYTES`] of a response body.

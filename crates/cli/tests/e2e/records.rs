@@ -332,7 +332,7 @@ fn kill_minus_9_during_an_upload_and_during_a_read() {
 
     // A read whose bytes started flowing was committed before the first byte: after SIGKILL
     // mid-stream, the access event is in the trail.
-    let trail = |c: &NodeClient| rt.block_on(c.audit_trail(&identity, me, &me, None)).unwrap();
+    let trail = |c: &NodeClient| rt.block_on(c.audit_trail(&me, None)).unwrap();
     let before = trail(&client).len();
     let record = rt.block_on(client.record(&pmr)).unwrap().unwrap();
     let access = rt.block_on(async {
