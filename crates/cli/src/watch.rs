@@ -74,7 +74,9 @@ pub async fn run(args: Args) -> Result<()> {
                     return Ok(());
                 }
             }
-            Err(medledger_client::ClientError::Refused { message, .. }) => {
+            Err(medledger_client::ClientError::Http(
+                medledger_client::error::HttpError::Refused { message, .. },
+            )) => {
                 return Err(anyhow::anyhow!(message)).context("the node refused the subscription");
             }
             Err(e) => {

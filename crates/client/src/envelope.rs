@@ -59,7 +59,7 @@ use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::{
-    error::ClientError,
+    error::{ClientError, RecordError, SealError},
     rand::random_fill,
     seal::{HpkeRecipientKey, WrappedKey, hpke_unwrap, hpke_wrap},
     sealed_blob,
@@ -143,7 +143,7 @@ impl fmt::Debug for DataKey {
     }
 }
 
-/// Why a record's ciphertext does not decrypt (in [`ClientError::RecordDecrypt`]).
+/// Why a record's ciphertext does not decrypt (in [`crate::error::RecordError::Decrypt`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RecordFault {
     /// The bytes do not start with [`RECORD_MAGIC`].
@@ -247,8 +247,9 @@ fn stream_for(
 ) -> Result<(Stream, Zeroizing<[u8; 32]>), ClientError> {
     let content_key = key.derive(&[LABEL_CONTENT_KEY]);
     let commitment = key.derive(&[LABEL_KEY_COMMITMENT, header_prefix]);
-    let aead = Aes256Gcm::new_from_slice(content_key.as_slice())
-        .map_err(|e| ClientError::RecordEncrypt { reason: format!("content key: {e}") })?;
+    let aead = Aes256Gcm::new_from_slice(content_key.as_slice()).map_err(|e| {
+        ClientError::Record(RecordError::Encrypt { reason: format!("content key: {e}") })
+    })?;
     let mut prefix = [0u8; NONCE_PREFIX_LEN];
     prefix.copy_from_slice(&header_prefix[9..HEADER_PREFIX_LEN]);
     Ok((Stream::from_aead(aead, &prefix.into()), commitment))
@@ -295,14 +296,14 @@ impl Sealer {
     /// Encrypts `segment` in place (appending its tag) as the next segment, final if `last`.
     fn seal(&mut self, segment: &mut Vec<u8>, last: bool) -> Result<(), ClientError> {
         if !last && self.position == u32::MAX {
-            return Err(ClientError::RecordEncrypt {
+            return Err(ClientError::Record(RecordError::Encrypt {
                 reason: format!("the record is larger than the limit of {MAX_PLAINTEXT_LEN} bytes"),
-            });
+            }));
         }
         self.stream.encrypt_in_place(self.position, last, &self.header, segment).map_err(|_| {
-            ClientError::RecordEncrypt {
+            ClientError::Record(RecordError::Encrypt {
                 reason: format!("AES-GCM refused segment {}", self.position),
-            }
+            })
         })?;
         if !last {
             self.position += 1;
@@ -467,12 +468,12 @@ impl Decryptor {
 
     fn fail(&mut self, fault: RecordFault) -> ClientError {
         self.failed = Some(fault.clone());
-        ClientError::RecordDecrypt { fault }
+        ClientError::Record(RecordError::Decrypt { fault })
     }
 
     fn check_failed(&self) -> Result<(), ClientError> {
         match &self.failed {
-            Some(fault) => Err(ClientError::RecordDecrypt { fault: fault.clone() }),
+            Some(fault) => Err(ClientError::Record(RecordError::Decrypt { fault: fault.clone() })),
             None => Ok(()),
         }
     }
@@ -603,7 +604,9 @@ fn read_some(
         match reader.read(buf) {
             Ok(n) => return Ok(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(source) => return Err(ClientError::RecordIo { action: what, source }),
+            Err(source) => {
+                return Err(ClientError::Record(RecordError::Io { action: what, source }));
+            }
         }
     }
 }
@@ -636,11 +639,9 @@ fn read_segment(
     limit: usize,
 ) -> Result<(), ClientError> {
     buf.clear();
-    reader
-        .take(limit as u64)
-        .read_to_end(buf)
-        .map(drop)
-        .map_err(|source| ClientError::RecordIo { action: "read the plaintext", source })
+    reader.take(limit as u64).read_to_end(buf).map(drop).map_err(|source| {
+        ClientError::Record(RecordError::Io { action: "read the plaintext", source })
+    })
 }
 
 type PipelineBuffer = Zeroizing<Vec<u8>>;
@@ -673,7 +674,7 @@ fn encrypt_with(
 }
 
 fn hashing_stopped() -> ClientError {
-    ClientError::RecordEncrypt { reason: "the hashing thread stopped".into() }
+    ClientError::Record(RecordError::Encrypt { reason: "the hashing thread stopped".into() })
 }
 
 /// The encrypting half of [`encrypt`]: reads, seals and writes every segment, and queues each
@@ -699,9 +700,9 @@ fn seal_all(
         free.recv().map_err(|_| hashing_stopped())
     };
     let mut emit = |buf: PipelineBuffer| -> Result<u64, ClientError> {
-        writer
-            .write_all(&buf)
-            .map_err(|source| ClientError::RecordIo { action: "write the ciphertext", source })?;
+        writer.write_all(&buf).map_err(|source| {
+            ClientError::Record(RecordError::Io { action: "write the ciphertext", source })
+        })?;
         let len = buf.len() as u64;
         to_hash.send(buf).map_err(|_| hashing_stopped())?;
         Ok(len)
@@ -730,9 +731,9 @@ fn seal_all(
         progress(plaintext_len);
         current = next;
     }
-    writer
-        .flush()
-        .map_err(|source| ClientError::RecordIo { action: "write the ciphertext", source })?;
+    writer.flush().map_err(|source| {
+        ClientError::Record(RecordError::Io { action: "write the ciphertext", source })
+    })?;
     Ok((plaintext_len, ciphertext_len))
 }
 
@@ -748,7 +749,8 @@ pub fn decrypt(
     mut writer: impl Write,
     progress: &mut dyn FnMut(u64),
 ) -> Result<u64, ClientError> {
-    let write_err = |source| ClientError::RecordIo { action: "write the plaintext", source };
+    let write_err =
+        |source| ClientError::Record(RecordError::Io { action: "write the plaintext", source });
     let mut decryptor = Decryptor::new(key);
     let mut buf = vec![0u8; SEGMENT_SIZE + TAG_LEN];
     let mut out = Zeroizing::new(Vec::with_capacity(2 * SEGMENT_SIZE));
@@ -780,17 +782,17 @@ pub fn wrap_key(
     context: &[u8],
 ) -> Result<WrappedKey, ClientError> {
     hpke_wrap(recipient, HPKE_INFO_RECORD_KEY, context, key.expose_secret())
-        .map_err(|reason| ClientError::KeyWrap { reason })
+        .map_err(|reason| ClientError::Seal(SealError::KeyWrap { reason }))
 }
 
 /// Opens a key made by [`wrap_key`] with the recipient's decryption key and the same `context`.
-/// Fails with [`ClientError::KeyUnwrap`] if it was wrapped to another key or context, or altered.
+/// Fails with [`crate::error::SealError::KeyUnwrap`] if it was wrapped to another key or context, or altered.
 pub fn unwrap_key(
     wrapped: &WrappedKey,
     key: &DecryptionKey,
     context: &[u8],
 ) -> Result<DataKey, ClientError> {
-    let refused = || ClientError::KeyUnwrap { recipient: key.public_key() };
+    let refused = || ClientError::Seal(SealError::KeyUnwrap { recipient: key.public_key() });
     if wrapped.wrapped.len() != WRAPPED_DATA_KEY_LEN {
         return Err(refused());
     }
@@ -823,9 +825,9 @@ impl RecordMetadata {
     /// Refuses a date that is not a valid `YYYY-MM-DD`.
     fn check(&self) -> Result<(), ClientError> {
         if !is_iso_date(&self.date) {
-            return Err(ClientError::RecordMetadata {
+            return Err(ClientError::Record(RecordError::Metadata {
                 reason: format!("date {:?} is not an ISO 8601 date (YYYY-MM-DD)", self.date),
-            });
+            }));
         }
         Ok(())
     }
@@ -932,7 +934,7 @@ mod tests {
 
     fn fault(result: Result<Vec<u8>, ClientError>) -> RecordFault {
         match result {
-            Err(ClientError::RecordDecrypt { fault }) => fault,
+            Err(ClientError::Record(RecordError::Decrypt { fault })) => fault,
             Err(other) => panic!("expected a record fault, got {other}"),
             Ok(_) => panic!("expected a record fault, but it decrypted"),
         }
@@ -1123,7 +1125,10 @@ mod tests {
         // Give only the header: the key is refused before any segment is read.
         let mut dec = Decryptor::new(&other);
         let err = dec.update(&ct[..HEADER_LEN], &mut Vec::new()).unwrap_err();
-        assert!(matches!(err, ClientError::RecordDecrypt { fault: RecordFault::WrongKey }));
+        assert!(matches!(
+            err,
+            ClientError::Record(RecordError::Decrypt { fault: RecordFault::WrongKey })
+        ));
         assert_eq!(fault(open_with(&other, &ct, 1 << 20)), RecordFault::WrongKey);
         // And the error sticks.
         assert!(dec.update(&ct[HEADER_LEN..], &mut Vec::new()).is_err());
@@ -1245,10 +1250,19 @@ mod tests {
         }
         let key = DataKey::generate().unwrap();
         let err = encrypt(&key, Broken, Vec::new(), &mut |_| {}).unwrap_err();
-        assert!(matches!(err, ClientError::RecordIo { action: "read the plaintext", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                ClientError::Record(RecordError::Io { action: "read the plaintext", .. })
+            ),
+            "{err}"
+        );
         let err = encrypt(&key, &b"x"[..], Broken, &mut |_| {}).unwrap_err();
         assert!(
-            matches!(err, ClientError::RecordIo { action: "write the ciphertext", .. }),
+            matches!(
+                err,
+                ClientError::Record(RecordError::Io { action: "write the ciphertext", .. })
+            ),
             "{err}"
         );
     }
@@ -1265,8 +1279,9 @@ mod tests {
             key.expose_secret()
         );
 
-        let refused =
-            |r: Result<DataKey, ClientError>| matches!(r, Err(ClientError::KeyUnwrap { .. }));
+        let refused = |r: Result<DataKey, ClientError>| {
+            matches!(r, Err(ClientError::Seal(SealError::KeyUnwrap { .. })))
+        };
         assert!(refused(unwrap_key(&wrapped, &doctor, &ctx)), "another recipient");
         let other_ctx = encoding::encode(&("PMR-85437-0002", Hash::of(b"ciphertext")));
         assert!(refused(unwrap_key(&wrapped, &patient, &other_ctx)), "moved to another record");
@@ -1286,7 +1301,7 @@ mod tests {
         // A low-order recipient key is refused at wrapping.
         assert!(matches!(
             wrap_key(&key, &EncryptionKey([0; 32]), &ctx),
-            Err(ClientError::KeyWrap { .. })
+            Err(ClientError::Seal(SealError::KeyWrap { .. }))
         ));
     }
 
@@ -1359,7 +1374,7 @@ mod tests {
             let m = RecordMetadata { date: bad.into(), ..metadata() };
             assert!(matches!(
                 seal_metadata(&key, &m, b""),
-                Err(ClientError::RecordMetadata { .. })
+                Err(ClientError::Record(RecordError::Metadata { .. }))
             ));
         }
         let big = RecordMetadata { notes: "x".repeat(MAX_METADATA_BYTES), ..metadata() };

@@ -4,16 +4,16 @@
 //!
 //! A client signs every request in one way: as the [`Signer`] given to
 //! [`NodeClient::signed_by`] (all reads but health, metrics and genesis must be signed). Every
-//! non-2xx answer becomes a [`ClientError::Refused`] carrying the server's code and message
+//! non-2xx answer becomes a [`crate::error::HttpError::Refused`] carrying the server's code and message
 //! (and, for a transaction, its outcome); no answer at all becomes
-//! [`ClientError::Unreachable`]. Response bodies are size-limited, and content the client can
+//! [`crate::error::HttpError::Unreachable`]. Response bodies are size-limited, and content the client can
 //! check (a receipt's transaction hash, a stored blob's hash) is checked.
 
 use std::time::Duration;
 
 use medledger_api::{
-    AccountKeyProof, AccountView, BatchItem, BlobStored, ConsistencyResponse, DoctorView,
-    ErrorBody, Health, HospitalView, PatientView, Simulation, TxProofResponse, paths,
+    AccountKeyProof, AccountView, BatchItem, BlobStored, ConsistencyResponse, DoctorView, Health,
+    HospitalView, PatientView, Simulation, TxProofResponse, paths,
 };
 use medledger_core::{
     Hash,
@@ -26,7 +26,7 @@ use medledger_core::{
 use reqwest::{RequestBuilder, Response, StatusCode, header::CONTENT_TYPE};
 use serde::de::DeserializeOwned;
 
-use crate::error::ClientError;
+use crate::error::{ClientError, HttpError};
 
 mod audit;
 mod cases;
@@ -113,7 +113,9 @@ impl NodeClient {
     /// A client for the node at `base_url` (like `http://127.0.0.1:7878`).
     pub fn new(base_url: &str) -> Result<Self, ClientError> {
         let base = base_url.trim().trim_end_matches('/').to_owned();
-        let bad = |reason: String| ClientError::BadUrl { url: base_url.to_owned(), reason };
+        let bad = |reason: String| {
+            ClientError::Http(HttpError::BadUrl { url: base_url.to_owned(), reason })
+        };
         let url = reqwest::Url::parse(&base).map_err(|e| bad(e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(bad(format!("scheme {:?} is not http or https", url.scheme())));
@@ -287,13 +289,13 @@ impl NodeClient {
         let req = self.authorised(req, "PUT", paths::BLOBS, &bytes)?.body(bytes);
         let stored: BlobStored = read_json(self.send(req, &url).await?, &url).await?;
         if stored.hash != hash || stored.size != size {
-            return Err(ClientError::BadResponse {
+            return Err(ClientError::Http(HttpError::BadResponse {
                 url,
                 reason: format!(
                     "the node stored {} ({} bytes), but the blob sent is {hash} ({size} bytes)",
                     stored.hash, stored.size
                 ),
-            });
+            }));
         }
         Ok(stored)
     }
@@ -312,17 +314,17 @@ impl NodeClient {
         }
         let got = Hash::of(&body);
         if got != *hash {
-            return Err(ClientError::BadResponse {
+            return Err(ClientError::Http(HttpError::BadResponse {
                 url,
                 reason: format!("the blob served hashes to {got}, not to the {hash} requested"),
-            });
+            }));
         }
         Ok(body)
     }
 
     /// Submits a transaction and waits for its receipt. A receipt may still record a refusal
     /// (`outcome` of status refused); a transaction refused before or by the ledger comes back
-    /// as [`ClientError::Refused`] with the server's code, message and outcome.
+    /// as [`crate::error::HttpError::Refused`] with the server's code, message and outcome.
     pub async fn submit(&self, tx: &SignedTransaction) -> Result<Receipt, ClientError> {
         let url = self.url(paths::TRANSACTIONS);
         let req =
@@ -330,17 +332,17 @@ impl NodeClient {
         let receipt: Receipt = read_json(self.send(req, &url).await?, &url).await?;
         let hash = tx.hash();
         if receipt.tx_hash != hash {
-            return Err(ClientError::BadResponse {
+            return Err(ClientError::Http(HttpError::BadResponse {
                 url,
                 reason: format!("the receipt is for transaction {}, not {hash}", receipt.tx_hash),
-            });
+            }));
         }
         Ok(receipt)
     }
 
     /// Asks the node what the next block would do with `tx` (`POST
     /// /v1/transactions/simulate`), without ordering or writing anything: the
-    /// [`Simulation`] of a transaction that would apply, or [`ClientError::Refused`] with the
+    /// [`Simulation`] of a transaction that would apply, or [`crate::error::HttpError::Refused`] with the
     /// code, message and outcome a submission would get.
     pub async fn simulate(&self, tx: &SignedTransaction) -> Result<Simulation, ClientError> {
         let url = self.url(paths::TRANSACTIONS_SIMULATE);
@@ -349,13 +351,13 @@ impl NodeClient {
         let simulation: Simulation = read_json(self.send(req, &url).await?, &url).await?;
         let hash = tx.hash();
         if simulation.tx_hash != hash {
-            return Err(ClientError::BadResponse {
+            return Err(ClientError::Http(HttpError::BadResponse {
                 url,
                 reason: format!(
                     "the simulation is of transaction {}, not {hash}",
                     simulation.tx_hash
                 ),
-            });
+            }));
         }
         Ok(simulation)
     }
@@ -374,19 +376,19 @@ impl NodeClient {
             .body(encoding::encode(txs));
         let items: Vec<BatchItem> = read_json(self.send(req, &url).await?, &url).await?;
         if items.len() != txs.len() {
-            return Err(ClientError::BadResponse {
+            return Err(ClientError::Http(HttpError::BadResponse {
                 url,
                 reason: format!("{} results for {} transactions", items.len(), txs.len()),
-            });
+            }));
         }
         for (item, tx) in items.iter().zip(txs) {
             if let BatchItem::Receipt(r) = item
                 && r.tx_hash != tx.hash()
             {
-                return Err(ClientError::BadResponse {
+                return Err(ClientError::Http(HttpError::BadResponse {
                     url,
                     reason: format!("result for {} is a receipt for {}", tx.hash(), r.tx_hash),
-                });
+                }));
             }
         }
         Ok(items)
@@ -447,9 +449,12 @@ impl NodeClient {
     }
 
     async fn send(&self, req: RequestBuilder, url: &str) -> Result<Response, ClientError> {
-        req.send()
-            .await
-            .map_err(|e| ClientError::Unreachable { url: url.to_owned(), reason: error_chain(&e) })
+        req.send().await.map_err(|e| {
+            ClientError::Http(HttpError::Unreachable {
+                url: url.to_owned(),
+                reason: error_chain(&e),
+            })
+        })
     }
 }
 
@@ -464,17 +469,21 @@ async fn read_body_limited(
     url: &str,
     limit: usize,
 ) -> Result<Vec<u8>, ClientError> {
-    let too_large = || ClientError::BadResponse {
-        url: url.to_owned(),
-        reason: format!("response body larger than {limit} bytes"),
+    let too_large = || {
+        ClientError::Http(HttpError::BadResponse {
+            url: url.to_owned(),
+            reason: format!("response body larger than {limit} bytes"),
+        })
     };
     if resp.content_length().is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| ClientError::Unreachable {
-        url: url.to_owned(),
-        reason: format!("connection lost while reading the response: {}", error_chain(&e)),
+    while let Some(chunk) = resp.chunk().await.map_err(|e| {
+        ClientError::Http(HttpError::Unreachable {
+            url: url.to_owned(),
+            reason: format!("connection lost while reading the response: {}", error_chain(&e)),
+        })
     })? {
         if body.len() + chunk.len() > limit {
             return Err(too_large());
@@ -484,41 +493,24 @@ async fn read_body_limited(
     Ok(body)
 }
 
-/// Parses a 2xx JSON body, or turns an error status into [`ClientError::Refused`].
+/// Parses a 2xx JSON body, or turns an error status into [`crate::error::HttpError::Refused`].
 async fn read_json<T: DeserializeOwned>(resp: Response, url: &str) -> Result<T, ClientError> {
     let status = resp.status();
     let body = read_body(resp, url).await?;
     if !status.is_success() {
         return Err(refusal(status, &body));
     }
-    serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
-        url: url.to_owned(),
-        reason: format!("body is not the expected JSON: {e}"),
+    serde_json::from_slice(&body).map_err(|e| {
+        ClientError::Http(HttpError::BadResponse {
+            url: url.to_owned(),
+            reason: format!("body is not the expected JSON: {e}"),
+        })
     })
 }
 
+/// An error answer as a [`ClientError`] (see [`HttpError::refusal`]).
 fn refusal(status: StatusCode, body: &[u8]) -> ClientError {
-    match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(e) => ClientError::Refused {
-            status: status.as_u16(),
-            code: e.code,
-            message: e.message,
-            outcome: e.outcome,
-        },
-        Err(_) => {
-            let text = String::from_utf8_lossy(body);
-            let mut message: String = text.trim().chars().take(500).collect();
-            if message.is_empty() {
-                message = status.canonical_reason().unwrap_or("no message").to_owned();
-            }
-            ClientError::Refused {
-                status: status.as_u16(),
-                code: "http_error".into(),
-                message,
-                outcome: None,
-            }
-        }
-    }
+    HttpError::refusal(status, body).into()
 }
 
 #[cfg(test)]
@@ -529,6 +521,7 @@ mod tests {
         thread,
     };
 
+    use medledger_api::ErrorBody;
     use medledger_core::{
         block::{Outcome, Refusal},
         keys::SigningKey,
@@ -637,7 +630,13 @@ mod tests {
         let client = NodeClient::new(&url).unwrap();
         let err = client.submit(&t).await.unwrap_err();
         match &err {
-            ClientError::Refused { status: 422, code, message, outcome: Some(o), .. } => {
+            ClientError::Http(HttpError::Refused {
+                status: 422,
+                code,
+                message,
+                outcome: Some(o),
+                ..
+            }) => {
                 assert_eq!(code, "refused");
                 assert_eq!(message, "replayed nonce");
                 assert_eq!(o, &outcome);
@@ -651,7 +650,7 @@ mod tests {
 
         let err = client.hospitals().await.unwrap_err();
         assert!(
-            matches!(&err, ClientError::Refused { status: 502, code, message, .. }
+            matches!(&err, ClientError::Http(HttpError::Refused { status: 502, code, message, .. })
                 if code == "http_error" && message.contains("bad gateway")),
             "{err:?}"
         );
@@ -705,12 +704,12 @@ mod tests {
         assert_eq!(client.put_blob(blob.clone()).await.unwrap(), stored);
         assert!(matches!(
             client.put_blob(blob.clone()).await,
-            Err(ClientError::BadResponse { .. })
+            Err(ClientError::Http(HttpError::BadResponse { .. }))
         ));
         assert_eq!(client.get_blob(&stored.hash).await.unwrap(), blob);
         assert!(matches!(
             client.get_blob(&stored.hash).await,
-            Err(ClientError::BadResponse { .. })
+            Err(ClientError::Http(HttpError::BadResponse { .. }))
         ));
         let seen = server.join().unwrap();
         assert_eq!(seen[0].path, paths::TRANSACTIONS_BATCH);
@@ -729,14 +728,17 @@ mod tests {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let client = NodeClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
         let err = client.health().await.unwrap_err();
-        assert!(matches!(err, ClientError::Unreachable { .. }), "{err:?}");
+        assert!(matches!(err, ClientError::Http(HttpError::Unreachable { .. })), "{err:?}");
         assert!(err.to_string().contains("Is a node running there?"), "{err}");
     }
 
     #[test]
     fn bad_urls_are_refused() {
         for url in ["", "not a url", "ftp://x", "http://x/?a=b"] {
-            assert!(matches!(NodeClient::new(url), Err(ClientError::BadUrl { .. })), "{url}");
+            assert!(
+                matches!(NodeClient::new(url), Err(ClientError::Http(HttpError::BadUrl { .. }))),
+                "{url}"
+            );
         }
     }
 }

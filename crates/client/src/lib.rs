@@ -20,6 +20,8 @@ pub mod sealed_blob;
 pub mod sharing;
 pub mod tx;
 
-pub use error::ClientError;
+pub use error::{
+    ClientError, DeviceError, HttpError, KeystoreError, ProofError, RecordError, SealError,
+};
 pub use http::{NodeClient, Signer};
 pub use keystore::{Identity, KdfParams, Wallet, parse_public_identity};

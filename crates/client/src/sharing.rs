@@ -30,7 +30,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::{
     envelope::DataKey,
-    error::ClientError,
+    error::{ClientError, RecordError, SealError},
     rand::random_fill,
     seal::{HpkeRecipientKey, WrappedKey, hpke_unwrap, hpke_wrap},
 };
@@ -191,8 +191,10 @@ pub fn split(
     let share = |index: u8, value: &[u8]| -> Result<CustodianShare, ClientError> {
         let mut share =
             CustodianShare { index, threshold: t, value: [0; 32], key_check: essential.key_check };
-        share.value.copy_from_slice(value.get(..32).ok_or_else(|| ClientError::KeyShares {
-            reason: "the secret sharing returned a short share".into(),
+        share.value.copy_from_slice(value.get(..32).ok_or_else(|| {
+            ClientError::Record(RecordError::KeyShares {
+                reason: "the secret sharing returned a short share".into(),
+            })
         })?);
         Ok(share)
     };
@@ -208,7 +210,9 @@ pub fn split(
                 &mut rng,
                 (1..=n).map(|i| IdentifierGf256(Gf256(i))),
             )
-            .map_err(|e| ClientError::KeyShares { reason: format!("cannot split: {e}") })?,
+            .map_err(|e| {
+                ClientError::Record(RecordError::KeyShares { reason: format!("cannot split: {e}") })
+            })?,
         );
         // Each is `index || value`; `raw` zeroises them on drop.
         raw.iter()
@@ -234,7 +238,7 @@ pub fn combine(
     essential: &EssentialShare,
     shares: &[CustodianShare],
 ) -> Result<DataKey, ClientError> {
-    let refuse = |reason: String| ClientError::KeyShares { reason };
+    let refuse = |reason: String| ClientError::Record(RecordError::KeyShares { reason });
     let Some(first) = shares.first() else {
         return Err(refuse("no custodian shares given".into()));
     };
@@ -314,11 +318,11 @@ pub fn wrap_share(
 ) -> Result<WrappedKey, ClientError> {
     let bytes = Zeroizing::new(encoding::encode(share));
     hpke_wrap(custodian, HPKE_INFO_SHARE, context, &bytes)
-        .map_err(|reason| ClientError::KeyWrap { reason })
+        .map_err(|reason| ClientError::Seal(SealError::KeyWrap { reason }))
 }
 
 /// Opens a share made by [`wrap_share`] with the custodian's decryption key and the same
-/// `context`. Fails with [`ClientError::KeyUnwrap`] if it was wrapped to another key or context,
+/// `context`. Fails with [`crate::error::SealError::KeyUnwrap`] if it was wrapped to another key or context,
 /// or altered.
 pub fn unwrap_share(
     wrapped: &WrappedKey,
@@ -327,13 +331,13 @@ pub fn unwrap_share(
 ) -> Result<CustodianShare, ClientError> {
     let sk = HpkeRecipientKey::new(key)?;
     let bytes = hpke_unwrap(&sk, wrapped, HPKE_INFO_SHARE, context)
-        .ok_or(ClientError::KeyUnwrap { recipient: key.public_key() })?;
+        .ok_or(ClientError::Seal(SealError::KeyUnwrap { recipient: key.public_key() }))?;
     let share: CustodianShare = encoding::decode("custodian share", &bytes, MAX_SHARE_BYTES)
-        .map_err(|e| ClientError::KeyShares { reason: e.to_string() })?;
+        .map_err(|e| ClientError::Record(RecordError::KeyShares { reason: e.to_string() }))?;
     if share.index == 0 || share.threshold == 0 {
-        return Err(ClientError::KeyShares {
+        return Err(ClientError::Record(RecordError::KeyShares {
             reason: "the unwrapped share has index or threshold 0".into(),
-        });
+        }));
     }
     Ok(share)
 }
@@ -347,7 +351,7 @@ pub fn wrap_essential(
 ) -> Result<WrappedKey, ClientError> {
     let bytes = Zeroizing::new(encoding::encode(share));
     hpke_wrap(holder, HPKE_INFO_ESSENTIAL, context, &bytes)
-        .map_err(|reason| ClientError::KeyWrap { reason })
+        .map_err(|reason| ClientError::Seal(SealError::KeyWrap { reason }))
 }
 
 /// Opens an essential share made by [`wrap_essential`] with the same `context`.
@@ -358,9 +362,9 @@ pub fn unwrap_essential(
 ) -> Result<EssentialShare, ClientError> {
     let sk = HpkeRecipientKey::new(key)?;
     let bytes = hpke_unwrap(&sk, wrapped, HPKE_INFO_ESSENTIAL, context)
-        .ok_or(ClientError::KeyUnwrap { recipient: key.public_key() })?;
+        .ok_or(ClientError::Seal(SealError::KeyUnwrap { recipient: key.public_key() }))?;
     encoding::decode("essential share", &bytes, MAX_ESSENTIAL_BYTES)
-        .map_err(|e| ClientError::KeyShares { reason: e.to_string() })
+        .map_err(|e| ClientError::Record(RecordError::KeyShares { reason: e.to_string() }))
 }
 
 #[cfg(test)]
@@ -418,7 +422,7 @@ mod tests {
         let (e, shares) = split(&k, 3, 5).unwrap();
         for which in subsets(5, 2) {
             let err = combine(&e, &pick(&shares, &which)).unwrap_err();
-            assert!(matches!(err, ClientError::KeyShares { .. }), "{err}");
+            assert!(matches!(err, ClientError::Record(RecordError::KeyShares { .. })), "{err}");
         }
         // Interpolating t-1 shares anyway (as a cheat claiming a lower threshold would) gives
         // some other value, not K.
@@ -485,8 +489,9 @@ mod tests {
     fn bad_share_lists_are_refused() {
         let k = key();
         let (e, shares) = split(&k, 2, 4).unwrap();
-        let refused =
-            |r: Result<DataKey, ClientError>| matches!(r, Err(ClientError::KeyShares { .. }));
+        let refused = |r: Result<DataKey, ClientError>| {
+            matches!(r, Err(ClientError::Record(RecordError::KeyShares { .. })))
+        };
         assert!(refused(combine(&e, &[])));
         assert!(refused(combine(&e, &pick(&shares, &[1, 1]))), "duplicate index");
         assert!(refused(combine(&e, &pick(&shares, &[0, 2, 0]))), "duplicate index");
@@ -523,7 +528,7 @@ mod tests {
         assert_eq!(combine(&e, &opened).unwrap().expose_secret(), k.expose_secret());
 
         let refused = |r: Result<CustodianShare, ClientError>| {
-            matches!(r, Err(ClientError::KeyUnwrap { .. }))
+            matches!(r, Err(ClientError::Seal(SealError::KeyUnwrap { .. })))
         };
         assert!(refused(unwrap_share(&wrapped[0], &custodians[1], &ctx(0))), "another custodian");
         assert!(refused(unwrap_share(&wrapped[0], &custodians[0], &ctx(1))), "another context");
@@ -535,7 +540,7 @@ mod tests {
         assert!(refused(unwrap_share(&as_key, &custodians[0], &ctx(0))));
         assert!(matches!(
             crate::envelope::unwrap_key(&wrapped[0], &custodians[0], &ctx(0)),
-            Err(ClientError::KeyUnwrap { .. })
+            Err(ClientError::Seal(SealError::KeyUnwrap { .. }))
         ));
     }
 

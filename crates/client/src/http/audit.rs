@@ -7,7 +7,7 @@ use medledger_api::paths;
 use medledger_core::{audit::AuditEvent, encoding, ids::AccountId};
 
 use super::{CONNECT_TIMEOUT, MAX_RESPONSE_BYTES, NodeClient, error_chain, read_body, refusal};
-use crate::error::ClientError;
+use crate::error::{ClientError, HttpError};
 
 impl NodeClient {
     /// A patient's audit trail after event `after` (the signer is the patient or a delegate).
@@ -32,7 +32,10 @@ impl NodeClient {
             return Err(refusal(status, &body));
         }
         encoding::decode("audit trail", &body, MAX_RESPONSE_BYTES).map_err(|e| {
-            ClientError::BadResponse { url, reason: format!("not an audit trail: {e}") }
+            ClientError::Http(HttpError::BadResponse {
+                url,
+                reason: format!("not an audit trail: {e}"),
+            })
         })
     }
 
@@ -57,10 +60,10 @@ impl NodeClient {
         };
         let url = self.url(&path);
         // A stream has no overall deadline: it lasts as long as the watcher wants.
-        let streaming = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .map_err(|e| ClientError::BadUrl { url: url.clone(), reason: error_chain(&e) })?;
+        let streaming =
+            reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).build().map_err(|e| {
+                ClientError::Http(HttpError::BadUrl { url: url.clone(), reason: error_chain(&e) })
+            })?;
         let req = self
             .authorised(streaming.get(&url), "GET", &path, b"")?
             .header("accept", "text/event-stream");
@@ -75,9 +78,11 @@ impl NodeClient {
         let mut data = String::new();
         let mut bytes = resp.bytes_stream();
         while let Some(chunk) = bytes.next().await {
-            let chunk = chunk.map_err(|e| ClientError::Unreachable {
-                url: url.clone(),
-                reason: error_chain(&e),
+            let chunk = chunk.map_err(|e| {
+                ClientError::Http(HttpError::Unreachable {
+                    url: url.clone(),
+                    reason: error_chain(&e),
+                })
             })?;
             buffer.push_str(&String::from_utf8_lossy(&chunk));
             while let Some(end) = buffer.find('\n') {
@@ -86,11 +91,12 @@ impl NodeClient {
                 if let Some(d) = line.strip_prefix("data:") {
                     data.push_str(d.trim_start());
                 } else if line.is_empty() && !data.is_empty() {
-                    let event: AuditEvent =
-                        serde_json::from_str(&data).map_err(|e| ClientError::BadResponse {
+                    let event: AuditEvent = serde_json::from_str(&data).map_err(|e| {
+                        ClientError::Http(HttpError::BadResponse {
                             url: url.clone(),
                             reason: format!("an event is not the expected JSON: {e}"),
-                        })?;
+                        })
+                    })?;
                     data.clear();
                     last = Some(event.seq);
                     if !on_event(event) {
@@ -99,10 +105,10 @@ impl NodeClient {
                 }
             }
             if buffer.len() > MAX_RESPONSE_BYTES {
-                return Err(ClientError::BadResponse {
+                return Err(ClientError::Http(HttpError::BadResponse {
                     url,
                     reason: "an event is too large".into(),
-                });
+                }));
             }
         }
         Ok(last)
