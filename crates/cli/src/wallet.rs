@@ -127,9 +127,9 @@ pub async fn run(command: Command) -> Result<()> {
                     let s = Session::open(&args).await?;
                     match s.client.account(&wallet.account()).await {
                         Ok(a) => a,
-                        // A wallet not (yet) on the ledger, or whose key is no longer the account's
-                        // active key, cannot sign a request the node accepts (the node does not say
-                        // which, so as not to tell strangers which accounts exist).
+                        // A wallet not (yet) on the ledger, or whose key is no longer the
+                        // account's active key, cannot sign a request the node accepts (the node
+                        // does not say which, so as not to tell strangers which accounts exist).
                         Err(ClientError::Http(HttpError::Refused {
                             status: 401, message, ..
                         })) if message.contains("not the active key") => None,
