@@ -394,7 +394,7 @@ mod tests {
             let mut nonce = [0u8; NONCE_LEN];
             nonce.copy_from_slice(&blob[5..5 + NONCE_LEN]);
             assert_eq!(
-                seal_with_nonce(&key(), kind, &nonce, &plaintext, context).unwrap(),
+                seal_with_nonce(&key(), kind, &nonce, plaintext, context).unwrap(),
                 blob,
                 "{}: the format changed",
                 kind.what
