@@ -188,8 +188,7 @@ pub async fn run(command: AuditCommand) -> Result<()> {
         AuditCommand::Trail { wallet, patient, after, json } => {
             let s = Session::open(&wallet).await?;
             let me = s.wallet.account();
-            let events =
-                s.client.audit_trail(&s.identity, me, &patient.unwrap_or(me), after).await?;
+            let events = s.client.audit_trail(&patient.unwrap_or(me), after).await?;
             if json {
                 return print_json(&events);
             }
@@ -204,7 +203,7 @@ pub async fn run(command: AuditCommand) -> Result<()> {
         }
         AuditCommand::Counts { wallet, json } => {
             let s = Session::open(&wallet).await?;
-            let counts = s.client.audit_counts(&s.identity, s.wallet.account()).await?;
+            let counts = s.client.audit_counts().await?;
             if json {
                 return print_json(&counts);
             }

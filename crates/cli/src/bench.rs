@@ -350,9 +350,9 @@ async fn drive(
         if batch == 1 {
             match client.submit(&chunk[0]).await {
                 Ok(_) => r.committed += 1,
-                Err(medledger_client::ClientError::Refused { outcome: Some(_), .. }) => {
-                    r.refused += 1
-                }
+                Err(medledger_client::ClientError::Http(
+                    medledger_client::error::HttpError::Refused { outcome: Some(_), .. },
+                )) => r.refused += 1,
                 Err(_) => r.errors += 1,
             }
         } else {

@@ -328,18 +328,10 @@ pub async fn run(args: Args) -> Result<()> {
             })
             .collect();
         all_applied(&doctor.client, &accesses).await?;
-        let identity = medledger_client::Identity {
-            name: "bench patient".into(),
-            signing: patient.key.clone(),
-            decryption: DecryptionKey::from_bytes(*patient.enc.expose_secret()),
-        };
         let mut times = Vec::new();
         for _ in 0..20 {
             let t = Instant::now();
-            let trail = patient
-                .client
-                .audit_trail(&identity, patient.account, &patient.account, None)
-                .await?;
+            let trail = patient.client.audit_trail(&patient.account, None).await?;
             times.push(t.elapsed().as_secs_f64() * 1000.0);
             report.trail_events = trail.len();
         }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use medledger_client::{
-    ClientError, Signer,
+    ClientError, HttpError, Signer,
     http::NodeClient,
     keystore::{Identity, Wallet},
     proof::TrustAnchor,
@@ -179,11 +179,11 @@ impl Session {
         let tx = self.build(body).await?;
         match self.client.simulate(&tx).await {
             Ok(_) => {}
-            Err(ClientError::Refused {
+            Err(ClientError::Http(HttpError::Refused {
                 message,
                 outcome: Some(Outcome::Refused { reason }),
                 ..
-            }) => {
+            })) => {
                 bail!(
                     "the ledger would refuse the transaction: {reason} ({message}); nothing was submitted"
                 )
@@ -192,11 +192,11 @@ impl Session {
         }
         match self.client.submit(&tx).await {
             Ok(receipt) => Ok(receipt),
-            Err(ClientError::Refused {
+            Err(ClientError::Http(HttpError::Refused {
                 message,
                 outcome: Some(Outcome::Refused { reason }),
                 ..
-            }) => {
+            })) => {
                 bail!("the ledger refused the transaction: {reason} ({message})")
             }
             Err(e) => Err(e.into()),

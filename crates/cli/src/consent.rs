@@ -1,7 +1,10 @@
 //! `medledger consent`: grant, revoke, request, approve, decline, deny rules and delegates.
 //! Every command is a signed transaction; its receipt says what it created.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    str::FromStr,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use anyhow::{Context, Result, bail};
 use clap::{Subcommand, ValueEnum};
@@ -11,7 +14,7 @@ use medledger_core::{
     ids::AccountId,
     tx::{
         ConsentTx, DelegatePowers, Role, TxBody,
-        consent::{DenyRule, Purpose, RecordCategory, Scope, Validity},
+        consent::{DenyRule, Purpose, RecordCategory, Scope, UnknownCategory, Validity},
     },
 };
 
@@ -103,7 +106,7 @@ pub enum ConsentCommand {
         #[arg(long, value_enum)]
         role: Option<RoleArg>,
         /// Never this category.
-        #[arg(long, value_parser = parse_category)]
+        #[arg(long, value_parser = RecordCategory::from_str)]
         category: Option<RecordCategory>,
         /// Never for this purpose.
         #[arg(long, value_enum)]
@@ -213,24 +216,16 @@ impl From<RoleArg> for Role {
     }
 }
 
-fn parse_category(s: &str) -> Result<RecordCategory, String> {
-    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
-        format!(
-            "unknown category {s:?}: one of present_illness, past_illness, provisional_diagnosis, \
-             treatment_summary, lab_report, imaging, device_data, insurance, psychiatry, other"
-        )
-    })
-}
-
 fn parse_scope(s: &str) -> Result<Scope, String> {
     fn list(rest: &str) -> impl Iterator<Item = String> + '_ {
         rest.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned)
     }
     match s.split_once(':') {
         None if s == "all" => Ok(Scope::All),
-        Some(("categories", rest)) => {
-            list(rest).map(|c| parse_category(&c)).collect::<Result<_, _>>().map(Scope::Categories)
-        }
+        Some(("categories", rest)) => list(rest)
+            .map(|c| c.parse().map_err(|e: UnknownCategory| e.to_string()))
+            .collect::<Result<_, _>>()
+            .map(Scope::Categories),
         Some(("records", rest)) => Ok(Scope::Records(list(rest).collect())),
         Some(("case", rest)) if !rest.is_empty() => Ok(Scope::Case(rest.to_owned())),
         _ => Err(format!(
@@ -279,7 +274,7 @@ async fn read(command: ConsentCommand) -> Result<Option<ConsentCommand>> {
         ConsentCommand::WhoCanSee { wallet, patient, json } => {
             let s = Session::open(&wallet).await?;
             let me = s.wallet.account();
-            let view = s.client.who_can_see(&s.identity, me, &patient.unwrap_or(me)).await?;
+            let view = s.client.who_can_see(&patient.unwrap_or(me)).await?;
             if json {
                 return crate::common::print_json(&view).map(|()| None);
             }
@@ -312,7 +307,7 @@ async fn read(command: ConsentCommand) -> Result<Option<ConsentCommand>> {
         }
         ConsentCommand::Grants { wallet, patient, json } => {
             let s = Session::open(&wallet).await?;
-            let list = s.client.grants_from(&s.identity, s.wallet.account(), &patient).await?;
+            let list = s.client.grants_from(&patient).await?;
             if json {
                 return crate::common::print_json(&list).map(|()| None);
             }
@@ -327,7 +322,7 @@ async fn read(command: ConsentCommand) -> Result<Option<ConsentCommand>> {
         }
         ConsentCommand::ShowRequest { wallet, request } => {
             let s = Session::open(&wallet).await?;
-            let r = s.client.access_request(&s.identity, s.wallet.account(), &request).await?;
+            let r = s.client.access_request(&request).await?;
             crate::common::print_json(&r).map(|()| None)
         }
         other => Ok(Some(other)),
@@ -440,6 +435,15 @@ mod tests {
         );
         assert_eq!(parse_scope("case:c1").unwrap(), Scope::Case("c1".into()));
         assert!(parse_scope("categories:xray").unwrap_err().contains("unknown category"));
+        // The spelling `record add --category` takes works in a scope too.
+        assert_eq!(
+            parse_scope("categories:lab-report,device-data,lab_report").unwrap(),
+            Scope::Categories(vec![
+                RecordCategory::LabReport,
+                RecordCategory::DeviceData,
+                RecordCategory::LabReport
+            ])
+        );
         assert!(parse_scope("everything").unwrap_err().contains("not a scope"));
         assert!(parse_scope("case:").is_err());
     }

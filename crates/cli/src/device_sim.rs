@@ -720,12 +720,13 @@ async fn bench(args: Args, n: usize) -> Result<()> {
             signing: who.key.clone(),
             decryption: DecryptionKey::from_bytes(*who.enc.expose_secret()),
         };
-        let (client, account) = (NodeClient::new(&base)?, who.account);
+        let client = NodeClient::new(&base)?.signed_by(Signer::new(identity.signing, who.account));
+        let account = who.account;
         let heard = Arc::new(std::sync::Mutex::new(Vec::<(AccountId, u64, Instant)>::new()));
         let sink = heard.clone();
         let task = tokio::spawn(async move {
             let _ = client
-                .watch(&identity, account, None, |e| {
+                .watch(account, None, |e| {
                     if let AuditKind::DeviceAlert { device, seq, .. } = e.kind
                         && let Ok(mut h) = sink.lock()
                     {

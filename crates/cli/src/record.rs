@@ -8,7 +8,10 @@
 //! provenance (the mint's inclusion proof, its author and hospital). The token commands
 //! (`list`, `history`, `transfer`, `approve`, `share`, `erase`) are ledger transactions.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    str::FromStr,
+};
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
@@ -45,7 +48,7 @@ pub enum RecordCommand {
         #[arg(long)]
         file: PathBuf,
         /// What kind of record.
-        #[arg(long, value_parser = parse_category)]
+        #[arg(long, value_parser = RecordCategory::from_str)]
         category: RecordCategory,
         /// The visit date, YYYY-MM-DD (default: today; not in the future).
         #[arg(long, value_parser = crate::common::parse_past_date)]
@@ -174,14 +177,6 @@ pub enum RecordCommand {
         /// The PMR-ID.
         pmr: String,
     },
-}
-
-fn parse_category(s: &str) -> Result<RecordCategory, String> {
-    serde_json::from_value(serde_json::Value::String(s.replace('-', "_"))).map_err(|_| {
-        "one of: present-illness, past-illness, provisional-diagnosis, treatment-summary, \
-         lab-report, imaging, device-data, insurance, psychiatry, other"
-            .to_owned()
-    })
 }
 
 pub(crate) fn parse_purpose(s: &str) -> Result<Purpose, String> {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use medledger_client::{ClientError, http::NodeClient, keystore::Wallet};
+use medledger_client::{ClientError, HttpError, http::NodeClient, keystore::Wallet};
 use medledger_core::keys::PublicKey;
 
 use crate::common::{
@@ -121,24 +121,23 @@ pub async fn run(command: Command) -> Result<()> {
                 println!("{}", wallet.public_identity());
                 return Ok(());
             }
-            let on_ledger = if ledger {
-                let args = WalletArgs { wallet: path.clone(), node };
-                let s = Session::open(&args).await?;
-                match s.client.account(&wallet.account()).await {
-                    Ok(a) => a,
-                    // A wallet not (yet) on the ledger, or whose key is no longer the account's
-                    // active key, cannot sign a request the node accepts (the node does not say
-                    // which, so as not to tell strangers which accounts exist).
-                    Err(ClientError::Refused { status: 401, message, .. })
-                        if message.contains("not the active key") =>
-                    {
-                        None
+            let on_ledger =
+                if ledger {
+                    let args = WalletArgs { wallet: path.clone(), node };
+                    let s = Session::open(&args).await?;
+                    match s.client.account(&wallet.account()).await {
+                        Ok(a) => a,
+                        // A wallet not (yet) on the ledger, or whose key is no longer the
+                        // account's active key, cannot sign a request the node accepts (the node
+                        // does not say which, so as not to tell strangers which accounts exist).
+                        Err(ClientError::Http(HttpError::Refused {
+                            status: 401, message, ..
+                        })) if message.contains("not the active key") => None,
+                        Err(e) => return Err(e.into()),
                     }
-                    Err(e) => return Err(e.into()),
-                }
-            } else {
-                None
-            };
+                } else {
+                    None
+                };
             if json {
                 return print_json(&serde_json::json!({
                     "name": wallet.name(),

@@ -56,7 +56,7 @@ pub async fn run(args: Args) -> Result<()> {
     loop {
         let result = s
             .client
-            .watch(&s.identity, me, cursor, |e| {
+            .watch(me, cursor, |e| {
                 if args.json {
                     println!("{}", serde_json::to_string(&e).unwrap_or_default());
                 } else {
@@ -74,7 +74,9 @@ pub async fn run(args: Args) -> Result<()> {
                     return Ok(());
                 }
             }
-            Err(medledger_client::ClientError::Refused { message, .. }) => {
+            Err(medledger_client::ClientError::Http(
+                medledger_client::error::HttpError::Refused { message, .. },
+            )) => {
                 return Err(anyhow::anyhow!(message)).context("the node refused the subscription");
             }
             Err(e) => {

@@ -4,10 +4,11 @@
 //! A case has one random [`DataKey`], wrapped with HPKE ([`crate::envelope::wrap_key`]) to the
 //! patient and to each doctor who may read or write the case, bound to [`case_context`] (the
 //! hash of the sealed description, which is unique to the case and known before the ledger
-//! names it). The description and each entry are small blobs sealed under keys derived from
-//! the data key with HKDF, with XChaCha20-Poly1305 and a random nonce, and a key commitment, so
-//! that one sealed blob opens under one key only (the layout of sealed record metadata, with
-//! its own magic and labels: a description never opens as an entry or as record metadata).
+//! names it). The description and each entry are small blobs sealed under the data key in the
+//! one sealed-blob format ([`crate::sealed_blob`], kinds `CASE_DESCRIPTION` and `CASE_ENTRY`),
+//! with XChaCha20-Poly1305, a random nonce and a key commitment, so that one sealed blob opens
+//! under one key only, and as its own kind only: a description never opens as an entry or as
+//! record metadata.
 //!
 //! [`verify_export`] checks a [`CaseExport`] offline against the node key the wallet trusts,
 //! and names the first problem it finds: a missing, reordered or altered entry, a broken seal,
@@ -15,10 +16,6 @@
 
 use std::path::Path;
 
-use chacha20poly1305::{
-    KeyInit, XChaCha20Poly1305, XNonce,
-    aead::{Aead, Payload},
-};
 use medledger_api::{CASE_EXPORT_FORMAT, CaseExport, ProvenTx};
 use medledger_core::{
     Hash,
@@ -33,10 +30,13 @@ use medledger_core::{
 };
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::{ClientError, envelope::DataKey, error::random_fill};
+use crate::{
+    ClientError,
+    envelope::DataKey,
+    sealed_blob::{self, CASE_DESCRIPTION, CASE_ENTRY},
+};
 
 /// Longest text of a description or an entry, in bytes.
 pub const MAX_CASE_TEXT: usize = 64 * 1024;
@@ -44,37 +44,6 @@ pub const MAX_CASE_TEXT: usize = 64 * 1024;
 pub const MAX_EXPORT_BYTES: usize = 1024 * 1024 * 1024;
 /// The first bytes of an export file.
 pub const EXPORT_MAGIC: &[u8; 8] = b"MLCASEX1";
-
-const VERSION: u8 = 1;
-const NONCE_LEN: usize = 24;
-const COMMITMENT_LEN: usize = 32;
-const HEADER_LEN: usize = 4 + 1 + NONCE_LEN + COMMITMENT_LEN;
-const TAG_LEN: usize = 16;
-
-/// One kind of sealed case blob: its magic and derivation labels.
-struct Kind {
-    magic: [u8; 4],
-    key_label: &'static [u8],
-    commitment_label: &'static [u8],
-    aad_domain: &'static [u8],
-    what: &'static str,
-}
-
-const DESCRIPTION: Kind = Kind {
-    magic: *b"mlcd",
-    key_label: b"medledger/v1/case/description-key",
-    commitment_label: b"medledger/v1/case/description-key-commitment",
-    aad_domain: b"medledger/v1/case/description-aad",
-    what: "case description",
-};
-
-const ENTRY: Kind = Kind {
-    magic: *b"mlce",
-    key_label: b"medledger/v1/case/entry-key",
-    commitment_label: b"medledger/v1/case/entry-key-commitment",
-    aad_domain: b"medledger/v1/case/entry-aad",
-    what: "case entry",
-};
 
 /// What a case is about, for those allowed to read it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,68 +72,6 @@ pub fn description_context(patient: &AccountId) -> Vec<u8> {
     encoding::encode(&("medledger case description", patient))
 }
 
-fn blob_error(what: &str, reason: &str) -> ClientError {
-    ClientError::CaseBlob { reason: format!("{what}: {reason}") }
-}
-
-fn seal(
-    key: &DataKey,
-    kind: &Kind,
-    plaintext: &[u8],
-    context: &[u8],
-) -> Result<Vec<u8>, ClientError> {
-    let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
-    out.extend_from_slice(&kind.magic);
-    out.push(VERSION);
-    let mut nonce = [0u8; NONCE_LEN];
-    random_fill(&mut nonce)?;
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(key.derive(&[kind.commitment_label, &out])?.as_slice());
-    let cipher = XChaCha20Poly1305::new_from_slice(key.derive(&[kind.key_label])?.as_slice())
-        .map_err(|e| blob_error(kind.what, &format!("key: {e}")))?;
-    let aad = encoding::encode(&(kind.aad_domain, &out[..], context));
-    let ciphertext = cipher
-        .encrypt(&XNonce::from(nonce), Payload { msg: plaintext, aad: &aad })
-        .map_err(|_| blob_error(kind.what, "encryption failed"))?;
-    out.extend_from_slice(&ciphertext);
-    Ok(out)
-}
-
-fn open(
-    key: &DataKey,
-    kind: &Kind,
-    sealed: &[u8],
-    context: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, ClientError> {
-    let refuse = |reason: &str| blob_error(kind.what, reason);
-    if sealed.len() < HEADER_LEN + TAG_LEN
-        || sealed.len() > HEADER_LEN + 3 * MAX_CASE_TEXT + TAG_LEN
-    {
-        return Err(refuse("not a sealed blob of an acceptable length"));
-    }
-    let (header, ciphertext) = sealed.split_at(HEADER_LEN);
-    if header[..4] != kind.magic {
-        return Err(refuse("not this kind of sealed blob (bad magic)"));
-    }
-    if header[4] != VERSION {
-        return Err(refuse("unsupported version"));
-    }
-    let (fixed, committed) = header.split_at(HEADER_LEN - COMMITMENT_LEN);
-    let commitment = key.derive(&[kind.commitment_label, fixed])?;
-    if !bool::from(commitment.as_slice().ct_eq(committed)) {
-        return Err(refuse("the key is not this case's key (or the key commitment was altered)"));
-    }
-    let mut nonce = [0u8; NONCE_LEN];
-    nonce.copy_from_slice(&fixed[5..]);
-    let cipher = XChaCha20Poly1305::new_from_slice(key.derive(&[kind.key_label])?.as_slice())
-        .map_err(|e| refuse(&format!("key: {e}")))?;
-    let aad = encoding::encode(&(kind.aad_domain, header, context));
-    cipher
-        .decrypt(&XNonce::from(nonce), Payload { msg: ciphertext, aad: &aad })
-        .map(Zeroizing::new)
-        .map_err(|_| refuse("it was altered, or sealed for another case"))
-}
-
 fn check_text(what: &str, text: &str) -> Result<(), ClientError> {
     if text.len() > MAX_CASE_TEXT {
         return Err(ClientError::InvalidInput {
@@ -184,7 +91,7 @@ pub fn seal_description(
     check_text("title", &description.title)?;
     check_text("notes", &description.notes)?;
     let plain = Zeroizing::new(encoding::encode(description));
-    seal(key, &DESCRIPTION, &plain, &description_context(patient))
+    sealed_blob::seal(key, &CASE_DESCRIPTION, &plain, &description_context(patient))
 }
 
 /// Opens a description sealed by [`seal_description`].
@@ -193,23 +100,21 @@ pub fn open_description(
     sealed: &[u8],
     patient: &AccountId,
 ) -> Result<CaseDescription, ClientError> {
-    let plain = open(key, &DESCRIPTION, sealed, &description_context(patient))?;
-    encoding::decode("case description", &plain, 3 * MAX_CASE_TEXT)
-        .map_err(|e| blob_error(DESCRIPTION.what, &e.to_string()))
+    let plain = sealed_blob::open(key, &CASE_DESCRIPTION, sealed, &description_context(patient))?;
+    Ok(CASE_DESCRIPTION.decode(&plain)?)
 }
 
 /// Seals an entry under the case's data key, bound to the case ([`case_context`]).
 pub fn seal_note(key: &DataKey, note: &CaseNote, context: &[u8]) -> Result<Vec<u8>, ClientError> {
     check_text("entry", &note.text)?;
     let plain = Zeroizing::new(encoding::encode(note));
-    seal(key, &ENTRY, &plain, context)
+    sealed_blob::seal(key, &CASE_ENTRY, &plain, context)
 }
 
 /// Opens an entry sealed by [`seal_note`].
 pub fn open_note(key: &DataKey, sealed: &[u8], context: &[u8]) -> Result<CaseNote, ClientError> {
-    let plain = open(key, &ENTRY, sealed, context)?;
-    encoding::decode("case entry", &plain, 2 * MAX_CASE_TEXT)
-        .map_err(|e| blob_error(ENTRY.what, &e.to_string()))
+    let plain = sealed_blob::open(key, &CASE_ENTRY, sealed, context)?;
+    Ok(CASE_ENTRY.decode(&plain)?)
 }
 
 /// Writes an export file: [`EXPORT_MAGIC`] then the canonical encoding, into a temporary file

@@ -42,7 +42,8 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::{
-    error::{ClientError, random_fill},
+    error::{ClientError, DeviceError, SealError},
+    rand::random_fill,
     seal::{self, HpkeRecipientKey, WrappedKey, hpke_unwrap, hpke_wrap},
 };
 
@@ -95,7 +96,7 @@ pub fn wrap_session_key(
 ) -> Result<WrappedKey, ClientError> {
     let aad = session_key_aad(device, &secret.public_key());
     hpke_wrap(recipient, SESSION_KEY_WRAP_INFO, &aad, secret.expose_secret())
-        .map_err(|reason| ClientError::KeyWrap { reason })
+        .map_err(|reason| ClientError::Seal(SealError::KeyWrap { reason }))
 }
 
 /// Opens a copy made by [`wrap_session_key`] and checks that it is the secret of `public`.
@@ -105,7 +106,7 @@ pub fn unwrap_session_key(
     device: &AccountId,
     public: &EncryptionKey,
 ) -> Result<DecryptionKey, ClientError> {
-    let refused = || ClientError::KeyUnwrap { recipient: key.public_key() };
+    let refused = || ClientError::Seal(SealError::KeyUnwrap { recipient: key.public_key() });
     let sk = HpkeRecipientKey::new(key)?;
     let bytes = hpke_unwrap(&sk, wrapped, SESSION_KEY_WRAP_INFO, &session_key_aad(device, public))
         .ok_or_else(refused)?;
@@ -170,7 +171,7 @@ impl SealedReadings {
 
     /// Parses a sealed batch; does not decrypt.
     pub fn decode(bytes: &[u8]) -> Result<Self, ClientError> {
-        let bad = |reason: String| ClientError::DeviceReadings { reason };
+        let bad = |reason: String| ClientError::Device(DeviceError::Readings { reason });
         let s: SealedReadings = encoding::decode("sealed readings", bytes, MAX_READINGS_BYTES)
             .map_err(|e| bad(e.to_string()))?;
         if s.magic != READINGS_MAGIC || s.version != READINGS_VERSION {
@@ -187,7 +188,7 @@ pub fn seal_readings(
     session: &Hash,
     readings: &[Reading],
 ) -> Result<Vec<u8>, ClientError> {
-    let bad = |reason: String| ClientError::DeviceReadings { reason };
+    let bad = |reason: String| ClientError::Device(DeviceError::Readings { reason });
     let (Some(first), Some(last)) = (readings.first(), readings.last()) else {
         return Err(bad("nothing to seal".into()));
     };
@@ -222,7 +223,7 @@ pub fn open_readings(
     secret: &DecryptionKey,
     session: &Hash,
 ) -> Result<(SealedReadings, Vec<Reading>), ClientError> {
-    let bad = |reason: String| ClientError::DeviceReadings { reason };
+    let bad = |reason: String| ClientError::Device(DeviceError::Readings { reason });
     let blob = SealedReadings::decode(bytes)?;
     if blob.session != *session {
         return Err(bad(format!("the batch is of session {}, not {session}", blob.session)));
@@ -292,7 +293,7 @@ impl ThresholdSet {
     /// Checks that every band is finite and non-empty, the critical band contains the normal
     /// one, and no metric appears twice.
     pub fn validate(&self) -> Result<(), ClientError> {
-        let bad = |reason: String| Err(ClientError::Thresholds { reason });
+        let bad = |reason: String| Err(ClientError::Device(DeviceError::Thresholds { reason }));
         if self.thresholds.is_empty() {
             return bad("no metric given".into());
         }
@@ -353,7 +354,8 @@ pub fn open_thresholds(
     key: &DecryptionKey,
     commitment: &Hash,
 ) -> Result<ThresholdSet, ClientError> {
-    let bad = |reason: &str| ClientError::Thresholds { reason: reason.to_owned() };
+    let bad =
+        |reason: &str| ClientError::Device(DeviceError::Thresholds { reason: reason.to_owned() });
     let inner = seal::open(sealed, key)?;
     let (salt, set): ([u8; 32], ThresholdSet) =
         encoding::decode("thresholds", &inner, seal::MAX_DETAILS_BYTES)

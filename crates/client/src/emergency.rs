@@ -27,7 +27,8 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 use crate::{
     ClientError,
     envelope::DataKey,
-    error::random_fill,
+    error::{RecordError, SealError},
+    rand::random_fill,
     seal::WrappedKey,
     sharing::{self, CustodianShare, EssentialShare},
 };
@@ -181,7 +182,9 @@ pub fn wrap_piece(
 /// EK from enough opened pieces.
 pub fn recover(pieces: &[(EssentialShare, CustodianShare)]) -> Result<EmergencyKey, ClientError> {
     let Some((essential, _)) = pieces.first() else {
-        return Err(ClientError::KeyShares { reason: "no escrow piece was released".into() });
+        return Err(ClientError::Record(RecordError::KeyShares {
+            reason: "no escrow piece was released".into(),
+        }));
     };
     let shares: Vec<CustodianShare> = pieces.iter().map(|(_, s)| s.clone()).collect();
     let key = sharing::combine(essential, &shares)?;
@@ -265,8 +268,10 @@ fn seal_text(
 /// Opens a sealed reason or finding with one of its readers' keys.
 pub fn open_text(sealed: &[u8], key: &DecryptionKey) -> Result<String, ClientError> {
     let bytes = crate::seal::open(sealed, key)?;
-    String::from_utf8(bytes).map_err(|_| ClientError::MalformedSealed {
-        reason: "a sealed reason is not UTF-8 text".into(),
+    String::from_utf8(bytes).map_err(|_| {
+        ClientError::Seal(SealError::Malformed {
+            reason: "a sealed reason is not UTF-8 text".into(),
+        })
     })
 }
 

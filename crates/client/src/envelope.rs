@@ -48,10 +48,6 @@ use std::{
 
 use aead_stream::{NewStream, StreamBE32, StreamPrimitive};
 use aes_gcm::{Aes256Gcm, KeyInit};
-use chacha20poly1305::{
-    XChaCha20Poly1305, XNonce,
-    aead::{Aead, Payload},
-};
 use hkdf::Hkdf;
 use medledger_core::{
     Hash, encoding,
@@ -63,8 +59,10 @@ use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::{
-    error::{ClientError, random_fill},
+    error::{ClientError, RecordError, SealError},
+    rand::random_fill,
     seal::{HpkeRecipientKey, WrappedKey, hpke_unwrap, hpke_wrap},
+    sealed_blob,
 };
 
 /// Magic bytes at the start of every encrypted record.
@@ -90,22 +88,17 @@ pub const HEADER_LEN: usize = 4 + 1 + 4 + NONCE_PREFIX_LEN + KEY_COMMITMENT_LEN;
 pub const MAX_PLAINTEXT_LEN: u64 = (1 << 32) * SEGMENT_SIZE as u64;
 
 /// Magic bytes at the start of sealed record metadata.
-pub const METADATA_MAGIC: [u8; 4] = *b"mlmd";
+pub const METADATA_MAGIC: [u8; 4] = sealed_blob::RECORD_METADATA.magic;
 /// The sealed metadata version this code writes and reads.
-pub const METADATA_VERSION: u8 = 1;
+pub const METADATA_VERSION: u8 = sealed_blob::VERSION;
 /// Largest encoded metadata that can be sealed.
-pub const MAX_METADATA_BYTES: usize = 64 * 1024;
+pub const MAX_METADATA_BYTES: usize = sealed_blob::RECORD_METADATA.max_plaintext_bytes;
 
 /// Bytes of the header that the key commitment covers (all but the commitment itself).
 const HEADER_PREFIX_LEN: usize = HEADER_LEN - KEY_COMMITMENT_LEN;
-const METADATA_NONCE_LEN: usize = 24;
-const METADATA_HEADER_LEN: usize = 4 + 1 + METADATA_NONCE_LEN + KEY_COMMITMENT_LEN;
 
 const LABEL_CONTENT_KEY: &[u8] = b"medledger/v1/record/content-key";
-const LABEL_METADATA_KEY: &[u8] = b"medledger/v1/record/metadata-key";
 const LABEL_KEY_COMMITMENT: &[u8] = b"medledger/v1/record/key-commitment";
-const LABEL_METADATA_COMMITMENT: &[u8] = b"medledger/v1/record/metadata-key-commitment";
-const DOMAIN_METADATA_AAD: &[u8] = b"medledger/v1/record/metadata-aad";
 const HPKE_INFO_RECORD_KEY: &[u8] = b"medledger/v1/record-key/wrap";
 const WRAPPED_DATA_KEY_LEN: usize = 32 + 16;
 
@@ -134,12 +127,13 @@ impl DataKey {
     }
 
     /// HKDF-SHA256 (no salt; the data key is already uniform) expanded under `info_parts`.
-    pub(crate) fn derive(&self, info_parts: &[&[u8]]) -> Result<Zeroizing<[u8; 32]>, ClientError> {
+    pub(crate) fn derive(&self, info_parts: &[&[u8]]) -> Zeroizing<[u8; 32]> {
         let mut out = Zeroizing::new([0u8; 32]);
-        Hkdf::<Sha256>::new(None, &self.0)
-            .expand_multi_info(info_parts, out.as_mut_slice())
-            .map_err(|e| ClientError::RecordEncrypt { reason: format!("HKDF failed: {e}") })?;
-        Ok(out)
+        // 32 bytes is far below HKDF-SHA256's limit of 255 * 32: expansion cannot fail.
+        let expanded =
+            Hkdf::<Sha256>::new(None, &self.0).expand_multi_info(info_parts, out.as_mut_slice());
+        debug_assert!(expanded.is_ok());
+        out
     }
 }
 
@@ -149,7 +143,7 @@ impl fmt::Debug for DataKey {
     }
 }
 
-/// Why a record's ciphertext does not decrypt (in [`ClientError::RecordDecrypt`]).
+/// Why a record's ciphertext does not decrypt (in [`crate::error::RecordError::Decrypt`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RecordFault {
     /// The bytes do not start with [`RECORD_MAGIC`].
@@ -251,10 +245,11 @@ fn stream_for(
     key: &DataKey,
     header_prefix: &[u8; HEADER_PREFIX_LEN],
 ) -> Result<(Stream, Zeroizing<[u8; 32]>), ClientError> {
-    let content_key = key.derive(&[LABEL_CONTENT_KEY])?;
-    let commitment = key.derive(&[LABEL_KEY_COMMITMENT, header_prefix])?;
-    let aead = Aes256Gcm::new_from_slice(content_key.as_slice())
-        .map_err(|e| ClientError::RecordEncrypt { reason: format!("content key: {e}") })?;
+    let content_key = key.derive(&[LABEL_CONTENT_KEY]);
+    let commitment = key.derive(&[LABEL_KEY_COMMITMENT, header_prefix]);
+    let aead = Aes256Gcm::new_from_slice(content_key.as_slice()).map_err(|e| {
+        ClientError::Record(RecordError::Encrypt { reason: format!("content key: {e}") })
+    })?;
     let mut prefix = [0u8; NONCE_PREFIX_LEN];
     prefix.copy_from_slice(&header_prefix[9..HEADER_PREFIX_LEN]);
     Ok((Stream::from_aead(aead, &prefix.into()), commitment))
@@ -301,14 +296,14 @@ impl Sealer {
     /// Encrypts `segment` in place (appending its tag) as the next segment, final if `last`.
     fn seal(&mut self, segment: &mut Vec<u8>, last: bool) -> Result<(), ClientError> {
         if !last && self.position == u32::MAX {
-            return Err(ClientError::RecordEncrypt {
+            return Err(ClientError::Record(RecordError::Encrypt {
                 reason: format!("the record is larger than the limit of {MAX_PLAINTEXT_LEN} bytes"),
-            });
+            }));
         }
         self.stream.encrypt_in_place(self.position, last, &self.header, segment).map_err(|_| {
-            ClientError::RecordEncrypt {
+            ClientError::Record(RecordError::Encrypt {
                 reason: format!("AES-GCM refused segment {}", self.position),
-            }
+            })
         })?;
         if !last {
             self.position += 1;
@@ -473,12 +468,12 @@ impl Decryptor {
 
     fn fail(&mut self, fault: RecordFault) -> ClientError {
         self.failed = Some(fault.clone());
-        ClientError::RecordDecrypt { fault }
+        ClientError::Record(RecordError::Decrypt { fault })
     }
 
     fn check_failed(&self) -> Result<(), ClientError> {
         match &self.failed {
-            Some(fault) => Err(ClientError::RecordDecrypt { fault: fault.clone() }),
+            Some(fault) => Err(ClientError::Record(RecordError::Decrypt { fault: fault.clone() })),
             None => Ok(()),
         }
     }
@@ -609,7 +604,9 @@ fn read_some(
         match reader.read(buf) {
             Ok(n) => return Ok(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(source) => return Err(ClientError::RecordIo { action: what, source }),
+            Err(source) => {
+                return Err(ClientError::Record(RecordError::Io { action: what, source }));
+            }
         }
     }
 }
@@ -642,11 +639,9 @@ fn read_segment(
     limit: usize,
 ) -> Result<(), ClientError> {
     buf.clear();
-    reader
-        .take(limit as u64)
-        .read_to_end(buf)
-        .map(drop)
-        .map_err(|source| ClientError::RecordIo { action: "read the plaintext", source })
+    reader.take(limit as u64).read_to_end(buf).map(drop).map_err(|source| {
+        ClientError::Record(RecordError::Io { action: "read the plaintext", source })
+    })
 }
 
 type PipelineBuffer = Zeroizing<Vec<u8>>;
@@ -679,7 +674,7 @@ fn encrypt_with(
 }
 
 fn hashing_stopped() -> ClientError {
-    ClientError::RecordEncrypt { reason: "the hashing thread stopped".into() }
+    ClientError::Record(RecordError::Encrypt { reason: "the hashing thread stopped".into() })
 }
 
 /// The encrypting half of [`encrypt`]: reads, seals and writes every segment, and queues each
@@ -705,9 +700,9 @@ fn seal_all(
         free.recv().map_err(|_| hashing_stopped())
     };
     let mut emit = |buf: PipelineBuffer| -> Result<u64, ClientError> {
-        writer
-            .write_all(&buf)
-            .map_err(|source| ClientError::RecordIo { action: "write the ciphertext", source })?;
+        writer.write_all(&buf).map_err(|source| {
+            ClientError::Record(RecordError::Io { action: "write the ciphertext", source })
+        })?;
         let len = buf.len() as u64;
         to_hash.send(buf).map_err(|_| hashing_stopped())?;
         Ok(len)
@@ -736,9 +731,9 @@ fn seal_all(
         progress(plaintext_len);
         current = next;
     }
-    writer
-        .flush()
-        .map_err(|source| ClientError::RecordIo { action: "write the ciphertext", source })?;
+    writer.flush().map_err(|source| {
+        ClientError::Record(RecordError::Io { action: "write the ciphertext", source })
+    })?;
     Ok((plaintext_len, ciphertext_len))
 }
 
@@ -754,7 +749,8 @@ pub fn decrypt(
     mut writer: impl Write,
     progress: &mut dyn FnMut(u64),
 ) -> Result<u64, ClientError> {
-    let write_err = |source| ClientError::RecordIo { action: "write the plaintext", source };
+    let write_err =
+        |source| ClientError::Record(RecordError::Io { action: "write the plaintext", source });
     let mut decryptor = Decryptor::new(key);
     let mut buf = vec![0u8; SEGMENT_SIZE + TAG_LEN];
     let mut out = Zeroizing::new(Vec::with_capacity(2 * SEGMENT_SIZE));
@@ -786,17 +782,17 @@ pub fn wrap_key(
     context: &[u8],
 ) -> Result<WrappedKey, ClientError> {
     hpke_wrap(recipient, HPKE_INFO_RECORD_KEY, context, key.expose_secret())
-        .map_err(|reason| ClientError::KeyWrap { reason })
+        .map_err(|reason| ClientError::Seal(SealError::KeyWrap { reason }))
 }
 
 /// Opens a key made by [`wrap_key`] with the recipient's decryption key and the same `context`.
-/// Fails with [`ClientError::KeyUnwrap`] if it was wrapped to another key or context, or altered.
+/// Fails with [`crate::error::SealError::KeyUnwrap`] if it was wrapped to another key or context, or altered.
 pub fn unwrap_key(
     wrapped: &WrappedKey,
     key: &DecryptionKey,
     context: &[u8],
 ) -> Result<DataKey, ClientError> {
-    let refused = || ClientError::KeyUnwrap { recipient: key.public_key() };
+    let refused = || ClientError::Seal(SealError::KeyUnwrap { recipient: key.public_key() });
     if wrapped.wrapped.len() != WRAPPED_DATA_KEY_LEN {
         return Err(refused());
     }
@@ -829,9 +825,9 @@ impl RecordMetadata {
     /// Refuses a date that is not a valid `YYYY-MM-DD`.
     fn check(&self) -> Result<(), ClientError> {
         if !is_iso_date(&self.date) {
-            return Err(ClientError::RecordMetadata {
+            return Err(ClientError::Record(RecordError::Metadata {
                 reason: format!("date {:?} is not an ISO 8601 date (YYYY-MM-DD)", self.date),
-            });
+            }));
         }
         Ok(())
     }
@@ -861,16 +857,9 @@ fn is_iso_date(s: &str) -> bool {
     (1..=days).contains(&day)
 }
 
-fn metadata_aad(header: &[u8], context: &[u8]) -> Vec<u8> {
-    encoding::encode(&(DOMAIN_METADATA_AAD, header, context))
-}
-
 /// Seals `metadata` under a key derived from the record's data key (distinct from the content
-/// key), with XChaCha20-Poly1305 and a random nonce, bound to `context` (pass the same as to
-/// [`wrap_key`]).
-///
-/// Layout: magic `mlmd` (4) | version (1) | nonce (24) | key commitment (32) | ciphertext of the
-/// canonical (postcard) encoding of the metadata, with its tag.
+/// key), bound to `context` (pass the same as to [`wrap_key`]): a
+/// [`sealed_blob::RECORD_METADATA`] blob of the canonical (postcard) encoding of the metadata.
 pub fn seal_metadata(
     key: &DataKey,
     metadata: &RecordMetadata,
@@ -878,32 +867,7 @@ pub fn seal_metadata(
 ) -> Result<Vec<u8>, ClientError> {
     metadata.check()?;
     let plaintext = Zeroizing::new(encoding::encode(metadata));
-    if plaintext.len() > MAX_METADATA_BYTES {
-        return Err(ClientError::RecordMetadata {
-            reason: format!(
-                "metadata is {} bytes encoded, more than the limit of {MAX_METADATA_BYTES}",
-                plaintext.len()
-            ),
-        });
-    }
-    let mut out = Vec::with_capacity(METADATA_HEADER_LEN + plaintext.len() + TAG_LEN);
-    out.extend_from_slice(&METADATA_MAGIC);
-    out.push(METADATA_VERSION);
-    let mut nonce = [0u8; METADATA_NONCE_LEN];
-    random_fill(&mut nonce)?;
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(key.derive(&[LABEL_METADATA_COMMITMENT, &out])?.as_slice());
-    let metadata_key = key.derive(&[LABEL_METADATA_KEY])?;
-    let cipher = XChaCha20Poly1305::new_from_slice(metadata_key.as_slice())
-        .map_err(|e| ClientError::RecordMetadata { reason: format!("metadata key: {e}") })?;
-    let ciphertext = cipher
-        .encrypt(
-            &XNonce::from(nonce),
-            Payload { msg: &plaintext, aad: &metadata_aad(&out, context) },
-        )
-        .map_err(|_| ClientError::RecordMetadata { reason: "encryption failed".into() })?;
-    out.extend_from_slice(&ciphertext);
-    Ok(out)
+    sealed_blob::seal(key, &sealed_blob::RECORD_METADATA, &plaintext, context)
 }
 
 /// Opens metadata sealed by [`seal_metadata`] with the record's data key and the same `context`.
@@ -912,45 +876,9 @@ pub fn open_metadata(
     sealed: &[u8],
     context: &[u8],
 ) -> Result<RecordMetadata, ClientError> {
-    let refuse = |reason: &str| ClientError::RecordMetadata { reason: reason.to_owned() };
-    if sealed.len() < METADATA_HEADER_LEN + TAG_LEN {
-        return Err(refuse("sealed metadata is too short"));
-    }
-    if sealed.len() > METADATA_HEADER_LEN + MAX_METADATA_BYTES + TAG_LEN {
-        return Err(refuse("sealed metadata is longer than the limit"));
-    }
-    let (header, ciphertext) = sealed.split_at(METADATA_HEADER_LEN);
-    if header[..4] != METADATA_MAGIC {
-        return Err(refuse("not sealed medledger record metadata (bad magic)"));
-    }
-    if header[4] != METADATA_VERSION {
-        return Err(refuse("unsupported sealed metadata version"));
-    }
-    let (fixed, committed) = header.split_at(METADATA_HEADER_LEN - KEY_COMMITMENT_LEN);
-    let commitment = key.derive(&[LABEL_METADATA_COMMITMENT, fixed])?;
-    if !bool::from(commitment.as_slice().ct_eq(committed)) {
-        return Err(refuse(
-            "the key is not this record's data key (or the metadata's key commitment was altered)",
-        ));
-    }
-    let mut nonce = [0u8; METADATA_NONCE_LEN];
-    nonce.copy_from_slice(&fixed[5..]);
-    let metadata_key = key.derive(&[LABEL_METADATA_KEY])?;
-    let cipher = XChaCha20Poly1305::new_from_slice(metadata_key.as_slice())
-        .map_err(|e| ClientError::RecordMetadata { reason: format!("metadata key: {e}") })?;
-    let plaintext = Zeroizing::new(
-        cipher
-            .decrypt(
-                &XNonce::from(nonce),
-                Payload { msg: ciphertext, aad: &metadata_aad(header, context) },
-            )
-            .map_err(|_| {
-                refuse("the metadata was altered, or sealed for another record (context)")
-            })?,
-    );
-    let metadata: RecordMetadata =
-        encoding::decode("record metadata", &plaintext, MAX_METADATA_BYTES)
-            .map_err(|e| ClientError::RecordMetadata { reason: e.to_string() })?;
+    let kind = &sealed_blob::RECORD_METADATA;
+    let plaintext = sealed_blob::open(key, kind, sealed, context)?;
+    let metadata: RecordMetadata = kind.decode(&plaintext)?;
     metadata.check()?;
     Ok(metadata)
 }
@@ -1006,7 +934,7 @@ mod tests {
 
     fn fault(result: Result<Vec<u8>, ClientError>) -> RecordFault {
         match result {
-            Err(ClientError::RecordDecrypt { fault }) => fault,
+            Err(ClientError::Record(RecordError::Decrypt { fault })) => fault,
             Err(other) => panic!("expected a record fault, got {other}"),
             Ok(_) => panic!("expected a record fault, but it decrypted"),
         }
@@ -1197,7 +1125,10 @@ mod tests {
         // Give only the header: the key is refused before any segment is read.
         let mut dec = Decryptor::new(&other);
         let err = dec.update(&ct[..HEADER_LEN], &mut Vec::new()).unwrap_err();
-        assert!(matches!(err, ClientError::RecordDecrypt { fault: RecordFault::WrongKey }));
+        assert!(matches!(
+            err,
+            ClientError::Record(RecordError::Decrypt { fault: RecordFault::WrongKey })
+        ));
         assert_eq!(fault(open_with(&other, &ct, 1 << 20)), RecordFault::WrongKey);
         // And the error sticks.
         assert!(dec.update(&ct[HEADER_LEN..], &mut Vec::new()).is_err());
@@ -1319,10 +1250,19 @@ mod tests {
         }
         let key = DataKey::generate().unwrap();
         let err = encrypt(&key, Broken, Vec::new(), &mut |_| {}).unwrap_err();
-        assert!(matches!(err, ClientError::RecordIo { action: "read the plaintext", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                ClientError::Record(RecordError::Io { action: "read the plaintext", .. })
+            ),
+            "{err}"
+        );
         let err = encrypt(&key, &b"x"[..], Broken, &mut |_| {}).unwrap_err();
         assert!(
-            matches!(err, ClientError::RecordIo { action: "write the ciphertext", .. }),
+            matches!(
+                err,
+                ClientError::Record(RecordError::Io { action: "write the ciphertext", .. })
+            ),
             "{err}"
         );
     }
@@ -1339,8 +1279,9 @@ mod tests {
             key.expose_secret()
         );
 
-        let refused =
-            |r: Result<DataKey, ClientError>| matches!(r, Err(ClientError::KeyUnwrap { .. }));
+        let refused = |r: Result<DataKey, ClientError>| {
+            matches!(r, Err(ClientError::Seal(SealError::KeyUnwrap { .. })))
+        };
         assert!(refused(unwrap_key(&wrapped, &doctor, &ctx)), "another recipient");
         let other_ctx = encoding::encode(&("PMR-85437-0002", Hash::of(b"ciphertext")));
         assert!(refused(unwrap_key(&wrapped, &patient, &other_ctx)), "moved to another record");
@@ -1360,7 +1301,7 @@ mod tests {
         // A low-order recipient key is refused at wrapping.
         assert!(matches!(
             wrap_key(&key, &EncryptionKey([0; 32]), &ctx),
-            Err(ClientError::KeyWrap { .. })
+            Err(ClientError::Seal(SealError::KeyWrap { .. }))
         ));
     }
 
@@ -1385,9 +1326,8 @@ mod tests {
         assert_ne!(seal_metadata(&key, &metadata(), ctx).unwrap(), sealed, "fresh nonce");
         assert_eq!(metadata_commitment(&sealed), Hash::of(&sealed));
 
-        let refused = |r: Result<RecordMetadata, ClientError>| {
-            matches!(r, Err(ClientError::RecordMetadata { .. }))
-        };
+        let refused =
+            |r: Result<RecordMetadata, ClientError>| matches!(r, Err(ClientError::SealedBlob(_)));
         assert!(refused(open_metadata(&DataKey::generate().unwrap(), &sealed, ctx)), "wrong key");
         assert!(refused(open_metadata(&key, &sealed, b"PMR-85437-0002")), "wrong context");
         for i in 0..sealed.len() {
@@ -1404,8 +1344,8 @@ mod tests {
     #[test]
     fn metadata_key_is_not_the_content_key() {
         let key = DataKey::generate().unwrap();
-        let content = key.derive(&[LABEL_CONTENT_KEY]).unwrap();
-        let meta = key.derive(&[LABEL_METADATA_KEY]).unwrap();
+        let content = key.derive(&[LABEL_CONTENT_KEY]);
+        let meta = key.derive(&[sealed_blob::RECORD_METADATA.key_label]);
         assert_ne!(*content, *meta);
         assert_ne!(*content, *key.expose_secret());
         assert_ne!(*meta, *key.expose_secret());
@@ -1434,11 +1374,11 @@ mod tests {
             let m = RecordMetadata { date: bad.into(), ..metadata() };
             assert!(matches!(
                 seal_metadata(&key, &m, b""),
-                Err(ClientError::RecordMetadata { .. })
+                Err(ClientError::Record(RecordError::Metadata { .. }))
             ));
         }
         let big = RecordMetadata { notes: "x".repeat(MAX_METADATA_BYTES), ..metadata() };
-        assert!(matches!(seal_metadata(&key, &big, b""), Err(ClientError::RecordMetadata { .. })));
+        assert!(matches!(seal_metadata(&key, &big, b""), Err(ClientError::SealedBlob(_))));
     }
 
     #[test]

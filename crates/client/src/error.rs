@@ -1,5 +1,8 @@
-//! The client's one error type: every failure of the keystore, sealing, the HTTP client and
-//! proof verification, each with enough context to act on.
+//! The client's errors: [`ClientError`], which every fallible call returns, aggregating one
+//! typed error per area (the keystore, the HTTP transport, proofs, sealing, records, devices,
+//! sealed blobs and case exports), each with enough context to act on. A caller that acts on
+//! one area matches its variant (`ClientError::Http(HttpError::Refused { status, code, .. })`);
+//! the messages are the same whichever way an error is reached.
 
 use std::{io, path::PathBuf};
 
@@ -9,8 +12,9 @@ use medledger_core::{
     block::Outcome,
     keys::{EncryptionKey, PublicKey},
 };
+use reqwest::StatusCode;
 
-use crate::envelope::RecordFault;
+use crate::{cases::CaseFault, envelope::RecordFault, sealed_blob::SealedBlobError};
 
 /// Everything that can go wrong in the client.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +31,66 @@ pub enum ClientError {
         source: io::Error,
     },
 
+    /// An argument was refused before anything was done.
+    #[error("invalid {what}: {reason}")]
+    InvalidInput {
+        /// Which argument.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+
+    /// The operating system's random source failed.
+    #[error("the operating system's random source failed: {reason}")]
+    Random {
+        /// The error.
+        reason: String,
+    },
+
+    /// The wallet file, its passphrase or a public identity card.
+    #[error(transparent)]
+    Keystore(#[from] KeystoreError),
+
+    /// The node: unreachable, refusing, or answering what the API does not promise.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+
+    /// What the node proves does not verify.
+    #[error(transparent)]
+    Proof(#[from] ProofError),
+
+    /// Sealing to recipients, or wrapping and unwrapping keys.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+
+    /// Record metadata or a case's description or entry could not be sealed, or does not
+    /// open.
+    #[error(transparent)]
+    SealedBlob(#[from] SealedBlobError),
+
+    /// Record encryption, decryption, metadata or key shares.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+
+    /// A case export does not verify; the fault names the first problem.
+    #[error("case export: {0}")]
+    CaseExport(#[from] CaseFault),
+
+    /// Device readings, thresholds or the gateway.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+}
+
+impl ClientError {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Self::Io { action, path: path.into(), source }
+    }
+}
+
+/// The wallet file and its unlocking: creation, format, passphrase, tampering, locking, and
+/// public identity cards.
+#[derive(Debug, thiserror::Error)]
+pub enum KeystoreError {
     /// `Wallet::create` found a file where the new wallet was to go.
     #[error(
         "a wallet already exists at {}; refusing to overwrite it (move it away or choose another path)",
@@ -74,40 +138,10 @@ pub enum ClientError {
         wallet: String,
     },
 
-    /// The node gave an encryption key for an account that the ledger does not prove: nothing
-    /// may be wrapped or sealed to it.
-    #[error(
-        "refusing to use the encryption key the node gave for account {account}: {reason}. \
-         Nothing was wrapped or sealed to it (the node, or something between it and this \
-         wallet, may be substituting keys)"
-    )]
-    UnprovenKey {
-        /// Whose key.
-        account: medledger_core::ids::AccountId,
-        /// What failed.
-        reason: String,
-    },
-
-    /// An argument was refused before anything was done.
-    #[error("invalid {what}: {reason}")]
-    InvalidInput {
-        /// Which argument.
-        what: &'static str,
-        /// Why.
-        reason: String,
-    },
-
     /// Argon2 key derivation failed (bad parameters).
     #[error("passphrase key derivation failed: {reason}")]
     Kdf {
         /// Argon2's complaint.
-        reason: String,
-    },
-
-    /// The operating system's random source failed.
-    #[error("the operating system's random source failed: {reason}")]
-    Random {
-        /// The error.
         reason: String,
     },
 
@@ -122,31 +156,12 @@ pub enum ClientError {
         /// What is wrong with it.
         reason: String,
     },
+}
 
-    /// Details could not be sealed.
-    #[error("cannot seal details: {reason}")]
-    Seal {
-        /// Why.
-        reason: String,
-    },
-
-    /// Bytes are not a well-formed sealed blob.
-    #[error("malformed sealed blob: {reason}")]
-    MalformedSealed {
-        /// What is wrong.
-        reason: String,
-    },
-
-    /// No recipient entry of a sealed blob opens with the given key.
-    #[error(
-        "cannot open sealed blob with the key for {recipient}: it is not sealed to this key, \
-         or it was altered"
-    )]
-    NotARecipient {
-        /// The public half of the key that was tried.
-        recipient: EncryptionKey,
-    },
-
+/// Talking to a node: a bad URL, no answer, a refusal (with the server's code), or an answer
+/// that is not what the API promises.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
     /// A node URL is not usable.
     #[error("bad node URL {url:?}: {reason}")]
     BadUrl {
@@ -191,6 +206,25 @@ pub enum ClientError {
         /// What is wrong with the response.
         reason: String,
     },
+}
+
+/// Checks of what the node proves: checkpoints, inclusion and consistency proofs, and the
+/// keys the wallet encrypts to.
+#[derive(Debug, thiserror::Error)]
+pub enum ProofError {
+    /// The node gave an encryption key for an account that the ledger does not prove: nothing
+    /// may be wrapped or sealed to it.
+    #[error(
+        "refusing to use the encryption key the node gave for account {account}: {reason}. \
+         Nothing was wrapped or sealed to it (the node, or something between it and this \
+         wallet, may be substituting keys)"
+    )]
+    UnprovenKey {
+        /// Whose key.
+        account: medledger_core::ids::AccountId,
+        /// What failed.
+        reason: String,
+    },
 
     /// A checkpoint is not signed by the trusted node key.
     #[error(
@@ -226,31 +260,33 @@ pub enum ClientError {
         /// What failed.
         reason: String,
     },
+}
 
-    /// A record could not be encrypted.
-    #[error("cannot encrypt the record: {reason}")]
-    RecordEncrypt {
+/// Sealing to recipients with HPKE and wrapping keys: details, record keys and key shares.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// Details could not be sealed.
+    #[error("cannot seal details: {reason}")]
+    Details {
         /// Why.
         reason: String,
     },
 
-    /// A record's ciphertext does not decrypt: it is not a record, the key is not its data key,
-    /// or it was altered, cut short or extended. Plaintext already written out must be
-    /// discarded.
-    #[error("cannot decrypt the record: {fault}")]
-    RecordDecrypt {
-        /// What is wrong with the ciphertext.
-        fault: RecordFault,
+    /// Bytes are not a well-formed sealed blob.
+    #[error("malformed sealed blob: {reason}")]
+    Malformed {
+        /// What is wrong.
+        reason: String,
     },
 
-    /// Reading the input or writing the output of record encryption or decryption failed.
-    #[error("cannot {action}: {source}")]
-    RecordIo {
-        /// What was being done ("read the plaintext", "write the ciphertext"...).
-        action: &'static str,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
+    /// No recipient entry of a sealed blob opens with the given key.
+    #[error(
+        "cannot open sealed blob with the key for {recipient}: it is not sealed to this key, \
+         or it was altered"
+    )]
+    NotARecipient {
+        /// The public half of the key that was tried.
+        recipient: EncryptionKey,
     },
 
     /// A record key or a custodian share could not be wrapped to a recipient.
@@ -269,24 +305,43 @@ pub enum ClientError {
         /// The public half of the key that was tried.
         recipient: EncryptionKey,
     },
+}
+
+/// Record encryption and decryption, metadata, and key shares.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// A record could not be encrypted.
+    #[error("cannot encrypt the record: {reason}")]
+    Encrypt {
+        /// Why.
+        reason: String,
+    },
+
+    /// A record's ciphertext does not decrypt: it is not a record, the key is not its data key,
+    /// or it was altered, cut short or extended. Plaintext already written out must be
+    /// discarded.
+    #[error("cannot decrypt the record: {fault}")]
+    Decrypt {
+        /// What is wrong with the ciphertext.
+        fault: RecordFault,
+    },
+
+    /// Reading the input or writing the output of record encryption or decryption failed.
+    #[error("cannot {action}: {source}")]
+    Io {
+        /// What was being done ("read the plaintext", "write the ciphertext"...).
+        action: &'static str,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
 
     /// A record's metadata could not be sealed, or does not open.
     #[error("record metadata: {reason}")]
-    RecordMetadata {
+    Metadata {
         /// What is wrong.
         reason: String,
     },
-
-    /// A case's description or entry could not be sealed, or does not open.
-    #[error("{reason}")]
-    CaseBlob {
-        /// What is wrong.
-        reason: String,
-    },
-
-    /// A case export does not verify; the fault names the first problem.
-    #[error("case export: {0}")]
-    CaseExport(#[from] crate::cases::CaseFault),
 
     /// Key shares do not recombine into the record key.
     #[error("cannot recombine the record key: {reason}")]
@@ -294,11 +349,15 @@ pub enum ClientError {
         /// What is wrong with the shares.
         reason: String,
     },
+}
 
+/// Device readings, thresholds and the device gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
     /// Device readings could not be sealed, or a sealed batch does not open or does not match
     /// its header.
     #[error("device readings: {reason}")]
-    DeviceReadings {
+    Readings {
         /// What is wrong.
         reason: String,
     },
@@ -333,13 +392,31 @@ fn refused_message(
     }
 }
 
-impl ClientError {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Self::Io { action, path: path.into(), source }
+impl HttpError {
+    /// The refusal in an error answer: the server's [`medledger_api::ErrorBody`] (code,
+    /// message, outcome), or, for a body that is not one, code `http_error` and the start of the
+    /// body as the message. The one place the client reads the server's error codes.
+    pub(crate) fn refusal(status: StatusCode, body: &[u8]) -> Self {
+        match serde_json::from_slice::<medledger_api::ErrorBody>(body) {
+            Ok(e) => HttpError::Refused {
+                status: status.as_u16(),
+                code: e.code,
+                message: e.message,
+                outcome: e.outcome,
+            },
+            Err(_) => {
+                let text = String::from_utf8_lossy(body);
+                let mut message: String = text.trim().chars().take(500).collect();
+                if message.is_empty() {
+                    message = status.canonical_reason().unwrap_or("no message").to_owned();
+                }
+                HttpError::Refused {
+                    status: status.as_u16(),
+                    code: ErrorCode::HttpError,
+                    message,
+                    outcome: None,
+                }
+            }
+        }
     }
-}
-
-/// Fills `buf` from the operating system's random source.
-pub(crate) fn random_fill(buf: &mut [u8]) -> Result<(), ClientError> {
-    getrandom::fill(buf).map_err(|e| ClientError::Random { reason: e.to_string() })
 }

@@ -37,7 +37,7 @@ use medledger_core::{
 use crate::{
     Identity, NodeClient,
     devices::{Reading, ThresholdSet, open_thresholds, seal_readings},
-    error::ClientError,
+    error::{ClientError, DeviceError, HttpError},
 };
 pub use outbox::{EntryKind, Outbox, OutboxEntry};
 
@@ -92,8 +92,10 @@ pub struct Progress {
 /// Whether a failure may pass by itself (retry later) rather than being final.
 pub fn is_transient(e: &ClientError) -> bool {
     match e {
-        ClientError::Unreachable { .. } => true,
-        ClientError::Refused { status, outcome: None, .. } => *status >= 500 || *status == 429,
+        ClientError::Http(HttpError::Unreachable { .. }) => true,
+        ClientError::Http(HttpError::Refused { status, outcome: None, .. }) => {
+            *status >= 500 || *status == 429
+        }
         _ => false,
     }
 }
@@ -130,7 +132,7 @@ impl std::fmt::Debug for Gateway {
 }
 
 fn gateway_error(reason: impl Into<String>) -> ClientError {
-    ClientError::Gateway { reason: reason.into() }
+    ClientError::Device(DeviceError::Gateway { reason: reason.into() })
 }
 
 impl Gateway {
@@ -419,15 +421,15 @@ impl Gateway {
             Ok(receipt) => {
                 Ok(Delivery { kind: entry.kind.clone(), receipt, already: false, submitted_at })
             }
-            Err(ClientError::Refused {
+            Err(ClientError::Http(HttpError::Refused {
                 outcome:
                     Some(Outcome::Refused {
                         reason: Refusal::StaleNonce { .. } | Refusal::Duplicate { .. },
                     }),
                 ..
-            }) => {
+            })) => {
                 let found = self.client.transaction(&tx.hash()).await.map_err(|e| match e {
-                    ClientError::Refused { status: 404, .. } => gateway_error(format!(
+                    ClientError::Http(HttpError::Refused { status: 404, .. }) => gateway_error(format!(
                         "nonce {} of device {} was used by another transaction: this outbox is out of step with the ledger",
                         tx.tx.nonce, self.device
                     )),

@@ -1,15 +1,19 @@
-//! An async HTTP client for a node's API (the paths and bodies of `medledger-api`).
+//! An async HTTP client for a node's API (the paths and bodies of `medledger-api`): the
+//! transport kernel (requests, signing, bodies, refusals) and the registry, transaction and blob
+//! calls; each other area's calls are in `http/<area>.rs`.
 //!
-//! Every non-2xx answer becomes a [`ClientError::Refused`] carrying the server's code and
-//! message (and, for a transaction, its outcome); no answer at all becomes
-//! [`ClientError::Unreachable`]. Response bodies are size-limited, and content the client can
+//! A client signs every request in one way: as the [`Signer`] given to
+//! [`NodeClient::signed_by`] (all reads but health, metrics and genesis must be signed). Every
+//! non-2xx answer becomes a [`crate::error::HttpError::Refused`] carrying the server's code and message
+//! (and, for a transaction, its outcome); no answer at all becomes
+//! [`crate::error::HttpError::Unreachable`]. Response bodies are size-limited, and content the client can
 //! check (a receipt's transaction hash, a stored blob's hash) is checked.
 
 use std::time::Duration;
 
 use medledger_api::{
-    AccountKeyProof, AccountView, BatchItem, BlobStored, ConsistencyResponse, DoctorView,
-    ErrorBody, ErrorCode, Health, HospitalView, PatientView, Simulation, TxProofResponse, paths,
+    AccountKeyProof, AccountView, BatchItem, BlobStored, ConsistencyResponse, DoctorView, Health,
+    HospitalView, PatientView, Simulation, TxProofResponse, paths,
 };
 use medledger_core::{
     Hash,
@@ -22,9 +26,11 @@ use medledger_core::{
 use reqwest::{RequestBuilder, Response, StatusCode, header::CONTENT_TYPE};
 use serde::de::DeserializeOwned;
 
-use crate::error::ClientError;
+use crate::error::{ClientError, HttpError};
 
+mod audit;
 mod cases;
+mod consent;
 mod devices;
 mod emergency;
 mod records;
@@ -107,7 +113,9 @@ impl NodeClient {
     /// A client for the node at `base_url` (like `http://127.0.0.1:7878`).
     pub fn new(base_url: &str) -> Result<Self, ClientError> {
         let base = base_url.trim().trim_end_matches('/').to_owned();
-        let bad = |reason: String| ClientError::BadUrl { url: base_url.to_owned(), reason };
+        let bad = |reason: String| {
+            ClientError::Http(HttpError::BadUrl { url: base_url.to_owned(), reason })
+        };
         let url = reqwest::Url::parse(&base).map_err(|e| bad(e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(bad(format!("scheme {:?} is not http or https", url.scheme())));
@@ -281,13 +289,13 @@ impl NodeClient {
         let req = self.authorised(req, "PUT", paths::BLOBS, &bytes)?.body(bytes);
         let stored: BlobStored = read_json(self.send(req, &url).await?, &url).await?;
         if stored.hash != hash || stored.size != size {
-            return Err(ClientError::BadResponse {
+            return Err(ClientError::Http(HttpError::BadResponse {
                 url,
                 reason: format!(
                     "the node stored {} ({} bytes), but the blob sent is {hash} ({size} bytes)",
                     stored.hash, stored.size
                 ),
-            });
+            }));
         }
         Ok(stored)
     }
@@ -306,17 +314,17 @@ impl NodeClient {
         }
         let got = Hash::of(&body);
         if got != *hash {
-            return Err(ClientError::BadResponse {
+            return Err(ClientError::Http(HttpError::BadResponse {
                 url,
                 reason: format!("the blob served hashes to {got}, not to the {hash} requested"),
-            });
+            }));
         }
         Ok(body)
     }
 
     /// Submits a transaction and waits for its receipt. A receipt may still record a refusal
     /// (`outcome` of status refused); a transaction refused before or by the ledger comes back
-    /// as [`ClientError::Refused`] with the server's code, message and outcome.
+    /// as [`crate::error::HttpError::Refused`] with the server's code, message and outcome.
     pub async fn submit(&self, tx: &SignedTransaction) -> Result<Receipt, ClientError> {
         let url = self.url(paths::TRANSACTIONS);
         let req =
@@ -324,17 +332,17 @@ impl NodeClient {
         let receipt: Receipt = read_json(self.send(req, &url).await?, &url).await?;
         let hash = tx.hash();
         if receipt.tx_hash != hash {
-            return Err(ClientError::BadResponse {
+            return Err(ClientError::Http(HttpError::BadResponse {
                 url,
                 reason: format!("the receipt is for transaction {}, not {hash}", receipt.tx_hash),
-            });
+            }));
         }
         Ok(receipt)
     }
 
     /// Asks the node what the next block would do with `tx` (`POST
     /// /v1/transactions/simulate`), without ordering or writing anything: the
-    /// [`Simulation`] of a transaction that would apply, or [`ClientError::Refused`] with the
+    /// [`Simulation`] of a transaction that would apply, or [`crate::error::HttpError::Refused`] with the
     /// code, message and outcome a submission would get.
     pub async fn simulate(&self, tx: &SignedTransaction) -> Result<Simulation, ClientError> {
         let url = self.url(paths::TRANSACTIONS_SIMULATE);
@@ -343,13 +351,13 @@ impl NodeClient {
         let simulation: Simulation = read_json(self.send(req, &url).await?, &url).await?;
         let hash = tx.hash();
         if simulation.tx_hash != hash {
-            return Err(ClientError::BadResponse {
+            return Err(ClientError::Http(HttpError::BadResponse {
                 url,
                 reason: format!(
                     "the simulation is of transaction {}, not {hash}",
                     simulation.tx_hash
                 ),
-            });
+            }));
         }
         Ok(simulation)
     }
@@ -368,33 +376,22 @@ impl NodeClient {
             .body(encoding::encode(txs));
         let items: Vec<BatchItem> = read_json(self.send(req, &url).await?, &url).await?;
         if items.len() != txs.len() {
-            return Err(ClientError::BadResponse {
+            return Err(ClientError::Http(HttpError::BadResponse {
                 url,
                 reason: format!("{} results for {} transactions", items.len(), txs.len()),
-            });
+            }));
         }
         for (item, tx) in items.iter().zip(txs) {
             if let BatchItem::Receipt(r) = item
                 && r.tx_hash != tx.hash()
             {
-                return Err(ClientError::BadResponse {
+                return Err(ClientError::Http(HttpError::BadResponse {
                     url,
                     reason: format!("result for {} is a receipt for {}", tx.hash(), r.tx_hash),
-                });
+                }));
             }
         }
         Ok(items)
-    }
-
-    /// A GET signed by `identity` acting as `account` (timestamp now, a fresh random nonce).
-    pub async fn signed_get<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        identity: &crate::Identity,
-        account: AccountId,
-    ) -> Result<T, ClientError> {
-        let auth = sign_get(identity, account, path)?;
-        self.get_with_auth(path, &auth).await
     }
 
     /// A GET with a ready-made signature header (for tests of replays and stale requests).
@@ -406,146 +403,6 @@ impl NodeClient {
         let url = self.url(path);
         let req = self.http.get(&url).header(medledger_core::request::HEADER, auth.to_header());
         read_json(self.send(req, &url).await?, &url).await
-    }
-
-    /// Who can see `patient`'s records (signed by the patient or a delegate).
-    pub async fn who_can_see(
-        &self,
-        identity: &crate::Identity,
-        account: AccountId,
-        patient: &AccountId,
-    ) -> Result<medledger_api::WhoCanSeeView, ClientError> {
-        self.signed_get(&format!("{}/{patient}", paths::WHO_CAN_SEE), identity, account).await
-    }
-
-    /// The grants in force from `patient` to the signer.
-    pub async fn grants_from(
-        &self,
-        identity: &crate::Identity,
-        account: AccountId,
-        patient: &AccountId,
-    ) -> Result<Vec<medledger_api::GrantView>, ClientError> {
-        self.signed_get(&format!("{}?patient={patient}", paths::GRANTS), identity, account).await
-    }
-
-    /// An access request (signed by the patient, a delegate or the requester).
-    pub async fn access_request(
-        &self,
-        identity: &crate::Identity,
-        account: AccountId,
-        id: &Hash,
-    ) -> Result<medledger_api::RequestView, ClientError> {
-        self.signed_get(&format!("{}/{id}", paths::REQUESTS), identity, account).await
-    }
-
-    /// A patient's audit trail after event `after` (signed by the patient or a delegate).
-    pub async fn audit_trail(
-        &self,
-        identity: &crate::Identity,
-        account: AccountId,
-        patient: &AccountId,
-        after: Option<u64>,
-    ) -> Result<Vec<medledger_core::audit::AuditEvent>, ClientError> {
-        let path = match after {
-            Some(a) => format!("{}/{patient}?after={a}", paths::AUDIT),
-            None => format!("{}/{patient}", paths::AUDIT),
-        };
-        // Asked for in the binary encoding: a full page is 10,000 events.
-        let auth = sign_get(identity, account, &path)?;
-        let url = self.url(&path);
-        let req = self
-            .http
-            .get(&url)
-            .header(medledger_core::request::HEADER, auth.to_header())
-            .header(reqwest::header::ACCEPT, medledger_api::BINARY_MEDIA_TYPE);
-        let resp = self.send(req, &url).await?;
-        let status = resp.status();
-        let body = read_body(resp, &url).await?;
-        if !status.is_success() {
-            return Err(refusal(status, &body));
-        }
-        encoding::decode("audit trail", &body, MAX_RESPONSE_BYTES).map_err(|e| {
-            ClientError::BadResponse { url, reason: format!("not an audit trail: {e}") }
-        })
-    }
-
-    /// Counts of audit events by kind (signed by the regulator).
-    pub async fn audit_counts(
-        &self,
-        identity: &crate::Identity,
-        account: AccountId,
-    ) -> Result<std::collections::BTreeMap<String, u64>, ClientError> {
-        self.signed_get(paths::AUDIT_COUNTS, identity, account).await
-    }
-
-    /// Follows the event stream of `account` (signed by it) from after event `after`, calling
-    /// `on_event` for each audit event as it arrives, until `on_event` returns false or the
-    /// stream ends. Returns the number of the last event seen, to resume from.
-    pub async fn watch(
-        &self,
-        identity: &crate::Identity,
-        account: AccountId,
-        after: Option<u64>,
-        mut on_event: impl FnMut(medledger_core::audit::AuditEvent) -> bool,
-    ) -> Result<Option<u64>, ClientError> {
-        use futures_util::StreamExt;
-        let path = match after {
-            Some(a) => format!("{}/{account}?after={a}", paths::EVENTS),
-            None => format!("{}/{account}", paths::EVENTS),
-        };
-        let auth = sign_get(identity, account, &path)?;
-        let url = self.url(&path);
-        // A stream has no overall deadline: it lasts as long as the watcher wants.
-        let streaming = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .map_err(|e| ClientError::BadUrl { url: url.clone(), reason: error_chain(&e) })?;
-        let req = streaming
-            .get(&url)
-            .header(medledger_core::request::HEADER, auth.to_header())
-            .header("accept", "text/event-stream");
-        let resp = self.send(req, &url).await?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let body = read_body(resp, &url).await?;
-            return Err(refusal(status, &body));
-        }
-        let mut last = after;
-        let mut buffer = String::new();
-        let mut data = String::new();
-        let mut bytes = resp.bytes_stream();
-        while let Some(chunk) = bytes.next().await {
-            let chunk = chunk.map_err(|e| ClientError::Unreachable {
-                url: url.clone(),
-                reason: error_chain(&e),
-            })?;
-            buffer.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buffer.find('\n') {
-                let line: String = buffer.drain(..=end).collect();
-                let line = line.trim_end_matches(['\r', '\n']);
-                if let Some(d) = line.strip_prefix("data:") {
-                    data.push_str(d.trim_start());
-                } else if line.is_empty() && !data.is_empty() {
-                    let event: medledger_core::audit::AuditEvent = serde_json::from_str(&data)
-                        .map_err(|e| ClientError::BadResponse {
-                            url: url.clone(),
-                            reason: format!("an event is not the expected JSON: {e}"),
-                        })?;
-                    data.clear();
-                    last = Some(event.seq);
-                    if !on_event(event) {
-                        return Ok(last);
-                    }
-                }
-            }
-            if buffer.len() > MAX_RESPONSE_BYTES {
-                return Err(ClientError::BadResponse {
-                    url,
-                    reason: "an event is too large".into(),
-                });
-            }
-        }
-        Ok(last)
     }
 
     /// A GET, signed when this client has a signer.
@@ -592,19 +449,13 @@ impl NodeClient {
     }
 
     async fn send(&self, req: RequestBuilder, url: &str) -> Result<Response, ClientError> {
-        req.send()
-            .await
-            .map_err(|e| ClientError::Unreachable { url: url.to_owned(), reason: error_chain(&e) })
+        req.send().await.map_err(|e| {
+            ClientError::Http(HttpError::Unreachable {
+                url: url.to_owned(),
+                reason: error_chain(&e),
+            })
+        })
     }
-}
-
-/// Signs a GET of `path` as `account`: now, with a fresh random nonce.
-fn sign_get(
-    identity: &crate::Identity,
-    account: AccountId,
-    path: &str,
-) -> Result<medledger_core::request::RequestAuth, ClientError> {
-    Signer::new(identity.signing.clone(), account).sign("GET", path, b"")
 }
 
 /// Reads at most [`MAX_RESPONSE_BYTES`] of a response body.
@@ -618,17 +469,21 @@ async fn read_body_limited(
     url: &str,
     limit: usize,
 ) -> Result<Vec<u8>, ClientError> {
-    let too_large = || ClientError::BadResponse {
-        url: url.to_owned(),
-        reason: format!("response body larger than {limit} bytes"),
+    let too_large = || {
+        ClientError::Http(HttpError::BadResponse {
+            url: url.to_owned(),
+            reason: format!("response body larger than {limit} bytes"),
+        })
     };
     if resp.content_length().is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| ClientError::Unreachable {
-        url: url.to_owned(),
-        reason: format!("connection lost while reading the response: {}", error_chain(&e)),
+    while let Some(chunk) = resp.chunk().await.map_err(|e| {
+        ClientError::Http(HttpError::Unreachable {
+            url: url.to_owned(),
+            reason: format!("connection lost while reading the response: {}", error_chain(&e)),
+        })
     })? {
         if body.len() + chunk.len() > limit {
             return Err(too_large());
@@ -638,41 +493,24 @@ async fn read_body_limited(
     Ok(body)
 }
 
-/// Parses a 2xx JSON body, or turns an error status into [`ClientError::Refused`].
+/// Parses a 2xx JSON body, or turns an error status into [`crate::error::HttpError::Refused`].
 async fn read_json<T: DeserializeOwned>(resp: Response, url: &str) -> Result<T, ClientError> {
     let status = resp.status();
     let body = read_body(resp, url).await?;
     if !status.is_success() {
         return Err(refusal(status, &body));
     }
-    serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
-        url: url.to_owned(),
-        reason: format!("body is not the expected JSON: {e}"),
+    serde_json::from_slice(&body).map_err(|e| {
+        ClientError::Http(HttpError::BadResponse {
+            url: url.to_owned(),
+            reason: format!("body is not the expected JSON: {e}"),
+        })
     })
 }
 
+/// An error answer as a [`ClientError`] (see [`HttpError::refusal`]).
 fn refusal(status: StatusCode, body: &[u8]) -> ClientError {
-    match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(e) => ClientError::Refused {
-            status: status.as_u16(),
-            code: e.code,
-            message: e.message,
-            outcome: e.outcome,
-        },
-        Err(_) => {
-            let text = String::from_utf8_lossy(body);
-            let mut message: String = text.trim().chars().take(500).collect();
-            if message.is_empty() {
-                message = status.canonical_reason().unwrap_or("no message").to_owned();
-            }
-            ClientError::Refused {
-                status: status.as_u16(),
-                code: ErrorCode::HttpError,
-                message,
-                outcome: None,
-            }
-        }
-    }
+    HttpError::refusal(status, body).into()
 }
 
 #[cfg(test)]
@@ -683,6 +521,7 @@ mod tests {
         thread,
     };
 
+    use medledger_api::{ErrorBody, ErrorCode};
     use medledger_core::{
         block::{Outcome, Refusal},
         keys::SigningKey,
@@ -791,8 +630,14 @@ mod tests {
         let client = NodeClient::new(&url).unwrap();
         let err = client.submit(&t).await.unwrap_err();
         match &err {
-            ClientError::Refused { status: 422, code, message, outcome: Some(o), .. } => {
-                assert_eq!(*code, ErrorCode::Refused);
+            ClientError::Http(HttpError::Refused {
+                status: 422,
+                code,
+                message,
+                outcome: Some(o),
+                ..
+            }) => {
+                assert_eq!(code, "refused");
                 assert_eq!(message, "replayed nonce");
                 assert_eq!(o, &outcome);
             }
@@ -805,8 +650,8 @@ mod tests {
 
         let err = client.hospitals().await.unwrap_err();
         assert!(
-            matches!(&err, ClientError::Refused { status: 502, code, message, .. }
-                if *code == ErrorCode::HttpError && message.contains("bad gateway")),
+            matches!(&err, ClientError::Http(HttpError::Refused { status: 502, code, message, .. })
+                if code == "http_error" && message.contains("bad gateway")),
             "{err:?}"
         );
         server.join().unwrap();
@@ -859,12 +704,12 @@ mod tests {
         assert_eq!(client.put_blob(blob.clone()).await.unwrap(), stored);
         assert!(matches!(
             client.put_blob(blob.clone()).await,
-            Err(ClientError::BadResponse { .. })
+            Err(ClientError::Http(HttpError::BadResponse { .. }))
         ));
         assert_eq!(client.get_blob(&stored.hash).await.unwrap(), blob);
         assert!(matches!(
             client.get_blob(&stored.hash).await,
-            Err(ClientError::BadResponse { .. })
+            Err(ClientError::Http(HttpError::BadResponse { .. }))
         ));
         let seen = server.join().unwrap();
         assert_eq!(seen[0].path, paths::TRANSACTIONS_BATCH);
@@ -883,14 +728,17 @@ mod tests {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let client = NodeClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
         let err = client.health().await.unwrap_err();
-        assert!(matches!(err, ClientError::Unreachable { .. }), "{err:?}");
+        assert!(matches!(err, ClientError::Http(HttpError::Unreachable { .. })), "{err:?}");
         assert!(err.to_string().contains("Is a node running there?"), "{err}");
     }
 
     #[test]
     fn bad_urls_are_refused() {
         for url in ["", "not a url", "ftp://x", "http://x/?a=b"] {
-            assert!(matches!(NodeClient::new(url), Err(ClientError::BadUrl { .. })), "{url}");
+            assert!(
+                matches!(NodeClient::new(url), Err(ClientError::Http(HttpError::BadUrl { .. }))),
+                "{url}"
+            );
         }
     }
 }

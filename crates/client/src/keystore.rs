@@ -46,7 +46,10 @@ use medledger_core::{
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::error::{ClientError, random_fill};
+use crate::{
+    error::{ClientError, KeystoreError},
+    rand::random_fill,
+};
 
 /// The wallet file format version this code writes (it also reads version 1).
 pub const WALLET_VERSION: u32 = 2;
@@ -169,10 +172,14 @@ impl KdfParams {
 
     fn argon2(&self) -> Result<Argon2<'static>, ClientError> {
         if let Some(reason) = self.out_of_bounds() {
-            return Err(ClientError::Kdf { reason });
+            return Err(ClientError::Keystore(KeystoreError::Kdf { reason }));
         }
         let params = argon2::Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32))
-            .map_err(|e| ClientError::Kdf { reason: format!("parameters {self:?}: {e}") })?;
+            .map_err(|e| {
+                ClientError::Keystore(KeystoreError::Kdf {
+                    reason: format!("parameters {self:?}: {e}"),
+                })
+            })?;
         Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
     }
 }
@@ -312,7 +319,7 @@ fn derive(
     let mut out = Zeroizing::new([0u8; 32]);
     kdf.argon2()?
         .hash_password_into(passphrase.as_bytes(), salt, out.as_mut_slice())
-        .map_err(|e| ClientError::Kdf { reason: e.to_string() })?;
+        .map_err(|e| ClientError::Keystore(KeystoreError::Kdf { reason: e.to_string() }))?;
     let aead_key = Zeroizing::new(Hash::of_parts(&[DOMAIN_KEY, out.as_slice()]).0);
     let state_key = StateKey(Zeroizing::new(Hash::of_parts(&[DOMAIN_STATE_KEY, out.as_slice()]).0));
     let check = Hash::of_parts(&[DOMAIN_CHECK, out.as_slice()]).0;
@@ -399,7 +406,9 @@ impl Wallet {
         check_name(&identity.name)?;
         check_new_passphrase(passphrase)?;
         if fs::symlink_metadata(path).is_ok() {
-            return Err(ClientError::WalletExists { path: path.to_owned() });
+            return Err(ClientError::Keystore(KeystoreError::WalletExists {
+                path: path.to_owned(),
+            }));
         }
         let mut wallet = Wallet {
             name: identity.name.clone(),
@@ -445,7 +454,10 @@ impl Wallet {
         };
         // Refused before anything is derived: a crafted file must not cost gigabytes or minutes.
         if let Some(reason) = kdf.out_of_bounds() {
-            return Err(ClientError::WalletTampered { wallet: file.name, reason });
+            return Err(ClientError::Keystore(KeystoreError::WalletTampered {
+                wallet: file.name,
+                reason,
+            }));
         }
         Self::from_file(file).map_err(|reason| format_error(path, reason))
     }
@@ -460,7 +472,9 @@ impl Wallet {
     pub fn state(&self) -> Result<&WalletState, ClientError> {
         match self.state_key {
             Some(_) => Ok(&self.state),
-            None => Err(ClientError::WalletLocked { wallet: self.name.clone() }),
+            None => Err(ClientError::Keystore(KeystoreError::WalletLocked {
+                wallet: self.name.clone(),
+            })),
         }
     }
 
@@ -468,7 +482,9 @@ impl Wallet {
     pub fn state_mut(&mut self) -> Result<&mut WalletState, ClientError> {
         match self.state_key {
             Some(_) => Ok(&mut self.state),
-            None => Err(ClientError::WalletLocked { wallet: self.name.clone() }),
+            None => Err(ClientError::Keystore(KeystoreError::WalletLocked {
+                wallet: self.name.clone(),
+            })),
         }
     }
 
@@ -479,17 +495,21 @@ impl Wallet {
     }
 
     /// Decrypts the identity and authenticates the wallet's state. A wrong passphrase gives
-    /// [`ClientError::WrongPassphrase`]; a file whose contents were altered (keys, header, or
+    /// [`crate::error::KeystoreError::WrongPassphrase`]; a file whose contents were altered (keys, header, or
     /// state: node URL, chain id, node key, genesis, checkpoint) gives
-    /// [`ClientError::WalletTampered`], and nothing of the state is trusted.
+    /// [`crate::error::KeystoreError::WalletTampered`], and nothing of the state is trusted.
     pub fn unlock(&mut self, passphrase: &str) -> Result<Identity, ClientError> {
         let derived = derive(passphrase, &self.kdf, &self.salt)?;
         if derived.check != self.check {
-            return Err(ClientError::WrongPassphrase { wallet: self.name.clone() });
+            return Err(ClientError::Keystore(KeystoreError::WrongPassphrase {
+                wallet: self.name.clone(),
+            }));
         }
-        let tampered = |reason: &str| ClientError::WalletTampered {
-            wallet: self.name.clone(),
-            reason: reason.to_owned(),
+        let tampered = |reason: &str| {
+            ClientError::Keystore(KeystoreError::WalletTampered {
+                wallet: self.name.clone(),
+                reason: reason.to_owned(),
+            })
         };
         if self.state_key.is_some() {
             // Already unlocked (or created) in this process: the state in memory is the one
@@ -615,12 +635,20 @@ impl Wallet {
         let mut secrets = Zeroizing::new([0u8; SECRETS_LEN]);
         secrets[..32].copy_from_slice(identity.signing.expose_secret());
         secrets[32..].copy_from_slice(identity.decryption.expose_secret());
-        let cipher = XChaCha20Poly1305::new_from_slice(derived.aead_key.as_slice())
-            .map_err(|_| ClientError::Kdf { reason: "derived key has the wrong length".into() })?;
+        let cipher =
+            XChaCha20Poly1305::new_from_slice(derived.aead_key.as_slice()).map_err(|_| {
+                ClientError::Keystore(KeystoreError::Kdf {
+                    reason: "derived key has the wrong length".into(),
+                })
+            })?;
         let aad = self.header_aad();
         self.ciphertext = cipher
             .encrypt(&XNonce::from(self.nonce), Payload { msg: secrets.as_slice(), aad: &aad })
-            .map_err(|_| ClientError::Kdf { reason: "encryption of the secrets failed".into() })?;
+            .map_err(|_| {
+                ClientError::Keystore(KeystoreError::Kdf {
+                    reason: "encryption of the secrets failed".into(),
+                })
+            })?;
         self.check = derived.check;
         self.state_key = Some(derived.state_key);
         Ok(())
@@ -660,10 +688,9 @@ impl Wallet {
     }
 
     fn to_json(&self) -> Result<Vec<u8>, ClientError> {
-        let key = self
-            .state_key
-            .as_ref()
-            .ok_or_else(|| ClientError::WalletLocked { wallet: self.name.clone() })?;
+        let key = self.state_key.as_ref().ok_or_else(|| {
+            ClientError::Keystore(KeystoreError::WalletLocked { wallet: self.name.clone() })
+        })?;
         let mut mac = self.state_hmac(key);
         mac.update(&self.state_message());
         let state_mac: [u8; 32] = mac.finalize().into_bytes().into();
@@ -766,7 +793,7 @@ impl Wallet {
 }
 
 fn format_error(path: &Path, reason: String) -> ClientError {
-    ClientError::WalletFormat { path: path.to_owned(), reason }
+    ClientError::Keystore(KeystoreError::WalletFormat { path: path.to_owned(), reason })
 }
 
 fn hex_array<const N: usize>(field: &str, s: &str) -> Result<[u8; N], String> {
@@ -783,7 +810,7 @@ pub fn parse_public_identity(card: &str) -> Result<(PublicKey, EncryptionKey), C
         if input.len() < card.len() {
             input.push('…');
         }
-        ClientError::BadPublicIdentity { input, reason: reason.to_owned() }
+        ClientError::Keystore(KeystoreError::BadPublicIdentity { input, reason: reason.to_owned() })
     };
     let mut parts = card.trim().split(':');
     let (Some(prefix), Some(signing), Some(encryption), None) =
@@ -854,12 +881,14 @@ fn write_then_move(
     match fs::hard_link(tmp, path) {
         Ok(()) => fs::remove_file(tmp).map_err(|e| ClientError::io("remove", tmp, e)),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-            Err(ClientError::WalletExists { path: path.to_owned() })
+            Err(ClientError::Keystore(KeystoreError::WalletExists { path: path.to_owned() }))
         }
         // Filesystems without hard links: check, then rename.
         Err(_) => {
             if fs::symlink_metadata(path).is_ok() {
-                return Err(ClientError::WalletExists { path: path.to_owned() });
+                return Err(ClientError::Keystore(KeystoreError::WalletExists {
+                    path: path.to_owned(),
+                }));
             }
             fs::rename(tmp, path).map_err(|e| ClientError::io("rename into place", path, e))
         }
@@ -930,7 +959,7 @@ mod tests {
         let (path, _, _) = new_wallet(dir.path());
         let before = fs::read(&path).unwrap();
         let err = Wallet::create_with_params(&path, "bob", "correct horse", fast()).unwrap_err();
-        assert!(matches!(err, ClientError::WalletExists { .. }), "{err}");
+        assert!(matches!(err, ClientError::Keystore(KeystoreError::WalletExists { .. })), "{err}");
         assert_eq!(fs::read(&path).unwrap(), before);
     }
 
@@ -939,7 +968,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_, mut w, _) = new_wallet(dir.path());
         let err = w.unlock("wrong horse").unwrap_err();
-        assert!(matches!(err, ClientError::WrongPassphrase { .. }), "{err}");
+        assert!(
+            matches!(err, ClientError::Keystore(KeystoreError::WrongPassphrase { .. })),
+            "{err}"
+        );
         assert_eq!(err.to_string(), "wrong passphrase for wallet \"alice\"");
     }
 
@@ -980,7 +1012,10 @@ mod tests {
             edit(&mut j);
             fs::write(&path, serde_json::to_vec(&j).unwrap()).unwrap();
             let err = Wallet::load(&path).unwrap().unlock("correct horse").unwrap_err();
-            assert!(matches!(err, ClientError::WalletTampered { .. }), "{what}: {err}");
+            assert!(
+                matches!(err, ClientError::Keystore(KeystoreError::WalletTampered { .. })),
+                "{what}: {err}"
+            );
         }
 
         // Structural damage is a format error naming the file.
@@ -993,10 +1028,16 @@ mod tests {
             edit(&mut j);
             fs::write(&path, serde_json::to_vec(&j).unwrap()).unwrap();
             let err = Wallet::load(&path).unwrap_err();
-            assert!(matches!(err, ClientError::WalletFormat { .. }), "{err}");
+            assert!(
+                matches!(err, ClientError::Keystore(KeystoreError::WalletFormat { .. })),
+                "{err}"
+            );
         }
         fs::write(&path, b"{ not json").unwrap();
-        assert!(matches!(Wallet::load(&path), Err(ClientError::WalletFormat { .. })));
+        assert!(matches!(
+            Wallet::load(&path),
+            Err(ClientError::Keystore(KeystoreError::WalletFormat { .. }))
+        ));
     }
 
     fn checkpoint(node: &SigningKey, height: u64) -> SignedCheckpoint {
@@ -1031,8 +1072,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (path, w, node) = pinned_wallet(dir.path());
         let mut loaded = Wallet::load(&path).unwrap();
-        assert!(matches!(loaded.state(), Err(ClientError::WalletLocked { .. })));
-        assert!(matches!(loaded.save(&path), Err(ClientError::WalletLocked { .. })));
+        assert!(matches!(
+            loaded.state(),
+            Err(ClientError::Keystore(KeystoreError::WalletLocked { .. }))
+        ));
+        assert!(matches!(
+            loaded.save(&path),
+            Err(ClientError::Keystore(KeystoreError::WalletLocked { .. }))
+        ));
         loaded.unlock("correct horse").unwrap();
         assert_eq!(loaded.state().unwrap(), w.state().unwrap());
         let anchor = loaded.state().unwrap().trust_anchor().unwrap();
@@ -1106,9 +1153,15 @@ mod tests {
             fs::write(&path, serde_json::to_vec(&j).unwrap()).unwrap();
             let mut w = Wallet::load(&path).unwrap();
             let err = w.unlock("correct horse").unwrap_err();
-            assert!(matches!(err, ClientError::WalletTampered { .. }), "{what}: {err}");
+            assert!(
+                matches!(err, ClientError::Keystore(KeystoreError::WalletTampered { .. })),
+                "{what}: {err}"
+            );
             assert!(err.to_string().contains("the wallet file has been tampered with"), "{err}");
-            assert!(matches!(w.state(), Err(ClientError::WalletLocked { .. })), "{what}");
+            assert!(
+                matches!(w.state(), Err(ClientError::Keystore(KeystoreError::WalletLocked { .. }))),
+                "{what}"
+            );
         }
     }
 
@@ -1152,7 +1205,10 @@ mod tests {
             fs::write(&path, serde_json::to_vec(&j).unwrap()).unwrap();
             let started = std::time::Instant::now();
             let err = Wallet::load(&path).unwrap_err();
-            assert!(matches!(err, ClientError::WalletTampered { .. }), "{m} {t} {p}: {err}");
+            assert!(
+                matches!(err, ClientError::Keystore(KeystoreError::WalletTampered { .. })),
+                "{m} {t} {p}: {err}"
+            );
             assert!(err.to_string().contains("the wallet file has been tampered with"), "{err}");
             assert!(err.to_string().contains("outside the accepted range"), "{err}");
             // Nothing was derived: refusing takes no Argon2 time at all.
@@ -1163,7 +1219,10 @@ mod tests {
         j["kdf"]["t_cost"] = 10.into();
         fs::write(&path, serde_json::to_vec(&j).unwrap()).unwrap();
         let mut w = Wallet::load(&path).unwrap();
-        assert!(matches!(w.unlock("correct horse"), Err(ClientError::WrongPassphrase { .. })));
+        assert!(matches!(
+            w.unlock("correct horse"),
+            Err(ClientError::Keystore(KeystoreError::WrongPassphrase { .. }))
+        ));
     }
 
     #[test]
@@ -1202,7 +1261,7 @@ mod tests {
         let new_pk = new_key.public_key();
 
         let err = w.replace_signing_key("nope", SigningKey::generate()).unwrap_err();
-        assert!(matches!(err, ClientError::WrongPassphrase { .. }));
+        assert!(matches!(err, ClientError::Keystore(KeystoreError::WrongPassphrase { .. })));
         assert_eq!(w.signing_key(), id.signing.public_key(), "a failed rotation changes nothing");
 
         let rotated = w.replace_signing_key("correct horse", new_key).unwrap();
@@ -1221,7 +1280,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_, mut w, _) = new_wallet(dir.path());
         w.change_passphrase("correct horse", "battery staple").unwrap();
-        assert!(matches!(w.unlock("correct horse"), Err(ClientError::WrongPassphrase { .. })));
+        assert!(matches!(
+            w.unlock("correct horse"),
+            Err(ClientError::Keystore(KeystoreError::WrongPassphrase { .. }))
+        ));
         w.unlock("battery staple").unwrap();
         assert!(matches!(
             w.change_passphrase("battery staple", ""),
@@ -1249,7 +1311,10 @@ mod tests {
             &card.replace(':', ";"),
         ] {
             let err = parse_public_identity(bad).unwrap_err();
-            assert!(matches!(err, ClientError::BadPublicIdentity { .. }), "{bad:?}");
+            assert!(
+                matches!(err, ClientError::Keystore(KeystoreError::BadPublicIdentity { .. })),
+                "{bad:?}"
+            );
             assert!(err.to_string().contains("mlid1:<64 hex signing key>"), "{err}");
         }
     }
@@ -1275,7 +1340,7 @@ mod tests {
         let huge = KdfParams { m_cost_kib: u32::MAX, ..fast() };
         assert!(matches!(
             Wallet::create_with_params(&path, "a", "correct horse", huge),
-            Err(ClientError::Kdf { .. })
+            Err(ClientError::Keystore(KeystoreError::Kdf { .. }))
         ));
         assert!(!path.exists());
     }

@@ -13,11 +13,15 @@ pub mod gateway;
 pub mod http;
 pub mod keystore;
 pub mod proof;
+mod rand;
 pub mod records;
 pub mod seal;
+pub mod sealed_blob;
 pub mod sharing;
 pub mod tx;
 
-pub use error::ClientError;
+pub use error::{
+    ClientError, DeviceError, HttpError, KeystoreError, ProofError, RecordError, SealError,
+};
 pub use http::{NodeClient, Signer};
 pub use keystore::{Identity, KdfParams, Wallet, parse_public_identity};

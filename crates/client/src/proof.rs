@@ -14,11 +14,12 @@ use medledger_core::{
     tx::{EmergencyTx, MAX_TX_BYTES, RegistryTx, SignedTransaction, TxBody, devices::DeviceTx},
 };
 
-use crate::error::ClientError;
+use crate::error::{ClientError, ProofError};
 
 fn check_signature(cp: &SignedCheckpoint, trusted: &PublicKey) -> Result<(), ClientError> {
-    cp.verify(trusted)
-        .map_err(|_| ClientError::UntrustedCheckpoint { signer: cp.signer, trusted: *trusted })
+    cp.verify(trusted).map_err(|_| {
+        ClientError::Proof(ProofError::UntrustedCheckpoint { signer: cp.signer, trusted: *trusted })
+    })
 }
 
 /// Verifies a transaction proof against a trusted node key and returns the transaction.
@@ -32,7 +33,9 @@ pub fn verify_tx_proof(
     trusted_node_key: &PublicKey,
 ) -> Result<SignedTransaction, ClientError> {
     let receipt = &resp.receipt;
-    let invalid = |reason: String| ClientError::InvalidProof { tx_hash: receipt.tx_hash, reason };
+    let invalid = |reason: String| {
+        ClientError::Proof(ProofError::InvalidProof { tx_hash: receipt.tx_hash, reason })
+    };
 
     if resp.tx_hex.len() > 2 * MAX_TX_BYTES {
         return Err(invalid(format!("transaction is longer than {MAX_TX_BYTES} bytes")));
@@ -63,7 +66,9 @@ pub fn verify_inclusion(
 
 /// Decodes a transaction and checks that it is the one the receipt is for.
 fn decode_receipted(bytes: &[u8], receipt: &Receipt) -> Result<SignedTransaction, ClientError> {
-    let invalid = |reason: String| ClientError::InvalidProof { tx_hash: receipt.tx_hash, reason };
+    let invalid = |reason: String| {
+        ClientError::Proof(ProofError::InvalidProof { tx_hash: receipt.tx_hash, reason })
+    };
     let tx = SignedTransaction::decode(bytes).map_err(|e| invalid(e.to_string()))?;
     let hash = tx.hash();
     if hash != receipt.tx_hash {
@@ -83,7 +88,9 @@ fn check_inclusion(
     inclusion: &InclusionProof,
     cp: &Checkpoint,
 ) -> Result<(), ClientError> {
-    let invalid = |reason: String| ClientError::InvalidProof { tx_hash: receipt.tx_hash, reason };
+    let invalid = |reason: String| {
+        ClientError::Proof(ProofError::InvalidProof { tx_hash: receipt.tx_hash, reason })
+    };
     // The receipt, header and checkpoint must describe the same place in the log.
     if header.height != receipt.height {
         return Err(invalid(format!(
@@ -153,7 +160,8 @@ pub fn verify_account_key(
     anchor: &TrustAnchor,
     genesis: Option<&Genesis>,
 ) -> Result<EncryptionKey, ClientError> {
-    let refuse = |reason: String| ClientError::UnprovenKey { account: *account, reason };
+    let refuse =
+        |reason: String| ClientError::Proof(ProofError::UnprovenKey { account: *account, reason });
     if proof.account != *account {
         return Err(refuse(format!("the node answered for account {}", proof.account)));
     }
@@ -273,9 +281,11 @@ pub fn verify_session_key(
     device: &AccountId,
     anchor: &TrustAnchor,
 ) -> Result<EncryptionKey, ClientError> {
-    let refuse = |reason: String| ClientError::UnprovenKey {
-        account: *device,
-        reason: format!("the key of session {session} is not proven: {reason}"),
+    let refuse = |reason: String| {
+        ClientError::Proof(ProofError::UnprovenKey {
+            account: *device,
+            reason: format!("the key of session {session} is not proven: {reason}"),
+        })
     };
     let tx = applied_transaction(proof, session, anchor).map_err(refuse)?;
     let TxBody::Devices(DeviceTx::StartSession(start)) = &tx.tx.body else {
@@ -303,9 +313,11 @@ pub fn verify_emergency_key(
     patient: &AccountId,
     anchor: &TrustAnchor,
 ) -> Result<EncryptionKey, ClientError> {
-    let refuse = |reason: String| ClientError::UnprovenKey {
-        account: AccountId::emergency_of(patient),
-        reason: format!("the emergency key of patient {patient} is not proven: {reason}"),
+    let refuse = |reason: String| {
+        ClientError::Proof(ProofError::UnprovenKey {
+            account: AccountId::emergency_of(patient),
+            reason: format!("the emergency key of patient {patient} is not proven: {reason}"),
+        })
     };
     let tx = applied_transaction(proof, set_by, anchor).map_err(refuse)?;
     let TxBody::Emergency(EmergencyTx::SetProfile { patient: of, profile }) = &tx.tx.body else {
@@ -320,8 +332,8 @@ pub fn verify_emergency_key(
 /// Checks that `new` extends `old`: both signed by `trusted`, the same chain, neither log size
 /// nor height nor time going backwards, and `proof` leading from `old`'s root to `new`'s root.
 ///
-/// Fails with [`ClientError::UntrustedCheckpoint`] for a bad signature, and with
-/// [`ClientError::InconsistentCheckpoint`] for anything else: the node's history does not
+/// Fails with [`crate::error::ProofError::UntrustedCheckpoint`] for a bad signature, and with
+/// [`crate::error::ProofError::InconsistentCheckpoint`] for anything else: the node's history does not
 /// extend what the caller saw before.
 pub fn check_consistency(
     old: &SignedCheckpoint,
@@ -332,10 +344,12 @@ pub fn check_consistency(
     check_signature(old, trusted)?;
     check_signature(new, trusted)?;
     let (o, n) = (&old.checkpoint, &new.checkpoint);
-    let inconsistent = |reason: String| ClientError::InconsistentCheckpoint {
-        old_size: o.log_size,
-        new_size: n.log_size,
-        reason,
+    let inconsistent = |reason: String| {
+        ClientError::Proof(ProofError::InconsistentCheckpoint {
+            old_size: o.log_size,
+            new_size: n.log_size,
+            reason,
+        })
     };
 
     if o.chain_id != n.chain_id {
@@ -462,7 +476,10 @@ mod tests {
 
     fn assert_invalid(r: Result<SignedTransaction, ClientError>, what: &str) {
         match r {
-            Err(ClientError::InvalidProof { .. } | ClientError::UntrustedCheckpoint { .. }) => {}
+            Err(
+                ClientError::Proof(ProofError::InvalidProof { .. })
+                | ClientError::Proof(ProofError::UntrustedCheckpoint { .. }),
+            ) => {}
             other => panic!("{what}: expected rejection, got {other:?}"),
         }
     }
@@ -483,7 +500,7 @@ mod tests {
         let (resp, _) = proof_response(&node, 3);
         let other = SigningKey::generate().public_key();
         let err = verify_tx_proof(&resp, &other).unwrap_err();
-        assert!(matches!(err, ClientError::UntrustedCheckpoint { .. }), "{err}");
+        assert!(matches!(err, ClientError::Proof(ProofError::UntrustedCheckpoint { .. })), "{err}");
 
         // A checkpoint re-signed by another key that claims to be the node is refused too.
         let mut forged = resp.clone();
@@ -585,7 +602,14 @@ mod tests {
         let proof = forked.consistency_proof(6, 10).unwrap();
         let err = check_consistency(&old, &new, &proof, &trusted).unwrap_err();
         assert!(
-            matches!(err, ClientError::InconsistentCheckpoint { old_size: 6, new_size: 10, .. }),
+            matches!(
+                err,
+                ClientError::Proof(ProofError::InconsistentCheckpoint {
+                    old_size: 6,
+                    new_size: 10,
+                    ..
+                })
+            ),
             "{err}"
         );
         assert!(err.to_string().contains("possible fork or rewrite"), "{err}");
@@ -595,7 +619,7 @@ mod tests {
         let proof = ConsistencyProof { old_size: 6, new_size: 6, path: vec![] };
         assert!(matches!(
             check_consistency(&old, &same_size, &proof, &trusted),
-            Err(ClientError::InconsistentCheckpoint { .. })
+            Err(ClientError::Proof(ProofError::InconsistentCheckpoint { .. }))
         ));
 
         // Shrinking log, going-back height, other chain, wrong proof sizes.
@@ -604,24 +628,24 @@ mod tests {
         let smaller = checkpoint(&log, 5, 11, &node);
         assert!(matches!(
             check_consistency(&old, &smaller, &good_proof, &trusted),
-            Err(ClientError::InconsistentCheckpoint { .. })
+            Err(ClientError::Proof(ProofError::InconsistentCheckpoint { .. }))
         ));
         let mut lower = good.checkpoint.clone();
         lower.height = 5;
         assert!(matches!(
             check_consistency(&old, &lower.sign(&node), &good_proof, &trusted),
-            Err(ClientError::InconsistentCheckpoint { .. })
+            Err(ClientError::Proof(ProofError::InconsistentCheckpoint { .. }))
         ));
         let mut other_chain = good.checkpoint.clone();
         other_chain.chain_id = "elsewhere".into();
         assert!(matches!(
             check_consistency(&old, &other_chain.sign(&node), &good_proof, &trusted),
-            Err(ClientError::InconsistentCheckpoint { .. })
+            Err(ClientError::Proof(ProofError::InconsistentCheckpoint { .. }))
         ));
         let wrong_sizes = log.consistency_proof(5, 10).unwrap();
         assert!(matches!(
             check_consistency(&old, &good, &wrong_sizes, &trusted),
-            Err(ClientError::InconsistentCheckpoint { .. })
+            Err(ClientError::Proof(ProofError::InconsistentCheckpoint { .. }))
         ));
         // Equivocation: another checkpoint for the same height.
         let mut twin = old.checkpoint.clone();
@@ -629,7 +653,7 @@ mod tests {
         let proof = ConsistencyProof { old_size: 6, new_size: 6, path: vec![] };
         assert!(matches!(
             check_consistency(&old, &twin.sign(&node), &proof, &trusted),
-            Err(ClientError::InconsistentCheckpoint { .. })
+            Err(ClientError::Proof(ProofError::InconsistentCheckpoint { .. }))
         ));
 
         // And the honest extension still passes; a foreign signer does not.
@@ -637,7 +661,7 @@ mod tests {
         let foreign = good.checkpoint.clone().sign(&SigningKey::generate());
         assert!(matches!(
             check_consistency(&old, &foreign, &good_proof, &trusted),
-            Err(ClientError::UntrustedCheckpoint { .. })
+            Err(ClientError::Proof(ProofError::UntrustedCheckpoint { .. }))
         ));
     }
 
@@ -678,7 +702,7 @@ mod tests {
 
     fn assert_unproven(r: Result<EncryptionKey, ClientError>, what: &str) {
         match r {
-            Err(ClientError::UnprovenKey { .. }) => {}
+            Err(ClientError::Proof(ProofError::UnprovenKey { .. })) => {}
             other => panic!("{what}: expected the key to be refused, got {other:?}"),
         }
     }
@@ -947,7 +971,10 @@ mod tests {
         let other = start(device, CHAIN);
         let other = Transaction { nonce: 2, ..other.tx }.sign(&patient);
         let refused = |r: Result<EncryptionKey, ClientError>, what: &str| {
-            assert!(matches!(r, Err(ClientError::UnprovenKey { .. })), "{what}: {r:?}");
+            assert!(
+                matches!(r, Err(ClientError::Proof(ProofError::UnprovenKey { .. }))),
+                "{what}: {r:?}"
+            );
         };
         refused(
             verify_session_key(

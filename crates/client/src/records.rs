@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::{
     ClientError, NodeClient,
     envelope::{DataKey, Decryptor, EncryptSummary},
+    error::{HttpError, RecordError},
     http::RecordStream,
 };
 
@@ -54,7 +55,7 @@ pub fn context(content: &Hash) -> Vec<u8> {
 }
 
 fn io_error(action: &'static str, source: std::io::Error) -> ClientError {
-    ClientError::RecordIo { action, source }
+    ClientError::Record(RecordError::Io { action, source })
 }
 
 fn stopped(action: &'static str, why: &str) -> ClientError {
@@ -90,13 +91,13 @@ pub async fn upload_encrypted(
     let stored = uploaded?;
     let summary = summary?;
     if stored.hash != summary.ciphertext_sha256 || stored.size != summary.ciphertext_len {
-        return Err(ClientError::BadResponse {
+        return Err(ClientError::Http(HttpError::BadResponse {
             url: client.base_url().to_owned(),
             reason: format!(
                 "the node stored {} ({} bytes) but this machine encrypted {} ({} bytes)",
                 stored.hash, stored.size, summary.ciphertext_sha256, summary.ciphertext_len
             ),
-        });
+        }));
     }
     Ok(summary)
 }

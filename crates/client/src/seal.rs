@@ -24,7 +24,10 @@ use medledger_core::{
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::error::{ClientError, random_fill};
+use crate::{
+    error::{ClientError, SealError},
+    rand::random_fill,
+};
 
 type Kem = hpke::kem::X25519HkdfSha256;
 type Kdf = hpke::kdf::HkdfSha256;
@@ -97,7 +100,7 @@ impl SealedBlob {
 
     /// Parses and checks the structure (magic, version, sizes); does not decrypt.
     pub fn decode(bytes: &[u8]) -> Result<Self, ClientError> {
-        let malformed = |reason: String| ClientError::MalformedSealed { reason };
+        let malformed = |reason: String| ClientError::Seal(SealError::Malformed { reason });
         let blob: SealedBlob = encoding::decode("sealed blob", bytes, MAX_SEALED_BYTES)
             .map_err(|e| malformed(e.to_string()))?;
         if blob.magic != SEALED_MAGIC {
@@ -144,7 +147,7 @@ impl SealedBlob {
 /// Encrypts `details` so that each of `recipients` (and nobody else) can open them. Returns the
 /// canonical bytes of a [`SealedBlob`].
 pub fn seal(details: &[u8], recipients: &[EncryptionKey]) -> Result<Vec<u8>, ClientError> {
-    let refuse = |reason: String| ClientError::Seal { reason };
+    let refuse = |reason: String| ClientError::Seal(SealError::Details { reason });
     if recipients.is_empty() || recipients.len() > MAX_RECIPIENTS {
         return Err(refuse(format!(
             "{} recipients, expected 1 to {MAX_RECIPIENTS}",
@@ -184,10 +187,10 @@ pub fn seal(details: &[u8], recipients: &[EncryptionKey]) -> Result<Vec<u8>, Cli
 
 /// Opens a sealed blob with a recipient's decryption key.
 ///
-/// Fails with [`ClientError::MalformedSealed`] for bytes that are not a sealed blob, and with
-/// [`ClientError::NotARecipient`] when no entry opens with `key` (which is also what a change to
+/// Fails with [`crate::error::SealError::Malformed`] for bytes that are not a sealed blob, and with
+/// [`crate::error::SealError::NotARecipient`] when no entry opens with `key` (which is also what a change to
 /// the blob's nonce or to this recipient's entry looks like). Any other change to the blob is
-/// [`ClientError::MalformedSealed`].
+/// [`crate::error::SealError::Malformed`].
 pub fn open(sealed: &[u8], key: &DecryptionKey) -> Result<Vec<u8>, ClientError> {
     let blob = SealedBlob::decode(sealed)?;
     let wrap_aad = blob.wrap_aad();
@@ -196,7 +199,8 @@ pub fn open(sealed: &[u8], key: &DecryptionKey) -> Result<Vec<u8>, ClientError> 
         let Some(data_key) = hpke_unwrap(&sk, entry, HPKE_INFO, &wrap_aad) else {
             continue;
         };
-        let malformed = |reason: &str| ClientError::MalformedSealed { reason: reason.to_owned() };
+        let malformed =
+            |reason: &str| ClientError::Seal(SealError::Malformed { reason: reason.to_owned() });
         let cipher = XChaCha20Poly1305::new_from_slice(&data_key)
             .map_err(|_| malformed("the wrapped data key has the wrong length"))?;
         return cipher
@@ -211,7 +215,7 @@ pub fn open(sealed: &[u8], key: &DecryptionKey) -> Result<Vec<u8>, ClientError> 
                 )
             });
     }
-    Err(ClientError::NotARecipient { recipient: key.public_key() })
+    Err(ClientError::Seal(SealError::NotARecipient { recipient: key.public_key() }))
 }
 
 /// Encrypts `secret` to `recipient` with HPKE (mode Base, the suite in the module doc), bound to
@@ -309,7 +313,7 @@ mod tests {
         let sealed = seal(DETAILS, &[patient.public_key()]).unwrap();
         let err = open(&sealed, &outsider).unwrap_err();
         assert!(
-            matches!(err, ClientError::NotARecipient { recipient } if recipient == outsider.public_key())
+            matches!(err, ClientError::Seal(SealError::NotARecipient { recipient }) if recipient == outsider.public_key())
         );
     }
 
@@ -325,7 +329,8 @@ mod tests {
                 assert!(
                     matches!(
                         err,
-                        ClientError::MalformedSealed { .. } | ClientError::NotARecipient { .. }
+                        ClientError::Seal(SealError::Malformed { .. })
+                            | ClientError::Seal(SealError::NotARecipient { .. })
                     ),
                     "flip at byte {i} of {}: {err}",
                     sealed.len()
@@ -335,7 +340,7 @@ mod tests {
         assert!(open(&sealed[..sealed.len() - 1], &a).is_err());
         let mut longer = sealed.clone();
         longer.push(0);
-        assert!(matches!(open(&longer, &a), Err(ClientError::MalformedSealed { .. })));
+        assert!(matches!(open(&longer, &a), Err(ClientError::Seal(SealError::Malformed { .. }))));
     }
 
     #[test]
@@ -344,21 +349,33 @@ mod tests {
         let one = SealedBlob::decode(&seal(b"one", &[a.public_key()]).unwrap()).unwrap();
         let mut two = SealedBlob::decode(&seal(b"two", &[a.public_key()]).unwrap()).unwrap();
         two.recipients = one.recipients.clone();
-        assert!(matches!(open(&two.encode(), &a), Err(ClientError::NotARecipient { .. })));
+        assert!(matches!(
+            open(&two.encode(), &a),
+            Err(ClientError::Seal(SealError::NotARecipient { .. }))
+        ));
     }
 
     #[test]
     fn bad_inputs_are_refused() {
-        assert!(matches!(seal(DETAILS, &[]), Err(ClientError::Seal { .. })));
+        assert!(matches!(seal(DETAILS, &[]), Err(ClientError::Seal(SealError::Details { .. }))));
         let too_many = vec![DecryptionKey::generate().public_key(); MAX_RECIPIENTS + 1];
-        assert!(matches!(seal(DETAILS, &too_many), Err(ClientError::Seal { .. })));
+        assert!(matches!(
+            seal(DETAILS, &too_many),
+            Err(ClientError::Seal(SealError::Details { .. }))
+        ));
         let big = vec![0u8; MAX_DETAILS_BYTES + 1];
-        assert!(matches!(seal(&big, &too_many[..1]), Err(ClientError::Seal { .. })));
+        assert!(matches!(
+            seal(&big, &too_many[..1]),
+            Err(ClientError::Seal(SealError::Details { .. }))
+        ));
         // An all-zero (low-order) X25519 key gives an all-zero shared secret: refused.
-        assert!(matches!(seal(DETAILS, &[EncryptionKey([0; 32])]), Err(ClientError::Seal { .. })));
+        assert!(matches!(
+            seal(DETAILS, &[EncryptionKey([0; 32])]),
+            Err(ClientError::Seal(SealError::Details { .. }))
+        ));
         assert!(matches!(
             open(b"garbage", &DecryptionKey::generate()),
-            Err(ClientError::MalformedSealed { .. })
+            Err(ClientError::Seal(SealError::Malformed { .. }))
         ));
     }
 }

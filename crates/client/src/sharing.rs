@@ -20,6 +20,7 @@ use std::{convert::Infallible, fmt};
 use medledger_core::{
     encoding,
     keys::{DecryptionKey, EncryptionKey},
+    tx::records::MAX_CUSTODIANS,
 };
 use rand_core::{TryCryptoRng, TryRng};
 use serde::{Deserialize, Serialize};
@@ -29,12 +30,17 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::{
     envelope::DataKey,
-    error::{ClientError, random_fill},
+    error::{ClientError, RecordError, SealError},
+    rand::random_fill,
     seal::{HpkeRecipientKey, WrappedKey, hpke_unwrap, hpke_wrap},
 };
 
-/// Most custodians of one key: GF(256) has 255 non-zero evaluation points.
-pub const MAX_CUSTODIANS: usize = 255;
+/// Most shares one split can have: GF(256) has 255 non-zero evaluation points. Not the
+/// ledger's limit on custodians, which is lower ([`MAX_CUSTODIANS`]).
+pub const GF256_MAX_SHARES: usize = 255;
+
+// Every split the ledger accepts fits in GF(256), and share indexes and thresholds in a `u8`.
+const _: () = assert!(MAX_CUSTODIANS <= GF256_MAX_SHARES && GF256_MAX_SHARES <= u8::MAX as usize);
 
 const LABEL_KEY_CHECK: &[u8] = b"medledger/v1/record-key/key-check";
 const HPKE_INFO_SHARE: &[u8] = b"medledger/v1/custodian-share/wrap";
@@ -105,7 +111,7 @@ impl fmt::Debug for CustodianShare {
 }
 
 fn key_check(key: &DataKey) -> Result<[u8; 32], ClientError> {
-    Ok(*key.derive(&[LABEL_KEY_CHECK])?)
+    Ok(*key.derive(&[LABEL_KEY_CHECK]))
 }
 
 /// The OS random source as the infallible RNG vsss-rs asks for. A failure of the source is
@@ -144,7 +150,9 @@ impl TryCryptoRng for OsRandom {}
 /// `threshold` (with the essential share) recover it. Custodian shares are numbered 1 to
 /// `custodians`.
 ///
-/// Refuses `threshold` 0, `threshold > custodians`, and more than [`MAX_CUSTODIANS`]. A
+/// Refuses `threshold` 0, `threshold > custodians`, and more custodians than the ledger
+/// accepts for one key ([`MAX_CUSTODIANS`], below [`GF256_MAX_SHARES`]), before anything is
+/// drawn or built. A
 /// threshold of 1 gives every custodian `S` itself (Shamir with a constant polynomial).
 pub fn split(
     key: &DataKey,
@@ -158,7 +166,10 @@ pub fn split(
     if custodians > MAX_CUSTODIANS {
         return Err(invalid(
             "custodian count",
-            format!("{custodians} custodians, more than the {MAX_CUSTODIANS} GF(256) allows"),
+            format!(
+                "{custodians} custodians, more than the {MAX_CUSTODIANS} the ledger accepts for \
+                 one key"
+            ),
         ));
     }
     if threshold > custodians {
@@ -180,8 +191,10 @@ pub fn split(
     let share = |index: u8, value: &[u8]| -> Result<CustodianShare, ClientError> {
         let mut share =
             CustodianShare { index, threshold: t, value: [0; 32], key_check: essential.key_check };
-        share.value.copy_from_slice(value.get(..32).ok_or_else(|| ClientError::KeyShares {
-            reason: "the secret sharing returned a short share".into(),
+        share.value.copy_from_slice(value.get(..32).ok_or_else(|| {
+            ClientError::Record(RecordError::KeyShares {
+                reason: "the secret sharing returned a short share".into(),
+            })
         })?);
         Ok(share)
     };
@@ -197,7 +210,9 @@ pub fn split(
                 &mut rng,
                 (1..=n).map(|i| IdentifierGf256(Gf256(i))),
             )
-            .map_err(|e| ClientError::KeyShares { reason: format!("cannot split: {e}") })?,
+            .map_err(|e| {
+                ClientError::Record(RecordError::KeyShares { reason: format!("cannot split: {e}") })
+            })?,
         );
         // Each is `index || value`; `raw` zeroises them on drop.
         raw.iter()
@@ -223,7 +238,7 @@ pub fn combine(
     essential: &EssentialShare,
     shares: &[CustodianShare],
 ) -> Result<DataKey, ClientError> {
-    let refuse = |reason: String| ClientError::KeyShares { reason };
+    let refuse = |reason: String| ClientError::Record(RecordError::KeyShares { reason });
     let Some(first) = shares.first() else {
         return Err(refuse("no custodian shares given".into()));
     };
@@ -303,11 +318,11 @@ pub fn wrap_share(
 ) -> Result<WrappedKey, ClientError> {
     let bytes = Zeroizing::new(encoding::encode(share));
     hpke_wrap(custodian, HPKE_INFO_SHARE, context, &bytes)
-        .map_err(|reason| ClientError::KeyWrap { reason })
+        .map_err(|reason| ClientError::Seal(SealError::KeyWrap { reason }))
 }
 
 /// Opens a share made by [`wrap_share`] with the custodian's decryption key and the same
-/// `context`. Fails with [`ClientError::KeyUnwrap`] if it was wrapped to another key or context,
+/// `context`. Fails with [`crate::error::SealError::KeyUnwrap`] if it was wrapped to another key or context,
 /// or altered.
 pub fn unwrap_share(
     wrapped: &WrappedKey,
@@ -316,13 +331,13 @@ pub fn unwrap_share(
 ) -> Result<CustodianShare, ClientError> {
     let sk = HpkeRecipientKey::new(key)?;
     let bytes = hpke_unwrap(&sk, wrapped, HPKE_INFO_SHARE, context)
-        .ok_or(ClientError::KeyUnwrap { recipient: key.public_key() })?;
+        .ok_or(ClientError::Seal(SealError::KeyUnwrap { recipient: key.public_key() }))?;
     let share: CustodianShare = encoding::decode("custodian share", &bytes, MAX_SHARE_BYTES)
-        .map_err(|e| ClientError::KeyShares { reason: e.to_string() })?;
+        .map_err(|e| ClientError::Record(RecordError::KeyShares { reason: e.to_string() }))?;
     if share.index == 0 || share.threshold == 0 {
-        return Err(ClientError::KeyShares {
+        return Err(ClientError::Record(RecordError::KeyShares {
             reason: "the unwrapped share has index or threshold 0".into(),
-        });
+        }));
     }
     Ok(share)
 }
@@ -336,7 +351,7 @@ pub fn wrap_essential(
 ) -> Result<WrappedKey, ClientError> {
     let bytes = Zeroizing::new(encoding::encode(share));
     hpke_wrap(holder, HPKE_INFO_ESSENTIAL, context, &bytes)
-        .map_err(|reason| ClientError::KeyWrap { reason })
+        .map_err(|reason| ClientError::Seal(SealError::KeyWrap { reason }))
 }
 
 /// Opens an essential share made by [`wrap_essential`] with the same `context`.
@@ -347,9 +362,9 @@ pub fn unwrap_essential(
 ) -> Result<EssentialShare, ClientError> {
     let sk = HpkeRecipientKey::new(key)?;
     let bytes = hpke_unwrap(&sk, wrapped, HPKE_INFO_ESSENTIAL, context)
-        .ok_or(ClientError::KeyUnwrap { recipient: key.public_key() })?;
+        .ok_or(ClientError::Seal(SealError::KeyUnwrap { recipient: key.public_key() }))?;
     encoding::decode("essential share", &bytes, MAX_ESSENTIAL_BYTES)
-        .map_err(|e| ClientError::KeyShares { reason: e.to_string() })
+        .map_err(|e| ClientError::Record(RecordError::KeyShares { reason: e.to_string() }))
 }
 
 #[cfg(test)]
@@ -407,7 +422,7 @@ mod tests {
         let (e, shares) = split(&k, 3, 5).unwrap();
         for which in subsets(5, 2) {
             let err = combine(&e, &pick(&shares, &which)).unwrap_err();
-            assert!(matches!(err, ClientError::KeyShares { .. }), "{err}");
+            assert!(matches!(err, ClientError::Record(RecordError::KeyShares { .. })), "{err}");
         }
         // Interpolating t-1 shares anyway (as a cheat claiming a lower threshold would) gives
         // some other value, not K.
@@ -452,16 +467,31 @@ mod tests {
         assert!(invalid(split(&k, 4, 3)));
         assert!(invalid(split(&k, 1, 0)));
         assert!(invalid(split(&k, 2, 256)));
-        let (_, shares) = split(&k, 255, 255).unwrap();
-        assert_eq!(shares.last().map(CustodianShare::index), Some(255));
+        let (_, shares) = split(&k, MAX_CUSTODIANS, MAX_CUSTODIANS).unwrap();
+        assert_eq!(shares.last().map(CustodianShare::index), Some(MAX_CUSTODIANS as u8));
+    }
+
+    #[test]
+    fn a_split_the_ledger_would_refuse_is_refused_before_anything_is_built() {
+        // GF(256) could take 17..=255 shares; the ledger refuses more than MAX_CUSTODIANS.
+        let k = key();
+        for n in [MAX_CUSTODIANS + 1, GF256_MAX_SHARES] {
+            match split(&k, 2, n) {
+                Err(ClientError::InvalidInput { what: "custodian count", reason }) => {
+                    assert!(reason.contains("the ledger accepts"), "{reason}");
+                }
+                other => panic!("{n} custodians: {other:?}"),
+            }
+        }
     }
 
     #[test]
     fn bad_share_lists_are_refused() {
         let k = key();
         let (e, shares) = split(&k, 2, 4).unwrap();
-        let refused =
-            |r: Result<DataKey, ClientError>| matches!(r, Err(ClientError::KeyShares { .. }));
+        let refused = |r: Result<DataKey, ClientError>| {
+            matches!(r, Err(ClientError::Record(RecordError::KeyShares { .. })))
+        };
         assert!(refused(combine(&e, &[])));
         assert!(refused(combine(&e, &pick(&shares, &[1, 1]))), "duplicate index");
         assert!(refused(combine(&e, &pick(&shares, &[0, 2, 0]))), "duplicate index");
@@ -498,7 +528,7 @@ mod tests {
         assert_eq!(combine(&e, &opened).unwrap().expose_secret(), k.expose_secret());
 
         let refused = |r: Result<CustodianShare, ClientError>| {
-            matches!(r, Err(ClientError::KeyUnwrap { .. }))
+            matches!(r, Err(ClientError::Seal(SealError::KeyUnwrap { .. })))
         };
         assert!(refused(unwrap_share(&wrapped[0], &custodians[1], &ctx(0))), "another custodian");
         assert!(refused(unwrap_share(&wrapped[0], &custodians[0], &ctx(1))), "another context");
@@ -510,7 +540,7 @@ mod tests {
         assert!(refused(unwrap_share(&as_key, &custodians[0], &ctx(0))));
         assert!(matches!(
             crate::envelope::unwrap_key(&wrapped[0], &custodians[0], &ctx(0)),
-            Err(ClientError::KeyUnwrap { .. })
+            Err(ClientError::Seal(SealError::KeyUnwrap { .. }))
         ));
     }
 

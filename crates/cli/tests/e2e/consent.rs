@@ -23,7 +23,8 @@ fn consent_through_the_cli() {
     let env = [("MEDLEDGER_NODE", node.url.as_str())];
     let patient_account = account_of(&c.patient);
 
-    // The patient grants the doctor lab reports for 7 days, then revokes.
+    // The patient grants the doctor lab reports for 7 days, then revokes. The category is
+    // spelled as `record add --category` takes it (`lab_report` works too).
     let out = ok(
         &[
             "consent",
@@ -33,7 +34,7 @@ fn consent_through_the_cli() {
             "--grantee",
             &c.doctor_account,
             "--scope",
-            "categories:lab_report",
+            "categories:lab-report",
             "--days",
             "7",
         ],

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use medledger_client::{NodeClient, Wallet};
+use medledger_client::{NodeClient, Signer, Wallet};
 use medledger_core::audit::AuditKind;
 
 use crate::{
@@ -200,12 +200,13 @@ fn alert_events(wallet_path: &str, url: &str) -> Vec<(u64, u64)> {
     let me = w.account();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let client = NodeClient::new(url).unwrap();
+        let client =
+            NodeClient::new(url).unwrap().signed_by(Signer::new(identity.signing.clone(), me));
         let mut alerts = Vec::new();
         // Read what is there: stop at a keep-alive-free pause by bounding the wait.
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
-            client.watch(&identity, me, None, |e| {
+            client.watch(me, None, |e| {
                 if let AuditKind::DeviceAlert { seq, .. } = e.kind {
                     alerts.push((e.seq, seq));
                 }
@@ -234,9 +235,11 @@ fn an_abnormal_reading_reaches_the_doctors_hospital_within_a_second_and_reads_ba
         let url = s.url.clone();
         let identity = hospital_wallet.unlock(PASS).unwrap();
         rt.spawn(async move {
-            let client = NodeClient::new(&url).unwrap();
+            let client = NodeClient::new(&url)
+                .unwrap()
+                .signed_by(Signer::new(identity.signing.clone(), hospital));
             let _ = client
-                .watch(&identity, hospital, None, |e| {
+                .watch(hospital, None, |e| {
                     if matches!(e.kind, AuditKind::DeviceAlert { .. }) {
                         let _ = seen_tx.send((e, now_ms()));
                         return false;

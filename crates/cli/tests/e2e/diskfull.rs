@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use medledger_client::{ClientError, NodeClient, Signer, Wallet, tx::build};
+use medledger_client::{ClientError, HttpError, NodeClient, Signer, Wallet, tx::build};
 use medledger_core::{Hash, block::Outcome, tx::SignedTransaction};
 
 use crate::{harness::*, http_refusals::admit_body};
@@ -27,7 +27,9 @@ const MIB: u64 = 1024 * 1024;
 /// Whether `r` is the refusal of a full disk, with its message.
 fn is_disk_full<T: std::fmt::Debug>(r: &Result<T, ClientError>) -> bool {
     match r {
-        Err(ClientError::Refused { status: 507, code, message, .. }) if code == "disk_full" => {
+        Err(ClientError::Http(HttpError::Refused { status: 507, code, message, .. }))
+            if code == "disk_full" =>
+        {
             assert!(message.starts_with("the node's disk is full"), "{message}");
             true
         }
@@ -149,7 +151,7 @@ fn a_full_disk_refuses_writes_with_507_serves_reads_and_resumes_when_space_retur
     let tx = admit(nonce);
     let r = rt.block_on(client.submit(&tx));
     assert!(is_disk_full(&r), "a transaction on a full disk: {r:?}");
-    if let Err(ClientError::Refused { message, .. }) = &r {
+    if let Err(ClientError::Http(HttpError::Refused { message, .. })) = &r {
         assert!(message.contains(&format!("{RESERVE_MIB} MB reserved")), "{message}");
     }
     let r = rt.block_on(client.submit_batch(std::slice::from_ref(&tx)));
@@ -270,7 +272,7 @@ fn with_no_reserve_enospc_in_the_raft_log_or_ledger_stops_the_node_and_a_restart
         let batch: Vec<SignedTransaction> = (nonce..nonce + 50).map(admit).collect();
         let items = match rt.block_on(client.submit_batch(&batch)) {
             Ok(items) => items,
-            Err(ClientError::Refused { status: 503, code, message, .. })
+            Err(ClientError::Http(HttpError::Refused { status: 503, code, message, .. }))
                 if code == "storage_fault" =>
             {
                 break message;

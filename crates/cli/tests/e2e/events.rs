@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use medledger_client::{ClientError, NodeClient, Wallet};
+use medledger_client::{ClientError, HttpError, NodeClient, Signer, Wallet};
 
 use crate::{harness::*, registry::cast};
 
@@ -34,12 +34,11 @@ fn events_arrive_at_once_and_resume_without_gaps_or_repeats() {
         let client = NodeClient::new(&node.url).unwrap();
         let identity = patient_wallet.unlock(PASS).unwrap();
         let watcher = {
-            let client = client.clone();
-            let identity = identity.clone();
+            let client = client.clone().signed_by(Signer::new(identity.signing.clone(), patient));
             tokio::spawn(async move {
                 let mut got = None;
                 client
-                    .watch(&identity, patient, None, |e| {
+                    .watch(patient, None, |e| {
                         got = Some((e, Instant::now()));
                         false
                     })
@@ -86,10 +85,17 @@ fn events_arrive_at_once_and_resume_without_gaps_or_repeats() {
             [5; 16],
         );
         let err = client.get_with_auth::<serde_json::Value>(&path, &auth).await.unwrap_err();
-        assert!(matches!(err, ClientError::Refused { status: 403, .. }), "{err:?}");
+        assert!(
+            matches!(err, ClientError::Http(HttpError::Refused { status: 403, .. })),
+            "{err:?}"
+        );
         // Claiming to be the patient with the doctor's key: not authenticated.
-        let err = client.watch(&doctor, patient, None, |_| false).await.unwrap_err();
-        assert!(matches!(err, ClientError::Refused { status: 401, .. }), "{err:?}");
+        let as_patient = client.clone().signed_by(Signer::new(doctor.signing.clone(), patient));
+        let err = as_patient.watch(patient, None, |_| false).await.unwrap_err();
+        assert!(
+            matches!(err, ClientError::Http(HttpError::Refused { status: 401, .. })),
+            "{err:?}"
+        );
     });
 
     // The CLI watcher prints from the start, then remembers where it stopped.

@@ -47,7 +47,7 @@ fn metrics_count_requests_by_route_and_status_with_latency_vault_bytes_and_strea
     assert_eq!(stored.size, 1000);
     let stream = rt.spawn({
         let client = client.clone();
-        async move { client.watch(&identity, account, None, |_| true).await }
+        async move { client.watch(account, None, |_| true).await }
     });
     // The stream is counted once the node has taken it (bounded wait, not a speed assertion).
     let deadline = Instant::now() + LIMIT;

@@ -2,7 +2,7 @@
 //! audited read path; unauthorised, revoked and corrupted reads release nothing; truncated
 //! and mismatched uploads store nothing; erasure destroys the blobs and keeps the token.
 
-use medledger_client::{ClientError, NodeClient, Signer, Wallet};
+use medledger_client::{ClientError, HttpError, NodeClient, Signer, Wallet};
 use medledger_core::{
     Hash,
     ids::AccountId,
@@ -196,7 +196,7 @@ fn records_are_encrypted_audited_and_erasable() {
     let announced = Hash::of(&whole);
     let truncated = whole[..150_000].to_vec();
     match rt.block_on(client.upload(reqwest::Body::from(truncated.clone()), Some(&announced))) {
-        Err(ClientError::Refused { code, .. }) => assert_eq!(code, "cid_mismatch"),
+        Err(ClientError::Http(HttpError::Refused { code, .. })) => assert_eq!(code, "cid_mismatch"),
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert!(!vault.join(announced.to_hex()).exists());
@@ -232,7 +232,7 @@ fn records_are_encrypted_audited_and_erasable() {
         )
     });
     match rt.block_on(client.read_record(&pmr, &access)) {
-        Err(ClientError::Refused { status: 403, code, message, .. })
+        Err(ClientError::Http(HttpError::Refused { status: 403, code, message, .. }))
             if code == "denied" && message.contains("a false declaration") => {}
         other => panic!("expected a denial, got {other:?}"),
     }
@@ -332,7 +332,7 @@ fn kill_minus_9_during_an_upload_and_during_a_read() {
 
     // A read whose bytes started flowing was committed before the first byte: after SIGKILL
     // mid-stream, the access event is in the trail.
-    let trail = |c: &NodeClient| rt.block_on(c.audit_trail(&identity, me, &me, None)).unwrap();
+    let trail = |c: &NodeClient| rt.block_on(c.audit_trail(&me, None)).unwrap();
     let before = trail(&client).len();
     let record = rt.block_on(client.record(&pmr)).unwrap().unwrap();
     let access = rt.block_on(async {

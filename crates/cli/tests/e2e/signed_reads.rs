@@ -1,7 +1,7 @@
 //! Signed read requests: consent state is readable only by whom it concerns, and unsigned,
 //! stale, replayed or mis-signed requests are refused.
 
-use medledger_client::{ClientError, NodeClient, Wallet};
+use medledger_client::{ClientError, HttpError, NodeClient, Wallet};
 use medledger_core::{
     ids::AccountId,
     request::{HEADER, RequestAuth},
@@ -15,7 +15,7 @@ fn now_ms() -> u64 {
 
 fn code(r: Result<medledger_api::WhoCanSeeView, ClientError>) -> (u16, String) {
     match r {
-        Err(ClientError::Refused { status, code, message, .. }) => {
+        Err(ClientError::Http(HttpError::Refused { status, code, message, .. })) => {
             (status, format!("{code}: {message}"))
         }
         other => panic!("expected a refusal, got {other:?}"),

@@ -15,7 +15,7 @@ use medledger_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::error::ClientError;
+use crate::error::{ClientError, DeviceError};
 
 /// Largest outbox entry read back (a transaction and a sealed batch).
 const MAX_ENTRY_BYTES: usize = 2 * 1024 * 1024;
@@ -124,8 +124,10 @@ impl Outbox {
             if path.extension().is_none_or(|x| x != "entry") {
                 continue;
             }
-            let bad = |reason: String| ClientError::Gateway {
-                reason: format!("outbox entry {} is unusable: {reason}", path.display()),
+            let bad = |reason: String| {
+                ClientError::Device(DeviceError::Gateway {
+                    reason: format!("outbox entry {} is unusable: {reason}", path.display()),
+                })
             };
             let nonce: u64 = path
                 .file_stem()
@@ -166,6 +168,9 @@ mod tests {
         reopened.remove(3).unwrap();
         assert_eq!(reopened.entries().unwrap(), vec![(12, e(2))]);
         std::fs::write(dir.path().join("00000000000000000014.entry"), b"garbage").unwrap();
-        assert!(matches!(reopened.entries(), Err(ClientError::Gateway { .. })));
+        assert!(matches!(
+            reopened.entries(),
+            Err(ClientError::Device(DeviceError::Gateway { .. }))
+        ));
     }
 }

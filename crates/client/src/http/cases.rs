@@ -6,7 +6,10 @@ use medledger_api::{CaseRead, CaseView, OwnKey, paths};
 use medledger_core::{encoding, ids::AccountId, tx::SignedTransaction};
 
 use super::NodeClient;
-use crate::{cases::MAX_EXPORT_BYTES, error::ClientError};
+use crate::{
+    cases::MAX_EXPORT_BYTES,
+    error::{ClientError, HttpError},
+};
 
 impl NodeClient {
     /// A patient's cases that the signer may see.
@@ -28,9 +31,12 @@ impl NodeClient {
         let Some(k) = self.get_optional::<OwnKey>(&path).await? else {
             return Ok(None);
         };
-        hex::decode(&k.wrapped_hex)
-            .map(Some)
-            .map_err(|e| ClientError::BadResponse { url: self.url(&path), reason: e.to_string() })
+        hex::decode(&k.wrapped_hex).map(Some).map_err(|e| {
+            ClientError::Http(HttpError::BadResponse {
+                url: self.url(&path),
+                reason: e.to_string(),
+            })
+        })
     }
 
     /// The audited read of a case: submits `access` (an access transaction naming the case,
@@ -45,13 +51,18 @@ impl NodeClient {
         let url = self.url(&path);
         let req = self.post_tx(&url, access);
         let body = self.bytes(req, &url, MAX_EXPORT_BYTES).await?;
-        let read: CaseRead = encoding::decode("case read", &body, MAX_EXPORT_BYTES)
-            .map_err(|e| ClientError::BadResponse { url: url.clone(), reason: e.to_string() })?;
+        let read: CaseRead =
+            encoding::decode("case read", &body, MAX_EXPORT_BYTES).map_err(|e| {
+                ClientError::Http(HttpError::BadResponse {
+                    url: url.clone(),
+                    reason: e.to_string(),
+                })
+            })?;
         if read.export.case != id {
-            return Err(ClientError::BadResponse {
+            return Err(ClientError::Http(HttpError::BadResponse {
                 url,
                 reason: format!("the answer is for case {}, not {id}", read.export.case),
-            });
+            }));
         }
         Ok(read)
     }

@@ -5,7 +5,7 @@ use medledger_api::{DeviceView, SessionDataRead, SessionReadingsView, SessionVie
 use medledger_core::{Hash, encoding, ids::AccountId, tx::SignedTransaction};
 
 use super::{MAX_RESPONSE_BYTES, NodeClient, read_body, refusal};
-use crate::error::ClientError;
+use crate::error::{ClientError, HttpError};
 
 impl NodeClient {
     /// The devices of `patient` the signer may see.
@@ -60,31 +60,36 @@ impl NodeClient {
             return Err(refusal(status, &body));
         }
         let read: SessionDataRead = encoding::decode("session read", &body, MAX_RESPONSE_BYTES)
-            .map_err(|e| ClientError::BadResponse { url: url.clone(), reason: e.to_string() })?;
+            .map_err(|e| {
+                ClientError::Http(HttpError::BadResponse {
+                    url: url.clone(),
+                    reason: e.to_string(),
+                })
+            })?;
         if read.session != *id {
-            return Err(ClientError::BadResponse {
+            return Err(ClientError::Http(HttpError::BadResponse {
                 url,
                 reason: format!("the answer is for session {}, not {id}", read.session),
-            });
+            }));
         }
         // The node checks blobs against their hashes; check them again here.
         for (b, bytes) in &read.batches {
             if Hash::of(bytes) != b.blob {
-                return Err(ClientError::BadResponse {
+                return Err(ClientError::Http(HttpError::BadResponse {
                     url,
                     reason: format!(
                         "batch {}..={} does not hash to its digest",
                         b.first_seq, b.last_seq
                     ),
-                });
+                }));
             }
         }
         for (a, bytes) in &read.alerts {
             if Hash::of(bytes) != a.reading {
-                return Err(ClientError::BadResponse {
+                return Err(ClientError::Http(HttpError::BadResponse {
                     url,
                     reason: format!("the reading of alert {} does not hash to its digest", a.seq),
-                });
+                }));
             }
         }
         Ok(read)

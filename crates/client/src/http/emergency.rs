@@ -6,7 +6,7 @@ use medledger_api::{BreakGlassView, EmergencyView, PatientOverview, TxProofRespo
 use medledger_core::{Hash, ids::AccountId, tx::SignedTransaction};
 
 use super::NodeClient;
-use crate::error::ClientError;
+use crate::error::{ClientError, ProofError};
 
 impl NodeClient {
     /// The public part of a patient's emergency profile, if they have one.
@@ -30,24 +30,24 @@ impl NodeClient {
     ) -> Result<Option<EmergencyView>, ClientError> {
         let Some(mut view) = self.emergency_profile(patient).await? else { return Ok(None) };
         let Some(set_by) = view.set_by else {
-            return Err(ClientError::UnprovenKey {
+            return Err(ClientError::Proof(ProofError::UnprovenKey {
                 account: AccountId::emergency_of(patient),
                 reason: "the node did not name the transaction that set the profile".into(),
-            });
+            }));
         };
         let proof: TxProofResponse = self
             .get(&format!("{}/{patient}/{}", paths::EMERGENCY, paths::EMERGENCY_KEY_PROOF))
             .await?;
         let key = crate::proof::verify_emergency_key(&proof, &set_by, patient, anchor)?;
         if key != view.emergency_key {
-            return Err(ClientError::UnprovenKey {
+            return Err(ClientError::Proof(ProofError::UnprovenKey {
                 account: AccountId::emergency_of(patient),
                 reason: format!(
                     "the node says the emergency key of patient {patient} is {}, but the \
                      transaction that set the profile set {key}",
                     view.emergency_key
                 ),
-            });
+            }));
         }
         view.emergency_key = key;
         Ok(Some(view))

@@ -10,7 +10,7 @@ use medledger_core::{Hash, encoding, ids::AccountId, tx::SignedTransaction};
 use reqwest::{Response, header::CONTENT_TYPE};
 
 use super::{NodeClient, error_chain, read_body, read_json, refusal};
-use crate::error::ClientError;
+use crate::error::{ClientError, HttpError};
 
 /// How long a streamed upload or download may take in all (a DICOM study can be GiBs).
 const STREAM_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
@@ -40,10 +40,10 @@ impl NodeClient {
         if let Some(h) = expected
             && stored.hash != *h
         {
-            return Err(ClientError::BadResponse {
+            return Err(ClientError::Http(HttpError::BadResponse {
                 url,
                 reason: format!("the node stored {} instead of {h}", stored.hash),
-            });
+            }));
         }
         Ok(stored)
     }
@@ -77,7 +77,10 @@ impl NodeClient {
         list.into_iter()
             .map(|s| {
                 hex::decode(&s.wrapped_hex).map(|b| (s.index, b)).map_err(|e| {
-                    ClientError::BadResponse { url: self.url(&path), reason: e.to_string() }
+                    ClientError::Http(HttpError::BadResponse {
+                        url: self.url(&path),
+                        reason: e.to_string(),
+                    })
                 })
             })
             .collect()
@@ -89,9 +92,12 @@ impl NodeClient {
         let Some(k) = self.get_optional::<medledger_api::OwnKey>(&path).await? else {
             return Ok(None);
         };
-        hex::decode(&k.wrapped_hex)
-            .map(Some)
-            .map_err(|e| ClientError::BadResponse { url: self.url(&path), reason: e.to_string() })
+        hex::decode(&k.wrapped_hex).map(Some).map_err(|e| {
+            ClientError::Http(HttpError::BadResponse {
+                url: self.url(&path),
+                reason: e.to_string(),
+            })
+        })
     }
 
     /// The versions of a record, oldest first.
@@ -133,7 +139,8 @@ pub struct RecordStream {
 
 impl RecordStream {
     async fn start(mut resp: Response, url: String) -> Result<Self, ClientError> {
-        let bad = |reason: String| ClientError::BadResponse { url: url.clone(), reason };
+        let bad =
+            |reason: String| ClientError::Http(HttpError::BadResponse { url: url.clone(), reason });
         let mut buf = Vec::new();
         let (preamble, used) = loop {
             if buf.len() >= 4 {
@@ -171,28 +178,32 @@ impl RecordStream {
             Some(chunk) => {
                 self.received += chunk.len() as u64;
                 if self.received > self.preamble.size {
-                    return Err(ClientError::BadResponse {
+                    return Err(ClientError::Http(HttpError::BadResponse {
                         url: self.url.clone(),
                         reason: "more ciphertext than announced".into(),
-                    });
+                    }));
                 }
                 Ok(Some(chunk))
             }
-            None if self.received < self.preamble.size => Err(ClientError::Unreachable {
-                url: self.url.clone(),
-                reason: format!(
-                    "the stream ended after {} of {} bytes",
-                    self.received, self.preamble.size
-                ),
-            }),
+            None if self.received < self.preamble.size => {
+                Err(ClientError::Http(HttpError::Unreachable {
+                    url: self.url.clone(),
+                    reason: format!(
+                        "the stream ended after {} of {} bytes",
+                        self.received, self.preamble.size
+                    ),
+                }))
+            }
             None => Ok(None),
         }
     }
 }
 
 async fn next(resp: &mut Response, url: &str) -> Result<Option<Bytes>, ClientError> {
-    resp.chunk().await.map_err(|e| ClientError::Unreachable {
-        url: url.to_owned(),
-        reason: format!("connection lost while reading the record: {}", error_chain(&e)),
+    resp.chunk().await.map_err(|e| {
+        ClientError::Http(HttpError::Unreachable {
+            url: url.to_owned(),
+            reason: format!("connection lost while reading the record: {}", error_chain(&e)),
+        })
     })
 }

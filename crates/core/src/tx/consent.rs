@@ -37,6 +37,71 @@ pub enum RecordCategory {
     Other,
 }
 
+impl RecordCategory {
+    /// Every category, in declaration order.
+    pub const ALL: [RecordCategory; 10] = [
+        RecordCategory::PresentIllness,
+        RecordCategory::PastIllness,
+        RecordCategory::ProvisionalDiagnosis,
+        RecordCategory::TreatmentSummary,
+        RecordCategory::LabReport,
+        RecordCategory::Imaging,
+        RecordCategory::DeviceData,
+        RecordCategory::Insurance,
+        RecordCategory::Psychiatry,
+        RecordCategory::Other,
+    ];
+
+    /// The category's name, as on the wire (snake_case: `lab_report`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            RecordCategory::PresentIllness => "present_illness",
+            RecordCategory::PastIllness => "past_illness",
+            RecordCategory::ProvisionalDiagnosis => "provisional_diagnosis",
+            RecordCategory::TreatmentSummary => "treatment_summary",
+            RecordCategory::LabReport => "lab_report",
+            RecordCategory::Imaging => "imaging",
+            RecordCategory::DeviceData => "device_data",
+            RecordCategory::Insurance => "insurance",
+            RecordCategory::Psychiatry => "psychiatry",
+            RecordCategory::Other => "other",
+        }
+    }
+}
+
+/// Prints [`RecordCategory::name`], which [`str::parse`] reads back.
+impl std::fmt::Display for RecordCategory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A string that names no [`RecordCategory`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown category {input:?}: one of present-illness, past-illness, provisional-diagnosis, \
+     treatment-summary, lab-report, imaging, device-data, insurance, psychiatry, other (with \
+     hyphens or underscores)"
+)]
+pub struct UnknownCategory {
+    /// What was given.
+    pub input: String,
+}
+
+/// Reads a category in kebab-case (`lab-report`, as the CLI suggests) or snake_case
+/// (`lab_report`, as on the wire).
+impl std::str::FromStr for RecordCategory {
+    type Err = UnknownCategory;
+
+    fn from_str(s: &str) -> Result<Self, UnknownCategory> {
+        let wire = s.replace('-', "_");
+        RecordCategory::ALL
+            .into_iter()
+            .find(|c| c.name() == wire)
+            .ok_or_else(|| UnknownCategory { input: s.to_owned() })
+    }
+}
+
 /// Why access is granted or asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -410,4 +475,32 @@ pub struct AccessTx {
     pub action: Action,
     /// Why.
     pub purpose: Purpose,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories_parse_in_both_spellings_and_round_trip() {
+        for c in RecordCategory::ALL {
+            assert_eq!(c.to_string().parse::<RecordCategory>(), Ok(c));
+            assert_eq!(c.name().parse::<RecordCategory>(), Ok(c), "snake_case");
+            assert_eq!(c.name().replace('_', "-").parse::<RecordCategory>(), Ok(c), "kebab-case");
+        }
+        assert_eq!("lab-report".parse::<RecordCategory>(), Ok(RecordCategory::LabReport));
+        assert_eq!("lab_report".parse::<RecordCategory>(), Ok(RecordCategory::LabReport));
+        let names: std::collections::BTreeSet<_> =
+            RecordCategory::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(names.len(), RecordCategory::ALL.len(), "names are distinct");
+    }
+
+    #[test]
+    fn unknown_categories_are_refused_with_the_list() {
+        for bad in ["xray", "", "Lab-Report", "lab report", "lab__report", "labreport"] {
+            let err = bad.parse::<RecordCategory>().unwrap_err();
+            assert_eq!(err.input, bad);
+            assert!(err.to_string().contains("lab-report"), "{err}");
+        }
+    }
 }

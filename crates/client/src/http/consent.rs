@@ -1,0 +1,25 @@
+//! Consent calls, each signed by the client's signer: who can see a patient's records, the
+//! grants from a patient to the signer, and an access request.
+
+use medledger_api::{GrantView, RequestView, WhoCanSeeView, paths};
+use medledger_core::{Hash, ids::AccountId};
+
+use super::NodeClient;
+use crate::error::ClientError;
+
+impl NodeClient {
+    /// Who can see `patient`'s records (the signer is the patient or a delegate).
+    pub async fn who_can_see(&self, patient: &AccountId) -> Result<WhoCanSeeView, ClientError> {
+        self.get(&format!("{}/{patient}", paths::WHO_CAN_SEE)).await
+    }
+
+    /// The grants in force from `patient` to the signer.
+    pub async fn grants_from(&self, patient: &AccountId) -> Result<Vec<GrantView>, ClientError> {
+        self.get(&format!("{}?patient={patient}", paths::GRANTS)).await
+    }
+
+    /// An access request (the signer is the patient, a delegate or the requester).
+    pub async fn access_request(&self, id: &Hash) -> Result<RequestView, ClientError> {
+        self.get(&format!("{}/{id}", paths::REQUESTS)).await
+    }
+}
