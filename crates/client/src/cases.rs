@@ -117,17 +117,12 @@ pub fn open_note(key: &DataKey, sealed: &[u8], context: &[u8]) -> Result<CaseNot
     Ok(CASE_ENTRY.decode(&plain)?)
 }
 
-/// Writes an export file: [`EXPORT_MAGIC`] then the canonical encoding, into a temporary file
-/// that is synced and renamed into place.
+/// Writes an export file: [`EXPORT_MAGIC`] then the canonical encoding, durably
+/// ([`crate::fs::replace_fsynced`]).
 pub fn write_export(path: &Path, export: &CaseExport) -> Result<(), ClientError> {
-    use std::io::Write;
-    let tmp = path.with_extension("partial");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| ClientError::io("create", &tmp, e))?;
-    f.write_all(EXPORT_MAGIC).map_err(|e| ClientError::io("write", &tmp, e))?;
-    f.write_all(&encoding::encode(export)).map_err(|e| ClientError::io("write", &tmp, e))?;
-    f.sync_all().map_err(|e| ClientError::io("sync", &tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| ClientError::io("rename into place", path, e))
+    let mut bytes = EXPORT_MAGIC.to_vec();
+    bytes.extend_from_slice(&encoding::encode(export));
+    crate::fs::replace_fsynced(path, &bytes)
 }
 
 /// Reads an export file written by [`write_export`].

@@ -26,8 +26,8 @@
 use std::{
     fmt,
     fs::{self, OpenOptions},
-    io::{ErrorKind, Read, Write},
-    path::{Path, PathBuf},
+    io::Read,
+    path::Path,
 };
 
 use argon2::{Algorithm, Argon2, Version};
@@ -830,85 +830,21 @@ pub fn parse_public_identity(card: &str) -> Result<(PublicKey, EncryptionKey), C
     Ok((PublicKey(sk), EncryptionKey(ek)))
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory: created with mode
-/// 0600 (unix), fsynced, then moved into place (and the directory fsynced), so that `path`
-/// holds either its old contents or all of the new ones. With `overwrite` false, an existing
-/// file at `path` is never replaced.
+/// Writes a wallet file durably ([`crate::fs::write_fsynced`]); with `overwrite` false, an
+/// existing wallet at `path` is never replaced.
 fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<(), ClientError> {
-    let file_name = path.file_name().ok_or_else(|| ClientError::InvalidInput {
-        what: "wallet path",
-        reason: format!("{} does not name a file", path.display()),
-    })?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let mut tag = [0u8; 8];
-    random_fill(&mut tag)?;
-    let tmp = dir.join(format!(".{}.{}.tmp", file_name.to_string_lossy(), hex::encode(tag)));
-
-    let result = write_then_move(&tmp, path, bytes, overwrite).and_then(|()| sync_dir(&dir));
-    if result.is_err() {
-        // Best effort: the temporary file may not exist, or may already have been moved.
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn write_then_move(
-    tmp: &Path,
-    path: &Path,
-    bytes: &[u8],
-    overwrite: bool,
-) -> Result<(), ClientError> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(tmp).map_err(|e| ClientError::io("create", tmp, e))?;
-    file.write_all(bytes).map_err(|e| ClientError::io("write", tmp, e))?;
-    file.sync_all().map_err(|e| ClientError::io("fsync", tmp, e))?;
-    drop(file);
-
-    if overwrite {
-        return fs::rename(tmp, path).map_err(|e| ClientError::io("rename into place", path, e));
-    }
-    // A hard link never replaces an existing file, so creation cannot clobber a wallet that
-    // appeared after the first check.
-    match fs::hard_link(tmp, path) {
-        Ok(()) => fs::remove_file(tmp).map_err(|e| ClientError::io("remove", tmp, e)),
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+    match crate::fs::write_fsynced(path, bytes, overwrite)? {
+        crate::fs::Written::Done => Ok(()),
+        crate::fs::Written::AlreadyExists => {
             Err(ClientError::Keystore(KeystoreError::WalletExists { path: path.to_owned() }))
         }
-        // Filesystems without hard links: check, then rename.
-        Err(_) => {
-            if fs::symlink_metadata(path).is_ok() {
-                return Err(ClientError::Keystore(KeystoreError::WalletExists {
-                    path: path.to_owned(),
-                }));
-            }
-            fs::rename(tmp, path).map_err(|e| ClientError::io("rename into place", path, e))
-        }
     }
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> Result<(), ClientError> {
-    let d = fs::File::open(dir).map_err(|e| ClientError::io("open directory", dir, e))?;
-    d.sync_all().map_err(|e| ClientError::io("fsync directory", dir, e))
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> Result<(), ClientError> {
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     /// Cheap KDF parameters so tests run fast; the defaults are tested once.
     fn fast() -> KdfParams {

@@ -5,7 +5,6 @@
 
 use std::{
     fs,
-    io::Write,
     path::{Path, PathBuf},
 };
 
@@ -90,14 +89,7 @@ impl Outbox {
     /// Writes the entry of the transaction with `nonce`, durably.
     pub fn put(&self, nonce: u64, entry: &OutboxEntry) -> Result<(), ClientError> {
         let path = self.path(nonce);
-        let tmp = path.with_extension("tmp");
-        let bytes = encoding::encode(entry);
-        let mut f = fs::File::create(&tmp).map_err(|e| ClientError::io("create", &tmp, e))?;
-        f.write_all(&bytes).map_err(|e| ClientError::io("write", &tmp, e))?;
-        f.sync_all().map_err(|e| ClientError::io("fsync", &tmp, e))?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(|e| ClientError::io("rename", &tmp, e))?;
-        self.sync_dir()
+        crate::fs::replace_fsynced(&path, &encoding::encode(entry))
     }
 
     /// Removes the entry of `nonce` (the ledger has it).
