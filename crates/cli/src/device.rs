@@ -103,8 +103,8 @@ pub enum DeviceCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Act as a device: stream realistic readings with injected anomalies to the ledger, or
-    /// (with --bench-devices) drive a node with many simulated devices and measure ingestion.
+    /// Act as a device: stream realistic readings with injected anomalies to the ledger (the
+    /// ingestion benchmark is `medledger bench devices`).
     Simulate(crate::device_sim::Args),
 }
 

@@ -3,8 +3,6 @@
 
 mod audit;
 mod bench;
-mod bench_cases;
-mod bench_records;
 mod case;
 mod common;
 mod consent;
@@ -78,7 +76,7 @@ enum Command {
     #[command(subcommand)]
     Case(case::CaseCommand),
     /// Medical devices: register, list, retire, measurement sessions, thresholds, readings,
-    /// and a simulator that streams readings (and benchmarks ingestion).
+    /// and a simulator that streams readings.
     #[command(subcommand)]
     Device(device::DeviceCommand),
     /// Print the events concerning your account as they arrive; resumes where it left off.
@@ -86,15 +84,9 @@ enum Command {
     /// Keys: rotate your own; revoke one you have authority over.
     #[command(subcommand)]
     Key(registry::KeyCommand),
-    /// Drive a running node with a pre-signed mixed registry workload and report tx/s and
-    /// commit latency.
-    Bench(bench::Args),
-    /// Measure a running node's record paths: encrypt + upload and audited read of a large
-    /// file, audited reads of a small record by concurrent readers, peak memory.
-    BenchRecords(bench_records::Args),
-    /// Build a case of many entries on a running node, then measure its export and the
-    /// offline `case verify` of it.
-    BenchCases(bench_cases::Args),
+    /// Load generators against a running node: `tx` (the default: a mixed registry and
+    /// consent workload, tx/s and commit latency), `records`, `cases`, `devices`.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -107,7 +99,7 @@ fn main() -> ExitCode {
         // Colour codes only for a person at a terminal, never into a log file or a pipe.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(bench::default_to_tx(std::env::args_os().collect()));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -133,8 +125,6 @@ fn main() -> ExitCode {
             Command::Device(c) => device::run(c).await,
             Command::Watch(args) => watch::run(args).await,
             Command::Bench(args) => bench::run(args).await,
-            Command::BenchRecords(args) => bench_records::run(args).await,
-            Command::BenchCases(args) => bench_cases::run(args).await,
         }
     });
     match result {
@@ -169,6 +159,13 @@ mod tests {
     /// Listings whose name is not `list` and whose help does not start with "List".
     const OTHER_LISTINGS: &[&str] =
         &["consent who-can-see", "consent grants", "audit trail", "audit counts", "record history"];
+
+    /// Clap's own consistency checks (unique argument and group names, valid defaults) over every
+    /// command: a mistake there is otherwise a panic the first time someone runs the command.
+    #[test]
+    fn every_command_passes_clap_s_consistency_checks() {
+        super::Cli::command().debug_assert();
+    }
 
     /// Every leaf command as its path ("device session list") and its definition.
     fn leaves(cmd: &clap::Command, prefix: &str, out: &mut Vec<(String, clap::Command)>) {

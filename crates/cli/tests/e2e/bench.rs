@@ -1,4 +1,5 @@
-//! `medledger bench` and `medledger bench-cases` against a live node.
+//! `medledger bench <tx|records|cases|devices>` against a live node, each with small counts;
+//! `medledger bench` without a subcommand is `bench tx`.
 
 use crate::harness::*;
 
@@ -45,7 +46,7 @@ fn bench_cases_builds_exports_and_verifies_a_case() {
     let tmp = tempdir();
     let node = Node::start(&tmp.path().join("data"));
     let out = cli_within(
-        &["bench-cases", "--wallet", &node.regulator(), "--node", &node.url]
+        &["bench", "cases", "--wallet", &node.regulator(), "--node", &node.url]
             .into_iter()
             .chain(["--entries", "30", "--runs", "2", "--json"])
             .collect::<Vec<_>>(),
@@ -58,4 +59,96 @@ fn bench_cases_builds_exports_and_verifies_a_case() {
     assert_eq!(report["entries"], 30, "{report}");
     assert!(report["verify_min_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{report}");
     assert!(report["export_bytes"].as_u64().is_some_and(|b| b > 30 * 100), "{report}");
+}
+
+/// Runs `medledger bench <args>` against `node` and parses its one JSON object.
+fn bench_json(node: &Node, args: &[&str]) -> serde_json::Value {
+    let wallet = node.regulator();
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    all.extend(["--wallet", wallet.as_str(), "--node", node.url.as_str(), "--json"]);
+    let out = cli_within(&all, &[], std::time::Duration::from_secs(90));
+    assert!(out.status.success(), "{}", show(&out));
+    serde_json::from_str(stdout(&out).trim())
+        .unwrap_or_else(|e| panic!("stdout is not one JSON object: {e}\n{}", show(&out)))
+}
+
+#[test]
+fn bench_tx_is_the_default_and_takes_the_same_options() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let report = bench_json(
+        &node,
+        &[
+            "tx",
+            "--txs",
+            "300",
+            "--hospitals",
+            "4",
+            "--concurrency",
+            "2",
+            "--batch",
+            "16",
+            "--consent",
+        ],
+    );
+    assert_eq!(report["consent"], true, "{report}");
+    // Every pre-signed transaction committed (grants, revocations and accesses among them).
+    assert!(report["committed"].as_u64().is_some_and(|c| c > 0), "{report}");
+    assert_eq!(report["committed"], report["txs"], "{report}");
+}
+
+#[test]
+fn bench_records_uploads_and_reads_back() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let report = bench_json(
+        &node,
+        &[
+            "records",
+            "--large-mib",
+            "1",
+            "--small-kib",
+            "4",
+            "--reads",
+            "8",
+            "--readers",
+            "2",
+            "--trail-events",
+            "20",
+        ],
+    );
+    assert_eq!(report["large_bytes"], 1 << 20, "{report}");
+    assert_eq!(report["reads"], 8, "{report}");
+    // The 20 access events and the grant that lets them be allowed.
+    assert_eq!(report["trail_events"], 21, "{report}");
+    assert!(report["reads_per_s"].as_f64().is_some_and(|r| r > 0.0), "{report}");
+}
+
+#[test]
+fn bench_devices_ingests_readings_and_alerts() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let report = bench_json(
+        &node,
+        &[
+            "devices",
+            "--devices",
+            "2",
+            "--rate",
+            "20",
+            "--duration",
+            "3",
+            "--anomaly-rate",
+            "0.05",
+            "--batch-ms",
+            "500",
+            "--seed",
+            "7",
+        ],
+    );
+    assert_eq!(report["devices"], 2, "{report}");
+    assert!(report["generated"].as_u64().is_some_and(|g| g > 0), "{report}");
+    assert!(report["committed_in_run"].as_u64().is_some_and(|c| c > 0), "{report}");
+    assert!(report["batches"].as_u64().is_some_and(|b| b > 0), "{report}");
 }

@@ -1,4 +1,4 @@
-//! `medledger bench`: a load generator. It admits a set of hospitals with the regulator's
+//! `medledger bench tx` (and `medledger bench` without a subcommand): a load generator. It admits a set of hospitals with the regulator's
 //! wallet, pre-signs a mixed registry workload from those hospitals (patient registrations,
 //! doctor onboardings, key rotations), then drives the node over HTTP with a fixed number of
 //! concurrent clients and reports committed tx/s and commit latency percentiles.
@@ -22,17 +22,18 @@ use medledger_core::{
     ids::AccountId,
     keys::{DecryptionKey, SigningKey},
     tx::{
-        AdmitHospital, ConsentTx, OnboardDoctor, RegisterPatient, RegistryTx, SealedRef,
-        SignedTransaction, Transaction, TxBody,
+        AdmitHospital, ConsentTx, OnboardDoctor, RegisterPatient, RegistryTx, SignedTransaction,
+        Transaction, TxBody,
         consent::{AccessTx, Action, Purpose, RecordCategory, Resource, Scope, Validity},
     },
 };
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::setup::{all_applied, sealed_ref};
 use crate::common::{Session, WalletArgs};
 
-/// Options of `medledger bench`.
+/// Options of `medledger bench tx`.
 #[derive(Debug, ClapArgs)]
 pub struct Args {
     /// The regulator's wallet (to admit the benchmark's hospitals) and the node.
@@ -90,6 +91,10 @@ struct BenchHospital {
     /// Its patients and doctor, for the consent workload.
     patients: Vec<(AccountId, SigningKey)>,
     doctor: Option<(AccountId, SigningKey)>,
+    /// A patient whose grant to the doctor stands through the run: the doctor's reads are of
+    /// this patient's records, so they are allowed (a stream of denied reads would be
+    /// throttled by the node's denial limit, ten a minute per signer).
+    standing: Option<AccountId>,
 }
 
 fn identity() -> (AccountId, SigningKey) {
@@ -102,10 +107,41 @@ pub async fn run(args: Args) -> Result<()> {
         bail!("--hospitals, --concurrency and --batch must be at least 1");
     }
     let session = Session::open(&args.wallet).await?;
-    let chain = session.chain_id.clone();
-    let quiet = args.json;
+    let mut hospitals = admit_hospitals(&session, args.hospitals).await?;
+    if args.consent {
+        consent_setup(&session, &mut hospitals).await?;
+    }
+    let lanes = presign(&args, &session.chain_id, &hospitals);
+    let report = measure(&args, session.client.base_url(), lanes).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{} transactions in {:.2} s: {:.0} committed tx/s; commit latency p50 {:.1} ms, p99 {:.1} ms; {} refused, {} errors (batch {}, {} clients{})",
+            report.txs,
+            report.elapsed_s,
+            report.tx_per_s,
+            report.p50_ms,
+            report.p99_ms,
+            report.refused,
+            report.errors,
+            report.batch,
+            report.concurrency,
+            if args.rate > 0 { format!(", offered {} tx/s", args.rate) } else { String::new() }
+        );
+    }
+    if report.errors > 0 || report.refused > 0 {
+        bail!(
+            "{} transactions were refused and {} failed: the workload should apply cleanly",
+            report.refused,
+            report.errors
+        );
+    }
+    Ok(())
+}
 
-    // Setup: admit the hospitals (not measured).
+/// Set-up (not measured): the regulator admits `count` hospitals.
+async fn admit_hospitals(session: &Session, count: usize) -> Result<Vec<BenchHospital>> {
     let regulator = session.wallet.account();
     let start_nonce = session
         .client
@@ -114,15 +150,16 @@ pub async fn run(args: Args) -> Result<()> {
         .context("the regulator is not on the ledger")?
         .nonce
         .context("the node did not tell the regulator its nonce")?;
-    let mut hospitals: Vec<BenchHospital> = (0..args.hospitals)
+    let hospitals: Vec<BenchHospital> = (0..count)
         .map(|_| {
-            let key = SigningKey::generate();
+            let (account, key) = identity();
             BenchHospital {
-                account: AccountId::from_initial_key(&key.public_key()),
+                account,
                 key,
                 setup_nonce: 0,
                 patients: Vec::new(),
                 doctor: None,
+                standing: None,
             }
         })
         .collect();
@@ -137,10 +174,10 @@ pub async fn run(args: Args) -> Result<()> {
                 name: format!("Bench Hospital {i}"),
                 city: "Loopback".into(),
                 specialisation: "benchmarking".into(),
-                contact: random_ref(),
+                contact: sealed_ref(),
             }));
             Transaction {
-                chain_id: chain.clone(),
+                chain_id: session.chain_id.clone(),
                 signer: regulator,
                 nonce: start_nonce + 1 + i as u64,
                 body,
@@ -148,84 +185,99 @@ pub async fn run(args: Args) -> Result<()> {
             .sign(&session.identity.signing)
         })
         .collect();
-    for chunk in admits.chunks(1024) {
-        for item in session.client.submit_batch(chunk).await? {
-            if !matches!(item, BatchItem::Receipt(ref r) if matches!(r.outcome, Outcome::Applied { .. }))
-            {
-                bail!("setup failed: a hospital admission was not applied: {item:?}");
-            }
-        }
-    }
+    all_applied(&session.client, &admits).await.context("admitting the hospitals")?;
+    Ok(hospitals)
+}
 
-    if args.consent {
-        // Set-up for consent: patients and a doctor per hospital (not measured).
-        let mut setup = Vec::new();
-        for h in &mut hospitals {
-            let doctor = identity();
+/// Set-up for consent (not measured): patients and a doctor per hospital.
+async fn consent_setup(session: &Session, hospitals: &mut [BenchHospital]) -> Result<()> {
+    let mut setup = Vec::new();
+    let mut standing_grants = Vec::with_capacity(hospitals.len());
+    for h in hospitals {
+        let mut next = |h: &mut BenchHospital, body: RegistryTx| {
             h.setup_nonce += 1;
-            setup.push(
-                Transaction {
-                    chain_id: chain.clone(),
-                    signer: h.account,
-                    nonce: h.setup_nonce,
-                    body: TxBody::Registry(RegistryTx::OnboardDoctor(OnboardDoctor {
-                        key: doctor.1.public_key(),
-                        encryption_key: DecryptionKey::generate().public_key(),
-                        // One number per doctor: the registry refuses a number twice.
-                        registration_number: format!(
-                            "BENCH-{}",
-                            AccountId::from_initial_key(&doctor.1.public_key())
-                        ),
-                        name: "Dr. Bench".into(),
-                        specialisation: "general".into(),
-                    })),
-                }
-                .sign(&h.key),
+            let tx = Transaction {
+                chain_id: session.chain_id.clone(),
+                signer: h.account,
+                nonce: h.setup_nonce,
+                body: TxBody::Registry(body),
+            };
+            setup.push(tx.sign(&h.key));
+        };
+        let doctor = identity();
+        next(
+            h,
+            RegistryTx::OnboardDoctor(OnboardDoctor {
+                key: doctor.1.public_key(),
+                encryption_key: DecryptionKey::generate().public_key(),
+                // One number per doctor: the registry refuses a number twice.
+                registration_number: format!("BENCH-{}", doctor.0),
+                name: "Dr. Bench".into(),
+                specialisation: "general".into(),
+            }),
+        );
+        let doctor_account = doctor.0;
+        h.doctor = Some(doctor);
+        let standing = identity();
+        next(
+            h,
+            RegistryTx::RegisterPatient(RegisterPatient {
+                key: standing.1.public_key(),
+                encryption_key: DecryptionKey::generate().public_key(),
+                details: sealed_ref(),
+                attendant: sealed_ref(),
+            }),
+        );
+        h.standing = Some(standing.0);
+        standing_grants.push(
+            Transaction {
+                chain_id: session.chain_id.clone(),
+                signer: standing.0,
+                nonce: 1,
+                body: TxBody::Consent(ConsentTx::Grant {
+                    patient: standing.0,
+                    grantee: doctor_account,
+                    scope: Scope::All,
+                    purpose: Purpose::Treatment,
+                    validity: Validity { not_before_ms: 0, expires_at_ms: u64::MAX },
+                }),
+            }
+            .sign(&standing.1),
+        );
+        for _ in 0..CONSENT_PATIENTS {
+            let patient = identity();
+            next(
+                h,
+                RegistryTx::RegisterPatient(RegisterPatient {
+                    key: patient.1.public_key(),
+                    encryption_key: DecryptionKey::generate().public_key(),
+                    details: sealed_ref(),
+                    attendant: sealed_ref(),
+                }),
             );
-            h.doctor = Some(doctor);
-            for _ in 0..CONSENT_PATIENTS {
-                let patient = identity();
-                h.setup_nonce += 1;
-                setup.push(
-                    Transaction {
-                        chain_id: chain.clone(),
-                        signer: h.account,
-                        nonce: h.setup_nonce,
-                        body: TxBody::Registry(RegistryTx::RegisterPatient(RegisterPatient {
-                            key: patient.1.public_key(),
-                            encryption_key: DecryptionKey::generate().public_key(),
-                            details: random_ref(),
-                            attendant: random_ref(),
-                        })),
-                    }
-                    .sign(&h.key),
-                );
-                h.patients.push(patient);
-            }
-        }
-        for chunk in setup.chunks(1024) {
-            for item in session.client.submit_batch(chunk).await? {
-                if !matches!(item, BatchItem::Receipt(ref r) if matches!(r.outcome, Outcome::Applied { .. }))
-                {
-                    bail!("setup failed: a registration was not applied: {item:?}");
-                }
-            }
+            h.patients.push(patient);
         }
     }
+    all_applied(&session.client, &setup).await.context("registering patients and doctors")?;
+    all_applied(&session.client, &standing_grants).await.context("the standing grants")?;
+    Ok(())
+}
 
-    // Pre-sign the measured workload, on all cores. With consent, each hospital's share is
-    // split three ways: its registry stream, its patients' grants and revocations, and its
-    // doctor's access events.
+/// Pre-signs the measured workload on all cores, and assigns each signer's stream to one
+/// client lane, interleaved so that batches mix identities. With consent, each hospital's
+/// share is split three ways: its registry stream, its patients' grants and revocations, and
+/// its doctor's access events.
+fn presign(args: &Args, chain: &str, hospitals: &[BenchHospital]) -> Vec<Vec<SignedTransaction>> {
     let per_hospital = args.txs.div_ceil(args.hospitals);
     let (registry_share, consent_share) =
         if args.consent { (per_hospital.div_ceil(3), per_hospital / 3) } else { (per_hospital, 0) };
-    let bar = progress(quiet, args.txs as u64, "pre-signing");
+    let bar = progress(args.json, args.txs as u64, "pre-signing");
     let streams: Vec<Vec<SignedTransaction>> = hospitals
         .par_iter()
         .flat_map(|h| {
-            let mut streams = vec![registry_stream(h, &chain, registry_share, &bar)];
+            let mut streams = vec![registry_stream(h, chain, registry_share, &bar)];
             if args.consent {
-                streams.extend(consent_streams(h, &chain, consent_share, &bar));
+                streams.extend(consent_streams(h, chain, consent_share, &bar));
             }
             streams
         })
@@ -234,8 +286,6 @@ pub async fn run(args: Args) -> Result<()> {
     let streams: Vec<Vec<SignedTransaction>> =
         streams.into_iter().filter(|s| !s.is_empty()).collect();
     let longest = streams.iter().map(Vec::len).max().unwrap_or(0);
-
-    // Assign each signer's stream to one client, interleaved so batches mix identities.
     let mut lanes: Vec<Vec<SignedTransaction>> = vec![Vec::new(); args.concurrency];
     for (lane, group) in streams.chunks(streams.len().div_ceil(args.concurrency)).enumerate() {
         for i in 0..longest {
@@ -246,8 +296,13 @@ pub async fn run(args: Args) -> Result<()> {
             }
         }
     }
+    lanes
+}
+
+/// The measured phase: one client per lane, paced at `--rate` when given.
+async fn measure(args: &Args, base: &str, lanes: Vec<Vec<SignedTransaction>>) -> Result<Report> {
     let total: usize = lanes.iter().map(Vec::len).sum();
-    let bar = Arc::new(progress(quiet, total as u64, "committing"));
+    let bar = Arc::new(progress(args.json, total as u64, "committing"));
     let interval = (args.rate > 0).then(|| {
         Duration::from_secs_f64(args.batch as f64 * args.concurrency as f64 / args.rate as f64)
     });
@@ -255,7 +310,7 @@ pub async fn run(args: Args) -> Result<()> {
     let mut tasks = Vec::new();
     let lanes_count = lanes.len() as u32;
     for (i, lane) in lanes.into_iter().enumerate() {
-        let client = NodeClient::new(session.client.base_url())?;
+        let client = NodeClient::new(base)?;
         let bar = bar.clone();
         let batch = args.batch;
         // Stagger the paced clients over one interval so that the offered load is smooth, not
@@ -280,7 +335,7 @@ pub async fn run(args: Args) -> Result<()> {
     let pct = |p: f64| {
         latencies.get(((latencies.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0)
     };
-    let report = Report {
+    Ok(Report {
         tx_per_s: committed as f64 / elapsed,
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
@@ -293,30 +348,7 @@ pub async fn run(args: Args) -> Result<()> {
         concurrency: args.concurrency,
         offered_rate: args.rate,
         consent: args.consent,
-    };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!(
-            "{} transactions in {:.2} s: {:.0} committed tx/s; commit latency p50 {:.1} ms, p99 {:.1} ms; {} refused, {} errors (batch {}, {} clients{})",
-            report.txs,
-            report.elapsed_s,
-            report.tx_per_s,
-            report.p50_ms,
-            report.p99_ms,
-            report.refused,
-            report.errors,
-            report.batch,
-            report.concurrency,
-            if args.rate > 0 { format!(", offered {} tx/s", args.rate) } else { String::new() }
-        );
-    }
-    if errors > 0 || refused > 0 {
-        bail!(
-            "{refused} transactions were refused and {errors} failed: the workload should apply cleanly"
-        );
-    }
-    Ok(())
+    })
 }
 
 struct LaneResult {
@@ -414,8 +446,8 @@ fn registry_stream(
                 TxBody::Registry(RegistryTx::RegisterPatient(RegisterPatient {
                     key: SigningKey::generate().public_key(),
                     encryption_key: DecryptionKey::generate().public_key(),
-                    details: random_ref(),
-                    attendant: random_ref(),
+                    details: sealed_ref(),
+                    attendant: sealed_ref(),
                 })),
                 None,
             ),
@@ -432,8 +464,8 @@ fn registry_stream(
 }
 
 /// A hospital's consent streams: each patient alternately grants its doctor access and
-/// revokes that grant; the doctor declares reads of the patients' records (allowed while a
-/// grant is in force, denied otherwise: both are applied and audited).
+/// revokes that grant; the doctor declares reads of the standing patient's records (allowed,
+/// applied and audited).
 fn consent_streams(
     h: &BenchHospital,
     chain: &str,
@@ -474,9 +506,9 @@ fn consent_streams(
         }
         streams.push(out);
     }
+    let Some(standing) = h.standing else { return streams };
     let mut reads = Vec::with_capacity(count / 2);
     for n in 0..count / 2 {
-        let (patient, _) = &h.patients[n % h.patients.len()];
         reads.push(
             Transaction {
                 chain_id: chain.to_owned(),
@@ -484,7 +516,7 @@ fn consent_streams(
                 nonce: n as u64 + 1,
                 body: TxBody::Access(AccessTx {
                     resource: Resource {
-                        patient: *patient,
+                        patient: standing,
                         category: Some(RecordCategory::LabReport),
                         record: None,
                         case: None,
@@ -499,12 +531,6 @@ fn consent_streams(
     }
     streams.push(reads);
     streams
-}
-
-fn random_ref() -> SealedRef {
-    let mut salt = [0u8; 32];
-    salt.copy_from_slice(SigningKey::generate().public_key().0.as_slice());
-    SealedRef { blob: Hash::of(&salt), commitment: Hash::of_parts(&[&salt, b"commitment"]) }
 }
 
 fn progress(hidden: bool, len: u64, msg: &'static str) -> ProgressBar {
