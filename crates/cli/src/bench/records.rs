@@ -29,16 +29,15 @@ use medledger_core::{
     ids::AccountId,
     keys::EncryptionKey,
     tx::{
-        ConsentTx, RecordTx, SignedTransaction, TxBody,
-        consent::{AccessTx, Action, Purpose, RecordCategory, Resource, Scope, Validity},
+        RecordTx, SignedTransaction, TxBody,
+        consent::{AccessTx, Action, Purpose, RecordCategory, Resource},
         records::{KeyRef, MintRecord, VisitDate},
     },
 };
 use serde::Serialize;
 
 use super::setup::{
-    Actor, Clinic, ClinicPlan, DAY_MS, all_applied, clinic, node_metric, now_ms, own_peak_rss_mib,
-    say, scratch_dir,
+    Actor, Clinic, ClinicPlan, all_applied, clinic, node_metric, own_peak_rss_mib, say, scratch_dir,
 };
 use crate::common::{Session, WalletArgs};
 
@@ -237,16 +236,7 @@ async fn trail(
         &format!("filling the patient's audit trail with {} access events...", args.trail_events),
     );
     // Allowed accesses: a run of denied ones would be throttled by the node's denial limit.
-    let grant = patient.tx(
-        chain,
-        TxBody::Consent(ConsentTx::Grant {
-            patient: patient.account,
-            grantee: doctor.account,
-            scope: Scope::All,
-            purpose: Purpose::Treatment,
-            validity: Validity { not_before_ms: 0, expires_at_ms: now_ms() + DAY_MS },
-        }),
-    );
+    let grant = patient.grant_for_a_day(chain, doctor.account);
     all_applied(&patient.client, &[grant]).await?;
     let accesses: Vec<SignedTransaction> = (0..args.trail_events)
         .map(|_| {
@@ -338,16 +328,7 @@ async fn small_record(
     for r in readers {
         let wrapped = envelope::wrap_key(&key, &r.enc.public_key(), &ctx)?;
         let blob = records::upload_small(&patient.client, encoding::encode(&wrapped)).await?;
-        txs.push(patient.tx(
-            chain,
-            TxBody::Consent(ConsentTx::Grant {
-                patient: patient.account,
-                grantee: r.account,
-                scope: Scope::All,
-                purpose: Purpose::Treatment,
-                validity: Validity { not_before_ms: 0, expires_at_ms: now_ms() + DAY_MS },
-            }),
-        ));
+        txs.push(patient.grant_for_a_day(chain, r.account));
         txs.push(patient.tx(
             chain,
             TxBody::Records(RecordTx::ShareKey {

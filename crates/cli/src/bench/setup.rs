@@ -15,8 +15,9 @@ use medledger_core::{
     ids::{AccountId, PatientId},
     keys::{DecryptionKey, SigningKey},
     tx::{
-        AdmitHospital, OnboardDoctor, RegisterPatient, RegistryTx, SealedRef, SignedTransaction,
-        Transaction, TxBody,
+        AdmitHospital, ConsentTx, OnboardDoctor, RegisterPatient, RegistryTx, SealedRef,
+        SignedTransaction, Transaction, TxBody,
+        consent::{Purpose, Scope, Validity},
     },
 };
 
@@ -48,6 +49,22 @@ impl Actor {
         self.nonce += 1;
         Transaction { chain_id: chain.to_owned(), signer: self.account, nonce: self.nonce, body }
             .sign(&self.key)
+    }
+
+    /// Its grant to `grantee` of all its records, for treatment, for a day (it must be a
+    /// patient).
+    pub(crate) fn grant_for_a_day(&mut self, chain: &str, grantee: AccountId) -> SignedTransaction {
+        let patient = self.account;
+        self.tx(
+            chain,
+            TxBody::Consent(ConsentTx::Grant {
+                patient,
+                grantee,
+                scope: Scope::All,
+                purpose: Purpose::Treatment,
+                validity: Validity { not_before_ms: 0, expires_at_ms: now_ms() + DAY_MS },
+            }),
+        )
     }
 
     /// Its keys as a wallet identity named `name` (for the calls that take one).
