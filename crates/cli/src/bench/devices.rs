@@ -194,8 +194,7 @@ async fn set_up(session: &Session, args: &Args) -> Result<Fleet> {
         patients: n,
     };
     let mut clinic = clinic(session, plan).await?;
-    let base = session.client.base_url().to_owned();
-    let devices: Vec<Actor> = (0..n).map(|_| Actor::new(&base)).collect::<Result<_>>()?;
+    let devices: Vec<Actor> = (0..n).map(|_| Actor::new(&session.client)).collect();
     register_devices(&session.chain_id, &mut clinic, &devices).await?;
     start_sessions(&session.chain_id, &mut clinic, &devices).await?;
     let state = scratch_dir("device-bench")?;

@@ -37,11 +37,13 @@ pub(crate) struct Actor {
 }
 
 impl Actor {
-    pub(crate) fn new(base: &str) -> Result<Self> {
+    /// A new identity whose client shares `node`'s connection pool: hundreds of actors with
+    /// a pool each would hold more idle connections than the node allows one address (256).
+    pub(crate) fn new(node: &NodeClient) -> Self {
         let key = SigningKey::generate();
         let account = AccountId::from_initial_key(&key.public_key());
-        let client = NodeClient::new(base)?.signed_by(Signer::new(key.clone(), account));
-        Ok(Actor { key, enc: DecryptionKey::generate(), account, nonce: 0, client })
+        let client = node.clone().signed_by(Signer::new(key.clone(), account));
+        Actor { key, enc: DecryptionKey::generate(), account, nonce: 0, client }
     }
 
     /// Its next transaction.
@@ -127,8 +129,7 @@ pub(crate) struct ClinicPlan<'a> {
 /// its patients in batches.
 pub(crate) async fn clinic(session: &Session, plan: ClinicPlan<'_>) -> Result<Clinic> {
     let chain = session.chain_id.clone();
-    let base = session.client.base_url().to_owned();
-    let mut hospital = Actor::new(&base)?;
+    let mut hospital = Actor::new(&session.client);
     session
         .submit(TxBody::Registry(RegistryTx::AdmitHospital(AdmitHospital {
             key: hospital.key.public_key(),
@@ -140,10 +141,8 @@ pub(crate) async fn clinic(session: &Session, plan: ClinicPlan<'_>) -> Result<Cl
             contact: sealed_ref(),
         })))
         .await?;
-    let doctors: Vec<Actor> =
-        (0..plan.doctors).map(|_| Actor::new(&base)).collect::<Result<_>>()?;
-    let patients: Vec<Actor> =
-        (0..plan.patients).map(|_| Actor::new(&base)).collect::<Result<_>>()?;
+    let doctors: Vec<Actor> = (0..plan.doctors).map(|_| Actor::new(&session.client)).collect();
+    let patients: Vec<Actor> = (0..plan.patients).map(|_| Actor::new(&session.client)).collect();
     let mut setup = Vec::with_capacity(doctors.len() + patients.len());
     for (i, d) in doctors.iter().enumerate() {
         let body = TxBody::Registry(RegistryTx::OnboardDoctor(OnboardDoctor {
