@@ -33,10 +33,12 @@ use serde::Serialize;
 use super::setup::{all_applied, sealed_ref};
 use crate::common::{Session, WalletArgs};
 
-/// Options of `medledger bench tx`.
+/// Options of `medledger bench tx`. `--node` may list several nodes of one network, separated
+/// by commas (`--node http://127.0.0.1:7300,http://127.0.0.1:7301`): the set-up goes to the
+/// first, and the measured load is spread over all of them, client by client.
 #[derive(Debug, ClapArgs)]
 pub struct Args {
-    /// The regulator's wallet (to admit the benchmark's hospitals) and the node.
+    /// The regulator's wallet (to admit the benchmark's hospitals) and the node(s).
     #[command(flatten)]
     wallet: WalletArgs,
     /// Transactions to send in the measured phase.
@@ -81,6 +83,8 @@ struct Report {
     concurrency: usize,
     offered_rate: u64,
     consent: bool,
+    /// The nodes the load was spread over.
+    nodes: Vec<String>,
 }
 
 struct BenchHospital {
@@ -106,13 +110,27 @@ pub async fn run(args: Args) -> Result<()> {
     if args.hospitals == 0 || args.concurrency == 0 || args.batch == 0 {
         bail!("--hospitals, --concurrency and --batch must be at least 1");
     }
-    let session = Session::open(&args.wallet).await?;
+    let listed: Vec<String> = args
+        .wallet
+        .node
+        .as_deref()
+        .map(|n| n.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    let first = WalletArgs { node: listed.first().cloned(), ..args.wallet.clone() };
+    let session = Session::open(&first).await?;
+    let nodes = if listed.is_empty() { vec![session.client.base_url().to_owned()] } else { listed };
+    for url in &nodes[1..] {
+        let genesis = NodeClient::new(url)?.genesis().await?;
+        if genesis.hash() != session.anchor.genesis {
+            bail!("{url} serves another network than {} (chain {:?})", nodes[0], session.chain_id);
+        }
+    }
     let mut hospitals = admit_hospitals(&session, args.hospitals).await?;
     if args.consent {
         consent_setup(&session, &mut hospitals).await?;
     }
     let lanes = presign(&args, &session.chain_id, &hospitals);
-    let report = measure(&args, session.client.base_url(), lanes).await?;
+    let report = measure(&args, &nodes, lanes).await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -299,8 +317,13 @@ fn presign(args: &Args, chain: &str, hospitals: &[BenchHospital]) -> Vec<Vec<Sig
     lanes
 }
 
-/// The measured phase: one client per lane, paced at `--rate` when given.
-async fn measure(args: &Args, base: &str, lanes: Vec<Vec<SignedTransaction>>) -> Result<Report> {
+/// The measured phase: one client per lane (lane i to node i mod n), paced at `--rate` when
+/// given.
+async fn measure(
+    args: &Args,
+    nodes: &[String],
+    lanes: Vec<Vec<SignedTransaction>>,
+) -> Result<Report> {
     let total: usize = lanes.iter().map(Vec::len).sum();
     let bar = Arc::new(progress(args.json, total as u64, "committing"));
     let interval = (args.rate > 0).then(|| {
@@ -310,7 +333,7 @@ async fn measure(args: &Args, base: &str, lanes: Vec<Vec<SignedTransaction>>) ->
     let mut tasks = Vec::new();
     let lanes_count = lanes.len() as u32;
     for (i, lane) in lanes.into_iter().enumerate() {
-        let client = NodeClient::new(base)?;
+        let client = NodeClient::new(&nodes[i % nodes.len()])?;
         let bar = bar.clone();
         let batch = args.batch;
         // Stagger the paced clients over one interval so that the offered load is smooth, not
@@ -348,6 +371,7 @@ async fn measure(args: &Args, base: &str, lanes: Vec<Vec<SignedTransaction>>) ->
         concurrency: args.concurrency,
         offered_rate: args.rate,
         consent: args.consent,
+        nodes: nodes.to_vec(),
     })
 }
 

@@ -152,3 +152,36 @@ fn bench_devices_ingests_readings_and_alerts() {
     assert!(report["committed_in_run"].as_u64().is_some_and(|c| c > 0), "{report}");
     assert!(report["batches"].as_u64().is_some_and(|b| b > 0), "{report}");
 }
+
+#[test]
+fn bench_tx_spreads_over_a_node_list_and_refuses_a_node_of_another_network() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("a"));
+    // The same node under two spellings: the load is spread client by client over the list.
+    let both = format!("{},{}/", node.url, node.url);
+    let wallet = node.regulator();
+    let args = ["bench", "tx", "--wallet", &wallet, "--node", &both, "--txs", "200"];
+    let out = cli_within(
+        &[&args[..], &["--hospitals", "4", "--concurrency", "4", "--batch", "8", "--json"]]
+            .concat(),
+        &[],
+        std::time::Duration::from_secs(90),
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let report: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(report["nodes"].as_array().map(Vec::len), Some(2), "{report}");
+    assert_eq!(report["committed"], report["txs"], "{report}");
+
+    // A second node with a genesis of its own: refused before anything is sent.
+    let other = Node::start(&tmp.path().join("b"));
+    let height_before = other.health()["height"].clone();
+    let mixed = format!("{},{}", node.url, other.url);
+    let out = cli_within(
+        &["bench", "tx", "--wallet", &wallet, "--node", &mixed, "--txs", "50", "--json"],
+        &[],
+        std::time::Duration::from_secs(60),
+    );
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(stderr(&out).contains("serves another network"), "{}", show(&out));
+    assert_eq!(other.health()["height"], height_before, "nothing reached the other network");
+}
