@@ -1,5 +1,5 @@
-//! The regulator admits a hospital's node: a new key, a well-formed address, a hospital in good
-//! standing; the node gets the next id.
+//! The regulator admits a hospital's node: a new key that is an Ed25519 public key (one that
+//! can sign), a well-formed address, a hospital in good standing; the node gets the next id.
 
 use medledger_core::{
     block::{Created, Genesis, Refusal},
@@ -20,6 +20,11 @@ pub(crate) fn apply(
     hospital: &AccountId,
 ) -> HandlerResult {
     refuse_on!(require_role(signer, Role::Regulator, "admit a node"));
+    if node_key.verifier().is_err() {
+        return Ok(Err(Refusal::Invalid {
+            reason: format!("node key {node_key} is not an Ed25519 public key"),
+        }));
+    }
     if let Err(e) = check_node_address(address) {
         return Ok(Err(Refusal::Invalid { reason: format!("node address: {e}") }));
     }

@@ -241,6 +241,20 @@ fn the_genesis_key_is_refused_after_its_status_was_stored_too() {
 }
 
 #[test]
+fn a_node_key_that_is_not_an_ed25519_key_is_refused() {
+    let (mut net, hospital, _) = consortium();
+    let not_a_point = (0u8..=255)
+        .map(|b| PublicKey([b; 32]))
+        .find(|k| k.verifier().is_err())
+        .expect("some byte pattern is not a point");
+    let r = refused_by_regulator(&mut net, admit_body(not_a_point, ADDRESS, &hospital));
+    assert!(
+        matches!(&r, Refusal::Invalid { reason } if reason.contains("not an Ed25519")),
+        "{r:?}"
+    );
+}
+
+#[test]
 fn a_malformed_address_is_refused() {
     let (mut net, hospital, _) = consortium();
     let too_long = format!("http://{}.example:7301", "a".repeat(200));

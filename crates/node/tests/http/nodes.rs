@@ -47,6 +47,14 @@ fn nodes_are_listed_unsigned_with_the_genesis_node_first() {
             list.as_array().unwrap().iter().map(|n| n["id"].as_u64().unwrap()).collect();
         assert_eq!(ids, vec![1, 2], "{list}");
 
+        // The SDK reads the same, unsigned; an id never assigned is `None`, not an error.
+        let sdk = medledger_client::NodeClient::new(&world.node.base).unwrap();
+        let listed = sdk.nodes().await.unwrap();
+        assert_eq!(listed.iter().map(|n| n.id).collect::<Vec<_>>(), vec![1, 2]);
+        let second = sdk.node(2).await.unwrap().expect("node 2");
+        assert_eq!((second.node_key, second.status.as_str()), (key.to_string(), "active"));
+        assert_eq!(sdk.node(3).await.unwrap(), None);
+
         let suspend = world.regulator.tx(TxBody::Nodes(NodeTx::Suspend { node_key: key }));
         all_applied(&world.regulator.client, &[suspend]).await;
         let (_, node) = world.node.raw("GET", "/v1/nodes/2", &[], Vec::new()).await;
