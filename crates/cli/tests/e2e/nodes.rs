@@ -87,7 +87,8 @@ fn the_regulator_admits_suspends_reinstates_and_removes_a_node() {
     );
     let hospital_account = account(&out);
     let key = init(&tmp.path().join("second"))["node_key"].as_str().unwrap().to_owned();
-    let address = "http://127.0.0.2:7301";
+    // The admitted node never runs: a loopback port nothing listens on.
+    let address = "http://127.0.0.1:1";
     let admit = |wallet: &str, key: &str| {
         cli(
             &[
@@ -114,7 +115,11 @@ fn the_regulator_admits_suspends_reinstates_and_removes_a_node() {
     let admitted = json(&stdout(&o));
     assert_eq!(admitted["node_id"], 2, "{admitted}");
     assert_eq!(admitted["node_key"], key, "{admitted}");
-    assert_eq!(admitted["tx_hash"].as_str().map(str::len), Some(64), "{admitted}");
+    let admission = admitted["tx_hash"].as_str().unwrap().to_owned();
+    assert_eq!(admission.len(), 64, "{admitted}");
+    // The admission is in the log: its inclusion proof verifies against the pinned node key.
+    let proof = ok(&["proof", &admission, "--wallet", &reg, "--node", url], &[]);
+    assert!(proof.contains("proof verified"), "{proof}");
     let nodes = list(url);
     assert_eq!(nodes.as_array().unwrap().len(), 2, "{nodes}");
     let second = &nodes[1];

@@ -30,7 +30,7 @@ fn nodes_are_listed_unsigned_with_the_genesis_node_first() {
         let key = SigningKey::generate().public_key();
         let admit = world.regulator.tx(TxBody::Nodes(NodeTx::Admit {
             node_key: key,
-            address: "http://127.0.0.2:7301".into(),
+            address: "http://127.0.0.1:1".into(),
             hospital: world.hospital.account,
         }));
         let receipts = all_applied(&world.regulator.client, &[admit]).await;
@@ -38,7 +38,7 @@ fn nodes_are_listed_unsigned_with_the_genesis_node_first() {
         let (status, node) = world.node.raw("GET", "/v1/nodes/2", &[], Vec::new()).await;
         assert_eq!(status, 200, "{node}");
         assert_eq!(node["node_key"], key.to_string(), "{node}");
-        assert_eq!(node["address"], "http://127.0.0.2:7301", "{node}");
+        assert_eq!(node["address"], "http://127.0.0.1:1", "{node}");
         assert_eq!(node["hospital"], world.hospital.account.to_string(), "{node}");
         assert_eq!(node["status"], "active", "{node}");
         assert_eq!(node["admitted_at"], receipts[0].height, "{node}");
@@ -87,7 +87,7 @@ fn a_hospital_cannot_admit_its_own_node() {
         let mut world = World::build().await;
         let admit = world.hospital.tx(TxBody::Nodes(NodeTx::Admit {
             node_key: SigningKey::generate().public_key(),
-            address: "http://127.0.0.2:7301".into(),
+            address: "http://127.0.0.1:1".into(),
             hospital: world.hospital.account,
         }));
         let (status, body) = world.node.post_tx("/v1/transactions", &admit).await;
