@@ -364,3 +364,35 @@ fn node_transactions_in_one_block_see_each_other() {
     assert!(matches!(refusal(&receipts[1]), Refusal::AlreadyExists { .. }));
     assert_eq!(net.ledger.node_member(2).unwrap().unwrap().address, ADDRESS);
 }
+
+#[test]
+fn a_ledger_written_before_node_membership_opens_and_takes_node_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.redb");
+    let mut net = Net::with(|g| Ledger::create(&path, g).unwrap());
+    let hospital = Actor::new();
+    applied(&net.admit(&hospital));
+    // Close the file, then take the node tables away, as a ledger of an earlier version lacks
+    // them.
+    let genesis = net.ledger.genesis().clone();
+    net.ledger = Ledger::in_memory(genesis).unwrap();
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        assert!(txn.delete_table(redb::TableDefinition::<u64, &[u8]>::new("nodes")).unwrap());
+        assert!(
+            txn.delete_table(redb::TableDefinition::<&[u8; 32], u64>::new("nodes_by_key")).unwrap()
+        );
+        assert!(txn.delete_table(redb::TableDefinition::<&str, u64>::new("node_ids")).unwrap());
+        txn.commit().unwrap();
+    }
+    net.ledger = Ledger::open(&path).unwrap();
+    let ids: Vec<u64> = net.ledger.node_members().unwrap().iter().map(|n| n.id).collect();
+    assert_eq!(ids, vec![1]);
+    let (key, id) = admit(&mut net, &hospital);
+    assert_eq!(id, 2);
+    let genesis = net.ledger.genesis().clone();
+    net.ledger = Ledger::in_memory(genesis).unwrap();
+    let reopened = Ledger::open(&path).unwrap();
+    assert_eq!(reopened.node_member_by_key(&key).unwrap().unwrap().id, 2);
+}
