@@ -1,5 +1,6 @@
 //! The regulator admits a hospital's node: a new key that is an Ed25519 public key (one that
-//! can sign), a well-formed address, a hospital in good standing; the node gets the next id.
+//! can sign), a well-formed address no other member (active or suspended) uses, a hospital in
+//! good standing; the node gets the next id.
 
 use medledger_core::{
     block::{Created, Genesis, Refusal},
@@ -41,6 +42,16 @@ pub(crate) fn apply(
                 existing.id,
                 existing.status.name()
             ),
+        }));
+    }
+    // Two members at one address would be one machine counted twice (or one hiding another).
+    if let Some(other) = state
+        .nodes(genesis)?
+        .into_iter()
+        .find(|n| n.status != NodeStatus::Removed && n.address.eq_ignore_ascii_case(address))
+    {
+        return Ok(Err(Refusal::AlreadyExists {
+            what: format!("node {} ({}) at address {address}", other.id, other.status.name()),
         }));
     }
     let id = state.next_node_id()?;

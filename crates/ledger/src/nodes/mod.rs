@@ -14,7 +14,8 @@
 //! would have no member left to order blocks. The Raft membership follows these committed
 //! transactions (the node's membership driver); nothing here knows of Raft.
 //!
-//! **Addresses** are checked by `medledger_core::tx::nodes::check_node_address`.
+//! **Addresses** are checked by `medledger_core::tx::nodes::check_node_address`; one address
+//! (compared without regard to ASCII case) belongs to at most one node that is not removed.
 
 mod admit;
 mod read;

@@ -37,10 +37,12 @@ fn fresh_key() -> PublicKey {
     SigningKey::generate().public_key()
 }
 
-/// Admits a node with a fresh key for `hospital`; its key and id.
+/// Admits a node with a fresh key for `hospital`, at an address of its own (the first at
+/// [`ADDRESS`]); its key and id.
 fn admit(net: &mut Net, hospital: &Actor) -> (PublicKey, u64) {
     let key = fresh_key();
-    let r = by_regulator(net, admit_body(key, ADDRESS, hospital));
+    let address = format!("http://127.0.0.2:{}", 7300 + net.ledger.node_members().unwrap().len());
+    let r = by_regulator(net, admit_body(key, &address, hospital));
     let Some(Created::Node { id }) = applied(&r) else { panic!("no node id: {r:?}") };
     (key, *id)
 }
@@ -252,6 +254,24 @@ fn a_node_key_that_is_not_an_ed25519_key_is_refused() {
         matches!(&r, Refusal::Invalid { reason } if reason.contains("not an Ed25519")),
         "{r:?}"
     );
+}
+
+#[test]
+fn one_address_is_one_member_until_it_is_removed() {
+    let (mut net, hospital, _) = consortium();
+    let (k2, _) = admit(&mut net, &hospital);
+    let upper = ADDRESS.to_uppercase().replace("HTTP://", "http://");
+    for address in [ADDRESS, upper.as_str()] {
+        let r = refused_by_regulator(&mut net, admit_body(fresh_key(), address, &hospital));
+        assert!(matches!(&r, Refusal::AlreadyExists { what } if what.contains("node 2")), "{r:?}");
+    }
+    // Suspended, it still holds its address; removed, the address is free for a new key.
+    applied(&by_regulator(&mut net, TxBody::Nodes(NodeTx::Suspend { node_key: k2 })));
+    let r = refused_by_regulator(&mut net, admit_body(fresh_key(), ADDRESS, &hospital));
+    assert!(matches!(&r, Refusal::AlreadyExists { what } if what.contains("suspended")), "{r:?}");
+    applied(&by_regulator(&mut net, TxBody::Nodes(NodeTx::Remove { node_key: k2 })));
+    let (_, id) = admit(&mut net, &hospital);
+    assert_eq!(id, 3);
 }
 
 #[test]
