@@ -9,6 +9,7 @@ mod consent;
 mod device;
 mod device_sim;
 mod emergency;
+mod node;
 mod proof;
 mod record;
 mod registry;
@@ -81,6 +82,10 @@ enum Command {
     Device(device::DeviceCommand),
     /// Print the events concerning your account as they arrive; resumes where it left off.
     Watch(watch::Args),
+    /// Nodes: create this node's key (init); admit, suspend, reinstate, remove (regulator);
+    /// list the network's nodes.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
     /// Keys: rotate your own; revoke one you have authority over.
     #[command(subcommand)]
     Key(registry::KeyCommand),
@@ -117,6 +122,7 @@ fn main() -> ExitCode {
             Command::Doctor(c) => registry::doctor(c).await,
             Command::Patient(c) => registry::patient(c).await,
             Command::Key(c) => registry::key(c).await,
+            Command::Node(c) => node::run(c).await,
             Command::Consent(c) => consent::run(c).await,
             Command::Audit(c) => audit::run(c).await,
             Command::Record(c) => record::run(c).await,
@@ -154,6 +160,11 @@ mod tests {
         "device register",
         "device session start",
         "emergency break-glass",
+        "node init",
+        "node admit",
+        "node suspend",
+        "node reinstate",
+        "node remove",
     ];
 
     /// Listings whose name is not `list` and whose help does not start with "List".

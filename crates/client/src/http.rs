@@ -33,6 +33,7 @@ mod cases;
 mod consent;
 mod devices;
 mod emergency;
+mod nodes;
 mod records;
 pub use records::RecordStream;
 

@@ -13,6 +13,7 @@ mod fs;
 pub mod gateway;
 pub mod http;
 pub mod keystore;
+pub mod nodes;
 pub mod proof;
 mod rand;
 pub mod records;

@@ -200,6 +200,8 @@ fn the_whole_chain_runs_on_json_and_every_listing_prints_json() {
         ("device session list", vec!["--wallet", &c.patient, "--device", &c.device]),
         ("emergency reviews", vec!["--wallet", &c.hospital]),
         ("emergency overview", vec!["--wallet", &c.patient, "--patient", &c.patient_account]),
+        // Public: no wallet (the node comes from MEDLEDGER_NODE).
+        ("node list", vec![]),
     ];
     let mut all = Vec::new();
     leaves(Vec::new(), &mut all);

@@ -16,6 +16,7 @@ mod hardening;
 mod harness;
 mod http_refusals;
 mod json;
+mod nodes;
 mod operators;
 mod patient_view;
 mod records;

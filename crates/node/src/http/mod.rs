@@ -17,6 +17,7 @@ mod directory;
 mod emergency;
 pub mod error;
 mod events;
+mod nodes;
 mod ops;
 mod records;
 pub(crate) mod submit;
@@ -41,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .merge(cases::routes(&state))
         .merge(devices::routes(&state))
         .merge(emergency::routes(&state))
+        .merge(nodes::routes())
         .merge(ops::routes())
         .layer(DefaultBodyLimit::max(MAX_DEFAULT_BODY_BYTES))
         .layer(from_fn_with_state(state.clone(), crate::auth::log_denials))

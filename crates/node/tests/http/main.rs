@@ -4,7 +4,8 @@
 //! the node gives today). One file per area: `routes.rs` (every route of the router, unsigned;
 //! the list is checked against the router's source), `auth.rs` (forged, stale, replayed and
 //! misdirected signatures on every signed route), and the visibility rules of each area
-//! (`records.rs`, `cases.rs`, `devices.rs`, `consent.rs`, `registry.rs`, `emergency.rs`).
+//! (`records.rs`, `cases.rs`, `devices.rs`, `consent.rs`, `registry.rs`, `emergency.rs`,
+//! `nodes.rs`).
 //! Every test stops its node and is bounded in time ([`LIMIT`]).
 
 mod auth;
@@ -12,6 +13,7 @@ mod cases;
 mod consent;
 mod devices;
 mod emergency;
+mod nodes;
 mod records;
 mod registry;
 mod routes;

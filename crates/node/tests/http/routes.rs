@@ -86,6 +86,8 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/device-sessions/{session}", Auth::Header, UNAUTHENTICATED),
     route("GET", "/v1/device-sessions/{session}/readings", Auth::Header, UNAUTHENTICATED),
     route("POST", "/v1/device-sessions/{session}/read", Auth::Transaction, MALFORMED),
+    route("GET", "/v1/nodes", Auth::Public, OK),
+    route("GET", "/v1/nodes/1", Auth::Public, OK),
     route("GET", "/health", Auth::Public, OK),
     route("GET", "/metrics", Auth::Public, OK),
 ];
