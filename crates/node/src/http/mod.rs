@@ -11,6 +11,7 @@
 mod audit;
 mod blobs;
 mod cases;
+mod cluster;
 mod consent;
 mod devices;
 mod directory;
@@ -18,6 +19,7 @@ mod emergency;
 pub mod error;
 mod events;
 mod ops;
+mod raft;
 mod records;
 pub(crate) mod submit;
 pub(crate) mod views;
@@ -42,6 +44,9 @@ pub fn router(state: AppState) -> Router {
         .merge(devices::routes(&state))
         .merge(emergency::routes(&state))
         .merge(ops::routes())
+        .merge(cluster::routes())
+        .merge(raft::routes(&state))
+        .layer(from_fn_with_state(state.clone(), cluster::min_height))
         .layer(DefaultBodyLimit::max(MAX_DEFAULT_BODY_BYTES))
         .layer(from_fn_with_state(state.clone(), crate::auth::log_denials))
         .layer(from_fn_with_state(state.metrics.clone(), crate::metrics::count_requests))

@@ -3,7 +3,8 @@
 //! by raw `reqwest` requests for what is asserted (status codes and error codes, the answers
 //! the node gives today). One file per area: `routes.rs` (every route of the router, unsigned;
 //! the list is checked against the router's source), `auth.rs` (forged, stale, replayed and
-//! misdirected signatures on every signed route), and the visibility rules of each area
+//! misdirected signatures on every signed route), `raft.rs` (the signed envelopes of Raft RPCs
+//! between nodes, each refusal), and the visibility rules of each area
 //! (`records.rs`, `cases.rs`, `devices.rs`, `consent.rs`, `registry.rs`, `emergency.rs`).
 //! Every test stops its node and is bounded in time ([`LIMIT`]).
 
@@ -12,6 +13,7 @@ mod cases;
 mod consent;
 mod devices;
 mod emergency;
+mod raft;
 mod records;
 mod registry;
 mod routes;
@@ -106,6 +108,11 @@ impl Node {
             assert!(Instant::now() < deadline, "the node did not serve within {LIMIT:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The node's key (from its data directory).
+    pub fn node_key(&self) -> SigningKey {
+        DataDir::new(self._tmp.path().join("data")).node_key().unwrap()
     }
 
     /// Stops the node and waits (bounded) for a clean stop.
