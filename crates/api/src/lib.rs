@@ -117,6 +117,10 @@ pub mod paths {
     /// Request header set by a node that forwards a submission to the leader (a forwarded
     /// submission is never forwarded again).
     pub const FORWARDED_HEADER: &str = "x-medledger-forwarded";
+    /// The network's nodes as the ledger knows them (public, unsigned: consortium
+    /// infrastructure, not patient data): `GET /v1/nodes` (a list of [`super::NodeView`], the
+    /// genesis node first) and `GET /v1/nodes/{id}`.
+    pub const NODES: &str = "/v1/nodes";
     /// Liveness and tip.
     pub const HEALTH: &str = "/health";
     /// Prometheus metrics.
@@ -761,6 +765,32 @@ pub struct CaseRead {
     pub height: u64,
     /// The case, provable offline.
     pub export: CaseExport,
+}
+
+/// A node of the network, as the ledger knows it (`GET /v1/nodes`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Its id: 1 for the genesis node, then 2, 3, ... in order of admission.
+    pub id: u64,
+    /// Its key (Ed25519, hex).
+    pub node_key: String,
+    /// Its base URL; empty for the genesis node (the ledger does not know where it listens).
+    pub address: String,
+    /// The account of the hospital that runs it; none for the genesis node.
+    pub hospital: Option<String>,
+    /// `active`, `suspended` or `removed` ([`NodeView::ACTIVE`] ...).
+    pub status: String,
+    /// Height of its admission; 0 for the genesis node.
+    pub admitted_at: u64,
+}
+
+impl NodeView {
+    /// The status of a member of the network.
+    pub const ACTIVE: &'static str = "active";
+    /// The status of a node out of the network until the regulator reinstates it.
+    pub const SUSPENDED: &'static str = "suspended";
+    /// The status of a node out of the network for good.
+    pub const REMOVED: &'static str = "removed";
 }
 
 /// A device, as shown to whom it concerns.

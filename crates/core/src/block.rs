@@ -366,6 +366,11 @@ pub enum Created {
         /// The audit event's sequence number.
         event: u64,
     },
+    /// A node was admitted to the network.
+    Node {
+        /// The id the ledger assigned it (2, 3, ...; the genesis node is 1).
+        id: u64,
+    },
 }
 
 /// Why a transaction was refused. Every refusal changes nothing.

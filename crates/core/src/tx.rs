@@ -1,12 +1,13 @@
 //! The transaction envelope (chain id, signer, nonce, body, signature) and the transaction
 //! bodies. One enum variant per kind; the registry kinds live in [`registry`], the others in
-//! [`consent`], [`records`], [`emergency`], [`cases`] and [`devices`].
+//! [`consent`], [`records`], [`emergency`], [`cases`], [`devices`] and [`nodes`].
 
 pub mod blobs;
 pub mod cases;
 pub mod consent;
 pub mod devices;
 pub mod emergency;
+pub mod nodes;
 pub mod records;
 pub mod registry;
 
@@ -24,6 +25,7 @@ pub use cases::CaseTx;
 pub use consent::{ConsentTx, DelegatePowers};
 pub use devices::DeviceTx;
 pub use emergency::EmergencyTx;
+pub use nodes::NodeTx;
 pub use records::RecordTx;
 pub use registry::*;
 
@@ -49,6 +51,8 @@ pub enum TxBody {
     Cases(CaseTx),
     /// Devices: registration, measurement sessions, thresholds, readings and alerts.
     Devices(DeviceTx),
+    /// Node membership: the regulator admits, suspends, reinstates and removes nodes.
+    Nodes(NodeTx),
 }
 
 impl TxBody {
@@ -62,6 +66,7 @@ impl TxBody {
             TxBody::Emergency(e) => e.kind(),
             TxBody::Cases(c) => c.kind(),
             TxBody::Devices(d) => d.kind(),
+            TxBody::Nodes(n) => n.kind(),
         }
     }
 }

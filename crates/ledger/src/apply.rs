@@ -5,7 +5,7 @@
 
 use medledger_core::{
     Hash,
-    block::{Block, MAX_BLOCK_TXS, Outcome, Receipt, Refusal, Tip},
+    block::{Block, Genesis, MAX_BLOCK_TXS, Outcome, Receipt, Refusal, Tip},
     encoding,
     tx::{Role, SignedTransaction, TxBody},
 };
@@ -77,19 +77,15 @@ impl Ledger {
                     time_ms: block.header.time_ms,
                     tx_hash,
                 };
-                let outcome = match apply_tx(
-                    &mut state,
-                    self.chain_id(),
-                    tx,
-                    signature_ok[i],
-                    applied_before,
-                )? {
-                    Ok(created) => {
-                        digest = state.digest;
-                        Outcome::Applied { created }
-                    }
-                    Err(reason) => Outcome::Refused { reason },
-                };
+                let outcome =
+                    match apply_tx(&mut state, &self.genesis, tx, signature_ok[i], applied_before)?
+                    {
+                        Ok(created) => {
+                            digest = state.digest;
+                            Outcome::Applied { created }
+                        }
+                        Err(reason) => Outcome::Refused { reason },
+                    };
                 // The index names a transaction's applied occurrence, or else its first.
                 if matches!(outcome, Outcome::Applied { .. })
                     || tables.tx_index.get(&tx_hash.0)?.is_none()
@@ -151,7 +147,7 @@ impl Ledger {
             let applied_before = applied_before(&tables, &tx_hash)?;
             let mut state =
                 StateTxn { tables: &mut tables, digest: writer.digest, height, time_ms, tx_hash };
-            match apply_tx(&mut state, self.chain_id(), tx, true, applied_before)? {
+            match apply_tx(&mut state, &self.genesis, tx, true, applied_before)? {
                 Ok(created) => Outcome::Applied { created },
                 Err(reason) => Outcome::Refused { reason },
             }
@@ -310,7 +306,7 @@ fn check_key_and_nonce(account: &Account, tx: &SignedTransaction) -> Result<(), 
 /// `applied_before` is the log index of an earlier applied occurrence of the same bytes.
 fn apply_tx(
     state: &mut StateTxn<'_, '_>,
-    chain_id: &str,
+    genesis: &Genesis,
     tx: &SignedTransaction,
     signature_ok: bool,
     applied_before: Option<u64>,
@@ -318,6 +314,7 @@ fn apply_tx(
     if !signature_ok {
         return Ok(Err(Refusal::BadSignature));
     }
+    let chain_id = genesis.chain_id.as_str();
     if tx.tx.chain_id != chain_id {
         return Ok(Err(Refusal::WrongChain {
             expected: chain_id.to_owned(),
@@ -342,6 +339,7 @@ fn apply_tx(
         TxBody::Emergency(e) => crate::emergency::apply(state, &signer, &account, e)?,
         TxBody::Cases(c) => crate::cases::apply(state, &signer, &account, c)?,
         TxBody::Devices(d) => crate::devices::apply(state, &signer, &account, d)?,
+        TxBody::Nodes(n) => crate::nodes::apply(state, genesis, &account, n)?,
     };
     if result.is_ok() {
         // Re-read: the handler may have changed the signer's own account (a key rotation).

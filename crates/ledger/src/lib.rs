@@ -16,6 +16,7 @@ pub mod consent;
 pub mod devices;
 pub mod emergency;
 mod handler;
+mod nodes;
 pub mod parties;
 mod query;
 pub mod records;
@@ -42,7 +43,8 @@ pub use apply::{Simulated, verify_signatures};
 pub use query::TxRecord;
 use state::*;
 pub use state::{
-    Account, CaseLog, CaseLogEntry, CaseSeal, DoctorEntry, HospitalEntry, PatientEntry,
+    Account, CaseLog, CaseLogEntry, CaseSeal, DoctorEntry, HospitalEntry, NodeEntry, NodeStatus,
+    PatientEntry,
 };
 
 /// Why the ledger could not do what was asked. A refused transaction is not an error: it is a
@@ -213,7 +215,8 @@ impl Ledger {
                 no_registrations
                     || read.open_table(NETWORK).is_err()
                     || read.open_table(CASE_KEYS).is_err()
-                    || read.open_table(DEVICE_BLOBS).is_err(),
+                    || read.open_table(DEVICE_BLOBS).is_err()
+                    || read.open_table(NODE_IDS).is_err(),
                 no_registrations,
             )
         };

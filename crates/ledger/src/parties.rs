@@ -9,7 +9,8 @@ use medledger_core::{
     block::{Created, Outcome, Receipt},
     ids::AccountId,
     tx::{
-        CaseTx, ConsentTx, DeviceTx, EmergencyTx, RecordTx, RegistryTx, SignedTransaction, TxBody,
+        CaseTx, ConsentTx, DeviceTx, EmergencyTx, NodeTx, RecordTx, RegistryTx, SignedTransaction,
+        TxBody,
     },
 };
 use redb::ReadableDatabase;
@@ -183,6 +184,18 @@ impl Ledger {
                 DeviceTx::Readings(b) => self.session_patient(&b.session)?,
                 DeviceTx::Alert(a) => self.session_patient(&a.session)?,
             },
+            // Consortium infrastructure: the regulator and the node's hospital.
+            TxBody::Nodes(n) => {
+                match n {
+                    NodeTx::Admit { hospital, .. } => accounts.push(*hospital),
+                    NodeTx::Suspend { node_key }
+                    | NodeTx::Reinstate { node_key }
+                    | NodeTx::Remove { node_key } => {
+                        accounts.extend(self.node_member_by_key(node_key)?.and_then(|n| n.hospital))
+                    }
+                }
+                None
+            }
         };
         Ok(Parties { patient, accounts })
     }

@@ -269,7 +269,9 @@ fn own_node_id(ledger: &Ledger, key: &medledger_core::keys::SigningKey) -> Resul
     if key == ledger.genesis().node_key {
         return Ok(raft::GENESIS_NODE_ID);
     }
-    // MERGE(members): `ledger.node_member_by_key(&key)`.
+    if let Some(entry) = ledger.node_member_by_key(&key)? {
+        return Ok(entry.id);
+    }
     Err(NodeError::DataDir(format!(
         "this node's key {} is not the genesis node's and its ledger does not hold its \
          admission yet: start it with `medledger up --join URL` (after the regulator ran \

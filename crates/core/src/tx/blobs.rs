@@ -9,7 +9,7 @@
 
 use crate::{
     Hash,
-    tx::{CaseTx, ConsentTx, DeviceTx, EmergencyTx, RecordTx, RegistryTx, TxBody},
+    tx::{CaseTx, ConsentTx, DeviceTx, EmergencyTx, NodeTx, RecordTx, RegistryTx, TxBody},
 };
 
 /// What a referenced blob is, for messages and for checks that depend on it.
@@ -219,6 +219,12 @@ impl TxBody {
                 }],
                 DeviceTx::Alert(a) => vec![of(a.reading, R::AlertReading)],
                 DeviceTx::Retire { .. } | DeviceTx::EndSession { .. } => vec![],
+            },
+            TxBody::Nodes(n) => match n {
+                NodeTx::Admit { .. }
+                | NodeTx::Suspend { .. }
+                | NodeTx::Reinstate { .. }
+                | NodeTx::Remove { .. } => vec![],
             },
         }
     }

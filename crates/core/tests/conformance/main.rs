@@ -121,6 +121,35 @@ fn pinned_device_alert() {
     sample_alert().verify_signature().unwrap();
 }
 
+fn sample_node_admit() -> SignedTransaction {
+    use medledger_core::tx::NodeTx;
+    let regulator = key(1);
+    Transaction {
+        chain_id: "medledger-test".into(),
+        signer: AccountId::from_initial_key(&regulator.public_key()),
+        nonce: 9,
+        body: TxBody::Nodes(NodeTx::Admit {
+            node_key: key(11).public_key(),
+            address: "http://127.0.0.2:7301".into(),
+            hospital: AccountId::from_initial_key(&key(2).public_key()),
+        }),
+    }
+    .sign(&regulator)
+}
+
+#[test]
+fn pinned_node_admission() {
+    // The node membership family is appended after the device variants, so every earlier
+    // encoding is unchanged (pinned above); this pins a node admission's own.
+    assert_eq!(sample_node_admit().hash().to_hex(), PINNED_NODE_ADMIT);
+    let bytes = sample_node_admit().encode();
+    assert_eq!(SignedTransaction::decode(&bytes).unwrap(), sample_node_admit());
+    sample_node_admit().verify_signature().unwrap();
+    // The family's index follows the device family's (6).
+    let body = encoding::encode(&sample_node_admit().tx.body);
+    assert_eq!(body[0], 7);
+}
+
 #[test]
 fn pinned_transaction_hashes() {
     // Ed25519 signatures are deterministic, so the whole signed encoding is pinned.
@@ -275,3 +304,4 @@ const PINNED_APPENDED_HEAD: &str =
     "940f860935ec513beaf792891e5585324d96a91dd8160b359b95909dba860885";
 const PINNED_BREAK_GLASS: &str = "04ec1a6608ab20e89768bc92b04750d9dedefb658c4be4924be14f74db3cfa72";
 const PINNED_ALERT: &str = "468de78f43ea7d5db3b691b7c6f820226d9eecc73f730b39b1d19a9cfc78ceae";
+const PINNED_NODE_ADMIT: &str = "b3e0565a72e6037db3cc17cf6a032db3fa66dc2c0b6694f7468a6970e94378ce";

@@ -453,4 +453,11 @@ state_tables! {
     /// Vault blobs of device sessions (batches, sealed alert readings, wrapped session keys) ->
     /// their session: what the vault must keep.
     device_blobs: DEVICE_BLOBS = "device_blobs" <&'static [u8; 32], &'static [u8; 32]> State;
+
+    /// Nodes of the network by id (the genesis node, 1, only once its status changed).
+    nodes: NODES = "nodes" <u64, &'static [u8]> State;
+    /// Index: node key -> node id, for every node with a row.
+    nodes_by_key: NODES_BY_KEY = "nodes_by_key" <&'static [u8; 32], u64> Index;
+    /// The node id counter: `last` -> the id assigned last (absent: none after genesis).
+    node_ids: NODE_IDS = "node_ids" <&'static str, u64> State;
 }

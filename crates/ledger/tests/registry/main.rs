@@ -19,6 +19,7 @@ mod cases;
 mod consent;
 mod devices;
 mod emergency;
+mod nodes;
 mod records;
 mod tamper;
 mod visibility;

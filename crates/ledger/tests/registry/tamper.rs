@@ -10,7 +10,7 @@ use medledger_core::{
     block::Created,
     keys::DecryptionKey,
     tx::{
-        CaseTx, ConsentTx, DelegatePowers, DeviceTx, EmergencyTx, RecordTx, TxBody,
+        CaseTx, ConsentTx, DelegatePowers, DeviceTx, EmergencyTx, NodeTx, RecordTx, TxBody,
         cases::OpenCase,
         consent::{DenyRule, Purpose, RecordCategory, Scope, Validity},
         devices::{
@@ -49,8 +49,8 @@ fn ok(net: &mut Net, who: &mut Actor, body: TxBody) -> Option<Created> {
 /// A ledger at `path` in which every transaction family has left its rows: the registry,
 /// consent (a grant, a request, a deny rule, a delegate with some powers), a record with a
 /// split key and an operator, an emergency profile, a break-glass not yet reviewed with an
-/// escrow release, the network's window, a case with an entry, and a device with thresholds,
-/// a session, a batch and an alert.
+/// escrow release, the network's window, a case with an entry, a device with thresholds,
+/// a session, a batch and an alert, and an admitted node with the genesis node suspended.
 fn build(path: &std::path::Path) {
     let mut net = Net::with(|g| Ledger::create(path, g).unwrap());
     let mut hospital = Actor::new();
@@ -204,6 +204,17 @@ fn build(path: &std::path::Path) {
         size: 108,
     });
     ok(&mut net, &mut device, TxBody::Devices(batch));
+
+    // A node admitted (a row, its key's index entry, the counter), and the genesis node
+    // suspended (its override row).
+    let admit = NodeTx::Admit {
+        node_key: SigningKey::generate().public_key(),
+        address: "http://127.0.0.2:7301".into(),
+        hospital: hospital.account,
+    };
+    ok(&mut net, &mut regulator, TxBody::Nodes(admit));
+    let genesis_node = net.ledger.genesis().node_key;
+    ok(&mut net, &mut regulator, TxBody::Nodes(NodeTx::Suspend { node_key: genesis_node }));
 }
 
 /// How a table is tampered with.

@@ -18,6 +18,7 @@ mod directory;
 mod emergency;
 pub mod error;
 mod events;
+mod nodes;
 mod ops;
 mod raft;
 mod records;
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .merge(cases::routes(&state))
         .merge(devices::routes(&state))
         .merge(emergency::routes(&state))
+        .merge(nodes::routes())
         .merge(ops::routes())
         .merge(cluster::routes())
         .merge(raft::routes(&state))

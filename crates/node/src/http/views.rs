@@ -6,8 +6,8 @@
 
 use medledger_api::{
     AlertView, BatchView, BreakGlassView, CaseSealView, CaseView, DenyView, DeviceView, DoctorView,
-    GrantView, HospitalView, PatientView, RecordView, RequestView, SessionView, SharingView,
-    ThresholdsView, TxProofResponse,
+    GrantView, HospitalView, NodeView, PatientView, RecordView, RequestView, SessionView,
+    SharingView, ThresholdsView, TxProofResponse,
 };
 use medledger_core::{
     Hash,
@@ -16,7 +16,7 @@ use medledger_core::{
     tx::records::KeyRef,
 };
 use medledger_ledger::{
-    CaseLog, DoctorEntry, HospitalEntry, Ledger, LedgerError, PatientEntry, TxRecord,
+    CaseLog, DoctorEntry, HospitalEntry, Ledger, LedgerError, NodeEntry, PatientEntry, TxRecord,
     state::{
         AlertEntry, BatchEntry, BreakGlassEntry, DenyEntry, DeviceEntry, GrantEntry, RecordEntry,
         RequestEntry, RequestStatus, SessionEntry,
@@ -48,6 +48,17 @@ pub(crate) fn hospital(account: AccountId, e: HospitalEntry, suspended: bool) ->
         city: e.city,
         specialisation: e.specialisation,
         suspended,
+        admitted_at: e.admitted_at,
+    }
+}
+
+pub(crate) fn node(e: NodeEntry) -> NodeView {
+    NodeView {
+        id: e.id,
+        node_key: e.node_key.to_string(),
+        address: e.address,
+        hospital: e.hospital.map(|h| h.to_string()),
+        status: e.status.name().to_owned(),
         admitted_at: e.admitted_at,
     }
 }

@@ -40,9 +40,15 @@ pub struct LedgerNode {
 
 /// The ledger's nodes, by id (contract: `Ledger::node_members`).
 pub fn ledger_nodes(ledger: &Ledger) -> Result<Vec<LedgerNode>, String> {
-    // MERGE(members): `ledger.node_members()`.
-    let _ = ledger;
-    Ok(vec![LedgerNode { id: super::GENESIS_NODE_ID, address: String::new(), active: true }])
+    let nodes = ledger.node_members().map_err(|e| format!("reading the ledger's nodes: {e}"))?;
+    Ok(nodes
+        .into_iter()
+        .map(|n| LedgerNode {
+            id: n.id,
+            address: n.address,
+            active: n.status == medledger_ledger::NodeStatus::Active,
+        })
+        .collect())
 }
 
 /// Refuses a membership entry that adds (as voter or learner) a node the ledger has not

@@ -225,8 +225,8 @@ impl EnvelopeError {
 /// The key the ledger holds for node `id` if that node is active (contract:
 /// `Ledger::node_member`).
 pub fn active_node_key(ledger: &Ledger, id: u64) -> Result<Option<PublicKey>, EnvelopeError> {
-    // MERGE(members): `ledger.node_member(id)` filtered to `NodeStatus::Active`.
-    Ok((id == 1).then(|| ledger.genesis().node_key))
+    let member = ledger.node_member(id).map_err(|e| EnvelopeError::Ledger(e.to_string()))?;
+    Ok(member.filter(|m| m.status == medledger_ledger::NodeStatus::Active).map(|m| m.node_key))
 }
 
 /// Milliseconds since the epoch, now.

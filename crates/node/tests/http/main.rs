@@ -5,7 +5,8 @@
 //! the list is checked against the router's source), `auth.rs` (forged, stale, replayed and
 //! misdirected signatures on every signed route), `raft.rs` (the signed envelopes of Raft RPCs
 //! between nodes, each refusal), and the visibility rules of each area
-//! (`records.rs`, `cases.rs`, `devices.rs`, `consent.rs`, `registry.rs`, `emergency.rs`).
+//! (`records.rs`, `cases.rs`, `devices.rs`, `consent.rs`, `registry.rs`, `emergency.rs`,
+//! `nodes.rs`).
 //! Every test stops its node and is bounded in time ([`LIMIT`]).
 
 mod auth;
@@ -13,6 +14,7 @@ mod cases;
 mod consent;
 mod devices;
 mod emergency;
+mod nodes;
 mod raft;
 mod records;
 mod registry;

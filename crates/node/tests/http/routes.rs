@@ -92,6 +92,8 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/v1/raft/vote", Auth::Node, MALFORMED),
     route("POST", "/v1/raft/snapshot", Auth::Node, MALFORMED),
     route("GET", "/v1/cluster", Auth::Public, OK),
+    route("GET", "/v1/nodes", Auth::Public, OK),
+    route("GET", "/v1/nodes/1", Auth::Public, OK),
     route("GET", "/health", Auth::Public, OK),
     route("GET", "/metrics", Auth::Public, OK),
 ];
