@@ -6,6 +6,7 @@ mod bench;
 mod bench_cases;
 mod bench_records;
 mod case;
+mod cluster;
 mod common;
 mod consent;
 mod device;
@@ -88,6 +89,9 @@ enum Command {
     Key(registry::KeyCommand),
     /// Drive a running node with a pre-signed mixed registry workload and report tx/s and
     /// commit latency.
+    /// The Raft cluster: members, roles, leader, each member's progress.
+    #[command(subcommand)]
+    Cluster(cluster::Command),
     Bench(bench::Args),
     /// Measure a running node's record paths: encrypt + upload and audited read of a large
     /// file, audited reads of a small record by concurrent readers, peak memory.
@@ -132,6 +136,7 @@ fn main() -> ExitCode {
             Command::Case(c) => case::run(c).await,
             Command::Device(c) => device::run(c).await,
             Command::Watch(args) => watch::run(args).await,
+            Command::Cluster(c) => cluster::run(c).await,
             Command::Bench(args) => bench::run(args).await,
             Command::BenchRecords(args) => bench_records::run(args).await,
             Command::BenchCases(args) => bench_cases::run(args).await,
