@@ -2,7 +2,10 @@
 //! two nodes with their own keys that the regulator admits on the ledger and that join with
 //! `up --join`. The leader adds them (learner, then voter); a transaction submitted to a
 //! follower is committed on all three with the same tip and log root; after kill -9 of the
-//! leader, a new leader commits, and the killed node restarts and catches up.
+//! leader, a new leader commits, and the killed node restarts and catches up. Then the
+//! regulator suspends a node, which leaves the voters; with one of the two left killed, the
+//! survivor answers writes with 503 `no_quorum`; and a node whose key is not admitted, or
+//! that is given the wrong genesis hash, is refused by `up --join`.
 
 use std::{
     thread,
@@ -191,4 +194,85 @@ fn three_nodes_replicate_forward_fail_over_and_catch_up() {
     // The killed node restarts and catches up: one tip and log root on all three.
     killed.start_again();
     wait_for("the restarted node caught up", &all, &[&n1, &n2, &n3], |v| converged(v, after));
+
+    // `cluster status --json`: the leader, the term, and each member's own report.
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&["cluster", "status", "--node", &n2.url, "--json"], &[]))
+            .unwrap();
+    let view = cluster(n1.port).unwrap();
+    assert_eq!(status["leader"], view["leader"], "{status}");
+    assert!(status["term"].as_u64().is_some_and(|t| t >= 1), "{status}");
+    let members = status["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{status}");
+    for m in members {
+        assert_eq!(m["role"], "voter", "{status}");
+        assert_eq!(m["log_root"], view["log_root"], "{status}");
+        assert_eq!(m["height"], view["height"], "{status}");
+        assert!(m["applied"].as_u64().is_some() && m["url"].as_str().is_some(), "{status}");
+    }
+
+    // A forwarded write is never forwarded again: a follower answers it `no_quorum`.
+    let leader = view["leader"].as_u64().unwrap();
+    let nodes = [&n1, &n2, &n3];
+    let follower = nodes.iter().find(|n| cluster(n.port).unwrap()["node_id"] != leader).unwrap();
+    regulator.nonce += 1;
+    let (admit, _) = hospital("Forwarded Twice");
+    let tx =
+        build(&regulator.identity, regulator.account, &regulator.chain, regulator.nonce, admit);
+    let r = request(
+        follower.port,
+        "POST",
+        "/v1/transactions",
+        &tx.encode(),
+        &[("x-medledger-forwarded", "1")],
+    )
+    .unwrap();
+    assert_eq!((r.status, r.json()["code"].as_str()), (503, Some("no_quorum")), "{}", r.text());
+    regulator.nonce -= 1;
+
+    // The regulator suspends a follower's node: it leaves the voters.
+    let suspended = follower.port;
+    let suspended_id = cluster(suspended).unwrap()["node_id"].as_u64().unwrap();
+    let key = node_key_in(&follower.dir);
+    regulator.submit(n1.port, TxBody::Nodes(NodeTx::Suspend { node_key: key }));
+    let rest: Vec<u16> = all.iter().copied().filter(|p| *p != suspended).collect();
+    wait_for("the suspended node out of the voters", &rest, &[&n1, &n2, &n3], |v| {
+        v.iter().all(|v| !voters(v).contains(&suspended_id) && voters(v).len() == 2)
+    });
+
+    // One of the two voters left is killed: the other cannot commit, and says so.
+    let victim = if rest[0] == n1.port {
+        &mut n1
+    } else if rest[0] == n2.port {
+        &mut n2
+    } else {
+        &mut n3
+    };
+    victim.kill9();
+    regulator.nonce += 1;
+    let (admit, _) = hospital("No Quorum");
+    let tx =
+        build(&regulator.identity, regulator.account, &regulator.chain, regulator.nonce, admit);
+    let r = http(rest[1], "POST", "/v1/transactions", &tx.encode()).unwrap();
+    assert_eq!((r.status, r.json()["code"].as_str()), (503, Some("no_quorum")), "{}", r.text());
+}
+
+#[test]
+fn up_join_refuses_a_key_not_admitted_and_a_wrong_genesis() {
+    let tmp = tempdir();
+    let n1 = Node::start(&tmp.path().join("node-1"));
+    let dir = tmp.path().join("node-2");
+    let key = node_key_in(&dir);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let d = dir.display().to_string();
+    let err = fails(&["up", "--data-dir", &d, "--listen", &listen, "--join", &n1.url], &[]);
+    assert!(err.contains("not admitted") && err.contains("node admit"), "{err}");
+    assert!(err.contains(&hex::encode(key.0)), "{err}");
+    assert!(!DataDir::new(&dir).is_initialised(), "nothing is created for a refused join");
+    let wrong = "00".repeat(32);
+    let err = fails(
+        &["up", "--data-dir", &d, "--listen", &listen, "--join", &n1.url, "--genesis-hash", &wrong],
+        &[],
+    );
+    assert!(err.contains("--genesis-hash") && err.contains("refusing"), "{err}");
 }

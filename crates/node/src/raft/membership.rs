@@ -165,3 +165,45 @@ async fn reconcile(raft: &Raft, ledger: &Ledger) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use medledger_core::keys::{DecryptionKey, SigningKey};
+
+    use super::*;
+
+    fn membership(voters: &[u64], learners: &[u64]) -> Membership<u64, BasicNode> {
+        let nodes: BTreeMap<u64, BasicNode> = voters
+            .iter()
+            .chain(learners)
+            .map(|id| (*id, BasicNode { addr: format!("http://127.0.0.1:{}", 7300 + id) }))
+            .collect();
+        Membership::new(vec![voters.iter().copied().collect()], nodes)
+    }
+
+    /// A membership entry adding a node the ledger never admitted (as voter or learner) is
+    /// refused on every node; one adding nothing new, or the genesis node, is followed.
+    #[test]
+    fn a_membership_entry_adding_a_node_the_ledger_has_not_admitted_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let genesis = medledger_core::block::Genesis {
+            chain_id: "c".into(),
+            time_ms: 1,
+            regulator_key: SigningKey::generate().public_key(),
+            regulator_encryption_key: DecryptionKey::generate().public_key(),
+            node_key: SigningKey::generate().public_key(),
+        };
+        let ledger = Ledger::create(&dir.path().join("ledger.redb"), genesis).unwrap();
+        let founding = membership(&[1], &[]);
+        assert_eq!(check_admitted(&ledger, &Membership::default(), &founding), Ok(()));
+        assert_eq!(check_admitted(&ledger, &founding, &founding), Ok(()));
+        for next in [membership(&[1], &[2]), membership(&[1, 2], &[]), membership(&[1], &[9])] {
+            let refused = check_admitted(&ledger, &founding, &next).unwrap_err();
+            assert!(refused.contains("has not admitted"), "{refused}");
+        }
+        // Removing a node needs no admission.
+        assert_eq!(check_admitted(&ledger, &membership(&[1], &[2]), &founding), Ok(()));
+    }
+}

@@ -213,3 +213,35 @@ fn a_single_node_reports_itself_as_the_leader_and_only_voter() {
         node.stop().await;
     });
 }
+
+/// A node the regulator suspended is no longer heard, though it is still in Raft's
+/// membership: its messages are refused `not_admitted`. Here the genesis node itself, the
+/// only voter (Raft keeps a last voter), suspended once a second node is admitted.
+#[test]
+fn a_suspended_nodes_messages_are_refused_not_admitted() {
+    run(async {
+        let mut world = crate::World::build().await;
+        let node = &world.node;
+        let (status, _, _) =
+            post(node, "/v1/raft/vote", Message::honest(node).seal().encode()).await;
+        assert_eq!(status, 200);
+        use medledger_core::tx::{NodeTx, TxBody};
+        let admit = world.regulator.tx(TxBody::Nodes(NodeTx::Admit {
+            node_key: SigningKey::generate().public_key(),
+            address: "http://127.0.0.1:9".into(),
+            hospital: world.hospital.account,
+        }));
+        let (status, body) = world.node.post_tx("/v1/transactions", &admit).await;
+        assert_eq!(status, 200, "{body}");
+        let suspend = world
+            .regulator
+            .tx(TxBody::Nodes(NodeTx::Suspend { node_key: world.node.node_key().public_key() }));
+        let (status, body) = world.node.post_tx("/v1/transactions", &suspend).await;
+        assert_eq!(status, 200, "{body}");
+        let node = &world.node;
+        let (status, code, _) =
+            post(node, "/v1/raft/vote", Message::honest(node).seal().encode()).await;
+        assert_eq!((status, code.as_deref()), (403, Some("not_admitted")));
+        world.node.stop().await;
+    });
+}
