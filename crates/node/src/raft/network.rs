@@ -265,3 +265,99 @@ fn widen(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use medledger_core::keys::{DecryptionKey, SigningKey};
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpListener,
+    };
+
+    use super::*;
+
+    /// Node 1's end of the network, over a fresh ledger in `dir`, and a peer 1 at `addr`.
+    fn peer(dir: &tempfile::TempDir, addr: &str) -> Peer {
+        let dir = tempfile::tempdir_in(dir.path()).unwrap();
+        let dir = dir.keep();
+        let key = SigningKey::generate();
+        let genesis = medledger_core::block::Genesis {
+            chain_id: "c".into(),
+            time_ms: 1,
+            regulator_key: SigningKey::generate().public_key(),
+            regulator_encryption_key: DecryptionKey::generate().public_key(),
+            node_key: key.public_key(),
+        };
+        let ledger =
+            Arc::new(medledger_ledger::Ledger::create(&dir.join("l.redb"), genesis).unwrap());
+        let network = Network::new(Arc::new(Transport::new(1, Arc::new(key), ledger))).unwrap();
+        Peer { target: 1, url: base_url(addr), transport: network.transport, http: network.http }
+    }
+
+    fn vote() -> VoteRequest<u64> {
+        VoteRequest::new(openraft::Vote::new(1, 1), None)
+    }
+
+    /// A server on 127.0.0.1 that answers every connection with `answer` (after reading the
+    /// request), or never answers when `answer` is `None`.
+    async fn server(answer: Option<Vec<u8>>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 64 * 1024];
+                    let _ = s.read(&mut buf).await;
+                    match answer {
+                        Some(a) => {
+                            let _ = s.write_all(&a).await;
+                        }
+                        None => tokio::time::sleep(Duration::from_secs(30)).await,
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// An HTTP/1.1 response of `status` with `body`.
+    fn answer(status: &str, body: &[u8]) -> Vec<u8> {
+        let head = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        [head.as_bytes(), body].concat()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_failure_is_the_rpc_error_openraft_expects() {
+        let dir = tempfile::tempdir().unwrap();
+        let option = RPCOption::new(Duration::from_millis(300));
+
+        // Nobody listens: unreachable (openraft backs off).
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let mut p = peer(&dir, &closed.to_string());
+        let e = p.vote(vote(), option.clone()).await.unwrap_err();
+        assert!(matches!(e, RPCError::Unreachable(_)), "{e:?}");
+
+        // It listens and never answers: a timeout after the hard TTL.
+        let mut p = peer(&dir, &server(None).await);
+        let e = p.vote(vote(), option.clone()).await.unwrap_err();
+        assert!(matches!(e, RPCError::Timeout(ref t) if t.target == 1), "{e:?}");
+
+        // It refuses the message: a network error carrying its code.
+        let refusal = answer("403 Forbidden", br#"{"code":"not_member","message":"not you"}"#);
+        let mut p = peer(&dir, &server(Some(refusal)).await);
+        let e = p.vote(vote(), option.clone()).await.unwrap_err();
+        assert!(matches!(e, RPCError::Network(_)), "{e:?}");
+        assert!(e.to_string().contains("not_member"), "{e}");
+
+        // It answers 200 with something that is not a signed answer to this request.
+        let forged = answer("200 OK", &[0, 1, 2, 3]);
+        let mut p = peer(&dir, &server(Some(forged)).await);
+        let e = p.vote(vote(), option).await.unwrap_err();
+        assert!(matches!(e, RPCError::Network(_)), "{e:?}");
+        assert!(e.to_string().contains("does not check out"), "{e}");
+    }
+}
