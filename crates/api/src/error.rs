@@ -112,6 +112,23 @@ error_codes! {
     Corrupt => "corrupt",
     /// The node failed (500).
     Internal => "internal",
+    /// A Raft message between nodes names another network (chain id) (403).
+    WrongChain => "wrong_chain",
+    /// A Raft message between nodes is addressed to another node id (403).
+    WrongRecipient => "wrong_recipient",
+    /// A Raft message's sender is not in this node's Raft membership (403).
+    NotMember => "not_member",
+    /// A Raft message's sender is not an active node admitted on the ledger (403).
+    NotAdmitted => "not_admitted",
+    /// A Raft message was sent too long ago or too far in the future for this node's clock
+    /// (403).
+    ClockSkew => "clock_skew",
+    /// No leader is known or reachable, or the cluster cannot reach a quorum: the write was
+    /// not ordered (503).
+    NoQuorum => "no_quorum",
+    /// The client asked for a read at a height this node has not applied yet; the body says
+    /// the node's height (503, `retry-after`).
+    NotYet => "not_yet",
     /// Set by the client, never by a node: the answer was an error status without an error
     /// body (a proxy's page, say).
     HttpError => "http_error",

@@ -101,6 +101,22 @@ pub mod paths {
     /// `GET /v1/device-sessions/{id}/readings?after=N&limit=M` (digests and alerts), and the
     /// audited read of their content `POST /v1/device-sessions/{id}/read?after=N&limit=M`.
     pub const DEVICE_SESSIONS: &str = "/v1/device-sessions";
+    /// Raft's append-entries RPC between nodes (a signed envelope, postcard).
+    pub const RAFT_APPEND: &str = "/v1/raft/append";
+    /// Raft's vote RPC between nodes (a signed envelope, postcard).
+    pub const RAFT_VOTE: &str = "/v1/raft/vote";
+    /// Raft's install-snapshot RPC between nodes (a signed envelope, postcard).
+    pub const RAFT_SNAPSHOT: &str = "/v1/raft/snapshot";
+    /// This node's view of the cluster: `GET /v1/cluster` ([`crate::ClusterView`]).
+    pub const CLUSTER: &str = "/v1/cluster";
+    /// Request header of a read that needs at least this applied height (read your own
+    /// writes); the query parameter `min_height` says the same.
+    pub const MIN_HEIGHT_HEADER: &str = "x-medledger-min-height";
+    /// Response header with the node's applied height, on a `not_yet` answer.
+    pub const HEIGHT_HEADER: &str = "x-medledger-height";
+    /// Request header set by a node that forwards a submission to the leader (a forwarded
+    /// submission is never forwarded again).
+    pub const FORWARDED_HEADER: &str = "x-medledger-forwarded";
     /// The network's nodes as the ledger knows them (public, unsigned: consortium
     /// infrastructure, not patient data): `GET /v1/nodes` (a list of [`super::NodeView`], the
     /// genesis node first) and `GET /v1/nodes/{id}`.
@@ -256,6 +272,44 @@ pub struct Health {
     /// Why the status is not "ok".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// `GET /v1/cluster`: one node's view of the Raft cluster and of its own committed state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// This node's Raft id.
+    pub node_id: u64,
+    /// This node's Raft role: "leader", "follower", "candidate" or "learner".
+    pub role: String,
+    /// The current Raft term.
+    pub term: u64,
+    /// The leader this node knows of.
+    pub leader: Option<u64>,
+    /// The index of the last Raft entry this node applied.
+    pub applied: u64,
+    /// The height of this node's committed ledger.
+    pub height: u64,
+    /// The Merkle root of this node's committed log (hex).
+    pub log_root: String,
+    /// The Raft members as this node sees them (voters first, by id).
+    pub members: Vec<ClusterMember>,
+}
+
+/// One member of the Raft cluster as a node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMember {
+    /// Raft id.
+    pub id: u64,
+    /// Base URL the cluster reaches it at.
+    pub url: String,
+    /// "voter" or "learner".
+    pub role: String,
+    /// On the leader: the last log index known replicated to this member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched: Option<u64>,
+    /// On the leader: how many log entries this member is behind the leader's log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<u64>,
 }
 
 /// Response to storing a blob.

@@ -4,6 +4,7 @@
 mod audit;
 mod bench;
 mod case;
+mod cluster;
 mod common;
 mod consent;
 mod device;
@@ -89,6 +90,9 @@ enum Command {
     /// Keys: rotate your own; revoke one you have authority over.
     #[command(subcommand)]
     Key(registry::KeyCommand),
+    /// The Raft cluster: members, roles, leader, each member's progress.
+    #[command(subcommand)]
+    Cluster(cluster::Command),
     /// Load generators against a running node: `tx` (the default: a mixed registry and
     /// consent workload, tx/s and commit latency), `records`, `cases`, `devices`.
     Bench(bench::BenchArgs),
@@ -130,6 +134,7 @@ fn main() -> ExitCode {
             Command::Case(c) => case::run(c).await,
             Command::Device(c) => device::run(c).await,
             Command::Watch(args) => watch::run(args).await,
+            Command::Cluster(c) => cluster::run(c).await,
             Command::Bench(args) => bench::run(args).await,
         }
     });

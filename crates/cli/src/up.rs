@@ -1,5 +1,10 @@
 //! `medledger up`: start a node on the embedded default (a one-member cluster with local
 //! storage). On first run, create the regulator's identity, the node key and genesis.
+//!
+//! `medledger up --join URL` starts a node of an existing network instead: on first run it
+//! fetches the genesis from URL (checked against `--genesis-hash` when given), learns the id
+//! the ledger gave its node key (`GET /v1/nodes`; refused until the regulator has admitted the
+//! key with `medledger node admit`), and waits for the leader to add it to Raft.
 
 use std::{
     net::SocketAddr,
@@ -27,6 +32,12 @@ pub struct Args {
     /// The network's name (first run only).
     #[arg(long, default_value = "medledger-local")]
     chain_id: String,
+    /// Join the network this node (base URL) belongs to, instead of creating one.
+    #[arg(long)]
+    join: Option<String>,
+    /// With --join: the genesis hash (hex) the fetched genesis must have.
+    #[arg(long, requires = "join")]
+    genesis_hash: Option<String>,
     /// Most open connections, all clients together; more are closed at once.
     #[arg(long, default_value_t = Limits::default().max_connections)]
     max_connections: usize,
@@ -142,9 +153,15 @@ pub async fn run(args: Args) -> Result<()> {
             return Err(e).with_context(|| format!("cannot listen on {}", args.listen));
         }
     };
-    if !dir.is_initialised() {
-        first_run(&dir, &args, &url)?;
-    }
+    let node_id = match &args.join {
+        Some(join) => Some(join_network(&dir, join, args.genesis_hash.as_deref()).await?),
+        None => {
+            if !dir.is_initialised() {
+                first_run(&dir, &args, &url)?;
+            }
+            None
+        }
+    };
     eprintln!(
         "starting the medledger node on {url}: checking the ledger in {}",
         args.data_dir.display()
@@ -153,12 +170,77 @@ pub async fn run(args: Args) -> Result<()> {
         limits,
         disk_reserve_bytes: args.disk_reserve_mb.saturating_mul(medledger_node::storage::MIB),
         vault_quotas: args.vault_quotas(),
+        node_id,
     };
     medledger_node::serve_with(&dir, listener, options, stop_signal()?)
         .await
         .context("the node stopped")?;
     eprintln!("the node stopped cleanly");
     Ok(())
+}
+
+/// Prepares `dir` to join the network `join` belongs to: the genesis (fetched on first run,
+/// checked against `expected_hash`; on later runs, checked to be the one `dir` holds) and the
+/// id the network's ledger gave this node's key.
+async fn join_network(dir: &DataDir, join: &str, expected_hash: Option<&str>) -> Result<u64> {
+    let http = crate::cluster::http()?;
+    let genesis: Genesis = crate::cluster::get_json(&http, join, medledger_api::paths::GENESIS)
+        .await
+        .with_context(|| format!("cannot fetch the genesis of the network at {join}"))?;
+    let hash = genesis.hash().to_string();
+    if let Some(expected) = expected_hash
+        && !expected.trim().eq_ignore_ascii_case(&hash)
+    {
+        bail!(
+            "the network at {join} has genesis {hash}, not the {expected} given with \
+             --genesis-hash: refusing to join it"
+        );
+    }
+    if dir.is_initialised() {
+        let local: Genesis = serde_json::from_slice(
+            &std::fs::read(dir.genesis_path())
+                .with_context(|| format!("cannot read {}", dir.genesis_path().display()))?,
+        )
+        .with_context(|| format!("{} is not a genesis", dir.genesis_path().display()))?;
+        if local.hash() != genesis.hash() {
+            bail!(
+                "{} belongs to another network (genesis {}) than {join} (genesis {hash})",
+                dir.root().display(),
+                local.hash()
+            );
+        }
+    }
+    if !dir.node_key_path().exists() {
+        bail!(
+            "{} has no node key: create one with `medledger node init --data-dir {}` and have \
+             the regulator admit it",
+            dir.root().display(),
+            dir.root().display()
+        );
+    }
+    let key = hex::encode(dir.node_key()?.public_key().0);
+    let nodes = crate::cluster::nodes(&http, join)
+        .await
+        .with_context(|| format!("cannot list the nodes of the network at {join}"))?;
+    let Some(me) = nodes.iter().find(|n| n.node_key.eq_ignore_ascii_case(&key)) else {
+        bail!(
+            "this node's key {key} is not admitted to the network at {join} yet: ask the \
+             regulator to run `medledger node admit --node-key {key} --address URL --hospital \
+             ACCOUNT`, then start this node again"
+        );
+    };
+    if me.status != medledger_api::NodeView::ACTIVE {
+        bail!("this node ({}) is {} on the network at {join}: it cannot join", me.id, me.status);
+    }
+    if !dir.is_initialised() {
+        dir.initialise(&genesis)?;
+        eprintln!(
+            "joined the network {:?} (genesis {hash}) as node {}; waiting for the leader to add \
+             this node",
+            genesis.chain_id, me.id
+        );
+    }
+    Ok(me.id)
 }
 
 /// Completes on the first SIGINT (Ctrl-C) or SIGTERM.

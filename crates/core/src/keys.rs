@@ -18,6 +18,9 @@ pub mod namespace {
     pub const REQUEST: &[u8] = b"medledger/v1/request";
     /// A node's statement of a case's transactions, receipts and proofs (a case export).
     pub const CASE_EXPORT: &[u8] = b"medledger/v1/case-export";
+    /// A Raft RPC between nodes, request or response (its envelope, signed by the sender's
+    /// node key).
+    pub const RAFT: &[u8] = b"medledger/v1/raft";
 }
 
 /// A signature failed to verify.

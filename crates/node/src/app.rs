@@ -20,6 +20,8 @@ pub struct AppState {
     pub queue: mpsc::Sender<Submission>,
     /// Signs checkpoints.
     pub node_key: Arc<SigningKey>,
+    /// The Raft node: its handle, id and transport.
+    pub cluster: Arc<crate::raft::Cluster>,
     /// Sealed blobs.
     pub vault: Arc<FsVault>,
     /// Metrics.

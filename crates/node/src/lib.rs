@@ -1,6 +1,7 @@
 //! medledger node: the server. It owns a data directory (ledger, Raft log, node key, vault),
-//! runs Raft as a one-member cluster by default, produces blocks from admitted transactions,
-//! and serves the HTTP API ([`http`]).
+//! runs Raft (a one-member cluster of the genesis node by default; nodes the regulator admits
+//! join it), produces blocks from admitted transactions on the leader, and serves the HTTP API
+//! ([`http`]) and the Raft RPCs between nodes.
 #![warn(missing_docs)]
 
 pub mod admission;
@@ -64,6 +65,10 @@ pub struct NodeOptions {
     pub disk_reserve_bytes: u64,
     /// Vault quotas by role.
     pub vault_quotas: quotas::VaultQuotas,
+    /// This node's Raft id, as the ledger of the network it joins gave it (`medledger up
+    /// --join`). `None`: 1 for the genesis node, else the id this node's own ledger holds for
+    /// its key.
+    pub node_id: Option<u64>,
 }
 
 impl Default for NodeOptions {
@@ -74,6 +79,7 @@ impl Default for NodeOptions {
             limits: Limits::default(),
             disk_reserve_bytes: storage::DEFAULT_DISK_RESERVE_BYTES,
             vault_quotas: quotas::VaultQuotas::default(),
+            node_id: None,
         }
     }
 }
@@ -115,7 +121,11 @@ pub async fn serve_with(
     // Raft's log is fsynced before any block is applied and is re-applied after a crash, so
     // the ledger file need not be fsynced for every block.
     ledger.set_durable_every(LEDGER_FSYNC_EVERY);
-    let node_key = dir.node_key()?;
+    let node_key = Arc::new(dir.node_key()?);
+    let node_id = match options.node_id {
+        Some(id) => id,
+        None => own_node_id(&ledger, &node_key)?,
+    };
     let vault_config = medledger_vault::VaultConfig {
         quotas: Some(options.vault_quotas.for_ledger(ledger.clone())),
         ..medledger_vault::VaultConfig::default()
@@ -125,18 +135,43 @@ pub async fn serve_with(
     let preverified = raft::PreVerified::default();
     let addr = listener.local_addr()?.to_string();
     let (applied_tx, applied_rx) = tokio::sync::watch::channel(ledger.tip().height);
+    let transport =
+        Arc::new(raft::transport::Transport::new(node_id, node_key.clone(), ledger.clone()));
+    let network = raft::network::Network::new(transport.clone()).map_err(NodeError::Raft)?;
     let raft = raft::start(
         ledger.clone(),
         &dir.raft_log(),
-        1,
+        node_id,
         &addr,
+        network,
         preverified.clone(),
         applied_tx,
         fault.clone(),
     )
     .await
     .map_err(NodeError::Raft)?;
-    raft::wait_until_caught_up(&raft, 1).await.map_err(NodeError::Raft)?;
+    raft::wait_until_caught_up(&raft, node_id).await.map_err(NodeError::Raft)?;
+    let membership = tokio::spawn(raft::membership::run(
+        raft.clone(),
+        ledger.clone(),
+        node_id,
+        applied_rx.clone(),
+    ));
+    let cluster = Arc::new(raft::Cluster {
+        raft: raft.clone(),
+        id: node_id,
+        transport,
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .build()
+            .map_err(|e| NodeError::Raft(e.to_string()))?,
+        bodies: limits::BodyGate::new(
+            limits.max_large_bodies.max(4),
+            raft::transport::MAX_APPEND_BYTES,
+            limits.body_read_timeout,
+        ),
+    });
     // The Raft log and the vault index may have just been created.
     warn_widened(dir.secure()?);
     let raft_watch = tokio::spawn(raft::report_fatal(raft.clone(), fault.clone()));
@@ -153,7 +188,8 @@ pub async fn serve_with(
     let state = app::AppState {
         ledger: ledger.clone(),
         queue: queue_tx,
-        node_key: Arc::new(node_key),
+        node_key,
+        cluster,
         vault: Arc::new(vault),
         metrics: metrics.clone(),
         replay_guard: Arc::default(),
@@ -205,9 +241,11 @@ pub async fn serve_with(
     drop(raft);
     producer.abort();
     janitor.abort();
+    membership.abort();
     raft_watch.abort();
     let _ = producer.await;
     let _ = janitor.await;
+    let _ = membership.await;
     let _ = raft_watch.await;
     if let Some(reason) = fault.reason() {
         // Nothing more is written after a storage fault, not even the ledger's final fsync:
@@ -222,6 +260,24 @@ pub async fn serve_with(
         "stopped cleanly: the Raft log and the ledger are synced"
     );
     Ok(())
+}
+
+/// This node's Raft id from its own ledger: 1 for the genesis node, else the id the ledger
+/// gave its key at admission.
+fn own_node_id(ledger: &Ledger, key: &medledger_core::keys::SigningKey) -> Result<u64, NodeError> {
+    let key = key.public_key();
+    if key == ledger.genesis().node_key {
+        return Ok(raft::GENESIS_NODE_ID);
+    }
+    if let Some(entry) = ledger.node_member_by_key(&key)? {
+        return Ok(entry.id);
+    }
+    Err(NodeError::DataDir(format!(
+        "this node's key {} is not the genesis node's and its ledger does not hold its \
+         admission yet: start it with `medledger up --join URL` (after the regulator ran \
+         `medledger node admit`)",
+        hex::encode(key.0)
+    )))
 }
 
 /// Drops the last handle on the ledger so that its database is closed cleanly (waiting a

@@ -62,6 +62,11 @@ pub async fn run(
     let resync = Arc::new(AtomicBool::new(false));
     let mut tip = ledger.tip();
     while let Some(first) = queue.recv().await {
+        if slots.available_permits() == PIPELINE as usize {
+            // Nothing in flight: applied state is the tip (in a cluster, blocks another leader
+            // ordered while this node followed are applied here too).
+            tip = ledger.tip();
+        }
         if resync.swap(false, Ordering::SeqCst) {
             // A block was rejected or not ordered: wait for every block in flight, then
             // rebuild the view of the tip from applied state. (Should a block fail while we

@@ -5,6 +5,7 @@ mod amend;
 mod attacks;
 mod bench;
 mod cases;
+mod cluster;
 mod consent;
 mod crash;
 mod devices;

@@ -26,6 +26,11 @@ impl ApiError {
         Self(status, ErrorBody { code, message: message.into(), outcome: None })
     }
 
+    /// An error of `status` with `body` as another node answered it (a forwarded submission).
+    pub(crate) fn from_body(status: StatusCode, body: ErrorBody) -> Self {
+        Self(status, body)
+    }
+
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         self.0
@@ -61,6 +66,15 @@ impl ApiError {
             ErrorBody { code: ErrorCode::Refused, message, outcome: Some(outcome) },
         )
     }
+}
+
+/// 503 `no_quorum`: no leader is known or reachable, or the cluster cannot commit.
+pub(crate) fn no_quorum(message: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::NoQuorum,
+        format!("no quorum: {message}"),
+    )
 }
 
 /// 400 `malformed`.

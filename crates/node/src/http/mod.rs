@@ -11,6 +11,7 @@
 mod audit;
 mod blobs;
 mod cases;
+mod cluster;
 mod consent;
 mod devices;
 mod directory;
@@ -19,6 +20,7 @@ pub mod error;
 mod events;
 mod nodes;
 mod ops;
+mod raft;
 mod records;
 pub(crate) mod submit;
 pub(crate) mod views;
@@ -44,6 +46,9 @@ pub fn router(state: AppState) -> Router {
         .merge(emergency::routes(&state))
         .merge(nodes::routes())
         .merge(ops::routes())
+        .merge(cluster::routes())
+        .merge(raft::routes(&state))
+        .layer(from_fn_with_state(state.clone(), cluster::min_height))
         .layer(DefaultBodyLimit::max(MAX_DEFAULT_BODY_BYTES))
         .layer(from_fn_with_state(state.clone(), crate::auth::log_denials))
         .layer(from_fn_with_state(state.metrics.clone(), crate::metrics::count_requests))

@@ -3,11 +3,23 @@
 //! next block and waits for its durable receipt; the routes `POST /v1/transactions`,
 //! `/v1/transactions/batch` and `/v1/transactions/simulate` and every audited read go through
 //! it. Each receipt is counted in the metrics and, when notable, logged.
+//!
+//! In a cluster only the leader orders: a follower forwards a submission (and a batch) to the
+//! leader it knows and returns the leader's durable receipt, once it has applied that block
+//! itself (or a short while has passed), so that a read on the same node sees the write. With
+//! no known or reachable leader, or a leader that has lost its quorum, the answer is 503
+//! `no_quorum`; a forwarded submission is never forwarded again.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::{Json, Router, body::Bytes, extract::State, http::StatusCode, routing::post};
-use medledger_api::{BatchItem, ErrorCode, Simulation, paths};
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    routing::post,
+};
+use medledger_api::{BatchItem, ErrorBody, ErrorCode, Simulation, paths};
 use medledger_core::{
     block::{MAX_BLOCK_TXS, Outcome, Receipt},
     encoding,
@@ -19,7 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     app::AppState,
-    http::error::{ApiError, ApiResult, bad_request, storage_fault},
+    http::error::{ApiError, ApiResult, bad_request, no_quorum, storage_fault},
     limits::{MAX_BATCH_BYTES, large_body, signed_body},
     producer::Submission,
 };
@@ -186,12 +198,116 @@ fn receipt_of(
     Ok(receipt)
 }
 
-async fn submit(State(state): State<AppState>, body: Bytes) -> Result<Json<Receipt>, ApiError> {
+async fn submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Receipt>, ApiError> {
     let tx = SignedTransaction::decode(&body).map_err(|e| {
         state.metrics.rejected.inc();
         bad_request(e.to_string())
     })?;
-    submit_and_wait(&state, tx).await.map(Json)
+    let ok = tx.verify_signature().is_ok();
+    submit_from(&state, tx, ok, is_forwarded(&headers)).await.map(Json)
+}
+
+/// How long a leader in a cluster waits for a block to commit before answering `no_quorum`.
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a follower waits for the leader's answer to a forwarded submission.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
+/// A leader that has heard from no quorum for this long takes no writes.
+pub const QUORUM_STALE_MS: u64 = 3_000;
+/// How long a follower waits to apply the block of a forwarded receipt itself.
+const APPLY_WAIT: Duration = Duration::from_secs(2);
+
+fn commit_deadline() -> tokio::time::Instant {
+    tokio::time::Instant::now() + COMMIT_TIMEOUT
+}
+
+fn is_forwarded(headers: &HeaderMap) -> bool {
+    headers.contains_key(paths::FORWARDED_HEADER)
+}
+
+/// Where a write goes: `None` when this node orders it (it leads, or runs alone), or the
+/// leader's base URL. `forwarded`: the write was forwarded here by another node, and is not
+/// forwarded again.
+fn leader_elsewhere(state: &AppState, forwarded: bool) -> Result<Option<String>, ApiError> {
+    let cluster = &state.cluster;
+    let multi = cluster.is_multi_node();
+    let m = cluster.raft.metrics();
+    let m = m.borrow();
+    if m.current_leader == Some(cluster.id) {
+        if multi && m.millis_since_quorum_ack.is_none_or(|ms| ms > QUORUM_STALE_MS) {
+            return Err(no_quorum("this node leads but has not heard from a quorum recently"));
+        }
+        return Ok(None);
+    }
+    if forwarded {
+        return Err(no_quorum("this node is not the leader (the leader changed); retry"));
+    }
+    let leader =
+        m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+    match leader {
+        Some(node) => Ok(Some(crate::raft::network::base_url(&node.addr))),
+        None => Err(no_quorum("no leader is known; retry shortly")),
+    }
+}
+
+/// Posts `body` to `path` on the leader at `leader`, marked as forwarded, and returns its
+/// answer: the body on success, its error otherwise.
+async fn forward(
+    state: &AppState,
+    leader: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<Bytes, ApiError> {
+    let response = state
+        .cluster
+        .http
+        .post(format!("{leader}{path}"))
+        .header(paths::FORWARDED_HEADER, "1")
+        .timeout(FORWARD_TIMEOUT)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| no_quorum(format!("the leader at {leader} did not answer: {e}")))?;
+    let status = response.status();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| no_quorum(format!("the leader at {leader} did not answer: {e}")))?;
+    if status.is_success() {
+        return Ok(bytes);
+    }
+    let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let body: ErrorBody = serde_json::from_slice(&bytes).map_err(|_| {
+        no_quorum(format!("the leader at {leader} answered HTTP {status} without an error body"))
+    })?;
+    Err(ApiError::from_body(status, body))
+}
+
+/// Waits (at most [`APPLY_WAIT`]) until this node has applied `height`.
+async fn applied_here(state: &AppState, height: u64) {
+    let mut applied = state.applied.clone();
+    let _ = tokio::time::timeout(APPLY_WAIT, applied.wait_for(|h| *h >= height)).await;
+}
+
+/// Waits for a queued transaction's receipt; in a cluster, until `deadline` at most.
+async fn wait_receipt(
+    state: &AppState,
+    rx: oneshot::Receiver<ProduceResult>,
+    deadline: tokio::time::Instant,
+) -> Result<Result<ProduceResult, oneshot::error::RecvError>, ApiError> {
+    if !state.cluster.is_multi_node() {
+        return Ok(rx.await);
+    }
+    tokio::time::timeout_at(deadline, rx).await.map_err(|_| {
+        no_quorum(format!(
+            "not committed within {} s: the cluster has no quorum; the transaction may still \
+             commit later (its nonce keeps it from applying twice)",
+            COMMIT_TIMEOUT.as_secs()
+        ))
+    })
 }
 
 /// Runs a transaction as the next block would, writing nothing (see
@@ -222,22 +338,30 @@ async fn simulate(State(state): State<AppState>, body: Bytes) -> ApiResult<Simul
         .inspect_err(|e| log_rejected(&state, &note, "transaction refused in simulation", e))
 }
 
-/// Checks, admits and orders one transaction, and waits for its durable receipt; a refused
-/// transaction is an error carrying its outcome.
-pub(crate) async fn submit_and_wait(
-    state: &AppState,
-    tx: SignedTransaction,
-) -> Result<Receipt, ApiError> {
-    let ok = tx.verify_signature().is_ok();
-    submit_checked(state, tx, ok).await
-}
-
-/// [`submit_and_wait`] for a transaction whose signature was checked already (`ok`).
+/// Checks, admits and orders one transaction whose signature was checked already (`ok`), and
+/// waits for its durable receipt; a refused transaction is an error carrying its outcome.
 pub(crate) async fn submit_checked(
     state: &AppState,
     tx: SignedTransaction,
     ok: bool,
 ) -> Result<Receipt, ApiError> {
+    submit_from(state, tx, ok, false).await
+}
+
+/// [`submit_checked`], for a submission another node `forwarded` here or not.
+async fn submit_from(
+    state: &AppState,
+    tx: SignedTransaction,
+    ok: bool,
+    forwarded: bool,
+) -> Result<Receipt, ApiError> {
+    if let Some(leader) = leader_elsewhere(state, forwarded)? {
+        let bytes = forward(state, &leader, paths::TRANSACTIONS, tx.encode()).await?;
+        let receipt: Receipt = serde_json::from_slice(&bytes)
+            .map_err(|e| no_quorum(format!("the leader's receipt does not decode: {e}")))?;
+        applied_here(state, receipt.height).await;
+        return Ok(receipt);
+    }
     let started = Instant::now();
     let note = LogNote::of(&tx);
     // Every transaction is a write, the access transaction of an audited read included: a
@@ -248,14 +372,35 @@ pub(crate) async fn submit_checked(
         log_rejected(state, &note, "transaction rejected at admission", e);
     })?;
     let rx = enqueue(state, tx).await?;
-    let receipt = receipt_of(state, &note, started, rx.await)?;
+    let receipt =
+        receipt_of(state, &note, started, wait_receipt(state, rx, commit_deadline()).await?)?;
     match receipt.outcome {
         Outcome::Applied { .. } => Ok(receipt),
         Outcome::Refused { .. } => Err(ApiError::refused(receipt.outcome)),
     }
 }
 
-async fn submit_batch(State(state): State<AppState>, body: Bytes) -> ApiResult<Vec<BatchItem>> {
+async fn submit_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Vec<BatchItem>> {
+    if let Some(leader) = leader_elsewhere(&state, is_forwarded(&headers))? {
+        let bytes = forward(&state, &leader, paths::TRANSACTIONS_BATCH, body.to_vec()).await?;
+        let items: Vec<BatchItem> = serde_json::from_slice(&bytes)
+            .map_err(|e| no_quorum(format!("the leader's receipts do not decode: {e}")))?;
+        let top = items
+            .iter()
+            .filter_map(|i| match i {
+                BatchItem::Receipt(r) => Some(r.height),
+                BatchItem::Error(_) => None,
+            })
+            .max();
+        if let Some(height) = top {
+            applied_here(&state, height).await;
+        }
+        return Ok(Json(items));
+    }
     let started = Instant::now();
     let txs: Vec<SignedTransaction> = encoding::decode("transaction batch", &body, MAX_BATCH_BYTES)
         .map_err(|e| bad_request(e.to_string()))?;
@@ -297,11 +442,15 @@ async fn submit_batch(State(state): State<AppState>, body: Bytes) -> ApiResult<V
         });
     }
     let mut out = Vec::with_capacity(pending.len());
+    let deadline = commit_deadline();
     for p in pending {
         let item = match p {
             // Ordered transactions get their receipt, applied or refused.
-            Pending::Ordered(note, rx) => match receipt_of(&state, &note, started, rx.await) {
-                Ok(r) => BatchItem::Receipt(r),
+            Pending::Ordered(note, rx) => match wait_receipt(&state, rx, deadline).await {
+                Ok(r) => match receipt_of(&state, &note, started, r) {
+                    Ok(r) => BatchItem::Receipt(r),
+                    Err(e) => BatchItem::Error(e.into_body()),
+                },
                 Err(e) => BatchItem::Error(e.into_body()),
             },
             Pending::Done(item) => item,

@@ -1,7 +1,8 @@
 //! openraft behind one module. Raft entries carry blocks; the state machine is a thin adapter
 //! around `Ledger::apply_block`; the log lives in its own redb file written by one thread that
-//! group-commits appends. A single-node network is a one-member cluster: there is no other
-//! write path.
+//! group-commits appends. Nodes talk over HTTP with signed envelopes (`transport.rs`,
+//! `network.rs`); the leader turns the ledger's node table into Raft membership
+//! (`membership.rs`). A single-node network is a one-member cluster of the genesis node (id 1).
 
 #![allow(
     clippy::result_large_err,
@@ -9,8 +10,10 @@
 )]
 
 mod log_store;
-mod network;
+pub mod membership;
+pub mod network;
 mod state_machine;
+pub mod transport;
 mod verify;
 
 use std::{collections::BTreeMap, io::Cursor, path::Path, sync::Arc};
@@ -50,14 +53,20 @@ openraft::declare_raft_types!(
 /// The Raft handle.
 pub type Raft = openraft::Raft<TypeConfig>;
 
-/// Starts Raft over `ledger`, with its log in `log_path`, as a one-member cluster of `node_id`
-/// at `addr` (initialised on first start). A failed write or fsync of the log or the ledger is
-/// reported to `fault`.
+/// The genesis node's Raft id: it founds the cluster (the contract of issue 12).
+pub const GENESIS_NODE_ID: u64 = 1;
+
+/// Starts Raft over `ledger`, with its log in `log_path`, as node `node_id` at `addr`, talking
+/// to its peers over `network`. The genesis node ([`GENESIS_NODE_ID`]) initialises a
+/// one-member cluster on first start; any other node starts uninitialised and waits for the
+/// leader to add it. A failed write or fsync of the log or the ledger is reported to `fault`.
+#[allow(clippy::too_many_arguments, reason = "what Raft is started over, one argument each")]
 pub async fn start(
     ledger: Arc<Ledger>,
     log_path: &Path,
     node_id: u64,
     addr: &str,
+    network: network::Network,
     preverified: PreVerified,
     applied: tokio::sync::watch::Sender<u64>,
     fault: Arc<crate::storage::StorageFault>,
@@ -75,25 +84,32 @@ pub async fn start(
     let log = LogStore::open(log_path, fault.clone())
         .map_err(|e| format!("raft log at {}: {e}", log_path.display()))?;
     let sm = StateMachine::new(ledger, preverified, applied, fault);
-    let raft =
-        Raft::new(node_id, config, network::Network, log, sm).await.map_err(|e| e.to_string())?;
-    if !raft.is_initialized().await.map_err(|e| e.to_string())? {
+    let raft = Raft::new(node_id, config, network, log, sm).await.map_err(|e| e.to_string())?;
+    if node_id == GENESIS_NODE_ID && !raft.is_initialized().await.map_err(|e| e.to_string())? {
         let members = BTreeMap::from([(node_id, BasicNode { addr: addr.to_owned() })]);
         raft.initialize(members).await.map_err(|e| e.to_string())?;
     }
     Ok(raft)
 }
 
-/// Waits (at most 60 s) until this node leads and has applied every entry in its log, so that
-/// block production starts from the true tip after a restart.
+/// Waits (at most 60 s) until this node has applied every entry in its log and, when it is
+/// the only voter, leads, so that block production starts from the true tip after a restart.
+/// A member of a larger cluster does not wait (its peers reach it over the HTTP server, which
+/// starts after this; block production follows the tip whenever it becomes leader); a node not
+/// yet added has no log and does not wait.
 pub async fn wait_until_caught_up(raft: &Raft, node_id: u64) -> Result<(), String> {
     raft.wait(Some(std::time::Duration::from_secs(60)))
         .metrics(
             |m| {
-                m.current_leader == Some(node_id)
-                    && m.last_applied.map(|l| l.index) == m.last_log_index
+                let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+                // The genesis node's metrics may not show the membership it just initialised.
+                let alone =
+                    voters == [node_id] || (voters.is_empty() && node_id == GENESIS_NODE_ID);
+                !alone
+                    || (m.current_leader == Some(node_id)
+                        && m.last_applied.map(|l| l.index) == m.last_log_index)
             },
-            "leader with its whole log applied",
+            "its whole log applied (and leader, when the only voter)",
         )
         .await
         .map(|_| ())
@@ -114,6 +130,55 @@ pub async fn report_fatal(raft: Raft, fault: Arc<crate::storage::StorageFault>) 
         if metrics.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// The running Raft node as the HTTP routes reach it: the Raft handle, this node's id and
+/// its end of the transport, and the client that forwards submissions to the leader.
+pub struct Cluster {
+    /// The Raft handle.
+    pub raft: Raft,
+    /// This node's Raft id.
+    pub id: u64,
+    /// Opens and seals the signed envelopes of Raft RPCs.
+    pub transport: Arc<transport::Transport>,
+    /// Forwards submissions to the leader.
+    pub http: reqwest::Client,
+    /// Turns for receiving Raft bodies (apart from clients' bodies, so that clients cannot
+    /// starve replication).
+    pub bodies: Arc<crate::limits::BodyGate>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// This node's role, as `GET /v1/cluster` names it.
+pub fn role_name(state: openraft::ServerState) -> &'static str {
+    match state {
+        openraft::ServerState::Leader => "leader",
+        openraft::ServerState::Follower => "follower",
+        openraft::ServerState::Candidate => "candidate",
+        openraft::ServerState::Learner => "learner",
+        openraft::ServerState::Shutdown => "shutdown",
+    }
+}
+
+impl Cluster {
+    /// The leader's id and base URL, if this node knows a leader.
+    pub fn leader(&self) -> Option<(u64, String)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let leader = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&leader)?;
+        Some((leader, network::base_url(&node.addr)))
+    }
+
+    /// Whether the cluster has more than one voter (a one-member cluster behaves as before).
+    pub fn is_multi_node(&self) -> bool {
+        self.raft.metrics().borrow().membership_config.membership().voter_ids().nth(1).is_some()
     }
 }
 

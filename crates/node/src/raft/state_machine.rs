@@ -59,6 +59,14 @@ impl StateMachine {
         sm_err(reason)
     }
 
+    /// A membership entry no committed transaction asked for: the node stops (Raft's core
+    /// turns fatal, and the fault stops the node) rather than follow it.
+    fn refuse_membership(&self, reason: String) -> StorageError<u64> {
+        tracing::error!(%reason, "refusing a Raft membership entry");
+        self.fault.report(reason.clone());
+        sm_err(reason)
+    }
+
     fn marker(&self) -> Result<Marker, StorageError<u64>> {
         match self.ledger.applied_marker().map_err(sm_err)? {
             Some(bytes) if !bytes.is_empty() => {
@@ -95,6 +103,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         results.push(BlockResult::Applied(Vec::new()));
                     }
                     EntryPayload::Membership(m) => {
+                        // Only a committed admission changes membership (raft/membership.rs).
+                        super::membership::check_admitted(
+                            &self.ledger,
+                            membership.membership(),
+                            &m,
+                        )
+                        .map_err(|e| self.refuse_membership(e))?;
                         membership = StoredMembership::new(Some(log_id), m);
                         let m: Marker = (Some(log_id), membership.clone());
                         self.ledger

@@ -3,7 +3,8 @@
 //! by raw `reqwest` requests for what is asserted (status codes and error codes, the answers
 //! the node gives today). One file per area: `routes.rs` (every route of the router, unsigned;
 //! the list is checked against the router's source), `auth.rs` (forged, stale, replayed and
-//! misdirected signatures on every signed route), and the visibility rules of each area
+//! misdirected signatures on every signed route), `raft.rs` (the signed envelopes of Raft RPCs
+//! between nodes, each refusal), and the visibility rules of each area
 //! (`records.rs`, `cases.rs`, `devices.rs`, `consent.rs`, `registry.rs`, `emergency.rs`,
 //! `nodes.rs`).
 //! Every test stops its node and is bounded in time ([`LIMIT`]).
@@ -14,6 +15,7 @@ mod consent;
 mod devices;
 mod emergency;
 mod nodes;
+mod raft;
 mod records;
 mod registry;
 mod routes;
@@ -108,6 +110,11 @@ impl Node {
             assert!(Instant::now() < deadline, "the node did not serve within {LIMIT:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The node's key (from its data directory).
+    pub fn node_key(&self) -> SigningKey {
+        DataDir::new(self._tmp.path().join("data")).node_key().unwrap()
     }
 
     /// Stops the node and waits (bounded) for a clean stop.

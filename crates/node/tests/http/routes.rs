@@ -16,6 +16,8 @@ pub enum Auth {
     /// The body is a signed transaction whose signature is the authentication (submission,
     /// simulation, and the audited reads, whose body is the reader's access).
     Transaction,
+    /// The body is an envelope signed by a member node's key (Raft RPCs; `raft.rs`).
+    Node,
 }
 
 /// One route: method, path template (axum syntax), how it authenticates, and its answer to an
@@ -86,6 +88,10 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/device-sessions/{session}", Auth::Header, UNAUTHENTICATED),
     route("GET", "/v1/device-sessions/{session}/readings", Auth::Header, UNAUTHENTICATED),
     route("POST", "/v1/device-sessions/{session}/read", Auth::Transaction, MALFORMED),
+    route("POST", "/v1/raft/append", Auth::Node, MALFORMED),
+    route("POST", "/v1/raft/vote", Auth::Node, MALFORMED),
+    route("POST", "/v1/raft/snapshot", Auth::Node, MALFORMED),
+    route("GET", "/v1/cluster", Auth::Public, OK),
     route("GET", "/v1/nodes", Auth::Public, OK),
     route("GET", "/v1/nodes/1", Auth::Public, OK),
     route("GET", "/health", Auth::Public, OK),

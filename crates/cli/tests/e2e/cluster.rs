@@ -1,0 +1,278 @@
+//! A 3-node network of real `medledger up` processes on loopback ports: the genesis node, and
+//! two nodes with their own keys that the regulator admits on the ledger and that join with
+//! `up --join`. The leader adds them (learner, then voter); a transaction submitted to a
+//! follower is committed on all three with the same tip and log root; after kill -9 of the
+//! leader, a new leader commits, and the killed node restarts and catches up. Then the
+//! regulator suspends a node, which leaves the voters; with one of the two left killed, the
+//! survivor answers writes with 503 `no_quorum`; and a node whose key is not admitted, or
+//! that is given the wrong genesis hash, is refused by `up --join`.
+
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
+
+use medledger_client::{Wallet, tx::build};
+use medledger_core::{
+    Hash,
+    ids::AccountId,
+    keys::{DecryptionKey, PublicKey, SigningKey},
+    tx::{AdmitHospital, NodeTx, RegistryTx, SealedRef, TxBody},
+};
+use medledger_node::DataDir;
+
+use crate::harness::*;
+
+/// How long the cluster may take to converge at each step.
+const CONVERGE: Duration = Duration::from_secs(60);
+
+/// The regulator of the network node 1 created, signing with its wallet.
+struct Regulator {
+    identity: medledger_client::keystore::Identity,
+    account: AccountId,
+    chain: String,
+    nonce: u64,
+}
+
+impl Regulator {
+    fn of(node: &Node) -> Self {
+        let mut wallet = Wallet::load(node.regulator_wallet()).unwrap();
+        let identity = wallet.unlock(PASS).unwrap();
+        let chain = node.health()["chain_id"].as_str().unwrap().to_owned();
+        Regulator { identity, account: wallet.account(), chain, nonce: 0 }
+    }
+
+    /// Signs `body` and submits it to `port`; the receipt as JSON.
+    fn submit(&mut self, port: u16, body: TxBody) -> serde_json::Value {
+        self.nonce += 1;
+        let tx = build(&self.identity, self.account, &self.chain, self.nonce, body);
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            let r = http(port, "POST", "/v1/transactions", &tx.encode()).unwrap();
+            if r.status == 200 {
+                return r.json();
+            }
+            // A leader being elected: the write was not ordered; the same transaction again.
+            let json = r.json();
+            assert!(
+                r.status == 503 && Instant::now() < deadline,
+                "submitting to port {port}: {} {json}",
+                r.status
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn hospital(name: &str) -> (TxBody, AccountId) {
+    let key = SigningKey::generate().public_key();
+    let body = TxBody::Registry(RegistryTx::AdmitHospital(AdmitHospital {
+        key,
+        encryption_key: DecryptionKey::generate().public_key(),
+        registration_id: format!("GOV-{name}"),
+        name: name.to_owned(),
+        city: "Leeds".into(),
+        specialisation: "general".into(),
+        contact: SealedRef { blob: Hash::of(name.as_bytes()), commitment: Hash::of(b"c") },
+    }));
+    (body, AccountId::from_initial_key(&key))
+}
+
+/// `GET /v1/cluster` of the node on `port`, if it answers.
+fn cluster(port: u16) -> Option<serde_json::Value> {
+    let r = http(port, "GET", "/v1/cluster", b"").ok()?;
+    (r.status == 200).then(|| r.json())
+}
+
+/// Waits (bounded) until `done` holds of the views of the nodes on `ports`.
+fn wait_for(
+    what: &str,
+    ports: &[u16],
+    nodes: &[&Node],
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) {
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let views: Option<Vec<_>> = ports.iter().map(|p| cluster(*p)).collect();
+        if let Some(views) = &views
+            && done(views)
+        {
+            return;
+        }
+        if Instant::now() >= deadline {
+            let logs: String =
+                nodes.iter().map(|n| n.log_text()).collect::<Vec<_>>().join("\n---\n");
+            panic!("{what}: not within {CONVERGE:?}; last views {views:#?}\n{logs}");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every view has the same height (at least `min`) and log root, and names the same leader.
+fn converged(views: &[serde_json::Value], min: u64) -> bool {
+    let first = &views[0];
+    first["height"].as_u64().is_some_and(|h| h >= min)
+        && first["leader"].is_u64()
+        && views.iter().all(|v| {
+            v["height"] == first["height"]
+                && v["log_root"] == first["log_root"]
+                && v["leader"] == first["leader"]
+        })
+}
+
+fn voters(view: &serde_json::Value) -> Vec<u64> {
+    view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "voter")
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect()
+}
+
+/// A data directory with a node key only (what `medledger node init` makes).
+fn node_key_in(dir: &std::path::Path) -> PublicKey {
+    DataDir::new(dir).ensure_node_key().unwrap().public_key()
+}
+
+#[test]
+fn three_nodes_replicate_forward_fail_over_and_catch_up() {
+    let tmp = tempdir();
+    let mut n1 = Node::start(&tmp.path().join("node-1"));
+    let mut regulator = Regulator::of(&n1);
+    let (admit, hospital_account) = hospital("St. Mary's");
+    regulator.submit(n1.port, admit);
+
+    // Two hospitals' nodes: keys made locally, admitted by the regulator at their addresses.
+    let dirs = [tmp.path().join("node-2"), tmp.path().join("node-3")];
+    let ports = [free_port(), free_port()];
+    for (dir, port) in dirs.iter().zip(ports) {
+        let node_key = node_key_in(dir);
+        let address = format!("http://127.0.0.1:{port}");
+        regulator.submit(
+            n1.port,
+            TxBody::Nodes(NodeTx::Admit { node_key, address, hospital: hospital_account }),
+        );
+    }
+    let join = n1.url.clone();
+    let mut n2 = Node::start_with(&dirs[0], ports[0], &["--join", &join]);
+    let mut n3 = Node::start_with(&dirs[1], ports[1], &["--join", &join]);
+    let all = [n1.port, n2.port, n3.port];
+    wait_for("three voters", &all, &[&n1, &n2, &n3], |v| {
+        v.iter().all(|v| voters(v) == [1, 2, 3]) && converged(v, 3)
+    });
+
+    // A transaction submitted to a follower is forwarded, and committed everywhere.
+    let leader = cluster(n1.port).unwrap()["leader"].as_u64().unwrap();
+    let follower = [&n1, &n2, &n3]
+        .into_iter()
+        .find(|n| cluster(n.port).unwrap()["node_id"] != leader)
+        .unwrap()
+        .port;
+    let (admit, _) = hospital("Leeds General");
+    let receipt = regulator.submit(follower, admit);
+    let height = receipt["height"].as_u64().unwrap();
+    wait_for("the follower's write on every node", &all, &[&n1, &n2, &n3], |v| {
+        converged(v, height)
+    });
+
+    // kill -9 the leader: the other two elect a new leader, which commits.
+    let (killed, survivors): (&mut Node, [u16; 2]) = match leader {
+        1 => (&mut n1, [n2.port, n3.port]),
+        2 => (&mut n2, [n1.port, n3.port]),
+        _ => (&mut n3, [n1.port, n2.port]),
+    };
+    killed.kill9();
+    wait_for("a new leader", &survivors, &[], |v| {
+        v.iter().all(|v| v["leader"].as_u64().is_some_and(|l| l != leader))
+    });
+    let (admit, _) = hospital("Bradford Royal");
+    let receipt = regulator.submit(survivors[0], admit);
+    let after = receipt["height"].as_u64().unwrap();
+    assert!(after > height, "{receipt}");
+
+    // The killed node restarts and catches up: one tip and log root on all three.
+    killed.start_again();
+    wait_for("the restarted node caught up", &all, &[&n1, &n2, &n3], |v| converged(v, after));
+
+    // `cluster status --json`: the leader, the term, and each member's own report.
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&["cluster", "status", "--node", &n2.url, "--json"], &[]))
+            .unwrap();
+    let view = cluster(n1.port).unwrap();
+    assert_eq!(status["leader"], view["leader"], "{status}");
+    assert!(status["term"].as_u64().is_some_and(|t| t >= 1), "{status}");
+    let members = status["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{status}");
+    for m in members {
+        assert_eq!(m["role"], "voter", "{status}");
+        assert_eq!(m["log_root"], view["log_root"], "{status}");
+        assert_eq!(m["height"], view["height"], "{status}");
+        assert!(m["applied"].as_u64().is_some() && m["url"].as_str().is_some(), "{status}");
+    }
+
+    // A forwarded write is never forwarded again: a follower answers it `no_quorum`.
+    let leader = view["leader"].as_u64().unwrap();
+    let nodes = [&n1, &n2, &n3];
+    let follower = nodes.iter().find(|n| cluster(n.port).unwrap()["node_id"] != leader).unwrap();
+    regulator.nonce += 1;
+    let (admit, _) = hospital("Forwarded Twice");
+    let tx =
+        build(&regulator.identity, regulator.account, &regulator.chain, regulator.nonce, admit);
+    let r = request(
+        follower.port,
+        "POST",
+        "/v1/transactions",
+        &tx.encode(),
+        &[("x-medledger-forwarded", "1")],
+    )
+    .unwrap();
+    assert_eq!((r.status, r.json()["code"].as_str()), (503, Some("no_quorum")), "{}", r.text());
+    regulator.nonce -= 1;
+
+    // The regulator suspends a follower's node: it leaves the voters.
+    let suspended = follower.port;
+    let suspended_id = cluster(suspended).unwrap()["node_id"].as_u64().unwrap();
+    let key = node_key_in(&follower.dir);
+    regulator.submit(n1.port, TxBody::Nodes(NodeTx::Suspend { node_key: key }));
+    let rest: Vec<u16> = all.iter().copied().filter(|p| *p != suspended).collect();
+    wait_for("the suspended node out of the voters", &rest, &[&n1, &n2, &n3], |v| {
+        v.iter().all(|v| !voters(v).contains(&suspended_id) && voters(v).len() == 2)
+    });
+
+    // One of the two voters left is killed: the other cannot commit, and says so.
+    let victim = if rest[0] == n1.port {
+        &mut n1
+    } else if rest[0] == n2.port {
+        &mut n2
+    } else {
+        &mut n3
+    };
+    victim.kill9();
+    regulator.nonce += 1;
+    let (admit, _) = hospital("No Quorum");
+    let tx =
+        build(&regulator.identity, regulator.account, &regulator.chain, regulator.nonce, admit);
+    let r = http(rest[1], "POST", "/v1/transactions", &tx.encode()).unwrap();
+    assert_eq!((r.status, r.json()["code"].as_str()), (503, Some("no_quorum")), "{}", r.text());
+}
+
+#[test]
+fn up_join_refuses_a_key_not_admitted_and_a_wrong_genesis() {
+    let tmp = tempdir();
+    let n1 = Node::start(&tmp.path().join("node-1"));
+    let dir = tmp.path().join("node-2");
+    let key = node_key_in(&dir);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let d = dir.display().to_string();
+    let err = fails(&["up", "--data-dir", &d, "--listen", &listen, "--join", &n1.url], &[]);
+    assert!(err.contains("not admitted") && err.contains("node admit"), "{err}");
+    assert!(err.contains(&hex::encode(key.0)), "{err}");
+    assert!(!DataDir::new(&dir).is_initialised(), "nothing is created for a refused join");
+    let wrong = "00".repeat(32);
+    let err = fails(
+        &["up", "--data-dir", &d, "--listen", &listen, "--join", &n1.url, "--genesis-hash", &wrong],
+        &[],
+    );
+    assert!(err.contains("--genesis-hash") && err.contains("refusing"), "{err}");
+}

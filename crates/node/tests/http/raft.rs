@@ -1,0 +1,247 @@
+//! The Raft RPC routes between nodes (`POST /v1/raft/{append,vote,snapshot}`): a message
+//! signed by a member's node key is answered with an envelope signed by this node that
+//! answers that message; each of the receiver's checks is an attack here that gets its typed
+//! refusal (and would be answered if the check were removed).
+
+use medledger_core::keys::SigningKey;
+use medledger_node::raft::{
+    network::{Answer, NoApiError},
+    transport::{CLOCK_WINDOW_MS, Envelope, RpcKind},
+};
+use openraft::{Vote, raft::VoteRequest};
+
+use crate::{CHAIN, Node, now_ms, run};
+
+/// A vote request of node 1 (the genesis node, the single node's only member), postcard.
+fn vote_body() -> Vec<u8> {
+    medledger_core::encoding::encode(&VoteRequest::<u64>::new(Vote::new(0, 1), None))
+}
+
+/// An envelope as a sender would build it: `tweak` changes what the attack changes.
+struct Message {
+    key: SigningKey,
+    chain: String,
+    from: u64,
+    to: u64,
+    sent_ms: u64,
+    kind: RpcKind,
+}
+
+impl Message {
+    fn honest(node: &Node) -> Self {
+        Message {
+            key: node.node_key(),
+            chain: CHAIN.into(),
+            from: 1,
+            to: 1,
+            sent_ms: now_ms(),
+            kind: RpcKind::Vote,
+        }
+    }
+
+    fn seal(&self) -> Envelope {
+        Envelope::seal(
+            &self.key,
+            &self.chain,
+            self.from,
+            self.to,
+            self.sent_ms,
+            self.kind,
+            None,
+            vote_body(),
+        )
+    }
+}
+
+async fn post(node: &Node, path: &str, body: Vec<u8>) -> (u16, Option<String>, Vec<u8>) {
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", node.base))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.unwrap().to_vec();
+    let code = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["code"].as_str().map(str::to_owned));
+    (status, code, bytes)
+}
+
+#[test]
+fn a_members_signed_vote_gets_a_signed_answer_to_that_request() {
+    run(async {
+        let node = Node::start(&SigningKey::generate()).await;
+        let request = Message::honest(&node).seal();
+        let (status, code, bytes) = post(&node, "/v1/raft/vote", request.encode()).await;
+        assert_eq!((status, code), (200, None));
+        let reply = Envelope::decode(&bytes, RpcKind::Vote.limit()).unwrap();
+        assert_eq!((reply.from, reply.to, reply.kind), (1, 1, RpcKind::Vote));
+        assert_eq!(reply.reply_to, Some(request.signature));
+        let answer: Answer<openraft::raft::VoteResponse<u64>, NoApiError> =
+            medledger_core::encoding::decode("answer", &reply.body, 4096).unwrap();
+        assert!(matches!(answer, Answer::Ok(_)), "{answer:?}");
+        node.stop().await;
+    });
+}
+
+#[test]
+fn every_check_of_the_receiver_refuses_its_attack_with_its_code() {
+    run(async {
+        let node = Node::start(&SigningKey::generate()).await;
+        type Attack = (&'static str, fn(&mut Message), u16, &'static str);
+        let attacks: [Attack; 6] = [
+            ("another network's message", |m| m.chain = "other-chain".into(), 403, "wrong_chain"),
+            ("a message for another node", |m| m.to = 2, 403, "wrong_recipient"),
+            (
+                "a sender outside the Raft membership",
+                |m| {
+                    m.from = 7;
+                    m.key = SigningKey::generate();
+                },
+                403,
+                "not_member",
+            ),
+            (
+                "a member's id with another key",
+                |m| m.key = SigningKey::generate(),
+                403,
+                "bad_signature",
+            ),
+            ("a replayed old message", |m| m.sent_ms -= 2 * CLOCK_WINDOW_MS, 403, "clock_skew"),
+            ("a message from the future", |m| m.sent_ms += 2 * CLOCK_WINDOW_MS, 403, "clock_skew"),
+        ];
+        for (what, attack, status, code) in attacks {
+            let mut m = Message::honest(&node);
+            attack(&mut m);
+            let (got, got_code, _) = post(&node, "/v1/raft/vote", m.seal().encode()).await;
+            assert_eq!((got, got_code.as_deref()), (status, Some(code)), "{what}");
+        }
+        node.stop().await;
+    });
+}
+
+#[test]
+fn a_message_altered_after_signing_or_sent_to_the_wrong_route_is_refused() {
+    run(async {
+        let node = Node::start(&SigningKey::generate()).await;
+        // Signed as node 1, then claimed to be from... still node 1, with another body.
+        let mut altered = Message::honest(&node).seal();
+        altered.body =
+            medledger_core::encoding::encode(&VoteRequest::<u64>::new(Vote::new(9, 1), None));
+        let (status, code, _) = post(&node, "/v1/raft/vote", altered.encode()).await;
+        assert_eq!((status, code.as_deref()), (403, Some("bad_signature")));
+        // A vote posted as an append (or a snapshot chunk) is not that RPC.
+        let vote = Message::honest(&node).seal();
+        for path in ["/v1/raft/append", "/v1/raft/snapshot"] {
+            let (status, code, _) = post(&node, path, vote.encode()).await;
+            assert_eq!((status, code.as_deref()), (400, Some("malformed")), "{path}");
+        }
+        // A response envelope is not a request.
+        let mut m = Message::honest(&node).seal();
+        m = Envelope::seal(
+            &node.node_key(),
+            CHAIN,
+            1,
+            1,
+            now_ms(),
+            RpcKind::Vote,
+            Some(m.signature),
+            m.body.clone(),
+        );
+        let (status, code, _) = post(&node, "/v1/raft/vote", m.encode()).await;
+        assert_eq!((status, code.as_deref()), (400, Some("malformed")));
+        // Garbage, and an envelope over the vote's limit.
+        let (status, code, _) = post(&node, "/v1/raft/vote", vec![0xff; 64]).await;
+        assert_eq!((status, code.as_deref()), (400, Some("malformed")));
+        let big = Envelope::seal(
+            &node.node_key(),
+            CHAIN,
+            1,
+            1,
+            now_ms(),
+            RpcKind::Vote,
+            None,
+            vec![0; RpcKind::Vote.limit()],
+        );
+        let (status, _, _) = post(&node, "/v1/raft/vote", big.encode()).await;
+        assert!(status == 400 || status == 413, "{status}");
+        node.stop().await;
+    });
+}
+
+/// A read that asks for a height the node has not applied gets `not_yet` with the node's
+/// height; at or below it, the read is served.
+#[test]
+fn a_read_at_a_height_not_yet_applied_is_answered_not_yet_with_the_height() {
+    run(async {
+        let node = Node::start(&SigningKey::generate()).await;
+        let (status, body) =
+            node.raw("GET", "/v1/genesis", &[("x-medledger-min-height", "5".into())], vec![]).await;
+        assert_eq!((status, body["code"].as_str()), (503, Some("not_yet")), "{body}");
+        assert!(body["message"].as_str().unwrap().contains("height 0"), "{body}");
+        let (status, body) = node.raw("GET", "/v1/genesis?min_height=1", &[], vec![]).await;
+        assert_eq!((status, body["code"].as_str()), (503, Some("not_yet")), "{body}");
+        let response = reqwest::get(format!("{}/health?min_height=3", node.base)).await.unwrap();
+        assert_eq!(response.headers()["x-medledger-height"], "0");
+        assert_eq!(response.headers()["retry-after"], "1");
+        let (status, body) = node.raw("GET", "/v1/genesis?min_height=0", &[], vec![]).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = node.raw("GET", "/v1/genesis?min_height=soon", &[], vec![]).await;
+        assert_eq!((status, body["code"].as_str()), (400, Some("malformed")), "{body}");
+        node.stop().await;
+    });
+}
+
+/// `GET /v1/cluster` of a single node: it leads itself, the only voter.
+#[test]
+fn a_single_node_reports_itself_as_the_leader_and_only_voter() {
+    run(async {
+        let node = Node::start(&SigningKey::generate()).await;
+        let (status, view) = node.raw("GET", "/v1/cluster", &[], vec![]).await;
+        assert_eq!(status, 200, "{view}");
+        assert_eq!((view["node_id"].as_u64(), view["role"].as_str()), (Some(1), Some("leader")));
+        assert_eq!(view["leader"].as_u64(), Some(1), "{view}");
+        let members = view["members"].as_array().unwrap();
+        assert_eq!(members.len(), 1, "{view}");
+        assert_eq!(
+            (members[0]["id"].as_u64(), members[0]["role"].as_str()),
+            (Some(1), Some("voter"))
+        );
+        assert_eq!(members[0]["url"].as_str(), Some(node.base.as_str()), "{view}");
+        assert_eq!(view["height"].as_u64(), Some(0));
+        node.stop().await;
+    });
+}
+
+/// A node the regulator suspended is no longer heard, though it is still in Raft's
+/// membership: its messages are refused `not_admitted`. Here the genesis node itself, the
+/// only voter (Raft keeps a last voter), suspended once a second node is admitted.
+#[test]
+fn a_suspended_nodes_messages_are_refused_not_admitted() {
+    run(async {
+        let mut world = crate::World::build().await;
+        let node = &world.node;
+        let (status, _, _) =
+            post(node, "/v1/raft/vote", Message::honest(node).seal().encode()).await;
+        assert_eq!(status, 200);
+        use medledger_core::tx::{NodeTx, TxBody};
+        let admit = world.regulator.tx(TxBody::Nodes(NodeTx::Admit {
+            node_key: SigningKey::generate().public_key(),
+            address: "http://127.0.0.1:9".into(),
+            hospital: world.hospital.account,
+        }));
+        let (status, body) = world.node.post_tx("/v1/transactions", &admit).await;
+        assert_eq!(status, 200, "{body}");
+        let suspend = world
+            .regulator
+            .tx(TxBody::Nodes(NodeTx::Suspend { node_key: world.node.node_key().public_key() }));
+        let (status, body) = world.node.post_tx("/v1/transactions", &suspend).await;
+        assert_eq!(status, 200, "{body}");
+        let node = &world.node;
+        let (status, code, _) =
+            post(node, "/v1/raft/vote", Message::honest(node).seal().encode()).await;
+        assert_eq!((status, code.as_deref()), (403, Some("not_admitted")));
+        world.node.stop().await;
+    });
+}
