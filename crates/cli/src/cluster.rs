@@ -15,6 +15,10 @@ use serde::Serialize;
 pub enum Command {
     /// Members, roles, leader, term, and each member's applied index, height, log root and lag.
     Status(StatusArgs),
+    /// Start a local network of N nodes on 127.0.0.1 in one command (node i on BASE_PORT+i,
+    /// data in DIR/node-i, the regulator's wallet DIR/regulator.wallet.json); Ctrl-C or
+    /// SIGTERM stops every node.
+    Up(crate::cluster_up::UpArgs),
 }
 
 /// Options of `medledger cluster status`.
@@ -91,6 +95,7 @@ pub(crate) async fn nodes(http: &reqwest::Client, base: &str) -> Result<Vec<Node
 pub async fn run(command: Command) -> Result<()> {
     match command {
         Command::Status(args) => status(args).await,
+        Command::Up(args) => crate::cluster_up::up(args).await,
     }
 }
 

@@ -5,6 +5,7 @@ mod audit;
 mod bench;
 mod case;
 mod cluster;
+mod cluster_up;
 mod common;
 mod consent;
 mod device;

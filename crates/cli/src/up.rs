@@ -38,6 +38,10 @@ pub struct Args {
     /// With --join: the genesis hash (hex) the fetched genesis must have.
     #[arg(long, requires = "join")]
     genesis_hash: Option<String>,
+    /// Where the first run writes the regulator's wallet (default: regulator.wallet.json in
+    /// the data directory).
+    #[arg(long, conflicts_with = "join")]
+    wallet_out: Option<PathBuf>,
     /// Most open connections, all clients together; more are closed at once.
     #[arg(long, default_value_t = Limits::default().max_connections)]
     max_connections: usize,
@@ -244,7 +248,7 @@ async fn join_network(dir: &DataDir, join: &str, expected_hash: Option<&str>) ->
 }
 
 /// Completes on the first SIGINT (Ctrl-C) or SIGTERM.
-fn stop_signal() -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
+pub(crate) fn stop_signal() -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -260,7 +264,9 @@ fn stop_signal() -> Result<impl std::future::Future<Output = ()> + Send + 'stati
 fn first_run(dir: &DataDir, args: &Args, url: &str) -> Result<()> {
     std::fs::create_dir_all(dir.root())
         .with_context(|| format!("cannot create {}", dir.root().display()))?;
-    let wallet_path = dir.root().join("regulator.wallet.json");
+    let wallet_path =
+        args.wallet_out.clone().unwrap_or_else(|| dir.root().join("regulator.wallet.json"));
+
     eprintln!("First run: creating a new network {:?} in {}", args.chain_id, dir.root().display());
     let pass = passphrase("Choose a passphrase for the regulator's wallet: ", true)?;
     let (mut wallet, identity) = Wallet::create(&wallet_path, "regulator", &pass)?;

@@ -6,6 +6,7 @@ mod attacks;
 mod bench;
 mod cases;
 mod cluster;
+mod cluster_up;
 mod consent;
 mod crash;
 mod devices;
