@@ -10,10 +10,13 @@
 
 mod log_store;
 mod network;
+mod snapshots;
 mod state_machine;
+#[cfg(test)]
+mod tests;
 mod verify;
 
-use std::{collections::BTreeMap, io::Cursor, path::Path, sync::Arc};
+use std::{collections::BTreeMap, path::Path, sync::Arc};
 
 use medledger_core::{
     Hash,
@@ -44,11 +47,55 @@ openraft::declare_raft_types!(
         R = BlockResult,
         NodeId = u64,
         Node = BasicNode,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
 );
 
 /// The Raft handle.
 pub type Raft = openraft::Raft<TypeConfig>;
+
+/// Raft entries applied between two snapshots. A snapshot is the whole ledger (every block
+/// since genesis), so building one costs in proportion to the ledger, not to this; the log
+/// holds at most this many entries plus [`LOG_KEPT_BEHIND_SNAPSHOT`] (see docs/benchmarks.md
+/// for the measurement this was chosen from).
+pub const SNAPSHOT_EVERY_ENTRIES: u64 = 5_000;
+
+/// Entries kept in the log behind the latest snapshot, so that a follower slightly behind
+/// catches up from the log rather than by a whole snapshot.
+pub const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 1_000;
+
+/// Purge the log behind a snapshot in batches of at least this many entries (one log write
+/// transaction each).
+pub const PURGE_BATCH: u64 = 500;
+
+/// How long the last chunk of a snapshot may take to be sent and installed (the receiver
+/// checks and imports the whole ledger then): generous for a ledger of millions of
+/// transactions; openraft's 200 ms default is far too short.
+pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 300_000;
+
+/// How long one (non-last) chunk of a snapshot may take to be sent and written.
+pub const SEND_SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 30_000;
+
+/// When snapshots are built and how much log is kept behind them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotSettings {
+    /// Build a snapshot every this many applied entries.
+    pub every_entries: u64,
+    /// Entries kept in the log behind the latest snapshot.
+    pub keep_behind: u64,
+    /// Purge in batches of at least this many entries.
+    pub purge_batch: u64,
+}
+
+impl Default for SnapshotSettings {
+    /// [`SNAPSHOT_EVERY_ENTRIES`], [`LOG_KEPT_BEHIND_SNAPSHOT`] and [`PURGE_BATCH`].
+    fn default() -> Self {
+        Self {
+            every_entries: SNAPSHOT_EVERY_ENTRIES,
+            keep_behind: LOG_KEPT_BEHIND_SNAPSHOT,
+            purge_batch: PURGE_BATCH,
+        }
+    }
+}
 
 /// Starts Raft over `ledger`, with its log in `log_path`, as a one-member cluster of `node_id`
 /// at `addr` (initialised on first start). A failed write or fsync of the log or the ledger is
@@ -62,19 +109,45 @@ pub async fn start(
     applied: tokio::sync::watch::Sender<u64>,
     fault: Arc<crate::storage::StorageFault>,
 ) -> Result<Raft, String> {
+    let snapshots = SnapshotSettings::default();
+    start_with(ledger, log_path, node_id, addr, preverified, applied, fault, snapshots).await
+}
+
+/// [`start`] with other [`SnapshotSettings`] (tests use small ones).
+#[allow(clippy::too_many_arguments, reason = "start's arguments and one more")]
+pub(crate) async fn start_with(
+    ledger: Arc<Ledger>,
+    log_path: &Path,
+    node_id: u64,
+    addr: &str,
+    preverified: PreVerified,
+    applied: tokio::sync::watch::Sender<u64>,
+    fault: Arc<crate::storage::StorageFault>,
+    snapshots: SnapshotSettings,
+) -> Result<Raft, String> {
+    #[allow(deprecated, reason = "openraft 0.9 still sends snapshots in chunks, timed by it")]
     let config = Config {
         cluster_name: ledger.chain_id().to_owned(),
         heartbeat_interval: 250,
         election_timeout_min: 600,
         election_timeout_max: 1200,
-        snapshot_policy: SnapshotPolicy::Never,
         max_payload_entries: 64,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshots.every_entries),
+        max_in_snapshot_log_to_keep: snapshots.keep_behind,
+        purge_batch_size: snapshots.purge_batch,
+        // A follower further behind than this gets the snapshot instead of entries.
+        replication_lag_threshold: snapshots.every_entries + snapshots.keep_behind,
+        install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
+        send_snapshot_timeout: SEND_SNAPSHOT_CHUNK_TIMEOUT_MS,
         ..Default::default()
     };
     let config = Arc::new(config.validate().map_err(|e| e.to_string())?);
     let log = LogStore::open(log_path, fault.clone())
         .map_err(|e| format!("raft log at {}: {e}", log_path.display()))?;
-    let sm = StateMachine::new(ledger, preverified, applied, fault);
+    // Snapshots live beside the log, in the data directory's `snapshots/`.
+    let snapshot_dir = log_path.with_file_name("snapshots");
+    let sm = StateMachine::new(ledger, preverified, applied, fault, &snapshot_dir)
+        .map_err(|e| format!("snapshots at {}: {e}", snapshot_dir.display()))?;
     let raft =
         Raft::new(node_id, config, network::Network, log, sm).await.map_err(|e| e.to_string())?;
     if !raft.is_initialized().await.map_err(|e| e.to_string())? {
