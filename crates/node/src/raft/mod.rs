@@ -54,18 +54,22 @@ openraft::declare_raft_types!(
 pub type Raft = openraft::Raft<TypeConfig>;
 
 /// Raft entries applied between two snapshots. A snapshot is the whole ledger (every block
-/// since genesis), so building one costs in proportion to the ledger, not to this; the log
-/// holds at most this many entries plus [`LOG_KEPT_BEHIND_SNAPSHOT`] (see docs/benchmarks.md
-/// for the measurement this was chosen from).
-pub const SNAPSHOT_EVERY_ENTRIES: u64 = 5_000;
+/// since genesis), so a build costs in proportion to the ledger, not to this: about 1 s per
+/// 100,000 transactions of state (release build, docs/benchmarks.md), on a blocking thread.
+/// Under a full load of batched submissions an entry (a block) holds ~80 transactions and
+/// ~55 KB, and the node commits up to ~60 a second: a snapshot then every half minute or more,
+/// and a log of at most ~2,750 entries (~150 MB; a few MB when blocks are small). More often
+/// would spend a core on rebuilding a million-transaction ledger; less often lets the log grow
+/// towards the size this bound exists to prevent.
+pub const SNAPSHOT_EVERY_ENTRIES: u64 = 2_000;
 
 /// Entries kept in the log behind the latest snapshot, so that a follower slightly behind
 /// catches up from the log rather than by a whole snapshot.
-pub const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 1_000;
+pub const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 500;
 
 /// Purge the log behind a snapshot in batches of at least this many entries (one log write
 /// transaction each).
-pub const PURGE_BATCH: u64 = 500;
+pub const PURGE_BATCH: u64 = 250;
 
 /// How long the last chunk of a snapshot may take to be sent and installed (the receiver
 /// checks and imports the whole ledger then): generous for a ledger of millions of

@@ -25,6 +25,9 @@ pub struct RaftLogCheck {
     pub entries: u64,
     /// The first and last index present.
     pub range: Option<(u64, u64)>,
+    /// The last entry purged from the log behind a snapshot, if any: the ledger's blocks up
+    /// to it are not looked for in the log.
+    pub purged_through: Option<u64>,
     /// Blocks of the ledger found in the log with the same header.
     pub blocks_matched: u64,
     /// Blocks in the log past the ledger's tip: committed, and applied by the node at its
@@ -107,6 +110,7 @@ fn read_log(
             .transpose()
             .map_err(|e| format!("its purge marker does not decode: {e}"))?
     };
+    check.purged_through = purged.map(|p| p.index);
     let log = read.open_table(LOG).map_err(|e| unreadable(e.into()))?;
     // Header hashes of the blocks in the log, by height (a block rejected as not following
     // the tip shares a height with the one applied).
@@ -333,6 +337,7 @@ mod tests {
         let c = check_purged(&purged(log_of(&blocks)), &blocks, 8, Some(4));
         assert!(c.is_ok(), "{c:?}");
         assert_eq!((c.entries, c.range, c.blocks_matched), (4, Some((5, 8)), 4));
+        assert_eq!(c.purged_through, Some(4));
         // Purged up to the last entry: nothing left, nothing wrong.
         let c = check_purged(&[], &blocks, 8, Some(8));
         assert!(c.is_ok(), "{c:?}");
