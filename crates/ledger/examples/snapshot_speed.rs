@@ -3,13 +3,29 @@
 //! Opens the (stopped node's) ledger, exports a snapshot of it into WORK_DIR/ledger.snap, imports
 //! that into a fresh ledger of the same genesis in WORK_DIR, and prints both speeds as
 //! transactions' worth of state per second.
+//! `... --example snapshot_speed -- --install SNAPSHOT WORK_DIR` only installs SNAPSHOT into a
+//! fresh ledger (its own process: the memory it reports is the import's alone).
 
 use std::{path::PathBuf, time::Instant};
 
 use medledger_ledger::Ledger;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("--install") {
+        let (Some(snap), Some(work)) = (args.nth(1), args.next()) else {
+            return Err("usage: snapshot_speed --install SNAPSHOT WORK_DIR".into());
+        };
+        let header = medledger_ledger::SnapshotHeader::read_from(&mut std::fs::File::open(&snap)?)?;
+        let target_path = PathBuf::from(work).join("installed.redb");
+        let _ = std::fs::remove_file(&target_path);
+        let target = Ledger::create(&target_path, header.genesis.clone())?;
+        let started = Instant::now();
+        target.import_snapshot(std::fs::File::open(&snap)?, &header.marker)?;
+        let install = started.elapsed().as_secs_f64();
+        println!("install {install:.2} s = {:.0} tx/s", header.log_size as f64 / install);
+        return Ok(());
+    }
     let (Some(ledger), Some(work)) = (args.next(), args.next()) else {
         return Err("usage: snapshot_speed LEDGER.redb WORK_DIR".into());
     };
