@@ -142,12 +142,19 @@ fn check_raft_log(dir: &DataDir, facts: &StoredFacts) -> Part {
             check.problems,
         );
     }
-    let mut message = match check.range {
-        Some((first, last)) => format!(
+    let mut message = match (check.range, check.purged_through) {
+        (Some((first, last)), None) => format!(
             "raft log: OK ({} entries, indexes {first} to {last}, all decode; the ledger's {} blocks are in it, same headers and transactions)",
             check.entries, check.blocks_matched
         ),
-        None => "raft log: OK (empty: no block applied yet)".to_owned(),
+        (Some((first, last)), Some(purged)) => format!(
+            "raft log: OK ({} entries, indexes {first} to {last}, all decode; entries up to {purged} purged behind a snapshot; the ledger's {} blocks since are in it, same headers and transactions)",
+            check.entries, check.blocks_matched
+        ),
+        (None, Some(purged)) => {
+            format!("raft log: OK (empty: every entry up to {purged} purged behind a snapshot)")
+        }
+        (None, None) => "raft log: OK (empty: no block applied yet)".to_owned(),
     };
     if check.blocks_ahead > 0 {
         let _ = write!(

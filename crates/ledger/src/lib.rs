@@ -21,6 +21,7 @@ pub mod parties;
 mod query;
 pub mod records;
 pub mod registry;
+pub mod snapshot;
 pub mod state;
 pub mod verify;
 pub mod visibility;
@@ -41,6 +42,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 
 pub use apply::{Simulated, verify_signatures};
 pub use query::TxRecord;
+pub use snapshot::{SnapshotError, SnapshotHeader};
 use state::*;
 pub use state::{
     Account, CaseLog, CaseLogEntry, CaseSeal, DoctorEntry, HospitalEntry, NodeEntry, NodeStatus,

@@ -8,10 +8,10 @@
 
 use std::{borrow::Cow, marker::PhantomData};
 
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::{Digested, Digests};
-use crate::LedgerError;
+use crate::{LedgerError, snapshot::SnapshotError};
 
 /// Ledger metadata: genesis, tip, state and index digests, the caller's applied marker.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -157,10 +157,30 @@ trait TableOps: Sync {
         name: &str,
         key: &[u8],
     ) -> Result<bool, LedgerError>;
+    fn len(&self, read: &redb::ReadTransaction, name: &str) -> Result<u64, LedgerError>;
+    fn export(
+        &self,
+        read: &redb::ReadTransaction,
+        name: &str,
+        sink: &mut RowSink<'_>,
+    ) -> Result<[u8; 32], SnapshotError>;
+    fn import(
+        &self,
+        write: &redb::WriteTransaction,
+        name: &str,
+        source: &mut RowSource<'_>,
+    ) -> Result<[u8; 32], SnapshotError>;
+    fn clear(&self, write: &redb::WriteTransaction, name: &str) -> Result<(), LedgerError>;
 }
 
 /// Rows as stored bytes: (key, value), in key order.
 pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Where a snapshot's export puts each row (stored key and value bytes).
+pub(crate) type RowSink<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), SnapshotError> + 'a;
+/// Where a snapshot's import takes each row from (`None` after the table's last).
+pub(crate) type RowSource<'a> =
+    dyn FnMut() -> Result<Option<(Vec<u8>, Vec<u8>)>, SnapshotError> + 'a;
 
 struct Typed<K, V>(PhantomData<fn() -> (K, V)>);
 
@@ -239,6 +259,60 @@ impl<K: Column + redb::Key, V: Column> TableOps for Typed<K, V> {
         let mut table = write.open_table(TableDefinition::<K, V>::new(name))?;
         Ok(table.remove(K::from_bytes(key))?.is_some())
     }
+
+    fn len(&self, read: &redb::ReadTransaction, name: &str) -> Result<u64, LedgerError> {
+        Ok(read.open_table(TableDefinition::<K, V>::new(name))?.len()?)
+    }
+
+    fn export(
+        &self,
+        read: &redb::ReadTransaction,
+        name: &str,
+        sink: &mut RowSink<'_>,
+    ) -> Result<[u8; 32], SnapshotError> {
+        let mut digest = [0u8; 32];
+        for row in read.open_table(TableDefinition::<K, V>::new(name))?.iter()? {
+            let (k, v) = row?;
+            let (k, v) = (k.value(), v.value());
+            let d = super::entry_digest(name, &K::digest_bytes(&k), &V::digest_bytes(&v));
+            super::xor_into(&mut digest, &d);
+            sink(K::as_bytes(&k).as_ref(), V::as_bytes(&v).as_ref())?;
+        }
+        Ok(digest)
+    }
+
+    fn import(
+        &self,
+        write: &redb::WriteTransaction,
+        name: &str,
+        source: &mut RowSource<'_>,
+    ) -> Result<[u8; 32], SnapshotError> {
+        let mut table = write.open_table(TableDefinition::<K, V>::new(name))?;
+        let mut digest = [0u8; 32];
+        let mut previous: Option<Vec<u8>> = None;
+        while let Some((key, value)) = source()? {
+            if !K::valid(&key) || !V::valid(&value) {
+                return Err(SnapshotError::Malformed(format!("a row of table {name} is not one")));
+            }
+            // Strictly ascending, as the exporter iterates: one encoding per state, no repeats.
+            if previous.as_deref().is_some_and(|p| K::compare(p, &key).is_ge()) {
+                return Err(SnapshotError::Malformed(format!(
+                    "the rows of table {name} are not in strictly ascending key order"
+                )));
+            }
+            let (k, v) = (K::from_bytes(&key), V::from_bytes(&value));
+            let d = super::entry_digest(name, &K::digest_bytes(&k), &V::digest_bytes(&v));
+            super::xor_into(&mut digest, &d);
+            table.insert(k, v).map_err(LedgerError::from)?;
+            previous = Some(key);
+        }
+        Ok(digest)
+    }
+
+    fn clear(&self, write: &redb::WriteTransaction, name: &str) -> Result<(), LedgerError> {
+        write.delete_table(TableDefinition::<K, V>::new(name))?;
+        Ok(())
+    }
 }
 
 /// One registered state table: its name on disk, the digest that covers it, and what the
@@ -297,6 +371,35 @@ impl StateTable {
         key: &[u8],
     ) -> Result<bool, LedgerError> {
         self.ops.remove_raw(write, self.name, key)
+    }
+
+    /// How many rows it holds.
+    pub(crate) fn len(&self, read: &redb::ReadTransaction) -> Result<u64, LedgerError> {
+        self.ops.len(read, self.name)
+    }
+
+    /// Hands every row (stored bytes, in key order) to `sink`; returns the digest of the rows.
+    pub(crate) fn export(
+        &self,
+        read: &redb::ReadTransaction,
+        sink: &mut RowSink<'_>,
+    ) -> Result<[u8; 32], SnapshotError> {
+        self.ops.export(read, self.name, sink)
+    }
+
+    /// Inserts the rows `source` yields (stored bytes, in strictly ascending key order, until
+    /// `None`) into the table, which must be empty; returns the digest of the rows.
+    pub(crate) fn import(
+        &self,
+        write: &redb::WriteTransaction,
+        source: &mut RowSource<'_>,
+    ) -> Result<[u8; 32], SnapshotError> {
+        self.ops.import(write, self.name, source)
+    }
+
+    /// Deletes the table with all its rows (a later open creates it empty).
+    pub(crate) fn clear(&self, write: &redb::WriteTransaction) -> Result<(), LedgerError> {
+        self.ops.clear(write, self.name)
     }
 }
 

@@ -170,13 +170,16 @@ fn write_batch(db: &Database, batch: &[Command]) -> Result<(), redb::Error> {
                     }
                 }
                 Command::Purge(log_id, _) => {
-                    let doomed: Vec<u64> = log
-                        .range(..=log_id.index)?
-                        .map(|r| r.map(|(k, _)| k.value()))
-                        .collect::<Result<_, _>>()?;
-                    for k in doomed {
-                        log.remove(k)?;
+                    // Raft never purges backwards; a stale purge must not move the marker back.
+                    let purged: Option<LogId<u64>> = meta
+                        .get(PURGED)?
+                        .map(|v| medledger_core::encoding::decode("purged log id", v.value(), 4096))
+                        .transpose()
+                        .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+                    if purged.is_some_and(|p| p.index >= log_id.index) {
+                        continue;
                     }
+                    log.retain_in(..=log_id.index, |_, _| false)?;
                     meta.insert(PURGED, medledger_core::encoding::encode(log_id).as_slice())?;
                 }
                 Command::PutMeta(key, value, _) => {

@@ -2,7 +2,9 @@
 //! around `Ledger::apply_block`; the log lives in its own redb file written by one thread that
 //! group-commits appends. Nodes talk over HTTP with signed envelopes (`transport.rs`,
 //! `network.rs`); the leader turns the ledger's node table into Raft membership
-//! (`membership.rs`). A single-node network is a one-member cluster of the genesis node (id 1).
+//! (`membership.rs`); snapshots of the ledger let the log be purged and a lagging node catch
+//! up (`snapshots.rs`). A single-node network is a one-member cluster of the genesis node
+//! (id 1).
 
 #![allow(
     clippy::result_large_err,
@@ -12,11 +14,14 @@
 mod log_store;
 pub mod membership;
 pub mod network;
+mod snapshots;
 mod state_machine;
+#[cfg(test)]
+mod tests;
 pub mod transport;
 mod verify;
 
-use std::{collections::BTreeMap, io::Cursor, path::Path, sync::Arc};
+use std::{collections::BTreeMap, path::Path, sync::Arc};
 
 use medledger_core::{
     Hash,
@@ -47,19 +52,68 @@ openraft::declare_raft_types!(
         R = BlockResult,
         NodeId = u64,
         Node = BasicNode,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
 );
 
 /// The Raft handle.
 pub type Raft = openraft::Raft<TypeConfig>;
 
+/// Raft entries applied between two snapshots. A snapshot is the whole ledger (every block
+/// since genesis), so a build costs in proportion to the ledger, not to this: about 1 s per
+/// 100,000 transactions of state (release build, docs/benchmarks.md), on a blocking thread.
+/// Under a full load of batched submissions an entry (a block) holds ~80 transactions and
+/// ~55 KB, and the node commits up to ~60 a second: a snapshot then every half minute or more,
+/// and a log of at most ~2,750 entries (~150 MB; a few MB when blocks are small). More often
+/// would spend a core on rebuilding a million-transaction ledger; less often lets the log grow
+/// towards the size this bound exists to prevent.
+pub const SNAPSHOT_EVERY_ENTRIES: u64 = 2_000;
+
+/// Entries kept in the log behind the latest snapshot, so that a follower slightly behind
+/// catches up from the log rather than by a whole snapshot.
+pub const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 500;
+
+/// Purge the log behind a snapshot in batches of at least this many entries (one log write
+/// transaction each).
+pub const PURGE_BATCH: u64 = 250;
+
+/// How long the last chunk of a snapshot may take to be sent and installed (the receiver
+/// checks and imports the whole ledger then): generous for a ledger of millions of
+/// transactions; openraft's 200 ms default is far too short.
+pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 300_000;
+
+/// How long one (non-last) chunk of a snapshot may take to be sent and written.
+pub const SEND_SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 30_000;
+
+/// When snapshots are built and how much log is kept behind them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotSettings {
+    /// Build a snapshot every this many applied entries.
+    pub every_entries: u64,
+    /// Entries kept in the log behind the latest snapshot.
+    pub keep_behind: u64,
+    /// Purge in batches of at least this many entries.
+    pub purge_batch: u64,
+}
+
+impl Default for SnapshotSettings {
+    /// [`SNAPSHOT_EVERY_ENTRIES`], [`LOG_KEPT_BEHIND_SNAPSHOT`] and [`PURGE_BATCH`].
+    fn default() -> Self {
+        Self {
+            every_entries: SNAPSHOT_EVERY_ENTRIES,
+            keep_behind: LOG_KEPT_BEHIND_SNAPSHOT,
+            purge_batch: PURGE_BATCH,
+        }
+    }
+}
+
 /// The genesis node's Raft id: it founds the cluster (the contract of issue 12).
 pub const GENESIS_NODE_ID: u64 = 1;
 
 /// Starts Raft over `ledger`, with its log in `log_path`, as node `node_id` at `addr`, talking
-/// to its peers over `network`. The genesis node ([`GENESIS_NODE_ID`]) initialises a
-/// one-member cluster on first start; any other node starts uninitialised and waits for the
-/// leader to add it. A failed write or fsync of the log or the ledger is reported to `fault`.
+/// to its peers over `network`, with the default [`SnapshotSettings`]. The genesis node
+/// ([`GENESIS_NODE_ID`]) initialises a one-member cluster on first start; any other node starts
+/// uninitialised and waits for the leader to add it. A failed write or fsync of the log or the
+/// ledger is reported to `fault`.
 #[allow(clippy::too_many_arguments, reason = "what Raft is started over, one argument each")]
 pub async fn start(
     ledger: Arc<Ledger>,
@@ -71,19 +125,47 @@ pub async fn start(
     applied: tokio::sync::watch::Sender<u64>,
     fault: Arc<crate::storage::StorageFault>,
 ) -> Result<Raft, String> {
+    let snapshots = SnapshotSettings::default();
+    start_with(ledger, log_path, node_id, addr, network, preverified, applied, fault, snapshots)
+        .await
+}
+
+/// [`start`] with explicit snapshot settings.
+#[allow(clippy::too_many_arguments, reason = "start's arguments and one more")]
+pub(crate) async fn start_with(
+    ledger: Arc<Ledger>,
+    log_path: &Path,
+    node_id: u64,
+    addr: &str,
+    network: network::Network,
+    preverified: PreVerified,
+    applied: tokio::sync::watch::Sender<u64>,
+    fault: Arc<crate::storage::StorageFault>,
+    snapshots: SnapshotSettings,
+) -> Result<Raft, String> {
+    #[allow(deprecated, reason = "openraft 0.9 still sends snapshots in chunks, timed by it")]
     let config = Config {
         cluster_name: ledger.chain_id().to_owned(),
         heartbeat_interval: 250,
         election_timeout_min: 600,
         election_timeout_max: 1200,
-        snapshot_policy: SnapshotPolicy::Never,
         max_payload_entries: 64,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshots.every_entries),
+        max_in_snapshot_log_to_keep: snapshots.keep_behind,
+        purge_batch_size: snapshots.purge_batch,
+        // A follower further behind than this gets the snapshot instead of entries.
+        replication_lag_threshold: snapshots.every_entries + snapshots.keep_behind,
+        install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
+        send_snapshot_timeout: SEND_SNAPSHOT_CHUNK_TIMEOUT_MS,
         ..Default::default()
     };
     let config = Arc::new(config.validate().map_err(|e| e.to_string())?);
     let log = LogStore::open(log_path, fault.clone())
         .map_err(|e| format!("raft log at {}: {e}", log_path.display()))?;
-    let sm = StateMachine::new(ledger, preverified, applied, fault);
+    // Snapshots live beside the log, in the data directory's `snapshots/`.
+    let snapshot_dir = log_path.with_file_name("snapshots");
+    let sm = StateMachine::new(ledger, preverified, applied, fault, &snapshot_dir)
+        .map_err(|e| format!("snapshots at {}: {e}", snapshot_dir.display()))?;
     let raft = Raft::new(node_id, config, network, log, sm).await.map_err(|e| e.to_string())?;
     if node_id == GENESIS_NODE_ID && !raft.is_initialized().await.map_err(|e| e.to_string())? {
         let members = BTreeMap::from([(node_id, BasicNode { addr: addr.to_owned() })]);
@@ -92,11 +174,8 @@ pub async fn start(
     Ok(raft)
 }
 
-/// Waits (at most 60 s) until this node has applied every entry in its log and, when it is
-/// the only voter, leads, so that block production starts from the true tip after a restart.
-/// A member of a larger cluster does not wait (its peers reach it over the HTTP server, which
-/// starts after this; block production follows the tip whenever it becomes leader); a node not
-/// yet added has no log and does not wait.
+/// Waits (at most 60 s) until this node leads and has applied every entry in its log, so that
+/// block production starts from the true tip after a restart.
 pub async fn wait_until_caught_up(raft: &Raft, node_id: u64) -> Result<(), String> {
     raft.wait(Some(std::time::Duration::from_secs(60)))
         .metrics(

@@ -1,23 +1,35 @@
 //! The Raft state machine: a thin adapter that hands each committed block to
 //! `Ledger::apply_block`, storing the Raft log id and membership atomically with it.
 //!
+//! Snapshots are the whole ledger ([`medledger_ledger::snapshot`]) in a file under the data
+//! directory's `snapshots/` ([`super::snapshots`]): built off the async runtime from one
+//! ledger read transaction while blocks keep being applied, and installed by the ledger's
+//! checked import (chain, Merkle root and digests must match the snapshot's header, and its
+//! Raft log id and membership the ones Raft announced), which either replaces the ledger or
+//! refuses and changes nothing.
+//!
 //! Signatures are checked once per node: a block this node proposed was built from
 //! transactions whose signatures it checked at admission, and its header hash is in
 //! [`PreVerified`]; any other block's signatures are checked here, on all cores.
 
 use std::{
-    io::Cursor,
+    fs,
+    io::{self, Seek, SeekFrom},
+    path::PathBuf,
     sync::{Arc, Mutex},
 };
 
 use medledger_core::encoding;
-use medledger_ledger::{Ledger, LedgerError, verify_signatures};
+use medledger_ledger::{Ledger, LedgerError, SnapshotHeader, verify_signatures};
 use openraft::{
     BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
     StorageError, StorageIOError, StoredMembership, storage::RaftStateMachine,
 };
 
-use super::{BlockHashes, BlockResult, TypeConfig};
+use super::{
+    BlockHashes, BlockResult, TypeConfig,
+    snapshots::{self, SnapshotDir},
+};
 
 /// Header hashes of blocks whose signatures this node verified at admission.
 pub type PreVerified = Arc<Mutex<BlockHashes>>;
@@ -32,6 +44,11 @@ pub struct StateMachine {
     /// Where a failed commit of the ledger is reported: the node cannot recover from it in
     /// place (its in-memory view may be ahead of the file), so it stops.
     fault: Arc<crate::storage::StorageFault>,
+    /// Where snapshots are kept.
+    snapshots: SnapshotDir,
+    /// The temporary file of the snapshot being received, if any (the last one handed to
+    /// Raft: it receives one at a time).
+    receiving: Option<PathBuf>,
 }
 
 /// What the ledger stores with each applied entry: its Raft log id and the membership.
@@ -41,15 +58,26 @@ fn sm_err(e: impl std::fmt::Display) -> StorageError<u64> {
     StorageIOError::<u64>::write_state_machine(openraft::AnyError::error(e.to_string())).into()
 }
 
+fn snapshot_read_err(e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::<u64>::read_snapshot(None, openraft::AnyError::error(e.to_string())).into()
+}
+
+fn snapshot_write_err(e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::<u64>::write_snapshot(None, openraft::AnyError::error(e.to_string())).into()
+}
+
 impl StateMachine {
-    /// Wraps `ledger`; a failed commit is reported to `fault`.
+    /// Wraps `ledger`, keeping snapshots in `snapshots` (created if need be); a failed commit
+    /// is reported to `fault`.
     pub fn new(
         ledger: Arc<Ledger>,
         preverified: PreVerified,
         applied: tokio::sync::watch::Sender<u64>,
         fault: Arc<crate::storage::StorageFault>,
-    ) -> Self {
-        Self { ledger, preverified, applied, fault }
+        snapshots: &std::path::Path,
+    ) -> io::Result<Self> {
+        let snapshots = SnapshotDir::open(snapshots)?;
+        Ok(Self { ledger, preverified, applied, fault, snapshots, receiving: None })
     }
 
     /// A failed write to the ledger: reported as a storage fault, and fatal to Raft.
@@ -78,7 +106,7 @@ impl StateMachine {
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotBuilder = NoSnapshots;
+    type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<Marker, StorageError<u64>> {
         self.marker()
@@ -163,39 +191,197 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(results)
     }
 
-    async fn get_snapshot_builder(&mut self) -> NoSnapshots {
-        NoSnapshots
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder { ledger: self.ledger.clone(), snapshots: self.snapshots.clone() }
     }
 
     async fn begin_receiving_snapshot(
         &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    ) -> Result<Box<tokio::fs::File>, StorageError<u64>> {
+        // Raft receives one snapshot at a time: one it began before is abandoned.
+        if let Some(abandoned) = self.receiving.take() {
+            let _ = fs::remove_file(abandoned);
+        }
+        let (path, file) = self.snapshots.create_temp("receiving").map_err(snapshot_write_err)?;
+        self.receiving = Some(path);
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMeta<u64, BasicNode>,
-        _snapshot: Box<Cursor<Vec<u8>>>,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError<u64>> {
-        Err(sm_err("installing snapshots is not supported: a one-member cluster never needs one"))
+        let last = meta.last_log_id.ok_or_else(|| sm_err("a snapshot that covers no entry"))?;
+        let marker: Marker = (meta.last_log_id, meta.last_membership.clone());
+        let marker = encoding::encode(&marker);
+        let file = snapshot.into_std().await;
+        let (ledger, dir, receiving) =
+            (self.ledger.clone(), self.snapshots.clone(), self.receiving.take());
+        let installed = tokio::task::spawn_blocking(move || {
+            install(&ledger, &dir, file, receiving.as_deref(), &marker, last)
+        })
+        .await
+        .map_err(sm_err)?;
+        match installed {
+            Ok(header) => {
+                tracing::info!(
+                    height = header.height,
+                    log_size = header.log_size,
+                    last_log_index = last.index,
+                    "installed a snapshot"
+                );
+                self.applied.send_replace(header.height);
+                Ok(())
+            }
+            Err(reason) => {
+                let reason =
+                    format!("installing the snapshot up to entry {}: {reason}", last.index);
+                self.fault.report(reason.clone());
+                Err(sm_err(reason))
+            }
+        }
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
-        Ok(None)
+        let dir = self.snapshots.clone();
+        let newest = tokio::task::spawn_blocking(move || dir.newest())
+            .await
+            .map_err(snapshot_read_err)?
+            .map_err(snapshot_read_err)?;
+        match newest {
+            None => Ok(None),
+            Some(published) => {
+                let file =
+                    tokio::fs::File::open(&published.path).await.map_err(snapshot_read_err)?;
+                Ok(Some(Snapshot { meta: published.meta, snapshot: Box::new(file) }))
+            }
+        }
     }
 }
 
-/// Snapshots are not built: the ledger keeps every block (it is an append-only log), the
-/// snapshot policy is `Never`, and a one-member cluster has no follower to send one to.
-/// Multi-node operation will add snapshot transfer.
-#[derive(Debug)]
-pub struct NoSnapshots;
+/// Installs the received snapshot `file` into `ledger` (checked by the ledger's import against
+/// `marker`, the Raft log id and membership announced with it), then keeps it as the current
+/// snapshot. On refusal the ledger is unchanged and the file deleted.
+fn install(
+    ledger: &Ledger,
+    dir: &SnapshotDir,
+    mut file: fs::File,
+    receiving: Option<&std::path::Path>,
+    marker: &[u8],
+    last: LogId<u64>,
+) -> Result<SnapshotHeader, String> {
+    let started = std::time::Instant::now();
+    let imported = (|| {
+        file.sync_all().map_err(|e| e.to_string())?;
+        file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+        ledger.import_snapshot(&file, marker).map_err(|e| e.to_string())
+    })();
+    let header = match imported {
+        Ok(header) => header,
+        Err(e) => {
+            if let Some(path) = receiving.filter(|p| same_file(p, &file)) {
+                let _ = fs::remove_file(path);
+            }
+            return Err(e);
+        }
+    };
+    tracing::info!(
+        height = header.height,
+        import_ms = started.elapsed().as_millis() as u64,
+        "imported a snapshot into the ledger"
+    );
+    // The file Raft handed over is the one this node received, unless the caller installed
+    // a snapshot of its own (`Raft::install_full_snapshot`): then keep a copy.
+    let temp = match receiving.filter(|p| same_file(p, &file)) {
+        Some(path) => path.to_owned(),
+        None => {
+            let (path, mut copy) = dir.create_temp("receiving").map_err(|e| e.to_string())?;
+            file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+            io::copy(&mut file, &mut copy).map_err(|e| e.to_string())?;
+            copy.sync_all().map_err(|e| e.to_string())?;
+            path
+        }
+    };
+    dir.publish(&temp, last).map_err(|e| format!("keeping the installed snapshot: {e}"))?;
+    Ok(header)
+}
 
-impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
-        Err(sm_err("snapshots are not built by a one-member cluster"))
+/// Whether the file at `path` is `file`.
+fn same_file(path: &std::path::Path, file: &fs::File) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (fs::metadata(path), file.metadata()) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        }
     }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, file);
+        false
+    }
+}
+
+/// Builds a snapshot of the ledger as applied now, into `snapshots/`, on a blocking thread
+/// (off the async runtime's core threads). Blocks keep being applied meanwhile: the export
+/// reads one ledger read transaction.
+#[derive(Debug)]
+pub struct SnapshotBuilder {
+    ledger: Arc<Ledger>,
+    snapshots: SnapshotDir,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
+        let (ledger, dir) = (self.ledger.clone(), self.snapshots.clone());
+        let published = tokio::task::spawn_blocking(move || build(&ledger, &dir))
+            .await
+            .map_err(snapshot_write_err)?
+            .map_err(snapshot_write_err)?;
+        let file = tokio::fs::File::open(&published.path).await.map_err(snapshot_read_err)?;
+        Ok(Snapshot { meta: published.meta, snapshot: Box::new(file) })
+    }
+}
+
+/// Writes a snapshot to a temporary file, fsyncs it, makes the ledger durable up to (at least)
+/// what the snapshot holds (Raft may purge its log behind the snapshot, and the ledger fsyncs
+/// only every few blocks), and publishes it.
+fn build(ledger: &Ledger, dir: &SnapshotDir) -> Result<snapshots::Published, String> {
+    let started = std::time::Instant::now();
+    let (temp, file) = dir.create_temp("building").map_err(|e| e.to_string())?;
+    let built = (|| {
+        let header = ledger.export_snapshot_to(&file).map_err(|e| e.to_string())?;
+        file.sync_all().map_err(|e| e.to_string())?;
+        ledger.flush().map_err(|e| e.to_string())?;
+        let (last, _) = snapshots::marker_of(&header).map_err(|e| e.to_string())?;
+        let last = last.ok_or("the ledger has applied no Raft entry yet")?;
+        Ok::<_, String>((header, last))
+    })();
+    let (header, last) = match built {
+        Ok(built) => built,
+        Err(e) => {
+            let _ = fs::remove_file(&temp);
+            return Err(format!("building a snapshot: {e}"));
+        }
+    };
+    let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let path = dir.publish(&temp, last).map_err(|e| format!("publishing a snapshot: {e}"))?;
+    tracing::info!(
+        height = header.height,
+        log_size = header.log_size,
+        last_log_index = last.index,
+        bytes,
+        build_ms = started.elapsed().as_millis() as u64,
+        "built a snapshot"
+    );
+    let header = SnapshotHeader::read_from(&mut io::BufReader::new(
+        fs::File::open(&path).map_err(|e| e.to_string())?,
+    ))
+    .map_err(|e| e.to_string())?;
+    let meta = snapshots::meta_of(&header, &path).map_err(|e| e.to_string())?;
+    Ok(snapshots::Published { path, meta })
 }

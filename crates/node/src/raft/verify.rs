@@ -25,6 +25,9 @@ pub struct RaftLogCheck {
     pub entries: u64,
     /// The first and last index present.
     pub range: Option<(u64, u64)>,
+    /// The last entry purged from the log behind a snapshot, if any: the ledger's blocks up
+    /// to it are not looked for in the log.
+    pub purged_through: Option<u64>,
     /// Blocks of the ledger found in the log with the same header.
     pub blocks_matched: u64,
     /// Blocks in the log past the ledger's tip: committed, and applied by the node at its
@@ -107,6 +110,7 @@ fn read_log(
             .transpose()
             .map_err(|e| format!("its purge marker does not decode: {e}"))?
     };
+    check.purged_through = purged.map(|p| p.index);
     let log = read.open_table(LOG).map_err(|e| unreadable(e.into()))?;
     // Header hashes of the blocks in the log, by height (a block rejected as not following
     // the tip shares a height with the one applied).
@@ -171,8 +175,7 @@ fn read_log(
             ),
         );
     }
-    // Every block of the ledger must be in the log, unless purged (a one-member cluster never
-    // purges).
+    // Every block of the ledger must be in the log, unless purged behind a snapshot.
     let first_logged = blocks.keys().next().copied();
     let mut absent = Vec::new();
     for (i, hash) in block_hashes.iter().enumerate() {
@@ -223,6 +226,11 @@ mod tests {
 
     /// Three empty blocks following a fresh genesis.
     fn blocks() -> Vec<Block> {
+        n_blocks(3)
+    }
+
+    /// `n` empty blocks following a fresh genesis.
+    fn n_blocks(n: u64) -> Vec<Block> {
         let genesis = Genesis {
             chain_id: "raft-verify-test".into(),
             time_ms: 1,
@@ -231,18 +239,31 @@ mod tests {
             node_key: SigningKey::generate().public_key(),
         };
         let mut tip = Tip::genesis(&genesis);
-        (0..3).map(|i| tip.propose(10 + i, Vec::new())).collect()
+        (0..n).map(|i| tip.propose(10 + i, Vec::new())).collect()
     }
 
     /// A log file holding `entries`, and what the check says of it against `ledger` (the
     /// blocks the ledger applied, the last from entry `applied`).
     fn check(entries: &[(u64, Vec<u8>)], ledger: &[Block], applied: u64) -> RaftLogCheck {
+        check_purged(entries, ledger, applied, None)
+    }
+
+    /// The same, for a log purged up to entry `purged` (as the log store records it).
+    fn check_purged(
+        entries: &[(u64, Vec<u8>)],
+        ledger: &[Block],
+        applied: u64,
+        purged: Option<u64>,
+    ) -> RaftLogCheck {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("raft-log.redb");
         let db = Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
         {
-            txn.open_table(META).unwrap();
+            let mut meta = txn.open_table(META).unwrap();
+            if let Some(purged) = purged {
+                meta.insert(PURGED, encoding::encode(&log_id(purged)).as_slice()).unwrap();
+            }
             let mut log = txn.open_table(LOG).unwrap();
             for (index, bytes) in entries {
                 log.insert(*index, bytes.as_slice()).unwrap();
@@ -304,6 +325,41 @@ mod tests {
         let c = check(&log_of(&blocks[..2]), &blocks, 3);
         assert!(says(&c, "the ledger applied entry 3"), "{c:?}");
         assert!(says(&c, "1 of the ledger's blocks are not in the log (heights 3 to 3)"), "{c:?}");
+    }
+
+    #[test]
+    fn a_purged_prefix_passes_but_a_gap_or_an_altered_entry_after_it_is_named() {
+        let blocks = n_blocks(8);
+        // Purged up to entry 4 (block 4), as after a snapshot: entries 5 to 8 remain.
+        let purged = |entries: Vec<(u64, Vec<u8>)>| -> Vec<(u64, Vec<u8>)> {
+            entries.into_iter().filter(|(i, _)| *i > 4).collect()
+        };
+        let c = check_purged(&purged(log_of(&blocks)), &blocks, 8, Some(4));
+        assert!(c.is_ok(), "{c:?}");
+        assert_eq!((c.entries, c.range, c.blocks_matched), (4, Some((5, 8)), 4));
+        assert_eq!(c.purged_through, Some(4));
+        // Purged up to the last entry: nothing left, nothing wrong.
+        let c = check_purged(&[], &blocks, 8, Some(8));
+        assert!(c.is_ok(), "{c:?}");
+
+        for missing in [5, 7] {
+            let mut entries = purged(log_of(&blocks));
+            entries.retain(|(i, _)| *i != missing);
+            let c = check_purged(&entries, &blocks, 8, Some(4));
+            assert!(says(&c, &format!("entries {missing} to {missing} are missing")), "{c:?}");
+        }
+
+        let mut altered = blocks[5].clone();
+        altered.header.tx_count = 1;
+        let mut entries = purged(log_of(&blocks));
+        entries[1] = entry(6, EntryPayload::Normal(altered));
+        let c = check_purged(&entries, &blocks, 8, Some(4));
+        assert!(says(&c, "the transactions of block 6 do not match its header"), "{c:?}");
+        assert!(says(&c, "block 6 in the log differs from the ledger's block 6"), "{c:?}");
+
+        // A log the ledger is ahead of, purged or not, is still named.
+        let c = check_purged(&purged(log_of(&blocks[..6])), &blocks, 8, Some(4));
+        assert!(says(&c, "the ledger applied entry 8"), "{c:?}");
     }
 
     #[test]

@@ -1,0 +1,885 @@
+//! Ledger snapshots: the whole ledger (every block, every transaction and every row of every
+//! registered state table) written as one stream from one redb read transaction, and read back
+//! into a ledger in one write transaction, checked before it is committed.
+//!
+//! A node that is far behind (or new) catches up by installing a snapshot instead of replaying
+//! every block: [`Ledger::export_snapshot`] writes it while blocks keep being applied (a redb
+//! read transaction is a consistent view), [`Ledger::import_snapshot`] replaces the ledger's
+//! contents with it, or refuses and changes nothing. Neither holds the snapshot in memory.
+//!
+//! # Format (version 1)
+//!
+//! [`MAGIC`], then frames, each `tag: u8 || len: u32 little-endian || payload[len]`:
+//!
+//! 1. one `HEADER` frame: the [`SnapshotHeader`] (postcard);
+//! 2. for each block from height 1 to the header's height: a `BLOCK` frame (the stored header
+//!    bytes) followed by one `TX` frame per transaction (the stored transaction bytes);
+//! 3. for each table of [`TABLES`], in that order: a `TABLE` frame (its name), then one `ROW`
+//!    frame per row in strictly ascending key order (`key_len: u32 LE || key || value`);
+//! 4. one `END` frame (empty), and nothing after it.
+//!
+//! Every frame's length is capped by its tag, and the header bounds the number of blocks,
+//! transactions and rows, so that a garbled or hostile stream is refused before it makes the
+//! importer allocate or write much. The import recomputes the hash chain, every block's
+//! transaction root, the log's Merkle root, the state digest and the index digest from the
+//! rows it reads and commits only if all equal the header's (and the genesis is this ledger's).
+
+use std::io::{self, BufReader, BufWriter, Read, Write};
+
+use medledger_core::{
+    Hash,
+    block::{BlockHeader, Genesis, Tip},
+    encoding, merkle,
+    merkle::MerkleLog,
+};
+use redb::{ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
+
+use crate::{Ledger, LedgerError, state::*};
+
+/// The first bytes of every snapshot (format version 1).
+pub const MAGIC: &[u8; 16] = b"medledger-snap1\n";
+
+const HEADER: u8 = 1;
+const BLOCK: u8 = 2;
+const TX: u8 = 3;
+const TABLE: u8 = 4;
+const ROW: u8 = 5;
+const END: u8 = 6;
+
+/// Largest header frame (the genesis and the caller's marker are its only variable parts).
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Largest stored block header.
+const MAX_BLOCK_HEADER_BYTES: usize = 1024;
+/// Largest row frame: a state entry is at most 64 KiB ([`crate::state`]); its key is short.
+const MAX_ROW_BYTES: usize = 128 * 1024;
+/// Largest table-name frame.
+const MAX_TABLE_NAME_BYTES: usize = 256;
+
+/// What a snapshot says it holds: the ledger's identity and tip, the roots and digests its
+/// contents must reproduce, and how much there is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotHeader {
+    /// The genesis of the chain (its chain id names the network).
+    pub genesis: Genesis,
+    /// Height of the last block.
+    pub height: u64,
+    /// Hash of the last block's header (the genesis hash at height 0).
+    pub tip_hash: Hash,
+    /// Time of the last block.
+    pub tip_time_ms: u64,
+    /// Transactions in the log.
+    pub log_size: u64,
+    /// Merkle root of the log.
+    pub log_root: Hash,
+    /// The state digest (over the [`Cover::State`] tables).
+    pub state_digest: [u8; 32],
+    /// The index digest (over the [`Cover::Index`] tables).
+    pub index_digest: [u8; 32],
+    /// Rows in all state tables together.
+    pub rows: u64,
+    /// The caller's applied marker stored with the last block (the node's Raft log id and
+    /// membership); empty if none.
+    pub marker: Vec<u8>,
+}
+
+impl SnapshotHeader {
+    /// The chain id.
+    pub fn chain_id(&self) -> &str {
+        &self.genesis.chain_id
+    }
+
+    /// Reads the magic and the header at the start of a snapshot (and nothing more).
+    pub fn read_from(input: &mut impl Read) -> Result<Self, SnapshotError> {
+        let mut frames = FrameReader { input, buf: Vec::new() };
+        frames.magic()?;
+        frames.header()
+    }
+}
+
+/// Why a snapshot could not be written or was refused. A refused import changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The stream ended before its end frame.
+    #[error("the snapshot is truncated")]
+    Truncated,
+    /// The stream is not a well-formed snapshot.
+    #[error("the snapshot is malformed: {0}")]
+    Malformed(String),
+    /// A frame, or the whole, is larger than allowed or than its header says.
+    #[error("the snapshot is oversized: {0}")]
+    Oversized(String),
+    /// The snapshot is of another network (or another genesis).
+    #[error("the snapshot is of chain {theirs:?}, this ledger is of chain {ours:?}")]
+    OtherChain {
+        /// Our chain id.
+        ours: String,
+        /// The snapshot's.
+        theirs: String,
+    },
+    /// The contents do not reproduce what the header says.
+    #[error("the snapshot does not check out: {0}")]
+    Mismatch(String),
+    /// Reading or writing the stream failed.
+    #[error("snapshot I/O: {0}")]
+    Io(#[source] io::Error),
+    /// The ledger's storage failed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+impl From<io::Error> for SnapshotError {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            SnapshotError::Truncated
+        } else {
+            SnapshotError::Io(e)
+        }
+    }
+}
+
+macro_rules! via_ledger_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for SnapshotError {
+            fn from(e: $t) -> Self { SnapshotError::Ledger(e.into()) }
+        }
+    )*};
+}
+via_ledger_error!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+fn write_frame(out: &mut impl Write, tag: u8, parts: &[&[u8]]) -> io::Result<()> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let len = u32::try_from(len).map_err(|_| io::Error::other("a snapshot frame over 4 GiB"))?;
+    out.write_all(&[tag])?;
+    out.write_all(&len.to_le_bytes())?;
+    for p in parts {
+        out.write_all(p)?;
+    }
+    Ok(())
+}
+
+impl Ledger {
+    /// Writes a snapshot of the ledger as committed now to `out` (see the [module
+    /// docs](self)), from one read transaction: blocks applied meanwhile are not in it. Checks
+    /// the state against the stored digests as it goes (a corrupt ledger is not exported).
+    /// Returns the header it wrote. `out` is written in frames; pass a buffered writer.
+    pub fn export_snapshot(&self, out: &mut impl Write) -> Result<SnapshotHeader, SnapshotError> {
+        let read = self.db.begin_read()?;
+        let meta = read.open_table(META)?;
+        let get = |key: &str| -> Result<Option<Vec<u8>>, SnapshotError> {
+            Ok(meta.get(key)?.map(|v| v.value().to_vec()))
+        };
+        let corrupt =
+            |what: &str| SnapshotError::Ledger(LedgerError::Corrupt(format!("no {what}")));
+        let tip: (u64, Hash, u64) =
+            decode_entry("tip", &get(META_TIP)?.ok_or_else(|| corrupt("tip"))?)?;
+        let state_digest = get(META_STATE_DIGEST)?.ok_or_else(|| corrupt("state digest"))?;
+        let index_digest = get(META_INDEX_DIGEST)?.ok_or_else(|| corrupt("index digest"))?;
+        let blocks = read.open_table(BLOCKS)?;
+        let txs = read.open_table(TXS)?;
+        let (log_size, log_root) = match blocks.last()? {
+            Some((_, bytes)) => {
+                let h: BlockHeader = decode_entry("block header", bytes.value())?;
+                (h.log_size, h.log_root)
+            }
+            None => (0, merkle::empty_root()),
+        };
+        let mut rows = 0;
+        for table in TABLES {
+            rows += table.len(&read)?;
+        }
+        let header = SnapshotHeader {
+            genesis: self.genesis.clone(),
+            height: tip.0,
+            tip_hash: tip.1,
+            tip_time_ms: tip.2,
+            log_size,
+            log_root,
+            state_digest: state_digest.try_into().map_err(|_| {
+                LedgerError::Corrupt("the stored state digest is not 32 bytes".into())
+            })?,
+            index_digest: index_digest.try_into().map_err(|_| {
+                LedgerError::Corrupt("the stored index digest is not 32 bytes".into())
+            })?,
+            rows,
+            marker: get(META_APPLIED_MARKER)?.unwrap_or_default(),
+        };
+        out.write_all(MAGIC)?;
+        write_frame(out, HEADER, &[&encoding::encode(&header)])?;
+        let mut tx_rows = txs.iter()?;
+        for row in blocks.iter()? {
+            let (_, bytes) = row?;
+            let h: BlockHeader = decode_entry("block header", bytes.value())?;
+            write_frame(out, BLOCK, &[bytes.value()])?;
+            for _ in 0..h.tx_count {
+                let (_, tx) = tx_rows.next().transpose()?.ok_or_else(|| {
+                    LedgerError::Corrupt(format!("block {}: transactions missing", h.height))
+                })?;
+                write_frame(out, TX, &[tx.value()])?;
+            }
+        }
+        let mut digests = Digests::default();
+        for table in TABLES {
+            write_frame(out, TABLE, &[table.name.as_bytes()])?;
+            let digest = table.export(&read, &mut |k, v| {
+                let klen = u32::try_from(k.len()).expect("a redb key is under 4 GiB");
+                Ok(write_frame(out, ROW, &[&klen.to_le_bytes(), k, v])?)
+            })?;
+            xor_into(digests.slot(table.cover), &digest);
+        }
+        write_frame(out, END, &[])?;
+        out.flush()?;
+        if digests.state != header.state_digest || digests.index != header.index_digest {
+            return Err(LedgerError::Corrupt(
+                "the state tables do not match the stored digests: not exported".into(),
+            )
+            .into());
+        }
+        Ok(header)
+    }
+
+    /// [`Self::export_snapshot`] into a buffered `out`.
+    pub fn export_snapshot_to(&self, out: impl Write) -> Result<SnapshotHeader, SnapshotError> {
+        let mut out = BufWriter::with_capacity(256 * 1024, out);
+        let header = self.export_snapshot(&mut out)?;
+        out.into_inner().map_err(|e| SnapshotError::Io(e.into_error()))?;
+        Ok(header)
+    }
+
+    /// Replaces this ledger's contents with the snapshot read from `input`, in one write
+    /// transaction (after a crash the ledger is either the old one or the new one), and reloads
+    /// the in-memory view (tip, digests, Merkle log). `marker` is the applied marker the caller
+    /// expects the snapshot to carry (its Raft log id and membership; empty for none): it is
+    /// stored with the imported state.
+    ///
+    /// Refused, with nothing changed, if the snapshot is of another genesis, carries another
+    /// marker, is truncated, malformed or larger than its header says, or if the hash chain,
+    /// the blocks' roots, the log root, the state digest or the index digest recomputed from
+    /// its contents differ from its header. Blocks applying meanwhile wait.
+    pub fn import_snapshot(
+        &self,
+        input: impl Read,
+        marker: &[u8],
+    ) -> Result<SnapshotHeader, SnapshotError> {
+        let mut input = BufReader::with_capacity(256 * 1024, input);
+        let mut frames = FrameReader { input: &mut input, buf: Vec::new() };
+        frames.magic()?;
+        let header = frames.header()?;
+        if header.genesis != self.genesis {
+            return Err(SnapshotError::OtherChain {
+                ours: self.genesis.chain_id.clone(),
+                theirs: header.genesis.chain_id.clone(),
+            });
+        }
+        if header.marker != marker {
+            return Err(SnapshotError::Mismatch(
+                "it carries another applied marker (Raft log id or membership) than announced"
+                    .into(),
+            ));
+        }
+        let mut writer = self.writer.lock().expect("writer lock poisoned");
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)?;
+        // Dropping `txn` without commit on any error below leaves the ledger as it was.
+        for table in TABLES {
+            table.clear(&txn)?;
+        }
+        txn.delete_table(BLOCKS)?;
+        txn.delete_table(TXS)?;
+        let mut tip = Tip::genesis(&self.genesis);
+        let mut leaves: Vec<Hash> = Vec::new();
+        {
+            let mut blocks = txn.open_table(BLOCKS)?;
+            let mut txs = txn.open_table(TXS)?;
+            while tip.height < header.height {
+                let bytes = frames.expect(BLOCK, MAX_BLOCK_HEADER_BYTES, "a block")?;
+                let h: BlockHeader =
+                    encoding::decode("block header", bytes, MAX_BLOCK_HEADER_BYTES)
+                        .map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+                if encoding::encode(&h) != bytes {
+                    return Err(SnapshotError::Malformed(format!(
+                        "block {} is not canonically encoded",
+                        h.height
+                    )));
+                }
+                blocks.insert(h.height, bytes).map_err(LedgerError::from)?;
+                if leaves.len() as u64 + u64::from(h.tx_count) > header.log_size {
+                    return Err(SnapshotError::Oversized(format!(
+                        "more transactions than the {} its header says",
+                        header.log_size
+                    )));
+                }
+                let first = leaves.len();
+                for _ in 0..h.tx_count {
+                    let tx =
+                        frames.expect(TX, medledger_core::tx::MAX_TX_BYTES, "a transaction")?;
+                    txs.insert(leaves.len() as u64, tx).map_err(LedgerError::from)?;
+                    leaves.push(merkle::leaf_hash(tx));
+                }
+                tip.check_and_advance(&h, &leaves[first..])
+                    .map_err(|e| SnapshotError::Mismatch(e.to_string()))?;
+            }
+        }
+        if (tip.height, tip.hash, tip.time_ms, tip.log.len(), tip.log.root())
+            != (
+                header.height,
+                header.tip_hash,
+                header.tip_time_ms,
+                header.log_size,
+                header.log_root,
+            )
+        {
+            return Err(SnapshotError::Mismatch(
+                "its blocks do not end at the tip, log size and log root its header names".into(),
+            ));
+        }
+        let mut digests = Digests::default();
+        let mut rows = 0u64;
+        for table in TABLES {
+            let name = frames.expect(TABLE, MAX_TABLE_NAME_BYTES, "a table")?;
+            if name != table.name.as_bytes() {
+                return Err(SnapshotError::Malformed(format!(
+                    "expected table {:?}, found {:?}",
+                    table.name,
+                    String::from_utf8_lossy(name)
+                )));
+            }
+            let digest = table.import(&txn, &mut || {
+                if frames.peek_tag()? != ROW {
+                    return Ok(None);
+                }
+                rows += 1;
+                if rows > header.rows {
+                    return Err(SnapshotError::Oversized(format!(
+                        "more rows than the {} its header says",
+                        header.rows
+                    )));
+                }
+                let row = frames.expect(ROW, MAX_ROW_BYTES, "a row")?;
+                split_row(row).map(|(k, v)| Some((k.to_vec(), v.to_vec())))
+            })?;
+            xor_into(digests.slot(table.cover), &digest);
+        }
+        frames.expect(END, 0, "the end")?;
+        frames.at_eof()?;
+        if rows != header.rows {
+            return Err(SnapshotError::Mismatch(format!(
+                "it holds {rows} rows, its header says {}",
+                header.rows
+            )));
+        }
+        if digests.state != header.state_digest {
+            return Err(SnapshotError::Mismatch(
+                "its state tables do not match the state digest in its header".into(),
+            ));
+        }
+        if digests.index != header.index_digest {
+            return Err(SnapshotError::Mismatch(
+                "its index tables do not match the index digest in its header".into(),
+            ));
+        }
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(
+                META_TIP,
+                encoding::encode(&(tip.height, tip.hash, tip.time_ms)).as_slice(),
+            )
+            .map_err(LedgerError::from)?;
+            meta.insert(META_STATE_DIGEST, digests.state.as_slice()).map_err(LedgerError::from)?;
+            meta.insert(META_INDEX_DIGEST, digests.index.as_slice()).map_err(LedgerError::from)?;
+            meta.insert(META_APPLIED_MARKER, marker).map_err(LedgerError::from)?;
+        }
+        txn.commit()?;
+        writer.tip = tip;
+        writer.digest = digests;
+        writer.since_durable = 0;
+        *self.log.write().expect("log lock poisoned") = MerkleLog::from_leaf_hashes(leaves);
+        Ok(header)
+    }
+}
+
+/// Splits a row frame into key and value.
+fn split_row(row: &[u8]) -> Result<(&[u8], &[u8]), SnapshotError> {
+    let bad = || SnapshotError::Malformed("a row frame is shorter than its key".into());
+    let (len, rest) = row.split_first_chunk::<4>().ok_or_else(bad)?;
+    let klen = u32::from_le_bytes(*len) as usize;
+    if klen > rest.len() {
+        return Err(bad());
+    }
+    Ok(rest.split_at(klen))
+}
+
+/// Reads frames, one at a time, into one reused buffer.
+struct FrameReader<'a, R: Read> {
+    input: &'a mut R,
+    buf: Vec<u8>,
+}
+
+impl<R: Read> FrameReader<'_, R> {
+    fn magic(&mut self) -> Result<(), SnapshotError> {
+        let mut magic = [0u8; MAGIC.len()];
+        self.input.read_exact(&mut magic)?;
+        if &magic != MAGIC {
+            return Err(SnapshotError::Malformed("not a medledger snapshot (version 1)".into()));
+        }
+        Ok(())
+    }
+
+    fn header(&mut self) -> Result<SnapshotHeader, SnapshotError> {
+        let bytes = self.expect(HEADER, MAX_HEADER_BYTES, "the header")?;
+        encoding::decode("snapshot header", bytes, MAX_HEADER_BYTES)
+            .map_err(|e| SnapshotError::Malformed(e.to_string()))
+    }
+
+    /// The next frame's tag, without consuming it (the frame is then read by `expect`).
+    fn peek_tag(&mut self) -> Result<u8, SnapshotError>
+    where
+        R: io::BufRead,
+    {
+        let buf = self.input.fill_buf()?;
+        buf.first().copied().ok_or(SnapshotError::Truncated)
+    }
+
+    /// Reads the next frame, which must be a `tag` frame of at most `max` bytes.
+    fn expect(&mut self, tag: u8, max: usize, what: &str) -> Result<&[u8], SnapshotError> {
+        let mut head = [0u8; 5];
+        self.input.read_exact(&mut head)?;
+        if head[0] != tag {
+            return Err(SnapshotError::Malformed(format!(
+                "expected {what} (frame {tag}), found frame {}",
+                head[0]
+            )));
+        }
+        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        if len > max {
+            return Err(SnapshotError::Oversized(format!("{what} of {len} bytes (at most {max})")));
+        }
+        self.buf.resize(len, 0);
+        self.input.read_exact(&mut self.buf)?;
+        Ok(&self.buf)
+    }
+
+    fn at_eof(&mut self) -> Result<(), SnapshotError> {
+        let mut byte = [0u8; 1];
+        match self.input.read(&mut byte)? {
+            0 => Ok(()),
+            _ => Err(SnapshotError::Malformed("bytes follow its end".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Round trips, and every kind of tampering refused with the target unchanged.
+
+    use std::path::Path;
+
+    use medledger_core::{
+        block::{Block, Genesis, Tip},
+        ids::AccountId,
+        keys::{DecryptionKey, SigningKey},
+        tx::{AdmitHospital, RegistryTx, SealedRef, Transaction, TxBody},
+    };
+
+    use super::*;
+
+    struct Chain {
+        genesis: Genesis,
+        regulator: SigningKey,
+        tip: Tip,
+        nonce: u64,
+    }
+
+    impl Chain {
+        fn new(chain_id: &str) -> Self {
+            let regulator = SigningKey::generate();
+            let genesis = Genesis {
+                chain_id: chain_id.into(),
+                time_ms: 1,
+                regulator_key: regulator.public_key(),
+                regulator_encryption_key: DecryptionKey::generate().public_key(),
+                node_key: SigningKey::generate().public_key(),
+            };
+            let tip = Tip::genesis(&genesis);
+            Chain { genesis, regulator, tip, nonce: 0 }
+        }
+
+        /// The next block: `n` hospital admissions (state rows and index rows).
+        fn block(&mut self, n: usize) -> Block {
+            let signer = AccountId::from_initial_key(&self.regulator.public_key());
+            let txs = (0..n)
+                .map(|_| {
+                    self.nonce += 1;
+                    let h = SigningKey::generate();
+                    Transaction {
+                        chain_id: self.genesis.chain_id.clone(),
+                        signer,
+                        nonce: self.nonce,
+                        body: TxBody::Registry(RegistryTx::AdmitHospital(AdmitHospital {
+                            key: h.public_key(),
+                            encryption_key: DecryptionKey::generate().public_key(),
+                            registration_id: format!("GOV-{}", self.nonce),
+                            name: format!("Hospital {}", self.nonce),
+                            city: "Leeds".into(),
+                            specialisation: "general".into(),
+                            contact: SealedRef { blob: Hash::of(b"b"), commitment: Hash::of(b"c") },
+                        })),
+                    }
+                    .sign(&self.regulator)
+                })
+                .collect();
+            self.tip.propose(self.tip.time_ms + 10, txs)
+        }
+
+        /// A ledger at `path` with `blocks` blocks of three transactions each.
+        fn ledger(&mut self, path: &Path, blocks: usize) -> Ledger {
+            let ledger = Ledger::create(path, self.genesis.clone()).unwrap();
+            for _ in 0..blocks {
+                let block = self.block(3);
+                ledger.apply_block(&block, &[true; 3], b"marker").unwrap();
+            }
+            ledger
+        }
+    }
+
+    fn export(ledger: &Ledger) -> Vec<u8> {
+        let mut out = Vec::new();
+        ledger.export_snapshot_to(&mut out).unwrap();
+        out
+    }
+
+    /// A snapshot as (tag, payload) frames, to edit.
+    fn frames(snapshot: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut rest = &snapshot[MAGIC.len()..];
+        let mut out = Vec::new();
+        while !rest.is_empty() {
+            let len = u32::from_le_bytes(rest[1..5].try_into().unwrap()) as usize;
+            out.push((rest[0], rest[5..5 + len].to_vec()));
+            rest = &rest[5 + len..];
+        }
+        out
+    }
+
+    fn assemble(frames: &[(u8, Vec<u8>)]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        for (tag, payload) in frames {
+            write_frame(&mut out, *tag, &[payload]).unwrap();
+        }
+        out
+    }
+
+    /// Edits the header frame.
+    fn with_header(frames: &mut [(u8, Vec<u8>)], edit: impl FnOnce(&mut SnapshotHeader)) {
+        let mut header: SnapshotHeader =
+            encoding::decode("header", &frames[0].1, MAX_HEADER_BYTES).unwrap();
+        edit(&mut header);
+        frames[0].1 = encoding::encode(&header);
+    }
+
+    /// The index of the first row frame of `table`.
+    fn first_row_of(frames: &[(u8, Vec<u8>)], table: &str) -> usize {
+        let at = frames.iter().position(|(t, p)| *t == TABLE && p == table.as_bytes()).unwrap();
+        assert_eq!(frames[at + 1].0, ROW, "table {table} has rows");
+        at + 1
+    }
+
+    /// What a reader sees of a ledger: tip, log size and root (in memory), state digests
+    /// and every stored byte (through a re-export), and the applied marker.
+    #[allow(clippy::type_complexity)] // reason: a test's tuple of everything compared
+    fn view(l: &Ledger) -> ((u64, Hash, u64, Hash), u64, Hash, Digests, Vec<u8>, Option<Vec<u8>>) {
+        let digests = crate::verify::state_digest(&l.db.begin_read().unwrap()).unwrap();
+        let root = l.root_at(l.log_size()).unwrap();
+        let t = l.tip();
+        let tip = (t.height, t.hash, t.time_ms, t.log.root());
+        (tip, l.log_size(), root, digests, export(l), l.applied_marker().unwrap())
+    }
+
+    #[test]
+    fn an_export_imports_into_a_fresh_ledger_as_the_same_ledger_and_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut chain = Chain::new("snap");
+        let source = chain.ledger(&dir.path().join("a.redb"), 12);
+        let snapshot = export(&source);
+        let header = SnapshotHeader::read_from(&mut &snapshot[..]).unwrap();
+        assert_eq!((header.height, header.log_size), (12, 36));
+        assert_eq!(header.marker, b"marker");
+
+        let target_path = dir.path().join("b.redb");
+        let target = Ledger::create(&target_path, chain.genesis.clone()).unwrap();
+        let imported = target.import_snapshot(&snapshot[..], b"marker").unwrap();
+        assert_eq!(imported, header);
+        assert_eq!(view(&target), view(&source));
+        assert_eq!(target.hospitals().unwrap().len(), 36);
+        // The in-memory view was reloaded: the next block applies on top, proofs work.
+        let next = chain.block(2);
+        target.apply_block(&next, &[true; 2], b"m2").unwrap();
+        source.apply_block(&next, &[true; 2], b"m2").unwrap();
+        assert_eq!(view(&target), view(&source));
+        target.inclusion_proof(37, 38).unwrap();
+        drop(target);
+        crate::verify::verify_ledger(&target_path, &mut |_, _, _| {}).unwrap();
+        assert_eq!(Ledger::open(&target_path).unwrap().tip().hash, source.tip().hash);
+    }
+
+    #[test]
+    fn an_import_replaces_a_ledger_that_had_other_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut chain = Chain::new("snap");
+        let source = chain.ledger(&dir.path().join("a.redb"), 5);
+        let target = Ledger::create(&dir.path().join("b.redb"), chain.genesis.clone()).unwrap();
+        // Another block 1 and 2 (a deposed leader's, say).
+        let mut fork = Tip::genesis(&chain.genesis);
+        for t in [5, 6] {
+            target.apply_block(&fork.propose(t, Vec::new()), &[], b"old").unwrap();
+        }
+        target.import_snapshot(&export(&source)[..], b"marker").unwrap();
+        assert_eq!(view(&target), view(&source));
+    }
+
+    #[test]
+    fn an_export_taken_while_blocks_are_applied_is_consistent() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut chain = Chain::new("snap");
+        let source = chain.ledger(&dir.path().join("a.redb"), 1);
+        let blocks: Vec<Block> = (0..40).map(|_| chain.block(3)).collect();
+        let snapshots = std::thread::scope(|s| {
+            s.spawn(|| {
+                for b in &blocks {
+                    source.apply_block(b, &[true; 3], b"marker").unwrap();
+                }
+            });
+            (0..10).map(|_| export(&source)).collect::<Vec<_>>()
+        });
+        for (i, snapshot) in snapshots.iter().enumerate() {
+            let path = dir.path().join(format!("t{i}.redb"));
+            let target = Ledger::create(&path, chain.genesis.clone()).unwrap();
+            target.import_snapshot(&snapshot[..], b"marker").unwrap();
+        }
+    }
+
+    /// Builds a source ledger and a target of the same network that holds another block;
+    /// `tamper` edits the source's snapshot (as frames) and returns the bytes to import, which
+    /// must be refused as `expected` says, changing nothing.
+    fn refused(
+        tamper: impl FnOnce(&mut Vec<(u8, Vec<u8>)>) -> Vec<u8>,
+        expected: impl Fn(&SnapshotError) -> bool,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut chain = Chain::new("snap");
+        let source = chain.ledger(&dir.path().join("a.redb"), 6);
+        let target = Ledger::create(&dir.path().join("b.redb"), chain.genesis.clone()).unwrap();
+        target
+            .apply_block(&Tip::genesis(&chain.genesis).propose(5, Vec::new()), &[], b"t")
+            .unwrap();
+        let before = view(&target);
+        let mut frames = frames(&export(&source));
+        let bytes = tamper(&mut frames);
+        let err = target.import_snapshot(&bytes[..], b"marker").unwrap_err();
+        assert!(expected(&err), "unexpected refusal: {err}");
+        assert_eq!(view(&target), before, "a refused import changed the ledger");
+    }
+
+    fn mismatch(words: &'static str) -> impl Fn(&SnapshotError) -> bool {
+        move |e| matches!(e, SnapshotError::Mismatch(m) if m.contains(words))
+    }
+
+    #[test]
+    fn a_changed_row_is_refused() {
+        for (table, words) in [("hospitals", "state digest"), ("tx_index", "index digest")] {
+            refused(
+                |f| {
+                    let at = first_row_of(f, table);
+                    let last = f[at].1.len() - 1;
+                    f[at].1[last] ^= 1;
+                    assemble(f)
+                },
+                mismatch(words),
+            );
+        }
+    }
+
+    #[test]
+    fn a_dropped_row_is_refused() {
+        refused(
+            |f| {
+                let at = first_row_of(f, "accounts");
+                f.remove(at);
+                with_header(f, |h| h.rows -= 1);
+                assemble(f)
+            },
+            mismatch("state digest"),
+        );
+        // Without adjusting the header's count.
+        refused(
+            |f| {
+                f.remove(first_row_of(f, "receipts"));
+                assemble(f)
+            },
+            mismatch("rows, its header says"),
+        );
+    }
+
+    /// Adds a receipt for a transaction that does not exist, after the last one.
+    fn add_receipt(f: &mut Vec<(u8, Vec<u8>)>) {
+        let mut end = first_row_of(f, "receipts");
+        while f[end + 1].0 == ROW {
+            end += 1;
+        }
+        let mut row = 8u32.to_le_bytes().to_vec();
+        row.extend(1_000_000u64.to_be_bytes());
+        row.extend(f[end].1[12..].to_vec());
+        f.insert(end + 1, (ROW, row));
+    }
+
+    #[test]
+    fn an_added_row_is_refused() {
+        refused(
+            |f| {
+                add_receipt(f);
+                with_header(f, |h| h.rows += 1);
+                assemble(f)
+            },
+            mismatch("state digest"),
+        );
+        // Without adjusting the header's count: refused as soon as it is exceeded.
+        refused(
+            |f| {
+                add_receipt(f);
+                assemble(f)
+            },
+            |e| matches!(e, SnapshotError::Oversized(_)),
+        );
+        // The same row twice (the digest would cancel it out: XOR).
+        refused(
+            |f| {
+                let at = first_row_of(f, "hospitals");
+                f.insert(at, f[at].clone());
+                f.insert(at, f[at].clone());
+                with_header(f, |h| h.rows += 2);
+                assemble(f)
+            },
+            |e| matches!(e, SnapshotError::Malformed(m) if m.contains("ascending")),
+        );
+    }
+
+    #[test]
+    fn a_changed_header_is_refused() {
+        refused(
+            |f| {
+                with_header(f, |h| h.state_digest[0] ^= 1);
+                assemble(f)
+            },
+            mismatch("state digest"),
+        );
+        refused(
+            |f| {
+                with_header(f, |h| h.index_digest[0] ^= 1);
+                assemble(f)
+            },
+            mismatch("index digest"),
+        );
+        refused(
+            |f| {
+                with_header(f, |h| h.log_root = Hash::of(b"another root"));
+                assemble(f)
+            },
+            mismatch("log root"),
+        );
+        refused(
+            |f| {
+                with_header(f, |h| h.marker = b"another raft log id".to_vec());
+                assemble(f)
+            },
+            mismatch("marker"),
+        );
+    }
+
+    #[test]
+    fn a_changed_transaction_or_block_is_refused() {
+        refused(
+            |f| {
+                let at = f.iter().position(|(t, _)| *t == TX).unwrap();
+                let mid = f[at].1.len() / 2;
+                f[at].1[mid] ^= 1;
+                assemble(f)
+            },
+            |e| matches!(e, SnapshotError::Mismatch(m) if m.contains("tx_root")),
+        );
+        refused(
+            |f| {
+                let at = f.iter().position(|(t, _)| *t == BLOCK).unwrap();
+                f.remove(at + 1);
+                assemble(f)
+            },
+            |e| matches!(e, SnapshotError::Malformed(_)),
+        );
+    }
+
+    #[test]
+    fn a_truncated_or_garbled_snapshot_is_refused() {
+        let cuts = [0, 3, MAGIC.len(), MAGIC.len() + 3, 300, 2000];
+        for cut in cuts {
+            refused(
+                |f| assemble(f)[..cut].to_vec(),
+                |e| matches!(e, SnapshotError::Truncated | SnapshotError::Malformed(_)),
+            );
+        }
+        refused(
+            |f| {
+                let bytes = assemble(f);
+                bytes[..bytes.len() - 1].to_vec()
+            },
+            |e| matches!(e, SnapshotError::Truncated),
+        );
+        refused(
+            |f| {
+                let mut bytes = assemble(f);
+                bytes.push(0);
+                bytes
+            },
+            |e| matches!(e, SnapshotError::Malformed(m) if m.contains("follow its end")),
+        );
+        refused(
+            |f| {
+                let mut bytes = assemble(f);
+                bytes[0] ^= 1;
+                bytes
+            },
+            |e| matches!(e, SnapshotError::Malformed(m) if m.contains("not a medledger snapshot")),
+        );
+    }
+
+    #[test]
+    fn an_oversized_frame_is_refused_before_it_is_read() {
+        refused(
+            |f| {
+                let mut bytes = assemble(&f[..first_row_of(f, "accounts")]);
+                bytes.push(ROW);
+                bytes.extend(u32::MAX.to_le_bytes());
+                bytes
+            },
+            |e| matches!(e, SnapshotError::Oversized(m) if m.contains("4294967295 bytes")),
+        );
+    }
+
+    #[test]
+    fn a_snapshot_of_another_chain_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = Chain::new("snap").ledger(&dir.path().join("a.redb"), 2);
+        // Same chain id, another genesis (another regulator), and another chain id.
+        for chain_id in ["snap", "other"] {
+            let target =
+                Chain::new(chain_id).ledger(&dir.path().join(format!("{chain_id}.redb")), 1);
+            let before = view(&target);
+            let err = target.import_snapshot(&export(&source)[..], b"marker").unwrap_err();
+            assert!(matches!(err, SnapshotError::OtherChain { .. }), "{err}");
+            assert_eq!(view(&target), before);
+        }
+    }
+}

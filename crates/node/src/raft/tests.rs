@@ -1,0 +1,342 @@
+//! Snapshots and log compaction on real files: Raft over a ledger and a log in a temporary data
+//! directory, under enough blocks to pass the snapshot threshold several times (small
+//! thresholds, the real code paths); a snapshot built on one data directory installed into a
+//! fresh one through the state machine, as Raft's chunked transfer does; and tampered
+//! snapshots refused with nothing changed.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use medledger_core::{
+    Hash,
+    block::{Block, Genesis, Tip},
+    ids::AccountId,
+    keys::{DecryptionKey, SigningKey},
+    tx::{AdmitHospital, RegistryTx, SealedRef, Transaction, TxBody},
+};
+use medledger_ledger::Ledger;
+use openraft::{
+    CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftSnapshotBuilder, Snapshot,
+    storage::RaftStateMachine,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::*;
+use crate::storage::StorageFault;
+
+/// How long anything may take before the test fails instead of hanging.
+const LIMIT: Duration = Duration::from_secs(60);
+
+struct Chain {
+    genesis: Genesis,
+    regulator: SigningKey,
+    tip: Tip,
+    nonce: u64,
+}
+
+impl Chain {
+    fn new() -> Self {
+        let regulator = SigningKey::generate();
+        let genesis = Genesis {
+            chain_id: "snapshots-test".into(),
+            time_ms: 1,
+            regulator_key: regulator.public_key(),
+            regulator_encryption_key: DecryptionKey::generate().public_key(),
+            node_key: SigningKey::generate().public_key(),
+        };
+        let tip = Tip::genesis(&genesis);
+        Chain { genesis, regulator, tip, nonce: 0 }
+    }
+
+    /// The next block: `n` hospital admissions.
+    fn block(&mut self, n: usize) -> Block {
+        let signer = AccountId::from_initial_key(&self.regulator.public_key());
+        let txs = (0..n)
+            .map(|_| {
+                self.nonce += 1;
+                Transaction {
+                    chain_id: self.genesis.chain_id.clone(),
+                    signer,
+                    nonce: self.nonce,
+                    body: TxBody::Registry(RegistryTx::AdmitHospital(AdmitHospital {
+                        key: SigningKey::generate().public_key(),
+                        encryption_key: DecryptionKey::generate().public_key(),
+                        registration_id: format!("GOV-{}", self.nonce),
+                        name: format!("Hospital {}", self.nonce),
+                        city: "Leeds".into(),
+                        specialisation: "general".into(),
+                        contact: SealedRef { blob: Hash::of(b"b"), commitment: Hash::of(b"c") },
+                    })),
+                }
+                .sign(&self.regulator)
+            })
+            .collect();
+        self.tip.propose(self.tip.time_ms + 1, txs)
+    }
+}
+
+fn ledger_at(dir: &Path, genesis: &Genesis) -> Arc<Ledger> {
+    let path = dir.join("ledger.redb");
+    let ledger =
+        if path.exists() { Ledger::open(&path) } else { Ledger::create(&path, genesis.clone()) };
+    let ledger = Arc::new(ledger.unwrap());
+    ledger.set_durable_every(crate::LEDGER_FSYNC_EVERY);
+    ledger
+}
+
+/// Raft as the node runs it, over the ledger and log in `dir`.
+async fn raft_at(dir: &Path, genesis: &Genesis, settings: SnapshotSettings) -> (Arc<Ledger>, Raft) {
+    let ledger = ledger_at(dir, genesis);
+    let (applied, _) = tokio::sync::watch::channel(0);
+    // A one-member cluster sends no RPC; its network is the real one all the same.
+    let key = Arc::new(medledger_core::keys::SigningKey::generate());
+    let transport = Arc::new(super::transport::Transport::new(1, key, ledger.clone()));
+    let network = super::network::Network::new(transport).unwrap();
+    let raft = start_with(
+        ledger.clone(),
+        &dir.join("raft-log.redb"),
+        1,
+        "127.0.0.1:1",
+        network,
+        PreVerified::default(),
+        applied,
+        Arc::new(StorageFault::default()),
+        settings,
+    )
+    .await
+    .unwrap();
+    wait_until_caught_up(&raft, 1).await.unwrap();
+    (ledger, raft)
+}
+
+/// Stops Raft and waits until nothing holds the ledger any more (so that it can be reopened).
+async fn stop(raft: Raft, ledger: Arc<Ledger>) {
+    raft.shutdown().await.unwrap();
+    drop(raft);
+    let deadline = Instant::now() + LIMIT;
+    while Arc::strong_count(&ledger) > 1 {
+        assert!(Instant::now() < deadline, "Raft did not let go of the ledger");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    ledger.flush().unwrap();
+}
+
+fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    out.sort();
+    out
+}
+
+/// The offline check of the stopped node's log against its ledger.
+fn offline_check(dir: &Path) -> RaftLogCheck {
+    let facts = medledger_ledger::verify::stored_facts(&dir.join("ledger.redb")).unwrap();
+    check_log_offline(
+        &dir.join("raft-log.redb"),
+        &facts.block_hashes,
+        facts.applied_marker.as_deref(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_sustained_load_snapshots_are_built_the_log_stays_bounded_and_a_restart_serves_the_same_tip()
+ {
+    let settings = SnapshotSettings { every_entries: 40, keep_behind: 10, purge_batch: 5 };
+    // Entries in the log at most: those since the last snapshot (a build is triggered at
+    // `every_entries` and may finish a few entries later), those kept behind it, and a purge
+    // batch not yet due.
+    let bound = 2 * settings.every_entries + settings.keep_behind + settings.purge_batch;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut chain = Chain::new();
+    let (ledger, raft) = raft_at(dir, &chain.genesis, settings).await;
+    let mut log_bytes = Vec::new();
+    for _round in 0..3 {
+        for _ in 0..150 {
+            raft.client_write(chain.block(2)).await.unwrap();
+        }
+        let last = raft.metrics().borrow().last_log_index.unwrap();
+        let m = raft
+            .wait(Some(LIMIT))
+            .metrics(
+                |m| m.purged.is_some_and(|p| last - p.index <= bound),
+                "the log purged behind a recent snapshot",
+            )
+            .await
+            .unwrap();
+        let snapshot = m.snapshot.expect("a snapshot was built");
+        assert!(snapshot.index > m.purged.unwrap().index, "{m:?}");
+        log_bytes.push(std::fs::metadata(dir.join("raft-log.redb")).unwrap().len());
+    }
+    // 900 transactions in 450 blocks: the snapshot threshold passed more than ten times.
+    assert_eq!(ledger.tip().height, 450);
+    let snapshots = files(&dir.join("snapshots"), ".snap");
+    assert_eq!(snapshots.len(), 1, "only the newest snapshot is kept: {snapshots:?}");
+    assert!(files(&dir.join("snapshots"), ".tmp").is_empty());
+    let purged = raft.metrics().borrow().purged;
+    let tip = ledger.tip();
+    stop(raft, ledger).await;
+
+    // The log file holds a bounded number of entries, and the offline check accepts the
+    // purged prefix.
+    let check = offline_check(dir);
+    assert!(check.is_ok(), "{check:?}");
+    assert!(check.entries <= bound + 1, "{check:?}");
+    assert!(check.range.unwrap().0 > 300, "{check:?}");
+    // Its size does not grow with the ledger: no more after 450 blocks than after 150 and a
+    // purge (redb reuses the pages purged entries freed), give or take a page region.
+    assert!(log_bytes[2] <= 2 * log_bytes[0], "{log_bytes:?}");
+
+    // A restart from the purged log serves the same tip, reports the same purge point, and
+    // goes on.
+    let (ledger, raft) = raft_at(dir, &chain.genesis, settings).await;
+    assert_eq!((ledger.tip().height, ledger.tip().hash), (tip.height, tip.hash));
+    assert_eq!(raft.metrics().borrow().purged, purged);
+    raft.client_write(chain.block(1)).await.unwrap();
+    assert_eq!(ledger.tip().height, 451);
+    stop(raft, ledger).await;
+    medledger_ledger::verify::verify_ledger(&dir.join("ledger.redb"), &mut |_, _, _| {}).unwrap();
+}
+
+fn log_id(index: u64) -> LogId<u64> {
+    LogId::new(CommittedLeaderId::new(1, 1), index)
+}
+
+/// A state machine over a ledger in `dir`.
+fn state_machine(dir: &Path, genesis: &Genesis) -> (Arc<Ledger>, StateMachine) {
+    let ledger = ledger_at(dir, genesis);
+    let (applied, _) = tokio::sync::watch::channel(0);
+    let sm = StateMachine::new(
+        ledger.clone(),
+        PreVerified::default(),
+        applied,
+        Arc::new(StorageFault::default()),
+        &dir.join("snapshots"),
+    )
+    .unwrap();
+    (ledger, sm)
+}
+
+/// A data directory whose state machine applied a membership entry and `blocks` blocks, and
+/// the bytes of a snapshot built there.
+async fn built(dir: &Path, chain: &mut Chain, blocks: u64) -> (Snapshot<TypeConfig>, Vec<u8>) {
+    let (_, mut sm) = state_machine(dir, &chain.genesis);
+    let membership = Membership::new(
+        vec![BTreeSet::from([1])],
+        BTreeMap::from([(1, BasicNode { addr: "127.0.0.1:1".into() })]),
+    );
+    let mut entries = vec![Entry::<TypeConfig> {
+        log_id: log_id(1),
+        payload: EntryPayload::Membership(membership),
+    }];
+    for i in 0..blocks {
+        entries
+            .push(Entry { log_id: log_id(i + 2), payload: EntryPayload::Normal(chain.block(3)) });
+    }
+    sm.apply(entries).await.unwrap();
+    let mut snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    assert_eq!(snapshot.meta.last_log_id, Some(log_id(blocks + 1)));
+    let mut bytes = Vec::new();
+    snapshot.snapshot.read_to_end(&mut bytes).await.unwrap();
+    (snapshot, bytes)
+}
+
+/// Streams `bytes` into `sm` as Raft's chunked transfer does (begin, chunks, shut down), and
+/// installs them as the snapshot `meta` announces.
+async fn receive(
+    sm: &mut StateMachine,
+    meta: &openraft::SnapshotMeta<u64, BasicNode>,
+    bytes: &[u8],
+) -> Result<(), openraft::StorageError<u64>> {
+    let mut data = sm.begin_receiving_snapshot().await.unwrap();
+    for chunk in bytes.chunks(4096) {
+        data.write_all(chunk).await.unwrap();
+    }
+    data.shutdown().await.unwrap();
+    sm.install_snapshot(meta, data).await
+}
+
+/// What a reader sees of a ledger: every stored byte (through a snapshot of it) and its tip.
+fn view(ledger: &Ledger) -> (Vec<u8>, u64, Hash, u64) {
+    let mut bytes = Vec::new();
+    ledger.export_snapshot_to(&mut bytes).unwrap();
+    (bytes, ledger.tip().height, ledger.tip().hash, ledger.log_size())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_built_on_one_data_directory_installs_into_a_fresh_one() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut chain = Chain::new();
+    let (snapshot, bytes) = built(a.path(), &mut chain, 30).await;
+    let (source, _) = state_machine(a.path(), &chain.genesis);
+
+    let (target, mut sm) = state_machine(b.path(), &chain.genesis);
+    receive(&mut sm, &snapshot.meta, &bytes).await.unwrap();
+    assert_eq!(view(&target), view(&source));
+    assert_eq!(target.tip().height, 30);
+    assert_eq!(
+        sm.applied_state().await.unwrap(),
+        (snapshot.meta.last_log_id, snapshot.meta.last_membership.clone())
+    );
+    let current = sm.get_current_snapshot().await.unwrap().expect("the installed snapshot is kept");
+    assert_eq!(current.meta.last_log_id, snapshot.meta.last_log_id);
+    assert_eq!(current.meta.last_membership, snapshot.meta.last_membership);
+    assert_eq!(files(&b.path().join("snapshots"), ".snap").len(), 1);
+    assert!(files(&b.path().join("snapshots"), ".tmp").is_empty());
+
+    // The next entry applies on top, and the data directory verifies.
+    let next = Entry { log_id: log_id(32), payload: EntryPayload::Normal(chain.block(1)) };
+    sm.apply([next]).await.unwrap();
+    assert_eq!(target.tip().height, 31);
+    drop((sm, source));
+    let target = Arc::into_inner(target).unwrap();
+    target.flush().unwrap();
+    drop(target);
+    medledger_ledger::verify::verify_ledger(&b.path().join("ledger.redb"), &mut |_, _, _| {})
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_or_misannounced_snapshot_is_refused_by_install_and_nothing_changes() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut chain = Chain::new();
+    let (snapshot, bytes) = built(a.path(), &mut chain, 10).await;
+    let (target, mut sm) = state_machine(b.path(), &chain.genesis);
+    // The target already holds a block of its own.
+    let own = Tip::genesis(&chain.genesis).propose(5, Vec::new());
+    sm.apply([Entry { log_id: log_id(1), payload: EntryPayload::Normal(own) }]).await.unwrap();
+    let before = (view(&target), sm.applied_state().await.unwrap());
+
+    // A byte of the first hospital's entry: after the table's frame (tag, length, name), the
+    // row frame's tag and length, the key's length and the 20-byte key.
+    let mut flipped = bytes.clone();
+    let table = [&[4u8, 9, 0, 0, 0][..], b"hospitals"].concat();
+    let at = bytes.windows(table.len()).position(|w| w == table).unwrap() + table.len();
+    assert_eq!(bytes[at], 5, "a row frame follows");
+    flipped[at + 5 + 4 + 20 + 8] ^= 1;
+    let mut truncated = bytes.clone();
+    truncated.truncate(bytes.len() / 2);
+    let mut misannounced = snapshot.meta.clone();
+    misannounced.last_log_id = Some(log_id(12));
+    for (meta, bytes, why) in [
+        (&snapshot.meta, &flipped[..], "does not check out"),
+        (&snapshot.meta, &truncated[..], "truncated"),
+        (&misannounced, &bytes[..], "another applied marker"),
+    ] {
+        let err = receive(&mut sm, meta, bytes).await.unwrap_err();
+        assert!(err.to_string().contains(why) || format!("{err:?}").contains(why), "{err:?}");
+        assert_eq!((view(&target), sm.applied_state().await.unwrap()), before);
+        assert!(sm.get_current_snapshot().await.unwrap().is_none());
+        assert!(files(&b.path().join("snapshots"), ".tmp").is_empty());
+    }
+    // The genuine one still installs.
+    receive(&mut sm, &snapshot.meta, &bytes).await.unwrap();
+    assert_eq!(target.tip().height, 10);
+}
