@@ -71,6 +71,12 @@ pub struct Args {
     /// once space returns.
     #[arg(long, default_value_t = medledger_node::storage::DEFAULT_DISK_RESERVE_BYTES / medledger_node::storage::MIB)]
     disk_reserve_mb: u64,
+    /// Raft entries (blocks) between two snapshots of the ledger; the Raft log is purged
+    /// behind each snapshot, and a node too far behind catches up by installing one. A
+    /// snapshot costs about 1 s per 100,000 transactions of history to build.
+    #[arg(long, default_value_t = medledger_node::raft::SNAPSHOT_EVERY_ENTRIES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    snapshot_every: u64,
     /// Vault quota (MiB) of each device: what one account may keep in the vault at once.
     #[arg(long, default_value_t = quota_mb(|q| q.device))]
     quota_device_mb: u64,
@@ -175,6 +181,7 @@ pub async fn run(args: Args) -> Result<()> {
         disk_reserve_bytes: args.disk_reserve_mb.saturating_mul(medledger_node::storage::MIB),
         vault_quotas: args.vault_quotas(),
         node_id,
+        snapshot_every: args.snapshot_every,
     };
     medledger_node::serve_with(&dir, listener, options, stop_signal()?)
         .await

@@ -69,6 +69,9 @@ pub struct NodeOptions {
     /// --join`). `None`: 1 for the genesis node, else the id this node's own ledger holds for
     /// its key.
     pub node_id: Option<u64>,
+    /// Raft entries (blocks) applied between two snapshots of the ledger; the log is purged
+    /// behind each ([`raft::SnapshotSettings::every`]).
+    pub snapshot_every: u64,
 }
 
 impl Default for NodeOptions {
@@ -80,6 +83,7 @@ impl Default for NodeOptions {
             disk_reserve_bytes: storage::DEFAULT_DISK_RESERVE_BYTES,
             vault_quotas: quotas::VaultQuotas::default(),
             node_id: None,
+            snapshot_every: raft::SNAPSHOT_EVERY_ENTRIES,
         }
     }
 }
@@ -138,7 +142,7 @@ pub async fn serve_with(
     let transport =
         Arc::new(raft::transport::Transport::new(node_id, node_key.clone(), ledger.clone()));
     let network = raft::network::Network::new(transport.clone()).map_err(NodeError::Raft)?;
-    let raft = raft::start(
+    let raft = raft::start_with(
         ledger.clone(),
         &dir.raft_log(),
         node_id,
@@ -147,6 +151,7 @@ pub async fn serve_with(
         preverified.clone(),
         applied_tx,
         fault.clone(),
+        raft::SnapshotSettings::every(options.snapshot_every),
     )
     .await
     .map_err(NodeError::Raft)?;

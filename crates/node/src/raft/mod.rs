@@ -95,6 +95,20 @@ pub struct SnapshotSettings {
     pub purge_batch: u64,
 }
 
+impl SnapshotSettings {
+    /// A snapshot every `entries` applied entries (at least 1), keeping a quarter of that
+    /// behind it (at most [`LOG_KEPT_BEHIND_SNAPSHOT`]) and purging in batches of an eighth (at
+    /// most [`PURGE_BATCH`]): the default for 2,000, scaled for other intervals.
+    pub fn every(entries: u64) -> Self {
+        let entries = entries.max(1);
+        Self {
+            every_entries: entries,
+            keep_behind: (entries / 4).min(LOG_KEPT_BEHIND_SNAPSHOT),
+            purge_batch: (entries / 8).clamp(1, PURGE_BATCH),
+        }
+    }
+}
+
 impl Default for SnapshotSettings {
     /// [`SNAPSHOT_EVERY_ENTRIES`], [`LOG_KEPT_BEHIND_SNAPSHOT`] and [`PURGE_BATCH`].
     fn default() -> Self {
@@ -132,7 +146,7 @@ pub async fn start(
 
 /// [`start`] with explicit snapshot settings.
 #[allow(clippy::too_many_arguments, reason = "start's arguments and one more")]
-pub(crate) async fn start_with(
+pub async fn start_with(
     ledger: Arc<Ledger>,
     log_path: &Path,
     node_id: u64,

@@ -340,3 +340,13 @@ async fn a_tampered_or_misannounced_snapshot_is_refused_by_install_and_nothing_c
     receive(&mut sm, &snapshot.meta, &bytes).await.unwrap();
     assert_eq!(target.tip().height, 10);
 }
+
+#[test]
+fn the_default_snapshot_settings_are_every_2000_scaled() {
+    assert_eq!(SnapshotSettings::every(SNAPSHOT_EVERY_ENTRIES), SnapshotSettings::default());
+    let small = SnapshotSettings::every(40);
+    assert_eq!((small.keep_behind, small.purge_batch), (10, 5));
+    // Never a zero interval or batch, whatever is asked.
+    let tiny = SnapshotSettings::every(0);
+    assert_eq!((tiny.every_entries, tiny.keep_behind, tiny.purge_batch), (1, 0, 1));
+}
