@@ -116,6 +116,9 @@ error_codes! {
     WrongChain => "wrong_chain",
     /// A Raft message between nodes is addressed to another node id (403).
     WrongRecipient => "wrong_recipient",
+    /// A Raft message speaks for another node than the one that signed it: its leader or
+    /// candidate is not its sender (403).
+    WrongSender => "wrong_sender",
     /// A Raft message's sender is not in this node's Raft membership (403).
     NotMember => "not_member",
     /// A Raft message's sender is not an active node admitted on the ledger (403).

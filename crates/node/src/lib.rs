@@ -168,6 +168,8 @@ pub async fn serve_with(
         transport,
         http: reqwest::Client::builder()
             .no_proxy()
+            // The leader answers itself: a redirect would carry forwarded writes elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(std::time::Duration::from_secs(2))
             .build()
             .map_err(|e| NodeError::Raft(e.to_string()))?,

@@ -85,6 +85,8 @@ impl Network {
     pub fn new(transport: Arc<Transport>) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .no_proxy()
+            // A peer answers itself: a redirect would carry signed envelopes elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(2))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()

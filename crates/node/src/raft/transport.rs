@@ -177,6 +177,15 @@ pub enum EnvelopeError {
         /// The receiver expected (this node).
         expected_to: u64,
     },
+    /// The request speaks for another node than its signed sender (its vote names another
+    /// leader or candidate): one admitted node impersonating another.
+    #[error("the message is signed by node {from} but speaks for node {claimed:?} as leader or candidate")]
+    WrongSender {
+        /// The signed sender.
+        from: u64,
+        /// The leader or candidate the request's vote names.
+        claimed: Option<u64>,
+    },
     /// The wrong RPC kind, or a response that answers another request.
     #[error("the message is not a {0:?} answering this request")]
     NotAReply(RpcKind),
@@ -213,6 +222,7 @@ impl EnvelopeError {
             EnvelopeError::Malformed(_) | EnvelopeError::NotAReply(_) => ErrorCode::Malformed,
             EnvelopeError::WrongChain { .. } => ErrorCode::WrongChain,
             EnvelopeError::WrongRecipient { .. } => ErrorCode::WrongRecipient,
+            EnvelopeError::WrongSender { .. } => ErrorCode::WrongSender,
             EnvelopeError::NotMember(_) => ErrorCode::NotMember,
             EnvelopeError::NotAdmitted(_) => ErrorCode::NotAdmitted,
             EnvelopeError::BadSignature(_) => ErrorCode::BadSignature,

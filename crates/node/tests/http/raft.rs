@@ -12,9 +12,10 @@ use openraft::{Vote, raft::VoteRequest};
 
 use crate::{CHAIN, Node, now_ms, run};
 
-/// A vote request of node 1 (the genesis node, the single node's only member), postcard.
-fn vote_body() -> Vec<u8> {
-    medledger_core::encoding::encode(&VoteRequest::<u64>::new(Vote::new(0, 1), None))
+/// A vote request of `candidate` (node 1 is the genesis node, the single node's only member),
+/// postcard.
+fn vote_body(candidate: u64) -> Vec<u8> {
+    medledger_core::encoding::encode(&VoteRequest::<u64>::new(Vote::new(0, candidate), None))
 }
 
 /// An envelope as a sender would build it: `tweak` changes what the attack changes.
@@ -25,6 +26,8 @@ struct Message {
     to: u64,
     sent_ms: u64,
     kind: RpcKind,
+    /// The candidate the vote request names.
+    candidate: u64,
 }
 
 impl Message {
@@ -36,6 +39,7 @@ impl Message {
             to: 1,
             sent_ms: now_ms(),
             kind: RpcKind::Vote,
+            candidate: 1,
         }
     }
 
@@ -48,7 +52,7 @@ impl Message {
             self.sent_ms,
             self.kind,
             None,
-            vote_body(),
+            vote_body(self.candidate),
         )
     }
 }
@@ -90,7 +94,7 @@ fn every_check_of_the_receiver_refuses_its_attack_with_its_code() {
     run(async {
         let node = Node::start(&SigningKey::generate()).await;
         type Attack = (&'static str, fn(&mut Message), u16, &'static str);
-        let attacks: [Attack; 6] = [
+        let attacks: [Attack; 7] = [
             ("another network's message", |m| m.chain = "other-chain".into(), 403, "wrong_chain"),
             ("a message for another node", |m| m.to = 2, 403, "wrong_recipient"),
             (
@@ -110,6 +114,12 @@ fn every_check_of_the_receiver_refuses_its_attack_with_its_code() {
             ),
             ("a replayed old message", |m| m.sent_ms -= 2 * CLOCK_WINDOW_MS, 403, "clock_skew"),
             ("a message from the future", |m| m.sent_ms += 2 * CLOCK_WINDOW_MS, 403, "clock_skew"),
+            (
+                "a member's signed message speaking for another node (a vote for candidate 2)",
+                |m| m.candidate = 2,
+                403,
+                "wrong_sender",
+            ),
         ];
         for (what, attack, status, code) in attacks {
             let mut m = Message::honest(&node);
