@@ -179,7 +179,9 @@ pub enum EnvelopeError {
     },
     /// The request speaks for another node than its signed sender (its vote names another
     /// leader or candidate): one admitted node impersonating another.
-    #[error("the message is signed by node {from} but speaks for node {claimed:?} as leader or candidate")]
+    #[error(
+        "the message is signed by node {from} but speaks for node {claimed:?} as leader or candidate"
+    )]
     WrongSender {
         /// The signed sender.
         from: u64,
