@@ -142,7 +142,7 @@ pub async fn serve_with(
     let transport =
         Arc::new(raft::transport::Transport::new(node_id, node_key.clone(), ledger.clone()));
     let network = raft::network::Network::new(transport.clone()).map_err(NodeError::Raft)?;
-    let raft = raft::start_with(
+    let (raft, log_closed) = raft::start_with(
         ledger.clone(),
         &dir.raft_log(),
         node_id,
@@ -254,6 +254,11 @@ pub async fn serve_with(
     let _ = janitor.await;
     let _ = membership.await;
     let _ = raft_watch.await;
+    // The Raft log's file is closed cleanly only once its last handle (the writer thread's)
+    // is dropped: exiting before that left a log `verify` could not open without repair.
+    if !log_closed.wait(std::time::Duration::from_secs(10)).await {
+        tracing::warn!("the Raft log is still open at exit; every entry in it was fsynced");
+    }
     if let Some(reason) = fault.reason() {
         // Nothing more is written after a storage fault, not even the ledger's final fsync:
         // the restart recovers from the Raft log.

@@ -68,7 +68,33 @@ fn read_err(e: impl std::fmt::Display) -> StorageError<u64> {
     StorageIOError::<u64>::read_logs(openraft::AnyError::error(e.to_string())).into()
 }
 
+/// Waits for the Raft log's database to be closed: every handle dropped and the writer thread
+/// gone. redb marks a file cleanly closed only when its last handle drops, and the writer is a
+/// detached thread: a process that exits before then leaves a log that cannot be opened
+/// without repair.
+#[derive(Debug)]
+pub struct LogClosed(std::sync::Weak<Database>);
+
+impl LogClosed {
+    /// Polls until the database is closed or `limit` passes; whether it closed.
+    pub async fn wait(self, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while self.0.strong_count() > 0 {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        true
+    }
+}
+
 impl LogStore {
+    /// A handle that waits for this log's database to be closed (after Raft shut down).
+    pub fn closed(&self) -> LogClosed {
+        LogClosed(Arc::downgrade(&self.db))
+    }
+
     /// Opens or creates the log at `path` and starts its writer thread, which reports a failed
     /// write or fsync to `fault`.
     pub fn open(path: &Path, fault: Arc<StorageFault>) -> Result<Self, redb::Error> {

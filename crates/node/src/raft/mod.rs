@@ -31,7 +31,7 @@ use medledger_ledger::Ledger;
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
-pub use log_store::LogStore;
+pub use log_store::{LogClosed, LogStore};
 pub use state_machine::{PreVerified, StateMachine};
 pub use verify::{RaftLogCheck, check_log_offline};
 
@@ -138,7 +138,7 @@ pub async fn start(
     preverified: PreVerified,
     applied: tokio::sync::watch::Sender<u64>,
     fault: Arc<crate::storage::StorageFault>,
-) -> Result<Raft, String> {
+) -> Result<(Raft, LogClosed), String> {
     let snapshots = SnapshotSettings::default();
     start_with(ledger, log_path, node_id, addr, network, preverified, applied, fault, snapshots)
         .await
@@ -156,7 +156,7 @@ pub async fn start_with(
     applied: tokio::sync::watch::Sender<u64>,
     fault: Arc<crate::storage::StorageFault>,
     snapshots: SnapshotSettings,
-) -> Result<Raft, String> {
+) -> Result<(Raft, LogClosed), String> {
     #[allow(deprecated, reason = "openraft 0.9 still sends snapshots in chunks, timed by it")]
     let config = Config {
         cluster_name: ledger.chain_id().to_owned(),
@@ -176,6 +176,7 @@ pub async fn start_with(
     let config = Arc::new(config.validate().map_err(|e| e.to_string())?);
     let log = LogStore::open(log_path, fault.clone())
         .map_err(|e| format!("raft log at {}: {e}", log_path.display()))?;
+    let closed = log.closed();
     // Snapshots live beside the log, in the data directory's `snapshots/`.
     let snapshot_dir = log_path.with_file_name("snapshots");
     let sm = StateMachine::new(ledger, preverified, applied, fault, &snapshot_dir)
@@ -185,7 +186,7 @@ pub async fn start_with(
         let members = BTreeMap::from([(node_id, BasicNode { addr: addr.to_owned() })]);
         raft.initialize(members).await.map_err(|e| e.to_string())?;
     }
-    Ok(raft)
+    Ok((raft, closed))
 }
 
 /// Waits (at most 60 s) until this node leads and has applied every entry in its log, so that

@@ -96,7 +96,7 @@ async fn raft_at(dir: &Path, genesis: &Genesis, settings: SnapshotSettings) -> (
     let key = Arc::new(medledger_core::keys::SigningKey::generate());
     let transport = Arc::new(super::transport::Transport::new(1, key, ledger.clone()));
     let network = super::network::Network::new(transport).unwrap();
-    let raft = start_with(
+    let (raft, _) = start_with(
         ledger.clone(),
         &dir.join("raft-log.redb"),
         1,
