@@ -177,7 +177,16 @@ async fn under_sustained_load_snapshots_are_built_the_log_stays_bounded_and_a_re
     }
     // 900 transactions in 450 blocks: the snapshot threshold passed more than ten times.
     assert_eq!(ledger.tip().height, 450);
-    let snapshots = files(&dir.join("snapshots"), ".snap");
+    // Only the newest snapshot is kept. A build that finishes just now publishes the new file
+    // before it deletes the old one, so this holds once no build is in flight: wait for it.
+    let deadline = Instant::now() + LIMIT;
+    let snapshots = loop {
+        let found = files(&dir.join("snapshots"), ".snap");
+        if found.len() == 1 || Instant::now() >= deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(snapshots.len(), 1, "only the newest snapshot is kept: {snapshots:?}");
     assert!(files(&dir.join("snapshots"), ".tmp").is_empty());
     let purged = raft.metrics().borrow().purged;
