@@ -184,6 +184,29 @@ mod tests {
         super::Cli::command().debug_assert();
     }
 
+    /// `up` refuses, before anything starts, a snapshot interval of zero and a regulator
+    /// wallet location for a node that joins (only a first run that creates a network writes
+    /// one).
+    #[test]
+    fn up_refuses_a_zero_snapshot_interval_and_a_wallet_out_with_join() {
+        use clap::Parser;
+        let parse = |args: &[&str]| super::Cli::try_parse_from(args);
+        assert!(parse(&["medledger", "up", "--snapshot-every", "1"]).is_ok());
+        assert!(parse(&["medledger", "up", "--snapshot-every", "0"]).is_err());
+        assert!(parse(&["medledger", "up", "--wallet-out", "w.json"]).is_ok());
+        assert!(
+            parse(&[
+                "medledger",
+                "up",
+                "--join",
+                "http://127.0.0.1:7300",
+                "--wallet-out",
+                "w.json"
+            ])
+            .is_err()
+        );
+    }
+
     /// Every leaf command as its path ("device session list") and its definition.
     fn leaves(cmd: &clap::Command, prefix: &str, out: &mut Vec<(String, clap::Command)>) {
         for sub in cmd.get_subcommands() {
