@@ -78,6 +78,13 @@ pub mod paths {
     pub const EVENTS: &str = "/v1/events";
     /// Streamed upload of an encrypted record blob (`POST`, `?cid=` optional).
     pub const VAULT: &str = "/v1/vault";
+    /// This node's replicas (`GET`, unsigned: counts and blob names, no content): a
+    /// [`super::VaultStatus`], as of the last repair pass.
+    pub const VAULT_STATUS: &str = "/v1/vault/status";
+    /// Asks this node for a repair pass now (`POST`, unsigned; at most one pass per
+    /// 30 s is run, further requests are folded into it): answered with the
+    /// [`super::VaultStatus`] as it stands.
+    pub const VAULT_REPAIR: &str = "/v1/vault/repair";
     /// Record tokens: `GET /v1/records?owner=` or `?patient=`, `GET /v1/records/{pmr}`,
     /// `GET /v1/records/{pmr}/history`, and the audited read `POST /v1/records/{pmr}/read`.
     pub const RECORDS: &str = "/v1/records";
@@ -107,6 +114,10 @@ pub mod paths {
     pub const RAFT_VOTE: &str = "/v1/raft/vote";
     /// Raft's install-snapshot RPC between nodes (a signed envelope, postcard).
     pub const RAFT_SNAPSHOT: &str = "/v1/raft/snapshot";
+    /// A vault blob pulled by another node, `GET /v1/raft/blobs/{hash}` with the signed
+    /// request in the [`NODE_REQUEST_HEADER`] header; `POST` (a signed envelope naming up to
+    /// 1,024 blobs): which of them the node holds.
+    pub const RAFT_BLOBS: &str = "/v1/raft/blobs";
     /// This node's view of the cluster: `GET /v1/cluster` ([`crate::ClusterView`]).
     pub const CLUSTER: &str = "/v1/cluster";
     /// Request header of a read that needs at least this applied height (read your own
@@ -115,12 +126,19 @@ pub mod paths {
     /// Response header with the node's applied height, on a `not_yet` answer.
     pub const HEIGHT_HEADER: &str = "x-medledger-height";
     /// Request header set by a node that forwards a submission to the leader (a forwarded
-    /// submission is never forwarded again).
+    /// submission is never forwarded again); its value is the forwarding node's Raft id, the
+    /// first node the leader asks for a blob the submission names that it does not hold.
     pub const FORWARDED_HEADER: &str = "x-medledger-forwarded";
+    /// Request header of a node-to-node blob pull: the hex of the signed request envelope.
+    pub const NODE_REQUEST_HEADER: &str = "x-medledger-node-request";
     /// The network's nodes as the ledger knows them (public, unsigned: consortium
     /// infrastructure, not patient data): `GET /v1/nodes` (a list of [`super::NodeView`], the
     /// genesis node first) and `GET /v1/nodes/{id}`.
     pub const NODES: &str = "/v1/nodes";
+    /// The last segment of `GET /v1/nodes/{id}/admission` (public, unsigned): the node with
+    /// the regulator's transaction that admitted it, proven in the serving node's log (a
+    /// [`super::NodeAdmission`]), so that a wallet can trust the checkpoints its key signs.
+    pub const NODE_ADMISSION: &str = "admission";
     /// Liveness and tip.
     pub const HEALTH: &str = "/health";
     /// Prometheus metrics.
@@ -310,6 +328,29 @@ pub struct ClusterMember {
     /// On the leader: how many log entries this member is behind the leader's log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<u64>,
+}
+
+/// `GET /v1/vault/status`: how completely one node holds the blobs committed state references
+/// (every node keeps a replica of every one), as of its last repair pass.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultStatus {
+    /// The node's Raft id.
+    pub node_id: u64,
+    /// When the last repair pass ended (ms since the epoch); `None` before the first, and on
+    /// a node without peers (which replicates nothing).
+    pub checked_at_ms: Option<u64>,
+    /// Blobs committed state referenced at that pass.
+    pub referenced: u64,
+    /// Of those, how many this node holds.
+    pub held: u64,
+    /// How many it lacks (no peer delivered them).
+    pub missing: u64,
+    /// The names (SHA-256) of the first 100 it lacks.
+    pub missing_blobs: Vec<Hash>,
+    /// Blobs of recent blocks that no peer has delivered yet (asked for again every 10 s).
+    pub retrying: u64,
+    /// Whether a repair pass was asked for and has not run yet.
+    pub repair_pending: bool,
 }
 
 /// Response to storing a blob.
@@ -782,6 +823,17 @@ pub struct NodeView {
     pub status: String,
     /// Height of its admission; 0 for the genesis node.
     pub admitted_at: u64,
+}
+
+/// A node and the transaction that admitted it (`GET /v1/nodes/{id}/admission`): what a wallet
+/// checks before it trusts a checkpoint signed by a key other than the genesis node's.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeAdmission {
+    /// The node as the serving node's ledger knows it (its status included).
+    pub node: NodeView,
+    /// The regulator's `NodeTx::Admit` of its key, with its receipt and its inclusion proof
+    /// under the serving node's checkpoint; none for the genesis node (named by genesis).
+    pub admission: Option<TxProofResponse>,
 }
 
 impl NodeView {

@@ -395,9 +395,17 @@ async fn read_case(s: &Session, id: &str, purpose: Purpose) -> Result<CaseExport
     Ok(read.export)
 }
 
+/// The key that signed the export's checkpoint and its node's id, once the node proves the
+/// key admitted by the pinned regulator (the genesis node's key needs no admission).
+async fn admitted_signer(s: &Session, export: &CaseExport) -> Result<(PublicKey, u64)> {
+    let genesis = s.client.genesis().await?;
+    let id = s.client.admitted_signer(&export.checkpoint, &s.anchor, &genesis).await?;
+    Ok((export.checkpoint.signer, id))
+}
+
 async fn show(s: &Session, id: &str, purpose: Purpose, json: bool) -> Result<()> {
-    let trusted = s.anchor.node_key;
     let export = read_case(s, id, purpose).await?;
+    let (trusted, _) = admitted_signer(s, &export).await?;
     let report = verify_export(&export, &trusted)
         .map_err(|f| anyhow::anyhow!("case {id} does NOT verify: {f}"))?;
     let shown = decrypt(s, &export, &report);
@@ -440,8 +448,8 @@ async fn show(s: &Session, id: &str, purpose: Purpose, json: bool) -> Result<()>
 }
 
 async fn export(mut s: Session, id: &str, purpose: Purpose, out: &Path) -> Result<()> {
-    let trusted = s.anchor.node_key;
     let export = read_case(&s, id, purpose).await?;
+    let (trusted, node_id) = admitted_signer(&s, &export).await?;
     let report = verify_export(&export, &trusted).map_err(|f| {
         anyhow::anyhow!(
             "the node served an export of case {id} that does NOT verify: {f}; nothing was written"
@@ -452,7 +460,8 @@ async fn export(mut s: Session, id: &str, purpose: Purpose, out: &Path) -> Resul
         &s.path,
         &s.client,
         export.checkpoint.clone(),
-        &trusted,
+        node_id,
+        &s.anchor,
     )
     .await?;
     write_export(out, &export)?;

@@ -16,6 +16,7 @@ mod proof;
 mod record;
 mod registry;
 mod up;
+mod vault;
 mod verify;
 mod wallet;
 mod watch;
@@ -94,6 +95,9 @@ enum Command {
     /// The Raft cluster: members, roles, leader, each member's progress.
     #[command(subcommand)]
     Cluster(cluster::Command),
+    /// The vault's replicas across the network: status (under-replicated blobs) and repair.
+    #[command(subcommand)]
+    Vault(vault::Command),
     /// Load generators against a running node: `tx` (the default: a mixed registry and
     /// consent workload, tx/s and commit latency), `records`, `cases`, `devices`.
     Bench(bench::BenchArgs),
@@ -136,6 +140,7 @@ fn main() -> ExitCode {
             Command::Device(c) => device::run(c).await,
             Command::Watch(args) => watch::run(args).await,
             Command::Cluster(c) => cluster::run(c).await,
+            Command::Vault(c) => vault::run(c).await,
             Command::Bench(args) => bench::run(args).await,
         }
     });

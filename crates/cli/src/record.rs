@@ -570,7 +570,7 @@ async fn provenance(s: &Session, r: &RecordView) {
 /// Re-wraps this wallet's key of `record` (the data key, or the essential share of a split
 /// key) to `with` and records it on the ledger; returns the block height.
 pub(crate) async fn share_with(s: &Session, record: &RecordView, with: AccountId) -> Result<u64> {
-    // Only a key proven against the pinned node key (H5).
+    // Only a key proven under the checkpoint of the pinned or an admitted node (H5).
     let their_key = s.encryption_key_of(&with).await?;
     share_with_key(s, record, with, &their_key).await
 }

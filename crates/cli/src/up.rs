@@ -77,6 +77,11 @@ pub struct Args {
     #[arg(long, default_value_t = medledger_node::raft::SNAPSHOT_EVERY_ENTRIES,
           value_parser = clap::value_parser!(u64).range(1..))]
     snapshot_every: u64,
+    /// For fault tests only (hidden): a JSON file of rules that cut, drop or delay the
+    /// messages this node sends to other nodes, re-read when it changes
+    /// (medledger_node::raft::faults). Never set it on a node that serves anyone.
+    #[arg(long, hide = true, value_name = "FILE")]
+    fault_rules: Option<PathBuf>,
     /// Vault quota (MiB) of each device: what one account may keep in the vault at once.
     #[arg(long, default_value_t = quota_mb(|q| q.device))]
     quota_device_mb: u64,
@@ -140,6 +145,10 @@ impl Args {
 
 pub async fn run(args: Args) -> Result<()> {
     let limits = args.limits()?;
+    if let Some(rules) = &args.fault_rules {
+        // Refused before anything is created (the node reads the file again when it starts).
+        medledger_node::raft::faults::Faults::read(rules)?;
+    }
     // Everything the node creates is its owner's alone (L6); `serve` tightens what exists.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let dir = DataDir::new(&args.data_dir);
@@ -182,6 +191,7 @@ pub async fn run(args: Args) -> Result<()> {
         vault_quotas: args.vault_quotas(),
         node_id,
         snapshot_every: args.snapshot_every,
+        fault_rules: args.fault_rules.clone(),
     };
     medledger_node::serve_with(&dir, listener, options, stop_signal()?)
         .await

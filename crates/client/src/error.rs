@@ -260,6 +260,80 @@ pub enum ProofError {
         /// What failed.
         reason: String,
     },
+
+    /// A checkpoint is signed by a node key whose admission by the regulator of the pinned
+    /// network is not proven (or that the regulator removed): nothing it signed is trusted.
+    #[error(
+        "refusing checkpoints signed by node key {key}: {reason}. Only the genesis node's key \
+         and keys the pinned network's regulator admitted are trusted"
+    )]
+    UnadmittedNode {
+        /// The key that signed the checkpoint.
+        key: PublicKey,
+        /// What failed.
+        reason: String,
+    },
+
+    /// Two admitted nodes (or one node at two times) signed checkpoints of histories that are
+    /// not one history: one of them serves a forked or rewritten ledger.
+    #[error("INCONSISTENT LEDGER HISTORY: {0}")]
+    ForkedNode(Box<Disagreement>),
+}
+
+/// Two checkpoints that are not of one history: the node that served the new one and the one
+/// whose checkpoint the wallet remembered, with what each signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disagreement {
+    /// The node that served the new checkpoint.
+    pub node: u64,
+    /// Its key.
+    pub key: PublicKey,
+    /// Its checkpoint's height.
+    pub height: u64,
+    /// Its checkpoint's log size.
+    pub log_size: u64,
+    /// Its checkpoint's log root.
+    pub log_root: Hash,
+    /// The node whose checkpoint, remembered by the wallet, it disagrees with.
+    pub seen_node: u64,
+    /// That node's key.
+    pub seen_key: PublicKey,
+    /// The remembered checkpoint's height.
+    pub seen_height: u64,
+    /// The remembered checkpoint's log size.
+    pub seen_log_size: u64,
+    /// The remembered checkpoint's log root.
+    pub seen_log_root: Hash,
+    /// What failed.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Disagreement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = self;
+        write!(
+            f,
+            "node {} (key {}) serves a history that disagrees with the checkpoint of node {} \
+             (key {}) this wallet saw before: node {} signed height {}, log size {}, root {}; \
+             node {} signed height {}, log size {}, root {}: {}. One of them serves a forked or \
+             rewritten ledger; do not trust node {} until it is explained, and keep this \
+             wallet as evidence",
+            d.node,
+            d.key,
+            d.seen_node,
+            d.seen_key,
+            d.node,
+            d.height,
+            d.log_size,
+            d.log_root,
+            d.seen_node,
+            d.seen_height,
+            d.seen_log_size,
+            d.seen_log_root,
+            d.reason,
+            d.node
+        )
+    }
 }
 
 /// Sealing to recipients with HPKE and wrapping keys: details, record keys and key shares.

@@ -12,8 +12,8 @@
 use std::time::Duration;
 
 use medledger_api::{
-    AccountKeyProof, AccountView, BatchItem, BlobStored, ConsistencyResponse, DoctorView, Health,
-    HospitalView, PatientView, Simulation, TxProofResponse, paths,
+    AccountKeyProof, AccountView, BatchItem, BlobStored, ConsistencyResponse, DoctorView,
+    ErrorCode, Health, HospitalView, PatientView, Simulation, TxProofResponse, paths,
 };
 use medledger_core::{
     Hash,
@@ -43,6 +43,9 @@ pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for a whole request (a submission waits for its block to commit).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often a submission answered 503 `not_yet` (committed, not yet applied by the node
+/// asked) is sent again, half a second apart, before the answer is passed on.
+const NOT_YET_RETRIES: u32 = 20;
 
 /// A client for one node. With a signer ([`NodeClient::signed_by`]) every read is signed, as
 /// the node requires of all reads but health, metrics and genesis.
@@ -204,6 +207,17 @@ impl NodeClient {
         self.get(&format!("{}/{hash}", paths::TRANSACTIONS)).await
     }
 
+    /// [`NodeClient::transaction`], answered only once the node has applied `min_height`
+    /// (else 503 `not_yet` with its height): its proof is then against a checkpoint at least
+    /// that high.
+    pub async fn transaction_at_least(
+        &self,
+        hash: &Hash,
+        min_height: u64,
+    ) -> Result<TxProofResponse, ClientError> {
+        self.get(&format!("{}/{hash}?min_height={min_height}", paths::TRANSACTIONS)).await
+    }
+
     /// An account, or `None` if the ledger has no such account.
     pub async fn account(&self, id: &AccountId) -> Result<Option<AccountView>, ClientError> {
         self.get_optional(&format!("{}/{id}", paths::ACCOUNTS)).await
@@ -228,11 +242,14 @@ impl NodeClient {
         anchor: &crate::proof::TrustAnchor,
     ) -> Result<Option<EncryptionKey>, ClientError> {
         let Some(proof) = self.account_key_proof(account).await? else { return Ok(None) };
-        let genesis = match proof.registration {
-            Some(_) => None,
-            None => Some(self.genesis().await?),
+        let genesis = self.genesis().await?;
+        // The registration may be proven under any admitted node's checkpoint; the regulator's
+        // key (no registration) comes from the pinned genesis, under no checkpoint.
+        let signer = match &proof.registration {
+            Some(r) => self.trusted_signer(&r.checkpoint, anchor, &genesis).await?,
+            None => anchor.node_key,
         };
-        crate::proof::verify_account_key(&proof, account, anchor, genesis.as_ref()).map(Some)
+        crate::proof::verify_account_key(&proof, account, anchor, &signer, Some(&genesis)).map(Some)
     }
 
     /// The public key of `device`'s `session`, proven against the ledger under `anchor` by the
@@ -246,7 +263,9 @@ impl NodeClient {
         anchor: &crate::proof::TrustAnchor,
     ) -> Result<EncryptionKey, ClientError> {
         let proof = self.transaction(session).await?;
-        crate::proof::verify_session_key(&proof, session, device, anchor)
+        let genesis = self.genesis().await?;
+        let signer = self.trusted_signer(&proof.checkpoint, anchor, &genesis).await?;
+        crate::proof::verify_session_key(&proof, session, device, anchor, &signer)
     }
 
     /// The hospital directory.
@@ -328,9 +347,25 @@ impl NodeClient {
     /// as [`crate::error::HttpError::Refused`] with the server's code, message and outcome.
     pub async fn submit(&self, tx: &SignedTransaction) -> Result<Receipt, ClientError> {
         let url = self.url(paths::TRANSACTIONS);
-        let req =
-            self.http.post(&url).header(CONTENT_TYPE, "application/octet-stream").body(tx.encode());
-        let receipt: Receipt = read_json(self.send(req, &url).await?, &url).await?;
+        let mut attempt = 0;
+        let receipt: Receipt = loop {
+            let req = self
+                .http
+                .post(&url)
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .body(tx.encode());
+            match read_json(self.send(req, &url).await?, &url).await {
+                // A follower forwarded it and the leader committed it, but the follower has
+                // not applied it yet: the same transaction again is answered with its receipt.
+                Err(ClientError::Http(HttpError::Refused { code: ErrorCode::NotYet, .. }))
+                    if attempt < NOT_YET_RETRIES =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => break other?,
+            }
+        };
         let hash = tx.hash();
         if receipt.tx_hash != hash {
             return Err(ClientError::Http(HttpError::BadResponse {
@@ -418,6 +453,24 @@ impl NodeClient {
     async fn get_public<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = self.url(path);
         read_json(self.send(self.http.get(&url), &url).await?, &url).await
+    }
+
+    /// [`Self::get_public`] of a path that may name nothing: `None` for the node's typed 404
+    /// `not_found`; any other answer (such as the bare 404 of a node without the route) is an
+    /// error.
+    pub(crate) async fn get_public_optional<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<T>, ClientError> {
+        match self.get_public(path).await {
+            Ok(found) => Ok(Some(found)),
+            Err(ClientError::Http(HttpError::Refused {
+                status: 404,
+                code: ErrorCode::NotFound,
+                ..
+            })) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn get_optional<T: DeserializeOwned>(
@@ -613,6 +666,43 @@ mod tests {
         assert_eq!(seen[0].path, paths::TRANSACTIONS);
         assert_eq!(seen[0].content_type.as_deref(), Some("application/octet-stream"));
         assert_eq!(seen[0].body, t.encode());
+    }
+
+    #[tokio::test]
+    async fn a_submission_not_yet_applied_by_the_follower_is_sent_again_until_its_receipt() {
+        let t = tx(1);
+        let r = receipt(&t, Outcome::Applied { created: None });
+        let not_yet = serde_json::to_string(&ErrorBody {
+            code: ErrorCode::NotYet,
+            message: "not yet: this node has applied height 3".into(),
+            outcome: None,
+        })
+        .unwrap();
+        let (url, server) = mock(vec![
+            (503, not_yet.clone()),
+            (503, not_yet),
+            (200, serde_json::to_string(&r).unwrap()),
+        ]);
+        let client = NodeClient::new(&url).unwrap();
+        assert_eq!(client.submit(&t).await.unwrap(), r);
+        let seen = server.join().unwrap();
+        assert_eq!(seen.len(), 3);
+        assert!(seen.iter().all(|s| s.body == t.encode()), "the same transaction each time");
+
+        // Any other 503 is passed on at once.
+        let no_quorum = serde_json::to_string(&ErrorBody {
+            code: ErrorCode::NoQuorum,
+            message: "no quorum".into(),
+            outcome: None,
+        })
+        .unwrap();
+        let (url, server) = mock(vec![(503, no_quorum)]);
+        let err = NodeClient::new(&url).unwrap().submit(&t).await.unwrap_err();
+        assert!(
+            matches!(err, ClientError::Http(HttpError::Refused { status: 503, .. })),
+            "{err:?}"
+        );
+        assert_eq!(server.join().unwrap().len(), 1);
     }
 
     #[tokio::test]

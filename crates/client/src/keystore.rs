@@ -47,6 +47,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::{
+    checkpoints::{MAX_SEEN_NODES, SeenCheckpoint},
     error::{ClientError, KeystoreError},
     rand::random_fill,
 };
@@ -79,6 +80,7 @@ const DOMAIN_KEY: &[u8] = b"medledger/v1/wallet/aead-key";
 const DOMAIN_CHECK: &[u8] = b"medledger/v1/wallet/passphrase-check";
 const DOMAIN_STATE_KEY: &[u8] = b"medledger/v2/wallet/state-mac-key";
 const DOMAIN_STATE: &[u8] = b"medledger/v2/wallet/state";
+const DOMAIN_SEEN: &[u8] = b"medledger/v2/wallet/seen-checkpoints";
 
 /// One identity's secret keys, unlocked from a wallet. Both keys zeroise themselves on drop;
 /// Debug output shows only the public halves.
@@ -200,6 +202,12 @@ pub struct WalletState {
     pub last_checkpoint: Option<SignedCheckpoint>,
     /// The Patient-ID, if this identity is a registered patient.
     pub patient_id: Option<PatientId>,
+    /// The newest checkpoint seen from each node (at most
+    /// [`crate::checkpoints::MAX_SEEN_NODES`]); every new checkpoint, from any node, must be
+    /// consistent with each. Covered by the state MAC when not empty (so that files written
+    /// before it existed keep their MAC).
+    #[serde(skip)]
+    pub seen_checkpoints: Vec<SeenCheckpoint>,
 }
 
 impl WalletState {
@@ -277,6 +285,8 @@ struct WalletFile {
     last_checkpoint: Option<SignedCheckpoint>,
     #[serde(default)]
     patient_id: Option<PatientId>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    seen_checkpoints: Vec<SeenCheckpoint>,
     /// HMAC-SHA256 over the header, the encrypted secrets and the state, under a key derived
     /// from the passphrase (version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -662,7 +672,7 @@ impl Wallet {
 
     /// What the state MAC covers: the header, the encrypted secrets and the state.
     fn state_message(&self) -> Vec<u8> {
-        encoding::encode(&(
+        let mut message = encoding::encode(&(
             DOMAIN_STATE,
             WALLET_VERSION,
             self.header_aad(),
@@ -670,7 +680,13 @@ impl Wallet {
             &self.check,
             &self.ciphertext,
             &self.state,
-        ))
+        ));
+        // Appended only when there is something: a file written before the per-node memory
+        // existed keeps its MAC, and none can be added or removed without the passphrase.
+        if !self.state.seen_checkpoints.is_empty() {
+            message.extend(encoding::encode(&(DOMAIN_SEEN, &self.state.seen_checkpoints)));
+        }
+        message
     }
 
     /// The canonical encoding of the header fields the ciphertext is bound to.
@@ -720,6 +736,7 @@ impl Wallet {
             genesis_hash: self.state.genesis_hash,
             last_checkpoint: self.state.last_checkpoint.clone(),
             patient_id: self.state.patient_id,
+            seen_checkpoints: self.state.seen_checkpoints.clone(),
             state_mac: Some(hex::encode(state_mac)),
         };
         let mut json = serde_json::to_vec_pretty(&file).map_err(|e| ClientError::InvalidInput {
@@ -753,6 +770,12 @@ impl Wallet {
                 f.cipher.algorithm
             ));
         }
+        if f.seen_checkpoints.len() > MAX_SEEN_NODES {
+            return Err(format!(
+                "seen_checkpoints has {} entries, at most {MAX_SEEN_NODES} are kept",
+                f.seen_checkpoints.len()
+            ));
+        }
         let ciphertext =
             hex::decode(&f.cipher.ciphertext).map_err(|e| format!("cipher.ciphertext: {e}"))?;
         if ciphertext.len() != SECRETS_LEN + AEAD_TAG_LEN {
@@ -783,6 +806,7 @@ impl Wallet {
                 genesis_hash: f.genesis_hash,
                 last_checkpoint: f.last_checkpoint,
                 patient_id: f.patient_id,
+                seen_checkpoints: f.seen_checkpoints,
             },
             state_mac: f.state_mac.as_deref().map(|m| hex_array("state_mac", m)).transpose()?,
             file_version: f.version,
@@ -998,6 +1022,10 @@ mod tests {
             genesis_hash: Some(Hash::of(b"genesis")),
             last_checkpoint: Some(checkpoint(&node, 3)),
             patient_id: Some(PatientId(85437)),
+            seen_checkpoints: vec![
+                SeenCheckpoint { node_id: 1, checkpoint: checkpoint(&node, 3) },
+                SeenCheckpoint { node_id: 2, checkpoint: checkpoint(&SigningKey::generate(), 2) },
+            ],
         };
         w.save(&path).unwrap();
         (path, w, node)
@@ -1030,6 +1058,23 @@ mod tests {
     }
 
     #[test]
+    fn a_file_remembering_more_nodes_than_the_bound_is_refused_before_unlocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _, node) = pinned_wallet(dir.path());
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        let one = serde_json::json!({ "node_id": 1, "checkpoint": checkpoint(&node, 3) });
+        json["seen_checkpoints"] = serde_json::Value::Array(vec![one; MAX_SEEN_NODES + 1]);
+        fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+        let err = Wallet::load(&path).unwrap_err();
+        assert!(
+            matches!(err, ClientError::Keystore(KeystoreError::WalletFormat { .. }))
+                && err.to_string().contains("seen_checkpoints"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn edited_state_is_refused_as_tampering_before_use() {
         let dir = tempfile::tempdir().unwrap();
         let (path, _, node) = pinned_wallet(dir.path());
@@ -1037,6 +1082,8 @@ mod tests {
         let mallory = SigningKey::generate();
         let forged_checkpoint = serde_json::to_value(checkpoint(&mallory, 4)).unwrap();
         let newer_checkpoint = serde_json::to_value(checkpoint(&node, 5)).unwrap();
+        let newer_seen = newer_checkpoint.clone();
+        let forged_seen = forged_checkpoint.clone();
 
         type Edit = Box<dyn Fn(&mut serde_json::Value)>;
         let cases: Vec<(&str, Edit)> = vec![
@@ -1068,6 +1115,32 @@ mod tests {
             ),
             ("checkpoint removed", Box::new(|j| j["last_checkpoint"] = serde_json::Value::Null)),
             ("patient_id", Box::new(|j| j["patient_id"] = 12345.into())),
+            // The per-node memory: a node's checkpoint replaced, one forged in, one dropped, all
+            // dropped (which would leave the MAC of a file written before the memory existed).
+            (
+                "seen checkpoint replaced",
+                Box::new(move |j| j["seen_checkpoints"][0]["checkpoint"] = newer_seen.clone()),
+            ),
+            (
+                "seen checkpoint forged",
+                Box::new(move |j| {
+                    let forged = serde_json::json!({ "node_id": 3, "checkpoint": forged_seen });
+                    j["seen_checkpoints"].as_array_mut().unwrap().push(forged);
+                }),
+            ),
+            (
+                "seen checkpoint dropped",
+                Box::new(|j| {
+                    j["seen_checkpoints"].as_array_mut().unwrap().pop();
+                }),
+            ),
+            (
+                "seen checkpoints removed",
+                Box::new(|j| {
+                    j.as_object_mut().unwrap().remove("seen_checkpoints");
+                }),
+            ),
+            ("seen node id", Box::new(|j| j["seen_checkpoints"][1]["node_id"] = 7.into())),
             (
                 "state_mac removed",
                 Box::new(|j| {

@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod cases;
+pub mod checkpoints;
 pub mod devices;
 pub mod emergency;
 pub mod envelope;

@@ -146,9 +146,9 @@ pub struct TrustAnchor {
 /// the key; only then may anything be wrapped or sealed to it.
 ///
 /// An encryption key is set once, by the transaction that registers the account. So the proof
-/// must carry that transaction, included in the log under a checkpoint signed by the trusted
-/// node key, correctly signed, for this chain, registering exactly `account` (its first signing
-/// key derives the account id) with exactly this encryption key. For the regulator, whose keys
+/// must carry that transaction, included in the log under a checkpoint signed by `signer` (the
+/// pinned genesis node's key or an admitted node's), correctly signed, for this chain,
+/// registering exactly `account` (its first signing key derives the account id) with exactly this encryption key. For the regulator, whose keys
 /// are in genesis, `genesis` (served by the node) must hash to the pinned genesis hash.
 ///
 /// What this does not prove: the receipt's outcome is not covered by the Merkle log, so a
@@ -158,6 +158,7 @@ pub fn verify_account_key(
     proof: &AccountKeyProof,
     account: &AccountId,
     anchor: &TrustAnchor,
+    signer: &PublicKey,
     genesis: Option<&Genesis>,
 ) -> Result<EncryptionKey, ClientError> {
     let refuse =
@@ -188,7 +189,7 @@ pub fn verify_account_key(
         }
         return Ok(proof.encryption_key);
     };
-    let tx = signed_for_this_chain(registration, anchor)
+    let tx = signed_for_this_chain(registration, anchor, signer)
         .map_err(|e| refuse(format!("its registration is not proven: {e}")))?;
     let (first_key, encryption_key) = match &tx.tx.body {
         TxBody::Registry(RegistryTx::AdmitHospital(t)) => (t.key, t.encryption_key),
@@ -228,14 +229,16 @@ pub fn verify_account_key(
     Ok(encryption_key)
 }
 
-/// The transaction of `proof`, included in the log under a checkpoint signed by the trusted
-/// node key, validly signed and for the pinned chain: what every key the wallet encrypts to
-/// must come from.
+/// The transaction of `proof`, included in the log under a checkpoint signed by `signer` (a
+/// node key the caller trusts: the pinned genesis node's, or one whose admission by the pinned
+/// regulator is proven, see [`crate::NodeClient::admitted_signer`]), validly signed and for the
+/// pinned chain: what every key the wallet encrypts to must come from.
 fn signed_for_this_chain(
     proof: &TxProofResponse,
     anchor: &TrustAnchor,
+    signer: &PublicKey,
 ) -> Result<SignedTransaction, String> {
-    let tx = verify_tx_proof(proof, &anchor.node_key).map_err(|e| e.to_string())?;
+    let tx = verify_tx_proof(proof, signer).map_err(|e| e.to_string())?;
     tx.verify_signature().map_err(|e| format!("its transaction is not validly signed: {e}"))?;
     if tx.tx.chain_id != anchor.chain_id {
         return Err(format!(
@@ -252,8 +255,9 @@ fn applied_transaction(
     proof: &TxProofResponse,
     expected: &Hash,
     anchor: &TrustAnchor,
+    signer: &PublicKey,
 ) -> Result<SignedTransaction, String> {
-    let tx = signed_for_this_chain(proof, anchor)?;
+    let tx = signed_for_this_chain(proof, anchor, signer)?;
     if tx.hash() != *expected {
         return Err(format!("the node offered transaction {}", tx.hash()));
     }
@@ -272,14 +276,15 @@ fn applied_transaction(
 ///
 /// A session's id is the hash of the `StartSession` transaction that opened it, and its key is
 /// set once, by that transaction. So the proof must be of exactly that transaction, included
-/// in the log under a checkpoint signed by the trusted node key, correctly signed, for this
-/// chain, naming `device`, with a receipt that says it applied (the same bound as
+/// in the log under a checkpoint signed by `signer` (the pinned genesis node's key or an
+/// admitted node's), correctly signed, for this chain, naming `device`, with a receipt that says it applied (the same bound as
 /// [`verify_account_key`]: the outcome is not covered by the Merkle log).
 pub fn verify_session_key(
     proof: &TxProofResponse,
     session: &Hash,
     device: &AccountId,
     anchor: &TrustAnchor,
+    signer: &PublicKey,
 ) -> Result<EncryptionKey, ClientError> {
     let refuse = |reason: String| {
         ClientError::Proof(ProofError::UnprovenKey {
@@ -287,7 +292,7 @@ pub fn verify_session_key(
             reason: format!("the key of session {session} is not proven: {reason}"),
         })
     };
-    let tx = applied_transaction(proof, session, anchor).map_err(refuse)?;
+    let tx = applied_transaction(proof, session, anchor, signer).map_err(refuse)?;
     let TxBody::Devices(DeviceTx::StartSession(start)) = &tx.tx.body else {
         return Err(refuse(format!("its transaction is a {}", tx.tx.body.kind())));
     };
@@ -303,7 +308,8 @@ pub fn verify_session_key(
 ///
 /// The emergency profile view names the transaction that set the profile in force. So the
 /// proof must be of exactly that transaction, included in the log under a checkpoint signed by
-/// the trusted node key, correctly signed, for this chain, setting the profile of `patient`,
+/// `signer` (the pinned genesis node's key or an admitted node's), correctly signed, for this
+/// chain, setting the profile of `patient`,
 /// with a receipt that says it applied (the same bound as [`verify_account_key`]: the outcome
 /// is not covered by the Merkle log). What this does not prove: that no later profile replaced
 /// it (a node could serve an older, proven profile of the same patient).
@@ -312,6 +318,7 @@ pub fn verify_emergency_key(
     set_by: &Hash,
     patient: &AccountId,
     anchor: &TrustAnchor,
+    signer: &PublicKey,
 ) -> Result<EncryptionKey, ClientError> {
     let refuse = |reason: String| {
         ClientError::Proof(ProofError::UnprovenKey {
@@ -319,7 +326,7 @@ pub fn verify_emergency_key(
             reason: format!("the emergency key of patient {patient} is not proven: {reason}"),
         })
     };
-    let tx = applied_transaction(proof, set_by, anchor).map_err(refuse)?;
+    let tx = applied_transaction(proof, set_by, anchor, signer).map_err(refuse)?;
     let TxBody::Emergency(EmergencyTx::SetProfile { patient: of, profile }) = &tx.tx.body else {
         return Err(refuse(format!("its transaction is a {}", tx.tx.body.kind())));
     };
@@ -344,68 +351,80 @@ pub fn check_consistency(
     check_signature(old, trusted)?;
     check_signature(new, trusted)?;
     let (o, n) = (&old.checkpoint, &new.checkpoint);
-    let inconsistent = |reason: String| {
+    extends(o, n, Some(proof)).map_err(|reason| {
         ClientError::Proof(ProofError::InconsistentCheckpoint {
             old_size: o.log_size,
             new_size: n.log_size,
             reason,
         })
-    };
+    })
+}
 
+/// Why checkpoint `new` does not extend `old`, if it does not: the same chain; neither height,
+/// time nor log size going back; at one height the same checkpoint; at one log size the same
+/// root; and otherwise `proof` (from `old`'s size to `new`'s) leading from `old`'s root to
+/// `new`'s. The one check of two checkpoints against each other, whether one node signed both
+/// ([`check_consistency`]) or two ([`crate::checkpoints::check_against_seen`]).
+pub(crate) fn extends(
+    old: &Checkpoint,
+    new: &Checkpoint,
+    proof: Option<&ConsistencyProof>,
+) -> Result<(), String> {
+    let (o, n) = (old, new);
     if o.chain_id != n.chain_id {
-        return Err(inconsistent(format!(
+        return Err(format!(
             "the new checkpoint is for chain {:?}, the old one for {:?}",
             n.chain_id, o.chain_id
-        )));
-    }
-    if n.log_size < o.log_size {
-        return Err(inconsistent("the log shrank".into()));
+        ));
     }
     if n.height < o.height {
-        return Err(inconsistent(format!(
-            "the height went back from {} to {}",
-            o.height, n.height
-        )));
+        return Err(format!("the height went back from {} to {}", o.height, n.height));
+    }
+    if n.height == o.height {
+        return if n == o {
+            Ok(())
+        } else {
+            Err(format!("two different checkpoints for height {}", n.height))
+        };
     }
     if n.time_ms < o.time_ms {
-        return Err(inconsistent(format!(
-            "block time went back from {} to {} ms",
-            o.time_ms, n.time_ms
-        )));
+        return Err(format!("block time went back from {} to {} ms", o.time_ms, n.time_ms));
     }
-    if n.height == o.height && n != o {
-        return Err(inconsistent(format!(
-            "the node signed two different checkpoints for height {}",
-            n.height
-        )));
+    if n.log_size < o.log_size {
+        return Err("the log shrank".into());
     }
-    if n.log_size == o.log_size && n.log_root != o.log_root {
-        return Err(inconsistent(format!(
-            "two different roots for the same log size: {} before, {} now",
-            o.log_root, n.log_root
-        )));
+    if n.log_size == o.log_size {
+        return if n.log_root == o.log_root {
+            Ok(())
+        } else {
+            Err(format!(
+                "two different roots for the same log size: {} before, {} now",
+                o.log_root, n.log_root
+            ))
+        };
     }
     if o.log_size == 0 {
         // The empty log is a prefix of every log; RFC 9162 has no proof for it.
         return if o.log_root == merkle::empty_root() {
             Ok(())
         } else {
-            Err(inconsistent("the old checkpoint claims a non-empty root for an empty log".into()))
+            Err("the old checkpoint claims a non-empty root for an empty log".into())
         };
     }
+    let proof = proof.ok_or("no consistency proof")?;
     if proof.old_size != o.log_size || proof.new_size != n.log_size {
-        return Err(inconsistent(format!(
+        return Err(format!(
             "the consistency proof is from size {} to {}, the checkpoints are of sizes {} and {}",
             proof.old_size, proof.new_size, o.log_size, n.log_size
-        )));
+        ));
     }
     proof
         .verify(&o.log_root, &n.log_root)
-        .map_err(|e| inconsistent(format!("the consistency proof does not verify: {e}")))
+        .map_err(|e| format!("the consistency proof does not verify: {e}"))
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use medledger_core::{keys::SigningKey, merkle::MerkleLog, tx::Transaction};
 
     use super::*;
@@ -667,7 +686,7 @@ mod tests {
 
     /// A registration of a new patient account by a hospital, proven in a log of 5 under a
     /// checkpoint signed by `node`: (proof, the patient's account, the anchor).
-    fn key_proof(node: &SigningKey) -> (AccountKeyProof, AccountId, TrustAnchor) {
+    pub(crate) fn key_proof(node: &SigningKey) -> (AccountKeyProof, AccountId, TrustAnchor) {
         use medledger_core::{
             keys::DecryptionKey,
             tx::{RegisterPatient, SealedRef},
@@ -712,7 +731,7 @@ mod tests {
         let node = SigningKey::generate();
         let (proof, account, anchor) = key_proof(&node);
         assert_eq!(
-            verify_account_key(&proof, &account, &anchor, None).unwrap(),
+            verify_account_key(&proof, &account, &anchor, &anchor.node_key, None).unwrap(),
             proof.encryption_key
         );
     }
@@ -727,7 +746,7 @@ mod tests {
         // The key swapped in the answer, the registration left alone.
         let mut p = good.clone();
         p.encryption_key = attacker;
-        let err = verify_account_key(&p, &account, &anchor, None).unwrap_err();
+        let err = verify_account_key(&p, &account, &anchor, &anchor.node_key, None).unwrap_err();
         assert!(err.to_string().contains("refusing to use the encryption key"), "{err}");
         assert_unproven(Err(err), "swapped key");
 
@@ -737,37 +756,61 @@ mod tests {
         reg.tx_hex = reg.tx_hex.replace(&good.encryption_key.to_string(), &attacker.to_string());
         assert_ne!(reg.tx_hex, good.registration.as_ref().unwrap().tx_hex);
         p.encryption_key = attacker;
-        assert_unproven(verify_account_key(&p, &account, &anchor, None), "swapped everywhere");
+        assert_unproven(
+            verify_account_key(&p, &account, &anchor, &anchor.node_key, None),
+            "swapped everywhere",
+        );
 
         // Asked for another account, or for the right account by another answer.
         let other = AccountId([7; 20]);
-        assert_unproven(verify_account_key(&good, &other, &anchor, None), "other account");
+        assert_unproven(
+            verify_account_key(&good, &other, &anchor, &anchor.node_key, None),
+            "other account",
+        );
         let mut p = good.clone();
         p.account = other;
-        assert_unproven(verify_account_key(&p, &other, &anchor, None), "registration of another");
+        assert_unproven(
+            verify_account_key(&p, &other, &anchor, &anchor.node_key, None),
+            "registration of another",
+        );
 
         // Another node key, another chain.
         let foreign =
             TrustAnchor { node_key: SigningKey::generate().public_key(), ..anchor.clone() };
-        assert_unproven(verify_account_key(&good, &account, &foreign, None), "foreign node");
+        assert_unproven(
+            verify_account_key(&good, &account, &foreign, &foreign.node_key, None),
+            "foreign node",
+        );
         let elsewhere = TrustAnchor { chain_id: "elsewhere".into(), ..anchor.clone() };
-        assert_unproven(verify_account_key(&good, &account, &elsewhere, None), "other chain");
+        assert_unproven(
+            verify_account_key(&good, &account, &elsewhere, &elsewhere.node_key, None),
+            "other chain",
+        );
 
         // A receipt that does not say the account was created.
         let mut p = good.clone();
         p.registration.as_mut().unwrap().receipt.outcome = Outcome::Applied { created: None };
-        assert_unproven(verify_account_key(&p, &account, &anchor, None), "no creation");
+        assert_unproven(
+            verify_account_key(&p, &account, &anchor, &anchor.node_key, None),
+            "no creation",
+        );
 
         // Some other proven transaction offered as the registration.
         let (mut p, _, _) = key_proof(&node);
         p.account = account;
         p.encryption_key = good.encryption_key;
-        assert_unproven(verify_account_key(&p, &account, &anchor, None), "another registration");
+        assert_unproven(
+            verify_account_key(&p, &account, &anchor, &anchor.node_key, None),
+            "another registration",
+        );
 
         // No registration at all: only the pinned genesis' regulator may have none.
         let mut p = good.clone();
         p.registration = None;
-        assert_unproven(verify_account_key(&p, &account, &anchor, None), "no registration");
+        assert_unproven(
+            verify_account_key(&p, &account, &anchor, &anchor.node_key, None),
+            "no registration",
+        );
     }
 
     /// A proven `SetProfile` of a patient, at index 1 of 4 in block 1.
@@ -836,38 +879,54 @@ mod tests {
             unreachable!()
         };
         let key = profile.emergency_key;
-        assert_eq!(verify_emergency_key(&good, &set_by, &patient, &anchor).unwrap(), key);
+        assert_eq!(
+            verify_emergency_key(&good, &set_by, &patient, &anchor, &anchor.node_key).unwrap(),
+            key
+        );
 
         // The key swapped in the transaction: its hash no longer matches.
         let attacker = DecryptionKey::generate().public_key();
         let mut p = good.clone();
         p.tx_hex = p.tx_hex.replace(&key.to_string(), &attacker.to_string());
         assert_ne!(p.tx_hex, good.tx_hex);
-        let err = verify_emergency_key(&p, &set_by, &patient, &anchor).unwrap_err();
+        let err =
+            verify_emergency_key(&p, &set_by, &patient, &anchor, &anchor.node_key).unwrap_err();
         assert!(err.to_string().contains("refusing to use the encryption key"), "{err}");
         // Another proven transaction than the one the view names; another patient.
         let (other, other_hash, _, _) = profile_proof(&node);
-        assert_unproven(verify_emergency_key(&other, &set_by, &patient, &anchor), "other tx");
         assert_unproven(
-            verify_emergency_key(&other, &other_hash, &patient, &anchor),
+            verify_emergency_key(&other, &set_by, &patient, &anchor, &anchor.node_key),
+            "other tx",
+        );
+        assert_unproven(
+            verify_emergency_key(&other, &other_hash, &patient, &anchor, &anchor.node_key),
             "another patient's profile",
         );
         // A proven transaction of another kind.
         let (rotate, rotated) = proof_response(&node, 3);
         assert_unproven(
-            verify_emergency_key(&rotate, &rotated[3].hash(), &patient, &anchor),
+            verify_emergency_key(&rotate, &rotated[3].hash(), &patient, &anchor, &anchor.node_key),
             "another kind",
         );
         // Another node key, another chain, a refused receipt.
         let foreign =
             TrustAnchor { node_key: SigningKey::generate().public_key(), ..anchor.clone() };
-        assert_unproven(verify_emergency_key(&good, &set_by, &patient, &foreign), "foreign node");
+        assert_unproven(
+            verify_emergency_key(&good, &set_by, &patient, &foreign, &foreign.node_key),
+            "foreign node",
+        );
         let elsewhere = TrustAnchor { chain_id: "elsewhere".into(), ..anchor.clone() };
-        assert_unproven(verify_emergency_key(&good, &set_by, &patient, &elsewhere), "other chain");
+        assert_unproven(
+            verify_emergency_key(&good, &set_by, &patient, &elsewhere, &elsewhere.node_key),
+            "other chain",
+        );
         let mut p = good.clone();
         p.receipt.outcome =
             Outcome::Refused { reason: medledger_core::block::Refusal::BadSignature };
-        assert_unproven(verify_emergency_key(&p, &set_by, &patient, &anchor), "refused");
+        assert_unproven(
+            verify_emergency_key(&p, &set_by, &patient, &anchor, &anchor.node_key),
+            "refused",
+        );
     }
 
     #[test]
@@ -894,7 +953,8 @@ mod tests {
             registration: None,
         };
         assert_eq!(
-            verify_account_key(&proof, &account, &anchor, Some(&genesis)).unwrap(),
+            verify_account_key(&proof, &account, &anchor, &anchor.node_key, Some(&genesis))
+                .unwrap(),
             genesis.regulator_encryption_key
         );
         // A served genesis with another regulator encryption key is not the pinned one.
@@ -903,11 +963,11 @@ mod tests {
         let swapped =
             AccountKeyProof { encryption_key: forged.regulator_encryption_key, ..proof.clone() };
         assert_unproven(
-            verify_account_key(&swapped, &account, &anchor, Some(&forged)),
+            verify_account_key(&swapped, &account, &anchor, &anchor.node_key, Some(&forged)),
             "forged genesis",
         );
         assert_unproven(
-            verify_account_key(&swapped, &account, &anchor, Some(&genesis)),
+            verify_account_key(&swapped, &account, &anchor, &anchor.node_key, Some(&genesis)),
             "swapped key",
         );
     }
@@ -964,7 +1024,10 @@ mod tests {
         let applied = Outcome::Applied { created: None };
         let good = start(device, CHAIN);
         let proof = proven(&good, &node, applied.clone());
-        assert_eq!(verify_session_key(&proof, &good.hash(), &device, &anchor).unwrap(), key);
+        assert_eq!(
+            verify_session_key(&proof, &good.hash(), &device, &anchor, &anchor.node_key).unwrap(),
+            key
+        );
 
         // Another session's start, another device's, another chain's, a refused one, another
         // transaction altogether, and a proof under a foreign node key are all refused.
@@ -982,6 +1045,7 @@ mod tests {
                 &good.hash(),
                 &device,
                 &anchor,
+                &anchor.node_key,
             ),
             "another session",
         );
@@ -992,6 +1056,7 @@ mod tests {
                 &elsewhere.hash(),
                 &device,
                 &anchor,
+                &anchor.node_key,
             ),
             "another device",
         );
@@ -1002,12 +1067,19 @@ mod tests {
                 &foreign_chain.hash(),
                 &device,
                 &anchor,
+                &anchor.node_key,
             ),
             "another chain",
         );
         let not_applied = Outcome::Refused { reason: medledger_core::block::Refusal::BadSignature };
         refused(
-            verify_session_key(&proven(&good, &node, not_applied), &good.hash(), &device, &anchor),
+            verify_session_key(
+                &proven(&good, &node, not_applied),
+                &good.hash(),
+                &device,
+                &anchor,
+                &anchor.node_key,
+            ),
             "a refused start",
         );
         let rotation = &txs(1, 9)[0];
@@ -1017,12 +1089,19 @@ mod tests {
                 &rotation.hash(),
                 &device,
                 &anchor,
+                &anchor.node_key,
             ),
             "not a session start",
         );
         let stranger = SigningKey::generate();
         refused(
-            verify_session_key(&proven(&good, &stranger, applied), &good.hash(), &device, &anchor),
+            verify_session_key(
+                &proven(&good, &stranger, applied),
+                &good.hash(),
+                &device,
+                &anchor,
+                &anchor.node_key,
+            ),
             "a foreign node key",
         );
     }

@@ -21,6 +21,9 @@ pub mod namespace {
     /// A Raft RPC between nodes, request or response (its envelope, signed by the sender's
     /// node key).
     pub const RAFT: &[u8] = b"medledger/v1/raft";
+    /// A leader's seal on a block it proposes (its node key over the chain, the Raft term
+    /// and the block's header hash).
+    pub const BLOCK_SEAL: &[u8] = b"medledger/v1/block-seal";
 }
 
 /// A signature failed to verify.

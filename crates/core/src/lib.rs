@@ -13,6 +13,7 @@ pub mod ids;
 pub mod keys;
 pub mod merkle;
 pub mod request;
+pub mod seal;
 pub mod tx;
 
 pub use cid::Cid;

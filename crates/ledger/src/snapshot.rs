@@ -120,6 +120,10 @@ pub enum SnapshotError {
     /// The contents do not reproduce what the header says.
     #[error("the snapshot does not check out: {0}")]
     Mismatch(String),
+    /// The snapshot does not extend the history this ledger has applied: it would roll back
+    /// or rewrite committed blocks.
+    #[error("the snapshot does not extend this ledger's history: {0}")]
+    Rewrites(String),
     /// Reading or writing the stream failed.
     #[error("snapshot I/O: {0}")]
     Io(#[source] io::Error),
@@ -259,7 +263,8 @@ impl Ledger {
     /// stored with the imported state.
     ///
     /// Refused, with nothing changed, if the snapshot is of another genesis, carries another
-    /// marker, is truncated, malformed or larger than its header says, or if the hash chain,
+    /// marker, does not extend the blocks this ledger has applied (it ends behind them or
+    /// differs from one of them), is truncated, malformed or larger than its header says, or if the hash chain,
     /// the blocks' roots, the log root, the state digest or the index digest recomputed from
     /// its contents differ from its header. Blocks applying meanwhile wait.
     pub fn import_snapshot(
@@ -284,6 +289,17 @@ impl Ledger {
             ));
         }
         let mut writer = self.writer.lock().expect("writer lock poisoned");
+        // Committed blocks are final: the snapshot must hold every block this ledger has
+        // applied, unchanged, and may only add to them.
+        let ours = writer.tip.clone();
+        if header.height < ours.height {
+            return Err(SnapshotError::Rewrites(format!(
+                "it ends at height {}, behind this ledger's tip at {}",
+                header.height, ours.height
+            )));
+        }
+        let applied = self.db.begin_read()?;
+        let applied = applied.open_table(BLOCKS)?;
         let mut txn = self.db.begin_write()?;
         txn.set_durability(redb::Durability::Immediate)?;
         // Dropping `txn` without commit on any error below leaves the ledger as it was.
@@ -306,6 +322,14 @@ impl Ledger {
                     return Err(SnapshotError::Malformed(format!(
                         "block {} is not canonically encoded",
                         h.height
+                    )));
+                }
+                if h.height <= ours.height
+                    && applied.get(h.height)?.is_none_or(|own| own.value() != bytes)
+                {
+                    return Err(SnapshotError::Rewrites(format!(
+                        "its block {} differs from the block {} this ledger applied",
+                        h.height, h.height
                     )));
                 }
                 blocks.insert(h.height, bytes).map_err(LedgerError::from)?;
@@ -628,15 +652,17 @@ mod tests {
     }
 
     #[test]
-    fn an_import_replaces_a_ledger_that_had_other_blocks() {
+    fn an_import_extends_a_ledger_that_holds_a_prefix_of_its_blocks() {
         let dir = tempfile::tempdir().unwrap();
         let mut chain = Chain::new("snap");
-        let source = chain.ledger(&dir.path().join("a.redb"), 5);
+        let blocks: Vec<Block> = (0..5).map(|_| chain.block(3)).collect();
+        let source = Ledger::create(&dir.path().join("a.redb"), chain.genesis.clone()).unwrap();
         let target = Ledger::create(&dir.path().join("b.redb"), chain.genesis.clone()).unwrap();
-        // Another block 1 and 2 (a deposed leader's, say).
-        let mut fork = Tip::genesis(&chain.genesis);
-        for t in [5, 6] {
-            target.apply_block(&fork.propose(t, Vec::new()), &[], b"old").unwrap();
+        for (i, b) in blocks.iter().enumerate() {
+            source.apply_block(b, &[true; 3], b"marker").unwrap();
+            if i < 2 {
+                target.apply_block(b, &[true; 3], b"old").unwrap();
+            }
         }
         target.import_snapshot(&export(&source)[..], b"marker").unwrap();
         assert_eq!(view(&target), view(&source));
@@ -663,9 +689,9 @@ mod tests {
         }
     }
 
-    /// Builds a source ledger and a target of the same network that holds another block;
-    /// `tamper` edits the source's snapshot (as frames) and returns the bytes to import, which
-    /// must be refused as `expected` says, changing nothing.
+    /// Builds a source ledger and a new target of the same network; `tamper` edits the
+    /// source's snapshot (as frames) and returns the bytes to import, which must be refused as
+    /// `expected` says, changing nothing.
     fn refused(
         tamper: impl FnOnce(&mut Vec<(u8, Vec<u8>)>) -> Vec<u8>,
         expected: impl Fn(&SnapshotError) -> bool,
@@ -674,15 +700,41 @@ mod tests {
         let mut chain = Chain::new("snap");
         let source = chain.ledger(&dir.path().join("a.redb"), 6);
         let target = Ledger::create(&dir.path().join("b.redb"), chain.genesis.clone()).unwrap();
-        target
-            .apply_block(&Tip::genesis(&chain.genesis).propose(5, Vec::new()), &[], b"t")
-            .unwrap();
         let before = view(&target);
         let mut frames = frames(&export(&source));
         let bytes = tamper(&mut frames);
         let err = target.import_snapshot(&bytes[..], b"marker").unwrap_err();
         assert!(expected(&err), "unexpected refusal: {err}");
         assert_eq!(view(&target), before, "a refused import changed the ledger");
+    }
+
+    #[test]
+    fn a_snapshot_that_rewrites_or_rolls_back_applied_blocks_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut chain = Chain::new("snap");
+        let source = chain.ledger(&dir.path().join("a.redb"), 6);
+        let snapshot = export(&source);
+        // A ledger that applied another block 1.
+        let forked = Ledger::create(&dir.path().join("b.redb"), chain.genesis.clone()).unwrap();
+        forked
+            .apply_block(&Tip::genesis(&chain.genesis).propose(5, Vec::new()), &[], b"t")
+            .unwrap();
+        let before = view(&forked);
+        let err = forked.import_snapshot(&snapshot[..], b"marker").unwrap_err();
+        assert!(
+            matches!(&err, SnapshotError::Rewrites(m) if m.contains("its block 1 differs")),
+            "{err}"
+        );
+        assert_eq!(view(&forked), before);
+        // The ledger the snapshot was taken from takes it again: it extends its history ...
+        source.import_snapshot(&snapshot[..], b"marker").unwrap();
+        // ... until it is ahead of it: importing would roll it back.
+        let block = chain.block(3);
+        source.apply_block(&block, &[true; 3], b"marker").unwrap();
+        let before = view(&source);
+        let err = source.import_snapshot(&snapshot[..], b"marker").unwrap_err();
+        assert!(matches!(&err, SnapshotError::Rewrites(m) if m.contains("behind")), "{err}");
+        assert_eq!(view(&source), before);
     }
 
     fn mismatch(words: &'static str) -> impl Fn(&SnapshotError) -> bool {

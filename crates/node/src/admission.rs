@@ -231,8 +231,13 @@ pub(crate) fn simulate(
 }
 
 /// Who sent it, checked once per submission or simulation: the signature, not applied
-/// before, and the envelope against committed state ([`authenticate`]).
-fn envelope(state: &AppState, tx: &SignedTransaction, signature_ok: bool) -> Result<(), ApiError> {
+/// before, and the envelope against committed state ([`authenticate`]). Also what a node
+/// checks before it spends anything on a submission's behalf (pulling its blobs from peers).
+pub(crate) fn envelope(
+    state: &AppState,
+    tx: &SignedTransaction,
+    signature_ok: bool,
+) -> Result<(), ApiError> {
     crate::auth::note_requester(tx.tx.signer);
     if !signature_ok {
         return Err(bad_signature(tx));

@@ -24,6 +24,8 @@ pub struct AppState {
     pub cluster: Arc<crate::raft::Cluster>,
     /// Sealed blobs.
     pub vault: Arc<FsVault>,
+    /// Pulls blobs this node lacks from its peers.
+    pub replicas: crate::raft::replicas::Puller,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Nonces of signed requests seen recently.

@@ -43,6 +43,9 @@ pub enum NodeError {
     /// Raft failed to start.
     #[error("raft: {0}")]
     Raft(String),
+    /// The fault rules file given for a fault test cannot be used.
+    #[error(transparent)]
+    FaultRules(#[from] raft::faults::FaultRulesError),
     /// Serving failed.
     #[error("server: {0}")]
     Serve(#[from] std::io::Error),
@@ -53,6 +56,12 @@ pub enum NodeError {
         "storage fault, the node stopped: {0}; repair the storage (free space, check the disk) and restart the node, which recovers from its Raft log"
     )]
     StorageFault(String),
+    /// The leader sent a block or membership entry that does not check out: the node stopped
+    /// rather than diverge from what the ledger's rules allow.
+    #[error(
+        "protocol fault, the node stopped rather than diverge: {0}; keep this data directory as evidence and tell the consortium (the reason names the proposer and its term) before restarting the node"
+    )]
+    ProtocolFault(String),
 }
 
 /// How a node runs, beyond its data directory and address.
@@ -72,6 +81,10 @@ pub struct NodeOptions {
     /// Raft entries (blocks) applied between two snapshots of the ledger; the log is purged
     /// behind each ([`raft::SnapshotSettings::every`]).
     pub snapshot_every: u64,
+    /// For fault tests only: a file of rules that cut, drop or delay what this node sends to
+    /// other nodes, re-read when it changes ([`raft::faults`]). `None` (the default): no fault
+    /// injection, and no cost.
+    pub fault_rules: Option<std::path::PathBuf>,
 }
 
 impl Default for NodeOptions {
@@ -84,6 +97,7 @@ impl Default for NodeOptions {
             vault_quotas: quotas::VaultQuotas::default(),
             node_id: None,
             snapshot_every: raft::SNAPSHOT_EVERY_ENTRIES,
+            fault_rules: None,
         }
     }
 }
@@ -119,6 +133,7 @@ pub async fn serve_with(
     let _lock = dir.lock()?;
     warn_widened(dir.secure()?);
     let disk = storage::DiskGuard::new(dir.root(), options.disk_reserve_bytes)
+        .map(Arc::new)
         .map_err(|e| NodeError::DataDir(format!("{}: {e}", dir.root().display())))?;
     let fault = Arc::new(storage::StorageFault::default());
     let ledger = Arc::new(tokio::task::block_in_place(|| Ledger::open(&dir.ledger()))?);
@@ -141,7 +156,13 @@ pub async fn serve_with(
     let (applied_tx, applied_rx) = tokio::sync::watch::channel(ledger.tip().height);
     let transport =
         Arc::new(raft::transport::Transport::new(node_id, node_key.clone(), ledger.clone()));
-    let network = raft::network::Network::new(transport.clone()).map_err(NodeError::Raft)?;
+    let faults = match &options.fault_rules {
+        Some(path) => Some(raft::faults::Faults::watch(path)?),
+        None => None,
+    };
+    let network = raft::network::Network::new(transport.clone())
+        .map_err(NodeError::Raft)?
+        .with_faults(faults.clone());
     let (raft, log_closed) = raft::start_with(
         ledger.clone(),
         &dir.raft_log(),
@@ -178,17 +199,30 @@ pub async fn serve_with(
             raft::transport::MAX_APPEND_BYTES,
             limits.body_read_timeout,
         ),
+        faults,
     });
     // The Raft log and the vault index may have just been created.
     warn_widened(dir.secure()?);
     let raft_watch = tokio::spawn(raft::report_fatal(raft.clone(), fault.clone()));
     let (queue_tx, queue_rx) = mpsc::channel(producer::QUEUE);
-    let producer = tokio::spawn(producer::run(raft.clone(), ledger.clone(), preverified, queue_rx));
+    let proposer = producer::Proposer { id: node_id, key: node_key.clone() };
+    let producer =
+        tokio::spawn(producer::run(raft.clone(), ledger.clone(), preverified, proposer, queue_rx));
+    let replicas = raft::replicas::Puller::new(
+        raft.clone(),
+        node_id,
+        cluster.transport.clone(),
+        vault.clone(),
+        cluster.faults.clone(),
+        raft::replicas::Writable { disk: disk.clone(), fault: fault.clone() },
+    )
+    .map_err(NodeError::Raft)?;
     let janitor = tokio::spawn(janitor::run(
         ledger.clone(),
         vault.clone(),
         applied_rx.clone(),
         dir.janitor_cursor(),
+        Some(replicas.clone()),
     ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let metrics = Arc::new(metrics::Metrics::new());
@@ -198,6 +232,7 @@ pub async fn serve_with(
         node_key,
         cluster,
         vault: Arc::new(vault),
+        replicas,
         metrics: metrics.clone(),
         replay_guard: Arc::default(),
         denials: Arc::default(),
@@ -219,7 +254,7 @@ pub async fn serve_with(
             4 * medledger_core::tx::MAX_TX_BYTES,
             limits.body_read_timeout,
         ),
-        disk: Arc::new(disk),
+        disk,
         fault: fault.clone(),
     };
     tracing::info!(
@@ -263,6 +298,9 @@ pub async fn serve_with(
         // Nothing more is written after a storage fault, not even the ledger's final fsync:
         // the restart recovers from the Raft log.
         close(ledger).await;
+        if fault.is_protocol() {
+            return Err(NodeError::ProtocolFault(reason));
+        }
         return Err(NodeError::StorageFault(reason));
     }
     ledger.flush()?;

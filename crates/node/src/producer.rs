@@ -2,8 +2,9 @@
 //! everything queued (up to a block's limit) whenever a pipeline slot is free, builds the next
 //! block on its own view of the tip, and proposes it through Raft. Transactions that arrive
 //! while earlier blocks are being committed form the next block: group commit, one fsync per
-//! block, with up to [`PIPELINE`] blocks in flight. Each waiter gets its own receipt once the
-//! block is applied (and so durable).
+//! block, with up to [`PIPELINE`] blocks in flight. Each block is sealed with this node's key
+//! for the current Raft term ([`medledger_core::seal`]). Each waiter gets its own receipt once
+//! the block is applied (and so durable).
 
 use std::{
     sync::{
@@ -15,6 +16,8 @@ use std::{
 
 use medledger_core::{
     block::{MAX_BLOCK_TXS, Receipt},
+    keys::SigningKey,
+    seal::SealedBlock,
     tx::SignedTransaction,
 };
 use medledger_ledger::Ledger;
@@ -51,13 +54,30 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// Who seals the blocks: this node's id and key.
+#[derive(Clone, Debug)]
+pub struct Proposer {
+    /// The node's id.
+    pub id: u64,
+    /// Its node key.
+    pub key: Arc<SigningKey>,
+}
+
 /// Runs the producer until the queue's senders are all dropped.
 pub async fn run(
     raft: Raft,
     ledger: Arc<Ledger>,
     preverified: PreVerified,
+    proposer: Proposer,
     mut queue: mpsc::Receiver<Submission>,
 ) {
+    let chain_id = ledger.genesis().chain_id.clone();
+    let seal = |block| {
+        // A leader's term does not change while it leads; should it have changed, the block
+        // is skipped on every node as sealed for another term, and its senders resubmit.
+        let term = raft.metrics().borrow().current_term;
+        SealedBlock::seal(block, &chain_id, proposer.id, term, &proposer.key)
+    };
     let slots = Arc::new(Semaphore::new(PIPELINE as usize));
     let resync = Arc::new(AtomicBool::new(false));
     let mut tip = ledger.tip();
@@ -76,15 +96,23 @@ pub async fn run(
             drop(all);
         }
         let Ok(permit) = slots.clone().acquire_owned().await else { break };
-        propose_next(permit, &mut tip, first, &mut queue, &raft, &preverified, &resync).await;
+        let next = Next { tip: &mut tip, queue: &mut queue, seal: &seal };
+        propose_next(permit, next, first, &raft, &preverified, &resync).await;
     }
 }
 
-async fn propose_next(
+/// What the next block is built from: the producer's view of the tip, the queue, and how it
+/// is sealed.
+struct Next<'a, S> {
+    tip: &'a mut medledger_core::block::Tip,
+    queue: &'a mut mpsc::Receiver<Submission>,
+    seal: &'a S,
+}
+
+async fn propose_next<S: Fn(medledger_core::block::Block) -> SealedBlock>(
     permit: tokio::sync::OwnedSemaphorePermit,
-    tip: &mut medledger_core::block::Tip,
+    Next { tip, queue, seal }: Next<'_, S>,
     first: Submission,
-    queue: &mut mpsc::Receiver<Submission>,
     raft: &Raft,
     preverified: &PreVerified,
     resync: &Arc<AtomicBool>,
@@ -105,7 +133,7 @@ async fn propose_next(
     if let Ok(mut set) = preverified.lock() {
         set.insert(hash);
     }
-    let pending = match raft.client_write_ff(block).await {
+    let pending = match raft.client_write_ff(seal(block)).await {
         Ok(rx) => rx,
         Err(fatal) => {
             let e = ProduceError::NotOrdered(fatal.to_string());

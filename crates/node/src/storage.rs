@@ -156,37 +156,60 @@ impl DiskGuard {
     }
 }
 
-/// A storage fault the node cannot recover from in place. The first one reported is kept;
-/// reporting it logs it, turns `/health` unhealthy and makes [`crate::serve`] stop with it.
+/// A fault the node cannot recover from in place: a storage fault, or a protocol fault (the
+/// leader sent a block or membership entry that does not check out). The first one reported
+/// is kept; reporting it logs it, turns `/health` unhealthy and makes [`crate::serve`] stop
+/// with it.
 #[derive(Debug)]
 pub struct StorageFault {
     /// The reason, once there is one.
     reason: tokio::sync::watch::Sender<Option<String>>,
+    /// Whether the first fault was a protocol fault.
+    protocol: std::sync::atomic::AtomicBool,
 }
 
 impl Default for StorageFault {
     fn default() -> Self {
-        Self { reason: tokio::sync::watch::channel(None).0 }
+        Self { reason: tokio::sync::watch::channel(None).0, protocol: false.into() }
     }
 }
 
 impl StorageFault {
-    /// Records a fault (the first one wins) and logs it.
+    /// Records a storage fault (the first fault wins) and logs it.
     pub fn report(&self, reason: impl Into<String>) {
-        let reason = reason.into();
-        let first = self.reason.send_if_modified(|r| {
-            if r.is_some() {
-                return false;
-            }
-            *r = Some(reason.clone());
-            true
-        });
-        if first {
+        if self.first(reason.into(), false) {
             tracing::error!(
-                %reason,
+                reason = self.reason().unwrap_or_default(),
                 "storage fault: the node stops writing and shuts down; restart it once the storage is repaired (it recovers from its Raft log)"
             );
         }
+    }
+
+    /// Records a protocol fault (the first fault wins) and logs it: the node stops rather
+    /// than follow a leader whose block or membership entry does not check out.
+    pub fn report_protocol(&self, reason: impl Into<String>) {
+        if self.first(reason.into(), true) {
+            tracing::error!(
+                reason = self.reason().unwrap_or_default(),
+                "protocol fault: the node stops rather than diverge; keep its data directory as evidence and tell the consortium before restarting it"
+            );
+        }
+    }
+
+    fn first(&self, reason: String, protocol: bool) -> bool {
+        self.reason.send_if_modified(|r| {
+            if r.is_some() {
+                return false;
+            }
+            self.protocol.store(protocol, std::sync::atomic::Ordering::SeqCst);
+            *r = Some(reason);
+            true
+        })
+    }
+
+    /// Whether the fault reported is a protocol fault.
+    pub fn is_protocol(&self) -> bool {
+        self.reason().is_some() && self.protocol.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The fault, if one was reported.

@@ -38,7 +38,7 @@ fn is_disk_full<T: std::fmt::Debug>(r: &Result<T, ClientError>) -> bool {
 }
 
 /// `medledger_disk_free_bytes` from /metrics.
-fn free_bytes(node: &Node) -> u64 {
+pub(crate) fn free_bytes(node: &Node) -> u64 {
     let m = http(node.port, "GET", "/metrics", b"").expect("GET /metrics").text();
     let line = m
         .lines()

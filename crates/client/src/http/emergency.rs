@@ -38,7 +38,9 @@ impl NodeClient {
         let proof: TxProofResponse = self
             .get(&format!("{}/{patient}/{}", paths::EMERGENCY, paths::EMERGENCY_KEY_PROOF))
             .await?;
-        let key = crate::proof::verify_emergency_key(&proof, &set_by, patient, anchor)?;
+        let genesis = self.genesis().await?;
+        let signer = self.trusted_signer(&proof.checkpoint, anchor, &genesis).await?;
+        let key = crate::proof::verify_emergency_key(&proof, &set_by, patient, anchor, &signer)?;
         if key != view.emergency_key {
             return Err(ClientError::Proof(ProofError::UnprovenKey {
                 account: AccountId::emergency_of(patient),

@@ -416,3 +416,24 @@ fn a_ledger_written_before_node_membership_opens_and_takes_node_transactions() {
     let reopened = Ledger::open(&path).unwrap();
     assert_eq!(reopened.node_member_by_key(&key).unwrap().unwrap().id, 2);
 }
+
+#[test]
+fn a_nodes_admission_is_the_regulators_transaction_that_created_it() {
+    let (mut net, hospital, _) = consortium();
+    // The genesis node has no admitting transaction; an unknown id has none either.
+    assert!(net.ledger.node_admission(1).unwrap().is_none());
+    assert!(net.ledger.node_admission(9).unwrap().is_none());
+    // A refused admission (a duplicate key) in a later block is never offered as one.
+    let (key, id) = admit(&mut net, &hospital);
+    refused_by_regulator(&mut net, admit_body(key, "http://127.0.0.3:7301", &hospital));
+    let (other, other_id) = admit(&mut net, &hospital);
+    for (key, id) in [(key, id), (other, other_id)] {
+        let record = net.ledger.node_admission(id).unwrap().expect("an admission");
+        let TxBody::Nodes(NodeTx::Admit { node_key, .. }) = &record.tx.tx.body else {
+            panic!("not an admission: {record:?}")
+        };
+        assert_eq!(*node_key, key);
+        assert_eq!(record.tx.tx.signer, net.ledger.genesis().regulator());
+        assert_eq!(applied(&record.receipt), Some(&Created::Node { id }));
+    }
+}

@@ -2,7 +2,8 @@
 //! blobs, for the signer's quota), sealed registration details (`PUT /v1/blobs`, for those who
 //! register people, devices or thresholds), and the signed read of registration details that
 //! the ledger names (`GET /v1/blobs/{hash}`). Record, case and device blobs leave the vault only
-//! through the audited reads.
+//! through the audited reads. `GET /v1/vault/status` and `POST /v1/vault/repair` report and
+//! repair this node's replicas (`raft/replicas.rs`).
 
 use axum::{
     Json, Router,
@@ -37,6 +38,32 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route(paths::BLOBS, large_body(state, put(put_blob), MAX_BLOB_BODY_BYTES))
         .route(&format!("{}/{{hash}}", paths::BLOBS), get(get_blob))
         .route(paths::VAULT, post(upload).layer(DefaultBodyLimit::disable()))
+        .route(paths::VAULT_STATUS, get(vault_status))
+        .route(paths::VAULT_REPAIR, post(vault_repair))
+}
+
+/// `GET /v1/vault/status`: this node's replicas as of its last repair pass (unsigned:
+/// consortium infrastructure; counts and blob names, nothing of their content).
+async fn vault_status(State(state): State<AppState>) -> Json<medledger_api::VaultStatus> {
+    Json(state.replicas.status())
+}
+
+/// `POST /v1/vault/repair`: asks for a repair pass (unsigned and cheap to ask: passes are at
+/// least 30 s apart, and requests in between are folded into the next); the status as it
+/// stands, with `repair_pending` set. 409 `refused` on a node without peers, which has
+/// nothing to repair from.
+async fn vault_repair(
+    State(state): State<AppState>,
+) -> Result<(StatusCode, Json<medledger_api::VaultStatus>), ApiError> {
+    if !state.replicas.has_peers() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::Refused,
+            "this node has no peers: a one-node network keeps the only copy of each blob and has nothing to repair from",
+        ));
+    }
+    state.replicas.request_repair();
+    Ok((StatusCode::ACCEPTED, Json(state.replicas.status())))
 }
 
 async fn put_blob(
@@ -98,6 +125,7 @@ async fn get_blob(
     if !registered.contains(&hash) {
         return Err(missing());
     }
+    state.replicas.ensure_present([hash]).await;
     let bytes = state.vault.get(&hash).map_err(vault_error)?.ok_or_else(missing)?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }

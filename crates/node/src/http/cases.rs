@@ -111,6 +111,7 @@ async fn own_key(
     visible_case(&state, &requester, &id, CaseSight::Existence)?;
     let no_key = || not_found(format!("no key of case {id} is wrapped to {requester}"));
     let blob = state.ledger.case_key(&id, &requester)?.ok_or_else(no_key)?;
+    state.replicas.ensure_present([blob]).await;
     let bytes = state.vault.get(&blob).map_err(vault_error)?.ok_or_else(no_key)?;
     Ok(Json(OwnKey { wrapped_hex: hex::encode(bytes) }))
 }
@@ -135,6 +136,8 @@ async fn read(
         .serve(&state, likely, |_| {
             let (state, id) = (state.clone(), id.clone());
             async move {
+                // What this node lacks is pulled from a peer before the access is committed.
+                state.replicas.ensure_present(case_blobs(&state, &reader, &id)?).await;
                 tokio::task::spawn_blocking(move || build_export(&state, &reader, &id))
                     .await
                     .map_err(|e| ApiError::internal(format!("the export task failed: {e}")))?
@@ -145,6 +148,20 @@ async fn read(
         CaseRead { event: released.event, height: released.height, export: released.value };
     Ok(([(header::CONTENT_TYPE, medledger_api::BINARY_MEDIA_TYPE)], encoding::encode(&answer))
         .into_response())
+}
+
+/// The blobs of case `id` an export for `requester` reads: its description, its entries and
+/// the case key wrapped to `requester`.
+fn case_blobs(
+    state: &AppState,
+    requester: &AccountId,
+    id: &str,
+) -> Result<Vec<medledger_core::Hash>, ApiError> {
+    let txs = state.ledger.case_transactions(id)?.ok_or_else(|| no_case(id))?;
+    let mut out = vec![txs.case.description];
+    out.extend(txs.entries.iter().map(|(e, _)| e.entry));
+    out.extend(state.ledger.case_key(id, requester)?);
+    Ok(out)
 }
 
 /// The export of case `id` for `requester`, read (and hash-checked by the vault) from one

@@ -199,6 +199,10 @@ async fn read(
             })?;
             let limit = q.limit.unwrap_or(MAX_READ_BATCHES).clamp(1, MAX_READ_BATCHES);
             let page = state.ledger.session_readings(&id, q.after.unwrap_or(0), limit)?;
+            let mut wanted = vec![key_blob];
+            wanted.extend(page.batches.iter().map(|b| b.blob));
+            wanted.extend(page.alerts.iter().map(|a| a.reading));
+            state.replicas.ensure_present(wanted).await;
             let vault = state.vault.clone();
             tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
                 let get = |h: &Hash| -> Result<Vec<u8>, ApiError> {

@@ -240,7 +240,26 @@ async fn break_glass(
     Path(id): Path<String>,
 ) -> ApiResult<BreakGlassView> {
     let id = parse_hash(&id)?;
+    pull_escrow_releases(&state, id, &requester).await?;
     Ok(Json(view(&state, id, &requester)?))
+}
+
+/// Pulls the escrow pieces released for break-glass `id` that this node lacks from a peer,
+/// when `requester` is its doctor (the only one they are shown to); nothing for anyone else.
+async fn pull_escrow_releases(
+    state: &AppState,
+    id: Hash,
+    requester: &AccountId,
+) -> Result<(), ApiError> {
+    if state.ledger.break_glass(&id)?.is_none_or(|b| b.doctor != *requester) {
+        return Ok(());
+    }
+    let released = state.ledger.escrow_releases(&id)?;
+    state
+        .replicas
+        .ensure_present(released.into_iter().map(|(_, blob)| blob).collect::<Vec<_>>())
+        .await;
+    Ok(())
 }
 
 /// `GET /v1/emergency/reviews`: the signer's (a hospital's) break-glass reviews still open.

@@ -18,10 +18,14 @@ pub(crate) fn routes() -> Router<AppState> {
 
 /// `GET /health`: 200 `ok`; 200 `disk_full` with the reason while writes are refused for lack
 /// of space (the node serves reads and resumes by itself: restarting it would not help); 503
-/// `storage_fault` with the reason once the node is stopping after a storage fault.
+/// `storage_fault` with the reason once the node is stopping after a storage fault, 503
+/// `protocol_fault` once it is stopping after refusing the leader's block or membership entry.
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let tip = state.ledger.tip();
     let (code, status, reason) = match (state.fault.reason(), state.disk.full_now()) {
+        (Some(reason), _) if state.fault.is_protocol() => {
+            (StatusCode::SERVICE_UNAVAILABLE, "protocol_fault", Some(reason))
+        }
         (Some(reason), _) => (StatusCode::SERVICE_UNAVAILABLE, "storage_fault", Some(reason)),
         (None, Some(full)) => (StatusCode::OK, "disk_full", Some(full.to_string())),
         (None, None) => (StatusCode::OK, "ok", None),

@@ -2,7 +2,10 @@
 //! (`raft/transport.rs`) whose checks run before the Raft core sees the body; the answer is an
 //! envelope signed by this node. A refused envelope gets a typed error code (403
 //! `wrong_chain`, `wrong_recipient`, `not_member`, `not_admitted`, `bad_signature`,
-//! `clock_skew`, `wrong_sender`; 400 `malformed`).
+//! `clock_skew`, `wrong_sender`; 400 `malformed`). `GET /v1/raft/blobs/{hash}` serves a vault
+//! blob to another member pulling a replica (`raft/replicas.rs`), on the same checks of the
+//! signed request in its `x-medledger-node-request` header; `POST /v1/raft/blobs` answers
+//! which of up to 1,024 blobs this node holds (an envelope both ways, like the Raft RPCs).
 
 use axum::{
     Router,
@@ -10,7 +13,7 @@ use axum::{
     extract::State,
     http::{StatusCode, header},
     response::{IntoResponse, Response},
-    routing::post,
+    routing::{get, post},
 };
 use medledger_api::{BINARY_MEDIA_TYPE, ErrorCode, paths};
 use medledger_core::encoding;
@@ -40,6 +43,8 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route(paths::RAFT_APPEND, gate(post(append), RpcKind::Append))
         .route(paths::RAFT_VOTE, gate(post(vote), RpcKind::Vote))
         .route(paths::RAFT_SNAPSHOT, gate(post(snapshot), RpcKind::Snapshot))
+        .route(&format!("{}/{{hash}}", paths::RAFT_BLOBS), get(blob))
+        .route(paths::RAFT_BLOBS, gate(post(blobs_held), RpcKind::BlobsHeld))
 }
 
 impl From<EnvelopeError> for ApiError {
@@ -111,6 +116,87 @@ async fn snapshot(State(state): State<AppState>, body: Bytes) -> Result<Response
     let (envelope, rpc): (_, InstallSnapshotRequest<TypeConfig>) =
         open(&state, &body, RpcKind::Snapshot)?;
     speaks_for_its_sender(&envelope, &rpc.vote)?;
+    // A chunk is written to the data directory: not after a storage fault, nor below the
+    // free-space reserve (507 `disk_full`; the leader retries, and the Raft log and the
+    // ledger keep the room the reserve holds for them).
+    super::submit::writable(&state, rpc.data.len() as u64)?;
     let result = Answer::of_snapshot(state.cluster.raft.install_snapshot(rpc).await);
     Ok(answer(&state, &envelope, encoding::encode(&result)))
+}
+
+/// Which of the blobs a member names this node holds (one flag per hash, in order), in a
+/// signed answer: the member then pulls each from a node that has it.
+async fn blobs_held(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let (envelope, asked): (_, Vec<medledger_core::Hash>) =
+        open(&state, &body, RpcKind::BlobsHeld)?;
+    if asked.len() > crate::raft::transport::MAX_HELD_QUERY {
+        return Err(EnvelopeError::Malformed(format!(
+            "{} hashes asked for; at most {}",
+            asked.len(),
+            crate::raft::transport::MAX_HELD_QUERY
+        ))
+        .into());
+    }
+    let vault = state.vault.clone();
+    let held: Vec<bool> = tokio::task::spawn_blocking(move || {
+        asked
+            .iter()
+            .map(|h| medledger_vault::BlobStore::contains(&*vault, h))
+            .collect::<Result<_, _>>()
+    })
+    .await
+    .map_err(crate::http::error::joined)?
+    .map_err(crate::http::error::blob_error)?;
+    Ok(answer(&state, &envelope, encoding::encode(&held)))
+}
+
+/// A vault blob for a member pulling a replica: the signed request (kind `Blob`, body the
+/// hash in the path) passes every envelope check before the vault is looked at; the blob is
+/// streamed after its hash was checked (a damaged copy is never served: 500 `corrupt`).
+async fn blob(
+    State(state): State<AppState>,
+    axum::extract::Path(hash): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let hash = crate::http::error::parse_hash(&hash)?;
+    let signed = headers
+        .get(paths::NODE_REQUEST_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| hex::decode(v).ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthenticated,
+                format!(
+                    "a blob is served to another node only on its signed request (the hex \
+                     envelope in {})",
+                    paths::NODE_REQUEST_HEADER
+                ),
+            )
+        })?;
+    let (_, asked): (_, medledger_core::Hash) = open(&state, &signed, RpcKind::Blob)?;
+    if asked != hash {
+        return Err(EnvelopeError::Malformed(format!(
+            "the signed request asks for blob {asked}, the path for {hash}"
+        ))
+        .into());
+    }
+    let vault = state.vault.clone();
+    let blob = tokio::task::spawn_blocking(move || {
+        medledger_vault::BlobStore::open_verified(&*vault, &hash)
+    })
+    .await
+    .map_err(crate::http::error::joined)?
+    .map_err(crate::http::error::blob_error)?
+    .ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotInVault,
+            format!("blob {hash} is not in this node's vault"),
+        )
+    })?;
+    let len = blob.len();
+    let mut response = crate::http::records::stream_blob(Vec::new(), blob);
+    response.headers_mut().insert(header::CONTENT_LENGTH, len.into());
+    Ok(response)
 }

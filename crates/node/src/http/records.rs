@@ -201,28 +201,83 @@ async fn prepare(
     let vault = state.vault.clone();
     let (content, metadata) = (record.content, record.metadata);
     let share_blobs = state.ledger.record_shares(pmr, &reader)?;
-    tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let key = vault.get(&key_blob).map_err(vault_error)?;
-        let meta = vault.get(&metadata).map_err(vault_error)?;
-        let mut shares = Vec::with_capacity(share_blobs.len());
-        for (index, h) in share_blobs {
-            let bytes = vault.get(&h).map_err(vault_error)?.ok_or_else(|| {
-                not_in_vault(format!("key share {index} is not in this node's vault"))
-            })?;
-            shares.push((index, bytes));
-        }
-        let blob = vault.open_verified(&content).map_err(blob_error)?;
-        match (key, meta, blob) {
-            (Some(wrapped_key), Some(metadata), Some(blob)) => {
-                Ok(Prepared { key_holder, wrapped_key, metadata, shares, blob })
+    // What this node lacks is pulled from a peer first (hash-checked as it is stored), before
+    // the access is committed; what no peer has is answered `not_in_vault` below.
+    let mut wanted = vec![key_blob, metadata, content];
+    wanted.extend(share_blobs.iter().map(|(_, h)| *h));
+    state.replicas.ensure_present(wanted).await;
+    // A damaged copy is never served: it is replaced with a peer's once, then read again.
+    let mut replaced = false;
+    loop {
+        let (vault, share_blobs) = (vault.clone(), share_blobs.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            read_record(&vault, key_holder, key_blob, metadata, content, share_blobs)
+        })
+        .await
+        .map_err(joined)?;
+        match read {
+            Ok(prepared) => return Ok(prepared),
+            Err(Unread::Damaged(hash, e)) if !replaced && state.replicas.has_peers() => {
+                replaced = true;
+                if let Err(failed) = state.replicas.replace_damaged(&hash).await {
+                    tracing::error!(error = %failed, "a damaged replica could not be replaced");
+                    return Err(*e);
+                }
             }
-            _ => Err(not_in_vault(format!(
-                "this node's vault does not hold all of record {content}"
-            ))),
+            Err(Unread::Damaged(_, e) | Unread::Other(e)) => return Err(*e),
         }
-    })
-    .await
-    .map_err(joined)?
+    }
+}
+
+/// Why a record was not read from the vault: a blob's copy here is damaged (its hash), or
+/// anything else.
+enum Unread {
+    Damaged(medledger_core::Hash, Box<ApiError>),
+    Other(Box<ApiError>),
+}
+
+/// Reads the record's blobs from this node's vault, each hash-checked.
+fn read_record(
+    vault: &medledger_vault::FsVault,
+    key_holder: AccountId,
+    key_blob: medledger_core::Hash,
+    metadata: medledger_core::Hash,
+    content: medledger_core::Hash,
+    share_blobs: Vec<(u8, medledger_core::Hash)>,
+) -> Result<Prepared, Unread> {
+    let get = |h: &medledger_core::Hash| match vault.get(h) {
+        Ok(bytes) => Ok(bytes),
+        Err(e @ medledger_vault::VaultError::Corrupt { .. }) => {
+            Err(Unread::Damaged(*h, Box::new(vault_error(e))))
+        }
+        Err(e) => Err(Unread::Other(Box::new(vault_error(e)))),
+    };
+    let key = get(&key_blob)?;
+    let meta = get(&metadata)?;
+    let mut shares = Vec::with_capacity(share_blobs.len());
+    for (index, h) in share_blobs {
+        let bytes = get(&h)?.ok_or_else(|| {
+            Unread::Other(Box::new(not_in_vault(format!(
+                "key share {index} is not in this node's vault"
+            ))))
+        })?;
+        shares.push((index, bytes));
+    }
+    let blob = match vault.open_verified(&content) {
+        Ok(blob) => blob,
+        Err(e @ medledger_vault::BlobError::Corrupt { .. }) => {
+            return Err(Unread::Damaged(content, Box::new(blob_error(e))));
+        }
+        Err(e) => return Err(Unread::Other(Box::new(blob_error(e)))),
+    };
+    match (key, meta, blob) {
+        (Some(wrapped_key), Some(metadata), Some(blob)) => {
+            Ok(Prepared { key_holder, wrapped_key, metadata, shares, blob })
+        }
+        _ => Err(Unread::Other(Box::new(not_in_vault(format!(
+            "this node's vault does not hold all of record {content}"
+        ))))),
+    }
 }
 
 /// The body of an allowed record read: the length-prefixed preamble, then the ciphertext,
@@ -232,9 +287,16 @@ fn stream(preamble: &ReadPreamble, blob: medledger_vault::VerifiedBlob) -> Respo
     let mut first = Vec::with_capacity(4 + head.len());
     first.extend_from_slice(&(head.len() as u32).to_be_bytes());
     first.extend_from_slice(&head);
+    stream_blob(first, blob)
+}
+
+/// A response streaming `first` (if not empty), then `blob` from the vault.
+pub(crate) fn stream_blob(first: Vec<u8>, blob: medledger_vault::VerifiedBlob) -> Response {
     let (tx_chunks, rx_chunks) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     // The channel is empty and holds 8: the first chunk always fits.
-    let _ = tx_chunks.try_send(Ok(Bytes::from(first)));
+    if !first.is_empty() {
+        let _ = tx_chunks.try_send(Ok(Bytes::from(first)));
+    }
     tokio::task::spawn_blocking(move || {
         let mut reader = blob.into_reader();
         loop {
@@ -275,6 +337,7 @@ async fn own_key(
 ) -> ApiResult<OwnKey> {
     let no_key = || not_found(format!("no key of record {pmr} is wrapped to {requester}"));
     let blob = state.ledger.record_key(&pmr, &requester)?.ok_or_else(no_key)?;
+    state.replicas.ensure_present([blob]).await;
     let bytes = state.vault.get(&blob).map_err(vault_error)?.ok_or_else(no_key)?;
     Ok(Json(OwnKey { wrapped_hex: hex::encode(bytes) }))
 }
@@ -288,6 +351,7 @@ async fn shares(
     Path(pmr): Path<String>,
 ) -> ApiResult<Vec<ShareBlob>> {
     let held = state.ledger.record_shares(&pmr, &requester)?;
+    state.replicas.ensure_present(held.iter().map(|(_, h)| *h).collect::<Vec<_>>()).await;
     let vault = state.vault.clone();
     let out = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
         let mut out = Vec::with_capacity(held.len());

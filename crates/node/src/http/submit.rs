@@ -5,10 +5,14 @@
 //! it. Each receipt is counted in the metrics and, when notable, logged.
 //!
 //! In a cluster only the leader orders: a follower forwards a submission (and a batch) to the
-//! leader it knows and returns the leader's durable receipt, once it has applied that block
-//! itself (or a short while has passed), so that a read on the same node sees the write. With
+//! leader it knows and, once it has applied that block itself, returns the receipt from its
+//! own ledger (the leader's answer only names the height to wait for: it crossed the network
+//! unsigned), so that a read on the same node sees the write; not applied within a short
+//! while: 503 `not_yet`. With
 //! no known or reachable leader, or a leader that has lost its quorum, the answer is 503
-//! `no_quorum`; a forwarded submission is never forwarded again.
+//! `no_quorum`; a forwarded submission is never forwarded again. (A fault test's rules,
+//! `crate::raft::faults`, may cut, lose or delay a forwarded submission like any message to
+//! another node.)
 
 use std::time::{Duration, Instant};
 
@@ -34,6 +38,7 @@ use crate::{
     http::error::{ApiError, ApiResult, bad_request, no_quorum, storage_fault},
     limits::{MAX_BATCH_BYTES, large_body, signed_body},
     producer::Submission,
+    raft::faults::Message,
 };
 
 /// The submission routes.
@@ -208,7 +213,7 @@ async fn submit(
         bad_request(e.to_string())
     })?;
     let ok = tx.verify_signature().is_ok();
-    submit_from(&state, tx, ok, is_forwarded(&headers)).await.map(Json)
+    submit_from(&state, tx, ok, is_forwarded(&headers).then(|| forwarder(&headers))).await.map(Json)
 }
 
 /// How long a leader in a cluster waits for a block to commit before answering `no_quorum`.
@@ -228,10 +233,32 @@ fn is_forwarded(headers: &HeaderMap) -> bool {
     headers.contains_key(paths::FORWARDED_HEADER)
 }
 
+/// The node that forwarded a submission here, as its header says (a hint only: it names the
+/// first peer asked for the submission's blobs, which are checked against their hashes).
+fn forwarder(headers: &HeaderMap) -> Option<u64> {
+    headers.get(paths::FORWARDED_HEADER)?.to_str().ok()?.parse().ok()
+}
+
+/// Before admission in a network of several nodes: pulls the blobs `tx` references that this
+/// node lacks (a client uploads to the node it talks to, which may not be the leader) from
+/// the peers, `first` (the forwarding node) first. What no peer delivers is left to
+/// admission, which refuses the transaction `blob_missing`.
+async fn pull_blobs_of(state: &AppState, tx: &SignedTransaction, ok: bool, first: Option<u64>) {
+    // Nothing is asked of the peers for a submission whose signer is not who it claims (or
+    // not registered, or a replay): admission refuses it without looking at blobs.
+    if !state.cluster.is_multi_node() || crate::admission::envelope(state, tx, ok).is_err() {
+        return;
+    }
+    let wanted = tx.tx.body.blobs().into_iter().filter(|b| b.role.required_at_admission());
+    for e in state.replicas.ensure_all(wanted.map(|b| b.hash), first).await {
+        tracing::info!(error = %e, tx = %tx.hash(), "a blob of a submission is on no peer asked");
+    }
+}
+
 /// Where a write goes: `None` when this node orders it (it leads, or runs alone), or the
-/// leader's base URL. `forwarded`: the write was forwarded here by another node, and is not
-/// forwarded again.
-fn leader_elsewhere(state: &AppState, forwarded: bool) -> Result<Option<String>, ApiError> {
+/// leader's id and base URL. `forwarded`: the write was forwarded here by another node, and is
+/// not forwarded again.
+fn leader_elsewhere(state: &AppState, forwarded: bool) -> Result<Option<(u64, String)>, ApiError> {
     let cluster = &state.cluster;
     let multi = cluster.is_multi_node();
     let m = cluster.raft.metrics();
@@ -245,28 +272,35 @@ fn leader_elsewhere(state: &AppState, forwarded: bool) -> Result<Option<String>,
     if forwarded {
         return Err(no_quorum("this node is not the leader (the leader changed); retry"));
     }
-    let leader =
-        m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+    let leader = m.current_leader.and_then(|l| {
+        let node = m.membership_config.membership().get_node(&l)?;
+        Some((l, crate::raft::network::base_url(&node.addr)))
+    });
     match leader {
-        Some(node) => Ok(Some(crate::raft::network::base_url(&node.addr))),
+        Some(leader) => Ok(Some(leader)),
         None => Err(no_quorum("no leader is known; retry shortly")),
     }
 }
 
-/// Posts `body` to `path` on the leader at `leader`, marked as forwarded, and returns its
-/// answer: the body on success, its error otherwise.
+/// Posts `body` to `path` on the leader (its id and base URL), marked as forwarded, and
+/// returns its answer: the body on success, its error otherwise.
 async fn forward(
     state: &AppState,
-    leader: &str,
+    (leader_id, leader): &(u64, String),
     path: &str,
     body: Vec<u8>,
 ) -> Result<Bytes, ApiError> {
+    let faults = state.cluster.faults.as_deref();
+    let timeout =
+        crate::raft::faults::before_send(faults, *leader_id, Message::Forward, FORWARD_TIMEOUT)
+            .await
+            .map_err(|e| no_quorum(format!("the leader at {leader} did not answer: {e}")))?;
     let response = state
         .cluster
         .http
         .post(format!("{leader}{path}"))
-        .header(paths::FORWARDED_HEADER, "1")
-        .timeout(FORWARD_TIMEOUT)
+        .header(paths::FORWARDED_HEADER, state.cluster.id.to_string())
+        .timeout(timeout)
         .body(body)
         .send()
         .await
@@ -286,13 +320,73 @@ async fn forward(
     Err(ApiError::from_body(status, body))
 }
 
+/// The receipt of the forwarded transaction `hash` from this node's own ledger. The leader's
+/// answer travelled over the network unsigned: it only names the height to wait for
+/// (`claimed`); what this node tells its client is what it applied itself. Not applied here
+/// (yet, or ever): 503 `not_yet` with this node's height, and the client asks again (a
+/// resubmission of a committed transaction is answered with its receipt).
+pub(crate) fn receipt_here(
+    ledger: &medledger_ledger::Ledger,
+    hash: &medledger_core::Hash,
+    claimed: u64,
+) -> Result<Receipt, ApiError> {
+    if let Some(record) = ledger.transaction(hash)? {
+        return Ok(record.receipt);
+    }
+    let height = ledger.tip().height;
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::NotYet,
+        format!(
+            "not yet: the leader reports transaction {hash} committed at height {claimed}; this \
+             node has applied height {height} and does not hold it yet; ask again shortly"
+        ),
+    ))
+}
+
+/// The answers to a forwarded batch `txs` from this node's own ledger, one per transaction
+/// in order (the leader's answer travelled unsigned, see [`receipt_here`]): a transaction this
+/// node holds is answered with its own receipt, whatever the leader said; a receipt the leader
+/// claims for one it does not hold yet is `not_yet`; a refusal by the leader for one it does
+/// not hold passes through. An answer with another number of items than the batch is refused
+/// as a whole: which transaction an item belongs to would be a guess.
+pub(crate) fn batch_here(
+    ledger: &medledger_ledger::Ledger,
+    claimed: Vec<BatchItem>,
+    txs: &[SignedTransaction],
+) -> Result<Vec<BatchItem>, ApiError> {
+    if claimed.len() != txs.len() {
+        return Err(no_quorum(format!(
+            "the leader answered {} items for a batch of {}",
+            claimed.len(),
+            txs.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(txs.len());
+    for (item, tx) in claimed.into_iter().zip(txs) {
+        out.push(match item {
+            BatchItem::Receipt(claimed) => match receipt_here(ledger, &tx.hash(), claimed.height) {
+                Ok(receipt) => BatchItem::Receipt(receipt),
+                Err(e) => BatchItem::Error(e.into_body()),
+            },
+            BatchItem::Error(refusal) => match ledger.transaction(&tx.hash())? {
+                Some(record) => BatchItem::Receipt(record.receipt),
+                None => BatchItem::Error(refusal),
+            },
+        });
+    }
+    Ok(out)
+}
+
 /// Waits (at most [`APPLY_WAIT`]) until this node has applied `height`.
 async fn applied_here(state: &AppState, height: u64) {
     let mut applied = state.applied.clone();
     let _ = tokio::time::timeout(APPLY_WAIT, applied.wait_for(|h| *h >= height)).await;
 }
 
-/// Waits for a queued transaction's receipt; in a cluster, until `deadline` at most.
+/// Waits for a queued transaction's receipt; in a cluster, until `deadline` at most, or until
+/// this node stops leading or hears from no quorum for [`QUORUM_STALE_MS`] (a write that
+/// cannot commit is answered in about 3 s, not after the whole [`COMMIT_TIMEOUT`]).
 async fn wait_receipt(
     state: &AppState,
     rx: oneshot::Receiver<ProduceResult>,
@@ -301,13 +395,28 @@ async fn wait_receipt(
     if !state.cluster.is_multi_node() {
         return Ok(rx.await);
     }
-    tokio::time::timeout_at(deadline, rx).await.map_err(|_| {
-        no_quorum(format!(
-            "not committed within {} s: the cluster has no quorum; the transaction may still \
-             commit later (its nonce keeps it from applying twice)",
+    let id = state.cluster.id;
+    let mut metrics = state.cluster.raft.metrics();
+    let lost = async move {
+        let lost = metrics.wait_for(|m| {
+            m.current_leader != Some(id)
+                || m.millis_since_quorum_ack.is_none_or(|ms| ms > QUORUM_STALE_MS)
+        });
+        match lost.await {
+            Ok(m) if m.current_leader != Some(id) => "this node stopped leading",
+            _ => "this node has heard from no quorum for 3 s",
+        }
+    };
+    let maybe_later = "the transaction may still commit later (its nonce keeps it from applying \
+                       twice): ask again with the same transaction";
+    tokio::select! {
+        r = rx => Ok(r),
+        why = lost => Err(no_quorum(format!("not committed: {why}; {maybe_later}"))),
+        () = tokio::time::sleep_until(deadline) => Err(no_quorum(format!(
+            "not committed within {} s: the cluster has no quorum; {maybe_later}",
             COMMIT_TIMEOUT.as_secs()
-        ))
-    })
+        ))),
+    }
 }
 
 /// Runs a transaction as the next block would, writing nothing (see
@@ -345,28 +454,34 @@ pub(crate) async fn submit_checked(
     tx: SignedTransaction,
     ok: bool,
 ) -> Result<Receipt, ApiError> {
-    submit_from(state, tx, ok, false).await
+    submit_from(state, tx, ok, None).await
 }
 
-/// [`submit_checked`], for a submission another node `forwarded` here or not.
+/// [`submit_checked`], for a submission another node `forwarded` here (`Some`, with the
+/// forwarding node's id if its header names one) or not.
 async fn submit_from(
     state: &AppState,
     tx: SignedTransaction,
     ok: bool,
-    forwarded: bool,
+    forwarded: Option<Option<u64>>,
 ) -> Result<Receipt, ApiError> {
-    if let Some(leader) = leader_elsewhere(state, forwarded)? {
+    if let Some(leader) = leader_elsewhere(state, forwarded.is_some())? {
         let bytes = forward(state, &leader, paths::TRANSACTIONS, tx.encode()).await?;
-        let receipt: Receipt = serde_json::from_slice(&bytes)
+        let claimed: Receipt = serde_json::from_slice(&bytes)
             .map_err(|e| no_quorum(format!("the leader's receipt does not decode: {e}")))?;
-        applied_here(state, receipt.height).await;
-        return Ok(receipt);
+        applied_here(state, claimed.height).await;
+        let receipt = receipt_here(&state.ledger, &tx.hash(), claimed.height)?;
+        return match receipt.outcome {
+            Outcome::Applied { .. } => Ok(receipt),
+            Outcome::Refused { .. } => Err(ApiError::refused(receipt.outcome)),
+        };
     }
     let started = Instant::now();
     let note = LogNote::of(&tx);
     // Every transaction is a write, the access transaction of an audited read included: a
     // read whose access cannot be committed is not served.
     writable(state, tx.encode().len() as u64)?;
+    pull_blobs_of(state, &tx, ok, forwarded.flatten()).await;
     crate::admission::admit(state, &tx, ok).inspect_err(|e| {
         state.metrics.rejected.inc();
         log_rejected(state, &note, "transaction rejected at admission", e);
@@ -385,11 +500,15 @@ async fn submit_batch(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Vec<BatchItem>> {
+    let started = Instant::now();
+    // Decoded first: a malformed batch is refused here, not carried to the leader.
+    let txs: Vec<SignedTransaction> = encoding::decode("transaction batch", &body, MAX_BATCH_BYTES)
+        .map_err(|e| bad_request(e.to_string()))?;
     if let Some(leader) = leader_elsewhere(&state, is_forwarded(&headers))? {
         let bytes = forward(&state, &leader, paths::TRANSACTIONS_BATCH, body.to_vec()).await?;
-        let items: Vec<BatchItem> = serde_json::from_slice(&bytes)
+        let claimed: Vec<BatchItem> = serde_json::from_slice(&bytes)
             .map_err(|e| no_quorum(format!("the leader's receipts do not decode: {e}")))?;
-        let top = items
+        let top = claimed
             .iter()
             .filter_map(|i| match i {
                 BatchItem::Receipt(r) => Some(r.height),
@@ -399,11 +518,8 @@ async fn submit_batch(
         if let Some(height) = top {
             applied_here(&state, height).await;
         }
-        return Ok(Json(items));
+        return batch_here(&state.ledger, claimed, &txs).map(Json);
     }
-    let started = Instant::now();
-    let txs: Vec<SignedTransaction> = encoding::decode("transaction batch", &body, MAX_BATCH_BYTES)
-        .map_err(|e| bad_request(e.to_string()))?;
     // The whole batch is refused when the disk is full: none of it is ordered.
     writable(&state, body.len() as u64)?;
     if txs.len() > MAX_BLOCK_TXS {
@@ -427,8 +543,10 @@ async fn submit_batch(
         Done(BatchItem),
     }
     let mut pending = Vec::with_capacity(txs.len());
+    let first = forwarder(&headers);
     for (tx, ok) in txs.into_iter().zip(ok) {
         let note = LogNote::of(&tx);
+        pull_blobs_of(&state, &tx, ok, first).await;
         pending.push(match crate::admission::admit(&state, &tx, ok) {
             Ok(()) => match enqueue(&state, tx).await {
                 Ok(rx) => Pending::Ordered(note, rx),
@@ -458,4 +576,123 @@ async fn submit_batch(
         out.push(item);
     }
     Ok(Json(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use medledger_core::{
+        Hash,
+        block::{Genesis, Tip},
+        ids::AccountId,
+        keys::{DecryptionKey, SigningKey},
+        tx::{NodeTx, Transaction, TxBody},
+    };
+    use medledger_ledger::Ledger;
+
+    use super::*;
+
+    /// A ledger holding one applied transaction (returned with its receipt), and a second
+    /// signed transaction it does not hold.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        ledger: Ledger,
+        held: SignedTransaction,
+        applied: Receipt,
+        not_held: SignedTransaction,
+    }
+
+    fn fixture() -> Fixture {
+        let regulator = SigningKey::generate();
+        let genesis = Genesis {
+            chain_id: "forward-test".into(),
+            time_ms: 1,
+            regulator_key: regulator.public_key(),
+            regulator_encryption_key: DecryptionKey::generate().public_key(),
+            node_key: SigningKey::generate().public_key(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::create(&dir.path().join("l.redb"), genesis.clone()).unwrap();
+        let suspend = |nonce| {
+            Transaction {
+                chain_id: "forward-test".into(),
+                signer: AccountId::from_initial_key(&regulator.public_key()),
+                nonce,
+                body: TxBody::Nodes(NodeTx::Suspend {
+                    node_key: SigningKey::generate().public_key(),
+                }),
+            }
+            .sign(&regulator)
+        };
+        let held = suspend(1);
+        let block = Tip::genesis(&genesis).propose(10, vec![held.clone()]);
+        let applied = ledger.apply_block(&block, &[true], b"").unwrap().remove(0);
+        Fixture { _dir: dir, ledger, held, applied, not_held: suspend(2) }
+    }
+
+    #[test]
+    fn a_forwarded_receipt_is_what_this_node_applied_never_what_the_leader_claims() {
+        let Fixture { ledger, held, applied, .. } = fixture();
+
+        // The leader's answer names another height (or outcome): this node answers with its own.
+        let here = receipt_here(&ledger, &held.hash(), 7).unwrap();
+        assert_eq!(here, applied);
+        assert_eq!(here.height, 1);
+
+        // A receipt for a transaction this node does not hold: not yet, with its height.
+        let err = receipt_here(&ledger, &Hash::of(b"never submitted"), 2).unwrap_err();
+        assert_eq!(err.body().code, ErrorCode::NotYet);
+        assert!(err.body().message.contains("has applied height 1"), "{}", err.body().message);
+    }
+
+    #[test]
+    fn a_forwarded_batch_is_answered_from_this_nodes_ledger_item_by_item_or_refused_whole() {
+        let Fixture { ledger, held, applied, not_held, .. } = fixture();
+        let forged = |height| {
+            let mut r = applied.clone();
+            r.height = height;
+            BatchItem::Receipt(r)
+        };
+        let refusal = || {
+            BatchItem::Error(
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Busy, "forged refusal")
+                    .into_body(),
+            )
+        };
+        let txs = [held.clone(), not_held.clone(), not_held.clone(), held.clone()];
+        let items =
+            batch_here(&ledger, vec![forged(9), forged(9), refusal(), refusal()], &txs).unwrap();
+        let codes: Vec<String> = items
+            .iter()
+            .map(|i| match i {
+                BatchItem::Receipt(r) => format!("receipt at {}", r.height),
+                BatchItem::Error(e) => format!("{:?}", e.code),
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                // Held here: this node's receipt, not the leader's height...
+                "receipt at 1".to_owned(),
+                // ...a claimed receipt for one not held yet: ask again...
+                format!("{:?}", ErrorCode::NotYet),
+                // ...the leader's refusal of one not held passes...
+                format!("{:?}", ErrorCode::Busy),
+                // ...and a refusal of one this node holds is answered with its receipt.
+                "receipt at 1".to_owned(),
+            ]
+        );
+        assert!(matches!(&items[0], BatchItem::Receipt(r) if *r == applied));
+
+        // One item too few or too many: which transaction an item is for would be a guess.
+        for claimed in [vec![forged(1)], vec![forged(1), forged(1), refusal()]] {
+            let n = claimed.len();
+            let err = batch_here(&ledger, claimed, &[held.clone(), not_held.clone()]).unwrap_err();
+            assert_eq!(err.body().code, ErrorCode::NoQuorum);
+            assert!(
+                err.body().message.contains(&format!("answered {n} items for a batch of 2")),
+                "{}",
+                err.body().message
+            );
+        }
+    }
 }

@@ -51,7 +51,7 @@ enum Command {
 /// The Raft log store. Cheap to clone: clones share the database and the writer.
 #[derive(Clone)]
 pub struct LogStore {
-    db: Arc<Database>,
+    db: Arc<LogDb>,
     writer: mpsc::Sender<Command>,
 }
 
@@ -68,18 +68,39 @@ fn read_err(e: impl std::fmt::Display) -> StorageError<u64> {
     StorageIOError::<u64>::read_logs(openraft::AnyError::error(e.to_string())).into()
 }
 
-/// Waits for the Raft log's database to be closed: every handle dropped and the writer thread
-/// gone. redb marks a file cleanly closed only when its last handle drops, and the writer is a
-/// detached thread: a process that exits before then leaves a log that cannot be opened
-/// without repair.
+/// The Raft log's database, which says when it has been closed. redb marks its file cleanly
+/// closed in `Database::drop`, and an `Arc`'s strong count reaches zero *before* that drop
+/// runs: waiting on the count let the process exit while the file was still being closed,
+/// leaving a log `verify` could not open without repair.
+struct LogDb {
+    db: Option<Database>,
+    closed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::ops::Deref for LogDb {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        self.db.as_ref().expect("the database is taken only in drop")
+    }
+}
+
+impl Drop for LogDb {
+    fn drop(&mut self) {
+        drop(self.db.take());
+        self.closed.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Waits for the Raft log's database to be closed: every handle dropped (the writer thread's
+/// is the last, and it is a detached thread) and redb's close finished.
 #[derive(Debug)]
-pub struct LogClosed(std::sync::Weak<Database>);
+pub struct LogClosed(Arc<std::sync::atomic::AtomicBool>);
 
 impl LogClosed {
     /// Polls until the database is closed or `limit` passes; whether it closed.
     pub async fn wait(self, limit: std::time::Duration) -> bool {
         let deadline = std::time::Instant::now() + limit;
-        while self.0.strong_count() > 0 {
+        while !self.0.load(std::sync::atomic::Ordering::Acquire) {
             if std::time::Instant::now() >= deadline {
                 return false;
             }
@@ -92,7 +113,7 @@ impl LogClosed {
 impl LogStore {
     /// A handle that waits for this log's database to be closed (after Raft shut down).
     pub fn closed(&self) -> LogClosed {
-        LogClosed(Arc::downgrade(&self.db))
+        LogClosed(self.db.closed.clone())
     }
 
     /// Opens or creates the log at `path` and starts its writer thread, which reports a failed
@@ -101,8 +122,10 @@ impl LogStore {
         // The log is written far more than it is read: a small cache is enough.
         let mut builder = Database::builder();
         builder.set_cache_size(LOG_CACHE_BYTES);
-        let db =
-            Arc::new(if path.exists() { builder.open(path)? } else { builder.create(path)? });
+        let db = Arc::new(LogDb {
+            db: Some(if path.exists() { builder.open(path)? } else { builder.create(path)? }),
+            closed: Arc::default(),
+        });
         {
             let txn = db.begin_write()?;
             txn.open_table(LOG)?;
@@ -319,5 +342,38 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         self.send(|r| Command::Purge(log_id, r)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use openraft::{CommittedLeaderId, Vote, storage::RaftLogStorage};
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn once_closed_is_reported_the_file_opens_without_repair_and_not_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft-log.redb");
+        for round in 0..20u64 {
+            let mut store = LogStore::open(&path, Arc::default()).unwrap();
+            store.save_vote(&Vote::new(round + 1, 1)).await.unwrap();
+            let committed = LogId::new(CommittedLeaderId::new(round + 1, 1), round);
+            store.save_committed(Some(committed)).await.unwrap();
+            let closed = store.closed();
+            let reader = store.clone();
+            drop(store);
+            // A handle is still open: the wait must not say the file is closed.
+            assert!(!closed.wait(Duration::from_millis(50)).await, "round {round}: still open");
+            let closed = reader.closed();
+            drop(reader);
+            assert!(closed.wait(Duration::from_secs(10)).await, "round {round}: never closed");
+            // Exactly what `verify` does: a file left mid-close needs repair and is refused.
+            let db = redb::ReadOnlyDatabase::open(&path)
+                .unwrap_or_else(|e| panic!("round {round}: reported closed, yet {e}"));
+            drop(db);
+        }
     }
 }

@@ -11,9 +11,14 @@
     reason = "openraft's StorageError is large and its traits return it by value"
 )]
 
+pub mod blocks;
+pub mod faults;
 mod log_store;
 pub mod membership;
 pub mod network;
+pub mod replicas;
+#[cfg(test)]
+mod sim;
 mod snapshots;
 mod state_machine;
 #[cfg(test)]
@@ -23,10 +28,7 @@ mod verify;
 
 use std::{collections::BTreeMap, path::Path, sync::Arc};
 
-use medledger_core::{
-    Hash,
-    block::{Block, Receipt},
-};
+use medledger_core::{Hash, block::Receipt, seal::SealedBlock};
 use medledger_ledger::Ledger;
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
@@ -48,7 +50,7 @@ pub enum BlockResult {
 openraft::declare_raft_types!(
     /// The medledger Raft types: entries carry blocks.
     pub TypeConfig:
-        D = Block,
+        D = SealedBlock,
         R = BlockResult,
         NodeId = u64,
         Node = BasicNode,
@@ -83,6 +85,15 @@ pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 300_000;
 
 /// How long one (non-last) chunk of a snapshot may take to be sent and written.
 pub const SEND_SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 30_000;
+
+/// Most entries (blocks) in one AppendEntries request. openraft 0.9 gives each request the
+/// heartbeat interval (250 ms) to be sent, checked, stored and answered, and on a timeout
+/// sends the same range again. Its probe of a new or lagging follower carries entries too,
+/// so with 64 blocks of tens of kilobytes each (megabytes to sign, decode and fsync) a
+/// follower on a busy machine could time out on every retry and never catch up: a node
+/// joining after 100,000 transactions did so (crates/cli/tests/e2e/join.rs). A follower
+/// that keeps up gets one or two blocks a request anyway.
+pub const MAX_ENTRIES_PER_APPEND: u64 = 8;
 
 /// When snapshots are built and how much log is kept behind them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,26 +155,73 @@ pub async fn start(
         .await
 }
 
-/// [`start`] with explicit snapshot settings.
+/// [`start`] with explicit snapshot settings, over any network (the node's is
+/// [`network::Network`]; the simulation's is in memory).
 #[allow(clippy::too_many_arguments, reason = "start's arguments and one more")]
-pub async fn start_with(
+pub async fn start_with<N: openraft::RaftNetworkFactory<TypeConfig>>(
     ledger: Arc<Ledger>,
     log_path: &Path,
     node_id: u64,
     addr: &str,
-    network: network::Network,
+    network: N,
     preverified: PreVerified,
     applied: tokio::sync::watch::Sender<u64>,
     fault: Arc<crate::storage::StorageFault>,
     snapshots: SnapshotSettings,
 ) -> Result<(Raft, LogClosed), String> {
+    let timers = Timers::default();
+    start_timed(
+        ledger,
+        log_path,
+        node_id,
+        addr,
+        network,
+        preverified,
+        applied,
+        fault,
+        snapshots,
+        timers,
+    )
+    .await
+}
+
+/// Raft's heartbeat and election timers, in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Timers {
+    /// How often the leader sends a heartbeat.
+    pub heartbeat_ms: u64,
+    /// A follower that hears no leader for a random time in this range starts an election.
+    pub election_ms: (u64, u64),
+}
+
+impl Default for Timers {
+    /// What every node runs with.
+    fn default() -> Self {
+        Self { heartbeat_ms: 250, election_ms: (600, 1200) }
+    }
+}
+
+/// [`start_with`] with explicit timers (the simulation runs them faster).
+#[allow(clippy::too_many_arguments, reason = "start_with's arguments and one more")]
+pub(crate) async fn start_timed<N: openraft::RaftNetworkFactory<TypeConfig>>(
+    ledger: Arc<Ledger>,
+    log_path: &Path,
+    node_id: u64,
+    addr: &str,
+    network: N,
+    preverified: PreVerified,
+    applied: tokio::sync::watch::Sender<u64>,
+    fault: Arc<crate::storage::StorageFault>,
+    snapshots: SnapshotSettings,
+    timers: Timers,
+) -> Result<(Raft, LogClosed), String> {
     #[allow(deprecated, reason = "openraft 0.9 still sends snapshots in chunks, timed by it")]
     let config = Config {
         cluster_name: ledger.chain_id().to_owned(),
-        heartbeat_interval: 250,
-        election_timeout_min: 600,
-        election_timeout_max: 1200,
-        max_payload_entries: 64,
+        heartbeat_interval: timers.heartbeat_ms,
+        election_timeout_min: timers.election_ms.0,
+        election_timeout_max: timers.election_ms.1,
+        max_payload_entries: MAX_ENTRIES_PER_APPEND,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshots.every_entries),
         max_in_snapshot_log_to_keep: snapshots.keep_behind,
         purge_batch_size: snapshots.purge_batch,
@@ -241,6 +299,9 @@ pub struct Cluster {
     /// Turns for receiving Raft bodies (apart from clients' bodies, so that clients cannot
     /// starve replication).
     pub bodies: Arc<crate::limits::BodyGate>,
+    /// A fault test's rules for the submissions this node forwards (`medledger up
+    /// --fault-rules`); `None` in production.
+    pub faults: Option<Arc<faults::Faults>>,
 }
 
 impl std::fmt::Debug for Cluster {

@@ -3,7 +3,9 @@
 //! it. A peer that cannot be connected to is `Unreachable` (openraft backs off); one that
 //! answers too late is a `Timeout` (from the `RPCOption`'s hard TTL); one that refuses the
 //! message (its typed error code) or answers with something that does not check out is a
-//! `Network` error; a Raft error on the peer is a `RemoteError`.
+//! `Network` error; a Raft error on the peer is a `RemoteError`. Under a fault test's rules
+//! ([`super::faults`]; `None` otherwise, and nothing is looked at) a message may be cut
+//! (`Unreachable` at once), lost (a `Timeout` after the TTL) or delayed before it is sent.
 
 use std::{sync::Arc, time::Duration};
 
@@ -25,6 +27,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{
     TypeConfig,
+    faults::{self, Blocked, Faults},
     transport::{APPEND_TARGET_BYTES, RpcKind, Transport},
 };
 
@@ -78,6 +81,9 @@ pub fn base_url(addr: &str) -> String {
 pub struct Network {
     transport: Arc<Transport>,
     http: reqwest::Client,
+    /// A fault test's rules for what this node sends (`medledger up --fault-rules`); `None` in
+    /// production.
+    faults: Option<Arc<Faults>>,
 }
 
 impl Network {
@@ -91,7 +97,12 @@ impl Network {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| e.to_string())?;
-        Ok(Self { transport, http })
+        Ok(Self { transport, http, faults: None })
+    }
+
+    /// The same network with a fault test's rules applied to every RPC it sends.
+    pub fn with_faults(self, faults: Option<Arc<Faults>>) -> Self {
+        Self { faults, ..self }
     }
 }
 
@@ -102,6 +113,7 @@ pub struct Peer {
     url: String,
     transport: Arc<Transport>,
     http: reqwest::Client,
+    faults: Option<Arc<Faults>>,
 }
 
 /// The peer refused the message, or its answer did not check out.
@@ -143,16 +155,35 @@ impl Peer {
             RpcKind::Append => RPCTypes::AppendEntries,
             RpcKind::Vote => RPCTypes::Vote,
             RpcKind::Snapshot => RPCTypes::InstallSnapshot,
+            RpcKind::Blob | RpcKind::BlobsHeld => {
+                unreachable!("blobs are pulled by raft::replicas, not sent by Raft")
+            }
         };
-        let ttl = option.hard_ttl();
+        let timeout = |ttl| -> RPCError<u64, BasicNode, RaftError<u64, E>> {
+            RPCError::Timeout(Timeout {
+                action,
+                id: self.transport.me,
+                target: self.target,
+                timeout: ttl,
+            })
+        };
+        let ttl = match faults::before_send(
+            self.faults.as_deref(),
+            self.target,
+            kind.into(),
+            option.hard_ttl(),
+        )
+        .await
+        {
+            Ok(left) => left,
+            Err(Blocked::Cut) => {
+                return Err(RPCError::Unreachable(Unreachable::new(&Blocked::Cut)));
+            }
+            Err(Blocked::Dropped) => return Err(timeout(option.hard_ttl())),
+        };
         let failed = |e: reqwest::Error| -> RPCError<u64, BasicNode, RaftError<u64, E>> {
             if e.is_timeout() {
-                RPCError::Timeout(Timeout {
-                    action,
-                    id: self.transport.me,
-                    target: self.target,
-                    timeout: ttl,
-                })
+                timeout(ttl)
             } else if e.is_connect() {
                 RPCError::Unreachable(Unreachable::new(&e))
             } else {
@@ -205,6 +236,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             url: base_url(&node.addr),
             transport: self.transport.clone(),
             http: self.http.clone(),
+            faults: self.faults.clone(),
         }
     }
 }
@@ -293,7 +325,22 @@ mod tests {
         let ledger =
             Arc::new(medledger_ledger::Ledger::create(&dir.join("l.redb"), genesis).unwrap());
         let network = Network::new(Arc::new(Transport::new(1, Arc::new(key), ledger))).unwrap();
-        Peer { target: 1, url: base_url(addr), transport: network.transport, http: network.http }
+        Peer {
+            target: 1,
+            url: base_url(addr),
+            transport: network.transport,
+            http: network.http,
+            faults: None,
+        }
+    }
+
+    fn heartbeat() -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: openraft::Vote::new_committed(1, 2),
+            prev_log_id: None,
+            leader_commit: None,
+            entries: vec![],
+        }
     }
 
     fn vote() -> VoteRequest<u64> {
@@ -361,5 +408,64 @@ mod tests {
         let e = p.vote(vote(), option).await.unwrap_err();
         assert!(matches!(e, RPCError::Network(_)), "{e:?}");
         assert!(e.to_string().contains("does not check out"), "{e}");
+    }
+
+    /// A listener on 127.0.0.1 that counts the connections made to it and answers none.
+    async fn counting_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let reached = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = reached.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    drop(s);
+                });
+            }
+        });
+        (addr, reached)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cut_or_lost_message_never_reaches_the_peer() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules.json");
+        std::fs::write(
+            &rules,
+            r#"{"rules": [{"to": [1], "messages": ["vote"], "cut": true},
+                          {"to": [1], "messages": ["append"], "drop": 1.0}]}"#,
+        )
+        .unwrap();
+        // Only its owner may write a rules file.
+        std::fs::set_permissions(&rules, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let faults = Arc::new(Faults::load(&rules).unwrap());
+        let (addr, reached) = counting_server().await;
+        let mut p = peer(&dir, &addr);
+        p.faults = Some(faults.clone());
+        let option = RPCOption::new(Duration::from_millis(300));
+
+        // Cut: unreachable at once, saying why.
+        let e = p.vote(vote(), option.clone()).await.unwrap_err();
+        assert!(matches!(e, RPCError::Unreachable(_)), "{e:?}");
+        assert!(e.to_string().contains("cut by the node's fault rules"), "{e}");
+        // Lost: a timeout after the TTL.
+        let e = p.append_entries(heartbeat(), option.clone()).await.unwrap_err();
+        assert!(matches!(e, RPCError::Timeout(ref t) if t.target == 1), "{e:?}");
+        assert_eq!(reached.load(SeqCst), 0, "a cut or lost message was sent");
+
+        // The rules lifted: the same vote reaches the peer (which never answers).
+        std::fs::write(&rules, r#"{"rules": []}"#).unwrap();
+        assert!(faults.reload().unwrap());
+        let e = p.vote(vote(), option).await.unwrap_err();
+        assert!(matches!(e, RPCError::Timeout(_)), "{e:?}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while reached.load(SeqCst) == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the vote never reached the peer");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

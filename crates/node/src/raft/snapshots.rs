@@ -104,16 +104,20 @@ impl SnapshotDir {
         Ok(path)
     }
 
-    /// The newest published snapshot, if any.
-    pub(crate) fn newest(&self) -> io::Result<Option<Published>> {
+    /// The newest published snapshot, if any, and the file opened while no publication can
+    /// delete it: a newer snapshot deletes it once published, and the open file stays readable
+    /// (opening it by path after the lock is released lost that race, and the Raft core
+    /// stopped on the missing file; found by the simulation, `raft/sim`).
+    pub(crate) fn open_newest(&self) -> io::Result<Option<(Published, fs::File)>> {
         let _publishing = self.publishing.lock().expect("snapshot publication lock poisoned");
         let Some((_, path)) = self.list()?.pop() else {
             return Ok(None);
         };
+        let file = fs::File::open(&path)?;
         let header = SnapshotHeader::read_from(&mut io::BufReader::new(fs::File::open(&path)?))
             .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
         let meta = meta_of(&header, &path)?;
-        Ok(Some(Published { path, meta }))
+        Ok(Some((Published { path, meta }, file)))
     }
 
     /// Published snapshots by last log index, oldest first.

@@ -8,9 +8,12 @@
 //! Raft log id and membership the ones Raft announced), which either replaces the ledger or
 //! refuses and changes nothing.
 //!
-//! Signatures are checked once per node: a block this node proposed was built from
-//! transactions whose signatures it checked at admission, and its header hash is in
-//! [`PreVerified`]; any other block's signatures are checked here, on all cores.
+//! Every block is checked before it is applied ([`super::blocks`]): its seal, its place after
+//! the tip, its time, its signatures. A stale block is skipped on every node alike; a block
+//! that breaks the protocol stops the node. Signatures are checked once per node: a block
+//! this node proposed was built from transactions whose signatures it checked at admission,
+//! and its header hash is in [`PreVerified`]; any other block's signatures are checked on all
+//! cores.
 
 use std::{
     fs,
@@ -19,8 +22,8 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use medledger_core::encoding;
-use medledger_ledger::{Ledger, LedgerError, SnapshotHeader, verify_signatures};
+use medledger_core::{encoding, seal::SealedBlock};
+use medledger_ledger::{Ledger, LedgerError, SnapshotError, SnapshotHeader};
 use openraft::{
     BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
     StorageError, StorageIOError, StoredMembership, storage::RaftStateMachine,
@@ -28,6 +31,7 @@ use openraft::{
 
 use super::{
     BlockHashes, BlockResult, TypeConfig,
+    blocks::Verdict,
     snapshots::{self, SnapshotDir},
 };
 
@@ -91,7 +95,24 @@ impl StateMachine {
     /// turns fatal, and the fault stops the node) rather than follow it.
     fn refuse_membership(&self, reason: String) -> StorageError<u64> {
         tracing::error!(%reason, "refusing a Raft membership entry");
-        self.fault.report(reason.clone());
+        self.fault.report_protocol(reason.clone());
+        sm_err(reason)
+    }
+
+    /// A block that breaks the protocol (raft/blocks.rs): the node stops rather than apply
+    /// it, naming the proposer, its term and the block.
+    fn refuse_block(&self, sealed: &SealedBlock, reason: String) -> StorageError<u64> {
+        let (h, seal) = (&sealed.block.header, &sealed.seal);
+        tracing::error!(
+            %reason,
+            height = h.height,
+            block = %h.hash(),
+            proposer = seal.proposer,
+            term = seal.term,
+            "refusing a block"
+        );
+        let reason = format!("refused a block: {reason}");
+        self.fault.report_protocol(reason.clone());
         sm_err(reason)
     }
 
@@ -145,21 +166,39 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             .map_err(|e| self.commit_failed("the applied marker", e))?;
                         results.push(BlockResult::Applied(Vec::new()));
                     }
-                    EntryPayload::Normal(block) => {
+                    EntryPayload::Normal(sealed) => {
+                        let block = &sealed.block;
                         let verified = self
                             .preverified
                             .lock()
                             .map_err(|_| sm_err("pre-verified set poisoned"))?
                             .remove(&block.header.hash());
-                        let signature_ok = if verified {
-                            vec![true; block.txs.len()]
-                        } else {
-                            verify_signatures(&block.txs, |_| false)
-                        };
                         let m: Marker = (Some(log_id), membership.clone());
+                        let now = super::transport::now_ms();
+                        let verdict = super::blocks::check(
+                            &self.ledger,
+                            log_id.leader_id.term,
+                            &sealed,
+                            verified,
+                            now,
+                        )
+                        .map_err(|e| self.commit_failed("checking a block", e))?;
+                        let signature_ok = match verdict {
+                            Verdict::Apply(ok) => ok,
+                            Verdict::Skip(reason) => {
+                                tracing::warn!(height = block.header.height, %reason, "skipping a block, as every node does");
+                                self.ledger
+                                    .set_applied_marker(&encoding::encode(&m))
+                                    .map_err(|e| self.commit_failed("the applied marker", e))?;
+                                results.push(BlockResult::Rejected(reason));
+                                continue;
+                            }
+                            Verdict::Refuse(reason) => {
+                                return Err(self.refuse_block(&sealed, reason));
+                            }
+                        };
                         let applying = std::time::Instant::now();
-                        match self.ledger.apply_block(&block, &signature_ok, &encoding::encode(&m))
-                        {
+                        match self.ledger.apply_block(block, &signature_ok, &encoding::encode(&m)) {
                             Ok(receipts) => {
                                 tracing::debug!(
                                     height = block.header.height,
@@ -171,12 +210,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                 results.push(BlockResult::Applied(receipts));
                                 self.applied.send_replace(block.header.height);
                             }
+                            // Header fields that do not match the transactions.
                             Err(LedgerError::InvalidBlock(e)) => {
-                                tracing::warn!(height = block.header.height, error = %e, "skipping a block that does not follow the tip");
-                                self.ledger
-                                    .set_applied_marker(&encoding::encode(&m))
-                                    .map_err(|e| self.commit_failed("the applied marker", e))?;
-                                results.push(BlockResult::Rejected(e.to_string()));
+                                return Err(self.refuse_block(&sealed, e.to_string()));
                             }
                             Err(e) => {
                                 let what = format!("block {}", block.header.height);
@@ -234,10 +270,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 self.applied.send_replace(header.height);
                 Ok(())
             }
-            Err(reason) => {
+            Err(Refused { reason, protocol }) => {
                 let reason =
                     format!("installing the snapshot up to entry {}: {reason}", last.index);
-                self.fault.report(reason.clone());
+                if protocol {
+                    self.fault.report_protocol(reason.clone());
+                } else {
+                    self.fault.report(reason.clone());
+                }
                 Err(sm_err(reason))
             }
         }
@@ -247,18 +287,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
         let dir = self.snapshots.clone();
-        let newest = tokio::task::spawn_blocking(move || dir.newest())
+        let newest = tokio::task::spawn_blocking(move || dir.open_newest())
             .await
             .map_err(snapshot_read_err)?
             .map_err(snapshot_read_err)?;
-        match newest {
-            None => Ok(None),
-            Some(published) => {
-                let file =
-                    tokio::fs::File::open(&published.path).await.map_err(snapshot_read_err)?;
-                Ok(Some(Snapshot { meta: published.meta, snapshot: Box::new(file) }))
-            }
-        }
+        Ok(newest.map(|(published, file)| Snapshot {
+            meta: published.meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
+        }))
     }
 }
 
@@ -272,12 +308,15 @@ fn install(
     receiving: Option<&std::path::Path>,
     marker: &[u8],
     last: LogId<u64>,
-) -> Result<SnapshotHeader, String> {
+) -> Result<SnapshotHeader, Refused> {
     let started = std::time::Instant::now();
     let imported = (|| {
-        file.sync_all().map_err(|e| e.to_string())?;
-        file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
-        ledger.import_snapshot(&file, marker).map_err(|e| e.to_string())
+        file.sync_all().map_err(Refused::storage)?;
+        file.seek(SeekFrom::Start(0)).map_err(Refused::storage)?;
+        ledger.import_snapshot(&file, marker).map_err(|e| {
+            let protocol = !matches!(e, SnapshotError::Io(_) | SnapshotError::Ledger(_));
+            Refused { reason: e.to_string(), protocol }
+        })
     })();
     let header = match imported {
         Ok(header) => header,
@@ -298,15 +337,30 @@ fn install(
     let temp = match receiving.filter(|p| same_file(p, &file)) {
         Some(path) => path.to_owned(),
         None => {
-            let (path, mut copy) = dir.create_temp("receiving").map_err(|e| e.to_string())?;
-            file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
-            io::copy(&mut file, &mut copy).map_err(|e| e.to_string())?;
-            copy.sync_all().map_err(|e| e.to_string())?;
+            let (path, mut copy) = dir.create_temp("receiving").map_err(Refused::storage)?;
+            file.seek(SeekFrom::Start(0)).map_err(Refused::storage)?;
+            io::copy(&mut file, &mut copy).map_err(Refused::storage)?;
+            copy.sync_all().map_err(Refused::storage)?;
             path
         }
     };
-    dir.publish(&temp, last).map_err(|e| format!("keeping the installed snapshot: {e}"))?;
+    dir.publish(&temp, last)
+        .map_err(|e| Refused::storage(format!("keeping the installed snapshot: {e}")))?;
     Ok(header)
+}
+
+/// Why a snapshot was not installed: the storage failed, or (`protocol`) the snapshot does
+/// not check out, so the leader that sent it broke the protocol.
+#[derive(Debug)]
+struct Refused {
+    reason: String,
+    protocol: bool,
+}
+
+impl Refused {
+    fn storage(e: impl std::fmt::Display) -> Self {
+        Refused { reason: e.to_string(), protocol: false }
+    }
 }
 
 /// Whether the file at `path` is `file`.

@@ -16,6 +16,7 @@ use medledger_core::{
     block::{Block, Genesis, Tip},
     ids::AccountId,
     keys::{DecryptionKey, SigningKey},
+    seal::SealedBlock,
     tx::{AdmitHospital, RegistryTx, SealedRef, Transaction, TxBody},
 };
 use medledger_ledger::Ledger;
@@ -34,26 +35,33 @@ const LIMIT: Duration = Duration::from_secs(60);
 struct Chain {
     genesis: Genesis,
     regulator: SigningKey,
+    /// The genesis node's key: it seals the blocks, as node 1 in term 1.
+    node: SigningKey,
     tip: Tip,
     nonce: u64,
 }
 
 impl Chain {
     fn new() -> Self {
-        let regulator = SigningKey::generate();
+        let (regulator, node) = (SigningKey::generate(), SigningKey::generate());
         let genesis = Genesis {
             chain_id: "snapshots-test".into(),
             time_ms: 1,
             regulator_key: regulator.public_key(),
             regulator_encryption_key: DecryptionKey::generate().public_key(),
-            node_key: SigningKey::generate().public_key(),
+            node_key: node.public_key(),
         };
         let tip = Tip::genesis(&genesis);
-        Chain { genesis, regulator, tip, nonce: 0 }
+        Chain { genesis, regulator, node, tip, nonce: 0 }
     }
 
-    /// The next block: `n` hospital admissions.
-    fn block(&mut self, n: usize) -> Block {
+    /// `block`, sealed by the genesis node in term 1.
+    fn seal(&self, block: Block) -> SealedBlock {
+        SealedBlock::seal(block, &self.genesis.chain_id, 1, 1, &self.node)
+    }
+
+    /// The next block: `n` hospital admissions, sealed.
+    fn block(&mut self, n: usize) -> SealedBlock {
         let signer = AccountId::from_initial_key(&self.regulator.public_key());
         let txs = (0..n)
             .map(|_| {
@@ -75,7 +83,8 @@ impl Chain {
                 .sign(&self.regulator)
             })
             .collect();
-        self.tip.propose(self.tip.time_ms + 1, txs)
+        let block = self.tip.propose(self.tip.time_ms + 1, txs);
+        self.seal(block)
     }
 }
 
@@ -178,11 +187,13 @@ async fn under_sustained_load_snapshots_are_built_the_log_stays_bounded_and_a_re
     // 900 transactions in 450 blocks: the snapshot threshold passed more than ten times.
     assert_eq!(ledger.tip().height, 450);
     // Only the newest snapshot is kept. A build that finishes just now publishes the new file
-    // before it deletes the old one, so this holds once no build is in flight: wait for it.
+    // before it deletes the old one, so this holds once no build is in flight (none writing
+    // its temporary file either): wait for it.
     let deadline = Instant::now() + LIMIT;
     let snapshots = loop {
         let found = files(&dir.join("snapshots"), ".snap");
-        if found.len() == 1 || Instant::now() >= deadline {
+        let building = !files(&dir.join("snapshots"), ".tmp").is_empty();
+        if (found.len() == 1 && !building) || Instant::now() >= deadline {
             break found;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -221,16 +232,23 @@ fn log_id(index: u64) -> LogId<u64> {
 /// A state machine over a ledger in `dir`.
 fn state_machine(dir: &Path, genesis: &Genesis) -> (Arc<Ledger>, StateMachine) {
     let ledger = ledger_at(dir, genesis);
+    let (sm, _) = state_machine_on(ledger.clone(), dir);
+    (ledger, sm)
+}
+
+/// A state machine over `ledger` (whose data directory is `dir`), and the fault it reports to.
+fn state_machine_on(ledger: Arc<Ledger>, dir: &Path) -> (StateMachine, Arc<StorageFault>) {
     let (applied, _) = tokio::sync::watch::channel(0);
+    let fault = Arc::new(StorageFault::default());
     let sm = StateMachine::new(
-        ledger.clone(),
+        ledger,
         PreVerified::default(),
         applied,
-        Arc::new(StorageFault::default()),
+        fault.clone(),
         &dir.join("snapshots"),
     )
     .unwrap();
-    (ledger, sm)
+    (sm, fault)
 }
 
 /// A data directory whose state machine applied a membership entry and `blocks` blocks, and
@@ -270,6 +288,15 @@ async fn receive(
     }
     data.shutdown().await.unwrap();
     sm.install_snapshot(meta, data).await
+}
+
+/// Block `height` of `ledger`.
+fn block_of(ledger: &Ledger, height: u64) -> Block {
+    let header = ledger.header(height).unwrap().unwrap();
+    let txs = ledger.block_transactions(&header).unwrap();
+    let txs =
+        txs.iter().map(|t| medledger_core::tx::SignedTransaction::decode(t).unwrap()).collect();
+    Block { header, txs }
 }
 
 /// What a reader sees of a ledger: every stored byte (through a snapshot of it) and its tip.
@@ -317,10 +344,12 @@ async fn a_tampered_or_misannounced_snapshot_is_refused_by_install_and_nothing_c
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut chain = Chain::new();
     let (snapshot, bytes) = built(a.path(), &mut chain, 10).await;
+    let (source, _) = state_machine(a.path(), &chain.genesis);
     let (target, mut sm) = state_machine(b.path(), &chain.genesis);
-    // The target already holds a block of its own.
-    let own = Tip::genesis(&chain.genesis).propose(5, Vec::new());
-    sm.apply([Entry { log_id: log_id(1), payload: EntryPayload::Normal(own) }]).await.unwrap();
+    // The target already applied the source's first block.
+    let first = chain.seal(block_of(&source, 1));
+    sm.apply([Entry { log_id: log_id(2), payload: EntryPayload::Normal(first) }]).await.unwrap();
+    drop(source);
     let before = (view(&target), sm.applied_state().await.unwrap());
 
     // A byte of the first hospital's entry: after the table's frame (tag, length, name), the
@@ -339,11 +368,18 @@ async fn a_tampered_or_misannounced_snapshot_is_refused_by_install_and_nothing_c
         (&snapshot.meta, &truncated[..], "truncated"),
         (&misannounced, &bytes[..], "another applied marker"),
     ] {
+        // Each on a state machine of its own: the first fault reported is the one kept.
+        let (mut sm, fault) = state_machine_on(target.clone(), b.path());
         let err = receive(&mut sm, meta, bytes).await.unwrap_err();
         assert!(err.to_string().contains(why) || format!("{err:?}").contains(why), "{err:?}");
         assert_eq!((view(&target), sm.applied_state().await.unwrap()), before);
         assert!(sm.get_current_snapshot().await.unwrap().is_none());
         assert!(files(&b.path().join("snapshots"), ".tmp").is_empty());
+        // The leader sent something that does not check out: a protocol fault (keep the
+        // evidence, tell the consortium), never a storage fault (repair the disk).
+        let reason = fault.reason().expect("the refusal is reported");
+        assert!(fault.is_protocol(), "{why}: reported as a storage fault: {reason}");
+        assert!(reason.contains("installing the snapshot up to entry"), "{reason}");
     }
     // The genuine one still installs.
     receive(&mut sm, &snapshot.meta, &bytes).await.unwrap();
@@ -358,4 +394,160 @@ fn the_default_snapshot_settings_are_every_2000_scaled() {
     // Never a zero interval or batch, whatever is asked.
     let tiny = SnapshotSettings::every(0);
     assert_eq!((tiny.every_entries, tiny.keep_behind, tiny.purge_batch), (1, 0, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_that_breaks_the_protocol_stops_the_node_and_a_stale_one_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut chain = Chain::new();
+    let ledger = ledger_at(dir.path(), &chain.genesis);
+    let (applied, _) = tokio::sync::watch::channel(0);
+    let fault = Arc::new(StorageFault::default());
+    let mut sm = StateMachine::new(
+        ledger.clone(),
+        PreVerified::default(),
+        applied,
+        fault.clone(),
+        &dir.path().join("snapshots"),
+    )
+    .unwrap();
+    let first = chain.block(1);
+    let stale = chain.seal(Tip::genesis(&chain.genesis).propose(9, Vec::new()));
+    let results = sm
+        .apply([
+            Entry { log_id: log_id(1), payload: EntryPayload::Normal(first) },
+            Entry { log_id: log_id(2), payload: EntryPayload::Normal(stale) },
+        ])
+        .await
+        .unwrap();
+    assert!(matches!(&results[0], BlockResult::Applied(r) if r.len() == 1), "{results:?}");
+    assert!(
+        matches!(&results[1], BlockResult::Rejected(r) if r.contains("at or behind the tip")),
+        "{results:?}"
+    );
+    assert!(fault.reason().is_none());
+
+    // The next block, sealed by someone other than its proposer.
+    let mut forged = chain.block(1);
+    forged.seal = SealedBlock::seal(
+        forged.block.clone(),
+        &chain.genesis.chain_id,
+        1,
+        1,
+        &SigningKey::generate(),
+    )
+    .seal;
+    let before = (view(&ledger), sm.applied_state().await.unwrap());
+    let err = sm
+        .apply([Entry { log_id: log_id(3), payload: EntryPayload::Normal(forged) }])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("its seal does not verify"), "{err}");
+    assert!(fault.is_protocol(), "{:?}", fault.reason());
+    assert!(fault.reason().unwrap().contains("proposer node 1"), "{:?}", fault.reason());
+    assert_eq!((view(&ledger), sm.applied_state().await.unwrap()), before, "nothing applied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_that_does_not_extend_the_applied_history_is_refused_and_nothing_changes() {
+    let (a, b, c) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut chain = Chain::new();
+    let (snapshot, bytes) = built(a.path(), &mut chain, 10).await;
+
+    // A node that applied a block 1 of its own: the snapshot would rewrite it.
+    let forked = ledger_at(b.path(), &chain.genesis);
+    let (mut sm, fault) = state_machine_on(forked.clone(), b.path());
+    let own = chain.seal(Tip::genesis(&chain.genesis).propose(5, Vec::new()));
+    sm.apply([Entry { log_id: log_id(1), payload: EntryPayload::Normal(own) }]).await.unwrap();
+    let before = (view(&forked), sm.applied_state().await.unwrap());
+    let err = receive(&mut sm, &snapshot.meta, &bytes).await.unwrap_err();
+    assert!(
+        format!("{err:?}").contains("its block 1 differs from the block 1 this ledger applied"),
+        "{err:?}"
+    );
+    assert_eq!((view(&forked), sm.applied_state().await.unwrap()), before);
+    assert!(
+        fault.is_protocol(),
+        "a rewriting snapshot is the leader's fault: {:?}",
+        fault.reason()
+    );
+
+    // A node ahead of the snapshot: it would roll back.
+    let mut longer = Chain { tip: Tip::genesis(&chain.genesis), nonce: 0, ..chain };
+    let ahead = ledger_at(c.path(), &longer.genesis);
+    let (mut sm, fault) = state_machine_on(ahead.clone(), c.path());
+    let entries: Vec<Entry<TypeConfig>> = (0..12)
+        .map(|i| Entry { log_id: log_id(i + 1), payload: EntryPayload::Normal(longer.block(1)) })
+        .collect();
+    sm.apply(entries).await.unwrap();
+    let before = (view(&ahead), sm.applied_state().await.unwrap());
+    let err = receive(&mut sm, &snapshot.meta, &bytes).await.unwrap_err();
+    assert!(format!("{err:?}").contains("behind this ledger's tip at 12"), "{err:?}");
+    assert_eq!((view(&ahead), sm.applied_state().await.unwrap()), before);
+    assert!(
+        fault.is_protocol(),
+        "a rolling-back snapshot is the leader's fault: {:?}",
+        fault.reason()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_block_whose_header_does_not_match_its_transactions_stops_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut chain = Chain::new();
+    let ledger = ledger_at(dir.path(), &chain.genesis);
+    let (applied, _) = tokio::sync::watch::channel(0);
+    let fault = Arc::new(StorageFault::default());
+    let mut sm = StateMachine::new(
+        ledger.clone(),
+        PreVerified::default(),
+        applied,
+        fault.clone(),
+        &dir.path().join("snapshots"),
+    )
+    .unwrap();
+    // Properly sealed by its proposer, but its header claims another transaction root.
+    let mut block = chain.block(2).block;
+    block.header.tx_root = Hash::of(b"another root");
+    let bad = chain.seal(block);
+    let before = (view(&ledger), sm.applied_state().await.unwrap());
+    let err = sm
+        .apply([Entry { log_id: log_id(1), payload: EntryPayload::Normal(bad) }])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("tx_root does not match"), "{err}");
+    assert!(fault.is_protocol(), "{:?}", fault.reason());
+    assert_eq!((view(&ledger), sm.applied_state().await.unwrap()), before, "nothing applied");
+}
+
+/// The current snapshot handed to Raft (to send to a lagging node) stays readable when a newer
+/// one is published and deletes its file: it is opened while no publication can run. Opened
+/// by path afterwards, it could be gone, and the Raft core stopped on "No such file" (found by
+/// the simulation, `raft/sim`, seed 1021 under load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_current_snapshot_stays_readable_when_a_newer_one_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut chain = Chain::new();
+    let (first, _) = built(dir.path(), &mut chain, 3).await;
+    let snapshots = snapshots::SnapshotDir::open(&dir.path().join("snapshots")).unwrap();
+    let (published, file) = snapshots.open_newest().unwrap().expect("a snapshot");
+    assert_eq!(published.meta, first.meta);
+
+    // A newer snapshot is published and the older file deleted.
+    let (_, mut sm) = state_machine(dir.path(), &chain.genesis);
+    let entries: Vec<Entry<TypeConfig>> = (0..3)
+        .map(|i| Entry { log_id: log_id(i + 5), payload: EntryPayload::Normal(chain.block(1)) })
+        .collect();
+    sm.apply(entries).await.unwrap();
+    let newer = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    assert!(newer.meta.last_log_id > first.meta.last_log_id);
+    assert!(!published.path.exists(), "the older snapshot's file was deleted");
+    assert!(std::fs::File::open(&published.path).is_err(), "opening it by path now fails");
+
+    // The file opened before still reads whole, and it is the older snapshot.
+    let mut bytes = Vec::new();
+    tokio::fs::File::from_std(file).read_to_end(&mut bytes).await.unwrap();
+    let header = medledger_ledger::SnapshotHeader::read_from(&mut bytes.as_slice()).unwrap();
+    assert_eq!(snapshots::marker_of(&header).unwrap().0, first.meta.last_log_id);
 }

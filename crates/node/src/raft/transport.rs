@@ -47,7 +47,17 @@ pub enum RpcKind {
     Vote,
     /// One chunk of a snapshot.
     Snapshot,
+    /// A request for a vault blob by its hash (the replica pull of `raft/replicas.rs`): the
+    /// body is the hash; the blob comes back as a plain stream, checked against its hash by
+    /// the receiver, so the answer needs no signature.
+    Blob,
+    /// Which of a list of blobs (at most [`MAX_HELD_QUERY`] hashes) the receiver holds: the
+    /// answer, one flag per hash in order, lets a puller ask only a peer that has the blob.
+    BlobsHeld,
 }
+
+/// The most hashes one [`RpcKind::BlobsHeld`] request names.
+pub const MAX_HELD_QUERY: usize = 1024;
 
 impl RpcKind {
     /// The body limit of this kind.
@@ -56,6 +66,8 @@ impl RpcKind {
             RpcKind::Append => MAX_APPEND_BYTES,
             RpcKind::Vote => MAX_VOTE_BYTES,
             RpcKind::Snapshot => MAX_SNAPSHOT_CHUNK_BYTES,
+            RpcKind::Blob => MAX_VOTE_BYTES,
+            RpcKind::BlobsHeld => MAX_HELD_QUERY * 32 + MAX_VOTE_BYTES,
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeMap, path::Path};
 
-use medledger_core::{Hash, encoding, merkle};
+use medledger_core::{Hash, encoding, merkle, seal::SealedBlock};
 use openraft::{Entry, EntryPayload, LogId};
 use redb::{ReadableDatabase, ReadableTable};
 
@@ -116,6 +116,8 @@ fn read_log(
     // the tip shares a height with the one applied).
     let mut blocks: BTreeMap<u64, Vec<Hash>> = BTreeMap::new();
     let mut applied_found = false;
+    // The height of the first block (in log order) that is the ledger's block at its height.
+    let mut first_of_ledger: Option<u64> = None;
     let mut next = purged.map(|p| p.index + 1);
     for row in log.iter().map_err(|e| unreadable(e.into()))? {
         let (index, bytes) = row.map_err(|e| unreadable(e.into()))?;
@@ -145,7 +147,7 @@ fn read_log(
         if applied == Some(entry.log_id) {
             applied_found = true;
         }
-        if let EntryPayload::Normal(block) = entry.payload {
+        if let EntryPayload::Normal(SealedBlock { block, .. }) = entry.payload {
             let mut root = merkle::Frontier::new();
             for tx in &block.txs {
                 root.push(merkle::leaf_hash(&tx.encode()));
@@ -160,7 +162,16 @@ fn read_log(
                     ),
                 );
             }
-            blocks.entry(block.header.height).or_default().push(block.header.hash());
+            let (height, hash) = (block.header.height, block.header.hash());
+            if first_of_ledger.is_none()
+                && height
+                    .checked_sub(1)
+                    .and_then(|i| block_hashes.get(i as usize))
+                    .is_some_and(|h| *h == hash)
+            {
+                first_of_ledger = Some(height);
+            }
+            blocks.entry(height).or_default().push(hash);
         }
     }
     if let Some(applied) = applied
@@ -175,8 +186,11 @@ fn read_log(
             ),
         );
     }
-    // Every block of the ledger must be in the log, unless purged behind a snapshot.
-    let first_logged = blocks.keys().next().copied();
+    // Every block of the ledger must be in the log, unless purged behind a snapshot: those
+    // below the first of the ledger's blocks the log holds. (Not below the lowest height in
+    // the log: a block rejected as not following the tip, after the one applied at its height
+    // was purged, may come first; the simulation found this, `raft/sim`.)
+    let first_logged = first_of_ledger;
     let mut absent = Vec::new();
     for (i, hash) in block_hashes.iter().enumerate() {
         let height = i as u64 + 1;
@@ -276,10 +290,15 @@ mod tests {
         check_log_offline(&path, &hashes, Some(&encoding::encode(&marker)))
     }
 
+    /// `b` as a Raft entry carries it (the seal is not what this check looks at).
+    fn sealed(b: &Block) -> SealedBlock {
+        SealedBlock::seal(b.clone(), "raft-verify-test", 1, 1, &SigningKey::generate())
+    }
+
     fn log_of(blocks: &[Block]) -> Vec<(u64, Vec<u8>)> {
         let mut entries = vec![entry(0, EntryPayload::Blank)];
         for (i, b) in blocks.iter().enumerate() {
-            entries.push(entry(i as u64 + 1, EntryPayload::Normal(b.clone())));
+            entries.push(entry(i as u64 + 1, EntryPayload::Normal(sealed(b))));
         }
         entries
     }
@@ -313,7 +332,7 @@ mod tests {
         let mut altered = blocks[2].clone();
         altered.header.tx_count = 1;
         let mut entries = log_of(&blocks);
-        entries[3] = entry(3, EntryPayload::Normal(altered));
+        entries[3] = entry(3, EntryPayload::Normal(sealed(&altered)));
         let c = check(&entries, &blocks, 3);
         assert!(says(&c, "the transactions of block 3 do not match its header"), "{c:?}");
         assert!(says(&c, "block 3 in the log differs from the ledger's block 3"), "{c:?}");
@@ -352,10 +371,32 @@ mod tests {
         let mut altered = blocks[5].clone();
         altered.header.tx_count = 1;
         let mut entries = purged(log_of(&blocks));
-        entries[1] = entry(6, EntryPayload::Normal(altered));
+        entries[1] = entry(6, EntryPayload::Normal(sealed(&altered)));
         let c = check_purged(&entries, &blocks, 8, Some(4));
         assert!(says(&c, "the transactions of block 6 do not match its header"), "{c:?}");
         assert!(says(&c, "block 6 in the log differs from the ledger's block 6"), "{c:?}");
+
+        // Blocks rejected as not following the tip (a deposed leader's, or proposed on a stale
+        // view of it) may come right after the purge point, at heights whose applied blocks
+        // were purged: they are not the ledger's blocks, and nothing is wrong.
+        let stale = n_blocks(2);
+        let mut entries = vec![
+            entry(5, EntryPayload::Normal(sealed(&stale[0]))),
+            entry(6, EntryPayload::Normal(sealed(&stale[1]))),
+        ];
+        entries.extend(
+            log_of(&blocks)
+                .into_iter()
+                .filter(|(i, _)| *i > 4)
+                .map(|(i, _)| entry(i + 2, EntryPayload::Normal(sealed(&blocks[i as usize - 1])))),
+        );
+        let c = check_purged(&entries, &blocks, 10, Some(4));
+        assert!(c.is_ok(), "{c:?}");
+        assert_eq!((c.entries, c.range, c.blocks_matched), (6, Some((5, 10)), 4));
+        // But a block of the ledger after the first one the log holds is still looked for.
+        entries.retain(|(i, _)| *i != 9);
+        let c = check_purged(&entries, &blocks, 10, Some(4));
+        assert!(says(&c, "1 of the ledger's blocks are not in the log (heights 7 to 7)"), "{c:?}");
 
         // A log the ledger is ahead of, purged or not, is still named.
         let c = check_purged(&purged(log_of(&blocks[..6])), &blocks, 8, Some(4));

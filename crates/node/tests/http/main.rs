@@ -76,6 +76,11 @@ pub struct Node {
 impl Node {
     /// A new data directory with genesis (the regulator's key is `regulator`), served.
     async fn start(regulator: &SigningKey) -> Node {
+        Self::start_with(regulator, medledger_node::NodeOptions::default()).await
+    }
+
+    /// The same, served with `options`.
+    async fn start_with(regulator: &SigningKey, options: medledger_node::NodeOptions) -> Node {
         let tmp = tempfile::tempdir().unwrap();
         let dir = DataDir::new(tmp.path().join("data"));
         let node_key = dir.ensure_node_key().unwrap();
@@ -94,7 +99,7 @@ impl Node {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            medledger_node::serve(&dir, listener, shutdown).await
+            medledger_node::serve_with(&dir, listener, options, shutdown).await
         });
         let http = reqwest::Client::builder().timeout(LIMIT).build().unwrap();
         let node = Node { base, stop: Some(stop), served: Some(served), http, _tmp: tmp };

@@ -3,14 +3,14 @@
 //! answers that message; each of the receiver's checks is an attack here that gets its typed
 //! refusal (and would be answered if the check were removed).
 
-use medledger_core::keys::SigningKey;
+use medledger_core::{Hash, keys::SigningKey};
 use medledger_node::raft::{
     network::{Answer, NoApiError},
     transport::{CLOCK_WINDOW_MS, Envelope, RpcKind},
 };
 use openraft::{Vote, raft::VoteRequest};
 
-use crate::{CHAIN, Node, now_ms, run};
+use crate::{CHAIN, Node, World, now_ms, run};
 
 /// A vote request of `candidate` (node 1 is the genesis node, the single node's only member),
 /// postcard.
@@ -58,12 +58,12 @@ impl Message {
 }
 
 async fn post(node: &Node, path: &str, body: Vec<u8>) -> (u16, Option<String>, Vec<u8>) {
-    let response = reqwest::Client::new()
-        .post(format!("{}{path}", node.base))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    send(reqwest::Client::new().post(format!("{}{path}", node.base)).body(body)).await
+}
+
+/// Sends `request`: its status, its error code if the body is an error, and the body.
+async fn send(request: reqwest::RequestBuilder) -> (u16, Option<String>, Vec<u8>) {
+    let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     let bytes = response.bytes().await.unwrap().to_vec();
     let code = serde_json::from_slice::<serde_json::Value>(&bytes)
@@ -252,6 +252,172 @@ fn a_suspended_nodes_messages_are_refused_not_admitted() {
         let (status, code, _) =
             post(node, "/v1/raft/vote", Message::honest(node).seal().encode()).await;
         assert_eq!((status, code.as_deref()), (403, Some("not_admitted")));
+        world.node.stop().await;
+    });
+}
+
+/// A chunk of a snapshot from node 1 (the leader of term 1) to itself, signed with `key`.
+fn snapshot_chunk(key: &SigningKey, bytes: usize) -> Vec<u8> {
+    let rpc = openraft::raft::InstallSnapshotRequest::<medledger_node::raft::TypeConfig> {
+        vote: Vote::new_committed(1, 1),
+        meta: openraft::SnapshotMeta {
+            last_log_id: Some(openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 5)),
+            last_membership: openraft::StoredMembership::default(),
+            snapshot_id: "attack".into(),
+        },
+        offset: 0,
+        data: vec![0; bytes],
+        done: false,
+    };
+    let body = medledger_core::encoding::encode(&rpc);
+    Envelope::seal(key, CHAIN, 1, 1, now_ms(), RpcKind::Snapshot, None, body).encode()
+}
+
+#[test]
+fn a_snapshot_chunk_is_refused_below_the_free_space_reserve() {
+    run(async {
+        // A reserve larger than any disk: every write is below it.
+        let options = medledger_node::NodeOptions {
+            disk_reserve_bytes: u64::MAX / 4,
+            ..medledger_node::NodeOptions::default()
+        };
+        let node = Node::start_with(&SigningKey::generate(), options).await;
+        let (status, code, _) =
+            post(&node, "/v1/raft/snapshot", snapshot_chunk(&node.node_key(), 64 * 1024)).await;
+        assert_eq!((status, code.as_deref()), (507, Some("disk_full")));
+        node.stop().await;
+
+        // With room, the same chunk reaches Raft and is answered (signed).
+        let node = Node::start(&SigningKey::generate()).await;
+        let (status, code, bytes) =
+            post(&node, "/v1/raft/snapshot", snapshot_chunk(&node.node_key(), 64 * 1024)).await;
+        assert_eq!((status, code), (200, None));
+        assert!(Envelope::decode(&bytes, RpcKind::Snapshot.limit()).is_ok());
+        node.stop().await;
+    });
+}
+
+/// `GET /v1/raft/blobs/{hash}` with `signed` (hex of an envelope) in the node-request header
+/// (none when `None`): status, error code, body.
+async fn pull(node: &Node, hash: &Hash, signed: Option<String>) -> (u16, Option<String>, Vec<u8>) {
+    let mut request = reqwest::Client::new().get(format!(
+        "{}{}/{hash}",
+        node.base,
+        medledger_api::paths::RAFT_BLOBS
+    ));
+    if let Some(signed) = signed {
+        request = request.header(medledger_api::paths::NODE_REQUEST_HEADER, signed);
+    }
+    send(request).await
+}
+
+/// A blob request as node `from` signs it with `key`, for `hash`, sent at `sent_ms`.
+fn blob_request(key: &SigningKey, from: u64, hash: &Hash, sent_ms: u64) -> String {
+    let body = medledger_core::encoding::encode(hash);
+    hex::encode(Envelope::seal(key, CHAIN, from, 1, sent_ms, RpcKind::Blob, None, body).encode())
+}
+
+#[test]
+fn a_blob_goes_only_to_a_members_signed_request_for_that_blob() {
+    run(async {
+        let world = World::build().await;
+        let node = &world.node;
+        // The record's ciphertext, stored by the doctor when the world was built.
+        let blob = Hash::of(b"record ciphertext");
+        let key = node.node_key();
+        let honest = || blob_request(&key, 1, &blob, now_ms());
+        let (status, code, bytes) = pull(node, &blob, Some(honest())).await;
+        assert_eq!((status, code), (200, None));
+        assert_eq!(bytes, b"record ciphertext");
+
+        let stranger = SigningKey::generate();
+        let other = Hash::of(b"another blob");
+        let attacks: [(&str, Option<String>, Hash, u16, &str); 8] = [
+            ("no signed request", None, blob, 401, "unauthenticated"),
+            ("a header that is not hex", Some("zz".into()), blob, 401, "unauthenticated"),
+            ("garbage", Some(hex::encode([0xff; 40])), blob, 400, "malformed"),
+            (
+                "a stranger's key",
+                Some(blob_request(&stranger, 7, &blob, now_ms())),
+                blob,
+                403,
+                "not_member",
+            ),
+            (
+                "a member's id, another key",
+                Some(blob_request(&stranger, 1, &blob, now_ms())),
+                blob,
+                403,
+                "bad_signature",
+            ),
+            ("a request for another blob", Some(honest()), other, 400, "malformed"),
+            (
+                "a request signed a minute ago",
+                Some(blob_request(&key, 1, &blob, now_ms() - 2 * CLOCK_WINDOW_MS)),
+                blob,
+                403,
+                "clock_skew",
+            ),
+            (
+                "a vote envelope",
+                Some(hex::encode(Message::honest(node).seal().encode())),
+                blob,
+                400,
+                "malformed",
+            ),
+        ];
+        for (what, signed, hash, status, code) in attacks {
+            let (got, got_code, bytes) = pull(node, &hash, signed).await;
+            assert_eq!((got, got_code.as_deref()), (status, Some(code)), "{what}");
+            assert!(!bytes.windows(6).any(|w| w == b"record"), "{what}: the blob leaked");
+        }
+        // An honest request for a blob this node does not hold.
+        let (status, code, _) =
+            pull(node, &other, Some(blob_request(&key, 1, &other, now_ms()))).await;
+        assert_eq!((status, code.as_deref()), (404, Some("not_in_vault")));
+        world.node.stop().await;
+    });
+}
+
+/// A "which of these blobs do you hold" request of node `from`, signed with `key`.
+fn held_request(key: &SigningKey, from: u64, hashes: &[Hash]) -> Envelope {
+    let body = medledger_core::encoding::encode(&hashes.to_vec());
+    Envelope::seal(key, CHAIN, from, 1, now_ms(), RpcKind::BlobsHeld, None, body)
+}
+
+#[test]
+fn a_member_learns_which_blobs_a_node_holds_in_a_signed_answer_and_no_one_else_does() {
+    run(async {
+        let world = World::build().await;
+        let node = &world.node;
+        let key = node.node_key();
+        let (held, not_held) = (Hash::of(b"record ciphertext"), Hash::of(b"never stored"));
+        let request = held_request(&key, 1, &[not_held, held, not_held]);
+        let (status, code, bytes) = post(node, "/v1/raft/blobs", request.encode()).await;
+        assert_eq!((status, code), (200, None));
+        let reply = Envelope::decode(&bytes, RpcKind::BlobsHeld.limit()).unwrap();
+        assert_eq!((reply.kind, reply.reply_to), (RpcKind::BlobsHeld, Some(request.signature)));
+        let flags: Vec<bool> =
+            medledger_core::encoding::decode("flags", &reply.body, 4096).unwrap();
+        assert_eq!(flags, [false, true, false]);
+
+        let stranger = SigningKey::generate();
+        let too_many = vec![held; medledger_node::raft::transport::MAX_HELD_QUERY + 1];
+        let attacks: [(&str, Envelope, u16, &str); 4] = [
+            ("a stranger", held_request(&stranger, 7, &[held]), 403, "not_member"),
+            (
+                "a member's id, another key",
+                held_request(&stranger, 1, &[held]),
+                403,
+                "bad_signature",
+            ),
+            ("over 1,024 hashes", held_request(&key, 1, &too_many), 400, "malformed"),
+            ("a vote envelope", Message::honest(node).seal(), 400, "malformed"),
+        ];
+        for (what, envelope, status, code) in attacks {
+            let (got, got_code, _) = post(node, "/v1/raft/blobs", envelope.encode()).await;
+            assert_eq!((got, got_code.as_deref()), (status, Some(code)), "{what}");
+        }
         world.node.stop().await;
     });
 }

@@ -1,0 +1,323 @@
+//! What every node checks of a committed block before it applies it, and what it does when a
+//! check fails.
+//!
+//! Raft orders entries; it does not vouch for them. So every node, leader and followers
+//! alike, decides each block in log order from its own applied state:
+//!
+//! - **Skip** (every node alike, deterministically; the block's senders resubmit): a block
+//!   built on a stale view of the tip: at or behind the tip, or at the next height but on a
+//!   predecessor that was itself skipped (what a deposed or pipelining leader honestly
+//!   proposes); a block sealed for another term than the one that ordered it (a leader
+//!   whose term changed as it sealed); a block whose proposer the ledger suspended or
+//!   removed before it was applied.
+//! - **Refuse** (this node stops with the reason, rather than diverge): a seal that is not
+//!   the proposer's or names a node never admitted; a block that skips heights; a block time
+//!   earlier than its predecessor's or more than [`MAX_AHEAD_MS`] ahead of this node's clock;
+//!   a transaction whose signature does not verify; header fields that do not match the
+//!   transactions. None of these can come from an honest leader: it checked every signature
+//!   at admission and builds each block on the tip it applied.
+//!
+//! The clock check is the only one that depends on the node rather than the log: a block
+//! that far ahead of a follower's clock means a leader's clock (or the follower's) is wrong,
+//! and an operator must look before ledger time (which decides expiries) runs ahead.
+
+use medledger_core::{block::BlockError, seal::SealedBlock};
+use medledger_ledger::{Ledger, LedgerError, NodeStatus, verify_signatures};
+
+/// How far ahead of this node's clock a block's time may be.
+pub const MAX_AHEAD_MS: u64 = 60_000;
+
+/// What to do with a block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Apply it; `signature_ok[i]` is transaction `i`'s signature check (all true).
+    Apply(Vec<bool>),
+    /// Skip it, as every node does.
+    Skip(String),
+    /// Stop: the block breaks the protocol.
+    Refuse(String),
+}
+
+/// Decides `sealed`, ordered by Raft in `term`, against the ledger's applied state at `now_ms`.
+/// `preverified`: this node checked the transactions' signatures at admission (its own block).
+pub fn check(
+    ledger: &Ledger,
+    term: u64,
+    sealed: &SealedBlock,
+    preverified: bool,
+    now_ms: u64,
+) -> Result<Verdict, LedgerError> {
+    let (block, seal) = (&sealed.block, &sealed.seal);
+    let h = &block.header;
+    let at = format!("block {} (Raft term {term}, proposer node {})", h.height, seal.proposer);
+    let Some(proposer) = ledger.node_member(seal.proposer)? else {
+        return Ok(Verdict::Refuse(format!(
+            "{at} is sealed by node {}, which the ledger never admitted",
+            seal.proposer
+        )));
+    };
+    if seal.verify(&ledger.genesis().chain_id, h, &proposer.node_key).is_err() {
+        return Ok(Verdict::Refuse(format!(
+            "{at}: its seal does not verify under node {}'s key {}",
+            seal.proposer, proposer.node_key
+        )));
+    }
+    if seal.term != term {
+        return Ok(Verdict::Skip(format!("{at} was sealed for term {}", seal.term)));
+    }
+    if proposer.status != NodeStatus::Active {
+        return Ok(Verdict::Skip(format!(
+            "{at}: node {} is {}",
+            seal.proposer,
+            proposer.status.name()
+        )));
+    }
+    let tip = ledger.tip();
+    if h.height <= tip.height {
+        return Ok(Verdict::Skip(format!("{at} is at or behind the tip, height {}", tip.height)));
+    }
+    if h.height > tip.height + 1 {
+        return Ok(Verdict::Refuse(format!("{at} skips heights: the tip is {}", tip.height)));
+    }
+    if h.prev_hash != tip.hash {
+        return Ok(Verdict::Skip(format!("{at} follows a block that was skipped")));
+    }
+    if h.time_ms < tip.time_ms {
+        return Ok(Verdict::Refuse(
+            BlockError::Time { height: h.height, prev: tip.time_ms, got: h.time_ms }.to_string(),
+        ));
+    }
+    if h.time_ms > now_ms.saturating_add(MAX_AHEAD_MS) {
+        return Ok(Verdict::Refuse(format!(
+            "{at} is timed {} ms, {} ms ahead of this node's clock (at most {MAX_AHEAD_MS} ms)",
+            h.time_ms,
+            h.time_ms - now_ms
+        )));
+    }
+    let signature_ok = if preverified {
+        vec![true; block.txs.len()]
+    } else {
+        verify_signatures(&block.txs, |_| false)
+    };
+    if let Some(bad) = signature_ok.iter().position(|ok| !ok) {
+        return Ok(Verdict::Refuse(format!(
+            "{at}: transaction {bad} ({}) has a signature that does not verify",
+            block.txs[bad].hash()
+        )));
+    }
+    Ok(Verdict::Apply(signature_ok))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use medledger_core::{
+        Hash,
+        block::{Genesis, Tip},
+        ids::AccountId,
+        keys::{DecryptionKey, PublicKey, SigningKey},
+        tx::{
+            AdmitHospital, NodeTx, RegistryTx, SealedRef, SignedTransaction, Transaction, TxBody,
+        },
+    };
+
+    use super::*;
+
+    struct Net {
+        ledger: Arc<Ledger>,
+        node: SigningKey,
+        regulator: SigningKey,
+        tip: Tip,
+        _dir: tempfile::TempDir,
+    }
+
+    const NOW: u64 = 1_000_000;
+
+    fn net() -> Net {
+        let (node, regulator) = (SigningKey::generate(), SigningKey::generate());
+        let genesis = Genesis {
+            chain_id: "blocks-test".into(),
+            time_ms: 1,
+            regulator_key: regulator.public_key(),
+            regulator_encryption_key: DecryptionKey::generate().public_key(),
+            node_key: node.public_key(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Arc::new(Ledger::create(&dir.path().join("l.redb"), genesis.clone()).unwrap());
+        Net { ledger, node, regulator, tip: Tip::genesis(&genesis), _dir: dir }
+    }
+
+    impl Net {
+        fn seal(&self, block: medledger_core::block::Block, term: u64) -> SealedBlock {
+            SealedBlock::seal(block, "blocks-test", 1, term, &self.node)
+        }
+
+        fn next(&mut self, time: u64, txs: Vec<SignedTransaction>) -> SealedBlock {
+            let b = self.tip.propose(time, txs);
+            self.seal(b, 1)
+        }
+
+        fn apply(&self, s: &SealedBlock) {
+            let ok = vec![true; s.block.txs.len()];
+            self.ledger.apply_block(&s.block, &ok, b"").unwrap();
+        }
+
+        /// The regulator's transaction.
+        fn signed(&self, nonce: u64, body: TxBody) -> SignedTransaction {
+            Transaction {
+                chain_id: "blocks-test".into(),
+                signer: AccountId::from_initial_key(&self.regulator.public_key()),
+                nonce,
+                body,
+            }
+            .sign(&self.regulator)
+        }
+
+        /// The regulator suspends the node with `node_key`.
+        fn suspend(&self, nonce: u64, node_key: PublicKey) -> SignedTransaction {
+            self.signed(nonce, TxBody::Nodes(NodeTx::Suspend { node_key }))
+        }
+
+        fn tx(&self, nonce: u64) -> SignedTransaction {
+            self.suspend(nonce, SigningKey::generate().public_key())
+        }
+    }
+
+    fn verdict(n: &Net, term: u64, s: &SealedBlock) -> Verdict {
+        check(&n.ledger, term, s, false, NOW).unwrap()
+    }
+
+    fn refused(v: &Verdict, words: &str) -> bool {
+        matches!(v, Verdict::Refuse(r) if r.contains(words))
+    }
+
+    fn skipped(v: &Verdict, words: &str) -> bool {
+        matches!(v, Verdict::Skip(r) if r.contains(words))
+    }
+
+    #[test]
+    fn a_sealed_block_on_the_tip_applies() {
+        let mut n = net();
+        let b = n.next(10, vec![n.tx(1)]);
+        assert_eq!(verdict(&n, 1, &b), Verdict::Apply(vec![true]));
+    }
+
+    #[test]
+    fn a_seal_not_made_by_the_proposer_or_by_no_member_stops_the_node() {
+        let mut n = net();
+        let b = n.next(10, Vec::new());
+        let forged =
+            SealedBlock::seal(b.block.clone(), "blocks-test", 1, 1, &SigningKey::generate());
+        assert!(
+            refused(&verdict(&n, 1, &forged), "its seal does not verify"),
+            "{:?}",
+            verdict(&n, 1, &forged)
+        );
+        let other_chain = SealedBlock::seal(b.block.clone(), "other-chain", 1, 1, &n.node);
+        assert!(refused(&verdict(&n, 1, &other_chain), "its seal does not verify"));
+        let mut altered = b.clone();
+        altered.block.header.time_ms += 1;
+        assert!(refused(&verdict(&n, 1, &altered), "its seal does not verify"));
+        let stranger = SealedBlock::seal(b.block.clone(), "blocks-test", 7, 1, &n.node);
+        assert!(refused(&verdict(&n, 1, &stranger), "never admitted"));
+    }
+
+    #[test]
+    fn stale_blocks_are_skipped_on_every_node_alike() {
+        let mut n = net();
+        let first = n.next(10, Vec::new());
+        // Sealed for term 1, ordered in term 2.
+        assert!(skipped(&verdict(&n, 2, &first), "sealed for term 1"));
+        n.apply(&first);
+        // At the tip again: a deposed leader's block for a height already taken.
+        let mut stale_tip = Tip::genesis(n.ledger.genesis());
+        let again = n.seal(stale_tip.propose(11, Vec::new()), 1);
+        assert!(skipped(&verdict(&n, 1, &again), "at or behind the tip"));
+        // The next height, built on that skipped block.
+        let after_skipped = n.seal(stale_tip.propose(12, Vec::new()), 1);
+        assert!(skipped(&verdict(&n, 1, &after_skipped), "follows a block that was skipped"));
+    }
+
+    #[test]
+    fn a_block_of_a_proposer_suspended_before_it_was_applied_is_skipped() {
+        let mut n = net();
+        let (hospital, second) = (SigningKey::generate(), SigningKey::generate());
+        let admit_hospital = n.signed(
+            1,
+            TxBody::Registry(RegistryTx::AdmitHospital(AdmitHospital {
+                key: hospital.public_key(),
+                encryption_key: DecryptionKey::generate().public_key(),
+                registration_id: "GOV-1".into(),
+                name: "Hospital 1".into(),
+                city: "Leeds".into(),
+                specialisation: "general".into(),
+                contact: SealedRef { blob: Hash::of(b"b"), commitment: Hash::of(b"c") },
+            })),
+        );
+        let admit_node = n.signed(
+            2,
+            TxBody::Nodes(NodeTx::Admit {
+                node_key: second.public_key(),
+                address: "http://127.0.0.2:7301".into(),
+                hospital: AccountId::from_initial_key(&hospital.public_key()),
+            }),
+        );
+        let admitted = n.next(10, vec![admit_hospital, admit_node]);
+        n.apply(&admitted);
+        assert_eq!(n.ledger.node_member(2).unwrap().unwrap().status, NodeStatus::Active);
+        // Node 2's block applies while it is active ...
+        let by_second = |tip: &mut Tip, time| {
+            SealedBlock::seal(tip.propose(time, Vec::new()), "blocks-test", 2, 1, &second)
+        };
+        let mut tip = n.tip.clone();
+        assert_eq!(verdict(&n, 1, &by_second(&mut tip, 11)), Verdict::Apply(Vec::new()));
+        // ... and is skipped once the regulator suspended it.
+        let suspend = n.next(11, vec![n.suspend(3, second.public_key())]);
+        n.apply(&suspend);
+        let mut tip = n.tip.clone();
+        let late = by_second(&mut tip, 12);
+        assert!(
+            skipped(&verdict(&n, 1, &late), "node 2 is suspended"),
+            "{:?}",
+            verdict(&n, 1, &late)
+        );
+    }
+
+    #[test]
+    fn a_block_that_skips_heights_goes_back_in_time_or_runs_ahead_of_the_clock_stops_the_node() {
+        let mut n = net();
+        let first = n.next(500, Vec::new());
+        n.apply(&first);
+        let mut ahead = n.tip.clone();
+        ahead.propose(501, Vec::new());
+        let skipping = n.seal(ahead.propose(502, Vec::new()), 1);
+        assert!(refused(&verdict(&n, 1, &skipping), "skips heights"));
+
+        let mut back = n.tip.clone();
+        back.time_ms = 100;
+        let earlier = n.seal(back.propose(100, Vec::new()), 1);
+        assert!(
+            refused(&verdict(&n, 1, &earlier), "earlier than the previous block"),
+            "{:?}",
+            verdict(&n, 1, &earlier)
+        );
+
+        let future = n.seal(n.tip.clone().propose(NOW + MAX_AHEAD_MS + 1, Vec::new()), 1);
+        assert!(refused(&verdict(&n, 1, &future), "ahead of this node's clock"));
+        let just = n.seal(n.tip.clone().propose(NOW + MAX_AHEAD_MS, Vec::new()), 1);
+        assert_eq!(verdict(&n, 1, &just), Verdict::Apply(Vec::new()));
+    }
+
+    #[test]
+    fn a_transaction_with_a_bad_signature_stops_the_node_unless_checked_at_admission() {
+        let mut n = net();
+        let mut bad = n.tx(1);
+        bad.signature = n.tx(2).signature;
+        let b = n.next(10, vec![n.tx(3), bad.clone()]);
+        let v = verdict(&n, 1, &b);
+        assert!(refused(&v, &format!("transaction 1 ({})", bad.hash())), "{v:?}");
+        // The proposer's own block: its signatures were checked when the transactions came in.
+        assert_eq!(check(&n.ledger, 1, &b, true, NOW).unwrap(), Verdict::Apply(vec![true, true]));
+    }
+}
