@@ -9,9 +9,13 @@
 //!   predecessor that was itself skipped (what a deposed or pipelining leader honestly
 //!   proposes); a block sealed for another term than the one that ordered it (a leader
 //!   whose term changed as it sealed); a block whose proposer the ledger suspended or
-//!   removed before it was applied.
+//!   removed before it was applied; a block built on one this node skipped since it last
+//!   applied one ([`Skipped`]), whatever its height: a pipelining leader builds block N+1 on
+//!   its own block N before N is decided, and when N is skipped, N+1 comes two heights above
+//!   the tip.
 //! - **Refuse** (this node stops with the reason, rather than diverge): a seal that is not
-//!   the proposer's or names a node never admitted; a block that skips heights; a block time
+//!   the proposer's or names a node never admitted; a block that skips heights and is not
+//!   built on a skipped block (this node lost a block, or the leader skipped one); a block time
 //!   earlier than its predecessor's or more than [`MAX_AHEAD_MS`] ahead of this node's clock;
 //!   a transaction whose signature does not verify; header fields that do not match the
 //!   transactions. None of these can come from an honest leader: it checked every signature
@@ -21,11 +25,44 @@
 //! that far ahead of a follower's clock means a leader's clock (or the follower's) is wrong,
 //! and an operator must look before ledger time (which decides expiries) runs ahead.
 
-use medledger_core::{block::BlockError, seal::SealedBlock};
+use std::collections::VecDeque;
+
+use medledger_core::{Hash, block::BlockError, seal::SealedBlock};
 use medledger_ledger::{Ledger, LedgerError, NodeStatus, verify_signatures};
 
 /// How far ahead of this node's clock a block's time may be.
 pub const MAX_AHEAD_MS: u64 = 60_000;
+
+/// How many skipped blocks are remembered: a leader has at most
+/// [`crate::producer::PIPELINE`] blocks in flight, so an honest chain of skips is that long.
+const SKIPPED_KEPT: usize = 64;
+
+/// The hashes of the blocks this node skipped since it last applied one, in log order: every
+/// node decides the same blocks in the same order, so every node holds the same list. (A
+/// node that restarts, or installs a snapshot, between a skipped block and its successor
+/// starts with an empty list and stops at the successor rather than guess: rare, and a stop,
+/// never a divergence.)
+#[derive(Debug, Default)]
+pub struct Skipped(VecDeque<Hash>);
+
+impl Skipped {
+    /// Notes that the block `hash` was skipped.
+    pub fn note(&mut self, hash: Hash) {
+        if self.0.len() == SKIPPED_KEPT {
+            self.0.pop_front();
+        }
+        self.0.push_back(hash);
+    }
+
+    /// Forgets every skipped block (a block was applied, or a snapshot installed).
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    fn contains(&self, hash: &Hash) -> bool {
+        self.0.contains(hash)
+    }
+}
 
 /// What to do with a block.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,12 +75,14 @@ pub enum Verdict {
     Refuse(String),
 }
 
-/// Decides `sealed`, ordered by Raft in `term`, against the ledger's applied state at `now_ms`.
-/// `preverified`: this node checked the transactions' signatures at admission (its own block).
+/// Decides `sealed`, ordered by Raft in `term`, against the ledger's applied state at `now_ms`
+/// and the blocks `skipped` since the last one applied. `preverified`: this node checked the
+/// transactions' signatures at admission (its own block).
 pub fn check(
     ledger: &Ledger,
     term: u64,
     sealed: &SealedBlock,
+    skipped: &Skipped,
     preverified: bool,
     now_ms: u64,
 ) -> Result<Verdict, LedgerError> {
@@ -75,6 +114,12 @@ pub fn check(
     let tip = ledger.tip();
     if h.height <= tip.height {
         return Ok(Verdict::Skip(format!("{at} is at or behind the tip, height {}", tip.height)));
+    }
+    if skipped.contains(&h.prev_hash) {
+        return Ok(Verdict::Skip(format!(
+            "{at} is built on block {} that was skipped",
+            h.prev_hash
+        )));
     }
     if h.height > tip.height + 1 {
         return Ok(Verdict::Refuse(format!("{at} skips heights: the tip is {}", tip.height)));
@@ -185,7 +230,7 @@ mod tests {
     }
 
     fn verdict(n: &Net, term: u64, s: &SealedBlock) -> Verdict {
-        check(&n.ledger, term, s, false, NOW).unwrap()
+        check(&n.ledger, term, s, &Skipped::default(), false, NOW).unwrap()
     }
 
     fn refused(v: &Verdict, words: &str) -> bool {
@@ -237,6 +282,26 @@ mod tests {
         // The next height, built on that skipped block.
         let after_skipped = n.seal(stale_tip.propose(12, Vec::new()), 1);
         assert!(skipped(&verdict(&n, 1, &after_skipped), "follows a block that was skipped"));
+    }
+
+    /// A leader pipelines block N+1 on its own block N; N is skipped (here: sealed for another
+    /// term than the one that ordered it), so N+1 arrives two heights above the tip. Every
+    /// node skipped N, so every node skips N+1 too; before, each stopped on "skips heights"
+    /// (a simulation seed found it under load).
+    #[test]
+    fn a_pipelined_block_built_on_a_skipped_one_is_skipped_too() {
+        let n = net();
+        let mut view = n.tip.clone();
+        let first = n.seal(view.propose(10, Vec::new()), 2);
+        let second = n.seal(view.propose(11, Vec::new()), 1);
+        let mut skipped_here = Skipped::default();
+        let v = check(&n.ledger, 1, &first, &skipped_here, false, NOW).unwrap();
+        assert!(skipped(&v, "sealed for term 2"), "{v:?}");
+        skipped_here.note(first.block.header.hash());
+        let v = check(&n.ledger, 1, &second, &skipped_here, false, NOW).unwrap();
+        assert!(skipped(&v, "built on block"), "{v:?}");
+        // A node that did not see N skipped (it restarted in between) stops rather than guess.
+        assert!(refused(&verdict(&n, 1, &second), "skips heights"));
     }
 
     #[test]
@@ -293,6 +358,12 @@ mod tests {
         ahead.propose(501, Vec::new());
         let skipping = n.seal(ahead.propose(502, Vec::new()), 1);
         assert!(refused(&verdict(&n, 1, &skipping), "skips heights"));
+        // Built on a block this node skipped, it is skipped instead; built on one it merely
+        // never saw, still refused.
+        let mut skipped = Skipped::default();
+        skipped.note(Hash::of(b"some other block"));
+        let v = check(&n.ledger, 1, &skipping, &skipped, false, NOW).unwrap();
+        assert!(refused(&v, "skips heights"), "{v:?}");
 
         let mut back = n.tip.clone();
         back.time_ms = 100;
@@ -318,6 +389,9 @@ mod tests {
         let v = verdict(&n, 1, &b);
         assert!(refused(&v, &format!("transaction 1 ({})", bad.hash())), "{v:?}");
         // The proposer's own block: its signatures were checked when the transactions came in.
-        assert_eq!(check(&n.ledger, 1, &b, true, NOW).unwrap(), Verdict::Apply(vec![true, true]));
+        assert_eq!(
+            check(&n.ledger, 1, &b, &Skipped::default(), true, NOW).unwrap(),
+            Verdict::Apply(vec![true, true])
+        );
     }
 }

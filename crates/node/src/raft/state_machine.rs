@@ -53,6 +53,8 @@ pub struct StateMachine {
     /// The temporary file of the snapshot being received, if any (the last one handed to
     /// Raft: it receives one at a time).
     receiving: Option<PathBuf>,
+    /// The blocks skipped since the last one applied (a block built on one is skipped too).
+    skipped: super::blocks::Skipped,
 }
 
 /// What the ledger stores with each applied entry: its Raft log id and the membership.
@@ -81,7 +83,15 @@ impl StateMachine {
         snapshots: &std::path::Path,
     ) -> io::Result<Self> {
         let snapshots = SnapshotDir::open(snapshots)?;
-        Ok(Self { ledger, preverified, applied, fault, snapshots, receiving: None })
+        Ok(Self {
+            ledger,
+            preverified,
+            applied,
+            fault,
+            snapshots,
+            receiving: None,
+            skipped: Default::default(),
+        })
     }
 
     /// A failed write to the ledger: reported as a storage fault, and fatal to Raft.
@@ -179,6 +189,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             &self.ledger,
                             log_id.leader_id.term,
                             &sealed,
+                            &self.skipped,
                             verified,
                             now,
                         )
@@ -187,6 +198,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             Verdict::Apply(ok) => ok,
                             Verdict::Skip(reason) => {
                                 tracing::warn!(height = block.header.height, %reason, "skipping a block, as every node does");
+                                self.skipped.note(block.header.hash());
                                 self.ledger
                                     .set_applied_marker(&encoding::encode(&m))
                                     .map_err(|e| self.commit_failed("the applied marker", e))?;
@@ -200,6 +212,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         let applying = std::time::Instant::now();
                         match self.ledger.apply_block(block, &signature_ok, &encoding::encode(&m)) {
                             Ok(receipts) => {
+                                self.skipped.clear();
                                 tracing::debug!(
                                     height = block.header.height,
                                     txs = block.txs.len(),
@@ -267,6 +280,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     last_log_index = last.index,
                     "installed a snapshot"
                 );
+                self.skipped.clear();
                 self.applied.send_replace(header.height);
                 Ok(())
             }
