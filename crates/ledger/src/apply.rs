@@ -328,6 +328,19 @@ fn apply_tx(
     if let Err(refusal) = check_envelope(tx, |id| state.account(id), |_| false)? {
         return Ok(Err(refusal));
     }
+    // Erasure is for good: content that was erased is never named again (a replayed mint, a
+    // case entry or profile pointing at it), so no node has a reason to store it again.
+    for blob in tx.tx.body.blobs() {
+        if let Some(height) = state.erased_at(&blob.hash)? {
+            return Ok(Err(Refusal::Invalid {
+                reason: format!(
+                    "the {} blob {} belongs to a record erased at block {height}: erased content is never stored again",
+                    blob.role.name(),
+                    blob.hash
+                ),
+            }));
+        }
+    }
     let account = state.account(&signer)?.ok_or_else(|| {
         LedgerError::Corrupt(format!("account {signer} vanished within a transaction"))
     })?;

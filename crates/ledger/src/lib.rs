@@ -210,16 +210,19 @@ impl Ledger {
             other => LedgerError::from(other),
         })?;
         // A ledger written by an older version lacks the newer (empty) state tables.
-        let (missing, no_registrations) = {
+        let (missing, no_registrations, no_erased) = {
             let read = db.begin_read()?;
             let no_registrations = read.open_table(DOCTORS_BY_REGISTRATION).is_err();
+            let no_erased = read.open_table(ERASED_BLOBS).is_err();
             (
                 no_registrations
+                    || no_erased
                     || read.open_table(NETWORK).is_err()
                     || read.open_table(CASE_KEYS).is_err()
                     || read.open_table(DEVICE_BLOBS).is_err()
                     || read.open_table(NODE_IDS).is_err(),
                 no_registrations,
+                no_erased,
             )
         };
         if missing {
@@ -265,20 +268,41 @@ impl Ledger {
             )));
         }
         let digest = verify::state_digest(&read)?;
-        let (stored_state, stored_index) = {
-            let meta = read.open_table(META)?;
-            let state = meta
-                .get(META_STATE_DIGEST)?
-                .ok_or_else(|| LedgerError::Corrupt("no state digest".into()))?
-                .value()
-                .to_vec();
-            (state, meta.get(META_INDEX_DIGEST)?.map(|d| d.value().to_vec()))
-        };
+        let stored_state = read
+            .open_table(META)?
+            .get(META_STATE_DIGEST)?
+            .ok_or_else(|| LedgerError::Corrupt("no state digest".into()))?
+            .value()
+            .to_vec();
         if stored_state != digest.state {
             return Err(LedgerError::Corrupt(
                 "the state tables do not match the state digest written with the last block".into(),
             ));
         }
+        // Only now that the stored state checked out: a ledger written before erased blobs
+        // were kept gets them from its receipts.
+        let (read, digest) = if no_erased {
+            drop(read);
+            let digest = backfill_erased(&db, digest)?;
+            (db.begin_read()?, digest)
+        } else {
+            (read, digest)
+        };
+        Self::check_index(db, read, genesis, tip, digest, leaves)
+    }
+
+    /// The rest of [`Ledger::open`]: checks the index digest (recording it in a ledger
+    /// written before it existed).
+    fn check_index(
+        db: Database,
+        read: redb::ReadTransaction,
+        genesis: Genesis,
+        tip: Tip,
+        digest: Digests,
+        leaves: Vec<Hash>,
+    ) -> Result<Self, LedgerError> {
+        let stored_index =
+            read.open_table(META)?.get(META_INDEX_DIGEST)?.map(|d| d.value().to_vec());
         match stored_index {
             Some(stored) if stored != digest.index => {
                 return Err(LedgerError::Corrupt(
@@ -367,4 +391,38 @@ impl Ledger {
         txn.commit()?;
         Ok(())
     }
+}
+
+/// Fills `erased_blobs` of a ledger written before that table existed from the receipts of
+/// its erasures (what replaying them writes), and records the state digest with those rows,
+/// in one transaction; the digests after it.
+fn backfill_erased(db: &Database, mut digest: Digests) -> Result<Digests, LedgerError> {
+    let txn = db.begin_write()?;
+    {
+        let blocks = txn.open_table(BLOCKS)?;
+        let receipts = txn.open_table(RECEIPTS)?;
+        let mut erased = txn.open_table(ERASED_BLOBS)?;
+        for row in blocks.iter()? {
+            let (height, bytes) = row?;
+            let header: medledger_core::block::BlockHeader =
+                medledger_core::encoding::decode("block header", bytes.value(), 1024)?;
+            let first = header.log_size - u64::from(header.tx_count);
+            for receipt in receipts.range(first..header.log_size)? {
+                let outcome: medledger_core::block::Outcome =
+                    decode_entry("receipt", receipt?.1.value())?;
+                if let medledger_core::block::Outcome::Applied {
+                    created: Some(medledger_core::block::Created::Erased { blobs, .. }),
+                } = outcome
+                {
+                    for blob in blobs {
+                        Digested::new(&mut erased, "erased_blobs", &mut digest.state)
+                            .put(&blob.0, height.value())?;
+                    }
+                }
+            }
+        }
+        txn.open_table(META)?.insert(META_STATE_DIGEST, digest.state.as_slice())?;
+    }
+    txn.commit()?;
+    Ok(digest)
 }

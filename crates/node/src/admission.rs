@@ -307,8 +307,14 @@ fn not_applied_before(state: &AppState, tx: &SignedTransaction) -> Result<(), Ap
 /// ([`medledger_core::tx::BlobRole::required_at_admission`]) must be in this node's vault
 /// (uploaded first), with the size the transaction declares where it declares one: a
 /// transaction pointing at bytes nobody holds would make a token, case or session unreadable.
+/// A blob of an erased record is refused first (410 `erased`), required or not: the ledger
+/// would refuse the transaction, and nothing should bring such a blob back.
 fn blobs_present(state: &AppState, tx: &SignedTransaction) -> Result<(), ApiError> {
-    for blob in tx.tx.body.blobs().into_iter().filter(|b| b.role.required_at_admission()) {
+    let blobs = tx.tx.body.blobs();
+    for blob in &blobs {
+        crate::http::error::refuse_erased(&state.ledger, &blob.hash)?;
+    }
+    for blob in blobs.into_iter().filter(|b| b.role.required_at_admission()) {
         let what = blob.role.name();
         match state.vault.len(&blob.hash).map_err(crate::http::error::blob_error)? {
             None => {

@@ -107,7 +107,7 @@ pub async fn run(
                         let hashes: Vec<Hash> =
                             wanted.iter().map(|b| b.hash).filter(|h| !erased.contains(h)).collect();
                         for e in puller.ensure_all(hashes, None).await {
-                            if required.contains(&e.hash()) {
+                            if e.retriable() && required.contains(&e.hash()) {
                                 missing.insert(e.hash());
                                 tracing::warn!(error = %e, "replication: will ask again");
                             }
@@ -127,7 +127,7 @@ pub async fn run(
             _ = retry.tick(), if !missing.is_empty() => {
                 if let Some(puller) = &puller {
                     let asked = std::mem::take(&mut missing);
-                    for e in puller.ensure_all(asked, None).await {
+                    for e in puller.ensure_all(asked, None).await.iter().filter(|e| e.retriable()) {
                         missing.insert(e.hash());
                     }
                     puller.record_retrying(missing.len());
@@ -180,7 +180,8 @@ async fn repair_pass(ledger: &Arc<Ledger>, puller: &Puller) {
         Ok(in_use) => {
             let referenced = in_use.len();
             let failed = puller.ensure_all(in_use, None).await;
-            let missing: Vec<Hash> = failed.iter().map(PullError::hash).collect();
+            let missing: Vec<Hash> =
+                failed.iter().filter(|e| e.retriable()).map(PullError::hash).collect();
             if let Some(first) = failed.first() {
                 tracing::warn!(
                     blobs = failed.len(),

@@ -210,6 +210,7 @@ pub async fn serve_with(
         tokio::spawn(producer::run(raft.clone(), ledger.clone(), preverified, proposer, queue_rx));
     let replicas = raft::replicas::Puller::new(
         raft.clone(),
+        ledger.clone(),
         node_id,
         cluster.transport.clone(),
         vault.clone(),

@@ -363,3 +363,91 @@ fn a_pull_below_the_free_space_reserve_is_refused_and_resumes_when_space_returns
         blob_files(&dir2).is_superset(&wanted)
     });
 }
+
+/// An erased blob does not come back from a peer that has not applied the erasure yet. One
+/// follower (the laggard) is cut off from the leader's appends, so it still holds the
+/// record's blobs and, knowing nothing of the erasure, offers them. A submission naming the
+/// erased content makes the leader ask its peers for it before admission: it must not pull it
+/// (its ledger says erased) and refuses the submission 410 `erased`. Once the laggard catches
+/// up, its janitor deletes its copies too.
+#[test]
+fn an_erased_blob_is_not_pulled_back_from_a_peer_that_lags_behind_the_erasure() {
+    let tmp = tempdir();
+    let (net, mut regulator) = Network::start(tmp.path(), 3, true);
+    let c = cast(tmp.path(), net.node(1));
+    let leader = net.leader_seen_by(1, &net.ids());
+    let laggard = *net.ids().iter().find(|i| **i != leader).unwrap();
+    let leader_url = net.node(leader).url.clone();
+    let file = tmp.path().join("note.txt");
+    std::fs::write(&file, b"a record that will be erased").unwrap();
+    let before = blob_files(&net.node(leader).dir);
+    let out = add_record(&c, &file, "lab-report", &leader_url);
+    let start = out.find("record ").expect("a record line") + "record ".len();
+    let pmr = out[start..].split_whitespace().next().unwrap().to_owned();
+    let record: BTreeSet<String> =
+        blob_files(&net.node(leader).dir).difference(&before).cloned().collect();
+    assert!(record.len() >= 3, "{record:?}");
+    let laggard_dir = net.node(laggard).dir.clone();
+    wait_until("the laggard to hold the record's blobs", || {
+        blob_files(&laggard_dir).is_superset(&record)
+    });
+
+    // The laggard hears no appends and asks for no votes (it cannot unseat the leader).
+    net.set_rules(&[
+        (
+            leader,
+            format!(r#"{{"rules": [{{"to": [{laggard}], "messages": ["append"], "cut": true}}]}}"#),
+        ),
+        (laggard, r#"{"rules": [{"messages": ["vote"], "cut": true}]}"#.to_owned()),
+    ]);
+    let out = ok(
+        &["record", "erase", &pmr, "--wallet", &c.patient, "--yes"],
+        &[("MEDLEDGER_NODE", &leader_url)],
+    );
+    assert!(out.contains("erased"), "{out}");
+    let leader_dir = net.node(leader).dir.clone();
+    wait_until("the leader to delete the erased record's blobs", || {
+        blob_files(&leader_dir).is_disjoint(&record)
+    });
+    assert!(blob_files(&laggard_dir).is_superset(&record), "the laggard applied the erasure");
+
+    // A submission naming the erased blobs, signed by a registered account (the regulator):
+    // its envelope passes, so the leader asks its peers for them, and takes none.
+    let shown = ok(
+        &[
+            "wallet",
+            "show",
+            "--wallet",
+            &net.node(1).regulator_wallet().display().to_string(),
+            "--json",
+            "--ledger",
+        ],
+        &[("MEDLEDGER_NODE", &leader_url)],
+    );
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    regulator.nonce = shown["ledger"]["nonce"].as_u64().unwrap();
+    let mut names: Vec<medledger_core::Hash> =
+        record.iter().map(|h| medledger_core::Hash::from_hex(h).unwrap()).collect();
+    let content = names.pop().unwrap();
+    let medledger_core::tx::TxBody::Records(medledger_core::tx::RecordTx::Mint(mut mint)) =
+        mint_of_nothing(regulator.account)
+    else {
+        unreachable!()
+    };
+    (mint.content, mint.metadata, mint.keys[0].blob) = (content, names[0], names[1]);
+    let pulled = || net.node(leader).log_text().matches("pulled a replica").count();
+    let pulled_before = pulled();
+    let tx = regulator
+        .sign(medledger_core::tx::TxBody::Records(medledger_core::tx::RecordTx::Mint(mint)));
+    let r = http(net.node(leader).port, "POST", "/v1/transactions", &tx.encode()).unwrap();
+    assert_eq!((r.status, r.json()["code"].as_str()), (410, Some("erased")), "{}", r.text());
+    assert!(blob_files(&leader_dir).is_disjoint(&record), "an erased blob came back");
+    assert_eq!(pulled(), pulled_before, "the leader pulled a replica");
+
+    // Healed, the laggard applies the erasure and deletes its copies.
+    let none = r#"{"rules": []}"#.to_owned();
+    net.set_rules(&[(leader, none.clone()), (laggard, none)]);
+    wait_until("the laggard to delete the erased record's blobs", || {
+        blob_files(&laggard_dir).is_disjoint(&record)
+    });
+}

@@ -17,6 +17,9 @@ pub(crate) fn apply(state: &mut StateTxn<'_, '_>, signer: &AccountId, pmr: &str)
     blobs.extend([r.content, r.metadata]);
     state.remove_blob_ref(&r.content)?;
     state.remove_blob_ref(&r.metadata)?;
+    for blob in &blobs {
+        state.mark_erased(blob)?;
+    }
     r.erased_at = Some(state.height);
     r.approved = None;
     state.put_record(pmr, &r)?;

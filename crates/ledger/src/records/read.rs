@@ -158,6 +158,14 @@ impl Ledger {
 }
 
 impl Ledger {
+    /// The height at which `blob` was erased (it belonged to an erased record), if it was:
+    /// such a blob is never stored, pulled or served again.
+    pub fn erased_at(&self, blob: &Hash) -> Result<Option<u64>, LedgerError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(ERASED_BLOBS)?;
+        Ok(table.get(&blob.0)?.map(|v| v.value()))
+    }
+
     /// Every vault blob the registry references (sealed patient, attendant and hospital
     /// contact details, sealed device details and thresholds): the blobs `GET /v1/blobs`
     /// serves. A scan, meant for occasional use.

@@ -151,6 +151,18 @@ impl StateTxn<'_, '_> {
         Ok(self.tables.blob_refs.get(&blob.0)?.map(|v| v.value().to_owned()))
     }
 
+    /// Marks `blob` erased at this block: no transaction may name it again.
+    pub fn mark_erased(&mut self, blob: &Hash) -> Result<(), LedgerError> {
+        let height = self.height;
+        self.write().erased_blobs().put(&blob.0, height)?;
+        Ok(())
+    }
+
+    /// The height at which `blob` was erased, if it was.
+    pub fn erased_at(&self, blob: &Hash) -> Result<Option<u64>, LedgerError> {
+        Ok(self.tables.erased_blobs.get(&blob.0)?.map(|v| v.value()))
+    }
+
     /// Drops the reference to `blob`.
     pub fn remove_blob_ref(&mut self, blob: &Hash) -> Result<(), LedgerError> {
         self.write().blob_refs().remove(&blob.0)?;

@@ -508,6 +508,10 @@ state_tables! {
     /// descriptions, entries, wrapped case keys) -> the PMR-ID or case id they belong to. A
     /// blob not in here may be collected by the vault.
     blob_refs: BLOB_REFS = "blob_refs" <&'static [u8; 32], &'static str> State;
+    /// Vault blobs of erased records (content, metadata, every wrapped key and key share) ->
+    /// the height of the erasure. Erasure is for good: a transaction naming one is refused,
+    /// and nodes neither store nor serve one again (a lagging peer's copy cannot return).
+    erased_blobs: ERASED_BLOBS = "erased_blobs" <&'static [u8; 32], u64> State;
 
     /// Emergency profiles by patient.
     emergency_profiles: EMERGENCY_PROFILES = "emergency_profiles"

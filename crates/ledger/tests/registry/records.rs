@@ -473,6 +473,123 @@ fn a_removed_delegate_cannot_erase_and_the_patient_takes_the_record_back() {
     assert_eq!(net.ledger.record(&pmr).unwrap().unwrap().owner, patient.account);
 }
 
+/// Erasure is for good: after it, no transaction may name any blob the erased record had
+/// (its content, metadata, a wrapped key), in whatever role: a node would have to store it
+/// again, and a lagging peer's copy would come back. Each refusal changes nothing; a mint
+/// with fresh blobs still applies.
+#[test]
+fn no_transaction_may_name_an_erased_blob_again() {
+    let (mut net, _hospital, mut doctor, mut patient) = populated();
+    let gone = mint_body(&patient, &doctor, RecordCategory::LabReport, "gone");
+    let pmr = mint(&mut net, &mut doctor, &patient, "gone");
+    let kept = mint(&mut net, &mut doctor, &patient, "kept");
+    applied(&net.one(rec(RecordTx::Erase { record: pmr.clone() }, &mut patient)));
+    let erased_at = net.ledger.tip().height;
+    let erased = [gone.content, gone.metadata, gone.keys[0].blob, gone.keys[1].blob];
+    for blob in erased {
+        assert_eq!(net.ledger.erased_at(&blob).unwrap(), Some(erased_at), "{blob}");
+    }
+
+    let mut content_again = mint_body(&patient, &doctor, RecordCategory::LabReport, "again");
+    content_again.content = gone.content;
+    let mut metadata_is_erased_content =
+        mint_body(&patient, &doctor, RecordCategory::LabReport, "m");
+    metadata_is_erased_content.metadata = gone.content;
+    let mut key_again = mint_body(&patient, &doctor, RecordCategory::LabReport, "k");
+    key_again.keys[1].blob = gone.keys[1].blob;
+    let before = record_state(&net, &patient);
+    for body in [
+        RecordTx::Mint(gone.clone()),
+        RecordTx::Mint(content_again),
+        RecordTx::Mint(metadata_is_erased_content),
+        RecordTx::Mint(key_again),
+    ] {
+        let t = rec(body, &mut doctor);
+        match refusal(&net.one(t)) {
+            Refusal::Invalid { reason } => {
+                assert!(reason.contains(&format!("erased at block {erased_at}")), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        doctor.nonce -= 1;
+    }
+    let share = RecordTx::ShareKey {
+        record: kept.clone(),
+        key: KeyRef { recipient: doctor.account, blob: gone.keys[0].blob },
+    };
+    assert!(matches!(refusal(&net.one(rec(share, &mut patient))), Refusal::Invalid { .. }));
+    patient.nonce -= 1;
+    assert_eq!(record_state(&net, &patient), before, "refusals changed nothing");
+    for blob in erased {
+        assert_eq!(net.ledger.blob_owner(&blob).unwrap(), None, "{blob} is referenced again");
+    }
+
+    mint(&mut net, &mut doctor, &patient, "fresh");
+}
+
+/// A ledger written before erased blobs were kept (no `erased_blobs` table, a state digest
+/// without those rows) opens: the table is filled from the receipts of its erasures once the
+/// stored state checked out, the digest is recorded with the rows, and `verify`'s replay
+/// agrees. Without the fill, an erased blob of such a ledger could be named again.
+#[test]
+fn a_ledger_from_before_erased_blobs_were_kept_gets_them_from_its_receipts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.redb");
+    let mut net = Net::with(|g| Ledger::create(&path, g).unwrap());
+    let mut hospital = Actor::new();
+    let mut doctor = Actor::new();
+    let mut patient = Actor::new();
+    net.admit(&hospital);
+    net.one(onboard(&mut hospital, &doctor));
+    net.one(register(&mut hospital, &patient));
+    let body = mint_body(&patient, &doctor, RecordCategory::LabReport, "old");
+    let pmr = mint(&mut net, &mut doctor, &patient, "old");
+    applied(&net.one(rec(RecordTx::Erase { record: pmr }, &mut patient)));
+    let height = net.ledger.tip().height;
+    let blobs = [body.content, body.metadata, body.keys[0].blob, body.keys[1].blob];
+    drop(net);
+
+    // As an older version left the file: the rows' share of the state digest taken out (a
+    // row's digest: table name, 0, key length little-endian, key, value; integers big-endian).
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta =
+                txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("meta")).unwrap();
+            let mut digest: [u8; 32] = redb::ReadableTable::get(&meta, "state_digest")
+                .unwrap()
+                .unwrap()
+                .value()
+                .try_into()
+                .unwrap();
+            for blob in blobs {
+                let row = Hash::of_parts(&[
+                    b"erased_blobs",
+                    &[0],
+                    &32u64.to_le_bytes(),
+                    &blob.0,
+                    &height.to_be_bytes(),
+                ]);
+                digest.iter_mut().zip(row.0).for_each(|(d, r)| *d ^= r);
+            }
+            meta.insert("state_digest", digest.as_slice()).unwrap();
+        }
+        let erased = redb::TableDefinition::<&[u8; 32], u64>::new("erased_blobs");
+        assert!(txn.delete_table(erased).unwrap());
+        txn.commit().unwrap();
+    }
+
+    let ledger = Ledger::open(&path).unwrap();
+    for blob in blobs {
+        assert_eq!(ledger.erased_at(&blob).unwrap(), Some(height), "{blob}");
+    }
+    drop(ledger);
+    medledger_ledger::verify::verify_ledger(&path, &mut |_, _, _| {}).unwrap();
+    let reopened = Ledger::open(&path).unwrap();
+    assert_eq!(reopened.erased_at(&blobs[0]).unwrap(), Some(height));
+}
+
 /// A record minted before the patient's emergency profile can be wrapped to the emergency key
 /// afterwards (the patient's wallet does it when saving the profile), but only once there is
 /// a profile, only for the record's own patient, and only by the patient, owner or delegate.

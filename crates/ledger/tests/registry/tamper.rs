@@ -48,7 +48,7 @@ fn ok(net: &mut Net, who: &mut Actor, body: TxBody) -> Option<Created> {
 
 /// A ledger at `path` in which every transaction family has left its rows: the registry,
 /// consent (a grant, a request, a deny rule, a delegate with some powers), a record with a
-/// split key and an operator, an emergency profile, a break-glass not yet reviewed with an
+/// split key and an operator, an erased record, an emergency profile, a break-glass not yet reviewed with an
 /// escrow release, the network's window, a case with an entry, a device with thresholds,
 /// a session, a batch and an alert, and an admitted node with the genesis node suspended.
 fn build(path: &std::path::Path) {
@@ -118,9 +118,23 @@ fn build(path: &std::path::Path) {
         supersedes: None,
         sharing: Some(KeySharing { threshold: 1, shares: vec![key(&hospital, "share")] }),
     };
-    ok(&mut net, &mut doctor, TxBody::Records(RecordTx::Mint(mint)));
+    ok(&mut net, &mut doctor, TxBody::Records(RecordTx::Mint(mint.clone())));
     let approve = RecordTx::SetApprovalForAll { operator: guardian.account, approved: true };
     ok(&mut net, &mut patient, TxBody::Records(approve));
+    // A second record, erased: its blobs are kept as erased.
+    let erased = MintRecord {
+        content: Hash::of(b"erased content"),
+        metadata: Hash::of(b"erased metadata"),
+        keys: vec![key(&patient, "erased key"), key(&doctor, "erased key")],
+        sharing: None,
+        ..mint
+    };
+    let Some(Created::Record { pmr }) =
+        ok(&mut net, &mut doctor, TxBody::Records(RecordTx::Mint(erased)))
+    else {
+        panic!("the second record was not minted")
+    };
+    ok(&mut net, &mut patient, TxBody::Records(RecordTx::Erase { record: pmr }));
 
     let profile = EmergencyProfile {
         profile: Hash::of(b"sealed profile"),

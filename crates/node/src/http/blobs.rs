@@ -25,7 +25,7 @@ use crate::{
     http::{
         error::{
             ApiError, ApiResult, bad_request, blob_error, forbidden, joined, not_found, parse_hash,
-            vault_error,
+            refuse_erased, vault_error,
         },
         submit::writable,
     },
@@ -104,6 +104,7 @@ async fn put_blob(
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?
     .map_err(blob_error)?;
+    forget_if_erased(&state, &hash)?;
     Ok(Json(BlobStored { hash, size }))
 }
 
@@ -170,6 +171,9 @@ async fn receive(
         .map(|h| Hash::from_hex(h).map_err(|_| bad_request(format!("{h:?} is not a SHA-256"))))
         .transpose()?;
     writable(&state, 0)?;
+    if let Some(hash) = &expected {
+        refuse_erased(&state.ledger, hash)?;
+    }
     let vault = state.vault.clone();
     let mut upload = tokio::task::spawn_blocking(move || {
         vault.begin_upload(uploader, expected.map(Cid::from_hash))
@@ -196,5 +200,17 @@ async fn receive(
         .await
         .map_err(joined)?
         .map_err(blob_error)?;
-    Ok(Json(BlobStored { hash: stored.cid.hash(), size: stored.len }))
+    let hash = stored.cid.hash();
+    forget_if_erased(&state, &hash)?;
+    Ok(Json(BlobStored { hash, size: stored.len }))
+}
+
+/// After an upload: if its bytes are an erased blob's, deletes them again (no such blob is
+/// kept, and none could be in use) and refuses with 410 `erased`.
+fn forget_if_erased(state: &AppState, hash: &Hash) -> Result<(), ApiError> {
+    refuse_erased(&state.ledger, hash).inspect_err(|_| {
+        if let Err(e) = state.vault.delete(hash) {
+            tracing::error!(blob = %hash, error = %e, "cannot delete an upload of an erased blob");
+        }
+    })
 }

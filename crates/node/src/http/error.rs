@@ -92,6 +92,24 @@ pub(crate) fn not_in_vault(what: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotInVault, what)
 }
 
+/// Refuses a blob of an erased record with 410 `erased`: such a blob is never stored, pulled
+/// or served again, whoever holds a copy.
+pub(crate) fn refuse_erased(
+    ledger: &medledger_ledger::Ledger,
+    hash: &Hash,
+) -> Result<(), ApiError> {
+    match ledger.erased_at(hash)? {
+        Some(height) => Err(ApiError::new(
+            StatusCode::GONE,
+            ErrorCode::Erased,
+            format!(
+                "blob {hash} belongs to a record erased at block {height}: it is never stored or served again"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// 403 `forbidden`.
 pub(crate) fn forbidden(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)

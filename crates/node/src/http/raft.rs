@@ -137,16 +137,22 @@ async fn blobs_held(State(state): State<AppState>, body: Bytes) -> Result<Respon
         ))
         .into());
     }
-    let vault = state.vault.clone();
+    let (vault, ledger) = (state.vault.clone(), state.ledger.clone());
+    // A copy of an erased blob (the janitor has not reached its erasure yet) is not offered.
     let held: Vec<bool> = tokio::task::spawn_blocking(move || {
         asked
             .iter()
-            .map(|h| medledger_vault::BlobStore::contains(&*vault, h))
+            .map(|h| {
+                Ok::<_, ApiError>(
+                    medledger_vault::BlobStore::contains(&*vault, h)
+                        .map_err(crate::http::error::blob_error)?
+                        && ledger.erased_at(h)?.is_none(),
+                )
+            })
             .collect::<Result<_, _>>()
     })
     .await
-    .map_err(crate::http::error::joined)?
-    .map_err(crate::http::error::blob_error)?;
+    .map_err(crate::http::error::joined)??;
     Ok(answer(&state, &envelope, encoding::encode(&held)))
 }
 
@@ -181,6 +187,7 @@ async fn blob(
         ))
         .into());
     }
+    crate::http::error::refuse_erased(&state.ledger, &hash)?;
     let vault = state.vault.clone();
     let blob = tokio::task::spawn_blocking(move || {
         medledger_vault::BlobStore::open_verified(&*vault, &hash)

@@ -21,6 +21,7 @@ use std::{
 
 use medledger_api::paths;
 use medledger_core::{Hash, cid::Cid};
+use medledger_ledger::Ledger;
 use medledger_vault::{BlobError, BlobStore, FsVault, SYSTEM_UPLOADER};
 use reqwest::StatusCode;
 
@@ -59,6 +60,14 @@ pub enum PullError {
         /// Why.
         reason: String,
     },
+    /// The blob belonged to a record erased at `height`: it is never stored again.
+    #[error("blob {hash} was erased at block {height}: it is not pulled")]
+    Erased {
+        /// The blob.
+        hash: Hash,
+        /// The height of the erasure.
+        height: u64,
+    },
     /// This node's vault failed while storing it.
     #[error("storing blob {hash} in this node's vault failed: {error}")]
     Vault {
@@ -76,8 +85,14 @@ impl PullError {
             PullError::NoPeer(hash)
             | PullError::NotDelivered { hash, .. }
             | PullError::NotWritable { hash, .. }
+            | PullError::Erased { hash, .. }
             | PullError::Vault { hash, .. } => *hash,
         }
+    }
+
+    /// Whether asking again later may deliver it (an erased blob: never).
+    pub fn retriable(&self) -> bool {
+        !matches!(self, PullError::Erased { .. })
     }
 }
 
@@ -85,6 +100,7 @@ impl PullError {
 #[derive(Clone)]
 pub struct Puller {
     raft: Raft,
+    ledger: Arc<Ledger>,
     me: u64,
     transport: Arc<Transport>,
     vault: FsVault,
@@ -129,6 +145,7 @@ impl Puller {
     /// A puller for node `me`, asking the members of `raft`'s membership.
     pub fn new(
         raft: Raft,
+        ledger: Arc<Ledger>,
         me: u64,
         transport: Arc<Transport>,
         vault: FsVault,
@@ -143,6 +160,7 @@ impl Puller {
             .map_err(|e| e.to_string())?;
         Ok(Puller {
             raft,
+            ledger,
             me,
             transport,
             vault,
@@ -244,9 +262,13 @@ impl Puller {
         for hash in hashes {
             match self.vault.contains(&hash) {
                 Ok(true) => {}
-                Ok(false) => {
-                    wanted.insert(hash);
-                }
+                Ok(false) => match self.erased_at(&hash) {
+                    Ok(Some(height)) => failed.push(PullError::Erased { hash, height }),
+                    Ok(None) => {
+                        wanted.insert(hash);
+                    }
+                    Err(e) => failed.push(e),
+                },
                 Err(error) => failed.push(PullError::Vault { hash, error }),
             }
         }
@@ -285,13 +307,19 @@ impl Puller {
             for hash in holds {
                 match self.pull_from(id, &url, &hash).await {
                     Ok(len) => {
+                        wanted.remove(&hash);
+                        // Erased while it was on its way: the janitor may have carried out
+                        // the erasure before this copy was stored, so it is deleted here.
+                        if let Some(erased) = self.drop_if_erased(&hash) {
+                            failed.push(erased);
+                            continue;
+                        }
                         tracing::info!(blob = %hash, from = id, len, "pulled a replica");
                         self.report
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .missing
                             .remove(&hash);
-                        wanted.remove(&hash);
                     }
                     Err(Attempt::Vault(error)) => {
                         wanted.remove(&hash);
@@ -312,6 +340,31 @@ impl Puller {
             reasons: reasons.remove(&hash).unwrap_or_default(),
         }));
         failed
+    }
+
+    /// The height at which `hash` was erased, if it was (a failed read of the ledger is this
+    /// node's fault: nothing is pulled).
+    fn erased_at(&self, hash: &Hash) -> Result<Option<u64>, PullError> {
+        // A point read in redb, as quick as the vault's own `contains`.
+        self.ledger.erased_at(hash).map_err(|e| PullError::NotWritable {
+            hash: *hash,
+            reason: format!("cannot read the ledger: {e}"),
+        })
+    }
+
+    /// Deletes this node's copy of `hash` if the blob was erased; the error saying so.
+    fn drop_if_erased(&self, hash: &Hash) -> Option<PullError> {
+        let height = match self.erased_at(hash) {
+            Ok(height) => height?,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot tell whether a pulled blob was erased meanwhile");
+                return None;
+            }
+        };
+        if let Err(e) = tokio::task::block_in_place(|| self.vault.delete(hash)) {
+            tracing::error!(blob = %hash, error = %e, "cannot delete a pulled blob erased meanwhile");
+        }
+        Some(PullError::Erased { hash: *hash, height })
     }
 
     /// Which of `hashes` peer `to` at `base` holds, asked in signed requests of at most
@@ -379,7 +432,9 @@ impl Puller {
     /// delivers is logged and left to the read, which reports it missing.
     pub async fn ensure_present(&self, hashes: impl IntoIterator<Item = Hash>) {
         let failed = self.ensure_all(hashes, None).await;
-        for e in failed.iter().filter(|e| !matches!(e, PullError::NoPeer(_))) {
+        for e in
+            failed.iter().filter(|e| !matches!(e, PullError::NoPeer(_) | PullError::Erased { .. }))
+        {
             tracing::warn!(error = %e, "a blob to be read is on no peer asked");
         }
     }

@@ -122,6 +122,11 @@ impl Node {
         DataDir::new(self._tmp.path().join("data")).node_key().unwrap()
     }
 
+    /// Where this node's vault keeps blob `hash` (whether or not it is there).
+    pub fn vault_file(&self, hash: &Hash) -> std::path::PathBuf {
+        DataDir::new(self._tmp.path().join("data")).vault().join(hash.to_hex())
+    }
+
     /// Stops the node and waits (bounded) for a clean stop.
     pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
@@ -210,7 +215,7 @@ impl Actor {
     }
 
     /// Stores `bytes` in the node's vault (charged to this actor); its hash and size.
-    async fn store(&self, bytes: &[u8]) -> (Hash, u64) {
+    pub async fn store(&self, bytes: &[u8]) -> (Hash, u64) {
         let stored = self.client.upload(bytes.to_vec().into(), None).await.unwrap();
         (stored.hash, stored.size)
     }

@@ -10,6 +10,14 @@ use medledger_node::raft::{
 };
 use openraft::{Vote, raft::VoteRequest};
 
+use medledger_api::ErrorCode;
+use medledger_client::{ClientError, HttpError};
+use medledger_core::tx::{
+    RecordTx, TxBody,
+    consent::RecordCategory,
+    records::{KeyRef, MintRecord, VisitDate},
+};
+
 use crate::{CHAIN, Node, World, now_ms, run};
 
 /// A vote request of `candidate` (node 1 is the genesis node, the single node's only member),
@@ -418,6 +426,80 @@ fn a_member_learns_which_blobs_a_node_holds_in_a_signed_answer_and_no_one_else_d
             let (got, got_code, _) = post(node, "/v1/raft/blobs", envelope.encode()).await;
             assert_eq!((got, got_code.as_deref()), (status, Some(code)), "{what}");
         }
+        world.node.stop().await;
+    });
+}
+
+/// Erasure is for good on every path a blob could come back by: once the record is erased,
+/// the node neither offers nor serves its ciphertext to a member (410 `erased` before the
+/// vault is looked at), takes no upload of the same bytes (announced or not; nothing is
+/// kept), and admits no mint naming it again.
+#[test]
+fn an_erased_blob_is_never_offered_served_or_stored_again() {
+    run(async {
+        let mut world = World::build().await;
+        let content = Hash::of(b"record ciphertext");
+        let key = world.node.node_key();
+        let held = |hash: Hash| {
+            let node = &world.node;
+            let key = key.clone();
+            async move {
+                let request = held_request(&key, 1, &[hash]);
+                let (status, _, bytes) = post(node, "/v1/raft/blobs", request.encode()).await;
+                assert_eq!(status, 200);
+                let reply = Envelope::decode(&bytes, RpcKind::BlobsHeld.limit()).unwrap();
+                medledger_core::encoding::decode::<Vec<bool>>("flags", &reply.body, 64).unwrap()
+            }
+        };
+        assert_eq!(held(content).await, [true]);
+        assert!(world.node.vault_file(&content).exists());
+
+        let erase =
+            world.patient.tx(TxBody::Records(RecordTx::Erase { record: world.pmr.clone() }));
+        world.patient.client.submit(&erase).await.unwrap();
+        assert_eq!(held(content).await, [false], "an erased blob is offered");
+        let (status, code, bytes) =
+            pull(&world.node, &content, Some(blob_request(&key, 1, &content, now_ms()))).await;
+        assert_eq!((status, code.as_deref()), (410, Some("erased")));
+        assert!(!bytes.windows(17).any(|w| w == b"record ciphertext"), "the blob leaked");
+
+        let erased_code = |e: ClientError| match e {
+            ClientError::Http(HttpError::Refused { code, .. }) => code,
+            other => panic!("{other}"),
+        };
+        let again = world.doctor.client.upload(b"record ciphertext".to_vec().into(), None).await;
+        assert_eq!(erased_code(again.unwrap_err()), ErrorCode::Erased, "an unannounced upload");
+        let announced =
+            world.doctor.client.upload(b"record ciphertext".to_vec().into(), Some(&content)).await;
+        assert_eq!(erased_code(announced.unwrap_err()), ErrorCode::Erased, "an announced upload");
+        let details = world.hospital.client.put_blob(b"record ciphertext".to_vec()).await;
+        assert_eq!(erased_code(details.unwrap_err()), ErrorCode::Erased, "as sealed details");
+        // The janitor's deletion and the refused uploads leave nothing on disk.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while world.node.vault_file(&content).exists() {
+            assert!(std::time::Instant::now() < deadline, "the erased blob stays on disk");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+
+        let (metadata, _) = world.doctor.store(b"new sealed metadata").await;
+        let (wrapped, _) = world.doctor.store(b"a new wrapped key").await;
+        let (for_doctor, _) = world.doctor.store(b"the doctor's wrapped key").await;
+        let mint = world.doctor.tx(TxBody::Records(RecordTx::Mint(MintRecord {
+            patient: world.patient.account,
+            visit_date: VisitDate { year: 2026, month: 1, day: 2 },
+            category: RecordCategory::LabReport,
+            content,
+            size: 17,
+            metadata,
+            keys: vec![
+                KeyRef { recipient: world.patient.account, blob: wrapped },
+                KeyRef { recipient: world.doctor.account, blob: for_doctor },
+            ],
+            supersedes: None,
+            sharing: None,
+        })));
+        let refused = world.doctor.client.submit(&mint).await.unwrap_err();
+        assert_eq!(erased_code(refused), ErrorCode::Erased, "a mint naming the erased content");
         world.node.stop().await;
     });
 }
