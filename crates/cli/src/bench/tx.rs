@@ -85,6 +85,11 @@ struct Report {
     consent: bool,
     /// The nodes the load was spread over.
     nodes: Vec<String>,
+    /// The longest time between two commits of the measured phase (ms): in a steady run, about
+    /// one batch's latency; across a leader's failure, the failover as clients see it.
+    longest_gap_ms: f64,
+    /// When that gap began, in seconds since the measured phase started.
+    longest_gap_at_s: f64,
 }
 
 struct BenchHospital {
@@ -135,12 +140,14 @@ pub async fn run(args: Args) -> Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "{} transactions in {:.2} s: {:.0} committed tx/s; commit latency p50 {:.1} ms, p99 {:.1} ms; {} refused, {} errors (batch {}, {} clients{})",
+            "{} transactions in {:.2} s: {:.0} committed tx/s; commit latency p50 {:.1} ms, p99 {:.1} ms; longest gap between commits {:.0} ms (from {:.1} s); {} refused, {} errors (batch {}, {} clients{})",
             report.txs,
             report.elapsed_s,
             report.tx_per_s,
             report.p50_ms,
             report.p99_ms,
+            report.longest_gap_ms,
+            report.longest_gap_at_s,
             report.refused,
             report.errors,
             report.batch,
@@ -345,9 +352,11 @@ async fn measure(
     }
     let (mut latencies, mut committed, mut refused, mut errors) =
         (Vec::with_capacity(total), 0u64, 0u64, 0u64);
+    let mut acks = Vec::with_capacity(total);
     for t in tasks {
         let r = t.await?;
         latencies.extend(r.latencies_ms);
+        acks.extend(r.acks);
         committed += r.committed;
         refused += r.refused;
         errors += r.errors;
@@ -355,6 +364,7 @@ async fn measure(
     let elapsed = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     latencies.sort_by(f64::total_cmp);
+    let (longest_gap_ms, longest_gap_at_s) = longest_gap(started, acks);
     let pct = |p: f64| {
         latencies.get(((latencies.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0)
     };
@@ -372,11 +382,30 @@ async fn measure(
         offered_rate: args.rate,
         consent: args.consent,
         nodes: nodes.to_vec(),
+        longest_gap_ms,
+        longest_gap_at_s,
     })
+}
+
+/// The longest time between two consecutive commits (of all clients, from the start of the
+/// measured phase), in ms, and when it began (s since `started`).
+fn longest_gap(started: Instant, mut acks: Vec<Instant>) -> (f64, f64) {
+    acks.sort();
+    let mut previous = started;
+    let (mut gap, mut at) = (Duration::ZERO, Duration::ZERO);
+    for ack in acks {
+        if ack - previous > gap {
+            (gap, at) = (ack - previous, previous - started);
+        }
+        previous = ack;
+    }
+    (gap.as_secs_f64() * 1000.0, at.as_secs_f64())
 }
 
 struct LaneResult {
     latencies_ms: Vec<f64>,
+    /// When each commit was acknowledged.
+    acks: Vec<Instant>,
     committed: u64,
     refused: u64,
     errors: u64,
@@ -392,6 +421,7 @@ async fn drive(
 ) -> LaneResult {
     let mut r = LaneResult {
         latencies_ms: Vec::with_capacity(lane.len()),
+        acks: Vec::with_capacity(lane.len()),
         committed: 0,
         refused: 0,
         errors: 0,
@@ -403,6 +433,7 @@ async fn drive(
             next += i;
         }
         let sent = Instant::now();
+        let committed_before = r.committed;
         if batch == 1 {
             match client.submit(&chunk[0]).await {
                 Ok(_) => r.committed += 1,
@@ -430,7 +461,9 @@ async fn drive(
                 Err(_) => r.errors += chunk.len() as u64,
             }
         }
-        let ms = sent.elapsed().as_secs_f64() * 1000.0;
+        let acked = Instant::now();
+        r.acks.extend(std::iter::repeat_n(acked, (r.committed - committed_before) as usize));
+        let ms = (acked - sent).as_secs_f64() * 1000.0;
         r.latencies_ms.extend(std::iter::repeat_n(ms, chunk.len()));
         bar.inc(chunk.len() as u64);
     }
@@ -569,4 +602,22 @@ fn progress(hidden: bool, len: u64, msg: &'static str) -> ProgressBar {
     );
     bar.set_message(msg);
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_gap_is_between_consecutive_commits_of_any_client_and_says_when() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        // Two clients' acknowledgements, out of order: 10, 20, 520, 530 ms.
+        let (gap, from) = longest_gap(start, vec![at(520), at(10), at(530), at(20)]);
+        assert!((gap - 500.0).abs() < 1e-6, "{gap}");
+        assert!((from - 0.020).abs() < 1e-9, "{from}");
+        // The wait for the first commit counts too; no commit at all is no gap.
+        assert!((longest_gap(start, vec![at(700), at(750)]).0 - 700.0).abs() < 1e-6);
+        assert_eq!(longest_gap(start, Vec::new()), (0.0, 0.0));
+    }
 }
