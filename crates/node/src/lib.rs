@@ -200,6 +200,7 @@ pub async fn serve_with(
             limits.body_read_timeout,
         ),
         faults,
+        served_pulls: Default::default(),
     });
     // The Raft log and the vault index may have just been created.
     warn_widened(dir.secure()?);

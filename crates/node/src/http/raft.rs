@@ -180,12 +180,30 @@ async fn blob(
                 ),
             )
         })?;
-    let (_, asked): (_, medledger_core::Hash) = open(&state, &signed, RpcKind::Blob)?;
+    let (envelope, asked): (_, medledger_core::Hash) = open(&state, &signed, RpcKind::Blob)?;
     if asked != hash {
         return Err(EnvelopeError::Malformed(format!(
             "the signed request asks for blob {asked}, the path for {hash}"
         ))
         .into());
+    }
+    use crate::raft::transport::{Use, now_ms};
+    match state.cluster.served_pulls.first_use(&envelope, now_ms()) {
+        Use::First => {}
+        Use::Replay => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthenticated,
+                "this signed blob request was served already: a node signs each pull anew",
+            ));
+        }
+        Use::TooMany => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Busy,
+                "too many blob requests remembered; retry shortly",
+            ));
+        }
     }
     crate::http::error::refuse_erased(&state.ledger, &hash)?;
     let vault = state.vault.clone();

@@ -302,6 +302,8 @@ pub struct Cluster {
     /// A fault test's rules for the submissions this node forwards (`medledger up
     /// --fault-rules`); `None` in production.
     pub faults: Option<Arc<faults::Faults>>,
+    /// Blob requests already served (a captured one replayed within its window gets nothing).
+    pub served_pulls: transport::SeenRequests,
 }
 
 impl std::fmt::Debug for Cluster {

@@ -497,3 +497,42 @@ mod tests {
         ));
     }
 }
+
+/// How many served requests are remembered at most: far above what members pull in two clock
+/// windows; past it (after forgetting the expired), a request is refused as busy.
+const MAX_SEEN: usize = 200_000;
+
+/// The signatures of signed requests already served, kept for twice [`CLOCK_WINDOW_MS`]
+/// (a request older than the window is refused by its clock check anyway): a request
+/// captured on the wire and sent again is refused. Only members can sign one, so the set
+/// grows with members' honest traffic.
+#[derive(Debug, Default)]
+pub struct SeenRequests(std::sync::Mutex<std::collections::HashMap<[u8; 64], u64>>);
+
+impl SeenRequests {
+    /// Records `envelope` as served at `now_ms`.
+    pub fn first_use(&self, envelope: &Envelope, now_ms: u64) -> Use {
+        let mut seen = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.len() >= MAX_SEEN / 2 {
+            seen.retain(|_, at| now_ms.saturating_sub(*at) <= 2 * CLOCK_WINDOW_MS);
+        }
+        if seen.len() >= MAX_SEEN {
+            return Use::TooMany;
+        }
+        match seen.insert(envelope.signature.0, now_ms) {
+            None => Use::First,
+            Some(_) => Use::Replay,
+        }
+    }
+}
+
+/// What [`SeenRequests::first_use`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// Not seen before: serve it.
+    First,
+    /// Served before: refuse it.
+    Replay,
+    /// Too many remembered: refuse it as busy.
+    TooMany,
+}

@@ -334,9 +334,14 @@ fn a_blob_goes_only_to_a_members_signed_request_for_that_blob() {
         let blob = Hash::of(b"record ciphertext");
         let key = node.node_key();
         let honest = || blob_request(&key, 1, &blob, now_ms());
-        let (status, code, bytes) = pull(node, &blob, Some(honest())).await;
+        let first = honest();
+        let (status, code, bytes) = pull(node, &blob, Some(first.clone())).await;
         assert_eq!((status, code), (200, None));
         assert_eq!(bytes, b"record ciphertext");
+        // The same signed request again (captured on the wire, within its clock window).
+        let (status, code, bytes) = pull(node, &blob, Some(first)).await;
+        assert_eq!((status, code.as_deref()), (401, Some("unauthenticated")), "a replay");
+        assert!(!bytes.windows(6).any(|w| w == b"record"), "a replay got the blob");
 
         let stranger = SigningKey::generate();
         let other = Hash::of(b"another blob");
