@@ -132,13 +132,60 @@ struct PeerStopped {
     reason: String,
 }
 
-type RpcResult<T, E> = Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>>;
+/// What an RPC to a peer gives openraft.
+pub(crate) type RpcResult<T, E> = Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>>;
+
+/// Peer `target` refused the message, or its answer did not check out: a network error.
+pub(crate) fn refused<E: std::error::Error>(
+    target: u64,
+    reason: String,
+) -> RPCError<u64, BasicNode, E> {
+    RPCError::Network(NetworkError::new(&Refused { target, reason }))
+}
+
+/// The openraft action a Raft RPC kind is.
+pub(crate) fn action(kind: RpcKind) -> RPCTypes {
+    match kind {
+        RpcKind::Append => RPCTypes::AppendEntries,
+        RpcKind::Vote => RPCTypes::Vote,
+        RpcKind::Snapshot => RPCTypes::InstallSnapshot,
+        RpcKind::Blob | RpcKind::BlobsHeld => {
+            unreachable!("blobs are pulled by raft::replicas, not sent by Raft")
+        }
+    }
+}
+
+/// Peer `target`'s signed reply `bytes` to `request`: checked (signed by it, answering this
+/// request), decoded, and mapped onto what openraft expects (its API error as a remote error,
+/// a stopped Raft core as unreachable, anything that does not check out as refused).
+pub(crate) fn read_reply<T, E>(
+    transport: &Transport,
+    target: u64,
+    kind: RpcKind,
+    bytes: &[u8],
+    request: &super::transport::Envelope,
+) -> RpcResult<T, E>
+where
+    T: Serialize + DeserializeOwned,
+    E: std::error::Error + Serialize + DeserializeOwned,
+{
+    let reply = transport
+        .open_reply(bytes, request)
+        .map_err(|e| refused(target, format!("its answer does not check out: {e}")))?;
+    let answer: Answer<T, E> = encoding::decode("raft answer", &reply.body, kind.limit())
+        .map_err(|e| refused(target, format!("its answer does not decode: {e}")))?;
+    match answer {
+        Answer::Ok(t) => Ok(t),
+        Answer::Api(e) => {
+            Err(RPCError::RemoteError(RemoteError::new(target, RaftError::APIError(e))))
+        }
+        Answer::Stopped(reason) => {
+            Err(RPCError::Unreachable(Unreachable::new(&PeerStopped { target, reason })))
+        }
+    }
+}
 
 impl Peer {
-    fn refused<E: std::error::Error>(&self, reason: String) -> RPCError<u64, BasicNode, E> {
-        RPCError::Network(NetworkError::new(&Refused { target: self.target, reason }))
-    }
-
     /// Sends `body` as a `kind` request and returns the peer's checked answer.
     async fn call<T, E>(
         &self,
@@ -151,14 +198,7 @@ impl Peer {
         T: Serialize + DeserializeOwned,
         E: std::error::Error + Serialize + DeserializeOwned,
     {
-        let action = match kind {
-            RpcKind::Append => RPCTypes::AppendEntries,
-            RpcKind::Vote => RPCTypes::Vote,
-            RpcKind::Snapshot => RPCTypes::InstallSnapshot,
-            RpcKind::Blob | RpcKind::BlobsHeld => {
-                unreachable!("blobs are pulled by raft::replicas, not sent by Raft")
-            }
-        };
+        let action = action(kind);
         let timeout = |ttl| -> RPCError<u64, BasicNode, RaftError<u64, E>> {
             RPCError::Timeout(Timeout {
                 action,
@@ -207,24 +247,9 @@ impl Peer {
                 Ok(b) => format!("refused ({status}, {}): {}", b.code, b.message),
                 Err(_) => format!("refused with HTTP {status}"),
             };
-            return Err(self.refused(reason));
+            return Err(refused(self.target, reason));
         }
-        let reply = self
-            .transport
-            .open_reply(&bytes, &request)
-            .map_err(|e| self.refused(format!("its answer does not check out: {e}")))?;
-        let answer: Answer<T, E> = encoding::decode("raft answer", &reply.body, kind.limit())
-            .map_err(|e| self.refused(format!("its answer does not decode: {e}")))?;
-        match answer {
-            Answer::Ok(t) => Ok(t),
-            Answer::Api(e) => {
-                Err(RPCError::RemoteError(RemoteError::new(self.target, RaftError::APIError(e))))
-            }
-            Answer::Stopped(reason) => Err(RPCError::Unreachable(Unreachable::new(&PeerStopped {
-                target: self.target,
-                reason,
-            }))),
-        }
+        read_reply(&self.transport, self.target, kind, &bytes, &request)
     }
 }
 
@@ -283,7 +308,7 @@ impl RaftNetwork<TypeConfig> for Peer {
 }
 
 /// An RPC error without API errors, as openraft's infallible form.
-fn widen(
+pub(crate) fn widen(
     e: RPCError<u64, BasicNode, RaftError<u64, NoApiError>>,
 ) -> RPCError<u64, BasicNode, RaftError<u64>> {
     match e {

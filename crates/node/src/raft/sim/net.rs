@@ -16,11 +16,8 @@ use std::{
 use medledger_core::encoding;
 use openraft::{
     BasicNode,
-    error::{
-        InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
-        Timeout, Unreachable,
-    },
-    network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory},
+    error::{InstallSnapshotError, PayloadTooLarge, RPCError, RaftError, Timeout, Unreachable},
+    network::{RPCOption, RaftNetwork, RaftNetworkFactory},
     raft::{
         AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
         InstallSnapshotResponse, VoteRequest, VoteResponse,
@@ -31,7 +28,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::raft::{
     Raft, TypeConfig,
     faults::Blocked,
-    network::{Answer, NoApiError},
+    network::{self, Answer, NoApiError, RpcResult},
     transport::{APPEND_TARGET_BYTES, Envelope, EnvelopeError, RpcKind, Transport},
 };
 
@@ -187,23 +184,13 @@ impl RaftNetworkFactory<TypeConfig> for SimNetwork {
     }
 }
 
-/// The peer refused the message, or its answer did not check out.
-#[derive(Debug, thiserror::Error)]
-#[error("node {target}: {reason}")]
-struct Refused {
-    target: u64,
-    reason: String,
-}
-
-/// The peer is down, or its Raft core is not running.
+/// The peer is down.
 #[derive(Debug, thiserror::Error)]
 #[error("node {target} is down: {reason}")]
 struct Down {
     target: u64,
     reason: String,
 }
-
-type RpcResult<T, E> = Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>>;
 
 /// What the receiving node's route does with a request (as `http/raft.rs`): open the envelope
 /// with every check, decode the body, refuse a vote that speaks for another node, hand it to
@@ -287,21 +274,13 @@ impl SimPeer {
         T: Serialize + DeserializeOwned,
         E: std::error::Error + Serialize + DeserializeOwned,
     {
-        let action = match kind {
-            RpcKind::Append => RPCTypes::AppendEntries,
-            RpcKind::Vote => RPCTypes::Vote,
-            RpcKind::Snapshot => RPCTypes::InstallSnapshot,
-            RpcKind::Blob | RpcKind::BlobsHeld => unreachable!("Raft sends no blob requests"),
-        };
+        let action = network::action(kind);
         // A lost message is a timeout after its TTL, as with the real fault layer, but waited
         // out for at most `LOST_WAIT`: the snapshot TTLs (30 s a chunk, 300 s the last) are
         // sized for a large ledger, and would stall the run.
         let ttl = option.hard_ttl().min(LOST_WAIT);
         let timeout = || -> RPCError<u64, BasicNode, RaftError<u64, E>> {
             RPCError::Timeout(Timeout { action, id: self.me, target: self.target, timeout: ttl })
-        };
-        let refused = |reason: String| -> RPCError<u64, BasicNode, RaftError<u64, E>> {
-            RPCError::Network(NetworkError::new(&Refused { target: self.target, reason }))
         };
         let started = tokio::time::Instant::now();
         // Waits out one leg's fate; `Err` when the leg does not arrive.
@@ -335,26 +314,12 @@ impl SimPeer {
         let reply = match tokio::time::timeout(left, receive(&peer, kind, &request.encode())).await
         {
             Err(_) => return Err(timeout()),
-            Ok(Err(reason)) => return Err(refused(reason)),
+            Ok(Err(reason)) => return Err(network::refused(self.target, reason)),
             Ok(Ok(reply)) => reply,
         };
         drop(peer);
         leg(self.target, self.me).await.map_err(|_| timeout())?;
-        let reply = self
-            .transport
-            .open_reply(&reply, &request)
-            .map_err(|e| refused(format!("its answer does not check out: {e}")))?;
-        let answer: Answer<T, E> = encoding::decode("raft answer", &reply.body, kind.limit())
-            .map_err(|e| refused(format!("its answer does not decode: {e}")))?;
-        match answer {
-            Answer::Ok(t) => Ok(t),
-            Answer::Api(e) => {
-                Err(RPCError::RemoteError(RemoteError::new(self.target, RaftError::APIError(e))))
-            }
-            Answer::Stopped(reason) => {
-                Err(RPCError::Unreachable(Unreachable::new(&Down { target: self.target, reason })))
-            }
-        }
+        network::read_reply(&self.transport, self.target, kind, &reply, &request)
     }
 }
 
@@ -369,7 +334,7 @@ impl RaftNetwork<TypeConfig> for SimPeer {
         if body.len() > APPEND_TARGET_BYTES && entries > 1 {
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries / 2)));
         }
-        self.call::<_, NoApiError>(RpcKind::Append, body, &option).await.map_err(widen)
+        self.call::<_, NoApiError>(RpcKind::Append, body, &option).await.map_err(network::widen)
     }
 
     async fn install_snapshot(
@@ -395,24 +360,6 @@ impl RaftNetwork<TypeConfig> for SimPeer {
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
         self.call::<_, NoApiError>(RpcKind::Vote, encoding::encode(&rpc), &option)
             .await
-            .map_err(widen)
-    }
-}
-
-/// An RPC error without API errors, as openraft's infallible form (as `network.rs`).
-fn widen(
-    e: RPCError<u64, BasicNode, RaftError<u64, NoApiError>>,
-) -> RPCError<u64, BasicNode, RaftError<u64>> {
-    match e {
-        RPCError::Timeout(t) => RPCError::Timeout(t),
-        RPCError::Unreachable(u) => RPCError::Unreachable(u),
-        RPCError::PayloadTooLarge(p) => RPCError::PayloadTooLarge(p),
-        RPCError::Network(n) => RPCError::Network(n),
-        RPCError::RemoteError(r) => match r.source {
-            RaftError::APIError(never) => match never {},
-            RaftError::Fatal(f) => {
-                RPCError::RemoteError(RemoteError::new(r.target, RaftError::Fatal(f)))
-            }
-        },
+            .map_err(network::widen)
     }
 }
