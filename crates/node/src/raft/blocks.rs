@@ -33,8 +33,9 @@ use medledger_ledger::{Ledger, LedgerError, NodeStatus, verify_signatures};
 /// How far ahead of this node's clock a block's time may be.
 pub const MAX_AHEAD_MS: u64 = 60_000;
 
-/// How many skipped blocks are remembered: a leader has at most
-/// [`crate::producer::PIPELINE`] blocks in flight, so an honest chain of skips is that long.
+/// How many skipped blocks are remembered: an honest chain of skips is as long as a leader's
+/// pipeline ([`crate::producer::PIPELINE`] blocks) times the terms it spans; far fewer than
+/// this.
 const SKIPPED_KEPT: usize = 64;
 
 /// The hashes of the blocks this node skipped since it last applied one, in log order: every
@@ -115,13 +116,16 @@ pub fn check(
     if h.height <= tip.height {
         return Ok(Verdict::Skip(format!("{at} is at or behind the tip, height {}", tip.height)));
     }
-    if skipped.contains(&h.prev_hash) {
-        return Ok(Verdict::Skip(format!(
-            "{at} is built on block {} that was skipped",
-            h.prev_hash
-        )));
-    }
     if h.height > tip.height + 1 {
+        // Only a height gap consults the list: a block at the next height is decided by the
+        // tip alone, so a node whose list was emptied (a restart, a snapshot) decides it as
+        // every other node does.
+        if skipped.contains(&h.prev_hash) {
+            return Ok(Verdict::Skip(format!(
+                "{at} is built on block {} that was skipped",
+                h.prev_hash
+            )));
+        }
         return Ok(Verdict::Refuse(format!("{at} skips heights: the tip is {}", tip.height)));
     }
     if h.prev_hash != tip.hash {
@@ -302,6 +306,21 @@ mod tests {
         assert!(skipped(&v, "built on block"), "{v:?}");
         // A node that did not see N skipped (it restarted in between) stops rather than guess.
         assert!(refused(&verdict(&n, 1, &second), "skips heights"));
+    }
+
+    /// The list of skipped blocks never decides a block at the next height: were the tip's own
+    /// hash in it (a leader re-appending the tip block sealed for another term), the honest
+    /// next block is still applied, as on a node whose list is empty.
+    #[test]
+    fn the_next_block_is_decided_by_the_tip_alone_whatever_was_skipped() {
+        let n = net();
+        let mut skipped_here = Skipped::default();
+        skipped_here.note(n.tip.hash);
+        let mut view = n.tip.clone();
+        let next = n.seal(view.propose(10, Vec::new()), 1);
+        let v = check(&n.ledger, 1, &next, &skipped_here, false, NOW).unwrap();
+        assert_eq!(v, verdict(&n, 1, &next));
+        assert!(matches!(v, Verdict::Apply(_)), "{v:?}");
     }
 
     #[test]
