@@ -181,6 +181,7 @@ impl Ledger {
             )?;
             meta.insert(META_STATE_DIGEST, digest.state.as_slice())?;
             meta.insert(META_INDEX_DIGEST, digest.index.as_slice())?;
+            meta.insert(META_ERASED_FILLED, [1u8].as_slice())?;
             txn.open_table(BLOCKS)?;
             txn.open_table(TXS)?;
         }
@@ -213,10 +214,10 @@ impl Ledger {
         let (missing, no_registrations, no_erased) = {
             let read = db.begin_read()?;
             let no_registrations = read.open_table(DOCTORS_BY_REGISTRATION).is_err();
-            let no_erased = read.open_table(ERASED_BLOBS).is_err();
+            let no_erased = read.open_table(META)?.get(META_ERASED_FILLED)?.is_none();
             (
                 no_registrations
-                    || no_erased
+                    || read.open_table(ERASED_BLOBS).is_err()
                     || read.open_table(NETWORK).is_err()
                     || read.open_table(CASE_KEYS).is_err()
                     || read.open_table(DEVICE_BLOBS).is_err()
@@ -394,8 +395,9 @@ impl Ledger {
 }
 
 /// Fills `erased_blobs` of a ledger written before that table existed from the receipts of
-/// its erasures (what replaying them writes), and records the state digest with those rows,
-/// in one transaction; the digests after it.
+/// its erasures (what replaying them writes; a row already there is written again, unchanged),
+/// and records the state digest with those rows and that the fill is done, in one
+/// transaction; the digests after it.
 fn backfill_erased(db: &Database, mut digest: Digests) -> Result<Digests, LedgerError> {
     let txn = db.begin_write()?;
     {
@@ -421,7 +423,9 @@ fn backfill_erased(db: &Database, mut digest: Digests) -> Result<Digests, Ledger
                 }
             }
         }
-        txn.open_table(META)?.insert(META_STATE_DIGEST, digest.state.as_slice())?;
+        let mut meta = txn.open_table(META)?;
+        meta.insert(META_STATE_DIGEST, digest.state.as_slice())?;
+        meta.insert(META_ERASED_FILLED, [1u8].as_slice())?;
     }
     txn.commit()?;
     Ok(digest)

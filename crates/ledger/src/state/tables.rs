@@ -27,6 +27,10 @@ pub(crate) const META_STATE_DIGEST: &str = "state_digest";
 /// existed, which record it at their first open.
 pub(crate) const META_INDEX_DIGEST: &str = "index_digest";
 pub(crate) const META_APPLIED_MARKER: &str = "applied_marker";
+/// Present once `erased_blobs` holds every erased blob: written at create, or by the fill of a
+/// ledger written before the table existed (in the fill's own transaction, so that a crash
+/// before it leaves the fill to be done again).
+pub(crate) const META_ERASED_FILLED: &str = "erased_blobs_filled";
 
 /// Which running digest covers a table. Every table is covered by one; a node checks both at
 /// start ([`crate::Ledger::open`]) and `medledger verify` compares every table after a replay.

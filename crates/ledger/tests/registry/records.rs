@@ -530,9 +530,17 @@ fn no_transaction_may_name_an_erased_blob_again() {
 /// A ledger written before erased blobs were kept (no `erased_blobs` table, a state digest
 /// without those rows) opens: the table is filled from the receipts of its erasures once the
 /// stored state checked out, the digest is recorded with the rows, and `verify`'s replay
-/// agrees. Without the fill, an erased blob of such a ledger could be named again.
+/// agrees. The same when the table is there but empty (a crash after an open created it and
+/// before the fill committed). Without the fill, an erased blob of such a ledger could be
+/// named again.
 #[test]
 fn a_ledger_from_before_erased_blobs_were_kept_gets_them_from_its_receipts() {
+    for table_left_empty in [false, true] {
+        from_before_erased_blobs(table_left_empty);
+    }
+}
+
+fn from_before_erased_blobs(table_left_empty: bool) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.redb");
     let mut net = Net::with(|g| Ledger::create(&path, g).unwrap());
@@ -574,9 +582,13 @@ fn a_ledger_from_before_erased_blobs_were_kept_gets_them_from_its_receipts() {
                 digest.iter_mut().zip(row.0).for_each(|(d, r)| *d ^= r);
             }
             meta.insert("state_digest", digest.as_slice()).unwrap();
+            assert!(meta.remove("erased_blobs_filled").unwrap().is_some());
         }
         let erased = redb::TableDefinition::<&[u8; 32], u64>::new("erased_blobs");
         assert!(txn.delete_table(erased).unwrap());
+        if table_left_empty {
+            txn.open_table(erased).unwrap();
+        }
         txn.commit().unwrap();
     }
 
