@@ -180,7 +180,9 @@ async fn blob(
                 ),
             )
         })?;
-    let (envelope, asked): (_, medledger_core::Hash) = open(&state, &signed, RpcKind::Blob)?;
+    // The body: the hash, and the puller's nonce (so that each pull is signed anew).
+    let (envelope, (asked, _nonce)): (_, (medledger_core::Hash, [u8; 16])) =
+        open(&state, &signed, RpcKind::Blob)?;
     if asked != hash {
         return Err(EnvelopeError::Malformed(format!(
             "the signed request asks for blob {asked}, the path for {hash}"

@@ -448,8 +448,12 @@ impl Puller {
         )
         .await
         .map_err(|e| Attempt::Peer(e.to_string()))?;
-        let request =
-            self.transport.request(to, RpcKind::Blob, medledger_core::encoding::encode(hash));
+        // A fresh nonce: two pulls of one blob from one peer in one millisecond would otherwise
+        // be the same signed bytes, and the peer serves a signed request once.
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).map_err(|e| Attempt::Peer(format!("no randomness: {e}")))?;
+        let body = medledger_core::encoding::encode(&(hash, nonce));
+        let request = self.transport.request(to, RpcKind::Blob, body);
         let response = self
             .http
             .get(format!("{base}{}/{hash}", paths::RAFT_BLOBS))

@@ -321,7 +321,9 @@ async fn pull(node: &Node, hash: &Hash, signed: Option<String>) -> (u16, Option<
 
 /// A blob request as node `from` signs it with `key`, for `hash`, sent at `sent_ms`.
 fn blob_request(key: &SigningKey, from: u64, hash: &Hash, sent_ms: u64) -> String {
-    let body = medledger_core::encoding::encode(hash);
+    let mut nonce = [0u8; 16];
+    getrandom::fill(&mut nonce).unwrap();
+    let body = medledger_core::encoding::encode(&(hash, nonce));
     hex::encode(Envelope::seal(key, CHAIN, from, 1, sent_ms, RpcKind::Blob, None, body).encode())
 }
 
