@@ -49,8 +49,12 @@ impl Signer {
     }
 }
 
+/// Sealed details with a blob of their own (each blob belongs to one owner: the ledger
+/// refuses a registration naming another's).
 fn sealed() -> SealedRef {
-    SealedRef { blob: Hash::of(b"b"), commitment: Hash::of(b"c") }
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    SealedRef { blob: Hash::of(&n.to_be_bytes()), commitment: Hash::of(b"c") }
 }
 
 fn apply(ledger: &Ledger, tip: &mut Tip, time: &mut u64, txs: Vec<SignedTransaction>) {

@@ -302,6 +302,59 @@ fn check_key_and_nonce(account: &Account, tx: &SignedTransaction) -> Result<(), 
     Ok(())
 }
 
+/// Refuses a transaction that names a blob it may not: one it names twice, one that was
+/// erased, or one that already belongs to something (a record, case, emergency profile,
+/// device session or registration; [`StateTxn::blob_holder`]). Each blob belongs to one owner,
+/// so that erasing or replacing one owner's blob never deletes another's bytes. The one
+/// exception: an amendment of a patient keeps the sealed blob it does not change.
+fn check_blobs(
+    state: &StateTxn<'_, '_>,
+    body: &TxBody,
+) -> Result<Result<(), Refusal>, LedgerError> {
+    let blobs = body.blobs();
+    for (i, blob) in blobs.iter().enumerate() {
+        let (role, hash) = (blob.role.name(), blob.hash);
+        let invalid = |reason| Ok(Err(Refusal::Invalid { reason }));
+        if blobs[..i].iter().any(|b| b.hash == hash) {
+            return invalid(format!(
+                "the {role} blob {hash} is named twice: each blob belongs to one place"
+            ));
+        }
+        // Erasure is for good: content that was erased is never named again (a replayed
+        // mint, a case entry or profile pointing at it), so no node stores it again.
+        if let Some(height) = state.erased_at(&hash)? {
+            return invalid(format!(
+                "the {role} blob {hash} belongs to a record erased at block {height}: erased content is never stored again"
+            ));
+        }
+        if let Some(holder) = state.blob_holder(&hash)?
+            && own_slot(body, blob.role).is_none_or(|slot| slot != holder)
+        {
+            return invalid(format!(
+                "the {role} blob {hash} already belongs to {holder}: each blob belongs to one owner"
+            ));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// The owner a blob of `role` named by `body` would have, where the transaction may name the
+/// blob that slot holds already: only a patient's amendment, which keeps the sealed blob it
+/// does not change.
+fn own_slot(body: &TxBody, role: medledger_core::tx::BlobRole) -> Option<String> {
+    use crate::state::blobs::owner;
+    use medledger_core::tx::{BlobRole, RegistryTx};
+    match (body, role) {
+        (TxBody::Registry(RegistryTx::AmendPatient(a)), BlobRole::PatientDetails) => {
+            Some(owner::patient_details(a.patient))
+        }
+        (TxBody::Registry(RegistryTx::AmendPatient(a)), BlobRole::AttendantDetails) => {
+            Some(owner::attendant(a.patient))
+        }
+        _ => None,
+    }
+}
+
 /// Applies one transaction. `Ok(Err(refusal))` means refused with nothing written.
 /// `applied_before` is the log index of an earlier applied occurrence of the same bytes.
 fn apply_tx(
@@ -328,18 +381,8 @@ fn apply_tx(
     if let Err(refusal) = check_envelope(tx, |id| state.account(id), |_| false)? {
         return Ok(Err(refusal));
     }
-    // Erasure is for good: content that was erased is never named again (a replayed mint, a
-    // case entry or profile pointing at it), so no node has a reason to store it again.
-    for blob in tx.tx.body.blobs() {
-        if let Some(height) = state.erased_at(&blob.hash)? {
-            return Ok(Err(Refusal::Invalid {
-                reason: format!(
-                    "the {} blob {} belongs to a record erased at block {height}: erased content is never stored again",
-                    blob.role.name(),
-                    blob.hash
-                ),
-            }));
-        }
+    if let Err(refusal) = check_blobs(state, &tx.tx.body)? {
+        return Ok(Err(refusal));
     }
     let account = state.account(&signer)?.ok_or_else(|| {
         LedgerError::Corrupt(format!("account {signer} vanished within a transaction"))

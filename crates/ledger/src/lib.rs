@@ -182,6 +182,7 @@ impl Ledger {
             meta.insert(META_STATE_DIGEST, digest.state.as_slice())?;
             meta.insert(META_INDEX_DIGEST, digest.index.as_slice())?;
             meta.insert(META_ERASED_FILLED, [1u8].as_slice())?;
+            meta.insert(META_REGISTRATION_BLOBS_FILLED, [1u8].as_slice())?;
             txn.open_table(BLOCKS)?;
             txn.open_table(TXS)?;
         }
@@ -211,19 +212,23 @@ impl Ledger {
             other => LedgerError::from(other),
         })?;
         // A ledger written by an older version lacks the newer (empty) state tables.
-        let (missing, no_registrations, no_erased) = {
+        let (missing, no_registrations, no_erased, no_registration_blobs) = {
             let read = db.begin_read()?;
             let no_registrations = read.open_table(DOCTORS_BY_REGISTRATION).is_err();
-            let no_erased = read.open_table(META)?.get(META_ERASED_FILLED)?.is_none();
+            let meta = read.open_table(META)?;
+            let no_erased = meta.get(META_ERASED_FILLED)?.is_none();
+            let no_registration_blobs = meta.get(META_REGISTRATION_BLOBS_FILLED)?.is_none();
             (
                 no_registrations
                     || read.open_table(ERASED_BLOBS).is_err()
+                    || read.open_table(REGISTRATION_BLOBS).is_err()
                     || read.open_table(NETWORK).is_err()
                     || read.open_table(CASE_KEYS).is_err()
                     || read.open_table(DEVICE_BLOBS).is_err()
                     || read.open_table(NODE_IDS).is_err(),
                 no_registrations,
                 no_erased,
+                no_registration_blobs,
             )
         };
         if missing {
@@ -289,11 +294,12 @@ impl Ledger {
         } else {
             (read, digest)
         };
-        Self::check_index(db, read, genesis, tip, digest, leaves)
+        Self::check_index(db, read, genesis, tip, digest, leaves, no_registration_blobs)
     }
 
     /// The rest of [`Ledger::open`]: checks the index digest (recording it in a ledger
-    /// written before it existed).
+    /// written before it existed), then fills `registration_blobs` in a ledger written before
+    /// that index existed.
     fn check_index(
         db: Database,
         read: redb::ReadTransaction,
@@ -301,9 +307,11 @@ impl Ledger {
         tip: Tip,
         digest: Digests,
         leaves: Vec<Hash>,
+        no_registration_blobs: bool,
     ) -> Result<Self, LedgerError> {
         let stored_index =
             read.open_table(META)?.get(META_INDEX_DIGEST)?.map(|d| d.value().to_vec());
+        drop(read);
         match stored_index {
             Some(stored) if stored != digest.index => {
                 return Err(LedgerError::Corrupt(
@@ -315,14 +323,14 @@ impl Ledger {
             None => {
                 // A ledger written before the index digest existed: record it now, from the
                 // indexes as they are (the state digest above has checked the entries).
-                drop(read);
                 let txn = db.begin_write()?;
                 txn.open_table(META)?.insert(META_INDEX_DIGEST, digest.index.as_slice())?;
                 txn.commit()?;
-                return Self::opened(db, genesis, tip, digest, leaves);
             }
         }
-        drop(read);
+        // Only once both digests checked out.
+        let digest =
+            if no_registration_blobs { backfill_registration_blobs(&db, digest)? } else { digest };
         Self::opened(db, genesis, tip, digest, leaves)
     }
 
@@ -392,6 +400,47 @@ impl Ledger {
         txn.commit()?;
         Ok(())
     }
+}
+
+/// Fills `registration_blobs` of a ledger written before that index existed from the
+/// registrations as they are (what replaying them writes), and records the index digest with
+/// those rows and that the fill is done, in one transaction; the digests after it.
+fn backfill_registration_blobs(db: &Database, mut digest: Digests) -> Result<Digests, LedgerError> {
+    use state::blobs;
+    let txn = db.begin_write()?;
+    {
+        let mut rows: Vec<(Hash, String)> = Vec::new();
+        for row in txn.open_table(PATIENTS)?.iter()? {
+            let (id, v) = row?;
+            let p: PatientEntry = decode_entry("patient", v.value())?;
+            rows.extend(blobs::of_patient(medledger_core::ids::PatientId(id.value()), &p));
+        }
+        for row in txn.open_table(HOSPITALS)?.iter()? {
+            let (id, v) = row?;
+            let h: HospitalEntry = decode_entry("hospital", v.value())?;
+            rows.extend(blobs::of_hospital(&medledger_core::ids::AccountId(*id.value()), &h));
+        }
+        for row in txn.open_table(DEVICES)?.iter()? {
+            let (id, v) = row?;
+            let d: DeviceEntry = decode_entry("device", v.value())?;
+            rows.extend(blobs::of_device(&medledger_core::ids::AccountId(*id.value()), &d));
+        }
+        for row in txn.open_table(DEVICE_THRESHOLDS)?.iter()? {
+            let (id, v) = row?;
+            let t: ThresholdsEntry = decode_entry("thresholds", v.value())?;
+            rows.push((t.sealed.blob, blobs::owner::thresholds(&Hash(*id.value()))));
+        }
+        let mut index = txn.open_table(REGISTRATION_BLOBS)?;
+        for (blob, owner) in &rows {
+            Digested::new(&mut index, "registration_blobs", &mut digest.index)
+                .put(&blob.0, owner.as_str())?;
+        }
+        let mut meta = txn.open_table(META)?;
+        meta.insert(META_INDEX_DIGEST, digest.index.as_slice())?;
+        meta.insert(META_REGISTRATION_BLOBS_FILLED, [1u8].as_slice())?;
+    }
+    txn.commit()?;
+    Ok(digest)
 }
 
 /// Fills `erased_blobs` of a ledger written before that table existed from the receipts of

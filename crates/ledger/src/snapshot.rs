@@ -552,7 +552,10 @@ mod tests {
                             name: format!("Hospital {}", self.nonce),
                             city: "Leeds".into(),
                             specialisation: "general".into(),
-                            contact: SealedRef { blob: Hash::of(b"b"), commitment: Hash::of(b"c") },
+                            contact: SealedRef {
+                                blob: Hash::of(format!("contact {}", self.nonce).as_bytes()),
+                                commitment: Hash::of(b"c"),
+                            },
                         })),
                     }
                     .sign(&self.regulator)

@@ -238,6 +238,7 @@ pub struct StoredFacts {
 /// Reads the [`StoredFacts`] of the ledger file at `path` (which no running node may hold
 /// open), without checking the ledger itself ([`verify_ledger`] does).
 pub fn stored_facts(path: &Path) -> Result<StoredFacts, LedgerError> {
+    use crate::state::blobs::owner;
     let db = open_read_only(path)?;
     let read = db.begin_read()?;
     let mut facts = StoredFacts::default();
@@ -255,33 +256,33 @@ pub fn stored_facts(path: &Path) -> Result<StoredFacts, LedgerError> {
     }
     for row in read.open_table(DEVICE_BLOBS)?.iter()? {
         let (blob, session) = row?;
-        blobs.insert(Hash(*blob.value()), format!("device session {}", Hash(*session.value())));
+        blobs.insert(Hash(*blob.value()), owner::device_session(&Hash(*session.value())));
     }
     for row in read.open_table(PATIENTS)?.iter()? {
         let (id, v) = row?;
         let p: PatientEntry = decode_entry("patient", v.value())?;
         let id = medledger_core::ids::PatientId(id.value());
-        blobs.insert(p.details.blob, format!("registration of patient {id}"));
-        blobs.insert(p.attendant.blob, format!("attendant of patient {id}"));
+        blobs.insert(p.details.blob, owner::patient_details(id));
+        blobs.insert(p.attendant.blob, owner::attendant(id));
         facts.unchecked_at_admission.extend([p.details.blob, p.attendant.blob]);
     }
     for row in read.open_table(HOSPITALS)?.iter()? {
         let (id, v) = row?;
         let h: HospitalEntry = decode_entry("hospital", v.value())?;
         let id = medledger_core::ids::AccountId(*id.value());
-        blobs.insert(h.contact.blob, format!("contact of hospital {id}"));
+        blobs.insert(h.contact.blob, owner::hospital_contact(&id));
         facts.unchecked_at_admission.insert(h.contact.blob);
     }
     for row in read.open_table(DEVICES)?.iter()? {
         let (id, v) = row?;
         let d: DeviceEntry = decode_entry("device", v.value())?;
         let id = medledger_core::ids::AccountId(*id.value());
-        blobs.insert(d.details.blob, format!("details of device {id}"));
+        blobs.insert(d.details.blob, owner::device_details(&id));
     }
     for row in read.open_table(DEVICE_THRESHOLDS)?.iter()? {
         let (id, v) = row?;
         let t: ThresholdsEntry = decode_entry("thresholds", v.value())?;
-        blobs.insert(t.sealed.blob, format!("thresholds {}", Hash(*id.value())));
+        blobs.insert(t.sealed.blob, owner::thresholds(&Hash(*id.value())));
     }
     Ok(facts)
 }
@@ -358,7 +359,10 @@ mod tests {
                     name: format!("Hospital {n}"),
                     city: "Leeds".into(),
                     specialisation: "general".into(),
-                    contact: SealedRef { blob: Hash::of(b"b"), commitment: Hash::of(b"c") },
+                    contact: SealedRef {
+                        blob: Hash::of(&n.to_be_bytes()),
+                        commitment: Hash::of(b"c"),
+                    },
                 })),
             }
             .sign(&regulator);

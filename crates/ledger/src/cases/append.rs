@@ -25,7 +25,6 @@ pub(crate) fn apply(
     refuse_on!(super::may_write(state, signer, signer_account, case, &log)?);
     refuse_on!(super::require_unsealed(case, &log));
     refuse_on!(super::require_head(case, &log, prev));
-    refuse_on!(super::require_unreferenced(state, entry, "entry")?);
     if !log.authors.contains(signer) {
         if log.authors.len() >= MAX_CASE_AUTHORS {
             return Ok(Err(Refusal::Invalid {

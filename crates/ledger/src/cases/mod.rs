@@ -103,21 +103,6 @@ pub(crate) fn require_head(id: &str, c: &CaseLog, got: &Hash) -> Result<(), Refu
     Err(Refusal::StaleHead { case: id.to_owned(), head: c.head })
 }
 
-/// Refuses a blob that a record or case references already: each blob belongs to one owner,
-/// so that erasing one can never delete another's bytes.
-pub(crate) fn require_unreferenced(
-    state: &StateTxn<'_, '_>,
-    blob: &Hash,
-    what: &str,
-) -> Result<Result<(), Refusal>, LedgerError> {
-    Ok(match state.blob_ref(blob)? {
-        Some(owner) => Err(Refusal::Invalid {
-            reason: format!("the {what} blob {blob} already belongs to {owner}"),
-        }),
-        None => Ok(()),
-    })
-}
-
 /// Refuses unless `signer` may append to the case: its opener, or a doctor that `authorize`
 /// allows to write the case for treatment through a grant in force at this block.
 pub(crate) fn may_write(

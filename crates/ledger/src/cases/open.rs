@@ -25,10 +25,6 @@ pub(crate) fn apply(
     let DoctorForPatient { doctor, patient, patient_id } =
         refuse_on!(doctor_for_patient(state, signer, signer_account, &o.patient, "open a case")?);
     refuse_on!(check_fields(signer, o));
-    refuse_on!(super::require_unreferenced(state, &o.description, "description")?);
-    for k in &o.keys {
-        refuse_on!(super::require_unreferenced(state, &k.blob, "wrapped key")?);
-    }
     if let Some(prior) = &o.follow_up_of {
         let old = refuse_on!(super::existing(state, prior)?);
         if old.patient != o.patient {

@@ -54,7 +54,6 @@ pub(crate) fn apply(
             }));
         }
     }
-    refuse_on!(super::require_unreferenced(state, &key.blob, "wrapped key")?);
     state.put_case_key(case, &key.recipient, &key.blob)?;
     crate::audit::record_event(
         state,

@@ -47,9 +47,6 @@ pub(crate) fn apply(state: &mut StateTxn<'_, '_>, signer: &AccountId, a: &Alert)
     if state.account(&d.registered_by)?.is_some_and(|r| r.role == Role::Hospital) {
         others.push(d.registered_by);
     }
-    if state.device_blob_taken(&a.reading)? {
-        return bad(format!("blob {} is already part of a device session", a.reading));
-    }
     let event = crate::audit::record_event(
         state,
         signer,

@@ -51,9 +51,6 @@ pub(crate) fn apply(
             b.count, b.first_seq, b.last_seq
         ));
     }
-    if state.device_blob_taken(&b.blob)? {
-        return bad(format!("blob {} is already part of a device session", b.blob));
-    }
     state.put_batch(
         &b.session,
         &BatchEntry {

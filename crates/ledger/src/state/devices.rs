@@ -159,10 +159,14 @@ impl StateTxn<'_, '_> {
 
     /// Writes a device (and, when new, its patient index entry).
     pub fn put_device(&mut self, id: &AccountId, d: &DeviceEntry) -> Result<(), LedgerError> {
-        if self.write().devices().put_entry(&id.0, d)?.is_none() {
-            self.write().devices_by_patient().put(&keys::account_pair(&d.patient, id), ())?;
-        }
-        Ok(())
+        let old = match self.write().devices().put_entry(&id.0, d)? {
+            Some(bytes) => vec![super::decode_entry::<DeviceEntry>("device", &bytes)?.details.blob],
+            None => {
+                self.write().devices_by_patient().put(&keys::account_pair(&d.patient, id), ())?;
+                vec![]
+            }
+        };
+        self.index_registration(&old, &super::blobs::of_device(id, d))
     }
 
     /// Reads a session.
@@ -197,8 +201,13 @@ impl StateTxn<'_, '_> {
 
     /// Writes thresholds.
     pub fn put_thresholds(&mut self, id: &Hash, t: &ThresholdsEntry) -> Result<(), LedgerError> {
-        self.write().device_thresholds().put_entry(&id.0, t)?;
-        Ok(())
+        let old = match self.write().device_thresholds().put_entry(&id.0, t)? {
+            Some(bytes) => {
+                vec![super::decode_entry::<ThresholdsEntry>("thresholds", &bytes)?.sealed.blob]
+            }
+            None => vec![],
+        };
+        self.index_registration(&old, &[(t.sealed.blob, super::blobs::owner::thresholds(id))])
     }
 
     /// Writes a batch of a session.
@@ -228,11 +237,6 @@ impl StateTxn<'_, '_> {
     pub fn put_alert(&mut self, session: &Hash, a: &AlertEntry) -> Result<(), LedgerError> {
         self.write().device_alerts().put_entry(&keys::hash_seq(session, a.seq), a)?;
         self.add_device_blob(&a.reading, session)
-    }
-
-    /// Whether `blob` is already referenced by a device session.
-    pub fn device_blob_taken(&self, blob: &Hash) -> Result<bool, LedgerError> {
-        Ok(self.tables.device_blobs.get(&blob.0)?.is_some())
     }
 
     /// Marks `blob` as referenced by `session`.

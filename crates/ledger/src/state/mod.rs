@@ -9,6 +9,7 @@
 //! `devices`, `nodes`, `audit`); composite keys in `keys.rs`.
 
 mod audit;
+pub(crate) mod blobs;
 mod cases;
 mod consent;
 mod devices;

@@ -107,8 +107,14 @@ impl StateTxn<'_, '_> {
 
     /// Writes a hospital entry.
     pub fn put_hospital(&mut self, id: &AccountId, e: &HospitalEntry) -> Result<(), LedgerError> {
-        self.write().hospitals().put_entry(&id.0, e)?;
-        Ok(())
+        let old = self.write().hospitals().put_entry(&id.0, e)?;
+        let old = match old {
+            Some(bytes) => {
+                vec![super::decode_entry::<HospitalEntry>("hospital", &bytes)?.contact.blob]
+            }
+            None => vec![],
+        };
+        self.index_registration(&old, &super::blobs::of_hospital(id, e))
     }
 
     /// Reads a doctor entry.
@@ -156,7 +162,13 @@ impl StateTxn<'_, '_> {
 
     /// Writes a patient entry.
     pub fn put_patient(&mut self, id: PatientId, e: &PatientEntry) -> Result<(), LedgerError> {
-        self.write().patients().put_entry(id.0, e)?;
-        Ok(())
+        let old = match self.write().patients().put_entry(id.0, e)? {
+            Some(bytes) => {
+                let p: PatientEntry = super::decode_entry("patient", &bytes)?;
+                vec![p.details.blob, p.attendant.blob]
+            }
+            None => vec![],
+        };
+        self.index_registration(&old, &super::blobs::of_patient(id, e))
     }
 }

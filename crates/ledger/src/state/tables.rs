@@ -31,6 +31,10 @@ pub(crate) const META_APPLIED_MARKER: &str = "applied_marker";
 /// ledger written before the table existed (in the fill's own transaction, so that a crash
 /// before it leaves the fill to be done again).
 pub(crate) const META_ERASED_FILLED: &str = "erased_blobs_filled";
+/// Present once `registration_blobs` indexes every registration's sealed blobs: written at
+/// create, or by the fill of a ledger written before the index existed (in its own
+/// transaction, like [`META_ERASED_FILLED`]).
+pub(crate) const META_REGISTRATION_BLOBS_FILLED: &str = "registration_blobs_filled";
 
 /// Which running digest covers a table. Every table is covered by one; a node checks both at
 /// start ([`crate::Ledger::open`]) and `medledger verify` compares every table after a replay.
@@ -516,6 +520,12 @@ state_tables! {
     /// the height of the erasure. Erasure is for good: a transaction naming one is refused,
     /// and nodes neither store nor serve one again (a lagging peer's copy cannot return).
     erased_blobs: ERASED_BLOBS = "erased_blobs" <&'static [u8; 32], u64> State;
+    /// Index: the sealed blobs of registrations (patients' details and attendants, hospitals'
+    /// contacts, devices' details, thresholds) -> what they belong to. With `blob_refs` and
+    /// `device_blobs` it answers, in one point read each, whether a blob already belongs to
+    /// something: each blob belongs to one owner ([`crate::apply`] refuses a second).
+    registration_blobs: REGISTRATION_BLOBS = "registration_blobs"
+        <&'static [u8; 32], &'static str> Index;
 
     /// Emergency profiles by patient.
     emergency_profiles: EMERGENCY_PROFILES = "emergency_profiles"

@@ -16,11 +16,17 @@ fn patient_id(net: &Net, patient: &Actor) -> PatientId {
     net.ledger.patient_id_of(&patient.account).unwrap().expect("a registered patient")
 }
 
-fn amend(signer: &mut Actor, patient: PatientId, tag: &str) -> SignedTransaction {
+/// An amendment of `patient`'s details that keeps `attendant` (the registered one).
+fn amend(
+    signer: &mut Actor,
+    patient: PatientId,
+    tag: &str,
+    attendant: SealedRef,
+) -> SignedTransaction {
     signer.sign(RegistryTx::AmendPatient(AmendPatient {
         patient,
         details: sealed(&format!("details {tag}")),
-        attendant: sealed("attendant"),
+        attendant,
     }))
 }
 
@@ -38,11 +44,11 @@ fn registration(net: &Net, patient: &Actor) -> String {
 fn the_registering_hospital_amends_a_patients_details_and_the_trail_records_it() {
     let (mut net, mut hospital, _, patient) = populated();
     let pid = patient_id(&net, &patient);
-    let r = net.one(amend(&mut hospital, pid, "corrected"));
+    let r = net.one(amend(&mut hospital, pid, "corrected", attendant_of(&patient)));
     applied(&r);
     let entry = net.ledger.patient(pid).unwrap().unwrap();
     assert_eq!(entry.details, sealed("details corrected"));
-    assert_eq!(entry.attendant, sealed("attendant"));
+    assert_eq!(entry.attendant, attendant_of(&patient));
     assert_eq!(entry.hospital, hospital.account, "still registered by the same hospital");
     let trail = net.ledger.audit_trail(&patient.account, None, 100).unwrap();
     let last = trail.last().expect("an event in the patient's trail");
@@ -52,7 +58,7 @@ fn the_registering_hospital_amends_a_patients_details_and_the_trail_records_it()
         last.kind,
         AuditKind::PatientAmended {
             details: sealed("details corrected"),
-            attendant: sealed("attendant")
+            attendant: attendant_of(&patient)
         }
     );
 }
@@ -65,18 +71,19 @@ fn only_the_registering_hospital_may_amend_and_only_a_real_change() {
     let pid = patient_id(&net, &patient);
     let before = registration(&net, &patient);
 
+    let attendant = attendant_of(&patient);
     for signer in [&mut other, &mut doctor, &mut patient] {
-        let r = net.one(amend(signer, pid, "forged"));
+        let r = net.one(amend(signer, pid, "forged", attendant));
         assert!(matches!(refusal(&r), Refusal::Unauthorised { .. }), "{r:?}");
         signer.nonce -= 1;
     }
-    let r = net.one(amend(&mut hospital, PatientId(1), "nobody"));
+    let r = net.one(amend(&mut hospital, PatientId(1), "nobody", sealed("attendant of nobody")));
     assert!(matches!(refusal(&r), Refusal::NotFound { .. }), "{r:?}");
     hospital.nonce -= 1;
     let same = hospital.sign(RegistryTx::AmendPatient(AmendPatient {
         patient: pid,
-        details: sealed("details"),
-        attendant: sealed("attendant"),
+        details: details_of(&patient),
+        attendant: attendant_of(&patient),
     }));
     assert!(matches!(refusal(&net.one(same)), Refusal::Invalid { .. }));
     hospital.nonce -= 1;
@@ -87,7 +94,7 @@ fn only_the_registering_hospital_may_amend_and_only_a_real_change() {
         .regulator
         .sign(RegistryTx::SuspendHospital { hospital: hospital.account, reason: "audit".into() });
     applied(&net.one(tx));
-    let r = net.one(amend(&mut hospital, pid, "while suspended"));
+    let r = net.one(amend(&mut hospital, pid, "while suspended", attendant_of(&patient)));
     assert!(matches!(refusal(&r), Refusal::Suspended { .. }), "{r:?}");
     hospital.nonce -= 1;
     assert_eq!(registration(&net, &patient), before);
@@ -102,11 +109,11 @@ fn simulation_runs_apply_and_writes_nothing() {
     let (tip, before, nonce) =
         (net.ledger.tip(), registration(&net, &patient), hospital_account(&net));
 
-    let good = amend(&mut hospital, pid, "corrected");
+    let good = amend(&mut hospital, pid, "corrected", attendant_of(&patient));
     let simulated = net.ledger.simulate(&good, net.time + 1).unwrap();
     assert_eq!(simulated.outcome, Outcome::Applied { created: None });
     assert_eq!((simulated.height, simulated.tx_hash), (tip.height + 1, good.hash()));
-    let forged = amend(&mut doctor, pid, "forged");
+    let forged = amend(&mut doctor, pid, "forged", attendant_of(&patient));
     let refused = net.ledger.simulate(&forged, net.time + 1).unwrap();
 
     // Nothing was written: tip, registration, trail, the signer's nonce.

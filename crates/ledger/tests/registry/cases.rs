@@ -15,11 +15,11 @@ use medledger_core::{
 
 use super::*;
 
-fn case_tx(tx: CaseTx, actor: &mut Actor) -> SignedTransaction {
+pub(super) fn case_tx(tx: CaseTx, actor: &mut Actor) -> SignedTransaction {
     actor.sign_body(TxBody::Cases(tx))
 }
 
-fn open_body(patient: &Actor, opener: &Actor, tag: &str) -> OpenCase {
+pub(super) fn open_body(patient: &Actor, opener: &Actor, tag: &str) -> OpenCase {
     OpenCase {
         patient: patient.account,
         description: Hash::of(format!("desc/{tag}").as_bytes()),
@@ -38,7 +38,12 @@ fn opened(r: &Receipt) -> (String, Hash) {
     }
 }
 
-fn open(net: &mut Net, doctor: &mut Actor, patient: &Actor, tag: &str) -> (String, Hash) {
+pub(super) fn open(
+    net: &mut Net,
+    doctor: &mut Actor,
+    patient: &Actor,
+    tag: &str,
+) -> (String, Hash) {
     let t = case_tx(CaseTx::Open(open_body(patient, doctor, tag)), doctor);
     opened(&net.one(t))
 }
@@ -55,7 +60,7 @@ fn append_tx(doctor: &mut Actor, case: &str, prev: Hash, tag: &str) -> SignedTra
 }
 
 /// Appends and returns the new head.
-fn append(net: &mut Net, doctor: &mut Actor, case: &str, prev: Hash, tag: &str) -> Hash {
+pub(super) fn append(net: &mut Net, doctor: &mut Actor, case: &str, prev: Hash, tag: &str) -> Hash {
     let t = append_tx(doctor, case, prev, tag);
     match applied(&net.one(t)) {
         Some(Created::CaseEntry { head, .. }) => *head,

@@ -20,11 +20,11 @@ use super::*;
 
 const HOUR: u64 = 3_600_000;
 
-fn dev(tx: DeviceTx, actor: &mut Actor) -> SignedTransaction {
+pub(super) fn dev(tx: DeviceTx, actor: &mut Actor) -> SignedTransaction {
     actor.sign_body(TxBody::Devices(tx))
 }
 
-fn register_body(device: &Actor, patient: &Actor, kind: DeviceKind) -> DeviceTx {
+pub(super) fn register_body(device: &Actor, patient: &Actor, kind: DeviceKind) -> DeviceTx {
     DeviceTx::Register(RegisterDevice {
         key: device.key.public_key(),
         encryption_key: device.enc.public_key(),
@@ -54,7 +54,7 @@ fn start_body(device: &Actor, patient: &Actor, doctor: Option<&Actor>, tag: &str
     })
 }
 
-fn batch(session: Hash, first: u64, last: u64, count: u32) -> DeviceTx {
+pub(super) fn batch(session: Hash, first: u64, last: u64, count: u32) -> DeviceTx {
     DeviceTx::Readings(ReadingBatch {
         session,
         first_seq: first,
@@ -71,7 +71,7 @@ fn alert(session: Hash, seq: u64, metric: Metric, thresholds: Option<Hash>) -> D
         seq,
         metric,
         severity: Severity::Critical,
-        reading: Hash::of(format!("reading/{session}/{seq}").as_bytes()),
+        reading: Hash::of(format!("reading/{session}/{seq}/{metric:?}").as_bytes()),
         thresholds,
     })
 }
@@ -100,8 +100,14 @@ fn thresholds_body(device: &Actor, metrics: Vec<Metric>) -> DeviceTx {
     DeviceTx::SetThresholds(SetThresholds {
         device: device.account,
         metrics,
-        sealed: sealed(&format!("thresholds/{}", device.account)),
+        sealed: sealed(&format!("thresholds/{}/{}", device.account, fresh())),
     })
+}
+
+/// A number not returned before, for blobs that must be new.
+fn fresh() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn session_id(r: &Receipt) -> Hash {
@@ -127,7 +133,7 @@ fn device_state(net: &Net, patient: &Actor) -> String {
 }
 
 /// A patient with a registered pulse oximeter and an open session on it (no doctor).
-fn with_session() -> (Net, Actor, Actor, Actor, Actor, Hash) {
+pub(super) fn with_session() -> (Net, Actor, Actor, Actor, Actor, Hash) {
     let (mut net, hospital, doctor, mut patient) = populated();
     let device = Actor::new();
     let t = dev(register_body(&device, &patient, DeviceKind::PulseOximeter), &mut patient);
@@ -225,8 +231,14 @@ fn hospitals_register_devices_only_for_their_patients_or_with_consent() {
     let before = device_state(&net, &patient);
     let t = dev(register_body(&d2, &patient, DeviceKind::GlucoseMeter), &mut stranger);
     assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
-    // The same device key twice, and a patient that is not one, are refused.
-    let t = dev(register_body(&own, &patient, DeviceKind::Thermometer), &mut patient);
+    // The same device key twice (with new sealed details), and a patient that is not one,
+    // are refused.
+    let DeviceTx::Register(mut again) = register_body(&own, &patient, DeviceKind::Thermometer)
+    else {
+        unreachable!()
+    };
+    again.details = sealed("the same device's details sealed again");
+    let t = dev(DeviceTx::Register(again), &mut patient);
     assert!(matches!(refusal(&net.one(t)), Refusal::AlreadyExists { .. }));
     let t = dev(register_body(&d2, &doctor, DeviceKind::Thermometer), &mut hospital);
     assert!(matches!(refusal(&net.one(t)), Refusal::NotFound { .. }));
@@ -322,8 +334,17 @@ fn replayed_readings_are_refused() {
     let before = device_state(&net, &patient);
     // The same transaction again.
     assert!(matches!(refusal(&net.one(first)), Refusal::Duplicate { .. }));
-    // The same readings re-signed with a new nonce, an overlapping batch, an old number.
+    // The same readings re-signed with a new nonce: their blob belongs to the session already.
     let t = dev(batch(session, 1, 10, 10), &mut device);
+    assert!(matches!(
+        refusal(&net.one(t)),
+        Refusal::Invalid { reason } if reason.contains("already belongs to device session")
+    ));
+    device.nonce -= 1;
+    // Old numbers in a new blob, an overlapping batch, an old number.
+    let DeviceTx::Readings(mut again) = batch(session, 1, 10, 10) else { unreachable!() };
+    again.blob = Hash::of(b"the same readings sealed again");
+    let t = dev(DeviceTx::Readings(again), &mut device);
     assert!(matches!(refusal(&net.one(t)), Refusal::ReplayedReading { last: 10, got: 1, .. }));
     device.nonce -= 1;
     let t = dev(batch(session, 5, 15, 11), &mut device);

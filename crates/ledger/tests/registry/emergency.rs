@@ -35,11 +35,11 @@ fn finding(len: usize) -> Vec<u8> {
     sealed(len)
 }
 
-fn em(tx: EmergencyTx, actor: &mut Actor) -> SignedTransaction {
+pub(super) fn em(tx: EmergencyTx, actor: &mut Actor) -> SignedTransaction {
     actor.sign_body(TxBody::Emergency(tx))
 }
 
-fn profile(custodian: &Actor, open_records: bool) -> EmergencyProfile {
+pub(super) fn profile(custodian: &Actor, open_records: bool) -> EmergencyProfile {
     EmergencyProfile {
         profile: Hash::of(b"sealed profile"),
         key_check: Hash::of(b"check"),

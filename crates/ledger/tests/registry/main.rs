@@ -15,6 +15,7 @@ use medledger_ledger::{Ledger, verify_signatures};
 
 mod amend;
 mod authorize_model;
+mod blobs;
 mod cases;
 mod consent;
 mod devices;
@@ -141,7 +142,7 @@ impl Net {
             name: "St. Mary's".into(),
             city: "Leeds".into(),
             specialisation: "cardiology".into(),
-            contact: sealed("contact"),
+            contact: sealed(&format!("contact of {}", hospital.account)),
         }));
         self.one(tx)
     }
@@ -176,9 +177,19 @@ fn register(hospital: &mut Actor, patient: &Actor) -> SignedTransaction {
     hospital.sign(RegistryTx::RegisterPatient(RegisterPatient {
         key: patient.key.public_key(),
         encryption_key: patient.enc.public_key(),
-        details: sealed("details"),
-        attendant: sealed("attendant"),
+        details: details_of(patient),
+        attendant: attendant_of(patient),
     }))
+}
+
+/// The sealed details `register` registers for `patient` (each blob belongs to one owner).
+fn details_of(patient: &Actor) -> SealedRef {
+    sealed(&format!("details of {}", patient.account))
+}
+
+/// The sealed attendant details `register` registers for `patient`.
+fn attendant_of(patient: &Actor) -> SealedRef {
+    sealed(&format!("attendant of {}", patient.account))
 }
 
 fn refusal(r: &Receipt) -> &Refusal {
@@ -254,7 +265,7 @@ fn wrongly_signed_transaction_is_refused_and_changes_nothing() {
         name: "Forged".into(),
         city: "Leeds".into(),
         specialisation: "x".into(),
-        contact: sealed("c"),
+        contact: sealed(&format!("contact of {}", hospital.account)),
     }));
     tx.signature.0[10] ^= 1;
     assert_eq!(refusal(&net.one(tx)), &Refusal::BadSignature);
@@ -275,7 +286,7 @@ fn a_signature_by_another_key_is_refused() {
         name: "Forged".into(),
         city: "Leeds".into(),
         specialisation: "x".into(),
-        contact: sealed("c"),
+        contact: sealed(&format!("contact of {}", hospital.account)),
     }));
     assert!(matches!(refusal(&net.one(tx)), Refusal::KeyNotActive { .. }));
     assert_eq!(net.snapshot(), before);
@@ -313,7 +324,7 @@ fn wrong_chain_id_is_refused() {
             name: "H".into(),
             city: "C".into(),
             specialisation: "S".into(),
-            contact: sealed("c"),
+            contact: sealed(&format!("contact of {}", hospital.account)),
         })),
     }
     .sign(&net.regulator.key);
@@ -334,7 +345,7 @@ fn a_doctor_cannot_admit_a_hospital_and_a_patient_cannot_onboard_a_doctor() {
         name: "Shadow Clinic".into(),
         city: "Nowhere".into(),
         specialisation: "none".into(),
-        contact: sealed("c"),
+        contact: sealed(&format!("contact of {}", h.account)),
     }));
     assert!(matches!(refusal(&net.one(tx)), Refusal::Unauthorised { .. }));
     let tx = onboard(&mut patient, &Actor::new());
@@ -458,7 +469,7 @@ fn invalid_directory_text_is_refused() {
             name: name.into(),
             city: city.into(),
             specialisation: "s".into(),
-            contact: sealed("c"),
+            contact: sealed(&format!("contact of {}", hospital.account)),
         }));
         assert!(matches!(refusal(&net.one(tx)), Refusal::Invalid { .. }));
         net.regulator.nonce -= 1;

@@ -18,11 +18,16 @@ use super::*;
 const DAY: VisitDate = VisitDate { year: 2021, month: 1, day: 26 };
 
 /// Signs a record transaction (the body first, so that it may name the signer).
-fn rec(tx: RecordTx, actor: &mut Actor) -> SignedTransaction {
+pub(super) fn rec(tx: RecordTx, actor: &mut Actor) -> SignedTransaction {
     actor.sign_body(TxBody::Records(tx))
 }
 
-fn mint_body(patient: &Actor, author: &Actor, category: RecordCategory, tag: &str) -> MintRecord {
+pub(super) fn mint_body(
+    patient: &Actor,
+    author: &Actor,
+    category: RecordCategory,
+    tag: &str,
+) -> MintRecord {
     MintRecord {
         patient: patient.account,
         visit_date: DAY,
@@ -39,7 +44,7 @@ fn mint_body(patient: &Actor, author: &Actor, category: RecordCategory, tag: &st
     }
 }
 
-fn minted(r: &Receipt) -> String {
+pub(super) fn minted(r: &Receipt) -> String {
     match applied(r) {
         Some(Created::Record { pmr }) => pmr.clone(),
         other => panic!("expected a record, got {other:?}"),
