@@ -39,14 +39,25 @@ pub const MAX_AHEAD_MS: u64 = 60_000;
 const SKIPPED_KEPT: usize = 64;
 
 /// The hashes of the blocks this node skipped since it last applied one, in log order: every
-/// node decides the same blocks in the same order, so every node holds the same list. (A
-/// node that restarts, or installs a snapshot, between a skipped block and its successor
-/// starts with an empty list and stops at the successor rather than guess: rare, and a stop,
-/// never a divergence.)
-#[derive(Debug, Default)]
+/// node decides the same blocks in the same order, so every node holds the same list. It is
+/// stored with the applied marker (`state_machine::encode_marker`), so a node that restarts,
+/// or installs a snapshot taken, between a skipped block and its successor still holds it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Skipped(VecDeque<Hash>);
 
 impl Skipped {
+    /// The list as stored, oldest first.
+    pub fn hashes(&self) -> Vec<Hash> {
+        self.0.iter().copied().collect()
+    }
+
+    /// A stored list (keeping the newest [`SKIPPED_KEPT`]).
+    pub fn from_hashes(hashes: Vec<Hash>) -> Self {
+        let mut out = Skipped::default();
+        hashes.into_iter().for_each(|h| out.note(h));
+        out
+    }
+
     /// Notes that the block `hash` was skipped.
     pub fn note(&mut self, hash: Hash) {
         if self.0.len() == SKIPPED_KEPT {
@@ -304,7 +315,8 @@ mod tests {
         skipped_here.note(first.block.header.hash());
         let v = check(&n.ledger, 1, &second, &skipped_here, false, NOW).unwrap();
         assert!(skipped(&v, "built on block"), "{v:?}");
-        // A node that did not see N skipped (it restarted in between) stops rather than guess.
+        // A node without the list (lost: it is stored with the applied marker) stops rather
+        // than guess.
         assert!(refused(&verdict(&n, 1, &second), "skips heights"));
     }
 

@@ -16,7 +16,6 @@ use std::{
     },
 };
 
-use medledger_core::encoding;
 use medledger_ledger::SnapshotHeader;
 use openraft::{LogId, SnapshotMeta};
 
@@ -155,6 +154,7 @@ pub(crate) fn meta_of(
 
 /// The Raft log id and membership a snapshot's header says it covers.
 pub(crate) fn marker_of(header: &SnapshotHeader) -> io::Result<Marker> {
-    encoding::decode("applied marker", &header.marker, 64 * 1024)
+    super::state_machine::decode_marker(&header.marker)
+        .map(|(m, _)| m)
         .map_err(|e| io::Error::other(format!("the snapshot's Raft log id does not decode: {e}")))
 }

@@ -22,7 +22,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use medledger_core::{encoding, seal::SealedBlock};
+use medledger_core::{Hash, encoding, seal::SealedBlock};
 use medledger_ledger::{Ledger, LedgerError, SnapshotError, SnapshotHeader};
 use openraft::{
     BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
@@ -31,7 +31,7 @@ use openraft::{
 
 use super::{
     BlockHashes, BlockResult, TypeConfig,
-    blocks::Verdict,
+    blocks::{Skipped, Verdict},
     snapshots::{self, SnapshotDir},
 };
 
@@ -53,12 +53,33 @@ pub struct StateMachine {
     /// The temporary file of the snapshot being received, if any (the last one handed to
     /// Raft: it receives one at a time).
     receiving: Option<PathBuf>,
-    /// The blocks skipped since the last one applied (a block built on one is skipped too).
-    skipped: super::blocks::Skipped,
+    /// The blocks skipped since the last one applied (a block built on one is skipped too),
+    /// as stored with the applied marker.
+    skipped: Skipped,
 }
 
 /// What the ledger stores with each applied entry: its Raft log id and the membership.
 pub(super) type Marker = (Option<LogId<u64>>, StoredMembership<u64, BasicNode>);
+
+/// The largest stored applied marker read.
+const MARKER_LIMIT: usize = 64 * 1024;
+
+/// The applied marker as the ledger stores it: the [`Marker`], then the hashes of the blocks
+/// skipped since the last applied one, so that a node restarted (or a snapshot taken) between
+/// a skipped block and the block built on it decides that block as every other node does.
+pub(super) fn encode_marker(m: &Marker, skipped: &Skipped) -> Vec<u8> {
+    encoding::encode(&(m, skipped.hashes()))
+}
+
+/// Reads a stored applied marker; one written before skipped blocks were kept has none.
+pub(super) fn decode_marker(bytes: &[u8]) -> Result<(Marker, Skipped), encoding::DecodeError> {
+    match encoding::decode::<(Marker, Vec<Hash>)>("applied marker", bytes, MARKER_LIMIT) {
+        Ok((m, skipped)) => Ok((m, Skipped::from_hashes(skipped))),
+        Err(e) => encoding::decode::<Marker>("applied marker", bytes, MARKER_LIMIT)
+            .map(|m| (m, Skipped::default()))
+            .map_err(|_| e),
+    }
+}
 
 fn sm_err(e: impl std::fmt::Display) -> StorageError<u64> {
     StorageIOError::<u64>::write_state_machine(openraft::AnyError::error(e.to_string())).into()
@@ -83,15 +104,12 @@ impl StateMachine {
         snapshots: &std::path::Path,
     ) -> io::Result<Self> {
         let snapshots = SnapshotDir::open(snapshots)?;
-        Ok(Self {
-            ledger,
-            preverified,
-            applied,
-            fault,
-            snapshots,
-            receiving: None,
-            skipped: Default::default(),
-        })
+        let stored = ledger.applied_marker().map_err(io::Error::other)?;
+        let skipped = match stored.filter(|m| !m.is_empty()) {
+            Some(bytes) => decode_marker(&bytes).map_err(io::Error::other)?.1,
+            None => Skipped::default(),
+        };
+        Ok(Self { ledger, preverified, applied, fault, snapshots, receiving: None, skipped })
     }
 
     /// A failed write to the ledger: reported as a storage fault, and fatal to Raft.
@@ -129,7 +147,7 @@ impl StateMachine {
     fn marker(&self) -> Result<Marker, StorageError<u64>> {
         match self.ledger.applied_marker().map_err(sm_err)? {
             Some(bytes) if !bytes.is_empty() => {
-                encoding::decode("applied marker", &bytes, 64 * 1024).map_err(sm_err)
+                decode_marker(&bytes).map(|(m, _)| m).map_err(sm_err)
             }
             _ => Ok((None, StoredMembership::default())),
         }
@@ -157,7 +175,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Blank => {
                         let m: Marker = (Some(log_id), membership.clone());
                         self.ledger
-                            .set_applied_marker(&encoding::encode(&m))
+                            .set_applied_marker(&encode_marker(&m, &self.skipped))
                             .map_err(|e| self.commit_failed("the applied marker", e))?;
                         results.push(BlockResult::Applied(Vec::new()));
                     }
@@ -172,7 +190,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         membership = StoredMembership::new(Some(log_id), m);
                         let m: Marker = (Some(log_id), membership.clone());
                         self.ledger
-                            .set_applied_marker(&encoding::encode(&m))
+                            .set_applied_marker(&encode_marker(&m, &self.skipped))
                             .map_err(|e| self.commit_failed("the applied marker", e))?;
                         results.push(BlockResult::Applied(Vec::new()));
                     }
@@ -200,7 +218,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                 tracing::warn!(height = block.header.height, %reason, "skipping a block, as every node does");
                                 self.skipped.note(block.header.hash());
                                 self.ledger
-                                    .set_applied_marker(&encoding::encode(&m))
+                                    .set_applied_marker(&encode_marker(&m, &self.skipped))
                                     .map_err(|e| self.commit_failed("the applied marker", e))?;
                                 results.push(BlockResult::Rejected(reason));
                                 continue;
@@ -210,7 +228,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             }
                         };
                         let applying = std::time::Instant::now();
-                        match self.ledger.apply_block(block, &signature_ok, &encoding::encode(&m)) {
+                        // Applied, the block empties the list of skipped ones.
+                        let stored = encode_marker(&m, &Skipped::default());
+                        match self.ledger.apply_block(block, &signature_ok, &stored) {
                             Ok(receipts) => {
                                 self.skipped.clear();
                                 tracing::debug!(
@@ -263,7 +283,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError<u64>> {
         let last = meta.last_log_id.ok_or_else(|| sm_err("a snapshot that covers no entry"))?;
         let marker: Marker = (meta.last_log_id, meta.last_membership.clone());
-        let marker = encoding::encode(&marker);
         let file = snapshot.into_std().await;
         let (ledger, dir, receiving) =
             (self.ledger.clone(), self.snapshots.clone(), self.receiving.take());
@@ -273,14 +292,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await
         .map_err(sm_err)?;
         match installed {
-            Ok(header) => {
+            Ok((header, skipped)) => {
                 tracing::info!(
                     height = header.height,
                     log_size = header.log_size,
                     last_log_index = last.index,
                     "installed a snapshot"
                 );
-                self.skipped.clear();
+                self.skipped = skipped;
                 self.applied.send_replace(header.height);
                 Ok(())
             }
@@ -320,19 +339,22 @@ fn install(
     dir: &SnapshotDir,
     mut file: fs::File,
     receiving: Option<&std::path::Path>,
-    marker: &[u8],
+    marker: &Marker,
     last: LogId<u64>,
-) -> Result<SnapshotHeader, Refused> {
+) -> Result<(SnapshotHeader, Skipped), Refused> {
     let started = std::time::Instant::now();
     let imported = (|| {
         file.sync_all().map_err(Refused::storage)?;
         file.seek(SeekFrom::Start(0)).map_err(Refused::storage)?;
-        ledger.import_snapshot(&file, marker).map_err(|e| {
+        let (stored, skipped) = stored_marker(&mut file, marker)?;
+        file.seek(SeekFrom::Start(0)).map_err(Refused::storage)?;
+        let header = ledger.import_snapshot(&file, &stored).map_err(|e| {
             let protocol = !matches!(e, SnapshotError::Io(_) | SnapshotError::Ledger(_));
             Refused { reason: e.to_string(), protocol }
-        })
+        })?;
+        Ok((header, skipped))
     })();
-    let header = match imported {
+    let (header, skipped) = match imported {
         Ok(header) => header,
         Err(e) => {
             if let Some(path) = receiving.filter(|p| same_file(p, &file)) {
@@ -360,7 +382,20 @@ fn install(
     };
     dir.publish(&temp, last)
         .map_err(|e| Refused::storage(format!("keeping the installed snapshot: {e}")))?;
-    Ok(header)
+    Ok((header, skipped))
+}
+
+/// The applied marker to install a snapshot with, and the blocks skipped before the point it
+/// was taken: the marker in its header, skipped blocks and all, when that marker is the one
+/// Raft announced (`marker`); otherwise the announced one, which the import refuses as not
+/// the snapshot's.
+fn stored_marker(file: &mut fs::File, marker: &Marker) -> Result<(Vec<u8>, Skipped), Refused> {
+    let header = SnapshotHeader::read_from(file)
+        .map_err(|e| Refused { reason: e.to_string(), protocol: true })?;
+    Ok(match decode_marker(&header.marker) {
+        Ok((m, skipped)) if m == *marker => (header.marker, skipped),
+        _ => (encode_marker(marker, &Skipped::default()), Skipped::default()),
+    })
 }
 
 /// Why a snapshot was not installed: the storage failed, or (`protocol`) the snapshot does

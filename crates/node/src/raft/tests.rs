@@ -77,7 +77,10 @@ impl Chain {
                         name: format!("Hospital {}", self.nonce),
                         city: "Leeds".into(),
                         specialisation: "general".into(),
-                        contact: SealedRef { blob: Hash::of(b"b"), commitment: Hash::of(b"c") },
+                        contact: SealedRef {
+                            blob: Hash::of(&self.nonce.to_be_bytes()),
+                            commitment: Hash::of(b"c"),
+                        },
                     })),
                 }
                 .sign(&self.regulator)
@@ -550,4 +553,64 @@ async fn the_current_snapshot_stays_readable_when_a_newer_one_replaces_it() {
     tokio::fs::File::from_std(file).read_to_end(&mut bytes).await.unwrap();
     let header = medledger_ledger::SnapshotHeader::read_from(&mut bytes.as_slice()).unwrap();
     assert_eq!(snapshots::marker_of(&header).unwrap().0, first.meta.last_log_id);
+}
+
+/// The blocks skipped since the last applied one are stored with the applied marker: a node
+/// that restarts, or installs a snapshot taken, between a skipped block and the block built on
+/// it skips that block as every other node does. Before, it started with an empty list and
+/// stopped on "skips heights" (and stayed stopped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_or_a_snapshot_between_a_skipped_block_and_its_successor_skips_it_too() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut chain = Chain::new();
+    let in_term = |term: u64, index: u64| LogId::new(CommittedLeaderId::new(term, 1), index);
+    let (first, sealed_for_term_1) = (chain.block(1), chain.block(1));
+    // Built on the skipped block, and sealed for the term it is ordered in.
+    let built_on_it = chain.block(1).block;
+    let built_on_it = SealedBlock::seal(built_on_it, &chain.genesis.chain_id, 1, 2, &chain.node);
+    let (ledger, mut sm) = state_machine(a.path(), &chain.genesis);
+    let results = sm
+        .apply([
+            Entry { log_id: in_term(1, 1), payload: EntryPayload::Normal(first) },
+            // Ordered in term 2: skipped on every node.
+            Entry { log_id: in_term(2, 2), payload: EntryPayload::Normal(sealed_for_term_1) },
+        ])
+        .await
+        .unwrap();
+    assert!(matches!(&results[1], BlockResult::Rejected(r) if r.contains("sealed for term 1")));
+    let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let mut bytes = Vec::new();
+    let mut data = snapshot.snapshot;
+    data.read_to_end(&mut bytes).await.unwrap();
+    drop(sm);
+
+    // The successor, two heights above the tip, after a restart and after a snapshot install.
+    let successor = Entry { log_id: in_term(2, 3), payload: EntryPayload::Normal(built_on_it) };
+    let (mut restarted, fault) = state_machine_on(ledger.clone(), a.path());
+    let (target, mut installed) = state_machine(b.path(), &chain.genesis);
+    receive(&mut installed, &snapshot.meta, &bytes).await.unwrap();
+    for sm in [&mut restarted, &mut installed] {
+        let results = sm.apply([successor.clone()]).await.unwrap();
+        assert!(
+            matches!(&results[0], BlockResult::Rejected(r) if r.contains("that was skipped")),
+            "{results:?}"
+        );
+        assert_eq!(sm.applied_state().await.unwrap().0, Some(in_term(2, 3)));
+    }
+    assert!(fault.reason().is_none(), "{:?}", fault.reason());
+    assert_eq!((ledger.tip().height, target.tip().height), (1, 1));
+
+    // The stored list holds both; the next block on the tip applies and empties it.
+    let stored = |ledger: &Ledger| {
+        super::state_machine::decode_marker(&ledger.applied_marker().unwrap().unwrap()).unwrap().1
+    };
+    assert_eq!(stored(&ledger).hashes().len(), 2);
+    let next = ledger.tip().propose(10, vec![]);
+    let next = SealedBlock::seal(next, &chain.genesis.chain_id, 1, 2, &chain.node);
+    let results = restarted
+        .apply([Entry { log_id: in_term(2, 4), payload: EntryPayload::Normal(next) }])
+        .await
+        .unwrap();
+    assert!(matches!(&results[0], BlockResult::Applied(_)), "{results:?}");
+    assert_eq!(stored(&ledger), Default::default());
 }

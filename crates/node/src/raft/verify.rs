@@ -12,7 +12,6 @@ use redb::{ReadableDatabase, ReadableTable};
 use super::{
     TypeConfig,
     log_store::{LOG, MAX_ENTRY_BYTES, META, PURGED},
-    state_machine::Marker,
 };
 
 /// Most problems listed one by one; the rest are counted.
@@ -78,7 +77,7 @@ fn read_log(
 ) -> Result<(), String> {
     let applied: Option<LogId<u64>> = match applied_marker.filter(|m| !m.is_empty()) {
         Some(bytes) => {
-            let m: Marker = encoding::decode("applied marker", bytes, 64 * 1024)
+            let (m, _) = super::state_machine::decode_marker(bytes)
                 .map_err(|e| format!("the ledger's applied Raft log id does not decode: {e}"))?;
             m.0
         }
@@ -286,7 +285,8 @@ mod tests {
         txn.commit().unwrap();
         drop(db);
         let hashes: Vec<Hash> = ledger.iter().map(|b| b.header.hash()).collect();
-        let marker: Marker = (Some(log_id(applied)), StoredMembership::default());
+        let marker: crate::raft::state_machine::Marker =
+            (Some(log_id(applied)), StoredMembership::default());
         check_log_offline(&path, &hashes, Some(&encoding::encode(&marker)))
     }
 
