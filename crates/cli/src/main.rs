@@ -11,6 +11,7 @@ mod consent;
 mod device;
 mod device_sim;
 mod emergency;
+mod network;
 mod node;
 mod proof;
 mod record;
@@ -98,6 +99,10 @@ enum Command {
     /// The vault's replicas across the network: status (under-replicated blobs) and repair.
     #[command(subcommand)]
     Vault(vault::Command),
+    /// The consortium's nodes as this wallet sees them: check that every node serves one
+    /// history (a split view names the nodes, with their signed checkpoints).
+    #[command(subcommand)]
+    Network(network::Command),
     /// Load generators against a running node: `tx` (the default: a mixed registry and
     /// consent workload, tx/s and commit latency), `records`, `cases`, `devices`.
     Bench(bench::BenchArgs),
@@ -141,6 +146,7 @@ fn main() -> ExitCode {
             Command::Watch(args) => watch::run(args).await,
             Command::Cluster(c) => cluster::run(c).await,
             Command::Vault(c) => vault::run(c).await,
+            Command::Network(c) => network::run(c).await,
             Command::Bench(args) => bench::run(args).await,
         }
     });

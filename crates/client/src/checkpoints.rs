@@ -169,6 +169,72 @@ pub fn check_against_seen(
     crate::proof::extends(o, n, proof).map_err(forked)
 }
 
+/// Two checkpoints of a comparison that are not one history: indexes into the compared list
+/// (fresh checkpoints first, then remembered ones; `newer` is the higher) and what disagrees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    /// The higher checkpoint's index.
+    pub newer: usize,
+    /// The lower checkpoint's index.
+    pub older: usize,
+    /// Both nodes and what each signed, and what failed.
+    pub disagreement: Disagreement,
+}
+
+/// Compares the checkpoints just fetched from several nodes (`fresh`) with each other and
+/// with the ones this wallet remembers (`remembered`): every two must be one history
+/// ([`check_against_seen`], the higher against the lower; each signature is checked, and the
+/// caller trusts each signer). Indexes run over `fresh` then `remembered`.
+/// `proof(newer, old_size, new_size)` asks the node of fresh checkpoint `newer` for a
+/// consistency proof; it is asked only where one is needed, and only of a fresh checkpoint's
+/// node. Two remembered checkpoints were compared when remembered. A remembered checkpoint
+/// higher than a fresh one is compared only when one node signed both (it must not have
+/// gone back); another node that is behind is lagging, not forked.
+///
+/// Returns every pair that disagrees, each naming both nodes: a node serving a fork is named
+/// in its pair with each honest node. A proof that cannot be fetched is an error.
+pub async fn compare_nodes<F, Fut>(
+    fresh: &[SeenCheckpoint],
+    remembered: &[SeenCheckpoint],
+    mut proof: F,
+) -> Result<Vec<Split>, ClientError>
+where
+    F: FnMut(usize, u64, u64) -> Fut,
+    Fut: std::future::Future<Output = Result<ConsistencyProof, ClientError>>,
+{
+    let all: Vec<&SeenCheckpoint> = fresh.iter().chain(remembered).collect();
+    let mut splits = Vec::new();
+    for a in 0..fresh.len() {
+        for b in a + 1..all.len() {
+            let (x, y) = (&all[a].checkpoint.checkpoint, &all[b].checkpoint.checkpoint);
+            let (newer, older) =
+                if (x.height, x.log_size) >= (y.height, y.log_size) { (a, b) } else { (b, a) };
+            let (n, o) = (&all[newer].checkpoint, &all[older].checkpoint);
+            let p = if newer >= fresh.len() {
+                if n.signer != o.signer {
+                    continue;
+                }
+                None
+            } else if o.checkpoint.log_size > 0
+                && o.checkpoint.log_size < n.checkpoint.log_size
+                && o.checkpoint.height < n.checkpoint.height
+            {
+                Some(proof(newer, o.checkpoint.log_size, n.checkpoint.log_size).await?)
+            } else {
+                None
+            };
+            match check_against_seen(all[newer], all[older], p.as_ref()) {
+                Ok(()) => {}
+                Err(ClientError::Proof(ProofError::ForkedNode(d))) => {
+                    splits.push(Split { newer, older, disagreement: *d });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(splits)
+}
+
 /// Records `new` as the newest checkpoint of its signer (replacing an older one of the same
 /// key), keeping at most [`MAX_SEEN_NODES`] (dropping the lowest).
 pub fn remember(seen: &mut Vec<SeenCheckpoint>, new: SeenCheckpoint) {
@@ -654,6 +720,73 @@ mod tests {
             check_against_seen(&unsigned, &old, Some(&proof)),
             Err(ClientError::Proof(ProofError::UntrustedCheckpoint { .. }))
         ));
+    }
+
+    /// Three nodes, one serving a fork: the two pairs with it disagree, each naming it; the
+    /// honest pair agrees. Proofs come from the higher fresh node of each pair, and only where
+    /// one is needed. Remembered checkpoints: one of the same history passes, a node that went
+    /// back is named, and another node's higher one only shows that a node lags.
+    #[tokio::test]
+    async fn a_network_comparison_names_the_node_that_serves_a_fork_in_every_pair() {
+        let keys = [SigningKey::generate(), SigningKey::generate(), SigningKey::generate()];
+        let log = history(b"main", 12);
+        let mut fork = history(b"main", 4);
+        for i in 0..8u64 {
+            fork.push(Hash::of_parts(&[b"fork", &i.to_be_bytes()]));
+        }
+        let logs = [&log, &log, &fork];
+        let fresh = [
+            seen_at(&log, 8, 4, &keys[0], 1),
+            seen_at(&log, 12, 6, &keys[1], 2),
+            seen_at(&fork, 10, 5, &keys[2], 3),
+        ];
+        let asked = std::sync::Mutex::new(Vec::new());
+        let splits = compare_nodes(&fresh, &[], |newer, old, new| {
+            asked.lock().unwrap().push((newer, old, new));
+            let proof = logs[newer].consistency_proof(old, new).unwrap();
+            async move { Ok(proof) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(*asked.lock().unwrap(), vec![(1, 8, 12), (2, 8, 10), (1, 10, 12)]);
+        let pairs: Vec<_> = splits.iter().map(|s| (s.newer, s.older)).collect();
+        assert_eq!(pairs, vec![(2, 0), (1, 2)]);
+        assert_eq!((splits[0].disagreement.node, splits[0].disagreement.seen_node), (3, 1));
+        assert_eq!((splits[1].disagreement.node, splits[1].disagreement.seen_node), (2, 3));
+
+        // One history: nothing disagrees; equal checkpoints need no proof. Remembered: node 1
+        // earlier (consistent), node 3 higher than node 1 is now (node 1 lags: not checked).
+        let honest = [fresh[0].clone(), fresh[1].clone(), seen_at(&log, 12, 6, &keys[2], 3)];
+        let remembered = [seen_at(&log, 5, 2, &keys[0], 1), seen_at(&log, 11, 5, &keys[2], 3)];
+        let splits = compare_nodes(&honest, &remembered, |newer, old, new| {
+            let proof = log.consistency_proof(old, new).unwrap();
+            assert!(newer < 3, "only a fresh checkpoint's node is asked");
+            async move { Ok(proof) }
+        })
+        .await
+        .unwrap();
+        assert!(splits.is_empty(), "{splits:?}");
+
+        // Node 1 signed height 5 before and serves height 4 now: it went back.
+        let earlier = [seen_at(&log, 10, 5, &keys[0], 1)];
+        let splits = compare_nodes(&honest, &earlier, |_, old, new| {
+            let proof = log.consistency_proof(old, new).unwrap();
+            async move { Ok(proof) }
+        })
+        .await
+        .unwrap();
+        let pairs: Vec<_> = splits.iter().map(|s| (s.newer, s.older)).collect();
+        assert_eq!(pairs, vec![(3, 0)], "{splits:?}");
+
+        // A proof that cannot be fetched is an error, not a verdict.
+        let err = compare_nodes(&fresh, &[], |_, _, _| async {
+            Err(ClientError::Proof(ProofError::UntrustedCheckpoint {
+                signer: keys[0].public_key(),
+                trusted: keys[0].public_key(),
+            }))
+        })
+        .await;
+        assert!(err.is_err());
     }
 
     #[test]

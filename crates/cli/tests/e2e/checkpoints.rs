@@ -4,6 +4,9 @@
 //! forked history (a copy of node 1's data directory, same keys, that then diverges) is named;
 //! a node signing with a key the regulator never admitted is refused; and a command that seals
 //! to an account key proven under node 2's checkpoint (`patient amend`) passes through node 2.
+//! `medledger network check` asks every listed node: both agree; node 1 down is unreachable;
+//! the fork answering at node 1's address is named inconsistent with node 2, with both signed
+//! checkpoints.
 
 use std::{path::Path, thread, time::Instant};
 
@@ -12,6 +15,20 @@ use medledger_core::tx::{NodeTx, TxBody};
 use medledger_node::DataDir;
 
 use crate::{cluster_harness::*, harness::*};
+
+/// `medledger network check --wallet W --node URL --json`, parsed, and whether it succeeded.
+fn network_check(wallet: &str, url: &str) -> (bool, serde_json::Value) {
+    let o = cli(&["network", "check", "--wallet", wallet, "--node", url, "--json"], &[]);
+    let json = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    });
+    (o.status.success(), json)
+}
+
+/// The report of node `id` in a `network check`.
+fn checked_node(json: &serde_json::Value, id: u64) -> &serde_json::Value {
+    json["nodes"].as_array().unwrap().iter().find(|n| n["id"] == id).unwrap()
+}
 
 /// `medledger proof TX --wallet W --node URL --json`, parsed, and whether it succeeded.
 fn proof_json(tx: &str, wallet: &str, url: &str) -> (bool, serde_json::Value) {
@@ -22,9 +39,14 @@ fn proof_json(tx: &str, wallet: &str, url: &str) -> (bool, serde_json::Value) {
 
 /// The node ids whose checkpoints the wallet at `path` remembers.
 fn remembered(path: &str) -> Vec<u64> {
+    seen(path).iter().map(|s| s.node_id).collect()
+}
+
+/// The checkpoints the wallet at `path` remembers.
+fn seen(path: &str) -> Vec<medledger_client::checkpoints::SeenCheckpoint> {
     let mut wallet = Wallet::load(path).unwrap();
     wallet.unlock(PASS).unwrap();
-    wallet.state().unwrap().seen_checkpoints.iter().map(|s| s.node_id).collect()
+    wallet.state().unwrap().seen_checkpoints.clone()
 }
 
 fn height(port: u16) -> u64 {
@@ -83,6 +105,16 @@ fn proof_passes_on_every_admitted_node_and_names_a_forked_one() {
     assert_eq!(json["checked_against"].as_array().unwrap().len(), 2, "{json}");
     // Node 2 signs with its own key, not the genesis node's.
     assert_eq!(json["node"]["key"], node_key.to_string(), "{json}");
+    // Every listed node answers with one history (node 1 is found through Raft's members:
+    // the ledger keeps no address for the genesis node).
+    let (passed, json) = network_check(&watcher, &n2.url);
+    assert!(passed && json["ok"] == true && json["splits"] == serde_json::json!([]), "{json}");
+    for id in [1, 2] {
+        let node = checked_node(&json, id);
+        assert!(node["verdict"] == "ok" || node["verdict"] == "lagging", "{json}");
+        assert!(node["checkpoint"]["signature"].is_string(), "{json}");
+    }
+    assert_eq!(checked_node(&json, 2)["checkpoint"]["signer"], node_key.to_string(), "{json}");
 
     // The fork: node 1's old copy, alone on another port, commits a history of its own until
     // it is higher than the network.
@@ -160,6 +192,36 @@ fn proof_passes_on_every_admitted_node_and_names_a_forked_one() {
     let amend = ["patient", "amend", &patient_id, "--wallet", &c.hospital, "--name", "Ann Leigh"];
     let out = ok(&amend, &through_n2);
     assert!(out.contains("patient details amended"), "{out}");
+
+    // Node 1 stops: `network check` reports it unreachable and node 2 as it is.
+    let mut fork = fork;
+    fork.stop();
+    let n1_port = n1.port;
+    n1.stop();
+    let (passed, json) = network_check(&watcher, &n2.url);
+    assert!(passed && json["ok"] == true, "{json}");
+    assert_eq!(checked_node(&json, 1)["verdict"], "unreachable", "{json}");
+    assert!(checked_node(&json, 2)["checkpoint"].is_object(), "{json}");
+
+    // The fork answers at node 1's address: node 1 and node 2 are named as two histories,
+    // with both signed checkpoints; the command fails and the wallet remembers nothing of it.
+    let _fork = Node::start_on(&fork_dir, n1_port);
+    let before = seen(&watcher);
+    let (passed, json) = network_check(&watcher, &n2.url);
+    assert!(!passed && json["ok"] == false, "{json}");
+    let split = &json["splits"][0];
+    let mut pair: Vec<u64> =
+        split["nodes"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).collect();
+    pair.sort();
+    assert_eq!(pair, [1, 2], "{json}");
+    assert!(split["newer"]["signature"].is_string() && split["older"]["signature"].is_string());
+    assert_eq!(checked_node(&json, 1)["verdict"], "inconsistent", "{json}");
+    // (Node 1 is also inconsistent with what node 1 signed before, which the wallet kept.)
+    let with = checked_node(&json, 1)["inconsistent_with"].as_array().unwrap().clone();
+    assert!(with.contains(&serde_json::json!(2)), "{json}");
+    assert_eq!(seen(&watcher), before, "a check that found a split remembers nothing");
+    let err = fails(&["network", "check", "--wallet", &watcher, "--node", &n2.url], &[]);
+    assert!(err.contains("INCONSISTENT") && err.contains("node 1"), "{err}");
     drop(n2);
 }
 
