@@ -266,18 +266,26 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
+/// The body of an append, or Raft's cue to retry with half the entries when it is over
+/// [`APPEND_TARGET_BYTES`] (a single entry always fits the receiver's limit).
+pub(crate) fn encode_append(
+    rpc: &AppendEntriesRequest<TypeConfig>,
+) -> Result<Vec<u8>, RPCError<u64, BasicNode, RaftError<u64>>> {
+    let entries = rpc.entries.len() as u64;
+    let body = encoding::encode(rpc);
+    if body.len() > APPEND_TARGET_BYTES && entries > 1 {
+        return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries / 2)));
+    }
+    Ok(body)
+}
+
 impl RaftNetwork<TypeConfig> for Peer {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        let entries = rpc.entries.len() as u64;
-        let body = encoding::encode(&rpc);
-        if body.len() > APPEND_TARGET_BYTES && entries > 1 {
-            // Raft retries with fewer entries; a single entry always fits the receiver's limit.
-            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries / 2)));
-        }
+        let body = encode_append(&rpc)?;
         self.call::<_, NoApiError>(RpcKind::Append, paths::RAFT_APPEND, body, &option)
             .await
             .map_err(widen)

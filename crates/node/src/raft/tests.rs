@@ -404,16 +404,7 @@ async fn a_block_that_breaks_the_protocol_stops_the_node_and_a_stale_one_is_skip
     let dir = tempfile::tempdir().unwrap();
     let mut chain = Chain::new();
     let ledger = ledger_at(dir.path(), &chain.genesis);
-    let (applied, _) = tokio::sync::watch::channel(0);
-    let fault = Arc::new(StorageFault::default());
-    let mut sm = StateMachine::new(
-        ledger.clone(),
-        PreVerified::default(),
-        applied,
-        fault.clone(),
-        &dir.path().join("snapshots"),
-    )
-    .unwrap();
+    let (mut sm, fault) = state_machine_on(ledger.clone(), dir.path());
     let first = chain.block(1);
     let stale = chain.seal(Tip::genesis(&chain.genesis).propose(9, Vec::new()));
     let results = sm
@@ -500,16 +491,7 @@ async fn a_sealed_block_whose_header_does_not_match_its_transactions_stops_the_n
     let dir = tempfile::tempdir().unwrap();
     let mut chain = Chain::new();
     let ledger = ledger_at(dir.path(), &chain.genesis);
-    let (applied, _) = tokio::sync::watch::channel(0);
-    let fault = Arc::new(StorageFault::default());
-    let mut sm = StateMachine::new(
-        ledger.clone(),
-        PreVerified::default(),
-        applied,
-        fault.clone(),
-        &dir.path().join("snapshots"),
-    )
-    .unwrap();
+    let (mut sm, fault) = state_machine_on(ledger.clone(), dir.path());
     // Properly sealed by its proposer, but its header claims another transaction root.
     let mut block = chain.block(2).block;
     block.header.tx_root = Hash::of(b"another root");

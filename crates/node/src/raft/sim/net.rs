@@ -16,7 +16,7 @@ use std::{
 use medledger_core::encoding;
 use openraft::{
     BasicNode,
-    error::{InstallSnapshotError, PayloadTooLarge, RPCError, RaftError, Timeout, Unreachable},
+    error::{InstallSnapshotError, RPCError, RaftError, Timeout, Unreachable},
     network::{RPCOption, RaftNetwork, RaftNetworkFactory},
     raft::{
         AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
@@ -29,7 +29,7 @@ use crate::raft::{
     Raft, TypeConfig,
     faults::Blocked,
     network::{self, Answer, NoApiError, RpcResult},
-    transport::{APPEND_TARGET_BYTES, Envelope, EnvelopeError, RpcKind, Transport},
+    transport::{Envelope, EnvelopeError, RpcKind, Transport},
 };
 
 /// The longest a sender waits for an answer that was lost (or comes too late).
@@ -329,11 +329,7 @@ impl RaftNetwork<TypeConfig> for SimPeer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        let entries = rpc.entries.len() as u64;
-        let body = encoding::encode(&rpc);
-        if body.len() > APPEND_TARGET_BYTES && entries > 1 {
-            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries / 2)));
-        }
+        let body = network::encode_append(&rpc)?;
         self.call::<_, NoApiError>(RpcKind::Append, body, &option).await.map_err(network::widen)
     }
 
