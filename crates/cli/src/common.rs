@@ -190,17 +190,116 @@ impl Session {
             }
             Err(e) => return Err(e.into()),
         }
+        // The other nodes, asked before submitting (the node may not answer afterwards).
+        let others = self.other_nodes().await;
         match self.client.submit(&tx).await {
-            Ok(receipt) => Ok(receipt),
-            Err(ClientError::Http(HttpError::Refused {
-                message,
-                outcome: Some(Outcome::Refused { reason }),
-                ..
-            })) => {
-                bail!("the ledger refused the transaction: {reason} ({message})")
-            }
-            Err(e) => Err(e.into()),
+            Err(e) if not_included(&e) => self.resubmit(&tx, e, others).await,
+            other => receipt_of(other),
         }
+    }
+
+    /// The base URLs of the other active nodes the ledger lists (the genesis node has none
+    /// there; it is found through Raft's members), if this node says.
+    async fn other_nodes(&self) -> Vec<(u64, String)> {
+        let Ok(nodes) = self.client.nodes().await else { return Vec::new() };
+        if nodes.len() < 2 {
+            return Vec::new();
+        }
+        let mut urls: Vec<(u64, String)> = nodes
+            .into_iter()
+            .filter(|n| n.status == medledger_api::NodeView::ACTIVE)
+            .map(|n| (n.id, n.address))
+            .collect();
+        if urls.iter().any(|(_, a)| a.is_empty())
+            && let Ok(http) = crate::cluster::http()
+            && let Ok(view) = crate::cluster::get_json::<medledger_api::ClusterView>(
+                &http,
+                self.client.base_url(),
+                medledger_api::paths::CLUSTER,
+            )
+            .await
+        {
+            for (id, address) in urls.iter_mut().filter(|(_, a)| a.is_empty()) {
+                if let Some(m) = view.members.iter().find(|m| m.id == *id) {
+                    *address = m.url.clone();
+                }
+            }
+        }
+        let home = self.client.base_url().trim_end_matches('/').to_owned();
+        urls.retain(|(_, a)| !a.is_empty() && a.trim_end_matches('/') != home);
+        urls
+    }
+
+    /// The node did not include `tx` (`first`: why): reports it and submits the same signed
+    /// transaction through each other node in turn until one includes it. Sent twice, one
+    /// transaction is still applied once: the ledger refuses a repeat of the same bytes, and a
+    /// node answers a committed one with its receipt.
+    async fn resubmit(
+        &self,
+        tx: &SignedTransaction,
+        first: ClientError,
+        others: Vec<(u64, String)>,
+    ) -> Result<Receipt> {
+        let hash = tx.hash();
+        eprintln!(
+            "warning: the node at {} did not include transaction {hash}: {first}",
+            self.client.base_url()
+        );
+        if others.is_empty() {
+            bail!(
+                "transaction {hash} was not included by the node at {}, and this wallet knows no \
+                 other node to send it through ({first}); it may still be included: look it up \
+                 with `medledger proof {hash}` before sending it again",
+                self.client.base_url()
+            );
+        }
+        let signer = Signer::new(self.identity.signing.clone(), self.wallet.account());
+        let mut failures = vec![format!("{}: {first}", self.client.base_url())];
+        for (id, url) in others {
+            eprintln!("resubmitting transaction {hash} through node {id} at {url}");
+            let client = NodeClient::new(&url)?.signed_by(signer.clone());
+            match client.submit(tx).await {
+                Err(e) if not_included(&e) => failures.push(format!("node {id} at {url}: {e}")),
+                other => {
+                    let receipt = receipt_of(other)?;
+                    eprintln!("transaction {hash} included through node {id} at {url}");
+                    return Ok(receipt);
+                }
+            }
+        }
+        bail!(
+            "transaction {hash} was included by no node ({}); it may still be included: look it \
+             up with `medledger proof {hash}` before sending it again",
+            failures.join("; ")
+        )
+    }
+}
+
+/// Whether a submission's error means the node did not include the transaction, and another
+/// node might: no answer, no quorum, or its block not applied in time.
+fn not_included(e: &ClientError) -> bool {
+    use medledger_api::ErrorCode;
+    match e {
+        ClientError::Http(HttpError::Unreachable { .. }) => true,
+        ClientError::Http(HttpError::Refused { code, .. }) => {
+            matches!(code, ErrorCode::NoQuorum | ErrorCode::NotYet)
+        }
+        _ => false,
+    }
+}
+
+/// A submission's answer: the receipt, or the ledger's refusal as a clear error.
+fn receipt_of(answer: Result<Receipt, ClientError>) -> Result<Receipt> {
+    match answer {
+        Ok(receipt) => Ok(receipt),
+        Err(ClientError::Http(HttpError::Refused {
+            message,
+            outcome: Some(Outcome::Refused { reason }),
+            ..
+        })) => {
+            bail!("the ledger refused the transaction: {reason} ({message})")
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -226,3 +226,53 @@ fn three_nodes_losing_and_delaying_messages_under_writes_converge_and_lose_nothi
         assert!(txs.contains(&(*hash, true)), "acknowledged write {hash} is missing");
     }
 }
+
+/// The wallet's node is cut off from its peers: a transaction it cannot get included (503
+/// `no_quorum`) is reported, and the wallet sends the same signed transaction through another
+/// node it learnt from the ledger before submitting, which includes it once.
+#[test]
+fn a_transaction_the_wallets_node_cannot_include_is_resubmitted_through_another_node() {
+    let tmp = tempdir();
+    let (net, _) = Network::start(tmp.path(), 3, true);
+    let c = crate::registry::cast(tmp.path(), net.node(1));
+    let leader = net.leader_seen_by(1, &net.ids());
+    let cut_off = *net.ids().iter().find(|i| **i != leader).unwrap();
+    let at = cluster(net.node(1).port).unwrap()["height"].as_u64().unwrap();
+    net.wait_all("every node to hold the cast", |v| converged(v, at));
+    let through = [("MEDLEDGER_NODE", net.node(cut_off).url.as_str())];
+    net.partition(&[cut_off]);
+
+    let grant = [
+        "consent",
+        "grant",
+        "--wallet",
+        &c.patient,
+        "--grantee",
+        &c.doctor_account,
+        "--scope",
+        "categories:lab_report",
+        "--purpose",
+        "treatment",
+        "--days",
+        "30",
+        "--json",
+    ];
+    let o = cli(&grant, &through);
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(err.contains("did not include transaction") && err.contains("no_quorum"), "{err}");
+    assert!(err.contains("resubmitting transaction") && err.contains("included through node"));
+    let id =
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"].as_str().unwrap().to_owned();
+
+    // Applied once, as a node of the majority sees it.
+    let majority = net.ids().into_iter().find(|i| *i != cut_off).unwrap();
+    let out = ok(
+        &["consent", "who-can-see", "--wallet", &c.patient, "--json"],
+        &[("MEDLEDGER_NODE", net.node(majority).url.as_str())],
+    );
+    let view: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let grants = view["grants"].as_array().unwrap();
+    assert_eq!(grants.len(), 1, "{view}");
+    assert_eq!(grants[0]["id"], id.as_str(), "{view}");
+}
