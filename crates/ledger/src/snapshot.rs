@@ -272,6 +272,18 @@ impl Ledger {
         input: impl Read,
         marker: &[u8],
     ) -> Result<SnapshotHeader, SnapshotError> {
+        self.import_snapshot_checked(input, marker, |_| Ok(()))
+    }
+
+    /// [`Ledger::import_snapshot`], also refused (with nothing changed) when `accept` refuses
+    /// the nodes of the imported ledger (every node ever admitted, with its status): what a
+    /// caller checks the snapshot's marker against, such as the Raft membership it carries.
+    pub fn import_snapshot_checked(
+        &self,
+        input: impl Read,
+        marker: &[u8],
+        accept: impl FnOnce(&[NodeEntry]) -> Result<(), String>,
+    ) -> Result<SnapshotHeader, SnapshotError> {
         let mut input = BufReader::with_capacity(256 * 1024, input);
         let mut frames = FrameReader { input: &mut input, buf: Vec::new() };
         frames.magic()?;
@@ -419,6 +431,8 @@ impl Ledger {
             meta.insert(META_INDEX_DIGEST, digests.index.as_slice()).map_err(LedgerError::from)?;
             meta.insert(META_APPLIED_MARKER, marker).map_err(LedgerError::from)?;
         }
+        let nodes = all_nodes(&txn.open_table(NODES).map_err(LedgerError::from)?, &self.genesis)?;
+        accept(&nodes).map_err(SnapshotError::Mismatch)?;
         txn.commit()?;
         writer.tip = tip;
         writer.digest = digests;

@@ -75,6 +75,26 @@ pub fn check_admitted(
     Ok(())
 }
 
+/// Refuses the membership a snapshot carries if it names a node its own ledger (`known`: the
+/// nodes of the ledger it holds) never admitted, beyond those in `previous` (this node's membership before the install). A node
+/// admitted and since suspended or removed may still be a member at the snapshot's point
+/// (the leader's driver removes it after the ledger does), so any status passes here.
+pub fn check_snapshot_members(
+    known: &[medledger_ledger::NodeEntry],
+    previous: &Membership<u64, BasicNode>,
+    next: &Membership<u64, BasicNode>,
+) -> Result<(), String> {
+    for (id, _) in next.nodes() {
+        if previous.get_node(id).is_none() && !known.iter().any(|n| n.id == *id) {
+            return Err(format!(
+                "it names node {id} as a member, which its own ledger never admitted; this node \
+                 stops rather than follow it"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Runs the membership driver of node `me` until Raft shuts down.
 pub async fn run(
     raft: Raft,

@@ -283,11 +283,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError<u64>> {
         let last = meta.last_log_id.ok_or_else(|| sm_err("a snapshot that covers no entry"))?;
         let marker: Marker = (meta.last_log_id, meta.last_membership.clone());
+        let (_, previous) = self.marker()?;
         let file = snapshot.into_std().await;
         let (ledger, dir, receiving) =
             (self.ledger.clone(), self.snapshots.clone(), self.receiving.take());
         let installed = tokio::task::spawn_blocking(move || {
-            install(&ledger, &dir, file, receiving.as_deref(), &marker, last)
+            install(&ledger, &dir, file, receiving.as_deref(), &marker, previous.membership(), last)
         })
         .await
         .map_err(sm_err)?;
@@ -340,6 +341,7 @@ fn install(
     mut file: fs::File,
     receiving: Option<&std::path::Path>,
     marker: &Marker,
+    previous: &openraft::Membership<u64, BasicNode>,
     last: LogId<u64>,
 ) -> Result<(SnapshotHeader, Skipped), Refused> {
     let started = std::time::Instant::now();
@@ -348,7 +350,13 @@ fn install(
         file.seek(SeekFrom::Start(0)).map_err(Refused::storage)?;
         let (stored, skipped) = stored_marker(&mut file, marker)?;
         file.seek(SeekFrom::Start(0)).map_err(Refused::storage)?;
-        let header = ledger.import_snapshot(&file, &stored).map_err(|e| {
+        // The membership it carries names only nodes its own ledger admitted; otherwise it is
+        // refused with nothing changed, and the node stops.
+        let members = |known: &[medledger_ledger::NodeEntry]| {
+            super::membership::check_snapshot_members(known, previous, marker.1.membership())
+                .map_err(|reason| format!("its Raft membership: {reason}"))
+        };
+        let header = ledger.import_snapshot_checked(&file, &stored, members).map_err(|e| {
             let protocol = !matches!(e, SnapshotError::Io(_) | SnapshotError::Ledger(_));
             Refused { reason: e.to_string(), protocol }
         })?;

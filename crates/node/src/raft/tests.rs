@@ -596,3 +596,35 @@ async fn a_restart_or_a_snapshot_between_a_skipped_block_and_its_successor_skips
     assert!(matches!(&results[0], BlockResult::Applied(_)), "{results:?}");
     assert_eq!(stored(&ledger), Default::default());
 }
+
+/// A snapshot whose Raft membership names a node its own ledger never admitted is refused
+/// before anything is written (issue 12's snapshot gap): the node stops with a protocol fault
+/// rather than follow that membership, and neither keeps nor serves the snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_whose_membership_names_an_unadmitted_node_is_refused() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut chain = Chain::new();
+    built(a.path(), &mut chain, 3).await;
+    let (source, mut sm) = state_machine(a.path(), &chain.genesis);
+    let node = |port: u16| BasicNode { addr: format!("127.0.0.1:{port}") };
+    let stranger =
+        Membership::new(vec![BTreeSet::from([1, 9])], BTreeMap::from([(1, node(1)), (9, node(9))]));
+    let marker = (Some(log_id(4)), openraft::StoredMembership::new(Some(log_id(1)), stranger));
+    source
+        .set_applied_marker(&super::state_machine::encode_marker(&marker, &Default::default()))
+        .unwrap();
+    let mut snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    assert!(snapshot.meta.last_membership.membership().get_node(&9).is_some());
+    let mut bytes = Vec::new();
+    snapshot.snapshot.read_to_end(&mut bytes).await.unwrap();
+
+    let target = ledger_at(b.path(), &chain.genesis);
+    let (mut installing, fault) = state_machine_on(target.clone(), b.path());
+    let before = (view(&target), installing.applied_state().await.unwrap());
+    let err = receive(&mut installing, &snapshot.meta, &bytes).await.unwrap_err();
+    assert!(format!("{err:?}").contains("never admitted"), "{err:?}");
+    assert!(fault.is_protocol(), "{:?}", fault.reason());
+    assert_eq!((view(&target), installing.applied_state().await.unwrap()), before);
+    assert!(installing.get_current_snapshot().await.unwrap().is_none());
+    assert!(files(&b.path().join("snapshots"), ".tmp").is_empty());
+}
