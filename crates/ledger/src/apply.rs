@@ -304,30 +304,37 @@ fn check_key_and_nonce(account: &Account, tx: &SignedTransaction) -> Result<(), 
 
 /// Refuses a transaction that names a blob it may not: one it names twice, one that was
 /// erased, or one that already belongs to something (a record, case, emergency profile,
-/// device session or registration; [`StateTxn::blob_holder`]). Each blob belongs to one owner,
-/// so that erasing or replacing one owner's blob never deletes another's bytes. The one
-/// exception: an amendment of a patient keeps the sealed blob it does not change.
-fn check_blobs(
-    state: &StateTxn<'_, '_>,
+/// device session or registration; [`crate::state::blobs::holder_in`]). Each blob belongs to
+/// one owner, so that erasing or replacing one owner's blob never deletes another's bytes. The
+/// one exception: an amendment of a patient keeps the sealed blob it does not change.
+/// `erased_at` and `holder` read the state: the block's open tables when applying, committed
+/// state at admission ([`Ledger::check_blob_owners`]).
+pub(crate) fn check_blobs(
     body: &TxBody,
+    erased_at: impl Fn(&Hash) -> Result<Option<u64>, LedgerError>,
+    holder: impl Fn(&Hash) -> Result<Option<String>, LedgerError>,
 ) -> Result<Result<(), Refusal>, LedgerError> {
     let blobs = body.blobs();
-    for (i, blob) in blobs.iter().enumerate() {
+    let invalid = |reason| Ok(Err(Refusal::Invalid { reason }));
+    let mut sorted: Vec<&Hash> = blobs.iter().map(|b| &b.hash).collect();
+    sorted.sort_unstable();
+    if let Some(pair) = sorted.windows(2).find(|w| w[0] == w[1]) {
+        let hash = *pair[0];
+        let role = blobs.iter().find(|b| b.hash == hash).map_or("", |b| b.role.name());
+        return invalid(format!(
+            "the {role} blob {hash} is named twice: each blob belongs to one place"
+        ));
+    }
+    for blob in &blobs {
         let (role, hash) = (blob.role.name(), blob.hash);
-        let invalid = |reason| Ok(Err(Refusal::Invalid { reason }));
-        if blobs[..i].iter().any(|b| b.hash == hash) {
-            return invalid(format!(
-                "the {role} blob {hash} is named twice: each blob belongs to one place"
-            ));
-        }
         // Erasure is for good: content that was erased is never named again (a replayed
         // mint, a case entry or profile pointing at it), so no node stores it again.
-        if let Some(height) = state.erased_at(&hash)? {
+        if let Some(height) = erased_at(&hash)? {
             return invalid(format!(
                 "the {role} blob {hash} belongs to a record erased at block {height}: erased content is never stored again"
             ));
         }
-        if let Some(holder) = state.blob_holder(&hash)?
+        if let Some(holder) = holder(&hash)?
             && own_slot(body, blob.role).is_none_or(|slot| slot != holder)
         {
             return invalid(format!(
@@ -336,6 +343,25 @@ fn check_blobs(
         }
     }
     Ok(Ok(()))
+}
+
+impl Ledger {
+    /// [`check_blobs`] against committed state: what admission refuses before ordering a
+    /// transaction the ledger would refuse for the blobs it names.
+    pub fn check_blob_owners(&self, body: &TxBody) -> Result<Result<(), Refusal>, LedgerError> {
+        let read = self.db.begin_read()?;
+        let erased = read.open_table(ERASED_BLOBS)?;
+        let (refs, devices, registrations) = (
+            read.open_table(BLOB_REFS)?,
+            read.open_table(DEVICE_BLOBS)?,
+            read.open_table(REGISTRATION_BLOBS)?,
+        );
+        check_blobs(
+            body,
+            |h| Ok(erased.get(&h.0)?.map(|v| v.value())),
+            |h| crate::state::blobs::holder_in(&refs, &devices, &registrations, h),
+        )
+    }
 }
 
 /// The owner a blob of `role` named by `body` would have, where the transaction may name the
@@ -381,7 +407,8 @@ fn apply_tx(
     if let Err(refusal) = check_envelope(tx, |id| state.account(id), |_| false)? {
         return Ok(Err(refusal));
     }
-    if let Err(refusal) = check_blobs(state, &tx.tx.body)? {
+    let blobs_ok = check_blobs(&tx.tx.body, |h| state.erased_at(h), |h| state.blob_holder(h))?;
+    if let Err(refusal) = blobs_ok {
         return Ok(Err(refusal));
     }
     let account = state.account(&signer)?.ok_or_else(|| {

@@ -308,11 +308,17 @@ fn not_applied_before(state: &AppState, tx: &SignedTransaction) -> Result<(), Ap
 /// (uploaded first), with the size the transaction declares where it declares one: a
 /// transaction pointing at bytes nobody holds would make a token, case or session unreadable.
 /// A blob of an erased record is refused first (410 `erased`), required or not: the ledger
-/// would refuse the transaction, and nothing should bring such a blob back.
+/// would refuse the transaction, and nothing should bring such a blob back. Then a blob named
+/// twice, or one that already belongs to another owner (the ledger's refusal, 422 `refused`).
 fn blobs_present(state: &AppState, tx: &SignedTransaction) -> Result<(), ApiError> {
     let blobs = tx.tx.body.blobs();
     for blob in &blobs {
         crate::http::error::refuse_erased(&state.ledger, &blob.hash)?;
+    }
+    // A blob named twice, or one that belongs to another owner: the ledger would refuse it,
+    // so it is not ordered (the same refusal a simulation gives).
+    if let Err(reason) = state.ledger.check_blob_owners(&tx.tx.body).map_err(ApiError::from)? {
+        return Err(ApiError::refused(Outcome::Refused { reason }));
     }
     for blob in blobs.into_iter().filter(|b| b.role.required_at_admission()) {
         let what = blob.role.name();

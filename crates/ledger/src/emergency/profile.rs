@@ -35,13 +35,13 @@ pub(crate) fn set(
     )?);
     refuse_on!(check(state, p)?);
     // Replace: the old profile's blobs are no longer referenced.
+    let tag = owner_tag(patient);
     if let Some(old) = state.emergency_profile(patient)? {
-        state.remove_blob_ref(&old.profile)?;
+        state.remove_blob_ref(&old.profile, &tag)?;
         for piece in &old.escrow {
-            state.remove_blob_ref(&piece.blob)?;
+            state.remove_blob_ref(&piece.blob, &tag)?;
         }
     }
-    let tag = owner_tag(patient);
     state.add_blob_ref(&p.profile, &tag)?;
     for piece in &p.escrow {
         state.add_blob_ref(&piece.blob, &tag)?;

@@ -13,10 +13,13 @@ pub(crate) fn apply(state: &mut StateTxn<'_, '_>, signer: &AccountId, pmr: &str)
     let mut r = refuse_on!(super::existing(state, pmr)?);
     refuse_on!(super::require_patient_or_delegate_in_office(state, signer, pmr, &r)?);
     refuse_on!(super::require_not_erased(pmr, &r));
+    // Only the blobs this record holds are erased (a removal never takes another owner's).
     let mut blobs = state.remove_record_keys(pmr)?;
-    blobs.extend([r.content, r.metadata]);
-    state.remove_blob_ref(&r.content)?;
-    state.remove_blob_ref(&r.metadata)?;
+    for blob in [r.content, r.metadata] {
+        if state.remove_blob_ref(&blob, pmr)? {
+            blobs.push(blob);
+        }
+    }
     for blob in &blobs {
         state.mark_erased(blob)?;
     }

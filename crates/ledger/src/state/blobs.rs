@@ -57,36 +57,98 @@ pub(crate) fn of_device(id: &AccountId, d: &DeviceEntry) -> [(Hash, String); 1] 
     [(d.details.blob, owner::device_details(id))]
 }
 
+/// What `blob` belongs to, if anything, from the three tables that say: a PMR-ID, case id or
+/// emergency tag (`blob_refs`), a device session (`device_blobs`), or a registration
+/// (`registration_blobs`). Three point reads; for applying and for admission alike.
+pub(crate) fn holder_in(
+    blob_refs: &impl ReadableTable<&'static [u8; 32], &'static str>,
+    device_blobs: &impl ReadableTable<&'static [u8; 32], &'static [u8; 32]>,
+    registration_blobs: &impl ReadableTable<&'static [u8; 32], &'static str>,
+    blob: &Hash,
+) -> Result<Option<String>, LedgerError> {
+    if let Some(owner) = blob_refs.get(&blob.0)? {
+        return Ok(Some(owner.value().to_owned()));
+    }
+    if let Some(session) = device_blobs.get(&blob.0)? {
+        return Ok(Some(owner::device_session(&Hash(*session.value()))));
+    }
+    Ok(registration_blobs.get(&blob.0)?.map(|v| v.value().to_owned()))
+}
+
 impl StateTxn<'_, '_> {
-    /// What `blob` belongs to, if anything: a PMR-ID, case id or emergency tag, a device
-    /// session, or a registration. Three point reads.
+    /// What `blob` belongs to, if anything ([`holder_in`]).
     pub fn blob_holder(&self, blob: &Hash) -> Result<Option<String>, LedgerError> {
-        if let Some(owner) = self.blob_ref(blob)? {
-            return Ok(Some(owner));
-        }
-        if let Some(session) = self.tables.device_blobs.get(&blob.0)? {
-            return Ok(Some(owner::device_session(&Hash(*session.value()))));
-        }
-        Ok(self.tables.registration_blobs.get(&blob.0)?.map(|v| v.value().to_owned()))
+        let t = &self.tables;
+        holder_in(&t.blob_refs, &t.device_blobs, &t.registration_blobs, blob)
     }
 
     /// Keeps `registration_blobs` in step with a registration whose blobs were `old` and are
-    /// now `new`: a blob no longer named is dropped, a new one added.
+    /// now `new` (each with its owner): a blob no longer named is dropped if this registration
+    /// held it (in a ledger from before one owner per blob, another may), a new one added.
     pub(crate) fn index_registration(
         &mut self,
-        old: &[Hash],
+        old: &[(Hash, String)],
         new: &[(Hash, String)],
     ) -> Result<(), LedgerError> {
-        for blob in old {
-            if !new.iter().any(|(b, _)| b == blob) {
+        for (blob, owner) in old {
+            let held =
+                self.tables.registration_blobs.get(&blob.0)?.is_some_and(|v| v.value() == owner);
+            if held && !new.iter().any(|(b, _)| b == blob) {
                 self.write().registration_blobs().remove(&blob.0)?;
             }
         }
         for (blob, owner) in new {
-            if !old.contains(blob) {
+            if !old.iter().any(|(b, o)| b == blob && o == owner) {
                 self.write().registration_blobs().put(&blob.0, owner.as_str())?;
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use medledger_core::{
+        block::Genesis,
+        keys::{DecryptionKey, SigningKey},
+    };
+
+    use super::*;
+    use crate::{Ledger, state::Tables};
+
+    /// A removal takes only the remover's own reference: in a ledger from before one owner per
+    /// blob, a blob may be named by two, and replacing or erasing one must not leave the
+    /// other's bytes unreferenced (the vault would collect them) or erased.
+    #[test]
+    fn a_removal_takes_only_the_removers_own_reference() {
+        let genesis = Genesis {
+            chain_id: "blobs-test".into(),
+            time_ms: 1,
+            regulator_key: SigningKey::generate().public_key(),
+            regulator_encryption_key: DecryptionKey::generate().public_key(),
+            node_key: SigningKey::generate().public_key(),
+        };
+        let ledger = Ledger::in_memory(genesis).unwrap();
+        let txn = ledger.db.begin_write().unwrap();
+        let mut tables = Tables::open(&txn).unwrap();
+        let digest = ledger.writer.lock().unwrap().digest;
+        let mut state =
+            StateTxn { tables: &mut tables, digest, height: 1, time_ms: 1, tx_hash: Hash::of(b"") };
+        let (x, y) = (Hash::of(b"x"), Hash::of(b"y"));
+
+        state.add_blob_ref(&x, "record A").unwrap();
+        assert!(!state.remove_blob_ref(&x, "record B").unwrap());
+        assert_eq!(state.blob_holder(&x).unwrap().as_deref(), Some("record A"));
+        assert!(state.remove_blob_ref(&x, "record A").unwrap());
+        assert_eq!(state.blob_holder(&x).unwrap(), None);
+
+        let (p, q) =
+            ("registration of patient 1".to_owned(), "registration of patient 2".to_owned());
+        state.index_registration(&[], &[(y, q.clone())]).unwrap();
+        // Patient 1's registration named y too (before the rule); it moves away from y.
+        state.index_registration(&[(y, p)], &[(x, "new".into())]).unwrap();
+        assert_eq!(state.blob_holder(&y).unwrap(), Some(q.clone()));
+        state.index_registration(&[(y, q)], &[]).unwrap();
+        assert_eq!(state.blob_holder(&y).unwrap(), None);
     }
 }

@@ -120,7 +120,7 @@ impl StateTxn<'_, '_> {
     ) -> Result<(), LedgerError> {
         let key = keys::str_account(id, recipient);
         if let Some(old) = self.write().case_keys().put(key.as_slice(), &blob.0)? {
-            self.remove_blob_ref(&Hash(old))?;
+            self.remove_blob_ref(&Hash(old), id)?;
         }
         self.add_blob_ref(blob, id)
     }

@@ -160,7 +160,10 @@ impl StateTxn<'_, '_> {
     /// Writes a device (and, when new, its patient index entry).
     pub fn put_device(&mut self, id: &AccountId, d: &DeviceEntry) -> Result<(), LedgerError> {
         let old = match self.write().devices().put_entry(&id.0, d)? {
-            Some(bytes) => vec![super::decode_entry::<DeviceEntry>("device", &bytes)?.details.blob],
+            Some(bytes) => {
+                let old: DeviceEntry = super::decode_entry("device", &bytes)?;
+                super::blobs::of_device(id, &old).to_vec()
+            }
             None => {
                 self.write().devices_by_patient().put(&keys::account_pair(&d.patient, id), ())?;
                 vec![]
@@ -203,7 +206,8 @@ impl StateTxn<'_, '_> {
     pub fn put_thresholds(&mut self, id: &Hash, t: &ThresholdsEntry) -> Result<(), LedgerError> {
         let old = match self.write().device_thresholds().put_entry(&id.0, t)? {
             Some(bytes) => {
-                vec![super::decode_entry::<ThresholdsEntry>("thresholds", &bytes)?.sealed.blob]
+                let old: ThresholdsEntry = super::decode_entry("thresholds", &bytes)?;
+                vec![(old.sealed.blob, super::blobs::owner::thresholds(id))]
             }
             None => vec![],
         };

@@ -100,7 +100,7 @@ impl StateTxn<'_, '_> {
     ) -> Result<(), LedgerError> {
         let key = keys::str_account(pmr, recipient);
         if let Some(old) = self.write().record_keys().put(key.as_slice(), &blob.0)? {
-            self.remove_blob_ref(&Hash(old))?;
+            self.remove_blob_ref(&Hash(old), pmr)?;
         }
         self.add_blob_ref(blob, pmr)
     }
@@ -115,12 +115,13 @@ impl StateTxn<'_, '_> {
     ) -> Result<(), LedgerError> {
         let key = [keys::str_account(pmr, holder).as_slice(), &[index]].concat();
         if let Some(old) = self.write().record_shares().put(key.as_slice(), &blob.0)? {
-            self.remove_blob_ref(&Hash(old))?;
+            self.remove_blob_ref(&Hash(old), pmr)?;
         }
         self.add_blob_ref(blob, pmr)
     }
 
-    /// Removes every wrapped key and key share of `pmr` (erasure); returns their blobs.
+    /// Removes every wrapped key and key share of `pmr` (erasure); returns the blobs of theirs
+    /// that `pmr` held.
     pub fn remove_record_keys(&mut self, pmr: &str) -> Result<Vec<Hash>, LedgerError> {
         let (lo, hi) = keys::str_range(pmr);
         let range = lo.as_slice()..hi.as_slice();
@@ -134,10 +135,13 @@ impl StateTxn<'_, '_> {
         for k in in_range(self.tables.record_shares.range(range)?)? {
             gone.extend(self.write().record_shares().remove(k.as_slice())?.map(Hash));
         }
-        for blob in &gone {
-            self.remove_blob_ref(blob)?;
+        let mut owned = Vec::with_capacity(gone.len());
+        for blob in gone {
+            if self.remove_blob_ref(&blob, pmr)? {
+                owned.push(blob);
+            }
         }
-        Ok(gone)
+        Ok(owned)
     }
 
     /// Marks `blob` as referenced by `owner` (a PMR-ID, or a case id).
@@ -163,10 +167,15 @@ impl StateTxn<'_, '_> {
         Ok(self.tables.erased_blobs.get(&blob.0)?.map(|v| v.value()))
     }
 
-    /// Drops the reference to `blob`.
-    pub fn remove_blob_ref(&mut self, blob: &Hash) -> Result<(), LedgerError> {
+    /// Drops `owner`'s reference to `blob`; whether there was one. A reference another owner
+    /// holds stays (each blob belongs to one owner, but a ledger from before that rule may
+    /// hold a blob named by two: a removal never takes another's).
+    pub fn remove_blob_ref(&mut self, blob: &Hash, owner: &str) -> Result<bool, LedgerError> {
+        if self.blob_ref(blob)?.as_deref() != Some(owner) {
+            return Ok(false);
+        }
         self.write().blob_refs().remove(&blob.0)?;
-        Ok(())
+        Ok(true)
     }
 
     /// Whether `operator` may transfer all of `owner`'s tokens.

@@ -107,10 +107,10 @@ impl StateTxn<'_, '_> {
 
     /// Writes a hospital entry.
     pub fn put_hospital(&mut self, id: &AccountId, e: &HospitalEntry) -> Result<(), LedgerError> {
-        let old = self.write().hospitals().put_entry(&id.0, e)?;
-        let old = match old {
+        let old = match self.write().hospitals().put_entry(&id.0, e)? {
             Some(bytes) => {
-                vec![super::decode_entry::<HospitalEntry>("hospital", &bytes)?.contact.blob]
+                let h: HospitalEntry = super::decode_entry("hospital", &bytes)?;
+                super::blobs::of_hospital(id, &h).to_vec()
             }
             None => vec![],
         };
@@ -165,7 +165,7 @@ impl StateTxn<'_, '_> {
         let old = match self.write().patients().put_entry(id.0, e)? {
             Some(bytes) => {
                 let p: PatientEntry = super::decode_entry("patient", &bytes)?;
-                vec![p.details.blob, p.attendant.blob]
+                super::blobs::of_patient(id, &p).to_vec()
             }
             None => vec![],
         };

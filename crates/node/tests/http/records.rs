@@ -93,3 +93,49 @@ fn the_audited_read_serves_the_patient_and_the_grantee_and_denies_a_stranger() {
         world.node.stop().await;
     });
 }
+
+/// Admission refuses, before anything is ordered, a transaction naming a blob that belongs to
+/// another owner, or one blob twice (422 `refused`, the ledger's own refusal): here the
+/// treating doctor mints a second record whose content is the first record's ciphertext, and
+/// one whose metadata is its content. Nothing reaches the log.
+#[test]
+fn admission_refuses_a_blob_of_another_owner_or_named_twice_and_orders_nothing() {
+    use medledger_core::tx::{
+        RecordTx, TxBody,
+        consent::RecordCategory,
+        records::{KeyRef, MintRecord, VisitDate},
+    };
+    run(async {
+        let mut world = World::build().await;
+        let size_before = world.doctor.client.checkpoint().await.unwrap().checkpoint.log_size;
+        let (fresh, size) = world.doctor.store(b"another ciphertext").await;
+        let (metadata, _) = world.doctor.store(b"another sealed metadata").await;
+        let (key, _) = world.doctor.store(b"another wrapped key").await;
+        let taken = medledger_core::Hash::of(b"record ciphertext");
+        let mint = |content, size, metadata| {
+            TxBody::Records(RecordTx::Mint(MintRecord {
+                patient: world.patient.account,
+                visit_date: VisitDate { year: 2026, month: 1, day: 2 },
+                category: RecordCategory::LabReport,
+                content,
+                size,
+                metadata,
+                keys: vec![KeyRef { recipient: world.patient.account, blob: key }],
+                supersedes: None,
+                sharing: None,
+            }))
+        };
+        let taken_size = b"record ciphertext".len() as u64;
+        let (another_owners, twice) = (mint(taken, taken_size, metadata), mint(fresh, size, fresh));
+        for (body, words) in [(another_owners, "already belongs to"), (twice, "named twice")] {
+            let tx = world.doctor.tx(body);
+            let (status, answer) = world.node.post_tx("/v1/transactions", &tx).await;
+            assert_eq!((status, answer["code"].as_str()), (422, Some("refused")), "{answer}");
+            assert!(answer["message"].as_str().unwrap().contains(words), "{answer}");
+            world.doctor.nonce -= 1;
+        }
+        let size_after = world.doctor.client.checkpoint().await.unwrap().checkpoint.log_size;
+        assert_eq!(size_after, size_before, "a refused submission was ordered");
+        world.node.stop().await;
+    });
+}
