@@ -193,9 +193,45 @@ impl Session {
         // The other nodes, asked before submitting (the node may not answer afterwards).
         let others = self.other_nodes().await;
         match self.client.submit(&tx).await {
+            // Sent again by the client (a follower's `not_yet`) after it was applied.
+            Err(e) if is_duplicate(&e) => self.proven_receipt(&self.client, &tx).await,
             Err(e) if not_included(&e) => self.resubmit(&tx, e, others).await,
             other => receipt_of(other),
         }
+    }
+
+    /// The receipt of `tx`, which `client`'s node says is in the ledger: fetched with its
+    /// inclusion proof and verified under a checkpoint of a node whose admission is proven,
+    /// so that no node can make this wallet believe a transaction was included. (The receipt's
+    /// outcome is not in the Merkle log: inclusion is what is proven.) A node that has not
+    /// applied it yet is waited for a little.
+    async fn proven_receipt(&self, client: &NodeClient, tx: &SignedTransaction) -> Result<Receipt> {
+        let hash = tx.hash();
+        let genesis = client.genesis().await?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let resp = loop {
+            match client.transaction(&hash).await {
+                Ok(resp) => break resp,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, %hash, "the transaction's proof is not served yet");
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::from(e).context(format!(
+                        "the node at {} says transaction {hash} is in the ledger but serves no \
+                         proof of it",
+                        client.base_url()
+                    )));
+                }
+            }
+        };
+        let signer = client.trusted_signer(&resp.checkpoint, &self.anchor, &genesis).await?;
+        let proven = medledger_client::proof::verify_tx_proof(&resp, &signer)
+            .context("the inclusion proof does NOT verify")?;
+        if proven.hash() != hash || resp.receipt.tx_hash != hash {
+            bail!("the node at {} proved another transaction than {hash}", client.base_url());
+        }
+        Ok(resp.receipt)
     }
 
     /// The base URLs of the other active nodes the ledger lists (the genesis node has none
@@ -242,12 +278,12 @@ impl Session {
     ) -> Result<Receipt> {
         let hash = tx.hash();
         eprintln!(
-            "warning: the node at {} did not include transaction {hash}: {first}",
+            "warning: the node at {} did not confirm transaction {hash}: {first}",
             self.client.base_url()
         );
         if others.is_empty() {
             bail!(
-                "transaction {hash} was not included by the node at {}, and this wallet knows no \
+                "transaction {hash} was not confirmed by the node at {}, and this wallet knows no \
                  other node to send it through ({first}); it may still be included: look it up \
                  with `medledger proof {hash}` before sending it again",
                 self.client.base_url()
@@ -258,13 +294,21 @@ impl Session {
         for (id, url) in others {
             eprintln!("resubmitting transaction {hash} through node {id} at {url}");
             let client = NodeClient::new(&url)?.signed_by(signer.clone());
+            // Applied through this node, or before (the first node did include it after all):
+            // either way the receipt is taken only with its proof.
             match client.submit(tx).await {
                 Err(e) if not_included(&e) => failures.push(format!("node {id} at {url}: {e}")),
-                other => {
-                    let receipt = receipt_of(other)?;
+                Ok(_) => {
+                    let receipt = self.proven_receipt(&client, tx).await?;
                     eprintln!("transaction {hash} included through node {id} at {url}");
                     return Ok(receipt);
                 }
+                Err(e) if is_duplicate(&e) => {
+                    let receipt = self.proven_receipt(&client, tx).await?;
+                    eprintln!("transaction {hash} was included already (proven by node {id})");
+                    return Ok(receipt);
+                }
+                other => return receipt_of(other),
             }
         }
         bail!(
@@ -275,17 +319,38 @@ impl Session {
     }
 }
 
-/// Whether a submission's error means the node did not include the transaction, and another
-/// node might: no answer, no quorum, or its block not applied in time.
+/// Whether a submission's error means the node did not confirm the transaction, and another
+/// node might: no answer, no quorum, its block not applied in time, or a node too busy,
+/// stopping or not ordering.
 fn not_included(e: &ClientError) -> bool {
     use medledger_api::ErrorCode;
     match e {
         ClientError::Http(HttpError::Unreachable { .. }) => true,
-        ClientError::Http(HttpError::Refused { code, .. }) => {
-            matches!(code, ErrorCode::NoQuorum | ErrorCode::NotYet)
-        }
+        ClientError::Http(HttpError::Refused { code, .. }) => matches!(
+            code,
+            ErrorCode::NoQuorum
+                | ErrorCode::NotYet
+                | ErrorCode::Busy
+                | ErrorCode::ShuttingDown
+                | ErrorCode::NotOrdered
+        ),
         _ => false,
     }
+}
+
+/// Whether the ledger refused the transaction as one it applied before: the same signed
+/// bytes, sent again (the wallet builds each transaction with a fresh nonce, so only a resend
+/// of this one can be a duplicate).
+fn is_duplicate(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Http(HttpError::Refused {
+            outcome: Some(Outcome::Refused {
+                reason: medledger_core::block::Refusal::Duplicate { .. }
+            }),
+            ..
+        })
+    )
 }
 
 /// A submission's answer: the receipt, or the ledger's refusal as a clear error.

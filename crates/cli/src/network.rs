@@ -5,9 +5,11 @@
 //!
 //! Each checkpoint is trusted only once its signer is the node's key on the ledger and that
 //! key's admission by the pinned regulator is proven (the genesis node's key is pinned); a
-//! node serving another genesis, or signing with another key, is named as untrusted. Nodes
-//! that do not answer are reported, not guessed about. When nothing disagrees, the wallet
-//! remembers every checkpoint it checked.
+//! node serving another genesis, or signing with another key, is named as untrusted. Each
+//! node is reached at the address in the regulator's proven admission of its key, not at one
+//! the wallet's node merely lists. A node that does not answer, a proof not given or a gap in
+//! the node list leaves the check incomplete (not ok: such a node could hide a split view).
+//! When nothing disagrees, the wallet remembers every checkpoint it checked.
 
 use std::time::Duration;
 
@@ -16,7 +18,7 @@ use clap::{Args as ClapArgs, Subcommand};
 use medledger_api::{ClusterView, NodeView, paths};
 use medledger_client::{
     ClientError, HttpError, NodeClient, Signer,
-    checkpoints::{SeenCheckpoint, Split, compare_nodes, remember},
+    checkpoints::{GENESIS_NODE_ID, SeenCheckpoint, Split, compare_nodes, remember},
 };
 use medledger_core::block::SignedCheckpoint;
 use serde::Serialize;
@@ -54,8 +56,8 @@ struct NodeReport {
     /// Its status on the ledger (`active`, `suspended`).
     status: String,
     key: String,
-    /// `ok`, `lagging`, `inconsistent`, `untrusted`, `refused` (it answered with an error)
-    /// or `unreachable`.
+    /// `ok`, `lagging`, `inconsistent`, `untrusted`, `refused` (it answered with an error),
+    /// `unreachable`, or `removed` (by the regulator, as the wallet's node lists it: not asked).
     verdict: &'static str,
     /// How many blocks it is behind the highest checkpoint seen in this check.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,6 +91,9 @@ struct Report {
     height: u64,
     nodes: Vec<NodeReport>,
     splits: Vec<SplitReport>,
+    /// What kept the check from covering every node and pair (a node that did not answer, a
+    /// proof not given, a gap in the node list): `ok` is false.
+    problems: Vec<String>,
 }
 
 pub async fn run(command: Command) -> Result<()> {
@@ -103,17 +108,19 @@ async fn check(args: CheckArgs) -> Result<()> {
     let genesis = client.genesis().await?;
     let listed = client.nodes().await.context("listing the network's nodes")?;
     let urls = raft_urls(&client).await;
+    let mut problems = Vec::new();
+    // Ids are handed out one by one from 1: a list with a gap hides a node.
+    let mut ids: Vec<u64> = listed.iter().map(|n| n.id).collect();
+    ids.sort_unstable();
+    if let Some(missing) = (1..=ids.len() as u64).find(|id| ids.binary_search(id).is_err()) {
+        problems.push(format!("the node list skips node {missing}: a node may be hidden"));
+    }
     let mut reports = Vec::new();
     let mut fresh: Vec<(usize, NodeClient, SeenCheckpoint)> = Vec::new();
-    for node in listed.iter().filter(|n| n.status != NodeView::REMOVED) {
-        let url = if node.address.is_empty() {
-            urls.iter().find(|(id, _)| *id == node.id).map(|(_, u)| u.clone())
-        } else {
-            Some(node.address.clone())
-        };
+    for node in &listed {
         let mut report = NodeReport {
             id: node.id,
-            url: url.clone().unwrap_or_default(),
+            url: String::new(),
             status: node.status.clone(),
             key: node.node_key.clone(),
             verdict: "ok",
@@ -122,15 +129,15 @@ async fn check(args: CheckArgs) -> Result<()> {
             inconsistent_with: Vec::new(),
             error: None,
         };
-        let Some(url) = url else {
-            report.verdict = "unreachable";
-            report.error =
-                Some("no address: neither the ledger nor the Raft members give one".into());
+        if node.status == NodeView::REMOVED {
+            report.verdict = "removed";
             reports.push(report);
             continue;
-        };
-        match ask(&url, &signer, node, &client, &anchor, &genesis).await {
-            Ok((node_client, checkpoint)) => {
+        }
+        let fallback = urls.iter().find(|(id, _)| *id == node.id).map(|(_, u)| u.clone());
+        match ask(&signer, node, fallback, &client, &anchor, &genesis).await {
+            Ok((url, node_client, checkpoint)) => {
+                report.url = url;
                 report.checkpoint = Some(checkpoint.clone());
                 fresh.push((
                     reports.len(),
@@ -138,16 +145,14 @@ async fn check(args: CheckArgs) -> Result<()> {
                     SeenCheckpoint { node_id: node.id, checkpoint },
                 ));
             }
-            Err(Asked::Unreachable(e)) => {
-                report.verdict = "unreachable";
-                report.error = Some(e);
-            }
-            Err(Asked::Refused(e)) => {
-                report.verdict = "refused";
-                report.error = Some(e);
-            }
-            Err(Asked::Untrusted(e)) => {
-                report.verdict = "untrusted";
+            Err((url, asked)) => {
+                report.url = url;
+                let (verdict, e) = match asked {
+                    Asked::Unreachable(e) => ("unreachable", e),
+                    Asked::Refused(e) => ("refused", e),
+                    Asked::Untrusted(e) => ("untrusted", e),
+                };
+                report.verdict = verdict;
                 report.error = Some(e);
             }
         }
@@ -156,18 +161,26 @@ async fn check(args: CheckArgs) -> Result<()> {
 
     let checked: Vec<SeenCheckpoint> = fresh.iter().map(|(_, _, s)| s.clone()).collect();
     let seen = wallet.state()?.seen_checkpoints.clone();
-    let splits = compare_nodes(&checked, &seen, |newer, old, new| {
+    let found = compare_nodes(&checked, &seen, |newer, old, new| {
         let node = fresh[newer].1.clone();
-        async move { node.consistency(old, new).await.map(|r| r.proof) }
+        async move {
+            match tokio::time::timeout(PER_NODE, node.consistency(old, new)).await {
+                Ok(answer) => answer.map(|r| r.proof),
+                Err(_) => Err(ClientError::Http(HttpError::Unreachable {
+                    url: node.base_url().to_owned(),
+                    reason: format!("no consistency proof within {PER_NODE:?}"),
+                })),
+            }
+        }
     })
     .await
     .map_err(|e: ClientError| anyhow::anyhow!(e))
-    .context("fetching a consistency proof")?;
+    .context("comparing the checkpoints")?;
 
     let height = checked.iter().map(|s| s.checkpoint.checkpoint.height).max().unwrap_or(0);
     let at = |i: usize| if i < checked.len() { &checked[i] } else { &seen[i - checked.len()] };
     let mut split_reports = Vec::new();
-    for Split { newer, older, disagreement } in &splits {
+    for Split { newer, older, disagreement } in &found.splits {
         let (n, o) = (at(*newer), at(*older));
         for (i, other) in [(*newer, o.node_id), (*older, n.node_id)] {
             if let Some((index, _, _)) = fresh.get(i) {
@@ -186,6 +199,13 @@ async fn check(args: CheckArgs) -> Result<()> {
             older: o.checkpoint.clone(),
         });
     }
+    for (newer, older, why) in &found.unproven {
+        problems.push(format!(
+            "node {} gave no consistency proof from node {}'s checkpoint: {why}",
+            at(*newer).node_id,
+            at(*older).node_id
+        ));
+    }
     for (index, _, s) in &fresh {
         let r = &mut reports[*index];
         let lag = height - s.checkpoint.checkpoint.height;
@@ -194,10 +214,22 @@ async fn check(args: CheckArgs) -> Result<()> {
             r.verdict = "lagging";
         }
     }
-    let ok = split_reports.is_empty()
-        && !reports.iter().any(|r| r.verdict == "untrusted")
-        && !fresh.is_empty();
+    for r in &reports {
+        if matches!(r.verdict, "unreachable" | "refused" | "untrusted") {
+            problems.push(format!(
+                "node {} is {}: {}",
+                r.id,
+                r.verdict,
+                r.error.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    if fresh.is_empty() {
+        problems.push("no node answered".into());
+    }
+    let ok = split_reports.is_empty() && problems.is_empty();
     if split_reports.is_empty() {
+        // What agreed is remembered, even when a node did not answer.
         let state = wallet.state_mut()?;
         let mut seen = state.seen_checkpoints.clone();
         for s in checked {
@@ -206,7 +238,7 @@ async fn check(args: CheckArgs) -> Result<()> {
         state.seen_checkpoints = seen;
         wallet.save(&args.wallet.wallet)?;
     }
-    let report = Report { ok, height, nodes: reports, splits: split_reports };
+    let report = Report { ok, height, nodes: reports, splits: split_reports, problems };
     if args.json {
         crate::common::print_json(&report)?;
     } else {
@@ -228,11 +260,12 @@ async fn check(args: CheckArgs) -> Result<()> {
             pairs.join("; ")
         );
     }
-    if let Some(r) = report.nodes.iter().find(|r| r.verdict == "untrusted") {
-        bail!("node {} is not trusted: {}", r.id, r.error.as_deref().unwrap_or(""));
-    }
-    if fresh.is_empty() {
-        bail!("no node answered");
+    if !report.problems.is_empty() {
+        bail!(
+            "the network could not be checked in full (a node that does not answer could hide \
+             a split view): {}",
+            report.problems.join("; ")
+        );
     }
     Ok(())
 }
@@ -256,47 +289,71 @@ impl From<ClientError> for Asked {
     }
 }
 
-/// The checkpoint of the node at `url`, once it serves the pinned genesis and its checkpoint
-/// is signed by the key the ledger lists for it, whose admission `home` proves.
+/// Within [`PER_NODE`], or unreachable.
+async fn timed<T>(
+    work: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> Result<T, Asked> {
+    tokio::time::timeout(PER_NODE, work)
+        .await
+        .map_err(|_| Asked::Unreachable(format!("no answer within {PER_NODE:?}")))?
+        .map_err(Asked::from)
+}
+
+/// The URL of `node` and its checkpoint. The URL comes from the regulator's proven admission
+/// of the node's key (served by `home`, checked against the pinned genesis), never from the
+/// list alone; the genesis node, which no transaction admitted, is looked for at `fallback`
+/// (Raft's members), and its checkpoint must be signed by the pinned genesis node key. The
+/// node must serve the pinned genesis and sign with the key the ledger lists for it.
 async fn ask(
-    url: &str,
     signer: &Signer,
     node: &NodeView,
+    fallback: Option<String>,
     home: &NodeClient,
     anchor: &medledger_client::proof::TrustAnchor,
     genesis: &medledger_core::block::Genesis,
-) -> Result<(NodeClient, SignedCheckpoint), Asked> {
-    let late = |_| Asked::Unreachable(format!("no answer within {PER_NODE:?}"));
-    let client = NodeClient::new(url)?.signed_by(signer.clone());
-    let served = tokio::time::timeout(PER_NODE, client.genesis()).await.map_err(late)??;
+) -> Result<(String, NodeClient, SignedCheckpoint), (String, Asked)> {
+    let key = medledger_client::nodes::parse_node_key(&node.node_key)
+        .map_err(|e| (String::new(), Asked::Untrusted(format!("its listed key: {e}"))))?;
+    let url = if node.id == GENESIS_NODE_ID {
+        if key != anchor.node_key {
+            let e = format!("node 1 is listed with key {key}, not the pinned {}", anchor.node_key);
+            return Err((String::new(), Asked::Untrusted(e)));
+        }
+        fallback.ok_or_else(|| {
+            let e = "no address: the ledger keeps none for the genesis node and Raft's \
+                     members name none";
+            (String::new(), Asked::Unreachable(e.into()))
+        })?
+    } else {
+        let served = timed(home.node_admission(node.id))
+            .await
+            .map_err(|e| (String::new(), e))?
+            .ok_or_else(|| (String::new(), Asked::Untrusted("no admission is served".into())))?;
+        medledger_client::checkpoints::proven_node_address(&key, &served, anchor, genesis)
+            .map_err(|e| (String::new(), Asked::Untrusted(e.to_string())))?
+            .ok_or_else(|| (String::new(), Asked::Untrusted("no admitted address".into())))?
+    };
+    let fail = |e: Asked| (url.clone(), e);
+    let client = NodeClient::new(&url).map_err(|e| fail(e.into()))?.signed_by(signer.clone());
+    let served = timed(client.genesis()).await.map_err(fail)?;
     if served.hash() != anchor.genesis {
-        return Err(Asked::Untrusted(format!(
+        return Err(fail(Asked::Untrusted(format!(
             "it serves genesis {}, not the pinned genesis {}",
             served.hash(),
             anchor.genesis
-        )));
+        ))));
     }
-    let checkpoint = tokio::time::timeout(PER_NODE, client.checkpoint()).await.map_err(late)??;
-    if checkpoint.signer.to_string() != node.node_key {
-        return Err(Asked::Untrusted(format!(
-            "its checkpoint is signed by node key {}, but the ledger lists {} for node {}",
-            checkpoint.signer, node.node_key, node.id
-        )));
-    }
-    let id = home
-        .admitted_signer(&checkpoint, anchor, genesis)
-        .await
-        .map_err(|e| Asked::Untrusted(e.to_string()))?;
-    if id != node.id {
-        return Err(Asked::Untrusted(format!(
-            "its key is admitted as node {id}, not node {}",
-            node.id
-        )));
+    let checkpoint = timed(client.checkpoint()).await.map_err(fail)?;
+    if checkpoint.signer != key {
+        return Err(fail(Asked::Untrusted(format!(
+            "its checkpoint is signed by node key {}, but the ledger lists {key} for node {}",
+            checkpoint.signer, node.id
+        ))));
     }
     checkpoint
-        .verify(&checkpoint.signer)
-        .map_err(|_| Asked::Untrusted("its checkpoint's signature does not verify".into()))?;
-    Ok((client, checkpoint))
+        .verify(&key)
+        .map_err(|_| fail(Asked::Untrusted("its checkpoint's signature does not verify".into())))?;
+    Ok((url.clone(), client, checkpoint))
 }
 
 /// The Raft members' URLs as the wallet's node sees them: the address of a node the ledger
@@ -346,9 +403,12 @@ fn print(report: &Report) {
             s.reason
         );
     }
+    for p in &report.problems {
+        println!("  NOT CHECKED: {p}");
+    }
     if report.ok {
         println!(
-            "one history: every node that answered agrees with every other, and with what this wallet saw before"
+            "one history: every node agrees with every other, and with what this wallet saw before"
         );
     }
 }

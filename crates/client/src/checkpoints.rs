@@ -169,6 +169,29 @@ pub fn check_against_seen(
     crate::proof::extends(o, n, proof).map_err(forked)
 }
 
+/// The address of the node whose key is `key`, from the regulator's proven admission of it
+/// (see [`verify_node_admission`]): where a wallet may reach it without trusting the node that
+/// served the list. `None` for the genesis node, which no transaction admitted.
+pub fn proven_node_address(
+    key: &PublicKey,
+    served: &NodeAdmission,
+    anchor: &TrustAnchor,
+    genesis: &Genesis,
+) -> Result<Option<String>, ClientError> {
+    let id = verify_node_admission(key, served, anchor, genesis)?;
+    let Some(proof) = served.admission.as_ref() else {
+        return Ok(None);
+    };
+    let tx = verify_tx_proof(proof, key)?;
+    match tx.tx.body {
+        TxBody::Nodes(NodeTx::Admit { address, .. }) => Ok(Some(address)),
+        other => Err(ClientError::Proof(ProofError::UnadmittedNode {
+            key: *key,
+            reason: format!("node {id}'s admission is a {}", other.kind()),
+        })),
+    }
+}
+
 /// Two checkpoints of a comparison that are not one history: indexes into the compared list
 /// (fresh checkpoints first, then remembered ones; `newer` is the higher) and what disagrees.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,19 +214,20 @@ pub struct Split {
 /// higher than a fresh one is compared only when one node signed both (it must not have
 /// gone back); another node that is behind is lagging, not forked.
 ///
-/// Returns every pair that disagrees, each naming both nodes: a node serving a fork is named
-/// in its pair with each honest node. A proof that cannot be fetched is an error.
+/// Returns every pair that disagrees, each naming both nodes (a node serving a fork is named
+/// in its pair with each honest node), and every pair whose proof could not be fetched
+/// (neither agreeing nor disagreeing: unproven).
 pub async fn compare_nodes<F, Fut>(
     fresh: &[SeenCheckpoint],
     remembered: &[SeenCheckpoint],
     mut proof: F,
-) -> Result<Vec<Split>, ClientError>
+) -> Result<Comparison, ClientError>
 where
     F: FnMut(usize, u64, u64) -> Fut,
     Fut: std::future::Future<Output = Result<ConsistencyProof, ClientError>>,
 {
     let all: Vec<&SeenCheckpoint> = fresh.iter().chain(remembered).collect();
-    let mut splits = Vec::new();
+    let (mut splits, mut unproven) = (Vec::new(), Vec::new());
     for a in 0..fresh.len() {
         for b in a + 1..all.len() {
             let (x, y) = (&all[a].checkpoint.checkpoint, &all[b].checkpoint.checkpoint);
@@ -219,7 +243,13 @@ where
                 && o.checkpoint.log_size < n.checkpoint.log_size
                 && o.checkpoint.height < n.checkpoint.height
             {
-                Some(proof(newer, o.checkpoint.log_size, n.checkpoint.log_size).await?)
+                match proof(newer, o.checkpoint.log_size, n.checkpoint.log_size).await {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        unproven.push((newer, older, e.to_string()));
+                        continue;
+                    }
+                }
             } else {
                 None
             };
@@ -232,7 +262,16 @@ where
             }
         }
     }
-    Ok(splits)
+    Ok(Comparison { splits, unproven })
+}
+
+/// What [`compare_nodes`] found.
+#[derive(Debug, Clone, Default)]
+pub struct Comparison {
+    /// The pairs that are not one history.
+    pub splits: Vec<Split>,
+    /// The pairs whose consistency proof could not be fetched: (newer, older, why).
+    pub unproven: Vec<(usize, usize, String)>,
 }
 
 /// Records `new` as the newest checkpoint of its signer (replacing an older one of the same
@@ -747,7 +786,8 @@ mod tests {
             async move { Ok(proof) }
         })
         .await
-        .unwrap();
+        .unwrap()
+        .splits;
         assert_eq!(*asked.lock().unwrap(), vec![(1, 8, 12), (2, 8, 10), (1, 10, 12)]);
         let pairs: Vec<_> = splits.iter().map(|s| (s.newer, s.older)).collect();
         assert_eq!(pairs, vec![(2, 0), (1, 2)]);
@@ -764,7 +804,8 @@ mod tests {
             async move { Ok(proof) }
         })
         .await
-        .unwrap();
+        .unwrap()
+        .splits;
         assert!(splits.is_empty(), "{splits:?}");
 
         // Node 1 signed height 5 before and serves height 4 now: it went back.
@@ -774,19 +815,23 @@ mod tests {
             async move { Ok(proof) }
         })
         .await
-        .unwrap();
+        .unwrap()
+        .splits;
         let pairs: Vec<_> = splits.iter().map(|s| (s.newer, s.older)).collect();
         assert_eq!(pairs, vec![(3, 0)], "{splits:?}");
 
-        // A proof that cannot be fetched is an error, not a verdict.
-        let err = compare_nodes(&fresh, &[], |_, _, _| async {
+        // A proof that cannot be fetched leaves its pair unproven, neither agreeing nor not.
+        let found = compare_nodes(&fresh, &[], |_, _, _| async {
             Err(ClientError::Proof(ProofError::UntrustedCheckpoint {
                 signer: keys[0].public_key(),
                 trusted: keys[0].public_key(),
             }))
         })
-        .await;
-        assert!(err.is_err());
+        .await
+        .unwrap();
+        assert!(found.splits.is_empty(), "{found:?}");
+        let pairs: Vec<_> = found.unproven.iter().map(|(n, o, _)| (*n, *o)).collect();
+        assert_eq!(pairs, vec![(1, 0), (2, 0), (1, 2)]);
     }
 
     #[test]

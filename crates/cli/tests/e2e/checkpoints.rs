@@ -4,7 +4,8 @@
 //! forked history (a copy of node 1's data directory, same keys, that then diverges) is named;
 //! a node signing with a key the regulator never admitted is refused; and a command that seals
 //! to an account key proven under node 2's checkpoint (`patient amend`) passes through node 2.
-//! `medledger network check` asks every listed node: both agree; node 1 down is unreachable;
+//! `medledger network check` asks every listed node: both agree; node 1 down is unreachable
+//! (the check fails as incomplete);
 //! the fork answering at node 1's address is named inconsistent with node 2, with both signed
 //! checkpoints.
 
@@ -193,14 +194,16 @@ fn proof_passes_on_every_admitted_node_and_names_a_forked_one() {
     let out = ok(&amend, &through_n2);
     assert!(out.contains("patient details amended"), "{out}");
 
-    // Node 1 stops: `network check` reports it unreachable and node 2 as it is.
+    // Node 1 stops: `network check` reports it unreachable and node 2 as it is, and fails as
+    // incomplete (a node that does not answer could hide a split view).
     let mut fork = fork;
     fork.stop();
     let n1_port = n1.port;
     n1.stop();
     let (passed, json) = network_check(&watcher, &n2.url);
-    assert!(passed && json["ok"] == true, "{json}");
+    assert!(!passed && json["ok"] == false && json["splits"] == serde_json::json!([]), "{json}");
     assert_eq!(checked_node(&json, 1)["verdict"], "unreachable", "{json}");
+    assert!(json["problems"][0].as_str().unwrap().contains("node 1 is unreachable"), "{json}");
     assert!(checked_node(&json, 2)["checkpoint"].is_object(), "{json}");
 
     // The fork answers at node 1's address: node 1 and node 2 are named as two histories,

@@ -260,7 +260,7 @@ fn a_transaction_the_wallets_node_cannot_include_is_resubmitted_through_another_
     let o = cli(&grant, &through);
     let (out, err) = (stdout(&o), stderr(&o));
     assert!(o.status.success(), "{out}\n{err}");
-    assert!(err.contains("did not include transaction") && err.contains("no_quorum"), "{err}");
+    assert!(err.contains("did not confirm transaction") && err.contains("no_quorum"), "{err}");
     assert!(err.contains("resubmitting transaction") && err.contains("included through node"));
     let id =
         serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"].as_str().unwrap().to_owned();

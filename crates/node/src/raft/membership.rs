@@ -59,6 +59,7 @@ pub fn check_admitted(
     previous: &Membership<u64, BasicNode>,
     next: &Membership<u64, BasicNode>,
 ) -> Result<(), String> {
+    voters_are_nodes(next)?;
     for (id, _) in next.nodes() {
         if previous.get_node(id).is_some() {
             continue;
@@ -75,6 +76,18 @@ pub fn check_admitted(
     Ok(())
 }
 
+/// Refuses a membership with a voter that is not among its nodes (a decoded membership is not
+/// validated: a voter listed only in its configurations would escape the checks of its
+/// nodes).
+fn voters_are_nodes(m: &Membership<u64, BasicNode>) -> Result<(), String> {
+    match m.voter_ids().find(|id| m.get_node(id).is_none()) {
+        Some(id) => Err(format!(
+            "it names node {id} as a voter but not as a node; this node stops rather than follow it"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Refuses the membership a snapshot carries if it names a node its own ledger (`known`: the
 /// nodes of the ledger it holds) never admitted, beyond those in `previous` (this node's membership before the install). A node
 /// admitted and since suspended or removed may still be a member at the snapshot's point
@@ -84,6 +97,7 @@ pub fn check_snapshot_members(
     previous: &Membership<u64, BasicNode>,
     next: &Membership<u64, BasicNode>,
 ) -> Result<(), String> {
+    voters_are_nodes(next)?;
     for (id, _) in next.nodes() {
         if previous.get_node(id).is_none() && !known.iter().any(|n| n.id == *id) {
             return Err(format!(

@@ -599,32 +599,44 @@ async fn a_restart_or_a_snapshot_between_a_skipped_block_and_its_successor_skips
 
 /// A snapshot whose Raft membership names a node its own ledger never admitted is refused
 /// before anything is written (issue 12's snapshot gap): the node stops with a protocol fault
-/// rather than follow that membership, and neither keeps nor serves the snapshot.
+/// rather than follow that membership, and neither keeps nor serves the snapshot. So is one
+/// naming a voter only in its configuration, not among its nodes (a decoded membership is not
+/// validated).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_whose_membership_names_an_unadmitted_node_is_refused() {
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut chain = Chain::new();
-    built(a.path(), &mut chain, 3).await;
-    let (source, mut sm) = state_machine(a.path(), &chain.genesis);
     let node = |port: u16| BasicNode { addr: format!("127.0.0.1:{port}") };
     let stranger =
         Membership::new(vec![BTreeSet::from([1, 9])], BTreeMap::from([(1, node(1)), (9, node(9))]));
-    let marker = (Some(log_id(4)), openraft::StoredMembership::new(Some(log_id(1)), stranger));
-    source
-        .set_applied_marker(&super::state_machine::encode_marker(&marker, &Default::default()))
-        .unwrap();
-    let mut snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
-    assert!(snapshot.meta.last_membership.membership().get_node(&9).is_some());
-    let mut bytes = Vec::new();
-    snapshot.snapshot.read_to_end(&mut bytes).await.unwrap();
+    let mut phantom = serde_json::to_value(Membership::new(
+        vec![BTreeSet::from([1])],
+        BTreeMap::from([(1, node(1))]),
+    ))
+    .unwrap();
+    phantom["configs"] = serde_json::json!([[1, 9]]);
+    let phantom: Membership<u64, BasicNode> = serde_json::from_value(phantom).unwrap();
+    assert!(phantom.voter_ids().any(|id| id == 9) && phantom.get_node(&9).is_none());
+    for (membership, why) in [(stranger, "never admitted"), (phantom, "as a voter but not")] {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut chain = Chain::new();
+        built(a.path(), &mut chain, 3).await;
+        let (source, mut sm) = state_machine(a.path(), &chain.genesis);
+        let marker =
+            (Some(log_id(4)), openraft::StoredMembership::new(Some(log_id(1)), membership));
+        source
+            .set_applied_marker(&super::state_machine::encode_marker(&marker, &Default::default()))
+            .unwrap();
+        let mut snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let mut bytes = Vec::new();
+        snapshot.snapshot.read_to_end(&mut bytes).await.unwrap();
 
-    let target = ledger_at(b.path(), &chain.genesis);
-    let (mut installing, fault) = state_machine_on(target.clone(), b.path());
-    let before = (view(&target), installing.applied_state().await.unwrap());
-    let err = receive(&mut installing, &snapshot.meta, &bytes).await.unwrap_err();
-    assert!(format!("{err:?}").contains("never admitted"), "{err:?}");
-    assert!(fault.is_protocol(), "{:?}", fault.reason());
-    assert_eq!((view(&target), installing.applied_state().await.unwrap()), before);
-    assert!(installing.get_current_snapshot().await.unwrap().is_none());
-    assert!(files(&b.path().join("snapshots"), ".tmp").is_empty());
+        let target = ledger_at(b.path(), &chain.genesis);
+        let (mut installing, fault) = state_machine_on(target.clone(), b.path());
+        let before = (view(&target), installing.applied_state().await.unwrap());
+        let err = receive(&mut installing, &snapshot.meta, &bytes).await.unwrap_err();
+        assert!(format!("{err:?}").contains(why), "{err:?}");
+        assert!(fault.is_protocol(), "{:?}", fault.reason());
+        assert_eq!((view(&target), installing.applied_state().await.unwrap()), before);
+        assert!(installing.get_current_snapshot().await.unwrap().is_none());
+        assert!(files(&b.path().join("snapshots"), ".tmp").is_empty());
+    }
 }

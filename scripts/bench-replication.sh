@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# bench-replication.sh: issue 13's replication benchmark on this machine, with release nodes
+# on 127.0.0.1 ports. One node: `bench records` encrypts and uploads a large record (MB/s).
+# Then three nodes (`cluster up --nodes 3`): the same upload through node 1, and the time
+# until every node holds every blob (`vault status` shows nothing under-replicated): the
+# replication rate end to end, and how far replication trails the upload. Prints a markdown
+# table. Every process it starts is stopped on exit (trap).
+#
+#   cargo build --release -p medledger-cli
+#   scripts/bench-replication.sh                   # MIB=256 BASE_PORT=7500 by default
+#   MIB=512 RUNS=2 scripts/bench-replication.sh
+set -euo pipefail
+
+BIN=${BIN:-target/release/medledger}
+MIB=${MIB:-256}
+RUNS=${RUNS:-1}
+BASE=${BASE_PORT:-7500}
+export MEDLEDGER_PASSPHRASE=${MEDLEDGER_PASSPHRASE:-bench-passphrase}
+export MEDLEDGER_LOG=${MEDLEDGER_LOG:-warn}
+WORK=$(mktemp -d /tmp/medledger-bench-replication.XXXXXX)
+PIDS=()
+
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+[ -x "$BIN" ] || { echo "no $BIN: cargo build --release -p medledger-cli" >&2; exit 1; }
+
+url() { echo "http://127.0.0.1:$1"; }
+now() { date +%s.%N; }
+
+# Waits (at most 60 s) for GET /health on port $1.
+wait_health() {
+  for _ in $(seq 600); do
+    curl -sf "$(url "$1")/health" >/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing serves on port $1" >&2; return 1
+}
+
+# `bench records` of one large record through $2 with wallet $1; one JSON object.
+upload() {
+  "$BIN" bench records --wallet "$1" --node "$2" --large-mib "$MIB" --reads 0 \
+    --trail-events 0 --json
+}
+
+ROWS=()
+for run in $(seq "$RUNS"); do
+  # --- One node ------------------------------------------------------------------------------
+  ONE_PORT=$((BASE + 50))
+  "$BIN" up --data-dir "$WORK/one-$run" --listen "127.0.0.1:$ONE_PORT" >"$WORK/one.log" 2>&1 &
+  ONE_PID=$!
+  PIDS+=("$ONE_PID")
+  wait_health "$ONE_PORT"
+  one=$(upload "$WORK/one-$run/regulator.wallet.json" "$(url $ONE_PORT)")
+  kill -TERM "$ONE_PID"; wait "$ONE_PID" 2>/dev/null || true
+  ROWS+=("$(printf '| %s | 1 node | %.0f | - | - |' "$run" "$(jq -r '.upload_mb_per_s' <<<"$one")")")
+
+  # --- Three nodes ---------------------------------------------------------------------------
+  "$BIN" cluster up --nodes 3 --data-dir "$WORK/three-$run" --base-port "$BASE" \
+    >"$WORK/three.log" 2>&1 &
+  THREE_PID=$!
+  PIDS+=("$THREE_PID")
+  n=0
+  for _ in $(seq 1200); do
+    n=$("$BIN" cluster status --node "$(url $((BASE + 1)))" --json 2>/dev/null |
+      jq '[.members[] | select(.role == "voter")] | length' 2>/dev/null || echo 0)
+    [ "$n" = 3 ] && break
+    sleep 0.1
+  done
+  [ "$n" = 3 ] || { echo "the 3-node network did not form" >&2; cat "$WORK/three.log" >&2; exit 1; }
+  started=$(now)
+  three=$(upload "$WORK/three-$run/regulator.wallet.json" "$(url $((BASE + 1)))")
+  uploaded=$(now)
+  replicated=""
+  for _ in $(seq 6000); do
+    status=$("$BIN" vault status --node "$(url $((BASE + 1)))" --json 2>/dev/null || echo '{}')
+    if jq -e '(.members | length) == 3 and ([.members[] | select(.status == null)] | length) == 0
+              and (.under_replicated | length) == 0' <<<"$status" >/dev/null 2>&1; then
+      replicated=$(now); break
+    fi
+    sleep 0.1
+  done
+  [ -n "$replicated" ] || { echo "replication did not complete" >&2; exit 1; }
+  kill -TERM "$THREE_PID"; wait "$THREE_PID" 2>/dev/null || true
+  # Replication ends when the last node holds the last blob (the bench also reads the record
+  # back once, after its upload, through node 1).
+  total_s=$(echo "$replicated - $started" | bc -l)
+  trail_s=$(echo "$replicated - $uploaded" | bc -l)
+  ROWS+=("$(printf '| %s | 3 nodes | %.0f | %.0f | %.1f |' "$run" \
+    "$(jq -r '.upload_mb_per_s' <<<"$three")" \
+    "$(echo "2 * $MIB * 1.048576 / $total_s" | bc -l)" "$trail_s")")
+done
+
+echo
+echo "medledger bench-replication, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, one ${MIB} MiB record a run"
+echo
+echo "| run | network | encrypt + upload MB/s | replicated MB/s (2 replicas, upload start to last replica) | last replica after the bench ended, s |"
+echo "|---|---|---|---|---|"
+printf '%s\n' "${ROWS[@]}"
