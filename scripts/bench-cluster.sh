@@ -11,33 +11,10 @@
 #   TXS=300000 scripts/bench-cluster.sh
 set -euo pipefail
 
-BIN=${BIN:-target/release/medledger}
 TXS=${TXS:-100000}
 BASE=${BASE_PORT:-7400}
-export MEDLEDGER_PASSPHRASE=${MEDLEDGER_PASSPHRASE:-bench-passphrase}
-export MEDLEDGER_LOG=${MEDLEDGER_LOG:-warn}
-WORK=$(mktemp -d /tmp/medledger-bench-cluster.XXXXXX)
-PIDS=()
-
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-[ -x "$BIN" ] || { echo "no $BIN: cargo build --release -p medledger-cli" >&2; exit 1; }
-
-url() { echo "http://127.0.0.1:$1"; }
-
-# Waits (at most 60 s) for GET /health on port $1.
-wait_health() {
-  for _ in $(seq 600); do
-    curl -sf "$(url "$1")/health" >/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing serves on port $1" >&2; return 1
-}
+NAME=bench-cluster
+. "$(dirname "$0")/bench-common.sh"
 
 # `bench tx` with the wallet $1 over the nodes $2, extra options after; one JSON object.
 bench() {

@@ -10,28 +10,14 @@
 #   scripts/bench-failover.sh                  # RUNS=3 RATE=200 BASE_PORT=7500 by default
 set -euo pipefail
 
-BIN=${BIN:-target/release/medledger}
 RUNS=${RUNS:-3}
 RATE=${RATE:-200}
 SECONDS_MEASURED=${SECONDS_MEASURED:-30}
 KILL_AFTER=${KILL_AFTER:-12}
 BASE=${BASE_PORT:-7500}
-export MEDLEDGER_PASSPHRASE=${MEDLEDGER_PASSPHRASE:-bench-passphrase}
-export MEDLEDGER_LOG=${MEDLEDGER_LOG:-warn}
-WORK=$(mktemp -d /tmp/medledger-bench-failover.XXXXXX)
-PIDS=()
+NAME=bench-failover
+. "$(dirname "$0")/bench-common.sh"
 
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-[ -x "$BIN" ] || { echo "no $BIN: cargo build --release -p medledger-cli" >&2; exit 1; }
-command -v jq >/dev/null || { echo "jq is needed" >&2; exit 1; }
-
-url() { echo "http://127.0.0.1:$1"; }
 status() { "$BIN" cluster status --node "$(url "$1")" --json 2>/dev/null; }
 
 ROWS=()

@@ -11,35 +11,13 @@
 #   MIB=512 RUNS=2 scripts/bench-replication.sh
 set -euo pipefail
 
-BIN=${BIN:-target/release/medledger}
 MIB=${MIB:-256}
 RUNS=${RUNS:-1}
 BASE=${BASE_PORT:-7500}
-export MEDLEDGER_PASSPHRASE=${MEDLEDGER_PASSPHRASE:-bench-passphrase}
-export MEDLEDGER_LOG=${MEDLEDGER_LOG:-warn}
-WORK=$(mktemp -d /tmp/medledger-bench-replication.XXXXXX)
-PIDS=()
+NAME=bench-replication
+. "$(dirname "$0")/bench-common.sh"
 
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-[ -x "$BIN" ] || { echo "no $BIN: cargo build --release -p medledger-cli" >&2; exit 1; }
-
-url() { echo "http://127.0.0.1:$1"; }
 now() { date +%s.%N; }
-
-# Waits (at most 60 s) for GET /health on port $1.
-wait_health() {
-  for _ in $(seq 600); do
-    curl -sf "$(url "$1")/health" >/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing serves on port $1" >&2; return 1
-}
 
 # `bench records` of one large record through $2 with wallet $1; one JSON object.
 upload() {

@@ -115,6 +115,15 @@ async fn check(args: CheckArgs) -> Result<()> {
     if let Some(missing) = (1..=ids.len() as u64).find(|id| ids.binary_search(id).is_err()) {
         problems.push(format!("the node list skips node {missing}: a node may be hidden"));
     }
+    // A node whose checkpoint this wallet saw must still be listed (its removal too).
+    for s in &wallet.state()?.seen_checkpoints {
+        if s.node_id != 0 && !ids.contains(&s.node_id) {
+            problems.push(format!(
+                "node {}, whose checkpoint this wallet saw, is not listed: a node may be hidden",
+                s.node_id
+            ));
+        }
+    }
     let mut reports = Vec::new();
     let mut fresh: Vec<(usize, NodeClient, SeenCheckpoint)> = Vec::new();
     for node in &listed {
