@@ -306,7 +306,7 @@ fn a_ledger_from_before_registration_blobs_were_indexed_fills_the_index() {
 }
 
 fn from_before_registration_blobs(table_left_empty: bool) {
-    use redb::{ReadableTable, TableDefinition};
+    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.redb");
     let mut net = Net::with(|g| Ledger::create(&path, g).unwrap());
@@ -322,41 +322,28 @@ fn from_before_registration_blobs(table_left_empty: bool) {
     let Net { ledger, tip, regulator, time } = net;
     drop(ledger);
 
-    // As an older version left the file: the index rows' share of the index digest taken
-    // out (a row's digest: table name, 0, key length little-endian, key, value).
+    // As an older version left the file.
     let index = TableDefinition::<&[u8; 32], &str>::new("registration_blobs");
-    let mut rows = Vec::new();
-    {
+    let rows: Vec<(Vec<u8>, Vec<u8>)> = {
         let db = redb::Database::open(&path).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let table = txn.open_table(index).unwrap();
-            for row in table.iter().unwrap() {
+        let read = db.begin_read().unwrap();
+        let table = read.open_table(index).unwrap();
+        table
+            .iter()
+            .unwrap()
+            .map(|row| {
                 let (k, v) = row.unwrap();
-                rows.push((Hash(*k.value()), v.value().to_owned()));
-            }
-            let mut meta = txn.open_table(TableDefinition::<&str, &[u8]>::new("meta")).unwrap();
-            let mut digest: [u8; 32] =
-                meta.get("index_digest").unwrap().unwrap().value().try_into().unwrap();
-            for (blob, owner) in &rows {
-                let row = Hash::of_parts(&[
-                    b"registration_blobs",
-                    &[0],
-                    &32u64.to_le_bytes(),
-                    &blob.0,
-                    owner.as_bytes(),
-                ]);
-                digest.iter_mut().zip(row.0).for_each(|(d, r)| *d ^= r);
-            }
-            meta.insert("index_digest", digest.as_slice()).unwrap();
-            assert!(meta.remove("registration_blobs_filled").unwrap().is_some());
-        }
+                (k.value().to_vec(), v.value().as_bytes().to_vec())
+            })
+            .collect()
+    };
+    let names = ("registration_blobs", "index_digest", "registration_blobs_filled");
+    as_before_table(&path, names, &rows, |txn| {
         assert!(txn.delete_table(index).unwrap());
         if table_left_empty {
             txn.open_table(index).unwrap();
         }
-        txn.commit().unwrap();
-    }
+    });
     // Patient details and attendant, hospital contact, device details.
     assert_eq!(rows.len(), 4, "{rows:?}");
 

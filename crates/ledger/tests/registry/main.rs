@@ -67,6 +67,36 @@ fn sealed(tag: &str) -> SealedRef {
     }
 }
 
+/// Makes the ledger file at `path` look as a version from before `table` existed left it:
+/// the share of each of its `rows` (key and value as the digests hash them: integers
+/// big-endian) taken out of the digest stored under `digest` (a row's share: table name, 0,
+/// key length little-endian, key, value), the fill's `marker` removed, and `reset` run in the
+/// same write transaction (it deletes the table, or empties it: a crash after an open created
+/// it and before the fill committed).
+fn as_before_table(
+    path: &std::path::Path,
+    (table, digest, marker): (&str, &str, &str),
+    rows: &[(Vec<u8>, Vec<u8>)],
+    reset: impl FnOnce(&redb::WriteTransaction),
+) {
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut meta = txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("meta")).unwrap();
+        let mut sum: [u8; 32] =
+            redb::ReadableTable::get(&meta, digest).unwrap().unwrap().value().try_into().unwrap();
+        for (key, value) in rows {
+            let len = (key.len() as u64).to_le_bytes();
+            let row = Hash::of_parts(&[table.as_bytes(), &[0], &len, key, value]);
+            sum.iter_mut().zip(row.0).for_each(|(d, r)| *d ^= r);
+        }
+        meta.insert(digest, sum.as_slice()).unwrap();
+        assert!(meta.remove(marker).unwrap().is_some(), "no {marker}");
+    }
+    reset(&txn);
+    txn.commit().unwrap();
+}
+
 /// Every blob an applied transaction names (`TxBody::blobs`) is in the vault's keep-set
 /// (`Ledger::blobs_in_use`), checked after every block of every test (the suite applies every
 /// kind that names a blob, all eighteen blob roles): a blob outside it would be deleted by the

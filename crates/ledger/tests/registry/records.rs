@@ -562,40 +562,16 @@ fn from_before_erased_blobs(table_left_empty: bool) {
     let blobs = [body.content, body.metadata, body.keys[0].blob, body.keys[1].blob];
     drop(net);
 
-    // As an older version left the file: the rows' share of the state digest taken out (a
-    // row's digest: table name, 0, key length little-endian, key, value; integers big-endian).
-    {
-        let db = redb::Database::open(&path).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let mut meta =
-                txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("meta")).unwrap();
-            let mut digest: [u8; 32] = redb::ReadableTable::get(&meta, "state_digest")
-                .unwrap()
-                .unwrap()
-                .value()
-                .try_into()
-                .unwrap();
-            for blob in blobs {
-                let row = Hash::of_parts(&[
-                    b"erased_blobs",
-                    &[0],
-                    &32u64.to_le_bytes(),
-                    &blob.0,
-                    &height.to_be_bytes(),
-                ]);
-                digest.iter_mut().zip(row.0).for_each(|(d, r)| *d ^= r);
-            }
-            meta.insert("state_digest", digest.as_slice()).unwrap();
-            assert!(meta.remove("erased_blobs_filled").unwrap().is_some());
-        }
-        let erased = redb::TableDefinition::<&[u8; 32], u64>::new("erased_blobs");
+    // As an older version left the file.
+    let rows: Vec<_> =
+        blobs.iter().map(|b| (b.0.to_vec(), height.to_be_bytes().to_vec())).collect();
+    let erased = redb::TableDefinition::<&[u8; 32], u64>::new("erased_blobs");
+    as_before_table(&path, ("erased_blobs", "state_digest", "erased_blobs_filled"), &rows, |txn| {
         assert!(txn.delete_table(erased).unwrap());
         if table_left_empty {
             txn.open_table(erased).unwrap();
         }
-        txn.commit().unwrap();
-    }
+    });
 
     let ledger = Ledger::open(&path).unwrap();
     for blob in blobs {
