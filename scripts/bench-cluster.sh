@@ -46,13 +46,7 @@ kill -TERM "$ONE_PID"; wait "$ONE_PID" 2>/dev/null || true
 # --- Three nodes ----------------------------------------------------------------------------
 "$BIN" cluster up --nodes 3 --data-dir "$WORK/three" --base-port "$BASE" >"$WORK/three.log" 2>&1 &
 PIDS+=("$!")
-for _ in $(seq 1200); do
-  n=$("$BIN" cluster status --node "$(url "$BASE")" --json 2>/dev/null |
-    jq '[.members[] | select(.role == "voter")] | length' 2>/dev/null || echo 0)
-  [ "$n" = 3 ] && break
-  sleep 0.1
-done
-[ "$n" = 3 ] || { echo "the 3-node network did not form" >&2; cat "$WORK/three.log" >&2; exit 1; }
+wait_voters "$BASE" "$WORK/three.log"
 WALLET3="$WORK/three/regulator.wallet.json"
 NODES3="$(url "$BASE"),$(url $((BASE + 1))),$(url $((BASE + 2)))"
 peak3=$(bench "$WALLET3" "$NODES3")

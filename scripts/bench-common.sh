@@ -29,3 +29,16 @@ wait_health() {
   done
   echo "nothing serves on port $1" >&2; return 1
 }
+
+# Waits (at most 120 s) until the network answering on port $1 has 3 voters; shows the log $2
+# and fails otherwise.
+wait_voters() {
+  local n=0
+  for _ in $(seq 1200); do
+    n=$("$BIN" cluster status --node "$(url "$1")" --json 2>/dev/null |
+      jq '[.members[] | select(.role == "voter")] | length' 2>/dev/null || echo 0)
+    [ "$n" = 3 ] && return 0
+    sleep 0.1
+  done
+  echo "the 3-node network did not form" >&2; cat "$2" >&2; return 1
+}

@@ -26,13 +26,7 @@ for run in $(seq "$RUNS"); do
   "$BIN" cluster up --nodes 3 --data-dir "$dir" --base-port "$BASE" >"$WORK/cluster-$run.log" 2>&1 &
   cluster_pid=$!
   PIDS+=("$cluster_pid")
-  n=0
-  for _ in $(seq 1200); do
-    n=$(status "$BASE" | jq '[.members[] | select(.role == "voter")] | length' 2>/dev/null || echo 0)
-    [ "$n" = 3 ] && break
-    sleep 0.1
-  done
-  [ "$n" = 3 ] || { echo "run $run: the 3-node network did not form" >&2; cat "$WORK/cluster-$run.log" >&2; exit 1; }
+  wait_voters "$BASE" "$WORK/cluster-$run.log"
   nodes=$(status "$BASE" | jq -r '[.members[].url] | join(",")')
   txs=$((RATE * SECONDS_MEASURED))
   # One transaction per request, paced: every commit is one acknowledgement in the timeline.

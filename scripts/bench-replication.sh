@@ -42,14 +42,7 @@ for run in $(seq "$RUNS"); do
     >"$WORK/three.log" 2>&1 &
   THREE_PID=$!
   PIDS+=("$THREE_PID")
-  n=0
-  for _ in $(seq 1200); do
-    n=$("$BIN" cluster status --node "$(url $((BASE + 1)))" --json 2>/dev/null |
-      jq '[.members[] | select(.role == "voter")] | length' 2>/dev/null || echo 0)
-    [ "$n" = 3 ] && break
-    sleep 0.1
-  done
-  [ "$n" = 3 ] || { echo "the 3-node network did not form" >&2; cat "$WORK/three.log" >&2; exit 1; }
+  wait_voters $((BASE + 1)) "$WORK/three.log"
   started=$(now)
   three=$(upload "$WORK/three-$run/regulator.wallet.json" "$(url $((BASE + 1)))")
   uploaded=$(now)

@@ -309,14 +309,8 @@ fn from_before_registration_blobs(table_left_empty: bool) {
     use redb::{ReadableDatabase, ReadableTable, TableDefinition};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.redb");
-    let mut net = Net::with(|g| Ledger::create(&path, g).unwrap());
-    let mut hospital = Actor::new();
-    let mut doctor = Actor::new();
-    let mut patient = Actor::new();
+    let (mut net, _, mut doctor, mut patient) = populated_in(|g| Ledger::create(&path, g).unwrap());
     let device = Actor::new();
-    applied(&net.admit(&hospital));
-    applied(&net.one(onboard(&mut hospital, &doctor)));
-    applied(&net.one(register(&mut hospital, &patient)));
     let t = dev(register_body(&device, &patient, DeviceKind::Thermometer), &mut patient);
     applied(&net.one(t));
     let Net { ledger, tip, regulator, time } = net;

@@ -238,7 +238,13 @@ fn applied(r: &Receipt) -> Option<&Created> {
 
 /// Admits a hospital, onboards a doctor, registers a patient.
 fn populated() -> (Net, Actor, Actor, Actor) {
-    let mut net = Net::new();
+    populated_in(|g| Ledger::in_memory(g).unwrap())
+}
+
+/// [`populated`] on a ledger that `make` creates from genesis (a file, to reopen as another
+/// version would).
+fn populated_in(make: impl FnOnce(Genesis) -> Ledger) -> (Net, Actor, Actor, Actor) {
+    let mut net = Net::with(make);
     let mut hospital = Actor::new();
     let doctor = Actor::new();
     let patient = Actor::new();

@@ -548,13 +548,7 @@ fn a_ledger_from_before_erased_blobs_were_kept_gets_them_from_its_receipts() {
 fn from_before_erased_blobs(table_left_empty: bool) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.redb");
-    let mut net = Net::with(|g| Ledger::create(&path, g).unwrap());
-    let mut hospital = Actor::new();
-    let mut doctor = Actor::new();
-    let mut patient = Actor::new();
-    net.admit(&hospital);
-    net.one(onboard(&mut hospital, &doctor));
-    net.one(register(&mut hospital, &patient));
+    let (mut net, _, mut doctor, mut patient) = populated_in(|g| Ledger::create(&path, g).unwrap());
     let body = mint_body(&patient, &doctor, RecordCategory::LabReport, "old");
     let pmr = mint(&mut net, &mut doctor, &patient, "old");
     applied(&net.one(rec(RecordTx::Erase { record: pmr }, &mut patient)));
