@@ -222,7 +222,7 @@ impl Runner {
         let url = format!("http://{listen}");
         let mut member = Member { index, url, dir, log, child };
         eprintln!("node {index}: starting on {} (log {})", member.url, member.log.display());
-        let client = reqwest::Client::new();
+        let client = crate::cluster::http()?;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(Some(status)) = member.child.try_wait() {

@@ -63,6 +63,9 @@ pub struct Session {
     pub chain_id: String,
     /// The pinned network and node key (authenticated under the passphrase).
     pub anchor: TrustAnchor,
+    /// The node keys this session accepts over TLS: the genesis node's, and each node's whose
+    /// admission it has proved ([`medledger_client::pinning`]).
+    pub pins: std::sync::Arc<medledger_tls::Pins>,
 }
 
 /// Loads and unlocks a wallet (asking for its passphrase): refuses a tampered file before
@@ -106,7 +109,9 @@ impl Session {
         let (wallet, identity) = unlock_wallet(&args.wallet)?;
         let anchor = pinned(&wallet, &args.wallet)?;
         let url = node_url(args.node.as_deref(), Some(&wallet));
-        let client = NodeClient::new(&url)?
+        let pins = medledger_client::pinning::pins_of(&anchor);
+        let client = medledger_client::pinning::connect(&url, &anchor, &pins)
+            .await?
             .signed_by(Signer::new(identity.signing.clone(), wallet.account()));
         let genesis = client.genesis().await?;
         if genesis.chain_id != anchor.chain_id {
@@ -137,6 +142,7 @@ impl Session {
             identity,
             client,
             anchor,
+            pins,
         })
     }
 
@@ -293,7 +299,14 @@ impl Session {
         let mut failures = vec![format!("{}: {first}", self.client.base_url())];
         for (id, url) in others {
             eprintln!("resubmitting transaction {hash} through node {id} at {url}");
-            let client = NodeClient::new(&url)?.signed_by(signer.clone());
+            let client =
+                match medledger_client::pinning::connect(&url, &self.anchor, &self.pins).await {
+                    Ok(client) => client.signed_by(signer.clone()),
+                    Err(e) => {
+                        failures.push(format!("node {id} at {url}: {e}"));
+                        continue;
+                    }
+                };
             // Applied through this node, or before (the first node did include it after all):
             // either way the receipt is taken only with its proof.
             match client.submit(tx).await {

@@ -343,7 +343,10 @@ async fn ask(
             .ok_or_else(|| (String::new(), Asked::Untrusted("no admitted address".into())))?
     };
     let fail = |e: Asked| (url.clone(), e);
-    let client = NodeClient::new(&url).map_err(|e| fail(e.into()))?.signed_by(signer.clone());
+    // Over TLS, only the node that proves the key the ledger gives it is asked.
+    let client = NodeClient::pinned(&url, medledger_tls::Pins::new([key]))
+        .map_err(|e| fail(e.into()))?
+        .signed_by(signer.clone());
     let served = timed(client.genesis()).await.map_err(fail)?;
     if served.hash() != anchor.genesis {
         return Err(fail(Asked::Untrusted(format!(

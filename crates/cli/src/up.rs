@@ -29,6 +29,12 @@ pub struct Args {
     /// The address to serve the HTTP API on.
     #[arg(long, default_value = "127.0.0.1:7300")]
     listen: SocketAddr,
+    /// Serve HTTPS: TLS 1.3 with a certificate bound to this node's key (no certificate
+    /// authority). Other nodes accept it only as an active node of the ledger; wallets only as
+    /// a node key they pinned or proved. Without it the node serves plain HTTP (fine on
+    /// loopback, not across a network).
+    #[arg(long)]
+    tls: bool,
     /// The network's name (first run only).
     #[arg(long, default_value = "medledger-local")]
     chain_id: String,
@@ -158,7 +164,7 @@ pub async fn run(args: Args) -> Result<()> {
             args.data_dir.display()
         );
     }
-    let url = format!("http://{}", args.listen);
+    let url = format!("{}://{}", if args.tls { "https" } else { "http" }, args.listen);
     // The port first: a first run must not create a network and print "Next steps" for a
     // node that cannot serve.
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
@@ -192,6 +198,7 @@ pub async fn run(args: Args) -> Result<()> {
         node_id,
         snapshot_every: args.snapshot_every,
         fault_rules: args.fault_rules.clone(),
+        tls: args.tls,
     };
     medledger_node::serve_with(&dir, listener, options, stop_signal()?)
         .await

@@ -197,6 +197,16 @@ async fn pin(
             genesis.node_key
         );
     }
+    // Over TLS, the node must also prove a key of that network: the genesis node's, or one
+    // the regulator admitted.
+    let anchor = medledger_client::proof::TrustAnchor {
+        node_key: genesis.node_key,
+        chain_id: genesis.chain_id.clone(),
+        genesis: genesis.hash(),
+    };
+    medledger_client::pinning::connect(url, &anchor, &medledger_client::pinning::pins_of(&anchor))
+        .await
+        .with_context(|| format!("the node at {url} is not a node of the network it serves"))?;
     let state = wallet.state_mut()?;
     let same = state.genesis_hash == Some(genesis.hash())
         && state.trusted_node_key == Some(genesis.node_key)

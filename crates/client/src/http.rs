@@ -9,7 +9,7 @@
 //! [`crate::error::HttpError::Unreachable`]. Response bodies are size-limited, and content the client can
 //! check (a receipt's transaction hash, a stored blob's hash) is checked.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use medledger_api::{
     AccountKeyProof, AccountView, BatchItem, BlobStored, ConsistencyResponse, DoctorView,
@@ -53,6 +53,9 @@ const NOT_YET_RETRIES: u32 = 20;
 pub struct NodeClient {
     base: String,
     http: reqwest::Client,
+    /// The TLS configuration of `http`, for a client without its overall deadline (an event
+    /// stream).
+    tls: medledger_tls::ClientConfig,
     signer: Option<Signer>,
 }
 
@@ -114,8 +117,25 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 impl NodeClient {
-    /// A client for the node at `base_url` (like `http://127.0.0.1:7878`).
+    /// A client for the node at `base_url` (like `http://127.0.0.1:7878`). Over `https://`
+    /// it accepts any node certificate ([`medledger_tls::AnyKey`]): the connection is
+    /// encrypted but the node unauthenticated; a wallet connects with [`NodeClient::pinned`].
     pub fn new(base_url: &str) -> Result<Self, ClientError> {
+        Self::with_tls(base_url, Arc::new(medledger_tls::AnyKey::default()))
+    }
+
+    /// A client for the node at `base_url` that, over `https://`, accepts only a node that
+    /// proves one of `pins` in the TLS handshake (see [`crate::pinning`]).
+    pub fn pinned(base_url: &str, pins: Arc<medledger_tls::Pins>) -> Result<Self, ClientError> {
+        Self::with_tls(base_url, pins)
+    }
+
+    /// A client for the node at `base_url` whose TLS handshakes accept the keys `policy`
+    /// accepts.
+    pub fn with_tls(
+        base_url: &str,
+        policy: Arc<dyn medledger_tls::KeyPolicy>,
+    ) -> Result<Self, ClientError> {
         let base = base_url.trim().trim_end_matches('/').to_owned();
         let bad = |reason: String| {
             ClientError::Http(HttpError::BadUrl { url: base_url.to_owned(), reason })
@@ -127,12 +147,14 @@ impl NodeClient {
         if url.query().is_some() || url.fragment().is_some() {
             return Err(bad("a node URL has no query or fragment".into()));
         }
+        let tls = medledger_tls::client_config(None, policy).map_err(|e| bad(e.to_string()))?;
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
+            .tls_backend_preconfigured(tls.clone())
             .build()
             .map_err(|e| bad(error_chain(&e)))?;
-        Ok(Self { base, http, signer: None })
+        Ok(Self { base, http, tls, signer: None })
     }
 
     /// The same client, signing every request as `signer`.

@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod http;
 pub mod keystore;
 pub mod nodes;
+pub mod pinning;
 pub mod proof;
 mod rand;
 pub mod records;

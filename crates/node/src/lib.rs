@@ -19,6 +19,7 @@ pub mod quotas;
 pub mod raft;
 pub mod server;
 pub mod storage;
+pub mod tls;
 
 use std::{future::Future, sync::Arc};
 
@@ -85,6 +86,10 @@ pub struct NodeOptions {
     /// other nodes, re-read when it changes ([`raft::faults`]). `None` (the default): no fault
     /// injection, and no cost.
     pub fault_rules: Option<std::path::PathBuf>,
+    /// Serve HTTPS (TLS 1.3, the certificate bound to the node key; [`tls`]) instead of plain
+    /// HTTP. The genesis node's Raft address is then an `https://` URL; admitted nodes give
+    /// theirs at admission.
+    pub tls: bool,
 }
 
 impl Default for NodeOptions {
@@ -98,6 +103,7 @@ impl Default for NodeOptions {
             node_id: None,
             snapshot_every: raft::SNAPSHOT_EVERY_ENTRIES,
             fault_rules: None,
+            tls: false,
         }
     }
 }
@@ -152,7 +158,17 @@ pub async fn serve_with(
     let vault = medledger_vault::FsVault::open_with(&dir.vault(), vault_config)
         .map_err(|e| NodeError::DataDir(e.to_string()))?;
     let preverified = raft::PreVerified::default();
-    let addr = listener.local_addr()?.to_string();
+    let addr = match options.tls {
+        true => format!("https://{}", listener.local_addr()?),
+        false => listener.local_addr()?.to_string(),
+    };
+    let tls = match options.tls {
+        true => Some(
+            tls::server_config(&node_key, ledger.clone())
+                .map_err(|e| NodeError::DataDir(e.to_string()))?,
+        ),
+        false => None,
+    };
     let (applied_tx, applied_rx) = tokio::sync::watch::channel(ledger.tip().height);
     let transport =
         Arc::new(raft::transport::Transport::new(node_id, node_key.clone(), ledger.clone()));
@@ -186,14 +202,8 @@ pub async fn serve_with(
     let cluster = Arc::new(raft::Cluster {
         raft: raft.clone(),
         id: node_id,
+        http: transport.peer_client().map_err(NodeError::Raft)?,
         transport,
-        http: reqwest::Client::builder()
-            .no_proxy()
-            // The leader answers itself: a redirect would carry forwarded writes elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(std::time::Duration::from_secs(2))
-            .build()
-            .map_err(|e| NodeError::Raft(e.to_string()))?,
         bodies: limits::BodyGate::new(
             limits.max_large_bodies.max(4),
             raft::transport::MAX_APPEND_BYTES,
@@ -279,7 +289,10 @@ pub async fn serve_with(
             let _ = stop_tx.send(true);
         }
     };
-    tokio::join!(server::run(listener, http::router(state), &limits, metrics, stop_rx), signal);
+    tokio::join!(
+        server::run(listener, tls, http::router(state), &limits, metrics, stop_rx),
+        signal
+    );
     let stopping = std::time::Instant::now();
     let _ = raft.shutdown().await;
     drop(raft);

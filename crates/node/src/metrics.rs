@@ -57,6 +57,9 @@ pub struct Metrics {
     pub denied_requests: Counter,
     /// Connections closed at once because the node or the client's IP had too many open.
     pub connections_refused: Counter,
+    /// TLS connections closed because the handshake failed or timed out (a client certificate
+    /// of a key that is no active node, a client that does not speak TLS 1.3, or a stall).
+    pub tls_handshakes_failed: Counter,
     /// Requests answered, by route template, method and status.
     pub requests: Family<RequestLabels, Counter>,
     /// Seconds from a request's arrival to its response head, by route template and method.
@@ -88,6 +91,7 @@ impl Metrics {
         let height = Gauge::default();
         let denied_requests = Counter::default();
         let connections_refused = Counter::default();
+        let tls_handshakes_failed = Counter::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let request_latency =
             Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
@@ -143,6 +147,11 @@ impl Metrics {
             connections_refused.clone(),
         );
         registry.register(
+            "tls_handshakes_failed",
+            "TLS connections closed because the handshake failed or timed out",
+            tls_handshakes_failed.clone(),
+        );
+        registry.register(
             "http_requests",
             "Requests answered, by route template, method and status code",
             requests.clone(),
@@ -169,6 +178,7 @@ impl Metrics {
             height,
             denied_requests,
             connections_refused,
+            tls_handshakes_failed,
             requests,
             request_latency,
             event_streams,

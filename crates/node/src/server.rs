@@ -4,6 +4,12 @@
 //! closes an idle keep-alive connection), the time between two pieces of a body, and the size of
 //! the read buffer. At shutdown it stops accepting, asks every connection to finish its current
 //! response and closes those still open after a grace period.
+//!
+//! With TLS (`medledger up --tls`) each connection first completes a TLS 1.3 handshake
+//! (bounded by the header-read timeout, and run on the connection's own task so that a slow
+//! client holds only its own slot). A client may show no certificate (a wallet); one that does
+//! must prove an active node key of the ledger ([`medledger_tls::server_config`]), and its
+//! requests carry that key as a [`TlsPeer`] extension.
 
 use std::{
     collections::HashMap,
@@ -13,6 +19,7 @@ use std::{
 };
 
 use axum::Router;
+use hyper::{body::Incoming, service::Service};
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
     service::TowerToHyperService,
@@ -21,6 +28,45 @@ use tokio::{net::TcpListener, sync::Semaphore, sync::watch, task::JoinSet};
 use tower_http::timeout::RequestBodyTimeout;
 
 use crate::metrics::Metrics;
+
+/// On a TLS connection: the node key its client proved it holds, if it showed a certificate
+/// (another node; a wallet shows none). Absent on a plain HTTP connection.
+#[derive(Clone, Debug)]
+pub struct TlsPeer(pub Option<medledger_core::keys::PublicKey>);
+
+/// How a request arrived: `Some` over TLS (with the key its client proved, if any), `None`
+/// over plain HTTP.
+#[derive(Clone, Debug)]
+pub struct Arrival(pub Option<TlsPeer>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Arrival {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Arrival(parts.extensions.get::<TlsPeer>().cloned()))
+    }
+}
+
+/// A service that marks every request of a TLS connection with its [`TlsPeer`].
+#[derive(Clone, Debug)]
+struct WithPeer<S> {
+    inner: S,
+    peer: TlsPeer,
+}
+
+impl<S: Service<hyper::Request<Incoming>>> Service<hyper::Request<Incoming>> for WithPeer<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut request: hyper::Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(self.peer.clone());
+        self.inner.call(request)
+    }
+}
 
 /// hyper's read buffer per connection: enough for any header block the API accepts.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
@@ -99,10 +145,12 @@ impl Drop for IpSlot {
     }
 }
 
-/// Serves `router` on `listener` under `limits` until `shutdown` turns true (or its sender is
-/// dropped); then drains the connections for at most `limits.shutdown_grace`.
+/// Serves `router` on `listener` (over TLS with `tls`) under `limits` until `shutdown` turns
+/// true (or its sender is dropped); then drains the connections for at most
+/// `limits.shutdown_grace`.
 pub async fn run(
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
     limits: &Limits,
     metrics: Arc<Metrics>,
@@ -143,21 +191,32 @@ pub async fn run(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let connection =
-            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service.clone()));
         let mut stop = shutdown.clone();
+        let (http, service) = (http.clone(), TowerToHyperService::new(service.clone()));
+        let tls = tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        let handshake_timeout = limits.header_read_timeout;
+        let metrics = metrics.clone();
         connections.spawn(async move {
             let _held = (permit, slot);
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                () = stopped(&mut stop) => {
-                    // Finish the response in flight (event streams end on the same signal),
-                    // then close.
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
-            }
+            let Some(acceptor) = tls else {
+                return serve(&http, TokioIo::new(stream), service, &mut stop).await;
+            };
+            let stream =
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        metrics.tls_handshakes_failed.inc();
+                        tracing::debug!(%peer, error = %e, "TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => {
+                        metrics.tls_handshakes_failed.inc();
+                        return;
+                    }
+                };
+            let key = medledger_tls::peer_key(stream.get_ref().1.peer_certificates());
+            let service = WithPeer { inner: service, peer: TlsPeer(key) };
+            serve(&http, TokioIo::new(stream), service, &mut stop).await;
         });
     }
     drop(listener);
@@ -172,6 +231,30 @@ pub async fn run(
             "closing the connections still open after the grace period"
         );
         connections.shutdown().await;
+    }
+}
+
+/// Serves one connection until it closes, or until `stop` turns true: then the response in
+/// flight is finished (event streams end on the same signal) and the connection closed.
+async fn serve<I, S>(
+    http: &hyper::server::conn::http1::Builder,
+    io: I,
+    service: S,
+    stop: &mut watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = http.serve_connection(io, service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = stopped(stop) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
     }
 }
 

@@ -361,7 +361,10 @@ mod tests {
     }
 
     /// Runs the handshake between the two ends in memory; the first error either end raises.
-    fn handshake(client: &mut ClientConnection, server: &mut ServerConnection) -> Result<(), Error> {
+    fn handshake(
+        client: &mut ClientConnection,
+        server: &mut ServerConnection,
+    ) -> Result<(), Error> {
         for _ in 0..16 {
             let mut wire = Vec::new();
             while client.wants_write() {

@@ -272,7 +272,10 @@ impl Node {
         let mut node = Node {
             dir: dir.to_owned(),
             port,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!(
+                "{}://127.0.0.1:{port}",
+                if extra.contains(&"--tls") { "https" } else { "http" }
+            ),
             log,
             child: None,
             extra: extra.iter().map(|a| (*a).to_owned()).collect(),
@@ -311,9 +314,7 @@ impl Node {
     fn wait_healthy(&mut self) {
         let deadline = Instant::now() + LIMIT;
         loop {
-            if let Ok(r) = http(self.port, "GET", "/health", b"")
-                && r.status == 200
-            {
+            if self.answers_health() {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -327,6 +328,16 @@ impl Node {
             );
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Whether the node answers `/health` (over TLS for a node started with `--tls`).
+    fn answers_health(&self) -> bool {
+        if !self.url.starts_with("https://") {
+            return http(self.port, "GET", "/health", b"").is_ok_and(|r| r.status == 200);
+        }
+        let client = medledger_client::http::NodeClient::new(&self.url).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(client.health()).is_ok()
     }
 
     /// The node's combined stdout and stderr so far.

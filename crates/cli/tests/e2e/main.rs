@@ -32,5 +32,6 @@ mod signed_reads;
 mod simulate;
 mod startup;
 mod tamper;
+mod tls;
 mod verify;
 mod wallet_trust;

@@ -60,8 +60,11 @@ impl NodeClient {
         };
         let url = self.url(&path);
         // A stream has no overall deadline: it lasts as long as the watcher wants.
-        let streaming =
-            reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).build().map_err(|e| {
+        let streaming = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tls_backend_preconfigured(self.tls.clone())
+            .build()
+            .map_err(|e| {
                 ClientError::Http(HttpError::BadUrl { url: url.clone(), reason: error_chain(&e) })
             })?;
         let req = self

@@ -27,6 +27,7 @@ use crate::{
         network::Answer,
         transport::{Envelope, EnvelopeError, RpcKind},
     },
+    server::Arrival,
 };
 
 /// The Raft routes, each with its body limit, in turns of the cluster's own gate.
@@ -61,6 +62,7 @@ impl From<EnvelopeError> for ApiError {
 /// Opens a request envelope of `kind` with every check, and decodes its body.
 fn open<T: serde::Serialize + serde::de::DeserializeOwned>(
     state: &AppState,
+    arrival: &Arrival,
     bytes: &[u8],
     kind: RpcKind,
 ) -> Result<(Envelope, T), ApiError> {
@@ -76,6 +78,8 @@ fn open<T: serde::Serialize + serde::de::DeserializeOwned>(
     let is_member = |id: u64| members.contains(&id);
     let envelope =
         cluster.transport.open_request(bytes, kind, initialised.then_some(&is_member as _))?;
+    // Over TLS, the connection proved a node key: the envelope must be that node's.
+    cluster.transport.check_connection(&envelope, arrival.0.as_ref().map(|p| p.0))?;
     let body = encoding::decode("raft request", &envelope.body, kind.limit())
         .map_err(|e| ApiError::from(EnvelopeError::Malformed(e.to_string())))?;
     Ok((envelope, body))
@@ -97,24 +101,36 @@ fn answer(state: &AppState, request: &Envelope, body: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, BINARY_MEDIA_TYPE)], reply.encode()).into_response()
 }
 
-async fn append(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+async fn append(
+    State(state): State<AppState>,
+    arrival: Arrival,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let (envelope, rpc): (_, AppendEntriesRequest<TypeConfig>) =
-        open(&state, &body, RpcKind::Append)?;
+        open(&state, &arrival, &body, RpcKind::Append)?;
     speaks_for_its_sender(&envelope, &rpc.vote)?;
     let result = Answer::of(state.cluster.raft.append_entries(rpc).await);
     Ok(answer(&state, &envelope, encoding::encode(&result)))
 }
 
-async fn vote(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let (envelope, rpc): (_, VoteRequest<u64>) = open(&state, &body, RpcKind::Vote)?;
+async fn vote(
+    State(state): State<AppState>,
+    arrival: Arrival,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (envelope, rpc): (_, VoteRequest<u64>) = open(&state, &arrival, &body, RpcKind::Vote)?;
     speaks_for_its_sender(&envelope, &rpc.vote)?;
     let result = Answer::of(state.cluster.raft.vote(rpc).await);
     Ok(answer(&state, &envelope, encoding::encode(&result)))
 }
 
-async fn snapshot(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+async fn snapshot(
+    State(state): State<AppState>,
+    arrival: Arrival,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let (envelope, rpc): (_, InstallSnapshotRequest<TypeConfig>) =
-        open(&state, &body, RpcKind::Snapshot)?;
+        open(&state, &arrival, &body, RpcKind::Snapshot)?;
     speaks_for_its_sender(&envelope, &rpc.vote)?;
     // A chunk is written to the data directory: not after a storage fault, nor below the
     // free-space reserve (507 `disk_full`; the leader retries, and the Raft log and the
@@ -126,9 +142,13 @@ async fn snapshot(State(state): State<AppState>, body: Bytes) -> Result<Response
 
 /// Which of the blobs a member names this node holds (one flag per hash, in order), in a
 /// signed answer: the member then pulls each from a node that has it.
-async fn blobs_held(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+async fn blobs_held(
+    State(state): State<AppState>,
+    arrival: Arrival,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let (envelope, asked): (_, Vec<medledger_core::Hash>) =
-        open(&state, &body, RpcKind::BlobsHeld)?;
+        open(&state, &arrival, &body, RpcKind::BlobsHeld)?;
     if asked.len() > crate::raft::transport::MAX_HELD_QUERY {
         return Err(EnvelopeError::Malformed(format!(
             "{} hashes asked for; at most {}",
@@ -161,6 +181,7 @@ async fn blobs_held(State(state): State<AppState>, body: Bytes) -> Result<Respon
 /// streamed after its hash was checked (a damaged copy is never served: 500 `corrupt`).
 async fn blob(
     State(state): State<AppState>,
+    arrival: Arrival,
     axum::extract::Path(hash): axum::extract::Path<String>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -182,7 +203,7 @@ async fn blob(
         })?;
     // The body: the hash, and the puller's nonce (so that each pull is signed anew).
     let (envelope, (asked, _nonce)): (_, (medledger_core::Hash, [u8; 16])) =
-        open(&state, &signed, RpcKind::Blob)?;
+        open(&state, &arrival, &signed, RpcKind::Blob)?;
     if asked != hash {
         return Err(EnvelopeError::Malformed(format!(
             "the signed request asks for blob {asked}, the path for {hash}"

@@ -7,7 +7,7 @@
 //! ([`super::faults`]; `None` otherwise, and nothing is looked at) a message may be cut
 //! (`Unreachable` at once), lost (a `Timeout` after the TTL) or delayed before it is sent.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use medledger_api::{BINARY_MEDIA_TYPE, ErrorBody, paths};
 use medledger_core::encoding;
@@ -89,14 +89,7 @@ pub struct Network {
 impl Network {
     /// The network of the node whose end of the transport is `transport`.
     pub fn new(transport: Arc<Transport>) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            // A peer answers itself: a redirect would carry signed envelopes elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(2))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let http = transport.peer_client()?;
         Ok(Self { transport, http, faults: None })
     }
 
@@ -335,6 +328,8 @@ pub(crate) fn widen(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use medledger_core::keys::{DecryptionKey, SigningKey};
     use tokio::{
         io::{AsyncReadExt, AsyncWriteExt},

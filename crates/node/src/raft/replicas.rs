@@ -35,8 +35,6 @@ use super::{
 pub const PULL_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long one question "which of these do you hold" may take.
 const HELD_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long connecting to a peer may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why no replica of a blob could be pulled.
 #[derive(Debug, thiserror::Error)]
@@ -152,12 +150,7 @@ impl Puller {
         faults: Option<Arc<super::faults::Faults>>,
         writable: Writable,
     ) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .map_err(|e| e.to_string())?;
+        let http = transport.peer_client()?;
         Ok(Puller {
             raft,
             ledger,

@@ -224,6 +224,18 @@ pub enum EnvelopeError {
         /// Its distance from this node's clock.
         skew_ms: u64,
     },
+    /// Over TLS, the request is signed by a node other than the one whose key the connection
+    /// proved (or the connection proved none): one node's envelope carried by another client.
+    #[error(
+        "the message is signed by node {from}, but this TLS connection proved {}",
+        proved.map_or("no node key".to_owned(), |k| format!("node key {k}"))
+    )]
+    OtherConnection {
+        /// The signed sender.
+        from: u64,
+        /// The key the connection's client certificate proved, if any.
+        proved: Option<PublicKey>,
+    },
     /// The ledger could not be read.
     #[error("the ledger could not be read: {0}")]
     Ledger(String),
@@ -236,7 +248,9 @@ impl EnvelopeError {
             EnvelopeError::Malformed(_) | EnvelopeError::NotAReply(_) => ErrorCode::Malformed,
             EnvelopeError::WrongChain { .. } => ErrorCode::WrongChain,
             EnvelopeError::WrongRecipient { .. } => ErrorCode::WrongRecipient,
-            EnvelopeError::WrongSender { .. } => ErrorCode::WrongSender,
+            EnvelopeError::WrongSender { .. } | EnvelopeError::OtherConnection { .. } => {
+                ErrorCode::WrongSender
+            }
             EnvelopeError::NotMember(_) => ErrorCode::NotMember,
             EnvelopeError::NotAdmitted(_) => ErrorCode::NotAdmitted,
             EnvelopeError::BadSignature(_) => ErrorCode::BadSignature,
@@ -275,6 +289,11 @@ impl Transport {
     /// The transport of node `me`, signing with `key`.
     pub fn new(me: u64, key: Arc<SigningKey>, ledger: Arc<Ledger>) -> Self {
         Self { me, key, ledger }
+    }
+
+    /// The HTTP client this node reaches its peers with ([`crate::tls::peer_client`]).
+    pub fn peer_client(&self) -> Result<reqwest::Client, String> {
+        crate::tls::peer_client(&self.key, self.ledger.clone())
     }
 
     /// A request of `kind` from this node to `to`.
@@ -330,6 +349,21 @@ impl Transport {
             return Err(EnvelopeError::ClockSkew { sent_ms: e.sent_ms, skew_ms });
         }
         Ok(e)
+    }
+
+    /// Over TLS (`proved` is `Some`: the key the connection's client certificate proved, if
+    /// any), refuses `request` unless that key is the one the ledger holds for its sender.
+    pub fn check_connection(
+        &self,
+        request: &Envelope,
+        proved: Option<Option<PublicKey>>,
+    ) -> Result<(), EnvelopeError> {
+        let Some(proved) = proved else { return Ok(()) };
+        let sender = active_node_key(&self.ledger, request.from)?;
+        if proved.is_none() || proved != sender {
+            return Err(EnvelopeError::OtherConnection { from: request.from, proved });
+        }
+        Ok(())
     }
 
     /// Opens the response to `request` (sent by this node to `request.to`).
