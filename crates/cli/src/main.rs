@@ -118,6 +118,7 @@ fn main() -> ExitCode {
         // Colour codes only for a person at a terminal, never into a log file or a pipe.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    medledger_tls::install_default_provider();
     let cli = Cli::parse_from(bench::default_to_tx(std::env::args_os().collect()));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

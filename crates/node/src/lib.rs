@@ -135,6 +135,7 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     let started = std::time::Instant::now();
+    medledger_tls::install_default_provider();
     let limits = options.limits;
     let _lock = dir.lock()?;
     warn_widened(dir.secure()?);
@@ -170,8 +171,10 @@ pub async fn serve_with(
         false => None,
     };
     let (applied_tx, applied_rx) = tokio::sync::watch::channel(ledger.tip().height);
-    let transport =
-        Arc::new(raft::transport::Transport::new(node_id, node_key.clone(), ledger.clone()));
+    let transport = Arc::new(
+        raft::transport::Transport::new(node_id, node_key.clone(), ledger.clone())
+            .https_only(options.tls),
+    );
     let faults = match &options.fault_rules {
         Some(path) => Some(raft::faults::Faults::watch(path)?),
         None => None,

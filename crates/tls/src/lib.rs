@@ -117,6 +117,13 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Makes ring the process's default rustls provider, if none is yet: an HTTP client built
+/// without one of this crate's configurations (a plain `http://` client, say) needs a default.
+/// Idempotent; every configuration here names its provider anyway.
+pub fn install_default_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Checks both ends' certificates and handshake signatures under a [`KeyPolicy`].
 #[derive(Debug)]
 struct Verifier {
@@ -247,12 +254,18 @@ pub fn server_config(
     key: &SigningKey,
     peers: Arc<dyn KeyPolicy>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
+    install_default_provider();
     let (cert, private) = node_certificate(key)?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Verifier::new(peers, false))
         .with_single_cert(vec![cert], private)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // No resumption: a resumed session skips the verifier, so a key the policy has stopped
+    // accepting (a removed node) would keep its sessions. Every connection is a full
+    // handshake, checked anew.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 
@@ -262,6 +275,7 @@ pub fn client_config(
     key: Option<&SigningKey>,
     servers: Arc<dyn KeyPolicy>,
 ) -> Result<ClientConfig, TlsError> {
+    install_default_provider();
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
@@ -274,6 +288,8 @@ pub fn client_config(
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // No resumption (see `server_config`): every connection is verified anew.
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
 }
 
@@ -360,11 +376,14 @@ mod tests {
         Arc::new(Only(key.public_key()))
     }
 
-    /// Runs the handshake between the two ends in memory; the first error either end raises.
+    /// Runs the handshake between the two ends in memory, and a few exchanges after it (so
+    /// that what is sent after it, such as session tickets, arrives); the first error either
+    /// end raises.
     fn handshake(
         client: &mut ClientConnection,
         server: &mut ServerConnection,
     ) -> Result<(), Error> {
+        let mut after = 0;
         for _ in 0..16 {
             let mut wire = Vec::new();
             while client.wants_write() {
@@ -383,18 +402,21 @@ mod tests {
                 client.process_new_packets()?;
             }
             if !client.is_handshaking() && !server.is_handshaking() {
-                return Ok(());
+                after += 1;
+                if after == 3 {
+                    return Ok(());
+                }
             }
         }
         panic!("the handshake did not finish");
     }
 
     fn connect(
-        client: ClientConfig,
+        client: impl Into<Arc<ClientConfig>>,
         server: Arc<ServerConfig>,
     ) -> (Result<(), Error>, ClientConnection, ServerConnection) {
         let name = ServerName::try_from("127.0.0.1").unwrap();
-        let mut c = ClientConnection::new(Arc::new(client), name).unwrap();
+        let mut c = ClientConnection::new(client.into(), name).unwrap();
         let mut s = ServerConnection::new(server).unwrap();
         let r = handshake(&mut c, &mut s);
         (r, c, s)
@@ -487,6 +509,37 @@ mod tests {
         let (r, _, _) = connect(client_config(None, pins).unwrap(), Arc::new(server));
         let e = r.unwrap_err();
         assert!(matches!(e, Error::InvalidCertificate(CertificateError::BadSignature)), "{e:?}");
+    }
+
+    /// Accepts its key while `on`.
+    #[derive(Debug)]
+    struct Switch(PublicKey, std::sync::atomic::AtomicBool);
+
+    impl KeyPolicy for Switch {
+        fn check(&self, key: &PublicKey) -> Result<(), String> {
+            if *key == self.0 && self.1.load(std::sync::atomic::Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err(format!("{key} is no longer accepted"))
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_no_longer_accepted_cannot_resume_an_earlier_session() {
+        let (node, peer) = (SigningKey::generate(), SigningKey::generate());
+        let policy = Arc::new(Switch(peer.public_key(), true.into()));
+        let server = server_config(&node, policy.clone()).unwrap();
+        let client = Arc::new(client_config(Some(&peer), only(&node)).unwrap());
+        let (r, c, _) = connect(client.clone(), server.clone());
+        r.unwrap();
+        assert!(!c.is_handshaking());
+        // The regulator removes the peer: its next connection is checked anew, from the same
+        // client (whose session cache would otherwise offer a resumption) to the same server.
+        policy.1.store(false, std::sync::atomic::Ordering::SeqCst);
+        let (r, _, s) = connect(client, server);
+        assert!(r.is_err(), "a removed key resumed its session");
+        assert_eq!(peer_key(s.peer_certificates()), None);
     }
 
     #[test]

@@ -27,25 +27,51 @@ use crate::{
         network::Answer,
         transport::{Envelope, EnvelopeError, RpcKind},
     },
-    server::Arrival,
+    server::{Arrival, TlsPeer},
 };
 
-/// The Raft routes, each with its body limit, in turns of the cluster's own gate.
+/// The Raft routes, each with its body limit, in turns of the cluster's own gate; over TLS a
+/// client that proved no node key is refused before it gets a turn.
 pub(crate) fn routes(state: &AppState) -> Router<AppState> {
     let gate = |route: axum::routing::MethodRouter<AppState>, kind: RpcKind| {
-        route.layer(axum::extract::DefaultBodyLimit::max(kind.limit())).layer(
-            axum::middleware::from_fn_with_state(
+        route
+            .layer(axum::extract::DefaultBodyLimit::max(kind.limit()))
+            .layer(axum::middleware::from_fn_with_state(
                 state.cluster.bodies.clone(),
                 crate::limits::gate_body,
-            ),
-        )
+            ))
+            .layer(axum::middleware::from_fn(nodes_only))
     };
     Router::new()
         .route(paths::RAFT_APPEND, gate(post(append), RpcKind::Append))
         .route(paths::RAFT_VOTE, gate(post(vote), RpcKind::Vote))
         .route(paths::RAFT_SNAPSHOT, gate(post(snapshot), RpcKind::Snapshot))
-        .route(&format!("{}/{{hash}}", paths::RAFT_BLOBS), get(blob))
+        .route(
+            &format!("{}/{{hash}}", paths::RAFT_BLOBS),
+            get(blob).layer(axum::middleware::from_fn(nodes_only)),
+        )
         .route(paths::RAFT_BLOBS, gate(post(blobs_held), RpcKind::BlobsHeld))
+}
+
+/// Over TLS, refuses (403 `wrong_sender`) a request to a node-to-node route whose connection
+/// proved no node key (a wallet's, or a stranger's without a certificate), before its body is
+/// read: only another node's connection may hold one of the gate's turns. (A certificate of a
+/// key that is no active node never gets this far: its handshake fails.)
+async fn nodes_only(
+    arrival: Arrival,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(TlsPeer(None)) = arrival.0 {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::WrongSender,
+            "over TLS, node-to-node routes serve only a connection whose client certificate \
+             proved an active node's key, and this connection proved no node key",
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 impl From<EnvelopeError> for ApiError {

@@ -283,17 +283,31 @@ pub struct Transport {
     key: Arc<SigningKey>,
     /// The network's chain id and the node keys of the others.
     ledger: Arc<Ledger>,
+    /// Reach peers over `https://` only (a node serving TLS never falls back to plain HTTP).
+    https_only: bool,
+    /// The one client to peers, built on first use.
+    peer_client: std::sync::OnceLock<reqwest::Client>,
 }
 
 impl Transport {
     /// The transport of node `me`, signing with `key`.
     pub fn new(me: u64, key: Arc<SigningKey>, ledger: Arc<Ledger>) -> Self {
-        Self { me, key, ledger }
+        Self { me, key, ledger, https_only: false, peer_client: Default::default() }
     }
 
-    /// The HTTP client this node reaches its peers with ([`crate::tls::peer_client`]).
+    /// The same transport, reaching peers over `https://` only when `on`.
+    pub fn https_only(self, on: bool) -> Self {
+        Self { https_only: on, ..self }
+    }
+
+    /// The HTTP client this node reaches its peers with ([`crate::tls::peer_client`]), one for
+    /// all its uses (Raft, blob pulls, forwarded writes).
     pub fn peer_client(&self) -> Result<reqwest::Client, String> {
-        crate::tls::peer_client(&self.key, self.ledger.clone())
+        if let Some(client) = self.peer_client.get() {
+            return Ok(client.clone());
+        }
+        let client = crate::tls::peer_client(&self.key, self.ledger.clone(), self.https_only)?;
+        Ok(self.peer_client.get_or_init(|| client).clone())
     }
 
     /// A request of `kind` from this node to `to`.

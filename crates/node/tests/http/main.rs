@@ -101,6 +101,8 @@ impl Node {
             };
             medledger_node::serve_with(&dir, listener, options, shutdown).await
         });
+        // The node installs ring as rustls's default provider too, but it runs on another task.
+        medledger_tls::install_default_provider();
         let http = reqwest::Client::builder().timeout(LIMIT).build().unwrap();
         let node = Node { base, stop: Some(stop), served: Some(served), http, _tmp: tmp };
         let deadline = Instant::now() + LIMIT;
