@@ -299,14 +299,20 @@ impl Session {
         let mut failures = vec![format!("{}: {first}", self.client.base_url())];
         for (id, url) in others {
             eprintln!("resubmitting transaction {hash} through node {id} at {url}");
-            let client =
-                match medledger_client::pinning::connect(&url, &self.anchor, &self.pins).await {
-                    Ok(client) => client.signed_by(signer.clone()),
-                    Err(e) => {
-                        failures.push(format!("node {id} at {url}: {e}"));
-                        continue;
+            let reached =
+                match medledger_client::pinning::same_transport(self.client.base_url(), &url) {
+                    Ok(()) => {
+                        medledger_client::pinning::connect(&url, &self.anchor, &self.pins).await
                     }
+                    Err(e) => Err(e),
                 };
+            let client = match reached {
+                Ok(client) => client.signed_by(signer.clone()),
+                Err(e) => {
+                    failures.push(format!("node {id} at {url}: {e}"));
+                    continue;
+                }
+            };
             // Applied through this node, or before (the first node did include it after all):
             // either way the receipt is taken only with its proof.
             match client.submit(tx).await {

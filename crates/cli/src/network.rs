@@ -108,6 +108,11 @@ async fn check(args: CheckArgs) -> Result<()> {
     let genesis = client.genesis().await?;
     let listed = client.nodes().await.context("listing the network's nodes")?;
     let urls = raft_urls(&client).await;
+    // The node asked first vouches for the others' admissions with its own proven key.
+    let home_key = client
+        .trusted_signer(&client.checkpoint().await?, &anchor, &genesis)
+        .await
+        .context("the node asked is not a proven node of the pinned network")?;
     let mut problems = Vec::new();
     // Ids are handed out one by one from 1: a list with a gap hides a node.
     let mut ids: Vec<u64> = listed.iter().map(|n| n.id).collect();
@@ -144,7 +149,7 @@ async fn check(args: CheckArgs) -> Result<()> {
             continue;
         }
         let fallback = urls.iter().find(|(id, _)| *id == node.id).map(|(_, u)| u.clone());
-        match ask(&signer, node, fallback, &client, &anchor, &genesis).await {
+        match ask(&signer, node, fallback, &client, &home_key, &anchor, &genesis).await {
             Ok((url, node_client, checkpoint)) => {
                 report.url = url;
                 report.checkpoint = Some(checkpoint.clone());
@@ -309,8 +314,8 @@ async fn timed<T>(
 }
 
 /// The URL of `node` and its checkpoint. The URL comes from the regulator's proven admission
-/// of the node's key (served by `home`, checked against the pinned genesis), never from the
-/// list alone; the genesis node, which no transaction admitted, is looked for at `fallback`
+/// of the node's key (served by `home`, proven in the log of `home_key`, its proven key, and
+/// checked against the pinned genesis), never from the list alone; the genesis node, which no transaction admitted, is looked for at `fallback`
 /// (Raft's members), and its checkpoint must be signed by the pinned genesis node key. The
 /// node must serve the pinned genesis and sign with the key the ledger lists for it.
 async fn ask(
@@ -318,6 +323,7 @@ async fn ask(
     node: &NodeView,
     fallback: Option<String>,
     home: &NodeClient,
+    home_key: &medledger_core::keys::PublicKey,
     anchor: &medledger_client::proof::TrustAnchor,
     genesis: &medledger_core::block::Genesis,
 ) -> Result<(String, NodeClient, SignedCheckpoint), (String, Asked)> {
@@ -338,11 +344,18 @@ async fn ask(
             .await
             .map_err(|e| (String::new(), e))?
             .ok_or_else(|| (String::new(), Asked::Untrusted("no admission is served".into())))?;
-        medledger_client::checkpoints::proven_node_address(&key, &served, anchor, genesis)
-            .map_err(|e| (String::new(), Asked::Untrusted(e.to_string())))?
-            .ok_or_else(|| (String::new(), Asked::Untrusted("no admitted address".into())))?
+        medledger_client::checkpoints::proven_node_address(
+            &key,
+            &served,
+            anchor,
+            genesis,
+            Some(home_key),
+        )
+        .map_err(|e| (String::new(), Asked::Untrusted(e.to_string())))?
+        .ok_or_else(|| (String::new(), Asked::Untrusted("no admitted address".into())))?
     };
     let fail = |e: Asked| (url.clone(), e);
+    medledger_client::pinning::same_transport(home.base_url(), &url).map_err(|e| fail(e.into()))?;
     // Over TLS, only the node that proves the key the ledger gives it is asked.
     let client = NodeClient::pinned(&url, medledger_tls::Pins::new([key]))
         .map_err(|e| fail(e.into()))?

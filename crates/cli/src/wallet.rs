@@ -188,7 +188,21 @@ async fn pin(
     replace: bool,
     quiet: bool,
 ) -> Result<()> {
-    let genesis = NodeClient::new(url)?.genesis().await?;
+    // Over TLS with a key to expect, the node must prove that very key in the handshake: a
+    // genesis fetched from anyone else could name the expected key and another regulator.
+    let client = match expected {
+        Some(key) if url.trim_start().starts_with("https://") => {
+            NodeClient::pinned(url, medledger_tls::Pins::new([key]))?
+        }
+        _ => NodeClient::new(url)?,
+    };
+    let genesis = client.genesis().await.with_context(|| match expected {
+        Some(key) => format!(
+            "cannot fetch the genesis from {url} (over TLS the node must prove node key {key}: \
+             pin through the genesis node)"
+        ),
+        None => format!("cannot fetch the genesis from {url}"),
+    })?;
     if let Some(key) = expected
         && key != genesis.node_key
     {

@@ -56,6 +56,19 @@ pub fn verify_node_admission(
     anchor: &TrustAnchor,
     genesis: &Genesis,
 ) -> Result<u64, ClientError> {
+    verify_node_admission_under(key, served, anchor, genesis, None)
+}
+
+/// [`verify_node_admission`], also taking the admission proven under a checkpoint of
+/// `vouching`: a key the caller already trusts (the genesis node's, or a node's whose own
+/// admission it proved), such as the node that served the list.
+pub fn verify_node_admission_under(
+    key: &PublicKey,
+    served: &NodeAdmission,
+    anchor: &TrustAnchor,
+    genesis: &Genesis,
+    vouching: Option<&PublicKey>,
+) -> Result<u64, ClientError> {
     let refuse =
         |reason: String| ClientError::Proof(ProofError::UnadmittedNode { key: *key, reason });
     if genesis.hash() != anchor.genesis {
@@ -82,14 +95,16 @@ pub fn verify_node_admission(
         .admission
         .as_ref()
         .ok_or_else(|| refuse("the node gave no admission transaction for it".into()))?;
-    if proof.checkpoint.signer != *key {
+    let signer = proof.checkpoint.signer;
+    if signer != *key && Some(&signer) != vouching {
         return Err(refuse(format!(
-            "its admission is proven under a checkpoint of key {}, not of its own",
-            proof.checkpoint.signer
+            "its admission is proven under a checkpoint of key {signer}, not of its own{}",
+            vouching.map_or(String::new(), |v| format!(" nor of the trusted {v}"))
         )));
     }
-    let tx = verify_tx_proof(proof, key)
-        .map_err(|e| refuse(format!("its admission is not proven in its own log: {e}")))?;
+    let tx = verify_tx_proof(proof, &signer).map_err(|e| {
+        refuse(format!("its admission is not proven in the log of key {signer}: {e}"))
+    })?;
     tx.verify_signature()
         .map_err(|e| refuse(format!("its admission is not validly signed: {e}")))?;
     if tx.public_key != genesis.regulator_key || tx.tx.signer != genesis.regulator() {
@@ -170,19 +185,21 @@ pub fn check_against_seen(
 }
 
 /// The address of the node whose key is `key`, from the regulator's proven admission of it
-/// (see [`verify_node_admission`]): where a wallet may reach it without trusting the node that
-/// served the list. `None` for the genesis node, which no transaction admitted.
+/// (see [`verify_node_admission_under`]: in its own log, or in that of `vouching`, a key the
+/// caller trusts): where a wallet may reach it without trusting what the list says. `None` for
+/// the genesis node, which no transaction admitted.
 pub fn proven_node_address(
     key: &PublicKey,
     served: &NodeAdmission,
     anchor: &TrustAnchor,
     genesis: &Genesis,
+    vouching: Option<&PublicKey>,
 ) -> Result<Option<String>, ClientError> {
-    let id = verify_node_admission(key, served, anchor, genesis)?;
+    let id = verify_node_admission_under(key, served, anchor, genesis, vouching)?;
     let Some(proof) = served.admission.as_ref() else {
         return Ok(None);
     };
-    let tx = verify_tx_proof(proof, key)?;
+    let tx = verify_tx_proof(proof, &proof.checkpoint.signer)?;
     match tx.tx.body {
         TxBody::Nodes(NodeTx::Admit { address, .. }) => Ok(Some(address)),
         other => Err(ClientError::Proof(ProofError::UnadmittedNode {
@@ -565,7 +582,7 @@ mod tests {
             verify_node_admission(&key, &bad_proof, &n.anchor, &n.genesis),
             &key,
             "bad inclusion",
-            "not proven in its own log",
+            "not proven in the log of key",
         );
         // The node answered for another key; the regulator removed the node.
         let mut answered = good.clone();
@@ -637,6 +654,36 @@ mod tests {
             crate::proof::verify_account_key(&under_stranger, &account2, &n.anchor, &key, None)
         });
         assert!(matches!(r, Err(ClientError::Proof(ProofError::UnprovenKey { .. }))), "{r:?}");
+    }
+
+    #[test]
+    fn an_admission_proven_in_another_nodes_log_is_taken_only_from_a_node_the_wallet_trusts() {
+        let net = net();
+        let (b, home, other) =
+            (SigningKey::generate(), SigningKey::generate(), SigningKey::generate());
+        let key = b.public_key();
+        let tx = admit_tx(&net.regulator, key, CHAIN, 1);
+        let mut s = served(&tx, &b, 2, NodeView::ACTIVE, created(2));
+        // The same proof, under the checkpoint of the node that served it (`home`).
+        let proof = s.admission.as_mut().unwrap();
+        proof.checkpoint = proof.checkpoint.checkpoint.clone().sign(&home);
+        let (anchor, genesis) = (&net.anchor, &net.genesis);
+        refused(verify_node_admission(&key, &s, anchor, genesis), &key, "alone", "not of its own");
+        let vouched =
+            verify_node_admission_under(&key, &s, anchor, genesis, Some(&home.public_key()));
+        assert_eq!(vouched.unwrap(), 2);
+        let address = proven_node_address(&key, &s, anchor, genesis, Some(&home.public_key()));
+        assert_eq!(address.unwrap().as_deref(), Some("http://127.0.0.2:7301"));
+        let r = verify_node_admission_under(&key, &s, anchor, genesis, Some(&other.public_key()));
+        refused(r, &key, "another voucher", "not of its own");
+        // A checkpoint claiming the trusted signer but signed by another key proves nothing.
+        let mut forged = s.clone();
+        let proof = forged.admission.as_mut().unwrap();
+        let by_other = proof.checkpoint.checkpoint.clone().sign(&other);
+        proof.checkpoint.signature = by_other.signature;
+        let r =
+            verify_node_admission_under(&key, &forged, anchor, genesis, Some(&home.public_key()));
+        refused(r, &key, "forged voucher", "not proven in the log of key");
     }
 
     #[test]

@@ -69,3 +69,36 @@ pub async fn connect(
     client.health().await?;
     Ok(client)
 }
+
+/// Refuses `url` when `home` (the node this wallet reached) is `https://` and `url` is not: a
+/// wallet on a TLS network sends nothing in clear, whatever address a node list names.
+pub fn same_transport(home: &str, url: &str) -> Result<(), ClientError> {
+    let tls = |u: &str| u.trim_start().get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+    if tls(home) && !tls(url) {
+        return Err(ClientError::InvalidInput {
+            what: "node address",
+            reason: format!(
+                "{url} is plain HTTP, but this wallet reached the network over TLS ({home}): not \
+                 used"
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wallet_on_a_tls_network_uses_no_plain_address() {
+        let home = "https://10.0.0.1:7300";
+        let e = same_transport(home, "http://10.0.0.2:7300").unwrap_err();
+        assert!(e.to_string().contains("plain HTTP"), "{e}");
+        same_transport(home, "https://10.0.0.2:7300").unwrap();
+        same_transport(" https://10.0.0.1:7300", "HTTP://x:1").unwrap_err();
+        // A wallet on plain HTTP (the loopback default) may be told of either.
+        same_transport("http://127.0.0.1:7300", "http://127.0.0.1:7301").unwrap();
+        same_transport("http://127.0.0.1:7300", "https://127.0.0.1:7301").unwrap();
+    }
+}
