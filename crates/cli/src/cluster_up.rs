@@ -41,6 +41,10 @@ pub struct UpArgs {
     /// Once every node is a voter, print the network as one JSON object (then keep running).
     #[arg(long)]
     json: bool,
+    /// Every node serves HTTPS and talks to the others over TLS (`medledger up --tls`); use
+    /// the same choice each time the network is started.
+    #[arg(long)]
+    tls: bool,
 }
 
 /// One node of the local network.
@@ -80,7 +84,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
         passphrase(&format!("Passphrase for {}: ", regulator.display()), false)?
     };
     let exe = std::env::current_exe().context("cannot find this program's own path")?;
-    let run = Runner { exe, pass };
+    let run = Runner { exe, pass, tls: args.tls };
     let mut members: Vec<Member> = Vec::new();
     let stop = crate::up::stop_signal()?;
     tokio::pin!(stop);
@@ -159,9 +163,16 @@ pub async fn up(args: UpArgs) -> Result<()> {
 struct Runner {
     exe: PathBuf,
     pass: String,
+    /// The nodes serve HTTPS (`up --tls`).
+    tls: bool,
 }
 
 impl Runner {
+    /// The base URL of the node listening on `listen`.
+    fn url(&self, listen: &str) -> String {
+        format!("{}://{listen}", if self.tls { "https" } else { "http" })
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.exe);
         c.args(args).env(PASSPHRASE_ENV, &self.pass).stdin(Stdio::null());
@@ -206,6 +217,9 @@ impl Runner {
         let listen = format!("127.0.0.1:{port}");
         let dir_s = dir.display().to_string();
         let mut args = vec!["up", "--data-dir", &dir_s, "--listen", &listen];
+        if self.tls {
+            args.push("--tls");
+        }
         let wallet = regulator.display().to_string();
         match join {
             None => args.extend(["--wallet-out", &wallet]),
@@ -219,7 +233,7 @@ impl Runner {
             .stderr(file)
             .spawn()
             .context("cannot start a node")?;
-        let url = format!("http://{listen}");
+        let url = self.url(&listen);
         let mut member = Member { index, url, dir, log, child };
         eprintln!("node {index}: starting on {} (log {})", member.url, member.log.display());
         let client = crate::cluster::http()?;
@@ -301,7 +315,7 @@ impl Runner {
         let Some(hospital) = admitted["account"].as_str() else {
             bail!("`hospital admit` named no account: {admitted}");
         };
-        let address = format!("http://127.0.0.1:{port}");
+        let address = self.url(&format!("127.0.0.1:{port}"));
         self.json(&[
             "node",
             "admit",

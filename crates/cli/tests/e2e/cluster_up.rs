@@ -45,10 +45,12 @@ impl Drop for ClusterUp {
     }
 }
 
-/// Starts `cluster up --json` and returns it with the status it printed once formed.
-fn cluster_up(dir: &Path, base: u16) -> (ClusterUp, serde_json::Value) {
+/// Starts `cluster up --json` (with `extra` arguments) and returns it with the status it
+/// printed once formed.
+fn cluster_up(dir: &Path, base: u16, extra: &[&str]) -> (ClusterUp, serde_json::Value) {
     let mut child = Command::new(bin())
         .args(["cluster", "up", "--nodes", "3", "--base-port", &base.to_string(), "--json"])
+        .args(extra)
         .arg("--data-dir")
         .arg(dir)
         .env("MEDLEDGER_PASSPHRASE", PASS)
@@ -116,7 +118,7 @@ fn cluster_up_starts_three_voters_stops_them_all_and_starts_again() {
     let tmp = tempdir();
     let dir = tmp.path().join("net");
     let base = three_free_ports();
-    let (up, status) = cluster_up(&dir, base);
+    let (up, status) = cluster_up(&dir, base, &[]);
     assert_eq!(voters(&status), 3, "{status}");
     assert!(dir.join("regulator.wallet.json").exists());
     for i in 0..3 {
@@ -131,7 +133,7 @@ fn cluster_up_starts_three_voters_stops_them_all_and_starts_again() {
     stop(up, base);
 
     // The same directory again: the same network (nothing admitted twice), three voters.
-    let (up, again) = cluster_up(&dir, base);
+    let (up, again) = cluster_up(&dir, base, &[]);
     assert_eq!(voters(&again), 3, "{again}");
     let ids = |s: &serde_json::Value| {
         let mut v: Vec<u64> =
@@ -140,5 +142,38 @@ fn cluster_up_starts_three_voters_stops_them_all_and_starts_again() {
         v
     };
     assert_eq!(ids(&again), ids(&status), "the restarted network has the same members");
+    stop(up, base);
+}
+
+#[test]
+fn cluster_up_with_tls_forms_three_voters_that_talk_only_tls_and_a_wallet_checks_them_all() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("net");
+    let base = three_free_ports();
+    let (up, status) = cluster_up(&dir, base, &["--tls"]);
+    assert_eq!(voters(&status), 3, "{status}");
+    for m in status["members"].as_array().unwrap() {
+        assert!(m["url"].as_str().unwrap().starts_with("https://"), "{status}");
+    }
+    for port in base..base + 3 {
+        assert!(
+            http(port, "GET", "/health", b"").map_or(true, |r| r.status != 200),
+            "the node on port {port} answered plain HTTP"
+        );
+    }
+    // The regulator's wallet, pinned to the genesis node's key, checks every node through the
+    // last one, each over TLS under the key the ledger admitted.
+    let wallet = dir.join("regulator.wallet.json").display().to_string();
+    let last = format!("https://127.0.0.1:{}", base + 2);
+    let out = ok(&["network", "check", "--wallet", &wallet, "--node", &last, "--json"], &[]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let verdicts: Vec<&str> = report["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(verdicts.len(), 3, "{report}");
+    assert!(verdicts.iter().all(|v| *v == "ok" || *v == "lagging"), "{report}");
     stop(up, base);
 }

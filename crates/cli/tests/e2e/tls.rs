@@ -32,6 +32,16 @@ fn get(
     key: Option<&SigningKey>,
     header: Option<(&'static str, String)>,
 ) -> Result<(u16, String), String> {
+    send(url, key, header, None)
+}
+
+/// [`get`], or a POST of `body` when given.
+fn send(
+    url: &str,
+    key: Option<&SigningKey>,
+    header: Option<(&'static str, String)>,
+    body: Option<Vec<u8>>,
+) -> Result<(u16, String), String> {
     let tls = medledger_tls::client_config(key, Arc::new(AnyKey::default())).unwrap();
     let client = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
@@ -39,7 +49,10 @@ fn get(
         .build()
         .unwrap();
     runtime().block_on(async {
-        let mut request = client.get(url);
+        let mut request = match body {
+            Some(body) => client.post(url).body(body),
+            None => client.get(url),
+        };
         if let Some((name, value)) = header {
             request = request.header(name, value);
         }
@@ -230,8 +243,15 @@ fn a_tls_network_takes_only_ledger_keys_between_nodes_and_wallets_pin_them() {
     ok(&["wallet", "create", "--out", &f, "--name", "Dr. Rao"], &[]);
     let pin = fails(&["wallet", "pin", "--wallet", &f, "--node", &fake_url], &[]);
     assert!(pin.contains("no node of the network"), "{pin}");
-    // Through node 1 itself the fresh wallet pins.
-    ok(&["wallet", "pin", "--wallet", &f, "--node", &n1.url], &[]);
+    // Expecting the genesis node's key, a pin over TLS must reach the node that proves it:
+    // node 2 (an honest node, but another key) is refused, node 1 is taken.
+    let genesis_key = genesis.node_key.to_string();
+    let pin = fails(
+        &["wallet", "pin", "--wallet", &f, "--node", &n2.url, "--node-key", &genesis_key],
+        &[],
+    );
+    assert!(pin.contains(&format!("must prove node key {genesis_key}")), "{pin}");
+    ok(&["wallet", "pin", "--wallet", &f, "--node", &n1.url, "--node-key", &genesis_key], &[]);
 
     // Removed by the regulator, node 2 is refused by node 1 at the handshake.
     ok(&["node", "remove", "--wallet", &regulator, "--node-key", &k2, "--json"], &[]);
