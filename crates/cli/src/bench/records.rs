@@ -8,6 +8,10 @@
 //!   record's key: reads per second and latency percentiles (sign, order the access event,
 //!   stream and decrypt);
 //! - reading the patient's audit trail of `--trail-events` events over HTTP (a signed GET);
+//! - with `--pull-reads N --read-node URL`: N records of `--small-kib` added through the
+//!   wallet's node, each then read once by the patient through another node, one at a time
+//!   (with `--before-reads` damaging that node's copies first, every read must fetch its blob
+//!   from a peer: `scripts/bench-pull-read.sh`);
 //! - peak resident memory of this process and of the node (from its metrics).
 
 use std::{
@@ -63,6 +67,19 @@ pub struct Args {
     /// (0 skips this).
     #[arg(long, default_value_t = 10_000)]
     trail_events: usize,
+    /// Records of `--small-kib` to add through the wallet's node and then read once each, one
+    /// at a time, through `--read-node` (0: none).
+    #[arg(long, default_value_t = 0)]
+    pull_reads: usize,
+    /// The node the `--pull-reads` reads go through.
+    #[arg(long, requires = "pull_reads")]
+    read_node: Option<String>,
+    /// A shell command run once the `--pull-reads` records are on `--read-node` and before they
+    /// are read; MEDLEDGER_BENCH_BLOBS names a file of their content hashes, one per line (a
+    /// script that damages the read node's copies, so that each read must fetch from a peer).
+    /// The bench stops if it fails.
+    #[arg(long, requires = "pull_reads")]
+    before_reads: Option<String>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -82,6 +99,9 @@ struct Report {
     trail_events: usize,
     trail_p50_ms: f64,
     trail_max_ms: f64,
+    pull_reads: usize,
+    pull_read_p50_ms: f64,
+    pull_read_p99_ms: f64,
     client_peak_rss_mib: f64,
     node_peak_rss_mib: Option<f64>,
 }
@@ -209,6 +229,9 @@ pub async fn run(args: Args) -> Result<()> {
     }
     if args.large_mib > 0 {
         large(&args, &chain, &dir, &mut doctor, &mut patient, &mut report).await?;
+    }
+    if args.pull_reads > 0 {
+        pull_reads(&args, &chain, &dir, &mut doctor, &mut patient, &mut report).await?;
     }
     if args.reads > 0 {
         let record = small_record(&args, &chain, &dir, &mut doctor, &mut patient, &doctors).await?;
@@ -374,16 +397,95 @@ async fn reads(
     }
     let elapsed = started.elapsed().as_secs_f64();
     lat.sort();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
     report.small_bytes = record.len;
     report.reads = lat.len();
     report.readers = args.readers;
     report.reads_per_s = lat.len() as f64 / elapsed;
-    report.read_p50_ms = pct(0.50);
-    report.read_p99_ms = pct(0.99);
+    report.read_p50_ms = percentile_ms(&lat, 0.50);
+    report.read_p99_ms = percentile_ms(&lat, 0.99);
+    Ok(())
+}
+
+/// The latency at percentile `p` of sorted `lat`, in milliseconds.
+fn percentile_ms(lat: &[Duration], p: f64) -> f64 {
+    lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// `--pull-reads` records of `--small-kib` added through the wallet's node (not measured),
+/// then, once `--read-node` has applied them and `--before-reads` ran, each read once by the
+/// patient through `--read-node`, one at a time.
+async fn pull_reads(
+    args: &Args,
+    chain: &str,
+    dir: &std::path::Path,
+    doctor: &mut Actor,
+    patient: &mut Actor,
+    report: &mut Report,
+) -> Result<()> {
+    let read_node = args.read_node.as_deref().unwrap_or(patient.client.base_url()).to_owned();
+    let path = dir.join("pull.bin");
+    let len = args.small_kib * 1024;
+    make_file(&path, len)?;
+    say(args.json, &format!("adding {} records of {} KiB...", args.pull_reads, args.small_kib));
+    let patient_keys = (patient.account, patient.enc.public_key());
+    let mut records = Vec::with_capacity(args.pull_reads);
+    for _ in 0..args.pull_reads {
+        let (pmr, content, _, _) = add(chain, doctor, patient_keys, &path).await?;
+        records.push((pmr, content));
+    }
+    std::fs::remove_file(&path)?;
+    // The read node must hold the records' transactions before anything is done to its copies.
+    let signer = medledger_client::http::Signer::new(patient.key.clone(), patient.account);
+    let reader = medledger_client::http::NodeClient::new(&read_node)?.signed_by(signer);
+    let height = patient.client.health().await?.height;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reader.health().await?.height < height {
+        if Instant::now() > deadline {
+            bail!("{read_node} did not reach height {height} within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if let Some(command) = &args.before_reads {
+        let list = dir.join("pull-blobs.txt");
+        let hashes: Vec<String> = records.iter().map(|(_, h)| h.to_string()).collect();
+        std::fs::write(&list, hashes.join("\n") + "\n")?;
+        say(args.json, &format!("running the --before-reads command: {command}"));
+        let mut run = std::process::Command::new("sh");
+        run.arg("-c").arg(command).env("MEDLEDGER_BENCH_BLOBS", &list);
+        run.stdout(std::process::Stdio::null());
+        let status = tokio::task::spawn_blocking(move || run.status())
+            .await?
+            .context("cannot run the --before-reads command")?;
+        if !status.success() {
+            bail!("the --before-reads command failed ({status})");
+        }
+    }
+    say(args.json, &format!("reading each once through {read_node}..."));
+    let home = std::mem::replace(&mut patient.client, reader);
+    let me = patient.account;
+    let mut lat = Vec::with_capacity(records.len());
+    let mut failed = None;
+    for (pmr, content) in &records {
+        let started = Instant::now();
+        match read(chain, patient, me, pmr, content).await {
+            Ok(n) if n == len => lat.push(started.elapsed()),
+            Ok(n) => failed = Some(anyhow::anyhow!("record {pmr}: read back {n} bytes of {len}")),
+            Err(e) => failed = Some(e.context(format!("reading record {pmr}"))),
+        }
+        if failed.is_some() {
+            break;
+        }
+    }
+    patient.client = home;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    lat.sort();
+    report.pull_reads = lat.len();
+    report.pull_read_p50_ms = percentile_ms(&lat, 0.50);
+    report.pull_read_p99_ms = percentile_ms(&lat, 0.99);
+    report.small_bytes = len;
     Ok(())
 }
 
@@ -409,6 +511,16 @@ fn print(args: &Args, report: &Report) -> Result<()> {
             report.reads_per_s,
             report.read_p50_ms,
             report.read_p99_ms
+        );
+    }
+    if report.pull_reads > 0 {
+        println!(
+            "single audited reads of {} KiB records through {}: {} reads; latency p50 {:.1} ms, p99 {:.1} ms",
+            report.small_bytes >> 10,
+            args.read_node.as_deref().unwrap_or("the wallet's node"),
+            report.pull_reads,
+            report.pull_read_p50_ms,
+            report.pull_read_p99_ms
         );
     }
     if report.trail_events > 0 {

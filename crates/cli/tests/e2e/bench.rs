@@ -126,6 +126,52 @@ fn bench_records_uploads_and_reads_back() {
 }
 
 #[test]
+fn bench_records_pull_reads_run_the_hook_between_adding_and_reading_and_stop_if_it_fails() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    // The hook sees one content hash per record, each a blob this node holds.
+    let vault = node.dir.join("vault").display().to_string();
+    let hook = format!(
+        "test $(wc -l < \"$MEDLEDGER_BENCH_BLOBS\") -eq 3 && \
+         while read -r h; do test -s \"{vault}/$h\" || exit 1; done < \"$MEDLEDGER_BENCH_BLOBS\""
+    );
+    let args = |hook: &str| -> Vec<String> {
+        [
+            "records",
+            "--large-mib",
+            "0",
+            "--reads",
+            "0",
+            "--trail-events",
+            "0",
+            "--small-kib",
+            "64",
+            "--pull-reads",
+            "3",
+            "--read-node",
+            &node.url,
+            "--before-reads",
+            hook,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let hooked = args(&hook);
+    let report = bench_json(&node, &hooked.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(report["pull_reads"], 3, "{report}");
+    assert_eq!(report["small_bytes"], 64 * 1024, "{report}");
+    assert!(report["pull_read_p50_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{report}");
+    // A hook that fails stops the bench before any read.
+    let failing = args("exit 3");
+    let wallet = node.regulator();
+    let mut all: Vec<&str> = vec!["bench"];
+    all.extend(failing.iter().map(String::as_str));
+    all.extend(["--wallet", &wallet, "--node", &node.url, "--json"]);
+    let err = fails(&all, &[]);
+    assert!(err.contains("--before-reads command failed"), "{err}");
+}
+
+#[test]
 fn bench_devices_ingests_readings_and_alerts() {
     let tmp = tempdir();
     let node = Node::start(&tmp.path().join("data"));
