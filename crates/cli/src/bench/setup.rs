@@ -194,7 +194,8 @@ pub(crate) fn own_peak_rss_mib() -> f64 {
 
 /// A value from the node's metrics (`name value` on a line of its own), if it can be read.
 pub(crate) async fn node_metric(base: &str, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{base}/metrics")).await.ok()?.text().await.ok()?;
+    let http = crate::cluster::http().ok()?;
+    let text = http.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())

@@ -259,5 +259,20 @@ fn a_tls_network_takes_only_ledger_keys_between_nodes_and_wallets_pin_them() {
     let refused = get(&pull, Some(&key2), Some(blob_pull(&key2, chain, 2, blob)));
     assert!(refused.is_err(), "a removed node's certificate was served: {refused:?}");
     assert_eq!(handshakes_failed(&n1), failed + 1);
+    // Once its own ledger holds its removal, node 2 cannot serve the wallet either: it cannot
+    // prove itself an active node, so the wallet sends it nothing signed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = ok(&["node", "list", "--node", &n2.url, "--json"], &[]);
+        let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+        if list.as_array().unwrap().iter().any(|n| n["id"] == 2 && n["status"] == "removed") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 2 never applied its removal: {list}");
+        thread::sleep(Duration::from_millis(200));
+    }
+    let out = network_check(&regulator, &n2.url);
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(stderr(&out).contains("is removed on the network"), "{}", show(&out));
     drop(n2);
 }
