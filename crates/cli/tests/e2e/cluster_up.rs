@@ -167,12 +167,7 @@ fn cluster_up_with_tls_forms_three_voters_that_talk_only_tls_and_a_wallet_checks
     let last = format!("https://127.0.0.1:{}", base + 2);
     let out = ok(&["network", "check", "--wallet", &wallet, "--node", &last, "--json"], &[]);
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let verdicts: Vec<&str> = report["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["verdict"].as_str().unwrap())
-        .collect();
+    let verdicts = verdicts(&report);
     assert_eq!(verdicts.len(), 3, "{report}");
     assert!(verdicts.iter().all(|v| *v == "ok" || *v == "lagging"), "{report}");
     stop(up, base);

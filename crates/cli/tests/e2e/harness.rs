@@ -117,6 +117,11 @@ pub fn ok(args: &[&str], envs: &[(&str, &str)]) -> String {
     stdout(&o)
 }
 
+/// The verdict of each node in a `network check --json` report, in its order.
+pub fn verdicts(report: &serde_json::Value) -> Vec<&str> {
+    report["nodes"].as_array().unwrap().iter().map(|n| n["verdict"].as_str().unwrap()).collect()
+}
+
 /// Runs the CLI and asserts failure; returns stderr.
 pub fn fails(args: &[&str], envs: &[(&str, &str)]) -> String {
     let o = cli(args, envs);

@@ -197,12 +197,7 @@ fn a_tls_network_takes_only_ledger_keys_between_nodes_and_wallets_pin_them() {
         let out = network_check(&regulator, &n2.url);
         if out.status.success() {
             let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            let verdicts: Vec<&str> = report["nodes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|n| n["verdict"].as_str().unwrap())
-                .collect();
+            let verdicts = verdicts(&report);
             if verdicts == ["ok", "ok"] {
                 break;
             }
