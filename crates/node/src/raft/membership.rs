@@ -9,9 +9,10 @@
 //!
 //! Every node checks each membership entry it applies ([`check_admitted`]): a node the entry
 //! adds must be active on the ledger at that point of the log (the admission is always applied
-//! before the membership entry it causes). An entry that adds any other node stops the node
-//! with a clear error rather than let it follow a membership no committed transaction asked
-//! for.
+//! before the membership entry it causes), at the address the ledger admitted it at, and no
+//! member may move to another address. An entry that breaks this stops the node with a clear
+//! error rather than let it follow a membership no committed transaction asked for (or send
+//! Raft traffic where none was admitted).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -52,15 +53,17 @@ pub fn ledger_nodes(ledger: &Ledger) -> Result<Vec<LedgerNode>, String> {
 }
 
 /// Refuses a membership entry that adds (as voter or learner) a node the ledger has not
-/// admitted or that is not active: `previous` is the membership before the entry, `next` the
-/// entry's.
+/// admitted or that is not active, that adds an admitted node at another address than the
+/// ledger holds for it, or that moves a member to another address (no transaction changes a
+/// node's address): `previous` is the membership before the entry, `next` the entry's.
 pub fn check_admitted(
     ledger: &Ledger,
     previous: &Membership<u64, BasicNode>,
     next: &Membership<u64, BasicNode>,
 ) -> Result<(), String> {
     voters_are_nodes(next)?;
-    for (id, _) in next.nodes() {
+    stays_put(previous, next)?;
+    for (id, node) in next.nodes() {
         if previous.get_node(id).is_some() {
             continue;
         }
@@ -72,8 +75,42 @@ pub fn check_admitted(
                  membership; this node stops rather than follow it"
             ));
         }
+        let admitted = ledger.node_member(*id).map_err(|e| e.to_string())?;
+        at_admitted_address(*id, node, admitted.as_ref().map(|n| n.address.as_str()))?;
     }
     Ok(())
+}
+
+/// Refuses `next` if it lists a member of `previous` at another address.
+fn stays_put(
+    previous: &Membership<u64, BasicNode>,
+    next: &Membership<u64, BasicNode>,
+) -> Result<(), String> {
+    for (id, node) in next.nodes() {
+        if let Some(before) = previous.get_node(id)
+            && before.addr != node.addr
+        {
+            return Err(format!(
+                "it moves node {id} from {} to {}, but no transaction changes a node's address; \
+                 this node stops rather than send Raft traffic there",
+                before.addr, node.addr
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses node `id` at `node`'s address unless it is `admitted` (the ledger's address for
+/// it; the genesis node has none there, and Raft's founding membership names where it listens).
+fn at_admitted_address(id: u64, node: &BasicNode, admitted: Option<&str>) -> Result<(), String> {
+    match admitted {
+        Some(address) if !address.is_empty() && address != node.addr => Err(format!(
+            "it adds node {id} at {}, but the ledger admitted it at {address}; this node stops \
+             rather than send Raft traffic there",
+            node.addr
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Refuses a membership with a voter that is not among its nodes (a decoded membership is not
@@ -89,7 +126,9 @@ fn voters_are_nodes(m: &Membership<u64, BasicNode>) -> Result<(), String> {
 }
 
 /// Refuses the membership a snapshot carries if it names a node its own ledger (`known`: the
-/// nodes of the ledger it holds) never admitted, beyond those in `previous` (this node's membership before the install). A node
+/// nodes of the ledger it holds) never admitted, beyond those in `previous` (this node's
+/// membership before the install), or names one at another address than the ledger admitted
+/// it at or than `previous` lists. A node
 /// admitted and since suspended or removed may still be a member at the snapshot's point
 /// (the leader's driver removes it after the ledger does), so any status passes here.
 pub fn check_snapshot_members(
@@ -98,13 +137,18 @@ pub fn check_snapshot_members(
     next: &Membership<u64, BasicNode>,
 ) -> Result<(), String> {
     voters_are_nodes(next)?;
-    for (id, _) in next.nodes() {
-        if previous.get_node(id).is_none() && !known.iter().any(|n| n.id == *id) {
+    stays_put(previous, next)?;
+    for (id, node) in next.nodes() {
+        if previous.get_node(id).is_some() {
+            continue;
+        }
+        let Some(admitted) = known.iter().find(|n| n.id == *id) else {
             return Err(format!(
                 "it names node {id} as a member, which its own ledger never admitted; this node \
                  stops rather than follow it"
             ));
-        }
+        };
+        at_admitted_address(*id, node, Some(&admitted.address))?;
     }
     Ok(())
 }
@@ -239,5 +283,61 @@ mod tests {
         }
         // Removing a node needs no admission.
         assert_eq!(check_admitted(&ledger, &membership(&[1], &[2]), &founding), Ok(()));
+        // No entry moves a member: Raft traffic goes only where the ledger admitted a node.
+        let mut moved = founding.clone();
+        let nodes = BTreeMap::from([(1, BasicNode { addr: "http://10.9.9.9:1".into() })]);
+        moved = Membership::new(moved.get_joint_config().clone(), nodes);
+        let refused = check_admitted(&ledger, &founding, &moved).unwrap_err();
+        assert!(refused.contains("moves node 1"), "{refused}");
+    }
+
+    fn entry(id: u64, address: &str) -> medledger_ledger::NodeEntry {
+        medledger_ledger::NodeEntry {
+            id,
+            node_key: SigningKey::generate().public_key(),
+            address: address.into(),
+            hospital: None,
+            status: medledger_ledger::NodeStatus::Active,
+            admitted_at: id,
+        }
+    }
+
+    /// A member enters at the address its admission names and stays there: an entry or a
+    /// snapshot that adds a node elsewhere, or moves one, is refused.
+    #[test]
+    fn a_member_is_only_ever_at_the_address_the_ledger_admitted() {
+        let founding = membership(&[1], &[]);
+        let admitted = [entry(1, ""), entry(2, "http://127.0.0.1:7302")];
+        // `membership` puts node 2 at http://127.0.0.1:7302, the admitted address.
+        assert_eq!(check_snapshot_members(&admitted, &founding, &membership(&[1, 2], &[])), Ok(()));
+        let elsewhere = [entry(1, ""), entry(2, "https://10.0.0.2:7300")];
+        let refused =
+            check_snapshot_members(&elsewhere, &founding, &membership(&[1, 2], &[])).unwrap_err();
+        assert!(refused.contains("admitted it at https://10.0.0.2:7300"), "{refused}");
+        let node2 = |addr: &str| {
+            Membership::new(
+                vec![BTreeSet::from([1, 2])],
+                BTreeMap::from([
+                    (1, BasicNode { addr: "http://127.0.0.1:7301".into() }),
+                    (2, BasicNode { addr: addr.into() }),
+                ]),
+            )
+        };
+        let refused = check_snapshot_members(
+            &admitted,
+            &node2("http://127.0.0.1:7302"),
+            &node2("http://10.9.9.9:7302"),
+        )
+        .unwrap_err();
+        assert!(refused.contains("moves node 2"), "{refused}");
+        // The genesis node has no address on the ledger: Raft's founding membership names it.
+        assert_eq!(
+            at_admitted_address(1, &BasicNode { addr: "10.0.0.1:7300".into() }, Some("")),
+            Ok(())
+        );
+        assert!(
+            at_admitted_address(2, &BasicNode { addr: "http://a:1".into() }, Some("http://b:1"))
+                .is_err()
+        );
     }
 }
