@@ -13,17 +13,19 @@
 #   N=500 TLS=1 scripts/bench-pull-read.sh          # the nodes with --tls
 set -euo pipefail
 
-# Called back by `bench records --before-reads`: damages the copy in vault $2 of every blob
-# named in $MEDLEDGER_BENCH_BLOBS (one byte in the middle, so the hash check fails), once the
-# copy is there (replication runs in the background).
+# Called back by `bench records --before-reads`: damages the copy in vault $DAMAGE_VAULT of
+# every blob named in $MEDLEDGER_BENCH_BLOBS (one byte in the middle inverted, so the hash
+# check fails), once the copy is there (replication runs in the background).
 if [ "${1:-}" = "--damage" ]; then
-  vault=$2
+  vault=$DAMAGE_VAULT
   while read -r hash; do
     [ -n "$hash" ] || continue
     for _ in $(seq 600); do [ -s "$vault/$hash" ] && break; sleep 0.05; done
     [ -s "$vault/$hash" ] || { echo "no copy of $hash in $vault" >&2; exit 1; }
-    size=$(stat -c %s "$vault/$hash")
-    printf '\xff' | dd of="$vault/$hash" bs=1 seek=$((size / 2)) conv=notrunc status=none
+    at=$(($(stat -c %s "$vault/$hash") / 2))
+    byte=$(od -An -tu1 -j "$at" -N1 "$vault/$hash" | tr -d ' ')
+    printf "\\$(printf '%03o' $((255 - byte)))" |
+      dd of="$vault/$hash" bs=1 seek="$at" conv=notrunc status=none
   done <"$MEDLEDGER_BENCH_BLOBS"
   exit 0
 fi
@@ -39,14 +41,14 @@ tls_flag=()
 if [ -n "$TLS" ]; then scheme=https; tls_flag=(--tls); fi
 node_url() { echo "$scheme://127.0.0.1:$1"; }
 
-# One network, one bench; $1: intact|damaged. Prints the bench's JSON.
+# One network, one bench; $1: intact|damaged. Writes the bench's JSON to $WORK/$1.json.
 run() {
-  local dir=$WORK/$1 before=()
+  local dir=$WORK/$1 before=() n=0
   "$BIN" cluster up --nodes 3 --data-dir "$dir" --base-port "$BASE" "${tls_flag[@]}" \
     >"$WORK/$1.log" 2>&1 &
   local pid=$!
   PIDS+=("$pid")
-  # wait_voters asks over plain HTTP: with TLS, ask the same question over HTTPS.
+  # wait_voters asks over plain HTTP: ask the same question in the network's scheme.
   for _ in $(seq 1200); do
     n=$("$BIN" cluster status --node "$(node_url $((BASE + 1)))" --json 2>/dev/null |
       jq '[.members[] | select(.role == "voter")] | length' 2>/dev/null || echo 0)
@@ -55,18 +57,25 @@ run() {
   done
   [ "$n" = 3 ] || { echo "the network did not form" >&2; cat "$WORK/$1.log" >&2; exit 1; }
   if [ "$1" = damaged ]; then
-    before=(--before-reads "$SELF --damage $dir/node-2/vault")
+    export DAMAGE_VAULT=$dir/node-2/vault
+    before=(--before-reads "$(printf '%q' "$SELF") --damage")
   fi
   "$BIN" bench records --wallet "$dir/regulator.wallet.json" --node "$(node_url $((BASE + 1)))" \
     --large-mib 0 --reads 0 --trail-events 0 --small-kib 1024 --pull-reads "$N" \
-    --read-node "$(node_url $((BASE + 2)))" "${before[@]}" --json
+    --read-node "$(node_url $((BASE + 2)))" "${before[@]}" --json >"$WORK/$1.json"
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
 }
 
-intact=$(run intact)
-damaged=$(run damaged)
+run intact
+run damaged
+intact=$(cat "$WORK/intact.json")
+damaged=$(cat "$WORK/damaged.json")
 # Every damaged copy was replaced from a peer during the reads.
-replaced=$(grep -c "replaced with a good copy from a peer" "$WORK/damaged/node-2.log" 2>/dev/null || true)
+replaced=$(grep -c "replaced with a good copy from a peer" "$WORK/damaged/node-2.log" || true)
+if [ "$replaced" != "$N" ]; then
+  echo "node 2 replaced $replaced damaged copies, not $N: not every read fetched first" >&2
+  exit 1
+fi
 
 echo
 echo "medledger bench-pull-read, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $N single audited reads of 1 MiB records through node 2 of 3${TLS:+ (TLS)}"
@@ -79,4 +88,4 @@ for row in "intact:$intact" "damaged, fetched from a peer first:$damaged"; do
     "$(jq -r .pull_read_p50_ms <<<"$json")" "$(jq -r .pull_read_p99_ms <<<"$json")"
 done
 echo
-echo "node 2 logged $replaced replaced copies"
+echo "node 2 replaced all $replaced damaged copies from a peer"

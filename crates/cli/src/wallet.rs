@@ -191,7 +191,7 @@ async fn pin(
     // Over TLS with a key to expect, the node must prove that very key in the handshake: a
     // genesis fetched from anyone else could name the expected key and another regulator.
     let client = match expected {
-        Some(key) if url.trim_start().starts_with("https://") => {
+        Some(key) if medledger_client::pinning::is_https(url) => {
             NodeClient::pinned(url, medledger_tls::Pins::new([key]))?
         }
         _ => NodeClient::new(url)?,

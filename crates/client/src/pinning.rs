@@ -31,7 +31,7 @@ pub async fn connect(
     pins: &Arc<Pins>,
 ) -> Result<NodeClient, ClientError> {
     let client = NodeClient::pinned(url, pins.clone())?;
-    if !url.trim_start().starts_with("https://") {
+    if !is_https(url) {
         return Ok(client);
     }
     let first = match client.health().await {
@@ -70,11 +70,16 @@ pub async fn connect(
     Ok(client)
 }
 
+/// Whether `url` is reached over TLS: its scheme as the URL parser reads it (`HTTPS://` is
+/// https too), so that no spelling of a URL slips past a check into an unpinned connection.
+pub fn is_https(url: &str) -> bool {
+    reqwest::Url::parse(url.trim()).is_ok_and(|u| u.scheme() == "https")
+}
+
 /// Refuses `url` when `home` (the node this wallet reached) is `https://` and `url` is not: a
 /// wallet on a TLS network sends nothing in clear, whatever address a node list names.
 pub fn same_transport(home: &str, url: &str) -> Result<(), ClientError> {
-    let tls = |u: &str| u.trim_start().get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"));
-    if tls(home) && !tls(url) {
+    if is_https(home) && !is_https(url) {
         return Err(ClientError::InvalidInput {
             what: "node address",
             reason: format!(
@@ -97,6 +102,9 @@ mod tests {
         assert!(e.to_string().contains("plain HTTP"), "{e}");
         same_transport(home, "https://10.0.0.2:7300").unwrap();
         same_transport(" https://10.0.0.1:7300", "HTTP://x:1").unwrap_err();
+        same_transport("HTTPS://10.0.0.1:7300", "http://10.0.0.2:7300").unwrap_err();
+        assert!(is_https("HTTPS://10.0.0.1:7300") && is_https(" https://a:1/"));
+        assert!(!is_https("http://a:1") && !is_https("not a url"));
         // A wallet on plain HTTP (the loopback default) may be told of either.
         same_transport("http://127.0.0.1:7300", "http://127.0.0.1:7301").unwrap();
         same_transport("http://127.0.0.1:7300", "https://127.0.0.1:7301").unwrap();

@@ -246,6 +246,13 @@ fn a_tls_network_takes_only_ledger_keys_between_nodes_and_wallets_pin_them() {
         &[],
     );
     assert!(pin.contains(&format!("must prove node key {genesis_key}")), "{pin}");
+    // However the scheme is spelt.
+    let shouting = n2.url.replace("https://", "HTTPS://");
+    let pin = fails(
+        &["wallet", "pin", "--wallet", &f, "--node", &shouting, "--node-key", &genesis_key],
+        &[],
+    );
+    assert!(pin.contains(&format!("must prove node key {genesis_key}")), "{pin}");
     ok(&["wallet", "pin", "--wallet", &f, "--node", &n1.url, "--node-key", &genesis_key], &[]);
 
     // Removed by the regulator, node 2 is refused by node 1 at the handshake.
