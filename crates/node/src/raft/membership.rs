@@ -61,13 +61,8 @@ pub fn check_admitted(
     previous: &Membership<u64, BasicNode>,
     next: &Membership<u64, BasicNode>,
 ) -> Result<(), String> {
-    voters_are_nodes(next)?;
-    stays_put(previous, next)?;
-    for (id, node) in next.nodes() {
-        if previous.get_node(id).is_some() {
-            continue;
-        }
-        let active = transport::active_node_key(ledger, *id).map_err(|e| e.to_string())?;
+    check_arrivals(previous, next, |id| {
+        let active = transport::active_node_key(ledger, id).map_err(|e| e.to_string())?;
         if active.is_none() {
             return Err(format!(
                 "a Raft membership entry adds node {id}, which the ledger has not admitted (or \
@@ -75,8 +70,25 @@ pub fn check_admitted(
                  membership; this node stops rather than follow it"
             ));
         }
-        let admitted = ledger.node_member(*id).map_err(|e| e.to_string())?;
-        at_admitted_address(*id, node, admitted.as_ref().map(|n| n.address.as_str()))?;
+        let admitted = ledger.node_member(id).map_err(|e| e.to_string())?;
+        Ok(admitted.map(|n| n.address).unwrap_or_default())
+    })
+}
+
+/// The checks every membership passes: its voters are among its nodes, no member of
+/// `previous` moves, and each node it adds is `admitted` (which gives the address the ledger
+/// admitted it at, or says why not) and listed at that address.
+fn check_arrivals(
+    previous: &Membership<u64, BasicNode>,
+    next: &Membership<u64, BasicNode>,
+    admitted: impl Fn(u64) -> Result<String, String>,
+) -> Result<(), String> {
+    voters_are_nodes(next)?;
+    stays_put(previous, next)?;
+    for (id, node) in next.nodes() {
+        if previous.get_node(id).is_none() {
+            at_admitted_address(*id, node, &admitted(*id)?)?;
+        }
     }
     Ok(())
 }
@@ -102,9 +114,9 @@ fn stays_put(
 
 /// Refuses node `id` at `node`'s address unless it is `admitted` (the ledger's address for
 /// it; the genesis node has none there, and Raft's founding membership names where it listens).
-fn at_admitted_address(id: u64, node: &BasicNode, admitted: Option<&str>) -> Result<(), String> {
+fn at_admitted_address(id: u64, node: &BasicNode, admitted: &str) -> Result<(), String> {
     match admitted {
-        Some(address) if !address.is_empty() && address != node.addr => Err(format!(
+        address if !address.is_empty() && address != node.addr => Err(format!(
             "it adds node {id} at {}, but the ledger admitted it at {address}; this node stops \
              rather than send Raft traffic there",
             node.addr
@@ -136,21 +148,13 @@ pub fn check_snapshot_members(
     previous: &Membership<u64, BasicNode>,
     next: &Membership<u64, BasicNode>,
 ) -> Result<(), String> {
-    voters_are_nodes(next)?;
-    stays_put(previous, next)?;
-    for (id, node) in next.nodes() {
-        if previous.get_node(id).is_some() {
-            continue;
-        }
-        let Some(admitted) = known.iter().find(|n| n.id == *id) else {
-            return Err(format!(
-                "it names node {id} as a member, which its own ledger never admitted; this node \
-                 stops rather than follow it"
-            ));
-        };
-        at_admitted_address(*id, node, Some(&admitted.address))?;
-    }
-    Ok(())
+    check_arrivals(previous, next, |id| match known.iter().find(|n| n.id == id) {
+        Some(admitted) => Ok(admitted.address.clone()),
+        None => Err(format!(
+            "it names node {id} as a member, which its own ledger never admitted; this node \
+             stops rather than follow it"
+        )),
+    })
 }
 
 /// Runs the membership driver of node `me` until Raft shuts down.
@@ -331,13 +335,9 @@ mod tests {
         .unwrap_err();
         assert!(refused.contains("moves node 2"), "{refused}");
         // The genesis node has no address on the ledger: Raft's founding membership names it.
-        assert_eq!(
-            at_admitted_address(1, &BasicNode { addr: "10.0.0.1:7300".into() }, Some("")),
-            Ok(())
-        );
+        assert_eq!(at_admitted_address(1, &BasicNode { addr: "10.0.0.1:7300".into() }, ""), Ok(()));
         assert!(
-            at_admitted_address(2, &BasicNode { addr: "http://a:1".into() }, Some("http://b:1"))
-                .is_err()
+            at_admitted_address(2, &BasicNode { addr: "http://a:1".into() }, "http://b:1").is_err()
         );
     }
 }
