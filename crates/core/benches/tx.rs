@@ -1,11 +1,12 @@
-//! Benchmarks of the per-transaction work: canonical encoding, hashing, signing and strict
-//! verification.
+//! Benchmarks of the per-transaction work: canonical encoding, hashing, signing, and signature
+//! verification alone and in batches (the rule of `keys`), beside `verify_strict` (the rule
+//! before 2026-12-01) for a ratio measured in one run.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use medledger_core::{
-    Hash,
+    Hash, encoding,
     ids::AccountId,
-    keys::{DecryptionKey, SigningKey},
+    keys::{DecryptionKey, SigningKey, namespace},
     tx::{RegisterPatient, RegistryTx, SealedRef, SignedTransaction, Transaction, TxBody},
 };
 
@@ -34,9 +35,41 @@ fn bench(c: &mut Criterion) {
     });
     c.bench_function("tx/hash", |b| b.iter(|| std::hint::black_box(&signed).hash()));
     c.bench_function("tx/sign", |b| b.iter(|| std::hint::black_box(&tx).clone().sign(&key)));
-    c.bench_function("tx/verify_strict", |b| {
-        b.iter(|| std::hint::black_box(&signed).verify_signature())
+    c.bench_function("tx/verify", |b| b.iter(|| std::hint::black_box(&signed).verify_signature()));
+    let message = {
+        let mut m = vec![u8::try_from(namespace::TRANSACTION.len()).unwrap()];
+        m.extend_from_slice(namespace::TRANSACTION);
+        m.extend_from_slice(&encoding::encode(&signed.tx));
+        m
+    };
+    let strict_key = ed25519_dalek::VerifyingKey::from_bytes(&signed.public_key.0).unwrap();
+    let strict_sig = ed25519_dalek::Signature::from_bytes(&signed.signature.0);
+    assert!(strict_key.verify_strict(&message, &strict_sig).is_ok());
+    c.bench_function("tx/verify_strict_before", |b| {
+        b.iter(|| {
+            let key = ed25519_dalek::VerifyingKey::from_bytes(&signed.public_key.0).unwrap();
+            key.verify_strict(std::hint::black_box(&message), &strict_sig)
+        })
     });
+    // Batches of distinct signers (the worst case for batching: no key repeats), one core.
+    let mut group = c.benchmark_group("tx/verify_batch");
+    for size in [64usize, 256, 1024] {
+        let txs: Vec<SignedTransaction> = (0..size)
+            .map(|i| {
+                let mut seed = [0u8; 32];
+                seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                let k = SigningKey::from_seed(seed);
+                sample(&k).sign(&k)
+            })
+            .collect();
+        let refs: Vec<&SignedTransaction> = txs.iter().collect();
+        assert!(SignedTransaction::verify_signatures(&refs).iter().all(|ok| *ok));
+        group.throughput(criterion::Throughput::Elements(size as u64));
+        group.bench_function(format!("{size}"), |b| {
+            b.iter(|| SignedTransaction::verify_signatures(std::hint::black_box(&refs)))
+        });
+    }
+    group.finish();
 }
 
 criterion_group!(benches, bench);

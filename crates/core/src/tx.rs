@@ -121,6 +121,18 @@ impl SignedTransaction {
         verifier.verify(namespace::TRANSACTION, &encoding::encode(&self.tx), &self.signature)
     }
 
+    /// [`SignedTransaction::verify_signature`] for many transactions in one batch
+    /// ([`crate::keys::verify_batch`]): `verdicts[i]` is exactly what `txs[i]` alone would get.
+    pub fn verify_signatures(txs: &[&SignedTransaction]) -> Vec<bool> {
+        let messages: Vec<Vec<u8>> = txs.iter().map(|t| encoding::encode(&t.tx)).collect();
+        let items: Vec<_> = txs
+            .iter()
+            .zip(&messages)
+            .map(|(t, m)| (t.public_key, namespace::TRANSACTION, &m[..], t.signature))
+            .collect();
+        crate::keys::verify_batch(&items)
+    }
+
     /// The canonical encoding: what is stored, hashed into the Merkle log and sent.
     pub fn encode(&self) -> Vec<u8> {
         encoding::encode(self)

@@ -2,6 +2,8 @@
 //! checkpoints are pinned here. If one of these fails, the wire or storage format changed:
 //! that must be a deliberate, versioned act (existing ledgers would no longer verify).
 
+mod signatures;
+
 use medledger_core::{
     Hash,
     block::{Checkpoint, Created, Genesis, Outcome, Refusal, Tip},

@@ -30,7 +30,6 @@ use medledger_core::{
     ids::AccountId,
     tx::{MAX_TX_BYTES, SignedTransaction},
 };
-use rayon::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
@@ -531,9 +530,9 @@ async fn submit_batch(
             big.hash()
         )));
     }
-    // Strict verification of the whole batch, on all cores, off the async workers.
+    // Batch verification of the whole batch, on all cores, off the async workers.
     let (txs, ok) = tokio::task::spawn_blocking(move || {
-        let ok: Vec<bool> = txs.par_iter().map(|t| t.verify_signature().is_ok()).collect();
+        let ok = medledger_ledger::verify_signatures(&txs, |_| false);
         (txs, ok)
     })
     .await
