@@ -12,7 +12,7 @@ use medledger_core::{
 use rayon::prelude::*;
 use redb::{ReadableDatabase, ReadableTable};
 
-use crate::{Ledger, LedgerError, registry, state::*};
+use crate::{Ledger, LedgerError, registry, stages::Stage, state::*};
 
 /// Checks every transaction's signature in batches ([`SignedTransaction::verify_signatures`]),
 /// one per core. `skip(i)` says that transaction `i` was already verified by this node (at
@@ -66,6 +66,7 @@ impl Ledger {
         let mut tip: Tip = writer.tip.clone();
         tip.check_and_advance(&block.header, &leaves)?;
 
+        let executing = std::time::Instant::now();
         let mut txn = self.db.begin_write()?;
         let durable = writer.since_durable + 1 >= writer.durable_every;
         if !durable {
@@ -132,7 +133,12 @@ impl Ledger {
         fail::fail_point!("ledger-commit", |_| Err(LedgerError::Storage(
             "injected I/O error committing the block (failpoint ledger-commit)".into()
         )));
+        let committing = std::time::Instant::now();
+        self.stages.add(Stage::Execute, committing - executing);
         txn.commit()?;
+        let merkle = std::time::Instant::now();
+        self.stages
+            .add(if durable { Stage::DurableCommit } else { Stage::Commit }, merkle - committing);
 
         writer.tip = tip;
         writer.digest = digest;
@@ -143,6 +149,8 @@ impl Ledger {
             log.push(leaf);
         }
         debug_assert_eq!(log.len(), block.header.log_size, "the log does not end at the header");
+        drop(log);
+        self.stages.add(Stage::Merkle, merkle.elapsed());
         Ok(receipts)
     }
 

@@ -22,6 +22,7 @@ mod query;
 pub mod records;
 pub mod registry;
 pub mod snapshot;
+pub mod stages;
 pub mod state;
 pub mod verify;
 pub mod visibility;
@@ -112,6 +113,8 @@ pub struct Ledger {
     writer: Mutex<WriterState>,
     /// The full Merkle log in memory, for proofs; rebuilt at open.
     log: RwLock<MerkleLog>,
+    /// Where the time of taking blocks goes (the node's metrics).
+    stages: stages::StageTimes,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -192,6 +195,7 @@ impl Ledger {
             genesis,
             writer: Mutex::new(WriterState { tip, digest, since_durable: 0, durable_every: 1 }),
             log: RwLock::new(MerkleLog::new()),
+            stages: stages::StageTimes::default(),
         })
     }
 
@@ -346,7 +350,13 @@ impl Ledger {
             genesis,
             writer: Mutex::new(WriterState { tip, digest, since_durable: 0, durable_every: 1 }),
             log: RwLock::new(MerkleLog::from_leaf_hashes(leaves)),
+            stages: stages::StageTimes::default(),
         })
+    }
+
+    /// Cumulative time per stage of taking blocks ([`stages::Stage`]).
+    pub fn stages(&self) -> &stages::StageTimes {
+        &self.stages
     }
 
     /// The genesis this ledger started from.

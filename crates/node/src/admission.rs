@@ -2,7 +2,7 @@
 //! ordered stays in the append-only log forever, refused or not, so nothing that fails here
 //! ever reaches it:
 //!
-//! - a strict signature by the active key of a registered account that may act, on this
+//! - a valid signature (one rule, `medledger_core::keys`) by the active key of a registered account that may act, on this
 //!   chain, with a fresh nonce (`Ledger::precheck`, the same envelope checks `apply` runs):
 //!   nothing unauthenticated is ordered;
 //! - a transaction already applied is not ordered again: the answer names where it was
@@ -37,6 +37,27 @@ use medledger_vault::BlobStore;
 
 use crate::{app::AppState, http::error::ApiError};
 use medledger_api::ErrorCode;
+
+/// Checks one transaction's signature at admission, counting the time in the ledger's
+/// `verify` stage.
+pub(crate) fn signature_ok(ledger: &medledger_ledger::Ledger, tx: &SignedTransaction) -> bool {
+    let started = Instant::now();
+    let ok = tx.verify_signature().is_ok();
+    ledger.stages().add(medledger_ledger::stages::Stage::Verify, started.elapsed());
+    ok
+}
+
+/// Checks many transactions' signatures in batches on all cores
+/// ([`medledger_ledger::verify_signatures`]), counting the time in the `verify` stage.
+pub(crate) fn signatures_ok(
+    ledger: &medledger_ledger::Ledger,
+    txs: &[SignedTransaction],
+) -> Vec<bool> {
+    let started = Instant::now();
+    let ok = medledger_ledger::verify_signatures(txs, |_| false);
+    ledger.stages().add(medledger_ledger::stages::Stage::Verify, started.elapsed());
+    ok
+}
 
 /// The node's clock, in milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {

@@ -70,7 +70,7 @@ impl AccessRead {
     /// Decodes the body and authenticates its sender (step 1).
     pub(crate) fn open(state: &AppState, body: &[u8]) -> Result<Self, ApiError> {
         let tx = SignedTransaction::decode(body).map_err(|e| bad_request(e.to_string()))?;
-        let signature_ok = tx.verify_signature().is_ok();
+        let signature_ok = crate::admission::signature_ok(&state.ledger, &tx);
         crate::admission::authenticate(state, &tx, signature_ok)?;
         Ok(AccessRead { tx, signature_ok })
     }

@@ -214,6 +214,7 @@ pub async fn serve_with(
         ),
         faults,
         served_pulls: Default::default(),
+        preverified: preverified.clone(),
     });
     // The Raft log and the vault index may have just been created.
     warn_widened(dir.secure()?);
@@ -240,7 +241,7 @@ pub async fn serve_with(
         Some(replicas.clone()),
     ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let metrics = Arc::new(metrics::Metrics::new());
+    let metrics = Arc::new(metrics::Metrics::for_ledger(ledger.clone()));
     let state = app::AppState {
         ledger: ledger.clone(),
         queue: queue_tx,

@@ -2,9 +2,22 @@
 //! its template, so that ids in paths cannot grow the label set) request counts by status and
 //! latency histograms; vault bytes and open event streams.
 
+use std::sync::Arc;
+
+use medledger_ledger::{
+    Ledger,
+    stages::{Stage, StageTimes},
+};
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text::encode},
+    metrics::{
+        MetricType,
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::Gauge,
+        histogram::Histogram,
+    },
     registry::Registry,
 };
 
@@ -27,6 +40,45 @@ pub struct RouteLabels {
     pub route: String,
     /// The HTTP method.
     pub method: String,
+}
+
+/// The label of a stage of taking blocks.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    stage: &'static str,
+}
+
+/// The ledger's stage times ([`StageTimes`]), read at each scrape.
+#[derive(Debug)]
+struct Stages(Arc<Ledger>);
+
+impl Collector for Stages {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let times: &StageTimes = self.0.stages();
+        let mut seconds = encoder.encode_descriptor(
+            "block_stage_seconds",
+            "Cumulative seconds spent in each stage of taking blocks: verify (signatures, at \
+             admission or of a block this node did not propose), execute, commit (no fsync), \
+             durable_commit (with fsync), merkle",
+            None,
+            MetricType::Counter,
+        )?;
+        for stage in Stage::ALL {
+            let labels = StageLabels { stage: stage.label() };
+            ConstCounter::new(times.seconds(stage)).encode(seconds.encode_family(&labels)?)?;
+        }
+        let mut runs = encoder.encode_descriptor(
+            "block_stage_runs",
+            "How many times each stage of taking blocks ran",
+            None,
+            MetricType::Counter,
+        )?;
+        for stage in Stage::ALL {
+            let labels = StageLabels { stage: stage.label() };
+            ConstCounter::new(times.runs(stage)).encode(runs.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
 }
 
 /// Bucket bounds (seconds) of the request latency histograms.
@@ -79,6 +131,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Registers every metric, and the stage times of `ledger` (read at each scrape).
+    pub fn for_ledger(ledger: Arc<Ledger>) -> Self {
+        let mut metrics = Self::new();
+        metrics.registry.register_collector(Box::new(Stages(ledger)));
+        metrics
+    }
+
     /// Registers every metric.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("medledger");
@@ -289,6 +348,51 @@ mod tests {
         let invented = axum::http::Method::from_bytes(b"FROBNICATE").unwrap();
         assert_eq!(method_label(&invented), "other");
         assert_eq!(method_label(&axum::http::Method::GET), "GET");
+    }
+
+    /// The value of the first sample line starting with `prefix`.
+    fn sample(text: &str, prefix: &str) -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix} in {text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn block_stages_are_scraped_from_the_ledger() {
+        use medledger_core::{
+            block::{Genesis, Tip},
+            keys::{DecryptionKey, SigningKey},
+        };
+        let genesis = Genesis {
+            chain_id: "metrics".into(),
+            time_ms: 0,
+            regulator_key: SigningKey::from_seed([1; 32]).public_key(),
+            regulator_encryption_key: DecryptionKey::from_bytes([2; 32]).public_key(),
+            node_key: SigningKey::from_seed([3; 32]).public_key(),
+        };
+        let ledger = Arc::new(Ledger::in_memory(genesis.clone()).unwrap());
+        let m = Metrics::for_ledger(ledger.clone());
+        let before = m.render();
+        assert_eq!(sample(&before, "medledger_block_stage_runs_total{stage=\"execute\"}"), 0.0);
+        let mut tip = Tip::genesis(&genesis);
+        for height in 1..=3 {
+            let block = tip.propose(height, Vec::new());
+            ledger.apply_block(&block, &[], &[]).unwrap();
+        }
+        let text = m.render();
+        for stage in ["execute", "merkle"] {
+            let runs = format!("medledger_block_stage_runs_total{{stage=\"{stage}\"}}");
+            assert_eq!(sample(&text, &runs), 3.0, "{stage}");
+            let secs = format!("medledger_block_stage_seconds_total{{stage=\"{stage}\"}}");
+            assert!(sample(&text, &secs) > 0.0, "{stage}: {text}");
+        }
+        // The in-memory ledger commits every block durably (durable_every is 1).
+        let commits = sample(&text, "medledger_block_stage_runs_total{stage=\"durable_commit\"}")
+            + sample(&text, "medledger_block_stage_runs_total{stage=\"commit\"}");
+        assert_eq!(commits, 3.0);
+        assert_eq!(sample(&text, "medledger_block_stage_runs_total{stage=\"verify\"}"), 0.0);
     }
 
     #[test]

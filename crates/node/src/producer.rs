@@ -130,9 +130,7 @@ async fn propose_next<S: Fn(medledger_core::block::Block) -> SealedBlock>(
     }
     let block = tip.propose(now_ms(), txs);
     let hash = block.header.hash();
-    if let Ok(mut set) = preverified.lock() {
-        set.insert(hash);
-    }
+    preverified.note(hash);
     let pending = match raft.client_write_ff(seal(block)).await {
         Ok(rx) => rx,
         Err(fatal) => {

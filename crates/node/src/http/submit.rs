@@ -211,7 +211,7 @@ async fn submit(
         state.metrics.rejected.inc();
         bad_request(e.to_string())
     })?;
-    let ok = tx.verify_signature().is_ok();
+    let ok = crate::admission::signature_ok(&state.ledger, &tx);
     submit_from(&state, tx, ok, is_forwarded(&headers).then(|| forwarder(&headers))).await.map(Json)
 }
 
@@ -422,7 +422,7 @@ async fn wait_receipt(
 /// [`crate::admission::simulate`]): would apply, or the refusal a submission would get.
 async fn simulate(State(state): State<AppState>, body: Bytes) -> ApiResult<Simulation> {
     let tx = SignedTransaction::decode(&body).map_err(|e| bad_request(e.to_string()))?;
-    let ok = tx.verify_signature().is_ok();
+    let ok = crate::admission::signature_ok(&state.ledger, &tx);
     let note = LogNote::of(&tx);
     // The write transaction waits for a block being applied: off the async workers.
     let worker = state.clone();
@@ -531,8 +531,9 @@ async fn submit_batch(
         )));
     }
     // Batch verification of the whole batch, on all cores, off the async workers.
+    let ledger = state.ledger.clone();
     let (txs, ok) = tokio::task::spawn_blocking(move || {
-        let ok = medledger_ledger::verify_signatures(&txs, |_| false);
+        let ok = crate::admission::signatures_ok(&ledger, &txs);
         (txs, ok)
     })
     .await

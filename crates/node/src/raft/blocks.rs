@@ -25,10 +25,12 @@
 //! that far ahead of a follower's clock means a leader's clock (or the follower's) is wrong,
 //! and an operator must look before ledger time (which decides expiries) runs ahead.
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, sync::Arc};
 
-use medledger_core::{Hash, block::BlockError, seal::SealedBlock};
+use medledger_core::{Hash, block::BlockError, seal::SealedBlock, tx::SignedTransaction};
 use medledger_ledger::{Ledger, LedgerError, NodeStatus, verify_signatures};
+
+use super::{PreVerified, TypeConfig};
 
 /// How far ahead of this node's clock a block's time may be.
 pub const MAX_AHEAD_MS: u64 = 60_000;
@@ -157,7 +159,10 @@ pub fn check(
     let signature_ok = if preverified {
         vec![true; block.txs.len()]
     } else {
-        verify_signatures(&block.txs, |_| false)
+        let started = std::time::Instant::now();
+        let ok = verify_signatures(&block.txs, |_| false);
+        ledger.stages().add(medledger_ledger::stages::Stage::Verify, started.elapsed());
+        ok
     };
     if let Some(bad) = signature_ok.iter().position(|ok| !ok) {
         return Ok(Verdict::Refuse(format!(
@@ -166,6 +171,42 @@ pub fn check(
         )));
     }
     Ok(Verdict::Apply(signature_ok))
+}
+
+/// Starts checking the signatures of the blocks a leader just sent, on all cores in the
+/// background, while Raft stores them and the state machine applies earlier ones: the check
+/// of block N+1 overlaps the apply of block N instead of following it. Blocks already applied
+/// or already being checked are left alone. What the check finds is noted in `preverified`
+/// (only a block whose signatures all verify counts as checked); apply takes it from there,
+/// waiting for a check still running, and checks any other block itself ([`check`]).
+pub fn check_signatures_ahead(
+    ledger: &Arc<Ledger>,
+    preverified: &PreVerified,
+    entries: &[openraft::Entry<TypeConfig>],
+) {
+    let applied = ledger.tip().height;
+    let blocks: Vec<(Hash, Vec<SignedTransaction>)> = entries
+        .iter()
+        .filter_map(|e| match &e.payload {
+            openraft::EntryPayload::Normal(sealed) if sealed.block.header.height > applied => {
+                let hash = sealed.block.header.hash();
+                preverified.start(hash).then(|| (hash, sealed.block.txs.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    if blocks.is_empty() {
+        return;
+    }
+    let (ledger, preverified) = (ledger.clone(), preverified.clone());
+    tokio::task::spawn_blocking(move || {
+        for (hash, txs) in blocks {
+            let started = std::time::Instant::now();
+            let all_ok = verify_signatures(&txs, |_| false).iter().all(|ok| *ok);
+            ledger.stages().add(medledger_ledger::stages::Stage::Verify, started.elapsed());
+            preverified.finish(hash, all_ok);
+        }
+    });
 }
 
 #[cfg(test)]
@@ -424,5 +465,43 @@ mod tests {
             check(&n.ledger, 1, &b, &Skipped::default(), true, NOW).unwrap(),
             Verdict::Apply(vec![true, true])
         );
+    }
+
+    fn entry(index: u64, sealed: &SealedBlock) -> openraft::Entry<TypeConfig> {
+        openraft::Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: openraft::EntryPayload::Normal(sealed.clone()),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blocks_checked_ahead_count_as_checked_only_if_every_signature_verifies() {
+        let mut n = net();
+        let good = n.next(10, (1..=40).map(|i| n.tx(i)).collect());
+        let mut bad_tx = n.tx(41);
+        bad_tx.signature = n.tx(42).signature;
+        let mut txs: Vec<_> = (43..=80).map(|i| n.tx(i)).collect();
+        txs.insert(17, bad_tx);
+        let bad = n.next(20, txs);
+        let pre = PreVerified::default();
+        check_signatures_ahead(&n.ledger, &pre, &[entry(1, &good), entry(2, &bad)]);
+        let (good_hash, bad_hash) = (good.block.header.hash(), bad.block.header.hash());
+        // Sent again while running or done: not checked twice.
+        assert!(!pre.start(good_hash));
+        let waiting = pre.clone();
+        let taken = tokio::task::spawn_blocking(move || {
+            (waiting.take(&good_hash), waiting.take(&bad_hash), waiting.take(&good_hash))
+        })
+        .await
+        .unwrap();
+        // The good block counts as checked, once; the bad one does not, so apply checks it
+        // itself and refuses it with its reason.
+        assert_eq!(taken, (true, false, false));
+        n.apply(&good);
+        let v = check(&n.ledger, 1, &bad, &Skipped::default(), false, NOW).unwrap();
+        assert!(refused(&v, "has a signature that does not verify"), "{v:?}");
+        // A block already applied is not checked again.
+        check_signatures_ahead(&n.ledger, &pre, &[entry(1, &good)]);
+        assert!(pre.start(good_hash), "nothing claimed the applied block");
     }
 }

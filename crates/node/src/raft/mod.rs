@@ -304,6 +304,8 @@ pub struct Cluster {
     pub faults: Option<Arc<faults::Faults>>,
     /// Blob requests already served (a captured one replayed within its window gets nothing).
     pub served_pulls: transport::SeenRequests,
+    /// Blocks whose signatures this node checked before applying them.
+    pub preverified: PreVerified,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -339,5 +341,5 @@ impl Cluster {
     }
 }
 
-/// The set of block hashes whose signatures this node checked at admission.
+/// A set of block header hashes ([`PreVerified`]).
 pub(crate) type BlockHashes = std::collections::HashSet<Hash>;

@@ -35,8 +35,78 @@ use super::{
     snapshots::{self, SnapshotDir},
 };
 
-/// Header hashes of blocks whose signatures this node verified at admission.
-pub type PreVerified = Arc<Mutex<BlockHashes>>;
+/// Blocks whose signatures this node has checked before applying them: a block it proposed
+/// (checked at admission) or one a leader sent it (checked as it arrived, while an earlier
+/// block was being applied: `http/raft.rs`). Keyed by header hash, which commits to the
+/// transactions (apply checks them against it). The state machine takes a block's entry,
+/// waiting for a check that is running, so a signature is checked once per node.
+#[derive(Clone, Debug, Default)]
+pub struct PreVerified(Arc<(Mutex<Checks>, std::sync::Condvar)>);
+
+#[derive(Debug, Default)]
+struct Checks {
+    /// Blocks whose signatures all verified.
+    done: BlockHashes,
+    /// Blocks being checked now.
+    running: BlockHashes,
+}
+
+/// At most this many verified blocks are remembered (blocks proposed or received but never
+/// applied, e.g. after a change of leader, would otherwise accumulate); past it, the set is
+/// emptied, and a block whose entry was lost is simply checked again at apply.
+const MAX_REMEMBERED: usize = 4096;
+
+/// How long apply waits for a running check before checking the block itself.
+const CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl PreVerified {
+    fn checks(&self) -> std::sync::MutexGuard<'_, Checks> {
+        // The sets hold no invariant a panicking holder could break half-way.
+        self.0.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notes that every signature of block `hash` verified.
+    pub fn note(&self, hash: Hash) {
+        let mut checks = self.checks();
+        if checks.done.len() >= MAX_REMEMBERED {
+            checks.done.clear();
+        }
+        checks.done.insert(hash);
+    }
+
+    /// Claims the check of block `hash`: false if it is done or running already.
+    pub fn start(&self, hash: Hash) -> bool {
+        let mut checks = self.checks();
+        !checks.done.contains(&hash) && checks.running.insert(hash)
+    }
+
+    /// Ends the check claimed by [`PreVerified::start`]; `all_ok` if every signature verified.
+    pub fn finish(&self, hash: Hash, all_ok: bool) {
+        {
+            let mut checks = self.checks();
+            checks.running.remove(&hash);
+            if all_ok {
+                if checks.done.len() >= MAX_REMEMBERED {
+                    checks.done.clear();
+                }
+                checks.done.insert(hash);
+            }
+        }
+        self.0.1.notify_all();
+    }
+
+    /// Whether block `hash` was checked and all its signatures verified (forgetting it),
+    /// after waiting for a check that is running. Blocking: call it off the async workers.
+    pub fn take(&self, hash: &Hash) -> bool {
+        let checks = self.checks();
+        let (mut checks, _) = self
+            .0
+            .1
+            .wait_timeout_while(checks, CHECK_WAIT, |c| c.running.contains(hash))
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        checks.done.remove(hash)
+    }
+}
 
 /// The state machine.
 #[derive(Debug)]
@@ -196,11 +266,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                     EntryPayload::Normal(sealed) => {
                         let block = &sealed.block;
-                        let verified = self
-                            .preverified
-                            .lock()
-                            .map_err(|_| sm_err("pre-verified set poisoned"))?
-                            .remove(&block.header.hash());
+                        let verified = self.preverified.take(&block.header.hash());
                         let m: Marker = (Some(log_id), membership.clone());
                         let now = super::transport::now_ms();
                         let verdict = super::blocks::check(
