@@ -11,9 +11,31 @@ use tokio::sync::mpsc;
 
 use crate::{metrics::Metrics, producer::Submission};
 
-/// What every handler can reach.
+/// What every handler can reach: one pointer to the node's [`Shared`] state, so that the
+/// clones axum makes for every request and middleware layer cost one reference count, not one
+/// per field (the per-field counts, shared by every core, showed up at 9 % of the node's CPU
+/// under one-transaction-per-request load).
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// The state handlers reach.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The node's state, behind [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
     /// Committed state.
     pub ledger: Arc<Ledger>,
     /// The block producer's queue.
@@ -52,7 +74,7 @@ pub struct AppState {
     pub fault: Arc<crate::storage::StorageFault>,
 }
 
-impl AppState {
+impl Shared {
     /// A checkpoint of committed state, signed now by the node key.
     pub fn signed_checkpoint(&self) -> SignedCheckpoint {
         self.ledger.checkpoint().sign(&self.node_key)

@@ -242,7 +242,7 @@ pub async fn serve_with(
     ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let metrics = Arc::new(metrics::Metrics::for_ledger(ledger.clone()));
-    let state = app::AppState {
+    let state = app::AppState::new(app::Shared {
         ledger: ledger.clone(),
         queue: queue_tx,
         node_key,
@@ -272,7 +272,7 @@ pub async fn serve_with(
         ),
         disk,
         fault: fault.clone(),
-    };
+    });
     tracing::info!(
         %addr,
         height = ledger.tip().height,

@@ -58,9 +58,11 @@ async fn events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let cursor = last_id.or(q.after);
+    // The stream's own view of the applied height (it marks what it has seen).
+    let applied = state.applied.clone();
     let stream = futures_util::stream::unfold(
-        (state, account, cursor, VecDeque::new(), slot),
-        |(mut state, account, mut cursor, mut pending, slot)| async move {
+        (state, applied, account, cursor, VecDeque::new(), slot),
+        |(state, mut applied, account, mut cursor, mut pending, slot)| async move {
             loop {
                 // A stopping node ends every stream at once, so that shutdown need not wait.
                 if *state.stopping.borrow() {
@@ -74,18 +76,18 @@ async fn events(
                         .event(e.kind.name())
                         .json_data(&e)
                         .unwrap_or_else(|_| Event::default().comment("unencodable event"));
-                    return Some((Ok(event), (state, account, cursor, pending, slot)));
+                    return Some((Ok(event), (state, applied, account, cursor, pending, slot)));
                 }
                 // Mark the current height seen before looking, so that a block applied while
                 // we look wakes the wait below.
-                state.applied.borrow_and_update();
+                applied.borrow_and_update();
                 match state.ledger.audit_trail(&account, cursor, EVENT_PAGE) {
                     Ok(found) if !found.is_empty() => pending.extend(found),
                     Ok(_) => {
                         // Nothing new: wait for the next applied block (or a while, then look
                         // again anyway), or for the node to stop.
                         let mut stopping = state.stopping.clone();
-                        let wait = state.applied.changed();
+                        let wait = applied.changed();
                         tokio::select! {
                             _ = tokio::time::timeout(IDLE_RECHECK, wait) => {}
                             () = crate::server::stopped(&mut stopping) => return None,
