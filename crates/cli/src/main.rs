@@ -24,6 +24,11 @@ mod watch;
 
 use std::{path::PathBuf, process::ExitCode};
 
+/// mimalloc rather than glibc's allocator: a node's resident memory stays flat under load
+/// (docs/benchmarks.md, "Memory and restart").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 /// medledger: a permissioned ledger for medical records.

@@ -105,12 +105,16 @@ pub(crate) fn read_offline(path: &Path) -> Result<std::collections::HashSet<Hash
 impl Index {
     /// Opens (creating if needed) the index at `path`.
     pub fn open(path: &Path, vault_dir: &Path) -> Result<Self, BlobError> {
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                BlobError::InUse { path: vault_dir.to_owned() }
-            }
-            e => BlobError::Index { path: path.to_owned(), source: e.into() },
-        })?;
+        // A small cache: the index is looked up once per blob read or write, and redb's
+        // default (1 GiB) would let it grow with the number of blobs.
+        let db = Database::builder().set_cache_size(64 * 1024 * 1024).create(path).map_err(
+            |e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    BlobError::InUse { path: vault_dir.to_owned() }
+                }
+                e => BlobError::Index { path: path.to_owned(), source: e.into() },
+            },
+        )?;
         let index = Self { db, path: path.to_owned() };
         // Create the tables so that readers never meet a missing table.
         index.write()?.commit()?;
