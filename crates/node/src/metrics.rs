@@ -52,32 +52,38 @@ struct StageLabels {
 #[derive(Debug)]
 struct Stages(Arc<Ledger>);
 
+/// One counter family over the stages: `value` of each stage, labelled by the stage.
+fn stage_family<N: prometheus_client::encoding::EncodeCounterValue>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: impl Fn(Stage) -> N,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for stage in Stage::ALL {
+        let labels = StageLabels { stage: stage.label() };
+        ConstCounter::new(value(stage)).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 impl Collector for Stages {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let times: &StageTimes = self.0.stages();
-        let mut seconds = encoder.encode_descriptor(
+        stage_family(
+            &mut encoder,
             "block_stage_seconds",
             "Cumulative seconds spent in each stage of taking blocks: verify (signatures, at \
              admission or of a block this node did not propose), execute, commit (no fsync), \
              durable_commit (with fsync), merkle",
-            None,
-            MetricType::Counter,
+            |stage| times.seconds(stage),
         )?;
-        for stage in Stage::ALL {
-            let labels = StageLabels { stage: stage.label() };
-            ConstCounter::new(times.seconds(stage)).encode(seconds.encode_family(&labels)?)?;
-        }
-        let mut runs = encoder.encode_descriptor(
+        stage_family(
+            &mut encoder,
             "block_stage_runs",
             "How many times each stage of taking blocks ran",
-            None,
-            MetricType::Counter,
-        )?;
-        for stage in Stage::ALL {
-            let labels = StageLabels { stage: stage.label() };
-            ConstCounter::new(times.runs(stage)).encode(runs.encode_family(&labels)?)?;
-        }
-        Ok(())
+            |stage| times.runs(stage),
+        )
     }
 }
 
