@@ -243,6 +243,18 @@ impl Block {
     pub fn leaf_hashes(&self) -> Vec<Hash> {
         self.txs.iter().map(|t| merkle::leaf_hash(&t.encode())).collect()
     }
+
+    /// Whether the transactions are the ones the header commits to (their number and
+    /// `tx_root`): only then does something checked of the transactions hold for every block
+    /// with this header's hash.
+    pub fn transactions_match_header(&self) -> bool {
+        let mut tree = Frontier::new();
+        for leaf in self.leaf_hashes() {
+            tree.push(leaf);
+        }
+        u32::try_from(self.txs.len()).is_ok_and(|n| n == self.header.tx_count)
+            && tree.root() == self.header.tx_root
+    }
 }
 
 /// What applying a transaction did.

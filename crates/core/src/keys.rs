@@ -87,6 +87,11 @@ impl PublicKey {
         Ok(Verifier { public: *self, key })
     }
 
+    /// Whether the 32 bytes decode to a point of the curve (of any order).
+    pub fn is_point(&self) -> bool {
+        ed25519_dalek::VerifyingKey::from_bytes(&self.0).is_ok()
+    }
+
     /// Rule 1: the key decodes to a curve point that is not of small order.
     fn is_sound(&self) -> bool {
         ed25519_dalek::VerifyingKey::from_bytes(&self.0).is_ok_and(|k| !k.is_weak())
@@ -121,19 +126,16 @@ impl Verifier {
     }
 }
 
-/// Below this many signatures a failed batch is settled one signature at a time.
-const SPLIT_BELOW: usize = 8;
-
 /// Verifies many signatures at once under the signature rule: `verdicts[i]` is exactly what
 /// [`PublicKey::verify`] says of `items[i]`, whatever else is in the batch. One batch equation
-/// costs about half as much per signature as single checks; a batch that fails is split in
-/// halves until the bad signatures are found, so one bad signature among `n` costs about
-/// `2 log2(n)` extra small batches, not `n` single checks.
+/// costs about half as much per signature as single checks (0.45 at 1,024). A batch that fails
+/// is settled by checking each signature alone: about 1.45 times the cost of single checks,
+/// whatever the number of bad signatures in it, so a sender of bad signatures gains little
+/// (halving the batch until the bad ones are found costs more when most are bad).
 ///
 /// The batch's random coefficients come from a ChaCha20 generator seeded by the operating
 /// system for each call: whoever chose the signatures cannot predict them.
 pub fn verify_batch(items: &[(PublicKey, &[u8], &[u8], Signature)]) -> Vec<bool> {
-    let mut verdicts = vec![false; items.len()];
     let mut sound = std::collections::HashMap::new();
     let mut queued = Vec::with_capacity(items.len());
     for (i, (key, namespace, message, signature)) in items.iter().enumerate() {
@@ -146,8 +148,17 @@ pub fn verify_batch(items: &[(PublicKey, &[u8], &[u8], Signature)]) -> Vec<bool>
             queued.push((i, item));
         }
     }
-    let mut rng = batch_rng();
-    settle(&queued, &mut verdicts, &mut rng);
+    let mut verdicts = vec![false; items.len()];
+    let all_pass = queued.len() > 1 && {
+        let mut batch = ed25519_zebra::batch::Verifier::new();
+        for (_, item) in &queued {
+            batch.queue(item.clone());
+        }
+        batch.verify(batch_rng()).is_ok()
+    };
+    for (i, item) in queued {
+        verdicts[i] = all_pass || item.verify_single().is_ok();
+    }
     verdicts
 }
 
@@ -156,33 +167,6 @@ fn batch_rng() -> chacha20::ChaCha20Rng {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).expect("the operating system's random source is available");
     chacha20::ChaCha20Rng::from_seed(seed)
-}
-
-/// Sets `verdicts` for `items`: all true if their batch verifies, else each half settled alone.
-fn settle(
-    items: &[(usize, ed25519_zebra::batch::Item)],
-    verdicts: &mut [bool],
-    rng: &mut chacha20::ChaCha20Rng,
-) {
-    if items.len() < SPLIT_BELOW {
-        for (i, item) in items {
-            verdicts[*i] = item.clone().verify_single().is_ok();
-        }
-        return;
-    }
-    let mut batch = ed25519_zebra::batch::Verifier::new();
-    for (_, item) in items {
-        batch.queue(item.clone());
-    }
-    if batch.verify(&mut *rng).is_ok() {
-        for (i, _) in items {
-            verdicts[*i] = true;
-        }
-        return;
-    }
-    let (left, right) = items.split_at(items.len() / 2);
-    settle(left, verdicts, rng);
-    settle(right, verdicts, rng);
 }
 
 impl fmt::Display for PublicKey {

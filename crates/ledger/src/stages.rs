@@ -1,8 +1,10 @@
 //! Where a ledger's time goes, stage by stage, for the node's metrics
 //! (`medledger_block_stage_seconds_total{stage}`): checking signatures, executing the
 //! transactions of a block against state, committing the block (without an fsync, or with
-//! one every `durable_every` blocks), and extending the in-memory Merkle log. Cumulative, so
-//! that a scraper's `rate()` gives the share of each second each stage takes.
+//! one every `durable_every` blocks), and extending the in-memory Merkle log. Cumulative
+//! seconds, so that a scraper's `rate()` gives the seconds per second each stage takes.
+//! `verify` runs beside the others (at admission, per request or batch; ahead of apply, per
+//! block), so the stages do not add up to wall time.
 
 use std::{
     sync::atomic::{AtomicU64, Ordering::Relaxed},

@@ -21,9 +21,16 @@ pub(crate) fn apply(
     hospital: &AccountId,
 ) -> HandlerResult {
     refuse_on!(require_role(signer, Role::Regulator, "admit a node"));
-    if node_key.verifier().is_err() {
+    if !node_key.is_point() {
         return Ok(Err(Refusal::Invalid {
             reason: format!("node key {node_key} is not an Ed25519 public key"),
+        }));
+    }
+    // Under a key of small order anyone could sign (the signature rule refuses such keys
+    // everywhere; `medledger_core::keys`).
+    if node_key.verifier().is_err() {
+        return Ok(Err(Refusal::Invalid {
+            reason: format!("node key {node_key} is of small order: anyone could sign for it"),
         }));
     }
     if let Err(e) = check_node_address(address) {

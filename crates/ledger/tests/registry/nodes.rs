@@ -247,13 +247,24 @@ fn a_node_key_that_is_not_an_ed25519_key_is_refused() {
     let (mut net, hospital, _) = consortium();
     let not_a_point = (0u8..=255)
         .map(|b| PublicKey([b; 32]))
-        .find(|k| k.verifier().is_err())
+        .find(|k| !k.is_point())
         .expect("some byte pattern is not a point");
     let r = refused_by_regulator(&mut net, admit_body(not_a_point, ADDRESS, &hospital));
     assert!(
         matches!(&r, Refusal::Invalid { reason } if reason.contains("not an Ed25519")),
         "{r:?}"
     );
+    // The identity (y = 1) and a point of order 4 (y = 0): points, but of small order.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    for weak in [PublicKey(identity), PublicKey([0; 32])] {
+        assert!(weak.is_point());
+        let r = refused_by_regulator(&mut net, admit_body(weak, ADDRESS, &hospital));
+        assert!(
+            matches!(&r, Refusal::Invalid { reason } if reason.contains("small order")),
+            "{weak}: {r:?}"
+        );
+    }
 }
 
 #[test]

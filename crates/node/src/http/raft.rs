@@ -135,9 +135,11 @@ async fn append(
     let (envelope, rpc): (_, AppendEntriesRequest<TypeConfig>) =
         open(&state, &arrival, &body, RpcKind::Append)?;
     speaks_for_its_sender(&envelope, &rpc.vote)?;
+    let applied = *state.applied.borrow();
     crate::raft::blocks::check_signatures_ahead(
         &state.ledger,
         &state.cluster.preverified,
+        applied,
         &rpc.entries,
     );
     let result = Answer::of(state.cluster.raft.append_entries(rpc).await);

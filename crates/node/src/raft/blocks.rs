@@ -27,7 +27,7 @@
 
 use std::{collections::VecDeque, sync::Arc};
 
-use medledger_core::{Hash, block::BlockError, seal::SealedBlock, tx::SignedTransaction};
+use medledger_core::{Hash, block::BlockError, seal::SealedBlock};
 use medledger_ledger::{Ledger, LedgerError, NodeStatus, verify_signatures};
 
 use super::{PreVerified, TypeConfig};
@@ -175,22 +175,25 @@ pub fn check(
 
 /// Starts checking the signatures of the blocks a leader just sent, on all cores in the
 /// background, while Raft stores them and the state machine applies earlier ones: the check
-/// of block N+1 overlaps the apply of block N instead of following it. Blocks already applied
-/// or already being checked are left alone. What the check finds is noted in `preverified`
-/// (only a block whose signatures all verify counts as checked); apply takes it from there,
-/// waiting for a check still running, and checks any other block itself ([`check`]).
+/// of block N+1 overlaps the apply of block N instead of following it. `applied` is the
+/// height of the last block applied here (from the node's watch, not the ledger's writer lock,
+/// which an apply holds: this runs on the request's async worker, for every append, before
+/// openraft has looked at it). Blocks at or below it, and blocks already checked or being
+/// checked, are left alone. A block counts as checked only if its transactions are the ones
+/// its header commits to and every signature verifies ([`PreVerified`]); apply takes that
+/// verdict, waiting for a check still running, and checks any other block itself ([`check`]).
 pub fn check_signatures_ahead(
     ledger: &Arc<Ledger>,
     preverified: &PreVerified,
+    applied: u64,
     entries: &[openraft::Entry<TypeConfig>],
 ) {
-    let applied = ledger.tip().height;
-    let blocks: Vec<(Hash, Vec<SignedTransaction>)> = entries
+    let blocks: Vec<(Hash, medledger_core::block::Block)> = entries
         .iter()
         .filter_map(|e| match &e.payload {
             openraft::EntryPayload::Normal(sealed) if sealed.block.header.height > applied => {
                 let hash = sealed.block.header.hash();
-                preverified.start(hash).then(|| (hash, sealed.block.txs.clone()))
+                preverified.start(hash).then(|| (hash, sealed.block.clone()))
             }
             _ => None,
         })
@@ -198,15 +201,46 @@ pub fn check_signatures_ahead(
     if blocks.is_empty() {
         return;
     }
-    let (ledger, preverified) = (ledger.clone(), preverified.clone());
+    // Every claimed block is finished, whatever happens to the task (see `Claim`).
+    let claims: Vec<_> = blocks.iter().map(|(hash, _)| Claim::new(preverified, *hash)).collect();
+    let ledger = ledger.clone();
     tokio::task::spawn_blocking(move || {
-        for (hash, txs) in blocks {
+        for ((_, block), claim) in blocks.into_iter().zip(claims) {
             let started = std::time::Instant::now();
-            let all_ok = verify_signatures(&txs, |_| false).iter().all(|ok| *ok);
+            // A leader could send other transactions under the same header (in an append
+            // openraft then rejects): they must be the ones the header commits to.
+            let all_ok = block.transactions_match_header()
+                && verify_signatures(&block.txs, |_| false).iter().all(|ok| *ok);
             ledger.stages().add(medledger_ledger::stages::Stage::Verify, started.elapsed());
-            preverified.finish(hash, all_ok);
+            claim.finish(all_ok);
         }
     });
+}
+
+/// A block's check claimed in [`PreVerified`], finished when dropped: with the verdict once
+/// set, as failed if the check never ran to the end (a panic, a runtime shutting down), so
+/// that apply never waits for a check nobody is running.
+struct Claim {
+    preverified: PreVerified,
+    hash: Hash,
+    all_ok: bool,
+}
+
+impl Claim {
+    fn new(preverified: &PreVerified, hash: Hash) -> Self {
+        Claim { preverified: preverified.clone(), hash, all_ok: false }
+    }
+
+    /// Ends the check with its verdict.
+    fn finish(mut self, all_ok: bool) {
+        self.all_ok = all_ok;
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.preverified.finish(self.hash, self.all_ok);
+    }
 }
 
 #[cfg(test)]
@@ -484,7 +518,7 @@ mod tests {
         txs.insert(17, bad_tx);
         let bad = n.next(20, txs);
         let pre = PreVerified::default();
-        check_signatures_ahead(&n.ledger, &pre, &[entry(1, &good), entry(2, &bad)]);
+        check_signatures_ahead(&n.ledger, &pre, 0, &[entry(1, &good), entry(2, &bad)]);
         let (good_hash, bad_hash) = (good.block.header.hash(), bad.block.header.hash());
         // Sent again while running or done: not checked twice.
         assert!(!pre.start(good_hash));
@@ -501,7 +535,36 @@ mod tests {
         let v = check(&n.ledger, 1, &bad, &Skipped::default(), false, NOW).unwrap();
         assert!(refused(&v, "has a signature that does not verify"), "{v:?}");
         // A block already applied is not checked again.
-        check_signatures_ahead(&n.ledger, &pre, &[entry(1, &good)]);
+        check_signatures_ahead(&n.ledger, &pre, 1, &[entry(1, &good)]);
         assert!(pre.start(good_hash), "nothing claimed the applied block");
+    }
+
+    /// A leader that sends a decoy under a block's header (valid signatures, other
+    /// transactions: in an append openraft rejects, or is overwritten) must not get the
+    /// real block, with a forged signature, counted as checked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_decoy_under_a_blocks_header_does_not_count_as_checking_the_block() {
+        let mut n = net();
+        let mut forged = n.tx(1);
+        forged.signature = n.tx(2).signature;
+        let real = n.next(10, vec![n.tx(3), forged]);
+        let hash = real.block.header.hash();
+        let variants = [
+            vec![n.tx(3), n.tx(4)],          // as many transactions, all validly signed
+            vec![n.tx(3)],                   // fewer
+            vec![n.tx(3), n.tx(4), n.tx(5)], // more
+        ];
+        for txs in variants {
+            let mut decoy = real.clone();
+            decoy.block.txs = txs;
+            let pre = PreVerified::default();
+            check_signatures_ahead(&n.ledger, &pre, 0, &[entry(1, &decoy)]);
+            let waiting = pre.clone();
+            let counted = tokio::task::spawn_blocking(move || waiting.take(&hash)).await.unwrap();
+            assert!(!counted, "a decoy of {} transactions counted", decoy.block.txs.len());
+        }
+        // So the real block is checked at apply, and refused.
+        let v = check(&n.ledger, 1, &real, &Skipped::default(), false, NOW).unwrap();
+        assert!(refused(&v, "has a signature that does not verify"), "{v:?}");
     }
 }

@@ -39,7 +39,8 @@ use super::{
 /// (checked at admission) or one a leader sent it (checked as it arrived, while an earlier
 /// block was being applied: `http/raft.rs`). Keyed by header hash, which commits to the
 /// transactions (apply checks them against it). The state machine takes a block's entry,
-/// waiting for a check that is running, so a signature is checked once per node.
+/// waiting for a check that is running, so a signature is normally checked once per node
+/// (twice only when a check outlived `CHECK_WAIT`, was forgotten by a full set, or failed).
 #[derive(Clone, Debug, Default)]
 pub struct PreVerified(Arc<(Mutex<Checks>, std::sync::Condvar)>);
 
