@@ -270,7 +270,7 @@ fn a_batch_says_of_each_signature_what_the_single_check_says() {
     let mut all: Vec<Case> = adversarial();
     all.extend(small_order_vectors().into_iter().step_by(7));
     all.extend((0..40).map(honest));
-    // A deterministic shuffle, then batches of every size from 1 to 70 slid along it: each
+    // A deterministic shuffle, then batches of every size from 1 to 70 cut along it: each
     // case meets many different neighbours and batch boundaries.
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     for i in (1..all.len()).rev() {
