@@ -36,6 +36,10 @@ fn bench(c: &mut Criterion) {
     c.bench_function("tx/hash", |b| b.iter(|| std::hint::black_box(&signed).hash()));
     c.bench_function("tx/sign", |b| b.iter(|| std::hint::black_box(&tx).clone().sign(&key)));
     c.bench_function("tx/verify", |b| b.iter(|| std::hint::black_box(&signed).verify_signature()));
+    // The key's part of a check: decoding it and refusing small order (rule 1).
+    c.bench_function("tx/verifier", |b| {
+        b.iter(|| std::hint::black_box(&signed.public_key).verifier())
+    });
     let message = {
         let mut m = vec![u8::try_from(namespace::TRANSACTION.len()).unwrap()];
         m.extend_from_slice(namespace::TRANSACTION);

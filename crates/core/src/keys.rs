@@ -92,10 +92,50 @@ impl PublicKey {
         ed25519_dalek::VerifyingKey::from_bytes(&self.0).is_ok()
     }
 
-    /// Rule 1: the key decodes to a curve point that is not of small order.
+    /// Rule 1, but for decoding (left to the verifier, which decodes the key anyway): the key
+    /// is none of the encodings of a point of small order.
     fn is_sound(&self) -> bool {
-        ed25519_dalek::VerifyingKey::from_bytes(&self.0).is_ok_and(|k| !k.is_weak())
+        !small_order_encodings().contains(&self.0)
     }
+}
+
+/// Every 32-byte string that decodes to a point of small order: the eight torsion points'
+/// canonical encodings and the six non-canonical ones. Derived once from curve25519-dalek's
+/// torsion points and its decoder, not typed in, and exhaustive by construction: an encoding
+/// is a 255-bit `y` field and a sign bit; a `y` field below `p` names a point's canonical `y`,
+/// so it is a torsion point's encoding or that with its sign bit flipped, and a `y` field of
+/// `p` or more is `y + p` for some `y` of 0 to 18; every candidate is decoded and kept if it
+/// is a point of small order. (Checking these 14 byte strings replaces a second decoding of
+/// every key: 3.2 us of a 35 us check.)
+fn small_order_encodings() -> &'static [[u8; 32]] {
+    static ENCODINGS: std::sync::OnceLock<Vec<[u8; 32]>> = std::sync::OnceLock::new();
+    ENCODINGS.get_or_init(|| {
+        use curve25519_dalek::{constants::EIGHT_TORSION, edwards::CompressedEdwardsY};
+        let mut candidates = Vec::new();
+        for point in EIGHT_TORSION {
+            let canonical = point.compress().to_bytes();
+            let mut flipped = canonical;
+            flipped[31] ^= 0x80;
+            candidates.extend([canonical, flipped]);
+        }
+        for y in 0u8..=18 {
+            // y + p = 2^255 - 19 + y, little-endian, with either sign bit.
+            let mut bytes = [0xff; 32];
+            bytes[0] = 0xed + y;
+            bytes[31] = 0x7f;
+            candidates.push(bytes);
+            bytes[31] = 0xff;
+            candidates.push(bytes);
+        }
+        let mut small = Vec::new();
+        for bytes in candidates {
+            let decoded = CompressedEdwardsY(bytes).decompress();
+            if decoded.is_some_and(|p| p.is_small_order()) && !small.contains(&bytes) {
+                small.push(bytes);
+            }
+        }
+        small
+    })
 }
 
 /// A decompressed public key ([`PublicKey::verifier`]): verifies exactly as
@@ -136,10 +176,10 @@ impl Verifier {
 /// The batch's random coefficients come from a ChaCha20 generator seeded by the operating
 /// system for each call: whoever chose the signatures cannot predict them.
 pub fn verify_batch(items: &[(PublicKey, &[u8], &[u8], Signature)]) -> Vec<bool> {
-    let mut sound = std::collections::HashMap::new();
     let mut queued = Vec::with_capacity(items.len());
     for (i, (key, namespace, message, signature)) in items.iter().enumerate() {
-        if *sound.entry(*key).or_insert_with(|| key.is_sound()) {
+        // A key that does not decode fails the batch and then its single check.
+        if key.is_sound() {
             let item = ed25519_zebra::batch::Item::from((
                 ed25519_zebra::VerificationKeyBytes::from(key.0),
                 ed25519_zebra::Signature::from_bytes(&signature.0),

@@ -272,13 +272,10 @@ impl Ledger {
             decode_entry("genesis", g.value())?
         };
         // The chain (blocks and transactions) and the state tables are checked side by side,
-        // each reading its own tables; nothing writes meanwhile, so every read transaction
-        // sees the same ledger.
+        // in one read transaction, each reading its own tables.
         let (chain, digest) = std::thread::scope(|s| {
-            let chain = s.spawn(|| -> Result<_, LedgerError> {
-                verify::check_chain(&db.begin_read()?, &genesis, &mut |_, _| {})
-            });
-            let digest = verify::state_digest_parallel(&db);
+            let chain = s.spawn(|| verify::check_chain(&read, &genesis, &mut |_, _| {}));
+            let digest = verify::state_digest(&read);
             let chain = chain.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (chain, digest)
         });

@@ -68,25 +68,13 @@ pub fn check_chain(
 }
 
 /// The state and index digests recomputed from the stored state tables: one pass over every
-/// registered table ([`TABLES`]), each into the digest that covers it.
+/// registered table ([`TABLES`]), each into the digest that covers it, the tables spread over
+/// all cores (all read in `read`, so all from one state).
 pub fn state_digest(read: &redb::ReadTransaction) -> Result<Digests, LedgerError> {
-    let mut digests = Digests::default();
-    for table in TABLES {
-        xor_into(digests.slot(table.cover), &table.digest(read)?);
-    }
-    Ok(digests)
-}
-
-/// [`state_digest`] with the tables spread over all cores, each read in a read transaction of
-/// its own: for a database no writer changes meanwhile (a ledger being opened), where every
-/// read transaction sees the same state.
-pub(crate) fn state_digest_parallel(db: &redb::Database) -> Result<Digests, LedgerError> {
     use rayon::prelude::*;
     let parts: Vec<_> = TABLES
         .par_iter()
-        .map(|table| -> Result<_, LedgerError> {
-            Ok((table.cover, table.digest(&db.begin_read()?)?))
-        })
+        .map(|table| -> Result<_, LedgerError> { Ok((table.cover, table.digest(read)?)) })
         .collect::<Result<_, _>>()?;
     let mut digests = Digests::default();
     for (cover, digest) in parts {
