@@ -22,7 +22,7 @@
 //! abandoned) are deleted.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, SystemTime},
@@ -66,8 +66,12 @@ pub async fn run(
     gc.tick().await; // the first tick is immediate; collect an hour after start
     let mut retry = tokio::time::interval(RETRY_EVERY);
     let mut repair = tokio::time::interval(REPAIR_EVERY);
-    // Blobs committed state needs that no peer has delivered yet.
-    let mut missing: BTreeSet<Hash> = BTreeSet::new();
+    // Blobs committed state needs that no peer has delivered yet, asked for again every
+    // RETRY_EVERY: each with whether a node admits its transaction only once it holds it
+    // (asked for until delivered) or not (asked for while a peer fails to answer for it; once
+    // every peer says it holds none, it is left to the repair pass: it may never have been
+    // uploaded).
+    let mut missing: BTreeMap<Hash, bool> = BTreeMap::new();
     let mut last_pass: Option<tokio::time::Instant> = None;
     loop {
         let tip = *applied.borrow_and_update();
@@ -107,8 +111,9 @@ pub async fn run(
                         let hashes: Vec<Hash> =
                             wanted.iter().map(|b| b.hash).filter(|h| !erased.contains(h)).collect();
                         for e in puller.ensure_all(hashes, None).await {
-                            if e.retriable() && required.contains(&e.hash()) {
-                                missing.insert(e.hash());
+                            let required = required.contains(&e.hash());
+                            if ask_again(&e, required) {
+                                missing.insert(e.hash(), required);
                                 tracing::warn!(error = %e, "replication: will ask again");
                             }
                         }
@@ -127,15 +132,21 @@ pub async fn run(
             _ = retry.tick(), if !missing.is_empty() => {
                 if let Some(puller) = &puller {
                     let asked = std::mem::take(&mut missing);
-                    for e in puller.ensure_all(asked, None).await.iter().filter(|e| e.retriable()) {
-                        missing.insert(e.hash());
+                    for e in puller.ensure_all(asked.keys().copied(), None).await {
+                        let required = asked.get(&e.hash()).copied().unwrap_or(false);
+                        if ask_again(&e, required) {
+                            missing.insert(e.hash(), required);
+                        }
                     }
                     puller.record_retrying(missing.len());
                 }
             }
             _ = repair.tick() => {
                 if let Some(puller) = &puller {
-                    repair_pass(&ledger, puller).await;
+                    for hash in repair_pass(&ledger, puller).await {
+                        missing.entry(hash).or_insert(false);
+                    }
+                    puller.record_retrying(missing.len());
                     last_pass = Some(tokio::time::Instant::now());
                 }
             }
@@ -170,11 +181,19 @@ async fn requested(puller: Option<&Puller>) {
     }
 }
 
+/// Whether a blob that was not pulled is asked for again in RETRY_EVERY: one a transaction
+/// required at admission until it is delivered, any other while a peer fails to answer for
+/// it; never an erased one.
+fn ask_again(e: &PullError, required: bool) -> bool {
+    e.retriable() && (required || e.transient())
+}
+
 /// One repair pass: pulls every blob committed state references that this vault lacks, and
 /// records what is still missing in the puller's status. Nothing on a node without peers.
-async fn repair_pass(ledger: &Arc<Ledger>, puller: &Puller) {
+/// Returns the missing blobs some peer failed to answer for: worth asking for again soon.
+async fn repair_pass(ledger: &Arc<Ledger>, puller: &Puller) -> Vec<Hash> {
     if !puller.has_peers() {
-        return;
+        return Vec::new();
     }
     match blocking(ledger, |l| l.blobs_in_use().map_err(|e| e.to_string())).await {
         Ok(in_use) => {
@@ -191,8 +210,12 @@ async fn repair_pass(ledger: &Arc<Ledger>, puller: &Puller) {
             }
             puller.record_pass(referenced, &missing);
             tracing::info!(referenced, missing = missing.len(), "repair pass done");
+            failed.iter().filter(|e| e.transient()).map(PullError::hash).collect()
         }
-        Err(e) => tracing::error!(error = %e, "repair pass: cannot read state"),
+        Err(e) => {
+            tracing::error!(error = %e, "repair pass: cannot read state");
+            Vec::new()
+        }
     }
 }
 

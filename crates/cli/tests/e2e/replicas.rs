@@ -175,21 +175,29 @@ fn member(status: &serde_json::Value, id: u64) -> serde_json::Value {
 fn a_node_cut_off_from_its_peers_blobs_is_reported_under_replicated_until_a_repair_pass_heals_it() {
     let tmp = tempdir();
     let (net, _) = Network::start(tmp.path(), 3, true);
-    let c = cast(tmp.path(), net.node(1));
     let leader = net.leader_seen_by(1, &net.ids());
+    // Node 1 (through which the cast registers) is never the cut node.
     let uploader = *net.ids().iter().find(|i| **i != leader).unwrap();
     let cut = *net.ids().iter().find(|i| **i != leader && **i != uploader).unwrap();
+    assert_ne!(cut, 1);
     let url = net.node(1).url.clone();
     // The cut node's blob requests fail (its Raft traffic flows: it applies every block).
+    // From before the cast: it misses the registrations' sealed details too, which no
+    // admission requires, and a node must still ask for them again once a peer answers.
     net.set_rules(&[(cut, r#"{"rules": [{"messages": ["blob"], "cut": true}]}"#.into())]);
+    let c = cast(tmp.path(), net.node(1));
+    let registered = blob_files(&net.node(1).dir);
     let file = tmp.path().join("note.txt");
     std::fs::write(&file, b"a short clinical note").unwrap();
     add_record(&c, &file, "treatment-summary", &net.node(uploader).url);
-    let held = blob_files(&net.node(uploader).dir);
-    wait_until("the uncut node to replicate", || {
-        blob_files(&net.node(leader).dir).is_superset(&held)
+    let held: BTreeSet<String> =
+        registered.union(&blob_files(&net.node(uploader).dir)).cloned().collect();
+    wait_until("the uncut nodes to replicate", || {
+        [leader, uploader].iter().all(|id| blob_files(&net.node(*id).dir).is_superset(&held))
     });
-    assert!(!blob_files(&net.node(cut).dir).is_superset(&held));
+    let before_cut = blob_files(&net.node(cut).dir);
+    assert!(!before_cut.is_superset(&held));
+    assert!(!registered.is_subset(&before_cut), "the cut node holds every registration's details");
     wait_until("the cut node to report blobs it still asks for", || {
         member(&vault_status(&url), cut)["retrying"].as_u64().unwrap() > 0
     });

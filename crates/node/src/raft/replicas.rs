@@ -49,6 +49,9 @@ pub enum PullError {
         hash: Hash,
         /// What each peer answered.
         reasons: Vec<String>,
+        /// Whether every peer answered that it does not hold the blob (rather than a peer
+        /// failing to answer or to deliver): asking again soon is then unlikely to help.
+        held_by_none: bool,
     },
     /// This node may not write it now: below its free-space reserve, or after a fault.
     #[error("blob {hash} is not pulled: {reason}")]
@@ -91,6 +94,17 @@ impl PullError {
     /// Whether asking again later may deliver it (an erased blob: never).
     pub fn retriable(&self) -> bool {
         !matches!(self, PullError::Erased { .. })
+    }
+
+    /// Whether it is worth asking again soon whatever the blob's role: some peer failed to
+    /// answer or to deliver (cut off, down, busy), or this node could not store it. A blob
+    /// every peer said it does not hold is not: it may never have been uploaded.
+    pub fn transient(&self) -> bool {
+        match self {
+            PullError::NotDelivered { held_by_none, .. } => !held_by_none,
+            PullError::Erased { .. } => false,
+            PullError::NoPeer(_) | PullError::NotWritable { .. } | PullError::Vault { .. } => true,
+        }
     }
 }
 
@@ -274,6 +288,8 @@ impl Puller {
             return failed;
         }
         let mut reasons: std::collections::BTreeMap<Hash, Vec<String>> = Default::default();
+        // Blobs some peer failed to answer for or to deliver (not merely "not held").
+        let mut unanswered = std::collections::BTreeSet::new();
         for (id, url) in peers {
             if wanted.is_empty() {
                 break;
@@ -288,6 +304,7 @@ impl Puller {
                         for hash in &asked {
                             reasons.entry(*hash).or_default().push(format!("node {id}: {reason}"));
                         }
+                        unanswered.extend(asked);
                         continue;
                     }
                 }
@@ -324,6 +341,10 @@ impl Puller {
                     }
                     Err(Attempt::Peer(reason)) => {
                         reasons.entry(hash).or_default().push(format!("node {id}: {reason}"));
+                        unanswered.insert(hash);
+                    }
+                    Err(Attempt::NotHeld(reason)) => {
+                        reasons.entry(hash).or_default().push(format!("node {id}: {reason}"));
                     }
                 }
             }
@@ -331,6 +352,7 @@ impl Puller {
         failed.extend(wanted.into_iter().map(|hash| PullError::NotDelivered {
             hash,
             reasons: reasons.remove(&hash).unwrap_or_default(),
+            held_by_none: !unanswered.contains(&hash),
         }));
         failed
     }
@@ -461,7 +483,10 @@ impl Puller {
             let code = serde_json::from_str::<medledger_api::ErrorBody>(&body)
                 .map(|b| format!("{} ({})", b.code, b.message))
                 .unwrap_or_else(|_| format!("HTTP {status}"));
-            return Err(Attempt::Peer(code));
+            return Err(match status {
+                StatusCode::NOT_FOUND | StatusCode::GONE => Attempt::NotHeld(code),
+                _ => Attempt::Peer(code),
+            });
         }
         // The peer says how long the blob is, and no more is taken: the room is admitted
         // against the free-space reserve before anything is written.
@@ -508,7 +533,10 @@ impl Puller {
 /// How one pull from one peer failed: the peer (ask the next), this node's vault, or its
 /// room to write (stop).
 enum Attempt {
+    /// The peer failed to answer or to deliver.
     Peer(String),
+    /// The peer answered that it does not hold the blob (or that it was erased).
+    NotHeld(String),
     Vault(BlobError),
     NotWritable(String),
 }
