@@ -14,6 +14,15 @@ if ! cargo deny --version >/dev/null 2>&1; then
   cargo install cargo-deny --locked
 fi
 
+# The portal's browser test drives Debian's chromium through chromium-driver (WebDriver);
+# nothing is downloaded at test time.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  as_root=""
+  if [ "$(id -u)" != 0 ]; then as_root="sudo"; fi
+  $as_root apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -q chromium chromium-driver
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

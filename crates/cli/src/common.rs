@@ -107,6 +107,19 @@ impl Session {
     /// `wallet create --node`), never a side effect.
     pub async fn open(args: &WalletArgs) -> Result<Self> {
         let (wallet, identity) = unlock_wallet(&args.wallet)?;
+        Self::connect(args, wallet, identity).await
+    }
+
+    /// As [`Session::open`], with the passphrase given (the portal's unlock form).
+    pub async fn open_with(args: &WalletArgs, passphrase: &str) -> Result<Self> {
+        let mut wallet = load_wallet(&args.wallet)?;
+        let identity = wallet
+            .unlock(passphrase)
+            .with_context(|| format!("cannot unlock the wallet {}", args.wallet.display()))?;
+        Self::connect(args, wallet, identity).await
+    }
+
+    async fn connect(args: &WalletArgs, wallet: Wallet, identity: Identity) -> Result<Self> {
         let anchor = pinned(&wallet, &args.wallet)?;
         let url = node_url(args.node.as_deref(), Some(&wallet));
         let pins = medledger_client::pinning::pins_of(&anchor);

@@ -216,7 +216,7 @@ impl From<RoleArg> for Role {
     }
 }
 
-fn parse_scope(s: &str) -> Result<Scope, String> {
+pub(crate) fn parse_scope(s: &str) -> Result<Scope, String> {
     fn list(rest: &str) -> impl Iterator<Item = String> + '_ {
         rest.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned)
     }
@@ -234,7 +234,7 @@ fn parse_scope(s: &str) -> Result<Scope, String> {
     }
 }
 
-fn validity(days: u64) -> Result<Validity> {
+pub(crate) fn validity(days: u64) -> Result<Validity> {
     if days == 0 {
         bail!("--days must be at least 1");
     }

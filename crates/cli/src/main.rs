@@ -13,6 +13,7 @@ mod device_sim;
 mod emergency;
 mod network;
 mod node;
+mod portal;
 mod proof;
 mod record;
 mod registry;
@@ -91,6 +92,9 @@ enum Command {
     Device(device::DeviceCommand),
     /// Print the events concerning your account as they arrive; resumes where it left off.
     Watch(watch::Args),
+    /// A local web UI for your wallet (loopback only): records, access log, consent, live
+    /// notifications. Keys and plaintext stay in this process.
+    Portal(portal::Args),
     /// Nodes: create this node's key (init); admit, suspend, reinstate, remove (regulator);
     /// list the network's nodes.
     #[command(subcommand)]
@@ -150,6 +154,7 @@ fn main() -> ExitCode {
             Command::Case(c) => case::run(c).await,
             Command::Device(c) => device::run(c).await,
             Command::Watch(args) => watch::run(args).await,
+            Command::Portal(args) => portal::run(args).await,
             Command::Cluster(c) => cluster::run(c).await,
             Command::Vault(c) => vault::run(c).await,
             Command::Network(c) => network::run(c).await,

@@ -197,7 +197,7 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-fn guess_content_type(path: &Path) -> &'static str {
+pub(crate) fn guess_content_type(path: &Path) -> &'static str {
     match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
         Some("dcm") => "application/dicom",
         Some("pdf") => "application/pdf",
@@ -209,7 +209,7 @@ fn guess_content_type(path: &Path) -> &'static str {
     }
 }
 
-fn today() -> VisitDate {
+pub(crate) fn today() -> VisitDate {
     let days = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() / 86_400) as i64;
@@ -238,39 +238,42 @@ pub(crate) async fn resolve_patient(s: &Session, patient: &str) -> Result<Accoun
 }
 
 /// A key split: custodians and the threshold.
-struct Split {
+pub(crate) struct Split {
     custodians: Vec<AccountId>,
     threshold: u8,
 }
 
+/// A record this wallet minted.
+pub(crate) struct Minted {
+    pub pmr: String,
+    pub content: Hash,
+    pub plaintext_len: u64,
+    pub ciphertext_len: u64,
+    pub receipt: medledger_core::block::Receipt,
+}
+
+/// Encrypts `input` (`len` bytes) for `patient`, uploads it, wraps its key to the patient, this
+/// wallet (the author) and, if the patient allows it, the patient's emergency key (or splits
+/// it among custodians), seals the metadata and mints the record token. `progress` is told
+/// how many plaintext bytes were encrypted so far.
 #[allow(clippy::too_many_arguments)] // reason: the parts of a new record, each needed
-async fn add(
+pub(crate) async fn mint(
     s: &Session,
-    patient: &str,
-    file: &Path,
+    patient: AccountId,
+    input: impl std::io::Read + Send + 'static,
+    progress: impl Fn(u64) + Send + 'static,
     category: RecordCategory,
     meta: RecordMetadata,
     visit_date: VisitDate,
     supersedes: Option<String>,
     split: Option<Split>,
-    json: bool,
-) -> Result<()> {
-    let patient = resolve_patient(s, patient).await?;
+) -> Result<Minted> {
     let patient_key = s.encryption_key_of(&patient).await?;
     let me = s.wallet.account();
-    let len =
-        std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?.len();
     let key = DataKey::generate()?;
-    let input =
-        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
-    let progress = bar(len, "encrypting");
-    let summary = {
-        let progress = progress.clone();
-        records::upload_encrypted(&s.client, &key, input, move |n| progress.set_position(n))
-            .await
-            .context("encrypting and uploading the file")?
-    };
-    progress.finish_and_clear();
+    let summary = records::upload_encrypted(&s.client, &key, input, progress)
+        .await
+        .context("encrypting and uploading the file")?;
     let content = summary.ciphertext_sha256;
     let ctx = records::context(&content);
     let metadata =
@@ -335,10 +338,54 @@ async fn add(
     let Some(medledger_core::block::Created::Record { pmr }) = created(&receipt) else {
         bail!("the ledger created no record: {:?}", receipt.outcome);
     };
+    Ok(Minted {
+        pmr: pmr.clone(),
+        content,
+        plaintext_len: summary.plaintext_len,
+        ciphertext_len: summary.ciphertext_len,
+        receipt,
+    })
+}
+
+#[allow(clippy::too_many_arguments)] // reason: the parts of a new record, each needed
+async fn add(
+    s: &Session,
+    patient: &str,
+    file: &Path,
+    category: RecordCategory,
+    meta: RecordMetadata,
+    visit_date: VisitDate,
+    supersedes: Option<String>,
+    split: Option<Split>,
+    json: bool,
+) -> Result<()> {
+    let patient = resolve_patient(s, patient).await?;
+    let len =
+        std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?.len();
+    let input =
+        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let progress = bar(len, "encrypting");
+    let minted = {
+        let progress = progress.clone();
+        mint(
+            s,
+            patient,
+            input,
+            move |n| progress.set_position(n),
+            category,
+            meta,
+            visit_date,
+            supersedes,
+            split,
+        )
+        .await?
+    };
+    progress.finish_and_clear();
+    let Minted { pmr, content, receipt, .. } = &minted;
     if json {
         return print_json(&serde_json::json!({
             "pmr": pmr,
-            "cid": medledger_core::Cid::from_hash(content).to_string(),
+            "cid": medledger_core::Cid::from_hash(*content).to_string(),
             "tx_hash": receipt.tx_hash,
             "height": receipt.height,
         }));
@@ -346,9 +393,9 @@ async fn add(
     println!("record {pmr} created (block {}, tx {})", receipt.height, receipt.tx_hash);
     println!(
         "  {} bytes encrypted to {} bytes, CID {}",
-        summary.plaintext_len,
-        summary.ciphertext_len,
-        medledger_core::Cid::from_hash(content)
+        minted.plaintext_len,
+        minted.ciphertext_len,
+        medledger_core::Cid::from_hash(*content)
     );
     Ok(())
 }
@@ -395,13 +442,27 @@ async fn through_overview(
         .with_context(|| format!("no record {pmr} among the records of patient {patient}"))
 }
 
-async fn get(
+/// A record opened for reading: the audited read is committed, the node's stream checked
+/// against the ledger, and the data key recovered in this wallet.
+pub(crate) struct Opened {
+    pub record: RecordView,
+    pub key: DataKey,
+    pub meta: RecordMetadata,
+    pub stream: medledger_client::http::RecordStream,
+    /// The read's event number in the patient's audit trail, and its block.
+    pub event: u64,
+    pub height: u64,
+}
+
+/// Makes the audited read of record `pmr` for `purpose` (under break-glass `break_glass`,
+/// if given) and opens its key and metadata; the content is left in the stream, to be
+/// decrypted and authenticated by [`records::download_decrypted`].
+pub(crate) async fn open(
     s: &Session,
     pmr: &str,
-    out: &Path,
     purpose: Purpose,
     break_glass: Option<Hash>,
-) -> Result<()> {
+) -> Result<Opened> {
     let record = match (s.client.record(pmr).await?, break_glass) {
         (Some(record), _) => record,
         // Under break-glass alone the plain GET answers as for a missing record (M6): the
@@ -487,7 +548,18 @@ async fn get(
         }
     };
     let meta = envelope::open_metadata(&key, &pre.metadata, &ctx)?;
+    Ok(Opened { record, key, meta, stream, event: pre.event, height: pre.height })
+}
 
+async fn get(
+    s: &Session,
+    pmr: &str,
+    out: &Path,
+    purpose: Purpose,
+    break_glass: Option<Hash>,
+) -> Result<()> {
+    let Opened { record, key, meta, stream, event, height } =
+        open(s, pmr, purpose, break_glass).await?;
     let partial = out.with_extension("partial");
     let mut guard = PartialFile(Some(partial.clone()));
     let file = std::fs::File::create(&partial)
@@ -516,8 +588,8 @@ async fn get(
     println!(
         "  CID {} verified; this read is event {} in the patient's audit trail (block {})",
         medledger_core::Cid::from_hash(record.content),
-        pre.event,
-        pre.height
+        event,
+        height
     );
     if !meta.notes.is_empty() {
         println!("  notes: {}", meta.notes);

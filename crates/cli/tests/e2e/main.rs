@@ -25,6 +25,8 @@ mod json;
 mod nodes;
 mod operators;
 mod patient_view;
+mod portal;
+mod portal_browser;
 mod records;
 mod registry;
 mod replicas;

@@ -1,0 +1,393 @@
+//! `medledger portal`: a local web UI for a wallet, served by the user's own medledger
+//! process on a loopback address, like a desktop wallet's UI.
+//!
+//! Signing, encryption and decryption happen here, with the same code as the CLI
+//! ([`crate::common::Session`], [`crate::record`]); the browser only ever sees what its user
+//! may see, rendered on the server (askama templates, escaped), plus one small script of the
+//! portal's own for live notifications and upload progress. No key, passphrase or other
+//! account's data is ever put in a page. The gate in front of every route is in [`guard`].
+
+mod guard;
+mod pages;
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use axum::{Router, middleware};
+use clap::Args as ClapArgs;
+use medledger_core::{audit::AuditEvent, tx::registry::Role};
+use tokio::sync::broadcast;
+
+use crate::common::{Names, Session, WalletArgs};
+
+/// `medledger portal`.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    #[command(flatten)]
+    wallet: WalletArgs,
+    /// Where to serve the portal: a loopback address only (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    listen: SocketAddr,
+    /// Lock after this long without a request (the passphrase is needed again): seconds,
+    /// minutes or hours, as `90s`, `15m` or `1h`.
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    lock_after: Duration,
+    /// Where to write the session token (readable only by you). Default: beside the wallet,
+    /// `<wallet>.portal-token`.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Print the addresses as JSON instead of text: one line with `url`, `login_url`,
+    /// `token_file` and `pid` (to stop it with SIGTERM).
+    #[arg(long)]
+    json: bool,
+}
+
+/// The portal's shared state.
+#[derive(Clone)]
+pub struct Portal(Arc<Inner>);
+
+impl std::ops::Deref for Portal {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// See [`Portal`].
+pub struct Inner {
+    wallet: WalletArgs,
+    /// The session token (hex).
+    token: String,
+    /// The session cookie's name: one per port, so that portals of several wallets on one
+    /// computer do not overwrite each other's cookie (cookies do not tell ports apart).
+    cookie: String,
+    /// The `Host` values this portal answers.
+    hosts: Vec<String>,
+    /// The origins its pages have.
+    origins: Vec<String>,
+    lock_after: Duration,
+    state: Mutex<LockState>,
+    /// Events concerning the unlocked account, as they are applied.
+    notices: broadcast::Sender<Notice>,
+    /// Set when the portal stops: live streams end at once, so that stopping need not wait.
+    stopping: tokio::sync::watch::Sender<bool>,
+}
+
+/// What the portal holds while unlocked.
+struct LockState {
+    unlocked: Option<Arc<Unlocked>>,
+    last_seen: Instant,
+    /// The CSRF token of this unlock (a locked portal has one too, for its unlock form).
+    csrf: String,
+}
+
+/// An unlocked wallet and what the pages need of it.
+pub struct Unlocked {
+    pub session: Session,
+    pub role: Role,
+    pub names: Names,
+    /// Who acts in the network's public directory: each doctor's and hospital's role and
+    /// hospital, for the access log.
+    pub directory:
+        std::collections::HashMap<medledger_core::ids::AccountId, (&'static str, String)>,
+    watcher: tokio::task::AbortHandle,
+}
+
+impl Drop for Unlocked {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+/// A live notification: one event, in words.
+#[derive(Clone, Debug)]
+pub struct Notice {
+    pub seq: u64,
+    pub text: String,
+    pub alarm: bool,
+}
+
+/// `90s`, `15m`, `1h` (at least a second, at most a day).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 =
+        number.parse().map_err(|_| format!("{s:?} is not a duration like 90s, 15m or 1h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" | "" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{s:?}: the unit is s, m or h")),
+    };
+    if !(1..=86_400).contains(&secs) {
+        return Err(format!("{s:?}: between 1 second and 24 hours"));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+fn random_hex() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(hex::encode(bytes))
+}
+
+impl Portal {
+    fn new(wallet: WalletArgs, addr: SocketAddr, lock_after: Duration) -> Result<Self> {
+        let port = addr.port();
+        let hosts = vec![
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("[::1]:{port}"),
+            addr.to_string(),
+        ];
+        let origins = hosts.iter().map(|h| format!("http://{h}")).collect();
+        Ok(Portal(Arc::new(Inner {
+            wallet,
+            token: random_hex()?,
+            cookie: format!("{}_{port}", guard::COOKIE),
+            hosts,
+            origins,
+            lock_after,
+            state: Mutex::new(LockState {
+                unlocked: None,
+                last_seen: Instant::now(),
+                csrf: random_hex()?,
+            }),
+            notices: broadcast::channel(256).0,
+            stopping: tokio::sync::watch::channel(false).0,
+        })))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, LockState> {
+        self.0.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// This session's CSRF token.
+    pub fn csrf(&self) -> String {
+        self.state().csrf.clone()
+    }
+
+    /// The unlocked wallet, if the portal is unlocked and has not been idle too long (then it
+    /// is locked here). Does not count as activity.
+    pub fn unlocked(&self) -> Option<Arc<Unlocked>> {
+        let mut state = self.state();
+        if state.last_seen.elapsed() > self.lock_after {
+            state.unlocked = None;
+        }
+        state.unlocked.clone()
+    }
+
+    /// A request to `path`: whether the portal is unlocked (then the idle clock restarts;
+    /// the live notification stream does not count as activity).
+    fn touch(&self, path: &str) -> bool {
+        if self.unlocked().is_none() {
+            return false;
+        }
+        if path != "/events" {
+            self.state().last_seen = Instant::now();
+        }
+        true
+    }
+
+    /// Unlocks with `passphrase`: the wallet is opened and its node checked as for any
+    /// command; a new CSRF token is issued.
+    pub async fn unlock(&self, passphrase: &str) -> Result<()> {
+        let session = Session::open_with(&self.wallet, passphrase).await?;
+        let me = session.wallet.account();
+        let role = session
+            .client
+            .account(&me)
+            .await?
+            .with_context(|| format!("account {me} is not on the ledger yet"))?
+            .role;
+        let names = Names::load(&session).await;
+        let mut directory = std::collections::HashMap::new();
+        let hospitals = session.client.hospitals().await.unwrap_or_default();
+        for h in &hospitals {
+            directory.insert(h.account, ("hospital", h.name.clone()));
+        }
+        for d in session.client.doctors(None).await.unwrap_or_default() {
+            let hospital = hospitals
+                .iter()
+                .find(|h| h.account == d.hospital)
+                .map_or_else(|| d.hospital.to_string(), |h| h.name.clone());
+            directory.insert(d.account, ("doctor", hospital));
+        }
+        let watcher = tokio::spawn(watch(
+            session.client.clone(),
+            me,
+            Names::load(&session).await,
+            self.notices.clone(),
+        ));
+        let unlocked =
+            Arc::new(Unlocked { session, role, names, directory, watcher: watcher.abort_handle() });
+        let csrf = random_hex()?;
+        let mut state = self.state();
+        state.unlocked = Some(unlocked);
+        state.last_seen = Instant::now();
+        state.csrf = csrf;
+        Ok(())
+    }
+
+    /// Locks now: the unlocked wallet is dropped (its keys zeroised) and a new CSRF token
+    /// issued.
+    pub fn lock(&self) {
+        let csrf = random_hex().unwrap_or_default();
+        let mut state = self.state();
+        state.unlocked = None;
+        if !csrf.is_empty() {
+            state.csrf = csrf;
+        }
+    }
+
+    /// Locks when idle too long, checked every few seconds, so that keys do not stay in
+    /// memory until the next request.
+    async fn lock_when_idle(self) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(2).min(self.lock_after)).await;
+            let idle = {
+                let state = self.state();
+                state.unlocked.is_some() && state.last_seen.elapsed() > self.lock_after
+            };
+            if idle {
+                tracing::info!("portal locked after inactivity");
+                self.lock();
+            }
+        }
+    }
+}
+
+/// Follows the node's event stream for `account` (new events only) into `notices`, until
+/// the portal locks; reconnects after a dropped stream.
+async fn watch(
+    client: medledger_client::NodeClient,
+    account: medledger_core::ids::AccountId,
+    names: Names,
+    notices: broadcast::Sender<Notice>,
+) {
+    // The newest event now: only later ones are news.
+    let mut after = match client.audit_trail(&account, None).await {
+        Ok(events) => events.last().map(|e| e.seq),
+        Err(_) => None,
+    };
+    loop {
+        let result = client
+            .watch(account, after.or(Some(0)), |e: AuditEvent| {
+                after = Some(e.seq);
+                let _ = notices.send(Notice {
+                    seq: e.seq,
+                    text: crate::audit::line(&e, &names),
+                    alarm: pages::is_alarm(&e),
+                });
+                true
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "portal: the event stream ended; reconnecting");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn router(portal: Portal) -> Router {
+    pages::routes()
+        .layer(middleware::from_fn_with_state(portal.clone(), guard::gate))
+        .with_state(portal)
+}
+
+/// The default token file: `<wallet>.portal-token`.
+fn token_path(args: &Args) -> PathBuf {
+    args.token_file.clone().unwrap_or_else(|| {
+        let mut name = args.wallet.wallet.clone().into_os_string();
+        name.push(".portal-token");
+        PathBuf::from(name)
+    })
+}
+
+/// Writes `contents` to `path`, readable and writable by the owner alone.
+fn write_private(path: &std::path::Path, contents: &str) -> Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write the token file {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    if !args.listen.ip().is_loopback() {
+        bail!(
+            "the portal serves a loopback address only (127.0.0.1 or ::1), not {}: it holds an \
+             unlocked wallet",
+            args.listen
+        );
+    }
+    // The wallet must load (and not be tampered with) before anything is served.
+    crate::common::load_wallet(&args.wallet.wallet)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let portal = Portal::new(args.wallet.clone(), addr, args.lock_after)?;
+    let url = format!("http://{addr}/");
+    let login = format!("http://{addr}/login?token={}", portal.token);
+    let token_file = token_path(&args);
+    write_private(&token_file, &format!("{login}\n"))?;
+    if args.json {
+        // One line, so that a script can read it while the portal keeps running.
+        println!(
+            "{}",
+            serde_json::json!({
+                "url": url,
+                "login_url": login,
+                "token_file": token_file,
+                "pid": std::process::id(),
+            })
+        );
+    } else {
+        println!("portal for {} at {url}", args.wallet.wallet.display());
+        println!("open: {login}");
+        println!("(the address is also in {}, readable only by you)", token_file.display());
+        println!("locks after {} s without use; stop with Ctrl-C", args.lock_after.as_secs());
+    }
+    let idle = tokio::spawn(portal.clone().lock_when_idle());
+    let signal = crate::up::stop_signal()?;
+    let stopping = portal.clone();
+    let served = axum::serve(listener, router(portal.clone()))
+        .with_graceful_shutdown(async move {
+            signal.await;
+            stopping.stopping.send_replace(true);
+        })
+        .await;
+    idle.abort();
+    portal.lock();
+    let _ = std::fs::remove_file(&token_file);
+    served.context("the portal's server failed")?;
+    eprintln!("portal stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_durations_parse_with_their_unit_and_are_bounded() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["0s", "25h", "m", "1d", "-1s", ""] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,817 @@
+//! The portal's pages and forms. Every page is rendered here from what the unlocked wallet
+//! may read through its node; askama escapes every value put into HTML.
+
+use std::{convert::Infallible, sync::Arc};
+
+use askama::Template;
+use axum::{
+    Form, Router,
+    extract::{Multipart, Path, Query, State},
+    http::{StatusCode, header},
+    response::{
+        Html, IntoResponse, Redirect, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+    routing::{get, post},
+};
+use medledger_api::{GrantView, RecordView};
+
+use medledger_core::{
+    Hash,
+    audit::{AuditEvent, AuditKind},
+    ids::AccountId,
+    tx::{
+        ConsentTx, TxBody,
+        consent::{Basis, Decision, Purpose, RecordCategory, Scope},
+        registry::Role,
+    },
+};
+use serde::Deserialize;
+
+use super::{Portal, Unlocked, guard};
+use crate::common::{local_time, words};
+
+/// The largest record the portal takes in one upload (the vault's own limit may be lower).
+const UPLOAD_LIMIT: usize = 256 * 1024 * 1024;
+
+pub fn routes() -> Router<Portal> {
+    Router::new()
+        .route("/", get(home))
+        // Answered by the gate; the route exists so that the gate runs for it.
+        .route("/login", get(|| async { StatusCode::NOT_FOUND }))
+        .route("/unlock", get(unlock_form).post(unlock))
+        .route("/lock", post(lock))
+        .route("/records", get(records).post(upload))
+        .route("/records/download", post(download))
+        .route("/access-log", get(access_log))
+        .route("/consent", get(consent))
+        .route("/consent/grant", post(grant))
+        .route("/consent/revoke", post(revoke))
+        .route("/proof/{tx}", get(proof))
+        .route("/events", get(events))
+        .route("/static/portal.css", get(css))
+        .route("/static/portal.js", get(js))
+        .layer(axum::extract::DefaultBodyLimit::max(UPLOAD_LIMIT))
+}
+
+/// Whether an event is one to alarm its reader: a denial, a break-glass, a device alert.
+pub fn is_alarm(e: &AuditEvent) -> bool {
+    match &e.kind {
+        AuditKind::Access { decision, .. } => {
+            !matches!(decision, Decision::Allow(_))
+                || matches!(decision, Decision::Allow(Basis::BreakGlass { .. }))
+        }
+        other => {
+            let name = other.name();
+            name.starts_with("break_glass") || name.contains("alert")
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The frame every page shares.
+
+/// Who is signed in, for the page's header and navigation.
+pub struct Me {
+    name: String,
+    account: String,
+    role: &'static str,
+    patient: bool,
+    doctor: bool,
+}
+
+impl Me {
+    fn of(u: &Unlocked) -> Self {
+        Me {
+            name: u.session.wallet.name().to_owned(),
+            account: u.session.wallet.account().to_string(),
+            role: role_word(&u.role),
+            patient: u.role == Role::Patient,
+            doctor: u.role == Role::Doctor,
+        }
+    }
+}
+
+fn role_word(role: &Role) -> &'static str {
+    match role {
+        Role::Regulator => "regulator",
+        Role::Hospital => "hospital",
+        Role::Doctor => "doctor",
+        Role::Patient => "patient",
+        Role::Organisation(_) => "organisation",
+        Role::Device => "device",
+    }
+}
+
+/// A message at the top of a page, after a form.
+pub struct Flash {
+    ok: bool,
+    text: String,
+}
+
+impl Flash {
+    fn ok(text: impl Into<String>) -> Option<Self> {
+        Some(Flash { ok: true, text: text.into() })
+    }
+    fn error(e: &anyhow::Error) -> Option<Self> {
+        Some(Flash { ok: false, text: format!("{e:#}") })
+    }
+}
+
+fn render(t: &impl Template) -> Response {
+    match t.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => guard::refuse(StatusCode::INTERNAL_SERVER_ERROR, &format!("page: {e}")),
+    }
+}
+
+/// Why a page is not served: the portal locked meanwhile (to the unlock form), or the page
+/// is not for this account's role.
+enum Stop {
+    Locked,
+    NotForRole(String),
+}
+
+impl IntoResponse for Stop {
+    fn into_response(self) -> Response {
+        match self {
+            Stop::Locked => Redirect::to("/unlock").into_response(),
+            Stop::NotForRole(why) => guard::refuse(StatusCode::FORBIDDEN, &why),
+        }
+    }
+}
+
+/// The unlocked wallet.
+fn unlocked(p: &Portal) -> Result<Arc<Unlocked>, Stop> {
+    p.unlocked().ok_or(Stop::Locked)
+}
+
+/// Refuses a page or form that is not for the unlocked account's role.
+fn only(u: &Unlocked, roles: &[Role], what: &str) -> Result<(), Stop> {
+    if roles.contains(&u.role) {
+        return Ok(());
+    }
+    Err(Stop::NotForRole(format!("refused: {what} is not for a {} account", role_word(&u.role))))
+}
+
+// ---------------------------------------------------------------------------------------
+// Unlock, lock, home.
+
+#[derive(Template)]
+#[template(path = "portal/unlock.html")]
+struct UnlockPage {
+    csrf: String,
+    wallet: String,
+    error: Option<String>,
+}
+
+async fn unlock_form(State(p): State<Portal>) -> Response {
+    if p.unlocked().is_some() {
+        return Redirect::to("/").into_response();
+    }
+    render(&UnlockPage {
+        csrf: p.csrf(),
+        wallet: p.wallet.wallet.display().to_string(),
+        error: None,
+    })
+}
+
+#[derive(Deserialize)]
+struct UnlockForm {
+    passphrase: String,
+}
+
+async fn unlock(State(p): State<Portal>, Form(form): Form<UnlockForm>) -> Response {
+    match p.unlock(&form.passphrase).await {
+        Ok(()) => Redirect::to("/").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "portal: unlock refused");
+            let page = UnlockPage {
+                csrf: p.csrf(),
+                wallet: p.wallet.wallet.display().to_string(),
+                error: Some(format!("{e:#}")),
+            };
+            let mut response = render(&page);
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+            response
+        }
+    }
+}
+
+async fn lock(State(p): State<Portal>) -> Response {
+    p.lock();
+    Redirect::to("/unlock").into_response()
+}
+
+#[derive(Template)]
+#[template(path = "portal/home.html")]
+struct HomePage {
+    csrf: String,
+    me: Me,
+    flash: Option<Flash>,
+    chain: String,
+    node: String,
+    patient_id: Option<String>,
+}
+
+async fn home(State(p): State<Portal>) -> Response {
+    let u = match unlocked(&p) {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    let me = u.session.wallet.account();
+    let patient_id = match u.session.client.account(&me).await {
+        Ok(Some(a)) => a.patient_id.map(|id| id.to_string()),
+        _ => None,
+    };
+    render(&HomePage {
+        csrf: p.csrf(),
+        me: Me::of(&u),
+        flash: None,
+        chain: u.session.chain_id.clone(),
+        node: u.session.client.base_url().to_owned(),
+        patient_id,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Records.
+
+/// A record as a row.
+pub struct RecordRow {
+    pmr: String,
+    category: String,
+    date: String,
+    size: u64,
+    cid: String,
+    author: String,
+    status: &'static str,
+    readable: bool,
+}
+
+impl RecordRow {
+    fn of(r: &RecordView, u: &Unlocked) -> Self {
+        let status = if r.erased_at.is_some() {
+            "erased"
+        } else if r.superseded_by.is_some() {
+            "superseded"
+        } else {
+            "current"
+        };
+        RecordRow {
+            pmr: r.pmr.clone(),
+            category: words(&r.category),
+            date: r.visit_date.to_string(),
+            size: r.size,
+            cid: r.cid.clone(),
+            author: u.names.of(&r.author),
+            status,
+            readable: r.erased_at.is_none(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "portal/records.html")]
+struct RecordsPage {
+    csrf: String,
+    me: Me,
+    flash: Option<Flash>,
+    /// Whose records are shown (the patient's own page: none asked).
+    patient: String,
+    rows: Vec<RecordRow>,
+    categories: Vec<&'static str>,
+}
+
+#[derive(Deserialize)]
+struct RecordsQuery {
+    patient: Option<String>,
+    minted: Option<String>,
+}
+
+async fn records(State(p): State<Portal>, Query(q): Query<RecordsQuery>) -> Response {
+    let u = match unlocked(&p) {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    let flash = q.minted.as_ref().and_then(|pmr| Flash::ok(format!("record {pmr} added")));
+    records_page(&p, &u, q.patient.unwrap_or_default(), flash).await
+}
+
+async fn records_page(p: &Portal, u: &Unlocked, patient: String, flash: Option<Flash>) -> Response {
+    let s = &u.session;
+    let listed = if u.role == Role::Patient && patient.is_empty() {
+        s.client.records_of_patient(&s.wallet.account()).await.map_err(anyhow::Error::from)
+    } else if patient.trim().is_empty() {
+        Ok(Vec::new())
+    } else {
+        match crate::record::resolve_patient(s, patient.trim()).await {
+            Ok(account) => s.client.records_of_patient(&account).await.map_err(anyhow::Error::from),
+            Err(e) => Err(e),
+        }
+    };
+    let (rows, flash) = match listed {
+        Ok(list) => (list.iter().map(|r| RecordRow::of(r, u)).collect(), flash),
+        Err(e) => (Vec::new(), Flash::error(&e)),
+    };
+    render(&RecordsPage {
+        csrf: p.csrf(),
+        me: Me::of(u),
+        flash,
+        patient,
+        rows,
+        categories: RecordCategory::ALL.iter().map(|c| c.name()).collect(),
+    })
+}
+
+#[derive(Deserialize)]
+struct DownloadForm {
+    pmr: String,
+}
+
+/// The audited read of a record, decrypted here and sent as an attachment: always as
+/// `application/octet-stream`, so that no record is ever rendered in the portal's origin.
+async fn download(State(p): State<Portal>, Form(form): Form<DownloadForm>) -> Response {
+    let u = match unlocked(&p) {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    match read_record(&u, &form.pmr).await {
+        Ok((name, bytes)) => {
+            let disposition = format!("attachment; filename=\"{}\"", safe_file_name(&name));
+            (
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                    (header::CONTENT_DISPOSITION, disposition),
+                ],
+                bytes,
+            )
+                .into_response()
+        }
+        Err(e) => {
+            let mut page = records_page(&p, &u, String::new(), Flash::error(&e)).await;
+            *page.status_mut() = StatusCode::FORBIDDEN;
+            page
+        }
+    }
+}
+
+/// A file name with nothing but letters, digits, `.`, `-` and `_` (others become `_`).
+fn safe_file_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .take(100)
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
+        .collect();
+    if cleaned.trim_matches('.').is_empty() { "record".into() } else { cleaned }
+}
+
+/// Reads and decrypts record `pmr` (audited, for treatment): its file name and bytes.
+async fn read_record(u: &Unlocked, pmr: &str) -> anyhow::Result<(String, Vec<u8>)> {
+    use std::io::{Read, Seek};
+    let opened = crate::record::open(&u.session, pmr, Purpose::Treatment, None).await?;
+    let file = tempfile::tempfile()?;
+    let writer = file.try_clone()?;
+    medledger_client::records::download_decrypted(
+        opened.stream,
+        &opened.key,
+        &opened.record.content,
+        std::io::BufWriter::new(writer),
+        |_| {},
+    )
+    .await?;
+    let mut file = file;
+    file.rewind()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let name = opened.meta.file_name.clone().unwrap_or_else(|| format!("{pmr}.bin"));
+    Ok((name, bytes))
+}
+
+/// A doctor's upload (multipart, from the page's script, which sends the CSRF header):
+/// the file is encrypted here and minted for the patient; then the patient's records.
+async fn upload(State(p): State<Portal>, multipart: Multipart) -> Response {
+    let u = match unlocked(&p) {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    if let Err(stop) = only(&u, &[Role::Doctor], "adding a record") {
+        return stop.into_response();
+    }
+    match mint_upload(&u, multipart).await {
+        Ok((patient, pmr)) => Redirect::to(&format!(
+            "/records?patient={}&minted={}",
+            urlencode(&patient),
+            urlencode(&pmr)
+        ))
+        .into_response(),
+        Err(e) => {
+            guard::refuse(StatusCode::BAD_REQUEST, &format!("the record was not added: {e:#}"))
+        }
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    serde_urlencoded::to_string([("", s)])
+        .map(|x| x.trim_start_matches('=').to_owned())
+        .unwrap_or_default()
+}
+
+async fn mint_upload(u: &Unlocked, mut multipart: Multipart) -> anyhow::Result<(String, String)> {
+    use anyhow::{Context, bail};
+    use std::io::{Seek, Write};
+    let (mut patient, mut category, mut title) = (None, None, None);
+    let mut file: Option<(std::fs::File, String, u64)> = None;
+    while let Some(mut field) = multipart.next_field().await.context("reading the upload")? {
+        match field.name().unwrap_or("") {
+            "patient" => patient = Some(field.text().await?),
+            "category" => category = Some(field.text().await?),
+            "title" => title = Some(field.text().await?),
+            "file" => {
+                let name = field.file_name().unwrap_or("record").to_owned();
+                let mut out = tempfile::tempfile()?;
+                let mut len = 0u64;
+                while let Some(chunk) = field.chunk().await.context("reading the file")? {
+                    len += chunk.len() as u64;
+                    out.write_all(&chunk)?;
+                }
+                out.rewind()?;
+                file = Some((out, name, len));
+            }
+            other => bail!("unexpected form field {other:?}"),
+        }
+    }
+    let patient_text = patient.filter(|p| !p.trim().is_empty()).context("no patient given")?;
+    let category: RecordCategory =
+        category.context("no category given")?.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (input, file_name, len) = file.context("no file given")?;
+    if len == 0 {
+        bail!("the file is empty");
+    }
+    let s = &u.session;
+    let patient = crate::record::resolve_patient(s, patient_text.trim()).await?;
+    let visit_date = crate::record::today();
+    let meta = medledger_client::envelope::RecordMetadata {
+        title: title.filter(|t| !t.trim().is_empty()).unwrap_or_else(|| file_name.clone()),
+        content_type: crate::record::guess_content_type(std::path::Path::new(&file_name))
+            .to_owned(),
+        date: visit_date.to_string(),
+        notes: String::new(),
+        file_name: Some(file_name),
+    };
+    let minted =
+        crate::record::mint(s, patient, input, |_| {}, category, meta, visit_date, None, None)
+            .await?;
+    Ok((patient_text.trim().to_owned(), minted.pmr))
+}
+
+// ---------------------------------------------------------------------------------------
+// The access log.
+
+/// An audit event as a row of the access log.
+pub struct LogRow {
+    seq: u64,
+    when: String,
+    who: String,
+    who_id: String,
+    role: String,
+    hospital: String,
+    what: String,
+    class: &'static str,
+    tx: String,
+}
+
+#[derive(Template)]
+#[template(path = "portal/access_log.html")]
+struct AccessLogPage {
+    csrf: String,
+    me: Me,
+    flash: Option<Flash>,
+    rows: Vec<LogRow>,
+}
+
+fn row_class(e: &AuditEvent) -> &'static str {
+    match &e.kind {
+        AuditKind::Access { decision: Decision::Allow(Basis::BreakGlass { .. }), .. } => {
+            "break-glass"
+        }
+        AuditKind::Access { decision: Decision::Allow(_), .. } => "allowed",
+        AuditKind::Access { decision: Decision::Deny(_), .. } => "denied",
+        other if other.name().starts_with("break_glass") => "break-glass",
+        _ => "event",
+    }
+}
+
+async fn access_log(State(p): State<Portal>) -> Response {
+    let u = match unlocked(&p) {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    if let Err(stop) = only(&u, &[Role::Patient], "the access log") {
+        return stop.into_response();
+    }
+    let s = &u.session;
+    let (rows, flash) = match s.client.audit_trail(&s.wallet.account(), None).await {
+        Ok(events) => (
+            events
+                .iter()
+                .rev()
+                .map(|e| LogRow {
+                    seq: e.seq,
+                    when: local_time(e.time_ms),
+                    who: u.names.name(&e.actor).map_or_else(|| e.actor.to_string(), str::to_owned),
+                    who_id: e.actor.to_string(),
+                    role: match u.directory.get(&e.actor) {
+                        Some((role, _)) => (*role).to_owned(),
+                        None if e.actor == s.wallet.account() => "patient".into(),
+                        None => String::new(),
+                    },
+                    hospital: u.directory.get(&e.actor).map(|(_, h)| h.clone()).unwrap_or_default(),
+                    what: crate::audit::what(e, &u.names),
+                    class: row_class(e),
+                    tx: e.tx_hash.to_string(),
+                })
+                .collect(),
+            None,
+        ),
+        Err(e) => (Vec::new(), Flash::error(&e.into())),
+    };
+    render(&AccessLogPage { csrf: p.csrf(), me: Me::of(&u), flash, rows })
+}
+
+#[derive(Template)]
+#[template(path = "portal/proof.html")]
+struct ProofPage {
+    csrf: String,
+    me: Me,
+    flash: Option<Flash>,
+    tx: String,
+    height: u64,
+    checkpoint: u64,
+    verified: bool,
+}
+
+/// A transaction's inclusion proof, checked here under the checkpoint of a node whose key
+/// this wallet trusts.
+async fn proof(State(p): State<Portal>, Path(tx): Path<String>) -> Response {
+    let u = match unlocked(&p) {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    let checked = async {
+        let hash: Hash = tx.parse().map_err(|e| anyhow::anyhow!("{tx:?} is no hash: {e}"))?;
+        let s = &u.session;
+        let resp = s.client.transaction(&hash).await?;
+        let genesis = s.client.genesis().await?;
+        let signer = s.client.trusted_signer(&resp.checkpoint, &s.anchor, &genesis).await?;
+        let proven = medledger_client::proof::verify_tx_proof(&resp, &signer)?;
+        anyhow::ensure!(proven.hash() == hash, "the node proved another transaction");
+        anyhow::Ok((resp.receipt.height, resp.checkpoint.checkpoint.height))
+    }
+    .await;
+    let (height, checkpoint, verified, flash) = match checked {
+        Ok((h, c)) => (h, c, true, None),
+        Err(e) => (0, 0, false, Flash::error(&e)),
+    };
+    render(&ProofPage { csrf: p.csrf(), me: Me::of(&u), flash, tx, height, checkpoint, verified })
+}
+
+// ---------------------------------------------------------------------------------------
+// Consent.
+
+/// A grant as a row.
+pub struct GrantRow {
+    id: String,
+    grantee: String,
+    scope: String,
+    purpose: String,
+    until: String,
+    active: bool,
+    state: &'static str,
+}
+
+fn scope_words(scope: &Scope) -> String {
+    match scope {
+        Scope::All => "all records".into(),
+        Scope::Categories(cs) => cs.iter().map(|c| c.name()).collect::<Vec<_>>().join(", "),
+        Scope::Records(ids) => format!("records {}", ids.join(", ")),
+        Scope::Case(id) => format!("case {id}"),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "portal/consent.html")]
+struct ConsentPage {
+    csrf: String,
+    me: Me,
+    flash: Option<Flash>,
+    grants: Vec<GrantRow>,
+    categories: Vec<&'static str>,
+}
+
+async fn consent(State(p): State<Portal>) -> Response {
+    let u = match unlocked(&p) {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    if let Err(stop) = only(&u, &[Role::Patient], "consent") {
+        return stop.into_response();
+    }
+    consent_page(&p, &u, None).await
+}
+
+async fn consent_page(p: &Portal, u: &Unlocked, flash: Option<Flash>) -> Response {
+    let s = &u.session;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let (grants, flash) = match s.client.who_can_see(&s.wallet.account()).await {
+        Ok(view) => (
+            view.grants
+                .iter()
+                .rev()
+                .map(|g: &GrantView| {
+                    let state = if g.revoked_at.is_some() {
+                        "revoked"
+                    } else if g.validity.expires_at_ms <= now {
+                        "expired"
+                    } else {
+                        "active"
+                    };
+                    GrantRow {
+                        id: g.id.to_string(),
+                        grantee: u.names.of(&g.grantee),
+                        scope: scope_words(&g.scope),
+                        purpose: words(&g.purpose),
+                        until: local_time(g.validity.expires_at_ms),
+                        active: state == "active",
+                        state,
+                    }
+                })
+                .collect(),
+            flash,
+        ),
+        Err(e) => (Vec::new(), Flash::error(&e.into())),
+    };
+    render(&ConsentPage {
+        csrf: p.csrf(),
+        me: Me::of(u),
+        flash,
+        grants,
+        categories: RecordCategory::ALL.iter().map(|c| c.name()).collect(),
+    })
+}
+
+#[derive(Deserialize)]
+struct GrantForm {
+    grantee: String,
+    scope: String,
+    purpose: String,
+    days: u64,
+}
+
+async fn grant(State(p): State<Portal>, Form(form): Form<GrantForm>) -> Response {
+    let u = match unlocked(&p) {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    if let Err(stop) = only(&u, &[Role::Patient], "granting access") {
+        return stop.into_response();
+    }
+    let granted = async {
+        let grantee: AccountId = form
+            .grantee
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{:?} is not an account id: {e}", form.grantee))?;
+        let scope = match form.scope.as_str() {
+            "all" => Scope::All,
+            c => Scope::Categories(vec![c.parse().map_err(|e| anyhow::anyhow!("{e}"))?]),
+        };
+        let purpose =
+            crate::record::parse_purpose(&form.purpose).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let me = u.session.wallet.account();
+        let body = ConsentTx::Grant {
+            patient: me,
+            grantee,
+            scope: scope.clone(),
+            purpose,
+            validity: crate::consent::validity(form.days)?,
+        };
+        u.session.submit(TxBody::Consent(body)).await?;
+        let wrapped = crate::record::share_for_grant(&u.session, me, grantee, &scope).await?;
+        anyhow::Ok(format!(
+            "access granted to {} ({} record key(s) wrapped to them)",
+            u.names.of(&grantee),
+            wrapped
+        ))
+    }
+    .await;
+    let (flash, status) = match granted {
+        Ok(text) => (Flash::ok(text), StatusCode::OK),
+        Err(e) => (Flash::error(&e), StatusCode::BAD_REQUEST),
+    };
+    let mut page = consent_page(&p, &u, flash).await;
+    *page.status_mut() = status;
+    page
+}
+
+#[derive(Deserialize)]
+struct RevokeForm {
+    grant: String,
+}
+
+async fn revoke(State(p): State<Portal>, Form(form): Form<RevokeForm>) -> Response {
+    let u = match unlocked(&p) {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    if let Err(stop) = only(&u, &[Role::Patient], "revoking a grant") {
+        return stop.into_response();
+    }
+    let revoked = async {
+        let grant: Hash = form
+            .grant
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{:?} is no grant id: {e}", form.grant))?;
+        u.session.submit(TxBody::Consent(ConsentTx::Revoke { grant })).await?;
+        anyhow::Ok(format!("grant {grant} revoked"))
+    }
+    .await;
+    let (flash, status) = match revoked {
+        Ok(text) => (Flash::ok(text), StatusCode::OK),
+        Err(e) => (Flash::error(&e), StatusCode::BAD_REQUEST),
+    };
+    let mut page = consent_page(&p, &u, flash).await;
+    *page.status_mut() = status;
+    page
+}
+
+// ---------------------------------------------------------------------------------------
+// Live notifications, and the static files.
+
+/// Server-sent events of the unlocked account's new events, each in words (`notice`). Ends
+/// when the portal stops or locks.
+async fn events(State(p): State<Portal>) -> Response {
+    if p.unlocked().is_none() {
+        return guard::refuse(StatusCode::LOCKED, "refused: the portal is locked");
+    }
+    let notices = p.notices.subscribe();
+    let stopping = p.stopping.subscribe();
+    let stream = futures_util::stream::unfold(
+        (p, notices, stopping),
+        |(p, mut notices, mut stopping)| async move {
+            loop {
+                if *stopping.borrow() || p.unlocked().is_none() {
+                    return None;
+                }
+                tokio::select! {
+                    n = notices.recv() => match n {
+                        Ok(n) => {
+                            let data = serde_json::json!({ "seq": n.seq, "text": n.text, "alarm": n.alarm });
+                            let event = Event::default().event("notice").data(data.to_string());
+                            return Some((Ok::<_, Infallible>(event), (p, notices, stopping)));
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    },
+                    _ = stopping.changed() => return None,
+                    () = tokio::time::sleep(std::time::Duration::from_secs(5)) => continue,
+                }
+            }
+        },
+    );
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+async fn css() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("../../static/portal.css"))
+        .into_response()
+}
+
+async fn js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../../static/portal.js"),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_reduced_to_safe_characters() {
+        assert_eq!(safe_file_name("note.txt"), "note.txt");
+        assert_eq!(safe_file_name("../../etc/passwd"), ".._.._etc_passwd");
+        assert_eq!(safe_file_name("a\"; b=c\r\n.pdf"), "a___b_c__.pdf");
+        assert_eq!(safe_file_name(".."), "record");
+        assert_eq!(safe_file_name(""), "record");
+    }
+
+    #[test]
+    fn a_url_parameter_is_encoded() {
+        assert_eq!(urlencode("a b&c=d"), "a+b%26c%3Dd");
+    }
+}

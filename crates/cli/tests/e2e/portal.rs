@@ -1,0 +1,440 @@
+//! `medledger portal` over real HTTP: a `medledger portal` process in front of a real node,
+//! asked with raw requests, so that every refusal of a local UI is tried the way an attacker's
+//! page or a stray process would try it (wrong Host, foreign Origin, no or wrong token, no
+//! CSRF token, a locked portal, a page not for the role), and what is served is scanned for
+//! key material.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    path::Path,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::{harness::*, registry::cast};
+
+/// A running `medledger portal` for one wallet (stopped by SIGTERM on drop).
+pub(crate) struct Portal {
+    child: Option<Child>,
+    pub(crate) port: u16,
+    pub(crate) login: String,
+    pub(crate) token_file: std::path::PathBuf,
+    pub(crate) cookie: String,
+}
+
+impl Portal {
+    /// Starts a portal for `wallet` against `node`, with `extra` arguments; waits for the
+    /// addresses it prints.
+    pub(crate) fn start(wallet: &str, node: &str, extra: &[&str]) -> Portal {
+        let mut child = Command::new(bin())
+            .args(["portal", "--wallet", wallet, "--node", node, "--listen", "127.0.0.1:0"])
+            .arg("--json")
+            .args(extra)
+            .env_remove("MEDLEDGER_PASSPHRASE")
+            .env_remove("MEDLEDGER_WALLET")
+            .env_remove("MEDLEDGER_NODE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn `medledger portal`");
+        let stdout = child.stdout.take().unwrap();
+        // Killed on drop from here on, even if the test fails before it is running.
+        let mut portal = Portal {
+            child: Some(child),
+            port: 0,
+            login: String::new(),
+            token_file: Default::default(),
+            cookie: String::new(),
+        };
+        let mut out = BufReader::new(stdout);
+        // The first line is the JSON object with the addresses; the rest of stdout is read
+        // (and dropped) until the portal exits.
+        let (sender, first) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = out.read_line(&mut line);
+            let _ = sender.send(line);
+            let _ = std::io::copy(&mut out, &mut std::io::sink());
+        });
+        let line = first.recv_timeout(LIMIT).expect("the portal printed no address");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("portal --json");
+        let login = v["login_url"].as_str().unwrap().to_owned();
+        let port: u16 = login
+            .trim_start_matches("http://127.0.0.1:")
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(v["pid"].as_u64(), portal.child.as_ref().map(|c| u64::from(c.id())));
+        portal.port = port;
+        portal.login = login;
+        portal.token_file = v["token_file"].as_str().unwrap().into();
+        portal.cookie = format!("medledger_portal_{port}");
+        portal
+    }
+
+    pub(crate) fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The token in the login address.
+    pub(crate) fn token(&self) -> String {
+        self.login.split("token=").nth(1).unwrap().to_owned()
+    }
+
+    /// The session cookie header value.
+    pub(crate) fn cookie_header(&self) -> String {
+        format!("{}={}", self.cookie, self.token())
+    }
+
+    /// Sends SIGTERM and waits for the portal to exit; its status.
+    pub(crate) fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the portal did not stop within {LIMIT:?} of SIGTERM");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Portal {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An answer: status, headers (names lower-cased), body.
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
+}
+
+impl Answer {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// One request to the portal on `port` with these headers (a `Host` among them replaces
+/// the default `127.0.0.1:PORT`).
+pub(crate) fn ask(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    let host = format!("127.0.0.1:{port}");
+    let host =
+        headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("host")).map_or(host, |h| h.1.into());
+    let extra: String = headers
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("host"))
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Answer { status, headers, body: body.to_owned() }
+}
+
+/// The CSRF token of a page (its `<meta name="csrf-token">`).
+pub(crate) fn csrf_of(page: &str) -> String {
+    let at =
+        page.find("name=\"csrf-token\" content=\"").or_else(|| page.find("name=\"csrf\" value=\""));
+    let at = at.expect("a page with a CSRF token");
+    let rest = &page[at..];
+    let start = rest.find("\"").unwrap();
+    let rest = &rest[start + 1..];
+    let rest = &rest[rest.find('"').unwrap() + 1..];
+    let rest = &rest[rest.find('"').unwrap() + 1..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+/// What of a wallet must never reach a page: its secret keys (opened with the passphrase,
+/// in hex), the encrypted keystore, its salt and MAC, and the passphrase itself.
+fn wallet_secrets(path: &Path) -> Vec<String> {
+    let mut wallet = medledger_client::Wallet::load(path).unwrap();
+    let identity = wallet.unlock(PASS).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let mut out = vec![
+        hex::encode(identity.signing.expose_secret()),
+        hex::encode(identity.decryption.expose_secret()),
+        PASS.to_owned(),
+    ];
+    for field in ["/cipher/ciphertext", "/cipher/check", "/cipher/nonce", "/kdf/salt", "/state_mac"]
+    {
+        out.push(
+            v.pointer(field)
+                .and_then(|x| x.as_str())
+                .unwrap_or_else(|| panic!("{field}"))
+                .to_owned(),
+        );
+    }
+    out
+}
+
+fn form(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| {
+            let enc: String = v
+                .bytes()
+                .map(|b| match b {
+                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            format!("{k}={enc}")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
+
+#[test]
+fn the_portal_refuses_what_a_local_ui_must_and_serves_no_key_material() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let mut p = Portal::start(&c.patient, &node.url, &[]);
+    let (port, origin, cookie) = (p.port, p.origin(), p.cookie_header());
+    let ck = ("Cookie", cookie.as_str());
+    let og = ("Origin", origin.as_str());
+
+    // The token file holds the login address and is the owner's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(&p.token_file).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::read_to_string(&p.token_file).unwrap().trim(), p.login);
+
+    // No session cookie, a wrong one, a wrong login token: refused.
+    assert_eq!(ask(port, "GET", "/", &[], "").status, 401);
+    let wrong = format!("{}={}", p.cookie, "0".repeat(64));
+    assert_eq!(ask(port, "GET", "/", &[("Cookie", &wrong)], "").status, 401);
+    let other_port = format!("medledger_portal_1={}", p.token());
+    assert_eq!(ask(port, "GET", "/", &[("Cookie", &other_port)], "").status, 401);
+    assert_eq!(ask(port, "GET", &format!("/login?token={}", "a".repeat(64)), &[], "").status, 403);
+    assert_eq!(ask(port, "GET", "/login", &[], "").status, 403);
+    // The printed token: a session cookie, HttpOnly and SameSite=Strict.
+    let login = ask(port, "GET", &format!("/login?token={}", p.token()), &[], "");
+    assert_eq!(login.status, 303);
+    let set = login.header("set-cookie").unwrap();
+    assert!(
+        set.starts_with(&cookie) && set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+
+    // DNS rebinding: another host name, even with the right cookie.
+    for host in ["evil.example:80", &format!("evil.example:{port}"), "127.0.0.1:1"] {
+        let a = ask(port, "GET", "/", &[ck, ("Host", host)], "");
+        assert_eq!(a.status, 421, "Host {host}");
+    }
+    // Another origin, on a page or a form.
+    assert_eq!(ask(port, "GET", "/", &[ck, ("Origin", "http://evil.example")], "").status, 403);
+    assert_eq!(
+        ask(port, "GET", "/", &[ck, ("Origin", &format!("http://127.0.0.1:{}", port + 1))], "")
+            .status,
+        403
+    );
+
+    // Locked at start: every page leads to the unlock form; the notification stream and
+    // forms are refused.
+    let home = ask(port, "GET", "/", &[ck], "");
+    assert_eq!((home.status, home.header("location")), (303, Some("/unlock")));
+    assert_eq!(ask(port, "GET", "/records", &[ck], "").header("location"), Some("/unlock"));
+    assert_eq!(ask(port, "GET", "/events", &[ck], "").header("location"), Some("/unlock"));
+    let unlock = ask(port, "GET", "/unlock", &[ck], "");
+    assert_eq!(unlock.status, 200);
+    let csrf = csrf_of(&unlock.body);
+    let grant = form(&[
+        ("csrf", &csrf),
+        ("grantee", &c.doctor_account),
+        ("scope", "all"),
+        ("purpose", "treatment"),
+        ("days", "3"),
+    ]);
+    assert_eq!(ask(port, "POST", "/consent/grant", &[ck, og, FORM], &grant).status, 423);
+
+    // The unlock form: no origin, no CSRF token, a wrong one, a wrong passphrase.
+    let good = form(&[("csrf", &csrf), ("passphrase", PASS)]);
+    assert_eq!(ask(port, "POST", "/unlock", &[ck, FORM], &good).status, 403);
+    let no_csrf = form(&[("passphrase", PASS)]);
+    assert_eq!(ask(port, "POST", "/unlock", &[ck, og, FORM], &no_csrf).status, 403);
+    let bad_csrf = form(&[("csrf", &"f".repeat(64)), ("passphrase", PASS)]);
+    assert_eq!(ask(port, "POST", "/unlock", &[ck, og, FORM], &bad_csrf).status, 403);
+    let header_csrf =
+        ask(port, "POST", "/unlock", &[ck, og, FORM, ("x-csrf-token", "nope")], &good);
+    assert_eq!(header_csrf.status, 403, "a wrong header token is not saved by a right field");
+    let bad_pass = form(&[("csrf", &csrf), ("passphrase", "not the passphrase")]);
+    let refused = ask(port, "POST", "/unlock", &[ck, og, FORM], &bad_pass);
+    assert_eq!(refused.status, 401);
+    assert!(!refused.body.contains("not the passphrase"), "the passphrase is echoed");
+    assert_eq!(ask(port, "GET", "/", &[ck], "").header("location"), Some("/unlock"));
+    // Without the session cookie, even the right form is refused.
+    assert_eq!(ask(port, "POST", "/unlock", &[og, FORM], &good).status, 401);
+
+    // Unlocked.
+    let done = ask(port, "POST", "/unlock", &[ck, og, FORM], &good);
+    assert_eq!((done.status, done.header("location")), (303, Some("/")), "{}", done.body);
+    let home = ask(port, "GET", "/", &[ck], "");
+    assert_eq!(home.status, 200);
+    assert!(home.body.contains("patient"), "{}", home.body);
+    let csp = home.header("content-security-policy").unwrap();
+    for directive in
+        ["default-src 'none'", "script-src 'self'", "frame-ancestors 'none'", "form-action 'self'"]
+    {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(home.header("x-frame-options"), Some("DENY"));
+    assert_eq!(home.header("cache-control"), Some("no-store"));
+    assert!(home.headers.iter().all(|(k, _)| !k.starts_with("access-control-")), "CORS headers");
+    // A new CSRF token with the unlock: the one of the locked form no longer works.
+    let csrf2 = csrf_of(&home.body);
+    assert_ne!(csrf, csrf2);
+    let stale = form(&[
+        ("csrf", &csrf),
+        ("grantee", &c.doctor_account),
+        ("scope", "all"),
+        ("purpose", "treatment"),
+        ("days", "3"),
+    ]);
+    assert_eq!(ask(port, "POST", "/consent/grant", &[ck, og, FORM], &stale).status, 403);
+    // Methods other than GET and POST.
+    assert_eq!(ask(port, "PUT", "/consent/grant", &[ck, og, FORM], &stale).status, 405);
+
+    // A grant through the form works, and shows up.
+    let grant = form(&[
+        ("csrf", &csrf2),
+        ("grantee", &c.doctor_account),
+        ("scope", "all"),
+        ("purpose", "treatment"),
+        ("days", "3"),
+    ]);
+    let granted = ask(port, "POST", "/consent/grant", &[ck, og, FORM], &grant);
+    assert_eq!(granted.status, 200, "{}", granted.body);
+    assert!(granted.body.contains("access granted"), "{}", granted.body);
+    let consent = ask(port, "GET", "/consent", &[ck], "");
+    assert!(consent.body.contains("Revoke"), "{}", consent.body);
+    // A malformed grant is refused with the reason, and grants nothing more.
+    let bad = form(&[
+        ("csrf", &csrf2),
+        ("grantee", "nobody"),
+        ("scope", "all"),
+        ("purpose", "treatment"),
+        ("days", "3"),
+    ]);
+    let refused = ask(port, "POST", "/consent/grant", &[ck, og, FORM], &bad);
+    assert_eq!(refused.status, 400);
+    assert!(refused.body.contains("not an account id"), "{}", refused.body);
+    assert_eq!(refused.body.matches("class=\"revoke\"").count(), 1, "{}", refused.body);
+
+    // Nothing served holds a secret of the wallet, or its passphrase.
+    let secrets = wallet_secrets(Path::new(&c.patient));
+    for path in ["/", "/records", "/access-log", "/consent", "/static/portal.js"] {
+        let page = ask(port, "GET", path, &[ck], "");
+        assert_eq!(page.status, 200, "{path}");
+        for secret in &secrets {
+            let upper = secret.to_ascii_uppercase();
+            assert!(
+                !page.body.contains(secret.as_str()) && !page.body.contains(&upper),
+                "{path} holds {secret}"
+            );
+        }
+    }
+
+    // Locking drops the session: pages lead to the unlock form again.
+    let page = ask(port, "GET", "/consent", &[ck], "");
+    let csrf3 = csrf_of(&page.body);
+    let lock = ask(port, "POST", "/lock", &[ck, og, FORM], &form(&[("csrf", &csrf3)]));
+    assert_eq!(lock.status, 303);
+    assert_eq!(ask(port, "GET", "/consent", &[ck], "").header("location"), Some("/unlock"));
+
+    // SIGTERM stops it, and its token file goes.
+    assert!(p.stop().success());
+    assert!(!p.token_file.exists());
+}
+
+#[test]
+fn a_portal_locks_itself_when_idle_and_refuses_pages_not_for_the_role() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    // Not on a non-loopback address.
+    let err = fails(&["portal", "--wallet", &c.doctor, "--listen", "0.0.0.0:0"], &[]);
+    assert!(err.contains("loopback"), "{err}");
+    let p = Portal::start(&c.doctor, &node.url, &["--lock-after", "2s"]);
+    let (port, origin, cookie) = (p.port, p.origin(), p.cookie_header());
+    let ck = ("Cookie", cookie.as_str());
+    let og = ("Origin", origin.as_str());
+    assert_eq!(ask(port, "GET", &format!("/login?token={}", p.token()), &[], "").status, 303);
+    let csrf = csrf_of(&ask(port, "GET", "/unlock", &[ck], "").body);
+    let done = ask(
+        port,
+        "POST",
+        "/unlock",
+        &[ck, og, FORM],
+        &form(&[("csrf", &csrf), ("passphrase", PASS)]),
+    );
+    assert_eq!(done.status, 303);
+    let home = ask(port, "GET", "/", &[ck], "");
+    assert_eq!(home.status, 200);
+    assert!(home.body.contains("doctor"), "{}", home.body);
+    let csrf = csrf_of(&home.body);
+
+    // A doctor has no consent page or access log, and cannot grant.
+    assert_eq!(ask(port, "GET", "/consent", &[ck], "").status, 403);
+    assert_eq!(ask(port, "GET", "/access-log", &[ck], "").status, 403);
+    let grant = form(&[
+        ("csrf", &csrf),
+        ("grantee", &c.hospital_account),
+        ("scope", "all"),
+        ("purpose", "treatment"),
+        ("days", "3"),
+    ]);
+    assert_eq!(ask(port, "POST", "/consent/grant", &[ck, og, FORM], &grant).status, 403);
+    // The doctor's records page for the patient (none yet).
+    let records = ask(port, "GET", &format!("/records?patient={}", c.patient_id), &[ck], "");
+    assert_eq!(records.status, 200);
+    assert!(records.body.contains("No records"), "{}", records.body);
+
+    // Idle past the limit: locked without any request.
+    thread::sleep(Duration::from_secs(5));
+    assert_eq!(ask(port, "GET", "/", &[ck], "").header("location"), Some("/unlock"));
+}

@@ -1,0 +1,275 @@
+//! The portal in a real browser: Debian's chromium, driven through chromium-driver over
+//! WebDriver (fantoccini). A patient and a doctor, each in their own browser and portal,
+//! go through a grant, a record upload and download, the access log showing the read, a
+//! notification appearing without a reload, a revocation and the denied read that follows.
+//! Screenshots of each main page are saved in `target/portal-screenshots/` for review.
+//!
+//! The test command installs `chromium` and `chromium-driver`; without them this test fails
+//! and says so.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+
+use crate::{harness::*, portal::Portal, registry::cast};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// A chromedriver process (killed on drop).
+struct Driver(Child, u16);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn driver() -> Driver {
+    for path in [CHROMIUM, CHROMEDRIVER] {
+        assert!(
+            Path::new(path).exists(),
+            "{path} is missing: the browser test needs Debian's chromium and chromium-driver \
+             (scripts/test.sh installs them: apt-get install chromium chromium-driver)"
+        );
+    }
+    let port = free_port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let driver = Driver(child, port);
+    let deadline = Instant::now() + LIMIT;
+    // (chromedriver keeps a connection open after answering, so only the port is probed.)
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not answer on port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    driver
+}
+
+/// A headless chromium session with its own profile, downloading into `downloads`.
+async fn browser(driver: &Driver, profile: &Path, downloads: &Path) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1280,900",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+            "prefs": {
+                "download.default_directory": downloads.display().to_string(),
+                "download.prompt_for_download": false,
+            },
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.1))
+        .await
+        .expect("a chromium session")
+}
+
+fn shots() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/portal-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn shot(b: &Client, name: &str) {
+    let png = b.screenshot().await.expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG");
+    std::fs::write(shots().join(format!("{name}.png")), png).unwrap();
+}
+
+async fn text(b: &Client, css: &str) -> String {
+    b.wait()
+        .at_most(LIMIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Logs in with the printed address and unlocks with the passphrase.
+async fn unlock(b: &Client, portal: &Portal) {
+    b.goto(&portal.login).await.unwrap();
+    let field = b.wait().at_most(LIMIT).for_element(Locator::Id("passphrase")).await.unwrap();
+    field.send_keys(PASS).await.unwrap();
+    b.find(Locator::Id("unlock")).await.unwrap().click().await.unwrap();
+    b.wait().at_most(LIMIT).for_element(Locator::Id("role")).await.unwrap();
+}
+
+/// Waits for a finished download in `dir` (no partial file left); its bytes.
+fn downloaded(dir: &Path) -> Vec<u8> {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        // (chromium's own hidden temporary files are not downloads.)
+        let files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+            .collect();
+        let partial = files.iter().any(|f| f.extension().is_some_and(|x| x == "crdownload"));
+        if let (false, [file]) = (partial, files.as_slice()) {
+            let bytes = std::fs::read(file).unwrap();
+            std::fs::remove_file(file).unwrap();
+            return bytes;
+        }
+        assert!(Instant::now() < deadline, "no download in {}: {files:?}", dir.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Clicks the download button of the first record listed.
+async fn click_download(b: &Client) {
+    b.wait().at_most(LIMIT).for_element(Locator::Css("button.download")).await.unwrap();
+    b.find(Locator::Css("button.download")).await.unwrap().click().await.unwrap();
+}
+
+#[test]
+fn a_patient_and_a_doctor_use_the_portal_in_a_real_browser() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let patient_portal = Portal::start(&c.patient, &node.url, &[]);
+    let doctor_portal = Portal::start(&c.doctor, &node.url, &[]);
+    let driver = driver();
+    let dirs: Vec<PathBuf> = ["p-profile", "p-downloads", "d-profile", "d-downloads"]
+        .iter()
+        .map(|d| {
+            let dir = tmp.path().join(d);
+            std::fs::create_dir_all(&dir).unwrap();
+            dir
+        })
+        .collect();
+    let note = tmp.path().join("discharge-note.txt");
+    let plain = b"Discharge note: knee arthroscopy, no complications. Follow-up in 6 weeks.\n";
+    std::fs::write(&note, plain).unwrap();
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let patient = browser(&driver, &dirs[0], &dirs[1]).await;
+        let doctor = browser(&driver, &dirs[2], &dirs[3]).await;
+
+        // Both unlock their wallets in the browser.
+        unlock(&patient, &patient_portal).await;
+        assert_eq!(text(&patient, "#role").await, "patient");
+        shot(&patient, "patient-home").await;
+        unlock(&doctor, &doctor_portal).await;
+        assert_eq!(text(&doctor, "#role").await, "doctor");
+
+        // The patient grants the doctor access to all records.
+        patient.goto(&format!("{}/consent", patient_portal.origin())).await.unwrap();
+        patient
+            .find(Locator::Id("grantee"))
+            .await
+            .unwrap()
+            .send_keys(&c.doctor_account)
+            .await
+            .unwrap();
+        patient.find(Locator::Id("do-grant")).await.unwrap().click().await.unwrap();
+        let flash = text(&patient, "#flash").await;
+        assert!(flash.contains("access granted"), "{flash}");
+        assert!(text(&patient, "#grants").await.contains("active"));
+        shot(&patient, "patient-consent").await;
+
+        // The doctor adds a record for the patient: the file is encrypted in the doctor's
+        // portal process, with a progress bar.
+        doctor
+            .goto(&format!("{}/records?patient={}", doctor_portal.origin(), c.patient_id))
+            .await
+            .unwrap();
+        doctor
+            .find(Locator::Css("select[name=category] option[value=treatment_summary]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        doctor
+            .find(Locator::Id("file"))
+            .await
+            .unwrap()
+            .send_keys(&note.display().to_string())
+            .await
+            .unwrap();
+        doctor.find(Locator::Id("add")).await.unwrap().click().await.unwrap();
+        let flash = text(&doctor, "#flash").await;
+        assert!(flash.contains("added"), "{flash}");
+        let listed = text(&doctor, "#records").await;
+        assert!(listed.contains("treatment summary") && listed.contains(&c.patient_id), "{listed}");
+        shot(&doctor, "doctor-records").await;
+
+        // The patient sees it and downloads it: decrypted in the patient's portal.
+        patient.goto(&format!("{}/records", patient_portal.origin())).await.unwrap();
+        click_download(&patient).await;
+        assert_eq!(downloaded(&dirs[1]), plain);
+        shot(&patient, "patient-records").await;
+
+        // The patient watches the access log; the doctor reads the record; the read appears
+        // as a notification without a reload.
+        patient.goto(&format!("{}/access-log", patient_portal.origin())).await.unwrap();
+        text(&patient, "#access-log").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        doctor
+            .goto(&format!("{}/records?patient={}", doctor_portal.origin(), c.patient_id))
+            .await
+            .unwrap();
+        click_download(&doctor).await;
+        assert_eq!(downloaded(&dirs[3]), plain);
+        let notice = text(&patient, "#notices li").await;
+        assert!(notice.contains("read record") && notice.contains("ALLOWED"), "{notice}");
+        shot(&patient, "patient-notification").await;
+
+        // Reloaded, the access log shows the doctor's read, allowed by the grant.
+        patient.refresh().await.unwrap();
+        let allowed = text(&patient, "#access-log tr.allowed").await;
+        assert!(allowed.contains(&c.doctor_account) && allowed.contains("ALLOWED"), "{allowed}");
+        assert!(allowed.contains("doctor") && allowed.contains("St. Elsewhere"), "{allowed}");
+
+        // The patient revokes the grant; the doctor's next read is denied, and logged.
+        patient.goto(&format!("{}/consent", patient_portal.origin())).await.unwrap();
+        patient.find(Locator::Css("button.revoke")).await.unwrap().click().await.unwrap();
+        let flash = text(&patient, "#flash").await;
+        assert!(flash.contains("revoked"), "{flash}");
+        let grants = text(&patient, "#grants").await;
+        assert!(grants.contains("revoked") && !grants.contains("active"), "{grants}");
+        assert!(patient.find_all(Locator::Css("button.revoke")).await.unwrap().is_empty());
+        doctor.refresh().await.unwrap();
+        click_download(&doctor).await;
+        let flash = text(&doctor, "#flash").await;
+        assert!(flash.contains("access denied"), "{flash}");
+        shot(&doctor, "doctor-denied").await;
+        patient.goto(&format!("{}/access-log", patient_portal.origin())).await.unwrap();
+        let denied = text(&patient, "#access-log tr.denied").await;
+        assert!(denied.contains(&c.doctor_account) && denied.contains("DENIED"), "{denied}");
+        shot(&patient, "patient-access-log").await;
+
+        patient.close().await.unwrap();
+        doctor.close().await.unwrap();
+    });
+    // Nothing downloaded beyond what was asked.
+    for d in [&dirs[1], &dirs[3]] {
+        let left: Vec<PathBuf> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
