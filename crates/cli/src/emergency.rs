@@ -201,6 +201,48 @@ async fn patient_account(s: &Session, id: u64, key: &EmergencyKey) -> Result<Acc
 
 /// The readers of a break-glass reason or finding, by proven key: the patient, the doctor's
 /// hospital and the regulator.
+/// A break-glass this wallet declared.
+pub(crate) struct BreakGlass {
+    pub id: Hash,
+    /// Its end (block time, ms).
+    pub until_ms: u64,
+    pub patient: AccountId,
+    pub receipt: medledger_core::block::Receipt,
+}
+
+/// Declares break-glass on `patient` (a Patient-ID or an account id) as this wallet's doctor,
+/// the reason text sealed to the patient, the doctor's hospital and the regulator.
+pub(crate) async fn break_glass(
+    s: &Session,
+    patient: &str,
+    code: ReasonCode,
+    reason: &str,
+) -> Result<BreakGlass> {
+    let me = s.wallet.account();
+    let account = crate::record::resolve_patient(s, patient).await?;
+    let hospital = s
+        .client
+        .doctors(None)
+        .await?
+        .into_iter()
+        .find(|d| d.account == me)
+        .context("only a doctor may declare break-glass")?
+        .hospital;
+    let readers = reason_readers(s, &account, &hospital).await?;
+    let reason = emergency::seal_reason(reason, &readers)?;
+    let receipt = s
+        .submit(TxBody::Emergency(EmergencyTx::BreakGlass { patient: account, code, reason }))
+        .await?;
+    let Some(medledger_core::block::Created::BreakGlass { id, until_ms }) = (match &receipt.outcome
+    {
+        medledger_core::block::Outcome::Applied { created } => created.clone(),
+        medledger_core::block::Outcome::Refused { .. } => None,
+    }) else {
+        bail!("the ledger declared no break-glass: {:?}", receipt.outcome);
+    };
+    Ok(BreakGlass { id, until_ms, patient: account, receipt })
+}
+
 async fn reason_readers(
     s: &Session,
     patient: &AccountId,
@@ -467,33 +509,8 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
         }
         EmergencyCommand::BreakGlass { wallet, patient, code, reason, json } => {
             let s = Session::open(&wallet).await?;
-            let me = s.wallet.account();
-            let account = crate::record::resolve_patient(&s, &patient).await?;
-            let hospital = s
-                .client
-                .doctors(None)
-                .await?
-                .into_iter()
-                .find(|d| d.account == me)
-                .context("only a doctor may declare break-glass")?
-                .hospital;
-            let readers = reason_readers(&s, &account, &hospital).await?;
-            let reason = emergency::seal_reason(&reason, &readers)?;
-            let receipt = s
-                .submit(TxBody::Emergency(EmergencyTx::BreakGlass {
-                    patient: account,
-                    code,
-                    reason,
-                }))
-                .await?;
-            let Some(medledger_core::block::Created::BreakGlass { id, until_ms }) =
-                (match &receipt.outcome {
-                    medledger_core::block::Outcome::Applied { created } => created.clone(),
-                    medledger_core::block::Outcome::Refused { .. } => None,
-                })
-            else {
-                bail!("the ledger declared no break-glass: {:?}", receipt.outcome);
-            };
+            let BreakGlass { id, until_ms, patient: account, receipt } =
+                break_glass(&s, &patient, code, &reason).await?;
             if json {
                 return print_json(&serde_json::json!({
                     "id": id,

@@ -19,6 +19,21 @@
     });
   }
 
+  // The break-glass window's countdown.
+  var countdown = document.getElementById("countdown");
+  if (countdown) {
+    var until = Number(countdown.getAttribute("data-until"));
+    var tick = function () {
+      var left = Math.max(0, Math.round((until - Date.now()) / 1000));
+      var h = Math.floor(left / 3600), m = Math.floor((left % 3600) / 60), s = left % 60;
+      countdown.textContent = left > 0
+        ? h + " h " + (m < 10 ? "0" : "") + m + " min " + (s < 10 ? "0" : "") + s + " s more"
+        : "no longer: the window has closed";
+    };
+    tick();
+    setInterval(tick, 1000);
+  }
+
   var form = document.getElementById("upload");
   if (form) {
     form.addEventListener("submit", function (ev) {

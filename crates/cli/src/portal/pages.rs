@@ -23,6 +23,7 @@ use medledger_core::{
     tx::{
         ConsentTx, TxBody,
         consent::{Basis, Decision, Purpose, RecordCategory, Scope},
+        emergency::ReasonCode,
         registry::Role,
     },
 };
@@ -47,6 +48,7 @@ pub fn routes() -> Router<Portal> {
         .route("/consent", get(consent))
         .route("/consent/grant", post(grant))
         .route("/consent/revoke", post(revoke))
+        .route("/emergency/break-glass", post(break_glass))
         .route("/proof/{tx}", get(proof))
         .route("/events", get(events))
         .route("/static/portal.css", get(css))
@@ -281,6 +283,9 @@ struct RecordsPage {
     patient: String,
     rows: Vec<RecordRow>,
     categories: Vec<&'static str>,
+    codes: Vec<&'static str>,
+    /// A break-glass just declared: its id and end (ms since the epoch, for the countdown).
+    declared: Option<(String, u64)>,
 }
 
 #[derive(Deserialize)]
@@ -299,6 +304,16 @@ async fn records(State(p): State<Portal>, Query(q): Query<RecordsQuery>) -> Resp
 }
 
 async fn records_page(p: &Portal, u: &Unlocked, patient: String, flash: Option<Flash>) -> Response {
+    records_page_with(p, u, patient, flash, None).await
+}
+
+async fn records_page_with(
+    p: &Portal,
+    u: &Unlocked,
+    patient: String,
+    flash: Option<Flash>,
+    declared: Option<(String, u64)>,
+) -> Response {
     let s = &u.session;
     let listed = if u.role == Role::Patient && patient.is_empty() {
         s.client.records_of_patient(&s.wallet.account()).await.map_err(anyhow::Error::from)
@@ -321,12 +336,57 @@ async fn records_page(p: &Portal, u: &Unlocked, patient: String, flash: Option<F
         patient,
         rows,
         categories: RecordCategory::ALL.iter().map(|c| c.name()).collect(),
+        codes: ReasonCode::ALL.iter().map(|c| c.name()).collect(),
+        declared,
     })
+}
+
+#[derive(Deserialize)]
+struct BreakGlassForm {
+    patient: String,
+    code: String,
+    reason: String,
+}
+
+/// A doctor declares break-glass: a coded reason and a text of at least 20 characters
+/// (sealed to the patient, the doctor's hospital and the regulator). The page then counts
+/// down to the end of the window.
+async fn break_glass(State(p): State<Portal>, Form(form): Form<BreakGlassForm>) -> Response {
+    let u = match unlocked(&p) {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    if let Err(stop) = only(&u, &[Role::Doctor], "break-glass") {
+        return stop.into_response();
+    }
+    let declared = async {
+        let code: ReasonCode = form.code.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+        crate::emergency::break_glass(&u.session, form.patient.trim(), code, &form.reason).await
+    }
+    .await;
+    let patient = form.patient.trim().to_owned();
+    match declared {
+        Ok(b) => {
+            let flash = Flash::ok(format!(
+                "BREAK-GLASS declared: id {}; the patient, their delegates and your hospital are told",
+                b.id
+            ));
+            records_page_with(&p, &u, patient, flash, Some((b.id.to_string(), b.until_ms))).await
+        }
+        Err(e) => {
+            let mut page = records_page(&p, &u, patient, Flash::error(&e)).await;
+            *page.status_mut() = StatusCode::BAD_REQUEST;
+            page
+        }
+    }
 }
 
 #[derive(Deserialize)]
 struct DownloadForm {
     pmr: String,
+    /// The patient whose records the page showed (kept on the page that reports a refusal).
+    #[serde(default)]
+    patient: String,
 }
 
 /// The audited read of a record, decrypted here and sent as an attachment: always as
@@ -349,7 +409,7 @@ async fn download(State(p): State<Portal>, Form(form): Form<DownloadForm>) -> Re
                 .into_response()
         }
         Err(e) => {
-            let mut page = records_page(&p, &u, String::new(), Flash::error(&e)).await;
+            let mut page = records_page(&p, &u, form.patient, Flash::error(&e)).await;
             *page.status_mut() = StatusCode::FORBIDDEN;
             page
         }

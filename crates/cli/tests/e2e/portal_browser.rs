@@ -95,14 +95,17 @@ async fn shot(b: &Client, name: &str) {
 }
 
 async fn text(b: &Client, css: &str) -> String {
-    b.wait()
-        .at_most(LIMIT)
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no {css}: {e}"))
-        .text()
-        .await
-        .unwrap()
+    match b.wait().at_most(LIMIT).for_element(Locator::Css(css)).await {
+        Ok(element) => element.text().await.unwrap(),
+        Err(e) => {
+            // What the page said instead (its message, if it shows one).
+            let said = match b.find(Locator::Css(".flash")).await {
+                Ok(flash) => flash.text().await.unwrap_or_default(),
+                Err(_) => b.source().await.unwrap_or_default(),
+            };
+            panic!("no {css} ({e}); the page says: {said}")
+        }
+    }
 }
 
 /// Logs in with the printed address and unlocks with the passphrase.
@@ -259,6 +262,33 @@ fn a_patient_and_a_doctor_use_the_portal_in_a_real_browser() {
         let denied = text(&patient, "#access-log tr.denied").await;
         assert!(denied.contains(&c.doctor_account) && denied.contains("DENIED"), "{denied}");
         shot(&patient, "patient-access-log").await;
+
+        // Break-glass: the doctor declares it with a coded reason and a text; the page counts
+        // down the window; the patient is alarmed at once, and the access log highlights it.
+        doctor
+            .find(Locator::Css("select[name=code] option[value=unconscious]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        doctor
+            .find(Locator::Id("reason"))
+            .await
+            .unwrap()
+            .send_keys("Found unconscious in the car park; no card on them.")
+            .await
+            .unwrap();
+        doctor.find(Locator::Id("do-break-glass")).await.unwrap().click().await.unwrap();
+        let declared = text(&doctor, "#break-glass").await;
+        assert!(declared.contains("Break-glass") && declared.contains(" min "), "{declared}");
+        shot(&doctor, "doctor-break-glass").await;
+        let alarm = text(&patient, "#notices li.alarm").await;
+        assert!(alarm.contains("break") || alarm.contains("BREAK"), "{alarm}");
+        patient.refresh().await.unwrap();
+        let row = text(&patient, "#access-log tr.break-glass").await;
+        assert!(row.contains(&c.doctor_account) && row.contains("unconscious"), "{row}");
+        shot(&patient, "patient-break-glass").await;
 
         patient.close().await.unwrap();
         doctor.close().await.unwrap();
