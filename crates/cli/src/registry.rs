@@ -232,6 +232,122 @@ pub(crate) fn print_receipt(what: &str, receipt: &Receipt) {
     );
 }
 
+/// A hospital the regulator admits.
+pub(crate) struct NewHospital {
+    pub identity: String,
+    pub registration_id: String,
+    pub name: String,
+    pub city: String,
+    pub specialisation: String,
+    pub contact: String,
+}
+
+/// Admits a hospital (regulator); its contact details sealed to it and the regulator.
+pub(crate) async fn admit_hospital(
+    s: &Session,
+    h: &NewHospital,
+) -> Result<(Receipt, medledger_core::ids::AccountId)> {
+    let (key, encryption_key) = parse_public_identity(&h.identity)?;
+    let contact = seal_details(
+        &s.client,
+        serde_json::json!({ "contact": h.contact }),
+        &[encryption_key, s.wallet.encryption_key()],
+    )
+    .await?;
+    let body = TxBody::Registry(RegistryTx::AdmitHospital(AdmitHospital {
+        key,
+        encryption_key,
+        registration_id: h.registration_id.clone(),
+        name: h.name.clone(),
+        city: h.city.clone(),
+        specialisation: h.specialisation.clone(),
+        contact,
+    }));
+    let receipt = s.submit(body).await?;
+    let Some(Created::Account { account }) = created(&receipt) else {
+        bail!("the ledger created no hospital: {:?}", receipt.outcome);
+    };
+    let account = *account;
+    Ok((receipt, account))
+}
+
+/// Onboards a doctor (hospital).
+pub(crate) async fn onboard_doctor(
+    s: &Session,
+    identity: &str,
+    registration_number: &str,
+    name: &str,
+    specialisation: &str,
+) -> Result<(Receipt, medledger_core::ids::AccountId)> {
+    let (key, encryption_key) = parse_public_identity(identity)?;
+    let body = TxBody::Registry(RegistryTx::OnboardDoctor(OnboardDoctor {
+        key,
+        encryption_key,
+        registration_number: registration_number.to_owned(),
+        name: name.to_owned(),
+        specialisation: specialisation.to_owned(),
+    }));
+    let receipt = s.submit(body).await?;
+    let Some(Created::Account { account }) = created(&receipt) else {
+        bail!("the ledger created no doctor: {:?}", receipt.outcome);
+    };
+    let account = *account;
+    Ok((receipt, account))
+}
+
+/// A patient a hospital registers, with the attendant's details.
+pub(crate) struct NewPatient {
+    pub identity: String,
+    pub name: String,
+    pub date_of_birth: medledger_core::tx::records::VisitDate,
+    pub phone: String,
+    pub attendant_name: String,
+    pub attendant_phone: String,
+    pub attendant_relationship: String,
+}
+
+/// Registers a patient (hospital desk); the details and the attendant's sealed to the
+/// patient and the hospital.
+pub(crate) async fn register_patient(
+    s: &Session,
+    p: &NewPatient,
+) -> Result<(Receipt, medledger_core::ids::AccountId, PatientId)> {
+    let (key, encryption_key) = parse_public_identity(&p.identity)?;
+    let recipients = [encryption_key, s.wallet.encryption_key()];
+    let details = seal_details(
+        &s.client,
+        serde_json::json!({
+            "name": p.name,
+            "date_of_birth": p.date_of_birth.to_string(),
+            "phone": p.phone
+        }),
+        &recipients,
+    )
+    .await?;
+    let attendant = seal_details(
+        &s.client,
+        serde_json::json!({
+            "name": p.attendant_name,
+            "phone": p.attendant_phone,
+            "relationship": p.attendant_relationship,
+        }),
+        &recipients,
+    )
+    .await?;
+    let body = TxBody::Registry(RegistryTx::RegisterPatient(RegisterPatient {
+        key,
+        encryption_key,
+        details,
+        attendant,
+    }));
+    let receipt = s.submit(body).await?;
+    let Some(Created::Patient { account, patient_id }) = created(&receipt) else {
+        bail!("the ledger registered no patient: {:?}", receipt.outcome);
+    };
+    let (account, patient_id) = (*account, *patient_id);
+    Ok((receipt, account, patient_id))
+}
+
 pub async fn hospital(command: HospitalCommand) -> Result<()> {
     match command {
         HospitalCommand::Admit {
@@ -245,26 +361,10 @@ pub async fn hospital(command: HospitalCommand) -> Result<()> {
             json,
         } => {
             let s = Session::open(&wallet).await?;
-            let (key, encryption_key) = parse_public_identity(&identity)?;
-            let contact = seal_details(
-                &s.client,
-                serde_json::json!({ "contact": contact }),
-                &[encryption_key, s.wallet.encryption_key()],
-            )
-            .await?;
-            let body = TxBody::Registry(RegistryTx::AdmitHospital(AdmitHospital {
-                key,
-                encryption_key,
-                registration_id,
-                name: name.clone(),
-                city,
-                specialisation,
-                contact,
-            }));
-            let receipt = s.submit(body).await?;
-            let Some(Created::Account { account }) = created(&receipt) else {
-                bail!("the ledger created no hospital: {:?}", receipt.outcome);
-            };
+            let hospital =
+                NewHospital { identity, registration_id, name, city, specialisation, contact };
+            let (receipt, account) = admit_hospital(&s, &hospital).await?;
+            let name = hospital.name;
             if json {
                 return print_created(&receipt, serde_json::json!({ "account": account }));
             }
@@ -319,18 +419,8 @@ pub async fn doctor(command: DoctorCommand) -> Result<()> {
             json,
         } => {
             let s = Session::open(&wallet).await?;
-            let (key, encryption_key) = parse_public_identity(&identity)?;
-            let body = TxBody::Registry(RegistryTx::OnboardDoctor(OnboardDoctor {
-                key,
-                encryption_key,
-                registration_number,
-                name: name.clone(),
-                specialisation,
-            }));
-            let receipt = s.submit(body).await?;
-            let Some(Created::Account { account }) = created(&receipt) else {
-                bail!("the ledger created no doctor: {:?}", receipt.outcome);
-            };
+            let (receipt, account) =
+                onboard_doctor(&s, &identity, &registration_number, &name, &specialisation).await?;
             if json {
                 return print_created(&receipt, serde_json::json!({ "account": account }));
             }
@@ -402,38 +492,16 @@ pub async fn patient(command: PatientCommand) -> Result<()> {
             json,
         } => {
             let s = Session::open(&wallet).await?;
-            let (key, encryption_key) = parse_public_identity(&identity)?;
-            let recipients = [encryption_key, s.wallet.encryption_key()];
-            let details = seal_details(
-                &s.client,
-                serde_json::json!({
-                    "name": name,
-                    "date_of_birth": date_of_birth.to_string(),
-                    "phone": phone
-                }),
-                &recipients,
-            )
-            .await?;
-            let attendant = seal_details(
-                &s.client,
-                serde_json::json!({
-                    "name": attendant_name,
-                    "phone": attendant_phone,
-                    "relationship": attendant_relationship,
-                }),
-                &recipients,
-            )
-            .await?;
-            let body = TxBody::Registry(RegistryTx::RegisterPatient(RegisterPatient {
-                key,
-                encryption_key,
-                details,
-                attendant,
-            }));
-            let receipt = s.submit(body).await?;
-            let Some(Created::Patient { account, patient_id }) = created(&receipt) else {
-                bail!("the ledger registered no patient: {:?}", receipt.outcome);
+            let patient = NewPatient {
+                identity,
+                name,
+                date_of_birth,
+                phone,
+                attendant_name,
+                attendant_phone,
+                attendant_relationship,
             };
+            let (receipt, account, patient_id) = register_patient(&s, &patient).await?;
             if json {
                 return print_created(
                     &receipt,

@@ -7,6 +7,7 @@
 //! portal's own for live notifications and upload progress. No key, passphrase or other
 //! account's data is ever put in a page. The gate in front of every route is in [`guard`].
 
+mod admin;
 mod guard;
 mod pages;
 

@@ -53,6 +53,7 @@ pub fn routes() -> Router<Portal> {
         .route("/events", get(events))
         .route("/static/portal.css", get(css))
         .route("/static/portal.js", get(js))
+        .merge(super::admin::routes())
         .layer(axum::extract::DefaultBodyLimit::max(UPLOAD_LIMIT))
 }
 
@@ -75,21 +76,25 @@ pub fn is_alarm(e: &AuditEvent) -> bool {
 
 /// Who is signed in, for the page's header and navigation.
 pub struct Me {
-    name: String,
-    account: String,
-    role: &'static str,
-    patient: bool,
-    doctor: bool,
+    pub(super) name: String,
+    pub(super) account: String,
+    pub(super) role: &'static str,
+    pub(super) patient: bool,
+    pub(super) doctor: bool,
+    pub(super) hospital: bool,
+    pub(super) regulator: bool,
 }
 
 impl Me {
-    fn of(u: &Unlocked) -> Self {
+    pub fn of(u: &Unlocked) -> Self {
         Me {
             name: u.session.wallet.name().to_owned(),
             account: u.session.wallet.account().to_string(),
             role: role_word(&u.role),
             patient: u.role == Role::Patient,
             doctor: u.role == Role::Doctor,
+            hospital: u.role == Role::Hospital,
+            regulator: u.role == Role::Regulator,
         }
     }
 }
@@ -107,20 +112,20 @@ fn role_word(role: &Role) -> &'static str {
 
 /// A message at the top of a page, after a form.
 pub struct Flash {
-    ok: bool,
-    text: String,
+    pub(super) ok: bool,
+    pub(super) text: String,
 }
 
 impl Flash {
-    fn ok(text: impl Into<String>) -> Option<Self> {
+    pub fn ok(text: impl Into<String>) -> Option<Self> {
         Some(Flash { ok: true, text: text.into() })
     }
-    fn error(e: &anyhow::Error) -> Option<Self> {
+    pub fn error(e: &anyhow::Error) -> Option<Self> {
         Some(Flash { ok: false, text: format!("{e:#}") })
     }
 }
 
-fn render(t: &impl Template) -> Response {
+pub fn render(t: &impl Template) -> Response {
     match t.render() {
         Ok(html) => Html(html).into_response(),
         Err(e) => guard::refuse(StatusCode::INTERNAL_SERVER_ERROR, &format!("page: {e}")),
@@ -129,7 +134,7 @@ fn render(t: &impl Template) -> Response {
 
 /// Why a page is not served: the portal locked meanwhile (to the unlock form), or the page
 /// is not for this account's role.
-enum Stop {
+pub enum Stop {
     Locked,
     NotForRole(String),
 }
@@ -144,12 +149,12 @@ impl IntoResponse for Stop {
 }
 
 /// The unlocked wallet.
-fn unlocked(p: &Portal) -> Result<Arc<Unlocked>, Stop> {
+pub fn unlocked(p: &Portal) -> Result<Arc<Unlocked>, Stop> {
     p.unlocked().ok_or(Stop::Locked)
 }
 
 /// Refuses a page or form that is not for the unlocked account's role.
-fn only(u: &Unlocked, roles: &[Role], what: &str) -> Result<(), Stop> {
+pub fn only(u: &Unlocked, roles: &[Role], what: &str) -> Result<(), Stop> {
     if roles.contains(&u.role) {
         return Ok(());
     }

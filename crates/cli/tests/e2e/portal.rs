@@ -438,3 +438,187 @@ fn a_portal_locks_itself_when_idle_and_refuses_pages_not_for_the_role() {
     thread::sleep(Duration::from_secs(5));
     assert_eq!(ask(port, "GET", "/", &[ck], "").header("location"), Some("/unlock"));
 }
+
+/// Logs in and unlocks `p`; the cookie header and the home page's CSRF token.
+fn signed_in(p: &Portal) -> (String, String) {
+    let cookie = p.cookie_header();
+    let origin = p.origin();
+    assert_eq!(ask(p.port, "GET", &format!("/login?token={}", p.token()), &[], "").status, 303);
+    let csrf = csrf_of(&ask(p.port, "GET", "/unlock", &[("Cookie", &cookie)], "").body);
+    let done = ask(
+        p.port,
+        "POST",
+        "/unlock",
+        &[("Cookie", &cookie), ("Origin", &origin), FORM],
+        &form(&[("csrf", &csrf), ("passphrase", PASS)]),
+    );
+    assert_eq!(done.status, 303, "{}", done.body);
+    let home = ask(p.port, "GET", "/", &[("Cookie", &cookie)], "");
+    assert_eq!(home.status, 200);
+    (cookie, csrf_of(&home.body))
+}
+
+#[test]
+fn hospital_staff_and_the_regulator_act_through_their_pages_and_no_one_else_can() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let regulator = node.regulator_wallet().display().to_string();
+
+    // The hospital's desk: onboard a doctor, register a patient.
+    let desk = Portal::start(&c.hospital, &node.url, &[]);
+    let (cookie, csrf) = signed_in(&desk);
+    let origin = desk.origin();
+    let post = |path: &str, fields: &[(&str, &str)]| {
+        ask(
+            desk.port,
+            "POST",
+            path,
+            &[("Cookie", &cookie), ("Origin", &origin), FORM],
+            &form(fields),
+        )
+    };
+    let locum = crate::registry::wallet(tmp.path(), "locum", &node.url);
+    let locum_identity = crate::registry::identity(&locum);
+    let onboarded = post(
+        "/staff/doctor",
+        &[
+            ("csrf", &csrf),
+            ("identity", &locum_identity),
+            ("registration_number", "GMC-55"),
+            ("name", "Dr. Locum"),
+            ("specialisation", "anaesthesia"),
+        ],
+    );
+    assert_eq!(onboarded.status, 200, "{}", onboarded.body);
+    assert!(onboarded.body.contains("Dr. Locum onboarded"), "{}", onboarded.body);
+    assert!(onboarded.body.contains("GMC-55"), "the doctors' list: {}", onboarded.body);
+    // The same registration number again: refused by the ledger, nothing created.
+    let twice = post(
+        "/staff/doctor",
+        &[
+            ("csrf", &csrf),
+            ("identity", &locum_identity),
+            ("registration_number", "GMC-55"),
+            ("name", "Dr. Locum"),
+            ("specialisation", "anaesthesia"),
+        ],
+    );
+    assert_eq!(twice.status, 400, "{}", twice.body);
+    assert_eq!(twice.body.matches("GMC-55").count(), 1, "{}", twice.body);
+
+    let newcomer = crate::registry::wallet(tmp.path(), "newcomer", &node.url);
+    let fields = |dob: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("identity", crate::registry::identity(&newcomer)),
+            ("name", "N. Comer".into()),
+            ("date_of_birth", dob.into()),
+            ("phone", "0700".into()),
+            ("attendant_name", "M. Comer".into()),
+            ("attendant_phone", "0701".into()),
+            ("attendant_relationship", "parent".into()),
+        ]
+    };
+    let future = fields("2999-01-01");
+    let future: Vec<(&str, &str)> = future.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let refused = post("/staff/patient", &future);
+    assert_eq!(refused.status, 400);
+    assert!(refused.body.contains("date of birth"), "{}", refused.body);
+    let good = fields("1990-04-05");
+    let good: Vec<(&str, &str)> = good.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let registered = post("/staff/patient", &good);
+    assert_eq!(registered.status, 200, "{}", registered.body);
+    assert!(registered.body.contains("N. Comer registered: Patient-ID"), "{}", registered.body);
+    let shown = ok(&["wallet", "show", "--wallet", &newcomer, "--ledger", "--json"], &[]);
+    assert!(shown.contains("patient_id"), "{shown}");
+    // The desk is not the regulator's.
+    assert_eq!(ask(desk.port, "GET", "/regulator", &[("Cookie", &cookie)], "").status, 403);
+    let admit = post(
+        "/regulator/hospital",
+        &[
+            ("csrf", &csrf),
+            ("identity", &locum_identity),
+            ("registration_id", "X"),
+            ("name", "X"),
+            ("city", "X"),
+            ("specialisation", "X"),
+            ("contact", "X"),
+        ],
+    );
+    assert_eq!(admit.status, 403);
+
+    // The regulator's desk: admit a hospital, suspend it (a reason is required), reinstate.
+    let reg = Portal::start(&regulator, &node.url, &[]);
+    let (rcookie, rcsrf) = signed_in(&reg);
+    let rorigin = reg.origin();
+    let rpost = |path: &str, fields: &[(&str, &str)]| {
+        ask(
+            reg.port,
+            "POST",
+            path,
+            &[("Cookie", &rcookie), ("Origin", &rorigin), FORM],
+            &form(fields),
+        )
+    };
+    let second = crate::registry::wallet(tmp.path(), "second-hospital", &node.url);
+    let admitted = rpost(
+        "/regulator/hospital",
+        &[
+            ("csrf", &rcsrf),
+            ("identity", &crate::registry::identity(&second)),
+            ("registration_id", "GOV-77"),
+            ("name", "Leeds General"),
+            ("city", "Leeds"),
+            ("specialisation", "emergency"),
+            ("contact", "+44 0"),
+        ],
+    );
+    assert_eq!(admitted.status, 200, "{}", admitted.body);
+    assert!(admitted.body.contains("Leeds General admitted"), "{}", admitted.body);
+    let second_account = ok(&["wallet", "show", "--wallet", &second, "--json"], &[]);
+    let second_account: serde_json::Value = serde_json::from_str(&second_account).unwrap();
+    let second_account = second_account["account"].as_str().unwrap().to_owned();
+    let no_reason = rpost(
+        "/regulator/hospital/status",
+        &[("csrf", &rcsrf), ("hospital", &second_account), ("action", "suspend"), ("reason", " ")],
+    );
+    assert_eq!(no_reason.status, 400);
+    assert!(no_reason.body.contains("needs a reason"), "{}", no_reason.body);
+    let bogus = rpost(
+        "/regulator/hospital/status",
+        &[("csrf", &rcsrf), ("hospital", &second_account), ("action", "delete"), ("reason", "x")],
+    );
+    assert_eq!(bogus.status, 400);
+    let suspended = rpost(
+        "/regulator/hospital/status",
+        &[
+            ("csrf", &rcsrf),
+            ("hospital", &second_account),
+            ("action", "suspend"),
+            ("reason", "licence lapsed"),
+        ],
+    );
+    assert_eq!(suspended.status, 200, "{}", suspended.body);
+    assert!(suspended.body.contains("suspended (block"), "{}", suspended.body);
+    let listed =
+        ok(&["hospital", "list", "--wallet", &regulator, "--node", &node.url, "--json"], &[]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let entry = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["account"] == second_account.as_str())
+        .unwrap();
+    assert_eq!(entry["suspended"], true, "{listed}");
+    let reinstated = rpost(
+        "/regulator/hospital/status",
+        &[("csrf", &rcsrf), ("hospital", &second_account), ("action", "reinstate")],
+    );
+    assert_eq!(reinstated.status, 200, "{}", reinstated.body);
+    assert!(reinstated.body.contains("reinstated"), "{}", reinstated.body);
+    let page = ask(reg.port, "GET", "/regulator", &[("Cookie", &rcookie)], "");
+    assert!(page.body.contains("id=\"counts\""), "{}", page.body);
+    // The regulator has no staff desk.
+    assert_eq!(ask(reg.port, "GET", "/staff", &[("Cookie", &rcookie)], "").status, 403);
+}

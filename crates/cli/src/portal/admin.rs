@@ -1,0 +1,302 @@
+//! The portal's pages for hospital staff (onboard doctors, register patients) and for the
+//! regulator (admit, suspend and reinstate hospitals; audit counts). Each form builds the same
+//! transaction as its command (`crate::registry`).
+
+use askama::Template;
+use axum::{
+    Form, Router,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use medledger_core::{
+    ids::AccountId,
+    tx::{RegistryTx, TxBody, registry::Role},
+};
+use serde::Deserialize;
+
+use super::{
+    Portal, Unlocked,
+    pages::{Flash, Me, only, render, unlocked},
+};
+
+pub fn routes() -> Router<Portal> {
+    Router::new()
+        .route("/staff", get(staff))
+        .route("/staff/doctor", post(onboard))
+        .route("/staff/patient", post(register))
+        .route("/regulator", get(regulator))
+        .route("/regulator/hospital", post(admit))
+        .route("/regulator/hospital/status", post(set_status))
+}
+
+/// A doctor as a row.
+pub struct DoctorRow {
+    name: String,
+    account: String,
+    registration_number: String,
+    specialisation: String,
+}
+
+#[derive(Template)]
+#[template(path = "portal/staff.html")]
+struct StaffPage {
+    csrf: String,
+    me: Me,
+    flash: Option<Flash>,
+    doctors: Vec<DoctorRow>,
+}
+
+async fn staff(State(p): State<Portal>) -> Response {
+    let u = match unlocked(&p) {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    if let Err(stop) = only(&u, &[Role::Hospital], "the staff desk") {
+        return stop.into_response();
+    }
+    staff_page(&p, &u, None, StatusCode::OK).await
+}
+
+async fn staff_page(
+    p: &Portal,
+    u: &Unlocked,
+    flash: Option<Flash>,
+    status: StatusCode,
+) -> Response {
+    let me = u.session.wallet.account();
+    let (doctors, flash) = match u.session.client.doctors(Some(me)).await {
+        Ok(list) => (
+            list.into_iter()
+                .map(|d| DoctorRow {
+                    name: d.name,
+                    account: d.account.to_string(),
+                    registration_number: d.registration_number,
+                    specialisation: d.specialisation,
+                })
+                .collect(),
+            flash,
+        ),
+        Err(e) => (Vec::new(), Flash::error(&e.into())),
+    };
+    let mut page = render(&StaffPage { csrf: p.csrf(), me: Me::of(u), flash, doctors });
+    *page.status_mut() = status;
+    page
+}
+
+/// The outcome of a form as a flash and a status.
+fn outcome(result: anyhow::Result<String>) -> (Option<Flash>, StatusCode) {
+    match result {
+        Ok(text) => (Flash::ok(text), StatusCode::OK),
+        Err(e) => (Flash::error(&e), StatusCode::BAD_REQUEST),
+    }
+}
+
+#[derive(Deserialize)]
+struct OnboardForm {
+    identity: String,
+    registration_number: String,
+    name: String,
+    specialisation: String,
+}
+
+async fn onboard(State(p): State<Portal>, Form(f): Form<OnboardForm>) -> Response {
+    let u = match unlocked(&p) {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    if let Err(stop) = only(&u, &[Role::Hospital], "onboarding a doctor") {
+        return stop.into_response();
+    }
+    let result = crate::registry::onboard_doctor(
+        &u.session,
+        f.identity.trim(),
+        f.registration_number.trim(),
+        f.name.trim(),
+        f.specialisation.trim(),
+    )
+    .await
+    .map(|(r, account)| {
+        format!("{} onboarded: account {account} (block {})", f.name.trim(), r.height)
+    });
+    let (flash, status) = outcome(result);
+    staff_page(&p, &u, flash, status).await
+}
+
+#[derive(Deserialize)]
+struct RegisterForm {
+    identity: String,
+    name: String,
+    date_of_birth: String,
+    phone: String,
+    attendant_name: String,
+    attendant_phone: String,
+    attendant_relationship: String,
+}
+
+async fn register(State(p): State<Portal>, Form(f): Form<RegisterForm>) -> Response {
+    let u = match unlocked(&p) {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    if let Err(stop) = only(&u, &[Role::Hospital], "registering a patient") {
+        return stop.into_response();
+    }
+    let result = async {
+        let date_of_birth = crate::common::parse_past_date(f.date_of_birth.trim())
+            .map_err(|e| anyhow::anyhow!("date of birth: {e}"))?;
+        let patient = crate::registry::NewPatient {
+            identity: f.identity.trim().to_owned(),
+            name: f.name.trim().to_owned(),
+            date_of_birth,
+            phone: f.phone.trim().to_owned(),
+            attendant_name: f.attendant_name.trim().to_owned(),
+            attendant_phone: f.attendant_phone.trim().to_owned(),
+            attendant_relationship: f.attendant_relationship.trim().to_owned(),
+        };
+        let (r, account, patient_id) =
+            crate::registry::register_patient(&u.session, &patient).await?;
+        anyhow::Ok(format!(
+            "{} registered: Patient-ID {patient_id}, account {account} (block {})",
+            patient.name, r.height
+        ))
+    }
+    .await;
+    let (flash, status) = outcome(result);
+    staff_page(&p, &u, flash, status).await
+}
+
+/// A hospital as a row of the regulator's page.
+pub struct HospitalRow {
+    name: String,
+    account: String,
+    city: String,
+    specialisation: String,
+    suspended: bool,
+}
+
+#[derive(Template)]
+#[template(path = "portal/regulator.html")]
+struct RegulatorPage {
+    csrf: String,
+    me: Me,
+    flash: Option<Flash>,
+    hospitals: Vec<HospitalRow>,
+    counts: Vec<(String, u64)>,
+}
+
+async fn regulator(State(p): State<Portal>) -> Response {
+    let u = match unlocked(&p) {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    if let Err(stop) = only(&u, &[Role::Regulator], "the regulator's desk") {
+        return stop.into_response();
+    }
+    regulator_page(&p, &u, None, StatusCode::OK).await
+}
+
+async fn regulator_page(
+    p: &Portal,
+    u: &Unlocked,
+    flash: Option<Flash>,
+    status: StatusCode,
+) -> Response {
+    let c = &u.session.client;
+    let (hospitals, counts, flash) = match (c.hospitals().await, c.audit_counts().await) {
+        (Ok(hospitals), Ok(counts)) => (
+            hospitals
+                .into_iter()
+                .map(|h| HospitalRow {
+                    name: h.name,
+                    account: h.account.to_string(),
+                    city: h.city,
+                    specialisation: h.specialisation,
+                    suspended: h.suspended,
+                })
+                .collect(),
+            counts.into_iter().map(|(k, n)| (k.replace('_', " "), n)).collect(),
+            flash,
+        ),
+        (Err(e), _) | (_, Err(e)) => (Vec::new(), Vec::new(), Flash::error(&e.into())),
+    };
+    let mut page =
+        render(&RegulatorPage { csrf: p.csrf(), me: Me::of(u), flash, hospitals, counts });
+    *page.status_mut() = status;
+    page
+}
+
+#[derive(Deserialize)]
+struct AdmitForm {
+    identity: String,
+    registration_id: String,
+    name: String,
+    city: String,
+    specialisation: String,
+    contact: String,
+}
+
+async fn admit(State(p): State<Portal>, Form(f): Form<AdmitForm>) -> Response {
+    let u = match unlocked(&p) {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    if let Err(stop) = only(&u, &[Role::Regulator], "admitting a hospital") {
+        return stop.into_response();
+    }
+    let hospital = crate::registry::NewHospital {
+        identity: f.identity.trim().to_owned(),
+        registration_id: f.registration_id.trim().to_owned(),
+        name: f.name.trim().to_owned(),
+        city: f.city.trim().to_owned(),
+        specialisation: f.specialisation.trim().to_owned(),
+        contact: f.contact.trim().to_owned(),
+    };
+    let result =
+        crate::registry::admit_hospital(&u.session, &hospital).await.map(|(r, account)| {
+            format!("{} admitted: account {account} (block {})", hospital.name, r.height)
+        });
+    let (flash, status) = outcome(result);
+    regulator_page(&p, &u, flash, status).await
+}
+
+#[derive(Deserialize)]
+struct StatusForm {
+    hospital: String,
+    /// `suspend` or `reinstate`.
+    action: String,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn set_status(State(p): State<Portal>, Form(f): Form<StatusForm>) -> Response {
+    let u = match unlocked(&p) {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    if let Err(stop) = only(&u, &[Role::Regulator], "suspending or reinstating a hospital") {
+        return stop.into_response();
+    }
+    let result = async {
+        let hospital: AccountId = f
+            .hospital
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{:?} is not an account id: {e}", f.hospital))?;
+        let (tx, done) = match f.action.as_str() {
+            "suspend" => {
+                let reason = f.reason.trim();
+                anyhow::ensure!(!reason.is_empty(), "a suspension needs a reason");
+                (RegistryTx::SuspendHospital { hospital, reason: reason.to_owned() }, "suspended")
+            }
+            "reinstate" => (RegistryTx::ReinstateHospital { hospital }, "reinstated"),
+            other => anyhow::bail!("{other:?} is neither suspend nor reinstate"),
+        };
+        let r = u.session.submit(TxBody::Registry(tx)).await?;
+        anyhow::Ok(format!("hospital {hospital} {done} (block {})", r.height))
+    }
+    .await;
+    let (flash, status) = outcome(result);
+    regulator_page(&p, &u, flash, status).await
+}
