@@ -44,6 +44,7 @@ pub fn routes() -> Router<Portal> {
         .route("/lock", post(lock))
         .route("/records", get(records).post(upload))
         .route("/records/download", post(download))
+        .route("/export", post(export))
         .route("/access-log", get(access_log))
         .route("/consent", get(consent))
         .route("/consent/grant", post(grant))
@@ -419,6 +420,68 @@ async fn download(State(p): State<Portal>, Form(form): Form<DownloadForm>) -> Re
             page
         }
     }
+}
+
+/// Everything of the patient's in one click: a tar archive of every current record
+/// (decrypted here; each an audited read, as a download), the record list, the grants in
+/// force and the whole audit trail as JSON.
+async fn export(State(p): State<Portal>) -> Response {
+    let u = match unlocked(&p) {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    if let Err(stop) = only(&u, &[Role::Patient], "the export of a patient's records") {
+        return stop.into_response();
+    }
+    match export_archive(&u).await {
+        Ok((name, bytes)) => (
+            [
+                (header::CONTENT_TYPE, "application/x-tar".to_owned()),
+                (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => {
+            let mut page = records_page(&p, &u, String::new(), Flash::error(&e)).await;
+            *page.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            page
+        }
+    }
+}
+
+async fn export_archive(u: &Unlocked) -> anyhow::Result<(String, Vec<u8>)> {
+    let s = &u.session;
+    let me = s.wallet.account();
+    let records = s.client.records_of_patient(&me).await?;
+    let trail = s.client.audit_trail(&me, None).await?;
+    let grants = s.client.who_can_see(&me).await?;
+    let root = format!("medledger-export-{me}");
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        ("records.json".into(), serde_json::to_vec_pretty(&records)?),
+        ("who-can-see.json".into(), serde_json::to_vec_pretty(&grants)?),
+    ];
+    for r in records.iter().filter(|r| r.erased_at.is_none() && r.superseded_by.is_none()) {
+        let (name, bytes) = read_record(u, &r.pmr).await?;
+        files.push((format!("records/{}-{}", r.pmr, safe_file_name(&name)), bytes));
+    }
+    // The trail last: it includes the reads of this export.
+    files.push((
+        "audit-trail.json".into(),
+        serde_json::to_vec_pretty(&s.client.audit_trail(&me, None).await.unwrap_or(trail))?,
+    ));
+    let mut archive = tar::Builder::new(Vec::new());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for (path, bytes) in files {
+        let mut head = tar::Header::new_gnu();
+        head.set_size(bytes.len() as u64);
+        head.set_mode(0o600);
+        head.set_mtime(now);
+        archive.append_data(&mut head, format!("{root}/{path}"), bytes.as_slice())?;
+    }
+    Ok((format!("{root}.tar"), archive.into_inner()?))
 }
 
 /// A file name with nothing but letters, digits, `.`, `-` and `_` (others become `_`).

@@ -224,6 +224,27 @@ fn a_patient_and_a_doctor_use_the_portal_in_a_real_browser() {
         assert_eq!(downloaded(&dirs[1]), plain);
         shot(&patient, "patient-records").await;
 
+        // Everything in one click: the decrypted record and the whole access log.
+        patient.find(Locator::Id("export")).await.unwrap().click().await.unwrap();
+        let archive = downloaded(&dirs[1]);
+        let mut entries = std::collections::BTreeMap::new();
+        for entry in tar::Archive::new(archive.as_slice()).entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().display().to_string();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+            entries.insert(path, bytes);
+        }
+        let record = entries
+            .iter()
+            .find(|(path, _)| path.ends_with("-discharge-note.txt"))
+            .unwrap_or_else(|| panic!("no record in {:?}", entries.keys()));
+        assert_eq!(record.1, plain);
+        let trail = entries.iter().find(|(path, _)| path.ends_with("/audit-trail.json")).unwrap();
+        let trail: serde_json::Value = serde_json::from_slice(trail.1).unwrap();
+        assert!(trail.as_array().unwrap().len() >= 4, "{trail}");
+        assert!(entries.keys().any(|p| p.ends_with("/records.json")));
+
         // The patient watches the access log; the doctor reads the record; the read appears
         // as a notification without a reload.
         patient.goto(&format!("{}/access-log", patient_portal.origin())).await.unwrap();
