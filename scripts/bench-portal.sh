@@ -47,7 +47,8 @@ w hospital "St. Bench"; w doctor "Dr. Bench"; w patient "P. Bench"
 "$bin" doctor onboard --wallet "$work/hospital.wallet.json" --identity "$(ident doctor)" \
   --registration-number GMC-B --name "Dr. Bench" --specialisation cardiology >/dev/null
 "$bin" patient register --wallet "$work/hospital.wallet.json" --identity "$(ident patient)" \
-  --name "P. Bench" --date-of-birth 1980-01-02 --phone 0700 >/dev/null
+  --name "P. Bench" --date-of-birth 1980-01-02 --phone 0700 \
+  --attendant-name "Q. Bench" --attendant-phone 0701 --attendant-relationship spouse >/dev/null
 pid=$("$bin" wallet show --wallet "$work/patient.wallet.json" --ledger --json | field ledger patient_id)
 doctor=$("$bin" wallet show --wallet "$work/doctor.wallet.json" --json | field account)
 "$bin" consent grant --wallet "$work/patient.wallet.json" --grantee "$doctor" --scope all >/dev/null
