@@ -49,6 +49,8 @@ pub fn routes() -> Router<Portal> {
         .route("/consent", get(consent))
         .route("/consent/grant", post(grant))
         .route("/consent/revoke", post(revoke))
+        .route("/consent/request", post(request))
+        .route("/consent/answer", post(answer))
         .route("/emergency/break-glass", post(break_glass))
         .route("/proof/{tx}", get(proof))
         .route("/events", get(events))
@@ -734,7 +736,37 @@ struct ConsentPage {
     me: Me,
     flash: Option<Flash>,
     grants: Vec<GrantRow>,
+    requests: Vec<RequestRow>,
     categories: Vec<&'static str>,
+}
+
+/// A pending access request, as a row the patient answers.
+pub struct RequestRow {
+    id: String,
+    requester: String,
+    scope: String,
+    purpose: String,
+    when: String,
+}
+
+/// The requests to `patient` still pending: found through the trail's `Requested` events.
+async fn pending_requests(u: &Unlocked) -> anyhow::Result<Vec<RequestRow>> {
+    let s = &u.session;
+    let mut rows = Vec::new();
+    for e in s.client.audit_trail(&s.wallet.account(), None).await?.iter().rev() {
+        let AuditKind::Requested { request, .. } = &e.kind else { continue };
+        let r = s.client.access_request(request).await?;
+        if r.status == "pending" {
+            rows.push(RequestRow {
+                id: r.id.to_string(),
+                requester: u.names.of(&r.requester),
+                scope: scope_words(&r.scope),
+                purpose: words(&r.purpose),
+                when: local_time(e.time_ms),
+            });
+        }
+    }
+    Ok(rows)
 }
 
 async fn consent(State(p): State<Portal>) -> Response {
@@ -781,11 +813,16 @@ async fn consent_page(p: &Portal, u: &Unlocked, flash: Option<Flash>) -> Respons
         ),
         Err(e) => (Vec::new(), Flash::error(&e.into())),
     };
+    let (requests, flash) = match pending_requests(u).await {
+        Ok(requests) => (requests, flash),
+        Err(e) => (Vec::new(), flash.or_else(|| Flash::error(&e))),
+    };
     render(&ConsentPage {
         csrf: p.csrf(),
         me: Me::of(u),
         flash,
         grants,
+        requests,
         categories: RecordCategory::ALL.iter().map(|c| c.name()).collect(),
     })
 }
@@ -867,6 +904,102 @@ async fn revoke(State(p): State<Portal>, Form(form): Form<RevokeForm>) -> Respon
     }
     .await;
     let (flash, status) = match revoked {
+        Ok(text) => (Flash::ok(text), StatusCode::OK),
+        Err(e) => (Flash::error(&e), StatusCode::BAD_REQUEST),
+    };
+    let mut page = consent_page(&p, &u, flash).await;
+    *page.status_mut() = status;
+    page
+}
+
+#[derive(Deserialize)]
+struct RequestForm {
+    patient: String,
+    purpose: String,
+}
+
+/// A doctor asks a patient for access to all their records (the patient answers in their
+/// portal or with `consent approve`).
+async fn request(State(p): State<Portal>, Form(form): Form<RequestForm>) -> Response {
+    let u = match unlocked(&p) {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    if let Err(stop) = only(&u, &[Role::Doctor], "asking for access") {
+        return stop.into_response();
+    }
+    let asked = async {
+        let patient = crate::record::resolve_patient(&u.session, form.patient.trim()).await?;
+        let purpose =
+            crate::record::parse_purpose(&form.purpose).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let body = ConsentTx::Request { patient, scope: Scope::All, purpose };
+        u.session.submit(TxBody::Consent(body)).await?;
+        anyhow::Ok(format!("access to the records of {patient} requested; the patient is told"))
+    }
+    .await;
+    let (flash, status) = match asked {
+        Ok(text) => (Flash::ok(text), StatusCode::OK),
+        Err(e) => (Flash::error(&e), StatusCode::BAD_REQUEST),
+    };
+    let mut page = records_page(&p, &u, form.patient.trim().to_owned(), flash).await;
+    *page.status_mut() = status;
+    page
+}
+
+#[derive(Deserialize)]
+struct AnswerForm {
+    request: String,
+    /// `approve` or `decline`.
+    answer: String,
+    #[serde(default = "thirty")]
+    days: u64,
+}
+
+fn thirty() -> u64 {
+    30
+}
+
+/// The patient approves (a grant for what was asked, the record keys wrapped to the
+/// requester) or declines a request.
+async fn answer(State(p): State<Portal>, Form(form): Form<AnswerForm>) -> Response {
+    let u = match unlocked(&p) {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    if let Err(stop) = only(&u, &[Role::Patient], "answering a request") {
+        return stop.into_response();
+    }
+    let answered = async {
+        let id: Hash = form
+            .request
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{:?} is no request id: {e}", form.request))?;
+        let r = u.session.client.access_request(&id).await?;
+        anyhow::ensure!(r.patient == u.session.wallet.account(), "request {id} is not to you");
+        match form.answer.as_str() {
+            "approve" => {
+                let validity = crate::consent::validity(form.days)?;
+                let body = ConsentTx::Approve { request: id, scope: r.scope.clone(), validity };
+                u.session.submit(TxBody::Consent(body)).await?;
+                let me = u.session.wallet.account();
+                let wrapped =
+                    crate::record::share_for_grant(&u.session, me, r.requester, &r.scope).await?;
+                anyhow::Ok(format!(
+                    "request approved: {} may read {} for {} ({wrapped} record key(s) wrapped to them)",
+                    u.names.of(&r.requester),
+                    scope_words(&r.scope),
+                    words(&r.purpose)
+                ))
+            }
+            "decline" => {
+                u.session.submit(TxBody::Consent(ConsentTx::Decline { request: id })).await?;
+                anyhow::Ok(format!("request from {} declined", u.names.of(&r.requester)))
+            }
+            other => anyhow::bail!("{other:?} is neither approve nor decline"),
+        }
+    }
+    .await;
+    let (flash, status) = match answered {
         Ok(text) => (Flash::ok(text), StatusCode::OK),
         Err(e) => (Flash::error(&e), StatusCode::BAD_REQUEST),
     };

@@ -622,3 +622,93 @@ fn hospital_staff_and_the_regulator_act_through_their_pages_and_no_one_else_can(
     // The regulator has no staff desk.
     assert_eq!(ask(reg.port, "GET", "/staff", &[("Cookie", &rcookie)], "").status, 403);
 }
+
+#[test]
+fn a_doctor_asks_for_access_and_the_patient_approves_or_declines_in_the_portal() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let doc = Portal::start(&c.doctor, &node.url, &[]);
+    let pat = Portal::start(&c.patient, &node.url, &[]);
+    let (dcookie, dcsrf) = signed_in(&doc);
+    let (pcookie, pcsrf) = signed_in(&pat);
+    let (dorigin, porigin) = (doc.origin(), pat.origin());
+    let dpost = |path: &str, fields: &[(&str, &str)]| {
+        ask(
+            doc.port,
+            "POST",
+            path,
+            &[("Cookie", &dcookie), ("Origin", &dorigin), FORM],
+            &form(fields),
+        )
+    };
+    let ppost = |path: &str, fields: &[(&str, &str)]| {
+        ask(
+            pat.port,
+            "POST",
+            path,
+            &[("Cookie", &pcookie), ("Origin", &porigin), FORM],
+            &form(fields),
+        )
+    };
+    let asked = dpost(
+        "/consent/request",
+        &[("csrf", &dcsrf), ("patient", &c.patient_id), ("purpose", "treatment")],
+    );
+    assert_eq!(asked.status, 200, "{}", asked.body);
+    assert!(asked.body.contains("requested"), "{}", asked.body);
+    // A patient cannot ask; a doctor cannot answer.
+    assert_eq!(
+        ppost(
+            "/consent/request",
+            &[("csrf", &pcsrf), ("patient", &c.patient_id), ("purpose", "treatment")]
+        )
+        .status,
+        403
+    );
+
+    let page = ask(pat.port, "GET", "/consent", &[("Cookie", &pcookie)], "");
+    assert!(page.body.contains("Requests waiting for your answer"), "{}", page.body);
+    let id = page.body.split("name=\"request\" value=\"").nth(1).unwrap()[..64].to_owned();
+    assert_eq!(
+        dpost("/consent/answer", &[("csrf", &dcsrf), ("request", &id), ("answer", "approve")])
+            .status,
+        403
+    );
+    let odd = ppost("/consent/answer", &[("csrf", &pcsrf), ("request", &id), ("answer", "maybe")]);
+    assert_eq!(odd.status, 400);
+    assert!(odd.body.contains("neither approve nor decline"), "{}", odd.body);
+    let approved = ppost(
+        "/consent/answer",
+        &[("csrf", &pcsrf), ("request", &id), ("answer", "approve"), ("days", "7")],
+    );
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    assert!(approved.body.contains("request approved"), "{}", approved.body);
+    assert!(
+        !approved.body.contains("Requests waiting"),
+        "answered, yet still listed: {}",
+        approved.body
+    );
+    assert!(approved.body.contains("class=\"revoke\""), "no grant listed: {}", approved.body);
+    // Approving the same request again is the ledger's refusal, shown.
+    let again =
+        ppost("/consent/answer", &[("csrf", &pcsrf), ("request", &id), ("answer", "approve")]);
+    assert_eq!(again.status, 400, "{}", again.body);
+
+    // A second request, declined.
+    let asked = dpost(
+        "/consent/request",
+        &[("csrf", &dcsrf), ("patient", &c.patient_id), ("purpose", "research")],
+    );
+    assert_eq!(asked.status, 200, "{}", asked.body);
+    let page = ask(pat.port, "GET", "/consent", &[("Cookie", &pcookie)], "");
+    let id = page.body.split("name=\"request\" value=\"").nth(1).unwrap()[..64].to_owned();
+    let declined =
+        ppost("/consent/answer", &[("csrf", &pcsrf), ("request", &id), ("answer", "decline")]);
+    assert_eq!(declined.status, 200, "{}", declined.body);
+    assert!(
+        declined.body.contains("declined") && !declined.body.contains("Requests waiting"),
+        "{}",
+        declined.body
+    );
+}
