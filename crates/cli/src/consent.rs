@@ -403,6 +403,14 @@ pub async fn run(command: ConsentCommand) -> Result<()> {
             println!("data keys of {wrapped} record(s) wrapped to {grantee}");
         }
     }
+    // An approval is a grant to the requester: their keys too.
+    if let ConsentTx::Approve { request, scope, .. } = &body {
+        let r = session.client.access_request(request).await?;
+        wrapped = crate::record::share_for_grant(&session, r.patient, r.requester, scope).await?;
+        if wrapped > 0 && !json {
+            println!("data keys of {wrapped} record(s) wrapped to {}", r.requester);
+        }
+    }
     if json {
         let id = match &receipt.outcome {
             Outcome::Applied { created: Some(Created::Consent { id }) } => Some(*id),

@@ -651,6 +651,58 @@ fn a_doctor_asks_for_access_and_the_patient_approves_or_declines_in_the_portal()
             &form(fields),
         )
     };
+    // A colleague adds a record the doctor holds no key of.
+    let colleague = crate::registry::wallet(tmp.path(), "colleague", &node.url);
+    ok(
+        &[
+            "doctor",
+            "onboard",
+            "--wallet",
+            &c.hospital,
+            "--identity",
+            &crate::registry::identity(&colleague),
+        ]
+        .into_iter()
+        .chain([
+            "--registration-number",
+            "GMC-31",
+            "--name",
+            "Dr. Lin",
+            "--specialisation",
+            "radiology",
+        ])
+        .collect::<Vec<_>>(),
+        &[],
+    );
+    let add = |date: &str| {
+        let file = tmp.path().join(format!("x-ray-{date}.txt"));
+        std::fs::write(&file, format!("x-ray report {date}")).unwrap();
+        let out = ok(
+            &[
+                "record",
+                "add",
+                "--wallet",
+                &colleague,
+                "--patient",
+                &c.patient_id,
+                "--category",
+                "imaging",
+            ]
+            .into_iter()
+            .chain(["--date", date, "--file", &file.display().to_string(), "--json"])
+            .collect::<Vec<_>>(),
+            &[],
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["pmr"].as_str().unwrap().to_owned()
+    };
+    let first = add("2021-01-26");
+    let read = |pmr: &str| {
+        let out = tmp.path().join(format!("{pmr}.out"));
+        cli(&["record", "get", pmr, "--wallet", &c.doctor, "-o", &out.display().to_string()], &[])
+    };
+    assert!(!read(&first).status.success(), "the doctor reads before any grant");
+
     let asked = dpost(
         "/consent/request",
         &[("csrf", &dcsrf), ("patient", &c.patient_id), ("purpose", "treatment")],
@@ -684,6 +736,8 @@ fn a_doctor_asks_for_access_and_the_patient_approves_or_declines_in_the_portal()
     );
     assert_eq!(approved.status, 200, "{}", approved.body);
     assert!(approved.body.contains("request approved"), "{}", approved.body);
+    assert!(approved.body.contains("1 record key(s) wrapped"), "{}", approved.body);
+    assert!(read(&first).status.success(), "the approved doctor cannot read the record");
     assert!(
         !approved.body.contains("Requests waiting"),
         "answered, yet still listed: {}",
@@ -711,4 +765,22 @@ fn a_doctor_asks_for_access_and_the_patient_approves_or_declines_in_the_portal()
         "{}",
         declined.body
     );
+
+    // The command's approval wraps the keys too: a new record, a new request, approved there.
+    let shown = ok(&["wallet", "show", "--wallet", &c.patient, "--json"], &[]);
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    let patient_account = shown["account"].as_str().unwrap().to_owned();
+    let second = add("2021-02-27");
+    let out = ok(
+        &["consent", "request", "--wallet", &c.doctor, "--patient", &patient_account]
+            .into_iter()
+            .chain(["--purpose", "insurance", "--json"])
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let request = v["id"].as_str().unwrap().to_owned();
+    let out = ok(&["consent", "approve", &request, "--wallet", &c.patient, "--scope", "all"], &[]);
+    assert!(out.contains("data keys of 2 record(s) wrapped"), "{out}");
+    assert!(read(&second).status.success(), "the approved doctor cannot read the new record");
 }
