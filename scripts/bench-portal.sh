@@ -77,12 +77,13 @@ work, rounds, patient_id = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 def session(who):
     info = json.load(open(f"{work}/{who}.portal.json"))
     url = urllib.parse.urlparse(info["login_url"])
-    host, port = url.hostname, url.port
+    host, port = url.netloc, url.port
     token = urllib.parse.parse_qs(url.query)["token"][0]
-    cookie = f"medledger_portal_{port}={token}"
+    cookie = f"medledger_portal={token}"
     def ask(method, path, body=None, headers=None):
-        c = http.client.HTTPConnection(host, port, timeout=60)
-        h = {"Cookie": cookie, "Origin": f"http://{host}:{port}"}
+        # To 127.0.0.1 with the portal's own name as Host, as a browser resolving *.localhost.
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        h = {"Host": host, "Cookie": cookie, "Origin": f"http://{host}"}
         h.update(headers or {})
         c.request(method, path, body=body, headers=h)
         r = c.getresponse()

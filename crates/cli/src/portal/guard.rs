@@ -1,8 +1,12 @@
 //! The portal's gate, in front of every route: what a local web UI must refuse.
 //!
-//! - **Host** must name this portal's loopback address (`127.0.0.1:PORT`, `localhost:PORT`
-//!   or `[::1]:PORT`): a page on another site that rebinds its DNS name to 127.0.0.1 sends
-//!   its own name, and is refused (DNS rebinding).
+//! - **Host** must be this portal's own name: a random name under `localhost` with the port
+//!   (`http://<32 hex>.localhost:PORT`, which browsers resolve to the loopback address), so
+//!   a page on another site that rebinds its DNS name to 127.0.0.1 sends its own name and is
+//!   refused (DNS rebinding), and the session cookie, kept by the browser for that name
+//!   alone, never goes to another server on 127.0.0.1 (cookies do not tell ports apart).
+//! - **Fetch metadata**: a request whose `Sec-Fetch-Site` says another site's page made it
+//!   (`cross-site`, or `same-site`: every `*.localhost` page) is refused.
 //! - **Origin**, when sent, must be this portal's; every POST must send it (browsers do),
 //!   so no other site's page can submit a form here, even blind.
 //! - **Session token**: the random token printed once (as a login URL) and kept in a file
@@ -84,15 +88,22 @@ pub async fn gate(State(portal): State<Portal>, request: Request, next: Next) ->
 async fn check(portal: &Portal, request: Request, next: Next) -> Response {
     let headers = request.headers();
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    if !portal.hosts.iter().any(|h| h == host) {
+    if !host.eq_ignore_ascii_case(&portal.host) {
         return refuse(
             StatusCode::MISDIRECTED_REQUEST,
-            "refused: this portal answers only requests to its own loopback address",
+            "refused: this portal answers only at the address it printed (open its login \
+             address, also in its token file)",
         );
+    }
+    // Fetch metadata: a request another site's page made (an image, a form, a script),
+    // whatever it carries. Every *.localhost page is "same-site" to this one.
+    let fetched_from = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if matches!(fetched_from, Some("cross-site" | "same-site")) {
+        return refuse(StatusCode::FORBIDDEN, "refused: a request made by another site's page");
     }
     let origin = headers.get(header::ORIGIN).map(|o| o.to_str().unwrap_or("(not text)"));
     match origin {
-        Some(o) if !portal.origins.iter().any(|mine| mine == o) => {
+        Some(o) if o != portal.origin => {
             return refuse(StatusCode::FORBIDDEN, "refused: a request from another origin");
         }
         None if request.method() == Method::POST => {
@@ -127,7 +138,8 @@ async fn check(portal: &Portal, request: Request, next: Next) -> Response {
         return refuse(StatusCode::METHOD_NOT_ALLOWED, "refused: only GET and POST");
     };
     let path = request.uri().path().to_owned();
-    if path != "/unlock" && !portal.touch(&path) {
+    // The notification stream is not the user at work: it does not hold the lock off.
+    if path != "/unlock" && !portal.touch(path != "/events") {
         return match *request.method() {
             Method::GET => Redirect::to("/unlock").into_response(),
             _ => refuse(StatusCode::LOCKED, "refused: the portal is locked; unlock it first"),

@@ -38,8 +38,8 @@ pub struct Args {
     /// minutes or hours, as `90s`, `15m` or `1h`.
     #[arg(long, default_value = "15m", value_parser = parse_duration)]
     lock_after: Duration,
-    /// Where to write the session token (readable only by you). Default: beside the wallet,
-    /// `<wallet>.portal-token`.
+    /// Where to write the login address with its session token (readable only by you).
+    /// Default: beside the wallet, `<wallet>.portal-<port>.token`.
     #[arg(long)]
     token_file: Option<PathBuf>,
     /// Print the addresses as JSON instead of text: one line with `url`, `login_url`,
@@ -64,13 +64,17 @@ pub struct Inner {
     wallet: WalletArgs,
     /// The session token (hex).
     token: String,
-    /// The session cookie's name: one per port, so that portals of several wallets on one
-    /// computer do not overwrite each other's cookie (cookies do not tell ports apart).
+    /// The session cookie's name.
     cookie: String,
-    /// The `Host` values this portal answers.
-    hosts: Vec<String>,
-    /// The origins its pages have.
-    origins: Vec<String>,
+    /// The one `Host` this portal answers: a random name under `localhost` with the port.
+    /// Browsers resolve every `*.localhost` name to the loopback address, and keep a cookie
+    /// to the name it was set for: under `127.0.0.1` the session cookie would also be sent
+    /// to every other server on any port of 127.0.0.1 (cookies do not tell ports apart).
+    host: String,
+    /// The origin of its pages (`http://` and the host).
+    origin: String,
+    /// Serialises unlocks (each runs the key derivation), and spaces out failed ones.
+    unlocking: tokio::sync::Mutex<()>,
     lock_after: Duration,
     state: Mutex<LockState>,
     /// Events concerning the unlocked account, as they are applied.
@@ -85,6 +89,8 @@ struct LockState {
     last_seen: Instant,
     /// The CSRF token of this unlock (a locked portal has one too, for its unlock form).
     csrf: String,
+    /// Counts locks: an unlock that began before a lock does not take effect after it.
+    generation: u64,
 }
 
 /// An unlocked wallet and what the pages need of it.
@@ -139,24 +145,21 @@ fn random_hex() -> Result<String> {
 impl Portal {
     fn new(wallet: WalletArgs, addr: SocketAddr, lock_after: Duration) -> Result<Self> {
         let port = addr.port();
-        let hosts = vec![
-            format!("127.0.0.1:{port}"),
-            format!("localhost:{port}"),
-            format!("[::1]:{port}"),
-            addr.to_string(),
-        ];
-        let origins = hosts.iter().map(|h| format!("http://{h}")).collect();
+        let name = &random_hex()?[..32];
+        let host = format!("{name}.localhost:{port}");
         Ok(Portal(Arc::new(Inner {
             wallet,
             token: random_hex()?,
-            cookie: format!("{}_{port}", guard::COOKIE),
-            hosts,
-            origins,
+            cookie: guard::COOKIE.to_owned(),
+            origin: format!("http://{host}"),
+            host,
+            unlocking: tokio::sync::Mutex::new(()),
             lock_after,
             state: Mutex::new(LockState {
                 unlocked: None,
                 last_seen: Instant::now(),
                 csrf: random_hex()?,
+                generation: 0,
             }),
             notices: broadcast::channel(256).0,
             stopping: tokio::sync::watch::channel(false).0,
@@ -176,28 +179,44 @@ impl Portal {
     /// is locked here). Does not count as activity.
     pub fn unlocked(&self) -> Option<Arc<Unlocked>> {
         let mut state = self.state();
-        if state.last_seen.elapsed() > self.lock_after {
-            state.unlocked = None;
+        if state.unlocked.is_some() && state.last_seen.elapsed() > self.lock_after {
+            Self::lock_state(&mut state);
         }
         state.unlocked.clone()
     }
 
-    /// A request to `path`: whether the portal is unlocked (then the idle clock restarts;
-    /// the live notification stream does not count as activity).
-    fn touch(&self, path: &str) -> bool {
+    /// Whether `u` is still the unlocked wallet: checked again right before a handler signs
+    /// or decrypts, so that a request that began before a lock does not act after it.
+    pub fn still(&self, u: &Arc<Unlocked>) -> bool {
+        self.unlocked().is_some_and(|now| Arc::ptr_eq(&now, u))
+    }
+
+    /// A request: whether the portal is unlocked, and (`active`: a page the user opened,
+    /// not the notification stream or a background fetch) the idle clock restarts.
+    fn touch(&self, active: bool) -> bool {
         if self.unlocked().is_none() {
             return false;
         }
-        if path != "/events" {
+        if active {
             self.state().last_seen = Instant::now();
         }
         true
     }
 
     /// Unlocks with `passphrase`: the wallet is opened and its node checked as for any
-    /// command; a new CSRF token is issued.
+    /// command; a new CSRF token is issued. One unlock at a time; a failed one holds the
+    /// next back for a second (so a passphrase cannot be guessed at the key derivation's
+    /// speed on every core). An unlock that a lock overtook takes no effect.
     pub async fn unlock(&self, passphrase: &str) -> Result<()> {
-        let session = Session::open_with(&self.wallet, passphrase).await?;
+        let _one = self.unlocking.lock().await;
+        let generation = self.state().generation;
+        let session = match Session::open_with(&self.wallet, passphrase).await {
+            Ok(session) => session,
+            Err(e) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return Err(e);
+            }
+        };
         let me = session.wallet.account();
         let role = session
             .client
@@ -228,19 +247,25 @@ impl Portal {
             Arc::new(Unlocked { session, role, names, directory, watcher: watcher.abort_handle() });
         let csrf = random_hex()?;
         let mut state = self.state();
+        if state.generation != generation {
+            bail!("the portal was locked while it was being unlocked; unlock it again");
+        }
         state.unlocked = Some(unlocked);
         state.last_seen = Instant::now();
         state.csrf = csrf;
         Ok(())
     }
 
-    /// Locks now: the unlocked wallet is dropped (its keys zeroised) and a new CSRF token
-    /// issued.
+    /// Locks now: the unlocked wallet is dropped (its keys zeroised once no request holds
+    /// it), and a new CSRF token issued.
     pub fn lock(&self) {
-        let csrf = random_hex().unwrap_or_default();
-        let mut state = self.state();
+        Self::lock_state(&mut self.state());
+    }
+
+    fn lock_state(state: &mut LockState) {
         state.unlocked = None;
-        if !csrf.is_empty() {
+        state.generation += 1;
+        if let Ok(csrf) = random_hex() {
             state.csrf = csrf;
         }
     }
@@ -300,11 +325,12 @@ fn router(portal: Portal) -> Router {
         .with_state(portal)
 }
 
-/// The default token file: `<wallet>.portal-token`.
-fn token_path(args: &Args) -> PathBuf {
+/// The default token file: `<wallet>.portal-<port>.token` (one per portal, so that two
+/// portals of one wallet do not remove each other's).
+fn token_path(args: &Args, port: u16) -> PathBuf {
     args.token_file.clone().unwrap_or_else(|| {
         let mut name = args.wallet.wallet.clone().into_os_string();
-        name.push(".portal-token");
+        name.push(format!(".portal-{port}.token"));
         PathBuf::from(name)
     })
 }
@@ -339,9 +365,9 @@ pub async fn run(args: Args) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let portal = Portal::new(args.wallet.clone(), addr, args.lock_after)?;
-    let url = format!("http://{addr}/");
-    let login = format!("http://{addr}/login?token={}", portal.token);
-    let token_file = token_path(&args);
+    let url = format!("{}/", portal.origin);
+    let login = format!("{}/login?token={}", portal.origin, portal.token);
+    let token_file = token_path(&args, addr.port());
     write_private(&token_file, &format!("{login}\n"))?;
     if args.json {
         // One line, so that a script can read it while the portal keeps running.
@@ -349,6 +375,7 @@ pub async fn run(args: Args) -> Result<()> {
             "{}",
             serde_json::json!({
                 "url": url,
+                "listen": addr,
                 "login_url": login,
                 "token_file": token_file,
                 "pid": std::process::id(),

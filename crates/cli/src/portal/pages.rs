@@ -191,8 +191,10 @@ struct UnlockForm {
     passphrase: String,
 }
 
-async fn unlock(State(p): State<Portal>, Form(form): Form<UnlockForm>) -> Response {
-    match p.unlock(&form.passphrase).await {
+async fn unlock(State(p): State<Portal>, Form(mut form): Form<UnlockForm>) -> Response {
+    let unlocked = p.unlock(&form.passphrase).await;
+    zeroize::Zeroize::zeroize(&mut form.passphrase);
+    match unlocked {
         Ok(()) => Redirect::to("/").into_response(),
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "portal: unlock refused");
@@ -307,12 +309,22 @@ async fn records(State(p): State<Portal>, Query(q): Query<RecordsQuery>) -> Resp
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    let flash = q.minted.as_ref().and_then(|pmr| Flash::ok(format!("record {pmr} added")));
-    records_page(&p, &u, q.patient.unwrap_or_default(), flash).await
+    records_page_minted(&p, &u, q.patient.unwrap_or_default(), q.minted).await
 }
 
 async fn records_page(p: &Portal, u: &Unlocked, patient: String, flash: Option<Flash>) -> Response {
-    records_page_with(p, u, patient, flash, None).await
+    records_page_with(p, u, patient, flash, None, None).await
+}
+
+/// The records page after an upload: "record X added" only if X is among the records listed
+/// (the address is the upload's redirect, which anyone could also link to).
+async fn records_page_minted(
+    p: &Portal,
+    u: &Unlocked,
+    patient: String,
+    minted: Option<String>,
+) -> Response {
+    records_page_with(p, u, patient, None, None, minted).await
 }
 
 async fn records_page_with(
@@ -321,6 +333,7 @@ async fn records_page_with(
     patient: String,
     flash: Option<Flash>,
     declared: Option<(String, u64)>,
+    minted: Option<String>,
 ) -> Response {
     let s = &u.session;
     let listed = if u.role == Role::Patient && patient.is_empty() {
@@ -334,7 +347,15 @@ async fn records_page_with(
         }
     };
     let (rows, flash) = match listed {
-        Ok(list) => (list.iter().map(|r| RecordRow::of(r, u)).collect(), flash),
+        Ok(list) => {
+            let flash = match minted {
+                Some(pmr) if flash.is_none() && list.iter().any(|r| r.pmr == pmr) => {
+                    Flash::ok(format!("record {pmr} added"))
+                }
+                _ => flash,
+            };
+            (list.iter().map(|r| RecordRow::of(r, u)).collect(), flash)
+        }
         Err(e) => (Vec::new(), Flash::error(&e)),
     };
     render(&RecordsPage {
@@ -379,7 +400,8 @@ async fn break_glass(State(p): State<Portal>, Form(form): Form<BreakGlassForm>) 
                 "BREAK-GLASS declared: id {}; the patient, their delegates and your hospital are told",
                 b.id
             ));
-            records_page_with(&p, &u, patient, flash, Some((b.id.to_string(), b.until_ms))).await
+            records_page_with(&p, &u, patient, flash, Some((b.id.to_string(), b.until_ms)), None)
+                .await
         }
         Err(e) => {
             let mut page = records_page(&p, &u, patient, Flash::error(&e)).await;
@@ -404,15 +426,16 @@ async fn download(State(p): State<Portal>, Form(form): Form<DownloadForm>) -> Re
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    match read_record(&u, &form.pmr).await {
-        Ok((name, bytes)) => {
+    match decrypt_record(&u, &form.pmr).await {
+        Ok((name, file, len)) => {
             let disposition = format!("attachment; filename=\"{}\"", safe_file_name(&name));
             (
                 [
                     (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
                     (header::CONTENT_DISPOSITION, disposition),
+                    (header::CONTENT_LENGTH, len.to_string()),
                 ],
-                bytes,
+                axum::body::Body::from_stream(file_stream(file)),
             )
                 .into_response()
         }
@@ -496,13 +519,15 @@ fn safe_file_name(name: &str) -> String {
     if cleaned.trim_matches('.').is_empty() { "record".into() } else { cleaned }
 }
 
-/// Reads and decrypts record `pmr` (audited, for treatment): its file name and bytes.
-async fn read_record(u: &Unlocked, pmr: &str) -> anyhow::Result<(String, Vec<u8>)> {
-    use std::io::{Read, Seek};
+/// Reads and decrypts record `pmr` (audited, for treatment) into an anonymous temporary
+/// file (gone when closed): its file name, the file (at its start) and its length. Nothing
+/// is served before the whole record is authenticated.
+async fn decrypt_record(u: &Unlocked, pmr: &str) -> anyhow::Result<(String, std::fs::File, u64)> {
+    use std::io::Seek;
     let opened = crate::record::open(&u.session, pmr, Purpose::Treatment, None).await?;
     let file = tempfile::tempfile()?;
     let writer = file.try_clone()?;
-    medledger_client::records::download_decrypted(
+    let len = medledger_client::records::download_decrypted(
         opened.stream,
         &opened.key,
         &opened.record.content,
@@ -512,10 +537,35 @@ async fn read_record(u: &Unlocked, pmr: &str) -> anyhow::Result<(String, Vec<u8>
     .await?;
     let mut file = file;
     file.rewind()?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
     let name = opened.meta.file_name.clone().unwrap_or_else(|| format!("{pmr}.bin"));
+    Ok((name, file, len))
+}
+
+/// Reads and decrypts record `pmr` into memory (the export's archive): its name and bytes.
+async fn read_record(u: &Unlocked, pmr: &str) -> anyhow::Result<(String, Vec<u8>)> {
+    use std::io::Read;
+    let (name, mut file, len) = decrypt_record(u, pmr).await?;
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.read_to_end(&mut bytes)?;
     Ok((name, bytes))
+}
+
+/// A file's bytes as a response body, 64 KiB at a time.
+fn file_stream(
+    file: std::fs::File,
+) -> impl futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> + Send {
+    use tokio::io::AsyncReadExt;
+    futures_util::stream::unfold(tokio::fs::File::from_std(file), |mut file| async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(axum::body::Bytes::from(buf)), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    })
 }
 
 /// A doctor's upload (multipart, from the page's script, which sends the CSRF header):
@@ -528,7 +578,7 @@ async fn upload(State(p): State<Portal>, multipart: Multipart) -> Response {
     if let Err(stop) = only(&u, &[Role::Doctor], "adding a record") {
         return stop.into_response();
     }
-    match mint_upload(&u, multipart).await {
+    match mint_upload(&p, &u, multipart).await {
         Ok((patient, pmr)) => Redirect::to(&format!(
             "/records?patient={}&minted={}",
             urlencode(&patient),
@@ -547,7 +597,11 @@ fn urlencode(s: &str) -> String {
         .unwrap_or_default()
 }
 
-async fn mint_upload(u: &Unlocked, mut multipart: Multipart) -> anyhow::Result<(String, String)> {
+async fn mint_upload(
+    p: &Portal,
+    u: &Arc<Unlocked>,
+    mut multipart: Multipart,
+) -> anyhow::Result<(String, String)> {
     use anyhow::{Context, bail};
     use std::io::{Seek, Write};
     let (mut patient, mut category, mut title) = (None, None, None);
@@ -577,6 +631,10 @@ async fn mint_upload(u: &Unlocked, mut multipart: Multipart) -> anyhow::Result<(
     let (input, file_name, len) = file.context("no file given")?;
     if len == 0 {
         bail!("the file is empty");
+    }
+    // A slow upload may outlast the lock: nothing is signed for it after the lock.
+    if !p.still(u) {
+        bail!("the portal was locked during the upload; unlock it and add the record again");
     }
     let s = &u.session;
     let patient = crate::record::resolve_patient(s, patient_text.trim()).await?;

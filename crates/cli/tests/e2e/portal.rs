@@ -62,23 +62,24 @@ impl Portal {
         let line = first.recv_timeout(LIMIT).expect("the portal printed no address");
         let v: serde_json::Value = serde_json::from_str(&line).expect("portal --json");
         let login = v["login_url"].as_str().unwrap().to_owned();
-        let port: u16 = login
-            .trim_start_matches("http://127.0.0.1:")
-            .split('/')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let listen: std::net::SocketAddr = v["listen"].as_str().unwrap().parse().unwrap();
+        let port = listen.port();
+        // The portal's own name: `<32 hex>.localhost:PORT`.
+        let host = login.trim_start_matches("http://").split('/').next().unwrap().to_owned();
+        let name =
+            host.strip_suffix(&format!(".localhost:{port}")).expect("a name under localhost");
+        assert!(name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit()), "{host}");
+        HOSTS.lock().unwrap().insert(port, host);
         assert_eq!(v["pid"].as_u64(), portal.child.as_ref().map(|c| u64::from(c.id())));
         portal.port = port;
         portal.login = login;
         portal.token_file = v["token_file"].as_str().unwrap().into();
-        portal.cookie = format!("medledger_portal_{port}");
+        portal.cookie = "medledger_portal".to_owned();
         portal
     }
 
     pub(crate) fn origin(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}", host_of(self.port))
     }
 
     /// The token in the login address.
@@ -119,6 +120,15 @@ impl Drop for Portal {
     }
 }
 
+/// The `Host` of each running portal, by port (what [`ask`] sends unless told otherwise).
+static HOSTS: std::sync::Mutex<std::collections::BTreeMap<u16, String>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// The portal's own `Host` on `port`.
+pub(crate) fn host_of(port: u16) -> String {
+    HOSTS.lock().unwrap().get(&port).cloned().expect("a portal on that port")
+}
+
 /// An answer: status, headers (names lower-cased), body.
 pub(crate) struct Answer {
     pub(crate) status: u16,
@@ -143,9 +153,10 @@ pub(crate) fn ask(
 ) -> Answer {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(LIMIT)).unwrap();
-    let host = format!("127.0.0.1:{port}");
-    let host =
-        headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("host")).map_or(host, |h| h.1.into());
+    let host = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+        .map_or_else(|| host_of(port), |h| h.1.into());
     let extra: String = headers
         .iter()
         .filter(|(k, _)| !k.eq_ignore_ascii_case("host"))
@@ -247,8 +258,8 @@ fn the_portal_refuses_what_a_local_ui_must_and_serves_no_key_material() {
     assert_eq!(ask(port, "GET", "/", &[], "").status, 401);
     let wrong = format!("{}={}", p.cookie, "0".repeat(64));
     assert_eq!(ask(port, "GET", "/", &[("Cookie", &wrong)], "").status, 401);
-    let other_port = format!("medledger_portal_1={}", p.token());
-    assert_eq!(ask(port, "GET", "/", &[("Cookie", &other_port)], "").status, 401);
+    let other_name = format!("medledger_portal_x={}", p.token());
+    assert_eq!(ask(port, "GET", "/", &[("Cookie", &other_name)], "").status, 401);
     assert_eq!(ask(port, "GET", &format!("/login?token={}", "a".repeat(64)), &[], "").status, 403);
     assert_eq!(ask(port, "GET", "/login", &[], "").status, 403);
     // The printed token: a session cookie, HttpOnly and SameSite=Strict.
@@ -260,18 +271,35 @@ fn the_portal_refuses_what_a_local_ui_must_and_serves_no_key_material() {
         "{set}"
     );
 
-    // DNS rebinding: another host name, even with the right cookie.
-    for host in ["evil.example:80", &format!("evil.example:{port}"), "127.0.0.1:1"] {
-        let a = ask(port, "GET", "/", &[ck, ("Host", host)], "");
+    // DNS rebinding, or the loopback address itself: any other Host, even with the right
+    // cookie. (Its own name in capitals is the same name.)
+    let mine = host_of(port);
+    for host in [
+        "evil.example:80".to_owned(),
+        format!("evil.example:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        format!("x{mine}"),
+        mine.replace(&format!(":{port}"), ":1"),
+        mine.trim_end_matches(&format!(":{port}")).to_owned(),
+    ] {
+        let a = ask(port, "GET", "/", &[ck, ("Host", &host)], "");
         assert_eq!(a.status, 421, "Host {host}");
     }
+    assert_eq!(ask(port, "GET", "/", &[ck, ("Host", &mine.to_uppercase())], "").status, 303);
+    // A request another site's page made (fetch metadata), even with cookie and origin.
+    for site in ["cross-site", "same-site"] {
+        let a = ask(port, "GET", "/", &[ck, og, ("Sec-Fetch-Site", site)], "");
+        assert_eq!(a.status, 403, "Sec-Fetch-Site {site}");
+    }
+    assert_eq!(ask(port, "GET", "/", &[ck, ("Sec-Fetch-Site", "same-origin")], "").status, 303);
+    assert_eq!(ask(port, "GET", "/", &[ck, ("Sec-Fetch-Site", "none")], "").status, 303);
     // Another origin, on a page or a form.
     assert_eq!(ask(port, "GET", "/", &[ck, ("Origin", "http://evil.example")], "").status, 403);
-    assert_eq!(
-        ask(port, "GET", "/", &[ck, ("Origin", &format!("http://127.0.0.1:{}", port + 1))], "")
-            .status,
-        403
-    );
+    for other in [format!("http://127.0.0.1:{port}"), format!("http://localhost:{port}")] {
+        assert_eq!(ask(port, "GET", "/", &[ck, ("Origin", &other)], "").status, 403, "{other}");
+    }
 
     // Locked at start: every page leads to the unlock form; the notification stream and
     // forms are refused.
@@ -302,8 +330,10 @@ fn the_portal_refuses_what_a_local_ui_must_and_serves_no_key_material() {
         ask(port, "POST", "/unlock", &[ck, og, FORM, ("x-csrf-token", "nope")], &good);
     assert_eq!(header_csrf.status, 403, "a wrong header token is not saved by a right field");
     let bad_pass = form(&[("csrf", &csrf), ("passphrase", "not the passphrase")]);
+    let started = Instant::now();
     let refused = ask(port, "POST", "/unlock", &[ck, og, FORM], &bad_pass);
     assert_eq!(refused.status, 401);
+    assert!(started.elapsed() >= Duration::from_secs(1), "a failed unlock is not held back");
     assert!(!refused.body.contains("not the passphrase"), "the passphrase is echoed");
     assert_eq!(ask(port, "GET", "/", &[ck], "").header("location"), Some("/unlock"));
     // Without the session cookie, even the right form is refused.
@@ -783,4 +813,46 @@ fn a_doctor_asks_for_access_and_the_patient_approves_or_declines_in_the_portal()
     let out = ok(&["consent", "approve", &request, "--wallet", &c.patient, "--scope", "all"], &[]);
     assert!(out.contains("data keys of 2 record(s) wrapped"), "{out}");
     assert!(read(&second).status.success(), "the approved doctor cannot read the new record");
+}
+
+#[test]
+fn an_upload_that_outlasts_the_lock_mints_nothing() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let doc = Portal::start(&c.doctor, &node.url, &["--lock-after", "2s"]);
+    let (cookie, csrf) = signed_in(&doc);
+    let boundary = "medledgerboundary";
+    let part = |name: &str, value: &str| {
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        )
+    };
+    let head_parts = format!(
+        "{}{}--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\n",
+        part("patient", &c.patient_id),
+        part("category", "other")
+    );
+    let tail = format!("a slow note\r\n--{boundary}--\r\n");
+    let body_len = head_parts.len() + tail.len();
+    let mut s = TcpStream::connect(("127.0.0.1", doc.port)).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    let head = format!(
+        "POST /records HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nCookie: {cookie}\r\n\
+         Origin: {}\r\nx-csrf-token: {csrf}\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {body_len}\r\n\r\n",
+        host_of(doc.port),
+        doc.origin()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(head_parts.as_bytes()).unwrap();
+    // The portal locks while the file is still arriving.
+    thread::sleep(Duration::from_secs(5));
+    s.write_all(tail.as_bytes()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    assert!(raw.contains("locked during the upload"), "{raw}");
+    let listed = ok(&["record", "list", "--wallet", &c.patient, "--json"], &[]);
+    assert_eq!(listed.trim(), "[]", "a record was minted after the lock: {listed}");
 }
