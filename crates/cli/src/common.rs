@@ -66,6 +66,8 @@ pub struct Session {
     /// The node keys this session accepts over TLS: the genesis node's, and each node's whose
     /// admission it has proved ([`medledger_client::pinning`]).
     pub pins: std::sync::Arc<medledger_tls::Pins>,
+    /// Set when the session may sign no more (the portal locked): [`Session::build`] refuses.
+    pub revoked: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Loads and unlocks a wallet (asking for its passphrase): refuses a tampered file before
@@ -111,11 +113,20 @@ impl Session {
     }
 
     /// As [`Session::open`], with the passphrase given (the portal's unlock form).
+    /// The key derivation runs off the async workers.
     pub async fn open_with(args: &WalletArgs, passphrase: &str) -> Result<Self> {
-        let mut wallet = load_wallet(&args.wallet)?;
-        let identity = wallet
-            .unlock(passphrase)
-            .with_context(|| format!("cannot unlock the wallet {}", args.wallet.display()))?;
+        let path = args.wallet.clone();
+        let mut passphrase = zeroize::Zeroizing::new(passphrase.to_owned());
+        let (wallet, identity) = tokio::task::spawn_blocking(move || {
+            let mut wallet = load_wallet(&path)?;
+            let identity = wallet
+                .unlock(&passphrase)
+                .with_context(|| format!("cannot unlock the wallet {}", path.display()));
+            zeroize::Zeroize::zeroize(&mut *passphrase);
+            anyhow::Ok((wallet, identity?))
+        })
+        .await
+        .context("the wallet's key derivation failed")??;
         Self::connect(args, wallet, identity).await
     }
 
@@ -156,6 +167,7 @@ impl Session {
             client,
             anchor,
             pins,
+            revoked: Default::default(),
         })
     }
 
@@ -173,6 +185,9 @@ impl Session {
 
     /// Signs `body` with this wallet's next nonce, without submitting it.
     pub async fn build(&self, body: TxBody) -> Result<SignedTransaction> {
+        if self.revoked.load(std::sync::atomic::Ordering::SeqCst) {
+            bail!("the wallet was locked: nothing more is signed until it is unlocked again");
+        }
         let account = self.wallet.account();
         let current = self
             .client

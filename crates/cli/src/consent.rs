@@ -234,9 +234,12 @@ pub(crate) fn parse_scope(s: &str) -> Result<Scope, String> {
     }
 }
 
+/// The longest a grant may be given for, in days (ten years).
+pub(crate) const MAX_DAYS: u64 = 3650;
+
 pub(crate) fn validity(days: u64) -> Result<Validity> {
-    if days == 0 {
-        bail!("--days must be at least 1");
+    if !(1..=MAX_DAYS).contains(&days) {
+        bail!("a grant lasts from 1 to {MAX_DAYS} days, not {days}");
     }
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
     Ok(Validity { not_before_ms: now, expires_at_ms: now + days * 24 * 3_600_000 })

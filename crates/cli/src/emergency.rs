@@ -364,6 +364,65 @@ fn report_wrapped(wrapped: usize, missing: &[String]) {
     }
 }
 
+/// An emergency profile just set: the code for the patient's card (shown once, stored
+/// nowhere), the Patient-ID and the receipt.
+pub(crate) struct SetProfile {
+    pub text: String,
+    pub pid: medledger_core::ids::PatientId,
+    pub receipt: medledger_core::block::Receipt,
+}
+
+/// Creates or replaces this wallet's (a patient's) emergency profile: a new code, the key
+/// derived from it, the sealed content, and the key escrowed with `custodians` if given.
+pub(crate) async fn set_profile(
+    s: &Session,
+    content: ProfileContent,
+    open_records: bool,
+    custodians: &[AccountId],
+    threshold: Option<u8>,
+) -> Result<SetProfile> {
+    let me = s.wallet.account();
+    let pid = s
+        .client
+        .account(&me)
+        .await?
+        .and_then(|a| a.patient_id)
+        .context("only a registered patient has an emergency profile")?;
+    let code = EmergencyCode::generate()?;
+    let key = EmergencyKey::derive(&code, pid);
+    let sealed = emergency::seal_profile(&content, &key.encryption_key())?;
+    let profile = records::upload_small(&s.client, sealed).await?;
+    let mut escrow = Vec::new();
+    if !custodians.is_empty() {
+        let mut keys = Vec::new();
+        for c in custodians {
+            keys.push(s.encryption_key_of(c).await.with_context(|| format!("custodian {c}"))?);
+        }
+        let t = threshold.unwrap_or(custodians.len().min(255) as u8);
+        let pieces = emergency::escrow(&key, &me, usize::from(t), &keys)?;
+        for (c, piece) in custodians.iter().zip(pieces) {
+            let blob = records::upload_small(&s.client, encoding::encode(&piece)).await?;
+            escrow.push(KeyRef { recipient: *c, blob });
+        }
+    }
+    let threshold =
+        if escrow.is_empty() { 0 } else { threshold.unwrap_or(escrow.len().min(255) as u8) };
+    let receipt = s
+        .submit(TxBody::Emergency(EmergencyTx::SetProfile {
+            patient: me,
+            profile: EmergencyProfile {
+                profile,
+                key_check: key.check(),
+                emergency_key: key.encryption_key(),
+                open_records,
+                escrow,
+                threshold,
+            },
+        }))
+        .await?;
+    Ok(SetProfile { text: code.display(), pid, receipt })
+}
+
 /// The logged read of the sealed profile, opened with `key`.
 async fn read_profile(s: &Session, patient: AccountId, key: &EmergencyKey) -> Result<()> {
     let tx = s.build(TxBody::Emergency(EmergencyTx::ReadProfile { patient })).await?;
@@ -390,52 +449,10 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
         } => {
             let s = Session::open(&wallet).await?;
             let me = s.wallet.account();
-            let pid = s
-                .client
-                .account(&me)
-                .await?
-                .and_then(|a| a.patient_id)
-                .context("only a registered patient has an emergency profile")?;
-            let code = EmergencyCode::generate()?;
-            let key = EmergencyKey::derive(&code, pid);
             let content =
                 ProfileContent { blood_type, allergies, medications, conditions, contacts };
-            let sealed = emergency::seal_profile(&content, &key.encryption_key())?;
-            let profile = records::upload_small(&s.client, sealed).await?;
-            let mut escrow = Vec::new();
-            if !custodians.is_empty() {
-                let mut keys = Vec::new();
-                for c in &custodians {
-                    keys.push(
-                        s.encryption_key_of(c).await.with_context(|| format!("custodian {c}"))?,
-                    );
-                }
-                let t = threshold.unwrap_or(custodians.len().min(255) as u8);
-                let pieces = emergency::escrow(&key, &me, usize::from(t), &keys)?;
-                for (c, piece) in custodians.iter().zip(pieces) {
-                    let blob = records::upload_small(&s.client, encoding::encode(&piece)).await?;
-                    escrow.push(KeyRef { recipient: *c, blob });
-                }
-            }
-            let threshold = if escrow.is_empty() {
-                0
-            } else {
-                threshold.unwrap_or(escrow.len().min(255) as u8)
-            };
-            let receipt = s
-                .submit(TxBody::Emergency(EmergencyTx::SetProfile {
-                    patient: me,
-                    profile: EmergencyProfile {
-                        profile,
-                        key_check: key.check(),
-                        emergency_key: key.encryption_key(),
-                        open_records,
-                        escrow,
-                        threshold,
-                    },
-                }))
-                .await?;
-            let text = code.display();
+            let SetProfile { text, pid, receipt } =
+                set_profile(&s, content, open_records, &custodians, threshold).await?;
             if json {
                 let (wrapped, missing) =
                     if open_records { wrap_records(&s, me).await? } else { (0, Vec::new()) };

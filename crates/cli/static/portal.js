@@ -8,6 +8,11 @@
   var list = document.getElementById("notices");
   if (list && window.EventSource) {
     var source = new EventSource("/events");
+    // The portal locked: nothing more is shown here; to the unlock form.
+    source.addEventListener("locked", function () {
+      source.close();
+      window.location.assign("/unlock");
+    });
     source.addEventListener("notice", function (ev) {
       var n;
       try { n = JSON.parse(ev.data); } catch (e) { return; }

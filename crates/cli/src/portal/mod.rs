@@ -8,6 +8,7 @@
 //! account's data is ever put in a page. The gate in front of every route is in [`guard`].
 
 mod admin;
+mod emergency;
 mod guard;
 mod pages;
 
@@ -91,6 +92,18 @@ struct LockState {
     csrf: String,
     /// Counts locks: an unlock that began before a lock does not take effect after it.
     generation: u64,
+    /// No unlock is tried before this (a second after a failed one).
+    next_attempt: Instant,
+    /// What a form's answer shows on the page it redirects to, once (so that reloading that
+    /// page does not send the form again).
+    outcome: Option<Outcome>,
+}
+
+/// The result of a form, shown once by the page it redirects to.
+pub struct Outcome {
+    pub text: String,
+    /// A break-glass just declared: its id and the end of its window (ms).
+    pub declared: Option<(String, u64)>,
 }
 
 /// An unlocked wallet and what the pages need of it.
@@ -160,6 +173,8 @@ impl Portal {
                 last_seen: Instant::now(),
                 csrf: random_hex()?,
                 generation: 0,
+                next_attempt: Instant::now(),
+                outcome: None,
             }),
             notices: broadcast::channel(256).0,
             stopping: tokio::sync::watch::channel(false).0,
@@ -183,6 +198,16 @@ impl Portal {
             Self::lock_state(&mut state);
         }
         state.unlocked.clone()
+    }
+
+    /// Keeps a form's outcome for the page it redirects to.
+    pub fn set_outcome(&self, outcome: Outcome) {
+        self.state().outcome = Some(outcome);
+    }
+
+    /// The outcome of the last form, once.
+    pub fn take_outcome(&self) -> Option<Outcome> {
+        self.state().outcome.take()
     }
 
     /// Whether `u` is still the unlocked wallet: checked again right before a handler signs
@@ -209,11 +234,23 @@ impl Portal {
     /// speed on every core). An unlock that a lock overtook takes no effect.
     pub async fn unlock(&self, passphrase: &str) -> Result<()> {
         let _one = self.unlocking.lock().await;
-        let generation = self.state().generation;
+        let generation = {
+            let state = self.state();
+            if state.unlocked.is_some() {
+                // A second submission of the form: the first one unlocked it.
+                return Ok(());
+            }
+            if Instant::now() < state.next_attempt {
+                bail!("too soon after a wrong passphrase: wait a second and try again");
+            }
+            state.generation
+        };
+        // The wait after a failure is kept in the state, not slept in this request: a client
+        // that drops its request does not skip it.
         let session = match Session::open_with(&self.wallet, passphrase).await {
             Ok(session) => session,
             Err(e) => {
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                self.state().next_attempt = Instant::now() + Duration::from_secs(1);
                 return Err(e);
             }
         };
@@ -263,7 +300,12 @@ impl Portal {
     }
 
     fn lock_state(state: &mut LockState) {
-        state.unlocked = None;
+        // Requests in progress that hold the wallet sign nothing more, and notifications stop.
+        state.outcome = None;
+        if let Some(u) = state.unlocked.take() {
+            u.session.revoked.store(true, std::sync::atomic::Ordering::SeqCst);
+            u.watcher.abort();
+        }
         state.generation += 1;
         if let Ok(csrf) = random_hex() {
             state.csrf = csrf;
@@ -275,13 +317,11 @@ impl Portal {
     async fn lock_when_idle(self) {
         loop {
             tokio::time::sleep(Duration::from_secs(2).min(self.lock_after)).await;
-            let idle = {
-                let state = self.state();
-                state.unlocked.is_some() && state.last_seen.elapsed() > self.lock_after
-            };
-            if idle {
+            let mut state = self.state();
+            if state.unlocked.is_some() && state.last_seen.elapsed() > self.lock_after {
+                Self::lock_state(&mut state);
+                drop(state);
                 tracing::info!("portal locked after inactivity");
-                self.lock();
             }
         }
     }

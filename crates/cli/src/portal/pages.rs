@@ -57,6 +57,7 @@ pub fn routes() -> Router<Portal> {
         .route("/static/portal.css", get(css))
         .route("/static/portal.js", get(js))
         .merge(super::admin::routes())
+        .merge(super::emergency::routes())
         .layer(axum::extract::DefaultBodyLimit::max(UPLOAD_LIMIT))
 }
 
@@ -309,6 +310,9 @@ async fn records(State(p): State<Portal>, Query(q): Query<RecordsQuery>) -> Resp
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
+    if let Err(stop) = only(&u, &[Role::Patient, Role::Doctor], "the records page") {
+        return stop.into_response();
+    }
     records_page_minted(&p, &u, q.patient.unwrap_or_default(), q.minted).await
 }
 
@@ -324,7 +328,10 @@ async fn records_page_minted(
     patient: String,
     minted: Option<String>,
 ) -> Response {
-    records_page_with(p, u, patient, None, None, minted).await
+    match p.take_outcome() {
+        Some(o) => records_page_with(p, u, patient, Flash::ok(o.text), o.declared, minted).await,
+        None => records_page_with(p, u, patient, None, None, minted).await,
+    }
 }
 
 async fn records_page_with(
@@ -395,13 +402,17 @@ async fn break_glass(State(p): State<Portal>, Form(form): Form<BreakGlassForm>) 
     .await;
     let patient = form.patient.trim().to_owned();
     match declared {
+        // To the records page, which shows it once: reloading that page declares nothing.
         Ok(b) => {
-            let flash = Flash::ok(format!(
-                "BREAK-GLASS declared: id {}; the patient, their delegates and your hospital are told",
-                b.id
-            ));
-            records_page_with(&p, &u, patient, flash, Some((b.id.to_string(), b.until_ms)), None)
-                .await
+            p.set_outcome(super::Outcome {
+                text: format!(
+                    "BREAK-GLASS declared: id {}; the patient, their delegates and your hospital \
+                     are told",
+                    b.id
+                ),
+                declared: Some((b.id.to_string(), b.until_ms)),
+            });
+            Redirect::to(&format!("/records?patient={}", urlencode(&patient))).into_response()
         }
         Err(e) => {
             let mut page = records_page(&p, &u, patient, Flash::error(&e)).await;
@@ -426,6 +437,9 @@ async fn download(State(p): State<Portal>, Form(form): Form<DownloadForm>) -> Re
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
+    if let Err(stop) = only(&u, &[Role::Patient, Role::Doctor], "reading a record") {
+        return stop.into_response();
+    }
     match decrypt_record(&u, &form.pmr).await {
         Ok((name, file, len)) => {
             let disposition = format!("attachment; filename=\"{}\"", safe_file_name(&name));
@@ -459,12 +473,13 @@ async fn export(State(p): State<Portal>) -> Response {
         return stop.into_response();
     }
     match export_archive(&u).await {
-        Ok((name, bytes)) => (
+        Ok((name, file, len)) => (
             [
                 (header::CONTENT_TYPE, "application/x-tar".to_owned()),
                 (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+                (header::CONTENT_LENGTH, len.to_string()),
             ],
-            bytes,
+            axum::body::Body::from_stream(file_stream(file)),
         )
             .into_response(),
         Err(e) => {
@@ -475,38 +490,45 @@ async fn export(State(p): State<Portal>) -> Response {
     }
 }
 
-async fn export_archive(u: &Unlocked) -> anyhow::Result<(String, Vec<u8>)> {
+/// The export, written to an anonymous temporary file (each record decrypted into one of
+/// its own first, then copied in): its name, the archive file (at its start) and its length.
+async fn export_archive(u: &Unlocked) -> anyhow::Result<(String, std::fs::File, u64)> {
+    use std::io::Seek;
     let s = &u.session;
     let me = s.wallet.account();
     let records = s.client.records_of_patient(&me).await?;
-    let trail = s.client.audit_trail(&me, None).await?;
     let grants = s.client.who_can_see(&me).await?;
     let root = format!("medledger-export-{me}");
-    let mut files: Vec<(String, Vec<u8>)> = vec![
-        ("records.json".into(), serde_json::to_vec_pretty(&records)?),
-        ("who-can-see.json".into(), serde_json::to_vec_pretty(&grants)?),
-    ];
-    for r in records.iter().filter(|r| r.erased_at.is_none() && r.superseded_by.is_none()) {
-        let (name, bytes) = read_record(u, &r.pmr).await?;
-        files.push((format!("records/{}-{}", r.pmr, safe_file_name(&name)), bytes));
-    }
-    // The trail last: it includes the reads of this export.
-    files.push((
-        "audit-trail.json".into(),
-        serde_json::to_vec_pretty(&s.client.audit_trail(&me, None).await.unwrap_or(trail))?,
-    ));
-    let mut archive = tar::Builder::new(Vec::new());
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    for (path, bytes) in files {
+    let mut archive = tar::Builder::new(tempfile::tempfile()?);
+    let mut add = |path: &str, len: u64, data: &mut dyn std::io::Read| -> anyhow::Result<()> {
         let mut head = tar::Header::new_gnu();
-        head.set_size(bytes.len() as u64);
+        head.set_size(len);
         head.set_mode(0o600);
         head.set_mtime(now);
-        archive.append_data(&mut head, format!("{root}/{path}"), bytes.as_slice())?;
+        archive.append_data(&mut head, format!("{root}/{path}"), data)?;
+        anyhow::Ok(())
+    };
+    let json = serde_json::to_vec_pretty(&records)?;
+    add("records.json", json.len() as u64, &mut json.as_slice())?;
+    let json = serde_json::to_vec_pretty(&grants)?;
+    add("who-can-see.json", json.len() as u64, &mut json.as_slice())?;
+    for r in records.iter().filter(|r| r.erased_at.is_none() && r.superseded_by.is_none()) {
+        let (name, mut file, len) = decrypt_record(u, &r.pmr).await?;
+        // Both parts of the name reduced to safe characters: no path in the archive.
+        let path = format!("records/{}-{}", safe_file_name(&r.pmr), safe_file_name(&name));
+        add(&path, len, &mut file)?;
     }
-    Ok((format!("{root}.tar"), archive.into_inner()?))
+    // The trail last: it includes the reads of this export.
+    let trail = s.client.audit_trail(&me, None).await?;
+    let json = serde_json::to_vec_pretty(&trail)?;
+    add("audit-trail.json", json.len() as u64, &mut json.as_slice())?;
+    let mut file = archive.into_inner()?;
+    let len = file.stream_position()?;
+    file.rewind()?;
+    Ok((format!("{root}.tar"), file, len))
 }
 
 /// A file name with nothing but letters, digits, `.`, `-` and `_` (others become `_`).
@@ -539,15 +561,6 @@ async fn decrypt_record(u: &Unlocked, pmr: &str) -> anyhow::Result<(String, std:
     file.rewind()?;
     let name = opened.meta.file_name.clone().unwrap_or_else(|| format!("{pmr}.bin"));
     Ok((name, file, len))
-}
-
-/// Reads and decrypts record `pmr` into memory (the export's archive): its name and bytes.
-async fn read_record(u: &Unlocked, pmr: &str) -> anyhow::Result<(String, Vec<u8>)> {
-    use std::io::Read;
-    let (name, mut file, len) = decrypt_record(u, pmr).await?;
-    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    file.read_to_end(&mut bytes)?;
-    Ok((name, bytes))
 }
 
 /// A file's bytes as a response body, 64 KiB at a time.
@@ -1078,24 +1091,31 @@ async fn events(State(p): State<Portal>) -> Response {
     let notices = p.notices.subscribe();
     let stopping = p.stopping.subscribe();
     let stream = futures_util::stream::unfold(
-        (p, notices, stopping),
-        |(p, mut notices, mut stopping)| async move {
+        (p, notices, stopping, false),
+        |(p, mut notices, mut stopping, ended)| async move {
             loop {
-                if *stopping.borrow() || p.unlocked().is_none() {
+                if ended || *stopping.borrow() {
                     return None;
+                }
+                if p.unlocked().is_none() {
+                    // The page's script goes to the unlock form; then the stream ends.
+                    let event = Event::default().event("locked").data("locked");
+                    return Some((Ok::<_, Infallible>(event), (p, notices, stopping, true)));
                 }
                 tokio::select! {
                     n = notices.recv() => match n {
+                        // Received while unlocked, sent only if still unlocked.
+                        Ok(_) if p.unlocked().is_none() => continue,
                         Ok(n) => {
                             let data = serde_json::json!({ "seq": n.seq, "text": n.text, "alarm": n.alarm });
                             let event = Event::default().event("notice").data(data.to_string());
-                            return Some((Ok::<_, Infallible>(event), (p, notices, stopping)));
+                            return Some((Ok(event), (p, notices, stopping, false)));
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                     },
                     _ = stopping.changed() => return None,
-                    () = tokio::time::sleep(std::time::Duration::from_secs(5)) => continue,
+                    () = tokio::time::sleep(std::time::Duration::from_secs(2)) => continue,
                 }
             }
         },

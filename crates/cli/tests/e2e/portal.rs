@@ -330,10 +330,19 @@ fn the_portal_refuses_what_a_local_ui_must_and_serves_no_key_material() {
         ask(port, "POST", "/unlock", &[ck, og, FORM, ("x-csrf-token", "nope")], &good);
     assert_eq!(header_csrf.status, 403, "a wrong header token is not saved by a right field");
     let bad_pass = form(&[("csrf", &csrf), ("passphrase", "not the passphrase")]);
-    let started = Instant::now();
     let refused = ask(port, "POST", "/unlock", &[ck, og, FORM], &bad_pass);
     assert_eq!(refused.status, 401);
-    assert!(started.elapsed() >= Duration::from_secs(1), "a failed unlock is not held back");
+    // The next try within a second is refused unseen, even with the right passphrase.
+    let soon = ask(
+        port,
+        "POST",
+        "/unlock",
+        &[ck, og, FORM],
+        &form(&[("csrf", &csrf), ("passphrase", PASS)]),
+    );
+    assert_eq!(soon.status, 401);
+    assert!(soon.body.contains("too soon"), "{}", soon.body);
+    thread::sleep(Duration::from_millis(1100));
     assert!(!refused.body.contains("not the passphrase"), "the passphrase is echoed");
     assert_eq!(ask(port, "GET", "/", &[ck], "").header("location"), Some("/unlock"));
     // Without the session cookie, even the right form is refused.
@@ -382,6 +391,19 @@ fn the_portal_refuses_what_a_local_ui_must_and_serves_no_key_material() {
     assert!(granted.body.contains("access granted"), "{}", granted.body);
     let consent = ask(port, "GET", "/consent", &[ck], "");
     assert!(consent.body.contains("Revoke"), "{}", consent.body);
+    // A grant longer than ten years, or of no days, is refused with the reason.
+    for days in ["0", "3651", "18446744073709551615"] {
+        let long = form(&[
+            ("csrf", &csrf2),
+            ("grantee", &c.doctor_account),
+            ("scope", "all"),
+            ("purpose", "treatment"),
+            ("days", days),
+        ]);
+        let refused = ask(port, "POST", "/consent/grant", &[ck, og, FORM], &long);
+        assert_eq!(refused.status, 400, "{days}: {}", refused.body);
+        assert!(refused.body.contains("from 1 to 3650 days"), "{days}: {}", refused.body);
+    }
     // A malformed grant is refused with the reason, and grants nothing more.
     let bad = form(&[
         ("csrf", &csrf2),
@@ -562,6 +584,9 @@ fn hospital_staff_and_the_regulator_act_through_their_pages_and_no_one_else_can(
     assert!(registered.body.contains("N. Comer registered: Patient-ID"), "{}", registered.body);
     let shown = ok(&["wallet", "show", "--wallet", &newcomer, "--ledger", "--json"], &[]);
     assert!(shown.contains("patient_id"), "{shown}");
+    // The desk has no records page and reads no record.
+    assert_eq!(ask(desk.port, "GET", "/records", &[("Cookie", &cookie)], "").status, 403);
+    assert_eq!(post("/records/download", &[("csrf", &csrf), ("pmr", "1")]).status, 403);
     // The desk is not the regulator's.
     assert_eq!(ask(desk.port, "GET", "/regulator", &[("Cookie", &cookie)], "").status, 403);
     let admit = post(
@@ -855,4 +880,60 @@ fn an_upload_that_outlasts_the_lock_mints_nothing() {
     assert!(raw.contains("locked during the upload"), "{raw}");
     let listed = ok(&["record", "list", "--wallet", &c.patient, "--json"], &[]);
     assert_eq!(listed.trim(), "[]", "a record was minted after the lock: {listed}");
+}
+
+#[test]
+fn a_patient_sets_an_emergency_profile_and_gets_a_card_a_doctor_can_use() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let pat = Portal::start(&c.patient, &node.url, &[]);
+    let (cookie, csrf) = signed_in(&pat);
+    let origin = pat.origin();
+    let post = |fields: &[(&str, &str)]| {
+        ask(
+            pat.port,
+            "POST",
+            "/emergency",
+            &[("Cookie", &cookie), ("Origin", &origin), FORM],
+            &form(fields),
+        )
+    };
+    let page = ask(pat.port, "GET", "/emergency", &[("Cookie", &cookie)], "");
+    assert!(page.body.contains("no emergency profile yet"), "{}", page.body);
+    // Refused, with the reason, and nothing set: no blood type; a custodian that is no account.
+    let refused = post(&[("csrf", &csrf), ("blood_type", " ")]);
+    assert_eq!(refused.status, 400);
+    assert!(refused.body.contains("blood type is needed"), "{}", refused.body);
+    let refused = post(&[("csrf", &csrf), ("blood_type", "O-"), ("custodians", "nobody")]);
+    assert_eq!(refused.status, 400);
+    assert!(refused.body.contains("custodian"), "{}", refused.body);
+    assert!(refused.body.contains("no emergency profile yet"), "{}", refused.body);
+
+    let saved = post(&[
+        ("csrf", &csrf),
+        ("blood_type", "O-"),
+        ("allergies", "penicillin, latex"),
+        ("contacts", "B. Patient 0701"),
+        ("open_records", "yes"),
+    ]);
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    let code =
+        saved.body.split("id=\"code\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    assert!(code.len() >= 10, "{code}");
+    assert!(saved.body.contains("src=\"data:image/svg+xml;base64,"), "no QR code");
+    assert!(saved.body.contains("opens your records"), "{}", saved.body);
+    // Shown once: the page afterwards has no code.
+    let again = ask(pat.port, "GET", "/emergency", &[("Cookie", &cookie)], "");
+    assert!(!again.body.contains(&code) && again.body.contains("A profile is in force"));
+    // The card works: a doctor reads the profile with it (logged).
+    let read = ok(
+        &["emergency", "read", "--wallet", &c.doctor, "--patient", &c.patient_id, "--code", &code],
+        &[],
+    );
+    assert!(read.contains("O-") && read.contains("penicillin"), "{read}");
+    // Not a doctor's page.
+    let doc = Portal::start(&c.doctor, &node.url, &[]);
+    let (dcookie, _) = signed_in(&doc);
+    assert_eq!(ask(doc.port, "GET", "/emergency", &[("Cookie", &dcookie)], "").status, 403);
 }

@@ -304,9 +304,14 @@ fn a_patient_and_a_doctor_use_the_portal_in_a_real_browser() {
         let declared = text(&doctor, "#break-glass").await;
         assert!(declared.contains("Break-glass") && declared.contains(" min "), "{declared}");
         shot(&doctor, "doctor-break-glass").await;
+        // The declaration answered with a redirect: reloading the page declares nothing more.
+        doctor.refresh().await.unwrap();
+        text(&doctor, "#records").await;
         let alarm = text(&patient, "#notices li.alarm").await;
         assert!(alarm.contains("break") || alarm.contains("BREAK"), "{alarm}");
         patient.refresh().await.unwrap();
+        let rows = patient.find_all(Locator::Css("#access-log tr.break-glass")).await.unwrap();
+        assert_eq!(rows.len(), 1, "one break-glass, one row");
         let row = text(&patient, "#access-log tr.break-glass").await;
         assert!(row.contains(&c.doctor_account) && row.contains("unconscious"), "{row}");
         shot(&patient, "patient-break-glass").await;
