@@ -27,6 +27,10 @@ pub use error::{ErrorBody, ErrorCode};
 /// to produce and parse than JSON; the SDK uses it, people and scripts get JSON.
 pub const BINARY_MEDIA_TYPE: &str = "application/x-medledger-postcard";
 
+/// The most audit events one page of `GET /v1/audit/{patient}` holds; a shorter page is the
+/// end of the trail.
+pub const MAX_AUDIT_PAGE: usize = 10_000;
+
 /// Paths of the API, so node and client cannot disagree.
 pub mod paths {
     /// POST a transaction (canonical bytes); waits for its receipt.

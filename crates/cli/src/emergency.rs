@@ -243,7 +243,7 @@ pub(crate) async fn break_glass(
     Ok(BreakGlass { id, until_ms, patient: account, receipt })
 }
 
-async fn reason_readers(
+pub(crate) async fn reason_readers(
     s: &Session,
     patient: &AccountId,
     hospital: &AccountId,

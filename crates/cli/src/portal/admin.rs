@@ -26,6 +26,7 @@ pub fn routes() -> Router<Portal> {
         .route("/staff", get(staff))
         .route("/staff/doctor", post(onboard))
         .route("/staff/patient", post(register))
+        .route("/staff/review", post(review))
         .route("/regulator", get(regulator))
         .route("/regulator/hospital", post(admit))
         .route("/regulator/hospital/status", post(set_status))
@@ -39,6 +40,16 @@ pub struct DoctorRow {
     specialisation: String,
 }
 
+/// A break-glass by one of the hospital's doctors that awaits its review.
+pub struct ReviewRow {
+    id: String,
+    doctor: String,
+    patient: String,
+    started: String,
+    code: String,
+    reason: String,
+}
+
 #[derive(Template)]
 #[template(path = "portal/staff.html")]
 struct StaffPage {
@@ -46,6 +57,7 @@ struct StaffPage {
     me: Me,
     flash: Option<Flash>,
     doctors: Vec<DoctorRow>,
+    reviews: Vec<ReviewRow>,
 }
 
 async fn staff(State(p): State<Portal>) -> Response {
@@ -80,7 +92,26 @@ async fn staff_page(
         ),
         Err(e) => (Vec::new(), Flash::error(&e.into())),
     };
-    let mut page = render(&StaffPage { csrf: p.csrf(), me: Me::of(u), flash, doctors });
+    let (reviews, flash) = match u.session.client.open_reviews().await {
+        Ok(open) => (
+            open.into_iter()
+                .map(|b| ReviewRow {
+                    id: b.id.to_string(),
+                    doctor: u.names.of(&b.doctor),
+                    patient: b.patient.to_string(),
+                    started: crate::common::local_time(b.started_ms),
+                    code: b.code.to_string(),
+                    reason: match hex::decode(&b.reason) {
+                        Ok(sealed) => u.names.open(&sealed),
+                        Err(_) => "(malformed)".into(),
+                    },
+                })
+                .collect(),
+            flash,
+        ),
+        Err(e) => (Vec::new(), flash.or_else(|| Flash::error(&e.into()))),
+    };
+    let mut page = render(&StaffPage { csrf: p.csrf(), me: Me::of(u), flash, doctors, reviews });
     *page.status_mut() = status;
     page
 }
@@ -161,6 +192,46 @@ async fn register(State(p): State<Portal>, Form(f): Form<RegisterForm>) -> Respo
             "{} registered: Patient-ID {patient_id}, account {account} (block {})",
             patient.name, r.height
         ))
+    }
+    .await;
+    let (flash, status) = outcome(result);
+    staff_page(&p, &u, flash, status).await
+}
+
+#[derive(Deserialize)]
+struct ReviewForm {
+    break_glass: String,
+    finding: String,
+}
+
+/// The hospital files its review of a break-glass by one of its doctors; the finding is
+/// sealed to the patient, the hospital and the regulator.
+async fn review(State(p): State<Portal>, Form(f): Form<ReviewForm>) -> Response {
+    let u = match unlocked(&p) {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    if let Err(stop) = only(&u, &[Role::Hospital], "reviewing a break-glass") {
+        return stop.into_response();
+    }
+    let result = async {
+        let id: medledger_core::Hash = f
+            .break_glass
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{:?} is no break-glass id: {e}", f.break_glass))?;
+        anyhow::ensure!(!f.finding.trim().is_empty(), "a review needs a finding");
+        let s = &u.session;
+        let bg = s.client.break_glass(&id).await?;
+        let readers = crate::emergency::reason_readers(s, &bg.patient, &bg.hospital).await?;
+        let finding = medledger_client::emergency::seal_finding(f.finding.trim(), &readers)?;
+        let r = s
+            .submit(TxBody::Emergency(medledger_core::tx::emergency::EmergencyTx::FileReview {
+                break_glass: id,
+                finding,
+            }))
+            .await?;
+        anyhow::Ok(format!("review of break-glass {id} filed (block {})", r.height))
     }
     .await;
     let (flash, status) = outcome(result);

@@ -336,7 +336,7 @@ async fn watch(
     notices: broadcast::Sender<Notice>,
 ) {
     // The newest event now: only later ones are news.
-    let mut after = match client.audit_trail(&account, None).await {
+    let mut after = match client.audit_trail_all(&account, None).await {
         Ok(events) => events.last().map(|e| e.seq),
         Err(_) => None,
     };

@@ -32,6 +32,9 @@ use serde::Deserialize;
 use super::{Portal, Unlocked, guard};
 use crate::common::{local_time, words};
 
+/// How many of the newest events the access log shows (the export holds them all).
+const SHOWN_EVENTS: usize = 1000;
+
 /// The largest record the portal takes in one upload (the vault's own limit may be lower).
 const UPLOAD_LIMIT: usize = 256 * 1024 * 1024;
 
@@ -522,7 +525,7 @@ async fn export_archive(u: &Unlocked) -> anyhow::Result<(String, std::fs::File, 
         add(&path, len, &mut file)?;
     }
     // The trail last: it includes the reads of this export.
-    let trail = s.client.audit_trail(&me, None).await?;
+    let trail = s.client.audit_trail_all(&me, None).await?;
     let json = serde_json::to_vec_pretty(&trail)?;
     add("audit-trail.json", json.len() as u64, &mut json.as_slice())?;
     let mut file = archive.into_inner()?;
@@ -712,11 +715,12 @@ async fn access_log(State(p): State<Portal>) -> Response {
         return stop.into_response();
     }
     let s = &u.session;
-    let (rows, flash) = match s.client.audit_trail(&s.wallet.account(), None).await {
+    let (rows, flash) = match s.client.audit_trail_all(&s.wallet.account(), None).await {
         Ok(events) => (
             events
                 .iter()
                 .rev()
+                .take(SHOWN_EVENTS)
                 .map(|e| LogRow {
                     seq: e.seq,
                     when: local_time(e.time_ms),
@@ -824,7 +828,7 @@ pub struct RequestRow {
 async fn pending_requests(u: &Unlocked) -> anyhow::Result<Vec<RequestRow>> {
     let s = &u.session;
     let mut rows = Vec::new();
-    for e in s.client.audit_trail(&s.wallet.account(), None).await?.iter().rev() {
+    for e in s.client.audit_trail_all(&s.wallet.account(), None).await?.iter().rev() {
         let AuditKind::Requested { request, .. } = &e.kind else { continue };
         let r = s.client.access_request(request).await?;
         if r.status == "pending" {

@@ -584,6 +584,45 @@ fn hospital_staff_and_the_regulator_act_through_their_pages_and_no_one_else_can(
     assert!(registered.body.contains("N. Comer registered: Patient-ID"), "{}", registered.body);
     let shown = ok(&["wallet", "show", "--wallet", &newcomer, "--ledger", "--json"], &[]);
     assert!(shown.contains("patient_id"), "{shown}");
+    // A break-glass by the hospital's doctor: on the desk, with its reason opened, until
+    // the desk files its review.
+    let declared = ok(
+        &["emergency", "break-glass", "--wallet", &c.doctor, "--patient", &c.patient_id]
+            .into_iter()
+            .chain([
+                "--code",
+                "unconscious",
+                "--reason",
+                "Brought in unconscious after a fall.",
+                "--json",
+            ])
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    let declared: serde_json::Value = serde_json::from_str(&declared).unwrap();
+    let bg = declared["id"].as_str().unwrap().to_owned();
+    let page = ask(desk.port, "GET", "/staff", &[("Cookie", &cookie)], "");
+    assert!(page.body.contains("Brought in unconscious after a fall."), "{}", page.body);
+    let empty = post("/staff/review", &[("csrf", &csrf), ("break_glass", &bg), ("finding", " ")]);
+    assert_eq!(empty.status, 400);
+    assert!(empty.body.contains("needs a finding"), "{}", empty.body);
+    let filed = post(
+        "/staff/review",
+        &[
+            ("csrf", &csrf),
+            ("break_glass", &bg),
+            ("finding", "Justified: the patient was unconscious."),
+        ],
+    );
+    assert_eq!(filed.status, 200, "{}", filed.body);
+    assert!(
+        filed.body.contains("filed") && filed.body.contains("No break-glass awaits"),
+        "{}",
+        filed.body
+    );
+    let shown = ok(&["emergency", "show", "--wallet", &c.patient, "--break-glass", &bg], &[]);
+    assert!(shown.contains("Justified"), "the patient cannot read the finding: {shown}");
+
     // The desk has no records page and reads no record.
     assert_eq!(ask(desk.port, "GET", "/records", &[("Cookie", &cookie)], "").status, 403);
     assert_eq!(post("/records/download", &[("csrf", &csrf), ("pmr", "1")]).status, 403);

@@ -39,6 +39,29 @@ impl NodeClient {
         })
     }
 
+    /// A patient's whole audit trail after event `after`, page by page (the node answers at
+    /// most [`medledger_api::MAX_AUDIT_PAGE`] events at a time; a shorter page is the end).
+    pub async fn audit_trail_all(
+        &self,
+        patient: &AccountId,
+        mut after: Option<u64>,
+    ) -> Result<Vec<AuditEvent>, ClientError> {
+        let mut all = Vec::new();
+        loop {
+            let page = self.audit_trail(patient, after).await?;
+            let full = page.len() >= medledger_api::MAX_AUDIT_PAGE;
+            match page.last() {
+                Some(last) => after = Some(last.seq),
+                None => break,
+            }
+            all.extend(page);
+            if !full {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
     /// Counts of audit events by kind (the signer is the regulator).
     pub async fn audit_counts(&self) -> Result<BTreeMap<String, u64>, ClientError> {
         self.get(paths::AUDIT_COUNTS).await

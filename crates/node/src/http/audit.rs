@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// Most audit events returned by one request.
-const MAX_AUDIT_PAGE: usize = 10_000;
+const MAX_AUDIT_PAGE: usize = medledger_api::MAX_AUDIT_PAGE;
 
 /// The audit routes.
 pub(crate) fn routes() -> Router<AppState> {
@@ -49,11 +49,23 @@ async fn audit_trail(
             "only the patient or a delegate they named may read their audit trail",
         ));
     }
-    let limit = q.limit.unwrap_or(MAX_AUDIT_PAGE).min(MAX_AUDIT_PAGE);
-    let events = state.ledger.audit_trail(&patient, q.after, limit)?;
+    let limit = q.limit.unwrap_or(MAX_AUDIT_PAGE).clamp(1, MAX_AUDIT_PAGE);
     // The index also lists events where the patient is the other party (their own requests
-    // as a grantee, say); a patient's trail is the events about their records.
-    let events: Vec<_> = events.into_iter().filter(|e| e.patient == patient).collect();
+    // as a grantee, say); a patient's trail is the events about their records. Filtered
+    // page by page until the page is full or the index ends, so that a page shorter than the
+    // limit means the trail ends there (a client pages on with `after` until then).
+    let mut events = Vec::new();
+    let mut cursor = q.after;
+    loop {
+        let page = state.ledger.audit_trail(&patient, cursor, limit)?;
+        let fetched = page.len();
+        cursor = page.last().map(|e| e.seq).or(cursor);
+        events.extend(page.into_iter().filter(|e| e.patient == patient));
+        if fetched < limit || events.len() >= limit {
+            break;
+        }
+    }
+    events.truncate(limit);
     let binary = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -26,6 +26,45 @@ fn who_can_see_and_the_trail_are_the_patients_alone() {
 }
 
 #[test]
+fn a_trail_read_page_by_page_is_the_whole_trail_and_a_short_page_ends_it() {
+    run(async {
+        let world = World::build().await;
+        let n = &world.node;
+        let p = world.patient.account;
+        let (status, whole) = n.get(&world.patient, &format!("/v1/audit/{p}")).await;
+        assert_eq!(status, 200, "{whole}");
+        let whole = whole.as_array().unwrap().clone();
+        assert!(whole.len() >= 2, "{whole:?}");
+        assert!(whole.iter().all(|e| e["patient"] == p.to_string()), "{whole:?}");
+        for limit in [1, 2] {
+            let mut paged = Vec::new();
+            let mut after: Option<u64> = None;
+            loop {
+                let path = match after {
+                    Some(a) => format!("/v1/audit/{p}?limit={limit}&after={a}"),
+                    None => format!("/v1/audit/{p}?limit={limit}"),
+                };
+                let (status, page) = n.get(&world.patient, &path).await;
+                assert_eq!(status, 200, "{page}");
+                let page = page.as_array().unwrap().clone();
+                assert!(page.len() <= limit, "{page:?}");
+                after = page.last().map(|e| e["seq"].as_u64().unwrap());
+                let short = page.len() < limit;
+                paged.extend(page);
+                if short {
+                    break;
+                }
+            }
+            assert_eq!(paged, whole, "limit {limit}");
+        }
+        // A limit of 0 is a page of one, not an empty page that would end the trail.
+        let (_, page) = n.get(&world.patient, &format!("/v1/audit/{p}?limit=0")).await;
+        assert_eq!(page.as_array().unwrap().len(), 1, "{page}");
+        world.node.stop().await;
+    });
+}
+
+#[test]
 fn grants_are_listed_to_their_grantee_only() {
     run(async {
         let world = World::build().await;
