@@ -54,6 +54,8 @@ pub fn routes() -> Router<Portal> {
         .route("/consent/revoke", post(revoke))
         .route("/consent/request", post(request))
         .route("/consent/answer", post(answer))
+        .route("/consent/deny", post(deny))
+        .route("/consent/delegate", post(delegate))
         .route("/emergency/break-glass", post(break_glass))
         .route("/proof/{tx}", get(proof))
         .route("/events", get(events))
@@ -812,7 +814,37 @@ struct ConsentPage {
     flash: Option<Flash>,
     grants: Vec<GrantRow>,
     requests: Vec<RequestRow>,
+    denials: Vec<DenyRow>,
+    delegates: Vec<(String, String)>,
     categories: Vec<&'static str>,
+}
+
+/// A deny rule as a row: its id and what it covers, in words.
+pub struct DenyRow {
+    id: String,
+    covers: String,
+}
+
+/// A form field, trimmed, if not empty.
+fn some(v: &str) -> Option<&str> {
+    Some(v.trim()).filter(|v| !v.is_empty())
+}
+
+fn deny_words(r: &medledger_core::tx::consent::DenyRule, u: &Unlocked) -> String {
+    let mut parts = Vec::new();
+    if let Some(g) = &r.grantee {
+        parts.push(u.names.of(g));
+    }
+    if let Some(role) = &r.grantee_role {
+        parts.push(format!("every {}", role_word(role)));
+    }
+    if let Some(c) = &r.category {
+        parts.push(format!("{} records", words(c)));
+    }
+    if let Some(p) = &r.purpose {
+        parts.push(format!("for {}", words(p)));
+    }
+    parts.join(", ")
 }
 
 /// A pending access request, as a row the patient answers.
@@ -860,30 +892,40 @@ async fn consent_page(p: &Portal, u: &Unlocked, flash: Option<Flash>) -> Respons
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
+    let mut denials = Vec::new();
+    let mut delegates = Vec::new();
     let (grants, flash) = match s.client.who_can_see(&s.wallet.account()).await {
         Ok(view) => (
-            view.grants
-                .iter()
-                .rev()
-                .map(|g: &GrantView| {
-                    let state = if g.revoked_at.is_some() {
-                        "revoked"
-                    } else if g.validity.expires_at_ms <= now {
-                        "expired"
-                    } else {
-                        "active"
-                    };
-                    GrantRow {
-                        id: g.id.to_string(),
-                        grantee: u.names.of(&g.grantee),
-                        scope: scope_words(&g.scope),
-                        purpose: words(&g.purpose),
-                        until: local_time(g.validity.expires_at_ms),
-                        active: state == "active",
-                        state,
-                    }
-                })
-                .collect(),
+            {
+                denials = view
+                    .deny_rules
+                    .iter()
+                    .map(|d| DenyRow { id: d.id.to_string(), covers: deny_words(&d.rule, u) })
+                    .collect();
+                delegates = view.delegates.iter().map(|d| (d.to_string(), u.names.of(d))).collect();
+                view.grants
+            }
+            .iter()
+            .rev()
+            .map(|g: &GrantView| {
+                let state = if g.revoked_at.is_some() {
+                    "revoked"
+                } else if g.validity.expires_at_ms <= now {
+                    "expired"
+                } else {
+                    "active"
+                };
+                GrantRow {
+                    id: g.id.to_string(),
+                    grantee: u.names.of(&g.grantee),
+                    scope: scope_words(&g.scope),
+                    purpose: words(&g.purpose),
+                    until: local_time(g.validity.expires_at_ms),
+                    active: state == "active",
+                    state,
+                }
+            })
+            .collect(),
             flash,
         ),
         Err(e) => (Vec::new(), Flash::error(&e.into())),
@@ -898,6 +940,8 @@ async fn consent_page(p: &Portal, u: &Unlocked, flash: Option<Flash>) -> Respons
         flash,
         grants,
         requests,
+        denials,
+        delegates,
         categories: RecordCategory::ALL.iter().map(|c| c.name()).collect(),
     })
 }
@@ -1075,6 +1119,141 @@ async fn answer(State(p): State<Portal>, Form(form): Form<AnswerForm>) -> Respon
     }
     .await;
     let (flash, status) = match answered {
+        Ok(text) => (Flash::ok(text), StatusCode::OK),
+        Err(e) => (Flash::error(&e), StatusCode::BAD_REQUEST),
+    };
+    let mut page = consent_page(&p, &u, flash).await;
+    *page.status_mut() = status;
+    page
+}
+
+#[derive(Deserialize)]
+struct DenyForm {
+    /// `add` or `remove`.
+    action: String,
+    #[serde(default)]
+    rule: String,
+    #[serde(default)]
+    grantee: String,
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    category: String,
+    #[serde(default)]
+    purpose: String,
+}
+
+/// The patient adds a deny rule (it overrides every grant it reaches) or removes one.
+async fn deny(State(p): State<Portal>, Form(f): Form<DenyForm>) -> Response {
+    let u = match unlocked(&p) {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    if let Err(stop) = only(&u, &[Role::Patient], "deny rules") {
+        return stop.into_response();
+    }
+    let done = async {
+        let me = u.session.wallet.account();
+        let tx = match f.action.as_str() {
+            "add" => {
+                let grantee = some(&f.grantee)
+                    .map(|g| g.parse::<AccountId>())
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("{:?} is not an account id: {e}", f.grantee))?;
+                let grantee_role = match some(&f.role) {
+                    None => None,
+                    Some("hospital") => Some(Role::Hospital),
+                    Some("doctor") => Some(Role::Doctor),
+                    Some("researcher") => {
+                        Some(Role::Organisation(medledger_core::tx::OrganisationKind::Researcher))
+                    }
+                    Some("insurer") => {
+                        Some(Role::Organisation(medledger_core::tx::OrganisationKind::Insurer))
+                    }
+                    Some(other) => anyhow::bail!("{other:?} is not a role a rule can name"),
+                };
+                let category = some(&f.category)
+                    .map(str::parse::<RecordCategory>)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let purpose = some(&f.purpose)
+                    .map(crate::record::parse_purpose)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                anyhow::ensure!(
+                    grantee.is_some()
+                        || grantee_role.is_some()
+                        || category.is_some()
+                        || purpose.is_some(),
+                    "a deny rule needs a grantee, a role, a category or a purpose"
+                );
+                let rule = medledger_core::tx::consent::DenyRule {
+                    grantee,
+                    grantee_role,
+                    category,
+                    purpose,
+                };
+                ConsentTx::Deny { patient: me, rule }
+            }
+            "remove" => {
+                let rule: Hash = f
+                    .rule
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("{:?} is no rule id: {e}", f.rule))?;
+                ConsentTx::RemoveDeny { rule }
+            }
+            other => anyhow::bail!("{other:?} is neither add nor remove"),
+        };
+        let added = matches!(tx, ConsentTx::Deny { .. });
+        let r = u.session.submit(TxBody::Consent(tx)).await?;
+        anyhow::Ok(format!(
+            "deny rule {} (block {})",
+            if added { "added" } else { "removed" },
+            r.height
+        ))
+    }
+    .await;
+    let (flash, status) = match done {
+        Ok(text) => (Flash::ok(text), StatusCode::OK),
+        Err(e) => (Flash::error(&e), StatusCode::BAD_REQUEST),
+    };
+    let mut page = consent_page(&p, &u, flash).await;
+    *page.status_mut() = status;
+    page
+}
+
+#[derive(Deserialize)]
+struct DelegateForm {
+    delegate: String,
+    /// `name` or `remove`.
+    action: String,
+}
+
+/// The patient names a delegate (a guardian, say, who may act for them) or removes one.
+async fn delegate(State(p): State<Portal>, Form(f): Form<DelegateForm>) -> Response {
+    let u = match unlocked(&p) {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    if let Err(stop) = only(&u, &[Role::Patient], "delegates") {
+        return stop.into_response();
+    }
+    let done = async {
+        let delegate: AccountId = f
+            .delegate
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{:?} is not an account id: {e}", f.delegate))?;
+        let (tx, what) = match f.action.as_str() {
+            "name" => (ConsentTx::NameDelegate { delegate }, "named"),
+            "remove" => (ConsentTx::RemoveDelegate { delegate }, "removed"),
+            other => anyhow::bail!("{other:?} is neither name nor remove"),
+        };
+        let r = u.session.submit(TxBody::Consent(tx)).await?;
+        anyhow::Ok(format!("delegate {} {what} (block {})", u.names.of(&delegate), r.height))
+    }
+    .await;
+    let (flash, status) = match done {
         Ok(text) => (Flash::ok(text), StatusCode::OK),
         Err(e) => (Flash::error(&e), StatusCode::BAD_REQUEST),
     };

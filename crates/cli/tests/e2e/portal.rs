@@ -877,6 +877,66 @@ fn a_doctor_asks_for_access_and_the_patient_approves_or_declines_in_the_portal()
     let out = ok(&["consent", "approve", &request, "--wallet", &c.patient, "--scope", "all"], &[]);
     assert!(out.contains("data keys of 2 record(s) wrapped"), "{out}");
     assert!(read(&second).status.success(), "the approved doctor cannot read the new record");
+
+    // A deny rule overrides the grant: the doctor's read is denied until it is removed. An
+    // empty rule is refused.
+    let empty = ppost("/consent/deny", &[("csrf", &pcsrf), ("action", "add")]);
+    assert_eq!(empty.status, 400);
+    assert!(empty.body.contains("needs a grantee, a role"), "{}", empty.body);
+    let added = ppost(
+        "/consent/deny",
+        &[
+            ("csrf", &pcsrf),
+            ("action", "add"),
+            ("grantee", &c.doctor_account),
+            ("category", "imaging"),
+        ],
+    );
+    assert_eq!(added.status, 200, "{}", added.body);
+    assert!(
+        added.body.contains("deny rule added") && added.body.contains("imaging records"),
+        "{}",
+        added.body
+    );
+    assert!(!read(&first).status.success(), "a deny rule did not stop the read");
+    let rule = added.body.split("name=\"rule\" value=\"").nth(1).unwrap()[..64].to_owned();
+    let removed =
+        ppost("/consent/deny", &[("csrf", &pcsrf), ("action", "remove"), ("rule", &rule)]);
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    assert!(read(&first).status.success(), "the removed rule still denies");
+
+    // A delegate named and removed.
+    let named = ppost(
+        "/consent/delegate",
+        &[("csrf", &pcsrf), ("action", "name"), ("delegate", &c.hospital_account)],
+    );
+    assert_eq!(named.status, 200, "{}", named.body);
+    assert!(named.body.contains("id=\"delegates\""), "{}", named.body);
+    let gone = ppost(
+        "/consent/delegate",
+        &[("csrf", &pcsrf), ("action", "remove"), ("delegate", &c.hospital_account)],
+    );
+    assert_eq!(gone.status, 200, "{}", gone.body);
+    assert!(!gone.body.contains("id=\"delegates\""), "{}", gone.body);
+    let odd = ppost(
+        "/consent/delegate",
+        &[("csrf", &pcsrf), ("action", "adopt"), ("delegate", &c.hospital_account)],
+    );
+    assert_eq!(odd.status, 400);
+    // Not a doctor's to set.
+    assert_eq!(
+        dpost("/consent/deny", &[("csrf", &dcsrf), ("action", "add"), ("purpose", "research")])
+            .status,
+        403
+    );
+    assert_eq!(
+        dpost(
+            "/consent/delegate",
+            &[("csrf", &dcsrf), ("action", "name"), ("delegate", &c.hospital_account)]
+        )
+        .status,
+        403
+    );
 }
 
 #[test]
