@@ -21,7 +21,7 @@ use medledger_core::{
     audit::{AuditEvent, AuditKind},
     ids::AccountId,
     tx::{
-        ConsentTx, TxBody,
+        ConsentTx, RecordTx, TxBody,
         consent::{Basis, Decision, Purpose, RecordCategory, Scope},
         emergency::ReasonCode,
         registry::Role,
@@ -47,6 +47,7 @@ pub fn routes() -> Router<Portal> {
         .route("/lock", post(lock))
         .route("/records", get(records).post(upload))
         .route("/records/download", post(download))
+        .route("/record", get(record_page).post(record_act))
         .route("/export", post(export))
         .route("/access-log", get(access_log))
         .route("/consent", get(consent))
@@ -425,6 +426,139 @@ async fn break_glass(State(p): State<Portal>, Form(form): Form<BreakGlassForm>) 
             page
         }
     }
+}
+
+#[derive(Template)]
+#[template(path = "portal/record.html")]
+struct RecordPage {
+    csrf: String,
+    me: Me,
+    flash: Option<Flash>,
+    pmr: String,
+    /// Every version, newest first.
+    versions: Vec<RecordRow>,
+    owner: bool,
+}
+
+#[derive(Deserialize)]
+struct RecordQuery {
+    pmr: String,
+}
+
+/// One record: its versions, and for its owner (the patient) share, transfer and erase.
+async fn record_page(State(p): State<Portal>, Query(q): Query<RecordQuery>) -> Response {
+    let u = match unlocked(&p) {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    if let Err(stop) = only(&u, &[Role::Patient, Role::Doctor], "a record's page") {
+        return stop.into_response();
+    }
+    one_record_page(&p, &u, q.pmr, None, StatusCode::OK).await
+}
+
+async fn one_record_page(
+    p: &Portal,
+    u: &Unlocked,
+    pmr: String,
+    flash: Option<Flash>,
+    status: StatusCode,
+) -> Response {
+    let s = &u.session;
+    let (versions, owner, flash) = match s.client.record_history(&pmr).await {
+        Ok(list) if !list.is_empty() => {
+            let me = s.wallet.account();
+            let owner = list.iter().any(|r| r.pmr == pmr && r.owner == me);
+            (list.iter().rev().map(|r| RecordRow::of(r, u)).collect(), owner, flash)
+        }
+        Ok(_) => (
+            Vec::new(),
+            false,
+            flash.or_else(|| {
+                Flash::error(&anyhow::anyhow!("no record {pmr} (or you may not see it)"))
+            }),
+        ),
+        Err(e) => (Vec::new(), false, flash.or_else(|| Flash::error(&e.into()))),
+    };
+    let mut page =
+        render(&RecordPage { csrf: p.csrf(), me: Me::of(u), flash, pmr, versions, owner });
+    *page.status_mut() = status;
+    page
+}
+
+#[derive(Deserialize)]
+struct RecordAct {
+    pmr: String,
+    /// `share`, `transfer` or `erase`.
+    action: String,
+    #[serde(default)]
+    to: String,
+    /// For transfer and erase: the record's PMR-ID typed again.
+    #[serde(default)]
+    confirm: String,
+}
+
+/// The owner shares a record's key with an account, transfers the record (to a guardian,
+/// say) or erases it; transfer and erase need the PMR-ID typed again.
+async fn record_act(State(p): State<Portal>, Form(f): Form<RecordAct>) -> Response {
+    let u = match unlocked(&p) {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    if let Err(stop) = only(&u, &[Role::Patient], "sharing, transferring or erasing a record") {
+        return stop.into_response();
+    }
+    let done = async {
+        let s = &u.session;
+        let to = || -> anyhow::Result<AccountId> {
+            f.to.trim().parse().map_err(|e| anyhow::anyhow!("{:?} is not an account id: {e}", f.to))
+        };
+        let confirmed = || {
+            anyhow::ensure!(
+                f.confirm.trim() == f.pmr,
+                "type the record's PMR-ID ({}) to confirm; nothing was done",
+                f.pmr
+            );
+            anyhow::Ok(())
+        };
+        match f.action.as_str() {
+            "share" => {
+                let with = to()?;
+                let record = s
+                    .client
+                    .record(&f.pmr)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("no record {}", f.pmr))?;
+                let height = crate::record::share_with(s, &record, with).await?;
+                anyhow::Ok(format!(
+                    "record {}: its key wrapped to {} (block {height}); they still need a grant to read it",
+                    f.pmr,
+                    u.names.of(&with)
+                ))
+            }
+            "transfer" => {
+                let to = to()?;
+                confirmed()?;
+                let r = s.submit(TxBody::Records(RecordTx::Transfer { record: f.pmr.clone(), to })).await?;
+                anyhow::Ok(format!("record {} transferred to {} (block {})", f.pmr, u.names.of(&to), r.height))
+            }
+            "erase" => {
+                confirmed()?;
+                let r = s.submit(TxBody::Records(RecordTx::Erase { record: f.pmr.clone() })).await?;
+                anyhow::Ok(format!(
+                    "record {} erased (block {}): its content and keys are being destroyed; the token remains, marked erased",
+                    f.pmr, r.height
+                ))
+            }
+            other => anyhow::bail!("{other:?} is not share, transfer or erase"),
+        }
+    }
+    .await;
+    let (flash, status) = match done {
+        Ok(text) => (Flash::ok(text), StatusCode::OK),
+        Err(e) => (Flash::error(&e), StatusCode::BAD_REQUEST),
+    };
+    one_record_page(&p, &u, f.pmr, flash, status).await
 }
 
 #[derive(Deserialize)]

@@ -1036,3 +1036,90 @@ fn a_patient_sets_an_emergency_profile_and_gets_a_card_a_doctor_can_use() {
     let (dcookie, _) = signed_in(&doc);
     assert_eq!(ask(doc.port, "GET", "/emergency", &[("Cookie", &dcookie)], "").status, 403);
 }
+
+#[test]
+fn a_patient_shares_and_erases_a_record_only_when_confirmed() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let file = tmp.path().join("note.txt");
+    std::fs::write(&file, b"a note").unwrap();
+    let out = ok(
+        &["record", "add", "--wallet", &c.doctor, "--patient", &c.patient_id, "--file"]
+            .into_iter()
+            .chain([file.to_str().unwrap(), "--category", "other", "--json"])
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    let pmr = serde_json::from_str::<serde_json::Value>(&out).unwrap()["pmr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pat = Portal::start(&c.patient, &node.url, &[]);
+    let (cookie, csrf) = signed_in(&pat);
+    let origin = pat.origin();
+    let post = |fields: &[(&str, &str)]| {
+        ask(
+            pat.port,
+            "POST",
+            "/record",
+            &[("Cookie", &cookie), ("Origin", &origin), FORM],
+            &form(fields),
+        )
+    };
+    let page = ask(pat.port, "GET", &format!("/record?pmr={pmr}"), &[("Cookie", &cookie)], "");
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("id=\"versions\"") && page.body.contains("id=\"erase\""),
+        "{}",
+        page.body
+    );
+
+    // Not confirmed, or confirmed with another id: refused, nothing done.
+    for confirm in ["", "12345"] {
+        let refused =
+            post(&[("csrf", &csrf), ("pmr", &pmr), ("action", "erase"), ("confirm", confirm)]);
+        assert_eq!(refused.status, 400, "{}", refused.body);
+        assert!(refused.body.contains("to confirm; nothing was done"), "{}", refused.body);
+        let refused = post(&[
+            ("csrf", &csrf),
+            ("pmr", &pmr),
+            ("action", "transfer"),
+            ("to", &c.hospital_account),
+            ("confirm", confirm),
+        ]);
+        assert_eq!(refused.status, 400, "{}", refused.body);
+    }
+    let listed = ok(&["record", "list", "--wallet", &c.patient, "--json"], &[]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let r = listed.as_array().unwrap().iter().find(|r| r["pmr"] == pmr.as_str()).unwrap();
+    assert!(r["erased_at"].is_null() && r["owner"] == r["patient"], "{r}");
+
+    // Shared with the hospital: its key is wrapped to them.
+    let shared =
+        post(&[("csrf", &csrf), ("pmr", &pmr), ("action", "share"), ("to", &c.hospital_account)]);
+    assert_eq!(shared.status, 200, "{}", shared.body);
+    assert!(shared.body.contains("key wrapped to"), "{}", shared.body);
+
+    // Confirmed: erased, the token stays marked erased.
+    let erased = post(&[("csrf", &csrf), ("pmr", &pmr), ("action", "erase"), ("confirm", &pmr)]);
+    assert_eq!(erased.status, 200, "{}", erased.body);
+    assert!(erased.body.contains("erased (block"), "{}", erased.body);
+    let listed = ok(&["record", "list", "--wallet", &c.patient, "--json"], &[]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let r = listed.as_array().unwrap().iter().find(|r| r["pmr"] == pmr.as_str()).unwrap();
+    assert!(r["erased_at"].is_u64(), "{r}");
+
+    // The doctor has no such form.
+    let doc = Portal::start(&c.doctor, &node.url, &[]);
+    let (dcookie, dcsrf) = signed_in(&doc);
+    let dorigin = doc.origin();
+    let refused = ask(
+        doc.port,
+        "POST",
+        "/record",
+        &[("Cookie", &dcookie), ("Origin", &dorigin), FORM],
+        &form(&[("csrf", &dcsrf), ("pmr", &pmr), ("action", "erase"), ("confirm", &pmr)]),
+    );
+    assert_eq!(refused.status, 403);
+}
