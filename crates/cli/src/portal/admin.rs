@@ -30,6 +30,7 @@ pub fn routes() -> Router<Portal> {
         .route("/regulator", get(regulator))
         .route("/regulator/hospital", post(admit))
         .route("/regulator/hospital/status", post(set_status))
+        .route("/regulator/window", post(set_window))
 }
 
 /// A doctor as a row.
@@ -255,6 +256,8 @@ struct RegulatorPage {
     flash: Option<Flash>,
     hospitals: Vec<HospitalRow>,
     counts: Vec<(String, u64)>,
+    /// The network's nodes: id, address, hospital, status.
+    nodes: Vec<(u64, String, String, String)>,
 }
 
 async fn regulator(State(p): State<Portal>) -> Response {
@@ -292,8 +295,15 @@ async fn regulator_page(
         ),
         (Err(e), _) | (_, Err(e)) => (Vec::new(), Vec::new(), Flash::error(&e.into())),
     };
+    let nodes = c
+        .nodes()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| (n.id, n.address, n.hospital.unwrap_or_default(), n.status))
+        .collect();
     let mut page =
-        render(&RegulatorPage { csrf: p.csrf(), me: Me::of(u), flash, hospitals, counts });
+        render(&RegulatorPage { csrf: p.csrf(), me: Me::of(u), flash, hospitals, counts, nodes });
     *page.status_mut() = status;
     page
 }
@@ -366,6 +376,35 @@ async fn set_status(State(p): State<Portal>, Form(f): Form<StatusForm>) -> Respo
         };
         let r = u.session.submit(TxBody::Registry(tx)).await?;
         anyhow::Ok(format!("hospital {hospital} {done} (block {})", r.height))
+    }
+    .await;
+    let (flash, status) = outcome(result);
+    regulator_page(&p, &u, flash, status).await
+}
+
+#[derive(Deserialize)]
+struct WindowForm {
+    minutes: String,
+}
+
+/// The regulator sets how long a break-glass stays open.
+async fn set_window(State(p): State<Portal>, Form(f): Form<WindowForm>) -> Response {
+    let u = match unlocked(&p) {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    if let Err(stop) = only(&u, &[Role::Regulator], "the break-glass window") {
+        return stop.into_response();
+    }
+    let result = async {
+        let minutes: u32 = f
+            .minutes
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{:?} is not a number of minutes", f.minutes))?;
+        let tx = medledger_core::tx::emergency::EmergencyTx::SetWindow { minutes };
+        let r = u.session.submit(TxBody::Emergency(tx)).await?;
+        anyhow::Ok(format!("break-glass window set to {minutes} minutes (block {})", r.height))
     }
     .await;
     let (flash, status) = outcome(result);

@@ -713,6 +713,16 @@ fn hospital_staff_and_the_regulator_act_through_their_pages_and_no_one_else_can(
     assert!(reinstated.body.contains("reinstated"), "{}", reinstated.body);
     let page = ask(reg.port, "GET", "/regulator", &[("Cookie", &rcookie)], "");
     assert!(page.body.contains("id=\"counts\""), "{}", page.body);
+    // The break-glass window: a number of minutes the ledger accepts, or refused.
+    let bad = rpost("/regulator/window", &[("csrf", &rcsrf), ("minutes", "soon")]);
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("not a number of minutes"), "{}", bad.body);
+    let zero = rpost("/regulator/window", &[("csrf", &rcsrf), ("minutes", "0")]);
+    assert_eq!(zero.status, 400, "the ledger takes a window of 0 minutes: {}", zero.body);
+    let set = rpost("/regulator/window", &[("csrf", &rcsrf), ("minutes", "90")]);
+    assert_eq!(set.status, 200, "{}", set.body);
+    assert!(set.body.contains("window set to 90 minutes"), "{}", set.body);
+    assert_eq!(post("/regulator/window", &[("csrf", &csrf), ("minutes", "90")]).status, 403);
     // The regulator has no staff desk.
     assert_eq!(ask(reg.port, "GET", "/staff", &[("Cookie", &rcookie)], "").status, 403);
 }
