@@ -454,8 +454,21 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
             let SetProfile { text, pid, receipt } =
                 set_profile(&s, content, open_records, &custodians, threshold).await?;
             if json {
-                let (wrapped, missing) =
-                    if open_records { wrap_records(&s, me).await? } else { (0, Vec::new()) };
+                // The code is printed even if wrapping fails: the profile is replaced already.
+                let (wrapped, missing) = if open_records {
+                    match wrap_records(&s, me).await {
+                        Ok(done) => done,
+                        Err(e) => {
+                            eprintln!(
+                                "warning: records not wrapped to the emergency key ({e:#}); run \
+                                 `medledger emergency wrap-records`"
+                            );
+                            (0, Vec::new())
+                        }
+                    }
+                } else {
+                    (0, Vec::new())
+                };
                 return print_json(&serde_json::json!({
                     "code": text,
                     "patient_id": pid,

@@ -39,6 +39,8 @@ pub struct Card {
     /// The QR code as an SVG data URL.
     qr: String,
     wrapped: usize,
+    /// Records the emergency key could not be given, and why (empty if none).
+    unwrapped: String,
 }
 
 #[derive(Template)]
@@ -59,7 +61,11 @@ async fn page(State(p): State<Portal>) -> Response {
     if let Err(stop) = only(&u, &[Role::Patient], "the emergency profile") {
         return stop.into_response();
     }
-    emergency_page(&p, &u, None, None, StatusCode::OK).await
+    // Right after a save: its card, this once.
+    match p.take_outcome() {
+        Some(o) => emergency_page(&p, &u, Flash::ok(o.text), o.card, StatusCode::OK).await,
+        None => emergency_page(&p, &u, None, None, StatusCode::OK).await,
+    }
 }
 
 async fn emergency_page(
@@ -148,30 +154,60 @@ async fn save(State(p): State<Portal>, Form(f): Form<ProfileForm>) -> Response {
             threshold,
         )
         .await?;
-        let wrapped = if open_records {
-            crate::emergency::wrap_records(&u.session, u.session.wallet.account()).await?.0
-        } else {
-            0
-        };
-        let qr = qrcode::QrCode::new(format!("medledger-emergency:{}:{}", set.pid, set.text))?;
-        let svg = qr.render::<qrcode::render::svg::Color>().min_dimensions(200, 200).build();
-        let qr =
-            format!("data:image/svg+xml;base64,{}", data_encoding::BASE64.encode(svg.as_bytes()));
-        anyhow::Ok(Card {
+        // The profile is replaced: from here on nothing may lose the code, which is held
+        // nowhere else. The records are wrapped after the card exists; a failure there is
+        // reported beside the card.
+        let qr = qrcode::QrCode::new(format!("medledger-emergency:{}:{}", set.pid, set.text))
+            .map(|qr| {
+                let svg =
+                    qr.render::<qrcode::render::svg::Color>().min_dimensions(200, 200).build();
+                format!(
+                    "data:image/svg+xml;base64,{}",
+                    data_encoding::BASE64.encode(svg.as_bytes())
+                )
+            })
+            .unwrap_or_default();
+        let mut card = Card {
             code: set.text,
             patient_id: set.pid.to_string(),
             account: u.session.wallet.account().to_string(),
             qr,
-            wrapped,
-        })
+            wrapped: 0,
+            unwrapped: String::new(),
+        };
+        if open_records {
+            match crate::emergency::wrap_records(&u.session, u.session.wallet.account()).await {
+                Ok((wrapped, missing)) => {
+                    card.wrapped = wrapped;
+                    if !missing.is_empty() {
+                        card.unwrapped = format!(
+                            "this wallet holds no key of {}: they stay closed under break-glass",
+                            missing.join(", ")
+                        );
+                    }
+                }
+                Err(e) => {
+                    card.unwrapped = format!(
+                        "your records were not all wrapped to the emergency key ({e:#}); run \
+                         `medledger emergency wrap-records` to finish"
+                    )
+                }
+            }
+        }
+        anyhow::Ok(card)
     }
     .await;
     match saved {
+        // To the page, which shows the card once: a reload makes no new profile.
         Ok(card) => {
-            let flash = Flash::ok(
-                "emergency profile saved: write the code on your card now; it is shown only this once",
-            );
-            emergency_page(&p, &u, flash, Some(card), StatusCode::OK).await
+            p.set_outcome(super::Outcome {
+                text: "emergency profile saved: write the code on your card now; it is shown \
+                       only this once"
+                    .into(),
+                declared: None,
+                card: Some(card),
+            });
+            axum::response::Redirect::to("/emergency").into_response()
         }
         Err(e) => emergency_page(&p, &u, Flash::error(&e), None, StatusCode::BAD_REQUEST).await,
     }

@@ -104,6 +104,8 @@ pub struct Outcome {
     pub text: String,
     /// A break-glass just declared: its id and the end of its window (ms).
     pub declared: Option<(String, u64)>,
+    /// An emergency card just made: shown once, then gone (it is held nowhere else).
+    pub card: Option<emergency::Card>,
 }
 
 /// An unlocked wallet and what the pages need of it.
@@ -335,7 +337,11 @@ async fn watch(
     names: Names,
     notices: broadcast::Sender<Notice>,
 ) {
-    // The newest event now: only later ones are news.
+    // Only what happens from now on is news. A patient's stream starts after the trail's
+    // newest event; the stream of a doctor or a hospital (whose own trail is empty: it
+    // lists events about patients) starts at the beginning, and the events whose block is
+    // older than this unlock (less a minute of clock difference) are passed over.
+    let since_ms = transport_now_ms().saturating_sub(60_000);
     let mut after = match client.audit_trail_all(&account, None).await {
         Ok(events) => events.last().map(|e| e.seq),
         Err(_) => None,
@@ -344,11 +350,13 @@ async fn watch(
         let result = client
             .watch(account, after.or(Some(0)), |e: AuditEvent| {
                 after = Some(e.seq);
-                let _ = notices.send(Notice {
-                    seq: e.seq,
-                    text: crate::audit::line(&e, &names),
-                    alarm: pages::is_alarm(&e),
-                });
+                if e.time_ms >= since_ms {
+                    let _ = notices.send(Notice {
+                        seq: e.seq,
+                        text: crate::audit::line(&e, &names),
+                        alarm: pages::is_alarm(&e),
+                    });
+                }
                 true
             })
             .await;
@@ -357,6 +365,13 @@ async fn watch(
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// Milliseconds since the epoch, now.
+fn transport_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn router(portal: Portal) -> Router {

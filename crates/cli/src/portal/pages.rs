@@ -417,6 +417,7 @@ async fn break_glass(State(p): State<Portal>, Form(form): Form<BreakGlassForm>) 
                     b.id
                 ),
                 declared: Some((b.id.to_string(), b.until_ms)),
+                card: None,
             });
             Redirect::to(&format!("/records?patient={}", urlencode(&patient))).into_response()
         }
@@ -437,7 +438,10 @@ struct RecordPage {
     pmr: String,
     /// Every version, newest first.
     versions: Vec<RecordRow>,
-    owner: bool,
+    /// The wallet is the record's patient: it may share and erase it (and take it back).
+    patient: bool,
+    /// The wallet is the record's patient or holds it: it may transfer it.
+    holder: bool,
 }
 
 #[derive(Deserialize)]
@@ -465,23 +469,29 @@ async fn one_record_page(
     status: StatusCode,
 ) -> Response {
     let s = &u.session;
-    let (versions, owner, flash) = match s.client.record_history(&pmr).await {
+    let me = s.wallet.account();
+    let (versions, patient, holder, flash) = match s.client.record_history(&pmr).await {
         Ok(list) if !list.is_empty() => {
-            let me = s.wallet.account();
-            let owner = list.iter().any(|r| r.pmr == pmr && r.owner == me);
-            (list.iter().rev().map(|r| RecordRow::of(r, u)).collect(), owner, flash)
+            let this = list.iter().find(|r| r.pmr == pmr);
+            let patient = this.is_some_and(|r| r.patient == me);
+            let holder = patient || this.is_some_and(|r| r.owner == me);
+            (list.iter().rev().map(|r| RecordRow::of(r, u)).collect(), patient, holder, flash)
         }
-        Ok(_) => (
-            Vec::new(),
-            false,
-            flash.or_else(|| {
-                Flash::error(&anyhow::anyhow!("no record {pmr} (or you may not see it)"))
-            }),
-        ),
-        Err(e) => (Vec::new(), false, flash.or_else(|| Flash::error(&e.into()))),
+        Ok(_) => {
+            let none = anyhow::anyhow!("no record {pmr} (or you may not see it)");
+            (Vec::new(), false, false, flash.or_else(|| Flash::error(&none)))
+        }
+        Err(e) => (Vec::new(), false, false, flash.or_else(|| Flash::error(&e.into()))),
     };
-    let mut page =
-        render(&RecordPage { csrf: p.csrf(), me: Me::of(u), flash, pmr, versions, owner });
+    let mut page = render(&RecordPage {
+        csrf: p.csrf(),
+        me: Me::of(u),
+        flash,
+        pmr,
+        versions,
+        patient,
+        holder,
+    });
     *page.status_mut() = status;
     page
 }
@@ -978,7 +988,8 @@ fn deny_words(r: &medledger_core::tx::consent::DenyRule, u: &Unlocked) -> String
     if let Some(p) = &r.purpose {
         parts.push(format!("for {}", words(p)));
     }
-    parts.join(", ")
+    // Every part must match for the rule to reach an access.
+    parts.join(" and ")
 }
 
 /// A pending access request, as a row the patient answers.
@@ -1361,6 +1372,8 @@ struct DelegateForm {
     delegate: String,
     /// `name` or `remove`.
     action: String,
+    /// Naming: the box saying the patient gives the delegate every power.
+    confirm: Option<String>,
 }
 
 /// The patient names a delegate (a guardian, say, who may act for them) or removes one.
@@ -1379,7 +1392,13 @@ async fn delegate(State(p): State<Portal>, Form(f): Form<DelegateForm>) -> Respo
             .parse()
             .map_err(|e| anyhow::anyhow!("{:?} is not an account id: {e}", f.delegate))?;
         let (tx, what) = match f.action.as_str() {
-            "name" => (ConsentTx::NameDelegate { delegate }, "named"),
+            "name" => {
+                anyhow::ensure!(
+                    f.confirm.is_some(),
+                    "a delegate may do everything you may: tick the box to confirm; nothing was done"
+                );
+                (ConsentTx::NameDelegate { delegate }, "named")
+            }
             "remove" => (ConsentTx::RemoveDelegate { delegate }, "removed"),
             other => anyhow::bail!("{other:?} is neither name nor remove"),
         };

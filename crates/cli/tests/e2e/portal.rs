@@ -916,9 +916,21 @@ fn a_doctor_asks_for_access_and_the_patient_approves_or_declines_in_the_portal()
     assert!(read(&first).status.success(), "the removed rule still denies");
 
     // A delegate named and removed.
-    let named = ppost(
+    let unconfirmed = ppost(
         "/consent/delegate",
         &[("csrf", &pcsrf), ("action", "name"), ("delegate", &c.hospital_account)],
+    );
+    assert_eq!(unconfirmed.status, 400);
+    assert!(unconfirmed.body.contains("tick the box"), "{}", unconfirmed.body);
+    assert!(!unconfirmed.body.contains("id=\"delegates\""), "{}", unconfirmed.body);
+    let named = ppost(
+        "/consent/delegate",
+        &[
+            ("csrf", &pcsrf),
+            ("action", "name"),
+            ("delegate", &c.hospital_account),
+            ("confirm", "yes"),
+        ],
     );
     assert_eq!(named.status, 200, "{}", named.body);
     assert!(named.body.contains("id=\"delegates\""), "{}", named.body);
@@ -1026,7 +1038,15 @@ fn a_patient_sets_an_emergency_profile_and_gets_a_card_a_doctor_can_use() {
         ("contacts", "B. Patient 0701"),
         ("open_records", "yes"),
     ]);
-    assert_eq!(saved.status, 200, "{}", saved.body);
+    // Answered with a redirect to the page that shows the card, once.
+    assert_eq!(
+        (saved.status, saved.header("location")),
+        (303, Some("/emergency")),
+        "{}",
+        saved.body
+    );
+    let saved = ask(pat.port, "GET", "/emergency", &[("Cookie", &cookie)], "");
+    assert_eq!(saved.status, 200);
     let code =
         saved.body.split("id=\"code\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
     assert!(code.len() >= 10, "{code}");

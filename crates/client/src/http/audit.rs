@@ -51,6 +51,13 @@ impl NodeClient {
             let page = self.audit_trail(patient, after).await?;
             let full = page.len() >= medledger_api::MAX_AUDIT_PAGE;
             match page.last() {
+                // A node whose pages do not move forward would keep this loop going.
+                Some(last) if after.is_some_and(|a| last.seq <= a) => {
+                    return Err(ClientError::Http(HttpError::BadResponse {
+                        url: self.url(paths::AUDIT),
+                        reason: format!("the trail's page after {after:?} does not move past it"),
+                    }));
+                }
                 Some(last) => after = Some(last.seq),
                 None => break,
             }

@@ -54,18 +54,27 @@ async fn audit_trail(
     // as a grantee, say); a patient's trail is the events about their records. Filtered
     // page by page until the page is full or the index ends, so that a page shorter than the
     // limit means the trail ends there (a client pages on with `after` until then).
-    let mut events = Vec::new();
-    let mut cursor = q.after;
-    loop {
-        let page = state.ledger.audit_trail(&patient, cursor, limit)?;
-        let fetched = page.len();
-        cursor = page.last().map(|e| e.seq).or(cursor);
-        events.extend(page.into_iter().filter(|e| e.patient == patient));
-        if fetched < limit || events.len() >= limit {
-            break;
+    // Read in batches of a full page whatever the limit (not one transaction per event),
+    // on a blocking thread.
+    let ledger = state.ledger.clone();
+    let after = q.after;
+    let events = tokio::task::spawn_blocking(move || {
+        let mut events = Vec::new();
+        let mut cursor = after;
+        loop {
+            let page = ledger.audit_trail(&patient, cursor, MAX_AUDIT_PAGE)?;
+            let fetched = page.len();
+            cursor = page.last().map(|e| e.seq).or(cursor);
+            events.extend(page.into_iter().filter(|e| e.patient == patient));
+            if fetched < MAX_AUDIT_PAGE || events.len() >= limit {
+                break;
+            }
         }
-    }
-    events.truncate(limit);
+        events.truncate(limit);
+        Ok::<_, medledger_ledger::LedgerError>(events)
+    })
+    .await
+    .map_err(crate::http::error::joined)??;
     let binary = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
