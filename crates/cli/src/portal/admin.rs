@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::{
     Portal, Unlocked,
-    pages::{Flash, Me, only, render, unlocked},
+    pages::{Flash, Me, outcome, render, unlocked_as},
 };
 
 pub fn routes() -> Router<Portal> {
@@ -62,13 +62,10 @@ struct StaffPage {
 }
 
 async fn staff(State(p): State<Portal>) -> Response {
-    let u = match unlocked(&p) {
+    let u = match unlocked_as(&p, &[Role::Hospital], "the staff desk") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    if let Err(stop) = only(&u, &[Role::Hospital], "the staff desk") {
-        return stop.into_response();
-    }
     staff_page(&p, &u, None, StatusCode::OK).await
 }
 
@@ -117,14 +114,6 @@ async fn staff_page(
     page
 }
 
-/// The outcome of a form as a flash and a status.
-fn outcome(result: anyhow::Result<String>) -> (Option<Flash>, StatusCode) {
-    match result {
-        Ok(text) => (Flash::ok(text), StatusCode::OK),
-        Err(e) => (Flash::error(&e), StatusCode::BAD_REQUEST),
-    }
-}
-
 #[derive(Deserialize)]
 struct OnboardForm {
     identity: String,
@@ -134,13 +123,10 @@ struct OnboardForm {
 }
 
 async fn onboard(State(p): State<Portal>, Form(f): Form<OnboardForm>) -> Response {
-    let u = match unlocked(&p) {
+    let u = match unlocked_as(&p, &[Role::Hospital], "onboarding a doctor") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    if let Err(stop) = only(&u, &[Role::Hospital], "onboarding a doctor") {
-        return stop.into_response();
-    }
     let result = crate::registry::onboard_doctor(
         &u.session,
         f.identity.trim(),
@@ -168,13 +154,10 @@ struct RegisterForm {
 }
 
 async fn register(State(p): State<Portal>, Form(f): Form<RegisterForm>) -> Response {
-    let u = match unlocked(&p) {
+    let u = match unlocked_as(&p, &[Role::Hospital], "registering a patient") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    if let Err(stop) = only(&u, &[Role::Hospital], "registering a patient") {
-        return stop.into_response();
-    }
     let result = async {
         let date_of_birth = crate::common::parse_past_date(f.date_of_birth.trim())
             .map_err(|e| anyhow::anyhow!("date of birth: {e}"))?;
@@ -208,13 +191,10 @@ struct ReviewForm {
 /// The hospital files its review of a break-glass by one of its doctors; the finding is
 /// sealed to the patient, the hospital and the regulator.
 async fn review(State(p): State<Portal>, Form(f): Form<ReviewForm>) -> Response {
-    let u = match unlocked(&p) {
+    let u = match unlocked_as(&p, &[Role::Hospital], "reviewing a break-glass") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    if let Err(stop) = only(&u, &[Role::Hospital], "reviewing a break-glass") {
-        return stop.into_response();
-    }
     let result = async {
         let id: medledger_core::Hash = f
             .break_glass
@@ -261,13 +241,10 @@ struct RegulatorPage {
 }
 
 async fn regulator(State(p): State<Portal>) -> Response {
-    let u = match unlocked(&p) {
+    let u = match unlocked_as(&p, &[Role::Regulator], "the regulator's desk") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    if let Err(stop) = only(&u, &[Role::Regulator], "the regulator's desk") {
-        return stop.into_response();
-    }
     regulator_page(&p, &u, None, StatusCode::OK).await
 }
 
@@ -319,13 +296,10 @@ struct AdmitForm {
 }
 
 async fn admit(State(p): State<Portal>, Form(f): Form<AdmitForm>) -> Response {
-    let u = match unlocked(&p) {
+    let u = match unlocked_as(&p, &[Role::Regulator], "admitting a hospital") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    if let Err(stop) = only(&u, &[Role::Regulator], "admitting a hospital") {
-        return stop.into_response();
-    }
     let hospital = crate::registry::NewHospital {
         identity: f.identity.trim().to_owned(),
         registration_id: f.registration_id.trim().to_owned(),
@@ -352,13 +326,10 @@ struct StatusForm {
 }
 
 async fn set_status(State(p): State<Portal>, Form(f): Form<StatusForm>) -> Response {
-    let u = match unlocked(&p) {
+    let u = match unlocked_as(&p, &[Role::Regulator], "suspending or reinstating a hospital") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    if let Err(stop) = only(&u, &[Role::Regulator], "suspending or reinstating a hospital") {
-        return stop.into_response();
-    }
     let result = async {
         let hospital: AccountId = f
             .hospital
@@ -389,13 +360,10 @@ struct WindowForm {
 
 /// The regulator sets how long a break-glass stays open.
 async fn set_window(State(p): State<Portal>, Form(f): Form<WindowForm>) -> Response {
-    let u = match unlocked(&p) {
+    let u = match unlocked_as(&p, &[Role::Regulator], "the break-glass window") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    if let Err(stop) = only(&u, &[Role::Regulator], "the break-glass window") {
-        return stop.into_response();
-    }
     let result = async {
         let minutes: u32 = f
             .minutes

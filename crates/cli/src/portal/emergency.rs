@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::{
     Portal, Unlocked,
-    pages::{Flash, Me, only, render, unlocked},
+    pages::{Flash, Me, render, unlocked_as},
 };
 
 pub fn routes() -> Router<Portal> {
@@ -54,13 +54,10 @@ struct EmergencyPage {
 }
 
 async fn page(State(p): State<Portal>) -> Response {
-    let u = match unlocked(&p) {
+    let u = match unlocked_as(&p, &[Role::Patient], "the emergency profile") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    if let Err(stop) = only(&u, &[Role::Patient], "the emergency profile") {
-        return stop.into_response();
-    }
     // Right after a save: its card, this once.
     match p.take_outcome() {
         Some(o) => emergency_page(&p, &u, Flash::ok(o.text), o.card, StatusCode::OK).await,
@@ -121,13 +118,10 @@ fn list(s: &str) -> Vec<String> {
 }
 
 async fn save(State(p): State<Portal>, Form(f): Form<ProfileForm>) -> Response {
-    let u = match unlocked(&p) {
+    let u = match unlocked_as(&p, &[Role::Patient], "the emergency profile") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    if let Err(stop) = only(&u, &[Role::Patient], "the emergency profile") {
-        return stop.into_response();
-    }
     let saved = async {
         anyhow::ensure!(!f.blood_type.trim().is_empty(), "the blood type is needed");
         let custodians = list(&f.custodians)

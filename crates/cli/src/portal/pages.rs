@@ -163,6 +163,27 @@ pub fn unlocked(p: &Portal) -> Result<Arc<Unlocked>, Stop> {
     p.unlocked().ok_or(Stop::Locked)
 }
 
+/// The unlocked wallet, if the page or form is for its role.
+pub fn unlocked_as(p: &Portal, roles: &[Role], what: &str) -> Result<Arc<Unlocked>, Stop> {
+    let u = unlocked(p)?;
+    only(&u, roles, what)?;
+    Ok(u)
+}
+
+/// The outcome of a form as a message and a status.
+pub fn outcome(result: anyhow::Result<String>) -> (Option<Flash>, StatusCode) {
+    match result {
+        Ok(text) => (Flash::ok(text), StatusCode::OK),
+        Err(e) => (Flash::error(&e), StatusCode::BAD_REQUEST),
+    }
+}
+
+/// `page` with `status`.
+pub fn with_status(mut page: Response, status: StatusCode) -> Response {
+    *page.status_mut() = status;
+    page
+}
+
 /// Refuses a page or form that is not for the unlocked account's role.
 pub fn only(u: &Unlocked, roles: &[Role], what: &str) -> Result<(), Stop> {
     if roles.contains(&u.role) {
@@ -312,13 +333,10 @@ struct RecordsQuery {
 }
 
 async fn records(State(p): State<Portal>, Query(q): Query<RecordsQuery>) -> Response {
-    let u = match unlocked(&p) {
+    let u = match unlocked_as(&p, &[Role::Patient, Role::Doctor], "the records page") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    if let Err(stop) = only(&u, &[Role::Patient, Role::Doctor], "the records page") {
-        return stop.into_response();
-    }
     records_page_minted(&p, &u, q.patient.unwrap_or_default(), q.minted).await
 }
 
@@ -394,13 +412,10 @@ struct BreakGlassForm {
 /// (sealed to the patient, the doctor's hospital and the regulator). The page then counts
 /// down to the end of the window.
 async fn break_glass(State(p): State<Portal>, Form(form): Form<BreakGlassForm>) -> Response {
-    let u = match unlocked(&p) {
+    let u = match unlocked_as(&p, &[Role::Doctor], "break-glass") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    if let Err(stop) = only(&u, &[Role::Doctor], "break-glass") {
-        return stop.into_response();
-    }
     let declared = async {
         let code: ReasonCode = form.code.parse().map_err(|e: String| anyhow::anyhow!(e))?;
         crate::emergency::break_glass(&u.session, form.patient.trim(), code, &form.reason).await
@@ -451,13 +466,10 @@ struct RecordQuery {
 
 /// One record: its versions, and for its owner (the patient) share, transfer and erase.
 async fn record_page(State(p): State<Portal>, Query(q): Query<RecordQuery>) -> Response {
-    let u = match unlocked(&p) {
+    let u = match unlocked_as(&p, &[Role::Patient, Role::Doctor], "a record's page") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    if let Err(stop) = only(&u, &[Role::Patient, Role::Doctor], "a record's page") {
-        return stop.into_response();
-    }
     one_record_page(&p, &u, q.pmr, None, StatusCode::OK).await
 }
 
@@ -511,13 +523,10 @@ struct RecordAct {
 /// The owner shares a record's key with an account, transfers the record (to a guardian,
 /// say) or erases it; transfer and erase need the PMR-ID typed again.
 async fn record_act(State(p): State<Portal>, Form(f): Form<RecordAct>) -> Response {
-    let u = match unlocked(&p) {
+    let u = match unlocked_as(&p, &[Role::Patient], "sharing, transferring or erasing a record") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    if let Err(stop) = only(&u, &[Role::Patient], "sharing, transferring or erasing a record") {
-        return stop.into_response();
-    }
     let done = async {
         let s = &u.session;
         let to = || -> anyhow::Result<AccountId> {
@@ -582,13 +591,10 @@ struct DownloadForm {
 /// The audited read of a record, decrypted here and sent as an attachment: always as
 /// `application/octet-stream`, so that no record is ever rendered in the portal's origin.
 async fn download(State(p): State<Portal>, Form(form): Form<DownloadForm>) -> Response {
-    let u = match unlocked(&p) {
+    let u = match unlocked_as(&p, &[Role::Patient, Role::Doctor], "reading a record") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    if let Err(stop) = only(&u, &[Role::Patient, Role::Doctor], "reading a record") {
-        return stop.into_response();
-    }
     match decrypt_record(&u, &form.pmr).await {
         Ok((name, file, len)) => {
             let disposition = format!("attachment; filename=\"{}\"", safe_file_name(&name));
@@ -614,13 +620,10 @@ async fn download(State(p): State<Portal>, Form(form): Form<DownloadForm>) -> Re
 /// (decrypted here; each an audited read, as a download), the record list, the grants in
 /// force and the whole audit trail as JSON.
 async fn export(State(p): State<Portal>) -> Response {
-    let u = match unlocked(&p) {
+    let u = match unlocked_as(&p, &[Role::Patient], "the export of a patient's records") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    if let Err(stop) = only(&u, &[Role::Patient], "the export of a patient's records") {
-        return stop.into_response();
-    }
     match export_archive(&u).await {
         Ok((name, file, len)) => (
             [
@@ -733,13 +736,10 @@ fn file_stream(
 /// A doctor's upload (multipart, from the page's script, which sends the CSRF header):
 /// the file is encrypted here and minted for the patient; then the patient's records.
 async fn upload(State(p): State<Portal>, multipart: Multipart) -> Response {
-    let u = match unlocked(&p) {
+    let u = match unlocked_as(&p, &[Role::Doctor], "adding a record") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    if let Err(stop) = only(&u, &[Role::Doctor], "adding a record") {
-        return stop.into_response();
-    }
     match mint_upload(&p, &u, multipart).await {
         Ok((patient, pmr)) => Redirect::to(&format!(
             "/records?patient={}&minted={}",
@@ -853,13 +853,10 @@ fn row_class(e: &AuditEvent) -> &'static str {
 }
 
 async fn access_log(State(p): State<Portal>) -> Response {
-    let u = match unlocked(&p) {
+    let u = match unlocked_as(&p, &[Role::Patient], "the access log") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    if let Err(stop) = only(&u, &[Role::Patient], "the access log") {
-        return stop.into_response();
-    }
     let s = &u.session;
     let (rows, flash) = match s.client.audit_trail_all(&s.wallet.account(), None).await {
         Ok(events) => (
@@ -1022,13 +1019,10 @@ async fn pending_requests(u: &Unlocked) -> anyhow::Result<Vec<RequestRow>> {
 }
 
 async fn consent(State(p): State<Portal>) -> Response {
-    let u = match unlocked(&p) {
+    let u = match unlocked_as(&p, &[Role::Patient], "consent") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    if let Err(stop) = only(&u, &[Role::Patient], "consent") {
-        return stop.into_response();
-    }
     consent_page(&p, &u, None).await
 }
 
@@ -1100,13 +1094,10 @@ struct GrantForm {
 }
 
 async fn grant(State(p): State<Portal>, Form(form): Form<GrantForm>) -> Response {
-    let u = match unlocked(&p) {
+    let u = match unlocked_as(&p, &[Role::Patient], "granting access") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    if let Err(stop) = only(&u, &[Role::Patient], "granting access") {
-        return stop.into_response();
-    }
     let granted = async {
         let grantee: AccountId = form
             .grantee
@@ -1136,13 +1127,8 @@ async fn grant(State(p): State<Portal>, Form(form): Form<GrantForm>) -> Response
         ))
     }
     .await;
-    let (flash, status) = match granted {
-        Ok(text) => (Flash::ok(text), StatusCode::OK),
-        Err(e) => (Flash::error(&e), StatusCode::BAD_REQUEST),
-    };
-    let mut page = consent_page(&p, &u, flash).await;
-    *page.status_mut() = status;
-    page
+    let (flash, status) = outcome(granted);
+    with_status(consent_page(&p, &u, flash).await, status)
 }
 
 #[derive(Deserialize)]
@@ -1151,13 +1137,10 @@ struct RevokeForm {
 }
 
 async fn revoke(State(p): State<Portal>, Form(form): Form<RevokeForm>) -> Response {
-    let u = match unlocked(&p) {
+    let u = match unlocked_as(&p, &[Role::Patient], "revoking a grant") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    if let Err(stop) = only(&u, &[Role::Patient], "revoking a grant") {
-        return stop.into_response();
-    }
     let revoked = async {
         let grant: Hash = form
             .grant
@@ -1167,13 +1150,8 @@ async fn revoke(State(p): State<Portal>, Form(form): Form<RevokeForm>) -> Respon
         anyhow::Ok(format!("grant {grant} revoked"))
     }
     .await;
-    let (flash, status) = match revoked {
-        Ok(text) => (Flash::ok(text), StatusCode::OK),
-        Err(e) => (Flash::error(&e), StatusCode::BAD_REQUEST),
-    };
-    let mut page = consent_page(&p, &u, flash).await;
-    *page.status_mut() = status;
-    page
+    let (flash, status) = outcome(revoked);
+    with_status(consent_page(&p, &u, flash).await, status)
 }
 
 #[derive(Deserialize)]
@@ -1185,13 +1163,10 @@ struct RequestForm {
 /// A doctor asks a patient for access to all their records (the patient answers in their
 /// portal or with `consent approve`).
 async fn request(State(p): State<Portal>, Form(form): Form<RequestForm>) -> Response {
-    let u = match unlocked(&p) {
+    let u = match unlocked_as(&p, &[Role::Doctor], "asking for access") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    if let Err(stop) = only(&u, &[Role::Doctor], "asking for access") {
-        return stop.into_response();
-    }
     let asked = async {
         let patient = crate::record::resolve_patient(&u.session, form.patient.trim()).await?;
         let purpose =
@@ -1201,13 +1176,8 @@ async fn request(State(p): State<Portal>, Form(form): Form<RequestForm>) -> Resp
         anyhow::Ok(format!("access to the records of {patient} requested; the patient is told"))
     }
     .await;
-    let (flash, status) = match asked {
-        Ok(text) => (Flash::ok(text), StatusCode::OK),
-        Err(e) => (Flash::error(&e), StatusCode::BAD_REQUEST),
-    };
-    let mut page = records_page(&p, &u, form.patient.trim().to_owned(), flash).await;
-    *page.status_mut() = status;
-    page
+    let (flash, status) = outcome(asked);
+    with_status(records_page(&p, &u, form.patient.trim().to_owned(), flash).await, status)
 }
 
 #[derive(Deserialize)]
@@ -1226,13 +1196,10 @@ fn thirty() -> u64 {
 /// The patient approves (a grant for what was asked, the record keys wrapped to the
 /// requester) or declines a request.
 async fn answer(State(p): State<Portal>, Form(form): Form<AnswerForm>) -> Response {
-    let u = match unlocked(&p) {
+    let u = match unlocked_as(&p, &[Role::Patient], "answering a request") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    if let Err(stop) = only(&u, &[Role::Patient], "answering a request") {
-        return stop.into_response();
-    }
     let answered = async {
         let id: Hash = form
             .request
@@ -1263,13 +1230,8 @@ async fn answer(State(p): State<Portal>, Form(form): Form<AnswerForm>) -> Respon
         }
     }
     .await;
-    let (flash, status) = match answered {
-        Ok(text) => (Flash::ok(text), StatusCode::OK),
-        Err(e) => (Flash::error(&e), StatusCode::BAD_REQUEST),
-    };
-    let mut page = consent_page(&p, &u, flash).await;
-    *page.status_mut() = status;
-    page
+    let (flash, status) = outcome(answered);
+    with_status(consent_page(&p, &u, flash).await, status)
 }
 
 #[derive(Deserialize)]
@@ -1290,13 +1252,10 @@ struct DenyForm {
 
 /// The patient adds a deny rule (it overrides every grant it reaches) or removes one.
 async fn deny(State(p): State<Portal>, Form(f): Form<DenyForm>) -> Response {
-    let u = match unlocked(&p) {
+    let u = match unlocked_as(&p, &[Role::Patient], "deny rules") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    if let Err(stop) = only(&u, &[Role::Patient], "deny rules") {
-        return stop.into_response();
-    }
     let done = async {
         let me = u.session.wallet.account();
         let tx = match f.action.as_str() {
@@ -1358,13 +1317,8 @@ async fn deny(State(p): State<Portal>, Form(f): Form<DenyForm>) -> Response {
         ))
     }
     .await;
-    let (flash, status) = match done {
-        Ok(text) => (Flash::ok(text), StatusCode::OK),
-        Err(e) => (Flash::error(&e), StatusCode::BAD_REQUEST),
-    };
-    let mut page = consent_page(&p, &u, flash).await;
-    *page.status_mut() = status;
-    page
+    let (flash, status) = outcome(done);
+    with_status(consent_page(&p, &u, flash).await, status)
 }
 
 #[derive(Deserialize)]
@@ -1378,13 +1332,10 @@ struct DelegateForm {
 
 /// The patient names a delegate (a guardian, say, who may act for them) or removes one.
 async fn delegate(State(p): State<Portal>, Form(f): Form<DelegateForm>) -> Response {
-    let u = match unlocked(&p) {
+    let u = match unlocked_as(&p, &[Role::Patient], "delegates") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    if let Err(stop) = only(&u, &[Role::Patient], "delegates") {
-        return stop.into_response();
-    }
     let done = async {
         let delegate: AccountId = f
             .delegate
@@ -1406,13 +1357,8 @@ async fn delegate(State(p): State<Portal>, Form(f): Form<DelegateForm>) -> Respo
         anyhow::Ok(format!("delegate {} {what} (block {})", u.names.of(&delegate), r.height))
     }
     .await;
-    let (flash, status) = match done {
-        Ok(text) => (Flash::ok(text), StatusCode::OK),
-        Err(e) => (Flash::error(&e), StatusCode::BAD_REQUEST),
-    };
-    let mut page = consent_page(&p, &u, flash).await;
-    *page.status_mut() = status;
-    page
+    let (flash, status) = outcome(done);
+    with_status(consent_page(&p, &u, flash).await, status)
 }
 
 // ---------------------------------------------------------------------------------------
