@@ -491,6 +491,14 @@ fn a_portal_locks_itself_when_idle_and_refuses_pages_not_for_the_role() {
     assert_eq!(ask(port, "GET", "/", &[ck], "").header("location"), Some("/unlock"));
 }
 
+/// A function that POSTs a URL-encoded form to `p` with `cookie` and the portal's origin.
+fn poster<'a>(p: &'a Portal, cookie: &'a str) -> impl Fn(&str, &[(&str, &str)]) -> Answer + 'a {
+    let origin = p.origin();
+    move |path, fields| {
+        ask(p.port, "POST", path, &[("Cookie", cookie), ("Origin", &origin), FORM], &form(fields))
+    }
+}
+
 /// Logs in and unlocks `p`; the cookie header and the home page's CSRF token.
 fn signed_in(p: &Portal) -> (String, String) {
     let cookie = p.cookie_header();
@@ -520,16 +528,7 @@ fn hospital_staff_and_the_regulator_act_through_their_pages_and_no_one_else_can(
     // The hospital's desk: onboard a doctor, register a patient.
     let desk = Portal::start(&c.hospital, &node.url, &[]);
     let (cookie, csrf) = signed_in(&desk);
-    let origin = desk.origin();
-    let post = |path: &str, fields: &[(&str, &str)]| {
-        ask(
-            desk.port,
-            "POST",
-            path,
-            &[("Cookie", &cookie), ("Origin", &origin), FORM],
-            &form(fields),
-        )
-    };
+    let post = poster(&desk, &cookie);
     let locum = crate::registry::wallet(tmp.path(), "locum", &node.url);
     let locum_identity = crate::registry::identity(&locum);
     let onboarded = post(
@@ -645,16 +644,7 @@ fn hospital_staff_and_the_regulator_act_through_their_pages_and_no_one_else_can(
     // The regulator's desk: admit a hospital, suspend it (a reason is required), reinstate.
     let reg = Portal::start(&regulator, &node.url, &[]);
     let (rcookie, rcsrf) = signed_in(&reg);
-    let rorigin = reg.origin();
-    let rpost = |path: &str, fields: &[(&str, &str)]| {
-        ask(
-            reg.port,
-            "POST",
-            path,
-            &[("Cookie", &rcookie), ("Origin", &rorigin), FORM],
-            &form(fields),
-        )
-    };
+    let rpost = poster(&reg, &rcookie);
     let second = crate::registry::wallet(tmp.path(), "second-hospital", &node.url);
     let admitted = rpost(
         "/regulator/hospital",
@@ -736,25 +726,8 @@ fn a_doctor_asks_for_access_and_the_patient_approves_or_declines_in_the_portal()
     let pat = Portal::start(&c.patient, &node.url, &[]);
     let (dcookie, dcsrf) = signed_in(&doc);
     let (pcookie, pcsrf) = signed_in(&pat);
-    let (dorigin, porigin) = (doc.origin(), pat.origin());
-    let dpost = |path: &str, fields: &[(&str, &str)]| {
-        ask(
-            doc.port,
-            "POST",
-            path,
-            &[("Cookie", &dcookie), ("Origin", &dorigin), FORM],
-            &form(fields),
-        )
-    };
-    let ppost = |path: &str, fields: &[(&str, &str)]| {
-        ask(
-            pat.port,
-            "POST",
-            path,
-            &[("Cookie", &pcookie), ("Origin", &porigin), FORM],
-            &form(fields),
-        )
-    };
+    let dpost = poster(&doc, &dcookie);
+    let ppost = poster(&pat, &pcookie);
     // A colleague adds a record the doctor holds no key of.
     let colleague = crate::registry::wallet(tmp.path(), "colleague", &node.url);
     ok(
@@ -1010,16 +983,8 @@ fn a_patient_sets_an_emergency_profile_and_gets_a_card_a_doctor_can_use() {
     let c = cast(tmp.path(), &node);
     let pat = Portal::start(&c.patient, &node.url, &[]);
     let (cookie, csrf) = signed_in(&pat);
-    let origin = pat.origin();
-    let post = |fields: &[(&str, &str)]| {
-        ask(
-            pat.port,
-            "POST",
-            "/emergency",
-            &[("Cookie", &cookie), ("Origin", &origin), FORM],
-            &form(fields),
-        )
-    };
+    let to = poster(&pat, &cookie);
+    let post = |fields: &[(&str, &str)]| to("/emergency", fields);
     let page = ask(pat.port, "GET", "/emergency", &[("Cookie", &cookie)], "");
     assert!(page.body.contains("no emergency profile yet"), "{}", page.body);
     // Refused, with the reason, and nothing set: no blood type; a custodian that is no account.
@@ -1087,16 +1052,8 @@ fn a_patient_shares_and_erases_a_record_only_when_confirmed() {
         .to_owned();
     let pat = Portal::start(&c.patient, &node.url, &[]);
     let (cookie, csrf) = signed_in(&pat);
-    let origin = pat.origin();
-    let post = |fields: &[(&str, &str)]| {
-        ask(
-            pat.port,
-            "POST",
-            "/record",
-            &[("Cookie", &cookie), ("Origin", &origin), FORM],
-            &form(fields),
-        )
-    };
+    let to = poster(&pat, &cookie);
+    let post = |fields: &[(&str, &str)]| to("/record", fields);
     let page = ask(pat.port, "GET", &format!("/record?pmr={pmr}"), &[("Cookie", &cookie)], "");
     assert_eq!(page.status, 200);
     assert!(
