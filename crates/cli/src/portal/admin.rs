@@ -31,6 +31,7 @@ pub fn routes() -> Router<Portal> {
         .route("/regulator/hospital", post(admit))
         .route("/regulator/hospital/status", post(set_status))
         .route("/regulator/window", post(set_window))
+        .route("/regulator/node", post(node))
 }
 
 /// A doctor as a row.
@@ -236,8 +237,17 @@ struct RegulatorPage {
     flash: Option<Flash>,
     hospitals: Vec<HospitalRow>,
     counts: Vec<(String, u64)>,
-    /// The network's nodes: id, address, hospital, status.
-    nodes: Vec<(u64, String, String, String)>,
+    /// The network's nodes.
+    nodes: Vec<NodeRow>,
+}
+
+/// A node as a row of the regulator's page.
+pub struct NodeRow {
+    id: u64,
+    key: String,
+    address: String,
+    hospital: String,
+    status: String,
 }
 
 async fn regulator(State(p): State<Portal>) -> Response {
@@ -277,7 +287,13 @@ async fn regulator_page(
         .await
         .unwrap_or_default()
         .into_iter()
-        .map(|n| (n.id, n.address, n.hospital.unwrap_or_default(), n.status))
+        .map(|n| NodeRow {
+            id: n.id,
+            key: n.node_key,
+            address: n.address,
+            hospital: n.hospital.unwrap_or_default(),
+            status: n.status,
+        })
         .collect();
     let mut page =
         render(&RegulatorPage { csrf: p.csrf(), me: Me::of(u), flash, hospitals, counts, nodes });
@@ -373,6 +389,56 @@ async fn set_window(State(p): State<Portal>, Form(f): Form<WindowForm>) -> Respo
         let tx = medledger_core::tx::emergency::EmergencyTx::SetWindow { minutes };
         let r = u.session.submit(TxBody::Emergency(tx)).await?;
         anyhow::Ok(format!("break-glass window set to {minutes} minutes (block {})", r.height))
+    }
+    .await;
+    let (flash, status) = outcome(result);
+    regulator_page(&p, &u, flash, status).await
+}
+
+#[derive(Deserialize)]
+struct NodeForm {
+    /// `admit`, `suspend`, `reinstate` or `remove`.
+    action: String,
+    node_key: String,
+    #[serde(default)]
+    address: String,
+    #[serde(default)]
+    hospital: String,
+    /// For a removal (for good): the node key typed again.
+    #[serde(default)]
+    confirm: String,
+}
+
+/// The regulator admits a hospital's node, or suspends, reinstates or removes one (as
+/// `medledger node`; the ledger's consequences change the Raft membership).
+async fn node(State(p): State<Portal>, Form(f): Form<NodeForm>) -> Response {
+    let u = match unlocked_as(&p, &[Role::Regulator], "changing the network's nodes") {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    let result = async {
+        use medledger_client::nodes;
+        let key = nodes::parse_node_key(&f.node_key)?;
+        let (body, done) = match f.action.as_str() {
+            "admit" => {
+                let hospital: AccountId = f.hospital.trim().parse().map_err(|e| {
+                    anyhow::anyhow!("{:?} is not a hospital's account id: {e}", f.hospital)
+                })?;
+                (nodes::admit(key, f.address.trim(), hospital)?, "admitted")
+            }
+            "suspend" => (nodes::suspend(key), "suspended"),
+            "reinstate" => (nodes::reinstate(key), "reinstated"),
+            "remove" => {
+                anyhow::ensure!(
+                    f.confirm.trim() == f.node_key.trim(),
+                    "a node is removed for good: type its key again to confirm; nothing was done"
+                );
+                (nodes::remove(key), "removed")
+            }
+            other => anyhow::bail!("{other:?} is not admit, suspend, reinstate or remove"),
+        };
+        let r = u.session.submit(body).await?;
+        anyhow::Ok(format!("node {key} {done} (block {})", r.height))
     }
     .await;
     let (flash, status) = outcome(result);

@@ -713,6 +713,64 @@ fn hospital_staff_and_the_regulator_act_through_their_pages_and_no_one_else_can(
     assert_eq!(set.status, 200, "{}", set.body);
     assert!(set.body.contains("window set to 90 minutes"), "{}", set.body);
     assert_eq!(post("/regulator/window", &[("csrf", &csrf), ("minutes", "90")]).status, 403);
+    // A hospital's node: admitted, suspended, reinstated, and removed only when confirmed.
+    let init = ok(
+        &["node", "init", "--data-dir", &tmp.path().join("node-2").display().to_string(), "--json"],
+        &[],
+    );
+    let key = serde_json::from_str::<serde_json::Value>(&init).unwrap()["node_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let node_form = |action: &str, extra: &[(&str, &str)]| {
+        let mut fields =
+            vec![("csrf", rcsrf.as_str()), ("action", action), ("node_key", key.as_str())];
+        fields.extend_from_slice(extra);
+        rpost("/regulator/node", &fields)
+    };
+    let malformed =
+        rpost("/regulator/node", &[("csrf", &rcsrf), ("action", "suspend"), ("node_key", "abc")]);
+    assert_eq!(malformed.status, 400, "{}", malformed.body);
+    // The node never runs: a loopback port nothing listens on.
+    let admitted =
+        node_form("admit", &[("address", "http://127.0.0.1:1"), ("hospital", &second_account)]);
+    assert_eq!(admitted.status, 200, "{}", admitted.body);
+    assert!(
+        admitted.body.contains("admitted (block") && admitted.body.contains(&key),
+        "{}",
+        admitted.body
+    );
+    let suspended = node_form("suspend", &[]);
+    assert!(
+        suspended.status == 200 && suspended.body.contains("suspended (block"),
+        "{}",
+        suspended.body
+    );
+    let reinstated = node_form("reinstate", &[]);
+    assert!(
+        reinstated.status == 200 && reinstated.body.contains("reinstated (block"),
+        "{}",
+        reinstated.body
+    );
+    let unconfirmed = node_form("remove", &[("confirm", "not the key")]);
+    assert_eq!(unconfirmed.status, 400);
+    assert!(unconfirmed.body.contains("type its key again"), "{}", unconfirmed.body);
+    let removed = node_form("remove", &[("confirm", &key)]);
+    assert!(removed.status == 200 && removed.body.contains("removed (block"), "{}", removed.body);
+    let listed = ok(&["node", "list", "--node", &node.url, "--json"], &[]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["node_key"] == key.as_str() && n["status"] == "removed"),
+        "{listed}"
+    );
+    let by_desk =
+        post("/regulator/node", &[("csrf", &csrf), ("action", "suspend"), ("node_key", &key)]);
+    assert_eq!(by_desk.status, 403);
+
     // The regulator has no staff desk.
     assert_eq!(ask(reg.port, "GET", "/staff", &[("Cookie", &rcookie)], "").status, 403);
 }
