@@ -486,7 +486,7 @@ pub fn words<T: serde::Serialize>(value: &T) -> String {
 /// put beside account ids (the public directory of hospitals and doctors, and the wallet's
 /// own name; patients' names are sealed, so only their own wallet knows them), and the key
 /// that opens break-glass reasons and review findings sealed to it.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Names {
     names: std::collections::HashMap<AccountId, String>,
     key: Option<medledger_core::keys::DecryptionKey>,
@@ -495,13 +495,20 @@ pub struct Names {
 impl Names {
     /// Reads the directory from the node (an unreadable directory leaves ids bare).
     pub async fn load(s: &Session) -> Self {
+        let hospitals = s.client.hospitals().await.unwrap_or_default();
+        let doctors = s.client.doctors(None).await.unwrap_or_default();
+        Self::of_directory(s, &hospitals, &doctors)
+    }
+
+    /// As [`Names::load`], from a directory already read.
+    pub fn of_directory(
+        s: &Session,
+        hospitals: &[medledger_api::HospitalView],
+        doctors: &[medledger_api::DoctorView],
+    ) -> Self {
         let mut names = std::collections::HashMap::new();
-        if let Ok(hospitals) = s.client.hospitals().await {
-            names.extend(hospitals.into_iter().map(|h| (h.account, h.name)));
-        }
-        if let Ok(doctors) = s.client.doctors(None).await {
-            names.extend(doctors.into_iter().map(|d| (d.account, d.name)));
-        }
+        names.extend(hospitals.iter().map(|h| (h.account, h.name.clone())));
+        names.extend(doctors.iter().map(|d| (d.account, d.name.clone())));
         names.insert(s.wallet.account(), format!("{}, you", s.wallet.name()));
         Self { names, key: Some(s.identity.decryption.clone()) }
     }

@@ -263,25 +263,23 @@ impl Portal {
             .await?
             .with_context(|| format!("account {me} is not on the ledger yet"))?
             .role;
-        let names = Names::load(&session).await;
-        let mut directory = std::collections::HashMap::new();
+        // The public directory, read once: names, and each doctor's hospital.
         let hospitals = session.client.hospitals().await.unwrap_or_default();
+        let doctors = session.client.doctors(None).await.unwrap_or_default();
+        let names = Names::of_directory(&session, &hospitals, &doctors);
+        let mut directory = std::collections::HashMap::new();
         for h in &hospitals {
             directory.insert(h.account, ("hospital", h.name.clone()));
         }
-        for d in session.client.doctors(None).await.unwrap_or_default() {
+        for d in &doctors {
             let hospital = hospitals
                 .iter()
                 .find(|h| h.account == d.hospital)
                 .map_or_else(|| d.hospital.to_string(), |h| h.name.clone());
             directory.insert(d.account, ("doctor", hospital));
         }
-        let watcher = tokio::spawn(watch(
-            session.client.clone(),
-            me,
-            Names::load(&session).await,
-            self.notices.clone(),
-        ));
+        let watcher =
+            tokio::spawn(watch(session.client.clone(), me, names.clone(), self.notices.clone()));
         let unlocked =
             Arc::new(Unlocked { session, role, names, directory, watcher: watcher.abort_handle() });
         let csrf = random_hex()?;

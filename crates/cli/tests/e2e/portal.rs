@@ -499,6 +499,61 @@ fn poster<'a>(p: &'a Portal, cookie: &'a str) -> impl Fn(&str, &[(&str, &str)]) 
     }
 }
 
+/// Every field any form of the portal reads, with values each form accepts, so that a form
+/// posted with it reaches the handler's role check (not a refusal of a missing field).
+fn every_field<'a>(csrf: &'a str, account: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("csrf", csrf),
+        ("grantee", account),
+        ("scope", "all"),
+        ("purpose", "treatment"),
+        ("days", "3"),
+        ("grant", ZEROS),
+        ("request", ZEROS),
+        ("answer", "decline"),
+        ("action", "remove"),
+        ("delegate", account),
+        ("rule", ZEROS),
+        ("pmr", "1"),
+        ("to", account),
+        ("confirm", "1"),
+        ("blood_type", "O-"),
+        ("identity", "x"),
+        ("registration_number", "x"),
+        ("registration_id", "x"),
+        ("name", "x"),
+        ("specialisation", "x"),
+        ("city", "x"),
+        ("contact", "x"),
+        ("date_of_birth", "1990-01-01"),
+        ("phone", "x"),
+        ("attendant_name", "x"),
+        ("attendant_phone", "x"),
+        ("attendant_relationship", "x"),
+        ("break_glass", ZEROS),
+        ("finding", "x"),
+        ("hospital", account),
+        ("reason", "a reason of more than twenty characters"),
+        ("minutes", "60"),
+        ("node_key", ZEROS),
+        ("address", "http://127.0.0.1:1"),
+        ("patient", account),
+        ("code", "other"),
+    ]
+}
+
+const ZEROS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Posts every form in `paths` to `p` with every field: each must be refused for the role.
+fn refused_for_role(p: &Portal, cookie: &str, csrf: &str, account: &str, paths: &[&str]) {
+    let post = poster(p, cookie);
+    for path in paths {
+        let a = post(path, &every_field(csrf, account));
+        assert_eq!(a.status, 403, "{path} was not refused to this role: {}", a.body);
+        assert!(a.body.contains("is not for a"), "{path}: {}", a.body);
+    }
+}
+
 /// Logs in and unlocks `p`; the cookie header and the home page's CSRF token.
 fn signed_in(p: &Portal) -> (String, String) {
     let cookie = p.cookie_header();
@@ -1086,8 +1141,55 @@ fn a_patient_sets_an_emergency_profile_and_gets_a_card_a_doctor_can_use() {
     assert!(read.contains("O-") && read.contains("penicillin"), "{read}");
     // Not a doctor's page.
     let doc = Portal::start(&c.doctor, &node.url, &[]);
-    let (dcookie, _) = signed_in(&doc);
+    let (dcookie, dcsrf) = signed_in(&doc);
     assert_eq!(ask(doc.port, "GET", "/emergency", &[("Cookie", &dcookie)], "").status, 403);
+    // Every form not for a doctor, each refused by its own handler's role check.
+    let shown = ok(&["wallet", "show", "--wallet", &c.patient, "--json"], &[]);
+    let patient_account = serde_json::from_str::<serde_json::Value>(&shown).unwrap()["account"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    refused_for_role(
+        &doc,
+        &dcookie,
+        &dcsrf,
+        &patient_account,
+        &[
+            "/consent/grant",
+            "/consent/revoke",
+            "/consent/answer",
+            "/consent/deny",
+            "/consent/delegate",
+            "/record",
+            "/export",
+            "/emergency",
+            "/staff/doctor",
+            "/staff/patient",
+            "/staff/review",
+            "/regulator/hospital",
+            "/regulator/hospital/status",
+            "/regulator/window",
+            "/regulator/node",
+        ],
+    );
+    // And every form not for a patient.
+    refused_for_role(
+        &pat,
+        &cookie,
+        &csrf,
+        &c.doctor_account,
+        &[
+            "/consent/request",
+            "/emergency/break-glass",
+            "/staff/doctor",
+            "/staff/patient",
+            "/staff/review",
+            "/regulator/hospital",
+            "/regulator/hospital/status",
+            "/regulator/window",
+            "/regulator/node",
+        ],
+    );
 }
 
 #[test]
