@@ -182,7 +182,7 @@ pub async fn serve_with(
     let network = raft::network::Network::new(transport.clone())
         .map_err(NodeError::Raft)?
         .with_faults(faults.clone());
-    let (raft, log_closed) = raft::start_with(
+    let raft::Started { raft, closed: log_closed, receiver } = raft::start_with(
         ledger.clone(),
         &dir.raft_log(),
         node_id,
@@ -215,6 +215,7 @@ pub async fn serve_with(
         faults,
         served_pulls: Default::default(),
         preverified: preverified.clone(),
+        snapshots: receiver,
     });
     // The Raft log and the vault index may have just been created.
     warn_widened(dir.secure()?);

@@ -169,7 +169,8 @@ async fn snapshot(
     // free-space reserve (507 `disk_full`; the leader retries, and the Raft log and the
     // ledger keep the room the reserve holds for them).
     super::submit::writable(&state, rpc.data.len() as u64)?;
-    let result = Answer::of_snapshot(state.cluster.raft.install_snapshot(rpc).await);
+    let cluster = &state.cluster;
+    let result = Answer::of_snapshot(cluster.snapshots.receive(&cluster.raft, rpc).await);
     Ok(answer(&state, &envelope, encoding::encode(&result)))
 }
 

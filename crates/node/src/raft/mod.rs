@@ -16,6 +16,7 @@ pub mod faults;
 mod log_store;
 pub mod membership;
 pub mod network;
+mod receive;
 pub mod replicas;
 #[cfg(test)]
 mod sim;
@@ -34,6 +35,7 @@ use openraft::{BasicNode, Config, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
 pub use log_store::{LogClosed, LogStore};
+pub use receive::SnapshotReceiver;
 pub use state_machine::{PreVerified, StateMachine};
 pub use verify::{RaftLogCheck, check_log_offline};
 
@@ -149,7 +151,7 @@ pub async fn start(
     preverified: PreVerified,
     applied: tokio::sync::watch::Sender<u64>,
     fault: Arc<crate::storage::StorageFault>,
-) -> Result<(Raft, LogClosed), String> {
+) -> Result<Started, String> {
     let snapshots = SnapshotSettings::default();
     start_with(ledger, log_path, node_id, addr, network, preverified, applied, fault, snapshots)
         .await
@@ -168,7 +170,7 @@ pub async fn start_with<N: openraft::RaftNetworkFactory<TypeConfig>>(
     applied: tokio::sync::watch::Sender<u64>,
     fault: Arc<crate::storage::StorageFault>,
     snapshots: SnapshotSettings,
-) -> Result<(Raft, LogClosed), String> {
+) -> Result<Started, String> {
     let timers = Timers::default();
     start_timed(
         ledger,
@@ -214,7 +216,7 @@ pub(crate) async fn start_timed<N: openraft::RaftNetworkFactory<TypeConfig>>(
     fault: Arc<crate::storage::StorageFault>,
     snapshots: SnapshotSettings,
     timers: Timers,
-) -> Result<(Raft, LogClosed), String> {
+) -> Result<Started, String> {
     #[allow(deprecated, reason = "openraft 0.9 still sends snapshots in chunks, timed by it")]
     let config = Config {
         cluster_name: ledger.chain_id().to_owned(),
@@ -237,14 +239,28 @@ pub(crate) async fn start_timed<N: openraft::RaftNetworkFactory<TypeConfig>>(
     let closed = log.closed();
     // Snapshots live beside the log, in the data directory's `snapshots/`.
     let snapshot_dir = log_path.with_file_name("snapshots");
-    let sm = StateMachine::new(ledger, preverified, applied, fault, &snapshot_dir)
+    let import_lock = state_machine::ImportLock::default();
+    let receiver =
+        Arc::new(SnapshotReceiver::new(ledger.clone(), fault.clone(), import_lock.clone()));
+    let sm = StateMachine::new(ledger, preverified, applied, fault, &snapshot_dir, import_lock)
         .map_err(|e| format!("snapshots at {}: {e}", snapshot_dir.display()))?;
     let raft = Raft::new(node_id, config, network, log, sm).await.map_err(|e| e.to_string())?;
     if node_id == GENESIS_NODE_ID && !raft.is_initialized().await.map_err(|e| e.to_string())? {
         let members = BTreeMap::from([(node_id, BasicNode { addr: addr.to_owned() })]);
         raft.initialize(members).await.map_err(|e| e.to_string())?;
     }
-    Ok((raft, closed))
+    Ok(Started { raft, closed, receiver })
+}
+
+/// A started Raft node.
+#[allow(missing_debug_implementations, reason = "openraft's Raft has no Debug")]
+pub struct Started {
+    /// The Raft handle.
+    pub raft: Raft,
+    /// Reports when the Raft log's file is closed, after a shutdown.
+    pub closed: LogClosed,
+    /// Where snapshots sent by the leader arrive (`POST` of the Raft snapshot route).
+    pub receiver: Arc<SnapshotReceiver>,
 }
 
 /// Waits (at most 60 s) until this node leads and has applied every entry in its log, so that
@@ -306,6 +322,8 @@ pub struct Cluster {
     pub served_pulls: transport::SeenRequests,
     /// Blocks whose signatures this node checked before applying them.
     pub preverified: PreVerified,
+    /// Checks and imports snapshots sent by the leader before Raft is told of them.
+    pub snapshots: Arc<SnapshotReceiver>,
 }
 
 impl std::fmt::Debug for Cluster {

@@ -109,10 +109,22 @@ impl PreVerified {
     }
 }
 
+/// Held while entries are applied and while a snapshot is imported on receipt
+/// ([`super::receive`]), so that an import never lands between two entries of one batch: each
+/// batch reads the applied marker once, under it, and skips what an import already holds.
+pub(super) type ImportLock = Arc<Mutex<()>>;
+
+/// Takes the [`ImportLock`]; it guards no data a panicking holder could leave half-written.
+pub(super) fn hold(lock: &ImportLock) -> std::sync::MutexGuard<'_, ()> {
+    lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The state machine.
 #[derive(Debug)]
 pub struct StateMachine {
     ledger: Arc<Ledger>,
+    /// Shared with the snapshot receiver ([`ImportLock`]).
+    import_lock: ImportLock,
     preverified: PreVerified,
     /// Told the height after every applied block (wakes event streams).
     applied: tokio::sync::watch::Sender<u64>,
@@ -173,6 +185,7 @@ impl StateMachine {
         applied: tokio::sync::watch::Sender<u64>,
         fault: Arc<crate::storage::StorageFault>,
         snapshots: &std::path::Path,
+        import_lock: ImportLock,
     ) -> io::Result<Self> {
         let snapshots = SnapshotDir::open(snapshots)?;
         let stored = ledger.applied_marker().map_err(io::Error::other)?;
@@ -180,7 +193,16 @@ impl StateMachine {
             Some(bytes) => decode_marker(&bytes).map_err(io::Error::other)?.1,
             None => Skipped::default(),
         };
-        Ok(Self { ledger, preverified, applied, fault, snapshots, receiving: None, skipped })
+        Ok(Self {
+            ledger,
+            import_lock,
+            preverified,
+            applied,
+            fault,
+            snapshots,
+            receiving: None,
+            skipped,
+        })
     }
 
     /// A failed write to the ledger: reported as a storage fault, and fatal to Raft.
@@ -216,12 +238,15 @@ impl StateMachine {
     }
 
     fn marker(&self) -> Result<Marker, StorageError<u64>> {
-        match self.ledger.applied_marker().map_err(sm_err)? {
-            Some(bytes) if !bytes.is_empty() => {
-                decode_marker(&bytes).map(|(m, _)| m).map_err(sm_err)
-            }
-            _ => Ok((None, StoredMembership::default())),
-        }
+        stored_marker_of(&self.ledger).map(|(m, _)| m).map_err(sm_err)
+    }
+}
+
+/// The applied marker `ledger` stores, with the blocks skipped since its last applied one.
+pub(super) fn stored_marker_of(ledger: &Ledger) -> Result<(Marker, Skipped), String> {
+    match ledger.applied_marker().map_err(|e| e.to_string())? {
+        Some(bytes) if !bytes.is_empty() => decode_marker(&bytes).map_err(|e| e.to_string()),
+        _ => Ok(((None, StoredMembership::default()), Skipped::default())),
     }
 }
 
@@ -237,11 +262,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let (_, mut membership) = self.marker()?;
+        let import_lock = self.import_lock.clone();
         let mut results = Vec::new();
         tokio::task::block_in_place(|| {
+            // A snapshot imported on receipt may already hold some of these entries; it lands
+            // between batches, never inside one (the lock), and the marker is read after it.
+            let _import = hold(&import_lock);
+            let ((applied, mut membership), skipped) =
+                stored_marker_of(&self.ledger).map_err(sm_err)?;
+            self.skipped = skipped;
             for entry in entries {
                 let log_id = entry.log_id;
+                if applied.is_some_and(|a| log_id.index <= a.index) {
+                    // Committed entries are final, so the snapshot holds this one's effect.
+                    tracing::debug!(index = log_id.index, "entry already in an imported snapshot");
+                    results.push(BlockResult::Applied(Vec::new()));
+                    continue;
+                }
                 match entry.payload {
                     EntryPayload::Blank => {
                         let m: Marker = (Some(log_id), membership.clone());
@@ -350,17 +387,58 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError<u64>> {
         let last = meta.last_log_id.ok_or_else(|| sm_err("a snapshot that covers no entry"))?;
         let marker: Marker = (meta.last_log_id, meta.last_membership.clone());
-        let (_, previous) = self.marker()?;
         let file = snapshot.into_std().await;
-        let (ledger, dir, receiving) =
-            (self.ledger.clone(), self.snapshots.clone(), self.receiving.take());
+        let (ledger, dir, receiving, lock) = (
+            self.ledger.clone(),
+            self.snapshots.clone(),
+            self.receiving.take(),
+            self.import_lock.clone(),
+        );
         let installed = tokio::task::spawn_blocking(move || {
-            install(&ledger, &dir, file, receiving.as_deref(), &marker, previous.membership(), last)
+            let _import = hold(&lock);
+            let imported = match stored_marker_of(&ledger).map_err(Refused::storage)? {
+                // Received from a peer: checked and imported on receipt (`receive.rs`), before
+                // Raft was told and purged its log behind it.
+                (stored, skipped) if stored == marker => {
+                    header_of(&file).map(|h| Some((h, skipped))).map_err(Refused::storage)
+                }
+                // Past it already: Raft declined a snapshot imported on receipt (a newer vote
+                // overtook it) and entries were applied on top; committed entries are final,
+                // so there is nothing to import, nor to keep, once its tip is one of ours.
+                ((Some(applied), _), _) if applied.index >= last.index => {
+                    passed(&ledger, &file).map(|()| None)
+                }
+                // Handed over by this process (`Raft::install_full_snapshot`).
+                ((_, previous), _) => {
+                    import(&ledger, &file, &marker, previous.membership()).map(Some)
+                }
+            };
+            let imported = match imported {
+                Ok(Some(imported)) => imported,
+                Ok(None) => {
+                    if let Some(path) = receiving.as_deref().filter(|p| same_file(p, &file)) {
+                        let _ = fs::remove_file(path);
+                    }
+                    return Ok(None);
+                }
+                Err(e) => {
+                    if let Some(path) = receiving.as_deref().filter(|p| same_file(p, &file)) {
+                        let _ = fs::remove_file(path);
+                    }
+                    return Err(e);
+                }
+            };
+            keep(&dir, file, receiving.as_deref(), last)?;
+            Ok(Some(imported))
         })
         .await
         .map_err(sm_err)?;
         match installed {
-            Ok((header, skipped)) => {
+            Ok(None) => {
+                tracing::info!(last_log_index = last.index, "the ledger is past the snapshot");
+                Ok(())
+            }
+            Ok(Some((header, skipped))) => {
                 tracing::info!(
                     height = header.height,
                     log_size = header.log_size,
@@ -371,16 +449,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 self.applied.send_replace(header.height);
                 Ok(())
             }
-            Err(Refused { reason, protocol }) => {
-                let reason =
-                    format!("installing the snapshot up to entry {}: {reason}", last.index);
-                if protocol {
-                    self.fault.report_protocol(reason.clone());
-                } else {
-                    self.fault.report(reason.clone());
-                }
-                Err(sm_err(reason))
-            }
+            Err(refused) => Err(sm_err(refused.report(&self.fault, last))),
         }
     }
 
@@ -399,50 +468,78 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
-/// Installs the received snapshot `file` into `ledger` (checked by the ledger's import against
-/// `marker`, the Raft log id and membership announced with it), then keeps it as the current
-/// snapshot. On refusal the ledger is unchanged and the file deleted.
-fn install(
+/// Checks the snapshot in `file` and imports it into `ledger` (the ledger's import checks it
+/// against `marker`, the Raft log id and membership announced with it, and the membership
+/// against `previous`, the one applied before), returning its header and the blocks skipped
+/// before the point it was taken. On refusal the ledger is unchanged. The caller holds the
+/// [`ImportLock`].
+pub(super) fn import(
     ledger: &Ledger,
-    dir: &SnapshotDir,
-    mut file: fs::File,
-    receiving: Option<&std::path::Path>,
+    mut file: &fs::File,
     marker: &Marker,
     previous: &openraft::Membership<u64, BasicNode>,
-    last: LogId<u64>,
 ) -> Result<(SnapshotHeader, Skipped), Refused> {
     let started = std::time::Instant::now();
-    let imported = (|| {
-        file.sync_all().map_err(Refused::storage)?;
-        file.seek(SeekFrom::Start(0)).map_err(Refused::storage)?;
-        let (stored, skipped) = stored_marker(&mut file, marker)?;
-        file.seek(SeekFrom::Start(0)).map_err(Refused::storage)?;
-        // The membership it carries names only nodes its own ledger admitted; otherwise it is
-        // refused with nothing changed, and the node stops.
-        let members = |known: &[medledger_ledger::NodeEntry]| {
-            super::membership::check_snapshot_members(known, previous, marker.1.membership())
-                .map_err(|reason| format!("its Raft membership: {reason}"))
-        };
-        let header = ledger.import_snapshot_checked(&file, &stored, members).map_err(|e| {
-            let protocol = !matches!(e, SnapshotError::Io(_) | SnapshotError::Ledger(_));
-            Refused { reason: e.to_string(), protocol }
-        })?;
-        Ok((header, skipped))
-    })();
-    let (header, skipped) = match imported {
-        Ok(header) => header,
-        Err(e) => {
-            if let Some(path) = receiving.filter(|p| same_file(p, &file)) {
-                let _ = fs::remove_file(path);
-            }
-            return Err(e);
-        }
+    file.sync_all().map_err(Refused::storage)?;
+    file.seek(SeekFrom::Start(0)).map_err(Refused::storage)?;
+    let (stored, skipped) = stored_marker(&mut file, marker)?;
+    file.seek(SeekFrom::Start(0)).map_err(Refused::storage)?;
+    // The membership it carries names only nodes its own ledger admitted; otherwise it is
+    // refused with nothing changed, and the node stops.
+    let members = |known: &[medledger_ledger::NodeEntry]| {
+        super::membership::check_snapshot_members(known, previous, marker.1.membership())
+            .map_err(|reason| format!("its Raft membership: {reason}"))
     };
+    let header = ledger.import_snapshot_checked(file, &stored, members).map_err(|e| {
+        let protocol = !matches!(e, SnapshotError::Io(_) | SnapshotError::Ledger(_));
+        Refused { reason: e.to_string(), protocol }
+    })?;
     tracing::info!(
         height = header.height,
         import_ms = started.elapsed().as_millis() as u64,
         "imported a snapshot into the ledger"
     );
+    Ok((header, skipped))
+}
+
+/// Checks that the snapshot in `file`, taken at a point this ledger has passed, ends at one of
+/// this ledger's blocks: otherwise its sender forked the history (a protocol fault).
+fn passed(ledger: &Ledger, file: &fs::File) -> Result<(), Refused> {
+    let header = header_of(file).map_err(|e| Refused { reason: e.to_string(), protocol: true })?;
+    let ours = match header.height {
+        0 => Some(ledger.genesis().hash()),
+        h => ledger.header(h).map_err(Refused::storage)?.map(|b| b.hash()),
+    };
+    if ours == Some(header.tip_hash) {
+        return Ok(());
+    }
+    let reason = match ours {
+        Some(_) => format!(
+            "its block {} differs from the block {} this ledger applied",
+            header.height, header.height
+        ),
+        None => format!(
+            "it ends at height {} although this ledger, past its point in the log, ends at {}",
+            header.height,
+            ledger.tip().height
+        ),
+    };
+    Err(Refused { reason, protocol: true })
+}
+
+/// The header of the snapshot in `file`.
+fn header_of(mut file: &fs::File) -> Result<SnapshotHeader, SnapshotError> {
+    file.seek(SeekFrom::Start(0))?;
+    SnapshotHeader::read_from(&mut io::BufReader::new(file))
+}
+
+/// Keeps the installed snapshot `file` as the current one, covering the log up to `last`.
+fn keep(
+    dir: &SnapshotDir,
+    mut file: fs::File,
+    receiving: Option<&std::path::Path>,
+    last: LogId<u64>,
+) -> Result<(), Refused> {
     // The file Raft handed over is the one this node received, unless the caller installed
     // a snapshot of its own (`Raft::install_full_snapshot`): then keep a copy.
     let temp = match receiving.filter(|p| same_file(p, &file)) {
@@ -457,14 +554,14 @@ fn install(
     };
     dir.publish(&temp, last)
         .map_err(|e| Refused::storage(format!("keeping the installed snapshot: {e}")))?;
-    Ok((header, skipped))
+    Ok(())
 }
 
 /// The applied marker to install a snapshot with, and the blocks skipped before the point it
 /// was taken: the marker in its header, skipped blocks and all, when that marker is the one
 /// Raft announced (`marker`); otherwise the announced one, which the import refuses as not
 /// the snapshot's.
-fn stored_marker(file: &mut fs::File, marker: &Marker) -> Result<(Vec<u8>, Skipped), Refused> {
+fn stored_marker(file: &mut &fs::File, marker: &Marker) -> Result<(Vec<u8>, Skipped), Refused> {
     let header = SnapshotHeader::read_from(file)
         .map_err(|e| Refused { reason: e.to_string(), protocol: true })?;
     Ok(match decode_marker(&header.marker) {
@@ -476,14 +573,26 @@ fn stored_marker(file: &mut fs::File, marker: &Marker) -> Result<(Vec<u8>, Skipp
 /// Why a snapshot was not installed: the storage failed, or (`protocol`) the snapshot does
 /// not check out, so the leader that sent it broke the protocol.
 #[derive(Debug)]
-struct Refused {
+pub(super) struct Refused {
     reason: String,
     protocol: bool,
 }
 
 impl Refused {
-    fn storage(e: impl std::fmt::Display) -> Self {
+    pub(super) fn storage(e: impl std::fmt::Display) -> Self {
         Refused { reason: e.to_string(), protocol: false }
+    }
+
+    /// Reports the refusal of the snapshot up to `last` to `fault` (the node stops: as a
+    /// protocol fault when the snapshot did not check out) and returns the reason.
+    pub(super) fn report(self, fault: &crate::storage::StorageFault, last: LogId<u64>) -> String {
+        let reason = format!("installing the snapshot up to entry {}: {}", last.index, self.reason);
+        if self.protocol {
+            fault.report_protocol(reason.clone());
+        } else {
+            fault.report(reason.clone());
+        }
+        reason
     }
 }
 

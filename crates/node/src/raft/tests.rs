@@ -108,7 +108,7 @@ async fn raft_at(dir: &Path, genesis: &Genesis, settings: SnapshotSettings) -> (
     let key = Arc::new(medledger_core::keys::SigningKey::generate());
     let transport = Arc::new(super::transport::Transport::new(1, key, ledger.clone()));
     let network = super::network::Network::new(transport).unwrap();
-    let (raft, _) = start_with(
+    let super::Started { raft, .. } = start_with(
         ledger.clone(),
         &dir.join("raft-log.redb"),
         1,
@@ -249,6 +249,7 @@ fn state_machine_on(ledger: Arc<Ledger>, dir: &Path) -> (StateMachine, Arc<Stora
         applied,
         fault.clone(),
         &dir.join("snapshots"),
+        Default::default(),
     )
     .unwrap();
     (sm, fault)
@@ -477,7 +478,7 @@ async fn a_snapshot_that_does_not_extend_the_applied_history_is_refused_and_noth
     sm.apply(entries).await.unwrap();
     let before = (view(&ahead), sm.applied_state().await.unwrap());
     let err = receive(&mut sm, &snapshot.meta, &bytes).await.unwrap_err();
-    assert!(format!("{err:?}").contains("behind this ledger's tip at 12"), "{err:?}");
+    assert!(format!("{err:?}").contains("its block 10 differs from the block 10"), "{err:?}");
     assert_eq!((view(&ahead), sm.applied_state().await.unwrap()), before);
     assert!(
         fault.is_protocol(),
@@ -639,4 +640,184 @@ async fn a_snapshot_whose_membership_names_an_unadmitted_node_is_refused() {
         assert!(installing.get_current_snapshot().await.unwrap().is_none());
         assert!(files(&b.path().join("snapshots"), ".tmp").is_empty());
     }
+}
+
+/// Node 2 as a follower over the ledger and log in `dir`, and the fault it reports to.
+async fn follower_at(dir: &Path, genesis: &Genesis) -> (Arc<Ledger>, Started, Arc<StorageFault>) {
+    let ledger = ledger_at(dir, genesis);
+    let (applied, _) = tokio::sync::watch::channel(0);
+    let key = Arc::new(SigningKey::generate());
+    let transport = Arc::new(super::transport::Transport::new(2, key, ledger.clone()));
+    let network = super::network::Network::new(transport).unwrap();
+    let fault = Arc::new(StorageFault::default());
+    let started = start_with(
+        ledger.clone(),
+        &dir.join("raft-log.redb"),
+        2,
+        "127.0.0.1:2",
+        network,
+        PreVerified::default(),
+        applied,
+        fault.clone(),
+        SnapshotSettings::every(1000),
+    )
+    .await
+    .unwrap();
+    (ledger, started, fault)
+}
+
+/// The snapshot `meta`/`bytes` as leader 1 of term 1 sends it, in chunks, to `started`'s
+/// receiving end: the answer to the last chunk.
+async fn send_snapshot(
+    started: &Started,
+    meta: &openraft::SnapshotMeta<u64, BasicNode>,
+    bytes: &[u8],
+) -> Result<
+    openraft::raft::InstallSnapshotResponse<u64>,
+    openraft::error::RaftError<u64, openraft::error::InstallSnapshotError>,
+> {
+    let vote = openraft::Vote::new_committed(1, 1);
+    let chunks: Vec<&[u8]> = bytes.chunks(64 * 1024).collect();
+    let mut answer = None;
+    for (i, chunk) in chunks.iter().enumerate() {
+        let req = openraft::raft::InstallSnapshotRequest {
+            vote,
+            meta: meta.clone(),
+            offset: (i * 64 * 1024) as u64,
+            data: chunk.to_vec(),
+            done: i + 1 == chunks.len(),
+        };
+        answer = Some(started.receiver.receive(&started.raft, req).await);
+    }
+    answer.expect("at least one chunk")
+}
+
+/// A snapshot that does not check out, arriving at a follower whose log holds entries, is
+/// refused before Raft hears of it (issue 12's snapshot gap: openraft purges the log behind a
+/// snapshot while the state machine is still installing it). The node stops with a protocol
+/// fault, its ledger and its Raft log as they were, so that it restarts from them, and the
+/// genuine snapshot then installs and lets the log be purged behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_snapshot_leaves_the_raft_log_unpurged_and_the_node_restarts_from_it() {
+    tokio::time::timeout(LIMIT, async {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut chain = Chain::new();
+        let (snapshot, bytes) = built(a.path(), &mut chain, 10).await;
+        let source = ledger_at(a.path(), &chain.genesis);
+
+        // The follower holds the membership entry and the first two blocks, as leader 1 sent
+        // them, committed and applied.
+        let (target, started, fault) = follower_at(b.path(), &chain.genesis).await;
+        let membership = snapshot.meta.last_membership.membership().clone();
+        // (Raft's log starts at index 0; the leader's first entry there is a blank one.)
+        let mut entries = vec![
+            Entry::<TypeConfig> { log_id: log_id(0), payload: EntryPayload::Blank },
+            Entry { log_id: log_id(1), payload: EntryPayload::Membership(membership) },
+        ];
+        for height in 1..=2 {
+            let block = chain.seal(block_of(&source, height));
+            entries
+                .push(Entry { log_id: log_id(height + 1), payload: EntryPayload::Normal(block) });
+        }
+        let append = openraft::raft::AppendEntriesRequest {
+            vote: openraft::Vote::new_committed(1, 1),
+            prev_log_id: None,
+            entries,
+            leader_commit: Some(log_id(3)),
+        };
+        assert!(started.raft.append_entries(append).await.unwrap().is_success());
+        while target.tip().height < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let before = view(&target);
+
+        // One byte of the first hospital's row flipped (as in the install test above).
+        let mut flipped = bytes.clone();
+        let table = [&[4u8, 9, 0, 0, 0][..], b"hospitals"].concat();
+        let at = bytes.windows(table.len()).position(|w| w == table).unwrap() + table.len();
+        flipped[at + 5 + 4 + 20 + 8] ^= 1;
+        let err = send_snapshot(&started, &snapshot.meta, &flipped).await.unwrap_err();
+        assert!(format!("{err:?}").contains("does not check out"), "{err:?}");
+        let reason = fault.reason().expect("the refusal is reported");
+        assert!(fault.is_protocol(), "reported as a storage fault: {reason}");
+        assert_eq!(view(&target), before);
+
+        let Started { raft, closed, receiver } = started;
+        drop(receiver);
+        stop(raft, target).await;
+        assert!(closed.wait(LIMIT).await, "the Raft log was not closed");
+        {
+            let mut log =
+                LogStore::open(&b.path().join("raft-log.redb"), Default::default()).unwrap();
+            let state = openraft::storage::RaftLogStorage::get_log_state(&mut log).await.unwrap();
+            assert_eq!(state.last_purged_log_id, None, "the log was purged for a refused snapshot");
+            assert_eq!(state.last_log_id, Some(log_id(3)));
+            let closed = log.closed();
+            drop(log);
+            assert!(closed.wait(LIMIT).await);
+        }
+        assert!(offline_check(b.path()).problems.is_empty(), "{:?}", offline_check(b.path()));
+
+        // Restarted, the node takes the genuine snapshot; the log behind it goes.
+        let (target, started, fault) = follower_at(b.path(), &chain.genesis).await;
+        assert_eq!(target.tip().height, 2);
+        send_snapshot(&started, &snapshot.meta, &bytes).await.unwrap();
+        assert_eq!(fault.reason(), None);
+        assert_eq!(view(&target), view(&source));
+        started
+            .raft
+            .wait(Some(LIMIT))
+            .metrics(|m| m.purged == Some(log_id(11)), "the log behind the snapshot purged")
+            .await
+            .unwrap();
+        let Started { raft, closed, receiver } = started;
+        drop(receiver);
+        stop(raft, target).await;
+        assert!(closed.wait(LIMIT).await);
+    })
+    .await
+    .expect("the test took too long");
+}
+
+/// Entries a snapshot imported on receipt already holds are skipped when Raft applies them
+/// (Raft may decline the snapshot after its import, e.g. when a new leader's vote overtook it,
+/// and send those entries instead); the entries after it apply on top, and the snapshot handed
+/// over late changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_a_snapshot_imported_on_receipt_holds_are_skipped_and_the_next_apply_on_top() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut chain = Chain::new();
+    let (snapshot, bytes) = built(a.path(), &mut chain, 10).await;
+    let source = ledger_at(a.path(), &chain.genesis);
+    let (target, mut sm) = state_machine(b.path(), &chain.genesis);
+    let membership = snapshot.meta.last_membership.membership().clone();
+    let mut entries: Vec<Entry<TypeConfig>> =
+        vec![Entry { log_id: log_id(1), payload: EntryPayload::Membership(membership) }];
+    for height in 1..=10 {
+        let block = chain.seal(block_of(&source, height));
+        entries.push(Entry { log_id: log_id(height + 1), payload: EntryPayload::Normal(block) });
+    }
+    sm.apply(entries[..3].to_vec()).await.unwrap();
+
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &bytes).unwrap();
+    let marker = (snapshot.meta.last_log_id, snapshot.meta.last_membership.clone());
+    let previous = snapshot.meta.last_membership.membership().clone();
+    super::state_machine::import(&target, file.as_file(), &marker, &previous).unwrap();
+    assert_eq!(target.tip().height, 10);
+
+    let next = Entry { log_id: log_id(12), payload: EntryPayload::Normal(chain.block(2)) };
+    let results = sm.apply([entries[3..].to_vec(), vec![next]].concat()).await.unwrap();
+    assert_eq!(results.len(), 9);
+    assert!(results.iter().all(|r| matches!(r, BlockResult::Applied(_))), "{results:?}");
+    assert_eq!(target.tip().height, 11);
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(12)));
+
+    // Raft handing over that snapshot now (it had declined it) changes nothing, and the
+    // unchecked file is not kept as this node's snapshot.
+    let before = (view(&target), sm.applied_state().await.unwrap());
+    receive(&mut sm, &snapshot.meta, &bytes).await.unwrap();
+    assert_eq!((view(&target), sm.applied_state().await.unwrap()), before);
+    assert!(sm.get_current_snapshot().await.unwrap().is_none());
+    assert!(files(&b.path().join("snapshots"), ".tmp").is_empty());
 }

@@ -286,7 +286,7 @@ impl Sim {
         let preverified = PreVerified::default();
         let (applied_tx, applied_rx) = tokio::sync::watch::channel(ledger.tip().height);
         let fault = Arc::new(StorageFault::default());
-        let (raft, closed) = start_timed(
+        let super::Started { raft, closed, receiver } = start_timed(
             ledger.clone(),
             &dir.join("raft-log.redb"),
             id,
@@ -300,7 +300,7 @@ impl Sim {
         )
         .await?;
         super::wait_until_caught_up(&raft, id).await?;
-        self.net.up(id, raft.clone(), transport);
+        self.net.up(id, raft.clone(), transport, receiver);
         let (queue, queue_rx) = mpsc::channel(producer::QUEUE);
         let proposer = Proposer { id, key };
         let tasks = vec![

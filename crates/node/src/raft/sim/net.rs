@@ -51,6 +51,8 @@ enum Fate {
 struct Endpoint {
     raft: Raft,
     transport: Arc<Transport>,
+    /// Checks and imports snapshots before Raft is told (as the node's route does).
+    snapshots: Arc<super::super::SnapshotReceiver>,
 }
 
 /// The links between the simulated nodes, and who is up.
@@ -91,9 +93,16 @@ impl Net {
         self.links.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Node `id` is up: messages to it reach `raft`, opened by `transport`.
-    pub(super) fn up(&self, id: u64, raft: Raft, transport: Arc<Transport>) {
-        self.links().up.insert(id, Endpoint { raft, transport });
+    /// Node `id` is up: messages to it reach `raft`, opened by `transport`, its snapshots
+    /// `snapshots`.
+    pub(super) fn up(
+        &self,
+        id: u64,
+        raft: Raft,
+        transport: Arc<Transport>,
+        snapshots: Arc<super::super::SnapshotReceiver>,
+    ) {
+        self.links().up.insert(id, Endpoint { raft, transport, snapshots });
     }
 
     /// Node `id` is down: messages to it are unreachable.
@@ -236,7 +245,7 @@ async fn receive(peer: &Endpoint, kind: RpcKind, bytes: &[u8]) -> Result<Vec<u8>
                 encoding::decode("raft request", &envelope.body, kind.limit())
                     .map_err(malformed)?;
             speaks_for_sender(&envelope, &rpc.vote)?;
-            encoding::encode(&Answer::of_snapshot(peer.raft.install_snapshot(rpc).await))
+            encoding::encode(&Answer::of_snapshot(peer.snapshots.receive(&peer.raft, rpc).await))
         }
         RpcKind::Blob | RpcKind::BlobsHeld => {
             return Err(refuse(EnvelopeError::Malformed("not a Raft RPC".into())));
