@@ -482,6 +482,19 @@ pub fn words<T: serde::Serialize>(value: &T) -> String {
     }
 }
 
+/// A role in one word, for people.
+pub fn role_word(role: &medledger_core::tx::Role) -> &'static str {
+    use medledger_core::tx::Role;
+    match role {
+        Role::Regulator => "regulator",
+        Role::Hospital => "hospital",
+        Role::Doctor => "doctor",
+        Role::Patient => "patient",
+        Role::Organisation(_) => "organisation",
+        Role::Device => "device",
+    }
+}
+
 /// What the wallet can tell about the accounts and sealed texts in events: the names it can
 /// put beside account ids (the public directory of hospitals and doctors, and the wallet's
 /// own name; patients' names are sealed, so only their own wallet knows them), and the key

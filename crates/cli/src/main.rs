@@ -11,6 +11,7 @@ mod consent;
 mod device;
 mod device_sim;
 mod emergency;
+mod export;
 mod network;
 mod node;
 mod portal;
@@ -90,6 +91,9 @@ enum Command {
     /// and a simulator that streams readings.
     #[command(subcommand)]
     Device(device::DeviceCommand),
+    /// Your whole record as a FHIR R4 Bundle (patient): registration, records (with
+    /// `--content`, decrypted: audited reads), who wrote them, consent, cases, audit trail.
+    Export(export::Args),
     /// Print the events concerning your account as they arrive; resumes where it left off.
     Watch(watch::Args),
     /// A local web UI for your wallet (loopback only): records, access log, consent, live
@@ -153,6 +157,7 @@ fn main() -> ExitCode {
             Command::Emergency(c) => emergency::run(c).await,
             Command::Case(c) => case::run(c).await,
             Command::Device(c) => device::run(c).await,
+            Command::Export(args) => export::run(args).await,
             Command::Watch(args) => watch::run(args).await,
             Command::Portal(args) => portal::run(args).await,
             Command::Cluster(c) => cluster::run(c).await,

@@ -551,6 +551,30 @@ pub(crate) async fn open(
     Ok(Opened { record, key, meta, stream, event: pre.event, height: pre.height })
 }
 
+/// Reads and decrypts record `pmr` (an audited read, for `purpose`) into an anonymous
+/// temporary file (gone when closed): its metadata, the file (at its start) and its length.
+/// Nothing is returned before the whole record is authenticated.
+pub(crate) async fn read_to_tempfile(
+    s: &Session,
+    pmr: &str,
+    purpose: Purpose,
+) -> Result<(RecordMetadata, std::fs::File, u64)> {
+    use std::io::Seek;
+    let opened = open(s, pmr, purpose, None).await?;
+    let mut file = tempfile::tempfile()?;
+    let writer = file.try_clone()?;
+    let len = medledger_client::records::download_decrypted(
+        opened.stream,
+        &opened.key,
+        &opened.record.content,
+        std::io::BufWriter::new(writer),
+        |_| {},
+    )
+    .await?;
+    file.rewind()?;
+    Ok((opened.meta, file, len))
+}
+
 async fn get(
     s: &Session,
     pmr: &str,

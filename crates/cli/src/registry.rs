@@ -611,7 +611,7 @@ pub async fn patient(command: PatientCommand) -> Result<()> {
 
 /// Opens sealed details with this wallet and checks them against the ledger's commitment `r`;
 /// `None` when this wallet is not one they were sealed to.
-async fn open_details(
+pub(crate) async fn open_details(
     s: &Session,
     label: &str,
     r: &SealedRef,

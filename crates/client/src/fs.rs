@@ -49,6 +49,12 @@ pub(crate) fn write_fsynced(
     result
 }
 
+/// Writes a file only its owner may read (0600 on unix; an export holding plaintext),
+/// durably, replacing any file at `path` ([`write_fsynced`]).
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
+    replace_fsynced(path, bytes)
+}
+
 /// Replaces `path` with `bytes` durably ([`write_fsynced`], overwriting).
 pub(crate) fn replace_fsynced(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
     write_fsynced(path, bytes, true).map(|_| ())

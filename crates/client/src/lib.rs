@@ -10,7 +10,7 @@ pub mod devices;
 pub mod emergency;
 pub mod envelope;
 pub mod error;
-mod fs;
+pub mod fs;
 pub mod gateway;
 pub mod http;
 pub mod keystore;

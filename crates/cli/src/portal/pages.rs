@@ -100,23 +100,12 @@ impl Me {
         Me {
             name: u.session.wallet.name().to_owned(),
             account: u.session.wallet.account().to_string(),
-            role: role_word(&u.role),
+            role: crate::common::role_word(&u.role),
             patient: u.role == Role::Patient,
             doctor: u.role == Role::Doctor,
             hospital: u.role == Role::Hospital,
             regulator: u.role == Role::Regulator,
         }
-    }
-}
-
-fn role_word(role: &Role) -> &'static str {
-    match role {
-        Role::Regulator => "regulator",
-        Role::Hospital => "hospital",
-        Role::Doctor => "doctor",
-        Role::Patient => "patient",
-        Role::Organisation(_) => "organisation",
-        Role::Device => "device",
     }
 }
 
@@ -189,7 +178,7 @@ pub fn only(u: &Unlocked, roles: &[Role], what: &str) -> Result<(), Stop> {
     if roles.contains(&u.role) {
         return Ok(());
     }
-    Err(Stop::NotForRole(format!("refused: {what} is not for a {} account", role_word(&u.role))))
+    Err(Stop::NotForRole(format!("refused: {what} is not for a {} account", crate::common::role_word(&u.role))))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -694,24 +683,11 @@ fn safe_file_name(name: &str) -> String {
 }
 
 /// Reads and decrypts record `pmr` (audited, for treatment) into an anonymous temporary
-/// file (gone when closed): its file name, the file (at its start) and its length. Nothing
-/// is served before the whole record is authenticated.
+/// file ([`crate::record::read_to_tempfile`]): its file name, the file and its length.
 async fn decrypt_record(u: &Unlocked, pmr: &str) -> anyhow::Result<(String, std::fs::File, u64)> {
-    use std::io::Seek;
-    let opened = crate::record::open(&u.session, pmr, Purpose::Treatment, None).await?;
-    let file = tempfile::tempfile()?;
-    let writer = file.try_clone()?;
-    let len = medledger_client::records::download_decrypted(
-        opened.stream,
-        &opened.key,
-        &opened.record.content,
-        std::io::BufWriter::new(writer),
-        |_| {},
-    )
-    .await?;
-    let mut file = file;
-    file.rewind()?;
-    let name = opened.meta.file_name.clone().unwrap_or_else(|| format!("{pmr}.bin"));
+    let (meta, file, len) =
+        crate::record::read_to_tempfile(&u.session, pmr, Purpose::Treatment).await?;
+    let name = meta.file_name.clone().unwrap_or_else(|| format!("{pmr}.bin"));
     Ok((name, file, len))
 }
 
@@ -977,7 +953,7 @@ fn deny_words(r: &medledger_core::tx::consent::DenyRule, u: &Unlocked) -> String
         parts.push(u.names.of(g));
     }
     if let Some(role) = &r.grantee_role {
-        parts.push(format!("every {}", role_word(role)));
+        parts.push(format!("every {}", crate::common::role_word(role)));
     }
     if let Some(c) = &r.category {
         parts.push(format!("{} records", words(c)));

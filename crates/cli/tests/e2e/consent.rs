@@ -3,13 +3,13 @@
 
 use crate::{harness::*, registry::cast};
 
-fn account_of(wallet: &str) -> String {
+pub(crate) fn account_of(wallet: &str) -> String {
     let out = ok(&["wallet", "show", "--wallet", wallet, "--json"], &[]);
     let v: serde_json::Value = serde_json::from_str(&out).expect("wallet show --json");
     v["account"].as_str().expect("account").to_owned()
 }
 
-fn id(out: &str) -> String {
+pub(crate) fn id(out: &str) -> String {
     let line =
         out.lines().find(|l| l.starts_with("id ")).unwrap_or_else(|| panic!("no id in:\n{out}"));
     line[3..].trim().to_owned()

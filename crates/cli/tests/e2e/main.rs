@@ -16,6 +16,7 @@ mod diskfull;
 mod emergency;
 mod events;
 mod faults;
+mod fhir_export;
 mod fork;
 mod hardening;
 mod harness;

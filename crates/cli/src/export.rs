@@ -1,0 +1,142 @@
+//! `medledger export --fhir`: a patient's whole record as one FHIR R4 (4.0.1) `collection`
+//! Bundle (the right of access): the registration (its sealed details opened here), the
+//! records, who wrote them, consent, cases and the audit trail, mapped by `medledger-fhir`.
+//! With `--content` every record that still has content is read (an audited read, for
+//! treatment, as `record get` makes it) and decrypted into the bundle as a Binary. The file
+//! is written 0600: it holds the patient's details, and with `--content` plaintext.
+
+use std::{collections::BTreeMap, io::Read, path::PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args as ClapArgs;
+use medledger_core::{ids::PatientId, tx::consent::Purpose};
+use medledger_fhir::{ExportInput, RecordContent};
+
+use crate::common::{Session, WalletArgs, print_json, role_word};
+
+/// `medledger export`.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    #[command(flatten)]
+    wallet: WalletArgs,
+    /// Export as a FHIR R4 (4.0.1) Bundle (the only format).
+    #[arg(long)]
+    fhir: bool,
+    /// Where to write the bundle (JSON; created 0600, replaced if it exists).
+    #[arg(short = 'o', long = "out")]
+    out: PathBuf,
+    /// Also read and decrypt every record's content into the bundle (Binary resources): each
+    /// an audited read, in your trail.
+    #[arg(long)]
+    content: bool,
+    /// Print a JSON summary: the path and the number of resources of each type.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    if !args.fhir {
+        bail!("say which format: --fhir (FHIR R4 JSON) is the only one");
+    }
+    let s = Session::open(&args.wallet).await?;
+    let me = s.wallet.account();
+    let account = s.client.account(&me).await?.with_context(|| format!("account {me} is not on the ledger"))?;
+    let Some(patient_id) = account.patient_id else {
+        bail!(
+            "only a patient's wallet exports a FHIR record of its own: this wallet is a {} account ({me}); \
+             a grantee reads what its grants cover with `medledger record get`",
+            role_word(&account.role)
+        );
+    };
+    let patient = s
+        .client
+        .patient(PatientId(patient_id.0))
+        .await?
+        .with_context(|| format!("no patient with Patient-ID {patient_id}"))?;
+    eprintln!("reading the registration, directory, records, consent and cases of Patient-ID {patient_id}");
+    let details = crate::registry::open_details(&s, "details", &patient.details).await?;
+    let attendant = crate::registry::open_details(&s, "attendant", &patient.attendant).await?;
+    let hospitals = s.client.hospitals().await?;
+    let doctors = s.client.doctors(None).await?;
+    let records = s.client.records_of_patient(&me).await?;
+    let consent = s.client.who_can_see(&me).await?;
+    let cases = s.client.cases_of_patient(&me).await?;
+    let mut contents = BTreeMap::new();
+    let mut unread = Vec::new();
+    if args.content {
+        let readable: Vec<_> = records.iter().filter(|r| r.erased_at.is_none()).collect();
+        for (i, r) in readable.iter().enumerate() {
+            eprintln!("reading record {} of {}: {}", i + 1, readable.len(), r.pmr);
+            // A record this wallet cannot open alone (a split key whose custodians have not
+            // released their shares) is exported without its content, and said so.
+            let (meta, mut file, len) =
+                match crate::record::read_to_tempfile(&s, &r.pmr, Purpose::Treatment).await {
+                    Ok(read) => read,
+                    Err(e) => {
+                        eprintln!("warning: record {} is exported without its content: {e:#}", r.pmr);
+                        unread.push(r.pmr.clone());
+                        continue;
+                    }
+                };
+            let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+            file.read_to_end(&mut bytes)?;
+            contents.insert(
+                r.pmr.clone(),
+                RecordContent {
+                    title: meta.title,
+                    content_type: meta.content_type,
+                    date: meta.date,
+                    file_name: meta.file_name,
+                    bytes,
+                },
+            );
+        }
+    }
+    // The trail last: it includes the reads of this export.
+    let trail = s.client.audit_trail_all(&me, None).await?;
+    eprintln!(
+        "mapping {} records, {} audit events and {} cases to FHIR R4",
+        records.len(),
+        trail.len(),
+        cases.len()
+    );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let export = medledger_fhir::export(&ExportInput {
+        chain_id: &s.chain_id,
+        patient: &patient,
+        details: details.as_ref(),
+        attendant: attendant.as_ref(),
+        hospitals: &hospitals,
+        doctors: &doctors,
+        records: &records,
+        contents: &contents,
+        consent: &consent,
+        trail: &trail,
+        cases: &cases,
+        now_ms,
+    })?;
+    let bytes = serde_json::to_vec_pretty(&export.bundle)?;
+    medledger_client::fs::write_private(&args.out, &bytes)?;
+    let total: usize = export.counts.values().sum();
+    if args.json {
+        return print_json(&serde_json::json!({
+            "path": args.out,
+            "fhir_version": medledger_fhir::FHIR_VERSION,
+            "bytes": bytes.len(),
+            "total": total,
+            "resources": export.counts,
+            "content": args.content,
+            "unread": unread,
+        }));
+    }
+    println!("wrote {} ({} resources, {} bytes, FHIR R4 {})", args.out.display(), total, bytes.len(), medledger_fhir::FHIR_VERSION);
+    for (kind, n) in &export.counts {
+        println!("  {kind:<18} {n}");
+    }
+    if !unread.is_empty() {
+        println!("without content (could not be read): {}", unread.join(", "));
+    }
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! `medledger export --fhir`: a patient's whole record as a FHIR R4 Bundle, parsed back with
+//! the R4 model; what it holds (records with content, grants in force and revoked, a deny
+//! rule, an allowed and a denied read, a break-glass started and ended) and what it must never
+//! hold (keys, another patient's data); and the refusal of a wallet that is not a patient's.
+
+use fhir::r4::resources::{Bundle, Resource};
+use fhir::r4::validate::Validate;
+use medledger_client::Wallet;
+use serde_json::Value;
+
+use crate::{
+    attacks::enrol,
+    consent::id,
+    emergency::id_of,
+    harness::*,
+    records::pmr_of,
+    registry::cast,
+};
+
+fn add_record(doctor: &str, patient: &str, file: &std::path::Path, category: &str, date: &str, env: &[(&str, &str)]) -> String {
+    let out = ok(
+        &["record", "add", "--wallet", doctor, "--patient", patient]
+            .into_iter()
+            .chain(["--file", &file.display().to_string(), "--category", category])
+            .chain(["--date", date])
+            .collect::<Vec<_>>(),
+        env,
+    );
+    pmr_of(&out)
+}
+
+fn of_type<'a>(entries: &'a [Value], t: &str) -> Vec<&'a Value> {
+    entries.iter().map(|e| &e["resource"]).filter(|r| r["resourceType"] == t).collect()
+}
+
+fn codes(v: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    match v {
+        Value::Object(o) => {
+            if let Some(Value::String(c)) = o.get("code") {
+                out.push(c.clone());
+            }
+            o.values().for_each(|x| out.extend(codes(x)));
+        }
+        Value::Array(a) => a.iter().for_each(|x| out.extend(codes(x))),
+        _ => {}
+    }
+    out
+}
+
+#[test]
+fn a_patient_exports_their_whole_record_as_a_fhir_r4_bundle() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let node = Node::start(&dir.join("data"));
+    let c = cast(dir, &node);
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+
+    // Another patient of the same hospital, with a record of their own: none of it may leak.
+    let (_other, other_account) = enrol(
+        dir,
+        &node,
+        "other-patient",
+        &["patient", "register", "--wallet", &c.hospital, "--name", "Ann Other"]
+            .into_iter()
+            .chain(["--date-of-birth", "1970-03-04", "--phone", "0711 OTHERPHONE"])
+            .chain(["--attendant-name", "B. Other", "--attendant-phone", "0712"])
+            .chain(["--attendant-relationship", "sibling"])
+            .collect::<Vec<_>>(),
+    );
+    let secret = dir.join("other.txt");
+    std::fs::write(&secret, b"OTHER-PATIENT-SECRET").unwrap();
+    let other_pmr = add_record(&c.doctor, &other_account, &secret, "lab_report", "2026-02-01", &env);
+
+    // The patient's records: a lab report and a psychiatric note.
+    let lab = dir.join("bloods.txt");
+    std::fs::write(&lab, b"Hb 13.5 g/dL").unwrap();
+    let lab_pmr = add_record(&c.doctor, &c.patient_id, &lab, "lab_report", "2026-03-01", &env);
+    let psy = dir.join("psy.txt");
+    std::fs::write(&psy, b"PSY session note").unwrap();
+    let psy_pmr = add_record(&c.doctor, &c.patient_id, &psy, "psychiatry", "2026-03-02", &env);
+
+    // Consent: a grant to the doctor in force, one to the hospital revoked, and a deny rule
+    // that keeps the doctor from psychiatry.
+    let grant = id(&ok(&["consent", "grant", "--wallet", &c.patient, "--grantee", &c.doctor_account], &env));
+    let revoked = id(&ok(
+        &["consent", "grant", "--wallet", &c.patient, "--grantee", &c.hospital_account]
+            .into_iter()
+            .chain(["--purpose", "insurance", "--scope", "categories:lab-report", "--days", "7"])
+            .collect::<Vec<_>>(),
+        &env,
+    ));
+    ok(&["consent", "revoke", &revoked, "--wallet", &c.patient], &env);
+    let rule = id(&ok(
+        &["consent", "deny", "--wallet", &c.patient, "--grantee", &c.doctor_account]
+            .into_iter()
+            .chain(["--category", "psychiatry"])
+            .collect::<Vec<_>>(),
+        &env,
+    ));
+
+    // Reads: the lab report is allowed; the psychiatric note is denied (and logged).
+    let out = dir.join("read.txt").display().to_string();
+    ok(&["record", "get", &lab_pmr, "--wallet", &c.doctor, "-o", &out], &env);
+    fails(&["record", "get", &psy_pmr, "--wallet", &c.doctor, "-o", &out], &env);
+
+    // A break-glass, declared and ended.
+    ok(&["emergency", "profile", "--wallet", &c.patient, "--blood-type", "O-"], &env);
+    let bg = id_of(&ok(
+        &["emergency", "break-glass", "--wallet", &c.doctor, "--patient", &c.patient_id]
+            .into_iter()
+            .chain(["--code", "unconscious", "--reason", "unconscious after a road accident"])
+            .collect::<Vec<_>>(),
+        &env,
+    ));
+    ok(&["emergency", "end", "--wallet", &c.doctor, "--break-glass", &bg], &env);
+
+    // The export, with content.
+    let path = dir.join("bundle.json");
+    let path_s = path.display().to_string();
+    let summary = ok(
+        &["export", "--wallet", &c.patient, "--fhir", "-o", &path_s, "--content", "--json"],
+        &env,
+    );
+    let summary: Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(summary["path"], path_s.as_str());
+    assert_eq!(summary["fhir_version"], "4.0.1");
+    assert_eq!(summary["unread"], serde_json::json!([]), "{summary}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the export holds plaintext: owner only");
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+
+    // Through the R4 model: it parses, re-serialises to the same JSON, and validates; so
+    // does every entry as a resource.
+    let bundle: Bundle = serde_json::from_str(&text).unwrap();
+    assert!(bundle.validate().is_empty(), "{:?}", bundle.validate());
+    let as_json: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(serde_json::to_value(&bundle).unwrap(), as_json);
+    assert_eq!(as_json["type"], "collection");
+    let entries = as_json["entry"].as_array().unwrap().clone();
+    for e in &entries {
+        let r: Resource = serde_json::from_value(e["resource"].clone()).unwrap();
+        assert!(r.validate().is_empty(), "{}: {:?}", e["resource"]["resourceType"], r.validate());
+    }
+
+    // Counts: the summary's and the bundle's agree; the trail after the export has exactly
+    // the bundle's AuditEvents (the export's own reads included).
+    let trail: Value =
+        serde_json::from_str(&ok(&["audit", "trail", "--wallet", &c.patient, "--json"], &env))
+            .unwrap();
+    let trail = trail.as_array().unwrap();
+    for (t, n) in [
+        ("Patient", 1),
+        ("DocumentReference", 2),
+        ("Binary", 2),
+        ("Provenance", 2),
+        ("Consent", 3),
+        ("AuditEvent", trail.len()),
+    ] {
+        assert_eq!(of_type(&entries, t).len(), n, "{t}");
+        assert_eq!(summary["resources"][t], n, "{t}: {summary}");
+    }
+    assert_eq!(summary["total"], entries.len());
+    assert_eq!(of_type(&entries, "Practitioner")[0]["name"][0]["text"], "Dr. Ada Quill");
+    assert!(of_type(&entries, "Organization").iter().any(|o| o["name"] == "St. Elsewhere"));
+
+    // The patient, from the sealed details opened by the wallet.
+    let p = of_type(&entries, "Patient")[0];
+    assert_eq!(p["name"][0]["text"], "Jane Roe");
+    assert_eq!(p["birthDate"], "1980-01-02");
+    assert_eq!(p["contact"][0]["name"]["text"], "John Roe");
+    assert!(p["identifier"].as_array().unwrap().iter().any(|i| i["value"] == c.patient_id.as_str()));
+
+    // Each record: its CID, and its decrypted content as a Binary.
+    let docs = of_type(&entries, "DocumentReference");
+    let lab_doc = docs.iter().find(|d| d["masterIdentifier"]["value"] == lab_pmr.as_str()).unwrap();
+    assert!(lab_doc["content"][0]["attachment"]["url"].as_str().unwrap().starts_with("ipfs://bafkrei"));
+    assert!(codes(&lab_doc["category"]).contains(&"lab_report".to_owned()));
+    let binaries = of_type(&entries, "Binary");
+    let bin_url = lab_doc["content"][1]["attachment"]["url"].as_str().unwrap();
+    let bin = binaries.iter().find(|b| format!("urn:uuid:{}", b["id"].as_str().unwrap()) == bin_url).unwrap();
+    assert_eq!(bin["data"], data_encoding::BASE64.encode(b"Hb 13.5 g/dL"));
+
+    // Consent: the grant in force, the revoked one, the deny rule.
+    let consents = of_type(&entries, "Consent");
+    let by_id = |v: &str| *consents.iter().find(|c| c["identifier"][0]["value"] == v).unwrap();
+    assert_eq!(by_id(&grant)["status"], "active");
+    assert_eq!(by_id(&grant)["provision"]["type"], "permit");
+    assert!(codes(&by_id(&grant)["provision"]["actor"]).contains(&"IRCP".to_owned()));
+    assert_eq!(by_id(&revoked)["status"], "inactive");
+    assert!(codes(&by_id(&revoked)["provision"]["purpose"]).contains(&"HPAYMT".to_owned()));
+    assert_eq!(by_id(&rule)["provision"]["type"], "deny");
+    assert!(codes(&by_id(&rule)["provision"]["code"]).contains(&"psychiatry".to_owned()));
+
+    // Audit: the denied read (outcome 4), break-glass started and ended with BTG.
+    let audits = of_type(&entries, "AuditEvent");
+    let denied: Vec<_> = audits.iter().filter(|a| a["outcome"] == "4").collect();
+    assert!(
+        denied.iter().any(|a| a["outcomeDesc"].as_str().unwrap().contains(&rule)),
+        "no denied read naming the deny rule"
+    );
+    for subtype in ["110127", "110138"] {
+        let a = audits
+            .iter()
+            .find(|a| a["subtype"][0]["code"] == subtype)
+            .unwrap_or_else(|| panic!("no AuditEvent of subtype {subtype}"));
+        assert_eq!(a["type"]["code"], "110113");
+        assert!(codes(&a["purposeOfEvent"]).contains(&"BTG".to_owned()));
+    }
+    // The export's own reads are in it: one allowed read of each record by the patient.
+    let own_reads = audits
+        .iter()
+        .filter(|a| a["action"] == "R" && a["outcome"] == "0" && a["agent"][0]["who"]["display"] == "Jane Roe")
+        .count();
+    assert_eq!(own_reads, 2);
+
+    // Nothing of the other patient, and no key material of anyone's wallet.
+    for leak in [other_account.as_str(), other_pmr.as_str(), "Ann Other", "OTHERPHONE", "OTHER-PATIENT-SECRET"] {
+        assert!(!text.contains(leak), "{leak} is in the export");
+    }
+    let other_b64 = data_encoding::BASE64.encode(b"OTHER-PATIENT-SECRET");
+    assert!(!text.contains(&other_b64[..20]));
+    for wallet in [&c.patient, &c.doctor, &c.hospital] {
+        let identity = Wallet::load(wallet).unwrap().unlock(PASS).unwrap();
+        for secret in [identity.signing.expose_secret(), identity.decryption.expose_secret()] {
+            for encoded in [
+                hex::encode(secret),
+                data_encoding::BASE64.encode(secret),
+                data_encoding::BASE64URL_NOPAD.encode(secret),
+            ] {
+                assert!(!text.contains(&encoded), "a secret key of {wallet} is in the export");
+            }
+        }
+    }
+
+    // Without --content: no Binary, no plaintext, and no read of any record.
+    let before = trail.len();
+    let bare = dir.join("bare.json").display().to_string();
+    let s: Value = serde_json::from_str(&ok(
+        &["export", "--wallet", &c.patient, "--fhir", "-o", &bare, "--json"],
+        &env,
+    ))
+    .unwrap();
+    assert!(s["resources"].get("Binary").is_none(), "{s}");
+    let bare_text = std::fs::read_to_string(&bare).unwrap();
+    assert!(!bare_text.contains(&data_encoding::BASE64.encode(b"Hb 13.5 g/dL")));
+    let after: Value =
+        serde_json::from_str(&ok(&["audit", "trail", "--wallet", &c.patient, "--json"], &env))
+            .unwrap();
+    assert_eq!(after.as_array().unwrap().len(), before, "an export without content reads nothing");
+}
+
+#[test]
+fn a_wallet_that_is_not_a_patient_s_is_refused_and_nothing_is_written() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let path = tmp.path().join("bundle.json");
+    let path_s = path.display().to_string();
+    for (wallet, role) in [(&c.doctor, "doctor"), (&c.hospital, "hospital")] {
+        let err = fails(&["export", "--wallet", wallet, "--fhir", "-o", &path_s], &env);
+        assert!(err.contains("only a patient's wallet") && err.contains(role), "{err}");
+        assert!(!path.exists(), "a refused export wrote {path_s}");
+    }
+    // No format, no export.
+    let err = fails(&["export", "--wallet", &c.patient, "-o", &path_s], &env);
+    assert!(err.contains("--fhir"), "{err}");
+    assert!(!path.exists());
+}
