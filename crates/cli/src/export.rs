@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, io::Read, path::PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
-use medledger_core::{ids::PatientId, tx::consent::Purpose};
+use medledger_core::tx::consent::Purpose;
 use medledger_fhir::{ExportInput, RecordContent};
 
 use crate::common::{Session, WalletArgs, print_json, role_word};
@@ -40,7 +40,11 @@ pub async fn run(args: Args) -> Result<()> {
     }
     let s = Session::open(&args.wallet).await?;
     let me = s.wallet.account();
-    let account = s.client.account(&me).await?.with_context(|| format!("account {me} is not on the ledger"))?;
+    let account = s
+        .client
+        .account(&me)
+        .await?
+        .with_context(|| format!("account {me} is not on the ledger"))?;
     let Some(patient_id) = account.patient_id else {
         bail!(
             "only a patient's wallet exports a FHIR record of its own: this wallet is a {} account ({me}); \
@@ -50,10 +54,12 @@ pub async fn run(args: Args) -> Result<()> {
     };
     let patient = s
         .client
-        .patient(PatientId(patient_id.0))
+        .patient(patient_id)
         .await?
         .with_context(|| format!("no patient with Patient-ID {patient_id}"))?;
-    eprintln!("reading the registration, directory, records, consent and cases of Patient-ID {patient_id}");
+    eprintln!(
+        "reading the registration, directory, records, consent and cases of Patient-ID {patient_id}"
+    );
     let details = crate::registry::open_details(&s, "details", &patient.details).await?;
     let attendant = crate::registry::open_details(&s, "attendant", &patient.attendant).await?;
     let hospitals = s.client.hospitals().await?;
@@ -73,7 +79,10 @@ pub async fn run(args: Args) -> Result<()> {
                 match crate::record::read_to_tempfile(&s, &r.pmr, Purpose::Treatment).await {
                     Ok(read) => read,
                     Err(e) => {
-                        eprintln!("warning: record {} is exported without its content: {e:#}", r.pmr);
+                        eprintln!(
+                            "warning: record {} is exported without its content: {e:#}",
+                            r.pmr
+                        );
                         unread.push(r.pmr.clone());
                         continue;
                     }
@@ -131,7 +140,13 @@ pub async fn run(args: Args) -> Result<()> {
             "unread": unread,
         }));
     }
-    println!("wrote {} ({} resources, {} bytes, FHIR R4 {})", args.out.display(), total, bytes.len(), medledger_fhir::FHIR_VERSION);
+    println!(
+        "wrote {} ({} resources, {} bytes, FHIR R4 {})",
+        args.out.display(),
+        total,
+        bytes.len(),
+        medledger_fhir::FHIR_VERSION
+    );
     for (kind, n) in &export.counts {
         println!("  {kind:<18} {n}");
     }

@@ -78,7 +78,11 @@ fn input(records: usize, events: usize) -> Input {
             author: doctors[i % 50].account,
             hospital: hospitals[i % 5].account,
             category: RecordCategory::ALL[i % RecordCategory::ALL.len()],
-            visit_date: VisitDate { year: 2026, month: 1 + (i % 12) as u8, day: 1 + (i % 28) as u8 },
+            visit_date: VisitDate {
+                year: 2026,
+                month: 1 + (i % 12) as u8,
+                day: 1 + (i % 28) as u8,
+            },
             cid: format!("bafkreibench{i}"),
             content: hash(i, 1),
             size: 10_000 + i as u64,

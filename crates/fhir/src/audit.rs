@@ -216,7 +216,10 @@ fn shape(e: &AuditEvent, dir: &Directory<'_>) -> Shape {
             s.ty = security_alert();
             s.what = format!(
                 "device alert: {} {} (reading {seq})",
-                serde_json::to_value(severity).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                serde_json::to_value(severity)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
                 metric.name()
             );
             s.entities.push(id_entity(systems::ACCOUNT, device, "device"));

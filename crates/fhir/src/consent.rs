@@ -23,9 +23,7 @@ use serde_json::{Value, json};
 
 use crate::{
     Directory, Error,
-    codes::{
-        ACT_CODE, PARTICIPATION, category_coding, coding, purpose_coding, systems,
-    },
+    codes::{ACT_CODE, PARTICIPATION, category_coding, coding, purpose_coding, systems},
     identifier, instant, parse, uuid,
 };
 

@@ -35,7 +35,8 @@ pub use audit::audit_event;
 pub use codes::{category_coding, purpose_coding, systems};
 pub use consent::{GrantHistory, deny_consent, grant_consent, grants_of_trail};
 pub use records::{
-    RecordContent, alert_observation, binary, document_reference, encounter, episode_of_care, provenance,
+    RecordContent, alert_observation, binary, document_reference, encounter, episode_of_care,
+    provenance,
 };
 
 /// The FHIR release every resource here is.
@@ -260,7 +261,10 @@ pub fn patient(
     dir: &Directory<'_>,
 ) -> Result<(String, Resource), Error> {
     let field = |v: Option<&Value>, k: &str| {
-        v.and_then(|v| v.get(k)).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned)
+        v.and_then(|v| v.get(k))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
     };
     let mut p = json!({
         "resourceType": "Patient",
@@ -341,11 +345,7 @@ pub struct Export {
 /// rule in force, an EpisodeOfCare and an Encounter per case, an AuditEvent per event of the
 /// trail, and a vital-signs Observation per device alert.
 pub fn export(input: &ExportInput<'_>) -> Result<Export, Error> {
-    let name = input
-        .details
-        .and_then(|d| d.get("name"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    let name = input.details.and_then(|d| d.get("name")).and_then(Value::as_str).map(str::to_owned);
     let mut dir = Directory::new(input.patient, name, input.hospitals, input.doctors);
     let in_force: BTreeSet<Hash> = input.consent.grants.iter().map(|g| g.id).collect();
     let grants = grants_of_trail(input.trail, &in_force);
@@ -361,7 +361,6 @@ pub fn export(input: &ExportInput<'_>) -> Result<Export, Error> {
     for c in input.cases {
         dir.add_present("EpisodeOfCare", &c.case);
     }
-    let dir = dir;
     let mut rest: Vec<(String, Resource)> = Vec::new();
     for r in input.records {
         let content = input.contents.get(&r.pmr);
@@ -432,9 +431,7 @@ pub fn bundle(
         "timestamp": instant(now_ms),
         "entry": entry,
     });
-    let Resource::Bundle(bundle) = parse(b)? else {
-        unreachable!("a Bundle parses as a Bundle")
-    };
+    let Resource::Bundle(bundle) = parse(b)? else { unreachable!("a Bundle parses as a Bundle") };
     Ok(Export { bundle: *bundle, counts })
 }
 

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use fhir::r4::resources::Resource;
 use fhir::r4::validate::Validate;
 use medledger_api::{
-    CaseSealView, CaseView, DenyView, DoctorView, GrantView, HospitalView, PatientView,
-    RecordView, WhoCanSeeView,
+    CaseSealView, CaseView, DenyView, DoctorView, GrantView, HospitalView, PatientView, RecordView,
+    WhoCanSeeView,
 };
 use medledger_core::{
     Hash,
@@ -279,7 +279,9 @@ fn run(w: &World, contents: &BTreeMap<String, RecordContent>) -> Export {
         chain_id: "test-chain",
         patient: &w.patient,
         details: Some(&w.details),
-        attendant: Some(&json!({ "name": "Ravi Rao", "phone": "+91 555 0101", "relationship": "brother" })),
+        attendant: Some(
+            &json!({ "name": "Ravi Rao", "phone": "+91 555 0101", "relationship": "brother" }),
+        ),
         hospitals: std::slice::from_ref(&w.hospital),
         doctors: std::slice::from_ref(&w.doctor),
         records: &w.records,
@@ -410,9 +412,11 @@ fn the_patient_carries_the_opened_details_and_identifiers() {
     assert_eq!(p["contact"][0]["relationship"][0]["text"], "brother");
     let ids = p["identifier"].as_array().unwrap();
     assert!(ids.contains(&json!({ "system": systems::PATIENT_ID, "value": "7" })));
-    assert!(ids.contains(
-        &json!({ "system": systems::ACCOUNT, "value": w.patient.account.to_string() })
-    ));
+    assert!(
+        ids.contains(
+            &json!({ "system": systems::ACCOUNT, "value": w.patient.account.to_string() })
+        )
+    );
     assert_eq!(p["managingOrganization"]["display"], "St. Example");
     // Another patient's account appears nowhere.
     let text = serde_json::to_string(&all).unwrap();
@@ -442,19 +446,22 @@ fn a_document_reference_names_the_cid_size_hashes_category_and_binary() {
     assert_eq!(plain["contentType"], "text/plain");
     assert_eq!(plain["size"], 11);
     use sha1::Digest;
-    assert_eq!(
-        plain["hash"],
-        data_encoding::BASE64.encode(&sha1::Sha1::digest(b"HbA1c 6.1 %"))
-    );
+    assert_eq!(plain["hash"], data_encoding::BASE64.encode(&sha1::Sha1::digest(b"HbA1c 6.1 %")));
     let bin = of_type(&all, "Binary")[0];
     assert_eq!(plain["url"], format!("urn:uuid:{}", bin["id"].as_str().unwrap()));
     assert_eq!(bin["data"], data_encoding::BASE64.encode(b"HbA1c 6.1 %"));
-    assert_eq!(bin["securityContext"]["reference"], format!("urn:uuid:{}", d["id"].as_str().unwrap()));
+    assert_eq!(
+        bin["securityContext"]["reference"],
+        format!("urn:uuid:{}", d["id"].as_str().unwrap())
+    );
     // The amendment replaces the first version, which is superseded.
     let old = docs.iter().find(|d| d["masterIdentifier"]["value"] == "PMR-1").unwrap();
     assert_eq!(old["status"], "superseded");
     assert_eq!(d["relatesTo"][0]["code"], "replaces");
-    assert_eq!(d["relatesTo"][0]["target"]["reference"], format!("urn:uuid:{}", old["id"].as_str().unwrap()));
+    assert_eq!(
+        d["relatesTo"][0]["target"]["reference"],
+        format!("urn:uuid:{}", old["id"].as_str().unwrap())
+    );
 }
 
 #[test]
@@ -471,7 +478,11 @@ fn provenance_names_the_author_hospital_and_mint_transaction() {
     assert_eq!(p["entity"][0]["what"]["identifier"]["system"], systems::TX);
     assert_eq!(p["agent"][0]["who"]["display"], "Dr. Ada Quill");
     assert_eq!(p["agent"][0]["onBehalfOf"]["display"], "St. Example");
-    assert!(has_code(&p["agent"][0]["type"], "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "author"));
+    assert!(has_code(
+        &p["agent"][0]["type"],
+        "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+        "author"
+    ));
     assert_eq!(p["recorded"], "2026-01-01T00:00:01.000Z");
 }
 
@@ -490,19 +501,34 @@ fn consents_follow_ihe_pcf() {
             .unwrap()
     };
     for c in &consents {
-        assert!(has_code(&c["scope"], "http://terminology.hl7.org/CodeSystem/consentscope", "patient-privacy"));
+        assert!(has_code(
+            &c["scope"],
+            "http://terminology.hl7.org/CodeSystem/consentscope",
+            "patient-privacy"
+        ));
         assert!(has_code(&c["category"], "http://loinc.org", "59284-0"));
-        assert_eq!(c["patient"]["reference"], format!("urn:uuid:{}", uuid("Patient", &w.patient.account.to_string())));
+        assert_eq!(
+            c["patient"]["reference"],
+            format!("urn:uuid:{}", uuid("Patient", &w.patient.account.to_string()))
+        );
     }
     // The grant in force: active, permit, the doctor as IRCP, for TREAT, over its period.
     let g = by_id(systems::GRANT, 10);
     assert_eq!(g["status"], "active");
-    assert!(has_code(&g["policyRule"], "http://terminology.hl7.org/CodeSystem/v3-ActCode", "OPTIN"));
+    assert!(has_code(
+        &g["policyRule"],
+        "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+        "OPTIN"
+    ));
     let p = &g["provision"];
     assert_eq!(p["type"], "permit");
     assert_eq!(p["period"]["start"], "2026-01-01T00:00:00.000Z");
     assert_eq!(p["period"]["end"], "2026-01-02T00:00:00.000Z");
-    assert!(has_code(&p["actor"][0]["role"], "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "IRCP"));
+    assert!(has_code(
+        &p["actor"][0]["role"],
+        "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+        "IRCP"
+    ));
     assert_eq!(p["actor"][0]["reference"]["display"], "Dr. Ada Quill");
     assert!(has_code(&p["purpose"], "http://terminology.hl7.org/CodeSystem/v3-ActReason", "TREAT"));
     assert!(p.get("code").is_none(), "a grant of everything names no category");
@@ -510,18 +536,37 @@ fn consents_follow_ihe_pcf() {
     let r = by_id(systems::GRANT, 11);
     assert_eq!(r["status"], "inactive");
     assert_eq!(r["extension"][0]["valueDateTime"], "2026-01-01T00:02:00.000Z");
-    assert!(has_code(&r["provision"]["purpose"], "http://terminology.hl7.org/CodeSystem/v3-ActReason", "HPAYMT"));
+    assert!(has_code(
+        &r["provision"]["purpose"],
+        "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+        "HPAYMT"
+    ));
     assert!(has_code(&r["provision"]["code"], systems::RECORD_CATEGORY, "lab_report"));
-    assert_eq!(r["provision"]["actor"][0]["reference"]["identifier"]["value"], w.insurer.to_string());
+    assert_eq!(
+        r["provision"]["actor"][0]["reference"]["identifier"]["value"],
+        w.insurer.to_string()
+    );
     // The deny rule: active, deny, every insurer, psychiatry, for HPAYMT, OPTOUT.
     let d = by_id(systems::DENY_RULE, 12);
     assert_eq!(d["status"], "active");
-    assert!(has_code(&d["policyRule"], "http://terminology.hl7.org/CodeSystem/v3-ActCode", "OPTOUT"));
+    assert!(has_code(
+        &d["policyRule"],
+        "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+        "OPTOUT"
+    ));
     assert_eq!(d["provision"]["type"], "deny");
-    assert!(has_code(&d["provision"]["actor"][0]["role"], "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "IRCP"));
+    assert!(has_code(
+        &d["provision"]["actor"][0]["role"],
+        "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+        "IRCP"
+    ));
     assert_eq!(d["provision"]["actor"][0]["reference"]["identifier"]["value"], "insurer");
     assert!(has_code(&d["provision"]["code"], systems::RECORD_CATEGORY, "psychiatry"));
-    assert!(has_code(&d["provision"]["purpose"], "http://terminology.hl7.org/CodeSystem/v3-ActReason", "HPAYMT"));
+    assert!(has_code(
+        &d["provision"]["purpose"],
+        "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+        "HPAYMT"
+    ));
     assert_eq!(d["dateTime"], "2026-01-01T00:03:00.000Z");
 }
 
@@ -635,7 +680,10 @@ fn cases_are_episodes_of_care_with_an_encounter() {
     assert_eq!(eoc["careManager"]["display"], "Dr. Ada Quill");
     let enc = of_type(&all, "Encounter")[0];
     assert_eq!(enc["status"], "finished");
-    assert_eq!(enc["episodeOfCare"][0]["reference"], format!("urn:uuid:{}", eoc["id"].as_str().unwrap()));
+    assert_eq!(
+        enc["episodeOfCare"][0]["reference"],
+        format!("urn:uuid:{}", eoc["id"].as_str().unwrap())
+    );
     assert_eq!(enc["participant"].as_array().unwrap().len(), 1);
 }
 
@@ -665,12 +713,21 @@ fn a_device_alert_is_a_vital_signs_observation_with_loinc_and_interpretation() {
             AuditKind::DeviceAlert { device, session: Hash([3; 32]), seq: 12, metric, severity },
         )
     };
-    let (_, o) = alert_observation(&alert(Metric::Spo2, Severity::Critical), &dir).unwrap().unwrap();
+    let (_, o) =
+        alert_observation(&alert(Metric::Spo2, Severity::Critical), &dir).unwrap().unwrap();
     let o = serde_json::to_value(&o).unwrap();
     assert_eq!(o["resourceType"], "Observation");
-    assert!(has_code(&o["category"], "http://terminology.hl7.org/CodeSystem/observation-category", "vital-signs"));
+    assert!(has_code(
+        &o["category"],
+        "http://terminology.hl7.org/CodeSystem/observation-category",
+        "vital-signs"
+    ));
     assert!(has_code(&o["code"], "http://loinc.org", "59408-5"));
-    assert!(has_code(&o["interpretation"], "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "AA"));
+    assert!(has_code(
+        &o["interpretation"],
+        "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+        "AA"
+    ));
     assert_eq!(o["subject"]["display"], "Asha Rao");
     assert_eq!(o["device"]["identifier"]["value"], device.to_string());
     assert!(o.get("valueQuantity").is_none() && o.get("dataAbsentReason").is_some());
@@ -678,7 +735,11 @@ fn a_device_alert_is_a_vital_signs_observation_with_loinc_and_interpretation() {
         alert_observation(&alert(Metric::HeartRate, Severity::Warning), &dir).unwrap().unwrap();
     let o = serde_json::to_value(&o).unwrap();
     assert!(has_code(&o["code"], "http://loinc.org", "8867-4"));
-    assert!(has_code(&o["interpretation"], "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "A"));
+    assert!(has_code(
+        &o["interpretation"],
+        "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+        "A"
+    ));
     // Any other event is no observation.
     assert!(alert_observation(&w.trail[0], &dir).unwrap().is_none());
 }

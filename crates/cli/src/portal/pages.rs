@@ -178,7 +178,10 @@ pub fn only(u: &Unlocked, roles: &[Role], what: &str) -> Result<(), Stop> {
     if roles.contains(&u.role) {
         return Ok(());
     }
-    Err(Stop::NotForRole(format!("refused: {what} is not for a {} account", crate::common::role_word(&u.role))))
+    Err(Stop::NotForRole(format!(
+        "refused: {what} is not for a {} account",
+        crate::common::role_word(&u.role)
+    )))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -354,7 +354,12 @@ fn a_false_category_counts_against_the_denial_allowance() {
 
 /// Registers another identity through the CLI and returns its wallet and account: a patient
 /// of `hospital`, a doctor of `hospital`, or a device of `patient`.
-pub(crate) fn enrol(dir: &std::path::Path, node: &Node, name: &str, how: &[&str]) -> (String, String) {
+pub(crate) fn enrol(
+    dir: &std::path::Path,
+    node: &Node,
+    name: &str,
+    how: &[&str],
+) -> (String, String) {
     let w = crate::registry::wallet(dir, name, &node.url);
     let identity = crate::registry::identity(&w);
     let args: Vec<&str> = how.iter().copied().chain(["--identity", &identity]).collect();

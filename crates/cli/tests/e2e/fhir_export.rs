@@ -9,15 +9,17 @@ use medledger_client::Wallet;
 use serde_json::Value;
 
 use crate::{
-    attacks::enrol,
-    consent::id,
-    emergency::id_of,
-    harness::*,
-    records::pmr_of,
-    registry::cast,
+    attacks::enrol, consent::id, emergency::id_of, harness::*, records::pmr_of, registry::cast,
 };
 
-fn add_record(doctor: &str, patient: &str, file: &std::path::Path, category: &str, date: &str, env: &[(&str, &str)]) -> String {
+fn add_record(
+    doctor: &str,
+    patient: &str,
+    file: &std::path::Path,
+    category: &str,
+    date: &str,
+    env: &[(&str, &str)],
+) -> String {
     let out = ok(
         &["record", "add", "--wallet", doctor, "--patient", patient]
             .into_iter()
@@ -70,7 +72,8 @@ fn a_patient_exports_their_whole_record_as_a_fhir_r4_bundle() {
     );
     let secret = dir.join("other.txt");
     std::fs::write(&secret, b"OTHER-PATIENT-SECRET").unwrap();
-    let other_pmr = add_record(&c.doctor, &other_account, &secret, "lab_report", "2026-02-01", &env);
+    let other_pmr =
+        add_record(&c.doctor, &other_account, &secret, "lab_report", "2026-02-01", &env);
 
     // The patient's records: a lab report and a psychiatric note.
     let lab = dir.join("bloods.txt");
@@ -82,7 +85,10 @@ fn a_patient_exports_their_whole_record_as_a_fhir_r4_bundle() {
 
     // Consent: a grant to the doctor in force, one to the hospital revoked, and a deny rule
     // that keeps the doctor from psychiatry.
-    let grant = id(&ok(&["consent", "grant", "--wallet", &c.patient, "--grantee", &c.doctor_account], &env));
+    let grant = id(&ok(
+        &["consent", "grant", "--wallet", &c.patient, "--grantee", &c.doctor_account],
+        &env,
+    ));
     let revoked = id(&ok(
         &["consent", "grant", "--wallet", &c.patient, "--grantee", &c.hospital_account]
             .into_iter()
@@ -173,16 +179,23 @@ fn a_patient_exports_their_whole_record_as_a_fhir_r4_bundle() {
     assert_eq!(p["name"][0]["text"], "Jane Roe");
     assert_eq!(p["birthDate"], "1980-01-02");
     assert_eq!(p["contact"][0]["name"]["text"], "John Roe");
-    assert!(p["identifier"].as_array().unwrap().iter().any(|i| i["value"] == c.patient_id.as_str()));
+    assert!(
+        p["identifier"].as_array().unwrap().iter().any(|i| i["value"] == c.patient_id.as_str())
+    );
 
     // Each record: its CID, and its decrypted content as a Binary.
     let docs = of_type(&entries, "DocumentReference");
     let lab_doc = docs.iter().find(|d| d["masterIdentifier"]["value"] == lab_pmr.as_str()).unwrap();
-    assert!(lab_doc["content"][0]["attachment"]["url"].as_str().unwrap().starts_with("ipfs://bafkrei"));
+    assert!(
+        lab_doc["content"][0]["attachment"]["url"].as_str().unwrap().starts_with("ipfs://bafkrei")
+    );
     assert!(codes(&lab_doc["category"]).contains(&"lab_report".to_owned()));
     let binaries = of_type(&entries, "Binary");
     let bin_url = lab_doc["content"][1]["attachment"]["url"].as_str().unwrap();
-    let bin = binaries.iter().find(|b| format!("urn:uuid:{}", b["id"].as_str().unwrap()) == bin_url).unwrap();
+    let bin = binaries
+        .iter()
+        .find(|b| format!("urn:uuid:{}", b["id"].as_str().unwrap()) == bin_url)
+        .unwrap();
     assert_eq!(bin["data"], data_encoding::BASE64.encode(b"Hb 13.5 g/dL"));
 
     // Consent: the grant in force, the revoked one, the deny rule.
@@ -214,12 +227,22 @@ fn a_patient_exports_their_whole_record_as_a_fhir_r4_bundle() {
     // The export's own reads are in it: one allowed read of each record by the patient.
     let own_reads = audits
         .iter()
-        .filter(|a| a["action"] == "R" && a["outcome"] == "0" && a["agent"][0]["who"]["display"] == "Jane Roe")
+        .filter(|a| {
+            a["action"] == "R"
+                && a["outcome"] == "0"
+                && a["agent"][0]["who"]["display"] == "Jane Roe"
+        })
         .count();
     assert_eq!(own_reads, 2);
 
     // Nothing of the other patient, and no key material of anyone's wallet.
-    for leak in [other_account.as_str(), other_pmr.as_str(), "Ann Other", "OTHERPHONE", "OTHER-PATIENT-SECRET"] {
+    for leak in [
+        other_account.as_str(),
+        other_pmr.as_str(),
+        "Ann Other",
+        "OTHERPHONE",
+        "OTHER-PATIENT-SECRET",
+    ] {
         assert!(!text.contains(leak), "{leak} is in the export");
     }
     let other_b64 = data_encoding::BASE64.encode(b"OTHER-PATIENT-SECRET");
