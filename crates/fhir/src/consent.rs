@@ -189,7 +189,7 @@ pub fn deny_consent(
     if let Some(role) = &d.rule.grantee_role {
         let name = role_name(*role);
         actors.push(recipient(json!({
-            "identifier": identifier(systems::ROLE, &name),
+            "identifier": identifier(systems::ROLE, name),
             "display": format!("every {name}"),
         })));
     }

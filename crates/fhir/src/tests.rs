@@ -600,10 +600,12 @@ fn purposes_map_to_v3_act_reason() {
     }
 }
 
-fn audit_by_seq<'a>(all: &'a [Value], seq: u64) -> &'a Value {
+fn audit_by_seq(all: &[Value], seq: u64) -> &Value {
     of_type(all, "AuditEvent")
         .into_iter()
-        .find(|a| a["extension"][0]["valueString"] == seq.to_string())
+        .find(|a| {
+            a["extension"][0]["valueString"].as_str().and_then(|s| s.parse().ok()) == Some(seq)
+        })
         .unwrap()
 }
 
