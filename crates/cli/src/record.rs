@@ -197,6 +197,33 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
+/// What the file's own first bytes say it is, where that decides something: DICOM (a 128-byte
+/// preamble, then `DICM`), whatever the file is called.
+fn sniff_content_type(path: &Path) -> Result<Option<&'static str>> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(132);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(132).read_to_end(&mut head))
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(medledger_dicom::is_dicom(&head).then_some("application/dicom"))
+}
+
+/// Refuses DICOM content filed under a category other than imaging: a patient's grant limited
+/// to other categories (`--scope categories:lab-report`) must not reach an image because its
+/// author named it otherwise.
+fn check_category(path: &Path, category: RecordCategory) -> Result<Option<&'static str>> {
+    let sniffed = sniff_content_type(path)?;
+    if sniffed.is_some() && category != RecordCategory::Imaging {
+        bail!(
+            "{} is a DICOM file: add it with --category imaging (it was given {}), so that \
+             consent limited to other categories does not reach it",
+            path.display(),
+            crate::common::words(&category)
+        );
+    }
+    Ok(sniffed)
+}
+
 pub(crate) fn guess_content_type(path: &Path) -> &'static str {
     match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
         Some("dcm") => "application/dicom",
@@ -834,12 +861,17 @@ pub async fn run(command: RecordCommand) -> Result<()> {
             threshold,
             json,
         } => {
+            // Checked before anything is signed, uploaded or even the wallet opened.
+            let sniffed = check_category(&file, category)?;
             let s = Session::open(&wallet).await?;
             let visit_date = date.unwrap_or_else(today);
             let file_name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+            let content_type = content_type
+                .or_else(|| sniffed.map(str::to_owned))
+                .unwrap_or_else(|| guess_content_type(&file).to_owned());
             let meta = RecordMetadata {
                 title: title.or_else(|| file_name.clone()).unwrap_or_else(|| "record".into()),
-                content_type: content_type.unwrap_or_else(|| guess_content_type(&file).to_owned()),
+                content_type,
                 date: visit_date.to_string(),
                 notes,
                 file_name,
