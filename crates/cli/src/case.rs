@@ -294,7 +294,10 @@ async fn append(s: &Session, id: &str, text: String) -> Result<()> {
 
 /// Seals case `id` at its current head (the opener or the patient): how many entries it
 /// holds, its sealed head and the receipt.
-pub(crate) async fn seal_case(s: &Session, id: &str) -> Result<(u64, medledger_core::Hash, Receipt)> {
+pub(crate) async fn seal_case(
+    s: &Session,
+    id: &str,
+) -> Result<(u64, medledger_core::Hash, Receipt)> {
     let case = fetch_case(s, id).await?;
     let receipt =
         s.submit(TxBody::Cases(CaseTx::Seal { case: id.to_owned(), head: case.head })).await?;

@@ -424,7 +424,11 @@ pub(crate) async fn set_profile(
 }
 
 /// The logged read of the sealed profile, opened with `key`.
-async fn read_profile(s: &Session, patient: AccountId, key: &EmergencyKey) -> Result<ProfileContent> {
+async fn read_profile(
+    s: &Session,
+    patient: AccountId,
+    key: &EmergencyKey,
+) -> Result<ProfileContent> {
     let tx = s.build(TxBody::Emergency(EmergencyTx::ReadProfile { patient })).await?;
     let sealed = s.client.read_emergency_profile(&patient, &tx).await?;
     Ok(emergency::open_profile(&sealed, key)?)

@@ -138,8 +138,8 @@ async fn open(State(p): State<Portal>, Form(f): Form<OpenForm>) -> Response {
             notes: f.notes.trim().to_owned(),
         };
         let follow_up = Some(f.follow_up_of.trim().to_owned()).filter(|c| !c.is_empty());
-        let o = crate::case::open_case(&u.session, f.patient.trim(), description, follow_up)
-            .await?;
+        let o =
+            crate::case::open_case(&u.session, f.patient.trim(), description, follow_up).await?;
         anyhow::Ok(format!("case {} opened (block {})", o.case, o.receipt.height))
     }
     .await;

@@ -82,11 +82,11 @@ struct DevicesQuery {
 }
 
 async fn devices(State(p): State<Portal>, Query(q): Query<DevicesQuery>) -> Response {
-    let u = match unlocked_as(&p, &[Role::Patient, Role::Doctor, Role::Hospital], "the devices page")
-    {
-        Ok(u) => u,
-        Err(stop) => return stop.into_response(),
-    };
+    let u =
+        match unlocked_as(&p, &[Role::Patient, Role::Doctor, Role::Hospital], "the devices page") {
+            Ok(u) => u,
+            Err(stop) => return stop.into_response(),
+        };
     devices_page(&p, &u, q.patient, None, StatusCode::OK).await
 }
 
@@ -137,7 +137,11 @@ async fn devices_page(
                 account: d.account.to_string(),
                 kind: words(&d.kind),
                 details,
-                registered: format!("block {} by {}", d.registered_at, u.names.of(&d.registered_by)),
+                registered: format!(
+                    "block {} by {}",
+                    d.registered_at,
+                    u.names.of(&d.registered_by)
+                ),
                 retired: d.retired_at.is_some(),
                 thresholds: match &d.thresholds {
                     Some(t) => format!(

@@ -335,7 +335,9 @@ async fn open(State(p): State<Portal>, Form(f): Form<BreakGlassIdForm>) -> Respo
                 conditions: list(&o.profile.conditions),
                 contacts: list(&o.profile.contacts),
             };
-            let flash = Flash::ok("emergency key recovered; the profile read is logged and the patient is told");
+            let flash = Flash::ok(
+                "emergency key recovered; the profile read is logged and the patient is told",
+            );
             doctor_page(&p, &u, flash, Some(profile), StatusCode::OK).await
         }
         Err(e) => doctor_page(&p, &u, Flash::error(&e), None, StatusCode::BAD_REQUEST).await,

@@ -137,7 +137,9 @@ pub struct Seen {
 
 impl Unlocked {
     /// The break-glass ids seen so far, newest first, and those this account released for.
-    pub fn seen(&self) -> (Vec<medledger_core::Hash>, std::collections::HashSet<medledger_core::Hash>) {
+    pub fn seen(
+        &self,
+    ) -> (Vec<medledger_core::Hash>, std::collections::HashSet<medledger_core::Hash>) {
         let seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         (seen.break_glass.iter().rev().copied().collect(), seen.released.clone())
     }
@@ -388,7 +390,9 @@ async fn watch(
                     use medledger_core::audit::AuditKind;
                     let mut seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     match &e.kind {
-                        AuditKind::BreakGlassStarted { id, .. } if !seen.break_glass.contains(id) => {
+                        AuditKind::BreakGlassStarted { id, .. }
+                            if !seen.break_glass.contains(id) =>
+                        {
                             seen.break_glass.push(*id)
                         }
                         AuditKind::EscrowReleased { id, custodian } if *custodian == account => {

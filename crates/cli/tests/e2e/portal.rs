@@ -432,10 +432,9 @@ fn the_portal_refuses_what_a_local_ui_must_and_serves_no_key_material() {
     let path = format!("/v1/accounts/{me}");
     let account = signed_http(node.port, &identity.signing, me, "GET", &path, b"").unwrap();
     let nonce = account.json()["nonce"].as_u64().unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            as u64;
     use medledger_core::tx::{ConsentTx, TxBody, consent};
     let short = ConsentTx::Grant {
         patient: me,
@@ -1561,10 +1560,8 @@ fn hospital_staff_register_a_device_and_its_alerts_are_read_in_the_portal() {
     let trail = ok(&["audit", "trail", "--wallet", &c.patient, "--json"], &env);
     assert!(trail.contains("device_data"), "the reads are not in the trail: {trail}");
     // A session that is not there: refused, with the reason.
-    let missing = poster(&pat, &pcookie)(
-        "/devices/readings",
-        &[("csrf", &pcsrf), ("session", ZEROS)],
-    );
+    let missing =
+        poster(&pat, &pcookie)("/devices/readings", &[("csrf", &pcsrf), ("session", ZEROS)]);
     assert_eq!(missing.status, 403);
     assert!(missing.body.contains("no session"), "{}", missing.body);
     // Not the regulator's page.
@@ -1580,11 +1577,24 @@ fn a_custodian_releases_its_piece_and_the_doctor_reads_under_break_glass_in_the_
     let c = cast(tmp.path(), &node);
     let env = [("MEDLEDGER_NODE", node.url.as_str())];
     let pid = c.patient_id.as_str();
+    // The custodian is another hospital than the doctors': it learns of the break-glass
+    // only as the custodian.
+    let keeper = crate::registry::wallet(tmp.path(), "keeper", &node.url);
+    let admitted = ok(
+        &["hospital", "admit", "--wallet", &node.regulator(), "--node", &node.url]
+            .into_iter()
+            .chain(["--identity", &crate::registry::identity(&keeper)])
+            .chain(["--registration-id", "GOV-99", "--name", "Keeper General"])
+            .chain(["--city", "York", "--specialisation", "general", "--contact", "+44 0"])
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    let keeper_account = account(&admitted);
     ok(
         &["emergency", "profile", "--wallet", &c.patient, "--blood-type", "O-"]
             .into_iter()
             .chain(["--allergies", "penicillin", "--open-records"])
-            .chain(["--custodians", &c.hospital_account, "--threshold", "1"])
+            .chain(["--custodians", &keeper_account, "--threshold", "1"])
             .collect::<Vec<_>>(),
         &env,
     );
@@ -1613,7 +1623,9 @@ fn a_custodian_releases_its_piece_and_the_doctor_reads_under_break_glass_in_the_
         &env,
     );
     let doc = Portal::start(&colleague, &node.url, &[]);
-    let desk = Portal::start(&c.hospital, &node.url, &[]);
+    let desk = Portal::start(&keeper, &node.url, &[]);
+    let own = Portal::start(&c.hospital, &node.url, &[]);
+    let (ocookie, _) = signed_in(&own);
     let (dcookie, dcsrf) = signed_in(&doc);
     let (hcookie, hcsrf) = signed_in(&desk);
     let dpost = poster(&doc, &dcookie);
@@ -1649,6 +1661,10 @@ fn a_custodian_releases_its_piece_and_the_doctor_reads_under_break_glass_in_the_
     // The custodian's desk lists the open break-glass and releases its piece.
     let staff = wait_for(desk.port, &hcookie, "/staff", "class=\"release\"");
     assert!(staff.body.contains("id=\"custody\""), "{}", staff.body);
+    // The doctor's own hospital, no custodian, has it to review but nothing to release.
+    let review = wait_for(own.port, &ocookie, "/staff", "Road accident");
+    assert!(review.body.contains("id=\"reviews\""), "{}", review.body);
+    assert!(!review.body.contains("id=\"custody\""), "{}", review.body);
     let bogus = hpost("/staff/release", &[("csrf", &hcsrf), ("break_glass", "nothing")]);
     assert_eq!(bogus.status, 400);
     assert!(bogus.body.contains("no break-glass id"), "{}", bogus.body);
@@ -1666,10 +1682,8 @@ fn a_custodian_releases_its_piece_and_the_doctor_reads_under_break_glass_in_the_
     assert!(opened.body.contains("id=\"opened-profile\""), "{}", opened.body);
     assert!(opened.body.contains("O-") && opened.body.contains("penicillin"), "{}", opened.body);
     // The audited overview names the record; it is read under the break-glass.
-    let overview = dpost(
-        "/emergency/overview",
-        &[("csrf", &dcsrf), ("break_glass", &bg), ("patient", pid)],
-    );
+    let overview =
+        dpost("/emergency/overview", &[("csrf", &dcsrf), ("break_glass", &bg), ("patient", pid)]);
     assert_eq!(overview.status, 200, "{}", overview.body);
     assert!(overview.body.contains(&pmr), "{}", overview.body);
     let read = dpost(
@@ -1682,7 +1696,7 @@ fn a_custodian_releases_its_piece_and_the_doctor_reads_under_break_glass_in_the_
     let plain = dpost("/records/download", &[("csrf", &dcsrf), ("pmr", &pmr), ("patient", pid)]);
     assert_eq!(plain.status, 403, "{}", plain.body);
     holds_no_secret(&colleague, &[&opened, &overview]);
-    holds_no_secret(&c.hospital, &[&staff, &released]);
+    holds_no_secret(&keeper, &[&staff, &released]);
     // Every step is in the patient's trail.
     let trail = ok(&["audit", "trail", "--wallet", &c.patient], &env);
     assert!(trail.contains(&format!("ALLOWED (break-glass {bg})")), "{trail}");
