@@ -1449,11 +1449,19 @@ fn a_doctor_opens_writes_and_seals_a_case_and_both_read_it_verified_in_the_porta
             "/emergency/overview",
         ],
     );
-    // Locked, the doctor's portal seals nothing: the form leads to the unlock page.
+    // Locked, the doctor's portal opens no case: even with the locked portal's own CSRF
+    // token, the form is refused as locked (423), and no case is added.
     let lock = dpost("/lock", &[("csrf", &dcsrf)]);
     assert_eq!(lock.status, 303);
-    let locked = dpost("/case/seal", &[("csrf", &dcsrf), ("case", &case)]);
-    assert_ne!(locked.status, 200, "{}", locked.body);
+    let unlock = ask(doc.port, "GET", "/unlock", &[("Cookie", &dcookie)], "");
+    let locked_csrf = csrf_of(&unlock.body);
+    let locked = dpost(
+        "/cases/open",
+        &[("csrf", &locked_csrf), ("patient", pid), ("title", "While locked")],
+    );
+    assert_eq!(locked.status, 423, "{}", locked.body);
+    let listed = ok(&["case", "list", "--wallet", &c.patient, "--json"], &[]);
+    assert_eq!(listed.matches("\"case\"").count(), 1, "{listed}");
 }
 
 #[test]
@@ -1490,6 +1498,8 @@ fn hospital_staff_register_a_device_and_its_alerts_are_read_in_the_portal() {
     assert_eq!(registered.status, 200, "{}", registered.body);
     let device = after(&registered.body, "device registered: account ").to_owned();
     assert_eq!(device, account_of(&oximeter), "{}", registered.body);
+    assert!(registered.body.contains(&format!("id=\"device-{device}\"")), "{}", registered.body);
+    assert!(registered.body.contains("serial PO-2231-77"), "{}", registered.body);
 
     // The patient consents to the doctor for device data; the doctor sets thresholds.
     ok(
