@@ -210,8 +210,14 @@ async fn read(State(p): State<Portal>, Form(f): Form<CaseForm>) -> Response {
     let v = match shown {
         Ok(v) => v,
         Err(e) => {
-            let patient = if u.role == Role::Patient { String::new() } else { patient_of(&id) };
-            return cases_page(&p, &u, patient, Flash::error(&e), StatusCode::FORBIDDEN).await;
+            return cases_page(
+                &p,
+                &u,
+                list_after(&u, &id),
+                Flash::error(&e),
+                StatusCode::FORBIDDEN,
+            )
+            .await;
         }
     };
     let r = &v.report;
@@ -275,7 +281,8 @@ fn patient_of(case: &str) -> String {
         .to_owned()
 }
 
-/// The cases list of the case's patient, for the page after an append or a seal.
+/// Whose cases to list on the page after a read, an append or a seal of `case`: the case's
+/// patient (a patient's own page: none).
 fn list_after(u: &Unlocked, case: &str) -> String {
     if u.role == Role::Patient { String::new() } else { patient_of(case) }
 }

@@ -300,9 +300,6 @@ async fn doctor_page(
 #[derive(Deserialize)]
 struct BreakGlassIdForm {
     break_glass: String,
-    /// For the overview: the patient (a Patient-ID or an account id).
-    #[serde(default)]
-    patient: String,
 }
 
 fn break_glass_id(text: &str) -> anyhow::Result<Hash> {
@@ -368,24 +365,27 @@ struct OverviewPage {
     sessions: Vec<(String, String, u64)>,
 }
 
-/// The audited overview of a patient (`medledger emergency overview`, purpose emergency):
-/// under break-glass, how the doctor finds the records, each then read under it.
+/// The audited overview of a break-glass's patient (`medledger emergency overview`, purpose
+/// emergency): under break-glass, how the doctor finds the records, each then read under it.
 async fn overview(State(p): State<Portal>, Form(f): Form<BreakGlassIdForm>) -> Response {
     let u = match unlocked_as(&p, &[Role::Doctor], "a patient's overview") {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
+    // The patient is the break-glass's own, as the ledger holds it.
     let listed = async {
-        break_glass_id(&f.break_glass)?;
-        crate::emergency::overview(&u.session, f.patient.trim(), Purpose::Emergency).await
+        let id = break_glass_id(&f.break_glass)?;
+        let patient = u.session.client.break_glass(&id).await?.patient.to_string();
+        let o = crate::emergency::overview(&u.session, &patient, Purpose::Emergency).await?;
+        anyhow::Ok((patient, o))
     }
     .await;
     match listed {
-        Ok(o) => render(&OverviewPage {
+        Ok((patient, o)) => render(&OverviewPage {
             csrf: p.csrf(),
             me: Me::of(&u),
             flash: None,
-            patient: f.patient.trim().to_owned(),
+            patient,
             break_glass: f.break_glass.trim().to_owned(),
             event: o.event,
             height: o.height,

@@ -1410,6 +1410,24 @@ fn a_doctor_opens_writes_and_seals_a_case_and_both_read_it_verified_in_the_porta
     assert!(pread.body.contains(entry) && pread.body.contains("Verified"), "{}", pread.body);
     let log = ask(pat.port, "GET", "/access-log", &[("Cookie", &pcookie)], "");
     assert!(log.body.contains(&format!("case {case}")), "{}", log.body);
+    // A doctor with no grant: the read is denied by the ledger (and logged), nothing shown.
+    let stranger = crate::registry::wallet(tmp.path(), "stranger", &node.url);
+    ok(
+        &["doctor", "onboard", "--wallet", &c.hospital]
+            .into_iter()
+            .chain(["--identity", &crate::registry::identity(&stranger)])
+            .chain(["--registration-number", "GMC-7", "--name", "Dr. Stranger"])
+            .chain(["--specialisation", "dermatology", "--node", &node.url])
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    let other = Portal::start(&stranger, &node.url, &[]);
+    let (ocookie, ocsrf) = signed_in(&other);
+    let denied = poster(&other, &ocookie)("/case/read", &[("csrf", &ocsrf), ("case", &case)]);
+    assert_eq!(denied.status, 403, "{}", denied.body);
+    assert!(!denied.body.contains(entry) && !denied.body.contains("Chest pain"), "{}", denied.body);
+    let log = ask(pat.port, "GET", "/access-log", &[("Cookie", &pcookie)], "");
+    assert!(log.body.contains("class=\"denied\""), "{}", log.body);
     // A case that is not there: refused, with the reason, nothing shown.
     let missing = ppost("/case/read", &[("csrf", &pcsrf), ("case", &format!("C{pid}-99"))]);
     assert_eq!(missing.status, 403, "{}", missing.body);
