@@ -82,11 +82,12 @@ async fn custody_rows(u: &Unlocked) -> anyhow::Result<Vec<CustodyRow>> {
     let s = &u.session;
     let me = s.wallet.account();
     let now = super::transport_now_ms();
-    let (ids, released) = u.seen();
+    let (ids, released) = u.seen_open();
     let mut rows = Vec::new();
     for id in ids {
         let b = s.client.break_glass(&id).await?;
         if b.ended_at.is_some() || b.until_ms <= now {
+            u.mark(id, true);
             continue;
         }
         let custodian = s
@@ -293,7 +294,7 @@ async fn release(State(p): State<Portal>, Form(f): Form<ReleaseForm>) -> Respons
             .map_err(|e| anyhow::anyhow!("{:?} is no break-glass id: {e}", f.break_glass))?;
         let (doctor, r) = crate::emergency::release(&u.session, id).await?;
         // Shown as released at once, before the event stream brings the release.
-        u.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).released.insert(id);
+        u.mark(id, false);
         anyhow::Ok(format!(
             "escrow piece released to {} for break-glass {id} (block {})",
             u.names.of(&doctor),

@@ -220,6 +220,9 @@ async fn save(State(p): State<Portal>, Form(f): Form<ProfileForm>) -> Response {
 // The doctor's side: break-glass declared, opened with the released escrow pieces, and the
 // audited overview of the patient.
 
+/// How many of the newest break-glass declarations the doctor's page looks at.
+const SHOWN_DECLARATIONS: usize = 50;
+
 /// A break-glass this doctor declared, as a row.
 pub struct DeclaredRow {
     id: String,
@@ -259,7 +262,8 @@ async fn doctor(State(p): State<Portal>) -> Response {
     doctor_page(&p, &u, None, None, StatusCode::OK).await
 }
 
-/// The break-glass declarations of this doctor (seen in its event stream), newest first.
+/// The break-glass declarations of this doctor (seen in its event stream), newest first:
+/// among the newest [`SHOWN_DECLARATIONS`] this account's stream showed.
 async fn doctor_page(
     p: &Portal,
     u: &Unlocked,
@@ -272,7 +276,7 @@ async fn doctor_page(
     let now = super::transport_now_ms();
     let listed = async {
         let mut rows = Vec::new();
-        for id in u.seen().0 {
+        for id in u.seen_newest(SHOWN_DECLARATIONS) {
             let b = s.client.break_glass(&id).await?;
             if b.doctor != me {
                 continue;

@@ -133,15 +133,39 @@ pub struct Seen {
     pub break_glass: Vec<medledger_core::Hash>,
     /// Those this account (a custodian) released its escrow piece for.
     pub released: std::collections::HashSet<medledger_core::Hash>,
+    /// Those found over (ended, or past their window): not asked about again.
+    pub over: std::collections::HashSet<medledger_core::Hash>,
 }
 
 impl Unlocked {
-    /// The break-glass ids seen so far, newest first, and those this account released for.
-    pub fn seen(
+    fn seen_lock(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The break-glass ids seen so far that are not known to be over, newest first, and
+    /// those this account released for.
+    pub fn seen_open(
         &self,
     ) -> (Vec<medledger_core::Hash>, std::collections::HashSet<medledger_core::Hash>) {
-        let seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        (seen.break_glass.iter().rev().copied().collect(), seen.released.clone())
+        let seen = self.seen_lock();
+        let open =
+            seen.break_glass.iter().rev().filter(|id| !seen.over.contains(*id)).copied().collect();
+        (open, seen.released.clone())
+    }
+
+    /// The newest `n` break-glass ids seen, over or not.
+    pub fn seen_newest(&self, n: usize) -> Vec<medledger_core::Hash> {
+        self.seen_lock().break_glass.iter().rev().take(n).copied().collect()
+    }
+
+    /// Marks break-glass `id` over (it stays so), or released by this account.
+    pub fn mark(&self, id: medledger_core::Hash, over: bool) {
+        let mut seen = self.seen_lock();
+        if over {
+            seen.over.insert(id);
+        } else {
+            seen.released.insert(id);
+        }
     }
 }
 
