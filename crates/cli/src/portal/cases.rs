@@ -314,3 +314,16 @@ async fn seal(State(p): State<Portal>, Form(f): Form<CaseForm>) -> Response {
     let (flash, status) = outcome(sealed);
     cases_page(&p, &u, list_after(&u, id), flash, status).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::patient_of;
+
+    #[test]
+    fn the_patient_id_is_taken_from_a_case_id_only() {
+        assert_eq!(patient_of("C1042-3"), "1042");
+        for odd in ["1042-3", "C-3", "Cx1-3", "C1042", ""] {
+            assert_eq!(patient_of(odd), "", "{odd}");
+        }
+    }
+}
