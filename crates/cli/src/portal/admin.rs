@@ -27,6 +27,7 @@ pub fn routes() -> Router<Portal> {
         .route("/staff/doctor", post(onboard))
         .route("/staff/patient", post(register))
         .route("/staff/review", post(review))
+        .route("/staff/release", post(release))
         .route("/regulator", get(regulator))
         .route("/regulator/hospital", post(admit))
         .route("/regulator/hospital/status", post(set_status))
@@ -52,6 +53,18 @@ pub struct ReviewRow {
     reason: String,
 }
 
+/// An open break-glass on a patient whose emergency key this hospital holds a piece of.
+pub struct CustodyRow {
+    id: String,
+    doctor: String,
+    patient: String,
+    started: String,
+    until: String,
+    code: String,
+    /// This hospital released its piece already.
+    released: bool,
+}
+
 #[derive(Template)]
 #[template(path = "portal/staff.html")]
 struct StaffPage {
@@ -60,6 +73,42 @@ struct StaffPage {
     flash: Option<Flash>,
     doctors: Vec<DoctorRow>,
     reviews: Vec<ReviewRow>,
+    custody: Vec<CustodyRow>,
+}
+
+/// The open break-glass declarations (seen in the hospital's event stream) on patients
+/// whose emergency key this hospital holds an escrow piece of.
+async fn custody_rows(u: &Unlocked) -> anyhow::Result<Vec<CustodyRow>> {
+    let s = &u.session;
+    let me = s.wallet.account();
+    let now = super::transport_now_ms();
+    let (ids, released) = u.seen_open();
+    let mut rows = Vec::new();
+    for id in ids {
+        let b = s.client.break_glass(&id).await?;
+        if b.ended_at.is_some() || b.until_ms <= now {
+            u.mark(id, true);
+            continue;
+        }
+        let custodian = s
+            .client
+            .emergency_profile(&b.patient)
+            .await?
+            .is_some_and(|p| p.custodians.contains(&me));
+        if !custodian {
+            continue;
+        }
+        rows.push(CustodyRow {
+            id: id.to_string(),
+            doctor: u.names.of(&b.doctor),
+            patient: b.patient.to_string(),
+            started: crate::common::local_time(b.started_ms),
+            until: crate::common::local_time(b.until_ms),
+            code: b.code.to_string(),
+            released: released.contains(&id),
+        });
+    }
+    Ok(rows)
 }
 
 async fn staff(State(p): State<Portal>) -> Response {
@@ -110,7 +159,12 @@ async fn staff_page(
         ),
         Err(e) => (Vec::new(), flash.or_else(|| Flash::error(&e.into()))),
     };
-    let mut page = render(&StaffPage { csrf: p.csrf(), me: Me::of(u), flash, doctors, reviews });
+    let (custody, flash) = match custody_rows(u).await {
+        Ok(rows) => (rows, flash),
+        Err(e) => (Vec::new(), flash.or_else(|| Flash::error(&e))),
+    };
+    let mut page =
+        render(&StaffPage { csrf: p.csrf(), me: Me::of(u), flash, doctors, reviews, custody });
     *page.status_mut() = status;
     page
 }
@@ -214,6 +268,38 @@ async fn review(State(p): State<Portal>, Form(f): Form<ReviewForm>) -> Response 
             }))
             .await?;
         anyhow::Ok(format!("review of break-glass {id} filed (block {})", r.height))
+    }
+    .await;
+    let (flash, status) = outcome(result);
+    staff_page(&p, &u, flash, status).await
+}
+
+#[derive(Deserialize)]
+struct ReleaseForm {
+    break_glass: String,
+}
+
+/// As a custodian: release this hospital's escrow piece of the patient's emergency key to the
+/// doctor of an open break-glass (`medledger emergency release`).
+async fn release(State(p): State<Portal>, Form(f): Form<ReleaseForm>) -> Response {
+    let u = match unlocked_as(&p, &[Role::Hospital], "releasing an escrow piece") {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    let result = async {
+        let id: medledger_core::Hash = f
+            .break_glass
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{:?} is no break-glass id: {e}", f.break_glass))?;
+        let (doctor, r) = crate::emergency::release(&u.session, id).await?;
+        // Shown as released at once, before the event stream brings the release.
+        u.mark(id, false);
+        anyhow::Ok(format!(
+            "escrow piece released to {} for break-glass {id} (block {})",
+            u.names.of(&doctor),
+            r.height
+        ))
     }
     .await;
     let (flash, status) = outcome(result);

@@ -262,3 +262,35 @@ fn a_ledger_with_emergency_state_verifies_and_reopens() {
     let ledger = Ledger::open(&path).unwrap();
     assert_eq!(ledger.emergency_window_ms().unwrap(), 3_600_000);
 }
+
+/// A custodian hospital that is not the doctor's learns of a break-glass on the patient from
+/// its own trail (so that it knows its piece is needed), and its trail holds its release; a
+/// hospital that is neither learns nothing.
+#[test]
+fn a_custodian_is_told_of_a_break_glass_and_of_its_own_release() {
+    let (mut net, _hospital, mut doctor, mut patient) = populated();
+    let mut custodian = Actor::new();
+    applied(&net.admit(&custodian));
+    let stranger = Actor::new();
+    applied(&net.admit(&stranger));
+    let t = em(
+        EmergencyTx::SetProfile { patient: patient.account, profile: profile(&custodian, true) },
+        &mut patient,
+    );
+    applied(&net.one(t));
+    let kinds = |net: &Net, who: &Actor| -> Vec<&'static str> {
+        net.ledger
+            .audit_trail(&who.account, None, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.kind.name())
+            .collect()
+    };
+    let (id, _) = break_glass(&mut net, &mut doctor, &patient);
+    assert_eq!(kinds(&net, &custodian), vec!["break_glass"]);
+    let t =
+        em(EmergencyTx::ReleaseEscrow { break_glass: id, piece: Hash::of(b"p") }, &mut custodian);
+    applied(&net.one(t));
+    assert_eq!(kinds(&net, &custodian), vec!["break_glass", "escrow_released"]);
+    assert!(kinds(&net, &stranger).is_empty(), "{:?}", kinds(&net, &stranger));
+}
