@@ -159,8 +159,14 @@ pub fn deidentify(bytes: &[u8], key: &DeidKey) -> Result<(Vec<u8>, Report), Dico
     let mut report = Report::default();
     apply(&mut file, key, shift, &mut report);
     mark(&mut file);
-    // The file meta group names the instance too: the same replacement as in the data set.
+    // The file meta group names the instance too: the same replacement as in the data set;
+    // the application entities that handled the file and any private information go.
     let meta = file.meta_mut();
+    meta.source_application_entity_title = None;
+    meta.sending_application_entity_title = None;
+    meta.receiving_application_entity_title = None;
+    meta.private_information_creator_uid = None;
+    meta.private_information = None;
     if !meta.media_storage_sop_instance_uid.trim_end_matches(['\0', ' ']).is_empty() {
         meta.media_storage_sop_instance_uid = key.replace_uid(&meta.media_storage_sop_instance_uid);
     }
@@ -216,6 +222,13 @@ fn known_vr(obj: &mut InMemDicomObject, tag: Tag) -> VR {
 fn apply(obj: &mut InMemDicomObject, key: &DeidKey, shift: u64, report: &mut Report) {
     let tags: Vec<(Tag, VR)> = obj.iter().map(|e| (e.tag(), e.vr())).collect();
     for (tag, vr) in tags {
+        // Group lengths are stale once values change, and would tell the length of what was
+        // removed (the meta group's is recomputed on writing).
+        if tag.1 == 0x0000 {
+            obj.remove_element(tag);
+            report.removed += 1;
+            continue;
+        }
         let action = profile::action_for(tag);
         let vr = if vr == VR::UN && action != Action::Remove { known_vr(obj, tag) } else { vr };
         let undecoded_sequence =
@@ -239,7 +252,15 @@ fn apply(obj: &mut InMemDicomObject, key: &DeidKey, shift: u64, report: &mut Rep
                 obj.put(empty(tag, vr));
                 report.emptied += 1;
             }
-            Action::Keep | Action::Dummy | Action::ReplaceUid if vr == VR::SQ => {
+            // A sequence the profile gives a dummy keeps no original item: its items hold
+            // attributes the table does not list (codes and meanings naming a person, report
+            // text, annotations), so one empty item stands in for them.
+            Action::Dummy if vr == VR::SQ => {
+                let item = InMemDicomObject::new_empty();
+                obj.put(DataElement::new(tag, vr, Value::from(DataSetSequence::from(vec![item]))));
+                report.dummied += 1;
+            }
+            Action::Keep | Action::ReplaceUid if vr == VR::SQ => {
                 if let Ok(mut element) = obj.take_element(tag) {
                     if let Some(items) = element.items_mut() {
                         for item in items.iter_mut() {

@@ -48,7 +48,8 @@ def load_table(path):
 
 
 def action_for(tag, exact, patterns):
-    if tag.group % 2 == 1:
+    # Private attributes, and group lengths (stale, and telling removed values' lengths).
+    if tag.group % 2 == 1 or tag.element == 0:
         return "remove"
     if int(tag) in exact:
         return exact[int(tag)]
@@ -96,6 +97,11 @@ def walk(original, output, exact, patterns, where, problems, counts):
             counts["emptied"] += 1
             if not is_empty(out):
                 problems.append(f"{name}: should be empty, is {out.value!r}")
+        elif element.VR == "SQ" and action == "dummy":
+            counts["dummied"] += 1
+            # No original item survives a dummy: one empty item stands in.
+            if len(out.value) != 1 or len(out.value[0]) != 0:
+                problems.append(f"{name}: a dummy sequence keeps original items")
         elif element.VR == "SQ":
             counts["sequences"] += 1
             if len(out.value) != len(element.value):
@@ -127,15 +133,14 @@ def walk(original, output, exact, patterns, where, problems, counts):
 
 
 def kept_texts(dataset, exact, patterns):
-    """The text of every attribute the profile keeps, in the data set and its items."""
-    out = set()
-    for element in dataset:
-        if element.VR == "SQ":
-            for item in element.value:
-                out |= kept_texts(item, exact, patterns)
-        elif action_for(element.tag, exact, patterns) == "keep":
-            out.add(str(element.value).strip())
-    return out
+    """The text of the top-level attributes the profile keeps (never of sequence items, where
+    identifying values hide), so that a value also found there (an institution named like its
+    scanner's manufacturer) is not taken for a leak."""
+    return {
+        str(e.value).strip()
+        for e in dataset
+        if e.VR != "SQ" and action_for(e.tag, exact, patterns) == "keep"
+    }
 
 
 def main():
@@ -185,16 +190,29 @@ def main():
         for keyword in ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs",
                         "ReferringPhysicianName", "InstitutionName", "AccessionNumber"):
             value = str(original.get(keyword, "") or "").strip()
-            if any(value in text for text in kept):
-                continue
-            for encoding in ("utf-8", "latin-1", "iso8859_7", "cp1251", "shift_jis", "euc_kr"):
-                try:
-                    encoded = value.encode(encoding)
-                except UnicodeEncodeError:
+            # The whole value, and each part of a name (family, given, middle) on its own.
+            parts = {value} | set(value.replace("=", "^").split("^"))
+            for part in parts:
+                part = part.strip()
+                if len(part) < 4 or any(part in text for text in kept):
                     continue
-                if len(encoded) >= 4 and encoded in raw:
-                    mine.append(f"{keyword} {value!r} still appears in the output's bytes")
-                    break
+                for encoding in ("utf-8", "latin-1", "iso8859_7", "cp1251", "shift_jis",
+                                 "euc_kr", "iso2022_jp"):
+                    try:
+                        encoded = part.encode(encoding)
+                    except UnicodeEncodeError:
+                        continue
+                    if len(encoded) >= 4 and encoded in raw:
+                        mine.append(f"{keyword} part {part!r} still appears in the output")
+                        break
+        meta = output.file_meta
+        for keyword in ("SourceApplicationEntityTitle", "SendingApplicationEntityTitle",
+                        "ReceivingApplicationEntityTitle", "PrivateInformation"):
+            if keyword in meta:
+                mine.append(f"the file meta group keeps {keyword}")
+        for element in output:
+            if element.tag.element == 0 and element.tag.group != 2:
+                mine.append(f"a group length {element.tag} is kept")
         problems += [f"{original_path}: {p}" for p in mine]
     print(json.dumps({"counts": counts, "problems": len(problems)}))
     if problems:

@@ -184,3 +184,41 @@ fn content_that_is_not_dicom_or_has_burned_in_text_is_refused() {
     obj.write_all(&mut clear).unwrap();
     assert!(deidentify(&clear, &key(1)).is_ok());
 }
+
+/// Values the table does not list, held in the items of a sequence the profile gives a dummy
+/// (a person's code and name in an identification sequence, report text in a content
+/// sequence), do not survive: no original item is kept.
+#[test]
+fn nothing_of_the_items_of_a_dummied_sequence_survives() {
+    use dicom_core::{DataElement, Tag, VR, value::DataSetSequence};
+    use dicom_object::InMemDicomObject;
+    let mut obj = dicom_object::OpenFileOptions::new()
+        .read_preamble(dicom_object::file::ReadPreamble::Always)
+        .from_reader(&fixture("CT_small.dcm")[..])
+        .unwrap();
+    let code = InMemDicomObject::from_element_iter([
+        DataElement::new(Tag(0x0008, 0x0100), VR::SH, "EMP12345"),
+        DataElement::new(Tag(0x0008, 0x0104), VR::LO, "Dr Jane Roe"),
+    ]);
+    let person = InMemDicomObject::from_element_iter([DataElement::new(
+        Tag(0x0040, 0x1101),
+        VR::SQ,
+        DataSetSequence::from(vec![code]),
+    )]);
+    obj.put(DataElement::new(Tag(0x0008, 0x1072), VR::SQ, DataSetSequence::from(vec![person])));
+    let text = InMemDicomObject::from_element_iter([DataElement::new(
+        Tag(0x0040, 0xA160),
+        VR::UT,
+        "Seen with her husband Johnathan Quillfeather",
+    )]);
+    obj.put(DataElement::new(Tag(0x0040, 0xA730), VR::SQ, DataSetSequence::from(vec![text])));
+    let mut bytes = Vec::new();
+    obj.write_all(&mut bytes).unwrap();
+    for planted in ["EMP12345", "Jane Roe", "Quillfeather"] {
+        assert!(bytes.windows(planted.len()).any(|w| w == planted.as_bytes()), "planted");
+    }
+    let (out, _) = deidentify(&bytes, &key(3)).unwrap();
+    for planted in ["EMP12345", "Jane Roe", "Quillfeather"] {
+        assert!(!out.windows(planted.len()).any(|w| w == planted.as_bytes()), "{planted} survives");
+    }
+}
