@@ -13,7 +13,8 @@ use std::{sync::Arc, time::Duration};
 
 use medledger_api::{
     AccountKeyProof, AccountView, BatchItem, BlobStored, ConsistencyResponse, DoctorView,
-    ErrorCode, Health, HospitalView, OrganisationView, PatientView, Simulation, TxProofResponse, paths,
+    ErrorCode, Health, HospitalView, OrganisationView, PatientView, Simulation, TxProofResponse,
+    paths,
 };
 use medledger_core::{
     Hash,

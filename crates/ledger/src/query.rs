@@ -64,17 +64,19 @@ impl Ledger {
     #[allow(clippy::type_complexity)] // reason: the directory's rows, read once
     pub fn organisations(
         &self,
-    ) -> Result<Vec<(AccountId, OrganisationEntry, Account, Vec<(AccountId, MemberEntry, Account)>)>, LedgerError>
-    {
+    ) -> Result<
+        Vec<(AccountId, OrganisationEntry, Account, Vec<(AccountId, MemberEntry, Account)>)>,
+        LedgerError,
+    > {
         let read = self.db.begin_read()?;
         let table = read.open_table(ORGANISATIONS)?;
         let members = read.open_table(MEMBERS)?;
         let index = read.open_table(MEMBERS_BY_ORGANISATION)?;
         let accounts = read.open_table(ACCOUNTS)?;
         let account = |id: &AccountId| -> Result<Account, LedgerError> {
-            let v = accounts
-                .get(&id.0)?
-                .ok_or_else(|| LedgerError::Corrupt(format!("directory entry {id} has no account")))?;
+            let v = accounts.get(&id.0)?.ok_or_else(|| {
+                LedgerError::Corrupt(format!("directory entry {id} has no account"))
+            })?;
             decode_entry("account", v.value())
         };
         let mut out = Vec::new();
@@ -91,9 +93,9 @@ impl Ledger {
                 let mut member = [0u8; 20];
                 member.copy_from_slice(&mk.value()[20..]);
                 let member = AccountId(member);
-                let entry = members
-                    .get(&member.0)?
-                    .ok_or_else(|| LedgerError::Corrupt(format!("indexed member {member} missing")))?;
+                let entry = members.get(&member.0)?.ok_or_else(|| {
+                    LedgerError::Corrupt(format!("indexed member {member} missing"))
+                })?;
                 list.push((member, decode_entry("member", entry.value())?, account(&member)?));
             }
             out.push((id, decode_entry("organisation", v.value())?, account(&id)?, list));

@@ -63,10 +63,8 @@ impl AddMember {
         encryption_key: EncryptionKey,
         name: &str,
     ) -> AddMember {
-        let acceptance = key.sign(
-            namespace::MEMBERSHIP,
-            &membership_message(organisation, &encryption_key, name),
-        );
+        let acceptance = key
+            .sign(namespace::MEMBERSHIP, &membership_message(organisation, &encryption_key, name));
         AddMember { key: key.public_key(), encryption_key, name: name.to_owned(), acceptance }
     }
 

@@ -211,7 +211,9 @@ pub(crate) fn check_organisation_purpose(role: Role, purpose: Purpose) -> Result
         return Ok(());
     }
     Err(Refusal::Invalid {
-        reason: format!("a {role:?} organisation is granted access for {expected:?} only, not {purpose:?}"),
+        reason: format!(
+            "a {role:?} organisation is granted access for {expected:?} only, not {purpose:?}"
+        ),
     })
 }
 

@@ -21,7 +21,10 @@ pub(crate) fn apply(
 ) -> HandlerResult {
     if !matches!(signer.role, Role::Organisation(_)) {
         return Ok(Err(Refusal::Unauthorised {
-            reason: format!("only an organisation may add a member; the signer is a {:?}", signer.role),
+            reason: format!(
+                "only an organisation may add a member; the signer is a {:?}",
+                signer.role
+            ),
         }));
     }
     refuse_on!(check_text("name", &t.name));

@@ -16,7 +16,8 @@ pub(super) fn set_suspended(
     what: &str,
     is_kind: fn(Role) -> bool,
 ) -> HandlerResult {
-    let action = if suspended { format!("suspend a {what}") } else { format!("reinstate a {what}") };
+    let action =
+        if suspended { format!("suspend a {what}") } else { format!("reinstate a {what}") };
     refuse_on!(require_role(signer, Role::Regulator, &action));
     let Some(mut account) = state.account(id)? else {
         return Ok(Err(Refusal::NotFound { what: format!("{what} {id}") }));
@@ -26,7 +27,9 @@ pub(super) fn set_suspended(
     }
     if account.suspended == suspended {
         let state_word = if suspended { "suspended" } else { "not suspended" };
-        return Ok(Err(Refusal::Invalid { reason: format!("{what} {id} is already {state_word}") }));
+        return Ok(Err(Refusal::Invalid {
+            reason: format!("{what} {id} is already {state_word}"),
+        }));
     }
     account.suspended = suspended;
     state.put_account(id, &account)?;

@@ -67,7 +67,9 @@ impl StateTxn<'_, '_> {
     /// Writes a member's entry (and, when new, its index row under the organisation).
     pub fn put_member(&mut self, id: &AccountId, e: &MemberEntry) -> Result<(), LedgerError> {
         if self.write().members().put_entry(&id.0, e)?.is_none() {
-            self.write().members_by_organisation().put(&keys::account_pair(&e.organisation, id), ())?;
+            self.write()
+                .members_by_organisation()
+                .put(&keys::account_pair(&e.organisation, id), ())?;
         }
         Ok(())
     }

@@ -355,14 +355,14 @@ fn resource() -> impl Strategy<Value = Resource> {
 fn world() -> impl Strategy<Value = World> {
     let grant = || {
         (
-        scope(),
-        prop::sample::select(PURPOSES.to_vec()),
-        (0u64..40, 0u64..40),
-        prop::option::of(0u64..20),
-    )
-        .prop_map(|(scope, purpose, (a, b), revoked)| {
-            (scope, purpose, Validity { not_before_ms: a, expires_at_ms: b }, revoked)
-        })
+            scope(),
+            prop::sample::select(PURPOSES.to_vec()),
+            (0u64..40, 0u64..40),
+            prop::option::of(0u64..20),
+        )
+            .prop_map(|(scope, purpose, (a, b), revoked)| {
+                (scope, purpose, Validity { not_before_ms: a, expires_at_ms: b }, revoked)
+            })
     };
     let deny = (
         prop::option::of(prop::sample::select(vec![REQUESTER, ORG, AccountId([8; 20])])),

@@ -440,7 +440,12 @@ fn a_ledger_with_consent_verifies_and_a_tampered_grant_is_caught() {
     assert!(medledger_ledger::verify::verify_ledger(&path, &mut |_, _, _| {}).is_err());
 }
 
-pub(super) fn access(net: &mut Net, reader: &mut Actor, resource: Resource, purpose: Purpose) -> Decision {
+pub(super) fn access(
+    net: &mut Net,
+    reader: &mut Actor,
+    resource: Resource,
+    purpose: Purpose,
+) -> Decision {
     let t = reader.sign_body(TxBody::Access(medledger_core::tx::consent::AccessTx {
         resource,
         action: Action::Read,

@@ -272,7 +272,10 @@ fn a_deny_rule_reaching_the_member_or_its_organisation_wins() {
     for i in 0..count {
         let mut w = world();
         let rule = rules(&w)[i].clone();
-        let t = consent(ConsentTx::Deny { patient: w.patient.account, rule: rule.clone() }, &mut w.patient);
+        let t = consent(
+            ConsentTx::Deny { patient: w.patient.account, rule: rule.clone() },
+            &mut w.patient,
+        );
         let id = created_id(&w.net.one(t));
         assert_eq!(
             decide(&w.net, &w.member, &lab(&w.patient), Purpose::Research),
@@ -369,7 +372,12 @@ fn only_an_organisation_adds_members_and_only_keys_that_accepted_and_are_new() {
     let before = state(&w);
     let forged = AddMember {
         key: w.doctor.key.public_key(),
-        ..AddMember::accept(&SigningKey::generate(), &w.org.account, w.doctor.enc.public_key(), "Dr. Okafor")
+        ..AddMember::accept(
+            &SigningKey::generate(),
+            &w.org.account,
+            w.doctor.enc.public_key(),
+            "Dr. Okafor",
+        )
     };
     let t = w.org.sign(RegistryTx::AddMember(forged));
     assert!(matches!(refusal(&w.net.one(t)), Refusal::Unauthorised { .. }));

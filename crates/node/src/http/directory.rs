@@ -86,7 +86,11 @@ async fn organisations(
     _: Signed,
 ) -> ApiResult<Vec<OrganisationView>> {
     let list = state.ledger.organisations()?;
-    Ok(Json(list.into_iter().map(|(id, e, a, members)| views::organisation(id, e, a, members)).collect()))
+    Ok(Json(
+        list.into_iter()
+            .map(|(id, e, a, members)| views::organisation(id, e, a, members))
+            .collect(),
+    ))
 }
 
 #[derive(Debug, Deserialize)]

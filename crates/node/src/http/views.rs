@@ -6,8 +6,8 @@
 
 use medledger_api::{
     AlertView, BatchView, BreakGlassView, CaseSealView, CaseView, DenyView, DeviceView, DoctorView,
-    GrantView, HospitalView, MemberView, NodeView, OrganisationView, PatientView, RecordView, RequestView, SessionView,
-    SharingView, ThresholdsView, TxProofResponse,
+    GrantView, HospitalView, MemberView, NodeView, OrganisationView, PatientView, RecordView,
+    RequestView, SessionView, SharingView, ThresholdsView, TxProofResponse,
 };
 use medledger_core::{
     Hash,
