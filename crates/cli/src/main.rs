@@ -13,6 +13,7 @@ mod device_sim;
 mod emergency;
 mod network;
 mod node;
+mod organisation;
 mod portal;
 mod proof;
 mod record;
@@ -68,6 +69,10 @@ enum Command {
     /// Doctors: onboard (hospital); list.
     #[command(subcommand)]
     Doctor(registry::DoctorCommand),
+    /// Researcher and insurer organisations: admit, suspend, reinstate (regulator); members
+    /// (accept, add, remove); list.
+    #[command(subcommand)]
+    Organisation(organisation::OrganisationCommand),
     /// Patients: register (hospital desk); show a registration.
     #[command(subcommand)]
     Patient(registry::PatientCommand),
@@ -145,6 +150,7 @@ fn main() -> ExitCode {
             Command::Hospital(c) => registry::hospital(c).await,
             Command::Doctor(c) => registry::doctor(c).await,
             Command::Patient(c) => registry::patient(c).await,
+            Command::Organisation(c) => organisation::run(c).await,
             Command::Key(c) => registry::key(c).await,
             Command::Node(c) => node::run(c).await,
             Command::Consent(c) => consent::run(c).await,
@@ -180,6 +186,8 @@ mod tests {
         "wallet show",
         "hospital admit",
         "doctor onboard",
+        "organisation admit",
+        "organisation member add",
         "patient register",
         "consent grant",
         "consent request",

@@ -13,7 +13,8 @@ use std::{sync::Arc, time::Duration};
 
 use medledger_api::{
     AccountKeyProof, AccountView, BatchItem, BlobStored, ConsistencyResponse, DoctorView,
-    ErrorCode, Health, HospitalView, PatientView, Simulation, TxProofResponse, paths,
+    ErrorCode, Health, HospitalView, OrganisationView, PatientView, Simulation, TxProofResponse,
+    paths,
 };
 use medledger_core::{
     Hash,
@@ -293,6 +294,11 @@ impl NodeClient {
     /// The hospital directory.
     pub async fn hospitals(&self) -> Result<Vec<HospitalView>, ClientError> {
         self.get(paths::HOSPITALS).await
+    }
+
+    /// The organisation directory (researchers, insurers, their members).
+    pub async fn organisations(&self) -> Result<Vec<OrganisationView>, ClientError> {
+        self.get(paths::ORGANISATIONS).await
     }
 
     /// The doctor directory, optionally only one hospital's doctors.

@@ -195,6 +195,8 @@ pub fn verify_account_key(
         TxBody::Registry(RegistryTx::AdmitHospital(t)) => (t.key, t.encryption_key),
         TxBody::Registry(RegistryTx::OnboardDoctor(t)) => (t.key, t.encryption_key),
         TxBody::Registry(RegistryTx::RegisterPatient(t)) => (t.key, t.encryption_key),
+        TxBody::Registry(RegistryTx::AdmitOrganisation(t)) => (t.key, t.encryption_key),
+        TxBody::Registry(RegistryTx::AddMember(t)) => (t.key, t.encryption_key),
         TxBody::Devices(DeviceTx::Register(t)) => (t.key, t.encryption_key),
         other => {
             return Err(refuse(format!(

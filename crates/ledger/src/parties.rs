@@ -62,6 +62,23 @@ impl Ledger {
                 }
                 RegistryTx::RegisterPatient(p) => Some(AccountId::from_initial_key(&p.key)),
                 RegistryTx::AmendPatient(a) => self.patient(a.patient)?.map(|p| p.account),
+                RegistryTx::AdmitOrganisation(a) => {
+                    accounts.push(AccountId::from_initial_key(&a.key));
+                    None
+                }
+                RegistryTx::SuspendOrganisation { organisation, .. }
+                | RegistryTx::ReinstateOrganisation { organisation } => {
+                    accounts.push(*organisation);
+                    None
+                }
+                RegistryTx::AddMember(m) => {
+                    accounts.push(AccountId::from_initial_key(&m.key));
+                    None
+                }
+                RegistryTx::RemoveMember { member } => {
+                    accounts.push(*member);
+                    None
+                }
                 RegistryTx::RotateKey { .. } => None,
                 RegistryTx::RevokeKey { account, .. } => {
                     accounts.push(*account);

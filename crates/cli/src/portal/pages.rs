@@ -119,6 +119,7 @@ fn role_word(role: &Role) -> &'static str {
         Role::Patient => "patient",
         Role::Organisation(_) => "organisation",
         Role::Device => "device",
+        Role::Member => "organisation member",
     }
 }
 

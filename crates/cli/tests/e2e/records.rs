@@ -14,7 +14,7 @@ use medledger_core::{
 
 use crate::{harness::*, registry::cast};
 
-fn pmr_of(out: &str) -> String {
+pub(crate) fn pmr_of(out: &str) -> String {
     let start = out.find("record ").expect("a record line") + "record ".len();
     out[start..].split_whitespace().next().unwrap().to_owned()
 }
