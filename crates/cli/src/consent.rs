@@ -438,15 +438,32 @@ async fn share_for_grant(
     if wrapped > 0 && !json {
         println!("data keys of {wrapped} record(s) wrapped to {grantee}");
     }
-    let members: Vec<AccountId> = session
-        .client
+    // Who is a member comes from the ledger, proven: the node's listing only says whom to ask
+    // about (a node that added its own operator's account to it would otherwise receive the
+    // keys).
+    use medledger_client::proof::Registered;
+    let client = &session.client;
+    if client.proven_registration(&grantee, &session.anchor).await?
+        != Some(Registered::Organisation)
+    {
+        return Ok(wrapped);
+    }
+    let listed: Vec<AccountId> = client
         .organisations()
         .await?
         .into_iter()
         .filter(|o| o.account == grantee)
         .flat_map(|o| o.members.into_iter().filter(|m| m.active()).map(|m| m.account))
         .collect();
-    for member in members {
+    for member in listed {
+        let proven = client.proven_registration(&member, &session.anchor).await?;
+        if proven != Some(Registered::MemberOf(grantee)) {
+            eprintln!(
+                "warning: the node lists {member} as a member of {grantee}, but the ledger does \
+                 not prove it (no key wrapped to it)"
+            );
+            continue;
+        }
         let n = crate::record::share_for_grant(session, patient, member, scope).await?;
         if n > 0 && !json {
             println!("data keys of {n} record(s) wrapped to member {member}");

@@ -275,6 +275,25 @@ impl NodeClient {
         crate::proof::verify_account_key(&proof, account, anchor, &signer, Some(&genesis)).map(Some)
     }
 
+    /// What the proven registration of `account` made it (see
+    /// [`crate::proof::verify_registration`]), or `None` if the node says there is no such
+    /// account: how the wallet knows who is a member of which organisation, never from a
+    /// listing the node could edit.
+    pub async fn proven_registration(
+        &self,
+        account: &AccountId,
+        anchor: &crate::proof::TrustAnchor,
+    ) -> Result<Option<crate::proof::Registered>, ClientError> {
+        let Some(proof) = self.account_key_proof(account).await? else { return Ok(None) };
+        let genesis = self.genesis().await?;
+        let signer = match &proof.registration {
+            Some(r) => self.trusted_signer(&r.checkpoint, anchor, &genesis).await?,
+            None => anchor.node_key,
+        };
+        crate::proof::verify_registration(&proof, account, anchor, &signer, Some(&genesis))
+            .map(|(_, registered)| Some(registered))
+    }
+
     /// The public key of `device`'s `session`, proven against the ledger under `anchor` by the
     /// transaction that started the session (see [`crate::proof::verify_session_key`]): the
     /// only key a device seals readings to. The session view's `public_key` is what the node

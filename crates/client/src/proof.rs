@@ -231,6 +231,44 @@ pub fn verify_account_key(
     Ok(encryption_key)
 }
 
+/// What an account's proven registration made it, as far as the wallet must know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registered {
+    /// An organisation (admitted by the regulator).
+    Organisation,
+    /// A member of this organisation: its `AddMember` was signed by the organisation and
+    /// carries the member's valid acceptance.
+    MemberOf(AccountId),
+    /// Anything else.
+    Other,
+}
+
+/// [`verify_account_key`], and what the proven registration made the account.
+pub fn verify_registration(
+    proof: &AccountKeyProof,
+    account: &AccountId,
+    anchor: &TrustAnchor,
+    signer: &PublicKey,
+    genesis: Option<&Genesis>,
+) -> Result<(EncryptionKey, Registered), ClientError> {
+    let key = verify_account_key(proof, account, anchor, signer, genesis)?;
+    let Some(registration) = &proof.registration else { return Ok((key, Registered::Other)) };
+    let refuse =
+        |reason: String| ClientError::Proof(ProofError::UnprovenKey { account: *account, reason });
+    let tx = signed_for_this_chain(registration, anchor, signer)
+        .map_err(|e| refuse(format!("its registration is not proven: {e}")))?;
+    let registered = match &tx.tx.body {
+        TxBody::Registry(RegistryTx::AdmitOrganisation(_)) => Registered::Organisation,
+        TxBody::Registry(RegistryTx::AddMember(m))
+            if m.verify_acceptance(&tx.tx.signer).is_ok() =>
+        {
+            Registered::MemberOf(tx.tx.signer)
+        }
+        _ => Registered::Other,
+    };
+    Ok((key, registered))
+}
+
 /// The transaction of `proof`, included in the log under a checkpoint signed by `signer` (a
 /// node key the caller trusts: the pinned genesis node's, or one whose admission by the pinned
 /// regulator is proven, see [`crate::NodeClient::admitted_signer`]), validly signed and for the

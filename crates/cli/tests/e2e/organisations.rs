@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// Admits an organisation of `kind` named `name` for the wallet `org` (regulator).
-fn admit(node: &Node, org: &str, kind: &str, name: &str) -> String {
+pub(crate) fn admit(node: &Node, org: &str, kind: &str, name: &str) -> String {
     let out = ok(
         &["organisation", "admit", "--wallet", &node.regulator(), "--identity", &identity(org)]
             .into_iter()
@@ -36,7 +36,12 @@ fn card(member: &str, org_account: &str) -> String {
 }
 
 /// `org` adds `member` (from the member's card); the member's account.
-fn add_member(org: &str, member: &str, org_account: &str, env: &[(&str, &str)]) -> String {
+pub(crate) fn add_member(
+    org: &str,
+    member: &str,
+    org_account: &str,
+    env: &[(&str, &str)],
+) -> String {
     let card = card(member, org_account);
     let out =
         ok(&["organisation", "member", "add", "--wallet", org, "--identity", &card, "--json"], env);

@@ -45,6 +45,17 @@ pub(crate) fn apply(
             ),
         }));
     }
+    // A member's key is the one that accepted the membership: nobody but the member puts
+    // another in its place (its organisation would otherwise act as that person; it removes
+    // the member and adds a new one, who accepts anew).
+    if replacement.is_some() && account.role == Role::Member && signer != target {
+        return Ok(Err(Refusal::Unauthorised {
+            reason: format!(
+                "only member {target} itself replaces its key; its organisation removes it and \
+                 adds a new member"
+            ),
+        }));
+    }
     account.key = replacement.copied();
     state.put_account(target, &account)?;
     Ok(Ok(None))

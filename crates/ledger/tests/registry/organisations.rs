@@ -447,3 +447,27 @@ fn a_member_requests_on_behalf_of_its_organisation() {
         Decision::Allow(Basis::Grant { grant })
     );
 }
+
+/// The member's key is the one that accepted: its organisation (or the regulator) may revoke
+/// it but not put another key in its place; the member itself may.
+#[test]
+fn nobody_but_the_member_replaces_its_key() {
+    let mut w = world();
+    let before = state(&w);
+    let stranger_key = SigningKey::generate().public_key();
+    let t = w
+        .org
+        .sign(RegistryTx::RevokeKey { account: w.member.account, replacement: Some(stranger_key) });
+    assert!(matches!(refusal(&w.net.one(t)), Refusal::Unauthorised { .. }));
+    let t = w
+        .net
+        .regulator
+        .sign(RegistryTx::RevokeKey { account: w.member.account, replacement: Some(stranger_key) });
+    assert!(matches!(refusal(&w.net.one(t)), Refusal::Unauthorised { .. }));
+    assert_eq!(state(&w), before);
+    let t = w.member.sign(RegistryTx::RevokeKey {
+        account: w.member.account,
+        replacement: Some(SigningKey::generate().public_key()),
+    });
+    applied(&w.net.one(t));
+}
