@@ -24,7 +24,7 @@ fn args(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-fn id_of(out: &str) -> String {
+pub(crate) fn id_of(out: &str) -> String {
     out.split_whitespace()
         .find(|w| w.len() == 64 && w.chars().all(|c| c.is_ascii_hexdigit()))
         .unwrap_or_else(|| panic!("no id in:\n{out}"))

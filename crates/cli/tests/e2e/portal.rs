@@ -1598,16 +1598,21 @@ fn hospital_staff_register_a_device_and_its_alerts_are_read_in_the_portal() {
     assert_eq!(ask(reg.port, "GET", "/devices", &[("Cookie", &rcookie)], "").status, 403);
 }
 
-#[test]
-fn a_custodian_releases_its_piece_and_the_doctor_reads_under_break_glass_in_the_portal() {
-    let tmp = tempdir();
-    let node = Node::start(&tmp.path().join("data"));
-    let c = cast(tmp.path(), &node);
-    let env = [("MEDLEDGER_NODE", node.url.as_str())];
-    let pid = c.patient_id.as_str();
-    // The custodian is another hospital than the doctors': it learns of the break-glass
-    // only as the custodian.
-    let keeper = crate::registry::wallet(tmp.path(), "keeper", &node.url);
+/// Asks `path` of the portal at `port` until its page holds `what` (or [`LIMIT`] passes).
+fn wait_for(port: u16, cookie: &str, path: &str, what: &str) -> Answer {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let page = ask(port, "GET", path, &[("Cookie", cookie)], "");
+        if page.body.contains(what) || Instant::now() >= deadline {
+            return page;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A second hospital, Keeper General, admitted: its wallet and account.
+fn keeper_hospital(dir: &Path, node: &Node) -> (String, String) {
+    let keeper = crate::registry::wallet(dir, "keeper", &node.url);
     let admitted = ok(
         &["hospital", "admit", "--wallet", &node.regulator(), "--node", &node.url]
             .into_iter()
@@ -1617,7 +1622,89 @@ fn a_custodian_releases_its_piece_and_the_doctor_reads_under_break_glass_in_the_
             .collect::<Vec<_>>(),
         &[],
     );
-    let keeper_account = account(&admitted);
+    let account = account(&admitted);
+    (keeper, account)
+}
+
+#[test]
+fn a_custodian_lists_its_releases_though_its_own_doctor_declared_on_another_custodians_patient() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let (keeper, keeper_account) = keeper_hospital(tmp.path(), &node);
+    // P1 (the cast's patient) has this hospital as custodian; P2, registered here too, has
+    // Keeper General.
+    let p2 = crate::registry::wallet(tmp.path(), "second", &node.url);
+    let registered = ok(
+        &["patient", "register", "--wallet", &c.hospital, "--name", "S. Econd"]
+            .into_iter()
+            .chain(["--identity", &crate::registry::identity(&p2)])
+            .chain(["--date-of-birth", "1990-01-01", "--phone", "0799"])
+            .chain(["--attendant-name", "T. Econd", "--attendant-phone", "0798"])
+            .chain(["--attendant-relationship", "parent"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let p2_id = crate::registry::patient_id_of(&registered);
+    for (patient, custodian) in [(&c.patient, &c.hospital_account), (&p2, &keeper_account)] {
+        ok(
+            &["emergency", "profile", "--wallet", patient, "--blood-type", "A+"]
+                .into_iter()
+                .chain(["--custodians", custodian, "--threshold", "1"])
+                .collect::<Vec<_>>(),
+            &env,
+        );
+    }
+    let declare = |doctor: &str, patient: &str| {
+        let out = ok(
+            &["emergency", "break-glass", "--wallet", doctor, "--patient", patient]
+                .into_iter()
+                .chain(["--code", "unconscious", "--reason", "unconscious after a fall at home"])
+                .collect::<Vec<_>>(),
+            &env,
+        );
+        crate::emergency::id_of(&out)
+    };
+    // This hospital's own doctor declares on P2 first; then a doctor of Keeper General on P1.
+    let on_p2 = declare(&c.doctor, &p2_id);
+    let night = crate::registry::wallet(tmp.path(), "night", &node.url);
+    ok(
+        &["doctor", "onboard", "--wallet", &keeper]
+            .into_iter()
+            .chain(["--identity", &crate::registry::identity(&night)])
+            .chain(["--registration-number", "GMC-2222222", "--name", "Dr. Night"])
+            .chain(["--specialisation", "emergency medicine"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let on_p1 = declare(&night, &account_of(&c.patient));
+    let desk = Portal::start(&c.hospital, &node.url, &[]);
+    let (cookie, _) = signed_in(&desk);
+    let staff = wait_for(desk.port, &cookie, "/staff", &on_p1);
+    assert_eq!(staff.status, 200, "{}", staff.body);
+    assert!(!staff.body.contains("flash error"), "{}", staff.body);
+    let custody = staff.body.split("id=\"custody\"").nth(1).unwrap_or_default();
+    assert!(custody.contains(&format!("value=\"{on_p1}\"")), "{}", staff.body);
+    assert!(custody.contains("class=\"release\""), "{}", staff.body);
+    // P2's break-glass is for review here, not for release.
+    assert!(!custody.contains(&format!("value=\"{on_p2}\"")), "{}", staff.body);
+    // A second load asks nothing of P2's profile again and shows the same.
+    let again = ask(desk.port, "GET", "/staff", &[("Cookie", &cookie)], "");
+    assert!(!again.body.contains("flash error"), "{}", again.body);
+    assert!(again.body.contains(&format!("value=\"{on_p1}\"")), "{}", again.body);
+}
+
+#[test]
+fn a_custodian_releases_its_piece_and_the_doctor_reads_under_break_glass_in_the_portal() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let pid = c.patient_id.as_str();
+    // The custodian is another hospital than the doctors': it learns of the break-glass
+    // only as the custodian.
+    let (keeper, keeper_account) = keeper_hospital(tmp.path(), &node);
     ok(
         &["emergency", "profile", "--wallet", &c.patient, "--blood-type", "O-"]
             .into_iter()
@@ -1669,16 +1756,6 @@ fn a_custodian_releases_its_piece_and_the_doctor_reads_under_break_glass_in_the_
     );
     assert_eq!(declared.status, 303, "{}", declared.body);
     // The doctor's break-glass page lists it (from the portal's event stream).
-    let wait_for = |port: u16, cookie: &str, path: &str, what: &str| {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let page = ask(port, "GET", path, &[("Cookie", cookie)], "");
-            if page.body.contains(what) || Instant::now() >= deadline {
-                return page;
-            }
-            thread::sleep(Duration::from_millis(200));
-        }
-    };
     let page = wait_for(doc.port, &dcookie, "/emergency/doctor", "class=\"open-break-glass\"");
     assert!(page.body.contains("id=\"declared\""), "{}", page.body);
     let bg = after(&page.body, "name=\"break_glass\" value=\"").to_owned();
@@ -1692,6 +1769,9 @@ fn a_custodian_releases_its_piece_and_the_doctor_reads_under_break_glass_in_the_
     // The doctor's own hospital, no custodian, has it to review but nothing to release.
     let review = wait_for(own.port, &ocookie, "/staff", "Road accident");
     assert!(review.body.contains("id=\"reviews\""), "{}", review.body);
+    // Its stream holds its doctor's break-glass on a patient it is no custodian of: the
+    // node refuses it that profile, which hides nothing and is no error.
+    assert!(!review.body.contains("flash error"), "{}", review.body);
     assert!(!review.body.contains("id=\"custody\""), "{}", review.body);
     let bogus = hpost("/staff/release", &[("csrf", &hcsrf), ("break_glass", "nothing")]);
     assert_eq!(bogus.status, 400);
