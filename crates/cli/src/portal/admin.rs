@@ -131,7 +131,9 @@ async fn staff(State(p): State<Portal>) -> Response {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    staff_page(&p, &u, None, StatusCode::OK).await
+    // Right after a release: its outcome, this once.
+    let flash = p.take_outcome().and_then(|o| Flash::ok(o.text));
+    staff_page(&p, &u, flash, StatusCode::OK).await
 }
 
 async fn staff_page(
@@ -318,8 +320,14 @@ async fn release(State(p): State<Portal>, Form(f): Form<ReleaseForm>) -> Respons
         ))
     }
     .await;
-    let (flash, status) = outcome(result);
-    staff_page(&p, &u, flash, status).await
+    match result {
+        // To the page, which shows the outcome once: a reload sends no second release.
+        Ok(text) => {
+            p.set_outcome(super::Outcome { text, declared: None, card: None });
+            axum::response::Redirect::to("/staff").into_response()
+        }
+        Err(e) => staff_page(&p, &u, Flash::error(&e), StatusCode::BAD_REQUEST).await,
+    }
 }
 
 /// A hospital as a row of the regulator's page.

@@ -1776,7 +1776,11 @@ fn a_custodian_releases_its_piece_and_the_doctor_reads_under_break_glass_in_the_
     let bogus = hpost("/staff/release", &[("csrf", &hcsrf), ("break_glass", "nothing")]);
     assert_eq!(bogus.status, 400);
     assert!(bogus.body.contains("no break-glass id"), "{}", bogus.body);
-    let released = hpost("/staff/release", &[("csrf", &hcsrf), ("break_glass", &bg)]);
+    let posted = hpost("/staff/release", &[("csrf", &hcsrf), ("break_glass", &bg)]);
+    // Post/Redirect/Get: reloading the page it leads to sends nothing again.
+    assert_eq!(posted.status, 303, "{}", posted.body);
+    assert_eq!(posted.header("location"), Some("/staff"));
+    let released = ask(desk.port, "GET", "/staff", &[("Cookie", &hcookie)], "");
     assert_eq!(released.status, 200, "{}", released.body);
     assert!(
         released.body.contains("escrow piece released to") && released.body.contains("(Dr. Night)"),
@@ -1784,6 +1788,15 @@ fn a_custodian_releases_its_piece_and_the_doctor_reads_under_break_glass_in_the_
         released.body
     );
     assert!(!released.body.contains("class=\"release\""), "{}", released.body);
+    // The outcome is shown once; the reload shows none and releases nothing.
+    let reloaded = ask(desk.port, "GET", "/staff", &[("Cookie", &hcookie)], "");
+    assert!(!reloaded.body.contains("escrow piece released to"), "{}", reloaded.body);
+    let trail = ok(&["audit", "trail", "--wallet", &c.patient, "--json"], &env);
+    assert_eq!(trail.matches("\"escrow_released\"").count(), 1, "{trail}");
+    // A second release by the same custodian is refused by the ledger.
+    let again = hpost("/staff/release", &[("csrf", &hcsrf), ("break_glass", &bg)]);
+    assert_eq!(again.status, 400, "{}", again.body);
+    assert!(again.body.contains("released already"), "{}", again.body);
     // The doctor opens it: the profile read with the recovered key.
     let opened = dpost("/emergency/open", &[("csrf", &dcsrf), ("break_glass", &bg)]);
     assert_eq!(opened.status, 200, "{}", opened.body);
