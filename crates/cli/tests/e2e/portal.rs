@@ -1092,6 +1092,90 @@ fn a_doctor_asks_for_access_and_the_patient_approves_or_declines_in_the_portal()
     );
 }
 
+/// A doctor's upload to `POST /records` as the page's script sends it, in two parts: the
+/// request's head and form fields up to the file's content, and what follows the content
+/// (the content, `content_len` bytes, goes between them).
+fn upload_request(
+    p: &Portal,
+    cookie: &str,
+    csrf: &str,
+    patient: &str,
+    category: &str,
+    file_name: &str,
+    content_len: usize,
+) -> (Vec<u8>, Vec<u8>) {
+    let boundary = "medledgerboundary";
+    let part = |name: &str, value: &str| {
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        )
+    };
+    let parts = format!(
+        "{}{}--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\n\r\n",
+        part("patient", patient),
+        part("category", category)
+    );
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let body_len = parts.len() + content_len + tail.len();
+    let head = format!(
+        "POST /records HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nCookie: {cookie}\r\n\
+         Origin: {}\r\nx-csrf-token: {csrf}\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {body_len}\r\n\r\n{parts}",
+        host_of(p.port),
+        p.origin()
+    );
+    (head.into_bytes(), tail.into_bytes())
+}
+
+/// Uploads `content` as `file_name` under `category`; the raw answer.
+fn upload(
+    p: &Portal,
+    cookie: &str,
+    csrf: &str,
+    patient: &str,
+    category: &str,
+    file_name: &str,
+    content: &[u8],
+) -> String {
+    let (head, tail) = upload_request(p, cookie, csrf, patient, category, file_name, content.len());
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s.write_all(&[head, content.to_vec(), tail].concat()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    raw
+}
+
+#[test]
+fn an_upload_of_dicom_content_is_filed_only_as_imaging() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let doc = Portal::start(&c.doctor, &node.url, &[]);
+    let (cookie, csrf) = signed_in(&doc);
+    // DICOM by its bytes (a preamble and DICM), whatever the file is called.
+    let mut dicom = vec![0u8; 128];
+    dicom.extend_from_slice(b"DICM");
+    dicom.extend_from_slice(b"an image, by its bytes");
+    let vault = node.dir.join("vault");
+    let blobs_before = crate::records::blob_files(&vault);
+    let raw = upload(&doc, &cookie, &csrf, &c.patient_id, "lab-report", "results.pdf", &dicom);
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    assert!(raw.contains("results.pdf is a DICOM file: add it with the category imaging"), "{raw}");
+    assert_eq!(crate::records::blob_files(&vault), blobs_before, "something was uploaded");
+    let listed = ok(&["record", "list", "--wallet", &c.patient, "--json"], &[]);
+    assert_eq!(listed.trim(), "[]", "a record was minted: {listed}");
+    // As imaging it is added, every byte of it (the bytes looked at are not lost).
+    let raw = upload(&doc, &cookie, &csrf, &c.patient_id, "imaging", "results.pdf", &dicom);
+    assert!(raw.starts_with("HTTP/1.1 303"), "{raw}");
+    let listed = ok(&["record", "list", "--wallet", &c.patient, "--json"], &[]);
+    let list: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let pmr = list[0]["pmr"].as_str().unwrap_or_else(|| panic!("no record: {listed}"));
+    let back = tmp.path().join("back");
+    ok(&["record", "get", pmr, "--wallet", &c.patient, "-o", &back.display().to_string()], &[]);
+    assert_eq!(std::fs::read(&back).unwrap(), dicom);
+}
+
 #[test]
 fn an_upload_that_outlasts_the_lock_mints_nothing() {
     let tmp = tempdir();
@@ -1099,33 +1183,16 @@ fn an_upload_that_outlasts_the_lock_mints_nothing() {
     let c = cast(tmp.path(), &node);
     let doc = Portal::start(&c.doctor, &node.url, &["--lock-after", "2s"]);
     let (cookie, csrf) = signed_in(&doc);
-    let boundary = "medledgerboundary";
-    let part = |name: &str, value: &str| {
-        format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
-        )
-    };
-    let head_parts = format!(
-        "{}{}--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\n",
-        part("patient", &c.patient_id),
-        part("category", "other")
-    );
-    let tail = format!("a slow note\r\n--{boundary}--\r\n");
-    let body_len = head_parts.len() + tail.len();
+    let note = b"a slow note";
+    let (head, tail) =
+        upload_request(&doc, &cookie, &csrf, &c.patient_id, "other", "a.txt", note.len());
     let mut s = TcpStream::connect(("127.0.0.1", doc.port)).unwrap();
     s.set_read_timeout(Some(LIMIT)).unwrap();
-    let head = format!(
-        "POST /records HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nCookie: {cookie}\r\n\
-         Origin: {}\r\nx-csrf-token: {csrf}\r\n\
-         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {body_len}\r\n\r\n",
-        host_of(doc.port),
-        doc.origin()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(head_parts.as_bytes()).unwrap();
+    s.write_all(&head).unwrap();
     // The portal locks while the file is still arriving.
     thread::sleep(Duration::from_secs(5));
-    s.write_all(tail.as_bytes()).unwrap();
+    s.write_all(note).unwrap();
+    s.write_all(&tail).unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
