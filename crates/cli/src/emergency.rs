@@ -283,8 +283,9 @@ fn print_profile(p: &ProfileContent) {
 }
 
 /// Recovers the patient's emergency key from the escrow pieces released to this wallet for a
-/// break-glass; returns the patient and the key.
-pub(crate) async fn recover_key(s: &Session, id: &Hash) -> Result<(AccountId, EmergencyKey)> {
+/// break-glass; returns the patient, the key and the end of the break-glass window (block
+/// time, ms).
+pub(crate) async fn recover_key(s: &Session, id: &Hash) -> Result<(AccountId, EmergencyKey, u64)> {
     let bg = s.client.break_glass(id).await?;
     if bg.doctor != s.wallet.account() {
         bail!("break-glass {id} was declared by {}, not by this wallet", bg.doctor);
@@ -316,7 +317,7 @@ pub(crate) async fn recover_key(s: &Session, id: &Hash) -> Result<(AccountId, Em
     if key.check() != view.key_check {
         bail!("the released pieces do not give the patient's emergency key");
     }
-    Ok((bg.patient, key))
+    Ok((bg.patient, key, bg.until_ms))
 }
 
 /// Wraps the key of every record of `patient` that this wallet holds (each version, erased
@@ -451,10 +452,10 @@ pub(crate) struct OpenedBreakGlass {
 /// pieces released to this wallet and reads the profile with it (logged; the patient is
 /// told).
 pub(crate) async fn open_break_glass(s: &Session, id: &Hash) -> Result<OpenedBreakGlass> {
-    let (patient, key) = recover_key(s, id).await?;
+    // Nothing is asked of the node after the logged read: its failure cannot hide the read.
+    let (patient, key, until_ms) = recover_key(s, id).await?;
     let profile = read_profile(s, patient, &key).await?;
-    let bg = s.client.break_glass(id).await?;
-    Ok(OpenedBreakGlass { patient, profile, until_ms: bg.until_ms })
+    Ok(OpenedBreakGlass { patient, profile, until_ms })
 }
 
 /// As a custodian hospital: opens this wallet's escrow piece of the patient's emergency key
