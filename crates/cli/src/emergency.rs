@@ -460,25 +460,35 @@ pub(crate) async fn open_break_glass(s: &Session, id: &Hash) -> Result<OpenedBre
 
 /// As a custodian hospital: opens this wallet's escrow piece of the patient's emergency key
 /// and releases it, re-wrapped, to the doctor of open break-glass `id` (the ledger refuses
-/// once it is over, or a wallet that holds no piece). The doctor and the receipt.
+/// once it is over, or a wallet that holds no piece). The patient and the doctor are taken
+/// from the declaring transaction, proven against the wallet's trust anchor (a break-glass's
+/// id is that transaction's hash), never from the node's word: a node cannot redirect the
+/// piece to another doctor. The doctor and the receipt.
 pub(crate) async fn release(
     s: &Session,
     id: Hash,
 ) -> Result<(AccountId, medledger_core::block::Receipt)> {
-    let bg = s.client.break_glass(&id).await?;
-    let bytes = s.client.escrow_piece(&bg.patient).await?;
+    // The node's view first: it refuses, with its reason, whoever the break-glass does not
+    // concern. What it says of patient and doctor is not used.
+    s.client.break_glass(&id).await?;
+    let (patient, doctor) = s
+        .client
+        .proven_break_glass(&id, &s.anchor)
+        .await
+        .with_context(|| format!("proving break-glass {id}; nothing was released"))?;
+    let bytes = s.client.escrow_piece(&patient).await?;
     let piece: EscrowPiece = encoding::decode("escrow piece", &bytes, 4096)
         .context("the node served a malformed escrow piece")?;
-    let (essential, share) = open_piece(&piece, &s.identity.decryption, &bg.patient)
+    let (essential, share) = open_piece(&piece, &s.identity.decryption, &patient)
         .context("this wallet cannot open its escrow piece")?;
     let doctor_key =
-        s.encryption_key_of(&bg.doctor).await.with_context(|| format!("doctor {}", bg.doctor))?;
-    let released = wrap_piece(&essential, &share, &doctor_key, &bg.patient)?;
+        s.encryption_key_of(&doctor).await.with_context(|| format!("doctor {doctor}"))?;
+    let released = wrap_piece(&essential, &share, &doctor_key, &patient)?;
     let blob = records::upload_small(&s.client, encoding::encode(&released)).await?;
     let receipt = s
         .submit(TxBody::Emergency(EmergencyTx::ReleaseEscrow { break_glass: id, piece: blob }))
         .await?;
-    Ok((bg.doctor, receipt))
+    Ok((doctor, receipt))
 }
 
 /// The audited overview of everything of `patient` (a Patient-ID or an account id): the
