@@ -449,11 +449,26 @@ pub(crate) struct Verified {
 /// problem), then decrypted with this wallet's case key as far as it holds one.
 pub(crate) async fn read_verified(s: &Session, id: &str, purpose: Purpose) -> Result<Verified> {
     let read = read_case(s, id, purpose).await?;
+    verify_read(s, id, read).await
+}
+
+/// Verifies and decrypts a logged read of case `id` ([`read_case`]).
+async fn verify_read(s: &Session, id: &str, read: medledger_api::CaseRead) -> Result<Verified> {
     let (trusted, _) = admitted_signer(s, &read.export).await?;
     let report = verify_export(&read.export, &trusted)
         .map_err(|f| anyhow::anyhow!("case {id} does NOT verify: {f}"))?;
+    served_as_asked(id, &report.case)?;
     let shown = decrypt(s, &read.export, &report);
     Ok(Verified { shown, report, event: read.event, height: read.height })
+}
+
+/// Refuses an export, verified as it may be, of another case than the one asked for: a node
+/// must not pass off one case as another.
+fn served_as_asked(asked: &str, served: &str) -> Result<()> {
+    if served != asked {
+        bail!("asked for case {asked}, the node served case {served}: it is not shown");
+    }
+    Ok(())
 }
 
 /// The key that signed the export's checkpoint and its node's id, once the node proves the
@@ -465,8 +480,10 @@ async fn admitted_signer(s: &Session, export: &CaseExport) -> Result<(PublicKey,
 }
 
 async fn show(s: &Session, id: &str, purpose: Purpose, json: bool) -> Result<()> {
-    let Verified { shown, report, event, height } = read_verified(s, id, purpose).await?;
-    eprintln!("read of case {id} logged: audit event {event} at block {height}");
+    // The read is committed whether or not what the node serves verifies: said first.
+    let read = read_case(s, id, purpose).await?;
+    eprintln!("read of case {id} logged: audit event {} at block {}", read.event, read.height);
+    let Verified { shown, report, .. } = verify_read(s, id, read).await?;
     if json {
         return print_json(&shown);
     }
@@ -515,6 +532,7 @@ async fn export(mut s: Session, id: &str, purpose: Purpose, out: &Path) -> Resul
             "the node served an export of case {id} that does NOT verify: {f}; nothing was written"
         )
     })?;
+    served_as_asked(id, &report.case).context("nothing was written")?;
     crate::proof::extend_history(
         &mut s.wallet,
         &s.path,
@@ -618,6 +636,20 @@ pub async fn run(command: CaseCommand) -> Result<()> {
         }
         CaseCommand::Verify { file, wallet, node_key } => {
             verify(&file, wallet.as_deref(), node_key.as_deref())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::served_as_asked;
+
+    #[test]
+    fn an_export_of_another_case_than_the_one_asked_for_is_refused() {
+        assert!(served_as_asked("C98001-1", "C98001-1").is_ok());
+        for served in ["C98001-2", "C98002-1", "C98001-10", ""] {
+            let err = served_as_asked("C98001-1", served).unwrap_err().to_string();
+            assert!(err.contains("the node served case"), "{served:?}: {err}");
         }
     }
 }

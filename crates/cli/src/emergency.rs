@@ -283,8 +283,9 @@ fn print_profile(p: &ProfileContent) {
 }
 
 /// Recovers the patient's emergency key from the escrow pieces released to this wallet for a
-/// break-glass; returns the patient and the key.
-pub(crate) async fn recover_key(s: &Session, id: &Hash) -> Result<(AccountId, EmergencyKey)> {
+/// break-glass; returns the patient, the key and the end of the break-glass window (block
+/// time, ms).
+pub(crate) async fn recover_key(s: &Session, id: &Hash) -> Result<(AccountId, EmergencyKey, u64)> {
     let bg = s.client.break_glass(id).await?;
     if bg.doctor != s.wallet.account() {
         bail!("break-glass {id} was declared by {}, not by this wallet", bg.doctor);
@@ -316,7 +317,7 @@ pub(crate) async fn recover_key(s: &Session, id: &Hash) -> Result<(AccountId, Em
     if key.check() != view.key_check {
         bail!("the released pieces do not give the patient's emergency key");
     }
-    Ok((bg.patient, key))
+    Ok((bg.patient, key, bg.until_ms))
 }
 
 /// Wraps the key of every record of `patient` that this wallet holds (each version, erased
@@ -451,33 +452,43 @@ pub(crate) struct OpenedBreakGlass {
 /// pieces released to this wallet and reads the profile with it (logged; the patient is
 /// told).
 pub(crate) async fn open_break_glass(s: &Session, id: &Hash) -> Result<OpenedBreakGlass> {
-    let (patient, key) = recover_key(s, id).await?;
+    // Nothing is asked of the node after the logged read: its failure cannot hide the read.
+    let (patient, key, until_ms) = recover_key(s, id).await?;
     let profile = read_profile(s, patient, &key).await?;
-    let bg = s.client.break_glass(id).await?;
-    Ok(OpenedBreakGlass { patient, profile, until_ms: bg.until_ms })
+    Ok(OpenedBreakGlass { patient, profile, until_ms })
 }
 
 /// As a custodian hospital: opens this wallet's escrow piece of the patient's emergency key
 /// and releases it, re-wrapped, to the doctor of open break-glass `id` (the ledger refuses
-/// once it is over, or a wallet that holds no piece). The doctor and the receipt.
+/// once it is over, or a wallet that holds no piece). The patient and the doctor are taken
+/// from the declaring transaction, proven against the wallet's trust anchor (a break-glass's
+/// id is that transaction's hash), never from the node's word: a node cannot redirect the
+/// piece to another doctor. The doctor and the receipt.
 pub(crate) async fn release(
     s: &Session,
     id: Hash,
 ) -> Result<(AccountId, medledger_core::block::Receipt)> {
-    let bg = s.client.break_glass(&id).await?;
-    let bytes = s.client.escrow_piece(&bg.patient).await?;
+    // The node's view first: it refuses, with its reason, whoever the break-glass does not
+    // concern. What it says of patient and doctor is not used.
+    s.client.break_glass(&id).await?;
+    let (patient, doctor) = s
+        .client
+        .proven_break_glass(&id, &s.anchor)
+        .await
+        .with_context(|| format!("proving break-glass {id}; nothing was released"))?;
+    let bytes = s.client.escrow_piece(&patient).await?;
     let piece: EscrowPiece = encoding::decode("escrow piece", &bytes, 4096)
         .context("the node served a malformed escrow piece")?;
-    let (essential, share) = open_piece(&piece, &s.identity.decryption, &bg.patient)
+    let (essential, share) = open_piece(&piece, &s.identity.decryption, &patient)
         .context("this wallet cannot open its escrow piece")?;
     let doctor_key =
-        s.encryption_key_of(&bg.doctor).await.with_context(|| format!("doctor {}", bg.doctor))?;
-    let released = wrap_piece(&essential, &share, &doctor_key, &bg.patient)?;
+        s.encryption_key_of(&doctor).await.with_context(|| format!("doctor {doctor}"))?;
+    let released = wrap_piece(&essential, &share, &doctor_key, &patient)?;
     let blob = records::upload_small(&s.client, encoding::encode(&released)).await?;
     let receipt = s
         .submit(TxBody::Emergency(EmergencyTx::ReleaseEscrow { break_glass: id, piece: blob }))
         .await?;
-    Ok((bg.doctor, receipt))
+    Ok((doctor, receipt))
 }
 
 /// The audited overview of everything of `patient` (a Patient-ID or an account id): the

@@ -197,31 +197,45 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// What the file's own first bytes say it is, where that decides something: DICOM (a 128-byte
-/// preamble, then `DICM`), whatever the file is called.
-fn sniff_content_type(path: &Path) -> Result<Option<&'static str>> {
-    use std::io::Read;
-    let mut head = Vec::with_capacity(132);
-    std::fs::File::open(path)
-        .and_then(|f| f.take(132).read_to_end(&mut head))
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(medledger_dicom::is_dicom(&head).then_some("application/dicom"))
-}
+/// How many first bytes [`check_head`] looks at: DICOM's 128-byte preamble and `DICM`.
+const HEAD_BYTES: usize = 132;
 
-/// Refuses DICOM content filed under a category other than imaging: a patient's grant limited
-/// to other categories (`--scope categories:lab-report`) must not reach an image because its
-/// author named it otherwise.
-fn check_category(path: &Path, category: RecordCategory) -> Result<Option<&'static str>> {
-    let sniffed = sniff_content_type(path)?;
+/// What content's own first bytes (`head`, up to [`HEAD_BYTES`]) say it is, where that
+/// decides something: DICOM (a 128-byte preamble, then `DICM`), whatever it is called. Refuses
+/// DICOM content filed under a category other than imaging: a patient's grant limited to
+/// other categories (`--scope categories:lab-report`) must not reach an image because its
+/// author named it otherwise. `what` names the content in the refusal.
+pub(crate) fn check_head(
+    head: &[u8],
+    category: RecordCategory,
+    what: &str,
+) -> Result<Option<&'static str>> {
+    let sniffed = medledger_dicom::is_dicom(head).then_some("application/dicom");
     if sniffed.is_some() && category != RecordCategory::Imaging {
         bail!(
-            "{} is a DICOM file: add it with --category imaging (it was given {}), so that \
-             consent limited to other categories does not reach it",
-            path.display(),
+            "{what} is a DICOM file: add it with the category imaging (it was given {}), so \
+             that consent limited to other categories does not reach it",
             crate::common::words(&category)
         );
     }
     Ok(sniffed)
+}
+
+/// Up to [`HEAD_BYTES`] first bytes of `input`.
+fn read_head(input: &mut impl std::io::Read) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut head = Vec::with_capacity(HEAD_BYTES);
+    input.take(HEAD_BYTES as u64).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+/// [`check_head`] on a file's first bytes: the CLI's refusal before the wallet is opened
+/// ([`mint`] checks again the bytes it encrypts).
+fn check_category(path: &Path, category: RecordCategory) -> Result<Option<&'static str>> {
+    let head = std::fs::File::open(path)
+        .and_then(|mut f| read_head(&mut f))
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    check_head(&head, category, &path.display().to_string())
 }
 
 pub(crate) fn guess_content_type(path: &Path) -> &'static str {
@@ -282,7 +296,8 @@ pub(crate) struct Minted {
 /// Encrypts `input` (`len` bytes) for `patient`, uploads it, wraps its key to the patient, this
 /// wallet (the author) and, if the patient allows it, the patient's emergency key (or splits
 /// it among custodians), seals the metadata and mints the record token. `progress` is told
-/// how many plaintext bytes were encrypted so far.
+/// how many plaintext bytes were encrypted so far. DICOM content under a category other than
+/// imaging is refused first ([`check_head`]), on the very bytes that are then encrypted.
 #[allow(clippy::too_many_arguments)] // reason: the parts of a new record, each needed
 pub(crate) async fn mint(
     s: &Session,
@@ -295,6 +310,12 @@ pub(crate) async fn mint(
     supersedes: Option<String>,
     split: Option<Split>,
 ) -> Result<Minted> {
+    let mut input = input;
+    let head = read_head(&mut input).context("reading the file")?;
+    let what = meta.file_name.as_deref().unwrap_or("the file");
+    check_head(&head, category, what)?;
+    // The bytes read go first, then the rest: one read of the content, checked as encrypted.
+    let input = std::io::Read::chain(std::io::Cursor::new(head), input);
     let patient_key = s.encryption_key_of(&patient).await?;
     let me = s.wallet.account();
     let key = DataKey::generate()?;

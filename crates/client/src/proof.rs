@@ -342,6 +342,32 @@ pub fn verify_session_key(
     Ok(start.public_key)
 }
 
+/// Checks that `proof` is the transaction `id` that declared a break-glass, and returns its
+/// patient and its doctor (the signer) as that transaction put them on the ledger: a custodian
+/// re-wraps its escrow piece to that doctor only. A break-glass's id is the hash of the
+/// transaction that declared it; the proof must be of exactly that transaction, included in
+/// the log under a checkpoint signed by `signer` (the pinned genesis node's key or an
+/// admitted node's), correctly signed, for this chain, with a receipt that says it applied
+/// (the same bound as [`verify_account_key`]).
+pub fn verify_break_glass(
+    proof: &TxProofResponse,
+    id: &Hash,
+    anchor: &TrustAnchor,
+    signer: &PublicKey,
+) -> Result<(AccountId, AccountId), ClientError> {
+    let refuse = |reason: String| {
+        ClientError::Proof(ProofError::InvalidProof {
+            tx_hash: *id,
+            reason: format!("it does not prove break-glass {id}: {reason}"),
+        })
+    };
+    let tx = applied_transaction(proof, id, anchor, signer).map_err(refuse)?;
+    let TxBody::Emergency(EmergencyTx::BreakGlass { patient, .. }) = &tx.tx.body else {
+        return Err(refuse(format!("its transaction is a {}", tx.tx.body.kind())));
+    };
+    Ok((*patient, tx.tx.signer))
+}
+
 /// Checks that `proof` is the transaction `set_by` that set `patient`'s emergency profile, and
 /// returns the emergency key as that transaction put it on the ledger; only then may record
 /// keys be wrapped to it.

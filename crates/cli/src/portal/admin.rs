@@ -77,25 +77,40 @@ struct StaffPage {
 }
 
 /// The open break-glass declarations (seen in the hospital's event stream) on patients
-/// whose emergency key this hospital holds an escrow piece of.
-async fn custody_rows(u: &Unlocked) -> anyhow::Result<Vec<CustodyRow>> {
+/// whose emergency key this hospital holds an escrow piece of, and what could not be looked
+/// at. Each declaration is looked at on its own: the stream also holds those of the
+/// hospital's own doctors on patients whose custodians are other hospitals, for which the
+/// node refuses the profile (403) or has none (404): those are remembered as not this
+/// hospital's and skipped; any other failure is reported and does not hide the rest.
+async fn custody_rows(u: &Unlocked) -> (Vec<CustodyRow>, Vec<String>) {
     let s = &u.session;
     let me = s.wallet.account();
     let now = super::transport_now_ms();
     let (ids, released) = u.seen_open();
     let mut rows = Vec::new();
+    let mut failed = Vec::new();
     for id in ids {
-        let b = s.client.break_glass(&id).await?;
+        let b = match s.client.break_glass(&id).await {
+            Ok(b) => b,
+            Err(e) => {
+                failed.push(format!("break-glass {id}: {:#}", anyhow::Error::from(e)));
+                continue;
+            }
+        };
         if b.ended_at.is_some() || b.until_ms <= now {
             u.mark(id, true);
             continue;
         }
-        let custodian = s
-            .client
-            .emergency_profile(&b.patient)
-            .await?
-            .is_some_and(|p| p.custodians.contains(&me));
+        let custodian = match s.client.emergency_profile(&b.patient).await {
+            Ok(profile) => profile.is_some_and(|p| p.custodians.contains(&me)),
+            Err(e) if super::refused_with(&e, &[403, 404]) => false,
+            Err(e) => {
+                failed.push(format!("break-glass {id}: {:#}", anyhow::Error::from(e)));
+                continue;
+            }
+        };
         if !custodian {
+            u.not_ours(id);
             continue;
         }
         rows.push(CustodyRow {
@@ -108,7 +123,7 @@ async fn custody_rows(u: &Unlocked) -> anyhow::Result<Vec<CustodyRow>> {
             released: released.contains(&id),
         });
     }
-    Ok(rows)
+    (rows, failed)
 }
 
 async fn staff(State(p): State<Portal>) -> Response {
@@ -116,7 +131,9 @@ async fn staff(State(p): State<Portal>) -> Response {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    staff_page(&p, &u, None, StatusCode::OK).await
+    // Right after a release: its outcome, this once.
+    let flash = p.take_outcome().and_then(|o| Flash::ok(o.text));
+    staff_page(&p, &u, flash, StatusCode::OK).await
 }
 
 async fn staff_page(
@@ -159,10 +176,11 @@ async fn staff_page(
         ),
         Err(e) => (Vec::new(), flash.or_else(|| Flash::error(&e.into()))),
     };
-    let (custody, flash) = match custody_rows(u).await {
-        Ok(rows) => (rows, flash),
-        Err(e) => (Vec::new(), flash.or_else(|| Flash::error(&e))),
-    };
+    let (custody, failed) = custody_rows(u).await;
+    let flash = flash.or_else(|| {
+        (!failed.is_empty())
+            .then(|| Flash { ok: false, text: format!("could not look at {}", failed.join("; ")) })
+    });
     let mut page =
         render(&StaffPage { csrf: p.csrf(), me: Me::of(u), flash, doctors, reviews, custody });
     *page.status_mut() = status;
@@ -302,8 +320,14 @@ async fn release(State(p): State<Portal>, Form(f): Form<ReleaseForm>) -> Respons
         ))
     }
     .await;
-    let (flash, status) = outcome(result);
-    staff_page(&p, &u, flash, status).await
+    match result {
+        // To the page, which shows the outcome once: a reload sends no second release.
+        Ok(text) => {
+            p.set_outcome(super::Outcome { text, declared: None, card: None });
+            axum::response::Redirect::to("/staff").into_response()
+        }
+        Err(e) => staff_page(&p, &u, Flash::error(&e), StatusCode::BAD_REQUEST).await,
+    }
 }
 
 /// A hospital as a row of the regulator's page.

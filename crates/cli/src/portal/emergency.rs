@@ -274,29 +274,33 @@ async fn doctor_page(
     let s = &u.session;
     let me = s.wallet.account();
     let now = super::transport_now_ms();
-    let listed = async {
-        let mut rows = Vec::new();
-        for id in u.seen_newest(SHOWN_DECLARATIONS) {
-            let b = s.client.break_glass(&id).await?;
-            if b.doctor != me {
+    // Each declaration on its own: one that cannot be looked at does not hide the others.
+    let mut declared = Vec::new();
+    let mut failed = Vec::new();
+    for id in u.seen_newest(SHOWN_DECLARATIONS) {
+        let b = match s.client.break_glass(&id).await {
+            Ok(b) => b,
+            Err(e) => {
+                failed.push(format!("break-glass {id}: {:#}", anyhow::Error::from(e)));
                 continue;
             }
-            rows.push(DeclaredRow {
-                id: id.to_string(),
-                patient: b.patient.to_string(),
-                started: local_time(b.started_ms),
-                until: local_time(b.until_ms),
-                open: b.ended_at.is_none() && b.until_ms > now,
-                released: b.released.len(),
-            });
+        };
+        if b.doctor != me {
+            continue;
         }
-        anyhow::Ok(rows)
+        declared.push(DeclaredRow {
+            id: id.to_string(),
+            patient: b.patient.to_string(),
+            started: local_time(b.started_ms),
+            until: local_time(b.until_ms),
+            open: b.ended_at.is_none() && b.until_ms > now,
+            released: b.released.len(),
+        });
     }
-    .await;
-    let (declared, flash) = match listed {
-        Ok(rows) => (rows, flash),
-        Err(e) => (Vec::new(), flash.or_else(|| Flash::error(&e))),
-    };
+    let flash = flash.or_else(|| {
+        (!failed.is_empty())
+            .then(|| Flash { ok: false, text: format!("could not look at {}", failed.join("; ")) })
+    });
     let page = render(&DoctorPage { csrf: p.csrf(), me: Me::of(u), flash, declared, opened });
     with_status(page, status)
 }

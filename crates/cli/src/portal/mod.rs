@@ -135,6 +135,9 @@ pub struct Seen {
     pub released: std::collections::HashSet<medledger_core::Hash>,
     /// Those found over (ended, or past their window): not asked about again.
     pub over: std::collections::HashSet<medledger_core::Hash>,
+    /// Those on patients whose emergency key this account (a hospital) holds no piece of:
+    /// not asked about again.
+    pub not_ours: std::collections::HashSet<medledger_core::Hash>,
 }
 
 impl Unlocked {
@@ -148,8 +151,13 @@ impl Unlocked {
         &self,
     ) -> (Vec<medledger_core::Hash>, std::collections::HashSet<medledger_core::Hash>) {
         let seen = self.seen_lock();
-        let open =
-            seen.break_glass.iter().rev().filter(|id| !seen.over.contains(*id)).copied().collect();
+        let open = seen
+            .break_glass
+            .iter()
+            .rev()
+            .filter(|id| !seen.over.contains(*id) && !seen.not_ours.contains(*id))
+            .copied()
+            .collect();
         (open, seen.released.clone())
     }
 
@@ -167,6 +175,20 @@ impl Unlocked {
             seen.released.insert(id);
         }
     }
+
+    /// Marks break-glass `id` as on a patient this account holds no escrow piece for.
+    pub fn not_ours(&self, id: medledger_core::Hash) {
+        self.seen_lock().not_ours.insert(id);
+    }
+}
+
+/// Whether `e` is the node's refusal with one of `statuses`.
+pub fn refused_with(e: &medledger_client::ClientError, statuses: &[u16]) -> bool {
+    matches!(
+        e,
+        medledger_client::ClientError::Http(medledger_client::HttpError::Refused { status, .. })
+            if statuses.contains(status)
+    )
 }
 
 impl Drop for Unlocked {

@@ -1092,6 +1092,90 @@ fn a_doctor_asks_for_access_and_the_patient_approves_or_declines_in_the_portal()
     );
 }
 
+/// A doctor's upload to `POST /records` as the page's script sends it, in two parts: the
+/// request's head and form fields up to the file's content, and what follows the content
+/// (the content, `content_len` bytes, goes between them).
+fn upload_request(
+    p: &Portal,
+    cookie: &str,
+    csrf: &str,
+    patient: &str,
+    category: &str,
+    file_name: &str,
+    content_len: usize,
+) -> (Vec<u8>, Vec<u8>) {
+    let boundary = "medledgerboundary";
+    let part = |name: &str, value: &str| {
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        )
+    };
+    let parts = format!(
+        "{}{}--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\n\r\n",
+        part("patient", patient),
+        part("category", category)
+    );
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let body_len = parts.len() + content_len + tail.len();
+    let head = format!(
+        "POST /records HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nCookie: {cookie}\r\n\
+         Origin: {}\r\nx-csrf-token: {csrf}\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {body_len}\r\n\r\n{parts}",
+        host_of(p.port),
+        p.origin()
+    );
+    (head.into_bytes(), tail.into_bytes())
+}
+
+/// Uploads `content` as `file_name` under `category`; the raw answer.
+fn upload(
+    p: &Portal,
+    cookie: &str,
+    csrf: &str,
+    patient: &str,
+    category: &str,
+    file_name: &str,
+    content: &[u8],
+) -> String {
+    let (head, tail) = upload_request(p, cookie, csrf, patient, category, file_name, content.len());
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s.write_all(&[head, content.to_vec(), tail].concat()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    raw
+}
+
+#[test]
+fn an_upload_of_dicom_content_is_filed_only_as_imaging() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let doc = Portal::start(&c.doctor, &node.url, &[]);
+    let (cookie, csrf) = signed_in(&doc);
+    // DICOM by its bytes (a preamble and DICM), whatever the file is called.
+    let mut dicom = vec![0u8; 128];
+    dicom.extend_from_slice(b"DICM");
+    dicom.extend_from_slice(b"an image, by its bytes");
+    let vault = node.dir.join("vault");
+    let blobs_before = crate::records::blob_files(&vault);
+    let raw = upload(&doc, &cookie, &csrf, &c.patient_id, "lab-report", "results.pdf", &dicom);
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    assert!(raw.contains("results.pdf is a DICOM file: add it with the category imaging"), "{raw}");
+    assert_eq!(crate::records::blob_files(&vault), blobs_before, "something was uploaded");
+    let listed = ok(&["record", "list", "--wallet", &c.patient, "--json"], &[]);
+    assert_eq!(listed.trim(), "[]", "a record was minted: {listed}");
+    // As imaging it is added, every byte of it (the bytes looked at are not lost).
+    let raw = upload(&doc, &cookie, &csrf, &c.patient_id, "imaging", "results.pdf", &dicom);
+    assert!(raw.starts_with("HTTP/1.1 303"), "{raw}");
+    let listed = ok(&["record", "list", "--wallet", &c.patient, "--json"], &[]);
+    let list: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let pmr = list[0]["pmr"].as_str().unwrap_or_else(|| panic!("no record: {listed}"));
+    let back = tmp.path().join("back");
+    ok(&["record", "get", pmr, "--wallet", &c.patient, "-o", &back.display().to_string()], &[]);
+    assert_eq!(std::fs::read(&back).unwrap(), dicom);
+}
+
 #[test]
 fn an_upload_that_outlasts_the_lock_mints_nothing() {
     let tmp = tempdir();
@@ -1099,33 +1183,16 @@ fn an_upload_that_outlasts_the_lock_mints_nothing() {
     let c = cast(tmp.path(), &node);
     let doc = Portal::start(&c.doctor, &node.url, &["--lock-after", "2s"]);
     let (cookie, csrf) = signed_in(&doc);
-    let boundary = "medledgerboundary";
-    let part = |name: &str, value: &str| {
-        format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
-        )
-    };
-    let head_parts = format!(
-        "{}{}--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\n",
-        part("patient", &c.patient_id),
-        part("category", "other")
-    );
-    let tail = format!("a slow note\r\n--{boundary}--\r\n");
-    let body_len = head_parts.len() + tail.len();
+    let note = b"a slow note";
+    let (head, tail) =
+        upload_request(&doc, &cookie, &csrf, &c.patient_id, "other", "a.txt", note.len());
     let mut s = TcpStream::connect(("127.0.0.1", doc.port)).unwrap();
     s.set_read_timeout(Some(LIMIT)).unwrap();
-    let head = format!(
-        "POST /records HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nCookie: {cookie}\r\n\
-         Origin: {}\r\nx-csrf-token: {csrf}\r\n\
-         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {body_len}\r\n\r\n",
-        host_of(doc.port),
-        doc.origin()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(head_parts.as_bytes()).unwrap();
+    s.write_all(&head).unwrap();
     // The portal locks while the file is still arriving.
     thread::sleep(Duration::from_secs(5));
-    s.write_all(tail.as_bytes()).unwrap();
+    s.write_all(note).unwrap();
+    s.write_all(&tail).unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
@@ -1598,16 +1665,21 @@ fn hospital_staff_register_a_device_and_its_alerts_are_read_in_the_portal() {
     assert_eq!(ask(reg.port, "GET", "/devices", &[("Cookie", &rcookie)], "").status, 403);
 }
 
-#[test]
-fn a_custodian_releases_its_piece_and_the_doctor_reads_under_break_glass_in_the_portal() {
-    let tmp = tempdir();
-    let node = Node::start(&tmp.path().join("data"));
-    let c = cast(tmp.path(), &node);
-    let env = [("MEDLEDGER_NODE", node.url.as_str())];
-    let pid = c.patient_id.as_str();
-    // The custodian is another hospital than the doctors': it learns of the break-glass
-    // only as the custodian.
-    let keeper = crate::registry::wallet(tmp.path(), "keeper", &node.url);
+/// Asks `path` of the portal at `port` until its page holds `what` (or [`LIMIT`] passes).
+fn wait_for(port: u16, cookie: &str, path: &str, what: &str) -> Answer {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let page = ask(port, "GET", path, &[("Cookie", cookie)], "");
+        if page.body.contains(what) || Instant::now() >= deadline {
+            return page;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A second hospital, Keeper General, admitted: its wallet and account.
+fn keeper_hospital(dir: &Path, node: &Node) -> (String, String) {
+    let keeper = crate::registry::wallet(dir, "keeper", &node.url);
     let admitted = ok(
         &["hospital", "admit", "--wallet", &node.regulator(), "--node", &node.url]
             .into_iter()
@@ -1617,7 +1689,89 @@ fn a_custodian_releases_its_piece_and_the_doctor_reads_under_break_glass_in_the_
             .collect::<Vec<_>>(),
         &[],
     );
-    let keeper_account = account(&admitted);
+    let account = account(&admitted);
+    (keeper, account)
+}
+
+#[test]
+fn a_custodian_lists_its_releases_though_its_own_doctor_declared_on_another_custodians_patient() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let (keeper, keeper_account) = keeper_hospital(tmp.path(), &node);
+    // P1 (the cast's patient) has this hospital as custodian; P2, registered here too, has
+    // Keeper General.
+    let p2 = crate::registry::wallet(tmp.path(), "second", &node.url);
+    let registered = ok(
+        &["patient", "register", "--wallet", &c.hospital, "--name", "S. Econd"]
+            .into_iter()
+            .chain(["--identity", &crate::registry::identity(&p2)])
+            .chain(["--date-of-birth", "1990-01-01", "--phone", "0799"])
+            .chain(["--attendant-name", "T. Econd", "--attendant-phone", "0798"])
+            .chain(["--attendant-relationship", "parent"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let p2_id = crate::registry::patient_id_of(&registered);
+    for (patient, custodian) in [(&c.patient, &c.hospital_account), (&p2, &keeper_account)] {
+        ok(
+            &["emergency", "profile", "--wallet", patient, "--blood-type", "A+"]
+                .into_iter()
+                .chain(["--custodians", custodian, "--threshold", "1"])
+                .collect::<Vec<_>>(),
+            &env,
+        );
+    }
+    let declare = |doctor: &str, patient: &str| {
+        let out = ok(
+            &["emergency", "break-glass", "--wallet", doctor, "--patient", patient]
+                .into_iter()
+                .chain(["--code", "unconscious", "--reason", "unconscious after a fall at home"])
+                .collect::<Vec<_>>(),
+            &env,
+        );
+        crate::emergency::id_of(&out)
+    };
+    // This hospital's own doctor declares on P2 first; then a doctor of Keeper General on P1.
+    let on_p2 = declare(&c.doctor, &p2_id);
+    let night = crate::registry::wallet(tmp.path(), "night", &node.url);
+    ok(
+        &["doctor", "onboard", "--wallet", &keeper]
+            .into_iter()
+            .chain(["--identity", &crate::registry::identity(&night)])
+            .chain(["--registration-number", "GMC-2222222", "--name", "Dr. Night"])
+            .chain(["--specialisation", "emergency medicine"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let on_p1 = declare(&night, &account_of(&c.patient));
+    let desk = Portal::start(&c.hospital, &node.url, &[]);
+    let (cookie, _) = signed_in(&desk);
+    let staff = wait_for(desk.port, &cookie, "/staff", &on_p1);
+    assert_eq!(staff.status, 200, "{}", staff.body);
+    assert!(!staff.body.contains("flash error"), "{}", staff.body);
+    let custody = staff.body.split("id=\"custody\"").nth(1).unwrap_or_default();
+    assert!(custody.contains(&format!("value=\"{on_p1}\"")), "{}", staff.body);
+    assert!(custody.contains("class=\"release\""), "{}", staff.body);
+    // P2's break-glass is for review here, not for release.
+    assert!(!custody.contains(&format!("value=\"{on_p2}\"")), "{}", staff.body);
+    // A second load asks nothing of P2's profile again and shows the same.
+    let again = ask(desk.port, "GET", "/staff", &[("Cookie", &cookie)], "");
+    assert!(!again.body.contains("flash error"), "{}", again.body);
+    assert!(again.body.contains(&format!("value=\"{on_p1}\"")), "{}", again.body);
+}
+
+#[test]
+fn a_custodian_releases_its_piece_and_the_doctor_reads_under_break_glass_in_the_portal() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let pid = c.patient_id.as_str();
+    // The custodian is another hospital than the doctors': it learns of the break-glass
+    // only as the custodian.
+    let (keeper, keeper_account) = keeper_hospital(tmp.path(), &node);
     ok(
         &["emergency", "profile", "--wallet", &c.patient, "--blood-type", "O-"]
             .into_iter()
@@ -1669,16 +1823,6 @@ fn a_custodian_releases_its_piece_and_the_doctor_reads_under_break_glass_in_the_
     );
     assert_eq!(declared.status, 303, "{}", declared.body);
     // The doctor's break-glass page lists it (from the portal's event stream).
-    let wait_for = |port: u16, cookie: &str, path: &str, what: &str| {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let page = ask(port, "GET", path, &[("Cookie", cookie)], "");
-            if page.body.contains(what) || Instant::now() >= deadline {
-                return page;
-            }
-            thread::sleep(Duration::from_millis(200));
-        }
-    };
     let page = wait_for(doc.port, &dcookie, "/emergency/doctor", "class=\"open-break-glass\"");
     assert!(page.body.contains("id=\"declared\""), "{}", page.body);
     let bg = after(&page.body, "name=\"break_glass\" value=\"").to_owned();
@@ -1692,11 +1836,18 @@ fn a_custodian_releases_its_piece_and_the_doctor_reads_under_break_glass_in_the_
     // The doctor's own hospital, no custodian, has it to review but nothing to release.
     let review = wait_for(own.port, &ocookie, "/staff", "Road accident");
     assert!(review.body.contains("id=\"reviews\""), "{}", review.body);
+    // Its stream holds its doctor's break-glass on a patient it is no custodian of: the
+    // node refuses it that profile, which hides nothing and is no error.
+    assert!(!review.body.contains("flash error"), "{}", review.body);
     assert!(!review.body.contains("id=\"custody\""), "{}", review.body);
     let bogus = hpost("/staff/release", &[("csrf", &hcsrf), ("break_glass", "nothing")]);
     assert_eq!(bogus.status, 400);
     assert!(bogus.body.contains("no break-glass id"), "{}", bogus.body);
-    let released = hpost("/staff/release", &[("csrf", &hcsrf), ("break_glass", &bg)]);
+    let posted = hpost("/staff/release", &[("csrf", &hcsrf), ("break_glass", &bg)]);
+    // Post/Redirect/Get: reloading the page it leads to sends nothing again.
+    assert_eq!(posted.status, 303, "{}", posted.body);
+    assert_eq!(posted.header("location"), Some("/staff"));
+    let released = ask(desk.port, "GET", "/staff", &[("Cookie", &hcookie)], "");
     assert_eq!(released.status, 200, "{}", released.body);
     assert!(
         released.body.contains("escrow piece released to") && released.body.contains("(Dr. Night)"),
@@ -1704,6 +1855,15 @@ fn a_custodian_releases_its_piece_and_the_doctor_reads_under_break_glass_in_the_
         released.body
     );
     assert!(!released.body.contains("class=\"release\""), "{}", released.body);
+    // The outcome is shown once; the reload shows none and releases nothing.
+    let reloaded = ask(desk.port, "GET", "/staff", &[("Cookie", &hcookie)], "");
+    assert!(!reloaded.body.contains("escrow piece released to"), "{}", reloaded.body);
+    let trail = ok(&["audit", "trail", "--wallet", &c.patient, "--json"], &env);
+    assert_eq!(trail.matches("\"escrow_released\"").count(), 1, "{trail}");
+    // A second release by the same custodian is refused by the ledger.
+    let again = hpost("/staff/release", &[("csrf", &hcsrf), ("break_glass", &bg)]);
+    assert_eq!(again.status, 400, "{}", again.body);
+    assert!(again.body.contains("released already"), "{}", again.body);
     // The doctor opens it: the profile read with the recovered key.
     let opened = dpost("/emergency/open", &[("csrf", &dcsrf), ("break_glass", &bg)]);
     assert_eq!(opened.status, 200, "{}", opened.body);

@@ -268,7 +268,7 @@ fn temp_files(vault: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
-fn blob_files(vault: &std::path::Path) -> Vec<String> {
+pub(crate) fn blob_files(vault: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(vault)
         .unwrap()
         .filter_map(|e| e.ok())
@@ -461,7 +461,7 @@ fn a_dicom_file_is_recognised_by_its_bytes_and_added_only_as_imaging() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let blobs_before = blob_files(&node.dir.join("vault"));
     let err = fails(&args, &env);
-    assert!(err.contains("is a DICOM file: add it with --category imaging"), "{err}");
+    assert!(err.contains("is a DICOM file: add it with the category imaging"), "{err}");
     assert_eq!(blob_files(&node.dir.join("vault")), blobs_before, "nothing was uploaded");
     let listed = ok(&["record", "list", "--wallet", &c.patient, "--json"], &env);
     assert_eq!(serde_json::from_str::<serde_json::Value>(&listed).unwrap(), serde_json::json!([]));

@@ -20,8 +20,8 @@ use crate::{harness::*, registry::cast};
 /// A real HTTP relay on 127.0.0.1 in front of the node: forwards every request (one per
 /// connection), and in every response replaces the hex of `victim` with the hex of
 /// `attacker`, as a man in the middle would. Stops itself when dropped or after a time limit.
-struct KeySwappingProxy {
-    url: String,
+pub(crate) struct KeySwappingProxy {
+    pub(crate) url: String,
     /// "METHOD path" of every request relayed, in order.
     seen: Arc<Mutex<Vec<String>>>,
     /// How many responses had the victim's key swapped.
@@ -31,7 +31,7 @@ struct KeySwappingProxy {
 }
 
 impl KeySwappingProxy {
-    fn start(node_port: u16, victim: String, attacker: String) -> Self {
+    pub(crate) fn start(node_port: u16, victim: String, attacker: String) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -110,9 +110,17 @@ fn relay(
     let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let answer = request(node_port, &method, &path, &body, &pairs)?;
     let mut out = answer.body;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    if text.contains(victim) {
-        out = text.replace(victim, attacker).into_bytes();
+    // On the bytes, so that a binary answer is rewritten and not otherwise mangled.
+    let (victim, attacker) = (victim.as_bytes(), attacker.as_bytes());
+    if out.windows(victim.len()).any(|w| w == victim) {
+        let (mut swapped, mut rest) = (Vec::with_capacity(out.len()), &out[..]);
+        while let Some(at) = rest.windows(victim.len()).position(|w| w == victim) {
+            swapped.extend_from_slice(&rest[..at]);
+            swapped.extend_from_slice(attacker);
+            rest = &rest[at + victim.len()..];
+        }
+        swapped.extend_from_slice(rest);
+        out = swapped;
         swaps.fetch_add(1, Ordering::Relaxed);
     }
     let mut conn = conn;

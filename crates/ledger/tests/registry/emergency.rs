@@ -294,3 +294,44 @@ fn a_custodian_is_told_of_a_break_glass_and_of_its_own_release() {
     assert_eq!(kinds(&net, &custodian), vec!["break_glass", "escrow_released"]);
     assert!(kinds(&net, &stranger).is_empty(), "{:?}", kinds(&net, &stranger));
 }
+
+/// A custodian releases its piece once per break-glass: a second release for the same
+/// break-glass (a reloaded form, a resent command) is refused and changes nothing, while a
+/// new break-glass on the same patient gets its own release.
+#[test]
+fn a_custodian_releases_its_piece_once_per_break_glass() {
+    let (mut net, hospital, mut doctor, mut patient) = populated();
+    let mut custodian = Actor::new();
+    applied(&net.admit(&custodian));
+    let t = em(
+        EmergencyTx::SetProfile { patient: patient.account, profile: profile(&custodian, true) },
+        &mut patient,
+    );
+    applied(&net.one(t));
+    let (id, _) = break_glass(&mut net, &mut doctor, &patient);
+    let release = |id: Hash, piece: &[u8], custodian: &mut Actor| {
+        em(EmergencyTx::ReleaseEscrow { break_glass: id, piece: Hash::of(piece) }, custodian)
+    };
+    applied(&net.one(release(id, b"first", &mut custodian)));
+    let account = custodian.account;
+    let trail = |net: &Net| net.ledger.audit_trail(&account, None, 100).unwrap().len();
+    let (before, events) = (emergency_state(&net, &patient, &hospital), trail(&net));
+    // A repeat wraps the piece afresh: a new blob (the same blob is refused as owned already).
+    match refusal(&net.one(release(id, b"second", &mut custodian))) {
+        Refusal::AlreadyExists { what } => assert!(what.contains("released already"), "{what}"),
+        other => panic!("a second release was not refused as one: {other:?}"),
+    }
+    assert_eq!(
+        net.ledger.escrow_releases(&id).unwrap(),
+        vec![(custodian.account, Hash::of(b"first"))]
+    );
+    assert_eq!(emergency_state(&net, &patient, &hospital), before);
+    assert_eq!(trail(&net), events, "a refused release reached the custodian's trail");
+    // Another break-glass is another release.
+    let (next, _) = break_glass(&mut net, &mut doctor, &patient);
+    applied(&net.one(release(next, b"again", &mut custodian)));
+    assert_eq!(
+        net.ledger.escrow_releases(&next).unwrap(),
+        vec![(custodian.account, Hash::of(b"again"))]
+    );
+}
