@@ -23,6 +23,15 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -q chromium chromium-driver
 fi
 
+# The DICOM de-identification test (crates/dicom) de-identifies the DICOM files pydicom's wheel
+# ships and checks every output with pydicom, an independent reader: from PyPI, pinned.
+pydicom_version="3.0.2"
+if ! python3 -c "import pydicom, sys; sys.exit(pydicom.__version__ != '$pydicom_version')" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check "pydicom==$pydicom_version" ||
+    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages \
+      "pydicom==$pydicom_version"
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -49,6 +49,8 @@ pub mod paths {
     pub const GENESIS: &str = "/v1/genesis";
     /// GET the hospital directory.
     pub const HOSPITALS: &str = "/v1/hospitals";
+    /// GET the organisation directory (researchers and insurers, with their members).
+    pub const ORGANISATIONS: &str = "/v1/organisations";
     /// GET the doctor directory (`?hospital=ID` to filter).
     pub const DOCTORS: &str = "/v1/doctors";
     /// GET an account: `/v1/accounts/{id}`; its encryption key with the proof of the
@@ -222,6 +224,47 @@ pub struct HospitalView {
     pub suspended: bool,
     /// Height of admission.
     pub admitted_at: u64,
+}
+
+/// A directory entry for a researcher or insurer organisation, with its members.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrganisationView {
+    /// The organisation's account.
+    pub account: AccountId,
+    /// Researcher or insurer.
+    pub kind: medledger_core::tx::OrganisationKind,
+    /// Name.
+    pub name: String,
+    /// Suspended by the regulator.
+    pub suspended: bool,
+    /// Whether its key is active (not revoked).
+    pub key_active: bool,
+    /// Height of admission.
+    pub admitted_at: u64,
+    /// Every member it added, removed ones too.
+    pub members: Vec<MemberView>,
+}
+
+/// An organisation's member, in the directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    /// The member's account.
+    pub account: AccountId,
+    /// Name.
+    pub name: String,
+    /// The member's encryption key (what record keys are wrapped to).
+    pub encryption_key: medledger_core::keys::EncryptionKey,
+    /// Height at which it was added.
+    pub added_at: u64,
+    /// Height at which it was removed (its key revoked), if it was.
+    pub removed_at: Option<u64>,
+}
+
+impl MemberView {
+    /// Whether the member acts for its organisation now (not removed).
+    pub fn active(&self) -> bool {
+        self.removed_at.is_none()
+    }
 }
 
 /// A directory entry for a doctor.

@@ -191,13 +191,21 @@ async fn wrap_to(
     Ok(KeyRef { recipient, blob })
 }
 
-async fn open(
+/// A case just opened: its id and first head, and the receipt.
+pub(crate) struct Opened {
+    pub case: String,
+    pub head: medledger_core::Hash,
+    pub receipt: Receipt,
+}
+
+/// Opens a case for `patient` (a Patient-ID or an account id) as this wallet's doctor: a
+/// fresh case key seals the description and is wrapped to the patient and the opener.
+pub(crate) async fn open_case(
     s: &Session,
     patient: &str,
     description: CaseDescription,
     follow_up_of: Option<String>,
-    json: bool,
-) -> Result<()> {
+) -> Result<Opened> {
     let patient = crate::record::resolve_patient(s, patient).await?;
     let key = DataKey::generate()?;
     let sealed = cases::seal_description(&key, &description, &patient)?;
@@ -217,6 +225,17 @@ async fn open(
     let Some(Created::Case { case, head }) = created(&receipt) else {
         bail!("the ledger opened no case: {:?}", receipt.outcome);
     };
+    Ok(Opened { case: case.clone(), head: *head, receipt })
+}
+
+async fn open(
+    s: &Session,
+    patient: &str,
+    description: CaseDescription,
+    follow_up_of: Option<String>,
+    json: bool,
+) -> Result<()> {
+    let Opened { case, head, receipt } = open_case(s, patient, description, follow_up_of).await?;
     if json {
         return crate::common::print_created(
             &receipt,
@@ -228,7 +247,14 @@ async fn open(
     Ok(())
 }
 
-async fn append(s: &Session, id: &str, text: String) -> Result<()> {
+/// Seals `text` under the case key and appends it to case `id` after the head just read;
+/// the entry's number, the new head and the receipt. Refused for a sealed case, and (by the
+/// ledger) if another entry landed first.
+pub(crate) async fn append_entry(
+    s: &Session,
+    id: &str,
+    text: String,
+) -> Result<(u64, medledger_core::Hash, Receipt)> {
     let case = fetch_case(s, id).await?;
     if let Some(seal) = &case.sealed {
         bail!(
@@ -236,6 +262,7 @@ async fn append(s: &Session, id: &str, text: String) -> Result<()> {
             seal.height
         );
     }
+    anyhow::ensure!(!text.trim().is_empty(), "an entry needs some text");
     let key = case_key(s, &case).await?;
     let sealed = cases::seal_note(&key, &CaseNote { text }, &case_context(&case.description))?;
     let entry = records::upload_small(&s.client, sealed).await?;
@@ -252,6 +279,11 @@ async fn append(s: &Session, id: &str, text: String) -> Result<()> {
     let Some(Created::CaseEntry { seq, head, .. }) = created(&receipt) else {
         bail!("the ledger appended no entry: {:?}", receipt.outcome);
     };
+    Ok((*seq, *head, receipt))
+}
+
+async fn append(s: &Session, id: &str, text: String) -> Result<()> {
+    let (seq, head, receipt) = append_entry(s, id, text).await?;
     println!(
         "entry {seq} appended to case {id} (block {}, tx {})",
         receipt.height, receipt.tx_hash
@@ -260,13 +292,23 @@ async fn append(s: &Session, id: &str, text: String) -> Result<()> {
     Ok(())
 }
 
-async fn seal(s: &Session, id: &str) -> Result<()> {
+/// Seals case `id` at its current head (the opener or the patient): how many entries it
+/// holds, its sealed head and the receipt.
+pub(crate) async fn seal_case(
+    s: &Session,
+    id: &str,
+) -> Result<(u64, medledger_core::Hash, Receipt)> {
     let case = fetch_case(s, id).await?;
     let receipt =
         s.submit(TxBody::Cases(CaseTx::Seal { case: id.to_owned(), head: case.head })).await?;
     let Some(Created::CaseSealed { entries, head, .. }) = created(&receipt) else {
         bail!("the ledger sealed nothing: {:?}", receipt.outcome);
     };
+    Ok((*entries, *head, receipt))
+}
+
+async fn seal(s: &Session, id: &str) -> Result<()> {
+    let (entries, head, receipt) = seal_case(s, id).await?;
     println!(
         "case {id} sealed with {entries} entries (block {}, tx {})",
         receipt.height, receipt.tx_hash
@@ -289,25 +331,25 @@ async fn share(s: &Session, id: &str, with: AccountId) -> Result<()> {
 
 /// What `show --json` prints.
 #[derive(Debug, Serialize)]
-struct ShownCase {
-    case: String,
-    patient: AccountId,
-    opener: AccountId,
-    title: Option<String>,
-    notes: Option<String>,
-    follow_up_of: Option<String>,
-    entries: Vec<ShownEntry>,
-    sealed_at: Option<u64>,
-    head: medledger_core::Hash,
+pub(crate) struct ShownCase {
+    pub case: String,
+    pub patient: AccountId,
+    pub opener: AccountId,
+    pub title: Option<String>,
+    pub notes: Option<String>,
+    pub follow_up_of: Option<String>,
+    pub entries: Vec<ShownEntry>,
+    pub sealed_at: Option<u64>,
+    pub head: medledger_core::Hash,
 }
 
 #[derive(Debug, Serialize)]
-struct ShownEntry {
-    seq: u64,
-    author: AccountId,
-    height: u64,
-    time_ms: u64,
-    text: Option<String>,
+pub(crate) struct ShownEntry {
+    pub seq: u64,
+    pub author: AccountId,
+    pub height: u64,
+    pub time_ms: u64,
+    pub text: Option<String>,
 }
 
 /// Decrypts what this wallet can of a verified export.
@@ -375,7 +417,7 @@ fn print_verified(report: &CaseReport) {
 /// which the node commits (in the patient's trail) before it serves the case's export.
 /// The patient is the one the case id names (`C<Patient-ID>-<n>`), so a reader who may no
 /// longer see the case still gets their read decided, and logged, by the ledger.
-async fn read_case(s: &Session, id: &str, purpose: Purpose) -> Result<CaseExport> {
+async fn read_case(s: &Session, id: &str, purpose: Purpose) -> Result<medledger_api::CaseRead> {
     let patient_id = id
         .strip_prefix('C')
         .and_then(|rest| rest.split_once('-'))
@@ -390,9 +432,43 @@ async fn read_case(s: &Session, id: &str, purpose: Purpose) -> Result<CaseExport
             purpose,
         }))
         .await?;
-    let read = s.client.read_case(id, &access).await?;
-    eprintln!("read of case {id} logged: audit event {} at block {}", read.event, read.height);
-    Ok(read.export)
+    Ok(s.client.read_case(id, &access).await?)
+}
+
+/// A case read, verified and decrypted here.
+pub(crate) struct Verified {
+    pub shown: ShownCase,
+    pub report: CaseReport,
+    /// The read's audit event in the patient's trail, and its block.
+    pub event: u64,
+    pub height: u64,
+}
+
+/// The audited read of case `id` for `purpose` ([`read_case`]), verified against the node key
+/// the pinned regulator admitted (an export that does not verify is an error naming the first
+/// problem), then decrypted with this wallet's case key as far as it holds one.
+pub(crate) async fn read_verified(s: &Session, id: &str, purpose: Purpose) -> Result<Verified> {
+    let read = read_case(s, id, purpose).await?;
+    verify_read(s, id, read).await
+}
+
+/// Verifies and decrypts a logged read of case `id` ([`read_case`]).
+async fn verify_read(s: &Session, id: &str, read: medledger_api::CaseRead) -> Result<Verified> {
+    let (trusted, _) = admitted_signer(s, &read.export).await?;
+    let report = verify_export(&read.export, &trusted)
+        .map_err(|f| anyhow::anyhow!("case {id} does NOT verify: {f}"))?;
+    served_as_asked(id, &report.case)?;
+    let shown = decrypt(s, &read.export, &report);
+    Ok(Verified { shown, report, event: read.event, height: read.height })
+}
+
+/// Refuses an export, verified as it may be, of another case than the one asked for: a node
+/// must not pass off one case as another.
+fn served_as_asked(asked: &str, served: &str) -> Result<()> {
+    if served != asked {
+        bail!("asked for case {asked}, the node served case {served}: it is not shown");
+    }
+    Ok(())
 }
 
 /// The key that signed the export's checkpoint and its node's id, once the node proves the
@@ -404,11 +480,10 @@ async fn admitted_signer(s: &Session, export: &CaseExport) -> Result<(PublicKey,
 }
 
 async fn show(s: &Session, id: &str, purpose: Purpose, json: bool) -> Result<()> {
-    let export = read_case(s, id, purpose).await?;
-    let (trusted, _) = admitted_signer(s, &export).await?;
-    let report = verify_export(&export, &trusted)
-        .map_err(|f| anyhow::anyhow!("case {id} does NOT verify: {f}"))?;
-    let shown = decrypt(s, &export, &report);
+    // The read is committed whether or not what the node serves verifies: said first.
+    let read = read_case(s, id, purpose).await?;
+    eprintln!("read of case {id} logged: audit event {} at block {}", read.event, read.height);
+    let Verified { shown, report, .. } = verify_read(s, id, read).await?;
     if json {
         return print_json(&shown);
     }
@@ -448,13 +523,16 @@ async fn show(s: &Session, id: &str, purpose: Purpose, json: bool) -> Result<()>
 }
 
 async fn export(mut s: Session, id: &str, purpose: Purpose, out: &Path) -> Result<()> {
-    let export = read_case(&s, id, purpose).await?;
+    let read = read_case(&s, id, purpose).await?;
+    eprintln!("read of case {id} logged: audit event {} at block {}", read.event, read.height);
+    let export = read.export;
     let (trusted, node_id) = admitted_signer(&s, &export).await?;
     let report = verify_export(&export, &trusted).map_err(|f| {
         anyhow::anyhow!(
             "the node served an export of case {id} that does NOT verify: {f}; nothing was written"
         )
     })?;
+    served_as_asked(id, &report.case).context("nothing was written")?;
     crate::proof::extend_history(
         &mut s.wallet,
         &s.path,
@@ -558,6 +636,20 @@ pub async fn run(command: CaseCommand) -> Result<()> {
         }
         CaseCommand::Verify { file, wallet, node_key } => {
             verify(&file, wallet.as_deref(), node_key.as_deref())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::served_as_asked;
+
+    #[test]
+    fn an_export_of_another_case_than_the_one_asked_for_is_refused() {
+        assert!(served_as_asked("C98001-1", "C98001-1").is_ok());
+        for served in ["C98001-2", "C98002-1", "C98001-10", ""] {
+            let err = served_as_asked("C98001-1", served).unwrap_err().to_string();
+            assert!(err.contains("the node served case"), "{served:?}: {err}");
         }
     }
 }

@@ -492,6 +492,7 @@ pub fn role_word(role: &medledger_core::tx::Role) -> &'static str {
         Role::Patient => "patient",
         Role::Organisation(_) => "organisation",
         Role::Device => "device",
+        Role::Member => "organisation member",
     }
 }
 

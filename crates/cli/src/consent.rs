@@ -401,18 +401,12 @@ pub async fn run(command: ConsentCommand) -> Result<()> {
     // Granting access to records re-wraps their keys to the grantee, here in the wallet.
     let mut wrapped = 0;
     if let ConsentTx::Grant { patient, grantee, scope, .. } = &body {
-        wrapped = crate::record::share_for_grant(&session, *patient, *grantee, scope).await?;
-        if wrapped > 0 && !json {
-            println!("data keys of {wrapped} record(s) wrapped to {grantee}");
-        }
+        wrapped = share_for_grant(&session, *patient, *grantee, scope, json).await?;
     }
     // An approval is a grant to the requester: their keys too.
     if let ConsentTx::Approve { request, scope, .. } = &body {
         let r = session.client.access_request(request).await?;
-        wrapped = crate::record::share_for_grant(&session, r.patient, r.requester, scope).await?;
-        if wrapped > 0 && !json {
-            println!("data keys of {wrapped} record(s) wrapped to {}", r.requester);
-        }
+        wrapped = share_for_grant(&session, r.patient, r.requester, scope, json).await?;
     }
     if json {
         let id = match &receipt.outcome {
@@ -427,6 +421,55 @@ pub async fn run(command: ConsentCommand) -> Result<()> {
         }));
     }
     Ok(())
+}
+
+/// Wraps the keys of the records `scope` covers to `grantee` and, when the grantee is an
+/// organisation, to each of its current members, who read under its grants (SECURITY.md,
+/// "Organisations"). A member added later gets them when the patient shares again
+/// (`medledger record share`). Returns how many records were wrapped to the grantee.
+async fn share_for_grant(
+    session: &Session,
+    patient: AccountId,
+    grantee: AccountId,
+    scope: &Scope,
+    json: bool,
+) -> Result<usize> {
+    let wrapped = crate::record::share_for_grant(session, patient, grantee, scope).await?;
+    if wrapped > 0 && !json {
+        println!("data keys of {wrapped} record(s) wrapped to {grantee}");
+    }
+    // Who is a member comes from the ledger, proven: the node's listing only says whom to ask
+    // about (a node that added its own operator's account to it would otherwise receive the
+    // keys).
+    use medledger_client::proof::Registered;
+    let client = &session.client;
+    if client.proven_registration(&grantee, &session.anchor).await?
+        != Some(Registered::Organisation)
+    {
+        return Ok(wrapped);
+    }
+    let listed: Vec<AccountId> = client
+        .organisations()
+        .await?
+        .into_iter()
+        .filter(|o| o.account == grantee)
+        .flat_map(|o| o.members.into_iter().filter(|m| m.active()).map(|m| m.account))
+        .collect();
+    for member in listed {
+        let proven = client.proven_registration(&member, &session.anchor).await?;
+        if proven != Some(Registered::MemberOf(grantee)) {
+            eprintln!(
+                "warning: the node lists {member} as a member of {grantee}, but the ledger does \
+                 not prove it (no key wrapped to it)"
+            );
+            continue;
+        }
+        let n = crate::record::share_for_grant(session, patient, member, scope).await?;
+        if n > 0 && !json {
+            println!("data keys of {n} record(s) wrapped to member {member}");
+        }
+    }
+    Ok(wrapped)
 }
 
 #[cfg(test)]

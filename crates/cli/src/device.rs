@@ -153,22 +153,22 @@ pub enum SessionCommand {
 pub struct Bands {
     /// Heart rate, bpm (e.g. 50..110,40..140).
     #[arg(long)]
-    heart_rate: Option<String>,
+    pub(crate) heart_rate: Option<String>,
     /// SpO2, % (e.g. 92..100,88..100).
     #[arg(long)]
-    spo2: Option<String>,
+    pub(crate) spo2: Option<String>,
     /// Systolic pressure, mmHg.
     #[arg(long)]
-    systolic: Option<String>,
+    pub(crate) systolic: Option<String>,
     /// Diastolic pressure, mmHg.
     #[arg(long)]
-    diastolic: Option<String>,
+    pub(crate) diastolic: Option<String>,
     /// Glucose, mmol/L.
     #[arg(long)]
-    glucose: Option<String>,
+    pub(crate) glucose: Option<String>,
     /// Temperature, °C.
     #[arg(long)]
-    temperature: Option<String>,
+    pub(crate) temperature: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -218,7 +218,7 @@ fn parse_threshold(metric: Metric, s: &str) -> Result<Threshold> {
 }
 
 impl Bands {
-    fn to_set(&self) -> Result<ThresholdSet> {
+    pub(crate) fn to_set(&self) -> Result<ThresholdSet> {
         let mut thresholds = Vec::new();
         for (metric, band) in [
             (Metric::HeartRate, &self.heart_rate),
@@ -256,41 +256,93 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Registers a device for `patient` (a Patient-ID or an account id; the wallet's own account
+/// when `None`) from the identity card of the device's wallet, its serial number and model
+/// sealed to the patient and the registering party. The receipt, the device's account and the
+/// patient's.
+pub(crate) async fn register_device(
+    s: &Session,
+    identity: &str,
+    kind: DeviceKind,
+    serial: &str,
+    model: &str,
+    patient: Option<&str>,
+) -> Result<(Receipt, AccountId, AccountId)> {
+    let (key, encryption_key) = parse_public_identity(identity)?;
+    let patient = match patient {
+        Some(p) => resolve_patient(s, p).await?,
+        None => s.wallet.account(),
+    };
+    let patient_key =
+        s.encryption_key_of(&patient).await.with_context(|| format!("patient {patient}"))?;
+    let mut recipients = vec![patient_key];
+    if s.wallet.encryption_key() != patient_key {
+        recipients.push(s.wallet.encryption_key());
+    }
+    let details = seal_details(
+        &s.client,
+        serde_json::json!({ "serial": serial, "model": model }),
+        &recipients,
+    )
+    .await?;
+    let receipt = s
+        .submit(TxBody::Devices(DeviceTx::Register(RegisterDevice {
+            key,
+            encryption_key,
+            patient,
+            kind,
+            details,
+        })))
+        .await?;
+    let Some(Created::Account { account }) = created(&receipt) else {
+        bail!("the ledger created no device: {:?}", receipt.outcome);
+    };
+    let account = *account;
+    Ok((receipt, account, patient))
+}
+
+/// Sets a device's thresholds (a doctor the patient consented to): the bands sealed to the
+/// device, the patient and this wallet. The receipt and the thresholds' id.
+pub(crate) async fn set_thresholds(
+    s: &Session,
+    device: AccountId,
+    set: &ThresholdSet,
+) -> Result<(Receipt, Hash)> {
+    let d = s
+        .client
+        .device(&device)
+        .await?
+        .with_context(|| format!("no device {device} (or you may not see it: a grant from its patient covering device data is needed)"))?;
+    if let Some(m) = set.metrics().iter().find(|m| !d.kind.measures(**m)) {
+        bail!("a {:?} does not measure {}", d.kind, m.name());
+    }
+    let mut recipients = Vec::new();
+    for a in [device, d.patient] {
+        recipients.push(s.encryption_key_of(&a).await?);
+    }
+    recipients.push(s.wallet.encryption_key());
+    let (sealed, commitment) = devices::seal_thresholds(set, &recipients)?;
+    let stored = s.client.put_blob(sealed).await?;
+    let receipt = s
+        .submit(TxBody::Devices(DeviceTx::SetThresholds(SetThresholds {
+            device,
+            metrics: set.metrics(),
+            sealed: SealedRef { blob: stored.hash, commitment },
+        })))
+        .await?;
+    let Some(Created::Thresholds { id }) = created(&receipt) else {
+        bail!("the ledger set no thresholds: {:?}", receipt.outcome);
+    };
+    let id = *id;
+    Ok((receipt, id))
+}
+
 pub async fn run(command: DeviceCommand) -> Result<()> {
     match command {
         DeviceCommand::Register { wallet, identity, kind, serial, model, patient, json } => {
             let s = Session::open(&wallet).await?;
-            let (key, encryption_key) = parse_public_identity(&identity)?;
-            let patient = match patient {
-                Some(p) => resolve_patient(&s, &p).await?,
-                None => s.wallet.account(),
-            };
-            let patient_key = s
-                .encryption_key_of(&patient)
-                .await
-                .with_context(|| format!("patient {patient}"))?;
-            let mut recipients = vec![patient_key];
-            if s.wallet.encryption_key() != patient_key {
-                recipients.push(s.wallet.encryption_key());
-            }
-            let details = seal_details(
-                &s.client,
-                serde_json::json!({ "serial": serial, "model": model }),
-                &recipients,
-            )
-            .await?;
-            let receipt = s
-                .submit(TxBody::Devices(DeviceTx::Register(RegisterDevice {
-                    key,
-                    encryption_key,
-                    patient,
-                    kind,
-                    details,
-                })))
-                .await?;
-            let Some(Created::Account { account }) = created(&receipt) else {
-                bail!("the ledger created no device: {:?}", receipt.outcome);
-            };
+            let (receipt, account, patient) =
+                register_device(&s, &identity, kind, &serial, &model, patient.as_deref()).await?;
             if json {
                 return crate::common::print_created(
                     &receipt,
@@ -336,7 +388,7 @@ pub async fn run(command: DeviceCommand) -> Result<()> {
 }
 
 /// Opens the sealed details of a device if they are sealed to this wallet.
-async fn open_details(s: &Session, details: &SealedRef) -> Option<serde_json::Value> {
+pub(crate) async fn open_details(s: &Session, details: &SealedRef) -> Option<serde_json::Value> {
     let blob = s.client.get_blob(&details.blob).await.ok()?;
     let inner = seal::open(&blob, &s.identity.decryption).ok()?;
     let sealed: SealedDetails = serde_json::from_slice(&inner).ok()?;
@@ -483,31 +535,7 @@ async fn thresholds(command: ThresholdsCommand) -> Result<()> {
         ThresholdsCommand::Set { wallet, device, bands } => {
             let set = bands.to_set()?;
             let s = Session::open(&wallet).await?;
-            let d = s
-                .client
-                .device(&device)
-                .await?
-                .with_context(|| format!("no device {device} (or you may not see it: a grant from its patient covering device data is needed)"))?;
-            if let Some(m) = set.metrics().iter().find(|m| !d.kind.measures(**m)) {
-                bail!("a {:?} does not measure {}", d.kind, m.name());
-            }
-            let mut recipients = Vec::new();
-            for a in [device, d.patient] {
-                recipients.push(s.encryption_key_of(&a).await?);
-            }
-            recipients.push(s.wallet.encryption_key());
-            let (sealed, commitment) = devices::seal_thresholds(&set, &recipients)?;
-            let stored = s.client.put_blob(sealed).await?;
-            let receipt = s
-                .submit(TxBody::Devices(DeviceTx::SetThresholds(SetThresholds {
-                    device,
-                    metrics: set.metrics(),
-                    sealed: SealedRef { blob: stored.hash, commitment },
-                })))
-                .await?;
-            let Some(Created::Thresholds { id }) = created(&receipt) else {
-                bail!("the ledger set no thresholds: {:?}", receipt.outcome);
-            };
+            let (receipt, id) = set_thresholds(&s, device, &set).await?;
             print_receipt("thresholds set", &receipt);
             println!("thresholds: {id}");
             print_set(&set);
@@ -554,18 +582,25 @@ fn print_set(set: &ThresholdSet) {
 
 /// One decrypted reading, as printed.
 #[derive(Debug, Serialize)]
-struct ReadingLine {
-    seq: u64,
-    time_ms: u64,
-    metric: Metric,
-    value: f64,
-    unit: &'static str,
-    alert: Option<Severity>,
-    height: u64,
+pub(crate) struct ReadingLine {
+    pub seq: u64,
+    pub time_ms: u64,
+    pub metric: Metric,
+    pub value: f64,
+    pub unit: &'static str,
+    pub alert: Option<Severity>,
+    pub height: u64,
 }
 
-async fn readings(wallet: &WalletArgs, session: Hash, purpose: Purpose, json: bool) -> Result<()> {
-    let s = Session::open(wallet).await?;
+/// The audited read of a session's readings and alerts (`device readings`): each page is an
+/// access naming the patient's device data, committed to their trail before the node serves
+/// it; the readings are decrypted here with the session key wrapped to this wallet and checked
+/// against their digests on the ledger. In sequence order.
+pub(crate) async fn read_readings(
+    s: &Session,
+    session: Hash,
+    purpose: Purpose,
+) -> Result<Vec<ReadingLine>> {
     let view = s
         .client
         .device_session(&session)
@@ -639,6 +674,12 @@ async fn readings(wallet: &WalletArgs, session: Hash, purpose: Purpose, json: bo
         }
     }
     lines.sort_by_key(|l| l.seq);
+    Ok(lines)
+}
+
+async fn readings(wallet: &WalletArgs, session: Hash, purpose: Purpose, json: bool) -> Result<()> {
+    let s = Session::open(wallet).await?;
+    let lines = read_readings(&s, session, purpose).await?;
     if json {
         for l in &lines {
             println!("{}", serde_json::to_string(l)?);

@@ -283,8 +283,9 @@ fn print_profile(p: &ProfileContent) {
 }
 
 /// Recovers the patient's emergency key from the escrow pieces released to this wallet for a
-/// break-glass; returns the patient and the key.
-pub(crate) async fn recover_key(s: &Session, id: &Hash) -> Result<(AccountId, EmergencyKey)> {
+/// break-glass; returns the patient, the key and the end of the break-glass window (block
+/// time, ms).
+pub(crate) async fn recover_key(s: &Session, id: &Hash) -> Result<(AccountId, EmergencyKey, u64)> {
     let bg = s.client.break_glass(id).await?;
     if bg.doctor != s.wallet.account() {
         bail!("break-glass {id} was declared by {}, not by this wallet", bg.doctor);
@@ -316,7 +317,7 @@ pub(crate) async fn recover_key(s: &Session, id: &Hash) -> Result<(AccountId, Em
     if key.check() != view.key_check {
         bail!("the released pieces do not give the patient's emergency key");
     }
-    Ok((bg.patient, key))
+    Ok((bg.patient, key, bg.until_ms))
 }
 
 /// Wraps the key of every record of `patient` that this wallet holds (each version, erased
@@ -424,13 +425,90 @@ pub(crate) async fn set_profile(
 }
 
 /// The logged read of the sealed profile, opened with `key`.
-async fn read_profile(s: &Session, patient: AccountId, key: &EmergencyKey) -> Result<()> {
+async fn read_profile(
+    s: &Session,
+    patient: AccountId,
+    key: &EmergencyKey,
+) -> Result<ProfileContent> {
     let tx = s.build(TxBody::Emergency(EmergencyTx::ReadProfile { patient })).await?;
     let sealed = s.client.read_emergency_profile(&patient, &tx).await?;
-    let profile = emergency::open_profile(&sealed, key)?;
+    Ok(emergency::open_profile(&sealed, key)?)
+}
+
+fn print_read_profile(patient: AccountId, profile: &ProfileContent) {
     println!("EMERGENCY PROFILE of patient {patient} (this read is logged; the patient is told):");
-    print_profile(&profile);
-    Ok(())
+    print_profile(profile);
+}
+
+/// A break-glass opened by its doctor: the patient, their profile (a logged read) and the
+/// end of the window (block time, ms).
+pub(crate) struct OpenedBreakGlass {
+    pub patient: AccountId,
+    pub profile: ProfileContent,
+    pub until_ms: u64,
+}
+
+/// As the doctor of break-glass `id`: recovers the patient's emergency key from the escrow
+/// pieces released to this wallet and reads the profile with it (logged; the patient is
+/// told).
+pub(crate) async fn open_break_glass(s: &Session, id: &Hash) -> Result<OpenedBreakGlass> {
+    // Nothing is asked of the node after the logged read: its failure cannot hide the read.
+    let (patient, key, until_ms) = recover_key(s, id).await?;
+    let profile = read_profile(s, patient, &key).await?;
+    Ok(OpenedBreakGlass { patient, profile, until_ms })
+}
+
+/// As a custodian hospital: opens this wallet's escrow piece of the patient's emergency key
+/// and releases it, re-wrapped, to the doctor of open break-glass `id` (the ledger refuses
+/// once it is over, or a wallet that holds no piece). The patient and the doctor are taken
+/// from the declaring transaction, proven against the wallet's trust anchor (a break-glass's
+/// id is that transaction's hash), never from the node's word: a node cannot redirect the
+/// piece to another doctor. The doctor and the receipt.
+pub(crate) async fn release(
+    s: &Session,
+    id: Hash,
+) -> Result<(AccountId, medledger_core::block::Receipt)> {
+    // The node's view first: it refuses, with its reason, whoever the break-glass does not
+    // concern. What it says of patient and doctor is not used.
+    s.client.break_glass(&id).await?;
+    let (patient, doctor) = s
+        .client
+        .proven_break_glass(&id, &s.anchor)
+        .await
+        .with_context(|| format!("proving break-glass {id}; nothing was released"))?;
+    let bytes = s.client.escrow_piece(&patient).await?;
+    let piece: EscrowPiece = encoding::decode("escrow piece", &bytes, 4096)
+        .context("the node served a malformed escrow piece")?;
+    let (essential, share) = open_piece(&piece, &s.identity.decryption, &patient)
+        .context("this wallet cannot open its escrow piece")?;
+    let doctor_key =
+        s.encryption_key_of(&doctor).await.with_context(|| format!("doctor {doctor}"))?;
+    let released = wrap_piece(&essential, &share, &doctor_key, &patient)?;
+    let blob = records::upload_small(&s.client, encoding::encode(&released)).await?;
+    let receipt = s
+        .submit(TxBody::Emergency(EmergencyTx::ReleaseEscrow { break_glass: id, piece: blob }))
+        .await?;
+    Ok((doctor, receipt))
+}
+
+/// The audited overview of everything of `patient` (a Patient-ID or an account id): the
+/// reader's access naming the patient is committed to their trail before the node lists the
+/// records, cases, devices and sessions (under break-glass the plain lists leave out what
+/// only a break-glass opens).
+pub(crate) async fn overview(
+    s: &Session,
+    patient: &str,
+    purpose: Purpose,
+) -> Result<medledger_api::PatientOverview> {
+    let account = crate::record::resolve_patient(s, patient).await?;
+    let access = s
+        .build(TxBody::Access(AccessTx {
+            resource: Resource { patient: account, category: None, record: None, case: None },
+            action: Action::Read,
+            purpose,
+        }))
+        .await?;
+    Ok(s.client.patient_overview(&account, &access).await?)
 }
 
 pub async fn run(command: EmergencyCommand) -> Result<()> {
@@ -535,7 +613,9 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
             if key.check() != view.key_check {
                 bail!("this is not patient {patient}'s emergency code (nothing was read)");
             }
-            read_profile(&s, account, &key).await
+            let profile = read_profile(&s, account, &key).await?;
+            print_read_profile(account, &profile);
+            Ok(())
         }
         EmergencyCommand::BreakGlass { wallet, patient, code, reason, json } => {
             let s = Session::open(&wallet).await?;
@@ -574,33 +654,18 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
         }
         EmergencyCommand::Release { wallet, break_glass } => {
             let s = Session::open(&wallet).await?;
-            let bg = s.client.break_glass(&break_glass).await?;
-            let bytes = s.client.escrow_piece(&bg.patient).await?;
-            let piece: EscrowPiece = encoding::decode("escrow piece", &bytes, 4096)
-                .context("the node served a malformed escrow piece")?;
-            let (essential, share) = open_piece(&piece, &s.identity.decryption, &bg.patient)
-                .context("this wallet cannot open its escrow piece")?;
-            let doctor_key = s
-                .encryption_key_of(&bg.doctor)
-                .await
-                .with_context(|| format!("doctor {}", bg.doctor))?;
-            let released = wrap_piece(&essential, &share, &doctor_key, &bg.patient)?;
-            let blob = records::upload_small(&s.client, encoding::encode(&released)).await?;
-            let receipt = s
-                .submit(TxBody::Emergency(EmergencyTx::ReleaseEscrow { break_glass, piece: blob }))
-                .await?;
+            let (doctor, receipt) = release(&s, break_glass).await?;
             println!(
-                "escrow piece released to doctor {} for break-glass {break_glass} (block {})",
-                bg.doctor, receipt.height
+                "escrow piece released to doctor {doctor} for break-glass {break_glass} (block {})",
+                receipt.height
             );
             Ok(())
         }
         EmergencyCommand::Open { wallet, break_glass } => {
             let s = Session::open(&wallet).await?;
-            let (patient, key) = recover_key(&s, &break_glass).await?;
-            read_profile(&s, patient, &key).await?;
-            let bg = s.client.break_glass(&break_glass).await?;
-            println!("break-glass open until {}", local_time(bg.until_ms));
+            let opened = open_break_glass(&s, &break_glass).await?;
+            print_read_profile(opened.patient, &opened.profile);
+            println!("break-glass open until {}", local_time(opened.until_ms));
             Ok(())
         }
         EmergencyCommand::End { wallet, break_glass } => {
@@ -645,20 +710,7 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
         }
         EmergencyCommand::Overview { wallet, patient, purpose, json } => {
             let s = Session::open(&wallet).await?;
-            let account = crate::record::resolve_patient(&s, &patient).await?;
-            let access = s
-                .build(TxBody::Access(AccessTx {
-                    resource: Resource {
-                        patient: account,
-                        category: None,
-                        record: None,
-                        case: None,
-                    },
-                    action: Action::Read,
-                    purpose,
-                }))
-                .await?;
-            let o = s.client.patient_overview(&account, &access).await?;
+            let o = overview(&s, &patient, purpose).await?;
             if json {
                 return print_json(&o);
             }

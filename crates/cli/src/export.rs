@@ -76,7 +76,7 @@ pub async fn run(args: Args) -> Result<()> {
             // A record this wallet cannot open alone (a split key whose custodians have not
             // released their shares) is exported without its content, and said so.
             let (meta, mut file, len) =
-                match crate::record::read_to_tempfile(&s, &r.pmr, Purpose::Treatment).await {
+                match crate::record::read_to_tempfile(&s, &r.pmr, Purpose::Treatment, None).await {
                     Ok(read) => read,
                     Err(e) => {
                         eprintln!(

@@ -14,6 +14,7 @@ mod emergency;
 mod export;
 mod network;
 mod node;
+mod organisation;
 mod portal;
 mod proof;
 mod record;
@@ -69,6 +70,10 @@ enum Command {
     /// Doctors: onboard (hospital); list.
     #[command(subcommand)]
     Doctor(registry::DoctorCommand),
+    /// Researcher and insurer organisations: admit, suspend, reinstate (regulator); members
+    /// (accept, add, remove); list.
+    #[command(subcommand)]
+    Organisation(organisation::OrganisationCommand),
     /// Patients: register (hospital desk); show a registration.
     #[command(subcommand)]
     Patient(registry::PatientCommand),
@@ -149,6 +154,7 @@ fn main() -> ExitCode {
             Command::Hospital(c) => registry::hospital(c).await,
             Command::Doctor(c) => registry::doctor(c).await,
             Command::Patient(c) => registry::patient(c).await,
+            Command::Organisation(c) => organisation::run(c).await,
             Command::Key(c) => registry::key(c).await,
             Command::Node(c) => node::run(c).await,
             Command::Consent(c) => consent::run(c).await,
@@ -185,6 +191,8 @@ mod tests {
         "wallet show",
         "hospital admit",
         "doctor onboard",
+        "organisation admit",
+        "organisation member add",
         "patient register",
         "consent grant",
         "consent request",

@@ -197,6 +197,47 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
+/// How many first bytes [`check_head`] looks at: DICOM's 128-byte preamble and `DICM`.
+const HEAD_BYTES: usize = 132;
+
+/// What content's own first bytes (`head`, up to [`HEAD_BYTES`]) say it is, where that
+/// decides something: DICOM (a 128-byte preamble, then `DICM`), whatever it is called. Refuses
+/// DICOM content filed under a category other than imaging: a patient's grant limited to
+/// other categories (`--scope categories:lab-report`) must not reach an image because its
+/// author named it otherwise. `what` names the content in the refusal.
+pub(crate) fn check_head(
+    head: &[u8],
+    category: RecordCategory,
+    what: &str,
+) -> Result<Option<&'static str>> {
+    let sniffed = medledger_dicom::is_dicom(head).then_some("application/dicom");
+    if sniffed.is_some() && category != RecordCategory::Imaging {
+        bail!(
+            "{what} is a DICOM file: add it with the category imaging (it was given {}), so \
+             that consent limited to other categories does not reach it",
+            crate::common::words(&category)
+        );
+    }
+    Ok(sniffed)
+}
+
+/// Up to [`HEAD_BYTES`] first bytes of `input`.
+fn read_head(input: &mut impl std::io::Read) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut head = Vec::with_capacity(HEAD_BYTES);
+    input.take(HEAD_BYTES as u64).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+/// [`check_head`] on a file's first bytes: the CLI's refusal before the wallet is opened
+/// ([`mint`] checks again the bytes it encrypts).
+fn check_category(path: &Path, category: RecordCategory) -> Result<Option<&'static str>> {
+    let head = std::fs::File::open(path)
+        .and_then(|mut f| read_head(&mut f))
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    check_head(&head, category, &path.display().to_string())
+}
+
 pub(crate) fn guess_content_type(path: &Path) -> &'static str {
     match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
         Some("dcm") => "application/dicom",
@@ -255,7 +296,8 @@ pub(crate) struct Minted {
 /// Encrypts `input` (`len` bytes) for `patient`, uploads it, wraps its key to the patient, this
 /// wallet (the author) and, if the patient allows it, the patient's emergency key (or splits
 /// it among custodians), seals the metadata and mints the record token. `progress` is told
-/// how many plaintext bytes were encrypted so far.
+/// how many plaintext bytes were encrypted so far. DICOM content under a category other than
+/// imaging is refused first ([`check_head`]), on the very bytes that are then encrypted.
 #[allow(clippy::too_many_arguments)] // reason: the parts of a new record, each needed
 pub(crate) async fn mint(
     s: &Session,
@@ -268,6 +310,12 @@ pub(crate) async fn mint(
     supersedes: Option<String>,
     split: Option<Split>,
 ) -> Result<Minted> {
+    let mut input = input;
+    let head = read_head(&mut input).context("reading the file")?;
+    let what = meta.file_name.as_deref().unwrap_or("the file");
+    check_head(&head, category, what)?;
+    // The bytes read go first, then the rest: one read of the content, checked as encrypted.
+    let input = std::io::Read::chain(std::io::Cursor::new(head), input);
     let patient_key = s.encryption_key_of(&patient).await?;
     let me = s.wallet.account();
     let key = DataKey::generate()?;
@@ -558,9 +606,10 @@ pub(crate) async fn read_to_tempfile(
     s: &Session,
     pmr: &str,
     purpose: Purpose,
+    break_glass: Option<Hash>,
 ) -> Result<(RecordMetadata, std::fs::File, u64)> {
     use std::io::Seek;
-    let opened = open(s, pmr, purpose, None).await?;
+    let opened = open(s, pmr, purpose, break_glass).await?;
     let mut file = tempfile::tempfile()?;
     let writer = file.try_clone()?;
     let len = medledger_client::records::download_decrypted(
@@ -858,12 +907,17 @@ pub async fn run(command: RecordCommand) -> Result<()> {
             threshold,
             json,
         } => {
+            // Checked before anything is signed, uploaded or even the wallet opened.
+            let sniffed = check_category(&file, category)?;
             let s = Session::open(&wallet).await?;
             let visit_date = date.unwrap_or_else(today);
             let file_name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+            let content_type = content_type
+                .or_else(|| sniffed.map(str::to_owned))
+                .unwrap_or_else(|| guess_content_type(&file).to_owned());
             let meta = RecordMetadata {
                 title: title.or_else(|| file_name.clone()).unwrap_or_else(|| "record".into()),
-                content_type: content_type.unwrap_or_else(|| guess_content_type(&file).to_owned()),
+                content_type,
                 date: visit_date.to_string(),
                 notes,
                 file_name,

@@ -218,6 +218,14 @@ pub(crate) async fn seal_details(
     Ok(SealedRef { blob: stored.hash, commitment })
 }
 
+/// The account `receipt` says was created, or an error naming `what` was not.
+pub(crate) fn created_account(receipt: &Receipt, what: &str) -> Result<AccountId> {
+    match created(receipt) {
+        Some(Created::Account { account }) => Ok(*account),
+        _ => bail!("the ledger created no {what}: {:?}", receipt.outcome),
+    }
+}
+
 fn created(receipt: &Receipt) -> Option<&Created> {
     match &receipt.outcome {
         Outcome::Applied { created } => created.as_ref(),

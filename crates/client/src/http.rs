@@ -13,7 +13,8 @@ use std::{sync::Arc, time::Duration};
 
 use medledger_api::{
     AccountKeyProof, AccountView, BatchItem, BlobStored, ConsistencyResponse, DoctorView,
-    ErrorCode, Health, HospitalView, PatientView, Simulation, TxProofResponse, paths,
+    ErrorCode, Health, HospitalView, OrganisationView, PatientView, Simulation, TxProofResponse,
+    paths,
 };
 use medledger_core::{
     Hash,
@@ -274,6 +275,25 @@ impl NodeClient {
         crate::proof::verify_account_key(&proof, account, anchor, &signer, Some(&genesis)).map(Some)
     }
 
+    /// What the proven registration of `account` made it (see
+    /// [`crate::proof::verify_registration`]), or `None` if the node says there is no such
+    /// account: how the wallet knows who is a member of which organisation, never from a
+    /// listing the node could edit.
+    pub async fn proven_registration(
+        &self,
+        account: &AccountId,
+        anchor: &crate::proof::TrustAnchor,
+    ) -> Result<Option<crate::proof::Registered>, ClientError> {
+        let Some(proof) = self.account_key_proof(account).await? else { return Ok(None) };
+        let genesis = self.genesis().await?;
+        let signer = match &proof.registration {
+            Some(r) => self.trusted_signer(&r.checkpoint, anchor, &genesis).await?,
+            None => anchor.node_key,
+        };
+        crate::proof::verify_registration(&proof, account, anchor, &signer, Some(&genesis))
+            .map(|(_, registered)| Some(registered))
+    }
+
     /// The public key of `device`'s `session`, proven against the ledger under `anchor` by the
     /// transaction that started the session (see [`crate::proof::verify_session_key`]): the
     /// only key a device seals readings to. The session view's `public_key` is what the node
@@ -293,6 +313,11 @@ impl NodeClient {
     /// The hospital directory.
     pub async fn hospitals(&self) -> Result<Vec<HospitalView>, ClientError> {
         self.get(paths::HOSPITALS).await
+    }
+
+    /// The organisation directory (researchers, insurers, their members).
+    pub async fn organisations(&self) -> Result<Vec<OrganisationView>, ClientError> {
+        self.get(paths::ORGANISATIONS).await
     }
 
     /// The doctor directory, optionally only one hospital's doctors.

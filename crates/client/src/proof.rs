@@ -195,6 +195,8 @@ pub fn verify_account_key(
         TxBody::Registry(RegistryTx::AdmitHospital(t)) => (t.key, t.encryption_key),
         TxBody::Registry(RegistryTx::OnboardDoctor(t)) => (t.key, t.encryption_key),
         TxBody::Registry(RegistryTx::RegisterPatient(t)) => (t.key, t.encryption_key),
+        TxBody::Registry(RegistryTx::AdmitOrganisation(t)) => (t.key, t.encryption_key),
+        TxBody::Registry(RegistryTx::AddMember(t)) => (t.key, t.encryption_key),
         TxBody::Devices(DeviceTx::Register(t)) => (t.key, t.encryption_key),
         other => {
             return Err(refuse(format!(
@@ -227,6 +229,44 @@ pub fn verify_account_key(
         )));
     }
     Ok(encryption_key)
+}
+
+/// What an account's proven registration made it, as far as the wallet must know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registered {
+    /// An organisation (admitted by the regulator).
+    Organisation,
+    /// A member of this organisation: its `AddMember` was signed by the organisation and
+    /// carries the member's valid acceptance.
+    MemberOf(AccountId),
+    /// Anything else.
+    Other,
+}
+
+/// [`verify_account_key`], and what the proven registration made the account.
+pub fn verify_registration(
+    proof: &AccountKeyProof,
+    account: &AccountId,
+    anchor: &TrustAnchor,
+    signer: &PublicKey,
+    genesis: Option<&Genesis>,
+) -> Result<(EncryptionKey, Registered), ClientError> {
+    let key = verify_account_key(proof, account, anchor, signer, genesis)?;
+    let Some(registration) = &proof.registration else { return Ok((key, Registered::Other)) };
+    let refuse =
+        |reason: String| ClientError::Proof(ProofError::UnprovenKey { account: *account, reason });
+    let tx = signed_for_this_chain(registration, anchor, signer)
+        .map_err(|e| refuse(format!("its registration is not proven: {e}")))?;
+    let registered = match &tx.tx.body {
+        TxBody::Registry(RegistryTx::AdmitOrganisation(_)) => Registered::Organisation,
+        TxBody::Registry(RegistryTx::AddMember(m))
+            if m.verify_acceptance(&tx.tx.signer).is_ok() =>
+        {
+            Registered::MemberOf(tx.tx.signer)
+        }
+        _ => Registered::Other,
+    };
+    Ok((key, registered))
 }
 
 /// The transaction of `proof`, included in the log under a checkpoint signed by `signer` (a
@@ -300,6 +340,32 @@ pub fn verify_session_key(
         return Err(refuse(format!("it was started on device {}", start.device)));
     }
     Ok(start.public_key)
+}
+
+/// Checks that `proof` is the transaction `id` that declared a break-glass, and returns its
+/// patient and its doctor (the signer) as that transaction put them on the ledger: a custodian
+/// re-wraps its escrow piece to that doctor only. A break-glass's id is the hash of the
+/// transaction that declared it; the proof must be of exactly that transaction, included in
+/// the log under a checkpoint signed by `signer` (the pinned genesis node's key or an
+/// admitted node's), correctly signed, for this chain, with a receipt that says it applied
+/// (the same bound as [`verify_account_key`]).
+pub fn verify_break_glass(
+    proof: &TxProofResponse,
+    id: &Hash,
+    anchor: &TrustAnchor,
+    signer: &PublicKey,
+) -> Result<(AccountId, AccountId), ClientError> {
+    let refuse = |reason: String| {
+        ClientError::Proof(ProofError::InvalidProof {
+            tx_hash: *id,
+            reason: format!("it does not prove break-glass {id}: {reason}"),
+        })
+    };
+    let tx = applied_transaction(proof, id, anchor, signer).map_err(refuse)?;
+    let TxBody::Emergency(EmergencyTx::BreakGlass { patient, .. }) = &tx.tx.body else {
+        return Err(refuse(format!("its transaction is a {}", tx.tx.body.kind())));
+    };
+    Ok((*patient, tx.tx.signer))
 }
 
 /// Checks that `proof` is the transaction `set_by` that set `patient`'s emergency profile, and

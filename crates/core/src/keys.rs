@@ -43,6 +43,9 @@ pub mod namespace {
     /// A leader's seal on a block it proposes (its node key over the chain, the Raft term
     /// and the block's header hash).
     pub const BLOCK_SEAL: &[u8] = b"medledger/v1/block-seal";
+    /// A future organisation member's acceptance of membership (its key over the
+    /// organisation, its encryption key and its name).
+    pub const MEMBERSHIP: &[u8] = b"medledger/v1/membership";
 }
 
 /// A signature failed to verify.

@@ -1,6 +1,7 @@
 //! The transaction envelope (chain id, signer, nonce, body, signature) and the transaction
 //! bodies. One enum variant per kind; the registry kinds live in [`registry`], the others in
-//! [`consent`], [`records`], [`emergency`], [`cases`], [`devices`] and [`nodes`].
+//! [`consent`], [`records`], [`emergency`], [`cases`], [`devices`] and [`nodes`]; organisations' bodies in
+//! [`organisations`].
 
 pub mod blobs;
 pub mod cases;
@@ -8,6 +9,7 @@ pub mod consent;
 pub mod devices;
 pub mod emergency;
 pub mod nodes;
+pub mod organisations;
 pub mod records;
 pub mod registry;
 
@@ -26,6 +28,7 @@ pub use consent::{ConsentTx, DelegatePowers};
 pub use devices::DeviceTx;
 pub use emergency::EmergencyTx;
 pub use nodes::NodeTx;
+pub use organisations::{AddMember, AdmitOrganisation};
 pub use records::RecordTx;
 pub use registry::*;
 

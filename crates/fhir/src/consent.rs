@@ -231,6 +231,7 @@ fn role_name(role: Role) -> &'static str {
         Role::Organisation(OrganisationKind::Researcher) => "researcher",
         Role::Organisation(OrganisationKind::Insurer) => "insurer",
         Role::Device => "device",
+        Role::Member => "organisation-member",
     }
 }
 

@@ -255,7 +255,8 @@ fn applied_before(tables: &Tables<'_>, tx_hash: &Hash) -> Result<Option<u64>, Le
     })
 }
 
-/// The suspended party that stops `id` from acting: itself, or a doctor's hospital.
+/// The suspended party that stops `id` from acting: itself, a doctor's hospital or a
+/// member's organisation.
 pub(crate) fn suspended_party(
     id: &medledger_core::ids::AccountId,
     account: &Account,
@@ -269,6 +270,12 @@ pub(crate) fn suspended_party(
         && account_of(&hospital)?.is_some_and(|h| h.suspended)
     {
         return Ok(Some(hospital));
+    }
+    if account.role == Role::Member
+        && let Some(organisation) = account.authority
+        && account_of(&organisation)?.is_some_and(|o| o.suspended)
+    {
+        return Ok(Some(organisation));
     }
     Ok(None)
 }

@@ -46,8 +46,8 @@ pub use query::TxRecord;
 pub use snapshot::{SnapshotError, SnapshotHeader};
 use state::*;
 pub use state::{
-    Account, CaseLog, CaseLogEntry, CaseSeal, DoctorEntry, HospitalEntry, NodeEntry, NodeStatus,
-    PatientEntry,
+    Account, CaseLog, CaseLogEntry, CaseSeal, DoctorEntry, HospitalEntry, MemberEntry, NodeEntry,
+    NodeStatus, OrganisationEntry, PatientEntry,
 };
 
 /// Why the ledger could not do what was asked. A refused transaction is not an error: it is a

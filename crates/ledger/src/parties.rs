@@ -62,6 +62,23 @@ impl Ledger {
                 }
                 RegistryTx::RegisterPatient(p) => Some(AccountId::from_initial_key(&p.key)),
                 RegistryTx::AmendPatient(a) => self.patient(a.patient)?.map(|p| p.account),
+                RegistryTx::AdmitOrganisation(a) => {
+                    accounts.push(AccountId::from_initial_key(&a.key));
+                    None
+                }
+                RegistryTx::SuspendOrganisation { organisation, .. }
+                | RegistryTx::ReinstateOrganisation { organisation } => {
+                    accounts.push(*organisation);
+                    None
+                }
+                RegistryTx::AddMember(m) => {
+                    accounts.push(AccountId::from_initial_key(&m.key));
+                    None
+                }
+                RegistryTx::RemoveMember { member } => {
+                    accounts.push(*member);
+                    None
+                }
                 RegistryTx::RotateKey { .. } => None,
                 RegistryTx::RevokeKey { account, .. } => {
                     accounts.push(*account);
@@ -139,9 +156,18 @@ impl Ledger {
                 }
             },
             TxBody::Emergency(e) => match e {
-                EmergencyTx::SetProfile { patient, .. }
-                | EmergencyTx::ReadProfile { patient }
-                | EmergencyTx::BreakGlass { patient, .. } => Some(*patient),
+                EmergencyTx::SetProfile { patient, .. } | EmergencyTx::ReadProfile { patient } => {
+                    Some(*patient)
+                }
+                // The custodians of the patient's emergency key release to its doctor: they
+                // prove patient and doctor from this transaction (its reason is sealed to
+                // others).
+                EmergencyTx::BreakGlass { patient, .. } => {
+                    if let Some(p) = self.emergency_profile(patient)? {
+                        accounts.extend(p.escrow.iter().map(|k| k.recipient));
+                    }
+                    Some(*patient)
+                }
                 EmergencyTx::End { break_glass }
                 | EmergencyTx::ReleaseEscrow { break_glass, .. }
                 | EmergencyTx::FileReview { break_glass, .. } => {

@@ -59,6 +59,50 @@ impl Ledger {
         Ok(out)
     }
 
+    /// All organisations, each with its account and its members (with their accounts), in
+    /// account order.
+    #[allow(clippy::type_complexity)] // reason: the directory's rows, read once
+    pub fn organisations(
+        &self,
+    ) -> Result<
+        Vec<(AccountId, OrganisationEntry, Account, Vec<(AccountId, MemberEntry, Account)>)>,
+        LedgerError,
+    > {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(ORGANISATIONS)?;
+        let members = read.open_table(MEMBERS)?;
+        let index = read.open_table(MEMBERS_BY_ORGANISATION)?;
+        let accounts = read.open_table(ACCOUNTS)?;
+        let account = |id: &AccountId| -> Result<Account, LedgerError> {
+            let v = accounts.get(&id.0)?.ok_or_else(|| {
+                LedgerError::Corrupt(format!("directory entry {id} has no account"))
+            })?;
+            decode_entry("account", v.value())
+        };
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let id = AccountId(*k.value());
+            let mut lo = [0u8; 40];
+            lo[..20].copy_from_slice(&id.0);
+            let mut hi = lo;
+            hi[20..].fill(0xff);
+            let mut list = Vec::new();
+            for m in index.range::<&[u8; 40]>(&lo..=&hi)? {
+                let (mk, _) = m?;
+                let mut member = [0u8; 20];
+                member.copy_from_slice(&mk.value()[20..]);
+                let member = AccountId(member);
+                let entry = members.get(&member.0)?.ok_or_else(|| {
+                    LedgerError::Corrupt(format!("indexed member {member} missing"))
+                })?;
+                list.push((member, decode_entry("member", entry.value())?, account(&member)?));
+            }
+            out.push((id, decode_entry("organisation", v.value())?, account(&id)?, list));
+        }
+        Ok(out)
+    }
+
     /// Doctors, optionally only those of one hospital.
     pub fn doctors(
         &self,

@@ -279,6 +279,13 @@ pub fn stored_facts(path: &Path) -> Result<StoredFacts, LedgerError> {
         blobs.insert(h.contact.blob, owner::hospital_contact(&id));
         facts.unchecked_at_admission.insert(h.contact.blob);
     }
+    for row in read.open_table(ORGANISATIONS)?.iter()? {
+        let (id, v) = row?;
+        let o: crate::state::OrganisationEntry = decode_entry("organisation", v.value())?;
+        let id = medledger_core::ids::AccountId(*id.value());
+        blobs.insert(o.contact.blob, owner::organisation_contact(&id));
+        facts.unchecked_at_admission.insert(o.contact.blob);
+    }
     for row in read.open_table(DEVICES)?.iter()? {
         let (id, v) = row?;
         let d: DeviceEntry = decode_entry("device", v.value())?;

@@ -29,7 +29,7 @@ use redb::ReadableDatabase;
 
 use crate::{
     Ledger, LedgerError,
-    consent::{CommittedView, ConsentView, deny_reaches, inactive},
+    consent::{CommittedView, ConsentView, acting_organisation, deny_reaches, inactive},
     state::{BreakGlassEntry, CaseLog, DeviceEntry, PatientEntry, RecordEntry, SessionEntry},
 };
 
@@ -80,19 +80,24 @@ pub fn readable_on_some_basis(
     if *who == resource.patient || view.is_delegate(&resource.patient, who)? {
         return Ok(true);
     }
-    // The purposes for which no deny rule stops `who`.
+    // A member is seen under its organisation's grants, as `authorize` reads them.
+    let organisation = acting_organisation(view, who, &account)?;
+    // The purposes for which no deny rule stops `who` (nor a member's organisation).
     let all = PURPOSES.iter().fold(0u8, |bits, p| bits | purpose_bit(*p));
     let mut open = all;
     for (_, d) in view.deny_rules_of(&resource.patient)? {
-        if deny_reaches(&d.rule, who, &account, resource) {
+        let reaches = deny_reaches(&d.rule, who, &account, resource)
+            || organisation.as_ref().is_some_and(|(o, oa)| deny_reaches(&d.rule, o, oa, resource));
+        if reaches {
             open &= !d.rule.purpose.map_or(all, purpose_bit);
         }
     }
     if open == 0 {
         return Ok(false);
     }
+    let grantee = organisation.as_ref().map_or(*who, |(o, _)| *o);
     let mut granted = false;
-    view.visit_grants(who, &resource.patient, &mut |_, g| {
+    view.visit_grants(&grantee, &resource.patient, &mut |_, g| {
         granted =
             open & purpose_bit(g.purpose) != 0 && g.in_force(height, time_ms) && g.covers(resource);
         granted

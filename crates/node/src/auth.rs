@@ -94,7 +94,8 @@ pub fn authenticate(
     if !guard.first_use(auth.account, auth.nonce, now)? {
         return Err(unauthenticated("replayed request: this nonce was already used"));
     }
-    // A suspended hospital, and its doctors, read nothing, as they write nothing.
+    // A suspended hospital or organisation, and its doctors or members, read nothing, as they
+    // write nothing.
     if let Some(suspended) = ledger.suspension_of(&auth.account, &account)? {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

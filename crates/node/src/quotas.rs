@@ -51,7 +51,7 @@ impl VaultQuotas {
             Some(Role::Doctor) => self.doctor,
             Some(Role::Hospital) => self.hospital,
             Some(Role::Regulator) => self.regulator,
-            Some(Role::Organisation(_)) => self.organisation,
+            Some(Role::Organisation(_) | Role::Member) => self.organisation,
         }
     }
 
@@ -67,12 +67,12 @@ impl VaultQuotas {
 /// Whether an account of `role` may store sealed registration details with
 /// `PUT /v1/blobs`: those who register people, devices or thresholds (the regulator admits
 /// hospitals, hospitals onboard doctors and register patients and devices, patients register
-/// their devices, doctors seal device thresholds). A device or an organisation registers
-/// nobody.
+/// their devices, doctors seal device thresholds). A device, an organisation (whose members
+/// have no sealed details) or a member registers nobody.
 pub fn may_store_details(role: &Role) -> bool {
     match role {
         Role::Regulator | Role::Hospital | Role::Doctor | Role::Patient => true,
-        Role::Device | Role::Organisation(_) => false,
+        Role::Device | Role::Organisation(_) | Role::Member => false,
     }
 }
 

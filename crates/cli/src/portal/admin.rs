@@ -27,6 +27,7 @@ pub fn routes() -> Router<Portal> {
         .route("/staff/doctor", post(onboard))
         .route("/staff/patient", post(register))
         .route("/staff/review", post(review))
+        .route("/staff/release", post(release))
         .route("/regulator", get(regulator))
         .route("/regulator/hospital", post(admit))
         .route("/regulator/hospital/status", post(set_status))
@@ -52,6 +53,18 @@ pub struct ReviewRow {
     reason: String,
 }
 
+/// An open break-glass on a patient whose emergency key this hospital holds a piece of.
+pub struct CustodyRow {
+    id: String,
+    doctor: String,
+    patient: String,
+    started: String,
+    until: String,
+    code: String,
+    /// This hospital released its piece already.
+    released: bool,
+}
+
 #[derive(Template)]
 #[template(path = "portal/staff.html")]
 struct StaffPage {
@@ -60,6 +73,57 @@ struct StaffPage {
     flash: Option<Flash>,
     doctors: Vec<DoctorRow>,
     reviews: Vec<ReviewRow>,
+    custody: Vec<CustodyRow>,
+}
+
+/// The open break-glass declarations (seen in the hospital's event stream) on patients
+/// whose emergency key this hospital holds an escrow piece of, and what could not be looked
+/// at. Each declaration is looked at on its own: the stream also holds those of the
+/// hospital's own doctors on patients whose custodians are other hospitals, for which the
+/// node refuses the profile (403) or has none (404): those are remembered as not this
+/// hospital's and skipped; any other failure is reported and does not hide the rest.
+async fn custody_rows(u: &Unlocked) -> (Vec<CustodyRow>, Vec<String>) {
+    let s = &u.session;
+    let me = s.wallet.account();
+    let now = super::transport_now_ms();
+    let (ids, released) = u.seen_open();
+    let mut rows = Vec::new();
+    let mut failed = Vec::new();
+    for id in ids {
+        let b = match s.client.break_glass(&id).await {
+            Ok(b) => b,
+            Err(e) => {
+                failed.push(format!("break-glass {id}: {:#}", anyhow::Error::from(e)));
+                continue;
+            }
+        };
+        if b.ended_at.is_some() || b.until_ms <= now {
+            u.mark(id, true);
+            continue;
+        }
+        let custodian = match s.client.emergency_profile(&b.patient).await {
+            Ok(profile) => profile.is_some_and(|p| p.custodians.contains(&me)),
+            Err(e) if super::refused_with(&e, &[403, 404]) => false,
+            Err(e) => {
+                failed.push(format!("break-glass {id}: {:#}", anyhow::Error::from(e)));
+                continue;
+            }
+        };
+        if !custodian {
+            u.not_ours(id);
+            continue;
+        }
+        rows.push(CustodyRow {
+            id: id.to_string(),
+            doctor: u.names.of(&b.doctor),
+            patient: b.patient.to_string(),
+            started: crate::common::local_time(b.started_ms),
+            until: crate::common::local_time(b.until_ms),
+            code: b.code.to_string(),
+            released: released.contains(&id),
+        });
+    }
+    (rows, failed)
 }
 
 async fn staff(State(p): State<Portal>) -> Response {
@@ -67,7 +131,9 @@ async fn staff(State(p): State<Portal>) -> Response {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    staff_page(&p, &u, None, StatusCode::OK).await
+    // Right after a release: its outcome, this once.
+    let flash = p.take_outcome().and_then(|o| Flash::ok(o.text));
+    staff_page(&p, &u, flash, StatusCode::OK).await
 }
 
 async fn staff_page(
@@ -110,7 +176,13 @@ async fn staff_page(
         ),
         Err(e) => (Vec::new(), flash.or_else(|| Flash::error(&e.into()))),
     };
-    let mut page = render(&StaffPage { csrf: p.csrf(), me: Me::of(u), flash, doctors, reviews });
+    let (custody, failed) = custody_rows(u).await;
+    let flash = flash.or_else(|| {
+        (!failed.is_empty())
+            .then(|| Flash { ok: false, text: format!("could not look at {}", failed.join("; ")) })
+    });
+    let mut page =
+        render(&StaffPage { csrf: p.csrf(), me: Me::of(u), flash, doctors, reviews, custody });
     *page.status_mut() = status;
     page
 }
@@ -218,6 +290,44 @@ async fn review(State(p): State<Portal>, Form(f): Form<ReviewForm>) -> Response 
     .await;
     let (flash, status) = outcome(result);
     staff_page(&p, &u, flash, status).await
+}
+
+#[derive(Deserialize)]
+struct ReleaseForm {
+    break_glass: String,
+}
+
+/// As a custodian: release this hospital's escrow piece of the patient's emergency key to the
+/// doctor of an open break-glass (`medledger emergency release`).
+async fn release(State(p): State<Portal>, Form(f): Form<ReleaseForm>) -> Response {
+    let u = match unlocked_as(&p, &[Role::Hospital], "releasing an escrow piece") {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    let result = async {
+        let id: medledger_core::Hash = f
+            .break_glass
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{:?} is no break-glass id: {e}", f.break_glass))?;
+        let (doctor, r) = crate::emergency::release(&u.session, id).await?;
+        // Shown as released at once, before the event stream brings the release.
+        u.mark(id, false);
+        anyhow::Ok(format!(
+            "escrow piece released to {} for break-glass {id} (block {})",
+            u.names.of(&doctor),
+            r.height
+        ))
+    }
+    .await;
+    match result {
+        // To the page, which shows the outcome once: a reload sends no second release.
+        Ok(text) => {
+            p.set_outcome(super::Outcome { text, declared: None, card: None });
+            axum::response::Redirect::to("/staff").into_response()
+        }
+        Err(e) => staff_page(&p, &u, Flash::error(&e), StatusCode::BAD_REQUEST).await,
+    }
 }
 
 /// A hospital as a row of the regulator's page.

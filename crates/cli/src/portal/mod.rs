@@ -8,6 +8,8 @@
 //! account's data is ever put in a page. The gate in front of every route is in [`guard`].
 
 mod admin;
+mod cases;
+mod devices;
 mod emergency;
 mod guard;
 mod pages;
@@ -117,7 +119,76 @@ pub struct Unlocked {
     /// hospital, for the access log.
     pub directory:
         std::collections::HashMap<medledger_core::ids::AccountId, (&'static str, String)>,
+    /// What the event stream has shown of break-glass (a doctor's or a hospital's stream
+    /// starts at the beginning, so this is all of it).
+    pub seen: Arc<Mutex<Seen>>,
     watcher: tokio::task::AbortHandle,
+}
+
+/// Break-glass declarations in the account's event stream: those of a doctor, of a
+/// hospital's doctors, and of patients whose emergency key a hospital holds a piece of.
+#[derive(Default)]
+pub struct Seen {
+    /// Their ids, oldest first.
+    pub break_glass: Vec<medledger_core::Hash>,
+    /// Those this account (a custodian) released its escrow piece for.
+    pub released: std::collections::HashSet<medledger_core::Hash>,
+    /// Those found over (ended, or past their window): not asked about again.
+    pub over: std::collections::HashSet<medledger_core::Hash>,
+    /// Those on patients whose emergency key this account (a hospital) holds no piece of:
+    /// not asked about again.
+    pub not_ours: std::collections::HashSet<medledger_core::Hash>,
+}
+
+impl Unlocked {
+    fn seen_lock(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The break-glass ids seen so far that are not known to be over, newest first, and
+    /// those this account released for.
+    pub fn seen_open(
+        &self,
+    ) -> (Vec<medledger_core::Hash>, std::collections::HashSet<medledger_core::Hash>) {
+        let seen = self.seen_lock();
+        let open = seen
+            .break_glass
+            .iter()
+            .rev()
+            .filter(|id| !seen.over.contains(*id) && !seen.not_ours.contains(*id))
+            .copied()
+            .collect();
+        (open, seen.released.clone())
+    }
+
+    /// The newest `n` break-glass ids seen, over or not.
+    pub fn seen_newest(&self, n: usize) -> Vec<medledger_core::Hash> {
+        self.seen_lock().break_glass.iter().rev().take(n).copied().collect()
+    }
+
+    /// Marks break-glass `id` over (it stays so), or released by this account.
+    pub fn mark(&self, id: medledger_core::Hash, over: bool) {
+        let mut seen = self.seen_lock();
+        if over {
+            seen.over.insert(id);
+        } else {
+            seen.released.insert(id);
+        }
+    }
+
+    /// Marks break-glass `id` as on a patient this account holds no escrow piece for.
+    pub fn not_ours(&self, id: medledger_core::Hash) {
+        self.seen_lock().not_ours.insert(id);
+    }
+}
+
+/// Whether `e` is the node's refusal with one of `statuses`.
+pub fn refused_with(e: &medledger_client::ClientError, statuses: &[u16]) -> bool {
+    matches!(
+        e,
+        medledger_client::ClientError::Http(medledger_client::HttpError::Refused { status, .. })
+            if statuses.contains(status)
+    )
 }
 
 impl Drop for Unlocked {
@@ -278,10 +349,22 @@ impl Portal {
                 .map_or_else(|| d.hospital.to_string(), |h| h.name.clone());
             directory.insert(d.account, ("doctor", hospital));
         }
-        let watcher =
-            tokio::spawn(watch(session.client.clone(), me, names.clone(), self.notices.clone()));
-        let unlocked =
-            Arc::new(Unlocked { session, role, names, directory, watcher: watcher.abort_handle() });
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let watcher = tokio::spawn(watch(
+            session.client.clone(),
+            me,
+            names.clone(),
+            self.notices.clone(),
+            seen.clone(),
+        ));
+        let unlocked = Arc::new(Unlocked {
+            session,
+            role,
+            names,
+            directory,
+            seen,
+            watcher: watcher.abort_handle(),
+        });
         let csrf = random_hex()?;
         let mut state = self.state();
         if state.generation != generation {
@@ -327,13 +410,14 @@ impl Portal {
     }
 }
 
-/// Follows the node's event stream for `account` (new events only) into `notices`, until
-/// the portal locks; reconnects after a dropped stream.
+/// Follows the node's event stream for `account` (new events only) into `notices`, and its
+/// break-glass events into `seen`, until the portal locks; reconnects after a dropped stream.
 async fn watch(
     client: medledger_client::NodeClient,
     account: medledger_core::ids::AccountId,
     names: Names,
     notices: broadcast::Sender<Notice>,
+    seen: Arc<Mutex<Seen>>,
 ) {
     // Only what happens from now on is news. A patient's stream starts after the trail's
     // newest event; the stream of a doctor or a hospital (whose own trail is empty: it
@@ -348,6 +432,21 @@ async fn watch(
         let result = client
             .watch(account, after.or(Some(0)), |e: AuditEvent| {
                 after = Some(e.seq);
+                {
+                    use medledger_core::audit::AuditKind;
+                    let mut seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    match &e.kind {
+                        AuditKind::BreakGlassStarted { id, .. }
+                            if !seen.break_glass.contains(id) =>
+                        {
+                            seen.break_glass.push(*id)
+                        }
+                        AuditKind::EscrowReleased { id, custodian } if *custodian == account => {
+                            seen.released.insert(*id);
+                        }
+                        _ => {}
+                    }
+                }
                 if e.time_ms >= since_ms {
                     let _ = notices.send(Notice {
                         seq: e.seq,

@@ -64,6 +64,8 @@ pub fn routes() -> Router<Portal> {
         .route("/static/portal.js", get(js))
         .merge(super::admin::routes())
         .merge(super::emergency::routes())
+        .merge(super::cases::routes())
+        .merge(super::devices::routes())
         .layer(axum::extract::DefaultBodyLimit::max(UPLOAD_LIMIT))
 }
 
@@ -578,6 +580,9 @@ struct DownloadForm {
     /// The patient whose records the page showed (kept on the page that reports a refusal).
     #[serde(default)]
     patient: String,
+    /// A break-glass of this doctor's to read the record under (`record get --break-glass`).
+    #[serde(default)]
+    break_glass: String,
 }
 
 /// The audited read of a record, decrypted here and sent as an attachment: always as
@@ -587,7 +592,18 @@ async fn download(State(p): State<Portal>, Form(form): Form<DownloadForm>) -> Re
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    match decrypt_record(&u, &form.pmr).await {
+    let decrypted = async {
+        let break_glass = match form.break_glass.trim() {
+            "" => None,
+            id => Some(
+                id.parse::<Hash>()
+                    .map_err(|e| anyhow::anyhow!("{id:?} is no break-glass id: {e}"))?,
+            ),
+        };
+        decrypt_record(&u, &form.pmr, break_glass).await
+    }
+    .await;
+    match decrypted {
         Ok((name, file, len)) => {
             let disposition = format!("attachment; filename=\"{}\"", safe_file_name(&name));
             (
@@ -660,7 +676,7 @@ async fn export_archive(u: &Unlocked) -> anyhow::Result<(String, std::fs::File, 
     let json = serde_json::to_vec_pretty(&grants)?;
     add("who-can-see.json", json.len() as u64, &mut json.as_slice())?;
     for r in records.iter().filter(|r| r.erased_at.is_none() && r.superseded_by.is_none()) {
-        let (name, mut file, len) = decrypt_record(u, &r.pmr).await?;
+        let (name, mut file, len) = decrypt_record(u, &r.pmr, None).await?;
         // Both parts of the name reduced to safe characters: no path in the archive.
         let path = format!("records/{}-{}", safe_file_name(&r.pmr), safe_file_name(&name));
         add(&path, len, &mut file)?;
@@ -685,11 +701,17 @@ fn safe_file_name(name: &str) -> String {
     if cleaned.trim_matches('.').is_empty() { "record".into() } else { cleaned }
 }
 
-/// Reads and decrypts record `pmr` (audited, for treatment) into an anonymous temporary
-/// file ([`crate::record::read_to_tempfile`]): its file name, the file and its length.
-async fn decrypt_record(u: &Unlocked, pmr: &str) -> anyhow::Result<(String, std::fs::File, u64)> {
+/// Reads and decrypts record `pmr` (audited: for treatment, or under a break-glass of this
+/// doctor's for emergency) into an anonymous temporary file
+/// ([`crate::record::read_to_tempfile`]): its file name, the file and its length.
+async fn decrypt_record(
+    u: &Unlocked,
+    pmr: &str,
+    break_glass: Option<Hash>,
+) -> anyhow::Result<(String, std::fs::File, u64)> {
+    let purpose = if break_glass.is_some() { Purpose::Emergency } else { Purpose::Treatment };
     let (meta, file, len) =
-        crate::record::read_to_tempfile(&u.session, pmr, Purpose::Treatment).await?;
+        crate::record::read_to_tempfile(&u.session, pmr, purpose, break_glass).await?;
     let name = meta.file_name.clone().unwrap_or_else(|| format!("{pmr}.bin"));
     Ok((name, file, len))
 }
@@ -932,7 +954,10 @@ struct ConsentPage {
     csrf: String,
     me: Me,
     flash: Option<Flash>,
+    /// The grants in force.
     grants: Vec<GrantRow>,
+    /// The grants no longer in force: expired or revoked.
+    past: Vec<GrantRow>,
     requests: Vec<RequestRow>,
     denials: Vec<DenyRow>,
     delegates: Vec<(String, String)>,
@@ -1052,11 +1077,14 @@ async fn consent_page(p: &Portal, u: &Unlocked, flash: Option<Flash>) -> Respons
         Ok(requests) => (requests, flash),
         Err(e) => (Vec::new(), flash.or_else(|| Flash::error(&e))),
     };
+    let (grants, past): (Vec<GrantRow>, Vec<GrantRow>) =
+        grants.into_iter().partition(|g: &GrantRow| g.active);
     render(&ConsentPage {
         csrf: p.csrf(),
         me: Me::of(u),
         flash,
         grants,
+        past,
         requests,
         denials,
         delegates,

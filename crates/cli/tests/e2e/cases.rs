@@ -373,3 +373,35 @@ fn case_reads_are_access_events_in_the_patients_trail() {
     }
     assert_eq!(node.log_size(), size, "a mismatched access is not ordered");
 }
+
+/// `case show` says the read is logged before it verifies what the node serves: the read is
+/// committed either way. Here a relay rewrites, in every answer, the case a follow-up
+/// follows: the follow-up's export no longer verifies, yet the logged read is reported.
+#[test]
+fn a_case_read_is_reported_logged_even_when_what_is_served_does_not_verify() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let c = cast(tmp.path(), &node);
+    let open = |extra: &[&str]| {
+        let out = ok(
+            &["case", "open", "--wallet", &c.doctor, "--patient", &c.patient_id]
+                .into_iter()
+                .chain(extra.iter().copied())
+                .collect::<Vec<_>>(),
+            &env,
+        );
+        word_after(&out, "case ")
+    };
+    let first = open(&["--title", "Knee arthroscopy"]);
+    ok(&["case", "seal", &first, "--wallet", &c.doctor], &env);
+    let case = open(&["--title", "Correction", "--follow-up-of", &first]);
+    let other = format!("C{}-9", c.patient_id);
+    let proxy = crate::wallet_trust::KeySwappingProxy::start(node.port, first.clone(), other);
+    let err = fails(&["case", "show", &case, "--wallet", &c.patient, "--node", &proxy.url], &[]);
+    assert!(err.contains(&format!("read of case {case} logged: audit event")), "{err}");
+    assert!(err.contains("does NOT verify"), "{err}");
+    // The read is in the patient's trail indeed.
+    let read = last_case_access(&c.patient, &env);
+    assert_eq!(read["kind"]["access"]["resource"]["case"], case.as_str(), "{read}");
+}

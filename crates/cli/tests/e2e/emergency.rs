@@ -341,3 +341,57 @@ fn break_glass_opens_records_minted_before_and_after_the_profile_for_any_doctor(
         ok(&["emergency", "end", "--wallet", reader, "--break-glass", &bg], &env);
     }
 }
+
+/// A custodian releases its piece to the doctor the declaring transaction names, proven
+/// against its trust anchor, never to the one the node's view names: a relay that puts
+/// another doctor in every answer gets nothing released.
+#[test]
+fn a_custodian_releases_only_to_the_doctor_the_declaration_proves() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let url = node.url.as_str();
+    let env = [("MEDLEDGER_NODE", url)];
+    ok(
+        &["emergency", "profile", "--wallet", &c.patient, "--blood-type", "A+"]
+            .into_iter()
+            .chain(["--custodians", &c.hospital_account])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let colleague = crate::registry::wallet(tmp.path(), "colleague", url);
+    let onboarded = ok(
+        &["doctor", "onboard", "--wallet", &c.hospital]
+            .into_iter()
+            .chain(["--identity", &crate::registry::identity(&colleague)])
+            .chain(["--registration-number", "GMC-2222222", "--name", "Dr. Night"])
+            .chain(["--specialisation", "emergency medicine"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let colleague_account = account(&onboarded);
+    let out = ok(
+        &["emergency", "break-glass", "--wallet", &colleague, "--patient", &c.patient_id]
+            .into_iter()
+            .chain(["--code", "unconscious", "--reason", "unconscious after a road accident"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let bg = id_of(&out);
+    // The relay names the hospital's other doctor wherever the declaring one appears.
+    let proxy = crate::wallet_trust::KeySwappingProxy::start(
+        node.port,
+        colleague_account.clone(),
+        c.doctor_account.clone(),
+    );
+    let size = node.log_size();
+    let release = ["emergency", "release", "--wallet", &c.hospital, "--break-glass", &bg];
+    let err = fails(&release.into_iter().chain(["--node", &proxy.url]).collect::<Vec<_>>(), &[]);
+    assert!(err.contains("nothing was released"), "{err}");
+    assert_eq!(node.log_size(), size, "a release reached the log");
+    // Straight from the node: released to the declaring doctor, who opens the profile.
+    let out = ok(&release, &env);
+    assert!(out.contains(&format!("released to doctor {colleague_account}")), "{out}");
+    let out = ok(&["emergency", "open", "--wallet", &colleague, "--break-glass", &bg], &env);
+    assert!(out.contains("A+"), "{out}");
+}

@@ -189,6 +189,7 @@ fn the_whole_chain_runs_on_json_and_every_listing_prints_json() {
     let args: Vec<(&str, Vec<&str>)> = vec![
         ("hospital list", vec!["--wallet", &c.patient]),
         ("doctor list", vec!["--wallet", &c.patient]),
+        ("organisation list", vec!["--wallet", &c.patient]),
         ("consent who-can-see", vec!["--wallet", &c.patient]),
         ("consent grants", vec!["--wallet", &c.patient, "--patient", &c.patient_account]),
         ("audit trail", vec!["--wallet", &c.patient]),

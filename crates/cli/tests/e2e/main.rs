@@ -25,6 +25,7 @@ mod join;
 mod json;
 mod nodes;
 mod operators;
+mod organisations;
 mod patient_view;
 mod portal;
 mod portal_browser;

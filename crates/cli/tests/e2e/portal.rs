@@ -416,6 +416,44 @@ fn the_portal_refuses_what_a_local_ui_must_and_serves_no_key_material() {
     assert_eq!(refused.status, 400);
     assert!(refused.body.contains("not an account id"), "{}", refused.body);
     assert_eq!(refused.body.matches("class=\"revoke\"").count(), 1, "{}", refused.body);
+    // Revoked, the grant is listed apart from those in force (there are none left).
+    let id = refused.body.split("name=\"grant\" value=\"").nth(1).unwrap()[..64].to_owned();
+    let revoke = form(&[("csrf", &csrf2), ("grant", &id)]);
+    let revoked = ask(port, "POST", "/consent/revoke", &[ck, og, FORM], &revoke);
+    assert_eq!(revoked.status, 200, "{}", revoked.body);
+    let past = revoked.body.split("id=\"past-grants\"").nth(1).expect("no past grants listed");
+    assert!(past.contains("revoked"), "{past}");
+    assert!(!revoked.body.contains("id=\"grants\""), "{}", revoked.body);
+    // A grant that runs out (three seconds, signed here: the forms give days) is listed as
+    // expired among them once its time is past.
+    let mut wallet = medledger_client::Wallet::load(&c.patient).unwrap();
+    let identity = wallet.unlock(PASS).unwrap();
+    let me = wallet.account();
+    let path = format!("/v1/accounts/{me}");
+    let account = signed_http(node.port, &identity.signing, me, "GET", &path, b"").unwrap();
+    let nonce = account.json()["nonce"].as_u64().unwrap();
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            as u64;
+    use medledger_core::tx::{ConsentTx, TxBody, consent};
+    let short = ConsentTx::Grant {
+        patient: me,
+        grantee: c.doctor_account.parse().unwrap(),
+        scope: consent::Scope::All,
+        purpose: consent::Purpose::Research,
+        validity: consent::Validity { not_before_ms: now, expires_at_ms: now + 3_000 },
+    };
+    let chain = node.health()["chain_id"].as_str().unwrap().to_owned();
+    let tx = medledger_client::tx::build(&identity, me, &chain, nonce + 1, TxBody::Consent(short));
+    let sent = http(node.port, "POST", "/v1/transactions", &tx.encode()).unwrap();
+    assert_eq!(sent.status, 200, "{}", sent.text());
+    let live = ask(port, "GET", "/consent", &[ck], "");
+    assert!(live.body.contains("id=\"grants\""), "the short grant is not in force: {}", live.body);
+    thread::sleep(Duration::from_millis(3_500));
+    let later = ask(port, "GET", "/consent", &[ck], "");
+    let past = later.body.split("id=\"past-grants\"").nth(1).expect("no past grants listed");
+    assert!(past.contains("expired") && past.contains("research"), "{past}");
+    assert!(!later.body.contains("id=\"grants\""), "{}", later.body);
 
     // Nothing served holds a secret of the wallet, or its passphrase.
     let secrets = wallet_secrets(Path::new(&c.patient));
@@ -539,6 +577,13 @@ fn every_field<'a>(csrf: &'a str, account: &'a str) -> Vec<(&'a str, &'a str)> {
         ("address", "http://127.0.0.1:1"),
         ("patient", account),
         ("code", "other"),
+        ("case", "C1-1"),
+        ("title", "x"),
+        ("text", "x"),
+        ("kind", "pulse-oximeter"),
+        ("serial", "x"),
+        ("device", account),
+        ("session", ZEROS),
     ]
 }
 
@@ -1047,6 +1092,90 @@ fn a_doctor_asks_for_access_and_the_patient_approves_or_declines_in_the_portal()
     );
 }
 
+/// A doctor's upload to `POST /records` as the page's script sends it, in two parts: the
+/// request's head and form fields up to the file's content, and what follows the content
+/// (the content, `content_len` bytes, goes between them).
+fn upload_request(
+    p: &Portal,
+    cookie: &str,
+    csrf: &str,
+    patient: &str,
+    category: &str,
+    file_name: &str,
+    content_len: usize,
+) -> (Vec<u8>, Vec<u8>) {
+    let boundary = "medledgerboundary";
+    let part = |name: &str, value: &str| {
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        )
+    };
+    let parts = format!(
+        "{}{}--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\n\r\n",
+        part("patient", patient),
+        part("category", category)
+    );
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let body_len = parts.len() + content_len + tail.len();
+    let head = format!(
+        "POST /records HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nCookie: {cookie}\r\n\
+         Origin: {}\r\nx-csrf-token: {csrf}\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {body_len}\r\n\r\n{parts}",
+        host_of(p.port),
+        p.origin()
+    );
+    (head.into_bytes(), tail.into_bytes())
+}
+
+/// Uploads `content` as `file_name` under `category`; the raw answer.
+fn upload(
+    p: &Portal,
+    cookie: &str,
+    csrf: &str,
+    patient: &str,
+    category: &str,
+    file_name: &str,
+    content: &[u8],
+) -> String {
+    let (head, tail) = upload_request(p, cookie, csrf, patient, category, file_name, content.len());
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s.write_all(&[head, content.to_vec(), tail].concat()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    raw
+}
+
+#[test]
+fn an_upload_of_dicom_content_is_filed_only_as_imaging() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let doc = Portal::start(&c.doctor, &node.url, &[]);
+    let (cookie, csrf) = signed_in(&doc);
+    // DICOM by its bytes (a preamble and DICM), whatever the file is called.
+    let mut dicom = vec![0u8; 128];
+    dicom.extend_from_slice(b"DICM");
+    dicom.extend_from_slice(b"an image, by its bytes");
+    let vault = node.dir.join("vault");
+    let blobs_before = crate::records::blob_files(&vault);
+    let raw = upload(&doc, &cookie, &csrf, &c.patient_id, "lab-report", "results.pdf", &dicom);
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    assert!(raw.contains("results.pdf is a DICOM file: add it with the category imaging"), "{raw}");
+    assert_eq!(crate::records::blob_files(&vault), blobs_before, "something was uploaded");
+    let listed = ok(&["record", "list", "--wallet", &c.patient, "--json"], &[]);
+    assert_eq!(listed.trim(), "[]", "a record was minted: {listed}");
+    // As imaging it is added, every byte of it (the bytes looked at are not lost).
+    let raw = upload(&doc, &cookie, &csrf, &c.patient_id, "imaging", "results.pdf", &dicom);
+    assert!(raw.starts_with("HTTP/1.1 303"), "{raw}");
+    let listed = ok(&["record", "list", "--wallet", &c.patient, "--json"], &[]);
+    let list: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let pmr = list[0]["pmr"].as_str().unwrap_or_else(|| panic!("no record: {listed}"));
+    let back = tmp.path().join("back");
+    ok(&["record", "get", pmr, "--wallet", &c.patient, "-o", &back.display().to_string()], &[]);
+    assert_eq!(std::fs::read(&back).unwrap(), dicom);
+}
+
 #[test]
 fn an_upload_that_outlasts_the_lock_mints_nothing() {
     let tmp = tempdir();
@@ -1054,33 +1183,16 @@ fn an_upload_that_outlasts_the_lock_mints_nothing() {
     let c = cast(tmp.path(), &node);
     let doc = Portal::start(&c.doctor, &node.url, &["--lock-after", "2s"]);
     let (cookie, csrf) = signed_in(&doc);
-    let boundary = "medledgerboundary";
-    let part = |name: &str, value: &str| {
-        format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
-        )
-    };
-    let head_parts = format!(
-        "{}{}--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\n",
-        part("patient", &c.patient_id),
-        part("category", "other")
-    );
-    let tail = format!("a slow note\r\n--{boundary}--\r\n");
-    let body_len = head_parts.len() + tail.len();
+    let note = b"a slow note";
+    let (head, tail) =
+        upload_request(&doc, &cookie, &csrf, &c.patient_id, "other", "a.txt", note.len());
     let mut s = TcpStream::connect(("127.0.0.1", doc.port)).unwrap();
     s.set_read_timeout(Some(LIMIT)).unwrap();
-    let head = format!(
-        "POST /records HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nCookie: {cookie}\r\n\
-         Origin: {}\r\nx-csrf-token: {csrf}\r\n\
-         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {body_len}\r\n\r\n",
-        host_of(doc.port),
-        doc.origin()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(head_parts.as_bytes()).unwrap();
+    s.write_all(&head).unwrap();
     // The portal locks while the file is still arriving.
     thread::sleep(Duration::from_secs(5));
-    s.write_all(tail.as_bytes()).unwrap();
+    s.write_all(note).unwrap();
+    s.write_all(&tail).unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
@@ -1163,9 +1275,11 @@ fn a_patient_sets_an_emergency_profile_and_gets_a_card_a_doctor_can_use() {
             "/record",
             "/export",
             "/emergency",
+            "/devices/register",
             "/staff/doctor",
             "/staff/patient",
             "/staff/review",
+            "/staff/release",
             "/regulator/hospital",
             "/regulator/hospital/status",
             "/regulator/window",
@@ -1181,9 +1295,15 @@ fn a_patient_sets_an_emergency_profile_and_gets_a_card_a_doctor_can_use() {
         &[
             "/consent/request",
             "/emergency/break-glass",
+            "/emergency/open",
+            "/emergency/overview",
+            "/cases/open",
+            "/case/append",
+            "/devices/thresholds",
             "/staff/doctor",
             "/staff/patient",
             "/staff/review",
+            "/staff/release",
             "/regulator/hospital",
             "/regulator/hospital/status",
             "/regulator/window",
@@ -1269,4 +1389,507 @@ fn a_patient_shares_and_erases_a_record_only_when_confirmed() {
         &form(&[("csrf", &dcsrf), ("pmr", &pmr), ("action", "erase"), ("confirm", &pmr)]),
     );
     assert_eq!(refused.status, 403);
+}
+
+/// The account id of `wallet`.
+fn account_of(wallet: &str) -> String {
+    let shown = ok(&["wallet", "show", "--wallet", wallet, "--json"], &[]);
+    serde_json::from_str::<serde_json::Value>(&shown).unwrap()["account"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Asserts that no page in `pages` holds a secret of `wallet`.
+fn holds_no_secret(wallet: &str, pages: &[&Answer]) {
+    let secrets = wallet_secrets(Path::new(wallet));
+    for page in pages {
+        for secret in &secrets {
+            assert!(
+                !page.body.contains(secret.as_str())
+                    && !page.body.contains(&secret.to_ascii_uppercase()),
+                "a page holds {secret}"
+            );
+        }
+    }
+}
+
+/// The first word of `body` after `prefix`, up to a character that is none of the id's.
+fn after<'a>(body: &'a str, prefix: &str) -> &'a str {
+    let rest = body.split(prefix).nth(1).unwrap_or_else(|| panic!("no {prefix:?} in {body}"));
+    let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).unwrap_or(rest.len());
+    &rest[..end]
+}
+
+#[test]
+fn a_doctor_opens_writes_and_seals_a_case_and_both_read_it_verified_in_the_portal() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let doc = Portal::start(&c.doctor, &node.url, &[]);
+    let pat = Portal::start(&c.patient, &node.url, &[]);
+    let (dcookie, dcsrf) = signed_in(&doc);
+    let (pcookie, pcsrf) = signed_in(&pat);
+    let dpost = poster(&doc, &dcookie);
+    let ppost = poster(&pat, &pcookie);
+    let pid = c.patient_id.as_str();
+
+    let none = ask(doc.port, "GET", &format!("/cases?patient={pid}"), &[("Cookie", &dcookie)], "");
+    assert_eq!(none.status, 200);
+    assert!(none.body.contains("No cases of this patient"), "{}", none.body);
+    // Refused with the reason, nothing opened: no title.
+    let open = |title: &str| {
+        dpost(
+            "/cases/open",
+            &[("csrf", &dcsrf), ("patient", pid), ("title", title), ("notes", "Referred by GP")],
+        )
+    };
+    let untitled = open(" ");
+    assert_eq!(untitled.status, 400);
+    assert!(untitled.body.contains("needs a title"), "{}", untitled.body);
+    let opened = open("Chest pain");
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    let case = after(&opened.body, "id=\"flash\">case ").to_owned();
+    assert!(case.starts_with(&format!("C{pid}-")), "{case}: {}", opened.body);
+    assert!(opened.body.contains("id=\"cases\""), "not listed: {}", opened.body);
+    // Without its CSRF token, an entry is refused before the handler.
+    let no_csrf = dpost("/case/append", &[("case", &case), ("text", "forged")]);
+    assert_eq!(no_csrf.status, 403, "{}", no_csrf.body);
+    let empty = dpost("/case/append", &[("csrf", &dcsrf), ("case", &case), ("text", " ")]);
+    assert_eq!(empty.status, 400);
+    assert!(empty.body.contains("needs some text"), "{}", empty.body);
+    let entry = "Troponin negative; observe overnight.";
+    let appended = dpost("/case/append", &[("csrf", &dcsrf), ("case", &case), ("text", entry)]);
+    assert_eq!(appended.status, 200, "{}", appended.body);
+    assert!(appended.body.contains("entry 1 appended"), "{}", appended.body);
+
+    // The doctor's read: verified, decrypted, still open.
+    let read = dpost("/case/read", &[("csrf", &dcsrf), ("case", &case)]);
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert!(read.body.contains("id=\"verified\"") && read.body.contains("Verified"));
+    assert!(read.body.contains("Chest pain") && read.body.contains(entry), "{}", read.body);
+    assert!(read.body.contains("Referred by GP") && read.body.contains("OPEN"), "{}", read.body);
+    // The patient lists and reads it; the read is in their access log.
+    let listed = ask(pat.port, "GET", "/cases", &[("Cookie", &pcookie)], "");
+    assert!(listed.body.contains(&case), "{}", listed.body);
+    let pread = ppost("/case/read", &[("csrf", &pcsrf), ("case", &case)]);
+    assert_eq!(pread.status, 200, "{}", pread.body);
+    assert!(pread.body.contains(entry) && pread.body.contains("Verified"), "{}", pread.body);
+    let log = ask(pat.port, "GET", "/access-log", &[("Cookie", &pcookie)], "");
+    assert!(log.body.contains(&format!("case {case}")), "{}", log.body);
+    // A doctor with no grant: the read is denied by the ledger (and logged), nothing shown.
+    let stranger = crate::registry::wallet(tmp.path(), "stranger", &node.url);
+    ok(
+        &["doctor", "onboard", "--wallet", &c.hospital]
+            .into_iter()
+            .chain(["--identity", &crate::registry::identity(&stranger)])
+            .chain(["--registration-number", "GMC-7", "--name", "Dr. Stranger"])
+            .chain(["--specialisation", "dermatology", "--node", &node.url])
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    let other = Portal::start(&stranger, &node.url, &[]);
+    let (ocookie, ocsrf) = signed_in(&other);
+    let denied = poster(&other, &ocookie)("/case/read", &[("csrf", &ocsrf), ("case", &case)]);
+    assert_eq!(denied.status, 403, "{}", denied.body);
+    assert!(!denied.body.contains(entry) && !denied.body.contains("Chest pain"), "{}", denied.body);
+    let log = ask(pat.port, "GET", "/access-log", &[("Cookie", &pcookie)], "");
+    assert!(log.body.contains("class=\"denied\""), "{}", log.body);
+    // A case that is not there: refused, with the reason, nothing shown.
+    let missing = ppost("/case/read", &[("csrf", &pcsrf), ("case", &format!("C{pid}-99"))]);
+    assert_eq!(missing.status, 403, "{}", missing.body);
+    assert!(!missing.body.contains("id=\"verified\""), "{}", missing.body);
+
+    // Sealed by the doctor: nothing more may be written, and the read says so.
+    let sealed = dpost("/case/seal", &[("csrf", &dcsrf), ("case", &case)]);
+    assert_eq!(sealed.status, 200, "{}", sealed.body);
+    assert!(sealed.body.contains("sealed with 1 entries"), "{}", sealed.body);
+    let late = dpost("/case/append", &[("csrf", &dcsrf), ("case", &case), ("text", "late")]);
+    assert_eq!(late.status, 400);
+    assert!(late.body.contains("was sealed"), "{}", late.body);
+    let read = dpost("/case/read", &[("csrf", &dcsrf), ("case", &case)]);
+    assert!(read.body.contains("sealed at block") && !read.body.contains("id=\"append-entry\""));
+    holds_no_secret(&c.doctor, &[&opened, &read]);
+    holds_no_secret(&c.patient, &[&listed, &pread]);
+
+    // Not the hospital's: the page and every case, device and break-glass form of a doctor
+    // or a patient are refused by their handlers.
+    let desk = Portal::start(&c.hospital, &node.url, &[]);
+    let (hcookie, hcsrf) = signed_in(&desk);
+    assert_eq!(ask(desk.port, "GET", "/cases", &[("Cookie", &hcookie)], "").status, 403);
+    assert_eq!(ask(desk.port, "GET", "/emergency/doctor", &[("Cookie", &hcookie)], "").status, 403);
+    refused_for_role(
+        &desk,
+        &hcookie,
+        &hcsrf,
+        &account_of(&c.patient),
+        &[
+            "/cases/open",
+            "/case/read",
+            "/case/append",
+            "/case/seal",
+            "/devices/thresholds",
+            "/devices/readings",
+            "/emergency/open",
+            "/emergency/overview",
+        ],
+    );
+    // Locked, the doctor's portal opens no case: even with the locked portal's own CSRF
+    // token, the form is refused as locked (423), and no case is added.
+    let lock = dpost("/lock", &[("csrf", &dcsrf)]);
+    assert_eq!(lock.status, 303);
+    let unlock = ask(doc.port, "GET", "/unlock", &[("Cookie", &dcookie)], "");
+    let locked_csrf = csrf_of(&unlock.body);
+    let locked = dpost(
+        "/cases/open",
+        &[("csrf", &locked_csrf), ("patient", pid), ("title", "While locked")],
+    );
+    assert_eq!(locked.status, 423, "{}", locked.body);
+    let listed = ok(&["case", "list", "--wallet", &c.patient, "--json"], &[]);
+    assert_eq!(listed.matches("\"case\"").count(), 1, "{listed}");
+}
+
+#[test]
+fn hospital_staff_register_a_device_and_its_alerts_are_read_in_the_portal() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let pid = c.patient_id.as_str();
+    let desk = Portal::start(&c.hospital, &node.url, &[]);
+    let (hcookie, hcsrf) = signed_in(&desk);
+    let hpost = poster(&desk, &hcookie);
+    let oximeter = crate::registry::wallet(tmp.path(), "oximeter", &node.url);
+    let register = |kind: &str, patient: &str| {
+        hpost(
+            "/devices/register",
+            &[
+                ("csrf", &hcsrf),
+                ("identity", &crate::registry::identity(&oximeter)),
+                ("kind", kind),
+                ("serial", "PO-2231-77"),
+                ("model", "Oxi 3"),
+                ("patient", patient),
+            ],
+        )
+    };
+    let odd = register("toaster", pid);
+    assert_eq!(odd.status, 400);
+    assert!(odd.body.contains("pulse-oximeter"), "{}", odd.body);
+    let nobody = register("pulse-oximeter", " ");
+    assert_eq!(nobody.status, 400);
+    assert!(nobody.body.contains("name the patient"), "{}", nobody.body);
+    let registered = register("pulse-oximeter", pid);
+    assert_eq!(registered.status, 200, "{}", registered.body);
+    let device = after(&registered.body, "device registered: account ").to_owned();
+    assert_eq!(device, account_of(&oximeter), "{}", registered.body);
+    assert!(registered.body.contains(&format!("id=\"device-{device}\"")), "{}", registered.body);
+    assert!(registered.body.contains("serial PO-2231-77"), "{}", registered.body);
+
+    // The patient consents to the doctor for device data; the doctor sets thresholds.
+    ok(
+        &["consent", "grant", "--wallet", &c.patient, "--grantee", &c.doctor_account]
+            .into_iter()
+            .chain(["--scope", "categories:device_data"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let doc = Portal::start(&c.doctor, &node.url, &[]);
+    let (dcookie, dcsrf) = signed_in(&doc);
+    let dpost = poster(&doc, &dcookie);
+    let set = |fields: &[(&str, &str)]| {
+        let mut all = vec![("csrf", dcsrf.as_str()), ("device", device.as_str()), ("patient", pid)];
+        all.extend_from_slice(fields);
+        dpost("/devices/thresholds", &all)
+    };
+    let none = set(&[]);
+    assert_eq!(none.status, 400);
+    assert!(none.body.contains("at least one metric"), "{}", none.body);
+    let bad = set(&[("heart_rate", "fast")]);
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("not a band"), "{}", bad.body);
+    let done = set(&[("heart_rate", "50..110,40..140"), ("spo2", "92..100,88..100")]);
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(done.body.contains("thresholds") && done.body.contains("set on device"));
+    assert!(done.body.contains("heart_rate, spo2 by"), "{}", done.body);
+
+    // A session, and readings with one anomaly.
+    let out = ok(
+        &["device", "session", "start", "--wallet", &c.patient, "--device", &device]
+            .into_iter()
+            .chain(["--doctor", c.doctor_account.as_str(), "--json"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let session = serde_json::from_str::<serde_json::Value>(&out).unwrap()["session"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(
+        &["device", "simulate", "--wallet", &oximeter, "--rate", "50", "--count", "10"]
+            .into_iter()
+            .chain(["--anomaly-rate", "0", "--anomaly-at", "3", "--seed", "7"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+
+    // The patient's devices page: the device with its details opened, and the session.
+    let pat = Portal::start(&c.patient, &node.url, &[]);
+    let (pcookie, pcsrf) = signed_in(&pat);
+    let page = ask(pat.port, "GET", "/devices", &[("Cookie", &pcookie)], "");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(&device) && page.body.contains(&session), "{}", page.body);
+    assert!(page.body.contains("serial PO-2231-77"), "{}", page.body);
+    // The audited read, decrypted: the alert is shown as one.
+    for (portal, cookie, csrf) in [(&pat, &pcookie, &pcsrf), (&doc, &dcookie, &dcsrf)] {
+        let read = poster(portal, cookie)(
+            "/devices/readings",
+            &[("csrf", csrf), ("session", &session), ("patient", pid)],
+        );
+        assert_eq!(read.status, 200, "{}", read.body);
+        assert!(read.body.contains("10 readings (1 alerts)"), "{}", read.body);
+        assert_eq!(read.body.matches("<strong>ALERT").count(), 1, "{}", read.body);
+        let wallet = if portal.port == pat.port { &c.patient } else { &c.doctor };
+        holds_no_secret(wallet, &[&read]);
+    }
+    let trail = ok(&["audit", "trail", "--wallet", &c.patient, "--json"], &env);
+    assert!(trail.contains("device_data"), "the reads are not in the trail: {trail}");
+    // A session that is not there: refused, with the reason.
+    let missing =
+        poster(&pat, &pcookie)("/devices/readings", &[("csrf", &pcsrf), ("session", ZEROS)]);
+    assert_eq!(missing.status, 403);
+    assert!(missing.body.contains("no session"), "{}", missing.body);
+    // Not the regulator's page.
+    let reg = Portal::start(&node.regulator_wallet().display().to_string(), &node.url, &[]);
+    let (rcookie, _) = signed_in(&reg);
+    assert_eq!(ask(reg.port, "GET", "/devices", &[("Cookie", &rcookie)], "").status, 403);
+}
+
+/// Asks `path` of the portal at `port` until its page holds `what` (or [`LIMIT`] passes).
+fn wait_for(port: u16, cookie: &str, path: &str, what: &str) -> Answer {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let page = ask(port, "GET", path, &[("Cookie", cookie)], "");
+        if page.body.contains(what) || Instant::now() >= deadline {
+            return page;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A second hospital, Keeper General, admitted: its wallet and account.
+fn keeper_hospital(dir: &Path, node: &Node) -> (String, String) {
+    let keeper = crate::registry::wallet(dir, "keeper", &node.url);
+    let admitted = ok(
+        &["hospital", "admit", "--wallet", &node.regulator(), "--node", &node.url]
+            .into_iter()
+            .chain(["--identity", &crate::registry::identity(&keeper)])
+            .chain(["--registration-id", "GOV-99", "--name", "Keeper General"])
+            .chain(["--city", "York", "--specialisation", "general", "--contact", "+44 0"])
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    let account = account(&admitted);
+    (keeper, account)
+}
+
+#[test]
+fn a_custodian_lists_its_releases_though_its_own_doctor_declared_on_another_custodians_patient() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let (keeper, keeper_account) = keeper_hospital(tmp.path(), &node);
+    // P1 (the cast's patient) has this hospital as custodian; P2, registered here too, has
+    // Keeper General.
+    let p2 = crate::registry::wallet(tmp.path(), "second", &node.url);
+    let registered = ok(
+        &["patient", "register", "--wallet", &c.hospital, "--name", "S. Econd"]
+            .into_iter()
+            .chain(["--identity", &crate::registry::identity(&p2)])
+            .chain(["--date-of-birth", "1990-01-01", "--phone", "0799"])
+            .chain(["--attendant-name", "T. Econd", "--attendant-phone", "0798"])
+            .chain(["--attendant-relationship", "parent"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let p2_id = crate::registry::patient_id_of(&registered);
+    for (patient, custodian) in [(&c.patient, &c.hospital_account), (&p2, &keeper_account)] {
+        ok(
+            &["emergency", "profile", "--wallet", patient, "--blood-type", "A+"]
+                .into_iter()
+                .chain(["--custodians", custodian, "--threshold", "1"])
+                .collect::<Vec<_>>(),
+            &env,
+        );
+    }
+    let declare = |doctor: &str, patient: &str| {
+        let out = ok(
+            &["emergency", "break-glass", "--wallet", doctor, "--patient", patient]
+                .into_iter()
+                .chain(["--code", "unconscious", "--reason", "unconscious after a fall at home"])
+                .collect::<Vec<_>>(),
+            &env,
+        );
+        crate::emergency::id_of(&out)
+    };
+    // This hospital's own doctor declares on P2 first; then a doctor of Keeper General on P1.
+    let on_p2 = declare(&c.doctor, &p2_id);
+    let night = crate::registry::wallet(tmp.path(), "night", &node.url);
+    ok(
+        &["doctor", "onboard", "--wallet", &keeper]
+            .into_iter()
+            .chain(["--identity", &crate::registry::identity(&night)])
+            .chain(["--registration-number", "GMC-2222222", "--name", "Dr. Night"])
+            .chain(["--specialisation", "emergency medicine"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let on_p1 = declare(&night, &account_of(&c.patient));
+    let desk = Portal::start(&c.hospital, &node.url, &[]);
+    let (cookie, _) = signed_in(&desk);
+    let staff = wait_for(desk.port, &cookie, "/staff", &on_p1);
+    assert_eq!(staff.status, 200, "{}", staff.body);
+    assert!(!staff.body.contains("flash error"), "{}", staff.body);
+    let custody = staff.body.split("id=\"custody\"").nth(1).unwrap_or_default();
+    assert!(custody.contains(&format!("value=\"{on_p1}\"")), "{}", staff.body);
+    assert!(custody.contains("class=\"release\""), "{}", staff.body);
+    // P2's break-glass is for review here, not for release.
+    assert!(!custody.contains(&format!("value=\"{on_p2}\"")), "{}", staff.body);
+    // A second load asks nothing of P2's profile again and shows the same.
+    let again = ask(desk.port, "GET", "/staff", &[("Cookie", &cookie)], "");
+    assert!(!again.body.contains("flash error"), "{}", again.body);
+    assert!(again.body.contains(&format!("value=\"{on_p1}\"")), "{}", again.body);
+}
+
+#[test]
+fn a_custodian_releases_its_piece_and_the_doctor_reads_under_break_glass_in_the_portal() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let pid = c.patient_id.as_str();
+    // The custodian is another hospital than the doctors': it learns of the break-glass
+    // only as the custodian.
+    let (keeper, keeper_account) = keeper_hospital(tmp.path(), &node);
+    ok(
+        &["emergency", "profile", "--wallet", &c.patient, "--blood-type", "O-"]
+            .into_iter()
+            .chain(["--allergies", "penicillin", "--open-records"])
+            .chain(["--custodians", &keeper_account, "--threshold", "1"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let file = tmp.path().join("ecg.txt");
+    std::fs::write(&file, b"ECG 2026-11-21: sinus rhythm").unwrap();
+    let out = ok(
+        &["record", "add", "--wallet", &c.doctor, "--patient", pid, "--json"]
+            .into_iter()
+            .chain(["--file", &file.display().to_string(), "--category", "lab-report"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let pmr = serde_json::from_str::<serde_json::Value>(&out).unwrap()["pmr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A colleague with no grant declares break-glass in the portal.
+    let colleague = crate::registry::wallet(tmp.path(), "colleague", &node.url);
+    ok(
+        &["doctor", "onboard", "--wallet", &c.hospital]
+            .into_iter()
+            .chain(["--identity", &crate::registry::identity(&colleague)])
+            .chain(["--registration-number", "GMC-1111111", "--name", "Dr. Night"])
+            .chain(["--specialisation", "emergency medicine"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let doc = Portal::start(&colleague, &node.url, &[]);
+    let desk = Portal::start(&keeper, &node.url, &[]);
+    let own = Portal::start(&c.hospital, &node.url, &[]);
+    let (ocookie, _) = signed_in(&own);
+    let (dcookie, dcsrf) = signed_in(&doc);
+    let (hcookie, hcsrf) = signed_in(&desk);
+    let dpost = poster(&doc, &dcookie);
+    let hpost = poster(&desk, &hcookie);
+    let declared = dpost(
+        "/emergency/break-glass",
+        &[
+            ("csrf", &dcsrf),
+            ("patient", pid),
+            ("code", "unconscious"),
+            ("reason", "Road accident, unconscious on arrival."),
+        ],
+    );
+    assert_eq!(declared.status, 303, "{}", declared.body);
+    // The doctor's break-glass page lists it (from the portal's event stream).
+    let page = wait_for(doc.port, &dcookie, "/emergency/doctor", "class=\"open-break-glass\"");
+    assert!(page.body.contains("id=\"declared\""), "{}", page.body);
+    let bg = after(&page.body, "name=\"break_glass\" value=\"").to_owned();
+    // Before the custodian releases its piece, nothing opens.
+    let early = dpost("/emergency/open", &[("csrf", &dcsrf), ("break_glass", &bg)]);
+    assert_eq!(early.status, 400);
+    assert!(early.body.contains("escrow pieces needed were released"), "{}", early.body);
+    // The custodian's desk lists the open break-glass and releases its piece.
+    let staff = wait_for(desk.port, &hcookie, "/staff", "class=\"release\"");
+    assert!(staff.body.contains("id=\"custody\""), "{}", staff.body);
+    // The doctor's own hospital, no custodian, has it to review but nothing to release.
+    let review = wait_for(own.port, &ocookie, "/staff", "Road accident");
+    assert!(review.body.contains("id=\"reviews\""), "{}", review.body);
+    // Its stream holds its doctor's break-glass on a patient it is no custodian of: the
+    // node refuses it that profile, which hides nothing and is no error.
+    assert!(!review.body.contains("flash error"), "{}", review.body);
+    assert!(!review.body.contains("id=\"custody\""), "{}", review.body);
+    let bogus = hpost("/staff/release", &[("csrf", &hcsrf), ("break_glass", "nothing")]);
+    assert_eq!(bogus.status, 400);
+    assert!(bogus.body.contains("no break-glass id"), "{}", bogus.body);
+    let posted = hpost("/staff/release", &[("csrf", &hcsrf), ("break_glass", &bg)]);
+    // Post/Redirect/Get: reloading the page it leads to sends nothing again.
+    assert_eq!(posted.status, 303, "{}", posted.body);
+    assert_eq!(posted.header("location"), Some("/staff"));
+    let released = ask(desk.port, "GET", "/staff", &[("Cookie", &hcookie)], "");
+    assert_eq!(released.status, 200, "{}", released.body);
+    assert!(
+        released.body.contains("escrow piece released to") && released.body.contains("(Dr. Night)"),
+        "{}",
+        released.body
+    );
+    assert!(!released.body.contains("class=\"release\""), "{}", released.body);
+    // The outcome is shown once; the reload shows none and releases nothing.
+    let reloaded = ask(desk.port, "GET", "/staff", &[("Cookie", &hcookie)], "");
+    assert!(!reloaded.body.contains("escrow piece released to"), "{}", reloaded.body);
+    let trail = ok(&["audit", "trail", "--wallet", &c.patient, "--json"], &env);
+    assert_eq!(trail.matches("\"escrow_released\"").count(), 1, "{trail}");
+    // A second release by the same custodian is refused by the ledger.
+    let again = hpost("/staff/release", &[("csrf", &hcsrf), ("break_glass", &bg)]);
+    assert_eq!(again.status, 400, "{}", again.body);
+    assert!(again.body.contains("released already"), "{}", again.body);
+    // The doctor opens it: the profile read with the recovered key.
+    let opened = dpost("/emergency/open", &[("csrf", &dcsrf), ("break_glass", &bg)]);
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    assert!(opened.body.contains("id=\"opened-profile\""), "{}", opened.body);
+    assert!(opened.body.contains("O-") && opened.body.contains("penicillin"), "{}", opened.body);
+    // The audited overview names the record; it is read under the break-glass.
+    let overview =
+        dpost("/emergency/overview", &[("csrf", &dcsrf), ("break_glass", &bg), ("patient", pid)]);
+    assert_eq!(overview.status, 200, "{}", overview.body);
+    assert!(overview.body.contains(&pmr), "{}", overview.body);
+    let read = dpost(
+        "/records/download",
+        &[("csrf", &dcsrf), ("pmr", &pmr), ("patient", pid), ("break_glass", &bg)],
+    );
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(read.body, "ECG 2026-11-21: sinus rhythm");
+    // Without the break-glass the same read is denied.
+    let plain = dpost("/records/download", &[("csrf", &dcsrf), ("pmr", &pmr), ("patient", pid)]);
+    assert_eq!(plain.status, 403, "{}", plain.body);
+    holds_no_secret(&colleague, &[&opened, &overview]);
+    holds_no_secret(&keeper, &[&staff, &released]);
+    // Every step is in the patient's trail.
+    let trail = ok(&["audit", "trail", "--wallet", &c.patient], &env);
+    assert!(trail.contains(&format!("ALLOWED (break-glass {bg})")), "{trail}");
+    // The patient has no doctor's break-glass page.
+    let pat = Portal::start(&c.patient, &node.url, &[]);
+    let (pcookie, _) = signed_in(&pat);
+    assert_eq!(ask(pat.port, "GET", "/emergency/doctor", &[("Cookie", &pcookie)], "").status, 403);
 }

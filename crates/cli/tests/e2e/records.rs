@@ -268,7 +268,7 @@ fn temp_files(vault: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
-fn blob_files(vault: &std::path::Path) -> Vec<String> {
+pub(crate) fn blob_files(vault: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(vault)
         .unwrap()
         .filter_map(|e| e.ok())
@@ -433,4 +433,47 @@ fn a_split_key_needs_the_custodians_and_they_release_only_to_authorised_readers(
     ok(&["record", "release", &pmr, "--wallet", &second, "--to", &patient_account], &env);
     ok(&["record", "get", &pmr, "--wallet", &c.patient, "-o", &back_s], &env);
     assert_eq!(std::fs::read(&back).unwrap(), content(300_000));
+}
+
+/// A DICOM file is recognised by its bytes, whatever its name: filed under another category
+/// than imaging it is refused before anything is uploaded or signed (a grant limited to lab
+/// reports must not reach an image), and filed as imaging it is stored as application/dicom.
+#[test]
+fn a_dicom_file_is_recognised_by_its_bytes_and_added_only_as_imaging() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let mut dicom = vec![0u8; 128];
+    dicom.extend_from_slice(b"DICM");
+    dicom.extend_from_slice(&content(4096));
+    let file = tmp.path().join("results.pdf");
+    std::fs::write(&file, &dicom).unwrap();
+    let file_s = file.display().to_string();
+    let add = |category: &str| {
+        ["record", "add", "--wallet", &c.doctor, "--patient", &c.patient_id, "--file", &file_s]
+            .into_iter()
+            .chain(["--category", category, "--date", "2021-01-26"])
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let args = add("lab-report");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let blobs_before = blob_files(&node.dir.join("vault"));
+    let err = fails(&args, &env);
+    assert!(err.contains("is a DICOM file: add it with the category imaging"), "{err}");
+    assert_eq!(blob_files(&node.dir.join("vault")), blobs_before, "nothing was uploaded");
+    let listed = ok(&["record", "list", "--wallet", &c.patient, "--json"], &env);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&listed).unwrap(), serde_json::json!([]));
+
+    let args = add("imaging");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let pmr = pmr_of(&ok(&args, &env));
+    let back = tmp.path().join("back");
+    let out = ok(
+        &["record", "get", &pmr, "--wallet", &c.patient, "-o", &back.display().to_string()],
+        &env,
+    );
+    assert!(out.contains("(application/dicom)"), "{out}");
+    assert_eq!(std::fs::read(&back).unwrap(), dicom);
 }

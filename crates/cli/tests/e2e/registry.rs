@@ -41,6 +41,14 @@ fn doctors(node: &str, wallet: &str) -> serde_json::Value {
     .expect("doctor list --json")
 }
 
+/// The Patient-ID that `patient register` printed.
+pub(crate) fn patient_id_of(out: &str) -> String {
+    let start = out.find("Patient-ID ").unwrap_or_else(|| panic!("no Patient-ID in:\n{out}")) + 11;
+    let patient_id: String = out[start..].chars().take_while(char::is_ascii_digit).collect();
+    assert_eq!(patient_id.len(), 5, "a Patient-ID has 5 digits:\n{out}");
+    patient_id
+}
+
 /// Creates wallets, admits the hospital, onboards the doctor, registers the patient.
 pub(crate) fn cast(dir: &Path, node: &Node) -> Cast {
     let url = node.url.as_str();
@@ -117,9 +125,7 @@ pub(crate) fn cast(dir: &Path, node: &Node) -> Cast {
         ],
         &[],
     );
-    let start = out.find("Patient-ID ").unwrap_or_else(|| panic!("no Patient-ID in:\n{out}")) + 11;
-    let patient_id: String = out[start..].chars().take_while(char::is_ascii_digit).collect();
-    assert_eq!(patient_id.len(), 5, "a Patient-ID has 5 digits:\n{out}");
+    let patient_id = patient_id_of(&out);
     Cast { hospital, doctor, patient, hospital_account, doctor_account, patient_id }
 }
 

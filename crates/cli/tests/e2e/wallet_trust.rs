@@ -20,8 +20,8 @@ use crate::{harness::*, registry::cast};
 /// A real HTTP relay on 127.0.0.1 in front of the node: forwards every request (one per
 /// connection), and in every response replaces the hex of `victim` with the hex of
 /// `attacker`, as a man in the middle would. Stops itself when dropped or after a time limit.
-struct KeySwappingProxy {
-    url: String,
+pub(crate) struct KeySwappingProxy {
+    pub(crate) url: String,
     /// "METHOD path" of every request relayed, in order.
     seen: Arc<Mutex<Vec<String>>>,
     /// How many responses had the victim's key swapped.
@@ -31,7 +31,7 @@ struct KeySwappingProxy {
 }
 
 impl KeySwappingProxy {
-    fn start(node_port: u16, victim: String, attacker: String) -> Self {
+    pub(crate) fn start(node_port: u16, victim: String, attacker: String) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -110,9 +110,17 @@ fn relay(
     let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let answer = request(node_port, &method, &path, &body, &pairs)?;
     let mut out = answer.body;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    if text.contains(victim) {
-        out = text.replace(victim, attacker).into_bytes();
+    // On the bytes, so that a binary answer is rewritten and not otherwise mangled.
+    let (victim, attacker) = (victim.as_bytes(), attacker.as_bytes());
+    if out.windows(victim.len()).any(|w| w == victim) {
+        let (mut swapped, mut rest) = (Vec::with_capacity(out.len()), &out[..]);
+        while let Some(at) = rest.windows(victim.len()).position(|w| w == victim) {
+            swapped.extend_from_slice(&rest[..at]);
+            swapped.extend_from_slice(attacker);
+            rest = &rest[at + victim.len()..];
+        }
+        swapped.extend_from_slice(rest);
+        out = swapped;
         swaps.fetch_add(1, Ordering::Relaxed);
     }
     let mut conn = conn;
@@ -330,4 +338,55 @@ fn a_swapped_emergency_key_gets_nothing_wrapped_to_it() {
     let out = ok(&wrap, &env);
     assert!(node.log_size() > size, "{out}");
     ok(&add, &env);
+}
+
+/// Who is a member of an organisation comes from the ledger, proven: a node (or a proxy) that
+/// lists another account (here the doctor's) as a member of the organisation a patient grants
+/// to gets nothing wrapped to it, and the wallet says why.
+#[test]
+fn an_account_a_node_lists_as_a_member_gets_no_key_unless_the_ledger_proves_it() {
+    use crate::organisations::{add_member, admit};
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let url = node.url.as_str();
+    let env = [("MEDLEDGER_NODE", url)];
+    let c = cast(tmp.path(), &node);
+    let lab = crate::registry::wallet(tmp.path(), "cohort-lab", url);
+    let ana = crate::registry::wallet(tmp.path(), "ana", url);
+    let lab_account = admit(&node, &lab, "researcher", "Cohort Lab");
+    let ana_account = add_member(&lab, &ana, &lab_account, &env);
+    let file = tmp.path().join("lipids.txt");
+    std::fs::write(&file, b"LDL 2.1 mmol/L").unwrap();
+    let add = ["record", "add", "--wallet", &c.doctor, "--patient", &c.patient_id]
+        .into_iter()
+        .chain(["--file", &file.display().to_string(), "--category", "lab-report"])
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    ok(&add.iter().map(String::as_str).collect::<Vec<_>>(), &env);
+
+    // Every answer that names the member names the doctor instead.
+    let proxy = KeySwappingProxy::start(node.port, ana_account.clone(), c.doctor_account.clone());
+    let via_proxy = [("MEDLEDGER_NODE", proxy.url.as_str())];
+    let grant = ["consent", "grant", "--wallet", &c.patient, "--grantee", &lab_account]
+        .into_iter()
+        .chain(["--purpose", "research", "--scope", "all"])
+        .collect::<Vec<_>>();
+    let out = cli(&grant, &via_proxy);
+    let text = show(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(proxy.swaps.load(Ordering::Relaxed) > 0, "the proxy swapped nothing");
+    assert!(text.contains("the ledger does not prove it"), "{text}");
+    drop(proxy);
+
+    // The trail (read straight from the node) shows the record's key shared with the
+    // organisation, and with nobody else.
+    let trail = ok(&["audit", "trail", "--wallet", &c.patient, "--json"], &env);
+    let events: serde_json::Value = serde_json::from_str(&trail).unwrap();
+    let shared: Vec<String> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"]["record_key_shared"]["grantee"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(shared, vec![lab_account], "{trail}");
 }

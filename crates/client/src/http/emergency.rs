@@ -94,6 +94,20 @@ impl NodeClient {
         self.get(&format!("{}/break-glass/{id}", paths::EMERGENCY)).await
     }
 
+    /// The patient and the doctor of break-glass `id`, proven against the ledger under
+    /// `anchor` by the transaction that declared it (see [`crate::proof::verify_break_glass`]):
+    /// what a custodian releases its escrow piece for, whatever the node's view says.
+    pub async fn proven_break_glass(
+        &self,
+        id: &Hash,
+        anchor: &crate::proof::TrustAnchor,
+    ) -> Result<(AccountId, AccountId), ClientError> {
+        let proof = self.transaction(id).await?;
+        let genesis = self.genesis().await?;
+        let signer = self.trusted_signer(&proof.checkpoint, anchor, &genesis).await?;
+        crate::proof::verify_break_glass(&proof, id, anchor, &signer)
+    }
+
     /// The signer's (a hospital's) break-glass declarations awaiting review.
     pub async fn open_reviews(&self) -> Result<Vec<BreakGlassView>, ClientError> {
         self.get(&format!("{}/reviews", paths::EMERGENCY)).await

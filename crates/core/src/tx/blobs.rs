@@ -19,6 +19,8 @@ pub enum BlobRole {
     HospitalContact,
     /// A patient's sealed personal details.
     PatientDetails,
+    /// An organisation's sealed contact details.
+    OrganisationContact,
     /// A patient's sealed attendant details.
     AttendantDetails,
     /// A record's ciphertext.
@@ -60,9 +62,10 @@ impl BlobRole {
     /// read, and the load generators register accounts with none, so they are not required.
     pub fn required_at_admission(&self) -> bool {
         match self {
-            BlobRole::HospitalContact | BlobRole::PatientDetails | BlobRole::AttendantDetails => {
-                false
-            }
+            BlobRole::HospitalContact
+            | BlobRole::OrganisationContact
+            | BlobRole::PatientDetails
+            | BlobRole::AttendantDetails => false,
             BlobRole::RecordContent
             | BlobRole::RecordMetadata
             | BlobRole::RecordKey
@@ -85,6 +88,7 @@ impl BlobRole {
     pub fn name(&self) -> &'static str {
         match self {
             BlobRole::HospitalContact => "sealed hospital contact",
+            BlobRole::OrganisationContact => "sealed organisation contact",
             BlobRole::PatientDetails => "sealed patient details",
             BlobRole::AttendantDetails => "sealed attendant details",
             BlobRole::RecordContent => "content",
@@ -139,8 +143,15 @@ impl TxBody {
                     of(a.details.blob, R::PatientDetails),
                     of(a.attendant.blob, R::AttendantDetails),
                 ],
+                RegistryTx::AdmitOrganisation(o) => {
+                    vec![of(o.contact.blob, R::OrganisationContact)]
+                }
                 RegistryTx::SuspendHospital { .. }
                 | RegistryTx::ReinstateHospital { .. }
+                | RegistryTx::SuspendOrganisation { .. }
+                | RegistryTx::ReinstateOrganisation { .. }
+                | RegistryTx::AddMember(_)
+                | RegistryTx::RemoveMember { .. }
                 | RegistryTx::OnboardDoctor(_)
                 | RegistryTx::RotateKey { .. }
                 | RegistryTx::RevokeKey { .. } => vec![],

@@ -1,5 +1,7 @@
-//! Registry transactions: the regulator admits and suspends hospitals; hospitals onboard doctors
-//! and register patients; every account rotates its own key; an account's authority revokes it.
+//! Registry transactions: the regulator admits and suspends hospitals and organisations;
+//! hospitals onboard doctors and register patients; organisations add and remove members
+//! (bodies in [`crate::tx::organisations`]); every account rotates its own key; an account's
+//! authority revokes it.
 //! Only public directory fields are plain; contact and personal details are sealed off-ledger
 //! and referenced here by content hash with a salted commitment (DESIGN invariant 1).
 
@@ -37,10 +39,13 @@ pub enum Role {
     Doctor,
     /// A patient, registered at a hospital's desk.
     Patient,
-    /// A researcher or insurer (admitted in a later capability).
+    /// A researcher or insurer organisation, admitted by the regulator.
     Organisation(OrganisationKind),
     /// A medical device registered to a patient (a later capability).
     Device,
+    /// A member of an organisation, added by it: acts under the organisation's grants while
+    /// both are active (its account's `authority` is the organisation).
+    Member,
 }
 
 /// What kind of organisation an organisation account is.
@@ -92,6 +97,28 @@ pub enum RegistryTx {
     /// date of birth, a new phone): new sealed references replace the registered ones. The
     /// patient's trail records it.
     AmendPatient(AmendPatient),
+    /// The regulator admits a researcher or insurer organisation.
+    AdmitOrganisation(crate::tx::AdmitOrganisation),
+    /// The regulator suspends an organisation: its signatures, and its members', are refused,
+    /// and its grants open nothing, until it is reinstated.
+    SuspendOrganisation {
+        /// The organisation.
+        organisation: AccountId,
+        /// Why, for the public record.
+        reason: String,
+    },
+    /// The regulator lifts an organisation's suspension.
+    ReinstateOrganisation {
+        /// The organisation.
+        organisation: AccountId,
+    },
+    /// An organisation adds a member (whose key accepted).
+    AddMember(crate::tx::AddMember),
+    /// An organisation removes a member: the member's key is revoked for good.
+    RemoveMember {
+        /// The member.
+        member: AccountId,
+    },
 }
 
 impl RegistryTx {
@@ -106,6 +133,11 @@ impl RegistryTx {
             RegistryTx::RotateKey { .. } => "rotate_key",
             RegistryTx::RevokeKey { .. } => "revoke_key",
             RegistryTx::AmendPatient(_) => "amend_patient",
+            RegistryTx::AdmitOrganisation(_) => "admit_organisation",
+            RegistryTx::SuspendOrganisation { .. } => "suspend_organisation",
+            RegistryTx::ReinstateOrganisation { .. } => "reinstate_organisation",
+            RegistryTx::AddMember(_) => "add_member",
+            RegistryTx::RemoveMember { .. } => "remove_member",
         }
     }
 }

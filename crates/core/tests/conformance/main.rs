@@ -152,6 +152,57 @@ fn pinned_node_admission() {
     assert_eq!(body[0], 7);
 }
 
+fn sample_organisation_txs() -> [SignedTransaction; 2] {
+    use medledger_core::tx::{AddMember, AdmitOrganisation, OrganisationKind};
+    let (regulator, org) = (key(1), key(12));
+    let org_account = AccountId::from_initial_key(&org.public_key());
+    let admit = Transaction {
+        chain_id: "medledger-test".into(),
+        signer: AccountId::from_initial_key(&regulator.public_key()),
+        nonce: 10,
+        body: TxBody::Registry(RegistryTx::AdmitOrganisation(AdmitOrganisation {
+            key: org.public_key(),
+            encryption_key: DecryptionKey::from_bytes([13; 32]).public_key(),
+            kind: OrganisationKind::Insurer,
+            name: "Shield Mutual".into(),
+            contact: SealedRef { blob: Hash::of(b"oc"), commitment: Hash::of(b"occ") },
+        })),
+    }
+    .sign(&regulator);
+    let member = AddMember::accept(
+        &key(14),
+        &org_account,
+        DecryptionKey::from_bytes([15; 32]).public_key(),
+        "Dr. Rao",
+    );
+    let add = Transaction {
+        chain_id: "medledger-test".into(),
+        signer: org_account,
+        nonce: 1,
+        body: TxBody::Registry(RegistryTx::AddMember(member)),
+    }
+    .sign(&org);
+    [admit, add]
+}
+
+#[test]
+fn pinned_organisation_admission_and_member() {
+    // The organisation variants are appended to the registry family, so every earlier
+    // registry encoding is unchanged (pinned above); these pin their own, the member key's
+    // acceptance (namespace `medledger/v1/membership`) included.
+    let [admit, add] = sample_organisation_txs();
+    assert_eq!(admit.hash().to_hex(), PINNED_ADMIT_ORGANISATION);
+    assert_eq!(add.hash().to_hex(), PINNED_ADD_MEMBER);
+    for tx in [admit, add.clone()] {
+        assert_eq!(SignedTransaction::decode(&tx.encode()).unwrap(), tx);
+        tx.verify_signature().unwrap();
+    }
+    let body = encoding::encode(&add.tx.body);
+    assert_eq!((body[0], body[1]), (0, 11), "the registry family, its twelfth variant");
+    let TxBody::Registry(RegistryTx::AddMember(m)) = &add.tx.body else { unreachable!() };
+    m.verify_acceptance(&add.tx.signer).unwrap();
+}
+
 #[test]
 fn pinned_transaction_hashes() {
     // Ed25519 signatures are deterministic, so the whole signed encoding is pinned.
@@ -306,4 +357,7 @@ const PINNED_APPENDED_HEAD: &str =
     "940f860935ec513beaf792891e5585324d96a91dd8160b359b95909dba860885";
 const PINNED_BREAK_GLASS: &str = "04ec1a6608ab20e89768bc92b04750d9dedefb658c4be4924be14f74db3cfa72";
 const PINNED_ALERT: &str = "468de78f43ea7d5db3b691b7c6f820226d9eecc73f730b39b1d19a9cfc78ceae";
+const PINNED_ADMIT_ORGANISATION: &str =
+    "519ebe1d4dccf0041da6d260b163c5583e5fae455ac48ded037d1b98021e74e1";
+const PINNED_ADD_MEMBER: &str = "7aeefabeaa65dd07bcefae957bd66441181e30d3e12397038fa2b85b46ab8554";
 const PINNED_NODE_ADMIT: &str = "b3e0565a72e6037db3cc17cf6a032db3fa66dc2c0b6694f7468a6970e94378ce";

@@ -4,7 +4,10 @@ use medledger_core::tx::DelegatePowers;
 use medledger_core::{
     block::{Created, Refusal},
     ids::AccountId,
-    tx::consent::{ConsentId, Purpose, Scope, Validity},
+    tx::{
+        Role,
+        consent::{ConsentId, Purpose, Scope, Validity},
+    },
 };
 
 use super::{check_scope, check_validity, require_patient_or_delegate};
@@ -30,7 +33,16 @@ pub(crate) fn grant(
             reason: "a patient needs no grant to their own records".into(),
         }));
     }
-    refuse_on!(require_active(state, grantee, "grantee")?);
+    let grantee_account = refuse_on!(require_active(state, grantee, "grantee")?);
+    if grantee_account.role == Role::Member {
+        return Ok(Err(Refusal::Invalid {
+            reason: format!(
+                "{grantee} is a member of an organisation: grant to the organisation ({}), under whose grants its members act",
+                grantee_account.authority.map_or_else(|| "unknown".to_owned(), |o| o.to_string())
+            ),
+        }));
+    }
+    refuse_on!(super::check_organisation_purpose(grantee_account.role, purpose));
     refuse_on!(check_scope(scope));
     refuse_on!(check_validity(validity, state.time_ms));
     let id = state.tx_hash;

@@ -10,6 +10,12 @@
 //! any of the patient's deny rules matches it. A deny rule with a category matches accesses
 //! that name that category (records of it, device data); cases have no category, so a
 //! category rule does not reach them: a rule naming the grantee does.
+//!
+//! Organisations: a member of a researcher or insurer organisation has no grants of its own;
+//! while it and its organisation are active it acts under the organisation's grants (same
+//! purpose, same scope, same validity and revocation), and a deny rule reaching the member or
+//! the organisation (by account or by role) stops it. A researcher is granted research only,
+//! an insurer insurance only.
 
 mod delegate;
 mod deny;
@@ -23,7 +29,7 @@ use medledger_core::{
     block::Refusal,
     ids::AccountId,
     tx::{
-        ConsentTx, DelegatePowers, Role,
+        ConsentTx, DelegatePowers, OrganisationKind, Role,
         consent::{MAX_ID_LEN, MAX_SCOPE_ITEMS, Purpose, Scope, Validity},
     },
 };
@@ -75,6 +81,8 @@ pub trait ConsentView {
     ) -> Result<(), LedgerError>;
     /// The case log `id`, if there is one.
     fn case(&self, id: &str) -> Result<Option<crate::state::CaseLog>, LedgerError>;
+    /// The member entry of `id`, if it is an organisation's member.
+    fn member(&self, id: &AccountId) -> Result<Option<crate::state::MemberEntry>, LedgerError>;
 }
 
 /// Decides whether `requester` may perform `action` on `resource` for `purpose` at a block of
@@ -100,16 +108,21 @@ pub fn authorize(
     if view.is_delegate(&resource.patient, requester)? {
         return Ok(Decision::Allow(Basis::Delegation));
     }
+    // A member acts under its organisation's grants, and a deny rule reaching either stops it.
+    let organisation = acting_organisation(view, requester, &account)?;
     for (id, d) in view.deny_rules_of(&resource.patient)? {
         let r = &d.rule;
-        if deny_reaches(r, requester, &account, resource) && r.purpose.is_none_or(|p| p == purpose)
-        {
+        let reaches = deny_reaches(r, requester, &account, resource)
+            || organisation.as_ref().is_some_and(|(o, oa)| deny_reaches(r, o, oa, resource));
+        if reaches && r.purpose.is_none_or(|p| p == purpose) {
             return Ok(Decision::Deny(Denial::DenyRule { rule: id }));
         }
     }
-    // The first matching grant in id order, without loading the rest.
+    // The first matching grant in id order, without loading the rest: to the requester, or to
+    // the organisation a member acts for.
+    let grantee = organisation.as_ref().map_or(*requester, |(o, _)| *o);
     let mut found = None;
-    view.visit_grants(requester, &resource.patient, &mut |id, g| {
+    view.visit_grants(&grantee, &resource.patient, &mut |id, g| {
         let matches = g.purpose == purpose && g.in_force(height, time_ms) && g.covers(resource);
         if matches {
             found = Some(id);
@@ -146,17 +159,62 @@ pub fn authorize(
     Ok(Decision::Deny(Denial::NoGrant))
 }
 
-/// Whether `account` may not act at all: no active key, suspended, or a doctor of a suspended
-/// hospital. `authorize` and [`crate::visibility`] ask this one rule.
+/// Whether `account` may not act at all: no active key (a removed member's is revoked),
+/// suspended, a doctor of a suspended hospital or a member of a suspended organisation.
+/// `authorize` and [`crate::visibility`] ask this one rule.
 pub(crate) fn inactive(view: &impl ConsentView, account: &Account) -> Result<bool, LedgerError> {
     if account.key.is_none() || account.suspended {
         return Ok(true);
     }
-    Ok(account.role == Role::Doctor
-        && match account.hospital {
-            Some(h) => view.account(&h)?.is_some_and(|h| h.suspended),
-            None => false,
-        })
+    let answers_to = match account.role {
+        Role::Doctor => account.hospital,
+        Role::Member => account.authority,
+        _ => None,
+    };
+    Ok(match answers_to {
+        Some(a) => view.account(&a)?.is_some_and(|a| a.suspended),
+        None => false,
+    })
+}
+
+/// The organisation under whose grants `requester` (of `account`) acts: for a member, its
+/// organisation (id and account), if the member entry names it and it is an organisation with
+/// an active key; `None` for everyone else, whose grants are their own. Asked after
+/// [`inactive`], which refuses a member of a suspended organisation; a member has no grants of
+/// its own (a grant to a member is refused).
+pub(crate) fn acting_organisation(
+    view: &impl ConsentView,
+    requester: &AccountId,
+    account: &Account,
+) -> Result<Option<(AccountId, Account)>, LedgerError> {
+    let Some(organisation) = account.authority.filter(|_| account.role == Role::Member) else {
+        return Ok(None);
+    };
+    if view.member(requester)?.is_none_or(|m| m.organisation != organisation) {
+        return Ok(None);
+    }
+    Ok(view
+        .account(&organisation)?
+        .filter(|o| matches!(o.role, Role::Organisation(_)) && o.key.is_some())
+        .map(|o| (organisation, o)))
+}
+
+/// Refuses a grant or request for a purpose the organisation's kind is not for: a researcher
+/// is granted research, an insurer insurance, nothing else.
+pub(crate) fn check_organisation_purpose(role: Role, purpose: Purpose) -> Result<(), Refusal> {
+    let expected = match role {
+        Role::Organisation(OrganisationKind::Researcher) => Purpose::Research,
+        Role::Organisation(OrganisationKind::Insurer) => Purpose::Insurance,
+        _ => return Ok(()),
+    };
+    if purpose == expected {
+        return Ok(());
+    }
+    Err(Refusal::Invalid {
+        reason: format!(
+            "a {role:?} organisation is granted access for {expected:?} only, not {purpose:?}"
+        ),
+    })
 }
 
 /// Whether deny rule `rule` reaches `requester` (of `account`) reading `resource`, for the
@@ -434,6 +492,9 @@ impl ConsentView for StateTxn<'_, '_> {
     fn case(&self, id: &str) -> Result<Option<crate::state::CaseLog>, LedgerError> {
         StateTxn::case(self, id)
     }
+    fn member(&self, id: &AccountId) -> Result<Option<crate::state::MemberEntry>, LedgerError> {
+        StateTxn::member(self, id)
+    }
 }
 
 /// Committed state, as read by queries and by the read paths of the API.
@@ -485,5 +546,10 @@ impl ConsentView for CommittedView {
         let t = self.0.open_table(crate::state::CASES)?;
         let v = t.get(id)?;
         v.map(|v| crate::state::decode_entry("case", v.value())).transpose()
+    }
+    fn member(&self, id: &AccountId) -> Result<Option<crate::state::MemberEntry>, LedgerError> {
+        let t = self.0.open_table(crate::state::MEMBERS)?;
+        let v = t.get(&id.0)?;
+        v.map(|v| crate::state::decode_entry("member", v.value())).transpose()
     }
 }

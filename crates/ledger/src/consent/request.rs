@@ -1,4 +1,5 @@
-//! Access requests: a doctor, hospital or organisation asks; the patient (or a delegate)
+//! Access requests: a doctor, hospital or organisation asks (a member of an organisation asks
+//! on its organisation's behalf: the request is the organisation's); the patient (or a delegate)
 //! approves, choosing scope and period, which creates a grant, or declines.
 
 use medledger_core::tx::DelegatePowers;
@@ -30,24 +31,43 @@ pub(crate) fn request(
             reason: format!("a {:?} cannot request access to records", signer_account.role),
         }));
     }
+    // A member asks on behalf of its organisation: the request, and the grant approving it,
+    // are the organisation's.
+    let requester = if signer_account.role == Role::Member {
+        match super::acting_organisation(state, signer, signer_account)? {
+            Some((organisation, o)) => {
+                refuse_on!(super::check_organisation_purpose(o.role, purpose));
+                organisation
+            }
+            None => {
+                return Ok(Err(Refusal::Unauthorised {
+                    reason: format!("{signer} acts for no active organisation"),
+                }));
+            }
+        }
+    } else {
+        refuse_on!(super::check_organisation_purpose(signer_account.role, purpose));
+        *signer
+    };
     let p = refuse_on!(require_active(state, patient, "patient")?);
     if p.role != Role::Patient {
         return Ok(Err(Refusal::Invalid { reason: format!("{patient} is not a patient") }));
     }
     refuse_on!(check_scope(scope));
     let id = state.tx_hash;
+    let concerned = if requester == *signer { vec![*signer] } else { vec![*signer, requester] };
     crate::audit::record_event(
         state,
         signer,
         patient,
-        &[*signer],
+        &concerned,
         crate::audit::AuditKind::Requested { request: id, purpose },
     )?;
     state.put_request(
         &id,
         &RequestEntry {
             patient: *patient,
-            requester: *signer,
+            requester,
             scope: scope.clone(),
             purpose,
             requested_at: state.height,

@@ -53,7 +53,12 @@ pub(crate) fn start(
         review: None,
     };
     state.put_break_glass(&id, &entry)?;
-    let others = super::notified(state, patient, signer)?;
+    let mut others = super::notified(state, patient, signer)?;
+    // The custodians of the patient's emergency key are told too: each may release its
+    // escrow piece to the doctor, and learns of the break-glass from its own trail.
+    if let Some(profile) = state.emergency_profile(patient)? {
+        others.extend(profile.escrow.iter().map(|piece| piece.recipient));
+    }
     crate::audit::record_event(
         state,
         signer,

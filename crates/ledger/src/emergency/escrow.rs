@@ -1,6 +1,6 @@
 //! A custodian hospital releases its escrow piece of a patient's emergency key to the doctor
-//! of an open break-glass, re-wrapped to that doctor. Refused when the break-glass is over or
-//! the signer holds no piece.
+//! of an open break-glass, re-wrapped to that doctor, once. Refused when the break-glass is
+//! over, the signer holds no piece, or it released its piece for this break-glass already.
 
 use medledger_core::{Hash, block::Refusal, ids::AccountId};
 
@@ -28,12 +28,22 @@ pub(crate) fn release(
             reason: format!("{signer} holds no escrow piece of this patient's emergency key"),
         }));
     }
+    // Once per custodian and break-glass: a repeat would add an event to the trail and leave
+    // the first piece's blob referenced by nothing the ledger serves.
+    if let Some(released) = state.escrow_release(id, signer)? {
+        return Ok(Err(Refusal::AlreadyExists {
+            what: format!(
+                "{signer}'s escrow piece for break-glass {id} (released already, piece {released})"
+            ),
+        }));
+    }
     state.put_escrow_release(id, signer, piece, &format!("break-glass {id}"))?;
     crate::audit::record_event(
         state,
         signer,
         &b.patient,
-        &[b.doctor],
+        // The custodian's own trail holds its release, so that it knows what it released.
+        &[b.doctor, *signer],
         crate::audit::AuditKind::EscrowReleased { id: *id, custodian: *signer },
     )?;
     Ok(Ok(None))

@@ -166,8 +166,8 @@ impl Ledger {
         Ok(table.get(&blob.0)?.map(|v| v.value()))
     }
 
-    /// Every vault blob the registry references (sealed patient, attendant and hospital
-    /// contact details, sealed device details and thresholds): the blobs `GET /v1/blobs`
+    /// Every vault blob the registry references (sealed patient, attendant, hospital and
+    /// organisation contact details, sealed device details and thresholds): the blobs `GET /v1/blobs`
     /// serves. A scan, meant for occasional use.
     pub fn registration_blobs(&self) -> Result<HashSet<Hash>, LedgerError> {
         let read = self.db.begin_read()?;
@@ -208,6 +208,11 @@ fn registration_blobs_into(
         let (_, v) = row?;
         let h: HospitalEntry = decode_entry("hospital", v.value())?;
         out.insert(h.contact.blob);
+    }
+    for row in read.open_table(ORGANISATIONS)?.iter()? {
+        let (_, v) = row?;
+        let o: OrganisationEntry = decode_entry("organisation", v.value())?;
+        out.insert(o.contact.blob);
     }
     for row in read.open_table(DEVICES)?.iter()? {
         let (_, v) = row?;

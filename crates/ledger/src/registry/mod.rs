@@ -1,13 +1,17 @@
 //! Registry transactions, one file per kind. Each handler checks authority and input, then
 //! writes; a handler that returns a refusal has written nothing (checks come first).
 
+mod add_member;
 mod admit_hospital;
+mod admit_organisation;
 mod amend_patient;
 mod onboard_doctor;
 mod register_patient;
+mod remove_member;
 mod revoke_key;
 mod rotate_key;
 mod suspend_hospital;
+mod suspend_organisation;
 
 use medledger_core::{ids::AccountId, tx::RegistryTx};
 
@@ -40,5 +44,16 @@ pub(crate) fn apply(
             revoke_key::apply(state, signer, signer_account, account, replacement.as_ref())
         }
         RegistryTx::AmendPatient(t) => amend_patient::apply(state, signer, signer_account, t),
+        RegistryTx::AdmitOrganisation(t) => {
+            admit_organisation::apply(state, signer, signer_account, t)
+        }
+        RegistryTx::SuspendOrganisation { organisation, reason } => {
+            suspend_organisation::suspend(state, signer_account, organisation, reason)
+        }
+        RegistryTx::ReinstateOrganisation { organisation } => {
+            suspend_organisation::reinstate(state, signer_account, organisation)
+        }
+        RegistryTx::AddMember(t) => add_member::apply(state, signer, signer_account, t),
+        RegistryTx::RemoveMember { member } => remove_member::apply(state, signer, member),
     }
 }

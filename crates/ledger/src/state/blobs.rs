@@ -9,7 +9,7 @@ use medledger_core::{
 };
 use redb::ReadableTable;
 
-use super::{DeviceEntry, HospitalEntry, PatientEntry, StateTxn};
+use super::{DeviceEntry, HospitalEntry, OrganisationEntry, PatientEntry, StateTxn};
 use crate::LedgerError;
 
 /// The owner names of registration blobs (also what `verify`'s stored facts call them).
@@ -27,6 +27,10 @@ pub(crate) mod owner {
     /// A hospital's sealed contact.
     pub(crate) fn hospital_contact(id: &AccountId) -> String {
         format!("contact of hospital {id}")
+    }
+    /// An organisation's sealed contact.
+    pub(crate) fn organisation_contact(id: &AccountId) -> String {
+        format!("contact of organisation {id}")
     }
     /// A device's sealed details.
     pub(crate) fn device_details(id: &AccountId) -> String {
@@ -50,6 +54,11 @@ pub(crate) fn of_patient(id: PatientId, p: &PatientEntry) -> [(Hash, String); 2]
 /// The registration blob of a hospital entry, with its owner.
 pub(crate) fn of_hospital(id: &AccountId, h: &HospitalEntry) -> [(Hash, String); 1] {
     [(h.contact.blob, owner::hospital_contact(id))]
+}
+
+/// The registration blob of an organisation entry, with its owner.
+pub(crate) fn of_organisation(id: &AccountId, o: &OrganisationEntry) -> [(Hash, String); 1] {
+    [(o.contact.blob, owner::organisation_contact(id))]
 }
 
 /// The registration blob of a device entry, with its owner.

@@ -90,6 +90,16 @@ impl StateTxn<'_, '_> {
         Ok(())
     }
 
+    /// The escrow piece `custodian` released for break-glass `id`, if it did.
+    pub fn escrow_release(
+        &self,
+        id: &Hash,
+        custodian: &AccountId,
+    ) -> Result<Option<Hash>, LedgerError> {
+        let key = keys::hash_account(id, custodian);
+        Ok(self.tables.escrow_releases.get(key.as_slice())?.map(|v| Hash(*v.value())))
+    }
+
     /// Records an escrow piece released to a break-glass doctor.
     pub fn put_escrow_release(
         &mut self,

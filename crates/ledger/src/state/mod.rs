@@ -6,7 +6,7 @@
 //!
 //! The tables are declared once, in `tables.rs` ([`TABLES`]); the entry types and accessors
 //! live in one file per feature (`registry`, `consent`, `records`, `emergency`, `cases`,
-//! `devices`, `nodes`, `audit`); composite keys in `keys.rs`.
+//! `devices`, `nodes`, `organisations`, `audit`); composite keys in `keys.rs`.
 
 mod audit;
 pub(crate) mod blobs;
@@ -16,6 +16,7 @@ mod devices;
 mod emergency;
 pub(crate) mod keys;
 mod nodes;
+mod organisations;
 mod records;
 mod registry;
 mod tables;
@@ -36,6 +37,7 @@ pub use emergency::BreakGlassEntry;
 pub(crate) use emergency::{NET_EMERGENCY_WINDOW_MS, window_ms};
 pub use nodes::{GENESIS_NODE_ID, NodeEntry, NodeStatus, genesis_node};
 pub(crate) use nodes::{all_nodes, node_by_id, node_by_key};
+pub use organisations::{MemberEntry, OrganisationEntry};
 pub use records::{RecordEntry, SharingEntry};
 pub use registry::{Account, DoctorEntry, HospitalEntry, PatientEntry, registration_key};
 pub(crate) use tables::*;

@@ -575,6 +575,14 @@ state_tables! {
     /// their session: what the vault must keep.
     device_blobs: DEVICE_BLOBS = "device_blobs" <&'static [u8; 32], &'static [u8; 32]> State;
 
+    /// Organisation directory entries (researchers, insurers) by account.
+    organisations: ORGANISATIONS = "organisations" <&'static [u8; 20], &'static [u8]> State;
+    /// Organisation members by account: their organisation, name, and removal.
+    members: MEMBERS = "members" <&'static [u8; 20], &'static [u8]> State;
+    /// Index: organisation || member, for every member ever added.
+    members_by_organisation: MEMBERS_BY_ORGANISATION = "members_by_organisation"
+        <&'static [u8; 40], ()> Index;
+
     /// Nodes of the network by id (the genesis node, 1, only once its status changed).
     nodes: NODES = "nodes" <u64, &'static [u8]> State;
     /// Index: node key -> node id, for every node with a row.

@@ -1,6 +1,7 @@
 //! `authorize` against a model: random consent states (grants of every scope, purposes,
 //! validity periods and revocations, deny rules, delegates, break-glass, case authorship) and
-//! random accesses,
+//! random accesses, a requester that may be an organisation's member (acting under the
+//! organisation's grants while it and the organisation are active),
 //! decided by `authorize` over an in-memory `ConsentView` and by a model written from the
 //! rules as the patient reads them. In the model an access names *parts* (a record with its
 //! category, a category alone, a case) and a grant allows it only if its scope allows every
@@ -13,14 +14,14 @@ use medledger_core::{
     ids::AccountId,
     keys::{EncryptionKey, PublicKey},
     tx::{
-        Role,
+        OrganisationKind, Role,
         consent::{DenyRule, Purpose, RecordCategory, Scope, Validity},
     },
 };
 use medledger_ledger::{
     LedgerError,
     consent::{Action, Basis, ConsentView, Decision, Denial, Resource, authorize},
-    state::{Account, BreakGlassEntry, CaseLog, DenyEntry, GrantEntry},
+    state::{Account, BreakGlassEntry, CaseLog, DenyEntry, GrantEntry, MemberEntry},
     visibility::readable_on_some_basis,
 };
 use proptest::prelude::*;
@@ -28,6 +29,9 @@ use proptest::prelude::*;
 const PATIENT: AccountId = AccountId([1; 20]);
 const REQUESTER: AccountId = AccountId([2; 20]);
 const HOSPITAL: AccountId = AccountId([3; 20]);
+/// The researcher organisation a requester of role `Member` belongs to.
+const ORG: AccountId = AccountId([4; 20]);
+const RESEARCHER: Role = Role::Organisation(OrganisationKind::Researcher);
 const CATEGORIES: [RecordCategory; 3] =
     [RecordCategory::LabReport, RecordCategory::Imaging, RecordCategory::Psychiatry];
 const RECORDS: [&str; 3] = ["1000101012020", "1000102012020", "1000103012020"];
@@ -47,6 +51,13 @@ struct World {
     requester_is_patient: bool,
     delegate: bool,
     grants: Vec<(Scope, Purpose, Validity, Option<u64>)>,
+    /// Grants to the organisation `ORG`.
+    org_grants: Vec<(Scope, Purpose, Validity, Option<u64>)>,
+    /// `ORG` is suspended; its key is revoked; the requester (of role `Member`) has its member
+    /// entry under `ORG`.
+    org_suspended: bool,
+    org_key_revoked: bool,
+    member_listed: bool,
     deny: Vec<DenyRule>,
     opens_records: bool,
     break_glass: Vec<(u64, Option<u64>)>,
@@ -73,7 +84,7 @@ impl ConsentView for World {
             key,
             encryption_key: EncryptionKey([0; 32]),
             nonce: 0,
-            authority: None,
+            authority: (role == Role::Member).then_some(ORG),
             hospital,
             suspended,
             patient_id: None,
@@ -83,6 +94,12 @@ impl ConsentView for World {
         Ok(match *id {
             PATIENT => Some(account(Role::Patient, Some(HOSPITAL), false, key)),
             HOSPITAL => Some(account(Role::Hospital, None, self.hospital_suspended, key)),
+            ORG => Some(account(
+                RESEARCHER,
+                None,
+                self.org_suspended,
+                if self.org_key_revoked { None } else { key },
+            )),
             REQUESTER if self.requester_known => Some(account(
                 self.requester_role,
                 Some(HOSPITAL),
@@ -101,13 +118,18 @@ impl ConsentView for World {
         patient: &AccountId,
         visit: &mut dyn FnMut(Hash, GrantEntry) -> bool,
     ) -> Result<(), LedgerError> {
-        if *grantee != REQUESTER || *patient != PATIENT {
+        let (kind, grants) = match *grantee {
+            REQUESTER => (1, &self.grants),
+            ORG => (4, &self.org_grants),
+            _ => return Ok(()),
+        };
+        if *patient != PATIENT {
             return Ok(());
         }
-        for (i, (scope, purpose, validity, revoked_at)) in self.grants.iter().enumerate() {
+        for (i, (scope, purpose, validity, revoked_at)) in grants.iter().enumerate() {
             let g = GrantEntry {
                 patient: PATIENT,
-                grantee: REQUESTER,
+                grantee: *grantee,
                 scope: scope.clone(),
                 purpose: *purpose,
                 validity: *validity,
@@ -116,7 +138,7 @@ impl ConsentView for World {
                 request: None,
                 revoked_at: *revoked_at,
             };
-            if visit(Self::id(1, i), g) {
+            if visit(Self::id(kind, i), g) {
                 break;
             }
         }
@@ -186,6 +208,18 @@ impl ConsentView for World {
             sealed: None,
         }))
     }
+    fn member(&self, id: &AccountId) -> Result<Option<MemberEntry>, LedgerError> {
+        let listed = *id == REQUESTER
+            && self.requester_known
+            && self.requester_role == Role::Member
+            && self.member_listed;
+        Ok(listed.then(|| MemberEntry {
+            organisation: ORG,
+            name: "member".into(),
+            added_at: 1,
+            removed_at: None,
+        }))
+    }
 }
 
 /// One part of what an access names.
@@ -236,7 +270,8 @@ fn model(w: &World, r: &Resource, purpose: Purpose, height: u64, time: u64) -> D
     if who == REQUESTER
         && (w.key_revoked
             || w.requester_suspended
-            || (w.requester_role == Role::Doctor && w.hospital_suspended))
+            || (w.requester_role == Role::Doctor && w.hospital_suspended)
+            || (w.requester_role == Role::Member && w.org_suspended))
     {
         return Decision::Deny(Denial::RequesterInactive);
     }
@@ -246,9 +281,18 @@ fn model(w: &World, r: &Resource, purpose: Purpose, height: u64, time: u64) -> D
     if r.patient == PATIENT && w.delegate {
         return Decision::Allow(Basis::Delegation);
     }
+    // A listed member of an organisation with an active key acts under its grants; a deny
+    // rule naming the member or the organisation stops it.
+    let for_org = who == REQUESTER
+        && w.requester_role == Role::Member
+        && w.member_listed
+        && !w.org_key_revoked;
+    let role = if who == PATIENT { Role::Patient } else { w.requester_role };
     for (i, rule) in w.deny.iter().enumerate() {
-        let names_this = rule.grantee.is_none_or(|g| g == who)
-            && rule.grantee_role.is_none_or(|role| role == w.requester_role)
+        let names = |id: AccountId, role: Role| {
+            rule.grantee.is_none_or(|g| g == id) && rule.grantee_role.is_none_or(|r| r == role)
+        };
+        let names_this = (names(who, role) || (for_org && names(ORG, RESEARCHER)))
             && rule.category.is_none_or(|c| r.category == Some(c))
             && rule.purpose.is_none_or(|p| p == purpose);
         if names_this && r.patient == PATIENT {
@@ -256,10 +300,11 @@ fn model(w: &World, r: &Resource, purpose: Purpose, height: u64, time: u64) -> D
         }
     }
     if r.patient == PATIENT {
-        for (i, (scope, p, validity, revoked_at)) in w.grants.iter().enumerate() {
+        let (kind, grants) = if for_org { (4, &w.org_grants) } else { (1, &w.grants) };
+        for (i, (scope, p, validity, revoked_at)) in grants.iter().enumerate() {
             let in_force = revoked_at.is_none_or(|at| height <= at) && validity.contains(time);
             if *p == purpose && in_force && model_covers(scope, r) {
-                return Decision::Allow(Basis::Grant { grant: World::id(1, i) });
+                return Decision::Allow(Basis::Grant { grant: World::id(kind, i) });
             }
         }
         if w.authored && r.case.as_deref() == Some(CASES[0]) {
@@ -308,18 +353,25 @@ fn resource() -> impl Strategy<Value = Resource> {
 }
 
 fn world() -> impl Strategy<Value = World> {
-    let grant = (
-        scope(),
-        prop::sample::select(PURPOSES.to_vec()),
-        (0u64..40, 0u64..40),
-        prop::option::of(0u64..20),
-    )
-        .prop_map(|(scope, purpose, (a, b), revoked)| {
-            (scope, purpose, Validity { not_before_ms: a, expires_at_ms: b }, revoked)
-        });
+    let grant = || {
+        (
+            scope(),
+            prop::sample::select(PURPOSES.to_vec()),
+            (0u64..40, 0u64..40),
+            prop::option::of(0u64..20),
+        )
+            .prop_map(|(scope, purpose, (a, b), revoked)| {
+                (scope, purpose, Validity { not_before_ms: a, expires_at_ms: b }, revoked)
+            })
+    };
     let deny = (
-        prop::option::of(prop::sample::select(vec![REQUESTER, AccountId([8; 20])])),
-        prop::option::of(prop::sample::select(vec![Role::Doctor, Role::Hospital])),
+        prop::option::of(prop::sample::select(vec![REQUESTER, ORG, AccountId([8; 20])])),
+        prop::option::of(prop::sample::select(vec![
+            Role::Doctor,
+            Role::Hospital,
+            Role::Member,
+            RESEARCHER,
+        ])),
         prop::option::of(category()),
         prop::option::of(prop::sample::select(PURPOSES.to_vec())),
     )
@@ -332,20 +384,26 @@ fn world() -> impl Strategy<Value = World> {
     (
         (
             prop::bool::weighted(0.95),
-            prop::sample::select(vec![Role::Doctor, Role::Hospital]),
+            prop::sample::select(vec![Role::Doctor, Role::Hospital, Role::Member]),
             prop::bool::weighted(0.05),
             prop::bool::weighted(0.05),
             prop::bool::weighted(0.05),
             prop::bool::weighted(0.03),
             prop::bool::weighted(0.03),
         ),
-        prop::collection::vec(grant, 0..5),
+        prop::collection::vec(grant(), 0..5),
+        (
+            prop::collection::vec(grant(), 0..4),
+            prop::bool::weighted(0.1),
+            prop::bool::weighted(0.1),
+            prop::bool::weighted(0.9),
+        ),
         prop::collection::vec(deny, 0..2),
         any::<bool>(),
         prop::collection::vec((0u64..40, prop::option::of(0u64..20)), 0..2),
         prop::bool::weighted(0.2),
     )
-        .prop_map(|(flags, grants, deny, opens_records, break_glass, authored)| World {
+        .prop_map(|(flags, grants, org, deny, opens_records, break_glass, authored)| World {
             requester_known: flags.0,
             requester_role: flags.1,
             key_revoked: flags.2,
@@ -354,6 +412,10 @@ fn world() -> impl Strategy<Value = World> {
             requester_is_patient: flags.5,
             delegate: flags.6,
             grants,
+            org_grants: org.0,
+            org_suspended: org.1,
+            org_key_revoked: org.2,
+            member_listed: org.3,
             deny,
             opens_records,
             break_glass,

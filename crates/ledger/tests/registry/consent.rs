@@ -13,21 +13,21 @@ use medledger_ledger::consent::{Action, Basis, Decision, Denial, Resource};
 
 use super::*;
 
-const HOUR: u64 = 3_600_000;
+pub(super) const HOUR: u64 = 3_600_000;
 
 /// Signs a consent transaction (the body first, so that it may name the signer's account).
-fn consent(tx: ConsentTx, actor: &mut Actor) -> SignedTransaction {
+pub(super) fn consent(tx: ConsentTx, actor: &mut Actor) -> SignedTransaction {
     actor.sign_body(TxBody::Consent(tx))
 }
 
-fn created_id(r: &Receipt) -> Hash {
+pub(super) fn created_id(r: &Receipt) -> Hash {
     match applied(r) {
         Some(Created::Consent { id }) => *id,
         other => panic!("expected a consent id, got {other:?}"),
     }
 }
 
-fn lab(patient: &Actor) -> Resource {
+pub(super) fn lab(patient: &Actor) -> Resource {
     Resource {
         patient: patient.account,
         category: Some(RecordCategory::LabReport),
@@ -36,11 +36,11 @@ fn lab(patient: &Actor) -> Resource {
     }
 }
 
-fn of(patient: &Actor, category: RecordCategory) -> Resource {
+pub(super) fn of(patient: &Actor, category: RecordCategory) -> Resource {
     Resource { patient: patient.account, category: Some(category), record: None, case: None }
 }
 
-fn decide(net: &Net, who: &Actor, resource: &Resource, purpose: Purpose) -> Decision {
+pub(super) fn decide(net: &Net, who: &Actor, resource: &Resource, purpose: Purpose) -> Decision {
     net.ledger.authorize(&who.account, Action::Read, resource, purpose, None).unwrap()
 }
 
@@ -440,7 +440,12 @@ fn a_ledger_with_consent_verifies_and_a_tampered_grant_is_caught() {
     assert!(medledger_ledger::verify::verify_ledger(&path, &mut |_, _, _| {}).is_err());
 }
 
-fn access(net: &mut Net, reader: &mut Actor, resource: Resource, purpose: Purpose) -> Decision {
+pub(super) fn access(
+    net: &mut Net,
+    reader: &mut Actor,
+    resource: Resource,
+    purpose: Purpose,
+) -> Decision {
     let t = reader.sign_body(TxBody::Access(medledger_core::tx::consent::AccessTx {
         resource,
         action: Action::Read,

@@ -262,3 +262,76 @@ fn a_ledger_with_emergency_state_verifies_and_reopens() {
     let ledger = Ledger::open(&path).unwrap();
     assert_eq!(ledger.emergency_window_ms().unwrap(), 3_600_000);
 }
+
+/// A custodian hospital that is not the doctor's learns of a break-glass on the patient from
+/// its own trail (so that it knows its piece is needed), and its trail holds its release; a
+/// hospital that is neither learns nothing.
+#[test]
+fn a_custodian_is_told_of_a_break_glass_and_of_its_own_release() {
+    let (mut net, _hospital, mut doctor, mut patient) = populated();
+    let mut custodian = Actor::new();
+    applied(&net.admit(&custodian));
+    let stranger = Actor::new();
+    applied(&net.admit(&stranger));
+    let t = em(
+        EmergencyTx::SetProfile { patient: patient.account, profile: profile(&custodian, true) },
+        &mut patient,
+    );
+    applied(&net.one(t));
+    let kinds = |net: &Net, who: &Actor| -> Vec<&'static str> {
+        net.ledger
+            .audit_trail(&who.account, None, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.kind.name())
+            .collect()
+    };
+    let (id, _) = break_glass(&mut net, &mut doctor, &patient);
+    assert_eq!(kinds(&net, &custodian), vec!["break_glass"]);
+    let t =
+        em(EmergencyTx::ReleaseEscrow { break_glass: id, piece: Hash::of(b"p") }, &mut custodian);
+    applied(&net.one(t));
+    assert_eq!(kinds(&net, &custodian), vec!["break_glass", "escrow_released"]);
+    assert!(kinds(&net, &stranger).is_empty(), "{:?}", kinds(&net, &stranger));
+}
+
+/// A custodian releases its piece once per break-glass: a second release for the same
+/// break-glass (a reloaded form, a resent command) is refused and changes nothing, while a
+/// new break-glass on the same patient gets its own release.
+#[test]
+fn a_custodian_releases_its_piece_once_per_break_glass() {
+    let (mut net, hospital, mut doctor, mut patient) = populated();
+    let mut custodian = Actor::new();
+    applied(&net.admit(&custodian));
+    let t = em(
+        EmergencyTx::SetProfile { patient: patient.account, profile: profile(&custodian, true) },
+        &mut patient,
+    );
+    applied(&net.one(t));
+    let (id, _) = break_glass(&mut net, &mut doctor, &patient);
+    let release = |id: Hash, piece: &[u8], custodian: &mut Actor| {
+        em(EmergencyTx::ReleaseEscrow { break_glass: id, piece: Hash::of(piece) }, custodian)
+    };
+    applied(&net.one(release(id, b"first", &mut custodian)));
+    let account = custodian.account;
+    let trail = |net: &Net| net.ledger.audit_trail(&account, None, 100).unwrap().len();
+    let (before, events) = (emergency_state(&net, &patient, &hospital), trail(&net));
+    // A repeat wraps the piece afresh: a new blob (the same blob is refused as owned already).
+    match refusal(&net.one(release(id, b"second", &mut custodian))) {
+        Refusal::AlreadyExists { what } => assert!(what.contains("released already"), "{what}"),
+        other => panic!("a second release was not refused as one: {other:?}"),
+    }
+    assert_eq!(
+        net.ledger.escrow_releases(&id).unwrap(),
+        vec![(custodian.account, Hash::of(b"first"))]
+    );
+    assert_eq!(emergency_state(&net, &patient, &hospital), before);
+    assert_eq!(trail(&net), events, "a refused release reached the custodian's trail");
+    // Another break-glass is another release.
+    let (next, _) = break_glass(&mut net, &mut doctor, &patient);
+    applied(&net.one(release(next, b"again", &mut custodian)));
+    assert_eq!(
+        net.ledger.escrow_releases(&next).unwrap(),
+        vec![(custodian.account, Hash::of(b"again"))]
+    );
+}

@@ -21,6 +21,7 @@ mod consent;
 mod devices;
 mod emergency;
 mod nodes;
+mod organisations;
 mod records;
 mod tamper;
 mod visibility;

@@ -227,6 +227,25 @@ fn build(path: &std::path::Path) {
         hospital: hospital.account,
     };
     ok(&mut net, &mut regulator, TxBody::Nodes(admit));
+    // An organisation with a member (the directory and its index).
+    let mut org = Actor::new();
+    let member = Actor::new();
+    let admit_org = medledger_core::tx::AdmitOrganisation {
+        key: org.key.public_key(),
+        encryption_key: org.enc.public_key(),
+        kind: medledger_core::tx::OrganisationKind::Researcher,
+        name: "Cohort Lab".into(),
+        contact: sealed("contact of the cohort lab"),
+    };
+    ok(&mut net, &mut regulator, TxBody::Registry(RegistryTx::AdmitOrganisation(admit_org)));
+    let accept = medledger_core::tx::AddMember::accept(
+        &member.key,
+        &org.account,
+        member.enc.public_key(),
+        "Dr. Rao",
+    );
+    ok(&mut net, &mut org, TxBody::Registry(RegistryTx::AddMember(accept)));
+
     let genesis_node = net.ledger.genesis().node_key;
     ok(&mut net, &mut regulator, TxBody::Nodes(NodeTx::Suspend { node_key: genesis_node }));
 }

@@ -1,5 +1,5 @@
 //! Directory routes: genesis, checkpoints and consistency proofs, committed transactions (to
-//! their parties), hospitals, doctors, accounts with their proven encryption keys, and
+//! their parties), hospitals, organisations and their members, doctors, accounts with their proven encryption keys, and
 //! patients by Patient-ID (to those who may look them up).
 
 use axum::{
@@ -9,7 +9,7 @@ use axum::{
 };
 use medledger_api::{
     AccountKeyProof, AccountView, ConsistencyQuery, ConsistencyResponse, DoctorView, HospitalView,
-    PatientView, TxProofResponse, paths,
+    OrganisationView, PatientView, TxProofResponse, paths,
 };
 use medledger_core::{block::SignedCheckpoint, ids::PatientId};
 use serde::Deserialize;
@@ -31,6 +31,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(paths::CONSISTENCY, get(consistency))
         .route(paths::GENESIS, get(genesis))
         .route(paths::HOSPITALS, get(hospitals))
+        .route(paths::ORGANISATIONS, get(organisations))
         .route(paths::DOCTORS, get(doctors))
         .route(&format!("{}/{{id}}", paths::ACCOUNTS), get(account))
         .route(&format!("{}/{{id}}/{}", paths::ACCOUNTS, paths::ENCRYPTION_KEY), get(account_key))
@@ -76,6 +77,20 @@ async fn genesis(State(state): State<AppState>) -> Json<medledger_core::block::G
 async fn hospitals(State(state): State<AppState>, _: Signed) -> ApiResult<Vec<HospitalView>> {
     let list = state.ledger.hospitals()?;
     Ok(Json(list.into_iter().map(|(a, e, suspended)| views::hospital(a, e, suspended)).collect()))
+}
+
+/// The organisation directory: researchers and insurers, with their members (public names
+/// and encryption keys, as a doctor's directory entry is public).
+async fn organisations(
+    State(state): State<AppState>,
+    _: Signed,
+) -> ApiResult<Vec<OrganisationView>> {
+    let list = state.ledger.organisations()?;
+    Ok(Json(
+        list.into_iter()
+            .map(|(id, e, a, members)| views::organisation(id, e, a, members))
+            .collect(),
+    ))
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,8 +6,8 @@
 
 use medledger_api::{
     AlertView, BatchView, BreakGlassView, CaseSealView, CaseView, DenyView, DeviceView, DoctorView,
-    GrantView, HospitalView, NodeView, PatientView, RecordView, RequestView, SessionView,
-    SharingView, ThresholdsView, TxProofResponse,
+    GrantView, HospitalView, MemberView, NodeView, OrganisationView, PatientView, RecordView,
+    RequestView, SessionView, SharingView, ThresholdsView, TxProofResponse,
 };
 use medledger_core::{
     Hash,
@@ -16,7 +16,8 @@ use medledger_core::{
     tx::records::KeyRef,
 };
 use medledger_ledger::{
-    CaseLog, DoctorEntry, HospitalEntry, Ledger, LedgerError, NodeEntry, PatientEntry, TxRecord,
+    Account, CaseLog, DoctorEntry, HospitalEntry, Ledger, LedgerError, MemberEntry, NodeEntry,
+    OrganisationEntry, PatientEntry, TxRecord,
     state::{
         AlertEntry, BatchEntry, BreakGlassEntry, DenyEntry, DeviceEntry, GrantEntry, RecordEntry,
         RequestEntry, RequestStatus, SessionEntry,
@@ -49,6 +50,32 @@ pub(crate) fn hospital(account: AccountId, e: HospitalEntry, suspended: bool) ->
         specialisation: e.specialisation,
         suspended,
         admitted_at: e.admitted_at,
+    }
+}
+
+pub(crate) fn organisation(
+    account: AccountId,
+    e: OrganisationEntry,
+    a: Account,
+    members: Vec<(AccountId, MemberEntry, Account)>,
+) -> OrganisationView {
+    OrganisationView {
+        account,
+        kind: e.kind,
+        name: e.name,
+        suspended: a.suspended,
+        key_active: a.key.is_some(),
+        admitted_at: e.admitted_at,
+        members: members
+            .into_iter()
+            .map(|(account, m, a)| MemberView {
+                account,
+                name: m.name,
+                encryption_key: a.encryption_key,
+                added_at: m.added_at,
+                removed_at: m.removed_at,
+            })
+            .collect(),
     }
 }
 

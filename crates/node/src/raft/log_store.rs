@@ -141,6 +141,35 @@ impl LogStore {
         Ok(Self { db, writer })
     }
 
+    /// Deletes, before Raft starts, the entries after `applied` (the ledger's applied log id)
+    /// of an earlier term than it: uncommitted leftovers of an old leader that a snapshot
+    /// imported on receipt has overtaken, left behind when the node stopped before Raft was
+    /// handed that snapshot (`receive.rs`). Terms never decrease along a log, so none of them
+    /// can be committed; kept, they would sit after entries a new leader appends by index and
+    /// make a later start read the log's end wrong. Returns how many were deleted.
+    pub fn drop_stale_after(&self, applied: LogId<u64>) -> Result<u64, redb::Error> {
+        let txn = self.db.begin_write()?;
+        let doomed = {
+            let mut log = txn.open_table(LOG)?;
+            let mut doomed = Vec::new();
+            for row in log.range(applied.index + 1..)? {
+                let (k, v) = row?;
+                let entry: Entry<TypeConfig> =
+                    medledger_core::encoding::decode("raft entry", v.value(), MAX_ENTRY_BYTES)
+                        .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+                if entry.log_id.leader_id.term < applied.leader_id.term {
+                    doomed.push(k.value());
+                }
+            }
+            for k in &doomed {
+                log.remove(*k)?;
+            }
+            doomed.len() as u64
+        };
+        txn.commit()?;
+        Ok(doomed)
+    }
+
     fn meta<T: serde::Serialize + serde::de::DeserializeOwned>(
         &self,
         key: &str,
@@ -349,9 +378,46 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 mod tests {
     use std::time::Duration;
 
-    use openraft::{CommittedLeaderId, Vote, storage::RaftLogStorage};
+    use openraft::{CommittedLeaderId, RaftLogReader, Vote, storage::RaftLogStorage};
 
     use super::*;
+
+    /// Entries after the applied log id of an earlier term are uncommitted leftovers and go;
+    /// those up to it, and later ones of its term or after, stay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_of_an_older_term_past_the_applied_point_are_dropped_and_no_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(&dir.path().join("raft-log.redb"), Arc::default()).unwrap();
+        let id = |term, index| LogId::new(CommittedLeaderId::new(term, 1), index);
+        {
+            let txn = store.db.begin_write().unwrap();
+            {
+                let mut log = txn.open_table(LOG).unwrap();
+                let terms = (1..=15).map(|i| (1, i)).chain((16..=18).map(|i| (3, i)));
+                for (term, index) in terms {
+                    let entry = Entry::<TypeConfig> {
+                        log_id: id(term, index),
+                        payload: openraft::EntryPayload::Blank,
+                    };
+                    log.insert(index, medledger_core::encoding::encode(&entry).as_slice()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        assert_eq!(store.drop_stale_after(id(2, 11)).unwrap(), 4);
+        let left: Vec<_> = store
+            .try_get_log_entries(0..100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.log_id)
+            .collect();
+        let expected: Vec<_> =
+            (1..=11).map(|i| id(1, i)).chain((16..=18).map(|i| id(3, i))).collect();
+        assert_eq!(left, expected);
+        // Nothing of an older term past the applied point: nothing goes.
+        assert_eq!(store.drop_stale_after(id(1, 11)).unwrap(), 0);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn once_closed_is_reported_the_file_opens_without_repair_and_not_before() {

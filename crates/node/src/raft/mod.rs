@@ -237,6 +237,15 @@ pub(crate) async fn start_timed<N: openraft::RaftNetworkFactory<TypeConfig>>(
     let log = LogStore::open(log_path, fault.clone())
         .map_err(|e| format!("raft log at {}: {e}", log_path.display()))?;
     let closed = log.closed();
+    // Leftovers of an old term past a snapshot imported just before a stop (`receive.rs`).
+    if let Ok(((Some(applied), _), _)) = state_machine::stored_marker_of(&ledger) {
+        let dropped = log
+            .drop_stale_after(applied)
+            .map_err(|e| format!("raft log at {}: {e}", log_path.display()))?;
+        if dropped > 0 {
+            tracing::warn!(dropped, %applied, "dropped uncommitted entries of an older term");
+        }
+    }
     // Snapshots live beside the log, in the data directory's `snapshots/`.
     let snapshot_dir = log_path.with_file_name("snapshots");
     let import_lock = state_machine::ImportLock::default();

@@ -11,7 +11,7 @@
 //! snapshot that checks out is in the ledger, durably, before the log is purged; the state
 //! machine's install then only keeps the file (`state_machine.rs`).
 
-use std::sync::Arc;
+use std::{cmp::Ordering, sync::Arc};
 
 use medledger_ledger::Ledger;
 use openraft::{
@@ -62,7 +62,7 @@ impl SnapshotReceiver {
         // A sender behind this node's vote is answered with it and nothing is written (what
         // openraft checks first too; Raft checks the vote again when handed the snapshot).
         let my_vote = raft.metrics().borrow().vote;
-        if req.vote < my_vote {
+        if !matches!(req.vote.partial_cmp(&my_vote), Some(Ordering::Greater | Ordering::Equal)) {
             return Ok(InstallSnapshotResponse { vote: my_vote });
         }
         let vote = req.vote;
@@ -76,34 +76,49 @@ impl SnapshotReceiver {
         };
         let last =
             meta.last_log_id.ok_or_else(|| fatal("a snapshot that covers no entry".to_owned()))?;
-        let marker: Marker = (meta.last_log_id, meta.last_membership.clone());
-        let file = snapshot.snapshot.try_clone().await.map_err(|e| fatal(e.to_string()))?;
-        let file = file.into_std().await;
-        let (ledger, lock) = (self.ledger.clone(), self.import_lock.clone());
-        let imported = tokio::task::spawn_blocking(move || {
-            let _import = state_machine::hold(&lock);
-            let (applied, previous) = match state_machine::stored_marker_of(&ledger) {
-                Ok(((applied, previous), _)) => (applied, previous),
-                Err(e) => return Err(Refused::storage(e)),
-            };
-            // Raft ignores a snapshot its state machine has passed; so does the import.
-            if applied.is_some_and(|a| a.index >= last.index) {
-                return Ok(false);
+        // The import and the hand-over to Raft run to the end together, whatever happens to
+        // the connection that brought the snapshot: a ledger imported but never handed over
+        // would let the next snapshot skip the checks below.
+        let (ledger, lock, fault, raft) =
+            (self.ledger.clone(), self.import_lock.clone(), self.fault.clone(), raft.clone());
+        let task = tokio::spawn(async move {
+            let marker: Marker = (meta.last_log_id, meta.last_membership.clone());
+            let file = snapshot.snapshot.try_clone().await.map_err(|e| fatal(e.to_string()))?;
+            let file = file.into_std().await;
+            let imported = tokio::task::spawn_blocking(move || {
+                // A leader of term T holds no entry of a later term: a snapshot claiming one
+                // is made up (and would pass for newer than entries this node acknowledged).
+                if last.leader_id.term > vote.leader_id().get_term() {
+                    let reason = format!(
+                        "its last entry {last} is of a later term than its sender's vote {vote}"
+                    );
+                    return Err(Refused::protocol(reason));
+                }
+                let _import = state_machine::hold(&lock);
+                let ((applied, previous), _) =
+                    state_machine::stored_marker_of(&ledger).map_err(Refused::storage)?;
+                // A snapshot the ledger has passed is not imported (Raft ignores it unless it
+                // declined the one imported before), but it is checked all the same.
+                if applied.is_some_and(|a| a.index >= last.index) {
+                    state_machine::passed(&ledger, &file, &marker, previous.membership())?;
+                    return Ok(false);
+                }
+                state_machine::import(&ledger, &file, &marker, previous.membership())?;
+                Ok(true)
+            })
+            .await
+            .map_err(|e| fatal(e.to_string()))?;
+            match imported {
+                Ok(imported) => {
+                    tracing::debug!(imported, last_log_index = last.index, "snapshot received");
+                }
+                Err(refused) => return Err(fatal(refused.report(&fault, last))),
             }
-            state_machine::import(&ledger, &file, &marker, previous.membership())?;
-            Ok(true)
-        })
-        .await
-        .map_err(|e| fatal(e.to_string()))?;
-        match imported {
-            Ok(imported) => {
-                tracing::debug!(imported, last_log_index = last.index, "snapshot received");
-            }
-            Err(refused) => return Err(fatal(refused.report(&self.fault, last))),
-        }
-        let installed =
-            raft.install_full_snapshot(vote, snapshot).await.map_err(RaftError::Fatal)?;
-        Ok(installed.into())
+            let installed =
+                raft.install_full_snapshot(vote, snapshot).await.map_err(RaftError::Fatal)?;
+            Ok(installed.into())
+        });
+        task.await.map_err(|e| fatal(e.to_string()))?
     }
 }
 

@@ -273,8 +273,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.skipped = skipped;
             for entry in entries {
                 let log_id = entry.log_id;
-                if applied.is_some_and(|a| log_id.index <= a.index) {
-                    // Committed entries are final, so the snapshot holds this one's effect.
+                if let Some(a) = applied.filter(|a| log_id.index <= a.index) {
+                    // Committed entries are final, so the snapshot holds this one's effect;
+                    // unless the entry could not have preceded it, which a true snapshot's
+                    // log id rules out (a made-up one would silence this node for good).
+                    if log_id.leader_id.term > a.leader_id.term
+                        || (log_id.index == a.index && log_id != a)
+                    {
+                        let reason = format!(
+                            "entry {log_id} cannot precede the snapshot installed at {a}: the \
+                             snapshot's log id was made up"
+                        );
+                        tracing::error!(%reason, "refusing an entry");
+                        self.fault.report_protocol(reason.clone());
+                        return Err(sm_err(reason));
+                    }
                     tracing::debug!(index = log_id.index, "entry already in an imported snapshot");
                     results.push(BlockResult::Applied(Vec::new()));
                     continue;
@@ -405,8 +418,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 // Past it already: Raft declined a snapshot imported on receipt (a newer vote
                 // overtook it) and entries were applied on top; committed entries are final,
                 // so there is nothing to import, nor to keep, once its tip is one of ours.
-                ((Some(applied), _), _) if applied.index >= last.index => {
-                    passed(&ledger, &file).map(|()| None)
+                ((Some(applied), previous), _) if applied.index >= last.index => {
+                    passed(&ledger, &file, &marker, previous.membership())?;
+                    // Raft purged its log up to this snapshot and will serve the current one
+                    // to lagging followers: make it one that covers the purged entries.
+                    if let Err(e) = build(&ledger, &dir) {
+                        tracing::warn!(%e, "rebuilding the snapshot after one the ledger passed");
+                    }
+                    Ok(None)
                 }
                 // Handed over by this process (`Raft::install_full_snapshot`).
                 ((_, previous), _) => {
@@ -502,10 +521,28 @@ pub(super) fn import(
     Ok((header, skipped))
 }
 
-/// Checks that the snapshot in `file`, taken at a point this ledger has passed, ends at one of
-/// this ledger's blocks: otherwise its sender forked the history (a protocol fault).
-fn passed(ledger: &Ledger, file: &fs::File) -> Result<(), Refused> {
+/// Checks that the snapshot in `file`, taken at a point this ledger has passed, is what was
+/// announced (`marker`), names only admitted members (against `previous`), and ends at one of
+/// this ledger's blocks: otherwise its sender broke the protocol.
+pub(super) fn passed(
+    ledger: &Ledger,
+    file: &fs::File,
+    marker: &Marker,
+    previous: &openraft::Membership<u64, BasicNode>,
+) -> Result<(), Refused> {
     let header = header_of(file).map_err(|e| Refused { reason: e.to_string(), protocol: true })?;
+    // What it says of itself is what was announced, and its membership names only nodes this
+    // ledger admitted, as on import: Raft takes the announced membership on install.
+    if !decode_marker(&header.marker).is_ok_and(|(m, _)| m == *marker) {
+        let reason = "it carries another applied marker (Raft log id or membership) than \
+                      announced"
+            .to_owned();
+        return Err(Refused { reason, protocol: true });
+    }
+    let known = ledger.node_members().map_err(Refused::storage)?;
+    super::membership::check_snapshot_members(&known, previous, marker.1.membership()).map_err(
+        |reason| Refused { reason: format!("its Raft membership: {reason}"), protocol: true },
+    )?;
     let ours = match header.height {
         0 => Some(ledger.genesis().hash()),
         h => ledger.header(h).map_err(Refused::storage)?.map(|b| b.hash()),
@@ -579,6 +616,11 @@ pub(super) struct Refused {
 }
 
 impl Refused {
+    /// The snapshot breaks the protocol for `reason`.
+    pub(super) fn protocol(reason: String) -> Self {
+        Refused { reason, protocol: true }
+    }
+
     pub(super) fn storage(e: impl std::fmt::Display) -> Self {
         Refused { reason: e.to_string(), protocol: false }
     }

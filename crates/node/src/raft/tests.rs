@@ -813,11 +813,57 @@ async fn entries_a_snapshot_imported_on_receipt_holds_are_skipped_and_the_next_a
     assert_eq!(target.tip().height, 11);
     assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(12)));
 
-    // Raft handing over that snapshot now (it had declined it) changes nothing, and the
-    // unchecked file is not kept as this node's snapshot.
+    // Raft handing over that snapshot now (it had declined it) changes nothing; the file it
+    // received is not kept, a snapshot of the ledger as it is replaces it.
     let before = (view(&target), sm.applied_state().await.unwrap());
     receive(&mut sm, &snapshot.meta, &bytes).await.unwrap();
     assert_eq!((view(&target), sm.applied_state().await.unwrap()), before);
-    assert!(sm.get_current_snapshot().await.unwrap().is_none());
+    let current = sm.get_current_snapshot().await.unwrap().expect("a snapshot of the ledger");
+    assert_eq!(current.meta.last_log_id, Some(log_id(12)));
     assert!(files(&b.path().join("snapshots"), ".tmp").is_empty());
+
+    // Passed or not, it is checked: a membership naming a node never admitted is refused.
+    let mut stranger = snapshot.meta.clone();
+    stranger.last_membership = openraft::StoredMembership::new(
+        Some(log_id(1)),
+        Membership::new(
+            vec![BTreeSet::from([1, 9])],
+            BTreeMap::from([
+                (1, BasicNode { addr: "127.0.0.1:1".into() }),
+                (9, BasicNode { addr: "127.0.0.1:9".into() }),
+            ]),
+        ),
+    );
+    let (mut checking, fault) = state_machine_on(target.clone(), b.path());
+    let err = receive(&mut checking, &stranger, &bytes).await.unwrap_err();
+    assert!(format!("{err:?}").contains("another applied marker"), "{err:?}");
+    assert!(fault.is_protocol());
+}
+
+/// An entry at or before the point of an imported snapshot is skipped only if it can precede
+/// it: one of a later term (or another entry at its very index) means the snapshot's log id
+/// was made up, and the node stops rather than skip everything after it in silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_that_cannot_precede_the_imported_snapshot_stops_the_node() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut chain = Chain::new();
+    let (snapshot, bytes) = built(a.path(), &mut chain, 10).await;
+    let target = ledger_at(b.path(), &chain.genesis);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &bytes).unwrap();
+    let marker = (snapshot.meta.last_log_id, snapshot.meta.last_membership.clone());
+    let previous = Membership::new(vec![], BTreeMap::new());
+    super::state_machine::import(&target, file.as_file(), &marker, &previous).unwrap();
+    let later_term = LogId::new(CommittedLeaderId::new(2, 1), 5);
+    let other_at_point = LogId::new(CommittedLeaderId::new(1, 2), 11);
+    for log_id in [later_term, other_at_point] {
+        let (mut sm, fault) = state_machine_on(target.clone(), b.path());
+        let err = sm.apply([Entry { log_id, payload: EntryPayload::Blank }]).await.unwrap_err();
+        assert!(format!("{err:?}").contains("cannot precede the snapshot"), "{err:?}");
+        assert!(fault.is_protocol(), "{:?}", fault.reason());
+    }
+    // One that can precede it is skipped.
+    let (mut sm, fault) = state_machine_on(target.clone(), b.path());
+    sm.apply([Entry { log_id: log_id(5), payload: EntryPayload::Blank }]).await.unwrap();
+    assert_eq!(fault.reason(), None);
 }

@@ -10,9 +10,13 @@ use crate::{World, names, run};
 fn the_directory_checkpoint_and_proofs_answer_any_registered_signer() {
     run(async {
         let world = World::build().await;
-        for path in
-            ["/v1/hospitals", "/v1/doctors", "/v1/checkpoint", "/v1/consistency?old=1&new=2"]
-        {
+        for path in [
+            "/v1/hospitals",
+            "/v1/organisations",
+            "/v1/doctors",
+            "/v1/checkpoint",
+            "/v1/consistency?old=1&new=2",
+        ] {
             for who in [&world.stranger_patient, &world.doctor] {
                 let (status, body) = world.node.get(who, path).await;
                 assert_eq!(status, 200, "{path}: {body}");

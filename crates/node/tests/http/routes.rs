@@ -52,6 +52,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/consistency?old=1&new=1", Auth::Header, UNAUTHENTICATED),
     route("GET", "/v1/genesis", Auth::Public, OK),
     route("GET", "/v1/hospitals", Auth::Header, UNAUTHENTICATED),
+    route("GET", "/v1/organisations", Auth::Header, UNAUTHENTICATED),
     route("GET", "/v1/doctors", Auth::Header, UNAUTHENTICATED),
     route("GET", "/v1/accounts/{account}", Auth::Header, UNAUTHENTICATED),
     route("GET", "/v1/accounts/{account}/encryption-key", Auth::Header, UNAUTHENTICATED),

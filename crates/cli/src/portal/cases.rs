@@ -1,0 +1,329 @@
+//! Cases in the portal: a doctor opens a case for a patient they treat, appends entries and
+//! seals it; the patient, and a doctor who may see it, list a patient's cases and read one.
+//! Reading is the audited read of `medledger case show` ([`crate::case::read_verified`]):
+//! the access naming the case is committed to the patient's trail first, the export is
+//! verified here against the node key the pinned regulator admitted, then decrypted here.
+//! Every form calls the same functions as the `case` commands.
+
+use askama::Template;
+use axum::{
+    Form, Router,
+    extract::{Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use medledger_core::tx::{consent::Purpose, registry::Role};
+use serde::Deserialize;
+
+use super::{
+    Portal, Unlocked,
+    pages::{Flash, Me, outcome, render, unlocked_as, with_status},
+};
+use crate::common::local_time;
+
+pub fn routes() -> Router<Portal> {
+    Router::new()
+        .route("/cases", get(cases))
+        .route("/cases/open", post(open))
+        .route("/case/read", post(read))
+        .route("/case/append", post(append))
+        .route("/case/seal", post(seal))
+}
+
+/// A case as a row of the list.
+pub struct CaseRow {
+    id: String,
+    opener: String,
+    opened: String,
+    entries: u64,
+    sealed: bool,
+    status: String,
+    follow_up_of: String,
+}
+
+#[derive(Template)]
+#[template(path = "portal/cases.html")]
+struct CasesPage {
+    csrf: String,
+    me: Me,
+    flash: Option<Flash>,
+    /// Whose cases are shown, as asked (a patient's own page: none asked).
+    patient: String,
+    rows: Vec<CaseRow>,
+}
+
+#[derive(Deserialize)]
+struct CasesQuery {
+    #[serde(default)]
+    patient: String,
+}
+
+async fn cases(State(p): State<Portal>, Query(q): Query<CasesQuery>) -> Response {
+    let u = match unlocked_as(&p, &[Role::Patient, Role::Doctor], "the cases page") {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    cases_page(&p, &u, q.patient, None, StatusCode::OK).await
+}
+
+/// The cases of `patient` (a Patient-ID or an account id; the patient's own when empty and
+/// the wallet is a patient's) that this wallet may see.
+async fn cases_page(
+    p: &Portal,
+    u: &Unlocked,
+    patient: String,
+    flash: Option<Flash>,
+    status: StatusCode,
+) -> Response {
+    let s = &u.session;
+    let patient = patient.trim().to_owned();
+    let listed = async {
+        let account = if patient.is_empty() {
+            if u.role != Role::Patient {
+                return anyhow::Ok(Vec::new());
+            }
+            s.wallet.account()
+        } else {
+            crate::record::resolve_patient(s, &patient).await?
+        };
+        Ok(s.client.cases_of_patient(&account).await?)
+    }
+    .await;
+    let (rows, flash) = match listed {
+        Ok(list) => (
+            list.iter()
+                .rev()
+                .map(|c| CaseRow {
+                    id: c.case.clone(),
+                    opener: u.names.of(&c.opener),
+                    opened: local_time(c.opened_time_ms),
+                    entries: c.entries,
+                    sealed: c.sealed.is_some(),
+                    status: match &c.sealed {
+                        Some(seal) => format!("sealed at block {}", seal.height),
+                        None => "open".into(),
+                    },
+                    follow_up_of: c.follow_up_of.clone().unwrap_or_default(),
+                })
+                .collect(),
+            flash,
+        ),
+        Err(e) => (Vec::new(), flash.or_else(|| Flash::error(&e))),
+    };
+    let page = render(&CasesPage { csrf: p.csrf(), me: Me::of(u), flash, patient, rows });
+    with_status(page, status)
+}
+
+#[derive(Deserialize)]
+struct OpenForm {
+    patient: String,
+    title: String,
+    #[serde(default)]
+    notes: String,
+    #[serde(default)]
+    follow_up_of: String,
+}
+
+/// A doctor opens a case for a patient they treat (`medledger case open`).
+async fn open(State(p): State<Portal>, Form(f): Form<OpenForm>) -> Response {
+    let u = match unlocked_as(&p, &[Role::Doctor], "opening a case") {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    let opened = async {
+        anyhow::ensure!(!f.title.trim().is_empty(), "a case needs a title");
+        let description = medledger_client::cases::CaseDescription {
+            title: f.title.trim().to_owned(),
+            notes: f.notes.trim().to_owned(),
+        };
+        let follow_up = Some(f.follow_up_of.trim().to_owned()).filter(|c| !c.is_empty());
+        let o =
+            crate::case::open_case(&u.session, f.patient.trim(), description, follow_up).await?;
+        anyhow::Ok(format!("case {} opened (block {})", o.case, o.receipt.height))
+    }
+    .await;
+    let (flash, status) = outcome(opened);
+    cases_page(&p, &u, f.patient, flash, status).await
+}
+
+/// A case entry, as the page shows it.
+pub struct EntryRow {
+    seq: u64,
+    when: String,
+    height: u64,
+    author: String,
+    text: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "portal/case.html")]
+struct CasePage {
+    csrf: String,
+    me: Me,
+    flash: Option<Flash>,
+    id: String,
+    patient: String,
+    title: Option<String>,
+    notes: String,
+    opener: String,
+    opened: String,
+    opened_at: u64,
+    follow_up_of: String,
+    entries: Vec<EntryRow>,
+    /// How it was sealed, in words; `None` while open.
+    sealed: Option<String>,
+    /// What the verification established, in words.
+    verified: String,
+    /// The read's audit event and its block.
+    event: u64,
+    height: u64,
+}
+
+#[derive(Deserialize)]
+struct CaseForm {
+    case: String,
+    /// For a read: the reader's purpose (default treatment).
+    #[serde(default)]
+    purpose: String,
+    /// For an append: the entry's text.
+    #[serde(default)]
+    text: String,
+}
+
+/// The audited read of a case (`medledger case show`): verified, then decrypted here. A case
+/// that does not verify is not shown; the page says why.
+async fn read(State(p): State<Portal>, Form(f): Form<CaseForm>) -> Response {
+    let u = match unlocked_as(&p, &[Role::Patient, Role::Doctor], "reading a case") {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    let id = f.case.trim().to_owned();
+    let shown = async {
+        let purpose = match f.purpose.trim() {
+            "" => Purpose::Treatment,
+            other => crate::record::parse_purpose(other).map_err(|e| anyhow::anyhow!("{e}"))?,
+        };
+        crate::case::read_verified(&u.session, &id, purpose).await
+    }
+    .await;
+    let v = match shown {
+        Ok(v) => v,
+        Err(e) => {
+            return cases_page(
+                &p,
+                &u,
+                list_after(&u, &id),
+                Flash::error(&e),
+                StatusCode::FORBIDDEN,
+            )
+            .await;
+        }
+    };
+    let r = &v.report;
+    let sealed = r.sealed.as_ref().map(|seal| {
+        format!(
+            "sealed at block {} ({}) by {} with head {}",
+            seal.height,
+            local_time(seal.time_ms),
+            u.names.of(&seal.by),
+            seal.head
+        )
+    });
+    let verified = format!(
+        "every entry present and in order, the chain unbroken from the open to the last head, \
+         each entry signed by its author and applied by the ledger at its block; the open{} in \
+         the ledger (inclusion proofs against checkpoint height {}, log size {}, signed by a \
+         node key the regulator admitted)",
+        if r.sealed.is_some() { " and the seal" } else { "" },
+        r.checkpoint.height,
+        r.checkpoint.log_size
+    );
+    let page = CasePage {
+        csrf: p.csrf(),
+        me: Me::of(&u),
+        flash: None,
+        id: v.shown.case.clone(),
+        patient: v.shown.patient.to_string(),
+        title: v.shown.title.clone(),
+        notes: v.shown.notes.clone().unwrap_or_default(),
+        opener: u.names.of(&v.shown.opener),
+        opened: local_time(r.opened_time_ms),
+        opened_at: r.opened_at,
+        follow_up_of: v.shown.follow_up_of.clone().unwrap_or_default(),
+        entries: v
+            .shown
+            .entries
+            .iter()
+            .map(|e| EntryRow {
+                seq: e.seq,
+                when: local_time(e.time_ms),
+                height: e.height,
+                author: u.names.of(&e.author),
+                text: e.text.clone(),
+            })
+            .collect(),
+        sealed,
+        verified,
+        event: v.event,
+        height: v.height,
+    };
+    render(&page)
+}
+
+/// The Patient-ID a case id names (`C<Patient-ID>-<n>`), or nothing.
+fn patient_of(case: &str) -> String {
+    case.strip_prefix('C')
+        .and_then(|rest| rest.split_once('-'))
+        .map(|(p, _)| p)
+        .filter(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Whose cases to list on the page after a read, an append or a seal of `case`: the case's
+/// patient (a patient's own page: none).
+fn list_after(u: &Unlocked, case: &str) -> String {
+    if u.role == Role::Patient { String::new() } else { patient_of(case) }
+}
+
+/// A doctor appends an entry (`medledger case append`): sealed under the case key here.
+async fn append(State(p): State<Portal>, Form(f): Form<CaseForm>) -> Response {
+    let u = match unlocked_as(&p, &[Role::Doctor], "writing in a case") {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    let id = f.case.trim();
+    let appended = crate::case::append_entry(&u.session, id, f.text.clone())
+        .await
+        .map(|(seq, _, r)| format!("entry {seq} appended to case {id} (block {})", r.height));
+    let (flash, status) = outcome(appended);
+    cases_page(&p, &u, list_after(&u, id), flash, status).await
+}
+
+/// The opener or the patient seals a case at its head (`medledger case seal`).
+async fn seal(State(p): State<Portal>, Form(f): Form<CaseForm>) -> Response {
+    let u = match unlocked_as(&p, &[Role::Doctor, Role::Patient], "sealing a case") {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    let id = f.case.trim();
+    let sealed = crate::case::seal_case(&u.session, id).await.map(|(entries, _, r)| {
+        format!("case {id} sealed with {entries} entries (block {})", r.height)
+    });
+    let (flash, status) = outcome(sealed);
+    cases_page(&p, &u, list_after(&u, id), flash, status).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::patient_of;
+
+    #[test]
+    fn the_patient_id_is_taken_from_a_case_id_only() {
+        assert_eq!(patient_of("C1042-3"), "1042");
+        for odd in ["1042-3", "C-3", "Cx1-3", "C1042", ""] {
+            assert_eq!(patient_of(odd), "", "{odd}");
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Researcher and insurer organisations and their members: directory entries and accessors.
+//! An organisation's account has role `Organisation(kind)`; a member's has role `Member` and
+//! the organisation as its `authority`.
+
+use medledger_core::{
+    ids::AccountId,
+    tx::{OrganisationKind, SealedRef},
+};
+use serde::{Deserialize, Serialize};
+
+use super::{StateTxn, get_entry, keys};
+use crate::LedgerError;
+
+/// An organisation's public directory entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrganisationEntry {
+    /// Researcher or insurer.
+    pub kind: OrganisationKind,
+    /// Name.
+    pub name: String,
+    /// Sealed contact details.
+    pub contact: SealedRef,
+    /// Height of admission.
+    pub admitted_at: u64,
+}
+
+/// A member's entry: which organisation it acts for, and whether it was removed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberEntry {
+    /// The organisation that added the member.
+    pub organisation: AccountId,
+    /// Name (public directory).
+    pub name: String,
+    /// Height at which it was added.
+    pub added_at: u64,
+    /// Height at which the organisation removed it (its key was revoked then).
+    pub removed_at: Option<u64>,
+}
+
+impl StateTxn<'_, '_> {
+    /// Reads an organisation's entry.
+    pub fn organisation(&self, id: &AccountId) -> Result<Option<OrganisationEntry>, LedgerError> {
+        get_entry(&self.tables.organisations, &id.0, "organisation")
+    }
+
+    /// Writes an organisation's entry (and indexes its sealed contact).
+    pub fn put_organisation(
+        &mut self,
+        id: &AccountId,
+        e: &OrganisationEntry,
+    ) -> Result<(), LedgerError> {
+        let old = match self.write().organisations().put_entry(&id.0, e)? {
+            Some(bytes) => {
+                let o: OrganisationEntry = super::decode_entry("organisation", &bytes)?;
+                super::blobs::of_organisation(id, &o).to_vec()
+            }
+            None => vec![],
+        };
+        self.index_registration(&old, &super::blobs::of_organisation(id, e))
+    }
+
+    /// Reads a member's entry.
+    pub fn member(&self, id: &AccountId) -> Result<Option<MemberEntry>, LedgerError> {
+        get_entry(&self.tables.members, &id.0, "member")
+    }
+
+    /// Writes a member's entry (and, when new, its index row under the organisation).
+    pub fn put_member(&mut self, id: &AccountId, e: &MemberEntry) -> Result<(), LedgerError> {
+        if self.write().members().put_entry(&id.0, e)?.is_none() {
+            self.write()
+                .members_by_organisation()
+                .put(&keys::account_pair(&e.organisation, id), ())?;
+        }
+        Ok(())
+    }
+}
