@@ -666,17 +666,29 @@ async fn follower_at(dir: &Path, genesis: &Genesis) -> (Arc<Ledger>, Started, Ar
     (ledger, started, fault)
 }
 
+/// What the receiving end answers to a snapshot's last chunk.
+type SnapshotAnswer = Result<
+    openraft::raft::InstallSnapshotResponse<u64>,
+    openraft::error::RaftError<u64, openraft::error::InstallSnapshotError>,
+>;
+
 /// The snapshot `meta`/`bytes` as leader 1 of term 1 sends it, in chunks, to `started`'s
 /// receiving end: the answer to the last chunk.
 async fn send_snapshot(
     started: &Started,
     meta: &openraft::SnapshotMeta<u64, BasicNode>,
     bytes: &[u8],
-) -> Result<
-    openraft::raft::InstallSnapshotResponse<u64>,
-    openraft::error::RaftError<u64, openraft::error::InstallSnapshotError>,
-> {
-    let vote = openraft::Vote::new_committed(1, 1);
+) -> SnapshotAnswer {
+    send_snapshot_as(started, openraft::Vote::new_committed(1, 1), meta, bytes).await
+}
+
+/// [`send_snapshot`] by a sender with `vote`.
+async fn send_snapshot_as(
+    started: &Started,
+    vote: openraft::Vote<u64>,
+    meta: &openraft::SnapshotMeta<u64, BasicNode>,
+    bytes: &[u8],
+) -> SnapshotAnswer {
     let chunks: Vec<&[u8]> = bytes.chunks(64 * 1024).collect();
     let mut answer = None;
     for (i, chunk) in chunks.iter().enumerate() {
@@ -707,28 +719,9 @@ async fn a_refused_snapshot_leaves_the_raft_log_unpurged_and_the_node_restarts_f
 
         // The follower holds the membership entry and the first two blocks, as leader 1 sent
         // them, committed and applied.
-        let (target, started, fault) = follower_at(b.path(), &chain.genesis).await;
         let membership = snapshot.meta.last_membership.membership().clone();
-        // (Raft's log starts at index 0; the leader's first entry there is a blank one.)
-        let mut entries = vec![
-            Entry::<TypeConfig> { log_id: log_id(0), payload: EntryPayload::Blank },
-            Entry { log_id: log_id(1), payload: EntryPayload::Membership(membership) },
-        ];
-        for height in 1..=2 {
-            let block = chain.seal(block_of(&source, height));
-            entries
-                .push(Entry { log_id: log_id(height + 1), payload: EntryPayload::Normal(block) });
-        }
-        let append = openraft::raft::AppendEntriesRequest {
-            vote: openraft::Vote::new_committed(1, 1),
-            prev_log_id: None,
-            entries,
-            leader_commit: Some(log_id(3)),
-        };
-        assert!(started.raft.append_entries(append).await.unwrap().is_success());
-        while target.tip().height < 2 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let (target, started, fault) =
+            follower_of_term_1(b.path(), &mut chain, &source, membership).await;
         let before = view(&target);
 
         // One byte of the first hospital's row flipped (as in the install test above).
@@ -770,6 +763,104 @@ async fn a_refused_snapshot_leaves_the_raft_log_unpurged_and_the_node_restarts_f
             .metrics(|m| m.purged == Some(log_id(11)), "the log behind the snapshot purged")
             .await
             .unwrap();
+        let Started { raft, closed, receiver } = started;
+        drop(receiver);
+        stop(raft, target).await;
+        assert!(closed.wait(LIMIT).await);
+    })
+    .await
+    .expect("the test took too long");
+}
+
+/// A follower whose log holds leader 1's entries of term 1, committed and applied up to
+/// block 2 (so its vote is leader 1's of term 1), over the ledger in `dir`.
+async fn follower_of_term_1(
+    dir: &Path,
+    chain: &mut Chain,
+    source: &Ledger,
+    membership: openraft::Membership<u64, BasicNode>,
+) -> (Arc<Ledger>, Started, Arc<StorageFault>) {
+    let (target, started, fault) = follower_at(dir, &chain.genesis).await;
+    // (Raft's log starts at index 0; the leader's first entry there is a blank one.)
+    let mut entries = vec![
+        Entry::<TypeConfig> { log_id: log_id(0), payload: EntryPayload::Blank },
+        Entry { log_id: log_id(1), payload: EntryPayload::Membership(membership) },
+    ];
+    for height in 1..=2 {
+        let block = chain.seal(block_of(source, height));
+        entries.push(Entry { log_id: log_id(height + 1), payload: EntryPayload::Normal(block) });
+    }
+    let append = openraft::raft::AppendEntriesRequest {
+        vote: openraft::Vote::new_committed(1, 1),
+        prev_log_id: None,
+        entries,
+        leader_commit: Some(log_id(3)),
+    };
+    assert!(started.raft.append_entries(append).await.unwrap().is_success());
+    while target.tip().height < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (target, started, fault)
+}
+
+/// A snapshot that claims a last entry of a later term than the vote of the leader sending it
+/// is made up (a leader of term T holds no entry of a later term; such a snapshot would pass
+/// for newer than entries this node acknowledged): refused as a protocol fault before it is
+/// imported, whatever its content, and the ledger is left as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_whose_last_entry_is_of_a_later_term_than_its_sender_s_vote_is_refused() {
+    tokio::time::timeout(LIMIT, async {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut chain = Chain::new();
+        let (snapshot, bytes) = built(a.path(), &mut chain, 10).await;
+        let source = ledger_at(a.path(), &chain.genesis);
+        let membership = snapshot.meta.last_membership.membership().clone();
+        let (target, started, fault) =
+            follower_of_term_1(b.path(), &mut chain, &source, membership).await;
+        let before = view(&target);
+        // The genuine snapshot's bytes, its last entry claimed for term 2 by leader 1 of term 1.
+        let mut meta = snapshot.meta.clone();
+        let last = meta.last_log_id.unwrap();
+        meta.last_log_id = Some(LogId::new(CommittedLeaderId::new(2, 1), last.index));
+        let err = send_snapshot(&started, &meta, &bytes).await.unwrap_err();
+        assert!(format!("{err:?}").contains("later term than its sender's vote"), "{err:?}");
+        let reason = fault.reason().expect("the refusal is reported");
+        assert!(fault.is_protocol(), "reported as a storage fault: {reason}");
+        assert_eq!(view(&target), before, "a made-up snapshot was imported");
+        let Started { raft, closed, receiver } = started;
+        drop(receiver);
+        stop(raft, target).await;
+        assert!(closed.wait(LIMIT).await);
+    })
+    .await
+    .expect("the test took too long");
+}
+
+/// A snapshot's chunk from a sender whose vote is behind this node's (a deposed leader) is
+/// answered with this node's vote, and nothing is written: no chunk kept, nothing imported,
+/// no fault; the same snapshot from the current leader then installs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_from_a_sender_behind_this_node_s_vote_is_answered_with_it_and_writes_nothing() {
+    tokio::time::timeout(LIMIT, async {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut chain = Chain::new();
+        let (snapshot, bytes) = built(a.path(), &mut chain, 10).await;
+        let source = ledger_at(a.path(), &chain.genesis);
+        let membership = snapshot.meta.last_membership.membership().clone();
+        let (target, started, fault) =
+            follower_of_term_1(b.path(), &mut chain, &source, membership).await;
+        let before = view(&target);
+        let mine = started.raft.metrics().borrow().vote;
+        assert_eq!(mine, openraft::Vote::new_committed(1, 1));
+        let stale = openraft::Vote::new(0, 1);
+        let answer = send_snapshot_as(&started, stale, &snapshot.meta, &bytes).await.unwrap();
+        assert_eq!(answer.vote, mine, "the sender is not told this node's vote");
+        assert_eq!(fault.reason(), None);
+        assert_eq!(view(&target), before, "a deposed leader's snapshot was imported");
+        assert_eq!(started.raft.metrics().borrow().snapshot, None);
+        // The current leader's copy is taken.
+        send_snapshot(&started, &snapshot.meta, &bytes).await.unwrap();
+        assert_eq!(view(&target), view(&source));
         let Started { raft, closed, receiver } = started;
         drop(receiver);
         stop(raft, target).await;
