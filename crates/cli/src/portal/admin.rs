@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::{
     Portal, Unlocked,
-    pages::{Flash, Me, outcome, render, unlocked_as},
+    pages::{Flash, Me, render, unlocked_as},
 };
 
 pub fn routes() -> Router<Portal> {
@@ -131,8 +131,8 @@ async fn staff(State(p): State<Portal>) -> Response {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    // Right after a release: its outcome, this once.
-    let flash = p.take_outcome().and_then(|o| Flash::ok(o.text));
+    // Right after a form: its outcome, this once.
+    let flash = p.take_outcome("/staff").and_then(|o| Flash::ok(o.text));
     staff_page(&p, &u, flash, StatusCode::OK).await
 }
 
@@ -211,8 +211,10 @@ async fn onboard(State(p): State<Portal>, Form(f): Form<OnboardForm>) -> Respons
     .map(|(r, account)| {
         format!("{} onboarded: account {account} (block {})", f.name.trim(), r.height)
     });
-    let (flash, status) = outcome(result);
-    staff_page(&p, &u, flash, status).await
+    match result {
+        Ok(text) => p.done_with("/staff", text),
+        Err(e) => staff_page(&p, &u, Flash::error(&e), StatusCode::BAD_REQUEST).await,
+    }
 }
 
 #[derive(Deserialize)]
@@ -251,8 +253,10 @@ async fn register(State(p): State<Portal>, Form(f): Form<RegisterForm>) -> Respo
         ))
     }
     .await;
-    let (flash, status) = outcome(result);
-    staff_page(&p, &u, flash, status).await
+    match result {
+        Ok(text) => p.done_with("/staff", text),
+        Err(e) => staff_page(&p, &u, Flash::error(&e), StatusCode::BAD_REQUEST).await,
+    }
 }
 
 #[derive(Deserialize)]
@@ -288,8 +292,10 @@ async fn review(State(p): State<Portal>, Form(f): Form<ReviewForm>) -> Response 
         anyhow::Ok(format!("review of break-glass {id} filed (block {})", r.height))
     }
     .await;
-    let (flash, status) = outcome(result);
-    staff_page(&p, &u, flash, status).await
+    match result {
+        Ok(text) => p.done_with("/staff", text),
+        Err(e) => staff_page(&p, &u, Flash::error(&e), StatusCode::BAD_REQUEST).await,
+    }
 }
 
 #[derive(Deserialize)]
@@ -321,11 +327,7 @@ async fn release(State(p): State<Portal>, Form(f): Form<ReleaseForm>) -> Respons
     }
     .await;
     match result {
-        // To the page, which shows the outcome once: a reload sends no second release.
-        Ok(text) => {
-            p.set_outcome(super::Outcome { text, declared: None, card: None });
-            axum::response::Redirect::to("/staff").into_response()
-        }
+        Ok(text) => p.done_with("/staff", text),
         Err(e) => staff_page(&p, &u, Flash::error(&e), StatusCode::BAD_REQUEST).await,
     }
 }
@@ -365,7 +367,8 @@ async fn regulator(State(p): State<Portal>) -> Response {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    regulator_page(&p, &u, None, StatusCode::OK).await
+    let flash = p.take_outcome("/regulator").and_then(|o| Flash::ok(o.text));
+    regulator_page(&p, &u, flash, StatusCode::OK).await
 }
 
 async fn regulator_page(
@@ -438,8 +441,10 @@ async fn admit(State(p): State<Portal>, Form(f): Form<AdmitForm>) -> Response {
         crate::registry::admit_hospital(&u.session, &hospital).await.map(|(r, account)| {
             format!("{} admitted: account {account} (block {})", hospital.name, r.height)
         });
-    let (flash, status) = outcome(result);
-    regulator_page(&p, &u, flash, status).await
+    match result {
+        Ok(text) => p.done_with("/regulator", text),
+        Err(e) => regulator_page(&p, &u, Flash::error(&e), StatusCode::BAD_REQUEST).await,
+    }
 }
 
 #[derive(Deserialize)]
@@ -475,8 +480,10 @@ async fn set_status(State(p): State<Portal>, Form(f): Form<StatusForm>) -> Respo
         anyhow::Ok(format!("hospital {hospital} {done} (block {})", r.height))
     }
     .await;
-    let (flash, status) = outcome(result);
-    regulator_page(&p, &u, flash, status).await
+    match result {
+        Ok(text) => p.done_with("/regulator", text),
+        Err(e) => regulator_page(&p, &u, Flash::error(&e), StatusCode::BAD_REQUEST).await,
+    }
 }
 
 #[derive(Deserialize)]
@@ -501,8 +508,10 @@ async fn set_window(State(p): State<Portal>, Form(f): Form<WindowForm>) -> Respo
         anyhow::Ok(format!("break-glass window set to {minutes} minutes (block {})", r.height))
     }
     .await;
-    let (flash, status) = outcome(result);
-    regulator_page(&p, &u, flash, status).await
+    match result {
+        Ok(text) => p.done_with("/regulator", text),
+        Err(e) => regulator_page(&p, &u, Flash::error(&e), StatusCode::BAD_REQUEST).await,
+    }
 }
 
 #[derive(Deserialize)]
@@ -551,6 +560,8 @@ async fn node(State(p): State<Portal>, Form(f): Form<NodeForm>) -> Response {
         anyhow::Ok(format!("node {key} {done} (block {})", r.height))
     }
     .await;
-    let (flash, status) = outcome(result);
-    regulator_page(&p, &u, flash, status).await
+    match result {
+        Ok(text) => p.done_with("/regulator", text),
+        Err(e) => regulator_page(&p, &u, Flash::error(&e), StatusCode::BAD_REQUEST).await,
+    }
 }

@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::{
     Portal, Unlocked,
-    pages::{Flash, Me, outcome, render, unlocked_as, with_status},
+    pages::{Flash, Me, for_patient, render, unlocked_as, whose, with_status},
 };
 use crate::common::local_time;
 
@@ -64,7 +64,8 @@ async fn cases(State(p): State<Portal>, Query(q): Query<CasesQuery>) -> Response
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    cases_page(&p, &u, q.patient, None, StatusCode::OK).await
+    let flash = p.take_outcome("/cases").and_then(|o| Flash::ok(o.text));
+    cases_page(&p, &u, q.patient, flash, StatusCode::OK).await
 }
 
 /// The cases of `patient` (a Patient-ID or an account id; the patient's own when empty and
@@ -79,13 +80,8 @@ async fn cases_page(
     let s = &u.session;
     let patient = patient.trim().to_owned();
     let listed = async {
-        let account = if patient.is_empty() {
-            if u.role != Role::Patient {
-                return anyhow::Ok(Vec::new());
-            }
-            s.wallet.account()
-        } else {
-            crate::record::resolve_patient(s, &patient).await?
+        let Some(account) = whose(u, &patient).await? else {
+            return anyhow::Ok(Vec::new());
         };
         Ok(s.client.cases_of_patient(&account).await?)
     }
@@ -143,8 +139,10 @@ async fn open(State(p): State<Portal>, Form(f): Form<OpenForm>) -> Response {
         anyhow::Ok(format!("case {} opened (block {})", o.case, o.receipt.height))
     }
     .await;
-    let (flash, status) = outcome(opened);
-    cases_page(&p, &u, f.patient, flash, status).await
+    match opened {
+        Ok(text) => p.done_with(&for_patient("/cases", &f.patient), text),
+        Err(e) => cases_page(&p, &u, f.patient, Flash::error(&e), StatusCode::BAD_REQUEST).await,
+    }
 }
 
 /// A case entry, as the page shows it.
@@ -297,8 +295,12 @@ async fn append(State(p): State<Portal>, Form(f): Form<CaseForm>) -> Response {
     let appended = crate::case::append_entry(&u.session, id, f.text.clone())
         .await
         .map(|(seq, _, r)| format!("entry {seq} appended to case {id} (block {})", r.height));
-    let (flash, status) = outcome(appended);
-    cases_page(&p, &u, list_after(&u, id), flash, status).await
+    match appended {
+        Ok(text) => p.done_with(&for_patient("/cases", &list_after(&u, id)), text),
+        Err(e) => {
+            cases_page(&p, &u, list_after(&u, id), Flash::error(&e), StatusCode::BAD_REQUEST).await
+        }
+    }
 }
 
 /// The opener or the patient seals a case at its head (`medledger case seal`).
@@ -311,8 +313,12 @@ async fn seal(State(p): State<Portal>, Form(f): Form<CaseForm>) -> Response {
     let sealed = crate::case::seal_case(&u.session, id).await.map(|(entries, _, r)| {
         format!("case {id} sealed with {entries} entries (block {})", r.height)
     });
-    let (flash, status) = outcome(sealed);
-    cases_page(&p, &u, list_after(&u, id), flash, status).await
+    match sealed {
+        Ok(text) => p.done_with(&for_patient("/cases", &list_after(&u, id)), text),
+        Err(e) => {
+            cases_page(&p, &u, list_after(&u, id), Flash::error(&e), StatusCode::BAD_REQUEST).await
+        }
+    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use super::{
     Portal, Unlocked,
-    pages::{Flash, Me, outcome, render, unlocked_as, with_status},
+    pages::{Flash, Me, for_patient, render, unlocked_as, whose, with_status},
 };
 use crate::common::{local_time, words};
 
@@ -87,7 +87,8 @@ async fn devices(State(p): State<Portal>, Query(q): Query<DevicesQuery>) -> Resp
             Ok(u) => u,
             Err(stop) => return stop.into_response(),
         };
-    devices_page(&p, &u, q.patient, None, StatusCode::OK).await
+    let flash = p.take_outcome("/devices").and_then(|o| Flash::ok(o.text));
+    devices_page(&p, &u, q.patient, flash, StatusCode::OK).await
 }
 
 async fn devices_page(
@@ -100,13 +101,8 @@ async fn devices_page(
     let s = &u.session;
     let patient = patient.trim().to_owned();
     let listed = async {
-        let account = if patient.is_empty() {
-            if u.role != Role::Patient {
-                return anyhow::Ok(Vec::new());
-            }
-            s.wallet.account()
-        } else {
-            crate::record::resolve_patient(s, &patient).await?
+        let Some(account) = whose(u, &patient).await? else {
+            return anyhow::Ok(Vec::new());
         };
         let mut rows = Vec::new();
         for d in s.client.devices_of_patient(&account).await? {
@@ -205,8 +201,10 @@ async fn register(State(p): State<Portal>, Form(f): Form<RegisterForm>) -> Respo
         anyhow::Ok(format!("device registered: account {device} (block {})", r.height))
     }
     .await;
-    let (flash, status) = outcome(registered);
-    devices_page(&p, &u, f.patient, flash, status).await
+    match registered {
+        Ok(text) => p.done_with(&for_patient("/devices", &f.patient), text),
+        Err(e) => devices_page(&p, &u, f.patient, Flash::error(&e), StatusCode::BAD_REQUEST).await,
+    }
 }
 
 #[derive(Deserialize)]
@@ -256,8 +254,10 @@ async fn thresholds(State(p): State<Portal>, Form(f): Form<ThresholdsForm>) -> R
         anyhow::Ok(format!("thresholds {id} set on device {device} (block {})", r.height))
     }
     .await;
-    let (flash, status) = outcome(set);
-    devices_page(&p, &u, f.patient, flash, status).await
+    match set {
+        Ok(text) => p.done_with(&for_patient("/devices", &f.patient), text),
+        Err(e) => devices_page(&p, &u, f.patient, Flash::error(&e), StatusCode::BAD_REQUEST).await,
+    }
 }
 
 /// A reading as a row.

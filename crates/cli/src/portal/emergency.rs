@@ -68,7 +68,7 @@ async fn page(State(p): State<Portal>) -> Response {
         Err(stop) => return stop.into_response(),
     };
     // Right after a save: its card, this once.
-    match p.take_outcome() {
+    match p.take_outcome("/emergency") {
         Some(o) => emergency_page(&p, &u, Flash::ok(o.text), o.card, StatusCode::OK).await,
         None => emergency_page(&p, &u, None, None, StatusCode::OK).await,
     }
@@ -203,14 +203,12 @@ async fn save(State(p): State<Portal>, Form(f): Form<ProfileForm>) -> Response {
     match saved {
         // To the page, which shows the card once: a reload makes no new profile.
         Ok(card) => {
-            p.set_outcome(super::Outcome {
-                text: "emergency profile saved: write the code on your card now; it is shown \
-                       only this once"
-                    .into(),
-                declared: None,
-                card: Some(card),
-            });
-            axum::response::Redirect::to("/emergency").into_response()
+            let text = "emergency profile saved: write the code on your card now; it is shown \
+                        only this once";
+            p.done(
+                "/emergency",
+                super::Outcome { text: text.into(), card: Some(card), ..Default::default() },
+            )
         }
         Err(e) => emergency_page(&p, &u, Flash::error(&e), None, StatusCode::BAD_REQUEST).await,
     }

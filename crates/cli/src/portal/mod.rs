@@ -97,11 +97,12 @@ struct LockState {
     /// No unlock is tried before this (a second after a failed one).
     next_attempt: Instant,
     /// What a form's answer shows on the page it redirects to, once (so that reloading that
-    /// page does not send the form again).
-    outcome: Option<Outcome>,
+    /// page does not send the form again), with that page's path.
+    outcome: Option<(String, Outcome)>,
 }
 
-/// The result of a form, shown once by the page it redirects to.
+/// The result of a form, shown once by the page it redirects to (see [`Portal::done`]).
+#[derive(Default)]
 pub struct Outcome {
     pub text: String,
     /// A break-glass just declared: its id and the end of its window (ms).
@@ -273,14 +274,30 @@ impl Portal {
         state.unlocked.clone()
     }
 
-    /// Keeps a form's outcome for the page it redirects to.
-    pub fn set_outcome(&self, outcome: Outcome) {
-        self.state().outcome = Some(outcome);
+    /// The answer to a form that was done (Post/Redirect/Get): a redirect (303 See Other) to
+    /// `to`, a page's path with its query, which shows `outcome` once. Reloading that page
+    /// then only reads it again: no form is sent twice (a second grant, a second
+    /// registration, a second release). A refused form is answered with its page and the
+    /// reason instead, as nothing was done.
+    pub fn done(&self, to: &str, outcome: Outcome) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let path = to.split_once('?').map_or(to, |(path, _)| path);
+        self.state().outcome = Some((path.to_owned(), outcome));
+        axum::response::Redirect::to(to).into_response()
     }
 
-    /// The outcome of the last form, once.
-    pub fn take_outcome(&self) -> Option<Outcome> {
-        self.state().outcome.take()
+    /// [`Portal::done`] with only a message.
+    pub fn done_with(&self, to: &str, text: String) -> axum::response::Response {
+        self.done(to, Outcome { text, ..Outcome::default() })
+    }
+
+    /// The outcome a form left for the page at `path`, once. Opening any other page first
+    /// drops it: it belongs to the answer of that one form.
+    pub fn take_outcome(&self, path: &str) -> Option<Outcome> {
+        match self.state().outcome.take() {
+            Some((page, outcome)) if page == path => Some(outcome),
+            _ => None,
+        }
     }
 
     /// Whether `u` is still the unlocked wallet: checked again right before a handler signs

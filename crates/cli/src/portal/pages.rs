@@ -161,11 +161,22 @@ pub fn unlocked_as(p: &Portal, roles: &[Role], what: &str) -> Result<Arc<Unlocke
     Ok(u)
 }
 
-/// The outcome of a form as a message and a status.
-pub fn outcome(result: anyhow::Result<String>) -> (Option<Flash>, StatusCode) {
-    match result {
-        Ok(text) => (Flash::ok(text), StatusCode::OK),
-        Err(e) => (Flash::error(&e), StatusCode::BAD_REQUEST),
+/// Whose records, cases or devices a page shows: `patient` as typed (a Patient-ID or an
+/// account id), or, when nothing was typed, the wallet's own if it is a patient's (no one's
+/// otherwise).
+pub async fn whose(u: &Unlocked, patient: &str) -> anyhow::Result<Option<AccountId>> {
+    match patient.trim() {
+        "" => Ok((u.role == Role::Patient).then(|| u.session.wallet.account())),
+        typed => crate::record::resolve_patient(&u.session, typed).await.map(Some),
+    }
+}
+
+/// The address of the page at `path` for `patient` (a Patient-ID or an account id, as typed;
+/// none: the page as it opens).
+pub fn for_patient(path: &str, patient: &str) -> String {
+    match patient.trim() {
+        "" => path.to_owned(),
+        patient => format!("{path}?patient={}", urlencode(patient)),
     }
 }
 
@@ -346,7 +357,7 @@ async fn records_page_minted(
     patient: String,
     minted: Option<String>,
 ) -> Response {
-    match p.take_outcome() {
+    match p.take_outcome("/records") {
         Some(o) => records_page_with(p, u, patient, Flash::ok(o.text), o.declared, minted).await,
         None => records_page_with(p, u, patient, None, None, minted).await,
     }
@@ -361,15 +372,12 @@ async fn records_page_with(
     minted: Option<String>,
 ) -> Response {
     let s = &u.session;
-    let listed = if u.role == Role::Patient && patient.is_empty() {
-        s.client.records_of_patient(&s.wallet.account()).await.map_err(anyhow::Error::from)
-    } else if patient.trim().is_empty() {
-        Ok(Vec::new())
-    } else {
-        match crate::record::resolve_patient(s, patient.trim()).await {
-            Ok(account) => s.client.records_of_patient(&account).await.map_err(anyhow::Error::from),
-            Err(e) => Err(e),
+    let listed = match whose(u, &patient).await {
+        Ok(Some(account)) => {
+            s.client.records_of_patient(&account).await.map_err(anyhow::Error::from)
         }
+        Ok(None) => Ok(Vec::new()),
+        Err(e) => Err(e),
     };
     let (rows, flash) = match listed {
         Ok(list) => {
@@ -419,16 +427,16 @@ async fn break_glass(State(p): State<Portal>, Form(form): Form<BreakGlassForm>) 
     match declared {
         // To the records page, which shows it once: reloading that page declares nothing.
         Ok(b) => {
-            p.set_outcome(super::Outcome {
-                text: format!(
-                    "BREAK-GLASS declared: id {}; the patient, their delegates and your hospital \
-                     are told",
-                    b.id
-                ),
-                declared: Some((b.id.to_string(), b.until_ms)),
-                card: None,
-            });
-            Redirect::to(&format!("/records?patient={}", urlencode(&patient))).into_response()
+            let text = format!(
+                "BREAK-GLASS declared: id {}; the patient, their delegates and your hospital \
+                 are told",
+                b.id
+            );
+            let declared = Some((b.id.to_string(), b.until_ms));
+            p.done(
+                &for_patient("/records", &patient),
+                super::Outcome { text, declared, card: None },
+            )
         }
         Err(e) => {
             let mut page = records_page(&p, &u, patient, Flash::error(&e)).await;
@@ -464,7 +472,8 @@ async fn record_page(State(p): State<Portal>, Query(q): Query<RecordQuery>) -> R
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    one_record_page(&p, &u, q.pmr, None, StatusCode::OK).await
+    let flash = p.take_outcome("/record").and_then(|o| Flash::ok(o.text));
+    one_record_page(&p, &u, q.pmr, flash, StatusCode::OK).await
 }
 
 async fn one_record_page(
@@ -567,11 +576,10 @@ async fn record_act(State(p): State<Portal>, Form(f): Form<RecordAct>) -> Respon
         }
     }
     .await;
-    let (flash, status) = match done {
-        Ok(text) => (Flash::ok(text), StatusCode::OK),
-        Err(e) => (Flash::error(&e), StatusCode::BAD_REQUEST),
-    };
-    one_record_page(&p, &u, f.pmr, flash, status).await
+    match done {
+        Ok(text) => p.done_with(&format!("/record?pmr={}", urlencode(&f.pmr)), text),
+        Err(e) => one_record_page(&p, &u, f.pmr, Flash::error(&e), StatusCode::BAD_REQUEST).await,
+    }
 }
 
 #[derive(Deserialize)]
@@ -1027,7 +1035,8 @@ async fn consent(State(p): State<Portal>) -> Response {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    consent_page(&p, &u, None).await
+    let flash = p.take_outcome("/consent").and_then(|o| Flash::ok(o.text));
+    consent_page(&p, &u, flash).await
 }
 
 async fn consent_page(p: &Portal, u: &Unlocked, flash: Option<Flash>) -> Response {
@@ -1134,8 +1143,12 @@ async fn grant(State(p): State<Portal>, Form(form): Form<GrantForm>) -> Response
         ))
     }
     .await;
-    let (flash, status) = outcome(granted);
-    with_status(consent_page(&p, &u, flash).await, status)
+    match granted {
+        Ok(text) => p.done_with("/consent", text),
+        Err(e) => {
+            with_status(consent_page(&p, &u, Flash::error(&e)).await, StatusCode::BAD_REQUEST)
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -1157,8 +1170,12 @@ async fn revoke(State(p): State<Portal>, Form(form): Form<RevokeForm>) -> Respon
         anyhow::Ok(format!("grant {grant} revoked"))
     }
     .await;
-    let (flash, status) = outcome(revoked);
-    with_status(consent_page(&p, &u, flash).await, status)
+    match revoked {
+        Ok(text) => p.done_with("/consent", text),
+        Err(e) => {
+            with_status(consent_page(&p, &u, Flash::error(&e)).await, StatusCode::BAD_REQUEST)
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -1183,8 +1200,14 @@ async fn request(State(p): State<Portal>, Form(form): Form<RequestForm>) -> Resp
         anyhow::Ok(format!("access to the records of {patient} requested; the patient is told"))
     }
     .await;
-    let (flash, status) = outcome(asked);
-    with_status(records_page(&p, &u, form.patient.trim().to_owned(), flash).await, status)
+    let patient = form.patient.trim().to_owned();
+    match asked {
+        Ok(text) => p.done_with(&for_patient("/records", &patient), text),
+        Err(e) => with_status(
+            records_page(&p, &u, patient, Flash::error(&e)).await,
+            StatusCode::BAD_REQUEST,
+        ),
+    }
 }
 
 #[derive(Deserialize)]
@@ -1237,8 +1260,12 @@ async fn answer(State(p): State<Portal>, Form(form): Form<AnswerForm>) -> Respon
         }
     }
     .await;
-    let (flash, status) = outcome(answered);
-    with_status(consent_page(&p, &u, flash).await, status)
+    match answered {
+        Ok(text) => p.done_with("/consent", text),
+        Err(e) => {
+            with_status(consent_page(&p, &u, Flash::error(&e)).await, StatusCode::BAD_REQUEST)
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -1324,8 +1351,12 @@ async fn deny(State(p): State<Portal>, Form(f): Form<DenyForm>) -> Response {
         ))
     }
     .await;
-    let (flash, status) = outcome(done);
-    with_status(consent_page(&p, &u, flash).await, status)
+    match done {
+        Ok(text) => p.done_with("/consent", text),
+        Err(e) => {
+            with_status(consent_page(&p, &u, Flash::error(&e)).await, StatusCode::BAD_REQUEST)
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -1364,8 +1395,12 @@ async fn delegate(State(p): State<Portal>, Form(f): Form<DelegateForm>) -> Respo
         anyhow::Ok(format!("delegate {} {what} (block {})", u.names.of(&delegate), r.height))
     }
     .await;
-    let (flash, status) = outcome(done);
-    with_status(consent_page(&p, &u, flash).await, status)
+    match done {
+        Ok(text) => p.done_with("/consent", text),
+        Err(e) => {
+            with_status(consent_page(&p, &u, Flash::error(&e)).await, StatusCode::BAD_REQUEST)
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------

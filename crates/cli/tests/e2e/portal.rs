@@ -134,6 +134,9 @@ pub(crate) struct Answer {
     pub(crate) status: u16,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) body: String,
+    /// For a form posted as a browser posts it ([`poster`]): the page its answer redirected
+    /// to (Post/Redirect/Get), whose answer this is.
+    pub(crate) via: Option<String>,
 }
 
 impl Answer {
@@ -178,7 +181,7 @@ pub(crate) fn ask(
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    Answer { status, headers, body: body.to_owned() }
+    Answer { status, headers, body: body.to_owned(), via: None }
 }
 
 /// The CSRF token of a page (its `<meta name="csrf-token">`).
@@ -386,11 +389,27 @@ fn the_portal_refuses_what_a_local_ui_must_and_serves_no_key_material() {
         ("purpose", "treatment"),
         ("days", "3"),
     ]);
-    let granted = ask(port, "POST", "/consent/grant", &[ck, og, FORM], &grant);
+    let posted = ask(port, "POST", "/consent/grant", &[ck, og, FORM], &grant);
+    // Post/Redirect/Get: done, the form leads to the consent page, which shows the outcome
+    // once; reloading it grants nothing again.
+    assert_eq!((posted.status, posted.header("location")), (303, Some("/consent")));
+    let granted = followed(port, &cookie, posted);
     assert_eq!(granted.status, 200, "{}", granted.body);
     assert!(granted.body.contains("access granted"), "{}", granted.body);
     let consent = ask(port, "GET", "/consent", &[ck], "");
     assert!(consent.body.contains("Revoke"), "{}", consent.body);
+    assert!(!consent.body.contains("access granted"), "shown once: {}", consent.body);
+    assert_eq!(consent.body.matches("class=\"revoke\"").count(), 1, "{}", consent.body);
+    // An outcome belongs to the page its form led to: opened elsewhere first, it is gone.
+    let again =
+        followed(port, &cookie, ask(port, "POST", "/consent/grant", &[ck, og, FORM], &grant));
+    assert!(again.body.contains("access granted"), "{}", again.body);
+    let id = again.body.split("name=\"grant\" value=\"").nth(1).unwrap()[..64].to_owned();
+    let revoke = form(&[("csrf", &csrf2), ("grant", &id)]);
+    let posted = ask(port, "POST", "/consent/revoke", &[ck, og, FORM], &revoke);
+    assert_eq!(posted.status, 303, "{}", posted.body);
+    assert_eq!(ask(port, "GET", "/records", &[ck], "").status, 200);
+    assert!(!ask(port, "GET", "/consent", &[ck], "").body.contains(&format!("grant {id} revoked")));
     // A grant longer than ten years, or of no days, is refused with the reason.
     for days in ["0", "3651", "18446744073709551615"] {
         let long = form(&[
@@ -419,8 +438,15 @@ fn the_portal_refuses_what_a_local_ui_must_and_serves_no_key_material() {
     // Revoked, the grant is listed apart from those in force (there are none left).
     let id = refused.body.split("name=\"grant\" value=\"").nth(1).unwrap()[..64].to_owned();
     let revoke = form(&[("csrf", &csrf2), ("grant", &id)]);
-    let revoked = ask(port, "POST", "/consent/revoke", &[ck, og, FORM], &revoke);
-    assert_eq!(revoked.status, 200, "{}", revoked.body);
+    let revoked =
+        followed(port, &cookie, ask(port, "POST", "/consent/revoke", &[ck, og, FORM], &revoke));
+    assert_eq!(
+        (revoked.status, revoked.via.as_deref()),
+        (200, Some("/consent")),
+        "{}",
+        revoked.body
+    );
+    assert!(revoked.body.contains(&format!("grant {id} revoked")), "{}", revoked.body);
     let past = revoked.body.split("id=\"past-grants\"").nth(1).expect("no past grants listed");
     assert!(past.contains("revoked"), "{past}");
     assert!(!revoked.body.contains("id=\"grants\""), "{}", revoked.body);
@@ -529,12 +555,30 @@ fn a_portal_locks_itself_when_idle_and_refuses_pages_not_for_the_role() {
     assert_eq!(ask(port, "GET", "/", &[ck], "").header("location"), Some("/unlock"));
 }
 
-/// A function that POSTs a URL-encoded form to `p` with `cookie` and the portal's origin.
+/// A function that POSTs a URL-encoded form to `p` with `cookie` and the portal's origin,
+/// as a browser does: an answer that redirects (303, a form that was done) is followed to the
+/// page it names, whose answer is returned with `via` set.
 fn poster<'a>(p: &'a Portal, cookie: &'a str) -> impl Fn(&str, &[(&str, &str)]) -> Answer + 'a {
     let origin = p.origin();
     move |path, fields| {
-        ask(p.port, "POST", path, &[("Cookie", cookie), ("Origin", &origin), FORM], &form(fields))
+        let ck = ("Cookie", cookie);
+        followed(
+            p.port,
+            cookie,
+            ask(p.port, "POST", path, &[ck, ("Origin", &origin), FORM], &form(fields)),
+        )
     }
+}
+
+/// `answer`, or, if it is a redirect (303), the page it names, opened with `cookie` and
+/// `via` set to it.
+fn followed(port: u16, cookie: &str, answer: Answer) -> Answer {
+    if answer.status != 303 {
+        return answer;
+    }
+    let to = answer.header("location").expect("a redirect names its page").to_owned();
+    assert!(to.starts_with('/'), "a redirect within the portal: {to}");
+    Answer { via: Some(to.clone()), ..ask(port, "GET", &to, &[("Cookie", cookie)], "") }
 }
 
 /// Every field any form of the portal reads, with values each form accepts, so that a form
@@ -641,7 +685,7 @@ fn hospital_staff_and_the_regulator_act_through_their_pages_and_no_one_else_can(
             ("specialisation", "anaesthesia"),
         ],
     );
-    assert_eq!(onboarded.status, 200, "{}", onboarded.body);
+    assert_eq!((onboarded.status, onboarded.via.as_deref()), (200, Some("/staff")));
     assert!(onboarded.body.contains("Dr. Locum onboarded"), "{}", onboarded.body);
     assert!(onboarded.body.contains("GMC-55"), "the doctors' list: {}", onboarded.body);
     // The same registration number again: refused by the ledger, nothing created.
@@ -1229,14 +1273,7 @@ fn a_patient_sets_an_emergency_profile_and_gets_a_card_a_doctor_can_use() {
         ("open_records", "yes"),
     ]);
     // Answered with a redirect to the page that shows the card, once.
-    assert_eq!(
-        (saved.status, saved.header("location")),
-        (303, Some("/emergency")),
-        "{}",
-        saved.body
-    );
-    let saved = ask(pat.port, "GET", "/emergency", &[("Cookie", &cookie)], "");
-    assert_eq!(saved.status, 200);
+    assert_eq!((saved.status, saved.via.as_deref()), (200, Some("/emergency")), "{}", saved.body);
     let code =
         saved.body.split("id=\"code\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
     assert!(code.len() >= 10, "{code}");
@@ -1448,10 +1485,18 @@ fn a_doctor_opens_writes_and_seals_a_case_and_both_read_it_verified_in_the_porta
     assert_eq!(untitled.status, 400);
     assert!(untitled.body.contains("needs a title"), "{}", untitled.body);
     let opened = open("Chest pain");
-    assert_eq!(opened.status, 200, "{}", opened.body);
+    let listed = format!("/cases?patient={pid}");
+    assert_eq!((opened.status, opened.via.as_deref()), (200, Some(&*listed)), "{}", opened.body);
     let case = after(&opened.body, "id=\"flash\">case ").to_owned();
     assert!(case.starts_with(&format!("C{pid}-")), "{case}: {}", opened.body);
     assert!(opened.body.contains("id=\"cases\""), "not listed: {}", opened.body);
+    // Reloaded, the page lists the one case and opens none.
+    let reloaded = ask(doc.port, "GET", &listed, &[("Cookie", &dcookie)], "");
+    assert!(!reloaded.body.contains("id=\"flash\""), "{}", reloaded.body);
+    assert_eq!(
+        reloaded.body.matches(&format!("C{pid}-")).count(),
+        opened.body.matches(&format!("C{pid}-")).count() - 1
+    );
     // Without its CSRF token, an entry is refused before the handler.
     let no_csrf = dpost("/case/append", &[("case", &case), ("text", "forged")]);
     assert_eq!(no_csrf.status, 403, "{}", no_csrf.body);
@@ -1537,7 +1582,7 @@ fn a_doctor_opens_writes_and_seals_a_case_and_both_read_it_verified_in_the_porta
     // Locked, the doctor's portal opens no case: even with the locked portal's own CSRF
     // token, the form is refused as locked (423), and no case is added.
     let lock = dpost("/lock", &[("csrf", &dcsrf)]);
-    assert_eq!(lock.status, 303);
+    assert_eq!((lock.status, lock.via.as_deref()), (200, Some("/unlock")), "{}", lock.body);
     let unlock = ask(doc.port, "GET", "/unlock", &[("Cookie", &dcookie)], "");
     let locked_csrf = csrf_of(&unlock.body);
     let locked = dpost(
@@ -1821,7 +1866,12 @@ fn a_custodian_releases_its_piece_and_the_doctor_reads_under_break_glass_in_the_
             ("reason", "Road accident, unconscious on arrival."),
         ],
     );
-    assert_eq!(declared.status, 303, "{}", declared.body);
+    assert_eq!(
+        declared.via.as_deref(),
+        Some(&*format!("/records?patient={pid}")),
+        "{}",
+        declared.body
+    );
     // The doctor's break-glass page lists it (from the portal's event stream).
     let page = wait_for(doc.port, &dcookie, "/emergency/doctor", "class=\"open-break-glass\"");
     assert!(page.body.contains("id=\"declared\""), "{}", page.body);
@@ -1843,12 +1893,14 @@ fn a_custodian_releases_its_piece_and_the_doctor_reads_under_break_glass_in_the_
     let bogus = hpost("/staff/release", &[("csrf", &hcsrf), ("break_glass", "nothing")]);
     assert_eq!(bogus.status, 400);
     assert!(bogus.body.contains("no break-glass id"), "{}", bogus.body);
-    let posted = hpost("/staff/release", &[("csrf", &hcsrf), ("break_glass", &bg)]);
+    let released = hpost("/staff/release", &[("csrf", &hcsrf), ("break_glass", &bg)]);
     // Post/Redirect/Get: reloading the page it leads to sends nothing again.
-    assert_eq!(posted.status, 303, "{}", posted.body);
-    assert_eq!(posted.header("location"), Some("/staff"));
-    let released = ask(desk.port, "GET", "/staff", &[("Cookie", &hcookie)], "");
-    assert_eq!(released.status, 200, "{}", released.body);
+    assert_eq!(
+        (released.status, released.via.as_deref()),
+        (200, Some("/staff")),
+        "{}",
+        released.body
+    );
     assert!(
         released.body.contains("escrow piece released to") && released.body.contains("(Dr. Night)"),
         "{}",
