@@ -337,6 +337,69 @@ pub(crate) async fn set_thresholds(
     Ok((receipt, id))
 }
 
+/// Starts a session on `device` (the patient or a delegate): derives the session's temporary
+/// key pair here, wraps the secret half to the patient (and `doctor`, if named) into the vault
+/// and registers the public half, ending by itself after `hours` if given. The receipt, the
+/// session's id and its public key.
+pub(crate) async fn start_session(
+    s: &Session,
+    device: AccountId,
+    doctor: Option<AccountId>,
+    hours: Option<u64>,
+) -> Result<(Receipt, Hash, medledger_core::keys::EncryptionKey)> {
+    let d = s
+        .client
+        .device(&device)
+        .await?
+        .with_context(|| format!("no device {device} (or you may not see it)"))?;
+    let patient = s
+        .client
+        .account(&d.patient)
+        .await?
+        .with_context(|| format!("patient {} is not on the ledger", d.patient))?;
+    let patient_id =
+        patient.patient_id.with_context(|| format!("{} has no Patient-ID", d.patient))?;
+    let expires_at_ms = match hours {
+        Some(h) => Some(
+            h.checked_mul(3_600_000)
+                .and_then(|ms| ms.checked_add(now_ms()))
+                .with_context(|| format!("{h} hours is too long a session"))?,
+        ),
+        None => None,
+    };
+    // The seeds' TempKeyPairGen: HKDF over 256 fresh random bits and the Patient-ID.
+    let secret = devices::new_session_key(patient_id)?;
+    let public_key = secret.public_key();
+    let mut keys = Vec::new();
+    let patient_key =
+        s.encryption_key_of(&d.patient).await.with_context(|| format!("patient {}", d.patient))?;
+    let mut recipients = vec![(d.patient, patient_key)];
+    if let Some(doc) = doctor {
+        let key = s.encryption_key_of(&doc).await.with_context(|| format!("doctor {doc}"))?;
+        recipients.push((doc, key));
+    }
+    for (recipient, enc) in recipients {
+        let wrapped = devices::wrap_session_key(&secret, &enc, &device)?;
+        let blob = records::upload_small(&s.client, encoding::encode(&wrapped)).await?;
+        keys.push(KeyRef { recipient, blob });
+    }
+    drop(secret);
+    let receipt = s
+        .submit(TxBody::Devices(DeviceTx::StartSession(StartSession {
+            device,
+            public_key,
+            expires_at_ms,
+            doctor,
+            keys,
+        })))
+        .await?;
+    let Some(Created::DeviceSession { id }) = created(&receipt) else {
+        bail!("the ledger started no session: {:?}", receipt.outcome);
+    };
+    let id = *id;
+    Ok((receipt, id, public_key))
+}
+
 pub async fn run(command: DeviceCommand) -> Result<()> {
     match command {
         DeviceCommand::Register { wallet, identity, kind, serial, model, patient, json } => {
@@ -451,51 +514,7 @@ async fn session(command: SessionCommand) -> Result<()> {
     match command {
         SessionCommand::Start { wallet, device, doctor, hours, json } => {
             let s = Session::open(&wallet).await?;
-            let d = s
-                .client
-                .device(&device)
-                .await?
-                .with_context(|| format!("no device {device} (or you may not see it)"))?;
-            let patient = s
-                .client
-                .account(&d.patient)
-                .await?
-                .with_context(|| format!("patient {} is not on the ledger", d.patient))?;
-            let patient_id =
-                patient.patient_id.with_context(|| format!("{} has no Patient-ID", d.patient))?;
-            // The seeds' TempKeyPairGen: HKDF over 256 fresh random bits and the Patient-ID.
-            let secret = devices::new_session_key(patient_id)?;
-            let public_key = secret.public_key();
-            let mut keys = Vec::new();
-            let patient_key = s
-                .encryption_key_of(&d.patient)
-                .await
-                .with_context(|| format!("patient {}", d.patient))?;
-            let mut recipients = vec![(d.patient, patient_key)];
-            if let Some(doc) = doctor {
-                let key =
-                    s.encryption_key_of(&doc).await.with_context(|| format!("doctor {doc}"))?;
-                recipients.push((doc, key));
-            }
-            for (recipient, enc) in recipients {
-                let wrapped = devices::wrap_session_key(&secret, &enc, &device)?;
-                let blob = records::upload_small(&s.client, encoding::encode(&wrapped)).await?;
-                keys.push(KeyRef { recipient, blob });
-            }
-            drop(secret);
-            let expires_at_ms = hours.map(|h| now_ms() + h * 3_600_000);
-            let receipt = s
-                .submit(TxBody::Devices(DeviceTx::StartSession(StartSession {
-                    device,
-                    public_key,
-                    expires_at_ms,
-                    doctor,
-                    keys,
-                })))
-                .await?;
-            let Some(Created::DeviceSession { id }) = created(&receipt) else {
-                bail!("the ledger started no session: {:?}", receipt.outcome);
-            };
+            let (receipt, id, public_key) = start_session(&s, device, doctor, hours).await?;
             if json {
                 return crate::common::print_created(
                     &receipt,

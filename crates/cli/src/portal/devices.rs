@@ -2,7 +2,9 @@
 //! doctor the patient consented to sets its thresholds; the patient and such a doctor list a
 //! patient's devices and sessions and read a session's readings and alerts. Reading is the
 //! audited read of `medledger device readings` ([`crate::device::read_readings`]), decrypted
-//! here. Every form calls the same functions as the `device` commands.
+//! here. The patient starts and ends a device's measurement sessions (the session key is made
+//! here and wrapped to the patient and the doctor named); the patient or the registering
+//! hospital retires a device. Every form calls the same functions as the `device` commands.
 
 use askama::Template;
 use axum::{
@@ -15,7 +17,7 @@ use axum::{
 use medledger_core::{
     Hash,
     ids::AccountId,
-    tx::{consent::Purpose, devices::Metric, registry::Role},
+    tx::{DeviceTx, TxBody, consent::Purpose, devices::Metric, registry::Role},
 };
 use serde::Deserialize;
 
@@ -31,6 +33,9 @@ pub fn routes() -> Router<Portal> {
         .route("/devices/register", post(register))
         .route("/devices/thresholds", post(thresholds))
         .route("/devices/readings", post(readings))
+        .route("/devices/session/start", post(start))
+        .route("/devices/session/end", post(end))
+        .route("/devices/retire", post(retire))
 }
 
 /// The device kinds, as the form offers them.
@@ -49,6 +54,8 @@ pub struct DeviceRow {
     details: String,
     registered: String,
     retired: bool,
+    /// Whether one of its sessions is open (a new one cannot start until it ends).
+    measuring: bool,
     thresholds: String,
     sessions: Vec<SessionRow>,
 }
@@ -128,8 +135,9 @@ async fn devices_page(
                     alerts: v.alerts,
                     doctor: v.doctor.map(|d| u.names.of(&d)).unwrap_or_default(),
                 })
-                .collect();
+                .collect::<Vec<SessionRow>>();
             rows.push(DeviceRow {
+                measuring: sessions.iter().any(|v| v.open),
                 account: d.account.to_string(),
                 kind: words(&d.kind),
                 details,
@@ -235,11 +243,7 @@ async fn thresholds(State(p): State<Portal>, Form(f): Form<ThresholdsForm>) -> R
         Err(stop) => return stop.into_response(),
     };
     let set = async {
-        let device: AccountId = f
-            .device
-            .trim()
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{:?} is not a device's account id: {e}", f.device))?;
+        let device = device_of(&f.device)?;
         let band = |v: &str| Some(v.trim().to_owned()).filter(|v| !v.is_empty());
         let bands = crate::device::Bands {
             heart_rate: band(&f.heart_rate),
@@ -255,6 +259,117 @@ async fn thresholds(State(p): State<Portal>, Form(f): Form<ThresholdsForm>) -> R
     }
     .await;
     match set {
+        Ok(text) => p.done_with(&for_patient("/devices", &f.patient), text),
+        Err(e) => devices_page(&p, &u, f.patient, Flash::error(&e), StatusCode::BAD_REQUEST).await,
+    }
+}
+
+/// The device account id typed or sent by a form.
+fn device_of(typed: &str) -> anyhow::Result<AccountId> {
+    typed.trim().parse().map_err(|e| anyhow::anyhow!("{typed:?} is not a device's account id: {e}"))
+}
+
+#[derive(Deserialize)]
+struct StartForm {
+    device: String,
+    /// The patient whose devices the page showed.
+    #[serde(default)]
+    patient: String,
+    /// The responsible doctor's account id (told of alerts, given the session key), if any.
+    #[serde(default)]
+    doctor: String,
+    /// End the session by itself after this many hours (empty: when ended).
+    #[serde(default)]
+    hours: String,
+}
+
+/// The patient (or a delegate) starts a measurement session on a device
+/// (`medledger device session start`).
+async fn start(State(p): State<Portal>, Form(f): Form<StartForm>) -> Response {
+    let u = match unlocked_as(&p, &[Role::Patient], "starting a device session") {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    let started = async {
+        let device = device_of(&f.device)?;
+        let doctor = match f.doctor.trim() {
+            "" => None,
+            typed => Some(typed.parse::<AccountId>().map_err(|e| {
+                anyhow::anyhow!("{typed:?} is not the account id of a doctor: {e}")
+            })?),
+        };
+        let hours = match f.hours.trim() {
+            "" => None,
+            typed => Some(typed.parse::<u64>().ok().filter(|h| *h > 0).ok_or_else(|| {
+                anyhow::anyhow!("{typed:?} is not a number of hours (1 or more)")
+            })?),
+        };
+        let (r, id, _) = crate::device::start_session(&u.session, device, doctor, hours).await?;
+        anyhow::Ok(format!("session {id} started on device {device} (block {})", r.height))
+    }
+    .await;
+    match started {
+        Ok(text) => p.done_with(&for_patient("/devices", &f.patient), text),
+        Err(e) => devices_page(&p, &u, f.patient, Flash::error(&e), StatusCode::BAD_REQUEST).await,
+    }
+}
+
+#[derive(Deserialize)]
+struct EndForm {
+    session: String,
+    #[serde(default)]
+    patient: String,
+}
+
+/// The patient (or a delegate) ends a session (`medledger device session end`).
+async fn end(State(p): State<Portal>, Form(f): Form<EndForm>) -> Response {
+    let u = match unlocked_as(&p, &[Role::Patient], "ending a device session") {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    let ended = async {
+        let session: Hash = f
+            .session
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{:?} is no session id: {e}", f.session))?;
+        let r = u.session.submit(TxBody::Devices(DeviceTx::EndSession { session })).await?;
+        anyhow::Ok(format!("session {session} ended (block {})", r.height))
+    }
+    .await;
+    match ended {
+        Ok(text) => p.done_with(&for_patient("/devices", &f.patient), text),
+        Err(e) => devices_page(&p, &u, f.patient, Flash::error(&e), StatusCode::BAD_REQUEST).await,
+    }
+}
+
+#[derive(Deserialize)]
+struct RetireForm {
+    device: String,
+    #[serde(default)]
+    patient: String,
+    /// The box saying the device is retired for good.
+    confirm: Option<String>,
+}
+
+/// The patient (or a delegate) or the registering hospital retires a device for good
+/// (`medledger device retire`): its open session ends, and it accepts no more.
+async fn retire(State(p): State<Portal>, Form(f): Form<RetireForm>) -> Response {
+    let u = match unlocked_as(&p, &[Role::Patient, Role::Hospital], "retiring a device") {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    let retired = async {
+        let device = device_of(&f.device)?;
+        anyhow::ensure!(
+            f.confirm.is_some(),
+            "a retired device is retired for good: tick the box to confirm; nothing was done"
+        );
+        let r = u.session.submit(TxBody::Devices(DeviceTx::Retire { device })).await?;
+        anyhow::Ok(format!("device {device} retired (block {})", r.height))
+    }
+    .await;
+    match retired {
         Ok(text) => p.done_with(&for_patient("/devices", &f.patient), text),
         Err(e) => devices_page(&p, &u, f.patient, Flash::error(&e), StatusCode::BAD_REQUEST).await,
     }

@@ -1313,6 +1313,9 @@ fn a_patient_sets_an_emergency_profile_and_gets_a_card_a_doctor_can_use() {
             "/export",
             "/emergency",
             "/devices/register",
+            "/devices/session/start",
+            "/devices/session/end",
+            "/devices/retire",
             "/staff/doctor",
             "/staff/patient",
             "/staff/review",
@@ -1575,6 +1578,8 @@ fn a_doctor_opens_writes_and_seals_a_case_and_both_read_it_verified_in_the_porta
             "/case/seal",
             "/devices/thresholds",
             "/devices/readings",
+            "/devices/session/start",
+            "/devices/session/end",
             "/emergency/open",
             "/emergency/overview",
         ],
@@ -1592,6 +1597,108 @@ fn a_doctor_opens_writes_and_seals_a_case_and_both_read_it_verified_in_the_porta
     assert_eq!(locked.status, 423, "{}", locked.body);
     let listed = ok(&["case", "list", "--wallet", &c.patient, "--json"], &[]);
     assert_eq!(listed.matches("\"case\"").count(), 1, "{listed}");
+}
+
+/// The patient's own device, in the patient's portal: registered, a session started with the
+/// key made in the portal (the device's readings under it decrypt), a second one refused while
+/// it is open, ended, and the device retired only when confirmed.
+#[test]
+fn a_patient_runs_sessions_on_their_device_and_retires_it_in_the_portal() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let pat = Portal::start(&c.patient, &node.url, &[]);
+    let (pcookie, pcsrf) = signed_in(&pat);
+    let post = poster(&pat, &pcookie);
+    let meter = crate::registry::wallet(tmp.path(), "meter", &node.url);
+    let identity = crate::registry::identity(&meter);
+    let registered = post(
+        "/devices/register",
+        &[("csrf", &pcsrf), ("identity", &identity), ("kind", "glucose-meter"), ("serial", "GM-1")],
+    );
+    assert_eq!((registered.status, registered.via.as_deref()), (200, Some("/devices")));
+    let device = account_of(&meter);
+    assert!(registered.body.contains("class=\"do-start-session\""), "{}", registered.body);
+    let start = |doctor: &str, hours: &str| {
+        post(
+            "/devices/session/start",
+            &[("csrf", &pcsrf), ("device", &device), ("doctor", doctor), ("hours", hours)],
+        )
+    };
+    // Refused with the reason, nothing started: a doctor that is no account, odd hours.
+    let odd = start("nobody", "");
+    assert_eq!(odd.status, 400);
+    assert!(odd.body.contains("not the account id of a doctor"), "{}", odd.body);
+    for hours in ["0", "soon", "-1"] {
+        let odd = start("", hours);
+        assert_eq!(odd.status, 400, "{hours}");
+        assert!(odd.body.contains("not a number of hours"), "{hours}: {}", odd.body);
+    }
+    let not_a_doctor = start(&account_of(&c.hospital), "");
+    assert_eq!(not_a_doctor.status, 400);
+    assert!(not_a_doctor.body.contains("not an active doctor"), "{}", not_a_doctor.body);
+    let sessions = || {
+        let listed = ok(
+            &["device", "session", "list", "--wallet", &c.patient, "--device", &device, "--json"],
+            &env,
+        );
+        serde_json::from_str::<serde_json::Value>(&listed).unwrap().as_array().unwrap().len()
+    };
+    assert_eq!(sessions(), 0, "a refused form started a session");
+    let started = start(&c.doctor_account, "12");
+    assert_eq!(
+        (started.status, started.via.as_deref()),
+        (200, Some("/devices")),
+        "{}",
+        started.body
+    );
+    let session = after(&started.body, "id=\"flash\">session ").to_owned();
+    assert_eq!(session.len(), 64, "{}", started.body);
+    assert!(started.body.contains("class=\"end-session\""), "{}", started.body);
+    assert!(!started.body.contains("class=\"do-start-session\""), "{}", started.body);
+    // While it is open, a second is refused by the ledger.
+    let second = start("", "");
+    assert_eq!(second.status, 400);
+    assert!(second.body.contains("already has an open session"), "{}", second.body);
+    assert_eq!(sessions(), 1);
+    // The device measures under the key made in the portal; the patient reads it.
+    ok(
+        &["device", "simulate", "--wallet", &meter, "--rate", "50", "--count", "4", "--seed", "3"],
+        &env,
+    );
+    let read = post("/devices/readings", &[("csrf", &pcsrf), ("session", &session)]);
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert!(read.body.contains("4 readings"), "{}", read.body);
+    // Ended; then a new one may start.
+    let ended = post("/devices/session/end", &[("csrf", &pcsrf), ("session", &session)]);
+    assert_eq!((ended.status, ended.via.as_deref()), (200, Some("/devices")), "{}", ended.body);
+    assert!(ended.body.contains(&format!("session {session} ended")), "{}", ended.body);
+    assert!(ended.body.contains("class=\"do-start-session\""), "{}", ended.body);
+    let again = post("/devices/session/end", &[("csrf", &pcsrf), ("session", &session)]);
+    assert_eq!(again.status, 400);
+    assert!(again.body.contains("ended already"), "{}", again.body);
+    // Retired only when confirmed.
+    let unconfirmed = post("/devices/retire", &[("csrf", &pcsrf), ("device", &device)]);
+    assert_eq!(unconfirmed.status, 400);
+    assert!(unconfirmed.body.contains("tick the box"), "{}", unconfirmed.body);
+    assert!(!unconfirmed.body.contains("(retired)"), "{}", unconfirmed.body);
+    let retired =
+        post("/devices/retire", &[("csrf", &pcsrf), ("device", &device), ("confirm", "yes")]);
+    assert_eq!(
+        (retired.status, retired.via.as_deref()),
+        (200, Some("/devices")),
+        "{}",
+        retired.body
+    );
+    assert!(retired.body.contains("(retired)"), "{}", retired.body);
+    assert!(!retired.body.contains("class=\"do-start-session\""), "{}", retired.body);
+    assert!(!retired.body.contains("class=\"do-retire\""), "{}", retired.body);
+    let late = start("", "");
+    assert_eq!(late.status, 400, "{}", late.body);
+    let trail = ok(&["audit", "trail", "--wallet", &c.patient, "--json"], &env);
+    assert_eq!(trail.matches("\"device_retired\"").count(), 1, "{trail}");
+    holds_no_secret(&c.patient, &[&registered, &started, &read, &ended, &retired]);
 }
 
 #[test]
