@@ -10,6 +10,7 @@
 use anyhow::{Context, Result, bail};
 use clap::{Subcommand, ValueEnum};
 use medledger_core::{
+    block::Receipt,
     encoding,
     ids::AccountId,
     tx::{AddMember, AdmitOrganisation, OrganisationKind, RegistryTx, TxBody},
@@ -125,7 +126,7 @@ impl From<KindArg> for OrganisationKind {
     }
 }
 
-fn kind_word(kind: OrganisationKind) -> &'static str {
+pub(crate) fn kind_word(kind: OrganisationKind) -> &'static str {
     match kind {
         OrganisationKind::Researcher => "researcher",
         OrganisationKind::Insurer => "insurer",
@@ -149,27 +150,40 @@ pub(crate) fn parse_member_card(card: &str) -> Result<AddMember> {
     encoding::decode("member card", &bytes, 1024).context("the member card is malformed")
 }
 
+/// Admits a researcher or insurer organisation (the regulator) from the identity card of its
+/// wallet, its contact details sealed to it and the regulator. The receipt and its account.
+pub(crate) async fn admit_organisation(
+    s: &Session,
+    identity: &str,
+    kind: OrganisationKind,
+    name: &str,
+    contact: &str,
+) -> Result<(Receipt, AccountId)> {
+    let (key, encryption_key) = medledger_client::keystore::parse_public_identity(identity)?;
+    let contact = seal_details(
+        &s.client,
+        serde_json::json!({ "contact": contact }),
+        &[encryption_key, s.wallet.encryption_key()],
+    )
+    .await?;
+    let body = TxBody::Registry(RegistryTx::AdmitOrganisation(AdmitOrganisation {
+        key,
+        encryption_key,
+        kind,
+        name: name.to_owned(),
+        contact,
+    }));
+    let receipt = s.submit(body).await?;
+    let account = created_account(&receipt, "organisation")?;
+    Ok((receipt, account))
+}
+
 pub async fn run(command: OrganisationCommand) -> Result<()> {
     match command {
         OrganisationCommand::Admit { wallet, identity, kind, name, contact, json } => {
             let s = Session::open(&wallet).await?;
-            let (key, encryption_key) =
-                medledger_client::keystore::parse_public_identity(&identity)?;
-            let contact = seal_details(
-                &s.client,
-                serde_json::json!({ "contact": contact }),
-                &[encryption_key, s.wallet.encryption_key()],
-            )
-            .await?;
-            let body = TxBody::Registry(RegistryTx::AdmitOrganisation(AdmitOrganisation {
-                key,
-                encryption_key,
-                kind: kind.into(),
-                name: name.clone(),
-                contact,
-            }));
-            let receipt = s.submit(body).await?;
-            let account = created_account(&receipt, "organisation")?;
+            let (receipt, account) =
+                admit_organisation(&s, &identity, kind.into(), &name, &contact).await?;
             if json {
                 return print_created(&receipt, serde_json::json!({ "account": account }));
             }

@@ -351,6 +351,8 @@ struct RegulatorPage {
     counts: Vec<(String, u64)>,
     /// The network's nodes.
     nodes: Vec<NodeRow>,
+    /// Researcher and insurer organisations.
+    organisations: Vec<super::organisations::OrganisationRow>,
 }
 
 /// A node as a row of the regulator's page.
@@ -371,7 +373,7 @@ async fn regulator(State(p): State<Portal>) -> Response {
     regulator_page(&p, &u, flash, StatusCode::OK).await
 }
 
-async fn regulator_page(
+pub(super) async fn regulator_page(
     p: &Portal,
     u: &Unlocked,
     flash: Option<Flash>,
@@ -408,8 +410,19 @@ async fn regulator_page(
             status: n.status,
         })
         .collect();
-    let mut page =
-        render(&RegulatorPage { csrf: p.csrf(), me: Me::of(u), flash, hospitals, counts, nodes });
+    let (organisations, flash) = match super::organisations::organisation_rows(u).await {
+        Ok(rows) => (rows, flash),
+        Err(e) => (Vec::new(), flash.or_else(|| Flash::error(&e))),
+    };
+    let mut page = render(&RegulatorPage {
+        csrf: p.csrf(),
+        me: Me::of(u),
+        flash,
+        hospitals,
+        counts,
+        nodes,
+        organisations,
+    });
     *page.status_mut() = status;
     page
 }

@@ -12,6 +12,7 @@ mod cases;
 mod devices;
 mod emergency;
 mod guard;
+mod organisations;
 mod pages;
 
 use std::{

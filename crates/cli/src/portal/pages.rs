@@ -66,6 +66,7 @@ pub fn routes() -> Router<Portal> {
         .merge(super::emergency::routes())
         .merge(super::cases::routes())
         .merge(super::devices::routes())
+        .merge(super::organisations::routes())
         .layer(axum::extract::DefaultBodyLimit::max(UPLOAD_LIMIT))
 }
 
@@ -95,6 +96,7 @@ pub struct Me {
     pub(super) doctor: bool,
     pub(super) hospital: bool,
     pub(super) regulator: bool,
+    pub(super) organisation: bool,
 }
 
 impl Me {
@@ -107,6 +109,7 @@ impl Me {
             doctor: u.role == Role::Doctor,
             hospital: u.role == Role::Hospital,
             regulator: u.role == Role::Regulator,
+            organisation: matches!(u.role, Role::Organisation(_)),
         }
     }
 }

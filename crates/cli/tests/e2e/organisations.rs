@@ -26,7 +26,7 @@ pub(crate) fn admit(node: &Node, org: &str, kind: &str, name: &str) -> String {
 }
 
 /// The member card `member` prints to join `org_account`.
-fn card(member: &str, org_account: &str) -> String {
+pub(crate) fn card(member: &str, org_account: &str) -> String {
     ok(
         &["organisation", "member", "accept", "--wallet", member, "--organisation", org_account],
         &[],

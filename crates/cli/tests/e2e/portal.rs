@@ -628,6 +628,9 @@ fn every_field<'a>(csrf: &'a str, account: &'a str) -> Vec<(&'a str, &'a str)> {
         ("serial", "x"),
         ("device", account),
         ("session", ZEROS),
+        ("card", "x"),
+        ("member", account),
+        ("organisation", account),
     ]
 }
 
@@ -1699,6 +1702,142 @@ fn a_patient_runs_sessions_on_their_device_and_retires_it_in_the_portal() {
     let trail = ok(&["audit", "trail", "--wallet", &c.patient, "--json"], &env);
     assert_eq!(trail.matches("\"device_retired\"").count(), 1, "{trail}");
     holds_no_secret(&c.patient, &[&registered, &started, &read, &ended, &retired]);
+}
+
+/// The regulator admits a researcher organisation in the portal, and suspends and reinstates
+/// it; the organisation adds a member from the card of the member's own wallet (a plain
+/// identity card is refused) and removes it only when confirmed. Neither takes the other's
+/// forms, and a patient takes neither's.
+#[test]
+fn the_regulator_admits_an_organisation_and_it_keeps_its_members_in_the_portal() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let reg = Portal::start(&node.regulator_wallet().display().to_string(), &node.url, &[]);
+    let (rcookie, rcsrf) = signed_in(&reg);
+    let rpost = poster(&reg, &rcookie);
+    let lab = crate::registry::wallet(tmp.path(), "lab", &node.url);
+    let lab_identity = crate::registry::identity(&lab);
+    let admit = |kind: &str, name: &str| {
+        rpost(
+            "/regulator/organisation",
+            &[
+                ("csrf", &rcsrf),
+                ("identity", &lab_identity),
+                ("kind", kind),
+                ("name", name),
+                ("contact", "ethics@lab.example"),
+            ],
+        )
+    };
+    let odd = admit("charity", "Genome Lab");
+    assert_eq!(odd.status, 400);
+    assert!(odd.body.contains("neither researcher nor insurer"), "{}", odd.body);
+    let unnamed = admit("researcher", " ");
+    assert_eq!(unnamed.status, 400);
+    assert!(unnamed.body.contains("needs a name"), "{}", unnamed.body);
+    assert!(unnamed.body.contains("No organisations yet"), "{}", unnamed.body);
+    let admitted = admit("researcher", "Genome Lab");
+    assert_eq!((admitted.status, admitted.via.as_deref()), (200, Some("/regulator")));
+    let org = account_of(&lab);
+    assert!(
+        admitted.body.contains(&format!("Genome Lab admitted: account {org}")),
+        "{}",
+        admitted.body
+    );
+    assert!(admitted.body.contains("id=\"organisations\""), "{}", admitted.body);
+    let listed = || {
+        let out = ok(&["organisation", "list", "--wallet", &c.patient, "--json"], &env);
+        let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+        list.as_array().unwrap().iter().find(|o| o["account"] == org.as_str()).unwrap().clone()
+    };
+    let status = |action: &str, reason: &str| {
+        rpost(
+            "/regulator/organisation/status",
+            &[("csrf", &rcsrf), ("organisation", &org), ("action", action), ("reason", reason)],
+        )
+    };
+    let no_reason = status("suspend", " ");
+    assert_eq!(no_reason.status, 400);
+    assert!(no_reason.body.contains("needs a reason"), "{}", no_reason.body);
+    assert_eq!(listed()["suspended"], false);
+    let suspended = status("suspend", "ethics approval lapsed");
+    assert_eq!(suspended.status, 200, "{}", suspended.body);
+    assert!(suspended.body.contains("suspended (block"), "{}", suspended.body);
+    assert_eq!(listed()["suspended"], true);
+    let reinstated = status("reinstate", "");
+    assert!(reinstated.body.contains("reinstated (block"), "{}", reinstated.body);
+    assert_eq!(listed()["suspended"], false);
+
+    // The organisation's own page: its members.
+    let desk = Portal::start(&lab, &node.url, &[]);
+    let (ocookie, ocsrf) = signed_in(&desk);
+    let opost = poster(&desk, &ocookie);
+    let page = ask(desk.port, "GET", "/organisation", &[("Cookie", &ocookie)], "");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("No members yet"), "{}", page.body);
+    let analyst = crate::registry::wallet(tmp.path(), "analyst", &node.url);
+    let add = |card: &str| {
+        opost("/organisation/member", &[("csrf", &ocsrf), ("action", "add"), ("card", card)])
+    };
+    let plain = add(&crate::registry::identity(&analyst));
+    assert_eq!(plain.status, 400);
+    assert!(plain.body.contains("member accept"), "{}", plain.body);
+    let added = add(&crate::organisations::card(&analyst, &org));
+    assert_eq!((added.status, added.via.as_deref()), (200, Some("/organisation")));
+    let member = account_of(&analyst);
+    assert!(added.body.contains(&format!("added: account {member}")), "{}", added.body);
+    let active = || {
+        listed()["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["account"] == member.as_str() && m["removed_at"].is_null())
+    };
+    assert!(active());
+    let remove = |confirm: &[(&str, &str)]| {
+        let mut fields = vec![("csrf", ocsrf.as_str()), ("action", "remove"), ("member", &member)];
+        fields.extend_from_slice(confirm);
+        opost("/organisation/member", &fields)
+    };
+    let unconfirmed = remove(&[]);
+    assert_eq!(unconfirmed.status, 400);
+    assert!(unconfirmed.body.contains("tick the box"), "{}", unconfirmed.body);
+    assert!(active(), "removed without confirmation");
+    let removed = remove(&[("confirm", "yes")]);
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    assert!(removed.body.contains("removed at block"), "{}", removed.body);
+    assert!(!active());
+    holds_no_secret(&lab, &[&page, &added, &removed]);
+
+    // Each role's forms only.
+    assert_eq!(ask(reg.port, "GET", "/organisation", &[("Cookie", &rcookie)], "").status, 403);
+    refused_for_role(&reg, &rcookie, &rcsrf, &member, &["/organisation/member"]);
+    refused_for_role(
+        &desk,
+        &ocookie,
+        &ocsrf,
+        &org,
+        &[
+            "/regulator/organisation",
+            "/regulator/organisation/status",
+            "/regulator/hospital",
+            "/staff/doctor",
+            "/consent/grant",
+            "/cases/open",
+            "/devices/register",
+        ],
+    );
+    let pat = Portal::start(&c.patient, &node.url, &[]);
+    let (pcookie, pcsrf) = signed_in(&pat);
+    refused_for_role(
+        &pat,
+        &pcookie,
+        &pcsrf,
+        &org,
+        &["/organisation/member", "/regulator/organisation", "/regulator/organisation/status"],
+    );
 }
 
 #[test]
