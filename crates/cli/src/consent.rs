@@ -423,21 +423,33 @@ pub async fn run(command: ConsentCommand) -> Result<()> {
     Ok(())
 }
 
+/// What wrapping a grant's record keys did.
+pub(crate) struct Wrapped {
+    /// Records whose key was wrapped to the grantee.
+    pub grantee: usize,
+    /// For an organisation: each current member proven by the ledger, and the records whose
+    /// key was wrapped to it.
+    pub members: Vec<(AccountId, usize)>,
+    /// Accounts the node lists as members that the ledger does not prove (no key wrapped).
+    pub unproven: Vec<AccountId>,
+}
+
 /// Wraps the keys of the records `scope` covers to `grantee` and, when the grantee is an
 /// organisation, to each of its current members, who read under its grants (SECURITY.md,
 /// "Organisations"). A member added later gets them when the patient shares again
-/// (`medledger record share`). Returns how many records were wrapped to the grantee.
-async fn share_for_grant(
+/// (`medledger record share`). The CLI's grant and approval and the portal's forms all wrap
+/// through here.
+pub(crate) async fn wrap_for_grant(
     session: &Session,
     patient: AccountId,
     grantee: AccountId,
     scope: &Scope,
-    json: bool,
-) -> Result<usize> {
-    let wrapped = crate::record::share_for_grant(session, patient, grantee, scope).await?;
-    if wrapped > 0 && !json {
-        println!("data keys of {wrapped} record(s) wrapped to {grantee}");
-    }
+) -> Result<Wrapped> {
+    let mut wrapped = Wrapped {
+        grantee: crate::record::share_for_grant(session, patient, grantee, scope).await?,
+        members: Vec::new(),
+        unproven: Vec::new(),
+    };
     // Who is a member comes from the ledger, proven: the node's listing only says whom to ask
     // about (a node that added its own operator's account to it would otherwise receive the
     // keys).
@@ -458,18 +470,39 @@ async fn share_for_grant(
     for member in listed {
         let proven = client.proven_registration(&member, &session.anchor).await?;
         if proven != Some(Registered::MemberOf(grantee)) {
-            eprintln!(
-                "warning: the node lists {member} as a member of {grantee}, but the ledger does \
-                 not prove it (no key wrapped to it)"
-            );
+            wrapped.unproven.push(member);
             continue;
         }
         let n = crate::record::share_for_grant(session, patient, member, scope).await?;
-        if n > 0 && !json {
+        wrapped.members.push((member, n));
+    }
+    Ok(wrapped)
+}
+
+/// [`wrap_for_grant`], told on the terminal; how many records were wrapped to the grantee.
+async fn share_for_grant(
+    session: &Session,
+    patient: AccountId,
+    grantee: AccountId,
+    scope: &Scope,
+    json: bool,
+) -> Result<usize> {
+    let wrapped = wrap_for_grant(session, patient, grantee, scope).await?;
+    if wrapped.grantee > 0 && !json {
+        println!("data keys of {} record(s) wrapped to {grantee}", wrapped.grantee);
+    }
+    for member in &wrapped.unproven {
+        eprintln!(
+            "warning: the node lists {member} as a member of {grantee}, but the ledger does \
+             not prove it (no key wrapped to it)"
+        );
+    }
+    for (member, n) in &wrapped.members {
+        if *n > 0 && !json {
             println!("data keys of {n} record(s) wrapped to member {member}");
         }
     }
-    Ok(wrapped)
+    Ok(wrapped.grantee)
 }
 
 #[cfg(test)]

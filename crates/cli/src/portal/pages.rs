@@ -1138,11 +1138,12 @@ async fn grant(State(p): State<Portal>, Form(form): Form<GrantForm>) -> Response
             validity: crate::consent::validity(form.days)?,
         };
         u.session.submit(TxBody::Consent(body)).await?;
-        let wrapped = crate::record::share_for_grant(&u.session, me, grantee, &scope).await?;
+        let wrapped = crate::consent::wrap_for_grant(&u.session, me, grantee, &scope).await?;
         anyhow::Ok(format!(
-            "access granted to {} ({} record key(s) wrapped to them)",
+            "access granted to {} ({}){}",
             u.names.of(&grantee),
-            wrapped
+            wrapped_words(&wrapped),
+            unproven_words(&wrapped)
         ))
     }
     .await;
@@ -1152,6 +1153,28 @@ async fn grant(State(p): State<Portal>, Form(form): Form<GrantForm>) -> Response
             with_status(consent_page(&p, &u, Flash::error(&e)).await, StatusCode::BAD_REQUEST)
         }
     }
+}
+
+/// How many record keys a grant wrapped, to the grantee and (an organisation) its members.
+fn wrapped_words(w: &crate::consent::Wrapped) -> String {
+    let mut text = format!("{} record key(s) wrapped to them", w.grantee);
+    if !w.members.is_empty() {
+        let keys: usize = w.members.iter().map(|(_, n)| n).sum();
+        text.push_str(&format!(", {keys} to their {} member(s)", w.members.len()));
+    }
+    text
+}
+
+/// The members a node listed that the ledger does not prove, if any (no key went to them).
+fn unproven_words(w: &crate::consent::Wrapped) -> String {
+    if w.unproven.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = w.unproven.iter().map(ToString::to_string).collect();
+    format!(
+        "; not wrapped to {}: the node lists them as members but the ledger does not prove it",
+        list.join(", ")
+    )
 }
 
 #[derive(Deserialize)]
@@ -1247,12 +1270,14 @@ async fn answer(State(p): State<Portal>, Form(form): Form<AnswerForm>) -> Respon
                 u.session.submit(TxBody::Consent(body)).await?;
                 let me = u.session.wallet.account();
                 let wrapped =
-                    crate::record::share_for_grant(&u.session, me, r.requester, &r.scope).await?;
+                    crate::consent::wrap_for_grant(&u.session, me, r.requester, &r.scope).await?;
                 anyhow::Ok(format!(
-                    "request approved: {} may read {} for {} ({wrapped} record key(s) wrapped to them)",
+                    "request approved: {} may read {} for {} ({}){}",
                     u.names.of(&r.requester),
                     scope_words(&r.scope),
-                    words(&r.purpose)
+                    words(&r.purpose),
+                    wrapped_words(&wrapped),
+                    unproven_words(&wrapped)
                 ))
             }
             "decline" => {

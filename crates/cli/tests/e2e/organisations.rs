@@ -50,7 +50,13 @@ pub(crate) fn add_member(
 }
 
 /// A record of `category` the doctor adds for the patient; its PMR-ID.
-fn record(dir: &Path, doctor: &str, patient_id: &str, category: &str, date: &str) -> String {
+pub(crate) fn record(
+    dir: &Path,
+    doctor: &str,
+    patient_id: &str,
+    category: &str,
+    date: &str,
+) -> String {
     let file = dir.join(format!("{category}.txt"));
     std::fs::write(&file, format!("{category} of {date}: all within range")).unwrap();
     let file = file.display().to_string();
@@ -65,7 +71,7 @@ fn record(dir: &Path, doctor: &str, patient_id: &str, category: &str, date: &str
 }
 
 /// Reads `pmr` as `wallet` for `purpose` into `dir`; the command's output, or its error.
-fn read(dir: &Path, wallet: &str, pmr: &str, purpose: &str) -> Result<String, String> {
+pub(crate) fn read(dir: &Path, wallet: &str, pmr: &str, purpose: &str) -> Result<String, String> {
     let out = dir.join(format!("read-{pmr}"));
     let _ = std::fs::remove_file(&out);
     let o = cli(

@@ -1796,6 +1796,36 @@ fn the_regulator_admits_an_organisation_and_it_keeps_its_members_in_the_portal()
             .any(|m| m["account"] == member.as_str() && m["removed_at"].is_null())
     };
     assert!(active());
+    // A patient grants the organisation research access in the portal: the record's key is
+    // wrapped to the organisation and to its member (proven by the ledger), who then reads
+    // under the organisation's grant.
+    let pmr = crate::organisations::record(
+        tmp.path(),
+        &c.doctor,
+        &c.patient_id,
+        "lab-report",
+        "2026-01-02",
+    );
+    let pat = Portal::start(&c.patient, &node.url, &[]);
+    let (pcookie, pcsrf) = signed_in(&pat);
+    let granted = poster(&pat, &pcookie)(
+        "/consent/grant",
+        &[
+            ("csrf", &pcsrf),
+            ("grantee", &org),
+            ("scope", "all"),
+            ("purpose", "research"),
+            ("days", "30"),
+        ],
+    );
+    assert_eq!((granted.status, granted.via.as_deref()), (200, Some("/consent")));
+    assert!(
+        granted.body.contains("1 record key(s) wrapped to them, 1 to their 1 member(s)"),
+        "{}",
+        granted.body
+    );
+    let content = crate::organisations::read(tmp.path(), &analyst, &pmr, "research").unwrap();
+    assert!(content.contains("lab-report of 2026-01-02"), "{content}");
     let remove = |confirm: &[(&str, &str)]| {
         let mut fields = vec![("csrf", ocsrf.as_str()), ("action", "remove"), ("member", &member)];
         fields.extend_from_slice(confirm);
@@ -1829,8 +1859,6 @@ fn the_regulator_admits_an_organisation_and_it_keeps_its_members_in_the_portal()
             "/devices/register",
         ],
     );
-    let pat = Portal::start(&c.patient, &node.url, &[]);
-    let (pcookie, pcsrf) = signed_in(&pat);
     refused_for_role(
         &pat,
         &pcookie,
