@@ -475,19 +475,10 @@ async fn set_status(State(p): State<Portal>, Form(f): Form<StatusForm>) -> Respo
         Err(stop) => return stop.into_response(),
     };
     let result = async {
-        let hospital: AccountId = f
-            .hospital
-            .trim()
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{:?} is not an account id: {e}", f.hospital))?;
-        let (tx, done) = match f.action.as_str() {
-            "suspend" => {
-                let reason = f.reason.trim();
-                anyhow::ensure!(!reason.is_empty(), "a suspension needs a reason");
-                (RegistryTx::SuspendHospital { hospital, reason: reason.to_owned() }, "suspended")
-            }
-            "reinstate" => (RegistryTx::ReinstateHospital { hospital }, "reinstated"),
-            other => anyhow::bail!("{other:?} is neither suspend nor reinstate"),
+        let (hospital, tx) = status_change(&f.hospital, &f.action, &f.reason)?;
+        let (tx, done) = match tx {
+            Some(reason) => (RegistryTx::SuspendHospital { hospital, reason }, "suspended"),
+            None => (RegistryTx::ReinstateHospital { hospital }, "reinstated"),
         };
         let r = u.session.submit(TxBody::Registry(tx)).await?;
         anyhow::Ok(format!("hospital {hospital} {done} (block {})", r.height))
@@ -496,6 +487,26 @@ async fn set_status(State(p): State<Portal>, Form(f): Form<StatusForm>) -> Respo
     match result {
         Ok(text) => p.done_with("/regulator", text),
         Err(e) => regulator_page(&p, &u, Flash::error(&e), StatusCode::BAD_REQUEST).await,
+    }
+}
+
+/// What a suspend-or-reinstate form asks of a party (a hospital or an organisation): its
+/// account, and the suspension's reason (needed), or none to reinstate it.
+pub(super) fn status_change(
+    party: &str,
+    action: &str,
+    reason: &str,
+) -> anyhow::Result<(AccountId, Option<String>)> {
+    let account =
+        party.trim().parse().map_err(|e| anyhow::anyhow!("{party:?} is not an account id: {e}"))?;
+    match action {
+        "suspend" => {
+            let reason = reason.trim();
+            anyhow::ensure!(!reason.is_empty(), "a suspension needs a reason");
+            Ok((account, Some(reason.to_owned())))
+        }
+        "reinstate" => Ok((account, None)),
+        other => anyhow::bail!("{other:?} is neither suspend nor reinstate"),
     }
 }
 

@@ -246,19 +246,11 @@ async fn set_status(State(p): State<Portal>, Form(f): Form<StatusForm>) -> Respo
         Err(stop) => return stop.into_response(),
     };
     let done = async {
-        let organisation: AccountId = f
-            .organisation
-            .trim()
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{:?} is not an account id: {e}", f.organisation))?;
-        let (tx, what) = match f.action.as_str() {
-            "suspend" => {
-                let reason = f.reason.trim().to_owned();
-                anyhow::ensure!(!reason.is_empty(), "a suspension needs a reason");
-                (RegistryTx::SuspendOrganisation { organisation, reason }, "suspended")
-            }
-            "reinstate" => (RegistryTx::ReinstateOrganisation { organisation }, "reinstated"),
-            other => anyhow::bail!("{other:?} is neither suspend nor reinstate"),
+        let (organisation, tx) =
+            super::admin::status_change(&f.organisation, &f.action, &f.reason)?;
+        let (tx, what) = match tx {
+            Some(reason) => (RegistryTx::SuspendOrganisation { organisation, reason }, "suspended"),
+            None => (RegistryTx::ReinstateOrganisation { organisation }, "reinstated"),
         };
         let r = u.session.submit(TxBody::Registry(tx)).await?;
         anyhow::Ok(format!("organisation {organisation} {what} (block {})", r.height))

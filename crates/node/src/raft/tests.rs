@@ -712,33 +712,24 @@ async fn send_snapshot_as(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_snapshot_leaves_the_raft_log_unpurged_and_the_node_restarts_from_it() {
     tokio::time::timeout(LIMIT, async {
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let mut chain = Chain::new();
-        let (snapshot, bytes) = built(a.path(), &mut chain, 10).await;
-        let source = ledger_at(a.path(), &chain.genesis);
-
         // The follower holds the membership entry and the first two blocks, as leader 1 sent
         // them, committed and applied.
-        let membership = snapshot.meta.last_membership.membership().clone();
-        let (target, started, fault) =
-            follower_of_term_1(b.path(), &mut chain, &source, membership).await;
-        let before = view(&target);
+        let r = Receiving::new().await;
+        let (meta, bytes, source) = (r.snapshot.meta.clone(), r.bytes.clone(), r.source.clone());
+        let before = view(&r.target);
 
         // One byte of the first hospital's row flipped (as in the install test above).
         let mut flipped = bytes.clone();
         let table = [&[4u8, 9, 0, 0, 0][..], b"hospitals"].concat();
         let at = bytes.windows(table.len()).position(|w| w == table).unwrap() + table.len();
         flipped[at + 5 + 4 + 20 + 8] ^= 1;
-        let err = send_snapshot(&started, &snapshot.meta, &flipped).await.unwrap_err();
+        let err = send_snapshot(&r.started, &meta, &flipped).await.unwrap_err();
         assert!(format!("{err:?}").contains("does not check out"), "{err:?}");
-        let reason = fault.reason().expect("the refusal is reported");
-        assert!(fault.is_protocol(), "reported as a storage fault: {reason}");
-        assert_eq!(view(&target), before);
+        let reason = r.fault.reason().expect("the refusal is reported");
+        assert!(r.fault.is_protocol(), "reported as a storage fault: {reason}");
+        assert_eq!(view(&r.target), before);
 
-        let Started { raft, closed, receiver } = started;
-        drop(receiver);
-        stop(raft, target).await;
-        assert!(closed.wait(LIMIT).await, "the Raft log was not closed");
+        let (_a, b, chain) = r.stop().await;
         {
             let mut log =
                 LogStore::open(&b.path().join("raft-log.redb"), Default::default()).unwrap();
@@ -754,7 +745,7 @@ async fn a_refused_snapshot_leaves_the_raft_log_unpurged_and_the_node_restarts_f
         // Restarted, the node takes the genuine snapshot; the log behind it goes.
         let (target, started, fault) = follower_at(b.path(), &chain.genesis).await;
         assert_eq!(target.tip().height, 2);
-        send_snapshot(&started, &snapshot.meta, &bytes).await.unwrap();
+        send_snapshot(&started, &meta, &bytes).await.unwrap();
         assert_eq!(fault.reason(), None);
         assert_eq!(view(&target), view(&source));
         started
@@ -803,13 +794,22 @@ async fn follower_of_term_1(
     (target, started, fault)
 }
 
-/// A snapshot that claims a last entry of a later term than the vote of the leader sending it
-/// is made up (a leader of term T holds no entry of a later term; such a snapshot would pass
-/// for newer than entries this node acknowledged): refused as a protocol fault before it is
-/// imported, whatever its content, and the ledger is left as it was.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_snapshot_whose_last_entry_is_of_a_later_term_than_its_sender_s_vote_is_refused() {
-    tokio::time::timeout(LIMIT, async {
+/// A snapshot of ten blocks built by a source node (in `a`), and a follower (in `b`) that
+/// applied the first two of them as leader 1 of term 1 sent them ([`follower_of_term_1`]).
+struct Receiving {
+    a: tempfile::TempDir,
+    b: tempfile::TempDir,
+    chain: Chain,
+    snapshot: Snapshot<TypeConfig>,
+    bytes: Vec<u8>,
+    source: Arc<Ledger>,
+    target: Arc<Ledger>,
+    started: Started,
+    fault: Arc<StorageFault>,
+}
+
+impl Receiving {
+    async fn new() -> Self {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let mut chain = Chain::new();
         let (snapshot, bytes) = built(a.path(), &mut chain, 10).await;
@@ -817,20 +817,38 @@ async fn a_snapshot_whose_last_entry_is_of_a_later_term_than_its_sender_s_vote_i
         let membership = snapshot.meta.last_membership.membership().clone();
         let (target, started, fault) =
             follower_of_term_1(b.path(), &mut chain, &source, membership).await;
-        let before = view(&target);
+        Receiving { a, b, chain, snapshot, bytes, source, target, started, fault }
+    }
+
+    /// Stops the follower and waits until its Raft log is closed.
+    async fn stop(self) -> (tempfile::TempDir, tempfile::TempDir, Chain) {
+        let Started { raft, closed, receiver } = self.started;
+        drop(receiver);
+        stop(raft, self.target).await;
+        assert!(closed.wait(LIMIT).await, "the Raft log was not closed");
+        (self.a, self.b, self.chain)
+    }
+}
+
+/// A snapshot that claims a last entry of a later term than the vote of the leader sending it
+/// is made up (a leader of term T holds no entry of a later term; such a snapshot would pass
+/// for newer than entries this node acknowledged): refused as a protocol fault before it is
+/// imported, whatever its content, and the ledger is left as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_whose_last_entry_is_of_a_later_term_than_its_sender_s_vote_is_refused() {
+    tokio::time::timeout(LIMIT, async {
+        let r = Receiving::new().await;
+        let before = view(&r.target);
         // The genuine snapshot's bytes, its last entry claimed for term 2 by leader 1 of term 1.
-        let mut meta = snapshot.meta.clone();
+        let mut meta = r.snapshot.meta.clone();
         let last = meta.last_log_id.unwrap();
         meta.last_log_id = Some(LogId::new(CommittedLeaderId::new(2, 1), last.index));
-        let err = send_snapshot(&started, &meta, &bytes).await.unwrap_err();
+        let err = send_snapshot(&r.started, &meta, &r.bytes).await.unwrap_err();
         assert!(format!("{err:?}").contains("later term than its sender's vote"), "{err:?}");
-        let reason = fault.reason().expect("the refusal is reported");
-        assert!(fault.is_protocol(), "reported as a storage fault: {reason}");
-        assert_eq!(view(&target), before, "a made-up snapshot was imported");
-        let Started { raft, closed, receiver } = started;
-        drop(receiver);
-        stop(raft, target).await;
-        assert!(closed.wait(LIMIT).await);
+        let reason = r.fault.reason().expect("the refusal is reported");
+        assert!(r.fault.is_protocol(), "reported as a storage fault: {reason}");
+        assert_eq!(view(&r.target), before, "a made-up snapshot was imported");
+        r.stop().await;
     })
     .await
     .expect("the test took too long");
@@ -842,29 +860,20 @@ async fn a_snapshot_whose_last_entry_is_of_a_later_term_than_its_sender_s_vote_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_from_a_sender_behind_this_node_s_vote_is_answered_with_it_and_writes_nothing() {
     tokio::time::timeout(LIMIT, async {
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let mut chain = Chain::new();
-        let (snapshot, bytes) = built(a.path(), &mut chain, 10).await;
-        let source = ledger_at(a.path(), &chain.genesis);
-        let membership = snapshot.meta.last_membership.membership().clone();
-        let (target, started, fault) =
-            follower_of_term_1(b.path(), &mut chain, &source, membership).await;
-        let before = view(&target);
-        let mine = started.raft.metrics().borrow().vote;
+        let r = Receiving::new().await;
+        let before = view(&r.target);
+        let mine = r.started.raft.metrics().borrow().vote;
         assert_eq!(mine, openraft::Vote::new_committed(1, 1));
         let stale = openraft::Vote::new(0, 1);
-        let answer = send_snapshot_as(&started, stale, &snapshot.meta, &bytes).await.unwrap();
+        let answer = send_snapshot_as(&r.started, stale, &r.snapshot.meta, &r.bytes).await.unwrap();
         assert_eq!(answer.vote, mine, "the sender is not told this node's vote");
-        assert_eq!(fault.reason(), None);
-        assert_eq!(view(&target), before, "a deposed leader's snapshot was imported");
-        assert_eq!(started.raft.metrics().borrow().snapshot, None);
+        assert_eq!(r.fault.reason(), None);
+        assert_eq!(view(&r.target), before, "a deposed leader's snapshot was imported");
+        assert_eq!(r.started.raft.metrics().borrow().snapshot, None);
         // The current leader's copy is taken.
-        send_snapshot(&started, &snapshot.meta, &bytes).await.unwrap();
-        assert_eq!(view(&target), view(&source));
-        let Started { raft, closed, receiver } = started;
-        drop(receiver);
-        stop(raft, target).await;
-        assert!(closed.wait(LIMIT).await);
+        send_snapshot(&r.started, &r.snapshot.meta, &r.bytes).await.unwrap();
+        assert_eq!(view(&r.target), view(&r.source));
+        r.stop().await;
     })
     .await
     .expect("the test took too long");
