@@ -40,7 +40,8 @@ fn try_run(w: &World) -> Result<Export, Error> {
 fn a_view_of_another_patient_refuses_the_export() {
     let w = world();
     assert!(try_run(&w).is_ok());
-    let cases: [(&str, fn(&mut World)); 5] = [
+    type Change = fn(&mut World);
+    let cases: [(&str, Change); 5] = [
         ("record PMR-3", |w| w.records[2].patient = w.other_patient),
         ("case CASE-1", |w| w.cases[0].patient = w.other_patient),
         ("audit event 4", |w| w.trail[4].patient = w.other_patient),
