@@ -32,6 +32,18 @@ if ! python3 -c "import pydicom, sys; sys.exit(pydicom.__version__ != '$pydicom_
       "pydicom==$pydicom_version"
 fi
 
+# The FHIR import's golden files are the FHIR specification's own R4 examples, as HL7 publishes
+# them in the hl7.fhir.r4.examples package (the npm registry): pinned, installed under target/,
+# not committed; the e2e test reads them from MEDLEDGER_FHIR_R4_EXAMPLES.
+fhir_examples_dir="${CARGO_TARGET_DIR:-target}/fhir-r4-examples"
+export MEDLEDGER_FHIR_R4_EXAMPLES="$fhir_examples_dir/node_modules/hl7.fhir.r4.examples"
+if [ ! -f "$MEDLEDGER_FHIR_R4_EXAMPLES/Observation-heart-rate.json" ]; then
+  mkdir -p "$fhir_examples_dir"
+  npm install --prefix "$fhir_examples_dir" --no-save --no-audit --no-fund --ignore-scripts \
+    hl7.fhir.r4.examples@4.0.1
+fi
+MEDLEDGER_FHIR_R4_EXAMPLES="$(cd "$MEDLEDGER_FHIR_R4_EXAMPLES" && pwd)"
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

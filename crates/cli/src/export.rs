@@ -1,8 +1,9 @@
 //! `medledger export --fhir`: a patient's whole record as one FHIR R4 (4.0.1) `collection`
 //! Bundle (the right of access): the registration (its sealed details opened here), the
 //! records, who wrote them, consent, cases and the audit trail, mapped by `medledger-fhir`.
-//! With `--content` every record that still has content is read (an audited read, for
-//! treatment, as `record get` makes it) and decrypted into the bundle as a Binary. The file
+//! With `--content` every record that still has content is read (an audited read, as `record
+//! get` makes it, with purpose `other`: the patient's own access is no treatment; the bundle's
+//! AuditEvent says PATRQT, patient requested) and decrypted into the bundle as a Binary. The file
 //! is written 0600: it holds the patient's details, and with `--content` plaintext.
 
 use std::{collections::BTreeMap, io::Read, path::PathBuf};
@@ -22,6 +23,10 @@ pub struct Args {
     /// Export as a FHIR R4 (4.0.1) Bundle (the only format).
     #[arg(long)]
     fhir: bool,
+    /// As a grantee (a doctor, hospital or organisation with grants): the patient whose records
+    /// your grants in force cover, a Patient-ID or an account id.
+    #[arg(long)]
+    patient: Option<String>,
     /// Where to write the bundle (JSON; created 0600, replaced if it exists).
     #[arg(short = 'o', long = "out")]
     out: PathBuf,
@@ -46,12 +51,18 @@ pub async fn run(args: Args) -> Result<()> {
         .await?
         .with_context(|| format!("account {me} is not on the ledger"))?;
     let Some(patient_id) = account.patient_id else {
-        bail!(
-            "only a patient's wallet exports a FHIR record of its own: this wallet is a {} account ({me}); \
-             a grantee reads what its grants cover with `medledger record get`",
-            role_word(&account.role)
-        );
+        let Some(patient) = &args.patient else {
+            bail!(
+                "only a patient's wallet exports a FHIR record of its own: this wallet is a {} account ({me}); \
+                 as a grantee, say whose records your grants cover: --patient ID",
+                role_word(&account.role)
+            );
+        };
+        return crate::export_grantee::run(&s, patient, &args.out, args.content, args.json).await;
     };
+    if args.patient.is_some() {
+        bail!("a patient exports their own record: leave out --patient (it is for grantees)");
+    }
     let patient = s
         .client
         .patient(patient_id)
@@ -67,40 +78,12 @@ pub async fn run(args: Args) -> Result<()> {
     let records = s.client.records_of_patient(&me).await?;
     let consent = s.client.who_can_see(&me).await?;
     let cases = s.client.cases_of_patient(&me).await?;
-    let mut contents = BTreeMap::new();
-    let mut unread = Vec::new();
-    if args.content {
+    let (contents, unread) = if args.content {
         let readable: Vec<_> = records.iter().filter(|r| r.erased_at.is_none()).collect();
-        for (i, r) in readable.iter().enumerate() {
-            eprintln!("reading record {} of {}: {}", i + 1, readable.len(), r.pmr);
-            // A record this wallet cannot open alone (a split key whose custodians have not
-            // released their shares) is exported without its content, and said so.
-            let (meta, mut file, len) =
-                match crate::record::read_to_tempfile(&s, &r.pmr, Purpose::Treatment, None).await {
-                    Ok(read) => read,
-                    Err(e) => {
-                        eprintln!(
-                            "warning: record {} is exported without its content: {e:#}",
-                            r.pmr
-                        );
-                        unread.push(r.pmr.clone());
-                        continue;
-                    }
-                };
-            let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-            file.read_to_end(&mut bytes)?;
-            contents.insert(
-                r.pmr.clone(),
-                RecordContent {
-                    title: meta.title,
-                    content_type: meta.content_type,
-                    date: meta.date,
-                    file_name: meta.file_name,
-                    bytes,
-                },
-            );
-        }
-    }
+        read_contents(&s, &readable, |_| Purpose::Other).await?
+    } else {
+        Default::default()
+    };
     // The trail last: it includes the reads of this export.
     let trail = s.client.audit_trail_all(&me, None).await?;
     eprintln!(
@@ -126,23 +109,72 @@ pub async fn run(args: Args) -> Result<()> {
         cases: &cases,
         now_ms,
     })?;
+    write(&args.out, &export, args.content, &unread, args.json)
+}
+
+/// Reads and decrypts `records` (each an audited read, for the purpose `purpose_of` gives it),
+/// by PMR-ID; a record this wallet cannot read (a split key whose custodians have not released
+/// their shares, a denied read) is left out, said so, and listed in the second result.
+pub(crate) async fn read_contents(
+    s: &Session,
+    records: &[&medledger_api::RecordView],
+    purpose_of: impl Fn(&medledger_api::RecordView) -> Purpose,
+) -> Result<(BTreeMap<String, RecordContent>, Vec<String>)> {
+    let mut contents = BTreeMap::new();
+    let mut unread = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        eprintln!("reading record {} of {}: {}", i + 1, records.len(), r.pmr);
+        let (meta, mut file, len) =
+            match crate::record::read_to_tempfile(s, &r.pmr, purpose_of(r), None).await {
+                Ok(read) => read,
+                Err(e) => {
+                    eprintln!("warning: record {} is exported without its content: {e:#}", r.pmr);
+                    unread.push(r.pmr.clone());
+                    continue;
+                }
+            };
+        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        file.read_to_end(&mut bytes)?;
+        contents.insert(
+            r.pmr.clone(),
+            RecordContent {
+                title: meta.title,
+                content_type: meta.content_type,
+                date: meta.date,
+                file_name: meta.file_name,
+                bytes,
+            },
+        );
+    }
+    Ok((contents, unread))
+}
+
+/// Writes the bundle to `out` (0600, through a temporary file: a failed export leaves no
+/// partial file, and a symlink at `out` is replaced, never followed) and prints the summary.
+pub(crate) fn write(
+    out: &std::path::Path,
+    export: &medledger_fhir::Export,
+    content: bool,
+    unread: &[String],
+    json: bool,
+) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(&export.bundle)?;
-    medledger_client::fs::write_private(&args.out, &bytes)?;
+    medledger_client::fs::write_private(out, &bytes)?;
     let total: usize = export.counts.values().sum();
-    if args.json {
+    if json {
         return print_json(&serde_json::json!({
-            "path": args.out,
+            "path": out,
             "fhir_version": medledger_fhir::FHIR_VERSION,
             "bytes": bytes.len(),
             "total": total,
             "resources": export.counts,
-            "content": args.content,
+            "content": content,
             "unread": unread,
         }));
     }
     println!(
         "wrote {} ({} resources, {} bytes, FHIR R4 {})",
-        args.out.display(),
+        out.display(),
         total,
         bytes.len(),
         medledger_fhir::FHIR_VERSION

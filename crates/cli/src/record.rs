@@ -165,6 +165,22 @@ pub enum RecordCommand {
         #[arg(long)]
         with: AccountId,
     },
+    /// Import a FHIR R4 Bundle (doctor): each DocumentReference (with its Binary or inline
+    /// data), DiagnosticReport and Observation becomes an encrypted record, minted as `add`
+    /// mints. The whole bundle is checked first; if any entry is refused, nothing is minted.
+    Import {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The patient: a Patient-ID (digits) or an account id.
+        #[arg(long)]
+        patient: String,
+        /// The FHIR R4 Bundle (JSON).
+        #[arg(long)]
+        fhir: PathBuf,
+        /// Print JSON: each record's entry, PMR-ID, category, CID and transaction.
+        #[arg(long)]
+        json: bool,
+    },
     /// Erase a record (patient, owner or delegate): custodians destroy its content and keys;
     /// the token remains, marked erased.
     Erase {
@@ -1003,6 +1019,9 @@ pub async fn run(command: RecordCommand) -> Result<()> {
         RecordCommand::Release { wallet, pmr, to, purpose } => {
             let s = Session::open(&wallet).await?;
             release(&s, &pmr, to, purpose).await
+        }
+        RecordCommand::Import { wallet, patient, fhir, json } => {
+            crate::record_import::run(&wallet, &patient, &fhir, json).await
         }
         RecordCommand::Erase { wallet, pmr, yes } => {
             confirm_erase(&pmr, yes)?;

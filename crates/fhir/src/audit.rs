@@ -4,7 +4,9 @@
 //! the requesting agent, the purpose of use from v3-ActReason; a denied access has outcome 4
 //! (minor failure) and says why; break-glass is type DICOM 110113 "Security Alert" with
 //! subtype 110127 "Emergency Override Started" or 110138 "Emergency Override Stopped" and
-//! purposeOfEvent BTG, as is every read that break-glass allowed.
+//! purposeOfEvent BTG, as is every read that break-glass allowed. The patient's own reads
+//! carry purpose PATRQT (patient requested); a device alert is an event of the patient record
+//! (110110, action E), not a security alert.
 
 use fhir::r4::resources::Resource;
 use medledger_core::{
@@ -105,7 +107,18 @@ fn shape(e: &AuditEvent, dir: &Directory<'_>) -> Shape {
                     s.entities.push(id_entity(systems::BREAK_GLASS, id, "break-glass"));
                     s.outcome_desc = Some(format!("allowed by break-glass {id}"));
                 }
-                Decision::Allow(basis) => s.outcome_desc = Some(format!("allowed: {basis}")),
+                Decision::Allow(basis) => {
+                    // The patient's own read (an export, `record get`): v3-ActReason PATRQT,
+                    // whatever purpose the ledger's access names.
+                    if *basis == Basis::Ownership {
+                        s.purposes.push(json!({ "coding": [coding(
+                            crate::codes::ACT_REASON,
+                            "PATRQT",
+                            "patient requested",
+                        )] }));
+                    }
+                    s.outcome_desc = Some(format!("allowed: {basis}"));
+                }
                 Decision::Deny(denial) => {
                     s.outcome = "4";
                     s.outcome_desc = Some(format!("denied: {denial}"));
@@ -213,7 +226,8 @@ fn shape(e: &AuditEvent, dir: &Directory<'_>) -> Shape {
             ));
         }
         AuditKind::DeviceAlert { device, seq, severity, metric, .. } => {
-            s.ty = security_alert();
+            // A clinical alert about the patient, not a security alert (DICOM 110113 would
+            // page a security team for every abnormal heart rate): Patient Record, execute.
             s.what = format!(
                 "device alert: {} {} (reading {seq})",
                 serde_json::to_value(severity)

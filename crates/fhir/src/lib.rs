@@ -11,6 +11,10 @@
 //! ([`fhir::r4::validate::Validate`]): [`export`] fails rather than write a resource the model
 //! refuses.
 //!
+//! [`grantee_export`] is a grantee's share of one patient's record: only what its grants in
+//! force cover. [`read_bundle`] is the other direction, the import: a Bundle checked whole
+//! (the model, unknown elements, codes, content) into the records to mint.
+//!
 //! Identifiers: resources get a stable `urn:uuid:` derived from what they describe (the same
 //! record exports to the same DocumentReference id every time); the ledger's own ids (accounts,
 //! PMR-IDs, transaction hashes, grant ids) are kept as business identifiers under
@@ -21,6 +25,8 @@
 mod audit;
 mod codes;
 mod consent;
+mod grantee;
+mod import;
 mod records;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -34,6 +40,8 @@ use serde_json::{Value, json};
 pub use audit::audit_event;
 pub use codes::{category_coding, purpose_coding, systems};
 pub use consent::{GrantHistory, deny_consent, grant_consent, grants_of_trail};
+pub use grantee::{GranteeInput, covering_grant, grantee_export};
+pub use import::{IMPORTED_TYPES, ImportRecord, MAX_BUNDLE_BYTES, Problem, is_loinc, read_bundle};
 pub use records::{
     RecordContent, alert_observation, binary, document_reference, encounter, episode_of_care,
     provenance,
@@ -52,6 +60,15 @@ pub enum Error {
         resource: String,
         /// The model's reason.
         reason: String,
+    },
+    /// The node answered with something of another patient (a record, case, audit event or
+    /// consent view): the export refuses rather than file it under this patient.
+    #[error("the node served {what} of another patient ({patient}): nothing was exported")]
+    Foreign {
+        /// What it was.
+        what: String,
+        /// Whose it is.
+        patient: AccountId,
     },
     /// The model's validation found problems in a resource this crate built.
     #[error("the {resource} resource fails FHIR R4 validation: {issues}")]
@@ -279,7 +296,10 @@ pub fn patient(
     if let Some(name) = field(details, "name") {
         p["name"] = json!([{ "text": name }]);
     }
-    if let Some(dob) = field(details, "date_of_birth") {
+    // The details were sealed by the registering hospital's client: a date of birth that is
+    // not a date would make an invalid Patient (the model does not check dates), so it is
+    // left out rather than written.
+    if let Some(dob) = field(details, "date_of_birth").filter(|d| records::is_date(d)) {
         p["birthDate"] = json!(dob);
     }
     if let Some(phone) = field(details, "phone") {
@@ -345,6 +365,7 @@ pub struct Export {
 /// rule in force, an EpisodeOfCare and an Encounter per case, an AuditEvent per event of the
 /// trail, and a vital-signs Observation per device alert.
 pub fn export(input: &ExportInput<'_>) -> Result<Export, Error> {
+    check_patient(input)?;
     let name = input.details.and_then(|d| d.get("name")).and_then(Value::as_str).map(str::to_owned);
     let mut dir = Directory::new(input.patient, name, input.hospitals, input.doctors);
     let in_force: BTreeSet<Hash> = input.consent.grants.iter().map(|g| g.id).collect();
@@ -406,6 +427,29 @@ pub fn export(input: &ExportInput<'_>) -> Result<Export, Error> {
     all.extend(dir.resources()?);
     all.extend(rest);
     bundle(all, input.patient, input.now_ms)
+}
+
+/// Refuses input that names another patient than `input.patient`: the wallet trusts the node's
+/// lists, and a list mixing patients must not become this patient's export.
+fn check_patient(input: &ExportInput<'_>) -> Result<(), Error> {
+    let me = input.patient.account;
+    let foreign = |what: String, patient: AccountId| {
+        if patient == me { Ok(()) } else { Err(Error::Foreign { what, patient }) }
+    };
+    foreign("the consent view".into(), input.consent.patient)?;
+    for r in input.records {
+        foreign(format!("record {}", r.pmr), r.patient)?;
+    }
+    for c in input.cases {
+        foreign(format!("case {}", c.case), c.patient)?;
+    }
+    for e in input.trail {
+        foreign(format!("audit event {}", e.seq), e.patient)?;
+    }
+    for g in &input.consent.grants {
+        foreign(format!("grant {}", g.id), g.patient)?;
+    }
+    Ok(())
 }
 
 /// The resources as a `collection` Bundle with each one's `fullUrl`.

@@ -29,6 +29,10 @@ use serde_json::{Value, json};
 
 use super::*;
 
+mod grantee;
+mod review;
+mod roundtrip;
+
 fn account() -> AccountId {
     AccountId::from_initial_key(&SigningKey::generate().public_key())
 }

@@ -12,7 +12,7 @@ use crate::{
     attacks::enrol, consent::id, emergency::id_of, harness::*, records::pmr_of, registry::cast,
 };
 
-fn add_record(
+pub(crate) fn add_record(
     doctor: &str,
     patient: &str,
     file: &std::path::Path,
@@ -31,7 +31,7 @@ fn add_record(
     pmr_of(&out)
 }
 
-fn of_type<'a>(entries: &'a [Value], t: &str) -> Vec<&'a Value> {
+pub(crate) fn of_type<'a>(entries: &'a [Value], t: &str) -> Vec<&'a Value> {
     entries.iter().map(|e| &e["resource"]).filter(|r| r["resourceType"] == t).collect()
 }
 
@@ -224,13 +224,16 @@ fn a_patient_exports_their_whole_record_as_a_fhir_r4_bundle() {
         assert_eq!(a["type"]["code"], "110113");
         assert!(codes(&a["purposeOfEvent"]).contains(&"BTG".to_owned()));
     }
-    // The export's own reads are in it: one allowed read of each record by the patient.
+    // The export's own reads are in it: one allowed read of each record by the patient, as
+    // the patient's own access (PATRQT), not as treatment.
     let own_reads = audits
         .iter()
         .filter(|a| {
             a["action"] == "R"
                 && a["outcome"] == "0"
                 && a["agent"][0]["who"]["display"] == "Jane Roe"
+                && codes(&a["purposeOfEvent"]).contains(&"PATRQT".to_owned())
+                && !codes(&a["purposeOfEvent"]).contains(&"TREAT".to_owned())
         })
         .count();
     assert_eq!(own_reads, 2);
@@ -294,4 +297,118 @@ fn a_wallet_that_is_not_a_patient_s_is_refused_and_nothing_is_written() {
     let err = fails(&["export", "--wallet", &c.patient, "-o", &path_s], &env);
     assert!(err.contains("--fhir"), "{err}");
     assert!(!path.exists());
+}
+
+#[test]
+fn a_grantee_exports_what_its_grants_cover_read_for_their_purpose() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let node = Node::start(&dir.join("data"));
+    let c = cast(dir, &node);
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    // The doctor wrote both records (and so sees both listed), but the patient's grant covers
+    // lab reports only, for research.
+    let lab = dir.join("bloods.txt");
+    std::fs::write(&lab, b"Hb 13.5 g/dL").unwrap();
+    let lab_pmr = add_record(&c.doctor, &c.patient_id, &lab, "lab_report", "2026-03-01", &env);
+    let psy = dir.join("psy.txt");
+    std::fs::write(&psy, b"PSY session note").unwrap();
+    let psy_pmr = add_record(&c.doctor, &c.patient_id, &psy, "psychiatry", "2026-03-02", &env);
+    let path = dir.join("grantee.json");
+    let path_s = path.display().to_string();
+    let export = ["export", "--wallet", &c.doctor, "--fhir", "-o", &path_s, "--content"];
+    let patient_id = c.patient_id.as_str();
+    let with_patient = |_: &str| {
+        export.iter().copied().chain(["--patient", patient_id, "--json"]).collect::<Vec<&str>>()
+    };
+
+    // No grant yet: refused, nothing written.
+    let err = fails(&with_patient(&c.patient_id), &env);
+    assert!(err.contains("no grant") && err.contains("in force"), "{err}");
+    assert!(!path.exists());
+
+    let grant = id(&ok(
+        &["consent", "grant", "--wallet", &c.patient, "--grantee", &c.doctor_account]
+            .into_iter()
+            .chain(["--purpose", "research", "--scope", "categories:lab-report"])
+            .collect::<Vec<_>>(),
+        &env,
+    ));
+    let summary: Value = serde_json::from_str(&ok(&with_patient(&c.patient_id), &env)).unwrap();
+    assert_eq!(summary["unread"], serde_json::json!([]), "{summary}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let bundle: Bundle = serde_json::from_str(&text).unwrap();
+    assert!(bundle.validate().is_empty(), "{:?}", bundle.validate());
+    let as_json: Value = serde_json::from_str(&text).unwrap();
+    let entries = as_json["entry"].as_array().unwrap().clone();
+    let docs = of_type(&entries, "DocumentReference");
+    assert_eq!(docs.len(), 1, "{text}");
+    assert_eq!(docs[0]["masterIdentifier"]["value"], lab_pmr.as_str());
+    assert_eq!(
+        of_type(&entries, "Binary")[0]["data"],
+        data_encoding::BASE64.encode(b"Hb 13.5 g/dL")
+    );
+    assert_eq!(of_type(&entries, "Consent")[0]["identifier"][0]["value"], grant.as_str());
+    assert!(of_type(&entries, "AuditEvent").is_empty());
+    for leak in [psy_pmr.as_str(), "PSY session note", "Jane Roe", "1980-01-02"] {
+        assert!(!text.contains(leak), "{leak} is in the grantee's export");
+    }
+    assert!(!text.contains(&data_encoding::BASE64.encode(b"PSY session note")));
+
+    // The read was audited with the grant's purpose (research), once, and only of the lab
+    // report: the patient's own export shows it.
+    let mine = dir.join("mine.json").display().to_string();
+    ok(&["export", "--wallet", &c.patient, "--fhir", "-o", &mine], &env);
+    let mine: Value = serde_json::from_str(&std::fs::read_to_string(&mine).unwrap()).unwrap();
+    let entries = mine["entry"].as_array().unwrap().clone();
+    let reads: Vec<_> = of_type(&entries, "AuditEvent")
+        .into_iter()
+        .filter(|a| a["action"] == "R" && a["agent"][0]["who"]["display"] == "Dr. Ada Quill")
+        .collect();
+    assert_eq!(reads.len(), 1, "{reads:?}");
+    assert!(codes(&reads[0]["purposeOfEvent"]).contains(&"HRESCH".to_owned()));
+    assert!(serde_json::to_string(&reads[0]["entity"]).unwrap().contains(&lab_pmr));
+
+    // Revoked: refused clearly, and the old file is left as it was (nothing newly written).
+    std::fs::remove_file(&path).unwrap();
+    ok(&["consent", "revoke", &grant, "--wallet", &c.patient], &env);
+    let err = fails(&with_patient(&c.patient_id), &env);
+    assert!(err.contains("no grant") && err.contains("revoked or expired"), "{err}");
+    assert!(!path.exists());
+    // A patient's wallet exports its own record only.
+    let err = fails(
+        &["export", "--wallet", &c.patient, "--fhir", "-o", &path_s, "--patient", &c.patient_id],
+        &env,
+    );
+    assert!(err.contains("leave out --patient"), "{err}");
+}
+
+#[test]
+fn the_output_path_is_replaced_never_followed_and_a_directory_is_refused() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let node = Node::start(&dir.join("data"));
+    let c = cast(dir, &node);
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    // A symlink at -o (planted by someone who can write to the directory) pointing at a file
+    // of the user's: the link is replaced by the export, the file it pointed at is untouched.
+    #[cfg(unix)]
+    {
+        let victim = dir.join("victim.txt");
+        std::fs::write(&victim, b"keep me").unwrap();
+        let link = dir.join("link.json");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        ok(&["export", "--wallet", &c.patient, "--fhir", "-o", &link.display().to_string()], &env);
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        assert!(!std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        let _: Bundle = serde_json::from_str(&std::fs::read_to_string(&link).unwrap()).unwrap();
+    }
+    // A directory at -o: refused, and no temporary file is left beside it.
+    let out = dir.join("outdir");
+    std::fs::create_dir(&out).unwrap();
+    let before: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    fails(&["export", "--wallet", &c.patient, "--fhir", "-o", &out.display().to_string()], &env);
+    let after: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(before.len(), after.len(), "{after:?}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
 }

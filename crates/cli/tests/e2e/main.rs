@@ -17,6 +17,7 @@ mod emergency;
 mod events;
 mod faults;
 mod fhir_export;
+mod fhir_import;
 mod fork;
 mod hardening;
 mod harness;
