@@ -22,6 +22,7 @@ mod audit;
 mod codes;
 mod consent;
 mod records;
+pub mod research;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -19,6 +19,7 @@ mod handler;
 mod nodes;
 pub mod parties;
 mod query;
+pub mod research;
 pub mod records;
 pub mod registry;
 pub mod snapshot;

@@ -50,7 +50,13 @@ pub(crate) fn add_member(
 }
 
 /// A record of `category` the doctor adds for the patient; its PMR-ID.
-fn record(dir: &Path, doctor: &str, patient_id: &str, category: &str, date: &str) -> String {
+pub(crate) fn record(
+    dir: &Path,
+    doctor: &str,
+    patient_id: &str,
+    category: &str,
+    date: &str,
+) -> String {
     let file = dir.join(format!("{category}.txt"));
     std::fs::write(&file, format!("{category} of {date}: all within range")).unwrap();
     let file = file.display().to_string();
