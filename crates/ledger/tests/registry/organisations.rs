@@ -87,7 +87,7 @@ pub(super) fn world() -> World {
 
 /// Everything a refusal in this file must leave as it was: the directory of organisations
 /// and members, every account of the world, and the patient's consent state.
-pub(super) fn state(w: &World) -> String {
+fn state(w: &World) -> String {
     let accounts: Vec<_> = [&w.org, &w.member, &w.doctor, &w.hospital, &w.patient]
         .iter()
         .map(|a| format!("{:?}", w.net.ledger.account(&a.account).unwrap()))
