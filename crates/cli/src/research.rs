@@ -162,7 +162,10 @@ pub async fn run(command: ResearchCommand) -> Result<()> {
                 println!("  {kind}: {n}");
             }
             if summary.refused > 0 {
-                println!("  {} patients left out: the ledger refused their export", summary.refused);
+                println!(
+                    "  {} patients left out: the ledger refused their export",
+                    summary.refused
+                );
             }
             println!("manifest SHA-256 {}", summary.manifest_sha256);
             println!("open it with: medledger research open --wallet ... {} -o DIR", out.display());
@@ -264,7 +267,10 @@ pub(crate) async fn export(
         Secret::Bytes(b) => b,
     };
     let keys = ProjectKeys::derive(&secret, project);
-    eprintln!("{} patients have a research grant in force to your organisation", cohort.patients.len());
+    eprintln!(
+        "{} patients have a research grant in force to your organisation",
+        cohort.patients.len()
+    );
 
     // 2. Each patient's records of the categories the export may name, and the plan.
     let listings: Vec<_> = stream::iter(cohort.patients.iter())
@@ -302,13 +308,8 @@ pub(crate) async fn export(
             rule_set: RULE_SET.into(),
             plan,
         });
-        let tx = medledger_client::tx::build(
-            s.identity,
-            me,
-            s.chain_id,
-            first_nonce + i as u64,
-            body,
-        );
+        let tx =
+            medledger_client::tx::build(s.identity, me, s.chain_id, first_nonce + i as u64, body);
         planned.push(Planned { patient: c.patient, records, plan, tx });
     }
 
@@ -386,7 +387,9 @@ pub(crate) async fn export(
         envelope::encrypt(&key, bytes, &mut ciphertext, &mut |_| {})?;
         let wrapped = envelope::wrap_key(&key, &recipient, &file_context(project, &name))?;
         medledger_client::fs::write_private(&out.join(format!("{name}.enc")), &ciphertext)?;
-        index.files.push(IndexedFile { name, wrapped_key: hex::encode(encoding::encode(&wrapped)) });
+        index
+            .files
+            .push(IndexedFile { name, wrapped_key: hex::encode(encoding::encode(&wrapped)) });
     }
     medledger_client::fs::write_private(&out.join(INDEX), &serde_json::to_vec_pretty(&index)?)?;
     Ok(Summary {
@@ -415,11 +418,7 @@ fn year_of(ms: u64) -> u16 {
 }
 
 /// Decrypts the export in `dir` with `key` into the empty directory `out`; the names written.
-fn open(
-    key: &medledger_core::keys::DecryptionKey,
-    dir: &Path,
-    out: &Path,
-) -> Result<Vec<String>> {
+fn open(key: &medledger_core::keys::DecryptionKey, dir: &Path, out: &Path) -> Result<Vec<String>> {
     let text = std::fs::read(dir.join(INDEX))
         .with_context(|| format!("{} holds no research export ({INDEX})", dir.display()))?;
     let index: ExportIndex = serde_json::from_slice(&text)

@@ -146,9 +146,8 @@ pub fn patient_resources(
 ) -> Result<Vec<(&'static str, Resource)>, Error> {
     let patient_id = keys.pseudonym("Patient", &input.account.to_string());
     let mut patient = json!({ "resourceType": "Patient", "id": patient_id });
-    let field = |k: &str| {
-        input.details.and_then(|d| d.get(k)).and_then(Value::as_str).map(str::trim)
-    };
+    let field =
+        |k: &str| input.details.and_then(|d| d.get(k)).and_then(Value::as_str).map(str::trim);
     if let Some(birth) = field("date_of_birth").and_then(year_only) {
         match age_group(birth, export_year) {
             Some(group) => {
@@ -327,7 +326,10 @@ mod tests {
         assert_eq!(a.pseudonym("Patient", id), a2.pseudonym("Patient", id));
         assert_ne!(a.pseudonym("Patient", id), b.pseudonym("Patient", id));
         assert_ne!(a.pseudonym("Patient", id), a.pseudonym("DocumentReference", id));
-        assert_ne!(a.pseudonym("Patient", id), ProjectKeys::derive(&[8; 32], "p1").pseudonym("Patient", id));
+        assert_ne!(
+            a.pseudonym("Patient", id),
+            ProjectKeys::derive(&[8; 32], "p1").pseudonym("Patient", id)
+        );
         assert_ne!(a.dicom_key(), b.dicom_key());
         let p = a.pseudonym("Patient", id);
         assert_eq!(p.len(), 64);
@@ -382,22 +384,54 @@ mod tests {
             "name": NAME, "phone": PHONE, "date_of_birth": DOB, "email": "asha@example.org",
             "state": "CA", "postal_code": "94110-2233", "city": "San Francisco",
         });
-        let old = record(&account, "PMR-ML-000042-1", "lab_report", json!({ "superseded_by": "PMR-ML-000042-2" }));
-        let new = record(&account, "PMR-ML-000042-2", "lab_report", json!({ "supersedes": "PMR-ML-000042-1", "version": 2 }));
+        let old = record(
+            &account,
+            "PMR-ML-000042-1",
+            "lab_report",
+            json!({ "superseded_by": "PMR-ML-000042-2" }),
+        );
+        let new = record(
+            &account,
+            "PMR-ML-000042-2",
+            "lab_report",
+            json!({ "supersedes": "PMR-ML-000042-1", "version": 2 }),
+        );
         let records = [old.clone(), new];
         let input = PatientInput { account: &account, details: Some(&details), records: &records };
         let out = patient_resources(&keys("p1"), &input, 2026).unwrap();
-        assert_eq!(out.iter().map(|(k, _)| *k).collect::<Vec<_>>(), ["Patient", "DocumentReference", "DocumentReference"]);
+        assert_eq!(
+            out.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            ["Patient", "DocumentReference", "DocumentReference"]
+        );
         let text = scan(&out);
         for secret in [
-            NAME, "Asha", "Verma", PHONE, "98450", DOB, "07-14", "asha@", "San Francisco", "94110",
-            "2233", "PMR-ML", "000042", &account.to_string(), &Hash([0xab; 32]).to_hex(),
-            &Hash([0xef; 32]).to_hex(), &Hash([0xcd; 32]).to_hex(), &old.cid, &AccountId([4; 20]).to_string(),
-            "2024-03", "1234",
+            NAME,
+            "Asha",
+            "Verma",
+            PHONE,
+            "98450",
+            DOB,
+            "07-14",
+            "asha@",
+            "San Francisco",
+            "94110",
+            "2233",
+            "PMR-ML",
+            "000042",
+            &account.to_string(),
+            &Hash([0xab; 32]).to_hex(),
+            &Hash([0xef; 32]).to_hex(),
+            &Hash([0xcd; 32]).to_hex(),
+            &old.cid,
+            &AccountId([4; 20]).to_string(),
+            "2024-03",
+            "1234",
         ] {
             assert!(!text.contains(secret), "{secret:?} leaked into {text}");
         }
-        let patient: Value = serde_json::from_str(text.lines().find(|l| l.contains("\"Patient\"")).unwrap()).unwrap();
+        let patient: Value =
+            serde_json::from_str(text.lines().find(|l| l.contains("\"Patient\"")).unwrap())
+                .unwrap();
         assert_eq!(patient["birthDate"], "1961");
         assert_eq!(patient["address"][0]["state"], "CA");
         assert_eq!(patient["address"][0]["postalCode"], "941");

@@ -74,8 +74,7 @@ pub async fn run(args: Args) -> Result<()> {
             contact: sealed_ref(),
         })))
         .await?;
-    let accept =
-        AddMember::accept(&member.key, &org.account, member.enc.public_key(), "Dr. Bench");
+    let accept = AddMember::accept(&member.key, &org.account, member.enc.public_key(), "Dr. Bench");
     let add = org.tx(&chain, TxBody::Registry(RegistryTx::AddMember(accept)));
     all_applied(&org.client, &[add]).await?;
     let validity = Validity { not_before_ms: 0, expires_at_ms: now_ms() + DAY_MS };
@@ -108,7 +107,12 @@ pub async fn run(args: Args) -> Result<()> {
     let summary = export(&exporter, "bench", Secret::Bytes([7; 32]), &out).await?;
     let export_s = started.elapsed().as_secs_f64();
     if summary.patients != args.patients as u64 {
-        bail!("exported {} of {} patients ({} refused)", summary.patients, args.patients, summary.refused);
+        bail!(
+            "exported {} of {} patients ({} refused)",
+            summary.patients,
+            args.patients,
+            summary.refused
+        );
     }
     let mut export_bytes = 0;
     for e in std::fs::read_dir(&out)? {

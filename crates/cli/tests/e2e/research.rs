@@ -55,7 +55,9 @@ fn every_byte(dir: &Path) -> Vec<u8> {
 fn patient_ids(files: &[(String, String)]) -> BTreeSet<String> {
     let (_, text) = files.iter().find(|(n, _)| n == "Patient.ndjson").expect("Patient.ndjson");
     text.lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().into())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().into()
+        })
         .collect()
 }
 

@@ -14,11 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    Hash, encoding,
-    ids::AccountId,
-    tx::consent::RecordCategory,
-};
+use crate::{Hash, encoding, ids::AccountId, tx::consent::RecordCategory};
 
 /// Longest accepted project id or rule set version.
 pub const MAX_PROJECT_LEN: usize = 64;

@@ -404,5 +404,7 @@ fn pinned_research_export() {
     assert_eq!(encoding::encode(&tx.tx.body)[0], 8);
 }
 
-const PINNED_RESEARCH_EXPORT: &str = "3e0fe1ed2f19ad8c018283f93693b919062384cb4cd9494a1f05e7c0245c2283";
-const PINNED_RESEARCH_PLAN: &str = "a415dedadc533a3fc0eac4067a325f151871f009aecdec1282be7e1c40fbc0d9";
+const PINNED_RESEARCH_EXPORT: &str =
+    "3e0fe1ed2f19ad8c018283f93693b919062384cb4cd9494a1f05e7c0245c2283";
+const PINNED_RESEARCH_PLAN: &str =
+    "a415dedadc533a3fc0eac4067a325f151871f009aecdec1282be7e1c40fbc0d9";

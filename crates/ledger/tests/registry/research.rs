@@ -43,7 +43,11 @@ fn export(who: &mut Actor, tx: ResearchExportTx) -> SignedTransaction {
 /// The research export events in `account`'s trail.
 fn exports_in_trail(w: &World, account: &Actor) -> Vec<AuditKind> {
     let trail = w.net.ledger.audit_trail(&account.account, None, 1_000).unwrap();
-    trail.into_iter().map(|e| e.kind).filter(|k| matches!(k, AuditKind::ResearchExport { .. })).collect()
+    trail
+        .into_iter()
+        .map(|e| e.kind)
+        .filter(|k| matches!(k, AuditKind::ResearchExport { .. }))
+        .collect()
 }
 
 /// Everything a refused export must leave as it was: the directory, the accounts (with their

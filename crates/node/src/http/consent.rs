@@ -36,11 +36,11 @@ async fn research_cohort(
     State(state): State<AppState>,
     Signed(requester): Signed,
 ) -> ApiResult<CohortView> {
-    let cohort = state
-        .ledger
-        .research_cohort(&requester, crate::admission::now_ms())?
-        .ok_or_else(|| {
-            forbidden("only an active member of an active researcher organisation has a research cohort")
+    let cohort =
+        state.ledger.research_cohort(&requester, crate::admission::now_ms())?.ok_or_else(|| {
+            forbidden(
+                "only an active member of an active researcher organisation has a research cohort",
+            )
         })?;
     let patients = cohort
         .into_iter()
