@@ -7,6 +7,11 @@
 //! with the project, the categories, the rule set, the plan digest and the grants that allowed
 //! it. Anything short of that is refused and writes nothing: an export is all or nothing.
 //!
+//! The plan digest must be the one the ledger computes at this block from the patient's
+//! non-erased records of the categories named (`plan_digest`): the event commits to exactly
+//! what the export may contain, and a plan made before a record was added or erased is
+//! refused.
+//!
 //! Fails closed: the signer must be a member (role `Member`) whose organisation is a
 //! researcher; the patient, the owner of the records, a delegate or a doctor with a research
 //! grant of their own cannot declare one, and only a grant (not ownership, delegation, a case
@@ -19,7 +24,7 @@ use medledger_core::{
     tx::{
         OrganisationKind, Role,
         consent::{Action, Basis, Purpose, Resource},
-        research::{ResearchExportTx, check_shape},
+        research::{PlannedRecord, ResearchExportTx, check_shape, plan_digest},
     },
 };
 
@@ -82,6 +87,25 @@ pub(crate) fn apply(
         }
     }
     grants.sort();
+    // The plan must be the ledger's: every non-erased record of the patient of the exported
+    // categories, at this block.
+    let records: Vec<PlannedRecord> = state
+        .records_of_patient(&tx.patient)?
+        .into_iter()
+        .filter(|(_, r)| r.erased_at.is_none() && tx.categories.contains(&r.category))
+        .map(|(pmr, r)| PlannedRecord { pmr, category: r.category, content: r.content })
+        .collect();
+    let plan = plan_digest(&tx.project, &tx.rule_set, &tx.patient, &tx.categories, &records);
+    if plan != tx.plan {
+        return Ok(Err(Refusal::Invalid {
+            reason: format!(
+                "the export's plan is not that of the {} records of patient {} of those \
+                 categories at this block: list them again",
+                records.len(),
+                tx.patient
+            ),
+        }));
+    }
     let kind = AuditKind::ResearchExport {
         project: tx.project.clone(),
         categories: tx.categories.clone(),

@@ -8,9 +8,10 @@
 //! must be committed before anything is read. So the transaction commits to the *plan*, which
 //! is computable from the ledger alone before any content is read: the project, the rule set,
 //! the patient, the categories and every record (PMR-ID, category, CID of its ciphertext) of
-//! those categories that the export covers ([`plan_digest`]). The patient (or an auditor) can
-//! recompute it from the records of the patient at the export's block; the researcher's
-//! manifest names the digest of the plans it was made from.
+//! those categories that the export covers ([`plan_digest`]). The ledger recomputes it from
+//! the patient's records at the export's block and refuses a different one, so the patient (or
+//! an auditor) can too; the researcher's manifest names the digest of the plans it was made
+//! from.
 
 use serde::{Deserialize, Serialize};
 

@@ -11,7 +11,7 @@ use medledger_core::{
     Hash,
     block::Refusal,
     tx::{
-        ConsentTx, OrganisationKind, RegistryTx, TxBody,
+        ConsentTx, OrganisationKind, RecordTx, RegistryTx, TxBody,
         consent::{DenyRule, Purpose, RecordCategory, Scope, Validity},
         research::{PlannedRecord, ResearchExportTx, plan_digest},
     },
@@ -20,6 +20,7 @@ use medledger_ledger::audit::AuditKind;
 
 use super::consent::{HOUR, consent, created_id};
 use super::organisations::{World, add, admit_org, grant_for, world};
+use super::records::{mint_body, minted, rec};
 use super::*;
 
 const PROJECT: &str = "cardio-2026";
@@ -85,10 +86,17 @@ fn unauthorised(r: &Refusal) -> bool {
 #[test]
 fn a_member_exports_under_its_organisations_research_grant_once_in_the_trail() {
     let mut w = world();
+    // A lab report and a scan: the plan names the lab report only, as the ledger holds it.
+    let mut pmrs = Vec::new();
+    for (category, tag) in [(RecordCategory::LabReport, "lab"), (RecordCategory::Imaging, "scan")] {
+        let body = RecordTx::Mint(mint_body(&w.patient, &w.doctor, category, tag));
+        let t = rec(body, &mut w.doctor);
+        pmrs.push(minted(&w.net.one(t)));
+    }
     let record = PlannedRecord {
-        pmr: "PMR-1".into(),
+        pmr: pmrs[0].clone(),
         category: RecordCategory::LabReport,
-        content: Hash([9; 32]),
+        content: Hash::of(b"content/lab"),
     };
     let cats = [RecordCategory::LabReport];
     let plan = plan_digest(PROJECT, RULES, &w.patient.account, &cats, &[record]);
@@ -249,6 +257,26 @@ fn a_deny_rule_a_removed_member_or_a_suspended_organisation_stops_an_export() {
     applied(&w.net.one(t));
     let t = export(&mut w.member, export_of(&w.patient, &labs));
     refused(&mut w, t, |r| matches!(r, Refusal::Suspended { .. }));
+}
+
+#[test]
+fn a_plan_that_is_not_the_ledgers_is_refused() {
+    let mut w = world();
+    let labs = [RecordCategory::LabReport];
+    let invented = PlannedRecord {
+        pmr: "PMR-X".into(),
+        category: RecordCategory::LabReport,
+        content: Hash([1; 32]),
+    };
+    for plan in [
+        plan_digest(PROJECT, RULES, &w.patient.account, &labs, &[invented]),
+        plan_digest("another", RULES, &w.patient.account, &labs, &[]),
+        Hash([0; 32]),
+    ] {
+        let tx = ResearchExportTx { plan, ..export_of(&w.patient, &labs) };
+        let t = export(&mut w.member, tx);
+        refused(&mut w, t, |r| matches!(r, Refusal::Invalid { reason } if reason.contains("plan")));
+    }
 }
 
 #[test]
