@@ -74,6 +74,9 @@ pub mod paths {
     /// GET (signed by the patient, a delegate or the requester) an access request:
     /// `/v1/consent/requests/{id}`.
     pub const REQUESTS: &str = "/v1/consent/requests";
+    /// The research cohort of the signing member of a researcher organisation:
+    /// `GET /v1/consent/research-cohort` ([`super::CohortView`]).
+    pub const RESEARCH_COHORT: &str = "/v1/consent/research-cohort";
     /// GET (signed by the patient or a delegate) a patient's audit trail:
     /// `/v1/audit/{patient}?after=N&limit=M`.
     pub const AUDIT: &str = "/v1/audit";
@@ -425,6 +428,24 @@ pub struct ConsistencyResponse {
     pub proof: ConsistencyProof,
     /// The root at the older size.
     pub old_root: Hash,
+}
+
+/// `GET /v1/consent/research-cohort`: the patients whose research grant in force to the
+/// signer's researcher organisation covers some category, and those categories (what a
+/// research export at the next block may name for each).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CohortView {
+    /// The patients, by account, each with the categories it may export.
+    pub patients: Vec<CohortPatientView>,
+}
+
+/// One patient of a research cohort.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CohortPatientView {
+    /// The patient's account.
+    pub patient: AccountId,
+    /// The categories, in order.
+    pub categories: Vec<RecordCategory>,
 }
 
 /// A grant, as shown to the patient or the grantee.

@@ -168,6 +168,11 @@ pub(crate) fn what(e: &AuditEvent, names: &Names) -> String {
         AuditKind::DelegateScoped { delegate, powers } => {
             format!("delegate {} may now: {}", who(delegate), powers.names().join(", "))
         }
+        AuditKind::ResearchExport { project, categories, rule_set, plan, grants } => format!(
+            "RESEARCH EXPORT for project {project}: {}, de-identified by {rule_set} (plan {plan}; {})",
+            categories.iter().map(words).collect::<Vec<_>>().join(", "),
+            grants.iter().map(|g| format!("grant {g}")).collect::<Vec<_>>().join(", ")
+        ),
     }
 }
 

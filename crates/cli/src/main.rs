@@ -21,6 +21,7 @@ mod proof;
 mod record;
 mod record_import;
 mod registry;
+mod research;
 mod up;
 mod vault;
 mod verify;
@@ -101,6 +102,11 @@ enum Command {
     /// Your whole record as a FHIR R4 Bundle (patient): registration, records (with
     /// `--content`, decrypted: audited reads), who wrote them, consent, cases, audit trail.
     Export(export::Args),
+    /// Research: a member of a researcher organisation exports, de-identified (HIPAA Safe
+    /// Harbor) and encrypted to its key, the patients whose research grant is in force; opens
+    /// such an export.
+    #[command(subcommand)]
+    Research(research::ResearchCommand),
     /// Print the events concerning your account as they arrive; resumes where it left off.
     Watch(watch::Args),
     /// A local web UI for your wallet (loopback only): records, access log, consent, live
@@ -166,6 +172,7 @@ fn main() -> ExitCode {
             Command::Case(c) => case::run(c).await,
             Command::Device(c) => device::run(c).await,
             Command::Export(args) => export::run(args).await,
+            Command::Research(c) => research::run(c).await,
             Command::Watch(args) => watch::run(args).await,
             Command::Portal(args) => portal::run(args).await,
             Command::Cluster(c) => cluster::run(c).await,

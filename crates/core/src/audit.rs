@@ -287,6 +287,21 @@ pub enum AuditKind {
         /// What the delegate may do now.
         powers: crate::tx::DelegatePowers,
     },
+    /// A member of a researcher organisation exported the patient's data, de-identified, for
+    /// a research project (appended last, keeping earlier tags).
+    ResearchExport {
+        /// The project.
+        project: String,
+        /// The categories exported.
+        categories: Vec<RecordCategory>,
+        /// The de-identification rule set and its version.
+        rule_set: String,
+        /// The digest of the export plan (`tx::research::plan_digest`).
+        plan: Hash,
+        /// The organisation's research grants in force that allowed it (one or more, by id;
+        /// a refused export is not an event: it changes nothing).
+        grants: Vec<Hash>,
+    },
 }
 
 impl AuditKind {
@@ -328,6 +343,7 @@ impl AuditKind {
             AuditKind::DeviceAlert { .. } => "device_alert",
             AuditKind::PatientAmended { .. } => "patient_amended",
             AuditKind::DelegateScoped { .. } => "delegate_scoped",
+            AuditKind::ResearchExport { .. } => "research_export",
         }
     }
 }

@@ -383,6 +383,12 @@ pub enum Created {
         /// The id the ledger assigned it (2, 3, ...; the genesis node is 1).
         id: u64,
     },
+    /// A research export was allowed and recorded in the patient's audit trail (appended
+    /// last, keeping earlier tags).
+    ResearchExport {
+        /// The audit event's sequence number.
+        event: u64,
+    },
 }
 
 /// Why a transaction was refused. Every refusal changes nothing.

@@ -1,7 +1,7 @@
 //! The transaction envelope (chain id, signer, nonce, body, signature) and the transaction
 //! bodies. One enum variant per kind; the registry kinds live in [`registry`], the others in
 //! [`consent`], [`records`], [`emergency`], [`cases`], [`devices`] and [`nodes`]; organisations' bodies in
-//! [`organisations`].
+//! [`organisations`]; the research export in [`research`].
 
 pub mod blobs;
 pub mod cases;
@@ -12,6 +12,7 @@ pub mod nodes;
 pub mod organisations;
 pub mod records;
 pub mod registry;
+pub mod research;
 
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +57,10 @@ pub enum TxBody {
     Devices(DeviceTx),
     /// Node membership: the regulator admits, suspends, reinstates and removes nodes.
     Nodes(NodeTx),
+    /// A member of a researcher organisation's de-identified export of one patient's data for
+    /// a project, decided and audited when applied. (Appended last: the encoding is postcard,
+    /// so earlier variants keep their tags and old chains still decode.)
+    ResearchExport(research::ResearchExportTx),
 }
 
 impl TxBody {
@@ -70,6 +75,7 @@ impl TxBody {
             TxBody::Cases(c) => c.kind(),
             TxBody::Devices(d) => d.kind(),
             TxBody::Nodes(n) => n.kind(),
+            TxBody::ResearchExport(_) => "research_export",
         }
     }
 }

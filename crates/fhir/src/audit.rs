@@ -176,6 +176,14 @@ fn shape(e: &AuditEvent, dir: &Directory<'_>) -> Shape {
                 s.outcome_desc = Some("the custodian's release was refused".into());
             }
         }
+        AuditKind::ResearchExport { project, rule_set, grants, .. } => {
+            s.action = "R";
+            s.purposes.push(purpose_concept(medledger_core::tx::consent::Purpose::Research));
+            s.what = format!("research export for project {project}, de-identified by {rule_set}");
+            for grant in grants {
+                s.entities.push(consent_entity(dir, "grant", grant));
+            }
+        }
         AuditKind::EmergencyProfileRead => {
             s.action = "R";
             s.purposes.push(purpose_concept(medledger_core::tx::consent::Purpose::Emergency));

@@ -28,6 +28,7 @@ mod consent;
 mod grantee;
 mod import;
 mod records;
+pub mod research;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -453,6 +453,7 @@ fn apply_tx(
         TxBody::Cases(c) => crate::cases::apply(state, &signer, &account, c)?,
         TxBody::Devices(d) => crate::devices::apply(state, &signer, &account, d)?,
         TxBody::Nodes(n) => crate::nodes::apply(state, genesis, &account, n)?,
+        TxBody::ResearchExport(r) => crate::research::apply(state, &signer, &account, r)?,
     };
     if result.is_ok() {
         // Re-read: the handler may have changed the signer's own account (a key rotation).

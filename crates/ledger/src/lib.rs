@@ -21,6 +21,7 @@ pub mod parties;
 mod query;
 pub mod records;
 pub mod registry;
+pub mod research;
 pub mod snapshot;
 pub mod stages;
 pub mod state;

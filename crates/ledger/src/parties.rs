@@ -123,6 +123,9 @@ impl Ledger {
                 Some(pmr) => self.record(pmr)?.map(|r| r.patient).or(Some(a.resource.patient)),
                 None => Some(a.resource.patient),
             },
+            // A research export concerns its patient, its member (the signer) and the
+            // member's organisation (the authority over its key, above).
+            TxBody::ResearchExport(r) => Some(r.patient),
             TxBody::Records(r) => match r {
                 RecordTx::Mint(m) => {
                     // Whoever holds the record's key checks where it comes from.

@@ -2,12 +2,14 @@
 //! node with the regulator's wallet over one shared set-up ([`setup`]): `tx` (a mixed
 //! registry and consent workload: committed tx/s and commit latency), `records` (encrypted
 //! upload and audited reads), `cases` (a long case, its export and offline verification) and
-//! `devices` (device ingestion through the gateway). `medledger bench --wallet ... --txs ...`
+//! `devices` (device ingestion through the gateway) and `research` (the research export of
+//! many consented patients). `medledger bench --wallet ... --txs ...`
 //! without a subcommand is `bench tx`.
 
 mod cases;
 mod devices;
 mod records;
+mod research;
 pub(crate) mod setup;
 mod tx;
 
@@ -22,7 +24,7 @@ pub struct BenchArgs {
 }
 
 /// The load generators, as spelled after `bench`.
-const SUBCOMMANDS: &[&str] = &["tx", "records", "cases", "devices", "help"];
+const SUBCOMMANDS: &[&str] = &["tx", "records", "cases", "devices", "research", "help"];
 
 /// `medledger bench --wallet ...` (no subcommand) is `medledger bench tx --wallet ...`, as it
 /// was before the other generators moved under `bench`: inserts `tx` after `bench` unless a
@@ -59,6 +61,9 @@ enum BenchCommand {
     /// Drive a running node with many simulated devices and measure ingestion: readings
     /// committed per second, alert latency, and when alerts reach the event streams.
     Devices(devices::Args),
+    /// Set up many patients with a research grant to an organisation, then measure the
+    /// member's research export (patients per second, without record content).
+    Research(research::Args),
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
@@ -67,6 +72,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         BenchCommand::Records(a) => records::run(a).await,
         BenchCommand::Cases(a) => cases::run(a).await,
         BenchCommand::Devices(a) => devices::run(a).await,
+        BenchCommand::Research(a) => research::run(a).await,
     }
 }
 

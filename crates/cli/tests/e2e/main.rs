@@ -33,6 +33,7 @@ mod portal_browser;
 mod records;
 mod registry;
 mod replicas;
+mod research;
 mod signed_reads;
 mod simulate;
 mod startup;

@@ -1,7 +1,7 @@
 //! Consent calls, each signed by the client's signer: who can see a patient's records, the
-//! grants from a patient to the signer, and an access request.
+//! grants from a patient to the signer, an access request, and a researcher's cohort.
 
-use medledger_api::{GrantView, RequestView, WhoCanSeeView, paths};
+use medledger_api::{CohortView, GrantView, RequestView, WhoCanSeeView, paths};
 use medledger_core::{Hash, ids::AccountId};
 
 use super::NodeClient;
@@ -16,6 +16,11 @@ impl NodeClient {
     /// The grants in force from `patient` to the signer.
     pub async fn grants_from(&self, patient: &AccountId) -> Result<Vec<GrantView>, ClientError> {
         self.get(&format!("{}?patient={patient}", paths::GRANTS)).await
+    }
+
+    /// The signer's research cohort (the signer is a member of a researcher organisation).
+    pub async fn research_cohort(&self) -> Result<CohortView, ClientError> {
+        self.get(paths::RESEARCH_COHORT).await
     }
 
     /// An access request (the signer is the patient, a delegate or the requester).

@@ -168,7 +168,7 @@ impl TxBody {
                 | ConsentTx::RemoveDelegate { .. }
                 | ConsentTx::ScopeDelegate { .. } => vec![],
             },
-            TxBody::Access(_) => vec![],
+            TxBody::Access(_) | TxBody::ResearchExport(_) => vec![],
             TxBody::Records(r) => match r {
                 RecordTx::Mint(m) => {
                     let mut out = vec![

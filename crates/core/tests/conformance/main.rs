@@ -361,3 +361,50 @@ const PINNED_ADMIT_ORGANISATION: &str =
     "519ebe1d4dccf0041da6d260b163c5583e5fae455ac48ded037d1b98021e74e1";
 const PINNED_ADD_MEMBER: &str = "7aeefabeaa65dd07bcefae957bd66441181e30d3e12397038fa2b85b46ab8554";
 const PINNED_NODE_ADMIT: &str = "b3e0565a72e6037db3cc17cf6a032db3fa66dc2c0b6694f7468a6970e94378ce";
+
+fn sample_research_export() -> SignedTransaction {
+    use medledger_core::tx::{
+        consent::RecordCategory,
+        research::{PlannedRecord, ResearchExportTx, plan_digest},
+    };
+    let member = key(14);
+    let patient = AccountId::from_initial_key(&key(3).public_key());
+    let categories = vec![RecordCategory::LabReport, RecordCategory::Imaging];
+    let record = PlannedRecord {
+        pmr: "PMR-1".into(),
+        category: RecordCategory::LabReport,
+        content: Hash::of(b"ciphertext"),
+    };
+    let plan = plan_digest("cardio-2026", "safe-harbor-1", &patient, &categories, &[record]);
+    Transaction {
+        chain_id: "medledger-test".into(),
+        signer: AccountId::from_initial_key(&member.public_key()),
+        nonce: 2,
+        body: TxBody::ResearchExport(ResearchExportTx {
+            patient,
+            categories,
+            project: "cardio-2026".into(),
+            rule_set: "safe-harbor-1".into(),
+            plan,
+        }),
+    }
+    .sign(&member)
+}
+
+#[test]
+fn pinned_research_export() {
+    // The research export is appended after the node membership family (7), so every earlier
+    // encoding is unchanged (pinned above); this pins its own, and its plan digest.
+    let tx = sample_research_export();
+    assert_eq!(tx.hash().to_hex(), PINNED_RESEARCH_EXPORT);
+    let TxBody::ResearchExport(body) = &tx.tx.body else { unreachable!() };
+    assert_eq!(body.plan.to_hex(), PINNED_RESEARCH_PLAN);
+    assert_eq!(SignedTransaction::decode(&tx.encode()).unwrap(), tx);
+    tx.verify_signature().unwrap();
+    assert_eq!(encoding::encode(&tx.tx.body)[0], 8);
+}
+
+const PINNED_RESEARCH_EXPORT: &str =
+    "3e0fe1ed2f19ad8c018283f93693b919062384cb4cd9494a1f05e7c0245c2283";
+const PINNED_RESEARCH_PLAN: &str =
+    "a415dedadc533a3fc0eac4067a325f151871f009aecdec1282be7e1c40fbc0d9";

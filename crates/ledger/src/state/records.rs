@@ -68,6 +68,29 @@ impl StateTxn<'_, '_> {
         get_entry(&self.tables.records, pmr, "record")
     }
 
+    /// Every record of `patient` (by PMR-ID, whoever holds the token), through the patient
+    /// index.
+    pub fn records_of_patient(
+        &self,
+        patient: &AccountId,
+    ) -> Result<Vec<(String, RecordEntry)>, LedgerError> {
+        let lo = patient.0.to_vec();
+        let mut hi = patient.0.to_vec();
+        hi.push(0xff);
+        let mut out = Vec::new();
+        for row in self.tables.records_by_patient.range(lo.as_slice()..hi.as_slice())? {
+            let (k, _) = row?;
+            let pmr = std::str::from_utf8(&k.value()[20..])
+                .map_err(|_| LedgerError::Corrupt("a PMR-ID in an index is not text".into()))?
+                .to_owned();
+            let r = self
+                .record(&pmr)?
+                .ok_or_else(|| LedgerError::Corrupt(format!("indexed record {pmr} missing")))?;
+            out.push((pmr, r));
+        }
+        Ok(out)
+    }
+
     /// Writes a record token, moving it in the owner index when its owner changed.
     pub fn put_record(&mut self, pmr: &str, r: &RecordEntry) -> Result<(), LedgerError> {
         match self.write().records().put_entry(pmr, r)? {

@@ -23,6 +23,7 @@ mod emergency;
 mod nodes;
 mod organisations;
 mod records;
+mod research;
 mod tamper;
 mod visibility;
 

@@ -18,7 +18,7 @@ use super::consent::{HOUR, access, consent, created_id, decide, lab, of};
 use super::*;
 
 /// Admits `org` of `kind` (regulator).
-fn admit_org(net: &mut Net, org: &Actor, kind: OrganisationKind) -> Receipt {
+pub(super) fn admit_org(net: &mut Net, org: &Actor, kind: OrganisationKind) -> Receipt {
     let tx = net.regulator.sign(RegistryTx::AdmitOrganisation(AdmitOrganisation {
         key: org.key.public_key(),
         encryption_key: org.enc.public_key(),
@@ -35,13 +35,13 @@ fn accepted(member: &Actor, org: &Actor) -> AddMember {
 }
 
 /// `org` adds `member` (with the member's genuine acceptance).
-fn add(net: &mut Net, org: &mut Actor, member: &Actor) -> Receipt {
+pub(super) fn add(net: &mut Net, org: &mut Actor, member: &Actor) -> Receipt {
     let t = org.sign(RegistryTx::AddMember(accepted(member, org)));
     net.one(t)
 }
 
 /// A grant of `purpose` over `scope` from `patient` to `grantee`, valid for a day.
-fn grant_for(
+pub(super) fn grant_for(
     net: &Net,
     patient: &mut Actor,
     grantee: &Actor,
@@ -63,17 +63,17 @@ fn grant_for(
 
 /// A populated network with a researcher organisation and one member, and a research grant
 /// from the patient to the organisation over lab reports (its id last).
-struct World {
-    net: Net,
-    hospital: Actor,
-    doctor: Actor,
-    patient: Actor,
-    org: Actor,
-    member: Actor,
-    grant: medledger_core::Hash,
+pub(super) struct World {
+    pub(super) net: Net,
+    pub(super) hospital: Actor,
+    pub(super) doctor: Actor,
+    pub(super) patient: Actor,
+    pub(super) org: Actor,
+    pub(super) member: Actor,
+    pub(super) grant: medledger_core::Hash,
 }
 
-fn world() -> World {
+pub(super) fn world() -> World {
     let (mut net, hospital, doctor, mut patient) = populated();
     let mut org = Actor::new();
     let member = Actor::new();

@@ -1,13 +1,15 @@
 //! Consent routes: who can see a patient's records (to the patient and delegates), the grants
-//! in force from a patient to the signer, and an access request (to its patient, delegates and
-//! requester).
+//! in force from a patient to the signer, an access request (to its patient, delegates and
+//! requester), and a researcher's cohort (to a member of a researcher organisation).
 
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
     routing::get,
 };
-use medledger_api::{CaseKeyHolderView, GrantView, RequestView, WhoCanSeeView, paths};
+use medledger_api::{
+    CaseKeyHolderView, CohortPatientView, CohortView, GrantView, RequestView, WhoCanSeeView, paths,
+};
 use serde::Deserialize;
 
 use crate::{
@@ -25,6 +27,26 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(&format!("{}/{{patient}}", paths::WHO_CAN_SEE), get(who_can_see))
         .route(paths::GRANTS, get(grants))
         .route(&format!("{}/{{id}}", paths::REQUESTS), get(access_request))
+        .route(paths::RESEARCH_COHORT, get(research_cohort))
+}
+
+/// The signer's research cohort (`Ledger::research_cohort`); only to an active member of a
+/// researcher organisation.
+async fn research_cohort(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+) -> ApiResult<CohortView> {
+    let cohort =
+        state.ledger.research_cohort(&requester, crate::admission::now_ms())?.ok_or_else(|| {
+            forbidden(
+                "only an active member of an active researcher organisation has a research cohort",
+            )
+        })?;
+    let patients = cohort
+        .into_iter()
+        .map(|c| CohortPatientView { patient: c.patient, categories: c.categories })
+        .collect();
+    Ok(Json(CohortView { patients }))
 }
 
 async fn who_can_see(

@@ -62,6 +62,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/consent/who-can-see/{patient}", Auth::Header, UNAUTHENTICATED),
     route("GET", "/v1/consent/grants?patient={patient}", Auth::Header, UNAUTHENTICATED),
     route("GET", "/v1/consent/requests/{request}", Auth::Header, UNAUTHENTICATED),
+    route("GET", "/v1/consent/research-cohort", Auth::Header, UNAUTHENTICATED),
     route("GET", "/v1/audit/{patient}", Auth::Header, UNAUTHENTICATED),
     route("GET", "/v1/audit-counts", Auth::Header, UNAUTHENTICATED),
     route("GET", "/v1/events/{patient}", Auth::Header, UNAUTHENTICATED),

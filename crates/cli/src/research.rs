@@ -1,0 +1,452 @@
+//! `medledger research`: a member of a researcher organisation exports, for a project, the
+//! de-identified data of every patient whose research grant to its organisation is in force
+//! (`export`), encrypted to its own key, and opens such an export (`open`).
+//!
+//! `export`, in order (SECURITY.md, "Research export"):
+//! 1. asks the node for the member's cohort (`GET /v1/consent/research-cohort`: the patients
+//!    and the categories `authorize` allows it to read for research now);
+//! 2. lists each patient's records of those categories (what the member may see) and computes
+//!    the patient's plan digest (`medledger_core::tx::research::plan_digest`) from them;
+//! 3. signs one `ResearchExport` per patient and submits them in batches: each is decided by
+//!    the ledger at its block, and a refused one (a grant revoked meanwhile) leaves its patient
+//!    out;
+//! 4. maps the patients whose export was applied with `medledger_fhir::research` (the
+//!    `safe-harbor-1` rule set, pseudonyms keyed by the researcher's secret and the project)
+//!    into the Bulk Data shape: `manifest.json` and one NDJSON file per resource type;
+//! 5. encrypts each file under a fresh data key (the record format, `envelope::encrypt`) and
+//!    wraps the key to the member's own encryption key (HPKE, `envelope::wrap_key`, bound to
+//!    the project and file name); `export.json` lists the files and their wrapped keys.
+//!
+//! Record content is not exported (see `medledger_fhir::research`).
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use futures_util::{StreamExt, stream};
+use medledger_api::{BatchItem, RecordView};
+use medledger_client::{
+    Identity, NodeClient,
+    envelope::{self, DataKey},
+};
+use medledger_core::{
+    Hash,
+    block::Outcome,
+    encoding,
+    ids::AccountId,
+    tx::{
+        SignedTransaction, TxBody,
+        research::{PlannedRecord, ResearchExportTx, plan_digest},
+    },
+};
+use medledger_fhir::research::{
+    ManifestInput, NdjsonFiles, PatientInput, ProjectKeys, RULE_SET, manifest, patient_resources,
+    plans_digest,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Session, WalletArgs, print_json};
+
+/// Research exports signed per batch (the node takes up to 16 MiB a batch; an export is a
+/// few hundred bytes).
+const EXPORT_BATCH: usize = 1_000;
+/// Record listings in flight at once.
+const LISTINGS_IN_FLIGHT: usize = 16;
+/// The name of the index of an encrypted export.
+const INDEX: &str = "export.json";
+/// The version of that index.
+const INDEX_VERSION: u32 = 1;
+
+#[derive(Debug, Subcommand)]
+pub enum ResearchCommand {
+    /// Export, de-identified and encrypted to your key, every patient whose research grant to
+    /// your organisation is in force (a member of a researcher organisation). Each patient's
+    /// trail shows the export, with the project.
+    Export {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The research project (letters, digits, `.`, `_`, `-`): pseudonyms are stable
+        /// within it and unlinkable across projects.
+        #[arg(long)]
+        project: String,
+        /// Your pseudonym secret (32 random bytes, hex), created 0600 if missing. Default:
+        /// next to the wallet, `<wallet>.research-secret`. Keep it: without it the same
+        /// project's next export gets other pseudonyms.
+        #[arg(long)]
+        secret: Option<PathBuf>,
+        /// The directory to write the encrypted export into (created; must be empty).
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+        /// Print JSON: the directory, patients, resource counts, block height, the manifest's
+        /// SHA-256 and the plans' digest.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decrypt an export made with your wallet into a directory of plain files (0600).
+    Open {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The encrypted export's directory.
+        dir: PathBuf,
+        /// Where to write the manifest and NDJSON files (created; must be empty).
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+    },
+}
+
+/// `export.json`: what an encrypted export holds (no personal data: the project, the rule
+/// set, and per file its name, size and wrapped key).
+#[derive(Debug, Serialize, Deserialize)]
+struct ExportIndex {
+    version: u32,
+    project: String,
+    rule_set: String,
+    /// SHA-256 of the plain `manifest.json`.
+    manifest_sha256: String,
+    files: Vec<IndexedFile>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct IndexedFile {
+    /// The plain file's name; the ciphertext is `<name>.enc`.
+    name: String,
+    /// The data key wrapped to the exporter's encryption key (canonical encoding, hex).
+    wrapped_key: String,
+}
+
+/// What `export --json` prints.
+#[derive(Debug, Serialize)]
+pub(crate) struct Summary {
+    dir: PathBuf,
+    project: String,
+    rule_set: &'static str,
+    /// Patients exported.
+    pub(crate) patients: u64,
+    /// Patients left out: their export was refused at its block.
+    pub(crate) refused: u64,
+    height: u64,
+    counts: BTreeMap<&'static str, u64>,
+    manifest_sha256: String,
+    plans: String,
+}
+
+pub async fn run(command: ResearchCommand) -> Result<()> {
+    match command {
+        ResearchCommand::Export { wallet, project, secret, out, json } => {
+            let secret = secret.unwrap_or_else(|| {
+                let mut p = wallet.wallet.clone().into_os_string();
+                p.push(".research-secret");
+                PathBuf::from(p)
+            });
+            let s = Session::open(&wallet).await?;
+            let exporter = Exporter {
+                client: &s.client,
+                identity: &s.identity,
+                account: s.wallet.account(),
+                chain_id: &s.chain_id,
+            };
+            let summary = export(&exporter, &project, Secret::File(&secret), &out).await?;
+            if json {
+                return print_json(&summary);
+            }
+            println!(
+                "exported {} patients for project {project} ({RULE_SET}) at block {} into {}",
+                summary.patients,
+                summary.height,
+                out.display()
+            );
+            for (kind, n) in &summary.counts {
+                println!("  {kind}: {n}");
+            }
+            if summary.refused > 0 {
+                println!(
+                    "  {} patients left out: the ledger refused their export",
+                    summary.refused
+                );
+            }
+            println!("manifest SHA-256 {}", summary.manifest_sha256);
+            println!("open it with: medledger research open --wallet ... {} -o DIR", out.display());
+            Ok(())
+        }
+        ResearchCommand::Open { wallet, dir, out } => {
+            let (_, identity) = crate::common::unlock_wallet(&wallet.wallet)?;
+            let names = open(&identity.decryption, &dir, &out)?;
+            for n in names {
+                println!("{}", out.join(n).display());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Reads (or creates, 0600) the researcher's pseudonym secret.
+fn load_secret(path: &Path) -> Result<[u8; 32]> {
+    let hex_text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut secret = [0u8; 32];
+            getrandom::fill(&mut secret).context("no randomness for the pseudonym secret")?;
+            let text = hex::encode(secret);
+            medledger_client::fs::write_private(path, text.as_bytes())
+                .with_context(|| format!("cannot write the pseudonym secret {}", path.display()))?;
+            eprintln!("created the pseudonym secret {} (keep it)", path.display());
+            text
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let bytes = hex::decode(hex_text.trim())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .with_context(|| format!("{} is not a pseudonym secret (64 hex digits)", path.display()))?;
+    Ok(bytes)
+}
+
+/// An empty directory at `dir`, created if missing.
+fn empty_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    if std::fs::read_dir(dir)?.next().is_some() {
+        bail!("{} is not empty: choose a new directory", dir.display());
+    }
+    Ok(())
+}
+
+/// Who exports: a member's signing and encryption keys, on a node.
+pub(crate) struct Exporter<'a> {
+    /// The node.
+    pub(crate) client: &'a NodeClient,
+    /// The member's keys.
+    pub(crate) identity: &'a Identity,
+    /// The member's account.
+    pub(crate) account: AccountId,
+    /// The network.
+    pub(crate) chain_id: &'a str,
+}
+
+/// Where the pseudonym secret comes from.
+pub(crate) enum Secret<'a> {
+    /// A file, created if missing ([`load_secret`]).
+    File(&'a Path),
+    /// These bytes (the load generator's).
+    Bytes([u8; 32]),
+}
+
+/// One patient's planned export: its records and the transaction that declares it.
+struct Planned {
+    patient: AccountId,
+    records: Vec<RecordView>,
+    plan: Hash,
+    tx: SignedTransaction,
+}
+
+/// Exports for `project` into `out` (module doc); what `--json` prints.
+pub(crate) async fn export(
+    s: &Exporter<'_>,
+    project: &str,
+    secret: Secret<'_>,
+    out: &Path,
+) -> Result<Summary> {
+    let probe = ResearchExportTx {
+        patient: s.account,
+        categories: vec![medledger_core::tx::consent::RecordCategory::Other],
+        project: project.to_owned(),
+        rule_set: RULE_SET.into(),
+        plan: Hash([0; 32]),
+    };
+    if let Err(reason) = medledger_core::tx::research::check_shape(&probe) {
+        bail!("{reason}");
+    }
+    let cohort = s.client.research_cohort().await.context(
+        "the node gave no research cohort: only an active member of an active researcher organisation exports",
+    )?;
+    empty_dir(out)?;
+    let secret = match secret {
+        Secret::File(path) => load_secret(path)?,
+        Secret::Bytes(b) => b,
+    };
+    let keys = ProjectKeys::derive(&secret, project);
+    eprintln!(
+        "{} patients have a research grant in force to your organisation",
+        cohort.patients.len()
+    );
+
+    // 2. Each patient's records of the categories the export may name, and the plan.
+    let listings: Vec<_> = stream::iter(cohort.patients.iter())
+        .map(|c| async move {
+            let records = s.client.records_of_patient(&c.patient).await?;
+            let records: Vec<RecordView> = records
+                .into_iter()
+                .filter(|r| r.erased_at.is_none() && c.categories.contains(&r.category))
+                .collect();
+            anyhow::Ok((c, records))
+        })
+        .buffered(LISTINGS_IN_FLIGHT)
+        .collect()
+        .await;
+    let me = s.account;
+    let first_nonce = s
+        .client
+        .account(&me)
+        .await?
+        .and_then(|a| a.nonce)
+        .with_context(|| format!("account {me} is not on the ledger"))?
+        + 1;
+    let mut planned = Vec::with_capacity(listings.len());
+    for (i, listing) in listings.into_iter().enumerate() {
+        let (c, records) = listing?;
+        let items: Vec<PlannedRecord> = records
+            .iter()
+            .map(|r| PlannedRecord { pmr: r.pmr.clone(), category: r.category, content: r.content })
+            .collect();
+        let plan = plan_digest(project, RULE_SET, &c.patient, &c.categories, &items);
+        let body = TxBody::ResearchExport(ResearchExportTx {
+            patient: c.patient,
+            categories: c.categories.clone(),
+            project: project.to_owned(),
+            rule_set: RULE_SET.into(),
+            plan,
+        });
+        let tx =
+            medledger_client::tx::build(s.identity, me, s.chain_id, first_nonce + i as u64, body);
+        planned.push(Planned { patient: c.patient, records, plan, tx });
+    }
+
+    // 3. One access event per patient, in batches; refused ones are left out.
+    let mut exported = Vec::with_capacity(planned.len());
+    let (mut refused, mut height) = (0u64, 0u64);
+    let mut last_applied = None;
+    for chunk in planned.chunks(EXPORT_BATCH) {
+        let txs: Vec<SignedTransaction> = chunk.iter().map(|p| p.tx.clone()).collect();
+        let items = s.client.submit_batch(&txs).await?;
+        for (p, item) in chunk.iter().zip(items) {
+            match item {
+                BatchItem::Receipt(r) if matches!(r.outcome, Outcome::Applied { .. }) => {
+                    height = height.max(r.height);
+                    last_applied = Some(r.tx_hash);
+                    exported.push(p);
+                }
+                BatchItem::Receipt(r) => {
+                    refused += 1;
+                    eprintln!("left out patient {}: {:?}", p.patient, r.outcome);
+                }
+                BatchItem::Error(e) => {
+                    refused += 1;
+                    eprintln!("left out patient {}: {}", p.patient, e.message);
+                }
+            }
+        }
+    }
+    // The block time of the last export event is the manifest's transactionTime.
+    let time_ms = match last_applied {
+        Some(hash) => s.client.transaction(&hash).await?.header.time_ms,
+        None => 0,
+    };
+
+    // 4. The de-identified resources of the patients whose export was applied.
+    let export_year = year_of(time_ms);
+    let mut files = NdjsonFiles::default();
+    for p in &exported {
+        let input = PatientInput { account: &p.patient, details: None, records: &p.records };
+        for (kind, resource) in patient_resources(&keys, &input, export_year)? {
+            files.push(kind, &resource)?;
+        }
+    }
+    let plans = plans_digest(&exported.iter().map(|p| p.plan).collect::<Vec<_>>());
+    let m = manifest(
+        &files,
+        &ManifestInput {
+            transaction_time_ms: time_ms,
+            height,
+            project,
+            chain_id: s.chain_id,
+            patients: exported.len() as u64,
+            plans,
+        },
+    );
+    let manifest_bytes = serde_json::to_vec_pretty(&m)?;
+    let manifest_sha256 = Hash::of(&manifest_bytes).to_hex();
+
+    // 5. Every file encrypted to the exporter's own key.
+    let recipient = s.identity.decryption.public_key();
+    let mut plain: Vec<(String, &[u8])> = vec![("manifest.json".into(), &manifest_bytes)];
+    for (kind, bytes) in &files.files {
+        plain.push((NdjsonFiles::file_name(kind), bytes));
+    }
+    let mut index = ExportIndex {
+        version: INDEX_VERSION,
+        project: project.to_owned(),
+        rule_set: RULE_SET.into(),
+        manifest_sha256: manifest_sha256.clone(),
+        files: Vec::new(),
+    };
+    for (name, bytes) in plain {
+        let key = DataKey::generate()?;
+        let mut ciphertext = Vec::with_capacity(bytes.len() + bytes.len() / 1000 + 64);
+        envelope::encrypt(&key, bytes, &mut ciphertext, &mut |_| {})?;
+        let wrapped = envelope::wrap_key(&key, &recipient, &file_context(project, &name))?;
+        medledger_client::fs::write_private(&out.join(format!("{name}.enc")), &ciphertext)?;
+        index
+            .files
+            .push(IndexedFile { name, wrapped_key: hex::encode(encoding::encode(&wrapped)) });
+    }
+    medledger_client::fs::write_private(&out.join(INDEX), &serde_json::to_vec_pretty(&index)?)?;
+    Ok(Summary {
+        dir: out.to_owned(),
+        project: project.to_owned(),
+        rule_set: RULE_SET,
+        patients: exported.len() as u64,
+        refused,
+        height,
+        counts: files.counts,
+        manifest_sha256,
+        plans: plans.to_hex(),
+    })
+}
+
+/// What a file's wrapped key is bound to: the project and the file's name (a key does not
+/// open another file of the export, nor a file of another project).
+fn file_context(project: &str, name: &str) -> Vec<u8> {
+    encoding::encode(&("medledger/v1/research-export-file", project, name))
+}
+
+/// The UTC year of `ms`.
+fn year_of(ms: u64) -> u16 {
+    let t = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms as i64).unwrap_or_default();
+    chrono::Datelike::year(&t).clamp(0, 9999) as u16
+}
+
+/// Decrypts the export in `dir` with `key` into the empty directory `out`; the names written.
+fn open(key: &medledger_core::keys::DecryptionKey, dir: &Path, out: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read(dir.join(INDEX))
+        .with_context(|| format!("{} holds no research export ({INDEX})", dir.display()))?;
+    let index: ExportIndex = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a research export index", dir.join(INDEX).display()))?;
+    if index.version != INDEX_VERSION {
+        bail!("export index version {} is not {INDEX_VERSION}", index.version);
+    }
+    empty_dir(out)?;
+    let mut names = Vec::new();
+    for f in &index.files {
+        if f.name.contains(['/', '\\']) || f.name.starts_with('.') {
+            bail!("the export names a file {:?} outside its directory", f.name);
+        }
+        let wrapped: medledger_client::seal::WrappedKey = hex::decode(&f.wrapped_key)
+            .ok()
+            .and_then(|b| encoding::decode("wrapped key", &b, 1024).ok())
+            .with_context(|| format!("the wrapped key of {} is malformed", f.name))?;
+        let data_key = envelope::unwrap_key(&wrapped, key, &file_context(&index.project, &f.name))
+            .with_context(|| format!("{} was not exported to this wallet", f.name))?;
+        let ciphertext = std::fs::read(dir.join(format!("{}.enc", f.name)))?;
+        let mut plain = Vec::with_capacity(ciphertext.len());
+        envelope::decrypt(&data_key, ciphertext.as_slice(), &mut plain, &mut |_| {})
+            .with_context(|| format!("{} does not decrypt: altered or truncated", f.name))?;
+        if f.name == "manifest.json" && Hash::of(&plain).to_hex() != index.manifest_sha256 {
+            bail!("the manifest does not match the SHA-256 the index names");
+        }
+        medledger_client::fs::write_private(&out.join(&f.name), &plain)?;
+        names.push(f.name.clone());
+    }
+    Ok(names)
+}

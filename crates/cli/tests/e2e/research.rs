@@ -1,0 +1,231 @@
+//! The research export through the CLI: a member of a researcher organisation exports, for a
+//! project, the patients whose research grant to its organisation is in force, and nobody
+//! else (no grant, a revoked grant, another organisation's grant); the export opens only with
+//! the member's wallet, holds no name, phone, date of birth, Patient-ID, PMR-ID or account id
+//! (every byte of every file is scanned), covers only the granted categories, and keeps
+//! pseudonyms within a project and changes them across projects; each exported patient's trail
+//! shows exactly one export with the project. Non-members and removed members are refused.
+
+use std::{collections::BTreeSet, path::Path};
+
+use crate::{
+    attacks::enrol,
+    consent::{account_of, id},
+    harness::*,
+    organisations::{add_member, admit, record},
+    registry::{cast, wallet},
+};
+
+/// Runs `research export` as `wallet` for `project` into `out`; its JSON summary.
+fn export(wallet: &str, project: &str, out: &Path, env: &[(&str, &str)]) -> serde_json::Value {
+    let out = out.display().to_string();
+    let text = ok(
+        &["research", "export", "--wallet", wallet, "--project", project, "-o", &out, "--json"],
+        env,
+    );
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// Opens the export in `dir` as `wallet` into `out`; every file's text by name.
+fn open(wallet: &str, dir: &Path, out: &Path) -> Vec<(String, String)> {
+    let (d, o) = (dir.display().to_string(), out.display().to_string());
+    ok(&["research", "open", "--wallet", wallet, &d, "-o", &o], &[]);
+    let mut files: Vec<_> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let text = String::from_utf8(std::fs::read(e.path()).unwrap()).unwrap();
+            (e.file_name().to_string_lossy().into_owned(), text)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Every byte of every file under `dir` (raw, as on disk).
+fn every_byte(dir: &Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        all.extend(std::fs::read(e.unwrap().path()).unwrap());
+    }
+    all
+}
+
+/// The Patient ids of an opened export.
+fn patient_ids(files: &[(String, String)]) -> BTreeSet<String> {
+    let (_, text) = files.iter().find(|(n, _)| n == "Patient.ndjson").expect("Patient.ndjson");
+    text.lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().into()
+        })
+        .collect()
+}
+
+/// The research export events with `project` in `patient`'s trail.
+fn exports_in_trail(patient: &str, project: &str, env: &[(&str, &str)]) -> usize {
+    let trail: serde_json::Value =
+        serde_json::from_str(&ok(&["audit", "trail", "--wallet", patient, "--json"], env)).unwrap();
+    trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"]["research_export"]["project"] == project)
+        .count()
+}
+
+#[test]
+fn research_export_through_the_cli() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let node = Node::start(&dir.join("data"));
+    let url = node.url.as_str();
+    let env = [("MEDLEDGER_NODE", url)];
+    let c = cast(dir, &node);
+    let lab = wallet(dir, "cohort-lab", url);
+    let ana = wallet(dir, "ana", url);
+    let elsewhere = wallet(dir, "elsewhere-lab", url);
+    let oli = wallet(dir, "oli", url);
+    let lab_account = admit(&node, &lab, "researcher", "Cohort Lab");
+    let ana_account = add_member(&lab, &ana, &lab_account, &env);
+    let elsewhere_account = admit(&node, &elsewhere, "researcher", "Elsewhere Lab");
+    add_member(&elsewhere, &oli, &elsewhere_account, &env);
+
+    // Four more patients: Ann grants the lab everything, Ned nothing, Rita grants and revokes,
+    // Otto grants another organisation.
+    let people = [
+        ("ann", "Ann Other", "1931-03-04", "0711 555 0101"),
+        ("ned", "Ned Nogrant", "1975-05-06", "0711 555 0202"),
+        ("rita", "Rita Revoked", "1982-07-08", "0711 555 0303"),
+        ("otto", "Otto Elsewhere", "1990-09-10", "0711 555 0404"),
+    ];
+    let mut wallets = Vec::new();
+    let mut secrets: Vec<String> = ["Jane Roe", "John Roe", "+44 7700 900123", "+44 7700 900456"]
+        .into_iter()
+        .chain(["1980-01-02", "St. Elsewhere", "GOV-4711", "Dr. Ada Quill", "GMC-1234567"])
+        .chain([c.patient_id.as_str(), &c.hospital_account, &c.doctor_account])
+        .chain([lab_account.as_str(), &ana_account, &elsewhere_account, &account_of(&c.patient)])
+        .map(str::to_owned)
+        .collect();
+    for (name, full, dob, phone) in people {
+        let (w, account) = enrol(
+            dir,
+            &node,
+            name,
+            &["patient", "register", "--wallet", &c.hospital, "--name", full]
+                .into_iter()
+                .chain(["--date-of-birth", dob, "--phone", phone])
+                .chain(["--attendant-name", "A. Tendant", "--attendant-phone", "0712 999"])
+                .chain(["--attendant-relationship", "sibling"])
+                .collect::<Vec<_>>(),
+        );
+        secrets.extend([full, dob, phone].map(str::to_owned));
+        secrets.push(account.clone());
+        wallets.push((w, account));
+    }
+    let patient_of = |i: usize| -> (&str, &str) { (&wallets[i].0, &wallets[i].1) };
+    // Every patient has a lab report and an imaging record.
+    let mut pmrs = Vec::new();
+    for patient in [c.patient_id.as_str()].into_iter().chain(wallets.iter().map(|w| w.1.as_str())) {
+        for (category, date) in [("lab-report", "2024-03-01"), ("imaging", "2024-03-02")] {
+            pmrs.push(record(dir, &c.doctor, patient, category, date));
+        }
+    }
+    secrets.extend(pmrs.iter().cloned());
+    secrets.extend(["2024-03-01", "2024-03-02", "lab-report of"].map(str::to_owned));
+    let grant = |patient: &str, grantee: &str, scope: &str| {
+        id(&ok(
+            &["consent", "grant", "--wallet", patient, "--grantee", grantee]
+                .into_iter()
+                .chain(["--purpose", "research", "--scope", scope])
+                .collect::<Vec<_>>(),
+            &env,
+        ))
+    };
+    grant(&c.patient, &lab_account, "categories:lab-report");
+    grant(patient_of(0).0, &lab_account, "all");
+    let revoked = grant(patient_of(2).0, &lab_account, "all");
+    ok(&["consent", "revoke", &revoked, "--wallet", patient_of(2).0], &env);
+    grant(patient_of(3).0, &elsewhere_account, "all");
+
+    // Outside any researcher organisation: refused, and nothing is written.
+    let refused_dir = dir.join("refused");
+    for who in [&c.doctor, &lab, &c.patient] {
+        let err = fails(
+            &["research", "export", "--wallet", who, "--project", "cardio-2026", "-o"]
+                .into_iter()
+                .chain([refused_dir.display().to_string().as_str()])
+                .collect::<Vec<_>>(),
+            &env,
+        );
+        assert!(err.contains("researcher organisation"), "{err}");
+    }
+
+    // The lab's member exports Jane (her lab report only) and Ann (both records).
+    let out1 = dir.join("export-1");
+    let summary = export(&ana, "cardio-2026", &out1, &env);
+    assert_eq!(summary["patients"], 2, "{summary}");
+    assert_eq!(summary["refused"], 0, "{summary}");
+    assert_eq!(summary["counts"]["Patient"], 2, "{summary}");
+    assert_eq!(summary["counts"]["DocumentReference"], 3, "imaging of Jane is outside her grant");
+    assert_eq!(summary["rule_set"], "safe-harbor-1");
+    let files = open(&ana, &out1, &dir.join("plain-1"));
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["DocumentReference.ndjson", "Patient.ndjson", "manifest.json"]);
+    let manifest: serde_json::Value = serde_json::from_str(&files[2].1).unwrap();
+    assert_eq!(manifest["requiresAccessToken"], false);
+    assert_eq!(manifest["extension"]["urn:medledger:research"]["project"], "cardio-2026");
+    assert_eq!(manifest["extension"]["urn:medledger:research"]["ruleSet"], "safe-harbor-1");
+    assert_eq!(manifest["output"].as_array().unwrap().len(), 2, "{manifest}");
+    assert!(files[0].1.contains("imaging") && files[0].1.contains("\"2024\""), "{}", files[0].1);
+    // No identifier in any byte, opened or not.
+    for bytes in [every_byte(&dir.join("plain-1")), every_byte(&out1)] {
+        let text = String::from_utf8_lossy(&bytes);
+        for s in &secrets {
+            assert!(!text.contains(s.as_str()), "{s:?} is in the export");
+        }
+    }
+    // Each exported patient's trail shows the export once; the others' never.
+    assert_eq!(exports_in_trail(&c.patient, "cardio-2026", &env), 1);
+    assert_eq!(exports_in_trail(patient_of(0).0, "cardio-2026", &env), 1);
+    for (i, person) in people.iter().enumerate().skip(1) {
+        assert_eq!(exports_in_trail(patient_of(i).0, "cardio-2026", &env), 0, "{}", person.1);
+    }
+    let text = ok(&["audit", "trail", "--wallet", &c.patient], &env);
+    assert!(text.contains("RESEARCH EXPORT for project cardio-2026"), "{text}");
+
+    // Only the exporter's wallet opens it.
+    let err = fails(
+        &["research", "open", "--wallet", &oli, &out1.display().to_string(), "-o"]
+            .into_iter()
+            .chain([dir.join("plain-oli").display().to_string().as_str()])
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    assert!(err.contains("not exported to this wallet"), "{err}");
+
+    // Pseudonyms: the same within the project, others in another project.
+    let first = patient_ids(&files);
+    export(&ana, "cardio-2026", &dir.join("export-2"), &env);
+    assert_eq!(patient_ids(&open(&ana, &dir.join("export-2"), &dir.join("plain-2"))), first);
+    export(&ana, "neuro-2027", &dir.join("export-3"), &env);
+    let other = patient_ids(&open(&ana, &dir.join("export-3"), &dir.join("plain-3")));
+    assert_eq!(other.len(), 2);
+    assert!(other.is_disjoint(&first), "{other:?} {first:?}");
+
+    // Another organisation's member exports only the patient who granted it.
+    let summary = export(&oli, "cardio-2026", &dir.join("export-oli"), &env);
+    assert_eq!(summary["patients"], 1, "{summary}");
+    assert_eq!(exports_in_trail(patient_of(3).0, "cardio-2026", &env), 1);
+    assert_eq!(exports_in_trail(&c.patient, "cardio-2026", &env), 2, "ana's two exports only");
+
+    // Removed, the member exports nothing.
+    ok(&["organisation", "member", "remove", &ana_account, "--wallet", &lab], &env);
+    let err = fails(
+        &["research", "export", "--wallet", &ana, "--project", "cardio-2026", "-o"]
+            .into_iter()
+            .chain([dir.join("export-4").display().to_string().as_str()])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    assert!(err.contains("researcher organisation"), "{err}");
+}

@@ -1,0 +1,216 @@
+//! The `ResearchExport` transaction: a member of an active researcher organisation declares a
+//! de-identified export of one patient's records of some categories for a project. It is
+//! allowed only if [`authorize`] allows the member, under purpose research, to read every
+//! category it names at this block (that is, a research grant in force from the patient to the
+//! member's organisation covers each, and no deny rule stops it); it then writes one audit
+//! event, `ResearchExport`, in the patient's trail (and the member's and the organisation's),
+//! with the project, the categories, the rule set, the plan digest and the grants that allowed
+//! it. Anything short of that is refused and writes nothing: an export is all or nothing.
+//!
+//! The plan digest must be the one the ledger computes at this block from the patient's
+//! non-erased records of the categories named (`plan_digest`): the event commits to exactly
+//! what the export may contain, and a plan made before a record was added or erased is
+//! refused.
+//!
+//! Fails closed: the signer must be a member (role `Member`) whose organisation is a
+//! researcher; the patient, the owner of the records, a delegate or a doctor with a research
+//! grant of their own cannot declare one, and only a grant (not ownership, delegation, a case
+//! or a break-glass) allows it.
+
+use medledger_core::{
+    Hash,
+    block::{Created, Refusal},
+    ids::AccountId,
+    tx::{
+        OrganisationKind, Role,
+        consent::{Action, Basis, Purpose, Resource},
+        research::{PlannedRecord, ResearchExportTx, check_shape, plan_digest},
+    },
+};
+
+use crate::{
+    audit::{AuditKind, record_event},
+    consent::{acting_organisation, authorize},
+    handler::HandlerResult,
+    state::{Account, StateTxn},
+};
+
+/// Applies a `ResearchExport` for an authenticated signer (see the module doc).
+pub(crate) fn apply(
+    state: &mut StateTxn<'_, '_>,
+    signer: &AccountId,
+    signer_account: &Account,
+    tx: &ResearchExportTx,
+) -> HandlerResult {
+    if let Err(reason) = check_shape(tx) {
+        return Ok(Err(Refusal::Invalid { reason }));
+    }
+    let organisation = match acting_organisation(&*state, signer, signer_account)? {
+        Some((id, o)) if o.role == Role::Organisation(OrganisationKind::Researcher) => id,
+        _ => {
+            return Ok(Err(Refusal::Unauthorised {
+                reason: "only a member of a researcher organisation exports for research".into(),
+            }));
+        }
+    };
+    let patient = state.account(&tx.patient)?;
+    if !patient.is_some_and(|p| p.role == Role::Patient) {
+        return Ok(Err(Refusal::NotFound { what: format!("patient {}", tx.patient) }));
+    }
+    let mut grants: Vec<Hash> = Vec::new();
+    for category in &tx.categories {
+        let resource =
+            Resource { patient: tx.patient, category: Some(*category), record: None, case: None };
+        let decision = authorize(
+            &*state,
+            signer,
+            Action::Read,
+            &resource,
+            Purpose::Research,
+            state.height,
+            state.time_ms,
+        )?;
+        match decision {
+            medledger_core::tx::consent::Decision::Allow(Basis::Grant { grant }) => {
+                if !grants.contains(&grant) {
+                    grants.push(grant);
+                }
+            }
+            other => {
+                return Ok(Err(Refusal::Unauthorised {
+                    reason: format!(
+                        "research export of {category} records of patient {} for {}: {other}",
+                        tx.patient, organisation
+                    ),
+                }));
+            }
+        }
+    }
+    grants.sort();
+    // The plan must be the ledger's: every non-erased record of the patient of the exported
+    // categories, at this block.
+    let records: Vec<PlannedRecord> = state
+        .records_of_patient(&tx.patient)?
+        .into_iter()
+        .filter(|(_, r)| r.erased_at.is_none() && tx.categories.contains(&r.category))
+        .map(|(pmr, r)| PlannedRecord { pmr, category: r.category, content: r.content })
+        .collect();
+    let plan = plan_digest(&tx.project, &tx.rule_set, &tx.patient, &tx.categories, &records);
+    if plan != tx.plan {
+        return Ok(Err(Refusal::Invalid {
+            reason: format!(
+                "the export's plan is not that of the {} records of patient {} of those \
+                 categories at this block: list them again",
+                records.len(),
+                tx.patient
+            ),
+        }));
+    }
+    let kind = AuditKind::ResearchExport {
+        project: tx.project.clone(),
+        categories: tx.categories.clone(),
+        rule_set: tx.rule_set.clone(),
+        plan: tx.plan,
+        grants,
+    };
+    let event = record_event(state, signer, &tx.patient, &[*signer, organisation], kind)?;
+    Ok(Ok(Some(Created::ResearchExport { event })))
+}
+
+/// One patient of a research cohort: who, and the categories the export may name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CohortPatient {
+    /// The patient's account.
+    pub patient: AccountId,
+    /// The categories the member's organisation may export for research now, in order: those
+    /// a research grant in force covers (a grant of every record covers every category) and
+    /// no deny rule stops. Grants of single records or cases name no category and are not
+    /// exported.
+    pub categories: Vec<medledger_core::tx::consent::RecordCategory>,
+}
+
+impl crate::Ledger {
+    /// The research cohort of `member` at the next block (at the node's clock `now_ms`):
+    /// every patient whose research grant in force to the member's researcher organisation
+    /// covers some category, with the categories [`authorize`] allows the member to read for
+    /// research. `None` if `member` is not an active member of a researcher organisation.
+    pub fn research_cohort(
+        &self,
+        member: &AccountId,
+        now_ms: u64,
+    ) -> Result<Option<Vec<CohortPatient>>, crate::LedgerError> {
+        use medledger_core::tx::consent::{Decision, RecordCategory, Scope};
+        use redb::ReadableDatabase;
+
+        use crate::consent::ConsentView;
+        let (height, time_ms) = self.next_block_time(now_ms);
+        let read = self.db.begin_read()?;
+        let view = crate::consent::CommittedView(read);
+        let Some(account) = view.account(member)? else { return Ok(None) };
+        if crate::consent::inactive(&view, &account)? {
+            return Ok(None);
+        }
+        let organisation = match acting_organisation(&view, member, &account)? {
+            Some((id, o)) if o.role == Role::Organisation(OrganisationKind::Researcher) => id,
+            _ => return Ok(None),
+        };
+        // Every grant to the organisation, by patient (the index is grantee || patient || id).
+        let mut candidates: std::collections::BTreeMap<AccountId, Vec<RecordCategory>> =
+            Default::default();
+        {
+            let index = view.0.open_table(crate::state::GRANTS_BY_GRANTEE)?;
+            let grants = view.0.open_table(crate::state::GRANTS)?;
+            let mut lo = [0u8; 72];
+            lo[..20].copy_from_slice(&organisation.0);
+            let mut hi = [0xffu8; 72];
+            hi[..20].copy_from_slice(&organisation.0);
+            for row in index.range::<&[u8; 72]>(&lo..=&hi)? {
+                let (k, _) = row?;
+                let mut id = [0u8; 32];
+                id.copy_from_slice(&k.value()[40..]);
+                let Some(v) = grants.get(&id)? else {
+                    return Err(crate::LedgerError::Corrupt(format!(
+                        "indexed grant {} missing",
+                        Hash(id)
+                    )));
+                };
+                let g: crate::state::GrantEntry = crate::state::decode_entry("grant", v.value())?;
+                if g.purpose != Purpose::Research || !g.in_force(height, time_ms) {
+                    continue;
+                }
+                let covered: &[RecordCategory] = match &g.scope {
+                    Scope::All => &RecordCategory::ALL,
+                    Scope::Categories(cs) => cs,
+                    Scope::Records(_) | Scope::Case(_) => &[],
+                };
+                candidates.entry(g.patient).or_default().extend_from_slice(covered);
+            }
+        }
+        let mut cohort = Vec::new();
+        for (patient, mut categories) in candidates {
+            categories.sort();
+            categories.dedup();
+            let mut allowed = Vec::new();
+            for category in categories {
+                let resource =
+                    Resource { patient, category: Some(category), record: None, case: None };
+                let decision = authorize(
+                    &view,
+                    member,
+                    Action::Read,
+                    &resource,
+                    Purpose::Research,
+                    height,
+                    time_ms,
+                )?;
+                if matches!(decision, Decision::Allow(Basis::Grant { .. })) {
+                    allowed.push(category);
+                }
+            }
+            if !allowed.is_empty() {
+                cohort.push(CohortPatient { patient, categories: allowed });
+            }
+        }
+        Ok(Some(cohort))
+    }
+}

@@ -1,0 +1,298 @@
+//! The research export through `apply_block`: a member of a researcher organisation exports a
+//! patient's categories for a project only under a research grant in force to its organisation
+//! covering every category named, and the patient's trail then shows exactly one
+//! `ResearchExport` event with the project, the rule set, the plan and the grant. Every
+//! refusal (not a member, an organisation of the other kind or the organisation itself, no
+//! grant, another organisation's grant, an expired or revoked grant, a category outside the
+//! grant, a deny rule, a removed member, a suspended organisation, a malformed body) writes
+//! nothing.
+
+use medledger_core::{
+    Hash,
+    block::Refusal,
+    tx::{
+        ConsentTx, OrganisationKind, RecordTx, RegistryTx, TxBody,
+        consent::{DenyRule, Purpose, RecordCategory, Scope, Validity},
+        research::{PlannedRecord, ResearchExportTx, plan_digest},
+    },
+};
+use medledger_ledger::audit::AuditKind;
+
+use super::consent::{HOUR, consent, created_id};
+use super::organisations::{World, add, admit_org, grant_for, world};
+use super::records::{mint_body, minted, rec};
+use super::*;
+
+const PROJECT: &str = "cardio-2026";
+const RULES: &str = "safe-harbor-1";
+
+/// The export of `categories` of `patient` for [`PROJECT`], with the plan of no records.
+fn export_of(patient: &Actor, categories: &[RecordCategory]) -> ResearchExportTx {
+    ResearchExportTx {
+        patient: patient.account,
+        categories: categories.to_vec(),
+        project: PROJECT.into(),
+        rule_set: RULES.into(),
+        plan: plan_digest(PROJECT, RULES, &patient.account, categories, &[]),
+    }
+}
+
+fn export(who: &mut Actor, tx: ResearchExportTx) -> SignedTransaction {
+    who.sign_body(TxBody::ResearchExport(tx))
+}
+
+/// The research export events in `account`'s trail.
+fn exports_in_trail(w: &World, account: &Actor) -> Vec<AuditKind> {
+    let trail = w.net.ledger.audit_trail(&account.account, None, 1_000).unwrap();
+    trail
+        .into_iter()
+        .map(|e| e.kind)
+        .filter(|k| matches!(k, AuditKind::ResearchExport { .. }))
+        .collect()
+}
+
+/// Everything a refused export must leave as it was: the directory, the accounts (with their
+/// nonces) and the trails of the patient, the member and the organisation (consent changes are
+/// in the patient's). (Not who can see what now: that moves with the block time.)
+fn everything(w: &World) -> String {
+    let l = &w.net.ledger;
+    let trail = |a: &Actor| l.audit_trail(&a.account, None, 1_000).unwrap();
+    let accounts: Vec<_> = [&w.org, &w.member, &w.doctor, &w.hospital, &w.patient]
+        .iter()
+        .map(|a| l.account(&a.account).unwrap())
+        .collect();
+    format!(
+        "{:?}|{accounts:?}|{:?}|{:?}|{:?}",
+        l.organisations().unwrap(),
+        trail(&w.patient),
+        trail(&w.member),
+        trail(&w.org)
+    )
+}
+
+/// Submits `tx` and asserts that it is refused as `expected` says and changes nothing.
+fn refused(w: &mut World, tx: SignedTransaction, expected: fn(&Refusal) -> bool) {
+    let before = everything(w);
+    let receipt = w.net.one(tx);
+    let r = refusal(&receipt);
+    assert!(expected(r), "unexpected refusal {r:?}");
+    assert_eq!(everything(w), before, "a refused export changed something");
+}
+
+fn unauthorised(r: &Refusal) -> bool {
+    matches!(r, Refusal::Unauthorised { .. })
+}
+
+#[test]
+fn a_member_exports_under_its_organisations_research_grant_once_in_the_trail() {
+    let mut w = world();
+    // A lab report and a scan: the plan names the lab report only, as the ledger holds it.
+    let mut pmrs = Vec::new();
+    for (category, tag) in [(RecordCategory::LabReport, "lab"), (RecordCategory::Imaging, "scan")] {
+        let body = RecordTx::Mint(mint_body(&w.patient, &w.doctor, category, tag));
+        let t = rec(body, &mut w.doctor);
+        pmrs.push(minted(&w.net.one(t)));
+    }
+    let record = PlannedRecord {
+        pmr: pmrs[0].clone(),
+        category: RecordCategory::LabReport,
+        content: Hash::of(b"content/lab"),
+    };
+    let cats = [RecordCategory::LabReport];
+    let plan = plan_digest(PROJECT, RULES, &w.patient.account, &cats, &[record]);
+    let tx = ResearchExportTx { plan, ..export_of(&w.patient, &cats) };
+    let t = export(&mut w.member, tx);
+    let receipt = w.net.one(t);
+    assert!(matches!(applied(&receipt), Some(Created::ResearchExport { .. })), "{receipt:?}");
+    let expected = AuditKind::ResearchExport {
+        project: PROJECT.into(),
+        categories: cats.to_vec(),
+        rule_set: RULES.into(),
+        plan,
+        grants: vec![w.grant],
+    };
+    // One event, in the patient's trail and in the member's and the organisation's.
+    assert_eq!(exports_in_trail(&w, &w.patient), vec![expected.clone()]);
+    assert_eq!(exports_in_trail(&w, &w.member), vec![expected.clone()]);
+    assert_eq!(exports_in_trail(&w, &w.org), vec![expected]);
+    let trail = w.net.ledger.audit_trail(&w.patient.account, None, 1_000).unwrap();
+    let event = trail.last().unwrap();
+    assert_eq!((event.actor, event.patient), (w.member.account, w.patient.account));
+}
+
+#[test]
+fn only_a_member_of_a_researcher_organisation_exports() {
+    let mut w = world();
+    // A doctor with a research grant of its own over the same records: not a member.
+    let t = grant_for(
+        &w.net,
+        &mut w.patient,
+        &w.doctor,
+        Scope::Categories(vec![RecordCategory::LabReport]),
+        Purpose::Research,
+    );
+    created_id(&w.net.one(t));
+    let labs = [RecordCategory::LabReport];
+    let t = export(&mut w.doctor, export_of(&w.patient, &labs));
+    refused(&mut w, t, unauthorised);
+    // The organisation itself, the hospital and the patient: not members.
+    let picks: [fn(&mut World) -> &mut Actor; 3] =
+        [|w| &mut w.org, |w| &mut w.hospital, |w| &mut w.patient];
+    for pick in picks {
+        let tx = export_of(&w.patient, &labs);
+        let t = export(pick(&mut w), tx);
+        refused(&mut w, t, unauthorised);
+    }
+    // A member of an insurer with an insurance grant over the same records.
+    let mut insurer = Actor::new();
+    let mut claims = Actor::new();
+    applied(&admit_org(&mut w.net, &insurer, OrganisationKind::Insurer));
+    applied(&add(&mut w.net, &mut insurer, &claims));
+    let scope = Scope::Categories(vec![RecordCategory::LabReport]);
+    let t = grant_for(&w.net, &mut w.patient, &insurer, scope, Purpose::Insurance);
+    created_id(&w.net.one(t));
+    let t = export(&mut claims, export_of(&w.patient, &labs));
+    refused(&mut w, t, unauthorised);
+}
+
+#[test]
+fn another_organisations_grant_or_no_grant_allows_no_export() {
+    let mut w = world();
+    // A member of another researcher organisation: the patient granted only `w.org`.
+    let mut other = Actor::new();
+    let mut outsider = Actor::new();
+    applied(&admit_org(&mut w.net, &other, OrganisationKind::Researcher));
+    applied(&add(&mut w.net, &mut other, &outsider));
+    let labs = [RecordCategory::LabReport];
+    let t = export(&mut outsider, export_of(&w.patient, &labs));
+    refused(&mut w, t, unauthorised);
+    // A patient who granted nothing.
+    let stranger = Actor::new();
+    applied(&w.net.one(register(&mut w.hospital, &stranger)));
+    let t = export(&mut w.member, export_of(&stranger, &labs));
+    refused(&mut w, t, unauthorised);
+    // An account that is not a patient.
+    let t = export(&mut w.member, export_of(&w.doctor, &labs));
+    refused(&mut w, t, |r| matches!(r, Refusal::NotFound { .. }));
+}
+
+#[test]
+fn a_category_outside_the_grant_is_not_exported_nor_is_the_rest() {
+    let mut w = world();
+    for cats in [
+        vec![RecordCategory::Imaging],
+        vec![RecordCategory::LabReport, RecordCategory::Imaging],
+        vec![RecordCategory::PresentIllness, RecordCategory::LabReport],
+    ] {
+        let t = export(&mut w.member, export_of(&w.patient, &cats));
+        refused(&mut w, t, unauthorised);
+    }
+    // A grant of every category lets every category out, in one event naming it.
+    let now = w.net.time;
+    let t = consent(
+        ConsentTx::Grant {
+            patient: w.patient.account,
+            grantee: w.org.account,
+            scope: Scope::All,
+            purpose: Purpose::Research,
+            validity: Validity { not_before_ms: now, expires_at_ms: now + HOUR },
+        },
+        &mut w.patient,
+    );
+    let all = created_id(&w.net.one(t));
+    let t = export(&mut w.member, export_of(&w.patient, &RecordCategory::ALL));
+    applied(&w.net.one(t));
+    let [AuditKind::ResearchExport { grants, .. }] = &exports_in_trail(&w, &w.patient)[..] else {
+        panic!("not one export event")
+    };
+    // Lab reports come under the first grant in id order of the two that cover them, every
+    // other category under `all`.
+    let expected = if w.grant < all { vec![w.grant, all] } else { vec![all] };
+    assert_eq!(grants, &expected);
+}
+
+#[test]
+fn an_expired_or_revoked_grant_allows_no_export() {
+    let labs = [RecordCategory::LabReport];
+    // Expired: the world's grant runs for a day from its block.
+    let mut w = world();
+    let later = w.net.time + 24 * HOUR;
+    w.net.block_at(later, vec![]);
+    let t = export(&mut w.member, export_of(&w.patient, &labs));
+    refused(&mut w, t, unauthorised);
+    // Revoked: from the next block on.
+    let mut w = world();
+    let t = consent(ConsentTx::Revoke { grant: w.grant }, &mut w.patient);
+    applied(&w.net.one(t));
+    let t = export(&mut w.member, export_of(&w.patient, &labs));
+    refused(&mut w, t, unauthorised);
+}
+
+#[test]
+fn a_deny_rule_a_removed_member_or_a_suspended_organisation_stops_an_export() {
+    let labs = [RecordCategory::LabReport];
+    let mut w = world();
+    let rule = DenyRule {
+        grantee: None,
+        grantee_role: None,
+        category: Some(RecordCategory::LabReport),
+        purpose: Some(Purpose::Research),
+    };
+    let t = consent(ConsentTx::Deny { patient: w.patient.account, rule }, &mut w.patient);
+    created_id(&w.net.one(t));
+    let t = export(&mut w.member, export_of(&w.patient, &labs));
+    refused(&mut w, t, unauthorised);
+
+    let mut w = world();
+    let t = w.org.sign(RegistryTx::RemoveMember { member: w.member.account });
+    applied(&w.net.one(t));
+    let t = export(&mut w.member, export_of(&w.patient, &labs));
+    refused(&mut w, t, |r| matches!(r, Refusal::KeyNotActive { .. }));
+
+    let mut w = world();
+    let t = w.net.regulator.sign(RegistryTx::SuspendOrganisation {
+        organisation: w.org.account,
+        reason: "audit".into(),
+    });
+    applied(&w.net.one(t));
+    let t = export(&mut w.member, export_of(&w.patient, &labs));
+    refused(&mut w, t, |r| matches!(r, Refusal::Suspended { .. }));
+}
+
+#[test]
+fn a_plan_that_is_not_the_ledgers_is_refused() {
+    let mut w = world();
+    let labs = [RecordCategory::LabReport];
+    let invented = PlannedRecord {
+        pmr: "PMR-X".into(),
+        category: RecordCategory::LabReport,
+        content: Hash([1; 32]),
+    };
+    for plan in [
+        plan_digest(PROJECT, RULES, &w.patient.account, &labs, &[invented]),
+        plan_digest("another", RULES, &w.patient.account, &labs, &[]),
+        Hash([0; 32]),
+    ] {
+        let tx = ResearchExportTx { plan, ..export_of(&w.patient, &labs) };
+        let t = export(&mut w.member, tx);
+        refused(&mut w, t, |r| matches!(r, Refusal::Invalid { reason } if reason.contains("plan")));
+    }
+}
+
+#[test]
+fn a_malformed_export_is_refused() {
+    let mut w = world();
+    let labs = [RecordCategory::LabReport];
+    let bad: [fn(&mut ResearchExportTx); 4] = [
+        |t| t.project = "has space".into(),
+        |t| t.rule_set.clear(),
+        |t| t.categories.clear(),
+        |t| t.categories.push(RecordCategory::LabReport),
+    ];
+    for change in bad {
+        let mut tx = export_of(&w.patient, &labs);
+        change(&mut tx);
+        let t = export(&mut w.member, tx);
+        refused(&mut w, t, |r| matches!(r, Refusal::Invalid { .. }));
+    }
+}
