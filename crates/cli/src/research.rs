@@ -44,7 +44,7 @@ use medledger_core::{
 };
 use medledger_fhir::research::{
     ManifestInput, NdjsonFiles, PatientInput, ProjectKeys, RULE_SET, manifest, patient_resources,
-    plans_digest,
+    plans_digest, year_of,
 };
 use serde::{Deserialize, Serialize};
 
@@ -98,12 +98,20 @@ pub enum ResearchCommand {
 }
 
 /// `export.json`: what an encrypted export holds (no personal data: the project, the rule
-/// set, and per file its name, size and wrapped key).
+/// set, where on the ledger its access events are, and per file its name and wrapped key).
+/// The provenance stays here, with the exporter: the de-identified files and their manifest
+/// name nothing that finds the access events (and so the cohort) on the ledger.
 #[derive(Debug, Serialize, Deserialize)]
 struct ExportIndex {
     version: u32,
     project: String,
     rule_set: String,
+    /// The network, and the block that committed the export's access events.
+    chain_id: String,
+    height: u64,
+    transaction_time_ms: u64,
+    /// The digest of every patient's plan (each committed in that patient's access event).
+    plans: String,
     /// SHA-256 of the plain `manifest.json`.
     manifest_sha256: String,
     files: Vec<IndexedFile>,
@@ -356,14 +364,7 @@ pub(crate) async fn export(
     let plans = plans_digest(&exported.iter().map(|p| p.plan).collect::<Vec<_>>());
     let m = manifest(
         &files,
-        &ManifestInput {
-            transaction_time_ms: time_ms,
-            height,
-            project,
-            chain_id: s.chain_id,
-            patients: exported.len() as u64,
-            plans,
-        },
+        &ManifestInput { transaction_time_ms: time_ms, patients: exported.len() as u64 },
     );
     let manifest_bytes = serde_json::to_vec_pretty(&m)?;
     let manifest_sha256 = Hash::of(&manifest_bytes).to_hex();
@@ -378,6 +379,10 @@ pub(crate) async fn export(
         version: INDEX_VERSION,
         project: project.to_owned(),
         rule_set: RULE_SET.into(),
+        chain_id: s.chain_id.to_owned(),
+        height,
+        transaction_time_ms: time_ms,
+        plans: plans.to_hex(),
         manifest_sha256: manifest_sha256.clone(),
         files: Vec::new(),
     };
@@ -409,12 +414,6 @@ pub(crate) async fn export(
 /// open another file of the export, nor a file of another project).
 fn file_context(project: &str, name: &str) -> Vec<u8> {
     encoding::encode(&("medledger/v1/research-export-file", project, name))
-}
-
-/// The UTC year of `ms`.
-fn year_of(ms: u64) -> u16 {
-    let t = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms as i64).unwrap_or_default();
-    chrono::Datelike::year(&t).clamp(0, 9999) as u16
 }
 
 /// Decrypts the export in `dir` with `key` into the empty directory `out`; the names written.

@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::{Error, codes, instant, parse};
+use crate::{Error, codes, parse};
 
 /// The rule set this module implements, and its version.
 pub const RULE_SET: &str = "safe-harbor-1";
@@ -233,25 +233,23 @@ impl NdjsonFiles {
 }
 
 /// What the manifest says about the export besides its files.
+///
+/// Nothing that leads back to the ledger: no project, height, chain, exact time or plan
+/// digest. Anyone who holds the ledger (every hospital running a node) would find the export's
+/// access events by them, and so the cohort by account; those stay in the exporter's own index
+/// (`export.json` of the encrypted export).
 #[derive(Debug)]
-pub struct ManifestInput<'a> {
-    /// Block time of the block that committed the export's access events (ms since the epoch).
+pub struct ManifestInput {
+    /// Block time of the block that committed the export's access events (ms since the epoch):
+    /// only its year is written, as for every other date.
     pub transaction_time_ms: u64,
-    /// Its height.
-    pub height: u64,
-    /// The project.
-    pub project: &'a str,
-    /// The network's chain id.
-    pub chain_id: &'a str,
     /// How many patients the export covers.
     pub patients: u64,
-    /// SHA-256 of the sorted plan digests of every patient (each committed in that patient's
-    /// access event).
-    pub plans: Hash,
 }
 
-/// The Bulk Data `$export` manifest of `files`, with medledger's research extension.
-pub fn manifest(files: &NdjsonFiles, m: &ManifestInput<'_>) -> Value {
+/// The Bulk Data `$export` manifest of `files`, with medledger's research extension. Its
+/// `transactionTime` is the first instant of the export's year (Safe Harbor keeps years only).
+pub fn manifest(files: &NdjsonFiles, m: &ManifestInput) -> Value {
     let output: Vec<Value> = files
         .counts
         .iter()
@@ -260,24 +258,29 @@ pub fn manifest(files: &NdjsonFiles, m: &ManifestInput<'_>) -> Value {
         })
         .collect();
     json!({
-        "transactionTime": instant(m.transaction_time_ms),
-        "request": format!("urn:medledger:{}/$export?project={}", m.chain_id, m.project),
+        "transactionTime": format!("{}-01-01T00:00:00.000Z", year_of(m.transaction_time_ms)),
+        "request": "urn:medledger:research/$export",
         "requiresAccessToken": false,
         "output": output,
         "error": [],
         "extension": {
             EXTENSION: {
-                "project": m.project,
                 "ruleSet": RULE_SET,
-                "height": m.height,
                 "patients": m.patients,
-                "plans": m.plans.to_hex(),
             }
         }
     })
 }
 
-/// The digest of a set of plan digests, whatever their order (what the manifest names).
+/// The UTC year of `ms` (ms since the epoch).
+pub fn year_of(ms: u64) -> u16 {
+    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+    let t = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms).unwrap_or_default();
+    chrono::Datelike::year(&t).clamp(0, 9999) as u16
+}
+
+/// The digest of a set of plan digests, whatever their order (what the exporter's index
+/// names; each plan is committed in its patient's access event).
 pub fn plans_digest(plans: &[Hash]) -> Hash {
     let mut sorted = plans.to_vec();
     sorted.sort();
@@ -462,18 +465,13 @@ mod tests {
         }
         let plans = plans_digest(&[Hash([1; 32]), Hash([2; 32])]);
         assert_eq!(plans, plans_digest(&[Hash([2; 32]), Hash([1; 32])]));
+        // 2026-07-14T09:21:03.123Z: only the year is written.
         let m = manifest(
             &files,
-            &ManifestInput {
-                transaction_time_ms: 1_767_225_600_000,
-                height: 42,
-                project: "cardio-2026",
-                chain_id: "medledger-test",
-                patients: 1,
-                plans,
-            },
+            &ManifestInput { transaction_time_ms: 1_784_020_863_123, patients: 1 },
         );
         assert_eq!(m["transactionTime"], "2026-01-01T00:00:00.000Z");
+        assert_eq!(m["request"], "urn:medledger:research/$export");
         assert_eq!(m["requiresAccessToken"], false);
         assert_eq!(
             m["output"],
@@ -484,7 +482,15 @@ mod tests {
         );
         let ext = &m["extension"][EXTENSION];
         assert_eq!(ext["ruleSet"], RULE_SET);
-        assert_eq!(ext["project"], "cardio-2026");
-        assert_eq!(ext["plans"], plans.to_hex());
+        assert_eq!(ext["patients"], 1);
+        assert!(
+            medledger_core::tx::research::RULE_SETS.contains(&RULE_SET),
+            "the ledger refuses it"
+        );
+        // Nothing that finds the export's access events on the ledger.
+        let text = m.to_string();
+        for linkable in ["cardio", "height", "plans", "chain", &plans.to_hex()] {
+            assert!(!text.contains(linkable), "{linkable} in {text}");
+        }
     }
 }

@@ -53,9 +53,22 @@ pub(crate) fn apply(
             }));
         }
     };
+    // One refusal for every reason past this point (not a patient, no grant, a grant that
+    // does not cover a category, a deny rule): a refused export is in no patient's trail, so
+    // a reason naming a deny rule, a category or an account's kind would let a member probe
+    // patients' choices unseen.
+    let refused = || {
+        Ok(Err(Refusal::Unauthorised {
+            reason: format!(
+                "no research export of patient {} for {organisation}: a research grant in force \
+                 must cover every category named, and nothing of the patient's may stop it",
+                tx.patient
+            ),
+        }))
+    };
     let patient = state.account(&tx.patient)?;
     if !patient.is_some_and(|p| p.role == Role::Patient) {
-        return Ok(Err(Refusal::NotFound { what: format!("patient {}", tx.patient) }));
+        return refused();
     }
     let mut grants: Vec<Hash> = Vec::new();
     for category in &tx.categories {
@@ -76,14 +89,7 @@ pub(crate) fn apply(
                     grants.push(grant);
                 }
             }
-            other => {
-                return Ok(Err(Refusal::Unauthorised {
-                    reason: format!(
-                        "research export of {category} records of patient {} for {}: {other}",
-                        tx.patient, organisation
-                    ),
-                }));
-            }
+            _ => return refused(),
         }
     }
     grants.sort();

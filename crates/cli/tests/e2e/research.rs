@@ -197,8 +197,14 @@ fn research_export_through_the_cli() {
     assert_eq!(names, ["DocumentReference.ndjson", "Patient.ndjson", "manifest.json"]);
     let manifest: serde_json::Value = serde_json::from_str(&files[2].1).unwrap();
     assert_eq!(manifest["requiresAccessToken"], false);
-    assert_eq!(manifest["extension"]["urn:medledger:research"]["project"], "cardio-2026");
     assert_eq!(manifest["extension"]["urn:medledger:research"]["ruleSet"], "safe-harbor-1");
+    // Nothing in the opened files finds the export's access events on the ledger (and so the
+    // cohort by account): not the project, the height, the plans' digest or a transaction.
+    let opened = String::from_utf8_lossy(&every_byte(&dir.join("plain-1"))).into_owned();
+    for linkable in ["cardio-2026", summary["plans"].as_str().unwrap()] {
+        assert!(!opened.contains(linkable), "{linkable} is in the opened export");
+    }
+    assert!(!opened.contains(&format!("\"height\": {}", summary["height"])), "{opened}");
     assert_eq!(manifest["output"].as_array().unwrap().len(), 2, "{manifest}");
     assert!(files[0].1.contains("imaging") && files[0].1.contains("\"2024\""), "{}", files[0].1);
     // No identifier in any byte, opened or not.

@@ -65,8 +65,21 @@ pub fn plan_digest(
     Hash::of_parts(&[PLAN_DOMAIN, &body])
 }
 
+/// The de-identification rule sets an export may name: `safe-harbor-1`, HIPAA Safe Harbor as
+/// `medledger_fhir::research` implements it. A new rule set is added here with its
+/// implementation, so a patient's trail never names one that does not exist.
+pub const RULE_SETS: &[&str] = &["safe-harbor-1"];
+
 /// Why a research export body is malformed (checked before any state is read).
 pub fn check_shape(tx: &ResearchExportTx) -> Result<(), String> {
+    // The patient's trail names the rule set: only one this release implements.
+    if !RULE_SETS.contains(&tx.rule_set.as_str()) {
+        return Err(format!(
+            "{:?} is no de-identification rule set this ledger knows (it knows {})",
+            tx.rule_set,
+            RULE_SETS.join(", ")
+        ));
+    }
     for (field, value) in [("project", &tx.project), ("rule set", &tx.rule_set)] {
         let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
         if value.is_empty() || value.len() > MAX_PROJECT_LEN {
@@ -106,10 +119,11 @@ mod tests {
         let mut ok = tx();
         ok.categories.sort();
         assert_eq!(check_shape(&ok), Ok(()));
-        let bad: [fn(&mut ResearchExportTx); 6] = [
+        let bad: [fn(&mut ResearchExportTx); 7] = [
             |t| t.project.clear(),
             |t| t.project = "a b".into(),
             |t| t.rule_set = "x".repeat(MAX_PROJECT_LEN + 1),
+            |t| t.rule_set = "safe-harbor-2".into(),
             |t| t.categories.clear(),
             |t| t.categories.reverse(),
             |t| t.categories.push(t.categories[1]),
