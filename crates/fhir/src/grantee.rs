@@ -11,8 +11,7 @@ use medledger_api::{DoctorView, GrantView, HospitalView, PatientView, RecordView
 use medledger_core::{ids::AccountId, tx::consent::Resource as Res};
 
 use crate::{
-    Directory, Error, Export, GrantHistory, RecordContent, binary, bundle, document_reference,
-    grant_consent, patient, provenance,
+    Directory, Error, Export, GrantHistory, RecordContent, bundle, grant_consent, patient,
 };
 
 /// The grant of `grants` that covers reading `record` (the first, in the order given), if any:
@@ -81,18 +80,7 @@ pub fn grantee_export(input: &GranteeInput<'_>) -> Result<Export, Error> {
     }
     let mut rest: Vec<(String, Resource)> = Vec::new();
     for r in covered {
-        let content = input.contents.get(&r.pmr);
-        let binary_url = match content {
-            Some(c) => {
-                let b = binary(r, c)?;
-                let url = b.0.clone();
-                rest.push(b);
-                Some(url)
-            }
-            None => None,
-        };
-        rest.push(document_reference(r, content, binary_url.as_deref(), &dir)?);
-        rest.push(provenance(r, &dir)?);
+        crate::push_record(r, input.contents.get(&r.pmr), &dir, &mut rest)?;
     }
     for g in input.grants {
         let history = GrantHistory {

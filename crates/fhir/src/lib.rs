@@ -95,6 +95,28 @@ pub(crate) fn parse(value: Value) -> Result<Resource, Error> {
     Ok(resource)
 }
 
+/// The resources of one record, in the order a bundle lists them: its content as a Binary
+/// (when read), its DocumentReference (pointing at that Binary) and its Provenance.
+pub(crate) fn push_record(
+    r: &RecordView,
+    content: Option<&RecordContent>,
+    dir: &Directory<'_>,
+    rest: &mut Vec<(String, Resource)>,
+) -> Result<(), Error> {
+    let binary_url = match content {
+        Some(c) => {
+            let b = binary(r, c)?;
+            let url = b.0.clone();
+            rest.push(b);
+            Some(url)
+        }
+        None => None,
+    };
+    rest.push(document_reference(r, content, binary_url.as_deref(), dir)?);
+    rest.push(provenance(r, dir)?);
+    Ok(())
+}
+
 /// A stable `urn:uuid:` id for the resource of type `kind` that describes `key` (a UUID-shaped
 /// prefix of SHA-256, version nibble 8: name-based, custom).
 pub fn uuid(kind: &str, key: &str) -> String {
@@ -385,18 +407,7 @@ pub fn export(input: &ExportInput<'_>) -> Result<Export, Error> {
     }
     let mut rest: Vec<(String, Resource)> = Vec::new();
     for r in input.records {
-        let content = input.contents.get(&r.pmr);
-        let binary_url = match content {
-            Some(c) => {
-                let b = binary(r, c)?;
-                let url = b.0.clone();
-                rest.push(b);
-                Some(url)
-            }
-            None => None,
-        };
-        rest.push(document_reference(r, content, binary_url.as_deref(), &dir)?);
-        rest.push(provenance(r, &dir)?);
+        push_record(r, input.contents.get(&r.pmr), &dir, &mut rest)?;
     }
     for g in grants {
         rest.push(grant_consent(&g, input.now_ms, &dir)?);

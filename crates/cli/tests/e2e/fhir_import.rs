@@ -137,20 +137,8 @@ fn a_fhir_bundle_imports_as_encrypted_records_the_patient_reads_back() {
 
     // Export, then import: the patient's exported DocumentReference and Binary of the
     // discharge summary, imported again, are a new record with the same content and metadata.
-    let export = dir.join("export.json");
-    ok(
-        &[
-            "export",
-            "--wallet",
-            &c.patient,
-            "--fhir",
-            "-o",
-            &export.display().to_string(),
-            "--content",
-        ],
-        &env,
-    );
-    let exported: Value = serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
+    let exported: Value =
+        serde_json::from_str(&exported_with_content(dir, &c.patient, &env)).unwrap();
     let entries = exported["entry"].as_array().unwrap();
     let doc = entries
         .iter()
@@ -261,6 +249,15 @@ fn a_bundle_with_one_bad_entry_mints_nothing() {
     assert_eq!(import(&c, &bundle, &env).len(), 2);
 }
 
+/// The patient's whole export with every record's content (`export --fhir --content`), as
+/// written to `dir/export.json`.
+fn exported_with_content(dir: &std::path::Path, patient: &str, env: &[(&str, &str)]) -> String {
+    let export = dir.join("export.json");
+    let out = export.display().to_string();
+    ok(&["export", "--wallet", patient, "--fhir", "-o", &out, "--content"], env);
+    std::fs::read_to_string(&export).unwrap()
+}
+
 /// The directory of the FHIR R4 examples package (`hl7.fhir.r4.examples` 4.0.1, from npm),
 /// which the test command installs and names in `MEDLEDGER_FHIR_R4_EXAMPLES`.
 fn spec_examples() -> std::path::PathBuf {
@@ -301,20 +298,7 @@ fn the_fhir_specification_s_own_examples_import_and_export_again() {
         assert_eq!(r["category"], *category, "{f}");
     }
     // Exported again: each example comes back, as the content of its record, unchanged.
-    let export = dir.join("export.json");
-    ok(
-        &[
-            "export",
-            "--wallet",
-            &c.patient,
-            "--fhir",
-            "-o",
-            &export.display().to_string(),
-            "--content",
-        ],
-        &env,
-    );
-    let text = std::fs::read_to_string(&export).unwrap();
+    let text = exported_with_content(dir, &c.patient, &env);
     let bundle: fhir::r4::resources::Bundle = serde_json::from_str(&text).unwrap();
     assert!(fhir::r4::validate::Validate::validate(&bundle).is_empty());
     let exported: Value = serde_json::from_str(&text).unwrap();
