@@ -1,11 +1,17 @@
 //! The `ResearchExport` transaction: a member of an active researcher organisation declares a
 //! de-identified export of one patient's records of some categories for a project. It is
-//! allowed only if [`authorize`] allows the member, under purpose research, to read every
+//! allowed only if [`consent_allows`] lets the member, under purpose research, read every
 //! category it names at this block (that is, a research grant in force from the patient to the
 //! member's organisation covers each, and no deny rule stops it); it then writes one audit
 //! event, `ResearchExport`, in the patient's trail (and the member's and the organisation's),
 //! with the project, the categories, the rule set, the plan digest and the grants that allowed
 //! it. Anything short of that is refused and writes nothing: an export is all or nothing.
+//!
+//! The export is also the only thing that opens identified content to a researcher's member:
+//! each record its plan names may be read by that member, for research, within
+//! [`medledger_core::tx::consent::RESEARCH_READ_WINDOW_MS`] of the export's block and while
+//! the grant stays in force (`crate::consent::authorize`). Nothing else does (the review's
+//! M2): without it a research grant would be a licence to read the records as they are.
 //!
 //! The plan digest must be the one the ledger computes at this block from the patient's
 //! non-erased records of the categories named (`plan_digest`): the event commits to exactly
@@ -30,9 +36,9 @@ use medledger_core::{
 
 use crate::{
     audit::{AuditKind, record_event},
-    consent::{acting_organisation, authorize},
+    consent::{acting_organisation, consent_allows},
     handler::HandlerResult,
-    state::{Account, StateTxn},
+    state::{Account, ResearchReadEntry, StateTxn},
 };
 
 /// Applies a `ResearchExport` for an authenticated signer (see the module doc).
@@ -74,7 +80,7 @@ pub(crate) fn apply(
     for category in &tx.categories {
         let resource =
             Resource { patient: tx.patient, category: Some(*category), record: None, case: None };
-        let decision = authorize(
+        let decision = consent_allows(
             &*state,
             signer,
             Action::Read,
@@ -120,6 +126,11 @@ pub(crate) fn apply(
         grants,
     };
     let event = record_event(state, signer, &tx.patient, &[*signer, organisation], kind)?;
+    // What the export names, and nothing else, the member may now read for research (M2).
+    let named = ResearchReadEntry { event, time_ms: state.time_ms };
+    for r in &records {
+        state.put_research_read(signer, &r.pmr, &named)?;
+    }
     Ok(Ok(Some(Created::ResearchExport { event })))
 }
 
@@ -138,7 +149,7 @@ pub struct CohortPatient {
 impl crate::Ledger {
     /// The research cohort of `member` at the next block (at the node's clock `now_ms`):
     /// every patient whose research grant in force to the member's researcher organisation
-    /// covers some category, with the categories [`authorize`] allows the member to read for
+    /// covers some category, with the categories [`consent_allows`] lets the member read for
     /// research. `None` if `member` is not an active member of a researcher organisation.
     pub fn research_cohort(
         &self,
@@ -200,7 +211,7 @@ impl crate::Ledger {
             for category in categories {
                 let resource =
                     Resource { patient, category: Some(category), record: None, case: None };
-                let decision = authorize(
+                let decision = consent_allows(
                     &view,
                     member,
                     Action::Read,

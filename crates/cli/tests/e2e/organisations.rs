@@ -1,8 +1,9 @@
 //! Researcher and insurer organisations through the CLI: the regulator admits them, each adds
 //! a member from the member's own acceptance, a patient grants the researcher research access
-//! to lab reports, and the member reads under that grant only: not for another purpose, not
-//! outside the scope, not under a deny rule, not while the organisation is suspended, not after
-//! revocation or removal; the insurer's member and non-members never.
+//! to lab reports, and the member reads under that grant only what a research export of its own
+//! named (nothing before it), and then not for another purpose, not outside the scope, not
+//! under a deny rule, not while the organisation is suspended, not after revocation or removal;
+//! the insurer's member and non-members never.
 
 use std::path::Path;
 
@@ -187,7 +188,12 @@ fn organisations_through_the_cli() {
     let err = fails(&args.iter().map(String::as_str).collect::<Vec<_>>(), &env);
     assert!(err.contains("Research only"), "{err}");
 
-    // The member reads the lab report for research: nothing else.
+    // A research grant is no licence to read the records as they are: the member reads the lab
+    // report only once a research export of its own names it (M2), and for research only.
+    let err = read(dir, &ana, &labs, "research").unwrap_err();
+    assert!(err.contains("access denied") && err.contains("research export"), "{err}");
+    let summary = crate::research::export(&ana, "cardio-2026", &dir.join("export"), &env);
+    assert_eq!(summary["patients"], 1, "{summary}");
     let content = read(dir, &ana, &labs, "research").unwrap();
     assert!(content.contains("lab-report of 2024-03-01"), "{content}");
     denied(read(dir, &ana, &labs, "insurance"), "another purpose");

@@ -1824,6 +1824,8 @@ fn the_regulator_admits_an_organisation_and_it_keeps_its_members_in_the_portal()
         "{}",
         granted.body
     );
+    // (It reads for research what a research export of its own names: it makes one.)
+    crate::research::export(&analyst, "genome-2026", &tmp.path().join("export"), &env);
     let content = crate::organisations::read(tmp.path(), &analyst, &pmr, "research").unwrap();
     assert!(content.contains("lab-report of 2026-01-02"), "{content}");
     let remove = |confirm: &[(&str, &str)]| {

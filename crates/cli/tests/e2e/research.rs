@@ -17,7 +17,12 @@ use crate::{
 };
 
 /// Runs `research export` as `wallet` for `project` into `out`; its JSON summary.
-fn export(wallet: &str, project: &str, out: &Path, env: &[(&str, &str)]) -> serde_json::Value {
+pub(crate) fn export(
+    wallet: &str,
+    project: &str,
+    out: &Path,
+    env: &[(&str, &str)],
+) -> serde_json::Value {
     let out = out.display().to_string();
     let text = ok(
         &["research", "export", "--wallet", wallet, "--project", project, "-o", &out, "--json"],

@@ -405,7 +405,17 @@ pub enum Denial {
     /// declaration (to borrow a grant for another category or patient). Recorded in the trail
     /// of the record's real patient.
     NotAsNamed,
+    /// A member of a researcher organisation reads under its organisation's research grant
+    /// only the records that a research export it committed names, within
+    /// [`RESEARCH_READ_WINDOW_MS`] of that export's block: never a category, a case or
+    /// device data, and never identified content outside an export.
+    NoResearchExport,
 }
+
+/// How long after its block a committed research export lets its member read the records it
+/// names (24 hours): the time to read, de-identify and write the export, not a standing
+/// licence to read identified content.
+pub const RESEARCH_READ_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
 
 impl std::fmt::Display for Denial {
     /// Says in plain words why, naming the deny rule that refused.
@@ -419,6 +429,10 @@ impl std::fmt::Display for Denial {
             Denial::DenyRule { rule } => write!(f, "the patient's deny rule {rule} forbids it"),
             Denial::NotAsNamed => f.write_str(
                 "a false declaration: the access names the record with a patient or category it does not have",
+            ),
+            Denial::NoResearchExport => f.write_str(
+                "a researcher's member reads for research only the records a research export it \
+                 committed names, within 24 hours of it",
             ),
         }
     }

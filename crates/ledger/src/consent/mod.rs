@@ -30,7 +30,7 @@ use medledger_core::{
     ids::AccountId,
     tx::{
         ConsentTx, DelegatePowers, OrganisationKind, Role,
-        consent::{MAX_ID_LEN, MAX_SCOPE_ITEMS, Purpose, Scope, Validity},
+        consent::{MAX_ID_LEN, MAX_SCOPE_ITEMS, Purpose, RESEARCH_READ_WINDOW_MS, Scope, Validity},
     },
 };
 
@@ -83,11 +83,58 @@ pub trait ConsentView {
     fn case(&self, id: &str) -> Result<Option<crate::state::CaseLog>, LedgerError>;
     /// The member entry of `id`, if it is an organisation's member.
     fn member(&self, id: &AccountId) -> Result<Option<crate::state::MemberEntry>, LedgerError>;
+    /// The research export that last named record `pmr` for `member`, if one did.
+    fn research_read(
+        &self,
+        member: &AccountId,
+        pmr: &str,
+    ) -> Result<Option<crate::state::ResearchReadEntry>, LedgerError>;
 }
 
 /// Decides whether `requester` may perform `action` on `resource` for `purpose` at a block of
 /// `height` and `time_ms`. Used by every read path.
+///
+/// It is [`consent_allows`] with one rule more: a member of a researcher organisation, allowed
+/// by its organisation's grant, reads only a record that a research export it committed names,
+/// within [`RESEARCH_READ_WINDOW_MS`] of that export's block ([`Denial::NoResearchExport`]
+/// otherwise: a category, a case, device data, a record no export of its own named, an export
+/// too old). A research grant is for de-identified research, so identified content reaches a
+/// researcher's member only through an export that the patient's trail names with its rule
+/// set and its plan.
 pub fn authorize(
+    view: &impl ConsentView,
+    requester: &AccountId,
+    action: Action,
+    resource: &Resource,
+    purpose: Purpose,
+    height: u64,
+    time_ms: u64,
+) -> Result<Decision, LedgerError> {
+    let decision = consent_allows(view, requester, action, resource, purpose, height, time_ms)?;
+    if !matches!(decision, Decision::Allow(Basis::Grant { .. })) {
+        return Ok(decision);
+    }
+    let Some(account) = view.account(requester)? else { return Ok(decision) };
+    let researcher = Role::Organisation(OrganisationKind::Researcher);
+    if !acting_organisation(view, requester, &account)?.is_some_and(|(_, o)| o.role == researcher) {
+        return Ok(decision);
+    }
+    let named = match &resource.record {
+        Some(pmr) if resource.case.is_none() => view.research_read(requester, pmr)?,
+        _ => None,
+    };
+    if named.is_some_and(|e| e.time_ms <= time_ms && time_ms - e.time_ms < RESEARCH_READ_WINDOW_MS)
+    {
+        return Ok(decision);
+    }
+    Ok(Decision::Deny(Denial::NoResearchExport))
+}
+
+/// What the patient's consent alone decides: [`authorize`] without its research-export rule.
+/// Only the research export asks this directly, since it is what that rule asks for (a
+/// research grant covering the categories it names), and [`crate::visibility`] lists to a
+/// researcher's member the records it could plan an export of.
+pub fn consent_allows(
     view: &impl ConsentView,
     requester: &AccountId,
     action: Action,
@@ -495,6 +542,13 @@ impl ConsentView for StateTxn<'_, '_> {
     fn member(&self, id: &AccountId) -> Result<Option<crate::state::MemberEntry>, LedgerError> {
         StateTxn::member(self, id)
     }
+    fn research_read(
+        &self,
+        member: &AccountId,
+        pmr: &str,
+    ) -> Result<Option<crate::state::ResearchReadEntry>, LedgerError> {
+        StateTxn::research_read(self, member, pmr)
+    }
 }
 
 /// Committed state, as read by queries and by the read paths of the API.
@@ -551,5 +605,14 @@ impl ConsentView for CommittedView {
         let t = self.0.open_table(crate::state::MEMBERS)?;
         let v = t.get(&id.0)?;
         v.map(|v| crate::state::decode_entry("member", v.value())).transpose()
+    }
+    fn research_read(
+        &self,
+        member: &AccountId,
+        pmr: &str,
+    ) -> Result<Option<crate::state::ResearchReadEntry>, LedgerError> {
+        let t = self.0.open_table(crate::state::RESEARCH_READS)?;
+        let v = t.get(crate::state::keys::account_str(member, pmr).as_slice())?;
+        v.map(|v| crate::state::decode_entry("research read", v.value())).transpose()
     }
 }

@@ -37,7 +37,7 @@ pub use emergency::BreakGlassEntry;
 pub(crate) use emergency::{NET_EMERGENCY_WINDOW_MS, window_ms};
 pub use nodes::{GENESIS_NODE_ID, NodeEntry, NodeStatus, genesis_node};
 pub(crate) use nodes::{all_nodes, node_by_id, node_by_key};
-pub use organisations::{MemberEntry, OrganisationEntry};
+pub use organisations::{MemberEntry, OrganisationEntry, ResearchReadEntry};
 pub use records::{RecordEntry, SharingEntry};
 pub use registry::{Account, DoctorEntry, HospitalEntry, PatientEntry, registration_key};
 pub(crate) use tables::*;

@@ -37,6 +37,17 @@ pub struct MemberEntry {
     pub removed_at: Option<u64>,
 }
 
+/// What lets a researcher's member read one record for research: the research export that
+/// named it, by its audit event and its block's time (the read must come within
+/// [`medledger_core::tx::consent::RESEARCH_READ_WINDOW_MS`] of it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResearchReadEntry {
+    /// The export's audit event (its sequence number).
+    pub event: u64,
+    /// The time of the export's block.
+    pub time_ms: u64,
+}
+
 impl StateTxn<'_, '_> {
     /// Reads an organisation's entry.
     pub fn organisation(&self, id: &AccountId) -> Result<Option<OrganisationEntry>, LedgerError> {
@@ -71,6 +82,31 @@ impl StateTxn<'_, '_> {
                 .members_by_organisation()
                 .put(&keys::account_pair(&e.organisation, id), ())?;
         }
+        Ok(())
+    }
+
+    /// What lets `member` read record `pmr` for research, if a research export named it.
+    pub fn research_read(
+        &self,
+        member: &AccountId,
+        pmr: &str,
+    ) -> Result<Option<ResearchReadEntry>, LedgerError> {
+        get_entry(
+            &self.tables.research_reads,
+            keys::account_str(member, pmr).as_slice(),
+            "research read",
+        )
+    }
+
+    /// Records that a research export by `member` named record `pmr` (a later one replaces it).
+    pub fn put_research_read(
+        &mut self,
+        member: &AccountId,
+        pmr: &str,
+        e: &ResearchReadEntry,
+    ) -> Result<(), LedgerError> {
+        let key = keys::account_str(member, pmr);
+        self.write().research_reads().put_entry(key.as_slice(), e)?;
         Ok(())
     }
 }

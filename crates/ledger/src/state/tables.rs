@@ -582,6 +582,10 @@ state_tables! {
     /// Index: organisation || member, for every member ever added.
     members_by_organisation: MEMBERS_BY_ORGANISATION = "members_by_organisation"
         <&'static [u8; 40], ()> Index;
+    /// Records a researcher organisation's member may read for research: member || PMR-ID ->
+    /// the research export that named them last (`ResearchReadEntry`). Nothing else opens
+    /// identified content to a researcher's member.
+    research_reads: RESEARCH_READS = "research_reads" <&'static [u8], &'static [u8]> State;
 
     /// Nodes of the network by id (the genesis node, 1, only once its status changed).
     nodes: NODES = "nodes" <u64, &'static [u8]> State;

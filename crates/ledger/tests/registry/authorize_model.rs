@@ -1,7 +1,8 @@
 //! `authorize` against a model: random consent states (grants of every scope, purposes,
 //! validity periods and revocations, deny rules, delegates, break-glass, case authorship) and
 //! random accesses, a requester that may be an organisation's member (acting under the
-//! organisation's grants while it and the organisation are active),
+//! organisation's grants while it and the organisation are active, and, the organisation being
+//! a researcher, reading only the records a research export of its own named not long before),
 //! decided by `authorize` over an in-memory `ConsentView` and by a model written from the
 //! rules as the patient reads them. In the model an access names *parts* (a record with its
 //! category, a category alone, a case) and a grant allows it only if its scope allows every
@@ -15,13 +16,15 @@ use medledger_core::{
     keys::{EncryptionKey, PublicKey},
     tx::{
         OrganisationKind, Role,
-        consent::{DenyRule, Purpose, RecordCategory, Scope, Validity},
+        consent::{DenyRule, Purpose, RESEARCH_READ_WINDOW_MS, RecordCategory, Scope, Validity},
     },
 };
 use medledger_ledger::{
     LedgerError,
-    consent::{Action, Basis, ConsentView, Decision, Denial, Resource, authorize},
-    state::{Account, BreakGlassEntry, CaseLog, DenyEntry, GrantEntry, MemberEntry},
+    consent::{Action, Basis, ConsentView, Decision, Denial, Resource, authorize, consent_allows},
+    state::{
+        Account, BreakGlassEntry, CaseLog, DenyEntry, GrantEntry, MemberEntry, ResearchReadEntry,
+    },
     visibility::readable_on_some_basis,
 };
 use proptest::prelude::*;
@@ -63,6 +66,10 @@ struct World {
     break_glass: Vec<(u64, Option<u64>)>,
     /// The requester wrote in the patient's case `CASES[0]`.
     authored: bool,
+    /// Research exports by the requester that named a record: (index in `RECORDS`, the
+    /// export's block time). The model's times are all within the window of each other (its
+    /// end is tested in `research.rs`), but an export after the access does not count.
+    research_reads: Vec<(usize, u64)>,
 }
 
 impl World {
@@ -220,6 +227,21 @@ impl ConsentView for World {
             removed_at: None,
         }))
     }
+    fn research_read(
+        &self,
+        member: &AccountId,
+        pmr: &str,
+    ) -> Result<Option<ResearchReadEntry>, LedgerError> {
+        if *member != REQUESTER {
+            return Ok(None);
+        }
+        Ok(self
+            .research_reads
+            .iter()
+            .rev()
+            .find(|(i, _)| RECORDS[*i] == pmr)
+            .map(|(_, at)| ResearchReadEntry { event: 1, time_ms: *at }))
+    }
 }
 
 /// One part of what an access names.
@@ -304,6 +326,21 @@ fn model(w: &World, r: &Resource, purpose: Purpose, height: u64, time: u64) -> D
         for (i, (scope, p, validity, revoked_at)) in grants.iter().enumerate() {
             let in_force = revoked_at.is_none_or(|at| height <= at) && validity.contains(time);
             if *p == purpose && in_force && model_covers(scope, r) {
+                // The organisation is a researcher: its member reads only a record that its
+                // own latest research export naming it named, at or before this time.
+                let exported = r.case.is_none()
+                    && r.record.as_ref().is_some_and(|id| {
+                        w.research_reads
+                            .iter()
+                            .rev()
+                            .find(|(i, _)| RECORDS[*i] == id.as_str())
+                            .is_some_and(|(_, at)| {
+                                *at <= time && time - at < RESEARCH_READ_WINDOW_MS
+                            })
+                    });
+                if for_org && !exported {
+                    return Decision::Deny(Denial::NoResearchExport);
+                }
                 return Decision::Allow(Basis::Grant { grant: World::id(kind, i) });
             }
         }
@@ -402,25 +439,31 @@ fn world() -> impl Strategy<Value = World> {
         any::<bool>(),
         prop::collection::vec((0u64..40, prop::option::of(0u64..20)), 0..2),
         prop::bool::weighted(0.2),
+        prop::collection::vec((0..RECORDS.len(), 0u64..45), 0..3),
     )
-        .prop_map(|(flags, grants, org, deny, opens_records, break_glass, authored)| World {
-            requester_known: flags.0,
-            requester_role: flags.1,
-            key_revoked: flags.2,
-            requester_suspended: flags.3,
-            hospital_suspended: flags.4,
-            requester_is_patient: flags.5,
-            delegate: flags.6,
-            grants,
-            org_grants: org.0,
-            org_suspended: org.1,
-            org_key_revoked: org.2,
-            member_listed: org.3,
-            deny,
-            opens_records,
-            break_glass,
-            authored,
-        })
+        .prop_map(
+            |(flags, grants, org, deny, opens_records, break_glass, authored, research_reads)| {
+                World {
+                    requester_known: flags.0,
+                    requester_role: flags.1,
+                    key_revoked: flags.2,
+                    requester_suspended: flags.3,
+                    hospital_suspended: flags.4,
+                    requester_is_patient: flags.5,
+                    delegate: flags.6,
+                    grants,
+                    org_grants: org.0,
+                    org_suspended: org.1,
+                    org_key_revoked: org.2,
+                    member_listed: org.3,
+                    deny,
+                    opens_records,
+                    break_glass,
+                    authored,
+                    research_reads,
+                }
+            },
+        )
 }
 
 proptest! {
@@ -440,8 +483,9 @@ proptest! {
     }
 
     /// `readable_on_some_basis` (what a signed GET may show) answers in one pass what asking
-    /// `authorize` once per purpose would: allowed for some purpose, on a basis other than an
-    /// open break-glass.
+    /// `consent_allows` once per purpose would: allowed for some purpose, on a basis other
+    /// than an open break-glass. (A researcher's member sees the records its organisation's
+    /// grants cover, to plan an export, though `authorize` lets it read none without one.)
     #[test]
     fn readable_on_some_basis_is_authorize_for_some_purpose(
         w in world(),
@@ -452,7 +496,8 @@ proptest! {
         let who = w.requester();
         let mut any = false;
         for purpose in EVERY_PURPOSE {
-            let decided = authorize(&w, &who, Action::Read, &r, purpose, height, time).unwrap();
+            let decided =
+                consent_allows(&w, &who, Action::Read, &r, purpose, height, time).unwrap();
             any |= matches!(decided, Decision::Allow(b) if !matches!(b, Basis::BreakGlass { .. }));
         }
         prop_assert_eq!(readable_on_some_basis(&w, &who, &r, height, time).unwrap(), any);

@@ -5,20 +5,26 @@
 //! refusal (not a member, an organisation of the other kind or the organisation itself, no
 //! grant, another organisation's grant, an expired or revoked grant, a category outside the
 //! grant, a deny rule, a removed member, a suspended organisation, a malformed body) writes
-//! nothing.
+//! nothing. The export is also what opens the records it names to its member, for a day, and
+//! nothing else does (M2).
 
 use medledger_core::{
     Hash,
     block::Refusal,
     tx::{
         ConsentTx, OrganisationKind, RecordTx, RegistryTx, TxBody,
-        consent::{DenyRule, Purpose, RecordCategory, Scope, Validity},
+        consent::{
+            DenyRule, Purpose, RESEARCH_READ_WINDOW_MS, RecordCategory, Resource, Scope, Validity,
+        },
         research::{PlannedRecord, ResearchExportTx, plan_digest},
     },
 };
-use medledger_ledger::audit::AuditKind;
+use medledger_ledger::{
+    audit::AuditKind,
+    consent::{Basis, Decision, Denial},
+};
 
-use super::consent::{HOUR, consent, created_id};
+use super::consent::{HOUR, access, consent, created_id};
 use super::organisations::{World, add, admit_org, grant_for, world};
 use super::records::{mint_body, minted, rec};
 use super::*;
@@ -304,4 +310,121 @@ fn a_malformed_export_is_refused() {
         let t = export(&mut w.member, tx);
         refused(&mut w, t, |r| matches!(r, Refusal::Invalid { .. }));
     }
+}
+
+/// An access by `reader` to lab report `pmr` of `patient`, for research, as the audited read
+/// declares it.
+fn read_record(net: &mut Net, patient: &Actor, reader: &mut Actor, pmr: &str) -> Decision {
+    let resource = Resource {
+        patient: patient.account,
+        category: Some(RecordCategory::LabReport),
+        record: Some(pmr.into()),
+        case: None,
+    };
+    access(net, reader, resource, Purpose::Research)
+}
+
+/// The review's M2: a research grant does not let a researcher's member read the patient's
+/// records as they are. It reads a record only if a research export of its own named it, in
+/// the day after that export's block and while a grant covers it: not before the export, not
+/// a record added after it, not a whole category, not a record another member's export named,
+/// not after the day, not after a revocation.
+#[test]
+fn a_researchers_member_reads_only_the_records_its_own_export_named_for_a_day() {
+    let mut w = world();
+    // A month-long grant, so that the day's end is the export's and not the world's grant's.
+    let now = w.net.time;
+    let labs = [RecordCategory::LabReport];
+    let t = consent(
+        ConsentTx::Grant {
+            patient: w.patient.account,
+            grantee: w.org.account,
+            scope: Scope::Categories(labs.to_vec()),
+            purpose: Purpose::Research,
+            validity: Validity { not_before_ms: now, expires_at_ms: now + 30 * 24 * HOUR },
+        },
+        &mut w.patient,
+    );
+    let month = created_id(&w.net.one(t));
+    let mut colleague = Actor::new();
+    applied(&add(&mut w.net, &mut w.org, &colleague));
+    let body = RecordTx::Mint(mint_body(&w.patient, &w.doctor, RecordCategory::LabReport, "lab"));
+    let t = rec(body, &mut w.doctor);
+    let lab = minted(&w.net.one(t));
+    let no_export = Decision::Deny(Denial::NoResearchExport);
+
+    // Before any export: the grant covers the record, and the member may not read it.
+    assert_eq!(read_record(&mut w.net, &w.patient, &mut w.member, &lab), no_export);
+    let every_lab = Resource {
+        patient: w.patient.account,
+        category: Some(RecordCategory::LabReport),
+        record: None,
+        case: None,
+    };
+    assert_eq!(access(&mut w.net, &mut w.member, every_lab.clone(), Purpose::Research), no_export);
+
+    // The export names the lab report: the member reads it, under a grant.
+    let planned = PlannedRecord {
+        pmr: lab.clone(),
+        category: RecordCategory::LabReport,
+        content: Hash::of(b"content/lab"),
+    };
+    let plan = plan_digest(PROJECT, RULES, &w.patient.account, &labs, &[planned]);
+    let t = export(&mut w.member, ResearchExportTx { plan, ..export_of(&w.patient, &labs) });
+    applied(&w.net.one(t));
+    let exported_at = w.net.time;
+    let read = read_record(&mut w.net, &w.patient, &mut w.member, &lab);
+    assert!(
+        matches!(read, Decision::Allow(Basis::Grant { grant }) if grant == month || grant == w.grant),
+        "{read:?}"
+    );
+    // Not the whole category, not another member (the export is the member's own), not a
+    // record minted after the export.
+    assert_eq!(access(&mut w.net, &mut w.member, every_lab.clone(), Purpose::Research), no_export);
+    assert_eq!(read_record(&mut w.net, &w.patient, &mut colleague, &lab), no_export);
+    let body = RecordTx::Mint(mint_body(&w.patient, &w.doctor, RecordCategory::LabReport, "later"));
+    let t = rec(body, &mut w.doctor);
+    let later = minted(&w.net.one(t));
+    assert_eq!(read_record(&mut w.net, &w.patient, &mut w.member, &later), no_export);
+    // Every denial is in the patient's trail, as every access is.
+    let denials = w
+        .net
+        .ledger
+        .audit_trail(&w.patient.account, None, 1_000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| matches!(&e.kind, AuditKind::Access { decision, .. } if *decision == no_export))
+        .count();
+    assert_eq!(denials, 5);
+
+    // The day: a read in its last millisecond is allowed, one a millisecond later is not (each
+    // access goes in a block a second after the clock).
+    w.net.block_at(exported_at + RESEARCH_READ_WINDOW_MS - 1_001, vec![]);
+    assert!(read_record(&mut w.net, &w.patient, &mut w.member, &lab).is_allowed());
+    w.net.time = exported_at + RESEARCH_READ_WINDOW_MS - 1_000;
+    assert_eq!(read_record(&mut w.net, &w.patient, &mut w.member, &lab), no_export);
+
+    // A new export opens it again; a revocation of the grants closes it at once.
+    let planned = [
+        PlannedRecord {
+            pmr: lab.clone(),
+            category: RecordCategory::LabReport,
+            content: Hash::of(b"content/lab"),
+        },
+        PlannedRecord {
+            pmr: later.clone(),
+            category: RecordCategory::LabReport,
+            content: Hash::of(b"content/later"),
+        },
+    ];
+    let plan = plan_digest(PROJECT, RULES, &w.patient.account, &labs, &planned);
+    let t = export(&mut w.member, ResearchExportTx { plan, ..export_of(&w.patient, &labs) });
+    applied(&w.net.one(t));
+    assert!(read_record(&mut w.net, &w.patient, &mut w.member, &later).is_allowed());
+    let t = consent(ConsentTx::Revoke { grant: month }, &mut w.patient);
+    applied(&w.net.one(t));
+    assert_eq!(
+        read_record(&mut w.net, &w.patient, &mut w.member, &later),
+        Decision::Deny(Denial::NoGrant)
+    );
 }

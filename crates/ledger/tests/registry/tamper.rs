@@ -19,6 +19,7 @@ use medledger_core::{
         },
         emergency::{EmergencyProfile, MIN_SEALED_REASON_BYTES, ReasonCode},
         records::{KeyRef, KeySharing, MintRecord, VisitDate},
+        research::{PlannedRecord, ResearchExportTx, plan_digest},
     },
 };
 use medledger_ledger::{
@@ -50,7 +51,8 @@ fn ok(net: &mut Net, who: &mut Actor, body: TxBody) -> Option<Created> {
 /// consent (a grant, a request, a deny rule, a delegate with some powers), a record with a
 /// split key and an operator, an erased record, an emergency profile, a break-glass not yet reviewed with an
 /// escrow release, the network's window, a case with an entry, a device with thresholds,
-/// a session, a batch and an alert, and an admitted node with the genesis node suspended.
+/// a session, a batch and an alert, an admitted node with the genesis node suspended, and an
+/// organisation with a member that made a research export.
 fn build(path: &std::path::Path) {
     let mut net = Net::with(|g| Ledger::create(path, g).unwrap());
     let mut hospital = Actor::new();
@@ -118,7 +120,11 @@ fn build(path: &std::path::Path) {
         supersedes: None,
         sharing: Some(KeySharing { threshold: 1, shares: vec![key(&hospital, "share")] }),
     };
-    ok(&mut net, &mut doctor, TxBody::Records(RecordTx::Mint(mint.clone())));
+    let Some(Created::Record { pmr: lab }) =
+        ok(&mut net, &mut doctor, TxBody::Records(RecordTx::Mint(mint.clone())))
+    else {
+        panic!("the first record was not minted")
+    };
     let approve = RecordTx::SetApprovalForAll { operator: guardian.account, approved: true };
     ok(&mut net, &mut patient, TxBody::Records(approve));
     // A second record, erased: its blobs are kept as erased.
@@ -227,9 +233,10 @@ fn build(path: &std::path::Path) {
         hospital: hospital.account,
     };
     ok(&mut net, &mut regulator, TxBody::Nodes(admit));
-    // An organisation with a member (the directory and its index).
+    // An organisation with a member (the directory and its index), and a research export by
+    // the member under the organisation's grant (the record it may read).
     let mut org = Actor::new();
-    let member = Actor::new();
+    let mut member = Actor::new();
     let admit_org = medledger_core::tx::AdmitOrganisation {
         key: org.key.public_key(),
         encryption_key: org.enc.public_key(),
@@ -245,6 +252,26 @@ fn build(path: &std::path::Path) {
         "Dr. Rao",
     );
     ok(&mut net, &mut org, TxBody::Registry(RegistryTx::AddMember(accept)));
+    let labs = vec![RecordCategory::LabReport];
+    let research = ConsentTx::Grant {
+        patient: patient.account,
+        grantee: org.account,
+        scope: Scope::Categories(labs.clone()),
+        purpose: Purpose::Research,
+        validity: Validity { not_before_ms: net.time, expires_at_ms: net.time + DAY },
+    };
+    ok(&mut net, &mut patient, TxBody::Consent(research));
+    let planned =
+        PlannedRecord { pmr: lab, category: RecordCategory::LabReport, content: mint.content };
+    let (project, rule_set) = ("cardio-2026", "safe-harbor-1");
+    let export = ResearchExportTx {
+        patient: patient.account,
+        categories: labs.clone(),
+        project: project.into(),
+        rule_set: rule_set.into(),
+        plan: plan_digest(project, rule_set, &patient.account, &labs, &[planned]),
+    };
+    ok(&mut net, &mut member, TxBody::ResearchExport(export)).expect("the research export applies");
 
     let genesis_node = net.ledger.genesis().node_key;
     ok(&mut net, &mut regulator, TxBody::Nodes(NodeTx::Suspend { node_key: genesis_node }));
