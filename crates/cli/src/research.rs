@@ -10,14 +10,20 @@
 //! 3. signs one `ResearchExport` per patient and submits them in batches: each is decided by
 //!    the ledger at its block, and a refused one (a grant revoked meanwhile) leaves its patient
 //!    out;
-//! 4. maps the patients whose export was applied with `medledger_fhir::research` (the
+//! 4. reads the content of the exported imaging records (audited reads for research, which
+//!    the ledger allows only now that an export of this member names them, for a day), and
+//!    de-identifies what is DICOM with `medledger_dicom::deidentify` under the project's key;
+//!    other content, and DICOM the profile cannot clean (burned-in annotation), is withheld
+//!    and said so;
+//! 5. maps the patients whose export was applied with `medledger_fhir::research` (the
 //!    `safe-harbor-1` rule set, pseudonyms keyed by the researcher's secret and the project)
-//!    into the Bulk Data shape: `manifest.json` and one NDJSON file per resource type;
-//! 5. encrypts each file under a fresh data key (the record format, `envelope::encrypt`) and
+//!    into the Bulk Data shape: `manifest.json` and one NDJSON file per resource type, each
+//!    exported image a `<pseudonym>.dcm` file its DocumentReference points at;
+//! 6. encrypts each file under a fresh data key (the record format, `envelope::encrypt`) and
 //!    wraps the key to the member's own encryption key (HPKE, `envelope::wrap_key`, bound to
 //!    the project and file name); `export.json` lists the files and their wrapped keys.
 //!
-//! Record content is not exported (see `medledger_fhir::research`).
+//! No other record content is exported (see `medledger_fhir::research`).
 
 use std::{
     collections::BTreeMap,
@@ -39,12 +45,14 @@ use medledger_core::{
     ids::AccountId,
     tx::{
         SignedTransaction, TxBody,
+        consent::{Purpose, RecordCategory},
         research::{PlannedRecord, ResearchExportTx, plan_digest},
     },
 };
+use medledger_dicom::DeidKey;
 use medledger_fhir::research::{
-    ManifestInput, NdjsonFiles, PatientInput, ProjectKeys, RULE_SET, manifest, patient_resources,
-    plans_digest, year_of,
+    ManifestInput, NdjsonFiles, PatientInput, ProjectKeys, RULE_SET, image_file_name, manifest,
+    patient_resources, plans_digest, year_of,
 };
 use serde::{Deserialize, Serialize};
 
@@ -137,8 +145,19 @@ pub(crate) struct Summary {
     pub(crate) refused: u64,
     height: u64,
     counts: BTreeMap<&'static str, u64>,
+    /// Images exported: de-identified DICOM files.
+    pub(crate) images: u64,
+    /// Imaging records whose content was not exported, and why.
+    pub(crate) withheld: Vec<Withheld>,
     manifest_sha256: String,
     plans: String,
+}
+
+/// An imaging record whose content an export does not carry (its DocumentReference does).
+#[derive(Debug, Serialize)]
+pub(crate) struct Withheld {
+    pub(crate) pmr: String,
+    pub(crate) reason: String,
 }
 
 pub async fn run(command: ResearchCommand) -> Result<()> {
@@ -155,6 +174,7 @@ pub async fn run(command: ResearchCommand) -> Result<()> {
                 identity: &s.identity,
                 account: s.wallet.account(),
                 chain_id: &s.chain_id,
+                reader: Some(&s),
             };
             let summary = export(&exporter, &project, Secret::File(&secret), &out).await?;
             if json {
@@ -168,6 +188,10 @@ pub async fn run(command: ResearchCommand) -> Result<()> {
             );
             for (kind, n) in &summary.counts {
                 println!("  {kind}: {n}");
+            }
+            println!("  images (de-identified DICOM): {}", summary.images);
+            for w in &summary.withheld {
+                println!("  content of {} not exported: {}", w.pmr, w.reason);
             }
             if summary.refused > 0 {
                 println!(
@@ -231,6 +255,9 @@ pub(crate) struct Exporter<'a> {
     pub(crate) account: AccountId,
     /// The network.
     pub(crate) chain_id: &'a str,
+    /// The member's session, which reads the imaging records' content (audited) to export
+    /// it de-identified; `None` exports none (the load generator's records have none).
+    pub(crate) reader: Option<&'a Session>,
 }
 
 /// Where the pseudonym secret comes from.
@@ -352,11 +379,52 @@ pub(crate) async fn export(
         None => 0,
     };
 
-    // 4. The de-identified resources of the patients whose export was applied.
+    // 4. The exported imaging records' content, de-identified, each encrypted as it comes
+    // (the ledger lets this member read them only now, for a day).
+    let recipient = s.identity.decryption.public_key();
+    let seal = |name: String, bytes: &[u8]| -> Result<IndexedFile> {
+        let key = DataKey::generate()?;
+        let mut ciphertext = Vec::with_capacity(bytes.len() + bytes.len() / 1000 + 64);
+        envelope::encrypt(&key, bytes, &mut ciphertext, &mut |_| {})?;
+        let wrapped = envelope::wrap_key(&key, &recipient, &file_context(project, &name))?;
+        medledger_client::fs::write_private(&out.join(format!("{name}.enc")), &ciphertext)?;
+        Ok(IndexedFile { name, wrapped_key: hex::encode(encoding::encode(&wrapped)) })
+    };
+    let mut sealed = Vec::new();
+    let mut images: BTreeMap<String, u64> = BTreeMap::new();
+    let mut withheld = Vec::new();
+    if let Some(session) = s.reader {
+        let dicom_key = DeidKey::new(keys.dicom_key());
+        let imaging: Vec<&RecordView> = exported
+            .iter()
+            .flat_map(|p| &p.records)
+            .filter(|r| r.category == RecordCategory::Imaging)
+            .collect();
+        for (i, r) in imaging.iter().enumerate() {
+            eprintln!("reading image {} of {}: {}", i + 1, imaging.len(), r.pmr);
+            match deidentified(session, &r.pmr, &dicom_key).await {
+                Ok(bytes) => {
+                    sealed.push(seal(image_file_name(&keys, &r.pmr), &bytes)?);
+                    images.insert(r.pmr.clone(), bytes.len() as u64);
+                }
+                Err(reason) => {
+                    eprintln!("warning: the content of {} is not exported: {reason}", r.pmr);
+                    withheld.push(Withheld { pmr: r.pmr.clone(), reason });
+                }
+            }
+        }
+    }
+
+    // 5. The de-identified resources of the patients whose export was applied.
     let export_year = year_of(time_ms);
     let mut files = NdjsonFiles::default();
     for p in &exported {
-        let input = PatientInput { account: &p.patient, details: None, records: &p.records };
+        let input = PatientInput {
+            account: &p.patient,
+            details: None,
+            records: &p.records,
+            images: &images,
+        };
         for (kind, resource) in patient_resources(&keys, &input, export_year)? {
             files.push(kind, &resource)?;
         }
@@ -369,13 +437,15 @@ pub(crate) async fn export(
     let manifest_bytes = serde_json::to_vec_pretty(&m)?;
     let manifest_sha256 = Hash::of(&manifest_bytes).to_hex();
 
-    // 5. Every file encrypted to the exporter's own key.
-    let recipient = s.identity.decryption.public_key();
+    // 6. Every file encrypted to the exporter's own key.
     let mut plain: Vec<(String, &[u8])> = vec![("manifest.json".into(), &manifest_bytes)];
     for (kind, bytes) in &files.files {
         plain.push((NdjsonFiles::file_name(kind), bytes));
     }
-    let mut index = ExportIndex {
+    for (name, bytes) in plain {
+        sealed.push(seal(name, bytes)?);
+    }
+    let index = ExportIndex {
         version: INDEX_VERSION,
         project: project.to_owned(),
         rule_set: RULE_SET.into(),
@@ -384,18 +454,8 @@ pub(crate) async fn export(
         transaction_time_ms: time_ms,
         plans: plans.to_hex(),
         manifest_sha256: manifest_sha256.clone(),
-        files: Vec::new(),
+        files: sealed,
     };
-    for (name, bytes) in plain {
-        let key = DataKey::generate()?;
-        let mut ciphertext = Vec::with_capacity(bytes.len() + bytes.len() / 1000 + 64);
-        envelope::encrypt(&key, bytes, &mut ciphertext, &mut |_| {})?;
-        let wrapped = envelope::wrap_key(&key, &recipient, &file_context(project, &name))?;
-        medledger_client::fs::write_private(&out.join(format!("{name}.enc")), &ciphertext)?;
-        index
-            .files
-            .push(IndexedFile { name, wrapped_key: hex::encode(encoding::encode(&wrapped)) });
-    }
     medledger_client::fs::write_private(&out.join(INDEX), &serde_json::to_vec_pretty(&index)?)?;
     Ok(Summary {
         dir: out.to_owned(),
@@ -405,9 +465,31 @@ pub(crate) async fn export(
         refused,
         height,
         counts: files.counts,
+        images: images.len() as u64,
+        withheld,
         manifest_sha256,
         plans: plans.to_hex(),
     })
+}
+
+/// Record `pmr`'s content read for research (an audited read) and de-identified under `key`;
+/// why not, if it is not DICOM or the profile cannot clean it.
+async fn deidentified(
+    session: &Session,
+    pmr: &str,
+    key: &DeidKey,
+) -> std::result::Result<Vec<u8>, String> {
+    use std::io::Read;
+    let (_, mut file, len) = crate::record::read_to_tempfile(session, pmr, Purpose::Research, None)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    if !medledger_dicom::is_dicom(&bytes) {
+        return Err(format!("not DICOM: {RULE_SET} exports no other content"));
+    }
+    let (clean, _) = medledger_dicom::deidentify(&bytes, key).map_err(|e| e.to_string())?;
+    Ok(clean)
 }
 
 /// What a file's wrapped key is bound to: the project and the file's name (a key does not

@@ -18,9 +18,12 @@
 //! - Geography: the state is kept; a ZIP code becomes its first three digits unless the
 //!   three-digit area has 20,000 people or fewer, then `000` ([`zip3`]; identifier (B)).
 //! - Free text (titles, descriptions, record content): dropped. A record is exported as its
-//!   category (a code), its version status and the year of its visit; its content is not
-//!   exported by this rule set (DICOM content would go through `medledger_dicom::deidentify`
-//!   under [`ProjectKeys::dicom_key`], which this export does not do yet).
+//!   category (a code), its version status and the year of its visit. Its content is exported
+//!   only if it is DICOM, de-identified by `medledger_dicom::deidentify` (PS3.15 Annex E, the
+//!   Basic Profile with modified dates) under [`ProjectKeys::dicom_key`]: the exporter writes
+//!   it beside the NDJSON files as [`image_file_name`], and the DocumentReference points at it
+//!   ([`PatientInput::images`]). Any other content (free text, PDFs, images with burned-in
+//!   annotation) is not exported.
 //!
 //! Every resource is built as FHIR JSON and parsed through the R4 model with its validation
 //! (`crate::parse`) before it is written.
@@ -136,6 +139,15 @@ pub struct PatientInput<'a> {
     pub details: Option<&'a Value>,
     /// The patient's records of the exported categories.
     pub records: &'a [RecordView],
+    /// The records whose de-identified DICOM content the exporter writes beside the files:
+    /// PMR-ID -> its size in bytes ([`image_file_name`] names the file).
+    pub images: &'a BTreeMap<String, u64>,
+}
+
+/// The file name of the de-identified DICOM content of record `pmr` in an export: the
+/// record's pseudonym (its DocumentReference id) and `.dcm`.
+pub fn image_file_name(keys: &ProjectKeys, pmr: &str) -> String {
+    format!("{}.dcm", keys.pseudonym("DocumentReference", pmr))
 }
 
 /// One patient's de-identified resources, by resource type, each parsed and validated.
@@ -172,7 +184,8 @@ pub fn patient_resources(
     }
     let mut out = vec![("Patient", parse(patient)?)];
     for r in input.records.iter().filter(|r| r.erased_at.is_none()) {
-        out.push(("DocumentReference", document(keys, &patient_id, r)?));
+        let image = input.images.get(&r.pmr).copied();
+        out.push(("DocumentReference", document(keys, &patient_id, r, image)?));
     }
     Ok(out)
 }
@@ -182,15 +195,29 @@ fn is_state_code(s: &str) -> bool {
     s.len() == 2 && s.bytes().all(|b| b.is_ascii_uppercase())
 }
 
-/// A record as a de-identified DocumentReference: its category, status and visit year.
-fn document(keys: &ProjectKeys, patient: &str, r: &RecordView) -> Result<Resource, Error> {
+/// A record as a de-identified DocumentReference: its category, status and visit year,
+/// and its de-identified DICOM content's file and size (`image`) if the exporter wrote one.
+fn document(
+    keys: &ProjectKeys,
+    patient: &str,
+    r: &RecordView,
+    image: Option<u64>,
+) -> Result<Resource, Error> {
+    let attachment = match image {
+        Some(size) => json!({
+            "contentType": "application/dicom",
+            "url": image_file_name(keys, &r.pmr),
+            "size": size,
+        }),
+        None => json!({ "title": format!("content not exported ({RULE_SET})") }),
+    };
     let mut doc = json!({
         "resourceType": "DocumentReference",
         "id": keys.pseudonym("DocumentReference", &r.pmr),
         "status": if r.superseded_by.is_some() { "superseded" } else { "current" },
         "category": [{ "coding": [codes::category_coding(r.category)] }],
         "subject": { "reference": format!("Patient/{patient}") },
-        "content": [{ "attachment": { "title": format!("content not exported ({RULE_SET})") } }],
+        "content": [{ "attachment": attachment }],
         "context": { "period": { "start": format!("{:04}", r.visit_date.year) } },
     });
     if let Some(loinc) = codes::category_loinc(r.category) {
@@ -400,7 +427,12 @@ mod tests {
             json!({ "supersedes": "PMR-ML-000042-1", "version": 2 }),
         );
         let records = [old.clone(), new];
-        let input = PatientInput { account: &account, details: Some(&details), records: &records };
+        let input = PatientInput {
+            account: &account,
+            details: Some(&details),
+            records: &records,
+            images: &BTreeMap::new(),
+        };
         let out = patient_resources(&keys("p1"), &input, 2026).unwrap();
         assert_eq!(
             out.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
@@ -443,10 +475,50 @@ mod tests {
     }
 
     #[test]
+    fn a_de_identified_image_is_attached_by_its_pseudonymous_file_and_nothing_else_is() {
+        let account = AccountId([0x5a; 20]);
+        let (scan_pmr, note_pmr) = ("PMR-ML-000042-7", "PMR-ML-000042-8");
+        let records = [
+            record(&account, scan_pmr, "imaging", json!({})),
+            record(&account, note_pmr, "imaging", json!({})),
+        ];
+        let images = BTreeMap::from([(scan_pmr.to_owned(), 5_551u64)]);
+        let keys = keys("p1");
+        let input =
+            PatientInput { account: &account, details: None, records: &records, images: &images };
+        let out = patient_resources(&keys, &input, 2026).unwrap();
+        let text = scan(&out);
+        assert!(!text.contains("PMR-ML") && !text.contains("000042"), "{text}");
+        let docs: Vec<Value> = text
+            .lines()
+            .filter(|l| l.contains("DocumentReference"))
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let by_id = |pmr: &str| {
+            let id = keys.pseudonym("DocumentReference", pmr);
+            docs.iter().find(|d| d["id"] == id.as_str()).unwrap()["content"][0]["attachment"]
+                .clone()
+        };
+        let scan = by_id(scan_pmr);
+        assert_eq!(scan["contentType"], "application/dicom");
+        assert_eq!(scan["url"], image_file_name(&keys, scan_pmr).as_str());
+        assert_eq!(scan["size"], 5_551);
+        assert!(image_file_name(&keys, scan_pmr).ends_with(".dcm"));
+        let note = by_id(note_pmr);
+        assert!(note.get("url").is_none(), "{note}");
+        assert_eq!(note["title"], format!("content not exported ({RULE_SET})"));
+    }
+
+    #[test]
     fn a_patient_of_90_or_more_has_an_age_group_and_no_year_of_birth() {
         let account = AccountId([0x6b; 20]);
         let details = json!({ "name": NAME, "date_of_birth": "1930-02-01", "state": "California" });
-        let input = PatientInput { account: &account, details: Some(&details), records: &[] };
+        let input = PatientInput {
+            account: &account,
+            details: Some(&details),
+            records: &[],
+            images: &BTreeMap::new(),
+        };
         let out = patient_resources(&keys("p1"), &input, 2026).unwrap();
         let text = scan(&out);
         assert!(!text.contains("1930") && !text.contains("birthDate"), "{text}");
@@ -458,7 +530,12 @@ mod tests {
     fn the_manifest_has_the_bulk_data_shape() {
         let account = AccountId([0x5a; 20]);
         let records = [record(&account, "PMR-1", "imaging", json!({}))];
-        let input = PatientInput { account: &account, details: None, records: &records };
+        let input = PatientInput {
+            account: &account,
+            details: None,
+            records: &records,
+            images: &BTreeMap::new(),
+        };
         let mut files = NdjsonFiles::default();
         for (kind, r) in patient_resources(&keys("p1"), &input, 2026).unwrap() {
             files.push(kind, &r).unwrap();

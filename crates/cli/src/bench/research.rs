@@ -100,6 +100,9 @@ pub async fn run(args: Args) -> Result<()> {
         identity: &identity,
         account: member.account,
         chain_id: &chain,
+        // The bench's records carry no DICOM content: the figure is the export without it,
+        // as the target says.
+        reader: None,
     };
     let dir = scratch_dir("bench-research")?;
     let out = dir.join("export");

@@ -39,7 +39,8 @@ fn open(wallet: &str, dir: &Path, out: &Path) -> Vec<(String, String)> {
         .unwrap()
         .map(|e| {
             let e = e.unwrap();
-            let text = String::from_utf8(std::fs::read(e.path()).unwrap()).unwrap();
+            // (A `.dcm` image is binary: its text is for the scans, which look for strings.)
+            let text = String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()).into_owned();
             (e.file_name().to_string_lossy().into_owned(), text)
         })
         .collect();
@@ -263,4 +264,103 @@ fn research_export_through_the_cli() {
         &env,
     );
     assert!(err.contains("researcher organisation"), "{err}");
+}
+
+/// pydicom's CT test file (the test command installs pydicom from PyPI).
+fn pydicom_ct_file() -> std::path::PathBuf {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import os, pydicom; print(os.path.dirname(pydicom.__file__))"])
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "pydicom is not installed: scripts/test.sh installs it");
+    let dir = String::from_utf8(out.stdout).unwrap();
+    Path::new(dir.trim()).join("data/test_files/CT_small.dcm")
+}
+
+/// The research export carries DICOM content de-identified (PS3.15 Annex E) and nothing else:
+/// the member reads the imaging records only once its export is committed (each read in the
+/// patient's trail); a DICOM scan becomes a `.dcm` file its DocumentReference points at, which
+/// pydicom (an independent reader) finds de-identified with its pixels unchanged; a non-DICOM
+/// imaging record is withheld and said so.
+#[test]
+fn a_research_export_carries_dicom_content_de_identified_and_nothing_else() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let node = Node::start(&dir.join("data"));
+    let url = node.url.as_str();
+    let env = [("MEDLEDGER_NODE", url)];
+    let c = cast(dir, &node);
+    let lab = wallet(dir, "cohort-lab", url);
+    let ana = wallet(dir, "ana", url);
+    let lab_account = admit(&node, &lab, "researcher", "Cohort Lab");
+    add_member(&lab, &ana, &lab_account, &env);
+    let ct = pydicom_ct_file();
+    let out = ok(
+        &["record", "add", "--wallet", &c.doctor, "--patient", &c.patient_id, "--file"]
+            .into_iter()
+            .chain([ct.display().to_string().as_str(), "--category", "imaging"])
+            .chain(["--date", "2024-03-02", "--title", "CT chest"])
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    let scan = crate::records::pmr_of(&out);
+    let note = record(dir, &c.doctor, &c.patient_id, "imaging", "2024-03-03");
+    let granted = ok(
+        &["consent", "grant", "--wallet", &c.patient, "--grantee", &lab_account]
+            .into_iter()
+            .chain(["--purpose", "research", "--scope", "categories:imaging"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    id(&granted);
+    // Before the export the grant opens nothing as it is.
+    let err = crate::organisations::read(dir, &ana, &scan, "research").unwrap_err();
+    assert!(err.contains("research export"), "{err}");
+
+    let out_dir = dir.join("export");
+    let summary = export(&ana, "imaging-2026", &out_dir, &env);
+    assert_eq!(summary["patients"], 1, "{summary}");
+    assert_eq!(summary["images"], 1, "{summary}");
+    let withheld = summary["withheld"].as_array().unwrap();
+    assert_eq!(withheld.len(), 1, "{summary}");
+    assert_eq!(withheld[0]["pmr"], note.as_str());
+    assert!(withheld[0]["reason"].as_str().unwrap().contains("not DICOM"), "{summary}");
+    let files = open(&ana, &out_dir, &dir.join("plain"));
+    let image: Vec<&String> =
+        files.iter().map(|(n, _)| n).filter(|n| n.ends_with(".dcm")).collect();
+    assert_eq!(image.len(), 1, "{files:?}");
+    let (_, docs) = files.iter().find(|(n, _)| n == "DocumentReference.ndjson").unwrap();
+    assert!(docs.contains(&format!("\"url\":\"{}\"", image[0])), "{docs}");
+    assert!(docs.contains("application/dicom") && docs.contains("content not exported"), "{docs}");
+    let dcm = dir.join("plain").join(image[0]);
+    let bytes = std::fs::read(&dcm).unwrap();
+    for identifier in ["CompressedSamples", "1CT1", scan.as_str(), c.patient_id.as_str()] {
+        assert!(!leaks(&String::from_utf8_lossy(&bytes), identifier), "{identifier} in the image");
+    }
+    let check = "import sys, pydicom\n\
+        a, b = pydicom.dcmread(sys.argv[1]), pydicom.dcmread(sys.argv[2])\n\
+        assert b.PatientIdentityRemoved == 'YES', b.PatientIdentityRemoved\n\
+        assert str(b.PatientName) != str(a.PatientName) and b.PatientID != a.PatientID\n\
+        assert b.StudyInstanceUID != a.StudyInstanceUID and b.SOPInstanceUID != a.SOPInstanceUID\n\
+        assert b.PixelData == a.PixelData\n";
+    let checked = std::process::Command::new("python3")
+        .args(["-c", check, &ct.display().to_string(), &dcm.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
+
+    // The patient's trail shows the export and the two reads it made, for research.
+    let trail: serde_json::Value =
+        serde_json::from_str(&ok(&["audit", "trail", "--wallet", &c.patient, "--json"], &env))
+            .unwrap();
+    let research_reads = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            let access = &e["kind"]["access"];
+            access["purpose"] == "research" && access["decision"]["allow"].is_object()
+        })
+        .count();
+    assert_eq!(research_reads, 2, "{trail}");
 }
