@@ -317,11 +317,18 @@ async fn seal(s: &Session, id: &str) -> Result<()> {
     Ok(())
 }
 
-async fn share(s: &Session, id: &str, with: AccountId) -> Result<()> {
+/// Wraps this wallet's key of case `id` to `with` and records it (`case share`): the
+/// ledger decides who may share (the patient or the opener) and with whom.
+pub(crate) async fn share_case(s: &Session, id: &str, with: AccountId) -> Result<Receipt> {
     let case = fetch_case(s, id).await?;
     let key = case_key(s, &case).await?;
     let k = wrap_to(s, &key, with, &case.description).await?;
     let receipt = s.submit(TxBody::Cases(CaseTx::ShareKey { case: id.to_owned(), key: k })).await?;
+    Ok(receipt)
+}
+
+async fn share(s: &Session, id: &str, with: AccountId) -> Result<()> {
+    let receipt = share_case(s, id, with).await?;
     println!(
         "case {id}: key wrapped to {with} (block {}); to write entries they also need a treatment grant for the case (consent grant --scope case:{id})",
         receipt.height
@@ -522,17 +529,41 @@ async fn show(s: &Session, id: &str, purpose: Purpose, json: bool) -> Result<()>
     Ok(())
 }
 
-async fn export(mut s: Session, id: &str, purpose: Purpose, out: &Path) -> Result<()> {
-    let read = read_case(&s, id, purpose).await?;
+/// An export of case `id` to keep: the audited read ([`read_case`]), verified against a node
+/// key the pinned regulator admitted (one that does not verify is an error and nothing is
+/// kept), with its report and the id of the node that signed it.
+pub(crate) async fn export_verified(
+    s: &Session,
+    id: &str,
+    purpose: Purpose,
+) -> Result<(CaseExport, CaseReport, u64)> {
+    let read = read_case(s, id, purpose).await?;
     eprintln!("read of case {id} logged: audit event {} at block {}", read.event, read.height);
     let export = read.export;
-    let (trusted, node_id) = admitted_signer(&s, &export).await?;
+    let (trusted, node_id) = admitted_signer(s, &export).await?;
     let report = verify_export(&export, &trusted).map_err(|f| {
         anyhow::anyhow!(
             "the node served an export of case {id} that does NOT verify: {f}; nothing was written"
         )
     })?;
     served_as_asked(id, &report.case).context("nothing was written")?;
+    Ok((export, report, node_id))
+}
+
+/// Verifies an export file's bytes (`case verify`, from an upload): the checkpoint's signer
+/// must be a node key the pinned regulator admitted (asked of the node), then every check of
+/// [`verify_export`]. Names the first problem.
+pub(crate) async fn verify_bytes(s: &Session, bytes: &[u8]) -> Result<CaseReport> {
+    let export = medledger_client::cases::parse_export(bytes)
+        .map_err(|e| anyhow::anyhow!("case verify FAILED: {e}"))?;
+    let (trusted, _) = admitted_signer(s, &export)
+        .await
+        .context("case verify FAILED: the export's checkpoint is not signed by an admitted node")?;
+    verify_export(&export, &trusted).map_err(|f| anyhow::anyhow!("case verify FAILED: {f}"))
+}
+
+async fn export(mut s: Session, id: &str, purpose: Purpose, out: &Path) -> Result<()> {
+    let (export, report, node_id) = export_verified(&s, id, purpose).await?;
     crate::proof::extend_history(
         &mut s.wallet,
         &s.path,

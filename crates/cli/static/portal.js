@@ -39,12 +39,12 @@
     setInterval(tick, 1000);
   }
 
-  var form = document.getElementById("upload");
-  if (form) {
+  // Uploads (a record, a case file to check): sent with the CSRF header, with progress.
+  Array.prototype.forEach.call(document.querySelectorAll("form[data-upload]"), function (form) {
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
-      var bar = document.getElementById("upload-progress");
-      var state = document.getElementById("upload-state");
+      var bar = form.querySelector("progress");
+      var state = form.querySelector(".upload-state");
       var xhr = new XMLHttpRequest();
       xhr.open("POST", form.getAttribute("action"));
       xhr.setRequestHeader("x-csrf-token", csrf);
@@ -52,7 +52,7 @@
       xhr.upload.onprogress = function (e) {
         if (e.lengthComputable) { bar.max = e.total; bar.value = e.loaded; }
       };
-      xhr.upload.onload = function () { state.textContent = "encrypting and adding…"; };
+      xhr.upload.onload = function () { state.textContent = "working on it…"; };
       xhr.onload = function () {
         if (xhr.status >= 200 && xhr.status < 300) {
           window.location.assign(xhr.responseURL);
@@ -64,5 +64,5 @@
       xhr.onerror = function () { state.textContent = "the upload failed"; };
       xhr.send(new FormData(form));
     });
-  }
+  });
 })();

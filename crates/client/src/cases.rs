@@ -117,29 +117,44 @@ pub fn open_note(key: &DataKey, sealed: &[u8], context: &[u8]) -> Result<CaseNot
     Ok(CASE_ENTRY.decode(&plain)?)
 }
 
-/// Writes an export file: [`EXPORT_MAGIC`] then the canonical encoding, durably
-/// ([`crate::fs::replace_fsynced`]).
-pub fn write_export(path: &Path, export: &CaseExport) -> Result<(), ClientError> {
+/// An export file's bytes: [`EXPORT_MAGIC`] then the canonical encoding.
+pub fn export_bytes(export: &CaseExport) -> Vec<u8> {
     let mut bytes = EXPORT_MAGIC.to_vec();
     bytes.extend_from_slice(&encoding::encode(export));
-    crate::fs::replace_fsynced(path, &bytes)
+    bytes
+}
+
+/// Writes an export file ([`export_bytes`]) durably ([`crate::fs::replace_fsynced`]).
+pub fn write_export(path: &Path, export: &CaseExport) -> Result<(), ClientError> {
+    crate::fs::replace_fsynced(path, &export_bytes(export))
 }
 
 /// Reads an export file written by [`write_export`].
 pub fn read_export(path: &Path) -> Result<CaseExport, ClientError> {
     let len = std::fs::metadata(path).map_err(|e| ClientError::io("read", path, e))?.len();
     if len > (MAX_EXPORT_BYTES + EXPORT_MAGIC.len()) as u64 {
-        return Err(CaseFault::Format {
-            reason: format!("{len} bytes, more than the limit of {MAX_EXPORT_BYTES}"),
-        }
-        .into());
+        return Err(too_long(len));
     }
     let bytes = std::fs::read(path).map_err(|e| ClientError::io("read", path, e))?;
+    parse_export(&bytes)
+}
+
+/// Decodes the bytes of an export file ([`export_bytes`]): its magic, then at most
+/// [`MAX_EXPORT_BYTES`] of canonical encoding.
+pub fn parse_export(bytes: &[u8]) -> Result<CaseExport, ClientError> {
+    if bytes.len() > MAX_EXPORT_BYTES + EXPORT_MAGIC.len() {
+        return Err(too_long(bytes.len() as u64));
+    }
     let body = bytes.strip_prefix(EXPORT_MAGIC.as_slice()).ok_or_else(|| CaseFault::Format {
         reason: "it does not start with the case export magic".into(),
     })?;
     encoding::decode("case export", body, MAX_EXPORT_BYTES)
         .map_err(|e| CaseFault::Format { reason: e.to_string() }.into())
+}
+
+fn too_long(len: u64) -> ClientError {
+    CaseFault::Format { reason: format!("{len} bytes, more than the limit of {MAX_EXPORT_BYTES}") }
+        .into()
 }
 
 /// The first problem [`verify_export`] found. Entry numbers are the case's own (from 1);

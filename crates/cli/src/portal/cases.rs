@@ -3,13 +3,16 @@
 //! Reading is the audited read of `medledger case show` ([`crate::case::read_verified`]):
 //! the access naming the case is committed to the patient's trail first, the export is
 //! verified here against the node key the pinned regulator admitted, then decrypted here.
-//! Every form calls the same functions as the `case` commands.
+//! Every form calls the same functions as the `case` commands: the patient or the opener
+//! shares the case key (`case share`); a reader downloads the verified export file (`case
+//! export`, the same audited read) and anyone signed in checks such a file (`case verify`,
+//! uploaded: its checkpoint must be signed by a node the pinned regulator admitted).
 
 use askama::Template;
 use axum::{
     Form, Router,
-    extract::{Query, State},
-    http::StatusCode,
+    extract::{Multipart, Query, State},
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -29,7 +32,14 @@ pub fn routes() -> Router<Portal> {
         .route("/case/read", post(read))
         .route("/case/append", post(append))
         .route("/case/seal", post(seal))
+        .route("/case/share", post(share))
+        .route("/case/export", post(export))
+        .route("/case/verify", post(verify))
 }
+
+/// The largest case export file the portal checks (an upload; the CLI reads up to
+/// `MAX_EXPORT_BYTES` from disk).
+const VERIFY_LIMIT: usize = 64 * 1024 * 1024;
 
 /// A case as a row of the list.
 pub struct CaseRow {
@@ -319,6 +329,120 @@ async fn seal(State(p): State<Portal>, Form(f): Form<CaseForm>) -> Response {
             cases_page(&p, &u, list_after(&u, id), Flash::error(&e), StatusCode::BAD_REQUEST).await
         }
     }
+}
+
+#[derive(Deserialize)]
+struct ShareForm {
+    case: String,
+    /// The account to wrap the case key to.
+    with: String,
+}
+
+/// The patient or the case's opener wraps the case key to another account (`medledger case
+/// share`): the ledger decides whether this wallet may.
+async fn share(State(p): State<Portal>, Form(f): Form<ShareForm>) -> Response {
+    let u = match unlocked_as(&p, &[Role::Doctor, Role::Patient], "sharing a case") {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    let id = f.case.trim();
+    let shared = async {
+        let with: medledger_core::ids::AccountId = f.with.trim().parse().map_err(|_| {
+            anyhow::anyhow!("{:?} is not an account id (40 hex digits)", f.with.trim())
+        })?;
+        let r = crate::case::share_case(&u.session, id, with).await?;
+        anyhow::Ok(format!(
+            "case {id}: key wrapped to {} (block {}); to write entries they also need a \
+             treatment grant for the case",
+            u.names.of(&with),
+            r.height
+        ))
+    }
+    .await;
+    match shared {
+        Ok(text) => p.done_with(&for_patient("/cases", &list_after(&u, id)), text),
+        Err(e) => {
+            cases_page(&p, &u, list_after(&u, id), Flash::error(&e), StatusCode::BAD_REQUEST).await
+        }
+    }
+}
+
+/// The verified export file of a case, downloaded (`medledger case export`): an audited read,
+/// verified here before a byte is sent; one that does not verify is not sent.
+async fn export(State(p): State<Portal>, Form(f): Form<CaseForm>) -> Response {
+    let u = match unlocked_as(&p, &[Role::Patient, Role::Doctor], "exporting a case") {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    let id = f.case.trim().to_owned();
+    let exported = async {
+        let purpose = match f.purpose.trim() {
+            "" => Purpose::Treatment,
+            other => crate::record::parse_purpose(other).map_err(|e| anyhow::anyhow!("{e}"))?,
+        };
+        crate::case::export_verified(&u.session, &id, purpose).await
+    }
+    .await;
+    match exported {
+        Ok((export, _, _)) => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{id}.case\"")),
+            ],
+            medledger_client::cases::export_bytes(&export),
+        )
+            .into_response(),
+        Err(e) => {
+            cases_page(&p, &u, list_after(&u, &id), Flash::error(&e), StatusCode::FORBIDDEN).await
+        }
+    }
+}
+
+/// Checks an uploaded case export file (`medledger case verify`), from the page's script
+/// (multipart, with the CSRF header): what it proves, or the first problem.
+async fn verify(State(p): State<Portal>, multipart: Multipart) -> Response {
+    let u = match unlocked_as(&p, &[Role::Patient, Role::Doctor], "verifying a case file") {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    match verify_upload(&u, multipart).await {
+        Ok(text) => p.done_with("/cases", text),
+        Err(e) => super::guard::refuse(StatusCode::BAD_REQUEST, &format!("{e:#}")),
+    }
+}
+
+async fn verify_upload(u: &Unlocked, mut multipart: Multipart) -> anyhow::Result<String> {
+    use anyhow::{Context, bail};
+    let mut bytes = Vec::new();
+    let mut name = String::new();
+    while let Some(mut field) = multipart.next_field().await.context("reading the upload")? {
+        if field.name() != Some("file") {
+            bail!("unexpected form field {:?}", field.name().unwrap_or(""));
+        }
+        name = field.file_name().unwrap_or("the file").to_owned();
+        while let Some(chunk) = field.chunk().await.context("reading the file")? {
+            if bytes.len() + chunk.len() > VERIFY_LIMIT {
+                bail!("{name} is larger than {} MiB: not a case export", VERIFY_LIMIT >> 20);
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+    }
+    if bytes.is_empty() {
+        bail!("choose a case export file (.case) to verify");
+    }
+    let r = crate::case::verify_bytes(&u.session, &bytes).await?;
+    let sealed = match &r.sealed {
+        Some(seal) => format!("sealed at block {}", seal.height),
+        None => "open (more entries may follow)".into(),
+    };
+    Ok(format!(
+        "{name} verifies: case {}, {} entries, {sealed}; every entry present and in order, the \
+         chain unbroken, each entry signed by its author and applied by the ledger (checkpoint \
+         height {}, signed by a node the regulator admitted)",
+        r.case,
+        r.entries.len(),
+        r.checkpoint.height
+    ))
 }
 
 #[cfg(test)]

@@ -134,6 +134,8 @@ pub(crate) struct Answer {
     pub(crate) status: u16,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) body: String,
+    /// The body as sent (a download is not text).
+    pub(crate) bytes: Vec<u8>,
     /// For a form posted as a browser posts it ([`poster`]): the page its answer redirected
     /// to (Post/Redirect/Get), whose answer this is.
     pub(crate) via: Option<String>,
@@ -173,15 +175,22 @@ pub(crate) fn ask(
     s.write_all(body.as_bytes()).unwrap();
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    answer_of(&raw)
+}
+
+/// An HTTP answer as read off the connection.
+fn answer_of(raw: &[u8]) -> Answer {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").map_or(raw.len(), |at| at + 4);
+    let bytes = raw[split..].to_vec();
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let body = String::from_utf8_lossy(&bytes).into_owned();
     let mut lines = head.lines();
     let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    Answer { status, headers, body: body.to_owned(), via: None }
+    Answer { status, headers, body, bytes, via: None }
 }
 
 /// The CSRF token of a page (its `<meta name="csrf-token">`).
@@ -631,6 +640,7 @@ fn every_field<'a>(csrf: &'a str, account: &'a str) -> Vec<(&'a str, &'a str)> {
         ("card", "x"),
         ("member", account),
         ("organisation", account),
+        ("with", account),
     ]
 }
 
@@ -1151,6 +1161,22 @@ fn upload_request(
     file_name: &str,
     content_len: usize,
 ) -> (Vec<u8>, Vec<u8>) {
+    let fields = [("patient", patient), ("category", category)];
+    multipart_request(p, cookie, csrf, "/records", &fields, file_name, content_len)
+}
+
+/// A multipart POST to `path` as the page's script sends it (with the CSRF header `csrf`, none
+/// if empty): `fields`, then a `file` named `file_name` whose `content_len` bytes go between
+/// the two parts returned.
+fn multipart_request(
+    p: &Portal,
+    cookie: &str,
+    csrf: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+    file_name: &str,
+    content_len: usize,
+) -> (Vec<u8>, Vec<u8>) {
     let boundary = "medledgerboundary";
     let part = |name: &str, value: &str| {
         format!(
@@ -1158,20 +1184,36 @@ fn upload_request(
         )
     };
     let parts = format!(
-        "{}{}--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\n\r\n",
-        part("patient", patient),
-        part("category", category)
+        "{}--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\n\r\n",
+        fields.iter().map(|(k, v)| part(k, v)).collect::<String>()
     );
     let tail = format!("\r\n--{boundary}--\r\n");
     let body_len = parts.len() + content_len + tail.len();
+    let csrf = if csrf.is_empty() { String::new() } else { format!("x-csrf-token: {csrf}\r\n") };
     let head = format!(
-        "POST /records HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nCookie: {cookie}\r\n\
-         Origin: {}\r\nx-csrf-token: {csrf}\r\n\
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nCookie: {cookie}\r\n\
+         Origin: {}\r\n{csrf}\
          Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {body_len}\r\n\r\n{parts}",
         host_of(p.port),
         p.origin()
     );
     (head.into_bytes(), tail.into_bytes())
+}
+
+/// Sends a multipart request (`multipart_request`'s two parts around `content`); the answer,
+/// its redirect followed as a browser's script would.
+fn send_multipart(
+    p: &Portal,
+    cookie: &str,
+    (head, tail): (Vec<u8>, Vec<u8>),
+    content: &[u8],
+) -> Answer {
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s.write_all(&[head, content.to_vec(), tail].concat()).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    followed(p.port, cookie, answer_of(&raw))
 }
 
 /// Uploads `content` as `file_name` under `category`; the raw answer.
@@ -1546,6 +1588,26 @@ fn a_doctor_opens_writes_and_seals_a_case_and_both_read_it_verified_in_the_porta
     assert!(!denied.body.contains(entry) && !denied.body.contains("Chest pain"), "{}", denied.body);
     let log = ask(pat.port, "GET", "/access-log", &[("Cookie", &pcookie)], "");
     assert!(log.body.contains("class=\"denied\""), "{}", log.body);
+    // The patient gives the stranger the case key: a key is not a grant, so the ledger still
+    // denies the stranger's read; the stranger, who may not see the case, cannot pass the key
+    // on; a share names an account.
+    let stranger_account = account_of(&stranger);
+    let share = |post: &dyn Fn(&str, &[(&str, &str)]) -> Answer, csrf: &str, with: &str| {
+        post("/case/share", &[("csrf", csrf), ("case", &case), ("with", with)])
+    };
+    let shared = share(&ppost, &pcsrf, &stranger_account);
+    assert_eq!((shared.status, shared.via.as_deref()), (200, Some("/cases")), "{}", shared.body);
+    assert!(shared.body.contains(&format!("case {case}: key wrapped to")), "{}", shared.body);
+    let held = ok(&["case", "list", "--wallet", &c.patient, "--json"], &[]);
+    assert!(held.contains(&case), "{held}");
+    let denied = poster(&other, &ocookie)("/case/read", &[("csrf", &ocsrf), ("case", &case)]);
+    assert_eq!(denied.status, 403, "a key is not a grant: {}", denied.body);
+    let passed_on = share(&poster(&other, &ocookie), &ocsrf, &account_of(&c.hospital));
+    assert_eq!(passed_on.status, 400, "{}", passed_on.body);
+    assert!(passed_on.body.contains("or you may not see it"), "{}", passed_on.body);
+    let nobody = share(&ppost, &pcsrf, "not-an-account");
+    assert_eq!(nobody.status, 400, "{}", nobody.body);
+    assert!(nobody.body.contains("is not an account id"), "{}", nobody.body);
     // A case that is not there: refused, with the reason, nothing shown.
     let missing = ppost("/case/read", &[("csrf", &pcsrf), ("case", &format!("C{pid}-99"))]);
     assert_eq!(missing.status, 403, "{}", missing.body);
@@ -1561,6 +1623,47 @@ fn a_doctor_opens_writes_and_seals_a_case_and_both_read_it_verified_in_the_porta
     let read = dpost("/case/read", &[("csrf", &dcsrf), ("case", &case)]);
     assert!(read.body.contains("sealed at block") && !read.body.contains("id=\"append-entry\""));
     holds_no_secret(&c.doctor, &[&opened, &read]);
+
+    // The patient downloads the verified case file (an audited read), which the CLI checks
+    // offline; the doctor checks it in the portal; an altered copy and a file that is no case
+    // export are refused with the first problem, and an upload without the CSRF header is
+    // refused before the handler.
+    let exported = ppost("/case/export", &[("csrf", &pcsrf), ("case", &case)]);
+    assert_eq!(exported.status, 200, "{}", exported.body);
+    assert_eq!(
+        exported.header("content-disposition"),
+        Some(format!("attachment; filename=\"{case}.case\"").as_str())
+    );
+    assert!(exported.bytes.starts_with(b"MLCASEX1"), "not a case export");
+    let file = tmp.path().join("downloaded.case");
+    std::fs::write(&file, &exported.bytes).unwrap();
+    let checked = ok(&["case", "verify", &file.display().to_string(), "--wallet", &c.patient], &[]);
+    assert!(checked.contains("1 entries") && checked.contains("sealed at block"), "{checked}");
+    let verify = |csrf: &str, name: &str, bytes: &[u8]| {
+        let request =
+            multipart_request(&doc, &dcookie, csrf, "/case/verify", &[], name, bytes.len());
+        send_multipart(&doc, &dcookie, request, bytes)
+    };
+    let good = verify(&dcsrf, "downloaded.case", &exported.bytes);
+    assert_eq!((good.status, good.via.as_deref()), (200, Some("/cases")), "{}", good.body);
+    assert!(
+        good.body.contains(&format!("downloaded.case verifies: case {case}, 1 entries, sealed"))
+    );
+    let mut altered = exported.bytes.clone();
+    let middle = altered.len() / 2;
+    altered[middle] ^= 0x01;
+    let bad = verify(&dcsrf, "altered.case", &altered);
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("case verify FAILED"), "{}", bad.body);
+    let notes = verify(&dcsrf, "notes.txt", b"just some notes");
+    assert_eq!(notes.status, 400, "{}", notes.body);
+    assert!(notes.body.contains("case export magic"), "{}", notes.body);
+    let forged = verify("", "downloaded.case", &exported.bytes);
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    // A download that the ledger denies sends nothing.
+    let refused = poster(&other, &ocookie)("/case/export", &[("csrf", &ocsrf), ("case", &case)]);
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(!refused.bytes.starts_with(b"MLCASEX1"), "a denied export was sent");
     holds_no_secret(&c.patient, &[&listed, &pread]);
 
     // Not the hospital's: the page and every case, device and break-glass form of a doctor
@@ -1569,6 +1672,8 @@ fn a_doctor_opens_writes_and_seals_a_case_and_both_read_it_verified_in_the_porta
     let (hcookie, hcsrf) = signed_in(&desk);
     assert_eq!(ask(desk.port, "GET", "/cases", &[("Cookie", &hcookie)], "").status, 403);
     assert_eq!(ask(desk.port, "GET", "/emergency/doctor", &[("Cookie", &hcookie)], "").status, 403);
+    let request = multipart_request(&desk, &hcookie, &hcsrf, "/case/verify", &[], "a.case", 8);
+    assert_eq!(send_multipart(&desk, &hcookie, request, b"MLCASEX1").status, 403);
     refused_for_role(
         &desk,
         &hcookie,
@@ -1579,6 +1684,8 @@ fn a_doctor_opens_writes_and_seals_a_case_and_both_read_it_verified_in_the_porta
             "/case/read",
             "/case/append",
             "/case/seal",
+            "/case/share",
+            "/case/export",
             "/devices/thresholds",
             "/devices/readings",
             "/devices/session/start",
