@@ -125,7 +125,9 @@ pub(crate) async fn read_contents(
     for (i, r) in records.iter().enumerate() {
         eprintln!("reading record {} of {}: {}", i + 1, records.len(), r.pmr);
         let (meta, mut file, len) =
-            match crate::record::read_to_tempfile(s, &r.pmr, purpose_of(r), None).await {
+            match crate::record::read_to_tempfile(s, &r.pmr, purpose_of(r), None, Some(&r.content))
+                .await
+            {
                 Ok(read) => read,
                 Err(e) => {
                     eprintln!("warning: record {} is exported without its content: {e:#}", r.pmr);

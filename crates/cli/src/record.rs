@@ -623,9 +623,20 @@ pub(crate) async fn read_to_tempfile(
     pmr: &str,
     purpose: Purpose,
     break_glass: Option<Hash>,
+    planned: Option<&Hash>,
 ) -> Result<(RecordMetadata, std::fs::File, u64)> {
     use std::io::Seek;
     let opened = open(s, pmr, purpose, break_glass).await?;
+    // The content this read was planned for (an export's listing): a node that now describes
+    // the record with other content is not believed.
+    if let Some(planned) = planned
+        && *planned != opened.record.content
+    {
+        bail!(
+            "the node describes record {pmr} with content {}, not the {planned} it listed before",
+            opened.record.content
+        );
+    }
     let mut file = tempfile::tempfile()?;
     let writer = file.try_clone()?;
     let len = medledger_client::records::download_decrypted(

@@ -26,7 +26,7 @@
 //! No other record content is exported (see `medledger_fhir::research`).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
 };
 
@@ -45,7 +45,7 @@ use medledger_core::{
     ids::AccountId,
     tx::{
         SignedTransaction, TxBody,
-        consent::{Purpose, RecordCategory},
+        consent::Purpose,
         research::{PlannedRecord, ResearchExportTx, plan_digest},
     },
 };
@@ -391,21 +391,22 @@ pub(crate) async fn export(
         Ok(IndexedFile { name, wrapped_key: hex::encode(encoding::encode(&wrapped)) })
     };
     let mut sealed = Vec::new();
-    let mut images: BTreeMap<String, u64> = BTreeMap::new();
+    let mut images: BTreeSet<String> = BTreeSet::new();
     let mut withheld = Vec::new();
     if let Some(session) = s.reader {
         let dicom_key = DeidKey::new(keys.dicom_key());
+        let content = medledger_core::tx::research::content_categories(RULE_SET);
         let imaging: Vec<&RecordView> = exported
             .iter()
             .flat_map(|p| &p.records)
-            .filter(|r| r.category == RecordCategory::Imaging)
+            .filter(|r| content.contains(&r.category))
             .collect();
         for (i, r) in imaging.iter().enumerate() {
             eprintln!("reading image {} of {}: {}", i + 1, imaging.len(), r.pmr);
-            match deidentified(session, &r.pmr, &dicom_key).await {
+            match deidentified(session, r, &dicom_key).await {
                 Ok(bytes) => {
                     sealed.push(seal(image_file_name(&keys, &r.pmr), &bytes)?);
-                    images.insert(r.pmr.clone(), bytes.len() as u64);
+                    images.insert(r.pmr.clone());
                 }
                 Err(reason) => {
                     eprintln!("warning: the content of {} is not exported: {reason}", r.pmr);
@@ -472,17 +473,30 @@ pub(crate) async fn export(
     })
 }
 
-/// Record `pmr`'s content read for research (an audited read) and de-identified under `key`;
-/// why not, if it is not DICOM or the profile cannot clean it.
+/// The largest content the export reads to de-identify: the whole file is parsed in memory.
+const MAX_DICOM_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Record `r`'s content read for research (an audited read of exactly the content its export
+/// planned) and de-identified under `key`; why not, if it is too large, not DICOM or the
+/// profile cannot clean it.
 async fn deidentified(
     session: &Session,
-    pmr: &str,
+    r: &RecordView,
     key: &DeidKey,
 ) -> std::result::Result<Vec<u8>, String> {
     use std::io::Read;
-    let (_, mut file, len) = crate::record::read_to_tempfile(session, pmr, Purpose::Research, None)
-        .await
-        .map_err(|e| format!("{e:#}"))?;
+    if r.size > MAX_DICOM_BYTES {
+        return Err(format!(
+            "{} bytes, more than the {} MiB an export de-identifies",
+            r.size,
+            MAX_DICOM_BYTES >> 20
+        ));
+    }
+    let planned = Some(&r.content);
+    let (_, mut file, len) =
+        crate::record::read_to_tempfile(session, &r.pmr, Purpose::Research, None, planned)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
     let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
     if !medledger_dicom::is_dicom(&bytes) {

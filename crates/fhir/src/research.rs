@@ -28,7 +28,7 @@
 //! Every resource is built as FHIR JSON and parsed through the R4 model with its validation
 //! (`crate::parse`) before it is written.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use fhir::r4::resources::Resource;
 use hkdf::Hkdf;
@@ -139,9 +139,9 @@ pub struct PatientInput<'a> {
     pub details: Option<&'a Value>,
     /// The patient's records of the exported categories.
     pub records: &'a [RecordView],
-    /// The records whose de-identified DICOM content the exporter writes beside the files:
-    /// PMR-ID -> its size in bytes ([`image_file_name`] names the file).
-    pub images: &'a BTreeMap<String, u64>,
+    /// The records whose de-identified DICOM content the exporter writes beside the files, by
+    /// PMR-ID ([`image_file_name`] names the file).
+    pub images: &'a BTreeSet<String>,
 }
 
 /// The file name of the de-identified DICOM content of record `pmr` in an export: the
@@ -184,7 +184,7 @@ pub fn patient_resources(
     }
     let mut out = vec![("Patient", parse(patient)?)];
     for r in input.records.iter().filter(|r| r.erased_at.is_none()) {
-        let image = input.images.get(&r.pmr).copied();
+        let image = input.images.contains(&r.pmr);
         out.push(("DocumentReference", document(keys, &patient_id, r, image)?));
     }
     Ok(out)
@@ -195,21 +195,20 @@ fn is_state_code(s: &str) -> bool {
     s.len() == 2 && s.bytes().all(|b| b.is_ascii_uppercase())
 }
 
-/// A record as a de-identified DocumentReference: its category, status and visit year,
-/// and its de-identified DICOM content's file and size (`image`) if the exporter wrote one.
+/// A record as a de-identified DocumentReference: its category, status and visit year, or,
+/// if the exporter wrote its de-identified DICOM content (`image`), the file instead of the
+/// year. The image's dates are shifted by a per-patient number of days, so the true year beside
+/// them would narrow the shift down; and no size, which would match the ledger's token.
 fn document(
     keys: &ProjectKeys,
     patient: &str,
     r: &RecordView,
-    image: Option<u64>,
+    image: bool,
 ) -> Result<Resource, Error> {
-    let attachment = match image {
-        Some(size) => json!({
-            "contentType": "application/dicom",
-            "url": image_file_name(keys, &r.pmr),
-            "size": size,
-        }),
-        None => json!({ "title": format!("content not exported ({RULE_SET})") }),
+    let attachment = if image {
+        json!({ "contentType": "application/dicom", "url": image_file_name(keys, &r.pmr) })
+    } else {
+        json!({ "title": format!("content not exported ({RULE_SET})") })
     };
     let mut doc = json!({
         "resourceType": "DocumentReference",
@@ -218,8 +217,10 @@ fn document(
         "category": [{ "coding": [codes::category_coding(r.category)] }],
         "subject": { "reference": format!("Patient/{patient}") },
         "content": [{ "attachment": attachment }],
-        "context": { "period": { "start": format!("{:04}", r.visit_date.year) } },
     });
+    if !image {
+        doc["context"] = json!({ "period": { "start": format!("{:04}", r.visit_date.year) } });
+    }
     if let Some(loinc) = codes::category_loinc(r.category) {
         doc["type"] = json!({ "coding": [loinc] });
     }
@@ -431,7 +432,7 @@ mod tests {
             account: &account,
             details: Some(&details),
             records: &records,
-            images: &BTreeMap::new(),
+            images: &BTreeSet::new(),
         };
         let out = patient_resources(&keys("p1"), &input, 2026).unwrap();
         assert_eq!(
@@ -482,7 +483,7 @@ mod tests {
             record(&account, scan_pmr, "imaging", json!({})),
             record(&account, note_pmr, "imaging", json!({})),
         ];
-        let images = BTreeMap::from([(scan_pmr.to_owned(), 5_551u64)]);
+        let images = BTreeSet::from([scan_pmr.to_owned()]);
         let keys = keys("p1");
         let input =
             PatientInput { account: &account, details: None, records: &records, images: &images };
@@ -496,17 +497,22 @@ mod tests {
             .collect();
         let by_id = |pmr: &str| {
             let id = keys.pseudonym("DocumentReference", pmr);
-            docs.iter().find(|d| d["id"] == id.as_str()).unwrap()["content"][0]["attachment"]
-                .clone()
+            docs.iter().find(|d| d["id"] == id.as_str()).unwrap().clone()
         };
         let scan = by_id(scan_pmr);
-        assert_eq!(scan["contentType"], "application/dicom");
-        assert_eq!(scan["url"], image_file_name(&keys, scan_pmr).as_str());
-        assert_eq!(scan["size"], 5_551);
+        let attachment = &scan["content"][0]["attachment"];
+        assert_eq!(attachment["contentType"], "application/dicom");
+        assert_eq!(attachment["url"], image_file_name(&keys, scan_pmr).as_str());
         assert!(image_file_name(&keys, scan_pmr).ends_with(".dcm"));
+        // No size (the ledger's token would match it) and no year (the image's shifted dates
+        // beside the true year would give the shift away).
+        assert!(attachment.get("size").is_none(), "{scan}");
+        assert!(scan.get("context").is_none(), "{scan}");
         let note = by_id(note_pmr);
-        assert!(note.get("url").is_none(), "{note}");
-        assert_eq!(note["title"], format!("content not exported ({RULE_SET})"));
+        let attachment = &note["content"][0]["attachment"];
+        assert!(attachment.get("url").is_none(), "{note}");
+        assert_eq!(attachment["title"], format!("content not exported ({RULE_SET})"));
+        assert_eq!(note["context"]["period"]["start"], "2024");
     }
 
     #[test]
@@ -517,7 +523,7 @@ mod tests {
             account: &account,
             details: Some(&details),
             records: &[],
-            images: &BTreeMap::new(),
+            images: &BTreeSet::new(),
         };
         let out = patient_resources(&keys("p1"), &input, 2026).unwrap();
         let text = scan(&out);
@@ -534,7 +540,7 @@ mod tests {
             account: &account,
             details: None,
             records: &records,
-            images: &BTreeMap::new(),
+            images: &BTreeSet::new(),
         };
         let mut files = NdjsonFiles::default();
         for (kind, r) in patient_resources(&keys("p1"), &input, 2026).unwrap() {

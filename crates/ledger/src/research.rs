@@ -8,10 +8,12 @@
 //! it. Anything short of that is refused and writes nothing: an export is all or nothing.
 //!
 //! The export is also the only thing that opens identified content to a researcher's member:
-//! each record its plan names may be read by that member, for research, within
-//! [`medledger_core::tx::consent::RESEARCH_READ_WINDOW_MS`] of the export's block and while
-//! the grant stays in force (`crate::consent::authorize`). Nothing else does (the review's
-//! M2): without it a research grant would be a licence to read the records as they are.
+//! each record its plan names *of a category whose content the rule set exports*
+//! (`content_categories`: imaging, for DICOM, under `safe-harbor-1`) may be read by that member,
+//! for research, within [`medledger_core::tx::consent::RESEARCH_READ_WINDOW_MS`] of the
+//! export's block and under one of the grants that allowed the export, still in force
+//! (`crate::consent::authorize`). Nothing else does (the review's M2): without it a research
+//! grant would be a licence to read the records as they are.
 //!
 //! The plan digest must be the one the ledger computes at this block from the patient's
 //! non-erased records of the categories named (`plan_digest`): the event commits to exactly
@@ -30,7 +32,7 @@ use medledger_core::{
     tx::{
         OrganisationKind, Role,
         consent::{Action, Basis, Purpose, Resource},
-        research::{PlannedRecord, ResearchExportTx, check_shape, plan_digest},
+        research::{PlannedRecord, ResearchExportTx, check_shape, content_categories, plan_digest},
     },
 };
 
@@ -123,12 +125,14 @@ pub(crate) fn apply(
         categories: tx.categories.clone(),
         rule_set: tx.rule_set.clone(),
         plan: tx.plan,
-        grants,
+        grants: grants.clone(),
     };
     let event = record_event(state, signer, &tx.patient, &[*signer, organisation], kind)?;
-    // What the export names, and nothing else, the member may now read for research (M2).
-    let named = ResearchReadEntry { event, time_ms: state.time_ms };
-    for r in &records {
+    // Of what the export names, the records whose content its rule set exports, and nothing
+    // else, the member may now read for research, under the grants that allowed it (M2).
+    let content = content_categories(&tx.rule_set);
+    let named = ResearchReadEntry { event, time_ms: state.time_ms, grants: grants.clone() };
+    for r in records.iter().filter(|r| content.contains(&r.category)) {
         state.put_research_read(signer, &r.pmr, &named)?;
     }
     Ok(Ok(Some(Created::ResearchExport { event })))

@@ -722,7 +722,7 @@ async fn decrypt_record(
 ) -> anyhow::Result<(String, std::fs::File, u64)> {
     let purpose = if break_glass.is_some() { Purpose::Emergency } else { Purpose::Treatment };
     let (meta, file, len) =
-        crate::record::read_to_tempfile(&u.session, pmr, purpose, break_glass).await?;
+        crate::record::read_to_tempfile(&u.session, pmr, purpose, break_glass, None).await?;
     let name = meta.file_name.clone().unwrap_or_else(|| format!("{pmr}.bin"));
     Ok((name, file, len))
 }

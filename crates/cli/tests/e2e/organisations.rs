@@ -170,12 +170,12 @@ fn organisations_through_the_cli() {
 
     // Two records; the patient grants the lab research access to lab reports only. The keys
     // are wrapped to the lab and to its member.
-    let labs = record(dir, &c.doctor, &c.patient_id, "lab-report", "2024-03-01");
-    let scan = record(dir, &c.doctor, &c.patient_id, "imaging", "2024-03-02");
+    let labs = record(dir, &c.doctor, &c.patient_id, "imaging", "2024-03-01");
+    let report = record(dir, &c.doctor, &c.patient_id, "lab-report", "2024-03-02");
     let grant_args = |grantee: &str, purpose: &str| -> Vec<String> {
         ["consent", "grant", "--wallet", &c.patient, "--grantee", grantee]
             .into_iter()
-            .chain(["--purpose", purpose, "--scope", "categories:lab-report"])
+            .chain(["--purpose", purpose, "--scope", "categories:imaging"])
             .map(str::to_owned)
             .collect()
     };
@@ -188,18 +188,21 @@ fn organisations_through_the_cli() {
     let err = fails(&args.iter().map(String::as_str).collect::<Vec<_>>(), &env);
     assert!(err.contains("Research only"), "{err}");
 
-    // A research grant is no licence to read the records as they are: the member reads the lab
-    // report only once a research export of its own names it (M2), and for research only.
+    // A research grant is no licence to read the records as they are: the member reads the
+    // image only once a research export of its own names it (M2), and for research only; the
+    // lab itself never.
     let err = read(dir, &ana, &labs, "research").unwrap_err();
     assert!(err.contains("access denied") && err.contains("research export"), "{err}");
     let summary = crate::research::export(&ana, "cardio-2026", &dir.join("export"), &env);
     assert_eq!(summary["patients"], 1, "{summary}");
     let content = read(dir, &ana, &labs, "research").unwrap();
-    assert!(content.contains("lab-report of 2024-03-01"), "{content}");
+    assert!(content.contains("imaging of 2024-03-01"), "{content}");
     denied(read(dir, &ana, &labs, "insurance"), "another purpose");
     denied(read(dir, &ana, &labs, "treatment"), "treatment");
-    denied(read(dir, &ana, &scan, "research"), "outside the scope");
-    // The insurer's member, the insurer, the doctor: not under the lab's grant.
+    denied(read(dir, &ana, &report, "research"), "outside the scope");
+    // The lab's own account, the insurer's member, the insurer: not under the lab's grant.
+    let err = read(dir, &lab, &labs, "research").unwrap_err();
+    assert!(err.contains("access denied") && err.contains("research export"), "{err}");
     for (who, purpose) in [(&ivo, "research"), (&ivo, "insurance"), (&insurer, "research")] {
         denied(read(dir, who, &labs, purpose), "not a member of the lab");
     }
@@ -225,11 +228,14 @@ fn organisations_through_the_cli() {
     ok(&["organisation", "reinstate", &lab_account, "--wallet", &reg], &env);
     read(dir, &ana, &labs, "research").unwrap();
 
-    // Revoked, the grant opens nothing.
+    // Revoked, the grant opens nothing; a new grant opens nothing the old export named, until
+    // an export under it does.
     ok(&["consent", "revoke", &grant, "--wallet", &c.patient], &env);
     denied(read(dir, &ana, &labs, "research"), "revoked grant");
     let args = grant_args(&lab_account, "research");
     ok(&args.iter().map(String::as_str).collect::<Vec<_>>(), &env);
+    denied(read(dir, &ana, &labs, "research"), "a grant given after the export");
+    crate::research::export(&ana, "cardio-2026", &dir.join("export-again"), &env);
     read(dir, &ana, &labs, "research").unwrap();
 
     // Only the lab removes its member; removed, the member reads nothing.

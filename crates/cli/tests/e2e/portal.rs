@@ -579,6 +579,10 @@ fn poster<'a>(p: &'a Portal, cookie: &'a str) -> impl Fn(&str, &[(&str, &str)]) 
     }
 }
 
+/// What [`poster`] returns: posts a form's fields to a path.
+trait Post: Fn(&str, &[(&str, &str)]) -> Answer {}
+impl<F: Fn(&str, &[(&str, &str)]) -> Answer> Post for F {}
+
 /// `answer`, or, if it is a redirect (303), the page it names, opened with `cookie` and
 /// `via` set to it.
 fn followed(port: u16, cookie: &str, answer: Answer) -> Answer {
@@ -1592,7 +1596,7 @@ fn a_doctor_opens_writes_and_seals_a_case_and_both_read_it_verified_in_the_porta
     // denies the stranger's read; the stranger, who may not see the case, cannot pass the key
     // on; a share names an account.
     let stranger_account = account_of(&stranger);
-    let share = |post: &dyn Fn(&str, &[(&str, &str)]) -> Answer, csrf: &str, with: &str| {
+    let share = |post: &dyn Post, csrf: &str, with: &str| {
         post("/case/share", &[("csrf", csrf), ("case", &case), ("with", with)])
     };
     let shared = share(&ppost, &pcsrf, &stranger_account);
@@ -1906,13 +1910,8 @@ fn the_regulator_admits_an_organisation_and_it_keeps_its_members_in_the_portal()
     // A patient grants the organisation research access in the portal: the record's key is
     // wrapped to the organisation and to its member (proven by the ledger), who then reads
     // under the organisation's grant.
-    let pmr = crate::organisations::record(
-        tmp.path(),
-        &c.doctor,
-        &c.patient_id,
-        "lab-report",
-        "2026-01-02",
-    );
+    let pmr =
+        crate::organisations::record(tmp.path(), &c.doctor, &c.patient_id, "imaging", "2026-01-02");
     let pat = Portal::start(&c.patient, &node.url, &[]);
     let (pcookie, pcsrf) = signed_in(&pat);
     let granted = poster(&pat, &pcookie)(
@@ -1934,7 +1933,7 @@ fn the_regulator_admits_an_organisation_and_it_keeps_its_members_in_the_portal()
     // (It reads for research what a research export of its own names: it makes one.)
     crate::research::export(&analyst, "genome-2026", &tmp.path().join("export"), &env);
     let content = crate::organisations::read(tmp.path(), &analyst, &pmr, "research").unwrap();
-    assert!(content.contains("lab-report of 2026-01-02"), "{content}");
+    assert!(content.contains("imaging of 2026-01-02"), "{content}");
     let remove = |confirm: &[(&str, &str)]| {
         let mut fields = vec![("csrf", ocsrf.as_str()), ("action", "remove"), ("member", &member)];
         fields.extend_from_slice(confirm);

@@ -405,10 +405,11 @@ pub enum Denial {
     /// declaration (to borrow a grant for another category or patient). Recorded in the trail
     /// of the record's real patient.
     NotAsNamed,
-    /// A member of a researcher organisation reads under its organisation's research grant
-    /// only the records that a research export it committed names, within
-    /// [`RESEARCH_READ_WINDOW_MS`] of that export's block: never a category, a case or
-    /// device data, and never identified content outside an export.
+    /// A grant to a researcher organisation lets its members read only the records that a
+    /// research export they committed names for its content, within
+    /// [`RESEARCH_READ_WINDOW_MS`] of that export's block and under a grant that allowed it:
+    /// never a category, a case or device data, never identified content outside an export,
+    /// and nothing to the organisation's own account.
     NoResearchExport,
 }
 
@@ -431,8 +432,8 @@ impl std::fmt::Display for Denial {
                 "a false declaration: the access names the record with a patient or category it does not have",
             ),
             Denial::NoResearchExport => f.write_str(
-                "a researcher's member reads for research only the records a research export it \
-                 committed names, within 24 hours of it",
+                "under a research grant only a researcher's member reads, and only the records \
+                 whose content a research export it committed names, within 24 hours of it",
             ),
         }
     }

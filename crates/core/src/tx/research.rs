@@ -70,6 +70,17 @@ pub fn plan_digest(
 /// implementation, so a patient's trail never names one that does not exist.
 pub const RULE_SETS: &[&str] = &["safe-harbor-1"];
 
+/// The categories whose *content* `rule_set` exports (de-identified), and so the only records
+/// an export under it lets its member read (`authorize`): for `safe-harbor-1`, imaging, whose
+/// DICOM content the DICOM PS3.15 Basic Profile de-identifies; every other category leaves as
+/// its code and year only. Empty for a rule set this ledger does not know.
+pub fn content_categories(rule_set: &str) -> &'static [RecordCategory] {
+    match rule_set {
+        "safe-harbor-1" => &[RecordCategory::Imaging],
+        _ => &[],
+    }
+}
+
 /// Why a research export body is malformed (checked before any state is read).
 pub fn check_shape(tx: &ResearchExportTx) -> Result<(), String> {
     // The patient's trail names the rule set: only one this release implements.
@@ -132,6 +143,15 @@ mod tests {
             let mut t = ok.clone();
             change(&mut t);
             assert!(check_shape(&t).is_err(), "{t:?} accepted");
+        }
+    }
+
+    #[test]
+    fn every_known_rule_set_names_the_content_it_exports_and_an_unknown_one_none() {
+        assert_eq!(content_categories("safe-harbor-1"), &[RecordCategory::Imaging]);
+        assert!(content_categories("safe-harbor-2").is_empty());
+        for known in RULE_SETS {
+            assert!(!content_categories(known).is_empty(), "{known}");
         }
     }
 

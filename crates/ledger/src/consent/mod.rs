@@ -94,13 +94,16 @@ pub trait ConsentView {
 /// Decides whether `requester` may perform `action` on `resource` for `purpose` at a block of
 /// `height` and `time_ms`. Used by every read path.
 ///
-/// It is [`consent_allows`] with one rule more: a member of a researcher organisation, allowed
-/// by its organisation's grant, reads only a record that a research export it committed names,
-/// within [`RESEARCH_READ_WINDOW_MS`] of that export's block ([`Denial::NoResearchExport`]
-/// otherwise: a category, a case, device data, a record no export of its own named, an export
-/// too old). A research grant is for de-identified research, so identified content reaches a
-/// researcher's member only through an export that the patient's trail names with its rule
-/// set and its plan.
+/// It is [`consent_allows`] with one rule more, for what a grant to a researcher organisation
+/// allows ([`Denial::NoResearchExport`] otherwise): the organisation's own account reads
+/// nothing under it (only members export); a member reads only a record that a research export
+/// it committed named for its content (`research_reads`), within [`RESEARCH_READ_WINDOW_MS`]
+/// of that export's block, under one of the grants that allowed the export, still in force and
+/// covering the read. So not a category, a case, device data, a record no export of its own
+/// named, a record whose content the rule set does not export, an export too old, or a grant
+/// given after the export. A research grant is for de-identified research: identified content
+/// reaches a researcher's member only through an export that the patient's trail names with
+/// its rule set and its plan.
 pub fn authorize(
     view: &impl ConsentView,
     requester: &AccountId,
@@ -116,18 +119,39 @@ pub fn authorize(
     }
     let Some(account) = view.account(requester)? else { return Ok(decision) };
     let researcher = Role::Organisation(OrganisationKind::Researcher);
-    if !acting_organisation(view, requester, &account)?.is_some_and(|(_, o)| o.role == researcher) {
-        return Ok(decision);
+    let no_export = Ok(Decision::Deny(Denial::NoResearchExport));
+    if account.role == researcher {
+        return no_export;
     }
+    let organisation = match acting_organisation(view, requester, &account)? {
+        Some((id, o)) if o.role == researcher => id,
+        _ => return Ok(decision),
+    };
     let named = match &resource.record {
         Some(pmr) if resource.case.is_none() => view.research_read(requester, pmr)?,
         _ => None,
     };
-    if named.is_some_and(|e| e.time_ms <= time_ms && time_ms - e.time_ms < RESEARCH_READ_WINDOW_MS)
-    {
-        return Ok(decision);
+    let Some(named) =
+        named.filter(|e| e.time_ms <= time_ms && time_ms - e.time_ms < RESEARCH_READ_WINDOW_MS)
+    else {
+        return no_export;
+    };
+    // The first grant in id order that allowed the export and still allows this read.
+    let mut found = None;
+    view.visit_grants(&organisation, &resource.patient, &mut |id, g| {
+        let matches = named.grants.contains(&id)
+            && g.purpose == purpose
+            && g.in_force(height, time_ms)
+            && g.covers(resource);
+        if matches {
+            found = Some(id);
+        }
+        matches
+    })?;
+    match found {
+        Some(grant) => Ok(Decision::Allow(Basis::Grant { grant })),
+        None => no_export,
     }
-    Ok(Decision::Deny(Denial::NoResearchExport))
 }
 
 /// What the patient's consent alone decides: [`authorize`] without its research-export rule.

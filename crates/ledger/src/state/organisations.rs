@@ -39,13 +39,16 @@ pub struct MemberEntry {
 
 /// What lets a researcher's member read one record for research: the research export that
 /// named it, by its audit event and its block's time (the read must come within
-/// [`medledger_core::tx::consent::RESEARCH_READ_WINDOW_MS`] of it).
+/// [`medledger_core::tx::consent::RESEARCH_READ_WINDOW_MS`] of it), and the grants that allowed
+/// the export (the read must come under one of them, still in force).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResearchReadEntry {
     /// The export's audit event (its sequence number).
     pub event: u64,
     /// The time of the export's block.
     pub time_ms: u64,
+    /// The grants the export was allowed under, in id order.
+    pub grants: Vec<medledger_core::Hash>,
 }
 
 impl StateTxn<'_, '_> {

@@ -67,9 +67,10 @@ struct World {
     /// The requester wrote in the patient's case `CASES[0]`.
     authored: bool,
     /// Research exports by the requester that named a record: (index in `RECORDS`, the
-    /// export's block time). The model's times are all within the window of each other (its
-    /// end is tested in `research.rs`), but an export after the access does not count.
-    research_reads: Vec<(usize, u64)>,
+    /// export's block time, the indices in `org_grants` of the grants that allowed it). The
+    /// model's times are all within the window of each other (its end is tested in
+    /// `research.rs`), but an export after the access does not count.
+    research_reads: Vec<(usize, u64, Vec<usize>)>,
 }
 
 impl World {
@@ -235,12 +236,13 @@ impl ConsentView for World {
         if *member != REQUESTER {
             return Ok(None);
         }
-        Ok(self
-            .research_reads
-            .iter()
-            .rev()
-            .find(|(i, _)| RECORDS[*i] == pmr)
-            .map(|(_, at)| ResearchReadEntry { event: 1, time_ms: *at }))
+        Ok(self.research_reads.iter().rev().find(|(i, _, _)| RECORDS[*i] == pmr).map(
+            |(_, at, grants)| ResearchReadEntry {
+                event: 1,
+                time_ms: *at,
+                grants: grants.iter().map(|g| World::id(4, *g)).collect(),
+            },
+        ))
     }
 }
 
@@ -326,20 +328,8 @@ fn model(w: &World, r: &Resource, purpose: Purpose, height: u64, time: u64) -> D
         for (i, (scope, p, validity, revoked_at)) in grants.iter().enumerate() {
             let in_force = revoked_at.is_none_or(|at| height <= at) && validity.contains(time);
             if *p == purpose && in_force && model_covers(scope, r) {
-                // The organisation is a researcher: its member reads only a record that its
-                // own latest research export naming it named, at or before this time.
-                let exported = r.case.is_none()
-                    && r.record.as_ref().is_some_and(|id| {
-                        w.research_reads
-                            .iter()
-                            .rev()
-                            .find(|(i, _)| RECORDS[*i] == id.as_str())
-                            .is_some_and(|(_, at)| {
-                                *at <= time && time - at < RESEARCH_READ_WINDOW_MS
-                            })
-                    });
-                if for_org && !exported {
-                    return Decision::Deny(Denial::NoResearchExport);
+                if for_org || (who == REQUESTER && w.requester_role == RESEARCHER) {
+                    return researcher_reads(w, r, purpose, height, time);
                 }
                 return Decision::Allow(Basis::Grant { grant: World::id(kind, i) });
             }
@@ -356,6 +346,33 @@ fn model(w: &World, r: &Resource, purpose: Purpose, height: u64, time: u64) -> D
         }
     }
     Decision::Deny(Denial::NoGrant)
+}
+
+/// A read under a grant to a researcher organisation: its own account reads nothing; its member
+/// reads a record its own export named (the latest such export, at or before this time) under
+/// the first grant in id order that allowed that export and allows this read.
+fn researcher_reads(w: &World, r: &Resource, purpose: Purpose, height: u64, time: u64) -> Decision {
+    if w.requester_role == RESEARCHER || r.case.is_some() {
+        return Decision::Deny(Denial::NoResearchExport);
+    }
+    let row = r
+        .record
+        .as_ref()
+        .and_then(|id| w.research_reads.iter().rev().find(|(i, _, _)| RECORDS[*i] == id.as_str()));
+    let Some((_, at, allowed)) = row.filter(|(_, at, _)| *at <= time) else {
+        return Decision::Deny(Denial::NoResearchExport);
+    };
+    assert!(time - at < RESEARCH_READ_WINDOW_MS);
+    let mut ids: Vec<(Hash, usize)> = allowed.iter().map(|g| (World::id(4, *g), *g)).collect();
+    ids.sort();
+    for (id, i) in ids {
+        let Some((scope, p, validity, revoked_at)) = w.org_grants.get(i) else { continue };
+        let in_force = revoked_at.is_none_or(|at| height <= at) && validity.contains(time);
+        if *p == purpose && in_force && model_covers(scope, r) {
+            return Decision::Allow(Basis::Grant { grant: id });
+        }
+    }
+    Decision::Deny(Denial::NoResearchExport)
 }
 
 fn category() -> impl Strategy<Value = RecordCategory> {
@@ -421,7 +438,7 @@ fn world() -> impl Strategy<Value = World> {
     (
         (
             prop::bool::weighted(0.95),
-            prop::sample::select(vec![Role::Doctor, Role::Hospital, Role::Member]),
+            prop::sample::select(vec![Role::Doctor, Role::Hospital, Role::Member, RESEARCHER]),
             prop::bool::weighted(0.05),
             prop::bool::weighted(0.05),
             prop::bool::weighted(0.05),
@@ -439,7 +456,10 @@ fn world() -> impl Strategy<Value = World> {
         any::<bool>(),
         prop::collection::vec((0u64..40, prop::option::of(0u64..20)), 0..2),
         prop::bool::weighted(0.2),
-        prop::collection::vec((0..RECORDS.len(), 0u64..45), 0..3),
+        prop::collection::vec(
+            (0..RECORDS.len(), 0u64..45, prop::collection::vec(0usize..4, 0..3)),
+            0..3,
+        ),
     )
         .prop_map(
             |(flags, grants, org, deny, opens_records, break_glass, authored, research_reads)| {

@@ -312,80 +312,101 @@ fn a_malformed_export_is_refused() {
     }
 }
 
-/// An access by `reader` to lab report `pmr` of `patient`, for research, as the audited read
-/// declares it.
-fn read_record(net: &mut Net, patient: &Actor, reader: &mut Actor, pmr: &str) -> Decision {
+/// An access by `reader` to record `pmr` of `category` of `patient`, for research, as the
+/// audited read declares it.
+fn read_record(
+    net: &mut Net,
+    patient: &Actor,
+    reader: &mut Actor,
+    category: RecordCategory,
+    pmr: &str,
+) -> Decision {
     let resource = Resource {
         patient: patient.account,
-        category: Some(RecordCategory::LabReport),
+        category: Some(category),
         record: Some(pmr.into()),
         case: None,
     };
     access(net, reader, resource, Purpose::Research)
 }
 
-/// The review's M2: a research grant does not let a researcher's member read the patient's
-/// records as they are. It reads a record only if a research export of its own named it, in
-/// the day after that export's block and while a grant covers it: not before the export, not
-/// a record added after it, not a whole category, not a record another member's export named,
-/// not after the day, not after a revocation.
-#[test]
-fn a_researchers_member_reads_only_the_records_its_own_export_named_for_a_day() {
-    let mut w = world();
-    // A month-long grant, so that the day's end is the export's and not the world's grant's.
+/// A month-long research grant from the world's patient to its organisation over `categories`
+/// (so that a day's end is an export's, not the grant's); its id.
+fn month_grant(w: &mut World, categories: &[RecordCategory]) -> Hash {
     let now = w.net.time;
-    let labs = [RecordCategory::LabReport];
     let t = consent(
         ConsentTx::Grant {
             patient: w.patient.account,
             grantee: w.org.account,
-            scope: Scope::Categories(labs.to_vec()),
+            scope: Scope::Categories(categories.to_vec()),
             purpose: Purpose::Research,
             validity: Validity { not_before_ms: now, expires_at_ms: now + 30 * 24 * HOUR },
         },
         &mut w.patient,
     );
-    let month = created_id(&w.net.one(t));
+    created_id(&w.net.one(t))
+}
+
+/// The doctor mints a record of `category` for the world's patient (content `content/{tag}`).
+fn mint(w: &mut World, category: RecordCategory, tag: &str) -> PlannedRecord {
+    let t = rec(RecordTx::Mint(mint_body(&w.patient, &w.doctor, category, tag)), &mut w.doctor);
+    let pmr = minted(&w.net.one(t));
+    PlannedRecord { pmr, category, content: Hash::of(format!("content/{tag}").as_bytes()) }
+}
+
+/// The member exports `categories` of the world's patient, planning `records`.
+fn export_planned(w: &mut World, categories: &[RecordCategory], records: &[PlannedRecord]) {
+    let mut categories = categories.to_vec();
+    categories.sort();
+    let plan = plan_digest(PROJECT, RULES, &w.patient.account, &categories, records);
+    let t = export(&mut w.member, ResearchExportTx { plan, ..export_of(&w.patient, &categories) });
+    applied(&w.net.one(t));
+}
+
+/// The review's M2: a research grant does not let a researcher's member read the patient's
+/// records as they are. It reads a record only if a research export of its own named it for
+/// its content (imaging: `safe-harbor-1` exports DICOM, nothing else), in the day after that
+/// export's block and under a grant that allowed the export: not before the export, not a lab
+/// report the export named, not a record added after it, not a whole category, not a record
+/// another member's export named, not after the day, not under a grant given after the export,
+/// not after a revocation. The organisation's own account reads nothing.
+#[test]
+fn a_researchers_member_reads_only_the_records_its_own_export_named_for_a_day() {
+    use RecordCategory::{Imaging, LabReport};
+    let mut w = world();
+    let month = month_grant(&mut w, &[Imaging, LabReport]);
     let mut colleague = Actor::new();
     applied(&add(&mut w.net, &mut w.org, &colleague));
-    let body = RecordTx::Mint(mint_body(&w.patient, &w.doctor, RecordCategory::LabReport, "lab"));
-    let t = rec(body, &mut w.doctor);
-    let lab = minted(&w.net.one(t));
+    let scan = mint(&mut w, Imaging, "scan");
+    let lab = mint(&mut w, LabReport, "lab");
     let no_export = Decision::Deny(Denial::NoResearchExport);
 
-    // Before any export: the grant covers the record, and the member may not read it.
-    assert_eq!(read_record(&mut w.net, &w.patient, &mut w.member, &lab), no_export);
-    let every_lab = Resource {
-        patient: w.patient.account,
-        category: Some(RecordCategory::LabReport),
-        record: None,
-        case: None,
-    };
-    assert_eq!(access(&mut w.net, &mut w.member, every_lab.clone(), Purpose::Research), no_export);
+    // Before any export: the grant covers the scan, and the member may not read it.
+    let (net, patient, member) = (&mut w.net, &w.patient, &mut w.member);
+    assert_eq!(read_record(net, patient, member, Imaging, &scan.pmr), no_export);
+    let every_scan =
+        Resource { patient: w.patient.account, category: Some(Imaging), record: None, case: None };
+    assert_eq!(access(&mut w.net, &mut w.member, every_scan.clone(), Purpose::Research), no_export);
 
-    // The export names the lab report: the member reads it, under a grant.
-    let planned = PlannedRecord {
-        pmr: lab.clone(),
-        category: RecordCategory::LabReport,
-        content: Hash::of(b"content/lab"),
-    };
-    let plan = plan_digest(PROJECT, RULES, &w.patient.account, &labs, &[planned]);
-    let t = export(&mut w.member, ResearchExportTx { plan, ..export_of(&w.patient, &labs) });
-    applied(&w.net.one(t));
+    // The export names both: the member reads the scan, under the grant; not the lab report,
+    // whose content the rule set does not export.
+    export_planned(&mut w, &[Imaging, LabReport], &[scan.clone(), lab.clone()]);
     let exported_at = w.net.time;
-    let read = read_record(&mut w.net, &w.patient, &mut w.member, &lab);
-    assert!(
-        matches!(read, Decision::Allow(Basis::Grant { grant }) if grant == month || grant == w.grant),
-        "{read:?}"
+    let (net, patient, member) = (&mut w.net, &w.patient, &mut w.member);
+    assert_eq!(
+        read_record(net, patient, member, Imaging, &scan.pmr),
+        Decision::Allow(Basis::Grant { grant: month })
     );
+    assert_eq!(read_record(net, patient, member, LabReport, &lab.pmr), no_export);
     // Not the whole category, not another member (the export is the member's own), not a
-    // record minted after the export.
-    assert_eq!(access(&mut w.net, &mut w.member, every_lab.clone(), Purpose::Research), no_export);
-    assert_eq!(read_record(&mut w.net, &w.patient, &mut colleague, &lab), no_export);
-    let body = RecordTx::Mint(mint_body(&w.patient, &w.doctor, RecordCategory::LabReport, "later"));
-    let t = rec(body, &mut w.doctor);
-    let later = minted(&w.net.one(t));
-    assert_eq!(read_record(&mut w.net, &w.patient, &mut w.member, &later), no_export);
+    // record minted after the export, not the organisation's own account.
+    assert_eq!(access(&mut w.net, &mut w.member, every_scan.clone(), Purpose::Research), no_export);
+    let (net, patient) = (&mut w.net, &w.patient);
+    assert_eq!(read_record(net, patient, &mut colleague, Imaging, &scan.pmr), no_export);
+    assert_eq!(read_record(net, patient, &mut w.org, Imaging, &scan.pmr), no_export);
+    let later = mint(&mut w, Imaging, "later");
+    let (net, patient, member) = (&mut w.net, &w.patient, &mut w.member);
+    assert_eq!(read_record(net, patient, member, Imaging, &later.pmr), no_export);
     // Every denial is in the patient's trail, as every access is.
     let denials = w
         .net
@@ -395,36 +416,33 @@ fn a_researchers_member_reads_only_the_records_its_own_export_named_for_a_day() 
         .into_iter()
         .filter(|e| matches!(&e.kind, AuditKind::Access { decision, .. } if *decision == no_export))
         .count();
-    assert_eq!(denials, 5);
+    assert_eq!(denials, 7);
 
-    // The day: a read in its last millisecond is allowed, one a millisecond later is not (each
-    // access goes in a block a second after the clock).
-    w.net.block_at(exported_at + RESEARCH_READ_WINDOW_MS - 1_001, vec![]);
-    assert!(read_record(&mut w.net, &w.patient, &mut w.member, &lab).is_allowed());
-    w.net.time = exported_at + RESEARCH_READ_WINDOW_MS - 1_000;
-    assert_eq!(read_record(&mut w.net, &w.patient, &mut w.member, &lab), no_export);
-
-    // A new export opens it again; a revocation of the grants closes it at once.
-    let planned = [
-        PlannedRecord {
-            pmr: lab.clone(),
-            category: RecordCategory::LabReport,
-            content: Hash::of(b"content/lab"),
-        },
-        PlannedRecord {
-            pmr: later.clone(),
-            category: RecordCategory::LabReport,
-            content: Hash::of(b"content/later"),
-        },
-    ];
-    let plan = plan_digest(PROJECT, RULES, &w.patient.account, &labs, &planned);
-    let t = export(&mut w.member, ResearchExportTx { plan, ..export_of(&w.patient, &labs) });
-    applied(&w.net.one(t));
-    assert!(read_record(&mut w.net, &w.patient, &mut w.member, &later).is_allowed());
+    // Revoked and granted again within the day: the new grant did not allow the export.
     let t = consent(ConsentTx::Revoke { grant: month }, &mut w.patient);
     applied(&w.net.one(t));
+    let (net, patient, member) = (&mut w.net, &w.patient, &mut w.member);
+    let no_grant = Decision::Deny(Denial::NoGrant);
+    assert_eq!(read_record(net, patient, member, Imaging, &scan.pmr), no_grant);
+    let again = month_grant(&mut w, &[Imaging]);
+    let (net, patient, member) = (&mut w.net, &w.patient, &mut w.member);
+    assert_eq!(read_record(net, patient, member, Imaging, &scan.pmr), no_export);
+
+    // A new export under it opens the scans again, for a day: a read in its last millisecond
+    // is allowed, one a millisecond later is not (each access goes in a block a second after
+    // the clock).
+    export_planned(&mut w, &[Imaging], &[scan.clone(), later.clone()]);
+    let exported_at_again = w.net.time;
+    assert!(exported_at_again > exported_at);
+    let (net, patient, member) = (&mut w.net, &w.patient, &mut w.member);
     assert_eq!(
-        read_record(&mut w.net, &w.patient, &mut w.member, &later),
-        Decision::Deny(Denial::NoGrant)
+        read_record(net, patient, member, Imaging, &later.pmr),
+        Decision::Allow(Basis::Grant { grant: again })
     );
+    w.net.block_at(exported_at_again + RESEARCH_READ_WINDOW_MS - 1_001, vec![]);
+    let (net, patient, member) = (&mut w.net, &w.patient, &mut w.member);
+    assert!(read_record(net, patient, member, Imaging, &scan.pmr).is_allowed());
+    w.net.time = exported_at_again + RESEARCH_READ_WINDOW_MS - 1_000;
+    let (net, patient, member) = (&mut w.net, &w.patient, &mut w.member);
+    assert_eq!(read_record(net, patient, member, Imaging, &scan.pmr), no_export);
 }

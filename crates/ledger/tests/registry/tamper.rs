@@ -252,7 +252,25 @@ fn build(path: &std::path::Path) {
         "Dr. Rao",
     );
     ok(&mut net, &mut org, TxBody::Registry(RegistryTx::AddMember(accept)));
-    let labs = vec![RecordCategory::LabReport];
+    // (The record it may read is an image: `safe-harbor-1` exports imaging content only.)
+    let scan = MintRecord {
+        patient: patient.account,
+        visit_date: VisitDate { year: 2021, month: 2, day: 3 },
+        category: RecordCategory::Imaging,
+        content: Hash::of(b"scan content"),
+        size: 2048,
+        metadata: Hash::of(b"scan metadata"),
+        keys: vec![key(&patient, "scan key"), key(&doctor, "scan key")],
+        supersedes: None,
+        sharing: None,
+    };
+    let Some(Created::Record { pmr: scan_pmr }) =
+        ok(&mut net, &mut doctor, TxBody::Records(RecordTx::Mint(scan.clone())))
+    else {
+        panic!("the scan was not minted")
+    };
+    let mut labs = vec![RecordCategory::LabReport, RecordCategory::Imaging];
+    labs.sort();
     let research = ConsentTx::Grant {
         patient: patient.account,
         grantee: org.account,
@@ -261,15 +279,17 @@ fn build(path: &std::path::Path) {
         validity: Validity { not_before_ms: net.time, expires_at_ms: net.time + DAY },
     };
     ok(&mut net, &mut patient, TxBody::Consent(research));
-    let planned =
-        PlannedRecord { pmr: lab, category: RecordCategory::LabReport, content: mint.content };
+    let planned = [
+        PlannedRecord { pmr: lab, category: RecordCategory::LabReport, content: mint.content },
+        PlannedRecord { pmr: scan_pmr, category: RecordCategory::Imaging, content: scan.content },
+    ];
     let (project, rule_set) = ("cardio-2026", "safe-harbor-1");
     let export = ResearchExportTx {
         patient: patient.account,
         categories: labs.clone(),
         project: project.into(),
         rule_set: rule_set.into(),
-        plan: plan_digest(project, rule_set, &patient.account, &labs, &[planned]),
+        plan: plan_digest(project, rule_set, &patient.account, &labs, &planned),
     };
     ok(&mut net, &mut member, TxBody::ResearchExport(export)).expect("the research export applies");
 
