@@ -149,6 +149,13 @@ pub fn deidentify(bytes: &[u8], key: &DeidKey) -> Result<(Vec<u8>, Report), Dico
         .read_preamble(ReadPreamble::Always)
         .from_reader(Cursor::new(bytes))
         .map_err(|e| DicomError::Read(e.to_string()))?;
+    // Read as a reader would even when written with VR UN (a flag hidden that way would let
+    // burned-in text through; the patient's id sets the date shift).
+    for tag in [BURNED_IN_ANNOTATION, PATIENT_ID] {
+        if file.element_opt(tag).ok().flatten().is_some_and(|e| e.vr() == VR::UN) {
+            known_vr(&mut file, tag);
+        }
+    }
     if let Some(flag) = text_of(&file, BURNED_IN_ANNOTATION)
         && flag.trim().eq_ignore_ascii_case("YES")
     {

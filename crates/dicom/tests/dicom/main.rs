@@ -183,6 +183,16 @@ fn content_that_is_not_dicom_or_has_burned_in_text_is_refused() {
     let mut clear = Vec::new();
     obj.write_all(&mut clear).unwrap();
     assert!(deidentify(&clear, &key(1)).is_ok());
+    // Flagged YES but written with VR UN (unknown), as a converter may: still refused, read
+    // as the dictionary's CS as a reader would (an attack review found it went through).
+    obj.put(dicom_core::DataElement::new(
+        dicom_core::Tag(0x0028, 0x0301),
+        dicom_core::VR::UN,
+        dicom_core::PrimitiveValue::U8(b"YES ".as_slice().into()),
+    ));
+    let mut hidden = Vec::new();
+    obj.write_all(&mut hidden).unwrap();
+    assert!(matches!(deidentify(&hidden, &key(1)), Err(DicomError::BurnedIn)));
 }
 
 /// Values the table does not list, held in the items of a sequence the profile gives a dummy
