@@ -366,14 +366,14 @@ fn an_insurers_member_exports_what_its_organisations_grant_covers_while_active()
 
     // Metadata only: the covered record and the grant, nothing read.
     let entries = grantee_export(&without, &path).unwrap();
-    assert_eq!(documents(&entries), [lab.clone()]);
+    assert_eq!(documents(&entries), std::slice::from_ref(&lab));
     assert!(of_type(&entries, "Binary").is_empty());
     assert_eq!(of_type(&entries, "Consent")[0]["identifier"][0]["value"], grant.as_str());
     assert!(reads_in_trail(dir, &c.patient, &env).is_empty());
 
     // With content: the lab report alone, read once for insurance (HPAYMT) in the trail.
     let entries = grantee_export(&with, &path).unwrap();
-    assert_eq!(documents(&entries), [lab.clone()]);
+    assert_eq!(documents(&entries), std::slice::from_ref(&lab));
     let binaries = of_type(&entries, "Binary");
     assert_eq!(binaries.len(), 1);
     let text = std::fs::read_to_string(&path).unwrap();
