@@ -58,7 +58,15 @@ pub async fn run(args: Args) -> Result<()> {
                 role_word(&account.role)
             );
         };
-        return crate::export_grantee::run(&s, patient, &args.out, args.content, args.json).await;
+        return crate::export_grantee::run(
+            &s,
+            &account.role,
+            patient,
+            &args.out,
+            args.content,
+            args.json,
+        )
+        .await;
     };
     if args.patient.is_some() {
         bail!("a patient exports their own record: leave out --patient (it is for grantees)");

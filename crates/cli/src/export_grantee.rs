@@ -1,29 +1,48 @@
-//! `medledger export --fhir --patient ID` by a grantee (a doctor, hospital or organisation):
-//! one patient's records that the grantee's grants in force cover, and nothing more, as a FHIR
-//! R4 Bundle (`medledger_fhir::grantee_export`). With `--content` each covered record is read
-//! for the purpose of the grant that covers it (an audited read in the patient's trail). No
-//! grant in force, no export: a revoked or expired grant covers nothing, and is said so.
+//! `medledger export --fhir --patient ID` by a grantee (a doctor, hospital or organisation,
+//! or a member of an organisation, under its organisation's grants): one patient's records
+//! that the grants in force cover, and nothing more, as a FHIR R4 Bundle
+//! (`medledger_fhir::grantee_export`). With `--content` each covered record is read for the
+//! purpose of the grant that covers it (an audited read in the patient's trail). No grant in
+//! force, no export: a revoked or expired grant covers nothing, and is said so.
+//!
+//! A member of a researcher organisation exports metadata only: identified content goes to
+//! researchers through `medledger research export` alone (de-identified, for a project the
+//! ledger records), so `--content` is refused here before anything is read.
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use medledger_client::proof::Registered;
+use medledger_core::{
+    ids::AccountId,
+    tx::{OrganisationKind, Role},
+};
 use medledger_fhir::{GranteeInput, covering_grant};
 
 use crate::common::Session;
 
+/// Exports for the wallet of `role` (its account's, as the node gave it).
 pub(crate) async fn run(
     s: &Session,
+    role: &Role,
     patient: &str,
     out: &Path,
     content: bool,
     json: bool,
 ) -> Result<()> {
     let me = s.wallet.account();
+    // Whose grants this wallet acts under: its own, or a member's organisation's.
+    let grantee = if *role == Role::Member { organisation_of(s, me, content).await? } else { me };
     let patient = crate::record::resolve_patient(s, patient).await?;
     let grants = s.client.grants_from(&patient).await?;
     if grants.is_empty() {
+        let to = if grantee == me {
+            format!("you ({me})")
+        } else {
+            format!("your organisation ({grantee}) while you ({me}) are its active member")
+        };
         bail!(
-            "no grant from patient {patient} to you ({me}) is in force: there is nothing you may \
+            "no grant from patient {patient} to {to} is in force: there is nothing you may \
              export (a revoked or expired grant covers nothing; ask the patient with \
              `medledger consent request`)"
         );
@@ -64,7 +83,7 @@ pub(crate) async fn run(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let export = medledger_fhir::grantee_export(&GranteeInput {
-        grantee: me,
+        grantee,
         patient: &view,
         hospitals: &hospitals,
         doctors: &doctors,
@@ -74,4 +93,32 @@ pub(crate) async fn run(
         now_ms,
     })?;
     crate::export::write(out, &export, content, &unread, json)
+}
+
+/// The organisation member `me` acts for, as the ledger proves it (the member's registration,
+/// signed by the organisation: never the node's listing). With `content`, a member of a
+/// researcher organisation is refused here, before any read.
+async fn organisation_of(s: &Session, me: AccountId, content: bool) -> Result<AccountId> {
+    let organisation = match s.client.proven_registration(&me, &s.anchor).await? {
+        Some(Registered::MemberOf(o)) => o,
+        _ => bail!(
+            "this wallet ({me}) is an organisation member's, but the ledger does not prove which \
+             organisation added it: there is nothing it may export"
+        ),
+    };
+    let kind = s
+        .client
+        .account(&organisation)
+        .await?
+        .with_context(|| format!("your organisation {organisation} is not on the ledger"))?
+        .role;
+    if content && kind == Role::Organisation(OrganisationKind::Researcher) {
+        bail!(
+            "you are a member of researcher organisation {organisation}: identified content goes \
+             to researchers only through `medledger research export` (de-identified, for a \
+             project the ledger records), never through `export --content`; leave out \
+             --content to export the metadata your organisation's grants cover"
+        );
+    }
+    Ok(organisation)
 }

@@ -29,7 +29,7 @@ pub fn covering_grant<'a>(grants: &'a [GrantView], record: &RecordView) -> Optio
 /// Everything a grantee's export is made of, as the grantee's wallet read it.
 #[derive(Debug)]
 pub struct GranteeInput<'a> {
-    /// The grantee (whose grants these are).
+    /// The grantee (whose grants these are: for an organisation's member, the organisation).
     pub grantee: AccountId,
     /// The patient's registration.
     pub patient: &'a PatientView,

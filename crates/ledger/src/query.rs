@@ -13,6 +13,26 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use crate::{Ledger, LedgerError, state::*};
 
+/// The account whose grants `requester` acts under ([`crate::consent::authorize`]'s rules):
+/// the requester's own, or for a member its organisation's; `None` for an unknown or inactive
+/// requester ([`crate::consent::inactive`]: a removed member, a member of a suspended
+/// organisation) and for a member [`crate::consent::acting_organisation`] finds no
+/// organisation for.
+fn acting_grantee(
+    view: &impl crate::consent::ConsentView,
+    requester: &AccountId,
+) -> Result<Option<AccountId>, LedgerError> {
+    let Some(account) = view.account(requester)? else { return Ok(None) };
+    if crate::consent::inactive(view, &account)? {
+        return Ok(None);
+    }
+    if account.role == medledger_core::tx::Role::Member {
+        let organisation = crate::consent::acting_organisation(view, requester, &account)?;
+        return Ok(organisation.map(|(o, _)| o));
+    }
+    Ok(Some(*requester))
+}
+
 /// A committed transaction, where it is, and what it did.
 #[derive(Clone, Debug)]
 pub struct TxRecord {
@@ -413,6 +433,28 @@ impl Ledger {
         self.grants_in_force_at(grantee, patient, h, t)
     }
 
+    /// The grants in force now (at the next block, at the node's clock `now_ms`) from
+    /// `patient` under which `requester` acts, as [`crate::consent::authorize`] reads them:
+    /// its own, or for a member its organisation's. An unknown or inactive requester (a
+    /// removed member, a member of a suspended organisation) and a member whose organisation
+    /// is not an active one act under none: empty.
+    pub fn grants_acted_under_now(
+        &self,
+        requester: &AccountId,
+        patient: &AccountId,
+        now_ms: u64,
+    ) -> Result<Vec<(Hash, crate::state::GrantEntry)>, LedgerError> {
+        use crate::consent::ConsentView;
+        let (h, t) = self.next_block_time(now_ms);
+        let view = crate::consent::CommittedView(self.db.begin_read()?);
+        let Some(grantee) = acting_grantee(&view, requester)? else { return Ok(Vec::new()) };
+        Ok(view
+            .grants_between(&grantee, patient)?
+            .into_iter()
+            .filter(|(_, g)| g.in_force(h, t))
+            .collect())
+    }
+
     fn authorize_at(
         &self,
         requester: &AccountId,
@@ -540,7 +582,8 @@ impl Ledger {
 
     /// Whether `who` may map `patient`'s Patient-ID to their account and hospital now (at the
     /// next block, at the node's clock `now_ms`): the patient, a delegate, the registering
-    /// hospital and its doctors, a doctor or hospital holding a grant in force, and a doctor
+    /// hospital and its doctors, an active account holding a grant in force (an organisation's
+    /// member: its organisation holding one, [`Ledger::grants_acted_under_now`]), and a doctor
     /// with an open break-glass for the patient or that doctor's hospital. Nobody else: a
     /// Patient-ID is short enough to enumerate (security review M4).
     pub fn may_look_up_patient(
@@ -563,11 +606,14 @@ impl Ledger {
         if doctor && account.hospital == Some(patient.hospital) {
             return Ok(true);
         }
+        // A grant in force to `who`, or for a member to its organisation.
         let mut found = false;
-        view.visit_grants(who, &patient.account, &mut |_, g| {
-            found = g.in_force(h, t);
-            found
-        })?;
+        if let Some(grantee) = acting_grantee(&view, who)? {
+            view.visit_grants(&grantee, &patient.account, &mut |_, g| {
+                found = g.in_force(h, t);
+                found
+            })?;
+        }
         if !found && doctor {
             view.visit_break_glass(who, &patient.account, &mut |_, b| {
                 found = b.open_at(h, t);

@@ -9,7 +9,13 @@ use medledger_client::Wallet;
 use serde_json::Value;
 
 use crate::{
-    attacks::enrol, consent::id, emergency::id_of, harness::*, records::pmr_of, registry::cast,
+    attacks::enrol,
+    consent::id,
+    emergency::id_of,
+    harness::*,
+    organisations,
+    records::pmr_of,
+    registry::{cast, wallet},
 };
 
 pub(crate) fn add_record(
@@ -280,6 +286,164 @@ fn a_patient_exports_their_whole_record_as_a_fhir_r4_bundle() {
     assert_eq!(after.as_array().unwrap().len(), before, "an export without content reads nothing");
 }
 
+/// The audited reads (AuditEvents of action R) in the trail of `patient` (wallet), from the
+/// patient's own export.
+fn reads_in_trail(dir: &std::path::Path, patient: &str, env: &[(&str, &str)]) -> Vec<Value> {
+    let mine = dir.join("mine.json").display().to_string();
+    ok(&["export", "--wallet", patient, "--fhir", "-o", &mine], env);
+    let mine: Value = serde_json::from_str(&std::fs::read_to_string(&mine).unwrap()).unwrap();
+    let entries = mine["entry"].as_array().unwrap().clone();
+    of_type(&entries, "AuditEvent").into_iter().filter(|a| a["action"] == "R").cloned().collect()
+}
+
+/// `export --fhir --patient` by `wallet` into `path` (with `--content` if `content`): the
+/// command's arguments.
+fn grantee_args(wallet: &str, patient_id: &str, path: &str, content: bool) -> Vec<String> {
+    ["export", "--wallet", wallet, "--fhir", "-o", path, "--patient", patient_id, "--json"]
+        .into_iter()
+        .chain(content.then_some("--content"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs `args`: the bundle it wrote (parsed, validated), or the error; a refusal writes nothing.
+fn grantee_export(args: &[String], path: &std::path::Path) -> Result<Vec<Value>, String> {
+    let _ = std::fs::remove_file(path);
+    let o = cli(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    if !o.status.success() {
+        assert!(!path.exists(), "a refused export wrote {}", path.display());
+        return Err(show(&o));
+    }
+    let text = std::fs::read_to_string(path).unwrap();
+    let bundle: Bundle = serde_json::from_str(&text).unwrap();
+    assert!(bundle.validate().is_empty(), "{:?}", bundle.validate());
+    let as_json: Value = serde_json::from_str(&text).unwrap();
+    Ok(as_json["entry"].as_array().unwrap().clone())
+}
+
+/// The PMR-IDs of a bundle's DocumentReferences.
+fn documents(entries: &[Value]) -> Vec<String> {
+    of_type(entries, "DocumentReference")
+        .iter()
+        .map(|d| d["masterIdentifier"]["value"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn an_insurers_member_exports_what_its_organisations_grant_covers_while_active() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let node = Node::start(&dir.join("data"));
+    let url = node.url.as_str();
+    let env = [("MEDLEDGER_NODE", url)];
+    let c = cast(dir, &node);
+    let insurer = wallet(dir, "insurer", url);
+    let ivo = wallet(dir, "ivo", url);
+    let insurer_account = organisations::admit(&node, &insurer, "insurer", "Shield Mutual");
+    let ivo_account = organisations::add_member(&insurer, &ivo, &insurer_account, &env);
+    let lab = organisations::record(dir, &c.doctor, &c.patient_id, "lab-report", "2026-03-01");
+    let scan = organisations::record(dir, &c.doctor, &c.patient_id, "imaging", "2026-03-02");
+    let path = dir.join("member.json");
+    let path_s = path.display().to_string();
+    let (with, without) = (
+        grantee_args(&ivo, &c.patient_id, &path_s, true),
+        grantee_args(&ivo, &c.patient_id, &path_s, false),
+    );
+
+    // No grant to the insurer yet: the member may not even look the patient up.
+    let err = grantee_export(&with, &path).unwrap_err();
+    assert!(err.contains("no patient with Patient-ID") && err.contains("look up"), "{err}");
+
+    let out = ok(
+        &["consent", "grant", "--wallet", &c.patient, "--grantee", &insurer_account]
+            .into_iter()
+            .chain(["--purpose", "insurance", "--scope", "categories:lab-report"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    assert!(out.contains(&format!("wrapped to member {ivo_account}")), "{out}");
+    let grant = id(&out);
+
+    // Metadata only: the covered record and the grant, nothing read.
+    let entries = grantee_export(&without, &path).unwrap();
+    assert_eq!(documents(&entries), std::slice::from_ref(&lab));
+    assert!(of_type(&entries, "Binary").is_empty());
+    assert_eq!(of_type(&entries, "Consent")[0]["identifier"][0]["value"], grant.as_str());
+    assert!(reads_in_trail(dir, &c.patient, &env).is_empty());
+
+    // With content: the lab report alone, read once for insurance (HPAYMT) in the trail.
+    let entries = grantee_export(&with, &path).unwrap();
+    assert_eq!(documents(&entries), std::slice::from_ref(&lab));
+    let binaries = of_type(&entries, "Binary");
+    assert_eq!(binaries.len(), 1);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains(&scan), "the imaging record is in the member's export");
+    let bytes = data_encoding::BASE64.decode(binaries[0]["data"].as_str().unwrap().as_bytes());
+    assert!(String::from_utf8(bytes.unwrap()).unwrap().contains("lab-report of 2026-03-01"));
+    let reads = reads_in_trail(dir, &c.patient, &env);
+    assert_eq!(reads.len(), 1, "{reads:?}");
+    assert!(codes(&reads[0]["purposeOfEvent"]).contains(&"HPAYMT".to_owned()));
+    assert!(serde_json::to_string(&reads[0]["entity"]).unwrap().contains(&lab));
+
+    // The insurer suspended: its member exports nothing; reinstated, it does again.
+    let reg = node.regulator();
+    ok(&["organisation", "suspend", &insurer_account, "--wallet", &reg, "--reason", "x"], &env);
+    for args in [&with, &without] {
+        let err = grantee_export(args, &path).unwrap_err();
+        assert!(err.contains("suspended"), "{err}");
+    }
+    ok(&["organisation", "reinstate", &insurer_account, "--wallet", &reg], &env);
+    assert_eq!(documents(&grantee_export(&without, &path).unwrap()), [lab]);
+
+    // Removed, the member exports nothing (its key is revoked for good).
+    ok(&["organisation", "member", "remove", &ivo_account, "--wallet", &insurer], &env);
+    for args in [&with, &without] {
+        let err = grantee_export(args, &path).unwrap_err();
+        assert!(err.contains("not the active key"), "{err}");
+    }
+    assert_eq!(reads_in_trail(dir, &c.patient, &env).len(), 1);
+}
+
+#[test]
+fn a_researcher_member_exports_metadata_only_and_content_is_refused_before_any_read() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let node = Node::start(&dir.join("data"));
+    let url = node.url.as_str();
+    let env = [("MEDLEDGER_NODE", url)];
+    let c = cast(dir, &node);
+    let lab_org = wallet(dir, "cohort-lab", url);
+    let ana = wallet(dir, "ana", url);
+    let lab_account = organisations::admit(&node, &lab_org, "researcher", "Cohort Lab");
+    organisations::add_member(&lab_org, &ana, &lab_account, &env);
+    let lab = organisations::record(dir, &c.doctor, &c.patient_id, "lab-report", "2026-03-01");
+    ok(
+        &["consent", "grant", "--wallet", &c.patient, "--grantee", &lab_account]
+            .into_iter()
+            .chain(["--purpose", "research", "--scope", "categories:lab-report"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let path = dir.join("member.json");
+    let path_s = path.display().to_string();
+
+    // With content: refused by the CLI, pointing at the research export; no file, no read.
+    let err = grantee_export(&grantee_args(&ana, &c.patient_id, &path_s, true), &path).unwrap_err();
+    assert!(
+        err.contains("researcher organisation") && err.contains("medledger research export"),
+        "{err}"
+    );
+    assert!(!err.contains("reading record"), "{err}");
+    assert!(reads_in_trail(dir, &c.patient, &env).is_empty());
+
+    // Metadata only: the record the research grant covers, without its content.
+    let entries = grantee_export(&grantee_args(&ana, &c.patient_id, &path_s, false), &path);
+    let entries = entries.unwrap();
+    assert_eq!(documents(&entries), [lab]);
+    assert!(of_type(&entries, "Binary").is_empty());
+    assert!(reads_in_trail(dir, &c.patient, &env).is_empty());
+}
+
 #[test]
 fn a_wallet_that_is_not_a_patient_s_is_refused_and_nothing_is_written() {
     let tmp = tempdir();
@@ -357,13 +521,9 @@ fn a_grantee_exports_what_its_grants_cover_read_for_their_purpose() {
 
     // The read was audited with the grant's purpose (research), once, and only of the lab
     // report: the patient's own export shows it.
-    let mine = dir.join("mine.json").display().to_string();
-    ok(&["export", "--wallet", &c.patient, "--fhir", "-o", &mine], &env);
-    let mine: Value = serde_json::from_str(&std::fs::read_to_string(&mine).unwrap()).unwrap();
-    let entries = mine["entry"].as_array().unwrap().clone();
-    let reads: Vec<_> = of_type(&entries, "AuditEvent")
+    let reads: Vec<_> = reads_in_trail(dir, &c.patient, &env)
         .into_iter()
-        .filter(|a| a["action"] == "R" && a["agent"][0]["who"]["display"] == "Dr. Ada Quill")
+        .filter(|a| a["agent"][0]["who"]["display"] == "Dr. Ada Quill")
         .collect();
     assert_eq!(reads.len(), 1, "{reads:?}");
     assert!(codes(&reads[0]["purposeOfEvent"]).contains(&"HRESCH".to_owned()));

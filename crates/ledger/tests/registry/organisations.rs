@@ -3,7 +3,9 @@
 //! refused after revocation, expiry, removal, suspension, under a deny rule; non-members,
 //! members of other organisations and organisations of the other kind are refused; only the
 //! regulator admits and suspends, only the organisation adds and removes its members, only a
-//! key that accepted becomes a member. Every refusal changes nothing.
+//! key that accepted becomes a member. Every refusal changes nothing. The grants a member acts
+//! under (what the node lists to it, and what lets it look the patient up) follow the same
+//! rules.
 //!
 //! The organisation here is a researcher, so `authorize` answers its member's reads under its
 //! grant [`UNDER_GRANT`]: the grant was found, and the read waits for a research export
@@ -476,4 +478,59 @@ fn nobody_but_the_member_replaces_its_key() {
         replacement: Some(SigningKey::generate().public_key()),
     });
     applied(&w.net.one(t));
+}
+
+/// The ids of the grants from `w`'s patient that `who` acts under now
+/// (`Ledger::grants_acted_under_now`), and whether `who` may look the patient up.
+fn acted_under(w: &World, who: &Actor) -> (Vec<medledger_core::Hash>, bool) {
+    let ledger = &w.net.ledger;
+    let (patient, now) = (&w.patient.account, w.net.time);
+    let grants = ledger.grants_acted_under_now(&who.account, patient, now).unwrap();
+    let id = ledger.patient_id_of(patient).unwrap().unwrap();
+    let entry = ledger.patient(id).unwrap().unwrap();
+    let look_up = ledger.may_look_up_patient(&who.account, &entry, now).unwrap();
+    (grants.into_iter().map(|(id, _)| id).collect(), look_up)
+}
+
+#[test]
+fn a_member_acts_under_its_organisations_grants_only_while_both_are_active() {
+    let mut w = world();
+    // The organisation and its member: the organisation's grant, and the patient looked up.
+    assert_eq!(acted_under(&w, &w.org), (vec![w.grant], true));
+    assert_eq!(acted_under(&w, &w.member), (vec![w.grant], true));
+    // A member of another organisation (with a grant of its own), an unknown account and the
+    // doctor and hospital (grantees of nothing here): none of the lab's grants, no look-up
+    // through them.
+    let mut insurer = Actor::new();
+    let claims = Actor::new();
+    applied(&admit_org(&mut w.net, &insurer, OrganisationKind::Insurer));
+    applied(&add(&mut w.net, &mut insurer, &claims));
+    let imaging = Scope::Categories(vec![RecordCategory::Imaging]);
+    let t = grant_for(&w.net, &mut w.patient, &insurer, imaging, Purpose::Insurance);
+    let insurance_grant = created_id(&w.net.one(t));
+    assert_eq!(acted_under(&w, &claims), (vec![insurance_grant], true));
+    assert_eq!(acted_under(&w, &Actor::new()), (vec![], false));
+    assert_eq!(acted_under(&w, &w.doctor).0, vec![]);
+    assert_eq!(acted_under(&w, &w.member).0, vec![w.grant]);
+
+    // The organisation suspended: its member acts under nothing; reinstated, again.
+    let t = w.net.regulator.sign(RegistryTx::SuspendOrganisation {
+        organisation: w.org.account,
+        reason: "audit".into(),
+    });
+    applied(&w.net.one(t));
+    assert_eq!(acted_under(&w, &w.member), (vec![], false));
+    let t = w.net.regulator.sign(RegistryTx::ReinstateOrganisation { organisation: w.org.account });
+    applied(&w.net.one(t));
+    assert_eq!(acted_under(&w, &w.member), (vec![w.grant], true));
+
+    // Removed, the member acts under nothing, though its organisation's grant is in force.
+    let t = w.org.sign(RegistryTx::RemoveMember { member: w.member.account });
+    applied(&w.net.one(t));
+    assert_eq!(acted_under(&w, &w.member), (vec![], false));
+    assert_eq!(acted_under(&w, &w.org), (vec![w.grant], true));
+    // Revoked, the grant is in force for nobody.
+    let t = consent(ConsentTx::Revoke { grant: w.grant }, &mut w.patient);
+    applied(&w.net.one(t));
+    assert_eq!(acted_under(&w, &w.org), (vec![], false));
 }

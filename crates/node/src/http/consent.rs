@@ -1,6 +1,7 @@
 //! Consent routes: who can see a patient's records (to the patient and delegates), the grants
-//! in force from a patient to the signer, an access request (to its patient, delegates and
-//! requester), and a researcher's cohort (to a member of a researcher organisation).
+//! in force from a patient to the signer (to a member, its organisation's), an access request
+//! (to its patient, delegates and requester), and a researcher's cohort (to a member of a
+//! researcher organisation).
 
 use axum::{
     Json, Router,
@@ -90,6 +91,9 @@ struct GrantsQuery {
     patient: String,
 }
 
+/// The grants in force from `patient` under which the signer acts
+/// (`Ledger::grants_acted_under_now`): its own, or for an active member of an active
+/// organisation the organisation's; empty for anyone else.
 async fn grants(
     State(state): State<AppState>,
     Signed(requester): Signed,
@@ -97,7 +101,7 @@ async fn grants(
 ) -> ApiResult<Vec<GrantView>> {
     let patient = parse_account(&q.patient)?;
     let list =
-        state.ledger.grants_in_force_now(&requester, &patient, crate::admission::now_ms())?;
+        state.ledger.grants_acted_under_now(&requester, &patient, crate::admission::now_ms())?;
     Ok(Json(list.into_iter().map(|(id, g)| views::grant(id, g)).collect()))
 }
 

@@ -1,9 +1,14 @@
 //! Consent and audit: who may see who can see a patient's records (the patient), the grants
-//! from a patient (each grantee its own), an access request (the patient and the requester),
-//! a patient's trail (the patient), the audit counts (the regulator), and an account's event
-//! stream (that account).
+//! from a patient (each grantee its own, an organisation's member its organisation's), an
+//! access request (the patient and the requester), a patient's trail (the patient), the audit
+//! counts (the regulator), and an account's event stream (that account).
 
-use crate::{World, names, run};
+use medledger_core::tx::{
+    AddMember, AdmitOrganisation, ConsentTx, OrganisationKind, RegistryTx, TxBody,
+    consent::{Purpose, Scope, Validity},
+};
+
+use crate::{Actor, World, all_applied, names, run, sealed_ref};
 
 #[test]
 fn who_can_see_and_the_trail_are_the_patients_alone() {
@@ -75,6 +80,78 @@ fn grants_are_listed_to_their_grantee_only() {
             let (status, body) = world.node.get(who, &path).await;
             assert_eq!((status, body.as_array().map(Vec::len)), (200, Some(0)), "{body}");
         }
+        world.node.stop().await;
+    });
+}
+
+/// An organisation of `kind` the regulator admits, and a member it adds (with the member's
+/// acceptance): the organisation and the member.
+async fn organisation_with_member(
+    world: &mut World,
+    kind: OrganisationKind,
+    name: &str,
+) -> (Actor, Actor) {
+    let base = world.node.base.clone();
+    let mut org = Actor::new(&base);
+    let member = Actor::new(&base);
+    let admit =
+        world.regulator.tx(TxBody::Registry(RegistryTx::AdmitOrganisation(AdmitOrganisation {
+            key: org.key.public_key(),
+            encryption_key: org.enc.public_key(),
+            kind,
+            name: name.into(),
+            contact: sealed_ref(),
+        })));
+    all_applied(&world.regulator.client, &[admit]).await;
+    let accepted = AddMember::accept(&member.key, &org.account, member.enc.public_key(), name);
+    let add = org.tx(TxBody::Registry(RegistryTx::AddMember(accepted)));
+    all_applied(&org.client, &[add]).await;
+    (org, member)
+}
+
+#[test]
+fn a_member_is_listed_its_organisations_grants_and_a_non_member_none() {
+    run(async {
+        let mut world = World::build().await;
+        let (insurer, member) =
+            organisation_with_member(&mut world, OrganisationKind::Insurer, "Shield").await;
+        let (other, outsider) =
+            organisation_with_member(&mut world, OrganisationKind::Insurer, "Other").await;
+        let grant = world.patient.tx(TxBody::Consent(ConsentTx::Grant {
+            patient: world.patient.account,
+            grantee: insurer.account,
+            scope: Scope::All,
+            purpose: Purpose::Insurance,
+            validity: Validity { not_before_ms: 0, expires_at_ms: crate::now_ms() + 3_600_000 },
+        }));
+        let id = grant.hash();
+        all_applied(&world.patient.client, &[grant]).await;
+
+        let path = format!("/v1/consent/grants?patient={}", world.patient.account);
+        let listed = |body: &serde_json::Value| -> Vec<String> {
+            body.as_array().unwrap().iter().map(|g| g["id"].as_str().unwrap().to_owned()).collect()
+        };
+        // The organisation and its member: the organisation's grant, and only it.
+        for who in [&insurer, &member] {
+            let (status, body) = world.node.get(who, &path).await;
+            assert_eq!((status, listed(&body)), (200, vec![id.to_string()]), "{body}");
+        }
+        // Another organisation and its member: none; a grantee of its own: its own only.
+        for who in [&other, &outsider] {
+            let (status, body) = world.node.get(who, &path).await;
+            assert_eq!((status, body.as_array().map(Vec::len)), (200, Some(0)), "{body}");
+        }
+        let (_, body) = world.node.get(&world.grantee, &path).await;
+        assert_eq!(listed(&body), vec![world.grant.to_string()], "{body}");
+        // The member looks the patient up by Patient-ID, as its organisation does; the
+        // outsider is answered as if there were no such patient.
+        let patient = format!("/v1/patients/{}", world.patient_id);
+        for who in [&insurer, &member] {
+            let (status, body) = world.node.get(who, &patient).await;
+            assert_eq!(status, 200, "{body}");
+        }
+        let (status, body) = world.node.get(&outsider, &patient).await;
+        assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
         world.node.stop().await;
     });
 }
