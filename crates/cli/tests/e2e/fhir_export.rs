@@ -9,13 +9,8 @@ use medledger_client::Wallet;
 use serde_json::Value;
 
 use crate::{
-    attacks::enrol,
-    consent::id,
-    emergency::id_of,
-    harness::*,
-    organisations,
-    records::pmr_of,
-    registry::{cast, wallet},
+    attacks::enrol, consent::id, emergency::id_of, harness::*, organisations, records::pmr_of,
+    registry::cast,
 };
 
 pub(crate) fn add_record(
@@ -337,10 +332,10 @@ fn an_insurers_member_exports_what_its_organisations_grant_covers_while_active()
     let url = node.url.as_str();
     let env = [("MEDLEDGER_NODE", url)];
     let c = cast(dir, &node);
-    let insurer = wallet(dir, "insurer", url);
-    let ivo = wallet(dir, "ivo", url);
-    let insurer_account = organisations::admit(&node, &insurer, "insurer", "Shield Mutual");
-    let ivo_account = organisations::add_member(&insurer, &ivo, &insurer_account, &env);
+    let shield =
+        organisations::organisation(dir, &node, "insurer", "Shield Mutual", ("insurer", "ivo"));
+    let (insurer, insurer_account) = (shield.wallet, shield.account);
+    let (ivo, ivo_account) = (shield.member, shield.member_account);
     let lab = organisations::record(dir, &c.doctor, &c.patient_id, "lab-report", "2026-03-01");
     let scan = organisations::record(dir, &c.doctor, &c.patient_id, "imaging", "2026-03-02");
     let path = dir.join("member.json");
@@ -412,10 +407,9 @@ fn a_researcher_member_exports_metadata_only_and_content_is_refused_before_any_r
     let url = node.url.as_str();
     let env = [("MEDLEDGER_NODE", url)];
     let c = cast(dir, &node);
-    let lab_org = wallet(dir, "cohort-lab", url);
-    let ana = wallet(dir, "ana", url);
-    let lab_account = organisations::admit(&node, &lab_org, "researcher", "Cohort Lab");
-    organisations::add_member(&lab_org, &ana, &lab_account, &env);
+    let cohort =
+        organisations::organisation(dir, &node, "researcher", "Cohort Lab", ("cohort-lab", "ana"));
+    let (ana, lab_account) = (cohort.member, cohort.account);
     let lab = organisations::record(dir, &c.doctor, &c.patient_id, "lab-report", "2026-03-01");
     ok(
         &["consent", "grant", "--wallet", &c.patient, "--grantee", &lab_account]

@@ -50,6 +50,32 @@ pub(crate) fn add_member(
     v["account"].as_str().expect("account").to_owned()
 }
 
+/// An organisation the regulator admitted, with one member added from its card: the wallets
+/// and the accounts.
+pub(crate) struct Organisation {
+    pub(crate) wallet: String,
+    pub(crate) account: String,
+    pub(crate) member: String,
+    pub(crate) member_account: String,
+}
+
+/// Makes the wallets `names.0` (the organisation) and `names.1` (its member) in `dir`, has the
+/// regulator admit the organisation as `kind` named `name`, and adds the member.
+pub(crate) fn organisation(
+    dir: &Path,
+    node: &Node,
+    kind: &str,
+    name: &str,
+    names: (&str, &str),
+) -> Organisation {
+    let url = node.url.as_str();
+    let wallet = crate::registry::wallet(dir, names.0, url);
+    let member = crate::registry::wallet(dir, names.1, url);
+    let account = admit(node, &wallet, kind, name);
+    let member_account = add_member(&wallet, &member, &account, &[("MEDLEDGER_NODE", url)]);
+    Organisation { wallet, account, member, member_account }
+}
+
 /// A record of `category` the doctor adds for the patient; its PMR-ID.
 pub(crate) fn record(
     dir: &Path,

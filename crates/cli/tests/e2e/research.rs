@@ -12,8 +12,8 @@ use crate::{
     attacks::enrol,
     consent::{account_of, id},
     harness::*,
-    organisations::{add_member, admit, record},
-    registry::{cast, wallet},
+    organisations::{Organisation, organisation, record},
+    registry::cast,
 };
 
 /// Runs `research export` as `wallet` for `project` into `out`; its JSON summary.
@@ -111,14 +111,15 @@ fn research_export_through_the_cli() {
     let url = node.url.as_str();
     let env = [("MEDLEDGER_NODE", url)];
     let c = cast(dir, &node);
-    let lab = wallet(dir, "cohort-lab", url);
-    let ana = wallet(dir, "ana", url);
-    let elsewhere = wallet(dir, "elsewhere-lab", url);
-    let oli = wallet(dir, "oli", url);
-    let lab_account = admit(&node, &lab, "researcher", "Cohort Lab");
-    let ana_account = add_member(&lab, &ana, &lab_account, &env);
-    let elsewhere_account = admit(&node, &elsewhere, "researcher", "Elsewhere Lab");
-    add_member(&elsewhere, &oli, &elsewhere_account, &env);
+    let cohort = organisation(dir, &node, "researcher", "Cohort Lab", ("cohort-lab", "ana"));
+    let Organisation {
+        wallet: lab,
+        account: lab_account,
+        member: ana,
+        member_account: ana_account,
+    } = cohort;
+    let other = organisation(dir, &node, "researcher", "Elsewhere Lab", ("elsewhere-lab", "oli"));
+    let (elsewhere_account, oli) = (other.account, other.member);
 
     // Four more patients: Ann grants the lab everything, Ned nothing, Rita grants and revokes,
     // Otto grants another organisation.
@@ -290,10 +291,8 @@ fn a_research_export_carries_dicom_content_de_identified_and_nothing_else() {
     let url = node.url.as_str();
     let env = [("MEDLEDGER_NODE", url)];
     let c = cast(dir, &node);
-    let lab = wallet(dir, "cohort-lab", url);
-    let ana = wallet(dir, "ana", url);
-    let lab_account = admit(&node, &lab, "researcher", "Cohort Lab");
-    add_member(&lab, &ana, &lab_account, &env);
+    let cohort = organisation(dir, &node, "researcher", "Cohort Lab", ("cohort-lab", "ana"));
+    let (ana, lab_account) = (cohort.member, cohort.account);
     let ct = pydicom_ct_file();
     let out = ok(
         &["record", "add", "--wallet", &c.doctor, "--patient", &c.patient_id, "--file"]
