@@ -425,12 +425,7 @@ fn print_verified(report: &CaseReport) {
 /// The patient is the one the case id names (`C<Patient-ID>-<n>`), so a reader who may no
 /// longer see the case still gets their read decided, and logged, by the ledger.
 async fn read_case(s: &Session, id: &str, purpose: Purpose) -> Result<medledger_api::CaseRead> {
-    let patient_id = id
-        .strip_prefix('C')
-        .and_then(|rest| rest.split_once('-'))
-        .map(|(patient, _)| patient)
-        .filter(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
-        .with_context(|| format!("{id:?} is not a case id (C<Patient-ID>-<n>)"))?;
+    let patient_id = patient_id_of_case(id)?;
     let patient = crate::record::resolve_patient(s, patient_id).await?;
     let access = s
         .build(TxBody::Access(AccessTx {
@@ -467,6 +462,17 @@ async fn verify_read(s: &Session, id: &str, read: medledger_api::CaseRead) -> Re
     served_as_asked(id, &report.case)?;
     let shown = decrypt(s, &read.export, &report);
     Ok(Verified { shown, report, event: read.event, height: read.height })
+}
+
+/// The Patient-ID a case id names: the id must be `C<Patient-ID>-<n>`, digits both, and
+/// nothing else (it goes into a signed access, a URL and a file name).
+fn patient_id_of_case(id: &str) -> Result<&str> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    id.strip_prefix('C')
+        .and_then(|rest| rest.split_once('-'))
+        .filter(|(patient, n)| digits(patient) && digits(n))
+        .map(|(patient, _)| patient)
+        .with_context(|| format!("{id:?} is not a case id (C<Patient-ID>-<n>)"))
 }
 
 /// Refuses an export, verified as it may be, of another case than the one asked for: a node
@@ -673,7 +679,15 @@ pub async fn run(command: CaseCommand) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::served_as_asked;
+    use super::{patient_id_of_case, served_as_asked};
+
+    #[test]
+    fn a_case_id_is_c_digits_dash_digits_and_nothing_else() {
+        assert_eq!(patient_id_of_case("C1042-3").unwrap(), "1042");
+        for bad in ["1042-3", "C-3", "C1042-", "C1042", "C10a2-3", "C1042-3\"x", "C1042-3;x", ""] {
+            assert!(patient_id_of_case(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn an_export_of_another_case_than_the_one_asked_for_is_refused() {

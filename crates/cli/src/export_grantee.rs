@@ -5,9 +5,10 @@
 //! purpose of the grant that covers it (an audited read in the patient's trail). No grant in
 //! force, no export: a revoked or expired grant covers nothing, and is said so.
 //!
-//! A member of a researcher organisation exports metadata only: identified content goes to
-//! researchers through `medledger research export` alone (de-identified, for a project the
-//! ledger records), so `--content` is refused here before anything is read.
+//! A researcher organisation and its members export nothing here: what leaves for research
+//! goes through `medledger research export` alone (de-identified, for a project the ledger
+//! records), and the node neither lists them grants nor maps Patient-IDs for them, so they are
+//! refused before anything is asked.
 
 use std::path::Path;
 
@@ -31,8 +32,11 @@ pub(crate) async fn run(
     json: bool,
 ) -> Result<()> {
     let me = s.wallet.account();
+    if *role == Role::Organisation(OrganisationKind::Researcher) {
+        bail!("{}", for_research_only(&me));
+    }
     // Whose grants this wallet acts under: its own, or a member's organisation's.
-    let grantee = if *role == Role::Member { organisation_of(s, me, content).await? } else { me };
+    let grantee = if *role == Role::Member { organisation_of(s, me).await? } else { me };
     let patient = crate::record::resolve_patient(s, patient).await?;
     let grants = s.client.grants_from(&patient).await?;
     if grants.is_empty() {
@@ -95,10 +99,19 @@ pub(crate) async fn run(
     crate::export::write(out, &export, content, &unread, json)
 }
 
+/// Why a researcher organisation's wallet (`who`: it, or its member) exports nothing here.
+fn for_research_only(who: &AccountId) -> String {
+    format!(
+        "{who} exports for research only: identified records go to researchers never through \
+         `export --fhir`, only de-identified through `medledger research export` (for a \
+         project the ledger records)"
+    )
+}
+
 /// The organisation member `me` acts for, as the ledger proves it (the member's registration,
-/// signed by the organisation: never the node's listing). With `content`, a member of a
-/// researcher organisation is refused here, before any read.
-async fn organisation_of(s: &Session, me: AccountId, content: bool) -> Result<AccountId> {
+/// signed by the organisation: never the node's listing). A member of a researcher
+/// organisation is refused here, before anything is read.
+async fn organisation_of(s: &Session, me: AccountId) -> Result<AccountId> {
     let organisation = match s.client.proven_registration(&me, &s.anchor).await? {
         Some(Registered::MemberOf(o)) => o,
         _ => bail!(
@@ -112,13 +125,8 @@ async fn organisation_of(s: &Session, me: AccountId, content: bool) -> Result<Ac
         .await?
         .with_context(|| format!("your organisation {organisation} is not on the ledger"))?
         .role;
-    if content && kind == Role::Organisation(OrganisationKind::Researcher) {
-        bail!(
-            "you are a member of researcher organisation {organisation}: identified content goes \
-             to researchers only through `medledger research export` (de-identified, for a \
-             project the ledger records), never through `export --content`; leave out \
-             --content to export the metadata your organisation's grants cover"
-        );
+    if kind == Role::Organisation(OrganisationKind::Researcher) {
+        bail!("{} (a member of researcher organisation {organisation})", for_research_only(&me));
     }
     Ok(organisation)
 }

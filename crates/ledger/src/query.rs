@@ -13,22 +13,26 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use crate::{Ledger, LedgerError, state::*};
 
-/// The account whose grants `requester` acts under ([`crate::consent::authorize`]'s rules):
-/// the requester's own, or for a member its organisation's; `None` for an unknown or inactive
-/// requester ([`crate::consent::inactive`]: a removed member, a member of a suspended
-/// organisation) and for a member [`crate::consent::acting_organisation`] finds no
-/// organisation for.
+/// The account whose grants `requester` acts under ([`crate::consent::authorize`]'s rules) to
+/// list them and look the patient up: the requester's own, or for a member its
+/// organisation's; `None` for an unknown or inactive requester ([`crate::consent::inactive`]:
+/// a removed member, a member of a suspended organisation), for a member
+/// [`crate::consent::acting_organisation`] finds no organisation for, and for a researcher
+/// organisation and its members: their grants open the research cohort and export and the
+/// reads an export names (M2), not a patient's Patient-ID or a listing to export from.
 fn acting_grantee(
     view: &impl crate::consent::ConsentView,
     requester: &AccountId,
 ) -> Result<Option<AccountId>, LedgerError> {
+    use medledger_core::tx::{OrganisationKind, Role};
+    let researcher = Role::Organisation(OrganisationKind::Researcher);
     let Some(account) = view.account(requester)? else { return Ok(None) };
-    if crate::consent::inactive(view, &account)? {
+    if crate::consent::inactive(view, &account)? || account.role == researcher {
         return Ok(None);
     }
-    if account.role == medledger_core::tx::Role::Member {
+    if account.role == Role::Member {
         let organisation = crate::consent::acting_organisation(view, requester, &account)?;
-        return Ok(organisation.map(|(o, _)| o));
+        return Ok(organisation.filter(|(_, o)| o.role != researcher).map(|(o, _)| o));
     }
     Ok(Some(*requester))
 }

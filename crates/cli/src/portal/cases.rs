@@ -405,13 +405,17 @@ async fn verify(State(p): State<Portal>, multipart: Multipart) -> Response {
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    match verify_upload(&u, multipart).await {
+    match verify_upload(&p, &u, multipart).await {
         Ok(text) => p.done_with("/cases", text),
         Err(e) => super::guard::refuse(StatusCode::BAD_REQUEST, &format!("{e:#}")),
     }
 }
 
-async fn verify_upload(u: &Unlocked, mut multipart: Multipart) -> anyhow::Result<String> {
+async fn verify_upload(
+    p: &Portal,
+    u: &std::sync::Arc<Unlocked>,
+    mut multipart: Multipart,
+) -> anyhow::Result<String> {
     use anyhow::{Context, bail};
     let mut bytes = Vec::new();
     let mut name = String::new();
@@ -429,6 +433,10 @@ async fn verify_upload(u: &Unlocked, mut multipart: Multipart) -> anyhow::Result
     }
     if bytes.is_empty() {
         bail!("choose a case export file (.case) to verify");
+    }
+    // A slow upload may outlast the lock: nothing is checked (or shown) for it after the lock.
+    if !p.still(u) {
+        bail!("the portal was locked during the upload; unlock it and check the file again");
     }
     let r = crate::case::verify_bytes(&u.session, &bytes).await?;
     let sealed = match &r.sealed {

@@ -400,7 +400,7 @@ fn an_insurers_member_exports_what_its_organisations_grant_covers_while_active()
 }
 
 #[test]
-fn a_researcher_member_exports_metadata_only_and_content_is_refused_before_any_read() {
+fn a_researcher_organisation_and_its_member_export_nothing_here() {
     let tmp = tempdir();
     let dir = tmp.path();
     let node = Node::start(&dir.join("data"));
@@ -409,10 +409,9 @@ fn a_researcher_member_exports_metadata_only_and_content_is_refused_before_any_r
     let c = cast(dir, &node);
     let cohort =
         organisations::organisation(dir, &node, "researcher", "Cohort Lab", ("cohort-lab", "ana"));
-    let (ana, lab_account) = (cohort.member, cohort.account);
-    let lab = organisations::record(dir, &c.doctor, &c.patient_id, "lab-report", "2026-03-01");
+    organisations::record(dir, &c.doctor, &c.patient_id, "lab-report", "2026-03-01");
     ok(
-        &["consent", "grant", "--wallet", &c.patient, "--grantee", &lab_account]
+        &["consent", "grant", "--wallet", &c.patient, "--grantee", &cohort.account]
             .into_iter()
             .chain(["--purpose", "research", "--scope", "categories:lab-report"])
             .collect::<Vec<_>>(),
@@ -420,21 +419,19 @@ fn a_researcher_member_exports_metadata_only_and_content_is_refused_before_any_r
     );
     let path = dir.join("member.json");
     let path_s = path.display().to_string();
-
-    // With content: refused by the CLI, pointing at the research export; no file, no read.
-    let err = grantee_export(&grantee_args(&ana, &c.patient_id, &path_s, true), &path).unwrap_err();
-    assert!(
-        err.contains("researcher organisation") && err.contains("medledger research export"),
-        "{err}"
-    );
-    assert!(!err.contains("reading record"), "{err}");
-    assert!(reads_in_trail(dir, &c.patient, &env).is_empty());
-
-    // Metadata only: the record the research grant covers, without its content.
-    let entries = grantee_export(&grantee_args(&ana, &c.patient_id, &path_s, false), &path);
-    let entries = entries.unwrap();
-    assert_eq!(documents(&entries), [lab]);
-    assert!(of_type(&entries, "Binary").is_empty());
+    // With content or without, the lab and its member: refused, pointing at the research
+    // export; no file, no read in the patient's trail.
+    for who in [&cohort.member, &cohort.wallet] {
+        for content in [true, false] {
+            let args = grantee_args(who, &c.patient_id, &path_s, content);
+            let err = grantee_export(&args, &path).unwrap_err();
+            assert!(
+                err.contains("exports for research only") && err.contains("research export"),
+                "{err}"
+            );
+            assert!(!path.exists(), "a refused export wrote {path_s}");
+        }
+    }
     assert!(reads_in_trail(dir, &c.patient, &env).is_empty());
 }
 

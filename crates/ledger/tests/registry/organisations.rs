@@ -495,42 +495,43 @@ fn acted_under(w: &World, who: &Actor) -> (Vec<medledger_core::Hash>, bool) {
 #[test]
 fn a_member_acts_under_its_organisations_grants_only_while_both_are_active() {
     let mut w = world();
-    // The organisation and its member: the organisation's grant, and the patient looked up.
-    assert_eq!(acted_under(&w, &w.org), (vec![w.grant], true));
-    assert_eq!(acted_under(&w, &w.member), (vec![w.grant], true));
-    // A member of another organisation (with a grant of its own), an unknown account and the
-    // doctor and hospital (grantees of nothing here): none of the lab's grants, no look-up
-    // through them.
+    // An insurer and its member, with an insurance grant: the grant, and the patient looked up.
     let mut insurer = Actor::new();
     let claims = Actor::new();
     applied(&admit_org(&mut w.net, &insurer, OrganisationKind::Insurer));
     applied(&add(&mut w.net, &mut insurer, &claims));
     let imaging = Scope::Categories(vec![RecordCategory::Imaging]);
     let t = grant_for(&w.net, &mut w.patient, &insurer, imaging, Purpose::Insurance);
-    let insurance_grant = created_id(&w.net.one(t));
-    assert_eq!(acted_under(&w, &claims), (vec![insurance_grant], true));
-    assert_eq!(acted_under(&w, &Actor::new()), (vec![], false));
+    let grant = created_id(&w.net.one(t));
+    assert_eq!(acted_under(&w, &insurer), (vec![grant], true));
+    assert_eq!(acted_under(&w, &claims), (vec![grant], true));
+    // The researcher lab and its member hold a research grant, which opens the research
+    // cohort, export and the reads an export names, not a listing or the Patient-ID (M2); an
+    // unknown account and the doctor (grantees of nothing here): nothing either.
+    for who in [&w.org, &w.member, &Actor::new()] {
+        assert_eq!(acted_under(&w, who), (vec![], false), "{}", who.account);
+    }
     assert_eq!(acted_under(&w, &w.doctor).0, vec![]);
-    assert_eq!(acted_under(&w, &w.member).0, vec![w.grant]);
 
-    // The organisation suspended: its member acts under nothing; reinstated, again.
+    // The insurer suspended: its member acts under nothing; reinstated, again.
     let t = w.net.regulator.sign(RegistryTx::SuspendOrganisation {
-        organisation: w.org.account,
+        organisation: insurer.account,
         reason: "audit".into(),
     });
     applied(&w.net.one(t));
-    assert_eq!(acted_under(&w, &w.member), (vec![], false));
-    let t = w.net.regulator.sign(RegistryTx::ReinstateOrganisation { organisation: w.org.account });
+    assert_eq!(acted_under(&w, &claims), (vec![], false));
+    let t =
+        w.net.regulator.sign(RegistryTx::ReinstateOrganisation { organisation: insurer.account });
     applied(&w.net.one(t));
-    assert_eq!(acted_under(&w, &w.member), (vec![w.grant], true));
+    assert_eq!(acted_under(&w, &claims), (vec![grant], true));
 
     // Removed, the member acts under nothing, though its organisation's grant is in force.
-    let t = w.org.sign(RegistryTx::RemoveMember { member: w.member.account });
+    let t = insurer.sign(RegistryTx::RemoveMember { member: claims.account });
     applied(&w.net.one(t));
-    assert_eq!(acted_under(&w, &w.member), (vec![], false));
-    assert_eq!(acted_under(&w, &w.org), (vec![w.grant], true));
+    assert_eq!(acted_under(&w, &claims), (vec![], false));
+    assert_eq!(acted_under(&w, &insurer), (vec![grant], true));
     // Revoked, the grant is in force for nobody.
-    let t = consent(ConsentTx::Revoke { grant: w.grant }, &mut w.patient);
+    let t = consent(ConsentTx::Revoke { grant }, &mut w.patient);
     applied(&w.net.one(t));
-    assert_eq!(acted_under(&w, &w.org), (vec![], false));
+    assert_eq!(acted_under(&w, &insurer), (vec![], false));
 }

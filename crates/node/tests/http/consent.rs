@@ -152,6 +152,24 @@ fn a_member_is_listed_its_organisations_grants_and_a_non_member_none() {
         }
         let (status, body) = world.node.get(&outsider, &patient).await;
         assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
+        // A researcher and its member under a research grant: no listing and no Patient-ID
+        // (their grant opens the research cohort, export and the reads an export names).
+        let (lab, analyst) =
+            organisation_with_member(&mut world, OrganisationKind::Researcher, "Lab").await;
+        let research = world.patient.tx(TxBody::Consent(ConsentTx::Grant {
+            patient: world.patient.account,
+            grantee: lab.account,
+            scope: Scope::All,
+            purpose: Purpose::Research,
+            validity: Validity { not_before_ms: 0, expires_at_ms: crate::now_ms() + 3_600_000 },
+        }));
+        all_applied(&world.patient.client, &[research]).await;
+        for who in [&lab, &analyst] {
+            let (status, body) = world.node.get(who, &path).await;
+            assert_eq!((status, body.as_array().map(Vec::len)), (200, Some(0)), "{body}");
+            let (status, body) = world.node.get(who, &patient).await;
+            assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
+        }
         world.node.stop().await;
     });
 }
