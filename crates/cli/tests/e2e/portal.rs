@@ -1664,6 +1664,13 @@ fn a_doctor_opens_writes_and_seals_a_case_and_both_read_it_verified_in_the_porta
     assert!(notes.body.contains("case export magic"), "{}", notes.body);
     let forged = verify("", "downloaded.case", &exported.bytes);
     assert_eq!(forged.status, 403, "{}", forged.body);
+    let empty = verify(&dcsrf, "empty.case", b"");
+    assert_eq!(empty.status, 400, "{}", empty.body);
+    assert!(empty.body.contains("choose a case export file"), "{}", empty.body);
+    let stray = multipart_request(&doc, &dcookie, &dcsrf, "/case/verify", &[("case", "x")], "a", 8);
+    let stray = send_multipart(&doc, &dcookie, stray, b"MLCASEX1");
+    assert_eq!(stray.status, 400, "{}", stray.body);
+    assert!(stray.body.contains("unexpected form field"), "{}", stray.body);
     // A download that the ledger denies sends nothing.
     let refused = poster(&other, &ocookie)("/case/export", &[("csrf", &ocsrf), ("case", &case)]);
     assert_eq!(refused.status, 403, "{}", refused.body);

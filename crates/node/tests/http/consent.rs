@@ -117,13 +117,17 @@ fn a_member_is_listed_its_organisations_grants_and_a_non_member_none() {
             organisation_with_member(&mut world, OrganisationKind::Insurer, "Shield").await;
         let (other, outsider) =
             organisation_with_member(&mut world, OrganisationKind::Insurer, "Other").await;
-        let grant = world.patient.tx(TxBody::Consent(ConsentTx::Grant {
-            patient: world.patient.account,
-            grantee: insurer.account,
-            scope: Scope::All,
-            purpose: Purpose::Insurance,
-            validity: Validity { not_before_ms: 0, expires_at_ms: crate::now_ms() + 3_600_000 },
-        }));
+        // A grant of everything for `purpose`, for an hour, from the world's patient.
+        let grant_to = |world: &mut World, grantee: medledger_core::ids::AccountId, purpose| {
+            world.patient.tx(TxBody::Consent(ConsentTx::Grant {
+                patient: world.patient.account,
+                grantee,
+                scope: Scope::All,
+                purpose,
+                validity: Validity { not_before_ms: 0, expires_at_ms: crate::now_ms() + 3_600_000 },
+            }))
+        };
+        let grant = grant_to(&mut world, insurer.account, Purpose::Insurance);
         let id = grant.hash();
         all_applied(&world.patient.client, &[grant]).await;
 
@@ -156,13 +160,7 @@ fn a_member_is_listed_its_organisations_grants_and_a_non_member_none() {
         // (their grant opens the research cohort, export and the reads an export names).
         let (lab, analyst) =
             organisation_with_member(&mut world, OrganisationKind::Researcher, "Lab").await;
-        let research = world.patient.tx(TxBody::Consent(ConsentTx::Grant {
-            patient: world.patient.account,
-            grantee: lab.account,
-            scope: Scope::All,
-            purpose: Purpose::Research,
-            validity: Validity { not_before_ms: 0, expires_at_ms: crate::now_ms() + 3_600_000 },
-        }));
+        let research = grant_to(&mut world, lab.account, Purpose::Research);
         all_applied(&world.patient.client, &[research]).await;
         for who in [&lab, &analyst] {
             let (status, body) = world.node.get(who, &path).await;
