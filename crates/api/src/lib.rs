@@ -340,6 +340,11 @@ pub struct Health {
     /// Why the status is not "ok".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The node's clock when it answered, in milliseconds since the epoch: the time its next
+    /// block would judge validity windows by (grants, break-glass), which a client shows
+    /// rather than its own clock's.
+    #[serde(default)]
+    pub time_ms: u64,
 }
 
 /// `GET /v1/cluster`: one node's view of the Raft cluster and of its own committed state.
@@ -471,6 +476,47 @@ pub struct GrantView {
     pub revoked_at: Option<u64>,
 }
 
+/// Where a grant stands at a moment of the node's clock ([`GrantView::state_at`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrantState {
+    /// In force.
+    Active,
+    /// Its period has not begun.
+    NotYet,
+    /// Its period is over.
+    Expired,
+    /// Revoked.
+    Revoked,
+}
+
+impl GrantState {
+    /// The word a page or a listing shows.
+    pub fn word(self) -> &'static str {
+        match self {
+            GrantState::Active => "active",
+            GrantState::NotYet => "not yet in force",
+            GrantState::Expired => "expired",
+            GrantState::Revoked => "revoked",
+        }
+    }
+}
+
+impl GrantView {
+    /// Where the grant stands at `time_ms` of the node's clock (the `time_ms` of the view it
+    /// came in), as the node's next block would judge it: a client's own clock may be off.
+    pub fn state_at(&self, time_ms: u64) -> GrantState {
+        if self.revoked_at.is_some() {
+            GrantState::Revoked
+        } else if time_ms < self.validity.not_before_ms {
+            GrantState::NotYet
+        } else if self.validity.contains(time_ms) {
+            GrantState::Active
+        } else {
+            GrantState::Expired
+        }
+    }
+}
+
 /// A deny rule, as shown to the patient.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DenyView {
@@ -489,13 +535,18 @@ pub struct WhoCanSeeView {
     pub patient: AccountId,
     /// Height the answer is for.
     pub height: u64,
+    /// The node's clock when it answered, in milliseconds since the epoch: a grant is in
+    /// force while `not_before_ms <= time_ms < expires_at_ms` (and not revoked), as the node's
+    /// next block judges it.
+    pub time_ms: u64,
     /// Delegates the patient named.
     pub delegates: Vec<AccountId>,
     /// Each delegate's powers by name (`consent`, `records`, `emergency`), in the order of
     /// `delegates`.
     #[serde(default)]
     pub delegate_powers: Vec<Vec<String>>,
-    /// Grants in force.
+    /// Grants in force or yet to begin at `height` (where each stands by the node's clock:
+    /// [`GrantView::state_at`] with `time_ms`).
     pub grants: Vec<GrantView>,
     /// Deny rules, which override grants.
     pub deny_rules: Vec<DenyView>,
@@ -1069,4 +1120,47 @@ pub struct SessionDataRead {
     pub alerts: Vec<(AlertView, Vec<u8>)>,
     /// The cursor of the next page, if there may be one.
     pub next_after: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use medledger_core::tx::consent::{Purpose, Scope, Validity};
+
+    use super::*;
+
+    /// Each state at its edges: the period includes its start and excludes its end, and a
+    /// revocation outranks the clock.
+    #[test]
+    fn a_grant_stands_where_the_nodes_clock_puts_it() {
+        let mut g = GrantView {
+            id: Hash([1; 32]),
+            patient: AccountId([2; 20]),
+            grantee: AccountId([3; 20]),
+            scope: Scope::All,
+            purpose: Purpose::Treatment,
+            validity: Validity { not_before_ms: 1_000, expires_at_ms: 2_000 },
+            granted_by: AccountId([2; 20]),
+            granted_at: 5,
+            revoked_at: None,
+        };
+        for (t, state) in [
+            (0, GrantState::NotYet),
+            (999, GrantState::NotYet),
+            (1_000, GrantState::Active),
+            (1_999, GrantState::Active),
+            (2_000, GrantState::Expired),
+            (u64::MAX, GrantState::Expired),
+        ] {
+            assert_eq!(g.state_at(t), state, "at {t}");
+        }
+        g.revoked_at = Some(7);
+        for t in [0, 1_500, 2_000] {
+            assert_eq!(g.state_at(t), GrantState::Revoked, "at {t}");
+        }
+        let words: std::collections::BTreeSet<_> =
+            [GrantState::Active, GrantState::NotYet, GrantState::Expired, GrantState::Revoked]
+                .map(GrantState::word)
+                .into();
+        assert_eq!(words.len(), 4);
+    }
 }

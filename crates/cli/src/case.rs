@@ -444,6 +444,9 @@ pub(crate) struct Verified {
     /// The read's audit event in the patient's trail, and its block.
     pub event: u64,
     pub height: u64,
+    /// The export's checkpoint, and the node that signed it.
+    pub checkpoint: medledger_core::block::SignedCheckpoint,
+    pub node_id: u64,
 }
 
 /// The audited read of case `id` for `purpose` ([`read_case`]), verified against the node key
@@ -456,17 +459,18 @@ pub(crate) async fn read_verified(s: &Session, id: &str, purpose: Purpose) -> Re
 
 /// Verifies and decrypts a logged read of case `id` ([`read_case`]).
 async fn verify_read(s: &Session, id: &str, read: medledger_api::CaseRead) -> Result<Verified> {
-    let (trusted, _) = admitted_signer(s, &read.export).await?;
+    let (trusted, node_id) = admitted_signer(s, &read.export).await?;
     let report = verify_export(&read.export, &trusted)
         .map_err(|f| anyhow::anyhow!("case {id} does NOT verify: {f}"))?;
     served_as_asked(id, &report.case)?;
     let shown = decrypt(s, &read.export, &report);
-    Ok(Verified { shown, report, event: read.event, height: read.height })
+    let checkpoint = read.export.checkpoint;
+    Ok(Verified { shown, report, event: read.event, height: read.height, checkpoint, node_id })
 }
 
 /// The Patient-ID a case id names: the id must be `C<Patient-ID>-<n>`, digits both, and
 /// nothing else (it goes into a signed access, a URL and a file name).
-fn patient_id_of_case(id: &str) -> Result<&str> {
+pub(crate) fn patient_id_of_case(id: &str) -> Result<&str> {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     id.strip_prefix('C')
         .and_then(|rest| rest.split_once('-'))
@@ -492,11 +496,16 @@ async fn admitted_signer(s: &Session, export: &CaseExport) -> Result<(PublicKey,
     Ok((export.checkpoint.signer, id))
 }
 
-async fn show(s: &Session, id: &str, purpose: Purpose, json: bool) -> Result<()> {
+async fn show(mut s: Session, id: &str, purpose: Purpose, json: bool) -> Result<()> {
     // The read is committed whether or not what the node serves verifies: said first.
-    let read = read_case(s, id, purpose).await?;
+    let read = read_case(&s, id, purpose).await?;
     eprintln!("read of case {id} logged: audit event {} at block {}", read.event, read.height);
-    let Verified { shown, report, .. } = verify_read(s, id, read).await?;
+    let Verified { shown, report, checkpoint, node_id, .. } = verify_read(&s, id, read).await?;
+    // One history with every node this wallet saw, as for an export: a lagging or forked
+    // node's view is not shown as verified.
+    crate::proof::extend_history(&mut s.wallet, &s.path, &s.client, checkpoint, node_id, &s.anchor)
+        .await?;
+    let s = &s;
     if json {
         return print_json(&shown);
     }
@@ -666,7 +675,7 @@ pub async fn run(command: CaseCommand) -> Result<()> {
             Ok(())
         }
         CaseCommand::Show { wallet, case, purpose, json } => {
-            show(&Session::open(&wallet).await?, &case, purpose, json).await
+            show(Session::open(&wallet).await?, &case, purpose, json).await
         }
         CaseCommand::Export { wallet, case, purpose, out } => {
             export(Session::open(&wallet).await?, &case, purpose, &out).await

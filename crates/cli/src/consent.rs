@@ -8,6 +8,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use clap::{Subcommand, ValueEnum};
+use medledger_api::GrantState;
 use medledger_core::{
     Hash,
     block::{Created, Outcome, Receipt},
@@ -294,8 +295,12 @@ async fn read(command: ConsentCommand) -> Result<Option<ConsentCommand>> {
                 );
                 println!("  delegate {} ({powers})", names.of(d));
             }
+            // Where each grant stands by the node's clock, as its next block will judge it.
             for g in &view.grants {
-                println!("  grant {}", describe(g, &names));
+                match g.state_at(view.time_ms) {
+                    GrantState::Active => println!("  grant {}", describe(g, &names)),
+                    state => println!("  grant {}  ({})", describe(g, &names), state.word()),
+                }
             }
             for r in &view.deny_rules {
                 println!("  deny rule {}  {}", r.id, serde_json::to_string(&r.rule)?);

@@ -130,6 +130,17 @@ pub enum KeystoreError {
         reason: String,
     },
 
+    /// The wallet file was replaced since this process unlocked it (a new passphrase, a
+    /// rotated key, another wallet at its path): its state is not read into the unlocked one.
+    #[error(
+        "wallet {wallet:?} was changed since it was unlocked here (a new passphrase or key, or \
+         another wallet at its path): unlock it again"
+    )]
+    WalletChanged {
+        /// The wallet's name.
+        wallet: String,
+    },
+
     /// The wallet's state (node pin, last checkpoint) is authenticated under the passphrase,
     /// so it can be read or saved only once the wallet is unlocked.
     #[error("wallet {wallet:?} is locked: unlock it with its passphrase first")]

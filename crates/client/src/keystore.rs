@@ -498,6 +498,45 @@ impl Wallet {
         }
     }
 
+    /// Reads the state again from the file at `path`, as another process (a CLI beside a
+    /// portal) may have saved it since this wallet was unlocked, authenticated with the state
+    /// key this unlocked wallet holds: the file must be this wallet as unlocked (same header,
+    /// same passphrase check and secrets) and its state MAC must check out, else nothing
+    /// changes. Call it before changing the state of a long-lived unlocked wallet and saving
+    /// it, so that what the other process wrote is kept.
+    pub fn reload_state(&mut self, path: impl AsRef<Path>) -> Result<(), ClientError> {
+        let key = self.state_key.clone().ok_or_else(|| {
+            ClientError::Keystore(KeystoreError::WalletLocked { wallet: self.name.clone() })
+        })?;
+        let fresh = Wallet::load(path)?;
+        if fresh.header_aad() != self.header_aad()
+            || fresh.check != self.check
+            || fresh.nonce != self.nonce
+            || fresh.ciphertext != self.ciphertext
+        {
+            return Err(ClientError::Keystore(KeystoreError::WalletChanged {
+                wallet: self.name.clone(),
+            }));
+        }
+        let mac = fresh.state_mac.ok_or_else(|| {
+            ClientError::Keystore(KeystoreError::WalletTampered {
+                wallet: self.name.clone(),
+                reason: "the state MAC is missing".into(),
+            })
+        })?;
+        let mut check = fresh.state_hmac(&key);
+        check.update(&fresh.state_message());
+        check.verify_slice(&mac).map_err(|_| {
+            ClientError::Keystore(KeystoreError::WalletTampered {
+                wallet: self.name.clone(),
+                reason: "its state does not authenticate under the passphrase".into(),
+            })
+        })?;
+        self.state = fresh.state;
+        self.state_mac = Some(mac);
+        Ok(())
+    }
+
     /// Whether unlocking dropped the unauthenticated state of a version 1 file (which must then
     /// be pinned again).
     pub fn dropped_legacy_state(&self) -> bool {
@@ -1029,6 +1068,59 @@ mod tests {
         };
         w.save(&path).unwrap();
         (path, w, node)
+    }
+
+    /// A long-lived unlocked wallet (a portal's) reads what another process (a CLI) saved
+    /// since, and keeps it when it saves; a file whose state was edited, a file replaced under
+    /// another passphrase, and a locked wallet are refused, each changing nothing.
+    #[test]
+    fn an_unlocked_wallet_reloads_the_state_another_process_saved_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _, node) = pinned_wallet(dir.path());
+        let mut portal = Wallet::load(&path).unwrap();
+        portal.unlock("correct horse").unwrap();
+        let mut cli = Wallet::load(&path).unwrap();
+        cli.unlock("correct horse").unwrap();
+        let third = SeenCheckpoint { node_id: 3, checkpoint: checkpoint(&node, 4) };
+        cli.state_mut().unwrap().seen_checkpoints.push(third.clone());
+        cli.save(&path).unwrap();
+        let before = portal.state().unwrap().clone();
+        assert!(!before.seen_checkpoints.contains(&third));
+        portal.reload_state(&path).unwrap();
+        assert!(portal.state().unwrap().seen_checkpoints.contains(&third));
+        // What the portal then saves keeps the CLI's addition, and still unlocks.
+        portal.state_mut().unwrap().patient_id = Some(PatientId(99));
+        portal.save(&path).unwrap();
+        let mut again = Wallet::load(&path).unwrap();
+        again.unlock("correct horse").unwrap();
+        assert!(again.state().unwrap().seen_checkpoints.contains(&third));
+        assert_eq!(again.state().unwrap().patient_id, Some(PatientId(99)));
+
+        // An edited state: tampering, and the state in memory is kept as it was.
+        let kept = portal.state().unwrap().clone();
+        let mut j: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        j["node_url"] = "http://127.0.0.1:9".into();
+        fs::write(&path, serde_json::to_vec(&j).unwrap()).unwrap();
+        let err = portal.reload_state(&path).unwrap_err();
+        assert!(
+            matches!(err, ClientError::Keystore(KeystoreError::WalletTampered { .. })),
+            "{err}"
+        );
+        assert_eq!(portal.state().unwrap(), &kept);
+
+        // The file saved under a new passphrase: changed, not read.
+        again.change_passphrase("correct horse", "another long passphrase").unwrap();
+        again.state_mut().unwrap().patient_id = Some(PatientId(7));
+        again.save(&path).unwrap();
+        let err = portal.reload_state(&path).unwrap_err();
+        assert!(matches!(err, ClientError::Keystore(KeystoreError::WalletChanged { .. })), "{err}");
+        assert!(err.to_string().contains("unlock it again"), "{err}");
+        assert_eq!(portal.state().unwrap(), &kept);
+
+        // A locked wallet has no key to check the state with.
+        let mut locked = Wallet::load(&path).unwrap();
+        let err = locked.reload_state(&path).unwrap_err();
+        assert!(matches!(err, ClientError::Keystore(KeystoreError::WalletLocked { .. })), "{err}");
     }
 
     #[test]

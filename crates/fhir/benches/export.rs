@@ -163,6 +163,7 @@ fn input(records: usize, events: usize) -> Input {
         consent: WhoCanSeeView {
             patient: p,
             height: events as u64,
+            time_ms: 0,
             delegates: Vec::new(),
             delegate_powers: Vec::new(),
             grants: Vec::new(),

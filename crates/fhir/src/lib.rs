@@ -368,7 +368,7 @@ pub struct ExportInput<'a> {
     pub records: &'a [RecordView],
     /// Decrypted contents by PMR-ID (only when the export includes content).
     pub contents: &'a BTreeMap<String, RecordContent>,
-    /// Grants in force and deny rules now.
+    /// Grants and deny rules now, with the node's clock that judges which grants are in force.
     pub consent: &'a WhoCanSeeView,
     /// The whole audit trail.
     pub trail: &'a [AuditEvent],
@@ -396,7 +396,11 @@ pub fn export(input: &ExportInput<'_>) -> Result<Export, Error> {
     check_patient(input)?;
     let name = input.details.and_then(|d| d.get("name")).and_then(Value::as_str).map(str::to_owned);
     let mut dir = Directory::new(input.patient, name, input.hospitals, input.doctors);
-    let in_force: BTreeSet<Hash> = input.consent.grants.iter().map(|g| g.id).collect();
+    // In force by the node's clock (its next block's judgement), not the exporter's.
+    let in_force: BTreeSet<Hash> = (input.consent.grants.iter())
+        .filter(|g| g.state_at(input.consent.time_ms) == medledger_api::GrantState::Active)
+        .map(|g| g.id)
+        .collect();
     let grants = grants_of_trail(input.trail, &in_force);
     for r in input.records {
         dir.add_present("DocumentReference", &r.pmr);
@@ -415,7 +419,7 @@ pub fn export(input: &ExportInput<'_>) -> Result<Export, Error> {
         push_record(r, input.contents.get(&r.pmr), &dir, &mut rest)?;
     }
     for g in grants {
-        rest.push(grant_consent(&g, input.now_ms, &dir)?);
+        rest.push(grant_consent(&g, input.consent.time_ms, &dir)?);
     }
     let added: HashMap<Hash, u64> = input
         .trail

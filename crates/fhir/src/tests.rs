@@ -135,6 +135,7 @@ fn world() -> World {
         consent: WhoCanSeeView {
             patient,
             height: 99,
+            time_ms: T0 + 60_000,
             delegates: Vec::new(),
             delegate_powers: Vec::new(),
             grants: Vec::new(),

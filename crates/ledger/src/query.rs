@@ -357,7 +357,7 @@ pub struct WhoCanSee {
     pub delegates: Vec<AccountId>,
     /// Each delegate's powers, in the order of `delegates`.
     pub delegate_powers: Vec<medledger_core::tx::DelegatePowers>,
-    /// Grants in force, with their ids.
+    /// Grants in force or yet to begin, with their ids.
     pub grants: Vec<(Hash, crate::state::GrantEntry)>,
     /// The patient's deny rules, with their ids.
     pub deny_rules: Vec<(Hash, crate::state::DenyEntry)>,
@@ -523,7 +523,8 @@ impl Ledger {
         self.grants_in_force_at(grantee, patient, h, t)
     }
 
-    /// "Who can see my records": delegates, grants in force and deny rules of `patient`.
+    /// "Who can see my records": delegates, grants in force or yet to begin, and deny rules
+    /// of `patient`, at `height` (`None`: the tip) and its block time.
     pub fn who_can_see(
         &self,
         patient: &AccountId,
@@ -544,7 +545,11 @@ impl Ledger {
                 id.copy_from_slice(&k.value()[20..]);
                 if let Some(v) = table.get(&id)? {
                     let g: crate::state::GrantEntry = decode_entry("grant", v.value())?;
-                    if g.patient == *patient && g.in_force(h, t) {
+                    // In force, or yet to begin: the patient sees (and may revoke) a grant
+                    // before its period starts.
+                    let current =
+                        g.revoked_at.is_none_or(|r| h <= r) && t < g.validity.expires_at_ms;
+                    if g.patient == *patient && current {
                         grants.push((Hash(id), g));
                     }
                 }

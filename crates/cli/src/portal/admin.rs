@@ -85,7 +85,7 @@ struct StaffPage {
 async fn custody_rows(u: &Unlocked) -> (Vec<CustodyRow>, Vec<String>) {
     let s = &u.session;
     let me = s.wallet.account();
-    let now = super::transport_now_ms();
+    let now = super::node_now_ms(&s.client).await;
     let (ids, released) = u.seen_open();
     let mut rows = Vec::new();
     let mut failed = Vec::new();

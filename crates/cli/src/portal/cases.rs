@@ -212,7 +212,9 @@ async fn read(State(p): State<Portal>, Form(f): Form<CaseForm>) -> Response {
             "" => Purpose::Treatment,
             other => crate::record::parse_purpose(other).map_err(|e| anyhow::anyhow!("{e}"))?,
         };
-        crate::case::read_verified(&u.session, &id, purpose).await
+        let v = crate::case::read_verified(&u.session, &id, purpose).await?;
+        u.extend_history(v.checkpoint.clone(), v.node_id).await?;
+        anyhow::Ok(v)
     }
     .await;
     let v = match shown {
@@ -281,12 +283,7 @@ async fn read(State(p): State<Portal>, Form(f): Form<CaseForm>) -> Response {
 
 /// The Patient-ID a case id names (`C<Patient-ID>-<n>`), or nothing.
 fn patient_of(case: &str) -> String {
-    case.strip_prefix('C')
-        .and_then(|rest| rest.split_once('-'))
-        .map(|(p, _)| p)
-        .filter(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
-        .unwrap_or_default()
-        .to_owned()
+    crate::case::patient_id_of_case(case).unwrap_or_default().to_owned()
 }
 
 /// Whose cases to list on the page after a read, an append or a seal of `case`: the case's
@@ -380,11 +377,13 @@ async fn export(State(p): State<Portal>, Form(f): Form<CaseForm>) -> Response {
             "" => Purpose::Treatment,
             other => crate::record::parse_purpose(other).map_err(|e| anyhow::anyhow!("{e}"))?,
         };
-        crate::case::export_verified(&u.session, &id, purpose).await
+        let (export, _, node_id) = crate::case::export_verified(&u.session, &id, purpose).await?;
+        u.extend_history(export.checkpoint.clone(), node_id).await?;
+        anyhow::Ok(export)
     }
     .await;
     match exported {
-        Ok((export, _, _)) => (
+        Ok(export) => (
             [
                 (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
                 (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{id}.case\"")),

@@ -271,7 +271,7 @@ async fn doctor_page(
 ) -> Response {
     let s = &u.session;
     let me = s.wallet.account();
-    let now = super::transport_now_ms();
+    let now = super::node_now_ms(&s.client).await;
     // Each declaration on its own: one that cannot be looked at does not hide the others.
     let mut declared = Vec::new();
     let mut failed = Vec::new();

@@ -125,6 +125,8 @@ pub struct Unlocked {
     /// starts at the beginning, so this is all of it).
     pub seen: Arc<Mutex<Seen>>,
     watcher: tokio::task::AbortHandle,
+    /// Held while a request writes the wallet's checkpoint history: one at a time.
+    history: tokio::sync::Mutex<()>,
 }
 
 /// Break-glass declarations in the account's event stream: those of a doctor, of a
@@ -143,6 +145,33 @@ pub struct Seen {
 }
 
 impl Unlocked {
+    /// Checks `checkpoint`, signed by node `node_id` (whose admission the caller proved),
+    /// against the newest checkpoint this wallet saw from every node, and records it in the
+    /// wallet file, as the CLI's case reads do ([`crate::proof::extend_history`]): a node
+    /// serving an older or forked history is named rather than shown as verified. The file is
+    /// read again first (a CLI may have saved it since the unlock) and only through the key of
+    /// this unlock.
+    pub async fn extend_history(
+        &self,
+        checkpoint: medledger_core::block::SignedCheckpoint,
+        node_id: u64,
+    ) -> Result<()> {
+        let _one = self.history.lock().await;
+        let s = &self.session;
+        let mut wallet = s.wallet.clone();
+        wallet.reload_state(&s.path)?;
+        crate::proof::extend_history(
+            &mut wallet,
+            &s.path,
+            &s.client,
+            checkpoint,
+            node_id,
+            &s.anchor,
+        )
+        .await?;
+        Ok(())
+    }
+
     fn seen_lock(&self) -> std::sync::MutexGuard<'_, Seen> {
         self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -382,6 +411,7 @@ impl Portal {
             directory,
             seen,
             watcher: watcher.abort_handle(),
+            history: tokio::sync::Mutex::new(()),
         });
         let csrf = random_hex()?;
         let mut state = self.state();
@@ -440,8 +470,8 @@ async fn watch(
     // Only what happens from now on is news. A patient's stream starts after the trail's
     // newest event; the stream of a doctor or a hospital (whose own trail is empty: it
     // lists events about patients) starts at the beginning, and the events whose block is
-    // older than this unlock (less a minute of clock difference) are passed over.
-    let since_ms = transport_now_ms().saturating_sub(60_000);
+    // older than this unlock by the node's clock (less a minute) are passed over.
+    let since_ms = node_now_ms(&client).await.saturating_sub(60_000);
     let mut after = match client.audit_trail_all(&account, None).await {
         Ok(events) => events.last().map(|e| e.seq),
         Err(_) => None,
@@ -482,7 +512,17 @@ async fn watch(
     }
 }
 
-/// Milliseconds since the epoch, now.
+/// The node's clock now (its `/health` answer), by which its next block judges validity
+/// windows (break-glass, grants): the portal's own clock may be off. The portal's clock only
+/// if the node does not say (then it is unreachable, and the page reports that too).
+async fn node_now_ms(client: &medledger_client::NodeClient) -> u64 {
+    match client.health().await {
+        Ok(h) if h.time_ms > 0 => h.time_ms,
+        _ => transport_now_ms(),
+    }
+}
+
+/// Milliseconds since the epoch, now, by this machine's clock.
 fn transport_now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -14,7 +14,7 @@ use axum::{
     },
     routing::{get, post},
 };
-use medledger_api::{GrantView, RecordView};
+use medledger_api::{GrantState, GrantView, RecordView};
 
 use medledger_core::{
     Hash,
@@ -950,6 +950,29 @@ pub struct GrantRow {
     state: &'static str,
 }
 
+/// A grant as the consent page lists it, where it stands at `node_ms` of the node's clock:
+/// in force or not yet begun (both revocable) among the current grants, expired or revoked
+/// among the past.
+fn grant_row(g: &GrantView, node_ms: u64, u: &Unlocked) -> GrantRow {
+    let state = g.state_at(node_ms);
+    GrantRow {
+        id: g.id.to_string(),
+        grantee: u.names.of(&g.grantee),
+        scope: scope_words(&g.scope),
+        purpose: words(&g.purpose),
+        until: local_time(g.validity.expires_at_ms),
+        active: matches!(state, GrantState::Active | GrantState::NotYet),
+        state: state.word(),
+    }
+}
+
+impl GrantRow {
+    /// The row's CSS class: its state, one word.
+    fn state_class(&self) -> String {
+        self.state.replace(' ', "-")
+    }
+}
+
 fn scope_words(scope: &Scope) -> String {
     match scope {
         Scope::All => "all records".into(),
@@ -1044,45 +1067,20 @@ async fn consent(State(p): State<Portal>) -> Response {
 
 async fn consent_page(p: &Portal, u: &Unlocked, flash: Option<Flash>) -> Response {
     let s = &u.session;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
     let mut denials = Vec::new();
     let mut delegates = Vec::new();
     let (grants, flash) = match s.client.who_can_see(&s.wallet.account()).await {
-        Ok(view) => (
-            {
-                denials = view
-                    .deny_rules
-                    .iter()
-                    .map(|d| DenyRow { id: d.id.to_string(), covers: deny_words(&d.rule, u) })
-                    .collect();
-                delegates = view.delegates.iter().map(|d| (d.to_string(), u.names.of(d))).collect();
-                view.grants
-            }
-            .iter()
-            .rev()
-            .map(|g: &GrantView| {
-                let state = if g.revoked_at.is_some() {
-                    "revoked"
-                } else if g.validity.expires_at_ms <= now {
-                    "expired"
-                } else {
-                    "active"
-                };
-                GrantRow {
-                    id: g.id.to_string(),
-                    grantee: u.names.of(&g.grantee),
-                    scope: scope_words(&g.scope),
-                    purpose: words(&g.purpose),
-                    until: local_time(g.validity.expires_at_ms),
-                    active: state == "active",
-                    state,
-                }
-            })
-            .collect(),
-            flash,
-        ),
+        Ok(view) => {
+            denials = view
+                .deny_rules
+                .iter()
+                .map(|d| DenyRow { id: d.id.to_string(), covers: deny_words(&d.rule, u) })
+                .collect();
+            delegates = view.delegates.iter().map(|d| (d.to_string(), u.names.of(d))).collect();
+            // Judged by the node's clock, as its next block will: the portal's may be off.
+            let rows = view.grants.iter().rev().map(|g| grant_row(g, view.time_ms, u)).collect();
+            (rows, flash)
+        }
         Err(e) => (Vec::new(), Flash::error(&e.into())),
     };
     let (requests, flash) = match pending_requests(u).await {

@@ -489,6 +489,26 @@ fn the_portal_refuses_what_a_local_ui_must_and_serves_no_key_material() {
     let past = later.body.split("id=\"past-grants\"").nth(1).expect("no past grants listed");
     assert!(past.contains("expired") && past.contains("research"), "{past}");
     assert!(!later.body.contains("id=\"grants\""), "{}", later.body);
+    // A grant whose period begins in an hour is not in force yet, and listed among the
+    // current grants (revocable) as such, by the node's clock.
+    let future = ConsentTx::Grant {
+        patient: me,
+        grantee: c.doctor_account.parse().unwrap(),
+        scope: consent::Scope::All,
+        purpose: consent::Purpose::Treatment,
+        validity: consent::Validity {
+            not_before_ms: now + 3_600_000,
+            expires_at_ms: now + 7_200_000,
+        },
+    };
+    let tx = medledger_client::tx::build(&identity, me, &chain, nonce + 2, TxBody::Consent(future));
+    let sent = http(node.port, "POST", "/v1/transactions", &tx.encode()).unwrap();
+    assert_eq!(sent.status, 200, "{}", sent.text());
+    let soon = ask(port, "GET", "/consent", &[ck], "");
+    let current = soon.body.split("id=\"grants\"").nth(1).expect("no current grants listed");
+    let current = current.split("id=\"past-grants\"").next().unwrap();
+    assert!(current.contains("not yet in force"), "{current}");
+    assert_eq!(current.matches("class=\"revoke\"").count(), 1, "{current}");
 
     // Nothing served holds a secret of the wallet, or its passphrase.
     let secrets = wallet_secrets(Path::new(&c.patient));
@@ -1569,9 +1589,38 @@ fn a_doctor_opens_writes_and_seals_a_case_and_both_read_it_verified_in_the_porta
     // The patient lists and reads it; the read is in their access log.
     let listed = ask(pat.port, "GET", "/cases", &[("Cookie", &pcookie)], "");
     assert!(listed.body.contains(&case), "{}", listed.body);
+    let seen_before = last_checkpoint(&c.patient);
     let pread = ppost("/case/read", &[("csrf", &pcsrf), ("case", &case)]);
     assert_eq!(pread.status, 200, "{}", pread.body);
     assert!(pread.body.contains(entry) && pread.body.contains("Verified"), "{}", pread.body);
+    // The read's checkpoint joined the wallet's history, as the CLI's reads do.
+    let seen = last_checkpoint(&c.patient).expect("the read remembered no checkpoint");
+    assert!(seen_before.is_none_or(|b| b.checkpoint.height < seen.checkpoint.height));
+    // A checkpoint from another node, higher than this node's, saved into the wallet by
+    // another process (as a CLI would after asking that node) while the portal is unlocked:
+    // the portal reads the file again, and refuses to show this node's older view as verified.
+    let ahead = medledger_core::block::Checkpoint {
+        height: seen.checkpoint.height + 1_000,
+        ..seen.checkpoint.clone()
+    }
+    .sign(&medledger_core::keys::SigningKey::generate());
+    let remember = |extra: Option<medledger_client::checkpoints::SeenCheckpoint>| {
+        let mut wallet = medledger_client::Wallet::load(&c.patient).unwrap();
+        wallet.unlock(PASS).unwrap();
+        let seen = &mut wallet.state_mut().unwrap().seen_checkpoints;
+        seen.retain(|s| s.node_id != 9);
+        seen.extend(extra);
+        wallet.save(&c.patient).unwrap();
+    };
+    remember(Some(medledger_client::checkpoints::SeenCheckpoint { node_id: 9, checkpoint: ahead }));
+    let behind = ppost("/case/read", &[("csrf", &pcsrf), ("case", &case)]);
+    assert_eq!(behind.status, 403, "{}", behind.body);
+    assert!(behind.body.contains("is behind"), "{}", behind.body);
+    assert!(!behind.body.contains(entry), "{}", behind.body);
+    let download = ppost("/case/export", &[("csrf", &pcsrf), ("case", &case)]);
+    assert_eq!(download.status, 403, "{}", download.body);
+    assert!(!download.bytes.starts_with(b"MLCASEX1"), "an unchecked export was sent");
+    remember(None);
     let log = ask(pat.port, "GET", "/access-log", &[("Cookie", &pcookie)], "");
     assert!(log.body.contains(&format!("case {case}")), "{}", log.body);
     // A doctor with no grant: the read is denied by the ledger (and logged), nothing shown.
@@ -1609,6 +1658,11 @@ fn a_doctor_opens_writes_and_seals_a_case_and_both_read_it_verified_in_the_porta
     let passed_on = share(&poster(&other, &ocookie), &ocsrf, &account_of(&c.hospital));
     assert_eq!(passed_on.status, 400, "{}", passed_on.body);
     assert!(passed_on.body.contains("or you may not see it"), "{}", passed_on.body);
+    // The opener (not the patient) passes the key only to whom the patient lets read the
+    // case: the hospital holds no grant.
+    let ungranted = share(&dpost, &dcsrf, &account_of(&c.hospital));
+    assert_eq!(ungranted.status, 400, "{}", ungranted.body);
+    assert!(ungranted.body.contains("the patient has not let"), "{}", ungranted.body);
     let nobody = share(&ppost, &pcsrf, "not-an-account");
     assert_eq!(nobody.status, 400, "{}", nobody.body);
     assert!(nobody.body.contains("is not an account id"), "{}", nobody.body);
@@ -1659,6 +1713,14 @@ fn a_doctor_opens_writes_and_seals_a_case_and_both_read_it_verified_in_the_porta
     let bad = verify(&dcsrf, "altered.case", &altered);
     assert_eq!(bad.status, 400, "{}", bad.body);
     assert!(bad.body.contains("case verify FAILED"), "{}", bad.body);
+    // The same export with its checkpoint signed again by a key no regulator admitted.
+    let mut resigned = medledger_client::cases::parse_export(&exported.bytes).unwrap();
+    resigned.checkpoint =
+        resigned.checkpoint.checkpoint.clone().sign(&medledger_core::keys::SigningKey::generate());
+    let resigned = medledger_client::cases::export_bytes(&resigned);
+    let unadmitted = verify(&dcsrf, "resigned.case", &resigned);
+    assert_eq!(unadmitted.status, 400, "{}", unadmitted.body);
+    assert!(unadmitted.body.contains("not signed by an admitted node"), "{}", unadmitted.body);
     let notes = verify(&dcsrf, "notes.txt", b"just some notes");
     assert_eq!(notes.status, 400, "{}", notes.body);
     assert!(notes.body.contains("case export magic"), "{}", notes.body);
@@ -1718,6 +1780,13 @@ fn a_doctor_opens_writes_and_seals_a_case_and_both_read_it_verified_in_the_porta
     assert_eq!(locked.status, 423, "{}", locked.body);
     let listed = ok(&["case", "list", "--wallet", &c.patient, "--json"], &[]);
     assert_eq!(listed.matches("\"case\"").count(), 1, "{listed}");
+}
+
+/// The newest checkpoint the wallet at `path` remembers (unlocked with the test passphrase).
+fn last_checkpoint(path: &str) -> Option<medledger_core::block::SignedCheckpoint> {
+    let mut wallet = medledger_client::Wallet::load(path).unwrap();
+    wallet.unlock(PASS).unwrap();
+    wallet.state().unwrap().last_checkpoint.clone()
 }
 
 /// The patient's own device, in the patient's portal: registered, a session started with the

@@ -171,6 +171,38 @@ fn a_grant_stops_working_at_expiry_by_block_time() {
     assert!(net.ledger.who_can_see(&patient.account, None).unwrap().grants.is_empty());
 }
 
+/// A grant whose period begins later is listed to the patient before it starts (who may
+/// see and revoke it), allows nothing until its start by block time, and is listed no more
+/// once over.
+#[test]
+fn a_grant_yet_to_begin_is_listed_but_allows_nothing_until_it_starts() {
+    let (mut net, _, doctor, mut patient) = populated();
+    let start = net.time + HOUR;
+    let t = consent(
+        ConsentTx::Grant {
+            patient: patient.account,
+            grantee: doctor.account,
+            scope: Scope::All,
+            purpose: Purpose::Treatment,
+            validity: Validity { not_before_ms: start, expires_at_ms: start + HOUR },
+        },
+        &mut patient,
+    );
+    applied(&net.one(t));
+    let listed = net.ledger.who_can_see(&patient.account, None).unwrap().grants;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].1.validity.not_before_ms, start);
+    assert_eq!(
+        decide(&net, &doctor, &lab(&patient), Purpose::Treatment),
+        Decision::Deny(Denial::NoGrant)
+    );
+    net.block_at(start + 1_000, vec![]);
+    assert!(decide(&net, &doctor, &lab(&patient), Purpose::Treatment).is_allowed());
+    assert_eq!(net.ledger.who_can_see(&patient.account, None).unwrap().grants.len(), 1);
+    net.block_at(start + HOUR, vec![]);
+    assert!(net.ledger.who_can_see(&patient.account, None).unwrap().grants.is_empty());
+}
+
 #[test]
 fn an_ended_or_empty_validity_is_refused() {
     let (mut net, _, doctor, mut patient) = populated();

@@ -75,6 +75,7 @@ async fn who_can_see(
         case_key_holders,
         patient,
         height,
+        time_ms: crate::admission::now_ms(),
         delegates: w.delegates,
         delegate_powers: w
             .delegate_powers

@@ -36,6 +36,7 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
         height: tip.height,
         log_size: tip.log.len(),
         reason,
+        time_ms: crate::admission::now_ms(),
     };
     (code, Json(health))
 }

@@ -24,8 +24,21 @@ fn who_can_see_and_the_trail_are_the_patients_alone() {
                 assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
             }
         }
+        let now = || {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+                as u64
+        };
+        let before = now();
         let (_, body) = n.get(&world.patient, &format!("/v1/consent/who-can-see/{p}")).await;
+        let (_, health) = n.raw("GET", "/health", &[], Vec::new()).await;
+        let after = now();
         assert!(names(&body, &world.grantee.account.to_string()), "{body}");
+        // Both answers carry the node's clock, which judges whether a grant is in force (the
+        // node runs on this machine's clock here).
+        for answer in [&body, &health] {
+            let t = answer["time_ms"].as_u64().expect("no time_ms");
+            assert!((before..=after).contains(&t), "{t} not in {before}..={after}: {answer}");
+        }
         world.node.stop().await;
     });
 }
