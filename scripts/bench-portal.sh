@@ -4,8 +4,8 @@
 #   scripts/bench-portal.sh [TXS] [ROUNDS]       # defaults: 100000 transactions, 50 rounds
 #
 # Starts a fresh node (release build) on a free port, fills it with `bench tx`, registers a
-# hospital, a doctor and a patient, adds records, a grant and reads, starts `medledger portal`
-# for the patient and for the doctor, unlocks each over HTTP, and times every page ROUNDS
+# hospital, a doctor and a patient, adds records, a grant and reads, opens a case with entries, starts `medledger portal`
+# for the patient, the doctor, the hospital and the regulator, unlocks each over HTTP, and times every page ROUNDS
 # times (a fresh connection per request, as a browser's first load). Prints one line per page:
 # p50, p95 and max in ms. Everything stops at the end.
 set -euo pipefail
@@ -62,6 +62,11 @@ for _ in 1 2 3; do
   "$bin" record get "$pmr" --wallet "$work/doctor.wallet.json" -o "$work/out.bin" >/dev/null
   rm -f "$work/out.bin"
 done
+case="C${pid}-1"
+"$bin" case open --wallet "$work/doctor.wallet.json" --patient "$pid" --title "Bench case" >/dev/null
+for n in 1 2 3; do
+  "$bin" case append "$case" --wallet "$work/doctor.wallet.json" --text "entry $n" >/dev/null
+done
 height=$(python3 -c "import json, urllib.request as u; print(json.load(u.urlopen('$node/health'))['height'])")
 echo "node at height $height; starting the portals"
 start_portal() {
@@ -71,6 +76,9 @@ start_portal() {
 }
 start_portal patient
 start_portal doctor
+start_portal hospital
+cp "$reg" "$work/regulator.wallet.json"
+start_portal regulator
 python3 - "$work" "$rounds" "$pid" <<'EOF'
 import http.client, json, re, statistics, sys, time, urllib.parse
 work, rounds, patient_id = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -97,8 +105,16 @@ def session(who):
     assert status == 303, status
     return ask
 pages = {
-    "patient": ["/", "/records", "/access-log", "/consent"],
-    "doctor": ["/", f"/records?patient={patient_id}"],
+    "patient": ["/", "/records", "/access-log", "/consent", "/cases", "/devices", "/emergency"],
+    "doctor": [
+        "/",
+        f"/records?patient={patient_id}",
+        f"/cases?patient={patient_id}",
+        f"/devices?patient={patient_id}",
+        "/emergency/doctor",
+    ],
+    "hospital": ["/staff"],
+    "regulator": ["/regulator"],
 }
 for who, paths in pages.items():
     ask = session(who)
