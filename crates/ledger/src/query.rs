@@ -13,28 +13,51 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use crate::{Ledger, LedgerError, state::*};
 
-/// The account whose grants `requester` acts under ([`crate::consent::authorize`]'s rules) to
-/// list them and look the patient up: the requester's own, or for a member its
-/// organisation's; `None` for an unknown or inactive requester ([`crate::consent::inactive`]:
-/// a removed member, a member of a suspended organisation), for a member
-/// [`crate::consent::acting_organisation`] finds no organisation for, and for a researcher
-/// organisation and its members: their grants open the research cohort and export and the
-/// reads an export names (M2), not a patient's Patient-ID or a listing to export from.
-fn acting_grantee(
+/// The grants from `patient` in force at a block of `h` and `t` under which `requester` acts
+/// ([`crate::consent::authorize`]'s rules), to list them and to look the patient up: its
+/// own, or for a member its organisation's; none for an unknown or inactive requester
+/// ([`crate::consent::inactive`]: a removed member, a member of a suspended organisation), for
+/// a member [`crate::consent::acting_organisation`] finds no organisation for, and for a
+/// researcher organisation and its members: their grants open the research cohort and export
+/// and the reads an export names (M2), not a patient's Patient-ID or a listing to export from.
+/// A grant the patient's deny rules close whole ([`crate::consent::deny_leaves_something`])
+/// is not one: reads under it are all denied, so it lists nothing and looks nobody up.
+fn grants_acted_under(
     view: &impl crate::consent::ConsentView,
     requester: &AccountId,
-) -> Result<Option<AccountId>, LedgerError> {
+    patient: &AccountId,
+    h: u64,
+    t: u64,
+) -> Result<Vec<(Hash, GrantEntry)>, LedgerError> {
     use medledger_core::tx::{OrganisationKind, Role};
     let researcher = Role::Organisation(OrganisationKind::Researcher);
-    let Some(account) = view.account(requester)? else { return Ok(None) };
+    let Some(account) = view.account(requester)? else { return Ok(Vec::new()) };
     if crate::consent::inactive(view, &account)? || account.role == researcher {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    if account.role == Role::Member {
-        let organisation = crate::consent::acting_organisation(view, requester, &account)?;
-        return Ok(organisation.filter(|(_, o)| o.role != researcher).map(|(o, _)| o));
-    }
-    Ok(Some(*requester))
+    let organisation = match account.role {
+        Role::Member => match crate::consent::acting_organisation(view, requester, &account)? {
+            Some(o) if o.1.role != researcher => Some(o),
+            _ => return Ok(Vec::new()),
+        },
+        _ => None,
+    };
+    let grantee = organisation.as_ref().map_or(*requester, |(o, _)| *o);
+    let rules = view.deny_rules_of(patient)?;
+    Ok(view
+        .grants_between(&grantee, patient)?
+        .into_iter()
+        .filter(|(_, g)| g.in_force(h, t))
+        .filter(|(_, g)| {
+            crate::consent::deny_leaves_something(
+                &rules,
+                requester,
+                &account,
+                organisation.as_ref(),
+                g,
+            )
+        })
+        .collect())
 }
 
 /// A committed transaction, where it is, and what it did.
@@ -448,15 +471,9 @@ impl Ledger {
         patient: &AccountId,
         now_ms: u64,
     ) -> Result<Vec<(Hash, crate::state::GrantEntry)>, LedgerError> {
-        use crate::consent::ConsentView;
         let (h, t) = self.next_block_time(now_ms);
         let view = crate::consent::CommittedView(self.db.begin_read()?);
-        let Some(grantee) = acting_grantee(&view, requester)? else { return Ok(Vec::new()) };
-        Ok(view
-            .grants_between(&grantee, patient)?
-            .into_iter()
-            .filter(|(_, g)| g.in_force(h, t))
-            .collect())
+        grants_acted_under(&view, requester, patient, h, t)
     }
 
     fn authorize_at(
@@ -615,14 +632,9 @@ impl Ledger {
         if doctor && account.hospital == Some(patient.hospital) {
             return Ok(true);
         }
-        // A grant in force to `who`, or for a member to its organisation.
-        let mut found = false;
-        if let Some(grantee) = acting_grantee(&view, who)? {
-            view.visit_grants(&grantee, &patient.account, &mut |_, g| {
-                found = g.in_force(h, t);
-                found
-            })?;
-        }
+        // A grant in force to `who`, or for a member to its organisation, that the patient's
+        // deny rules leave something of.
+        let mut found = !grants_acted_under(&view, who, &patient.account, h, t)?.is_empty();
         if !found && doctor {
             view.visit_break_glass(who, &patient.account, &mut |_, b| {
                 found = b.open_at(h, t);

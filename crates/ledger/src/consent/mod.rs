@@ -30,7 +30,10 @@ use medledger_core::{
     ids::AccountId,
     tx::{
         ConsentTx, DelegatePowers, OrganisationKind, Role,
-        consent::{MAX_ID_LEN, MAX_SCOPE_ITEMS, Purpose, RESEARCH_READ_WINDOW_MS, Scope, Validity},
+        consent::{
+            MAX_ID_LEN, MAX_SCOPE_ITEMS, Purpose, RESEARCH_READ_WINDOW_MS, RecordCategory, Scope,
+            Validity,
+        },
     },
 };
 
@@ -300,6 +303,36 @@ pub(crate) fn deny_reaches(
     rule.grantee.is_none_or(|g| g == *requester)
         && rule.grantee_role.is_none_or(|role| role == account.role)
         && rule.category.is_none_or(|c| resource.category == Some(c))
+}
+
+/// Whether the patient's deny rules (`rules`) leave anything of grant `g` to `requester` (of
+/// `account`, acting for `organisation` if a member), by the rule `authorize` applies: a
+/// rule reaching either, for the grant's purpose, closes the category it names, or everything
+/// if it names none. A grant is closed whole when every category it covers is closed (all of
+/// them for `Scope::All`, those it names for `Scope::Categories`); a grant of records or of a
+/// case only by a rule naming no category (the categories of its records are not looked up
+/// here, so such a grant may be listed though a rule closes each of its records).
+pub(crate) fn deny_leaves_something(
+    rules: &[(Hash, DenyEntry)],
+    requester: &AccountId,
+    account: &Account,
+    organisation: Option<&(AccountId, Account)>,
+    g: &GrantEntry,
+) -> bool {
+    let closed = |category: Option<RecordCategory>| {
+        let resource = Resource { patient: g.patient, category, record: None, case: None };
+        rules.iter().any(|(_, d)| {
+            let r = &d.rule;
+            r.purpose.is_none_or(|p| p == g.purpose)
+                && (deny_reaches(r, requester, account, &resource)
+                    || organisation.is_some_and(|(o, oa)| deny_reaches(r, o, oa, &resource)))
+        })
+    };
+    match &g.scope {
+        Scope::All => !RecordCategory::ALL.iter().all(|c| closed(Some(*c))),
+        Scope::Categories(list) => !list.iter().all(|c| closed(Some(*c))),
+        Scope::Records(_) | Scope::Case(_) => !closed(None),
+    }
 }
 
 /// Applies one consent transaction for an authenticated signer.

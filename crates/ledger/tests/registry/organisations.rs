@@ -492,6 +492,84 @@ fn acted_under(w: &World, who: &Actor) -> (Vec<medledger_core::Hash>, bool) {
     (grants.into_iter().map(|(id, _)| id).collect(), look_up)
 }
 
+/// The patient's deny rules by `authorize`'s rule: a grant they close whole (every category
+/// it covers, for its purpose, for the grantee, its organisation or their role) is not
+/// listed to its grantee and looks the patient up for nobody; a rule that leaves something of
+/// it (another category, another purpose, another account, one category of `all`) changes
+/// nothing; removing the rule gives it back.
+#[test]
+fn a_grant_the_patients_deny_rules_close_whole_is_not_listed_and_looks_nobody_up() {
+    let mut w = world();
+    let mut insurer = Actor::new();
+    let claims = Actor::new();
+    let other_member = Actor::new();
+    applied(&admit_org(&mut w.net, &insurer, OrganisationKind::Insurer));
+    applied(&add(&mut w.net, &mut insurer, &claims));
+    applied(&add(&mut w.net, &mut insurer, &other_member));
+    let imaging = Scope::Categories(vec![RecordCategory::Imaging]);
+    let t = grant_for(&w.net, &mut w.patient, &insurer, imaging, Purpose::Insurance);
+    let grant = created_id(&w.net.one(t));
+    let t = grant_for(&w.net, &mut w.patient, &w.doctor, Scope::All, Purpose::Treatment);
+    let all = created_id(&w.net.one(t));
+    let listed =
+        |w: &World| [&insurer, &claims, &other_member, &w.doctor].map(|who| acted_under(w, who));
+    let open = [(vec![grant], true), (vec![grant], true), (vec![grant], true), (vec![all], true)];
+    assert_eq!(listed(&w), open);
+    let deny = |w: &mut World, grantee: Option<&Actor>, role, category, purpose| {
+        let rule =
+            DenyRule { grantee: grantee.map(|a| a.account), grantee_role: role, category, purpose };
+        let t = consent(ConsentTx::Deny { patient: w.patient.account, rule }, &mut w.patient);
+        created_id(&w.net.one(t))
+    };
+    let remove = |w: &mut World, rule| {
+        let t = consent(ConsentTx::RemoveDeny { rule }, &mut w.patient);
+        applied(&w.net.one(t));
+    };
+    let insurer_role = Some(Role::Organisation(OrganisationKind::Insurer));
+    let imaging = Some(RecordCategory::Imaging);
+    // Rules that leave something: nothing changes.
+    let stranger = Actor::new();
+    for (who, role, category, purpose) in [
+        (Some(&insurer), None, Some(RecordCategory::LabReport), None),
+        (Some(&insurer), None, imaging, Some(Purpose::Treatment)),
+        (None, insurer_role, Some(RecordCategory::Psychiatry), None),
+        (None, Some(Role::Doctor), Some(RecordCategory::Psychiatry), None),
+        (Some(&stranger), None, None, None),
+    ] {
+        let rule = deny(&mut w, who, role, category, purpose);
+        assert_eq!(listed(&w), open, "{role:?} {category:?} {purpose:?}");
+        remove(&mut w, rule);
+    }
+    // Rules that close the insurer's grant whole: for the organisation (its members act under
+    // it, so none of them either), for its role, for the category and purpose.
+    let closed = [(vec![], false), (vec![], false), (vec![], false), (vec![all], true)];
+    for (who, role, category, purpose) in [
+        (Some(&insurer), None, None, None),
+        (Some(&insurer), None, imaging, None),
+        (None, insurer_role, imaging, Some(Purpose::Insurance)),
+        (None, None, imaging, Some(Purpose::Insurance)),
+    ] {
+        let rule = deny(&mut w, who, role, category, purpose);
+        assert_eq!(listed(&w), closed, "{role:?} {category:?} {purpose:?}");
+        remove(&mut w, rule);
+        assert_eq!(listed(&w), open);
+    }
+    // A rule for one member closes the grant for that member alone.
+    let rule = deny(&mut w, Some(&claims), None, None, None);
+    let one = [(vec![grant], true), (vec![], false), (vec![grant], true), (vec![all], true)];
+    assert_eq!(listed(&w), one);
+    remove(&mut w, rule);
+    // The doctor's `all` grant: closed by a rule for every doctor, not by one category.
+    let rule = deny(&mut w, None, Some(Role::Doctor), imaging, None);
+    assert_eq!(listed(&w), open);
+    remove(&mut w, rule);
+    let rule = deny(&mut w, None, Some(Role::Doctor), None, Some(Purpose::Treatment));
+    // (A doctor of the patient's registering hospital looks the patient up all the same.)
+    assert_eq!(listed(&w)[3], (vec![], true));
+    remove(&mut w, rule);
+    assert_eq!(listed(&w), open);
+}
+
 #[test]
 fn a_member_acts_under_its_organisations_grants_only_while_both_are_active() {
     let mut w = world();
