@@ -545,9 +545,13 @@ pub struct WhoCanSeeView {
     /// `delegates`.
     #[serde(default)]
     pub delegate_powers: Vec<Vec<String>>,
-    /// Grants in force or yet to begin at `height` (where each stands by the node's clock:
-    /// [`GrantView::state_at`] with `time_ms`).
+    /// Grants in force at `height`'s block time (by the node's clock a grant may have
+    /// expired since: [`GrantView::state_at`] with `time_ms`).
     pub grants: Vec<GrantView>,
+    /// Grants whose period had not begun at `height` (not revoked): listed apart so that
+    /// `grants` means in force.
+    #[serde(default)]
+    pub upcoming: Vec<GrantView>,
     /// Deny rules, which override grants.
     pub deny_rules: Vec<DenyView>,
     /// Holders of a case's key other than the patient: they can decrypt what they fetched

@@ -296,7 +296,7 @@ async fn read(command: ConsentCommand) -> Result<Option<ConsentCommand>> {
                 println!("  delegate {} ({powers})", names.of(d));
             }
             // Where each grant stands by the node's clock, as its next block will judge it.
-            for g in &view.grants {
+            for g in view.grants.iter().chain(&view.upcoming) {
                 match g.state_at(view.time_ms) {
                     GrantState::Active => println!("  grant {}", describe(g, &names)),
                     state => println!("  grant {}  ({})", describe(g, &names), state.word()),
@@ -308,7 +308,7 @@ async fn read(command: ConsentCommand) -> Result<Option<ConsentCommand>> {
             for h in &view.case_key_holders {
                 println!("  holds the key of case {}: {}", h.case, names.of(&h.holder));
             }
-            if view.delegates.is_empty() && view.grants.is_empty() {
+            if view.delegates.is_empty() && view.grants.is_empty() && view.upcoming.is_empty() {
                 println!("  nobody but you");
             }
             Ok(None)

@@ -181,7 +181,10 @@ fn print_checked(checked: &[SeenCheckpoint]) {
 /// Checks that checkpoint `new`, signed by node `node_id` (whose key the caller trusts: the
 /// pinned genesis node's, or one with a proven admission), is consistent with the newest
 /// checkpoint this wallet saw from every node, refusing loudly and naming the node if not, and
-/// records it in the wallet. Returns the checkpoints it was checked against.
+/// records it in the wallet file ([`medledger_client::Wallet::update_state`]: read again under
+/// the wallet's lock; if another process changed the history while this one was checking
+/// against it, nothing is written and the caller is asked to retry). Returns the checkpoints
+/// it was checked against.
 pub(crate) async fn extend_history(
     wallet: &mut medledger_client::Wallet,
     path: &std::path::Path,
@@ -190,16 +193,7 @@ pub(crate) async fn extend_history(
     node_id: u64,
     anchor: &TrustAnchor,
 ) -> Result<Vec<SeenCheckpoint>> {
-    let state = wallet.state()?;
-    let mut seen = state.seen_checkpoints.clone();
-    // A checkpoint remembered before the per-node memory existed: the wallet trusted only the
-    // pinned (genesis) node key then.
-    if let Some(last) = &state.last_checkpoint
-        && !seen.iter().any(|s| s.checkpoint.signer == last.signer)
-    {
-        let id = if last.signer == anchor.node_key { GENESIS_NODE_ID } else { 0 };
-        seen.push(SeenCheckpoint { node_id: id, checkpoint: last.clone() });
-    }
+    let seen = seen_of(wallet.state()?, anchor);
     let new = SeenCheckpoint { node_id, checkpoint: new };
     let (n, mut proofs) = (&new.checkpoint.checkpoint, Vec::<(u64, ConsistencyProof)>::new());
     for old in &seen {
@@ -228,14 +222,38 @@ pub(crate) async fn extend_history(
         };
         check_against_seen(&new, old, proof.as_ref())?;
     }
-    let checked = seen.clone();
-    let state = wallet.state_mut()?;
-    if state.last_checkpoint.as_ref().is_none_or(|l| l.checkpoint.height <= n.height) {
-        state.last_checkpoint = Some(new.checkpoint.clone());
-    }
-    remember(&mut seen, new);
-    state.seen_checkpoints = seen;
+    let checked = seen;
     // Saved with the state MAC recomputed (atomically, fsynced, 0600).
-    wallet.save(path)?;
+    wallet.update_state(path, |state| {
+        let mut seen = seen_of(state, anchor);
+        if seen != checked {
+            bail!(
+                "the wallet's checkpoint history changed while this checkpoint was checked \
+                 against it (another medledger process saved the wallet): try again"
+            );
+        }
+        if state.last_checkpoint.as_ref().is_none_or(|l| l.checkpoint.height <= n.height) {
+            state.last_checkpoint = Some(new.checkpoint.clone());
+        }
+        remember(&mut seen, new.clone());
+        state.seen_checkpoints = seen;
+        anyhow::Ok(())
+    })?;
     Ok(checked)
+}
+
+/// The newest checkpoint this wallet saw from each node, with one remembered before the
+/// per-node memory existed (the wallet trusted only the pinned, genesis, node key then).
+fn seen_of(
+    state: &medledger_client::keystore::WalletState,
+    anchor: &TrustAnchor,
+) -> Vec<SeenCheckpoint> {
+    let mut seen = state.seen_checkpoints.clone();
+    if let Some(last) = &state.last_checkpoint
+        && !seen.iter().any(|s| s.checkpoint.signer == last.signer)
+    {
+        let id = if last.signer == anchor.node_key { GENESIS_NODE_ID } else { 0 };
+        seen.push(SeenCheckpoint { node_id: id, checkpoint: last.clone() });
+    }
+    seen
 }

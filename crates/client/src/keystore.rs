@@ -475,7 +475,26 @@ impl Wallet {
     /// Writes the wallet to `path` atomically (temporary file, fsync, rename), replacing any
     /// file there, with the state MAC. Needs an unlocked (or just created) wallet.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), ClientError> {
+        let _one = lock_dir(path.as_ref())?;
         write_atomic(path.as_ref(), &self.to_json()?, true)
+    }
+
+    /// Changes the state as it is saved now: under the lock [`Wallet::save`] takes, reads
+    /// the file again ([`Wallet::reload_state`]: still this wallet, under this passphrase,
+    /// pinned to the same network), applies `change` to that state and saves it. What another
+    /// process saved meanwhile is kept, and no other save comes between the read and the
+    /// write. If `change` refuses, nothing is written.
+    pub fn update_state<E: From<ClientError>>(
+        &mut self,
+        path: impl AsRef<Path>,
+        change: impl FnOnce(&mut WalletState) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let path = path.as_ref();
+        let _one = lock_dir(path)?;
+        self.reload_state(path)?;
+        change(self.state_mut()?)?;
+        write_atomic(path, &self.to_json()?, true)?;
+        Ok(())
     }
 
     /// The wallet's state, authenticated under the passphrase; readable once unlocked.
@@ -501,8 +520,9 @@ impl Wallet {
     /// Reads the state again from the file at `path`, as another process (a CLI beside a
     /// portal) may have saved it since this wallet was unlocked, authenticated with the state
     /// key this unlocked wallet holds: the file must be this wallet as unlocked (same header,
-    /// same passphrase check and secrets) and its state MAC must check out, else nothing
-    /// changes. Call it before changing the state of a long-lived unlocked wallet and saving
+    /// same passphrase check and secrets, pinned to the same network and node key) and its
+    /// state MAC must check out, else nothing changes. A genuine older copy of the file put
+    /// back is read as it is (the file is the wallet's memory). Call it before changing the state of a long-lived unlocked wallet and saving
     /// it, so that what the other process wrote is kept.
     pub fn reload_state(&mut self, path: impl AsRef<Path>) -> Result<(), ClientError> {
         let key = self.state_key.clone().ok_or_else(|| {
@@ -532,6 +552,16 @@ impl Wallet {
                 reason: "its state does not authenticate under the passphrase".into(),
             })
         })?;
+        // Pinned to another network or node key since: what this process checked against its
+        // own pin does not belong in that state.
+        let (old, new) = (&self.state, &fresh.state);
+        if (&old.chain_id, &old.trusted_node_key, &old.genesis_hash)
+            != (&new.chain_id, &new.trusted_node_key, &new.genesis_hash)
+        {
+            return Err(ClientError::Keystore(KeystoreError::WalletChanged {
+                wallet: self.name.clone(),
+            }));
+        }
         self.state = fresh.state;
         self.state_mac = Some(mac);
         Ok(())
@@ -895,6 +925,19 @@ pub fn parse_public_identity(card: &str) -> Result<(PublicKey, EncryptionKey), C
 
 /// Writes a wallet file durably ([`crate::fs::write_fsynced`]); with `overwrite` false, an
 /// existing wallet at `path` is never replaced.
+/// An exclusive lock on the directory that holds the wallet file `path`, held while the value
+/// lives: saves of a wallet, from any process on this machine, happen one at a time (the file
+/// itself is replaced by a rename, so its own lock would not last).
+fn lock_dir(path: &Path) -> Result<fs::File, ClientError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let lock = fs::File::open(dir).map_err(|e| ClientError::io("open", dir, e))?;
+    lock.lock().map_err(|e| ClientError::io("lock", dir, e))?;
+    Ok(lock)
+}
+
 fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<(), ClientError> {
     match crate::fs::write_fsynced(path, bytes, overwrite)? {
         crate::fs::Written::Done => Ok(()),
@@ -1070,6 +1113,28 @@ mod tests {
         (path, w, node)
     }
 
+    /// A save waits while another holds the wallet directory's lock (as `update_state` does
+    /// between its read and its write), and goes through once it is released.
+    #[test]
+    fn a_save_waits_for_the_wallet_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, w, _) = pinned_wallet(dir.path());
+        let held = lock_dir(&path).unwrap();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let saver = {
+            let (path, done) = (path.clone(), done.clone());
+            std::thread::spawn(move || {
+                w.save(&path).unwrap();
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(!done.load(std::sync::atomic::Ordering::SeqCst), "saved under another's lock");
+        drop(held);
+        saver.join().unwrap();
+        assert!(done.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
     /// A long-lived unlocked wallet (a portal's) reads what another process (a CLI) saved
     /// since, and keeps it when it saves; a file whose state was edited, a file replaced under
     /// another passphrase, and a locked wallet are refused, each changing nothing.
@@ -1095,6 +1160,29 @@ mod tests {
         again.unlock("correct horse").unwrap();
         assert!(again.state().unwrap().seen_checkpoints.contains(&third));
         assert_eq!(again.state().unwrap().patient_id, Some(PatientId(99)));
+        // update_state reads the file again under the lock: the CLI's later save is kept; a
+        // change that refuses writes nothing.
+        let fourth = SeenCheckpoint { node_id: 4, checkpoint: checkpoint(&node, 5) };
+        again.state_mut().unwrap().seen_checkpoints.push(fourth.clone());
+        again.save(&path).unwrap();
+        portal
+            .update_state(&path, |st| {
+                st.patient_id = Some(PatientId(100));
+                Ok::<_, ClientError>(())
+            })
+            .unwrap();
+        let mut reread = Wallet::load(&path).unwrap();
+        reread.unlock("correct horse").unwrap();
+        assert!(reread.state().unwrap().seen_checkpoints.contains(&fourth));
+        assert_eq!(reread.state().unwrap().patient_id, Some(PatientId(100)));
+        let bytes = fs::read(&path).unwrap();
+        let refused = portal.update_state(&path, |st| {
+            st.patient_id = Some(PatientId(1));
+            Err(ClientError::Keystore(KeystoreError::WalletLocked { wallet: "no".into() }))
+        });
+        assert!(refused.is_err());
+        assert_eq!(fs::read(&path).unwrap(), bytes);
+        let again = &mut reread;
 
         // An edited state: tampering, and the state in memory is kept as it was.
         let kept = portal.state().unwrap().clone();
@@ -1108,6 +1196,13 @@ mod tests {
         );
         assert_eq!(portal.state().unwrap(), &kept);
 
+        // Pinned to another node key by another process since: changed, not read.
+        again.state_mut().unwrap().trusted_node_key = Some(SigningKey::generate().public_key());
+        again.save(&path).unwrap();
+        let err = portal.reload_state(&path).unwrap_err();
+        assert!(matches!(err, ClientError::Keystore(KeystoreError::WalletChanged { .. })), "{err}");
+        assert_eq!(portal.state().unwrap(), &kept);
+        again.state_mut().unwrap().trusted_node_key = kept.trusted_node_key;
         // The file saved under a new passphrase: changed, not read.
         again.change_passphrase("correct horse", "another long passphrase").unwrap();
         again.state_mut().unwrap().patient_id = Some(PatientId(7));

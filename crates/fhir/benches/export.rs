@@ -167,6 +167,7 @@ fn input(records: usize, events: usize) -> Input {
             delegates: Vec::new(),
             delegate_powers: Vec::new(),
             grants: Vec::new(),
+            upcoming: Vec::new(),
             deny_rules: Vec::new(),
             case_key_holders: Vec::new(),
         },

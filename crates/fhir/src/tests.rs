@@ -139,6 +139,7 @@ fn world() -> World {
             delegates: Vec::new(),
             delegate_powers: Vec::new(),
             grants: Vec::new(),
+            upcoming: Vec::new(),
             deny_rules: Vec::new(),
             case_key_holders: Vec::new(),
         },

@@ -380,8 +380,10 @@ pub struct WhoCanSee {
     pub delegates: Vec<AccountId>,
     /// Each delegate's powers, in the order of `delegates`.
     pub delegate_powers: Vec<medledger_core::tx::DelegatePowers>,
-    /// Grants in force or yet to begin, with their ids.
+    /// Grants in force, with their ids.
     pub grants: Vec<(Hash, crate::state::GrantEntry)>,
+    /// Grants whose period has not begun (and not revoked), with their ids.
+    pub upcoming: Vec<(Hash, crate::state::GrantEntry)>,
     /// The patient's deny rules, with their ids.
     pub deny_rules: Vec<(Hash, crate::state::DenyEntry)>,
 }
@@ -540,8 +542,8 @@ impl Ledger {
         self.grants_in_force_at(grantee, patient, h, t)
     }
 
-    /// "Who can see my records": delegates, grants in force or yet to begin, and deny rules
-    /// of `patient`, at `height` (`None`: the tip) and its block time.
+    /// "Who can see my records": delegates, grants in force and those yet to begin, and deny
+    /// rules of `patient`, at `height` (`None`: the tip) and its block time.
     pub fn who_can_see(
         &self,
         patient: &AccountId,
@@ -550,7 +552,7 @@ impl Ledger {
         use crate::consent::ConsentView;
         let (h, t) = self.block_time(height)?;
         let read = self.db.begin_read()?;
-        let mut grants = Vec::new();
+        let (mut grants, mut upcoming) = (Vec::new(), Vec::new());
         {
             let index = read.open_table(GRANTS_BY_PATIENT)?;
             let table = read.open_table(GRANTS)?;
@@ -562,12 +564,13 @@ impl Ledger {
                 id.copy_from_slice(&k.value()[20..]);
                 if let Some(v) = table.get(&id)? {
                     let g: crate::state::GrantEntry = decode_entry("grant", v.value())?;
-                    // In force, or yet to begin: the patient sees (and may revoke) a grant
-                    // before its period starts.
-                    let current =
-                        g.revoked_at.is_none_or(|r| h <= r) && t < g.validity.expires_at_ms;
-                    if g.patient == *patient && current {
+                    // In force; or yet to begin, listed apart: the patient sees (and may
+                    // revoke) a grant before its period starts.
+                    if g.patient != *patient {
+                    } else if g.in_force(h, t) {
                         grants.push((Hash(id), g));
+                    } else if g.revoked_at.is_none() && t < g.validity.not_before_ms {
+                        upcoming.push((Hash(id), g));
                     }
                 }
             }
@@ -593,7 +596,7 @@ impl Ledger {
         }
         let view = crate::consent::CommittedView(read);
         let deny_rules = view.deny_rules_of(patient)?;
-        Ok(WhoCanSee { delegates, delegate_powers, grants, deny_rules })
+        Ok(WhoCanSee { delegates, delegate_powers, grants, upcoming, deny_rules })
     }
 
     /// Whether `delegate` acts on consent for `patient`.

@@ -469,9 +469,14 @@ async fn watch(
 ) {
     // Only what happens from now on is news. A patient's stream starts after the trail's
     // newest event; the stream of a doctor or a hospital (whose own trail is empty: it
-    // lists events about patients) starts at the beginning, and the events whose block is
-    // older than this unlock by the node's clock (less a minute) are passed over.
-    let since_ms = node_now_ms(&client).await.saturating_sub(60_000);
+    // lists events about patients) starts at the beginning, and the events of blocks up to
+    // the node's height at this unlock are passed over (by height, not by a clock).
+    let backlog_to = loop {
+        match client.health().await {
+            Ok(h) => break h.height,
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    };
     let mut after = match client.audit_trail_all(&account, None).await {
         Ok(events) => events.last().map(|e| e.seq),
         Err(_) => None,
@@ -495,7 +500,7 @@ async fn watch(
                         _ => {}
                     }
                 }
-                if e.time_ms >= since_ms {
+                if e.height > backlog_to {
                     let _ = notices.send(Notice {
                         seq: e.seq,
                         text: crate::audit::line(&e, &names),

@@ -911,8 +911,9 @@ struct ProofPage {
     verified: bool,
 }
 
-/// A transaction's inclusion proof, checked here under the checkpoint of a node whose key
-/// this wallet trusts.
+/// A transaction's inclusion proof, checked here under the checkpoint of a node the pinned
+/// regulator admitted, and that checkpoint against the wallet's history (as `medledger
+/// prove`): a lagging or forked node's proof is not shown as verified.
 async fn proof(State(p): State<Portal>, Path(tx): Path<String>) -> Response {
     let u = match unlocked(&p) {
         Ok(u) => u,
@@ -923,9 +924,10 @@ async fn proof(State(p): State<Portal>, Path(tx): Path<String>) -> Response {
         let s = &u.session;
         let resp = s.client.transaction(&hash).await?;
         let genesis = s.client.genesis().await?;
-        let signer = s.client.trusted_signer(&resp.checkpoint, &s.anchor, &genesis).await?;
-        let proven = medledger_client::proof::verify_tx_proof(&resp, &signer)?;
+        let node_id = s.client.admitted_signer(&resp.checkpoint, &s.anchor, &genesis).await?;
+        let proven = medledger_client::proof::verify_tx_proof(&resp, &resp.checkpoint.signer)?;
         anyhow::ensure!(proven.hash() == hash, "the node proved another transaction");
+        u.extend_history(resp.checkpoint.clone(), node_id).await?;
         anyhow::Ok((resp.receipt.height, resp.checkpoint.checkpoint.height))
     }
     .await;
@@ -947,21 +949,25 @@ pub struct GrantRow {
     purpose: String,
     until: String,
     active: bool,
+    revocable: bool,
     state: &'static str,
 }
 
 /// A grant as the consent page lists it, where it stands at `node_ms` of the node's clock:
 /// in force or not yet begun (both revocable) among the current grants, expired or revoked
 /// among the past.
-fn grant_row(g: &GrantView, node_ms: u64, u: &Unlocked) -> GrantRow {
+fn grant_row(g: &GrantView, node_ms: u64, name: &dyn Fn(&AccountId) -> String) -> GrantRow {
     let state = g.state_at(node_ms);
     GrantRow {
         id: g.id.to_string(),
-        grantee: u.names.of(&g.grantee),
+        grantee: name(&g.grantee),
         scope: scope_words(&g.scope),
         purpose: words(&g.purpose),
         until: local_time(g.validity.expires_at_ms),
         active: matches!(state, GrantState::Active | GrantState::NotYet),
+        // The ledger lists a grant until a block passes its end: revocable until then, whatever
+        // a clock says.
+        revocable: g.revoked_at.is_none(),
         state: state.word(),
     }
 }
@@ -1078,7 +1084,11 @@ async fn consent_page(p: &Portal, u: &Unlocked, flash: Option<Flash>) -> Respons
                 .collect();
             delegates = view.delegates.iter().map(|d| (d.to_string(), u.names.of(d))).collect();
             // Judged by the node's clock, as its next block will: the portal's may be off.
-            let rows = view.grants.iter().rev().map(|g| grant_row(g, view.time_ms, u)).collect();
+            let name = |a: &AccountId| u.names.of(a);
+            let rows = (view.upcoming.iter().rev())
+                .chain(view.grants.iter().rev())
+                .map(|g| grant_row(g, view.time_ms, &name))
+                .collect();
             (rows, flash)
         }
         Err(e) => (Vec::new(), Flash::error(&e.into())),
@@ -1484,6 +1494,43 @@ async fn js() -> Response {
         include_str!("../../static/portal.js"),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod grant_rows {
+    use medledger_api::GrantView;
+    use medledger_core::{
+        Hash,
+        ids::AccountId,
+        tx::consent::{Purpose, Scope, Validity},
+    };
+
+    /// A grant's row is placed by the node's clock given, however far it is from this
+    /// machine's (here, 1970).
+    #[test]
+    fn a_grant_row_stands_where_the_nodes_clock_puts_it() {
+        let g = GrantView {
+            id: Hash([1; 32]),
+            patient: AccountId([2; 20]),
+            grantee: AccountId([3; 20]),
+            scope: Scope::All,
+            purpose: Purpose::Treatment,
+            validity: Validity { not_before_ms: 1_000, expires_at_ms: 2_000 },
+            granted_by: AccountId([2; 20]),
+            granted_at: 5,
+            revoked_at: None,
+        };
+        let name = |_: &AccountId| "Dr. Who".to_owned();
+        for (node_ms, state, current) in
+            [(500, "not yet in force", true), (1_500, "active", true), (2_500, "expired", false)]
+        {
+            let row = super::grant_row(&g, node_ms, &name);
+            assert_eq!((row.state, row.active, row.revocable), (state, current, true), "{node_ms}");
+        }
+        let revoked = GrantView { revoked_at: Some(9), ..g };
+        let row = super::grant_row(&revoked, 1_500, &name);
+        assert_eq!((row.state, row.active, row.revocable), ("revoked", false, false));
+    }
 }
 
 #[cfg(test)]

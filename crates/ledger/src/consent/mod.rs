@@ -308,10 +308,11 @@ pub(crate) fn deny_reaches(
 /// Whether the patient's deny rules (`rules`) leave anything of grant `g` to `requester` (of
 /// `account`, acting for `organisation` if a member), by the rule `authorize` applies: a
 /// rule reaching either, for the grant's purpose, closes the category it names, or everything
-/// if it names none. A grant is closed whole when every category it covers is closed (all of
-/// them for `Scope::All`, those it names for `Scope::Categories`); a grant of records or of a
-/// case only by a rule naming no category (the categories of its records are not looked up
-/// here, so such a grant may be listed though a rule closes each of its records).
+/// if it names none. A grant of categories is closed whole when every category it names is
+/// closed; a grant of everything (which also covers the patient's cases, which have no
+/// category), of records or of a case only by a rule naming no category (the categories of
+/// its records are not looked up here, so such a grant may be listed though a rule closes
+/// each of its records).
 pub(crate) fn deny_leaves_something(
     rules: &[(Hash, DenyEntry)],
     requester: &AccountId,
@@ -329,9 +330,8 @@ pub(crate) fn deny_leaves_something(
         })
     };
     match &g.scope {
-        Scope::All => !RecordCategory::ALL.iter().all(|c| closed(Some(*c))),
         Scope::Categories(list) => !list.iter().all(|c| closed(Some(*c))),
-        Scope::Records(_) | Scope::Case(_) => !closed(None),
+        Scope::All | Scope::Records(_) | Scope::Case(_) => !closed(None),
     }
 }
 

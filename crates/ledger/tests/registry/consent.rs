@@ -189,18 +189,26 @@ fn a_grant_yet_to_begin_is_listed_but_allows_nothing_until_it_starts() {
         &mut patient,
     );
     applied(&net.one(t));
-    let listed = net.ledger.who_can_see(&patient.account, None).unwrap().grants;
-    assert_eq!(listed.len(), 1, "{listed:?}");
-    assert_eq!(listed[0].1.validity.not_before_ms, start);
+    let who = |net: &Net| {
+        let w = net.ledger.who_can_see(&patient.account, None).unwrap();
+        (w.grants.len(), w.upcoming.len())
+    };
+    let upcoming = net.ledger.who_can_see(&patient.account, None).unwrap().upcoming;
+    assert_eq!(upcoming.len(), 1, "{upcoming:?}");
+    assert_eq!(upcoming[0].1.validity.not_before_ms, start);
+    assert_eq!(who(&net), (0, 1));
     assert_eq!(
         decide(&net, &doctor, &lab(&patient), Purpose::Treatment),
         Decision::Deny(Denial::NoGrant)
     );
+    // Not in force: it lists nothing to its grantee yet.
+    let acted = net.ledger.grants_acted_under_now(&doctor.account, &patient.account, net.time);
+    assert!(acted.unwrap().is_empty());
     net.block_at(start + 1_000, vec![]);
     assert!(decide(&net, &doctor, &lab(&patient), Purpose::Treatment).is_allowed());
-    assert_eq!(net.ledger.who_can_see(&patient.account, None).unwrap().grants.len(), 1);
+    assert_eq!(who(&net), (1, 0));
     net.block_at(start + HOUR, vec![]);
-    assert!(net.ledger.who_can_see(&patient.account, None).unwrap().grants.is_empty());
+    assert_eq!(who(&net), (0, 0));
 }
 
 #[test]

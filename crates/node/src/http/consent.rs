@@ -83,6 +83,7 @@ async fn who_can_see(
             .map(|p| p.names().into_iter().map(str::to_owned).collect())
             .collect(),
         grants: w.grants.into_iter().map(|(id, g)| views::grant(id, g)).collect(),
+        upcoming: w.upcoming.into_iter().map(|(id, g)| views::grant(id, g)).collect(),
         deny_rules: w.deny_rules.into_iter().map(|(id, d)| views::deny(id, d)).collect(),
     }))
 }
