@@ -611,15 +611,27 @@ pub(crate) struct ReadingLine {
     pub height: u64,
 }
 
+/// What [`read_readings`] read of a session.
+pub(crate) struct SessionRead {
+    /// The session, as the node showed it before the read.
+    pub view: SessionView,
+    /// Its readings, decrypted, in sequence order, each once.
+    pub lines: Vec<ReadingLine>,
+}
+
 /// The audited read of a session's readings and alerts (`device readings`): each page is an
 /// access naming the patient's device data, committed to their trail before the node serves
 /// it; the readings are decrypted here with the session key wrapped to this wallet and checked
-/// against their digests on the ledger. In sequence order.
+/// against their digests on the ledger. In sequence order. The node's cursor must move forward
+/// and no reading may come twice, so a node cannot keep the reader (and the trail) in a loop.
+/// `reads` counts the pages the node served, each an allowed access in the patient's trail
+/// (also when the read then fails here: the access is recorded all the same).
 pub(crate) async fn read_readings(
     s: &Session,
     session: Hash,
     purpose: Purpose,
-) -> Result<Vec<ReadingLine>> {
+    reads: &mut u64,
+) -> Result<SessionRead> {
     let view = s
         .client
         .device_session(&session)
@@ -642,6 +654,7 @@ pub(crate) async fn read_readings(
             }))
             .await?;
         let page = s.client.read_session(&session, &access, after).await?;
+        *reads += 1;
         if secret.is_none() {
             let wrapped: WrappedKey = encoding::decode("wrapped key", &page.wrapped_key, 4096)
                 .context("the node served a malformed wrapped key")?;
@@ -687,18 +700,29 @@ pub(crate) async fn read_readings(
             }
             add(rs, Some(a.severity), a.height);
         }
+        let empty = page.batches.is_empty() && page.alerts.is_empty();
         match page.next_after {
-            Some(n) => after = n,
+            // A page that says there is more carries something: the pages are no more than
+            // the readings, and each starts further on.
+            Some(n) if n > after && !empty => after = n,
+            Some(n) => bail!(
+                "the node's page of session {session} after reading {after} says the next starts \
+                 after reading {n}{}: it does not move forward",
+                if empty { " and holds nothing" } else { "" }
+            ),
             None => break,
         }
     }
     lines.sort_by_key(|l| l.seq);
-    Ok(lines)
+    if let Some(w) = lines.windows(2).find(|w| w[0].seq == w[1].seq) {
+        bail!("the node served reading {} of session {session} twice", w[0].seq);
+    }
+    Ok(SessionRead { view, lines })
 }
 
 async fn readings(wallet: &WalletArgs, session: Hash, purpose: Purpose, json: bool) -> Result<()> {
     let s = Session::open(wallet).await?;
-    let lines = read_readings(&s, session, purpose).await?;
+    let lines = read_readings(&s, session, purpose, &mut 0).await?.lines;
     if json {
         for l in &lines {
             println!("{}", serde_json::to_string(l)?);

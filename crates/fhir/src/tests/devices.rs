@@ -122,7 +122,10 @@ fn a_reading_s_value_is_written_as_the_shortest_decimal_that_is_exactly_it() {
         assert_eq!(parsed.to_bits(), v.to_bits(), "{v} was written as {lexeme}");
         // And the model keeps the lexeme as it was written.
         let typed: Resource = serde_json::from_value(o.clone()).unwrap();
-        assert_eq!(serde_json::to_value(&typed).unwrap()["valueQuantity"]["value"].to_string(), lexeme);
+        assert_eq!(
+            serde_json::to_value(&typed).unwrap()["valueQuantity"]["value"].to_string(),
+            lexeme
+        );
     }
     assert_eq!(observation(&all, 1)["valueQuantity"]["value"].to_string(), "36.6");
     assert_eq!(observation(&all, 4)["valueQuantity"]["value"].to_string(), "72.0");
