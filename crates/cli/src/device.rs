@@ -611,15 +611,27 @@ pub(crate) struct ReadingLine {
     pub height: u64,
 }
 
+/// What [`read_readings`] read of a session.
+pub(crate) struct SessionRead {
+    /// The session, as the node showed it before the read.
+    pub view: SessionView,
+    /// Its readings, decrypted, in sequence order, each once.
+    pub lines: Vec<ReadingLine>,
+}
+
 /// The audited read of a session's readings and alerts (`device readings`): each page is an
 /// access naming the patient's device data, committed to their trail before the node serves
 /// it; the readings are decrypted here with the session key wrapped to this wallet and checked
-/// against their digests on the ledger. In sequence order.
+/// against their digests on the ledger. In sequence order. The node's cursor must move forward
+/// and no reading may come twice, so a node cannot keep the reader (and the trail) in a loop.
+/// `reads` counts the pages the node served, each an allowed access in the patient's trail
+/// (also when the read then fails here: the access is recorded all the same).
 pub(crate) async fn read_readings(
     s: &Session,
     session: Hash,
     purpose: Purpose,
-) -> Result<Vec<ReadingLine>> {
+    reads: &mut u64,
+) -> Result<SessionRead> {
     let view = s
         .client
         .device_session(&session)
@@ -642,6 +654,7 @@ pub(crate) async fn read_readings(
             }))
             .await?;
         let page = s.client.read_session(&session, &access, after).await?;
+        *reads += 1;
         if secret.is_none() {
             let wrapped: WrappedKey = encoding::decode("wrapped key", &page.wrapped_key, 4096)
                 .context("the node served a malformed wrapped key")?;
@@ -656,6 +669,7 @@ pub(crate) async fn read_readings(
             );
         }
         let Some(key) = secret.as_ref() else { bail!("no session key") };
+        let first = lines.len();
         let mut add = |readings: Vec<Reading>, alert: Option<Severity>, height: u64| {
             for r in readings {
                 lines.push(ReadingLine {
@@ -687,18 +701,53 @@ pub(crate) async fn read_readings(
             }
             add(rs, Some(a.severity), a.height);
         }
-        match page.next_after {
+        let seqs: Vec<u64> = lines[first..].iter().map(|l| l.seq).collect();
+        match next_page(&session, after, &seqs, page.next_after)? {
             Some(n) => after = n,
             None => break,
         }
     }
+    in_order(&session, &mut lines)?;
+    Ok(SessionRead { view, lines })
+}
+
+/// The cursor of the page after the one of session `session` read after reading `after`,
+/// which held readings `seqs` and named `next_after`; `None` at the end. Refuses a page that
+/// holds a reading at or before its cursor, or that says there is more while holding nothing
+/// or naming a cursor that does not move forward: a node cannot keep the reader (and the
+/// patient's trail, one access per page) going round in a loop.
+fn next_page(
+    session: &Hash,
+    after: u64,
+    seqs: &[u64],
+    next_after: Option<u64>,
+) -> Result<Option<u64>> {
+    if let Some(old) = seqs.iter().find(|&&q| q <= after) {
+        bail!("the node's page of session {session} after reading {after} holds reading {old}");
+    }
+    match next_after {
+        Some(n) if n > after && !seqs.is_empty() => Ok(Some(n)),
+        Some(n) => bail!(
+            "the node's page of session {session} after reading {after} says the next starts \
+             after reading {n}{}: it does not move forward",
+            if seqs.is_empty() { " and holds nothing" } else { "" }
+        ),
+        None => Ok(None),
+    }
+}
+
+/// Sorts a session's readings by number; refuses one served twice.
+fn in_order(session: &Hash, lines: &mut [ReadingLine]) -> Result<()> {
     lines.sort_by_key(|l| l.seq);
-    Ok(lines)
+    if let Some(w) = lines.windows(2).find(|w| w[0].seq == w[1].seq) {
+        bail!("the node served reading {} of session {session} twice", w[0].seq);
+    }
+    Ok(())
 }
 
 async fn readings(wallet: &WalletArgs, session: Hash, purpose: Purpose, json: bool) -> Result<()> {
     let s = Session::open(wallet).await?;
-    let lines = read_readings(&s, session, purpose).await?;
+    let lines = read_readings(&s, session, purpose, &mut 0).await?.lines;
     if json {
         for l in &lines {
             println!("{}", serde_json::to_string(l)?);
@@ -722,4 +771,46 @@ async fn readings(wallet: &WalletArgs, session: Hash, purpose: Purpose, json: bo
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Hash = Hash([9; 32]);
+
+    #[test]
+    fn a_page_cursor_moves_forward_or_the_read_stops() {
+        assert_eq!(next_page(&S, 0, &[1, 2, 3], Some(3)).unwrap(), Some(3));
+        assert_eq!(next_page(&S, 3, &[4, 9], None).unwrap(), None);
+        // A last page may be empty (nothing committed after the cursor).
+        assert_eq!(next_page(&S, 3, &[], None).unwrap(), None);
+        // Backwards, standing still, or promising more with nothing on the page: refused.
+        for (after, seqs, next) in [(5, vec![6], 5), (5, vec![6], 2), (5, vec![], 9)] {
+            let err = next_page(&S, after, &seqs, Some(next)).unwrap_err().to_string();
+            assert!(err.contains("does not move forward"), "{err}");
+        }
+        // A reading at or before the cursor: a replay, refused.
+        let err = next_page(&S, 5, &[6, 5], Some(8)).unwrap_err().to_string();
+        assert!(err.contains("holds reading 5"), "{err}");
+    }
+
+    #[test]
+    fn a_reading_served_twice_is_refused() {
+        let line = |seq| ReadingLine {
+            seq,
+            time_ms: 0,
+            metric: Metric::HeartRate,
+            value: 70.0,
+            unit: "bpm",
+            alert: None,
+            height: 1,
+        };
+        let mut lines = vec![line(3), line(1), line(2)];
+        in_order(&S, &mut lines).unwrap();
+        assert_eq!(lines.iter().map(|l| l.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        let mut twice = vec![line(3), line(1), line(3)];
+        let err = in_order(&S, &mut twice).unwrap_err().to_string();
+        assert!(err.contains("reading 3") && err.contains("twice"), "{err}");
+    }
 }

@@ -3,15 +3,20 @@
 //! records, who wrote them, consent, cases and the audit trail, mapped by `medledger-fhir`.
 //! With `--content` every record that still has content is read (an audited read, as `record
 //! get` makes it, with purpose `other`: the patient's own access is no treatment; the bundle's
-//! AuditEvent says PATRQT, patient requested) and decrypted into the bundle as a Binary. The file
-//! is written 0600: it holds the patient's details, and with `--content` plaintext.
+//! AuditEvent says PATRQT, patient requested) and decrypted into the bundle as a Binary. Every
+//! device session of the patient that holds readings is read the same way (`device readings`'
+//! audited read, purpose `other`, one access per page) into a vital-signs Observation per
+//! reading; a session this wallet cannot open is said so, counted, and its alerts stay
+//! Observations without a value. The file is written 0600: it holds the patient's details and
+//! vital signs, and with `--content` plaintext.
 
 use std::{collections::BTreeMap, io::Read, path::PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
-use medledger_core::tx::consent::Purpose;
-use medledger_fhir::{ExportInput, RecordContent};
+use medledger_api::SessionView;
+use medledger_core::{Hash, ids::AccountId, tx::consent::Purpose};
+use medledger_fhir::{DeviceReading, ExportInput, RecordContent};
 
 use crate::common::{Session, WalletArgs, print_json, role_word};
 
@@ -34,7 +39,8 @@ pub struct Args {
     /// an audited read, in your trail.
     #[arg(long)]
     content: bool,
-    /// Print a JSON summary: the path and the number of resources of each type.
+    /// Print a JSON summary: the path, the number of resources of each type, what could not
+    /// be read (`unread` records, `unopened_sessions`) and the device reads made.
     #[arg(long)]
     json: bool,
 }
@@ -92,13 +98,15 @@ pub async fn run(args: Args) -> Result<()> {
     } else {
         Default::default()
     };
+    let devices = read_device_sessions(&s, &me, |_| true, Purpose::Other).await?;
     // The trail last: it includes the reads of this export.
     let trail = s.client.audit_trail_all(&me, None).await?;
     eprintln!(
-        "mapping {} records, {} audit events and {} cases to FHIR R4",
+        "mapping {} records, {} audit events, {} cases and {} device readings to FHIR R4",
         records.len(),
         trail.len(),
-        cases.len()
+        cases.len(),
+        devices.readings.len()
     );
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -115,9 +123,77 @@ pub async fn run(args: Args) -> Result<()> {
         consent: &consent,
         trail: &trail,
         cases: &cases,
+        readings: &devices.readings,
         now_ms,
     })?;
-    write(&args.out, &export, args.content, &unread, args.json)
+    write(&args.out, &export, args.content, &unread, Some(&devices), args.json)
+}
+
+/// What an export read of the patient's device sessions.
+#[derive(Debug, Default)]
+pub(crate) struct DeviceReads {
+    /// Every reading read, decrypted.
+    pub readings: Vec<DeviceReading>,
+    /// The sessions read.
+    pub sessions: usize,
+    /// The audited reads (pages) the node served, each an allowed access in the patient's
+    /// trail: those of the sessions read and of any whose key then did not open.
+    pub reads: u64,
+    /// The sessions whose readings could not be read (the key not wrapped to this wallet or
+    /// not opening, the read denied): their alerts are exported without values.
+    pub unopened: Vec<Hash>,
+}
+
+/// Reads every session of `patient`'s devices that holds readings and that `mine` says this
+/// wallet holds a key of (`device::read_readings`: an audited read per page, for `purpose`),
+/// one progress line each. A session with nothing committed is not read (no access for
+/// nothing); one that cannot be read is left out, said so, and listed in `unopened`.
+pub(crate) async fn read_device_sessions(
+    s: &Session,
+    patient: &AccountId,
+    mine: impl Fn(&SessionView) -> bool,
+    purpose: Purpose,
+) -> Result<DeviceReads> {
+    let mut sessions = Vec::new();
+    for d in s.client.devices_of_patient(patient).await? {
+        sessions.extend(s.client.device_sessions(&d.account).await?);
+    }
+    sessions.retain(|v| v.patient == *patient && v.readings + v.alerts > 0 && mine(v));
+    let mut out = DeviceReads::default();
+    for (i, v) in sessions.iter().enumerate() {
+        eprintln!(
+            "reading device session {} of {}: {} ({} readings, {} alerts)",
+            i + 1,
+            sessions.len(),
+            v.id,
+            v.readings + v.alerts,
+            v.alerts
+        );
+        let read = match crate::device::read_readings(s, v.id, purpose, &mut out.reads).await {
+            Ok(read) => read,
+            Err(e) => {
+                eprintln!(
+                    "warning: device session {} is exported without its readings (its alerts \
+                     without values): {e:#}",
+                    v.id
+                );
+                out.unopened.push(v.id);
+                continue;
+            }
+        };
+        out.sessions += 1;
+        out.readings.extend(read.lines.iter().map(|l| DeviceReading {
+            patient: read.view.patient,
+            device: read.view.device,
+            session: read.view.id,
+            seq: l.seq,
+            time_ms: l.time_ms,
+            metric: l.metric,
+            value: l.value,
+            alert: l.alert,
+        }));
+    }
+    Ok(out)
 }
 
 /// Reads and decrypts `records` (each an audited read, for the purpose `purpose_of` gives it),
@@ -166,6 +242,7 @@ pub(crate) fn write(
     export: &medledger_fhir::Export,
     content: bool,
     unread: &[String],
+    devices: Option<&DeviceReads>,
     json: bool,
 ) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(&export.bundle)?;
@@ -180,6 +257,10 @@ pub(crate) fn write(
             "resources": export.counts,
             "content": content,
             "unread": unread,
+            "device_readings": devices.map(|d| d.readings.len()),
+            "device_sessions_read": devices.map(|d| d.sessions),
+            "device_reads": devices.map(|d| d.reads),
+            "unopened_sessions": devices.map(|d| &d.unopened),
         }));
     }
     println!(
@@ -194,6 +275,18 @@ pub(crate) fn write(
     }
     if !unread.is_empty() {
         println!("without content (could not be read): {}", unread.join(", "));
+    }
+    if let Some(d) = devices {
+        println!(
+            "device readings: {} from {} session(s), {} audited read(s)",
+            d.readings.len(),
+            d.sessions,
+            d.reads
+        );
+        if !d.unopened.is_empty() {
+            let ids: Vec<String> = d.unopened.iter().map(Hash::to_string).collect();
+            println!("device sessions without readings (could not be read): {}", ids.join(", "));
+        }
     }
     Ok(())
 }

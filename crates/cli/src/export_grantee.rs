@@ -2,8 +2,11 @@
 //! or a member of an organisation, under its organisation's grants): one patient's records
 //! that the grants in force cover, and nothing more, as a FHIR R4 Bundle
 //! (`medledger_fhir::grantee_export`). With `--content` each covered record is read for the
-//! purpose of the grant that covers it (an audited read in the patient's trail). No grant in
-//! force, no export: a revoked or expired grant covers nothing, and is said so.
+//! purpose of the grant that covers it (an audited read in the patient's trail). A doctor
+//! whose grant covers the patient's device data reads the sessions the patient named it in
+//! (their key is wrapped to it and to the patient alone) for that grant's purpose, into an
+//! Observation per reading. No grant in force, no export: a revoked or expired grant covers
+//! nothing, and is said so.
 //!
 //! A researcher organisation and its members export nothing here: what leaves for research
 //! goes through `medledger research export` alone (de-identified, for a project the ledger
@@ -18,7 +21,7 @@ use medledger_core::{
     ids::AccountId,
     tx::{OrganisationKind, Role},
 };
-use medledger_fhir::{GranteeInput, covering_grant};
+use medledger_fhir::{GranteeInput, covering_device_grant, covering_grant};
 
 use crate::common::Session;
 
@@ -83,6 +86,15 @@ pub(crate) async fn run(
     } else {
         Default::default()
     };
+    // Only the doctor a session names holds its key besides the patient: no other grantee
+    // (an organisation, its members, a hospital) has a session to read.
+    let devices = match covering_device_grant(&grants, &patient) {
+        Some(g) if *role == Role::Doctor => Some(
+            crate::export::read_device_sessions(s, &patient, |v| v.doctor == Some(me), g.purpose)
+                .await?,
+        ),
+        _ => None,
+    };
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -94,9 +106,10 @@ pub(crate) async fn run(
         grants: &grants,
         records: &records,
         contents: &contents,
+        readings: devices.as_ref().map_or(&[][..], |d| d.readings.as_slice()),
         now_ms,
     })?;
-    crate::export::write(out, &export, content, &unread, json)
+    crate::export::write(out, &export, content, &unread, devices.as_ref(), json)
 }
 
 /// Why a researcher organisation's wallet (`who`: it, or its member) exports nothing here.

@@ -197,6 +197,7 @@ fn bench(c: &mut Criterion) {
             consent: &x.consent,
             trail: &x.trail,
             cases: &[],
+            readings: &[],
             now_ms: 1_767_225_600_000,
         })
         .unwrap();

@@ -115,3 +115,19 @@ pub(crate) fn metric_coding(m: Metric) -> Value {
     };
     coding(LOINC, code, display)
 }
+
+/// UCUM, the units of a Quantity.
+pub(crate) const UCUM: &str = "http://unitsofmeasure.org";
+
+/// A value of `m` as a Quantity: the ledger's unit as the human-readable `unit`, the UCUM code
+/// (the vital-signs profile's units: `/min`, `%`, `mm[Hg]`, `Cel`; mmol/L for blood glucose).
+pub(crate) fn metric_quantity(m: Metric, value: serde_json::Number) -> Value {
+    let code = match m {
+        Metric::HeartRate => "/min",
+        Metric::Spo2 => "%",
+        Metric::SystolicPressure | Metric::DiastolicPressure => "mm[Hg]",
+        Metric::Glucose => "mmol/L",
+        Metric::Temperature => "Cel",
+    };
+    json!({ "value": value, "unit": m.unit(), "system": UCUM, "code": code })
+}

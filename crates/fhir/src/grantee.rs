@@ -1,29 +1,60 @@
 //! A grantee's export: for one patient, what the grantee's grants in force cover and nothing
 //! more. The bundle holds the Patient (identifiers only: the grantee does not open the
 //! patient's sealed details), a DocumentReference and Provenance (and, when read, a Binary) per
-//! record that a grant covers, the Practitioners and Organizations they reference, and a
-//! Consent per grant; no audit trail, no cases, no deny rules (the patient's own to see).
+//! record that a grant covers, the Practitioners and Organizations they reference, a Consent
+//! per grant, and, when a grant covers the patient's device data, an Observation per device
+//! reading the grantee read; no audit trail (so no alerts of sessions it could not read), no
+//! cases, no deny rules (the patient's own to see).
 
 use std::collections::BTreeMap;
 
 use fhir::r4::resources::Resource;
 use medledger_api::{DoctorView, GrantView, HospitalView, PatientView, RecordView};
-use medledger_core::{ids::AccountId, tx::consent::Resource as Res};
+use medledger_core::{
+    Hash,
+    ids::AccountId,
+    tx::consent::{RecordCategory, Resource as Res},
+};
 
 use crate::{
-    Directory, Error, Export, GrantHistory, RecordContent, bundle, grant_consent, patient,
+    DeviceReading, Directory, Error, Export, GrantHistory, RecordContent, bundle, grant_consent,
+    patient, reading_observation,
 };
 
 /// The grant of `grants` that covers reading `record` (the first, in the order given), if any:
 /// its purpose is the one to read it for.
 pub fn covering_grant<'a>(grants: &'a [GrantView], record: &RecordView) -> Option<&'a GrantView> {
-    let resource = Res {
-        patient: record.patient,
-        category: Some(record.category),
-        record: Some(record.pmr.clone()),
-        case: None,
-    };
-    grants.iter().find(|g| g.patient == record.patient && g.scope.covers(&resource))
+    covering(
+        grants,
+        &Res {
+            patient: record.patient,
+            category: Some(record.category),
+            record: Some(record.pmr.clone()),
+            case: None,
+        },
+    )
+}
+
+/// The grant of `grants` that covers reading `patient`'s device data (the access a session's
+/// read names: the category, no record), if any: its purpose is the one to read it for.
+pub fn covering_device_grant<'a>(
+    grants: &'a [GrantView],
+    patient: &AccountId,
+) -> Option<&'a GrantView> {
+    covering(
+        grants,
+        &Res {
+            patient: *patient,
+            category: Some(RecordCategory::DeviceData),
+            record: None,
+            case: None,
+        },
+    )
+}
+
+/// The first grant of `grants` from `resource`'s patient whose scope covers it.
+fn covering<'a>(grants: &'a [GrantView], resource: &Res) -> Option<&'a GrantView> {
+    grants.iter().find(|g| g.patient == resource.patient && g.scope.covers(resource))
 }
 
 /// Everything a grantee's export is made of, as the grantee's wallet read it.
@@ -43,14 +74,18 @@ pub struct GranteeInput<'a> {
     pub records: &'a [RecordView],
     /// Decrypted contents by PMR-ID (only when the export includes content).
     pub contents: &'a BTreeMap<String, RecordContent>,
+    /// The device readings the grantee read (sessions whose key is wrapped to it: the doctor
+    /// the patient named); exported only if a grant covers device data.
+    pub readings: &'a [DeviceReading],
     /// The export's time, ms since the Unix epoch.
     pub now_ms: u64,
 }
 
 /// Maps a grantee's view of one patient to a `collection` Bundle: only the records a grant of
 /// `input.grants` covers (a record the node listed for another reason, say as its author, is
-/// left out, as is any content of it); a grant to someone else, or from another patient, or a
-/// record of another patient refuses the export ([`Error::Foreign`]).
+/// left out, as is any content of it), and the device readings only if a grant covers device
+/// data; a grant to someone else, or from another patient, or a record or reading of another
+/// patient refuses the export ([`Error::Foreign`]).
 pub fn grantee_export(input: &GranteeInput<'_>) -> Result<Export, Error> {
     let me = input.patient.account;
     for g in input.grants {
@@ -67,6 +102,14 @@ pub fn grantee_export(input: &GranteeInput<'_>) -> Result<Export, Error> {
     for r in input.records {
         if r.patient != me {
             return Err(Error::Foreign { what: format!("record {}", r.pmr), patient: r.patient });
+        }
+    }
+    for r in input.readings {
+        if r.patient != me {
+            return Err(Error::Foreign {
+                what: format!("reading {} of device session {}", r.seq, r.session),
+                patient: r.patient,
+            });
         }
     }
     let covered: Vec<&RecordView> =
@@ -97,6 +140,13 @@ pub fn grantee_export(input: &GranteeInput<'_>) -> Result<Export, Error> {
             in_force: true,
         };
         rest.push(grant_consent(&history, input.now_ms, &dir)?);
+    }
+    if covering_device_grant(input.grants, &me).is_some() {
+        let read: BTreeMap<(Hash, u64), &DeviceReading> =
+            input.readings.iter().map(|r| ((r.session, r.seq), r)).collect();
+        for r in read.values() {
+            rest.push(reading_observation(r, &dir)?);
+        }
     }
     let mut all = vec![patient(input.patient, None, None, &dir)?];
     all.extend(dir.resources()?);

@@ -25,6 +25,7 @@
 mod audit;
 mod codes;
 mod consent;
+mod devices;
 mod grantee;
 mod import;
 mod records;
@@ -41,11 +42,11 @@ use serde_json::{Value, json};
 pub use audit::audit_event;
 pub use codes::{category_coding, purpose_coding, systems};
 pub use consent::{GrantHistory, deny_consent, grant_consent, grants_of_trail};
-pub use grantee::{GranteeInput, covering_grant, grantee_export};
+pub use devices::{DeviceReading, alert_observation, reading_observation};
+pub use grantee::{GranteeInput, covering_device_grant, covering_grant, grantee_export};
 pub use import::{IMPORTED_TYPES, ImportRecord, MAX_BUNDLE_BYTES, Problem, is_loinc, read_bundle};
 pub use records::{
-    RecordContent, alert_observation, binary, document_reference, encounter, episode_of_care,
-    provenance,
+    RecordContent, binary, document_reference, encounter, episode_of_care, provenance,
 };
 
 /// The FHIR release every resource here is.
@@ -374,6 +375,9 @@ pub struct ExportInput<'a> {
     pub trail: &'a [AuditEvent],
     /// The patient's cases.
     pub cases: &'a [CaseView],
+    /// The readings of the patient's device sessions the wallet read and decrypted (a session
+    /// it could not open has none here: its alerts stay value-absent Observations).
+    pub readings: &'a [DeviceReading],
     /// The export's time, ms since the Unix epoch (Bundle.timestamp).
     pub now_ms: u64,
 }
@@ -391,7 +395,10 @@ pub struct Export {
 /// Organizations referenced, then a DocumentReference (with a Binary when its content is in
 /// `input.contents`) and a Provenance per record, a Consent per grant ever made and per deny
 /// rule in force, an EpisodeOfCare and an Encounter per case, an AuditEvent per event of the
-/// trail, and a vital-signs Observation per device alert.
+/// trail, and a vital-signs Observation per device reading read (with its value; an alert's
+/// interpretation when it raised one) and per alert of the trail whose reading was not read
+/// (the value absent). A reading and its alert are one Observation, keyed by session and
+/// number; a reading read twice is written once.
 pub fn export(input: &ExportInput<'_>) -> Result<Export, Error> {
     check_patient(input)?;
     let name = input.details.and_then(|d| d.get("name")).and_then(Value::as_str).map(str::to_owned);
@@ -438,11 +445,21 @@ pub fn export(input: &ExportInput<'_>) -> Result<Export, Error> {
         rest.push(eoc);
         rest.push(encounter(c, &eoc_url, &dir)?);
     }
+    let read: BTreeMap<(Hash, u64), &DeviceReading> =
+        input.readings.iter().map(|r| ((r.session, r.seq), r)).collect();
     for e in input.trail {
         rest.push(audit_event(e, input.chain_id, &dir)?);
-        if let Some(o) = alert_observation(e, &dir)? {
+        let alert_read = matches!(
+            e.kind,
+            medledger_core::audit::AuditKind::DeviceAlert { session, seq, .. }
+                if read.contains_key(&(session, seq))
+        );
+        if !alert_read && let Some(o) = alert_observation(e, &dir)? {
             rest.push(o);
         }
+    }
+    for r in read.values() {
+        rest.push(reading_observation(r, &dir)?);
     }
     let mut all = vec![patient(input.patient, input.details, input.attendant, &dir)?];
     all.extend(dir.resources()?);
@@ -469,6 +486,9 @@ fn check_patient(input: &ExportInput<'_>) -> Result<(), Error> {
     }
     for g in &input.consent.grants {
         foreign(format!("grant {}", g.id), g.patient)?;
+    }
+    for r in input.readings {
+        foreign(format!("reading {} of device session {}", r.seq, r.session), r.patient)?;
     }
     Ok(())
 }

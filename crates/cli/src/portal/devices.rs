@@ -416,7 +416,9 @@ async fn readings(State(p): State<Portal>, Form(f): Form<ReadingsForm>) -> Respo
             .trim()
             .parse()
             .map_err(|e| anyhow::anyhow!("{:?} is no session id: {e}", f.session))?;
-        crate::device::read_readings(&u.session, session, Purpose::Treatment).await
+        crate::device::read_readings(&u.session, session, Purpose::Treatment, &mut 0)
+            .await
+            .map(|read| read.lines)
     }
     .await;
     match read {

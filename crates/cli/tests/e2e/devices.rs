@@ -33,9 +33,9 @@ fn field(out: &str, label: &str) -> String {
 /// A network with a patient's pulse oximeter, a doctor consented to and its thresholds, and an
 /// open session naming the doctor.
 pub(crate) struct Setup {
-    c: Cast,
+    pub(crate) c: Cast,
     pub(crate) device_wallet: String,
-    device: String,
+    pub(crate) device: String,
     pub(crate) session: String,
     /// The session's public key, as `device session start` printed it.
     pub(crate) public_key: String,

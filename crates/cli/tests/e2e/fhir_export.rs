@@ -563,3 +563,238 @@ fn the_output_path_is_replaced_never_followed_and_a_directory_is_refused() {
     assert_eq!(before.len(), after.len(), "{after:?}");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
 }
+
+/// `device simulate` of `count` readings into `session` (reading `anomaly` of them abnormal):
+/// the readings it printed (`type` reading), each with its `seq`, `time_ms`, `metric`, `value`
+/// (as the device sealed it) and `severity`.
+fn simulate(
+    s: &crate::devices::Setup,
+    state: &std::path::Path,
+    session: &str,
+    count: u64,
+    anomaly: u64,
+    env: &[(&str, &str)],
+) -> Vec<Value> {
+    let (count, anomaly, state) =
+        (count.to_string(), anomaly.to_string(), state.display().to_string());
+    let out = ok(
+        &["device", "simulate", "--wallet", &s.device_wallet, "--session", session, "--json"]
+            .into_iter()
+            .chain(["--rate", "50", "--count", &count, "--anomaly-rate", "0"])
+            .chain(["--anomaly-at", &anomaly, "--batch-ms", "200", "--seed", "7"])
+            .chain(["--state-dir", &state])
+            .collect::<Vec<_>>(),
+        env,
+    );
+    let printed: Vec<Value> = out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    printed.into_iter().filter(|v| v["type"] == "reading").collect()
+}
+
+/// A session on the setup's device started by the patient's own transaction, whose secret
+/// key is wrapped to some other key than the patient's (as a faulty or hostile client of a
+/// delegate could: the ledger checks who a copy is for, not what it holds). Its id.
+fn session_the_patient_cannot_open(s: &crate::devices::Setup, node: &Node) -> String {
+    use medledger_client::{NodeClient, Signer, devices, records, tx::build};
+    use medledger_core::{
+        block::{Created, Outcome},
+        encoding,
+        keys::DecryptionKey,
+        tx::{DeviceTx, TxBody, devices::StartSession, records::KeyRef},
+    };
+    let mut wallet = Wallet::load(&s.c.patient).unwrap();
+    let identity = wallet.unlock(PASS).unwrap();
+    let patient = wallet.account();
+    let device = s.device.parse().unwrap();
+    let chain = node.health()["chain_id"].as_str().unwrap().to_owned();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = NodeClient::new(&node.url)
+            .unwrap()
+            .signed_by(Signer::new(identity.signing.clone(), patient));
+        let secret = DecryptionKey::generate();
+        let stranger = DecryptionKey::generate().public_key();
+        let wrapped = devices::wrap_session_key(&secret, &stranger, &device).unwrap();
+        let blob = records::upload_small(&client, encoding::encode(&wrapped)).await.unwrap();
+        let nonce = client.account(&patient).await.unwrap().unwrap().nonce.unwrap() + 1;
+        let start = StartSession {
+            device,
+            public_key: secret.public_key(),
+            expires_at_ms: None,
+            doctor: None,
+            keys: vec![KeyRef { recipient: patient, blob }],
+        };
+        let tx = build(
+            &identity,
+            patient,
+            &chain,
+            nonce,
+            TxBody::Devices(DeviceTx::StartSession(start)),
+        );
+        let receipt = client.submit(&tx).await.unwrap();
+        let Outcome::Applied { created: Some(Created::DeviceSession { id }) } = receipt.outcome
+        else {
+            panic!("no session started: {receipt:?}");
+        };
+        id.to_string()
+    })
+}
+
+#[test]
+fn a_patient_s_export_has_an_observation_per_device_reading_read_and_audited() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let node = Node::start(&dir.join("data"));
+    let s = crate::devices::setup(dir, &node);
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let patient_account = Wallet::load(&s.c.patient).unwrap().account().to_string();
+
+    // The pulse oximeter's first session: 12 readings, the 5th abnormal (an alert).
+    let first = simulate(&s, &dir.join("state-1"), &s.session, 12, 5, &env);
+    assert_eq!(first.len(), 12, "{first:?}");
+    let abnormal: Vec<_> = first.iter().filter(|r| !r["severity"].is_null()).collect();
+    assert_eq!(abnormal.len(), 1, "{first:?}");
+    ok(&["device", "session", "end", &s.session, "--wallet", &s.c.patient], &env);
+    // A second session, whose key the patient's wallet cannot open: 4 readings, the 3rd
+    // abnormal.
+    let sealed = session_the_patient_cannot_open(&s, &node);
+    let second = simulate(&s, &dir.join("state-2"), &sealed, 4, 3, &env);
+    assert_eq!(second.len(), 4, "{second:?}");
+    let sealed_alert = second.iter().find(|r| !r["severity"].is_null()).unwrap();
+
+    let path = dir.join("bundle.json");
+    let path_s = path.display().to_string();
+    let o = cli(&["export", "--wallet", &s.c.patient, "--fhir", "-o", &path_s, "--json"], &env);
+    assert!(o.status.success(), "{}", show(&o));
+    let err = stderr(&o);
+    // Progress, one line per session read; the session that did not open is said so.
+    assert!(err.contains(&format!("reading device session 1 of 2: {}", s.session)), "{err}");
+    assert!(
+        err.lines().any(|l| l.starts_with("warning: device session")
+            && l.contains(&sealed)
+            && l.contains("without its readings")
+            && l.contains("cannot open the session's key")),
+        "{err}"
+    );
+    let summary: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(summary["device_readings"], 12, "{summary}");
+    assert_eq!(summary["device_sessions_read"], 1, "{summary}");
+    assert_eq!(summary["unopened_sessions"], serde_json::json!([sealed]), "{summary}");
+    assert_eq!(summary["resources"]["Observation"], 13, "{summary}");
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    let bundle: Bundle = serde_json::from_str(&text).unwrap();
+    assert!(bundle.validate().is_empty(), "{:?}", bundle.validate());
+    let as_json: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(serde_json::to_value(&bundle).unwrap(), as_json);
+    let entries = as_json["entry"].as_array().unwrap().clone();
+    let observations = of_type(&entries, "Observation");
+    assert_eq!(observations.len(), 13);
+    let of_reading = |session: &str, seq: &Value| {
+        let key = format!("{session}/{seq}");
+        let found: Vec<_> =
+            observations.iter().filter(|o| o["identifier"][0]["value"] == key.as_str()).collect();
+        assert_eq!(found.len(), 1, "observations of {key}");
+        *found[0]
+    };
+    let patient_ref = format!("urn:uuid:{}", medledger_fhir::uuid("Patient", &patient_account));
+    for r in &first {
+        let o = of_reading(&s.session, &r["seq"]);
+        let (loinc, ucum) = match r["metric"].as_str().unwrap() {
+            "heart_rate" => ("8867-4", "/min"),
+            "spo2" => ("59408-5", "%"),
+            other => panic!("a pulse oximeter measured {other}"),
+        };
+        assert_eq!(o["status"], "final");
+        assert_eq!(o["category"][0]["coding"][0]["code"], "vital-signs");
+        assert_eq!(o["code"]["coding"][0]["system"], "http://loinc.org");
+        assert_eq!(o["code"]["coding"][0]["code"], loinc, "{o}");
+        let q = &o["valueQuantity"];
+        assert_eq!(q["system"], "http://unitsofmeasure.org", "{o}");
+        assert_eq!(q["code"], ucum, "{o}");
+        // The value as the device sealed it, digit for digit.
+        assert_eq!(q["value"].to_string(), r["value"].to_string(), "{o}");
+        assert_eq!(
+            o["effectiveDateTime"],
+            medledger_fhir::instant(r["time_ms"].as_u64().unwrap()).unwrap(),
+            "{o}"
+        );
+        assert_eq!(o["subject"]["reference"], patient_ref.as_str());
+        assert_eq!(o["device"]["identifier"]["value"], s.device.as_str());
+        let interpretation = o["interpretation"][0]["coding"][0]["code"].as_str();
+        match r["severity"].as_str() {
+            None => assert!(o.get("interpretation").is_none(), "{o}"),
+            Some("critical") => assert_eq!(interpretation, Some("AA"), "{o}"),
+            Some(_) => assert_eq!(interpretation, Some("A"), "{o}"),
+        }
+        assert!(o.get("dataAbsentReason").is_none(), "{o}");
+    }
+    // The sealed session: its alert only, without a value; none of its readings.
+    let o = of_reading(&sealed, &sealed_alert["seq"]);
+    assert!(o.get("valueQuantity").is_none(), "{o}");
+    assert_eq!(o["dataAbsentReason"]["coding"][0]["code"], "unknown", "{o}");
+    assert!(o["interpretation"][0]["coding"][0]["code"].is_string(), "{o}");
+    assert_eq!(
+        observations
+            .iter()
+            .filter(|o| o["identifier"][0]["value"].as_str().unwrap().starts_with(&sealed))
+            .count(),
+        1
+    );
+
+    // The reads are audited accesses of the patient's device data, purpose other, in the
+    // trail: one for each session (the sealed one's was served before its key failed to open),
+    // as many as the summary says.
+    let trail: Value =
+        serde_json::from_str(&ok(&["audit", "trail", "--wallet", &s.c.patient, "--json"], &env))
+            .unwrap();
+    let reads = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            let a = &e["kind"]["access"];
+            e["actor"] == patient_account.as_str()
+                && a["resource"]["category"] == "device_data"
+                && a["purpose"] == "other"
+                && a["decision"].get("allow").is_some()
+        })
+        .count();
+    assert_eq!(reads, 2, "{trail}");
+    assert_eq!(summary["device_reads"], 2, "{summary}");
+    // The bundle's AuditEvents include them (the trail is read after them).
+    assert_eq!(of_type(&entries, "AuditEvent").len(), trail.as_array().unwrap().len());
+
+    // The doctor the first session names, whose grant covers device data, exports that
+    // session's readings, read for the grant's purpose; the second session (not wrapped to
+    // it) is not read at all.
+    let shared = dir.join("shared.json");
+    let args = grantee_args(&s.c.doctor, &s.c.patient_id, &shared.display().to_string(), false);
+    let o = cli(&args.iter().map(String::as_str).collect::<Vec<_>>(), &env);
+    assert!(o.status.success(), "{}", show(&o));
+    let summary: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(summary["device_readings"], 12, "{summary}");
+    assert_eq!(summary["unopened_sessions"], serde_json::json!([]), "{summary}");
+    let shared: Value = serde_json::from_str(&std::fs::read_to_string(&shared).unwrap()).unwrap();
+    let shared = shared["entry"].as_array().unwrap().clone();
+    let theirs = of_type(&shared, "Observation");
+    assert_eq!(theirs.len(), 12);
+    for r in &first {
+        let key = format!("{}/{}", s.session, r["seq"]);
+        let o = theirs.iter().find(|o| o["identifier"][0]["value"] == key.as_str()).unwrap();
+        assert_eq!(o["valueQuantity"]["value"].to_string(), r["value"].to_string(), "{o}");
+    }
+    let trail: Value =
+        serde_json::from_str(&ok(&["audit", "trail", "--wallet", &s.c.patient, "--json"], &env))
+            .unwrap();
+    let doctors: Vec<_> = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["actor"] == s.c.doctor_account.as_str()
+                && e["kind"]["access"]["resource"]["category"] == "device_data"
+        })
+        .collect();
+    assert_eq!(doctors.len(), 1, "{doctors:?}");
+    assert_eq!(doctors[0]["kind"]["access"]["purpose"], "treatment", "{doctors:?}");
+}

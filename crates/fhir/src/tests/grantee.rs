@@ -29,6 +29,7 @@ fn run_grantee(
         grants,
         records: &w.records,
         contents,
+        readings: &w.readings,
         now_ms: T0 + 10_000_000,
     })
 }
@@ -95,4 +96,48 @@ fn no_grant_covers_nothing_and_a_foreign_grant_refuses() {
     let docs = of_type(&all, "DocumentReference");
     assert_eq!(docs.len(), 1);
     assert_eq!(docs[0]["masterIdentifier"]["value"], "PMR-3");
+}
+
+#[test]
+fn device_readings_are_exported_only_under_a_grant_covering_device_data() {
+    use medledger_core::tx::devices::{Metric, Severity};
+    let mut w = world();
+    let device = account();
+    w.readings = vec![
+        super::devices::reading(&w, device, 1, Metric::HeartRate, 71.0, None),
+        super::devices::reading(&w, device, 2, Metric::HeartRate, 151.5, Some(Severity::Critical)),
+    ];
+    // Lab reports only: the readings handed in are left out.
+    let e = run_grantee(&w, &[labs_grant(&w)], &BTreeMap::new()).unwrap();
+    assert!(of_type(&resources(&e), "Observation").is_empty());
+    // Device data (by category, or everything): one Observation per reading, values and all.
+    let mut devices = labs_grant(&w);
+    devices.scope = Scope::Categories(vec![RecordCategory::DeviceData]);
+    let mut all = labs_grant(&w);
+    all.scope = Scope::All;
+    for grant in [devices, all] {
+        assert!(covering_device_grant(std::slice::from_ref(&grant), &w.patient.account).is_some());
+        let e = run_grantee(&w, &[grant], &BTreeMap::new()).unwrap();
+        check_bundle(&e);
+        let all = resources(&e);
+        let obs = of_type(&all, "Observation");
+        assert_eq!(obs.len(), 2);
+        let alerted = obs.iter().find(|o| o.get("interpretation").is_some()).unwrap();
+        assert_eq!(alerted["valueQuantity"]["value"].to_string(), "151.5");
+    }
+    // A grant of a case or of records names no device data.
+    let mut case = labs_grant(&w);
+    case.scope = Scope::Case("CASE-1".into());
+    assert!(covering_device_grant(&[case], &w.patient.account).is_none());
+    // A reading of another patient refuses the export.
+    let mut devices = labs_grant(&w);
+    devices.scope = Scope::Categories(vec![RecordCategory::DeviceData]);
+    w.readings[1].patient = w.other_patient;
+    match run_grantee(&w, &[devices], &BTreeMap::new()) {
+        Err(Error::Foreign { what, patient }) => {
+            assert!(what.starts_with("reading 2 of device session"), "{what}");
+            assert_eq!(patient, w.other_patient);
+        }
+        other => panic!("{other:?}"),
+    }
 }

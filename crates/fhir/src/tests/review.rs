@@ -32,6 +32,7 @@ fn try_run(w: &World) -> Result<Export, Error> {
         consent: &w.consent,
         trail: &w.trail,
         cases: &w.cases,
+        readings: &w.readings,
         now_ms: T0 + 10_000_000,
     })
 }
@@ -41,8 +42,14 @@ fn a_view_of_another_patient_refuses_the_export() {
     let w = world();
     assert!(try_run(&w).is_ok());
     type Change = fn(&mut World);
-    let cases: [(&str, Change); 5] = [
+    let cases: [(&str, Change); 6] = [
         ("record PMR-3", |w| w.records[2].patient = w.other_patient),
+        ("reading 4 of device session", |w| {
+            use medledger_core::tx::devices::Metric::Spo2;
+            let mut r = super::devices::reading(w, w.insurer, 4, Spo2, 97.0, None);
+            r.patient = w.other_patient;
+            w.readings.push(r);
+        }),
         ("case CASE-1", |w| w.cases[0].patient = w.other_patient),
         ("audit event 4", |w| w.trail[4].patient = w.other_patient),
         ("the consent view", |w| w.consent.patient = w.other_patient),
