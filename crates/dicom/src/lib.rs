@@ -8,8 +8,10 @@
 //! Removed (0012,0062) `YES`, De-identification Method (0012,0063) and its code sequence
 //! (0012,0064: DCM 113100 and 113107), and Longitudinal Temporal Information Modified
 //! (0028,0303) `MODIFIED`. Private attributes are removed. Pixel data is carried through
-//! byte for byte; an instance whose Burned In Annotation (0028,0301) is `YES` is refused, since
-//! cleaning pixel data is another option (Clean Pixel Data) this profile does not include.
+//! byte for byte; an instance whose Burned In Annotation (0028,0301) is anything but `NO` is
+//! refused, since cleaning pixel data is another option (Clean Pixel Data) this profile does
+//! not include; without the flag, an image is refused unless its modality is a reconstructed
+//! one that carries no burned-in text (CT, MR, PT, NM, RT dose, segmentation).
 //!
 //! Replacements are keyed ([`DeidKey`], for example one per research project): UIDs map to
 //! `2.25.` UIDs derived from them, and dates shift back by a per-patient number of days, both
@@ -41,6 +43,17 @@ pub use profile::Action;
 const BURNED_IN_ANNOTATION: Tag = Tag(0x0028, 0x0301);
 /// Patient ID (the date offset is the patient's).
 const PATIENT_ID: Tag = Tag(0x0010, 0x0020);
+/// Modality.
+const MODALITY: Tag = Tag(0x0008, 0x0060);
+/// Pixel Data, Float Pixel Data and Double Float Pixel Data.
+const PIXEL_DATA_TAGS: [Tag; 3] = [Tag(0x7FE0, 0x0010), Tag(0x7FE0, 0x0008), Tag(0x7FE0, 0x0009)];
+/// Modalities whose images are reconstructed (cross-sectional, dose and segmentation
+/// images), where the device writes no text into the pixels as it commonly does in
+/// ultrasound, secondary captures, angiography, endoscopy or photographs: an image of one of
+/// these without a Burned In Annotation flag is taken to have none. Any other image must say
+/// NO (PS3.15 E.1.1: the de-identifier is responsible for identifying text in the pixels,
+/// which this profile does not clean).
+const NO_BURN_IN_EXPECTED: [&str; 6] = ["CT", "MR", "PT", "NM", "RTDOSE", "SEG"];
 /// Patient Identity Removed.
 const PATIENT_IDENTITY_REMOVED: Tag = Tag(0x0012, 0x0062);
 /// De-identification Method.
@@ -117,9 +130,17 @@ pub enum DicomError {
     Write(String),
     /// Identifying text may be burned into the pixels.
     #[error(
-        "Burned In Annotation is YES: identifying text may be in the pixel data, which this profile does not clean"
+        "Burned In Annotation is not NO: identifying text may be in the pixel data, which this profile does not clean"
     )]
     BurnedIn,
+    /// An image says nothing of burned-in text, and its modality often has some.
+    #[error(
+        "Burned In Annotation is absent from a {modality} image: identifying text may be in the pixel data (without the flag set to NO, only CT, MR, PT, NM, RT dose and segmentation images are taken to have none)"
+    )]
+    BurnedInUnknown {
+        /// The image's modality as the file states it ("unknown" if it does not).
+        modality: String,
+    },
 }
 
 /// What de-identification did, attribute by attribute (counted over every sequence item).
@@ -150,16 +171,29 @@ pub fn deidentify(bytes: &[u8], key: &DeidKey) -> Result<(Vec<u8>, Report), Dico
         .from_reader(Cursor::new(bytes))
         .map_err(|e| DicomError::Read(e.to_string()))?;
     // Read as a reader would even when written with VR UN (a flag hidden that way would let
-    // burned-in text through; the patient's id sets the date shift).
-    for tag in [BURNED_IN_ANNOTATION, PATIENT_ID] {
+    // burned-in text through; the modality decides when there is no flag; the patient's id
+    // sets the date shift).
+    for tag in [BURNED_IN_ANNOTATION, MODALITY, PATIENT_ID] {
         if file.element_opt(tag).ok().flatten().is_some_and(|e| e.vr() == VR::UN) {
             known_vr(&mut file, tag);
         }
     }
-    if let Some(flag) = text_of(&file, BURNED_IN_ANNOTATION)
-        && flag.trim().eq_ignore_ascii_case("YES")
-    {
-        return Err(DicomError::BurnedIn);
+    match text_of(&file, BURNED_IN_ANNOTATION) {
+        Some(flag) if flag.trim().eq_ignore_ascii_case("NO") => {}
+        Some(flag) if !flag.trim().is_empty() => return Err(DicomError::BurnedIn),
+        // No flag (or an empty one): an image is refused unless its modality has no burned-in
+        // text; an object without pixels (a report, a plan) has none to hide.
+        _ => {
+            let pixels =
+                PIXEL_DATA_TAGS.iter().any(|t| file.element_opt(*t).ok().flatten().is_some());
+            let modality = text_of(&file, MODALITY).map(|m| m.trim().to_ascii_uppercase());
+            if pixels && !modality.as_deref().is_some_and(|m| NO_BURN_IN_EXPECTED.contains(&m)) {
+                let modality = modality.filter(|m| !m.is_empty());
+                return Err(DicomError::BurnedInUnknown {
+                    modality: modality.unwrap_or_else(|| "unknown".into()),
+                });
+            }
+        }
     }
     let patient = text_of(&file, PATIENT_ID).unwrap_or_default();
     let shift = key.shift_days(&patient);
