@@ -35,5 +35,6 @@ pub(crate) fn apply(
     state.put_account(member, &account)?;
     entry.removed_at = Some(state.height);
     state.put_member(member, &entry)?;
+    state.remove_research_reads(member)?;
     Ok(Ok(None))
 }

@@ -1,5 +1,6 @@
 //! The regulator suspends an organisation (its own and its members' signatures are refused,
-//! and `authorize` lets no member act under its grants, while suspended) and reinstates it.
+//! and `authorize` lets no member act under its grants, while suspended; what research
+//! exports let its members read is removed for good) and reinstates it.
 
 use medledger_core::{ids::AccountId, tx::Role};
 
@@ -18,7 +19,16 @@ pub(crate) fn suspend(
     reason: &str,
 ) -> HandlerResult {
     refuse_on!(check_text("reason", reason));
-    set_suspended(state, signer, organisation, true, "organisation", is_organisation)
+    let outcome =
+        set_suspended(state, signer, organisation, true, "organisation", is_organisation)?;
+    if outcome.is_ok() {
+        // What research exports let its members read goes with the suspension: a
+        // reinstatement within the read window gives none of it back.
+        for member in state.members_of(organisation)? {
+            state.remove_research_reads(&member)?;
+        }
+    }
+    Ok(outcome)
 }
 
 pub(crate) fn reinstate(

@@ -6,6 +6,7 @@ use medledger_core::{
     ids::AccountId,
     tx::{OrganisationKind, SealedRef},
 };
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use super::{StateTxn, get_entry, keys};
@@ -99,6 +100,38 @@ impl StateTxn<'_, '_> {
             keys::account_str(member, pmr).as_slice(),
             "research read",
         )
+    }
+
+    /// Removes every record a research export let `member` read (`research_reads`): its
+    /// organisation suspended or the member removed, nothing an export named before stays
+    /// readable after a reinstatement.
+    pub fn remove_research_reads(&mut self, member: &AccountId) -> Result<(), LedgerError> {
+        // Keys are member || PMR-ID (ASCII), so member || 0xff bounds the member's range.
+        let (lo, hi) = (member.0.to_vec(), [&member.0[..], &[0xff]].concat());
+        let keys = self
+            .tables
+            .research_reads
+            .range(lo.as_slice()..hi.as_slice())?
+            .map(|row| row.map(|(k, _)| k.value().to_vec()))
+            .collect::<Result<Vec<_>, _>>()?;
+        for k in keys {
+            self.write().research_reads().remove(k.as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// Every member `organisation` ever added.
+    pub fn members_of(&self, organisation: &AccountId) -> Result<Vec<AccountId>, LedgerError> {
+        let lo = keys::account_pair(organisation, &AccountId([0; 20]));
+        let hi = keys::account_pair(organisation, &AccountId([0xff; 20]));
+        let mut out = Vec::new();
+        for row in self.tables.members_by_organisation.range::<&[u8; 40]>(&lo..=&hi)? {
+            let (k, _) = row?;
+            let mut m = [0u8; 20];
+            m.copy_from_slice(&k.value()[20..]);
+            out.push(AccountId(m));
+        }
+        Ok(out)
     }
 
     /// Records that a research export by `member` named record `pmr` (a later one replaces it).

@@ -370,6 +370,37 @@ fn export_planned(w: &mut World, categories: &[RecordCategory], records: &[Plann
 /// report the export named, not a record added after it, not a whole category, not a record
 /// another member's export named, not after the day, not under a grant given after the export,
 /// not after a revocation. The organisation's own account reads nothing.
+/// A suspension takes what research exports let the organisation's members read with it:
+/// reinstated within the day, the member reads nothing an earlier export named, until a new
+/// export names it again.
+#[test]
+fn a_suspension_ends_what_earlier_research_exports_let_members_read() {
+    use RecordCategory::Imaging;
+    let mut w = world();
+    let month = month_grant(&mut w, &[Imaging]);
+    let scan = mint(&mut w, Imaging, "scan");
+    export_planned(&mut w, &[Imaging], std::slice::from_ref(&scan));
+    let (net, patient, member) = (&mut w.net, &w.patient, &mut w.member);
+    assert!(read_record(net, patient, member, Imaging, &scan.pmr).is_allowed());
+    let org = w.org.account;
+    let t = w
+        .net
+        .regulator
+        .sign(RegistryTx::SuspendOrganisation { organisation: org, reason: "audit".into() });
+    applied(&w.net.one(t));
+    let t = w.net.regulator.sign(RegistryTx::ReinstateOrganisation { organisation: org });
+    applied(&w.net.one(t));
+    let (net, patient, member) = (&mut w.net, &w.patient, &mut w.member);
+    let no_export = Decision::Deny(Denial::NoResearchExport);
+    assert_eq!(read_record(net, patient, member, Imaging, &scan.pmr), no_export);
+    export_planned(&mut w, &[Imaging], std::slice::from_ref(&scan));
+    let (net, patient, member) = (&mut w.net, &w.patient, &mut w.member);
+    assert_eq!(
+        read_record(net, patient, member, Imaging, &scan.pmr),
+        Decision::Allow(Basis::Grant { grant: month })
+    );
+}
+
 #[test]
 fn a_researchers_member_reads_only_the_records_its_own_export_named_for_a_day() {
     use RecordCategory::{Imaging, LabReport};
