@@ -405,13 +405,13 @@ pub async fn run(command: ConsentCommand) -> Result<()> {
     }
     // Granting access to records re-wraps their keys to the grantee, here in the wallet.
     let mut wrapped = 0;
-    if let ConsentTx::Grant { patient, grantee, scope, .. } = &body {
-        wrapped = share_for_grant(&session, *patient, *grantee, scope, json).await?;
+    if let ConsentTx::Grant { patient, grantee, scope, purpose, .. } = &body {
+        wrapped = share_for_grant(&session, *patient, *grantee, scope, *purpose, json).await?;
     }
     // An approval is a grant to the requester: their keys too.
     if let ConsentTx::Approve { request, scope, .. } = &body {
         let r = session.client.access_request(request).await?;
-        wrapped = share_for_grant(&session, r.patient, r.requester, scope, json).await?;
+        wrapped = share_for_grant(&session, r.patient, r.requester, scope, r.purpose, json).await?;
     }
     if json {
         let id = match &receipt.outcome {
@@ -437,32 +437,50 @@ pub(crate) struct Wrapped {
     pub members: Vec<(AccountId, usize)>,
     /// Accounts the node lists as members that the ledger does not prove (no key wrapped).
     pub unproven: Vec<AccountId>,
+    /// A research grant to an organisation (or a member): nothing wrapped now; the keys of
+    /// what each research export names are released after it (`medledger research release`).
+    pub per_export: bool,
 }
+
+/// What a grant's holder is told when its research grant wrapped nothing.
+pub(crate) const PER_EXPORT_NOTE: &str = "no record key wrapped: a researcher's member gets the \
+     keys of the records a research export of its own names, after the export, when you run \
+     `medledger research release`";
 
 /// Wraps the keys of the records `scope` covers to `grantee` and, when the grantee is an
 /// organisation, to each of its current members, who read under its grants (SECURITY.md,
 /// "Organisations"). A member added later gets them when the patient shares again
-/// (`medledger record share`). The CLI's grant and approval and the portal's forms all wrap
-/// through here.
+/// (`medledger record share`). A grant for research to an organisation (a researcher) or to
+/// a member wraps nothing: its members read as they are only the records a research export
+/// of their own names, and get those keys only then (`medledger research release`), so that
+/// no key reaches a researcher for a record no export named (SECURITY.md, "The research
+/// export"). The CLI's grant and approval and the portal's forms all wrap through here.
 pub(crate) async fn wrap_for_grant(
     session: &Session,
     patient: AccountId,
     grantee: AccountId,
     scope: &Scope,
+    purpose: Purpose,
 ) -> Result<Wrapped> {
-    let mut wrapped = Wrapped {
-        grantee: crate::record::share_for_grant(session, patient, grantee, scope).await?,
-        members: Vec::new(),
-        unproven: Vec::new(),
-    };
-    // Who is a member comes from the ledger, proven: the node's listing only says whom to ask
-    // about (a node that added its own operator's account to it would otherwise receive the
-    // keys).
+    // Who is an organisation or a member comes from the ledger, proven: the node's listing
+    // only says whom to ask about (a node that added its own operator's account to it would
+    // otherwise receive the keys).
     use medledger_client::proof::Registered;
     let client = &session.client;
-    if client.proven_registration(&grantee, &session.anchor).await?
-        != Some(Registered::Organisation)
-    {
+    let registered = client.proven_registration(&grantee, &session.anchor).await?;
+    let organisation =
+        matches!(registered, Some(Registered::Organisation | Registered::MemberOf(_)));
+    let mut wrapped = Wrapped {
+        grantee: 0,
+        members: Vec::new(),
+        unproven: Vec::new(),
+        per_export: organisation && purpose == Purpose::Research,
+    };
+    if wrapped.per_export {
+        return Ok(wrapped);
+    }
+    wrapped.grantee = crate::record::share_for_grant(session, patient, grantee, scope).await?;
+    if registered != Some(Registered::Organisation) {
         return Ok(wrapped);
     }
     let listed: Vec<AccountId> = client
@@ -490,9 +508,13 @@ async fn share_for_grant(
     patient: AccountId,
     grantee: AccountId,
     scope: &Scope,
+    purpose: Purpose,
     json: bool,
 ) -> Result<usize> {
-    let wrapped = wrap_for_grant(session, patient, grantee, scope).await?;
+    let wrapped = wrap_for_grant(session, patient, grantee, scope, purpose).await?;
+    if wrapped.per_export && !json {
+        println!("{PER_EXPORT_NOTE}");
+    }
     if wrapped.grantee > 0 && !json {
         println!("data keys of {} record(s) wrapped to {grantee}", wrapped.grantee);
     }

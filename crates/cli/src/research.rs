@@ -94,6 +94,19 @@ pub enum ResearchCommand {
         json: bool,
     },
     /// Decrypt an export made with your wallet into a directory of plain files (0600).
+    /// Release to researchers the keys of your records their research exports named (the
+    /// patient's wallet): a research grant wraps no key by itself. For each research export
+    /// in your trail from the last day, proven in the ledger, the records it named for their
+    /// content (imaging, for `safe-harbor-1`) get their key wrapped to the member who exported;
+    /// they read them, for research, until a day after that export. Each release is in your
+    /// trail.
+    Release {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// Print what was released as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     Open {
         #[command(flatten)]
         wallet: WalletArgs,
@@ -201,6 +214,26 @@ pub async fn run(command: ResearchCommand) -> Result<()> {
             }
             println!("manifest SHA-256 {}", summary.manifest_sha256);
             println!("open it with: medledger research open --wallet ... {} -o DIR", out.display());
+            Ok(())
+        }
+        ResearchCommand::Release { wallet, json } => {
+            let s = Session::open(&wallet).await?;
+            let released = release(&s).await?;
+            if json {
+                return print_json(&released);
+            }
+            for k in &released.released {
+                println!(
+                    "released the key of {} to {} (research export for project {})",
+                    k.pmr, k.member, k.project
+                );
+            }
+            for p in &released.passed_over {
+                println!("passed over: {p}");
+            }
+            if released.released.is_empty() {
+                println!("no key to release");
+            }
             Ok(())
         }
         ResearchCommand::Open { wallet, dir, out } => {
@@ -402,6 +435,23 @@ pub(crate) async fn export(
             .filter(|r| content.contains(&r.category))
             .collect();
         for (i, r) in imaging.iter().enumerate() {
+            // No read without the key: a research grant wraps none; the patient releases the
+            // keys of what an export named, after it.
+            match session.client.own_wrapped_key(&r.pmr).await {
+                Ok(Some(_)) => {}
+                held => {
+                    let reason = match held {
+                        Err(e) => format!("its key could not be looked up: {e}"),
+                        _ => "its key is not released to you yet: after this export the \
+                              patient runs `medledger research release`, then export again \
+                              within the day"
+                            .to_owned(),
+                    };
+                    eprintln!("warning: the content of {} is not exported: {reason}", r.pmr);
+                    withheld.push(Withheld { pmr: r.pmr.clone(), reason });
+                    continue;
+                }
+            }
             eprintln!("reading image {} of {}: {}", i + 1, imaging.len(), r.pmr);
             match deidentified(session, r, &dicom_key).await {
                 Ok(bytes) => {
@@ -506,6 +556,121 @@ async fn deidentified(
     Ok(clean)
 }
 
+/// What `research release` did.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Released {
+    /// The keys wrapped, each to the member whose export named its record.
+    pub(crate) released: Vec<ReleasedKey>,
+    /// Exports passed over, and why (older than the read window; every key already released).
+    pub(crate) passed_over: Vec<String>,
+}
+
+/// One key released.
+#[derive(Debug, Serialize)]
+pub(crate) struct ReleasedKey {
+    pub(crate) member: AccountId,
+    pub(crate) project: String,
+    pub(crate) pmr: String,
+}
+
+/// Releases, to each member whose research export of this wallet's records committed within
+/// the read window (by the node's clock), the keys of the records that export named for their
+/// content. What an export named is not taken from the node's word: the export transaction
+/// is fetched with its inclusion proof under the checkpoint of a node the pinned regulator
+/// admitted, must be an applied `ResearchExport` of this patient, and the records it named
+/// must give the plan digest it committed to ([`named_for_content`]). A key already released
+/// after that export (its `RecordKeyShared` in the trail) is not wrapped again.
+pub(crate) async fn release(s: &Session) -> Result<Released> {
+    use medledger_core::{audit::AuditKind, tx::consent::RESEARCH_READ_WINDOW_MS};
+    let me = s.wallet.account();
+    let now = s.client.health().await?.time_ms;
+    let trail = s.client.audit_trail_all(&me, None).await?;
+    let records = s.client.records_of_patient(&me).await?;
+    let genesis = s.client.genesis().await?;
+    let mut out = Released::default();
+    for e in &trail {
+        let AuditKind::ResearchExport { project, .. } = &e.kind else { continue };
+        if now.saturating_sub(e.time_ms) >= RESEARCH_READ_WINDOW_MS {
+            out.passed_over.push(format!(
+                "the export of block {} for project {project} is older than a day: its member \
+                 may read nothing under it (a new export is needed)",
+                e.height
+            ));
+            continue;
+        }
+        let resp = s.client.transaction(&e.tx_hash).await?;
+        s.client.admitted_signer(&resp.checkpoint, &s.anchor, &genesis).await?;
+        let tx = medledger_client::proof::verify_tx_proof(&resp, &resp.checkpoint.signer)
+            .context("the export's inclusion proof does NOT verify: nothing released")?;
+        if tx.hash() != e.tx_hash || !matches!(resp.receipt.outcome, Outcome::Applied { .. }) {
+            bail!(
+                "the node proved another transaction, or one not applied, for the export of \
+                 block {}: nothing released",
+                e.height
+            );
+        }
+        let TxBody::ResearchExport(x) = &tx.tx.body else {
+            bail!("transaction {} is no research export: nothing released", e.tx_hash);
+        };
+        let member = tx.tx.signer;
+        let mut any = false;
+        for r in named_for_content(x, me, resp.receipt.height, &records)? {
+            let shared = trail.iter().any(|later| {
+                later.seq > e.seq
+                    && matches!(&later.kind, AuditKind::RecordKeyShared { record, grantee }
+                        if *record == r.pmr && *grantee == member)
+            });
+            if shared || r.erased_at.is_some() {
+                continue;
+            }
+            crate::record::share_with(s, r, member).await?;
+            out.released.push(ReleasedKey { member, project: project.clone(), pmr: r.pmr.clone() });
+            any = true;
+        }
+        if !any {
+            out.passed_over.push(format!(
+                "the export of block {} for project {project}: nothing (more) to release",
+                e.height
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The records of `patient` that research export `x`, applied at block `height`, named for
+/// their content: of the patient's records (`records`, as the node lists them), those of its
+/// categories minted by that block and not erased by then, which must give the plan digest
+/// the export committed to (else the listing is not the one the ledger planned, and nothing
+/// is released); then those whose category the rule set exports as content.
+pub(crate) fn named_for_content<'a>(
+    x: &ResearchExportTx,
+    patient: AccountId,
+    height: u64,
+    records: &'a [RecordView],
+) -> Result<Vec<&'a RecordView>> {
+    if x.patient != patient {
+        bail!("the research export is of patient {}, not of this wallet's records", x.patient);
+    }
+    let at_export: Vec<&RecordView> = records
+        .iter()
+        .filter(|r| r.patient == patient && x.categories.contains(&r.category))
+        .filter(|r| r.minted_at <= height && r.erased_at.is_none_or(|h| h > height))
+        .collect();
+    let planned: Vec<PlannedRecord> = at_export
+        .iter()
+        .map(|r| PlannedRecord { pmr: r.pmr.clone(), category: r.category, content: r.content })
+        .collect();
+    if plan_digest(&x.project, &x.rule_set, &patient, &x.categories, &planned) != x.plan {
+        bail!(
+            "the node's list of your records does not give the plan the research export for \
+             project {} committed to: nothing released for it",
+            x.project
+        );
+    }
+    let content = medledger_core::tx::research::content_categories(&x.rule_set);
+    Ok(at_export.into_iter().filter(|r| content.contains(&r.category)).collect())
+}
+
 /// What a file's wrapped key is bound to: the project and the file's name (a key does not
 /// open another file of the export, nor a file of another project).
 fn file_context(project: &str, name: &str) -> Vec<u8> {
@@ -544,4 +709,95 @@ fn open(key: &medledger_core::keys::DecryptionKey, dir: &Path, out: &Path) -> Re
         names.push(f.name.clone());
     }
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use medledger_api::RecordView;
+    use medledger_core::{
+        Hash,
+        ids::AccountId,
+        tx::{
+            consent::RecordCategory,
+            research::{PlannedRecord, ResearchExportTx, plan_digest},
+        },
+    };
+    use serde_json::json;
+
+    use super::named_for_content;
+
+    fn record(pmr: &str, category: &str, minted_at: u64, erased_at: Option<u64>) -> RecordView {
+        serde_json::from_value(json!({
+            "pmr": pmr, "patient": AccountId([1; 20]), "owner": AccountId([1; 20]),
+            "author": AccountId([3; 20]), "hospital": AccountId([4; 20]), "category": category,
+            "visit_date": { "year": 2024, "month": 3, "day": 17 },
+            "cid": "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku",
+            "content": Hash::of(pmr.as_bytes()), "size": 1234, "metadata": Hash([0xcd; 32]),
+            "version": 1, "minted_at": minted_at, "minted_time_ms": 1_710_633_600_000u64,
+            "mint_tx": Hash([0xef; 32]), "erased_at": erased_at,
+        }))
+        .unwrap()
+    }
+
+    /// The export as the ledger planned it at `height`: these records of its categories.
+    fn export_of(planned: &[&RecordView]) -> ResearchExportTx {
+        use RecordCategory::{Imaging, LabReport};
+        let patient = AccountId([1; 20]);
+        let categories = vec![LabReport, Imaging];
+        let records: Vec<PlannedRecord> = planned
+            .iter()
+            .map(|r| PlannedRecord { pmr: r.pmr.clone(), category: r.category, content: r.content })
+            .collect();
+        let plan = plan_digest("p1", "safe-harbor-1", &patient, &categories, &records);
+        ResearchExportTx {
+            patient,
+            categories,
+            project: "p1".into(),
+            rule_set: "safe-harbor-1".into(),
+            plan,
+        }
+    }
+
+    /// The keys released are those of the imaging records the export's plan held: not a lab
+    /// report (its content is not exported), not a record minted after the export, not one
+    /// erased before it; a listing that does not give the committed plan (a record hidden,
+    /// one added, one altered) releases nothing, and an export of another patient neither.
+    #[test]
+    fn a_release_names_only_what_the_committed_plan_held_for_its_content() {
+        let scan = record("1", "imaging", 5, None);
+        let lab = record("2", "lab_report", 5, None);
+        let later = record("3", "imaging", 20, None);
+        let gone = record("4", "imaging", 5, Some(8));
+        let erased_after = record("5", "imaging", 5, Some(15));
+        let psych = record("6", "psychiatry", 5, None);
+        let x = export_of(&[&scan, &lab, &erased_after]);
+        let all = [
+            scan.clone(),
+            lab.clone(),
+            later.clone(),
+            gone.clone(),
+            erased_after.clone(),
+            psych.clone(),
+        ];
+        let named: Vec<&str> = named_for_content(&x, AccountId([1; 20]), 10, &all)
+            .unwrap()
+            .iter()
+            .map(|r| r.pmr.as_str())
+            .collect();
+        assert_eq!(named, ["1", "5"]);
+        // The node hides a record, adds one, or alters one's content: nothing.
+        let hidden = [lab.clone(), erased_after.clone()];
+        let mut extra = record("7", "imaging", 6, None);
+        let added = [scan.clone(), lab.clone(), erased_after.clone(), extra.clone()];
+        extra.pmr = "1".into();
+        let altered = [extra, lab.clone(), erased_after.clone()];
+        for (what, listing) in
+            [("hidden", &hidden[..]), ("added", &added[..]), ("altered", &altered[..])]
+        {
+            let err = named_for_content(&x, AccountId([1; 20]), 10, listing).unwrap_err();
+            assert!(err.to_string().contains("nothing released"), "{what}: {err}");
+        }
+        let err = named_for_content(&x, AccountId([9; 20]), 10, &all).unwrap_err();
+        assert!(err.to_string().contains("not of this wallet's records"), "{err}");
+    }
 }

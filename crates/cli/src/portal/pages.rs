@@ -53,6 +53,7 @@ pub fn routes() -> Router<Portal> {
         .route("/consent", get(consent))
         .route("/consent/grant", post(grant))
         .route("/consent/revoke", post(revoke))
+        .route("/research/release", post(research_release))
         .route("/consent/request", post(request))
         .route("/consent/answer", post(answer))
         .route("/consent/deny", post(deny))
@@ -1146,7 +1147,8 @@ async fn grant(State(p): State<Portal>, Form(form): Form<GrantForm>) -> Response
             validity: crate::consent::validity(form.days)?,
         };
         u.session.submit(TxBody::Consent(body)).await?;
-        let wrapped = crate::consent::wrap_for_grant(&u.session, me, grantee, &scope).await?;
+        let wrapped =
+            crate::consent::wrap_for_grant(&u.session, me, grantee, &scope, purpose).await?;
         anyhow::Ok(format!(
             "access granted to {} ({}){}",
             u.names.of(&grantee),
@@ -1165,6 +1167,9 @@ async fn grant(State(p): State<Portal>, Form(form): Form<GrantForm>) -> Response
 
 /// How many record keys a grant wrapped, to the grantee and (an organisation) its members.
 fn wrapped_words(w: &crate::consent::Wrapped) -> String {
+    if w.per_export {
+        return crate::consent::PER_EXPORT_NOTE.to_owned();
+    }
     let mut text = format!("{} record key(s) wrapped to them", w.grantee);
     if !w.members.is_empty() {
         let keys: usize = w.members.iter().map(|(_, n)| n).sum();
@@ -1206,6 +1211,31 @@ async fn revoke(State(p): State<Portal>, Form(form): Form<RevokeForm>) -> Respon
     .await;
     match revoked {
         Ok(text) => p.done_with("/consent", text),
+        Err(e) => {
+            with_status(consent_page(&p, &u, Flash::error(&e)).await, StatusCode::BAD_REQUEST)
+        }
+    }
+}
+
+/// The patient releases to researchers the keys of the records their research exports named
+/// (`medledger research release`: each export proven in the ledger first).
+async fn research_release(State(p): State<Portal>) -> Response {
+    let u = match unlocked_as(&p, &[Role::Patient], "releasing keys to researchers") {
+        Ok(u) => u,
+        Err(stop) => return stop.into_response(),
+    };
+    match crate::research::release(&u.session).await {
+        Ok(r) if r.released.is_empty() => {
+            p.done_with("/consent", "no key to release: no research export of the last day named a record whose key is not released".into())
+        }
+        Ok(r) => {
+            let list: Vec<String> = r
+                .released
+                .iter()
+                .map(|k| format!("{} to {} ({})", k.pmr, u.names.of(&k.member), k.project))
+                .collect();
+            p.done_with("/consent", format!("keys released: {}", list.join(", ")))
+        }
         Err(e) => {
             with_status(consent_page(&p, &u, Flash::error(&e)).await, StatusCode::BAD_REQUEST)
         }
@@ -1277,8 +1307,14 @@ async fn answer(State(p): State<Portal>, Form(form): Form<AnswerForm>) -> Respon
                 let body = ConsentTx::Approve { request: id, scope: r.scope.clone(), validity };
                 u.session.submit(TxBody::Consent(body)).await?;
                 let me = u.session.wallet.account();
-                let wrapped =
-                    crate::consent::wrap_for_grant(&u.session, me, r.requester, &r.scope).await?;
+                let wrapped = crate::consent::wrap_for_grant(
+                    &u.session,
+                    me,
+                    r.requester,
+                    &r.scope,
+                    r.purpose,
+                )
+                .await?;
                 anyhow::Ok(format!(
                     "request approved: {} may read {} for {} ({}){}",
                     u.names.of(&r.requester),

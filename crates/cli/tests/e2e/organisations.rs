@@ -194,8 +194,9 @@ fn organisations_through_the_cli() {
     let text = ok(&["organisation", "list", "--wallet", &c.patient], &env);
     assert!(text.contains("Cohort Lab") && text.contains("Shield Mutual"), "{text}");
 
-    // Two records; the patient grants the lab research access to lab reports only. The keys
-    // are wrapped to the lab and to its member.
+    // Two records; the patient grants the lab research access to imaging only. No key is
+    // wrapped to the lab or its member: a research export's member gets the keys of what it
+    // named, after it, from the patient.
     let labs = record(dir, &c.doctor, &c.patient_id, "imaging", "2024-03-01");
     let report = record(dir, &c.doctor, &c.patient_id, "lab-report", "2024-03-02");
     let grant_args = |grantee: &str, purpose: &str| -> Vec<String> {
@@ -207,7 +208,8 @@ fn organisations_through_the_cli() {
     };
     let args = grant_args(&lab_account, "research");
     let out = ok(&args.iter().map(String::as_str).collect::<Vec<_>>(), &env);
-    assert!(out.contains(&format!("wrapped to member {ana_account}")), "{out}");
+    assert!(out.contains("no record key wrapped"), "{out}");
+    assert!(!out.contains("wrapped to member"), "{out}");
     let grant = out.lines().find_map(|l| l.strip_prefix("id ")).unwrap().trim().to_owned();
     // A researcher is granted research only.
     let args = grant_args(&lab_account, "insurance");
@@ -221,6 +223,22 @@ fn organisations_through_the_cli() {
     assert!(err.contains("access denied") && err.contains("research export"), "{err}");
     let summary = crate::research::export(&ana, "cardio-2026", &dir.join("export"), &env);
     assert_eq!(summary["patients"], 1, "{summary}");
+    // The export named the image, and the ledger would let the member read it, but no key
+    // reached the member: the patient releases the keys of what the export named, once.
+    let err = read(dir, &ana, &labs, "research").unwrap_err();
+    assert!(err.contains("key"), "{err}");
+    let release = || -> serde_json::Value {
+        let out = ok(&["research", "release", "--wallet", &c.patient, "--json"], &env);
+        serde_json::from_str(&out).unwrap()
+    };
+    let released = release();
+    let keys = released["released"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{released}");
+    assert_eq!(
+        (keys[0]["pmr"].as_str(), keys[0]["member"].as_str()),
+        (Some(&*labs), Some(&*ana_account))
+    );
+    assert_eq!(release()["released"].as_array().unwrap().len(), 0, "released twice");
     let content = read(dir, &ana, &labs, "research").unwrap();
     assert!(content.contains("imaging of 2024-03-01"), "{content}");
     denied(read(dir, &ana, &labs, "insurance"), "another purpose");
@@ -242,7 +260,8 @@ fn organisations_through_the_cli() {
     ok(&["consent", "undeny", "--wallet", &c.patient, &rule], &env);
     read(dir, &ana, &labs, "research").unwrap();
 
-    // Suspended, the lab's member is refused; reinstated, it reads again.
+    // Suspended, the lab's member is refused; reinstated, it reads nothing an export from
+    // before the suspension named, until a new export names it.
     let reg = node.regulator();
     let err = fails(
         &["organisation", "suspend", &lab_account, "--wallet", &c.hospital, "--reason", "x"],
@@ -252,6 +271,9 @@ fn organisations_through_the_cli() {
     ok(&["organisation", "suspend", &lab_account, "--wallet", &reg, "--reason", "audit"], &env);
     denied(read(dir, &ana, &labs, "research"), "suspended organisation");
     ok(&["organisation", "reinstate", &lab_account, "--wallet", &reg], &env);
+    let err = read(dir, &ana, &labs, "research").unwrap_err();
+    assert!(err.contains("research export"), "{err}");
+    crate::research::export(&ana, "cardio-2026", &dir.join("export-reinstated"), &env);
     read(dir, &ana, &labs, "research").unwrap();
 
     // Revoked, the grant opens nothing; a new grant opens nothing the old export named, until

@@ -1777,6 +1777,7 @@ fn a_doctor_opens_writes_and_seals_a_case_and_both_read_it_verified_in_the_porta
             "/devices/session/end",
             "/emergency/open",
             "/emergency/overview",
+            "/research/release",
         ],
     );
     // Locked, the doctor's portal opens no case: even with the locked portal's own CSRF
@@ -1995,9 +1996,9 @@ fn the_regulator_admits_an_organisation_and_it_keeps_its_members_in_the_portal()
             .any(|m| m["account"] == member.as_str() && m["removed_at"].is_null())
     };
     assert!(active());
-    // A patient grants the organisation research access in the portal: the record's key is
-    // wrapped to the organisation and to its member (proven by the ledger), who then reads
-    // under the organisation's grant.
+    // A patient grants the organisation research access in the portal: no key is wrapped;
+    // the member reads under the organisation's grant what a research export of its own
+    // names, once the patient releases those keys, here too.
     let pmr =
         crate::organisations::record(tmp.path(), &c.doctor, &c.patient_id, "imaging", "2026-01-02");
     let pat = Portal::start(&c.patient, &node.url, &[]);
@@ -2013,13 +2014,15 @@ fn the_regulator_admits_an_organisation_and_it_keeps_its_members_in_the_portal()
         ],
     );
     assert_eq!((granted.status, granted.via.as_deref()), (200, Some("/consent")));
-    assert!(
-        granted.body.contains("1 record key(s) wrapped to them, 1 to their 1 member(s)"),
-        "{}",
-        granted.body
-    );
-    // (It reads for research what a research export of its own names: it makes one.)
+    assert!(granted.body.contains("no record key wrapped"), "{}", granted.body);
+    let release = || poster(&pat, &pcookie)("/research/release", &[("csrf", &pcsrf)]);
+    let nothing = release();
+    assert_eq!((nothing.status, nothing.via.as_deref()), (200, Some("/consent")));
+    assert!(nothing.body.contains("no key to release"), "{}", nothing.body);
     crate::research::export(&analyst, "genome-2026", &tmp.path().join("export"), &env);
+    let released = release();
+    assert_eq!((released.status, released.via.as_deref()), (200, Some("/consent")));
+    assert!(released.body.contains(&format!("keys released: {pmr} to")), "{}", released.body);
     let content = crate::organisations::read(tmp.path(), &analyst, &pmr, "research").unwrap();
     assert!(content.contains("imaging of 2026-01-02"), "{content}");
     let remove = |confirm: &[(&str, &str)]| {

@@ -316,6 +316,17 @@ fn a_research_export_carries_dicom_content_de_identified_and_nothing_else() {
     let err = crate::organisations::read(dir, &ana, &scan, "research").unwrap_err();
     assert!(err.contains("research export"), "{err}");
 
+    // The first export names both images, but the grant wrapped no key to the member: their
+    // content is withheld, unread. The patient releases the keys of what it named; an export
+    // again within the day carries the image.
+    let first = export(&ana, "imaging-2026", &dir.join("first"), &env);
+    assert_eq!((first["patients"].as_u64(), first["images"].as_u64()), (Some(1), Some(0)));
+    let unreleased = first["withheld"].as_array().unwrap();
+    assert_eq!(unreleased.len(), 2, "{first}");
+    assert!(unreleased.iter().all(|w| w["reason"].as_str().unwrap().contains("not released")));
+    let released = ok(&["research", "release", "--wallet", &c.patient, "--json"], &env);
+    let released: serde_json::Value = serde_json::from_str(&released).unwrap();
+    assert_eq!(released["released"].as_array().unwrap().len(), 2, "{released}");
     let out_dir = dir.join("export");
     let summary = export(&ana, "imaging-2026", &out_dir, &env);
     assert_eq!(summary["patients"], 1, "{summary}");
@@ -348,7 +359,8 @@ fn a_research_export_carries_dicom_content_de_identified_and_nothing_else() {
         .unwrap();
     assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
 
-    // The patient's trail shows the export and the two reads it made, for research.
+    // The patient's trail shows the exports and the two reads the second made, for research
+    // (the first read nothing).
     let trail: serde_json::Value =
         serde_json::from_str(&ok(&["audit", "trail", "--wallet", &c.patient, "--json"], &env))
             .unwrap();

@@ -353,7 +353,8 @@ fn an_account_a_node_lists_as_a_member_gets_no_key_unless_the_ledger_proves_it()
     let c = cast(tmp.path(), &node);
     let lab = crate::registry::wallet(tmp.path(), "cohort-lab", url);
     let ana = crate::registry::wallet(tmp.path(), "ana", url);
-    let lab_account = admit(&node, &lab, "researcher", "Cohort Lab");
+    // An insurer: a grant to it wraps keys to its members (a research grant wraps none).
+    let lab_account = admit(&node, &lab, "insurer", "Shield Mutual");
     let ana_account = add_member(&lab, &ana, &lab_account, &env);
     let file = tmp.path().join("lipids.txt");
     std::fs::write(&file, b"LDL 2.1 mmol/L").unwrap();
@@ -369,7 +370,7 @@ fn an_account_a_node_lists_as_a_member_gets_no_key_unless_the_ledger_proves_it()
     let via_proxy = [("MEDLEDGER_NODE", proxy.url.as_str())];
     let grant = ["consent", "grant", "--wallet", &c.patient, "--grantee", &lab_account]
         .into_iter()
-        .chain(["--purpose", "research", "--scope", "all"])
+        .chain(["--purpose", "insurance", "--scope", "all"])
         .collect::<Vec<_>>();
     let out = cli(&grant, &via_proxy);
     let text = show(&out);
