@@ -405,13 +405,13 @@ pub async fn run(command: ConsentCommand) -> Result<()> {
     }
     // Granting access to records re-wraps their keys to the grantee, here in the wallet.
     let mut wrapped = 0;
-    if let ConsentTx::Grant { patient, grantee, scope, purpose, .. } = &body {
-        wrapped = share_for_grant(&session, *patient, *grantee, scope, *purpose, json).await?;
+    if let ConsentTx::Grant { patient, grantee, scope, .. } = &body {
+        wrapped = share_for_grant(&session, *patient, *grantee, scope, json).await?;
     }
     // An approval is a grant to the requester: their keys too.
     if let ConsentTx::Approve { request, scope, .. } = &body {
         let r = session.client.access_request(request).await?;
-        wrapped = share_for_grant(&session, r.patient, r.requester, scope, r.purpose, json).await?;
+        wrapped = share_for_grant(&session, r.patient, r.requester, scope, json).await?;
     }
     if json {
         let id = match &receipt.outcome {
@@ -437,8 +437,9 @@ pub(crate) struct Wrapped {
     pub members: Vec<(AccountId, usize)>,
     /// Accounts the node lists as members that the ledger does not prove (no key wrapped).
     pub unproven: Vec<AccountId>,
-    /// A research grant to an organisation (or a member): nothing wrapped now; the keys of
-    /// what each research export names are released after it (`medledger research release`).
+    /// A grant to a researcher organisation (or a member of one): nothing wrapped now; the
+    /// keys of what each research export names are released after it (`medledger research
+    /// release`).
     pub per_export: bool,
 }
 
@@ -450,37 +451,42 @@ pub(crate) const PER_EXPORT_NOTE: &str = "no record key wrapped: a researcher's 
 /// Wraps the keys of the records `scope` covers to `grantee` and, when the grantee is an
 /// organisation, to each of its current members, who read under its grants (SECURITY.md,
 /// "Organisations"). A member added later gets them when the patient shares again
-/// (`medledger record share`). A grant for research to an organisation (a researcher) or to
-/// a member wraps nothing: its members read as they are only the records a research export
-/// of their own names, and get those keys only then (`medledger research release`), so that
-/// no key reaches a researcher for a record no export named (SECURITY.md, "The research
+/// (`medledger record share`). A grant to a researcher organisation (as the regulator
+/// admitted it, proven) or to a member of one wraps nothing: its members read as they are
+/// only the records a research export of their own names, and get those keys only then
+/// (`medledger research release`; the ledger refuses a researcher any key outside that), so
+/// that no key reaches a researcher for a record no export named (SECURITY.md, "The research
 /// export"). The CLI's grant and approval and the portal's forms all wrap through here.
 pub(crate) async fn wrap_for_grant(
     session: &Session,
     patient: AccountId,
     grantee: AccountId,
     scope: &Scope,
-    purpose: Purpose,
 ) -> Result<Wrapped> {
     // Who is an organisation or a member comes from the ledger, proven: the node's listing
     // only says whom to ask about (a node that added its own operator's account to it would
     // otherwise receive the keys).
     use medledger_client::proof::Registered;
+    use medledger_core::tx::OrganisationKind::Researcher;
     let client = &session.client;
     let registered = client.proven_registration(&grantee, &session.anchor).await?;
-    let organisation =
-        matches!(registered, Some(Registered::Organisation | Registered::MemberOf(_)));
-    let mut wrapped = Wrapped {
-        grantee: 0,
-        members: Vec::new(),
-        unproven: Vec::new(),
-        per_export: organisation && purpose == Purpose::Research,
+    // A researcher, by the kind the regulator admitted it as (proven), not by the purpose a
+    // node reports for a request; the ledger refuses such keys outside an export anyway.
+    let researcher = match registered {
+        Some(Registered::Organisation(kind)) => kind == Researcher,
+        Some(Registered::MemberOf(organisation)) => {
+            client.proven_registration(&organisation, &session.anchor).await?
+                == Some(Registered::Organisation(Researcher))
+        }
+        _ => false,
     };
+    let mut wrapped =
+        Wrapped { grantee: 0, members: Vec::new(), unproven: Vec::new(), per_export: researcher };
     if wrapped.per_export {
         return Ok(wrapped);
     }
     wrapped.grantee = crate::record::share_for_grant(session, patient, grantee, scope).await?;
-    if registered != Some(Registered::Organisation) {
+    if !matches!(registered, Some(Registered::Organisation(_))) {
         return Ok(wrapped);
     }
     let listed: Vec<AccountId> = client
@@ -508,10 +514,9 @@ async fn share_for_grant(
     patient: AccountId,
     grantee: AccountId,
     scope: &Scope,
-    purpose: Purpose,
     json: bool,
 ) -> Result<usize> {
-    let wrapped = wrap_for_grant(session, patient, grantee, scope, purpose).await?;
+    let wrapped = wrap_for_grant(session, patient, grantee, scope).await?;
     if wrapped.per_export && !json {
         println!("{PER_EXPORT_NOTE}");
     }

@@ -588,50 +588,67 @@ pub(crate) async fn release(s: &Session) -> Result<Released> {
     let records = s.client.records_of_patient(&me).await?;
     let genesis = s.client.genesis().await?;
     let mut out = Released::default();
+    // A key a member got once (from an earlier release, or in this run) it keeps.
+    let mut held: BTreeSet<(AccountId, String)> = trail
+        .iter()
+        .filter_map(|e| match &e.kind {
+            AuditKind::RecordKeyShared { record, grantee } => Some((*grantee, record.clone())),
+            _ => None,
+        })
+        .collect();
     for e in &trail {
         let AuditKind::ResearchExport { project, .. } = &e.kind else { continue };
+        let at = format!("the export of block {} for project {project}", e.height);
         if now.saturating_sub(e.time_ms) >= RESEARCH_READ_WINDOW_MS {
             out.passed_over.push(format!(
-                "the export of block {} for project {project} is older than a day: its member \
-                 may read nothing under it (a new export is needed)",
-                e.height
+                "{at} is older than a day: its member may read nothing under it (a new export \
+                 is needed)"
             ));
             continue;
         }
-        let resp = s.client.transaction(&e.tx_hash).await?;
-        s.client.admitted_signer(&resp.checkpoint, &s.anchor, &genesis).await?;
-        let tx = medledger_client::proof::verify_tx_proof(&resp, &resp.checkpoint.signer)
-            .context("the export's inclusion proof does NOT verify: nothing released")?;
-        if tx.hash() != e.tx_hash || !matches!(resp.receipt.outcome, Outcome::Applied { .. }) {
-            bail!(
-                "the node proved another transaction, or one not applied, for the export of \
-                 block {}: nothing released",
-                e.height
-            );
-        }
-        let TxBody::ResearchExport(x) = &tx.tx.body else {
-            bail!("transaction {} is no research export: nothing released", e.tx_hash);
+        // Each export on its own: one that cannot be proven, or whose member may no longer
+        // read (the ledger refuses the key then), does not stop the others.
+        let step = async {
+            let resp = s.client.transaction(&e.tx_hash).await?;
+            s.client.admitted_signer(&resp.checkpoint, &s.anchor, &genesis).await?;
+            let tx = medledger_client::proof::verify_tx_proof(&resp, &resp.checkpoint.signer)
+                .context("its inclusion proof does NOT verify")?;
+            if tx.hash() != e.tx_hash || !matches!(resp.receipt.outcome, Outcome::Applied { .. }) {
+                bail!("the node proved another transaction, or one not applied");
+            }
+            let TxBody::ResearchExport(x) = &tx.tx.body else {
+                bail!("transaction {} is no research export", e.tx_hash);
+            };
+            let named = named_for_content(x, me, resp.receipt.height, &records)?;
+            anyhow::Ok((tx.tx.signer, named))
         };
-        let member = tx.tx.signer;
-        let mut any = false;
-        for r in named_for_content(x, me, resp.receipt.height, &records)? {
-            let shared = trail.iter().any(|later| {
-                later.seq > e.seq
-                    && matches!(&later.kind, AuditKind::RecordKeyShared { record, grantee }
-                        if *record == r.pmr && *grantee == member)
-            });
-            if shared || r.erased_at.is_some() {
+        let (member, named) = match step.await {
+            Ok(found) => found,
+            Err(err) => {
+                out.passed_over.push(format!("{at}: {err:#}; nothing released for it"));
                 continue;
             }
-            crate::record::share_with(s, r, member).await?;
-            out.released.push(ReleasedKey { member, project: project.clone(), pmr: r.pmr.clone() });
-            any = true;
+        };
+        let mut any = false;
+        for r in named {
+            if r.erased_at.is_some() || held.contains(&(member, r.pmr.clone())) {
+                continue;
+            }
+            match crate::record::share_with(s, r, member).await {
+                Ok(_) => {
+                    held.insert((member, r.pmr.clone()));
+                    out.released.push(ReleasedKey {
+                        member,
+                        project: project.clone(),
+                        pmr: r.pmr.clone(),
+                    });
+                    any = true;
+                }
+                Err(err) => out.passed_over.push(format!("{at}: record {}: {err:#}", r.pmr)),
+            }
         }
         if !any {
-            out.passed_over.push(format!(
-                "the export of block {} for project {project}: nothing (more) to release",
-                e.height
-            ));
+            out.passed_over.push(format!("{at}: nothing (more) to release"));
         }
     }
     Ok(out)
@@ -651,24 +668,32 @@ pub(crate) fn named_for_content<'a>(
     if x.patient != patient {
         bail!("the research export is of patient {}, not of this wallet's records", x.patient);
     }
-    let at_export: Vec<&RecordView> = records
+    let ours: Vec<&RecordView> = records
         .iter()
         .filter(|r| r.patient == patient && x.categories.contains(&r.category))
-        .filter(|r| r.minted_at <= height && r.erased_at.is_none_or(|h| h > height))
         .collect();
-    let planned: Vec<PlannedRecord> = at_export
-        .iter()
-        .map(|r| PlannedRecord { pmr: r.pmr.clone(), category: r.category, content: r.content })
-        .collect();
-    if plan_digest(&x.project, &x.rule_set, &patient, &x.categories, &planned) != x.plan {
-        bail!(
-            "the node's list of your records does not give the plan the research export for \
-             project {} committed to: nothing released for it",
-            x.project
-        );
+    // A record minted or erased in the export's own block may come before or after it there:
+    // the plan is tried with those as they stood before the export and as after.
+    for same_block_first in [true, false] {
+        let at_export: Vec<&RecordView> = (ours.iter().copied())
+            .filter(|r| r.minted_at < height || (r.minted_at == height && same_block_first))
+            .filter(|r| {
+                r.erased_at.is_none_or(|h| h > height || (h == height && !same_block_first))
+            })
+            .collect();
+        let planned: Vec<PlannedRecord> = (at_export.iter())
+            .map(|r| PlannedRecord { pmr: r.pmr.clone(), category: r.category, content: r.content })
+            .collect();
+        if plan_digest(&x.project, &x.rule_set, &patient, &x.categories, &planned) == x.plan {
+            let content = medledger_core::tx::research::content_categories(&x.rule_set);
+            return Ok(at_export.into_iter().filter(|r| content.contains(&r.category)).collect());
+        }
     }
-    let content = medledger_core::tx::research::content_categories(&x.rule_set);
-    Ok(at_export.into_iter().filter(|r| content.contains(&r.category)).collect())
+    bail!(
+        "the node's list of your records does not give the plan the research export for \
+         project {} committed to: nothing released for it",
+        x.project
+    )
 }
 
 /// What a file's wrapped key is bound to: the project and the file's name (a key does not
@@ -797,6 +822,15 @@ mod tests {
             let err = named_for_content(&x, AccountId([1; 20]), 10, listing).unwrap_err();
             assert!(err.to_string().contains("nothing released"), "{what}: {err}");
         }
+        // A record minted in the export's own block, after it (not planned) or before it
+        // (planned): either way the plan is found.
+        let same_block = record("8", "imaging", 10, None);
+        let with_it = [all.to_vec(), vec![same_block.clone()]].concat();
+        let named = named_for_content(&x, AccountId([1; 20]), 10, &with_it).unwrap();
+        assert_eq!(named.iter().map(|r| r.pmr.as_str()).collect::<Vec<_>>(), ["1", "5"]);
+        let y = export_of(&[&scan, &lab, &erased_after, &same_block]);
+        let named = named_for_content(&y, AccountId([1; 20]), 10, &with_it).unwrap();
+        assert_eq!(named.iter().map(|r| r.pmr.as_str()).collect::<Vec<_>>(), ["1", "5", "8"]);
         let err = named_for_content(&x, AccountId([9; 20]), 10, &all).unwrap_err();
         assert!(err.to_string().contains("not of this wallet's records"), "{err}");
     }

@@ -234,8 +234,8 @@ pub fn verify_account_key(
 /// What an account's proven registration made it, as far as the wallet must know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Registered {
-    /// An organisation (admitted by the regulator).
-    Organisation,
+    /// An organisation (admitted by the regulator), of this kind.
+    Organisation(medledger_core::tx::OrganisationKind),
     /// A member of this organisation: its `AddMember` was signed by the organisation and
     /// carries the member's valid acceptance.
     MemberOf(AccountId),
@@ -258,7 +258,7 @@ pub fn verify_registration(
     let tx = signed_for_this_chain(registration, anchor, signer)
         .map_err(|e| refuse(format!("its registration is not proven: {e}")))?;
     let registered = match &tx.tx.body {
-        TxBody::Registry(RegistryTx::AdmitOrganisation(_)) => Registered::Organisation,
+        TxBody::Registry(RegistryTx::AdmitOrganisation(a)) => Registered::Organisation(a.kind),
         TxBody::Registry(RegistryTx::AddMember(m))
             if m.verify_acceptance(&tx.tx.signer).is_ok() =>
         {

@@ -10,8 +10,10 @@
 //! (0028,0303) `MODIFIED`. Private attributes are removed. Pixel data is carried through
 //! byte for byte; an instance whose Burned In Annotation (0028,0301) is anything but `NO` is
 //! refused, since cleaning pixel data is another option (Clean Pixel Data) this profile does
-//! not include; without the flag, an image is refused unless its modality is a reconstructed
-//! one that carries no burned-in text (CT, MR, PT, NM, RT dose, segmentation).
+//! not include; without the flag, an image (pixel data anywhere, sequence items included) is
+//! refused unless its modality and its SOP class are those of a reconstructed image that
+//! carries no burned-in text (CT, MR, PT, NM, RT dose, segmentation) and it is no secondary
+//! capture (no Conversion Type).
 //!
 //! Replacements are keyed ([`DeidKey`], for example one per research project): UIDs map to
 //! `2.25.` UIDs derived from them, and dates shift back by a per-patient number of days, both
@@ -47,13 +49,38 @@ const PATIENT_ID: Tag = Tag(0x0010, 0x0020);
 const MODALITY: Tag = Tag(0x0008, 0x0060);
 /// Pixel Data, Float Pixel Data and Double Float Pixel Data.
 const PIXEL_DATA_TAGS: [Tag; 3] = [Tag(0x7FE0, 0x0010), Tag(0x7FE0, 0x0008), Tag(0x7FE0, 0x0009)];
+/// SOP Class UID.
+const SOP_CLASS_UID: Tag = Tag(0x0008, 0x0016);
+/// Conversion Type: present in a secondary capture (a screen or a scan of something else).
+const CONVERSION_TYPE: Tag = Tag(0x0008, 0x0064);
 /// Modalities whose images are reconstructed (cross-sectional, dose and segmentation
 /// images), where the device writes no text into the pixels as it commonly does in
 /// ultrasound, secondary captures, angiography, endoscopy or photographs: an image of one of
-/// these without a Burned In Annotation flag is taken to have none. Any other image must say
-/// NO (PS3.15 E.1.1: the de-identifier is responsible for identifying text in the pixels,
-/// which this profile does not clean).
+/// these without a Burned In Annotation flag is taken to have none, if its SOP class is one of
+/// theirs too ([`RECONSTRUCTED_SOP_CLASSES`]) and it is no secondary capture. Any other image
+/// must say NO (PS3.15 E.1.1: the de-identifier is responsible for identifying text in the
+/// pixels, which this profile does not clean).
 const NO_BURN_IN_EXPECTED: [&str; 6] = ["CT", "MR", "PT", "NM", "RTDOSE", "SEG"];
+/// The storage SOP classes of those images (PS3.4 Annex B.5): CT, Enhanced and Legacy
+/// Converted Enhanced CT; MR, Enhanced MR, MR Spectroscopy, Enhanced MR Color and Legacy
+/// Converted Enhanced MR; PET, Enhanced and Legacy Converted Enhanced PET; NM; RT Dose;
+/// Segmentation. A screen capture stating one of those modalities is of another class.
+const RECONSTRUCTED_SOP_CLASSES: [&str; 14] = [
+    "1.2.840.10008.5.1.4.1.1.2",
+    "1.2.840.10008.5.1.4.1.1.2.1",
+    "1.2.840.10008.5.1.4.1.1.2.2",
+    "1.2.840.10008.5.1.4.1.1.4",
+    "1.2.840.10008.5.1.4.1.1.4.1",
+    "1.2.840.10008.5.1.4.1.1.4.2",
+    "1.2.840.10008.5.1.4.1.1.4.3",
+    "1.2.840.10008.5.1.4.1.1.4.4",
+    "1.2.840.10008.5.1.4.1.1.128",
+    "1.2.840.10008.5.1.4.1.1.130",
+    "1.2.840.10008.5.1.4.1.1.128.1",
+    "1.2.840.10008.5.1.4.1.1.20",
+    "1.2.840.10008.5.1.4.1.1.481.2",
+    "1.2.840.10008.5.1.4.1.1.66.4",
+];
 /// Patient Identity Removed.
 const PATIENT_IDENTITY_REMOVED: Tag = Tag(0x0012, 0x0062);
 /// De-identification Method.
@@ -133,13 +160,15 @@ pub enum DicomError {
         "Burned In Annotation is not NO: identifying text may be in the pixel data, which this profile does not clean"
     )]
     BurnedIn,
-    /// An image says nothing of burned-in text, and its modality often has some.
+    /// An image says nothing of burned-in text, and its modality or class often has some.
     #[error(
-        "Burned In Annotation is absent from a {modality} image: identifying text may be in the pixel data (without the flag set to NO, only CT, MR, PT, NM, RT dose and segmentation images are taken to have none)"
+        "Burned In Annotation is absent from a {modality} image of SOP class {sop_class}: identifying text may be in the pixel data (without the flag set to NO, only CT, MR, PT, NM, RT dose and segmentation images of their own storage classes, not secondary captures, are taken to have none)"
     )]
     BurnedInUnknown {
         /// The image's modality as the file states it ("unknown" if it does not).
         modality: String,
+        /// Its SOP class UID ("unknown" if it states none).
+        sop_class: String,
     },
 }
 
@@ -171,9 +200,9 @@ pub fn deidentify(bytes: &[u8], key: &DeidKey) -> Result<(Vec<u8>, Report), Dico
         .from_reader(Cursor::new(bytes))
         .map_err(|e| DicomError::Read(e.to_string()))?;
     // Read as a reader would even when written with VR UN (a flag hidden that way would let
-    // burned-in text through; the modality decides when there is no flag; the patient's id
-    // sets the date shift).
-    for tag in [BURNED_IN_ANNOTATION, MODALITY, PATIENT_ID] {
+    // burned-in text through; the modality, SOP class and conversion type decide when there
+    // is no flag; the patient's id sets the date shift).
+    for tag in [BURNED_IN_ANNOTATION, MODALITY, SOP_CLASS_UID, CONVERSION_TYPE, PATIENT_ID] {
         if file.element_opt(tag).ok().flatten().is_some_and(|e| e.vr() == VR::UN) {
             known_vr(&mut file, tag);
         }
@@ -184,13 +213,20 @@ pub fn deidentify(bytes: &[u8], key: &DeidKey) -> Result<(Vec<u8>, Report), Dico
         // No flag (or an empty one): an image is refused unless its modality has no burned-in
         // text; an object without pixels (a report, a plan) has none to hide.
         _ => {
-            let pixels =
-                PIXEL_DATA_TAGS.iter().any(|t| file.element_opt(*t).ok().flatten().is_some());
             let modality = text_of(&file, MODALITY).map(|m| m.trim().to_ascii_uppercase());
-            if pixels && !modality.as_deref().is_some_and(|m| NO_BURN_IN_EXPECTED.contains(&m)) {
-                let modality = modality.filter(|m| !m.is_empty());
+            let sop_class = text_of(&file, SOP_CLASS_UID)
+                .or_else(|| Some(file.meta().media_storage_sop_class_uid.clone()))
+                .map(|u| u.trim_end_matches(['\0', ' ']).to_owned())
+                .filter(|u| !u.is_empty());
+            let reconstructed =
+                modality.as_deref().is_some_and(|m| NO_BURN_IN_EXPECTED.contains(&m))
+                    && sop_class.as_deref().is_some_and(|c| RECONSTRUCTED_SOP_CLASSES.contains(&c))
+                    && file.element_opt(CONVERSION_TYPE).ok().flatten().is_none();
+            if has_pixels(&file) && !reconstructed {
+                let unknown = || "unknown".to_owned();
                 return Err(DicomError::BurnedInUnknown {
-                    modality: modality.unwrap_or_else(|| "unknown".into()),
+                    modality: modality.filter(|m| !m.is_empty()).unwrap_or_else(unknown),
+                    sop_class: sop_class.unwrap_or_else(unknown),
                 });
             }
         }
@@ -218,6 +254,15 @@ pub fn deidentify(bytes: &[u8], key: &DeidKey) -> Result<(Vec<u8>, Report), Dico
 }
 
 /// The text of `tag` in `obj`, if present and textual.
+/// Whether `obj` holds pixel data anywhere: at its top level or in an item of any sequence
+/// (the profile keeps sequences it does not list, and their pixels would leave untouched).
+fn has_pixels(obj: &InMemDicomObject) -> bool {
+    obj.iter().any(|e| {
+        PIXEL_DATA_TAGS.contains(&e.tag())
+            || e.items().is_some_and(|items| items.iter().any(has_pixels))
+    })
+}
+
 fn text_of(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
     let element = obj.element_opt(tag).ok().flatten()?;
     element.to_str().ok().map(|s| s.trim_end_matches(['\0', ' ']).to_owned())

@@ -1147,8 +1147,7 @@ async fn grant(State(p): State<Portal>, Form(form): Form<GrantForm>) -> Response
             validity: crate::consent::validity(form.days)?,
         };
         u.session.submit(TxBody::Consent(body)).await?;
-        let wrapped =
-            crate::consent::wrap_for_grant(&u.session, me, grantee, &scope, purpose).await?;
+        let wrapped = crate::consent::wrap_for_grant(&u.session, me, grantee, &scope).await?;
         anyhow::Ok(format!(
             "access granted to {} ({}){}",
             u.names.of(&grantee),
@@ -1307,14 +1306,8 @@ async fn answer(State(p): State<Portal>, Form(form): Form<AnswerForm>) -> Respon
                 let body = ConsentTx::Approve { request: id, scope: r.scope.clone(), validity };
                 u.session.submit(TxBody::Consent(body)).await?;
                 let me = u.session.wallet.account();
-                let wrapped = crate::consent::wrap_for_grant(
-                    &u.session,
-                    me,
-                    r.requester,
-                    &r.scope,
-                    r.purpose,
-                )
-                .await?;
+                let wrapped =
+                    crate::consent::wrap_for_grant(&u.session, me, r.requester, &r.scope).await?;
                 anyhow::Ok(format!(
                     "request approved: {} may read {} for {} ({}){}",
                     u.names.of(&r.requester),

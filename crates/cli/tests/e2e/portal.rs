@@ -1621,6 +1621,7 @@ fn a_doctor_opens_writes_and_seals_a_case_and_both_read_it_verified_in_the_porta
     assert!(!behind.body.contains(entry), "{}", behind.body);
     let download = ppost("/case/export", &[("csrf", &pcsrf), ("case", &case)]);
     assert_eq!(download.status, 403, "{}", download.body);
+    assert!(download.body.contains("is behind"), "{}", download.body);
     assert!(!download.bytes.starts_with(b"MLCASEX1"), "an unchecked export was sent");
     remember(None);
     let log = ask(pat.port, "GET", "/access-log", &[("Cookie", &pcookie)], "");

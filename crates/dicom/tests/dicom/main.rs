@@ -225,12 +225,44 @@ fn content_that_is_not_dicom_or_has_burned_in_text_is_refused() {
     assert!(with_modality(&mut obj, Some("MR")).is_ok());
     for (modality, named) in [(Some("US"), "US"), (Some("OT"), "OT"), (None, "unknown")] {
         match with_modality(&mut obj, modality) {
-            Err(DicomError::BurnedInUnknown { modality }) => assert_eq!(modality, named),
+            Err(DicomError::BurnedInUnknown { modality, .. }) => assert_eq!(modality, named),
             other => panic!("{named}: {other:?}"),
         }
     }
-    obj.remove_element(dicom_core::Tag(0x7FE0, 0x0010));
+    // A screen capture that says CT: its SOP class (Secondary Capture) or its Conversion Type
+    // gives it away.
+    let sop_class = dicom_core::Tag(0x0008, 0x0016);
+    let ct_class = obj.element(sop_class).unwrap().to_str().unwrap().into_owned();
+    let put_class = |obj: &mut dicom_object::DefaultDicomObject, uid: &str| {
+        obj.put(dicom_core::DataElement::new(sop_class, dicom_core::VR::UI, uid));
+    };
+    put_class(&mut obj, "1.2.840.10008.5.1.4.1.1.7");
+    match with_modality(&mut obj, Some("CT")) {
+        Err(DicomError::BurnedInUnknown { sop_class, .. }) => {
+            assert_eq!(sop_class, "1.2.840.10008.5.1.4.1.1.7")
+        }
+        other => panic!("a secondary capture saying CT: {other:?}"),
+    }
+    put_class(&mut obj, &ct_class);
+    assert!(with_modality(&mut obj, Some("CT")).is_ok());
+    obj.put(dicom_core::DataElement::new(
+        dicom_core::Tag(0x0008, 0x0064),
+        dicom_core::VR::CS,
+        "WSD",
+    ));
+    assert!(matches!(with_modality(&mut obj, Some("CT")), Err(DicomError::BurnedInUnknown { .. })));
+    obj.remove_element(dicom_core::Tag(0x0008, 0x0064));
+    // Without pixels nothing is burned in; pixels inside a sequence item count as pixels.
+    let pixels = obj.take_element(dicom_core::Tag(0x7FE0, 0x0010)).unwrap();
     assert!(with_modality(&mut obj, Some("US")).is_ok(), "no pixels, nothing burned in");
+    let mut item = dicom_object::InMemDicomObject::new_empty();
+    item.put(pixels);
+    obj.put(dicom_core::DataElement::new(
+        dicom_core::Tag(0x0040, 0xA730),
+        dicom_core::VR::SQ,
+        dicom_core::value::DataSetSequence::from(vec![item]),
+    ));
+    assert!(matches!(with_modality(&mut obj, Some("US")), Err(DicomError::BurnedInUnknown { .. })));
 }
 
 /// Values the table does not list, held in the items of a sequence the profile gives a dummy

@@ -1,6 +1,8 @@
 //! The owner, patient or a delegate gives another account a record's data key, wrapped to
 //! that account (done in the patient's wallet when granting access to the record). Access
 //! itself still needs a grant in force: a key without a grant opens nothing the node serves.
+//! A researcher organisation or its member gets a key only for a read `authorize` allows it
+//! now for research (what a research export of the member's own named: M2).
 //!
 //! The recipient may also be the patient's emergency pseudo-account
 //! (`AccountId::emergency_of`), once the patient has an emergency profile: the patient's wallet
@@ -14,6 +16,56 @@ use crate::{
     handler::{HandlerResult, refuse_on},
     state::StateTxn,
 };
+
+/// A researcher organisation, or a member of one, gets a record's key only for a read the
+/// ledger would allow it now for research (`authorize`: what a research export of the
+/// member's own named for its content, within the day, under a grant still in force, the
+/// member and its organisation active): so no wallet, whatever a node told it, hands a
+/// researcher a key outside an export, after a revocation or during a suspension (M2).
+fn researcher_may_read(
+    state: &StateTxn<'_, '_>,
+    pmr: &str,
+    r: &crate::state::RecordEntry,
+    recipient: &AccountId,
+) -> Result<Result<(), Refusal>, crate::LedgerError> {
+    use medledger_core::tx::{
+        OrganisationKind, Role,
+        consent::{Purpose, Resource},
+    };
+    let researcher = Role::Organisation(OrganisationKind::Researcher);
+    let Some(account) = state.account(recipient)? else { return Ok(Ok(())) };
+    let organisation = match account.role {
+        Role::Member => account.authority.map(|o| state.account(&o)).transpose()?.flatten(),
+        _ => None,
+    };
+    if account.role != researcher && organisation.is_none_or(|o| o.role != researcher) {
+        return Ok(Ok(()));
+    }
+    let resource = Resource {
+        patient: r.patient,
+        category: Some(r.category),
+        record: Some(pmr.to_owned()),
+        case: None,
+    };
+    let decision = crate::consent::authorize(
+        state,
+        recipient,
+        crate::consent::Action::Read,
+        &resource,
+        Purpose::Research,
+        state.height,
+        state.time_ms,
+    )?;
+    if decision.is_allowed() {
+        return Ok(Ok(()));
+    }
+    Ok(Err(Refusal::Unauthorised {
+        reason: format!(
+            "{recipient} is a researcher: it gets a record's key only for a read a research \
+             export of its own allows now ({decision})"
+        ),
+    }))
+}
 
 pub(crate) fn apply(
     state: &mut StateTxn<'_, '_>,
@@ -36,6 +88,7 @@ pub(crate) fn apply(
         }
     } else {
         refuse_on!(crate::handler::require_active(state, &key.recipient, "recipient")?);
+        refuse_on!(researcher_may_read(state, pmr, &r, &key.recipient)?);
     }
     if key.blob == r.content || key.blob == r.metadata {
         return Ok(Err(Refusal::Invalid { reason: "a wrapped key must be its own blob".into() }));

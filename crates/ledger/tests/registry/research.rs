@@ -370,6 +370,61 @@ fn export_planned(w: &mut World, categories: &[RecordCategory], records: &[Plann
 /// report the export named, not a record added after it, not a whole category, not a record
 /// another member's export named, not after the day, not under a grant given after the export,
 /// not after a revocation. The organisation's own account reads nothing.
+/// A record's key reaches a researcher only for a read the ledger allows it now for research:
+/// the patient's key share to the member is refused before an export names the record, to
+/// the organisation's own account always, for a record the export did not name for its
+/// content, after the grant is revoked and while the organisation is suspended; it is applied
+/// after an export names the record. Each refusal changes nothing.
+#[test]
+fn a_records_key_reaches_a_researcher_only_for_what_an_export_of_its_own_lets_it_read() {
+    use RecordCategory::{Imaging, LabReport};
+    let mut w = world();
+    let month = month_grant(&mut w, &[Imaging, LabReport]);
+    let scan = mint(&mut w, Imaging, "scan");
+    let lab = mint(&mut w, LabReport, "lab");
+    let share = |w: &mut World, pmr: &str, to: AccountId, n: u8| {
+        let key = medledger_core::tx::records::KeyRef { recipient: to, blob: Hash([n; 32]) };
+        let t = rec(RecordTx::ShareKey { record: pmr.to_owned(), key }, &mut w.patient);
+        w.net.one(t)
+    };
+    let refused = |w: &mut World, pmr: &str, to: AccountId, n: u8, why: &str| {
+        let before = w.net.ledger.record_key(pmr, &to).unwrap();
+        match refusal(&share(w, pmr, to, n)) {
+            Refusal::Unauthorised { reason } => {
+                assert!(reason.contains("researcher"), "{why}: {reason}")
+            }
+            other => panic!("{why}: {other:?}"),
+        }
+        assert_eq!(w.net.ledger.record_key(pmr, &to).unwrap(), before, "{why}");
+    };
+    let (member, org) = (w.member.account, w.org.account);
+    refused(&mut w, &scan.pmr, member, 1, "before any export");
+    export_planned(&mut w, &[Imaging, LabReport], &[scan.clone(), lab.clone()]);
+    refused(&mut w, &scan.pmr, org, 2, "the organisation's own account");
+    refused(&mut w, &lab.pmr, member, 3, "a record named for its code only");
+    applied(&share(&mut w, &scan.pmr, member, 4));
+    assert!(w.net.ledger.record_key(&scan.pmr, &member).unwrap().is_some());
+    // Suspended: refused; reinstated: the rows went with the suspension.
+    let t = w
+        .net
+        .regulator
+        .sign(RegistryTx::SuspendOrganisation { organisation: org, reason: "audit".into() });
+    applied(&w.net.one(t));
+    refused(&mut w, &scan.pmr, member, 5, "a suspended organisation");
+    let t = w.net.regulator.sign(RegistryTx::ReinstateOrganisation { organisation: org });
+    applied(&w.net.one(t));
+    refused(&mut w, &scan.pmr, member, 6, "an export from before the suspension");
+    // A new export: applied again; the grant revoked: refused.
+    export_planned(&mut w, &[Imaging, LabReport], &[scan.clone(), lab.clone()]);
+    applied(&share(&mut w, &scan.pmr, member, 7));
+    let t = consent(ConsentTx::Revoke { grant: month }, &mut w.patient);
+    applied(&w.net.one(t));
+    refused(&mut w, &scan.pmr, member, 8, "a revoked grant");
+    // Anyone else (the doctor) still gets keys as before.
+    let doctor = w.doctor.account;
+    applied(&share(&mut w, &scan.pmr, doctor, 9));
+}
+
 /// A suspension takes what research exports let the organisation's members read with it:
 /// reinstated within the day, the member reads nothing an earlier export named, until a new
 /// export names it again.
