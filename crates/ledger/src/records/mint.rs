@@ -34,6 +34,19 @@ pub(crate) fn apply(
         "create a record"
     )?);
     refuse_on!(check_fields(signer, m));
+    // No key of a new record goes to a researcher: no research export has named it yet, and
+    // only what one names reaches a researcher (`share.rs`, M2).
+    for k in &m.keys {
+        if super::share::is_researcher(state, &k.recipient)? {
+            return Ok(Err(Refusal::Unauthorised {
+                reason: format!(
+                    "{} is a researcher: a new record's key is wrapped to no researcher (the \
+                     patient releases a key after a research export names the record)",
+                    k.recipient
+                ),
+            }));
+        }
+    }
     // The ledger has no clock: a visit date after the block's date is in the future.
     if m.visit_date.is_after(state.time_ms) {
         return Ok(Err(Refusal::Invalid {

@@ -28,17 +28,8 @@ fn researcher_may_read(
     r: &crate::state::RecordEntry,
     recipient: &AccountId,
 ) -> Result<Result<(), Refusal>, crate::LedgerError> {
-    use medledger_core::tx::{
-        OrganisationKind, Role,
-        consent::{Purpose, Resource},
-    };
-    let researcher = Role::Organisation(OrganisationKind::Researcher);
-    let Some(account) = state.account(recipient)? else { return Ok(Ok(())) };
-    let organisation = match account.role {
-        Role::Member => account.authority.map(|o| state.account(&o)).transpose()?.flatten(),
-        _ => None,
-    };
-    if account.role != researcher && organisation.is_none_or(|o| o.role != researcher) {
+    use medledger_core::tx::consent::{Purpose, Resource};
+    if !is_researcher(state, recipient)? {
         return Ok(Ok(()));
     }
     let resource = Resource {
@@ -65,6 +56,21 @@ fn researcher_may_read(
              export of its own allows now ({decision})"
         ),
     }))
+}
+
+/// Whether `account` is a researcher organisation or a member of one.
+pub(super) fn is_researcher(
+    state: &StateTxn<'_, '_>,
+    account: &AccountId,
+) -> Result<bool, crate::LedgerError> {
+    use medledger_core::tx::{OrganisationKind, Role};
+    let researcher = Role::Organisation(OrganisationKind::Researcher);
+    let Some(a) = state.account(account)? else { return Ok(false) };
+    let organisation = match a.role {
+        Role::Member => a.authority.map(|o| state.account(&o)).transpose()?.flatten(),
+        _ => None,
+    };
+    Ok(a.role == researcher || organisation.is_some_and(|o| o.role == researcher))
 }
 
 pub(crate) fn apply(

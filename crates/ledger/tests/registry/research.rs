@@ -374,7 +374,8 @@ fn export_planned(w: &mut World, categories: &[RecordCategory], records: &[Plann
 /// the patient's key share to the member is refused before an export names the record, to
 /// the organisation's own account always, for a record the export did not name for its
 /// content, after the grant is revoked and while the organisation is suspended; it is applied
-/// after an export names the record. Each refusal changes nothing.
+/// after an export names the record; a new record's mint wraps it to no researcher. Each
+/// refusal changes nothing.
 #[test]
 fn a_records_key_reaches_a_researcher_only_for_what_an_export_of_its_own_lets_it_read() {
     use RecordCategory::{Imaging, LabReport};
@@ -423,6 +424,22 @@ fn a_records_key_reaches_a_researcher_only_for_what_an_export_of_its_own_lets_it
     // Anyone else (the doctor) still gets keys as before.
     let doctor = w.doctor.account;
     applied(&share(&mut w, &scan.pmr, doctor, 9));
+    // A new record's mint wraps its key to no researcher (member or organisation): refused,
+    // nothing minted.
+    for (to, tag) in [(member, "to-member"), (org, "to-lab")] {
+        let mut body = mint_body(&w.patient, &w.doctor, Imaging, tag);
+        body.keys.push(medledger_core::tx::records::KeyRef {
+            recipient: to,
+            blob: Hash::of(format!("kr/{tag}").as_bytes()),
+        });
+        let before = w.net.ledger.records_of_patient(&w.patient.account).unwrap().len();
+        let t = rec(RecordTx::Mint(body), &mut w.doctor);
+        match refusal(&w.net.one(t)) {
+            Refusal::Unauthorised { reason } => assert!(reason.contains("researcher"), "{reason}"),
+            other => panic!("{tag}: {other:?}"),
+        }
+        assert_eq!(w.net.ledger.records_of_patient(&w.patient.account).unwrap().len(), before);
+    }
 }
 
 /// A suspension takes what research exports let the organisation's members read with it:
