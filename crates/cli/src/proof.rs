@@ -224,22 +224,33 @@ pub(crate) async fn extend_history(
     }
     let checked = seen;
     // Saved with the state MAC recomputed (atomically, fsynced, 0600).
-    wallet.update_state(path, |state| {
-        let mut seen = seen_of(state, anchor);
-        if seen != checked {
-            bail!(
-                "the wallet's checkpoint history changed while this checkpoint was checked \
-                 against it (another medledger process saved the wallet): try again"
-            );
-        }
-        if state.last_checkpoint.as_ref().is_none_or(|l| l.checkpoint.height <= n.height) {
-            state.last_checkpoint = Some(new.checkpoint.clone());
-        }
-        remember(&mut seen, new.clone());
-        state.seen_checkpoints = seen;
-        anyhow::Ok(())
-    })?;
+    wallet.update_state(path, |state| record_checked(state, anchor, &checked, &new))?;
     Ok(checked)
+}
+
+/// Records checkpoint `new` in `state`, which must still hold the history `new` was checked
+/// against (`checked`): if another process changed it meanwhile, nothing changes and the
+/// caller is asked to retry.
+fn record_checked(
+    state: &mut medledger_client::keystore::WalletState,
+    anchor: &TrustAnchor,
+    checked: &[SeenCheckpoint],
+    new: &SeenCheckpoint,
+) -> Result<()> {
+    let mut seen = seen_of(state, anchor);
+    if seen != checked {
+        bail!(
+            "the wallet's checkpoint history changed while this checkpoint was checked against \
+             it (another medledger process saved the wallet): try again"
+        );
+    }
+    let n = &new.checkpoint.checkpoint;
+    if state.last_checkpoint.as_ref().is_none_or(|l| l.checkpoint.height <= n.height) {
+        state.last_checkpoint = Some(new.checkpoint.clone());
+    }
+    remember(&mut seen, new.clone());
+    state.seen_checkpoints = seen;
+    Ok(())
 }
 
 /// The newest checkpoint this wallet saw from each node, with one remembered before the
@@ -256,4 +267,53 @@ fn seen_of(
         seen.push(SeenCheckpoint { node_id: id, checkpoint: last.clone() });
     }
     seen
+}
+
+#[cfg(test)]
+mod tests {
+    use medledger_client::{
+        checkpoints::SeenCheckpoint, keystore::WalletState, proof::TrustAnchor,
+    };
+    use medledger_core::{Hash, block::Checkpoint, keys::SigningKey};
+
+    use super::record_checked;
+
+    fn seen(node_id: u64, key: &SigningKey, height: u64) -> SeenCheckpoint {
+        let checkpoint = Checkpoint {
+            chain_id: "medledger-test".into(),
+            height,
+            time_ms: height * 1_000,
+            log_size: height * 3,
+            log_root: Hash::of(&height.to_be_bytes()),
+        }
+        .sign(key);
+        SeenCheckpoint { node_id, checkpoint }
+    }
+
+    /// A checkpoint is recorded against the history it was checked with; if another process
+    /// saved a checkpoint into the wallet meanwhile, it is refused and the state is unchanged.
+    #[test]
+    fn a_checkpoint_is_recorded_only_against_the_history_it_was_checked_with() {
+        let (one, two) = (SigningKey::generate(), SigningKey::generate());
+        let anchor = TrustAnchor {
+            node_key: one.public_key(),
+            chain_id: "medledger-test".into(),
+            genesis: Hash([7; 32]),
+        };
+        let first = seen(1, &one, 3);
+        let mut state = WalletState { seen_checkpoints: vec![first.clone()], ..Default::default() };
+        let checked = vec![first.clone()];
+        let newer = seen(1, &one, 5);
+        record_checked(&mut state, &anchor, &checked, &newer).unwrap();
+        assert_eq!(state.seen_checkpoints, vec![newer.clone()]);
+        assert_eq!(state.last_checkpoint.as_ref(), Some(&newer.checkpoint));
+
+        // Checked against [newer], but another process added node 2's checkpoint since.
+        let checked = state.seen_checkpoints.clone();
+        state.seen_checkpoints.push(seen(2, &two, 9));
+        let before = state.clone();
+        let err = record_checked(&mut state, &anchor, &checked, &seen(1, &one, 6)).unwrap_err();
+        assert!(err.to_string().contains("changed while this checkpoint was checked"), "{err}");
+        assert_eq!(state, before);
+    }
 }
