@@ -109,8 +109,9 @@ fn the_card_code_and_break_glass_open_the_profile_and_records_with_every_step_lo
     let out = ok(&args(&declare("unconscious", reason)), &env);
     let bg = id_of(&out);
     // M7: the reason is nowhere in the data directory in plaintext.
-    for path in files_under(&node.dir) {
-        let bytes = std::fs::read(&path).unwrap();
+    let files = files_under(&node.dir);
+    assert!(files.len() > 3, "the node's data directory holds {} files", files.len());
+    for (path, bytes) in files {
         assert!(
             !bytes.windows(b"road accident".len()).any(|w| w == b"road accident"),
             "the reason is in plaintext in {}",
@@ -237,8 +238,9 @@ fn the_card_code_and_break_glass_open_the_profile_and_records_with_every_step_lo
     // The finding is sealed too; the patient reads it.
     let out = ok(&["emergency", "show", "--wallet", &c.patient, "--break-glass", &bg], &env);
     assert!(out.contains("justified: patient unconscious"), "{out}");
-    for path in files_under(&node.dir) {
-        let bytes = std::fs::read(&path).unwrap();
+    let files = files_under(&node.dir);
+    assert!(files.len() > 3, "the node's data directory holds {} files", files.len());
+    for (path, bytes) in files {
         assert!(
             !bytes.windows(b"justified".len()).any(|w| w == b"justified"),
             "the finding is in plaintext in {}",
@@ -247,15 +249,27 @@ fn the_card_code_and_break_glass_open_the_profile_and_records_with_every_step_lo
     }
 }
 
-/// Every file under `dir`, recursively.
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+/// Every file under `dir`, recursively, with its bytes. The node keeps writing while this
+/// looks (Raft log segments, files replaced by rename): a file or directory gone by the time
+/// it is read holds nothing any more and is passed over; any other error fails the test.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if gone(&e) => return Vec::new(),
+        Err(e) => panic!("{}: {e}", dir.display()),
+    };
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
+    for entry in entries {
         let path = entry.unwrap().path();
         if path.is_dir() {
             out.extend(files_under(&path));
-        } else {
-            out.push(path);
+            continue;
+        }
+        match std::fs::read(&path) {
+            Ok(bytes) => out.push((path, bytes)),
+            Err(e) if gone(&e) => {}
+            Err(e) => panic!("{}: {e}", path.display()),
         }
     }
     out
