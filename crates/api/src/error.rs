@@ -132,6 +132,9 @@ error_codes! {
     /// The client asked for a read at a height this node has not applied yet; the body says
     /// the node's height (503, `retry-after`).
     NotYet => "not_yet",
+    /// What was asked for is no longer as it was committed (a research export's records
+    /// changed since its plan): asking again will not help; doing it again will (409).
+    Changed => "changed",
     /// Set by the client, never by a node: the answer was an error status without an error
     /// body (a proxy's page, say).
     HttpError => "http_error",

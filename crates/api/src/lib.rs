@@ -74,9 +74,13 @@ pub mod paths {
     /// GET (signed by the patient, a delegate or the requester) an access request:
     /// `/v1/consent/requests/{id}`.
     pub const REQUESTS: &str = "/v1/consent/requests";
-    /// The research cohort of the signing member of a researcher organisation:
-    /// `GET /v1/consent/research-cohort` ([`super::CohortView`]).
+    /// The research cohort of the signing member of a researcher organisation, with the plan
+    /// of an export for a project: `GET /v1/consent/research-cohort?project=P&rule_set=R`
+    /// ([`super::CohortView`]).
     pub const RESEARCH_COHORT: &str = "/v1/consent/research-cohort";
+    /// What a committed research export of the signing member planned:
+    /// `GET /v1/consent/research-exports/{event}` ([`super::ExportListingView`]).
+    pub const RESEARCH_EXPORTS: &str = "/v1/consent/research-exports";
     /// GET (signed by the patient or a delegate) a patient's audit trail:
     /// `/v1/audit/{patient}?after=N&limit=M`.
     pub const AUDIT: &str = "/v1/audit";
@@ -451,6 +455,32 @@ pub struct CohortPatientView {
     pub patient: AccountId,
     /// The categories, in order.
     pub categories: Vec<RecordCategory>,
+    /// The digest of the plan an export of these categories for the project and rule set
+    /// asked must commit to now: signed without seeing the records, which
+    /// [`paths::RESEARCH_EXPORTS`] lists once the export is committed.
+    pub plan: Hash,
+}
+
+/// What a committed research export planned, shown to the member that committed it while
+/// the export is open (a day after its block, a grant that allowed it in force).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportListingView {
+    /// The export's audit event.
+    pub event: u64,
+    /// The patient.
+    pub patient: AccountId,
+    /// The project.
+    pub project: String,
+    /// The rule set.
+    pub rule_set: String,
+    /// The categories, in order.
+    pub categories: Vec<RecordCategory>,
+    /// The plan digest the event commits to; the records below are its.
+    pub plan: Hash,
+    /// The block time of the export, ms since the Unix epoch.
+    pub time_ms: u64,
+    /// The records the plan names, in PMR-ID order.
+    pub records: Vec<RecordView>,
 }
 
 /// A grant, as shown to the patient or the grantee.

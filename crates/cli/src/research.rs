@@ -3,13 +3,16 @@
 //! (`export`), encrypted to its own key, and opens such an export (`open`).
 //!
 //! `export`, in order (SECURITY.md, "Research export"):
-//! 1. asks the node for the member's cohort (`GET /v1/consent/research-cohort`: the patients
-//!    and the categories `authorize` allows it to read for research now);
-//! 2. lists each patient's records of those categories (what the member may see) and computes
-//!    the patient's plan digest (`medledger_core::tx::research::plan_digest`) from them;
-//! 3. signs one `ResearchExport` per patient and submits them in batches: each is decided by
-//!    the ledger at its block, and a refused one (a grant revoked meanwhile) leaves its patient
-//!    out;
+//! 1. asks the node for the member's cohort for the project (`GET
+//!    /v1/consent/research-cohort`: the patients, the categories `authorize` allows it to read
+//!    for research now, and the digest of each patient's plan: the member sees no record of a
+//!    patient before an export of its names them);
+//! 2. signs one `ResearchExport` per patient committing to that plan and submits them in
+//!    batches: each is decided by the ledger at its block, which recomputes the plan, and a
+//!    refused one (a grant revoked or a record added meanwhile) leaves its patient out;
+//! 3. fetches what each committed export planned (`GET /v1/consent/research-exports/{event}`,
+//!    covered by the export's event in the patient's trail) and checks it is the plan the
+//!    event commits to;
 //! 4. reads the content of the exported imaging records (audited reads for research, which
 //!    the ledger allows only now that an export of this member names them, for a day), and
 //!    de-identifies what is DICOM with `medledger_dicom::deidentify` under the project's key;
@@ -40,7 +43,7 @@ use medledger_client::{
 };
 use medledger_core::{
     Hash,
-    block::Outcome,
+    block::{Created, Outcome},
     encoding,
     ids::AccountId,
     tx::{
@@ -304,9 +307,16 @@ pub(crate) enum Secret<'a> {
 /// One patient's planned export: its records and the transaction that declares it.
 struct Planned {
     patient: AccountId,
-    records: Vec<RecordView>,
+    categories: Vec<medledger_core::tx::consent::RecordCategory>,
     plan: Hash,
     tx: SignedTransaction,
+}
+
+/// A patient whose export was committed, with the records its plan named.
+struct Exported {
+    patient: AccountId,
+    records: Vec<RecordView>,
+    plan: Hash,
 }
 
 /// Exports for `project` into `out` (module doc); what `--json` prints.
@@ -326,7 +336,7 @@ pub(crate) async fn export(
     if let Err(reason) = medledger_core::tx::research::check_shape(&probe) {
         bail!("{reason}");
     }
-    let cohort = s.client.research_cohort().await.context(
+    let cohort = s.client.research_cohort(project, RULE_SET).await.context(
         "the node gave no research cohort: only an active member of an active researcher organisation exports",
     )?;
     empty_dir(out)?;
@@ -340,19 +350,8 @@ pub(crate) async fn export(
         cohort.patients.len()
     );
 
-    // 2. Each patient's records of the categories the export may name, and the plan.
-    let listings: Vec<_> = stream::iter(cohort.patients.iter())
-        .map(|c| async move {
-            let records = s.client.records_of_patient(&c.patient).await?;
-            let records: Vec<RecordView> = records
-                .into_iter()
-                .filter(|r| r.erased_at.is_none() && c.categories.contains(&r.category))
-                .collect();
-            anyhow::Ok((c, records))
-        })
-        .buffered(LISTINGS_IN_FLIGHT)
-        .collect()
-        .await;
+    // 2. One export per patient, committing to the plan the ledger computed: the member sees
+    // no record before its export is in the patient's trail.
     let me = s.account;
     let first_nonce = s
         .client
@@ -361,28 +360,27 @@ pub(crate) async fn export(
         .and_then(|a| a.nonce)
         .with_context(|| format!("account {me} is not on the ledger"))?
         + 1;
-    let mut planned = Vec::with_capacity(listings.len());
-    for (i, listing) in listings.into_iter().enumerate() {
-        let (c, records) = listing?;
-        let items: Vec<PlannedRecord> = records
-            .iter()
-            .map(|r| PlannedRecord { pmr: r.pmr.clone(), category: r.category, content: r.content })
-            .collect();
-        let plan = plan_digest(project, RULE_SET, &c.patient, &c.categories, &items);
+    let mut planned = Vec::with_capacity(cohort.patients.len());
+    for (i, c) in cohort.patients.iter().enumerate() {
         let body = TxBody::ResearchExport(ResearchExportTx {
             patient: c.patient,
             categories: c.categories.clone(),
             project: project.to_owned(),
             rule_set: RULE_SET.into(),
-            plan,
+            plan: c.plan,
         });
         let tx =
             medledger_client::tx::build(s.identity, me, s.chain_id, first_nonce + i as u64, body);
-        planned.push(Planned { patient: c.patient, records, plan, tx });
+        planned.push(Planned {
+            patient: c.patient,
+            categories: c.categories.clone(),
+            plan: c.plan,
+            tx,
+        });
     }
 
-    // 3. One access event per patient, in batches; refused ones are left out.
-    let mut exported = Vec::with_capacity(planned.len());
+    // One access event per patient, in batches; refused ones are left out.
+    let mut committed = Vec::with_capacity(planned.len());
     let (mut refused, mut height) = (0u64, 0u64);
     let mut last_applied = None;
     for chunk in planned.chunks(EXPORT_BATCH) {
@@ -391,9 +389,17 @@ pub(crate) async fn export(
         for (p, item) in chunk.iter().zip(items) {
             match item {
                 BatchItem::Receipt(r) if matches!(r.outcome, Outcome::Applied { .. }) => {
+                    let Outcome::Applied { created: Some(Created::ResearchExport { event }) } =
+                        r.outcome
+                    else {
+                        bail!(
+                            "the node applied the export of patient {} but named no event",
+                            p.patient
+                        );
+                    };
                     height = height.max(r.height);
                     last_applied = Some(r.tx_hash);
-                    exported.push(p);
+                    committed.push((p, event));
                 }
                 BatchItem::Receipt(r) => {
                     refused += 1;
@@ -406,6 +412,22 @@ pub(crate) async fn export(
             }
         }
     }
+    // 3. What each committed export planned, checked against the plan its event commits to.
+    let listings: Vec<_> = stream::iter(committed)
+        .map(|(p, event)| async move {
+            let listing = s.client.research_export_listing(event).await.with_context(|| {
+                format!("the records of research export {event} (patient {})", p.patient)
+            })?;
+            anyhow::Ok(Exported {
+                patient: p.patient,
+                records: checked_listing(p, event, listing)?,
+                plan: p.plan,
+            })
+        })
+        .buffered(LISTINGS_IN_FLIGHT)
+        .collect()
+        .await;
+    let exported = listings.into_iter().collect::<Result<Vec<_>>>()?;
     // The block time of the last export event is the manifest's transactionTime.
     let time_ms = match last_applied {
         Some(hash) => s.client.transaction(&hash).await?.header.time_ms,
@@ -521,6 +543,40 @@ pub(crate) async fn export(
         manifest_sha256,
         plans: plans.to_hex(),
     })
+}
+
+/// The records of `listing`, if it is what planned export `p` (committed as `event`) named: the
+/// same patient, categories and plan, and records that are the plan's (recomputed here, so a
+/// node cannot add or hide one), none erased and each of a category the export named.
+fn checked_listing(
+    p: &Planned,
+    event: u64,
+    listing: medledger_api::ExportListingView,
+) -> Result<Vec<RecordView>> {
+    let items: Vec<PlannedRecord> = listing
+        .records
+        .iter()
+        .map(|r| PlannedRecord { pmr: r.pmr.clone(), category: r.category, content: r.content })
+        .collect();
+    let planned =
+        plan_digest(&listing.project, &listing.rule_set, &p.patient, &p.categories, &items);
+    let named = |r: &RecordView| {
+        r.patient == p.patient && r.erased_at.is_none() && p.categories.contains(&r.category)
+    };
+    if listing.event != event
+        || listing.patient != p.patient
+        || listing.categories != p.categories
+        || listing.plan != p.plan
+        || planned != p.plan
+        || !listing.records.iter().all(named)
+    {
+        bail!(
+            "the node's listing of research export {event} is not the plan the export commits \
+             to (patient {}): nothing was written; try another node",
+            p.patient
+        );
+    }
+    Ok(listing.records)
 }
 
 /// The largest content the export reads to de-identify: the whole file is parsed in memory.

@@ -31,7 +31,7 @@ use medledger_core::{
     ids::AccountId,
     tx::{
         OrganisationKind, Role,
-        consent::{Action, Basis, Purpose, Resource},
+        consent::{Action, Basis, Purpose, RecordCategory, Resource},
         research::{PlannedRecord, ResearchExportTx, check_shape, content_categories, plan_digest},
     },
 };
@@ -40,7 +40,7 @@ use crate::{
     audit::{AuditKind, record_event},
     consent::{acting_organisation, consent_allows},
     handler::HandlerResult,
-    state::{Account, ResearchReadEntry, StateTxn},
+    state::{Account, RecordEntry, ResearchReadEntry, StateTxn},
 };
 
 /// Applies a `ResearchExport` for an authenticated signer (see the module doc).
@@ -103,12 +103,7 @@ pub(crate) fn apply(
     grants.sort();
     // The plan must be the ledger's: every non-erased record of the patient of the exported
     // categories, at this block.
-    let records: Vec<PlannedRecord> = state
-        .records_of_patient(&tx.patient)?
-        .into_iter()
-        .filter(|(_, r)| r.erased_at.is_none() && tx.categories.contains(&r.category))
-        .map(|(pmr, r)| PlannedRecord { pmr, category: r.category, content: r.content })
-        .collect();
+    let records = planned(&state.records_of_patient(&tx.patient)?, &tx.categories);
     let plan = plan_digest(&tx.project, &tx.rule_set, &tx.patient, &tx.categories, &records);
     if plan != tx.plan {
         return Ok(Err(Refusal::Invalid {
@@ -138,7 +133,23 @@ pub(crate) fn apply(
     Ok(Ok(Some(Created::ResearchExport { event })))
 }
 
-/// One patient of a research cohort: who, and the categories the export may name.
+/// What an export of `categories` plans from a patient's `records`: every one not erased of
+/// those categories. The one rule for the plan a transaction must commit to, the plan the
+/// cohort offers and the listing an export opens.
+fn planned(records: &[(String, RecordEntry)], categories: &[RecordCategory]) -> Vec<PlannedRecord> {
+    records
+        .iter()
+        .filter(|(_, r)| r.erased_at.is_none() && categories.contains(&r.category))
+        .map(|(pmr, r)| PlannedRecord {
+            pmr: pmr.clone(),
+            category: r.category,
+            content: r.content,
+        })
+        .collect()
+}
+
+/// One patient of a research cohort: who, the categories the export may name, and the plan
+/// an export of them must commit to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CohortPatient {
     /// The patient's account.
@@ -147,20 +158,60 @@ pub struct CohortPatient {
     /// a research grant in force covers (a grant of every record covers every category) and
     /// no deny rule stops. Grants of single records or cases name no category and are not
     /// exported.
-    pub categories: Vec<medledger_core::tx::consent::RecordCategory>,
+    pub categories: Vec<RecordCategory>,
+    /// The digest of the plan of an export of these categories for the project and rule set
+    /// asked ([`plan_digest`]): what the member signs without seeing the records, which are
+    /// listed to it only once the export is committed ([`crate::Ledger::research_export_listing`]).
+    pub plan: Hash,
+}
+
+/// What a committed research export lets its member see of what it named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExportListing {
+    /// No research export of the member has that event: the same answer as for an event that
+    /// does not exist, or is another's.
+    Unknown,
+    /// The export no longer opens its listing to the member, and why (the day is over, no
+    /// grant that allowed it is still in force, the member or its organisation is no longer
+    /// active).
+    Closed(String),
+    /// The patient's records of those categories are no longer those the plan committed to
+    /// (one was added or erased since): the listing would not be the export's.
+    Changed,
+    /// The export and the records its plan named, in PMR-ID order.
+    Named {
+        /// The patient.
+        patient: AccountId,
+        /// The project, the rule set, the categories and the plan, as the event says.
+        project: String,
+        /// The rule set.
+        rule_set: String,
+        /// The categories.
+        categories: Vec<RecordCategory>,
+        /// The plan digest.
+        plan: Hash,
+        /// The block time of the export.
+        time_ms: u64,
+        /// The records.
+        records: Vec<(String, RecordEntry)>,
+    },
 }
 
 impl crate::Ledger {
     /// The research cohort of `member` at the next block (at the node's clock `now_ms`):
     /// every patient whose research grant in force to the member's researcher organisation
     /// covers some category, with the categories [`consent_allows`] lets the member read for
-    /// research. `None` if `member` is not an active member of a researcher organisation.
+    /// research and the digest of the plan an export of them for `project` under `rule_set`
+    /// would commit to now. `None` if `member` is not an active member of a researcher
+    /// organisation.
     pub fn research_cohort(
         &self,
         member: &AccountId,
+        project: &str,
+        rule_set: &str,
         now_ms: u64,
     ) -> Result<Option<Vec<CohortPatient>>, crate::LedgerError> {
-        use medledger_core::tx::consent::{Decision, RecordCategory, Scope};
+        use medledger_core::tx::consent::{Decision, Scope};
         use redb::ReadableDatabase;
 
         use crate::consent::ConsentView;
@@ -229,9 +280,87 @@ impl crate::Ledger {
                 }
             }
             if !allowed.is_empty() {
-                cohort.push(CohortPatient { patient, categories: allowed });
+                let records = planned(&self.records_of_patient(&patient)?, &allowed);
+                let plan = plan_digest(project, rule_set, &patient, &allowed, &records);
+                cohort.push(CohortPatient { patient, categories: allowed, plan });
             }
         }
         Ok(Some(cohort))
+    }
+
+    /// What research export `event` of `member` named, at the next block (at the node's
+    /// clock `now_ms`): the patient's records its plan committed to, with their metadata
+    /// (PMR-IDs, dates, categories, content addresses), to de-identify. The export's audit
+    /// event, in the patient's trail, is the record of this disclosure; so it is open only to
+    /// the member that committed the export, within [`RESEARCH_READ_WINDOW_MS`] of its block,
+    /// while the member and its researcher organisation are active and a grant that allowed
+    /// the export is still in force, and only while the records are still those the plan
+    /// names. Nothing else lists a patient's records to a researcher (`crate::visibility`).
+    pub fn research_export_listing(
+        &self,
+        member: &AccountId,
+        event: u64,
+        now_ms: u64,
+    ) -> Result<ExportListing, crate::LedgerError> {
+        use crate::consent::ConsentView;
+        use medledger_core::tx::consent::RESEARCH_READ_WINDOW_MS;
+        use redb::ReadableDatabase;
+        let (height, time_ms) = self.next_block_time(now_ms);
+        let read = self.db.begin_read()?;
+        let e: medledger_core::audit::AuditEvent = {
+            let events = read.open_table(crate::state::AUDIT)?;
+            let Some(v) = events.get(event)? else { return Ok(ExportListing::Unknown) };
+            crate::state::decode_entry("audit event", v.value())?
+        };
+        let AuditKind::ResearchExport { project, categories, rule_set, plan, grants } = e.kind
+        else {
+            return Ok(ExportListing::Unknown);
+        };
+        if e.actor != *member {
+            return Ok(ExportListing::Unknown);
+        }
+        let view = crate::consent::CommittedView(read);
+        let closed =
+            |why: &str| Ok(ExportListing::Closed(format!("research export {event}: {why}")));
+        let Some(account) = view.account(member)? else { return Ok(ExportListing::Unknown) };
+        let organisation = match acting_organisation(&view, member, &account)? {
+            Some((id, o))
+                if o.role == Role::Organisation(OrganisationKind::Researcher)
+                    && !crate::consent::inactive(&view, &account)? =>
+            {
+                id
+            }
+            _ => return closed("you are no longer an active member of a researcher organisation"),
+        };
+        if e.time_ms > time_ms || time_ms - e.time_ms >= RESEARCH_READ_WINDOW_MS {
+            return closed("its listing is open for a day after its block, and that day is over");
+        }
+        let mut in_force = false;
+        view.visit_grants(&organisation, &e.patient, &mut |id, g| {
+            in_force = grants.contains(&id) && g.in_force(height, time_ms);
+            in_force
+        })?;
+        if !in_force {
+            return closed("no grant that allowed it is still in force");
+        }
+        let records = self.records_of_patient(&e.patient)?;
+        let named = planned(&records, &categories);
+        if plan_digest(&project, &rule_set, &e.patient, &categories, &named) != plan {
+            return Ok(ExportListing::Changed);
+        }
+        let mut records: Vec<(String, RecordEntry)> = records
+            .into_iter()
+            .filter(|(_, r)| r.erased_at.is_none() && categories.contains(&r.category))
+            .collect();
+        records.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(ExportListing::Named {
+            patient: e.patient,
+            project,
+            rule_set,
+            categories,
+            plan,
+            time_ms: e.time_ms,
+            records,
+        })
     }
 }

@@ -11,6 +11,10 @@
 //! (the deny rules once, the grants once), not once per purpose. Under break-glass alone a
 //! thing is answered as missing, listed or named by its id (M6): the audited overview
 //! (`POST /v1/emergency/{patient}/overview`), whose access event the patient sees, lists it.
+//! A researcher organisation and a member acting for one see, under its grants, only what
+//! `authorize` lets them read for research (a record its own export named for its content,
+//! for a day): a research grant is no licence to list a patient's records, cases or devices;
+//! what an export plans is listed by `Ledger::research_export_listing`, under its event.
 //!
 //! "Now" is the next block at the node's clock (`now_ms`), as for every read of committed
 //! state (`Ledger::authorize_now`): a revocation or an expiry bites at once.
@@ -19,7 +23,7 @@ use medledger_core::{
     Hash,
     ids::AccountId,
     tx::{
-        Role,
+        OrganisationKind, Role,
         consent::{Purpose, RecordCategory, Resource},
         emergency::EmergencyProfile,
     },
@@ -82,6 +86,32 @@ pub fn readable_on_some_basis(
     }
     // A member is seen under its organisation's grants, as `authorize` reads them.
     let organisation = acting_organisation(view, who, &account)?;
+    // A researcher organisation and its members see nothing under its grants but what
+    // `authorize` lets them read: the records a member's own research export named for their
+    // content, within the day. A research grant opens the cohort and the export, whose
+    // listing the export's audit event covers (`Ledger::research_export_listing`); never the
+    // patient's records, cases or devices as they are (identifiers, dates, authors).
+    let researcher = Role::Organisation(OrganisationKind::Researcher);
+    if account.role == researcher
+        || organisation.as_ref().is_some_and(|(_, o)| o.role == researcher)
+    {
+        if resource.record.is_none() || resource.case.is_some() {
+            return Ok(false);
+        }
+        let decision = crate::consent::authorize(
+            view,
+            who,
+            medledger_core::tx::consent::Action::Read,
+            resource,
+            Purpose::Research,
+            height,
+            time_ms,
+        )?;
+        use medledger_core::tx::consent::{Basis, Decision};
+        return Ok(
+            matches!(decision, Decision::Allow(b) if !matches!(b, Basis::BreakGlass { .. })),
+        );
+    }
     // The purposes for which no deny rule stops `who` (nor a member's organisation).
     let all = PURPOSES.iter().fold(0u8, |bits, p| bits | purpose_bit(*p));
     let mut open = all;

@@ -216,11 +216,11 @@ fn organisations_through_the_cli() {
     let err = fails(&args.iter().map(String::as_str).collect::<Vec<_>>(), &env);
     assert!(err.contains("Research only"), "{err}");
 
-    // A research grant is no licence to read the records as they are: the member reads the
-    // image only once a research export of its own names it (M2), and for research only; the
-    // lab itself never.
+    // A research grant is no licence to read the records as they are, nor to see them: the
+    // member reads the image only once a research export of its own names it (M2), and for
+    // research only; the lab itself never. Before that the record is not even shown.
     let err = read(dir, &ana, &labs, "research").unwrap_err();
-    assert!(err.contains("access denied") && err.contains("research export"), "{err}");
+    assert!(err.contains("no record") && err.contains("may not see it"), "{err}");
     let summary = crate::research::export(&ana, "cardio-2026", &dir.join("export"), &env);
     assert_eq!(summary["patients"], 1, "{summary}");
     // The export named the image, and the ledger would let the member read it, but no key
@@ -246,7 +246,7 @@ fn organisations_through_the_cli() {
     denied(read(dir, &ana, &report, "research"), "outside the scope");
     // The lab's own account, the insurer's member, the insurer: not under the lab's grant.
     let err = read(dir, &lab, &labs, "research").unwrap_err();
-    assert!(err.contains("access denied") && err.contains("research export"), "{err}");
+    assert!(err.contains("no record") && err.contains("may not see it"), "{err}");
     for (who, purpose) in [(&ivo, "research"), (&ivo, "insurance"), (&insurer, "research")] {
         denied(read(dir, who, &labs, purpose), "not a member of the lab");
     }
@@ -272,7 +272,7 @@ fn organisations_through_the_cli() {
     denied(read(dir, &ana, &labs, "research"), "suspended organisation");
     ok(&["organisation", "reinstate", &lab_account, "--wallet", &reg], &env);
     let err = read(dir, &ana, &labs, "research").unwrap_err();
-    assert!(err.contains("research export"), "{err}");
+    assert!(err.contains("may not see it"), "{err}");
     crate::research::export(&ana, "cardio-2026", &dir.join("export-reinstated"), &env);
     read(dir, &ana, &labs, "research").unwrap();
 

@@ -191,9 +191,27 @@ fn research_export_through_the_cli() {
         assert!(err.contains("researcher organisation"), "{err}");
     }
 
+    // A research grant shows the lab's member none of the patient's records as they are
+    // (PMR-IDs, dates, authors), before an export or after it, nor one by its id; the export
+    // reads what it planned through its own audited listing.
+    let listed = |who: &str| {
+        let args = ["record", "list", "--wallet", who, "--patient", patient_of(0).1, "--json"];
+        serde_json::from_str::<serde_json::Value>(&ok(&args, &env)).unwrap()
+    };
+    assert_eq!(listed(&c.doctor).as_array().map(Vec::len), Some(2), "the author sees both");
+    assert_eq!(listed(&ana), serde_json::json!([]), "the member sees a listing before any export");
+    let ann_lab = &pmrs[2];
+    let err = fails(&["record", "history", ann_lab, "--wallet", &ana], &env);
+    assert!(err.contains("no record"), "{err}");
+
     // The lab's member exports Jane (her lab report only) and Ann (both records).
     let out1 = dir.join("export-1");
     let summary = export(&ana, "cardio-2026", &out1, &env);
+    // After it: the one record it may now read for a day, Ann's image (the content the rule
+    // set exports), and nothing else.
+    let after = listed(&ana);
+    let after: Vec<_> = after.as_array().unwrap().iter().map(|r| r["pmr"].clone()).collect();
+    assert_eq!(after, [serde_json::json!(pmrs[3])], "the member's listing after its export");
     assert_eq!(summary["patients"], 2, "{summary}");
     assert_eq!(summary["refused"], 0, "{summary}");
     assert_eq!(summary["counts"]["Patient"], 2, "{summary}");

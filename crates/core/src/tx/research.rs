@@ -83,15 +83,27 @@ pub fn content_categories(rule_set: &str) -> &'static [RecordCategory] {
 
 /// Why a research export body is malformed (checked before any state is read).
 pub fn check_shape(tx: &ResearchExportTx) -> Result<(), String> {
+    check_project(&tx.project, &tx.rule_set)?;
+    if tx.categories.is_empty() {
+        return Err("a research export names at least one category".into());
+    }
+    if !tx.categories.windows(2).all(|w| w[0] < w[1]) {
+        return Err("the categories of a research export must be strictly increasing".into());
+    }
+    Ok(())
+}
+
+/// Why a project name or a rule set cannot be an export's: the rule set must be one this
+/// release implements, and both short words of letters, digits, '.', '_' and '-'.
+pub fn check_project(project: &str, rule_set: &str) -> Result<(), String> {
     // The patient's trail names the rule set: only one this release implements.
-    if !RULE_SETS.contains(&tx.rule_set.as_str()) {
+    if !RULE_SETS.contains(&rule_set) {
         return Err(format!(
-            "{:?} is no de-identification rule set this ledger knows (it knows {})",
-            tx.rule_set,
+            "{rule_set:?} is no de-identification rule set this ledger knows (it knows {})",
             RULE_SETS.join(", ")
         ));
     }
-    for (field, value) in [("project", &tx.project), ("rule set", &tx.rule_set)] {
+    for (field, value) in [("project", project), ("rule set", rule_set)] {
         let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
         if value.is_empty() || value.len() > MAX_PROJECT_LEN {
             return Err(format!("the {field} must be 1 to {MAX_PROJECT_LEN} characters"));
@@ -101,12 +113,6 @@ pub fn check_shape(tx: &ResearchExportTx) -> Result<(), String> {
                 "the {field} {value:?} may hold only letters, digits, '.', '_' and '-'"
             ));
         }
-    }
-    if tx.categories.is_empty() {
-        return Err("a research export names at least one category".into());
-    }
-    if !tx.categories.windows(2).all(|w| w[0] < w[1]) {
-        return Err("the categories of a research export must be strictly increasing".into());
     }
     Ok(())
 }

@@ -158,9 +158,9 @@ pub fn authorize(
 }
 
 /// What the patient's consent alone decides: [`authorize`] without its research-export rule.
-/// Only the research export asks this directly, since it is what that rule asks for (a
-/// research grant covering the categories it names), and [`crate::visibility`] lists to a
-/// researcher's member the records it could plan an export of.
+/// Only the research export and its cohort ask this directly, since the export is what that
+/// rule asks for (a research grant covering the categories it names); [`crate::visibility`]
+/// asks it for everyone but a researcher, whose sight is [`authorize`]'s.
 pub fn consent_allows(
     view: &impl ConsentView,
     requester: &AccountId,

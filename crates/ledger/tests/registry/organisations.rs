@@ -118,7 +118,10 @@ fn a_member_reads_under_its_organisations_grant_for_its_purpose_and_scope_only()
     let mut w = world();
     let (member, patient) = (&w.member, &w.patient);
     assert_eq!(decide(&w.net, member, &lab(patient), Purpose::Research), UNDER_GRANT);
-    assert!(readable(&w, member, &lab(patient)), "it sees the records it could plan an export of");
+    assert!(
+        !readable(&w, member, &lab(patient)),
+        "it sees nothing of the patient's without an export"
+    );
     // Another purpose, outside the scope: refused, and not visible.
     for purpose in [Purpose::Insurance, Purpose::Treatment, Purpose::Other] {
         assert_eq!(decide(&w.net, member, &lab(patient), purpose), Decision::Deny(Denial::NoGrant));
@@ -453,7 +456,7 @@ fn a_member_requests_on_behalf_of_its_organisation() {
     assert!(who.grants.iter().any(|(id, g)| *id == grant && g.grantee == w.org.account));
     let imaging = of(&w.patient, RecordCategory::Imaging);
     assert_eq!(decide(&w.net, &w.member, &imaging, Purpose::Research), UNDER_GRANT);
-    assert!(readable(&w, &w.member, &imaging), "the approved grant covers imaging");
+    assert!(!readable(&w, &w.member, &imaging), "no export, so nothing is shown");
 }
 
 /// The member's key is the one that accepted: its organisation (or the regulator) may revoke

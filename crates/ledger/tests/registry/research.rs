@@ -354,13 +354,17 @@ fn mint(w: &mut World, category: RecordCategory, tag: &str) -> PlannedRecord {
     PlannedRecord { pmr, category, content: Hash::of(format!("content/{tag}").as_bytes()) }
 }
 
-/// The member exports `categories` of the world's patient, planning `records`.
-fn export_planned(w: &mut World, categories: &[RecordCategory], records: &[PlannedRecord]) {
+/// The member exports `categories` of the world's patient, planning `records`; the export's
+/// audit event.
+fn export_planned(w: &mut World, categories: &[RecordCategory], records: &[PlannedRecord]) -> u64 {
     let mut categories = categories.to_vec();
     categories.sort();
     let plan = plan_digest(PROJECT, RULES, &w.patient.account, &categories, records);
     let t = export(&mut w.member, ResearchExportTx { plan, ..export_of(&w.patient, &categories) });
-    applied(&w.net.one(t));
+    match applied(&w.net.one(t)) {
+        Some(Created::ResearchExport { event }) => *event,
+        other => panic!("expected a research export, got {other:?}"),
+    }
 }
 
 /// The review's M2: a research grant does not let a researcher's member read the patient's
@@ -548,4 +552,132 @@ fn a_researchers_member_reads_only_the_records_its_own_export_named_for_a_day() 
     w.net.time = exported_at_again + RESEARCH_READ_WINDOW_MS - 1_000;
     let (net, patient, member) = (&mut w.net, &w.patient, &mut w.member);
     assert_eq!(read_record(net, patient, member, Imaging, &scan.pmr), no_export);
+}
+
+/// What `who` sees of the world's patient without an audited read: the records listed to it,
+/// and whether it may see a case, device data or the patient's whole record exists.
+fn sight(w: &World, who: &Actor) -> (Vec<String>, bool, bool) {
+    let l = &w.net.ledger;
+    let listed = l.records_of_patient_visible_to(&who.account, &w.patient.account, w.net.time);
+    let listed = listed.unwrap().into_iter().map(|(pmr, _)| pmr).collect();
+    let resource =
+        |category, case| Resource { patient: w.patient.account, category, record: None, case };
+    let device = resource(Some(RecordCategory::DeviceData), None);
+    let case = resource(None, Some("case-1".to_owned()));
+    let sees = |r: &Resource| l.readable_now(&who.account, r, w.net.time).unwrap();
+    (listed, sees(&device), sees(&case))
+}
+
+/// The M2 review's remaining leak: a research grant of everything let a researcher's member
+/// list the patient's records (PMR-IDs carry the Patient-ID; dates, authors, custodians),
+/// and see their cases and devices, without any export in the patient's trail. Now nothing
+/// is shown to a researcher under a research grant but what `authorize` lets it read (a
+/// record its own export named for its content, for a day); the records an export plans are
+/// listed only through `research_export_listing`, to the member whose committed export names
+/// them, while the day lasts, a grant that allowed it is in force, the member and its
+/// organisation are active and the records are still the plan's. The cohort gives the plan
+/// the member signs without seeing the records.
+#[test]
+fn a_researcher_sees_a_patients_records_only_through_its_own_committed_export() {
+    use RecordCategory::{Imaging, LabReport};
+    use medledger_ledger::research::ExportListing;
+    let mut w = world();
+    // A research grant of everything, beside the world's grant of lab reports.
+    let t = grant_for(&w.net, &mut w.patient, &w.org, Scope::All, Purpose::Research);
+    let all = created_id(&w.net.one(t));
+    let scan = mint(&mut w, Imaging, "scan");
+    let lab = mint(&mut w, LabReport, "lab");
+    let colleague = Actor::new();
+    applied(&add(&mut w.net, &mut w.org, &colleague));
+    // A doctor with a treatment grant of everything sees it all (the rule below is the
+    // researcher's alone).
+    let other = Actor::new();
+    let t = onboard(&mut w.hospital, &other);
+    applied(&w.net.one(t));
+    let t = grant_for(&w.net, &mut w.patient, &other, Scope::All, Purpose::Treatment);
+    applied(&w.net.one(t));
+    let (listed, device, case) = sight(&w, &other);
+    assert_eq!((listed.len(), device, case), (2, true, true));
+    // Before an export: nothing, to the member, a colleague or the organisation's account.
+    for who in [&w.member, &colleague, &w.org] {
+        assert_eq!(sight(&w, who), (vec![], false, false));
+        for pmr in [&scan.pmr, &lab.pmr] {
+            let token = w.net.ledger.record_visible_to(&who.account, pmr, w.net.time).unwrap();
+            assert!(token.is_none(), "{pmr} shown before any export");
+        }
+    }
+
+    // The cohort gives the plan of what the export may name now; the export commits to it.
+    let cohort =
+        w.net.ledger.research_cohort(&w.member.account, PROJECT, RULES, w.net.time).unwrap();
+    let cohort = cohort.expect("the member has a cohort");
+    assert_eq!(cohort.len(), 1);
+    let mut records = vec![scan.clone(), lab.clone()];
+    records.sort();
+    let categories = cohort[0].categories.clone();
+    assert!(categories.contains(&Imaging) && categories.contains(&LabReport), "{categories:?}");
+    let plan = plan_digest(PROJECT, RULES, &w.patient.account, &categories, &records);
+    assert_eq!(cohort[0].plan, plan, "the cohort's plan is not the records'");
+    let other_project =
+        w.net.ledger.research_cohort(&w.member.account, "another", RULES, w.net.time).unwrap();
+    assert_ne!(other_project.unwrap()[0].plan, plan, "a plan is one project's");
+    assert_eq!(
+        w.net.ledger.research_cohort(&w.org.account, PROJECT, RULES, w.net.time).unwrap(),
+        None
+    );
+    let event = export_planned(&mut w, &categories, &records);
+
+    // The export lists what it planned, to its member alone.
+    let listing = w.net.ledger.research_export_listing(&w.member.account, event, w.net.time);
+    match listing.unwrap() {
+        ExportListing::Named { patient, plan: named, records: listed, .. } => {
+            assert_eq!((patient, named), (w.patient.account, plan));
+            let pmrs: Vec<_> = listed.into_iter().map(|(pmr, _)| pmr).collect();
+            assert_eq!(pmrs, records.iter().map(|r| r.pmr.clone()).collect::<Vec<_>>());
+        }
+        other => panic!("the export's listing: {other:?}"),
+    }
+    let unknown = |w: &World, who: &Actor, event: u64| {
+        let l = w.net.ledger.research_export_listing(&who.account, event, w.net.time).unwrap();
+        assert_eq!(l, ExportListing::Unknown, "event {event} listed to {}", who.account);
+    };
+    for who in [&colleague, &w.org, &w.patient, &w.doctor] {
+        unknown(&w, who, event);
+    }
+    // Another kind of event, and one that does not exist, list nothing.
+    let first = w.net.ledger.audit_trail(&w.patient.account, None, 1).unwrap()[0].seq;
+    assert_ne!(first, event);
+    unknown(&w, &w.member, first);
+    unknown(&w, &w.member, event + 1_000);
+    // Shown without a read: only the scan, whose content the export opened for the day.
+    let (listed, device, case) = sight(&w, &w.member);
+    assert_eq!((listed, device, case), (vec![scan.pmr.clone()], false, false));
+    assert_eq!(sight(&w, &colleague), (vec![], false, false));
+
+    // A record added since: the listing is no longer the export's.
+    let later = mint(&mut w, LabReport, "later");
+    let listing = w.net.ledger.research_export_listing(&w.member.account, event, w.net.time);
+    assert_eq!(listing.unwrap(), ExportListing::Changed);
+    // A new export of the new plan lists again; the day's end closes it.
+    records.push(later);
+    records.sort();
+    let event = export_planned(&mut w, &categories, &records);
+    let exported_at = w.net.time;
+    let named = |w: &World, event: u64| {
+        let l = w.net.ledger.research_export_listing(&w.member.account, event, w.net.time);
+        l.unwrap()
+    };
+    assert!(matches!(named(&w, event), ExportListing::Named { .. }));
+    w.net.time = exported_at + RESEARCH_READ_WINDOW_MS;
+    assert!(matches!(named(&w, event), ExportListing::Closed(why) if why.contains("day")));
+    // Revoking the grants that allowed it closes it too.
+    w.net.time = exported_at + 1_000;
+    let event = export_planned(&mut w, &categories, &records);
+    assert!(matches!(named(&w, event), ExportListing::Named { .. }));
+    for grant in [all, w.grant] {
+        let t = consent(ConsentTx::Revoke { grant }, &mut w.patient);
+        applied(&w.net.one(t));
+    }
+    assert!(matches!(named(&w, event), ExportListing::Closed(why) if why.contains("grant")));
+    assert_eq!(sight(&w, &w.member), (vec![], false, false));
 }

@@ -3,13 +3,15 @@
 //! (to its patient, delegates and requester), and a researcher's cohort (to a member of a
 //! researcher organisation).
 
+use axum::http::StatusCode;
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
     routing::get,
 };
 use medledger_api::{
-    CaseKeyHolderView, CohortPatientView, CohortView, GrantView, RequestView, WhoCanSeeView, paths,
+    CaseKeyHolderView, CohortPatientView, CohortView, ErrorCode, ExportListingView, GrantView,
+    RequestView, WhoCanSeeView, paths,
 };
 use serde::Deserialize;
 
@@ -17,7 +19,9 @@ use crate::{
     app::AppState,
     auth::Signed,
     http::{
-        error::{ApiResult, forbidden, not_found, parse_account, parse_hash},
+        error::{
+            ApiError, ApiResult, bad_request, forbidden, not_found, parse_account, parse_hash,
+        },
         views,
     },
 };
@@ -29,25 +33,76 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(paths::GRANTS, get(grants))
         .route(&format!("{}/{{id}}", paths::REQUESTS), get(access_request))
         .route(paths::RESEARCH_COHORT, get(research_cohort))
+        .route(&format!("{}/{{event}}", paths::RESEARCH_EXPORTS), get(research_export))
 }
 
-/// The signer's research cohort (`Ledger::research_cohort`); only to an active member of a
-/// researcher organisation.
+#[derive(Deserialize)]
+struct CohortQuery {
+    project: String,
+    rule_set: String,
+}
+
+/// The signer's research cohort (`Ledger::research_cohort`), with each patient's plan for the
+/// project and rule set asked; only to an active member of a researcher organisation.
 async fn research_cohort(
     State(state): State<AppState>,
     Signed(requester): Signed,
+    Query(q): Query<CohortQuery>,
 ) -> ApiResult<CohortView> {
-    let cohort =
-        state.ledger.research_cohort(&requester, crate::admission::now_ms())?.ok_or_else(|| {
+    medledger_core::tx::research::check_project(&q.project, &q.rule_set).map_err(bad_request)?;
+    let now = crate::admission::now_ms();
+    let cohort = state
+        .ledger
+        .research_cohort(&requester, &q.project, &q.rule_set, now)?
+        .ok_or_else(|| {
             forbidden(
-                "only an active member of an active researcher organisation has a research cohort",
+                "only an active member of an active researcher organisation has a research \
+                     cohort",
             )
         })?;
     let patients = cohort
         .into_iter()
-        .map(|c| CohortPatientView { patient: c.patient, categories: c.categories })
+        .map(|c| CohortPatientView { patient: c.patient, categories: c.categories, plan: c.plan })
         .collect();
     Ok(Json(CohortView { patients }))
+}
+
+/// What the signer's committed research export `event` planned
+/// (`Ledger::research_export_listing`): the only listing of a patient's records a researcher
+/// gets, covered by the export's event in the patient's trail. Another's export, another kind
+/// of event and one that does not exist are all "not found".
+async fn research_export(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+    Path(event): Path<String>,
+) -> ApiResult<ExportListingView> {
+    use medledger_ledger::research::ExportListing;
+    let unknown = || not_found(format!("no research export {event} of yours"));
+    let seq: u64 = event.parse().map_err(|_| unknown())?;
+    match state.ledger.research_export_listing(&requester, seq, crate::admission::now_ms())? {
+        ExportListing::Unknown => Err(unknown()),
+        ExportListing::Closed(why) => Err(forbidden(why)),
+        ExportListing::Changed => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::Changed,
+            format!(
+                "the patient's records are no longer those research export {seq} planned \
+                 (one was added or erased since): export again"
+            ),
+        )),
+        ExportListing::Named { patient, project, rule_set, categories, plan, time_ms, records } => {
+            Ok(Json(ExportListingView {
+                event: seq,
+                patient,
+                project,
+                rule_set,
+                categories,
+                plan,
+                time_ms,
+                records: records.into_iter().map(|(pmr, r)| views::record(pmr, r)).collect(),
+            }))
+        }
+    }
 }
 
 async fn who_can_see(
