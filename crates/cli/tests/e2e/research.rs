@@ -330,9 +330,9 @@ fn a_research_export_carries_dicom_content_de_identified_and_nothing_else() {
         &env,
     );
     id(&granted);
-    // Before the export the grant opens nothing as it is.
+    // Before the export the grant opens nothing as it is, nor shows it.
     let err = crate::organisations::read(dir, &ana, &scan, "research").unwrap_err();
-    assert!(err.contains("research export"), "{err}");
+    assert!(err.contains("may not see it"), "{err}");
 
     // The first export names both images, but the grant wrapped no key to the member: their
     // content is withheld, unread. The patient releases the keys of what it named; an export
