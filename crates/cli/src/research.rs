@@ -46,6 +46,7 @@ use medledger_core::{
     block::{Created, Outcome},
     encoding,
     ids::AccountId,
+    keys::namespace,
     tx::{
         SignedTransaction, TxBody,
         consent::Purpose,
@@ -68,8 +69,8 @@ const EXPORT_BATCH: usize = 1_000;
 const LISTINGS_IN_FLIGHT: usize = 16;
 /// The name of the index of an encrypted export.
 const INDEX: &str = "export.json";
-/// The version of that index.
-const INDEX_VERSION: u32 = 1;
+/// The version of that index (2: signed, each file's ciphertext hashed).
+const INDEX_VERSION: u32 = 2;
 
 #[derive(Debug, Subcommand)]
 pub enum ResearchCommand {
@@ -125,8 +126,21 @@ pub enum ResearchCommand {
 /// set, where on the ledger its access events are, and per file its name and wrapped key).
 /// The provenance stays here, with the exporter: the de-identified files and their manifest
 /// name nothing that finds the access events (and so the cohort) on the ledger.
+///
+/// Signed by the exporter's signing key: every file is encrypted to the exporter's public
+/// encryption key, which anyone may do, so without the signature whoever can write the
+/// directory could replace a file (or the manifest and its hash) with one of their own.
 #[derive(Debug, Serialize, Deserialize)]
 struct ExportIndex {
+    #[serde(flatten)]
+    body: IndexBody,
+    /// The signer's signature in `namespace::RESEARCH_INDEX` over the canonical encoding of
+    /// the body.
+    signature: medledger_core::keys::Signature,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct IndexBody {
     version: u32,
     project: String,
     rule_set: String,
@@ -139,6 +153,8 @@ struct ExportIndex {
     /// SHA-256 of the plain `manifest.json`.
     manifest_sha256: String,
     files: Vec<IndexedFile>,
+    /// The exporter's signing key, which signed this index.
+    signer: medledger_core::keys::PublicKey,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -147,6 +163,35 @@ struct IndexedFile {
     name: String,
     /// The data key wrapped to the exporter's encryption key (canonical encoding, hex).
     wrapped_key: String,
+    /// SHA-256 of the ciphertext `<name>.enc`.
+    sha256: String,
+}
+
+impl ExportIndex {
+    /// `body` signed by `key`.
+    fn sign(body: IndexBody, key: &medledger_core::keys::SigningKey) -> Self {
+        let signature = key.sign(namespace::RESEARCH_INDEX, &encoding::encode(&body));
+        ExportIndex { body, signature }
+    }
+
+    /// The body, if the signature is `signer`'s and `signer` is `expected` (the opening
+    /// wallet's key: an export is opened by whoever made it).
+    fn verified(self, expected: &medledger_core::keys::PublicKey) -> Result<IndexBody> {
+        let b = self.body;
+        if b.signer != *expected {
+            bail!(
+                "the export index is signed by key {}, not this wallet's ({expected}): it was not \
+                 exported by this wallet, or its key was rotated since",
+                b.signer
+            );
+        }
+        b.signer
+            .verify(namespace::RESEARCH_INDEX, &encoding::encode(&b), &self.signature)
+            .map_err(|_| {
+                anyhow::anyhow!("the export index's signature does not verify: altered")
+            })?;
+        Ok(b)
+    }
 }
 
 /// What `export --json` prints.
@@ -241,7 +286,7 @@ pub async fn run(command: ResearchCommand) -> Result<()> {
         }
         ResearchCommand::Open { wallet, dir, out } => {
             let (_, identity) = crate::common::unlock_wallet(&wallet.wallet)?;
-            let names = open(&identity.decryption, &dir, &out)?;
+            let names = open(&identity, &dir, &out)?;
             for n in names {
                 println!("{}", out.join(n).display());
             }
@@ -250,25 +295,69 @@ pub async fn run(command: ResearchCommand) -> Result<()> {
     }
 }
 
-/// Reads (or creates, 0600) the researcher's pseudonym secret.
-fn load_secret(path: &Path) -> Result<[u8; 32]> {
-    let hex_text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut secret = [0u8; 32];
-            getrandom::fill(&mut secret).context("no randomness for the pseudonym secret")?;
-            let text = hex::encode(secret);
-            medledger_client::fs::write_private(path, text.as_bytes())
-                .with_context(|| format!("cannot write the pseudonym secret {}", path.display()))?;
-            eprintln!("created the pseudonym secret {} (keep it)", path.display());
-            text
-        }
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+/// What the pseudonym secret is wrapped under (HPKE to the exporter's own encryption key).
+const SECRET_CONTEXT: &[u8] = b"medledger/v1/research-pseudonym-secret";
+/// How a sealed pseudonym secret file begins (then the wrapped key, canonical encoding, hex).
+const SEALED_SECRET: &str = "sealed:";
+
+/// The researcher's pseudonym secret at `path`, sealed to `identity`'s encryption key, so it
+/// opens only with the wallet's passphrase: created if missing (0600; when two exports create
+/// it at once, one file wins and both use it). A file others may read is refused (the secret
+/// links pseudonyms to patients); a file from before sealing (64 hex digits) is used and
+/// sealed in place.
+fn load_secret(path: &Path, identity: &Identity) -> Result<[u8; 32]> {
+    let seal = |secret: &DataKey| -> Result<String> {
+        let recipient = identity.decryption.public_key();
+        let wrapped = envelope::wrap_key(secret, &recipient, SECRET_CONTEXT)?;
+        Ok(format!("{SEALED_SECRET}{}\n", hex::encode(encoding::encode(&wrapped))))
     };
-    let bytes = hex::decode(hex_text.trim())
+    if !path.exists() {
+        let secret = DataKey::generate()?;
+        let created = medledger_client::fs::create_private(path, seal(&secret)?.as_bytes())
+            .with_context(|| format!("cannot write the pseudonym secret {}", path.display()))?;
+        if created {
+            eprintln!("created the pseudonym secret {} (keep it with the wallet)", path.display());
+            return Ok(*secret.expose_secret());
+        }
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            bail!(
+                "the pseudonym secret {} may be read by others (mode {:o}): make it yours alone \
+                 (chmod 600) and check who read it",
+                path.display(),
+                mode & 0o777
+            );
+        }
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = text.trim();
+    let not_a_secret = || format!("{} is not a pseudonym secret", path.display());
+    if let Some(sealed) = text.strip_prefix(SEALED_SECRET) {
+        let wrapped: medledger_client::seal::WrappedKey = hex::decode(sealed)
+            .ok()
+            .and_then(|b| encoding::decode("wrapped key", &b, 1024).ok())
+            .with_context(not_a_secret)?;
+        let secret = envelope::unwrap_key(&wrapped, &identity.decryption, SECRET_CONTEXT)
+            .with_context(|| {
+                format!("the pseudonym secret {} is sealed to another wallet", path.display())
+            })?;
+        return Ok(*secret.expose_secret());
+    }
+    let bytes = hex::decode(text)
         .ok()
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .with_context(|| format!("{} is not a pseudonym secret (64 hex digits)", path.display()))?;
+        .with_context(not_a_secret)?;
+    medledger_client::fs::write_private(path, seal(&DataKey::from_bytes(bytes))?.as_bytes())
+        .with_context(|| format!("cannot seal the pseudonym secret {}", path.display()))?;
+    eprintln!("sealed the pseudonym secret {} under this wallet's key", path.display());
     Ok(bytes)
 }
 
@@ -341,7 +430,7 @@ pub(crate) async fn export(
     )?;
     empty_dir(out)?;
     let secret = match secret {
-        Secret::File(path) => load_secret(path)?,
+        Secret::File(path) => load_secret(path, s.identity)?,
         Secret::Bytes(b) => b,
     };
     let keys = ProjectKeys::derive(&secret, project);
@@ -437,14 +526,7 @@ pub(crate) async fn export(
     // 4. The exported imaging records' content, de-identified, each encrypted as it comes
     // (the ledger lets this member read them only now, for a day).
     let recipient = s.identity.decryption.public_key();
-    let seal = |name: String, bytes: &[u8]| -> Result<IndexedFile> {
-        let key = DataKey::generate()?;
-        let mut ciphertext = Vec::with_capacity(bytes.len() + bytes.len() / 1000 + 64);
-        envelope::encrypt(&key, bytes, &mut ciphertext, &mut |_| {})?;
-        let wrapped = envelope::wrap_key(&key, &recipient, &file_context(project, &name))?;
-        medledger_client::fs::write_private(&out.join(format!("{name}.enc")), &ciphertext)?;
-        Ok(IndexedFile { name, wrapped_key: hex::encode(encoding::encode(&wrapped)) })
-    };
+    let seal = |name: String, bytes: &[u8]| seal_file(out, project, &recipient, name, bytes);
     let mut sealed = Vec::new();
     let mut images: BTreeSet<String> = BTreeSet::new();
     let mut withheld = Vec::new();
@@ -518,7 +600,7 @@ pub(crate) async fn export(
     for (name, bytes) in plain {
         sealed.push(seal(name, bytes)?);
     }
-    let index = ExportIndex {
+    let body = IndexBody {
         version: INDEX_VERSION,
         project: project.to_owned(),
         rule_set: RULE_SET.into(),
@@ -528,7 +610,9 @@ pub(crate) async fn export(
         plans: plans.to_hex(),
         manifest_sha256: manifest_sha256.clone(),
         files: sealed,
+        signer: s.identity.signing.public_key(),
     };
+    let index = ExportIndex::sign(body, &s.identity.signing);
     medledger_client::fs::write_private(&out.join(INDEX), &serde_json::to_vec_pretty(&index)?)?;
     Ok(Summary {
         dir: out.to_owned(),
@@ -543,6 +627,24 @@ pub(crate) async fn export(
         manifest_sha256,
         plans: plans.to_hex(),
     })
+}
+
+/// `bytes` encrypted under a fresh data key into `out/<name>.enc`, the key wrapped to
+/// `recipient` for `project` and `name`: the file's index entry.
+fn seal_file(
+    out: &Path,
+    project: &str,
+    recipient: &medledger_core::keys::EncryptionKey,
+    name: String,
+    bytes: &[u8],
+) -> Result<IndexedFile> {
+    let key = DataKey::generate()?;
+    let mut ciphertext = Vec::with_capacity(bytes.len() + bytes.len() / 1000 + 64);
+    envelope::encrypt(&key, bytes, &mut ciphertext, &mut |_| {})?;
+    let wrapped = envelope::wrap_key(&key, recipient, &file_context(project, &name))?;
+    medledger_client::fs::write_private(&out.join(format!("{name}.enc")), &ciphertext)?;
+    let sha256 = Hash::of(&ciphertext).to_hex();
+    Ok(IndexedFile { name, wrapped_key: hex::encode(encoding::encode(&wrapped)), sha256 })
 }
 
 /// The records of `listing`, if it is what planned export `p` (committed as `event`) named: the
@@ -759,14 +861,20 @@ fn file_context(project: &str, name: &str) -> Vec<u8> {
 }
 
 /// Decrypts the export in `dir` with `key` into the empty directory `out`; the names written.
-fn open(key: &medledger_core::keys::DecryptionKey, dir: &Path, out: &Path) -> Result<Vec<String>> {
+fn open(identity: &Identity, dir: &Path, out: &Path) -> Result<Vec<String>> {
+    let key = &identity.decryption;
     let text = std::fs::read(dir.join(INDEX))
         .with_context(|| format!("{} holds no research export ({INDEX})", dir.display()))?;
+    let version = serde_json::from_slice::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["version"].as_u64())
+        .with_context(|| format!("{} is not a research export index", dir.join(INDEX).display()))?;
+    if version != u64::from(INDEX_VERSION) {
+        bail!("export index version {version} is not {INDEX_VERSION}: export again");
+    }
     let index: ExportIndex = serde_json::from_slice(&text)
         .with_context(|| format!("{} is not a research export index", dir.join(INDEX).display()))?;
-    if index.version != INDEX_VERSION {
-        bail!("export index version {} is not {INDEX_VERSION}", index.version);
-    }
+    let index = index.verified(&identity.signing.public_key())?;
     empty_dir(out)?;
     let mut names = Vec::new();
     for f in &index.files {
@@ -780,6 +888,9 @@ fn open(key: &medledger_core::keys::DecryptionKey, dir: &Path, out: &Path) -> Re
         let data_key = envelope::unwrap_key(&wrapped, key, &file_context(&index.project, &f.name))
             .with_context(|| format!("{} was not exported to this wallet", f.name))?;
         let ciphertext = std::fs::read(dir.join(format!("{}.enc", f.name)))?;
+        if Hash::of(&ciphertext).to_hex() != f.sha256 {
+            bail!("{}.enc is not the file the signed index names: replaced or altered", f.name);
+        }
         let mut plain = Vec::with_capacity(ciphertext.len());
         envelope::decrypt(&data_key, ciphertext.as_slice(), &mut plain, &mut |_| {})
             .with_context(|| format!("{} does not decrypt: altered or truncated", f.name))?;
@@ -889,5 +1000,133 @@ mod tests {
         assert_eq!(named.iter().map(|r| r.pmr.as_str()).collect::<Vec<_>>(), ["1", "5", "8"]);
         let err = named_for_content(&x, AccountId([9; 20]), 10, &all).unwrap_err();
         assert!(err.to_string().contains("not of this wallet's records"), "{err}");
+    }
+
+    /// An index with one file, `manifest.json` holding `manifest`, sealed to and signed by
+    /// `id`, written into `dir`.
+    fn write_export(dir: &std::path::Path, id: &medledger_client::Identity, manifest: &[u8]) {
+        let file = super::seal_file(
+            dir,
+            "p",
+            &id.decryption.public_key(),
+            "manifest.json".into(),
+            manifest,
+        )
+        .unwrap();
+        let body = super::IndexBody {
+            version: super::INDEX_VERSION,
+            project: "p".into(),
+            rule_set: "safe-harbor-1".into(),
+            chain_id: "c".into(),
+            height: 7,
+            transaction_time_ms: 1,
+            plans: Hash::of(b"plans").to_hex(),
+            manifest_sha256: Hash::of(manifest).to_hex(),
+            files: vec![file],
+            signer: id.signing.public_key(),
+        };
+        let index = super::ExportIndex::sign(body, &id.signing);
+        std::fs::write(dir.join(super::INDEX), serde_json::to_vec(&index).unwrap()).unwrap();
+    }
+
+    /// Anyone may encrypt a file to the exporter's public key, so the index is signed and
+    /// names each ciphertext's hash: a file replaced, an index edited or re-pointed at another
+    /// file, another wallet and an index of the unsigned version are each refused, and
+    /// nothing is written.
+    #[test]
+    fn an_export_opens_only_as_its_signer_wrote_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, forged) = (tmp.path().join("export"), tmp.path().join("forged"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&forged).unwrap();
+        let me = medledger_client::Identity::generate("ana");
+        write_export(&dir, &me, b"{\"genuine\":true}");
+        let opened = tmp.path().join("opened");
+        assert_eq!(super::open(&me, &dir, &opened).unwrap(), ["manifest.json"]);
+        let plain = std::fs::read(opened.join("manifest.json")).unwrap();
+        assert_eq!(plain, b"{\"genuine\":true}");
+        let refused = |n: u32, expected: &str| {
+            let out = tmp.path().join(format!("refused-{n}"));
+            let err = format!("{:#}", super::open(&me, &dir, &out).unwrap_err());
+            assert!(err.contains(expected), "{n}: {err}");
+            let written = std::fs::read_dir(&out).map(|d| d.count()).unwrap_or(0);
+            assert_eq!(written, 0, "{n}: a refused export wrote files");
+        };
+        let index = std::fs::read(dir.join(super::INDEX)).unwrap();
+        let genuine = std::fs::read(dir.join("manifest.json.enc")).unwrap();
+
+        // 1. A manifest encrypted to my key by someone else, put in the file's place.
+        write_export(&forged, &medledger_client::Identity::generate("eve"), b"{}");
+        let other = super::seal_file(
+            &forged,
+            "p",
+            &me.decryption.public_key(),
+            "manifest.json".into(),
+            b"{\"forged\":true}",
+        )
+        .unwrap();
+        std::fs::copy(forged.join("manifest.json.enc"), dir.join("manifest.json.enc")).unwrap();
+        refused(1, "not the file the signed index names");
+        // 2. ... with the index re-pointed at it (its wrapped key, hash and manifest hash).
+        let mut edited: serde_json::Value = serde_json::from_slice(&index).unwrap();
+        edited["files"][0]["wrapped_key"] = other.wrapped_key.clone().into();
+        edited["files"][0]["sha256"] = other.sha256.clone().into();
+        edited["manifest_sha256"] = Hash::of(b"{\"forged\":true}").to_hex().into();
+        std::fs::write(dir.join(super::INDEX), serde_json::to_vec(&edited).unwrap()).unwrap();
+        refused(2, "signature does not verify");
+        // 3. ... and signed by the forger's own key.
+        std::fs::copy(forged.join(super::INDEX), dir.join(super::INDEX)).unwrap();
+        refused(3, "not this wallet's");
+        // 4. An index of version 1 (unsigned).
+        std::fs::write(dir.join("manifest.json.enc"), &genuine).unwrap();
+        let mut old: serde_json::Value = serde_json::from_slice(&index).unwrap();
+        old["version"] = 1.into();
+        std::fs::write(dir.join(super::INDEX), serde_json::to_vec(&old).unwrap()).unwrap();
+        refused(4, "version 1");
+        // 5. Another wallet, on the genuine export.
+        std::fs::write(dir.join(super::INDEX), &index).unwrap();
+        let other_wallet = medledger_client::Identity::generate("oli");
+        let err = super::open(&other_wallet, &dir, &tmp.path().join("oli")).unwrap_err();
+        assert!(format!("{err:#}").contains("not this wallet's"), "{err:#}");
+        // Restored, it opens again.
+        super::open(&me, &dir, &tmp.path().join("again")).unwrap();
+    }
+
+    /// The pseudonym secret links pseudonyms to patients: it is sealed to the wallet's key,
+    /// made once, refused when others may read it, and a plain one from before is sealed.
+    #[test]
+    fn the_pseudonym_secret_is_the_wallets_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("w.research-secret");
+        let me = medledger_client::Identity::generate("ana");
+        let secret = super::load_secret(&path, &me).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(super::SEALED_SECRET), "{text}");
+        assert!(!text.contains(&hex::encode(secret)), "the secret is in the file in plain");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(super::load_secret(&path, &me).unwrap(), secret, "made twice");
+        // Another wallet cannot open it.
+        let err = super::load_secret(&path, &medledger_client::Identity::generate("eve"));
+        assert!(format!("{:#}", err.unwrap_err()).contains("sealed to another wallet"));
+        // Readable by others: refused, and left as it was.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = format!("{:#}", super::load_secret(&path, &me).unwrap_err());
+        assert!(err.contains("may be read by others"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        // A plain secret from before: used, then sealed in place.
+        let legacy = [9u8; 32];
+        std::fs::remove_file(&path).unwrap();
+        medledger_client::fs::write_private(&path, hex::encode(legacy).as_bytes()).unwrap();
+        assert_eq!(super::load_secret(&path, &me).unwrap(), legacy);
+        let sealed = std::fs::read_to_string(&path).unwrap();
+        assert!(sealed.starts_with(super::SEALED_SECRET) && !sealed.contains(&hex::encode(legacy)));
+        assert_eq!(super::load_secret(&path, &me).unwrap(), legacy);
+        // Not a secret at all: refused, and left as it was.
+        medledger_client::fs::write_private(&path, b"hello").unwrap();
+        let err = format!("{:#}", super::load_secret(&path, &me).unwrap_err());
+        assert!(err.contains("is not a pseudonym secret"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"hello");
     }
 }

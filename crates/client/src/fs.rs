@@ -55,6 +55,13 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
     replace_fsynced(path, bytes)
 }
 
+/// Creates `path` (0600 on unix) holding `bytes`, durably, unless a file is already there,
+/// even one that appears while this runs ([`write_fsynced`], not overwriting): whether it
+/// was created. Two processes creating one file at once: one creates it, the other keeps it.
+pub fn create_private(path: &Path, bytes: &[u8]) -> Result<bool, ClientError> {
+    Ok(write_fsynced(path, bytes, false)? == Written::Done)
+}
+
 /// Replaces `path` with `bytes` durably ([`write_fsynced`], overwriting).
 pub(crate) fn replace_fsynced(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
     write_fsynced(path, bytes, true).map(|_| ())
@@ -121,6 +128,18 @@ mod tests {
         replace_fsynced(&path, b"new").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"new");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn create_private_creates_once_and_keeps_what_is_there() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        assert!(create_private(&path, b"first").unwrap());
+        assert!(!create_private(&path, b"second").unwrap(), "created over an existing file");
+        assert_eq!(fs::read(&path).unwrap(), b"first");
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "a temporary file was left");
     }
 
     #[test]

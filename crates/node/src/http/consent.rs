@@ -51,15 +51,19 @@ async fn research_cohort(
 ) -> ApiResult<CohortView> {
     medledger_core::tx::research::check_project(&q.project, &q.rule_set).map_err(bad_request)?;
     let now = crate::admission::now_ms();
-    let cohort = state
-        .ledger
-        .research_cohort(&requester, &q.project, &q.rule_set, now)?
-        .ok_or_else(|| {
-            forbidden(
-                "only an active member of an active researcher organisation has a research \
-                     cohort",
-            )
-        })?;
+    // A scan of every grant to the organisation and of each patient's records: on a blocking
+    // thread, not an async worker.
+    let ledger = state.ledger.clone();
+    let cohort = tokio::task::spawn_blocking(move || {
+        ledger.research_cohort(&requester, &q.project, &q.rule_set, now)
+    })
+    .await
+    .map_err(crate::http::error::joined)??
+    .ok_or_else(|| {
+        forbidden(
+            "only an active member of an active researcher organisation has a research cohort",
+        )
+    })?;
     let patients = cohort
         .into_iter()
         .map(|c| CohortPatientView { patient: c.patient, categories: c.categories, plan: c.plan })
