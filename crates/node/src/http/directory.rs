@@ -11,7 +11,10 @@ use medledger_api::{
     AccountKeyProof, AccountView, ConsistencyQuery, ConsistencyResponse, DoctorView, HospitalView,
     OrganisationView, PatientView, TxProofResponse, paths,
 };
-use medledger_core::{block::SignedCheckpoint, ids::PatientId};
+use medledger_core::{
+    block::{Created, Outcome, SignedCheckpoint},
+    ids::PatientId,
+};
 use serde::Deserialize;
 
 use crate::{
@@ -140,16 +143,39 @@ async fn account(
 
 /// An account's encryption key with the registration that set it, proven against a checkpoint
 /// signed now: what a wallet checks before wrapping a key or sealing details to the account.
+/// A patient's registration receipt names the Patient-ID it assigned: to anyone who may not
+/// look the patient up it says only that the account was created (the receipt is not in the
+/// Merkle log; the proof is of the transaction, which names no Patient-ID).
 async fn account_key(
     State(state): State<AppState>,
-    _: Signed,
+    Signed(requester): Signed,
     Path(id): Path<String>,
 ) -> ApiResult<AccountKeyProof> {
     let id = parse_account(&id)?;
     let a = state.ledger.account(&id)?.ok_or_else(|| not_found(format!("no account {id}")))?;
     let registration = match state.ledger.registration_of(&id)? {
         None => None,
-        Some(record) => Some(views::tx_proof(&state, record)?),
+        Some(record) => {
+            let mut proof = views::tx_proof(&state, record)?;
+            let assigned = match &proof.receipt.outcome {
+                Outcome::Applied { created: Some(Created::Patient { patient_id, .. }) } => {
+                    Some(*patient_id)
+                }
+                _ => None,
+            };
+            if let Some(pid) = assigned {
+                let now = crate::admission::now_ms();
+                let may = match state.ledger.patient(pid)? {
+                    Some(p) => state.ledger.patient_visible_to(&requester, &p, None, now)?,
+                    None => false,
+                };
+                if !may {
+                    let created = Some(Created::Account { account: id });
+                    proof.receipt.outcome = Outcome::Applied { created };
+                }
+            }
+            Some(proof)
+        }
     };
     Ok(Json(AccountKeyProof { account: id, encryption_key: a.encryption_key, registration }))
 }

@@ -43,10 +43,28 @@ fn an_accounts_nonce_and_patient_id_go_only_to_whom_they_concern() {
         // The patient's hospital may look the patient up.
         let (_, body) = world.node.get(&world.hospital, &path).await;
         assert_eq!(body["patient_id"].as_u64(), Some(world.patient_id.0), "{body}");
-        // The encryption key, with its proof, is for any registered signer.
+        // The encryption key, with its proof, is for any registered signer; the Patient-ID
+        // its registration's receipt assigned only for those who may look the patient up.
         let key = format!("{path}/encryption-key");
-        let (status, body) = world.node.get(&world.stranger_patient, &key).await;
-        assert_eq!(status, 200, "{body}");
+        let created = |body: &serde_json::Value| body["registration"]["receipt"]["outcome"].clone();
+        let (status, theirs) = world.node.get(&world.stranger_patient, &key).await;
+        assert_eq!(status, 200, "{theirs}");
+        let account = world.patient.account.to_string();
+        assert_eq!(
+            created(&theirs),
+            serde_json::json!({"applied": {"created": {"account": {"account": account}}}}),
+            "{theirs}"
+        );
+        assert!(!theirs.to_string().contains(&world.patient_id.0.to_string()), "{theirs}");
+        for who in [&world.patient, &world.hospital] {
+            let (status, body) = world.node.get(who, &key).await;
+            assert_eq!(status, 200, "{body}");
+            let assigned = &created(&body)["applied"]["created"]["patient"]["patient_id"];
+            assert_eq!(assigned.as_u64(), Some(world.patient_id.0), "{body}");
+        }
+        // The stranger's wallet still proves the key from what it was given.
+        let proof: medledger_api::AccountKeyProof = serde_json::from_value(theirs).unwrap();
+        assert_eq!(proof.account, world.patient.account);
         world.node.stop().await;
     });
 }
