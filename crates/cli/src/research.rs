@@ -202,7 +202,8 @@ pub(crate) struct Summary {
     rule_set: &'static str,
     /// Patients exported.
     pub(crate) patients: u64,
-    /// Patients left out: their export was refused at its block.
+    /// Patients left out: their export was refused at its block, or its listing was not
+    /// given (the patient's records changed since).
     pub(crate) refused: u64,
     height: u64,
     counts: BTreeMap<&'static str, u64>,
@@ -256,7 +257,8 @@ pub async fn run(command: ResearchCommand) -> Result<()> {
             }
             if summary.refused > 0 {
                 println!(
-                    "  {} patients left out: the ledger refused their export",
+                    "  {} patients left out: the ledger refused their export, or their records \
+                     changed since it",
                     summary.refused
                 );
             }
@@ -502,21 +504,35 @@ pub(crate) async fn export(
         }
     }
     // 3. What each committed export planned, checked against the plan its event commits to.
+    // A listing the node will not give (a record added since: `changed`) leaves its patient
+    // out, said so, as a refused export does; a listing that is not the plan is a node not
+    // to be trusted, and nothing is written.
     let listings: Vec<_> = stream::iter(committed)
         .map(|(p, event)| async move {
-            let listing = s.client.research_export_listing(event).await.with_context(|| {
-                format!("the records of research export {event} (patient {})", p.patient)
-            })?;
-            anyhow::Ok(Exported {
-                patient: p.patient,
-                records: checked_listing(p, event, listing)?,
-                plan: p.plan,
-            })
+            let listing = s.client.research_export_listing(event).await;
+            (p, event, listing)
         })
         .buffered(LISTINGS_IN_FLIGHT)
         .collect()
         .await;
-    let exported = listings.into_iter().collect::<Result<Vec<_>>>()?;
+    let mut exported = Vec::with_capacity(listings.len());
+    for (p, event, listing) in listings {
+        match listing {
+            Ok(listing) => exported.push(Exported {
+                patient: p.patient,
+                records: checked_listing(p, event, listing)?,
+                plan: p.plan,
+            }),
+            Err(e) => {
+                refused += 1;
+                eprintln!(
+                    "left out patient {}: the records of research export {event} were not \
+                     listed: {e}",
+                    p.patient
+                );
+            }
+        }
+    }
     // The block time of the last export event is the manifest's transactionTime.
     let time_ms = match last_applied {
         Some(hash) => s.client.transaction(&hash).await?.header.time_ms,

@@ -106,11 +106,12 @@ pub(crate) fn apply(
     let records = planned(&state.records_of_patient(&tx.patient)?, &tx.categories);
     let plan = plan_digest(&tx.project, &tx.rule_set, &tx.patient, &tx.categories, &records);
     if plan != tx.plan {
+        // No count of the records: a refused export is in no trail, so the reason must tell
+        // nothing of what the patient has.
         return Ok(Err(Refusal::Invalid {
             reason: format!(
-                "the export's plan is not that of the {} records of patient {} of those \
-                 categories at this block: list them again",
-                records.len(),
+                "the export's plan is not that of patient {}'s records of those categories at \
+                 this block: ask for the cohort again",
                 tx.patient
             ),
         }));
@@ -335,13 +336,46 @@ impl crate::Ledger {
         if e.time_ms > time_ms || time_ms - e.time_ms >= RESEARCH_READ_WINDOW_MS {
             return closed("its listing is open for a day after its block, and that day is over");
         }
-        let mut in_force = false;
-        view.visit_grants(&organisation, &e.patient, &mut |id, g| {
-            in_force = grants.contains(&id) && g.in_force(height, time_ms);
-            in_force
-        })?;
-        if !in_force {
-            return closed("no grant that allowed it is still in force");
+        // The export's own rule, asked again now: every category it names still allowed to
+        // the member for research under a grant that allowed the export (a grant revoked, or
+        // a deny rule added since, closes the listing as it stops the reads).
+        for category in &categories {
+            let resource = Resource {
+                patient: e.patient,
+                category: Some(*category),
+                record: None,
+                case: None,
+            };
+            let decision = consent_allows(
+                &view,
+                member,
+                Action::Read,
+                &resource,
+                Purpose::Research,
+                height,
+                time_ms,
+            )?;
+            let mut still = matches!(
+                decision,
+                medledger_core::tx::consent::Decision::Allow(Basis::Grant { .. })
+            );
+            if still {
+                // Not necessarily the first grant that allows it: one of the export's.
+                still = false;
+                view.visit_grants(&organisation, &e.patient, &mut |id, g| {
+                    still = grants.contains(&id)
+                        && g.purpose == Purpose::Research
+                        && g.in_force(height, time_ms)
+                        && g.covers(&resource);
+                    still
+                })?;
+            }
+            if !still {
+                return closed(
+                    "the patient's consent no longer lets it name every category it named under \
+                     the grants that allowed it",
+                );
+            }
         }
         let records = self.records_of_patient(&e.patient)?;
         let named = planned(&records, &categories);

@@ -241,6 +241,16 @@ pub(crate) fn simulate(
     signature_ok: bool,
 ) -> Result<medledger_ledger::Simulated, ApiError> {
     envelope(state, tx, signature_ok)?;
+    // An access or a research export is decided at its block and written to the patient's
+    // trail, allowed or denied; simulated, its answer (not found, not as named, erased, the
+    // decision, a plan's size) would tell what a patient has without any trail seeing it.
+    if matches!(tx.tx.body, TxBody::Access(_) | TxBody::ResearchExport(_)) {
+        return Err(crate::http::error::bad_request(format!(
+            "a {} is decided at its block and recorded in the patient's audit trail: it is \
+             not simulated (send it to its read route, or submit it)",
+            tx.tx.body.kind()
+        )));
+    }
     if !state.limits.simulations.try_take(&tx.tx.signer) {
         return Err(too_many(
             ErrorCode::TooManySimulations,

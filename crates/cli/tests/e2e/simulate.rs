@@ -187,3 +187,69 @@ fn simulations_are_rate_limited_per_signer() {
     assert_eq!(r.status, 422, "{}", r.text());
     assert_eq!(r.json()["code"], "refused");
 }
+
+/// An access or a research export is not simulated: its answer (the record missing, named
+/// with another patient, erased, the decision, a plan's size) would tell a stranger what a
+/// patient has with nothing in the patient's trail. Refused for a record that exists and one
+/// that does not alike, before any state is read; nothing is ordered.
+#[test]
+fn an_access_or_a_research_export_is_not_simulated() {
+    use medledger_core::{
+        Hash,
+        tx::{
+            consent::{AccessTx, Action, Purpose, Resource},
+            research::ResearchExportTx,
+        },
+    };
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let chain = node.health()["chain_id"].as_str().unwrap().to_owned();
+    let pmr = crate::organisations::record(
+        tmp.path(),
+        &c.doctor,
+        &c.patient_id,
+        "lab-report",
+        "2024-03-01",
+    );
+    let (doctor, doctor_account) = unlock(&c.doctor);
+    let (_, patient_account) = unlock(&c.patient);
+    let stranger = AccountId([9; 20]);
+    let access = |record: &str, patient: AccountId| {
+        TxBody::Access(AccessTx {
+            resource: Resource {
+                patient,
+                category: Some(RecordCategory::LabReport),
+                record: Some(record.to_owned()),
+                case: None,
+            },
+            action: Action::Read,
+            purpose: Purpose::Treatment,
+        })
+    };
+    let export = TxBody::ResearchExport(ResearchExportTx {
+        patient: patient_account,
+        categories: vec![RecordCategory::LabReport],
+        project: "p".into(),
+        rule_set: "safe-harbor-1".into(),
+        plan: Hash([0; 32]),
+    });
+    let size = node.log_size();
+    let mut answers = Vec::new();
+    for body in [
+        access(&pmr, patient_account),
+        access(&pmr, stranger),
+        access("9999901012020", stranger),
+        export,
+    ] {
+        let tx = build(&doctor, doctor_account, &chain, 2, body);
+        let r = http(node.port, "POST", SIMULATE, &tx.encode()).unwrap();
+        assert_eq!(r.status, 400, "{}", r.text());
+        let text = r.json()["message"].as_str().unwrap().to_owned();
+        assert!(text.contains("not simulated"), "{text}");
+        answers.push(text);
+    }
+    assert_eq!(answers[0], answers[1], "an access's answer depends on what it names");
+    assert_eq!(answers[1], answers[2], "an access's answer depends on what exists");
+    assert_eq!(node.log_size(), size, "a simulation ordered something");
+}

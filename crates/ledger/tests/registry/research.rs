@@ -670,14 +670,36 @@ fn a_researcher_sees_a_patients_records_only_through_its_own_committed_export() 
     assert!(matches!(named(&w, event), ExportListing::Named { .. }));
     w.net.time = exported_at + RESEARCH_READ_WINDOW_MS;
     assert!(matches!(named(&w, event), ExportListing::Closed(why) if why.contains("day")));
-    // Revoking the grants that allowed it closes it too.
+    // The export's consent is asked again: a deny rule on one category it named closes it,
+    // and removing the rule opens it again.
     w.net.time = exported_at + 1_000;
     let event = export_planned(&mut w, &categories, &records);
     assert!(matches!(named(&w, event), ExportListing::Named { .. }));
-    for grant in [all, w.grant] {
+    let no_scans = DenyRule {
+        grantee: None,
+        grantee_role: None,
+        category: Some(Imaging),
+        purpose: Some(Purpose::Research),
+    };
+    let t = consent(ConsentTx::Deny { patient: w.patient.account, rule: no_scans }, &mut w.patient);
+    let rule = created_id(&w.net.one(t));
+    assert!(matches!(named(&w, event), ExportListing::Closed(why) if why.contains("consent")));
+    let t = consent(ConsentTx::RemoveDeny { rule }, &mut w.patient);
+    applied(&w.net.one(t));
+    assert!(matches!(named(&w, event), ExportListing::Named { .. }));
+    // A research grant given since (which may come first in id order) changes nothing.
+    let t = grant_for(&w.net, &mut w.patient, &w.org, Scope::All, Purpose::Research);
+    let since = created_id(&w.net.one(t));
+    assert!(matches!(named(&w, event), ExportListing::Named { .. }));
+    // Revoking the grant that allowed the images closes it, though the lab grant and the
+    // later grant are still in force.
+    let t = consent(ConsentTx::Revoke { grant: all }, &mut w.patient);
+    applied(&w.net.one(t));
+    assert!(matches!(named(&w, event), ExportListing::Closed(why) if why.contains("consent")));
+    for grant in [since, w.grant] {
         let t = consent(ConsentTx::Revoke { grant }, &mut w.patient);
         applied(&w.net.one(t));
     }
-    assert!(matches!(named(&w, event), ExportListing::Closed(why) if why.contains("grant")));
+    assert!(matches!(named(&w, event), ExportListing::Closed(_)));
     assert_eq!(sight(&w, &w.member), (vec![], false, false));
 }

@@ -26,7 +26,7 @@ use medledger_api::{
     CASE_EXPORT_FORMAT, CaseExport, CaseRead, CaseView, ExportedEntry, ExportedKey, OwnKey,
     ProvenTx, paths,
 };
-use medledger_core::{encoding, ids::AccountId, keys::namespace, tx::consent::Resource};
+use medledger_core::{encoding, ids::AccountId, keys::namespace};
 use medledger_ledger::{CaseLog, TxRecord, visibility::CaseSight};
 use medledger_vault::BlobStore;
 use serde::Deserialize;
@@ -56,10 +56,6 @@ fn no_case(id: &str) -> ApiError {
 }
 
 /// What an access to case `id` names.
-fn case_resource(id: &str, c: &CaseLog) -> Resource {
-    Resource { patient: c.patient, category: None, record: None, case: Some(id.to_owned()) }
-}
-
 /// The case named `id`, if `who` may see it at least as far as `needed`
 /// (`Ledger::case_visible_to`); 404 otherwise, whether or not it exists.
 fn visible_case(
@@ -128,9 +124,16 @@ async fn read(
 ) -> Result<Response, ApiError> {
     let read = AccessRead::open(&state, &body)?;
     let reader = read.reader();
-    let c = state.ledger.case(&id)?.ok_or_else(|| read.missing(&state, no_case(&id)))?;
-    let resource = case_resource(&id, &c);
-    read.access_naming(&format!("case {id} of patient {}", c.patient), |r| *r == resource)?;
+    // What the body names is checked before the case is looked up, and a case of another
+    // patient than the body says is answered as a missing one (charged alike): a body that
+    // is never submitted must not tell which cases exist, or whose they are.
+    let named = read.access_naming(&format!("case {id} alone"), |r| {
+        r.case.as_deref() == Some(id.as_str()) && r.record.is_none() && r.category.is_none()
+    })?;
+    let named_patient = named.resource.patient;
+    if state.ledger.case(&id)?.is_none_or(|c| c.patient != named_patient) {
+        return Err(read.missing(&state, no_case(&id)));
+    }
     let likely = read.likely(&state)?;
     let released = read
         .serve(&state, likely, |_| {

@@ -181,10 +181,16 @@ async fn read(
     let id = parse_hash(&id)?;
     let read = AccessRead::open(&state, &body)?;
     let reader = read.reader();
-    let session =
-        state.ledger.device_session(&id)?.ok_or_else(|| read.missing(&state, no_session(&id)))?;
-    let data = device_data(session.patient);
-    read.access_naming(&format!("the device data of patient {}", session.patient), |r| *r == data)?;
+    // As for a case: the body's shape first, then a session of another patient than the body
+    // names is answered as a missing one (charged alike), so an unsubmitted body tells
+    // nothing of whose sessions exist.
+    let named = read.access_naming("the device data of the session's patient", |r| {
+        *r == device_data(r.patient)
+    })?;
+    let named_patient = named.resource.patient;
+    if state.ledger.device_session(&id)?.is_none_or(|s| s.patient != named_patient) {
+        return Err(read.missing(&state, no_session(&id)));
+    }
     let likely = read.likely(&state)?;
     let released = read
         .serve(&state, likely, |_| async {

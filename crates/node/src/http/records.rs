@@ -71,15 +71,24 @@ async fn token(
     Ok(Json(views::record(pmr, r)))
 }
 
-/// `GET /v1/records/{pmr}/history`.
+/// `GET /v1/records/{pmr}/history`: the versions of a record the requester may see, each
+/// judged by itself (seeing one version is not seeing the others: a grant of one record, or a
+/// research export's read of one, shows neither the amendments made since nor an erased
+/// earlier version).
 async fn history(
     State(state): State<AppState>,
     Signed(requester): Signed,
     Path(pmr): Path<String>,
 ) -> ApiResult<Vec<RecordView>> {
     visible(&state, &requester, &pmr)?;
-    let versions = state.ledger.record_history(&pmr)?;
-    Ok(Json(versions.into_iter().map(|(id, r)| views::record(id, r)).collect()))
+    let now = crate::admission::now_ms();
+    let mut shown = Vec::new();
+    for (id, r) in state.ledger.record_history(&pmr)? {
+        if state.ledger.record_entry_visible_to(&requester, &id, &r, now)? {
+            shown.push(views::record(id, r));
+        }
+    }
+    Ok(Json(shown))
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,8 +132,10 @@ async fn read(
 ) -> Result<Response, ApiError> {
     let read = AccessRead::open(&state, &body)?;
     let reader = read.reader();
-    let record = state.ledger.record(&pmr)?.ok_or_else(|| read.missing(&state, no_record(&pmr)))?;
+    // What the body names is checked before the record is looked up: a body that is never
+    // submitted must not tell which records exist.
     read.access_naming(&format!("record {pmr}"), |r| r.record.as_deref() == Some(pmr.as_str()))?;
+    let record = state.ledger.record(&pmr)?.ok_or_else(|| read.missing(&state, no_record(&pmr)))?;
     // L5: an access that names the record with another patient or category (to borrow a
     // grant) is likely denied as a false declaration: nothing is read from the vault, and the
     // denial is committed to the trail of the record's real patient (charged at admission to

@@ -74,3 +74,72 @@ fn the_audited_case_read_serves_the_patient_and_grantee_and_denies_a_stranger() 
         world.node.stop().await;
     });
 }
+
+/// An audited read's body that is never submitted must not tell which cases, records or
+/// device sessions exist, or whose they are (the review of 2026-12-02): the body's shape is
+/// checked before the thing is looked up (400 alike whether it exists), and a case or session
+/// named with another patient is answered as a missing one (404 alike, charged to the
+/// reader's denial allowance, which runs out).
+#[test]
+fn an_unsubmitted_read_tells_nothing_of_what_exists_or_whose_it_is() {
+    run(async {
+        let mut world = World::build().await;
+        let stranger = world.stranger_patient.account;
+        let wrong_patient = |mut r: medledger_core::tx::consent::Resource| {
+            r.patient = stranger;
+            r
+        };
+        let targets = [
+            (
+                format!("/v1/cases/{}/read", world.case),
+                "/v1/cases/C99999-9/read".to_owned(),
+                world.case_resource(),
+            ),
+            (
+                format!("/v1/device-sessions/{}/read", world.session),
+                format!("/v1/device-sessions/{}/read", medledger_core::Hash([7; 32])),
+                world.device_resource(),
+            ),
+        ];
+        for (real, missing, resource) in targets {
+            // Another shape (naming the world's record): 400 alike, naming no patient.
+            let mut answers = Vec::new();
+            for path in [&real, &missing] {
+                let access = world.stranger_doctor.access(world.record_resource());
+                let (status, body) = world.node.post_tx(path, &access).await;
+                assert_eq!(status, 400, "{path}: {body}");
+                assert!(!body.to_string().contains(&world.patient.account.to_string()), "{body}");
+                answers.push(body["code"].clone());
+            }
+            assert_eq!(answers[0], answers[1]);
+            // Named with another patient: 404 as for one that does not exist.
+            let access = world.stranger_doctor.access(wrong_patient(resource.clone()));
+            let (status, exists) = world.node.post_tx(&real, &access).await;
+            // (The missing case is named as itself.)
+            let mut absent_resource = wrong_patient(resource.clone());
+            if absent_resource.case.is_some() {
+                absent_resource.case = Some("C99999-9".into());
+            }
+            let access = world.stranger_doctor.access(absent_resource);
+            let (status_missing, absent) = world.node.post_tx(&missing, &access).await;
+            assert_eq!((status, status_missing), (404, 404), "{exists} {absent}");
+            assert_eq!(exists["code"], absent["code"]);
+            assert!(!exists.to_string().contains(&world.patient.account.to_string()), "{exists}");
+        }
+        // Each such probe is charged as a denial: the allowance runs out.
+        let path = format!("/v1/cases/{}/read", world.case);
+        let mut refused = None;
+        for _ in 0..30 {
+            let access = world.stranger_doctor.access(wrong_patient(world.case_resource()));
+            let (status, body) = world.node.post_tx(&path, &access).await;
+            if status == 429 {
+                refused = Some(body);
+                break;
+            }
+            assert_eq!(status, 404, "{body}");
+        }
+        let refused = refused.expect("probes of a real case with a false patient are not charged");
+        assert_eq!(refused["code"].as_str(), Some("too_many_denials"), "{refused}");
+        world.node.stop().await;
+    });
+}

@@ -139,3 +139,65 @@ fn admission_refuses_a_blob_of_another_owner_or_named_twice_and_orders_nothing()
         world.node.stop().await;
     });
 }
+
+/// A record's history shows each version only to whom may see that version (the review of
+/// 2026-12-02): a grantee of the first version alone sees neither the amendment made since
+/// nor, asking by the amendment's PMR-ID, anything; the patient sees both.
+#[test]
+fn a_records_history_shows_only_the_versions_the_reader_may_see() {
+    use medledger_core::tx::{
+        ConsentTx, RecordTx, TxBody,
+        consent::{Purpose, RecordCategory, Scope, Validity},
+        records::{KeyRef, MintRecord, VisitDate},
+    };
+    run(async {
+        let mut world = World::build().await;
+        let (content, size) = world.doctor.store(b"amended ciphertext").await;
+        let (metadata, _) = world.doctor.store(b"amended sealed metadata").await;
+        let (key, _) = world.doctor.store(b"amended key for the patient").await;
+        let (own, _) = world.doctor.store(b"amended key for the doctor").await;
+        let amend = world.doctor.tx(TxBody::Records(RecordTx::Mint(MintRecord {
+            patient: world.patient.account,
+            visit_date: VisitDate { year: 2026, month: 1, day: 3 },
+            category: RecordCategory::LabReport,
+            content,
+            size,
+            metadata,
+            keys: vec![
+                KeyRef { recipient: world.patient.account, blob: key },
+                KeyRef { recipient: world.doctor.account, blob: own },
+            ],
+            supersedes: Some(world.pmr.clone()),
+            sharing: None,
+        })));
+        let receipt = world.doctor.client.submit(&amend).await.unwrap();
+        let medledger_core::block::Outcome::Applied {
+            created: Some(medledger_core::block::Created::Record { pmr: amended }),
+        } = receipt.outcome
+        else {
+            panic!("the amendment was not minted: {receipt:?}")
+        };
+        let grant = world.patient.tx(TxBody::Consent(ConsentTx::Grant {
+            patient: world.patient.account,
+            grantee: world.stranger_doctor.account,
+            scope: Scope::Records(vec![world.pmr.clone()]),
+            purpose: Purpose::Treatment,
+            validity: Validity { not_before_ms: 0, expires_at_ms: crate::now_ms() + 3_600_000 },
+        }));
+        world.patient.client.submit(&grant).await.unwrap();
+        let path = format!("/v1/records/{}/history", world.pmr);
+        let pmrs = |body: &serde_json::Value| -> Vec<String> {
+            body.as_array().unwrap().iter().map(|r| r["pmr"].as_str().unwrap().to_owned()).collect()
+        };
+        let (status, all) = world.node.get(&world.patient, &path).await;
+        assert_eq!(status, 200, "{all}");
+        assert_eq!(pmrs(&all), [world.pmr.clone(), amended.clone()]);
+        let (status, granted) = world.node.get(&world.stranger_doctor, &path).await;
+        assert_eq!(status, 200, "{granted}");
+        assert_eq!(pmrs(&granted), [world.pmr.clone()], "the amendment is shown");
+        let later = format!("/v1/records/{amended}/history");
+        let (status, body) = world.node.get(&world.stranger_doctor, &later).await;
+        assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
+        world.node.stop().await;
+    });
+}
