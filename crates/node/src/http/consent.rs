@@ -103,7 +103,21 @@ async fn research_export(
                 categories,
                 plan,
                 time_ms,
-                records: records.into_iter().map(|(pmr, r)| views::record(pmr, r)).collect(),
+                records: {
+                    // Links to versions outside the plan (an erased earlier one) are not the
+                    // export's to show.
+                    let planned: Vec<String> = records.iter().map(|(pmr, _)| pmr.clone()).collect();
+                    let inside = |link: Option<String>| link.filter(|id| planned.contains(id));
+                    records
+                        .into_iter()
+                        .map(|(pmr, r)| {
+                            let mut view = views::record(pmr, r);
+                            view.supersedes = inside(view.supersedes);
+                            view.superseded_by = inside(view.superseded_by);
+                            view
+                        })
+                        .collect()
+                },
             }))
         }
     }

@@ -68,7 +68,28 @@ async fn token(
     Path(pmr): Path<String>,
 ) -> ApiResult<RecordView> {
     let r = visible(&state, &requester, &pmr)?;
-    Ok(Json(views::record(pmr, r)))
+    Ok(Json(shown(&state, &requester, pmr, r, crate::admission::now_ms())?))
+}
+
+/// Token `pmr` (`r`) as `requester`, who may see it, is shown it: its links to other versions
+/// (`supersedes`, `superseded_by`) only where they may see that version too, since a PMR-ID
+/// carries the Patient-ID and a visit date.
+fn shown(
+    state: &AppState,
+    requester: &AccountId,
+    pmr: String,
+    r: RecordEntry,
+    now: u64,
+) -> Result<RecordView, ApiError> {
+    let mut view = views::record(pmr, r);
+    for link in [&mut view.supersedes, &mut view.superseded_by] {
+        if let Some(id) = link.as_deref()
+            && state.ledger.record_visible_to(requester, id, now)?.is_none()
+        {
+            *link = None;
+        }
+    }
+    Ok(view)
 }
 
 /// `GET /v1/records/{pmr}/history`: the versions of a record the requester may see, each
@@ -82,13 +103,13 @@ async fn history(
 ) -> ApiResult<Vec<RecordView>> {
     visible(&state, &requester, &pmr)?;
     let now = crate::admission::now_ms();
-    let mut shown = Vec::new();
+    let mut versions = Vec::new();
     for (id, r) in state.ledger.record_history(&pmr)? {
         if state.ledger.record_entry_visible_to(&requester, &id, &r, now)? {
-            shown.push(views::record(id, r));
+            versions.push(shown(&state, &requester, id, r, now)?);
         }
     }
-    Ok(Json(shown))
+    Ok(Json(versions))
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,7 +138,8 @@ async fn list(
             let patient = parse_account(&patient)?;
             let now = crate::admission::now_ms();
             let list = state.ledger.records_of_patient_visible_to(&requester, &patient, now)?;
-            Ok(Json(list.into_iter().map(|(id, r)| views::record(id, r)).collect()))
+            let views = list.into_iter().map(|(id, r)| shown(&state, &requester, id, r, now));
+            Ok(Json(views.collect::<Result<_, _>>()?))
         }
         _ => Err(bad_request("give exactly one of ?owner= and ?patient=")),
     }

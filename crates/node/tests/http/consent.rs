@@ -232,3 +232,125 @@ fn audit_counts_are_the_regulators_and_an_event_stream_its_accounts() {
         world.node.stop().await;
     });
 }
+
+/// A researcher's member plans an export from the cohort's plan digest alone and sees the
+/// records only once the export is committed, through its listing (the review of 2026-12-02):
+/// the cohort needs a project and a known rule set and is the member's alone; the listing is
+/// the member's alone (its organisation, the patient and a doctor get 404), holds the plan's
+/// records (not an erased version) and no link to a version outside the plan, and answers 409
+/// `changed` once a record is added.
+#[test]
+fn a_research_export_is_listed_to_its_member_alone_and_only_as_planned() {
+    use medledger_core::{
+        Hash,
+        block::{Created, Outcome},
+        tx::{RecordTx, consent::RecordCategory, research::ResearchExportTx},
+    };
+    run(async {
+        let mut world = World::build().await;
+        // An amendment of the world's lab report, then the first version erased.
+        let first = world.pmr.clone();
+        let amended = mint_lab(&mut world, Some(first), 2).await;
+        let erase =
+            world.patient.tx(TxBody::Records(RecordTx::Erase { record: world.pmr.clone() }));
+        all_applied(&world.patient.client, &[erase]).await;
+        let (lab, mut analyst) =
+            organisation_with_member(&mut world, OrganisationKind::Researcher, "Lab").await;
+        let grant = world.patient.tx(TxBody::Consent(ConsentTx::Grant {
+            patient: world.patient.account,
+            grantee: lab.account,
+            scope: Scope::All,
+            purpose: Purpose::Research,
+            validity: Validity { not_before_ms: 0, expires_at_ms: crate::now_ms() + 3_600_000 },
+        }));
+        all_applied(&world.patient.client, &[grant]).await;
+
+        // The cohort: a project and a known rule set, to the member alone.
+        let cohort = "/v1/consent/research-cohort";
+        for bad in [cohort.to_owned(), format!("{cohort}?project=p&rule_set=made-up")] {
+            let (status, body) = world.node.get(&analyst, &bad).await;
+            assert_eq!(status, 400, "{bad}: {body}");
+        }
+        let asked = format!("{cohort}?project=p&rule_set=safe-harbor-1");
+        let (status, body) = world.node.get(&lab, &asked).await;
+        assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
+        let (status, body) = world.node.get(&analyst, &asked).await;
+        assert_eq!(status, 200, "{body}");
+        let entry = &body["patients"][0];
+        assert!(!body.to_string().contains(&amended), "the cohort names a record: {body}");
+        let categories: Vec<RecordCategory> =
+            serde_json::from_value(entry["categories"].clone()).unwrap();
+        let plan: Hash = serde_json::from_value(entry["plan"].clone()).unwrap();
+        let export = analyst.tx(TxBody::ResearchExport(ResearchExportTx {
+            patient: world.patient.account,
+            categories,
+            project: "p".into(),
+            rule_set: "safe-harbor-1".into(),
+            plan,
+        }));
+        let receipt = analyst.client.submit(&export).await.unwrap();
+        let Outcome::Applied { created: Some(Created::ResearchExport { event }) } = receipt.outcome
+        else {
+            panic!("the export was not applied: {receipt:?}")
+        };
+
+        // The listing: to the member alone, the plan's records, no link outside it.
+        let listing = format!("/v1/consent/research-exports/{event}");
+        for who in [&lab, &world.patient, &world.doctor] {
+            let (status, body) = world.node.get(who, &listing).await;
+            assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
+        }
+        let (status, body) = world.node.get(&analyst, "/v1/consent/research-exports/x").await;
+        assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
+        let (status, body) = world.node.get(&analyst, &listing).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["plan"], entry["plan"]);
+        let records = body["records"].as_array().unwrap();
+        let pmrs: Vec<&str> = records.iter().map(|r| r["pmr"].as_str().unwrap()).collect();
+        assert!(pmrs.contains(&amended.as_str()), "{body}");
+        assert!(!pmrs.contains(&world.pmr.as_str()), "an erased version is listed: {body}");
+        let shown = records.iter().find(|r| r["pmr"] == amended.as_str()).unwrap();
+        assert!(shown["supersedes"].is_null(), "a link outside the plan: {body}");
+        assert!(!body.to_string().contains(&world.pmr), "the erased version is named: {body}");
+
+        // A record added since: 409 `changed`.
+        mint_lab(&mut world, None, 3).await;
+        let (status, body) = world.node.get(&analyst, &listing).await;
+        assert_eq!((status, body["code"].as_str()), (409, Some("changed")), "{body}");
+        world.node.stop().await;
+    });
+}
+
+/// The world's doctor mints a lab report for the world's patient (amending `supersedes`), its
+/// key wrapped to both; its PMR-ID.
+async fn mint_lab(world: &mut World, supersedes: Option<String>, day: u8) -> String {
+    use medledger_core::{
+        block::{Created, Outcome},
+        tx::{
+            RecordTx,
+            consent::RecordCategory,
+            records::{KeyRef, MintRecord, VisitDate},
+        },
+    };
+    let (doctor, patient) = (world.doctor.account, world.patient.account);
+    let (content, size) = world.doctor.store(format!("lab {day}").as_bytes()).await;
+    let (metadata, _) = world.doctor.store(format!("meta {day}").as_bytes()).await;
+    let (k1, _) = world.doctor.store(format!("key p {day}").as_bytes()).await;
+    let (k2, _) = world.doctor.store(format!("key d {day}").as_bytes()).await;
+    let tx = world.doctor.tx(TxBody::Records(RecordTx::Mint(MintRecord {
+        patient,
+        visit_date: VisitDate { year: 2026, month: 2, day },
+        category: RecordCategory::LabReport,
+        content,
+        size,
+        metadata,
+        keys: vec![KeyRef { recipient: patient, blob: k1 }, KeyRef { recipient: doctor, blob: k2 }],
+        supersedes,
+        sharing: None,
+    })));
+    let receipt = world.doctor.client.submit(&tx).await.unwrap();
+    match receipt.outcome {
+        Outcome::Applied { created: Some(Created::Record { pmr }) } => pmr,
+        other => panic!("not minted: {other:?}"),
+    }
+}

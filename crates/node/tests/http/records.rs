@@ -141,8 +141,9 @@ fn admission_refuses_a_blob_of_another_owner_or_named_twice_and_orders_nothing()
 }
 
 /// A record's history shows each version only to whom may see that version (the review of
-/// 2026-12-02): a grantee of the first version alone sees neither the amendment made since
-/// nor, asking by the amendment's PMR-ID, anything; the patient sees both.
+/// 2026-12-02): a grantee of the first version alone sees neither the amendment made since,
+/// nor its PMR-ID in the version it sees (history, token, listing), nor, asking by the
+/// amendment's PMR-ID, anything; the patient sees both, linked.
 #[test]
 fn a_records_history_shows_only_the_versions_the_reader_may_see() {
     use medledger_core::tx::{
@@ -192,9 +193,21 @@ fn a_records_history_shows_only_the_versions_the_reader_may_see() {
         let (status, all) = world.node.get(&world.patient, &path).await;
         assert_eq!(status, 200, "{all}");
         assert_eq!(pmrs(&all), [world.pmr.clone(), amended.clone()]);
+        assert_eq!(all[0]["superseded_by"].as_str(), Some(amended.as_str()), "{all}");
         let (status, granted) = world.node.get(&world.stranger_doctor, &path).await;
         assert_eq!(status, 200, "{granted}");
         assert_eq!(pmrs(&granted), [world.pmr.clone()], "the amendment is shown");
+        // Nor named by the version the grantee sees: not in its history, token or listing.
+        assert!(granted[0]["superseded_by"].is_null(), "{granted}");
+        let token = format!("/v1/records/{}", world.pmr);
+        let listing = format!("/v1/records?patient={}", world.patient.account);
+        for path in [token, listing] {
+            let (status, body) = world.node.get(&world.stranger_doctor, &path).await;
+            assert_eq!(status, 200, "{body}");
+            assert!(!body.to_string().contains(&amended), "{path} names the amendment: {body}");
+        }
+        let (_, own) = world.node.get(&world.patient, &format!("/v1/records/{}", world.pmr)).await;
+        assert_eq!(own["superseded_by"].as_str(), Some(amended.as_str()), "{own}");
         let later = format!("/v1/records/{amended}/history");
         let (status, body) = world.node.get(&world.stranger_doctor, &later).await;
         assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
