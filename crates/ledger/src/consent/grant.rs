@@ -44,6 +44,7 @@ pub(crate) fn grant(
     }
     refuse_on!(super::check_organisation_purpose(grantee_account.role, purpose));
     refuse_on!(check_scope(scope));
+    refuse_on!(super::check_organisation_scope(grantee_account.role, scope));
     refuse_on!(check_validity(validity, state.time_ms));
     let id = state.tx_hash;
     crate::audit::record_event(

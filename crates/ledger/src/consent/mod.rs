@@ -273,6 +273,23 @@ pub(crate) fn acting_organisation(
         .map(|o| (organisation, o)))
 }
 
+/// Refuses a grant or request a researcher organisation may not hold: one of single records
+/// or of a case. Only categories or everything are exported (the cohort names a patient's
+/// categories), and a record's or case's id, which carries the Patient-ID and a date, would
+/// be shown to the organisation by the grant itself (its event, its transaction).
+pub(crate) fn check_organisation_scope(role: Role, scope: &Scope) -> Result<(), Refusal> {
+    if role != Role::Organisation(OrganisationKind::Researcher)
+        || matches!(scope, Scope::All | Scope::Categories(_))
+    {
+        return Ok(());
+    }
+    Err(Refusal::Invalid {
+        reason: "a researcher organisation is granted categories of records or all of them, \
+                 for de-identified export; not single records or a case"
+            .into(),
+    })
+}
+
 /// Refuses a grant or request for a purpose the organisation's kind is not for: a researcher
 /// is granted research, an insurer insurance, nothing else.
 pub(crate) fn check_organisation_purpose(role: Role, purpose: Purpose) -> Result<(), Refusal> {

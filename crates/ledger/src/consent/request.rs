@@ -37,6 +37,7 @@ pub(crate) fn request(
         match super::acting_organisation(state, signer, signer_account)? {
             Some((organisation, o)) => {
                 refuse_on!(super::check_organisation_purpose(o.role, purpose));
+                refuse_on!(super::check_organisation_scope(o.role, scope));
                 organisation
             }
             None => {
@@ -47,6 +48,7 @@ pub(crate) fn request(
         }
     } else {
         refuse_on!(super::check_organisation_purpose(signer_account.role, purpose));
+        refuse_on!(super::check_organisation_scope(signer_account.role, scope));
         *signer
     };
     let p = refuse_on!(require_active(state, patient, "patient")?);

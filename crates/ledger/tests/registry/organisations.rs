@@ -14,7 +14,8 @@
 use medledger_core::{
     block::Refusal,
     tx::{
-        AddMember, AdmitOrganisation, ConsentTx, OrganisationKind, RegistryTx, Role, TxBody,
+        AddMember, AdmitOrganisation, ConsentTx, OrganisationKind, RecordTx, RegistryTx, Role,
+        TxBody,
         consent::{DenyRule, Purpose, RecordCategory, Scope, Validity},
     },
 };
@@ -423,6 +424,65 @@ fn grants_to_organisations_fit_their_kind_and_never_go_to_a_member() {
     let t = grant_for(&w.net, &mut w.patient, &w.member, Scope::All, Purpose::Research);
     assert!(matches!(refusal(&w.net.one(t)), Refusal::Invalid { .. }));
     assert_eq!(state(&w), before);
+}
+
+/// A researcher is granted categories or everything, never single records or a case: their
+/// ids carry the Patient-ID, and the grant would show them to the organisation. Refused as a
+/// grant, as an approval that narrows a request to them, and as a member's request; an
+/// insurer may hold either.
+#[test]
+fn a_researcher_is_granted_no_single_record_or_case() {
+    let mut w = world();
+    let body = super::records::mint_body(&w.patient, &w.doctor, RecordCategory::LabReport, "r");
+    let t = super::records::rec(RecordTx::Mint(body), &mut w.doctor);
+    let pmr = super::records::minted(&w.net.one(t));
+    let narrow = [Scope::Records(vec![pmr.clone()]), Scope::Case("C10001-1".into())];
+    let before = state(&w);
+    for scope in narrow.clone() {
+        let t = grant_for(&w.net, &mut w.patient, &w.org, scope.clone(), Purpose::Research);
+        let r = w.net.one(t);
+        assert!(
+            matches!(refusal(&r), Refusal::Invalid { reason } if reason.contains("not single records")),
+            "{scope:?}: {r:?}"
+        );
+        let t = consent(
+            ConsentTx::Request {
+                patient: w.patient.account,
+                scope: scope.clone(),
+                purpose: Purpose::Research,
+            },
+            &mut w.member,
+        );
+        assert!(matches!(refusal(&w.net.one(t)), Refusal::Invalid { .. }), "{scope:?}");
+    }
+    assert_eq!(state(&w), before);
+    // A request of everything, approved narrowed to one record: refused, nothing granted.
+    let t = consent(
+        ConsentTx::Request {
+            patient: w.patient.account,
+            scope: Scope::All,
+            purpose: Purpose::Research,
+        },
+        &mut w.member,
+    );
+    let id = created_id(&w.net.one(t));
+    let now = w.net.time;
+    let t = consent(
+        ConsentTx::Approve {
+            request: id,
+            scope: narrow[0].clone(),
+            validity: Validity { not_before_ms: now, expires_at_ms: now + HOUR },
+        },
+        &mut w.patient,
+    );
+    assert!(matches!(refusal(&w.net.one(t)), Refusal::Invalid { .. }));
+    let who = w.net.ledger.who_can_see(&w.patient.account, None).unwrap();
+    assert!(!who.grants.iter().any(|(_, g)| matches!(g.scope, Scope::Records(_))), "{who:?}");
+    // An insurer may be granted one record.
+    let insurer = Actor::new();
+    applied(&admit_org(&mut w.net, &insurer, OrganisationKind::Insurer));
+    let t = grant_for(&w.net, &mut w.patient, &insurer, narrow[0].clone(), Purpose::Insurance);
+    applied(&w.net.one(t));
 }
 
 #[test]
