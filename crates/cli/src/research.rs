@@ -523,13 +523,30 @@ pub(crate) async fn export(
                 records: checked_listing(p, event, listing)?,
                 plan: p.plan,
             }),
-            Err(e) => {
+            // The ledger's own answers: the records changed since (409), or the export no
+            // longer open to this member (403). Anything else (no answer, a fault) is not a
+            // reason to drop a patient whose export is committed.
+            Err(medledger_client::ClientError::Http(medledger_client::HttpError::Refused {
+                code: medledger_api::ErrorCode::Changed | medledger_api::ErrorCode::Forbidden,
+                message,
+                ..
+            })) => {
                 refused += 1;
                 eprintln!(
                     "left out patient {}: the records of research export {event} were not \
-                     listed: {e}",
+                     listed: {message}",
                     p.patient
                 );
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "the records of research export {event} (patient {}) could not be \
+                         listed; nothing was written (the exports committed so far are in \
+                         their patients' trails)",
+                        p.patient
+                    )
+                });
             }
         }
     }
@@ -891,9 +908,13 @@ fn open(identity: &Identity, dir: &Path, out: &Path) -> Result<Vec<String>> {
     let index: ExportIndex = serde_json::from_slice(&text)
         .with_context(|| format!("{} is not a research export index", dir.join(INDEX).display()))?;
     let index = index.verified(&identity.signing.public_key())?;
-    empty_dir(out)?;
-    let mut names = Vec::new();
+    // Every file is checked and decrypted before any is written: a refused export leaves
+    // no plaintext behind.
+    let mut opened: Vec<(&str, Vec<u8>)> = Vec::with_capacity(index.files.len());
     for f in &index.files {
+        if opened.iter().any(|(n, _)| *n == f.name) {
+            bail!("the export names {} twice", f.name);
+        }
         if f.name.contains(['/', '\\']) || f.name.starts_with('.') {
             bail!("the export names a file {:?} outside its directory", f.name);
         }
@@ -913,8 +934,13 @@ fn open(identity: &Identity, dir: &Path, out: &Path) -> Result<Vec<String>> {
         if f.name == "manifest.json" && Hash::of(&plain).to_hex() != index.manifest_sha256 {
             bail!("the manifest does not match the SHA-256 the index names");
         }
-        medledger_client::fs::write_private(&out.join(&f.name), &plain)?;
-        names.push(f.name.clone());
+        opened.push((&f.name, plain));
+    }
+    empty_dir(out)?;
+    let mut names = Vec::with_capacity(opened.len());
+    for (name, plain) in opened {
+        medledger_client::fs::write_private(&out.join(name), &plain)?;
+        names.push(name.to_owned());
     }
     Ok(names)
 }
@@ -1018,17 +1044,13 @@ mod tests {
         assert!(err.to_string().contains("not of this wallet's records"), "{err}");
     }
 
-    /// An index with one file, `manifest.json` holding `manifest`, sealed to and signed by
-    /// `id`, written into `dir`.
+    /// An index of two files, `manifest.json` holding `manifest` and `Patient.ndjson`, sealed
+    /// to and signed by `id`, written into `dir`.
     fn write_export(dir: &std::path::Path, id: &medledger_client::Identity, manifest: &[u8]) {
-        let file = super::seal_file(
-            dir,
-            "p",
-            &id.decryption.public_key(),
-            "manifest.json".into(),
-            manifest,
-        )
-        .unwrap();
+        let seal = |name: &str, bytes: &[u8]| {
+            super::seal_file(dir, "p", &id.decryption.public_key(), name.into(), bytes).unwrap()
+        };
+        let files = vec![seal("manifest.json", manifest), seal("Patient.ndjson", b"{}\n")];
         let body = super::IndexBody {
             version: super::INDEX_VERSION,
             project: "p".into(),
@@ -1038,7 +1060,7 @@ mod tests {
             transaction_time_ms: 1,
             plans: Hash::of(b"plans").to_hex(),
             manifest_sha256: Hash::of(manifest).to_hex(),
-            files: vec![file],
+            files,
             signer: id.signing.public_key(),
         };
         let index = super::ExportIndex::sign(body, &id.signing);
@@ -1058,7 +1080,7 @@ mod tests {
         let me = medledger_client::Identity::generate("ana");
         write_export(&dir, &me, b"{\"genuine\":true}");
         let opened = tmp.path().join("opened");
-        assert_eq!(super::open(&me, &dir, &opened).unwrap(), ["manifest.json"]);
+        assert_eq!(super::open(&me, &dir, &opened).unwrap(), ["manifest.json", "Patient.ndjson"]);
         let plain = std::fs::read(opened.join("manifest.json")).unwrap();
         assert_eq!(plain, b"{\"genuine\":true}");
         let refused = |n: u32, expected: &str| {
@@ -1099,7 +1121,13 @@ mod tests {
         old["version"] = 1.into();
         std::fs::write(dir.join(super::INDEX), serde_json::to_vec(&old).unwrap()).unwrap();
         refused(4, "version 1");
-        // 5. Another wallet, on the genuine export.
+        // 5. The second file replaced: nothing is written, not even the first.
+        std::fs::write(dir.join(super::INDEX), &index).unwrap();
+        let patients = std::fs::read(dir.join("Patient.ndjson.enc")).unwrap();
+        std::fs::write(dir.join("Patient.ndjson.enc"), &genuine).unwrap();
+        refused(5, "Patient.ndjson.enc is not the file the signed index names");
+        std::fs::write(dir.join("Patient.ndjson.enc"), &patients).unwrap();
+        // 6. Another wallet, on the genuine export.
         std::fs::write(dir.join(super::INDEX), &index).unwrap();
         let other_wallet = medledger_client::Identity::generate("oli");
         let err = super::open(&other_wallet, &dir, &tmp.path().join("oli")).unwrap_err();

@@ -64,6 +64,20 @@ pub enum TxBody {
 }
 
 impl TxBody {
+    /// Whether a node simulates this kind (`POST /v1/transactions/simulate`). Not an access, a
+    /// research export, a custodian's release of a key share or a case key's share: each is a
+    /// decision of `authorize` that, simulated, no patient's trail would record. A wallet
+    /// submits these without simulating.
+    pub fn is_simulated(&self) -> bool {
+        !matches!(
+            self,
+            TxBody::Access(_)
+                | TxBody::ResearchExport(_)
+                | TxBody::Records(RecordTx::ReleaseShare { .. })
+                | TxBody::Cases(CaseTx::ShareKey { .. })
+        )
+    }
+
     /// A short name for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -243,8 +243,10 @@ pub(crate) fn simulate(
     envelope(state, tx, signature_ok)?;
     // An access or a research export is decided at its block and written to the patient's
     // trail, allowed or denied; simulated, its answer (not found, not as named, erased, the
-    // decision, a plan's size) would tell what a patient has without any trail seeing it.
-    if matches!(tx.tx.body, TxBody::Access(_) | TxBody::ResearchExport(_)) {
+    // decision, a plan's size) would tell what a patient has without any trail seeing it. A
+    // custodian's release of a key share and a case key's share ask `authorize` for another
+    // reader: simulated, they would be a decision no trail records.
+    if !tx.tx.body.is_simulated() {
         return Err(crate::http::error::bad_request(format!(
             "a {} is decided at its block and recorded in the patient's audit trail: it is \
              not simulated (send it to its read route, or submit it)",
@@ -297,10 +299,7 @@ fn checks(state: &AppState, tx: &SignedTransaction, charge: Charge) -> Result<()
         TxBody::Access(a) => {
             let likely = state.ledger.decide_access_now(&signer, a, now_ms())?;
             if !likely.is_allowed() && !take(&limits.denials, &signer) {
-                return Err(too_many(
-                    ErrorCode::TooManyDenials,
-                    "too many denied accesses in a minute; try again later".into(),
-                ));
+                return Err(too_many_denials());
             }
         }
         TxBody::Consent(ConsentTx::Request { .. }) if !take(&limits.requests, &signer) => {
@@ -402,12 +401,18 @@ fn duplicate(original: &Receipt) -> ApiError {
 /// the reader's allowance of denials lasts (answer as for a missing thing), else the error
 /// that says the allowance is spent. Probing for PMR-IDs costs as much as being denied.
 pub(crate) fn probe_refused(state: &AppState, reader: &AccountId) -> Option<ApiError> {
-    (!state.limits.denials.try_take(reader)).then(|| {
-        too_many(
-            ErrorCode::TooManyDenials,
-            "too many denied or refused reads in a minute; try again later".into(),
-        )
-    })
+    (!state.limits.denials.try_take(reader)).then(too_many_denials)
+}
+
+/// The one answer to a reader whose allowance of denied reads is spent, whichever path spent
+/// it (a denied access at admission, a probe for something missing, a read turned away
+/// before anything was looked up): two texts would tell a probe that exists from one that
+/// does not.
+pub(crate) fn too_many_denials() -> ApiError {
+    too_many(
+        ErrorCode::TooManyDenials,
+        "too many denied or refused reads in a minute; try again later".into(),
+    )
 }
 
 /// Notes the receipt of an ordered transaction: a refusal against its signer's limits; a key

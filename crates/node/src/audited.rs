@@ -72,6 +72,12 @@ impl AccessRead {
         let tx = SignedTransaction::decode(body).map_err(|e| bad_request(e.to_string()))?;
         let signature_ok = crate::admission::signature_ok(&state.ledger, &tx);
         crate::admission::authenticate(state, &tx, signature_ok)?;
+        // A reader whose allowance of denials is spent is turned away before anything is
+        // looked up, with the one answer every path gives (so that answers do not differ
+        // between a thing that exists and one that does not).
+        if !state.limits.denials.has(&tx.tx.signer) {
+            return Err(crate::admission::too_many_denials());
+        }
         Ok(AccessRead { tx, signature_ok })
     }
 

@@ -291,6 +291,19 @@ fn a_plan_that_is_not_the_ledgers_is_refused() {
         let t = export(&mut w.member, tx);
         refused(&mut w, t, |r| matches!(r, Refusal::Invalid { reason } if reason.contains("plan")));
     }
+    // The reason tells nothing of what the patient has (a refused export is in no trail):
+    // the same words with no record and with one.
+    let reason = |w: &mut World| {
+        let tx = ResearchExportTx { plan: Hash([0; 32]), ..export_of(&w.patient, &labs) };
+        let t = export(&mut w.member, tx);
+        match refusal(&w.net.one(t)) {
+            Refusal::Invalid { reason } => reason.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let before = reason(&mut w);
+    mint(&mut w, RecordCategory::LabReport, "one");
+    assert_eq!(reason(&mut w), before, "the refusal tells how many records there are");
 }
 
 #[test]

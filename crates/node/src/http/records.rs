@@ -19,7 +19,7 @@ use medledger_api::{ErrorCode, OwnKey, ReadPreamble, RecordView, ShareBlob, path
 use medledger_core::{
     encoding,
     ids::AccountId,
-    tx::consent::{Basis, Decision, Denial},
+    tx::consent::{Basis, Decision},
 };
 use medledger_ledger::state::RecordEntry;
 use medledger_vault::BlobStore;
@@ -156,15 +156,25 @@ async fn read(
     let reader = read.reader();
     // What the body names is checked before the record is looked up: a body that is never
     // submitted must not tell which records exist.
-    read.access_naming(&format!("record {pmr}"), |r| r.record.as_deref() == Some(pmr.as_str()))?;
+    read.access_naming(&format!("record {pmr} with its category, and no case"), |r| {
+        r.record.as_deref() == Some(pmr.as_str()) && r.category.is_some() && r.case.is_none()
+    })?;
     let record = state.ledger.record(&pmr)?.ok_or_else(|| read.missing(&state, no_record(&pmr)))?;
     // L5: an access that names the record with another patient or category (to borrow a
     // grant) is likely denied as a false declaration: nothing is read from the vault, and the
     // denial is committed to the trail of the record's real patient (charged at admission to
-    // the reader's allowance of denied reads), whether or not the record was erased.
+    // the reader's allowance of denied reads), whether or not the record was erased. An
+    // erased record is said to be erased only to a reader the ledger would let read it; to
+    // any other, named as it is, it is answered as a missing one (charged alike).
     let likely = read.likely(&state)?;
+    if record.erased_at.is_some()
+        && !likely.is_allowed()
+        && !matches!(likely, Decision::Deny(medledger_core::tx::consent::Denial::NotAsNamed))
+    {
+        return Err(read.missing(&state, no_record(&pmr)));
+    }
     if let Some(height) = record.erased_at
-        && !matches!(likely, Decision::Deny(Denial::NotAsNamed))
+        && likely.is_allowed()
     {
         return Err(ApiError::new(
             StatusCode::GONE,

@@ -126,6 +126,42 @@ fn an_unsubmitted_read_tells_nothing_of_what_exists_or_whose_it_is() {
             assert_eq!(exists["code"], absent["code"]);
             assert!(!exists.to_string().contains(&world.patient.account.to_string()), "{exists}");
         }
+        // A record: a body of another shape (naming a case beside it, or no category) is 400
+        // alike for a record that exists and one that does not; named with the reader itself
+        // as the patient (which would make it the reader's own) it is refused the same way.
+        let (real, missing) = (
+            format!("/v1/records/{}/read", world.pmr),
+            "/v1/records/9999901012020/read".to_owned(),
+        );
+        for path in [&real, &missing] {
+            let pmr = path.trim_start_matches("/v1/records/").trim_end_matches("/read").to_owned();
+            let mut with_case = world.record_resource();
+            with_case.record = Some(pmr.clone());
+            with_case.case = Some(world.case.clone());
+            let mut no_category = world.record_resource();
+            no_category.record = Some(pmr.clone());
+            no_category.category = None;
+            let mut own = with_case.clone();
+            own.patient = world.stranger_doctor.account;
+            for resource in [with_case, no_category, own] {
+                let access = world.stranger_doctor.access(resource);
+                let (status, body) = world.node.post_tx(path, &access).await;
+                assert_eq!((status, body["code"].as_str()), (400, Some("malformed")), "{body}");
+            }
+        }
+        // An erased record, named as it is by a reader who may not read it: the 404 of a
+        // missing one; its patient is still told it was erased.
+        let erase = world.patient.tx(medledger_core::tx::TxBody::Records(
+            medledger_core::tx::RecordTx::Erase { record: world.pmr.clone() },
+        ));
+        world.patient.client.submit(&erase).await.unwrap();
+        let access = world.stranger_doctor.access(world.record_resource());
+        let (status, body) = world.node.post_tx(&real, &access).await;
+        assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
+        let access = world.patient.access(world.record_resource());
+        let (status, body) = world.node.post_tx(&real, &access).await;
+        assert_eq!((status, body["code"].as_str()), (410, Some("erased")), "{body}");
+
         // Each such probe is charged as a denial: the allowance runs out.
         let path = format!("/v1/cases/{}/read", world.case);
         let mut refused = None;
@@ -140,6 +176,17 @@ fn an_unsubmitted_read_tells_nothing_of_what_exists_or_whose_it_is() {
         }
         let refused = refused.expect("probes of a real case with a false patient are not charged");
         assert_eq!(refused["code"].as_str(), Some("too_many_denials"), "{refused}");
+        // Then every read is turned away with the one answer, whether what it names exists
+        // (named as it is) or not: nothing is looked up.
+        let access = world.stranger_doctor.access(world.case_resource());
+        let (status, named) = world.node.post_tx(&path, &access).await;
+        let mut absent = world.case_resource();
+        absent.case = Some("C99999-9".into());
+        let access = world.stranger_doctor.access(absent);
+        let (status_absent, missing) = world.node.post_tx("/v1/cases/C99999-9/read", &access).await;
+        assert_eq!((status, status_absent), (429, 429), "{named} {missing}");
+        assert_eq!(named, refused, "the answers differ");
+        assert_eq!(missing, refused, "the answers differ");
         world.node.stop().await;
     });
 }
