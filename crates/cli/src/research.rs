@@ -46,7 +46,6 @@ use medledger_core::{
     block::{Created, Outcome},
     encoding,
     ids::AccountId,
-    keys::namespace,
     tx::{
         SignedTransaction, TxBody,
         consent::Purpose,
@@ -127,17 +126,21 @@ pub enum ResearchCommand {
 /// The provenance stays here, with the exporter: the de-identified files and their manifest
 /// name nothing that finds the access events (and so the cohort) on the ledger.
 ///
-/// Signed by the exporter's signing key: every file is encrypted to the exporter's public
-/// encryption key, which anyone may do, so without the signature whoever can write the
-/// directory could replace a file (or the manifest and its hash) with one of their own.
+/// Authenticated by the exporter's wallet: every file is encrypted to the exporter's public
+/// encryption key, which anyone may do, so without it whoever can write the directory could
+/// replace a file (or the manifest and its hash) with one of their own. The MAC is under a
+/// key only the wallet derives (`Identity::local_mac`, from its decryption key, which never
+/// rotates: an export opens after a rotation of the signing key).
 #[derive(Debug, Serialize, Deserialize)]
 struct ExportIndex {
     #[serde(flatten)]
     body: IndexBody,
-    /// The signer's signature in `namespace::RESEARCH_INDEX` over the canonical encoding of
-    /// the body.
-    signature: medledger_core::keys::Signature,
+    /// HMAC-SHA256 (hex) of the canonical encoding of the body, in [`INDEX_CONTEXT`].
+    mac: String,
 }
+
+/// The context of the index's MAC key.
+const INDEX_CONTEXT: &[u8] = b"medledger/v1/research-index";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct IndexBody {
@@ -153,8 +156,6 @@ struct IndexBody {
     /// SHA-256 of the plain `manifest.json`.
     manifest_sha256: String,
     files: Vec<IndexedFile>,
-    /// The exporter's signing key, which signed this index.
-    signer: medledger_core::keys::PublicKey,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -168,29 +169,23 @@ struct IndexedFile {
 }
 
 impl ExportIndex {
-    /// `body` signed by `key`.
-    fn sign(body: IndexBody, key: &medledger_core::keys::SigningKey) -> Self {
-        let signature = key.sign(namespace::RESEARCH_INDEX, &encoding::encode(&body));
-        ExportIndex { body, signature }
+    /// `body` authenticated by `identity`'s wallet.
+    fn seal(body: IndexBody, identity: &Identity) -> Self {
+        let mac = hex::encode(identity.local_mac(INDEX_CONTEXT, &encoding::encode(&body)));
+        ExportIndex { body, mac }
     }
 
-    /// The body, if the signature is `signer`'s and `signer` is `expected` (the opening
-    /// wallet's key: an export is opened by whoever made it).
-    fn verified(self, expected: &medledger_core::keys::PublicKey) -> Result<IndexBody> {
-        let b = self.body;
-        if b.signer != *expected {
+    /// The body, if `identity`'s wallet authenticated it (an export is opened by the wallet
+    /// that made it).
+    fn verified(self, identity: &Identity) -> Result<IndexBody> {
+        let mac = hex::decode(&self.mac).unwrap_or_default();
+        if !identity.verify_local_mac(INDEX_CONTEXT, &encoding::encode(&self.body), &mac) {
             bail!(
-                "the export index is signed by key {}, not this wallet's ({expected}): it was not \
-                 exported by this wallet, or its key was rotated since",
-                b.signer
+                "the export index does not verify under this wallet's key: it was altered, or \
+                 not exported by this wallet"
             );
         }
-        b.signer
-            .verify(namespace::RESEARCH_INDEX, &encoding::encode(&b), &self.signature)
-            .map_err(|_| {
-                anyhow::anyhow!("the export index's signature does not verify: altered")
-            })?;
-        Ok(b)
+        Ok(self.body)
     }
 }
 
@@ -643,9 +638,8 @@ pub(crate) async fn export(
         plans: plans.to_hex(),
         manifest_sha256: manifest_sha256.clone(),
         files: sealed,
-        signer: s.identity.signing.public_key(),
     };
-    let index = ExportIndex::sign(body, &s.identity.signing);
+    let index = ExportIndex::seal(body, s.identity);
     medledger_client::fs::write_private(&out.join(INDEX), &serde_json::to_vec_pretty(&index)?)?;
     Ok(Summary {
         dir: out.to_owned(),
@@ -907,7 +901,7 @@ fn open(identity: &Identity, dir: &Path, out: &Path) -> Result<Vec<String>> {
     }
     let index: ExportIndex = serde_json::from_slice(&text)
         .with_context(|| format!("{} is not a research export index", dir.join(INDEX).display()))?;
-    let index = index.verified(&identity.signing.public_key())?;
+    let index = index.verified(identity)?;
     // Every file is checked and decrypted before any is written: a refused export leaves
     // no plaintext behind.
     let mut opened: Vec<(&str, Vec<u8>)> = Vec::with_capacity(index.files.len());
@@ -926,7 +920,7 @@ fn open(identity: &Identity, dir: &Path, out: &Path) -> Result<Vec<String>> {
             .with_context(|| format!("{} was not exported to this wallet", f.name))?;
         let ciphertext = std::fs::read(dir.join(format!("{}.enc", f.name)))?;
         if Hash::of(&ciphertext).to_hex() != f.sha256 {
-            bail!("{}.enc is not the file the signed index names: replaced or altered", f.name);
+            bail!("{}.enc is not the file the index names: replaced or altered", f.name);
         }
         let mut plain = Vec::with_capacity(ciphertext.len());
         envelope::decrypt(&data_key, ciphertext.as_slice(), &mut plain, &mut |_| {})
@@ -1061,18 +1055,18 @@ mod tests {
             plans: Hash::of(b"plans").to_hex(),
             manifest_sha256: Hash::of(manifest).to_hex(),
             files,
-            signer: id.signing.public_key(),
         };
-        let index = super::ExportIndex::sign(body, &id.signing);
+        let index = super::ExportIndex::seal(body, id);
         std::fs::write(dir.join(super::INDEX), serde_json::to_vec(&index).unwrap()).unwrap();
     }
 
-    /// Anyone may encrypt a file to the exporter's public key, so the index is signed and
-    /// names each ciphertext's hash: a file replaced, an index edited or re-pointed at another
-    /// file, another wallet and an index of the unsigned version are each refused, and
-    /// nothing is written.
+    /// Anyone may encrypt a file to the exporter's public key, so the index is authenticated
+    /// by the exporter's wallet and names each ciphertext's hash: a file replaced, an index
+    /// edited or re-pointed at another file or made by another wallet, another wallet opening
+    /// it and an index of the unauthenticated version are each refused, and nothing is
+    /// written; a rotation of the signing key changes nothing.
     #[test]
-    fn an_export_opens_only_as_its_signer_wrote_it() {
+    fn an_export_opens_only_as_its_wallet_wrote_it() {
         let tmp = tempfile::tempdir().unwrap();
         let (dir, forged) = (tmp.path().join("export"), tmp.path().join("forged"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -1104,17 +1098,17 @@ mod tests {
         )
         .unwrap();
         std::fs::copy(forged.join("manifest.json.enc"), dir.join("manifest.json.enc")).unwrap();
-        refused(1, "not the file the signed index names");
+        refused(1, "not the file the index names");
         // 2. ... with the index re-pointed at it (its wrapped key, hash and manifest hash).
         let mut edited: serde_json::Value = serde_json::from_slice(&index).unwrap();
         edited["files"][0]["wrapped_key"] = other.wrapped_key.clone().into();
         edited["files"][0]["sha256"] = other.sha256.clone().into();
         edited["manifest_sha256"] = Hash::of(b"{\"forged\":true}").to_hex().into();
         std::fs::write(dir.join(super::INDEX), serde_json::to_vec(&edited).unwrap()).unwrap();
-        refused(2, "signature does not verify");
-        // 3. ... and signed by the forger's own key.
+        refused(2, "does not verify under this wallet's key");
+        // 3. ... and authenticated by the forger's own wallet.
         std::fs::copy(forged.join(super::INDEX), dir.join(super::INDEX)).unwrap();
-        refused(3, "not this wallet's");
+        refused(3, "does not verify under this wallet's key");
         // 4. An index of version 1 (unsigned).
         std::fs::write(dir.join("manifest.json.enc"), &genuine).unwrap();
         let mut old: serde_json::Value = serde_json::from_slice(&index).unwrap();
@@ -1125,15 +1119,21 @@ mod tests {
         std::fs::write(dir.join(super::INDEX), &index).unwrap();
         let patients = std::fs::read(dir.join("Patient.ndjson.enc")).unwrap();
         std::fs::write(dir.join("Patient.ndjson.enc"), &genuine).unwrap();
-        refused(5, "Patient.ndjson.enc is not the file the signed index names");
+        refused(5, "Patient.ndjson.enc is not the file the index names");
         std::fs::write(dir.join("Patient.ndjson.enc"), &patients).unwrap();
         // 6. Another wallet, on the genuine export.
         std::fs::write(dir.join(super::INDEX), &index).unwrap();
         let other_wallet = medledger_client::Identity::generate("oli");
         let err = super::open(&other_wallet, &dir, &tmp.path().join("oli")).unwrap_err();
-        assert!(format!("{err:#}").contains("not this wallet's"), "{err:#}");
-        // Restored, it opens again.
+        assert!(format!("{err:#}").contains("not exported by this wallet"), "{err:#}");
+        // Restored, it opens again, also after the wallet's signing key is rotated.
         super::open(&me, &dir, &tmp.path().join("again")).unwrap();
+        let rotated = medledger_client::Identity {
+            name: me.name.clone(),
+            signing: medledger_core::keys::SigningKey::generate(),
+            decryption: me.decryption.clone(),
+        };
+        super::open(&rotated, &dir, &tmp.path().join("rotated")).unwrap();
     }
 
     /// The pseudonym secret links pseudonyms to patients: it is sealed to the wallet's key,

@@ -109,7 +109,34 @@ impl Identity {
     pub fn initial_account(&self) -> AccountId {
         AccountId::from_initial_key(&self.signing.public_key())
     }
+
+    /// HMAC-SHA256 of `message` under a key derived (HKDF-SHA256, `context` as its info) from
+    /// this identity's decryption secret: for files only this wallet makes and checks (a
+    /// research export's index). It outlives a rotation of the signing key (the decryption
+    /// key never rotates), and nobody without the wallet can make one.
+    pub fn local_mac(&self, context: &[u8], message: &[u8]) -> [u8; 32] {
+        self.local_hmac(context, message).finalize().into_bytes().into()
+    }
+
+    /// Whether `mac` is [`Identity::local_mac`] of `message` in `context` (in constant time).
+    pub fn verify_local_mac(&self, context: &[u8], message: &[u8], mac: &[u8]) -> bool {
+        self.local_hmac(context, message).verify_slice(mac).is_ok()
+    }
+
+    fn local_hmac(&self, context: &[u8], message: &[u8]) -> Hmac<sha2::Sha256> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        hkdf::Hkdf::<sha2::Sha256>::new(Some(LOCAL_MAC_SALT), self.decryption.expose_secret())
+            .expand(context, key.as_mut_slice())
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        let mut mac = <Hmac<sha2::Sha256> as hmac::KeyInit>::new_from_slice(key.as_slice())
+            .expect("HMAC takes a key of any length");
+        mac.update(message);
+        mac
+    }
 }
+
+/// The HKDF salt of [`Identity::local_mac`] keys.
+const LOCAL_MAC_SALT: &[u8] = b"medledger/v1/local-mac";
 
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -961,6 +988,21 @@ mod tests {
         let path = dir.join("alice.wallet");
         let (w, id) = Wallet::create_with_params(&path, "alice", "correct horse", fast()).unwrap();
         (path, w, id)
+    }
+
+    /// A local MAC is the identity's alone, bound to its context and message, and outlives a
+    /// rotation of the signing key.
+    #[test]
+    fn a_local_mac_is_the_wallets_alone_and_outlives_a_rotation() {
+        let me = Identity::generate("me");
+        let mac = me.local_mac(b"ctx", b"message");
+        assert!(me.verify_local_mac(b"ctx", b"message", &mac));
+        assert!(!me.verify_local_mac(b"ctx", b"massage", &mac), "another message");
+        assert!(!me.verify_local_mac(b"other", b"message", &mac), "another context");
+        assert!(!me.verify_local_mac(b"ctx", b"message", &mac[..31]), "a truncated MAC");
+        assert!(!Identity::generate("eve").verify_local_mac(b"ctx", b"message", &mac));
+        let rotated = Identity { signing: SigningKey::generate(), ..me.clone() };
+        assert_eq!(rotated.local_mac(b"ctx", b"message"), mac);
     }
 
     #[test]

@@ -46,9 +46,6 @@ pub mod namespace {
     /// A future organisation member's acceptance of membership (its key over the
     /// organisation, its encryption key and its name).
     pub const MEMBERSHIP: &[u8] = b"medledger/v1/membership";
-    /// A researcher's index of its encrypted research export (its own key over what the
-    /// export holds, so that `research open` finds any file replaced or added).
-    pub const RESEARCH_INDEX: &[u8] = b"medledger/v1/research-index";
 }
 
 /// A signature failed to verify.

@@ -256,7 +256,7 @@ fn research_export_through_the_cli() {
             .collect::<Vec<_>>(),
         &[],
     );
-    assert!(err.contains("not this wallet's"), "{err}");
+    assert!(err.contains("not exported by this wallet"), "{err}");
 
     // Pseudonyms: the same within the project, others in another project.
     let first = patient_ids(&files);
