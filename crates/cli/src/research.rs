@@ -317,24 +317,7 @@ fn load_secret(path: &Path, identity: &Identity) -> Result<[u8; 32]> {
             return Ok(*secret.expose_secret());
         }
     }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .with_context(|| format!("cannot read {}", path.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            bail!(
-                "the pseudonym secret {} may be read by others (mode {:o}): make it yours alone \
-                 (chmod 600) and check who read it",
-                path.display(),
-                mode & 0o777
-            );
-        }
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = read_own_file(path, 4096)?;
     let text = text.trim();
     let not_a_secret = || format!("{} is not a pseudonym secret", path.display());
     if let Some(sealed) = text.strip_prefix(SEALED_SECRET) {
@@ -356,6 +339,47 @@ fn load_secret(path: &Path, identity: &Identity) -> Result<[u8; 32]> {
         .with_context(|| format!("cannot seal the pseudonym secret {}", path.display()))?;
     eprintln!("sealed the pseudonym secret {} under this wallet's key", path.display());
     Ok(bytes)
+}
+
+/// The text of `path`, a regular file of this user that no one else may read or write, read
+/// through one descriptor (the checks are of the file read), never through a symbolic link,
+/// at most `limit` bytes.
+fn read_own_file(path: &Path, limit: u64) -> Result<String> {
+    use std::io::Read;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    }
+    let file = options.open(path).with_context(|| {
+        format!("cannot open {} (a symbolic link is not followed)", path.display())
+    })?;
+    let meta = file.metadata().with_context(|| format!("cannot read {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let mode = meta.mode() & 0o777;
+        if mode & 0o077 != 0 {
+            bail!(
+                "the pseudonym secret {} may be read by others (mode {mode:o}): make it yours \
+                 alone (chmod 600) and check who read it",
+                path.display()
+            );
+        }
+        if meta.uid() != rustix::process::geteuid().as_raw() {
+            bail!("the pseudonym secret {} belongs to another user", path.display());
+        }
+    }
+    let mut text = String::new();
+    file.take(limit)
+        .read_to_string(&mut text)
+        .with_context(|| format!("{} is not a pseudonym secret", path.display()))?;
+    Ok(text)
 }
 
 /// An empty directory at `dir`, created if missing.
@@ -1167,6 +1191,11 @@ mod tests {
         let sealed = std::fs::read_to_string(&path).unwrap();
         assert!(sealed.starts_with(super::SEALED_SECRET) && !sealed.contains(&hex::encode(legacy)));
         assert_eq!(super::load_secret(&path, &me).unwrap(), legacy);
+        // A symbolic link to a secret (one another user could point elsewhere) is not followed.
+        let link = tmp.path().join("linked.research-secret");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let err = format!("{:#}", super::load_secret(&link, &me).unwrap_err());
+        assert!(err.contains("symbolic link is not followed"), "{err}");
         // Not a secret at all: refused, and left as it was.
         medledger_client::fs::write_private(&path, b"hello").unwrap();
         let err = format!("{:#}", super::load_secret(&path, &me).unwrap_err());
