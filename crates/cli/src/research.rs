@@ -118,6 +118,10 @@ pub enum ResearchCommand {
         /// Where to write the manifest and NDJSON files (created; must be empty).
         #[arg(short = 'o', long = "out")]
         out: PathBuf,
+        /// Open it only if it is an export of this project (a directory swapped for another
+        /// export of the same wallet is refused).
+        #[arg(long)]
+        project: Option<String>,
     },
 }
 
@@ -281,9 +285,9 @@ pub async fn run(command: ResearchCommand) -> Result<()> {
             }
             Ok(())
         }
-        ResearchCommand::Open { wallet, dir, out } => {
+        ResearchCommand::Open { wallet, dir, out, project } => {
             let (_, identity) = crate::common::unlock_wallet(&wallet.wallet)?;
-            let names = open(&identity, &dir, &out)?;
+            let names = open(&identity, &dir, &out, project.as_deref())?;
             for n in names {
                 println!("{}", out.join(n).display());
             }
@@ -912,7 +916,7 @@ fn file_context(project: &str, name: &str) -> Vec<u8> {
 }
 
 /// Decrypts the export in `dir` with `key` into the empty directory `out`; the names written.
-fn open(identity: &Identity, dir: &Path, out: &Path) -> Result<Vec<String>> {
+fn open(identity: &Identity, dir: &Path, out: &Path, project: Option<&str>) -> Result<Vec<String>> {
     let key = &identity.decryption;
     let text = std::fs::read(dir.join(INDEX))
         .with_context(|| format!("{} holds no research export ({INDEX})", dir.display()))?;
@@ -926,6 +930,19 @@ fn open(identity: &Identity, dir: &Path, out: &Path) -> Result<Vec<String>> {
     let index: ExportIndex = serde_json::from_slice(&text)
         .with_context(|| format!("{} is not a research export index", dir.join(INDEX).display()))?;
     let index = index.verified(identity)?;
+    if let Some(expected) = project
+        && expected != index.project
+    {
+        bail!("{} holds an export of project {}, not {expected}", dir.display(), index.project);
+    }
+    eprintln!(
+        "research export of project {} ({}), chain {}, block {}, {} files",
+        index.project,
+        index.rule_set,
+        index.chain_id,
+        index.height,
+        index.files.len()
+    );
     // Every file is checked and decrypted before any is written: a refused export leaves
     // no plaintext behind.
     let mut opened: Vec<(&str, Vec<u8>)> = Vec::with_capacity(index.files.len());
@@ -1098,12 +1115,15 @@ mod tests {
         let me = medledger_client::Identity::generate("ana");
         write_export(&dir, &me, b"{\"genuine\":true}");
         let opened = tmp.path().join("opened");
-        assert_eq!(super::open(&me, &dir, &opened).unwrap(), ["manifest.json", "Patient.ndjson"]);
+        assert_eq!(
+            super::open(&me, &dir, &opened, None).unwrap(),
+            ["manifest.json", "Patient.ndjson"]
+        );
         let plain = std::fs::read(opened.join("manifest.json")).unwrap();
         assert_eq!(plain, b"{\"genuine\":true}");
         let refused = |n: u32, expected: &str| {
             let out = tmp.path().join(format!("refused-{n}"));
-            let err = format!("{:#}", super::open(&me, &dir, &out).unwrap_err());
+            let err = format!("{:#}", super::open(&me, &dir, &out, None).unwrap_err());
             assert!(err.contains(expected), "{n}: {err}");
             let written = std::fs::read_dir(&out).map(|d| d.count()).unwrap_or(0);
             assert_eq!(written, 0, "{n}: a refused export wrote files");
@@ -1148,16 +1168,20 @@ mod tests {
         // 6. Another wallet, on the genuine export.
         std::fs::write(dir.join(super::INDEX), &index).unwrap();
         let other_wallet = medledger_client::Identity::generate("oli");
-        let err = super::open(&other_wallet, &dir, &tmp.path().join("oli")).unwrap_err();
+        let err = super::open(&other_wallet, &dir, &tmp.path().join("oli"), None).unwrap_err();
         assert!(format!("{err:#}").contains("not exported by this wallet"), "{err:#}");
         // Restored, it opens again, also after the wallet's signing key is rotated.
-        super::open(&me, &dir, &tmp.path().join("again")).unwrap();
+        super::open(&me, &dir, &tmp.path().join("again"), Some("p")).unwrap();
+        // Another project named: refused, nothing written.
+        let err = super::open(&me, &dir, &tmp.path().join("other"), Some("q")).unwrap_err();
+        assert!(format!("{err:#}").contains("not q"), "{err:#}");
+        assert!(!tmp.path().join("other").exists(), "a refused export wrote its directory");
         let rotated = medledger_client::Identity {
             name: me.name.clone(),
             signing: medledger_core::keys::SigningKey::generate(),
             decryption: me.decryption.clone(),
         };
-        super::open(&rotated, &dir, &tmp.path().join("rotated")).unwrap();
+        super::open(&rotated, &dir, &tmp.path().join("rotated"), None).unwrap();
     }
 
     /// The pseudonym secret links pseudonyms to patients: it is sealed to the wallet's key,
