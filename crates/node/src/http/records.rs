@@ -103,12 +103,19 @@ async fn history(
 ) -> ApiResult<Vec<RecordView>> {
     visible(&state, &requester, &pmr)?;
     let now = crate::admission::now_ms();
-    let mut versions = Vec::new();
-    for (id, r) in state.ledger.record_history(&pmr)? {
-        if state.ledger.record_entry_visible_to(&requester, &id, &r, now)? {
-            versions.push(shown(&state, &requester, id, r, now)?);
+    // One visibility judgement per version (and per link): on a blocking thread.
+    let worker = state.clone();
+    let versions = tokio::task::spawn_blocking(move || {
+        let mut versions = Vec::new();
+        for (id, r) in worker.ledger.record_history(&pmr)? {
+            if worker.ledger.record_entry_visible_to(&requester, &id, &r, now)? {
+                versions.push(shown(&worker, &requester, id, r, now)?);
+            }
         }
-    }
+        Ok::<_, ApiError>(versions)
+    })
+    .await
+    .map_err(crate::http::error::joined)??;
     Ok(Json(versions))
 }
 
