@@ -94,6 +94,13 @@ pub enum ProofError {
     /// The root computed from the proof is not the expected root.
     #[error("the root computed from the proof does not match the expected root")]
     RootMismatch,
+    /// The leaves read back for a full chunk of a [`ChunkedLog`] do not hash to the root the
+    /// log recorded for that chunk (the stored entries changed, or were lost).
+    #[error("the stored entries of log chunk {chunk} do not hash to the root recorded for it")]
+    ChunkMismatch {
+        /// The chunk's index (its first leaf is `chunk * chunk_size`).
+        chunk: u64,
+    },
 }
 
 /// The largest power of two strictly smaller than `n`, for `n >= 2` (1 for smaller `n`).
@@ -247,8 +254,7 @@ impl MerkleLog {
     /// The root of the tree of the first `size` leaves, for any `size <= len()`; the
     /// [`empty_root`] for size 0.
     pub fn root_at(&self, size: u64) -> Result<Hash, ProofError> {
-        self.check_size(size)?;
-        self.subtree_hash(0, size)
+        root_at(&mut &*self, size)
     }
 
     /// The RFC 9162 §2.1.3 inclusion proof (audit path) of leaf `index` in the tree of the first
@@ -258,25 +264,7 @@ impl MerkleLog {
         index: u64,
         tree_size: u64,
     ) -> Result<InclusionProof, ProofError> {
-        self.check_size(tree_size)?;
-        if index >= tree_size {
-            return Err(ProofError::IndexOutOfRange { index, tree_size });
-        }
-        // Walk down from the root of D[0:tree_size]; each step records the sibling subtree.
-        let mut path = Vec::with_capacity(inclusion_path_len(index, tree_size));
-        let (mut lo, mut hi) = (0, tree_size);
-        while hi - lo > 1 {
-            let mid = lo + split_point(hi - lo);
-            if index < mid {
-                path.push(self.subtree_hash(mid, hi)?);
-                hi = mid;
-            } else {
-                path.push(self.subtree_hash(lo, mid)?);
-                lo = mid;
-            }
-        }
-        path.reverse();
-        Ok(InclusionProof { leaf_index: index, tree_size, path })
+        inclusion_proof(&mut &*self, index, tree_size)
     }
 
     /// The RFC 9162 §2.1.4 consistency proof between the trees of the first `old_size` and the
@@ -287,56 +275,29 @@ impl MerkleLog {
         old_size: u64,
         new_size: u64,
     ) -> Result<ConsistencyProof, ProofError> {
-        self.check_size(new_size)?;
-        if old_size == 0 || old_size > new_size {
-            return Err(ProofError::BadSizes { old_size, new_size });
-        }
-        let mut path = Vec::new();
-        if old_size < new_size {
-            path.reserve_exact(consistency_path_len(old_size, new_size));
-            // SUBPROOF(m, D[lo:hi], complete), walked down from the root of D[0:new_size]; the
-            // sibling at each step is appended after the deeper part, so collect and reverse.
-            let (mut lo, mut hi) = (0, new_size);
-            let mut complete = true;
-            while old_size != hi {
-                let mid = lo + split_point(hi - lo);
-                if old_size <= mid {
-                    path.push(self.subtree_hash(mid, hi)?);
-                    hi = mid;
-                } else {
-                    path.push(self.subtree_hash(lo, mid)?);
-                    lo = mid;
-                    complete = false;
-                }
-            }
-            if !complete {
-                path.push(self.subtree_hash(lo, hi)?);
-            }
-            path.reverse();
-        }
-        Ok(ConsistencyProof { old_size, new_size, path })
+        consistency_proof(&mut &*self, old_size, new_size)
     }
 
     /// The frontier (compact range) of the whole log.
     pub fn frontier(&self) -> Frontier {
-        let peaks = self
-            .levels
+        Frontier { len: self.len(), peaks: self.peaks().collect() }
+    }
+
+    /// The roots of the perfect subtrees the log decomposes into, largest (leftmost) first.
+    fn peaks(&self) -> impl Iterator<Item = Hash> + '_ {
+        self.levels
             .iter()
             .rev()
             .filter(|row| row.len() % 2 == 1)
             .filter_map(|row| row.last().copied())
-            .collect();
-        Frontier { len: self.len(), peaks }
-    }
-
-    fn check_size(&self, size: u64) -> Result<(), ProofError> {
-        let log_len = self.len();
-        if size > log_len { Err(ProofError::SizeOutOfRange { size, log_len }) } else { Ok(()) }
     }
 
     /// A stored node: the full subtree of `2^level` leaves starting at leaf `start`.
-    fn stored(&self, level: u32, start: u64, end: u64) -> Result<Hash, ProofError> {
-        let out_of_range = || ProofError::SizeOutOfRange { size: end, log_len: self.len() };
+    fn stored(&self, level: u32, start: u64) -> Result<Hash, ProofError> {
+        let out_of_range = || ProofError::SizeOutOfRange {
+            size: start.saturating_add(1 << level),
+            log_len: self.len(),
+        };
         let row = usize::try_from(level).ok().and_then(|l| self.levels.get(l));
         let index = usize::try_from(start >> level).ok();
         match (row, index) {
@@ -344,21 +305,288 @@ impl MerkleLog {
             _ => Err(out_of_range()),
         }
     }
+}
 
-    /// `MTH(D[start:end])` for `end <= len()`. A full aligned subtree is one stored node; any
-    /// other range is split as RFC 9162 defines. The ranges that proofs and `root_at` ask for
-    /// are full aligned subtrees or right-edge partial ones (`start` aligned to the largest power
-    /// of two below `end - start`), which cost `O(log n)` hashes.
-    fn subtree_hash(&self, start: u64, end: u64) -> Result<Hash, ProofError> {
-        let n = end.saturating_sub(start);
-        if n == 0 {
-            return Ok(empty_root());
+/// Where the proof walks below get the hash of a full, aligned subtree: the in-memory
+/// [`MerkleLog`], or a [`ChunkedLog`] that reads the leaves of a chunk when it needs them.
+trait Nodes {
+    /// What fetching a node can fail with besides a [`ProofError`].
+    type Error: From<ProofError>;
+    /// The number of leaves.
+    fn len(&self) -> u64;
+    /// The hash of the full subtree of `2^level` leaves starting at leaf `start` (aligned to
+    /// its size, and inside the log).
+    fn node(&mut self, level: u32, start: u64) -> Result<Hash, Self::Error>;
+}
+
+impl Nodes for &MerkleLog {
+    type Error = ProofError;
+    fn len(&self) -> u64 {
+        MerkleLog::len(self)
+    }
+    fn node(&mut self, level: u32, start: u64) -> Result<Hash, ProofError> {
+        self.stored(level, start)
+    }
+}
+
+fn check_size<N: Nodes>(nodes: &N, size: u64) -> Result<(), N::Error> {
+    let log_len = nodes.len();
+    if size > log_len { Err(ProofError::SizeOutOfRange { size, log_len }.into()) } else { Ok(()) }
+}
+
+/// `MTH(D[start:end])` for `end <= len()`. A full aligned subtree is one node; any other range
+/// is split as RFC 9162 defines. The ranges that proofs and `root_at` ask for are full aligned
+/// subtrees or right-edge partial ones (`start` aligned to the largest power of two below
+/// `end - start`), which cost `O(log n)` hashes.
+fn subtree_hash<N: Nodes>(nodes: &mut N, start: u64, end: u64) -> Result<Hash, N::Error> {
+    let n = end.saturating_sub(start);
+    if n == 0 {
+        return Ok(empty_root());
+    }
+    if n.is_power_of_two() && start.is_multiple_of(n) {
+        return nodes.node(n.trailing_zeros(), start);
+    }
+    let mid = start + split_point(n);
+    Ok(node_hash(&subtree_hash(nodes, start, mid)?, &subtree_hash(nodes, mid, end)?))
+}
+
+fn root_at<N: Nodes>(nodes: &mut N, size: u64) -> Result<Hash, N::Error> {
+    check_size(nodes, size)?;
+    subtree_hash(nodes, 0, size)
+}
+
+fn inclusion_proof<N: Nodes>(
+    nodes: &mut N,
+    index: u64,
+    tree_size: u64,
+) -> Result<InclusionProof, N::Error> {
+    check_size(nodes, tree_size)?;
+    if index >= tree_size {
+        return Err(ProofError::IndexOutOfRange { index, tree_size }.into());
+    }
+    // Walk down from the root of D[0:tree_size]; each step records the sibling subtree.
+    let mut path = Vec::with_capacity(inclusion_path_len(index, tree_size));
+    let (mut lo, mut hi) = (0, tree_size);
+    while hi - lo > 1 {
+        let mid = lo + split_point(hi - lo);
+        if index < mid {
+            path.push(subtree_hash(nodes, mid, hi)?);
+            hi = mid;
+        } else {
+            path.push(subtree_hash(nodes, lo, mid)?);
+            lo = mid;
         }
-        if n.is_power_of_two() && start.is_multiple_of(n) {
-            return self.stored(n.trailing_zeros(), start, end);
+    }
+    path.reverse();
+    Ok(InclusionProof { leaf_index: index, tree_size, path })
+}
+
+fn consistency_proof<N: Nodes>(
+    nodes: &mut N,
+    old_size: u64,
+    new_size: u64,
+) -> Result<ConsistencyProof, N::Error> {
+    check_size(nodes, new_size)?;
+    if old_size == 0 || old_size > new_size {
+        return Err(ProofError::BadSizes { old_size, new_size }.into());
+    }
+    let mut path = Vec::new();
+    if old_size < new_size {
+        path.reserve_exact(consistency_path_len(old_size, new_size));
+        // SUBPROOF(m, D[lo:hi], complete), walked down from the root of D[0:new_size]; the
+        // sibling at each step is appended after the deeper part, so collect and reverse.
+        let (mut lo, mut hi) = (0, new_size);
+        let mut complete = true;
+        while old_size != hi {
+            let mid = lo + split_point(hi - lo);
+            if old_size <= mid {
+                path.push(subtree_hash(nodes, mid, hi)?);
+                hi = mid;
+            } else {
+                path.push(subtree_hash(nodes, lo, mid)?);
+                lo = mid;
+                complete = false;
+            }
         }
-        let mid = start + split_point(n);
-        Ok(node_hash(&self.subtree_hash(start, mid)?, &self.subtree_hash(mid, end)?))
+        if !complete {
+            path.push(subtree_hash(nodes, lo, hi)?);
+        }
+        path.reverse();
+    }
+    Ok(ConsistencyProof { old_size, new_size, path })
+}
+
+/// A Merkle log that keeps in memory only the roots of its full chunks of `2^shift` leaves
+/// (with the tree above them) and the leaves of its last, incomplete chunk. A full chunk's
+/// leaves are read back (through the caller's `leaves_of`) when a proof needs a node inside it,
+/// and checked against the chunk's recorded root. Its roots, frontier and proofs are those of a
+/// [`MerkleLog`] over the same leaves; its memory is `64 / 2^shift` bytes per leaf plus one
+/// chunk, so that a log of millions of entries costs kilobytes rather than a hundred megabytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkedLog {
+    shift: u32,
+    /// The tree over the chunk roots: its level `k` is level `shift + k` of the whole log.
+    upper: MerkleLog,
+    /// The leaves of the last chunk, fewer than `2^shift`.
+    tail: MerkleLog,
+}
+
+impl ChunkedLog {
+    /// An empty log with chunks of `2^shift` leaves (`1 <= shift <= 32`).
+    pub fn new(shift: u32) -> Self {
+        assert!((1..=32).contains(&shift), "a chunk is 2^1 to 2^32 leaves");
+        Self { shift, upper: MerkleLog::new(), tail: MerkleLog::new() }
+    }
+
+    /// The log whose full chunks have `chunk_roots` (in order) and whose last chunk holds the
+    /// leaf hashes `tail`; `None` if `tail` is a full chunk or more.
+    pub fn from_parts(shift: u32, chunk_roots: Vec<Hash>, tail: Vec<Hash>) -> Option<Self> {
+        let mut log = Self::new(shift);
+        if tail.len() as u64 >= log.chunk_size() {
+            return None;
+        }
+        log.upper = MerkleLog::from_leaf_hashes(chunk_roots);
+        log.tail = MerkleLog::from_leaf_hashes(tail);
+        Some(log)
+    }
+
+    /// The number of leaves in a chunk.
+    pub fn chunk_size(&self) -> u64 {
+        1 << self.shift
+    }
+
+    /// The number of full chunks.
+    pub fn chunks(&self) -> u64 {
+        self.upper.len()
+    }
+
+    /// The root of full chunk `chunk`.
+    pub fn chunk_root(&self, chunk: u64) -> Option<Hash> {
+        self.upper.leaf(chunk)
+    }
+
+    /// The number of leaves.
+    pub fn len(&self) -> u64 {
+        (self.chunks() << self.shift) + self.tail.len()
+    }
+
+    /// Whether the log has no leaves.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends a leaf hash; the root of the chunk it completes, if it completes one.
+    pub fn push(&mut self, leaf: Hash) -> Option<Hash> {
+        self.tail.push(leaf);
+        if self.tail.len() < self.chunk_size() {
+            return None;
+        }
+        let root = self.tail.root();
+        self.upper.push(root);
+        self.tail = MerkleLog::new();
+        Some(root)
+    }
+
+    /// The roots of the chunks that appending `leaves` would complete, in order, without
+    /// appending them.
+    pub fn completed_by(&self, leaves: &[Hash]) -> Vec<Hash> {
+        let mut tail = self.tail.clone();
+        let mut roots = Vec::new();
+        for leaf in leaves {
+            tail.push(*leaf);
+            if tail.len() == self.chunk_size() {
+                roots.push(tail.root());
+                tail = MerkleLog::new();
+            }
+        }
+        roots
+    }
+
+    /// The root of the whole log (the [`empty_root`] if it is empty).
+    pub fn root(&self) -> Hash {
+        self.frontier().root()
+    }
+
+    /// The frontier (compact range) of the whole log.
+    pub fn frontier(&self) -> Frontier {
+        Frontier { len: self.len(), peaks: self.upper.peaks().chain(self.tail.peaks()).collect() }
+    }
+
+    /// [`MerkleLog::root_at`]; `leaves_of(chunk)` gives the leaf hashes of a full chunk.
+    pub fn root_at<E: From<ProofError>>(
+        &self,
+        size: u64,
+        leaves_of: impl FnMut(u64) -> Result<Vec<Hash>, E>,
+    ) -> Result<Hash, E> {
+        root_at(&mut self.reader(leaves_of), size)
+    }
+
+    /// [`MerkleLog::inclusion_proof`]; `leaves_of(chunk)` gives the leaf hashes of a full
+    /// chunk (one or two chunks are read).
+    pub fn inclusion_proof<E: From<ProofError>>(
+        &self,
+        index: u64,
+        tree_size: u64,
+        leaves_of: impl FnMut(u64) -> Result<Vec<Hash>, E>,
+    ) -> Result<InclusionProof, E> {
+        inclusion_proof(&mut self.reader(leaves_of), index, tree_size)
+    }
+
+    /// [`MerkleLog::consistency_proof`]; `leaves_of(chunk)` gives the leaf hashes of a full
+    /// chunk (at most one chunk is read).
+    pub fn consistency_proof<E: From<ProofError>>(
+        &self,
+        old_size: u64,
+        new_size: u64,
+        leaves_of: impl FnMut(u64) -> Result<Vec<Hash>, E>,
+    ) -> Result<ConsistencyProof, E> {
+        consistency_proof(&mut self.reader(leaves_of), old_size, new_size)
+    }
+
+    fn reader<F>(&self, leaves_of: F) -> ChunkReader<'_, F> {
+        ChunkReader { log: self, leaves_of, read: Vec::new() }
+    }
+}
+
+/// A [`ChunkedLog`] with the means to read its full chunks, and the chunks read so far.
+struct ChunkReader<'a, F> {
+    log: &'a ChunkedLog,
+    leaves_of: F,
+    read: Vec<(u64, MerkleLog)>,
+}
+
+impl<E: From<ProofError>, F: FnMut(u64) -> Result<Vec<Hash>, E>> Nodes for ChunkReader<'_, F> {
+    type Error = E;
+
+    fn len(&self) -> u64 {
+        self.log.len()
+    }
+
+    fn node(&mut self, level: u32, start: u64) -> Result<Hash, E> {
+        let shift = self.log.shift;
+        let chunk = start >> shift;
+        if level >= shift {
+            return Ok(self.log.upper.stored(level - shift, chunk)?);
+        }
+        let offset = start - (chunk << shift);
+        if chunk == self.log.chunks() {
+            return Ok(self.log.tail.stored(level, offset)?);
+        }
+        if let Some((_, tree)) = self.read.iter().find(|(c, _)| *c == chunk) {
+            return Ok(tree.stored(level, offset)?);
+        }
+        let recorded = self.log.chunk_root(chunk).ok_or(ProofError::SizeOutOfRange {
+            size: start.saturating_add(1),
+            log_len: self.log.len(),
+        })?;
+        let leaves = (self.leaves_of)(chunk)?;
+        let tree = MerkleLog::from_leaf_hashes(leaves);
+        if tree.len() != self.log.chunk_size() || tree.root() != recorded {
+            return Err(ProofError::ChunkMismatch { chunk }.into());
+        }
+        let node = tree.stored(level, offset)?;
+        self.read.push((chunk, tree));
+        Ok(node)
     }
 }
 
@@ -670,17 +898,20 @@ mod tests {
         let node = |a: u64, b: u64| node_hash(&leaf(a), &leaf(b));
         // Leaf 0 of 8: sibling leaf 1, then D[2:4], then D[4:8].
         let p = log.inclusion_proof(0, 8).unwrap();
-        assert_eq!(p.path, vec![leaf(1), node(2, 3), log.subtree_hash(4, 8).unwrap()]);
+        assert_eq!(p.path, vec![leaf(1), node(2, 3), subtree_hash(&mut &log, 4, 8).unwrap()]);
         // Leaf 6 of 7: PATH(6, D[7]) = PATH(2, D[4:7]) : MTH(D[0:4]), and
         // PATH(2, D[4:7]) = PATH(0, D[6:7]) : MTH(D[4:6]) = [MTH(D[4:6])].
         let p = log.inclusion_proof(6, 7).unwrap();
         assert_eq!(p.path, vec![node(4, 5), log.root_at(4).unwrap()]);
         // Consistency 3 -> 7 (RFC 9162 §2.1.5 example shape): [c, d, g, l].
         let p = log.consistency_proof(3, 7).unwrap();
-        assert_eq!(p.path, vec![leaf(2), leaf(3), node(0, 1), log.subtree_hash(4, 7).unwrap()]);
+        assert_eq!(
+            p.path,
+            vec![leaf(2), leaf(3), node(0, 1), subtree_hash(&mut &log, 4, 7).unwrap()]
+        );
         // Consistency 4 -> 7: the old root is left out: [l].
         let p = log.consistency_proof(4, 7).unwrap();
-        assert_eq!(p.path, vec![log.subtree_hash(4, 7).unwrap()]);
+        assert_eq!(p.path, vec![subtree_hash(&mut &log, 4, 7).unwrap()]);
         // Consistency 6 -> 7: D[4:6], D[6:7], D[0:4].
         let p = log.consistency_proof(6, 7).unwrap();
         assert_eq!(p.path, vec![node(4, 5), leaf(6), log.root_at(4).unwrap()]);
@@ -735,5 +966,113 @@ mod tests {
         assert_eq!(consistency_path_len((1 << 63) - 1, 1 << 63), 64);
         // Beyond 2^63 leaves a valid consistency proof can need one more hash than the cap.
         assert_eq!(consistency_path_len(3, u64::MAX), 65);
+    }
+
+    /// The leaves `0..n` of a test log (distinct leaf hashes).
+    fn numbered(n: u64) -> Vec<Hash> {
+        (0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect()
+    }
+
+    /// A chunked log over `leaves`, built by pushing, with the chunks it completed.
+    fn chunked(shift: u32, leaves: &[Hash]) -> (ChunkedLog, Vec<Hash>) {
+        let mut log = ChunkedLog::new(shift);
+        let completed = log.completed_by(leaves);
+        let pushed: Vec<Hash> = leaves.iter().filter_map(|l| log.push(*l)).collect();
+        assert_eq!(pushed, completed, "completed_by foresees exactly what push completes");
+        (log, pushed)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// A chunked log gives the same root, frontier and proofs as the whole log in memory,
+        /// for any size, any earlier size and any leaf, reading full chunks back only through
+        /// its reader.
+        #[test]
+        fn a_chunked_log_answers_as_the_whole_log(
+            n in 0u64..700,
+            shift in 1u32..6,
+            picks in proptest::collection::vec((0u64..1_000, 0u64..1_000), 8),
+        ) {
+            let leaves = numbered(n);
+            let whole = MerkleLog::from_leaf_hashes(leaves.clone());
+            let (log, _) = chunked(shift, &leaves);
+            let size = 1u64 << shift;
+            // Counts the chunks each call reads: one or two for any query.
+            let reads = std::cell::Cell::new(0);
+            let mut leaves_of = |chunk: u64| -> Result<Vec<Hash>, ProofError> {
+                reads.set(reads.get() + 1);
+                assert!(reads.get() <= 2, "a query read more than two chunks");
+                let from = (chunk * size) as usize;
+                Ok(leaves[from..from + size as usize].to_vec())
+            };
+            proptest::prop_assert_eq!(log.len(), n);
+            proptest::prop_assert_eq!(log.root(), whole.root());
+            proptest::prop_assert_eq!(log.frontier(), whole.frontier());
+            let parts = ChunkedLog::from_parts(
+                shift,
+                (0..log.chunks()).map(|c| log.chunk_root(c).unwrap()).collect(),
+                leaves[(log.chunks() * size) as usize..].to_vec(),
+            );
+            proptest::prop_assert_eq!(parts.as_ref(), Some(&log));
+            for (a, b) in picks {
+                let (small, large) = (a.min(b) % (n + 1), a.max(b) % (n + 1));
+                proptest::prop_assert_eq!(
+                    { reads.set(0); log.root_at(large, &mut leaves_of) },
+                    whole.root_at(large)
+                );
+                if large > 0 {
+                    let index = small.min(large - 1);
+                    proptest::prop_assert_eq!(
+                        { reads.set(0); log.inclusion_proof(index, large, &mut leaves_of) },
+                        whole.inclusion_proof(index, large)
+                    );
+                }
+                proptest::prop_assert_eq!(
+                    { reads.set(0); log.consistency_proof(small, large, &mut leaves_of) },
+                    whole.consistency_proof(small, large)
+                );
+            }
+            // Beyond the log: the same refusals.
+            proptest::prop_assert_eq!(
+                log.inclusion_proof(0, n + 1, &mut leaves_of),
+                whole.inclusion_proof(0, n + 1)
+            );
+        }
+    }
+
+    #[test]
+    fn a_chunk_whose_leaves_changed_is_refused() {
+        let leaves = numbered(40);
+        let (log, roots) = chunked(3, &leaves);
+        assert_eq!(roots.len(), 5);
+        let whole = MerkleLog::from_leaf_hashes(leaves.clone());
+        for (chunk, root) in roots.iter().enumerate() {
+            assert_eq!(whole.stored(3, chunk as u64 * 8), Ok(*root), "a chunk's root is its node");
+        }
+        // Leaf 13 (in chunk 1) read back altered, or a chunk read back short.
+        let altered = |chunk: u64| -> Result<Vec<Hash>, ProofError> {
+            let mut part = leaves[(chunk * 8) as usize..(chunk * 8 + 8) as usize].to_vec();
+            part[5] = leaf_hash(b"altered");
+            Ok(part)
+        };
+        assert_eq!(
+            log.inclusion_proof(13, 40, altered),
+            Err(ProofError::ChunkMismatch { chunk: 1 })
+        );
+        let short = |chunk: u64| -> Result<Vec<Hash>, ProofError> {
+            Ok(leaves[(chunk * 8) as usize..(chunk * 8 + 7) as usize].to_vec())
+        };
+        assert_eq!(log.inclusion_proof(13, 40, short), Err(ProofError::ChunkMismatch { chunk: 1 }));
+        // A proof whose nodes are all chunk roots, the tree above them or the last chunk's
+        // reads no chunk.
+        let leaves = numbered(44);
+        let (log, _) = chunked(3, &leaves);
+        let whole = MerkleLog::from_leaf_hashes(leaves);
+        let none = |_: u64| -> Result<Vec<Hash>, ProofError> { panic!("no chunk is needed") };
+        assert_eq!(log.inclusion_proof(41, 44, none), whole.inclusion_proof(41, 44));
+        assert_eq!(log.consistency_proof(16, 44, none), whole.consistency_proof(16, 44));
+        // A tail of a whole chunk or more is not a tail.
+        assert_eq!(ChunkedLog::from_parts(3, vec![], numbered(8)), None);
     }
 }

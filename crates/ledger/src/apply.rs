@@ -62,6 +62,7 @@ impl Ledger {
         let encoded: Vec<Vec<u8>> = block.txs.iter().map(SignedTransaction::encode).collect();
         let leaves: Vec<Hash> =
             encoded.iter().map(|e| medledger_core::merkle::leaf_hash(e)).collect();
+        self.verdict.refuse_if_corrupt()?;
         let mut writer = self.writer.lock().expect("writer lock poisoned");
         let mut tip: Tip = writer.tip.clone();
         tip.check_and_advance(&block.header, &leaves)?;
@@ -119,6 +120,14 @@ impl Ledger {
             }
             txn.open_table(BLOCKS)?
                 .insert(block.header.height, encoding::encode(&block.header).as_slice())?;
+            // The roots of the log's chunks this block completes, with the block (the log in
+            // memory takes them once it commits).
+            let log = self.log.read().expect("log lock poisoned");
+            let mut chunks = txn.open_table(LOG_CHUNKS)?;
+            for (i, root) in log.completed_by(&leaves).into_iter().enumerate() {
+                chunks.insert(log.chunks() + i as u64, &root.0)?;
+            }
+            drop(log);
             let mut meta = txn.open_table(META)?;
             meta.insert(
                 META_TIP,

@@ -24,6 +24,7 @@ pub mod registry;
 pub mod research;
 pub mod snapshot;
 pub mod stages;
+mod startup;
 pub mod state;
 pub mod verify;
 pub mod visibility;
@@ -37,7 +38,7 @@ use medledger_core::{
     Hash,
     block::{BlockError, Genesis, Tip},
     encoding::{self, DecodeError},
-    merkle::MerkleLog,
+    merkle::{ChunkedLog, ProofError},
     tx::Role,
 };
 use redb::{Database, ReadableDatabase, ReadableTable};
@@ -45,6 +46,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 pub use apply::{Simulated, verify_signatures};
 pub use query::TxRecord;
 pub use snapshot::{SnapshotError, SnapshotHeader};
+pub use startup::Integrity;
 use state::*;
 pub use state::{
     Account, CaseLog, CaseLogEntry, CaseSeal, DoctorEntry, HospitalEntry, MemberEntry, NodeEntry,
@@ -90,6 +92,17 @@ storage_error!(
     redb::CommitError
 );
 
+/// A proof asked of the log: a size or index outside it is a bad query; a chunk whose stored
+/// transactions no longer hash to its recorded root is a corrupt ledger.
+impl From<ProofError> for LedgerError {
+    fn from(e: ProofError) -> Self {
+        match e {
+            ProofError::ChunkMismatch { .. } => LedgerError::Corrupt(e.to_string()),
+            other => LedgerError::BadQuery(other.to_string()),
+        }
+    }
+}
+
 impl From<DecodeError> for LedgerError {
     fn from(e: DecodeError) -> Self {
         LedgerError::Corrupt(e.to_string())
@@ -118,10 +131,41 @@ pub struct Ledger {
     db: Database,
     genesis: Genesis,
     writer: Mutex<WriterState>,
-    /// The full Merkle log in memory, for proofs; rebuilt at open.
-    log: RwLock<MerkleLog>,
+    /// The Merkle log: the roots of its full chunks (stored in `log_chunks`) and the tree above
+    /// them, and the leaves of its last chunk; proofs read other leaves back from `txs`.
+    log: RwLock<ChunkedLog>,
     /// Where the time of taking blocks goes (the node's metrics).
     stages: stages::StageTimes,
+    /// What the checks of the stored ledger found ([`Ledger::integrity`]).
+    verdict: std::sync::Arc<startup::Verdict>,
+    /// The thread running those checks in the background, if they were left to one.
+    checker: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Ledger {
+    /// Waits for the background checks, which hold a read of the database: a ledger reopened
+    /// after this returns is not refused as in use.
+    fn drop(&mut self) {
+        let checker =
+            self.checker.get_mut().map(Option::take).unwrap_or_else(|p| p.into_inner().take());
+        if let Some(checker) = checker {
+            let _ = checker.join();
+        }
+    }
+}
+
+/// Opens the redb database of a ledger, naming the usual reason it is in use.
+fn open_database(path: &Path) -> Result<Database, LedgerError> {
+    if !path.exists() {
+        return Err(LedgerError::Setup(format!("no ledger at {}", path.display())));
+    }
+    Database::builder().set_cache_size(CACHE_BYTES).open(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => LedgerError::Setup(format!(
+            "{} is in use by another process (is a node already running on this data directory?)",
+            path.display()
+        )),
+        other => LedgerError::from(other),
+    })
 }
 
 impl std::fmt::Debug for Ledger {
@@ -193,16 +237,20 @@ impl Ledger {
             meta.insert(META_INDEX_DIGEST, digest.index.as_slice())?;
             meta.insert(META_ERASED_FILLED, [1u8].as_slice())?;
             meta.insert(META_REGISTRATION_BLOBS_FILLED, [1u8].as_slice())?;
+            meta.insert(META_LOG_CHUNKS_FILLED, [1u8].as_slice())?;
             txn.open_table(BLOCKS)?;
             txn.open_table(TXS)?;
+            txn.open_table(LOG_CHUNKS)?;
         }
         txn.commit()?;
         Ok(Ledger {
             db,
             genesis,
             writer: Mutex::new(WriterState { tip, digest, since_durable: 0, durable_every: 1 }),
-            log: RwLock::new(MerkleLog::new()),
+            log: RwLock::new(ChunkedLog::new(LOG_CHUNK_SHIFT)),
             stages: stages::StageTimes::default(),
+            verdict: startup::Verdict::verified(),
+            checker: Mutex::new(None),
         })
     }
 
@@ -212,16 +260,7 @@ impl Ledger {
     /// with [`LedgerError::Corrupt`]. (Signatures and a full replay are checked by
     /// [`verify::verify_ledger`], which is slower.)
     pub fn open(path: &Path) -> Result<Self, LedgerError> {
-        if !path.exists() {
-            return Err(LedgerError::Setup(format!("no ledger at {}", path.display())));
-        }
-        let db = Database::builder().set_cache_size(CACHE_BYTES).open(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => LedgerError::Setup(format!(
-                "{} is in use by another process (is a node already running on this data directory?)",
-                path.display()
-            )),
-            other => LedgerError::from(other),
-        })?;
+        let db = open_database(path)?;
         // A ledger written by an older version lacks the newer (empty) state tables.
         let (missing, no_registrations, no_erased, no_registration_blobs) = {
             let read = db.begin_read()?;
@@ -280,7 +319,7 @@ impl Ledger {
             let chain = chain.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (chain, digest)
         });
-        let (tip, leaves) = chain?;
+        let (tip, log) = chain?;
         let stored_tip: (u64, Hash, u64) = {
             let meta = read.open_table(META)?;
             let t = meta.get(META_TIP)?.ok_or_else(|| LedgerError::Corrupt("no tip".into()))?;
@@ -313,7 +352,7 @@ impl Ledger {
         } else {
             (read, digest)
         };
-        Self::check_index(db, read, genesis, tip, digest, leaves, no_registration_blobs)
+        Self::check_index(db, read, genesis, tip, digest, log, no_registration_blobs)
     }
 
     /// The rest of [`Ledger::open`]: checks the index digest (recording it in a ledger
@@ -325,7 +364,7 @@ impl Ledger {
         genesis: Genesis,
         tip: Tip,
         digest: Digests,
-        leaves: Vec<Hash>,
+        log: ChunkedLog,
         no_registration_blobs: bool,
     ) -> Result<Self, LedgerError> {
         let stored_index =
@@ -350,7 +389,23 @@ impl Ledger {
         // Only once both digests checked out.
         let digest =
             if no_registration_blobs { backfill_registration_blobs(&db, digest)? } else { digest };
-        Self::opened(db, genesis, tip, digest, leaves)
+        let chunks_filled =
+            db.begin_read()?.open_table(META)?.get(META_LOG_CHUNKS_FILLED)?.is_some();
+        if !chunks_filled {
+            // A ledger written before `log_chunks`: the walk above has checked every block, so
+            // its chunk roots are recorded now.
+            let txn = db.begin_write()?;
+            {
+                let mut table = txn.open_table(LOG_CHUNKS)?;
+                for chunk in 0..log.chunks() {
+                    let root = log.chunk_root(chunk).expect("a full chunk has a root");
+                    table.insert(chunk, &root.0)?;
+                }
+                txn.open_table(META)?.insert(META_LOG_CHUNKS_FILLED, [1u8].as_slice())?;
+            }
+            txn.commit()?;
+        }
+        Self::opened(db, genesis, tip, digest, log)
     }
 
     fn opened(
@@ -358,14 +413,16 @@ impl Ledger {
         genesis: Genesis,
         tip: Tip,
         digest: Digests,
-        leaves: Vec<Hash>,
+        log: ChunkedLog,
     ) -> Result<Self, LedgerError> {
         Ok(Ledger {
             db,
             genesis,
             writer: Mutex::new(WriterState { tip, digest, since_durable: 0, durable_every: 1 }),
-            log: RwLock::new(MerkleLog::from_leaf_hashes(leaves)),
+            log: RwLock::new(log),
             stages: stages::StageTimes::default(),
+            verdict: startup::Verdict::verified(),
+            checker: Mutex::new(None),
         })
     }
 

@@ -315,11 +315,9 @@ impl Ledger {
         log_index: u64,
         tree_size: u64,
     ) -> Result<InclusionProof, LedgerError> {
-        self.log
-            .read()
-            .expect("log lock poisoned")
-            .inclusion_proof(log_index, tree_size)
-            .map_err(|e| LedgerError::BadQuery(e.to_string()))
+        let log = self.log.read().expect("log lock poisoned");
+        let read = self.db.begin_read()?;
+        log.inclusion_proof(log_index, tree_size, |chunk| chunk_leaves(&read, chunk))
     }
 
     /// Consistency proof between two log sizes.
@@ -328,21 +326,31 @@ impl Ledger {
         old_size: u64,
         new_size: u64,
     ) -> Result<ConsistencyProof, LedgerError> {
-        self.log
-            .read()
-            .expect("log lock poisoned")
-            .consistency_proof(old_size, new_size)
-            .map_err(|e| LedgerError::BadQuery(e.to_string()))
+        let log = self.log.read().expect("log lock poisoned");
+        let read = self.db.begin_read()?;
+        log.consistency_proof(old_size, new_size, |chunk| chunk_leaves(&read, chunk))
     }
 
     /// The log root at a past size.
     pub fn root_at(&self, size: u64) -> Result<Hash, LedgerError> {
-        self.log
-            .read()
-            .expect("log lock poisoned")
-            .root_at(size)
-            .map_err(|e| LedgerError::BadQuery(e.to_string()))
+        let log = self.log.read().expect("log lock poisoned");
+        let read = self.db.begin_read()?;
+        log.root_at(size, |chunk| chunk_leaves(&read, chunk))
     }
+}
+
+/// The leaf hashes of full chunk `chunk` of the log, from the stored transactions. (A chunk is
+/// added to the in-memory log after its block commits: `read`, begun once the log is locked
+/// for reading, holds the transactions of every full chunk in it.)
+pub(crate) fn chunk_leaves(
+    read: &redb::ReadTransaction,
+    chunk: u64,
+) -> Result<Vec<Hash>, LedgerError> {
+    let first = chunk << LOG_CHUNK_SHIFT;
+    read.open_table(TXS)?
+        .range(first..first + (1 << LOG_CHUNK_SHIFT))?
+        .map(|row| Ok(medledger_core::merkle::leaf_hash(row?.1.value())))
+        .collect()
 }
 
 fn header_at(

@@ -30,7 +30,7 @@ use medledger_core::{
     Hash,
     block::{BlockHeader, Genesis, Tip},
     encoding, merkle,
-    merkle::MerkleLog,
+    merkle::ChunkedLog,
 };
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
@@ -320,11 +320,14 @@ impl Ledger {
         }
         txn.delete_table(BLOCKS)?;
         txn.delete_table(TXS)?;
+        txn.delete_table(LOG_CHUNKS)?;
         let mut tip = Tip::genesis(&self.genesis);
+        let mut log = ChunkedLog::new(LOG_CHUNK_SHIFT);
         let mut leaves: Vec<Hash> = Vec::new();
         {
             let mut blocks = txn.open_table(BLOCKS)?;
             let mut txs = txn.open_table(TXS)?;
+            let mut chunks = txn.open_table(LOG_CHUNKS)?;
             while tip.height < header.height {
                 let bytes = frames.expect(BLOCK, MAX_BLOCK_HEADER_BYTES, "a block")?;
                 let h: BlockHeader =
@@ -345,21 +348,27 @@ impl Ledger {
                     )));
                 }
                 blocks.insert(h.height, bytes).map_err(LedgerError::from)?;
-                if leaves.len() as u64 + u64::from(h.tx_count) > header.log_size {
+                if log.len() + u64::from(h.tx_count) > header.log_size {
                     return Err(SnapshotError::Oversized(format!(
                         "more transactions than the {} its header says",
                         header.log_size
                     )));
                 }
-                let first = leaves.len();
+                leaves.clear();
                 for _ in 0..h.tx_count {
                     let tx =
                         frames.expect(TX, medledger_core::tx::MAX_TX_BYTES, "a transaction")?;
-                    txs.insert(leaves.len() as u64, tx).map_err(LedgerError::from)?;
+                    txs.insert(log.len() + leaves.len() as u64, tx).map_err(LedgerError::from)?;
                     leaves.push(merkle::leaf_hash(tx));
                 }
-                tip.check_and_advance(&h, &leaves[first..])
+                tip.check_and_advance(&h, &leaves)
                     .map_err(|e| SnapshotError::Mismatch(e.to_string()))?;
+                for leaf in &leaves {
+                    let chunk = log.chunks();
+                    if let Some(root) = log.push(*leaf) {
+                        chunks.insert(chunk, &root.0).map_err(LedgerError::from)?;
+                    }
+                }
             }
         }
         if (tip.height, tip.hash, tip.time_ms, tip.log.len(), tip.log.root())
@@ -430,6 +439,7 @@ impl Ledger {
             meta.insert(META_STATE_DIGEST, digests.state.as_slice()).map_err(LedgerError::from)?;
             meta.insert(META_INDEX_DIGEST, digests.index.as_slice()).map_err(LedgerError::from)?;
             meta.insert(META_APPLIED_MARKER, marker).map_err(LedgerError::from)?;
+            meta.insert(META_LOG_CHUNKS_FILLED, [1u8].as_slice()).map_err(LedgerError::from)?;
         }
         let nodes = all_nodes(&txn.open_table(NODES).map_err(LedgerError::from)?, &self.genesis)?;
         accept(&nodes).map_err(SnapshotError::Mismatch)?;
@@ -437,7 +447,7 @@ impl Ledger {
         writer.tip = tip;
         writer.digest = digests;
         writer.since_durable = 0;
-        *self.log.write().expect("log lock poisoned") = MerkleLog::from_leaf_hashes(leaves);
+        *self.log.write().expect("log lock poisoned") = log;
         Ok(header)
     }
 }

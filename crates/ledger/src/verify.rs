@@ -7,26 +7,36 @@ use std::path::Path;
 use medledger_core::{
     Hash,
     block::{Block, BlockHeader, Genesis, Outcome, Tip},
-    encoding, merkle,
+    encoding,
+    merkle::{self, ChunkedLog},
     tx::SignedTransaction,
 };
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle};
 
 use crate::{Ledger, LedgerError, state::*};
 
-/// Walks every stored block: checks the hash chain, each header against its transactions, and
-/// that no transaction lies outside a block. Returns the tip and every log leaf, in order.
-/// `progress(done, total)` is called as blocks are checked.
+/// Walks every stored block: checks the hash chain, each header against its transactions, that
+/// no transaction lies outside a block, and that the stored root of every full chunk of the log
+/// (`log_chunks`) is the root of its transactions (a ledger from before that table may lack
+/// them all). Returns the tip and the log. `progress(done, total)` is called as blocks are
+/// checked.
 pub fn check_chain(
     read: &redb::ReadTransaction,
     genesis: &Genesis,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<(Tip, Vec<Hash>), LedgerError> {
+) -> Result<(Tip, ChunkedLog), LedgerError> {
     let blocks = read.open_table(BLOCKS)?;
     let txs = read.open_table(TXS)?;
+    let chunks_filled = read.open_table(META)?.get(META_LOG_CHUNKS_FILLED)?.is_some();
+    let stored_chunks = match read.open_table(LOG_CHUNKS) {
+        Ok(table) => Some(table),
+        Err(redb::TableError::TableDoesNotExist(_)) if !chunks_filled => None,
+        Err(e) => return Err(e.into()),
+    };
     let total = blocks.len()?;
     let mut tip = Tip::genesis(genesis);
-    let mut leaves = Vec::with_capacity(usize::try_from(txs.len()?).unwrap_or(0));
+    let mut log = ChunkedLog::new(LOG_CHUNK_SHIFT);
+    let mut leaves = Vec::new();
     let mut tx_rows = txs.iter()?;
     for row in blocks.iter()? {
         let (height, bytes) = row?;
@@ -39,23 +49,38 @@ pub fn check_chain(
                 header.height
             )));
         }
-        let first = leaves.len();
+        leaves.clear();
         for _ in 0..header.tx_count {
             let (index, tx) = tx_rows.next().transpose()?.ok_or_else(|| {
                 LedgerError::Corrupt(format!("block {}: transactions missing", header.height))
             })?;
-            if index.value() != leaves.len() as u64 {
+            let expected = log.len() + leaves.len() as u64;
+            if index.value() != expected {
                 return Err(LedgerError::Corrupt(format!(
-                    "block {}: expected transaction {} but found {}",
+                    "block {}: expected transaction {expected} but found {}",
                     header.height,
-                    leaves.len(),
                     index.value()
                 )));
             }
             leaves.push(merkle::leaf_hash(tx.value()));
         }
-        tip.check_and_advance(&header, &leaves[first..])
-            .map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        tip.check_and_advance(&header, &leaves).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        for leaf in &leaves {
+            let chunk = log.chunks();
+            let Some(root) = log.push(*leaf) else { continue };
+            let stored = match &stored_chunks {
+                Some(table) => table.get(chunk)?.map(|r| *r.value()),
+                None => None,
+            };
+            let why = match stored {
+                Some(s) if s != root.0 => "is not the root of its transactions",
+                None if chunks_filled => "is missing",
+                _ => continue,
+            };
+            return Err(LedgerError::Corrupt(format!(
+                "the stored root of log chunk {chunk} {why}"
+            )));
+        }
         progress(header.height, total);
     }
     if let Some(extra) = tx_rows.next().transpose()? {
@@ -64,7 +89,17 @@ pub fn check_chain(
             extra.0.value()
         )));
     }
-    Ok((tip, leaves))
+    if let Some(table) = &stored_chunks
+        && let Some(last) = table.last()?
+        && last.0.value() >= log.chunks()
+    {
+        return Err(LedgerError::Corrupt(format!(
+            "a root is stored for log chunk {}, beyond the log's {} full chunks",
+            last.0.value(),
+            log.chunks()
+        )));
+    }
+    Ok((tip, log))
 }
 
 /// The state and index digests recomputed from the stored state tables: one pass over every

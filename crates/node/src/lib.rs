@@ -143,7 +143,11 @@ pub async fn serve_with(
         .map(Arc::new)
         .map_err(|e| NodeError::DataDir(format!("{}: {e}", dir.root().display())))?;
     let fault = Arc::new(storage::StorageFault::default());
-    let ledger = Arc::new(tokio::task::block_in_place(|| Ledger::open(&dir.ledger()))?);
+    // Served from what the last block recorded; the full checks of the stored ledger run in
+    // the background and stop the node if they fail (`watch_integrity`).
+    let ledger = Arc::new(tokio::task::block_in_place(|| {
+        Ledger::open_checking_in_background(&dir.ledger())
+    })?);
     // Raft's log is fsynced before any block is applied and is re-applied after a crash, so
     // the ledger file need not be fsynced for every block.
     ledger.set_durable_every(LEDGER_FSYNC_EVERY);
@@ -220,6 +224,7 @@ pub async fn serve_with(
     // The Raft log and the vault index may have just been created.
     warn_widened(dir.secure()?);
     let raft_watch = tokio::spawn(raft::report_fatal(raft.clone(), fault.clone()));
+    let integrity_watch = tokio::spawn(watch_integrity(ledger.clone(), fault.clone()));
     let (queue_tx, queue_rx) = mpsc::channel(producer::QUEUE);
     let proposer = producer::Proposer { id: node_id, key: node_key.clone() };
     let producer =
@@ -305,6 +310,8 @@ pub async fn serve_with(
     janitor.abort();
     membership.abort();
     raft_watch.abort();
+    integrity_watch.abort();
+    let _ = integrity_watch.await;
     let _ = producer.await;
     let _ = janitor.await;
     let _ = membership.await;
@@ -352,6 +359,32 @@ fn own_node_id(ledger: &Ledger, key: &medledger_core::keys::SigningKey) -> Resul
 
 /// Drops the last handle on the ledger so that its database is closed cleanly (waiting a
 /// little for Raft's tasks to let go of theirs).
+/// Waits for the background checks of the stored ledger; a ledger they find corrupt is a
+/// storage fault, which stops the node (the ledger itself applies no further block).
+async fn watch_integrity(ledger: Arc<Ledger>, fault: Arc<storage::StorageFault>) {
+    loop {
+        match ledger.integrity() {
+            medledger_ledger::Integrity::Checking => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            }
+            medledger_ledger::Integrity::Verified => {
+                tracing::info!(
+                    "the stored ledger checked out: every block, the log and every table"
+                );
+                return;
+            }
+            medledger_ledger::Integrity::Corrupt(why) => {
+                fault.report(format!(
+                    "the stored ledger failed its check at start ({why}): it was changed or \
+                     damaged while the node was stopped; `medledger verify` names what differs, \
+                     and the node starts again once the ledger is restored from a backup"
+                ));
+                return;
+            }
+        }
+    }
+}
+
 async fn close(mut ledger: Arc<Ledger>) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {

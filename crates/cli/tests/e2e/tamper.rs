@@ -87,4 +87,30 @@ fn a_flipped_byte_on_disk_is_detected_by_verify_and_by_the_node() {
     node.restart();
     let list = node.regulator_get("/v1/hospitals").text();
     assert!(list.contains("Zyxwvut General"), "{list}");
+
+    // Once 300 more transactions have filled the log's first chunks, the admission lies in a
+    // chunk the node does not read to start: it starts, finds the change in its background
+    // check, reports it and stops.
+    let wallet = node.regulator();
+    ok(&["bench", "tx", "--wallet", &wallet, "--node", &node.url, "--txs", "300"], &[]);
+    let status = node.stop().expect("running");
+    assert!(status.success(), "the node exited with {status} on SIGINT\n{}", node.log_text());
+    let later = tmp.path().join("later");
+    copy_dir(&data, &later);
+    assert!(flip_every(&later.join("ledger.redb"), NAME) >= 1);
+    let port = free_port().to_string();
+    let out = cli_within(
+        &[
+            "up",
+            "--data-dir",
+            &later.display().to_string(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ],
+        &[],
+        LIMIT,
+    );
+    assert!(!out.status.success(), "the node went on serving a tampered ledger\n{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("failed its check at start") && err.contains("corrupt"), "{}", show(&out));
 }

@@ -19,6 +19,14 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 pub(crate) const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 /// Committed transactions (canonical encoding) by log index (checked by the block roots).
 pub(crate) const TXS: TableDefinition<u64, &[u8]> = TableDefinition::new("txs");
+/// The root of every full chunk of [`LOG_CHUNK_SHIFT`] transactions of the Merkle log, by chunk
+/// index (checked against the blocks' log roots, not a digest): what lets a node keep only
+/// these roots in memory, and start without reading every transaction.
+pub(crate) const LOG_CHUNKS: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("log_chunks");
+/// A chunk of the Merkle log is `2^LOG_CHUNK_SHIFT` transactions: a proof reads back at most two
+/// chunks (256 stored transactions each), and the roots kept in memory cost 32 bytes per 256
+/// transactions.
+pub(crate) const LOG_CHUNK_SHIFT: u32 = 8;
 
 pub(crate) const META_GENESIS: &str = "genesis";
 pub(crate) const META_TIP: &str = "tip";
@@ -35,6 +43,9 @@ pub(crate) const META_ERASED_FILLED: &str = "erased_blobs_filled";
 /// create, or by the fill of a ledger written before the index existed (in its own
 /// transaction, like [`META_ERASED_FILLED`]).
 pub(crate) const META_REGISTRATION_BLOBS_FILLED: &str = "registration_blobs_filled";
+/// Present once `log_chunks` holds the root of every full chunk: written at create, or by the
+/// first open of a ledger written before the table existed (after that open's full check).
+pub(crate) const META_LOG_CHUNKS_FILLED: &str = "log_chunks_filled";
 
 /// Which running digest covers a table. Every table is covered by one; a node checks both at
 /// start ([`crate::Ledger::open`]) and `medledger verify` compares every table after a replay.

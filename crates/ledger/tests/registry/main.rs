@@ -20,6 +20,7 @@ mod cases;
 mod consent;
 mod devices;
 mod emergency;
+mod log_chunks;
 mod nodes;
 mod organisations;
 mod records;

@@ -23,7 +23,7 @@ use medledger_core::{
     },
 };
 use medledger_ledger::{
-    LedgerError,
+    Integrity, LedgerError,
     state::{StateTable, TABLES},
     verify::verify_ledger,
 };
@@ -375,6 +375,37 @@ fn tampering_with_any_registered_table_is_refused_at_open_and_named_by_verify() 
                 }
                 other => panic!("{what}: verify let it through: {other:?}"),
             }
+            // Started without reading history, the ledger finds it in the background, and
+            // then applies nothing more.
+            let ledger = Ledger::open_checking_in_background(&case).unwrap();
+            match settled(&ledger) {
+                Integrity::Corrupt(e) => assert!(e.contains("digest"), "{what}: {e}"),
+                other => panic!("{what}: the background check let it through: {other:?}"),
+            }
+            assert!(
+                matches!(next_empty_block(&ledger), Err(LedgerError::Corrupt(_))),
+                "{what}: a block was applied to a ledger found corrupt"
+            );
         }
     }
+}
+
+/// The verdict of a ledger's checks once they have finished.
+pub(super) fn settled(ledger: &Ledger) -> Integrity {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match ledger.integrity() {
+            Integrity::Checking if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            settled => return settled,
+        }
+    }
+}
+
+/// Applies an empty block on top of the ledger's tip.
+pub(super) fn next_empty_block(ledger: &Ledger) -> Result<Vec<Receipt>, LedgerError> {
+    let mut tip = ledger.tip();
+    let block = tip.propose(tip.time_ms + 1_000, vec![]);
+    ledger.apply_block(&block, &[], &[])
 }
