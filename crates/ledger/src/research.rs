@@ -31,7 +31,7 @@ use medledger_core::{
     ids::AccountId,
     tx::{
         OrganisationKind, Role,
-        consent::{Action, Basis, Purpose, RecordCategory, Resource},
+        consent::{Action, Basis, Decision, Purpose, RecordCategory, Resource},
         research::{PlannedRecord, ResearchExportTx, check_shape, content_categories, plan_digest},
     },
 };
@@ -80,24 +80,11 @@ pub(crate) fn apply(
     }
     let mut grants: Vec<Hash> = Vec::new();
     for category in &tx.categories {
-        let resource =
-            Resource { patient: tx.patient, category: Some(*category), record: None, case: None };
-        let decision = consent_allows(
-            &*state,
-            signer,
-            Action::Read,
-            &resource,
-            Purpose::Research,
-            state.height,
-            state.time_ms,
-        )?;
-        match decision {
-            medledger_core::tx::consent::Decision::Allow(Basis::Grant { grant }) => {
-                if !grants.contains(&grant) {
-                    grants.push(grant);
-                }
-            }
-            _ => return refused(),
+        let at = (state.height, state.time_ms);
+        match research_grant(&*state, signer, &tx.patient, *category, at)? {
+            Some(grant) if !grants.contains(&grant) => grants.push(grant),
+            Some(_) => {}
+            None => return refused(),
         }
     }
     grants.sort();
@@ -132,6 +119,26 @@ pub(crate) fn apply(
         state.put_research_read(signer, &r.pmr, &named)?;
     }
     Ok(Ok(Some(Created::ResearchExport { event })))
+}
+
+/// The grant on which [`consent_allows`] lets `member` read `patient`'s records of `category`
+/// for research at `(height, time_ms)`, if a grant is what allows it: the one rule of an
+/// export, its cohort and its listing.
+fn research_grant(
+    view: &impl crate::consent::ConsentView,
+    member: &AccountId,
+    patient: &AccountId,
+    category: RecordCategory,
+    (height, time_ms): (u64, u64),
+) -> Result<Option<Hash>, crate::LedgerError> {
+    let resource =
+        Resource { patient: *patient, category: Some(category), record: None, case: None };
+    let decision =
+        consent_allows(view, member, Action::Read, &resource, Purpose::Research, height, time_ms)?;
+    Ok(match decision {
+        Decision::Allow(Basis::Grant { grant }) => Some(grant),
+        _ => None,
+    })
 }
 
 /// What an export of `categories` plans from a patient's `records`: every one not erased of
@@ -212,7 +219,7 @@ impl crate::Ledger {
         rule_set: &str,
         now_ms: u64,
     ) -> Result<Option<Vec<CohortPatient>>, crate::LedgerError> {
-        use medledger_core::tx::consent::{Decision, Scope};
+        use medledger_core::tx::consent::Scope;
         use redb::ReadableDatabase;
 
         use crate::consent::ConsentView;
@@ -265,18 +272,7 @@ impl crate::Ledger {
             categories.dedup();
             let mut allowed = Vec::new();
             for category in categories {
-                let resource =
-                    Resource { patient, category: Some(category), record: None, case: None };
-                let decision = consent_allows(
-                    &view,
-                    member,
-                    Action::Read,
-                    &resource,
-                    Purpose::Research,
-                    height,
-                    time_ms,
-                )?;
-                if matches!(decision, Decision::Allow(Basis::Grant { .. })) {
+                if research_grant(&view, member, &patient, category, (height, time_ms))?.is_some() {
                     allowed.push(category);
                 }
             }
@@ -346,19 +342,8 @@ impl crate::Ledger {
                 record: None,
                 case: None,
             };
-            let decision = consent_allows(
-                &view,
-                member,
-                Action::Read,
-                &resource,
-                Purpose::Research,
-                height,
-                time_ms,
-            )?;
-            let mut still = matches!(
-                decision,
-                medledger_core::tx::consent::Decision::Allow(Basis::Grant { .. })
-            );
+            let mut still =
+                research_grant(&view, member, &e.patient, *category, (height, time_ms))?.is_some();
             if still {
                 // Not necessarily the first grant that allows it: one of the export's.
                 still = false;
