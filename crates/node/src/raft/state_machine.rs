@@ -583,9 +583,15 @@ fn keep(
         Some(path) => path.to_owned(),
         None => {
             let (path, mut copy) = dir.create_temp("receiving").map_err(Refused::storage)?;
-            file.seek(SeekFrom::Start(0)).map_err(Refused::storage)?;
-            io::copy(&mut file, &mut copy).map_err(Refused::storage)?;
-            copy.sync_all().map_err(Refused::storage)?;
+            let copied = file
+                .seek(SeekFrom::Start(0))
+                .and_then(|_| io::copy(&mut file, &mut copy))
+                .and_then(|_| copy.sync_all());
+            if let Err(e) = copied {
+                // A partial copy is no snapshot: removed now rather than at the next start.
+                let _ = fs::remove_file(&path);
+                return Err(Refused::storage(e));
+            }
             path
         }
     };
