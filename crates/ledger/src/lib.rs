@@ -73,6 +73,9 @@ pub enum LedgerError {
     /// A query asked for something out of range.
     #[error("{0}")]
     BadQuery(String),
+    /// A long check was given up because its ledger is being closed.
+    #[error("the check was stopped: the ledger is being closed")]
+    Stopped,
 }
 
 macro_rules! storage_error {
@@ -146,6 +149,7 @@ impl Drop for Ledger {
     /// Waits for the background checks, which hold a read of the database: a ledger reopened
     /// after this returns is not refused as in use.
     fn drop(&mut self) {
+        self.verdict.stop();
         let checker =
             self.checker.get_mut().map(Option::take).unwrap_or_else(|p| p.into_inner().take());
         if let Some(checker) = checker {
@@ -476,6 +480,7 @@ impl Ledger {
 
     /// Stores the caller's applied marker without a block (for Raft entries that carry none).
     pub fn set_applied_marker(&self, marker: &[u8]) -> Result<(), LedgerError> {
+        self.verdict.refuse_if_corrupt()?;
         let _writer = self.writer.lock().expect("writer lock poisoned");
         let txn = self.db.begin_write()?;
         txn.open_table(META)?.insert(META_APPLIED_MARKER, marker)?;

@@ -7,7 +7,10 @@
 
 use std::{
     path::Path,
-    sync::{Arc, Mutex, OnceLock, RwLock},
+    sync::{
+        Arc, Mutex, OnceLock, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use medledger_core::{
@@ -31,9 +34,10 @@ pub enum Integrity {
     Corrupt(String),
 }
 
-/// The verdict of the full checks, shared with the thread that runs them.
+/// The verdict of the full checks, shared with the thread that runs them, and the flag that
+/// tells that thread to give up (the ledger is being closed).
 #[derive(Debug, Default)]
-pub(crate) struct Verdict(OnceLock<Result<(), String>>);
+pub(crate) struct Verdict(OnceLock<Result<(), String>>, AtomicBool);
 
 impl Verdict {
     /// A verdict already given: the checks ran before the ledger was served.
@@ -41,6 +45,15 @@ impl Verdict {
         let verdict = Self::default();
         let _ = verdict.0.set(Ok(()));
         Arc::new(verdict)
+    }
+
+    /// Tells the checks to give up (they stop within a block or 4,096 rows of a table).
+    pub(crate) fn stop(&self) {
+        self.1.store(true, Ordering::Relaxed);
+    }
+
+    fn stopping(&self) -> bool {
+        self.1.load(Ordering::Relaxed)
     }
 
     pub(crate) fn get(&self) -> Integrity {
@@ -95,11 +108,31 @@ impl Ledger {
             std::thread::Builder::new()
                 .name("ledger-check".into())
                 .spawn(move || {
-                    let found = full_check(&read, &expected);
-                    if let Err(why) = &found {
-                        tracing::error!(%why, "the stored ledger failed its check at start");
+                    let stop = || verdict.stopping();
+                    // The storage engine panics on some malformed pages rather than failing:
+                    // that too is a ledger that did not check out.
+                    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        full_check(&read, &expected, &stop)
+                    }))
+                    .unwrap_or_else(|panic| {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        Err(Some(format!("reading the stored ledger failed: {what}")))
+                    });
+                    match found {
+                        Ok(()) => {
+                            let _ = verdict.0.set(Ok(()));
+                        }
+                        Err(Some(why)) => {
+                            tracing::error!(%why, "the stored ledger failed its check at start");
+                            let _ = verdict.0.set(Err(why));
+                        }
+                        // Given up: the ledger is being closed, and no verdict is due.
+                        Err(None) => {}
                     }
-                    let _ = verdict.0.set(found);
                 })
                 .map_err(|e| LedgerError::Setup(format!("starting the ledger's check: {e}")))?
         };
@@ -228,32 +261,41 @@ fn quick_start(read: &redb::ReadTransaction) -> Result<(Tip, ChunkedLog, Expecte
 }
 
 /// The checks of [`Ledger::open`], over the state `read` saw at open, against what the quick
-/// start took from it.
-fn full_check(read: &redb::ReadTransaction, expected: &Expected) -> Result<(), String> {
+/// start took from it: `Err(Some(why))` if they fail, `Err(None)` if `stop` gave them up.
+fn full_check(
+    read: &redb::ReadTransaction,
+    expected: &Expected,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<(), Option<String>> {
+    let failed = |e: LedgerError| match e {
+        LedgerError::Stopped => None,
+        other => Some(other.to_string()),
+    };
     let (chain, digest) = std::thread::scope(|s| {
-        let chain = s.spawn(|| verify::check_chain(read, &expected.genesis, &mut |_, _| {}));
-        let digest = verify::state_digest(read);
+        let chain =
+            s.spawn(|| verify::check_chain_until(read, &expected.genesis, &mut |_, _| {}, stop));
+        let digest = verify::state_digest_until(read, stop);
         (chain.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), digest)
     });
-    let (tip, log) = chain.map_err(|e| e.to_string())?;
+    let (tip, log) = chain.map_err(failed)?;
+    let digest = digest.map_err(failed)?;
     if (tip.height, tip.hash, tip.time_ms) != expected.tip
         || (log.len(), log.root()) != (expected.log_size, expected.log_root)
         || (0..log.chunks()).map(|c| log.chunk_root(c)).ne(expected.chunks.iter().map(|c| Some(*c)))
     {
-        return Err(
-            "the block chain does not end at the tip and log the ledger started from".into()
-        );
+        return Err(Some(
+            "the block chain does not end at the tip and log the ledger started from".into(),
+        ));
     }
-    let digest = digest.map_err(|e| e.to_string())?;
     if digest.state != expected.digest.state {
-        return Err(
-            "the state tables do not match the state digest written with the last block".into()
-        );
+        return Err(Some(
+            "the state tables do not match the state digest written with the last block".into(),
+        ));
     }
     if digest.index != expected.digest.index {
-        return Err(
-            "the index tables do not match the index digest written with the last block".into()
-        );
+        return Err(Some(
+            "the index tables do not match the index digest written with the last block".into(),
+        ));
     }
     Ok(())
 }

@@ -25,6 +25,17 @@ pub fn check_chain(
     genesis: &Genesis,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Tip, ChunkedLog), LedgerError> {
+    check_chain_until(read, genesis, progress, &|| false)
+}
+
+/// [`check_chain`], giving up with [`LedgerError::Stopped`] once `stop()` says so (asked
+/// before each block).
+pub(crate) fn check_chain_until(
+    read: &redb::ReadTransaction,
+    genesis: &Genesis,
+    progress: &mut dyn FnMut(u64, u64),
+    stop: &Stop<'_>,
+) -> Result<(Tip, ChunkedLog), LedgerError> {
     let blocks = read.open_table(BLOCKS)?;
     let txs = read.open_table(TXS)?;
     let chunks_filled = read.open_table(META)?.get(META_LOG_CHUNKS_FILLED)?.is_some();
@@ -39,6 +50,9 @@ pub fn check_chain(
     let mut leaves = Vec::new();
     let mut tx_rows = txs.iter()?;
     for row in blocks.iter()? {
+        if stop() {
+            return Err(LedgerError::Stopped);
+        }
         let (height, bytes) = row?;
         let header: BlockHeader = encoding::decode("block header", bytes.value(), 1024)
             .map_err(|e| LedgerError::Corrupt(format!("block {}: {e}", height.value())))?;
@@ -106,10 +120,18 @@ pub fn check_chain(
 /// registered table ([`TABLES`]), each into the digest that covers it, the tables spread over
 /// all cores (all read in `read`, so all from one state).
 pub fn state_digest(read: &redb::ReadTransaction) -> Result<Digests, LedgerError> {
+    state_digest_until(read, &|| false)
+}
+
+/// [`state_digest`], giving up with [`LedgerError::Stopped`] once `stop()` says so.
+pub(crate) fn state_digest_until(
+    read: &redb::ReadTransaction,
+    stop: &Stop<'_>,
+) -> Result<Digests, LedgerError> {
     use rayon::prelude::*;
     let parts: Vec<_> = TABLES
         .par_iter()
-        .map(|table| -> Result<_, LedgerError> { Ok((table.cover, table.digest(read)?)) })
+        .map(|table| -> Result<_, LedgerError> { Ok((table.cover, table.digest(read, stop)?)) })
         .collect::<Result<_, _>>()?;
     let mut digests = Digests::default();
     for (cover, digest) in parts {

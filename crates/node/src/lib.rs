@@ -151,6 +151,7 @@ pub async fn serve_with(
     // Raft's log is fsynced before any block is applied and is re-applied after a crash, so
     // the ledger file need not be fsynced for every block.
     ledger.set_durable_every(LEDGER_FSYNC_EVERY);
+    let integrity_watch = tokio::spawn(watch_integrity(Arc::downgrade(&ledger), fault.clone()));
     let node_key = Arc::new(dir.node_key()?);
     let node_id = match options.node_id {
         Some(id) => id,
@@ -224,7 +225,6 @@ pub async fn serve_with(
     // The Raft log and the vault index may have just been created.
     warn_widened(dir.secure()?);
     let raft_watch = tokio::spawn(raft::report_fatal(raft.clone(), fault.clone()));
-    let integrity_watch = tokio::spawn(watch_integrity(ledger.clone(), fault.clone()));
     let (queue_tx, queue_rx) = mpsc::channel(producer::QUEUE);
     let proposer = producer::Proposer { id: node_id, key: node_key.clone() };
     let producer =
@@ -357,13 +357,13 @@ fn own_node_id(ledger: &Ledger, key: &medledger_core::keys::SigningKey) -> Resul
     )))
 }
 
-/// Drops the last handle on the ledger so that its database is closed cleanly (waiting a
-/// little for Raft's tasks to let go of theirs).
 /// Waits for the background checks of the stored ledger; a ledger they find corrupt is a
 /// storage fault, which stops the node (the ledger itself applies no further block).
-async fn watch_integrity(ledger: Arc<Ledger>, fault: Arc<storage::StorageFault>) {
+/// It holds the ledger weakly, so that a start that fails after the open still closes it.
+async fn watch_integrity(ledger: std::sync::Weak<Ledger>, fault: Arc<storage::StorageFault>) {
     loop {
-        match ledger.integrity() {
+        let Some(integrity) = ledger.upgrade().map(|l| l.integrity()) else { return };
+        match integrity {
             medledger_ledger::Integrity::Checking => {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await
             }
@@ -385,11 +385,17 @@ async fn watch_integrity(ledger: Arc<Ledger>, fault: Arc<storage::StorageFault>)
     }
 }
 
+/// Drops the last handle on the ledger so that its database is closed cleanly (waiting a
+/// little for Raft's tasks to let go of theirs), on a blocking thread: the drop stops the
+/// background checks and waits for them to give up.
 async fn close(mut ledger: Arc<Ledger>) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         match Arc::try_unwrap(ledger) {
-            Ok(last) => return drop(last),
+            Ok(last) => {
+                let _ = tokio::task::spawn_blocking(move || drop(last)).await;
+                return;
+            }
             Err(shared) if std::time::Instant::now() < deadline => {
                 ledger = shared;
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;

@@ -155,7 +155,12 @@ pub(crate) struct Write<'a, 'txn> {
 
 /// What the registry does with one table, for any key and value types.
 trait TableOps: Sync {
-    fn digest(&self, read: &redb::ReadTransaction, name: &str) -> Result<[u8; 32], LedgerError>;
+    fn digest(
+        &self,
+        read: &redb::ReadTransaction,
+        name: &str,
+        stop: &Stop<'_>,
+    ) -> Result<[u8; 32], LedgerError>;
     fn same(
         &self,
         a: &redb::ReadTransaction,
@@ -192,6 +197,9 @@ trait TableOps: Sync {
     fn clear(&self, write: &redb::WriteTransaction, name: &str) -> Result<(), LedgerError>;
 }
 
+/// Asked now and then by a long check: whether to give up ([`LedgerError::Stopped`]).
+pub(crate) type Stop<'a> = dyn Fn() -> bool + Sync + 'a;
+
 /// Rows as stored bytes: (key, value), in key order.
 pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -204,9 +212,17 @@ pub(crate) type RowSource<'a> =
 struct Typed<K, V>(PhantomData<fn() -> (K, V)>);
 
 impl<K: Column + redb::Key, V: Column> TableOps for Typed<K, V> {
-    fn digest(&self, read: &redb::ReadTransaction, name: &str) -> Result<[u8; 32], LedgerError> {
+    fn digest(
+        &self,
+        read: &redb::ReadTransaction,
+        name: &str,
+        stop: &Stop<'_>,
+    ) -> Result<[u8; 32], LedgerError> {
         let mut digest = [0u8; 32];
-        for row in read.open_table(TableDefinition::<K, V>::new(name))?.iter()? {
+        for (i, row) in read.open_table(TableDefinition::<K, V>::new(name))?.iter()?.enumerate() {
+            if i % 4096 == 0 && stop() {
+                return Err(LedgerError::Stopped);
+            }
             let (k, v) = row?;
             let d = super::entry_digest(
                 name,
@@ -352,8 +368,12 @@ impl std::fmt::Debug for StateTable {
 
 impl StateTable {
     /// The XOR of the digests of its rows.
-    pub(crate) fn digest(&self, read: &redb::ReadTransaction) -> Result<[u8; 32], LedgerError> {
-        self.ops.digest(read, self.name)
+    pub(crate) fn digest(
+        &self,
+        read: &redb::ReadTransaction,
+        stop: &Stop<'_>,
+    ) -> Result<[u8; 32], LedgerError> {
+        self.ops.digest(read, self.name, stop)
     }
 
     /// Whether it holds the same rows in `a` and in `b`.

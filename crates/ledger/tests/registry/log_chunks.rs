@@ -288,3 +288,17 @@ fn what_the_quick_start_reads_is_checked_there_and_the_rest_behind() {
     let ledger = Ledger::open_checking_in_background(&case).unwrap();
     assert_eq!(ledger.integrity(), Integrity::Verified, "checked before it was served");
 }
+
+#[test]
+fn a_ledger_closed_while_its_check_runs_gives_it_up_and_can_be_opened_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.redb");
+    build(&path);
+    for _ in 0..3 {
+        let ledger = Ledger::open_checking_in_background(&path).unwrap();
+        drop(ledger);
+        // The check's read of the database is gone with the ledger: not "in use".
+        let again = Ledger::open_checking_in_background(&path).unwrap();
+        assert_eq!(tamper::settled(&again), Integrity::Verified);
+    }
+}
