@@ -247,15 +247,8 @@ impl Ledger {
             txn.open_table(LOG_CHUNKS)?;
         }
         txn.commit()?;
-        Ok(Ledger {
-            db,
-            genesis,
-            writer: Mutex::new(WriterState { tip, digest, since_durable: 0, durable_every: 1 }),
-            log: RwLock::new(ChunkedLog::new(LOG_CHUNK_SHIFT)),
-            stages: stages::StageTimes::default(),
-            verdict: startup::Verdict::verified(),
-            checker: Mutex::new(None),
-        })
+        let log = ChunkedLog::new(LOG_CHUNK_SHIFT);
+        Ok(Self::assemble(db, genesis, tip, digest, log, startup::Verdict::verified(), None))
     }
 
     /// Opens an existing ledger and checks it before anything is served: the block hash chain,
@@ -409,25 +402,29 @@ impl Ledger {
             }
             txn.commit()?;
         }
-        Self::opened(db, genesis, tip, digest, log)
+        Ok(Self::assemble(db, genesis, tip, digest, log, startup::Verdict::verified(), None))
     }
 
-    fn opened(
+    /// A ledger over `db` at `tip`, with the verdict of its checks and the thread still
+    /// running them, if any.
+    fn assemble(
         db: Database,
         genesis: Genesis,
         tip: Tip,
         digest: Digests,
         log: ChunkedLog,
-    ) -> Result<Self, LedgerError> {
-        Ok(Ledger {
+        verdict: std::sync::Arc<startup::Verdict>,
+        checker: Option<std::thread::JoinHandle<()>>,
+    ) -> Self {
+        Ledger {
             db,
             genesis,
             writer: Mutex::new(WriterState { tip, digest, since_durable: 0, durable_every: 1 }),
             log: RwLock::new(log),
             stages: stages::StageTimes::default(),
-            verdict: startup::Verdict::verified(),
-            checker: Mutex::new(None),
-        })
+            verdict,
+            checker: Mutex::new(checker),
+        }
     }
 
     /// Cumulative time per stage of taking blocks ([`stages::Stage`]).

@@ -8,7 +8,7 @@
 use std::{
     path::Path,
     sync::{
-        Arc, Mutex, OnceLock, RwLock,
+        Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
 };
@@ -20,7 +20,7 @@ use medledger_core::{
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableHandle};
 
-use crate::{Ledger, LedgerError, WriterState, stages, state::*, verify};
+use crate::{Ledger, LedgerError, state::*, verify};
 
 /// What the checks of the stored ledger found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,15 +136,7 @@ impl Ledger {
                 })
                 .map_err(|e| LedgerError::Setup(format!("starting the ledger's check: {e}")))?
         };
-        Ok(Ledger {
-            db,
-            genesis,
-            writer: Mutex::new(WriterState { tip, digest, since_durable: 0, durable_every: 1 }),
-            log: RwLock::new(log),
-            stages: stages::StageTimes::default(),
-            verdict,
-            checker: Mutex::new(Some(checker)),
-        })
+        Ok(Ledger::assemble(db, genesis, tip, digest, log, verdict, Some(checker)))
     }
 
     /// What the checks of the stored ledger found so far.

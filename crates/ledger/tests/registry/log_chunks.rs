@@ -273,6 +273,8 @@ fn what_the_quick_start_reads_is_checked_there_and_the_rest_behind() {
         other => panic!("the background check let it through: {other:?}"),
     }
     assert!(matches!(tamper::next_empty_block(&ledger), Err(LedgerError::Corrupt(_))));
+    // Nor does it record a Raft position past a block it skipped.
+    assert!(matches!(ledger.set_applied_marker(b"skipped"), Err(LedgerError::Corrupt(_))));
     // A proof through that chunk is refused rather than given from the altered entry.
     match ledger.inclusion_proof(300, n) {
         Err(LedgerError::Corrupt(e)) => assert!(e.contains("chunk 1"), "{e}"),
