@@ -370,14 +370,17 @@ impl Ledger {
     }
 
     /// Whether `who` may see the public part of `patient`'s emergency profile `p`: the
-    /// patient, a custodian of its escrow, a delegate, or an active doctor.
+    /// patient, a custodian of its escrow, a delegate, or an active doctor. Asked with no
+    /// profile (`None`: the patient has none), the same answer but for custodians, of whom
+    /// there are none: so that whether a profile exists is told only to whom may see it.
     pub fn emergency_profile_visible_to(
         &self,
         who: &AccountId,
         patient: &AccountId,
-        p: &EmergencyProfile,
+        p: Option<&EmergencyProfile>,
     ) -> Result<bool, LedgerError> {
-        if who == patient || p.escrow.iter().any(|k| k.recipient == *who) {
+        let custodian = p.is_some_and(|p| p.escrow.iter().any(|k| k.recipient == *who));
+        if who == patient || custodian {
             return Ok(true);
         }
         if self.is_delegate(patient, who)? {

@@ -504,13 +504,22 @@ fn a_patient_profile_and_break_glass_are_seen_by_their_parties_only() {
     }));
     applied(&net.one(t));
     let sees_profile = |who: &Actor| {
-        net.ledger.emergency_profile_visible_to(&who.account, &patient.account, &profile).unwrap()
+        net.ledger
+            .emergency_profile_visible_to(&who.account, &patient.account, Some(&profile))
+            .unwrap()
     };
     assert!(sees_profile(&patient));
     assert!(sees_profile(&custodian));
     assert!(sees_profile(&stranger_doctor), "any active doctor");
     assert!(!sees_profile(&other_hospital));
     assert!(!sees_profile(&stranger));
+    // A patient with no profile (the stranger): the same answer but for custodians, of whom
+    // there are none, so that a refusal does not tell whether a profile exists.
+    let sees_none = |who: &Actor| {
+        net.ledger.emergency_profile_visible_to(&who.account, &stranger.account, None).unwrap()
+    };
+    assert!(sees_none(&stranger) && sees_none(&stranger_doctor));
+    assert!(!sees_none(&custodian) && !sees_none(&patient) && !sees_none(&other_hospital));
 
     let pid = net.ledger.account(&patient.account).unwrap().unwrap().patient_id.unwrap();
     let entry = net.ledger.patient(pid).unwrap().unwrap();

@@ -58,17 +58,18 @@ fn no_profile(patient: &AccountId) -> ApiError {
 
 /// A patient's emergency profile, if `requester` may see its public part
 /// (`Ledger::emergency_profile_visible_to`: the patient, delegates, custodians and active
-/// doctors); 404 without one, 403 to anyone else.
+/// doctors); 403 to anyone else whether or not there is one (so that nobody else learns which
+/// patients have a profile), 404 without one to those who may see it.
 fn visible_profile(
     state: &AppState,
     requester: &AccountId,
     patient: &AccountId,
 ) -> Result<EmergencyProfile, ApiError> {
-    let p = state.ledger.emergency_profile(patient)?.ok_or_else(|| no_profile(patient))?;
-    if !state.ledger.emergency_profile_visible_to(requester, patient, &p)? {
+    let p = state.ledger.emergency_profile(patient)?;
+    if !state.ledger.emergency_profile_visible_to(requester, patient, p.as_ref())? {
         return Err(forbidden("only doctors, custodians, the patient and delegates see this"));
     }
-    Ok(p)
+    p.ok_or_else(|| no_profile(patient))
 }
 
 /// `GET /v1/emergency/{patient}/key-proof`: the transaction that set the patient's emergency

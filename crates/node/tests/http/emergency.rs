@@ -24,6 +24,19 @@ fn the_profile_is_for_the_patient_and_active_doctors_only() {
                 assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
             }
         }
+        // A patient with no profile: those who would see one are told there is none; anyone
+        // else is refused as above, not told whether there is one.
+        let none = world.stranger_patient.account;
+        for path in [format!("/v1/emergency/{none}"), format!("/v1/emergency/{none}/key-proof")] {
+            for who in [&world.stranger_patient, &world.doctor, &world.stranger_doctor] {
+                let (status, body) = world.node.get(who, &path).await;
+                assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
+            }
+            for who in [&world.patient, &world.hospital, &world.device] {
+                let (status, body) = world.node.get(who, &path).await;
+                assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
+            }
+        }
         // No custodian: nobody holds an escrow piece.
         let escrow = format!("/v1/emergency/{p}/escrow");
         for who in [&world.patient, &world.hospital] {
