@@ -94,6 +94,8 @@ error_codes! {
     TooManyBreakGlass => "too_many_break_glass",
     /// Too many simulations from this signer (429).
     TooManySimulations => "too_many_simulations",
+    /// Too many research exports of one patient by this member in a day (429).
+    TooManyResearchExports => "too_many_research_exports",
     /// Too many open event streams for this account (429).
     TooManyStreams => "too_many_streams",
     /// The node is busy (a full queue, too many signed requests or uploads): retry (503).

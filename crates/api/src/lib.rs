@@ -71,6 +71,9 @@ pub mod paths {
     /// GET (signed by the grantee) the grants in force from a patient to the signer:
     /// `/v1/consent/grants?patient=ID`.
     pub const GRANTS: &str = "/v1/consent/grants";
+    /// GET (signed) the patients whose grants to the signer itself are in force or yet to
+    /// begin, with those grants: `/v1/consent/granted-to-me`.
+    pub const GRANTED_TO_ME: &str = "/v1/consent/granted-to-me";
     /// GET (signed by the patient, a delegate or the requester) an access request:
     /// `/v1/consent/requests/{id}`.
     pub const REQUESTS: &str = "/v1/consent/requests";
@@ -444,8 +447,12 @@ pub struct ConsistencyResponse {
 /// research export at the next block may name for each).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CohortView {
-    /// The patients, by account, each with the categories it may export.
+    /// The patients, by account, each with the categories it may export: one page, in
+    /// account order.
     pub patients: Vec<CohortPatientView>,
+    /// The account to ask after (`&after=`) for the next page, if there may be more.
+    #[serde(default)]
+    pub next: Option<AccountId>,
 }
 
 /// One patient of a research cohort.
@@ -479,8 +486,32 @@ pub struct ExportListingView {
     pub plan: Hash,
     /// The block time of the export, ms since the Unix epoch.
     pub time_ms: u64,
-    /// The records the plan names, in PMR-ID order.
-    pub records: Vec<RecordView>,
+    /// The records the plan names, in PMR-ID order: what the plan commits to and what the
+    /// de-identified export writes of each, nothing more (not its author, hospital, content
+    /// address, the day and month of the visit, or links to versions outside the plan).
+    pub records: Vec<ExportedRecordView>,
+}
+
+/// A record as a research export's listing names it ([`ExportListingView`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportedRecordView {
+    /// Its PMR-ID.
+    pub pmr: String,
+    /// Its category.
+    pub category: RecordCategory,
+    /// SHA-256 of its ciphertext, as the plan commits to it.
+    pub content: Hash,
+    /// Its size in bytes (bounds what the export reads).
+    pub size: u64,
+    /// The year of the visit (Safe Harbor keeps years only).
+    pub visit_year: u16,
+    /// The version it amends, if that version is in the plan too.
+    #[serde(default)]
+    pub supersedes: Option<String>,
+    /// The version that amends it, if that version is in the plan too.
+    #[serde(default)]
+    pub superseded_by: Option<String>,
 }
 
 /// A grant, as shown to the patient or the grantee.
@@ -504,6 +535,26 @@ pub struct GrantView {
     pub granted_at: u64,
     /// Height of its revocation, if revoked.
     pub revoked_at: Option<u64>,
+}
+
+/// The patients who granted the signer access (`GET /v1/consent/granted-to-me`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantedToMeView {
+    /// Height the answer is for.
+    pub height: u64,
+    /// The node's clock when it answered (see [`WhoCanSeeView::time_ms`]).
+    pub time_ms: u64,
+    /// Each patient with their grants to the signer in force at `height`, or yet to begin.
+    pub patients: Vec<GrantedByView>,
+}
+
+/// A patient and their grants to the signer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantedByView {
+    /// The patient.
+    pub patient: AccountId,
+    /// Their grants to the signer.
+    pub grants: Vec<GrantView>,
 }
 
 /// Where a grant stands at a moment of the node's clock ([`GrantView::state_at`]).
@@ -582,6 +633,10 @@ pub struct WhoCanSeeView {
     /// `grants` means in force.
     #[serde(default)]
     pub upcoming: Vec<GrantView>,
+    /// Grants no longer in force at `height` (revoked, or their period over), newest first;
+    /// at most the 1,000 newest.
+    #[serde(default)]
+    pub past: Vec<GrantView>,
     /// Deny rules, which override grants.
     pub deny_rules: Vec<DenyView>,
     /// Holders of a case's key other than the patient: they can decrypt what they fetched

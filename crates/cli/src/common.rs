@@ -241,6 +241,28 @@ impl Session {
         }
     }
 
+    /// Transaction `hash` and its receipt, fetched with its inclusion proof and verified under
+    /// a checkpoint of a node whose admission is proven: what the transaction says is then
+    /// the ledger's, not the node's word. Refused unless the node proves that very
+    /// transaction and reports it applied.
+    pub(crate) async fn proven_transaction(
+        &self,
+        hash: &medledger_core::Hash,
+    ) -> Result<(SignedTransaction, Receipt)> {
+        let genesis = self.client.genesis().await?;
+        let resp = self.client.transaction(hash).await?;
+        let signer = self.client.trusted_signer(&resp.checkpoint, &self.anchor, &genesis).await?;
+        let tx = medledger_client::proof::verify_tx_proof(&resp, &signer)
+            .context("its inclusion proof does NOT verify")?;
+        if tx.hash() != *hash || resp.receipt.tx_hash != *hash {
+            bail!("the node at {} proved another transaction than {hash}", self.client.base_url());
+        }
+        if !matches!(resp.receipt.outcome, Outcome::Applied { .. }) {
+            bail!("transaction {hash} was not applied");
+        }
+        Ok((tx, resp.receipt))
+    }
+
     /// The receipt of `tx`, which `client`'s node says is in the ledger: fetched with its
     /// inclusion proof and verified under a checkpoint of a node whose admission is proven,
     /// so that no node can make this wallet believe a transaction was included. (The receipt's

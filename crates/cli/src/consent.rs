@@ -311,6 +311,12 @@ async fn read(command: ConsentCommand) -> Result<Option<ConsentCommand>> {
             if view.delegates.is_empty() && view.grants.is_empty() && view.upcoming.is_empty() {
                 println!("  nobody but you");
             }
+            if !view.past.is_empty() {
+                println!("no longer in force:");
+            }
+            for g in &view.past {
+                println!("  grant {}  ({})", describe(g, &names), g.state_at(view.time_ms).word());
+            }
             Ok(None)
         }
         ConsentCommand::Grants { wallet, patient, json } => {
@@ -399,6 +405,11 @@ pub async fn run(command: ConsentCommand) -> Result<()> {
         | ConsentCommand::ShowRequest { .. } => unreachable!("handled by read()"),
     };
     let session = Session::open(&wallet).await?;
+    // Whom an approval grants, from the request's own transaction (proven), before signing.
+    let approved = match &body {
+        ConsentTx::Approve { request, .. } => Some(proven_request(&session, request).await?),
+        _ => None,
+    };
     let receipt = session.submit(TxBody::Consent(body.clone())).await.context("consent")?;
     if !json {
         report(what, &receipt);
@@ -409,8 +420,7 @@ pub async fn run(command: ConsentCommand) -> Result<()> {
         wrapped = share_for_grant(&session, *patient, *grantee, scope, json).await?;
     }
     // An approval is a grant to the requester: their keys too.
-    if let ConsentTx::Approve { request, scope, .. } = &body {
-        let r = session.client.access_request(request).await?;
+    if let (ConsentTx::Approve { scope, .. }, Some(r)) = (&body, &approved) {
         wrapped = share_for_grant(&session, r.patient, r.requester, scope, json).await?;
     }
     if json {
@@ -426,6 +436,36 @@ pub async fn run(command: ConsentCommand) -> Result<()> {
         }));
     }
     Ok(())
+}
+
+/// An access request as its own transaction says it, proven under a checkpoint of an admitted
+/// node ([`Session::proven_transaction`]), not as a node lists it: a node that named another
+/// requester would otherwise have the patient wrap record keys to it, and one that widened
+/// the scope would have the portal approve more than was asked.
+#[derive(Debug)]
+pub(crate) struct ProvenRequest {
+    pub(crate) patient: AccountId,
+    /// The signer, or for a member the organisation the ledger proves it a member of (the
+    /// ledger makes the organisation the requester).
+    pub(crate) requester: AccountId,
+    pub(crate) scope: Scope,
+    pub(crate) purpose: Purpose,
+}
+
+/// Access request `id`, proven ([`ProvenRequest`]).
+pub(crate) async fn proven_request(session: &Session, id: &Hash) -> Result<ProvenRequest> {
+    use medledger_client::proof::Registered;
+    let (tx, _) =
+        session.proven_transaction(id).await.with_context(|| format!("access request {id}"))?;
+    let signer = tx.tx.signer;
+    let TxBody::Consent(ConsentTx::Request { patient, scope, purpose }) = tx.tx.body else {
+        bail!("transaction {id} is no access request");
+    };
+    let requester = match session.client.proven_registration(&signer, &session.anchor).await? {
+        Some(Registered::MemberOf(organisation)) => organisation,
+        _ => signer,
+    };
+    Ok(ProvenRequest { patient, requester, scope, purpose })
 }
 
 /// What wrapping a grant's record keys did.

@@ -36,7 +36,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use futures_util::{StreamExt, stream};
-use medledger_api::{BatchItem, RecordView};
+use medledger_api::{BatchItem, ExportedRecordView, RecordView};
 use medledger_client::{
     Identity, NodeClient,
     envelope::{self, DataKey},
@@ -429,7 +429,7 @@ struct Planned {
 /// A patient whose export was committed, with the records its plan named.
 struct Exported {
     patient: AccountId,
-    records: Vec<RecordView>,
+    records: Vec<ExportedRecordView>,
     plan: Hash,
 }
 
@@ -589,7 +589,7 @@ pub(crate) async fn export(
     if let Some(session) = s.reader {
         let dicom_key = DeidKey::new(keys.dicom_key());
         let content = medledger_core::tx::research::content_categories(RULE_SET);
-        let imaging: Vec<&RecordView> = exported
+        let imaging: Vec<&ExportedRecordView> = exported
             .iter()
             .flat_map(|p| &p.records)
             .filter(|r| content.contains(&r.category))
@@ -709,7 +709,7 @@ fn checked_listing(
     p: &Planned,
     event: u64,
     listing: medledger_api::ExportListingView,
-) -> Result<Vec<RecordView>> {
+) -> Result<Vec<ExportedRecordView>> {
     let items: Vec<PlannedRecord> = listing
         .records
         .iter()
@@ -717,9 +717,7 @@ fn checked_listing(
         .collect();
     let planned =
         plan_digest(&listing.project, &listing.rule_set, &p.patient, &p.categories, &items);
-    let named = |r: &RecordView| {
-        r.patient == p.patient && r.erased_at.is_none() && p.categories.contains(&r.category)
-    };
+    let named = |r: &ExportedRecordView| p.categories.contains(&r.category);
     if listing.event != event
         || listing.patient != p.patient
         || listing.categories != p.categories
@@ -744,7 +742,7 @@ const MAX_DICOM_BYTES: u64 = 512 * 1024 * 1024;
 /// profile cannot clean it.
 async fn deidentified(
     session: &Session,
-    r: &RecordView,
+    r: &ExportedRecordView,
     key: &DeidKey,
 ) -> std::result::Result<Vec<u8>, String> {
     use std::io::Read;
@@ -799,7 +797,6 @@ pub(crate) async fn release(s: &Session) -> Result<Released> {
     let now = s.client.health().await?.time_ms;
     let trail = s.client.audit_trail_all(&me, None).await?;
     let records = s.client.records_of_patient(&me).await?;
-    let genesis = s.client.genesis().await?;
     let mut out = Released::default();
     // A key a member got once (from an earlier release, or in this run) it keeps.
     let mut held: BTreeSet<(AccountId, String)> = trail
@@ -822,17 +819,11 @@ pub(crate) async fn release(s: &Session) -> Result<Released> {
         // Each export on its own: one that cannot be proven, or whose member may no longer
         // read (the ledger refuses the key then), does not stop the others.
         let step = async {
-            let resp = s.client.transaction(&e.tx_hash).await?;
-            s.client.admitted_signer(&resp.checkpoint, &s.anchor, &genesis).await?;
-            let tx = medledger_client::proof::verify_tx_proof(&resp, &resp.checkpoint.signer)
-                .context("its inclusion proof does NOT verify")?;
-            if tx.hash() != e.tx_hash || !matches!(resp.receipt.outcome, Outcome::Applied { .. }) {
-                bail!("the node proved another transaction, or one not applied");
-            }
+            let (tx, receipt) = s.proven_transaction(&e.tx_hash).await?;
             let TxBody::ResearchExport(x) = &tx.tx.body else {
                 bail!("transaction {} is no research export", e.tx_hash);
             };
-            let named = named_for_content(x, me, resp.receipt.height, &records)?;
+            let named = named_for_content(x, me, receipt.height, &records)?;
             anyhow::Ok((tx.tx.signer, named))
         };
         let (member, named) = match step.await {

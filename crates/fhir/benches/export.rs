@@ -168,6 +168,7 @@ fn input(records: usize, events: usize) -> Input {
             delegate_powers: Vec::new(),
             grants: Vec::new(),
             upcoming: Vec::new(),
+            past: Vec::new(),
             deny_rules: Vec::new(),
             case_key_holders: Vec::new(),
         },

@@ -142,6 +142,7 @@ fn world() -> World {
             delegate_powers: Vec::new(),
             grants: Vec::new(),
             upcoming: Vec::new(),
+            past: Vec::new(),
             deny_rules: Vec::new(),
             case_key_holders: Vec::new(),
         },

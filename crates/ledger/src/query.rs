@@ -381,6 +381,18 @@ fn find_block_of(
     header_at(blocks, lo)
 }
 
+/// Most grants no longer in force [`Ledger::who_can_see`] lists (the newest).
+pub const PAST_GRANTS_LISTED: usize = 1_000;
+
+/// A patient who granted an account access, as [`Ledger::grants_to`] lists them.
+#[derive(Debug, Clone)]
+pub struct GrantedBy {
+    /// The patient.
+    pub patient: AccountId,
+    /// Their grants to the account in force, or yet to begin, with their ids.
+    pub grants: Vec<(Hash, crate::state::GrantEntry)>,
+}
+
 /// Who can see a patient's records at a given block: delegates, and grants in force.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WhoCanSee {
@@ -392,6 +404,9 @@ pub struct WhoCanSee {
     pub grants: Vec<(Hash, crate::state::GrantEntry)>,
     /// Grants whose period has not begun (and not revoked), with their ids.
     pub upcoming: Vec<(Hash, crate::state::GrantEntry)>,
+    /// Grants no longer in force (revoked, or their period over), newest first, at most
+    /// [`PAST_GRANTS_LISTED`].
+    pub past: Vec<(Hash, crate::state::GrantEntry)>,
     /// The patient's deny rules, with their ids.
     pub deny_rules: Vec<(Hash, crate::state::DenyEntry)>,
 }
@@ -560,7 +575,7 @@ impl Ledger {
         use crate::consent::ConsentView;
         let (h, t) = self.block_time(height)?;
         let read = self.db.begin_read()?;
-        let (mut grants, mut upcoming) = (Vec::new(), Vec::new());
+        let (mut grants, mut upcoming, mut past) = (Vec::new(), Vec::new(), Vec::new());
         {
             let index = read.open_table(GRANTS_BY_PATIENT)?;
             let table = read.open_table(GRANTS)?;
@@ -579,10 +594,14 @@ impl Ledger {
                         grants.push((Hash(id), g));
                     } else if g.revoked_at.is_none() && t < g.validity.not_before_ms {
                         upcoming.push((Hash(id), g));
+                    } else {
+                        past.push((Hash(id), g));
                     }
                 }
             }
         }
+        past.sort_by(|(a, x), (b, y)| (y.granted_at, b).cmp(&(x.granted_at, a)));
+        past.truncate(PAST_GRANTS_LISTED);
         let mut delegates = Vec::new();
         let mut delegate_powers = Vec::new();
         {
@@ -604,7 +623,43 @@ impl Ledger {
         }
         let view = crate::consent::CommittedView(read);
         let deny_rules = view.deny_rules_of(patient)?;
-        Ok(WhoCanSee { delegates, delegate_powers, grants, upcoming, deny_rules })
+        Ok(WhoCanSee { delegates, delegate_powers, grants, upcoming, past, deny_rules })
+    }
+
+    /// The patients whose grants to `grantee` itself (not to an organisation it is a member
+    /// of) are in force at the tip's block time, or yet to begin and not revoked: whom it may
+    /// see, by patient. Research grants are left out: a researcher learns its cohort only
+    /// through the research cohort (`research_cohort`), which lists what an export may take.
+    pub fn grants_to(&self, grantee: &AccountId) -> Result<Vec<GrantedBy>, LedgerError> {
+        let (h, t) = self.block_time(None)?;
+        let read = self.db.begin_read()?;
+        let index = read.open_table(GRANTS_BY_GRANTEE)?;
+        let table = read.open_table(GRANTS)?;
+        let mut lo = [0u8; 72];
+        lo[..20].copy_from_slice(&grantee.0);
+        let mut hi = [0xffu8; 72];
+        hi[..20].copy_from_slice(&grantee.0);
+        let mut by_patient: Vec<GrantedBy> = Vec::new();
+        // The index is grantee || patient || grant id: one patient's grants are together.
+        for row in index.range::<&[u8; 72]>(&lo..=&hi)? {
+            let (k, _) = row?;
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&k.value()[40..]);
+            let Some(v) = table.get(&id)? else {
+                return Err(LedgerError::Corrupt(format!("indexed grant {} missing", Hash(id))));
+            };
+            let g: crate::state::GrantEntry = decode_entry("grant", v.value())?;
+            let upcoming = g.revoked_at.is_none() && t < g.validity.not_before_ms;
+            let research = g.purpose == medledger_core::tx::consent::Purpose::Research;
+            if g.grantee != *grantee || research || !(g.in_force(h, t) || upcoming) {
+                continue;
+            }
+            match by_patient.last_mut() {
+                Some(last) if last.patient == g.patient => last.grants.push((Hash(id), g)),
+                _ => by_patient.push(GrantedBy { patient: g.patient, grants: vec![(Hash(id), g)] }),
+            }
+        }
+        Ok(by_patient)
     }
 
     /// Whether `delegate` acts on consent for `patient`.

@@ -173,6 +173,19 @@ pub struct CohortPatient {
     pub plan: Hash,
 }
 
+/// Which page of a research cohort to read ([`crate::Ledger::research_cohort_page`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CohortPage {
+    /// The last patient of the page before (none: the first page).
+    pub after: Option<AccountId>,
+    /// Most patients in the page (0 counts as 1).
+    pub limit: usize,
+}
+
+/// One page of a research cohort: its patients, and the last of them when more may follow
+/// (the `after` of the next page).
+pub type CohortPageOf = (Vec<CohortPatient>, Option<AccountId>);
+
 /// What a committed research export lets its member see of what it named.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ExportListing {
@@ -219,6 +232,23 @@ impl crate::Ledger {
         rule_set: &str,
         now_ms: u64,
     ) -> Result<Option<Vec<CohortPatient>>, crate::LedgerError> {
+        let page = CohortPage { after: None, limit: usize::MAX };
+        let cohort = self.research_cohort_page(member, project, rule_set, now_ms, page)?;
+        Ok(cohort.map(|(patients, _)| patients))
+    }
+
+    /// One page of [`crate::Ledger::research_cohort`]: the patients after `page.after` (by
+    /// account), at most `page.limit` of them (at least one), and the account to ask after
+    /// for the next page if there may be more. Each page reads only its own patients' records
+    /// (the plans), so a cohort of any size is served in bounded pieces.
+    pub fn research_cohort_page(
+        &self,
+        member: &AccountId,
+        project: &str,
+        rule_set: &str,
+        now_ms: u64,
+        page: CohortPage,
+    ) -> Result<Option<CohortPageOf>, crate::LedgerError> {
         use medledger_core::tx::consent::Scope;
         use redb::ReadableDatabase;
 
@@ -267,7 +297,16 @@ impl crate::Ledger {
             }
         }
         let mut cohort = Vec::new();
-        for (patient, mut categories) in candidates {
+        let limit = page.limit.max(1);
+        let mut candidates = match page.after {
+            Some(after) => candidates.split_off(&after),
+            None => candidates,
+        }
+        .into_iter()
+        .filter(|(patient, _)| Some(*patient) != page.after)
+        .peekable();
+        let mut next = None;
+        while let Some((patient, mut categories)) = candidates.next() {
             categories.sort();
             categories.dedup();
             let mut allowed = Vec::new();
@@ -281,8 +320,12 @@ impl crate::Ledger {
                 let plan = plan_digest(project, rule_set, &patient, &allowed, &records);
                 cohort.push(CohortPatient { patient, categories: allowed, plan });
             }
+            if cohort.len() == limit && candidates.peek().is_some() {
+                next = Some(patient);
+                break;
+            }
         }
-        Ok(Some(cohort))
+        Ok(Some((cohort, next)))
     }
 
     /// What research export `event` of `member` named, at the next block (at the node's

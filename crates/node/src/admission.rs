@@ -143,6 +143,24 @@ pub struct Limits {
     pub break_glass: Bucket,
     /// Simulated transactions (each runs the apply code in a write transaction): 120 a minute.
     pub simulations: Bucket,
+    /// Research exports of one patient by one member (each writes an event in the patient's
+    /// trail and tells the patient): 3 a day, per member and patient
+    /// ([`research_export_key`]). A cohort of any size is exported in one run; a rerun after
+    /// a failure fits within it.
+    pub research_exports: Bucket,
+}
+
+/// The key of a member's research exports of one patient in [`Limits::research_exports`]:
+/// the first 20 bytes of a hash of both accounts, under a domain tag.
+pub(crate) fn research_export_key(member: &AccountId, patient: &AccountId) -> AccountId {
+    let mut bytes = Vec::with_capacity(64);
+    bytes.extend_from_slice(b"medledger/admission/research-export/v1");
+    bytes.extend_from_slice(&member.0);
+    bytes.extend_from_slice(&patient.0);
+    let digest = medledger_core::Hash::of(&bytes);
+    let mut key = [0u8; 20];
+    key.copy_from_slice(&digest.0[..20]);
+    AccountId(key)
 }
 
 impl Default for Limits {
@@ -153,6 +171,7 @@ impl Default for Limits {
             requests: Bucket::new(20, 3600, 0),
             break_glass: Bucket::new(5, 3600, 0),
             simulations: Bucket::new(120, 60, 0),
+            research_exports: Bucket::new(3, 86_400, 0),
         }
     }
 }
@@ -308,6 +327,18 @@ fn checks(state: &AppState, tx: &SignedTransaction, charge: Charge) -> Result<()
                 "too many access requests in an hour; try again later".into(),
             ));
         }
+        TxBody::ResearchExport(x)
+            if !take(&limits.research_exports, &research_export_key(&signer, &x.patient)) =>
+        {
+            return Err(too_many(
+                ErrorCode::TooManyResearchExports,
+                format!(
+                    "patient {} was exported for research by {signer} three times today; each \
+                     export is in the patient's trail: try again tomorrow",
+                    x.patient
+                ),
+            ));
+        }
         TxBody::Emergency(EmergencyTx::BreakGlass { .. })
             if !take(&limits.break_glass, &signer) =>
         {
@@ -430,6 +461,16 @@ pub(crate) fn note_outcome(state: &AppState, signer: &AccountId, receipt: &Recei
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_research_export_key_is_one_per_member_and_patient() {
+        let (a, b) = (AccountId([1; 20]), AccountId([2; 20]));
+        let key = research_export_key(&a, &b);
+        assert_eq!(key, research_export_key(&a, &b));
+        for other in [research_export_key(&b, &a), research_export_key(&a, &a), a, b] {
+            assert_ne!(key, other);
+        }
+    }
 
     #[test]
     fn a_bucket_refuses_when_empty_and_debt_delays_refill() {

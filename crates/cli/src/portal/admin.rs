@@ -143,9 +143,14 @@ async fn staff_page(
     status: StatusCode,
 ) -> Response {
     let me = u.session.wallet.account();
+    // The hospital's doctors as they are now: one onboarded since the unlock is named too.
+    let mut ours = std::collections::HashMap::new();
     let (doctors, flash) = match u.session.client.doctors(Some(me)).await {
         Ok(list) => (
             list.into_iter()
+                .inspect(|d| {
+                    ours.insert(d.account, d.name.clone());
+                })
                 .map(|d| DoctorRow {
                     name: d.name,
                     account: d.account.to_string(),
@@ -162,7 +167,10 @@ async fn staff_page(
             open.into_iter()
                 .map(|b| ReviewRow {
                     id: b.id.to_string(),
-                    doctor: u.names.of(&b.doctor),
+                    doctor: match ours.get(&b.doctor) {
+                        Some(name) => format!("{} ({name})", b.doctor),
+                        None => u.names.of(&b.doctor),
+                    },
                     patient: b.patient.to_string(),
                     started: crate::common::local_time(b.started_ms),
                     code: b.code.to_string(),

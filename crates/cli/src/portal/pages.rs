@@ -333,6 +333,30 @@ struct RecordsPage {
     codes: Vec<&'static str>,
     /// A break-glass just declared: its id and end (ms since the epoch, for the countdown).
     declared: Option<(String, u64)>,
+    /// For a doctor: the patients whose grants to them are in force or yet to begin.
+    my_patients: Vec<MyPatientRow>,
+}
+
+/// A patient who granted the doctor access, as a row of the doctor's records page.
+pub struct MyPatientRow {
+    account: String,
+    grants: Vec<GrantRow>,
+}
+
+/// The patients whose grants to the unlocked doctor are in force or yet to begin, each
+/// grant judged by the node's clock.
+async fn my_patients(u: &Unlocked) -> anyhow::Result<Vec<MyPatientRow>> {
+    let view = u.session.client.granted_to_me().await?;
+    let name = |a: &AccountId| u.names.of(a);
+    Ok(view
+        .patients
+        .iter()
+        .map(|p| MyPatientRow {
+            account: p.patient.to_string(),
+            grants: p.grants.iter().map(|g| grant_row(g, view.time_ms, &name)).collect(),
+        })
+        .filter(|p| p.grants.iter().any(|g| g.active))
+        .collect())
 }
 
 #[derive(Deserialize)]
@@ -395,6 +419,13 @@ async fn records_page_with(
         }
         Err(e) => (Vec::new(), Flash::error(&e)),
     };
+    let (my_patients, flash) = match u.role {
+        Role::Doctor => match my_patients(u).await {
+            Ok(list) => (list, flash),
+            Err(e) => (Vec::new(), flash.or_else(|| Flash::error(&e))),
+        },
+        _ => (Vec::new(), flash),
+    };
     render(&RecordsPage {
         csrf: p.csrf(),
         me: Me::of(u),
@@ -404,6 +435,7 @@ async fn records_page_with(
         categories: RecordCategory::ALL.iter().map(|c| c.name()).collect(),
         codes: ReasonCode::ALL.iter().map(|c| c.name()).collect(),
         declared,
+        my_patients,
     })
 }
 
@@ -1086,10 +1118,16 @@ async fn consent_page(p: &Portal, u: &Unlocked, flash: Option<Flash>) -> Respons
             delegates = view.delegates.iter().map(|d| (d.to_string(), u.names.of(d))).collect();
             // Judged by the node's clock, as its next block will: the portal's may be off.
             let name = |a: &AccountId| u.names.of(a);
-            let rows = (view.upcoming.iter().rev())
+            let mut rows: Vec<GrantRow> = (view.upcoming.iter().rev())
                 .chain(view.grants.iter().rev())
                 .map(|g| grant_row(g, view.time_ms, &name))
                 .collect();
+            // Then the grants the ledger holds as over (newest first): nothing to revoke.
+            rows.extend(
+                view.past
+                    .iter()
+                    .map(|g| GrantRow { revocable: false, ..grant_row(g, view.time_ms, &name) }),
+            );
             (rows, flash)
         }
         Err(e) => (Vec::new(), Flash::error(&e.into())),
@@ -1298,7 +1336,8 @@ async fn answer(State(p): State<Portal>, Form(form): Form<AnswerForm>) -> Respon
             .request
             .parse()
             .map_err(|e| anyhow::anyhow!("{:?} is no request id: {e}", form.request))?;
-        let r = u.session.client.access_request(&id).await?;
+        // The request as its own transaction says, proven: not as the node lists it.
+        let r = crate::consent::proven_request(&u.session, &id).await?;
         anyhow::ensure!(r.patient == u.session.wallet.account(), "request {id} is not to you");
         match form.answer.as_str() {
             "approve" => {

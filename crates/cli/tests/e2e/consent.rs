@@ -48,6 +48,13 @@ fn consent_through_the_cli() {
     ok(&["consent", "revoke", &grant, "--wallet", &c.patient], &env);
     let err = fails(&["consent", "revoke", &grant, "--wallet", &c.patient], &env);
     assert!(err.contains("already revoked"), "{err}");
+    // Revoked, and blocks on: no longer among who can see, listed as over.
+    ok(&["consent", "grant", "--wallet", &c.patient, "--grantee", &c.hospital_account], &env);
+    let who = ok(&["consent", "who-can-see", "--wallet", &c.patient], &env);
+    let (now, over) = who.split_once("no longer in force:").expect(&who);
+    assert!(!now.contains(&grant), "{who}");
+    let line = over.lines().find(|l| l.contains(&grant)).expect(&who);
+    assert!(line.ends_with("(revoked)"), "{line}");
 
     // A doctor cannot grant access to someone else's records.
     let err = fails(

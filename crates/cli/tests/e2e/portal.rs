@@ -509,6 +509,30 @@ fn the_portal_refuses_what_a_local_ui_must_and_serves_no_key_material() {
     let current = current.split("id=\"past-grants\"").next().unwrap();
     assert!(current.contains("not yet in force"), "{current}");
     assert_eq!(current.matches("class=\"revoke\"").count(), 1, "{current}");
+    // Blocks later, the ledger holds the revoked and the expired grant as over: both still
+    // listed among the past grants (newest first), neither revocable.
+    let past = soon.body.split("id=\"past-grants\"").nth(1).expect("no past grants listed");
+    let past = past.split("</table>").next().unwrap();
+    let row = |state: &str| past.find(&format!("<tr class=\"{state}\">"));
+    let (expired, revoked) = (row("expired").expect(past), row("revoked").expect(past));
+    assert!(expired < revoked, "the newer first: {past}");
+    assert!(!past.contains("class=\"revoke\""), "{past}");
+
+    // An entry's proof link: checked in the portal under a checkpoint of an admitted node.
+    let log = ask(port, "GET", "/access-log", &[ck], "");
+    let tx = log.body.split("href=\"/proof/").nth(1).expect(&log.body)[..64].to_owned();
+    let proof = ask(port, "GET", &format!("/proof/{tx}"), &[ck], "");
+    assert_eq!(proof.status, 200);
+    assert!(proof.body.contains("id=\"verified\"") && proof.body.contains(&tx), "{}", proof.body);
+    // Not a hash, or a transaction the ledger does not hold: nothing shown as verified.
+    for bad in ["nohash", "0".repeat(64).as_str()] {
+        let proof = ask(port, "GET", &format!("/proof/{bad}"), &[ck], "");
+        assert!(!proof.body.contains("id=\"verified\""), "{}", proof.body);
+        assert!(proof.body.contains("flash error"), "{}", proof.body);
+    }
+    let css = ask(port, "GET", "/static/portal.css", &[ck], "");
+    assert_eq!((css.status, css.header("content-type")), (200, Some("text/css; charset=utf-8")));
+    assert!(css.body.contains("break-glass"), "{}", css.body);
 
     // Nothing served holds a secret of the wallet, or its passphrase.
     let secrets = wallet_secrets(Path::new(&c.patient));
@@ -954,6 +978,12 @@ fn hospital_staff_and_the_regulator_act_through_their_pages_and_no_one_else_can(
 
     // The regulator has no staff desk.
     assert_eq!(ask(reg.port, "GET", "/staff", &[("Cookie", &rcookie)], "").status, 403);
+    // No page either desk served holds a secret of any wallet of this test.
+    let staff = ask(desk.port, "GET", "/staff", &[("Cookie", &cookie)], "");
+    let regulator_page = ask(reg.port, "GET", "/regulator", &[("Cookie", &rcookie)], "");
+    let served = [&staff, &regulator_page, &page, &removed, &set, &registered, &onboarded];
+    holds_no_secret(&regulator, &served);
+    holds_no_secret(&c.hospital, &served);
 }
 
 #[test]
@@ -1018,6 +1048,13 @@ fn a_doctor_asks_for_access_and_the_patient_approves_or_declines_in_the_portal()
         cli(&["record", "get", pmr, "--wallet", &c.doctor, "-o", &out.display().to_string()], &[])
     };
     assert!(!read(&first).status.success(), "the doctor reads before any grant");
+    // The doctor's own list of the patients who granted them access: none yet.
+    let mine = || {
+        let page = ask(doc.port, "GET", "/records", &[("Cookie", &dcookie)], "");
+        assert_eq!(page.status, 200, "{}", page.body);
+        page.body
+    };
+    assert!(mine().contains("No patient has granted you access"));
 
     let asked = dpost(
         "/consent/request",
@@ -1060,6 +1097,13 @@ fn a_doctor_asks_for_access_and_the_patient_approves_or_declines_in_the_portal()
         approved.body
     );
     assert!(approved.body.contains("class=\"revoke\""), "no grant listed: {}", approved.body);
+    // Now the doctor's list names the patient, linked to their records.
+    let listed = mine();
+    let list = listed.split("id=\"my-patients\"").nth(1).expect(&listed);
+    let list = list.split("</table>").next().unwrap();
+    let account = crate::consent::account_of(&c.patient);
+    assert!(list.contains(&format!("/records?patient={account}")), "{list}");
+    assert!(list.contains("active") && list.contains("treatment"), "{list}");
     // Approving the same request again is the ledger's refusal, shown.
     let again =
         ppost("/consent/answer", &[("csrf", &pcsrf), ("request", &id), ("answer", "approve")]);
@@ -1479,6 +1523,29 @@ fn a_patient_shares_and_erases_a_record_only_when_confirmed() {
     assert_eq!(shared.status, 200, "{}", shared.body);
     assert!(shared.body.contains("key wrapped to"), "{}", shared.body);
 
+    // Transferred, confirmed, to a guardian (a delegate the patient named with the records
+    // power): it owns the record then; and taken back by the patient the same way.
+    ok(&["consent", "delegate", &c.hospital_account, "--wallet", &c.patient], &[]);
+    let me = account_of(&c.patient);
+    let owner = || {
+        let listed = ok(&["record", "list", "--wallet", &c.patient, "--json"], &[]);
+        let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        let r = listed.as_array().unwrap().iter().find(|r| r["pmr"] == pmr.as_str()).cloned();
+        r.unwrap()["owner"].as_str().unwrap().to_owned()
+    };
+    for to in [&c.hospital_account, &me] {
+        let moved = post(&[
+            ("csrf", &csrf),
+            ("pmr", &pmr),
+            ("action", "transfer"),
+            ("to", to),
+            ("confirm", &pmr),
+        ]);
+        assert_eq!(moved.status, 200, "{}", moved.body);
+        assert!(moved.body.contains(&format!("record {pmr} transferred to")), "{}", moved.body);
+        assert_eq!(&owner(), to);
+    }
+
     // Confirmed: erased, the token stays marked erased.
     let erased = post(&[("csrf", &csrf), ("pmr", &pmr), ("action", "erase"), ("confirm", &pmr)]);
     assert_eq!(erased.status, 200, "{}", erased.body);
@@ -1511,16 +1578,27 @@ fn account_of(wallet: &str) -> String {
         .to_owned()
 }
 
-/// Asserts that no page in `pages` holds a secret of `wallet`.
+/// Asserts that no page in `pages` holds a secret of `wallet`, or of any other wallet beside
+/// it (the test's other accounts: a page must not hold another account's keys either).
 fn holds_no_secret(wallet: &str, pages: &[&Answer]) {
-    let secrets = wallet_secrets(Path::new(wallet));
-    for page in pages {
-        for secret in &secrets {
-            assert!(
-                !page.body.contains(secret.as_str())
-                    && !page.body.contains(&secret.to_ascii_uppercase()),
-                "a page holds {secret}"
-            );
+    let wallet = Path::new(wallet);
+    let mut wallets: Vec<std::path::PathBuf> = std::fs::read_dir(wallet.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".wallet.json"))
+        .collect();
+    assert!(wallets.iter().any(|w| w == wallet), "{} not among {wallets:?}", wallet.display());
+    wallets.sort();
+    for w in &wallets {
+        for secret in wallet_secrets(w) {
+            for page in pages {
+                assert!(
+                    !page.body.contains(secret.as_str())
+                        && !page.body.contains(&secret.to_ascii_uppercase()),
+                    "a page holds {secret}, a secret of {}",
+                    w.display()
+                );
+            }
         }
     }
 }

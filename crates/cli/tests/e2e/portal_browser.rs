@@ -1,7 +1,9 @@
 //! The portal in a real browser: Debian's chromium, driven through chromium-driver over
-//! WebDriver (fantoccini). A patient and a doctor, each in their own browser and portal,
-//! go through a grant, a record upload and download, the access log showing the read, a
-//! notification appearing without a reload, a revocation and the denied read that follows.
+//! WebDriver (fantoccini). A hospital, a patient and a doctor, each in their own browser and
+//! portal, go through registration (the hospital onboards the doctor and registers the
+//! patient), a grant, a record upload and download, the access log showing the read, a
+//! notification appearing without a reload, a revocation and the denied read that follows,
+//! and a break-glass, alarmed to the patient at once and reviewed by the hospital.
 //! Screenshots of each main page are saved in `target/portal-screenshots/` for review.
 //!
 //! The test command installs `chromium` and `chromium-driver`; without them this test fails
@@ -15,7 +17,11 @@ use std::{
 
 use fantoccini::{Client, ClientBuilder, Locator};
 
-use crate::{harness::*, portal::Portal, registry::cast};
+use crate::{
+    harness::*,
+    portal::Portal,
+    registry::{admitted_hospital, identity, wallet},
+};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -138,6 +144,18 @@ fn downloaded(dir: &Path) -> Vec<u8> {
     }
 }
 
+/// Types `value` into the field with id `id`.
+async fn fill(b: &Client, id: &str, value: &str) {
+    b.find(Locator::Id(id)).await.unwrap().send_keys(value).await.unwrap();
+}
+
+/// The word that follows `after` in `text`, up to a space or a comma.
+fn word_after(text: &str, after: &str) -> String {
+    let start =
+        text.find(after).unwrap_or_else(|| panic!("no {after:?} in {text:?}")) + after.len();
+    text[start..].chars().take_while(|c| !matches!(c, ' ' | ',')).collect()
+}
+
 /// Clicks the download button of the first record listed.
 async fn click_download(b: &Client) {
     b.wait().at_most(LIMIT).for_element(Locator::Css("button.download")).await.unwrap();
@@ -145,27 +163,69 @@ async fn click_download(b: &Client) {
 }
 
 #[test]
-fn a_patient_and_a_doctor_use_the_portal_in_a_real_browser() {
+fn a_hospital_a_patient_and_a_doctor_use_the_portal_in_a_real_browser() {
     let tmp = tempdir();
     let node = Node::start(&tmp.path().join("data"));
-    let c = cast(tmp.path(), &node);
-    let patient_portal = Portal::start(&c.patient, &node.url, &[]);
-    let doctor_portal = Portal::start(&c.doctor, &node.url, &[]);
+    // The regulator admits the hospital; the doctor and the patient create their own wallets
+    // (their keys never leave their computers) and give the hospital their identities.
+    let (hospital, hospital_account) = admitted_hospital(tmp.path(), &node);
+    let doctor_wallet = wallet(tmp.path(), "doctor", &node.url);
+    let patient_wallet = wallet(tmp.path(), "patient", &node.url);
+    let hospital_portal = Portal::start(&hospital, &node.url, &[]);
     let driver = driver();
-    let dirs: Vec<PathBuf> = ["p-profile", "p-downloads", "d-profile", "d-downloads"]
-        .iter()
-        .map(|d| {
-            let dir = tmp.path().join(d);
-            std::fs::create_dir_all(&dir).unwrap();
-            dir
-        })
-        .collect();
+    let dirs: Vec<PathBuf> =
+        ["p-profile", "p-downloads", "d-profile", "d-downloads", "h-profile", "h-downloads"]
+            .iter()
+            .map(|d| {
+                let dir = tmp.path().join(d);
+                std::fs::create_dir_all(&dir).unwrap();
+                dir
+            })
+            .collect();
     let note = tmp.path().join("discharge-note.txt");
     let plain = b"Discharge note: knee arthroscopy, no complications. Follow-up in 6 weeks.\n";
     std::fs::write(&note, plain).unwrap();
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
+        // Registration, at the hospital's staff desk.
+        let desk = browser(&driver, &dirs[4], &dirs[5]).await;
+        unlock(&desk, &hospital_portal).await;
+        assert_eq!(text(&desk, "#role").await, "hospital");
+        desk.goto(&format!("{}/staff", hospital_portal.origin())).await.unwrap();
+        fill(&desk, "doctor-identity", &identity(&doctor_wallet)).await;
+        fill(&desk, "registration-number", "GMC-1234567").await;
+        fill(&desk, "doctor-name", "Dr. Ada Quill").await;
+        fill(&desk, "specialisation", "cardiology").await;
+        desk.find(Locator::Id("do-onboard")).await.unwrap().click().await.unwrap();
+        let flash = text(&desk, "#flash").await;
+        assert!(flash.contains("Dr. Ada Quill onboarded"), "{flash}");
+        let doctor_account = word_after(&flash, "account ");
+        assert!(text(&desk, "#doctors").await.contains(&doctor_account));
+        fill(&desk, "patient-identity", &identity(&patient_wallet)).await;
+        fill(&desk, "patient-name", "Jane Roe").await;
+        // (A date field's typing order follows the browser's locale; its value does not.)
+        desk.execute("document.getElementById('date-of-birth').value = '1980-01-02';", vec![])
+            .await
+            .unwrap();
+        fill(&desk, "phone", "+44 7700 900123").await;
+        fill(&desk, "attendant-name", "John Roe").await;
+        fill(&desk, "attendant-phone", "+44 7700 900456").await;
+        fill(&desk, "attendant-relationship", "spouse").await;
+        desk.find(Locator::Id("do-register")).await.unwrap().click().await.unwrap();
+        let flash = text(&desk, "#flash").await;
+        assert!(flash.contains("Jane Roe registered: Patient-ID "), "{flash}");
+        let patient_id = word_after(&flash, "Patient-ID ");
+        assert_eq!(patient_id.len(), 5, "{flash}");
+        let patient_account = word_after(&flash, "account ");
+        shot(&desk, "hospital-staff").await;
+        // The two wallets now belong to ledger accounts, as the doctor and the patient see.
+        let shown = ok(&["wallet", "show", "--wallet", &patient_wallet, "--ledger", "--json"], &[]);
+        assert!(shown.contains(&format!("\"patient_id\": {patient_id}")), "{shown}");
+        let c = Cast { patient_id, doctor_account };
+
+        let patient_portal = Portal::start(&patient_wallet, &node.url, &[]);
+        let doctor_portal = Portal::start(&doctor_wallet, &node.url, &[]);
         let patient = browser(&driver, &dirs[0], &dirs[1]).await;
         let doctor = browser(&driver, &dirs[2], &dirs[3]).await;
 
@@ -191,10 +251,17 @@ fn a_patient_and_a_doctor_use_the_portal_in_a_real_browser() {
         assert!(text(&patient, "#grants").await.contains("active"));
         shot(&patient, "patient-consent").await;
 
-        // The doctor adds a record for the patient: the file is encrypted in the doctor's
-        // portal process, with a progress bar.
+        // The doctor finds the patient among those who granted them access, and adds a
+        // record for them: the file is encrypted in the doctor's portal process, with a
+        // progress bar.
+        doctor.goto(&format!("{}/records", doctor_portal.origin())).await.unwrap();
+        let mine = text(&doctor, "#my-patients").await;
+        assert!(mine.contains("active") && mine.contains("all records"), "{mine}");
         doctor
-            .goto(&format!("{}/records?patient={}", doctor_portal.origin(), c.patient_id))
+            .find(Locator::Css("#my-patients a.my-patient"))
+            .await
+            .unwrap()
+            .click()
             .await
             .unwrap();
         doctor
@@ -318,11 +385,32 @@ fn a_patient_and_a_doctor_use_the_portal_in_a_real_browser() {
         assert!(row.contains(&c.doctor_account) && row.contains("unconscious"), "{row}");
         shot(&patient, "patient-break-glass").await;
 
+        // The hospital's desk lists its doctor's break-glass for review, and files one.
+        desk.refresh().await.unwrap();
+        let review = text(&desk, "#reviews tr.break-glass").await;
+        assert!(review.contains("Dr. Ada Quill") && review.contains(&patient_account), "{review}");
+        assert!(review.contains("Found unconscious in the car park"), "{review}");
+        shot(&desk, "hospital-review").await;
+        desk.find(Locator::Css("#reviews input.finding"))
+            .await
+            .unwrap()
+            .send_keys("Justified: unconscious, no card.")
+            .await
+            .unwrap();
+        desk.find(Locator::Css("#reviews button.review")).await.unwrap().click().await.unwrap();
+        let flash = text(&desk, "#flash").await;
+        assert!(flash.contains("filed"), "{flash}");
+        assert!(desk.find_all(Locator::Id("reviews")).await.unwrap().is_empty());
+        patient.goto(&format!("{}/access-log", patient_portal.origin())).await.unwrap();
+        let log = text(&patient, "#access-log").await;
+        assert!(log.contains(&hospital_account), "the review, by the hospital: {log}");
+
         patient.close().await.unwrap();
         doctor.close().await.unwrap();
+        desk.close().await.unwrap();
     });
     // Nothing downloaded beyond what was asked.
-    for d in [&dirs[1], &dirs[3]] {
+    for d in [&dirs[1], &dirs[3], &dirs[5]] {
         let left: Vec<PathBuf> = std::fs::read_dir(d)
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -330,4 +418,10 @@ fn a_patient_and_a_doctor_use_the_portal_in_a_real_browser() {
             .collect();
         assert!(left.is_empty(), "{left:?}");
     }
+}
+
+/// What the rest of the test knows of the accounts the hospital registered.
+struct Cast {
+    patient_id: String,
+    doctor_account: String,
 }

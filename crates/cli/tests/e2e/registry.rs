@@ -49,14 +49,12 @@ pub(crate) fn patient_id_of(out: &str) -> String {
     patient_id
 }
 
-/// Creates wallets, admits the hospital, onboards the doctor, registers the patient.
-pub(crate) fn cast(dir: &Path, node: &Node) -> Cast {
+/// Creates the hospital's wallet and has the regulator admit it ("St. Elsewhere"): the
+/// wallet's path and the hospital's account.
+pub(crate) fn admitted_hospital(dir: &Path, node: &Node) -> (String, String) {
     let url = node.url.as_str();
     let reg = node.regulator();
     let hospital = wallet(dir, "hospital", url);
-    let doctor = wallet(dir, "doctor", url);
-    let patient = wallet(dir, "patient", url);
-
     let out = ok(
         &[
             "hospital",
@@ -82,6 +80,15 @@ pub(crate) fn cast(dir: &Path, node: &Node) -> Cast {
     );
     let hospital_account = account(&out);
     tx_hash(&out);
+    (hospital, hospital_account)
+}
+
+/// Creates wallets, admits the hospital, onboards the doctor, registers the patient.
+pub(crate) fn cast(dir: &Path, node: &Node) -> Cast {
+    let url = node.url.as_str();
+    let (hospital, hospital_account) = admitted_hospital(dir, node);
+    let doctor = wallet(dir, "doctor", url);
+    let patient = wallet(dir, "patient", url);
 
     let out = ok(
         &[

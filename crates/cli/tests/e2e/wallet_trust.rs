@@ -391,3 +391,91 @@ fn an_account_a_node_lists_as_a_member_gets_no_key_unless_the_ledger_proves_it()
         .collect();
     assert_eq!(shared, vec![lab_account], "{trail}");
 }
+
+/// Onboards a doctor at the cast's hospital with a wallet of its own: its wallet and account.
+fn onboard(dir: &std::path::Path, node: &Node, hospital: &str, name: &str) -> (String, String) {
+    let wallet = crate::registry::wallet(dir, name, &node.url);
+    let out = ok(
+        &["doctor", "onboard", "--wallet", hospital, "--identity"]
+            .into_iter()
+            .chain([crate::registry::identity(&wallet).as_str(), "--name", name])
+            .chain(["--registration-number", &format!("GMC-{name}"), "--specialisation", "gp"])
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    (wallet, account(&out))
+}
+
+/// An approval wraps record keys to the requester the request's own transaction names,
+/// proven, not to whom a node lists as the requester: a proxy that swaps the requesting
+/// doctor's account for another doctor's in every answer gets that doctor no key (the
+/// request's transaction, as the proxy serves it, no longer proves, so nothing is approved);
+/// straight to the node, the approval wraps the keys to the requester alone.
+#[test]
+fn an_approval_wraps_keys_to_the_proven_requester_not_to_whom_a_node_names() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let c = cast(tmp.path(), &node);
+    let (consultant, consultant_account) = onboard(tmp.path(), &node, &c.hospital, "consultant");
+    let (_, mallory_account) = onboard(tmp.path(), &node, &c.hospital, "mallory");
+    let file = tmp.path().join("ecg.txt");
+    std::fs::write(&file, b"sinus rhythm, 72 bpm").unwrap();
+    ok(
+        &["record", "add", "--wallet", &c.doctor, "--patient", &c.patient_id]
+            .into_iter()
+            .chain(["--file", &file.display().to_string(), "--category", "lab-report"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let patient_account = crate::consent::account_of(&c.patient);
+    let out = ok(
+        &["consent", "request", "--wallet", &consultant, "--patient", &patient_account]
+            .into_iter()
+            .chain(["--purpose", "treatment", "--json"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let request =
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"].as_str().unwrap().to_owned();
+
+    // The patient approves through a proxy that names Mallory wherever the consultant is.
+    let proxy =
+        KeySwappingProxy::start(node.port, consultant_account.clone(), mallory_account.clone());
+    let approve = ["consent", "approve", &request, "--wallet", &c.patient, "--scope", "all"];
+    let err = fails(&approve, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
+    assert!(proxy.swaps.load(Ordering::Relaxed) > 0, "the proxy swapped nothing: {err}");
+    assert!(err.contains(&format!("access request {request}")), "{err}");
+    assert!(err.contains("does NOT verify"), "{err}");
+    let seen = proxy.seen();
+    assert!(!seen.iter().any(|r| r.starts_with("POST ")), "something was sent: {seen:?}");
+    drop(proxy);
+    // The trail, read straight from the node: the key went to the consultant alone.
+    let shared = || {
+        let trail = ok(&["audit", "trail", "--wallet", &c.patient, "--json"], &env);
+        let events: serde_json::Value = serde_json::from_str(&trail).unwrap();
+        let shared: Vec<String> = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["kind"]["record_key_shared"]["grantee"].as_str().map(str::to_owned))
+            .collect();
+        shared
+    };
+    assert!(shared().is_empty());
+    let out = ok(&approve, &env);
+    assert!(out.contains(&format!("wrapped to {consultant_account}")), "{out}");
+    assert_eq!(shared(), vec![consultant_account]);
+
+    // A transaction that is no access request is not approved.
+    let grant = ok(
+        &["consent", "grant", "--wallet", &c.patient, "--grantee", &mallory_account, "--json"],
+        &env,
+    );
+    let tx = serde_json::from_str::<serde_json::Value>(&grant).unwrap()["tx_hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let err = fails(&["consent", "approve", &tx, "--wallet", &c.patient, "--scope", "all"], &env);
+    assert!(err.contains("is no access request"), "{err}");
+}

@@ -209,6 +209,69 @@ fn a_grant_yet_to_begin_is_listed_but_allows_nothing_until_it_starts() {
     assert_eq!(who(&net), (1, 0));
     net.block_at(start + HOUR, vec![]);
     assert_eq!(who(&net), (0, 0));
+    // Over, it is listed among the past grants.
+    let past = net.ledger.who_can_see(&patient.account, None).unwrap().past;
+    assert_eq!(past.len(), 1, "{past:?}");
+    assert_eq!((past[0].1.validity.not_before_ms, past[0].1.revoked_at), (start, None));
+}
+
+/// A grantee lists the patients whose grants to it are in force or yet to begin, and only
+/// those: not a revoked or expired grant, not a grant to anyone else; the patient keeps
+/// every grant that is over among the past ones, newest first.
+#[test]
+fn a_grantee_lists_the_patients_who_granted_it_and_nothing_else() {
+    let (mut net, _, doctor, mut patient) = populated();
+    let listed = |net: &Net, who: &Actor| {
+        let list = net.ledger.grants_to(&who.account).unwrap();
+        list.iter()
+            .map(|p| (p.patient, p.grants.iter().map(|(id, _)| *id).collect::<Vec<_>>()))
+            .collect::<Vec<_>>()
+    };
+    assert!(listed(&net, &doctor).is_empty());
+    let now = net.time;
+    let later = consent(
+        ConsentTx::Grant {
+            patient: patient.account,
+            grantee: doctor.account,
+            scope: Scope::Categories(vec![RecordCategory::Imaging]),
+            purpose: Purpose::Treatment,
+            validity: Validity { not_before_ms: now + HOUR, expires_at_ms: now + 2 * HOUR },
+        },
+        &mut patient,
+    );
+    let later = created_id(&net.one(later));
+    let t = grant(&net, &mut patient, &doctor, Scope::All);
+    let all = created_id(&net.one(t));
+    let listed_now = listed(&net, &doctor);
+    assert_eq!(listed_now.len(), 1, "{listed_now:?}");
+    assert_eq!(listed_now[0].0, patient.account);
+    let mut ids = listed_now[0].1.clone();
+    ids.sort();
+    let mut want = vec![later, all];
+    want.sort();
+    assert_eq!(ids, want);
+    // Nobody else is listed anything: not the patient, not a stranger.
+    assert!(listed(&net, &patient).is_empty());
+    assert!(listed(&net, &Actor::new()).is_empty());
+    assert!(net.ledger.who_can_see(&patient.account, None).unwrap().past.is_empty());
+
+    // Revoked: listed to the grantee until the block after the revocation, then among the
+    // patient's past grants with its revocation.
+    let t = consent(ConsentTx::Revoke { grant: all }, &mut patient);
+    applied(&net.one(t));
+    let revoked_at = net.tip.height;
+    net.block_at(net.time + 1_000, vec![]);
+    assert_eq!(listed(&net, &doctor), vec![(patient.account, vec![later])]);
+    let past = net.ledger.who_can_see(&patient.account, None).unwrap().past;
+    assert_eq!(
+        past.iter().map(|(id, g)| (*id, g.revoked_at)).collect::<Vec<_>>(),
+        vec![(all, Some(revoked_at))]
+    );
+    // The other one over by block time: nothing listed; both past, the newer first.
+    net.block_at(now + 2 * HOUR, vec![]);
+    assert!(listed(&net, &doctor).is_empty());
+    let past = net.ledger.who_can_see(&patient.account, None).unwrap().past;
+    assert_eq!(past.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![all, later]);
 }
 
 #[test]

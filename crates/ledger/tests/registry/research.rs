@@ -716,3 +716,46 @@ fn a_researcher_sees_a_patients_records_only_through_its_own_committed_export() 
     assert!(matches!(named(&w, event), ExportListing::Closed(_)));
     assert_eq!(sight(&w, &w.member), (vec![], false, false));
 }
+
+/// A cohort is served in pages of at most the size asked, in account order, that add up to the
+/// whole cohort whatever the page size; a limit of 0 is a page of one.
+#[test]
+fn a_cohort_is_served_in_pages_that_add_up_to_the_whole() {
+    use medledger_ledger::research::CohortPage;
+    let mut w = world();
+    for _ in 0..3 {
+        let mut patient = Actor::new();
+        applied(&w.net.one(register(&mut w.hospital, &patient)));
+        let t = grant_for(&w.net, &mut patient, &w.org, Scope::All, Purpose::Research);
+        applied(&w.net.one(t));
+    }
+    let ledger = &w.net.ledger;
+    let whole = ledger.research_cohort(&w.member.account, PROJECT, RULES, w.net.time).unwrap();
+    let whole = whole.expect("the member has a cohort");
+    assert_eq!(whole.len(), 4, "{whole:?}");
+    assert!(whole.windows(2).all(|p| p[0].patient < p[1].patient), "in account order");
+    for limit in [0, 1, 2, 3, 4, 5] {
+        let (mut paged, mut after) = (Vec::new(), None);
+        loop {
+            let page = CohortPage { after, limit };
+            let (patients, next) = ledger
+                .research_cohort_page(&w.member.account, PROJECT, RULES, w.net.time, page)
+                .unwrap()
+                .expect("the member has a cohort");
+            assert!(!patients.is_empty() && patients.len() <= limit.max(1), "limit {limit}");
+            paged.extend(patients);
+            match next {
+                Some(last) => {
+                    assert_eq!(Some(last), paged.last().map(|p| p.patient));
+                    after = Some(last);
+                }
+                None => break,
+            }
+        }
+        assert_eq!(paged, whole, "limit {limit}");
+    }
+    // Asked after the last patient: an empty page, and no next.
+    let page = CohortPage { after: whole.last().map(|p| p.patient), limit: 2 };
+    let end = ledger.research_cohort_page(&w.member.account, PROJECT, RULES, w.net.time, page);
+    assert_eq!(end.unwrap(), Some((vec![], None)));
+}

@@ -10,8 +10,9 @@ use axum::{
     routing::get,
 };
 use medledger_api::{
-    CaseKeyHolderView, CohortPatientView, CohortView, ErrorCode, ExportListingView, GrantView,
-    RequestView, WhoCanSeeView, paths,
+    CaseKeyHolderView, CohortPatientView, CohortView, ErrorCode, ExportListingView,
+    ExportedRecordView, GrantView, GrantedByView, GrantedToMeView, RequestView, WhoCanSeeView,
+    paths,
 };
 use serde::Deserialize;
 
@@ -31,6 +32,7 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route(&format!("{}/{{patient}}", paths::WHO_CAN_SEE), get(who_can_see))
         .route(paths::GRANTS, get(grants))
+        .route(paths::GRANTED_TO_ME, get(granted_to_me))
         .route(&format!("{}/{{id}}", paths::REQUESTS), get(access_request))
         .route(paths::RESEARCH_COHORT, get(research_cohort))
         .route(&format!("{}/{{event}}", paths::RESEARCH_EXPORTS), get(research_export))
@@ -40,7 +42,15 @@ pub(crate) fn routes() -> Router<AppState> {
 struct CohortQuery {
     project: String,
     rule_set: String,
+    /// The last patient of the previous page.
+    after: Option<String>,
+    /// Most patients in a page (at most [`COHORT_PAGE`], the default).
+    limit: Option<usize>,
 }
+
+/// Most patients in one page of a research cohort: each costs a read of the patient's records
+/// (its plan), so a request's work is bounded whatever the cohort's size.
+pub(crate) const COHORT_PAGE: usize = 500;
 
 /// The signer's research cohort (`Ledger::research_cohort`), with each patient's plan for the
 /// project and rule set asked; only to an active member of a researcher organisation.
@@ -50,12 +60,16 @@ async fn research_cohort(
     Query(q): Query<CohortQuery>,
 ) -> ApiResult<CohortView> {
     medledger_core::tx::research::check_project(&q.project, &q.rule_set).map_err(bad_request)?;
+    let page = medledger_ledger::research::CohortPage {
+        after: q.after.as_deref().map(parse_account).transpose()?,
+        limit: q.limit.unwrap_or(COHORT_PAGE).min(COHORT_PAGE),
+    };
     let now = crate::admission::now_ms();
     // A scan of every grant to the organisation and of each patient's records: on a blocking
     // thread, not an async worker.
     let ledger = state.ledger.clone();
     let cohort = tokio::task::spawn_blocking(move || {
-        ledger.research_cohort(&requester, &q.project, &q.rule_set, now)
+        ledger.research_cohort_page(&requester, &q.project, &q.rule_set, now, page)
     })
     .await
     .map_err(crate::http::error::joined)??
@@ -64,11 +78,12 @@ async fn research_cohort(
             "only an active member of an active researcher organisation has a research cohort",
         )
     })?;
+    let (cohort, next) = cohort;
     let patients = cohort
         .into_iter()
         .map(|c| CohortPatientView { patient: c.patient, categories: c.categories, plan: c.plan })
         .collect();
-    Ok(Json(CohortView { patients }))
+    Ok(Json(CohortView { patients, next }))
 }
 
 /// What the signer's committed research export `event` planned
@@ -110,11 +125,14 @@ async fn research_export(
                     let inside = |link: Option<String>| link.filter(|id| planned.contains(id));
                     records
                         .into_iter()
-                        .map(|(pmr, r)| {
-                            let mut view = views::record(pmr, r);
-                            view.supersedes = inside(view.supersedes);
-                            view.superseded_by = inside(view.superseded_by);
-                            view
+                        .map(|(pmr, r)| ExportedRecordView {
+                            pmr,
+                            category: r.category,
+                            content: r.content,
+                            size: r.size,
+                            visit_year: r.visit_date.year,
+                            supersedes: inside(r.supersedes),
+                            superseded_by: inside(r.superseded_by),
                         })
                         .collect()
                 },
@@ -157,6 +175,7 @@ async fn who_can_see(
             .collect(),
         grants: w.grants.into_iter().map(|(id, g)| views::grant(id, g)).collect(),
         upcoming: w.upcoming.into_iter().map(|(id, g)| views::grant(id, g)).collect(),
+        past: w.past.into_iter().map(|(id, g)| views::grant(id, g)).collect(),
         deny_rules: w.deny_rules.into_iter().map(|(id, d)| views::deny(id, d)).collect(),
     }))
 }
@@ -178,6 +197,28 @@ async fn grants(
     let list =
         state.ledger.grants_acted_under_now(&requester, &patient, crate::admission::now_ms())?;
     Ok(Json(list.into_iter().map(|(id, g)| views::grant(id, g)).collect()))
+}
+
+/// The patients whose grants to the signer itself are in force or yet to begin
+/// (`Ledger::grants_to`): whom a doctor may see. Only the signer's own grants: each was
+/// given to it, and told to it, by the patient.
+async fn granted_to_me(
+    State(state): State<AppState>,
+    Signed(requester): Signed,
+) -> ApiResult<GrantedToMeView> {
+    let height = state.ledger.tip().height;
+    let patients = state.ledger.grants_to(&requester)?;
+    Ok(Json(GrantedToMeView {
+        height,
+        time_ms: crate::admission::now_ms(),
+        patients: patients
+            .into_iter()
+            .map(|p| GrantedByView {
+                patient: p.patient,
+                grants: p.grants.into_iter().map(|(id, g)| views::grant(id, g)).collect(),
+            })
+            .collect(),
+    }))
 }
 
 async fn access_request(

@@ -81,7 +81,7 @@ fn every_signed_route_refuses_unknown_keys_stale_replayed_and_misdirected_signat
             assert_refused(&again, "replayed request", &format!("{what}, replayed"));
             checked += 1;
         }
-        assert_eq!(checked, 38, "header-signed routes checked");
+        assert_eq!(checked, 39, "header-signed routes checked");
         world.node.stop().await;
     });
 }

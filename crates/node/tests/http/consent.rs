@@ -93,8 +93,35 @@ fn grants_are_listed_to_their_grantee_only() {
             let (status, body) = world.node.get(who, &path).await;
             assert_eq!((status, body.as_array().map(Vec::len)), (200, Some(0)), "{body}");
         }
+        // The patients who granted the signer access: the grantee's one patient and grant;
+        // nobody else is listed anything.
+        let (status, body) = world.node.get(&world.grantee, GRANTED).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            granted(&body),
+            vec![(world.patient.account.to_string(), world.grant.to_string())]
+        );
+        for who in [&world.stranger_doctor, &world.doctor, &world.patient, &world.regulator] {
+            let (status, body) = world.node.get(who, GRANTED).await;
+            assert_eq!((status, granted(&body)), (200, vec![]), "{body}");
+        }
         world.node.stop().await;
     });
+}
+
+const GRANTED: &str = "/v1/consent/granted-to-me";
+
+/// A granted-to-me answer as (patient, grant id) pairs.
+fn granted(body: &serde_json::Value) -> Vec<(String, String)> {
+    let patients = body["patients"].as_array().unwrap_or_else(|| panic!("no patients: {body}"));
+    patients
+        .iter()
+        .flat_map(|p| {
+            let patient = p["patient"].as_str().unwrap().to_owned();
+            let grants = p["grants"].as_array().unwrap();
+            grants.iter().map(move |g| (patient.clone(), g["id"].as_str().unwrap().to_owned()))
+        })
+        .collect()
 }
 
 /// An organisation of `kind` the regulator admits, and a member it adds (with the member's
@@ -160,6 +187,12 @@ fn a_member_is_listed_its_organisations_grants_and_a_non_member_none() {
         }
         let (_, body) = world.node.get(&world.grantee, &path).await;
         assert_eq!(listed(&body), vec![world.grant.to_string()], "{body}");
+        // Granted-to-me lists the grants to the signer itself: the insurer its own, its
+        // member none (it acts under the organisation's, listed above).
+        let (_, body) = world.node.get(&insurer, GRANTED).await;
+        assert_eq!(granted(&body), vec![(world.patient.account.to_string(), id.to_string())]);
+        let (_, body) = world.node.get(&member, GRANTED).await;
+        assert_eq!(granted(&body), vec![], "{body}");
         // The member looks the patient up by Patient-ID, as its organisation does; the
         // outsider is answered as if there were no such patient.
         let patient = format!("/v1/patients/{}", world.patient_id);
@@ -178,6 +211,8 @@ fn a_member_is_listed_its_organisations_grants_and_a_non_member_none() {
         for who in [&lab, &analyst] {
             let (status, body) = world.node.get(who, &path).await;
             assert_eq!((status, body.as_array().map(Vec::len)), (200, Some(0)), "{body}");
+            let (status, body) = world.node.get(who, GRANTED).await;
+            assert_eq!((status, granted(&body)), (200, vec![]), "{body}");
             let (status, body) = world.node.get(who, &patient).await;
             assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
         }
@@ -276,6 +311,46 @@ fn a_research_export_is_listed_to_its_member_alone_and_only_as_planned() {
         assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
         let (status, body) = world.node.get(&analyst, &asked).await;
         assert_eq!(status, 200, "{body}");
+        assert!(body["next"].is_null(), "one patient, one page: {body}");
+        // A page after that patient is empty; a malformed `after` is refused.
+        let patient = world.patient.account;
+        let (status, after) = world.node.get(&analyst, &format!("{asked}&after={patient}")).await;
+        assert_eq!((status, after["patients"].as_array().map(Vec::len)), (200, Some(0)));
+        let (status, _) = world.node.get(&analyst, &format!("{asked}&after=nobody")).await;
+        assert_eq!(status, 400);
+        // A second patient in the cohort: pages of one, followed by the client, give both in
+        // account order, as one page does.
+        let second = world.stranger_patient.tx(TxBody::Consent(ConsentTx::Grant {
+            patient: world.stranger_patient.account,
+            grantee: lab.account,
+            scope: Scope::All,
+            purpose: Purpose::Research,
+            validity: Validity { not_before_ms: 0, expires_at_ms: crate::now_ms() + 3_600_000 },
+        }));
+        all_applied(&world.stranger_patient.client, &[second]).await;
+        let (_, one) = world.node.get(&analyst, &format!("{asked}&limit=1")).await;
+        assert_eq!(one["patients"].as_array().map(Vec::len), Some(1), "{one}");
+        assert_eq!(one["next"], one["patients"][0]["patient"], "{one}");
+        let paged = analyst.client.research_cohort_in_pages("p", "safe-harbor-1", Some(1)).await;
+        let whole = analyst.client.research_cohort("p", "safe-harbor-1").await.unwrap();
+        let mut both = vec![world.patient.account, world.stranger_patient.account];
+        both.sort();
+        let accounts = |c: &medledger_api::CohortView| -> Vec<_> {
+            c.patients.iter().map(|p| p.patient).collect()
+        };
+        assert_eq!(accounts(&paged.unwrap()), both);
+        assert_eq!(accounts(&whole), both);
+        let body = {
+            let (_, body) = world.node.get(&analyst, &asked).await;
+            let mine = body["patients"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["patient"] == world.patient.account.to_string())
+                .cloned()
+                .unwrap();
+            serde_json::json!({ "patients": [mine] })
+        };
         let entry = &body["patients"][0];
         assert!(!body.to_string().contains(&amended), "the cohort names a record: {body}");
         let categories: Vec<RecordCategory> =
@@ -311,6 +386,15 @@ fn a_research_export_is_listed_to_its_member_alone_and_only_as_planned() {
         assert!(!pmrs.contains(&world.pmr.as_str()), "an erased version is listed: {body}");
         let shown = records.iter().find(|r| r["pmr"] == amended.as_str()).unwrap();
         assert!(shown["supersedes"].is_null(), "a link outside the plan: {body}");
+        // Only what the plan commits to and what the de-identified export writes: no author,
+        // hospital, content address, visit day or month, mint transaction.
+        let mut fields: Vec<&str> = shown.as_object().unwrap().keys().map(String::as_str).collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            ["category", "content", "pmr", "size", "superseded_by", "supersedes", "visit_year"],
+            "{body}"
+        );
         assert!(!body.to_string().contains(&world.pmr), "the erased version is named: {body}");
 
         // A record added since: 409 `changed`.
@@ -353,4 +437,70 @@ async fn mint_lab(world: &mut World, supersedes: Option<String>, day: u8) -> Str
         Outcome::Applied { created: Some(Created::Record { pmr }) } => pmr,
         other => panic!("not minted: {other:?}"),
     }
+}
+
+/// A member exports one patient for research at most three times a day (each export is an
+/// event in the patient's trail and a notice to the patient): the fourth is refused at
+/// admission, 429 `too_many_research_exports`, and orders nothing.
+#[test]
+fn a_member_exports_one_patient_at_most_three_times_a_day() {
+    use medledger_client::{ClientError, HttpError};
+    use medledger_core::{
+        Hash,
+        block::{Created, Outcome},
+        tx::{consent::RecordCategory, research::ResearchExportTx},
+    };
+    run(async {
+        let mut world = World::build().await;
+        let (lab, mut analyst) =
+            organisation_with_member(&mut world, OrganisationKind::Researcher, "Lab").await;
+        let grant = world.patient.tx(TxBody::Consent(ConsentTx::Grant {
+            patient: world.patient.account,
+            grantee: lab.account,
+            scope: Scope::All,
+            purpose: Purpose::Research,
+            validity: Validity { not_before_ms: 0, expires_at_ms: crate::now_ms() + 3_600_000 },
+        }));
+        all_applied(&world.patient.client, &[grant]).await;
+        let cohort = "/v1/consent/research-cohort?project=p&rule_set=safe-harbor-1";
+        let (status, body) = world.node.get(&analyst, cohort).await;
+        assert_eq!(status, 200, "{body}");
+        let entry = &body["patients"][0];
+        let categories: Vec<RecordCategory> =
+            serde_json::from_value(entry["categories"].clone()).unwrap();
+        let plan: Hash = serde_json::from_value(entry["plan"].clone()).unwrap();
+        let body = ResearchExportTx {
+            patient: world.patient.account,
+            categories,
+            project: "p".into(),
+            rule_set: "safe-harbor-1".into(),
+            plan,
+        };
+        let trail_path = format!("/v1/audit/{}", world.patient.account);
+        for _ in 0..3 {
+            let export = analyst.tx(TxBody::ResearchExport(body.clone()));
+            let receipt = analyst.client.submit(&export).await.unwrap();
+            assert!(
+                matches!(
+                    receipt.outcome,
+                    Outcome::Applied { created: Some(Created::ResearchExport { .. }) }
+                ),
+                "{receipt:?}"
+            );
+        }
+        let before = world.node.get(&world.patient, &trail_path).await.1;
+        let fourth = analyst.tx(TxBody::ResearchExport(body.clone()));
+        match analyst.client.submit(&fourth).await {
+            Err(ClientError::Http(HttpError::Refused { status, code, .. })) => {
+                assert_eq!((status, code), (429, medledger_api::ErrorCode::TooManyResearchExports));
+            }
+            other => panic!("a fourth export of the day was not refused: {other:?}"),
+        }
+        let after = world.node.get(&world.patient, &trail_path).await.1;
+        assert_eq!(after, before, "the refused export reached the trail");
+        let (status, _) =
+            world.node.get(&analyst, &format!("/v1/transactions/{}", fourth.hash())).await;
+        assert_eq!(status, 404, "the refused export was ordered");
+        world.node.stop().await;
+    });
 }

@@ -61,6 +61,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/blobs/{hash}", Auth::Header, UNAUTHENTICATED),
     route("GET", "/v1/consent/who-can-see/{patient}", Auth::Header, UNAUTHENTICATED),
     route("GET", "/v1/consent/grants?patient={patient}", Auth::Header, UNAUTHENTICATED),
+    route("GET", "/v1/consent/granted-to-me", Auth::Header, UNAUTHENTICATED),
     route("GET", "/v1/consent/requests/{request}", Auth::Header, UNAUTHENTICATED),
     route(
         "GET",
