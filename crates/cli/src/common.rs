@@ -252,13 +252,14 @@ impl Session {
         let genesis = self.client.genesis().await?;
         let resp = self.client.transaction(hash).await?;
         let signer = self.client.trusted_signer(&resp.checkpoint, &self.anchor, &genesis).await?;
-        let tx = medledger_client::proof::verify_tx_proof(&resp, &signer)
-            .context("its inclusion proof does NOT verify")?;
-        if tx.hash() != *hash || resp.receipt.tx_hash != *hash {
+        // Proven included under that checkpoint, validly signed, for this chain, that very
+        // transaction, and reported applied.
+        let tx = medledger_client::proof::applied_transaction(&resp, hash, &self.anchor, &signer)
+            .map_err(|reason| {
+            anyhow::anyhow!("its inclusion proof does NOT verify: {reason}")
+        })?;
+        if resp.receipt.tx_hash != *hash {
             bail!("the node at {} proved another transaction than {hash}", self.client.base_url());
-        }
-        if !matches!(resp.receipt.outcome, Outcome::Applied { .. }) {
-            bail!("transaction {hash} was not applied");
         }
         Ok((tx, resp.receipt))
     }

@@ -336,7 +336,12 @@ async fn read(command: ConsentCommand) -> Result<Option<ConsentCommand>> {
         }
         ConsentCommand::ShowRequest { wallet, request } => {
             let s = Session::open(&wallet).await?;
-            let r = s.client.access_request(&request).await?;
+            let mut r = s.client.access_request(&request).await?;
+            // Who asked for what, as the request's own transaction says (proven); the node's
+            // word only for where it stands.
+            let proven = proven_request(&s, &request).await?;
+            (r.patient, r.requester, r.scope, r.purpose) =
+                (proven.patient, proven.requester, proven.scope, proven.purpose);
             crate::common::print_json(&r).map(|()| None)
         }
         other => Ok(Some(other)),
@@ -407,7 +412,19 @@ pub async fn run(command: ConsentCommand) -> Result<()> {
     let session = Session::open(&wallet).await?;
     // Whom an approval grants, from the request's own transaction (proven), before signing.
     let approved = match &body {
-        ConsentTx::Approve { request, .. } => Some(proven_request(&session, request).await?),
+        ConsentTx::Approve { request, .. } => {
+            let r = proven_request(&session, request).await?;
+            if !json {
+                let names = Names::load(&session).await;
+                println!(
+                    "request {request}: from {}, for {}, asking {}",
+                    names.of(&r.requester),
+                    words(&r.purpose),
+                    serde_json::to_string(&r.scope)?
+                );
+            }
+            Some(r)
+        }
         _ => None,
     };
     let receipt = session.submit(TxBody::Consent(body.clone())).await.context("consent")?;
@@ -463,7 +480,8 @@ pub(crate) async fn proven_request(session: &Session, id: &Hash) -> Result<Prove
     };
     let requester = match session.client.proven_registration(&signer, &session.anchor).await? {
         Some(Registered::MemberOf(organisation)) => organisation,
-        _ => signer,
+        Some(_) => signer,
+        None => bail!("the node proves no registration of {signer}, who signed request {id}"),
     };
     Ok(ProvenRequest { patient, requester, scope, purpose })
 }

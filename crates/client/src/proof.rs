@@ -291,7 +291,7 @@ fn signed_for_this_chain(
 
 /// [`signed_for_this_chain`], of exactly transaction `expected`, with a receipt that says it
 /// applied (the outcome is not covered by the Merkle log: see [`verify_account_key`]).
-fn applied_transaction(
+pub fn applied_transaction(
     proof: &TxProofResponse,
     expected: &Hash,
     anchor: &TrustAnchor,

@@ -237,10 +237,12 @@ impl crate::Ledger {
         Ok(cohort.map(|(patients, _)| patients))
     }
 
-    /// One page of [`crate::Ledger::research_cohort`]: the patients after `page.after` (by
-    /// account), at most `page.limit` of them (at least one), and the account to ask after
-    /// for the next page if there may be more. Each page reads only its own patients' records
-    /// (the plans), so a cohort of any size is served in bounded pieces.
+    /// One page of [`crate::Ledger::research_cohort`]: of the patients after `page.after` (by
+    /// account) with a research grant to the organisation, the first `page.limit` (at least
+    /// one) are looked at and those with a category to export are given; with the account to
+    /// ask after for the next page when more follow (a page may hold fewer patients than the
+    /// limit, even none, and still have a next). Each page reads only its own patients'
+    /// grants and records, so a cohort of any size is served in bounded pieces.
     pub fn research_cohort_page(
         &self,
         member: &AccountId,
@@ -264,18 +266,37 @@ impl crate::Ledger {
             Some((id, o)) if o.role == Role::Organisation(OrganisationKind::Researcher) => id,
             _ => return Ok(None),
         };
-        // Every grant to the organisation, by patient (the index is grantee || patient || id).
+        // The grants to the organisation, by patient (the index is grantee || patient || id),
+        // from the page's start: those of at most `limit` patients, and a look at whether
+        // another patient follows. A page's work is bounded by its own patients' grants and
+        // records, whatever the size of the cohort.
+        let limit = page.limit.max(1);
         let mut candidates: std::collections::BTreeMap<AccountId, Vec<RecordCategory>> =
             Default::default();
+        let mut more = false;
         {
             let index = view.0.open_table(crate::state::GRANTS_BY_GRANTEE)?;
             let grants = view.0.open_table(crate::state::GRANTS)?;
             let mut lo = [0u8; 72];
             lo[..20].copy_from_slice(&organisation.0);
+            if let Some(after) = page.after {
+                lo[20..40].copy_from_slice(&after.0);
+            }
             let mut hi = [0xffu8; 72];
             hi[..20].copy_from_slice(&organisation.0);
             for row in index.range::<&[u8; 72]>(&lo..=&hi)? {
                 let (k, _) = row?;
+                let mut patient = [0u8; 20];
+                patient.copy_from_slice(&k.value()[20..40]);
+                let patient = AccountId(patient);
+                if Some(patient) == page.after {
+                    continue;
+                }
+                if !candidates.contains_key(&patient) && candidates.len() == limit {
+                    more = true;
+                    break;
+                }
+                let covered = candidates.entry(patient).or_default();
                 let mut id = [0u8; 32];
                 id.copy_from_slice(&k.value()[40..]);
                 let Some(v) = grants.get(&id)? else {
@@ -288,25 +309,17 @@ impl crate::Ledger {
                 if g.purpose != Purpose::Research || !g.in_force(height, time_ms) {
                     continue;
                 }
-                let covered: &[RecordCategory] = match &g.scope {
+                covered.extend_from_slice(match &g.scope {
                     Scope::All => &RecordCategory::ALL,
                     Scope::Categories(cs) => cs,
                     Scope::Records(_) | Scope::Case(_) => &[],
-                };
-                candidates.entry(g.patient).or_default().extend_from_slice(covered);
+                });
             }
         }
         let mut cohort = Vec::new();
-        let limit = page.limit.max(1);
-        let mut candidates = match page.after {
-            Some(after) => candidates.split_off(&after),
-            None => candidates,
-        }
-        .into_iter()
-        .filter(|(patient, _)| Some(*patient) != page.after)
-        .peekable();
-        let mut next = None;
-        while let Some((patient, mut categories)) = candidates.next() {
+        let mut last = None;
+        for (patient, mut categories) in candidates {
+            last = Some(patient);
             categories.sort();
             categories.dedup();
             let mut allowed = Vec::new();
@@ -320,11 +333,8 @@ impl crate::Ledger {
                 let plan = plan_digest(project, rule_set, &patient, &allowed, &records);
                 cohort.push(CohortPatient { patient, categories: allowed, plan });
             }
-            if cohort.len() == limit && candidates.peek().is_some() {
-                next = Some(patient);
-                break;
-            }
         }
+        let next = if more { last } else { None };
         Ok(Some((cohort, next)))
     }
 

@@ -21,7 +21,7 @@
 use std::{
     collections::HashMap,
     sync::Mutex,
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use axum::http::StatusCode;
@@ -73,7 +73,14 @@ pub struct Bucket {
     capacity: f64,
     per_second: f64,
     max_debt: f64,
-    levels: Mutex<HashMap<AccountId, (f64, Instant)>>,
+    levels: Mutex<Levels>,
+}
+
+/// A bucket's levels by account, and when full ones were last swept out.
+#[derive(Debug, Default)]
+struct Levels {
+    by_account: HashMap<AccountId, (f64, Instant)>,
+    swept: Option<Instant>,
 }
 
 /// Most accounts a bucket remembers; full buckets are forgotten first.
@@ -93,13 +100,18 @@ impl Bucket {
     fn with_level<T>(&self, who: &AccountId, f: impl FnOnce(&mut f64) -> T) -> T {
         let mut levels = self.levels.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        if levels.len() >= MAX_TRACKED {
+        // Full buckets are forgotten when too many are tracked, at most once a second: when
+        // few are full (a big research export charges many keys at once) a sweep frees little,
+        // and one on every admission would be a scan of them all under this lock.
+        let due = levels.swept.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
+        if levels.by_account.len() >= MAX_TRACKED && due {
             let (capacity, rate) = (self.capacity, self.per_second);
-            levels.retain(|_, (level, at)| {
+            levels.by_account.retain(|_, (level, at)| {
                 *level + now.duration_since(*at).as_secs_f64() * rate < capacity
             });
+            levels.swept = Some(now);
         }
-        let entry = levels.entry(*who).or_insert((self.capacity, now));
+        let entry = levels.by_account.entry(*who).or_insert((self.capacity, now));
         let refilled = entry.0 + now.duration_since(entry.1).as_secs_f64() * self.per_second;
         entry.0 = refilled.min(self.capacity);
         entry.1 = now;

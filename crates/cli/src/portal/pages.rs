@@ -1075,22 +1075,25 @@ pub struct RequestRow {
     when: String,
 }
 
-/// The requests to `patient` still pending: found through the trail's `Requested` events.
+/// The requests to `patient` still pending: found through the trail's `Requested` events,
+/// each shown as its own transaction says (proven, as the answer form approves it), the node's
+/// view used only for whether it is still pending.
 async fn pending_requests(u: &Unlocked) -> anyhow::Result<Vec<RequestRow>> {
     let s = &u.session;
     let mut rows = Vec::new();
     for e in s.client.audit_trail_all(&s.wallet.account(), None).await?.iter().rev() {
         let AuditKind::Requested { request, .. } = &e.kind else { continue };
-        let r = s.client.access_request(request).await?;
-        if r.status == "pending" {
-            rows.push(RequestRow {
-                id: r.id.to_string(),
-                requester: u.names.of(&r.requester),
-                scope: scope_words(&r.scope),
-                purpose: words(&r.purpose),
-                when: local_time(e.time_ms),
-            });
+        if s.client.access_request(request).await?.status != "pending" {
+            continue;
         }
+        let r = crate::consent::proven_request(s, request).await?;
+        rows.push(RequestRow {
+            id: request.to_string(),
+            requester: u.names.of(&r.requester),
+            scope: scope_words(&r.scope),
+            purpose: words(&r.purpose),
+            when: local_time(e.time_ms),
+        });
     }
     Ok(rows)
 }

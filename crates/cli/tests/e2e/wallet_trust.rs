@@ -381,15 +381,19 @@ fn an_account_a_node_lists_as_a_member_gets_no_key_unless_the_ledger_proves_it()
 
     // The trail (read straight from the node) shows the record's key shared with the
     // organisation, and with nobody else.
-    let trail = ok(&["audit", "trail", "--wallet", &c.patient, "--json"], &env);
+    assert_eq!(keys_shared(&c.patient, &env), vec![lab_account]);
+}
+
+/// Whom the patient of `wallet` shared record keys with, by its trail read from the node.
+fn keys_shared(wallet: &str, env: &[(&str, &str)]) -> Vec<String> {
+    let trail = ok(&["audit", "trail", "--wallet", wallet, "--json"], env);
     let events: serde_json::Value = serde_json::from_str(&trail).unwrap();
-    let shared: Vec<String> = events
+    events
         .as_array()
         .unwrap()
         .iter()
         .filter_map(|e| e["kind"]["record_key_shared"]["grantee"].as_str().map(str::to_owned))
-        .collect();
-    assert_eq!(shared, vec![lab_account], "{trail}");
+        .collect()
 }
 
 /// Onboards a doctor at the cast's hospital with a wallet of its own: its wallet and account.
@@ -451,21 +455,10 @@ fn an_approval_wraps_keys_to_the_proven_requester_not_to_whom_a_node_names() {
     assert!(!seen.iter().any(|r| r.starts_with("POST ")), "something was sent: {seen:?}");
     drop(proxy);
     // The trail, read straight from the node: the key went to the consultant alone.
-    let shared = || {
-        let trail = ok(&["audit", "trail", "--wallet", &c.patient, "--json"], &env);
-        let events: serde_json::Value = serde_json::from_str(&trail).unwrap();
-        let shared: Vec<String> = events
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|e| e["kind"]["record_key_shared"]["grantee"].as_str().map(str::to_owned))
-            .collect();
-        shared
-    };
-    assert!(shared().is_empty());
+    assert!(keys_shared(&c.patient, &env).is_empty());
     let out = ok(&approve, &env);
     assert!(out.contains(&format!("wrapped to {consultant_account}")), "{out}");
-    assert_eq!(shared(), vec![consultant_account]);
+    assert_eq!(keys_shared(&c.patient, &env), vec![consultant_account]);
 
     // A transaction that is no access request is not approved.
     let grant = ok(

@@ -9,6 +9,10 @@ use medledger_core::{Hash, ids::AccountId};
 use super::NodeClient;
 use crate::error::{ClientError, HttpError};
 
+/// Most patients (and pages) a research cohort may have, as the client takes it in: a node
+/// that sends pages without end is stopped there.
+pub const MAX_COHORT: usize = 10_000_000;
+
 impl NodeClient {
     /// Who can see `patient`'s records (the signer is the patient or a delegate).
     pub async fn who_can_see(&self, patient: &AccountId) -> Result<WhoCanSeeView, ClientError> {
@@ -53,29 +57,41 @@ impl NodeClient {
         }
         let mut cohort = CohortView { patients: Vec::new(), next: None };
         let mut path = first.clone();
+        let mut after: Option<AccountId> = None;
+        let mut pages = 0usize;
         loop {
+            pages += 1;
             let page: CohortView = self.get(&path).await?;
-            let last = cohort.patients.last().map(|p| p.patient);
-            // Pages follow one another in account order: a node that repeats or goes back
-            // would make the loop endless or the cohort wrong.
-            let ordered =
-                page.patients.iter().map(|p| p.patient).try_fold(last, |prev, p| {
-                    (prev.is_none_or(|prev| prev < p)).then_some(Some(p))
-                });
-            let advances = match (page.next, page.patients.last()) {
-                (Some(next), Some(end)) => next == end.patient,
-                (Some(_), None) => false,
-                (None, _) => true,
+            // Pages follow one another in account order, each past the last one's `next`: a
+            // node that repeats or goes back would make the loop endless or the cohort wrong.
+            let mut at = after;
+            let ordered = page.patients.iter().all(|p| {
+                let ok = at.is_none_or(|at| at < p.patient);
+                at = Some(p.patient);
+                ok
+            });
+            let advances = match page.next {
+                Some(next) => after.is_none_or(|a| a < next) && at.is_none_or(|at| at <= next),
+                None => true,
             };
-            if ordered.is_none() || !advances {
+            // (A page may hold no patient and still lead on: pages count too.)
+            let too_many = cohort.patients.len() + page.patients.len() + pages > MAX_COHORT;
+            if !ordered || !advances || too_many {
                 return Err(ClientError::Http(HttpError::BadResponse {
                     url: self.url(&path),
-                    reason: "the research cohort's pages are not in account order".into(),
+                    reason: if too_many {
+                        format!("a research cohort of more than {MAX_COHORT} patients")
+                    } else {
+                        "the research cohort's pages are not in account order".into()
+                    },
                 }));
             }
             cohort.patients.extend(page.patients);
             match page.next {
-                Some(after) => path = format!("{first}&after={after}"),
+                Some(next) => {
+                    after = Some(next);
+                    path = format!("{first}&after={next}");
+                }
                 None => return Ok(cohort),
             }
         }

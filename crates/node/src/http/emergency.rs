@@ -124,6 +124,12 @@ async fn read(
             "the body must be a signed emergency profile read of {patient}"
         )));
     }
+    // Only a doctor reads a profile (the ledger's rule): anyone else is refused before the
+    // profile is looked up, so that the answer does not tell whether there is one.
+    let reader = state.ledger.account(&read.reader())?;
+    if !reader.is_some_and(|a| a.role == medledger_core::tx::Role::Doctor) {
+        return Err(forbidden("only a doctor may read an emergency profile"));
+    }
     let p = state
         .ledger
         .emergency_profile(&patient)?
@@ -201,12 +207,11 @@ async fn escrow(
     Path(patient): Path<String>,
 ) -> Result<Response, ApiError> {
     let patient = parse_account(&patient)?;
-    let p = state.ledger.emergency_profile(&patient)?.ok_or_else(|| no_profile(&patient))?;
-    let piece = p
-        .escrow
-        .iter()
-        .find(|k| k.recipient == requester)
-        .ok_or_else(|| not_found(format!("{requester} holds no escrow piece of {patient}")))?;
+    // One answer whether the patient has no profile or the requester holds no piece of it:
+    // whether a profile exists is not told to someone who is not its custodian.
+    let none = || not_found(format!("{requester} holds no escrow piece of {patient}"));
+    let p = state.ledger.emergency_profile(&patient)?.ok_or_else(none)?;
+    let piece = p.escrow.iter().find(|k| k.recipient == requester).ok_or_else(none)?;
     let bytes = state
         .vault
         .get(&piece.blob)

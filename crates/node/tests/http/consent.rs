@@ -291,13 +291,7 @@ fn a_research_export_is_listed_to_its_member_alone_and_only_as_planned() {
         all_applied(&world.patient.client, &[erase]).await;
         let (lab, mut analyst) =
             organisation_with_member(&mut world, OrganisationKind::Researcher, "Lab").await;
-        let grant = world.patient.tx(TxBody::Consent(ConsentTx::Grant {
-            patient: world.patient.account,
-            grantee: lab.account,
-            scope: Scope::All,
-            purpose: Purpose::Research,
-            validity: Validity { not_before_ms: 0, expires_at_ms: crate::now_ms() + 3_600_000 },
-        }));
+        let grant = research_grant(&mut world.patient, &lab);
         all_applied(&world.patient.client, &[grant]).await;
 
         // The cohort: a project and a known rule set, to the member alone.
@@ -320,13 +314,7 @@ fn a_research_export_is_listed_to_its_member_alone_and_only_as_planned() {
         assert_eq!(status, 400);
         // A second patient in the cohort: pages of one, followed by the client, give both in
         // account order, as one page does.
-        let second = world.stranger_patient.tx(TxBody::Consent(ConsentTx::Grant {
-            patient: world.stranger_patient.account,
-            grantee: lab.account,
-            scope: Scope::All,
-            purpose: Purpose::Research,
-            validity: Validity { not_before_ms: 0, expires_at_ms: crate::now_ms() + 3_600_000 },
-        }));
+        let second = research_grant(&mut world.stranger_patient, &lab);
         all_applied(&world.stranger_patient.client, &[second]).await;
         let (_, one) = world.node.get(&analyst, &format!("{asked}&limit=1")).await;
         assert_eq!(one["patients"].as_array().map(Vec::len), Some(1), "{one}");
@@ -454,13 +442,7 @@ fn a_member_exports_one_patient_at_most_three_times_a_day() {
         let mut world = World::build().await;
         let (lab, mut analyst) =
             organisation_with_member(&mut world, OrganisationKind::Researcher, "Lab").await;
-        let grant = world.patient.tx(TxBody::Consent(ConsentTx::Grant {
-            patient: world.patient.account,
-            grantee: lab.account,
-            scope: Scope::All,
-            purpose: Purpose::Research,
-            validity: Validity { not_before_ms: 0, expires_at_ms: crate::now_ms() + 3_600_000 },
-        }));
+        let grant = research_grant(&mut world.patient, &lab);
         all_applied(&world.patient.client, &[grant]).await;
         let cohort = "/v1/consent/research-cohort?project=p&rule_set=safe-harbor-1";
         let (status, body) = world.node.get(&analyst, cohort).await;
@@ -503,4 +485,15 @@ fn a_member_exports_one_patient_at_most_three_times_a_day() {
         assert_eq!(status, 404, "the refused export was ordered");
         world.node.stop().await;
     });
+}
+
+/// A research grant of every record from `patient` to organisation `org`, for an hour.
+fn research_grant(patient: &mut Actor, org: &Actor) -> medledger_core::tx::SignedTransaction {
+    patient.tx(TxBody::Consent(ConsentTx::Grant {
+        patient: patient.account,
+        grantee: org.account,
+        scope: Scope::All,
+        purpose: Purpose::Research,
+        validity: Validity { not_before_ms: 0, expires_at_ms: crate::now_ms() + 3_600_000 },
+    }))
 }

@@ -37,11 +37,29 @@ fn the_profile_is_for_the_patient_and_active_doctors_only() {
                 assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
             }
         }
-        // No custodian: nobody holds an escrow piece.
-        let escrow = format!("/v1/emergency/{p}/escrow");
-        for who in [&world.patient, &world.hospital] {
-            let (status, body) = world.node.get(who, &escrow).await;
-            assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
+        // No custodian: nobody holds an escrow piece; asked of a patient with no profile, the
+        // same answer.
+        for of in [p, none] {
+            let escrow = format!("/v1/emergency/{of}/escrow");
+            for who in [&world.patient, &world.hospital] {
+                let (status, body) = world.node.get(who, &escrow).await;
+                assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
+                let said = body["message"].as_str().unwrap();
+                assert_eq!(said, format!("{} holds no escrow piece of {of}", who.account));
+            }
+        }
+        // The audited read of the sealed profile: a doctor's alone; anyone else is refused
+        // the same way whether or not the patient has a profile, and nothing is ordered.
+        let mut world = world;
+        for of in [p, none] {
+            let read =
+                world.hospital.tx(TxBody::Emergency(EmergencyTx::ReadProfile { patient: of }));
+            let (status, body) =
+                world.node.post_tx(&format!("/v1/emergency/{of}/read"), &read).await;
+            assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
+            let (status, _) =
+                world.node.get(&world.hospital, &format!("/v1/transactions/{}", read.hash())).await;
+            assert_eq!(status, 404, "a refused read was ordered");
         }
         world.node.stop().await;
     });
