@@ -5,7 +5,7 @@
 
 use medledger_core::{
     Hash,
-    block::{Block, Genesis, MAX_BLOCK_TXS, Outcome, Receipt, Refusal, Tip},
+    block::{Block, BlockHeader, Genesis, MAX_BLOCK_TXS, Outcome, Receipt, Refusal, Tip},
     encoding,
     tx::{Role, SignedTransaction, TxBody},
 };
@@ -43,6 +43,56 @@ pub fn verify_signatures(
 /// Batches smaller than this are not worth splitting across cores.
 const MIN_BATCH: usize = 32;
 
+/// Applies the transactions of the block `header` heads (`encoded` are their stored bytes,
+/// `signature_ok` their signatures' verdicts) to the state tables, keeping `digest` current:
+/// their state changes, `tx_index` and receipts (the caller stores the transactions, the
+/// header and the tip). What a block does to the state, for [`Ledger::apply_block`] and for a
+/// snapshot's import, which replays the blocks it adds rather than trust its sender's rows.
+pub(crate) fn apply_txs(
+    tables: &mut Tables<'_>,
+    genesis: &Genesis,
+    header: &BlockHeader,
+    txs: &[SignedTransaction],
+    encoded: &[Vec<u8>],
+    signature_ok: &[bool],
+    digest: &mut Digests,
+) -> Result<Vec<Receipt>, LedgerError> {
+    let first_index = header.log_size - txs.len() as u64;
+    let mut receipts = Vec::with_capacity(txs.len());
+    for (i, tx) in txs.iter().enumerate() {
+        let log_index = first_index + i as u64;
+        let tx_hash = Hash::of(&encoded[i]);
+        // A transaction is a duplicate only of one that was applied: a refused one may be sent
+        // again once its cause is fixed (its nonce was not consumed).
+        let applied_before = applied_before(tables, &tx_hash)?;
+        let mut state = StateTxn {
+            tables,
+            digest: *digest,
+            height: header.height,
+            time_ms: header.time_ms,
+            tx_hash,
+        };
+        let outcome = match apply_tx(&mut state, genesis, tx, signature_ok[i], applied_before)? {
+            Ok(created) => {
+                *digest = state.digest;
+                Outcome::Applied { created }
+            }
+            Err(reason) => Outcome::Refused { reason },
+        };
+        // The index names a transaction's applied occurrence, or else its first.
+        if matches!(outcome, Outcome::Applied { .. }) || tables.tx_index.get(&tx_hash.0)?.is_none()
+        {
+            let at = (header.height, i as u32, log_index);
+            Write { tables, digests: digest }.tx_index().put(&tx_hash.0, at)?;
+        }
+        Write { tables, digests: digest }
+            .receipts()
+            .put(log_index, encoding::encode(&outcome).as_slice())?;
+        receipts.push(Receipt { tx_hash, height: header.height, log_index, outcome });
+    }
+    Ok(receipts)
+}
+
 impl Ledger {
     /// Applies `block` and returns one receipt per transaction. `signature_ok[i]` is the result
     /// of checking transaction `i`'s signature (see [`verify_signatures`]). `marker` is stored
@@ -76,48 +126,23 @@ impl Ledger {
         let first_index = block.header.log_size - block.txs.len() as u64;
         // `check_and_advance` refused a block over MAX_BLOCK_TXS: a position in it fits a u32.
         const _: () = assert!(MAX_BLOCK_TXS <= u32::MAX as usize);
-        let mut receipts = Vec::with_capacity(block.txs.len());
         let mut digest = writer.digest;
+        let receipts;
         {
             let mut txs_table = txn.open_table(TXS)?;
-            let mut tables = Tables::open(&txn)?;
-            for (i, tx) in block.txs.iter().enumerate() {
-                let log_index = first_index + i as u64;
-                let tx_hash = Hash::of(&encoded[i]);
-                // A transaction is a duplicate only of one that was applied: a refused one may
-                // be sent again once its cause is fixed (its nonce was not consumed).
-                let applied_before = applied_before(&tables, &tx_hash)?;
-                let mut state = StateTxn {
-                    tables: &mut tables,
-                    digest,
-                    height: block.header.height,
-                    time_ms: block.header.time_ms,
-                    tx_hash,
-                };
-                let outcome =
-                    match apply_tx(&mut state, &self.genesis, tx, signature_ok[i], applied_before)?
-                    {
-                        Ok(created) => {
-                            digest = state.digest;
-                            Outcome::Applied { created }
-                        }
-                        Err(reason) => Outcome::Refused { reason },
-                    };
-                // The index names a transaction's applied occurrence, or else its first.
-                if matches!(outcome, Outcome::Applied { .. })
-                    || tables.tx_index.get(&tx_hash.0)?.is_none()
-                {
-                    let at = (block.header.height, i as u32, log_index);
-                    Write { tables: &mut tables, digests: &mut digest }
-                        .tx_index()
-                        .put(&tx_hash.0, at)?;
-                }
-                txs_table.insert(log_index, encoded[i].as_slice())?;
-                Write { tables: &mut tables, digests: &mut digest }
-                    .receipts()
-                    .put(log_index, encoding::encode(&outcome).as_slice())?;
-                receipts.push(Receipt { tx_hash, height: block.header.height, log_index, outcome });
+            for (i, tx) in encoded.iter().enumerate() {
+                txs_table.insert(first_index + i as u64, tx.as_slice())?;
             }
+            let mut tables = Tables::open(&txn)?;
+            receipts = apply_txs(
+                &mut tables,
+                &self.genesis,
+                &block.header,
+                &block.txs,
+                &encoded,
+                signature_ok,
+                &mut digest,
+            )?;
             txn.open_table(BLOCKS)?
                 .insert(block.header.height, encoding::encode(&block.header).as_slice())?;
             // The roots of the log's chunks this block completes, with the block (the log in

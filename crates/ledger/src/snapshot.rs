@@ -21,8 +21,20 @@
 //! Every frame's length is capped by its tag, and the header bounds the number of blocks,
 //! transactions and rows, so that a garbled or hostile stream is refused before it makes the
 //! importer allocate or write much. The import recomputes the hash chain, every block's
-//! transaction root, the log's Merkle root, the state digest and the index digest from the
-//! rows it reads and commits only if all equal the header's (and the genesis is this ledger's).
+//! transaction root and the log's Merkle root, and commits only if all equal the header's (and
+//! the genesis is this ledger's).
+//!
+//! # What is taken from the sender
+//!
+//! Only the blocks, and those only as the hash chain binds them: the state is never read from
+//! the snapshot's rows. The importer replays every block it has not applied onto its own state,
+//! with every signature checked and the pure `apply`, exactly as if the blocks had come as
+//! log entries; the snapshot's rows must then be that state row for row, and its digests the
+//! replayed state's. So a sender can no more make up state in a snapshot than in the log; what
+//! it can do with blocks is what a Raft leader can do with entries (the blocks' seals are not
+//! stored, so the blocks themselves are not proven to be the network's). The price is the
+//! replay: catching up costs what applying the missing blocks costs (a new node applies the
+//! whole history), bounded in memory by a block.
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
 
@@ -31,11 +43,12 @@ use medledger_core::{
     block::{BlockHeader, Genesis, Tip},
     encoding, merkle,
     merkle::ChunkedLog,
+    tx::SignedTransaction,
 };
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
-use crate::{Ledger, LedgerError, state::*};
+use crate::{Ledger, LedgerError, apply::apply_txs, state::*};
 
 /// The first bytes of every snapshot (format version 1).
 pub const MAGIC: &[u8; 16] = b"medledger-snap1\n";
@@ -262,11 +275,15 @@ impl Ledger {
     /// expects the snapshot to carry (its Raft log id and membership; empty for none): it is
     /// stored with the imported state.
     ///
+    /// The blocks it adds are replayed onto this ledger's state (every signature checked); its
+    /// rows are compared with the result, never written (see the [module docs](self)).
+    ///
     /// Refused, with nothing changed, if the snapshot is of another genesis, carries another
     /// marker, does not extend the blocks this ledger has applied (it ends behind them or
-    /// differs from one of them), is truncated, malformed or larger than its header says, or if the hash chain,
-    /// the blocks' roots, the log root, the state digest or the index digest recomputed from
-    /// its contents differ from its header. Blocks applying meanwhile wait.
+    /// differs from one of them), is truncated, malformed or larger than its header says, if
+    /// the hash chain, the blocks' roots or the log root recomputed from its contents differ
+    /// from its header, or if its rows or its header's digests are not the state that
+    /// replaying its blocks gives. Blocks applying meanwhile wait.
     pub fn import_snapshot(
         &self,
         input: impl Read,
@@ -315,19 +332,23 @@ impl Ledger {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(redb::Durability::Immediate)?;
         // Dropping `txn` without commit on any error below leaves the ledger as it was.
-        for table in TABLES {
-            table.clear(&txn)?;
-        }
         txn.delete_table(BLOCKS)?;
         txn.delete_table(TXS)?;
         txn.delete_table(LOG_CHUNKS)?;
         let mut tip = Tip::genesis(&self.genesis);
         let mut log = ChunkedLog::new(LOG_CHUNK_SHIFT);
         let mut leaves: Vec<Hash> = Vec::new();
+        // The state is not taken from the sender: the blocks this ledger has not applied are
+        // replayed onto its own state, with every signature checked, as if they had come as
+        // log entries; the snapshot's rows must then be that state, row for row.
+        let mut digests = writer.digest;
+        let mut replay: Vec<SignedTransaction> = Vec::new();
+        let mut encoded: Vec<Vec<u8>> = Vec::new();
         {
             let mut blocks = txn.open_table(BLOCKS)?;
             let mut txs = txn.open_table(TXS)?;
             let mut chunks = txn.open_table(LOG_CHUNKS)?;
+            let mut tables = Tables::open(&txn)?;
             while tip.height < header.height {
                 let bytes = frames.expect(BLOCK, MAX_BLOCK_HEADER_BYTES, "a block")?;
                 let h: BlockHeader =
@@ -355,14 +376,47 @@ impl Ledger {
                     )));
                 }
                 leaves.clear();
+                replay.clear();
+                encoded.clear();
+                let new = h.height > ours.height;
                 for _ in 0..h.tx_count {
                     let tx =
                         frames.expect(TX, medledger_core::tx::MAX_TX_BYTES, "a transaction")?;
                     txs.insert(log.len() + leaves.len() as u64, tx).map_err(LedgerError::from)?;
                     leaves.push(merkle::leaf_hash(tx));
+                    if new {
+                        encoded.push(tx.to_vec());
+                    }
                 }
                 tip.check_and_advance(&h, &leaves)
                     .map_err(|e| SnapshotError::Mismatch(e.to_string()))?;
+                if new {
+                    for tx in &encoded {
+                        let decoded = SignedTransaction::decode(tx).map_err(|e| {
+                            SnapshotError::Malformed(format!(
+                                "a transaction of block {}: {e}",
+                                h.height
+                            ))
+                        })?;
+                        if decoded.encode() != *tx {
+                            return Err(SnapshotError::Malformed(format!(
+                                "a transaction of block {} is not canonically encoded",
+                                h.height
+                            )));
+                        }
+                        replay.push(decoded);
+                    }
+                    let signature_ok = crate::verify_signatures(&replay, |_| false);
+                    apply_txs(
+                        &mut tables,
+                        &self.genesis,
+                        &h,
+                        &replay,
+                        &encoded,
+                        &signature_ok,
+                        &mut digests,
+                    )?;
+                }
                 for leaf in &leaves {
                     let chunk = log.chunks();
                     if let Some(root) = log.push(*leaf) {
@@ -384,7 +438,6 @@ impl Ledger {
                 "its blocks do not end at the tip, log size and log root its header names".into(),
             ));
         }
-        let mut digests = Digests::default();
         let mut rows = 0u64;
         for table in TABLES {
             let name = frames.expect(TABLE, MAX_TABLE_NAME_BYTES, "a table")?;
@@ -395,7 +448,7 @@ impl Ledger {
                     String::from_utf8_lossy(name)
                 )));
             }
-            let digest = table.import(&txn, &mut || {
+            table.check_rows(&txn, &mut || {
                 if frames.peek_tag()? != ROW {
                     return Ok(None);
                 }
@@ -409,7 +462,6 @@ impl Ledger {
                 let row = frames.expect(ROW, MAX_ROW_BYTES, "a row")?;
                 split_row(row).map(|(k, v)| Some((k.to_vec(), v.to_vec())))
             })?;
-            xor_into(digests.slot(table.cover), &digest);
         }
         frames.expect(END, 0, "the end")?;
         frames.at_eof()?;
@@ -529,7 +581,7 @@ mod tests {
     use std::path::Path;
 
     use medledger_core::{
-        block::{Block, Genesis, Tip},
+        block::{Block, Genesis, Outcome, Tip},
         ids::AccountId,
         keys::{DecryptionKey, SigningKey},
         tx::{AdmitHospital, RegistryTx, SealedRef, Transaction, TxBody},
@@ -560,6 +612,11 @@ mod tests {
 
         /// The next block: `n` hospital admissions (state rows and index rows).
         fn block(&mut self, n: usize) -> Block {
+            self.block_with(n, |_| {})
+        }
+
+        /// [`Self::block`], each transaction edited by `edit` after it was signed.
+        fn block_with(&mut self, n: usize, edit: impl Fn(&mut SignedTransaction)) -> Block {
             let signer = AccountId::from_initial_key(&self.regulator.public_key());
             let txs = (0..n)
                 .map(|_| {
@@ -583,6 +640,10 @@ mod tests {
                         })),
                     }
                     .sign(&self.regulator)
+                })
+                .map(|mut tx| {
+                    edit(&mut tx);
+                    tx
                 })
                 .collect();
             self.tip.propose(self.tip.time_ms + 10, txs)
@@ -770,7 +831,10 @@ mod tests {
 
     #[test]
     fn a_changed_row_is_refused() {
-        for (table, words) in [("hospitals", "state digest"), ("tx_index", "index digest")] {
+        for (table, words) in [
+            ("hospitals", "its table hospitals differs"),
+            ("tx_index", "its table tx_index differs"),
+        ] {
             refused(
                 |f| {
                     let at = first_row_of(f, table);
@@ -792,7 +856,7 @@ mod tests {
                 with_header(f, |h| h.rows -= 1);
                 assemble(f)
             },
-            mismatch("state digest"),
+            mismatch("its table accounts differs"),
         );
         // Without adjusting the header's count.
         refused(
@@ -800,7 +864,7 @@ mod tests {
                 f.remove(first_row_of(f, "receipts"));
                 assemble(f)
             },
-            mismatch("rows, its header says"),
+            mismatch("its table receipts differs"),
         );
     }
 
@@ -824,12 +888,23 @@ mod tests {
                 with_header(f, |h| h.rows += 1);
                 assemble(f)
             },
-            mismatch("state digest"),
+            mismatch("its table receipts differs"),
         );
-        // Without adjusting the header's count: refused as soon as it is exceeded.
+        // Without adjusting the header's count: refused at the row (before the count, which
+        // the rows of later tables would exceed).
         refused(
             |f| {
                 add_receipt(f);
+                assemble(f)
+            },
+            mismatch("its table receipts differs"),
+        );
+        // A row added after the last row without adjusting the count: refused as soon as the
+        // count is exceeded, before the row is read.
+        refused(
+            |f| {
+                let last = f.iter().rposition(|(t, _)| *t == ROW).unwrap();
+                f.insert(last + 1, f[last].clone());
                 assemble(f)
             },
             |e| matches!(e, SnapshotError::Oversized(_)),
@@ -843,7 +918,7 @@ mod tests {
                 with_header(f, |h| h.rows += 2);
                 assemble(f)
             },
-            |e| matches!(e, SnapshotError::Malformed(m) if m.contains("ascending")),
+            mismatch("its table hospitals differs"),
         );
     }
 
@@ -945,6 +1020,101 @@ mod tests {
             },
             |e| matches!(e, SnapshotError::Oversized(m) if m.contains("4294967295 bytes")),
         );
+    }
+
+    /// Edits `ledger`'s `hospitals` table behind its back (`edit` is given the table and its
+    /// first row), then stores the digests of the edited tables: a ledger whose snapshot is
+    /// made up yet consistent with its own header.
+    fn forge(ledger: &Ledger, edit: Edit) {
+        let hospitals = table("hospitals");
+        let first = hospitals.rows(&ledger.db.begin_read().unwrap()).unwrap().remove(0);
+        let txn = ledger.db.begin_write().unwrap();
+        edit(&txn, hospitals, first);
+        txn.commit().unwrap();
+        let digests = crate::verify::state_digest(&ledger.db.begin_read().unwrap()).unwrap();
+        let txn = ledger.db.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert(META_STATE_DIGEST, digests.state.as_slice()).unwrap();
+            meta.insert(META_INDEX_DIGEST, digests.index.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    /// An edit of a table, given its first row (key, value).
+    type Edit = fn(&redb::WriteTransaction, &StateTable, (Vec<u8>, Vec<u8>));
+
+    /// The state table registered as `name`.
+    fn table(name: &str) -> &'static StateTable {
+        TABLES.iter().find(|t| t.name == name).unwrap()
+    }
+
+    /// A sender that makes up state (a changed, an added or a deleted row) and a header whose
+    /// digests and row count match it is refused by a new ledger and by one holding a prefix
+    /// of the blocks: the state is replayed from the blocks, not taken from the rows.
+    #[test]
+    fn made_up_state_with_a_consistent_header_is_refused() {
+        let edits: [(&str, Edit); 3] = [
+            ("a changed row", |w, t, (k, mut v)| {
+                let last = v.len() - 1;
+                v[last] ^= 1;
+                t.put_raw(w, &k, &v).unwrap();
+            }),
+            ("an added row", |w, t, (mut k, v)| {
+                k[0] ^= 0xff;
+                t.put_raw(w, &k, &v).unwrap();
+            }),
+            ("a deleted row", |w, t, (k, _)| assert!(t.remove_raw(w, &k).unwrap())),
+        ];
+        for (what, edit) in edits {
+            let dir = tempfile::tempdir().unwrap();
+            let mut chain = Chain::new("snap");
+            let blocks: Vec<Block> = (0..4).map(|_| chain.block(3)).collect();
+            let source = Ledger::create(&dir.path().join("a.redb"), chain.genesis.clone()).unwrap();
+            let fresh = Ledger::create(&dir.path().join("b.redb"), chain.genesis.clone()).unwrap();
+            let lagging =
+                Ledger::create(&dir.path().join("c.redb"), chain.genesis.clone()).unwrap();
+            for (i, b) in blocks.iter().enumerate() {
+                source.apply_block(b, &[true; 3], b"marker").unwrap();
+                if i < 2 {
+                    lagging.apply_block(b, &[true; 3], b"old").unwrap();
+                }
+            }
+            forge(&source, edit);
+            let snapshot = export(&source);
+            for target in [&fresh, &lagging] {
+                let before = view(target);
+                let err = target.import_snapshot(&snapshot[..], b"marker").unwrap_err();
+                assert!(
+                    mismatch("its table hospitals differs from the state that replaying")(&err),
+                    "{what}: {err}"
+                );
+                assert_eq!(view(target), before, "{what}: a refused import changed the ledger");
+            }
+        }
+    }
+
+    /// A sender that applied a transaction whose signature does not check (it skipped the
+    /// check) sends blocks and state that agree with each other; the importer checks every
+    /// signature as it replays, so its state differs and the snapshot is refused.
+    #[test]
+    fn a_block_whose_transaction_is_badly_signed_is_replayed_as_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut chain = Chain::new("snap");
+        let source = chain.ledger(&dir.path().join("a.redb"), 2);
+        // Renamed after it was signed: the signature no longer checks.
+        let forged = chain.block_with(1, |tx| match &mut tx.tx.body {
+            TxBody::Registry(RegistryTx::AdmitHospital(h)) => h.name.push_str(" (renamed)"),
+            _ => unreachable!("the chain's blocks are admissions"),
+        });
+        // The sender takes the admission as if it were signed.
+        let applied = source.apply_block(&forged, &[true], b"marker").unwrap();
+        assert!(matches!(applied[0].outcome, Outcome::Applied { .. }));
+        let target = Ledger::create(&dir.path().join("b.redb"), chain.genesis.clone()).unwrap();
+        let before = view(&target);
+        let err = target.import_snapshot(&export(&source)[..], b"marker").unwrap_err();
+        assert!(mismatch("differs from the state that replaying its blocks gives")(&err), "{err}");
+        assert_eq!(view(&target), before);
     }
 
     #[test]

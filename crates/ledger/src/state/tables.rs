@@ -188,13 +188,12 @@ trait TableOps: Sync {
         name: &str,
         sink: &mut RowSink<'_>,
     ) -> Result<[u8; 32], SnapshotError>;
-    fn import(
+    fn check_rows(
         &self,
         write: &redb::WriteTransaction,
         name: &str,
         source: &mut RowSource<'_>,
-    ) -> Result<[u8; 32], SnapshotError>;
-    fn clear(&self, write: &redb::WriteTransaction, name: &str) -> Result<(), LedgerError>;
+    ) -> Result<(), SnapshotError>;
 }
 
 /// Asked now and then by a long check: whether to give up ([`LedgerError::Stopped`]).
@@ -316,37 +315,34 @@ impl<K: Column + redb::Key, V: Column> TableOps for Typed<K, V> {
         Ok(digest)
     }
 
-    fn import(
+    fn check_rows(
         &self,
         write: &redb::WriteTransaction,
         name: &str,
         source: &mut RowSource<'_>,
-    ) -> Result<[u8; 32], SnapshotError> {
-        let mut table = write.open_table(TableDefinition::<K, V>::new(name))?;
-        let mut digest = [0u8; 32];
-        let mut previous: Option<Vec<u8>> = None;
+    ) -> Result<(), SnapshotError> {
+        let table = write.open_table(TableDefinition::<K, V>::new(name))?;
+        let mut ours = table.iter()?;
+        let differs = || {
+            SnapshotError::Mismatch(format!(
+                "its table {name} differs from the state that replaying its blocks gives"
+            ))
+        };
         while let Some((key, value)) = source()? {
             if !K::valid(&key) || !V::valid(&value) {
                 return Err(SnapshotError::Malformed(format!("a row of table {name} is not one")));
             }
-            // Strictly ascending, as the exporter iterates: one encoding per state, no repeats.
-            if previous.as_deref().is_some_and(|p| K::compare(p, &key).is_ge()) {
-                return Err(SnapshotError::Malformed(format!(
-                    "the rows of table {name} are not in strictly ascending key order"
-                )));
+            // Ours come in strictly ascending key order: equal rows are in that order too.
+            let Some(row) = ours.next().transpose()? else { return Err(differs()) };
+            let (k, v) = (row.0.value(), row.1.value());
+            if K::as_bytes(&k).as_ref() != key.as_slice() || V::as_bytes(&v).as_ref() != value {
+                return Err(differs());
             }
-            let (k, v) = (K::from_bytes(&key), V::from_bytes(&value));
-            let d = super::entry_digest(name, &K::digest_bytes(&k), &V::digest_bytes(&v));
-            super::xor_into(&mut digest, &d);
-            table.insert(k, v).map_err(LedgerError::from)?;
-            previous = Some(key);
         }
-        Ok(digest)
-    }
-
-    fn clear(&self, write: &redb::WriteTransaction, name: &str) -> Result<(), LedgerError> {
-        write.delete_table(TableDefinition::<K, V>::new(name))?;
-        Ok(())
+        match ours.next() {
+            None => Ok(()),
+            Some(_) => Err(differs()),
+        }
     }
 }
 
@@ -426,19 +422,14 @@ impl StateTable {
         self.ops.export(read, self.name, sink)
     }
 
-    /// Inserts the rows `source` yields (stored bytes, in strictly ascending key order, until
-    /// `None`) into the table, which must be empty; returns the digest of the rows.
-    pub(crate) fn import(
+    /// Checks that the table holds exactly the rows `source` yields (stored bytes, until
+    /// `None`), in that order: [`SnapshotError::Mismatch`] naming the table if not.
+    pub(crate) fn check_rows(
         &self,
         write: &redb::WriteTransaction,
         source: &mut RowSource<'_>,
-    ) -> Result<[u8; 32], SnapshotError> {
-        self.ops.import(write, self.name, source)
-    }
-
-    /// Deletes the table with all its rows (a later open creates it empty).
-    pub(crate) fn clear(&self, write: &redb::WriteTransaction) -> Result<(), LedgerError> {
-        self.ops.clear(write, self.name)
+    ) -> Result<(), SnapshotError> {
+        self.ops.check_rows(write, self.name, source)
     }
 }
 
