@@ -174,6 +174,7 @@ impl Ledger {
         self.stages
             .add(if durable { Stage::DurableCommit } else { Stage::Commit }, merkle - committing);
 
+        *self.committed_tip.write().expect("tip lock poisoned") = tip.clone();
         writer.tip = tip;
         writer.digest = digest;
         writer.since_durable = if durable { 0 } else { writer.since_durable + 1 };

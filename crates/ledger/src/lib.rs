@@ -134,6 +134,9 @@ pub struct Ledger {
     db: Database,
     genesis: Genesis,
     writer: Mutex<WriterState>,
+    /// The tip as last committed, readable while a block or a snapshot's import holds the
+    /// writer (an import replays blocks and may hold it for long).
+    committed_tip: RwLock<Tip>,
     /// The Merkle log: the roots of its full chunks (stored in `log_chunks`) and the tree above
     /// them, and the leaves of its last chunk; proofs read other leaves back from `txs`.
     log: RwLock<ChunkedLog>,
@@ -419,6 +422,7 @@ impl Ledger {
         Ledger {
             db,
             genesis,
+            committed_tip: RwLock::new(tip.clone()),
             writer: Mutex::new(WriterState { tip, digest, since_durable: 0, durable_every: 1 }),
             log: RwLock::new(log),
             stages: stages::StageTimes::default(),
@@ -442,9 +446,10 @@ impl Ledger {
         &self.genesis.chain_id
     }
 
-    /// The chain tip after the last applied block.
+    /// The chain tip after the last committed block (it does not wait for a block or a
+    /// snapshot's import in progress).
     pub fn tip(&self) -> Tip {
-        self.writer.lock().expect("writer lock poisoned").tip.clone()
+        self.committed_tip.read().expect("tip lock poisoned").clone()
     }
 
     /// The marker stored with the last applied block (the caller's own bookkeeping, e.g. the

@@ -40,6 +40,7 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 
 use medledger_core::{
     Hash,
+    block::MAX_BLOCK_TXS,
     block::{BlockHeader, Genesis, Tip},
     encoding, merkle,
     merkle::ChunkedLog,
@@ -289,18 +290,24 @@ impl Ledger {
         input: impl Read,
         marker: &[u8],
     ) -> Result<SnapshotHeader, SnapshotError> {
-        self.import_snapshot_checked(input, marker, |_| Ok(()))
+        self.import_snapshot_checked(input, marker, u64::MAX, |_| Ok(()))
     }
 
-    /// [`Ledger::import_snapshot`], also refused (with nothing changed) when `accept` refuses
-    /// the nodes of the imported ledger (every node ever admitted, with its status): what a
-    /// caller checks the snapshot's marker against, such as the Raft membership it carries.
+    /// [`Ledger::import_snapshot`], also refused (with nothing changed) when a block it adds
+    /// is timed after `latest_ms` (the caller's clock and the lead it allows), and when
+    /// `accept` refuses the nodes of the imported ledger (every node ever admitted, with its
+    /// status): what a caller checks the snapshot's marker against, such as the Raft
+    /// membership it carries.
     pub fn import_snapshot_checked(
         &self,
         input: impl Read,
         marker: &[u8],
+        latest_ms: u64,
         accept: impl FnOnce(&[NodeEntry]) -> Result<(), String>,
     ) -> Result<SnapshotHeader, SnapshotError> {
+        // A ledger found damaged refuses (a storage fault, not the sender's): its own rows
+        // would not match an honest snapshot's.
+        self.verdict.refuse_if_corrupt()?;
         let mut input = BufReader::with_capacity(256 * 1024, input);
         let mut frames = FrameReader { input: &mut input, buf: Vec::new() };
         frames.magic()?;
@@ -360,6 +367,13 @@ impl Ledger {
                         h.height
                     )));
                 }
+                // Before its transactions are read: what is held of a block is bounded.
+                if h.tx_count as usize > MAX_BLOCK_TXS {
+                    return Err(SnapshotError::Oversized(format!(
+                        "block {} of {} transactions (at most {MAX_BLOCK_TXS})",
+                        h.height, h.tx_count
+                    )));
+                }
                 if h.height <= ours.height
                     && applied.get(h.height)?.is_none_or(|own| own.value() != bytes)
                 {
@@ -390,6 +404,16 @@ impl Ledger {
                 }
                 tip.check_and_advance(&h, &leaves)
                     .map_err(|e| SnapshotError::Mismatch(e.to_string()))?;
+                // What every node refuses of a block that comes as a log entry, it refuses of
+                // one that comes in a snapshot: a time too far ahead of its clock, and (below)
+                // a transaction whose signature does not verify.
+                if new && h.time_ms > latest_ms {
+                    return Err(SnapshotError::Mismatch(format!(
+                        "its block {} is timed {} ms, after the latest time this node accepts \
+                         ({latest_ms} ms)",
+                        h.height, h.time_ms
+                    )));
+                }
                 if new {
                     for tx in &encoded {
                         let decoded = SignedTransaction::decode(tx).map_err(|e| {
@@ -407,6 +431,13 @@ impl Ledger {
                         replay.push(decoded);
                     }
                     let signature_ok = crate::verify_signatures(&replay, |_| false);
+                    if let Some(i) = signature_ok.iter().position(|ok| !ok) {
+                        return Err(SnapshotError::Mismatch(format!(
+                            "transaction {i} of its block {} does not have a valid signature: no \
+                             honest leader proposes it",
+                            h.height
+                        )));
+                    }
                     apply_txs(
                         &mut tables,
                         &self.genesis,
@@ -496,6 +527,7 @@ impl Ledger {
         let nodes = all_nodes(&txn.open_table(NODES).map_err(LedgerError::from)?, &self.genesis)?;
         accept(&nodes).map_err(SnapshotError::Mismatch)?;
         txn.commit()?;
+        *self.committed_tip.write().expect("tip lock poisoned") = tip.clone();
         writer.tip = tip;
         writer.digest = digests;
         writer.since_durable = 0;
@@ -777,23 +809,34 @@ mod tests {
         }
     }
 
-    /// Builds a source ledger and a new target of the same network; `tamper` edits the
-    /// source's snapshot (as frames) and returns the bytes to import, which must be refused as
-    /// `expected` says, changing nothing.
+    /// Builds a source ledger of six blocks, a new target of the same network and a lagging
+    /// one holding its first two blocks; `tamper` edits the source's snapshot (as frames) and
+    /// returns the bytes to import, which both targets must refuse as `expected` says, changing
+    /// nothing.
     fn refused(
-        tamper: impl FnOnce(&mut Vec<(u8, Vec<u8>)>) -> Vec<u8>,
+        tamper: impl Fn(&mut Vec<(u8, Vec<u8>)>) -> Vec<u8>,
         expected: impl Fn(&SnapshotError) -> bool,
     ) {
         let dir = tempfile::tempdir().unwrap();
         let mut chain = Chain::new("snap");
-        let source = chain.ledger(&dir.path().join("a.redb"), 6);
-        let target = Ledger::create(&dir.path().join("b.redb"), chain.genesis.clone()).unwrap();
-        let before = view(&target);
-        let mut frames = frames(&export(&source));
-        let bytes = tamper(&mut frames);
-        let err = target.import_snapshot(&bytes[..], b"marker").unwrap_err();
-        assert!(expected(&err), "unexpected refusal: {err}");
-        assert_eq!(view(&target), before, "a refused import changed the ledger");
+        let blocks: Vec<Block> = (0..6).map(|_| chain.block(3)).collect();
+        let source = Ledger::create(&dir.path().join("a.redb"), chain.genesis.clone()).unwrap();
+        let fresh = Ledger::create(&dir.path().join("b.redb"), chain.genesis.clone()).unwrap();
+        let lagging = Ledger::create(&dir.path().join("c.redb"), chain.genesis.clone()).unwrap();
+        for (i, b) in blocks.iter().enumerate() {
+            source.apply_block(b, &[true; 3], b"marker").unwrap();
+            if i < 2 {
+                lagging.apply_block(b, &[true; 3], b"old").unwrap();
+            }
+        }
+        let snapshot = export(&source);
+        for (which, target) in [("new", &fresh), ("lagging", &lagging)] {
+            let before = view(target);
+            let bytes = tamper(&mut frames(&snapshot));
+            let err = target.import_snapshot(&bytes[..], b"marker").unwrap_err();
+            assert!(expected(&err), "{which} target: unexpected refusal: {err}");
+            assert_eq!(view(target), before, "{which} target: a refused import changed it");
+        }
     }
 
     #[test]
@@ -865,6 +908,14 @@ mod tests {
                 assemble(f)
             },
             mismatch("its table receipts differs"),
+        );
+        // No row dropped, but a header that counts one more.
+        refused(
+            |f| {
+                with_header(f, |h| h.rows += 1);
+                assemble(f)
+            },
+            mismatch("rows, its header says"),
         );
     }
 
@@ -1096,9 +1147,9 @@ mod tests {
 
     /// A sender that applied a transaction whose signature does not check (it skipped the
     /// check) sends blocks and state that agree with each other; the importer checks every
-    /// signature as it replays, so its state differs and the snapshot is refused.
+    /// signature as it replays and refuses the block, as it would refuse it as a log entry.
     #[test]
-    fn a_block_whose_transaction_is_badly_signed_is_replayed_as_refused() {
+    fn a_block_with_a_badly_signed_transaction_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let mut chain = Chain::new("snap");
         let source = chain.ledger(&dir.path().join("a.redb"), 2);
@@ -1113,8 +1164,115 @@ mod tests {
         let target = Ledger::create(&dir.path().join("b.redb"), chain.genesis.clone()).unwrap();
         let before = view(&target);
         let err = target.import_snapshot(&export(&source)[..], b"marker").unwrap_err();
-        assert!(mismatch("differs from the state that replaying its blocks gives")(&err), "{err}");
+        assert!(
+            mismatch("transaction 0 of its block 3 does not have a valid signature")(&err),
+            "{err}"
+        );
         assert_eq!(view(&target), before);
+    }
+
+    /// A block it adds timed after the latest time the caller accepts is refused; one timed
+    /// at it is taken. Blocks the target already applied are not judged by its clock again.
+    #[test]
+    fn a_block_timed_ahead_of_the_clock_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut chain = Chain::new("snap");
+        let blocks: Vec<Block> = (0..4).map(|_| chain.block(2)).collect();
+        let source = Ledger::create(&dir.path().join("a.redb"), chain.genesis.clone()).unwrap();
+        let target = Ledger::create(&dir.path().join("b.redb"), chain.genesis.clone()).unwrap();
+        for (i, b) in blocks.iter().enumerate() {
+            source.apply_block(b, &[true; 2], b"marker").unwrap();
+            if i < 2 {
+                target.apply_block(b, &[true; 2], b"old").unwrap();
+            }
+        }
+        let snapshot = export(&source);
+        let last = blocks[3].header.time_ms;
+        let before = view(&target);
+        let err = target.import_snapshot_checked(&snapshot[..], b"marker", last - 1, |_| Ok(()));
+        let err = err.unwrap_err();
+        assert!(mismatch("its block 4 is timed")(&err), "{err}");
+        assert_eq!(view(&target), before);
+        // Its own blocks 1 and 2 are timed before block 3; a clock between them is enough.
+        let at = blocks[3].header.time_ms;
+        target.import_snapshot_checked(&snapshot[..], b"marker", at, |_| Ok(())).unwrap();
+        assert_eq!(view(&target), view(&source));
+    }
+
+    /// Gives the bytes up to `open_at`, then says so on `waiting` and gives the rest only
+    /// once `gate` opens.
+    struct Gated {
+        bytes: Vec<u8>,
+        pos: usize,
+        open_at: usize,
+        waiting: std::sync::mpsc::Sender<()>,
+        gate: std::sync::mpsc::Receiver<()>,
+    }
+
+    impl Read for Gated {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.pos == self.open_at && self.open_at < self.bytes.len() {
+                self.waiting.send(()).unwrap();
+                self.gate.recv().unwrap();
+                self.open_at = self.bytes.len();
+            }
+            let n = buf.len().min(self.open_at - self.pos);
+            buf[..n].copy_from_slice(&self.bytes[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    /// An import holds the writer while it replays (for long, on a large ledger); the tip is
+    /// read meanwhile, as it was last committed, and is the snapshot's once it commits.
+    #[test]
+    fn the_tip_is_read_while_an_import_holds_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut chain = Chain::new("snap");
+        let source = chain.ledger(&dir.path().join("a.redb"), 3);
+        let target = Ledger::create(&dir.path().join("b.redb"), chain.genesis.clone()).unwrap();
+        let snapshot = export(&source);
+        let header_len = u32::from_le_bytes(snapshot[MAGIC.len() + 1..][..4].try_into().unwrap());
+        let (waiting, waited) = std::sync::mpsc::channel();
+        let (open, gate) = std::sync::mpsc::channel();
+        let input = Gated {
+            bytes: snapshot,
+            pos: 0,
+            open_at: MAGIC.len() + 5 + header_len as usize,
+            waiting,
+            gate,
+        };
+        std::thread::scope(|s| {
+            let import = s.spawn(|| target.import_snapshot(input, b"marker"));
+            // The import has read the header and holds the writer, waiting for the blocks.
+            waited.recv().unwrap();
+            let (tip, read) = std::sync::mpsc::channel();
+            let target = &target;
+            s.spawn(move || tip.send(target.tip().height).unwrap());
+            let during = read.recv_timeout(std::time::Duration::from_secs(10));
+            open.send(()).unwrap();
+            assert_eq!(during, Ok(0), "the tip was not readable while the import ran");
+            import.join().unwrap().unwrap();
+        });
+        assert_eq!(target.tip().hash, source.tip().hash);
+    }
+
+    /// A block header that claims more transactions than a block may hold is refused before
+    /// any of them is read (what the import holds of a block is bounded).
+    #[test]
+    fn a_block_claiming_too_many_transactions_is_refused_before_they_are_read() {
+        refused(
+            |f| {
+                let at = f.iter().position(|(t, _)| *t == BLOCK).unwrap();
+                let mut h: BlockHeader =
+                    encoding::decode("block", &f[at].1, MAX_BLOCK_HEADER_BYTES).unwrap();
+                h.tx_count = MAX_BLOCK_TXS as u32 + 1;
+                f[at].1 = encoding::encode(&h);
+                // Nothing after the header: a reader that went on would find the stream cut.
+                assemble(&f[..=at])
+            },
+            |e| matches!(e, SnapshotError::Oversized(m) if m.contains("block 1 of 8193")),
+        );
     }
 
     #[test]

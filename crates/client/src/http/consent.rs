@@ -62,30 +62,10 @@ impl NodeClient {
         loop {
             pages += 1;
             let page: CohortView = self.get(&path).await?;
-            // Pages follow one another in account order, each past the last one's `next`: a
-            // node that repeats or goes back would make the loop endless or the cohort wrong.
-            let mut at = after;
-            let ordered = page.patients.iter().all(|p| {
-                let ok = at.is_none_or(|at| at < p.patient);
-                at = Some(p.patient);
-                ok
-            });
-            let advances = match page.next {
-                Some(next) => after.is_none_or(|a| a < next) && at.is_none_or(|at| at <= next),
-                None => true,
-            };
-            // (A page may hold no patient and still lead on: pages count too.)
-            let too_many = cohort.patients.len() + page.patients.len() + pages > MAX_COHORT;
-            if !ordered || !advances || too_many {
-                return Err(ClientError::Http(HttpError::BadResponse {
-                    url: self.url(&path),
-                    reason: if too_many {
-                        format!("a research cohort of more than {MAX_COHORT} patients")
-                    } else {
-                        "the research cohort's pages are not in account order".into()
-                    },
-                }));
-            }
+            let taken = cohort.patients.len();
+            check_cohort_page(after, &page, taken, pages, MAX_COHORT).map_err(|reason| {
+                ClientError::Http(HttpError::BadResponse { url: self.url(&path), reason })
+            })?;
             cohort.patients.extend(page.patients);
             match page.next {
                 Some(next) => {
@@ -109,5 +89,100 @@ impl NodeClient {
     /// An access request (the signer is the patient, a delegate or the requester).
     pub async fn access_request(&self, id: &Hash) -> Result<RequestView, ClientError> {
         self.get(&format!("{}/{id}", paths::REQUESTS)).await
+    }
+}
+
+/// Checks a research cohort's page as the client takes it in, after `taken` patients in
+/// `pages - 1` pages whose last `next` was `after`: pages follow one another in account order,
+/// each past the last one's `next` (a node that repeats or goes back would make the loop
+/// endless or the cohort wrong), and together hold at most `max` patients and pages (a page may
+/// hold no patient and still lead on: pages count too).
+fn check_cohort_page(
+    after: Option<AccountId>,
+    page: &CohortView,
+    taken: usize,
+    pages: usize,
+    max: usize,
+) -> Result<(), String> {
+    let mut at = after;
+    let ordered = page.patients.iter().all(|p| {
+        let ok = at.is_none_or(|at| at < p.patient);
+        at = Some(p.patient);
+        ok
+    });
+    let advances = match page.next {
+        Some(next) => after.is_none_or(|a| a < next) && at.is_none_or(|at| at <= next),
+        None => true,
+    };
+    if taken + page.patients.len() + pages > max {
+        return Err(format!("a research cohort of more than {max} patients"));
+    }
+    if !ordered || !advances {
+        return Err("the research cohort's pages are not in account order".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The client's checks of a research cohort's pages: each refusal is one a misbehaving
+    //! node could provoke.
+
+    use medledger_api::CohortPatientView;
+
+    use super::*;
+
+    fn account(n: u8) -> AccountId {
+        AccountId([n; 20])
+    }
+
+    fn page(patients: &[u8], next: Option<u8>) -> CohortView {
+        CohortView {
+            patients: patients
+                .iter()
+                .map(|&n| CohortPatientView {
+                    patient: account(n),
+                    categories: Vec::new(),
+                    plan: Hash::of(&[n]),
+                })
+                .collect(),
+            next: next.map(account),
+        }
+    }
+
+    const IN_ORDER: &str = "the research cohort's pages are not in account order";
+
+    #[test]
+    fn pages_in_account_order_are_taken() {
+        assert_eq!(check_cohort_page(None, &page(&[1, 2, 3], Some(3)), 0, 1, 100), Ok(()));
+        assert_eq!(check_cohort_page(Some(account(3)), &page(&[4, 5], None), 3, 2, 100), Ok(()));
+        // A page may hold nobody and still lead on, past where the last one led.
+        assert_eq!(check_cohort_page(Some(account(3)), &page(&[], Some(9)), 3, 2, 100), Ok(()));
+    }
+
+    #[test]
+    fn a_page_out_of_order_repeating_or_going_back_is_refused() {
+        let refused =
+            |after: Option<u8>, p: CohortView| check_cohort_page(after.map(account), &p, 0, 1, 100);
+        // Patients out of order, or one twice, within a page.
+        assert_eq!(refused(None, page(&[2, 1], None)), Err(IN_ORDER.into()));
+        assert_eq!(refused(None, page(&[2, 2], None)), Err(IN_ORDER.into()));
+        // A patient at or before where the last page led (a repeat or a step back).
+        assert_eq!(refused(Some(3), page(&[3, 4], None)), Err(IN_ORDER.into()));
+        assert_eq!(refused(Some(3), page(&[1], None)), Err(IN_ORDER.into()));
+        // A `next` that does not advance (an endless loop), or that leads back before the
+        // page's own last patient.
+        assert_eq!(refused(Some(3), page(&[], Some(3))), Err(IN_ORDER.into()));
+        assert_eq!(refused(Some(3), page(&[], Some(2))), Err(IN_ORDER.into()));
+        assert_eq!(refused(None, page(&[4, 5], Some(4))), Err(IN_ORDER.into()));
+    }
+
+    #[test]
+    fn a_cohort_past_its_limit_is_refused_counting_empty_pages() {
+        let too_many = Err("a research cohort of more than 10 patients".to_owned());
+        assert_eq!(check_cohort_page(None, &page(&[1, 2], Some(2)), 8, 1, 10), too_many);
+        assert_eq!(check_cohort_page(None, &page(&[1], Some(2)), 8, 1, 10), Ok(()));
+        // Empty pages without end are stopped by their count.
+        assert_eq!(check_cohort_page(Some(account(1)), &page(&[], Some(2)), 0, 11, 10), too_many);
     }
 }

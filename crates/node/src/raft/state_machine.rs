@@ -509,10 +509,14 @@ pub(super) fn import(
         super::membership::check_snapshot_members(known, previous, marker.1.membership())
             .map_err(|reason| format!("its Raft membership: {reason}"))
     };
-    let header = ledger.import_snapshot_checked(file, &stored, members).map_err(|e| {
-        let protocol = !matches!(e, SnapshotError::Io(_) | SnapshotError::Ledger(_));
-        Refused { reason: e.to_string(), protocol }
-    })?;
+    // A block it adds may be timed no further ahead of this node's clock than one that comes
+    // as a log entry.
+    let latest_ms = super::transport::now_ms().saturating_add(super::blocks::MAX_AHEAD_MS);
+    let header =
+        ledger.import_snapshot_checked(file, &stored, latest_ms, members).map_err(|e| {
+            let protocol = !matches!(e, SnapshotError::Io(_) | SnapshotError::Ledger(_));
+            Refused { reason: e.to_string(), protocol }
+        })?;
     tracing::info!(
         height = header.height,
         import_ms = started.elapsed().as_millis() as u64,
