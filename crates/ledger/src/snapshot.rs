@@ -681,6 +681,23 @@ mod tests {
             self.tip.propose(self.tip.time_ms + 10, txs)
         }
 
+        /// Ledgers in `dir` of this network: a source that applied `blocks` new blocks of
+        /// three transactions each, a new one, and a lagging one that applied the first two.
+        /// Returns them with the blocks.
+        fn source_new_and_lagging(&mut self, dir: &Path, blocks: usize) -> Ledgers {
+            let blocks: Vec<Block> = (0..blocks).map(|_| self.block(3)).collect();
+            let [source, new, lagging] = ["a", "b", "c"].map(|name| {
+                Ledger::create(&dir.join(format!("{name}.redb")), self.genesis.clone()).unwrap()
+            });
+            for (i, b) in blocks.iter().enumerate() {
+                source.apply_block(b, &[true; 3], b"marker").unwrap();
+                if i < 2 {
+                    lagging.apply_block(b, &[true; 3], b"old").unwrap();
+                }
+            }
+            Ledgers { blocks, source, new, lagging }
+        }
+
         /// A ledger at `path` with `blocks` blocks of three transactions each.
         fn ledger(&mut self, path: &Path, blocks: usize) -> Ledger {
             let ledger = Ledger::create(path, self.genesis.clone()).unwrap();
@@ -690,6 +707,14 @@ mod tests {
             }
             ledger
         }
+    }
+
+    /// See [`Chain::source_new_and_lagging`].
+    struct Ledgers {
+        blocks: Vec<Block>,
+        source: Ledger,
+        new: Ledger,
+        lagging: Ledger,
     }
 
     fn export(ledger: &Ledger) -> Vec<u8> {
@@ -775,17 +800,9 @@ mod tests {
     fn an_import_extends_a_ledger_that_holds_a_prefix_of_its_blocks() {
         let dir = tempfile::tempdir().unwrap();
         let mut chain = Chain::new("snap");
-        let blocks: Vec<Block> = (0..5).map(|_| chain.block(3)).collect();
-        let source = Ledger::create(&dir.path().join("a.redb"), chain.genesis.clone()).unwrap();
-        let target = Ledger::create(&dir.path().join("b.redb"), chain.genesis.clone()).unwrap();
-        for (i, b) in blocks.iter().enumerate() {
-            source.apply_block(b, &[true; 3], b"marker").unwrap();
-            if i < 2 {
-                target.apply_block(b, &[true; 3], b"old").unwrap();
-            }
-        }
-        target.import_snapshot(&export(&source)[..], b"marker").unwrap();
-        assert_eq!(view(&target), view(&source));
+        let Ledgers { source, lagging, .. } = chain.source_new_and_lagging(dir.path(), 5);
+        lagging.import_snapshot(&export(&source)[..], b"marker").unwrap();
+        assert_eq!(view(&lagging), view(&source));
     }
 
     #[test]
@@ -819,18 +836,9 @@ mod tests {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let mut chain = Chain::new("snap");
-        let blocks: Vec<Block> = (0..6).map(|_| chain.block(3)).collect();
-        let source = Ledger::create(&dir.path().join("a.redb"), chain.genesis.clone()).unwrap();
-        let fresh = Ledger::create(&dir.path().join("b.redb"), chain.genesis.clone()).unwrap();
-        let lagging = Ledger::create(&dir.path().join("c.redb"), chain.genesis.clone()).unwrap();
-        for (i, b) in blocks.iter().enumerate() {
-            source.apply_block(b, &[true; 3], b"marker").unwrap();
-            if i < 2 {
-                lagging.apply_block(b, &[true; 3], b"old").unwrap();
-            }
-        }
+        let Ledgers { source, new, lagging, .. } = chain.source_new_and_lagging(dir.path(), 6);
         let snapshot = export(&source);
-        for (which, target) in [("new", &fresh), ("lagging", &lagging)] {
+        for (which, target) in [("new", &new), ("lagging", &lagging)] {
             let before = view(target);
             let bytes = tamper(&mut frames(&snapshot));
             let err = target.import_snapshot(&bytes[..], b"marker").unwrap_err();
@@ -1120,20 +1128,10 @@ mod tests {
         for (what, edit) in edits {
             let dir = tempfile::tempdir().unwrap();
             let mut chain = Chain::new("snap");
-            let blocks: Vec<Block> = (0..4).map(|_| chain.block(3)).collect();
-            let source = Ledger::create(&dir.path().join("a.redb"), chain.genesis.clone()).unwrap();
-            let fresh = Ledger::create(&dir.path().join("b.redb"), chain.genesis.clone()).unwrap();
-            let lagging =
-                Ledger::create(&dir.path().join("c.redb"), chain.genesis.clone()).unwrap();
-            for (i, b) in blocks.iter().enumerate() {
-                source.apply_block(b, &[true; 3], b"marker").unwrap();
-                if i < 2 {
-                    lagging.apply_block(b, &[true; 3], b"old").unwrap();
-                }
-            }
+            let Ledgers { source, new, lagging, .. } = chain.source_new_and_lagging(dir.path(), 4);
             forge(&source, edit);
             let snapshot = export(&source);
-            for target in [&fresh, &lagging] {
+            for target in [&new, &lagging] {
                 let before = view(target);
                 let err = target.import_snapshot(&snapshot[..], b"marker").unwrap_err();
                 assert!(
@@ -1177,15 +1175,8 @@ mod tests {
     fn a_block_timed_ahead_of_the_clock_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let mut chain = Chain::new("snap");
-        let blocks: Vec<Block> = (0..4).map(|_| chain.block(2)).collect();
-        let source = Ledger::create(&dir.path().join("a.redb"), chain.genesis.clone()).unwrap();
-        let target = Ledger::create(&dir.path().join("b.redb"), chain.genesis.clone()).unwrap();
-        for (i, b) in blocks.iter().enumerate() {
-            source.apply_block(b, &[true; 2], b"marker").unwrap();
-            if i < 2 {
-                target.apply_block(b, &[true; 2], b"old").unwrap();
-            }
-        }
+        let Ledgers { blocks, source, lagging: target, .. } =
+            chain.source_new_and_lagging(dir.path(), 4);
         let snapshot = export(&source);
         let last = blocks[3].header.time_ms;
         let before = view(&target);

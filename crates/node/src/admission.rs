@@ -73,6 +73,8 @@ pub struct Bucket {
     capacity: f64,
     per_second: f64,
     max_debt: f64,
+    /// Accounts tracked before full buckets are forgotten ([`MAX_TRACKED`]).
+    max_tracked: usize,
     levels: Mutex<Levels>,
 }
 
@@ -93,6 +95,7 @@ impl Bucket {
             capacity: f64::from(capacity),
             per_second: f64::from(capacity) / f64::from(period_secs),
             max_debt: f64::from(max_debt),
+            max_tracked: MAX_TRACKED,
             levels: Mutex::default(),
         }
     }
@@ -104,7 +107,7 @@ impl Bucket {
         // few are full (a big research export charges many keys at once) a sweep frees little,
         // and one on every admission would be a scan of them all under this lock.
         let due = levels.swept.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
-        if levels.by_account.len() >= MAX_TRACKED && due {
+        if levels.by_account.len() >= self.max_tracked && due {
             let (capacity, rate) = (self.capacity, self.per_second);
             levels.by_account.retain(|_, (level, at)| {
                 *level + now.duration_since(*at).as_secs_f64() * rate < capacity
@@ -499,5 +502,38 @@ mod tests {
         }
         let level = b.with_level(&who, |l| *l);
         assert!((-5.0..-4.9).contains(&level), "debt is bounded: {level}");
+    }
+
+    fn tracked(b: &Bucket) -> usize {
+        b.levels.lock().unwrap().by_account.len()
+    }
+
+    /// Past the most accounts tracked, full buckets are forgotten (a forgotten one comes back
+    /// full, as it was), never one in debt or partly used, and at most once a second.
+    #[test]
+    fn full_buckets_are_swept_out_at_most_once_a_second_and_debt_is_kept() {
+        let b = Bucket { max_tracked: 4, ..Bucket::new(2, 3600, 5) };
+        let (debtor, used) = (AccountId([100; 20]), AccountId([101; 20]));
+        b.charge(&debtor);
+        b.charge(&debtor);
+        b.charge(&debtor);
+        assert!(b.try_take(&used));
+        assert!(b.has(&AccountId([1; 20])) && b.has(&AccountId([2; 20])));
+        assert_eq!(tracked(&b), 4);
+        // The fifth account sweeps out the two full ones, then is tracked itself.
+        assert!(b.has(&AccountId([3; 20])));
+        assert_eq!(tracked(&b), 3, "the debtor, the used one and the newcomer");
+        assert!(!b.has(&debtor), "a sweep forgave a debt");
+        assert!(b.with_level(&used, |l| *l) < 2.0, "a partly used bucket was forgotten");
+        // Within the second no sweep runs, however many come.
+        for n in 10..20 {
+            assert!(b.has(&AccountId([n; 20])));
+        }
+        assert_eq!(tracked(&b), 13);
+        // A second later the next one sweeps again.
+        b.levels.lock().unwrap().swept = Some(Instant::now() - Duration::from_secs(2));
+        assert!(b.has(&AccountId([30; 20])));
+        assert_eq!(tracked(&b), 3, "the debtor, the used one and the newcomer");
+        assert!(!b.has(&debtor));
     }
 }
