@@ -1248,6 +1248,37 @@ mod tests {
         assert_eq!(target.tip().hash, source.tip().hash);
     }
 
+    /// A block whose header matches its transactions' bytes (as a sender that made both up
+    /// would send) but one of them is no transaction is refused, with nothing changed.
+    #[test]
+    fn a_block_of_bytes_that_are_no_transaction_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut chain = Chain::new("snap");
+        let source = chain.ledger(&dir.path().join("a.redb"), 1);
+        let target = Ledger::create(&dir.path().join("b.redb"), chain.genesis.clone()).unwrap();
+        let mut f = frames(&export(&source));
+        let at = f.iter().position(|(t, _)| *t == BLOCK).unwrap();
+        f[at + 1].1 = b"not a transaction".to_vec();
+        // The header, and the snapshot's, recomputed over the bytes as they now are.
+        let mut h: BlockHeader =
+            encoding::decode("block", &f[at].1, MAX_BLOCK_HEADER_BYTES).unwrap();
+        let (mut block, mut log) = (merkle::Frontier::new(), merkle::Frontier::new());
+        for (_, tx) in &f[at + 1..=at + h.tx_count as usize] {
+            block.push(merkle::leaf_hash(tx));
+            log.push(merkle::leaf_hash(tx));
+        }
+        (h.tx_root, h.log_root) = (block.root(), log.root());
+        f[at].1 = encoding::encode(&h);
+        with_header(&mut f, |s| (s.tip_hash, s.log_root) = (h.hash(), h.log_root));
+        let before = view(&target);
+        let err = target.import_snapshot(&assemble(&f)[..], b"marker").unwrap_err();
+        assert!(
+            matches!(&err, SnapshotError::Malformed(m) if m.contains("a transaction of block 1")),
+            "{err}"
+        );
+        assert_eq!(view(&target), before);
+    }
+
     /// A block header that claims more transactions than a block may hold is refused before
     /// any of them is read (what the import holds of a block is bounded).
     #[test]
