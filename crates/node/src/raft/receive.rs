@@ -94,7 +94,7 @@ impl SnapshotReceiver {
                     );
                     return Err(Refused::protocol(reason));
                 }
-                let _import = state_machine::hold(&lock);
+                let mut import = state_machine::hold(&lock);
                 let ((applied, previous), _) =
                     state_machine::stored_marker_of(&ledger).map_err(Refused::storage)?;
                 // A snapshot the ledger has passed is not imported (Raft ignores it unless it
@@ -104,6 +104,8 @@ impl SnapshotReceiver {
                     return Ok(false);
                 }
                 state_machine::import(&ledger, &file, &marker, previous.membership())?;
+                // The state machine keeps this file, when Raft hands it over, as imported.
+                import.record(&file);
                 Ok(true)
             })
             .await

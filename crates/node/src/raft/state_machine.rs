@@ -111,11 +111,48 @@ impl PreVerified {
 
 /// Held while entries are applied and while a snapshot is imported on receipt
 /// ([`super::receive`]), so that an import never lands between two entries of one batch: each
-/// batch reads the applied marker once, under it, and skips what an import already holds.
-pub(super) type ImportLock = Arc<Mutex<()>>;
+/// batch reads the applied marker once, under it, and skips what an import already holds. It
+/// keeps which file was last imported on receipt: the only received file the state machine
+/// keeps (and serves) without importing it again.
+pub(super) type ImportLock = Arc<Mutex<Imported>>;
+
+/// The snapshot file last imported on receipt, by its identity on disk.
+#[derive(Debug, Default)]
+pub struct Imported {
+    file: Option<FileId>,
+}
+
+impl Imported {
+    /// Records `file` as the one imported on receipt.
+    pub(super) fn record(&mut self, file: &fs::File) {
+        self.file = file_id(file);
+    }
+
+    /// Whether `file` is the one last imported on receipt; forgets it (a file's identity may
+    /// be another file's once it is deleted).
+    fn take(&mut self, file: &fs::File) -> bool {
+        self.file.take().is_some_and(|id| Some(id) == file_id(file))
+    }
+}
+
+/// A file's identity on disk (device, inode), where the platform tells it.
+type FileId = (u64, u64);
+
+fn file_id(file: &fs::File) -> Option<FileId> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        file.metadata().ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        None
+    }
+}
 
 /// Takes the [`ImportLock`]; it guards no data a panicking holder could leave half-written.
-pub(super) fn hold(lock: &ImportLock) -> std::sync::MutexGuard<'_, ()> {
+pub(super) fn hold(lock: &ImportLock) -> std::sync::MutexGuard<'_, Imported> {
     lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -408,13 +445,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.import_lock.clone(),
         );
         let installed = tokio::task::spawn_blocking(move || {
-            let _import = hold(&lock);
+            let mut import_lock = hold(&lock);
+            let imported_on_receipt = import_lock.take(&file);
+            // Whether the file handed over is kept as the node's snapshot (else it is removed).
+            let (file_kept, built_instead) = (true, false);
             let imported = match stored_marker_of(&ledger).map_err(Refused::storage)? {
                 // Received from a peer: checked and imported on receipt (`receive.rs`), before
                 // Raft was told and purged its log behind it.
-                (stored, skipped) if stored == marker => {
-                    header_of(&file).map(|h| Some((h, skipped))).map_err(Refused::storage)
-                }
+                (stored, skipped) if stored == marker && imported_on_receipt => header_of(&file)
+                    .map(|h| Some((h, skipped, file_kept)))
+                    .map_err(Refused::storage),
+                // The ledger holds this point, but not from this file: the one imported on
+                // receipt was declined by Raft and this one, sent again with the same log id,
+                // was checked on receipt by its header alone. Its rows were never compared, so
+                // it is not kept (nor served): a snapshot built from the ledger is, instead.
+                (stored, skipped) if stored == marker => build(&ledger, &dir)
+                    .and_then(|published| header_of_path(&published.path))
+                    .map(|h| Some((h, skipped, built_instead)))
+                    .map_err(Refused::storage),
                 // Past it already: Raft declined a snapshot imported on receipt (a newer vote
                 // overtook it) and entries were applied on top; committed entries are final,
                 // so there is nothing to import, nor to keep, once its tip is one of ours.
@@ -428,11 +476,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     Ok(None)
                 }
                 // Handed over by this process (`Raft::install_full_snapshot`).
-                ((_, previous), _) => {
-                    import(&ledger, &file, &marker, previous.membership()).map(Some)
-                }
+                ((_, previous), _) => import(&ledger, &file, &marker, previous.membership())
+                    .map(|(h, skipped)| Some((h, skipped, file_kept))),
             };
-            let imported = match imported {
+            let (header, skipped, keep_file) = match imported {
                 Ok(Some(imported)) => imported,
                 Ok(None) => {
                     if let Some(path) = receiving.as_deref().filter(|p| same_file(p, &file)) {
@@ -447,8 +494,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     return Err(e);
                 }
             };
-            keep(&dir, file, receiving.as_deref(), last)?;
-            Ok(Some(imported))
+            if keep_file {
+                keep(&dir, file, receiving.as_deref(), last)?;
+            } else if let Some(path) = receiving.as_deref().filter(|p| same_file(p, &file)) {
+                let _ = fs::remove_file(path);
+            }
+            Ok(Some((header, skipped)))
         })
         .await
         .map_err(sm_err)?;
@@ -572,6 +623,12 @@ pub(super) fn passed(
 fn header_of(mut file: &fs::File) -> Result<SnapshotHeader, SnapshotError> {
     file.seek(SeekFrom::Start(0))?;
     SnapshotHeader::read_from(&mut io::BufReader::new(file))
+}
+
+/// [`header_of`] the file at `path`.
+fn header_of_path(path: &std::path::Path) -> Result<SnapshotHeader, String> {
+    let file = fs::File::open(path).map_err(|e| e.to_string())?;
+    header_of(&file).map_err(|e| e.to_string())
 }
 
 /// Keeps the installed snapshot `file` as the current one, covering the log up to `last`.

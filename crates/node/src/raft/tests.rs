@@ -343,6 +343,32 @@ async fn a_snapshot_built_on_one_data_directory_installs_into_a_fresh_one() {
         .unwrap();
 }
 
+/// A snapshot handed over for a point the ledger already holds, but not the file this node
+/// imported (checked on receipt by its header alone), is not kept: a node serves only rows it
+/// compared, and a snapshot built from its own ledger takes its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_for_a_point_already_held_is_not_kept_unless_it_was_the_one_imported() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut chain = Chain::new();
+    let (snapshot, bytes) = built(a.path(), &mut chain, 5).await;
+    let (target, mut sm) = state_machine(b.path(), &chain.genesis);
+    receive(&mut sm, &snapshot.meta, &bytes).await.unwrap();
+    // The same point again, its last row altered behind an honest header.
+    let mut altered = bytes.clone();
+    let end = altered.len() - 5 - 1;
+    altered[end] ^= 1;
+    assert_ne!(altered, bytes);
+    receive(&mut sm, &snapshot.meta, &altered).await.unwrap();
+    let mut current = sm.get_current_snapshot().await.unwrap().expect("a snapshot is kept");
+    assert_eq!(current.meta.last_log_id, snapshot.meta.last_log_id);
+    let mut kept = Vec::new();
+    current.snapshot.read_to_end(&mut kept).await.unwrap();
+    assert_ne!(kept, altered, "the altered file was kept");
+    assert_eq!(kept, view(&target).0, "the kept snapshot is not the ledger's own");
+    assert_eq!(files(&b.path().join("snapshots"), ".snap").len(), 1);
+    assert!(files(&b.path().join("snapshots"), ".tmp").is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_or_misannounced_snapshot_is_refused_by_install_and_nothing_changes() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
