@@ -95,6 +95,9 @@ impl SnapshotReceiver {
                     return Err(Refused::protocol(reason));
                 }
                 let mut import = state_machine::hold(&lock);
+                // Only a file this receipt imports is recorded (a declined import's record
+                // must not vouch for the next file).
+                import.clear();
                 let ((applied, previous), _) =
                     state_machine::stored_marker_of(&ledger).map_err(Refused::storage)?;
                 // A snapshot the ledger has passed is not imported (Raft ignores it unless it

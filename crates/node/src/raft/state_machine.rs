@@ -116,22 +116,29 @@ impl PreVerified {
 /// keeps (and serves) without importing it again.
 pub(super) type ImportLock = Arc<Mutex<Imported>>;
 
-/// The snapshot file last imported on receipt, by its identity on disk.
+/// The snapshot file last imported on receipt, held open: its identity on disk (device,
+/// inode) cannot pass to another file while it is held, as it could once the file is deleted.
 #[derive(Debug, Default)]
 pub struct Imported {
-    file: Option<FileId>,
+    file: Option<fs::File>,
 }
 
 impl Imported {
     /// Records `file` as the one imported on receipt.
     pub(super) fn record(&mut self, file: &fs::File) {
-        self.file = file_id(file);
+        self.file = file.try_clone().ok();
     }
 
-    /// Whether `file` is the one last imported on receipt; forgets it (a file's identity may
-    /// be another file's once it is deleted).
+    /// Forgets the file recorded (a receipt that imports nothing).
+    pub(super) fn clear(&mut self) {
+        self.file = None;
+    }
+
+    /// Whether `file` is the one last imported on receipt; forgets it.
     fn take(&mut self, file: &fs::File) -> bool {
-        self.file.take().is_some_and(|id| Some(id) == file_id(file))
+        self.file
+            .take()
+            .is_some_and(|kept| file_id(&kept).is_some_and(|id| Some(id) == file_id(file)))
     }
 }
 
@@ -780,4 +787,41 @@ fn build(ledger: &Ledger, dir: &SnapshotDir) -> Result<snapshots::Published, Str
     .map_err(|e| e.to_string())?;
     let meta = snapshots::meta_of(&header, &path).map_err(|e| e.to_string())?;
     Ok(snapshots::Published { path, meta })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The file imported on receipt is recognised once, and no other file is: not one
+    /// created after it was deleted (which a file system may give the same inode number), not
+    /// one after a receipt that imported nothing.
+    #[test]
+    fn only_the_file_imported_on_receipt_is_taken_for_it_and_only_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("receiving.tmp");
+        let mut imported = Imported::default();
+
+        let a = fs::File::create(&path).unwrap();
+        imported.record(&a);
+        assert!(imported.take(&a));
+        assert!(!imported.take(&a), "taken twice");
+
+        // Recorded, then the file deleted and another created in its place: never the same.
+        for _ in 0..20 {
+            let a = fs::File::create(&path).unwrap();
+            imported.record(&a);
+            drop(a);
+            fs::remove_file(&path).unwrap();
+            let b = fs::File::create(&path).unwrap();
+            assert!(!imported.take(&b), "a new file was taken for the one imported");
+            fs::remove_file(&path).unwrap();
+        }
+
+        // A receipt that imported nothing forgets the record.
+        let a = fs::File::create(&path).unwrap();
+        imported.record(&a);
+        imported.clear();
+        assert!(!imported.take(&a));
+    }
 }
