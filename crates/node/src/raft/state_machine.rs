@@ -714,19 +714,8 @@ impl Refused {
 
 /// Whether the file at `path` is `file`.
 fn same_file(path: &std::path::Path, file: &fs::File) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        match (fs::metadata(path), file.metadata()) {
-            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
-            _ => false,
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (path, file);
-        false
-    }
+    let at_path = fs::File::open(path).ok();
+    at_path.and_then(|f| file_id(&f)).is_some_and(|id| Some(id) == file_id(file))
 }
 
 /// Builds a snapshot of the ledger as applied now, into `snapshots/`, on a blocking thread
@@ -781,10 +770,7 @@ fn build(ledger: &Ledger, dir: &SnapshotDir) -> Result<snapshots::Published, Str
         build_ms = started.elapsed().as_millis() as u64,
         "built a snapshot"
     );
-    let header = SnapshotHeader::read_from(&mut io::BufReader::new(
-        fs::File::open(&path).map_err(|e| e.to_string())?,
-    ))
-    .map_err(|e| e.to_string())?;
+    let header = header_of_path(&path)?;
     let meta = snapshots::meta_of(&header, &path).map_err(|e| e.to_string())?;
     Ok(snapshots::Published { path, meta })
 }
