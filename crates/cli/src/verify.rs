@@ -118,9 +118,10 @@ fn check_ledger(dir: &DataDir, quiet: bool) -> Result<Part, LedgerError> {
     Ok(Part::ok(
         "ledger",
         format!(
-            "ledger OK: chain {:?}, {} blocks, {} transactions ({} applied, {} refused), every signature valid, replay matches stored state, log root {}",
+            "ledger OK: chain {:?}, {} blocks ({} sealed by a node admitted and active before it), {} transactions ({} applied, {} refused), every signature valid, replay matches stored state, log root {}",
             report.chain_id,
             report.blocks,
+            report.sealed,
             report.transactions,
             report.applied,
             report.refused,

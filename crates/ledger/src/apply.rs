@@ -104,6 +104,17 @@ impl Ledger {
         signature_ok: &[bool],
         marker: &[u8],
     ) -> Result<Vec<Receipt>, LedgerError> {
+        self.apply_block_with_seal(block, None, signature_ok, marker)
+    }
+
+    /// [`Ledger::apply_block`], storing `seal` (if any) with the block.
+    pub(crate) fn apply_block_with_seal(
+        &self,
+        block: &Block,
+        seal: Option<&medledger_core::seal::BlockSeal>,
+        signature_ok: &[bool],
+        marker: &[u8],
+    ) -> Result<Vec<Receipt>, LedgerError> {
         if signature_ok.len() != block.txs.len() {
             return Err(LedgerError::BadQuery(
                 "one signature result per transaction is needed".into(),
@@ -145,6 +156,12 @@ impl Ledger {
             )?;
             txn.open_table(BLOCKS)?
                 .insert(block.header.height, encoding::encode(&block.header).as_slice())?;
+            if let Some(seal) = seal {
+                txn.open_table(SEALS)?.insert(
+                    block.header.height,
+                    crate::nodes::seals::encode_seal(seal).as_slice(),
+                )?;
+            }
             // The roots of the log's chunks this block completes, with the block (the log in
             // memory takes them once it commits).
             let log = self.log.read().expect("log lock poisoned");

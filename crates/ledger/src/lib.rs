@@ -44,6 +44,7 @@ use medledger_core::{
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 pub use apply::{Simulated, verify_signatures};
+pub use nodes::seals::{SealFault, judge_seal};
 pub use query::TxRecord;
 pub use snapshot::{SnapshotError, SnapshotHeader};
 pub use startup::Integrity;

@@ -7,13 +7,14 @@
 //! read transaction is a consistent view), [`Ledger::import_snapshot`] replaces the ledger's
 //! contents with it, or refuses and changes nothing. Neither holds the snapshot in memory.
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //!
 //! [`MAGIC`], then frames, each `tag: u8 || len: u32 little-endian || payload[len]`:
 //!
 //! 1. one `HEADER` frame: the [`SnapshotHeader`] (postcard);
 //! 2. for each block from height 1 to the header's height: a `BLOCK` frame (the stored header
-//!    bytes) followed by one `TX` frame per transaction (the stored transaction bytes);
+//!    bytes), a `SEAL` frame (the proposer's stored seal; empty for a block stored without
+//!    one), then one `TX` frame per transaction (the stored transaction bytes);
 //! 3. for each table of [`TABLES`], in that order: a `TABLE` frame (its name), then one `ROW`
 //!    frame per row in strictly ascending key order (`key_len: u32 LE || key || value`);
 //! 4. one `END` frame (empty), and nothing after it.
@@ -31,10 +32,12 @@
 //! with every signature checked and the pure `apply`, exactly as if the blocks had come as
 //! log entries; the snapshot's rows must then be that state row for row, and its digests the
 //! replayed state's. So a sender can no more make up state in a snapshot than in the log; what
-//! it can do with blocks is what a Raft leader can do with entries (the blocks' seals are not
-//! stored, so the blocks themselves are not proven to be the network's). The price is the
-//! replay: catching up costs what applying the missing blocks costs (a new node applies the
-//! whole history), bounded in memory by a block.
+//! it can do with blocks is what a Raft leader can do with entries. Every block it adds must
+//! carry its proposer's seal, judged as a log entry's is ([`crate::judge_seal`]) against the
+//! nodes the replayed state had admitted before that block: a made-up block needs an admitted,
+//! active node's key, and the seal names that node. The price is the replay: catching up costs
+//! what applying the missing blocks costs (a new node applies the whole history), bounded in
+//! memory by a block.
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
 
@@ -49,10 +52,10 @@ use medledger_core::{
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
-use crate::{Ledger, LedgerError, apply::apply_txs, state::*};
+use crate::{Ledger, LedgerError, apply::apply_txs, nodes::seals::MAX_SEAL_BYTES, state::*};
 
-/// The first bytes of every snapshot (format version 1).
-pub const MAGIC: &[u8; 16] = b"medledger-snap1\n";
+/// The first bytes of every snapshot (format version 2: version 1 had no seals).
+pub const MAGIC: &[u8; 16] = b"medledger-snap2\n";
 
 const HEADER: u8 = 1;
 const BLOCK: u8 = 2;
@@ -60,6 +63,7 @@ const TX: u8 = 3;
 const TABLE: u8 = 4;
 const ROW: u8 = 5;
 const END: u8 = 6;
+const SEAL: u8 = 7;
 
 /// Largest header frame (the genesis and the caller's marker are its only variable parts).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -201,6 +205,12 @@ impl Ledger {
         let index_digest = get(META_INDEX_DIGEST)?.ok_or_else(|| corrupt("index digest"))?;
         let blocks = read.open_table(BLOCKS)?;
         let txs = read.open_table(TXS)?;
+        // A ledger that never stored a seal has no table of them.
+        let seals = match read.open_table(SEALS) {
+            Ok(t) => Some(t),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(LedgerError::from(e).into()),
+        };
         let (log_size, log_root) = match blocks.last()? {
             Some((_, bytes)) => {
                 let h: BlockHeader = decode_entry("block header", bytes.value())?;
@@ -235,6 +245,8 @@ impl Ledger {
             let (_, bytes) = row?;
             let h: BlockHeader = decode_entry("block header", bytes.value())?;
             write_frame(out, BLOCK, &[bytes.value()])?;
+            let seal = seals.as_ref().map(|s| s.get(h.height)).transpose()?.flatten();
+            write_frame(out, SEAL, &[seal.as_ref().map_or(&[][..], |s| s.value())])?;
             for _ in 0..h.tx_count {
                 let (_, tx) = tx_rows.next().transpose()?.ok_or_else(|| {
                     LedgerError::Corrupt(format!("block {}: transactions missing", h.height))
@@ -355,6 +367,8 @@ impl Ledger {
             let mut blocks = txn.open_table(BLOCKS)?;
             let mut txs = txn.open_table(TXS)?;
             let mut chunks = txn.open_table(LOG_CHUNKS)?;
+            // Seals of blocks this ledger applied stay its own; those of added blocks are added.
+            let mut seals = txn.open_table(SEALS)?;
             let mut tables = Tables::open(&txn)?;
             while tip.height < header.height {
                 let bytes = frames.expect(BLOCK, MAX_BLOCK_HEADER_BYTES, "a block")?;
@@ -383,6 +397,35 @@ impl Ledger {
                     )));
                 }
                 blocks.insert(h.height, bytes).map_err(LedgerError::from)?;
+                let new = h.height > ours.height;
+                let seal = frames.expect(SEAL, MAX_SEAL_BYTES, "a block's seal")?;
+                if new {
+                    // Judged, as a log entry's seal is, against the nodes admitted before it:
+                    // the state replayed up to the block before.
+                    let at = |fault: String| {
+                        SnapshotError::Mismatch(format!("its block {}: {fault}", h.height))
+                    };
+                    if seal.is_empty() {
+                        return Err(at("it carries no seal: no node is named as its proposer \
+                                       (a ledger that applied blocks outside a network cannot \
+                                       serve them)"
+                            .into()));
+                    }
+                    let decoded = crate::nodes::seals::decode_seal(seal).map_err(|e| {
+                        SnapshotError::Malformed(format!("block {}: {e}", h.height))
+                    })?;
+                    if crate::nodes::seals::encode_seal(&decoded) != seal {
+                        return Err(SnapshotError::Malformed(format!(
+                            "the seal of block {} is not canonically encoded",
+                            h.height
+                        )));
+                    }
+                    crate::judge_seal(&self.genesis.chain_id, &h, &decoded, |id| {
+                        node_by_id(&tables.nodes, &self.genesis, id)
+                    })?
+                    .map_err(|fault| at(fault.to_string()))?;
+                    seals.insert(h.height, seal).map_err(LedgerError::from)?;
+                }
                 if log.len() + u64::from(h.tx_count) > header.log_size {
                     return Err(SnapshotError::Oversized(format!(
                         "more transactions than the {} its header says",
@@ -392,7 +435,6 @@ impl Ledger {
                 leaves.clear();
                 replay.clear();
                 encoded.clear();
-                let new = h.height > ours.height;
                 for _ in 0..h.tx_count {
                     let tx =
                         frames.expect(TX, medledger_core::tx::MAX_TX_BYTES, "a transaction")?;
@@ -558,7 +600,7 @@ impl<R: Read> FrameReader<'_, R> {
         let mut magic = [0u8; MAGIC.len()];
         self.input.read_exact(&mut magic)?;
         if &magic != MAGIC {
-            return Err(SnapshotError::Malformed("not a medledger snapshot (version 1)".into()));
+            return Err(SnapshotError::Malformed("not a medledger snapshot (version 2)".into()));
         }
         Ok(())
     }
@@ -613,10 +655,12 @@ mod tests {
     use std::path::Path;
 
     use medledger_core::{
-        block::{Block, Genesis, Outcome, Tip},
+        block::{Block, Genesis, Outcome, Receipt, Tip},
         ids::AccountId,
+        keys,
         keys::{DecryptionKey, SigningKey},
-        tx::{AdmitHospital, RegistryTx, SealedRef, Transaction, TxBody},
+        seal::{BlockSeal, SealedBlock},
+        tx::{AdmitHospital, NodeTx, RegistryTx, SealedRef, Transaction, TxBody},
     };
 
     use super::*;
@@ -624,22 +668,35 @@ mod tests {
     struct Chain {
         genesis: Genesis,
         regulator: SigningKey,
+        /// The genesis node's key: it seals every block.
+        node: SigningKey,
         tip: Tip,
         nonce: u64,
     }
 
     impl Chain {
         fn new(chain_id: &str) -> Self {
-            let regulator = SigningKey::generate();
+            let (regulator, node) = (SigningKey::generate(), SigningKey::generate());
             let genesis = Genesis {
                 chain_id: chain_id.into(),
                 time_ms: 1,
                 regulator_key: regulator.public_key(),
                 regulator_encryption_key: DecryptionKey::generate().public_key(),
-                node_key: SigningKey::generate().public_key(),
+                node_key: node.public_key(),
             };
             let tip = Tip::genesis(&genesis);
-            Chain { genesis, regulator, tip, nonce: 0 }
+            Chain { genesis, regulator, node, tip, nonce: 0 }
+        }
+
+        /// `block` sealed by the genesis node (node 1), in term 1.
+        fn seal(&self, block: &Block) -> SealedBlock {
+            SealedBlock::seal(block.clone(), &self.genesis.chain_id, 1, 1, &self.node)
+        }
+
+        /// Applies `block` to `ledger` as a node does: sealed, every signature taken as good.
+        fn apply(&self, ledger: &Ledger, block: &Block, marker: &[u8]) -> Vec<Receipt> {
+            let ok = vec![true; block.txs.len()];
+            ledger.apply_sealed_block(&self.seal(block), &ok, marker).unwrap()
         }
 
         /// The next block: `n` hospital admissions (state rows and index rows).
@@ -690,9 +747,9 @@ mod tests {
                 Ledger::create(&dir.join(format!("{name}.redb")), self.genesis.clone()).unwrap()
             });
             for (i, b) in blocks.iter().enumerate() {
-                source.apply_block(b, &[true; 3], b"marker").unwrap();
+                self.apply(&source, b, b"marker");
                 if i < 2 {
-                    lagging.apply_block(b, &[true; 3], b"old").unwrap();
+                    self.apply(&lagging, b, b"old");
                 }
             }
             Ledgers { blocks, source, new, lagging }
@@ -703,7 +760,7 @@ mod tests {
             let ledger = Ledger::create(path, self.genesis.clone()).unwrap();
             for _ in 0..blocks {
                 let block = self.block(3);
-                ledger.apply_block(&block, &[true; 3], b"marker").unwrap();
+                self.apply(&ledger, &block, b"marker");
             }
             ledger
         }
@@ -787,8 +844,8 @@ mod tests {
         assert_eq!(target.hospitals().unwrap().len(), 36);
         // The in-memory view was reloaded: the next block applies on top, proofs work.
         let next = chain.block(2);
-        target.apply_block(&next, &[true; 2], b"m2").unwrap();
-        source.apply_block(&next, &[true; 2], b"m2").unwrap();
+        chain.apply(&target, &next, b"m2");
+        chain.apply(&source, &next, b"m2");
         assert_eq!(view(&target), view(&source));
         target.inclusion_proof(37, 38).unwrap();
         drop(target);
@@ -814,7 +871,7 @@ mod tests {
         let snapshots = std::thread::scope(|s| {
             s.spawn(|| {
                 for b in &blocks {
-                    source.apply_block(b, &[true; 3], b"marker").unwrap();
+                    chain.apply(&source, b, b"marker");
                 }
             });
             (0..10).map(|_| export(&source)).collect::<Vec<_>>()
@@ -869,7 +926,7 @@ mod tests {
         source.import_snapshot(&snapshot[..], b"marker").unwrap();
         // ... until it is ahead of it: importing would roll it back.
         let block = chain.block(3);
-        source.apply_block(&block, &[true; 3], b"marker").unwrap();
+        chain.apply(&source, &block, b"marker");
         let before = view(&source);
         let err = source.import_snapshot(&snapshot[..], b"marker").unwrap_err();
         assert!(matches!(&err, SnapshotError::Rewrites(m) if m.contains("behind")), "{err}");
@@ -1157,7 +1214,7 @@ mod tests {
             _ => unreachable!("the chain's blocks are admissions"),
         });
         // The sender takes the admission as if it were signed.
-        let applied = source.apply_block(&forged, &[true], b"marker").unwrap();
+        let applied = chain.apply(&source, &forged, b"marker");
         assert!(matches!(applied[0].outcome, Outcome::Applied { .. }));
         let target = Ledger::create(&dir.path().join("b.redb"), chain.genesis.clone()).unwrap();
         let before = view(&target);
@@ -1258,17 +1315,20 @@ mod tests {
         let target = Ledger::create(&dir.path().join("b.redb"), chain.genesis.clone()).unwrap();
         let mut f = frames(&export(&source));
         let at = f.iter().position(|(t, _)| *t == BLOCK).unwrap();
-        f[at + 1].1 = b"not a transaction".to_vec();
-        // The header, and the snapshot's, recomputed over the bytes as they now are.
+        assert_eq!((f[at + 1].0, f[at + 2].0), (SEAL, TX));
+        f[at + 2].1 = b"not a transaction".to_vec();
+        // The header, its seal and the snapshot's header, made again over the bytes as they
+        // now are (by a sender holding the proposer's key).
         let mut h: BlockHeader =
             encoding::decode("block", &f[at].1, MAX_BLOCK_HEADER_BYTES).unwrap();
         let (mut block, mut log) = (merkle::Frontier::new(), merkle::Frontier::new());
-        for (_, tx) in &f[at + 1..=at + h.tx_count as usize] {
+        for (_, tx) in &f[at + 2..at + 2 + h.tx_count as usize] {
             block.push(merkle::leaf_hash(tx));
             log.push(merkle::leaf_hash(tx));
         }
         (h.tx_root, h.log_root) = (block.root(), log.root());
         f[at].1 = encoding::encode(&h);
+        f[at + 1].1 = encoding::encode(&BlockSeal::sign("snap", 1, 1, &h, &chain.node));
         with_header(&mut f, |s| (s.tip_hash, s.log_root) = (h.hash(), h.log_root));
         let before = view(&target);
         let err = target.import_snapshot(&assemble(&f)[..], b"marker").unwrap_err();
@@ -1295,6 +1355,169 @@ mod tests {
             },
             |e| matches!(e, SnapshotError::Oversized(m) if m.contains("block 1 of 8193")),
         );
+    }
+
+    /// The index of the seal frame of block `height` (the `BLOCK` frames in order).
+    fn seal_of(frames: &[(u8, Vec<u8>)], height: usize) -> usize {
+        let at = frames.iter().enumerate().filter(|(_, (t, _))| *t == BLOCK).nth(height - 1);
+        let at = at.unwrap().0 + 1;
+        assert_eq!(frames[at].0, SEAL);
+        at
+    }
+
+    /// Every block a snapshot adds must carry its proposer's seal: one made by another key,
+    /// one naming a node never admitted, one that seals another block, a garbled one and none
+    /// at all are refused by a new and by a lagging target.
+    #[test]
+    fn a_block_whose_seal_is_not_its_proposers_is_refused() {
+        let seal_at = |f: &[(u8, Vec<u8>)], height| -> BlockSeal {
+            encoding::decode("seal", &f[seal_of(f, height)].1, MAX_SEAL_BYTES).unwrap()
+        };
+        let reseal = |f: &mut Vec<(u8, Vec<u8>)>, seal: BlockSeal| {
+            let at = seal_of(f, 3);
+            f[at].1 = encoding::encode(&seal);
+            assemble(f)
+        };
+        refused(
+            |f| {
+                let seal = seal_at(f, 3);
+                let other = SigningKey::generate().sign(keys::namespace::BLOCK_SEAL, b"x");
+                reseal(f, BlockSeal { signature: other, ..seal })
+            },
+            mismatch("its block 3: its seal does not verify under node 1's key"),
+        );
+        refused(
+            |f| {
+                let seal = seal_at(f, 3);
+                reseal(f, BlockSeal { proposer: 7, ..seal })
+            },
+            mismatch("its block 3: it is sealed by node 7, which the ledger never admitted"),
+        );
+        refused(
+            |f| {
+                let of_block_4 = seal_at(f, 4);
+                reseal(f, of_block_4)
+            },
+            mismatch("its block 3: its seal does not verify"),
+        );
+        refused(
+            |f| {
+                let at = seal_of(f, 3);
+                f[at].1 = b"no seal at all".to_vec();
+                assemble(f)
+            },
+            |e| matches!(e, SnapshotError::Malformed(m) if m.contains("block 3")),
+        );
+        refused(
+            |f| {
+                let at = seal_of(f, 3);
+                f[at].1.clear();
+                assemble(f)
+            },
+            mismatch("its block 3: it carries no seal"),
+        );
+    }
+
+    /// A ledger that applied blocks outside a network (no seals) cannot serve them: its
+    /// snapshot is refused at the first unsealed block the target does not hold.
+    #[test]
+    fn a_block_stored_without_a_seal_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut chain = Chain::new("snap");
+        let Ledgers { source, lagging, .. } = chain.source_new_and_lagging(dir.path(), 2);
+        let unsealed = chain.block(1);
+        source.apply_block(&unsealed, &[true], b"marker").unwrap();
+        let before = view(&lagging);
+        let err = lagging.import_snapshot(&export(&source)[..], b"marker").unwrap_err();
+        assert!(mismatch("its block 3: it carries no seal")(&err), "{err}");
+        assert_eq!(view(&lagging), before);
+    }
+
+    /// A seal is judged by the nodes admitted *before* its block, in the state the import
+    /// replays: a node admitted in block 1 may seal block 2 but not block 1; once suspended
+    /// (block 3), its block 4 is refused. The seals of blocks the target holds stay its own.
+    #[test]
+    fn a_seal_is_judged_by_the_nodes_admitted_before_its_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut chain = Chain::new("snap");
+        let (hospital, second) = (SigningKey::generate(), SigningKey::generate());
+        let regulator = |chain: &mut Chain, body| {
+            chain.nonce += 1;
+            Transaction {
+                chain_id: chain.genesis.chain_id.clone(),
+                signer: AccountId::from_initial_key(&chain.regulator.public_key()),
+                nonce: chain.nonce,
+                body,
+            }
+            .sign(&chain.regulator)
+        };
+        let admit_hospital = regulator(
+            &mut chain,
+            TxBody::Registry(RegistryTx::AdmitHospital(AdmitHospital {
+                key: hospital.public_key(),
+                encryption_key: DecryptionKey::generate().public_key(),
+                registration_id: "GOV-N".into(),
+                name: "Hospital N".into(),
+                city: "Leeds".into(),
+                specialisation: "general".into(),
+                contact: SealedRef { blob: Hash::of(b"contact N"), commitment: Hash::of(b"c") },
+            })),
+        );
+        let admit_node = regulator(
+            &mut chain,
+            TxBody::Nodes(NodeTx::Admit {
+                node_key: second.public_key(),
+                address: "http://127.0.0.2:7301".into(),
+                hospital: AccountId::from_initial_key(&hospital.public_key()),
+            }),
+        );
+        let by = |chain: &Chain, block: &Block, id: u64, key: &SigningKey| {
+            SealedBlock::seal(block.clone(), &chain.genesis.chain_id, id, 1, key)
+        };
+        let block_1 = chain.tip.propose(10, vec![admit_hospital, admit_node]);
+        let block_2 = chain.block(1);
+        let suspend =
+            regulator(&mut chain, TxBody::Nodes(NodeTx::Suspend { node_key: second.public_key() }));
+        let block_3 = chain.tip.propose(30, vec![suspend]);
+        let block_4 = chain.block(1);
+        let ledger = |name: &str, seals: &[SealedBlock]| {
+            let l = Ledger::create(&dir.path().join(name), chain.genesis.clone()).unwrap();
+            for s in seals {
+                let ok = vec![true; s.block.txs.len()];
+                let receipts = l.apply_sealed_block(s, &ok, b"marker").unwrap();
+                assert!(receipts.iter().all(|r| matches!(r.outcome, Outcome::Applied { .. })));
+            }
+            l
+        };
+        let honest = [
+            by(&chain, &block_1, 1, &chain.node),
+            by(&chain, &block_2, 2, &second),
+            by(&chain, &block_3, 1, &chain.node),
+        ];
+        // Node 2 sealed block 2, after its admission: taken.
+        let target = Ledger::create(&dir.path().join("t.redb"), chain.genesis.clone()).unwrap();
+        target.import_snapshot(&export(&ledger("a.redb", &honest[..2]))[..], b"marker").unwrap();
+        assert_eq!(target.seal(2).unwrap(), Some(honest[1].seal));
+        // Node 2 sealing block 1, which admits it: refused.
+        let early = ledger("b.redb", &[by(&chain, &block_1, 2, &second)]);
+        let fresh = Ledger::create(&dir.path().join("f.redb"), chain.genesis.clone()).unwrap();
+        let err = fresh.import_snapshot(&export(&early)[..], b"marker").unwrap_err();
+        assert!(
+            mismatch("its block 1: it is sealed by node 2, which the ledger never")(&err),
+            "{err}"
+        );
+        // Node 2 sealing block 4, after its suspension: refused, target unchanged.
+        let late = [honest.to_vec(), vec![by(&chain, &block_4, 2, &second)]].concat();
+        let before = view(&target);
+        let err = target.import_snapshot(&export(&ledger("c.redb", &late))[..], b"marker");
+        let err = err.unwrap_err();
+        assert!(mismatch("its block 4: its proposer node 2 is suspended")(&err), "{err}");
+        assert_eq!(view(&target), before);
+        // A sender's other seal on a block the target holds is not taken.
+        let resealed = [honest[0].clone(), by(&chain, &block_2, 1, &chain.node), honest[2].clone()];
+        target.import_snapshot(&export(&ledger("d.redb", &resealed))[..], b"marker").unwrap();
+        assert_eq!(target.seal(2).unwrap(), Some(honest[1].seal));
+        assert_eq!(target.seal(3).unwrap(), Some(honest[2].seal));
     }
 
     #[test]

@@ -147,6 +147,9 @@ pub struct VerifyReport {
     pub chain_id: String,
     /// Blocks checked.
     pub blocks: u64,
+    /// Of which stored with a seal, each checked against the nodes admitted before its block
+    /// (the rest were applied outside a network: tests, tools).
+    pub sealed: u64,
     /// Transactions checked (all signatures verified).
     pub transactions: u64,
     /// Of which applied.
@@ -195,9 +198,15 @@ pub fn verify_ledger(
     let blocks = read.open_table(BLOCKS)?;
     let txs = read.open_table(TXS)?;
     let receipts = read.open_table(RECEIPTS)?;
+    let seals = match read.open_table(SEALS) {
+        Ok(t) => Some(t),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
     let mut report = VerifyReport {
         chain_id: genesis.chain_id.clone(),
         blocks: 0,
+        sealed: 0,
         transactions: 0,
         applied: 0,
         refused: 0,
@@ -226,8 +235,22 @@ pub fn verify_ledger(
             }
             block.txs.push(decoded);
         }
+        // The seal, judged by the nodes the replayed state had admitted before the block.
+        let seal = seals.as_ref().map(|t| t.get(header.height)).transpose()?.flatten();
+        let seal = seal.map(|s| crate::nodes::seals::decode_seal(s.value())).transpose()?;
+        if let Some(seal) = &seal {
+            crate::judge_seal(&genesis.chain_id, &header, seal, |id| replica.node_member(id))?
+                .map_err(|fault| {
+                    LedgerError::Corrupt(format!(
+                        "stored table {:?}: block {}: {fault}",
+                        SEALS.name(),
+                        header.height
+                    ))
+                })?;
+            report.sealed += 1;
+        }
         let signature_ok = crate::verify_signatures(&block.txs, |_| false);
-        let replayed = replica.apply_block(&block, &signature_ok, &[])?;
+        let replayed = replica.apply_block_with_seal(&block, seal.as_ref(), &signature_ok, &[])?;
         for r in replayed {
             let in_receipts = |e: String| {
                 LedgerError::Corrupt(format!("stored table {:?}: {e}", RECEIPTS.name()))
@@ -258,6 +281,14 @@ pub fn verify_ledger(
         }
         report.blocks += 1;
         progress(Stage::Replay, header.height, tip.height);
+    }
+    let stored_seals = seals.as_ref().map(|t| t.len()).transpose()?.unwrap_or(0);
+    if stored_seals != report.sealed {
+        return Err(LedgerError::Corrupt(format!(
+            "stored table {:?} holds {stored_seals} seals, {} of them of blocks the ledger holds",
+            SEALS.name(),
+            report.sealed
+        )));
     }
     compare_state(&read, &replica)?;
     Ok(report)
@@ -398,20 +429,23 @@ mod tests {
         block::{Genesis, Tip},
         ids::AccountId,
         keys::{DecryptionKey, SigningKey},
+        seal::{BlockSeal, SealedBlock},
         tx::{AdmitHospital, RegistryTx, SealedRef, Transaction, TxBody},
     };
     use redb::{ReadableTable, TableDefinition};
 
     use super::*;
+    use crate::nodes::seals::decode_seal;
 
+    /// A ledger of three blocks, each sealed by the genesis node as a network's are.
     fn build(path: &Path) {
-        let regulator = SigningKey::generate();
+        let (regulator, node) = (SigningKey::generate(), SigningKey::generate());
         let genesis = Genesis {
             chain_id: "tamper".into(),
             time_ms: 1,
             regulator_key: regulator.public_key(),
             regulator_encryption_key: DecryptionKey::generate().public_key(),
-            node_key: SigningKey::generate().public_key(),
+            node_key: node.public_key(),
         };
         let ledger = Ledger::create(path, genesis.clone()).unwrap();
         let mut tip = Tip::genesis(&genesis);
@@ -437,7 +471,8 @@ mod tests {
             }
             .sign(&regulator);
             let block = tip.propose(n * 10, vec![tx]);
-            let receipts = ledger.apply_block(&block, &[true], &[]).unwrap();
+            let sealed = SealedBlock::seal(block, "tamper", 1, 1, &node);
+            let receipts = ledger.apply_sealed_block(&sealed, &[true], &[]).unwrap();
             assert!(matches!(receipts[0].outcome, Outcome::Applied { .. }));
         }
     }
@@ -490,7 +525,10 @@ mod tests {
         let path = dir.path().join("l.redb");
         build(&path);
         let report = verify_ledger(&path, &mut |_, _, _| {}).unwrap();
-        assert_eq!((report.blocks, report.transactions, report.applied), (3, 3, 3));
+        assert_eq!(
+            (report.blocks, report.sealed, report.transactions, report.applied),
+            (3, 3, 3, 3)
+        );
         let ledger = Ledger::open(&path).unwrap();
         assert_eq!(ledger.tip().height, 3);
         assert_eq!(ledger.hospitals().unwrap().len(), 3);
@@ -503,6 +541,55 @@ mod tests {
         build(&path);
         flip_first(&path, TXS);
         assert_detected(&path);
+    }
+
+    /// A block's stored seal made by another key, naming a node never admitted, or sealing
+    /// another block, and a seal of no block: each is named by `verify`. (Seals are not state:
+    /// the start-up digests do not cover them; their signatures do.)
+    #[test]
+    fn a_seal_that_is_not_its_proposers_is_detected() {
+        let edits: [(&str, fn(&redb::Table<u64, &[u8]>) -> (u64, BlockSeal)); 4] = [
+            ("does not verify under node 1's key", |t| {
+                let seal = decode_seal(t.get(2).unwrap().unwrap().value()).unwrap();
+                (
+                    2,
+                    BlockSeal {
+                        signature: SigningKey::generate()
+                            .sign(medledger_core::keys::namespace::BLOCK_SEAL, b"x"),
+                        ..seal
+                    },
+                )
+            }),
+            ("never admitted", |t| {
+                let seal = decode_seal(t.get(2).unwrap().unwrap().value()).unwrap();
+                (2, BlockSeal { proposer: 7, ..seal })
+            }),
+            ("does not verify under node 1's key", |t| {
+                (2, decode_seal(t.get(3).unwrap().unwrap().value()).unwrap())
+            }),
+            ("holds 4 seals, 3 of them", |t| {
+                (9, decode_seal(t.get(3).unwrap().unwrap().value()).unwrap())
+            }),
+        ];
+        for (expected, edit) in edits {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("l.redb");
+            build(&path);
+            let db = redb::Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(SEALS).unwrap();
+                let (height, seal) = edit(&t);
+                t.insert(height, crate::nodes::seals::encode_seal(&seal).as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+            drop(db);
+            let err = verify_ledger(&path, &mut |_, _, _| {}).unwrap_err();
+            assert!(
+                matches!(&err, LedgerError::Corrupt(m) if m.contains(expected) && m.contains("seals")),
+                "{expected}: {err}"
+            );
+        }
     }
 
     #[test]

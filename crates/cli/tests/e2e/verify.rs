@@ -81,6 +81,12 @@ fn verify_names_damage_to_the_raft_log_and_the_vault() {
     for part in ["ledger OK", "raft log: OK", "vault: OK"] {
         assert!(out.contains(part), "{part:?} not in\n{out}");
     }
+    // Every block a node applied is stored with its proposer's seal, and verify checked each.
+    let counts = out.split(" blocks (").next().and_then(|s| s.rsplit(", ").next());
+    let sealed = out.split(" blocks (").nth(1).and_then(|s| s.split(' ').next());
+    let (blocks, sealed): (u64, u64) =
+        (counts.unwrap().parse().unwrap(), sealed.unwrap().parse().unwrap());
+    assert!(blocks > 0 && sealed == blocks, "{blocks} blocks, {sealed} sealed:\n{out}");
     let (passed, out, err) = verify(&intact, true);
     assert!(passed, "{out}\n{err}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();

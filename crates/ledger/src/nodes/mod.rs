@@ -19,6 +19,7 @@
 
 mod admit;
 mod read;
+pub mod seals;
 mod status;
 
 use medledger_core::{block::Genesis, tx::NodeTx};

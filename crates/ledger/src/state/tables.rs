@@ -17,6 +17,10 @@ use crate::{LedgerError, snapshot::SnapshotError};
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Committed block headers by height (checked by the hash chain, not a digest).
 pub(crate) const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+/// The proposing node's seal on each block applied as a network's log entry, by height
+/// (checked by its signature against the nodes admitted before the block, not a digest;
+/// `crate::nodes::seals`). A block applied outside a network (tests, tools) has none.
+pub(crate) const SEALS: TableDefinition<u64, &[u8]> = TableDefinition::new("seals");
 /// Committed transactions (canonical encoding) by log index (checked by the block roots).
 pub(crate) const TXS: TableDefinition<u64, &[u8]> = TableDefinition::new("txs");
 /// The root of every full chunk of [`LOG_CHUNK_SHIFT`] transactions of the Merkle log, by chunk

@@ -28,7 +28,7 @@
 use std::{collections::VecDeque, sync::Arc};
 
 use medledger_core::{Hash, block::BlockError, seal::SealedBlock};
-use medledger_ledger::{Ledger, LedgerError, NodeStatus, verify_signatures};
+use medledger_ledger::{Ledger, LedgerError, SealFault, judge_seal, verify_signatures};
 
 use super::{PreVerified, TypeConfig};
 
@@ -103,27 +103,17 @@ pub fn check(
     let (block, seal) = (&sealed.block, &sealed.seal);
     let h = &block.header;
     let at = format!("block {} (Raft term {term}, proposer node {})", h.height, seal.proposer);
-    let Some(proposer) = ledger.node_member(seal.proposer)? else {
-        return Ok(Verdict::Refuse(format!(
-            "{at} is sealed by node {}, which the ledger never admitted",
-            seal.proposer
-        )));
-    };
-    if seal.verify(&ledger.genesis().chain_id, h, &proposer.node_key).is_err() {
-        return Ok(Verdict::Refuse(format!(
-            "{at}: its seal does not verify under node {}'s key {}",
-            seal.proposer, proposer.node_key
-        )));
+    // The rule a snapshot's replay and `verify` judge stored seals by; an inactive proposer's
+    // block is skipped here (as every node skips it), never applied.
+    let judged = judge_seal(&ledger.genesis().chain_id, h, seal, |id| ledger.node_member(id))?;
+    if let Err(fault @ (SealFault::Unknown(_) | SealFault::BadSignature { .. })) = &judged {
+        return Ok(Verdict::Refuse(format!("{at}: {fault}")));
     }
     if seal.term != term {
         return Ok(Verdict::Skip(format!("{at} was sealed for term {}", seal.term)));
     }
-    if proposer.status != NodeStatus::Active {
-        return Ok(Verdict::Skip(format!(
-            "{at}: node {} is {}",
-            seal.proposer,
-            proposer.status.name()
-        )));
+    if let Err(fault) = judged {
+        return Ok(Verdict::Skip(format!("{at}: {fault}")));
     }
     let tip = ledger.tip();
     if h.height <= tip.height {
@@ -256,6 +246,8 @@ mod tests {
             AdmitHospital, NodeTx, RegistryTx, SealedRef, SignedTransaction, Transaction, TxBody,
         },
     };
+
+    use medledger_ledger::NodeStatus;
 
     use super::*;
 

@@ -391,7 +391,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         let applying = std::time::Instant::now();
                         // Applied, the block empties the list of skipped ones.
                         let stored = encode_marker(&m, &Skipped::default());
-                        match self.ledger.apply_block(block, &signature_ok, &stored) {
+                        match self.ledger.apply_sealed_block(&sealed, &signature_ok, &stored) {
                             Ok(receipts) => {
                                 self.skipped.clear();
                                 tracing::debug!(

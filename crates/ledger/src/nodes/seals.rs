@@ -1,0 +1,107 @@
+//! Block seals as the ledger keeps them: the proposing node's signature on each block
+//! ([`medledger_core::seal`]) is stored with the block (`seals`, by height), so that every
+//! block a ledger holds stays attributable to the node that proposed it: after a restart, in
+//! a snapshot sent to another node, and to `medledger verify`.
+//!
+//! One rule judges a seal, wherever it is met ([`judge_seal`]): as a log entry
+//! (`raft::blocks::check` in the node), in a snapshot's replay, and in `verify`'s replay. It is
+//! judged against the nodes the ledger had admitted *before* the block: the proposer must be
+//! one of them, its key must have made the seal, and it must have been active (a suspended or
+//! removed node's blocks are never applied).
+
+use medledger_core::{
+    block::BlockHeader,
+    encoding,
+    seal::{BlockSeal, SealedBlock},
+};
+use redb::ReadableDatabase;
+
+use crate::{
+    Ledger, LedgerError,
+    state::{NodeEntry, NodeStatus, SEALS, decode_entry},
+};
+
+/// Why a seal is not good for its block.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SealFault {
+    /// The seal names a node the ledger never admitted.
+    #[error("it is sealed by node {0}, which the ledger never admitted")]
+    Unknown(u64),
+    /// The named node's key did not make the seal (over this chain, term and header).
+    #[error("its seal does not verify under node {proposer}'s key {key}")]
+    BadSignature {
+        /// The node the seal names.
+        proposer: u64,
+        /// That node's key.
+        key: medledger_core::keys::PublicKey,
+    },
+    /// The named node was suspended or removed before the block: its blocks are not applied.
+    #[error("its proposer node {proposer} is {}", status.name())]
+    Inactive {
+        /// The node the seal names.
+        proposer: u64,
+        /// Where it stood.
+        status: NodeStatus,
+    },
+}
+
+/// Judges `seal` on `header` in `chain_id`, where `node(id)` is node `id` as the ledger knew it
+/// before the block. The proposer's entry when the seal is good.
+pub fn judge_seal(
+    chain_id: &str,
+    header: &BlockHeader,
+    seal: &BlockSeal,
+    node: impl FnOnce(u64) -> Result<Option<NodeEntry>, LedgerError>,
+) -> Result<Result<NodeEntry, SealFault>, LedgerError> {
+    let Some(proposer) = node(seal.proposer)? else {
+        return Ok(Err(SealFault::Unknown(seal.proposer)));
+    };
+    if seal.verify(chain_id, header, &proposer.node_key).is_err() {
+        return Ok(Err(SealFault::BadSignature {
+            proposer: seal.proposer,
+            key: proposer.node_key,
+        }));
+    }
+    if proposer.status != NodeStatus::Active {
+        return Ok(Err(SealFault::Inactive { proposer: seal.proposer, status: proposer.status }));
+    }
+    Ok(Ok(proposer))
+}
+
+/// Largest stored seal.
+pub(crate) const MAX_SEAL_BYTES: usize = 256;
+
+/// Decodes a stored seal.
+pub(crate) fn decode_seal(bytes: &[u8]) -> Result<BlockSeal, LedgerError> {
+    decode_entry("block seal", bytes)
+}
+
+/// Encodes a seal as stored.
+pub(crate) fn encode_seal(seal: &BlockSeal) -> Vec<u8> {
+    encoding::encode(seal)
+}
+
+impl Ledger {
+    /// [`Ledger::apply_block`] for a block that came sealed (a Raft entry): the seal, which
+    /// the caller has judged ([`judge_seal`]), is stored with the block.
+    pub fn apply_sealed_block(
+        &self,
+        sealed: &SealedBlock,
+        signature_ok: &[bool],
+        marker: &[u8],
+    ) -> Result<Vec<medledger_core::block::Receipt>, LedgerError> {
+        self.apply_block_with_seal(&sealed.block, Some(&sealed.seal), signature_ok, marker)
+    }
+
+    /// The seal stored with the block at `height`: `None` for a height not applied, or a
+    /// block applied without one (outside a network: tests, tools).
+    pub fn seal(&self, height: u64) -> Result<Option<BlockSeal>, LedgerError> {
+        let read = self.db.begin_read()?;
+        let seals = match read.open_table(SEALS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        seals.get(height)?.map(|v| decode_seal(v.value())).transpose()
+    }
+}
