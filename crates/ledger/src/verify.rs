@@ -548,7 +548,9 @@ mod tests {
     /// the start-up digests do not cover them; their signatures do.)
     #[test]
     fn a_seal_that_is_not_its_proposers_is_detected() {
-        let edits: [(&str, fn(&redb::Table<u64, &[u8]>) -> (u64, BlockSeal)); 4] = [
+        /// From the stored seals: the height and seal to store instead.
+        type Edit = fn(&redb::Table<u64, &[u8]>) -> (u64, BlockSeal);
+        let edits: [(&str, Edit); 4] = [
             ("does not verify under node 1's key", |t| {
                 let seal = decode_seal(t.get(2).unwrap().unwrap().value()).unwrap();
                 (
