@@ -4,7 +4,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use medledger_client::{ClientError, HttpError, http::NodeClient, keystore::Wallet};
+use medledger_client::{
+    ClientError, HttpError,
+    checkpoints::{GENESIS_NODE_ID, SeenCheckpoint},
+    http::NodeClient,
+    keystore::{Wallet, WalletState},
+};
 use medledger_core::keys::PublicKey;
 
 use crate::common::{
@@ -52,6 +57,26 @@ pub enum Command {
         /// Replace a pin to another network or node key (forgets the last checkpoint).
         #[arg(long)]
         replace: bool,
+    },
+    /// Forget the checkpoints this wallet remembers of one node (or of every node). Every
+    /// checkpoint a node signs must agree with those remembered, so one node that signed a
+    /// checkpoint far ahead of the others, or of a history they do not share, keeps failing
+    /// every later check against the others; once the network's operators have dealt with
+    /// that node, forget it here and its next checkpoint is taken afresh.
+    ForgetCheckpoints {
+        /// The wallet file.
+        #[arg(long, env = "MEDLEDGER_WALLET")]
+        wallet: PathBuf,
+        /// The node's id on the ledger (as `network check` and `proof` name it).
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        node: Option<u64>,
+        /// Forget every node's checkpoints.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON: `forgotten` (each node id, height and signer) and `remembered` (the
+        /// node ids still remembered).
+        #[arg(long)]
+        json: bool,
     },
     /// Show a wallet's public identity and, if the node knows it, its ledger account.
     Show {
@@ -115,6 +140,39 @@ pub async fn run(command: Command) -> Result<()> {
             let url = node_url(node.as_deref(), Some(&wallet));
             pin(&mut wallet, &path, &url, expected, replace, false).await
         }
+        Command::ForgetCheckpoints { wallet: path, node, all: _, json } => {
+            let (mut wallet, _identity) = unlock_wallet(&path)?;
+            let mut forgotten = Vec::new();
+            wallet.update_state(&path, |state| -> Result<()> {
+                forgotten = forget_checkpoints(state, node)?;
+                Ok(())
+            })?;
+            let remembered: Vec<u64> =
+                wallet.state()?.seen_checkpoints.iter().map(|s| s.node_id).collect();
+            if json {
+                let forgotten: Vec<_> = forgotten
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "node": s.node_id,
+                            "height": s.checkpoint.checkpoint.height,
+                            "signer": s.checkpoint.signer,
+                        })
+                    })
+                    .collect();
+                return print_json(
+                    &serde_json::json!({ "forgotten": forgotten, "remembered": remembered }),
+                );
+            }
+            for s in &forgotten {
+                println!(
+                    "forgot node {}'s checkpoint at height {} (signed by {})",
+                    s.node_id, s.checkpoint.checkpoint.height, s.checkpoint.signer
+                );
+            }
+            println!("still remembered: {}", ids(&remembered));
+            Ok(())
+        }
         Command::Show { wallet: path, identity_only, json, ledger, node } => {
             let wallet = load_wallet(&path)?;
             if identity_only {
@@ -169,6 +227,58 @@ pub async fn run(command: Command) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Removes what `state` remembers of node `node`'s checkpoints (every node's with `None`): its
+/// entries in the per-node memory, and the newest checkpoint if that node signed it (the
+/// newest of those left takes its place). Returns what was forgotten; refuses, changing
+/// nothing, a node it remembers nothing of.
+fn forget_checkpoints(state: &mut WalletState, node: Option<u64>) -> Result<Vec<SeenCheckpoint>> {
+    // A newest checkpoint remembered before the per-node memory existed is the pinned
+    // (genesis) node's, or of a node the wallet never named (id 0).
+    let legacy = state
+        .last_checkpoint
+        .as_ref()
+        .filter(|last| !state.seen_checkpoints.iter().any(|s| s.checkpoint.signer == last.signer));
+    let legacy = legacy.map(|last| SeenCheckpoint {
+        node_id: if Some(last.signer) == state.trusted_node_key { GENESIS_NODE_ID } else { 0 },
+        checkpoint: last.clone(),
+    });
+    let all: Vec<SeenCheckpoint> = state.seen_checkpoints.iter().cloned().chain(legacy).collect();
+    let (forgotten, kept): (Vec<_>, Vec<_>) =
+        all.into_iter().partition(|s| node.is_none_or(|id| s.node_id == id));
+    if forgotten.is_empty() {
+        let remembered: Vec<u64> = kept.iter().map(|s| s.node_id).collect();
+        match node {
+            Some(id) => bail!(
+                "this wallet remembers no checkpoint of node {id} (it remembers those of: {}): \
+                 nothing forgotten",
+                ids(&remembered)
+            ),
+            None => bail!("this wallet remembers no checkpoint: nothing forgotten"),
+        }
+    }
+    if let Some(last) = &state.last_checkpoint
+        && forgotten.iter().any(|s| s.checkpoint.signer == last.signer)
+    {
+        state.last_checkpoint = kept
+            .iter()
+            .max_by_key(|s| s.checkpoint.checkpoint.height)
+            .map(|s| s.checkpoint.clone());
+    }
+    state
+        .seen_checkpoints
+        .retain(|s| !forgotten.iter().any(|f| f.checkpoint.signer == s.checkpoint.signer));
+    Ok(forgotten)
+}
+
+/// Node ids as a list for people.
+fn ids(ids: &[u64]) -> String {
+    if ids.is_empty() {
+        return "none".into();
+    }
+    let ids: Vec<String> = ids.iter().map(|id| format!("node {id}")).collect();
+    ids.join(", ")
 }
 
 fn parse_node_key(hex_key: &str) -> Result<PublicKey> {
@@ -263,4 +373,79 @@ async fn pin(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use medledger_client::{checkpoints::SeenCheckpoint, keystore::WalletState};
+    use medledger_core::{Hash, block::Checkpoint, keys::SigningKey};
+
+    use super::forget_checkpoints;
+
+    fn seen(node_id: u64, key: &SigningKey, height: u64) -> SeenCheckpoint {
+        let checkpoint = Checkpoint {
+            chain_id: "medledger-test".into(),
+            height,
+            time_ms: height * 1_000,
+            log_size: height * 3,
+            log_root: Hash::of(&height.to_be_bytes()),
+        }
+        .sign(key);
+        SeenCheckpoint { node_id, checkpoint }
+    }
+
+    /// Forgetting the node that signed the newest checkpoint (say, far ahead of the others)
+    /// leaves the others' and makes the newest of theirs the wallet's newest; a node the
+    /// wallet remembers nothing of is refused with nothing changed; `--all` forgets all.
+    #[test]
+    fn forgetting_a_node_keeps_the_others_and_the_newest_of_theirs() {
+        let (one, two, three) =
+            (SigningKey::generate(), SigningKey::generate(), SigningKey::generate());
+        let (a, b, far) = (seen(1, &one, 5), seen(2, &two, 6), seen(3, &three, 900));
+        let mut state = WalletState {
+            trusted_node_key: Some(one.public_key()),
+            seen_checkpoints: vec![a.clone(), b.clone(), far.clone()],
+            last_checkpoint: Some(far.checkpoint.clone()),
+            ..Default::default()
+        };
+        let forgotten = forget_checkpoints(&mut state, Some(3)).unwrap();
+        assert_eq!(forgotten, vec![far.clone()]);
+        assert_eq!(state.seen_checkpoints, vec![a.clone(), b.clone()]);
+        assert_eq!(state.last_checkpoint.as_ref(), Some(&b.checkpoint));
+
+        let before = state.clone();
+        let err = forget_checkpoints(&mut state, Some(3)).unwrap_err().to_string();
+        assert!(err.contains("no checkpoint of node 3") && err.contains("node 1, node 2"), "{err}");
+        assert_eq!(state, before);
+
+        // Forgetting a node that did not sign the newest leaves the newest alone.
+        forget_checkpoints(&mut state, Some(1)).unwrap();
+        assert_eq!(
+            (state.seen_checkpoints.clone(), state.last_checkpoint.clone()),
+            (vec![b.clone()], Some(b.checkpoint.clone()))
+        );
+
+        state.seen_checkpoints.push(a.clone());
+        assert_eq!(forget_checkpoints(&mut state, None).unwrap().len(), 2);
+        assert_eq!((state.seen_checkpoints.len(), state.last_checkpoint.clone()), (0, None));
+        let err = forget_checkpoints(&mut state, None).unwrap_err().to_string();
+        assert!(err.contains("remembers no checkpoint"), "{err}");
+    }
+
+    /// A newest checkpoint kept from before the per-node memory (the pinned node's) is node
+    /// 1's: forgetting node 1 forgets it.
+    #[test]
+    fn a_checkpoint_from_before_the_per_node_memory_is_the_pinned_nodes() {
+        let one = SigningKey::generate();
+        let old = seen(1, &one, 4);
+        let mut state = WalletState {
+            trusted_node_key: Some(one.public_key()),
+            last_checkpoint: Some(old.checkpoint.clone()),
+            ..Default::default()
+        };
+        let err = forget_checkpoints(&mut state, Some(2)).unwrap_err().to_string();
+        assert!(err.contains("those of: node 1"), "{err}");
+        assert_eq!(forget_checkpoints(&mut state, Some(1)).unwrap(), vec![old]);
+        assert_eq!(state.last_checkpoint, None);
+    }
 }

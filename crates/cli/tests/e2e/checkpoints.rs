@@ -225,6 +225,18 @@ fn proof_passes_on_every_admitted_node_and_names_a_forked_one() {
     assert_eq!(seen(&watcher), before, "a check that found a split remembers nothing");
     let err = fails(&["network", "check", "--wallet", &watcher, "--node", &n2.url], &[]);
     assert!(err.contains("INCONSISTENT") && err.contains("node 1"), "{err}");
+
+    // Once its operators have dealt with node 1, the wallet forgets its checkpoints and keeps
+    // node 2's; a node it remembers nothing of is refused, nothing changed.
+    let forget = ["wallet", "forget-checkpoints", "--wallet", &watcher, "--node", "1"];
+    let out = ok(&[&forget[..], &["--json"]].concat(), &[]);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["forgotten"][0]["node"], 1, "{json}");
+    assert_eq!(json["remembered"], serde_json::json!([2]), "{json}");
+    assert_eq!(remembered(&watcher), [2]);
+    let err = fails(&forget, &[]);
+    assert!(err.contains("remembers no checkpoint of node 1"), "{err}");
+    assert_eq!(remembered(&watcher), [2]);
     drop(n2);
 }
 
