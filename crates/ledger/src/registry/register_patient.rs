@@ -1,9 +1,13 @@
 //! A hospital's registration desk registers a patient. The ledger assigns the Patient-ID:
-//! deterministic (derived from the transaction hash, so every node picks the same one), not
-//! sequential (so it does not reveal how many patients a hospital has), five digits while
-//! the five-digit space is less than half full, then six, and so on.
+//! deterministic (every node picks the same one), not sequential (so it does not reveal how
+//! many patients a hospital has), five digits while the five-digit space is less than half
+//! full, then six, and so on. It is derived from the transaction hash *and the state digest*
+//! before the transaction: a client holds the transaction (the wallet's key proof serves it)
+//! but never the state digest, which no route serves and only the whole state gives, so
+//! knowing an account does not tell its Patient-ID.
 
 use medledger_core::{
+    Hash,
     block::Created,
     ids::{AccountId, PatientId},
     tx::{RegisterPatient, Role},
@@ -52,8 +56,8 @@ pub(crate) fn apply(
     Ok(Ok(Some(Created::Patient { account: id, patient_id })))
 }
 
-/// Picks a free Patient-ID from the transaction hash, probing linearly within the current
-/// digit range.
+/// Picks a free Patient-ID from the transaction hash and the state digest (see the module
+/// docs), probing linearly within the current digit range.
 fn assign_patient_id(state: &StateTxn<'_, '_>) -> Result<PatientId, LedgerError> {
     let count = state.patient_count()?;
     let mut low: u64 = 10_000;
@@ -62,8 +66,8 @@ fn assign_patient_id(state: &StateTxn<'_, '_>) -> Result<PatientId, LedgerError>
         low *= 10;
     }
     let span = low * 9;
-    let mut seed = [0u8; 8];
-    seed.copy_from_slice(&state.tx_hash.0[..8]);
+    let seed = Hash::of_parts(&[b"medledger/patient-id", &state.tx_hash.0, &state.digest.state]);
+    let seed: [u8; 8] = seed.0[..8].try_into().expect("a hash has 8 bytes");
     let mut offset = u64::from_le_bytes(seed) % span;
     loop {
         let candidate = PatientId(low + offset);

@@ -292,6 +292,28 @@ fn happy_path_builds_the_directory_and_assigns_patient_ids() {
     assert_eq!(net.ledger.account(&hospital.account).unwrap().unwrap().nonce, hospital.nonce);
 }
 
+/// A Patient-ID depends on the state before its registration, not on the transaction alone:
+/// a client holds the transaction (the wallet's key proof serves it) but not the state
+/// digest, so knowing an account does not tell its Patient-ID. The same registrations, byte
+/// for byte, get other IDs on a ledger whose state differs.
+#[test]
+fn a_patient_id_is_not_a_function_of_its_transaction_alone() {
+    let mut hospital = Actor::new();
+    let patients: Vec<Actor> = (0..3).map(|_| Actor::new()).collect();
+    let txs: Vec<_> = patients.iter().map(|p| register(&mut hospital, p)).collect();
+    let ids = |net: &mut Net| -> Vec<u64> {
+        net.admit(&hospital);
+        let receipts = net.block(txs.clone());
+        let id = |r: &Receipt| match applied(r) {
+            Some(Created::Patient { patient_id, .. }) => patient_id.0,
+            other => panic!("not registered: {other:?}"),
+        };
+        receipts.iter().map(id).collect()
+    };
+    // Two networks: another regulator, so another state before the same registrations.
+    assert_ne!(ids(&mut Net::new()), ids(&mut Net::new()));
+}
+
 #[test]
 fn wrongly_signed_transaction_is_refused_and_changes_nothing() {
     let mut net = Net::new();
