@@ -125,6 +125,14 @@ pub enum BlockError {
         /// Which field.
         field: &'static str,
     },
+    /// Its proposer's seal is not good for it (see the ledger's `judge_seal`).
+    #[error("block {height}: {reason}")]
+    Seal {
+        /// Height of the offending block.
+        height: u64,
+        /// Why.
+        reason: String,
+    },
     /// Too many transactions.
     #[error("block {height} holds {count} transactions, more than {MAX_BLOCK_TXS}")]
     TooManyTxs {

@@ -5,7 +5,9 @@
 
 use medledger_core::{
     Hash,
-    block::{Block, BlockHeader, Genesis, MAX_BLOCK_TXS, Outcome, Receipt, Refusal, Tip},
+    block::{
+        Block, BlockError, BlockHeader, Genesis, MAX_BLOCK_TXS, Outcome, Receipt, Refusal, Tip,
+    },
     encoding,
     tx::{Role, SignedTransaction, TxBody},
 };
@@ -145,6 +147,21 @@ impl Ledger {
                 txs_table.insert(first_index + i as u64, tx.as_slice())?;
             }
             let mut tables = Tables::open(&txn)?;
+            // A stored seal is always good: judged here too, against the nodes admitted before
+            // the block (the caller judged it already to decide the block; this keeps the
+            // ledger's own promise whoever calls).
+            if let Some(seal) = seal {
+                let seals = txn.open_table(SEALS)?;
+                let previous = crate::nodes::seals::stored_term(&seals, block.header.height - 1)?;
+                drop(seals);
+                crate::judge_seal(&self.genesis.chain_id, &block.header, seal, previous, |id| {
+                    node_by_id(&tables.nodes, &self.genesis, id)
+                })?
+                .map_err(|fault| BlockError::Seal {
+                    height: block.header.height,
+                    reason: fault.to_string(),
+                })?;
+            }
             receipts = apply_txs(
                 &mut tables,
                 &self.genesis,
@@ -209,8 +226,10 @@ impl Ledger {
     /// Runs `tx` against committed state exactly as the next block would (at the next height,
     /// at `time_ms` raised to the tip's time, with the real `apply` code) in a write
     /// transaction that is then aborted: the exact outcome, applied (with what it would create)
-    /// or the exact refusal, and nothing written. It waits for a block being applied, so it
-    /// sees the state that block leaves. The caller has checked the signature.
+    /// or the exact refusal, and nothing written, as the first transaction of the next block
+    /// (what it creates may depend on what comes before it there: a registration's Patient-ID
+    /// on the registrations before it). It waits for a block being applied, so it sees the
+    /// state that block leaves. The caller has checked the signature.
     pub fn simulate(&self, tx: &SignedTransaction, time_ms: u64) -> Result<Simulated, LedgerError> {
         let writer = self.writer.lock().expect("writer lock poisoned");
         let height = writer.tip.height + 1;

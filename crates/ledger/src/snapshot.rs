@@ -420,7 +420,9 @@ impl Ledger {
                             h.height
                         )));
                     }
-                    crate::judge_seal(&self.genesis.chain_id, &h, &decoded, |id| {
+                    // The block before's seal: this ledger's own, or added just before.
+                    let previous = crate::nodes::seals::stored_term(&seals, h.height - 1)?;
+                    crate::judge_seal(&self.genesis.chain_id, &h, &decoded, previous, |id| {
                         node_by_id(&tables.nodes, &self.genesis, id)
                     })?
                     .map_err(|fault| at(fault.to_string()))?;
@@ -655,7 +657,7 @@ mod tests {
     use std::path::Path;
 
     use medledger_core::{
-        block::{Block, Genesis, Outcome, Receipt, Tip},
+        block::{Block, BlockError, Genesis, Outcome, Receipt, Tip},
         ids::AccountId,
         keys,
         keys::{DecryptionKey, SigningKey},
@@ -1418,6 +1420,40 @@ mod tests {
         );
     }
 
+    /// A seal's Raft term may not go back: the ledger applies no such block, an import
+    /// refuses it, and `verify` names it in a ledger that holds one.
+    #[test]
+    fn a_block_sealed_for_an_earlier_term_than_the_one_before_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut chain = Chain::new("snap");
+        let source = Ledger::create(&dir.path().join("a.redb"), chain.genesis.clone()).unwrap();
+        let in_term = |chain: &Chain, block: &Block, term| {
+            SealedBlock::seal(block.clone(), &chain.genesis.chain_id, 1, term, &chain.node)
+        };
+        let (first, second) = (chain.block(1), chain.block(1));
+        source.apply_sealed_block(&in_term(&chain, &first, 2), &[true], b"marker").unwrap();
+        let back = in_term(&chain, &second, 1);
+        let err = source.apply_sealed_block(&back, &[true], b"marker").unwrap_err();
+        let words = "it is sealed for Raft term 1, earlier than the term 2 of the block before it";
+        assert!(matches!(&err, LedgerError::InvalidBlock(e) if e.to_string().contains(words)));
+        assert_eq!(source.tip().height, 1);
+        // A sender that wrote it in by hand.
+        source.apply_block(&second, &[true], b"marker").unwrap();
+        let txn = source.db.begin_write().unwrap();
+        txn.open_table(SEALS).unwrap().insert(2, encoding::encode(&back.seal).as_slice()).unwrap();
+        txn.commit().unwrap();
+        let target = Ledger::create(&dir.path().join("b.redb"), chain.genesis.clone()).unwrap();
+        let before = view(&target);
+        let err = target.import_snapshot(&export(&source)[..], b"marker").unwrap_err();
+        let expected = format!("its block 2: {words}");
+        assert!(matches!(&err, SnapshotError::Mismatch(m) if m.contains(&expected)), "{err}");
+        assert_eq!(view(&target), before);
+        drop(source);
+        let err = crate::verify::verify_ledger(&dir.path().join("a.redb"), &mut |_, _, _| {});
+        let err = err.unwrap_err();
+        assert!(matches!(&err, LedgerError::Corrupt(m) if m.contains(words)), "{err}");
+    }
+
     /// A ledger that applied blocks outside a network (no seals) cannot serve them: its
     /// snapshot is refused at the first unsealed block the target does not hold.
     #[test]
@@ -1480,15 +1516,42 @@ mod tests {
             regulator(&mut chain, TxBody::Nodes(NodeTx::Suspend { node_key: second.public_key() }));
         let block_3 = chain.tip.propose(30, vec![suspend]);
         let block_4 = chain.block(1);
+        // A sender's ledger holding the seals given, good or not: the ledger itself refuses
+        // to store a seal that is not good (checked below), so such a block is applied
+        // without one and its seal written in by hand, as a sender that edits its file would.
         let ledger = |name: &str, seals: &[SealedBlock]| {
             let l = Ledger::create(&dir.path().join(name), chain.genesis.clone()).unwrap();
             for s in seals {
                 let ok = vec![true; s.block.txs.len()];
-                let receipts = l.apply_sealed_block(s, &ok, b"marker").unwrap();
+                let receipts = match l.apply_sealed_block(s, &ok, b"marker") {
+                    Ok(receipts) => receipts,
+                    Err(LedgerError::InvalidBlock(BlockError::Seal { .. })) => {
+                        let receipts = l.apply_block(&s.block, &ok, b"marker").unwrap();
+                        let txn = l.db.begin_write().unwrap();
+                        txn.open_table(SEALS)
+                            .unwrap()
+                            .insert(s.block.header.height, encoding::encode(&s.seal).as_slice())
+                            .unwrap();
+                        txn.commit().unwrap();
+                        receipts
+                    }
+                    Err(e) => panic!("{e}"),
+                };
                 assert!(receipts.iter().all(|r| matches!(r.outcome, Outcome::Applied { .. })));
             }
             l
         };
+        // The ledger applies no block whose seal is not good, and changes nothing.
+        let refusing = Ledger::create(&dir.path().join("r.redb"), chain.genesis.clone()).unwrap();
+        let before = view(&refusing);
+        let bad = by(&chain, &block_1, 2, &second);
+        let err = refusing.apply_sealed_block(&bad, &[true, true], b"marker").unwrap_err();
+        assert!(
+            matches!(&err, LedgerError::InvalidBlock(BlockError::Seal { height: 1, reason })
+                if reason.contains("node 2, which the ledger never admitted")),
+            "{err}"
+        );
+        assert_eq!(view(&refusing), before);
         let honest = [
             by(&chain, &block_1, 1, &chain.node),
             by(&chain, &block_2, 2, &second),

@@ -238,15 +238,31 @@ pub fn verify_ledger(
         // The seal, judged by the nodes the replayed state had admitted before the block.
         let seal = seals.as_ref().map(|t| t.get(header.height)).transpose()?.flatten();
         let seal = seal.map(|s| crate::nodes::seals::decode_seal(s.value())).transpose()?;
+        // Blocks applied outside a network have none; once a network seals them, every
+        // later block has one (a removed seal hides who proposed a block).
+        if seal.is_none() && report.sealed > 0 {
+            return Err(LedgerError::Corrupt(format!(
+                "stored table {:?}: block {} has no seal, though {} blocks before it have one",
+                SEALS.name(),
+                header.height,
+                report.sealed
+            )));
+        }
         if let Some(seal) = &seal {
-            crate::judge_seal(&genesis.chain_id, &header, seal, |id| replica.node_member(id))?
-                .map_err(|fault| {
-                    LedgerError::Corrupt(format!(
-                        "stored table {:?}: block {}: {fault}",
-                        SEALS.name(),
-                        header.height
-                    ))
-                })?;
+            let previous = match &seals {
+                Some(t) => crate::nodes::seals::stored_term(t, header.height - 1)?,
+                None => None,
+            };
+            crate::judge_seal(&genesis.chain_id, &header, seal, previous, |id| {
+                replica.node_member(id)
+            })?
+            .map_err(|fault| {
+                LedgerError::Corrupt(format!(
+                    "stored table {:?}: block {}: {fault}",
+                    SEALS.name(),
+                    header.height
+                ))
+            })?;
             report.sealed += 1;
         }
         let signature_ok = crate::verify_signatures(&block.txs, |_| false);
@@ -592,6 +608,24 @@ mod tests {
                 "{expected}: {err}"
             );
         }
+    }
+
+    /// A seal removed from a block after sealed ones is named too.
+    #[test]
+    fn a_removed_seal_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.redb");
+        build(&path);
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(SEALS).unwrap().remove(3).unwrap().expect("block 3 was sealed");
+        txn.commit().unwrap();
+        drop(db);
+        let err = verify_ledger(&path, &mut |_, _, _| {}).unwrap_err();
+        assert!(
+            matches!(&err, LedgerError::Corrupt(m) if m.contains("block 3 has no seal, though 2")),
+            "{err}"
+        );
     }
 
     #[test]

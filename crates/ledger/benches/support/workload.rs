@@ -4,9 +4,10 @@
 
 use medledger_core::{
     Hash,
-    block::{Genesis, Tip},
+    block::{Block, Genesis, Tip},
     ids::AccountId,
     keys::{DecryptionKey, SigningKey},
+    seal::SealedBlock,
     tx::{
         AdmitHospital, RegisterPatient, RegistryTx, SealedRef, SignedTransaction, Transaction,
         TxBody,
@@ -44,8 +45,19 @@ pub fn genesis() -> Genesis {
         time_ms: 0,
         regulator_key: regulator.public_key(),
         regulator_encryption_key: DecryptionKey::from_bytes([2; 32]).public_key(),
-        node_key: SigningKey::from_seed([3; 32]).public_key(),
+        node_key: node_key().public_key(),
     }
+}
+
+/// The genesis node's key: it seals every block of the workload, as a network's leader does.
+fn node_key() -> SigningKey {
+    SigningKey::from_seed([3; 32])
+}
+
+/// `block` sealed by the genesis node (node 1), in term 1: a block as a network applies it,
+/// which a snapshot may carry.
+pub fn seal(block: &Block) -> SealedBlock {
+    SealedBlock::seal(block.clone(), "bench", 1, 1, &node_key())
 }
 
 /// An in-memory ledger with the hospitals admitted, its tip, and the hospitals' keys.
@@ -80,7 +92,7 @@ pub fn admit_hospitals(ledger: &Ledger) -> (Tip, Vec<SigningKey>) {
         })
         .collect();
     let block = tip.propose(1, admits);
-    ledger.apply_block(&block, &vec![true; block.txs.len()], &[]).unwrap();
+    ledger.apply_sealed_block(&seal(&block), &vec![true; block.txs.len()], &[]).unwrap();
     (tip, hospitals)
 }
 

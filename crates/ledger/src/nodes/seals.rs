@@ -4,10 +4,13 @@
 //! a snapshot sent to another node, and to `medledger verify`.
 //!
 //! One rule judges a seal, wherever it is met ([`judge_seal`]): as a log entry
-//! (`raft::blocks::check` in the node), in a snapshot's replay, and in `verify`'s replay. It is
-//! judged against the nodes the ledger had admitted *before* the block: the proposer must be
-//! one of them, its key must have made the seal, and it must have been active (a suspended or
-//! removed node's blocks are never applied).
+//! (`raft::blocks::check` in the node), when the block is applied, in a snapshot's replay, and
+//! in `verify`'s replay. It is judged against the nodes the ledger had admitted *before* the
+//! block: the proposer must be one of them, its key must have made the seal, and it must have
+//! been active (a suspended or removed node's blocks are never applied); and its Raft term may
+//! not be earlier than the term of the block before it (Raft orders entries by term, and a
+//! block is applied only in the term it was sealed for), so that two sealed blocks for one
+//! height in one term stay the proof of an equivocation.
 
 use medledger_core::{
     block::BlockHeader,
@@ -43,14 +46,26 @@ pub enum SealFault {
         /// Where it stood.
         status: NodeStatus,
     },
+    /// Sealed for a Raft term earlier than the block before it.
+    #[error(
+        "it is sealed for Raft term {term}, earlier than the term {previous} of the block before it"
+    )]
+    TermBack {
+        /// The seal's term.
+        term: u64,
+        /// The term of the seal of the block before it.
+        previous: u64,
+    },
 }
 
 /// Judges `seal` on `header` in `chain_id`, where `node(id)` is node `id` as the ledger knew it
-/// before the block. The proposer's entry when the seal is good.
+/// before the block and `previous_term` the term of the stored seal of the block before it (if
+/// that block has one). The proposer's entry when the seal is good.
 pub fn judge_seal(
     chain_id: &str,
     header: &BlockHeader,
     seal: &BlockSeal,
+    previous_term: Option<u64>,
     node: impl FnOnce(u64) -> Result<Option<NodeEntry>, LedgerError>,
 ) -> Result<Result<NodeEntry, SealFault>, LedgerError> {
     let Some(proposer) = node(seal.proposer)? else {
@@ -65,6 +80,11 @@ pub fn judge_seal(
     if proposer.status != NodeStatus::Active {
         return Ok(Err(SealFault::Inactive { proposer: seal.proposer, status: proposer.status }));
     }
+    if let Some(previous) = previous_term
+        && seal.term < previous
+    {
+        return Ok(Err(SealFault::TermBack { term: seal.term, previous }));
+    }
     Ok(Ok(proposer))
 }
 
@@ -74,6 +94,14 @@ pub(crate) const MAX_SEAL_BYTES: usize = 256;
 /// Decodes a stored seal.
 pub(crate) fn decode_seal(bytes: &[u8]) -> Result<BlockSeal, LedgerError> {
     decode_entry("block seal", bytes)
+}
+
+/// The term of the seal stored for the block at `height`, if it has one.
+pub(crate) fn stored_term(
+    seals: &impl redb::ReadableTable<u64, &'static [u8]>,
+    height: u64,
+) -> Result<Option<u64>, LedgerError> {
+    seals.get(height)?.map(|v| decode_seal(v.value()).map(|s| s.term)).transpose()
 }
 
 /// Encodes a seal as stored.

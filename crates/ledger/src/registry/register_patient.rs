@@ -1,10 +1,12 @@
 //! A hospital's registration desk registers a patient. The ledger assigns the Patient-ID:
 //! deterministic (every node picks the same one), not sequential (so it does not reveal how
 //! many patients a hospital has), five digits while the five-digit space is less than half
-//! full, then six, and so on. It is derived from the transaction hash *and the state digest*
-//! before the transaction: a client holds the transaction (the wallet's key proof serves it)
-//! but never the state digest, which no route serves and only the whole state gives, so
-//! knowing an account does not tell its Patient-ID.
+//! full, then six, and so on. It is drawn from a hash chain over every registration applied
+//! before it (`patient_id_seed`), extended with its own transaction hash: a client holds its
+//! own transaction (the wallet's key proof serves it) but not the chain, which no route serves
+//! and which needs every earlier registration, in order, so knowing an account does not tell
+//! its Patient-ID. The chain is binary and covers registrations only, so no change of wording
+//! elsewhere (a refusal's reason, stored in receipts) changes the IDs a version assigns.
 
 use medledger_core::{
     Hash,
@@ -56,9 +58,9 @@ pub(crate) fn apply(
     Ok(Ok(Some(Created::Patient { account: id, patient_id })))
 }
 
-/// Picks a free Patient-ID from the transaction hash and the state digest (see the module
-/// docs), probing linearly within the current digit range.
-fn assign_patient_id(state: &StateTxn<'_, '_>) -> Result<PatientId, LedgerError> {
+/// Picks a free Patient-ID from the seed chain extended with the transaction hash (see the
+/// module docs), probing linearly within the current digit range, and stores the new seed.
+fn assign_patient_id(state: &mut StateTxn<'_, '_>) -> Result<PatientId, LedgerError> {
     let count = state.patient_count()?;
     let mut low: u64 = 10_000;
     // Widen while the range would be more than half full.
@@ -66,8 +68,10 @@ fn assign_patient_id(state: &StateTxn<'_, '_>) -> Result<PatientId, LedgerError>
         low *= 10;
     }
     let span = low * 9;
-    let seed = Hash::of_parts(&[b"medledger/patient-id", &state.tx_hash.0, &state.digest.state]);
-    let seed: [u8; 8] = seed.0[..8].try_into().expect("a hash has 8 bytes");
+    let seed =
+        Hash::of_parts(&[b"medledger/patient-id", &state.patient_id_seed()?, &state.tx_hash.0]);
+    state.put_patient_id_seed(&seed.0)?;
+    let seed: [u8; 8] = seed.0[..8].try_into().expect("a hash is longer than 8 bytes");
     let mut offset = u64::from_le_bytes(seed) % span;
     loop {
         let candidate = PatientId(low + offset);

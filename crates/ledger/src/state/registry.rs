@@ -8,6 +8,9 @@ use medledger_core::{
 use redb::{ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
+/// The one row of `patient_id_seed`.
+const PATIENT_ID_SEED_KEY: &str = "seed";
+
 use super::{StateTxn, get_entry};
 use crate::LedgerError;
 
@@ -153,6 +156,18 @@ impl StateTxn<'_, '_> {
     /// Is this Patient-ID taken?
     pub fn patient_id_taken(&self, id: PatientId) -> Result<bool, LedgerError> {
         Ok(self.tables.patients.get(id.0)?.is_some())
+    }
+
+    /// The Patient-ID seed: the hash chain over the registrations applied so far (zero before
+    /// the first).
+    pub fn patient_id_seed(&self) -> Result<[u8; 32], LedgerError> {
+        Ok(self.tables.patient_id_seed.get(PATIENT_ID_SEED_KEY)?.map_or([0; 32], |v| *v.value()))
+    }
+
+    /// Stores the Patient-ID seed.
+    pub fn put_patient_id_seed(&mut self, seed: &[u8; 32]) -> Result<(), LedgerError> {
+        self.write().patient_id_seed().put(PATIENT_ID_SEED_KEY, seed)?;
+        Ok(())
     }
 
     /// Number of registered patients.

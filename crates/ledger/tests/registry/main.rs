@@ -292,10 +292,10 @@ fn happy_path_builds_the_directory_and_assigns_patient_ids() {
     assert_eq!(net.ledger.account(&hospital.account).unwrap().unwrap().nonce, hospital.nonce);
 }
 
-/// A Patient-ID depends on the state before its registration, not on the transaction alone:
-/// a client holds the transaction (the wallet's key proof serves it) but not the state
-/// digest, so knowing an account does not tell its Patient-ID. The same registrations, byte
-/// for byte, get other IDs on a ledger whose state differs.
+/// A Patient-ID is drawn from every registration before it, not from its own transaction
+/// alone: a client holds its transaction (the wallet's key proof serves it) but not the
+/// others, so knowing an account does not tell its Patient-ID. The same registrations, byte
+/// for byte, get other IDs on a ledger where another hospital registered a patient first.
 #[test]
 fn a_patient_id_is_not_a_function_of_its_transaction_alone() {
     let mut hospital = Actor::new();
@@ -310,8 +310,14 @@ fn a_patient_id_is_not_a_function_of_its_transaction_alone() {
         };
         receipts.iter().map(id).collect()
     };
-    // Two networks: another regulator, so another state before the same registrations.
-    assert_ne!(ids(&mut Net::new()), ids(&mut Net::new()));
+    let (mut alone, mut after_another) = (Net::new(), Net::new());
+    let mut other = Actor::new();
+    after_another.admit(&other);
+    let t = register(&mut other, &Actor::new());
+    applied(&after_another.one(t)).expect("registered");
+    assert_ne!(ids(&mut alone), ids(&mut after_another));
+    // And on a ledger with the same registrations before, the same IDs: every node agrees.
+    assert_eq!(ids(&mut Net::new()), ids(&mut Net::new()));
 }
 
 #[test]

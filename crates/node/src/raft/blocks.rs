@@ -105,7 +105,10 @@ pub fn check(
     let at = format!("block {} (Raft term {term}, proposer node {})", h.height, seal.proposer);
     // The rule a snapshot's replay and `verify` judge stored seals by; an inactive proposer's
     // block is skipped here (as every node skips it), never applied.
-    let judged = judge_seal(&ledger.genesis().chain_id, h, seal, |id| ledger.node_member(id))?;
+    // No previous term here: the term check below (the entry's own) is stricter, since Raft's
+    // log never goes back a term; `apply_sealed_block` checks it against the stored seal too.
+    let judged =
+        judge_seal(&ledger.genesis().chain_id, h, seal, None, |id| ledger.node_member(id))?;
     if let Err(fault @ (SealFault::Unknown(_) | SealFault::BadSignature { .. })) = &judged {
         return Ok(Verdict::Refuse(format!("{at}: {fault}")));
     }

@@ -119,6 +119,31 @@ impl SnapshotDir {
         Ok(Some((Published { path, meta }, file)))
     }
 
+    /// Removes the published snapshots written in another format version (by an older
+    /// medledger, before an upgrade): their headers no longer read, so a node that kept them
+    /// could neither start (openraft asks for the current snapshot at start) nor serve one.
+    /// Returns how many it removed.
+    pub(crate) fn remove_outdated(&self) -> io::Result<usize> {
+        let _publishing = self.publishing.lock().expect("snapshot publication lock poisoned");
+        let mut removed = 0;
+        for (_, path) in self.list()? {
+            let mut magic = [0u8; 16];
+            let mut file = match fs::File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let read = io::Read::read(&mut file, &mut magic)?;
+            let ours = medledger_ledger::snapshot::MAGIC;
+            if read == magic.len() && magic.starts_with(b"medledger-snap") && &magic != ours {
+                tracing::warn!(path = %path.display(), "removing a snapshot of an older format");
+                fs::remove_file(&path)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Published snapshots by last log index, oldest first.
     fn list(&self) -> io::Result<Vec<(u64, PathBuf)>> {
         let mut out = Vec::new();

@@ -534,10 +534,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
         let dir = self.snapshots.clone();
-        let newest = tokio::task::spawn_blocking(move || dir.open_newest())
-            .await
-            .map_err(snapshot_read_err)?
-            .map_err(snapshot_read_err)?;
+        let ledger = self.ledger.clone();
+        let newest = tokio::task::spawn_blocking(move || {
+            // Snapshots an older medledger wrote are replaced by one built now (a node whose
+            // Raft log is purged behind them needs one to serve).
+            if dir.remove_outdated()? > 0
+                && let Err(e) = build(&ledger, &dir)
+            {
+                tracing::warn!(error = %e, "no snapshot to replace those of an older format");
+            }
+            dir.open_newest()
+        })
+        .await
+        .map_err(snapshot_read_err)?
+        .map_err(snapshot_read_err)?;
         Ok(newest.map(|(published, file)| Snapshot {
             meta: published.meta,
             snapshot: Box::new(tokio::fs::File::from_std(file)),

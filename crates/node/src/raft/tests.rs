@@ -343,6 +343,31 @@ async fn a_snapshot_built_on_one_data_directory_installs_into_a_fresh_one() {
         .unwrap();
 }
 
+/// A snapshot an older medledger wrote (another format version) does not stop the node
+/// after an upgrade: it is removed and one built from the ledger takes its place, which a
+/// fresh data directory installs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_an_older_format_is_replaced_by_one_built_from_the_ledger() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut chain = Chain::new();
+    let (snapshot, bytes) = built(a.path(), &mut chain, 5).await;
+    let dir = a.path().join("snapshots");
+    let [published] = files(&dir, ".snap").try_into().unwrap();
+    let mut old = b"medledger-snap1\n".to_vec();
+    old.extend_from_slice(&bytes[16..]);
+    std::fs::write(&published, &old).unwrap();
+
+    let (_, mut sm) = state_machine(a.path(), &chain.genesis);
+    let current = sm.get_current_snapshot().await.unwrap().expect("a snapshot of the ledger");
+    assert_eq!(current.meta.last_log_id, snapshot.meta.last_log_id);
+    let [rebuilt] = files(&dir, ".snap").try_into().unwrap();
+    assert!(std::fs::read(&rebuilt).unwrap().starts_with(medledger_ledger::snapshot::MAGIC));
+
+    let (target, mut installing) = state_machine(b.path(), &chain.genesis);
+    receive(&mut installing, &current.meta, &std::fs::read(&rebuilt).unwrap()).await.unwrap();
+    assert_eq!(target.tip().height, 5);
+}
+
 /// A snapshot handed over for a point the ledger already holds, but not the file this node
 /// imported (checked on receipt by its header alone), is not kept: a node serves only rows it
 /// compared, and a snapshot built from its own ledger takes its place.
