@@ -133,3 +133,76 @@ impl Ledger {
         seals.get(height)?.map(|v| decode_seal(v.value())).transpose()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The rule itself, for every standing a proposer may have.
+
+    use medledger_core::{Hash, keys::SigningKey};
+
+    use super::*;
+
+    fn header() -> BlockHeader {
+        BlockHeader {
+            height: 7,
+            prev_hash: Hash::of(b"block 6"),
+            time_ms: 70,
+            tx_count: 0,
+            tx_root: Hash::of(b"none"),
+            log_size: 12,
+            log_root: Hash::of(b"log"),
+        }
+    }
+
+    fn node(key: &SigningKey, status: NodeStatus) -> NodeEntry {
+        NodeEntry {
+            id: 2,
+            node_key: key.public_key(),
+            address: "http://127.0.0.2:7301".into(),
+            hospital: None,
+            status,
+            admitted_at: 3,
+        }
+    }
+
+    fn judge(
+        seal: &BlockSeal,
+        previous: Option<u64>,
+        entry: Option<NodeEntry>,
+    ) -> Result<NodeEntry, SealFault> {
+        judge_seal("seal-test", &header(), seal, previous, |id| {
+            assert_eq!(id, seal.proposer);
+            Ok(entry)
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_seal_is_good_only_from_an_admitted_active_node_in_a_term_that_does_not_go_back() {
+        let key = SigningKey::generate();
+        let seal = BlockSeal::sign("seal-test", 2, 5, &header(), &key);
+        let active = node(&key, NodeStatus::Active);
+        assert_eq!(judge(&seal, None, Some(active.clone())), Ok(active.clone()));
+        assert_eq!(judge(&seal, Some(5), Some(active.clone())), Ok(active.clone()));
+        assert_eq!(judge(&seal, None, None), Err(SealFault::Unknown(2)));
+        let other = node(&SigningKey::generate(), NodeStatus::Active);
+        assert!(matches!(judge(&seal, None, Some(other)), Err(SealFault::BadSignature { .. })));
+        let elsewhere = BlockSeal::sign("another-chain", 2, 5, &header(), &key);
+        assert!(matches!(
+            judge(&elsewhere, None, Some(active.clone())),
+            Err(SealFault::BadSignature { .. })
+        ));
+        for status in [NodeStatus::Suspended, NodeStatus::Removed] {
+            assert_eq!(
+                judge(&seal, None, Some(node(&key, status))),
+                Err(SealFault::Inactive { proposer: 2, status })
+            );
+        }
+        assert_eq!(
+            judge(&seal, Some(6), Some(active)),
+            Err(SealFault::TermBack { term: 5, previous: 6 })
+        );
+        let removed = SealFault::Inactive { proposer: 2, status: NodeStatus::Removed };
+        assert_eq!(removed.to_string(), "its proposer node 2 is removed");
+    }
+}
