@@ -228,7 +228,7 @@ impl Ledger {
     /// transaction that is then aborted: the exact outcome, applied (with what it would create)
     /// or the exact refusal, and nothing written, as the first transaction of the next block
     /// (what it creates may depend on what comes before it there: a registration's Patient-ID
-    /// on the registrations before it). It waits for a block being applied, so it sees the
+    /// on the transactions before it). It waits for a block being applied, so it sees the
     /// state that block leaves. The caller has checked the signature.
     pub fn simulate(&self, tx: &SignedTransaction, time_ms: u64) -> Result<Simulated, LedgerError> {
         let writer = self.writer.lock().expect("writer lock poisoned");

@@ -2,11 +2,13 @@
 //! deterministic (every node picks the same one), not sequential (so it does not reveal how
 //! many patients a hospital has), five digits while the five-digit space is less than half
 //! full, then six, and so on. It is drawn from a hash chain over every registration applied
-//! before it (`patient_id_seed`), extended with its own transaction hash: a client holds its
-//! own transaction (the wallet's key proof serves it) but not the chain, which no route serves
-//! and which needs every earlier registration, in order, so knowing an account does not tell
-//! its Patient-ID. The chain is binary and covers registrations only, so no change of wording
-//! elsewhere (a refusal's reason, stored in receipts) changes the IDs a version assigns.
+//! before it (`patient_id_seed`), extended with the index digest before it and its own
+//! transaction hash. A client holds its own transaction (the wallet's key proof serves it), and
+//! may learn the registrations before it, but not the index digest, which no route serves and
+//! which covers the position of every transaction of the ledger (`tx_index`), so knowing
+//! accounts does not tell their Patient-IDs, not even the first patient's. Both are binary
+//! and derived from transactions alone: no change of wording (a refusal's reason, stored in
+//! receipts, which the state digest covers) changes the IDs a version assigns.
 
 use medledger_core::{
     Hash,
@@ -58,7 +60,7 @@ pub(crate) fn apply(
     Ok(Ok(Some(Created::Patient { account: id, patient_id })))
 }
 
-/// Picks a free Patient-ID from the seed chain extended with the transaction hash (see the
+/// Picks a free Patient-ID from the seed chain, the index digest and the transaction hash (see the
 /// module docs), probing linearly within the current digit range, and stores the new seed.
 fn assign_patient_id(state: &mut StateTxn<'_, '_>) -> Result<PatientId, LedgerError> {
     let count = state.patient_count()?;
@@ -68,8 +70,12 @@ fn assign_patient_id(state: &mut StateTxn<'_, '_>) -> Result<PatientId, LedgerEr
         low *= 10;
     }
     let span = low * 9;
-    let seed =
-        Hash::of_parts(&[b"medledger/patient-id", &state.patient_id_seed()?, &state.tx_hash.0]);
+    let seed = Hash::of_parts(&[
+        b"medledger/patient-id",
+        &state.patient_id_seed()?,
+        &state.digest.index,
+        &state.tx_hash.0,
+    ]);
     state.put_patient_id_seed(&seed.0)?;
     let seed: [u8; 8] = seed.0[..8].try_into().expect("a hash is longer than 8 bytes");
     let mut offset = u64::from_le_bytes(seed) % span;
