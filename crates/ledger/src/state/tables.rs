@@ -619,8 +619,8 @@ state_tables! {
     nodes_by_key: NODES_BY_KEY = "nodes_by_key" <&'static [u8; 32], u64> Index;
     /// The node id counter: `last` -> the id assigned last (absent: none after genesis).
     node_ids: NODE_IDS = "node_ids" <&'static str, u64> State;
-    /// `seed` -> the hash chain over every applied patient registration's transaction hash, in
-    /// order (absent: none yet), from which the next Patient-ID is drawn
-    /// (`registry/register_patient.rs`). No route serves it.
+    /// `seed` -> the hash chain over every applied patient registration (its transaction hash
+    /// and the index digest before it), in order (absent: none yet), from which the next
+    /// Patient-ID is drawn (`registry/register_patient.rs`). No route serves it.
     patient_id_seed: PATIENT_ID_SEED = "patient_id_seed" <&'static str, &'static [u8; 32]> State;
 }
