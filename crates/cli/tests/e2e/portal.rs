@@ -2497,3 +2497,44 @@ fn a_custodian_releases_its_piece_and_the_doctor_reads_under_break_glass_in_the_
     let (pcookie, _) = signed_in(&pat);
     assert_eq!(ask(pat.port, "GET", "/emergency/doctor", &[("Cookie", &pcookie)], "").status, 403);
 }
+
+/// The patient's portal lists a pending request, and approves it, as the request's own
+/// transaction says (proven): a node whose listing of the request names Mallory where the
+/// consultant is changes neither the row nor the approval, and the keys go to the consultant.
+#[test]
+fn the_portal_shows_and_approves_a_request_as_its_transaction_says_whatever_a_node_lists() {
+    use crate::wallet_trust::{Asked, KeySwappingProxy, Lie};
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let Asked { c, consultant_account, mallory_account, request } =
+        crate::wallet_trust::asked(tmp.path(), &node);
+    let lie = Lie::Swap {
+        victim: consultant_account.clone(),
+        attacker: mallory_account.clone(),
+        only: "/v1/consent/requests/".to_owned(),
+    };
+    let proxy = KeySwappingProxy::lying(node.port, lie);
+    let pat = Portal::start(&c.patient, &proxy.url, &[]);
+    let (cookie, csrf) = signed_in(&pat);
+    let page = ask(pat.port, "GET", "/consent", &[("Cookie", &cookie)], "");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(proxy.lies() > 0, "the proxy did not lie");
+    let rows = page.body.split("<table id=\"requests\">").nth(1).expect(&page.body);
+    let rows = rows.split("</table>").next().unwrap();
+    assert!(rows.contains(&request), "{rows}");
+    assert!(rows.contains(&consultant_account), "{rows}");
+    assert!(!rows.contains(&mallory_account), "{rows}");
+
+    let approved = poster(&pat, &cookie)(
+        "/consent/answer",
+        &[("csrf", &csrf), ("request", &request), ("answer", "approve"), ("days", "7")],
+    );
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    let said = approved.body.split("request approved: ").nth(1).expect(&approved.body);
+    assert!(said.starts_with(&consultant_account), "{said}");
+    assert!(said.contains("1 record key(s) wrapped"), "{said}");
+    drop(pat);
+    drop(proxy);
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    assert_eq!(crate::wallet_trust::keys_shared(&c.patient, &env), vec![consultant_account]);
+}

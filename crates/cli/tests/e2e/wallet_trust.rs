@@ -17,14 +17,26 @@ use medledger_core::keys::DecryptionKey;
 
 use crate::{harness::*, registry::cast};
 
+/// What a lying proxy does to the node's answers.
+#[derive(Clone)]
+pub(crate) enum Lie {
+    /// Replaces the hex of `victim` with the hex of `attacker` in every answer to a path that
+    /// starts with `only` (every answer when `only` is empty).
+    Swap { victim: String, attacker: String, only: String },
+    /// Answers 404 to every request for a path that starts with `path`, as a node that hides
+    /// what it holds would.
+    Hide { path: String },
+}
+
 /// A real HTTP relay on 127.0.0.1 in front of the node: forwards every request (one per
-/// connection), and in every response replaces the hex of `victim` with the hex of
-/// `attacker`, as a man in the middle would. Stops itself when dropped or after a time limit.
+/// connection) and tells its [`Lie`] in the answers, as a man in the middle (or a node that
+/// lies) would. [`KeySwappingProxy::start`] swaps a key in every answer. Stops itself when
+/// dropped or after a time limit.
 pub(crate) struct KeySwappingProxy {
     pub(crate) url: String,
     /// "METHOD path" of every request relayed, in order.
     seen: Arc<Mutex<Vec<String>>>,
-    /// How many responses had the victim's key swapped.
+    /// How many answers were lied about.
     swaps: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     handle: Option<thread::JoinHandle<()>>,
@@ -32,6 +44,10 @@ pub(crate) struct KeySwappingProxy {
 
 impl KeySwappingProxy {
     pub(crate) fn start(node_port: u16, victim: String, attacker: String) -> Self {
+        Self::lying(node_port, Lie::Swap { victim, attacker, only: String::new() })
+    }
+
+    pub(crate) fn lying(node_port: u16, lie: Lie) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -44,10 +60,9 @@ impl KeySwappingProxy {
             while !st.load(Ordering::Relaxed) && Instant::now() < deadline {
                 match listener.accept() {
                     Ok((conn, _)) => {
-                        let (s, w, victim, attacker) =
-                            (s.clone(), w.clone(), victim.clone(), attacker.clone());
+                        let (s, w, lie) = (s.clone(), w.clone(), lie.clone());
                         thread::spawn(move || {
-                            let _ = relay(conn, node_port, &victim, &attacker, &s, &w);
+                            let _ = relay(conn, node_port, &lie, &s, &w);
                         });
                     }
                     Err(_) => thread::sleep(Duration::from_millis(10)),
@@ -55,6 +70,11 @@ impl KeySwappingProxy {
             }
         });
         Self { url, seen, swaps, stop, handle: Some(handle) }
+    }
+
+    /// How many answers were lied about so far.
+    pub(crate) fn lies(&self) -> usize {
+        self.swaps.load(Ordering::Relaxed)
     }
 
     fn seen(&self) -> Vec<String> {
@@ -75,8 +95,7 @@ impl Drop for KeySwappingProxy {
 fn relay(
     conn: TcpStream,
     node_port: u16,
-    victim: &str,
-    attacker: &str,
+    lie: &Lie,
     seen: &Mutex<Vec<String>>,
     swaps: &AtomicUsize,
 ) -> std::io::Result<()> {
@@ -108,11 +127,22 @@ fn relay(
     reader.read_exact(&mut body)?;
     seen.lock().unwrap().push(format!("{method} {path}"));
     let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let answer = request(node_port, &method, &path, &body, &pairs)?;
+    let mut answer = request(node_port, &method, &path, &body, &pairs)?;
+    let (victim, attacker): (&[u8], &[u8]) = match lie {
+        Lie::Hide { path: hidden } if path.starts_with(hidden.as_str()) => {
+            answer.status = 404;
+            answer.body = br#"{"error":"not found"}"#.to_vec();
+            swaps.fetch_add(1, Ordering::Relaxed);
+            (b"", b"")
+        }
+        Lie::Swap { victim, attacker, only } if path.starts_with(only.as_str()) => {
+            (victim.as_bytes(), attacker.as_bytes())
+        }
+        _ => (b"", b""),
+    };
     let mut out = answer.body;
     // On the bytes, so that a binary answer is rewritten and not otherwise mangled.
-    let (victim, attacker) = (victim.as_bytes(), attacker.as_bytes());
-    if out.windows(victim.len()).any(|w| w == victim) {
+    if !victim.is_empty() && out.windows(victim.len()).any(|w| w == victim) {
         let (mut swapped, mut rest) = (Vec::with_capacity(out.len()), &out[..]);
         while let Some(at) = rest.windows(victim.len()).position(|w| w == victim) {
             swapped.extend_from_slice(&rest[..at]);
@@ -385,7 +415,7 @@ fn an_account_a_node_lists_as_a_member_gets_no_key_unless_the_ledger_proves_it()
 }
 
 /// Whom the patient of `wallet` shared record keys with, by its trail read from the node.
-fn keys_shared(wallet: &str, env: &[(&str, &str)]) -> Vec<String> {
+pub(crate) fn keys_shared(wallet: &str, env: &[(&str, &str)]) -> Vec<String> {
     let trail = ok(&["audit", "trail", "--wallet", wallet, "--json"], env);
     let events: serde_json::Value = serde_json::from_str(&trail).unwrap();
     events
@@ -415,15 +445,21 @@ fn onboard(dir: &std::path::Path, node: &Node, hospital: &str, name: &str) -> (S
 /// doctor's account for another doctor's in every answer gets that doctor no key (the
 /// request's transaction, as the proxy serves it, no longer proves, so nothing is approved);
 /// straight to the node, the approval wraps the keys to the requester alone.
-#[test]
-fn an_approval_wraps_keys_to_the_proven_requester_not_to_whom_a_node_names() {
-    let tmp = tempdir();
-    let node = Node::start(&tmp.path().join("data"));
+/// The cast with two more doctors at its hospital, a record of the patient's, and a pending
+/// access request from the consultant to the patient.
+pub(crate) struct Asked {
+    pub(crate) c: crate::registry::Cast,
+    pub(crate) consultant_account: String,
+    pub(crate) mallory_account: String,
+    pub(crate) request: String,
+}
+
+pub(crate) fn asked(dir: &std::path::Path, node: &Node) -> Asked {
     let env = [("MEDLEDGER_NODE", node.url.as_str())];
-    let c = cast(tmp.path(), &node);
-    let (consultant, consultant_account) = onboard(tmp.path(), &node, &c.hospital, "consultant");
-    let (_, mallory_account) = onboard(tmp.path(), &node, &c.hospital, "mallory");
-    let file = tmp.path().join("ecg.txt");
+    let c = cast(dir, node);
+    let (consultant, consultant_account) = onboard(dir, node, &c.hospital, "consultant");
+    let (_, mallory_account) = onboard(dir, node, &c.hospital, "mallory");
+    let file = dir.join("ecg.txt");
     std::fs::write(&file, b"sinus rhythm, 72 bpm").unwrap();
     ok(
         &["record", "add", "--wallet", &c.doctor, "--patient", &c.patient_id]
@@ -442,6 +478,15 @@ fn an_approval_wraps_keys_to_the_proven_requester_not_to_whom_a_node_names() {
     );
     let request =
         serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"].as_str().unwrap().to_owned();
+    Asked { c, consultant_account, mallory_account, request }
+}
+
+#[test]
+fn an_approval_wraps_keys_to_the_proven_requester_not_to_whom_a_node_names() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let Asked { c, consultant_account, mallory_account, request } = asked(tmp.path(), &node);
 
     // The patient approves through a proxy that names Mallory wherever the consultant is.
     let proxy =
@@ -471,4 +516,59 @@ fn an_approval_wraps_keys_to_the_proven_requester_not_to_whom_a_node_names() {
         .to_owned();
     let err = fails(&["consent", "approve", &tx, "--wallet", &c.patient, "--scope", "all"], &env);
     assert!(err.contains("is no access request"), "{err}");
+}
+
+/// A node that lies only in its listing of a request (the `/v1/consent/requests/` answers name
+/// Mallory where the consultant is) changes neither what `consent show-request` shows nor
+/// whom `consent approve` wraps the keys to: both come from the request's own transaction,
+/// proven. A node that hides the key proof of the request's signer (so that no registration of
+/// it is proven) gets no approval at all, and nothing is sent.
+#[test]
+fn a_request_is_shown_and_approved_as_its_transaction_says_whatever_a_node_lists() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let Asked { c, consultant_account, mallory_account, request } = asked(tmp.path(), &node);
+    let approve = ["consent", "approve", &request, "--wallet", &c.patient, "--scope", "all"];
+    let show = ["consent", "show-request", &request, "--wallet", &c.patient];
+
+    // The signer's registration hidden: refused before anything is signed.
+    let hidden = format!("/v1/accounts/{consultant_account}/encryption-key");
+    let proxy = KeySwappingProxy::lying(node.port, Lie::Hide { path: hidden });
+    let via = [("MEDLEDGER_NODE", proxy.url.as_str())];
+    for args in [&approve[..], &show[..]] {
+        let err = fails(args, &via);
+        assert!(
+            err.contains(&format!(
+                "proves no registration of {consultant_account}, who signed request {request}"
+            )),
+            "{err}"
+        );
+    }
+    assert!(proxy.swaps.load(Ordering::Relaxed) > 0, "the proxy hid nothing");
+    let seen = proxy.seen();
+    assert!(!seen.iter().any(|r| r.starts_with("POST ")), "something was sent: {seen:?}");
+    drop(proxy);
+    assert!(keys_shared(&c.patient, &env).is_empty());
+
+    // The request's listing lies about the requester.
+    let only = "/v1/consent/requests/".to_owned();
+    let lie = Lie::Swap {
+        victim: consultant_account.clone(),
+        attacker: mallory_account.clone(),
+        only: only.clone(),
+    };
+    let proxy = KeySwappingProxy::lying(node.port, lie);
+    let via = [("MEDLEDGER_NODE", proxy.url.as_str())];
+    let shown: serde_json::Value = serde_json::from_str(&ok(&show, &via)).unwrap();
+    // The listing was rewritten (it named the consultant), and what is shown is the proven.
+    assert!(proxy.swaps.load(Ordering::Relaxed) > 0, "the proxy did not lie");
+    assert_eq!(shown["requester"], consultant_account.as_str(), "{shown}");
+    assert_eq!(shown["status"], "pending", "{shown}");
+    let out = ok(&approve, &via);
+    assert!(out.contains(&format!("wrapped to {consultant_account}")), "{out}");
+    assert!(!out.contains(&mallory_account), "{out}");
+    assert!(proxy.seen().iter().any(|r| r.starts_with(&format!("GET {only}"))));
+    drop(proxy);
+    assert_eq!(keys_shared(&c.patient, &env), vec![consultant_account]);
 }
