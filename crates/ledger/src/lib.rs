@@ -46,7 +46,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 pub use apply::{Simulated, verify_signatures};
 pub use nodes::seals::{SealFault, judge_seal};
 pub use query::TxRecord;
-pub use snapshot::{SnapshotError, SnapshotHeader};
+pub use snapshot::{ImportBounds, SnapshotError, SnapshotHeader};
 pub use startup::Integrity;
 use state::*;
 pub use state::{

@@ -186,6 +186,21 @@ fn write_frame(out: &mut impl Write, tag: u8, parts: &[&[u8]]) -> io::Result<()>
     Ok(())
 }
 
+/// How far a block a snapshot adds may reach ([`Ledger::import_snapshot_checked`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ImportBounds {
+    /// The latest time a block may carry: the caller's clock and the lead it allows.
+    pub latest_ms: u64,
+    /// The latest Raft term a block may be sealed for: the term of the log entry the
+    /// snapshot was taken at.
+    pub max_term: u64,
+}
+
+impl ImportBounds {
+    /// No bound (a snapshot read outside a network).
+    pub const NONE: Self = Self { latest_ms: u64::MAX, max_term: u64::MAX };
+}
+
 impl Ledger {
     /// Writes a snapshot of the ledger as committed now to `out` (see the [module
     /// docs](self)), from one read transaction: blocks applied meanwhile are not in it. Checks
@@ -302,21 +317,22 @@ impl Ledger {
         input: impl Read,
         marker: &[u8],
     ) -> Result<SnapshotHeader, SnapshotError> {
-        self.import_snapshot_checked(input, marker, u64::MAX, |_| Ok(()))
+        self.import_snapshot_checked(input, marker, ImportBounds::NONE, |_| Ok(()))
     }
 
     /// [`Ledger::import_snapshot`], also refused (with nothing changed) when a block it adds
-    /// is timed after `latest_ms` (the caller's clock and the lead it allows), and when
-    /// `accept` refuses the nodes of the imported ledger (every node ever admitted, with its
-    /// status): what a caller checks the snapshot's marker against, such as the Raft
-    /// membership it carries.
+    /// is beyond `bounds` (timed after the caller's clock allows, or sealed for a Raft term
+    /// after the snapshot's), and when `accept` refuses the nodes of the imported ledger
+    /// (every node ever admitted, with its status): what a caller checks the snapshot's
+    /// marker against, such as the Raft membership it carries.
     pub fn import_snapshot_checked(
         &self,
         input: impl Read,
         marker: &[u8],
-        latest_ms: u64,
+        bounds: ImportBounds,
         accept: impl FnOnce(&[NodeEntry]) -> Result<(), String>,
     ) -> Result<SnapshotHeader, SnapshotError> {
+        let ImportBounds { latest_ms, max_term } = bounds;
         // A ledger found damaged refuses (a storage fault, not the sender's): its own rows
         // would not match an honest snapshot's.
         self.verdict.refuse_if_corrupt()?;
@@ -426,6 +442,15 @@ impl Ledger {
                         node_by_id(&tables.nodes, &self.genesis, id)
                     })?
                     .map_err(|fault| at(fault.to_string()))?;
+                    // A block is sealed for the term of the log entry that carried it, which
+                    // is no later than the entry the snapshot was taken at.
+                    if decoded.term > max_term {
+                        return Err(at(format!(
+                            "it is sealed for Raft term {}, after the term {max_term} the \
+                             snapshot was taken in",
+                            decoded.term
+                        )));
+                    }
                     seals.insert(h.height, seal).map_err(LedgerError::from)?;
                 }
                 if log.len() + u64::from(h.tx_count) > header.log_size {
@@ -1228,6 +1253,36 @@ mod tests {
         assert_eq!(view(&target), before);
     }
 
+    /// Bounds by a clock alone.
+    fn by_clock(latest_ms: u64) -> ImportBounds {
+        ImportBounds { latest_ms, ..ImportBounds::NONE }
+    }
+
+    /// A block it adds sealed for a Raft term after the one the snapshot was taken in is
+    /// refused (no honest leader sealed it before the snapshot's entry); sealed in that very
+    /// term, it is taken.
+    #[test]
+    fn a_block_sealed_for_a_term_after_the_snapshots_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut chain = Chain::new("snap");
+        let Ledgers { source, lagging: target, .. } = chain.source_new_and_lagging(dir.path(), 4);
+        let snapshot = export(&source);
+        let term = source.seal(3).unwrap().expect("block 3 is sealed").term;
+        let in_term = |max_term| ImportBounds { max_term, ..ImportBounds::NONE };
+        let before = view(&target);
+        let err =
+            target.import_snapshot_checked(&snapshot[..], b"marker", in_term(term - 1), |_| Ok(()));
+        let words =
+            format!("its block 3: it is sealed for Raft term {term}, after the term {}", term - 1);
+        let err = err.unwrap_err();
+        assert!(matches!(&err, SnapshotError::Mismatch(m) if m.contains(&words)), "{err}");
+        assert_eq!(view(&target), before);
+        target
+            .import_snapshot_checked(&snapshot[..], b"marker", in_term(term), |_| Ok(()))
+            .unwrap();
+        assert_eq!(view(&target), view(&source));
+    }
+
     /// A block it adds timed after the latest time the caller accepts is refused; one timed
     /// at it is taken. Blocks the target already applied are not judged by its clock again.
     #[test]
@@ -1239,13 +1294,18 @@ mod tests {
         let snapshot = export(&source);
         let last = blocks[3].header.time_ms;
         let before = view(&target);
-        let err = target.import_snapshot_checked(&snapshot[..], b"marker", last - 1, |_| Ok(()));
+        let err = target.import_snapshot_checked(
+            &snapshot[..],
+            b"marker",
+            by_clock(last - 1),
+            |_| Ok(()),
+        );
         let err = err.unwrap_err();
         assert!(mismatch("its block 4 is timed")(&err), "{err}");
         assert_eq!(view(&target), before);
         // Its own blocks 1 and 2 are timed before block 3; a clock between them is enough.
         let at = blocks[3].header.time_ms;
-        target.import_snapshot_checked(&snapshot[..], b"marker", at, |_| Ok(())).unwrap();
+        target.import_snapshot_checked(&snapshot[..], b"marker", by_clock(at), |_| Ok(())).unwrap();
         assert_eq!(view(&target), view(&source));
     }
 

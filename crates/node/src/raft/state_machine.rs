@@ -578,13 +578,15 @@ pub(super) fn import(
             .map_err(|reason| format!("its Raft membership: {reason}"))
     };
     // A block it adds may be timed no further ahead of this node's clock than one that comes
-    // as a log entry.
-    let latest_ms = super::transport::now_ms().saturating_add(super::blocks::MAX_AHEAD_MS);
-    let header =
-        ledger.import_snapshot_checked(file, &stored, latest_ms, members).map_err(|e| {
-            let protocol = !matches!(e, SnapshotError::Io(_) | SnapshotError::Ledger(_));
-            Refused { reason: e.to_string(), protocol }
-        })?;
+    // as a log entry, and sealed for no term after the entry the snapshot was taken at.
+    let bounds = medledger_ledger::ImportBounds {
+        latest_ms: super::transport::now_ms().saturating_add(super::blocks::MAX_AHEAD_MS),
+        max_term: marker.0.map_or(0, |last| last.leader_id.term),
+    };
+    let header = ledger.import_snapshot_checked(file, &stored, bounds, members).map_err(|e| {
+        let protocol = !matches!(e, SnapshotError::Io(_) | SnapshotError::Ledger(_));
+        Refused { reason: e.to_string(), protocol }
+    })?;
     tracing::info!(
         height = header.height,
         import_ms = started.elapsed().as_millis() as u64,

@@ -668,29 +668,50 @@ async fn a_snapshot_whose_membership_names_an_unadmitted_node_is_refused() {
     let phantom: Membership<u64, BasicNode> = serde_json::from_value(phantom).unwrap();
     assert!(phantom.voter_ids().any(|id| id == 9) && phantom.get_node(&9).is_none());
     for (membership, why) in [(stranger, "never admitted"), (phantom, "as a voter but not")] {
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let mut chain = Chain::new();
-        built(a.path(), &mut chain, 3).await;
-        let (source, mut sm) = state_machine(a.path(), &chain.genesis);
         let marker =
             (Some(log_id(4)), openraft::StoredMembership::new(Some(log_id(1)), membership));
-        source
-            .set_applied_marker(&super::state_machine::encode_marker(&marker, &Default::default()))
-            .unwrap();
-        let mut snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
-        let mut bytes = Vec::new();
-        snapshot.snapshot.read_to_end(&mut bytes).await.unwrap();
-
-        let target = ledger_at(b.path(), &chain.genesis);
-        let (mut installing, fault) = state_machine_on(target.clone(), b.path());
-        let before = (view(&target), installing.applied_state().await.unwrap());
-        let err = receive(&mut installing, &snapshot.meta, &bytes).await.unwrap_err();
-        assert!(format!("{err:?}").contains(why), "{err:?}");
-        assert!(fault.is_protocol(), "{:?}", fault.reason());
-        assert_eq!((view(&target), installing.applied_state().await.unwrap()), before);
-        assert!(installing.get_current_snapshot().await.unwrap().is_none());
-        assert!(files(&b.path().join("snapshots"), ".tmp").is_empty());
+        refused_with_marker(marker, why).await;
     }
+}
+
+/// A snapshot whose blocks are sealed for a later Raft term than the log entry it says it was
+/// taken at is refused: no leader of a later term sealed a block before that entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_holding_a_block_sealed_after_its_own_term_is_refused() {
+    let in_term_0 = |index| LogId::new(CommittedLeaderId::new(0, 1), index);
+    let membership = Membership::new(
+        vec![BTreeSet::from([1])],
+        BTreeMap::from([(1, BasicNode { addr: "127.0.0.1:1".into() })]),
+    );
+    let marker =
+        (Some(in_term_0(4)), openraft::StoredMembership::new(Some(in_term_0(1)), membership));
+    refused_with_marker(marker, "its block 1: it is sealed for Raft term 1, after the term 0")
+        .await;
+}
+
+/// A snapshot of three blocks (sealed for term 1) taken as if at `marker`, sent to a new
+/// node: refused with `why`, as a protocol fault, with nothing changed and nothing kept.
+async fn refused_with_marker(marker: super::state_machine::Marker, why: &str) {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut chain = Chain::new();
+    built(a.path(), &mut chain, 3).await;
+    let (source, mut sm) = state_machine(a.path(), &chain.genesis);
+    source
+        .set_applied_marker(&super::state_machine::encode_marker(&marker, &Default::default()))
+        .unwrap();
+    let mut snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let mut bytes = Vec::new();
+    snapshot.snapshot.read_to_end(&mut bytes).await.unwrap();
+
+    let target = ledger_at(b.path(), &chain.genesis);
+    let (mut installing, fault) = state_machine_on(target.clone(), b.path());
+    let before = (view(&target), installing.applied_state().await.unwrap());
+    let err = receive(&mut installing, &snapshot.meta, &bytes).await.unwrap_err();
+    assert!(format!("{err:?}").contains(why), "{err:?}");
+    assert!(fault.is_protocol(), "{:?}", fault.reason());
+    assert_eq!((view(&target), installing.applied_state().await.unwrap()), before);
+    assert!(installing.get_current_snapshot().await.unwrap().is_none());
+    assert!(files(&b.path().join("snapshots"), ".tmp").is_empty());
 }
 
 /// Node 2 as a follower over the ledger and log in `dir`, and the fault it reports to.
