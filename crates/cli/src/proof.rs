@@ -270,7 +270,7 @@ fn seen_of(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use medledger_client::{
         checkpoints::SeenCheckpoint, keystore::WalletState, proof::TrustAnchor,
     };
@@ -278,7 +278,9 @@ mod tests {
 
     use super::record_checked;
 
-    fn seen(node_id: u64, key: &SigningKey, height: u64) -> SeenCheckpoint {
+    /// A checkpoint of `height` signed by `key`, as the wallet remembers it from `node_id`
+    /// (the wallet's tests use it too).
+    pub(crate) fn seen(node_id: u64, key: &SigningKey, height: u64) -> SeenCheckpoint {
         let checkpoint = Checkpoint {
             chain_id: "medledger-test".into(),
             height,

@@ -377,22 +377,11 @@ async fn pin(
 
 #[cfg(test)]
 mod tests {
-    use medledger_client::{checkpoints::SeenCheckpoint, keystore::WalletState};
-    use medledger_core::{Hash, block::Checkpoint, keys::SigningKey};
+    use medledger_client::keystore::WalletState;
+    use medledger_core::keys::SigningKey;
 
     use super::forget_checkpoints;
-
-    fn seen(node_id: u64, key: &SigningKey, height: u64) -> SeenCheckpoint {
-        let checkpoint = Checkpoint {
-            chain_id: "medledger-test".into(),
-            height,
-            time_ms: height * 1_000,
-            log_size: height * 3,
-            log_root: Hash::of(&height.to_be_bytes()),
-        }
-        .sign(key);
-        SeenCheckpoint { node_id, checkpoint }
-    }
+    use crate::proof::tests::seen;
 
     /// Forgetting the node that signed the newest checkpoint (say, far ahead of the others)
     /// leaves the others' and makes the newest of theirs the wallet's newest; a node the
