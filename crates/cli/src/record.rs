@@ -274,7 +274,11 @@ pub(crate) fn today() -> VisitDate {
     VisitDate { year: year as u16, month: month as u8, day: day as u8 }
 }
 
-/// The patient's account, from a Patient-ID or an account id.
+/// The patient's account, from a Patient-ID or an account id. A Patient-ID is resolved by
+/// the node, so the account it names must be one whose registration the ledger proves to be
+/// a patient's: a node that named a doctor, a hospital or an organisation instead would
+/// otherwise have the record's key wrapped to it. (Which patient a Patient-ID is, the wallet
+/// cannot prove: SECURITY.md, H5.)
 pub(crate) async fn resolve_patient(s: &Session, patient: &str) -> Result<AccountId> {
     if patient.len() < 40 && patient.chars().all(|c| c.is_ascii_digit()) {
         let id: u64 = patient.parse().context("a Patient-ID is a number")?;
@@ -287,7 +291,18 @@ pub(crate) async fn resolve_patient(s: &Session, patient: &str) -> Result<Accoun
                      card) and pass that"
             )
         })?;
-        return Ok(p.account);
+        let account = p.account;
+        match s.client.proven_registration(&account, &s.anchor).await? {
+            Some(medledger_client::proof::Registered::Patient) => return Ok(account),
+            Some(other) => bail!(
+                "the node resolves Patient-ID {id} to account {account}, which the ledger \
+                 proves is no patient ({other:?}); nothing was sent"
+            ),
+            None => bail!(
+                "the node resolves Patient-ID {id} to account {account}, whose registration \
+                 it does not prove; nothing was sent"
+            ),
+        }
     }
     patient
         .parse()

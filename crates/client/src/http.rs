@@ -117,6 +117,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// How many registrations up a key proof follows its signers: a device's (its patient's or
+/// a delegate's), the patient's (a hospital's), the hospital's (the regulator's).
+const MAX_REGISTRARS: u8 = 3;
+
 impl NodeClient {
     /// A client for the node at `base_url` (like `http://127.0.0.1:7878`). Over `https://`
     /// it accepts any node certificate ([`medledger_tls::AnyKey`]): the connection is
@@ -256,27 +260,22 @@ impl NodeClient {
     }
 
     /// The encryption key of `account`, proven against the ledger under `anchor` (see
-    /// [`crate::proof::verify_account_key`]), or `None` if the node says there is no such
-    /// account. The only way the wallet learns a key to wrap or seal anything to:
-    /// [`NodeClient::account`]'s `encryption_key` is what the node says, unchecked.
+    /// [`crate::proof::verify_account_key`], and its registration's signer proven to be one
+    /// the ledger lets register it, see [`crate::proof::Registrar`]), or `None` if the node
+    /// says there is no such account. The only way the wallet learns a key to wrap or seal
+    /// anything to: [`NodeClient::account`]'s `encryption_key` is what the node says,
+    /// unchecked.
     pub async fn proven_encryption_key(
         &self,
         account: &AccountId,
         anchor: &crate::proof::TrustAnchor,
     ) -> Result<Option<EncryptionKey>, ClientError> {
-        let Some(proof) = self.account_key_proof(account).await? else { return Ok(None) };
-        let genesis = self.genesis().await?;
-        // The registration may be proven under any admitted node's checkpoint; the regulator's
-        // key (no registration) comes from the pinned genesis, under no checkpoint.
-        let signer = match &proof.registration {
-            Some(r) => self.trusted_signer(&r.checkpoint, anchor, &genesis).await?,
-            None => anchor.node_key,
-        };
-        crate::proof::verify_account_key(&proof, account, anchor, &signer, Some(&genesis)).map(Some)
+        Ok(self.proven_account(account, anchor, MAX_REGISTRARS).await?.map(|(key, _)| key))
     }
 
     /// What the proven registration of `account` made it (see
-    /// [`crate::proof::verify_registration`]), or `None` if the node says there is no such
+    /// [`crate::proof::verify_registration`], the signer proven as for
+    /// [`NodeClient::proven_encryption_key`]), or `None` if the node says there is no such
     /// account: how the wallet knows who is a member of which organisation, never from a
     /// listing the node could edit.
     pub async fn proven_registration(
@@ -284,16 +283,66 @@ impl NodeClient {
         account: &AccountId,
         anchor: &crate::proof::TrustAnchor,
     ) -> Result<Option<crate::proof::Registered>, ClientError> {
-        let Some(proof) = self.account_key_proof(account).await? else { return Ok(None) };
-        let genesis = self.genesis().await?;
-        let signer = match &proof.registration {
-            Some(r) => self.trusted_signer(&r.checkpoint, anchor, &genesis).await?,
-            None => anchor.node_key,
-        };
-        crate::proof::verify_registration(&proof, account, anchor, &signer, Some(&genesis))
-            .map(|(_, registered)| Some(registered))
+        Ok(self.proven_account(account, anchor, MAX_REGISTRARS).await?.map(|(_, r)| r))
     }
 
+    /// `account`'s proven key and registration, its registration's signer proven in turn (at
+    /// most `depth` registrations up: a device's patient, their hospital, the regulator).
+    fn proven_account<'a>(
+        &'a self,
+        account: &'a AccountId,
+        anchor: &'a crate::proof::TrustAnchor,
+        depth: u8,
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<Option<(EncryptionKey, crate::proof::Registered)>, ClientError>,
+    > {
+        Box::pin(async move {
+            let Some(proof) = self.account_key_proof(account).await? else { return Ok(None) };
+            let genesis = self.genesis().await?;
+            // The registration may be proven under any admitted node's checkpoint; the
+            // regulator's key (no registration) comes from the pinned genesis, under no
+            // checkpoint.
+            let signer = match &proof.registration {
+                Some(r) => self.trusted_signer(&r.checkpoint, anchor, &genesis).await?,
+                None => anchor.node_key,
+            };
+            let (key, registered, registrar) = crate::proof::verify_registration(
+                &proof,
+                account,
+                anchor,
+                &signer,
+                Some(&genesis),
+            )?;
+            if let Some((by, needs)) = registrar {
+                let refuse = |reason: String| {
+                    ClientError::Proof(crate::error::ProofError::UnprovenKey {
+                        account: *account,
+                        reason,
+                    })
+                };
+                // The regulator, as the pinned genesis names it.
+                let regulator = genesis.hash() == anchor.genesis && by == genesis.regulator();
+                let proven = match (needs, regulator) {
+                    (crate::proof::Registrar::Regulator, _) | (_, true) => None,
+                    _ if depth == 0 => {
+                        return Err(refuse(format!(
+                            "its registration's signer {by} is more than {MAX_REGISTRARS} \
+                             registrations from the regulator"
+                        )));
+                    }
+                    _ => self.proven_account(&by, anchor, depth - 1).await?.map(|(_, r)| r),
+                };
+                if !needs.allows(regulator, proven) {
+                    return Err(refuse(format!(
+                        "its registration was signed by {by}, which the ledger does not prove \
+                         may register it (it must be {needs:?}; {by} is proven {proven:?})"
+                    )));
+                }
+            }
+            Ok(Some((key, registered)))
+        })
+    }
     /// The public key of `device`'s `session`, proven against the ledger under `anchor` by the
     /// transaction that started the session (see [`crate::proof::verify_session_key`]): the
     /// only key a device seals readings to. The session view's `public_key` is what the node

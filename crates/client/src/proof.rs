@@ -239,20 +239,28 @@ pub enum Registered {
     /// A member of this organisation: its `AddMember` was signed by the organisation and
     /// carries the member's valid acceptance.
     MemberOf(AccountId),
+    /// A patient (registered by `RegisterPatient`).
+    Patient,
+    /// A hospital (admitted by the regulator).
+    Hospital,
     /// Anything else.
     Other,
 }
 
-/// [`verify_account_key`], and what the proven registration made the account.
+/// [`verify_account_key`], what the proven registration made the account, and who signed it
+/// with what they must be proven to be ([`Registrar`]; `None` for the genesis regulator,
+/// which has no registration): the caller proves that signer before it trusts the key.
 pub fn verify_registration(
     proof: &AccountKeyProof,
     account: &AccountId,
     anchor: &TrustAnchor,
     signer: &PublicKey,
     genesis: Option<&Genesis>,
-) -> Result<(EncryptionKey, Registered), ClientError> {
+) -> Result<(EncryptionKey, Registered, RegisteredBy), ClientError> {
     let key = verify_account_key(proof, account, anchor, signer, genesis)?;
-    let Some(registration) = &proof.registration else { return Ok((key, Registered::Other)) };
+    let Some(registration) = &proof.registration else {
+        return Ok((key, Registered::Other, None));
+    };
     let refuse =
         |reason: String| ClientError::Proof(ProofError::UnprovenKey { account: *account, reason });
     let tx = signed_for_this_chain(registration, anchor, signer)
@@ -264,9 +272,60 @@ pub fn verify_registration(
         {
             Registered::MemberOf(tx.tx.signer)
         }
+        TxBody::Registry(RegistryTx::RegisterPatient(_)) => Registered::Patient,
+        TxBody::Registry(RegistryTx::AdmitHospital(_)) => Registered::Hospital,
         _ => Registered::Other,
     };
-    Ok((key, registered))
+    let registrar = Registrar::of(&tx.tx.body).map(|needs| (tx.tx.signer, needs));
+    Ok((key, registered, registrar))
+}
+
+/// Who signed a registration, and what they must be proven to be (`None`: no registration,
+/// the genesis regulator).
+pub type RegisteredBy = Option<(AccountId, Registrar)>;
+
+/// Who the ledger lets sign a registration of a kind: a registration whose receipt the node
+/// reports as applied counts only if its signer is proven to be that (the receipt is the
+/// node's word, and a refused registration is in the log too, so anyone could otherwise sign
+/// one naming another's signing key beside their own encryption key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registrar {
+    /// The regulator named in the pinned genesis (hospitals and organisations).
+    Regulator,
+    /// A hospital (doctors and patients).
+    Hospital,
+    /// An organisation (its members).
+    Organisation,
+    /// A registered account (a device: its patient, their delegate or a hospital).
+    Registered,
+}
+
+impl Registrar {
+    /// Who may sign `body`, a registration; `None` for what registers no account.
+    pub fn of(body: &TxBody) -> Option<Registrar> {
+        Some(match body {
+            TxBody::Registry(RegistryTx::AdmitHospital(_) | RegistryTx::AdmitOrganisation(_)) => {
+                Registrar::Regulator
+            }
+            TxBody::Registry(RegistryTx::OnboardDoctor(_) | RegistryTx::RegisterPatient(_)) => {
+                Registrar::Hospital
+            }
+            TxBody::Registry(RegistryTx::AddMember(_)) => Registrar::Organisation,
+            TxBody::Devices(DeviceTx::Register(_)) => Registrar::Registered,
+            _ => return None,
+        })
+    }
+
+    /// Whether an account proven to be `signer` (`None`: not proven registered), or the
+    /// genesis regulator when `regulator` says so, may sign such a registration.
+    pub fn allows(self, regulator: bool, signer: Option<Registered>) -> bool {
+        match self {
+            Registrar::Regulator => regulator,
+            Registrar::Hospital => signer == Some(Registered::Hospital),
+            Registrar::Organisation => matches!(signer, Some(Registered::Organisation(_))),
+            Registrar::Registered => regulator || signer.is_some(),
+        }
+    }
 }
 
 /// The transaction of `proof`, included in the log under a checkpoint signed by `signer` (a
@@ -790,6 +849,51 @@ pub(crate) mod tests {
             Err(ClientError::Proof(ProofError::UnprovenKey { .. })) => {}
             other => panic!("{what}: expected the key to be refused, got {other:?}"),
         }
+    }
+
+    /// A registration names who signed it and what that signer must be proven to be: the
+    /// hospital that registered the patient here. Every kind's registrar, and what each
+    /// accepts: a registration signed by anyone else is refused whatever its receipt says.
+    #[test]
+    fn a_registration_counts_only_when_signed_by_whom_the_ledger_lets_register_it() {
+        let node = SigningKey::generate();
+        let (proof, account, anchor) = key_proof(&node);
+        let (_, registered, registrar) =
+            verify_registration(&proof, &account, &anchor, &anchor.node_key, None).unwrap();
+        assert_eq!(registered, Registered::Patient);
+        let hospital = AccountId::from_initial_key(&SigningKey::from_seed([9; 32]).public_key());
+        assert_eq!(registrar, Some((hospital, Registrar::Hospital)));
+
+        use Registered::*;
+        use medledger_core::tx::OrganisationKind::{Insurer, Researcher};
+        let proven = [
+            None,
+            Some(Other),
+            Some(Patient),
+            Some(Hospital),
+            Some(Organisation(Researcher)),
+            Some(Organisation(Insurer)),
+            Some(MemberOf(hospital)),
+        ];
+        for signer in proven {
+            assert!(!Registrar::Regulator.allows(false, signer), "{signer:?}");
+            assert_eq!(Registrar::Hospital.allows(false, signer), signer == Some(Hospital));
+            assert_eq!(
+                Registrar::Organisation.allows(false, signer),
+                matches!(signer, Some(Organisation(_))),
+                "{signer:?}"
+            );
+            assert_eq!(Registrar::Registered.allows(false, signer), signer.is_some());
+        }
+        // The genesis regulator admits hospitals and organisations, and registers no doctor,
+        // patient or member.
+        assert!(Registrar::Regulator.allows(true, None));
+        assert!(!Registrar::Hospital.allows(true, None));
+        assert!(!Registrar::Organisation.allows(true, None));
+
+        // What registers no account has no registrar.
+        let revoke = medledger_core::tx::ConsentTx::Revoke { grant: Hash::of(b"g") };
+        assert_eq!(Registrar::of(&TxBody::Consent(revoke)), None);
     }
 
     #[test]

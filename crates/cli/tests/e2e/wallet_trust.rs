@@ -26,6 +26,8 @@ pub(crate) enum Lie {
     /// Answers 404 to every request for a path that starts with `path`, as a node that hides
     /// what it holds would.
     Hide { path: String },
+    /// Answers `body` (200) to every request for exactly `path`, as a node that made it up.
+    Answer { path: String, body: Vec<u8> },
 }
 
 /// A real HTTP relay on 127.0.0.1 in front of the node: forwards every request (one per
@@ -132,6 +134,12 @@ fn relay(
         Lie::Hide { path: hidden } if path.starts_with(hidden.as_str()) => {
             answer.status = 404;
             answer.body = br#"{"error":"not found"}"#.to_vec();
+            swaps.fetch_add(1, Ordering::Relaxed);
+            (b"", b"")
+        }
+        Lie::Answer { path: made_up, body } if path == *made_up => {
+            answer.status = 200;
+            answer.body = body.clone();
             swaps.fetch_add(1, Ordering::Relaxed);
             (b"", b"")
         }
@@ -571,4 +579,129 @@ fn a_request_is_shown_and_approved_as_its_transaction_says_whatever_a_node_lists
     assert!(proxy.seen().iter().any(|r| r.starts_with(&format!("GET {only}"))));
     drop(proxy);
     assert_eq!(keys_shared(&c.patient, &env), vec![consultant_account]);
+}
+
+/// A Patient-ID is resolved by the node: one that resolves it to a doctor's account (whose key
+/// proves, so a new record's key would be wrapped to that doctor) gets nothing. `record add`
+/// is refused before any blob is stored or anything is sent; straight to the node, the same
+/// command files the record for the patient.
+#[test]
+fn a_patient_id_a_node_resolves_to_no_patient_gets_no_record() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let c = cast(tmp.path(), &node);
+    let (_, mallory_account) = onboard(tmp.path(), &node, &c.hospital, "mallory");
+    let patient_account = crate::consent::account_of(&c.patient);
+    let file = tmp.path().join("ecg.txt");
+    std::fs::write(&file, b"sinus rhythm, 72 bpm").unwrap();
+    let file = file.display().to_string();
+    let add = ["record", "add", "--wallet", &c.doctor, "--patient", &c.patient_id]
+        .into_iter()
+        .chain(["--file", &file, "--category", "lab-report"])
+        .collect::<Vec<_>>();
+
+    let lie = Lie::Swap {
+        victim: patient_account.clone(),
+        attacker: mallory_account.clone(),
+        only: "/v1/patients/".to_owned(),
+    };
+    let proxy = KeySwappingProxy::lying(node.port, lie);
+    let err = fails(&add, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
+    assert!(proxy.lies() > 0, "the proxy did not lie: {err}");
+    let said = format!(
+        "the node resolves Patient-ID {} to account {mallory_account}, which the ledger proves \
+         is no patient",
+        c.patient_id
+    );
+    assert!(err.contains(&said), "{err}");
+    let seen = proxy.seen();
+    assert!(
+        !seen.iter().any(|r| r.starts_with("PUT ") || r.starts_with("POST ")),
+        "something was stored or sent: {seen:?}"
+    );
+    drop(proxy);
+    let out = ok(&add, &env);
+    assert!(out.contains("record "), "{out}");
+}
+
+/// A key proof names the transaction that registered the account, but its receipt is the
+/// node's word and a refused transaction is in the log too. Mallory, a doctor, signs an
+/// `OnboardDoctor` naming the consultant's (public) signing key beside her own encryption
+/// key; the ledger refuses it (only a hospital onboards a doctor), yet it is in the log. A
+/// node that serves it as the consultant's registration, its receipt rewritten to "applied",
+/// gets nothing: the registration's signer is not proven to be a hospital, so the patient's
+/// grant to the consultant stops before any key is wrapped or anything is sent.
+#[test]
+fn a_registration_signed_by_one_who_may_not_register_proves_no_key() {
+    use medledger_client::{NodeClient, Signer, Wallet};
+    use medledger_core::{
+        block::{Created, Outcome},
+        tx::{OnboardDoctor, RegistryTx, TxBody},
+    };
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let c = cast(tmp.path(), &node);
+    let (consultant, consultant_account) = onboard(tmp.path(), &node, &c.hospital, "consultant");
+    let (mallory, mallory_account) = onboard(tmp.path(), &node, &c.hospital, "mallory");
+    let unlock = |wallet: &str| {
+        let mut w = Wallet::load(wallet).unwrap();
+        (w.unlock(PASS).unwrap(), w.account())
+    };
+    let (consultant_id, consultant_acc) = unlock(&consultant);
+    let (mallory_id, mallory_acc) = unlock(&mallory);
+    assert_eq!(consultant_acc.to_string(), consultant_account);
+    assert_eq!(mallory_acc.to_string(), mallory_account);
+
+    let chain = node.health()["chain_id"].as_str().unwrap().to_owned();
+    let forged = TxBody::Registry(RegistryTx::OnboardDoctor(OnboardDoctor {
+        key: consultant_id.signing.public_key(),
+        encryption_key: mallory_id.decryption.public_key(),
+        registration_number: "GMC-forged".into(),
+        name: "consultant".into(),
+        specialisation: "gp".into(),
+    }));
+    let forged = medledger_client::tx::build(&mallory_id, mallory_acc, &chain, 1, forged);
+    let _ = http(node.port, "POST", "/v1/transactions", &forged.encode()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = NodeClient::new(&node.url)
+        .unwrap()
+        .signed_by(Signer::new(mallory_id.signing.clone(), mallory_acc));
+    let mut proof = rt.block_on(client.transaction(&forged.hash())).expect("in the log");
+    assert!(matches!(proof.receipt.outcome, Outcome::Refused { .. }), "{:?}", proof.receipt);
+    proof.receipt.outcome =
+        Outcome::Applied { created: Some(Created::Account { account: consultant_acc }) };
+    let made_up = medledger_api::AccountKeyProof {
+        account: consultant_acc,
+        encryption_key: mallory_id.decryption.public_key(),
+        registration: Some(proof),
+    };
+    let lie = Lie::Answer {
+        path: format!("/v1/accounts/{consultant_account}/encryption-key"),
+        body: serde_json::to_vec(&made_up).unwrap(),
+    };
+    let proxy = KeySwappingProxy::lying(node.port, lie);
+    let file = tmp.path().join("ecg.txt");
+    std::fs::write(&file, b"sinus rhythm, 72 bpm").unwrap();
+    ok(
+        &["record", "add", "--wallet", &c.doctor, "--patient", &c.patient_id]
+            .into_iter()
+            .chain(["--file", &file.display().to_string(), "--category", "lab-report"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let grant = ["consent", "grant", "--wallet", &c.patient, "--grantee", &consultant_account];
+    let err = fails(&grant, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
+    assert!(proxy.lies() > 0, "the proxy did not lie: {err}");
+    let said = format!(
+        "its registration was signed by {mallory_account}, which the ledger does not prove may register it"
+    );
+    assert!(err.contains(&said), "{err}");
+    let seen = proxy.seen();
+    assert!(!seen.iter().any(|r| r.starts_with("PUT ")), "a key was stored: {seen:?}");
+    drop(proxy);
+    // Straight to the node, the grant wraps the key to the consultant.
+    let out = ok(&grant, &env);
+    assert!(out.contains(&format!("wrapped to {consultant_account}")), "{out}");
 }
