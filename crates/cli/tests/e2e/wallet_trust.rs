@@ -462,11 +462,8 @@ pub(crate) struct Asked {
     pub(crate) request: String,
 }
 
-pub(crate) fn asked(dir: &std::path::Path, node: &Node) -> Asked {
-    let env = [("MEDLEDGER_NODE", node.url.as_str())];
-    let c = cast(dir, node);
-    let (consultant, consultant_account) = onboard(dir, node, &c.hospital, "consultant");
-    let (_, mallory_account) = onboard(dir, node, &c.hospital, "mallory");
+/// The cast's doctor files an ECG report for the cast's patient.
+fn add_ecg(dir: &std::path::Path, c: &crate::registry::Cast, env: &[(&str, &str)]) {
     let file = dir.join("ecg.txt");
     std::fs::write(&file, b"sinus rhythm, 72 bpm").unwrap();
     ok(
@@ -474,8 +471,16 @@ pub(crate) fn asked(dir: &std::path::Path, node: &Node) -> Asked {
             .into_iter()
             .chain(["--file", &file.display().to_string(), "--category", "lab-report"])
             .collect::<Vec<_>>(),
-        &env,
+        env,
     );
+}
+
+pub(crate) fn asked(dir: &std::path::Path, node: &Node) -> Asked {
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let c = cast(dir, node);
+    let (consultant, consultant_account) = onboard(dir, node, &c.hospital, "consultant");
+    let (_, mallory_account) = onboard(dir, node, &c.hospital, "mallory");
+    add_ecg(dir, &c, &env);
     let patient_account = crate::consent::account_of(&c.patient);
     let out = ok(
         &["consent", "request", "--wallet", &consultant, "--patient", &patient_account]
@@ -682,15 +687,7 @@ fn a_registration_signed_by_one_who_may_not_register_proves_no_key() {
         body: serde_json::to_vec(&made_up).unwrap(),
     };
     let proxy = KeySwappingProxy::lying(node.port, lie);
-    let file = tmp.path().join("ecg.txt");
-    std::fs::write(&file, b"sinus rhythm, 72 bpm").unwrap();
-    ok(
-        &["record", "add", "--wallet", &c.doctor, "--patient", &c.patient_id]
-            .into_iter()
-            .chain(["--file", &file.display().to_string(), "--category", "lab-report"])
-            .collect::<Vec<_>>(),
-        &env,
-    );
+    add_ecg(tmp.path(), &c, &env);
     let grant = ["consent", "grant", "--wallet", &c.patient, "--grantee", &consultant_account];
     let err = fails(&grant, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
     assert!(proxy.lies() > 0, "the proxy did not lie: {err}");
