@@ -317,10 +317,48 @@ async fn seal(s: &Session, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Case `id` as the node serves it, once its open transaction, proven, says the same patient,
+/// opener and sealed description (whose hash the case key is wrapped under): only such a
+/// case's key is wrapped to anyone, so that a node cannot have another case's key handed out
+/// under this id. What the open cannot prove is which of the patient's cases the id numbers.
+async fn proven_case(s: &Session, id: &str) -> Result<CaseView> {
+    let case = fetch_case(s, id).await?;
+    let check = async {
+        if case.case != id {
+            bail!("the node served case {} for it", case.case);
+        }
+        let (tx, _) = s.proven_transaction(&case.open_tx).await?;
+        let TxBody::Cases(CaseTx::Open(o)) = &tx.tx.body else {
+            bail!("transaction {} opens no case", case.open_tx);
+        };
+        if tx.tx.signer != case.opener || o.patient != case.patient {
+            bail!(
+                "its open says patient {} and opener {}, the node lists {} and {}",
+                o.patient,
+                tx.tx.signer,
+                case.patient,
+                case.opener
+            );
+        }
+        if o.description != case.description {
+            bail!(
+                "its open says description {}, the node lists {}",
+                o.description,
+                case.description
+            );
+        }
+        anyhow::Ok(())
+    };
+    check.await.with_context(|| {
+        format!("case {id} is not as its open transaction proves it; its key is not shared")
+    })?;
+    Ok(case)
+}
+
 /// Wraps this wallet's key of case `id` to `with` and records it (`case share`): the
 /// ledger decides who may share (the patient or the opener) and with whom.
 pub(crate) async fn share_case(s: &Session, id: &str, with: AccountId) -> Result<Receipt> {
-    let case = fetch_case(s, id).await?;
+    let case = proven_case(s, id).await?;
     let key = case_key(s, &case).await?;
     let k = wrap_to(s, &key, with, &case.description).await?;
     let receipt = s.submit(TxBody::Cases(CaseTx::ShareKey { case: id.to_owned(), key: k })).await?;

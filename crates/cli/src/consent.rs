@@ -432,13 +432,23 @@ pub async fn run(command: ConsentCommand) -> Result<()> {
         report(what, &receipt);
     }
     // Granting access to records re-wraps their keys to the grantee, here in the wallet.
+    let unwrapped = || {
+        format!(
+            "the consent is on the ledger (block {}), but wrapping its record keys failed",
+            receipt.height
+        )
+    };
     let mut wrapped = 0;
     if let ConsentTx::Grant { patient, grantee, scope, .. } = &body {
-        wrapped = share_for_grant(&session, *patient, *grantee, scope, json).await?;
+        wrapped = share_for_grant(&session, *patient, *grantee, scope, json)
+            .await
+            .with_context(unwrapped)?;
     }
     // An approval is a grant to the requester: their keys too.
     if let (ConsentTx::Approve { scope, .. }, Some(r)) = (&body, &approved) {
-        wrapped = share_for_grant(&session, r.patient, r.requester, scope, json).await?;
+        wrapped = share_for_grant(&session, r.patient, r.requester, scope, json)
+            .await
+            .with_context(unwrapped)?;
     }
     if json {
         let id = match &receipt.outcome {

@@ -333,23 +333,18 @@ pub(crate) async fn wrap_records(s: &Session, patient: AccountId) -> Result<(usi
         .await?
         .context("the patient has no emergency profile")?;
     let emergency = AccountId::emergency_of(&patient);
-    let (mut wrapped, mut missing) = (0, Vec::new());
-    for r in s.client.records_of_patient(&patient).await? {
-        if r.erased_at.is_some() {
-            continue;
-        }
-        if s.client.own_wrapped_key(&r.pmr).await?.is_none() {
-            missing.push(r.pmr.clone());
-            continue;
-        }
-        crate::record::share_with_key(s, &r, emergency, &view.emergency_key)
-            .await
-            .with_context(|| {
+    let (proven, missing) =
+        crate::record::proven_records_of(s, patient, |r| r.erased_at.is_none()).await?;
+    let mut wrapped = 0;
+    for r in &proven {
+        crate::record::share_with_key(s, r, emergency, &view.emergency_key).await.with_context(
+            || {
                 format!(
                     "wrapping record {} to the emergency key ({wrapped} done); run `medledger emergency wrap-records` to finish",
                     r.pmr
                 )
-            })?;
+            },
+        )?;
         wrapped += 1;
     }
     Ok((wrapped, missing))

@@ -713,21 +713,11 @@ async fn get(
     Ok(())
 }
 
-/// Checks and prints where a record comes from: the mint transaction's inclusion proof under
-/// the node key this wallet trusts, signed by the recorded author, a doctor of the recorded
-/// hospital. A record that fails any check is flagged.
+/// Checks and prints where a record comes from: its mint proven ([`prove_record`]), by a doctor
+/// of the recorded hospital. A record that fails any check is flagged.
 async fn provenance(s: &Session, r: &RecordView) {
     let check = async {
-        let trusted = s.anchor.node_key;
-        let proof = s.client.transaction(&r.mint_tx).await?;
-        medledger_client::proof::verify_tx_proof(&proof, &trusted)?;
-        let tx = medledger_core::tx::SignedTransaction::decode(&hex::decode(&proof.tx_hex)?)?;
-        let TxBody::Records(RecordTx::Mint(m)) = &tx.tx.body else {
-            bail!("the mint transaction is not a mint");
-        };
-        if tx.tx.signer != r.author || m.content != r.content || m.patient != r.patient {
-            bail!("the mint transaction does not match the record");
-        }
+        prove_record(s, r.clone()).await?;
         let doctors = s.client.doctors(Some(r.hospital)).await?;
         let doctor = doctors
             .iter()
@@ -754,9 +744,87 @@ async fn provenance(s: &Session, r: &RecordView) {
     }
 }
 
+/// A record as the node lists it, whose mint transaction the ledger proves to say the same:
+/// the patient, author, category, visit date, content (whose hash every wrapped key of it is
+/// bound to) and whether its key is split, and a PMR-ID naming that visit date. Only such a
+/// record's key is ever wrapped to anyone ([`share_with_key`]): otherwise a node could relabel
+/// a record into a category a grant covers, or serve one record's content and key under
+/// another's PMR-ID, and have the wallet hand that key out (SECURITY.md, "What a wallet takes
+/// from a lying node").
+///
+/// What the mint cannot prove: which of one patient's records of one visit date a PMR-ID
+/// names (its number is the ledger's count), and whether the record was erased or amended
+/// since (erasure and amendment are later transactions that a node may leave out).
+pub(crate) struct ProvenRecord(RecordView);
+
+impl std::ops::Deref for ProvenRecord {
+    type Target = RecordView;
+    fn deref(&self) -> &RecordView {
+        &self.0
+    }
+}
+
+/// Record `pmr` as the node serves it, proven by its mint ([`prove_record`]).
+pub(crate) async fn proven_record(s: &Session, pmr: &str) -> Result<ProvenRecord> {
+    let record = s.client.record(pmr).await?.with_context(|| format!("no record {pmr}"))?;
+    if record.pmr != pmr {
+        bail!(
+            "asked for record {pmr}, the node served record {}; no key of it is wrapped",
+            record.pmr
+        );
+    }
+    prove_record(s, record).await
+}
+
+/// Proves `r` by its mint transaction ([`ProvenRecord`]); refused, naming what differs, when the
+/// node's listing and the mint do not agree.
+pub(crate) async fn prove_record(s: &Session, r: RecordView) -> Result<ProvenRecord> {
+    let pmr = r.pmr.clone();
+    let check = async {
+        let (tx, _) = s.proven_transaction(&r.mint_tx).await?;
+        let TxBody::Records(RecordTx::Mint(m)) = &tx.tx.body else {
+            bail!("transaction {} is no mint", r.mint_tx);
+        };
+        let differs = |what: &str, proven: String, listed: String| {
+            anyhow::anyhow!("its mint says {what} {proven}, the node lists {listed}")
+        };
+        if tx.tx.signer != r.author {
+            return Err(differs("author", tx.tx.signer.to_string(), r.author.to_string()));
+        }
+        if m.patient != r.patient {
+            return Err(differs("patient", m.patient.to_string(), r.patient.to_string()));
+        }
+        if m.category != r.category {
+            return Err(differs(
+                "category",
+                format!("{:?}", m.category),
+                format!("{:?}", r.category),
+            ));
+        }
+        if m.visit_date != r.visit_date {
+            return Err(differs("visit date", m.visit_date.to_string(), r.visit_date.to_string()));
+        }
+        if m.content != r.content {
+            return Err(differs("content", m.content.to_string(), r.content.to_string()));
+        }
+        if m.sharing.is_some() != r.sharing.is_some() {
+            let split = |b: bool| if b { "split" } else { "not split" }.to_owned();
+            return Err(differs("a key", split(m.sharing.is_some()), split(r.sharing.is_some())));
+        }
+        match medledger_core::tx::records::pmr_parts(&pmr) {
+            Some((_, date, _)) if date == m.visit_date => anyhow::Ok(()),
+            _ => bail!("its PMR-ID does not name its visit date {}", m.visit_date),
+        }
+    };
+    check.await.with_context(|| {
+        format!("record {pmr} is not as its mint transaction proves it; no key of it is wrapped")
+    })?;
+    Ok(ProvenRecord(r))
+}
+
 /// Re-wraps this wallet's key of `record` (the data key, or the essential share of a split
 /// key) to `with` and records it on the ledger; returns the block height.
-pub(crate) async fn share_with(s: &Session, record: &RecordView, with: AccountId) -> Result<u64> {
+pub(crate) async fn share_with(s: &Session, record: &ProvenRecord, with: AccountId) -> Result<u64> {
     // Only a key proven under the checkpoint of the pinned or an admitted node (H5).
     let their_key = s.encryption_key_of(&with).await?;
     share_with_key(s, record, with, &their_key).await
@@ -766,7 +834,7 @@ pub(crate) async fn share_with(s: &Session, record: &RecordView, with: AccountId
 /// (an account, or the patient's emergency pseudo-account); returns the block height.
 pub(crate) async fn share_with_key(
     s: &Session,
-    record: &RecordView,
+    record: &ProvenRecord,
     with: AccountId,
     their_key: &medledger_core::keys::EncryptionKey,
 ) -> Result<u64> {
@@ -799,7 +867,9 @@ pub(crate) async fn share_with_key(
 }
 
 /// After a grant: wraps the key of every current record the grant covers to the grantee, so
-/// the grant can be used (the wallet that grants holds the keys). Returns how many.
+/// the grant can be used (the wallet that grants holds the keys). Returns how many. Every
+/// record the node lists as covered is proven by its mint ([`prove_record`]) before any key is
+/// wrapped: a node that relabelled one gets no key at all.
 pub(crate) async fn share_for_grant(
     s: &Session,
     patient: AccountId,
@@ -812,28 +882,56 @@ pub(crate) async fn share_for_grant(
         Scope::Records(ids) => ids.contains(&r.pmr),
         Scope::Case(_) => false,
     };
-    let mut n = 0;
-    for r in s.client.records_of_patient(&patient).await? {
-        if r.erased_at.is_some() || r.superseded_by.is_some() || !covered(&r) {
-            continue;
-        }
-        // A delegate's wallet, say, may hold no key of the record: the patient can share it.
-        if s.client.own_wrapped_key(&r.pmr).await?.is_none() {
-            eprintln!(
-                "note: this wallet holds no key of record {}; its patient can run `medledger record share {} --with {grantee}`",
-                r.pmr, r.pmr
-            );
-            continue;
-        }
-        share_with(s, &r, grantee).await?;
-        n += 1;
+    let (proven, unheld) = proven_records_of(s, patient, |r| {
+        r.erased_at.is_none() && r.superseded_by.is_none() && covered(r)
+    })
+    .await?;
+    // A delegate's wallet, say, may hold no key of the record: the patient can share it.
+    for pmr in unheld {
+        eprintln!(
+            "note: this wallet holds no key of record {pmr}; its patient can run `medledger record share {pmr} --with {grantee}`"
+        );
     }
-    Ok(n)
+    for r in &proven {
+        share_with(s, r, grantee).await?;
+    }
+    Ok(proven.len())
+}
+
+/// The records of `patient` the node lists that `keep` selects: those this wallet holds a key
+/// of, each proven by its mint ([`prove_record`]), and the PMR-IDs of the others. All of them
+/// are proven before anything is wrapped, so that a node's lie about one stops the whole
+/// share with nothing wrapped.
+pub(crate) async fn proven_records_of(
+    s: &Session,
+    patient: AccountId,
+    keep: impl Fn(&RecordView) -> bool,
+) -> Result<(Vec<ProvenRecord>, Vec<String>)> {
+    let (mut proven, mut unheld) = (Vec::new(), Vec::new());
+    for r in s.client.records_of_patient(&patient).await? {
+        if !keep(&r) {
+            continue;
+        }
+        if r.patient != patient {
+            bail!(
+                "the node lists record {} of {} among {patient}'s; no key was shared",
+                r.pmr,
+                r.patient
+            );
+        }
+        if s.client.own_wrapped_key(&r.pmr).await?.is_none() {
+            unheld.push(r.pmr);
+            continue;
+        }
+        proven.push(prove_record(s, r).await?);
+    }
+    Ok((proven, unheld))
 }
 
 /// A custodian re-wraps its share to the reader and asks the ledger to release it.
 async fn release(s: &Session, pmr: &str, to: AccountId, purpose: Purpose) -> Result<()> {
-    let record = s.client.record(pmr).await?.with_context(|| format!("no record {pmr}"))?;
+    // The share is opened and wrapped again under the content the mint proves.
+    let record = proven_record(s, pmr).await?;
     let me = s.wallet.account();
     let split =
         record.sharing.as_ref().with_context(|| format!("record {pmr}'s key is not split"))?;
@@ -1034,9 +1132,7 @@ pub async fn run(command: RecordCommand) -> Result<()> {
         }
         RecordCommand::Share { wallet, pmr, with } => {
             let s = Session::open(&wallet).await?;
-            let record =
-                s.client.record(&pmr).await?.with_context(|| format!("no record {pmr}"))?;
-            let height = share_with(&s, &record, with).await?;
+            let height = share_with(&s, &proven_record(&s, &pmr).await?, with).await?;
             println!(
                 "record {pmr}: data key wrapped to {with} (block {height}); they still need a grant to read it"
             );

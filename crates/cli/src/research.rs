@@ -838,7 +838,11 @@ pub(crate) async fn release(s: &Session) -> Result<Released> {
             if r.erased_at.is_some() || held.contains(&(member, r.pmr.clone())) {
                 continue;
             }
-            match crate::record::share_with(s, r, member).await {
+            let shared = async {
+                let r = crate::record::prove_record(s, r.clone()).await?;
+                crate::record::share_with(s, &r, member).await
+            };
+            match shared.await {
                 Ok(_) => {
                     held.insert((member, r.pmr.clone()));
                     out.released.push(ReleasedKey {

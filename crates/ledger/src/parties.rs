@@ -128,7 +128,11 @@ impl Ledger {
             TxBody::ResearchExport(r) => Some(r.patient),
             TxBody::Records(r) => match r {
                 RecordTx::Mint(m) => {
-                    // Whoever holds the record's key checks where it comes from.
+                    // Whoever holds the record's key, or a share of it, checks where it comes
+                    // from (the custodians are named in the mint).
+                    if let Some(sharing) = &m.sharing {
+                        accounts.extend(sharing.shares.iter().map(|k| k.recipient));
+                    }
                     if let Outcome::Applied { created: Some(Created::Record { pmr }) } =
                         &receipt.outcome
                     {

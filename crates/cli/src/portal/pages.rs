@@ -582,11 +582,7 @@ async fn record_act(State(p): State<Portal>, Form(f): Form<RecordAct>) -> Respon
         match f.action.as_str() {
             "share" => {
                 let with = to()?;
-                let record = s
-                    .client
-                    .record(&f.pmr)
-                    .await?
-                    .ok_or_else(|| anyhow::anyhow!("no record {}", f.pmr))?;
+                let record = crate::record::proven_record(s, &f.pmr).await?;
                 let height = crate::record::share_with(s, &record, with).await?;
                 anyhow::Ok(format!(
                     "record {}: its key wrapped to {} (block {height}); they still need a grant to read it",

@@ -21,7 +21,7 @@ fn account_of(wallet: &str) -> String {
 }
 
 /// The word after `prefix` in `out`.
-fn word_after(out: &str, prefix: &str) -> String {
+pub(crate) fn word_after(out: &str, prefix: &str) -> String {
     let start =
         out.find(prefix).unwrap_or_else(|| panic!("no {prefix:?} in:\n{out}")) + prefix.len();
     out[start..].split_whitespace().next().unwrap().to_owned()

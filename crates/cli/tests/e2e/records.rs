@@ -405,6 +405,24 @@ fn a_split_key_needs_the_custodians_and_they_release_only_to_authorised_readers(
         &env,
     );
     let pmr = pmr_of(&out);
+    // Each custodian, named in the mint, may see the mint (a custodian proves the record by
+    // it before it releases its share); a hospital that is no custodian may not.
+    let mint: String = out[out.find(", tx ").expect("the mint's hash") + 5..]
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
+    ok(&["proof", &mint, "--wallet", &second], &env);
+    let third = wallet(tmp.path(), "third", url);
+    ok(
+        &["hospital", "admit", "--wallet", &node.regulator(), "--identity", &identity(&third)]
+            .into_iter()
+            .chain(["--registration-id", "GOV-3", "--name", "Third", "--city", "Leeds"])
+            .chain(["--specialisation", "oncology", "--contact", "+44 1"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let err = fails(&["proof", &mint, "--wallet", &third], &env);
+    assert!(err.contains("404") || err.contains("no transaction"), "{err}");
     let patient_account = Wallet::load(&c.patient).unwrap().account().to_string();
     let back = tmp.path().join("back.pdf");
     let back_s = back.display().to_string();

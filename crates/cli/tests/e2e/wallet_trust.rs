@@ -28,6 +28,21 @@ pub(crate) enum Lie {
     Hide { path: String },
     /// Answers `body` (200) to every request for exactly `path`, as a node that made it up.
     Answer { path: String, body: Vec<u8> },
+    /// Tells, for each request, the first of these lies that is about its path.
+    All(Vec<Lie>),
+}
+
+impl Lie {
+    /// The lie told in the answer to a request for `path`, if any.
+    fn about(&self, path: &str) -> Option<&Lie> {
+        match self {
+            Lie::All(lies) => lies.iter().find_map(|l| l.about(path)),
+            Lie::Hide { path: hidden } if path.starts_with(hidden.as_str()) => Some(self),
+            Lie::Answer { path: made_up, .. } if path == made_up => Some(self),
+            Lie::Swap { only, .. } if path.starts_with(only.as_str()) => Some(self),
+            _ => None,
+        }
+    }
 }
 
 /// A real HTTP relay on 127.0.0.1 in front of the node: forwards every request (one per
@@ -130,22 +145,20 @@ fn relay(
     seen.lock().unwrap().push(format!("{method} {path}"));
     let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut answer = request(node_port, &method, &path, &body, &pairs)?;
-    let (victim, attacker): (&[u8], &[u8]) = match lie {
-        Lie::Hide { path: hidden } if path.starts_with(hidden.as_str()) => {
+    let (victim, attacker): (&[u8], &[u8]) = match lie.about(&path) {
+        Some(Lie::Hide { .. }) => {
             answer.status = 404;
             answer.body = br#"{"error":"not found"}"#.to_vec();
             swaps.fetch_add(1, Ordering::Relaxed);
             (b"", b"")
         }
-        Lie::Answer { path: made_up, body } if path == *made_up => {
+        Some(Lie::Answer { body, .. }) => {
             answer.status = 200;
             answer.body = body.clone();
             swaps.fetch_add(1, Ordering::Relaxed);
             (b"", b"")
         }
-        Lie::Swap { victim, attacker, only } if path.starts_with(only.as_str()) => {
-            (victim.as_bytes(), attacker.as_bytes())
-        }
+        Some(Lie::Swap { victim, attacker, .. }) => (victim.as_bytes(), attacker.as_bytes()),
         _ => (b"", b""),
     };
     let mut out = answer.body;
@@ -701,4 +714,183 @@ fn a_registration_signed_by_one_who_may_not_register_proves_no_key() {
     // Straight to the node, the grant wraps the key to the consultant.
     let out = ok(&grant, &env);
     assert!(out.contains(&format!("wrapped to {consultant_account}")), "{out}");
+}
+
+/// The cast's doctor files `text` for the cast's patient as a record of `category` dated
+/// `date`: its PMR-ID.
+fn add_record(
+    dir: &std::path::Path,
+    c: &crate::registry::Cast,
+    env: &[(&str, &str)],
+    (name, text): (&str, &str),
+    (category, date): (&str, &str),
+) -> String {
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    let out = ok(
+        &["record", "add", "--wallet", &c.doctor, "--patient", &c.patient_id]
+            .into_iter()
+            .chain(["--file", &file.display().to_string(), "--category", category])
+            .chain(["--date", date])
+            .collect::<Vec<_>>(),
+        env,
+    );
+    pmr_of(&out)
+}
+
+/// A client of the node signing as the (unlocked) wallet `wallet`, and a runtime to drive it.
+fn client_of(wallet: &str, node: &Node) -> (tokio::runtime::Runtime, medledger_client::NodeClient) {
+    use medledger_client::{NodeClient, Signer, Wallet};
+    let mut w = Wallet::load(wallet).unwrap();
+    let id = w.unlock(PASS).unwrap();
+    let client =
+        NodeClient::new(&node.url).unwrap().signed_by(Signer::new(id.signing, w.account()));
+    (tokio::runtime::Runtime::new().unwrap(), client)
+}
+
+/// What the node answers `path` with, as JSON `T`, and its JSON with `edit` applied.
+fn edited<T: serde::Serialize>(value: &T, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let mut json = serde_json::to_value(value).unwrap();
+    edit(&mut json);
+    serde_json::to_vec(&json).unwrap()
+}
+
+/// A record's key is wrapped to anyone only as its mint transaction proves the record: a node
+/// that relabels a psychiatric note as a lab report in its listing (so that a grant of lab
+/// reports would hand out its key), or serves under the lab report's PMR-ID the note's key
+/// beside the lab report's view with the note's content, or the note's whole view, gets no key
+/// at all: the wallet names what differs, and nothing is stored or shared. Straight to the
+/// node, the same grant and share wrap the lab report's key alone.
+#[test]
+fn a_record_a_node_relabels_or_passes_off_as_another_gets_no_key_wrapped() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let c = cast(tmp.path(), &node);
+    let (_, consultant) = onboard(tmp.path(), &node, &c.hospital, "consultant");
+    let note = ("note.txt", "low mood for six weeks; sertraline 50 mg");
+    let note = add_record(tmp.path(), &c, &env, note, ("psychiatry", "2021-01-26"));
+    let lab = ("lipids.txt", "LDL 2.1 mmol/L");
+    let lab = add_record(tmp.path(), &c, &env, lab, ("lab-report", "2021-02-01"));
+    let (rt, client) = client_of(&c.patient, &node);
+    let view = |pmr: &str| rt.block_on(client.record(pmr)).unwrap().unwrap();
+    let (note_view, lab_view) = (view(&note), view(&lab));
+    let note_key = medledger_api::OwnKey {
+        wrapped_hex: hex::encode(rt.block_on(client.own_wrapped_key(&note)).unwrap().unwrap()),
+    };
+    let note_key = serde_json::to_vec(&note_key).unwrap();
+    let at = |pmr: &str| format!("/v1/records/{pmr}");
+    let key_at = |pmr: &str| format!("/v1/records/{pmr}/key");
+    let no_key_stored = |proxy: &KeySwappingProxy, err: &str| {
+        assert!(proxy.lies() > 0, "the proxy did not lie: {err}");
+        let seen = proxy.seen();
+        assert!(!seen.iter().any(|r| r.starts_with("PUT ")), "a key was stored: {seen:?}");
+    };
+
+    // The listing relabels the note; a grant of lab reports wraps nothing and says why.
+    let lie = Lie::Swap {
+        victim: r#""category":"psychiatry""#.into(),
+        attacker: r#""category":"lab_report""#.into(),
+        only: "/v1/records?patient=".into(),
+    };
+    let proxy = KeySwappingProxy::lying(node.port, lie);
+    let grant = ["consent", "grant", "--wallet", &c.patient, "--grantee", &consultant]
+        .into_iter()
+        .chain(["--scope", "categories:lab-report"])
+        .collect::<Vec<_>>();
+    let err = fails(&grant, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
+    assert!(
+        err.contains(&format!("record {note} is not as its mint transaction proves it")),
+        "{err}"
+    );
+    assert!(err.contains("its mint says category Psychiatry, the node lists LabReport"), "{err}");
+    no_key_stored(&proxy, &err);
+    drop(proxy);
+    assert!(keys_shared(&c.patient, &env).is_empty());
+
+    // Under the lab report's PMR-ID: the note's key, with the lab report's view carrying the
+    // note's content, and then with the note's whole view.
+    let share = ["record", "share", &lab, "--wallet", &c.patient, "--with", &consultant];
+    let content_swapped = edited(&lab_view, |v| {
+        v["content"] = serde_json::to_value(note_view.content).unwrap();
+        v["cid"] = serde_json::to_value(&note_view.cid).unwrap();
+    });
+    let passed_off = edited(&note_view, |v| v["pmr"] = serde_json::Value::from(lab.as_str()));
+    for (view, said) in [
+        (content_swapped, format!("its mint says content {}", lab_view.content)),
+        (passed_off, "its PMR-ID does not name its visit date 2021-01-26".to_owned()),
+    ] {
+        let lie = Lie::All(vec![
+            Lie::Answer { path: at(&lab), body: view },
+            Lie::Answer { path: key_at(&lab), body: note_key.clone() },
+        ]);
+        let proxy = KeySwappingProxy::lying(node.port, lie);
+        let err = fails(&share, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
+        assert!(
+            err.contains(&format!("record {lab} is not as its mint transaction proves it")),
+            "{err}"
+        );
+        assert!(err.contains(&said), "{err}");
+        no_key_stored(&proxy, &err);
+        drop(proxy);
+    }
+    assert!(keys_shared(&c.patient, &env).is_empty());
+
+    // Straight to the node: the lab report's key alone, to the consultant.
+    let out = ok(&share, &env);
+    assert!(out.contains(&format!("record {lab}: data key wrapped to {consultant}")), "{out}");
+    let out = ok(&grant, &env);
+    assert!(out.contains("data keys of 1 record(s) wrapped"), "{out}");
+    assert_eq!(keys_shared(&c.patient, &env), vec![consultant.clone(), consultant]);
+}
+
+/// A case's key is wrapped to anyone only as the case's open transaction proves the case: a
+/// node that serves, under one case's id, another case's description and key gets nothing
+/// stored or shared; straight to the node, the share goes through.
+#[test]
+fn a_case_a_node_passes_off_as_another_gets_no_key_wrapped() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let c = cast(tmp.path(), &node);
+    let (_, consultant) = onboard(tmp.path(), &node, &c.hospital, "consultant");
+    let open = |title: &str| {
+        let out = ok(
+            &["case", "open", "--wallet", &c.doctor, "--patient", &c.patient_id, "--title", title],
+            &env,
+        );
+        crate::cases::word_after(&out, "case ")
+    };
+    let (knee, psych) = (open("Knee arthroscopy"), open("Psychiatric admission"));
+    let (rt, client) = client_of(&c.patient, &node);
+    let knee_view = rt.block_on(client.case(&knee)).unwrap().unwrap();
+    let psych_view = rt.block_on(client.case(&psych)).unwrap().unwrap();
+    let psych_key = medledger_api::OwnKey {
+        wrapped_hex: hex::encode(rt.block_on(client.own_case_key(&psych)).unwrap().unwrap()),
+    };
+    let swapped = edited(&knee_view, |v| {
+        v["description"] = serde_json::to_value(psych_view.description).unwrap();
+    });
+    let lie = Lie::All(vec![
+        Lie::Answer { path: format!("/v1/cases/{knee}"), body: swapped },
+        Lie::Answer {
+            path: format!("/v1/cases/{knee}/key"),
+            body: serde_json::to_vec(&psych_key).unwrap(),
+        },
+    ]);
+    let proxy = KeySwappingProxy::lying(node.port, lie);
+    let share = ["case", "share", &knee, "--wallet", &c.patient, "--with", &consultant];
+    let err = fails(&share, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
+    assert!(proxy.lies() > 0, "the proxy did not lie: {err}");
+    assert!(
+        err.contains(&format!("case {knee} is not as its open transaction proves it")),
+        "{err}"
+    );
+    assert!(err.contains(&format!("its open says description {}", knee_view.description)), "{err}");
+    let seen = proxy.seen();
+    assert!(!seen.iter().any(|r| r.starts_with("PUT ")), "a key was stored: {seen:?}");
+    assert!(!seen.iter().any(|r| r.starts_with("POST ")), "something was sent: {seen:?}");
+    drop(proxy);
+    let out = ok(&share, &env);
+    assert!(out.contains(&format!("case {knee}: key wrapped to {consultant}")), "{out}");
 }

@@ -110,6 +110,28 @@ pub fn pmr_id(patient_id: u64, date: &VisitDate, n: u32) -> String {
     if n > 1 { format!("{base}-{n}") } else { base }
 }
 
+/// What a PMR-ID says of its record: the Patient-ID, the visit date and which record of that
+/// day it is (from 1); `None` for anything [`pmr_id`] does not make. A wallet checks a record's
+/// PMR-ID against the visit date its mint transaction proves.
+pub fn pmr_parts(pmr: &str) -> Option<(u64, VisitDate, u32)> {
+    let (base, n) = match pmr.split_once('-') {
+        Some((base, n)) => (base, n.parse::<u32>().ok().filter(|n| *n > 1)?),
+        None => (pmr, 1),
+    };
+    if base.len() <= 8 || !base.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (patient, date) = base.split_at(base.len() - 8);
+    let date = VisitDate {
+        day: date[..2].parse().ok()?,
+        month: date[2..4].parse().ok()?,
+        year: date[4..].parse().ok()?,
+    };
+    let patient = patient.parse::<u64>().ok()?;
+    // Only the canonical spelling (no leading zeros, a valid date) is a PMR-ID.
+    (date.is_valid() && pmr_id(patient, &date, n) == pmr).then_some((patient, date, n))
+}
+
 /// A data key wrapped (HPKE) to one account, stored as a blob in the custodian's vault.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRef {
@@ -254,6 +276,28 @@ mod tests {
         assert_eq!(pmr_id(85437, &d, 1), "8543726012021");
         assert_eq!(pmr_id(85437, &d, 2), "8543726012021-2");
         assert_eq!(pmr_id(85437, &d, 3), "8543726012021-3");
+    }
+
+    #[test]
+    fn a_pmr_id_is_read_back_into_what_made_it_and_nothing_else_is() {
+        let d = VisitDate { year: 2021, month: 1, day: 26 };
+        for n in [1, 2, 17] {
+            assert_eq!(pmr_parts(&pmr_id(85437, &d, n)), Some((85437, d, n)));
+        }
+        for bad in [
+            "",
+            "26012021",
+            "8543726012021-1",
+            "8543726012021-",
+            "8543726012021-x",
+            "8543732012021",
+            "08543726012021",
+            "85437260120a1",
+            "8543726012021-2-3",
+            "+8543726012021",
+        ] {
+            assert_eq!(pmr_parts(bad), None, "{bad}");
+        }
     }
 
     #[test]
