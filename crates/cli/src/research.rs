@@ -767,6 +767,79 @@ async fn deidentified(
     Ok(clean)
 }
 
+/// The researcher organisation the ledger proves `member` a member of: its `AddMember`,
+/// signed by an organisation the regulator admitted as a researcher. An export's signer gets
+/// keys only then: anyone can sign an export (refused, yet in the log), and an export served
+/// as applied is the node's word.
+async fn researcher_of(s: &Session, member: &AccountId) -> Result<AccountId> {
+    use medledger_client::proof::Registered;
+    use medledger_core::tx::OrganisationKind::Researcher;
+    if let Some(Registered::MemberOf(organisation)) =
+        s.client.proven_registration(member, &s.anchor).await?
+    {
+        let kind = s.client.proven_registration(&organisation, &s.anchor).await?;
+        if kind == Some(Registered::Organisation(Researcher)) {
+            return Ok(organisation);
+        }
+    }
+    bail!("its signer {member} is not proven a member of a researcher organisation")
+}
+
+/// Checks that this wallet's own grants to `organisation` for research cover every category of
+/// `categories`, each grant proven by its transaction (a `Grant` this wallet signed, or its
+/// `Approve` of the organisation's proven request) rather than taken from the node's listing.
+/// (Whether a grant was revoked since is a later transaction no proof excludes; the ledger
+/// refuses the key then. A delegate's grant is not counted: the patient grants again.)
+async fn proven_research_grant(
+    s: &Session,
+    me: AccountId,
+    organisation: AccountId,
+    categories: &[medledger_core::tx::consent::RecordCategory],
+) -> Result<()> {
+    use medledger_core::tx::consent::{ConsentTx, Purpose, Resource};
+    let mut scopes = Vec::new();
+    for g in s.client.who_can_see(&me).await?.grants {
+        if g.revoked_at.is_some() || g.grantee != organisation || g.purpose != Purpose::Research {
+            continue;
+        }
+        let Ok((tx, _)) = s.proven_transaction(&g.id).await else { continue };
+        if tx.tx.signer != me {
+            continue;
+        }
+        let scope = match tx.tx.body {
+            TxBody::Consent(ConsentTx::Grant { patient, grantee, scope, purpose, .. })
+                if patient == me && grantee == organisation && purpose == Purpose::Research =>
+            {
+                scope
+            }
+            TxBody::Consent(ConsentTx::Approve { request, scope, .. }) => {
+                match crate::consent::proven_request(s, &request).await {
+                    Ok(r)
+                        if r.patient == me
+                            && r.requester == organisation
+                            && r.purpose == Purpose::Research =>
+                    {
+                        scope
+                    }
+                    _ => continue,
+                }
+            }
+            _ => continue,
+        };
+        scopes.push(scope);
+    }
+    for c in categories {
+        let resource = Resource { patient: me, category: Some(*c), record: None, case: None };
+        if !scopes.iter().any(|scope| scope.covers(&resource)) {
+            bail!(
+                "no research grant of yours to {organisation} covering {} is proven by its transaction",
+                crate::common::words(c)
+            );
+        }
+    }
+    Ok(())
+}
+
 /// What `research release` did.
 #[derive(Debug, Default, Serialize)]
 pub(crate) struct Released {
@@ -824,6 +897,8 @@ pub(crate) async fn release(s: &Session) -> Result<Released> {
                 bail!("transaction {} is no research export", e.tx_hash);
             };
             let named = named_for_content(x, me, receipt.height, &records)?;
+            let organisation = researcher_of(s, &tx.tx.signer).await?;
+            proven_research_grant(s, me, organisation, &x.categories).await?;
             anyhow::Ok((tx.tx.signer, named))
         };
         let (member, named) = match step.await {

@@ -393,3 +393,108 @@ fn a_research_export_carries_dicom_content_de_identified_and_nothing_else() {
         .count();
     assert_eq!(research_reads, 2, "{trail}");
 }
+
+/// `research release` wraps keys only to an export's signer whom the ledger proves a member of
+/// a researcher organisation, and only under research grants of the patient's own that its
+/// transactions prove. Anyone can sign an export; the ledger refuses it, yet it is in the log.
+/// A node that puts such exports in the patient's trail, each served as applied (one signed by
+/// a researcher's member whose organisation holds no grant of the patient's, one by a doctor),
+/// gets no key released and nothing stored: each export is passed over, saying why.
+#[test]
+fn a_release_goes_only_to_a_proven_researcher_under_the_patients_own_grant() {
+    use crate::wallet_trust::{KeySwappingProxy, Lie, client_of, onboard};
+    use medledger_client::Wallet;
+    use medledger_core::{
+        audit::{AuditEvent, AuditKind},
+        block::Outcome,
+        encoding,
+        tx::{
+            TxBody,
+            consent::RecordCategory,
+            research::{PlannedRecord, ResearchExportTx, plan_digest},
+        },
+    };
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let node = Node::start(&dir.join("data"));
+    let c = cast(dir, &node);
+    let cohort = organisation(dir, &node, "researcher", "Cohort Lab", ("cohort-lab", "ana"));
+    let (doctor, _) = onboard(dir, &node, &c.hospital, "mallory");
+    record(dir, &c.doctor, &c.patient_id, "imaging", "2024-03-03");
+    let (rt, client) = client_of(&c.patient, &node);
+    let me = Wallet::load(&c.patient).unwrap().account();
+    let planned: Vec<PlannedRecord> = rt
+        .block_on(client.records_of_patient(&me))
+        .unwrap()
+        .into_iter()
+        .map(|r| PlannedRecord { pmr: r.pmr, category: r.category, content: r.content })
+        .collect();
+    let (project, rule_set) = ("imaging-2026", "safe-harbor-1");
+    let categories = vec![RecordCategory::Imaging];
+    let body = ResearchExportTx {
+        patient: me,
+        categories: categories.clone(),
+        project: project.into(),
+        rule_set: rule_set.into(),
+        plan: plan_digest(project, rule_set, &me, &categories, &planned),
+    };
+    let chain = node.health()["chain_id"].as_str().unwrap().to_owned();
+    let mut trail = rt.block_on(client.audit_trail_all(&me, None)).unwrap();
+    let mut lies = Vec::new();
+    for signer in [&cohort.member, &doctor] {
+        let mut w = Wallet::load(signer).unwrap();
+        let id = w.unlock(PASS).unwrap();
+        let export = TxBody::ResearchExport(body.clone());
+        let tx = medledger_client::tx::build(&id, w.account(), &chain, 1, export);
+        let _ = http(node.port, "POST", "/v1/transactions", &tx.encode()).unwrap();
+        let mut proof = rt.block_on(client.transaction(&tx.hash())).expect("in the log");
+        assert!(matches!(proof.receipt.outcome, Outcome::Refused { .. }), "{:?}", proof.receipt);
+        proof.receipt.outcome = Outcome::Applied { created: None };
+        let last = trail.last().unwrap().clone();
+        trail.push(AuditEvent {
+            seq: last.seq + 1,
+            height: proof.receipt.height,
+            time_ms: last.time_ms,
+            tx_hash: tx.hash(),
+            actor: w.account(),
+            patient: me,
+            kind: AuditKind::ResearchExport {
+                project: project.into(),
+                categories: categories.clone(),
+                rule_set: rule_set.into(),
+                plan: body.plan,
+                grants: Vec::new(),
+            },
+        });
+        lies.push(Lie::Answer {
+            path: format!("/v1/transactions/{}", tx.hash()),
+            body: serde_json::to_vec(&proof).unwrap(),
+        });
+    }
+    lies.push(Lie::Answer { path: format!("/v1/audit/{me}"), body: encoding::encode(&trail) });
+    let proxy = KeySwappingProxy::lying(node.port, Lie::All(lies));
+    let out = ok(
+        &["research", "release", "--wallet", &c.patient, "--json"],
+        &[("MEDLEDGER_NODE", proxy.url.as_str())],
+    );
+    assert!(proxy.lies() >= 3, "the proxy did not lie: {out}");
+    let released: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(released["released"].as_array().unwrap().len(), 0, "{released}");
+    let passed = released["passed_over"].to_string();
+    assert!(
+        passed.contains(&format!(
+            "no research grant of yours to {} covering imaging is proven",
+            cohort.account
+        )),
+        "{passed}"
+    );
+    let doctor_account = Wallet::load(&doctor).unwrap().account();
+    assert!(
+        passed.contains(&format!(
+            "its signer {doctor_account} is not proven a member of a researcher organisation"
+        )),
+        "{passed}"
+    );
+    let seen = proxy.seen();
+    assert!(!seen.iter().any(|r| r.starts_with("PUT ")), "a key was stored: {seen:?}");
+}

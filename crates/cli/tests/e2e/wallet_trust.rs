@@ -94,7 +94,7 @@ impl KeySwappingProxy {
         self.swaps.load(Ordering::Relaxed)
     }
 
-    fn seen(&self) -> Vec<String> {
+    pub(crate) fn seen(&self) -> Vec<String> {
         self.seen.lock().unwrap().clone()
     }
 }
@@ -448,7 +448,12 @@ pub(crate) fn keys_shared(wallet: &str, env: &[(&str, &str)]) -> Vec<String> {
 }
 
 /// Onboards a doctor at the cast's hospital with a wallet of its own: its wallet and account.
-fn onboard(dir: &std::path::Path, node: &Node, hospital: &str, name: &str) -> (String, String) {
+pub(crate) fn onboard(
+    dir: &std::path::Path,
+    node: &Node,
+    hospital: &str,
+    name: &str,
+) -> (String, String) {
     let wallet = crate::registry::wallet(dir, name, &node.url);
     let out = ok(
         &["doctor", "onboard", "--wallet", hospital, "--identity"]
@@ -739,7 +744,10 @@ fn add_record(
 }
 
 /// A client of the node signing as the (unlocked) wallet `wallet`, and a runtime to drive it.
-fn client_of(wallet: &str, node: &Node) -> (tokio::runtime::Runtime, medledger_client::NodeClient) {
+pub(crate) fn client_of(
+    wallet: &str,
+    node: &Node,
+) -> (tokio::runtime::Runtime, medledger_client::NodeClient) {
     use medledger_client::{NodeClient, Signer, Wallet};
     let mut w = Wallet::load(wallet).unwrap();
     let id = w.unlock(PASS).unwrap();
