@@ -63,6 +63,9 @@ pub struct Session {
     pub chain_id: String,
     /// The pinned network and node key (authenticated under the passphrase).
     pub anchor: TrustAnchor,
+    /// The network's genesis, as the node served it when the session opened and checked
+    /// against the pinned hash: whose regulator keys are the ledger's.
+    pub genesis: medledger_core::block::Genesis,
     /// The node keys this session accepts over TLS: the genesis node's, and each node's whose
     /// admission it has proved ([`medledger_client::pinning`]).
     pub pins: std::sync::Arc<medledger_tls::Pins>,
@@ -161,11 +164,12 @@ impl Session {
         }
         Ok(Session {
             path: args.wallet.clone(),
-            chain_id: genesis.chain_id,
+            chain_id: genesis.chain_id.clone(),
             wallet,
             identity,
             client,
             anchor,
+            genesis,
             pins,
             revoked: Default::default(),
         })
@@ -249,9 +253,9 @@ impl Session {
         &self,
         hash: &medledger_core::Hash,
     ) -> Result<(SignedTransaction, Receipt)> {
-        let genesis = self.client.genesis().await?;
         let resp = self.client.transaction(hash).await?;
-        let signer = self.client.trusted_signer(&resp.checkpoint, &self.anchor, &genesis).await?;
+        let signer =
+            self.client.trusted_signer(&resp.checkpoint, &self.anchor, &self.genesis).await?;
         // Proven included under that checkpoint, validly signed, for this chain, that very
         // transaction, and reported applied.
         let tx = medledger_client::proof::applied_transaction(&resp, hash, &self.anchor, &signer)
@@ -271,7 +275,6 @@ impl Session {
     /// applied it yet is waited for a little.
     async fn proven_receipt(&self, client: &NodeClient, tx: &SignedTransaction) -> Result<Receipt> {
         let hash = tx.hash();
-        let genesis = client.genesis().await?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let resp = loop {
             match client.transaction(&hash).await {
@@ -289,7 +292,7 @@ impl Session {
                 }
             }
         };
-        let signer = client.trusted_signer(&resp.checkpoint, &self.anchor, &genesis).await?;
+        let signer = client.trusted_signer(&resp.checkpoint, &self.anchor, &self.genesis).await?;
         let proven = medledger_client::proof::verify_tx_proof(&resp, &signer)
             .context("the inclusion proof does NOT verify")?;
         if proven.hash() != hash || resp.receipt.tx_hash != hash {
