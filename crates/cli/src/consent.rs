@@ -342,7 +342,9 @@ async fn read(command: ConsentCommand) -> Result<Option<ConsentCommand>> {
             let proven = proven_request(&s, &request).await?;
             (r.patient, r.requester, r.scope, r.purpose) =
                 (proven.patient, proven.requester, proven.scope, proven.purpose);
-            crate::common::print_json(&r).map(|()| None)
+            let mut shown = serde_json::to_value(&r)?;
+            shown["requester_name"] = serde_json::json!(proven.requester_name);
+            crate::common::print_json(&shown).map(|()| None)
         }
         other => Ok(Some(other)),
     }
@@ -415,10 +417,9 @@ pub async fn run(command: ConsentCommand) -> Result<()> {
         ConsentTx::Approve { request, .. } => {
             let r = proven_request(&session, request).await?;
             if !json {
-                let names = Names::load(&session).await;
                 println!(
                     "request {request}: from {}, for {}, asking {}",
-                    names.of(&r.requester),
+                    r.requester_words(),
                     words(&r.purpose),
                     serde_json::to_string(&r.scope)?
                 );
@@ -477,6 +478,20 @@ pub(crate) struct ProvenRequest {
     pub(crate) requester: AccountId,
     pub(crate) scope: Scope,
     pub(crate) purpose: Purpose,
+    /// The name the requester's registration on the ledger gives it (for a member, its
+    /// organisation's), proven with it: never a name from the node's directory, which could
+    /// show a stranger under the patient's own doctor's name.
+    pub(crate) requester_name: Option<String>,
+}
+
+impl ProvenRequest {
+    /// The requester as an approval shows it: its account id and its registered name.
+    pub(crate) fn requester_words(&self) -> String {
+        match &self.requester_name {
+            Some(name) => format!("{} ({name})", self.requester),
+            None => self.requester.to_string(),
+        }
+    }
 }
 
 /// Access request `id`, proven ([`ProvenRequest`]).
@@ -488,12 +503,17 @@ pub(crate) async fn proven_request(session: &Session, id: &Hash) -> Result<Prove
     let TxBody::Consent(ConsentTx::Request { patient, scope, purpose }) = tx.tx.body else {
         bail!("transaction {id} is no access request");
     };
-    let requester = match session.client.proven_registration(&signer, &session.anchor).await? {
-        Some(Registered::MemberOf(organisation)) => organisation,
-        Some(_) => signer,
-        None => bail!("the node proves no registration of {signer}, who signed request {id}"),
-    };
-    Ok(ProvenRequest { patient, requester, scope, purpose })
+    let client = &session.client;
+    let (requester, requester_name) =
+        match client.proven_registrant(&signer, &session.anchor).await? {
+            Some((Registered::MemberOf(organisation), _)) => {
+                let registrant = client.proven_registrant(&organisation, &session.anchor).await?;
+                (organisation, registrant.and_then(|(_, name)| name))
+            }
+            Some((_, name)) => (signer, name),
+            None => bail!("the node proves no registration of {signer}, who signed request {id}"),
+        };
+    Ok(ProvenRequest { patient, requester, scope, purpose, requester_name })
 }
 
 /// What wrapping a grant's record keys did.

@@ -270,7 +270,7 @@ impl NodeClient {
         account: &AccountId,
         anchor: &crate::proof::TrustAnchor,
     ) -> Result<Option<EncryptionKey>, ClientError> {
-        Ok(self.proven_account(account, anchor, MAX_REGISTRARS).await?.map(|(key, _)| key))
+        Ok(self.proven_account(account, anchor, MAX_REGISTRARS).await?.map(|v| v.key))
     }
 
     /// What the proven registration of `account` made it (see
@@ -283,7 +283,20 @@ impl NodeClient {
         account: &AccountId,
         anchor: &crate::proof::TrustAnchor,
     ) -> Result<Option<crate::proof::Registered>, ClientError> {
-        Ok(self.proven_account(account, anchor, MAX_REGISTRARS).await?.map(|(_, r)| r))
+        Ok(self.proven_account(account, anchor, MAX_REGISTRARS).await?.map(|v| v.registered))
+    }
+
+    /// What the proven registration of `account` made it and the name it was registered
+    /// under (proven as for [`NodeClient::proven_registration`]), or `None` if the node says
+    /// there is no such account: the name to show beside an account id where the user
+    /// decides something, never the node's directory.
+    pub async fn proven_registrant(
+        &self,
+        account: &AccountId,
+        anchor: &crate::proof::TrustAnchor,
+    ) -> Result<Option<(crate::proof::Registered, Option<String>)>, ClientError> {
+        let proven = self.proven_account(account, anchor, MAX_REGISTRARS).await?;
+        Ok(proven.map(|v| (v.registered, v.name)))
     }
 
     /// `account`'s proven key and registration, its registration's signer proven in turn (at
@@ -295,7 +308,7 @@ impl NodeClient {
         depth: u8,
     ) -> futures_util::future::BoxFuture<
         'a,
-        Result<Option<(EncryptionKey, crate::proof::Registered)>, ClientError>,
+        Result<Option<crate::proof::VerifiedRegistration>, ClientError>,
     > {
         Box::pin(async move {
             let Some(proof) = self.account_key_proof(account).await? else { return Ok(None) };
@@ -307,14 +320,14 @@ impl NodeClient {
                 Some(r) => self.trusted_signer(&r.checkpoint, anchor, &genesis).await?,
                 None => anchor.node_key,
             };
-            let (key, registered, registrar) = crate::proof::verify_registration(
+            let verified = crate::proof::verify_registration(
                 &proof,
                 account,
                 anchor,
                 &signer,
                 Some(&genesis),
             )?;
-            if let Some((by, needs)) = registrar {
+            if let Some((by, needs)) = verified.registrar {
                 let refuse = |reason: String| {
                     ClientError::Proof(crate::error::ProofError::UnprovenKey {
                         account: *account,
@@ -331,7 +344,7 @@ impl NodeClient {
                              registrations from the regulator"
                         )));
                     }
-                    _ => self.proven_account(&by, anchor, depth - 1).await?.map(|(_, r)| r),
+                    _ => self.proven_account(&by, anchor, depth - 1).await?.map(|v| v.registered),
                 };
                 if !needs.allows(regulator, proven) {
                     return Err(refuse(format!(
@@ -340,7 +353,7 @@ impl NodeClient {
                     )));
                 }
             }
-            Ok(Some((key, registered)))
+            Ok(Some(verified))
         })
     }
     /// The public key of `device`'s `session`, proven against the ledger under `anchor` by the

@@ -247,19 +247,41 @@ pub enum Registered {
     Other,
 }
 
-/// [`verify_account_key`], what the proven registration made the account, and who signed it
-/// with what they must be proven to be ([`Registrar`]; `None` for the genesis regulator,
-/// which has no registration): the caller proves that signer before it trusts the key.
+/// What [`verify_registration`] proves of an account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedRegistration {
+    /// Its encryption key, as its registration set it.
+    pub key: EncryptionKey,
+    /// What its registration made it.
+    pub registered: Registered,
+    /// Who signed the registration, and what they must be proven to be.
+    pub registrar: RegisteredBy,
+    /// The name it was registered under (a hospital's, doctor's, organisation's or member's;
+    /// a patient's details are sealed, a device has none): what a wallet shows beside the
+    /// account id, rather than a name from the node's directory.
+    pub name: Option<String>,
+}
+
+/// [`verify_account_key`], what the proven registration made the account and named it, and
+/// who signed it with what they must be proven to be ([`Registrar`]; `None` for the genesis
+/// regulator, which has no registration): the caller proves that signer before it trusts the
+/// key.
 pub fn verify_registration(
     proof: &AccountKeyProof,
     account: &AccountId,
     anchor: &TrustAnchor,
     signer: &PublicKey,
     genesis: Option<&Genesis>,
-) -> Result<(EncryptionKey, Registered, RegisteredBy), ClientError> {
+) -> Result<VerifiedRegistration, ClientError> {
     let key = verify_account_key(proof, account, anchor, signer, genesis)?;
     let Some(registration) = &proof.registration else {
-        return Ok((key, Registered::Other, None));
+        let name = Some("the regulator".to_owned());
+        return Ok(VerifiedRegistration {
+            key,
+            registered: Registered::Other,
+            registrar: None,
+            name,
+        });
     };
     let refuse =
         |reason: String| ClientError::Proof(ProofError::UnprovenKey { account: *account, reason });
@@ -277,7 +299,14 @@ pub fn verify_registration(
         _ => Registered::Other,
     };
     let registrar = Registrar::of(&tx.tx.body).map(|needs| (tx.tx.signer, needs));
-    Ok((key, registered, registrar))
+    let name = match &tx.tx.body {
+        TxBody::Registry(RegistryTx::AdmitHospital(t)) => Some(t.name.clone()),
+        TxBody::Registry(RegistryTx::OnboardDoctor(t)) => Some(t.name.clone()),
+        TxBody::Registry(RegistryTx::AdmitOrganisation(t)) => Some(t.name.clone()),
+        TxBody::Registry(RegistryTx::AddMember(t)) => Some(t.name.clone()),
+        _ => None,
+    };
+    Ok(VerifiedRegistration { key, registered, registrar, name })
 }
 
 /// Who signed a registration, and what they must be proven to be (`None`: no registration,
@@ -858,9 +887,11 @@ pub(crate) mod tests {
     fn a_registration_counts_only_when_signed_by_whom_the_ledger_lets_register_it() {
         let node = SigningKey::generate();
         let (proof, account, anchor) = key_proof(&node);
-        let (_, registered, registrar) =
+        let VerifiedRegistration { registered, registrar, name, .. } =
             verify_registration(&proof, &account, &anchor, &anchor.node_key, None).unwrap();
         assert_eq!(registered, Registered::Patient);
+        // A patient's registration names nobody in the clear.
+        assert_eq!(name, None);
         let hospital = AccountId::from_initial_key(&SigningKey::from_seed([9; 32]).public_key());
         assert_eq!(registrar, Some((hospital, Registrar::Hospital)));
 

@@ -1085,7 +1085,7 @@ async fn pending_requests(u: &Unlocked) -> anyhow::Result<Vec<RequestRow>> {
         let r = crate::consent::proven_request(s, request).await?;
         rows.push(RequestRow {
             id: request.to_string(),
-            requester: u.names.of(&r.requester),
+            requester: r.requester_words(),
             scope: scope_words(&r.scope),
             purpose: words(&r.purpose),
             when: local_time(e.time_ms),
@@ -1348,7 +1348,7 @@ async fn answer(State(p): State<Portal>, Form(form): Form<AnswerForm>) -> Respon
                     crate::consent::wrap_for_grant(&u.session, me, r.requester, &r.scope).await?;
                 anyhow::Ok(format!(
                     "request approved: {} may read {} for {} ({}){}",
-                    u.names.of(&r.requester),
+                    r.requester_words(),
                     scope_words(&r.scope),
                     words(&r.purpose),
                     wrapped_words(&wrapped),
@@ -1357,7 +1357,7 @@ async fn answer(State(p): State<Portal>, Form(form): Form<AnswerForm>) -> Respon
             }
             "decline" => {
                 u.session.submit(TxBody::Consent(ConsentTx::Decline { request: id })).await?;
-                anyhow::Ok(format!("request from {} declined", u.names.of(&r.requester)))
+                anyhow::Ok(format!("request from {} declined", r.requester_words()))
             }
             other => anyhow::bail!("{other:?} is neither approve nor decline"),
         }

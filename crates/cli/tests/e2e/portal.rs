@@ -2508,11 +2508,16 @@ fn the_portal_shows_and_approves_a_request_as_its_transaction_says_whatever_a_no
     let node = Node::start(&tmp.path().join("data"));
     let Asked { c, consultant_account, mallory_account, request } =
         crate::wallet_trust::asked(tmp.path(), &node);
-    let lie = Lie::Swap {
-        victim: consultant_account.clone(),
-        attacker: mallory_account.clone(),
-        only: "/v1/consent/requests/".to_owned(),
-    };
+    // The listing names Mallory, and the directory gives the consultant a doctor's name the
+    // patient knows.
+    let lie = Lie::All(vec![
+        Lie::Swap {
+            victim: consultant_account.clone(),
+            attacker: mallory_account.clone(),
+            only: "/v1/consent/requests/".to_owned(),
+        },
+        crate::wallet_trust::renamed("consultant", "Dr. Own GP"),
+    ]);
     let proxy = KeySwappingProxy::lying(node.port, lie);
     let pat = Portal::start(&c.patient, &proxy.url, &[]);
     let (cookie, csrf) = signed_in(&pat);
@@ -2522,8 +2527,9 @@ fn the_portal_shows_and_approves_a_request_as_its_transaction_says_whatever_a_no
     let rows = page.body.split("<table id=\"requests\">").nth(1).expect(&page.body);
     let rows = rows.split("</table>").next().unwrap();
     assert!(rows.contains(&request), "{rows}");
-    assert!(rows.contains(&consultant_account), "{rows}");
+    assert!(rows.contains(&format!("{consultant_account} (consultant)")), "{rows}");
     assert!(!rows.contains(&mallory_account), "{rows}");
+    assert!(!rows.contains("Dr. Own GP"), "{rows}");
 
     let approved = poster(&pat, &cookie)(
         "/consent/answer",
@@ -2531,7 +2537,7 @@ fn the_portal_shows_and_approves_a_request_as_its_transaction_says_whatever_a_no
     );
     assert_eq!(approved.status, 200, "{}", approved.body);
     let said = approved.body.split("request approved: ").nth(1).expect(&approved.body);
-    assert!(said.starts_with(&consultant_account), "{said}");
+    assert!(said.starts_with(&format!("{consultant_account} (consultant)")), "{said}");
     assert!(said.contains("1 record key(s) wrapped"), "{said}");
     drop(pat);
     drop(proxy);

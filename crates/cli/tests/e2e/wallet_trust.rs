@@ -582,26 +582,42 @@ fn a_request_is_shown_and_approved_as_its_transaction_says_whatever_a_node_lists
     drop(proxy);
     assert!(keys_shared(&c.patient, &env).is_empty());
 
-    // The request's listing lies about the requester.
+    // The request's listing lies about the requester, and the directory gives the requester
+    // the name of a doctor the patient knows.
     let only = "/v1/consent/requests/".to_owned();
-    let lie = Lie::Swap {
-        victim: consultant_account.clone(),
-        attacker: mallory_account.clone(),
-        only: only.clone(),
-    };
+    let lie = Lie::All(vec![
+        Lie::Swap {
+            victim: consultant_account.clone(),
+            attacker: mallory_account.clone(),
+            only: only.clone(),
+        },
+        renamed("consultant", "Dr. Own GP"),
+    ]);
     let proxy = KeySwappingProxy::lying(node.port, lie);
     let via = [("MEDLEDGER_NODE", proxy.url.as_str())];
     let shown: serde_json::Value = serde_json::from_str(&ok(&show, &via)).unwrap();
     // The listing was rewritten (it named the consultant), and what is shown is the proven.
     assert!(proxy.swaps.load(Ordering::Relaxed) > 0, "the proxy did not lie");
     assert_eq!(shown["requester"], consultant_account.as_str(), "{shown}");
+    assert_eq!(shown["requester_name"], "consultant", "{shown}");
     assert_eq!(shown["status"], "pending", "{shown}");
     let out = ok(&approve, &via);
+    assert!(out.contains(&format!("from {consultant_account} (consultant), for")), "{out}");
+    assert!(!out.contains("Dr. Own GP"), "{out}");
     assert!(out.contains(&format!("wrapped to {consultant_account}")), "{out}");
     assert!(!out.contains(&mallory_account), "{out}");
     assert!(proxy.seen().iter().any(|r| r.starts_with(&format!("GET {only}"))));
     drop(proxy);
     assert_eq!(keys_shared(&c.patient, &env), vec![consultant_account]);
+}
+
+/// A directory that gives the doctor registered as `name` the name `shown` instead.
+pub(crate) fn renamed(name: &str, shown: &str) -> Lie {
+    Lie::Swap {
+        victim: format!("\"name\":\"{name}\""),
+        attacker: format!("\"name\":\"{shown}\""),
+        only: "/v1/doctors".into(),
+    }
 }
 
 /// A Patient-ID is resolved by the node: one that resolves it to a doctor's account (whose key
