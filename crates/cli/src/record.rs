@@ -349,22 +349,14 @@ pub(crate) async fn mint(
     let input = std::io::Read::chain(std::io::Cursor::new(head), input);
     let patient_key = s.encryption_key_of(&patient).await?;
     let me = s.wallet.account();
-    let key = DataKey::generate()?;
-    let summary = records::upload_encrypted(&s.client, &key, input, progress)
-        .await
-        .context("encrypting and uploading the file")?;
-    let content = summary.ciphertext_sha256;
-    let ctx = records::context(&content);
-    let metadata =
-        records::upload_small(&s.client, envelope::seal_metadata(&key, &meta, &ctx)?).await?;
-    let mut keys = Vec::new();
+    // Whom the key is wrapped to is settled (and proven) before anything is stored.
     let mut recipients = vec![(patient, patient_key)];
     if me != patient {
         recipients.push((me, s.identity.decryption.public_key()));
     }
     // If the patient lets break-glass open records, the key is also wrapped to their
-    // emergency key (under a pseudo-account nobody signs as).
-    // The emergency key is used only as proven from the transaction that set the profile.
+    // emergency key (under a pseudo-account nobody signs as). Both the key and the consent
+    // to open records are taken only as the transaction that set the profile has them.
     if let Some(e) = s.client.emergency_profile(&patient).await.ok().flatten()
         && e.open_records
     {
@@ -375,6 +367,15 @@ pub(crate) async fn mint(
             .context("the patient's emergency profile went away")?;
         recipients.push((AccountId::emergency_of(&patient), e.emergency_key));
     }
+    let key = DataKey::generate()?;
+    let summary = records::upload_encrypted(&s.client, &key, input, progress)
+        .await
+        .context("encrypting and uploading the file")?;
+    let content = summary.ciphertext_sha256;
+    let ctx = records::context(&content);
+    let metadata =
+        records::upload_small(&s.client, envelope::seal_metadata(&key, &meta, &ctx)?).await?;
+    let mut keys = Vec::new();
     // With a split, the patient and author hold the essential share, custodians the rest.
     let (essential, sharing) = match &split {
         None => (None, None),

@@ -474,6 +474,18 @@ pub fn verify_emergency_key(
     anchor: &TrustAnchor,
     signer: &PublicKey,
 ) -> Result<EncryptionKey, ClientError> {
+    Ok(verify_emergency_profile(proof, set_by, patient, anchor, signer)?.emergency_key)
+}
+
+/// [`verify_emergency_key`], returning the whole profile the transaction set: its key, and
+/// whether the patient lets break-glass open their records.
+pub fn verify_emergency_profile(
+    proof: &TxProofResponse,
+    set_by: &Hash,
+    patient: &AccountId,
+    anchor: &TrustAnchor,
+    signer: &PublicKey,
+) -> Result<medledger_core::tx::emergency::EmergencyProfile, ClientError> {
     let refuse = |reason: String| {
         ClientError::Proof(ProofError::UnprovenKey {
             account: AccountId::emergency_of(patient),
@@ -481,13 +493,13 @@ pub fn verify_emergency_key(
         })
     };
     let tx = applied_transaction(proof, set_by, anchor, signer).map_err(refuse)?;
-    let TxBody::Emergency(EmergencyTx::SetProfile { patient: of, profile }) = &tx.tx.body else {
+    let TxBody::Emergency(EmergencyTx::SetProfile { patient: of, profile }) = tx.tx.body else {
         return Err(refuse(format!("its transaction is a {}", tx.tx.body.kind())));
     };
-    if of != patient {
+    if of != *patient {
         return Err(refuse(format!("it set the profile of {of}")));
     }
-    Ok(profile.emergency_key)
+    Ok(profile)
 }
 
 /// Checks that `new` extends `old`: both signed by `trusted`, the same chain, neither log size

@@ -918,3 +918,44 @@ fn a_case_a_node_passes_off_as_another_gets_no_key_wrapped() {
     let out = ok(&share, &env);
     assert!(out.contains(&format!("case {knee}: key wrapped to {consultant}")), "{out}");
 }
+
+/// A new record's key is wrapped to the patient's emergency key only if the transaction that
+/// set the profile lets break-glass open records: a node whose profile view says it does,
+/// when the patient said not, gets `record add` refused before anything is stored or sent;
+/// straight to the node, the record is filed.
+#[test]
+fn a_profile_a_node_says_opens_records_gets_no_key_unless_its_transaction_does() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let c = cast(tmp.path(), &node);
+    ok(&["emergency", "profile", "--wallet", &c.patient, "--blood-type", "O-"], &env);
+    let file = tmp.path().join("ecg.txt");
+    std::fs::write(&file, b"sinus rhythm, 72 bpm").unwrap();
+    let file = file.display().to_string();
+    let add = ["record", "add", "--wallet", &c.doctor, "--patient", &c.patient_id]
+        .into_iter()
+        .chain(["--file", &file, "--category", "lab-report"])
+        .collect::<Vec<_>>();
+    let lie = Lie::Swap {
+        victim: r#""open_records":false"#.into(),
+        attacker: r#""open_records":true"#.into(),
+        only: "/v1/emergency/".into(),
+    };
+    let proxy = KeySwappingProxy::lying(node.port, lie);
+    let err = fails(&add, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
+    assert!(proxy.lies() > 0, "the proxy did not lie: {err}");
+    assert!(
+        err.contains("the node says break-glass opens patient")
+            && err.contains("but the transaction that set the profile says it does not"),
+        "{err}"
+    );
+    let seen = proxy.seen();
+    assert!(
+        !seen.iter().any(|r| r.starts_with("PUT ") || r.starts_with("POST ")),
+        "something was stored or sent: {seen:?}"
+    );
+    drop(proxy);
+    let out = ok(&add, &env);
+    assert!(out.contains("record ") && out.contains(" created"), "{out}");
+}

@@ -40,7 +40,20 @@ impl NodeClient {
             .await?;
         let genesis = self.genesis().await?;
         let signer = self.trusted_signer(&proof.checkpoint, anchor, &genesis).await?;
-        let key = crate::proof::verify_emergency_key(&proof, &set_by, patient, anchor, &signer)?;
+        let profile =
+            crate::proof::verify_emergency_profile(&proof, &set_by, patient, anchor, &signer)?;
+        let key = profile.emergency_key;
+        if profile.open_records != view.open_records {
+            return Err(ClientError::Proof(ProofError::UnprovenKey {
+                account: AccountId::emergency_of(patient),
+                reason: format!(
+                    "the node says break-glass {} patient {patient}'s records, but the \
+                     transaction that set the profile says it {}",
+                    if view.open_records { "opens" } else { "does not open" },
+                    if profile.open_records { "does" } else { "does not" }
+                ),
+            }));
+        }
         if key != view.emergency_key {
             return Err(ClientError::Proof(ProofError::UnprovenKey {
                 account: AccountId::emergency_of(patient),
