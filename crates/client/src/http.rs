@@ -369,7 +369,25 @@ impl NodeClient {
         let proof = self.transaction(session).await?;
         let genesis = self.genesis().await?;
         let signer = self.trusted_signer(&proof.checkpoint, anchor, &genesis).await?;
-        crate::proof::verify_session_key(&proof, session, device, anchor, &signer)
+        let (key, started_by) =
+            crate::proof::verify_session_start(&proof, session, device, anchor, &signer)?;
+        // Started by the device's patient, as the device's own registration names them: a
+        // start anyone else signed is refused by the ledger, yet in the log.
+        let refuse = |reason: String| {
+            ClientError::Proof(crate::error::ProofError::UnprovenKey {
+                account: *device,
+                reason: format!("the key of session {session} is not proven: {reason}"),
+            })
+        };
+        match self.proven_registration(device, anchor).await? {
+            Some(crate::proof::Registered::DeviceOf(patient)) if patient == started_by => Ok(key),
+            Some(crate::proof::Registered::DeviceOf(patient)) => Err(refuse(format!(
+                "it was started by {started_by}, not by the device's patient {patient}"
+            ))),
+            other => Err(refuse(format!(
+                "the ledger proves no registration of device {device} (it proves {other:?})"
+            ))),
+        }
     }
 
     /// The hospital directory.

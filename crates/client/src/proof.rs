@@ -243,6 +243,8 @@ pub enum Registered {
     Patient,
     /// A hospital (admitted by the regulator).
     Hospital,
+    /// A device of this patient (registered by `DeviceTx::Register`).
+    DeviceOf(AccountId),
     /// Anything else.
     Other,
 }
@@ -296,6 +298,7 @@ pub fn verify_registration(
         }
         TxBody::Registry(RegistryTx::RegisterPatient(_)) => Registered::Patient,
         TxBody::Registry(RegistryTx::AdmitHospital(_)) => Registered::Hospital,
+        TxBody::Devices(DeviceTx::Register(r)) => Registered::DeviceOf(r.patient),
         _ => Registered::Other,
     };
     let registrar = Registrar::of(&tx.tx.body).map(|needs| (tx.tx.signer, needs));
@@ -414,6 +417,19 @@ pub fn verify_session_key(
     anchor: &TrustAnchor,
     signer: &PublicKey,
 ) -> Result<EncryptionKey, ClientError> {
+    Ok(verify_session_start(proof, session, device, anchor, signer)?.0)
+}
+
+/// [`verify_session_key`], and who signed the session's start: the caller proves that it is
+/// the device's patient (the ledger refuses anyone else's start, but a refused start is in the
+/// log too, and its receipt is the node's word).
+pub fn verify_session_start(
+    proof: &TxProofResponse,
+    session: &Hash,
+    device: &AccountId,
+    anchor: &TrustAnchor,
+    signer: &PublicKey,
+) -> Result<(EncryptionKey, AccountId), ClientError> {
     let refuse = |reason: String| {
         ClientError::Proof(ProofError::UnprovenKey {
             account: *device,
@@ -427,7 +443,7 @@ pub fn verify_session_key(
     if start.device != *device {
         return Err(refuse(format!("it was started on device {}", start.device)));
     }
-    Ok(start.public_key)
+    Ok((start.public_key, tx.tx.signer))
 }
 
 /// Checks that `proof` is the transaction `id` that declared a break-glass, and returns its

@@ -959,3 +959,78 @@ fn a_profile_a_node_says_opens_records_gets_no_key_unless_its_transaction_does()
     let out = ok(&add, &env);
     assert!(out.contains("record ") && out.contains(" created"), "{out}");
 }
+
+/// A device seals readings only to a session its patient started, as the device's own
+/// registration names the patient: a doctor who signs a `StartSession` on the patient's
+/// device with a key of hers is refused by the ledger, yet the start is in the log; a node
+/// that serves it as the device's applied session gets no reading sealed to that key, and
+/// nothing is sent.
+#[test]
+fn a_session_started_by_anyone_but_the_devices_patient_gets_no_reading() {
+    use medledger_client::Wallet;
+    use medledger_core::{
+        block::Outcome,
+        ids::AccountId,
+        tx::{TxBody, devices::DeviceTx, devices::StartSession},
+    };
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let s = crate::devices::setup(tmp.path(), &node);
+    let (mallory, mallory_account) = onboard(tmp.path(), &node, &s.c.hospital, "mallory");
+    let (rt, client) = client_of(&s.c.patient, &node);
+    let device: AccountId = s.device.parse().unwrap();
+    let real = rt.block_on(client.device_session(&s.session.parse().unwrap())).unwrap().unwrap();
+    let mut w = Wallet::load(&mallory).unwrap();
+    let id = w.unlock(PASS).unwrap();
+    let start = StartSession {
+        device,
+        public_key: id.decryption.public_key(),
+        expires_at_ms: None,
+        doctor: None,
+        keys: Vec::new(),
+    };
+    let chain = node.health()["chain_id"].as_str().unwrap().to_owned();
+    let body = TxBody::Devices(DeviceTx::StartSession(start));
+    let forged = medledger_client::tx::build(&id, w.account(), &chain, 1, body);
+    let _ = http(node.port, "POST", "/v1/transactions", &forged.encode()).unwrap();
+    let mut proof = rt.block_on(client.transaction(&forged.hash())).expect("in the log");
+    assert!(matches!(proof.receipt.outcome, Outcome::Refused { .. }), "{:?}", proof.receipt);
+    proof.receipt.outcome = Outcome::Applied { created: None };
+    let view = edited(&real, |v| {
+        v["id"] = serde_json::to_value(forged.hash()).unwrap();
+        v["public_key"] = serde_json::to_value(id.decryption.public_key()).unwrap();
+        v["started_by"] = serde_json::Value::from(mallory_account.as_str());
+    });
+    let session = forged.hash().to_string();
+    let lie = Lie::All(vec![
+        Lie::Answer { path: format!("/v1/device-sessions/{session}"), body: view },
+        Lie::Answer {
+            path: format!("/v1/transactions/{session}"),
+            body: serde_json::to_vec(&proof).unwrap(),
+        },
+    ]);
+    let proxy = KeySwappingProxy::lying(node.port, lie);
+    let size = node.log_size();
+    let simulate =
+        ["device", "simulate", "--wallet", &s.device_wallet, "--session", &session, "--count", "3"];
+    let err = fails(&simulate, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
+    assert!(proxy.lies() >= 2, "the proxy did not lie: {err}");
+    let patient = crate::consent::account_of(&s.c.patient);
+    assert!(
+        err.contains(&format!(
+            "it was started by {mallory_account}, not by the device's patient {patient}"
+        )),
+        "{err}"
+    );
+    let seen = proxy.seen();
+    assert!(
+        !seen.iter().any(|r| r.starts_with("PUT ") || r.starts_with("POST ")),
+        "something was sent: {seen:?}"
+    );
+    drop(proxy);
+    assert_eq!(node.log_size(), size, "a reading reached the log");
+    // The patient's own session still takes readings, straight from the node.
+    let own = ["device", "simulate", "--wallet", &s.device_wallet, "--session", &s.session];
+    ok(&[&own[..], &["--count", "3"]].concat(), &[("MEDLEDGER_NODE", node.url.as_str())]);
+    assert!(node.log_size() > size);
+}
