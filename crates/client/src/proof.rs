@@ -245,6 +245,8 @@ pub enum Registered {
     Hospital,
     /// A device of this patient (registered by `DeviceTx::Register`).
     DeviceOf(AccountId),
+    /// A doctor of this hospital (onboarded by it, `OnboardDoctor`).
+    DoctorOf(AccountId),
     /// Anything else.
     Other,
 }
@@ -299,6 +301,7 @@ pub fn verify_registration(
         TxBody::Registry(RegistryTx::RegisterPatient(_)) => Registered::Patient,
         TxBody::Registry(RegistryTx::AdmitHospital(_)) => Registered::Hospital,
         TxBody::Devices(DeviceTx::Register(r)) => Registered::DeviceOf(r.patient),
+        TxBody::Registry(RegistryTx::OnboardDoctor(_)) => Registered::DoctorOf(tx.tx.signer),
         _ => Registered::Other,
     };
     let registrar = Registrar::of(&tx.tx.body).map(|needs| (tx.tx.signer, needs));
@@ -514,6 +517,15 @@ pub fn verify_emergency_profile(
     };
     if of != *patient {
         return Err(refuse(format!("it set the profile of {of}")));
+    }
+    // Anyone may sign a profile for a patient: the ledger refuses it, yet it is in the log,
+    // and its receipt is the node's word. Only the patient's own counts (a delegate's cannot
+    // be told apart here: the patient sets it again).
+    if tx.tx.signer != *patient {
+        return Err(refuse(format!(
+            "it was set by {}, not by the patient (only a profile the patient signed is used)",
+            tx.tx.signer
+        )));
     }
     Ok(profile)
 }
@@ -1044,15 +1056,24 @@ pub(crate) mod tests {
 
     /// A proven `SetProfile` of a patient, at index 1 of 4 in block 1.
     fn profile_proof(node: &SigningKey) -> (TxProofResponse, Hash, AccountId, TrustAnchor) {
+        profile_proof_signed(node, None)
+    }
+
+    /// [`profile_proof`], the profile signed by `by` instead of the patient.
+    fn profile_proof_signed(
+        node: &SigningKey,
+        by: Option<&SigningKey>,
+    ) -> (TxProofResponse, Hash, AccountId, TrustAnchor) {
         use medledger_core::{
             keys::DecryptionKey,
             tx::{EmergencyTx, emergency::EmergencyProfile},
         };
         let patient = SigningKey::generate();
         let account = AccountId::from_initial_key(&patient.public_key());
+        let signer = by.unwrap_or(&patient);
         let set = Transaction {
             chain_id: CHAIN.into(),
-            signer: account,
+            signer: AccountId::from_initial_key(&signer.public_key()),
             nonce: 1,
             body: TxBody::Emergency(EmergencyTx::SetProfile {
                 patient: account,
@@ -1066,7 +1087,7 @@ pub(crate) mod tests {
                 },
             }),
         }
-        .sign(&patient);
+        .sign(signer);
         let mut all = txs(3, 0);
         all.insert(1, set.clone());
         let log = log_of(&all);
@@ -1156,6 +1177,13 @@ pub(crate) mod tests {
             verify_emergency_key(&p, &set_by, &patient, &anchor, &anchor.node_key),
             "refused",
         );
+        // A profile of the patient's that someone else signed (the ledger refuses it, but it is
+        // in the log, and this receipt says applied).
+        let stranger = SigningKey::generate();
+        let (forged, forged_by, patient, anchor) = profile_proof_signed(&node, Some(&stranger));
+        let err = verify_emergency_key(&forged, &forged_by, &patient, &anchor, &anchor.node_key)
+            .unwrap_err();
+        assert!(err.to_string().contains("not by the patient"), "{err}");
     }
 
     #[test]

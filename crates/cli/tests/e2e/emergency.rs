@@ -409,3 +409,91 @@ fn a_custodian_releases_only_to_the_doctor_the_declaration_proves() {
     let out = ok(&["emergency", "open", "--wallet", &colleague, "--break-glass", &bg], &env);
     assert!(out.contains("A+"), "{out}");
 }
+
+/// A custodian releases its piece only for a declaration whose signer the ledger proves a
+/// doctor: anyone can sign a break-glass (the ledger refuses it, yet it is in the log), and a
+/// node can serve it as applied. A registered patient's declaration, served so, gets nothing
+/// released and nothing stored or sent.
+#[test]
+fn a_custodian_releases_nothing_for_a_declaration_no_doctor_signed() {
+    use crate::wallet_trust::{KeySwappingProxy, Lie, client_of};
+    use medledger_client::Wallet;
+    use medledger_core::{block::Outcome, tx::SignedTransaction};
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let c = cast(tmp.path(), &node);
+    let url = node.url.as_str();
+    let env = [("MEDLEDGER_NODE", url)];
+    ok(
+        &["emergency", "profile", "--wallet", &c.patient, "--blood-type", "A+"]
+            .into_iter()
+            .chain(["--custodians", &c.hospital_account])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let out = ok(
+        &["emergency", "break-glass", "--wallet", &c.doctor, "--patient", &c.patient_id]
+            .into_iter()
+            .chain(["--code", "unconscious", "--reason", "unconscious after a road accident"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let bg = id_of(&out);
+    let stranger = crate::registry::wallet(tmp.path(), "stranger", url);
+    ok(
+        &["patient", "register", "--wallet", &c.hospital, "--name", "S. Tranger"]
+            .into_iter()
+            .chain(["--identity", &crate::registry::identity(&stranger)])
+            .chain(["--date-of-birth", "1990-01-01", "--phone", "0799"])
+            .chain(["--attendant-name", "T. Tranger", "--attendant-phone", "0798"])
+            .chain(["--attendant-relationship", "parent"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    // The stranger signs the same declaration.
+    let (rt, client) = client_of(&c.patient, &node);
+    let real = rt.block_on(client.transaction(&bg.parse().unwrap())).unwrap();
+    let body = SignedTransaction::decode(&hex::decode(&real.tx_hex).unwrap()).unwrap().tx.body;
+    let mut w = Wallet::load(&stranger).unwrap();
+    let id = w.unlock(PASS).unwrap();
+    let chain = node.health()["chain_id"].as_str().unwrap().to_owned();
+    let forged = medledger_client::tx::build(&id, w.account(), &chain, 1, body);
+    let _ = http(node.port, "POST", "/v1/transactions", &forged.encode()).unwrap();
+    let mut proof = rt.block_on(client.transaction(&forged.hash())).expect("in the log");
+    assert!(matches!(proof.receipt.outcome, Outcome::Refused { .. }), "{:?}", proof.receipt);
+    proof.receipt.outcome = real.receipt.outcome.clone();
+    let view = rt.block_on(client.break_glass(&bg.parse().unwrap())).unwrap();
+    let mut view = serde_json::to_value(&view).unwrap();
+    let forged_id = forged.hash().to_string();
+    view["id"] = serde_json::Value::from(forged_id.as_str());
+    view["doctor"] = serde_json::Value::from(w.account().to_string());
+    let lie = Lie::All(vec![
+        Lie::Answer {
+            path: format!("/v1/emergency/break-glass/{forged_id}"),
+            body: serde_json::to_vec(&view).unwrap(),
+        },
+        Lie::Answer {
+            path: format!("/v1/transactions/{forged_id}"),
+            body: serde_json::to_vec(&proof).unwrap(),
+        },
+    ]);
+    let proxy = KeySwappingProxy::lying(node.port, lie);
+    let size = node.log_size();
+    let release = ["emergency", "release", "--wallet", &c.hospital, "--break-glass", &forged_id];
+    let err = fails(&release.into_iter().chain(["--node", &proxy.url]).collect::<Vec<_>>(), &[]);
+    assert!(proxy.lies() >= 2, "the proxy did not lie: {err}");
+    assert!(err.contains("nothing was released"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "declared by {}, whom the ledger does not prove a doctor",
+            w.account()
+        )),
+        "{err}"
+    );
+    let seen = proxy.seen();
+    assert!(
+        !seen.iter().any(|r| r.starts_with("PUT ") || r.starts_with("POST ")),
+        "something was stored or sent: {seen:?}"
+    );
+    assert_eq!(node.log_size(), size, "a release reached the log");
+}

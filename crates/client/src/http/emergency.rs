@@ -118,7 +118,19 @@ impl NodeClient {
         let proof = self.transaction(id).await?;
         let genesis = self.genesis().await?;
         let signer = self.trusted_signer(&proof.checkpoint, anchor, &genesis).await?;
-        crate::proof::verify_break_glass(&proof, id, anchor, &signer)
+        let (patient, doctor) = crate::proof::verify_break_glass(&proof, id, anchor, &signer)?;
+        // Anyone can sign a declaration (the ledger refuses it, yet it is in the log, and the
+        // receipt is the node's word): its signer must be proven a doctor.
+        match self.proven_registration(&doctor, anchor).await? {
+            Some(crate::proof::Registered::DoctorOf(_)) => Ok((patient, doctor)),
+            other => Err(ClientError::Proof(ProofError::InvalidProof {
+                tx_hash: *id,
+                reason: format!(
+                    "break-glass {id} was declared by {doctor}, whom the ledger does not prove \
+                     a doctor (it proves {other:?})"
+                ),
+            })),
+        }
     }
 
     /// The signer's (a hospital's) break-glass declarations awaiting review.
