@@ -328,31 +328,50 @@ async fn proven_case(s: &Session, id: &str) -> Result<CaseView> {
             bail!("the node served case {} for it", case.case);
         }
         let (tx, _) = s.proven_transaction(&case.open_tx).await?;
-        let TxBody::Cases(CaseTx::Open(o)) = &tx.tx.body else {
-            bail!("transaction {} opens no case", case.open_tx);
-        };
-        if tx.tx.signer != case.opener || o.patient != case.patient {
-            bail!(
-                "its open says patient {} and opener {}, the node lists {} and {}",
-                o.patient,
-                tx.tx.signer,
-                case.patient,
-                case.opener
-            );
-        }
-        if o.description != case.description {
-            bail!(
-                "its open says description {}, the node lists {}",
-                o.description,
-                case.description
-            );
-        }
+        let opener = s.client.proven_registration(&tx.tx.signer, &s.anchor).await?;
+        open_says(&case, &tx, opener)?;
         anyhow::Ok(())
     };
     check.await.with_context(|| {
         format!("case {id} is not as its open transaction proves it; its key is not shared")
     })?;
     Ok(case)
+}
+
+/// Whether the proven transaction `tx`, whose signer the ledger proves to be `opener`, is the
+/// open of `case` as the node lists it ([`proven_case`]); what differs, if not.
+fn open_says(
+    case: &CaseView,
+    tx: &medledger_core::tx::SignedTransaction,
+    opener: Option<medledger_client::proof::Registered>,
+) -> Result<()> {
+    let TxBody::Cases(CaseTx::Open(o)) = &tx.tx.body else {
+        bail!("transaction {} opens no case", case.open_tx);
+    };
+    if tx.tx.signer != case.opener || o.patient != case.patient {
+        bail!(
+            "its open says patient {} and opener {}, the node lists {} and {}",
+            o.patient,
+            tx.tx.signer,
+            case.patient,
+            case.opener
+        );
+    }
+    // Anyone can sign an open (refused, yet in the log, and the receipt is the node's word):
+    // its signer must be proven a doctor of the hospital the case is listed at.
+    match opener {
+        Some(medledger_client::proof::Registered::DoctorOf(h)) if h == case.hospital => {}
+        other => bail!(
+            "its open was signed by {}, whom the ledger does not prove a doctor of hospital {} \
+             (it proves {other:?})",
+            case.opener,
+            case.hospital
+        ),
+    }
+    if o.description != case.description {
+        bail!("its open says description {}, the node lists {}", o.description, case.description);
+    }
+    Ok(())
 }
 
 /// Wraps this wallet's key of case `id` to `with` and records it (`case share`): the
@@ -726,7 +745,68 @@ pub async fn run(command: CaseCommand) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{patient_id_of_case, served_as_asked};
+    use super::{open_says, patient_id_of_case, served_as_asked};
+
+    /// A case is as its open says only if patient, opener and description are the open's and
+    /// the opener is proven a doctor of the listed hospital.
+    #[test]
+    fn a_case_is_proven_only_as_its_open_by_a_proven_doctor_says() {
+        use medledger_client::proof::Registered;
+        use medledger_core::{
+            Hash,
+            ids::AccountId,
+            keys::SigningKey,
+            tx::{CaseTx, Transaction, TxBody, cases::OpenCase},
+        };
+        let account = |k: &SigningKey| AccountId::from_initial_key(&k.public_key());
+        let (doctor, patient, hospital) =
+            (SigningKey::generate(), SigningKey::generate(), SigningKey::generate());
+        let open = OpenCase {
+            patient: account(&patient),
+            description: Hash::of(b"sealed description"),
+            keys: Vec::new(),
+            follow_up_of: None,
+        };
+        let tx = Transaction {
+            chain_id: "test".into(),
+            signer: account(&doctor),
+            nonce: 1,
+            body: TxBody::Cases(CaseTx::Open(open.clone())),
+        }
+        .sign(&doctor);
+        let case = medledger_api::CaseView {
+            case: "C85437-1".into(),
+            patient: open.patient,
+            opener: account(&doctor),
+            hospital: account(&hospital),
+            description: open.description,
+            follow_up_of: None,
+            follow_ups: Vec::new(),
+            opened_at: 2,
+            opened_time_ms: 1,
+            open_tx: tx.hash(),
+            first_head: Hash::default(),
+            head: Hash::default(),
+            entries: 0,
+            authors: Vec::new(),
+            sealed: None,
+            keys: Vec::new(),
+        };
+        let doctor_of = Some(Registered::DoctorOf(account(&hospital)));
+        open_says(&case, &tx, doctor_of).unwrap();
+        let mut other = case.clone();
+        other.description = Hash::of(b"another case's description");
+        let err = open_says(&other, &tx, doctor_of).unwrap_err().to_string();
+        assert!(err.contains("its open says description"), "{err}");
+        let mut other = case.clone();
+        other.patient = account(&hospital);
+        let err = open_says(&other, &tx, doctor_of).unwrap_err().to_string();
+        assert!(err.contains("its open says patient"), "{err}");
+        for opener in [None, Some(Registered::Patient), Some(Registered::DoctorOf(open.patient))] {
+            let err = open_says(&case, &tx, opener).unwrap_err().to_string();
+            assert!(err.contains("whom the ledger does not prove a doctor"), "{opener:?}: {err}");
+        }
+    }
 
     #[test]
     fn a_case_id_is_c_digits_dash_digits_and_nothing_else() {

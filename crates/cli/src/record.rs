@@ -780,47 +780,84 @@ pub(crate) async fn proven_record(s: &Session, pmr: &str) -> Result<ProvenRecord
 /// Proves `r` by its mint transaction ([`ProvenRecord`]); refused, naming what differs, when the
 /// node's listing and the mint do not agree.
 pub(crate) async fn prove_record(s: &Session, r: RecordView) -> Result<ProvenRecord> {
+    prove_record_with(s, r, &mut Authors::new()).await
+}
+
+/// What the ledger proves each mint's signer to be, asked once per signer.
+type Authors = std::collections::HashMap<AccountId, Option<medledger_client::proof::Registered>>;
+
+/// [`prove_record`], with the signers proven so far.
+async fn prove_record_with(
+    s: &Session,
+    r: RecordView,
+    authors: &mut Authors,
+) -> Result<ProvenRecord> {
     let pmr = r.pmr.clone();
     let check = async {
         let (tx, _) = s.proven_transaction(&r.mint_tx).await?;
-        let TxBody::Records(RecordTx::Mint(m)) = &tx.tx.body else {
-            bail!("transaction {} is no mint", r.mint_tx);
+        let author = match authors.get(&tx.tx.signer) {
+            Some(known) => *known,
+            None => {
+                let proven = s.client.proven_registration(&tx.tx.signer, &s.anchor).await?;
+                *authors.entry(tx.tx.signer).or_insert(proven)
+            }
         };
-        let differs = |what: &str, proven: String, listed: String| {
-            anyhow::anyhow!("its mint says {what} {proven}, the node lists {listed}")
-        };
-        if tx.tx.signer != r.author {
-            return Err(differs("author", tx.tx.signer.to_string(), r.author.to_string()));
-        }
-        if m.patient != r.patient {
-            return Err(differs("patient", m.patient.to_string(), r.patient.to_string()));
-        }
-        if m.category != r.category {
-            return Err(differs(
-                "category",
-                format!("{:?}", m.category),
-                format!("{:?}", r.category),
-            ));
-        }
-        if m.visit_date != r.visit_date {
-            return Err(differs("visit date", m.visit_date.to_string(), r.visit_date.to_string()));
-        }
-        if m.content != r.content {
-            return Err(differs("content", m.content.to_string(), r.content.to_string()));
-        }
-        if m.sharing.is_some() != r.sharing.is_some() {
-            let split = |b: bool| if b { "split" } else { "not split" }.to_owned();
-            return Err(differs("a key", split(m.sharing.is_some()), split(r.sharing.is_some())));
-        }
-        match medledger_core::tx::records::pmr_parts(&pmr) {
-            Some((_, date, _)) if date == m.visit_date => anyhow::Ok(()),
-            _ => bail!("its PMR-ID does not name its visit date {}", m.visit_date),
-        }
+        mint_says(&r, &tx, author)
     };
     check.await.with_context(|| {
         format!("record {pmr} is not as its mint transaction proves it; no key of it is wrapped")
     })?;
     Ok(ProvenRecord(r))
+}
+
+/// Whether the proven transaction `tx`, whose signer the ledger proves to be `author`, is the
+/// mint of `r` as the node lists it ([`ProvenRecord`]); what differs, if not.
+fn mint_says(
+    r: &RecordView,
+    tx: &medledger_core::tx::SignedTransaction,
+    author: Option<medledger_client::proof::Registered>,
+) -> Result<()> {
+    let TxBody::Records(RecordTx::Mint(m)) = &tx.tx.body else {
+        bail!("transaction {} is no mint", r.mint_tx);
+    };
+    let differs = |what: &str, proven: String, listed: String| {
+        anyhow::anyhow!("its mint says {what} {proven}, the node lists {listed}")
+    };
+    if tx.tx.signer != r.author {
+        return Err(differs("author", tx.tx.signer.to_string(), r.author.to_string()));
+    }
+    // Anyone can sign a mint (the ledger refuses it, yet it is in the log, and the receipt is
+    // the node's word): its signer must be proven a doctor, of the hospital it is listed at.
+    match author {
+        Some(medledger_client::proof::Registered::DoctorOf(h)) if h == r.hospital => {}
+        Some(medledger_client::proof::Registered::DoctorOf(h)) => {
+            return Err(differs("a doctor of hospital", h.to_string(), r.hospital.to_string()));
+        }
+        other => bail!(
+            "its mint was signed by {}, whom the ledger does not prove a doctor (it proves {other:?})",
+            r.author
+        ),
+    }
+    if m.patient != r.patient {
+        return Err(differs("patient", m.patient.to_string(), r.patient.to_string()));
+    }
+    if m.category != r.category {
+        return Err(differs("category", format!("{:?}", m.category), format!("{:?}", r.category)));
+    }
+    if m.visit_date != r.visit_date {
+        return Err(differs("visit date", m.visit_date.to_string(), r.visit_date.to_string()));
+    }
+    if m.content != r.content {
+        return Err(differs("content", m.content.to_string(), r.content.to_string()));
+    }
+    if m.sharing.is_some() != r.sharing.is_some() {
+        let split = |b: bool| if b { "split" } else { "not split" }.to_owned();
+        return Err(differs("a key", split(m.sharing.is_some()), split(r.sharing.is_some())));
+    }
+    match medledger_core::tx::records::pmr_parts(&r.pmr) {
+        Some((_, date, _)) if date == m.visit_date => Ok(()),
+        _ => bail!("its PMR-ID does not name its visit date {}", m.visit_date),
+    }
 }
 
 /// Re-wraps this wallet's key of `record` (the data key, or the essential share of a split
@@ -908,7 +945,7 @@ pub(crate) async fn proven_records_of(
     patient: AccountId,
     keep: impl Fn(&RecordView) -> bool,
 ) -> Result<(Vec<ProvenRecord>, Vec<String>)> {
-    let (mut proven, mut unheld) = (Vec::new(), Vec::new());
+    let (mut proven, mut unheld, mut authors) = (Vec::new(), Vec::new(), Authors::new());
     for r in s.client.records_of_patient(&patient).await? {
         if !keep(&r) {
             continue;
@@ -924,7 +961,7 @@ pub(crate) async fn proven_records_of(
             unheld.push(r.pmr);
             continue;
         }
-        proven.push(prove_record(s, r).await?);
+        proven.push(prove_record_with(s, r, &mut authors).await?);
     }
     Ok((proven, unheld))
 }
@@ -1156,5 +1193,130 @@ pub async fn run(command: RecordCommand) -> Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use medledger_client::proof::Registered;
+    use medledger_core::{
+        keys::SigningKey,
+        tx::{SignedTransaction, Transaction, records::pmr_id},
+    };
+
+    use super::*;
+
+    /// A doctor's mint of a psychiatric note for a patient, and the record as an honest node
+    /// lists it; the doctor's hospital.
+    fn minted() -> (SignedTransaction, RecordView, AccountId) {
+        let doctor = SigningKey::generate();
+        let author = AccountId::from_initial_key(&doctor.public_key());
+        let patient = AccountId::from_initial_key(&SigningKey::generate().public_key());
+        let hospital = AccountId::from_initial_key(&SigningKey::generate().public_key());
+        let visit_date = VisitDate { year: 2021, month: 1, day: 26 };
+        let mint = MintRecord {
+            patient,
+            visit_date,
+            category: RecordCategory::Psychiatry,
+            content: Hash::of(b"ciphertext"),
+            size: 10,
+            metadata: Hash::of(b"metadata"),
+            keys: vec![KeyRef { recipient: patient, blob: Hash::of(b"wrapped") }],
+            supersedes: None,
+            sharing: None,
+        };
+        let tx = Transaction {
+            chain_id: "test".into(),
+            signer: author,
+            nonce: 1,
+            body: TxBody::Records(RecordTx::Mint(mint.clone())),
+        }
+        .sign(&doctor);
+        let view = RecordView {
+            pmr: pmr_id(85437, &visit_date, 1),
+            patient,
+            owner: patient,
+            author,
+            hospital,
+            category: mint.category,
+            visit_date,
+            cid: medledger_core::Cid::from_hash(mint.content).to_string(),
+            content: mint.content,
+            size: mint.size,
+            metadata: mint.metadata,
+            version: 1,
+            supersedes: None,
+            superseded_by: None,
+            approved: None,
+            minted_at: 3,
+            minted_time_ms: 1,
+            mint_tx: tx.hash(),
+            erased_at: None,
+            sharing: None,
+        };
+        (tx, view, hospital)
+    }
+
+    /// A record is as its mint says only if every part the wallet acts on is the mint's and
+    /// the mint's signer is proven a doctor of the listed hospital; each lie a node could tell
+    /// is named.
+    #[test]
+    fn a_record_is_proven_only_as_its_mint_by_a_proven_doctor_says() {
+        let (tx, view, hospital) = minted();
+        let doctor = Some(Registered::DoctorOf(hospital));
+        mint_says(&view, &tx, doctor).unwrap();
+
+        type Lie = Box<dyn Fn(&mut RecordView)>;
+        let lies: [(&str, Lie); 7] = [
+            ("category Psychiatry", Box::new(|r| r.category = RecordCategory::LabReport)),
+            ("patient", Box::new(|r| r.owner = r.author)),
+            ("content", Box::new(|r| r.content = Hash::of(b"another record"))),
+            (
+                "visit date",
+                Box::new(|r| r.visit_date = VisitDate { year: 2021, month: 1, day: 27 }),
+            ),
+            ("author", Box::new(|r| r.author = r.patient)),
+            (
+                "not split",
+                Box::new(|r| {
+                    r.sharing =
+                        Some(medledger_api::SharingView { threshold: 2, custodians: vec![] })
+                }),
+            ),
+            (
+                "PMR-ID does not name its visit date",
+                Box::new(|r| r.pmr = pmr_id(85437, &VisitDate { year: 2021, month: 2, day: 1 }, 1)),
+            ),
+        ];
+        for (said, lie) in lies {
+            let mut r = view.clone();
+            lie(&mut r);
+            if said == "patient" {
+                // (The owner is not the mint's to say: a transfer changes it.)
+                mint_says(&r, &tx, doctor).unwrap();
+                r.patient = r.author;
+            }
+            let err = mint_says(&r, &tx, doctor).unwrap_err().to_string();
+            assert!(err.contains(said), "{said}: {err}");
+        }
+
+        // The same mint, its signer proven no doctor, or a doctor of another hospital.
+        for (author, said) in [
+            (None, "whom the ledger does not prove a doctor"),
+            (Some(Registered::Patient), "whom the ledger does not prove a doctor"),
+            (Some(Registered::Hospital), "whom the ledger does not prove a doctor"),
+            (Some(Registered::DoctorOf(view.patient)), "its mint says a doctor of hospital"),
+        ] {
+            let err = mint_says(&view, &tx, author).unwrap_err().to_string();
+            assert!(err.contains(said), "{author:?}: {err}");
+        }
+        // A transaction that is no mint.
+        let other = Transaction {
+            body: TxBody::Records(RecordTx::Approve { record: view.pmr.clone(), approved: None }),
+            ..tx.tx.clone()
+        }
+        .sign(&SigningKey::generate());
+        let err = mint_says(&view, &other, doctor).unwrap_err().to_string();
+        assert!(err.contains("is no mint"), "{err}");
     }
 }
