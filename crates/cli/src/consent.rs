@@ -488,7 +488,12 @@ impl ProvenRequest {
     /// The requester as an approval shows it: its account id and its registered name.
     pub(crate) fn requester_words(&self) -> String {
         match &self.requester_name {
-            Some(name) => format!("{} ({name})", self.requester),
+            // A registered name is someone's free text: no control character of it reaches
+            // the terminal (a newline or an escape could forge the line around it).
+            Some(name) => {
+                let name: String = name.chars().filter(|c| !c.is_control()).collect();
+                format!("{} ({name})", self.requester)
+            }
             None => self.requester.to_string(),
         }
     }
@@ -628,6 +633,24 @@ async fn share_for_grant(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A registered name reaches the approval line without its control characters: a name
+    /// with a newline and an escape cannot forge the line around it.
+    #[test]
+    fn a_requesters_name_is_shown_without_control_characters() {
+        let r = ProvenRequest {
+            patient: AccountId([1; 20]),
+            requester: AccountId([2; 20]),
+            scope: Scope::All,
+            purpose: Purpose::Treatment,
+            requester_name: Some("Dr. A\n\u{1b}[2Jrequest approved\r".into()),
+        };
+        let shown = r.requester_words();
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(shown.ends_with("(Dr. A[2Jrequest approved)"), "{shown:?}");
+        let bare = ProvenRequest { requester_name: None, ..r };
+        assert_eq!(bare.requester_words(), AccountId([2; 20]).to_string());
+    }
 
     #[test]
     fn scopes_parse_and_bad_ones_are_explained() {

@@ -352,6 +352,20 @@ pub(crate) async fn start_session(
         .device(&device)
         .await?
         .with_context(|| format!("no device {device} (or you may not see it)"))?;
+    // The device's patient as its registration on the ledger names them, proven: the session
+    // secret is wrapped to them, so never to whom a node's device view names.
+    match s.client.proven_registration(&device, &s.anchor).await? {
+        Some(medledger_client::proof::Registered::DeviceOf(p)) if p == d.patient => {}
+        Some(medledger_client::proof::Registered::DeviceOf(p)) => bail!(
+            "the node says device {device} is patient {}'s, but its registration on the ledger \
+             names patient {p}; no session was started",
+            d.patient
+        ),
+        other => bail!(
+            "the ledger proves no device registration of {device} (it proves {other:?}); no \
+             session was started"
+        ),
+    }
     let patient = s
         .client
         .account(&d.patient)

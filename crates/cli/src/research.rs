@@ -788,43 +788,39 @@ async fn researcher_of(s: &Session, member: &AccountId) -> Result<AccountId> {
 /// Checks that this wallet's own grants to `organisation` for research cover every category of
 /// `categories`, each grant proven by its transaction (a `Grant` this wallet signed, or its
 /// `Approve` of the organisation's proven request) rather than taken from the node's listing.
-/// (Whether a grant was revoked since is a later transaction no proof excludes; the ledger
-/// refuses the key then. A delegate's grant is not counted: the patient grants again.)
+/// A grant counts while its validity holds `now_ms` (the node's clock, as the ledger's next
+/// block would judge it). (Whether a grant was revoked since is a later transaction no proof
+/// excludes; the ledger refuses the key then. A delegate's grant is not counted: the patient
+/// grants again.)
 async fn proven_research_grant(
     s: &Session,
     me: AccountId,
     organisation: AccountId,
     categories: &[medledger_core::tx::consent::RecordCategory],
+    now_ms: u64,
 ) -> Result<()> {
-    use medledger_core::tx::consent::{ConsentTx, Purpose, Resource};
+    use medledger_core::tx::consent::{Purpose, Resource};
     let mut scopes = Vec::new();
     for g in s.client.who_can_see(&me).await?.grants {
         if g.revoked_at.is_some() || g.grantee != organisation || g.purpose != Purpose::Research {
             continue;
         }
         let Ok((tx, _)) = s.proven_transaction(&g.id).await else { continue };
-        if tx.tx.signer != me {
-            continue;
-        }
-        let scope = match tx.tx.body {
-            TxBody::Consent(ConsentTx::Grant { patient, grantee, scope, purpose, .. })
-                if patient == me && grantee == organisation && purpose == Purpose::Research =>
+        let scope = match research_grant_in(&tx, me, organisation, now_ms) {
+            Some((scope, None)) => scope,
+            // An approval grants what the organisation's own request, proven, asked for.
+            Some((scope, Some(request))) => match crate::consent::proven_request(s, &request).await
             {
-                scope
-            }
-            TxBody::Consent(ConsentTx::Approve { request, scope, .. }) => {
-                match crate::consent::proven_request(s, &request).await {
-                    Ok(r)
-                        if r.patient == me
-                            && r.requester == organisation
-                            && r.purpose == Purpose::Research =>
-                    {
-                        scope
-                    }
-                    _ => continue,
+                Ok(r)
+                    if r.patient == me
+                        && r.requester == organisation
+                        && r.purpose == Purpose::Research =>
+                {
+                    scope
                 }
-            }
-            _ => continue,
+                _ => continue,
+            },
+            None => continue,
         };
         scopes.push(scope);
     }
@@ -838,6 +834,37 @@ async fn proven_research_grant(
         }
     }
     Ok(())
+}
+
+/// What the proven consent transaction `tx` grants `organisation` for research, in force at
+/// `now_ms`, if it is the patient `me`'s own: a `Grant`'s scope, or an `Approve`'s scope with
+/// the request it answers (whose requester and purpose the caller proves in turn).
+fn research_grant_in(
+    tx: &medledger_core::tx::SignedTransaction,
+    me: AccountId,
+    organisation: AccountId,
+    now_ms: u64,
+) -> Option<(medledger_core::tx::consent::Scope, Option<Hash>)> {
+    use medledger_core::tx::consent::{ConsentTx, Purpose};
+    if tx.tx.signer != me {
+        return None;
+    }
+    match &tx.tx.body {
+        TxBody::Consent(ConsentTx::Grant { patient, grantee, scope, purpose, validity })
+            if *patient == me
+                && *grantee == organisation
+                && *purpose == Purpose::Research
+                && validity.contains(now_ms) =>
+        {
+            Some((scope.clone(), None))
+        }
+        TxBody::Consent(ConsentTx::Approve { request, scope, validity })
+            if validity.contains(now_ms) =>
+        {
+            Some((scope.clone(), Some(*request)))
+        }
+        _ => None,
+    }
 }
 
 /// What `research release` did.
@@ -898,7 +925,7 @@ pub(crate) async fn release(s: &Session) -> Result<Released> {
             };
             let named = named_for_content(x, me, receipt.height, &records)?;
             let organisation = researcher_of(s, &tx.tx.signer).await?;
-            proven_research_grant(s, me, organisation, &x.categories).await?;
+            proven_research_grant(s, me, organisation, &x.categories, now).await?;
             anyhow::Ok((tx.tx.signer, named))
         };
         let (member, named) = match step.await {
@@ -1295,5 +1322,62 @@ mod tests {
         let err = format!("{:#}", super::load_secret(&path, &me).unwrap_err());
         assert!(err.contains("is not a pseudonym secret"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), b"hello");
+    }
+
+    /// A research grant counts only as the patient's own transaction, to this organisation,
+    /// for research, in force now: an expired or future grant, one to another organisation,
+    /// for another purpose, or signed by someone else counts for nothing; an approval counts
+    /// with the request it answers (proven by the caller).
+    #[test]
+    fn a_research_grant_counts_only_as_the_patients_own_in_force_for_research() {
+        use medledger_core::{
+            keys::SigningKey,
+            tx::{
+                Transaction, TxBody,
+                consent::{ConsentTx, Purpose, Scope, Validity},
+            },
+        };
+        let patient = SigningKey::generate();
+        let me = AccountId::from_initial_key(&patient.public_key());
+        let lab = AccountId([7; 20]);
+        let now = 1_700_000_000_000;
+        let day = 86_400_000;
+        let in_force = Validity { not_before_ms: now - day, expires_at_ms: now + day };
+        let signed = |by: &SigningKey, body: ConsentTx| {
+            Transaction {
+                chain_id: "test".into(),
+                signer: AccountId::from_initial_key(&by.public_key()),
+                nonce: 1,
+                body: TxBody::Consent(body),
+            }
+            .sign(by)
+        };
+        let grant = |grantee, purpose, validity| ConsentTx::Grant {
+            patient: me,
+            grantee,
+            scope: Scope::All,
+            purpose,
+            validity,
+        };
+        let counts = |tx| super::research_grant_in(&tx, me, lab, now);
+        assert_eq!(
+            counts(signed(&patient, grant(lab, Purpose::Research, in_force))),
+            Some((Scope::All, None))
+        );
+        let expired = Validity { not_before_ms: now - 2 * day, expires_at_ms: now - day };
+        let future = Validity { not_before_ms: now + day, expires_at_ms: now + 2 * day };
+        for tx in [
+            signed(&patient, grant(lab, Purpose::Research, expired)),
+            signed(&patient, grant(lab, Purpose::Research, future)),
+            signed(&patient, grant(AccountId([8; 20]), Purpose::Research, in_force)),
+            signed(&patient, grant(lab, Purpose::Treatment, in_force)),
+            signed(&SigningKey::generate(), grant(lab, Purpose::Research, in_force)),
+        ] {
+            assert_eq!(counts(tx.clone()), None, "{:?}", tx.tx.body);
+        }
+        let request = Hash::of(b"request");
+        let approve = |validity| ConsentTx::Approve { request, scope: Scope::All, validity };
+        assert_eq!(counts(signed(&patient, approve(in_force))), Some((Scope::All, Some(request))));
+        assert_eq!(counts(signed(&patient, approve(expired))), None);
     }
 }

@@ -606,6 +606,9 @@ fn a_request_is_shown_and_approved_as_its_transaction_says_whatever_a_node_lists
     assert!(!out.contains("Dr. Own GP"), "{out}");
     assert!(out.contains(&format!("wrapped to {consultant_account}")), "{out}");
     assert!(!out.contains(&mallory_account), "{out}");
+    // The renamed directory does reach the wallet: a listing that decides nothing shows it.
+    let listed = ok(&["consent", "who-can-see", "--wallet", &c.patient], &via);
+    assert!(listed.contains(&format!("{consultant_account} (Dr. Own GP)")), "{listed}");
     assert!(proxy.seen().iter().any(|r| r.starts_with(&format!("GET {only}"))));
     drop(proxy);
     assert_eq!(keys_shared(&c.patient, &env), vec![consultant_account]);
@@ -1033,4 +1036,36 @@ fn a_session_started_by_anyone_but_the_devices_patient_gets_no_reading() {
     let own = ["device", "simulate", "--wallet", &s.device_wallet, "--session", &s.session];
     ok(&[&own[..], &["--count", "3"]].concat(), &[("MEDLEDGER_NODE", node.url.as_str())]);
     assert!(node.log_size() > size);
+}
+
+/// A session's secret is wrapped to the device's patient as the device's own registration on
+/// the ledger names them: a node whose device view names another account as the patient gets
+/// `device session start` refused before anything is stored or sent.
+#[test]
+fn a_device_a_node_gives_another_patient_gets_no_session_started() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let s = crate::devices::setup(tmp.path(), &node);
+    let patient = crate::consent::account_of(&s.c.patient);
+    let lie = Lie::Swap {
+        victim: patient.clone(),
+        attacker: s.c.doctor_account.clone(),
+        only: "/v1/devices/".into(),
+    };
+    let proxy = KeySwappingProxy::lying(node.port, lie);
+    let start = ["device", "session", "start", "--wallet", &s.c.patient, "--device", &s.device];
+    let err = fails(&start, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
+    assert!(proxy.lies() > 0, "the proxy did not lie: {err}");
+    assert!(
+        err.contains(&format!(
+            "the node says device {} is patient {}'s, but its registration on the ledger names patient {patient}",
+            s.device, s.c.doctor_account
+        )),
+        "{err}"
+    );
+    let seen = proxy.seen();
+    assert!(
+        !seen.iter().any(|r| r.starts_with("PUT ") || r.starts_with("POST ")),
+        "something was stored or sent: {seen:?}"
+    );
 }
