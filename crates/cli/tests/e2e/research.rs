@@ -402,11 +402,10 @@ fn a_research_export_carries_dicom_content_de_identified_and_nothing_else() {
 /// gets no key released and nothing stored: each export is passed over, saying why.
 #[test]
 fn a_release_goes_only_to_a_proven_researcher_under_the_patients_own_grant() {
-    use crate::wallet_trust::{KeySwappingProxy, Lie, client_of, onboard};
+    use crate::wallet_trust::{KeySwappingProxy, Lie, client_of, onboard, refused_served_applied};
     use medledger_client::Wallet;
     use medledger_core::{
         audit::{AuditEvent, AuditKind},
-        block::Outcome,
         encoding,
         tx::{
             TxBody,
@@ -438,25 +437,18 @@ fn a_release_goes_only_to_a_proven_researcher_under_the_patients_own_grant() {
         rule_set: rule_set.into(),
         plan: plan_digest(project, rule_set, &me, &categories, &planned),
     };
-    let chain = node.health()["chain_id"].as_str().unwrap().to_owned();
     let mut trail = rt.block_on(client.audit_trail_all(&me, None)).unwrap();
     let mut lies = Vec::new();
     for signer in [&cohort.member, &doctor] {
-        let mut w = Wallet::load(signer).unwrap();
-        let id = w.unlock(PASS).unwrap();
         let export = TxBody::ResearchExport(body.clone());
-        let tx = medledger_client::tx::build(&id, w.account(), &chain, 1, export);
-        let _ = http(node.port, "POST", "/v1/transactions", &tx.encode()).unwrap();
-        let mut proof = rt.block_on(client.transaction(&tx.hash())).expect("in the log");
-        assert!(matches!(proof.receipt.outcome, Outcome::Refused { .. }), "{:?}", proof.receipt);
-        proof.receipt.outcome = Outcome::Applied { created: None };
+        let (tx, proof) = refused_served_applied(&node, signer, export, &c.patient);
         let last = trail.last().unwrap().clone();
         trail.push(AuditEvent {
             seq: last.seq + 1,
             height: proof.receipt.height,
             time_ms: last.time_ms,
-            tx_hash: tx.hash(),
-            actor: w.account(),
+            tx_hash: tx,
+            actor: Wallet::load(signer).unwrap().account(),
             patient: me,
             kind: AuditKind::ResearchExport {
                 project: project.into(),
@@ -467,7 +459,7 @@ fn a_release_goes_only_to_a_proven_researcher_under_the_patients_own_grant() {
             },
         });
         lies.push(Lie::Answer {
-            path: format!("/v1/transactions/{}", tx.hash()),
+            path: format!("/v1/transactions/{tx}"),
             body: serde_json::to_vec(&proof).unwrap(),
         });
     }

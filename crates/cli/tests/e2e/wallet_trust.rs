@@ -775,6 +775,29 @@ pub(crate) fn client_of(
     (tokio::runtime::Runtime::new().unwrap(), client)
 }
 
+/// `body` signed by the account of `wallet` (its first transaction, nonce 1) and sent straight
+/// to the node, which orders it and refuses it: a refused transaction is in the log all the
+/// same. Returns its hash and its proof as `reader` fetches it, the receipt rewritten to say
+/// applied, as a lying node would serve it.
+pub(crate) fn refused_served_applied(
+    node: &Node,
+    wallet: &str,
+    body: medledger_core::tx::TxBody,
+    reader: &str,
+) -> (medledger_core::Hash, medledger_api::TxProofResponse) {
+    use medledger_core::block::Outcome;
+    let mut w = medledger_client::Wallet::load(wallet).unwrap();
+    let id = w.unlock(PASS).unwrap();
+    let chain = node.health()["chain_id"].as_str().unwrap().to_owned();
+    let tx = medledger_client::tx::build(&id, w.account(), &chain, 1, body);
+    let _ = http(node.port, "POST", "/v1/transactions", &tx.encode()).unwrap();
+    let (rt, client) = client_of(reader, node);
+    let mut proof = rt.block_on(client.transaction(&tx.hash())).expect("in the log");
+    assert!(matches!(proof.receipt.outcome, Outcome::Refused { .. }), "{:?}", proof.receipt);
+    proof.receipt.outcome = Outcome::Applied { created: None };
+    (tx.hash(), proof)
+}
+
 /// What the node answers `path` with, as JSON `T`, and its JSON with `edit` applied.
 fn edited<T: serde::Serialize>(value: &T, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
     let mut json = serde_json::to_value(value).unwrap();
@@ -970,9 +993,7 @@ fn a_profile_a_node_says_opens_records_gets_no_key_unless_its_transaction_does()
 /// nothing is sent.
 #[test]
 fn a_session_started_by_anyone_but_the_devices_patient_gets_no_reading() {
-    use medledger_client::Wallet;
     use medledger_core::{
-        block::Outcome,
         ids::AccountId,
         tx::{TxBody, devices::DeviceTx, devices::StartSession},
     };
@@ -983,28 +1004,22 @@ fn a_session_started_by_anyone_but_the_devices_patient_gets_no_reading() {
     let (rt, client) = client_of(&s.c.patient, &node);
     let device: AccountId = s.device.parse().unwrap();
     let real = rt.block_on(client.device_session(&s.session.parse().unwrap())).unwrap().unwrap();
-    let mut w = Wallet::load(&mallory).unwrap();
-    let id = w.unlock(PASS).unwrap();
+    let her_key = DecryptionKey::generate().public_key();
     let start = StartSession {
         device,
-        public_key: id.decryption.public_key(),
+        public_key: her_key,
         expires_at_ms: None,
         doctor: None,
         keys: Vec::new(),
     };
-    let chain = node.health()["chain_id"].as_str().unwrap().to_owned();
     let body = TxBody::Devices(DeviceTx::StartSession(start));
-    let forged = medledger_client::tx::build(&id, w.account(), &chain, 1, body);
-    let _ = http(node.port, "POST", "/v1/transactions", &forged.encode()).unwrap();
-    let mut proof = rt.block_on(client.transaction(&forged.hash())).expect("in the log");
-    assert!(matches!(proof.receipt.outcome, Outcome::Refused { .. }), "{:?}", proof.receipt);
-    proof.receipt.outcome = Outcome::Applied { created: None };
+    let (forged, proof) = refused_served_applied(&node, &mallory, body, &s.c.patient);
     let view = edited(&real, |v| {
-        v["id"] = serde_json::to_value(forged.hash()).unwrap();
-        v["public_key"] = serde_json::to_value(id.decryption.public_key()).unwrap();
+        v["id"] = serde_json::to_value(forged).unwrap();
+        v["public_key"] = serde_json::to_value(her_key).unwrap();
         v["started_by"] = serde_json::Value::from(mallory_account.as_str());
     });
-    let session = forged.hash().to_string();
+    let session = forged.to_string();
     let lie = Lie::All(vec![
         Lie::Answer { path: format!("/v1/device-sessions/{session}"), body: view },
         Lie::Answer {
