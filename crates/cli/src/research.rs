@@ -966,9 +966,9 @@ pub(crate) async fn release(s: &Session) -> Result<Released> {
 
 /// The records of `patient` that research export `x`, applied at block `height`, named for
 /// their content: of the patient's records (`records`, as the node lists them), those of its
-/// categories minted by that block and not erased by then, which must give the plan digest
-/// the export committed to (else the listing is not the one the ledger planned, and nothing
-/// is released); then those whose category the rule set exports as content.
+/// categories minted by that block and neither erased nor amended by then, which must give the
+/// plan digest the export committed to (else the listing is not the one the ledger planned,
+/// and nothing is released); then those whose category the rule set exports as content.
 pub(crate) fn named_for_content<'a>(
     x: &ResearchExportTx,
     patient: AccountId,
@@ -982,14 +982,15 @@ pub(crate) fn named_for_content<'a>(
         .iter()
         .filter(|r| r.patient == patient && x.categories.contains(&r.category))
         .collect();
-    // A record minted or erased in the export's own block may come before or after it there:
-    // the plan is tried with those as they stood before the export and as after.
+    // A record minted, amended or erased in the export's own block may come before or after
+    // it there: the plan is tried with those as they stood before the export and as after.
+    let minted_at = |pmr: &str| records.iter().find(|r| r.pmr == pmr).map(|r| r.minted_at);
     for same_block_first in [true, false] {
+        let by_then = |h: u64| h < height || (h == height && same_block_first);
         let at_export: Vec<&RecordView> = (ours.iter().copied())
-            .filter(|r| r.minted_at < height || (r.minted_at == height && same_block_first))
-            .filter(|r| {
-                r.erased_at.is_none_or(|h| h > height || (h == height && !same_block_first))
-            })
+            .filter(|r| by_then(r.minted_at) && !r.erased_at.is_some_and(by_then))
+            // As the ledger plans: a version its amendment had replaced by then is not named.
+            .filter(|r| !r.superseded_by.as_deref().and_then(minted_at).is_some_and(by_then))
             .collect();
         let planned: Vec<PlannedRecord> = (at_export.iter())
             .map(|r| PlannedRecord { pmr: r.pmr.clone(), category: r.category, content: r.content })
@@ -1174,6 +1175,40 @@ mod tests {
         assert_eq!(named.iter().map(|r| r.pmr.as_str()).collect::<Vec<_>>(), ["1", "5", "8"]);
         let err = named_for_content(&x, AccountId([9; 20]), 10, &all).unwrap_err();
         assert!(err.to_string().contains("not of this wallet's records"), "{err}");
+    }
+
+    /// As the ledger plans an export: a version its amendment had replaced by the export's
+    /// block is not named (its key is not released), the amendment is; a version amended
+    /// only after the export was what the export named; an amendment in the export's own
+    /// block may have come before or after it.
+    #[test]
+    fn a_release_names_a_record_as_it_stood_at_the_export_not_a_version_amended_before() {
+        let amended = |pmr: &str, minted_at: u64, by: &str| {
+            let mut r = record(pmr, "imaging", minted_at, None);
+            r.superseded_by = Some(by.into());
+            r
+        };
+        let at = |x: &ResearchExportTx, listing: &[RecordView]| -> Vec<String> {
+            let named = named_for_content(x, AccountId([1; 20]), 10, listing).unwrap();
+            named.iter().map(|r| r.pmr.clone()).collect()
+        };
+        // v1 (block 3) amended by v2 (block 6), before the export at block 10.
+        let v1 = amended("1", 3, "2");
+        let mut v2 = record("2", "imaging", 6, None);
+        v2.supersedes = Some("1".into());
+        let before = [v1.clone(), v2.clone()];
+        assert_eq!(at(&export_of(&[&v2]), &before), ["2"]);
+        // A plan naming both versions is not the ledger's: nothing.
+        let err = named_for_content(&export_of(&[&v1, &v2]), AccountId([1; 20]), 10, &before);
+        assert!(err.unwrap_err().to_string().contains("nothing released"));
+        // Amended only after the export (v2 at block 12): the export named v1.
+        let after = [v1.clone(), record("2", "imaging", 12, None)];
+        assert_eq!(at(&export_of(&[&v1]), &after), ["1"]);
+        // Amended in the export's own block: either order is found.
+        let same = [v1.clone(), record("2", "imaging", 10, None)];
+        assert_eq!(at(&export_of(&[&v1]), &same), ["1"]);
+        let v2_same = &same[1];
+        assert_eq!(at(&export_of(&[v2_same]), &same), ["2"]);
     }
 
     /// An index of two files, `manifest.json` holding `manifest` and `Patient.ndjson`, sealed

@@ -16,9 +16,9 @@
 //! grant would be a licence to read the records as they are.
 //!
 //! The plan digest must be the one the ledger computes at this block from the patient's
-//! non-erased records of the categories named (`plan_digest`): the event commits to exactly
-//! what the export may contain, and a plan made before a record was added or erased is
-//! refused.
+//! records of the categories named as they now stand, neither erased nor amended since
+//! (`plan_digest`): the event commits to exactly what the export may contain, and a plan made
+//! before a record was added, amended or erased is refused.
 //!
 //! Fails closed: the signer must be a member (role `Member`) whose organisation is a
 //! researcher; the patient, the owner of the records, a delegate or a doctor with a research
@@ -88,7 +88,7 @@ pub(crate) fn apply(
         }
     }
     grants.sort();
-    // The plan must be the ledger's: every non-erased record of the patient of the exported
+    // The plan must be the ledger's: every current record of the patient of the exported
     // categories, at this block.
     let records = planned(&state.records_of_patient(&tx.patient)?, &tx.categories);
     let plan = plan_digest(&tx.project, &tx.rule_set, &tx.patient, &tx.categories, &records);
@@ -141,19 +141,25 @@ fn research_grant(
     })
 }
 
-/// What an export of `categories` plans from a patient's `records`: every one not erased of
-/// those categories. The one rule for the plan a transaction must commit to, the plan the
-/// cohort offers and the listing an export opens.
+/// What an export of `categories` plans from a patient's `records`: every one of those
+/// categories as it now stands, neither erased nor replaced by an amendment (research gets the
+/// record as corrected, not the version the doctor corrected). The one rule for the plan a
+/// transaction must commit to, the plan the cohort offers and the listing an export opens.
 fn planned(records: &[(String, RecordEntry)], categories: &[RecordCategory]) -> Vec<PlannedRecord> {
     records
         .iter()
-        .filter(|(_, r)| r.erased_at.is_none() && categories.contains(&r.category))
+        .filter(|(_, r)| in_plan(r, categories))
         .map(|(pmr, r)| PlannedRecord {
             pmr: pmr.clone(),
             category: r.category,
             content: r.content,
         })
         .collect()
+}
+
+/// Whether [`planned`] takes `r` into an export of `categories`.
+fn in_plan(r: &RecordEntry, categories: &[RecordCategory]) -> bool {
+    r.erased_at.is_none() && r.superseded_by.is_none() && categories.contains(&r.category)
 }
 
 /// One patient of a research cohort: who, the categories the export may name, and the plan
@@ -197,7 +203,7 @@ pub enum ExportListing {
     /// active).
     Closed(String),
     /// The patient's records of those categories are no longer those the plan committed to
-    /// (one was added or erased since): the listing would not be the export's.
+    /// (one was added, amended or erased since): the listing would not be the export's.
     Changed,
     /// The export and the records its plan named, in PMR-ID order.
     Named {
@@ -420,10 +426,8 @@ impl crate::Ledger {
         if plan_digest(&project, &rule_set, &e.patient, &categories, &named) != plan {
             return Ok(ExportListing::Changed);
         }
-        let mut records: Vec<(String, RecordEntry)> = records
-            .into_iter()
-            .filter(|(_, r)| r.erased_at.is_none() && categories.contains(&r.category))
-            .collect();
+        let mut records: Vec<(String, RecordEntry)> =
+            records.into_iter().filter(|(_, r)| in_plan(r, &categories)).collect();
         records.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(ExportListing::Named {
             patient: e.patient,

@@ -759,3 +759,67 @@ fn a_cohort_is_served_in_pages_that_add_up_to_the_whole() {
     let end = ledger.research_cohort_page(&w.member.account, PROJECT, RULES, w.net.time, page);
     assert_eq!(end.unwrap(), Some((vec![], None)));
 }
+
+/// An amended record is exported as corrected: the cohort's plan, the plan an export must
+/// commit to and the listing it opens name the amendment and not the version it replaced (a
+/// plan naming the old version too is refused, and the old version's content is not opened to
+/// the member); an amendment after the export changes what the export's listing would be.
+#[test]
+fn a_research_export_names_a_record_as_corrected_not_the_version_it_replaced() {
+    use RecordCategory::Imaging;
+    use medledger_ledger::research::ExportListing;
+    let mut w = world();
+    let t = grant_for(&w.net, &mut w.patient, &w.org, Scope::All, Purpose::Research);
+    applied(&w.net.one(t));
+    let v1 = mint(&mut w, Imaging, "v1");
+    let amend = |w: &mut World, of: &PlannedRecord, tag: &str| {
+        let mut m = mint_body(&w.patient, &w.doctor, Imaging, tag);
+        m.supersedes = Some(of.pmr.clone());
+        let pmr = minted(&w.net.one(rec(RecordTx::Mint(m), &mut w.doctor)));
+        PlannedRecord {
+            pmr,
+            category: Imaging,
+            content: Hash::of(format!("content/{tag}").as_bytes()),
+        }
+    };
+    let v2 = amend(&mut w, &v1, "v2");
+    let cohort = w.net.ledger.research_cohort(&w.member.account, PROJECT, RULES, w.net.time);
+    let cohort = cohort.unwrap().expect("the member has a cohort");
+    let categories = cohort[0].categories.clone();
+    let plan_of = |records: &[PlannedRecord]| {
+        plan_digest(PROJECT, RULES, &w.patient.account, &categories, records)
+    };
+    assert_eq!(
+        cohort[0].plan,
+        plan_of(std::slice::from_ref(&v2)),
+        "the cohort plans the old version"
+    );
+    // Naming the replaced version as well is not the ledger's plan.
+    let mut both = vec![v1.clone(), v2.clone()];
+    both.sort();
+    let tx = ResearchExportTx {
+        plan: plan_of(&both),
+        categories: categories.clone(),
+        ..export_of(&w.patient, &categories)
+    };
+    let t = export(&mut w.member, tx);
+    refused(&mut w, t, |r| matches!(r, Refusal::Invalid { reason } if reason.contains("plan")));
+    let event = export_planned(&mut w, &categories, std::slice::from_ref(&v2));
+    let listing = w.net.ledger.research_export_listing(&w.member.account, event, w.net.time);
+    match listing.unwrap() {
+        ExportListing::Named { records, .. } => {
+            let pmrs: Vec<_> = records.into_iter().map(|(pmr, _)| pmr).collect();
+            assert_eq!(pmrs, std::slice::from_ref(&v2.pmr));
+        }
+        other => panic!("the export's listing: {other:?}"),
+    }
+    // The export opened the amendment's content to the member, not the old version's.
+    let (net, patient, member) = (&mut w.net, &w.patient, &mut w.member);
+    assert!(read_record(net, patient, member, Imaging, &v2.pmr).is_allowed());
+    let no_export = Decision::Deny(Denial::NoResearchExport);
+    assert_eq!(read_record(net, patient, member, Imaging, &v1.pmr), no_export);
+    // Amended again: the listing is no longer the export's.
+    amend(&mut w, &v2, "v3");
+    let listing = w.net.ledger.research_export_listing(&w.member.account, event, w.net.time);
+    assert_eq!(listing.unwrap(), ExportListing::Changed);
+}

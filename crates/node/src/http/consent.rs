@@ -106,7 +106,7 @@ async fn research_export(
             ErrorCode::Changed,
             format!(
                 "the patient's records are no longer those research export {seq} planned \
-                 (one was added or erased since): export again"
+                 (one was added, amended or erased since): export again"
             ),
         )),
         ExportListing::Named { patient, project, rule_set, categories, plan, time_ms, records } => {
