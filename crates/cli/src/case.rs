@@ -802,7 +802,11 @@ mod tests {
         other.patient = account(&hospital);
         let err = open_says(&other, &tx, doctor_of).unwrap_err().to_string();
         assert!(err.contains("its open says patient"), "{err}");
-        for opener in [None, Some(Registered::Patient), Some(Registered::DoctorOf(open.patient))] {
+        for opener in [
+            None,
+            Some(Registered::PatientOf(open.patient)),
+            Some(Registered::DoctorOf(open.patient)),
+        ] {
             let err = open_says(&case, &tx, opener).unwrap_err().to_string();
             assert!(err.contains("whom the ledger does not prove a doctor"), "{opener:?}: {err}");
         }

@@ -77,11 +77,15 @@ pub async fn run(args: Args) -> Result<()> {
     if args.patient.is_some() {
         bail!("a patient exports their own record: leave out --patient (it is for grantees)");
     }
-    let patient = s
-        .client
-        .patient(patient_id)
-        .await?
-        .with_context(|| format!("no patient with Patient-ID {patient_id}"))?;
+    // The Patient resource is made from this view (its hospital and registration).
+    let patient = crate::record::proven_patient(&s, patient_id).await?;
+    if patient.account != me {
+        bail!(
+            "the node's Patient-ID {patient_id} is account {}, not yours ({me}): nothing was \
+             exported",
+            patient.account
+        );
+    }
     eprintln!(
         "reading the registration, directory, records, consent and cases of Patient-ID {patient_id}"
     );

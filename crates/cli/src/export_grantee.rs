@@ -60,10 +60,15 @@ pub(crate) async fn run(
         .await?
         .and_then(|a| a.patient_id)
         .with_context(|| format!("account {patient} is not a patient's"))?;
-    let view =
-        s.client.patient(patient_id).await?.with_context(|| {
-            format!("no patient with Patient-ID {patient_id} that you may look up")
-        })?;
+    // The Patient resource is made from this view: it must be the proven patient's.
+    let view = crate::record::proven_patient(s, patient_id).await?;
+    if view.account != patient {
+        bail!(
+            "the node's Patient-ID {patient_id} is account {}, not patient {patient}: nothing \
+             was exported",
+            view.account
+        );
+    }
     eprintln!(
         "reading the records of Patient-ID {patient_id} that your {} grant(s) cover",
         grants.len()

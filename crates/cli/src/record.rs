@@ -16,9 +16,10 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
-use medledger_api::RecordView;
+use medledger_api::{PatientView, RecordView};
 use medledger_client::{
     envelope::{self, DataKey, RecordMetadata},
+    proof::Registered,
     records,
     seal::WrappedKey,
     sharing,
@@ -275,38 +276,51 @@ pub(crate) fn today() -> VisitDate {
 }
 
 /// The patient's account, from a Patient-ID or an account id. A Patient-ID is resolved by
-/// the node, so the account it names must be one whose registration the ledger proves to be
-/// a patient's: a node that named a doctor, a hospital or an organisation instead would
-/// otherwise have the record's key wrapped to it. (Which patient a Patient-ID is, the wallet
-/// cannot prove: SECURITY.md, H5.)
+/// the node ([`proven_patient`]). (Which patient a Patient-ID is, the wallet cannot prove:
+/// SECURITY.md, H5.)
 pub(crate) async fn resolve_patient(s: &Session, patient: &str) -> Result<AccountId> {
     if patient.len() < 40 && patient.chars().all(|c| c.is_ascii_digit()) {
         let id: u64 = patient.parse().context("a Patient-ID is a number")?;
-        let p = s.client.patient(PatientId(id)).await?.with_context(|| {
-            format!(
-                "no patient with Patient-ID {id} that you may look up: a Patient-ID resolves \
-                     only for the patient's own hospital and its doctors, their delegates, and \
-                     whoever holds a grant or an open break-glass; otherwise ask the patient for \
-                     their account id (`medledger wallet show`, also printed on their emergency \
-                     card) and pass that"
-            )
-        })?;
-        let account = p.account;
-        match s.client.proven_registration(&account, &s.anchor).await? {
-            Some(medledger_client::proof::Registered::Patient) => return Ok(account),
-            Some(other) => bail!(
-                "the node resolves Patient-ID {id} to account {account}, which the ledger \
-                 proves is no patient ({other:?}); nothing was sent"
-            ),
-            None => bail!(
-                "the node resolves Patient-ID {id} to account {account}, whose registration \
-                 it does not prove; nothing was sent"
-            ),
-        }
+        return Ok(proven_patient(s, PatientId(id)).await?.account);
     }
     patient
         .parse()
         .map_err(|e| anyhow::anyhow!("{patient:?} is neither a Patient-ID nor an account id: {e}"))
+}
+
+/// The node's view of Patient-ID `id`, once the ledger proves the account it names a patient
+/// registered by the hospital it names: a node that named a doctor, a hospital or an
+/// organisation instead would otherwise have a record's key wrapped to it. The view's
+/// hospital is then proven too, so a caller that checks it (`patient amend`: the hospital
+/// itself) acts only on a patient that hospital registered; which of a hospital's patients
+/// the Patient-ID is stays the node's word (SECURITY.md, H5).
+pub(crate) async fn proven_patient(s: &Session, id: PatientId) -> Result<PatientView> {
+    let p = s.client.patient(id).await?.with_context(|| {
+        format!(
+            "no patient with Patient-ID {id} that you may look up: a Patient-ID resolves \
+                 only for the patient's own hospital and its doctors, their delegates, and \
+                 whoever holds a grant or an open break-glass; otherwise ask the patient for \
+                 their account id (`medledger wallet show`, also printed on their emergency \
+                 card) and pass that"
+        )
+    })?;
+    let account = p.account;
+    match s.client.proven_registration(&account, &s.anchor).await? {
+        Some(Registered::PatientOf(hospital)) if hospital == p.hospital => Ok(p),
+        Some(Registered::PatientOf(hospital)) => bail!(
+            "the node resolves Patient-ID {id} to account {account} of hospital {}, but the \
+             ledger proves hospital {hospital} registered it; nothing was sent",
+            p.hospital
+        ),
+        Some(other) => bail!(
+            "the node resolves Patient-ID {id} to account {account}, which the ledger proves \
+             is no patient ({other:?}); nothing was sent"
+        ),
+        None => bail!(
+            "the node resolves Patient-ID {id} to account {account}, whose registration it \
+             does not prove; nothing was sent"
+        ),
+    }
 }
 
 /// A key split: custodians and the threshold.
@@ -1303,7 +1317,7 @@ mod tests {
         // The same mint, its signer proven no doctor, or a doctor of another hospital.
         for (author, said) in [
             (None, "whom the ledger does not prove a doctor"),
-            (Some(Registered::Patient), "whom the ledger does not prove a doctor"),
+            (Some(Registered::PatientOf(view.patient)), "whom the ledger does not prove a doctor"),
             (Some(Registered::Hospital), "whom the ledger does not prove a doctor"),
             (Some(Registered::DoctorOf(view.patient)), "its mint says a doctor of hospital"),
         ] {

@@ -570,11 +570,9 @@ pub async fn patient(command: PatientCommand) -> Result<()> {
                 );
             }
             let s = Session::open(&wallet).await?;
-            let p = s
-                .client
-                .patient(PatientId(patient_id))
-                .await?
-                .with_context(|| format!("no patient with Patient-ID {patient_id}"))?;
+            // The new details are sealed to the account the view names: it must be proven a
+            // patient this hospital registered.
+            let p = crate::record::proven_patient(&s, PatientId(patient_id)).await?;
             if p.hospital != s.wallet.account() {
                 bail!(
                     "only the hospital that registered Patient-ID {patient_id} ({}) may amend their details",

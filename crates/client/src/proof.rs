@@ -239,8 +239,8 @@ pub enum Registered {
     /// A member of this organisation: its `AddMember` was signed by the organisation and
     /// carries the member's valid acceptance.
     MemberOf(AccountId),
-    /// A patient (registered by `RegisterPatient`).
-    Patient,
+    /// A patient registered by this hospital (`RegisterPatient`, signed by it).
+    PatientOf(AccountId),
     /// A hospital (admitted by the regulator).
     Hospital,
     /// A device of this patient (registered by `DeviceTx::Register`).
@@ -298,7 +298,7 @@ pub fn verify_registration(
         {
             Registered::MemberOf(tx.tx.signer)
         }
-        TxBody::Registry(RegistryTx::RegisterPatient(_)) => Registered::Patient,
+        TxBody::Registry(RegistryTx::RegisterPatient(_)) => Registered::PatientOf(tx.tx.signer),
         TxBody::Registry(RegistryTx::AdmitHospital(_)) => Registered::Hospital,
         TxBody::Devices(DeviceTx::Register(r)) => Registered::DeviceOf(r.patient),
         TxBody::Registry(RegistryTx::OnboardDoctor(_)) => Registered::DoctorOf(tx.tx.signer),
@@ -929,10 +929,10 @@ pub(crate) mod tests {
         let (proof, account, anchor) = key_proof(&node);
         let VerifiedRegistration { registered, registrar, name, .. } =
             verify_registration(&proof, &account, &anchor, &anchor.node_key, None).unwrap();
-        assert_eq!(registered, Registered::Patient);
+        let hospital = AccountId::from_initial_key(&SigningKey::from_seed([9; 32]).public_key());
+        assert_eq!(registered, Registered::PatientOf(hospital));
         // A patient's registration names nobody in the clear.
         assert_eq!(name, None);
-        let hospital = AccountId::from_initial_key(&SigningKey::from_seed([9; 32]).public_key());
         assert_eq!(registrar, Some((hospital, Registrar::Hospital)));
 
         use Registered::*;
@@ -940,7 +940,7 @@ pub(crate) mod tests {
         let proven = [
             None,
             Some(Other),
-            Some(Patient),
+            Some(PatientOf(hospital)),
             Some(Hospital),
             Some(Organisation(Researcher)),
             Some(Organisation(Insurer)),

@@ -667,6 +667,134 @@ fn a_patient_id_a_node_resolves_to_no_patient_gets_no_record() {
     assert!(out.contains("record "), "{out}");
 }
 
+/// A node that resolves a Patient-ID to another hospital's patient, or to a doctor, gets
+/// no registering hospital's amendment of the details (sealed to the account it named): the
+/// account must be proven a patient of the hospital the node names, and the hospital amends
+/// only its own. Named a doctor, a doctor's record add is refused too. A patient's own export
+/// and a grantee's take the Patient resource only from a view of the patient asked for.
+/// Nothing is stored, sent or written.
+#[test]
+fn a_patient_id_a_node_resolves_to_another_hospitals_patient_gets_no_details() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let url = node.url.as_str();
+    let env = [("MEDLEDGER_NODE", url)];
+    let c = cast(tmp.path(), &node);
+    let (_, mallory_account) = onboard(tmp.path(), &node, &c.hospital, "mallory");
+    // A second hospital and its own patient.
+    let second = crate::registry::wallet(tmp.path(), "second", url);
+    let out = ok(
+        &["hospital", "admit", "--wallet", &node.regulator(), "--identity"]
+            .into_iter()
+            .chain([crate::registry::identity(&second).as_str()])
+            .chain(["--registration-id", "GOV-2", "--name", "Second", "--city", "York"])
+            .chain(["--specialisation", "oncology", "--contact", "+44 0"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let second_account = account(&out);
+    let other = crate::registry::wallet(tmp.path(), "other-patient", url);
+    ok(
+        &["patient", "register", "--wallet", &second, "--identity"]
+            .into_iter()
+            .chain([crate::registry::identity(&other).as_str()])
+            .chain(["--name", "Sam Other", "--date-of-birth", "1970-05-06"])
+            .chain(["--phone", "+44 1", "--attendant-name", "A", "--attendant-phone", "+44 2"])
+            .chain(["--attendant-relationship", "friend"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let other_account = crate::consent::account_of(&other);
+    let patient_account = crate::consent::account_of(&c.patient);
+    let amend = ["patient", "amend", &c.patient_id, "--wallet", &c.hospital, "--phone", "+44 9"];
+    let file = tmp.path().join("ecg.txt");
+    std::fs::write(&file, b"sinus rhythm, 72 bpm").unwrap();
+    let file = file.display().to_string();
+    let add = ["record", "add", "--wallet", &c.doctor, "--patient", &c.patient_id]
+        .into_iter()
+        .chain(["--file", &file, "--category", "lab-report"])
+        .collect::<Vec<_>>();
+    let another_hospitals = format!(
+        "the node resolves Patient-ID {} to account {other_account} of hospital {}, but the \
+         ledger proves hospital {second_account} registered it",
+        c.patient_id, c.hospital_account
+    );
+    let no_patient = format!(
+        "the node resolves Patient-ID {} to account {mallory_account}, which the ledger proves \
+         is no patient",
+        c.patient_id
+    );
+    // (Another hospital's patient named for a doctor's `record add` would pass a lie that
+    // names that hospital too: the doctor may treat patients of any hospital, so only the
+    // hospital's own amendment can tell.)
+    let cases = [
+        (&other_account, &another_hospitals, &amend[..]),
+        (&mallory_account, &no_patient, &amend[..]),
+        (&mallory_account, &no_patient, &add[..]),
+    ];
+    for (attacker, said, command) in cases {
+        {
+            let lie = Lie::Swap {
+                victim: patient_account.clone(),
+                attacker: attacker.clone(),
+                only: "/v1/patients/".to_owned(),
+            };
+            let proxy = KeySwappingProxy::lying(node.port, lie);
+            let err = fails(command, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
+            assert!(proxy.lies() > 0, "the proxy did not lie: {err}");
+            assert!(err.contains(said.as_str()), "{command:?}: {err}");
+            let seen = proxy.seen();
+            assert!(
+                !seen.iter().any(|r| r.starts_with("PUT ") || r.starts_with("POST ")),
+                "{command:?}: something was stored or sent: {seen:?}"
+            );
+        }
+    }
+    // The patient's own export and a grantee's take the Patient resource from the node's view
+    // of the Patient-ID only if it is of the patient asked for: a node that gives the view of
+    // a sibling patient of the same hospital (proven a patient of it) gets nothing written.
+    let sibling = crate::registry::wallet(tmp.path(), "sibling", url);
+    ok(
+        &["patient", "register", "--wallet", &c.hospital, "--identity"]
+            .into_iter()
+            .chain([crate::registry::identity(&sibling).as_str()])
+            .chain(["--name", "Sib Ling", "--date-of-birth", "1990-01-01"])
+            .chain(["--phone", "+44 3", "--attendant-name", "B", "--attendant-phone", "+44 4"])
+            .chain(["--attendant-relationship", "friend"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let sibling_account = crate::consent::account_of(&sibling);
+    ok(&["consent", "grant", "--wallet", &c.patient, "--grantee", &c.doctor_account], &env);
+    let bundle = tmp.path().join("bundle.json").display().to_string();
+    let own = ["export", "--wallet", &c.patient, "--fhir", "-o", &bundle];
+    let grantee = ["export", "--wallet", &c.doctor, "--fhir", "-o", &bundle, "--patient"]
+        .into_iter()
+        .chain([patient_account.as_str()])
+        .collect::<Vec<_>>();
+    let not_yours = format!("is account {sibling_account}, not yours ({patient_account})");
+    let not_theirs = format!("is account {sibling_account}, not patient {patient_account}");
+    for (command, said) in [(&own[..], &not_yours), (&grantee[..], &not_theirs)] {
+        let lie = Lie::Swap {
+            victim: patient_account.clone(),
+            attacker: sibling_account.clone(),
+            only: "/v1/patients/".to_owned(),
+        };
+        let proxy = KeySwappingProxy::lying(node.port, lie);
+        let err = fails(command, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
+        assert!(proxy.lies() > 0, "the proxy did not lie: {err}");
+        assert!(err.contains(said.as_str()), "{command:?}: {err}");
+        assert!(!std::path::Path::new(&bundle).exists(), "{command:?}: a bundle was written");
+        drop(proxy);
+        ok(command, &env);
+        std::fs::remove_file(&bundle).unwrap();
+    }
+    // Through the node itself, both go through.
+    ok(&amend, &env);
+    let out = ok(&add, &env);
+    assert!(out.contains("record "), "{out}");
+}
+
 /// A key proof names the transaction that registered the account, but its receipt is the
 /// node's word and a refused transaction is in the log too. Mallory, a doctor, signs an
 /// `OnboardDoctor` naming the consultant's (public) signing key beside her own encryption
