@@ -33,7 +33,7 @@ use medledger_core::{
 use serde::Serialize;
 
 use crate::{
-    common::{Session, WalletArgs, print_json},
+    common::{Session, WalletArgs, now_ms, print_json},
     record::{parse_purpose, resolve_patient},
     registry::{SealedDetails, print_receipt, seal_details},
 };
@@ -248,12 +248,6 @@ fn created(r: &Receipt) -> Option<&Created> {
         Outcome::Applied { created } => created.as_ref(),
         Outcome::Refused { .. } => None,
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Registers a device for `patient` (a Patient-ID or an account id; the wallet's own account

@@ -36,7 +36,7 @@ use medledger_core::{
     tx::devices::{Metric, Severity},
 };
 
-use crate::common::{Session, WalletArgs};
+use crate::common::{Session, WalletArgs, now_ms};
 
 /// Options of `medledger device simulate`.
 #[derive(Debug, ClapArgs)]
@@ -166,12 +166,6 @@ impl Vitals {
             Metric::Temperature => 39.8 + 0.3 * g,
         })
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The crash-test hook from `MEDLEDGER_DEVICE_FAULT`, printing where it stalls.

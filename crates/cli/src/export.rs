@@ -112,9 +112,7 @@ pub async fn run(args: Args) -> Result<()> {
         cases.len(),
         devices.readings.len()
     );
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let now_ms = crate::common::now_ms();
     let export = medledger_fhir::export(&ExportInput {
         chain_id: &s.chain_id,
         patient: &patient,

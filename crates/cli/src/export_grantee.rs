@@ -100,9 +100,7 @@ pub(crate) async fn run(
         ),
         _ => None,
     };
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let now_ms = crate::common::now_ms();
     let export = medledger_fhir::grantee_export(&GranteeInput {
         grantee,
         patient: &view,

@@ -177,12 +177,7 @@ pub(crate) async fn clinic(session: &Session, plan: ClinicPlan<'_>) -> Result<Cl
     Ok(Clinic { hospital, doctors, patients, patient_ids })
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub(crate) use crate::common::now_ms;
 
 /// A day, in milliseconds: how long a benchmark's grants last.
 pub(crate) const DAY_MS: u64 = 86_400_000;

@@ -523,15 +523,8 @@ async fn watch(
 async fn node_now_ms(client: &medledger_client::NodeClient) -> u64 {
     match client.health().await {
         Ok(h) if h.time_ms > 0 => h.time_ms,
-        _ => transport_now_ms(),
+        _ => crate::common::now_ms(),
     }
-}
-
-/// Milliseconds since the epoch, now, by this machine's clock.
-fn transport_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn router(portal: Portal) -> Router {
