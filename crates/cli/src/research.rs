@@ -9,7 +9,10 @@
 //!    patient before an export of its names them);
 //! 2. signs one `ResearchExport` per patient committing to that plan and submits them in
 //!    batches: each is decided by the ledger at its block, which recomputes the plan, and a
-//!    refused one (a grant revoked or a record added meanwhile) leaves its patient out;
+//!    refused one (a grant revoked or a record added meanwhile) leaves its patient out; a
+//!    patient whose export of the same plan this wallet committed earlier the same day
+//!    ([`journal`]) and the ledger still lists is not exported twice: that event is named
+//!    again;
 //! 3. fetches what each committed export planned (`GET /v1/consent/research-exports/{event}`,
 //!    covered by the export's event in the patient's trail) and checks it is the plan the
 //!    event commits to;
@@ -59,7 +62,9 @@ use medledger_fhir::research::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Session, WalletArgs, print_json};
+use crate::common::{Session, WalletArgs, now_ms, print_json};
+
+mod journal;
 
 /// Research exports signed per batch (the node takes up to 16 MiB a batch; an export is a
 /// few hundred bytes).
@@ -230,12 +235,14 @@ pub async fn run(command: ResearchCommand) -> Result<()> {
                 PathBuf::from(p)
             });
             let s = Session::open(&wallet).await?;
+            let journal = journal::Journal::beside(&wallet.wallet);
             let exporter = Exporter {
                 client: &s.client,
                 identity: &s.identity,
                 account: s.wallet.account(),
                 chain_id: &s.chain_id,
                 reader: Some(&s),
+                journal: Some(&journal),
             };
             let summary = export(&exporter, &project, Secret::File(&secret), &out).await?;
             if json {
@@ -321,7 +328,7 @@ fn load_secret(path: &Path, identity: &Identity) -> Result<[u8; 32]> {
             return Ok(*secret.expose_secret());
         }
     }
-    let text = read_own_file(path, 4096)?;
+    let text = read_own_file(path, 4096, "the pseudonym secret")?;
     let text = text.trim();
     let not_a_secret = || format!("{} is not a pseudonym secret", path.display());
     if let Some(sealed) = text.strip_prefix(SEALED_SECRET) {
@@ -347,8 +354,8 @@ fn load_secret(path: &Path, identity: &Identity) -> Result<[u8; 32]> {
 
 /// The text of `path`, a regular file of this user that no one else may read or write, read
 /// through one descriptor (the checks are of the file read), never through a symbolic link,
-/// at most `limit` bytes.
-fn read_own_file(path: &Path, limit: u64) -> Result<String> {
+/// at most `limit` bytes; `what` names it in errors ("the pseudonym secret").
+fn read_own_file(path: &Path, limit: u64, what: &str) -> Result<String> {
     use std::io::Read;
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
@@ -370,19 +377,19 @@ fn read_own_file(path: &Path, limit: u64) -> Result<String> {
         let mode = meta.mode() & 0o777;
         if mode & 0o077 != 0 {
             bail!(
-                "the pseudonym secret {} may be read by others (mode {mode:o}): make it yours \
-                 alone (chmod 600) and check who read it",
+                "{what} {} may be read by others (mode {mode:o}): make it yours alone \
+                 (chmod 600) and check who read it",
                 path.display()
             );
         }
         if meta.uid() != rustix::process::geteuid().as_raw() {
-            bail!("the pseudonym secret {} belongs to another user", path.display());
+            bail!("{what} {} belongs to another user", path.display());
         }
     }
     let mut text = String::new();
     file.take(limit)
         .read_to_string(&mut text)
-        .with_context(|| format!("{} is not a pseudonym secret", path.display()))?;
+        .with_context(|| format!("{what} {} is not text", path.display()))?;
     Ok(text)
 }
 
@@ -408,6 +415,9 @@ pub(crate) struct Exporter<'a> {
     /// The member's session, which reads the imaging records' content (audited) to export
     /// it de-identified; `None` exports none (the load generator's records have none).
     pub(crate) reader: Option<&'a Session>,
+    /// The journal of the exports this wallet committed ([`journal`]); `None` keeps none
+    /// (every run exports afresh).
+    pub(crate) journal: Option<&'a Path>,
 }
 
 /// Where the pseudonym secret comes from.
@@ -418,12 +428,11 @@ pub(crate) enum Secret<'a> {
     Bytes([u8; 32]),
 }
 
-/// One patient's planned export: its records and the transaction that declares it.
+/// One patient's planned export: the categories and the plan its event commits to.
 struct Planned {
     patient: AccountId,
     categories: Vec<medledger_core::tx::consent::RecordCategory>,
     plan: Hash,
-    tx: SignedTransaction,
 }
 
 /// A patient whose export was committed, with the records its plan named.
@@ -465,8 +474,72 @@ pub(crate) async fn export(
     );
 
     // 2. One export per patient, committing to the plan the ledger computed: the member sees
-    // no record before its export is in the patient's trail.
+    // no record before its export is in the patient's trail. An export of the same plan this
+    // wallet committed today, whose listing the ledger still opens, is named again rather
+    // than made twice (a run after a failure, or after the patient released keys).
     let me = s.account;
+    let key = journal::Key { chain_id: s.chain_id, member: me, project, rule_set: RULE_SET };
+    let mut journal = s.journal.map(|path| journal::Journal::load(path, s.identity));
+    let now = now_ms();
+    let planned: Vec<Planned> = (cohort.patients.iter())
+        .map(|c| Planned { patient: c.patient, categories: c.categories.clone(), plan: c.plan })
+        .collect();
+    let reusable: Vec<(&Planned, u64, u64)> = (planned.iter())
+        .filter_map(|p| {
+            let j = journal.as_ref()?.reusable(&key, &p.patient, &p.plan, now)?;
+            Some((p, j.event, j.height))
+        })
+        .collect();
+    let again: Vec<_> = stream::iter(reusable)
+        .map(|(p, event, height)| async move {
+            (p, event, height, s.client.research_export_listing(event).await)
+        })
+        .buffered(LISTINGS_IN_FLIGHT)
+        .collect()
+        .await;
+    let (mut refused, mut height) = (0u64, 0u64);
+    let mut listings = Vec::with_capacity(planned.len());
+    let mut named_again = BTreeSet::new();
+    for (p, event, at, listing) in again {
+        match listing {
+            // Named again only as the ledger lists it now: else the patient is exported
+            // afresh (an entry that is not what the ledger lists is this wallet's file at
+            // fault, not the node).
+            Ok(listing) => match checked_listing(p, event, listing.clone()) {
+                Ok(_) => {
+                    named_again.insert(p.patient);
+                    height = height.max(at);
+                    listings.push((p, event, Ok(listing)));
+                }
+                Err(e) => eprintln!("warning: not named again: {e:#}"),
+            },
+            // The ledger's own answers that the export no longer lists (the day is over, the
+            // records changed, no such export of this member's): exported afresh.
+            Err(medledger_client::ClientError::Http(medledger_client::HttpError::Refused {
+                code:
+                    medledger_api::ErrorCode::Changed
+                    | medledger_api::ErrorCode::Forbidden
+                    | medledger_api::ErrorCode::NotFound,
+                ..
+            })) => {}
+            // No answer: stop rather than add a second export to the patient's trail.
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "research export {event} (patient {}), committed earlier today, could \
+                         not be listed; nothing was sent: try again",
+                        p.patient
+                    )
+                });
+            }
+        }
+    }
+    if !named_again.is_empty() {
+        eprintln!(
+            "{} patients' exports committed earlier today are named again, not made twice",
+            named_again.len()
+        );
+    }
     let first_nonce = s
         .client
         .account(&me)
@@ -474,33 +547,29 @@ pub(crate) async fn export(
         .and_then(|a| a.nonce)
         .with_context(|| format!("account {me} is not on the ledger"))?
         + 1;
-    let mut planned = Vec::with_capacity(cohort.patients.len());
-    for (i, c) in cohort.patients.iter().enumerate() {
-        let body = TxBody::ResearchExport(ResearchExportTx {
-            patient: c.patient,
-            categories: c.categories.clone(),
-            project: project.to_owned(),
-            rule_set: RULE_SET.into(),
-            plan: c.plan,
-        });
-        let tx =
-            medledger_client::tx::build(s.identity, me, s.chain_id, first_nonce + i as u64, body);
-        planned.push(Planned {
-            patient: c.patient,
-            categories: c.categories.clone(),
-            plan: c.plan,
-            tx,
-        });
-    }
+    let fresh: Vec<(&Planned, SignedTransaction)> = (planned.iter())
+        .filter(|p| !named_again.contains(&p.patient))
+        .enumerate()
+        .map(|(i, p)| {
+            let body = TxBody::ResearchExport(ResearchExportTx {
+                patient: p.patient,
+                categories: p.categories.clone(),
+                project: project.to_owned(),
+                rule_set: RULE_SET.into(),
+                plan: p.plan,
+            });
+            let nonce = first_nonce + i as u64;
+            (p, medledger_client::tx::build(s.identity, me, s.chain_id, nonce, body))
+        })
+        .collect();
 
     // One access event per patient, in batches; refused ones are left out.
-    let mut committed = Vec::with_capacity(planned.len());
-    let (mut refused, mut height) = (0u64, 0u64);
-    let mut last_applied = None;
-    for chunk in planned.chunks(EXPORT_BATCH) {
-        let txs: Vec<SignedTransaction> = chunk.iter().map(|p| p.tx.clone()).collect();
+    let mut committed = Vec::with_capacity(fresh.len());
+    for chunk in fresh.chunks(EXPORT_BATCH) {
+        let txs: Vec<SignedTransaction> = chunk.iter().map(|(_, tx)| tx.clone()).collect();
         let items = s.client.submit_batch(&txs).await?;
-        for (p, item) in chunk.iter().zip(items) {
+        let mut seen = Vec::new();
+        for ((p, _), item) in chunk.iter().zip(items) {
             match item {
                 BatchItem::Receipt(r) if matches!(r.outcome, Outcome::Applied { .. }) => {
                     let Outcome::Applied { created: Some(Created::ResearchExport { event }) } =
@@ -512,8 +581,18 @@ pub(crate) async fn export(
                         );
                     };
                     height = height.max(r.height);
-                    last_applied = Some(r.tx_hash);
-                    committed.push((p, event));
+                    committed.push((*p, event));
+                    seen.push(journal::Committed {
+                        chain_id: s.chain_id.to_owned(),
+                        member: me,
+                        project: project.to_owned(),
+                        rule_set: RULE_SET.into(),
+                        patient: p.patient,
+                        plan: p.plan,
+                        event,
+                        height: r.height,
+                        seen_ms: now_ms(),
+                    });
                 }
                 BatchItem::Receipt(r) => {
                     refused += 1;
@@ -525,12 +604,16 @@ pub(crate) async fn export(
                 }
             }
         }
+        // Kept at once: whatever fails after this, a run again today names these events.
+        if let Some(Err(e)) = journal.as_mut().map(|j| j.record(seen, now_ms())) {
+            eprintln!("warning: {e:#}: a run again today exports these patients afresh");
+        }
     }
     // 3. What each committed export planned, checked against the plan its event commits to.
     // A listing the node will not give (a record added since: `changed`) leaves its patient
     // out, said so, as a refused export does; a listing that is not the plan is a node not
     // to be trusted, and nothing is written.
-    let listings: Vec<_> = stream::iter(committed)
+    let new_listings: Vec<_> = stream::iter(committed)
         .map(|(p, event)| async move {
             let listing = s.client.research_export_listing(event).await;
             (p, event, listing)
@@ -538,14 +621,21 @@ pub(crate) async fn export(
         .buffered(LISTINGS_IN_FLIGHT)
         .collect()
         .await;
+    listings.extend(new_listings);
+    listings.sort_by_key(|(p, ..)| p.patient);
     let mut exported = Vec::with_capacity(listings.len());
+    let mut time_ms = 0;
     for (p, event, listing) in listings {
         match listing {
-            Ok(listing) => exported.push(Exported {
-                patient: p.patient,
-                records: checked_listing(p, event, listing)?,
-                plan: p.plan,
-            }),
+            Ok(listing) => {
+                // The block time of the last export event is the manifest's transactionTime.
+                time_ms = time_ms.max(listing.time_ms);
+                exported.push(Exported {
+                    patient: p.patient,
+                    records: checked_listing(p, event, listing)?,
+                    plan: p.plan,
+                })
+            }
             // The ledger's own answers: the records changed since (409), or the export no
             // longer open to this member (403). Anything else (no answer, a fault) is not a
             // reason to drop a patient whose export is committed.
@@ -566,18 +656,13 @@ pub(crate) async fn export(
                     format!(
                         "the records of research export {event} (patient {}) could not be \
                          listed; nothing was written (the exports committed so far are in \
-                         their patients' trails)",
+                         their patients' trails, and a run again today names them again)",
                         p.patient
                     )
                 });
             }
         }
     }
-    // The block time of the last export event is the manifest's transactionTime.
-    let time_ms = match last_applied {
-        Some(hash) => s.client.transaction(&hash).await?.header.time_ms,
-        None => 0,
-    };
 
     // 4. The exported imaging records' content, de-identified, each encrypted as it comes
     // (the ledger lets this member read them only now, for a day).

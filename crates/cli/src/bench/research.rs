@@ -103,6 +103,8 @@ pub async fn run(args: Args) -> Result<()> {
         // The bench's records carry no DICOM content: the figure is the export without it,
         // as the target says.
         reader: None,
+        // Each run is a fresh network: nothing to name again.
+        journal: None,
     };
     let dir = scratch_dir("bench-research")?;
     let out = dir.join("export");

@@ -258,9 +258,16 @@ fn research_export_through_the_cli() {
     );
     assert!(err.contains("not exported by this wallet"), "{err}");
 
-    // Pseudonyms: the same within the project, others in another project.
+    // Pseudonyms: the same within the project, others in another project. Run again the
+    // same day with the same plans, the export names the events it committed (its wallet's
+    // journal, confirmed by the ledger's listing) rather than adding a second to each trail.
     let first = patient_ids(&files);
-    export(&ana, "cardio-2026", &dir.join("export-2"), &env);
+    let again = export(&ana, "cardio-2026", &dir.join("export-2"), &env);
+    assert_eq!(
+        (again["patients"].as_u64(), again["height"].as_u64()),
+        (Some(2), summary["height"].as_u64())
+    );
+    assert_eq!(exports_in_trail(&c.patient, "cardio-2026", &env), 1, "a second event");
     assert_eq!(patient_ids(&open(&ana, &dir.join("export-2"), &dir.join("plain-2"))), first);
     export(&ana, "neuro-2027", &dir.join("export-3"), &env);
     let other = patient_ids(&open(&ana, &dir.join("export-3"), &dir.join("plain-3")));
@@ -271,7 +278,7 @@ fn research_export_through_the_cli() {
     let summary = export(&oli, "cardio-2026", &dir.join("export-oli"), &env);
     assert_eq!(summary["patients"], 1, "{summary}");
     assert_eq!(exports_in_trail(patient_of(3).0, "cardio-2026", &env), 1);
-    assert_eq!(exports_in_trail(&c.patient, "cardio-2026", &env), 2, "ana's two exports only");
+    assert_eq!(exports_in_trail(&c.patient, "cardio-2026", &env), 1, "ana's export only");
 
     // Removed, the member exports nothing.
     ok(&["organisation", "member", "remove", &ana_account, "--wallet", &lab], &env);
@@ -349,6 +356,8 @@ fn a_research_export_carries_dicom_content_de_identified_and_nothing_else() {
     let summary = export(&ana, "imaging-2026", &out_dir, &env);
     assert_eq!(summary["patients"], 1, "{summary}");
     assert_eq!(summary["images"], 1, "{summary}");
+    // The second run named the first run's export: one event in the trail.
+    assert_eq!(exports_in_trail(&c.patient, "imaging-2026", &env), 1);
     let withheld = summary["withheld"].as_array().unwrap();
     assert_eq!(withheld.len(), 1, "{summary}");
     assert_eq!(withheld[0]["pmr"], note.as_str());
