@@ -693,18 +693,22 @@ fn a_patient_id_a_node_resolves_to_another_hospitals_patient_gets_no_details() {
         &env,
     );
     let second_account = account(&out);
-    let other = crate::registry::wallet(tmp.path(), "other-patient", url);
-    ok(
-        &["patient", "register", "--wallet", &second, "--identity"]
-            .into_iter()
-            .chain([crate::registry::identity(&other).as_str()])
-            .chain(["--name", "Sam Other", "--date-of-birth", "1970-05-06"])
-            .chain(["--phone", "+44 1", "--attendant-name", "A", "--attendant-phone", "+44 2"])
-            .chain(["--attendant-relationship", "friend"])
-            .collect::<Vec<_>>(),
-        &env,
-    );
-    let other_account = crate::consent::account_of(&other);
+    // A patient `name` registered by `hospital`: the patient's account.
+    let register = |hospital: &str, name: &str| {
+        let patient = crate::registry::wallet(tmp.path(), &name.replace(' ', "-"), url);
+        ok(
+            &["patient", "register", "--wallet", hospital, "--identity"]
+                .into_iter()
+                .chain([crate::registry::identity(&patient).as_str()])
+                .chain(["--name", name, "--date-of-birth", "1970-05-06", "--phone", "+44 1"])
+                .chain(["--attendant-name", "A", "--attendant-phone", "+44 2"])
+                .chain(["--attendant-relationship", "friend"])
+                .collect::<Vec<_>>(),
+            &env,
+        );
+        crate::consent::account_of(&patient)
+    };
+    let other_account = register(&second, "Sam Other");
     let patient_account = crate::consent::account_of(&c.patient);
     let amend = ["patient", "amend", &c.patient_id, "--wallet", &c.hospital, "--phone", "+44 9"];
     let file = tmp.path().join("ecg.txt");
@@ -733,38 +737,25 @@ fn a_patient_id_a_node_resolves_to_another_hospitals_patient_gets_no_details() {
         (&mallory_account, &no_patient, &add[..]),
     ];
     for (attacker, said, command) in cases {
-        {
-            let lie = Lie::Swap {
-                victim: patient_account.clone(),
-                attacker: attacker.clone(),
-                only: "/v1/patients/".to_owned(),
-            };
-            let proxy = KeySwappingProxy::lying(node.port, lie);
-            let err = fails(command, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
-            assert!(proxy.lies() > 0, "the proxy did not lie: {err}");
-            assert!(err.contains(said.as_str()), "{command:?}: {err}");
-            let seen = proxy.seen();
-            assert!(
-                !seen.iter().any(|r| r.starts_with("PUT ") || r.starts_with("POST ")),
-                "{command:?}: something was stored or sent: {seen:?}"
-            );
-        }
+        let lie = Lie::Swap {
+            victim: patient_account.clone(),
+            attacker: attacker.clone(),
+            only: "/v1/patients/".to_owned(),
+        };
+        let proxy = KeySwappingProxy::lying(node.port, lie);
+        let err = fails(command, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
+        assert!(proxy.lies() > 0, "the proxy did not lie: {err}");
+        assert!(err.contains(said.as_str()), "{command:?}: {err}");
+        let seen = proxy.seen();
+        assert!(
+            !seen.iter().any(|r| r.starts_with("PUT ") || r.starts_with("POST ")),
+            "{command:?}: something was stored or sent: {seen:?}"
+        );
     }
     // The patient's own export and a grantee's take the Patient resource from the node's view
     // of the Patient-ID only if it is of the patient asked for: a node that gives the view of
     // a sibling patient of the same hospital (proven a patient of it) gets nothing written.
-    let sibling = crate::registry::wallet(tmp.path(), "sibling", url);
-    ok(
-        &["patient", "register", "--wallet", &c.hospital, "--identity"]
-            .into_iter()
-            .chain([crate::registry::identity(&sibling).as_str()])
-            .chain(["--name", "Sib Ling", "--date-of-birth", "1990-01-01"])
-            .chain(["--phone", "+44 3", "--attendant-name", "B", "--attendant-phone", "+44 4"])
-            .chain(["--attendant-relationship", "friend"])
-            .collect::<Vec<_>>(),
-        &env,
-    );
-    let sibling_account = crate::consent::account_of(&sibling);
+    let sibling_account = register(&c.hospital, "Sib Ling");
     ok(&["consent", "grant", "--wallet", &c.patient, "--grantee", &c.doctor_account], &env);
     let bundle = tmp.path().join("bundle.json").display().to_string();
     let own = ["export", "--wallet", &c.patient, "--fhir", "-o", &bundle];
@@ -879,15 +870,7 @@ fn add_record(
 ) -> String {
     let file = dir.join(name);
     std::fs::write(&file, text).unwrap();
-    let out = ok(
-        &["record", "add", "--wallet", &c.doctor, "--patient", &c.patient_id]
-            .into_iter()
-            .chain(["--file", &file.display().to_string(), "--category", category])
-            .chain(["--date", date])
-            .collect::<Vec<_>>(),
-        env,
-    );
-    pmr_of(&out)
+    crate::fhir_export::add_record(&c.doctor, &c.patient_id, &file, category, date, env)
 }
 
 /// A client of the node signing as the (unlocked) wallet `wallet`, and a runtime to drive it.
