@@ -429,6 +429,18 @@ impl crate::Ledger {
         let mut records: Vec<(String, RecordEntry)> =
             records.into_iter().filter(|(_, r)| in_plan(r, &categories)).collect();
         records.sort_by(|a, b| a.0.cmp(&b.0));
+        // What the export let the member read must still be this export's to let: a suspension
+        // of the organisation since took it back (as it ended the reads), and a later export
+        // of the member's naming a record now holds it.
+        let content = content_categories(&rule_set);
+        for (pmr, _) in records.iter().filter(|(_, r)| content.contains(&r.category)) {
+            if !view.research_read(member, pmr)?.is_some_and(|read| read.event == event) {
+                return closed(
+                    "what it let you read was taken back since (your organisation was \
+                     suspended, or a later export of yours names the same records)",
+                );
+            }
+        }
         Ok(ExportListing::Named {
             patient: e.patient,
             project,

@@ -465,12 +465,17 @@ fn a_records_key_reaches_a_researcher_only_for_what_an_export_of_its_own_lets_it
 #[test]
 fn a_suspension_ends_what_earlier_research_exports_let_members_read() {
     use RecordCategory::Imaging;
+    use medledger_ledger::research::ExportListing;
     let mut w = world();
     let month = month_grant(&mut w, &[Imaging]);
     let scan = mint(&mut w, Imaging, "scan");
-    export_planned(&mut w, &[Imaging], std::slice::from_ref(&scan));
+    let first = export_planned(&mut w, &[Imaging], std::slice::from_ref(&scan));
     let (net, patient, member) = (&mut w.net, &w.patient, &mut w.member);
     assert!(read_record(net, patient, member, Imaging, &scan.pmr).is_allowed());
+    let listing = |w: &World, event: u64| {
+        w.net.ledger.research_export_listing(&w.member.account, event, w.net.time).unwrap()
+    };
+    assert!(matches!(listing(&w, first), ExportListing::Named { .. }));
     let org = w.org.account;
     let t = w
         .net
@@ -482,12 +487,16 @@ fn a_suspension_ends_what_earlier_research_exports_let_members_read() {
     let (net, patient, member) = (&mut w.net, &w.patient, &mut w.member);
     let no_export = Decision::Deny(Denial::NoResearchExport);
     assert_eq!(read_record(net, patient, member, Imaging, &scan.pmr), no_export);
-    export_planned(&mut w, &[Imaging], std::slice::from_ref(&scan));
+    // The earlier export no longer lists what it let the member read (a wallet would
+    // otherwise name it again rather than export anew).
+    assert!(matches!(listing(&w, first), ExportListing::Closed(why) if why.contains("taken back")));
+    let again = export_planned(&mut w, &[Imaging], std::slice::from_ref(&scan));
     let (net, patient, member) = (&mut w.net, &w.patient, &mut w.member);
     assert_eq!(
         read_record(net, patient, member, Imaging, &scan.pmr),
         Decision::Allow(Basis::Grant { grant: month })
     );
+    assert!(matches!(listing(&w, again), ExportListing::Named { .. }));
 }
 
 #[test]
