@@ -350,8 +350,10 @@ impl crate::Ledger {
     /// event, in the patient's trail, is the record of this disclosure; so it is open only to
     /// the member that committed the export, within [`RESEARCH_READ_WINDOW_MS`] of its block,
     /// while the member and its researcher organisation are active and a grant that allowed
-    /// the export is still in force, and only while the records are still those the plan
-    /// names. Nothing else lists a patient's records to a researcher (`crate::visibility`).
+    /// the export is still in force, only while the records are still those the plan names,
+    /// and only while the member may still read what the export let it read (a suspension of
+    /// the organisation since took that back). Nothing else lists a patient's records to a
+    /// researcher (`crate::visibility`).
     pub fn research_export_listing(
         &self,
         member: &AccountId,
@@ -429,15 +431,16 @@ impl crate::Ledger {
         let mut records: Vec<(String, RecordEntry)> =
             records.into_iter().filter(|(_, r)| in_plan(r, &categories)).collect();
         records.sort_by(|a, b| a.0.cmp(&b.0));
-        // What the export let the member read must still be this export's to let: a suspension
-        // of the organisation since took it back (as it ended the reads), and a later export
-        // of the member's naming a record now holds it.
+        // What the export let the member read must not have been taken back since (a
+        // suspension of the organisation ends the reads of every earlier export). A later
+        // export of the member's naming a record holds its read now, which leaves this
+        // listing open: two projects' exports of one patient on one day both stay listed.
         let content = content_categories(&rule_set);
         for (pmr, _) in records.iter().filter(|(_, r)| content.contains(&r.category)) {
-            if !view.research_read(member, pmr)?.is_some_and(|read| read.event == event) {
+            if view.research_read(member, pmr)?.is_none() {
                 return closed(
                     "what it let you read was taken back since (your organisation was \
-                     suspended, or a later export of yours names the same records)",
+                     suspended)",
                 );
             }
         }

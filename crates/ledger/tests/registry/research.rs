@@ -476,6 +476,17 @@ fn a_suspension_ends_what_earlier_research_exports_let_members_read() {
         w.net.ledger.research_export_listing(&w.member.account, event, w.net.time).unwrap()
     };
     assert!(matches!(listing(&w, first), ExportListing::Named { .. }));
+    // An export of the same record for another project the same day leaves the first listed.
+    let (other, cats) = ("other-2026", [Imaging]);
+    let plan = plan_digest(other, RULES, &w.patient.account, &cats, std::slice::from_ref(&scan));
+    let tx = ResearchExportTx { project: other.into(), plan, ..export_of(&w.patient, &cats) };
+    let t = export(&mut w.member, tx);
+    let second = match applied(&w.net.one(t)) {
+        Some(Created::ResearchExport { event }) => *event,
+        other => panic!("expected a research export, got {other:?}"),
+    };
+    assert!(matches!(listing(&w, first), ExportListing::Named { .. }));
+    assert!(matches!(listing(&w, second), ExportListing::Named { .. }));
     let org = w.org.account;
     let t = w
         .net
@@ -489,7 +500,10 @@ fn a_suspension_ends_what_earlier_research_exports_let_members_read() {
     assert_eq!(read_record(net, patient, member, Imaging, &scan.pmr), no_export);
     // The earlier export no longer lists what it let the member read (a wallet would
     // otherwise name it again rather than export anew).
-    assert!(matches!(listing(&w, first), ExportListing::Closed(why) if why.contains("taken back")));
+    for event in [first, second] {
+        let closed = listing(&w, event);
+        assert!(matches!(closed, ExportListing::Closed(ref why) if why.contains("taken back")));
+    }
     let again = export_planned(&mut w, &[Imaging], std::slice::from_ref(&scan));
     let (net, patient, member) = (&mut w.net, &w.patient, &mut w.member);
     assert_eq!(
