@@ -58,7 +58,18 @@ pub struct NodeClient {
     /// stream).
     tls: medledger_tls::ClientConfig,
     signer: Option<Signer>,
+    /// Accounts whose registration this client has proven, by trust anchor
+    /// ([`NodeClient::proven_account`]): a registration, and the encryption key it set, never
+    /// change, so each is proven once (with its registrars) rather than on every key it is
+    /// asked for. Shared by the clones of one client.
+    proven: Arc<std::sync::Mutex<ProvenAccounts>>,
 }
+
+/// What [`NodeClient::proven_account`] has proven.
+type ProvenAccounts = std::collections::HashMap<
+    (AccountId, crate::proof::TrustAnchor),
+    crate::proof::VerifiedRegistration,
+>;
 
 /// Who signs a client's requests: an account and its active key.
 #[derive(Clone, Debug)]
@@ -159,7 +170,7 @@ impl NodeClient {
             .tls_backend_preconfigured(tls.clone())
             .build()
             .map_err(|e| bad(error_chain(&e)))?;
-        Ok(Self { base, http, tls, signer: None })
+        Ok(Self { base, http, tls, signer: None, proven: Default::default() })
     }
 
     /// The same client, signing every request as `signer`.
@@ -311,6 +322,10 @@ impl NodeClient {
         Result<Option<crate::proof::VerifiedRegistration>, ClientError>,
     > {
         Box::pin(async move {
+            let cached = (*account, anchor.clone());
+            if let Some(v) = self.proven.lock().expect("proven accounts lock").get(&cached) {
+                return Ok(Some(v.clone()));
+            }
             let Some(proof) = self.account_key_proof(account).await? else { return Ok(None) };
             let genesis = self.genesis().await?;
             // The registration may be proven under any admitted node's checkpoint; the
@@ -353,6 +368,7 @@ impl NodeClient {
                     )));
                 }
             }
+            self.proven.lock().expect("proven accounts lock").insert(cached, verified.clone());
             Ok(Some(verified))
         })
     }

@@ -132,7 +132,7 @@ fn check_inclusion(
 
 /// What a wallet trusts, authenticated under its passphrase: the network (chain id and genesis
 /// hash) and the node key that signs its checkpoints.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TrustAnchor {
     /// The node key whose checkpoints are trusted.
     pub node_key: PublicKey,

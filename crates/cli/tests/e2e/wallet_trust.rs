@@ -786,6 +786,35 @@ fn a_patient_id_a_node_resolves_to_another_hospitals_patient_gets_no_details() {
     assert!(out.contains("record "), "{out}");
 }
 
+/// An account's registration (and the encryption key it set) never changes, so a wallet
+/// proves it once per command: a grant that wraps the keys of three records by one doctor
+/// to a consultant asks for the consultant's registration (its key), the doctor's and the
+/// hospital's above them once, not once per record.
+#[test]
+fn a_wallet_proves_an_accounts_registration_once_per_command() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let c = cast(tmp.path(), &node);
+    let (_, consultant_account) = onboard(tmp.path(), &node, &c.hospital, "consultant");
+    for i in 0..3 {
+        let name = format!("note-{i}.txt");
+        add_record(tmp.path(), &c, &env, (&name, "sinus rhythm"), ("lab-report", "2026-03-01"));
+    }
+    let honest = KeySwappingProxy::lying(node.port, Lie::All(Vec::new()));
+    let grant = ["consent", "grant", "--wallet", &c.patient, "--grantee", &consultant_account];
+    let out = ok(&grant, &[("MEDLEDGER_NODE", honest.url.as_str())]);
+    assert!(out.contains("data keys of 3 record(s) wrapped"), "{out}");
+    let seen = honest.seen();
+    let proofs = |account: &str| {
+        let path = format!("/v1/accounts/{account}/encryption-key");
+        seen.iter().filter(|r| r.starts_with("GET ") && r.contains(&path)).count()
+    };
+    for account in [&consultant_account, &c.doctor_account, &c.hospital_account] {
+        assert_eq!(proofs(account), 1, "{account}: {seen:#?}");
+    }
+}
+
 /// A key proof names the transaction that registered the account, but its receipt is the
 /// node's word and a refused transaction is in the log too. Mallory, a doctor, signs an
 /// `OnboardDoctor` naming the consultant's (public) signing key beside her own encryption
