@@ -83,6 +83,29 @@ pub(crate) fn admitted_hospital(dir: &Path, node: &Node) -> (String, String) {
     (hospital, hospital_account)
 }
 
+/// Creates a wallet for patient `name` and has `hospital` register them: the wallet's path and
+/// the patient's account.
+pub(crate) fn register_patient(
+    dir: &Path,
+    node: &str,
+    hospital: &str,
+    name: &str,
+) -> (String, String) {
+    let patient = wallet(dir, &name.replace([' ', '.'], ""), node);
+    ok(
+        &["patient", "register", "--wallet", hospital, "--name", name]
+            .into_iter()
+            .chain(["--identity", &identity(&patient)])
+            .chain(["--date-of-birth", "1990-01-01", "--phone", "0799"])
+            .chain(["--attendant-name", "T. Tranger", "--attendant-phone", "0798"])
+            .chain(["--attendant-relationship", "parent"])
+            .collect::<Vec<_>>(),
+        &[("MEDLEDGER_NODE", node)],
+    );
+    let account = crate::consent::account_of(&patient);
+    (patient, account)
+}
+
 /// Creates wallets, admits the hospital, onboards the doctor, registers the patient.
 pub(crate) fn cast(dir: &Path, node: &Node) -> Cast {
     let url = node.url.as_str();

@@ -94,6 +94,14 @@ impl KeySwappingProxy {
         self.swaps.load(Ordering::Relaxed)
     }
 
+    /// Asserts that nothing was stored or submitted through the proxy (no `PUT` or `POST`
+    /// relayed): `what` names the case in the failure.
+    pub(crate) fn sent_nothing(&self, what: &str) {
+        let seen = self.seen();
+        let sent = |r: &String| r.starts_with("PUT ") || r.starts_with("POST ");
+        assert!(!seen.iter().any(sent), "{what}: something was stored or sent: {seen:?}");
+    }
+
     pub(crate) fn seen(&self) -> Vec<String> {
         self.seen.lock().unwrap().clone()
     }
@@ -223,10 +231,7 @@ fn a_key_swapping_proxy_gets_nothing_and_an_edited_wallet_is_refused_offline() {
     assert!(proxy.swaps.load(Ordering::Relaxed) > 0, "the proxy swapped nothing: {seen:?}");
     assert!(seen.iter().any(|r| r.ends_with("/encryption-key")), "{seen:?}");
     // Nothing was wrapped: no blob stored, no transaction submitted through the proxy.
-    assert!(
-        !seen.iter().any(|r| r.starts_with("PUT ") || r.starts_with("POST ")),
-        "something was sent after the swap: {seen:?}"
-    );
+    proxy.sent_nothing("after the swap");
 
     // The same share straight to the node succeeds: the refusal was the swap, nothing else.
     let out = ok(&share, &env);
@@ -324,10 +329,7 @@ fn a_swapped_session_key_gets_no_reading_sealed_to_it() {
     assert!(err.contains(&s.session), "{err}");
     let seen = proxy.seen();
     assert!(proxy.swaps.load(Ordering::Relaxed) > 0, "the proxy swapped nothing: {seen:?}");
-    assert!(
-        !seen.iter().any(|r| r.starts_with("PUT ") || r.starts_with("POST ")),
-        "something was sent after the swap: {seen:?}"
-    );
+    proxy.sent_nothing("after the swap");
     assert_eq!(node.log_size(), size, "a reading reached the log");
 
     // Straight to the node, the same command delivers its readings.
@@ -378,10 +380,7 @@ fn a_swapped_emergency_key_gets_nothing_wrapped_to_it() {
     assert!(err.contains("emergency key"), "{err}");
     let seen = proxy.seen();
     assert!(proxy.swaps.load(Ordering::Relaxed) > 0, "the proxy swapped nothing: {seen:?}");
-    assert!(
-        !seen.iter().any(|r| r.starts_with("PUT ") || r.starts_with("POST ")),
-        "something was sent after the swap: {seen:?}"
-    );
+    proxy.sent_nothing("after the swap");
     assert_eq!(node.log_size(), size, "a wrap reached the log");
 
     // Straight to the node, the same command wraps to the real (proven) emergency key, and a
@@ -657,11 +656,7 @@ fn a_patient_id_a_node_resolves_to_no_patient_gets_no_record() {
         c.patient_id
     );
     assert!(err.contains(&said), "{err}");
-    let seen = proxy.seen();
-    assert!(
-        !seen.iter().any(|r| r.starts_with("PUT ") || r.starts_with("POST ")),
-        "something was stored or sent: {seen:?}"
-    );
+    proxy.sent_nothing("through the lying node");
     drop(proxy);
     let out = ok(&add, &env);
     assert!(out.contains("record "), "{out}");
@@ -693,20 +688,8 @@ fn a_patient_id_a_node_resolves_to_another_hospitals_patient_gets_no_details() {
         &env,
     );
     let second_account = account(&out);
-    // A patient `name` registered by `hospital`: the patient's account.
     let register = |hospital: &str, name: &str| {
-        let patient = crate::registry::wallet(tmp.path(), &name.replace(' ', "-"), url);
-        ok(
-            &["patient", "register", "--wallet", hospital, "--identity"]
-                .into_iter()
-                .chain([crate::registry::identity(&patient).as_str()])
-                .chain(["--name", name, "--date-of-birth", "1970-05-06", "--phone", "+44 1"])
-                .chain(["--attendant-name", "A", "--attendant-phone", "+44 2"])
-                .chain(["--attendant-relationship", "friend"])
-                .collect::<Vec<_>>(),
-            &env,
-        );
-        crate::consent::account_of(&patient)
+        crate::registry::register_patient(tmp.path(), url, hospital, name).1
     };
     let other_account = register(&second, "Sam Other");
     let patient_account = crate::consent::account_of(&c.patient);
@@ -746,11 +729,7 @@ fn a_patient_id_a_node_resolves_to_another_hospitals_patient_gets_no_details() {
         let err = fails(command, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
         assert!(proxy.lies() > 0, "the proxy did not lie: {err}");
         assert!(err.contains(said.as_str()), "{command:?}: {err}");
-        let seen = proxy.seen();
-        assert!(
-            !seen.iter().any(|r| r.starts_with("PUT ") || r.starts_with("POST ")),
-            "{command:?}: something was stored or sent: {seen:?}"
-        );
+        proxy.sent_nothing(&format!("{command:?}"));
     }
     // The patient's own export and a grantee's take the Patient resource from the node's view
     // of the Patient-ID only if it is of the patient asked for: a node that gives the view of
@@ -1116,11 +1095,7 @@ fn a_profile_a_node_says_opens_records_gets_no_key_unless_its_transaction_does()
             && err.contains("but the transaction that set the profile says it does not"),
         "{err}"
     );
-    let seen = proxy.seen();
-    assert!(
-        !seen.iter().any(|r| r.starts_with("PUT ") || r.starts_with("POST ")),
-        "something was stored or sent: {seen:?}"
-    );
+    proxy.sent_nothing("through the lying node");
     drop(proxy);
     let out = ok(&add, &env);
     assert!(out.contains("record ") && out.contains(" created"), "{out}");
@@ -1180,11 +1155,7 @@ fn a_session_started_by_anyone_but_the_devices_patient_gets_no_reading() {
         )),
         "{err}"
     );
-    let seen = proxy.seen();
-    assert!(
-        !seen.iter().any(|r| r.starts_with("PUT ") || r.starts_with("POST ")),
-        "something was sent: {seen:?}"
-    );
+    proxy.sent_nothing("through the lying node");
     drop(proxy);
     assert_eq!(node.log_size(), size, "a reading reached the log");
     // The patient's own session still takes readings, straight from the node.
@@ -1218,9 +1189,5 @@ fn a_device_a_node_gives_another_patient_gets_no_session_started() {
         )),
         "{err}"
     );
-    let seen = proxy.seen();
-    assert!(
-        !seen.iter().any(|r| r.starts_with("PUT ") || r.starts_with("POST ")),
-        "something was stored or sent: {seen:?}"
-    );
+    proxy.sent_nothing("through the lying node");
 }
