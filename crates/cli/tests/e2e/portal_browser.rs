@@ -114,6 +114,25 @@ async fn text(b: &Client, css: &str) -> String {
     }
 }
 
+/// The page's flash message once it says `expected`. A form's click returns before the
+/// browser has left the page it was on, so the previous page's message may still be the one
+/// found: poll until the new one is shown (or say what is shown instead).
+async fn flash_saying(b: &Client, expected: &str) -> String {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        // (While the browser navigates, the element found may go stale: read it again.)
+        let shown = match b.find(Locator::Css("#flash")).await {
+            Ok(flash) => flash.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if shown.contains(expected) {
+            return shown;
+        }
+        assert!(Instant::now() < deadline, "the page never said {expected:?}; it says: {shown:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Logs in with the printed address and unlocks with the passphrase.
 async fn unlock(b: &Client, portal: &Portal) {
     b.goto(&portal.login).await.unwrap();
@@ -198,8 +217,7 @@ fn a_hospital_a_patient_and_a_doctor_use_the_portal_in_a_real_browser() {
         fill(&desk, "doctor-name", "Dr. Ada Quill").await;
         fill(&desk, "specialisation", "cardiology").await;
         desk.find(Locator::Id("do-onboard")).await.unwrap().click().await.unwrap();
-        let flash = text(&desk, "#flash").await;
-        assert!(flash.contains("Dr. Ada Quill onboarded"), "{flash}");
+        let flash = flash_saying(&desk, "Dr. Ada Quill onboarded").await;
         let doctor_account = word_after(&flash, "account ");
         assert!(text(&desk, "#doctors").await.contains(&doctor_account));
         fill(&desk, "patient-identity", &identity(&patient_wallet)).await;
@@ -213,8 +231,7 @@ fn a_hospital_a_patient_and_a_doctor_use_the_portal_in_a_real_browser() {
         fill(&desk, "attendant-phone", "+44 7700 900456").await;
         fill(&desk, "attendant-relationship", "spouse").await;
         desk.find(Locator::Id("do-register")).await.unwrap().click().await.unwrap();
-        let flash = text(&desk, "#flash").await;
-        assert!(flash.contains("Jane Roe registered: Patient-ID "), "{flash}");
+        let flash = flash_saying(&desk, "Jane Roe registered: Patient-ID ").await;
         let patient_id = word_after(&flash, "Patient-ID ");
         assert_eq!(patient_id.len(), 5, "{flash}");
         let patient_account = word_after(&flash, "account ");
@@ -246,8 +263,7 @@ fn a_hospital_a_patient_and_a_doctor_use_the_portal_in_a_real_browser() {
             .await
             .unwrap();
         patient.find(Locator::Id("do-grant")).await.unwrap().click().await.unwrap();
-        let flash = text(&patient, "#flash").await;
-        assert!(flash.contains("access granted"), "{flash}");
+        flash_saying(&patient, "access granted").await;
         assert!(text(&patient, "#grants").await.contains("active"));
         shot(&patient, "patient-consent").await;
 
@@ -279,8 +295,7 @@ fn a_hospital_a_patient_and_a_doctor_use_the_portal_in_a_real_browser() {
             .await
             .unwrap();
         doctor.find(Locator::Id("add")).await.unwrap().click().await.unwrap();
-        let flash = text(&doctor, "#flash").await;
-        assert!(flash.contains("added"), "{flash}");
+        flash_saying(&doctor, "added").await;
         let listed = text(&doctor, "#records").await;
         assert!(listed.contains("treatment summary") && listed.contains(&c.patient_id), "{listed}");
         shot(&doctor, "doctor-records").await;
@@ -336,8 +351,7 @@ fn a_hospital_a_patient_and_a_doctor_use_the_portal_in_a_real_browser() {
         // The patient revokes the grant; the doctor's next read is denied, and logged.
         patient.goto(&format!("{}/consent", patient_portal.origin())).await.unwrap();
         patient.find(Locator::Css("button.revoke")).await.unwrap().click().await.unwrap();
-        let flash = text(&patient, "#flash").await;
-        assert!(flash.contains("revoked"), "{flash}");
+        flash_saying(&patient, "revoked").await;
         // Listed apart from the grants in force, which are none now.
         let past = text(&patient, "#past-grants").await;
         assert!(past.contains("revoked"), "{past}");
@@ -345,8 +359,7 @@ fn a_hospital_a_patient_and_a_doctor_use_the_portal_in_a_real_browser() {
         assert!(patient.find_all(Locator::Css("button.revoke")).await.unwrap().is_empty());
         doctor.refresh().await.unwrap();
         click_download(&doctor).await;
-        let flash = text(&doctor, "#flash").await;
-        assert!(flash.contains("access denied"), "{flash}");
+        flash_saying(&doctor, "access denied").await;
         shot(&doctor, "doctor-denied").await;
         patient.goto(&format!("{}/access-log", patient_portal.origin())).await.unwrap();
         let denied = text(&patient, "#access-log tr.denied").await;
@@ -398,8 +411,7 @@ fn a_hospital_a_patient_and_a_doctor_use_the_portal_in_a_real_browser() {
             .await
             .unwrap();
         desk.find(Locator::Css("#reviews button.review")).await.unwrap().click().await.unwrap();
-        let flash = text(&desk, "#flash").await;
-        assert!(flash.contains("filed"), "{flash}");
+        flash_saying(&desk, "filed").await;
         assert!(desk.find_all(Locator::Id("reviews")).await.unwrap().is_empty());
         patient.goto(&format!("{}/access-log", patient_portal.origin())).await.unwrap();
         let log = text(&patient, "#access-log").await;
