@@ -278,13 +278,27 @@ pub struct VerifiedBlob {
     /// Its length, for a `Content-Length` header.
     len: u64,
     /// Where the checked bytes come from.
-    reader: Box<dyn Read + Send>,
+    source: Source,
+}
+
+/// Where a [`VerifiedBlob`]'s checked bytes come from.
+enum Source {
+    /// Held in memory: exactly the bytes that were checked.
+    Memory(io::Cursor<Vec<u8>>),
+    /// Read from the backend as they are served.
+    Reader(Box<dyn Read + Send>),
 }
 
 impl VerifiedBlob {
     /// A blob named `cid` of `len` bytes, read from `reader`. For backends.
     pub fn new(cid: Cid, len: u64, reader: Box<dyn Read + Send>) -> Self {
-        Self { cid, len, reader }
+        Self { cid, len, source: Source::Reader(reader) }
+    }
+
+    /// A blob named `cid` whose checked bytes are `bytes`, held in memory. For backends.
+    pub fn in_memory(cid: Cid, bytes: Vec<u8>) -> Self {
+        let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        Self { cid, len, source: Source::Memory(io::Cursor::new(bytes)) }
     }
 
     /// Its content address.
@@ -302,15 +316,35 @@ impl VerifiedBlob {
         self.len == 0
     }
 
+    /// The bytes not yet read, when the backend holds them in memory (so that a server can
+    /// hand them on without copying them again); otherwise the blob itself, to be read.
+    pub fn into_bytes(self) -> Result<Vec<u8>, Self> {
+        match self.source {
+            Source::Memory(cursor) => {
+                let at = usize::try_from(cursor.position()).unwrap_or(usize::MAX);
+                let mut bytes = cursor.into_inner();
+                bytes.drain(..at.min(bytes.len()));
+                Ok(bytes)
+            }
+            Source::Reader(_) => Err(self),
+        }
+    }
+
     /// The reader, e.g. to hand to a body stream.
     pub fn into_reader(self) -> Box<dyn Read + Send> {
-        self.reader
+        match self.source {
+            Source::Memory(cursor) => Box::new(cursor),
+            Source::Reader(reader) => reader,
+        }
     }
 }
 
 impl Read for VerifiedBlob {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.reader.read(buf)
+        match &mut self.source {
+            Source::Memory(cursor) => cursor.read(buf),
+            Source::Reader(reader) => reader.read(buf),
+        }
     }
 }
 

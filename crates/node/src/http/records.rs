@@ -340,8 +340,23 @@ fn stream(preamble: &ReadPreamble, blob: medledger_vault::VerifiedBlob) -> Respo
     stream_blob(first, blob)
 }
 
-/// A response streaming `first` (if not empty), then `blob` from the vault.
+/// A response streaming `first` (if not empty), then `blob` from the vault. A blob the vault
+/// checked in memory is handed on as it is (no second copy, no reading thread).
 pub(crate) fn stream_blob(first: Vec<u8>, blob: medledger_vault::VerifiedBlob) -> Response {
+    let blob = match blob.into_bytes() {
+        Ok(bytes) => {
+            let chunks = [first, bytes]
+                .into_iter()
+                .filter(|chunk| !chunk.is_empty())
+                .map(|chunk| Ok::<_, std::io::Error>(Bytes::from(chunk)));
+            return (
+                [(header::CONTENT_TYPE, "application/octet-stream")],
+                Body::from_stream(futures_util::stream::iter(chunks)),
+            )
+                .into_response();
+        }
+        Err(blob) => blob,
+    };
     let (tx_chunks, rx_chunks) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     // The channel is empty and holds 8: the first chunk always fits.
     if !first.is_empty() {

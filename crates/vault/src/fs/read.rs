@@ -48,8 +48,7 @@ pub(super) fn open_verified(path: &Path, hash: &Hash) -> Result<Option<VerifiedB
         if actual != *hash {
             return Err(BlobError::Corrupt { hash: *hash, actual });
         }
-        let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
-        return Ok(Some(VerifiedBlob::new(cid, len, Box::new(io::Cursor::new(bytes)))));
+        return Ok(Some(VerifiedBlob::in_memory(cid, bytes)));
     }
 
     let mut hasher = Sha256::new();

@@ -6,11 +6,12 @@
 mod enospc;
 mod suite;
 
-use std::{fs, path::Path, time::Duration};
+use std::{fs, io::Read, path::Path, time::Duration};
 
 use medledger_core::{Cid, Hash, ids::AccountId};
 use medledger_vault::{
-    BlobError, BlobStore, FsVault, GcReport, Reconciliation, SYSTEM_UPLOADER, VaultConfig,
+    BlobError, BlobStore, FsVault, GcReport, IN_MEMORY_READ_BYTES, Reconciliation, SYSTEM_UPLOADER,
+    VaultConfig,
 };
 use suite::{Backend, bytes};
 use tempfile::TempDir;
@@ -47,6 +48,31 @@ impl Backend for Fs {
 blob_store_conformance!(Fs);
 
 const ALICE: AccountId = AccountId([0xa1; 20]);
+
+/// A blob up to `IN_MEMORY_READ_BYTES` is handed on as the very bytes that were checked (a
+/// server sends them without copying them again), from where reading stopped; a larger one
+/// only as a reader, served in its second, rechecked pass.
+#[test]
+fn a_small_blob_is_handed_on_as_the_bytes_checked_and_a_large_one_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = FsVault::open(dir.path()).unwrap();
+    let small = bytes(3, 1024 * 1024);
+    let hash = store(&vault, ALICE, &small);
+    let mut blob = vault.open_verified(&hash).unwrap().unwrap();
+    let mut head = [0u8; 10];
+    blob.read_exact(&mut head).unwrap();
+    assert_eq!(head, small[..10]);
+    let rest = blob.into_bytes().expect("a small blob is held in memory");
+    assert!(rest == small[10..], "the bytes handed on differ from the rest of the blob");
+
+    let large = bytes(4, IN_MEMORY_READ_BYTES as usize + 1);
+    let hash = store(&vault, ALICE, &large);
+    let blob = vault.open_verified(&hash).unwrap().unwrap();
+    let Err(blob) = blob.into_bytes() else { panic!("a large blob is not held in memory") };
+    let mut read = Vec::new();
+    blob.into_reader().read_to_end(&mut read).unwrap();
+    assert!(read == large, "the large blob read back differs");
+}
 
 /// Flips one bit in the middle of the file at `path`.
 fn flip_bit(path: &Path) {
