@@ -73,7 +73,7 @@ pub async fn upload_encrypted(
 ) -> Result<EncryptSummary, ClientError> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(IN_FLIGHT);
     let key = DataKey::from_bytes(*key.expose_secret());
-    let cipher = std::thread::spawn(move || -> Result<EncryptSummary, ClientError> {
+    let cipher = tokio::task::spawn_blocking(move || -> Result<EncryptSummary, ClientError> {
         // Encrypts on this thread while `encrypt` hashes the ciphertext on a second one.
         let mut sink = ChannelWriter { tx, buf: Vec::with_capacity(SEND_CHUNK) };
         let summary = crate::envelope::encrypt(&key, &mut input, &mut sink, &mut |n| progress(n))?;
@@ -86,8 +86,7 @@ pub async fn upload_encrypted(
             |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
         );
     let uploaded = client.upload(reqwest::Body::wrap_stream(body), None).await;
-    let summary =
-        cipher.join().map_err(|_| stopped("encrypt", "the encryption thread panicked"))?;
+    let summary = cipher.await.map_err(|_| stopped("encrypt", "the encryption thread panicked"))?;
     let stored = uploaded?;
     let summary = summary?;
     if stored.hash != summary.ciphertext_sha256 || stored.size != summary.ciphertext_len {
@@ -123,7 +122,7 @@ pub async fn download_decrypted(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(IN_FLIGHT);
     let key = DataKey::from_bytes(*key.expose_secret());
     let expected = *content;
-    let cipher = std::thread::spawn(move || -> Result<u64, ClientError> {
+    let cipher = tokio::task::spawn_blocking(move || -> Result<u64, ClientError> {
         let mut hasher = Sha256::new();
         let mut dec = Decryptor::new(&key);
         let mut plain = Vec::new();
@@ -166,7 +165,7 @@ pub async fn download_decrypted(
         }
     }
     drop(tx);
-    let result = cipher.join().map_err(|_| stopped("decrypt", "the decryption thread panicked"))?;
+    let result = cipher.await.map_err(|_| stopped("decrypt", "the decryption thread panicked"))?;
     match failed {
         Some(e) => Err(e),
         None => result,
