@@ -114,21 +114,29 @@ async fn text(b: &Client, css: &str) -> String {
     }
 }
 
-/// The page's flash message once it says `expected`. A form's click returns before the
-/// browser has left the page it was on, so the previous page's message may still be the one
-/// found: poll until the new one is shown (or say what is shown instead).
-async fn flash_saying(b: &Client, expected: &str) -> String {
+/// The page's message of `kind` (`ok` or `error`) once it says `expected`. A form's (or a link's) click returns
+/// before the browser has left the page it was on, so the previous page's message may still
+/// be the one found: poll until the new one is shown, or fail saying what is shown instead
+/// (an error message, or an upload's state, which the page shows beside its form).
+async fn flash_saying(b: &Client, kind: &str, expected: &str) -> String {
     let deadline = Instant::now() + LIMIT;
     loop {
         // (While the browser navigates, the element found may go stale: read it again.)
-        let shown = match b.find(Locator::Css("#flash")).await {
-            Ok(flash) => flash.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        if shown.contains(expected) {
-            return shown;
+        if let Ok(flash) = b.find(Locator::Css(&format!("#flash.{kind}"))).await {
+            let shown = flash.text().await.unwrap_or_default();
+            if shown.contains(expected) {
+                return shown;
+            }
         }
-        assert!(Instant::now() < deadline, "the page never said {expected:?}; it says: {shown:?}");
+        if Instant::now() >= deadline {
+            let mut shown = Vec::new();
+            for css in ["#flash", "#upload-state"] {
+                if let Ok(element) = b.find(Locator::Css(css)).await {
+                    shown.push(format!("{css}: {:?}", element.text().await.unwrap_or_default()));
+                }
+            }
+            panic!("the page never said {expected:?} as {kind}; it shows {shown:?}");
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -217,7 +225,7 @@ fn a_hospital_a_patient_and_a_doctor_use_the_portal_in_a_real_browser() {
         fill(&desk, "doctor-name", "Dr. Ada Quill").await;
         fill(&desk, "specialisation", "cardiology").await;
         desk.find(Locator::Id("do-onboard")).await.unwrap().click().await.unwrap();
-        let flash = flash_saying(&desk, "Dr. Ada Quill onboarded").await;
+        let flash = flash_saying(&desk, "ok", "Dr. Ada Quill onboarded").await;
         let doctor_account = word_after(&flash, "account ");
         assert!(text(&desk, "#doctors").await.contains(&doctor_account));
         fill(&desk, "patient-identity", &identity(&patient_wallet)).await;
@@ -231,7 +239,7 @@ fn a_hospital_a_patient_and_a_doctor_use_the_portal_in_a_real_browser() {
         fill(&desk, "attendant-phone", "+44 7700 900456").await;
         fill(&desk, "attendant-relationship", "spouse").await;
         desk.find(Locator::Id("do-register")).await.unwrap().click().await.unwrap();
-        let flash = flash_saying(&desk, "Jane Roe registered: Patient-ID ").await;
+        let flash = flash_saying(&desk, "ok", "Jane Roe registered: Patient-ID ").await;
         let patient_id = word_after(&flash, "Patient-ID ");
         assert_eq!(patient_id.len(), 5, "{flash}");
         let patient_account = word_after(&flash, "account ");
@@ -263,7 +271,7 @@ fn a_hospital_a_patient_and_a_doctor_use_the_portal_in_a_real_browser() {
             .await
             .unwrap();
         patient.find(Locator::Id("do-grant")).await.unwrap().click().await.unwrap();
-        flash_saying(&patient, "access granted").await;
+        flash_saying(&patient, "ok", "access granted").await;
         assert!(text(&patient, "#grants").await.contains("active"));
         shot(&patient, "patient-consent").await;
 
@@ -280,6 +288,9 @@ fn a_hospital_a_patient_and_a_doctor_use_the_portal_in_a_real_browser() {
             .click()
             .await
             .unwrap();
+        // The page before has the same upload form, without the patient: wait for the
+        // patient's page (only it offers to request access) before filling it in.
+        text(&doctor, "#request-access").await;
         doctor
             .find(Locator::Css("select[name=category] option[value=treatment_summary]"))
             .await
@@ -295,7 +306,7 @@ fn a_hospital_a_patient_and_a_doctor_use_the_portal_in_a_real_browser() {
             .await
             .unwrap();
         doctor.find(Locator::Id("add")).await.unwrap().click().await.unwrap();
-        flash_saying(&doctor, "added").await;
+        flash_saying(&doctor, "ok", "added").await;
         let listed = text(&doctor, "#records").await;
         assert!(listed.contains("treatment summary") && listed.contains(&c.patient_id), "{listed}");
         shot(&doctor, "doctor-records").await;
@@ -351,7 +362,7 @@ fn a_hospital_a_patient_and_a_doctor_use_the_portal_in_a_real_browser() {
         // The patient revokes the grant; the doctor's next read is denied, and logged.
         patient.goto(&format!("{}/consent", patient_portal.origin())).await.unwrap();
         patient.find(Locator::Css("button.revoke")).await.unwrap().click().await.unwrap();
-        flash_saying(&patient, "revoked").await;
+        flash_saying(&patient, "ok", "revoked").await;
         // Listed apart from the grants in force, which are none now.
         let past = text(&patient, "#past-grants").await;
         assert!(past.contains("revoked"), "{past}");
@@ -359,7 +370,7 @@ fn a_hospital_a_patient_and_a_doctor_use_the_portal_in_a_real_browser() {
         assert!(patient.find_all(Locator::Css("button.revoke")).await.unwrap().is_empty());
         doctor.refresh().await.unwrap();
         click_download(&doctor).await;
-        flash_saying(&doctor, "access denied").await;
+        flash_saying(&doctor, "error", "access denied").await;
         shot(&doctor, "doctor-denied").await;
         patient.goto(&format!("{}/access-log", patient_portal.origin())).await.unwrap();
         let denied = text(&patient, "#access-log tr.denied").await;
@@ -411,7 +422,7 @@ fn a_hospital_a_patient_and_a_doctor_use_the_portal_in_a_real_browser() {
             .await
             .unwrap();
         desk.find(Locator::Css("#reviews button.review")).await.unwrap().click().await.unwrap();
-        flash_saying(&desk, "filed").await;
+        flash_saying(&desk, "ok", "filed").await;
         assert!(desk.find_all(Locator::Id("reviews")).await.unwrap().is_empty());
         patient.goto(&format!("{}/access-log", patient_portal.origin())).await.unwrap();
         let log = text(&patient, "#access-log").await;
