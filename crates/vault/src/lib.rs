@@ -205,11 +205,16 @@ pub trait BlobStore: Send + Sync {
     /// [`BlobStore::open_verified`]. A larger blob is refused with [`VaultError::TooLarge`]
     /// rather than read into memory.
     fn get(&self, hash: &Hash) -> Result<Option<Vec<u8>>, VaultError> {
-        let Some(mut blob) = self.open_verified(hash)? else { return Ok(None) };
+        let Some(blob) = self.open_verified(hash)? else { return Ok(None) };
         let len = usize::try_from(blob.len()).unwrap_or(usize::MAX);
         if len > MAX_BLOB_BYTES {
             return Err(VaultError::TooLarge { len });
         }
+        // Checked in memory: those very bytes, not a copy.
+        let mut blob = match blob.into_bytes() {
+            Ok(bytes) => return Ok(Some(bytes)),
+            Err(blob) => blob,
+        };
         let mut bytes = Vec::with_capacity(len);
         blob.read_to_end(&mut bytes).map_err(|e| VaultError::from_read(e, hash))?;
         Ok(Some(bytes))
@@ -306,7 +311,7 @@ impl VerifiedBlob {
         self.cid
     }
 
-    /// Its length in bytes.
+    /// Its length in bytes (the whole blob's, however much of it was read).
     pub fn len(&self) -> u64 {
         self.len
     }
