@@ -622,6 +622,27 @@ pub(crate) fn renamed(name: &str, shown: &str) -> Lie {
     }
 }
 
+/// Runs `command` through a node that resolves the Patient-ID of `victim` (an account) to
+/// `attacker`, and checks that the node lied and the command was refused, saying `said`; the
+/// proxy, for what else the caller checks.
+fn refused_when_a_patient_id_names(
+    node: &Node,
+    (victim, attacker): (&str, &str),
+    command: &[&str],
+    said: &str,
+) -> KeySwappingProxy {
+    let lie = Lie::Swap {
+        victim: victim.to_owned(),
+        attacker: attacker.to_owned(),
+        only: "/v1/patients/".to_owned(),
+    };
+    let proxy = KeySwappingProxy::lying(node.port, lie);
+    let err = fails(command, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
+    assert!(proxy.lies() > 0, "the proxy did not lie: {err}");
+    assert!(err.contains(said), "{command:?}: {err}");
+    proxy
+}
+
 /// A Patient-ID is resolved by the node: one that resolves it to a doctor's account (whose key
 /// proves, so a new record's key would be wrapped to that doctor) gets nothing. `record add`
 /// is refused before any blob is stored or anything is sent; straight to the node, the same
@@ -642,20 +663,13 @@ fn a_patient_id_a_node_resolves_to_no_patient_gets_no_record() {
         .chain(["--file", &file, "--category", "lab-report"])
         .collect::<Vec<_>>();
 
-    let lie = Lie::Swap {
-        victim: patient_account.clone(),
-        attacker: mallory_account.clone(),
-        only: "/v1/patients/".to_owned(),
-    };
-    let proxy = KeySwappingProxy::lying(node.port, lie);
-    let err = fails(&add, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
-    assert!(proxy.lies() > 0, "the proxy did not lie: {err}");
     let said = format!(
         "the node resolves Patient-ID {} to account {mallory_account}, which the ledger proves \
          is no patient",
         c.patient_id
     );
-    assert!(err.contains(&said), "{err}");
+    let proxy =
+        refused_when_a_patient_id_names(&node, (&patient_account, &mallory_account), &add, &said);
     proxy.sent_nothing("through the lying node");
     drop(proxy);
     let out = ok(&add, &env);
@@ -720,15 +734,8 @@ fn a_patient_id_a_node_resolves_to_another_hospitals_patient_gets_no_details() {
         (&mallory_account, &no_patient, &add[..]),
     ];
     for (attacker, said, command) in cases {
-        let lie = Lie::Swap {
-            victim: patient_account.clone(),
-            attacker: attacker.clone(),
-            only: "/v1/patients/".to_owned(),
-        };
-        let proxy = KeySwappingProxy::lying(node.port, lie);
-        let err = fails(command, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
-        assert!(proxy.lies() > 0, "the proxy did not lie: {err}");
-        assert!(err.contains(said.as_str()), "{command:?}: {err}");
+        let proxy =
+            refused_when_a_patient_id_names(&node, (&patient_account, attacker), command, said);
         proxy.sent_nothing(&format!("{command:?}"));
     }
     // The patient's own export and a grantee's take the Patient resource from the node's view
@@ -745,15 +752,12 @@ fn a_patient_id_a_node_resolves_to_another_hospitals_patient_gets_no_details() {
     let not_yours = format!("is account {sibling_account}, not yours ({patient_account})");
     let not_theirs = format!("is account {sibling_account}, not patient {patient_account}");
     for (command, said) in [(&own[..], &not_yours), (&grantee[..], &not_theirs)] {
-        let lie = Lie::Swap {
-            victim: patient_account.clone(),
-            attacker: sibling_account.clone(),
-            only: "/v1/patients/".to_owned(),
-        };
-        let proxy = KeySwappingProxy::lying(node.port, lie);
-        let err = fails(command, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
-        assert!(proxy.lies() > 0, "the proxy did not lie: {err}");
-        assert!(err.contains(said.as_str()), "{command:?}: {err}");
+        let proxy = refused_when_a_patient_id_names(
+            &node,
+            (&patient_account, &sibling_account),
+            command,
+            said,
+        );
         assert!(!std::path::Path::new(&bundle).exists(), "{command:?}: a bundle was written");
         drop(proxy);
         ok(command, &env);
