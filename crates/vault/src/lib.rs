@@ -292,12 +292,26 @@ enum Source {
     Memory(io::Cursor<Vec<u8>>),
     /// Read from the backend as they are served.
     Reader(Box<dyn Read + Send>),
+    /// Read from the backend as they are served, into memory that is not zeroed first.
+    Chunks(Box<dyn ReadChunk>),
+}
+
+/// A reader that appends what it reads to a buffer's spare capacity without zeroing it first
+/// (a boxed `dyn Read` cannot: the default `read_buf` zeroes the buffer before each read).
+pub(crate) trait ReadChunk: Read + Send {
+    /// Appends at most `max` bytes to `out`; how many (0 at the end).
+    fn read_chunk(&mut self, max: usize, out: &mut Vec<u8>) -> io::Result<usize>;
 }
 
 impl VerifiedBlob {
     /// A blob named `cid` of `len` bytes, read from `reader`. For backends.
     pub fn new(cid: Cid, len: u64, reader: Box<dyn Read + Send>) -> Self {
         Self { cid, len, source: Source::Reader(reader) }
+    }
+
+    /// A blob named `cid` of `len` bytes, read from `reader` a chunk at a time.
+    pub(crate) fn chunks(cid: Cid, len: u64, reader: Box<dyn ReadChunk>) -> Self {
+        Self { cid, len, source: Source::Chunks(reader) }
     }
 
     /// A blob named `cid` whose checked bytes are `bytes`, held in memory. For backends.
@@ -331,8 +345,27 @@ impl VerifiedBlob {
                 bytes.drain(..at.min(bytes.len()));
                 Ok(bytes)
             }
-            Source::Reader(_) => Err(self),
+            Source::Reader(_) | Source::Chunks(_) => Err(self),
         }
+    }
+
+    /// The next at most `max` bytes, in a buffer of their own (empty at the end); read, where
+    /// the backend allows it, into memory that was not zeroed first.
+    pub fn read_chunk(&mut self, max: usize) -> io::Result<Vec<u8>> {
+        let mut chunk = Vec::with_capacity(max);
+        let limit = u64::try_from(max).unwrap_or(u64::MAX);
+        match &mut self.source {
+            Source::Chunks(reader) => {
+                reader.read_chunk(max, &mut chunk)?;
+            }
+            Source::Memory(cursor) => {
+                cursor.take(limit).read_to_end(&mut chunk)?;
+            }
+            Source::Reader(reader) => {
+                reader.take(limit).read_to_end(&mut chunk)?;
+            }
+        }
+        Ok(chunk)
     }
 
     /// The reader, e.g. to hand to a body stream.
@@ -340,6 +373,7 @@ impl VerifiedBlob {
         match self.source {
             Source::Memory(cursor) => Box::new(cursor),
             Source::Reader(reader) => reader,
+            Source::Chunks(reader) => reader,
         }
     }
 }
@@ -349,6 +383,7 @@ impl Read for VerifiedBlob {
         match &mut self.source {
             Source::Memory(cursor) => cursor.read(buf),
             Source::Reader(reader) => reader.read(buf),
+            Source::Chunks(reader) => reader.read(buf),
         }
     }
 }

@@ -5,8 +5,6 @@
 //! record; only after an allowed, durable receipt does the node stream the reader's wrapped
 //! key, the sealed metadata and the ciphertext, each checked against its hash first.
 
-use std::io::Read;
-
 use axum::{
     Json, Router,
     body::{Body, Bytes},
@@ -363,14 +361,12 @@ pub(crate) fn stream_blob(first: Vec<u8>, blob: medledger_vault::VerifiedBlob) -
         let _ = tx_chunks.try_send(Ok(Bytes::from(first)));
     }
     tokio::task::spawn_blocking(move || {
-        let mut reader = blob.into_reader();
+        let mut blob = blob;
         loop {
-            // `take` + `read_to_end` fills uninitialised capacity: no zeroing of each buffer.
-            let mut buf = Vec::with_capacity(READ_CHUNK);
-            match (&mut reader).take(READ_CHUNK as u64).read_to_end(&mut buf) {
-                Ok(0) => break,
-                Ok(_) => {
-                    if tx_chunks.blocking_send(Ok(Bytes::from(buf))).is_err() {
+            match blob.read_chunk(READ_CHUNK) {
+                Ok(chunk) if chunk.is_empty() => break,
+                Ok(chunk) => {
+                    if tx_chunks.blocking_send(Ok(Bytes::from(chunk))).is_err() {
                         break; // the reader hung up
                     }
                 }

@@ -21,7 +21,7 @@ use std::{
 use medledger_core::{Cid, Hash};
 use sha2::{Digest, Sha256};
 
-use crate::{BlobError, VerifiedBlob};
+use crate::{BlobError, ReadChunk, VerifiedBlob};
 
 /// Blobs up to this size are read into memory once and served from there; larger ones are
 /// read twice (hash, then serve).
@@ -75,7 +75,7 @@ pub(super) fn open_verified(path: &Path, hash: &Hash) -> Result<Option<VerifiedB
         hash: *hash,
         remaining: len,
     };
-    Ok(Some(VerifiedBlob::new(cid, len, Box::new(reader))))
+    Ok(Some(VerifiedBlob::chunks(cid, len, Box::new(reader))))
 }
 
 /// The second pass over a large blob: serves exactly the checked length and hashes what it
@@ -91,14 +91,12 @@ struct Rechecked {
     remaining: u64,
 }
 
-impl Read for Rechecked {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.remaining == 0 || buf.is_empty() {
-            return Ok(0);
-        }
-        let max = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(buf.len());
-        let n = self.file.read(&mut buf[..max])?;
-        if n == 0 {
+impl Rechecked {
+    /// Accounts for `n` bytes just read into `bytes` (the first `n`): hashes them, and at the
+    /// end of the checked length checks the whole; an error instead if the file ended early or
+    /// the bytes changed since they were checked.
+    fn served(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if bytes.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!(
@@ -107,7 +105,8 @@ impl Read for Rechecked {
                 ),
             ));
         }
-        self.hasher.update(&buf[..n]);
+        self.hasher.update(bytes);
+        let n = bytes.len();
         self.remaining -= u64::try_from(n).unwrap_or(u64::MAX).min(self.remaining);
         if self.remaining == 0 {
             let actual = Hash(std::mem::take(&mut self.hasher).finalize().into());
@@ -116,5 +115,32 @@ impl Read for Rechecked {
             }
         }
         Ok(n)
+    }
+}
+
+impl Read for Rechecked {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let max = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(buf.len());
+        let n = self.file.read(&mut buf[..max])?;
+        self.served(&buf[..n])
+    }
+}
+
+impl ReadChunk for Rechecked {
+    fn read_chunk(&mut self, max: usize, out: &mut Vec<u8>) -> io::Result<usize> {
+        let want = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(max);
+        if want == 0 {
+            return Ok(0);
+        }
+        let start = out.len();
+        // `take` + `read_to_end` on the file itself fills the spare capacity as it is (the
+        // file's `read_buf`), with no zeroing.
+        let limit = u64::try_from(want).unwrap_or(u64::MAX);
+        (&mut self.file).take(limit).read_to_end(out)?;
+        let n = out.len() - start;
+        self.served(&out[start..start + n])
     }
 }

@@ -72,6 +72,18 @@ fn a_small_blob_is_handed_on_as_the_bytes_checked_and_a_large_one_is_read() {
     let mut read = Vec::new();
     blob.into_reader().read_to_end(&mut read).unwrap();
     assert!(read == large, "the large blob read back differs");
+    // A chunk at a time, as a node serves it: the same bytes, then an empty chunk.
+    let mut blob = vault.open_verified(&hash).unwrap().unwrap();
+    let mut read = Vec::new();
+    loop {
+        let chunk = blob.read_chunk(1 << 20).unwrap();
+        if chunk.is_empty() {
+            break;
+        }
+        assert!(chunk.len() <= 1 << 20, "a chunk of {} bytes", chunk.len());
+        read.extend_from_slice(&chunk);
+    }
+    assert!(read == large, "the large blob read in chunks differs");
 }
 
 /// Flips one bit in the middle of the file at `path`.
@@ -210,6 +222,7 @@ fn a_blob_changed_between_check_and_serving_ends_in_an_error() {
     let data = bytes(7, 6 << 20);
     let hash = store(&vault, ALICE, &data);
     let mut blob = vault.open_verified(&hash).unwrap().unwrap();
+    let mut chunked = vault.open_verified(&hash).unwrap().unwrap();
     // Damage the same file (in place) after the check, before it is served.
     {
         use std::io::{Seek, SeekFrom, Write};
@@ -221,6 +234,17 @@ fn a_blob_changed_between_check_and_serving_ends_in_an_error() {
     let e = std::io::Read::read_to_end(&mut blob, &mut served).unwrap_err();
     assert!(matches!(BlobError::from_io(&e), Some(BlobError::Corrupt { .. })));
     assert!(served.len() < data.len(), "a complete but altered blob was served");
+    // Read a chunk at a time (as a node serves it), the last chunk is withheld likewise.
+    let mut served = 0;
+    let e = loop {
+        match chunked.read_chunk(1 << 20) {
+            Ok(chunk) if chunk.is_empty() => panic!("the altered blob was served to its end"),
+            Ok(chunk) => served += chunk.len(),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(BlobError::from_io(&e), Some(BlobError::Corrupt { .. })));
+    assert!(served < data.len(), "a complete but altered blob was served");
 }
 
 #[test]
