@@ -290,8 +290,6 @@ pub struct VerifiedBlob {
 enum Source {
     /// Held in memory: exactly the bytes that were checked.
     Memory(io::Cursor<Vec<u8>>),
-    /// Read from the backend as they are served.
-    Reader(Box<dyn Read + Send>),
     /// Read from the backend as they are served, into memory that is not zeroed first.
     Chunks(Box<dyn ReadChunk>),
 }
@@ -304,18 +302,13 @@ pub(crate) trait ReadChunk: Read + Send {
 }
 
 impl VerifiedBlob {
-    /// A blob named `cid` of `len` bytes, read from `reader`. For backends.
-    pub fn new(cid: Cid, len: u64, reader: Box<dyn Read + Send>) -> Self {
-        Self { cid, len, source: Source::Reader(reader) }
-    }
-
     /// A blob named `cid` of `len` bytes, read from `reader` a chunk at a time.
     pub(crate) fn chunks(cid: Cid, len: u64, reader: Box<dyn ReadChunk>) -> Self {
         Self { cid, len, source: Source::Chunks(reader) }
     }
 
-    /// A blob named `cid` whose checked bytes are `bytes`, held in memory. For backends.
-    pub fn in_memory(cid: Cid, bytes: Vec<u8>) -> Self {
+    /// A blob named `cid` whose checked bytes are `bytes`, held in memory.
+    pub(crate) fn in_memory(cid: Cid, bytes: Vec<u8>) -> Self {
         let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
         Self { cid, len, source: Source::Memory(io::Cursor::new(bytes)) }
     }
@@ -345,12 +338,12 @@ impl VerifiedBlob {
                 bytes.drain(..at.min(bytes.len()));
                 Ok(bytes)
             }
-            Source::Reader(_) | Source::Chunks(_) => Err(self),
+            Source::Chunks(_) => Err(self),
         }
     }
 
-    /// The next at most `max` bytes, in a buffer of their own (empty at the end); read, where
-    /// the backend allows it, into memory that was not zeroed first.
+    /// The next at most `max` bytes, in a buffer of their own (empty at the end), read into
+    /// memory that was not zeroed first.
     pub fn read_chunk(&mut self, max: usize) -> io::Result<Vec<u8>> {
         let mut chunk = Vec::with_capacity(max);
         let limit = u64::try_from(max).unwrap_or(u64::MAX);
@@ -361,20 +354,8 @@ impl VerifiedBlob {
             Source::Memory(cursor) => {
                 cursor.take(limit).read_to_end(&mut chunk)?;
             }
-            Source::Reader(reader) => {
-                reader.take(limit).read_to_end(&mut chunk)?;
-            }
         }
         Ok(chunk)
-    }
-
-    /// The reader, e.g. to hand to a body stream.
-    pub fn into_reader(self) -> Box<dyn Read + Send> {
-        match self.source {
-            Source::Memory(cursor) => Box::new(cursor),
-            Source::Reader(reader) => reader,
-            Source::Chunks(reader) => reader,
-        }
     }
 }
 
@@ -382,7 +363,6 @@ impl Read for VerifiedBlob {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.source {
             Source::Memory(cursor) => cursor.read(buf),
-            Source::Reader(reader) => reader.read(buf),
             Source::Chunks(reader) => reader.read(buf),
         }
     }

@@ -68,9 +68,9 @@ fn a_small_blob_is_handed_on_as_the_bytes_checked_and_a_large_one_is_read() {
     let large = bytes(4, IN_MEMORY_READ_BYTES as usize + 1);
     let hash = store(&vault, ALICE, &large);
     let blob = vault.open_verified(&hash).unwrap().unwrap();
-    let Err(blob) = blob.into_bytes() else { panic!("a large blob is not held in memory") };
+    let Err(mut blob) = blob.into_bytes() else { panic!("a large blob is not held in memory") };
     let mut read = Vec::new();
-    blob.into_reader().read_to_end(&mut read).unwrap();
+    blob.read_to_end(&mut read).unwrap();
     assert!(read == large, "the large blob read back differs");
     // A chunk at a time, as a node serves it: the same bytes, then an empty chunk.
     let mut blob = vault.open_verified(&hash).unwrap().unwrap();
