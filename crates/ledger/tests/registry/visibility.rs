@@ -328,6 +328,44 @@ fn a_case_author_reads_it_and_their_hospital_sees_it_exists() {
     assert_eq!(case_sight(&net, &doctor, &case), CaseSight::Content);
 }
 
+/// A case's open is served to whoever holds the case's key now (a doctor the patient shared
+/// it with proves the case by it before writing), and not to a doctor of another hospital
+/// who holds none, nor to that doctor's hospital.
+#[test]
+fn a_case_key_holder_may_fetch_the_cases_open_and_a_stranger_may_not() {
+    let (mut net, _, mut doctor, mut patient) = populated();
+    let (second, second_hospital) = outsider(&mut net);
+    let (stranger, _) = outsider(&mut net);
+    let t = doctor.sign_body(TxBody::Cases(CaseTx::Open(OpenCase {
+        patient: patient.account,
+        description: Hash::of(b"desc/shared"),
+        keys: vec![
+            KeyRef { recipient: patient.account, blob: Hash::of(b"case key/p") },
+            KeyRef { recipient: doctor.account, blob: Hash::of(b"case key/o") },
+        ],
+        follow_up_of: None,
+    })));
+    let receipt = net.one(t.clone());
+    let Some(Created::Case { case, .. }) = applied(&receipt).cloned() else {
+        panic!("expected a case, got {receipt:?}")
+    };
+    let sees = |net: &Net, who: &Actor| {
+        net.ledger.may_see_transaction(&who.account, &t, &receipt).unwrap()
+    };
+    assert!(sees(&net, &doctor) && sees(&net, &patient), "the opener and the patient");
+    for who in [&second, &second_hospital, &stranger] {
+        assert!(!sees(&net, who), "no key yet");
+    }
+    let share = patient.sign_body(TxBody::Cases(CaseTx::ShareKey {
+        case,
+        key: KeyRef { recipient: second.account, blob: Hash::of(b"case key/s") },
+    }));
+    applied(&net.one(share));
+    assert!(sees(&net, &second), "the doctor the patient shared the key with");
+    assert!(!sees(&net, &second_hospital), "that doctor's hospital holds no key");
+    assert!(!sees(&net, &stranger), "a doctor holding no key");
+}
+
 fn register_device(device: &Actor, patient: AccountId, signer: &mut Actor) -> SignedTransaction {
     signer.sign_body(TxBody::Devices(DeviceTx::Register(RegisterDevice {
         key: device.key.public_key(),
