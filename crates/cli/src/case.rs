@@ -166,16 +166,31 @@ fn unwrap(s: &Session, wrapped: &[u8], description: &medledger_core::Hash) -> Re
         .context("this wallet cannot open the case key")
 }
 
-/// This wallet's case key, as the node serves it wrapped to this wallet.
-async fn case_key(s: &Session, case: &CaseView) -> Result<DataKey> {
+/// This wallet's key of a proven case, as the node serves it wrapped to this wallet. Anyone
+/// can wrap a key of their own to this wallet under the case's context, so for the patient
+/// and the opener it must be the very key the case's open filed for them (its blob named in
+/// the proven open): a node cannot have an entry sealed, or the key shared, under a key it
+/// chose. A key shared to a colleague later (`case share`) is the node's word.
+async fn case_key(s: &Session, case: &ProvenCase) -> Result<DataKey> {
     let me = s.wallet.account();
-    let bytes = s.client.own_case_key(&case.case).await?.with_context(|| {
+    let id = &case.view.case;
+    let bytes = s.client.own_case_key(id).await?.with_context(|| {
         format!(
-            "case {} has no key wrapped to you ({me}): ask the patient or the doctor who opened it to share it (medledger case share)",
-            case.case
+            "case {id} has no key wrapped to you ({me}): ask the patient or the doctor who opened it to share it (medledger case share)",
         )
     })?;
-    unwrap(s, &bytes, &case.description)
+    if let Some(filed) = case.filed.iter().find(|k| k.recipient == me) {
+        let served = medledger_core::Hash::of(&bytes);
+        if served != filed.blob {
+            bail!(
+                "the node serves a key of case {id} for you ({me}) in blob {served}, but the \
+                 case's open filed your key in blob {}: it is not the case's key, and nothing \
+                 is sealed under it or shared",
+                filed.blob
+            );
+        }
+    }
+    unwrap(s, &bytes, &case.view.description)
 }
 
 /// Wraps `key` to `recipient` and uploads it.
@@ -255,8 +270,8 @@ pub(crate) async fn append_entry(
     id: &str,
     text: String,
 ) -> Result<(u64, medledger_core::Hash, Receipt)> {
-    let case = fetch_case(s, id).await?;
-    if let Some(seal) = &case.sealed {
+    let case = proven_case(s, id).await?;
+    if let Some(seal) = &case.view.sealed {
         bail!(
             "case {id} was sealed at block {}: nothing can be added; open a follow-up case (medledger case open --follow-up-of {id})",
             seal.height
@@ -264,9 +279,9 @@ pub(crate) async fn append_entry(
     }
     anyhow::ensure!(!text.trim().is_empty(), "an entry needs some text");
     let key = case_key(s, &case).await?;
-    let sealed = cases::seal_note(&key, &CaseNote { text }, &case_context(&case.description))?;
+    let sealed = cases::seal_note(&key, &CaseNote { text }, &case_context(&case.view.description))?;
     let entry = records::upload_small(&s.client, sealed).await?;
-    let body = TxBody::Cases(CaseTx::Append { case: id.to_owned(), prev: case.head, entry });
+    let body = TxBody::Cases(CaseTx::Append { case: id.to_owned(), prev: case.view.head, entry });
     let receipt = s.submit(body).await.map_err(|e| {
         if e.to_string().contains("stale head") {
             e.context(format!(
@@ -317,34 +332,41 @@ async fn seal(s: &Session, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// A case as the node serves it, proven by its open transaction ([`proven_case`]), and the
+/// wrapped keys that open filed.
+struct ProvenCase {
+    view: CaseView,
+    filed: Vec<KeyRef>,
+}
+
 /// Case `id` as the node serves it, once its open transaction, proven, says the same patient,
 /// opener and sealed description (whose hash the case key is wrapped under): only such a
-/// case's key is wrapped to anyone, so that a node cannot have another case's key handed out
-/// under this id. What the open cannot prove is which of the patient's cases the id numbers.
-async fn proven_case(s: &Session, id: &str) -> Result<CaseView> {
-    let case = fetch_case(s, id).await?;
+/// case's key is wrapped to anyone or seals an entry, so that a node cannot have another
+/// case's key handed out under this id. What the open cannot prove is which of the patient's
+/// cases the id numbers.
+async fn proven_case(s: &Session, id: &str) -> Result<ProvenCase> {
+    let view = fetch_case(s, id).await?;
     let check = async {
-        if case.case != id {
-            bail!("the node served case {} for it", case.case);
+        if view.case != id {
+            bail!("the node served case {} for it", view.case);
         }
-        let (tx, _) = s.proven_transaction(&case.open_tx).await?;
+        let (tx, _) = s.proven_transaction(&view.open_tx).await?;
         let opener = s.client.proven_registration(&tx.tx.signer, &s.anchor).await?;
-        open_says(&case, &tx, opener)?;
-        anyhow::Ok(())
+        anyhow::Ok(open_says(&view, &tx, opener)?.keys.clone())
     };
-    check.await.with_context(|| {
-        format!("case {id} is not as its open transaction proves it; its key is not shared")
+    let filed = check.await.with_context(|| {
+        format!("case {id} is not as its open transaction proves it; its key is not used")
     })?;
-    Ok(case)
+    Ok(ProvenCase { view, filed })
 }
 
 /// Whether the proven transaction `tx`, whose signer the ledger proves to be `opener`, is the
-/// open of `case` as the node lists it ([`proven_case`]); what differs, if not.
-fn open_says(
+/// open of `case` as the node lists it ([`proven_case`]): the open, or what differs.
+fn open_says<'t>(
     case: &CaseView,
-    tx: &medledger_core::tx::SignedTransaction,
+    tx: &'t medledger_core::tx::SignedTransaction,
     opener: Option<medledger_client::proof::Registered>,
-) -> Result<()> {
+) -> Result<&'t OpenCase> {
     let TxBody::Cases(CaseTx::Open(o)) = &tx.tx.body else {
         bail!("transaction {} opens no case", case.open_tx);
     };
@@ -371,7 +393,7 @@ fn open_says(
     if o.description != case.description {
         bail!("its open says description {}, the node lists {}", o.description, case.description);
     }
-    Ok(())
+    Ok(o)
 }
 
 /// Wraps this wallet's key of case `id` to `with` and records it (`case share`): the
@@ -379,7 +401,7 @@ fn open_says(
 pub(crate) async fn share_case(s: &Session, id: &str, with: AccountId) -> Result<Receipt> {
     let case = proven_case(s, id).await?;
     let key = case_key(s, &case).await?;
-    let k = wrap_to(s, &key, with, &case.description).await?;
+    let k = wrap_to(s, &key, with, &case.view.description).await?;
     let receipt = s.submit(TxBody::Cases(CaseTx::ShareKey { case: id.to_owned(), key: k })).await?;
     Ok(receipt)
 }

@@ -295,8 +295,27 @@ pub(crate) async fn register_device(
     Ok((receipt, account, patient))
 }
 
+/// The patient of device `d` as the device's registration on the ledger names them, proven,
+/// if the node's view `d` names the same one: the only patient the wallet seals anything of
+/// the device to (a session's secret, thresholds).
+async fn proven_patient_of(s: &Session, d: &DeviceView) -> Result<AccountId> {
+    let device = d.account;
+    match s.client.proven_registration(&device, &s.anchor).await? {
+        Some(medledger_client::proof::Registered::DeviceOf(p)) if p == d.patient => Ok(p),
+        Some(medledger_client::proof::Registered::DeviceOf(p)) => bail!(
+            "the node says device {device} is patient {}'s, but its registration on the ledger \
+             names patient {p}",
+            d.patient
+        ),
+        other => {
+            bail!("the ledger proves no device registration of {device} (it proves {other:?})")
+        }
+    }
+}
+
 /// Sets a device's thresholds (a doctor the patient consented to): the bands sealed to the
-/// device, the patient and this wallet. The receipt and the thresholds' id.
+/// device, the patient its registration proves and this wallet. The receipt and the
+/// thresholds' id.
 pub(crate) async fn set_thresholds(
     s: &Session,
     device: AccountId,
@@ -310,8 +329,9 @@ pub(crate) async fn set_thresholds(
     if let Some(m) = set.metrics().iter().find(|m| !d.kind.measures(**m)) {
         bail!("a {:?} does not measure {}", d.kind, m.name());
     }
+    let patient = proven_patient_of(s, &d).await.context("no thresholds were set")?;
     let mut recipients = Vec::new();
-    for a in [device, d.patient] {
+    for a in [device, patient] {
         recipients.push(s.encryption_key_of(&a).await?);
     }
     recipients.push(s.wallet.encryption_key());
@@ -346,20 +366,9 @@ pub(crate) async fn start_session(
         .device(&device)
         .await?
         .with_context(|| format!("no device {device} (or you may not see it)"))?;
-    // The device's patient as its registration on the ledger names them, proven: the session
-    // secret is wrapped to them, so never to whom a node's device view names.
-    match s.client.proven_registration(&device, &s.anchor).await? {
-        Some(medledger_client::proof::Registered::DeviceOf(p)) if p == d.patient => {}
-        Some(medledger_client::proof::Registered::DeviceOf(p)) => bail!(
-            "the node says device {device} is patient {}'s, but its registration on the ledger \
-             names patient {p}; no session was started",
-            d.patient
-        ),
-        other => bail!(
-            "the ledger proves no device registration of {device} (it proves {other:?}); no \
-             session was started"
-        ),
-    }
+    // The session secret is wrapped to the device's patient: never to whom a node's device
+    // view names.
+    proven_patient_of(s, &d).await.context("no session was started")?;
     let patient = s
         .client
         .account(&d.patient)

@@ -7,6 +7,7 @@ use medledger_client::{
     emergency::{
         self, EmergencyCode, EmergencyKey, EscrowPiece, ProfileContent, open_piece, wrap_piece,
     },
+    proof::Registered,
     records,
 };
 use medledger_core::{
@@ -199,8 +200,6 @@ async fn patient_account(s: &Session, id: u64, key: &EmergencyKey) -> Result<Acc
         .account)
 }
 
-/// The readers of a break-glass reason or finding, by proven key: the patient, the doctor's
-/// hospital and the regulator.
 /// A break-glass this wallet declared.
 pub(crate) struct BreakGlass {
     pub id: Hash,
@@ -220,14 +219,15 @@ pub(crate) async fn break_glass(
 ) -> Result<BreakGlass> {
     let me = s.wallet.account();
     let account = crate::record::resolve_patient(s, patient).await?;
-    let hospital = s
-        .client
-        .doctors(None)
-        .await?
-        .into_iter()
-        .find(|d| d.account == me)
-        .context("only a doctor may declare break-glass")?
-        .hospital;
+    // The reason is sealed to the doctor's hospital as the doctor's own registration proves
+    // it, never to a hospital the node's directory names.
+    let hospital = match s.client.proven_registration(&me, &s.anchor).await? {
+        Some(Registered::DoctorOf(h)) => h,
+        other => bail!(
+            "only a doctor may declare break-glass: the ledger proves no doctor's registration \
+             of this wallet ({me}; it proves {other:?})"
+        ),
+    };
     let readers = reason_readers(s, &account, &hospital).await?;
     let reason = emergency::seal_reason(reason, &readers)?;
     let receipt = s
@@ -243,7 +243,42 @@ pub(crate) async fn break_glass(
     Ok(BreakGlass { id, until_ms, patient: account, receipt })
 }
 
-pub(crate) async fn reason_readers(
+/// Files this wallet's (a hospital's) review of break-glass `id`: the finding sealed to the
+/// patient the declaring transaction names and to this hospital, which the declaring doctor's
+/// registration must prove to be the doctor's, and to the regulator. Nothing is taken from
+/// the node's view of the break-glass: a node that named another patient or hospital there
+/// would otherwise be handed the finding.
+pub(crate) async fn file_review(
+    s: &Session,
+    id: Hash,
+    finding: &str,
+) -> Result<medledger_core::block::Receipt> {
+    anyhow::ensure!(!finding.trim().is_empty(), "a review needs a finding");
+    // The node's view first: it refuses, with its reason, a break-glass this hospital may
+    // not review. What it says of patient and hospital is not used.
+    s.client.break_glass(&id).await?;
+    let me = s.wallet.account();
+    let (patient, doctor) = s
+        .client
+        .proven_break_glass(&id, &s.anchor)
+        .await
+        .with_context(|| format!("proving break-glass {id}; no review was filed"))?;
+    match s.client.proven_registration(&doctor, &s.anchor).await? {
+        Some(Registered::DoctorOf(h)) if h == me => {}
+        other => bail!(
+            "break-glass {id} was declared by doctor {doctor}, whom the ledger proves \
+             {other:?}, not a doctor of this hospital ({me}): only the doctor's hospital \
+             reviews it; no review was filed"
+        ),
+    }
+    let readers = reason_readers(s, &patient, &me).await?;
+    let finding = emergency::seal_finding(finding.trim(), &readers)?;
+    s.submit(TxBody::Emergency(EmergencyTx::FileReview { break_glass: id, finding })).await
+}
+
+/// The readers of a break-glass reason or finding, by proven key: the patient, the doctor's
+/// hospital and the regulator of the pinned genesis.
+async fn reason_readers(
     s: &Session,
     patient: &AccountId,
     hospital: &AccountId,
@@ -672,12 +707,7 @@ pub async fn run(command: EmergencyCommand) -> Result<()> {
         }
         EmergencyCommand::Review { wallet, break_glass, finding } => {
             let s = Session::open(&wallet).await?;
-            let bg = s.client.break_glass(&break_glass).await?;
-            let readers = reason_readers(&s, &bg.patient, &bg.hospital).await?;
-            let finding = emergency::seal_finding(&finding, &readers)?;
-            let r = s
-                .submit(TxBody::Emergency(EmergencyTx::FileReview { break_glass, finding }))
-                .await?;
+            let r = file_review(&s, break_glass, &finding).await?;
             println!("review of break-glass {break_glass} filed (block {})", r.height);
             Ok(())
         }

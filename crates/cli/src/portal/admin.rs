@@ -286,17 +286,7 @@ async fn review(State(p): State<Portal>, Form(f): Form<ReviewForm>) -> Response 
             .trim()
             .parse()
             .map_err(|e| anyhow::anyhow!("{:?} is no break-glass id: {e}", f.break_glass))?;
-        anyhow::ensure!(!f.finding.trim().is_empty(), "a review needs a finding");
-        let s = &u.session;
-        let bg = s.client.break_glass(&id).await?;
-        let readers = crate::emergency::reason_readers(s, &bg.patient, &bg.hospital).await?;
-        let finding = medledger_client::emergency::seal_finding(f.finding.trim(), &readers)?;
-        let r = s
-            .submit(TxBody::Emergency(medledger_core::tx::emergency::EmergencyTx::FileReview {
-                break_glass: id,
-                finding,
-            }))
-            .await?;
+        let r = crate::emergency::file_review(&u.session, id, &f.finding).await?;
         anyhow::Ok(format!("review of break-glass {id} filed (block {})", r.height))
     }
     .await;

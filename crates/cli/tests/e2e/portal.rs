@@ -2275,7 +2275,7 @@ fn wait_for(port: u16, cookie: &str, path: &str, what: &str) -> Answer {
 }
 
 /// A second hospital, Keeper General, admitted: its wallet and account.
-fn keeper_hospital(dir: &Path, node: &Node) -> (String, String) {
+pub(crate) fn keeper_hospital(dir: &Path, node: &Node) -> (String, String) {
     let keeper = crate::registry::wallet(dir, "keeper", &node.url);
     let admitted = ok(
         &["hospital", "admit", "--wallet", &node.regulator(), "--node", &node.url]

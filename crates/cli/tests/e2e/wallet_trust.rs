@@ -1068,6 +1068,58 @@ fn a_case_a_node_passes_off_as_another_gets_no_key_wrapped() {
     assert!(out.contains(&format!("case {knee}: key wrapped to {consultant}")), "{out}");
 }
 
+/// A case's opener seals an entry, and its patient shares the case, only under the key the
+/// case's open filed for them: a node that serves a key of its own choosing, wrapped to the
+/// opener (or the patient) under the case's context, gets no entry sealed under it and no
+/// share; nothing is stored or sent. Straight to the node, both go through.
+#[test]
+fn a_case_key_a_node_substitutes_seals_no_entry_and_is_not_shared() {
+    use medledger_client::{Wallet, cases::case_context, envelope};
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let c = cast(tmp.path(), &node);
+    let (_, consultant) = onboard(tmp.path(), &node, &c.hospital, "consultant");
+    let out = ok(
+        &["case", "open", "--wallet", &c.doctor, "--patient", &c.patient_id]
+            .into_iter()
+            .chain(["--title", "Knee arthroscopy"])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let case = crate::cases::word_after(&out, "case ");
+    let (rt, client) = client_of(&c.doctor, &node);
+    let view = rt.block_on(client.case(&case)).unwrap().unwrap();
+    // The node's own key, wrapped to each wallet exactly as a real one would be.
+    let substitute = |wallet: &str| {
+        let to = Wallet::load(wallet).unwrap().encryption_key();
+        let key = envelope::DataKey::generate().unwrap();
+        let wrapped = envelope::wrap_key(&key, &to, &case_context(&view.description)).unwrap();
+        let body = medledger_api::OwnKey {
+            wrapped_hex: hex::encode(medledger_core::encoding::encode(&wrapped)),
+        };
+        Lie::Answer {
+            path: format!("/v1/cases/{case}/key"),
+            body: serde_json::to_vec(&body).unwrap(),
+        }
+    };
+    let append = ["case", "append", &case, "--wallet", &c.doctor, "--text", "effusion drained"];
+    let share = ["case", "share", &case, "--wallet", &c.patient, "--with", &consultant];
+    for (command, wallet) in [(&append[..], &c.doctor), (&share[..], &c.patient)] {
+        let proxy = KeySwappingProxy::lying(node.port, substitute(wallet));
+        let err = fails(command, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
+        assert!(proxy.lies() > 0, "the proxy did not lie: {err}");
+        assert!(
+            err.contains(&format!("the node serves a key of case {case} for you"))
+                && err.contains("it is not the case's key"),
+            "{err}"
+        );
+        proxy.sent_nothing("under a substituted case key");
+        drop(proxy);
+        ok(command, &env);
+    }
+}
+
 /// A new record's key is wrapped to the patient's emergency key only if the transaction that
 /// set the profile lets break-glass open records: a node whose profile view says it does,
 /// when the patient said not, gets `record add` refused before anything is stored or sent;
@@ -1168,11 +1220,12 @@ fn a_session_started_by_anyone_but_the_devices_patient_gets_no_reading() {
     assert!(node.log_size() > size);
 }
 
-/// A session's secret is wrapped to the device's patient as the device's own registration on
-/// the ledger names them: a node whose device view names another account as the patient gets
-/// `device session start` refused before anything is stored or sent.
+/// A session's secret, and a doctor's thresholds, are sealed to the device's patient as the
+/// device's own registration on the ledger names them: a node whose device view names
+/// another account as the patient gets `device session start` and `device thresholds set`
+/// refused before anything is stored or sent.
 #[test]
-fn a_device_a_node_gives_another_patient_gets_no_session_started() {
+fn a_device_a_node_gives_another_patient_gets_no_session_started_nor_thresholds() {
     let tmp = tempdir();
     let node = Node::start(&tmp.path().join("data"));
     let s = crate::devices::setup(tmp.path(), &node);
@@ -1193,5 +1246,110 @@ fn a_device_a_node_gives_another_patient_gets_no_session_started() {
         )),
         "{err}"
     );
+    assert!(err.contains("no session was started"), "{err}");
     proxy.sent_nothing("through the lying node");
+    drop(proxy);
+
+    // The doctor's thresholds, with another patient named: one the doctor's hospital
+    // registered, whose key the wallet would otherwise seal the bands to.
+    let (_, other) =
+        crate::registry::register_patient(tmp.path(), &node.url, &s.c.hospital, "O. Ther");
+    let lie =
+        Lie::Swap { victim: patient.clone(), attacker: other.clone(), only: "/v1/devices/".into() };
+    let proxy = KeySwappingProxy::lying(node.port, lie);
+    let set = ["device", "thresholds", "set", "--wallet", &s.c.doctor, "--device", &s.device]
+        .into_iter()
+        .chain(["--heart-rate", "55..105,40..140"])
+        .collect::<Vec<_>>();
+    let err = fails(&set, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
+    assert!(proxy.lies() > 0, "the proxy did not lie: {err}");
+    assert!(
+        err.contains(&format!(
+            "the node says device {} is patient {other}'s, but its registration on the ledger names patient {patient}",
+            s.device
+        )) && err.contains("no thresholds were set"),
+        "{err}"
+    );
+    proxy.sent_nothing("thresholds through the lying node");
+    drop(proxy);
+    ok(&set, &[("MEDLEDGER_NODE", node.url.as_str())]);
+}
+
+/// A break-glass reason is sealed to the declaring doctor's hospital as the doctor's own
+/// registration proves it, and a review's finding to the patient the declaring transaction
+/// names: a node that names another hospital in its doctor directory, or another patient in
+/// its view of the break-glass, is handed neither (the real hospital and the real patient
+/// read them). A hospital that is not the doctor's is refused before anything is sent, even
+/// when a node serves it the break-glass as its own to review.
+#[test]
+fn a_break_glass_reason_and_its_review_are_sealed_only_to_whom_the_ledger_proves() {
+    let tmp = tempdir();
+    let node = Node::start(&tmp.path().join("data"));
+    let env = [("MEDLEDGER_NODE", node.url.as_str())];
+    let c = cast(tmp.path(), &node);
+    let (keeper, keeper_account) = crate::portal::keeper_hospital(tmp.path(), &node);
+    let (_, stranger) =
+        crate::registry::register_patient(tmp.path(), &node.url, &c.hospital, "S. Tranger");
+    ok(&["emergency", "profile", "--wallet", &c.patient, "--blood-type", "O-"], &env);
+    let reason = "unconscious after a road accident";
+    let finding = "justified: patient unconscious";
+
+    // The doctor directory names the keeper as the doctor's hospital.
+    let lie = Lie::Swap {
+        victim: c.hospital_account.clone(),
+        attacker: keeper_account.clone(),
+        only: "/v1/doctors".into(),
+    };
+    let proxy = KeySwappingProxy::lying(node.port, lie);
+    let declare = ["emergency", "break-glass", "--wallet", &c.doctor, "--patient", &c.patient_id]
+        .into_iter()
+        .chain(["--code", "unconscious", "--reason", reason])
+        .collect::<Vec<_>>();
+    let out = ok(&declare, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
+    drop(proxy);
+    let bg = crate::emergency::id_of(&out);
+    let show =
+        |wallet: &str| ok(&["emergency", "show", "--wallet", wallet, "--break-glass", &bg], &env);
+    assert!(show(&c.hospital).contains(&format!("unconscious: {reason:?}")), "not the hospital's");
+
+    // A hospital that is not the doctor's, served the view and the declaration as the
+    // doctor's hospital would be: refused by the wallet, nothing sent.
+    let (rt, client) = client_of(&c.hospital, &node);
+    let id = bg.parse().unwrap();
+    let view = serde_json::to_vec(&rt.block_on(client.break_glass(&id)).unwrap()).unwrap();
+    let declared = serde_json::to_vec(&rt.block_on(client.transaction(&id)).unwrap()).unwrap();
+    let lie = Lie::All(vec![
+        Lie::Answer { path: format!("/v1/emergency/break-glass/{bg}"), body: view },
+        Lie::Answer { path: format!("/v1/transactions/{bg}"), body: declared },
+    ]);
+    let proxy = KeySwappingProxy::lying(node.port, lie);
+    let review = |wallet: &str| {
+        ["emergency", "review", "--wallet", wallet, "--break-glass", &bg]
+            .into_iter()
+            .chain(["--finding", finding])
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let args = review(&keeper);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let err = fails(&args, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
+    assert!(proxy.lies() >= 2, "the proxy did not lie: {err}");
+    assert!(err.contains(&format!("not a doctor of this hospital ({keeper_account})")), "{err}");
+    proxy.sent_nothing("a review by a hospital not the doctor's");
+    drop(proxy);
+
+    // The view of the break-glass names another patient.
+    let patient = crate::consent::account_of(&c.patient);
+    let lie = Lie::Swap {
+        victim: patient,
+        attacker: stranger,
+        only: "/v1/emergency/break-glass/".into(),
+    };
+    let proxy = KeySwappingProxy::lying(node.port, lie);
+    let args = review(&c.hospital);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&args, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
+    assert!(proxy.lies() > 0, "the proxy did not lie");
+    drop(proxy);
+    assert!(show(&c.patient).contains(finding), "the finding is not the patient's");
 }
