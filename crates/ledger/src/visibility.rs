@@ -144,6 +144,60 @@ pub fn readable_on_some_basis(
     Ok(false)
 }
 
+/// Whether `who` may see that token `pmr` (`r`) exists at `height` and `time_ms`: its
+/// patient, owner, author or the author's hospital, a custodian of its key, a delegate, or
+/// whom [`readable_on_some_basis`] lets read the record. What a signed GET shows and what a
+/// refusal may tell ([`crate::records`]).
+pub(crate) fn record_seen_by(
+    view: &impl ConsentView,
+    who: &AccountId,
+    pmr: &str,
+    r: &RecordEntry,
+    height: u64,
+    time_ms: u64,
+) -> Result<bool, LedgerError> {
+    if [r.patient, r.owner, r.author, r.hospital].contains(who)
+        || r.sharing.as_ref().is_some_and(|sh| sh.custodians.contains(who))
+        || view.is_delegate(&r.patient, who)?
+    {
+        return Ok(true);
+    }
+    let resource = Resource {
+        patient: r.patient,
+        category: Some(r.category),
+        record: Some(pmr.to_owned()),
+        case: None,
+    };
+    readable_on_some_basis(view, who, &resource, height, time_ms)
+}
+
+/// How far `who` may see case `id` (`c`) at `height` and `time_ms`: its content if
+/// [`readable_on_some_basis`] lets them read it (the patient, delegates, a case grant in
+/// force, its opener and authors unless a deny rule or an inactive key or hospital stops
+/// them); its existence if they opened or wrote in it, or are the hospital of its opener or
+/// of an author. What a signed GET shows and what a refusal may tell ([`crate::cases`]).
+pub(crate) fn case_sight_in(
+    view: &impl ConsentView,
+    who: &AccountId,
+    id: &str,
+    c: &CaseLog,
+    height: u64,
+    time_ms: u64,
+) -> Result<CaseSight, LedgerError> {
+    if readable_on_some_basis(view, who, &case_resource(id, c), height, time_ms)? {
+        return Ok(CaseSight::Content);
+    }
+    if *who == c.opener || c.authors.contains(who) || c.hospital == *who {
+        return Ok(CaseSight::Existence);
+    }
+    for a in &c.authors {
+        if view.account(a)?.and_then(|a| a.hospital).as_ref() == Some(who) {
+            return Ok(CaseSight::Existence);
+        }
+    }
+    Ok(CaseSight::Hidden)
+}
+
 /// What an access to the patient's device data names.
 fn device_data(patient: AccountId) -> Resource {
     Resource { patient, category: Some(RecordCategory::DeviceData), record: None, case: None }
@@ -174,9 +228,8 @@ impl Ledger {
         Ok(who == patient || self.is_delegate(patient, who)?)
     }
 
-    /// Whether `who` may see that token `pmr` (`r`) exists: its patient, owner, author or the
-    /// author's hospital, a custodian of its key, a delegate, or whom [`Ledger::readable_now`]
-    /// lets read the record.
+    /// Whether `who` may see that token `pmr` (`r`) exists now ([`record_seen_by`] at the
+    /// next block at `now_ms`).
     pub fn record_entry_visible_to(
         &self,
         who: &AccountId,
@@ -184,19 +237,9 @@ impl Ledger {
         r: &RecordEntry,
         now_ms: u64,
     ) -> Result<bool, LedgerError> {
-        if [r.patient, r.owner, r.author, r.hospital].contains(who)
-            || r.sharing.as_ref().is_some_and(|sh| sh.custodians.contains(who))
-            || self.is_delegate(&r.patient, who)?
-        {
-            return Ok(true);
-        }
-        let resource = Resource {
-            patient: r.patient,
-            category: Some(r.category),
-            record: Some(pmr.to_owned()),
-            case: None,
-        };
-        self.readable_now(who, &resource, now_ms)
+        let (height, time_ms) = self.next_block_time(now_ms);
+        let view = CommittedView(self.db.begin_read()?);
+        record_seen_by(&view, who, pmr, r, height, time_ms)
     }
 
     /// Token `pmr`, if it exists and `who` may see it
@@ -240,18 +283,9 @@ impl Ledger {
         c: &CaseLog,
         now_ms: u64,
     ) -> Result<CaseSight, LedgerError> {
-        if self.readable_now(who, &case_resource(id, c), now_ms)? {
-            return Ok(CaseSight::Content);
-        }
-        if *who == c.opener || c.authors.contains(who) || c.hospital == *who {
-            return Ok(CaseSight::Existence);
-        }
-        for a in &c.authors {
-            if self.account(a)?.and_then(|a| a.hospital).as_ref() == Some(who) {
-                return Ok(CaseSight::Existence);
-            }
-        }
-        Ok(CaseSight::Hidden)
+        let (height, time_ms) = self.next_block_time(now_ms);
+        let view = CommittedView(self.db.begin_read()?);
+        case_sight_in(&view, who, id, c, height, time_ms)
     }
 
     /// Case `id`, if it exists and `who` may see it at least as far as `needed`.

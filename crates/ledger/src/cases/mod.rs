@@ -57,8 +57,45 @@ use crate::{
     state::{Account, CaseLog, StateTxn},
 };
 
-/// Applies one case transaction for an authenticated signer.
+/// Applies one case transaction for an authenticated signer. A refused transaction that names
+/// a case which does not exist, or which its signer may not see
+/// ([`crate::visibility::case_sight_in`] at this block: Case-IDs carry the Patient-ID and a
+/// count, so they can be guessed), is refused as naming a missing case, whichever check
+/// refused it: a refusal (or a simulation) tells a stranger no more than a signed GET.
 pub(crate) fn apply(
+    state: &mut StateTxn<'_, '_>,
+    signer: &AccountId,
+    signer_account: &Account,
+    tx: &CaseTx,
+) -> HandlerResult {
+    let outcome = apply_seen(state, signer, signer_account, tx)?;
+    let named = match tx {
+        CaseTx::Open(o) => o.follow_up_of.as_deref(),
+        CaseTx::Append { case, .. } | CaseTx::Seal { case, .. } | CaseTx::ShareKey { case, .. } => {
+            Some(case.as_str())
+        }
+    };
+    let Err(refusal) = outcome else { return Ok(outcome) };
+    // (A malformed id keeps its own refusal.)
+    let Some(id) = named.filter(|id| !id.is_empty() && id.len() <= MAX_ID_LEN) else {
+        return Ok(Err(refusal));
+    };
+    let hidden = match state.case(id)? {
+        None => true,
+        Some(c) => {
+            crate::visibility::case_sight_in(state, signer, id, &c, state.height, state.time_ms)?
+                == crate::visibility::CaseSight::Hidden
+        }
+    };
+    Ok(Err(if hidden { missing(id) } else { refusal }))
+}
+
+/// The refusal for a case that does not exist (or that the signer may not see).
+fn missing(id: &str) -> Refusal {
+    Refusal::NotFound { what: format!("case {id}") }
+}
+
+fn apply_seen(
     state: &mut StateTxn<'_, '_>,
     signer: &AccountId,
     signer_account: &Account,
@@ -84,7 +121,7 @@ pub(crate) fn existing(
             reason: format!("a case id is 1 to {MAX_ID_LEN} bytes"),
         }));
     }
-    Ok(state.case(id)?.ok_or_else(|| Refusal::NotFound { what: format!("case {id}") }))
+    Ok(state.case(id)?.ok_or_else(|| missing(id)))
 }
 
 /// Refuses a sealed case.

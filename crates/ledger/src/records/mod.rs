@@ -37,8 +37,53 @@ use crate::{
     state::{Account, RecordEntry, StateTxn},
 };
 
-/// Applies one record transaction for an authenticated signer.
+/// Applies one record transaction for an authenticated signer. A refused transaction that
+/// names a record which does not exist, or which its signer may not see ([`unseen`]), is
+/// refused as naming a missing record, whichever check refused it: what a signed GET does not
+/// tell a stranger, a refusal (or a simulation) does not tell either.
 pub(crate) fn apply(
+    state: &mut StateTxn<'_, '_>,
+    signer: &AccountId,
+    signer_account: &Account,
+    tx: &RecordTx,
+) -> HandlerResult {
+    let outcome = apply_seen(state, signer, signer_account, tx)?;
+    let named = match tx {
+        RecordTx::Mint(m) => m.supersedes.as_deref(),
+        RecordTx::Approve { record, .. }
+        | RecordTx::Transfer { record, .. }
+        | RecordTx::ShareKey { record, .. }
+        | RecordTx::Erase { record }
+        | RecordTx::ReleaseShare { record, .. } => Some(record.as_str()),
+        RecordTx::SetApprovalForAll { .. } => None,
+    };
+    Ok(match (outcome, named) {
+        (Err(refusal), Some(pmr)) => Err(unseen(state, signer, pmr)?.unwrap_or(refusal)),
+        (outcome, _) => outcome,
+    })
+}
+
+/// The refusal of a missing record, if record `pmr` does not exist, or `signer` may not see
+/// it ([`crate::visibility::record_seen_by`] at this block) and is not approved by its owner
+/// to act on it (for that token or all the owner's).
+fn unseen(
+    state: &StateTxn<'_, '_>,
+    signer: &AccountId,
+    pmr: &str,
+) -> Result<Option<Refusal>, LedgerError> {
+    let Some(r) = state.record(pmr)? else { return Ok(Some(missing(pmr))) };
+    let seen = r.approved == Some(*signer)
+        || state.is_operator(&r.owner, signer)?
+        || crate::visibility::record_seen_by(state, signer, pmr, &r, state.height, state.time_ms)?;
+    Ok((!seen).then(|| missing(pmr)))
+}
+
+/// The refusal for a record that does not exist (or that the signer may not see).
+fn missing(pmr: &str) -> Refusal {
+    Refusal::NotFound { what: format!("record {pmr}") }
+}
+
+fn apply_seen(
     state: &mut StateTxn<'_, '_>,
     signer: &AccountId,
     signer_account: &Account,
@@ -66,7 +111,7 @@ pub(crate) fn existing(
     state: &StateTxn<'_, '_>,
     pmr: &str,
 ) -> Result<Result<RecordEntry, Refusal>, LedgerError> {
-    Ok(state.record(pmr)?.ok_or_else(|| Refusal::NotFound { what: format!("record {pmr}") }))
+    Ok(state.record(pmr)?.ok_or_else(|| missing(pmr)))
 }
 
 /// Whether an access names record `r` as it is: with its patient and its category. An access

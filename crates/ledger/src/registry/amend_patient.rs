@@ -2,7 +2,8 @@
 //! birth, phone, attendant): new sealed references replace the registered ones, and the
 //! patient's trail records the correction (which notifies the patient's event stream). Only
 //! that hospital may, while it may act at all (a suspended hospital is refused with the
-//! envelope); another hospital, a doctor, the patient or anyone else is refused.
+//! envelope); another hospital, a doctor, the patient or anyone else is refused (another
+//! hospital as for a Patient-ID that does not exist).
 
 use medledger_core::{
     block::Refusal,
@@ -20,17 +21,12 @@ pub(crate) fn apply(
     t: &AmendPatient,
 ) -> HandlerResult {
     refuse_on!(require_role(signer, Role::Hospital, "amend a patient's registration"));
-    let Some(mut entry) = state.patient(t.patient)? else {
+    // Another hospital is answered as for a Patient-ID that does not exist: whether one does,
+    // and which hospital registered it, is not for it to learn (M4).
+    let entry = state.patient(t.patient)?.filter(|e| e.hospital == *hospital);
+    let Some(mut entry) = entry else {
         return Ok(Err(Refusal::NotFound { what: format!("patient {}", t.patient) }));
     };
-    if entry.hospital != *hospital {
-        return Ok(Err(Refusal::Unauthorised {
-            reason: format!(
-                "only the hospital that registered patient {} ({}) may amend their details",
-                t.patient, entry.hospital
-            ),
-        }));
-    }
     if entry.details == t.details && entry.attendant == t.attendant {
         return Ok(Err(Refusal::Invalid {
             reason: "the amendment changes nothing: both sealed references are the registered ones"

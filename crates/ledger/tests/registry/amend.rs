@@ -72,14 +72,21 @@ fn only_the_registering_hospital_may_amend_and_only_a_real_change() {
     let before = registration(&net, &patient);
 
     let attendant = attendant_of(&patient);
-    for signer in [&mut other, &mut doctor, &mut patient] {
+    // A doctor and the patient are no hospital.
+    for signer in [&mut doctor, &mut patient] {
         let r = net.one(amend(signer, pid, "forged", attendant));
         assert!(matches!(refusal(&r), Refusal::Unauthorised { .. }), "{r:?}");
         signer.nonce -= 1;
     }
-    let r = net.one(amend(&mut hospital, PatientId(1), "nobody", sealed("attendant of nobody")));
-    assert!(matches!(refusal(&r), Refusal::NotFound { .. }), "{r:?}");
-    hospital.nonce -= 1;
+    // Another hospital is told what a Patient-ID nobody holds tells it (M4): nothing of
+    // whether the patient exists, nor of who registered them.
+    let missing = PatientId(if pid.0 == 1 { 2 } else { 1 });
+    for (other_hospital, id) in [(true, pid), (true, missing), (false, missing)] {
+        let signer = if other_hospital { &mut other } else { &mut hospital };
+        let r = net.one(amend(signer, id, "forged", sealed(&format!("attendant of {id}"))));
+        assert_eq!(refusal(&r), &Refusal::NotFound { what: format!("patient {id}") }, "{r:?}");
+        signer.nonce -= 1;
+    }
     let same = hospital.sign(RegistryTx::AmendPatient(AmendPatient {
         patient: pid,
         details: details_of(&patient),

@@ -208,10 +208,14 @@ fn an_append_by_a_doctor_not_authorised_for_the_case_is_refused() {
     applied(&net.one(t));
     let mut stranger = outsider(&mut net);
     let before = case_state(&net, &patient);
+    // Neither may see that the case exists: refused as a missing case would be.
     for who in [&mut colleague, &mut stranger] {
         let t = append_tx(who, &case, head, "x");
-        assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
+        assert_eq!(refusal(&net.one(t)), &Refusal::NotFound { what: format!("case {case}") });
     }
+    // The opener's hospital sees the case exists, and is told why.
+    let t = append_tx(&mut hospital, &case, head, "x");
+    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
     assert_eq!(case_state(&net, &patient), before);
     // A grant for another case, or for research, does not cover this one.
     grant(&mut net, &mut patient, &stranger, Scope::Case(other_case));
@@ -293,11 +297,12 @@ fn only_the_opener_or_the_patient_may_seal_and_at_the_current_head() {
     let head = append(&mut net, &mut writer, &case, first, "1");
     let mut stranger = outsider(&mut net);
     let before = case_state(&net, &patient);
-    // A stranger, and even a doctor who writes in the case, may not seal it.
-    for who in [&mut stranger, &mut writer] {
-        let t = case_tx(CaseTx::Seal { case: case.clone(), head }, who);
-        assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
-    }
+    // A stranger, and even a doctor who writes in the case, may not seal it (the stranger,
+    // who may not see the case, is answered as for a missing one).
+    let t = case_tx(CaseTx::Seal { case: case.clone(), head }, &mut stranger);
+    assert_eq!(refusal(&net.one(t)), &Refusal::NotFound { what: format!("case {case}") });
+    let t = case_tx(CaseTx::Seal { case: case.clone(), head }, &mut writer);
+    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
     // The opener with an old head: refused, the case moved on.
     let t = case_tx(CaseTx::Seal { case: case.clone(), head: first }, &mut doctor);
     assert!(matches!(refusal(&net.one(t)), Refusal::StaleHead { .. }));
@@ -367,7 +372,7 @@ fn only_the_patient_shares_a_case_key_or_the_opener_with_the_patients_consent() 
     let before = case_state(&net, &patient);
     let key = KeyRef { recipient: stranger.account, blob: Hash::of(b"k/stranger") };
     let t = case_tx(CaseTx::ShareKey { case: case.clone(), key }, &mut stranger);
-    assert!(matches!(refusal(&net.one(t)), Refusal::Unauthorised { .. }));
+    assert_eq!(refusal(&net.one(t)), &Refusal::NotFound { what: format!("case {case}") });
     assert_eq!(case_state(&net, &patient), before);
     // The opener alone cannot hand the key to someone the patient has not let in (H2)...
     let key = KeyRef { recipient: colleague.account, blob: Hash::of(b"k/early") };

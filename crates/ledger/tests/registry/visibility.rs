@@ -366,6 +366,94 @@ fn a_case_key_holder_may_fetch_the_cases_open_and_a_stranger_may_not() {
     assert!(!sees(&net, &stranger), "a doctor holding no key");
 }
 
+/// Every record and case transaction that names a record or case, signed by a doctor who may
+/// not see it (another hospital's, no grant), is refused exactly as the same transaction
+/// naming one that does not exist: PMR-IDs and Case-IDs carry the Patient-ID, a date and a
+/// count, so a refusal that said "not the owner" or "not authorised" told a stranger which
+/// exist (and simulating it was free). Once the patient lets the doctor see the record and
+/// the case, the refusals say why again.
+#[test]
+fn a_refusal_tells_a_stranger_no_more_than_a_missing_record_or_case_would() {
+    let (mut net, _, mut doctor, mut patient) = populated();
+    let (mut stranger, _) = outsider(&mut net);
+    let pmr = mint(&mut net, &mut doctor, &patient, None);
+    let (case, head) = open_case(&mut net, &mut doctor, &patient);
+    // A count no record or case of the patient has reached.
+    let (no_pmr, no_case) = (format!("{pmr}9"), format!("{case}9"));
+    let me = stranger.account;
+    let key = |tag: &str| KeyRef { recipient: me, blob: Hash::of(tag.as_bytes()) };
+    let record_txs = |id: &str| {
+        vec![
+            RecordTx::Approve { record: id.into(), approved: Some(me) },
+            RecordTx::Transfer { record: id.into(), to: me },
+            RecordTx::ShareKey { record: id.into(), key: key("k/record") },
+            RecordTx::Erase { record: id.into() },
+            RecordTx::ReleaseShare {
+                record: id.into(),
+                reader: me,
+                purpose: Purpose::Treatment,
+                share: Hash::of(b"share"),
+            },
+            RecordTx::Mint(MintRecord {
+                patient: patient.account,
+                visit_date: VisitDate { year: 2021, month: 1, day: 27 },
+                category: RecordCategory::LabReport,
+                content: Hash::of(format!("content/over/{id}").as_bytes()),
+                size: 1024,
+                metadata: Hash::of(format!("meta/over/{id}").as_bytes()),
+                keys: vec![KeyRef {
+                    recipient: patient.account,
+                    blob: Hash::of(format!("k/over/{id}").as_bytes()),
+                }],
+                supersedes: Some(id.into()),
+                sharing: None,
+            }),
+        ]
+    };
+    let case_txs = |id: &str| {
+        vec![
+            CaseTx::Append { case: id.into(), prev: head, entry: Hash::of(b"entry/stranger") },
+            CaseTx::Seal { case: id.into(), head },
+            CaseTx::ShareKey { case: id.into(), key: key("k/case") },
+            CaseTx::Open(OpenCase {
+                patient: patient.account,
+                description: Hash::of(format!("desc/follow-up/{id}").as_bytes()),
+                keys: vec![KeyRef {
+                    recipient: patient.account,
+                    blob: Hash::of(format!("k/follow-up/{id}").as_bytes()),
+                }],
+                follow_up_of: Some(id.into()),
+            }),
+        ]
+    };
+    let mut refused = |body: TxBody| match net.one(stranger.sign_body(body)).outcome {
+        medledger_core::block::Outcome::Refused { reason } => reason,
+        applied => panic!("applied: {applied:?}"),
+    };
+    let missing = |what: String| Refusal::NotFound { what };
+    for (there, absent) in record_txs(&pmr).into_iter().zip(record_txs(&no_pmr)) {
+        let said = format!("{there:?}");
+        assert_eq!(refused(TxBody::Records(there)), missing(format!("record {pmr}")), "{said}");
+        assert_eq!(refused(TxBody::Records(absent)), missing(format!("record {no_pmr}")), "{said}");
+    }
+    for (there, absent) in case_txs(&case).into_iter().zip(case_txs(&no_case)) {
+        let said = format!("{there:?}");
+        assert_eq!(refused(TxBody::Cases(there)), missing(format!("case {case}")), "{said}");
+        assert_eq!(refused(TxBody::Cases(absent)), missing(format!("case {no_case}")), "{said}");
+    }
+    // Let in for treatment (a grant of everything), the doctor is told why an erasure and a
+    // seal are refused: they are the patient's, and the opener's or the patient's.
+    grant(&mut net, &mut patient, &stranger, Scope::All);
+    let mut refused = |body: TxBody| match net.one(stranger.sign_body(body)).outcome {
+        medledger_core::block::Outcome::Refused { reason } => reason,
+        applied => panic!("applied: {applied:?}"),
+    };
+    let erase = refused(TxBody::Records(RecordTx::Erase { record: pmr.clone() }));
+    assert!(matches!(erase, Refusal::Unauthorised { .. }), "{erase:?}");
+    let seal = refused(TxBody::Cases(CaseTx::Seal { case: case.clone(), head }));
+    assert!(matches!(seal, Refusal::Unauthorised { .. }), "{seal:?}");
+}
+
 fn register_device(device: &Actor, patient: AccountId, signer: &mut Actor) -> SignedTransaction {
     signer.sign_body(TxBody::Devices(DeviceTx::Register(RegisterDevice {
         key: device.key.public_key(),
