@@ -734,6 +734,10 @@ pub struct SharingView {
 pub struct OwnKey {
     /// The wrapped key, hex.
     pub wrapped_hex: String,
+    /// For a case: the transaction that wrapped it (the case's open or a key share), which
+    /// the wallet proves before it seals anything under the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx: Option<Hash>,
 }
 
 /// A key share held by the requester (`GET /v1/records/{pmr}/shares`).

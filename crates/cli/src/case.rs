@@ -166,31 +166,71 @@ fn unwrap(s: &Session, wrapped: &[u8], description: &medledger_core::Hash) -> Re
         .context("this wallet cannot open the case key")
 }
 
-/// This wallet's key of a proven case, as the node serves it wrapped to this wallet. Anyone
-/// can wrap a key of their own to this wallet under the case's context, so for the patient
-/// and the opener it must be the very key the case's open filed for them (its blob named in
-/// the proven open): a node cannot have an entry sealed, or the key shared, under a key it
-/// chose. A key shared to a colleague later (`case share`) is the node's word.
-async fn case_key(s: &Session, case: &ProvenCase) -> Result<DataKey> {
+/// This wallet's key of a proven case, as the node serves it wrapped to this wallet, once the
+/// transaction that wrapped it is proven: the case's proven open, filing this blob for this
+/// wallet, or a key share naming this case, this wallet and this blob, signed by the case's
+/// patient or opener as its open proves them. Anyone can wrap a key of their own to this
+/// wallet under the case's context, so an unproven key is never used: a node cannot have an
+/// entry sealed, or the key shared, under a key it chose. (A share a delegate signed is not
+/// counted: the patient or the opener shares again.)
+/// The case is proven first ([`proven_case`]), once the node says it holds a key for this
+/// wallet at all.
+async fn case_key(s: &Session, id: &str) -> Result<(ProvenCase, DataKey)> {
     let me = s.wallet.account();
-    let id = &case.view.case;
-    let bytes = s.client.own_case_key(id).await?.with_context(|| {
+    let view = fetch_case(s, id).await?;
+    let (bytes, tx) = s.client.own_case_key(id).await?.with_context(|| {
         format!(
             "case {id} has no key wrapped to you ({me}): ask the patient or the doctor who opened it to share it (medledger case share)",
         )
     })?;
-    if let Some(filed) = case.filed.iter().find(|k| k.recipient == me) {
-        let served = medledger_core::Hash::of(&bytes);
-        if served != filed.blob {
-            bail!(
-                "the node serves a key of case {id} for you ({me}) in blob {served}, but the \
-                 case's open filed your key in blob {}: it is not the case's key, and nothing \
-                 is sealed under it or shared",
-                filed.blob
+    let case = proven_case(s, id, view).await?;
+    let blob = medledger_core::Hash::of(&bytes);
+    let proven = async {
+        let tx = tx.context("the node names no transaction that wrapped it")?;
+        let (t, _) = s.proven_transaction(&tx).await?;
+        key_filed_by(&case.view, &t, &me, &blob)
+    };
+    proven.await.with_context(|| {
+        format!(
+            "the key of case {id} the node serves for you ({me}, blob {blob}) is not proven to \
+             be the case's; nothing is sealed under it or shared"
+        )
+    })?;
+    let key = unwrap(s, &bytes, &case.view.description)?;
+    Ok((case, key))
+}
+
+/// Whether the proven transaction `t` wrapped the key of `case` (proven by its open) to `me`
+/// in `blob`: the case's open filing it, or a key share of this case signed by its patient or
+/// opener; what differs, if not.
+fn key_filed_by(
+    case: &CaseView,
+    t: &medledger_core::tx::SignedTransaction,
+    me: &AccountId,
+    blob: &medledger_core::Hash,
+) -> Result<()> {
+    let filed = |k: &KeyRef| k.recipient == *me && k.blob == *blob;
+    match &t.tx.body {
+        TxBody::Cases(CaseTx::Open(o)) if t.hash() == case.open_tx => {
+            anyhow::ensure!(o.keys.iter().any(filed), "the case's open filed no such key for you");
+        }
+        TxBody::Cases(CaseTx::ShareKey { case: shared, key }) => {
+            anyhow::ensure!(
+                *shared == case.case && filed(key),
+                "transaction {} shares another key (case {shared}, to {}, blob {})",
+                t.hash(),
+                key.recipient,
+                key.blob
+            );
+            let signer = t.tx.signer;
+            anyhow::ensure!(
+                signer == case.patient || signer == case.opener,
+                "its key share was signed by {signer}, neither the case's patient nor its opener"
             );
         }
+        _ => bail!("transaction {} neither opens this case nor shares its key", t.hash()),
     }
-    unwrap(s, &bytes, &case.view.description)
+    Ok(())
 }
 
 /// Wraps `key` to `recipient` and uploads it.
@@ -270,15 +310,14 @@ pub(crate) async fn append_entry(
     id: &str,
     text: String,
 ) -> Result<(u64, medledger_core::Hash, Receipt)> {
-    let case = proven_case(s, id).await?;
-    if let Some(seal) = &case.view.sealed {
+    if let Some(seal) = &fetch_case(s, id).await?.sealed {
         bail!(
             "case {id} was sealed at block {}: nothing can be added; open a follow-up case (medledger case open --follow-up-of {id})",
             seal.height
         );
     }
     anyhow::ensure!(!text.trim().is_empty(), "an entry needs some text");
-    let key = case_key(s, &case).await?;
+    let (case, key) = case_key(s, id).await?;
     let sealed = cases::seal_note(&key, &CaseNote { text }, &case_context(&case.view.description))?;
     let entry = records::upload_small(&s.client, sealed).await?;
     let body = TxBody::Cases(CaseTx::Append { case: id.to_owned(), prev: case.view.head, entry });
@@ -332,41 +371,38 @@ async fn seal(s: &Session, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// A case as the node serves it, proven by its open transaction ([`proven_case`]), and the
-/// wrapped keys that open filed.
+/// A case as the node serves it, proven by its open transaction ([`proven_case`]).
 struct ProvenCase {
     view: CaseView,
-    filed: Vec<KeyRef>,
 }
 
-/// Case `id` as the node serves it, once its open transaction, proven, says the same patient,
+/// Case `id` as the node serves it (`view`), once its open transaction, proven, says the same patient,
 /// opener and sealed description (whose hash the case key is wrapped under): only such a
 /// case's key is wrapped to anyone or seals an entry, so that a node cannot have another
 /// case's key handed out under this id. What the open cannot prove is which of the patient's
 /// cases the id numbers.
-async fn proven_case(s: &Session, id: &str) -> Result<ProvenCase> {
-    let view = fetch_case(s, id).await?;
+async fn proven_case(s: &Session, id: &str, view: CaseView) -> Result<ProvenCase> {
     let check = async {
         if view.case != id {
             bail!("the node served case {} for it", view.case);
         }
         let (tx, _) = s.proven_transaction(&view.open_tx).await?;
         let opener = s.client.proven_registration(&tx.tx.signer, &s.anchor).await?;
-        anyhow::Ok(open_says(&view, &tx, opener)?.keys.clone())
+        open_says(&view, &tx, opener)
     };
-    let filed = check.await.with_context(|| {
+    check.await.with_context(|| {
         format!("case {id} is not as its open transaction proves it; its key is not used")
     })?;
-    Ok(ProvenCase { view, filed })
+    Ok(ProvenCase { view })
 }
 
 /// Whether the proven transaction `tx`, whose signer the ledger proves to be `opener`, is the
-/// open of `case` as the node lists it ([`proven_case`]): the open, or what differs.
-fn open_says<'t>(
+/// open of `case` as the node lists it ([`proven_case`]); what differs, if not.
+fn open_says(
     case: &CaseView,
-    tx: &'t medledger_core::tx::SignedTransaction,
+    tx: &medledger_core::tx::SignedTransaction,
     opener: Option<medledger_client::proof::Registered>,
-) -> Result<&'t OpenCase> {
+) -> Result<()> {
     let TxBody::Cases(CaseTx::Open(o)) = &tx.tx.body else {
         bail!("transaction {} opens no case", case.open_tx);
     };
@@ -393,14 +429,13 @@ fn open_says<'t>(
     if o.description != case.description {
         bail!("its open says description {}, the node lists {}", o.description, case.description);
     }
-    Ok(o)
+    Ok(())
 }
 
 /// Wraps this wallet's key of case `id` to `with` and records it (`case share`): the
 /// ledger decides who may share (the patient or the opener) and with whom.
 pub(crate) async fn share_case(s: &Session, id: &str, with: AccountId) -> Result<Receipt> {
-    let case = proven_case(s, id).await?;
-    let key = case_key(s, &case).await?;
+    let (case, key) = case_key(s, id).await?;
     let k = wrap_to(s, &key, with, &case.view.description).await?;
     let receipt = s.submit(TxBody::Cases(CaseTx::ShareKey { case: id.to_owned(), key: k })).await?;
     Ok(receipt)
@@ -767,7 +802,7 @@ pub async fn run(command: CaseCommand) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{open_says, patient_id_of_case, served_as_asked};
+    use super::{key_filed_by, open_says, patient_id_of_case, served_as_asked};
 
     /// A case is as its open says only if patient, opener and description are the open's and
     /// the opener is proven a doctor of the listed hospital.
@@ -832,6 +867,71 @@ mod tests {
             let err = open_says(&case, &tx, opener).unwrap_err().to_string();
             assert!(err.contains("whom the ledger does not prove a doctor"), "{opener:?}: {err}");
         }
+    }
+
+    /// A case key counts only as filed for the wallet by the case's proven open, or shared to
+    /// it for this case, in this blob, by the case's patient or opener.
+    #[test]
+    fn a_case_key_counts_only_as_its_open_or_a_share_by_the_patient_or_opener_filed_it() {
+        use medledger_core::{
+            Hash,
+            ids::AccountId,
+            keys::SigningKey,
+            tx::{
+                CaseTx, SignedTransaction, Transaction, TxBody, cases::OpenCase, records::KeyRef,
+            },
+        };
+        let account = |k: &SigningKey| AccountId::from_initial_key(&k.public_key());
+        let [doctor, patient, me, stranger] = [(); 4].map(|_| SigningKey::generate());
+        let sign = |by: &SigningKey, body: CaseTx| -> SignedTransaction {
+            Transaction {
+                chain_id: "test".into(),
+                signer: account(by),
+                nonce: 1,
+                body: TxBody::Cases(body),
+            }
+            .sign(by)
+        };
+        let blob = Hash::of(b"my wrapped key");
+        let mine = KeyRef { recipient: account(&me), blob };
+        let open = sign(
+            &doctor,
+            CaseTx::Open(OpenCase {
+                patient: account(&patient),
+                description: Hash::of(b"sealed description"),
+                keys: vec![mine.clone()],
+                follow_up_of: None,
+            }),
+        );
+        let mut case: medledger_api::CaseView = serde_json::from_value(serde_json::json!({
+            "case": "C85437-1", "patient": account(&patient), "opener": account(&doctor),
+            "hospital": account(&stranger), "description": Hash::of(b"sealed description"),
+            "follow_up_of": null, "follow_ups": [], "opened_at": 2, "opened_time_ms": 1,
+            "open_tx": open.hash(), "first_head": Hash::default(), "head": Hash::default(),
+            "entries": 0, "authors": [], "sealed": null, "keys": [],
+        }))
+        .unwrap();
+        let me = account(&me);
+        key_filed_by(&case, &open, &me, &blob).unwrap();
+        let err = key_filed_by(&case, &open, &me, &Hash::of(b"another blob")).unwrap_err();
+        assert!(err.to_string().contains("filed no such key"), "{err}");
+        let share = |by: &SigningKey, case: &str, key: &KeyRef| {
+            sign(by, CaseTx::ShareKey { case: case.into(), key: key.clone() })
+        };
+        for by in [&patient, &doctor] {
+            key_filed_by(&case, &share(by, "C85437-1", &mine), &me, &blob).unwrap();
+        }
+        let err = key_filed_by(&case, &share(&stranger, "C85437-1", &mine), &me, &blob);
+        assert!(err.unwrap_err().to_string().contains("neither the case's patient nor its opener"));
+        let other = KeyRef { recipient: account(&stranger), blob };
+        for t in [share(&patient, "C85437-2", &mine), share(&patient, "C85437-1", &other)] {
+            let err = key_filed_by(&case, &t, &me, &blob).unwrap_err();
+            assert!(err.to_string().contains("shares another key"), "{err}");
+        }
+        // Another case's open, with the key filed for this wallet, proves nothing here.
+        case.open_tx = Hash::of(b"another open");
+        let err = key_filed_by(&case, &open, &me, &blob).unwrap_err();
+        assert!(err.to_string().contains("neither opens this case nor shares its key"), "{err}");
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Who a committed transaction concerns, per kind, in one exhaustive function: what decides
 //! who may fetch a transaction by hash (security review M7: a grant says who treats whom, a
 //! break-glass carries a sealed reason). The parties are the signer, the accounts it names
-//! or acts on (for a case's open, whoever holds the case's key now), and the patient it
-//! concerns; the patient's delegates, the patient's registering hospital and the regulator
-//! may see it too.
+//! or acts on, and the patient it concerns; the patient's delegates, the patient's
+//! registering hospital and the regulator may see it too, and a case's open whoever holds
+//! the case's key while they may see the case.
 
 use medledger_core::{
     Hash,
@@ -187,17 +187,7 @@ impl Ledger {
                 EmergencyTx::SetWindow { .. } => None,
             },
             TxBody::Cases(c) => match c {
-                CaseTx::Open(o) => {
-                    // Whoever holds the case's key (wrapped to them by the patient or the
-                    // opener) proves the case by its open before sealing an entry under the
-                    // key: the open shows nothing the case's view does not show them.
-                    if let Outcome::Applied { created: Some(Created::Case { case, .. }) } =
-                        &receipt.outcome
-                    {
-                        accounts.extend(self.case_keys(case)?.into_iter().map(|(a, _)| a));
-                    }
-                    Some(o.patient)
-                }
+                CaseTx::Open(o) => Some(o.patient),
                 CaseTx::ShareKey { case, key } => {
                     accounts.push(key.recipient);
                     self.case(case)?.map(|l| l.patient)
@@ -251,12 +241,27 @@ impl Ledger {
         who: &AccountId,
         tx: &SignedTransaction,
         receipt: &Receipt,
+        now_ms: u64,
     ) -> Result<bool, LedgerError> {
         if *who == self.genesis().regulator() {
             return Ok(true);
         }
         let parties = self.parties(tx, receipt)?;
         if parties.accounts.contains(who) || parties.patient.as_ref() == Some(who) {
+            return Ok(true);
+        }
+        // Whoever holds a case's key (a doctor the patient shared it with) proves the case by
+        // its open before sealing an entry under the key, while they may see the case now:
+        // the open shows nothing the case's view does not show them.
+        if let (
+            TxBody::Cases(CaseTx::Open(_)),
+            Outcome::Applied { created: Some(Created::Case { case, .. }) },
+        ) = (&tx.tx.body, &receipt.outcome)
+            && self.case_key(case, who)?.is_some()
+            && self
+                .case_visible_to(who, case, crate::visibility::CaseSight::Existence, now_ms)?
+                .is_some()
+        {
             return Ok(true);
         }
         let Some(patient) = parties.patient else { return Ok(false) };

@@ -950,6 +950,7 @@ fn a_record_a_node_relabels_or_passes_off_as_another_gets_no_key_wrapped() {
     let (note_view, lab_view) = (view(&note), view(&lab));
     let note_key = medledger_api::OwnKey {
         wrapped_hex: hex::encode(rt.block_on(client.own_wrapped_key(&note)).unwrap().unwrap()),
+        tx: None,
     };
     let note_key = serde_json::to_vec(&note_key).unwrap();
     let at = |pmr: &str| format!("/v1/records/{pmr}");
@@ -1038,9 +1039,8 @@ fn a_case_a_node_passes_off_as_another_gets_no_key_wrapped() {
     let (rt, client) = client_of(&c.patient, &node);
     let knee_view = rt.block_on(client.case(&knee)).unwrap().unwrap();
     let psych_view = rt.block_on(client.case(&psych)).unwrap().unwrap();
-    let psych_key = medledger_api::OwnKey {
-        wrapped_hex: hex::encode(rt.block_on(client.own_case_key(&psych)).unwrap().unwrap()),
-    };
+    let (psych_bytes, psych_tx) = rt.block_on(client.own_case_key(&psych)).unwrap().unwrap();
+    let psych_key = medledger_api::OwnKey { wrapped_hex: hex::encode(psych_bytes), tx: psych_tx };
     let swapped = edited(&knee_view, |v| {
         v["description"] = serde_json::to_value(psych_view.description).unwrap();
     });
@@ -1068,10 +1068,13 @@ fn a_case_a_node_passes_off_as_another_gets_no_key_wrapped() {
     assert!(out.contains(&format!("case {knee}: key wrapped to {consultant}")), "{out}");
 }
 
-/// A case's opener seals an entry, and its patient shares the case, only under the key the
-/// case's open filed for them: a node that serves a key of its own choosing, wrapped to the
-/// opener (or the patient) under the case's context, gets no entry sealed under it and no
-/// share; nothing is stored or sent. Straight to the node, both go through.
+/// A case's opener seals an entry, and its patient shares the case, only under a key whose
+/// wrapping transaction the wallet proves (the case's open, or a key share by the case's
+/// patient or opener): a node that serves a key of its own choosing, wrapped to the wallet
+/// under the case's context, naming the case's real open or no transaction, gets no entry
+/// sealed under it and no share; nothing is stored or sent. Straight to the node both go
+/// through, also after the patient shared the key again to the opener (the open's blob is
+/// then replaced, and the share proves the new one).
 #[test]
 fn a_case_key_a_node_substitutes_seals_no_entry_and_is_not_shared() {
     use medledger_client::{Wallet, cases::case_context, envelope};
@@ -1090,13 +1093,15 @@ fn a_case_key_a_node_substitutes_seals_no_entry_and_is_not_shared() {
     let case = crate::cases::word_after(&out, "case ");
     let (rt, client) = client_of(&c.doctor, &node);
     let view = rt.block_on(client.case(&case)).unwrap().unwrap();
-    // The node's own key, wrapped to each wallet exactly as a real one would be.
-    let substitute = |wallet: &str| {
+    // The node's own key, wrapped to each wallet exactly as a real one would be, said to be
+    // wrapped by the case's real open, or by nothing.
+    let substitute = |wallet: &str, tx: Option<medledger_core::Hash>| {
         let to = Wallet::load(wallet).unwrap().encryption_key();
         let key = envelope::DataKey::generate().unwrap();
         let wrapped = envelope::wrap_key(&key, &to, &case_context(&view.description)).unwrap();
         let body = medledger_api::OwnKey {
             wrapped_hex: hex::encode(medledger_core::encoding::encode(&wrapped)),
+            tx,
         };
         Lie::Answer {
             path: format!("/v1/cases/{case}/key"),
@@ -1106,18 +1111,27 @@ fn a_case_key_a_node_substitutes_seals_no_entry_and_is_not_shared() {
     let append = ["case", "append", &case, "--wallet", &c.doctor, "--text", "effusion drained"];
     let share = ["case", "share", &case, "--wallet", &c.patient, "--with", &consultant];
     for (command, wallet) in [(&append[..], &c.doctor), (&share[..], &c.patient)] {
-        let proxy = KeySwappingProxy::lying(node.port, substitute(wallet));
-        let err = fails(command, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
-        assert!(proxy.lies() > 0, "the proxy did not lie: {err}");
-        assert!(
-            err.contains(&format!("the node serves a key of case {case} for you"))
-                && err.contains("it is not the case's key"),
-            "{err}"
-        );
-        proxy.sent_nothing("under a substituted case key");
-        drop(proxy);
+        for (tx, said) in
+            [(Some(view.open_tx), "filed no such key"), (None, "names no transaction")]
+        {
+            let proxy = KeySwappingProxy::lying(node.port, substitute(wallet, tx));
+            let err = fails(command, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
+            assert!(proxy.lies() > 0, "the proxy did not lie: {err}");
+            assert!(
+                err.contains(&format!("the key of case {case} the node serves for you"))
+                    && err.contains("is not proven to be the case's")
+                    && err.contains(said),
+                "{err}"
+            );
+            proxy.sent_nothing("under a substituted case key");
+            drop(proxy);
+        }
         ok(command, &env);
     }
+    // The patient shares the key to the opener again: the opener's key is now the share's.
+    let doctor = crate::consent::account_of(&c.doctor);
+    ok(&["case", "share", &case, "--wallet", &c.patient, "--with", &doctor], &env);
+    ok(&["case", "append", &case, "--wallet", &c.doctor, "--text", "second look"], &env);
 }
 
 /// A new record's key is wrapped to the patient's emergency key only if the transaction that

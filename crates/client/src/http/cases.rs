@@ -3,7 +3,7 @@
 //! checks, not here).
 
 use medledger_api::{CaseRead, CaseView, OwnKey, paths};
-use medledger_core::{encoding, ids::AccountId, tx::SignedTransaction};
+use medledger_core::{Hash, encoding, ids::AccountId, tx::SignedTransaction};
 
 use super::NodeClient;
 use crate::{
@@ -25,13 +25,17 @@ impl NodeClient {
         self.get_optional(&format!("{}/{id}", paths::CASES)).await
     }
 
-    /// The case key wrapped to this client's signer, if any.
-    pub async fn own_case_key(&self, id: &str) -> Result<Option<Vec<u8>>, ClientError> {
+    /// The case key wrapped to this client's signer, if any, and the transaction the node
+    /// says wrapped it (unproven).
+    pub async fn own_case_key(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Vec<u8>, Option<Hash>)>, ClientError> {
         let path = format!("{}/{id}/key", paths::CASES);
         let Some(k) = self.get_optional::<OwnKey>(&path).await? else {
             return Ok(None);
         };
-        hex::decode(&k.wrapped_hex).map(Some).map_err(|e| {
+        hex::decode(&k.wrapped_hex).map(|bytes| Some((bytes, k.tx))).map_err(|e| {
             ClientError::Http(HttpError::BadResponse {
                 url: self.url(&path),
                 reason: e.to_string(),

@@ -128,6 +128,26 @@ impl Ledger {
         Ok(table.get(keys::str_account(id, recipient).as_slice())?.map(|v| Hash(*v.value())))
     }
 
+    /// The blob holding case `id`'s key wrapped to `recipient`, and the transaction that
+    /// wrapped it (the case's open or a key share), if there is one.
+    pub fn case_key_and_tx(
+        &self,
+        id: &str,
+        recipient: &AccountId,
+    ) -> Result<Option<(Hash, Hash)>, LedgerError> {
+        let read = self.db.begin_read()?;
+        let key = keys::str_account(id, recipient);
+        let Some(blob) = read.open_table(CASE_KEYS)?.get(key.as_slice())?.map(|v| Hash(*v.value()))
+        else {
+            return Ok(None);
+        };
+        let tx = read.open_table(CASE_KEY_TXS)?.get(key.as_slice())?.map(|v| Hash(*v.value()));
+        let tx = tx.ok_or_else(|| {
+            LedgerError::Corrupt(format!("case {id}'s key of {recipient} has no transaction"))
+        })?;
+        Ok(Some((blob, tx)))
+    }
+
     /// Every transaction of case `id` (open, appends, seal) with its receipt and block header,
     /// from one snapshot of committed state, or `None` if there is no such case.
     pub fn case_transactions(&self, id: &str) -> Result<Option<CaseTransactions>, LedgerError> {

@@ -110,8 +110,9 @@ impl StateTxn<'_, '_> {
         Ok(())
     }
 
-    /// Records that `recipient` can unwrap case `id`'s key from blob `blob`, and that the blob
-    /// is referenced (a replaced key's blob is no longer).
+    /// Records that `recipient` can unwrap case `id`'s key from blob `blob`, wrapped by the
+    /// transaction being applied, and that the blob is referenced (a replaced key's blob is no
+    /// longer).
     pub fn put_case_key(
         &mut self,
         id: &str,
@@ -119,6 +120,8 @@ impl StateTxn<'_, '_> {
         blob: &Hash,
     ) -> Result<(), LedgerError> {
         let key = keys::str_account(id, recipient);
+        let tx = self.tx_hash;
+        self.write().case_key_txs().put(key.as_slice(), &tx.0)?;
         if let Some(old) = self.write().case_keys().put(key.as_slice(), &blob.0)? {
             self.remove_blob_ref(&Hash(old), id)?;
         }

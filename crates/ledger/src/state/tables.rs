@@ -579,6 +579,9 @@ state_tables! {
     cases_by_patient: CASES_BY_PATIENT = "cases_by_patient" <&'static [u8], ()> Index;
     /// Wrapped case keys: case id || 0 || recipient -> the wrapped-key blob's hash.
     case_keys: CASE_KEYS = "case_keys" <&'static [u8], &'static [u8; 32]> State;
+    /// The transaction that wrapped each case key (the case's open or a key share), keyed as
+    /// `case_keys`, so that a wallet can prove the key it seals an entry under.
+    case_key_txs: CASE_KEY_TXS = "case_key_txs" <&'static [u8], &'static [u8; 32]> State;
 
     /// Devices by account.
     devices: DEVICES = "devices" <&'static [u8; 20], &'static [u8]> State;

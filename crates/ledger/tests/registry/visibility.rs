@@ -328,11 +328,12 @@ fn a_case_author_reads_it_and_their_hospital_sees_it_exists() {
     assert_eq!(case_sight(&net, &doctor, &case), CaseSight::Content);
 }
 
-/// A case's open is served to whoever holds the case's key now (a doctor the patient shared
-/// it with proves the case by it before writing), and not to a doctor of another hospital
-/// who holds none, nor to that doctor's hospital.
+/// A case's open is served to whoever holds the case's key while they may see the case (a
+/// doctor the patient shared it with proves the case by it before writing), and not to a
+/// doctor of another hospital who holds none, nor to that doctor's hospital, nor to a key
+/// holder whose grant was revoked. The ledger names the transaction that wrapped each key.
 #[test]
-fn a_case_key_holder_may_fetch_the_cases_open_and_a_stranger_may_not() {
+fn a_case_key_holder_may_fetch_the_cases_open_while_seeing_the_case_and_a_stranger_may_not() {
     let (mut net, _, mut doctor, mut patient) = populated();
     let (second, second_hospital) = outsider(&mut net);
     let (stranger, _) = outsider(&mut net);
@@ -350,20 +351,34 @@ fn a_case_key_holder_may_fetch_the_cases_open_and_a_stranger_may_not() {
         panic!("expected a case, got {receipt:?}")
     };
     let sees = |net: &Net, who: &Actor| {
-        net.ledger.may_see_transaction(&who.account, &t, &receipt).unwrap()
+        net.ledger.may_see_transaction(&who.account, &t, &receipt, now(net)).unwrap()
     };
     assert!(sees(&net, &doctor) && sees(&net, &patient), "the opener and the patient");
     for who in [&second, &second_hospital, &stranger] {
         assert!(!sees(&net, who), "no key yet");
     }
     let share = patient.sign_body(TxBody::Cases(CaseTx::ShareKey {
-        case,
+        case: case.clone(),
         key: KeyRef { recipient: second.account, blob: Hash::of(b"case key/s") },
     }));
+    let shared = share.hash();
     applied(&net.one(share));
-    assert!(sees(&net, &second), "the doctor the patient shared the key with");
+    assert_eq!(
+        net.ledger.case_key_and_tx(&case, &second.account).unwrap(),
+        Some((Hash::of(b"case key/s"), shared))
+    );
+    assert_eq!(
+        net.ledger.case_key_and_tx(&case, &doctor.account).unwrap(),
+        Some((Hash::of(b"case key/o"), t.hash()))
+    );
+    assert!(!sees(&net, &second), "a key, but no sight of the case");
+    let id = grant(&mut net, &mut patient, &second, Scope::Case(case.clone()));
+    assert!(sees(&net, &second), "the doctor the patient shared the key with, let in");
     assert!(!sees(&net, &second_hospital), "that doctor's hospital holds no key");
     assert!(!sees(&net, &stranger), "a doctor holding no key");
+    let t = patient.sign_body(TxBody::Consent(ConsentTx::Revoke { grant: id }));
+    applied(&net.one(t));
+    assert!(!sees(&net, &second), "a revocation bites at once");
 }
 
 /// Every record and case transaction that names a record or case, signed by a doctor who may

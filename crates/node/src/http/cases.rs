@@ -98,7 +98,8 @@ async fn case(
 }
 
 /// `GET /v1/cases/{id}/key`: the case key wrapped to the signer, for a doctor who writes in
-/// the case or an exporter. Useless without the content, which only the audited read serves.
+/// the case or an exporter, with the transaction that wrapped it. Useless without the
+/// content, which only the audited read serves.
 async fn own_key(
     State(state): State<AppState>,
     Signed(requester): Signed,
@@ -106,10 +107,10 @@ async fn own_key(
 ) -> ApiResult<OwnKey> {
     visible_case(&state, &requester, &id, CaseSight::Existence)?;
     let no_key = || not_found(format!("no key of case {id} is wrapped to {requester}"));
-    let blob = state.ledger.case_key(&id, &requester)?.ok_or_else(no_key)?;
+    let (blob, tx) = state.ledger.case_key_and_tx(&id, &requester)?.ok_or_else(no_key)?;
     state.replicas.ensure_present([blob]).await;
     let bytes = state.vault.get(&blob).map_err(vault_error)?.ok_or_else(no_key)?;
-    Ok(Json(OwnKey { wrapped_hex: hex::encode(bytes) }))
+    Ok(Json(OwnKey { wrapped_hex: hex::encode(bytes), tx: Some(tx) }))
 }
 
 /// `POST /v1/cases/{id}/read`: the audited read ([`crate::audited`]) of a case. The body is

@@ -43,8 +43,9 @@ pub(crate) fn routes() -> Router<AppState> {
 
 /// A committed transaction with its receipt and inclusion proof, only to its parties
 /// (`Ledger::may_see_transaction`: the signer, the accounts it names, the patient it concerns
-/// and their delegates and hospital, the regulator); anyone else gets the answer of a hash
-/// that is not in the ledger (security review M7).
+/// and their delegates and hospital, the regulator; a case's open, whoever holds the case's
+/// key while they may see the case); anyone else gets the answer of a hash that is not in the
+/// ledger (security review M7).
 async fn transaction(
     State(state): State<AppState>,
     Signed(requester): Signed,
@@ -53,7 +54,8 @@ async fn transaction(
     let hash = parse_hash(&hash)?;
     let missing = || not_found(format!("no transaction {hash}"));
     let record = state.ledger.transaction(&hash)?.ok_or_else(missing)?;
-    if !state.ledger.may_see_transaction(&requester, &record.tx, &record.receipt)? {
+    let now = crate::admission::now_ms();
+    if !state.ledger.may_see_transaction(&requester, &record.tx, &record.receipt, now)? {
         return Err(missing());
     }
     Ok(Json(views::tx_proof(&state, record)?))

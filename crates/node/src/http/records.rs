@@ -400,7 +400,7 @@ async fn own_key(
     let blob = state.ledger.record_key(&pmr, &requester)?.ok_or_else(no_key)?;
     state.replicas.ensure_present([blob]).await;
     let bytes = state.vault.get(&blob).map_err(vault_error)?.ok_or_else(no_key)?;
-    Ok(Json(OwnKey { wrapped_hex: hex::encode(bytes) }))
+    Ok(Json(OwnKey { wrapped_hex: hex::encode(bytes), tx: None }))
 }
 
 /// `GET /v1/records/{pmr}/shares`: the key shares the requester holds (a custodian its own;
