@@ -243,6 +243,20 @@ pub(crate) async fn break_glass(
     Ok(BreakGlass { id, until_ms, patient: account, receipt })
 }
 
+/// The patient of break-glass `id` as its declaring transaction proves it (the node's view is
+/// asked first, for its refusals: an ended or unknown break-glass): an access under it names
+/// that patient, so that a node cannot have the doctor's access land in another patient's
+/// trail.
+pub(crate) async fn patient_of(s: &Session, id: &Hash) -> Result<AccountId> {
+    s.client.break_glass(id).await?;
+    let (patient, _) = s
+        .client
+        .proven_break_glass(id, &s.anchor)
+        .await
+        .with_context(|| format!("proving break-glass {id}; nothing was read"))?;
+    Ok(patient)
+}
+
 /// Files this wallet's (a hospital's) review of break-glass `id`: the finding sealed to the
 /// patient the declaring transaction names and to this hospital, which the declaring doctor's
 /// registration must prove to be the doctor's, and to the regulator. Nothing is taken from
@@ -323,12 +337,18 @@ fn print_profile(p: &ProfileContent) {
 /// time, ms).
 pub(crate) async fn recover_key(s: &Session, id: &Hash) -> Result<(AccountId, EmergencyKey, u64)> {
     let bg = s.client.break_glass(id).await?;
-    if bg.doctor != s.wallet.account() {
-        bail!("break-glass {id} was declared by {}, not by this wallet", bg.doctor);
+    // The patient and the doctor as the declaring transaction proves them.
+    let (patient, doctor) = s
+        .client
+        .proven_break_glass(id, &s.anchor)
+        .await
+        .with_context(|| format!("proving break-glass {id}; nothing was opened"))?;
+    if doctor != s.wallet.account() {
+        bail!("break-glass {id} was declared by {doctor}, not by this wallet");
     }
     let view = s
         .client
-        .emergency_profile(&bg.patient)
+        .emergency_profile(&patient)
         .await?
         .context("the patient has no emergency profile")?;
     if bg.released.len() < usize::from(view.threshold.max(1)) {
@@ -345,7 +365,7 @@ pub(crate) async fn recover_key(s: &Session, id: &Hash) -> Result<(AccountId, Em
         .map(|(_, hex_piece)| {
             let piece: EscrowPiece =
                 encoding::decode("escrow piece", &hex::decode(hex_piece)?, 4096)?;
-            Ok(open_piece(&piece, &s.identity.decryption, &bg.patient)?)
+            Ok(open_piece(&piece, &s.identity.decryption, &patient)?)
         })
         .collect::<Result<Vec<_>>>()
         .context("a released piece does not open with this wallet")?;
@@ -353,7 +373,7 @@ pub(crate) async fn recover_key(s: &Session, id: &Hash) -> Result<(AccountId, Em
     if key.check() != view.key_check {
         bail!("the released pieces do not give the patient's emergency key");
     }
-    Ok((bg.patient, key, bg.until_ms))
+    Ok((patient, key, bg.until_ms))
 }
 
 /// Wraps the key of every record of `patient` that this wallet holds (each version, erased

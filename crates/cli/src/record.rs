@@ -520,7 +520,7 @@ async fn through_overview(
     id: &Hash,
     purpose: Purpose,
 ) -> Result<RecordView> {
-    let patient = s.client.break_glass(id).await?.patient;
+    let patient = crate::emergency::patient_of(s, id).await?;
     let access = s
         .build(TxBody::Access(AccessTx {
             resource: Resource { patient, category: None, record: None, case: None },

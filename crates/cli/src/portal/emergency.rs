@@ -378,10 +378,10 @@ async fn overview(State(p): State<Portal>, Form(f): Form<BreakGlassIdForm>) -> R
         Ok(u) => u,
         Err(stop) => return stop.into_response(),
     };
-    // The patient is the break-glass's own, as the ledger holds it.
+    // The patient is the break-glass's own, as its declaring transaction proves it.
     let listed = async {
         let id = break_glass_id(&f.break_glass)?;
-        let patient = u.session.client.break_glass(&id).await?.patient.to_string();
+        let patient = crate::emergency::patient_of(&u.session, &id).await?.to_string();
         let o = crate::emergency::overview(&u.session, &patient, Purpose::Emergency).await?;
         anyhow::Ok((patient, o))
     }

@@ -273,6 +273,7 @@ fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
 /// key, a second doctor with the escrowed emergency key.
 #[test]
 fn break_glass_opens_records_minted_before_and_after_the_profile_for_any_doctor() {
+    use crate::wallet_trust::{KeySwappingProxy, Lie};
     let tmp = tempdir();
     let node = Node::start(&tmp.path().join("data"));
     let c = cast(tmp.path(), &node);
@@ -302,6 +303,8 @@ fn break_glass_opens_records_minted_before_and_after_the_profile_for_any_doctor(
     );
     assert!(out.contains("1 existing record(s) wrapped to the emergency key"), "{out}");
     let b = add("b.txt", b"B: written after the emergency profile");
+    let (_, stranger) =
+        crate::registry::register_patient(tmp.path(), url, &c.hospital, "S. Tranger");
 
     let colleague = crate::registry::wallet(tmp.path(), "colleague", url);
     ok(
@@ -335,10 +338,25 @@ fn break_glass_opens_records_minted_before_and_after_the_profile_for_any_doctor(
         ] {
             let back = tmp.path().join(format!("{pmr}.back"));
             let back_s = back.display().to_string();
+            // The colleague, who may not see the record, finds it through the audited overview:
+            // the first read goes through a node whose view of the break-glass names another
+            // patient, and the access still names the patient the declaration proves.
+            let proxy = (pmr == &a && *reader == colleague).then(|| {
+                KeySwappingProxy::lying(
+                    node.port,
+                    Lie::Swap {
+                        victim: crate::consent::account_of(&c.patient),
+                        attacker: stranger.clone(),
+                        only: "/v1/emergency/break-glass/".into(),
+                    },
+                )
+            });
+            let via = proxy.as_ref().map_or(url, |p| p.url.as_str());
             let out = ok(
                 &["record", "get", pmr, "--wallet", reader, "--break-glass", &bg, "-o", &back_s],
-                &env,
+                &[("MEDLEDGER_NODE", via)],
             );
+            assert!(proxy.is_none_or(|p| p.lies() > 0), "the proxy did not lie");
             assert!(out.contains("verified"), "{out}");
             assert_eq!(std::fs::read(&back).unwrap(), content, "{pmr} read by {reader}");
             std::fs::remove_file(&back).unwrap();
