@@ -186,7 +186,10 @@ async fn case_key(s: &Session, id: &str) -> Result<(ProvenCase, DataKey)> {
     let case = proven_case(s, id, view).await?;
     let blob = medledger_core::Hash::of(&bytes);
     let proven = async {
-        let tx = tx.context("the node names no transaction that wrapped it")?;
+        let tx = tx.context(
+            "the node names no transaction that wrapped it (a key wrapped before the ledger kept \
+             one must be shared again by the patient or the opener)",
+        )?;
         let (t, _) = s.proven_transaction(&tx).await?;
         key_filed_by(&case.view, &t, &me, &blob)
     };
@@ -436,6 +439,16 @@ fn open_says(
 /// ledger decides who may share (the patient or the opener) and with whom.
 pub(crate) async fn share_case(s: &Session, id: &str, with: AccountId) -> Result<Receipt> {
     let (case, key) = case_key(s, id).await?;
+    // Wallets prove a shared key only by a share the patient or the opener signed; a share a
+    // delegate signed (which the ledger takes, replacing the recipient's key) would leave
+    // the recipient with a key no wallet uses.
+    let me = s.wallet.account();
+    if me != case.view.patient && me != case.view.opener {
+        bail!(
+            "only case {id}'s patient or the doctor who opened it shares its key (wallets use a \
+             shared key only as one of them shared it); nothing was shared"
+        );
+    }
     let k = wrap_to(s, &key, with, &case.view.description).await?;
     let receipt = s.submit(TxBody::Cases(CaseTx::ShareKey { case: id.to_owned(), key: k })).await?;
     Ok(receipt)

@@ -57,13 +57,13 @@ pub(crate) fn apply(
     if !patient.is_some_and(|p| p.role == Role::Patient) {
         return Ok(Err(Refusal::NotFound { what: format!("patient {}", tx.resource.patient) }));
     }
-    // A named case must be the patient's.
+    // A named case must be the patient's: one named with another patient is refused as a
+    // missing case would be, telling nothing of whether it exists or whose it is (as the
+    // audited read route answers it).
     if let Some(id) = &tx.resource.case {
         let c = refuse_on!(cases::existing(state, id)?);
         if c.patient != tx.resource.patient {
-            return Ok(Err(Refusal::Invalid {
-                reason: format!("case {id} is not a case of patient {}", tx.resource.patient),
-            }));
+            return Ok(Err(Refusal::NotFound { what: format!("case {id}") }));
         }
     }
     let decision = authorize(

@@ -275,6 +275,8 @@ impl Ledger {
                     || read.open_table(REGISTRATION_BLOBS).is_err()
                     || read.open_table(NETWORK).is_err()
                     || read.open_table(CASE_KEYS).is_err()
+                    || read.open_table(CASE_KEY_TXS).is_err()
+                    || read.open_table(RESEARCH_READS).is_err()
                     || read.open_table(DEVICE_BLOBS).is_err()
                     || read.open_table(NODE_IDS).is_err(),
                 no_registrations,

@@ -1132,6 +1132,17 @@ fn a_case_key_a_node_substitutes_seals_no_entry_and_is_not_shared() {
     let doctor = crate::consent::account_of(&c.doctor);
     ok(&["case", "share", &case, "--wallet", &c.patient, "--with", &doctor], &env);
     ok(&["case", "append", &case, "--wallet", &c.doctor, "--text", "second look"], &env);
+    // A delegate the patient gave the key does not pass it on (the ledger would take it and
+    // replace the opener's key with one no wallet uses): refused, nothing sent.
+    let (delegate, delegate_account) =
+        crate::registry::register_patient(tmp.path(), &node.url, &c.hospital, "D. Elegate");
+    ok(&["consent", "delegate", &delegate_account, "--wallet", &c.patient], &env);
+    ok(&["case", "share", &case, "--wallet", &c.patient, "--with", &delegate_account], &env);
+    let size = node.log_size();
+    let err = fails(&["case", "share", &case, "--wallet", &delegate, "--with", &doctor], &env);
+    assert!(err.contains("only case") && err.contains("nothing was shared"), "{err}");
+    assert_eq!(node.log_size(), size, "a delegate's share reached the log");
+    ok(&["case", "append", &case, "--wallet", &c.doctor, "--text", "third look"], &env);
 }
 
 /// A new record's key is wrapped to the patient's emergency key only if the transaction that

@@ -91,7 +91,7 @@ pub(crate) fn apply(
 }
 
 /// The refusal for a case that does not exist (or that the signer may not see).
-fn missing(id: &str) -> Refusal {
+pub(crate) fn missing(id: &str) -> Refusal {
     Refusal::NotFound { what: format!("case {id}") }
 }
 

@@ -27,6 +27,14 @@ pub(crate) fn apply(
     refuse_on!(check_fields(signer, o));
     if let Some(prior) = &o.follow_up_of {
         let old = refuse_on!(super::existing(state, prior)?);
+        // Only one who may see a case follows it up (else it is answered as missing: an
+        // applied follow-up would tell that it exists and is sealed).
+        let (height, time_ms) = (state.height, state.time_ms);
+        if crate::visibility::case_sight_in(state, signer, prior, &old, height, time_ms)?
+            == crate::visibility::CaseSight::Hidden
+        {
+            return Ok(Err(super::missing(prior)));
+        }
         if old.patient != o.patient {
             return Ok(Err(Refusal::Invalid {
                 reason: format!("case {prior} is a case of another patient"),

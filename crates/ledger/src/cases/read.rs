@@ -129,12 +129,14 @@ impl Ledger {
     }
 
     /// The blob holding case `id`'s key wrapped to `recipient`, and the transaction that
-    /// wrapped it (the case's open or a key share), if there is one.
+    /// wrapped it (the case's open or a key share), if there is one. A key wrapped by a ledger
+    /// version that did not keep the transaction has none (wallets then ask for it to be
+    /// shared again).
     pub fn case_key_and_tx(
         &self,
         id: &str,
         recipient: &AccountId,
-    ) -> Result<Option<(Hash, Hash)>, LedgerError> {
+    ) -> Result<Option<(Hash, Option<Hash>)>, LedgerError> {
         let read = self.db.begin_read()?;
         let key = keys::str_account(id, recipient);
         let Some(blob) = read.open_table(CASE_KEYS)?.get(key.as_slice())?.map(|v| Hash(*v.value()))
@@ -142,9 +144,6 @@ impl Ledger {
             return Ok(None);
         };
         let tx = read.open_table(CASE_KEY_TXS)?.get(key.as_slice())?.map(|v| Hash(*v.value()));
-        let tx = tx.ok_or_else(|| {
-            LedgerError::Corrupt(format!("case {id}'s key of {recipient} has no transaction"))
-        })?;
         Ok(Some((blob, tx)))
     }
 

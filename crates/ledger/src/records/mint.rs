@@ -76,9 +76,24 @@ pub(crate) fn apply(
         None => 1,
         Some(old_id) => {
             let old = refuse_on!(super::existing(state, old_id)?);
+            // Only one who may see a record amends it (else it is answered as missing: an
+            // applied amendment would tell that it exists), and as what it is: a version of
+            // a record of another category would relabel it.
+            let (height, time_ms) = (state.height, state.time_ms);
+            if !crate::visibility::record_seen_by(state, signer, old_id, &old, height, time_ms)? {
+                return Ok(Err(super::missing(old_id)));
+            }
             if old.patient != m.patient {
                 return Ok(Err(Refusal::Invalid {
                     reason: format!("record {old_id} belongs to another patient"),
+                }));
+            }
+            if old.category != m.category {
+                return Ok(Err(Refusal::Invalid {
+                    reason: format!(
+                        "record {old_id} is a {:?}: its new version must be one too",
+                        old.category
+                    ),
                 }));
             }
             refuse_on!(super::require_not_erased(old_id, &old));

@@ -79,7 +79,7 @@ fn unseen(
 }
 
 /// The refusal for a record that does not exist (or that the signer may not see).
-fn missing(pmr: &str) -> Refusal {
+pub(crate) fn missing(pmr: &str) -> Refusal {
     Refusal::NotFound { what: format!("record {pmr}") }
 }
 

@@ -13,7 +13,7 @@ use medledger_core::{
     tx::{
         CaseTx, ConsentTx, DeviceTx, EmergencyTx, RecordTx, TxBody,
         cases::OpenCase,
-        consent::{Action, DenyRule, Purpose, RecordCategory, Resource, Scope, Validity},
+        consent::{AccessTx, Action, DenyRule, Purpose, RecordCategory, Resource, Scope, Validity},
         devices::{DeviceKind, Metric, RegisterDevice, SetThresholds, StartSession},
         emergency::{EmergencyProfile, MIN_SEALED_REASON_BYTES, ReasonCode},
         records::{KeyRef, KeySharing, MintRecord, VisitDate},
@@ -365,11 +365,11 @@ fn a_case_key_holder_may_fetch_the_cases_open_while_seeing_the_case_and_a_strang
     applied(&net.one(share));
     assert_eq!(
         net.ledger.case_key_and_tx(&case, &second.account).unwrap(),
-        Some((Hash::of(b"case key/s"), shared))
+        Some((Hash::of(b"case key/s"), Some(shared)))
     );
     assert_eq!(
         net.ledger.case_key_and_tx(&case, &doctor.account).unwrap(),
-        Some((Hash::of(b"case key/o"), t.hash()))
+        Some((Hash::of(b"case key/o"), Some(t.hash())))
     );
     assert!(!sees(&net, &second), "a key, but no sight of the case");
     let id = grant(&mut net, &mut patient, &second, Scope::Case(case.clone()));
@@ -389,8 +389,10 @@ fn a_case_key_holder_may_fetch_the_cases_open_while_seeing_the_case_and_a_strang
 /// the case, the refusals say why again.
 #[test]
 fn a_refusal_tells_a_stranger_no_more_than_a_missing_record_or_case_would() {
-    let (mut net, _, mut doctor, mut patient) = populated();
+    let (mut net, mut hospital, mut doctor, mut patient) = populated();
     let (mut stranger, _) = outsider(&mut net);
+    let other_patient = Actor::new();
+    applied(&net.one(register(&mut hospital, &other_patient)));
     let pmr = mint(&mut net, &mut doctor, &patient, None);
     let (case, head) = open_case(&mut net, &mut doctor, &patient);
     // A count no record or case of the patient has reached.
@@ -456,6 +458,22 @@ fn a_refusal_tells_a_stranger_no_more_than_a_missing_record_or_case_would() {
         assert_eq!(refused(TxBody::Cases(there)), missing(format!("case {case}")), "{said}");
         assert_eq!(refused(TxBody::Cases(absent)), missing(format!("case {no_case}")), "{said}");
     }
+    // An access naming the case with another patient, and one naming a case that does not
+    // exist: the same refusal, and neither says whose the case is.
+    let access = |id: &str| {
+        TxBody::Access(AccessTx {
+            resource: Resource {
+                patient: other_patient.account,
+                category: None,
+                record: None,
+                case: Some(id.into()),
+            },
+            action: Action::Read,
+            purpose: Purpose::Treatment,
+        })
+    };
+    assert_eq!(refused(access(&case)), missing(format!("case {case}")));
+    assert_eq!(refused(access(&no_case)), missing(format!("case {no_case}")));
     // Let in for treatment (a grant of everything), the doctor is told why an erasure and a
     // seal are refused: they are the patient's, and the opener's or the patient's.
     grant(&mut net, &mut patient, &stranger, Scope::All);
@@ -467,6 +485,70 @@ fn a_refusal_tells_a_stranger_no_more_than_a_missing_record_or_case_would() {
     assert!(matches!(erase, Refusal::Unauthorised { .. }), "{erase:?}");
     let seal = refused(TxBody::Cases(CaseTx::Seal { case: case.clone(), head }));
     assert!(matches!(seal, Refusal::Unauthorised { .. }), "{seal:?}");
+}
+
+/// A new version supersedes only a record its minter may see, and only as a record of the
+/// same category; a follow-up opens only after a case its opener may see. A colleague at the
+/// patient's hospital may mint and open for the patient (they treat them by registration),
+/// but does not see another doctor's record or case: an applied amendment or follow-up would
+/// tell them it exists (and mark the record superseded, so its author could no longer amend
+/// it). Each is refused as naming a missing one.
+#[test]
+fn only_one_who_sees_a_record_or_case_amends_it_or_follows_it_up() {
+    let (mut net, mut hospital, mut doctor, mut patient) = populated();
+    let colleague = Actor::new();
+    applied(&net.one(onboard(&mut hospital, &colleague)));
+    let mut colleague = colleague;
+    let pmr = mint(&mut net, &mut doctor, &patient, None);
+    let amend = |by: &AccountId, category: RecordCategory, tag: &str| {
+        TxBody::Records(RecordTx::Mint(MintRecord {
+            patient: patient.account,
+            visit_date: VisitDate { year: 2021, month: 1, day: 27 },
+            category,
+            content: Hash::of(format!("content/v2/{tag}").as_bytes()),
+            size: 1024,
+            metadata: Hash::of(format!("meta/v2/{tag}").as_bytes()),
+            keys: vec![
+                KeyRef {
+                    recipient: patient.account,
+                    blob: Hash::of(format!("kp/v2/{tag}").as_bytes()),
+                },
+                KeyRef { recipient: *by, blob: Hash::of(format!("ka/v2/{tag}").as_bytes()) },
+            ],
+            supersedes: Some(pmr.clone()),
+            sharing: None,
+        }))
+    };
+    let r = net.one(colleague.sign_body(amend(&colleague.account, RecordCategory::LabReport, "c")));
+    assert_eq!(refusal(&r), &Refusal::NotFound { what: format!("record {pmr}") });
+    let r = net.one(doctor.sign_body(amend(&doctor.account, RecordCategory::Imaging, "d")));
+    assert!(
+        matches!(refusal(&r), Refusal::Invalid { reason } if reason.contains("its new version must be one too")),
+        "{r:?}"
+    );
+    // The author amends it as what it is.
+    applied(&net.one(doctor.sign_body(amend(&doctor.account, RecordCategory::LabReport, "a"))));
+
+    let (case, head) = open_case(&mut net, &mut doctor, &patient);
+    applied(&net.one(patient.sign_body(TxBody::Cases(CaseTx::Seal { case: case.clone(), head }))));
+    let follow_up = |by: &AccountId, tag: &str| {
+        TxBody::Cases(CaseTx::Open(OpenCase {
+            patient: patient.account,
+            description: Hash::of(format!("desc/follow-up/{tag}").as_bytes()),
+            keys: vec![
+                KeyRef {
+                    recipient: patient.account,
+                    blob: Hash::of(format!("case key/fp/{tag}").as_bytes()),
+                },
+                KeyRef { recipient: *by, blob: Hash::of(format!("case key/fo/{tag}").as_bytes()) },
+            ],
+            follow_up_of: Some(case.clone()),
+        }))
+    };
+    let r = net.one(colleague.sign_body(follow_up(&colleague.account, "c")));
+    assert_eq!(refusal(&r), &Refusal::NotFound { what: format!("case {case}") });
+    // Its opener follows it up.
+    applied(&net.one(doctor.sign_body(follow_up(&doctor.account, "d"))));
 }
 
 fn register_device(device: &Actor, patient: AccountId, signer: &mut Actor) -> SignedTransaction {

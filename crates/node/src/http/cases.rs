@@ -110,7 +110,7 @@ async fn own_key(
     let (blob, tx) = state.ledger.case_key_and_tx(&id, &requester)?.ok_or_else(no_key)?;
     state.replicas.ensure_present([blob]).await;
     let bytes = state.vault.get(&blob).map_err(vault_error)?.ok_or_else(no_key)?;
-    Ok(Json(OwnKey { wrapped_hex: hex::encode(bytes), tx: Some(tx) }))
+    Ok(Json(OwnKey { wrapped_hex: hex::encode(bytes), tx }))
 }
 
 /// `POST /v1/cases/{id}/read`: the audited read ([`crate::audited`]) of a case. The body is
