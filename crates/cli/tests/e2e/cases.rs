@@ -21,6 +21,15 @@ fn account_of(wallet: &str) -> String {
 }
 
 /// The word after `prefix` in `out`.
+/// Opens a case for the cast's patient as the cast's doctor, titled `title`: its id.
+pub(crate) fn open_case(c: &crate::registry::Cast, env: &[(&str, &str)], title: &str) -> String {
+    let out = ok(
+        &["case", "open", "--wallet", &c.doctor, "--patient", &c.patient_id, "--title", title],
+        env,
+    );
+    word_after(&out, "case ")
+}
+
 pub(crate) fn word_after(out: &str, prefix: &str) -> String {
     let start =
         out.find(prefix).unwrap_or_else(|| panic!("no {prefix:?} in:\n{out}")) + prefix.len();
@@ -287,14 +296,7 @@ fn case_reads_are_access_events_in_the_patients_trail() {
     let node = Node::start(&tmp.path().join("data"));
     let env = [("MEDLEDGER_NODE", node.url.as_str())];
     let c = cast(tmp.path(), &node);
-    let out = ok(
-        &["case", "open", "--wallet", &c.doctor, "--patient", &c.patient_id]
-            .into_iter()
-            .chain(["--title", "Knee arthroscopy"])
-            .collect::<Vec<_>>(),
-        &env,
-    );
-    let case = word_after(&out, "case ");
+    let case = open_case(&c, &env, "Knee arthroscopy");
     ok(&["case", "append", &case, "--wallet", &c.doctor, "--text", "Day 0: admitted"], &env);
 
     // A reader: a doctor with a grant for this case and the case key, who writes nothing.

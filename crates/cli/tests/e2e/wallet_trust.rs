@@ -1028,13 +1028,7 @@ fn a_case_a_node_passes_off_as_another_gets_no_key_wrapped() {
     let env = [("MEDLEDGER_NODE", node.url.as_str())];
     let c = cast(tmp.path(), &node);
     let (_, consultant) = onboard(tmp.path(), &node, &c.hospital, "consultant");
-    let open = |title: &str| {
-        let out = ok(
-            &["case", "open", "--wallet", &c.doctor, "--patient", &c.patient_id, "--title", title],
-            &env,
-        );
-        crate::cases::word_after(&out, "case ")
-    };
+    let open = |title: &str| crate::cases::open_case(&c, &env, title);
     let (knee, psych) = (open("Knee arthroscopy"), open("Psychiatric admission"));
     let (rt, client) = client_of(&c.patient, &node);
     let knee_view = rt.block_on(client.case(&knee)).unwrap().unwrap();
@@ -1083,14 +1077,7 @@ fn a_case_key_a_node_substitutes_seals_no_entry_and_is_not_shared() {
     let env = [("MEDLEDGER_NODE", node.url.as_str())];
     let c = cast(tmp.path(), &node);
     let (_, consultant) = onboard(tmp.path(), &node, &c.hospital, "consultant");
-    let out = ok(
-        &["case", "open", "--wallet", &c.doctor, "--patient", &c.patient_id]
-            .into_iter()
-            .chain(["--title", "Knee arthroscopy"])
-            .collect::<Vec<_>>(),
-        &env,
-    );
-    let case = crate::cases::word_after(&out, "case ");
+    let case = crate::cases::open_case(&c, &env, "Knee arthroscopy");
     let (rt, client) = client_of(&c.doctor, &node);
     let view = rt.block_on(client.case(&case)).unwrap().unwrap();
     // The node's own key, wrapped to each wallet exactly as a real one would be, said to be
