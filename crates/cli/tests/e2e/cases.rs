@@ -64,6 +64,7 @@ fn last_case_access(patient: &str, env: &[(&str, &str)]) -> serde_json::Value {
 /// A sealed case written by two doctors, exported to `file`: returns the case id.
 struct Written {
     case: String,
+    hospital: String,
     doctor: String,
     second: String,
     patient: String,
@@ -127,7 +128,7 @@ fn write_case(dir: &Path, node: &Node, entries: &[(&str, &str)], file: &Path) ->
     let file_s = file.display().to_string();
     let out = ok(&["case", "export", &case, "--wallet", &c.patient, "-o", &file_s], &env);
     assert!(out.contains("written to"), "{out}");
-    Written { case, doctor: c.doctor, second, patient: c.patient }
+    Written { case, hospital: c.hospital, doctor: c.doctor, second, patient: c.patient }
 }
 
 #[test]
@@ -177,6 +178,29 @@ fn a_case_is_written_by_two_doctors_sealed_exported_and_verified() {
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed[0]["follow_ups"][0], follow_up.as_str(), "{listed}");
     assert_eq!(listed[1]["follow_up_of"], case.as_str(), "{listed}");
+    // A doctor let into the follow-up alone sees it, but not which case it follows up (a
+    // Case-ID carries the Patient-ID and a count): the link is left out, as a record's to
+    // versions the reader may not see.
+    let (consultant, consultant_account) =
+        crate::wallet_trust::onboard(tmp.path(), &node, &w.hospital, "consultant");
+    ok(
+        &["consent", "grant", "--wallet", &w.patient, "--grantee", &consultant_account]
+            .into_iter()
+            .chain(["--scope", &format!("case:{follow_up}")])
+            .collect::<Vec<_>>(),
+        &env,
+    );
+    let (rt, client) = crate::wallet_trust::client_of(&consultant, &node);
+    let seen = rt.block_on(client.case(&follow_up)).unwrap().expect("the follow-up is seen");
+    assert_eq!(seen.follow_up_of, None, "the consultant was shown the case it follows up");
+    assert!(rt.block_on(client.case(case)).unwrap().is_none(), "the prior case is not seen");
+    let (rt, client) = crate::wallet_trust::client_of(&w.patient, &node);
+    let prior = rt.block_on(client.case(case)).unwrap().unwrap();
+    assert_eq!(prior.follow_ups, vec![follow_up.clone()], "the patient sees both");
+    // The second doctor, let into the first case alone, is not shown its follow-up.
+    let (rt, client) = crate::wallet_trust::client_of(&w.second, &node);
+    let prior = rt.block_on(client.case(case)).unwrap().expect("the first case is seen");
+    assert!(prior.follow_ups.is_empty(), "shown a follow-up: {:?}", prior.follow_ups);
 
     // A crash (kill -9) and restart loses nothing: the node re-applies what its ledger file
     // had not made durable, and the case reads back whole.

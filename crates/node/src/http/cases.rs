@@ -27,7 +27,7 @@ use medledger_api::{
     ProvenTx, paths,
 };
 use medledger_core::{encoding, ids::AccountId, keys::namespace};
-use medledger_ledger::{CaseLog, TxRecord, visibility::CaseSight};
+use medledger_ledger::{CaseLog, LedgerError, TxRecord, visibility::CaseSight};
 use medledger_vault::BlobStore;
 use serde::Deserialize;
 
@@ -83,8 +83,37 @@ async fn list(
     let patient = parse_account(&q.patient)?;
     let now = crate::admission::now_ms();
     let list = state.ledger.cases_of_patient_visible_to(&requester, &patient, now)?;
-    let views = list.into_iter().map(|(id, c)| views::case(&state.ledger, id, c));
+    let views = list.into_iter().map(|(id, c)| shown(&state, &requester, id, c, now));
     Ok(Json(views.collect::<Result<_, _>>()?))
+}
+
+/// Case `id` (`c`) as `requester`, who may see it, is shown it: its links to the case it
+/// follows up and to its follow-ups only where they may see that case too, since a Case-ID
+/// carries the Patient-ID and a count (as a record's links to its versions).
+fn shown(
+    state: &AppState,
+    requester: &AccountId,
+    id: String,
+    c: CaseLog,
+    now: u64,
+) -> Result<CaseView, LedgerError> {
+    let mut view = views::case(&state.ledger, id, c)?;
+    let seen = |link: &str| -> Result<bool, LedgerError> {
+        Ok(state.ledger.case_visible_to(requester, link, CaseSight::Existence, now)?.is_some())
+    };
+    if let Some(prior) = view.follow_up_of.as_deref()
+        && !seen(prior)?
+    {
+        view.follow_up_of = None;
+    }
+    let mut follow_ups = Vec::with_capacity(view.follow_ups.len());
+    for f in std::mem::take(&mut view.follow_ups) {
+        if seen(&f)? {
+            follow_ups.push(f);
+        }
+    }
+    view.follow_ups = follow_ups;
+    Ok(view)
 }
 
 /// `GET /v1/cases/{id}`.
@@ -94,7 +123,7 @@ async fn case(
     Path(id): Path<String>,
 ) -> ApiResult<CaseView> {
     let c = visible_case(&state, &requester, &id, CaseSight::Existence)?;
-    Ok(Json(views::case(&state.ledger, id, c)?))
+    Ok(Json(shown(&state, &requester, id, c, crate::admission::now_ms())?))
 }
 
 /// `GET /v1/cases/{id}/key`: the case key wrapped to the signer, for a doctor who writes in
