@@ -170,14 +170,14 @@ fn unwrap(s: &Session, wrapped: &[u8], description: &medledger_core::Hash) -> Re
 /// transaction that wrapped it is proven: the case's proven open, filing this blob for this
 /// wallet, or a key share naming this case, this wallet and this blob, signed by the case's
 /// patient or opener as its open proves them. Anyone can wrap a key of their own to this
-/// wallet under the case's context, so an unproven key is never used: a node cannot have an
-/// entry sealed, or the key shared, under a key it chose. (A share a delegate signed is not
-/// counted: the patient or the opener shares again.)
-/// The case is proven first ([`proven_case`]), once the node says it holds a key for this
-/// wallet at all.
-async fn case_key(s: &Session, id: &str) -> Result<(ProvenCase, DataKey)> {
+/// wallet under the case's context, so an unproven key is never used: a node alone cannot
+/// have an entry sealed, or the key shared, under a key it chose. (What is proven is that the
+/// transaction is in the log and signed, not that it was applied: SECURITY.md. A share a
+/// delegate signed is not counted: the patient or the opener shares again.) `view` is the
+/// node's view of case `id`; the case is proven by its open ([`proven_case`]) once the node
+/// says it holds a key for this wallet at all.
+async fn case_key(s: &Session, id: &str, view: CaseView) -> Result<(ProvenCase, DataKey)> {
     let me = s.wallet.account();
-    let view = fetch_case(s, id).await?;
     let (bytes, tx) = s.client.own_case_key(id).await?.with_context(|| {
         format!(
             "case {id} has no key wrapped to you ({me}): ask the patient or the doctor who opened it to share it (medledger case share)",
@@ -313,14 +313,15 @@ pub(crate) async fn append_entry(
     id: &str,
     text: String,
 ) -> Result<(u64, medledger_core::Hash, Receipt)> {
-    if let Some(seal) = &fetch_case(s, id).await?.sealed {
+    let view = fetch_case(s, id).await?;
+    if let Some(seal) = &view.sealed {
         bail!(
             "case {id} was sealed at block {}: nothing can be added; open a follow-up case (medledger case open --follow-up-of {id})",
             seal.height
         );
     }
     anyhow::ensure!(!text.trim().is_empty(), "an entry needs some text");
-    let (case, key) = case_key(s, id).await?;
+    let (case, key) = case_key(s, id, view).await?;
     let sealed = cases::seal_note(&key, &CaseNote { text }, &case_context(&case.view.description))?;
     let entry = records::upload_small(&s.client, sealed).await?;
     let body = TxBody::Cases(CaseTx::Append { case: id.to_owned(), prev: case.view.head, entry });
@@ -438,7 +439,7 @@ fn open_says(
 /// Wraps this wallet's key of case `id` to `with` and records it (`case share`): the
 /// ledger decides who may share (the patient or the opener) and with whom.
 pub(crate) async fn share_case(s: &Session, id: &str, with: AccountId) -> Result<Receipt> {
-    let (case, key) = case_key(s, id).await?;
+    let (case, key) = case_key(s, id, fetch_case(s, id).await?).await?;
     // Wallets prove a shared key only by a share the patient or the opener signed; a share a
     // delegate signed (which the ledger takes, replacing the recipient's key) would leave
     // the recipient with a key no wallet uses.

@@ -1317,6 +1317,17 @@ fn a_break_glass_reason_and_its_review_are_sealed_only_to_whom_the_ledger_proves
         .into_iter()
         .chain(["--code", "unconscious", "--reason", reason])
         .collect::<Vec<_>>();
+    // A wallet whose own registration proves no doctor (the hospital here, which the lying
+    // directory could list as one) is refused before anything is sent.
+    let size = node.log_size();
+    let by_hospital = ["emergency", "break-glass", "--wallet", &c.hospital, "--patient"]
+        .into_iter()
+        .chain([c.patient_id.as_str(), "--code", "unconscious", "--reason", reason])
+        .collect::<Vec<_>>();
+    let err = fails(&by_hospital, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
+    assert!(err.contains("only a doctor may declare break-glass"), "{err}");
+    proxy.sent_nothing("a break-glass by a hospital");
+    assert_eq!(node.log_size(), size, "a hospital's break-glass reached the log");
     let out = ok(&declare, &[("MEDLEDGER_NODE", proxy.url.as_str())]);
     drop(proxy);
     let bg = crate::emergency::id_of(&out);
